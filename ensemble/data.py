@@ -1,0 +1,560 @@
+"""Datasets, splits, scaling and windows under the Time-LLM / Time-Series-Library protocol.
+
+The protocol (ARCHITECTURE §4), which every number this project publishes depends on:
+
+* ETTh1/ETTh2: train rows ``[0, 8640)``, val ``[8640 - L, 11520)``, test ``[11520 - L, 14400)``;
+  ETTm1/ETTm2 the same times four. Any other CSV: 70 % / 10 % / 20 % of the rows, with
+  val and test starting ``L`` rows earlier so that their first window's input reaches back
+  into the previous split (targets never overlap).
+* A standard scaler fitted on the train rows only.
+* Windows: input ``x = rows[t : t + L]``, target ``y = rows[t + L : t + L + H]`` for every
+  ``t`` (stride 1, no ``drop_last``): a split of ``T`` rows has ``T - L - H + 1`` windows.
+
+Windows are strided views over one contiguous array, never copies: ETTm1 at L=512 is
+34k windows x 7 channels, which as copies would be 34k x 512 x 7 x 8 bytes = 1 GB.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ensemble.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DATA_ENV = "HYBRID_FORECAST_DATA"
+
+# name -> (path under the data directory, split rule)
+DATASETS: dict[str, tuple[str, str]] = {
+    "ETTh1": ("ETT-small/ETTh1.csv", "ett_hour"),
+    "ETTh2": ("ETT-small/ETTh2.csv", "ett_hour"),
+    "ETTm1": ("ETT-small/ETTm1.csv", "ett_minute"),
+    "ETTm2": ("ETT-small/ETTm2.csv", "ett_minute"),
+    "weather": ("weather/weather.csv", "ratio"),
+    "illness": ("illness/national_illness.csv", "ratio"),
+    "exchange_rate": ("exchange_rate/exchange_rate.csv", "ratio"),
+}
+
+FEATURES = ("M", "S", "MS")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded, validated multivariate series (raw values, before scaling).
+
+    Attributes:
+        name: dataset name (a registered name, or the CSV file's stem).
+        values: [T, C] float64 raw values; for ``features`` S only the target column,
+            otherwise all columns with the target last (as the reference loaders order them).
+        columns: the C column names, in the order of ``values``.
+        dates: [T] timestamps.
+        freq: pandas frequency string inferred from the dates ('h', '15min', ...) or None.
+        target: name of the target column.
+        features: 'M' (all channels in, all out), 'S' (target only), 'MS' (all in, target out).
+        split_rule: 'ett_hour', 'ett_minute' or 'ratio'.
+        path: the file the data came from.
+    """
+
+    name: str
+    values: np.ndarray
+    columns: list[str]
+    dates: pd.DatetimeIndex
+    freq: str | None
+    target: str
+    features: str
+    split_rule: str
+    path: Path
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.values.shape[1])
+
+    @property
+    def target_index(self) -> int:
+        return self.columns.index(self.target)
+
+
+class StandardScaler:
+    """Per-channel standardisation, fitted on the train rows only."""
+
+    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None):
+        self.mean = mean
+        self.std = std
+
+    def fit(self, x: np.ndarray) -> StandardScaler:
+        """x: [T, C]."""
+        self.mean = x.mean(axis=0)
+        std = x.std(axis=0)
+        # A constant channel would divide by zero; scale it by 1 instead (sklearn does the same).
+        self.std = np.where(std > 0, std, 1.0)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """x: [..., C] -> [..., C]."""
+        return (x - self.mean) / self.std
+
+    def inverse_transform(
+        self, x: np.ndarray, channels: slice | list[int] | None = None
+    ) -> np.ndarray:
+        """x: [..., C'] scaled -> raw units; ``channels`` selects the scaler's columns if C' < C."""
+        sel = slice(None) if channels is None else channels
+        return x * self.std[sel] + self.mean[sel]
+
+
+def sliding(data: np.ndarray, length: int) -> np.ndarray:
+    """Read-only strided view of all windows: data [T, C] -> [T - length + 1, length, C]."""
+    return np.lib.stride_tricks.sliding_window_view(data, length, axis=0).transpose(0, 2, 1)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The input side of a split's forecast windows, as members see them at predict time.
+
+    ``context`` holds exactly the rows that are the input of some window, so no target
+    value of the last ``pred_len`` rows is visible. Causal members (ARIMA's filter) may
+    scan ``context`` left to right; others use ``x``.
+
+    Attributes:
+        context: [W + L - 1, C] scaled rows.
+        seq_len: L.
+        pred_len: H.
+        dates: [W + L - 1 + H] timestamps of the context rows and of the horizon after it
+            (for calendar features of the forecast steps).
+        start: index of ``context[0]`` in the full dataset's rows.
+    """
+
+    context: np.ndarray
+    seq_len: int
+    pred_len: int
+    dates: pd.DatetimeIndex
+    start: int = 0
+
+    @property
+    def n(self) -> int:
+        return int(self.context.shape[0] - self.seq_len + 1)
+
+    @property
+    def x(self) -> np.ndarray:
+        """[W, L, C] strided view."""
+        return sliding(self.context, self.seq_len)
+
+    @property
+    def origins(self) -> np.ndarray:
+        """[W] index into ``context`` of each window's last input row."""
+        return np.arange(self.seq_len - 1, self.context.shape[0])
+
+    def subset(self, idx: np.ndarray | slice) -> np.ndarray:
+        """Inputs of selected windows only: [w, L, C] (a copy when idx is an array)."""
+        return self.x[idx]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One contiguous, scaled part of the series (train, val or test).
+
+    Attributes:
+        name: 'train', 'val' or 'test'.
+        data: [T_split, C] scaled rows (val and test include the L rows of lookback before
+            their first target).
+        dates: [T_split] timestamps.
+        start: index of ``data[0]`` in the full dataset's rows.
+        seq_len, pred_len: L and H.
+        columns: channel names.
+        freq: inferred pandas frequency or None.
+    """
+
+    name: str
+    data: np.ndarray
+    dates: pd.DatetimeIndex
+    start: int
+    seq_len: int
+    pred_len: int
+    columns: list[str]
+    freq: str | None = None
+
+    @property
+    def n_windows(self) -> int:
+        return max(0, int(self.data.shape[0] - self.seq_len - self.pred_len + 1))
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.data.shape[1])
+
+    def windows(self) -> Windows:
+        """The input side of every window (targets not included)."""
+        t_ctx = self.data.shape[0] - self.pred_len
+        return Windows(
+            context=self.data[:t_ctx],
+            seq_len=self.seq_len,
+            pred_len=self.pred_len,
+            dates=self.dates,
+            start=self.start,
+        )
+
+    def inputs(self) -> np.ndarray:
+        """[W, L, C] strided view of the inputs."""
+        return sliding(self.data[: self.data.shape[0] - self.pred_len], self.seq_len)
+
+    def targets(self) -> np.ndarray:
+        """[W, H, C] strided view of the targets."""
+        return sliding(self.data[self.seq_len :], self.pred_len)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train / val / test splits of one dataset, with the scaler fitted on train rows.
+
+    Attributes:
+        borders: ((b1_train, b1_val, b1_test), (b2_train, b2_val, b2_test)) row borders.
+        eval_channels: channels the metrics use (all for M/S, the target for MS).
+    """
+
+    dataset: Dataset
+    train: Split
+    val: Split
+    test: Split
+    scaler: StandardScaler
+    borders: tuple[tuple[int, int, int], tuple[int, int, int]]
+    eval_channels: list[int] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter((self.train, self.val, self.test))
+
+    def window_counts(self) -> dict[str, int]:
+        return {s.name: s.n_windows for s in self}
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def data_dir_from(arg: str | os.PathLike | None) -> Path:
+    """--data-dir, else $HYBRID_FORECAST_DATA, else ./dataset."""
+    if arg:
+        return Path(arg)
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else Path("dataset")
+
+
+def resolve_path(
+    name: str | None, data_path: str | os.PathLike | None, data_dir
+) -> tuple[str, Path, str]:
+    """Return (dataset name, file path, split rule) for a registered name or a CSV path."""
+    if data_path:
+        path = Path(data_path)
+        if name and name in DATASETS and not path.exists():
+            path = data_dir_from(data_dir) / path
+        rule = DATASETS[name][1] if name in DATASETS else "ratio"
+        return (name or path.stem), path, rule
+    if not name:
+        raise UserError(
+            "no data given: pass --dataset NAME (one of "
+            + ", ".join(DATASETS)
+            + ") or --data-path FILE.csv"
+        )
+    if name not in DATASETS:
+        close = [k for k in DATASETS if k.lower() == name.lower()]
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UserError(
+            f"unknown dataset {name!r}{hint}: choose one of {', '.join(DATASETS)}, or pass any CSV with --data-path FILE"
+        )
+    rel, rule = DATASETS[name]
+    return name, data_dir_from(data_dir) / rel, rule
+
+
+def _find_date_column(df: pd.DataFrame, path: Path) -> str:
+    for col in df.columns:
+        if str(col).strip().lower() in ("date", "datetime", "timestamp", "time", "ds"):
+            return col
+    first = df.columns[0]
+    if df[first].dtype == object:
+        parsed = pd.to_datetime(df[first].head(20), errors="coerce")
+        if parsed.notna().all():
+            return first
+    raise UserError(
+        f"{path}: no date column found (columns: {', '.join(map(str, df.columns[:8]))}...); "
+        "name the timestamp column 'date' or put it first"
+    )
+
+
+def infer_freq(dates: pd.DatetimeIndex) -> str | None:
+    """The series' sampling frequency as a pandas offset string, robust to a few gaps."""
+    if len(dates) < 3:
+        return None
+    try:
+        freq = pd.infer_freq(dates[: min(len(dates), 2000)])
+    except (TypeError, ValueError):
+        freq = None
+    if freq:
+        return freq
+    step = pd.Series(dates[1 : min(len(dates), 5000)] - dates[: min(len(dates), 5000) - 1]).mode()
+    if len(step) == 0:
+        return None
+    try:
+        return pd.tseries.frequencies.to_offset(step.iloc[0]).freqstr
+    except ValueError:
+        return None
+
+
+def load_dataset(
+    name: str | None = None,
+    *,
+    data_path: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    features: str = "M",
+    target: str | None = None,
+    fill: str | None = None,
+) -> Dataset:
+    """Load and validate a dataset.
+
+    Args:
+        name: a registered dataset (ETTh1, ETTh2, ETTm1, ETTm2, weather, illness,
+            exchange_rate), or None with ``data_path``.
+        data_path: any CSV with a date column; the 70/10/20 split rule applies unless
+            ``name`` is a registered dataset.
+        data_dir: directory holding ``ETT-small/``, ``weather/``...; default
+            ``$HYBRID_FORECAST_DATA`` then ``./dataset``.
+        features: 'M', 'S' or 'MS'.
+        target: target column (default 'OT' if present, else the last column).
+        fill: None (NaN/inf is an error) or 'ffill' (forward fill, explicit opt-in).
+
+    Raises:
+        UserError: any problem the user can fix, with a one-line explanation.
+    """
+    if features not in FEATURES:
+        raise UserError(
+            f"unknown --features {features!r}: use M (multivariate), S (univariate target) or MS"
+        )
+    if fill not in (None, "ffill"):
+        raise UserError(f"unknown --fill {fill!r}: the only filling offered is 'ffill'")
+    ds_name, path, rule = resolve_path(name, data_path, data_dir)
+    if not path.is_file():
+        how = (
+            f"run `hybrid-forecast data download {ds_name} --data-dir {path.parents[1] if ds_name in DATASETS else 'DIR'}`"
+            if ds_name in DATASETS
+            else "check the path"
+        )
+        raise UserError(
+            f"data file not found: {path}; {how}, or point --data-dir / ${DATA_ENV} at the folder holding it"
+        )
+    try:
+        df = pd.read_csv(path, encoding_errors="replace")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    if df.shape[0] == 0 or df.shape[1] < 2:
+        raise UserError(f"{path}: needs a date column and at least one value column, with rows")
+    date_col = _find_date_column(df, path)
+    dates = pd.to_datetime(df[date_col], errors="coerce")
+    if dates.isna().any():
+        row = int(np.flatnonzero(dates.isna().to_numpy())[0])
+        raise UserError(
+            f"{path}: unreadable timestamp {df[date_col].iloc[row]!r} in column {date_col!r} at row {row + 1} (line {row + 2})"
+        )
+    dates = pd.DatetimeIndex(dates)
+    diffs = np.diff(
+        dates.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    )  # ns, whatever the index's unit
+    if (diffs < 0).any():
+        row = int(np.flatnonzero(diffs < 0)[0]) + 1
+        raise UserError(
+            f"{path}: timestamps go backwards at row {row + 1} (line {row + 2}: {dates[row]} after {dates[row - 1]}); sort the file by date"
+        )
+    n_dup = int((diffs == 0).sum())
+    if n_dup:
+        row = int(np.flatnonzero(diffs == 0)[0]) + 1
+        log.warning(
+            "%s: %d duplicate timestamp(s), first %s at row %d; rows used as they are",
+            path.name,
+            n_dup,
+            dates[row],
+            row + 1,
+        )
+
+    value_cols = [c for c in df.columns if c != date_col]
+    for col in value_cols:
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            num = pd.to_numeric(df[col], errors="coerce")
+            bad = num.isna() & df[col].notna()
+            row = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
+            raise UserError(
+                f"{path}: column {col!r} is not numeric (row {row + 1}, line {row + 2}: {df[col].iloc[row]!r}); "
+                "remove the column or fix the value"
+            )
+    if target is None:
+        target = "OT" if "OT" in value_cols else value_cols[-1]
+    elif target not in value_cols:
+        raise UserError(
+            f"{path}: target column {target!r} not found; columns are {', '.join(map(str, value_cols))}"
+        )
+
+    # Target last, as the reference loaders order the channels.
+    if features == "S":
+        cols = [target]
+    else:
+        cols = [c for c in value_cols if c != target] + [target]
+    values = df[cols].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        if fill == "ffill":
+            frame = pd.DataFrame(np.where(bad, np.nan, values)).ffill()
+            values = frame.to_numpy()
+            bad = ~np.isfinite(values)
+        if bad.any():
+            row, c = (int(v) for v in np.argwhere(bad)[0])
+            what = "NaN" if np.isnan(values[row, c]) else "inf"
+            extra = (
+                " (leading values cannot be forward-filled)"
+                if fill
+                else "; fix the file or pass --fill ffill to forward-fill"
+            )
+            raise UserError(
+                f"{path}: {what} in column {cols[c]!r} at row {row + 1} (line {row + 2}){extra}"
+            )
+
+    freq = infer_freq(dates)
+    if freq is not None:
+        try:
+            step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+            gaps = int((diffs > step.value).sum())
+        except ValueError:  # calendar offsets such as 'MS' have no fixed length
+            gaps = 0
+        if gaps:
+            row = int(np.flatnonzero(diffs > step.value)[0]) + 1
+            log.warning(
+                "%s: %d gap(s) in the %s timestamps, first before row %d (%s); rows used as they are",
+                path.name,
+                gaps,
+                freq,
+                row + 1,
+                dates[row],
+            )
+    return Dataset(
+        name=ds_name,
+        values=values,
+        columns=[str(c) for c in cols],
+        dates=dates,
+        freq=freq,
+        target=str(target),
+        features=features,
+        split_rule=rule,
+        path=path,
+    )
+
+
+# ---------------------------------------------------------------------------- splitting
+
+
+def split_borders(
+    n_rows: int, rule: str, seq_len: int
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Row borders (starts, ends) of train / val / test, as the reference loaders set them."""
+    if rule in ("ett_hour", "ett_minute"):
+        k = 4 if rule == "ett_minute" else 1
+        month = 30 * 24 * k
+        b1 = (0, 12 * month - seq_len, 16 * month - seq_len)
+        b2 = (12 * month, 16 * month, 20 * month)
+        if n_rows < b2[2]:
+            raise UserError(
+                f"the ETT split needs {b2[2]} rows but the file has {n_rows}; use the full ETT file or --data-path for the 70/10/20 rule"
+            )
+        return b1, b2
+    num_train = int(n_rows * 0.7)
+    num_test = int(n_rows * 0.2)
+    num_val = n_rows - num_train - num_test
+    b1 = (0, num_train - seq_len, n_rows - num_test - seq_len)
+    b2 = (num_train, num_train + num_val, n_rows)
+    return b1, b2
+
+
+def make_splits(dataset: Dataset, seq_len: int, pred_len: int, *, percent: int = 100) -> Splits:
+    """Split, scale (on train rows only) and wrap the dataset.
+
+    Args:
+        dataset: a loaded dataset.
+        seq_len: lookback L.
+        pred_len: horizon H.
+        percent: keep only the first ``percent`` % of the train windows (few-shot, as the
+            Time-LLM loaders do); the scaler still uses all train rows.
+
+    Raises:
+        UserError: the series is too short for ``seq_len + pred_len`` in some split.
+    """
+    if seq_len < 1 or pred_len < 1:
+        raise UserError(f"--seq-len and --pred-len must be positive (got {seq_len}, {pred_len})")
+    if not 0 < percent <= 100:
+        raise UserError(f"--percent must be in (0, 100] (got {percent})")
+    b1, b2 = split_borders(dataset.n_rows, dataset.split_rule, seq_len)
+    for name, lo, hi in zip(("train", "val", "test"), b1, b2, strict=True):
+        if lo < 0 or hi - lo < seq_len + pred_len:
+            raise UserError(
+                f"{dataset.name}: {dataset.n_rows} rows are too few for seq_len {seq_len} + pred_len {pred_len} "
+                f"in the {name} split (rows {lo}..{hi}); lower --seq-len/--pred-len or use a longer series"
+            )
+    scaler = StandardScaler().fit(dataset.values[b1[0] : b2[0]])
+    scaled = scaler.transform(dataset.values)
+    ends = list(b2)
+    if percent < 100:
+        ends[0] = (b2[0] - seq_len) * percent // 100 + seq_len
+        if ends[0] - b1[0] < seq_len + pred_len:
+            raise UserError(f"--percent {percent} leaves no training window; raise it")
+    splits = [
+        Split(
+            name=name,
+            data=scaled[lo:hi],
+            dates=dataset.dates[lo:hi],
+            start=lo,
+            seq_len=seq_len,
+            pred_len=pred_len,
+            columns=dataset.columns,
+            freq=dataset.freq,
+        )
+        for name, lo, hi in zip(("train", "val", "test"), b1, ends, strict=True)
+    ]
+    for s in splits:  # views of one array: make accidental writes fail loudly
+        s.data.flags.writeable = False
+    eval_channels = (
+        [dataset.target_index] if dataset.features == "MS" else list(range(dataset.n_channels))
+    )
+    return Splits(dataset, *splits, scaler=scaler, borders=(b1, b2), eval_channels=eval_channels)
+
+
+# ---------------------------------------------------------------------------- CLI glue
+
+
+def add_data_arguments(parser) -> None:
+    """The common data flags of every sub-command that reads a dataset."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", help=f"registered dataset: {', '.join(DATASETS)}")
+    g.add_argument("--data-path", help="any CSV with a date column (70/10/20 split)")
+    g.add_argument(
+        "--data-dir",
+        help=f"folder holding ETT-small/, weather/... (default ${DATA_ENV}, else ./dataset)",
+    )
+    g.add_argument(
+        "--features",
+        default="M",
+        choices=FEATURES,
+        help="M: all channels; S: target only; MS: all in, target out",
+    )
+    g.add_argument("--target", help="target column (default OT, else the last column)")
+    g.add_argument("--fill", choices=["ffill"], help="forward-fill NaN/inf instead of failing")
+
+
+def dataset_from_args(args) -> Dataset:
+    return load_dataset(
+        args.dataset,
+        data_path=args.data_path,
+        data_dir=args.data_dir,
+        features=args.features,
+        target=args.target,
+        fill=args.fill,
+    )

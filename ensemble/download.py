@@ -1,0 +1,107 @@
+"""Fetch the standard benchmark files from their public sources, sha256-checked.
+
+ETT comes from the ETDataset GitHub repository (zhouhaoyi/ETDataset); weather, illness
+and exchange_rate from the zip archives the Autoformer authors' files are redistributed
+in (aspire-zero/long_term_forecast_data). Each file is checked against the sha256 sums
+below (the same as ../shared/data/SHA256SUMS) and written atomically: a failed or
+mismatching download leaves nothing behind.
+
+``$HYBRID_FORECAST_DATA_URL`` replaces every source with ``<URL>/<relative path>`` (a
+plain file, no zip): for mirrors, and for tests that serve files from a loopback server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from ensemble.data import DATASETS
+from ensemble.errors import UserError
+from ensemble.io import _atomic
+
+URL_ENV = "HYBRID_FORECAST_DATA_URL"
+
+SHA256 = {
+    "ETT-small/ETTh1.csv": "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066",
+    "ETT-small/ETTh2.csv": "a3dc2c597b9218c7ce1cd55eb77b283fd459a1d09d753063f944967dd6b9218b",
+    "ETT-small/ETTm1.csv": "6ce1759b1a18e3328421d5d75fadcb316c449fcd7cec32820c8dafda71986c9e",
+    "ETT-small/ETTm2.csv": "db973ca252c6410a30d0469b13d696cf919648d0f3fd588c60f03fdbdbadd1fd",
+    "weather/weather.csv": "34ee981d07313e51da2a50bb600072c8ae4a69cb4b0651f4cb93a069d7a2ba63",
+    "illness/national_illness.csv": "93601f64d2566dc796ca4305adad8b8560c2db1a1ff04543c3bd813a7263570a",
+    "exchange_rate/exchange_rate.csv": "48b4d9d3d508f5104162e85b9a6042e3557fde11aa9f2944eba8c0d0efc89842",
+}
+
+_ETT = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/"
+_ZIPS = "https://raw.githubusercontent.com/aspire-zero/long_term_forecast_data/main/"
+# relative path -> (url, member inside a zip or None)
+SOURCES = {
+    "ETT-small/ETTh1.csv": (_ETT + "ETT-small/ETTh1.csv", None),
+    "ETT-small/ETTh2.csv": (_ETT + "ETT-small/ETTh2.csv", None),
+    "ETT-small/ETTm1.csv": (_ETT + "ETT-small/ETTm1.csv", None),
+    "ETT-small/ETTm2.csv": (_ETT + "ETT-small/ETTm2.csv", None),
+    "weather/weather.csv": (_ZIPS + "weather.zip", "weather/weather.csv"),
+    "illness/national_illness.csv": (_ZIPS + "illness.zip", "illness/national_illness.csv"),
+    "exchange_rate/exchange_rate.csv": (
+        _ZIPS + "exchange_rate.zip",
+        "exchange_rate/exchange_rate.csv",
+    ),
+}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fetch(url: str, timeout: float) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.read()
+    except urllib.error.HTTPError as exc:
+        raise UserError(
+            f"download failed: {url} answered HTTP {exc.code}; check the URL or ${URL_ENV}"
+        ) from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(
+            f"cannot reach {url} ({reason}); are you offline? Copy the files into the data folder by hand "
+            f"or set ${URL_ENV} to a reachable mirror"
+        ) from None
+
+
+def download(name: str, data_dir: Path, *, timeout: float = 60.0) -> tuple[Path, str]:
+    """Download one dataset into ``data_dir``; returns (path, 'downloaded' | 'present')."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    rel = DATASETS[name][0]
+    dest = Path(data_dir) / rel
+    want = SHA256[rel]
+    if dest.is_file() and sha256_file(dest) == want:
+        return dest, "present"
+    base = os.environ.get(URL_ENV)
+    url, member = (base.rstrip("/") + "/" + rel, None) if base else SOURCES[rel]
+    blob = _fetch(url, timeout)
+    if member is not None:
+        try:
+            with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+                blob = zf.read(member)
+        except (zipfile.BadZipFile, KeyError):
+            raise UserError(
+                f"{url} is not the expected archive (no {member} inside); try again or use a mirror"
+            ) from None
+    got = hashlib.sha256(blob).hexdigest()
+    if got != want:
+        raise UserError(
+            f"checksum mismatch for {rel} from {url}: got {got[:12]}..., expected {want[:12]}...; nothing was written"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _atomic(dest, lambda fh: fh.write(blob))
+    return dest, "downloaded"

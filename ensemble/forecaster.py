@@ -1,0 +1,60 @@
+"""The Forecaster protocol every member follows (ARCHITECTURE §3).
+
+A member is fitted on the train split (the val split is for early stopping and model
+selection only) and then forecasts any split's windows in the scaled space:
+``predict(windows) -> [W, H, C]``. Members never see test targets: ``Windows`` carries
+only the rows that are inputs of some window.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ensemble.data import Split, Windows
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    name: str
+
+    def fit(self, train: Split, val: Split) -> Forecaster: ...
+
+    def predict(self, windows: Windows) -> np.ndarray: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+
+class BaseForecaster:
+    """Shared plumbing: pickling save/load and a batched predict helper.
+
+    Subclasses set ``name`` and implement ``fit`` and ``predict``. Members holding torch
+    modules or large frozen parts override ``save``/``load``.
+    """
+
+    name: str = "base"
+
+    def fit(self, train: Split, val: Split) -> BaseForecaster:
+        return self
+
+    def predict(self, windows: Windows) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / "model.pkl.tmp"
+        with open(tmp, "wb") as fh:
+            pickle.dump(self, fh)
+        tmp.replace(path / "model.pkl")
+
+    @classmethod
+    def load(cls, path: str | Path) -> BaseForecaster:
+        with open(Path(path) / "model.pkl", "rb") as fh:
+            obj = pickle.load(fh)
+        if not isinstance(obj, cls):
+            raise TypeError(f"{path} holds a {type(obj).__name__}, not a {cls.__name__}")
+        return obj

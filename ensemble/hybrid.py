@@ -1,0 +1,36 @@
+"""The hybrid combiner: members' forecasts weighted per window and channel."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def stack(forecasts: dict[str, np.ndarray]) -> np.ndarray:
+    """{name: [W, H, C]} -> [M, W, H, C] in the dict's order."""
+    return np.stack([np.asarray(f, dtype=np.float64) for f in forecasts.values()])
+
+
+def combine(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted combination of members' forecasts.
+
+    Args:
+        stacked: [M, W, H, C] members' forecasts.
+        weights: [W, C, M] (per window and channel), [W, M], [C, M] or [M]; each row
+            sums to one.
+
+    Returns:
+        [W, H, C] combined forecast.
+    """
+    m, w, _, c = stacked.shape
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim == 1:
+        weights = np.broadcast_to(weights, (w, c, m))
+    elif weights.shape == (w, m):
+        weights = np.broadcast_to(weights[:, None, :], (w, c, m))
+    elif weights.shape == (c, m):
+        weights = np.broadcast_to(weights[None], (w, c, m))
+    if weights.shape != (w, c, m):
+        raise ValueError(
+            f"weights of shape {weights.shape} do not fit {m} members x {w} windows x {c} channels"
+        )
+    return np.einsum("mwhc,wcm->whc", stacked, weights)

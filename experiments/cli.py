@@ -1,0 +1,68 @@
+"""The `hybrid-forecast` command line.
+
+Each sub-command lives in its own module `experiments/cmd_<name>.py` exposing
+`add_parser(sub)`, which registers an argparse sub-parser whose `func(args) -> int`
+does the work. Modules import their heavy dependencies (torch, transformers) inside
+the handler so that `hybrid-forecast --help` stays fast.
+
+A `UserError` raised anywhere ends the process with exit code 2 and one line on
+stderr; argparse's own usage errors also exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ensemble.errors import UserError
+
+# Sub-command modules, in the order `--help` lists them.
+COMMAND_MODULES = [
+    "cmd_run",
+    "cmd_data",
+    "cmd_periods",
+    "cmd_bench",
+    "cmd_tune",
+    "cmd_analyse",
+    "cmd_timellm",
+    "cmd_bench_step",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hybrid-forecast",
+        description="Time-LLM and classical forecasters, combined by a feature-conditioned router.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"experiments.{name}")
+        except ModuleNotFoundError as exc:  # a command not built yet
+            if exc.name == f"experiments.{name}":
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        code = args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

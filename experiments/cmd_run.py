@@ -1,0 +1,95 @@
+"""`hybrid-forecast run`: one dataset and horizon, members, router, run folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from ensemble.data import add_data_arguments
+from experiments.config import RunConfig
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="fit members and the router on one dataset/horizon; write a run folder",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_data_arguments(p)
+    p.add_argument(
+        "--config", help="a config.yaml (from a run folder or `tune`); flags given here override it"
+    )
+    p.add_argument("--seq-len", type=int, help="lookback L (default 512)")
+    p.add_argument("--pred-len", type=int, help="horizon H (default 96)")
+    p.add_argument(
+        "--percent", type=int, help="few-shot: keep the first PERCENT %% of train windows"
+    )
+    p.add_argument(
+        "--members",
+        help="comma-separated member specs, e.g. dlinear,arima,lightgbm,timellm "
+        "(a spec may carry settings: dlinear@kernel=49)",
+    )
+    p.add_argument("--router", help="combination rule / router (default mean)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--out", help="run folder (default runs/<dataset>_<L>_<H>_s<seed>)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="MEMBER.KEY=VALUE",
+        help="a member default, e.g. --set timellm.llm_layers=2 (repeatable)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=handle)
+
+
+def config_from_args(args) -> RunConfig:
+    from ensemble.errors import UserError
+    from experiments.registry import _coerce
+
+    cfg = RunConfig.from_file(args.config) if getattr(args, "config", None) else RunConfig()
+    for key in (
+        "dataset",
+        "data_path",
+        "data_dir",
+        "target",
+        "fill",
+        "seq_len",
+        "pred_len",
+        "percent",
+        "router",
+        "seed",
+        "out",
+    ):
+        val = getattr(args, key, None)
+        if val is not None:
+            setattr(cfg, key, val)
+    if getattr(args, "config", None) is None or args.features != "M":
+        cfg.features = args.features
+    if args.members:
+        cfg.members = [m.strip() for m in args.members.split(",") if m.strip()]
+    if args.data_path and not args.dataset:
+        cfg.dataset = None
+    for item in getattr(args, "set", []) or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(f"--set {item!r}: expected MEMBER.KEY=VALUE, e.g. timellm.llm_layers=2")
+        lhs, val = item.split("=", 1)
+        member, key = lhs.split(".", 1)
+        cfg.member_params.setdefault(member, {})[key] = _coerce(val)
+    return cfg
+
+
+def handle(args) -> int:
+    from experiments.run import run
+
+    cfg = config_from_args(args)
+    res = run(cfg, progress=not args.quiet)
+    best = min(res["test"], key=lambda n: res["test"][n]["mse"])
+    print(
+        f"{res['dataset']} L={res['seq_len']} H={res['pred_len']}: test windows {res['windows']['test']}"
+    )
+    for name, s in res["test"].items():
+        print(
+            f"  {name:<24} test MSE {s['mse']:.4f}  MAE {s['mae']:.4f}{'  <- best' if name == best else ''}"
+        )
+    print(f"run folder: {cfg.out}")
+    return 0

@@ -1,0 +1,59 @@
+"""Run configuration: everything needed to rerun a run, saved as the run folder's config.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ensemble.errors import UserError
+
+
+@dataclass
+class RunConfig:
+    dataset: str | None = "ETTh1"
+    data_path: str | None = None
+    data_dir: str | None = None
+    features: str = "M"
+    target: str | None = None
+    fill: str | None = None
+    seq_len: int = 512
+    pred_len: int = 96
+    percent: int = 100
+    members: list[str] = field(default_factory=lambda: ["naive"])
+    router: str = "mean"
+    seed: int = 0
+    out: str | None = None
+    # per-member defaults, e.g. {"dlinear": {"kernel": 25}, "timellm": {"llm_layers": 6}}
+    member_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise UserError(
+                f"unknown config key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(sorted(names))}"
+            )
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(d, dict):
+            raise UserError(f"{path}: expected a mapping of config keys")
+        return cls.from_dict(d)

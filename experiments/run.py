@@ -265,7 +265,7 @@ def _seed_everything(seed: int) -> None:
     import random
 
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - libraries that draw from the global state
     try:
         import torch
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -291,11 +292,13 @@ def infer_freq(dates: pd.DatetimeIndex) -> str | None:
     if len(dates) < 3:
         return None
     try:
-        freq = pd.infer_freq(dates[: min(len(dates), 2000)])
+        with warnings.catch_warnings():  # pandas 3 announces an offset return type; we keep strings
+            warnings.simplefilter("ignore")
+            freq = pd.infer_freq(dates[: min(len(dates), 2000)])
     except (TypeError, ValueError):
         freq = None
     if freq:
-        return freq
+        return freq if isinstance(freq, str) else freq.freqstr
     step = pd.Series(dates[1 : min(len(dates), 5000)] - dates[: min(len(dates), 5000) - 1]).mode()
     if len(step) == 0:
         return None

@@ -138,27 +138,70 @@ def peak_power(power: np.ndarray, k: int) -> float:
     return float(power[max(k - 1, 1) : k + 2].sum())
 
 
-def refine_on_acf(k: int, n: int, acf: np.ndarray) -> int | None:
-    """Confirm a periodogram hint on the ACF and return the hill's top lag.
+def peak_frequency(x: np.ndarray, k: int, pad: int = 4) -> float:
+    """Sub-bin location of the periodogram peak near bin k.
 
     Args:
-        k: periodogram bin of the hint (period n / k).
-        n: series length T.
-        acf: [max_lag + 1] autocorrelation of one series (or a channel mean).
+        x: [T] detrended series.
+        k: periodogram bin of the peak (frequency k / T).
+        pad: zero-padding factor of the fine spectrum.
 
     Returns:
-        The lag of the ACF's maximum in the hint's period range if that maximum is a
-        hill (a local maximum of the ACF), else None.
+        The peak's frequency in bins of the unpadded spectrum (T / result is the period).
     """
-    max_lag = acf.shape[0] - 2  # keep one lag to the right to test the hill
-    lo = max(2, int(np.floor(n / (k + 1))))
-    hi = min(max_lag, int(np.ceil(n / (k - 1))) if k > 1 else max_lag)
+    n = x.shape[0]
+    lo, hi = max(1, (k - 1) * pad), (k + 1) * pad + 1
+    # Only the bins around the peak are needed: a DFT on that band is cheaper than a
+    # padded FFT of the whole series when T is long and the band is narrow.
+    w = x * np.hanning(n)
+    nu = np.arange(lo, hi) / pad
+    t = np.arange(n)
+    mag = np.abs(np.exp(-2j * np.pi * np.outer(nu, t) / n) @ w)
+    i = int(np.argmax(mag))
+    if 0 < i < mag.size - 1:  # parabola through the log magnitudes around the top
+        a, b, c = np.log(mag[i - 1 : i + 2] + 1e-300)
+        den = a - 2 * b + c
+        shift = 0.5 * (a - c) / den if den < 0 else 0.0
+    else:
+        shift = 0.0
+    return float((lo + i + shift) / pad)
+
+
+def nearest_acf_peak(acf: np.ndarray, period: float, lo: int, hi: int) -> int | None:
+    """The local maximum of the ACF nearest to ``period`` within lags [lo, hi].
+
+    Args:
+        acf: [max_lag + 1] autocorrelation.
+        period: where the spectrum puts the period (fractional lag).
+        lo, hi: the lags the hill top may take.
+
+    Returns:
+        The lag of that hill top, or None when the range holds no hill with ACF > 0.
+    """
+    lo, hi = max(lo, 2), min(hi, acf.shape[0] - 2)
     if hi < lo:
         return None
-    lag = lo + int(np.argmax(acf[lo : hi + 1]))
-    if acf[lag] >= acf[lag - 1] and acf[lag] >= acf[lag + 1] and acf[lag] > 0:
-        return lag
-    return None
+    lags = np.arange(lo, hi + 1)
+    hill = (acf[lags] >= acf[lags - 1]) & (acf[lags] >= acf[lags + 1]) & (acf[lags] > 0)
+    if not hill.any():
+        return None
+    tops = lags[hill]
+    return int(tops[np.argmin(np.abs(tops - period))])
+
+
+def remove_cycle(x: np.ndarray, period: int) -> np.ndarray:
+    """Subtract the mean profile of a cycle (all its harmonics), centred on zero.
+
+    Args:
+        x: [T] series.
+        period: cycle length in steps.
+
+    Returns:
+        [T] the series minus its period-``period`` profile.
+    """
+    phase = np.arange(x.shape[0]) % period
+    profile = np.bincount(phase, weights=x, minlength=period) / np.bincount(phase, minlength=period)
+    return x - (profile - profile.mean())[phase]
 
 
 def calendar_periods(freq: str | None) -> list[int]:
@@ -219,40 +262,54 @@ def is_harmonic(p: int, q: int, max_order: int = 6, tol: float = 0.02) -> bool:
 
 
 def find_peaks(
-    power: np.ndarray,
-    acf: np.ndarray,
-    n: int,
+    x: np.ndarray,
     calendar: list[int] | None = None,
     max_candidates: int = 5,
     n_hints: int = 40,
 ) -> list[Peak]:
-    """Confirmed, refined, snapped and harmonic-merged periods of one spectrum.
+    """Confirmed, refined, snapped and harmonic-merged periods of one series.
+
+    Hints are taken strongest first. Each is located finely on the spectrum, then looked
+    up on the ACF of what the periods accepted so far leave unexplained (their mean
+    profiles are subtracted first). Without that, the ACF of a mixture of cycles is
+    dominated by the strongest one and weaker cycles show no hill of their own.
 
     Args:
-        power: [T // 2 + 1] normalised periodogram (of one channel, or a channel mean).
-        acf: [T // 2 + 2] autocorrelation matching ``power``.
-        n: series length T.
+        x: [T] values of one channel.
         calendar: calendar periods to snap to (see ``calendar_periods``).
         max_candidates: periods returned at most.
-        n_hints: periodogram peaks examined.
+        n_hints: periodogram peaks examined at most.
 
     Returns:
         Up to ``max_candidates`` peaks, by power (strongest first).
     """
-    found: dict[int, float] = {}
+    n = x.shape[0]
+    d = detrend(x[:, None])
+    power = periodogram(d)[:, 0]
+    acf0 = autocorrelation(d, n // 2 + 1)[:, 0]
+    resid, acf = d[:, 0], acf0
+    kept: list[list[float]] = []  # [period, power], in the order accepted
     for k in spectral_peaks(power, n_hints):
-        lag = refine_on_acf(int(k), n, acf)
+        pw = peak_power(power, int(k))
+        nu = peak_frequency(d[:, 0], int(k))
+        guess = n / nu
+        parent = next((c for c in kept if is_harmonic(round(guess), int(c[0]))), None)
+        if parent is not None:  # part of a stronger cycle's wave shape
+            parent[1] += pw
+            continue
+        # Autoperiod's range: the periods that the neighbouring bins would claim.
+        lag = nearest_acf_peak(acf, guess, int(np.floor(n / (nu + 1))), int(np.ceil(n / max(nu - 1, 1e-9))))
         if lag is None:
             continue
         lag = snap_to_calendar(lag, calendar or [])
-        # Two hints may land on the same hill: one cycle, its powers add up.
-        found[lag] = found.get(lag, 0.0) + peak_power(power, int(k))
-    kept: list[list[float]] = []  # [period, power], strongest first
-    for lag, pw in sorted(found.items(), key=lambda kv: -kv[1]):
-        parent = next((c for c in kept if c[0] > lag and is_harmonic(lag, int(c[0]))), None)
-        if parent is not None:
-            parent[1] += pw
-        else:
-            kept.append([lag, pw])
+        same = next((c for c in kept if abs(c[0] - lag) <= max(1, 0.02 * lag)), None)
+        if same is not None:  # two hints on one hill: one cycle
+            same[1] += pw
+            continue
+        kept.append([lag, pw])
+        if len(kept) >= 3 * max_candidates:
+            break
+        resid = remove_cycle(resid, lag)
+        acf = autocorrelation(resid[:, None], n // 2 + 1)[:, 0]
     kept.sort(key=lambda c: -c[1])
-    return [Peak(int(p), float(pw), float(acf[int(p)])) for p, pw in kept[:max_candidates]]
+    return [Peak(int(p), float(pw), float(acf0[int(p)])) for p, pw in kept[:max_candidates]]

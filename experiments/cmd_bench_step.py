@@ -1,0 +1,176 @@
+"""`hybrid-forecast bench-step`: time Time-LLM training steps on random windows.
+
+A step is forward, MSE loss, backward and an Adam step over the trainable parameters,
+on a batch of random-walk univariate windows whose prompts were built beforehand with
+`PromptBuilder` (ETTh1 description), as the trainer does. Prints one line of results
+(`--json` for machines): windows per second, median seconds per step, peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench-step",
+        help="time Time-LLM training steps (forward, backward, Adam) on random windows",
+        description=__doc__,
+    )
+    p.add_argument(
+        "--backbone", default="minilm", help="minilm | gpt2-random | qwen2-random | PATH"
+    )
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--pred-len", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--n-vars", type=int, default=1, help="channels per window")
+    p.add_argument("--llm-layers", type=int, default=6)
+    p.add_argument("--d-model", type=int, default=32)
+    p.add_argument("--d-ff", type=int, default=128)
+    p.add_argument("--n-heads", type=int, default=8)
+    p.add_argument("--patch-len", type=int, default=16)
+    p.add_argument("--stride", type=int, default=8)
+    p.add_argument("--num-prototypes", type=int, default=1000)
+    p.add_argument("--prototype-map", choices=["full", "lowrank"], default="lowrank")
+    p.add_argument(
+        "--no-prefix-cache",
+        action="store_true",
+        help="run the prompt with the patches (decoders; the official way)",
+    )
+    p.add_argument(
+        "--prompt",
+        choices=["concise", "official"],
+        default="concise",
+        help="our prompt template or the official wording",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="dtype of the frozen backbone weights",
+    )
+    p.add_argument(
+        "--autocast",
+        choices=["none", "bf16"],
+        default="bf16",
+        help="autocast the forward (trainable parameters stay fp32)",
+    )
+    p.add_argument("--load-in-4bit", action="store_true")
+    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="one JSON line")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import resource
+    import statistics
+
+    import numpy as np
+    import torch
+
+    from ensemble.errors import UserError
+    from timellm.backbone import load_backbone
+    from timellm.model import TimeLLM
+    from timellm.prompt import PromptBuilder, load_description
+
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
+        raise UserError("--steps must be >= 1, --warmup >= 0 and --batch-size >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else None
+    backbone = load_backbone(
+        args.backbone, llm_layers=args.llm_layers, dtype=dtype, load_in_4bit=args.load_in_4bit
+    )
+    model = TimeLLM(
+        backbone,
+        seq_len=args.seq_len,
+        pred_len=args.pred_len,
+        patch_len=args.patch_len,
+        stride=args.stride,
+        d_model=args.d_model,
+        d_ff=args.d_ff,
+        n_heads=args.n_heads,
+        num_prototypes=args.num_prototypes,
+        prototype_map=args.prototype_map,
+        prefix_cache=not args.no_prefix_cache,
+        compute_dtype=torch.bfloat16 if args.autocast == "bf16" else None,
+    )
+    model.train()
+    params = model.trainable_parameters()
+    optimiser = torch.optim.Adam(params, lr=1e-4)
+
+    # Random-walk windows and their prompts, built before timing as the trainer does.
+    rng = np.random.default_rng(args.seed)
+    total = args.batch_size * (args.steps + args.warmup)
+    series = rng.standard_normal((total, args.seq_len + args.pred_len, args.n_vars)).cumsum(1)
+    series = series.astype(np.float32)
+    builder = PromptBuilder(
+        backbone.tokenizer,
+        load_description("ETTh1"),
+        args.pred_len,
+        [24, 12, 168],
+        official=args.prompt == "official",
+    )
+    t0 = time.perf_counter()
+    ids, mask = builder(series[:, : args.seq_len])
+    prompt_seconds = time.perf_counter() - t0
+    x_all = torch.from_numpy(series[:, : args.seq_len])
+    y_all = torch.from_numpy(series[:, args.seq_len :])
+    per_batch = args.batch_size * args.n_vars
+
+    times = []
+    for step in range(args.steps + args.warmup):
+        sl = slice(step * args.batch_size, (step + 1) * args.batch_size)
+        pl = slice(step * per_batch, (step + 1) * per_batch)
+        start = time.perf_counter()
+        optimiser.zero_grad(set_to_none=True)
+        out = model(x_all[sl], ids[pl], mask[pl])
+        loss = torch.nn.functional.mse_loss(out, y_all[sl])
+        loss.backward()
+        optimiser.step()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - start)
+
+    seconds = statistics.median(times)
+    result = {
+        "backbone": backbone.name,
+        "llm_layers": backbone.num_layers,
+        "hidden_size": backbone.hidden_size,
+        "prototype_map": args.prototype_map,
+        "prefix_cache": model.is_decoder and not args.no_prefix_cache,
+        "prompt": args.prompt,
+        "dtype": args.dtype,
+        "autocast": args.autocast,
+        "load_in_4bit": args.load_in_4bit,
+        "batch_size": args.batch_size,
+        "n_vars": args.n_vars,
+        "seq_len": args.seq_len,
+        "pred_len": args.pred_len,
+        "prompt_tokens_mean": round(float(mask.sum(1).float().mean()), 1),
+        "prompt_tokens_max": int(mask.sum(1).max()),
+        "prompt_build_s": round(prompt_seconds, 3),
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "seconds_per_step": round(seconds, 4),
+        "seconds_per_step_min": round(min(times), 4),
+        "samples_per_s": round(args.batch_size / seconds, 2),
+        "trainable_params": sum(p.numel() for p in params),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "final_loss": round(float(loss), 5),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['backbone']}: {result['samples_per_s']} windows/s, "
+            f"{result['seconds_per_step']} s/step (median of {args.steps}), "
+            f"peak RSS {result['peak_rss_mb']} MB, {result['trainable_params']:,} trainable "
+            f"parameters, {result['prompt_tokens_mean']} prompt tokens on average"
+        )
+    return 0

@@ -1,0 +1,76 @@
+"""Shared fixtures: the real data folder and small synthetic CSVs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REAL_DATA = Path(
+    os.environ.get(
+        "HYBRID_FORECAST_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    )
+)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder with ETT-small/, weather/...; tests needing it skip when it is absent."""
+    if not (REAL_DATA / "ETT-small" / "ETTh1.csv").is_file():
+        pytest.skip(f"real data not found under {REAL_DATA}; set HYBRID_FORECAST_DATA")
+    return REAL_DATA
+
+
+def synthetic_frame(
+    n: int = 2000, channels: int = 3, period: int = 24, seed: int = 0, freq: str = "h"
+) -> pd.DataFrame:
+    """Seasonal + trend + noise channels with a date column (target 'OT' last)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    cols = {}
+    for c in range(channels):
+        season = np.sin(2 * np.pi * (t + 3 * c) / period) + 0.5 * np.sin(4 * np.pi * t / period)
+        trend = 0.002 * (c + 1) * t
+        cols[f"x{c}" if c < channels - 1 else "OT"] = (
+            10 + 2 * season + trend + 0.2 * rng.standard_normal(n)
+        )
+    df = pd.DataFrame(cols)
+    df.insert(0, "date", pd.date_range("2020-01-01", periods=n, freq=freq))
+    return df
+
+
+@pytest.fixture
+def synth_csv(tmp_path: Path):
+    """Factory: write a synthetic CSV (optionally edited by a callback) and return its path."""
+
+    def make(
+        n: int = 2000, channels: int = 3, period: int = 24, edit=None, name: str = "synth.csv"
+    ) -> Path:
+        df = synthetic_frame(n, channels, period)
+        if edit is not None:
+            df = edit(df)
+        path = tmp_path / name
+        df.to_csv(path, index=False)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def synth_splits(synth_csv):
+    """Factory: Splits of a synthetic seasonal + trend series."""
+    from ensemble.data import load_dataset, make_splits
+
+    def make(
+        seq_len: int = 96, pred_len: int = 24, n: int = 2000, channels: int = 3, period: int = 24
+    ):
+        return make_splits(
+            load_dataset(data_path=synth_csv(n=n, channels=channels, period=period)),
+            seq_len,
+            pred_len,
+        )
+
+    return make

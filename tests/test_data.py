@@ -1,0 +1,175 @@
+"""ensemble.data: the protocol's counts, train-only scaling, windows, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ensemble.data import load_dataset, make_splits, sliding, split_borders
+from ensemble.errors import UserError
+
+
+@pytest.mark.parametrize(
+    "name,L,H,counts",
+    [
+        ("ETTh1", 512, 96, (8033, 2785, 2785)),
+        ("ETTm1", 512, 96, (33953, 11425, 11425)),
+        ("weather", 96, 96, (36696, 5175, 10444)),
+    ],
+)
+def test_window_counts_match_reference_loaders(data_dir, name, L, H, counts):
+    splits = make_splits(load_dataset(name, data_dir=data_dir), L, H)
+    assert tuple(splits.window_counts().values()) == counts
+    assert splits.train.inputs().shape == (counts[0], L, splits.dataset.n_channels)
+
+
+def test_ett_borders_follow_time_llm():
+    b1, b2 = split_borders(17420, "ett_hour", 512)
+    assert b1 == (0, 8640 - 512, 11520 - 512) and b2 == (8640, 11520, 14400)
+    b1, b2 = split_borders(69680, "ett_minute", 96)
+    assert b2 == (34560, 46080, 57600) and b1[2] == 46080 - 96
+
+
+def test_scaler_sees_train_rows_only(synth_csv):
+    base = make_splits(load_dataset(data_path=synth_csv()), 96, 24)
+    lo = base.borders[1][0]  # first non-train row
+
+    def wreck_after_train(df: pd.DataFrame) -> pd.DataFrame:
+        df.iloc[lo:, 1:] = df.iloc[lo:, 1:] * 100 + 7
+        return df
+
+    other = make_splits(
+        load_dataset(data_path=synth_csv(edit=wreck_after_train, name="b.csv")), 96, 24
+    )
+    np.testing.assert_array_equal(base.scaler.mean, other.scaler.mean)
+    np.testing.assert_array_equal(base.scaler.std, other.scaler.std)
+    np.testing.assert_allclose(base.train.data.mean(axis=0), 0, atol=0.05)
+    assert not np.allclose(base.test.data, other.test.data)
+
+
+def test_windows_equal_manual_slicing(synth_splits):
+    sp = synth_splits(seq_len=48, pred_len=12)
+    s = sp.test
+    x, y = s.inputs(), s.targets()
+    for i in (0, 7, s.n_windows - 1):
+        np.testing.assert_array_equal(x[i], s.data[i : i + 48])
+        np.testing.assert_array_equal(y[i], s.data[i + 48 : i + 60])
+    w = s.windows()
+    np.testing.assert_array_equal(w.x, x)
+    assert w.n == s.n_windows and w.context.shape[0] == s.n_windows + 47
+    # views, not copies
+    assert np.shares_memory(x, s.data) and np.shares_memory(y, s.data)
+
+
+def test_val_and_test_start_seq_len_early(synth_splits):
+    sp = synth_splits(seq_len=96, pred_len=24, n=1000)
+    (b1, b2) = sp.borders
+    assert b1[1] == b2[0] - 96 and b1[2] == b2[1] - 96 and b2 == (700, 800, 1000)
+    # first val target row is the first row after train
+    assert sp.val.start + 96 == 700
+
+
+def test_inverse_transform_roundtrip(synth_splits):
+    sp = synth_splits()
+    raw = sp.dataset.values[sp.test.start : sp.test.start + len(sp.test.data)]
+    np.testing.assert_allclose(sp.scaler.inverse_transform(sp.test.data), raw, rtol=1e-10)
+
+
+def test_features_s_and_ms(synth_csv):
+    path = synth_csv(channels=3)
+    s = load_dataset(data_path=path, features="S")
+    assert s.columns == ["OT"] and s.values.shape[1] == 1
+    ms = make_splits(load_dataset(data_path=path, features="MS", target="x0"), 48, 12)
+    assert ms.dataset.columns[-1] == "x0" and ms.eval_channels == [2]
+
+
+def test_sliding_is_a_read_only_view():
+    a = np.arange(20.0).reshape(10, 2)
+    v = sliding(a, 4)
+    assert v.shape == (7, 4, 2) and np.shares_memory(v, a)
+    with pytest.raises(ValueError):
+        v[0, 0, 0] = 1
+
+
+# ----------------------------------------------------------------- bad input
+
+
+def _nan_at(df):
+    df.loc[123, "x1"] = np.nan
+    return df
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (_nan_at, r"NaN in column 'x1' at row 124"),
+        (
+            lambda df: df.assign(x1=df["x1"].astype(object).where(df.index != 50, "oops")),
+            r"column 'x1' is not numeric \(row 51",
+        ),
+        (lambda df: df.drop(columns=["date"]), r"no date column"),
+        (
+            lambda df: df.iloc[[*range(10), 12, 11, *range(13, len(df))]],
+            r"timestamps go backwards at row 12 ",
+        ),
+    ],
+)
+def test_bad_csv_is_a_user_error(synth_csv, edit, match):
+    with pytest.raises(UserError, match=match):
+        load_dataset(data_path=synth_csv(edit=edit))
+
+
+def test_inf_is_reported(synth_csv):
+    def inf(df):
+        df.loc[5, "OT"] = np.inf
+        return df
+
+    with pytest.raises(UserError, match=r"inf in column 'OT' at row 6"):
+        load_dataset(data_path=synth_csv(edit=inf))
+
+
+def test_ffill_is_an_explicit_opt_in(synth_csv):
+    path = synth_csv(edit=_nan_at)
+    ds = load_dataset(data_path=path, fill="ffill")
+    assert np.isfinite(ds.values).all()
+    assert ds.values[123, ds.columns.index("x1")] == ds.values[122, ds.columns.index("x1")]
+
+
+def test_missing_file_and_unknown_dataset(tmp_path):
+    with pytest.raises(UserError, match="data file not found"):
+        load_dataset("ETTh1", data_dir=tmp_path)
+    with pytest.raises(UserError, match="unknown dataset 'NoSuchSet'"):
+        load_dataset("NoSuchSet")
+    with pytest.raises(UserError, match="did you mean ETTh1"):
+        load_dataset("etth1")
+
+
+def test_series_too_short(synth_csv):
+    ds = load_dataset(data_path=synth_csv(n=300))
+    with pytest.raises(UserError, match="too few for seq_len 96 \\+ pred_len 96"):
+        make_splits(ds, 96, 96)
+
+
+def test_duplicates_and_gaps_warn_not_fail(synth_csv, caplog):
+    def dup_and_gap(df):
+        df.loc[100, "date"] = df.loc[99, "date"]  # duplicate
+        return df.drop(index=[500, 501])  # gap
+
+    ds = load_dataset(data_path=synth_csv(edit=dup_and_gap))
+    assert ds.n_rows == 1998
+    text = caplog.text
+    assert "duplicate timestamp" in text and "gap(s)" in text
+
+
+def test_weather_file_warns_about_its_known_duplicate(data_dir, caplog):
+    ds = load_dataset("weather", data_dir=data_dir)
+    assert ds.n_rows == 52696 and ds.freq == "10min"
+    assert "2020-05-12 06:00:00" in caplog.text
+
+
+def test_percent_keeps_first_train_windows(synth_splits, synth_csv):
+    ds = load_dataset(data_path=synth_csv())
+    full, few = make_splits(ds, 96, 24), make_splits(ds, 96, 24, percent=10)
+    assert few.train.n_windows == ((1400 - 96) * 10 // 100 + 96) - 96 - 24 + 1
+    np.testing.assert_array_equal(full.scaler.mean, few.scaler.mean)

@@ -1,0 +1,76 @@
+"""experiments.run: the run folder's files and results.json schema."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import yaml
+
+from experiments.cli import main
+
+
+def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
+    out = tmp_path / "naive"
+    argv = [
+        "run",
+        "--dataset",
+        "ETTh1",
+        "--data-dir",
+        str(data_dir),
+        "--members",
+        "naive,snaive",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    for f in (
+        "config.yaml",
+        "results.json",
+        "results.md",
+        "forecasts.npz",
+        "router_weights.npz",
+        "test_windows.png",
+        "run.log",
+    ):
+        assert (out / f).is_file(), f
+    res = json.loads((out / "results.json").read_text())
+    assert (
+        res["dataset"] == "ETTh1"
+        and res["seq_len"] == 512
+        and res["pred_len"] == 96
+        and res["seed"] == 0
+    )
+    assert res["windows"] == {"train": 8033, "val": 2785, "test": 2785}
+    for part in ("val", "test"):
+        assert set(res[part]) == {"naive", "snaive", "ensemble"}
+        assert all(set(v) == {"mse", "mae"} for v in res[part].values())
+    assert set(res["timings_s"]["naive"]) == {"fit", "predict"}
+    assert isinstance(res["periods"], list) and res["periods"]
+    # the numbers are the ones the forecasts give
+    with np.load(out / "forecasts.npz") as z:
+        true, ens = z["test/true"], z["test/ensemble"]
+        assert true.shape == (2785, 96, 7)
+        assert np.isclose(
+            res["test"]["ensemble"]["mse"], np.mean((ens.astype(np.float64) - true) ** 2), rtol=1e-5
+        )
+    with np.load(out / "router_weights.npz") as w:
+        np.testing.assert_allclose(w["test"].sum(-1), 1.0, rtol=1e-6)
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["members"] == ["naive", "snaive"] and cfg["seq_len"] == 512
+    # rerun from the saved config reproduces the numbers (members reused from their cache)
+    assert main(["run", "--config", str(out / "config.yaml"), "--quiet"]) == 0
+    assert json.loads((out / "results.json").read_text())["test"] == res["test"]
+
+
+def test_naive_numbers_are_not_hard_coded(synth_splits):
+    from classical.naive import NaiveLast, SeasonalNaive
+
+    sp = synth_splits(seq_len=96, pred_len=24, period=24)
+    w = sp.test.windows()
+    y = sp.test.targets()
+    naive, snaive = NaiveLast().predict(w), SeasonalNaive(24).predict(w)
+    np.testing.assert_array_equal(naive[:, 5], w.x[:, -1])
+    np.testing.assert_array_equal(snaive[:, 0], w.x[:, -24])
+    assert np.mean((snaive - y) ** 2) < np.mean((naive - y) ** 2)

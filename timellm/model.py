@@ -1,0 +1,225 @@
+"""Time-LLM: reprogram time-series patches into a frozen language model.
+
+Data flow for input windows x: [B, L, N] (see `timellm.explain` for a printed version):
+
+1. RevIN (no affine) per series; channel independence: [B, L, N] -> [B*N, L].
+2. Patches (pad `stride` copies of the last value, length 16, stride 8) and a circular
+   conv1d embedding: [B*N, Np, d_model].
+3. Text prototypes [P, D] from the backbone's word embeddings [V, D] (learned map).
+4. Reprogramming: multi-head cross-attention, patches query the prototypes: [B*N, Np, D].
+5. Prompt prefix: embeddings of the pre-tokenised prompt [B*N, T, D] before the patches.
+6. The frozen, truncated backbone; keep the patch positions' first d_ff features:
+   [B*N, Np, d_ff].
+7. Flatten head to the horizon, undo RevIN: [B, H, N].
+
+Differences from the official code (all listed with their measured effects in
+docs/timellm.md): prompts are masked and left-padded with position ids from the mask;
+decoder backbones run the prompt once without gradient and reuse its key/value cache;
+prototypes and their keys/values are cached whenever no gradient is needed; optional
+low-rank prototype parameterisation; no attention/hidden-state outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from timellm.backbone import Backbone
+from timellm.layers import (
+    FlattenHead,
+    FullPrototypes,
+    LowRankPrototypes,
+    PatchEmbedding,
+    ReprogrammingLayer,
+    RevIN,
+)
+
+
+class TimeLLM(nn.Module):
+    """Time-LLM forecaster over a frozen backbone.
+
+    Args:
+        backbone: from `timellm.backbone.load_backbone`; its weights stay frozen.
+        seq_len: lookback L.
+        pred_len: horizon H.
+        patch_len: patch length (16 in the paper).
+        stride: patch stride (8).
+        d_model: patch embedding size.
+        d_ff: backbone features kept per patch position (and the reprogramming size per
+            head, as in the official code).
+        n_heads: reprogramming heads.
+        num_prototypes: text prototypes P.
+        dropout: dropout of the patch embedding and the head.
+        prototype_map: "full" (official: Linear over the whole vocabulary, P*V*D per step)
+            or "lowrank" (same function class through E's thin decomposition, P*D*D).
+        prefix_cache: for causal backbones, run the prompt without gradient once and let
+            the patches attend to its cached keys/values (exact; saves the prompt's
+            backward). Ignored for bidirectional backbones, where the prompt attends to
+            the patches.
+        compute_dtype: run the forward under autocast to this dtype (e.g. torch.bfloat16);
+            None keeps the parameters' dtypes.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        seq_len: int,
+        pred_len: int,
+        patch_len: int = 16,
+        stride: int = 8,
+        d_model: int = 32,
+        d_ff: int = 128,
+        n_heads: int = 8,
+        num_prototypes: int = 1000,
+        dropout: float = 0.1,
+        prototype_map: Literal["full", "lowrank"] = "full",
+        prefix_cache: bool = True,
+        compute_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if d_ff > backbone.hidden_size:
+            raise ValueError(f"d_ff {d_ff} exceeds the backbone hidden size {backbone.hidden_size}")
+        self.seq_len, self.pred_len, self.d_ff = seq_len, pred_len, d_ff
+        self.is_decoder = backbone.is_decoder
+        self.prefix_cache = prefix_cache
+        self.compute_dtype = compute_dtype
+        self.backbone_name = backbone.name
+        self.num_patches = PatchEmbedding.num_patches(seq_len, patch_len, stride)
+
+        self.llm = backbone.model  # frozen; registered so .to(device) moves it too
+        self.revin = RevIN()
+        self.patch_embedding = PatchEmbedding(d_model, patch_len, stride, dropout)
+        embeddings = backbone.input_embeddings()
+        if prototype_map == "full":
+            self.prototypes: nn.Module = FullPrototypes(embeddings.shape[0], num_prototypes)
+        elif prototype_map == "lowrank":
+            self.prototypes = LowRankPrototypes(embeddings, num_prototypes)
+        else:
+            raise ValueError(f"prototype_map must be 'full' or 'lowrank', got {prototype_map!r}")
+        self.prototype_map = prototype_map
+        self.reprogramming = ReprogrammingLayer(d_model, n_heads, d_ff, backbone.hidden_size)
+        self.head = FlattenHead(d_ff * self.num_patches, pred_len, dropout)
+        self._kv_cache: tuple[tuple[int, ...], Tensor, Tensor] | None = None
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser should update (everything but the backbone)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def prototype_kv(self) -> tuple[Tensor, Tensor]:
+        """Keys and values of the text prototypes, each [P, n_heads, d_ff].
+
+        Recomputed while gradients are needed; otherwise cached and reused until one of
+        the parameters they depend on changes (in-place updates bump tensor versions).
+        """
+        params = [*self.prototypes.parameters(), *self.reprogramming.key.parameters()]
+        params += list(self.reprogramming.value.parameters())
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        if needs_grad:
+            self._kv_cache = None
+            return self._compute_kv()
+        key = tuple(v for p in params for v in (id(p), p._version, p.device.index or 0))
+        if self._kv_cache is None or self._kv_cache[0] != key:
+            keys, values = self._compute_kv()
+            self._kv_cache = (key, keys, values)
+        return self._kv_cache[1], self._kv_cache[2]
+
+    def _compute_kv(self) -> tuple[Tensor, Tensor]:
+        word_embeddings = self.llm.get_input_embeddings().weight
+        return self.reprogramming.project_prototypes(self.prototypes(word_embeddings))
+
+    def forward(self, x: Tensor, prompt_ids: Tensor, prompt_mask: Tensor) -> Tensor:
+        """Forecast.
+
+        Args:
+            x: [B, L, N] input windows.
+            prompt_ids: [B*N, T] token ids from `PromptBuilder` (window-major, channel),
+                left-padded.
+            prompt_mask: [B*N, T], 1 for real tokens.
+
+        Returns:
+            [B, H, N] forecast in the input's units.
+        """
+        autocast = (
+            torch.autocast(x.device.type, dtype=self.compute_dtype)
+            if self.compute_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            return self._forecast(x, prompt_ids, prompt_mask)
+
+    def _forecast(self, x: Tensor, prompt_ids: Tensor, prompt_mask: Tensor) -> Tensor:
+        b, seq_len, n = x.shape
+        if seq_len != self.seq_len:
+            raise ValueError(f"expected windows of length {self.seq_len}, got {seq_len}")
+        if prompt_ids.shape[0] != b * n:
+            raise ValueError(f"need one prompt per series ({b * n}), got {prompt_ids.shape[0]}")
+        x_norm, mean, std = self.revin.normalise(x.float())
+        series = x_norm.permute(0, 2, 1).reshape(b * n, seq_len)  # channel independence
+
+        patches = self.patch_embedding(series)  # [B*N, Np, d_model]
+        keys, values = self.prototype_kv()
+        tokens = self.reprogramming(patches, keys, values)  # [B*N, Np, D]
+
+        hidden = self._run_backbone(tokens, prompt_ids, prompt_mask)  # [B*N, Np, D]
+        hidden = hidden[..., : self.d_ff].float()
+        hidden = hidden.reshape(b, n, self.num_patches, self.d_ff).permute(0, 1, 3, 2)
+        y = self.head(hidden).permute(0, 2, 1)  # [B, H, N]
+        return self.revin.denormalise(y, mean, std)
+
+    def _run_backbone(self, tokens: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+        """Prompt prefix + reprogrammed patches through the frozen backbone.
+
+        Args:
+            tokens: [S, Np, D] reprogrammed patches.
+            ids: [S, T] left-padded prompt ids.
+            mask: [S, T] prompt mask.
+
+        Returns:
+            [S, Np, D] last hidden states of the patch positions.
+        """
+        ids, mask = ids.to(tokens.device), mask.to(tokens.device)
+        # Columns that are padding in every row change nothing under the mask: drop them.
+        real = mask.any(dim=0).nonzero()
+        start = int(real[0]) if len(real) else mask.shape[1]
+        ids, mask = ids[:, start:], mask[:, start:]
+
+        embed = self.llm.get_input_embeddings()
+        prompt = embed(ids)  # frozen table: no gradient
+        tokens = tokens.to(prompt.dtype)
+        s, n_patch = tokens.shape[:2]
+        # Positions count real tokens only, so left padding shifts nothing.
+        prompt_pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        patch_pos = mask.sum(dim=1, keepdim=True) + torch.arange(n_patch, device=mask.device)
+        ones = torch.ones(s, n_patch, dtype=mask.dtype, device=mask.device)
+        full_mask = torch.cat([mask, ones], dim=1)
+
+        if self.is_decoder and self.prefix_cache and ids.shape[1] > 0:
+            # The prompt depends on no trainable parameter and, being causal, never sees
+            # the patches: compute its keys/values once, without a graph.
+            with torch.no_grad():
+                past = self.llm(
+                    inputs_embeds=prompt,
+                    attention_mask=mask,
+                    position_ids=prompt_pos,
+                    use_cache=True,
+                ).past_key_values
+            out = self.llm(
+                inputs_embeds=tokens,
+                attention_mask=full_mask,
+                position_ids=patch_pos,
+                past_key_values=past,
+                use_cache=True,
+            )
+            return out.last_hidden_state
+
+        out = self.llm(
+            inputs_embeds=torch.cat([prompt, tokens], dim=1),
+            attention_mask=full_mask,
+            position_ids=torch.cat([prompt_pos, patch_pos], dim=1),
+            use_cache=False,
+        )
+        return out.last_hidden_state[:, -n_patch:]

@@ -34,3 +34,33 @@ def combine(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
             f"weights of shape {weights.shape} do not fit {m} members x {w} windows x {c} channels"
         )
     return np.einsum("mwhc,wcm->whc", stacked, weights)
+
+
+def combined_forecast(
+    combiner, stacked: np.ndarray, features: np.ndarray | None = None
+) -> np.ndarray:
+    """A fitted combiner's forecast: [M, W, H, C] (+ features [W, C, F]) -> [W, H, C].
+
+    Combiners that weight each horizon step separately (median, inverse error) provide
+    their own ``forecast``; the others are their weights applied with ``combine``.
+    """
+    if hasattr(combiner, "forecast"):
+        return combiner.forecast(stacked, features)
+    return combine(stacked, combiner.weights(stacked, features))
+
+
+def oracle_weights(stacked: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """One-hot weights on the best member per window and channel, judged on the targets.
+
+    An upper bound for any per-window router, reported next to the ensemble; it sees the
+    targets, so it is never a forecast used for anything.
+
+    Args:
+        stacked: [M, W, H, C] members' forecasts.
+        targets: [W, H, C].
+
+    Returns:
+        [W, C, M] one-hot weights.
+    """
+    err = np.mean((np.asarray(stacked, dtype=np.float64) - targets[None]) ** 2, axis=2)  # [M, W, C]
+    return np.eye(stacked.shape[0])[np.argmin(err, axis=0)]

@@ -25,3 +25,91 @@ def _window_mean(ctx: MemberContext):
     from classical.naive import WindowMean
 
     return WindowMean()
+
+
+# ---------------------------------------------------------------------------- classical
+
+
+def _progress(ctx: MemberContext) -> bool | None:
+    """Progress bars: @progress=false turns them off; default tqdm's terminal rule."""
+    p = ctx.params.get("progress")
+    return None if p is None else bool(p)
+
+
+def _linear_kwargs(ctx: MemberContext) -> dict:
+    p = ctx.params
+    kwargs = dict(
+        seq_len=ctx.seq_len,
+        pred_len=ctx.pred_len,
+        individual=bool(p.get("individual", False)),
+        seed=int(p.get("seed", ctx.seed)),
+        progress=_progress(ctx),
+    )
+    for key, cast in (
+        ("lr", float),
+        ("batch_size", int),
+        ("epochs", int),
+        ("patience", int),
+        ("lr_decay", float),
+    ):
+        if key in p:
+            kwargs[key] = cast(p[key])
+    return kwargs
+
+
+@register(
+    "dlinear",
+    "DLinear: moving-average decomposition + linear maps (@kernel=25|auto, @individual=true)",
+)
+def _dlinear(ctx: MemberContext):
+    from classical.dlinear import DLinear, kernel_from_period
+
+    kernel = ctx.params.get("kernel", 25)
+    if kernel == "auto":  # one full period of the analyser's top period that fits in L
+        period = next((p for p in ctx.periods if 2 < p < ctx.seq_len), 24)
+        kernel = kernel_from_period(period, ctx.seq_len)
+    return DLinear(kernel=int(kernel), **_linear_kwargs(ctx))
+
+
+@register("nlinear", "NLinear: last-value normalisation + linear map (@individual=true)")
+def _nlinear(ctx: MemberContext):
+    from classical.dlinear import NLinear
+
+    return NLinear(**_linear_kwargs(ctx))
+
+
+# ---------------------------------------------------------------------------- Time-LLM
+
+
+@register(
+    "timellm",
+    "Time-LLM over a frozen LLM (@backbone=minilm|PATH, @llm_layers=N, @train_stride=N, @inject=ridge+dlinear)",
+)
+def _timellm(ctx: MemberContext):
+    import inspect
+
+    from ensemble.errors import UserError
+    from timellm.member import TimeLLMForecaster
+
+    p = dict(ctx.params)
+    valid = set(inspect.signature(TimeLLMForecaster).parameters)
+    unknown = sorted(set(p) - valid)
+    if unknown:
+        raise UserError(
+            f"unknown timellm setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+        )
+    inject = p.pop("inject", None)
+    if isinstance(inject, str):  # "dlinear+ridge" from @inject= or --set; "none"/"" is off
+        inject = [n for n in inject.replace(",", "+").split("+") if n and n != "none"]
+    progress = p.pop("progress", None)
+    return TimeLLMForecaster(
+        dataset=ctx.dataset,
+        seq_len=ctx.seq_len,
+        pred_len=ctx.pred_len,
+        periods=list(ctx.periods),
+        seed=int(p.pop("seed", ctx.seed)),
+        workdir=ctx.workdir,
+        inject=inject or None,
+        progress=None if progress is None else bool(progress),
+        **p,
+    )

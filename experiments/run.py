@@ -152,7 +152,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
 
     specs = registry.parse_members(cfg.members)
     cfg.members = specs
-    combiner = make_combiner(cfg.router)
+    combiner = make_combiner(cfg.router, seed=cfg.seed, member_names=specs)
     if not cfg.out:
         cfg.out = f"runs/{cfg.dataset or 'custom'}_{cfg.seq_len}_{cfg.pred_len}_s{cfg.seed}"
     out = Path(cfg.out)
@@ -196,12 +196,38 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         val_stack = hybrid.stack({k: v["val"][..., ch] for k, v in results.items()})
         test_stack = hybrid.stack({k: v["test"][..., ch] for k, v in results.items()})
         t0 = time.perf_counter()
-        combiner.fit(val_stack, val_true)
-        w_val = combiner.weights(val_stack)
-        w_test = combiner.weights(test_stack)
+        feats = {"val": None, "test": None}
+        feature_names: list[str] = []
+        if combiner.needs_features:
+            for part, split, stack in (
+                ("val", splits.val, val_stack),
+                ("test", splits.test, test_stack),
+            ):
+                feats[part], feature_names = router_features(
+                    split.inputs(), stack, periods, specs, ch
+                )
+            combiner.feature_names = feature_names
+        combiner.fit(val_stack, val_true, feats["val"])  # validation forecasts only
+        w_val = combiner.weights(val_stack, feats["val"])
+        w_test = combiner.weights(test_stack, feats["test"])
+        ens_val = hybrid.combined_forecast(combiner, val_stack, feats["val"])
+        ens_test = hybrid.combined_forecast(combiner, test_stack, feats["test"])
         t_router = time.perf_counter() - t0
-        ens_val = hybrid.combine(val_stack, w_val)
-        ens_test = hybrid.combine(test_stack, w_test)
+        log.info("router: %s", combiner.describe())
+
+        # Reference combinations reported with every router: mean, median and the oracle
+        # (best member per window and channel on its own targets: an upper bound only).
+        reference = {
+            name: {
+                part: hybrid.combined_forecast(make_combiner(name).fit(val_stack, val_true), stack)
+                for part, stack in (("val", val_stack), ("test", test_stack))
+            }
+            for name in ("mean", "median")
+        }
+        reference["oracle"] = {
+            "val": hybrid.combine(val_stack, hybrid.oracle_weights(val_stack, val_true)),
+            "test": hybrid.combine(test_stack, hybrid.oracle_weights(test_stack, test_true)),
+        }
 
         scores = {"val": {}, "test": {}}
         for part, stack, true, ens in (
@@ -211,6 +237,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             for i, spec in enumerate(specs):
                 scores[part][spec] = metrics.scores(stack[i], true)
             scores[part]["ensemble"] = metrics.scores(ens, true)
+            for name, fc in reference.items():
+                scores[part][name] = metrics.scores(fc[part], true)
 
         res = {
             "dataset": dataset.name,
@@ -227,6 +255,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             "timings_s": {k: v["timings"] for k, v in results.items()}
             | {"periods": round(t_periods, 3), "router": round(t_router, 3)},
             "periods": periods,
+            "router_info": combiner.describe(),
         }
         write_npz(
             out / "forecasts.npz",
@@ -243,6 +272,15 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             val=w_val.astype(np.float32),
             test=w_test.astype(np.float32),
             members=np.array(specs),
+            **(
+                {
+                    "features_val": feats["val"],
+                    "features_test": feats["test"],
+                    "feature_names": np.array(feature_names),
+                }
+                if combiner.needs_features
+                else {}
+            ),
         )
         from experiments.report import plot_windows, results_markdown
 
@@ -252,13 +290,38 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             {k: test_stack[i] for i, k in enumerate(specs)} | {"ensemble": ens_test},
             test_true,
         )
-        write_text(out / "results.md", results_markdown(res))
+        write_text(
+            out / "results.md",
+            results_markdown(res) + f"\n## Router\n\n```\n{res['router_info']}\n```\n",
+        )
         write_json(out / "results.json", res)  # last: its presence marks a finished run
         log.info("test: %s", json.dumps(res["test"]))
         return res
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def router_features(
+    x, stack: np.ndarray, periods: list[int], specs: list[str], channels: list[int]
+) -> tuple[np.ndarray, list[str]]:
+    """Router features of a split's windows from their inputs only.
+
+    Args:
+        x: [W, L, C_all] input windows (strided view).
+        stack: [M, W, H, C] members' forecasts of the evaluated channels.
+        periods: ranked periods of the train rows.
+        specs: member names.
+        channels: the evaluated channels (indices into C_all).
+
+    Returns:
+        features [W, C, F] float32 and their names.
+    """
+    from router.features import window_features
+
+    if list(channels) != list(range(x.shape[-1])):
+        x = x[..., channels]
+    return window_features(x, stack, periods, member_names=specs)
 
 
 def _seed_everything(seed: int) -> None:

@@ -138,37 +138,61 @@ def peak_power(power: np.ndarray, k: int) -> float:
     return float(power[max(k - 1, 1) : k + 2].sum())
 
 
-def peak_frequency(x: np.ndarray, k: int, pad: int = 4) -> float:
-    """Sub-bin location of the periodogram peak near bin k.
+def fine_spectrum(x: np.ndarray, pad: int = 4) -> np.ndarray:
+    """Magnitude spectrum of the Hann-windowed series, zero-padded for sub-bin peaks.
 
     Args:
         x: [T] detrended series.
+        pad: zero-padding factor; bin k of the plain periodogram is bin ``pad * k`` here.
+
+    Returns:
+        [pad * T // 2 + 1] magnitudes.
+    """
+    return np.abs(np.fft.rfft(x * np.hanning(x.shape[0]), n=pad * x.shape[0]))
+
+
+def peak_frequency(fine: np.ndarray, k: int, pad: int = 4) -> float:
+    """Sub-bin location of the periodogram peak near bin k.
+
+    Args:
+        fine: [pad * T // 2 + 1] output of ``fine_spectrum``.
         k: periodogram bin of the peak (frequency k / T).
-        pad: zero-padding factor of the fine spectrum.
+        pad: the padding factor ``fine`` was made with.
 
     Returns:
         The peak's frequency in bins of the unpadded spectrum (T / result is the period).
     """
-    n = x.shape[0]
-    lo, hi = max(1, (k - 1) * pad), (k + 1) * pad + 1
-    # Only the bins around the peak are needed: a DFT on that band is cheaper than a
-    # padded FFT of the whole series when T is long and the band is narrow.
-    w = x * np.hanning(n)
-    nu = np.arange(lo, hi) / pad
-    t = np.arange(n)
-    mag = np.abs(np.exp(-2j * np.pi * np.outer(nu, t) / n) @ w)
-    i = int(np.argmax(mag))
-    if 0 < i < mag.size - 1:  # parabola through the log magnitudes around the top
-        a, b, c = np.log(mag[i - 1 : i + 2] + 1e-300)
+    lo, hi = max(1, (k - 1) * pad), min((k + 1) * pad + 1, fine.shape[0])
+    band = fine[lo:hi]
+    i = int(np.argmax(band))
+    shift = 0.0
+    if 0 < i < band.size - 1:  # parabola through the log magnitudes around the top
+        a, b, c = np.log(band[i - 1 : i + 2] + 1e-300)
         den = a - 2 * b + c
         shift = 0.5 * (a - c) / den if den < 0 else 0.0
-    else:
-        shift = 0.0
     return float((lo + i + shift) / pad)
 
 
+def sinusoid_fits(x: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """Joint least-squares fit of one sinusoid per frequency.
+
+    Args:
+        x: [T] detrended series.
+        freqs: [H] frequencies in cycles per step.
+
+    Returns:
+        [H, T] each frequency's fitted sinusoid (their sum is the joint fit).
+    """
+    t = np.arange(x.shape[0])
+    arg = 2 * np.pi * np.outer(t, freqs)
+    design = np.concatenate([np.cos(arg), np.sin(arg)], axis=1)  # [T, 2H]
+    coef = np.linalg.lstsq(design, x, rcond=None)[0]
+    h = freqs.shape[0]
+    return (np.cos(arg) * coef[:h] + np.sin(arg) * coef[h:]).T
+
+
 def nearest_acf_peak(acf: np.ndarray, period: float, lo: int, hi: int) -> int | None:
-    """The local maximum of the ACF nearest to ``period`` within lags [lo, hi].
+    """Confirm a period on the ACF: the hill nearest to ``period`` within lags [lo, hi].
 
     Args:
         acf: [max_lag + 1] autocorrelation.
@@ -176,7 +200,8 @@ def nearest_acf_peak(acf: np.ndarray, period: float, lo: int, hi: int) -> int | 
         lo, hi: the lags the hill top may take.
 
     Returns:
-        The lag of that hill top, or None when the range holds no hill with ACF > 0.
+        round(period) if a hill top lies within noise of it, else the nearest hill's top;
+        None when the range holds no hill with ACF > 0.
     """
     lo, hi = max(lo, 2), min(hi, acf.shape[0] - 2)
     if hi < lo:
@@ -186,22 +211,10 @@ def nearest_acf_peak(acf: np.ndarray, period: float, lo: int, hi: int) -> int | 
     if not hill.any():
         return None
     tops = lags[hill]
-    return int(tops[np.argmin(np.abs(tops - period))])
-
-
-def remove_cycle(x: np.ndarray, period: int) -> np.ndarray:
-    """Subtract the mean profile of a cycle (all its harmonics), centred on zero.
-
-    Args:
-        x: [T] series.
-        period: cycle length in steps.
-
-    Returns:
-        [T] the series minus its period-``period`` profile.
-    """
-    phase = np.arange(x.shape[0]) % period
-    profile = np.bincount(phase, weights=x, minlength=period) / np.bincount(phase, minlength=period)
-    return x - (profile - profile.mean())[phase]
+    top = int(tops[np.argmin(np.abs(tops - period))])
+    # The hill confirms the period. Where the spectrum's estimate is as close to the top
+    # as noise moves a hill's top (a lag or so), the estimate is the more precise one.
+    return int(round(period)) if abs(top - period) <= max(1.5, 0.01 * period) else top
 
 
 def calendar_periods(freq: str | None) -> list[int]:
@@ -265,14 +278,14 @@ def find_peaks(
     x: np.ndarray,
     calendar: list[int] | None = None,
     max_candidates: int = 5,
-    n_hints: int = 40,
+    n_hints: int = 24,
 ) -> list[Peak]:
     """Confirmed, refined, snapped and harmonic-merged periods of one series.
 
-    Hints are taken strongest first. Each is located finely on the spectrum, then looked
-    up on the ACF of what the periods accepted so far leave unexplained (their mean
-    profiles are subtracted first). Without that, the ACF of a mixture of cycles is
-    dominated by the strongest one and weaker cycles show no hill of their own.
+    Each hint is located finely on the zero-padded spectrum, then looked up on the ACF of
+    the series with every *other* hint's sinusoid removed (a joint least-squares fit).
+    Without that, the ACF of a mixture of cycles follows the strongest one, and weaker
+    cycles show no hill of their own (the weak point of plain Autoperiod).
 
     Args:
         x: [T] values of one channel.
@@ -284,21 +297,27 @@ def find_peaks(
         Up to ``max_candidates`` peaks, by power (strongest first).
     """
     n = x.shape[0]
-    d = detrend(x[:, None])
-    power = periodogram(d)[:, 0]
-    acf0 = autocorrelation(d, n // 2 + 1)[:, 0]
-    resid, acf = d[:, 0], acf0
-    kept: list[list[float]] = []  # [period, power], in the order accepted
-    for k in spectral_peaks(power, n_hints):
+    d = detrend(x[:, None])[:, 0]
+    power = periodogram(d[:, None])[:, 0]
+    hints = spectral_peaks(power, n_hints)
+    if hints.size == 0:
+        return []
+    fine = fine_spectrum(d)
+    nus = np.array([peak_frequency(fine, int(k)) for k in hints])
+    fits = sinusoid_fits(d, nus / n)
+    unexplained = d - fits.sum(axis=0)
+    acf0 = autocorrelation(d[:, None], n // 2 + 1)[:, 0]
+    kept: list[list[float]] = []  # [period, power], strongest hint first
+    for k, nu, fit in zip(hints, nus, fits, strict=True):
         pw = peak_power(power, int(k))
-        nu = peak_frequency(d[:, 0], int(k))
         guess = n / nu
         parent = next((c for c in kept if is_harmonic(round(guess), int(c[0]))), None)
         if parent is not None:  # part of a stronger cycle's wave shape
             parent[1] += pw
             continue
-        # Autoperiod's range: the periods that the neighbouring bins would claim.
-        lag = nearest_acf_peak(acf, guess, int(np.floor(n / (nu + 1))), int(np.ceil(n / max(nu - 1, 1e-9))))
+        acf = autocorrelation((unexplained + fit)[:, None], n // 2 + 1)[:, 0]
+        # Autoperiod's range: the periods between the neighbouring bins.
+        lag = nearest_acf_peak(acf, guess, int(n / (nu + 1)), int(np.ceil(n / max(nu - 1, 1e-9))))
         if lag is None:
             continue
         lag = snap_to_calendar(lag, calendar or [])
@@ -307,9 +326,5 @@ def find_peaks(
             same[1] += pw
             continue
         kept.append([lag, pw])
-        if len(kept) >= 3 * max_candidates:
-            break
-        resid = remove_cycle(resid, lag)
-        acf = autocorrelation(resid[:, None], n // 2 + 1)[:, 0]
     kept.sort(key=lambda c: -c[1])
     return [Peak(int(p), float(pw), float(acf0[int(p)])) for p, pw in kept[:max_candidates]]

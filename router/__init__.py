@@ -1,20 +1,67 @@
 """Combination rules and routers that weight members' forecasts per window and channel.
 
-Every combiner has ``fit(val_forecasts [M, W, H, C], val_targets [W, H, C], features) -> self``
-and ``weights(forecasts [M, W, H, C], features) -> [W, C, M]`` (rows on the simplex).
-Combiners are fitted on validation forecasts only.
+Every combiner has ``fit(val_forecasts [M, W, H, C], val_targets [W, H, C], features) -> self``,
+``weights(forecasts [M, W, H, C], features) -> [W, C, M]`` (rows on the simplex) and
+``forecast(forecasts, features) -> [W, H, C]``. Combiners are fitted on validation
+forecasts only; ``features`` ([W, C, F], ``router.features.window_features``) come from
+the windows' inputs only and are needed by combiners with ``needs_features``.
+
+| name | rule |
+|---|---|
+| mean | equal weights |
+| median | per-step median |
+| inverse_error | weights ~ 1 / validation MSE, per channel and horizon step |
+| best | the member with the lowest validation MSE, per channel |
+| greedy | Caruana greedy selection with replacement, per channel |
+| rules | shallow tree over readable features, printed as rules |
+| learned_lgbm | FFORMA-style LightGBM softmax weights |
+| learned_torch | small gating network |
+| learned | LightGBM, torch and the simple rules, the best on held-out validation kept |
 """
 
 from __future__ import annotations
 
-from router.combiners import MeanCombiner
+import inspect
 
-COMBINERS = {"mean": MeanCombiner}
+from router.combiners import (
+    BestMemberCombiner,
+    Combiner,
+    GreedyCombiner,
+    InverseErrorCombiner,
+    MeanCombiner,
+    MedianCombiner,
+)
+from router.learned import LearnedRouter
+from router.learned_lgbm import LGBMRouter
+from router.learned_torch import TorchRouter
+from router.rules import RuleRouter
+
+COMBINERS: dict[str, type[Combiner]] = {
+    "mean": MeanCombiner,
+    "median": MedianCombiner,
+    "inverse_error": InverseErrorCombiner,
+    "best": BestMemberCombiner,
+    "greedy": GreedyCombiner,
+    "rules": RuleRouter,
+    "learned_lgbm": LGBMRouter,
+    "learned_torch": TorchRouter,
+    "learned": LearnedRouter,
+}
 
 
-def make_combiner(name: str, **kwargs):
+def make_combiner(name: str, **kwargs) -> Combiner:
+    """Build a combiner by name; keyword arguments it does not take are ignored.
+
+    The run passes the same context (``seed``, ``feature_names``, ``member_names``) to
+    every combiner, so rules that need none of it ignore it.
+    """
     from ensemble.errors import UserError
 
     if name not in COMBINERS:
         raise UserError(f"unknown --router {name!r}: choose from {', '.join(COMBINERS)}")
-    return COMBINERS[name](**kwargs)
+    cls = COMBINERS[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in kwargs.items() if k in accepted})
+
+
+__all__ = ["COMBINERS", "Combiner", "make_combiner"]

@@ -1,22 +1,219 @@
-"""Fixed combination rules. The learned routers live in their own modules."""
+"""Fixed and validation-fitted combination rules. The learned routers live in their own modules.
+
+Every combiner follows one interface (``router/__init__.py``):
+
+* ``fit(val_forecasts [M, W, H, C], val_targets [W, H, C], features [W, C, F] | None) -> self``
+  on validation forecasts only;
+* ``weights(forecasts [M, W, H, C], features [W, C, F] | None) -> [W, C, M]``, rows on the
+  simplex;
+* ``forecast(forecasts, features) -> [W, H, C]``, the combined forecast. For most rules it
+  is the weights applied to the forecasts; the median and the per-horizon-step inverse
+  error weight each step separately and report the step average as their weights.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from router.objective import window_gram
 
-class MeanCombiner:
-    """Equal weights over members: the forecast-combination puzzle's hard-to-beat baseline."""
 
-    name = "mean"
+class Combiner:
+    """Base class: equal weights, combined forecast = weights applied to the forecasts.
+
+    Attributes:
+        name: registry name.
+        needs_features: whether ``weights`` uses the ``features`` argument (the run only
+            computes features for combiners that need them).
+    """
+
+    name = "base"
+    needs_features = False
 
     def fit(
-        self, val_forecasts: np.ndarray, val_targets: np.ndarray, features: np.ndarray | None = None
-    ) -> MeanCombiner:
-        """val_forecasts: [M, W, H, C]; val_targets: [W, H, C]."""
+        self,
+        val_forecasts: np.ndarray,
+        val_targets: np.ndarray,
+        features: np.ndarray | None = None,
+    ) -> Combiner:
+        """val_forecasts: [M, W, H, C]; val_targets: [W, H, C]; features: [W, C, F] or None."""
         return self
 
     def weights(self, forecasts: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         """forecasts: [M, W, H, C] -> weights [W, C, M]."""
         m, w, _, c = forecasts.shape
         return np.full((w, c, m), 1.0 / m)
+
+    def forecast(self, forecasts: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """forecasts: [M, W, H, C] -> combined forecast [W, H, C]."""
+        w = self.weights(forecasts, features)
+        return np.einsum("mwhc,wcm->whc", np.asarray(forecasts, dtype=np.float64), w)
+
+    def describe(self) -> str:
+        """A human-readable summary of what was fitted."""
+        return self.name
+
+
+class MeanCombiner(Combiner):
+    """Equal weights over members: the forecast-combination puzzle's hard-to-beat baseline."""
+
+    name = "mean"
+
+
+class MedianCombiner(Combiner):
+    """Per-step median of the members' forecasts (robust to one member going astray).
+
+    Its weights are the share of horizon steps at which each member is the median
+    (half shares for the two middle members when M is even), so that applying them per
+    step gives exactly the median.
+    """
+
+    name = "median"
+
+    def _step_weights(self, forecasts: np.ndarray) -> np.ndarray:
+        """[M, W, H, C] -> per-step weights [M, W, H, C] (each step sums to one).
+
+        Members equal to the median share its weight evenly (identical members get
+        identical weights); otherwise, for even M, the two middle members get half each.
+        """
+        m = forecasts.shape[0]
+        ranks = np.argsort(np.argsort(forecasts, axis=0, kind="stable"), axis=0, kind="stable")
+        if m % 2:
+            by_rank = (ranks == m // 2).astype(np.float64)
+        else:
+            by_rank = 0.5 * ((ranks == m // 2 - 1) | (ranks == m // 2))
+        at_median = forecasts == np.median(forecasts, axis=0, keepdims=True)
+        n_at = at_median.sum(axis=0, keepdims=True)
+        return np.where(n_at > 0, at_median / np.maximum(n_at, 1), by_rank)
+
+    def weights(self, forecasts: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        return np.moveaxis(self._step_weights(forecasts).mean(axis=2), 0, -1)
+
+    def forecast(self, forecasts: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        return np.median(np.asarray(forecasts, dtype=np.float64), axis=0)
+
+
+class InverseErrorCombiner(Combiner):
+    """Weights proportional to the inverse validation MSE, per channel and horizon step.
+
+    Args:
+        power: exponent of the inverse error (1: Bates-Granger style; larger is sharper).
+        per_step: one weight vector per horizon step (else one per channel).
+    """
+
+    name = "inverse_error"
+
+    def __init__(self, power: float = 1.0, per_step: bool = True):
+        self.power = power
+        self.per_step = per_step
+        self.step_weights_: np.ndarray | None = None  # [H, C, M]
+
+    def fit(self, val_forecasts, val_targets, features=None) -> InverseErrorCombiner:
+        err = np.mean((val_forecasts - val_targets[None]) ** 2, axis=1)  # [M, H, C]
+        if not self.per_step:
+            err = np.broadcast_to(err.mean(axis=1, keepdims=True), err.shape)
+        inv = np.maximum(err, 1e-12) ** -self.power
+        self.step_weights_ = np.moveaxis(inv / inv.sum(axis=0, keepdims=True), 0, -1)
+        return self
+
+    def weights(self, forecasts, features=None) -> np.ndarray:
+        m, w, _, c = forecasts.shape
+        return np.broadcast_to(self.step_weights_.mean(axis=0)[None], (w, c, m)).copy()
+
+    def forecast(self, forecasts, features=None) -> np.ndarray:
+        return np.einsum(
+            "mwhc,hcm->whc", np.asarray(forecasts, dtype=np.float64), self.step_weights_
+        )
+
+
+class BestMemberCombiner(Combiner):
+    """All weight on the member with the lowest validation MSE (per channel by default).
+
+    Args:
+        per_channel: pick the best member for each channel separately.
+    """
+
+    name = "best"
+
+    def __init__(self, per_channel: bool = True):
+        self.per_channel = per_channel
+        self.channel_weights_: np.ndarray | None = None  # [C, M] one-hot
+
+    def fit(self, val_forecasts, val_targets, features=None) -> BestMemberCombiner:
+        err = np.mean((val_forecasts - val_targets[None]) ** 2, axis=(1, 2))  # [M, C]
+        if not self.per_channel:
+            err = np.broadcast_to(err.mean(axis=1, keepdims=True), err.shape)
+        best = err <= err.min(axis=0, keepdims=True) * (1 + 1e-12)  # ties (duplicates) share
+        self.channel_weights_ = (best / best.sum(axis=0, keepdims=True)).T  # [C, M]
+        return self
+
+    def weights(self, forecasts, features=None) -> np.ndarray:
+        m, w, _, c = forecasts.shape
+        return np.broadcast_to(self.channel_weights_[None], (w, c, m)).copy()
+
+
+def caruana_counts(gram: np.ndarray, b: np.ndarray, n_iter: int) -> np.ndarray:
+    """Greedy forward selection with replacement on a quadratic loss (Caruana et al. 2004).
+
+    Args:
+        gram: [M, M] mean of f_m f_n over the fitting samples.
+        b: [M] mean of f_m y.
+        n_iter: members added (with replacement).
+
+    Returns:
+        [M] how many times each member was picked (weights = counts / n_iter); members
+        with identical forecasts share their group's count evenly.
+    """
+    m = b.shape[0]
+    counts = np.zeros(m)
+    eye = np.eye(m)
+    for it in range(n_iter):
+        cand = (counts[None] + eye) / (it + 1)  # [M candidates, M]
+        loss = np.einsum("km,mn,kn->k", cand, gram, cand) - 2.0 * cand @ b
+        counts[np.argmin(loss)] += 1
+    # Duplicates (mean squared difference ~ 0) are indistinguishable: split their picks.
+    diag = np.diagonal(gram)
+    dist = diag[:, None] + diag[None, :] - 2.0 * gram
+    same = dist <= 1e-12 * (1.0 + diag.max())
+    return (same @ counts) / same.sum(axis=1)
+
+
+class GreedyCombiner(Combiner):
+    """Caruana's greedy ensemble selection with replacement, fitted on validation MSE.
+
+    The selection repeatedly adds the member that most lowers the validation MSE of the
+    running average; members picked several times get proportionally more weight. This is
+    what AutoGluon's weighted ensemble does.
+
+    Args:
+        n_iter: selection rounds (the weight resolution is 1 / n_iter).
+        per_channel: a separate selection per channel.
+    """
+
+    name = "greedy"
+
+    def __init__(self, n_iter: int = 25, per_channel: bool = True):
+        self.n_iter = n_iter
+        self.per_channel = per_channel
+        self.channel_weights_: np.ndarray | None = None  # [C, M]
+
+    def fit(self, val_forecasts, val_targets, features=None) -> GreedyCombiner:
+        gram, b, _ = window_gram(val_forecasts, val_targets)
+        gram_c, b_c = gram.mean(axis=0), b.mean(axis=0)  # [C, M, M], [C, M]
+        if self.per_channel:
+            counts = np.stack(
+                [caruana_counts(g, v, self.n_iter) for g, v in zip(gram_c, b_c, strict=True)]
+            )
+        else:
+            counts = np.broadcast_to(
+                caruana_counts(gram_c.mean(0), b_c.mean(0), self.n_iter), b_c.shape
+            )
+        self.channel_weights_ = counts / counts.sum(axis=-1, keepdims=True)
+        return self
+
+    def weights(self, forecasts, features=None) -> np.ndarray:
+        m, w, _, c = forecasts.shape
+        return np.broadcast_to(self.channel_weights_[None], (w, c, m)).copy()
+
+    def describe(self) -> str:
+        return f"greedy weights per channel [C, M]: {np.round(self.channel_weights_, 2).tolist()}"

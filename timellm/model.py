@@ -35,6 +35,7 @@ from timellm.layers import (
     PatchEmbedding,
     ReprogrammingLayer,
     RevIN,
+    use_fast_dropout,
 )
 
 
@@ -60,7 +61,11 @@ class TimeLLM(nn.Module):
             backward). Ignored for bidirectional backbones, where the prompt attends to
             the patches.
         compute_dtype: run the forward under autocast to this dtype (e.g. torch.bfloat16);
-            None keeps the parameters' dtypes.
+            None keeps the parameters' dtypes. On CPUs without AMX bf16 autocast was
+            slower than float32 in our measurements (docs/timellm.md).
+        fast_dropout: draw the backbone's dropout masks (in training mode) with the
+            cheaper CPU generator of `timellm.layers.fast_dropout`; same distribution.
+            Modifies the backbone module in place.
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class TimeLLM(nn.Module):
         prototype_map: Literal["full", "lowrank"] = "full",
         prefix_cache: bool = True,
         compute_dtype: torch.dtype | None = None,
+        fast_dropout: bool = True,
     ) -> None:
         super().__init__()
         if d_ff > backbone.hidden_size:
@@ -91,6 +97,8 @@ class TimeLLM(nn.Module):
         self.num_patches = PatchEmbedding.num_patches(seq_len, patch_len, stride)
 
         self.llm = backbone.model  # frozen; registered so .to(device) moves it too
+        if fast_dropout:
+            use_fast_dropout(self.llm)
         self.revin = RevIN()
         self.patch_embedding = PatchEmbedding(d_model, patch_len, stride, dropout)
         embeddings = backbone.input_embeddings()

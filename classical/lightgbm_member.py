@@ -1,0 +1,325 @@
+"""LightGBM: one global gradient-boosted model across channels, direct multi-horizon.
+
+Rows are (window, channel) pairs from every channel (channel id is a categorical
+feature), so one model learns from all channels at once.
+
+Multi-horizon strategy: direct, on an orthonormal trajectory basis. The target of a row
+is its horizon relative to the window's level, ``r = y[1..H] - level`` (``level`` = the
+mean of the last season, which is free of the daily phase). An SVD of the train rows'
+``r`` gives an orthonormal basis ``U: [H, K]`` of the trajectories (K=16 captures the
+trend and the daily shapes); one booster per coefficient ``z_k = r . U[:, k]`` is
+trained with early stopping on the val rows, and the forecast is
+``level + z_hat @ U.T``. Because ``U`` is orthonormal, the forecast's MSE is the sum of the
+coefficients' MSEs plus the part of ``r`` outside the basis, so minimising each booster's
+own loss minimises the forecast's. Compared with "horizon as a feature" this needs K
+instead of H predictions per row (ETTm1 test: 0.9M instead of 7.7M), and unlike a
+recursive strategy no error feeds back.
+
+Features of a row, all computed from running sums of the series (never from
+materialised windows): the last ``n_lags`` values, the shape of the last cycle of each
+seasonal period (``profile_bins`` segment means: the seasonal lags), rolling mean / std /
+min / max over one period and over the whole window, the slope over both, the level
+itself, and calendar features of the first forecast step (time of day, day of week).
+Lags and statistics are relative to the level, so trees (which cannot extrapolate)
+see shapes rather than absolute values.
+
+Training rows: all (window, channel) pairs up to ``max_train_rows`` (a seeded random
+subsample above it; neighbouring windows overlap almost entirely, so little is lost),
+val rows likewise up to ``max_val_rows``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ensemble.data import Split, Windows, sliding
+from ensemble.forecaster import BaseForecaster
+
+log = logging.getLogger(__name__)
+
+
+def _window_sum(cum: np.ndarray, lo: np.ndarray | int, hi: np.ndarray | int) -> np.ndarray:
+    """Sum of rows [lo, hi) from a running sum ``cum`` ([T + 1, C], leading zero row)."""
+    return cum[hi] - cum[lo]
+
+
+class LightGBMForecaster(BaseForecaster):
+    """Global LightGBM member (direct forecasts of trajectory-basis coefficients).
+
+    Args:
+        seq_len: L.
+        pred_len: H.
+        periods: seasonal periods (analyser's ranked periods); those <= L are used.
+        n_lags: most recent values used as features.
+        profile_bins: segments per seasonal cycle in the profile features.
+        n_components: K, size of the trajectory basis (capped at H).
+        max_train_rows: cap on (window, channel) training rows (random subsample above).
+        max_val_rows: cap on validation rows used for early stopping.
+        num_boost_round: maximum trees per booster.
+        early_stopping: rounds without val improvement before a booster stops.
+        learning_rate, num_leaves, min_data_in_leaf, feature_fraction, bagging_fraction,
+            lambda_l2: LightGBM settings.
+        num_threads: LightGBM threads.
+        seed: seeds the row subsample and LightGBM.
+        progress: tqdm bar over the boosters (None: only on a terminal).
+    """
+
+    name = "lightgbm"
+
+    def __init__(
+        self,
+        seq_len: int,
+        pred_len: int,
+        periods: tuple[int, ...] | list[int] = (24,),
+        n_lags: int = 24,
+        profile_bins: int = 24,
+        n_components: int = 16,
+        max_train_rows: int = 100_000,
+        max_val_rows: int = 30_000,
+        num_boost_round: int = 1000,
+        early_stopping: int = 50,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_data_in_leaf: int = 100,
+        feature_fraction: float = 0.8,
+        bagging_fraction: float = 0.8,
+        lambda_l2: float = 1.0,
+        num_threads: int = 2,
+        seed: int = 0,
+        progress: bool | None = None,
+    ):
+        self.seq_len = int(seq_len)
+        self.pred_len = int(pred_len)
+        # at most three periods that fit in the window, longest last
+        self.periods = sorted({int(p) for p in periods if 2 <= int(p) <= seq_len})[:3] or [
+            min(24, seq_len)
+        ]
+        self.n_lags = int(min(n_lags, seq_len))
+        self.profile_bins = int(profile_bins)
+        self.n_components = int(min(n_components, pred_len))
+        self.max_train_rows = int(max_train_rows)
+        self.max_val_rows = int(max_val_rows)
+        self.num_boost_round = int(num_boost_round)
+        self.early_stopping = int(early_stopping)
+        self.learning_rate = float(learning_rate)
+        self.num_leaves = int(num_leaves)
+        self.min_data_in_leaf = int(min_data_in_leaf)
+        self.feature_fraction = float(feature_fraction)
+        self.bagging_fraction = float(bagging_fraction)
+        self.lambda_l2 = float(lambda_l2)
+        self.num_threads = int(num_threads)
+        self.seed = int(seed)
+        self.progress = progress
+        self.basis: np.ndarray | None = None  # [H, K]
+        self.boosters: list = []
+        self.feature_names: list[str] = []
+
+    # ------------------------------------------------------------------ features
+
+    @property
+    def level_period(self) -> int:
+        """The level is the mean over the shortest seasonal cycle."""
+        return self.periods[0]
+
+    def _level(self, data: np.ndarray, n: int) -> np.ndarray:
+        """data: [T, C] -> [n, C] level of each window (mean of its last season)."""
+        cum = np.concatenate([np.zeros((1, data.shape[1])), np.cumsum(data, axis=0)])
+        end = np.arange(n) + self.seq_len
+        return _window_sum(cum, end - self.level_period, end) / self.level_period
+
+    def _features(self, data: np.ndarray, dates: pd.DatetimeIndex, n: int) -> np.ndarray:
+        """Features of the first ``n`` windows of a series.
+
+        Args:
+            data: [T, C] scaled rows; window ``w`` has inputs ``data[w : w + L]``.
+            dates: timestamps of ``data``'s rows, reaching at least row ``n - 1 + L``
+                (the first forecast step of the last window), or empty.
+            n: number of windows.
+
+        Returns:
+            [C * n, F] float32, rows ordered channel-major (all windows of channel 0 first).
+        """
+        L, C = self.seq_len, data.shape[1]
+        x = np.asarray(data, dtype=np.float64)
+        cum = np.concatenate([np.zeros((1, C)), np.cumsum(x, axis=0)])
+        cum2 = np.concatenate([np.zeros((1, C)), np.cumsum(x * x, axis=0)])
+        rows = np.arange(len(x), dtype=np.float64)[:, None]
+        cumt = np.concatenate([np.zeros((1, C)), np.cumsum(rows * x, axis=0)])
+        end = np.arange(n) + L  # exclusive end of each window's inputs
+        level = self._level(x, n)  # [n, C]
+        feats: dict[str, np.ndarray] = {"level": level}
+
+        lagv = sliding(x[: n - 1 + L], L)  # [n, L, C] strided view, nothing copied
+        for j in range(self.n_lags):
+            feats[f"lag{j + 1}"] = lagv[:, L - 1 - j, :] - level
+
+        for p in self.periods:
+            # the last cycle's shape in `bins` segments: the seasonal lags
+            bins = min(self.profile_bins, p)
+            if p > self.n_lags or bins < p:
+                edges = end[:, None] - p + (np.arange(bins + 1) * p) // bins  # [n, bins + 1]
+                for b in range(bins):
+                    lo, hi = edges[:, b], edges[:, b + 1]
+                    seg = _window_sum(cum, lo, hi) / (hi - lo)[:, None]
+                    feats[f"p{p}_seg{b}"] = seg - level
+
+        for m, tag in ((self.periods[-1], f"p{self.periods[-1]}"), (L, "win")):
+            lo = end - m
+            mean = _window_sum(cum, lo, end) / m
+            var = np.maximum(_window_sum(cum2, lo, end) / m - mean**2, 0.0)
+            # least-squares slope over the last m rows: sum((t - t_mean) * x) / sum((t - t_mean)^2)
+            t_mean = (lo + end - 1)[:, None] / 2.0
+            sxt = _window_sum(cumt, lo, end) - t_mean * _window_sum(cum, lo, end)
+            feats[f"{tag}_mean"] = mean - level
+            feats[f"{tag}_std"] = np.sqrt(var)
+            feats[f"{tag}_slope"] = sxt / (m * (m * m - 1) / 12.0)
+            win = sliding(x[: n - 1 + L], m)[L - m :]  # [n, m, C] view: the last m inputs
+            feats[f"{tag}_min"] = win.min(axis=1) - level
+            feats[f"{tag}_max"] = win.max(axis=1) - level
+
+        names = list(feats)
+        out = np.empty((C, n, len(names) + 3), dtype=np.float32)
+        for i, k in enumerate(names):
+            out[:, :, i] = feats[k].T
+        # calendar of the first forecast step, and the channel id
+        if len(dates) >= n + L:
+            first = dates[L : n + L]
+            tod = (first.hour * 60 + first.minute).to_numpy() / 1440.0
+            dow = first.dayofweek.to_numpy()
+        else:
+            tod = dow = np.full(n, np.nan)
+        out[:, :, -3] = tod
+        out[:, :, -2] = dow
+        out[:, :, -1] = np.arange(C)[:, None]
+        self.feature_names = names + ["time_of_day", "day_of_week", "channel"]
+        return out.reshape(C * n, -1)
+
+    def _rows(self, split: Split, limit: int, rng: np.random.Generator):
+        """Features [N, F], trajectories relative to the level [N, H], for up to ``limit`` rows."""
+        n, C = split.n_windows, split.n_channels
+        feats = self._features(split.data, split.dates, n)
+        pick = np.arange(C * n)
+        if len(pick) > limit:
+            pick = np.sort(rng.choice(len(pick), size=limit, replace=False))
+        c, w = np.divmod(pick, n)
+        level = self._level(np.asarray(split.data, dtype=np.float64), n)  # [n, C]
+        y = split.targets()  # [n, H, C] view
+        traj = y[w, :, c] - level[w, c][:, None]  # [N, H]
+        return feats[pick], traj
+
+    # ------------------------------------------------------------------ fit / predict
+
+    def _params(self) -> dict:
+        return {
+            "objective": "l2",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": 1,
+            "lambda_l2": self.lambda_l2,
+            "num_threads": self.num_threads,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbosity": -1,
+        }
+
+    def fit(self, train: Split, val: Split) -> LightGBMForecaster:
+        """Build rows, the trajectory basis (train rows only) and one booster per coefficient."""
+        import lightgbm as lgb
+
+        rng = np.random.default_rng(self.seed)
+        x_tr, r_tr = self._rows(train, self.max_train_rows, rng)
+        x_va, r_va = self._rows(val, self.max_val_rows, rng)
+        # orthonormal basis of the train trajectories (right singular vectors)
+        _, s, vt = np.linalg.svd(r_tr, full_matrices=False)
+        self.basis = vt[: self.n_components].T.copy()  # [H, K]
+        explained = float((s[: self.n_components] ** 2).sum() / (s**2).sum())
+        log.info("%s: %d train rows, basis K=%d explains %.3f", self.name, len(x_tr),
+                 self.n_components, explained)
+        z_tr, z_va = r_tr @ self.basis, r_va @ self.basis
+        params = self._params()
+        channel = [len(self.feature_names) - 1]
+        # bin the features once; each booster only swaps the labels
+        ds_tr = lgb.Dataset(x_tr, label=z_tr[:, 0], params=params, free_raw_data=False,
+                            feature_name=self.feature_names, categorical_feature=channel)
+        ds_tr.construct()
+        ds_va = lgb.Dataset(x_va, label=z_va[:, 0], reference=ds_tr, params=params,
+                            free_raw_data=False)
+        ds_va.construct()
+        self.boosters = []
+        disable = None if self.progress is None else not self.progress
+        for k in tqdm(range(self.n_components), desc=self.name, disable=disable, leave=False):
+            ds_tr.set_label(z_tr[:, k])
+            ds_va.set_label(z_va[:, k])
+            booster = lgb.train(
+                params,
+                ds_tr,
+                num_boost_round=self.num_boost_round,
+                valid_sets=[ds_va],
+                callbacks=[lgb.early_stopping(self.early_stopping, verbose=False)],
+            )
+            log.info("%s: coefficient %d, %d trees", self.name, k, booster.best_iteration)
+            self.boosters.append(booster)
+        return self
+
+    def predict(self, windows: Windows) -> np.ndarray:
+        """windows.context: [W + L - 1, C] -> [W, H, C]."""
+        if self.basis is None:
+            raise RuntimeError(f"{self.name}: call fit() (or load()) before predict()")
+        n, C = windows.n, windows.context.shape[1]
+        feats = self._features(windows.context, windows.dates, n)
+        z = np.stack(
+            [b.predict(feats, num_iteration=b.best_iteration, num_threads=self.num_threads)
+             for b in self.boosters],
+            axis=1,
+        )  # [C * n, K]
+        traj = (z @ self.basis.T).reshape(C, n, -1).transpose(1, 2, 0)  # [n, H, C]
+        level = self._level(np.asarray(windows.context, dtype=np.float64), n)
+        return (traj + level[:, None, :]).astype(np.float32)
+
+    # ------------------------------------------------------------------ persistence
+
+    def config(self) -> dict:
+        keys = (
+            "seq_len pred_len periods n_lags profile_bins n_components max_train_rows "
+            "max_val_rows num_boost_round early_stopping learning_rate num_leaves "
+            "min_data_in_leaf feature_fraction bagging_fraction lambda_l2 num_threads seed"
+        ).split()
+        return {k: getattr(self, k) for k in keys}
+
+    def save(self, path: str | Path) -> None:
+        """``config.json``, ``basis.npy`` and one LightGBM text model per coefficient."""
+        if self.basis is None:
+            raise RuntimeError(f"{self.name}: nothing to save before fit()")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"name": self.name, "kwargs": self.config(), "feature_names": self.feature_names}
+        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        np.save(path / "basis.npy", self.basis)
+        for k, b in enumerate(self.boosters):
+            b.save_model(str(path / f"booster_{k:02d}.txt"), num_iteration=b.best_iteration)
+
+    @classmethod
+    def load(cls, path: str | Path) -> LightGBMForecaster:
+        import lightgbm as lgb
+
+        path = Path(path)
+        meta = json.loads((path / "config.json").read_text())
+        obj = cls(**meta["kwargs"])
+        obj.name = meta["name"]
+        obj.feature_names = meta["feature_names"]
+        obj.basis = np.load(path / "basis.npy")
+        obj.boosters = [
+            lgb.Booster(model_file=str(path / f"booster_{k:02d}.txt"))
+            for k in range(obj.basis.shape[1])
+        ]
+        return obj

@@ -1,0 +1,737 @@
+"""Routing report of a run folder: when does the router prefer which member, and does it pay?
+
+Reads ``results.json``, ``forecasts.npz`` (``test/<member>``, ``test/ensemble``,
+``test/true``, ``val/...``), ``router_weights.npz`` (``test`` [W, C, M], ``members``,
+optionally ``features_test`` / ``feature_names``) and ``config.yaml``, and writes
+``routing_report.md``, ``routing_analysis.json`` and the figures:
+
+* ``weights_distribution.png``: each member's weight over test windows and channels;
+* ``weights_over_time.png``: mean weight per member along the test period;
+* ``weights_vs_features.png``: mean weight per member in quantile bins of four window
+  features (seasonal strength, trend strength, volatility, dominant period);
+* ``win_rates.png``: how often each member is the best one, per regime;
+* ``router_vs_mean.png``: where the router's combination beats or loses to the plain mean.
+
+The four features are computed here from the test windows' inputs (the data are
+reloaded with the run's config.yaml; train-row scaling as in the run), so the report
+reads the same whatever features the router itself used:
+
+* seasonal strength ``max(0, 1 - Var(R) / Var(S + R))`` and trend strength
+  ``max(0, 1 - Var(R) / Var(T + R))`` of a classical decomposition at the run's top
+  period (moving-average trend T, mean cycle profile S, remainder R), as defined by
+  Wang, Smith & Hyndman (2006);
+* volatility: standard deviation of the first differences (scaled units);
+* dominant period: ``L / k`` for the strongest Fourier frequency ``k >= 1`` of the window.
+
+Ablations: dropping a member is computed from the run folder itself (the same rule
+refitted on the remaining members' validation forecasts, or for routers that use
+features, the router's own weights renormalised over the remaining members). Ablations
+that need another training (Time-LLM without the LLM, without prompt injection, fixed
+patch 16, period-derived patches) are read from sibling run folders
+``<RUN_DIR>-<variant>`` (or ``--ablation-runs VARIANT=DIR``) and otherwise listed as not
+run, with the command that produces them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ensemble.errors import UserError
+from ensemble.io import write_json, write_text
+
+log = logging.getLogger("hybrid_forecast.analyse")
+
+FEATURES = ("seasonal_strength", "trend_strength", "volatility", "dominant_period")
+
+# Variants that need their own training run: name -> (description, --set items).
+# ``{patch}`` / ``{stride}`` are filled with the period-derived patch of the run.
+ABLATION_VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "no-llm": (
+        "Time-LLM without the LLM (patch embedding + linear head; Tan et al. 2024)",
+        ["timellm.backbone=none"],
+    ),
+    "no-inject": ("Time-LLM without prompt injection of classical forecasts", ["timellm.inject=none"]),
+    "patch16": ("Time-LLM with the fixed patch 16 / stride 8", ["timellm.patch_len=16", "timellm.stride=8"]),
+    "period-patch": (
+        "Time-LLM with period-derived patches",
+        ["timellm.patch_len={patch}", "timellm.stride={stride}"],
+    ),
+}
+
+
+@dataclass
+class RunData:
+    """What the report needs from a run folder.
+
+    Attributes:
+        path: the run folder.
+        results: results.json.
+        config: config.yaml as a dict (empty when missing).
+        members: member names, in the order of the weights' last axis.
+        test: {member: [W, H, C]} test forecasts.
+        val: {member: [W, H, C]} validation forecasts (may be empty).
+        ensemble: [W, H, C] the router's test forecast.
+        true: [W, H, C] test targets.
+        weights: [W, C, M] router weights on test, or None.
+        router_features: [W, C, F] the router's own test features, or None.
+        router_feature_names: their names.
+    """
+
+    path: Path
+    results: dict[str, Any]
+    config: dict[str, Any]
+    members: list[str]
+    test: dict[str, np.ndarray]
+    val: dict[str, np.ndarray]
+    ensemble: np.ndarray
+    true: np.ndarray
+    weights: np.ndarray | None
+    router_features: np.ndarray | None = None
+    router_feature_names: list[str] = field(default_factory=list)
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a run folder.
+
+    Raises:
+        UserError: the folder is not a finished run folder.
+    """
+    import yaml
+
+    path = Path(run_dir)
+    res_path = path / "results.json"
+    if not res_path.is_file():
+        raise UserError(
+            f"{path} is not a finished run folder (no results.json); run `hybrid-forecast run --out {path}` first"
+        )
+    results = json.loads(res_path.read_text())
+    fc_path = path / "forecasts.npz"
+    if not fc_path.is_file():
+        raise UserError(f"{path}: forecasts.npz missing; rerun the run to write it")
+    with np.load(fc_path) as z:
+        arrays = {k: z[k] for k in z.files}
+    members = list(results.get("members") or [])
+    missing = [m for m in members if f"test/{m}" not in arrays]
+    if missing or "test/true" not in arrays or "test/ensemble" not in arrays:
+        raise UserError(
+            f"{fc_path}: expected test/<member>, test/ensemble and test/true; missing "
+            f"{', '.join([f'test/{m}' for m in missing] + [k for k in ('test/true', 'test/ensemble') if k not in arrays])}"
+        )
+    weights = feats = None
+    names: list[str] = []
+    w_path = path / "router_weights.npz"
+    if w_path.is_file():
+        with np.load(w_path) as z:
+            weights = z["test"].astype(np.float64)
+            order = [str(m) for m in z["members"]] if "members" in z.files else members
+            if order != members:  # align the weights' member axis with results.json
+                weights = weights[..., [order.index(m) for m in members]]
+            if "features_test" in z.files:
+                feats = z["features_test"]
+                names = [str(n) for n in z["feature_names"]]
+    config: dict[str, Any] = {}
+    if (path / "config.yaml").is_file():
+        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    return RunData(
+        path=path,
+        results=results,
+        config=config,
+        members=members,
+        test={m: arrays[f"test/{m}"].astype(np.float64) for m in members},
+        val={m: arrays[f"val/{m}"].astype(np.float64) for m in members if f"val/{m}" in arrays},
+        ensemble=arrays["test/ensemble"].astype(np.float64),
+        true=arrays["test/true"].astype(np.float64),
+        weights=weights,
+        router_features=feats,
+        router_feature_names=names,
+    )
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def _splits(run: RunData):
+    """The run's splits, reloaded from its config (None when the data cannot be found)."""
+    from ensemble.data import load_dataset, make_splits
+
+    cfg = run.config
+    try:
+        ds = load_dataset(
+            cfg.get("dataset"),
+            data_path=cfg.get("data_path"),
+            data_dir=cfg.get("data_dir"),
+            features=cfg.get("features", "M"),
+            target=cfg.get("target"),
+            fill=cfg.get("fill"),
+        )
+        return make_splits(
+            ds,
+            int(run.results["seq_len"]),
+            int(run.results["pred_len"]),
+            percent=int(cfg.get("percent", 100)),
+        )
+    except UserError as exc:
+        log.warning("cannot reload the run's data (%s); feature analyses are skipped", exc)
+        return None
+
+
+def window_features(x: np.ndarray, period: int | None, chunk: int = 512) -> dict[str, np.ndarray]:
+    """The four report features of each input window and channel.
+
+    Args:
+        x: [W, L, C] input windows (scaled).
+        period: the seasonal period for the strengths (None or > L/2: strengths are NaN).
+        chunk: windows per step (memory bound).
+
+    Returns:
+        {name: [W, C]} for the names in ``FEATURES``.
+    """
+    w, length, c = x.shape
+    out = {k: np.full((w, c), np.nan) for k in FEATURES}
+    for lo in range(0, w, chunk):
+        xb = np.asarray(x[lo : lo + chunk], dtype=np.float64)
+        hi = lo + xb.shape[0]
+        out["volatility"][lo:hi] = np.diff(xb, axis=1).std(axis=1)
+        spec = np.abs(np.fft.rfft(xb - xb.mean(axis=1, keepdims=True), axis=1)) ** 2
+        k = spec[:, 1:].argmax(axis=1) + 1  # [w, C]; skip the mean
+        out["dominant_period"][lo:hi] = length / k
+        if period and 2 <= period <= length // 2:
+            fs, ft = _strengths(xb, int(period))
+            out["seasonal_strength"][lo:hi] = fs
+            out["trend_strength"][lo:hi] = ft
+    return out
+
+
+def _strengths(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seasonal and trend strength of windows x [w, L, C] at period p (classical decomposition)."""
+    n = (x.shape[1] // p) * p
+    y = x[:, -n:]
+    cs = np.concatenate([np.zeros_like(y[:, :1]), np.cumsum(y, axis=1)], axis=1)
+    trend = (cs[:, p:] - cs[:, :-p]) / p  # [w, n - p + 1], centred at offset p // 2
+    yc = y[:, p // 2 : p // 2 + trend.shape[1]]
+    detr = yc - trend
+    phase = (np.arange(detr.shape[1]) + p // 2) % p
+    seasonal = np.empty_like(detr)
+    for ph in range(p):  # mean cycle profile, centred to sum to zero
+        sel = phase == ph
+        seasonal[:, sel] = detr[:, sel].mean(axis=1, keepdims=True)
+    seasonal -= seasonal.mean(axis=1, keepdims=True)
+    resid = detr - seasonal
+    var_r = resid.var(axis=1)
+    fs = np.clip(1 - var_r / np.maximum(detr.var(axis=1), 1e-12), 0, 1)
+    ft = np.clip(1 - var_r / np.maximum((yc - seasonal).var(axis=1), 1e-12), 0, 1)
+    return fs, ft
+
+
+# ---------------------------------------------------------------------------- analyses
+
+
+def _per_window_mse(f: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """[W, H, C] -> [W, C] mean over the horizon."""
+    return np.mean((f - true) ** 2, axis=1)
+
+
+def regimes(feats: dict[str, np.ndarray], periods: list[int]) -> dict[str, np.ndarray]:
+    """A label per window and channel for each feature: terciles, or the period it matches.
+
+    Returns:
+        {feature: [W, C] array of str labels}.
+    """
+    out = {}
+    for name, v in feats.items():
+        if np.all(np.isnan(v)):
+            continue
+        if name == "dominant_period":
+            lab = np.full(v.shape, "other", dtype=object)
+            for p in sorted(periods[:2], reverse=True):  # shorter period wins a tie
+                lab[np.abs(v - p) <= 0.15 * p] = f"≈{p}"
+            out[name] = lab
+            continue
+        q1, q2 = np.nanquantile(v, [1 / 3, 2 / 3])
+        lab = np.where(v <= q1, "low", np.where(v <= q2, "mid", "high")).astype(object)
+        lab[np.isnan(v)] = "n/a"
+        out[name] = lab
+    return out
+
+
+def analyse_run(
+    run: RunData,
+    feats: dict[str, np.ndarray] | None,
+    val_true: np.ndarray | None,
+) -> dict[str, Any]:
+    """All numbers of the report (JSON-serialisable).
+
+    Args:
+        run: the run folder's contents.
+        feats: {feature: [W, C]} of the test windows, or None.
+        val_true: [W_val, H, C] validation targets (for refitting the rule without a
+            member), or None.
+    """
+    members = run.members
+    err = np.stack([_per_window_mse(run.test[m], run.true) for m in members])  # [M, W, C]
+    mean_fc = np.mean([run.test[m] for m in members], axis=0)
+    err_mean = _per_window_mse(mean_fc, run.true)
+    err_ens = _per_window_mse(run.ensemble, run.true)
+    winner = err.argmin(axis=0)  # [W, C]
+    out: dict[str, Any] = {"members": members, "router": run.results.get("router")}
+
+    w = run.weights
+    if w is not None:
+        out["weights"] = {
+            m: {
+                "mean": float(w[..., i].mean()),
+                "median": float(np.median(w[..., i])),
+                "std": float(w[..., i].std()),
+                "p10": float(np.quantile(w[..., i], 0.1)),
+                "p90": float(np.quantile(w[..., i], 0.9)),
+                "top_share": float(np.mean(w.argmax(axis=-1) == i)),
+            }
+            for i, m in enumerate(members)
+        }
+        out["weights_constant"] = bool(np.allclose(w, w.reshape(-1, w.shape[-1])[0]))
+    out["win_rate"] = {m: float(np.mean(winner == i)) for i, m in enumerate(members)}
+    diff = err_ens - err_mean
+    out["router_vs_mean"] = {
+        "router_mse": float(err_ens.mean()),
+        "mean_mse": float(err_mean.mean()),
+        "router_better_share": float(np.mean(diff < -1e-12)),
+        "router_worse_share": float(np.mean(diff > 1e-12)),
+    }
+
+    if feats is not None:
+        labels = regimes(feats, list(run.results.get("periods") or []))
+        per_regime: dict[str, dict[str, Any]] = {}
+        for fname, lab in labels.items():
+            rows = {}
+            for r in _regime_order(np.unique(lab.astype(str))):
+                sel = lab == r
+                rows[r] = {
+                    "share": float(sel.mean()),
+                    "win_rate": {m: float(np.mean(winner[sel] == i)) for i, m in enumerate(members)},
+                    "router_mse": float(err_ens[sel].mean()),
+                    "mean_mse": float(err_mean[sel].mean()),
+                    "router_better_share": float(np.mean(diff[sel] < -1e-12)),
+                    "mean_weight": (
+                        {m: float(w[..., i][sel].mean()) for i, m in enumerate(members)}
+                        if w is not None
+                        else None
+                    ),
+                }
+            per_regime[fname] = rows
+        out["regimes"] = per_regime
+        if w is not None:
+            out["weight_feature_corr"] = {
+                f: {m: _spearman(feats[f], w[..., i]) for i, m in enumerate(members)}
+                for f in FEATURES
+                if f in feats and not np.all(np.isnan(feats[f]))
+            }
+    out["ablation"] = member_ablations(run, val_true)
+    return out
+
+
+def _regime_order(labels) -> list[str]:
+    rank = {"low": 0, "mid": 1, "high": 2, "other": 9, "n/a": 10}
+    return sorted(labels, key=lambda s: (rank.get(s, 5), s))
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Rank correlation over window x channel pairs (None when either side is constant)."""
+    a, b = a.ravel(), b.ravel()
+    ok = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[ok], b[ok]
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def member_ablations(run: RunData, val_true: np.ndarray | None) -> list[dict[str, Any]]:
+    """The ensemble without each member, computed from the run folder.
+
+    Rule routers (no features) are refitted on the remaining members' validation
+    forecasts when the validation targets are available; otherwise, and for routers
+    that use features (their features depend on the member set), the router's test
+    weights are renormalised over the remaining members.
+    """
+    from ensemble import hybrid, metrics
+
+    full = metrics.scores(run.ensemble, run.true)
+    rows = [
+        {"variant": "full ensemble (as run)", **full, "method": "results of the run"},
+        {
+            "variant": "mean of all members",
+            **metrics.scores(np.mean([run.test[m] for m in run.members], axis=0), run.true),
+            "method": "equal weights",
+        },
+    ]
+    if len(run.members) < 2:
+        return rows
+    router = str(run.results.get("router") or "mean")
+    uses_features = run.router_features is not None
+    for i, m in enumerate(run.members):
+        rest = [k for k in run.members if k != m]
+        fc, method = None, ""
+        if not uses_features and val_true is not None and all(k in run.val for k in rest):
+            try:
+                from router import make_combiner
+
+                comb = make_combiner(router, member_names=rest, seed=run.results.get("seed", 0))
+                comb.fit(hybrid.stack({k: run.val[k] for k in rest}), val_true, None)
+                fc = hybrid.combined_forecast(comb, hybrid.stack({k: run.test[k] for k in rest}))
+                method = f"`{router}` refitted on the other members' validation forecasts"
+            except Exception as exc:  # fall back to renormalised weights below
+                log.warning("refitting %s without %s failed (%s)", router, m, exc)
+        if fc is None and run.weights is not None:
+            w = np.delete(run.weights, i, axis=-1)
+            w = w / np.maximum(w.sum(axis=-1, keepdims=True), 1e-12)
+            fc = hybrid.combine(hybrid.stack({k: run.test[k] for k in rest}), w)
+            method = "router's test weights renormalised over the other members"
+        if fc is None:
+            fc = np.mean([run.test[k] for k in rest], axis=0)
+            method = "equal weights over the other members (no router weights saved)"
+        rows.append({"variant": f"without {m}", **metrics.scores(fc, run.true), "method": method})
+    return rows
+
+
+def training_ablations(
+    run: RunData, siblings: dict[str, Path], period: int | None
+) -> list[dict[str, Any]]:
+    """Rows for the ablations that need their own run: read from siblings or 'not run'."""
+    from experiments.tune import patch_choices
+
+    patch, stride = 16, 8
+    if period:
+        # the longest period-derived patch with half overlap (the analyser's choice if it has one)
+        halves = [c for c in patch_choices(period, int(run.results["seq_len"])) if _half(c)]
+        if halves:
+            patch, stride = (int(v) for v in halves[-1].split("/"))
+    rows = []
+    cfg_path = run.path / "config.yaml"
+    members = list(run.members)
+    for name, (desc, sets) in ABLATION_VARIANTS.items():
+        sets = [s.format(patch=patch, stride=stride) for s in sets]
+        sib = siblings.get(name, Path(f"{run.path}-{name}"))
+        row: dict[str, Any] = {"variant": name, "description": desc}
+        res_file = sib / "results.json"
+        if res_file.is_file():
+            res = json.loads(res_file.read_text())
+            row["run"] = str(sib)
+            row["timellm"] = res["test"].get("timellm")
+            row["ensemble"] = res["test"].get("ensemble")
+            row["status"] = "read from sibling run"
+        else:
+            cmd = ["hybrid-forecast", "run", "--config", str(cfg_path), "--out", str(sib)]
+            if "timellm" not in members:
+                cmd += ["--members", ",".join(members + ["timellm"])]
+            for s in sets:
+                cmd += ["--set", s]
+            row["status"] = "not run"
+            row["command"] = shlex.join(cmd)
+            if name == "no-llm":
+                row["note"] = "needs a `backbone=none` option in the timellm member"
+        rows.append(row)
+    return rows
+
+
+def _half(choice: str) -> bool:
+    p, s = (int(v) for v in choice.split("/"))
+    return s * 2 == p
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from ensemble.io import _atomic
+
+    fig.tight_layout()
+    _atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    plt.close(fig)
+
+
+def make_figures(
+    run: RunData, feats: dict[str, np.ndarray] | None, out: Path
+) -> list[str]:
+    """Write the report's figures; returns their file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    members = run.members
+    names: list[str] = []
+    w = run.weights
+    err = np.stack([_per_window_mse(run.test[m], run.true) for m in members])
+    err_mean = _per_window_mse(np.mean([run.test[m] for m in members], axis=0), run.true)
+    err_ens = _per_window_mse(run.ensemble, run.true)
+
+    if w is not None:
+        fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(members), 3.6))
+        ax.boxplot([w[..., i].ravel() for i in range(len(members))], showfliers=False)
+        ax.set_xticks(range(1, len(members) + 1), members, rotation=20)
+        ax.set_ylabel("router weight (test windows x channels)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"weight distribution, router `{run.results.get('router')}`")
+        _save(fig, out / "weights_distribution.png")
+        names.append("weights_distribution.png")
+
+        fig, ax = plt.subplots(figsize=(9, 3.4))
+        mw = w.mean(axis=1)  # [W, M] mean over channels
+        k = max(1, mw.shape[0] // 200)  # smooth to ~200 points
+        sm = np.stack([np.convolve(mw[:, i], np.ones(k) / k, mode="valid") for i in range(len(members))])
+        ax.stackplot(np.arange(sm.shape[1]) * 1 + k // 2, sm, labels=members, alpha=0.85)
+        ax.set_xlabel("test window")
+        ax.set_ylabel("mean weight over channels")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7, loc="upper left", ncol=min(4, len(members)))
+        _save(fig, out / "weights_over_time.png")
+        names.append("weights_over_time.png")
+
+    if feats is not None:
+        avail = [f for f in FEATURES if f in feats and not np.all(np.isnan(feats[f]))]
+        if avail:
+            fig, axes = plt.subplots(1, len(avail), figsize=(3.6 * len(avail), 3.3), squeeze=False)
+            for ax, f in zip(axes[0], avail, strict=True):
+                v = feats[f].ravel()
+                ok = ~np.isnan(v)
+                edges = np.unique(np.nanquantile(v, np.linspace(0, 1, 11)))
+                idx = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, len(edges) - 2)
+                centres = 0.5 * (edges[:-1] + edges[1:])
+                for i, m in enumerate(members):
+                    if w is not None:
+                        y = w[..., i].ravel()
+                        label = "mean weight"
+                    else:  # no router weights: how often the member is best instead
+                        y = (err.argmin(axis=0) == i).ravel().astype(float)
+                        label = "win rate"
+                    vals = [y[ok & (idx == b)].mean() if np.any(ok & (idx == b)) else np.nan for b in range(len(centres))]
+                    ax.plot(centres, vals, marker="o", ms=3, label=m)
+                ax.set_xlabel(f.replace("_", " "))
+                ax.set_ylabel(label)
+                ax.grid(alpha=0.3)
+            axes[0, -1].legend(fontsize=7)
+            fig.suptitle("router weight against window features (deciles)", fontsize=10)
+            _save(fig, out / "weights_vs_features.png")
+            names.append("weights_vs_features.png")
+
+        labels = regimes(feats, list(run.results.get("periods") or []))
+        if labels:
+            winner = err.argmin(axis=0)
+            fig, axes = plt.subplots(1, len(labels), figsize=(3.4 * len(labels), 3.3), squeeze=False)
+            for ax, (f, lab) in zip(axes[0], labels.items(), strict=True):
+                regs = _regime_order(np.unique(lab.astype(str)))
+                bottom = np.zeros(len(regs))
+                for i, m in enumerate(members):
+                    rate = np.array([np.mean(winner[lab == r] == i) for r in regs])
+                    ax.bar(regs, rate, bottom=bottom, label=m)
+                    bottom += rate
+                ax.set_title(f.replace("_", " "), fontsize=9)
+                ax.set_ylabel("share of windows where best")
+            axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+            _save(fig, out / "win_rates.png")
+            names.append("win_rates.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    d = (err_ens - err_mean).mean(axis=1)  # [W] over channels
+    k = max(1, d.shape[0] // 200)
+    axes[0].plot(np.convolve(d, np.ones(k) / k, mode="valid"), lw=1)
+    axes[0].axhline(0, color="k", lw=0.8)
+    axes[0].set_xlabel("test window")
+    axes[0].set_ylabel("MSE router − MSE mean (smoothed)")
+    axes[0].set_title("below 0: the router beats the mean", fontsize=9)
+    lim = np.quantile(np.abs(d), 0.99) or 1.0
+    axes[1].hist(np.clip(d, -lim, lim), bins=60, color="C1")
+    axes[1].axvline(0, color="k", lw=0.8)
+    axes[1].set_xlabel("per-window MSE difference (router − mean)")
+    _save(fig, out / "router_vs_mean.png")
+    names.append("router_vs_mean.png")
+    return names
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def report_markdown(
+    run: RunData, an: dict[str, Any], training: list[dict[str, Any]], figures: list[str], feat_note: str
+) -> str:
+    """The routing_report.md text."""
+    r = run.results
+    members = run.members
+    lines = [
+        f"# Routing report: {r.get('dataset')} L={r.get('seq_len')} H={r.get('pred_len')} seed={r.get('seed')}",
+        "",
+        f"Run folder `{run.path}`; router `{r.get('router')}`; members {', '.join(members)}; "
+        f"{run.true.shape[0]} test windows x {run.true.shape[2]} channels; periods (train rows) "
+        f"{r.get('periods')}. Errors are MSE in the scaled space per window and channel, "
+        "averaged over the horizon.",
+        "",
+    ]
+    lines += ["## Weight distribution per member", ""]
+    if "weights" in an:
+        if an.get("weights_constant"):
+            lines += [
+                "The weights are the same for every window and channel (a fixed rule), so the "
+                "analyses of weights against features below are flat by construction.",
+                "",
+            ]
+        lines += ["| member | mean | median | std | p10 | p90 | top weight in |", "|---|---|---|---|---|---|---|"]
+        for m, s in an["weights"].items():
+            lines.append(
+                f"| {m} | {s['mean']:.3f} | {s['median']:.3f} | {s['std']:.3f} | {s['p10']:.3f} | "
+                f"{s['p90']:.3f} | {_pct(s['top_share'])} |"
+            )
+    else:
+        lines.append("No router_weights.npz in the run folder.")
+    lines.append("")
+
+    lines += ["## Weights against window features", "", feat_note, ""]
+    corr = an.get("weight_feature_corr")
+    if corr:
+        lines += [
+            "Spearman rank correlation of each member's weight with each feature:",
+            "",
+            "| feature | " + " | ".join(members) + " |",
+            "|---" * (len(members) + 1) + "|",
+        ]
+        for f, row in corr.items():
+            cells = ["–" if row[m] is None else f"{row[m]:+.2f}" for m in members]
+            lines.append(f"| {f} | " + " | ".join(cells) + " |")
+        lines.append("")
+
+    lines += [
+        "## Win rates per regime",
+        "",
+        "Share of (window, channel) pairs where each member has the lowest error. Overall: "
+        + ", ".join(f"{m} {_pct(v)}" for m, v in an["win_rate"].items())
+        + ". Regimes: terciles of each feature over the test windows (low / mid / high); the "
+        "dominant period is matched to the run's top periods within 15 %.",
+        "",
+    ]
+    for f, regs in an.get("regimes", {}).items():
+        lines += [
+            f"**{f.replace('_', ' ')}**",
+            "",
+            "| regime | share | " + " | ".join(f"{m} wins" for m in members) + " | router MSE | mean MSE | router better |",
+            "|---" * (len(members) + 5) + "|",
+        ]
+        for reg, s in regs.items():
+            lines.append(
+                f"| {reg} | {_pct(s['share'])} | "
+                + " | ".join(_pct(s["win_rate"][m]) for m in members)
+                + f" | {s['router_mse']:.4f} | {s['mean_mse']:.4f} | {_pct(s['router_better_share'])} |"
+            )
+        lines.append("")
+
+    rv = an["router_vs_mean"]
+    lines += [
+        "## Where the router beats or loses to the mean",
+        "",
+        f"Test MSE: router {rv['router_mse']:.4f}, equal-weight mean {rv['mean_mse']:.4f}. The router "
+        f"is better on {_pct(rv['router_better_share'])} of (window, channel) pairs and worse on "
+        f"{_pct(rv['router_worse_share'])}. See the regime tables above for where.",
+        "",
+        "## Ablations",
+        "",
+        "| variant | test MSE | test MAE | Δ MSE vs full | method |",
+        "|---|---|---|---|---|",
+    ]
+    full = an["ablation"][0]["mse"]
+    for row in an["ablation"]:
+        lines.append(
+            f"| {row['variant']} | {row['mse']:.4f} | {row['mae']:.4f} | {row['mse'] - full:+.4f} | {row['method']} |"
+        )
+    if "timellm" not in members:
+        lines.append("| without timellm | – | – | – | not applicable: the run has no timellm member |")
+    for row in training:
+        if row["status"] == "not run":
+            lines.append(f"| {row['description']} | not run | | | see the command below |")
+        else:
+            t = row.get("timellm") or {}
+            e = row.get("ensemble") or {}
+            lines.append(
+                f"| {row['description']} | timellm {t.get('mse', float('nan')):.4f}, ensemble "
+                f"{e.get('mse', float('nan')):.4f} | timellm {t.get('mae', float('nan')):.4f} | "
+                f"{e.get('mse', float('nan')) - full:+.4f} (ensemble) | sibling run `{row['run']}` |"
+            )
+    lines += [
+        "",
+        "Member ablations are computed from this run folder; Δ > 0 means the ensemble is worse "
+        "without the member. Training ablations come from sibling run folders "
+        f"`{run.path}-<variant>` (same config, one setting changed; same seed).",
+        "",
+    ]
+    todo = [r for r in training if r["status"] == "not run"]
+    if todo:
+        lines += ["Commands for the ablations not run yet:", "", "```"]
+        for row in todo:
+            lines.append(row["command"] + (f"   # {row['note']}" if "note" in row else ""))
+        lines += ["```", ""]
+    lines += ["## Figures", ""]
+    for f in figures:
+        lines.append(f"![{f}]({f})")
+    return "\n".join(lines) + "\n"
+
+
+def analyse(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    ablation_runs: dict[str, str] | None = None,
+) -> Path:
+    """Write the routing report of a run folder; returns the report's path.
+
+    Args:
+        run_dir: a finished run folder.
+        out: where to write (default: the run folder).
+        ablation_runs: {variant: run folder} overriding the ``<RUN_DIR>-<variant>`` convention.
+    """
+    run = load_run(run_dir)
+    out = Path(out) if out else run.path
+    out.mkdir(parents=True, exist_ok=True)
+    unknown = set(ablation_runs or {}) - set(ABLATION_VARIANTS)
+    if unknown:
+        raise UserError(
+            f"unknown ablation variant(s) {', '.join(sorted(unknown))}; use {', '.join(ABLATION_VARIANTS)}"
+        )
+    periods = [int(p) for p in run.results.get("periods") or []]
+    length = int(run.results["seq_len"])
+    period = next((p for p in periods if 2 <= p <= length // 2), None)
+    splits = _splits(run)
+    feats = None
+    val_true = None
+    if splits is not None:
+        ch = splits.eval_channels
+        x = splits.test.inputs()[..., ch]
+        if x.shape[0] == run.true.shape[0]:
+            feats = window_features(x, period)
+            val_true = np.asarray(splits.val.targets()[..., ch], dtype=np.float64)
+            feat_note = (
+                f"Features computed from the test windows' inputs (seasonal and trend strength at "
+                f"period {period}, volatility, dominant period)."
+            )
+        else:
+            feat_note = "The reloaded data do not match the run's test windows; features skipped."
+    else:
+        feat_note = "The run's data could not be reloaded; features skipped."
+    an = analyse_run(run, feats, val_true)
+    training = training_ablations(
+        run, {k: Path(v) for k, v in (ablation_runs or {}).items()}, period
+    )
+    figures = make_figures(run, feats, out)
+    write_json(out / "routing_analysis.json", {**an, "training_ablations": training})
+    path = out / "routing_report.md"
+    write_text(path, report_markdown(run, an, training, figures, feat_note))
+    return path

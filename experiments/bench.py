@@ -1,0 +1,515 @@
+"""The benchmark grid: datasets x horizons x seeds, one `run()` per cell, one table.
+
+Each cell ``(dataset, horizon, seed)`` is an ordinary run folder under
+``OUT/cells/<dataset>_<L>_<H>_s<seed>/``. A cell is done when its ``results.json``
+exists and was produced with the same members, router and lookback; done cells are
+skipped, so a killed bench picks up where it stopped, and inside a half-done cell
+``run()`` reuses the forecasts of members that had already finished.
+
+Outputs (written atomically, rebuilt from the cells' results.json at the end):
+
+* ``bench.csv``: one row per dataset / horizon / seed / forecast (test MSE and MAE,
+  val MSE, fit and predict seconds).
+* ``bench.md``: mean ± std over seeds per dataset x horizon x forecast, with the
+  published numbers of ``experiments/reference/published.csv`` beside ours and a
+  footnote per source (lookback, protocol differences, how the number was checked).
+* ``bench_mse.png``, ``bench_mae.png``: error against horizon per dataset;
+  ``bench_fit_time.png``: fit seconds per member.
+* ``bench.log``: what ran, how long it took, what failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ensemble.errors import UserError
+from ensemble.io import write_json, write_text
+from experiments.config import RunConfig
+
+log = logging.getLogger("hybrid_forecast.bench")
+
+# Forecasts that are combinations, listed after the members in tables.
+_COMBINED = ("ensemble", "mean", "median", "oracle")
+
+
+@dataclass
+class BenchSpec:
+    """What the grid runs.
+
+    Attributes:
+        datasets: registered dataset names, or paths of CSV files (70/10/20 split).
+        horizons: prediction lengths H.
+        seeds: random seeds; every claim is a mean and spread over these.
+        members: member specs, as for ``run``.
+        router: combination rule / router name.
+        seq_len: lookback L (512 as Time-LLM; DLinear's published numbers use 336).
+        out: the bench folder.
+        data_dir: folder holding ``ETT-small/``...; None: ``$HYBRID_FORECAST_DATA``.
+        member_params: per-member defaults (``--set MEMBER.KEY=VALUE``).
+        features: 'M', 'S' or 'MS'.
+    """
+
+    datasets: list[str]
+    horizons: list[int]
+    seeds: list[int]
+    members: list[str]
+    router: str = "mean"
+    seq_len: int = 512
+    out: str = "bench"
+    data_dir: str | None = None
+    member_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    features: str = "M"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    dataset: str
+    seq_len: int
+    pred_len: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{dataset_label(self.dataset)}_{self.seq_len}_{self.pred_len}_s{self.seed}"
+
+
+def is_csv_path(dataset: str) -> bool:
+    """A grid entry naming a CSV file rather than a registered dataset."""
+    return dataset.lower().endswith(".csv") or "/" in dataset
+
+
+def dataset_label(dataset: str) -> str:
+    """The name results.json gives a grid entry: the registered name, or the file's stem."""
+    return Path(dataset).stem if is_csv_path(dataset) else dataset
+
+
+def plan(spec: BenchSpec) -> list[Cell]:
+    """The grid's cells, dataset-major (all horizons and seeds of one dataset together)."""
+    return [
+        Cell(d, spec.seq_len, h, s) for d in spec.datasets for h in spec.horizons for s in spec.seeds
+    ]
+
+
+def cell_config(spec: BenchSpec, cell: Cell) -> RunConfig:
+    """The RunConfig of one cell (its run folder lies under ``OUT/cells/``)."""
+    csv = is_csv_path(cell.dataset)
+    return RunConfig(
+        dataset=None if csv else cell.dataset,
+        data_path=cell.dataset if csv else None,
+        data_dir=spec.data_dir,
+        features=spec.features,
+        seq_len=cell.seq_len,
+        pred_len=cell.pred_len,
+        members=list(spec.members),
+        router=spec.router,
+        seed=cell.seed,
+        out=str(Path(spec.out) / "cells" / cell.name),
+        member_params={k: dict(v) for k, v in spec.member_params.items()},
+    )
+
+
+def cell_done(spec: BenchSpec, cell: Cell) -> bool:
+    """True when the cell's results.json exists for the same members, router and lookback.
+
+    A results.json from a different member set (an earlier grid in the same folder) does
+    not count: the cell is rerun, and ``run()`` reuses the members it can.
+    """
+    path = Path(spec.out) / "cells" / cell.name / "results.json"
+    if not path.is_file():
+        return False
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (
+        sorted(res.get("members", [])) == sorted(spec.members)
+        and res.get("router") == spec.router
+        and int(res.get("seq_len", -1)) == cell.seq_len
+        and int(res.get("pred_len", -1)) == cell.pred_len
+        and int(res.get("seed", -1)) == cell.seed
+    )
+
+
+def validate(spec: BenchSpec) -> None:
+    """Check the grid before any cell runs, so a typo fails in a second, not an hour in.
+
+    Raises:
+        UserError: an empty axis, an unknown member / router / dataset, or a missing file.
+    """
+    from ensemble.data import resolve_path
+    from experiments import registry
+    from router import make_combiner
+
+    for axis in ("datasets", "horizons", "seeds"):
+        if not getattr(spec, axis):
+            raise UserError(f"--{axis} is empty: give at least one value")
+    if spec.seq_len < 1 or any(h < 1 for h in spec.horizons):
+        raise UserError("--seq-len and every --horizons value must be positive")
+    spec.members = registry.parse_members(spec.members)
+    make_combiner(spec.router)
+    for d in spec.datasets:
+        csv = is_csv_path(d)
+        name, path, _ = resolve_path(None if csv else d, d if csv else None, spec.data_dir)
+        if not path.is_file():
+            raise UserError(
+                f"data file for {name} not found: {path}; run `hybrid-forecast data download {name}` "
+                "or point --data-dir at the folder holding it"
+            )
+
+
+def _setup_logging(out: Path) -> logging.Handler:
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "bench.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    for h in root.handlers:  # keep the console quiet: INFO goes to bench.log only
+        if h is not handler and type(h) is logging.StreamHandler:
+            h.setLevel(max(h.level, logging.WARNING))
+    return handler
+
+
+def run_bench(
+    spec: BenchSpec,
+    *,
+    progress: bool = True,
+    run_fn: Callable[[RunConfig], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run every cell not yet done, then write the tables and plots.
+
+    Args:
+        spec: the grid.
+        progress: a tqdm bar over cells.
+        run_fn: runs one cell (default ``experiments.run.run`` without its own bars);
+            tests pass a stub.
+
+    Returns:
+        ``{"ran": [...], "skipped": [...], "failed": {cell: error}, "seconds": float}``.
+    """
+    from tqdm.auto import tqdm
+
+    validate(spec)
+    if run_fn is None:
+        from experiments.run import run
+
+        def run_fn(cfg: RunConfig) -> dict[str, Any]:
+            return run(cfg, progress=False)
+
+    out = Path(spec.out)
+    handler = _setup_logging(out)
+    t_start = time.perf_counter()
+    ran: list[str] = []
+    skipped: list[str] = []
+    failed: dict[str, str] = {}
+    try:
+        write_json(out / "bench_spec.json", spec.__dict__)
+        cells = plan(spec)
+        todo = [c for c in cells if not cell_done(spec, c)]
+        skipped = [c.name for c in cells if c not in todo]
+        log.info(
+            "bench %s: %d cells, %d done already, %d to run; members=%s router=%s L=%d",
+            out,
+            len(cells),
+            len(skipped),
+            len(todo),
+            spec.members,
+            spec.router,
+            spec.seq_len,
+        )
+        bar = tqdm(todo, desc="bench cells", unit="cell", disable=not progress)
+        for cell in bar:
+            bar.set_postfix_str(cell.name)
+            t0 = time.perf_counter()
+            try:
+                run_fn(cell_config(spec, cell))
+            except UserError:
+                raise  # the user's input is wrong for every cell alike: stop now
+            except Exception as exc:  # one broken cell must not cost the rest of the grid
+                failed[cell.name] = f"{type(exc).__name__}: {exc}"
+                log.error("cell %s failed:\n%s", cell.name, traceback.format_exc())
+                continue
+            ran.append(cell.name)
+            log.info("cell %s done in %.1fs", cell.name, time.perf_counter() - t0)
+        write_reports(spec)
+        seconds = time.perf_counter() - t_start
+        log.info(
+            "bench finished in %.1fs: %d ran, %d skipped, %d failed",
+            seconds,
+            len(ran),
+            len(skipped),
+            len(failed),
+        )
+        return {"ran": ran, "skipped": skipped, "failed": failed, "seconds": seconds}
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def collect(spec: BenchSpec) -> pd.DataFrame:
+    """One row per finished cell and forecast: the long table behind ``bench.csv``.
+
+    Only the cells of this grid that are done count, so a folder reused for another
+    grid does not leak old numbers into the table.
+    """
+    rows = []
+    for cell in plan(spec):
+        if not cell_done(spec, cell):
+            continue
+        res = json.loads((Path(spec.out) / "cells" / cell.name / "results.json").read_text())
+        for name, s in res["test"].items():
+            tim = res.get("timings_s", {}).get(name, {})
+            rows.append(
+                {
+                    "dataset": res["dataset"],
+                    "seq_len": res["seq_len"],
+                    "pred_len": res["pred_len"],
+                    "seed": res["seed"],
+                    "forecast": name,
+                    "mse": s["mse"],
+                    "mae": s["mae"],
+                    "val_mse": res.get("val", {}).get(name, {}).get("mse", np.nan),
+                    "fit_s": tim.get("fit", np.nan) if isinstance(tim, dict) else np.nan,
+                    "predict_s": tim.get("predict", np.nan) if isinstance(tim, dict) else np.nan,
+                }
+            )
+    cols = [
+        "dataset",
+        "seq_len",
+        "pred_len",
+        "seed",
+        "forecast",
+        "mse",
+        "mae",
+        "val_mse",
+        "fit_s",
+        "predict_s",
+    ]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def summarise(long: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std (ddof=1; NaN for one seed) and seed count per dataset x H x forecast."""
+    if long.empty:
+        return pd.DataFrame(
+            columns=["dataset", "pred_len", "forecast", "mse", "mse_std", "mae", "mae_std", "n"]
+        )
+    g = long.groupby(["dataset", "pred_len", "forecast"], sort=False)
+    out = g.agg(
+        mse=("mse", "mean"),
+        mse_std=("mse", "std"),
+        mae=("mae", "mean"),
+        mae_std=("mae", "std"),
+        fit_s=("fit_s", "mean"),
+        n=("seed", "nunique"),
+    )
+    return out.reset_index()
+
+
+def _order(forecasts: list[str], members: list[str]) -> list[str]:
+    """Members in the grid's order, then anything else, then the combinations."""
+    first = [m for m in members if m in forecasts]
+    rest = [f for f in forecasts if f not in first and f not in _COMBINED]
+    return first + rest + [f for f in _COMBINED if f in forecasts]
+
+
+def _label(model: str, source: str) -> str:
+    """Column head of a published number: the model, marked when it is a reproduction."""
+    return f"{model}, repro." if "reproduction" in source.lower() else model
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    if np.isnan(mean):
+        return "–"
+    if n < 2 or np.isnan(std):
+        return f"{mean:.3f} (1 seed)" if n == 1 else f"{mean:.3f}"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def bench_markdown(
+    spec: BenchSpec, summary: pd.DataFrame, reference: pd.DataFrame | None = None
+) -> str:
+    """The bench table: ours (mean ± std over seeds) and the published numbers beside.
+
+    One table per dataset and metric; rows are horizons; our columns are the forecasts,
+    the published columns one per (model, source), each with a footnote number.
+    """
+    from experiments.reference import load_reference
+
+    ref = load_reference() if reference is None else reference
+    lines = [
+        "# Benchmark",
+        "",
+        f"Lookback L={spec.seq_len}; members: {', '.join(spec.members)}; router: `{spec.router}`; "
+        f"seeds: {', '.join(map(str, spec.seeds))}.",
+        "",
+        "Ours: test MSE / MAE in the scaled space over **every** test window (no `drop_last`), "
+        "metric over all windows at once, best-validation weights, nothing fitted on test; "
+        "mean ± sample std (ddof=1) over seeds. Published numbers (right of the bar `‖`) are "
+        "copied from their sources with the notes below; most were produced with "
+        "`drop_last=True` on the test loader (the last partial batch dropped), some with a "
+        "different lookback, and Time-LLM's with the test set evaluated every epoch, so "
+        "differences in the third decimal are not meaningful.",
+        "",
+    ]
+    notes: dict[tuple[str, str], int] = {}
+    labels = [dataset_label(d) for d in spec.datasets]
+    done_ds = [d for d in labels if d in set(summary["dataset"])]
+    missing = [d for d in labels if d not in done_ds]
+    for ds in done_ds:
+        sub = summary[summary["dataset"] == ds]
+        forecasts = _order(list(dict.fromkeys(sub["forecast"])), spec.members)
+        horizons = [h for h in spec.horizons if h in set(sub["pred_len"])]
+        pub = ref[(ref["dataset"] == ds) & (ref["pred_len"].isin(horizons))]
+        pub_cols = list(dict.fromkeys(zip(pub["model"], pub["source"], strict=True)))
+        for key in pub_cols:
+            notes.setdefault(key, len(notes) + 1)
+        for metric in ("mse", "mae"):
+            head = [f"{f}" for f in forecasts]
+            head += [f"{_label(m, s)} [{notes[(m, s)]}]" for m, s in pub_cols]
+            lines += [f"## {ds} — test {metric.upper()}", ""]
+            sep = len(forecasts)
+            lines.append(
+                "| H | "
+                + " | ".join(head[:sep])
+                + (" ‖ " + " | ".join(head[sep:]) if pub_cols else "")
+                + " |"
+            )
+            lines.append("|---" * (len(head) + 1) + "|")
+            for h in horizons:
+                row = sub[sub["pred_len"] == h].set_index("forecast")
+                ours = [row.loc[f, metric] if f in row.index else np.nan for f in forecasts]
+                best = np.nanmin(ours) if not np.all(np.isnan(ours)) else np.nan
+                cells = []
+                for f, v in zip(forecasts, ours, strict=True):
+                    if f not in row.index:
+                        cells.append("–")
+                        continue
+                    txt = _fmt(v, row.loc[f, f"{metric}_std"], int(row.loc[f, "n"]))
+                    cells.append(f"**{txt}**" if v == best else txt)
+                pubs = []
+                for m, s in pub_cols:
+                    hit = pub[(pub["model"] == m) & (pub["source"] == s) & (pub["pred_len"] == h)]
+                    val = hit[metric].iloc[0] if len(hit) else np.nan
+                    pubs.append("–" if np.isnan(val) else f"{val:.3f}")
+                lines.append(
+                    f"| {h} | "
+                    + " | ".join(cells)
+                    + (" ‖ " + " | ".join(pubs) if pub_cols else "")
+                    + " |"
+                )
+            lines.append("")
+    if missing:
+        lines += [f"No finished cells yet for: {', '.join(missing)}.", ""]
+    if notes:
+        lines += ["## Sources of the published numbers", ""]
+        for (m, s), i in notes.items():
+            r = ref[(ref["model"] == m) & (ref["source"] == s)].iloc[0]
+            lb = r["seq_len"]
+            lb_note = "" if str(lb) == str(spec.seq_len) else f" (ours: {spec.seq_len})"
+            lines.append(
+                f"[{i}] {m} — {s}. Lookback {lb}{lb_note}. Protocol: {r['protocol_note'] or 'not stated'}. "
+                f"How the number was obtained: {r['checked'] or 'not stated'}."
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_reports(spec: BenchSpec) -> pd.DataFrame:
+    """Rebuild bench.csv, bench.md and the plots from the finished cells."""
+    out = Path(spec.out)
+    long = collect(spec)
+    write_text(out / "bench.csv", long.to_csv(index=False, float_format="%.6g"))
+    summary = summarise(long)
+    write_text(out / "bench_summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    write_text(out / "bench.md", bench_markdown(spec, summary))
+    if not long.empty:
+        try:
+            plot_bench(spec, summary, out)
+        except Exception:  # a plot must never cost the tables
+            log.warning("bench plots failed:\n%s", traceback.format_exc())
+    return long
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from ensemble.io import _atomic
+
+    fig.tight_layout()
+    _atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    plt.close(fig)
+
+
+def plot_bench(spec: BenchSpec, summary: pd.DataFrame, out: Path) -> None:
+    """Error against horizon per dataset (with seed spread), and fit time per member."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments.reference import load_reference
+
+    ref = load_reference()
+    datasets = [dataset_label(d) for d in spec.datasets if dataset_label(d) in set(summary["dataset"])]
+    for metric in ("mse", "mae"):
+        fig, axes = plt.subplots(
+            1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False
+        )
+        for ax, ds in zip(axes[0], datasets, strict=True):
+            sub = summary[summary["dataset"] == ds]
+            for f in _order(list(dict.fromkeys(sub["forecast"])), spec.members):
+                s = sub[sub["forecast"] == f].sort_values("pred_len")
+                ax.errorbar(
+                    s["pred_len"],
+                    s[metric],
+                    yerr=s[f"{metric}_std"].fillna(0),
+                    marker="o",
+                    capsize=3,
+                    lw=2 if f == "ensemble" else 1.2,
+                    label=f,
+                )
+            pub = ref[(ref["dataset"] == ds) & ref[metric].notna()]
+            for (m, _s), p in pub.groupby(["model", "source"], sort=False):
+                p = p.sort_values("pred_len")
+                if len(p) > 1:
+                    ax.plot(p["pred_len"], p[metric], ls="--", marker="x", lw=0.9, label=f"{m} (pub.)")
+            ax.set_title(ds)
+            ax.set_xlabel("horizon H")
+            ax.set_ylabel(f"test {metric.upper()} (scaled)")
+            ax.set_xticks(spec.horizons)
+            ax.grid(alpha=0.3)
+        axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        _save(fig, out / f"bench_{metric}.png")
+
+    members = summary[~summary["forecast"].isin(_COMBINED)]
+    if (members["fit_s"] > 0).any():
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        piv = members.pivot_table(
+            index=["dataset", "pred_len"], columns="forecast", values="fit_s"
+        )
+        piv.clip(lower=1e-3).plot.bar(ax=ax, logy=True)
+        ax.set_ylabel("fit seconds (mean over seeds, log)")
+        ax.set_xlabel("")
+        ax.legend(fontsize=7)
+        _save(fig, out / "bench_fit_time.png")

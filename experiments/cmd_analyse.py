@@ -1,0 +1,42 @@
+"""`hybrid-forecast analyse RUN_DIR`: routing report (weights vs features, win rates, ablations)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "analyse",
+        help="routing report of a run folder: weights vs features, win rates, ablations",
+        description="Write routing_report.md and PNG figures for a run folder. Ablations that "
+        "need their own training are read from sibling folders RUN_DIR-<variant> "
+        "(no-llm, no-inject, patch16, period-patch) or --ablation-runs; otherwise the report "
+        "prints the commands that produce them.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    p.add_argument("--out", help="where to write the report (default RUN_DIR)")
+    p.add_argument(
+        "--ablation-runs",
+        nargs="+",
+        default=[],
+        metavar="VARIANT=DIR",
+        help="run folders of the training ablations, e.g. no-inject=runs/x_noinject",
+    )
+    p.set_defaults(func=handle)
+
+
+def handle(args) -> int:
+    from ensemble.errors import UserError
+    from experiments.analyse import analyse
+
+    runs = {}
+    for item in args.ablation_runs:
+        if "=" not in item:
+            raise UserError(f"--ablation-runs {item!r}: expected VARIANT=DIR, e.g. patch16=runs/p16")
+        k, v = item.split("=", 1)
+        runs[k.strip()] = v.strip()
+    path = analyse(args.run_dir, out=args.out, ablation_runs=runs)
+    print(f"routing report: {path}")
+    return 0

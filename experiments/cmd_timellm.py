@@ -1,0 +1,127 @@
+"""`hybrid-forecast timellm` and `hybrid-forecast explain timellm`: the official flags.
+
+``hybrid-forecast timellm --task_name long_term_forecast --is_training 1 --root_path
+./dataset/ETT-small/ --data_path ETTm1.csv ... --llm_model QWEN --llm_model_path DIR
+--load_in_4bit`` runs a user's existing Time-LLM command as it is: the flags are mapped
+by `timellm.official_args` onto one run of ours (``hybrid-forecast run --members
+timellm --set timellm.KEY=VALUE ...``), which writes a run folder with every window's
+test metric after reloading the best-validation checkpoint. ``--model DLinear`` runs our
+DLinear member with the same data flags.
+
+``hybrid-forecast explain timellm [same flags]`` prints the data flow with tensor shapes
+at each stage, the parameters of each component (trainable / frozen, bytes) and the
+measured peak memory of one training step, on one real batch of the training windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = __doc__
+
+
+def add_parser(sub) -> None:
+    from timellm.official_args import add_official_arguments
+
+    p = sub.add_parser(
+        "timellm",
+        help="train and test Time-LLM with the official run_main.py flags (unchanged)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_official_arguments(p)
+    p.set_defaults(func=handle)
+
+    e = sub.add_parser("explain", help="explain a model: data flow, shapes, parameters, memory")
+    esub = e.add_subparsers(dest="explain_model", metavar="MODEL")
+    esub.required = True
+    et = esub.add_parser(
+        "timellm",
+        help="Time-LLM's data flow with shapes, parameters per component, peak step memory",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_official_arguments(et)
+    et.add_argument("--json", action="store_true", help="machine-readable output")
+    et.set_defaults(func=handle_explain)
+
+
+def _mapping(args):
+    from ensemble.data import load_dataset
+    from experiments.config import RunConfig
+    from timellm.official_args import check_channels, map_official
+
+    mapping = map_official(args)
+    cfg = RunConfig.from_dict(mapping.config)
+    dataset = load_dataset(
+        cfg.dataset,
+        data_path=cfg.data_path,
+        data_dir=cfg.data_dir,
+        features=cfg.features,
+        target=cfg.target,
+    )
+    check_channels(mapping, dataset.n_channels, cfg.features)
+    return mapping, cfg, dataset
+
+
+def handle(args) -> int:
+    import copy
+
+    from experiments.run import run
+
+    mapping, cfg, _ = _mapping(args)
+    if mapping.ignored:
+        print("ignored (no meaning here): " + ", ".join(mapping.ignored))
+    base_out = cfg.out
+    for i in range(mapping.itr):
+        cfg_i = copy.deepcopy(cfg)
+        cfg_i.seed = cfg.seed + i
+        if mapping.itr > 1:
+            cfg_i.out = f"{base_out}_itr{i}"
+        res = run(cfg_i, progress=not args.quiet)
+        print(
+            f"{res['dataset']} L={res['seq_len']} H={res['pred_len']} seed={res['seed']}: "
+            f"test windows {res['windows']['test']}"
+        )
+        s = res["test"][mapping.member]
+        print(f"  {mapping.member:<10} test MSE {s['mse']:.4f}  MAE {s['mae']:.4f}")
+        print(f"run folder: {cfg_i.out}")
+    return 0
+
+
+def handle_explain(args) -> int:
+    import json
+
+    from ensemble.data import make_splits
+    from ensemble.errors import UserError
+    from experiments.run import detect_periods
+
+    mapping, cfg, dataset = _mapping(args)
+    if mapping.member != "timellm":
+        raise UserError("explain timellm needs --model TimeLLM")
+    try:
+        from timellm.explain import explain
+    except ImportError as exc:  # the model side is still being written
+        raise UserError(f"timellm.explain is not available ({exc})") from None
+    from experiments import registry
+
+    splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
+    params = dict(cfg.member_params["timellm"])
+    params.pop("resume", None)  # explain never trains past one step
+    ctx = registry.MemberContext(
+        seq_len=cfg.seq_len,
+        pred_len=cfg.pred_len,
+        n_channels=dataset.n_channels,
+        freq=dataset.freq,
+        periods=detect_periods(splits),
+        seed=cfg.seed,
+        dataset=dataset.name,
+        params=params,
+    )
+    member = registry.build("timellm", ctx)
+    report = explain(member, splits.train)
+    if args.json:
+        print(json.dumps(report if isinstance(report, dict) else str(report), default=str))
+    else:
+        print(report)
+    return 0

@@ -1,0 +1,89 @@
+"""`hybrid-forecast tune`: an Optuna study over period, patch and lookback choices."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="Optuna study over period, patch, lookback and learning-rate choices (resumable)",
+        description="Tune on validation loss (never test). --trials is the study's total: "
+        "rerun the same command after a kill and it finishes the remainder. Several "
+        "processes (--jobs, or other machines with a shared --storage) can work on one study.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="ETTh1", help="registered dataset")
+    g.add_argument("--data-path", help="any CSV with a date column (70/10/20 split)")
+    g.add_argument("--data-dir", help="folder holding ETT-small/... (default $HYBRID_FORECAST_DATA)")
+    g.add_argument("--features", default="M", choices=["M", "S", "MS"])
+    p.add_argument("--pred-len", type=int, default=96, help="horizon H")
+    p.add_argument("--members", default="dlinear", help="comma-separated members to tune together")
+    p.add_argument("--trials", type=int, default=30, help="total finished trials of the study")
+    p.add_argument(
+        "--storage",
+        help="Optuna RDB URL, e.g. postgresql://user@host/db for several machines "
+        "(default sqlite:///OUT/study.db)",
+    )
+    p.add_argument("--study", help="study name (default <dataset>_<H>_<members>)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--out", help="output folder (default tune/<study>)")
+    p.add_argument("--router", default="mean", help="router written into best_config.yaml")
+    p.add_argument("--seed", type=int, default=0, help="seed of the members' training")
+    p.add_argument("--min-seq-len", type=int, default=96, help="smallest lookback")
+    p.add_argument("--max-seq-len", type=int, default=720, help="largest lookback")
+    p.add_argument("--max-periods", type=int, default=4, help="period candidates at most")
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="MEMBER.KEY=VALUE",
+        help="a fixed member setting, e.g. --set dlinear.epochs=5 (repeatable)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=handle)
+
+
+def handle(args) -> int:
+    from experiments.cmd_bench import parse_sets
+    from experiments.tune import TuneSpec, run_tune
+
+    members = [m.strip() for m in args.members.split(",") if m.strip()]
+    dataset = None if args.data_path and args.dataset == "ETTh1" else args.dataset
+    spec = TuneSpec(
+        dataset=dataset,
+        data_path=args.data_path,
+        data_dir=args.data_dir,
+        features=args.features,
+        pred_len=args.pred_len,
+        members=members,
+        trials=args.trials,
+        storage=args.storage,
+        study=args.study,
+        jobs=args.jobs,
+        out="",
+        router=args.router,
+        seed=args.seed,
+        min_seq_len=args.min_seq_len,
+        max_seq_len=args.max_seq_len,
+        max_periods=args.max_periods,
+        pruner=args.pruner,
+        member_params=parse_sets(args.set),
+    )
+    spec.out = args.out or f"tune/{spec.resolved().study}"
+    summary = run_tune(spec, progress=not args.quiet)
+    c = summary["counts"]
+    print(
+        f"study {summary['study']}: {c['finished']}/{summary['asked_trials']} finished "
+        f"(complete {c['complete']}, pruned {c['pruned']}, error {c['error']}; "
+        f"discarded {c['discarded']}, running {c['running']}, waiting {c['waiting']})"
+    )
+    if "best" in summary:
+        b = summary["best"]
+        print(f"best trial {b['number']}: val MSE {b['val_mse']:.5f}  L={b['seq_len']}  {b['params']}")
+        print(f"best config: {spec.out}/best_config.yaml  (hybrid-forecast run --config ...)")
+    print(f"summary: {spec.out}/study_summary.md")
+    return 0

@@ -1,0 +1,861 @@
+"""Optuna tuning of period, patch and lookback choices, scored on validation only.
+
+A trial picks a period among the analyser's candidates (train rows only; calendar
+periods when the analyser finds nothing), a lookback that is a multiple of it, and each
+member's own choices (DLinear's moving-average kernel and learning rate, Time-LLM's
+patch length / stride and learning rate, ...). It fits the members on train, early-stops
+them on val and returns the val MSE (of the members' equal-weight mean when there are
+several). The test split is never loaded into a trial's score.
+
+Pruning: the first member that can report a per-epoch validation loss (an ``on_epoch``
+attribute its training loop calls with ``(epoch, val_loss)``) feeds the pruner, which
+stops hopeless trials mid-training. Members without the hook report their epoch history
+after fitting, so the pruner still learns the curves of later trials.
+
+Exactly N trials, whatever happens: ``--trials N`` is the study's total of finished
+trials (COMPLETE, PRUNED, or FAIL with an ``error`` attribute: a configuration that
+crashes is a result too). Every worker loops "start a trial while fewer than N are
+finished, running or waiting". Trials hold a heartbeat in the storage; a trial whose
+process was killed stops beating, is marked FAIL after ``GRACE_S`` seconds and its
+parameters are enqueued again (Optuna's heartbeat retry callback), so a restart
+finishes the remainder with nothing lost. Two workers racing for the last slot are
+settled by trial number: a trial that finds N claimed trials numbered below its own
+marks itself ``surplus`` (FAIL, not counted) before doing any work.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ensemble.errors import UserError
+from ensemble.io import write_json, write_text
+from experiments.config import RunConfig
+
+log = logging.getLogger("hybrid_forecast.tune")
+
+HEARTBEAT_S = 10  # a running trial writes its heartbeat this often
+GRACE_S = 40  # ... and counts as dead (killed) after this long without one
+POLL_S = 5.0  # how often an idle worker looks again while others finish the last trials
+
+# Members whose factories take a `progress` flag (their bars would garble parallel workers).
+_QUIET_MEMBERS = ("dlinear", "nlinear")
+
+
+@dataclass
+class TuneSpec:
+    """What a study tunes, and where it lives.
+
+    Attributes:
+        dataset: registered dataset name (or None with ``data_path``).
+        pred_len: horizon H.
+        members: member specs (plain names; each base name at most once).
+        trials: the study's total number of finished trials.
+        out: output folder (log, plots, best config; the default SQLite file).
+        storage: an Optuna RDB URL (``sqlite:///...``, ``postgresql://...``);
+            None: ``sqlite:///OUT/study.db``.
+        study: study name; None: ``<dataset>_<H>_<members>``.
+        jobs: worker processes on this machine.
+        data_path, data_dir, features: as for ``run``.
+        router: written into the exported config (the study itself scores members only).
+        seed: seeds the members' weights and shuffling (the sampler is left unseeded so that
+            restarted or parallel workers do not repeat each other's draws).
+        min_seq_len, max_seq_len: bounds of the lookback.
+        max_periods: at most this many period candidates.
+        pruner: 'median', 'hyperband' or 'none'.
+        member_params: fixed member settings (``--set MEMBER.KEY=VALUE``), not tuned.
+        heartbeat_s, grace_s: heartbeat period of a running trial, and the silence after
+            which it counts as killed (tests shorten them).
+    """
+
+    dataset: str | None
+    pred_len: int
+    members: list[str]
+    trials: int
+    out: str = "tune"
+    storage: str | None = None
+    study: str | None = None
+    jobs: int = 1
+    data_path: str | None = None
+    data_dir: str | None = None
+    features: str = "M"
+    router: str = "mean"
+    seed: int = 0
+    min_seq_len: int = 96
+    max_seq_len: int = 720
+    max_periods: int = 4
+    pruner: str = "median"
+    member_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    heartbeat_s: int = HEARTBEAT_S
+    grace_s: int = GRACE_S
+
+    def resolved(self) -> TuneSpec:
+        """A copy with the default storage URL and study name filled in."""
+        d = asdict(self)
+        name = self.dataset or Path(self.data_path or "custom").stem
+        d["study"] = self.study or f"{name}_{self.pred_len}_{'+'.join(self.members)}"
+        if not self.storage:
+            d["storage"] = f"sqlite:///{(Path(self.out) / 'study.db').resolve()}"
+        elif "://" not in self.storage:  # a bare path: a SQLite file
+            d["storage"] = f"sqlite:///{Path(self.storage).resolve()}"
+        return TuneSpec(**d)
+
+
+# ---------------------------------------------------------------------------- search space
+
+
+def lookback_range(period: int, lo: int, hi: int) -> tuple[int, int] | None:
+    """Smallest and largest multiple of ``period`` within ``[lo, hi]``, or None."""
+    first = max(1, math.ceil(lo / period)) * period
+    last = (hi // period) * period
+    return (first, last) if first <= last else None
+
+
+def period_candidates(periods: list[int], lo: int, hi: int, k: int) -> list[int]:
+    """The first ``k`` periods (in the analyser's rank order) with a multiple in ``[lo, hi]``."""
+    out: list[int] = []
+    for p in periods:
+        p = int(p)
+        if p >= 2 and p not in out and lookback_range(p, lo, hi) is not None:
+            out.append(p)
+    return out[:k]
+
+
+def patch_choices(period: int, seq_len_max: int) -> list[str]:
+    """Patch-length/stride choices for one period, as 'patch/stride' strings.
+
+    Uses ``periodicity.patch_candidates`` when the analyser offers it; otherwise the
+    period's divisors between 4 and 64 (a patch covers a whole fraction of a cycle), with
+    the official 16/8 always included, each with half-overlap and without overlap.
+    """
+    try:
+        from periodicity import patch_candidates
+
+        got = patch_candidates([period], seq_len_max)
+        pairs = [(int(c[0]), int(c[1])) for c in got]
+        if pairs:
+            return sorted({f"{p}/{s}" for p, s in pairs}, key=_patch_key)
+    except (ImportError, TypeError, ValueError, IndexError, KeyError):
+        pass
+    lengths = {d for d in range(4, 65) if period % d == 0} | {16}
+    if period <= 64:
+        lengths.add(period)
+    lengths = sorted(lengths)[-4:] if len(lengths) > 4 else sorted(lengths)
+    lengths = sorted(set(lengths) | {16})
+    out = {f"{p}/{max(1, p // 2)}" for p in lengths} | {f"{p}/{p}" for p in lengths}
+    return sorted(out, key=_patch_key)
+
+
+def _patch_key(s: str) -> tuple[int, int]:
+    p, st = s.split("/")
+    return int(p), int(st)
+
+
+def _space_dlinear(trial, period: int, seq_len: int, attrs: dict) -> dict[str, Any]:
+    from classical.dlinear import kernel_from_period
+
+    mode = trial.suggest_categorical("dlinear.kernel_mode", ["period", "free"])
+    if mode == "period":  # one full cycle of the chosen period (24 -> 25)
+        kernel = kernel_from_period(period, seq_len)
+    else:
+        kernel = trial.suggest_int("dlinear.kernel", 3, 75, step=2)
+        kernel = min(kernel, seq_len - (1 - seq_len % 2))
+    return {"kernel": int(kernel), "lr": trial.suggest_float("dlinear.lr", 1e-4, 3e-2, log=True)}
+
+
+def _space_nlinear(trial, period: int, seq_len: int, attrs: dict) -> dict[str, Any]:
+    return {"lr": trial.suggest_float("nlinear.lr", 1e-4, 3e-2, log=True)}
+
+
+def _space_snaive(trial, period: int, seq_len: int, attrs: dict) -> dict[str, Any]:
+    return {"period": int(period)}
+
+
+def _space_timellm(trial, period: int, seq_len: int, attrs: dict) -> dict[str, Any]:
+    choices = attrs["patch_choices"][str(period)]
+    patch, stride = _patch_key(trial.suggest_categorical(f"timellm.patch_p{period}", choices))
+    return {
+        "patch_len": patch,
+        "stride": stride,
+        "lr": trial.suggest_float("timellm.lr", 1e-4, 1e-2, log=True),
+    }
+
+
+# member base name -> its tuned settings, given (trial, period, seq_len, study attrs)
+SPACES: dict[str, Callable[..., dict[str, Any]]] = {
+    "dlinear": _space_dlinear,
+    "nlinear": _space_nlinear,
+    "snaive": _space_snaive,
+    "timellm": _space_timellm,
+}
+
+
+def suggest(trial, spec: TuneSpec, attrs: dict) -> tuple[int, int, dict[str, dict[str, Any]]]:
+    """Draw one configuration: (period, seq_len, tuned member params by base name).
+
+    The lookback parameter is named per period (``seq_len_p24``) because its allowed
+    values, the multiples of that period, differ from period to period.
+    """
+    period = int(trial.suggest_categorical("period", attrs["periods"]))
+    lo, hi = lookback_range(period, attrs["min_seq_len"], attrs["max_seq_len"])
+    seq_len = trial.suggest_int(f"seq_len_p{period}", lo, hi, step=period)
+    tuned = {}
+    for m in spec.members:
+        if m in SPACES:
+            tuned[m] = SPACES[m](trial, period, seq_len, attrs)
+    return period, seq_len, tuned
+
+
+# ---------------------------------------------------------------------------- trial states
+
+
+class SurplusTrial(Exception):
+    """A trial started after the study already had its N trials claimed."""
+
+
+def _counts(study) -> dict[str, int]:
+    """Trial counts by what they mean for the N-trials budget."""
+    from optuna.trial import TrialState
+
+    c = {"complete": 0, "pruned": 0, "error": 0, "running": 0, "waiting": 0, "discarded": 0}
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE:
+            c["complete"] += 1
+        elif t.state == TrialState.PRUNED:
+            c["pruned"] += 1
+        elif t.state == TrialState.FAIL:
+            c["error" if "error" in t.user_attrs else "discarded"] += 1
+        elif t.state == TrialState.RUNNING:
+            c["running"] += 1
+        elif t.state == TrialState.WAITING:
+            c["waiting"] += 1
+    c["finished"] = c["complete"] + c["pruned"] + c["error"]
+    c["claimed"] = c["finished"] + c["running"] + c["waiting"]
+    return c
+
+
+def _claims(t) -> bool:
+    """Does this trial use one of the N slots (finished, or on its way to finishing)?"""
+    from optuna.trial import TrialState
+
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING):
+        return True
+    return t.state == TrialState.FAIL and "error" in t.user_attrs
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S):
+    """An RDB storage with heartbeats, and a retry of every trial found dead."""
+    import optuna
+    from optuna.storages import RDBStorage
+
+    try:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+    except ImportError:  # optuna < 4.9
+        from optuna.storages import RetryFailedTrialCallback as Retry
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _sqlite_wal(path)
+        # several processes share one file: wait for the write lock instead of failing
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s,
+                heartbeat_stale_trial_callback=Retry(max_retry=3),
+                **kwargs,
+            )
+        except (ImportError, ModuleNotFoundError) as exc:
+            raise UserError(
+                f"--storage {url}: the database driver is missing ({exc}); install it "
+                "(e.g. psycopg2 for PostgreSQL) or use a sqlite:/// URL"
+            ) from None
+        except Exception as exc:  # sqlalchemy's errors: bad URL, unreachable server
+            raise UserError(f"--storage {url}: cannot open ({str(exc).splitlines()[0]})") from None
+
+
+def _sqlite_wal(path: Path) -> None:
+    """WAL journal: readers (progress polls) never block the writer. Persistent per file."""
+    import sqlite3
+
+    con = sqlite3.connect(path, timeout=60)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
+def _sampler_and_pruner(spec: TuneSpec, n: int):
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            n_startup_trials=max(3, min(10, n // 3)),
+            multivariate=True,
+            group=True,  # the space is conditional (per-period lookbacks, kernel modes)
+            constant_liar=True,  # parallel workers do not all pile onto one region
+        )
+    if spec.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    elif spec.pruner == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner()
+    else:
+        pruner = optuna.pruners.NopPruner()
+    return sampler, pruner
+
+
+def study_attrs(spec: TuneSpec) -> dict[str, Any]:
+    """What a study is about; written once, checked on every later open."""
+    from ensemble.data import make_splits
+    from experiments.run import detect_periods
+
+    dataset = _load(spec)
+    # The train rows are the same for every lookback; the smallest L keeps the check cheap.
+    splits = make_splits(dataset, spec.min_seq_len, spec.pred_len)
+    ranked = detect_periods(splits, k=10)
+    periods = period_candidates(ranked, spec.min_seq_len, spec.max_seq_len, spec.max_periods)
+    if not periods:
+        from periodicity.spectrum import calendar_periods
+
+        periods = period_candidates(
+            calendar_periods(dataset.freq), spec.min_seq_len, spec.max_seq_len, spec.max_periods
+        )
+    if not periods:
+        raise UserError(
+            f"no period candidate with a multiple in [{spec.min_seq_len}, {spec.max_seq_len}] "
+            f"(analyser found {ranked}); widen --min-seq-len/--max-seq-len"
+        )
+    return {
+        "dataset": dataset.name,
+        "pred_len": spec.pred_len,
+        "members": list(spec.members),
+        "features": spec.features,
+        "periods": periods,
+        "ranked_periods": [int(p) for p in ranked],
+        "min_seq_len": spec.min_seq_len,
+        "max_seq_len": spec.max_seq_len,
+        "patch_choices": {str(p): patch_choices(p, spec.max_seq_len) for p in periods},
+    }
+
+
+def open_study(spec: TuneSpec, create: bool = False):
+    """Create (once) or load the study, checking it was made for the same task."""
+    import optuna
+
+    storage = open_storage(spec.storage, spec.heartbeat_s, spec.grace_s)
+    sampler, pruner = _sampler_and_pruner(spec, spec.trials)
+    if create:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=spec.study,
+            direction="minimize",
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+        attrs = study.user_attrs
+        if "periods" not in attrs:
+            for k, v in study_attrs(spec).items():
+                study.set_user_attr(k, v)
+            attrs = study.user_attrs
+        for key, mine in (
+            ("dataset", spec.dataset or Path(spec.data_path or "").stem),
+            ("pred_len", spec.pred_len),
+            ("members", list(spec.members)),
+            ("features", spec.features),
+        ):
+            if attrs.get(key) != mine:
+                raise UserError(
+                    f"study {spec.study!r} in {spec.storage} was made for {key}={attrs.get(key)!r}, "
+                    f"not {mine!r}; pass another --study name"
+                )
+        return study
+    return optuna.load_study(
+        study_name=spec.study, storage=storage, sampler=sampler, pruner=pruner
+    )
+
+
+# ---------------------------------------------------------------------------- objective
+
+
+def _load(spec: TuneSpec):
+    from ensemble.data import load_dataset
+
+    return load_dataset(
+        spec.dataset,
+        data_path=spec.data_path,
+        data_dir=spec.data_dir,
+        features=spec.features,
+    )
+
+
+def attach_epoch_callback(member: Any, callback: Callable[[int, float], None]) -> bool:
+    """Hand the member a per-epoch hook if it has one (an ``on_epoch`` attribute)."""
+    if hasattr(member, "on_epoch"):
+        member.on_epoch = callback
+        return True
+    return False
+
+
+class EpochReporter:
+    """Feeds per-epoch validation losses to the pruner and stops a hopeless trial.
+
+    Args:
+        trial: the Optuna trial.
+        live: False to only record the values (training already over: nothing to save).
+    """
+
+    def __init__(self, trial, live: bool = True):
+        self.trial = trial
+        self.live = live
+        self.reported: set[int] = set()
+
+    def __call__(self, epoch: int, val_loss: float) -> None:
+        import optuna
+
+        if epoch in self.reported or not np.isfinite(val_loss):
+            return
+        self.reported.add(epoch)
+        self.trial.report(float(val_loss), step=int(epoch))
+        if self.live and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} (val {val_loss:.4f})")
+
+
+class Objective:
+    """Fits the members of one trial on train and returns their val MSE.
+
+    Args:
+        spec: the study's spec.
+        attrs: the study's attributes (period candidates, patch choices).
+    """
+
+    def __init__(self, spec: TuneSpec, attrs: dict[str, Any]):
+        self.spec = spec
+        self.attrs = attrs
+        self.dataset = _load(spec)
+
+    def __call__(self, trial) -> float:
+        study = trial.study
+        claimed_before = sum(
+            1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and _claims(t)
+        )
+        if claimed_before >= self.spec.trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial {trial.number}: {self.spec.trials} trials already claimed")
+        try:
+            return self._evaluate(trial)
+        except Exception as exc:
+            import optuna
+
+            if not isinstance(exc, optuna.TrialPruned):
+                # recorded, so the trial counts as finished and is not retried forever
+                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+                log.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
+            raise
+
+    def _evaluate(self, trial) -> float:
+        from ensemble import metrics
+        from ensemble.data import make_splits
+        from experiments import registry
+
+        spec = self.spec
+        period, seq_len, tuned = suggest(trial, spec, self.attrs)
+        trial.set_user_attr("seq_len", seq_len)
+        trial.set_user_attr("member_params", tuned)
+        trial.set_user_attr("worker", os.getpid())
+        splits = make_splits(self.dataset, seq_len, spec.pred_len)
+        ch = splits.eval_channels
+        val_true = splits.val.targets()[..., ch]
+        periods = [period] + [p for p in self.attrs["ranked_periods"] if p != period]
+        reporter = EpochReporter(trial)
+        pruning_member = None
+        forecasts = []
+        t0 = time.perf_counter()
+        for spec_m in spec.members:
+            base, _ = registry.parse_spec(spec_m)
+            params = {**spec.member_params.get(base, {}), **tuned.get(base, {})}
+            if base in _QUIET_MEMBERS:
+                params.setdefault("progress", False)
+            ctx = registry.MemberContext(
+                seq_len=seq_len,
+                pred_len=spec.pred_len,
+                n_channels=splits.train.n_channels,
+                freq=splits.dataset.freq,
+                periods=periods,
+                seed=spec.seed,
+                dataset=splits.dataset.name,
+                params=params,
+                workdir=None,
+            )
+            member = registry.build(spec_m, ctx)
+            live = pruning_member is None and attach_epoch_callback(member, reporter)
+            if live:
+                pruning_member = spec_m
+            member.fit(splits.train, splits.val)
+            history = getattr(member, "history", None)
+            if pruning_member is None and history:
+                # no live hook: report the curve afterwards (the pruner learns from it)
+                pruning_member = spec_m
+                reporter.live = False
+                for h in history:
+                    if "val_mse" in h:
+                        reporter(int(h["epoch"]), float(h["val_mse"]))
+            f = np.asarray(member.predict(splits.val.windows()))[..., ch]
+            trial.set_user_attr(f"val_mse.{spec_m}", metrics.mse(f, val_true))
+            forecasts.append(f.astype(np.float64))
+        value = metrics.mse(np.mean(forecasts, axis=0), val_true)
+        trial.set_user_attr("fit_s", round(time.perf_counter() - t0, 2))
+        log.info(
+            "trial %d: period %d L=%d %s -> val MSE %.4f",
+            trial.number,
+            period,
+            seq_len,
+            tuned,
+            value,
+        )
+        return value
+
+
+# ---------------------------------------------------------------------------- workers
+
+
+def _setup_logging(out: Path) -> logging.Handler:
+    import optuna
+
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "tune.log")
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    )
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    for h in root.handlers:  # INFO to tune.log only; the console gets warnings
+        if h is not handler and type(h) is logging.StreamHandler:
+            h.setLevel(max(h.level, logging.WARNING))
+    # Optuna's own messages (trial finished / pruned) go to tune.log, not the console.
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    return handler
+
+
+def work(spec: TuneSpec, on_progress: Callable[[dict[str, int]], None] | None = None) -> None:
+    """One worker: run trials until the study has ``spec.trials`` finished ones.
+
+    Args:
+        spec: the resolved spec (the study must exist).
+        on_progress: called with the trial counts after each step (a progress bar).
+    """
+    import optuna
+    from optuna.storages import fail_stale_trials
+
+    study = open_study(spec)
+    objective = Objective(spec, study.user_attrs)
+    waited = False
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)  # a killed worker's trial: FAIL, and queued again
+        c = _counts(study)
+        if on_progress:
+            on_progress(c)
+        if c["finished"] >= spec.trials:
+            break
+        if c["waiting"] > 0 or c["claimed"] < spec.trials:
+            waited = False
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        else:
+            if not waited:
+                log.info(
+                    "%d trial(s) running elsewhere; waiting for them (a killed one is retried "
+                    "after %ds without heartbeat)",
+                    c["running"],
+                    spec.grace_s,
+                )
+                waited = True
+            time.sleep(min(POLL_S, max(0.2, spec.grace_s / 4)))
+
+
+def _worker_entry(spec_dict: dict[str, Any], threads: int) -> None:
+    """Entry point of a spawned worker process."""
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+    spec = TuneSpec(**spec_dict)
+    handler = _setup_logging(Path(spec.out))
+    try:
+        work(spec)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> dict[str, Any]:
+    """Run (or resume) the study to ``spec.trials`` finished trials, then report.
+
+    Args:
+        spec: the study.
+        progress: a tqdm bar of finished trials.
+        plots: write the history / importance plots (tests turn them off for speed).
+
+    Returns:
+        The study summary (also written to ``OUT/study_summary.json``).
+    """
+    from tqdm.auto import tqdm
+
+    spec = spec.resolved()
+    validate(spec)
+    out = Path(spec.out)
+    handler = _setup_logging(out)
+    try:
+        study = open_study(spec, create=True)
+        before = _counts(study)
+        log.info(
+            "study %s in %s: %d/%d finished before this start (%s); jobs=%d",
+            spec.study,
+            spec.storage,
+            before["finished"],
+            spec.trials,
+            before,
+            spec.jobs,
+        )
+        write_json(out / "tune_spec.json", asdict(spec))
+        bar = tqdm(
+            total=spec.trials, initial=min(before["finished"], spec.trials), desc="trials",
+            unit="trial", disable=not progress,
+        )
+
+        def show(c: dict[str, int]) -> None:
+            bar.n = min(c["finished"], spec.trials)
+            bar.set_postfix(pruned=c["pruned"], running=c["running"])
+            bar.refresh()
+
+        try:
+            if spec.jobs <= 1:
+                work(spec, on_progress=show)
+            else:
+                _run_processes(spec, study, show)
+        finally:
+            bar.close()
+        return finish(spec, study, plots=plots)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None]) -> None:
+    """``spec.jobs`` worker processes on the same storage; ends them all on any exit."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # fork + torch threads + sqlite connections do not mix
+    threads = max(1, (os.cpu_count() or 1) // spec.jobs)
+    procs = [
+        ctx.Process(target=_worker_entry, args=(asdict(spec), threads), daemon=True)
+        for _ in range(spec.jobs)
+    ]
+    # `timeout`/`kill` send SIGTERM to this process only: pass it on to the workers.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        for p in procs:
+            p.start()
+        while any(p.is_alive() for p in procs):
+            show(_counts(study))
+            time.sleep(1.0)
+        show(_counts(study))
+        bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+        if bad:
+            log.warning("worker exit codes: %s (see tune.log)", bad)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def validate(spec: TuneSpec) -> None:
+    """Check the spec before any trial runs.
+
+    Raises:
+        UserError: bad counts, bounds, members or data.
+    """
+    from experiments import registry
+
+    if spec.trials < 1:
+        raise UserError(f"--trials must be at least 1 (got {spec.trials})")
+    if spec.jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {spec.jobs})")
+    if spec.pred_len < 1:
+        raise UserError(f"--pred-len must be positive (got {spec.pred_len})")
+    if not 1 <= spec.min_seq_len <= spec.max_seq_len:
+        raise UserError(
+            f"need 1 <= --min-seq-len <= --max-seq-len (got {spec.min_seq_len}, {spec.max_seq_len})"
+        )
+    if spec.pruner not in ("median", "hyperband", "none"):
+        raise UserError(f"unknown --pruner {spec.pruner!r}: median, hyperband or none")
+    specs = registry.parse_members(spec.members)
+    bases = [registry.parse_spec(s)[0] for s in specs]
+    if len(set(bases)) != len(bases):
+        raise UserError("tune takes each member once (its settings are what the study tunes)")
+    from router import make_combiner
+
+    make_combiner(spec.router)
+    _load(spec)  # a missing file or bad column fails here, not in every trial
+
+
+# ---------------------------------------------------------------------------- reporting
+
+
+def best_config(spec: TuneSpec, trial) -> RunConfig:
+    """The best trial as a config `hybrid-forecast run --config` accepts."""
+    params: dict[str, dict[str, Any]] = {
+        k: {kk: vv for kk, vv in v.items() if kk != "progress"}
+        for k, v in spec.member_params.items()
+    }
+    for base, tuned in trial.user_attrs.get("member_params", {}).items():
+        params.setdefault(base, {}).update(tuned)
+    return RunConfig(
+        dataset=spec.dataset,
+        data_path=spec.data_path,
+        data_dir=spec.data_dir,
+        features=spec.features,
+        seq_len=int(trial.user_attrs["seq_len"]),
+        pred_len=spec.pred_len,
+        members=list(spec.members),
+        router=spec.router,
+        seed=spec.seed,
+        out=None,
+        member_params={k: v for k, v in params.items() if v},
+    )
+
+
+def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
+    """Write trials.csv, best_config.yaml, study_summary.{json,md} and the plots."""
+    from optuna.trial import TrialState
+
+    out = Path(spec.out)
+    c = _counts(study)
+    trials = study.get_trials(deepcopy=False)
+    df = study.trials_dataframe()
+    write_text(out / "trials.csv", df.to_csv(index=False))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    summary: dict[str, Any] = {
+        "study": spec.study,
+        "storage": spec.storage,
+        "asked_trials": spec.trials,
+        "counts": c,
+        "periods": study.user_attrs.get("periods"),
+    }
+    if complete:
+        best = min(complete, key=lambda t: t.value)
+        cfg = best_config(spec, best)
+        header = (
+            f"# best trial {best.number} of study {spec.study!r}: val MSE {best.value:.5f}\n"
+            f"# params: {best.params}\n"
+            f"# rerun and score on test: hybrid-forecast run --config {out / 'best_config.yaml'}\n"
+        )
+        write_text(out / "best_config.yaml", header + cfg.to_yaml())
+        summary["best"] = {
+            "number": best.number,
+            "val_mse": best.value,
+            "params": best.params,
+            "seq_len": best.user_attrs.get("seq_len"),
+            "member_params": best.user_attrs.get("member_params"),
+        }
+    write_json(out / "study_summary.json", summary)
+    write_text(out / "study_summary.md", _summary_md(summary, complete))
+    try:
+        if plots:
+            plot_study(study, out)
+    except Exception:  # plots must not cost the summary
+        log.warning("tune plots failed:\n%s", traceback.format_exc())
+    return summary
+
+
+def _summary_md(summary: dict[str, Any], complete: list) -> str:
+    c = summary["counts"]
+    lines = [
+        f"# Study {summary['study']}",
+        "",
+        f"Storage: `{summary['storage']}`. Asked for {summary['asked_trials']} trials; finished "
+        f"{c['finished']} (complete {c['complete']}, pruned {c['pruned']}, failed with an error "
+        f"{c['error']}); discarded {c['discarded']} (killed and retried, or surplus); running "
+        f"{c['running']}, waiting {c['waiting']}.",
+        f"Period candidates (train rows): {summary['periods']}. Objective: validation MSE "
+        "(scaled space, every val window); test never used.",
+        "",
+    ]
+    if "best" in summary:
+        b = summary["best"]
+        lines += [
+            f"Best: trial {b['number']}, val MSE {b['val_mse']:.5f}, L={b['seq_len']}, "
+            f"member settings {b['member_params']}. Exported as `best_config.yaml`.",
+            "",
+            "| rank | trial | val MSE | params |",
+            "|---|---|---|---|",
+        ]
+        for i, t in enumerate(sorted(complete, key=lambda t: t.value)[:10], 1):
+            lines.append(f"| {i} | {t.number} | {t.value:.5f} | {t.params} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_study(study, out: Path) -> None:
+    """tune_history.png, tune_importance.png, tune_intermediate.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as ovm
+
+    from ensemble.io import _atomic
+
+    def save(ax_or_fig, name: str) -> None:
+        fig = ax_or_fig.figure if hasattr(ax_or_fig, "figure") else ax_or_fig
+        fig.set_size_inches(7, 4.2)
+        fig.tight_layout()
+        _atomic(out / name, lambda fh: fig.savefig(fh, format="png", dpi=100))
+        plt.close(fig)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)  # "few trials per regime" on small studies
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if complete:
+            save(ovm.plot_optimization_history(study), "tune_history.png")
+            save(ovm.plot_intermediate_values(study), "tune_intermediate.png")
+        if len(complete) >= 2:
+            try:
+                save(ovm.plot_param_importances(study), "tune_importance.png")
+            except (ValueError, RuntimeError) as exc:  # e.g. a single distinct value
+                log.warning("no importance plot: %s", exc)

@@ -1,0 +1,107 @@
+"""Seasonal and trend strength of a candidate period, from an STL decomposition.
+
+Strengths as Wang, Smith & Hyndman (2006) define them, with the series split by STL
+into trend T, seasonal S and remainder R:
+
+    F_S = max(0, 1 - var(R) / var(S + R))      F_T = max(0, 1 - var(R) / var(T + R))
+
+Two choices keep this fast and honest on long series and on noise:
+
+* STL runs on the **last** ``max(min_rows, cycles * period)`` rows only (all rows when
+  the series is shorter). A full STL of 69,680 rows costs about a second per channel and
+  period; a recent stretch of 16 cycles measures the same strength in a few hundredths.
+* The seasonal smoother spans 13 cycles instead of STL's usual 7. With 7, pure white
+  noise already scores F_S of about 0.35 (the smoother follows the noise of its seven
+  points); with 13 it scores about 0.2, below the 0.3 that says "seasonal".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from statsmodels.tsa.seasonal import STL
+
+SEASONAL_WINDOW = 13  # cycles the seasonal smoother spans (odd)
+SEASONAL_THRESHOLD = 0.3  # F_S above this counts as a real seasonal cycle
+
+
+def _jump(window: int) -> int:
+    # Evaluating the LOESS every ~10% of its window and interpolating is what R's stl
+    # does by default; it is ~10x faster and changes the components very little.
+    return max(1, int(np.ceil(window / 10)))
+
+
+def stl_components(x: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """STL decomposition with this module's settings.
+
+    Args:
+        x: [T] values, T >= 2 * period.
+        period: cycle length in steps (>= 2).
+
+    Returns:
+        (trend, seasonal, remainder), each [T].
+    """
+    trend = int(np.ceil(1.5 * period / (1 - 1.5 / SEASONAL_WINDOW)))
+    trend += trend % 2 == 0  # STL wants odd windows
+    low_pass = period + 1 + period % 2
+    res = STL(
+        x,
+        period=period,
+        seasonal=SEASONAL_WINDOW,
+        trend=trend,
+        low_pass=low_pass,
+        seasonal_jump=_jump(SEASONAL_WINDOW),
+        trend_jump=_jump(trend),
+        low_pass_jump=_jump(low_pass),
+    ).fit()
+    return np.asarray(res.trend), np.asarray(res.seasonal), np.asarray(res.resid)
+
+
+def strengths(trend: np.ndarray, seasonal: np.ndarray, resid: np.ndarray) -> tuple[float, float]:
+    """(F_S, F_T) from the components of one decomposition (all [T])."""
+    var_r = float(np.var(resid))
+    var_sr = float(np.var(seasonal + resid))
+    var_tr = float(np.var(trend + resid))
+    f_s = max(0.0, 1.0 - var_r / var_sr) if var_sr > 0 else 0.0
+    f_t = max(0.0, 1.0 - var_r / var_tr) if var_tr > 0 else 0.0
+    return f_s, f_t
+
+
+def recent_rows(n: int, period: int, cycles: int = 16, min_rows: int = 4096) -> slice:
+    """The stretch of rows that strengths are measured on: the last ``cycles`` cycles."""
+    return slice(max(0, n - max(min_rows, cycles * period)), n)
+
+
+def stl_strength(x: np.ndarray, period: int, cycles: int = 16, min_rows: int = 4096) -> tuple[float, float]:
+    """Seasonal and trend strength of one period in one series.
+
+    Args:
+        x: [T] values.
+        period: cycle length in steps.
+        cycles: measure on the last ``cycles`` cycles (at least ``min_rows`` rows).
+        min_rows: shortest stretch measured, when the series is that long.
+
+    Returns:
+        (F_S, F_T) in [0, 1]; (nan, nan) when the stretch holds under two cycles.
+    """
+    seg = np.asarray(x[recent_rows(x.shape[0], period, cycles, min_rows)], dtype=np.float64)
+    if period < 2 or seg.shape[0] < 2 * period or not np.isfinite(seg).all():
+        return float("nan"), float("nan")
+    return strengths(*stl_components(seg, period))
+
+
+def strength_table(x: np.ndarray, periods: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """F_S and F_T for every channel and period.
+
+    Args:
+        x: [T, C] values.
+        periods: P periods.
+
+    Returns:
+        (f_s, f_t), each [P, C].
+    """
+    f_s = np.full((len(periods), x.shape[1]), np.nan)
+    f_t = np.full_like(f_s, np.nan)
+    for i, p in enumerate(periods):
+        for c in range(x.shape[1]):
+            f_s[i, c], f_t[i, c] = stl_strength(x[:, c], p)
+    return f_s, f_t

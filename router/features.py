@@ -1,0 +1,192 @@
+"""Per-window, per-channel router features, computed from window inputs only.
+
+Three groups, all causal (nothing a window's targets could leak into):
+
+* **series statistics** of the input window: volatility, level and trend, smoothness,
+  seasonal strength and autocorrelation at the analyser's top periods, and, when the
+  periodicity package is installed, its own ``window_features`` (prefixed ``per_``);
+* **member disagreement**: how far the members' forecasts for this window spread apart
+  (forecasts are inputs of the combination, not targets);
+* **members' recent skill**: for window ``t`` the targets of the earlier windows
+  ``t - H - k`` (k >= 0) lie entirely inside window ``t``'s input, so each member's
+  error on them is known when window ``t`` is forecast. It is missing (NaN) for the
+  first ``H`` windows of a split.
+
+Everything is vectorised over windows and channels and computed in chunks of windows, so
+ETTm1 (11k windows x 512 steps x 7 channels) stays within a few hundred MB.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_EPS = 1e-8
+
+
+def _series_stats(x: np.ndarray, pred_len: int, periods: list[int]) -> tuple[np.ndarray, list[str]]:
+    """Summary statistics of each input window.
+
+    Args:
+        x: [W, L, C] input windows (scaled space).
+        pred_len: H, the span of the "recent" statistics.
+        periods: ranked periods; the first two that fit twice into L are used.
+
+    Returns:
+        feats [W, C, F] and the F names.
+    """
+    w, length, c = x.shape
+    recent = max(2, min(pred_len, length // 2))
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=1)  # [W, C]
+    std = x.std(axis=1) + _EPS
+    xs = (x - mean[:, None]) / std[:, None]  # standardised per window
+    t = np.linspace(-1.0, 1.0, length)
+    slope = np.einsum("wlc,l->wc", xs, t) / np.sum(t * t)  # total rise over the window / 2, in stds
+    tr = np.linspace(-1.0, 1.0, recent)
+    recent_slope = np.einsum("wlc,l->wc", xs[:, -recent:], tr) / np.sum(tr * tr)
+    dx = np.diff(xs, axis=1)
+    vol_ratio = np.log((dx[:, -recent:].std(axis=1) + _EPS) / (dx.std(axis=1) + _EPS))
+    acf1 = np.mean(xs[:, 1:] * xs[:, :-1], axis=1)
+    feats = [
+        np.log(std),
+        xs[:, -recent:].mean(axis=1),  # level of the recent past against the window
+        xs[:, -1],
+        slope,
+        recent_slope,
+        vol_ratio,
+        acf1,
+        np.log(dx.std(axis=1) + _EPS),  # roughness: noise level relative to the window's spread
+    ]
+    names = [
+        "log_std",
+        "recent_level",
+        "last_value",
+        "trend",
+        "recent_trend",
+        "recent_vol_ratio",
+        "acf1",
+        "log_roughness",
+    ]
+    for p in [p for p in periods if 2 <= p <= length // 2][:2]:
+        k = length // p
+        prof = xs[:, -k * p :].reshape(w, k, p, c)
+        seasonal = prof.mean(axis=1, keepdims=True)  # mean profile over the k cycles
+        resid = prof - seasonal
+        strength = 1.0 - resid.var(axis=(1, 2)) / (prof.var(axis=(1, 2)) + _EPS)
+        acf_p = np.mean(xs[:, p:] * xs[:, :-p], axis=1)
+        # Where in its cycle the window ends, as the seasonal profile's value there.
+        phase_level = seasonal[:, 0, -1]
+        feats += [strength, acf_p, phase_level]
+        names += [f"season_strength_p{p}", f"acf_p{p}", f"season_now_p{p}"]
+    return np.stack(feats, axis=-1), names
+
+
+def _periodicity_features(x: np.ndarray, periods: list[int]) -> tuple[np.ndarray, list[str]] | None:
+    """The periodicity package's window features, if it is installed and works."""
+    try:
+        from periodicity import window_features
+    except ImportError:
+        return None
+    try:
+        feats, names = window_features(np.asarray(x), periods)
+    except Exception as exc:  # a concurrent package's bug must not stop the run
+        log.warning("periodicity.window_features failed (%s); using the router's own features", exc)
+        return None
+    return np.asarray(feats, dtype=np.float64), [f"per_{n}" for n in names]
+
+
+def past_errors(x: np.ndarray, forecasts: np.ndarray, smooth: int = 1) -> np.ndarray:
+    """Each member's MSE on the most recent windows whose targets window ``t`` already sees.
+
+    Args:
+        x: [W, L, C] input windows of consecutive origins (stride 1).
+        forecasts: [M, W, H, C] the members' forecasts for the same windows.
+        smooth: average over the ``smooth`` most recent fully observed windows.
+
+    Returns:
+        [W, C, M] mean squared errors; NaN where no earlier window is fully observed
+        (the first ``H`` windows).
+    """
+    m, w, h, c = forecasts.shape
+    length = x.shape[1]
+    if w != x.shape[0]:
+        raise ValueError(f"forecasts cover {w} windows but x has {x.shape[0]}")
+    # The context rows: window 0's input, then each later window's last input row.
+    context = np.concatenate([x[0], x[1:, -1]], axis=0)  # [W + L - 1, C]
+    n_obs = w - h  # windows s whose target rows s+L..s+L+H-1 are all in the context
+    out = np.full((w, c, m), np.nan)
+    if n_obs <= 0:
+        return out
+    seen = np.lib.stride_tricks.sliding_window_view(context[length:], h, axis=0)  # [n_obs, C, H]
+    err = np.empty((n_obs, c, m))
+    for i in range(m):  # M is small; a loop keeps memory at one [n_obs, H, C] array
+        d = forecasts[i, :n_obs] - seen.transpose(0, 2, 1)
+        err[:, :, i] = np.mean(d * d, axis=1)
+    # Window t uses windows s = t - H - k for k in [0, smooth): a running mean over s.
+    cs = np.concatenate([np.zeros((1, c, m)), np.cumsum(err, axis=0)])
+    s_hi = np.arange(n_obs) + 1  # exclusive upper end of s for t = H + j
+    s_lo = np.maximum(0, s_hi - smooth)
+    out[h:] = (cs[s_hi] - cs[s_lo]) / (s_hi - s_lo)[:, None, None]
+    return out
+
+
+def window_features(
+    x: np.ndarray,
+    forecasts: np.ndarray | None = None,
+    periods: list[int] | None = None,
+    member_names: list[str] | None = None,
+    chunk: int = 1024,
+) -> tuple[np.ndarray, list[str]]:
+    """All router features of a split's windows.
+
+    Args:
+        x: [W, L, C] input windows (a strided view is fine), consecutive origins.
+        forecasts: [M, W, H, C] members' forecasts for the same windows, or None to skip
+            the disagreement and recent-skill features.
+        periods: ranked periods of the train rows (for the seasonal statistics).
+        member_names: M names used in the feature names (default m0, m1...).
+        chunk: windows per chunk of the series statistics (memory bound).
+
+    Returns:
+        feats [W, C, F] float32 (NaN marks a missing value) and the F names.
+    """
+    periods = list(periods or [])
+    w, _, c = x.shape
+    pred_len = forecasts.shape[2] if forecasts is not None else max(1, x.shape[1] // 4)
+    parts, names = [], []
+    for lo in range(0, w, chunk):
+        f, names = _series_stats(x[lo : lo + chunk], pred_len, periods)
+        parts.append(f)
+    blocks = [np.concatenate(parts, axis=0)]
+    all_names = list(names)
+    blocks.append(np.broadcast_to(np.arange(c, dtype=np.float64)[None, :, None], (w, c, 1)))
+    all_names.append("channel")
+    per = _periodicity_features(x, periods)
+    if per is not None and per[0].shape[:2] == (w, c):
+        blocks.append(per[0])
+        all_names += per[1]
+    if forecasts is not None:
+        m = forecasts.shape[0]
+        member_names = member_names or [f"m{i}" for i in range(m)]
+        std = np.exp(blocks[0][..., names.index("log_std")])  # [W, C], without another pass over x
+        centre = forecasts.mean(axis=0)  # [W, H, C]
+        dev = np.sqrt(np.mean((forecasts - centre) ** 2, axis=2))  # [M, W, C]
+        blocks.append(np.log(dev.mean(axis=0) / std + _EPS)[..., None])
+        all_names.append("log_spread")
+        if m > 1:
+            blocks.append(np.moveaxis(dev / std, 0, -1))
+            all_names += [f"dev_{n}" for n in member_names]
+        for smooth, tag in ((1, "last"), (pred_len, "recent")):
+            e = np.log(past_errors(x, forecasts, smooth) + _EPS)  # [W, C, M]
+            level = e.mean(axis=-1, keepdims=True)
+            blocks.append(level)
+            all_names.append(f"{tag}_log_mse")
+            if m > 1:  # relative skill is what routing depends on
+                blocks.append(e - level)
+                all_names += [f"{tag}_rel_{n}" for n in member_names]
+    feats = np.concatenate([np.broadcast_to(b, (w, c, b.shape[-1])) for b in blocks], axis=-1)
+    return feats.astype(np.float32), all_names

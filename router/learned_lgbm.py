@@ -1,0 +1,174 @@
+"""FFORMA-style learned router: gradient-boosted trees that output softmax weights.
+
+FFORMA (Montero-Manso et al. 2020) boosts one tree per member on series features and
+turns the M scores into softmax weights. Where FFORMA minimises the weighted average of
+the members' errors, this router minimises the error of the *combined* forecast, the
+quantity we report, via a custom LightGBM objective on the per-window quadratic form
+(``router.objective``): with weights ``p = softmax(z)`` and combined forecast
+``yhat = sum_m p_m f_m``,
+
+    d MSE / d z_j = 2 p_j mean_h (yhat - y)(f_j - yhat)
+
+and a positive curvature proxy ``2 p_j (1 - p_j) mean_h (f_j - yhat)^2``. Boosting starts
+from z = 0, i.e. from the mean, so early stopping on the inner split is itself a
+shrinkage toward uniform weights; a blend with uniform weights chosen on the inner split
+adds more where validation wants it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from router.combiners import Combiner
+from router.objective import choose_shrinkage, combined_mse, inner_split, window_gram
+
+log = logging.getLogger(__name__)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class LGBMRouter(Combiner):
+    """Boosted trees from window features to softmax weights over members.
+
+    Args:
+        num_leaves, learning_rate, min_data_in_leaf, feature_fraction, lambda_l2:
+            LightGBM settings; conservative, because neighbouring windows overlap and the
+            effective number of independent validation samples is small.
+        max_rounds: boosting rounds at most (early stopping on the inner split).
+        patience: early-stopping patience in rounds.
+        shrink: blend toward uniform weights chosen on the inner split.
+        seed: LightGBM seed.
+        feature_names: names of the F feature columns; ``channel`` is treated as categorical.
+    """
+
+    name = "learned_lgbm"
+    needs_features = True
+
+    def __init__(
+        self,
+        num_leaves: int = 8,
+        learning_rate: float = 0.1,
+        min_data_in_leaf: int = 200,
+        feature_fraction: float = 0.7,
+        lambda_l2: float = 1.0,
+        max_rounds: int = 400,
+        patience: int = 30,
+        shrink: bool = True,
+        seed: int = 0,
+        feature_names: list[str] | None = None,
+    ):
+        self.params = dict(
+            num_leaves=num_leaves,
+            learning_rate=learning_rate,
+            min_data_in_leaf=min_data_in_leaf,
+            feature_fraction=feature_fraction,
+            lambda_l2=lambda_l2,
+            max_depth=4,
+            seed=seed,
+            deterministic=True,
+            num_threads=1,  # OpenMP spin-waits badly on a busy 2-core machine
+            verbose=-1,
+        )
+        self.max_rounds = max_rounds
+        self.patience = patience
+        self.shrink = shrink
+        self.feature_names = feature_names
+        self.booster_ = None
+        self.rounds_: int = 0
+        self.lam_: float = 0.0
+        self.inner_score_: float = np.inf
+
+    def _objective(self, gram: np.ndarray, b: np.ndarray):
+        """A LightGBM objective closure over the samples' [N, M, M] and [N, M] terms."""
+
+        def fobj(preds: np.ndarray, data) -> tuple[np.ndarray, np.ndarray]:
+            p = _softmax(preds)  # [N, M]
+            gp = np.einsum("nmk,nk->nm", gram, p)  # mean_h f_m yhat
+            pgp = np.sum(gp * p, axis=1, keepdims=True)  # mean_h yhat^2
+            pb = np.sum(p * b, axis=1, keepdims=True)  # mean_h y yhat
+            grad = 2.0 * p * (gp - b - pgp + pb)
+            spread = np.diagonal(gram, axis1=1, axis2=2) - 2.0 * gp + pgp  # mean_h (f_m - yhat)^2
+            hess = 2.0 * p * p * np.maximum(spread, 0.0) + 1e-6
+            return grad, hess
+
+        return fobj
+
+    def _train(self, x, gram, b, yy, rounds: int, valid=None):
+        import lightgbm as lgb
+
+        m = b.shape[1]
+        cat = (
+            [self.feature_names.index("channel")]
+            if self.feature_names and "channel" in self.feature_names
+            else []
+        )
+        params = dict(self.params, num_class=m, objective=self._objective(gram, b))
+        dtrain = lgb.Dataset(x, free_raw_data=False, categorical_feature=cat or "auto")
+        kwargs: dict = {}
+        if valid is not None:
+            xv, gv, bv, yv = valid
+
+            def feval(preds, data):
+                return (
+                    "combined_mse",
+                    float(combined_mse(_softmax(preds), gv, bv, yv).mean()),
+                    False,
+                )
+
+            dvalid = lgb.Dataset(xv, reference=dtrain, categorical_feature=cat or "auto")
+            kwargs = dict(
+                valid_sets=[dvalid],
+                feval=feval,
+                callbacks=[lgb.early_stopping(self.patience, verbose=False)],
+            )
+        return lgb.train(params, dtrain, num_boost_round=rounds, **kwargs)
+
+    def fit(self, val_forecasts, val_targets, features=None) -> LGBMRouter:
+        if features is None:
+            raise ValueError("the LightGBM router needs window features [W, C, F]")
+        m, w, h, c = val_forecasts.shape
+        gram, b, yy = window_gram(val_forecasts, val_targets)
+        flat = lambda a, ws: a[ws].reshape(ws.size * c, *a.shape[2:])  # noqa: E731
+        fit_w, held_w = inner_split(w, h)
+        held = (flat(features, held_w), flat(gram, held_w), flat(b, held_w), flat(yy, held_w))
+        booster = self._train(
+            flat(features, fit_w),
+            flat(gram, fit_w),
+            flat(b, fit_w),
+            flat(yy, fit_w),
+            self.max_rounds,
+            valid=held,
+        )
+        self.rounds_ = max(1, booster.best_iteration or booster.current_iteration())
+        p_held = _softmax(booster.predict(held[0], num_iteration=self.rounds_, raw_score=True))
+        if self.shrink:
+            self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held[1:])
+        else:
+            self.inner_score_ = float(combined_mse(p_held, *held[1:]).mean())
+        log.info(
+            "lgbm router: %d rounds, shrink %.2f, inner-val MSE %.4f",
+            self.rounds_,
+            self.lam_,
+            self.inner_score_,
+        )
+        # Refit on every validation window (the most recent ones are closest to test).
+        all_w = np.arange(w)
+        self.booster_ = self._train(
+            flat(features, all_w), flat(gram, all_w), flat(b, all_w), flat(yy, all_w), self.rounds_
+        )
+        return self
+
+    def weights(self, forecasts, features=None) -> np.ndarray:
+        m, w, _, c = forecasts.shape
+        raw = self.booster_.predict(features.reshape(w * c, -1), raw_score=True)
+        p = (1 - self.lam_) * _softmax(raw.reshape(w * c, m)) + self.lam_ / m
+        return p.reshape(w, c, m)
+
+    def describe(self) -> str:
+        return f"lgbm router: {self.rounds_} rounds, shrink {self.lam_:.2f}, inner-val MSE {self.inner_score_:.4f}"

@@ -1,0 +1,205 @@
+"""A small gating network: window features -> softmax weights over members.
+
+A mixture-of-experts gate over frozen experts: a two-layer MLP maps each window's
+(and channel's) features to M logits; the loss is the combined forecast's MSE, computed
+exactly from the per-window quadratic form (``router.objective``), so a training step
+costs O(M^2) per sample whatever the horizon. The last layer starts at zero, i.e. at the
+mean; weight decay, dropout, early stopping on a time-ordered inner split and a blend
+toward uniform weights keep it close to the mean unless validation says otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+from router.combiners import Combiner
+from router.objective import choose_shrinkage, combined_mse, inner_split, window_gram
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _one_thread():
+    """Tiny matrices: extra threads only add synchronisation (and stall on a busy machine)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+class GateNet(nn.Module):
+    """features [N, F] (+ channel index [N]) -> logits [N, M]."""
+
+    def __init__(
+        self, n_features: int, n_channels: int, n_members: int, hidden: int, dropout: float
+    ):
+        super().__init__()
+        self.channel = nn.Embedding(n_channels, 4)
+        self.body = nn.Sequential(
+            nn.Linear(n_features + 4, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_members),
+        )
+        nn.init.zeros_(self.body[-1].weight)  # start from uniform weights (the mean)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x: torch.Tensor, ch: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.cat([x, self.channel(ch)], dim=-1))
+
+
+def _torch_loss(
+    logits: torch.Tensor, gram: torch.Tensor, b: torch.Tensor, yy: torch.Tensor
+) -> torch.Tensor:
+    """Mean combined MSE of softmax(logits): [N, M], [N, M, M], [N, M], [N] -> scalar."""
+    p = torch.softmax(logits, dim=-1)
+    return (torch.einsum("nm,nmk,nk->n", p, gram, p) - 2 * (p * b).sum(-1) + yy).mean()
+
+
+class TorchRouter(Combiner):
+    """MLP gate trained to minimise the combined forecast's validation MSE.
+
+    Args:
+        hidden: hidden units.
+        dropout: dropout rate.
+        lr, weight_decay: AdamW settings.
+        batch_size: samples (window x channel) per step.
+        max_epochs, patience: early stopping on the inner split.
+        shrink: blend toward uniform weights chosen on the inner split.
+        seed: torch seed.
+        feature_names: names of the F feature columns (``channel`` is embedded).
+    """
+
+    name = "learned_torch"
+    needs_features = True
+
+    def __init__(
+        self,
+        hidden: int = 32,
+        dropout: float = 0.1,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-3,
+        batch_size: int = 512,
+        max_epochs: int = 60,
+        patience: int = 8,
+        shrink: bool = True,
+        seed: int = 0,
+        feature_names: list[str] | None = None,
+    ):
+        self.hidden = hidden
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.shrink = shrink
+        self.seed = seed
+        self.feature_names = feature_names
+        self.net_: GateNet | None = None
+        self.epochs_: int = 0
+        self.lam_: float = 0.0
+        self.inner_score_: float = np.inf
+
+    # -------------------------------------------------------------------- inputs
+
+    def _prepare(self, features: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """[W, C, F] -> standardised features with NaN as 0 plus missing flags [N, F'], channel [N]."""
+        w, c, _ = features.shape
+        x = features.reshape(w * c, -1).astype(np.float64)
+        miss = np.isnan(x[:, self.miss_cols_]).astype(np.float64)
+        x = np.nan_to_num((x - self.mu_) / self.sd_)
+        x = np.clip(x, -6, 6)  # heavy-tailed log errors must not dominate a step
+        ch = np.broadcast_to(np.arange(c)[None], (w, c)).reshape(-1)
+        return torch.tensor(np.concatenate([x, miss], 1), dtype=torch.float32), torch.tensor(ch)
+
+    def _new_net(self, n_in: int, n_channels: int, m: int) -> GateNet:
+        torch.manual_seed(self.seed)
+        return GateNet(n_in, n_channels, m, self.hidden, self.dropout)
+
+    def _train(self, data, epochs: int, m: int, n_channels: int, valid=None) -> tuple[GateNet, int]:
+        """Train for up to ``epochs`` (early stopping on ``valid``); returns (net, best epoch count)."""
+        x, ch, gram, b, yy = data
+        net = self._new_net(x.shape[1], n_channels, m)
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        gen = torch.Generator().manual_seed(self.seed)
+        best = (np.inf, 0, None)
+        for epoch in range(1, epochs + 1):
+            net.train()
+            for idx in torch.randperm(x.shape[0], generator=gen).split(self.batch_size):
+                opt.zero_grad()
+                _torch_loss(net(x[idx], ch[idx]), gram[idx], b[idx], yy[idx]).backward()
+                opt.step()
+            if valid is None:
+                continue
+            net.eval()
+            with torch.no_grad():
+                score = float(_torch_loss(net(valid[0], valid[1]), *valid[2:]))
+            if score < best[0] - 1e-7:
+                best = (score, epoch, {k: v.clone() for k, v in net.state_dict().items()})
+            elif epoch - best[1] >= self.patience:
+                break
+        if valid is not None and best[2] is not None:
+            net.load_state_dict(best[2])
+            return net, best[1]
+        return net, epochs
+
+    # -------------------------------------------------------------------- interface
+
+    def fit(self, val_forecasts, val_targets, features=None) -> TorchRouter:
+        with _one_thread():
+            return self._fit(val_forecasts, val_targets, features)
+
+    def _fit(self, val_forecasts, val_targets, features) -> TorchRouter:
+        if features is None:
+            raise ValueError("the torch router needs window features [W, C, F]")
+        m, w, h, c = val_forecasts.shape
+        fit_w, held_w = inner_split(w, h)
+        flat = features[fit_w].reshape(fit_w.size * c, -1).astype(np.float64)
+        self.mu_ = np.nan_to_num(np.nanmean(flat, axis=0))
+        self.sd_ = np.nan_to_num(np.nanstd(flat, axis=0)) + 1e-6
+        self.miss_cols_ = np.flatnonzero(np.isnan(features).reshape(w * c, -1).any(axis=0))
+        self.n_channels_ = c
+        x, ch = self._prepare(features)
+        gram, b, yy = (
+            torch.tensor(a.reshape(w * c, *a.shape[2:]), dtype=torch.float32)
+            for a in window_gram(val_forecasts, val_targets)
+        )
+        rows = lambda ws: (np.asarray(ws)[:, None] * c + np.arange(c)[None]).reshape(-1)  # noqa: E731
+        fit_r, held_r = torch.tensor(rows(fit_w)), torch.tensor(rows(held_w))
+        part = lambda r: (x[r], ch[r], gram[r], b[r], yy[r])  # noqa: E731
+        net, self.epochs_ = self._train(part(fit_r), self.max_epochs, m, c, valid=part(held_r))
+        net.eval()
+        with torch.no_grad():
+            p_held = torch.softmax(net(x[held_r], ch[held_r]).double(), -1).numpy()
+        held_np = [a[held_r].double().numpy() for a in (gram, b, yy)]
+        if self.shrink:
+            self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held_np)
+        else:
+            self.inner_score_ = float(combined_mse(p_held, *held_np).mean())
+        log.info(
+            "torch router: %d epochs, shrink %.2f, inner-val MSE %.4f",
+            self.epochs_,
+            self.lam_,
+            self.inner_score_,
+        )
+        self.net_, _ = self._train(part(torch.arange(w * c)), self.epochs_, m, c)
+        self.net_.eval()
+        return self
+
+    def weights(self, forecasts, features=None) -> np.ndarray:
+        m, w, _, c = forecasts.shape
+        x, ch = self._prepare(features)
+        with torch.no_grad(), _one_thread():
+            p = torch.softmax(self.net_(x, ch).double(), -1).numpy()
+        return ((1 - self.lam_) * p + self.lam_ / m).reshape(w, c, m)
+
+    def describe(self) -> str:
+        return f"torch router: {self.epochs_} epochs, shrink {self.lam_:.2f}, inner-val MSE {self.inner_score_:.4f}"

@@ -1,0 +1,102 @@
+"""The routing report on a small fake run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ensemble.data import load_dataset, make_splits
+from experiments.analyse import analyse, load_run, window_features
+from experiments.config import RunConfig
+
+MEMBERS = ["naive", "snaive", "window_mean"]
+
+
+def fake_run_folder(csv: Path, out: Path, router: str = "inverse_error") -> Path:
+    """A run folder as `run` writes it, with noisy copies of the truth as forecasts."""
+    L, H = 96, 24
+    splits = make_splits(load_dataset(data_path=csv), L, H)
+    rng = np.random.default_rng(0)
+    arrays, scores = {}, {"val": {}, "test": {}}
+    for part, split in (("val", splits.val), ("test", splits.test)):
+        true = np.asarray(split.targets(), dtype=np.float32)
+        for i, m in enumerate(MEMBERS):
+            f = true + (0.2 + 0.2 * i) * rng.standard_normal(true.shape).astype(np.float32)
+            arrays[f"{part}/{m}"] = f
+            scores[part][m] = {"mse": float(np.mean((f - true) ** 2)), "mae": 0.0}
+        arrays[f"{part}/ensemble"] = np.mean([arrays[f"{part}/{m}"] for m in MEMBERS], axis=0)
+        scores[part]["ensemble"] = {"mse": float(np.mean((arrays[f"{part}/ensemble"] - true) ** 2)), "mae": 0.0}
+        if part == "test":
+            arrays["test/true"] = true
+    w = rng.dirichlet(np.ones(len(MEMBERS)), size=arrays["test/true"].shape[0] * 3)
+    w = w.reshape(-1, 3, len(MEMBERS)).astype(np.float32)
+    out.mkdir(parents=True)
+    np.savez(out / "forecasts.npz", **arrays)
+    np.savez(out / "router_weights.npz", test=w, val=w[:1], members=np.array(MEMBERS))
+    cfg = RunConfig(dataset=None, data_path=str(csv), seq_len=L, pred_len=H, members=MEMBERS, router=router)
+    (out / "config.yaml").write_text(cfg.to_yaml())
+    res = {
+        "dataset": csv.stem, "seq_len": L, "pred_len": H, "seed": 0, "members": MEMBERS,
+        "router": router, "windows": splits.window_counts(), "periods": [24, 12],
+        "val": scores["val"], "test": scores["test"],
+    }
+    (out / "results.json").write_text(json.dumps(res))
+    return out
+
+
+def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    # one training ablation already run, found by the sibling naming convention
+    sib = tmp_path / "run-patch16"
+    sib.mkdir()
+    (sib / "results.json").write_text(
+        json.dumps({"test": {"timellm": {"mse": 0.4, "mae": 0.5}, "ensemble": {"mse": 0.3, "mae": 0.4}}})
+    )
+    path = analyse(run_dir)
+    md = path.read_text()
+    pngs = sorted(p.name for p in run_dir.glob("*.png"))
+    assert len(pngs) >= 3, pngs
+    assert {"weights_distribution.png", "weights_vs_features.png", "win_rates.png"} <= set(pngs)
+    for section in ("Weight distribution", "Weights against window features", "Win rates per regime",
+                    "Where the router beats or loses to the mean", "Ablations"):
+        assert section in md
+    for m in MEMBERS:
+        assert f"without {m}" in md
+    assert "refitted on the other members' validation forecasts" in md  # inverse_error refit
+    assert "sibling run" in md and "0.4000" in md  # patch16 read from run-patch16
+    assert "hybrid-forecast run --config" in md and "timellm.inject=none" in md  # not run yet
+    an = json.loads((run_dir / "routing_analysis.json").read_text())
+    assert abs(sum(an["win_rate"].values()) - 1) < 1e-9
+    assert set(an["regimes"]) >= {"seasonal_strength", "volatility"}
+
+
+def test_report_without_data_still_writes(synth_csv, tmp_path):
+    csv = synth_csv(n=1200)
+    run_dir = fake_run_folder(csv, tmp_path / "run", router="mean")
+    csv.unlink()  # the data moved away: features are skipped, the rest is reported
+    md = analyse(run_dir, out=tmp_path / "report").read_text()
+    assert "could not be reloaded" in md and "without naive" in md
+    assert len(list((tmp_path / "report").glob("*.png"))) >= 3
+
+
+def test_not_a_run_folder_is_a_user_error(tmp_path):
+    from ensemble.errors import UserError
+
+    with pytest.raises(UserError, match="results.json"):
+        load_run(tmp_path)
+
+
+def test_window_features_on_known_shapes():
+    t = np.arange(192, dtype=np.float64)
+    seasonal = np.sin(2 * np.pi * t / 24)
+    trend = 0.05 * t
+    rng = np.random.default_rng(0)
+    x = np.stack([seasonal, trend + 0.01 * rng.standard_normal(192), rng.standard_normal(192)], axis=-1)[None]
+    f = window_features(x, period=24)
+    assert f["seasonal_strength"][0, 0] > 0.95 and f["dominant_period"][0, 0] == pytest.approx(24)
+    assert f["trend_strength"][0, 1] > 0.95
+    assert f["seasonal_strength"][0, 2] < 0.5
+    assert f["volatility"][0, 2] > f["volatility"][0, 0]

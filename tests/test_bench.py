@@ -1,0 +1,158 @@
+"""The bench grid: resume after a kill, aggregation, the table beside published numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.bench import (
+    BenchSpec,
+    bench_markdown,
+    cell_done,
+    collect,
+    plan,
+    run_bench,
+    summarise,
+)
+from experiments.reference import build_reference, load_reference
+
+SHARED_FACTS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "published_results.csv"
+
+
+def _spec(csv: Path, out: Path, **kw) -> BenchSpec:
+    d = dict(
+        datasets=[str(csv)],
+        horizons=[24],
+        seeds=[0, 1],
+        members=["naive", "snaive", "window_mean"],
+        router="mean",
+        seq_len=96,
+        out=str(out),
+    )
+    d.update(kw)
+    return BenchSpec(**d)
+
+
+def fake_run(cfg, progress: bool = False) -> dict:
+    """Writes the results.json a real run would (the bench only reads that file)."""
+    from ensemble.io import write_json
+
+    rng = np.random.default_rng(cfg.seed)
+    names = list(cfg.members) + ["ensemble"]
+    res = {
+        "dataset": Path(cfg.data_path).stem if cfg.data_path else cfg.dataset,
+        "seq_len": cfg.seq_len,
+        "pred_len": cfg.pred_len,
+        "seed": cfg.seed,
+        "members": list(cfg.members),
+        "router": cfg.router,
+        "val": {n: {"mse": 0.5, "mae": 0.5} for n in names},
+        "test": {n: {"mse": float(0.4 + 0.1 * rng.random()), "mae": 0.45} for n in names},
+        "timings_s": {n: {"fit": 0.5, "predict": 0.1} for n in cfg.members},
+    }
+    write_json(Path(cfg.out) / "results.json", res)
+    return res
+
+
+def test_bench_resumes_after_a_kill(synth_csv, tmp_path):
+    run = fake_run
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench")
+    calls: list[str] = []
+
+    def killed_on_second(cfg):
+        calls.append(cfg.out)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user's Ctrl-C (or a kill) in the middle of cell 2
+        return run(cfg, progress=False)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(spec, progress=False, run_fn=killed_on_second)
+    cells = plan(spec)
+    assert [cell_done(spec, c) for c in cells] == [True, False]
+
+    calls.clear()
+    info = run_bench(spec, progress=False, run_fn=lambda cfg: (calls.append(cfg.out), run(cfg, progress=False))[1])
+    assert len(calls) == 1 and calls[0].endswith(cells[1].name)
+    assert info["skipped"] == [cells[0].name] and info["ran"] == [cells[1].name]
+
+    # a third start has nothing left to do
+    calls.clear()
+    info = run_bench(spec, progress=False, run_fn=lambda cfg: calls.append(cfg.out))
+    assert calls == [] and len(info["skipped"]) == 2
+
+    out = Path(spec.out)
+    long = pd.read_csv(out / "bench.csv")
+    assert set(long["seed"]) == {0, 1}
+    assert {"naive", "snaive", "window_mean", "ensemble"} <= set(long["forecast"])
+    assert {"mse", "mae", "fit_s"} <= set(long.columns)
+    md = (out / "bench.md").read_text()
+    assert "±" in md and "synth" in md
+    assert (out / "bench_mse.png").is_file() and (out / "bench.log").is_file()
+
+
+def test_cell_with_other_members_is_not_done(synth_csv, tmp_path):
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench", seeds=[0])
+    cell = plan(spec)[0]
+    d = Path(spec.out) / "cells" / cell.name
+    d.mkdir(parents=True)
+    res = {"members": ["naive"], "router": "mean", "seq_len": 96, "pred_len": 24, "seed": 0}
+    (d / "results.json").write_text(json.dumps(res))
+    assert not cell_done(spec, cell)
+    res["members"] = ["window_mean", "snaive", "naive"]  # same set, other order: done
+    (d / "results.json").write_text(json.dumps(res))
+    assert cell_done(spec, cell)
+
+
+def test_failed_cell_does_not_stop_the_grid(synth_csv, tmp_path):
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench")
+
+    def flaky(cfg):
+        raise RuntimeError("boom")
+
+    info = run_bench(spec, progress=False, run_fn=flaky)
+    assert len(info["failed"]) == 2 and "boom" in next(iter(info["failed"].values()))
+    assert "boom" in (Path(spec.out) / "bench.log").read_text()
+
+
+def test_table_shows_published_numbers_with_sources():
+    spec = BenchSpec(datasets=["ETTh1"], horizons=[96, 192], seeds=[0, 1, 2], members=["dlinear"], seq_len=512)
+    rows = []
+    for h in (96, 192):
+        for seed in (0, 1, 2):
+            for f, v in (("dlinear", 0.38), ("ensemble", 0.37)):
+                rows.append(
+                    dict(dataset="ETTh1", seq_len=512, pred_len=h, seed=seed, forecast=f,
+                         mse=v + 0.01 * seed, mae=0.4, val_mse=0.7, fit_s=1.0, predict_s=0.1)
+                )
+    summary = summarise(pd.DataFrame(rows))
+    row = summary[(summary["forecast"] == "dlinear") & (summary["pred_len"] == 96)].iloc[0]
+    assert row["mse"] == pytest.approx(0.39) and row["mse_std"] == pytest.approx(0.01) and row["n"] == 3
+    md = bench_markdown(spec, summary)
+    assert "0.390 ± 0.010" in md
+    assert "DLinear" in md and "0.375" in md  # LTSF-Linear's ETTh1-96
+    assert "LTSF-Linear LTSF-Benchmark.md" in md and "Lookback 336 (ours: 512)" in md
+    assert "drop_last" in md
+
+
+def test_reference_table_keeps_every_fact_and_source():
+    ref = load_reference()
+    assert ref["source"].str.len().min() > 0
+    assert not (ref["protocol_note"].str.lower() == "same").any()  # ditto resolved
+    dl = ref[(ref["model"] == "DLinear") & (ref["dataset"] == "ETTh1") & (ref["pred_len"] == 96)]
+    assert dl["mse"].iloc[0] == pytest.approx(0.375) and dl["member"].iloc[0] == "dlinear"
+    if SHARED_FACTS.is_file():
+        built = build_reference(SHARED_FACTS)
+        assert len(built) == len(ref)
+        assert np.allclose(built["mse"].astype(float), ref["mse"], equal_nan=True)
+
+
+def test_collect_ignores_cells_of_other_grids(synth_csv, tmp_path):
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench", seeds=[0])
+    stray = Path(spec.out) / "cells" / "other_96_24_s5"
+    stray.mkdir(parents=True)
+    (stray / "results.json").write_text("{}")
+    assert collect(spec).empty

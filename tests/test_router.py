@@ -1,0 +1,198 @@
+"""router: every combiner's contract, the learned router's behaviour, causal features."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ensemble.data import sliding
+from router import COMBINERS, make_combiner
+from router.features import past_errors, window_features
+from router.objective import combined_mse, inner_split, window_gram
+
+L, H, C = 48, 12, 2
+
+
+def problem(noise=(0.05, 1.0, 1.0), n=900, seed=0, identical=False):
+    """Seasonal series, windows and members = targets + noise of the given scales.
+
+    Returns:
+        x [W, L, C], y [W, H, C], forecasts [M, W, H, C], feature array and names.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    series = np.stack(
+        [np.sin(2 * np.pi * t / 12 + c) + 0.3 * rng.standard_normal(n) for c in range(C)], 1
+    )
+    x, y = sliding(series[:-H], L), sliding(series[L:], H)
+    if identical:
+        one = y + rng.standard_normal(y.shape)
+        f = np.stack([one] * len(noise))
+    else:
+        f = np.stack([y + s * rng.standard_normal(y.shape) for s in noise])
+    feats, names = window_features(x, f, [12], member_names=[f"m{i}" for i in range(len(noise))])
+    return x, y, f, feats, names
+
+
+def fitted(name, f, y, feats, names):
+    half = f.shape[1] // 2
+    cb = make_combiner(name, seed=0, feature_names=names, member_names=["m0", "m1", "m2"])
+    return cb.fit(f[:, :half], y[:half], feats[:half]), half
+
+
+@pytest.fixture(scope="module")
+def clear_best():
+    return problem()
+
+
+@pytest.mark.parametrize("name", list(COMBINERS))
+def test_weights_on_simplex_and_forecast_shape(name, clear_best):
+    x, y, f, feats, names = clear_best
+    cb, half = fitted(name, f, y, feats, names)
+    w = cb.weights(f[:, half:], feats[half:])
+    assert w.shape == (f.shape[1] - half, C, f.shape[0])
+    assert (w >= -1e-12).all()
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-9)
+    fc = cb.forecast(f[:, half:], feats[half:])
+    assert fc.shape == y[half:].shape and np.isfinite(fc).all()
+    assert isinstance(cb.describe(), str)
+
+
+@pytest.mark.parametrize("name", [n for n in COMBINERS if n not in ("mean", "median")])
+def test_clearly_best_member_gets_most_weight(name, clear_best):
+    x, y, f, feats, names = clear_best
+    cb, half = fitted(name, f, y, feats, names)
+    w = cb.weights(f[:, half:], feats[half:])
+    assert w[..., 0].mean() > 0.8, w.mean(axis=(0, 1))
+
+
+@pytest.mark.parametrize("name", list(COMBINERS))
+def test_identical_members_get_uniform_weights(name):
+    x, y, f, feats, names = problem(identical=True, n=500)
+    cb, half = fitted(name, f, y, feats, names)
+    w = cb.weights(f[:, half:], feats[half:])
+    np.testing.assert_allclose(w, 1.0 / 3, atol=1e-6)
+
+
+def test_median_and_inverse_error_forecasts():
+    _, y, f, feats, names = problem(noise=(0.3, 0.5, 1.0), n=400)
+    med = make_combiner("median").fit(f, y)
+    np.testing.assert_allclose(med.forecast(f), np.median(f, axis=0))
+    # the per-step median weights reproduce the median exactly
+    np.testing.assert_allclose(
+        np.einsum("mwhc,mwhc->whc", f, med._step_weights(f)), np.median(f, axis=0)
+    )
+    inv = make_combiner("inverse_error").fit(f, y)
+    err = np.mean((f - y) ** 2, axis=1)  # [M, H, C]
+    expect = (1 / err) / (1 / err).sum(0)
+    np.testing.assert_allclose(np.moveaxis(inv.step_weights_, -1, 0), expect)
+
+
+def test_greedy_matches_brute_force_on_two_members():
+    _, y, f, _, _ = problem(noise=(0.5, 0.7), n=400)
+    g = make_combiner("greedy", n_iter=20, per_channel=False).fit(f, y)
+    grid = np.linspace(0, 1, 21)
+    mse = [np.mean((a * f[0] + (1 - a) * f[1] - y) ** 2) for a in grid]
+    assert abs(g.channel_weights_[0, 0] - grid[int(np.argmin(mse))]) <= 0.05 + 1e-9
+
+
+def test_quadratic_form_equals_direct_mse():
+    _, y, f, _, _ = problem(noise=(0.3, 0.5, 1.0), n=300)
+    w = np.random.default_rng(1).dirichlet(np.ones(3), size=(f.shape[1], C))
+    gram, b, yy = window_gram(f, y)
+    direct = np.mean((np.einsum("mwhc,wcm->whc", f, w) - y) ** 2, axis=1)
+    np.testing.assert_allclose(combined_mse(w, gram, b, yy), direct, atol=1e-10)
+
+
+def test_inner_split_is_time_ordered_with_gap():
+    fit, held = inner_split(1000, 96)
+    assert fit.max() + 96 < held.min() and held.max() == 999 and fit.size == 800
+
+
+def test_rules_print_and_use_features():
+    """Member 0 is good on channel 0 only, member 1 on channel 1: a one-split tree."""
+    rng = np.random.default_rng(0)
+    x, y, f, feats, names = problem(noise=(1.0, 1.0, 1.0), n=900)
+    f = f.copy()
+    f[0, ..., 0] = y[..., 0] + 0.05 * rng.standard_normal(y[..., 0].shape)
+    f[1, ..., 1] = y[..., 1] + 0.05 * rng.standard_normal(y[..., 1].shape)
+    cb = make_combiner("rules", feature_names=names, member_names=["m0", "m1", "m2"])
+    cb.fit(f, y, feats)
+    text = cb.rules()
+    assert "if " in text and "use" in text
+    w = cb.weights(f, feats)
+    assert w[:, 0, 0].mean() > 0.8 and w[:, 1, 1].mean() > 0.8
+
+
+def test_learned_router_keeps_what_validation_prefers(clear_best):
+    x, y, f, feats, names = clear_best
+    cb, _ = fitted("learned", f, y, feats, names)
+    assert set(cb.inner_scores_) == {"lgbm", "torch", "greedy", "inverse_error", "rules", "mean"}
+    assert cb.chosen_ == min(cb.inner_scores_, key=cb.inner_scores_.get)
+    assert cb.inner_scores_["mean"] > cb.inner_scores_[cb.chosen_]
+
+
+def test_past_errors_are_causal_and_correct(clear_best):
+    x, y, f, _, _ = clear_best
+    e = past_errors(x, f, smooth=1)
+    assert np.isnan(e[:H]).all() and np.isfinite(e[H:]).all()
+    t = H + 37  # window t - H's targets are window t's last H inputs
+    np.testing.assert_allclose(e[t, :, 1], np.mean((f[1, t - H] - x[t, -H:]) ** 2, axis=0))
+    np.testing.assert_allclose(e[t, :, 1], np.mean((f[1, t - H] - y[t - H]) ** 2, axis=0))
+
+
+def test_features_never_look_past_the_window_input(clear_best):
+    """Changing every row after window t's input leaves features of windows <= t unchanged."""
+    x, y, f, feats, names = clear_best
+    t = 300
+    context = np.concatenate([x[0], x[1:, -1]], axis=0).copy()
+    context[t + L :] = np.random.default_rng(5).standard_normal(context[t + L :].shape)
+    x2 = sliding(context, L)
+    feats2, names2 = window_features(x2, f, [12], member_names=["m0", "m1", "m2"])
+    assert names2 == names
+    np.testing.assert_array_equal(feats2[: t + 1], feats[: t + 1])
+    assert not np.allclose(feats2[t + 1 :], feats[t + 1 :], equal_nan=True)
+
+
+def test_unknown_router_is_a_user_error():
+    from ensemble.errors import UserError
+
+    with pytest.raises(UserError, match="unknown --router"):
+        make_combiner("nope")
+
+
+def test_run_router_never_sees_test_targets(synth_csv, tmp_path):
+    """Scrambling the test targets no window reads leaves weights and forecasts unchanged."""
+    from experiments.cli import main
+
+    def scramble(df):
+        rng = np.random.default_rng(1)
+        tail = df.iloc[-24:, 1:].to_numpy()
+        df.iloc[-24:, 1:] = rng.permutation(tail.ravel()).reshape(tail.shape) * 3
+        return df
+
+    outs = []
+    for tag, edit in (("plain", None), ("scrambled", scramble)):
+        path = synth_csv(n=1400, edit=edit, name=f"{tag}.csv")
+        out = tmp_path / tag
+        argv = ["run", "--data-path", str(path), "--seq-len", "96", "--pred-len", "24"]
+        argv += ["--members", "naive,snaive,window_mean", "--router", "learned"]
+        assert main(argv + ["--out", str(out), "--quiet"]) == 0
+        outs.append(out)
+    res = [json.loads((o / "results.json").read_text()) for o in outs]
+    assert res[0]["test"]["ensemble"] != res[1]["test"]["ensemble"]  # the targets did change
+    for key in ("mean", "median", "oracle"):
+        assert key in res[0]["test"] and key in res[0]["val"]
+    with np.load(outs[0] / "router_weights.npz") as a, np.load(outs[1] / "router_weights.npz") as b:
+        np.testing.assert_array_equal(a["test"], b["test"])
+        np.testing.assert_array_equal(a["val"], b["val"])
+        np.testing.assert_array_equal(a["features_test"], b["features_test"])
+        assert a["features_test"].shape[:2] == a["test"].shape[:2]
+        assert len(a["feature_names"]) == a["features_test"].shape[-1]
+    with np.load(outs[0] / "forecasts.npz") as a, np.load(outs[1] / "forecasts.npz") as b:
+        np.testing.assert_array_equal(a["test/ensemble"], b["test/ensemble"])
+        assert not np.array_equal(a["test/true"], b["test/true"])
+    assert isinstance(pd.read_json(outs[0] / "results.json", typ="series")["router_info"], str)

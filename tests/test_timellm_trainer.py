@@ -1,0 +1,200 @@
+"""The Time-LLM training loop on a toy model: early stopping, best reload, resume, coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ensemble.errors import UserError
+from timellm.trainer import (
+    CHECKPOINT,
+    TrainConfig,
+    Trainer,
+    WindowSet,
+    select_starts,
+    trainable_state,
+)
+
+L, H, C, P = 24, 6, 2, 5
+
+
+class Toy(nn.Module):
+    """forward(x [B, L, C], ids, mask) -> [B, H, C]; a frozen `llm` like the real model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.llm = nn.Linear(4, 4)
+        for p in self.llm.parameters():
+            p.requires_grad_(False)
+        self.head = nn.Linear(L, H)
+        self.drop = nn.Dropout(0.1)
+        self.calls: list[int] = []
+
+    def forward(self, x, ids, mask):
+        assert ids.shape == mask.shape == (x.shape[0] * x.shape[2], P)
+        self.calls.append(x.shape[0])
+        return self.head(self.drop(x.transpose(1, 2))).transpose(1, 2)
+
+
+def window_set(n_rows: int = 200, seed: int = 0, starts=None) -> WindowSet:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_rows)[:, None]
+    series = np.sin(2 * np.pi * t / 12 + np.arange(C)) + 0.1 * rng.standard_normal((n_rows, C))
+    n = n_rows - L - H + 1
+    starts = np.arange(n) if starts is None else np.asarray(starts)
+    return WindowSet(
+        series=torch.tensor(series, dtype=torch.float32),
+        starts=torch.as_tensor(starts, dtype=torch.long),
+        ids=torch.zeros(len(starts), C, P, dtype=torch.int32),
+        mask=torch.ones(len(starts), C, P, dtype=torch.bool),
+        seq_len=L,
+        pred_len=H,
+    )
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(lr=1e-2, epochs=4, patience=2, batch_size=16, eval_batch_size=7, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def fresh() -> Toy:
+    torch.manual_seed(0)
+    return Toy()
+
+
+def test_window_set_batch_shapes_and_values():
+    ws = window_set()
+    x, y, ids, mask = ws.batch(torch.tensor([0, 5]))
+    assert x.shape == (2, L, C) and y.shape == (2, H, C)
+    assert ids.shape == mask.shape == (2 * C, P) and ids.dtype == torch.long
+    assert torch.equal(x[1], ws.series[5 : 5 + L])
+    assert torch.equal(y[1], ws.series[5 + L : 5 + L + H])
+
+
+def test_predict_covers_every_window_no_drop_last():
+    ws = window_set()  # 171 windows, eval batches of 7: the last batch is partial
+    model = fresh()
+    out = Trainer(model, cfg()).predict(ws)
+    assert out.shape == (len(ws), H, C)
+    assert sum(model.calls) == len(ws)
+    model.eval()
+    with torch.no_grad():
+        x, _, ids, mask = ws.batch(torch.arange(len(ws)))
+        assert torch.allclose(out, model(x, ids, mask), atol=1e-6)
+
+
+def test_evaluate_is_mse_over_all_values():
+    ws = window_set()
+    model = fresh()
+    mse = Trainer(model, cfg()).evaluate(ws)
+    model.eval()
+    with torch.no_grad():
+        x, y, ids, mask = ws.batch(torch.arange(len(ws)))
+        expect = float(((model(x, ids, mask) - y) ** 2).mean())
+    assert mse == pytest.approx(expect, rel=1e-6)
+
+
+def test_training_lowers_the_loss_and_keeps_the_backbone():
+    model = fresh()
+    frozen = {k: v.clone() for k, v in model.llm.state_dict().items()}
+    ws = window_set()
+    before = Trainer(model, cfg()).evaluate(ws)
+    res = Trainer(model, cfg(epochs=3, patience=0)).fit(ws, window_set(seed=1))
+    assert len(res.history) == 3
+    assert Trainer(model, cfg()).evaluate(ws) < before
+    for k, v in model.llm.state_dict().items():
+        assert torch.equal(v, frozen[k])
+
+
+def test_early_stopping_reloads_the_best_epoch(monkeypatch):
+    scripted = iter([0.5, 0.3, 0.4, 0.6, 0.1, 0.1])
+    states = []
+    original = Trainer._train_epoch
+
+    def spy_epoch(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        states.append(trainable_state(self.model))
+        return out
+
+    monkeypatch.setattr(Trainer, "_train_epoch", spy_epoch)
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, data, model=None: next(scripted))
+    model = fresh()
+    res = Trainer(model, cfg(epochs=6, patience=2)).fit(window_set(), window_set(seed=1))
+    assert [h["val_mse"] for h in res.history] == [0.5, 0.3, 0.4, 0.6]  # stopped after 2 bad
+    assert res.best_epoch == 1 and res.best_val == 0.3
+    final = trainable_state(model)
+    assert all(torch.equal(final[k], states[1][k]) for k in final)
+    assert not all(torch.equal(final[k], states[3][k]) for k in final)
+
+
+def test_checkpoint_every_epoch_without_backbone(tmp_path):
+    model = fresh()
+    Trainer(model, cfg(epochs=2, patience=0), workdir=tmp_path).fit(
+        window_set(), window_set(seed=1)
+    )
+    ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 2
+    assert ckpt["model"] and not any(k.startswith("llm.") for k in ckpt["model"])
+    assert {"optimizer", "scheduler", "generator", "best_state"} <= set(ckpt)
+
+
+def test_resume_continues_from_the_last_epoch(tmp_path, monkeypatch):
+    train, val = window_set(), window_set(seed=1)
+    full = fresh()
+    Trainer(full, cfg(epochs=3, patience=0), fingerprint={"a": 1}).fit(train, val)
+
+    original = Trainer._train_epoch
+
+    def crash_at_2(self, model, opt, sched, data, gen, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, model, opt, sched, data, gen, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", crash_at_2)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(fresh(), cfg(epochs=3, patience=0), workdir=tmp_path, fingerprint={"a": 1}).fit(
+            train, val
+        )
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+
+    epochs_run = []
+    monkeypatch.setattr(
+        Trainer,
+        "_train_epoch",
+        lambda self, *a: epochs_run.append(a[-1]) or original(self, *a),
+    )
+    resumed = fresh()
+    res = Trainer(
+        resumed, cfg(epochs=3, patience=0), workdir=tmp_path, resume=True, fingerprint={"a": 1}
+    ).fit(train, val)
+    assert res.resumed_from == 2 and epochs_run == [2] and len(res.history) == 3
+    a, b = trainable_state(full), trainable_state(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical to the uninterrupted run
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
+    Trainer(fresh(), cfg(epochs=1), workdir=tmp_path, fingerprint={"lr": 1}).fit(
+        window_set(), window_set(seed=1)
+    )
+    with pytest.raises(UserError, match="different settings"):
+        Trainer(fresh(), cfg(epochs=2), workdir=tmp_path, resume=True, fingerprint={"lr": 2}).fit(
+            window_set(), window_set(seed=1)
+        )
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle", "type1", "constant"])
+def test_schedules_run(schedule):
+    res = Trainer(fresh(), cfg(epochs=2, patience=0, schedule=schedule)).fit(
+        window_set(), window_set(seed=1)
+    )
+    assert len(res.history) == 2 and np.isfinite(res.best_val)
+
+
+def test_select_starts():
+    assert select_starts(10, 1).tolist() == list(range(10))
+    assert select_starts(10, 4).tolist() == [0, 4, 8, 9]  # the last window always kept
+    assert select_starts(100, 10, percent=50).tolist() == [0, 10, 20, 30, 40, 49]
+    with pytest.raises(ValueError):
+        select_starts(10, 0)

@@ -1,0 +1,117 @@
+"""Tuning: exactly N finished trials across kills and races; the exported config runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+from optuna.trial import TrialState  # noqa: E402
+
+from experiments.tune import (  # noqa: E402
+    Objective,
+    SurplusTrial,
+    TuneSpec,
+    _counts,
+    lookback_range,
+    open_study,
+    period_candidates,
+    run_tune,
+    suggest,
+)
+
+
+def _spec(csv: Path, out: Path, trials: int) -> TuneSpec:
+    return TuneSpec(
+        dataset=None,
+        data_path=str(csv),
+        pred_len=24,
+        members=["snaive"],  # a member with a tuned setting (its period) that fits instantly
+        trials=trials,
+        out=str(out),
+        min_seq_len=48,
+        max_seq_len=96,
+        heartbeat_s=1,
+        grace_s=2,
+    ).resolved()
+
+
+def test_lookback_multiples_and_candidates():
+    assert lookback_range(24, 96, 720) == (96, 720)
+    assert lookback_range(168, 96, 720) == (168, 672)
+    assert lookback_range(1000, 96, 720) is None
+    assert period_candidates([168, 24, 24, 1000, 12, 1], 96, 720, 3) == [168, 24, 12]
+
+
+def test_restart_after_kill_finishes_exactly_n(synth_csv, tmp_path):
+    csv = synth_csv(n=1200)
+    out = tmp_path / "tune"
+    summary = run_tune(_spec(csv, out, trials=2), progress=False, plots=False)
+    assert summary["counts"]["complete"] == 2
+
+    # A worker killed mid-trial: the trial stays RUNNING and its heartbeat stops.
+    spec = _spec(csv, out, trials=5)
+    study = open_study(spec)
+    trial = study.ask()
+    suggest(trial, spec, study.user_attrs)
+    study._storage.record_heartbeat(trial._trial_id)
+    killed = trial.number
+    time.sleep(spec.grace_s + 0.5)
+
+    summary = run_tune(spec, progress=False, plots=False)
+    trials = study.get_trials()
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == 5
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    assert trials[killed].state == TrialState.FAIL  # the dead one is not counted ...
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1  # ... and was run again exactly once, with its parameters
+    assert retries[0].state == TrialState.COMPLETE and retries[0].params == trials[killed].params
+    assert summary["counts"]["finished"] == 5
+
+    # Asking for the same total again runs nothing.
+    n_before = len(study.get_trials())
+    run_tune(spec, progress=False, plots=False)
+    assert len(study.get_trials()) == n_before
+
+
+def test_a_trial_past_the_budget_is_surplus(synth_csv, tmp_path):
+    spec = _spec(synth_csv(n=1200), tmp_path / "tune", trials=2)
+    run_tune(spec, progress=False, plots=False)
+    study = open_study(spec)
+    trial = study.ask()  # a second worker that lost the race for the last slot
+    with pytest.raises(SurplusTrial):
+        Objective(spec, study.user_attrs)(trial)
+    study.tell(trial, state=TrialState.FAIL)
+    c = _counts(study)
+    assert c["finished"] == 2 and c["discarded"] == 1
+
+
+def test_best_config_is_a_run_config(synth_csv, tmp_path):
+    from experiments.config import RunConfig
+    from experiments.run import run
+
+    csv = synth_csv(n=1200)
+    out = tmp_path / "tune"
+    run_tune(_spec(csv, out, trials=3), progress=False)
+    for name in ("best_config.yaml", "study_summary.md", "trials.csv", "tune.log", "tune_history.png"):
+        assert (out / name).is_file(), name
+    cfg = RunConfig.from_file(out / "best_config.yaml")
+    assert cfg.members == ["snaive"] and cfg.seq_len % cfg.member_params["snaive"]["period"] == 0
+    cfg.out = str(tmp_path / "run")
+    res = run(cfg, progress=False)  # what `hybrid-forecast run --config` does with it
+    assert res["test"]["snaive"]["mse"] > 0
+
+
+def test_bad_input_is_a_user_error(synth_csv, tmp_path):
+    from ensemble.errors import UserError
+
+    csv = synth_csv(n=1200)
+    with pytest.raises(UserError, match="--trials"):
+        run_tune(_spec(csv, tmp_path / "t", trials=0), progress=False)
+    spec = _spec(csv, tmp_path / "t2", trials=1)
+    spec.members = ["nope"]
+    with pytest.raises(UserError, match="unknown member"):
+        run_tune(spec, progress=False)

@@ -1,0 +1,429 @@
+"""`TimeLLMForecaster`: Time-LLM as a member of the ensemble (the Forecaster protocol).
+
+``fit(train, val)`` loads the frozen backbone, builds the model, pre-tokenises one prompt
+per (window, channel) for the selected train windows and the scored val windows, and
+runs `timellm.trainer.Trainer`. ``predict(windows)`` forecasts every window of a split
+(no drop_last) in eval mode with cached prototypes and returns ``[W, H, C]`` float32 in
+the scaled space.
+
+Batching follows the official code: a batch is ``batch_size`` windows x all C channels,
+each (window, channel) one univariate series with its own prompt (channel independence).
+
+Window selection (documented deviations from "every window every epoch"):
+
+* ``train_stride``: train on every n-th window (consecutive windows overlap in L - 1
+  rows, so a stride of 4-16 loses little and divides the epoch cost).
+* ``val_stride``: the per-epoch early-stopping score uses every n-th val window; the
+  metrics the run reports are always over all windows (run.py predicts them all).
+* ``percent`` (few-shot) is applied by the data layer (`make_splits`), as the official
+  loaders cut the train split.
+
+Prompts: dataset description (prompt bank), task, the window's normalised min / max /
+median / trend, the periodicity analyser's top periods (the run's, from train rows), and
+optionally the classical forecasts summary (`timellm.inject`, out-of-fold on train).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ensemble.data import Split, Windows
+from ensemble.errors import UserError
+from ensemble.forecaster import BaseForecaster
+from timellm import inject as inj
+from timellm.trainer import (
+    TrainConfig,
+    Trainer,
+    WindowSet,
+    atomic_save,
+    load_trainable_state,
+    make_accelerator,
+    select_starts,
+    trainable_state,
+)
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# Constructor arguments that change nothing about the learned weights (not part of the
+# resume fingerprint).
+_RUNTIME_ONLY = {"workdir", "resume", "progress", "eval_batch_size", "device"}
+
+
+class TimeLLMForecaster(BaseForecaster):
+    """Time-LLM member.
+
+    Args:
+        dataset: dataset name, for the prompt's description (unknown names get the
+            generic text).
+        backbone: "minilm" (embedded), "gpt2-random" / "llama-random" / "qwen2-random"
+            (random weights, for tests and timing), or a local Hugging Face model folder.
+        llm_layers: backbone layers kept (None: all).
+        llm_dim: expected backbone hidden size (checked; None: not checked).
+        seq_len: lookback L.
+        pred_len: horizon H.
+        patch_len, stride: patching (16, 8 as the paper).
+        d_model: patch embedding size.
+        d_ff: backbone features kept per patch.
+        n_heads: reprogramming heads.
+        num_prototypes: text prototypes (official ``--num_tokens``).
+        dropout: dropout of the patch embedding and the head.
+        prototype_map: "lowrank" (default: the same function class as the official full
+            vocabulary map at a fraction of the cost) or "full" (official).
+        lr: peak Adam learning rate.
+        epochs: maximum epochs.
+        patience: early-stopping patience in epochs (0: run all epochs, still reload
+            the best).
+        batch_size: windows per step (x all channels).
+        eval_batch_size: windows per forward pass when scoring or predicting.
+        schedule: "cosine", "onecycle", "type1" or "constant" (see `TrainConfig`).
+        train_stride: train on every n-th train window.
+        val_stride: score every n-th val window for early stopping.
+        periods: ranked periods for the prompt (the run's periodicity analysis).
+        inject: classical forecasts to summarise in the prompt ("ridge", "dlinear",
+            "nlinear"); None or [] turns injection off.
+        inject_folds: K time-ordered folds for the out-of-fold train forecasts.
+        prompt_max_length: token cap per prompt.
+        load_in_4bit, load_in_8bit: quantise the backbone (bitsandbytes; a GPU).
+        precision: "auto" (bf16 autocast and bf16 backbone on a GPU that supports it,
+            fp32 on CPU), "fp32" or "bf16".
+        device: "cpu", "cuda" or None (best available).
+        seed: weights, shuffling and injector seeds.
+        workdir: folder for per-epoch checkpoints (None: none).
+        resume: continue from ``workdir``'s checkpoint.
+        progress: tqdm bars (None: only on a terminal).
+    """
+
+    name = "timellm"
+
+    def __init__(
+        self,
+        dataset: str | None = None,
+        backbone: str = "minilm",
+        llm_layers: int | None = 6,
+        llm_dim: int | None = None,
+        seq_len: int = 512,
+        pred_len: int = 96,
+        patch_len: int = 16,
+        stride: int = 8,
+        d_model: int = 32,
+        d_ff: int = 128,
+        n_heads: int = 8,
+        num_prototypes: int = 1000,
+        dropout: float = 0.1,
+        prototype_map: str = "lowrank",
+        lr: float = 1e-3,
+        epochs: int = 10,
+        patience: int = 3,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        schedule: str = "cosine",
+        train_stride: int = 1,
+        val_stride: int = 1,
+        periods: list[int] | None = None,
+        inject: list[str] | None = None,
+        inject_folds: int = 5,
+        prompt_max_length: int = 256,
+        load_in_4bit: bool = False,
+        load_in_8bit: bool = False,
+        precision: str = "auto",
+        device: str | None = None,
+        seed: int = 0,
+        workdir: str | None = None,
+        resume: bool = False,
+        progress: bool | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        if train_stride < 1 or val_stride < 1:
+            raise UserError("train_stride and val_stride must be >= 1")
+        try:
+            inject = inj.summary_names(inject)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        args = dict(locals())
+        self.kwargs: dict[str, Any] = {
+            k: v for k, v in args.items() if k not in ("self", "__class__", "args")
+        }
+        self.kwargs["periods"] = [int(p) for p in (periods or [])]
+        self.kwargs["inject"] = inject
+        for k, v in self.kwargs.items():
+            setattr(self, k, v)
+        self.model: torch.nn.Module | None = None
+        self.backbone_obj = None
+        self.builder = None
+        self.injectors: dict[str, inj.Injector] = {}
+        self.n_channels: int | None = None
+        self.history: list[dict[str, float]] = []
+        self.best_epoch: int | None = None
+        self._acc = None
+
+    # ----------------------------------------------------------------------- building
+
+    def _accelerator(self):
+        if self._acc is None:
+            self._acc = make_accelerator(self.device)
+        return self._acc
+
+    def _dtypes(self, device: torch.device) -> tuple[torch.dtype | None, torch.dtype | None]:
+        """(backbone weight dtype, autocast dtype) for this precision on ``device``."""
+        if self.precision == "fp32":
+            return None, None
+        if self.precision == "bf16":
+            return torch.bfloat16, torch.bfloat16
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16, torch.bfloat16
+        return None, None  # CPU: fp32 (bf16 autocast is slower on CPUs without AMX)
+
+    def build(self) -> torch.nn.Module:
+        """Load the backbone and build an untrained model (seeded)."""
+        from timellm.backbone import load_backbone
+        from timellm.model import TimeLLM
+        from timellm.prompt import PromptBuilder, load_description
+
+        device = self._accelerator().device
+        weight_dtype, compute_dtype = self._dtypes(device)
+        if self.load_in_4bit or self.load_in_8bit:
+            weight_dtype = compute_dtype = compute_dtype or torch.bfloat16
+        self.backbone_obj = load_backbone(
+            self.backbone,
+            llm_layers=self.llm_layers,
+            llm_dim=self.llm_dim,
+            load_in_4bit=self.load_in_4bit,
+            load_in_8bit=self.load_in_8bit,
+            dtype=weight_dtype,
+            device=device,
+        )
+        torch.manual_seed(self.seed)
+        try:
+            model = TimeLLM(
+                self.backbone_obj,
+                seq_len=self.seq_len,
+                pred_len=self.pred_len,
+                patch_len=self.patch_len,
+                stride=self.stride,
+                d_model=self.d_model,
+                d_ff=self.d_ff,
+                n_heads=self.n_heads,
+                num_prototypes=self.num_prototypes,
+                dropout=self.dropout,
+                prototype_map=self.prototype_map,
+                compute_dtype=compute_dtype,
+            )
+        except ValueError as exc:
+            raise UserError(f"timellm: {exc}") from None
+        # The trainable part in fp32 on the device; the backbone is already placed.
+        for name, module in model.named_children():
+            if name != "llm":
+                module.to(device)
+        self.builder = PromptBuilder(
+            self.backbone_obj.tokenizer,
+            load_description(self.dataset),
+            self.pred_len,
+            self.periods[:5],
+            seq_len=self.seq_len,
+            max_length=self.prompt_max_length,
+        )
+        self.model = model
+        return model
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Settings a checkpoint must share with this member to be resumed."""
+        return {k: v for k, v in self.kwargs.items() if k not in _RUNTIME_ONLY}
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            lr=self.lr,
+            epochs=self.epochs,
+            patience=self.patience,
+            batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size,
+            schedule=self.schedule,
+            seed=self.seed,
+        )
+
+    # ----------------------------------------------------------------------- prompts
+
+    def _prompts(self, x: np.ndarray, extra: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and masks for every (window, channel).
+
+        Args:
+            x: [W, L, C] inputs (a strided view is fine: processed in chunks).
+            extra: W*C injected summaries (window-major, channel) or None.
+
+        Returns:
+            ids [W, C, P] int32 and mask [W, C, P] bool.
+        """
+        w, seq_len, c = x.shape
+        texts: list[str] = []
+        chunk = 2048
+        for s in range(0, w, chunk):
+            part = np.asarray(x[s : s + chunk])
+            if extra is None:
+                texts += self.builder.build_texts(part)
+            else:
+                # One "window" per series so that each channel gets its own summary.
+                series = np.moveaxis(part, 2, 1).reshape(-1, seq_len, 1)
+                texts += self.builder.build_texts(series, extra[s * c : (s + len(part)) * c])
+        ids, mask = self.builder.encode(texts)
+        return ids.to(torch.int32).view(w, c, -1), mask.bool().view(w, c, -1)
+
+    def _window_set(
+        self,
+        series: np.ndarray,
+        starts: np.ndarray,
+        has_targets: bool,
+        forecasts: dict[str, np.ndarray] | None,
+    ) -> WindowSet:
+        x = inj.gather(series, starts, 0, self.seq_len) if len(starts) else series[:0, None]
+        extra = inj.summaries(x, forecasts) if forecasts else None
+        ids, mask = self._prompts(x, extra)
+        return WindowSet(
+            series=torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32)),
+            starts=torch.as_tensor(starts, dtype=torch.long),
+            ids=ids,
+            mask=mask,
+            seq_len=self.seq_len,
+            pred_len=self.pred_len,
+            has_targets=has_targets,
+        )
+
+    # ----------------------------------------------------------------------- protocol
+
+    def fit(self, train: Split, val: Split) -> TimeLLMForecaster:
+        """Train on the (strided) train windows; early-stop on the (strided) val MSE."""
+        if (train.seq_len, train.pred_len) != (self.seq_len, self.pred_len):
+            raise UserError(
+                f"timellm was built for L={self.seq_len}, H={self.pred_len} but the data has "
+                f"L={train.seq_len}, H={train.pred_len}"
+            )
+        self.n_channels = train.n_channels
+        model = self.build()
+        tr_starts = select_starts(train.n_windows, self.train_stride)
+        va_starts = select_starts(val.n_windows, self.val_stride)
+        tr_fc = va_fc = None
+        if self.inject:
+            tr_fc, va_fc = self._fit_injectors(train, tr_starts, val, va_starts)
+        tr_set = self._window_set(train.data, tr_starts, True, tr_fc)
+        va_set = self._window_set(val.data, va_starts, True, va_fc)
+        log.info(
+            "timellm: %d train windows (stride %d of %d), %d val windows, %d prompt tokens max",
+            len(tr_set),
+            self.train_stride,
+            train.n_windows,
+            len(va_set),
+            tr_set.ids.shape[-1],
+        )
+        trainer = Trainer(
+            model,
+            self.train_config(),
+            workdir=self.workdir,
+            resume=self.resume,
+            fingerprint=self.fingerprint(),
+            accelerator=self._accelerator(),
+            progress=self.progress,
+        )
+        result = trainer.fit(tr_set, va_set)
+        self.history, self.best_epoch = result.history, result.best_epoch
+        return self
+
+    def _fit_injectors(
+        self, train: Split, tr_starts: np.ndarray, val: Split, va_starts: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Out-of-fold forecasts for the train windows; all-train models for the rest."""
+        tr_fc, va_fc = {}, {}
+        all_starts = np.arange(train.n_windows)
+        for name in self.inject:
+
+            def make(name: str = name) -> inj.Injector:
+                return inj.make_injector(name, self.seq_len, self.pred_len, self.seed)
+
+            tr_fc[name] = inj.out_of_fold(
+                make,
+                train.data,
+                train.n_windows,
+                tr_starts,
+                self.seq_len,
+                self.pred_len,
+                self.inject_folds,
+            )
+            self.injectors[name] = make().fit(train.data, all_starts)
+            va_fc[name] = self.injectors[name].predict(
+                inj.gather(val.data, va_starts, 0, self.seq_len)
+            )
+        return tr_fc, va_fc
+
+    def predict(self, windows: Windows) -> np.ndarray:
+        """Forecast every window: windows.x [W, L, C] -> [W, H, C] float32 (scaled space)."""
+        if self.model is None:
+            raise RuntimeError("timellm: call fit() (or load()) before predict()")
+        if windows.seq_len != self.seq_len:
+            raise UserError(f"timellm expects L={self.seq_len}, got windows of {windows.seq_len}")
+        starts = np.arange(windows.n)
+        forecasts = None
+        if self.inject:
+            x = windows.x
+            forecasts = {n: m.predict(x) for n, m in self.injectors.items()}
+        data = self._window_set(windows.context, starts, False, forecasts)
+        trainer = Trainer(self.model, self.train_config(), accelerator=self._accelerator())
+        return trainer.predict(data).numpy().astype(np.float32)
+
+    # ----------------------------------------------------------------------- persistence
+
+    def save(self, path: str | Path) -> None:
+        """Write ``trainable.pt`` (weights outside the backbone), ``config.json``
+        (constructor kwargs, backbone spec, history) and ``injectors.pkl`` if any.
+
+        The backbone's weights are not saved: ``load`` reloads them from the spec.
+        """
+        if self.model is None:
+            raise RuntimeError("timellm: nothing to save before fit()")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_save(trainable_state(self.model), path / "trainable.pt")
+        meta = {
+            "class": type(self).__name__,
+            "name": self.name,
+            "kwargs": {k: v for k, v in self.kwargs.items() if k not in ("resume",)},
+            "backbone": self.backbone,
+            "n_channels": self.n_channels,
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+        }
+        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        if self.injectors:
+            with open(path / "injectors.pkl", "wb") as fh:
+                pickle.dump(self.injectors, fh)
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> TimeLLMForecaster:
+        """Rebuild from `save` output (reloads the backbone from its spec).
+
+        Args:
+            path: the folder `save` wrote.
+            **overrides: constructor arguments to change, e.g. ``device="cpu"``.
+        """
+        path = Path(path)
+        meta = json.loads((path / "config.json").read_text())
+        if meta.get("class") != cls.__name__:
+            raise TypeError(f"{path} holds a {meta.get('class')}, not a {cls.__name__}")
+        obj = cls(**{**meta["kwargs"], **overrides})
+        obj.name = meta.get("name", cls.name)
+        obj.n_channels = meta.get("n_channels")
+        obj.history = meta.get("history", [])
+        obj.best_epoch = meta.get("best_epoch")
+        model = obj.build()
+        load_trainable_state(model, torch.load(path / "trainable.pt", weights_only=True))
+        model.eval()
+        if (path / "injectors.pkl").is_file():
+            with open(path / "injectors.pkl", "rb") as fh:
+                obj.injectors = pickle.load(fh)
+        return obj

@@ -1,0 +1,385 @@
+"""The official Time-LLM command line (``run_main.py`` flags), mapped onto a run of ours.
+
+A user's existing command, e.g. ::
+
+    python run_main.py --task_name long_term_forecast --is_training 1 \\
+      --root_path ./dataset/ETT-small/ --data_path ETTm1.csv --model_id ETTm1_512_96 \\
+      --model_comment Qwen3B --model TimeLLM --data ETTm1 --features M --seq_len 512 \\
+      --label_len 48 --pred_len 96 ... --llm_model QWEN --llm_model_path DIR --load_in_4bit
+
+runs unchanged as ``hybrid-forecast timellm --task_name long_term_forecast ...``. Every
+official flag is accepted (plus the community fork's ``--llm_model_path``,
+``--load_in_4bit`` and ``--num_tokens``); flags without a meaning here are listed back
+as ignored. Unset flags take the official defaults, so a command means what it meant
+under ``run_main.py`` (seed 2021, ``d_model`` 16, learning rate 1e-4, ...).
+
+The result is the fields of a run configuration (``experiments.config.RunConfig``: data,
+L, H, seed, run folder) with ``member_params`` for the ``timellm`` member (or ``dlinear``
+for ``--model DLinear``), exactly what ``hybrid-forecast run --members timellm --set
+timellm.KEY=VALUE ...`` would build. It stays a plain dict so that this package does not
+import ``experiments`` (arrows point one way).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ensemble.data import DATASETS
+from ensemble.errors import UserError
+
+# The official run_main.py defaults (models/TimeLLM.py hard-codes num_tokens = 1000).
+OFFICIAL_DEFAULTS: dict[str, Any] = {
+    "task_name": "long_term_forecast",
+    "is_training": 1,
+    "model_id": "test",
+    "model_comment": "none",
+    "model": "TimeLLM",
+    "seed": 2021,
+    "data": "ETTh1",
+    "root_path": "./dataset",
+    "data_path": "ETTh1.csv",
+    "features": "M",
+    "target": "OT",
+    "seq_len": 96,
+    "label_len": 48,
+    "pred_len": 96,
+    "d_model": 16,
+    "n_heads": 8,
+    "d_ff": 32,
+    "moving_avg": 25,
+    "dropout": 0.1,
+    "patch_len": 16,
+    "stride": 8,
+    "prompt_domain": 0,
+    "llm_model": "LLAMA",
+    "itr": 1,
+    "train_epochs": 10,
+    "batch_size": 32,
+    "eval_batch_size": 8,
+    "patience": 10,
+    "learning_rate": 1e-4,
+    "loss": "MSE",
+    "lradj": "type1",
+    "pct_start": 0.2,
+    "llm_layers": 6,
+    "percent": 100,
+    "num_tokens": 1000,
+}
+
+# Accepted for compatibility; they change nothing here (why, in one word or two).
+IGNORED = {
+    "is_training": "train and test are one run",
+    "label_len": "no decoder",
+    "e_layers": "not in Time-LLM",
+    "d_layers": "not in Time-LLM",
+    "factor": "not in Time-LLM",
+    "embed": "no time features",
+    "activation": "fixed",
+    "output_attention": "never returned",
+    "num_workers": "no data loader processes",
+    "use_amp": "precision per device (--precision)",
+    "des": "run folder names the run",
+    "loss": "MSE",
+    "freq": "inferred from the dates",
+    "checkpoints": "checkpoints live in the run folder",
+    "loader": "not used",
+    "seasonal_patterns": "M4 only",
+    "align_epochs": "not used",
+    "pct_start": "only with --lradj TST",
+    "prompt_domain": "the prompt bank description is always used",
+    "moving_avg": "DLinear only",
+}
+
+# --llm_model names -> backbone spec when no --llm_model_path is given.
+_LLM_NO_PATH = {
+    "BERT": "minilm",  # the embedded MiniLM (a small BERT); bert-base is not shipped
+}
+
+_SCHEDULES = {"type1": "type1", "TST": "onecycle", "COS": "cosine", "constant": "constant"}
+
+
+def add_official_arguments(parser: argparse.ArgumentParser) -> None:
+    """All run_main.py flags (defaults None, so we know which were given) plus ours."""
+    g = parser.add_argument_group("official Time-LLM flags (run_main.py)")
+    text = ("task_name", "model_id", "model_comment", "model", "data", "root_path", "data_path")
+    for name in text + ("features", "target", "loader", "freq", "checkpoints"):
+        g.add_argument(f"--{name}", type=str)
+    g.add_argument("--seasonal_patterns", type=str)
+    for name in (
+        "is_training",
+        "seed",
+        "seq_len",
+        "label_len",
+        "pred_len",
+        "enc_in",
+        "dec_in",
+        "c_out",
+        "d_model",
+        "n_heads",
+        "e_layers",
+        "d_layers",
+        "d_ff",
+        "moving_avg",
+        "factor",
+        "patch_len",
+        "stride",
+        "prompt_domain",
+        "llm_dim",
+        "num_workers",
+        "itr",
+        "train_epochs",
+        "align_epochs",
+        "batch_size",
+        "eval_batch_size",
+        "patience",
+        "llm_layers",
+        "percent",
+        "num_tokens",
+    ):
+        g.add_argument(f"--{name}", type=int)
+    for name in ("dropout", "learning_rate", "pct_start"):
+        g.add_argument(f"--{name}", type=float)
+    for name in ("embed", "activation", "des", "loss", "lradj", "llm_model", "llm_model_path"):
+        g.add_argument(f"--{name}", type=str)
+    for name in ("output_attention", "use_amp", "load_in_4bit", "load_in_8bit"):
+        g.add_argument(f"--{name}", action="store_true", default=None)
+
+    o = parser.add_argument_group("ours (hyphen or underscore spelling)")
+    o.add_argument("--backbone", help="minilm | gpt2-random | PATH (overrides --llm_model)")
+    o.add_argument("--train-stride", "--train_stride", dest="train_stride", type=int)
+    o.add_argument("--val-stride", "--val_stride", dest="val_stride", type=int)
+    o.add_argument(
+        "--inject",
+        help="classical forecasts in the prompt: ridge, dlinear, nlinear joined by '+' "
+        "(out-of-fold on train); 'none' turns it off",
+    )
+    o.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="continue from the last epoch checkpoint",
+    )
+    o.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    o.add_argument("--device", help="cpu | cuda (default: best available)")
+    o.add_argument("--out", help="run folder (default runs/<model_id>-<model_comment>)")
+    o.add_argument("--data-dir", "--data_dir", dest="data_dir", help="folder with ETT-small/...")
+    o.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other member setting, e.g. --set prototype_map=full (repeatable)",
+    )
+    o.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+@dataclass
+class OfficialMapping:
+    """The outcome of mapping official flags.
+
+    Attributes:
+        config: RunConfig fields as a dict (``member_params`` filled for the member).
+        member: "timellm" or "dlinear".
+        ignored: "flag (why)" for each given flag that means nothing here.
+        checks: channel counts to verify once the data is loaded: enc_in, dec_in, c_out.
+        itr: how many seeds to run (official ``--itr``: seed, seed + 1, ...).
+    """
+
+    config: dict[str, Any]
+    member: str
+    ignored: list[str] = field(default_factory=list)
+    checks: dict[str, int] = field(default_factory=dict)
+    itr: int = 1
+
+
+def _value(args: argparse.Namespace, name: str) -> Any:
+    v = getattr(args, name, None)
+    return OFFICIAL_DEFAULTS.get(name) if v is None else v
+
+
+def _backbone(args: argparse.Namespace) -> str:
+    if args.backbone:
+        return args.backbone
+    if args.llm_model_path:
+        return str(args.llm_model_path)
+    llm = str(_value(args, "llm_model")).upper()
+    if llm in _LLM_NO_PATH:
+        return _LLM_NO_PATH[llm]
+    if llm == "GPT2":
+        raise UserError(
+            "--llm_model GPT2 needs the GPT-2 weights, which are not shipped and cannot be "
+            "downloaded here: download openai-community/gpt2 elsewhere and pass "
+            "--llm_model_path DIR, or use --llm_model BERT (the embedded MiniLM)"
+        )
+    if llm in ("LLAMA", "QWEN"):
+        raise UserError(
+            f"--llm_model {llm} needs --llm_model_path DIR (a local Hugging Face model folder, "
+            "e.g. Qwen2.5-3B); or use --llm_model BERT for the embedded MiniLM"
+        )
+    raise UserError(
+        f"unknown --llm_model {llm!r}: use GPT2, LLAMA, BERT or QWEN, or --llm_model_path"
+    )
+
+
+def _data(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(dataset name, data path) from --data, --root_path and --data_path."""
+    data = str(_value(args, "data"))
+    file = Path(_value(args, "root_path")) / str(_value(args, "data_path"))
+    registered = {k.lower(): k for k in DATASETS}
+    if data in DATASETS:
+        # The registered split rule; the file where the user keeps it, else our data dir.
+        return data, (str(file) if file.is_file() else None)
+    if data.lower() in registered:  # e.g. --data Weather
+        return registered[data.lower()], (str(file) if file.is_file() else None)
+    stem = file.stem.lower()
+    if not file.is_file() and stem in registered:  # --data custom --data_path weather.csv
+        return registered[stem], None
+    if not file.is_file():
+        raise UserError(
+            f"data file not found: {file} (from --root_path and --data_path); check the "
+            "paths, or use --data ETTh1/ETTm1/... with --data-dir DIR"
+        )
+    return None, str(file)
+
+
+def map_official(args: argparse.Namespace) -> OfficialMapping:
+    """Map parsed official flags to our run configuration.
+
+    Raises:
+        UserError: unsupported task or model, missing model path, bad data path.
+    """
+    task = _value(args, "task_name")
+    if task != "long_term_forecast":
+        raise UserError(f"--task_name {task} is not supported: only long_term_forecast")
+    model = str(_value(args, "model"))
+    member = {"timellm": "timellm", "dlinear": "dlinear"}.get(model.lower())
+    if member is None:
+        raise UserError(f"--model {model} is not available here: use TimeLLM or DLinear")
+
+    dataset, data_path = _data(args)
+    out = args.out or f"runs/{_value(args, 'model_id')}-{_value(args, 'model_comment')}"
+    cfg: dict[str, Any] = dict(
+        dataset=dataset,
+        data_path=data_path,
+        data_dir=args.data_dir,
+        features=str(_value(args, "features")),
+        target=str(_value(args, "target")),
+        seq_len=int(_value(args, "seq_len")),
+        pred_len=int(_value(args, "pred_len")),
+        percent=int(_value(args, "percent")),
+        members=[member],
+        seed=int(_value(args, "seed")),
+        out=out,
+    )
+    lradj = str(_value(args, "lradj"))
+    if lradj not in _SCHEDULES:
+        raise UserError(f"--lradj {lradj} is not supported: use type1, TST, COS or constant")
+    common = {
+        "batch_size": int(_value(args, "batch_size")),
+        "lr": float(_value(args, "learning_rate")),
+        "epochs": int(_value(args, "train_epochs")),
+        "patience": int(_value(args, "patience")),
+    }
+    if member == "dlinear":
+        params = {**common, "kernel": int(_value(args, "moving_avg"))}
+    else:
+        params = {
+            **common,
+            "backbone": _backbone(args),
+            "llm_layers": int(_value(args, "llm_layers")),
+            "d_model": int(_value(args, "d_model")),
+            "d_ff": int(_value(args, "d_ff")),
+            "n_heads": int(_value(args, "n_heads")),
+            "dropout": float(_value(args, "dropout")),
+            "patch_len": int(_value(args, "patch_len")),
+            "stride": int(_value(args, "stride")),
+            "num_prototypes": int(_value(args, "num_tokens")),
+            "eval_batch_size": int(_value(args, "eval_batch_size")),
+            "schedule": _SCHEDULES[lradj],
+        }
+        optional = {
+            "llm_dim": args.llm_dim,
+            "load_in_4bit": args.load_in_4bit,
+            "load_in_8bit": args.load_in_8bit,
+            "train_stride": args.train_stride,
+            "val_stride": args.val_stride,
+            "resume": args.resume,
+            "precision": args.precision,
+            "device": args.device,
+        }
+        params.update({k: v for k, v in optional.items() if v is not None})
+        if args.inject is not None:
+            params["inject"] = args.inject
+        if args.quiet:
+            params["progress"] = False
+    for item in args.set or []:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set prototype_map=full")
+        key, val = item.split("=", 1)
+        params[key.strip()] = _coerce(val.strip())
+    cfg["member_params"] = {member: params}
+
+    ignored = [
+        f"--{k} ({why})"
+        for k, why in IGNORED.items()
+        if getattr(args, k, None) is not None
+        and not (k == "moving_avg" and member == "dlinear")
+        and not (k == "pct_start" and lradj == "TST")
+    ]
+    if args.llm_model is not None and (args.llm_model_path or args.backbone):
+        ignored.append("--llm_model (the model path decides)")
+    if member == "dlinear":
+        for k in ("llm_model", "llm_model_path", "llm_layers", "llm_dim", "d_model", "d_ff"):
+            if getattr(args, k, None) is not None:
+                ignored.append(f"--{k} (DLinear has no LLM)")
+    checks = {
+        k: getattr(args, k) for k in ("enc_in", "dec_in", "c_out") if getattr(args, k) is not None
+    }
+    itr = int(_value(args, "itr"))
+    if itr < 1:
+        raise UserError("--itr must be >= 1")
+    return OfficialMapping(cfg, member, ignored, checks, itr)
+
+
+def check_channels(mapping: OfficialMapping, n_channels: int, features: str) -> None:
+    """Verify --enc_in / --dec_in / --c_out against the loaded data.
+
+    Args:
+        mapping: from `map_official`.
+        n_channels: channels the data has under ``features``.
+        features: M, S or MS (MS forecasts one channel, so c_out is 1).
+
+    Raises:
+        UserError: a count differs from the data's.
+    """
+    expect = {"enc_in": n_channels, "dec_in": n_channels, "c_out": n_channels}
+    if features == "MS":
+        expect["c_out"] = 1
+    for key, given in mapping.checks.items():
+        if given != expect[key]:
+            raise UserError(
+                f"--{key} {given} does not match the data: it has {expect[key]} "
+                f"{'output' if key == 'c_out' else 'input'} channel(s) with --features {features}; "
+                f"pass --{key} {expect[key]} or leave it out"
+            )
+
+
+def _coerce(text: str) -> Any:
+    """'3' -> 3, '0.1' -> 0.1, 'true' -> True, anything else stays a string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_official(argv: list[str]) -> OfficialMapping:
+    """Parse an official command line (without the program name) and map it."""
+    parser = argparse.ArgumentParser(prog="hybrid-forecast timellm", add_help=False)
+    add_official_arguments(parser)
+    args = parser.parse_args(argv)
+    return map_official(args)

@@ -1,0 +1,506 @@
+"""Training loop for Time-LLM: Adam, a learning-rate schedule, early stopping, checkpoints.
+
+What the loop does, epoch by epoch:
+
+1. Shuffle the training windows (a seeded generator, so a resumed run draws the same
+   order) and step Adam over batches of ``batch_size`` windows x all C channels (the
+   official batching: ``[B, L, C]`` becomes ``B*C`` univariate series inside the model).
+2. Score the validation windows (every ``val_stride``-th one) with the MSE over all their
+   values at once, in eval mode with the prototypes cached.
+3. Keep the best trainable state in memory; write a checkpoint (trainable weights,
+   optimiser, scheduler, generator, history, best state) atomically into ``workdir``.
+4. Stop after ``patience`` epochs without improvement; reload the best state.
+
+The frozen backbone is never saved: checkpoints hold only the parameters and buffers
+outside ``model.llm`` (a few MB), so the backbone is referenced by its spec.
+
+Devices go through `accelerate`: one process on CPU or one GPU, or several GPUs under
+``accelerate launch`` (DDP over the trainable part; no DeepSpeed). Under several
+processes each takes every n-th batch of the shared permutation and validation sums are
+reduced across processes.
+
+Windows are never copied up front: `WindowSet` keeps one ``[T, C]`` float32 tensor of
+the split's rows and the start row of each selected window, and gathers a batch with
+index arithmetic. Prompts are pre-tokenised once per split (``[W, C, P]``) and indexed
+per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+SCHEDULES = ("cosine", "onecycle", "type1", "constant")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class WindowSet:
+    """Selected windows of one split, with their pre-tokenised prompts.
+
+    Attributes:
+        series: [T, C] float32 rows the windows are cut from (a split's data, or a
+            `Windows` context when there are no targets).
+        starts: [W] int64 row of each selected window's first input value.
+        ids: [W, C, P] int32 prompt token ids (left-padded), window then channel.
+        mask: [W, C, P] bool, True for real tokens.
+        seq_len: L.
+        pred_len: H; targets are read only when ``has_targets``.
+        has_targets: whether ``series`` holds the H rows after each window.
+    """
+
+    series: Tensor
+    starts: Tensor
+    ids: Tensor
+    mask: Tensor
+    seq_len: int
+    pred_len: int
+    has_targets: bool = True
+    _in: Tensor = field(init=False, repr=False)
+    _out: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._in = torch.arange(self.seq_len)
+        self._out = torch.arange(self.seq_len, self.seq_len + self.pred_len)
+        if self.ids.shape[:2] != (len(self.starts), self.series.shape[1]):
+            raise ValueError(
+                f"prompts {tuple(self.ids.shape)} do not match {len(self.starts)} windows "
+                f"x {self.series.shape[1]} channels"
+            )
+
+    def __len__(self) -> int:
+        return int(self.starts.shape[0])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.series.shape[1])
+
+    def batch(self, sel: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """Gather a batch.
+
+        Args:
+            sel: [B] positions into this set (not rows).
+
+        Returns:
+            x [B, L, C], y [B, H, C] (None without targets), prompt ids [B*C, P] and
+            mask [B*C, P] (int64, as the model takes them), window-major then channel.
+        """
+        rows = self.starts[sel][:, None]
+        x = self.series[rows + self._in]
+        y = self.series[rows + self._out] if self.has_targets else None
+        ids = self.ids[sel].flatten(0, 1).long()
+        mask = self.mask[sel].flatten(0, 1).long()
+        return x, y, ids, mask
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        lr: peak Adam learning rate.
+        epochs: maximum epochs.
+        patience: epochs without a validation improvement before stopping (0: never stop
+            early, still reload the best epoch).
+        batch_size: windows per step (each brings all C channels).
+        eval_batch_size: windows per forward pass when scoring or predicting.
+        schedule: "cosine" (per step to 0 over all epochs), "onecycle" (official
+            Time-LLM's OneCycleLR, warm-up over the first ``pct_start``), "type1" (halve
+            every epoch, the TSL default) or "constant".
+        pct_start: warm-up fraction for "onecycle".
+        weight_decay: Adam's L2 term (0 as the official).
+        clip_grad: max gradient norm, or None.
+        seed: seeds the shuffling generator.
+        log_every: log the running loss every this many steps.
+    """
+
+    lr: float = 1e-3
+    epochs: int = 10
+    patience: int = 3
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    schedule: str = "cosine"
+    pct_start: float = 0.2
+    weight_decay: float = 0.0
+    clip_grad: float | None = None
+    seed: int = 0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("epochs, batch_size and eval_batch_size must be >= 1")
+
+
+@dataclass
+class TrainResult:
+    """What `Trainer.fit` returns.
+
+    Attributes:
+        history: one dict per epoch: epoch, lr, train_mse, val_mse, seconds.
+        best_epoch: epoch (0-based) whose state was reloaded.
+        best_val: its validation MSE.
+        resumed_from: the epoch the run resumed after, or None.
+    """
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val: float
+    resumed_from: int | None = None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def trainable_state(model: nn.Module) -> dict[str, Tensor]:
+    """State of everything outside the frozen backbone ``model.llm`` (detached copies)."""
+    return {
+        k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("llm.")
+    }
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Load a `trainable_state` dict; every non-backbone key must be present."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("llm.")]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save through a temporary file, so a crash leaves the old file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def make_scheduler(
+    optimiser: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """A scheduler stepped once per optimiser step."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler
+    if cfg.schedule == "cosine":
+        return sched.CosineAnnealingLR(optimiser, T_max=total, eta_min=cfg.lr * 1e-3)
+    if cfg.schedule == "onecycle":
+        return sched.OneCycleLR(
+            optimiser, max_lr=cfg.lr, total_steps=total, pct_start=cfg.pct_start
+        )
+    if cfg.schedule == "type1":
+        return sched.LambdaLR(optimiser, lambda step: 0.5 ** (step // max(1, steps_per_epoch)))
+    return sched.LambdaLR(optimiser, lambda step: 1.0)
+
+
+def make_accelerator(device: str | None = None):
+    """An `accelerate.Accelerator` for ``device`` ("cpu", "cuda", None = best available).
+
+    Mixed precision is not delegated to accelerate: the model autocasts itself
+    (``TimeLLM(compute_dtype=...)``), which also covers evaluation.
+    """
+    from accelerate import Accelerator
+
+    cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    return Accelerator(cpu=cpu, mixed_precision="no")
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Fit a Time-LLM-style model (forward(x, ids, mask) -> [B, H, C]) on window sets.
+
+    Args:
+        model: the module; only parameters with ``requires_grad`` are optimised. Its
+            frozen backbone must live under ``model.llm`` (not checkpointed).
+        config: optimisation settings.
+        workdir: folder for ``checkpoint.pt`` (None: no checkpoints).
+        resume: continue from ``workdir/checkpoint.pt`` if it exists.
+        fingerprint: anything that must match between a checkpoint and this run (the
+            member's constructor arguments); a mismatch refuses to resume.
+        accelerator: an `accelerate.Accelerator` (default: `make_accelerator()`).
+        progress: show a tqdm bar per epoch (None: only on a terminal).
+        backbone_eval: keep ``model.llm`` in eval mode while training (no dropout in the
+            frozen backbone); False reproduces the official train-mode backbone.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        *,
+        workdir: str | os.PathLike | None = None,
+        resume: bool = False,
+        fingerprint: dict[str, Any] | None = None,
+        accelerator: Any = None,
+        progress: bool | None = None,
+        backbone_eval: bool = True,
+    ) -> None:
+        self.model = model
+        self.backbone_eval = backbone_eval
+        self.cfg = config
+        self.workdir = Path(workdir) if workdir else None
+        self.resume = resume
+        self.fingerprint = fingerprint or {}
+        self.acc = accelerator or make_accelerator()
+        self.progress = progress
+
+    @property
+    def device(self) -> torch.device:
+        return self.acc.device
+
+    # -- evaluation -------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, data: WindowSet, model: nn.Module | None = None) -> Tensor:
+        """Forecast every window of ``data`` (no drop_last), in eval mode.
+
+        Returns:
+            [W, H, C] float32 on the CPU.
+        """
+        model = model or self.model
+        model.eval()
+        out = []
+        for sel in _chunks(len(data), self.cfg.eval_batch_size):
+            x, _, ids, mask = data.batch(sel)
+            out.append(model(x.to(self.device), ids, mask).float().cpu())
+        if not out:
+            return torch.zeros(0, data.pred_len, data.n_channels)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def evaluate(self, data: WindowSet, model: nn.Module | None = None) -> float:
+        """MSE over every value of every window (sum of squares / count, not batch means)."""
+        model = model or self.model
+        model.eval()
+        sse = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = torch.zeros((), dtype=torch.float64, device=self.device)
+        parts = list(_chunks(len(data), self.cfg.eval_batch_size))
+        for sel in parts[self.acc.process_index :: self.acc.num_processes]:
+            x, y, ids, mask = data.batch(sel)
+            pred = model(x.to(self.device), ids, mask).float()
+            sse += ((pred - y.to(self.device)) ** 2).sum(dtype=torch.float64)
+            count += y.numel()
+        if self.acc.num_processes > 1:
+            sse, count = self.acc.reduce(sse), self.acc.reduce(count)
+        return float(sse / count.clamp(min=1))
+
+    # -- training ---------------------------------------------------------------------
+
+    def fit(self, train: WindowSet, val: WindowSet) -> TrainResult:
+        """Train, early-stop on ``val`` and leave the model holding its best state."""
+        cfg = self.cfg
+        if len(train) == 0 or len(val) == 0:
+            raise ValueError(f"need train and val windows (got {len(train)} and {len(val)})")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimiser = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        scheduler = make_scheduler(optimiser, cfg, steps_per_epoch)
+        model, optimiser = self.acc.prepare(self.model, optimiser)
+        generator = torch.Generator().manual_seed(cfg.seed)
+
+        history: list[dict[str, float]] = []
+        best_val, best_epoch, bad = math.inf, -1, 0
+        best_state = trainable_state(self.model)
+        start_epoch, resumed_from = 0, None
+        ckpt = self._load_checkpoint()
+        if ckpt is not None:
+            load_trainable_state(self.model, ckpt["model"])
+            optimiser.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            generator.set_state(ckpt["generator"])
+            torch.set_rng_state(ckpt["torch_rng"])  # dropout draws continue where they were
+            history, best_state = ckpt["history"], ckpt["best_state"]
+            best_val, best_epoch, bad = ckpt["best_val"], ckpt["best_epoch"], ckpt["bad_epochs"]
+            start_epoch = resumed_from = ckpt["epoch"] + 1
+            log.info("resuming after epoch %d (best val %.4f)", ckpt["epoch"], best_val)
+            if cfg.patience and bad >= cfg.patience:
+                start_epoch = cfg.epochs  # it had already stopped early
+
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            train_mse = self._train_epoch(model, optimiser, scheduler, train, generator, epoch)
+            val_mse = self.evaluate(val, model)
+            improved = val_mse < best_val
+            if improved:
+                best_val, best_epoch, bad = val_mse, epoch, 0
+                best_state = trainable_state(self.model)
+            else:
+                bad += 1
+            row = {
+                "epoch": epoch,
+                "lr": optimiser.param_groups[0]["lr"],
+                "train_mse": train_mse,
+                "val_mse": val_mse,
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+            history.append(row)
+            log.info(
+                "epoch %d: train %.4f val %.4f%s (%.0fs)",
+                epoch,
+                train_mse,
+                val_mse,
+                " *" if improved else "",
+                row["seconds"],
+            )
+            self._save_checkpoint(
+                epoch=epoch,
+                optimizer=optimiser.state_dict(),
+                scheduler=scheduler.state_dict(),
+                generator=generator.get_state(),
+                torch_rng=torch.get_rng_state(),
+                history=history,
+                best_state=best_state,
+                best_val=best_val,
+                best_epoch=best_epoch,
+                bad_epochs=bad,
+            )
+            if cfg.patience and bad >= cfg.patience:
+                log.info("early stop: no improvement for %d epochs", bad)
+                break
+
+        load_trainable_state(self.model, best_state)
+        self.model.eval()
+        return TrainResult(history, best_epoch, best_val, resumed_from)
+
+    def _train_epoch(
+        self,
+        model: nn.Module,
+        optimiser: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        train: WindowSet,
+        generator: torch.Generator,
+        epoch: int,
+    ) -> float:
+        """One pass over the shuffled training windows; returns their mean MSE."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        model.train()
+        # The frozen backbone stays in eval mode: no dropout inside it (the official code
+        # leaves it in train mode; dropout there only adds noise and forces the slower
+        # attention kernels, since none of its weights learn).
+        llm = getattr(self.model, "llm", None)
+        if llm is not None and self.backbone_eval:
+            llm.eval()
+        perm = torch.randperm(len(train), generator=generator)
+        batches = [perm[s : s + cfg.batch_size] for s in range(0, len(train), cfg.batch_size)]
+        mine = batches[self.acc.process_index :: self.acc.num_processes]
+        disable = None if self.progress is None else not self.progress
+        bar = tqdm(mine, desc=f"epoch {epoch}", leave=False, disable=disable)
+        total, count = 0.0, 0
+        for step, sel in enumerate(bar):
+            x, y, ids, mask = train.batch(sel)
+            optimiser.zero_grad(set_to_none=True)
+            pred = model(x.to(self.device), ids, mask)
+            loss = nn.functional.mse_loss(pred.float(), y.to(self.device))
+            self.acc.backward(loss)
+            if cfg.clip_grad:
+                self.acc.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            optimiser.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(sel)
+            count += len(sel)
+            if cfg.log_every and (step + 1) % cfg.log_every == 0:
+                log.info(
+                    "epoch %d step %d/%d: loss %.4f", epoch, step + 1, len(mine), total / count
+                )
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        # A process whose share of batches ran out still steps the scheduler the same number
+        # of times across ranks (they all hold the full schedule); nothing to do here.
+        return total / max(count, 1)
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.workdir / CHECKPOINT if self.workdir else None
+
+    def _save_checkpoint(self, **state: Any) -> None:
+        if self.checkpoint_path is None or not self.acc.is_main_process:
+            return
+        state["model"] = trainable_state(self.model)
+        state["fingerprint"] = self.fingerprint
+        atomic_save(state, self.checkpoint_path)
+
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        path = self.checkpoint_path
+        if not self.resume or path is None or not path.is_file():
+            if self.resume:
+                log.info("no checkpoint to resume from at %s; starting afresh", path)
+            return None
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if ckpt.get("fingerprint") != self.fingerprint:
+            from ensemble.errors import UserError
+
+            diff = sorted(
+                k
+                for k in set(self.fingerprint) | set(ckpt.get("fingerprint", {}))
+                if self.fingerprint.get(k) != ckpt.get("fingerprint", {}).get(k)
+            )
+            raise UserError(
+                f"{path} was written with different settings ({', '.join(diff)}); "
+                "delete it or rerun without --resume"
+            )
+        return ckpt
+
+
+def _chunks(n: int, size: int) -> Iterator[Tensor]:
+    for s in range(0, n, size):
+        yield torch.arange(s, min(s + size, n))
+
+
+def select_starts(n_windows: int, stride: int = 1, percent: int = 100) -> np.ndarray:
+    """Window positions to train or score on.
+
+    Args:
+        n_windows: windows in the split.
+        stride: keep every ``stride``-th window (``--train-stride``); the last window is
+            always kept so the most recent targets are seen.
+        percent: keep only the first ``percent`` % of the windows first (few-shot, as the
+            Time-LLM loaders cut the train split).
+
+    Returns:
+        [n] int64 sorted window positions.
+    """
+    if stride < 1 or not 0 < percent <= 100:
+        raise ValueError(f"stride must be >= 1 and percent in (0, 100] (got {stride}, {percent})")
+    n = max(1, n_windows * percent // 100) if n_windows else 0
+    idx = np.arange(0, n, stride, dtype=np.int64)
+    if n and idx[-1] != n - 1:
+        idx = np.append(idx, n - 1)
+    return idx
+
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "WindowSet",
+    "atomic_save",
+    "load_trainable_state",
+    "make_accelerator",
+    "select_starts",
+    "trainable_state",
+]

@@ -127,17 +127,23 @@ def rolling_forecast(model, params: np.ndarray, future_exog_part: np.ndarray, ho
 
 
 class ARIMA(BaseForecaster):
-    """Per-channel ARIMA with Fourier seasonality, fixed parameters, fast rolling forecasts.
+    """Per-channel ARIMA with fixed seasonality, fixed parameters, fast rolling forecasts.
 
     Args:
         seq_len: L (the context before the first origin is only used to warm the filter).
         pred_len: H.
-        periods: seasonal periods for the Fourier terms (empty: none).
-        harmonics: sine/cosine pairs per period.
+        periods: seasonal periods (rows); empty for none.
+        seasonal: how seasonality enters: "fourier" (sine/cosine regressors for every
+            period, coefficients by least squares on all train rows) or "diff" (a seasonal
+            difference at the first period, i.e. SARIMA (p, d, q)(0, 1, 0)_s, which adds no
+            parameter).
+        harmonics: sine/cosine pairs per period for "fourier".
         orders: the (p, d, q) grid searched by AIC.
-        fit_rows: fit on the last this-many train rows (all when None).
+        fit_rows: the ARMA part is fitted by maximum likelihood on the last this-many train
+            rows (all when None): a few thousand rows pin down 2-4 parameters, and the
+            likelihood's cost is linear in the rows.
         maxiter: optimiser iterations per fit.
-        progress: tqdm bar over channels (None: only on a terminal).
+        progress: tqdm bar over the fits (None: only on a terminal).
     """
 
     name = "arima"
@@ -147,50 +153,89 @@ class ARIMA(BaseForecaster):
         seq_len: int,
         pred_len: int,
         periods: tuple[int, ...] | list[int] = (24,),
+        seasonal: str = "fourier",
         harmonics: int = 4,
         orders: tuple[tuple[int, int, int], ...] | list = DEFAULT_ORDERS,
         fit_rows: int | None = 2000,
         maxiter: int = 50,
         progress: bool | None = None,
     ):
+        if seasonal not in ("fourier", "diff"):
+            raise ValueError(f"seasonal must be 'fourier' or 'diff' (got {seasonal!r})")
         self.seq_len = int(seq_len)
         self.pred_len = int(pred_len)
         self.periods = [int(p) for p in periods if int(p) >= 2]
+        self.seasonal = seasonal
         self.harmonics = int(harmonics)
         self.orders = [tuple(int(v) for v in o) for o in orders]
         self.fit_rows = fit_rows
         self.maxiter = int(maxiter)
         self.progress = progress
-        # per channel, after fit: chosen order, its parameters, and the AIC table
+        # per channel, after fit: chosen order, its parameters [beta..., arma...], AIC table
         self.channel_orders: list[tuple[int, int, int]] = []
         self.channel_params: list[np.ndarray] = []
         self.aic: list[dict[str, float]] = []
 
+    @property
+    def seasonal_diff(self) -> int:
+        """The seasonal differencing period (0 for none)."""
+        return self.periods[0] if self.seasonal == "diff" and self.periods else 0
+
     def _exog(self, t: np.ndarray, d: int) -> np.ndarray:
-        """[n, k_exog]: a constant (only when d = 0) and the Fourier terms of rows ``t``."""
-        f = fourier_terms(t, self.periods, self.harmonics)
-        return np.concatenate([np.ones((len(t), 1)), f], axis=1) if d == 0 else f
+        """[n, k_exog] regressors of rows ``t``: a constant when nothing differences it
+        away, and the Fourier terms in "fourier" mode."""
+        cols = []
+        if d == 0 and not self.seasonal_diff:
+            cols.append(np.ones((len(t), 1)))
+        if self.seasonal == "fourier":
+            cols.append(fourier_terms(t, self.periods, self.harmonics))
+        return np.concatenate(cols, axis=1) if cols else np.zeros((len(t), 0))
+
+    def _regression(self, y: np.ndarray, x: np.ndarray, d: int) -> np.ndarray:
+        """Least-squares beta of ``y`` on ``x`` after d-th (and seasonal) differencing."""
+        if x.shape[1] == 0:
+            return np.zeros(0)
+        for _ in range(d):
+            y, x = np.diff(y, axis=0), np.diff(x, axis=0)
+        if self.seasonal_diff:
+            s = self.seasonal_diff
+            y, x = y[s:] - y[:-s], x[s:] - x[:-s]
+        return np.linalg.lstsq(x, y, rcond=None)[0]
 
     def fit(self, train: Split, val: Split) -> ARIMA:
-        """Choose (p, d, q) by AIC per channel on the train rows; keep the fitted parameters."""
-        rows = train.data if self.fit_rows is None else train.data[-int(self.fit_rows) :]
-        t = train.start + np.arange(train.data.shape[0] - rows.shape[0], train.data.shape[0])
+        """Choose (p, d, q) by AIC per channel on the train rows; keep the fitted parameters.
+
+        Two steps per channel and d: the seasonal regression by least squares on all
+        train rows, then the ARMA parameters by maximum likelihood on the regression's
+        residuals over the last ``fit_rows`` rows, for every (p, q) with that d.
+        """
+        from threadpoolctl import threadpool_limits
+
+        y = np.asarray(train.data, dtype=np.float64)
+        t = train.start + np.arange(y.shape[0])
+        tail = slice(-int(self.fit_rows), None) if self.fit_rows else slice(None)
         self.channel_orders, self.channel_params, self.aic = [], [], []
         disable = None if self.progress is None else not self.progress
-        jobs = [(c, o) for c in range(train.n_channels) for o in self.orders]
-        with tqdm(total=len(jobs), desc=self.name, disable=disable, leave=False) as bar:
+        bar = tqdm(total=train.n_channels * len(self.orders), desc=self.name, disable=disable,
+                   leave=False)
+        # BLAS threads only slow the filter's tiny matrix products down
+        with bar, threadpool_limits(1):
             for c in range(train.n_channels):
                 best = (np.inf, None, None)
                 table = {}
-                for order in self.orders:
-                    model = _build_model(rows[:, c], self._exog(t, order[1]), order)
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # convergence chatter on some orders
-                        res = model.fit(disp=False, maxiter=self.maxiter)
-                    table[str(order)] = float(res.aic)
-                    if np.isfinite(res.aic) and res.aic < best[0]:
-                        best = (res.aic, order, np.asarray(res.params))
-                    bar.update(1)
+                for d in sorted({o[1] for o in self.orders}):
+                    x = self._exog(t, d)
+                    beta = self._regression(y[:, c], x, d)
+                    resid = (y[:, c] - x @ beta)[tail]
+                    for order in (o for o in self.orders if o[1] == d):
+                        model = _build_model(resid, None, order, self.seasonal_diff)
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")  # convergence chatter
+                            res = model.fit(disp=False, maxiter=self.maxiter)
+                        table[str(order)] = float(res.aic)
+                        if np.isfinite(res.aic) and res.aic < best[0]:
+                            best = (res.aic, order, np.concatenate([beta, res.params]))
+                        bar.update(1)
                 if best[1] is None:
                     raise RuntimeError(f"{self.name}: no order could be fitted on channel {c}")
                 self.channel_orders.append(best[1])
@@ -201,21 +246,33 @@ class ARIMA(BaseForecaster):
 
     def predict(self, windows: Windows) -> np.ndarray:
         """windows.context: [W + L - 1, C] -> [W, H, C], one filter pass per channel."""
+        from threadpoolctl import threadpool_limits
+
         if not self.channel_params:
             raise RuntimeError(f"{self.name}: call fit() (or load()) before predict()")
         ctx, h = windows.context, windows.pred_len
         n = ctx.shape[0]
         t = windows.start + np.arange(n + h)
         out = np.empty((windows.n, h, ctx.shape[1]), dtype=np.float32)
-        for c, (order, params) in enumerate(
-            zip(self.channel_orders, self.channel_params, strict=True)
-        ):
-            exog = self._exog(t, order[1])
-            model = _build_model(ctx[:, c].astype(np.float64), exog[:n], order)
-            beta = params[: exog.shape[1]]  # SARIMAX orders its parameters exog first
-            fc = rolling_forecast(model, params, exog @ beta, h)
-            out[..., c] = fc[windows.seq_len - 1 :]
+        with threadpool_limits(1):
+            for c, (order, params) in enumerate(
+                zip(self.channel_orders, self.channel_params, strict=True)
+            ):
+                model, exog = self.state_space(ctx[:, c], t[:n], order)
+                x_future = self._exog(t, order[1])
+                beta = params[: x_future.shape[1]]  # SARIMAX orders its parameters exog first
+                fc = rolling_forecast(model, params, x_future @ beta, h)
+                out[..., c] = fc[windows.seq_len - 1 :]
         return out
+
+    def state_space(self, y: np.ndarray, t: np.ndarray, order: tuple[int, int, int]):
+        """The statsmodels model of one channel over rows ``t`` (for forecasts and checks).
+
+        Returns:
+            (SARIMAX model on ``y`` [n], its exog [n, k_exog]).
+        """
+        exog = self._exog(t, order[1])
+        return _build_model(np.asarray(y, dtype=np.float64), exog, order, self.seasonal_diff), exog
 
     def save(self, path: str | Path) -> None:
         """Write ``arima.npz``: settings, chosen orders and parameters (no pickled models)."""
@@ -227,6 +284,7 @@ class ARIMA(BaseForecaster):
             pred_len=self.pred_len,
             periods=np.array(self.periods, dtype=np.int64),
             harmonics=self.harmonics,
+            seasonal=np.array(self.seasonal),
             orders=np.array(self.orders, dtype=np.int64).reshape(-1, 3),
             fit_rows=-1 if self.fit_rows is None else int(self.fit_rows),
             maxiter=self.maxiter,
@@ -243,6 +301,7 @@ class ARIMA(BaseForecaster):
                 pred_len=int(z["pred_len"]),
                 periods=z["periods"].tolist(),
                 harmonics=int(z["harmonics"]),
+                seasonal=str(z["seasonal"]),
                 orders=[tuple(o) for o in z["orders"].tolist()],
                 fit_rows=None if int(z["fit_rows"]) < 0 else int(z["fit_rows"]),
                 maxiter=int(z["maxiter"]),

@@ -57,8 +57,14 @@ ABLATION_VARIANTS: dict[str, tuple[str, list[str]]] = {
         "Time-LLM without the LLM (patch embedding + linear head; Tan et al. 2024)",
         ["timellm.backbone=none"],
     ),
-    "no-inject": ("Time-LLM without prompt injection of classical forecasts", ["timellm.inject=none"]),
-    "patch16": ("Time-LLM with the fixed patch 16 / stride 8", ["timellm.patch_len=16", "timellm.stride=8"]),
+    "no-inject": (
+        "Time-LLM without prompt injection of classical forecasts",
+        ["timellm.inject=none"],
+    ),
+    "patch16": (
+        "Time-LLM with the fixed patch 16 / stride 8",
+        ["timellm.patch_len=16", "timellm.stride=8"],
+    ),
     "period-patch": (
         "Time-LLM with period-derived patches",
         ["timellm.patch_len={patch}", "timellm.stride={stride}"],
@@ -314,7 +320,9 @@ def analyse_run(
                 sel = lab == r
                 rows[r] = {
                     "share": float(sel.mean()),
-                    "win_rate": {m: float(np.mean(winner[sel] == i)) for i, m in enumerate(members)},
+                    "win_rate": {
+                        m: float(np.mean(winner[sel] == i)) for i, m in enumerate(members)
+                    },
                     "router_mse": float(err_ens[sel].mean()),
                     "mean_mse": float(err_mean[sel].mean()),
                     "router_better_share": float(np.mean(diff[sel] < -1e-12)),
@@ -459,9 +467,7 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def make_figures(
-    run: RunData, feats: dict[str, np.ndarray] | None, out: Path
-) -> list[str]:
+def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -> list[str]:
     """Write the report's figures; returns their file names."""
     import matplotlib
 
@@ -488,7 +494,9 @@ def make_figures(
         fig, ax = plt.subplots(figsize=(9, 3.4))
         mw = w.mean(axis=1)  # [W, M] mean over channels
         k = max(1, mw.shape[0] // 200)  # smooth to ~200 points
-        sm = np.stack([np.convolve(mw[:, i], np.ones(k) / k, mode="valid") for i in range(len(members))])
+        sm = np.stack(
+            [np.convolve(mw[:, i], np.ones(k) / k, mode="valid") for i in range(len(members))]
+        )
         ax.stackplot(np.arange(sm.shape[1]) * 1 + k // 2, sm, labels=members, alpha=0.85)
         ax.set_xlabel("test window")
         ax.set_ylabel("mean weight over channels")
@@ -514,7 +522,10 @@ def make_figures(
                     else:  # no router weights: how often the member is best instead
                         y = (err.argmin(axis=0) == i).ravel().astype(float)
                         label = "win rate"
-                    vals = [y[ok & (idx == b)].mean() if np.any(ok & (idx == b)) else np.nan for b in range(len(centres))]
+                    vals = [
+                        y[ok & (idx == b)].mean() if np.any(ok & (idx == b)) else np.nan
+                        for b in range(len(centres))
+                    ]
                     ax.plot(centres, vals, marker="o", ms=3, label=m)
                 ax.set_xlabel(f.replace("_", " "))
                 ax.set_ylabel(label)
@@ -527,7 +538,9 @@ def make_figures(
         labels = regimes(feats, list(run.results.get("periods") or []))
         if labels:
             winner = err.argmin(axis=0)
-            fig, axes = plt.subplots(1, len(labels), figsize=(3.4 * len(labels), 3.3), squeeze=False)
+            fig, axes = plt.subplots(
+                1, len(labels), figsize=(3.4 * len(labels), 3.3), squeeze=False
+            )
             for ax, (f, lab) in zip(axes[0], labels.items(), strict=True):
                 regs = _regime_order(np.unique(lab.astype(str)))
                 bottom = np.zeros(len(regs))
@@ -566,7 +579,11 @@ def _pct(x: float) -> str:
 
 
 def report_markdown(
-    run: RunData, an: dict[str, Any], training: list[dict[str, Any]], figures: list[str], feat_note: str
+    run: RunData,
+    an: dict[str, Any],
+    training: list[dict[str, Any]],
+    figures: list[str],
+    feat_note: str,
 ) -> str:
     """The routing_report.md text."""
     r = run.results
@@ -588,7 +605,10 @@ def report_markdown(
                 "analyses of weights against features below are flat by construction.",
                 "",
             ]
-        lines += ["| member | mean | median | std | p10 | p90 | top weight in |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "| member | mean | median | std | p10 | p90 | top weight in |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for m, s in an["weights"].items():
             lines.append(
                 f"| {m} | {s['mean']:.3f} | {s['median']:.3f} | {s['std']:.3f} | {s['p10']:.3f} | "
@@ -625,7 +645,9 @@ def report_markdown(
         lines += [
             f"**{f.replace('_', ' ')}**",
             "",
-            "| regime | share | " + " | ".join(f"{m} wins" for m in members) + " | router MSE | mean MSE | router better |",
+            "| regime | share | "
+            + " | ".join(f"{m} wins" for m in members)
+            + " | router MSE | mean MSE | router better |",
             "|---" * (len(members) + 5) + "|",
         ]
         for reg, s in regs.items():
@@ -655,7 +677,9 @@ def report_markdown(
             f"| {row['variant']} | {row['mse']:.4f} | {row['mae']:.4f} | {row['mse'] - full:+.4f} | {row['method']} |"
         )
     if "timellm" not in members:
-        lines.append("| without timellm | – | – | – | not applicable: the run has no timellm member |")
+        lines.append(
+            "| without timellm | – | – | – | not applicable: the run has no timellm member |"
+        )
     for row in training:
         if row["status"] == "not run":
             lines.append(f"| {row['description']} | not run | | | see the command below |")

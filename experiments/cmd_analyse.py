@@ -34,7 +34,9 @@ def handle(args) -> int:
     runs = {}
     for item in args.ablation_runs:
         if "=" not in item:
-            raise UserError(f"--ablation-runs {item!r}: expected VARIANT=DIR, e.g. patch16=runs/p16")
+            raise UserError(
+                f"--ablation-runs {item!r}: expected VARIANT=DIR, e.g. patch16=runs/p16"
+            )
         k, v = item.split("=", 1)
         runs[k.strip()] = v.strip()
     path = analyse(args.run_dir, out=args.out, ablation_runs=runs)

@@ -55,7 +55,9 @@ def split_list(text: str, cast: type, flag: str) -> list[Any]:
     try:
         return [cast(t) for t in items]
     except ValueError:
-        raise UserError(f"{flag} {text!r}: expected comma-separated {cast.__name__} values") from None
+        raise UserError(
+            f"{flag} {text!r}: expected comma-separated {cast.__name__} values"
+        ) from None
 
 
 def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -15,9 +15,11 @@ def add_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="ETTh1", help="registered dataset")
+    g.add_argument("--dataset", help="registered dataset (default ETTh1 unless --data-path)")
     g.add_argument("--data-path", help="any CSV with a date column (70/10/20 split)")
-    g.add_argument("--data-dir", help="folder holding ETT-small/... (default $HYBRID_FORECAST_DATA)")
+    g.add_argument(
+        "--data-dir", help="folder holding ETT-small/... (default $HYBRID_FORECAST_DATA)"
+    )
     g.add_argument("--features", default="M", choices=["M", "S", "MS"])
     p.add_argument("--pred-len", type=int, default=96, help="horizon H")
     p.add_argument("--members", default="dlinear", help="comma-separated members to tune together")
@@ -52,7 +54,7 @@ def handle(args) -> int:
     from experiments.tune import TuneSpec, run_tune
 
     members = [m.strip() for m in args.members.split(",") if m.strip()]
-    dataset = None if args.data_path and args.dataset == "ETTh1" else args.dataset
+    dataset = args.dataset or (None if args.data_path else "ETTh1")
     spec = TuneSpec(
         dataset=dataset,
         data_path=args.data_path,
@@ -83,7 +85,9 @@ def handle(args) -> int:
     )
     if "best" in summary:
         b = summary["best"]
-        print(f"best trial {b['number']}: val MSE {b['val_mse']:.5f}  L={b['seq_len']}  {b['params']}")
+        print(
+            f"best trial {b['number']}: val MSE {b['val_mse']:.5f}  L={b['seq_len']}  {b['params']}"
+        )
         print(f"best config: {spec.out}/best_config.yaml  (hybrid-forecast run --config ...)")
     print(f"summary: {spec.out}/study_summary.md")
     return 0

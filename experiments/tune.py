@@ -391,9 +391,7 @@ def open_study(spec: TuneSpec, create: bool = False):
                     f"not {mine!r}; pass another --study name"
                 )
         return study
-    return optuna.load_study(
-        study_name=spec.study, storage=storage, sampler=sampler, pruner=pruner
-    )
+    return optuna.load_study(study_name=spec.study, storage=storage, sampler=sampler, pruner=pruner)
 
 
 # ---------------------------------------------------------------------------- objective
@@ -649,8 +647,11 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
         )
         write_json(out / "tune_spec.json", asdict(spec))
         bar = tqdm(
-            total=spec.trials, initial=min(before["finished"], spec.trials), desc="trials",
-            unit="trial", disable=not progress,
+            total=spec.trials,
+            initial=min(before["finished"], spec.trials),
+            desc="trials",
+            unit="trial",
+            disable=not progress,
         )
 
         def show(c: dict[str, int]) -> None:

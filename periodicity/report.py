@@ -12,7 +12,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from periodicity.spectrum import Peak, autocorrelation, calendar_periods, find_peaks
+from periodicity.spectrum import (
+    Peak,
+    autocorrelation,
+    calendar_periods,
+    detrend,
+    find_peaks,
+    is_harmonic,
+    rank_key,
+)
 from periodicity.strength import SEASONAL_THRESHOLD, strength_table
 
 
@@ -66,38 +74,51 @@ class PeriodReport:
     def to_dict(self) -> dict:
         """JSON-ready: {"overall": [...], "channels": {name: [...]}, "seasonal", "freq", "n_rows"}."""
         return {
-            "overall": [asdict(c) for c in self.overall],
-            "channels": {str(k): [asdict(c) for c in v] for k, v in self.channels.items()},
+            "overall": [_jsonable(c) for c in self.overall],
+            "channels": {str(k): [_jsonable(c) for c in v] for k, v in self.channels.items()},
             "seasonal": self.seasonal,
             "freq": self.freq,
             "n_rows": self.n_rows,
         }
 
 
-def merge_channels(peaks: list[list[Peak]], max_candidates: int) -> list[tuple[int, float]]:
+def _jsonable(c: PeriodCandidate) -> dict:
+    """The candidate as a dict, NaN (strength not measurable) as None."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(c).items()}
+
+
+def merge_channels(peaks: list[list[Peak]], calendar: list[int], max_candidates: int) -> list[tuple[int, float]]:
     """Overall periods from the channels' peaks.
 
     Periods within 2% (or one lag) of each other across channels are one period, named
     by the channel period with the most power. A period's overall power is the mean over
-    all channels, so a cycle that only one channel has counts for less.
+    all channels (0 where a channel lacks it), so a cycle of one channel counts for less.
+    Harmonics of a stronger overall period are merged into it, as within a channel.
 
     Args:
         peaks: per channel, its peaks.
+        calendar: calendar periods (ranked first, see ``spectrum.rank_key``).
         max_candidates: periods returned at most.
 
     Returns:
-        [(period, mean power)], strongest first.
+        [(period, mean power)], ranked.
     """
-    groups: list[dict] = []  # {"period", "best", "power"}
-    flat = sorted((p for ch in peaks for p in ch), key=lambda p: -p.power)
-    for p in flat:
-        g = next((g for g in groups if abs(g["period"] - p.period) <= max(1, 0.02 * g["period"])), None)
+    groups: list[list[float]] = []  # [period, summed power]
+    for p in sorted((p for ch in peaks for p in ch), key=lambda p: -p.power):
+        g = next((g for g in groups if abs(g[0] - p.period) <= max(1, 0.02 * g[0])), None)
         if g is None:
-            groups.append({"period": p.period, "power": p.power})
+            groups.append([p.period, p.power])
         else:
-            g["power"] += p.power
+            g[1] += p.power
+    merged: list[list[float]] = []
+    for g in sorted(groups, key=lambda g: -g[1]):
+        parent = next((m for m in merged if is_harmonic(int(g[0]), int(m[0]))), None)
+        if parent is None:
+            merged.append(g)
+        else:
+            parent[1] += g[1]
     n = max(len(peaks), 1)
-    ranked = sorted(((g["period"], g["power"] / n) for g in groups), key=lambda t: -t[1])
+    ranked = sorted(((int(g[0]), g[1] / n) for g in merged), key=lambda t: rank_key(t[0], t[1], calendar))
     return ranked[:max_candidates]
 
 
@@ -106,38 +127,50 @@ def analyse(
     freq: str | None = None,
     max_candidates: int = 5,
     columns: list[str] | None = None,
+    min_cycles: int = 10,
 ) -> PeriodReport:
     """Ranked periods of each channel and of the whole series.
 
     Args:
         x: [T, C] values (or [T]); pass the train rows only when the result feeds a model.
         freq: pandas-style sampling frequency ('h', '15min', 'W-TUE', ...) for calendar
-            snapping, or None.
+            snapping and ranking, or None.
         max_candidates: periods listed per channel and overall.
         columns: C channel names for the report's keys (default: 0..C-1).
+        min_cycles: a period must fit this many times into T. The periodogram looks at
+            periods up to T / 2, but with few cycles neither an ACF hill nor STL tells a
+            cycle from slow wander (white noise scores F_S ~ 1 / cycles), and real data
+            are full of such wander (ETTh1: "periods" of 40-50 days carry more variance
+            than the week). 10 cycles keep every calendar period of the benchmarks.
 
     Returns:
-        The report. Strengths are measured by STL on the last 16 cycles (at least 4096
-        rows) of each channel, see ``periodicity.strength``.
+        The report; lists are ranked with confirmed calendar periods first, then by
+        power. Strengths come from STL on the last 16 cycles (4096 to 8192 rows) of
+        each channel, see ``periodicity.strength``.
 
     Raises:
-        ValueError: x has non-finite values or fewer than 8 rows.
+        ValueError: x has non-finite values or fewer than 16 rows.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
-    if x.shape[0] < 8 or not np.isfinite(x).all():
-        raise ValueError(f"need a finite [T, C] array with T >= 8, got shape {x.shape}")
-    keys = list(columns) if columns is not None else list(range(x.shape[1]))
+    if x.shape[0] < 16 or not np.isfinite(x).all():
+        raise ValueError(f"need a finite [T, C] array with T >= 16, got shape {x.shape}")
+    n, n_ch = x.shape
+    keys = list(columns) if columns is not None else list(range(n_ch))
     calendar = calendar_periods(freq)
-    peaks = [find_peaks(x[:, c], calendar, max_candidates) for c in range(x.shape[1])]
-    overall = merge_channels(peaks, max_candidates)
+    max_period = max(2, n // max(min_cycles, 2))
+    # Channels keep more periods than they list: a cycle weak in every channel (ETTh1's
+    # week) still adds up to a strong overall period.
+    peaks = [find_peaks(x[:, c], calendar, 3 * max_candidates, max_period) for c in range(n_ch)]
+    overall = merge_channels(peaks, calendar, max_candidates)
+    peaks = [ch[:max_candidates] for ch in peaks]
 
     # One STL per distinct (channel, period) pair: channel lists and the overall list share.
     periods = sorted({p for p, _ in overall} | {p.period for ch in peaks for p in ch})
-    f_s, f_t = strength_table(x, periods)
+    needed = {(c, p) for c in range(n_ch) for p, _ in overall} | {(c, p.period) for c, ch in enumerate(peaks) for p in ch}
+    f_s, f_t = strength_table(x, periods, needed)
     row = {p: i for i, p in enumerate(periods)}
-    acf = autocorrelation(x, max(periods, default=1))  # [max period + 1, C]
 
     channels = {
         keys[c]: [
@@ -146,15 +179,15 @@ def analyse(
         ]
         for c, ch in enumerate(peaks)
     }
-    overall_cands = []
-    for period, power in overall:
-        overall_cands.append(
-            PeriodCandidate(
-                period,
-                power,
-                float(acf[period].mean()),
-                float(np.nanmean(f_s[row[period]])),
-                float(np.nanmean(f_t[row[period]])),
-            )
+    acf = autocorrelation(detrend(x), max(periods, default=1))  # [max period + 1, C]
+    overall_cands = [
+        PeriodCandidate(
+            period,
+            power,
+            float(acf[period].mean()),
+            float(np.nanmean(f_s[row[period]])),
+            float(np.nanmean(f_t[row[period]])),
         )
-    return PeriodReport(overall=overall_cands, channels=channels, freq=freq, n_rows=int(x.shape[0]))
+        for period, power in overall
+    ]
+    return PeriodReport(overall=overall_cands, channels=channels, freq=freq, n_rows=n)

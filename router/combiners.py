@@ -217,3 +217,20 @@ class GreedyCombiner(Combiner):
 
     def describe(self) -> str:
         return f"greedy weights per channel [C, M]: {np.round(self.channel_weights_, 2).tolist()}"
+
+
+def greedy_prior(
+    val_forecasts: np.ndarray, val_targets: np.ndarray, floor: float = 0.2
+) -> np.ndarray:
+    """Starting logits of the learned routers: log of per-channel greedy weights, floored.
+
+    Args:
+        val_forecasts: [M, W, H, C]; val_targets: [W, H, C].
+        floor: share of uniform weight mixed in, so that every member can come back.
+
+    Returns:
+        [C, M] logits (softmax gives ``(1 - floor) * greedy + floor / M``).
+    """
+    m = val_forecasts.shape[0]
+    w = GreedyCombiner().fit(val_forecasts, val_targets).channel_weights_
+    return np.log((1 - floor) * w + floor / m)

@@ -9,10 +9,13 @@ quantity we report, via a custom LightGBM objective on the per-window quadratic 
 
     d MSE / d z_j = 2 p_j mean_h (yhat - y)(f_j - yhat)
 
-and a positive curvature proxy ``2 p_j (1 - p_j) mean_h (f_j - yhat)^2``. Boosting starts
-from z = 0, i.e. from the mean, so early stopping on the inner split is itself a
-shrinkage toward uniform weights; a blend with uniform weights chosen on the inner split
-adds more where validation wants it.
+and the Gauss-Newton curvature ``2 p_j^2 mean_h (f_j - yhat)^2``. Boosting starts from a
+prior: the per-channel greedy (Caruana) weights of the fitting windows, floored so that
+every member can come back (``prior="uniform"`` starts from the mean instead). The trees
+then only learn window-by-window deviations from that static combination, and early
+stopping on the inner split keeps the prior when the features do not help. A blend
+toward uniform weights, chosen on the inner split, shrinks the result further where
+validation wants it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 
 import numpy as np
 
-from router.combiners import Combiner
+from router.combiners import Combiner, greedy_prior
 from router.objective import choose_shrinkage, combined_mse, inner_split, window_gram
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ class LGBMRouter(Combiner):
         max_rounds: boosting rounds at most (early stopping on the inner split).
         patience: early-stopping patience in rounds.
         shrink: blend toward uniform weights chosen on the inner split.
+        prior: "greedy" (start from per-channel greedy weights) or "uniform".
+        prior_floor: share of uniform weight mixed into the greedy prior.
         seed: LightGBM seed.
         feature_names: names of the F feature columns; ``channel`` is treated as categorical.
     """
@@ -60,9 +65,15 @@ class LGBMRouter(Combiner):
         max_rounds: int = 400,
         patience: int = 30,
         shrink: bool = True,
+        prior: str = "greedy",
+        prior_floor: float = 0.2,
         seed: int = 0,
         feature_names: list[str] | None = None,
     ):
+        if prior not in ("greedy", "uniform"):
+            raise ValueError(f"prior must be 'greedy' or 'uniform', not {prior!r}")
+        self.prior = prior
+        self.prior_floor = prior_floor
         self.params = dict(
             num_leaves=num_leaves,
             learning_rate=learning_rate,
@@ -80,6 +91,7 @@ class LGBMRouter(Combiner):
         self.shrink = shrink
         self.feature_names = feature_names
         self.booster_ = None
+        self.prior_: np.ndarray | None = None  # [C, M] starting logits
         self.rounds_: int = 0
         self.lam_: float = 0.0
         self.inner_score_: float = np.inf
@@ -99,7 +111,15 @@ class LGBMRouter(Combiner):
 
         return fobj
 
-    def _train(self, x, gram, b, yy, rounds: int, valid=None):
+    def _prior_logits(self, val_forecasts, val_targets) -> np.ndarray:
+        """[C, M] starting logits: log of the floored greedy weights (or zeros)."""
+        m, _, _, c = val_forecasts.shape
+        if self.prior == "uniform":
+            return np.zeros((c, m))
+        return greedy_prior(val_forecasts, val_targets, self.prior_floor)
+
+    def _train(self, x, gram, b, yy, rounds: int, init: np.ndarray, valid=None):
+        """Boost from ``init`` ([N, M] logits); ``valid`` = (x, gram, b, yy, init) held out."""
         import lightgbm as lgb
 
         m = b.shape[1]
@@ -109,10 +129,12 @@ class LGBMRouter(Combiner):
             else []
         )
         params = dict(self.params, num_class=m, objective=self._objective(gram, b))
-        dtrain = lgb.Dataset(x, free_raw_data=False, categorical_feature=cat or "auto")
+        dtrain = lgb.Dataset(
+            x, init_score=init, free_raw_data=False, categorical_feature=cat or "auto"
+        )
         kwargs: dict = {}
         if valid is not None:
-            xv, gv, bv, yv = valid
+            xv, gv, bv, yv, iv = valid
 
             def feval(preds, data):
                 return (
@@ -121,7 +143,9 @@ class LGBMRouter(Combiner):
                     False,
                 )
 
-            dvalid = lgb.Dataset(xv, reference=dtrain, categorical_feature=cat or "auto")
+            dvalid = lgb.Dataset(
+                xv, init_score=iv, reference=dtrain, categorical_feature=cat or "auto"
+            )
             kwargs = dict(
                 valid_sets=[dvalid],
                 feval=feval,
@@ -136,21 +160,38 @@ class LGBMRouter(Combiner):
         gram, b, yy = window_gram(val_forecasts, val_targets)
         flat = lambda a, ws: a[ws].reshape(ws.size * c, *a.shape[2:])  # noqa: E731
         fit_w, held_w = inner_split(w, h)
-        held = (flat(features, held_w), flat(gram, held_w), flat(b, held_w), flat(yy, held_w))
+        prior = self._prior_logits(val_forecasts[:, fit_w], val_targets[fit_w])
+
+        def init(ws: np.ndarray, logits: np.ndarray) -> np.ndarray:  # [C, M] -> [N, M]
+            return np.broadcast_to(logits[None], (ws.size, c, m)).reshape(-1, m)
+
+        held = (
+            flat(features, held_w),
+            flat(gram, held_w),
+            flat(b, held_w),
+            flat(yy, held_w),
+            init(held_w, prior),
+        )
         booster = self._train(
             flat(features, fit_w),
             flat(gram, fit_w),
             flat(b, fit_w),
             flat(yy, fit_w),
             self.max_rounds,
+            init(fit_w, prior),
             valid=held,
         )
-        self.rounds_ = max(1, booster.best_iteration or booster.current_iteration())
-        p_held = _softmax(booster.predict(held[0], num_iteration=self.rounds_, raw_score=True))
+        self.rounds_ = booster.best_iteration or booster.current_iteration()
+        p_held = _softmax(
+            booster.predict(held[0], num_iteration=self.rounds_, raw_score=True) + held[4]
+        )
+        prior_score = float(combined_mse(_softmax(held[4]), *held[1:4]).mean())
+        if prior_score <= float(combined_mse(p_held, *held[1:4]).mean()):
+            self.rounds_, p_held = 0, _softmax(held[4])  # the prior alone was best
         if self.shrink:
-            self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held[1:])
+            self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held[1:4])
         else:
-            self.inner_score_ = float(combined_mse(p_held, *held[1:]).mean())
+            self.inner_score_ = float(combined_mse(p_held, *held[1:4]).mean())
         log.info(
             "lgbm router: %d rounds, shrink %.2f, inner-val MSE %.4f",
             self.rounds_,
@@ -159,15 +200,25 @@ class LGBMRouter(Combiner):
         )
         # Refit on every validation window (the most recent ones are closest to test).
         all_w = np.arange(w)
-        self.booster_ = self._train(
-            flat(features, all_w), flat(gram, all_w), flat(b, all_w), flat(yy, all_w), self.rounds_
-        )
+        self.prior_ = self._prior_logits(val_forecasts, val_targets)
+        self.booster_ = None
+        if self.rounds_:
+            self.booster_ = self._train(
+                flat(features, all_w),
+                flat(gram, all_w),
+                flat(b, all_w),
+                flat(yy, all_w),
+                self.rounds_,
+                init(all_w, self.prior_),
+            )
         return self
 
     def weights(self, forecasts, features=None) -> np.ndarray:
         m, w, _, c = forecasts.shape
-        raw = self.booster_.predict(features.reshape(w * c, -1), raw_score=True)
-        p = (1 - self.lam_) * _softmax(raw.reshape(w * c, m)) + self.lam_ / m
+        raw = np.broadcast_to(self.prior_[None], (w, c, m)).reshape(w * c, m)
+        if self.booster_ is not None:
+            raw = raw + self.booster_.predict(features.reshape(w * c, -1), raw_score=True)
+        p = (1 - self.lam_) * _softmax(raw) + self.lam_ / m
         return p.reshape(w, c, m)
 
     def describe(self) -> str:

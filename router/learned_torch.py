@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from router.combiners import Combiner
+from router.combiners import Combiner, greedy_prior
 from router.objective import choose_shrinkage, combined_mse, inner_split, window_gram
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,12 @@ class GateNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, n_members),
         )
-        nn.init.zeros_(self.body[-1].weight)  # start from uniform weights (the mean)
+        nn.init.zeros_(self.body[-1].weight)  # start from the prior
         nn.init.zeros_(self.body[-1].bias)
+        self.register_buffer("prior", torch.zeros(n_channels, n_members))
 
     def forward(self, x: torch.Tensor, ch: torch.Tensor) -> torch.Tensor:
-        return self.body(torch.cat([x, self.channel(ch)], dim=-1))
+        return self.prior[ch] + self.body(torch.cat([x, self.channel(ch)], dim=-1))
 
 
 def _torch_loss(
@@ -120,17 +121,26 @@ class TorchRouter(Combiner):
         ch = np.broadcast_to(np.arange(c)[None], (w, c)).reshape(-1)
         return torch.tensor(np.concatenate([x, miss], 1), dtype=torch.float32), torch.tensor(ch)
 
-    def _new_net(self, n_in: int, n_channels: int, m: int) -> GateNet:
+    def _new_net(self, n_in: int, n_channels: int, m: int, prior: np.ndarray) -> GateNet:
         torch.manual_seed(self.seed)
-        return GateNet(n_in, n_channels, m, self.hidden, self.dropout)
+        net = GateNet(n_in, n_channels, m, self.hidden, self.dropout)
+        net.prior.copy_(torch.tensor(prior, dtype=torch.float32))
+        return net
 
-    def _train(self, data, epochs: int, m: int, n_channels: int, valid=None) -> tuple[GateNet, int]:
+    def _train(
+        self, data, epochs: int, m: int, prior: np.ndarray, valid=None
+    ) -> tuple[GateNet, int]:
         """Train for up to ``epochs`` (early stopping on ``valid``); returns (net, best epoch count)."""
         x, ch, gram, b, yy = data
-        net = self._new_net(x.shape[1], n_channels, m)
+        net = self._new_net(x.shape[1], prior.shape[0], m, prior)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         gen = torch.Generator().manual_seed(self.seed)
         best = (np.inf, 0, None)
+        if valid is not None:  # epoch 0: the prior alone
+            with torch.no_grad():
+                net.eval()
+                score = float(_torch_loss(net(valid[0], valid[1]), *valid[2:]))
+            best = (score, 0, {k: v.clone() for k, v in net.state_dict().items()})
         for epoch in range(1, epochs + 1):
             net.train()
             for idx in torch.randperm(x.shape[0], generator=gen).split(self.batch_size):
@@ -146,7 +156,7 @@ class TorchRouter(Combiner):
                 best = (score, epoch, {k: v.clone() for k, v in net.state_dict().items()})
             elif epoch - best[1] >= self.patience:
                 break
-        if valid is not None and best[2] is not None:
+        if valid is not None:
             net.load_state_dict(best[2])
             return net, best[1]
         return net, epochs
@@ -175,7 +185,8 @@ class TorchRouter(Combiner):
         rows = lambda ws: (np.asarray(ws)[:, None] * c + np.arange(c)[None]).reshape(-1)  # noqa: E731
         fit_r, held_r = torch.tensor(rows(fit_w)), torch.tensor(rows(held_w))
         part = lambda r: (x[r], ch[r], gram[r], b[r], yy[r])  # noqa: E731
-        net, self.epochs_ = self._train(part(fit_r), self.max_epochs, m, c, valid=part(held_r))
+        prior = greedy_prior(val_forecasts[:, fit_w], val_targets[fit_w])
+        net, self.epochs_ = self._train(part(fit_r), self.max_epochs, m, prior, valid=part(held_r))
         net.eval()
         with torch.no_grad():
             p_held = torch.softmax(net(x[held_r], ch[held_r]).double(), -1).numpy()
@@ -190,7 +201,8 @@ class TorchRouter(Combiner):
             self.lam_,
             self.inner_score_,
         )
-        self.net_, _ = self._train(part(torch.arange(w * c)), self.epochs_, m, c)
+        prior = greedy_prior(val_forecasts, val_targets)
+        self.net_, _ = self._train(part(torch.arange(w * c)), self.epochs_, m, prior)
         self.net_.eval()
         return self
 

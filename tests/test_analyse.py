@@ -28,7 +28,10 @@ def fake_run_folder(csv: Path, out: Path, router: str = "inverse_error") -> Path
             arrays[f"{part}/{m}"] = f
             scores[part][m] = {"mse": float(np.mean((f - true) ** 2)), "mae": 0.0}
         arrays[f"{part}/ensemble"] = np.mean([arrays[f"{part}/{m}"] for m in MEMBERS], axis=0)
-        scores[part]["ensemble"] = {"mse": float(np.mean((arrays[f"{part}/ensemble"] - true) ** 2)), "mae": 0.0}
+        scores[part]["ensemble"] = {
+            "mse": float(np.mean((arrays[f"{part}/ensemble"] - true) ** 2)),
+            "mae": 0.0,
+        }
         if part == "test":
             arrays["test/true"] = true
     w = rng.dirichlet(np.ones(len(MEMBERS)), size=arrays["test/true"].shape[0] * 3)
@@ -36,12 +39,21 @@ def fake_run_folder(csv: Path, out: Path, router: str = "inverse_error") -> Path
     out.mkdir(parents=True)
     np.savez(out / "forecasts.npz", **arrays)
     np.savez(out / "router_weights.npz", test=w, val=w[:1], members=np.array(MEMBERS))
-    cfg = RunConfig(dataset=None, data_path=str(csv), seq_len=L, pred_len=H, members=MEMBERS, router=router)
+    cfg = RunConfig(
+        dataset=None, data_path=str(csv), seq_len=L, pred_len=H, members=MEMBERS, router=router
+    )
     (out / "config.yaml").write_text(cfg.to_yaml())
     res = {
-        "dataset": csv.stem, "seq_len": L, "pred_len": H, "seed": 0, "members": MEMBERS,
-        "router": router, "windows": splits.window_counts(), "periods": [24, 12],
-        "val": scores["val"], "test": scores["test"],
+        "dataset": csv.stem,
+        "seq_len": L,
+        "pred_len": H,
+        "seed": 0,
+        "members": MEMBERS,
+        "router": router,
+        "windows": splits.window_counts(),
+        "periods": [24, 12],
+        "val": scores["val"],
+        "test": scores["test"],
     }
     (out / "results.json").write_text(json.dumps(res))
     return out
@@ -53,15 +65,22 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
     sib = tmp_path / "run-patch16"
     sib.mkdir()
     (sib / "results.json").write_text(
-        json.dumps({"test": {"timellm": {"mse": 0.4, "mae": 0.5}, "ensemble": {"mse": 0.3, "mae": 0.4}}})
+        json.dumps(
+            {"test": {"timellm": {"mse": 0.4, "mae": 0.5}, "ensemble": {"mse": 0.3, "mae": 0.4}}}
+        )
     )
     path = analyse(run_dir)
     md = path.read_text()
     pngs = sorted(p.name for p in run_dir.glob("*.png"))
     assert len(pngs) >= 3, pngs
     assert {"weights_distribution.png", "weights_vs_features.png", "win_rates.png"} <= set(pngs)
-    for section in ("Weight distribution", "Weights against window features", "Win rates per regime",
-                    "Where the router beats or loses to the mean", "Ablations"):
+    for section in (
+        "Weight distribution",
+        "Weights against window features",
+        "Win rates per regime",
+        "Where the router beats or loses to the mean",
+        "Ablations",
+    ):
         assert section in md
     for m in MEMBERS:
         assert f"without {m}" in md
@@ -94,7 +113,9 @@ def test_window_features_on_known_shapes():
     seasonal = np.sin(2 * np.pi * t / 24)
     trend = 0.05 * t
     rng = np.random.default_rng(0)
-    x = np.stack([seasonal, trend + 0.01 * rng.standard_normal(192), rng.standard_normal(192)], axis=-1)[None]
+    x = np.stack(
+        [seasonal, trend + 0.01 * rng.standard_normal(192), rng.standard_normal(192)], axis=-1
+    )[None]
     f = window_features(x, period=24)
     assert f["seasonal_strength"][0, 0] > 0.95 and f["dominant_period"][0, 0] == pytest.approx(24)
     assert f["trend_strength"][0, 1] > 0.95

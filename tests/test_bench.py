@@ -20,7 +20,9 @@ from experiments.bench import (
 )
 from experiments.reference import build_reference, load_reference
 
-SHARED_FACTS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "published_results.csv"
+SHARED_FACTS = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "published_results.csv"
+)
 
 
 def _spec(csv: Path, out: Path, **kw) -> BenchSpec:
@@ -75,7 +77,11 @@ def test_bench_resumes_after_a_kill(synth_csv, tmp_path):
     assert [cell_done(spec, c) for c in cells] == [True, False]
 
     calls.clear()
-    info = run_bench(spec, progress=False, run_fn=lambda cfg: (calls.append(cfg.out), run(cfg, progress=False))[1])
+    info = run_bench(
+        spec,
+        progress=False,
+        run_fn=lambda cfg: (calls.append(cfg.out), run(cfg, progress=False))[1],
+    )
     assert len(calls) == 1 and calls[0].endswith(cells[1].name)
     assert info["skipped"] == [cells[0].name] and info["ran"] == [cells[1].name]
 
@@ -119,18 +125,34 @@ def test_failed_cell_does_not_stop_the_grid(synth_csv, tmp_path):
 
 
 def test_table_shows_published_numbers_with_sources():
-    spec = BenchSpec(datasets=["ETTh1"], horizons=[96, 192], seeds=[0, 1, 2], members=["dlinear"], seq_len=512)
+    spec = BenchSpec(
+        datasets=["ETTh1"], horizons=[96, 192], seeds=[0, 1, 2], members=["dlinear"], seq_len=512
+    )
     rows = []
     for h in (96, 192):
         for seed in (0, 1, 2):
             for f, v in (("dlinear", 0.38), ("ensemble", 0.37)):
                 rows.append(
-                    dict(dataset="ETTh1", seq_len=512, pred_len=h, seed=seed, forecast=f,
-                         mse=v + 0.01 * seed, mae=0.4, val_mse=0.7, fit_s=1.0, predict_s=0.1)
+                    dict(
+                        dataset="ETTh1",
+                        seq_len=512,
+                        pred_len=h,
+                        seed=seed,
+                        forecast=f,
+                        mse=v + 0.01 * seed,
+                        mae=0.4,
+                        val_mse=0.7,
+                        fit_s=1.0,
+                        predict_s=0.1,
+                    )
                 )
     summary = summarise(pd.DataFrame(rows))
     row = summary[(summary["forecast"] == "dlinear") & (summary["pred_len"] == 96)].iloc[0]
-    assert row["mse"] == pytest.approx(0.39) and row["mse_std"] == pytest.approx(0.01) and row["n"] == 3
+    assert (
+        row["mse"] == pytest.approx(0.39)
+        and row["mse_std"] == pytest.approx(0.01)
+        and row["n"] == 3
+    )
     md = bench_markdown(spec, summary)
     assert "0.390 ± 0.010" in md
     assert "DLinear" in md and "0.375" in md  # LTSF-Linear's ETTh1-96

@@ -45,6 +45,7 @@ def test_lookback_multiples_and_candidates():
     assert period_candidates([168, 24, 24, 1000, 12, 1], 96, 720, 3) == [168, 24, 12]
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_restart_after_kill_finishes_exactly_n(synth_csv, tmp_path):
     csv = synth_csv(n=1200)
     out = tmp_path / "tune"
@@ -77,6 +78,7 @@ def test_restart_after_kill_finishes_exactly_n(synth_csv, tmp_path):
     assert len(study.get_trials()) == n_before
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_trial_past_the_budget_is_surplus(synth_csv, tmp_path):
     spec = _spec(synth_csv(n=1200), tmp_path / "tune", trials=2)
     run_tune(spec, progress=False, plots=False)
@@ -96,7 +98,13 @@ def test_best_config_is_a_run_config(synth_csv, tmp_path):
     csv = synth_csv(n=1200)
     out = tmp_path / "tune"
     run_tune(_spec(csv, out, trials=3), progress=False)
-    for name in ("best_config.yaml", "study_summary.md", "trials.csv", "tune.log", "tune_history.png"):
+    for name in (
+        "best_config.yaml",
+        "study_summary.md",
+        "trials.csv",
+        "tune.log",
+        "tune_history.png",
+    ):
         assert (out / name).is_file(), name
     cfg = RunConfig.from_file(out / "best_config.yaml")
     assert cfg.members == ["snaive"] and cfg.seq_len % cfg.member_params["snaive"]["period"] == 0

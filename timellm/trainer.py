@@ -142,7 +142,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     clip_grad: float | None = None
     seed: int = 0
-    log_every: int = 50
+    log_every: int = 20
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:

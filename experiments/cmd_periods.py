@@ -1,0 +1,73 @@
+"""`hybrid-forecast periods`: the periodicity analyser's ranked periods for a dataset.
+
+By default only the train rows are analysed (the split rule of ``ensemble.data``), so
+periods chosen from this output never saw validation or test data.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ensemble.data import add_data_arguments
+from ensemble.errors import UserError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("periods", help="ranked periods per channel and overall (periodicity analyser)")
+    add_data_arguments(p)
+    p.add_argument("--max-candidates", type=int, default=5, help="periods listed per channel and overall")
+    p.add_argument("--all-rows", action="store_true", help="analyse every row, not just the train split")
+    p.add_argument("--json", action="store_true", help="one JSON object for machines")
+    p.add_argument("--plot", metavar="FILE", help="save the periodogram and an STL panel (e.g. periods.png)")
+    p.set_defaults(func=handle)
+
+
+def _table(title: str, cands) -> list[str]:
+    lines = [title, f"  {'rank':>4} {'period':>7} {'power':>7} {'acf':>6} {'F_S':>5} {'F_T':>5}"]
+    if not cands:
+        lines.append("  (no period found)")
+    for i, c in enumerate(cands, 1):
+        lines.append(
+            f"  {i:>4} {c.period:>7d} {c.power:>7.4f} {c.acf:>6.2f} {c.strength:>5.2f} {c.trend_strength:>5.2f}"
+        )
+    return lines
+
+
+def handle(args) -> int:
+    from ensemble.data import dataset_from_args, split_borders
+    from periodicity import analyse
+
+    if args.max_candidates < 1:
+        raise UserError(f"--max-candidates must be at least 1 (got {args.max_candidates})")
+    ds = dataset_from_args(args)
+    if args.all_rows:
+        rows = slice(0, ds.n_rows)
+    else:
+        (_, _, _), (train_end, _, _) = split_borders(ds.n_rows, ds.split_rule, 0)
+        rows = slice(0, train_end)
+    x = ds.values[rows]
+    if x.shape[0] < 16:
+        raise UserError(f"{ds.name}: {x.shape[0]} rows are too few to look for periods (need 16); pass --all-rows or a longer series")
+    report = analyse(x, freq=ds.freq, max_candidates=args.max_candidates, columns=ds.columns)
+
+    if args.plot:
+        from periodicity.plot import plot_periods
+
+        try:
+            plot_periods(x, report, args.plot, title=f"{ds.name}: periodogram and chosen periods")
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot write the plot {args.plot}: {exc}") from None
+
+    if args.json:
+        out = {"dataset": ds.name, "rows": "all" if args.all_rows else "train", **report.to_dict()}
+        print(json.dumps(out))
+        return 0
+    what = "all rows" if args.all_rows else "train rows"
+    print(f"{ds.name}: {x.shape[0]} {what}, {x.shape[1]} channels, freq {ds.freq or 'unknown'}")
+    verdict = "seasonal" if report.seasonal else "no seasonality (no period with F_S > 0.3)"
+    print("\n".join(_table(f"overall: {verdict}", report.overall)))
+    for name, cands in report.channels.items():
+        print("\n".join(_table(f"channel {name}", cands)))
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0

@@ -1,0 +1,68 @@
+"""Figure of a period analysis: periodogram with the chosen peaks, and an STL panel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from periodicity.report import PeriodReport
+from periodicity.spectrum import periodogram
+from periodicity.strength import recent_rows, stl_components
+
+
+def plot_periods(x: np.ndarray, report: PeriodReport, path: str | Path, channel: int = -1, title: str = "") -> Path:
+    """Save a two-row figure: the periodogram, and the STL of one channel.
+
+    Top: the channel-mean periodogram against period (log axis), the overall periods
+    marked. Bottom: STL of ``channel`` at the top overall period, over the stretch its
+    strength was measured on (at most the last 4 cycles drawn, so the shape is visible).
+
+    Args:
+        x: [T, C] the values ``report`` was made from.
+        report: the analysis of ``x``.
+        path: image file to write (format from the suffix, e.g. .png).
+        channel: channel drawn in the STL panel (default: the last, the target).
+        title: figure title.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
+    n = x.shape[0]
+    power = periodogram(x).mean(axis=1)
+    k = np.arange(2, power.shape[0])
+    fig, axes = plt.subplots(5, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [2.2, 1, 1, 1, 1]})
+    ax = axes[0]
+    ax.semilogx(n / k, power[k], lw=0.7, color="0.3")
+    for rank, c in enumerate(report.overall):
+        ax.axvline(c.period, color=f"C{rank}", ls="--", lw=1, label=f"{c.period} (F_S {c.strength:.2f})")
+    ax.set_xlabel("period (steps)")
+    ax.set_ylabel("share of variance")
+    ax.set_title(title or "periodogram (channel mean) and chosen periods")
+    if report.overall:
+        ax.legend(fontsize=8, loc="upper left")
+
+    labels = ("observed", "trend", "seasonal", "remainder")
+    if report.overall:
+        period = report.overall[0].period
+        seg = x[recent_rows(n, period), channel]
+        if seg.shape[0] >= 2 * period:
+            trend, seasonal, resid = stl_components(seg, period)
+            show = slice(max(0, seg.shape[0] - 4 * max(period, 24)), seg.shape[0])
+            for ax, series, label in zip(axes[1:], (seg, trend, seasonal, resid), labels, strict=True):
+                ax.plot(series[show], lw=0.7)
+                ax.set_ylabel(label, fontsize=8)
+            axes[1].set_title(f"STL of channel {channel} at period {period} (last rows)", fontsize=9)
+    else:
+        axes[1].set_title("no period found: no STL panel", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

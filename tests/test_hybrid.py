@@ -1,0 +1,76 @@
+"""ensemble.hybrid: stacking, weighted combination, combiner forecasts, the oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ensemble import hybrid
+from router import make_combiner
+
+
+@pytest.fixture
+def members():
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((40, 8, 3))
+    f = {f"m{i}": y + s * rng.standard_normal(y.shape) for i, s in enumerate((0.2, 0.5, 1.0))}
+    return f, y
+
+
+def test_stack_keeps_member_order(members):
+    f, _ = members
+    s = hybrid.stack(f)
+    assert s.shape == (3, 40, 8, 3) and s.dtype == np.float64
+    np.testing.assert_array_equal(s[1], f["m1"])
+
+
+@pytest.mark.parametrize("shape", [(3,), (40, 3), (3, 3), (40, 3, 3)])
+def test_combine_accepts_every_weight_layout(members, shape):
+    f, _ = members
+    s = hybrid.stack(f)
+    w = np.random.default_rng(1).dirichlet(np.ones(3), size=shape[:-1] or None)
+    full = np.broadcast_to(
+        w
+        if len(shape) == 3
+        else (w[None, None] if len(shape) == 1 else w[:, None] if shape[0] == 40 else w[None]),
+        (40, 3, 3),
+    )
+    expect = np.einsum("mwhc,wcm->whc", s, full)
+    np.testing.assert_allclose(hybrid.combine(s, w), expect)
+
+
+def test_combine_rejects_wrong_shapes(members):
+    s = hybrid.stack(members[0])
+    with pytest.raises(ValueError, match="do not fit"):
+        hybrid.combine(s, np.ones((5, 3)) / 3)
+
+
+def test_one_hot_weights_select_a_member(members):
+    s = hybrid.stack(members[0])
+    np.testing.assert_allclose(hybrid.combine(s, np.array([0.0, 1.0, 0.0])), s[1])
+
+
+def test_combined_forecast_uses_the_combiners_own_forecast(members):
+    f, y = members
+    s = hybrid.stack(f)
+    med = make_combiner("median").fit(s, y)
+    np.testing.assert_allclose(hybrid.combined_forecast(med, s), np.median(s, axis=0))
+    mean = make_combiner("mean").fit(s, y)
+    np.testing.assert_allclose(hybrid.combined_forecast(mean, s), s.mean(axis=0))
+
+    class WeightsOnly:  # a combiner without ``forecast`` is applied through its weights
+        def weights(self, forecasts, features=None):
+            return np.full((forecasts.shape[1], forecasts.shape[3], forecasts.shape[0]), 1 / 3)
+
+    np.testing.assert_allclose(hybrid.combined_forecast(WeightsOnly(), s), s.mean(axis=0))
+
+
+def test_oracle_is_a_lower_bound_per_window(members):
+    f, y = members
+    s = hybrid.stack(f)
+    w = hybrid.oracle_weights(s, y)
+    assert w.shape == (40, 3, 3) and set(np.unique(w)) == {0.0, 1.0}
+    np.testing.assert_allclose(w.sum(-1), 1.0)
+    per_window = np.mean((hybrid.combine(s, w) - y) ** 2, axis=1)  # [W, C]
+    each = np.mean((s - y[None]) ** 2, axis=2)  # [M, W, C]
+    np.testing.assert_allclose(per_window, each.min(axis=0))

@@ -13,12 +13,20 @@ from ensemble.errors import UserError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("periods", help="ranked periods per channel and overall (periodicity analyser)")
+    p = sub.add_parser(
+        "periods", help="ranked periods per channel and overall (periodicity analyser)"
+    )
     add_data_arguments(p)
-    p.add_argument("--max-candidates", type=int, default=5, help="periods listed per channel and overall")
-    p.add_argument("--all-rows", action="store_true", help="analyse every row, not just the train split")
+    p.add_argument(
+        "--max-candidates", type=int, default=5, help="periods listed per channel and overall"
+    )
+    p.add_argument(
+        "--all-rows", action="store_true", help="analyse every row, not just the train split"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object for machines")
-    p.add_argument("--plot", metavar="FILE", help="save the periodogram and an STL panel (e.g. periods.png)")
+    p.add_argument(
+        "--plot", metavar="FILE", help="save the periodogram and an STL panel (e.g. periods.png)"
+    )
     p.set_defaults(func=handle)
 
 
@@ -47,7 +55,9 @@ def handle(args) -> int:
         rows = slice(0, train_end)
     x = ds.values[rows]
     if x.shape[0] < 16:
-        raise UserError(f"{ds.name}: {x.shape[0]} rows are too few to look for periods (need 16); pass --all-rows or a longer series")
+        raise UserError(
+            f"{ds.name}: {x.shape[0]} rows are too few to look for periods (need 16); pass --all-rows or a longer series"
+        )
     report = analyse(x, freq=ds.freq, max_candidates=args.max_candidates, columns=ds.columns)
 
     if args.plot:

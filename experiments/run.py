@@ -30,31 +30,13 @@ from experiments.config import RunConfig
 
 log = logging.getLogger("hybrid_forecast.run")
 
-# Calendar periods used when the periodicity analyser is unavailable or finds nothing.
-_FREQ_PERIODS = {
-    "h": [24, 168, 12],
-    "15min": [96, 672],
-    "10min": [144, 1008],
-    "d": [7, 365],
-    "b": [5],
-    "w": [52],
-}
 
+def detect_periods(splits: Splits, k: int = 3) -> list[int]:
+    """Ranked seasonal periods (F_S > 0.3) of the train rows, never val or test; [] if none."""
+    from periodicity import analyse
 
-def detect_periods(splits: Splits, k: int = 5) -> list[int]:
-    """Ranked periods of the train rows (never val or test)."""
-    try:
-        from periodicity import analyse
-
-        report = analyse(splits.train.data, freq=splits.dataset.freq)
-        periods = [int(p) for p in report.top_periods(k)]
-        if periods:
-            return periods
-    except ImportError:
-        pass
-    freq = (splits.dataset.freq or "").lower()
-    key = re.sub(r"^1(?=[a-z])", "", freq).split("-")[0]
-    return _FREQ_PERIODS.get(key, [])
+    report = analyse(splits.train.data, freq=splits.dataset.freq)
+    return [int(p) for p in report.top_periods(k, seasonal_only=True)]
 
 
 def _safe(name: str) -> str:

@@ -121,7 +121,9 @@ def _chunk_features(z: np.ndarray, periods: list[int]) -> np.ndarray:
     spec = np.abs(np.fft.rfft(d * np.hanning(length), axis=1)) ** 2
     spec[:, 0] = 0.0
     p = spec[:, 1:] / np.maximum(spec[:, 1:].sum(axis=1, keepdims=True), _EPS)
-    out[:, col["spectral_entropy"]] = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1) / np.log(p.shape[1])
+    out[:, col["spectral_entropy"]] = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1) / np.log(
+        p.shape[1]
+    )
     k = 2 + np.argmax(spec[:, 2:], axis=1)  # k >= 2: at least two cycles in the window
     out[:, col["fft_period"]] = length / k
 
@@ -137,7 +139,9 @@ def _chunk_features(z: np.ndarray, periods: list[int]) -> np.ndarray:
         best_fs = np.where(better, f_s, best_fs)
         best_ft = np.where(better, f_t, best_ft)
         out[:, col["period"]] = np.where(better, period, out[:, col["period"]])
-        out[:, col["acf_period"]] = np.where(better, _lag_corr(d, period, denom), out[:, col["acf_period"]])
+        out[:, col["acf_period"]] = np.where(
+            better, _lag_corr(d, period, denom), out[:, col["acf_period"]]
+        )
         seasonal_best[better] = seasonal[better]
     no_period = out[:, col["period"]] == 0
     if no_period.any():  # no seasonal part: the trend still gets measured
@@ -177,5 +181,7 @@ def window_features(
     for start in range(0, n_win, chunk):
         part = np.asarray(x[start : start + chunk], dtype=np.float64)  # [w, L, C] copy
         z = part.transpose(0, 2, 1).reshape(-1, length)  # [w * C, L]
-        out[start : start + part.shape[0]] = _chunk_features(z, periods).reshape(part.shape[0], n_ch, -1)
+        out[start : start + part.shape[0]] = _chunk_features(z, periods).reshape(
+            part.shape[0], n_ch, -1
+        )
     return out, list(FEATURE_NAMES)

@@ -51,7 +51,9 @@ def patch_candidates(
     return pairs
 
 
-def lookback_candidates(periods: list[int], min_len: int, max_len: int, max_count: int = 8) -> list[int]:
+def lookback_candidates(
+    periods: list[int], min_len: int, max_len: int, max_count: int = 8
+) -> list[int]:
     """Lookbacks in [min_len, max_len] that are whole multiples of some period.
 
     When more than ``max_count`` qualify, those nearest to an even spread on a log scale
@@ -65,7 +67,14 @@ def lookback_candidates(periods: list[int], min_len: int, max_len: int, max_coun
     Returns:
         Sorted lookbacks; empty when no period has a multiple in range.
     """
-    values = sorted({k * p for p in periods if p >= 2 for k in range(max(1, -(-min_len // p)), max_len // p + 1)})
+    values = sorted(
+        {
+            k * p
+            for p in periods
+            if p >= 2
+            for k in range(max(1, -(-min_len // p)), max_len // p + 1)
+        }
+    )
     if len(values) <= max_count:
         return values
     grid = np.geomspace(values[0], values[-1], max_count)

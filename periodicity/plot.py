@@ -11,7 +11,9 @@ from periodicity.spectrum import periodogram
 from periodicity.strength import recent_rows, stl_components
 
 
-def plot_periods(x: np.ndarray, report: PeriodReport, path: str | Path, channel: int = -1, title: str = "") -> Path:
+def plot_periods(
+    x: np.ndarray, report: PeriodReport, path: str | Path, channel: int = -1, title: str = ""
+) -> Path:
     """Save a two-row figure: the periodogram, and the STL of one channel.
 
     Top: the channel-mean periodogram against period (log axis), the overall periods
@@ -37,11 +39,15 @@ def plot_periods(x: np.ndarray, report: PeriodReport, path: str | Path, channel:
     n = x.shape[0]
     power = periodogram(x).mean(axis=1)
     k = np.arange(2, power.shape[0])
-    fig, axes = plt.subplots(5, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [2.2, 1, 1, 1, 1]})
+    fig, axes = plt.subplots(
+        5, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [2.2, 1, 1, 1, 1]}
+    )
     ax = axes[0]
     ax.semilogx(n / k, power[k], lw=0.7, color="0.3")
     for rank, c in enumerate(report.overall):
-        ax.axvline(c.period, color=f"C{rank}", ls="--", lw=1, label=f"{c.period} (F_S {c.strength:.2f})")
+        ax.axvline(
+            c.period, color=f"C{rank}", ls="--", lw=1, label=f"{c.period} (F_S {c.strength:.2f})"
+        )
     ax.set_xlabel("period (steps)")
     ax.set_ylabel("share of variance")
     ax.set_title(title or "periodogram (channel mean) and chosen periods")
@@ -55,10 +61,16 @@ def plot_periods(x: np.ndarray, report: PeriodReport, path: str | Path, channel:
         if seg.shape[0] >= 2 * period:
             trend, seasonal, resid = stl_components(seg, period)
             show = slice(max(0, seg.shape[0] - 4 * max(period, 24)), seg.shape[0])
-            for ax, series, label in zip(axes[1:], (seg, trend, seasonal, resid), labels, strict=True):
+            for ax, series, label in zip(
+                axes[1:], (seg, trend, seasonal, resid), labels, strict=True
+            ):
                 ax.plot(series[show], lw=0.7)
                 ax.set_ylabel(label, fontsize=8)
-            axes[1].set_title(f"STL of channel {channel} at period {period} (last rows)", fontsize=9)
+            names = list(report.channels) or list(range(x.shape[1]))
+            name = names[channel] if -len(names) <= channel < len(names) else channel
+            axes[1].set_title(
+                f"STL of channel {name} at period {period} (last 4 cycles)", fontsize=9
+            )
     else:
         axes[1].set_title("no period found: no STL panel", fontsize=9)
     fig.tight_layout()

@@ -84,13 +84,18 @@ class PeriodReport:
 
 def _jsonable(c: PeriodCandidate) -> dict:
     """The candidate as a dict, NaN (strength not measurable) as None."""
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(c).items()}
+    return {
+        k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+        for k, v in asdict(c).items()
+    }
 
 
-def merge_channels(peaks: list[list[Peak]], calendar: list[int], max_candidates: int) -> list[tuple[int, float]]:
+def merge_channels(
+    peaks: list[list[Peak]], calendar: list[int], max_candidates: int
+) -> list[tuple[int, float]]:
     """Overall periods from the channels' peaks.
 
-    Periods within 2% (or one lag) of each other across channels are one period, named
+    Periods within 2% of each other across channels are one period, named
     by the channel period with the most power. A period's overall power is the mean over
     all channels (0 where a channel lacks it), so a cycle of one channel counts for less.
     Harmonics of a stronger overall period are merged into it, as within a channel.
@@ -105,20 +110,22 @@ def merge_channels(peaks: list[list[Peak]], calendar: list[int], max_candidates:
     """
     groups: list[list[float]] = []  # [period, summed power]
     for p in sorted((p for ch in peaks for p in ch), key=lambda p: -p.power):
-        g = next((g for g in groups if abs(g[0] - p.period) <= max(1, 0.02 * g[0])), None)
+        g = next((g for g in groups if abs(g[0] - p.period) <= 0.02 * g[0]), None)
         if g is None:
             groups.append([p.period, p.power])
         else:
             g[1] += p.power
     merged: list[list[float]] = []
     for g in sorted(groups, key=lambda g: -g[1]):
-        parent = next((m for m in merged if is_harmonic(int(g[0]), int(m[0]))), None)
+        parent = next((m for m in merged if is_harmonic(int(g[0]), int(m[0]), calendar)), None)
         if parent is None:
             merged.append(g)
         else:
             parent[1] += g[1]
     n = max(len(peaks), 1)
-    ranked = sorted(((int(g[0]), g[1] / n) for g in merged), key=lambda t: rank_key(t[0], t[1], calendar))
+    ranked = sorted(
+        ((int(g[0]), g[1] / n) for g in merged), key=lambda t: rank_key(t[0], t[1], calendar)
+    )
     return ranked[:max_candidates]
 
 
@@ -168,13 +175,17 @@ def analyse(
 
     # One STL per distinct (channel, period) pair: channel lists and the overall list share.
     periods = sorted({p for p, _ in overall} | {p.period for ch in peaks for p in ch})
-    needed = {(c, p) for c in range(n_ch) for p, _ in overall} | {(c, p.period) for c, ch in enumerate(peaks) for p in ch}
+    needed = {(c, p) for c in range(n_ch) for p, _ in overall} | {
+        (c, p.period) for c, ch in enumerate(peaks) for p in ch
+    }
     f_s, f_t = strength_table(x, periods, needed)
     row = {p: i for i, p in enumerate(periods)}
 
     channels = {
         keys[c]: [
-            PeriodCandidate(p.period, p.power, p.acf, float(f_s[row[p.period], c]), float(f_t[row[p.period], c]))
+            PeriodCandidate(
+                p.period, p.power, p.acf, float(f_s[row[p.period], c]), float(f_t[row[p.period], c])
+            )
             for p in ch
         ]
         for c, ch in enumerate(peaks)

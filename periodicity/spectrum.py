@@ -266,11 +266,18 @@ def snap_to_calendar(period: int, calendar: list[int], tol: float = 0.05) -> int
     return min(near, key=lambda c: abs(period - c)) if near else period
 
 
-def is_harmonic(p: int, q: int, max_order: int = 6, tol: float = 0.02) -> bool:
+def is_harmonic(
+    p: int, q: int, calendar: list[int] | None = None, max_order: int = 6, tol: float = 0.02
+) -> bool:
     """Whether p is q/m for some m in 2..max_order (p and q are whole lags).
 
     The tolerance is relative (``tol``) but at least the rounding of q/m to a whole lag.
+    A calendar period is never a harmonic of a non-calendar one: slow wander near
+    3 x 672 must not swallow the week of 15-minute data.
     """
+    calendar = calendar or []
+    if p in calendar and q not in calendar:
+        return False
     m = round(q / p)
     if not 2 <= m <= max_order:
         return False
@@ -328,7 +335,7 @@ def find_peaks(
     for k, nu, fit in zip(hints, nus, fits, strict=True):
         pw = peak_power(power, int(k))
         guess = n / nu
-        parent = next((c for c in kept if is_harmonic(round(guess), int(c[0]))), None)
+        parent = next((c for c in kept if is_harmonic(round(guess), int(c[0]), calendar)), None)
         if parent is not None:  # part of a stronger cycle's wave shape
             parent[1] += pw
             continue
@@ -342,7 +349,7 @@ def find_peaks(
         lag = snap_to_calendar(lag, calendar)
         if lag > max_period:
             continue
-        same = next((c for c in kept if abs(c[0] - lag) <= max(1, 0.02 * lag)), None)
+        same = next((c for c in kept if abs(c[0] - lag) <= 0.02 * lag), None)
         if same is not None:  # two hints on one hill: one cycle
             same[1] += pw
             continue

@@ -66,13 +66,17 @@ def strengths(trend: np.ndarray, seasonal: np.ndarray, resid: np.ndarray) -> tup
     return f_s, f_t
 
 
-def recent_rows(n: int, period: int, cycles: int = 16, min_rows: int = 4096, max_rows: int = 8192) -> slice:
+def recent_rows(
+    n: int, period: int, cycles: int = 16, min_rows: int = 4096, max_rows: int = 8192
+) -> slice:
     """The stretch of rows that strengths are measured on: the last ``cycles`` cycles
     within [min_rows, max_rows] rows, but never fewer than 4 cycles."""
     return slice(max(0, n - max(4 * period, min(max_rows, max(min_rows, cycles * period)))), n)
 
 
-def stl_strength(x: np.ndarray, period: int, cycles: int = 16, min_rows: int = 4096) -> tuple[float, float]:
+def stl_strength(
+    x: np.ndarray, period: int, cycles: int = 16, min_rows: int = 4096
+) -> tuple[float, float]:
     """Seasonal and trend strength of one period in one series.
 
     Args:

@@ -9,8 +9,10 @@ Three groups, all causal (nothing a window's targets could leak into):
   (forecasts are inputs of the combination, not targets);
 * **members' recent skill**: for window ``t`` the targets of the earlier windows
   ``t - H - k`` (k >= 0) lie entirely inside window ``t``'s input, so each member's
-  error on them is known when window ``t`` is forecast. It is missing (NaN) for the
-  first ``H`` windows of a split.
+  error on them is known when window ``t`` is forecast: on the last such window, and
+  averaged over the last H and 4H of them (a single window's winner says little about
+  the next one; a longer record says a bit more). Missing (NaN) for the first ``H``
+  windows of a split.
 
 Everything is vectorised over windows and channels and computed in chunks of windows, so
 ETTm1 (11k windows x 512 steps x 7 channels) stays within a few hundred MB.
@@ -180,7 +182,7 @@ def window_features(
         if m > 1:
             blocks.append(np.moveaxis(dev / std, 0, -1))
             all_names += [f"dev_{n}" for n in member_names]
-        for smooth, tag in ((1, "last"), (pred_len, "recent")):
+        for smooth, tag in ((1, "last"), (pred_len, "recent"), (4 * pred_len, "long")):
             e = np.log(past_errors(x, forecasts, smooth) + _EPS)  # [W, C, M]
             level = e.mean(axis=-1, keepdims=True)
             blocks.append(level)

@@ -164,7 +164,9 @@ def test_window_features_on_known_windows():
 def test_window_features_strided_and_chunked():
     rng = np.random.default_rng(2)
     data = rng.standard_normal((700, 2)) + np.sin(2 * np.pi * np.arange(700) / 24)[:, None]
-    x = np.lib.stride_tricks.sliding_window_view(data, 96, axis=0).transpose(0, 2, 1)  # [605, 96, 2]
+    x = np.lib.stride_tricks.sliding_window_view(data, 96, axis=0).transpose(
+        0, 2, 1
+    )  # [605, 96, 2]
     whole, _ = window_features(x, [24])
     chunked, _ = window_features(x, [24], max_elements=96 * 2 * 7)  # 7 windows per chunk
     assert whole.shape == (605, 2, len(FEATURE_NAMES)) and np.isfinite(whole).all()

@@ -198,3 +198,14 @@ def test_select_starts():
     assert select_starts(100, 10, percent=50).tolist() == [0, 10, 20, 30, 40, 49]
     with pytest.raises(ValueError):
         select_starts(10, 0)
+
+
+def test_series_sampling_gathers_window_channel_pairs():
+    ws = window_set()
+    x, y, ids, mask = ws.batch_series(torch.tensor([0, 3, 11]))  # (0,0), (1,1), (5,1)
+    assert x.shape == (3, L, 1) and y.shape == (3, H, 1) and ids.shape == (3, P)
+    assert torch.equal(x[1, :, 0], ws.series[1 : 1 + L, 1])
+    assert torch.equal(y[2, :, 0], ws.series[5 + L : 5 + L + H, 1])
+    model = fresh()
+    res = Trainer(model, cfg(epochs=2, patience=0, sample="series")).fit(ws, window_set(seed=1))
+    assert len(res.history) == 2 and max(model.calls[:3]) <= 16  # batches of series

@@ -82,7 +82,9 @@ class TimeLLMForecaster(BaseForecaster):
         epochs: maximum epochs.
         patience: early-stopping patience in epochs (0: run all epochs, still reload
             the best).
-        batch_size: windows per step (x all channels).
+        batch_size: items per step: windows (x all channels) or series (see ``sample``).
+        sample: "windows" (official batching) or "series" (random (window, channel)
+            pairs; see `TrainConfig`).
         eval_batch_size: windows per forward pass when scoring or predicting.
         schedule: "cosine", "onecycle", "type1" or "constant" (see `TrainConfig`).
         train_stride: train on every n-th train window.
@@ -124,6 +126,7 @@ class TimeLLMForecaster(BaseForecaster):
         epochs: int = 10,
         patience: int = 3,
         batch_size: int = 16,
+        sample: str = "windows",
         eval_batch_size: int = 64,
         schedule: str = "cosine",
         train_stride: int = 1,
@@ -143,6 +146,8 @@ class TimeLLMForecaster(BaseForecaster):
     ) -> None:
         if precision not in PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        if sample not in ("windows", "series"):
+            raise UserError(f"sample must be 'windows' or 'series' (got {sample!r})")
         if train_stride < 1 or val_stride < 1:
             raise UserError("train_stride and val_stride must be >= 1")
         try:
@@ -248,6 +253,7 @@ class TimeLLMForecaster(BaseForecaster):
             eval_batch_size=self.eval_batch_size,
             schedule=self.schedule,
             seed=self.seed,
+            sample=self.sample,
         )
 
     # ----------------------------------------------------------------------- prompts
@@ -283,7 +289,7 @@ class TimeLLMForecaster(BaseForecaster):
         has_targets: bool,
         forecasts: dict[str, np.ndarray] | None,
     ) -> WindowSet:
-        x = inj.gather(series, starts, 0, self.seq_len) if len(starts) else series[:0, None]
+        x = inj.gather(series, starts, 0, self.seq_len)  # [W, L, C]
         extra = inj.summaries(x, forecasts) if forecasts else None
         ids, mask = self._prompts(x, extra)
         return WindowSet(

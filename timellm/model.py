@@ -94,6 +94,8 @@ class TimeLLM(nn.Module):
         self.prefix_cache = prefix_cache
         self.compute_dtype = compute_dtype
         self.backbone_name = backbone.name
+        self.hidden_size = backbone.hidden_size
+        self.tokenizer = backbone.tokenizer  # for callers building prompts (not a module)
         self.num_patches = PatchEmbedding.num_patches(seq_len, patch_len, stride)
 
         self.llm = backbone.model  # frozen; registered so .to(device) moves it too
@@ -189,7 +191,8 @@ class TimeLLM(nn.Module):
         Returns:
             [S, Np, D] last hidden states of the patch positions.
         """
-        ids, mask = ids.to(tokens.device), mask.to(tokens.device)
+        ids = ids.to(tokens.device, torch.long)
+        mask = mask.to(tokens.device, torch.long)  # callers may store int32 / bool
         # Columns that are padding in every row change nothing under the mask: drop them.
         real = mask.any(dim=0).nonzero()
         start = int(real[0]) if len(real) else mask.shape[1]

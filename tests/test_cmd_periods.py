@@ -1,0 +1,45 @@
+"""Tests of `hybrid-forecast periods` through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+
+from experiments.cli import main
+
+
+def test_periods_json_on_synthetic_csv(synth_csv, capsys):
+    path = synth_csv(n=2400, channels=3, period=24)
+    assert main(["periods", "--data-path", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"] == "train" and out["n_rows"] == int(2400 * 0.7)
+    assert out["overall"][0]["period"] == 24
+    assert set(out["overall"][0]) >= {"period", "power", "acf", "strength", "trend_strength"}
+    assert set(out["channels"]) == {"x0", "x1", "OT"}
+    assert out["seasonal"] is True
+
+
+def test_periods_table_and_plot(synth_csv, tmp_path, capsys):
+    path = synth_csv(n=2400, channels=2, period=24)
+    png = tmp_path / "periods.png"
+    assert main(["periods", "--data-path", str(path), "--plot", str(png), "--all-rows"]) == 0
+    text = capsys.readouterr().out
+    assert "overall: seasonal" in text and "channel OT" in text
+    assert png.is_file() and png.stat().st_size > 10_000
+
+
+def test_periods_real_etth1(data_dir, capsys):
+    assert main(["periods", "--dataset", "ETTh1", "--data-dir", str(data_dir), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    periods = [c["period"] for c in out["overall"]]
+    assert periods[0] == 24 and 168 in periods[:3]
+
+
+def test_periods_user_errors(tmp_path, capsys):
+    assert main(["periods", "--dataset", "nope", "--data-dir", str(tmp_path)]) == 2
+    assert "unknown dataset" in capsys.readouterr().err
+    assert (
+        main(
+            ["periods", "--dataset", "ETTh1", "--max-candidates", "0", "--data-dir", str(tmp_path)]
+        )
+        == 2
+    )

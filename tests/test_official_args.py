@@ -1,0 +1,184 @@
+"""The official Time-LLM flags: the seed command maps to the config our own flags build."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from ensemble.errors import UserError
+from experiments.cli import build_parser, main
+from experiments.cmd_run import config_from_args
+from experiments.config import RunConfig
+from timellm.official_args import check_channels, map_official, parse_official
+
+# The user's command from the seeds document (run_main.py flags, one per line there).
+SEED_COMMAND = r"""
+  --task_name long_term_forecast --is_training 1 --root_path ./dataset/ETT-small/
+  --data_path ETTm1.csv --model_id ETTm1_512_96 --model_comment Qwen3B --model TimeLLM
+  --data ETTm1 --features M --seq_len 512 --label_len 48 --pred_len 96 --e_layers 2
+  --d_layers 1 --factor 3 --enc_in 7 --dec_in 7 --c_out 7 --batch_size 8 --d_model 32
+  --d_ff 32 --llm_dim 2048 --llm_layers 6 --num_workers 2 --prompt_domain 1
+  --train_epochs 10 --itr 1 --dropout 0.1 --llm_model QWEN
+  --llm_model_path "e:\timellm\Time-LLM\base_models\Qwen2.5-3B" --load_in_4bit
+"""
+QWEN = r"e:\timellm\Time-LLM\base_models\Qwen2.5-3B"
+
+
+def seed_argv() -> list[str]:
+    return shlex.split(SEED_COMMAND.replace("\\", "\\\\"))
+
+
+def test_seed_command_in_the_seeds_document_is_the_one_tested():
+    seeds = sorted(Path(__file__).resolve().parents[2].glob("shared/seeds/000_*.txt"))
+    if not seeds:
+        pytest.skip("seeds document not present")
+    text = seeds[0].read_text(encoding="utf-8", errors="replace")
+    block = text.split("python run_main.py", 1)[1].split("```", 1)[0]
+    flags = [ln.strip().rstrip("^").strip() for ln in block.splitlines() if ln.strip()]
+    assert shlex.split(" ".join(flags).replace("\\", "\\\\")) == seed_argv()
+
+
+def test_seed_command_maps_to_the_same_config_as_run_flags():
+    mapping = parse_official(seed_argv())
+    official = RunConfig.from_dict(mapping.config)
+
+    sets = {
+        "backbone": QWEN,
+        "llm_layers": 6,
+        "llm_dim": 2048,
+        "load_in_4bit": "true",
+        "batch_size": 8,
+        "d_model": 32,
+        "d_ff": 32,
+        "n_heads": 8,
+        "dropout": 0.1,
+        "patch_len": 16,
+        "stride": 8,
+        "num_prototypes": 1000,
+        "eval_batch_size": 8,
+        "lr": 0.0001,
+        "epochs": 10,
+        "patience": 10,
+        "schedule": "type1",
+    }
+    argv = ["run", "--dataset", "ETTm1", "--features", "M", "--target", "OT"]
+    argv += ["--seq-len", "512", "--pred-len", "96", "--percent", "100", "--seed", "2021"]
+    argv += ["--members", "timellm", "--out", "runs/ETTm1_512_96-Qwen3B"]
+    for k, v in sets.items():
+        argv += ["--set", f"timellm.{k}={v}"]
+    ours = config_from_args(build_parser().parse_args(argv))
+    assert official.to_dict() == ours.to_dict()
+
+    assert mapping.member == "timellm" and mapping.itr == 1
+    assert mapping.checks == {"enc_in": 7, "dec_in": 7, "c_out": 7}
+    ignored = " ".join(mapping.ignored)
+    for flag in ("label_len", "e_layers", "d_layers", "factor", "num_workers", "prompt_domain"):
+        assert f"--{flag} " in ignored
+    assert "--llm_model " in ignored  # the path decides
+
+
+def test_official_defaults_apply_when_flags_are_left_out():
+    cfg = parse_official(["--task_name", "long_term_forecast", "--llm_model", "BERT"]).config
+    assert (cfg["dataset"], cfg["seq_len"], cfg["pred_len"], cfg["seed"]) == ("ETTh1", 96, 96, 2021)
+    p = cfg["member_params"]["timellm"]
+    assert p["backbone"] == "minilm" and p["d_model"] == 16 and p["lr"] == 1e-4
+    assert p["batch_size"] == 32 and p["patience"] == 10 and p["schedule"] == "type1"
+
+
+def test_our_flags_and_set_pass_through():
+    m = parse_official(
+        "--llm_model BERT --train-stride 8 --val_stride 4 --inject dlinear+ridge --resume "
+        "--precision fp32 --lradj COS --set prototype_map=full --set sample=series".split()
+    )
+    p = m.config["member_params"]["timellm"]
+    assert (p["train_stride"], p["val_stride"], p["inject"]) == (8, 4, "dlinear+ridge")
+    assert p["resume"] is True and p["precision"] == "fp32" and p["schedule"] == "cosine"
+    assert p["prototype_map"] == "full" and p["sample"] == "series"
+
+
+def test_dlinear_model_runs_our_dlinear():
+    m = parse_official(
+        "--model DLinear --moving_avg 49 --learning_rate 0.005 --llm_layers 3".split()
+    )
+    assert m.member == "dlinear" and m.config["members"] == ["dlinear"]
+    p = m.config["member_params"]["dlinear"]
+    assert p["kernel"] == 49 and p["lr"] == 0.005
+    assert any(s.startswith("--llm_layers") for s in m.ignored)
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        ("--llm_model GPT2", "GPT-2 weights"),
+        ("--llm_model QWEN", "--llm_model_path"),
+        ("--llm_model LLAMA", "--llm_model_path"),
+        ("--task_name imputation", "long_term_forecast"),
+        ("--model Autoformer", "TimeLLM or DLinear"),
+        ("--llm_model BERT --lradj type9", "lradj"),
+        ("--llm_model BERT --data custom --root_path /nope --data_path x.csv", "not found"),
+    ],
+)
+def test_user_errors(argv, match):
+    with pytest.raises(UserError, match=match):
+        parse_official(argv.split())
+
+
+def test_data_paths(tmp_path):
+    csv = tmp_path / "my.csv"
+    csv.write_text("date,a\n")
+    m = parse_official(
+        f"--llm_model BERT --data custom --root_path {tmp_path} --data_path my.csv".split()
+    )
+    assert m.config["dataset"] is None and m.config["data_path"] == str(csv)
+    m = parse_official(
+        "--llm_model BERT --data Weather --root_path /nope --data_path weather.csv".split()
+    )
+    assert m.config["dataset"] == "weather" and m.config["data_path"] is None
+
+
+def test_channel_checks():
+    m = parse_official("--llm_model BERT --enc_in 7 --c_out 1".split())
+    check_channels(m, 7, "MS")
+    with pytest.raises(UserError, match="--c_out 1 does not match"):
+        check_channels(m, 7, "M")
+
+
+def test_cli_exit_code_and_ignored_line(capsys):
+    assert main(["timellm", "--task_name", "long_term_forecast", "--llm_model", "GPT2"]) == 2
+    assert "GPT-2" in capsys.readouterr().err
+
+
+def test_cli_runs_a_tiny_seed_like_command(tmp_path, synth_csv, monkeypatch, capsys):
+    import timellm.backbone as backbone_mod
+
+    monkeypatch.setattr(
+        backbone_mod,
+        "load_backbone",
+        lambda spec, **kw: backbone_mod.random_backbone(
+            "llama",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        ),
+    )
+    csv = synth_csv(n=400, channels=2)
+    argv = (
+        f"timellm --task_name long_term_forecast --is_training 1 --root_path {csv.parent} "
+        f"--data_path {csv.name} --model_id t --model_comment c --model TimeLLM --data custom "
+        "--features M --seq_len 32 --label_len 16 --pred_len 8 --enc_in 2 --dec_in 2 --c_out 2 "
+        "--batch_size 8 --d_model 8 --d_ff 16 --n_heads 2 --num_tokens 16 --train_epochs 1 "
+        f"--learning_rate 0.01 --llm_model LLAMA --llm_model_path {tmp_path} --train-stride 8 "
+        f"--quiet --out {tmp_path / 'run'}"
+    )
+    assert main(argv.split()) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ignored (no meaning here): --is_training") and "test MSE" in out
+    assert (tmp_path / "run" / "results.json").is_file()
+    assert (tmp_path / "run" / "members" / "timellm" / "checkpoint.pt").is_file()
+    with pytest.raises(SystemExit):
+        main(["timellm", "--no-such-flag"])
+    assert isinstance(map_official, object)

@@ -1,32 +1,37 @@
 """ARIMA per channel: order by AIC on the train rows, then one Kalman pass per forecast split.
 
-The model of one channel is a regression with ARIMA errors (statsmodels ``SARIMAX``):
+The model of one channel, with ``D(B) = (1 - B)^d (1 - B^s)`` the differencing operator
+(the seasonal difference at period ``s`` is optional):
 
-    y_t = mu + sum_k [a_k sin(2 pi k t / s) + b_k cos(2 pi k t / s)] + u_t,  u_t ~ ARIMA(p, d, q)
+    z_t = D(B) y_t,    z_t = x_t' beta + e_t,    e_t ~ ARMA(p, q)
 
-The Fourier terms carry the seasonality for each seasonal period ``s`` (the analyser's
-periods, or the data frequency's calendar ones). They are the cheap way to seasonality:
-a full SARIMA(...)(P, D, Q)_24 on hourly data has a 24+-dimensional state and takes
-minutes per fit, while Fourier exog adds a few regression coefficients and nothing to
-the state. ``t`` is the absolute row index of the dataset, so the phase is the same in
-every split. ``mu`` is only present for ``d = 0`` (it differences away otherwise).
+``x_t`` holds the regressors after the same differencing: a constant when nothing is
+differenced, and optionally Fourier terms (sine/cosine of the absolute row index at each
+seasonal period, so the phase is the same in every split). This is SARIMA
+(p, d, q)(0, 1, 0)_s with regression, estimated with the differencing done up front
+("simple differencing"). Why not statsmodels' integrated state space: there the
+seasonal difference puts ``s`` extra states into the Kalman filter (24 hourly, 96 for
+15-minute data), and the filter's cost grows with the cube of the state size; up front
+it costs nothing and the ARMA state stays 1-3 wide. A seasonal ARMA part (P, Q) would
+be slower still and is left out.
 
-Fitting (train rows only): for each channel and each ``(p, d, q)`` of a small grid, a
-maximum-likelihood fit on the last ``fit_rows`` rows of the train split (for speed: the
-likelihood of a few thousand rows pins these few parameters down), keeping the lowest
-AIC. The parameters are then fixed.
+Fitting (train rows only), per channel: ``beta`` by least squares on all train rows,
+then ``(p, q)`` by AIC over a small grid, each fitted by maximum likelihood on the last
+``fit_rows`` rows of the residual ``e`` (a few thousand rows pin 2-4 parameters down,
+and the likelihood's cost is linear in the rows). The parameters are then fixed.
 
-Forecasting: no refit per window. For a split's ``context`` (all rows that are inputs
-of some window) one Kalman filter pass with the fixed parameters gives the one-step
-predicted state ``a_{o+1|o}`` at every origin ``o``; the ``h``-step forecast is
+Forecasting: no refit per window. For a split's ``context`` (all rows that are inputs of
+some window) one Kalman filter pass over ``e`` with the fixed parameters gives the
+one-step predicted state ``a_{o+1|o}`` at every origin ``o``; with design ``Z`` and
+transition ``T``
 
-    y_hat_{o+h|o} = Z T^(h-1) a_{o+1|o} + d_{o+h}
+    e_hat_{o+h|o} = Z T^(h-1) a_{o+1|o},    z_hat = x' beta + e_hat,
 
-with design ``Z``, transition ``T`` and the known regression part ``d_t = x_t' beta``.
-``Z T^(h-1)`` for ``h = 1..H`` is one ``[H, k]`` matrix, so every origin's forecast is a
-single matrix product ``[W, k] @ [k, H]``: seconds for 7 channels x 2785 origins, where
-a refit per window would take hours. Because the filter is causal, this equals
-statsmodels' own ``forecast`` from the context cut at each origin (tested).
+one matrix product ``[W, k] @ [k, H]`` for every origin at once. The level forecasts
+follow from inverting ``D(B)``: ``y_hat_{o+h} = z_hat_{o+h} - sum_j c_j y_{o+h-j}``
+with forecasts in place of the unknown ``y``, a recursion over ``h`` vectorised over
+the origins. This equals statsmodels' own forecast from the context cut at each origin
+(tested), in seconds where a refit per window would take hours.
 """
 
 from __future__ import annotations
@@ -43,16 +48,8 @@ from ensemble.forecaster import BaseForecaster
 
 log = logging.getLogger(__name__)
 
-# (p, d, q): small and cheap, enough for hourly/minute load and temperature series
-DEFAULT_ORDERS: tuple[tuple[int, int, int], ...] = (
-    (1, 0, 0),
-    (2, 0, 0),
-    (2, 0, 1),
-    (1, 1, 0),
-    (2, 1, 0),
-    (1, 1, 1),
-    (2, 1, 1),
-)
+# (p, q) searched by AIC: small, cheap, enough for load and temperature series
+DEFAULT_ARMA: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (1, 1), (2, 1), (3, 0))
 
 
 def fourier_terms(t: np.ndarray, periods: list[int], harmonics: int) -> np.ndarray:
@@ -74,20 +71,32 @@ def fourier_terms(t: np.ndarray, periods: list[int], harmonics: int) -> np.ndarr
     return np.concatenate(cols, axis=1) if cols else np.zeros((len(t), 0))
 
 
-def _build_model(
-    y: np.ndarray,
-    exog: np.ndarray | None,
-    order: tuple[int, int, int],
-    seasonal_diff: int = 0,
-):
-    """SARIMAX for ``y`` with regression on ``exog``; ``seasonal_diff`` = s adds (0, 1, 0)_s."""
+def diff_poly(d: int, s: int) -> np.ndarray:
+    """Coefficients ``c`` of ``(1 - B)^d (1 - B^s)`` (``c[0] = 1``; ``s = 0``: no seasonal)."""
+    poly = np.array([1.0])
+    for _ in range(d):
+        poly = np.convolve(poly, [1.0, -1.0])
+    if s:
+        seasonal = np.zeros(s + 1)
+        seasonal[[0, s]] = 1.0, -1.0
+        poly = np.convolve(poly, seasonal)
+    return poly
+
+
+def apply_diff(y: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """z_t = sum_j poly_j y_{t-j} for t >= len(poly) - 1: y [n, ...] -> [n - len(poly) + 1, ...]."""
+    k = len(poly) - 1
+    n = y.shape[0]
+    return sum(c * y[k - j : n - j] for j, c in enumerate(poly) if c != 0)
+
+
+def arma_model(e: np.ndarray, p: int, q: int):
+    """Zero-mean ARMA(p, q) of ``e`` [n] as a statsmodels state-space model."""
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
     return SARIMAX(
-        y,
-        exog=exog if exog is not None and exog.shape[1] else None,
-        order=order,
-        seasonal_order=(0, 1, 0, seasonal_diff) if seasonal_diff else (0, 0, 0, 0),
+        e,
+        order=(p, 0, q),
         trend="n",
         enforce_stationarity=True,
         enforce_invertibility=True,
@@ -95,53 +104,67 @@ def _build_model(
     )
 
 
-def rolling_forecast(model, params: np.ndarray, future_exog_part: np.ndarray, horizon: int):
-    """H-step forecasts from every origin of one filter pass.
+def rolling_arma_forecast(e: np.ndarray, p: int, q: int, params: np.ndarray, horizon: int):
+    """H-step ARMA forecasts from every origin of one Kalman filter pass.
 
     Args:
-        model: a statsmodels SARIMAX built on the context ``[n]`` (with its exog).
-        params: [n_params] fixed parameters.
-        future_exog_part: [n + H] the regression part ``d_t = x_t' beta`` for the context
-            rows and the ``H`` rows after them (zeros without exog).
+        e: [n] the (differenced, de-meaned) series.
+        p, q: ARMA order.
+        params: fixed ARMA parameters (statsmodels order).
         horizon: H.
 
     Returns:
-        [n, H] where row ``o`` is the forecast of rows ``o+1 .. o+H`` made at origin ``o``.
+        [n, H]: row ``o`` forecasts ``e[o+1 .. o+H]`` from ``e[:o+1]``.
     """
+    model = arma_model(e, p, q)
     res = model.filter(params)
-    design = np.asarray(model.ssm["design"])
+    design = np.asarray(model.ssm["design"]).reshape(1, -1)
     trans = np.asarray(model.ssm["transition"])
-    if design.ndim == 3:
-        assert design.shape[2] == 1 and trans.shape[2] == 1, "time-varying system matrices"
-        design, trans = design[..., 0], trans[..., 0]
-    # rows Z T^(h-1), h = 1..H
-    m = np.empty((horizon, trans.shape[0]))
+    trans = trans[..., 0] if trans.ndim == 3 else trans
+    m = np.empty((horizon, trans.shape[0]))  # rows Z T^(h-1), h = 1..H
     m[0] = design[0]
     for h in range(1, horizon):
         m[h] = m[h - 1] @ trans
-    a = res.predicted_state[:, 1:].T  # [n, k]: a_{o+1|o} for every origin o
-    n = a.shape[0]
-    # d_{o+h} for o in 0..n-1, h in 1..H: a strided view over the regression part
-    d = np.lib.stride_tricks.sliding_window_view(future_exog_part[1:], horizon)[:n]
-    return a @ m.T + d
+    return res.predicted_state[:, 1:].T @ m.T  # [n, k] @ [k, H]
+
+
+def undifference(y: np.ndarray, z_hat: np.ndarray, origins: np.ndarray, poly: np.ndarray):
+    """Level forecasts from forecasts of ``z = D(B) y``.
+
+    Args:
+        y: [n] observed levels.
+        z_hat: [W, H] forecasts of z at steps 1..H after each origin.
+        origins: [W] index in ``y`` of each window's last observation (>= len(poly) - 2).
+        poly: coefficients of D(B), ``poly[0] = 1``.
+
+    Returns:
+        [W, H] forecasts of y.
+    """
+    k = len(poly) - 1
+    w, horizon = z_hat.shape
+    # columns 0..k-1: the last k observations; then the forecasts, filled left to right
+    hist = np.empty((w, k + horizon))
+    hist[:, :k] = y[origins[:, None] + np.arange(-k + 1, 1)]
+    taps = [(j, c) for j, c in enumerate(poly) if j and c != 0]
+    for h in range(horizon):  # a loop over the horizon, vectorised over the windows
+        col = k + h
+        hist[:, col] = z_hat[:, h] - sum(c * hist[:, col - j] for j, c in taps)
+    return hist[:, k:]
 
 
 class ARIMA(BaseForecaster):
-    """Per-channel ARIMA with fixed seasonality, fixed parameters, fast rolling forecasts.
+    """Per-channel (seasonal) ARIMA with fixed parameters and fast rolling forecasts.
 
     Args:
-        seq_len: L (the context before the first origin is only used to warm the filter).
+        seq_len: L; must exceed the differencing span ``d + season``.
         pred_len: H.
-        periods: seasonal periods (rows); empty for none.
-        seasonal: how seasonality enters: "fourier" (sine/cosine regressors for every
-            period, coefficients by least squares on all train rows) or "diff" (a seasonal
-            difference at the first period, i.e. SARIMA (p, d, q)(0, 1, 0)_s, which adds no
-            parameter).
-        harmonics: sine/cosine pairs per period for "fourier".
-        orders: the (p, d, q) grid searched by AIC.
-        fit_rows: the ARMA part is fitted by maximum likelihood on the last this-many train
-            rows (all when None): a few thousand rows pin down 2-4 parameters, and the
-            likelihood's cost is linear in the rows.
+        season: seasonal difference period (0: none). 24 for hourly data.
+        d: non-seasonal differences.
+        fourier_periods: periods of Fourier regressors (empty: none).
+        harmonics: sine/cosine pairs per Fourier period.
+        arma_orders: the (p, q) grid searched by AIC.
+        fit_rows: ARMA parameters by maximum likelihood on the last this-many train rows
+            (None: all).
         maxiter: optimiser iterations per fit.
         progress: tqdm bar over the fits (None: only on a terminal).
     """
@@ -152,96 +175,93 @@ class ARIMA(BaseForecaster):
         self,
         seq_len: int,
         pred_len: int,
-        periods: tuple[int, ...] | list[int] = (24,),
-        seasonal: str = "fourier",
+        season: int = 24,
+        d: int = 0,
+        fourier_periods: tuple[int, ...] | list[int] = (),
         harmonics: int = 4,
-        orders: tuple[tuple[int, int, int], ...] | list = DEFAULT_ORDERS,
+        arma_orders: tuple[tuple[int, int], ...] | list = DEFAULT_ARMA,
         fit_rows: int | None = 2000,
         maxiter: int = 50,
         progress: bool | None = None,
     ):
-        if seasonal not in ("fourier", "diff"):
-            raise ValueError(f"seasonal must be 'fourier' or 'diff' (got {seasonal!r})")
         self.seq_len = int(seq_len)
         self.pred_len = int(pred_len)
-        self.periods = [int(p) for p in periods if int(p) >= 2]
-        self.seasonal = seasonal
+        self.season = int(season) if season and int(season) >= 2 else 0
+        self.d = int(d)
+        if self.d + self.season >= self.seq_len:
+            raise ValueError(
+                f"arima: differencing span d + season = {self.d + self.season} must be below "
+                f"the lookback {self.seq_len}"
+            )
+        self.fourier_periods = [int(p) for p in fourier_periods if int(p) >= 2]
         self.harmonics = int(harmonics)
-        self.orders = [tuple(int(v) for v in o) for o in orders]
+        self.arma_orders = [(int(p), int(q)) for p, q in arma_orders]
         self.fit_rows = fit_rows
         self.maxiter = int(maxiter)
         self.progress = progress
-        # per channel, after fit: chosen order, its parameters [beta..., arma...], AIC table
-        self.channel_orders: list[tuple[int, int, int]] = []
+        # per channel, after fit: (p, q), beta, ARMA parameters, AIC per (p, q)
+        self.channel_orders: list[tuple[int, int]] = []
+        self.channel_beta: list[np.ndarray] = []
         self.channel_params: list[np.ndarray] = []
         self.aic: list[dict[str, float]] = []
 
     @property
-    def seasonal_diff(self) -> int:
-        """The seasonal differencing period (0 for none)."""
-        return self.periods[0] if self.seasonal == "diff" and self.periods else 0
+    def poly(self) -> np.ndarray:
+        return diff_poly(self.d, self.season)
 
-    def _exog(self, t: np.ndarray, d: int) -> np.ndarray:
-        """[n, k_exog] regressors of rows ``t``: a constant when nothing differences it
-        away, and the Fourier terms in "fourier" mode."""
-        cols = []
-        if d == 0 and not self.seasonal_diff:
-            cols.append(np.ones((len(t), 1)))
-        if self.seasonal == "fourier":
-            cols.append(fourier_terms(t, self.periods, self.harmonics))
-        return np.concatenate(cols, axis=1) if cols else np.zeros((len(t), 0))
-
-    def _regression(self, y: np.ndarray, x: np.ndarray, d: int) -> np.ndarray:
-        """Least-squares beta of ``y`` on ``x`` after d-th (and seasonal) differencing."""
-        if x.shape[1] == 0:
-            return np.zeros(0)
-        for _ in range(d):
-            y, x = np.diff(y, axis=0), np.diff(x, axis=0)
-        if self.seasonal_diff:
-            s = self.seasonal_diff
-            y, x = y[s:] - y[:-s], x[s:] - x[:-s]
-        return np.linalg.lstsq(x, y, rcond=None)[0]
+    def regressors(self, t: np.ndarray) -> np.ndarray:
+        """Differenced regressors for rows ``t`` [n] -> [n - span, k] (aligned with z)."""
+        cols = [fourier_terms(t, self.fourier_periods, self.harmonics)]
+        if len(self.poly) == 1:  # a mean survives only when nothing is differenced
+            cols.insert(0, np.ones((len(t), 1)))
+        return apply_diff(np.concatenate(cols, axis=1), self.poly)
 
     def fit(self, train: Split, val: Split) -> ARIMA:
-        """Choose (p, d, q) by AIC per channel on the train rows; keep the fitted parameters.
-
-        Two steps per channel and d: the seasonal regression by least squares on all
-        train rows, then the ARMA parameters by maximum likelihood on the regression's
-        residuals over the last ``fit_rows`` rows, for every (p, q) with that d.
-        """
+        """Per channel: beta by least squares, (p, q) by AIC, parameters fixed afterwards."""
         from threadpoolctl import threadpool_limits
 
         y = np.asarray(train.data, dtype=np.float64)
-        t = train.start + np.arange(y.shape[0])
+        z = apply_diff(y, self.poly)  # [T - span, C]
+        x = self.regressors(train.start + np.arange(y.shape[0]))
         tail = slice(-int(self.fit_rows), None) if self.fit_rows else slice(None)
-        self.channel_orders, self.channel_params, self.aic = [], [], []
+        self.channel_orders, self.channel_beta, self.channel_params, self.aic = [], [], [], []
         disable = None if self.progress is None else not self.progress
-        bar = tqdm(total=train.n_channels * len(self.orders), desc=self.name, disable=disable,
-                   leave=False)
-        # BLAS threads only slow the filter's tiny matrix products down
+        bar = tqdm(
+            total=train.n_channels * len(self.arma_orders),
+            desc=self.name,
+            disable=disable,
+            leave=False,
+        )
+        # one BLAS thread: extra threads only slow the filter's tiny matrix products down
         with bar, threadpool_limits(1):
             for c in range(train.n_channels):
-                best = (np.inf, None, None)
-                table = {}
-                for d in sorted({o[1] for o in self.orders}):
-                    x = self._exog(t, d)
-                    beta = self._regression(y[:, c], x, d)
-                    resid = (y[:, c] - x @ beta)[tail]
-                    for order in (o for o in self.orders if o[1] == d):
-                        model = _build_model(resid, None, order, self.seasonal_diff)
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore")  # convergence chatter
-                            res = model.fit(disp=False, maxiter=self.maxiter)
-                        table[str(order)] = float(res.aic)
-                        if np.isfinite(res.aic) and res.aic < best[0]:
-                            best = (res.aic, order, np.concatenate([beta, res.params]))
-                        bar.update(1)
+                beta = np.linalg.lstsq(x, z[:, c], rcond=None)[0] if x.shape[1] else np.zeros(0)
+                e = (z[:, c] - x @ beta)[tail]
+                best, table = (np.inf, None, None), {}
+                for p, q in self.arma_orders:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # convergence chatter
+                        res = arma_model(e, p, q).fit(disp=False, maxiter=self.maxiter)
+                    table[f"({p},{self.d},{q})"] = float(res.aic)
+                    if np.isfinite(res.aic) and res.aic < best[0]:
+                        best = (res.aic, (p, q), np.asarray(res.params))
+                    bar.update(1)
                 if best[1] is None:
                     raise RuntimeError(f"{self.name}: no order could be fitted on channel {c}")
                 self.channel_orders.append(best[1])
+                self.channel_beta.append(beta)
                 self.channel_params.append(best[2])
                 self.aic.append(table)
-                log.info("%s channel %d: order %s (AIC %.1f)", self.name, c, best[1], best[0])
+                log.info(
+                    "%s channel %d: (p,d,q)=(%d,%d,%d) season %d, AIC %.1f",
+                    self.name,
+                    c,
+                    best[1][0],
+                    self.d,
+                    best[1][1],
+                    self.season,
+                    best[0],
+                )
         return self
 
     def predict(self, windows: Windows) -> np.ndarray:
@@ -250,29 +270,23 @@ class ARIMA(BaseForecaster):
 
         if not self.channel_params:
             raise RuntimeError(f"{self.name}: call fit() (or load()) before predict()")
-        ctx, h = windows.context, windows.pred_len
-        n = ctx.shape[0]
-        t = windows.start + np.arange(n + h)
+        ctx, h = np.asarray(windows.context, dtype=np.float64), windows.pred_len
+        n, span = ctx.shape[0], len(self.poly) - 1
+        z = apply_diff(ctx, self.poly)  # z[i] belongs to context row i + span
+        x = self.regressors(windows.start + np.arange(n + h))  # reaches H rows past the context
+        origins = np.arange(windows.seq_len - 1, n)  # context row of each window's last input
         out = np.empty((windows.n, h, ctx.shape[1]), dtype=np.float32)
         with threadpool_limits(1):
-            for c, (order, params) in enumerate(
-                zip(self.channel_orders, self.channel_params, strict=True)
-            ):
-                model, exog = self.state_space(ctx[:, c], t[:n], order)
-                x_future = self._exog(t, order[1])
-                beta = params[: x_future.shape[1]]  # SARIMAX orders its parameters exog first
-                fc = rolling_forecast(model, params, x_future @ beta, h)
-                out[..., c] = fc[windows.seq_len - 1 :]
+            for c in range(ctx.shape[1]):
+                (p, q), beta = self.channel_orders[c], self.channel_beta[c]
+                reg = x @ beta if x.shape[1] else np.zeros(len(x))
+                e = z[:, c] - reg[: len(z)]
+                e_hat = rolling_arma_forecast(e, p, q, self.channel_params[c], h)
+                # z_hat at origin o, step j: row o - span of e_hat; regression of row o + j
+                rows = origins - span
+                z_hat = e_hat[rows] + reg[rows[:, None] + np.arange(1, h + 1)]
+                out[..., c] = undifference(ctx[:, c], z_hat, origins, self.poly)
         return out
-
-    def state_space(self, y: np.ndarray, t: np.ndarray, order: tuple[int, int, int]):
-        """The statsmodels model of one channel over rows ``t`` (for forecasts and checks).
-
-        Returns:
-            (SARIMAX model on ``y`` [n], its exog [n, k_exog]).
-        """
-        exog = self._exog(t, order[1])
-        return _build_model(np.asarray(y, dtype=np.float64), exog, order, self.seasonal_diff), exog
 
     def save(self, path: str | Path) -> None:
         """Write ``arima.npz``: settings, chosen orders and parameters (no pickled models)."""
@@ -280,17 +294,19 @@ class ARIMA(BaseForecaster):
         path.mkdir(parents=True, exist_ok=True)
         np.savez(
             path / "arima.npz",
+            name=np.array(self.name),
             seq_len=self.seq_len,
             pred_len=self.pred_len,
-            periods=np.array(self.periods, dtype=np.int64),
+            season=self.season,
+            d=self.d,
+            fourier_periods=np.array(self.fourier_periods, dtype=np.int64),
             harmonics=self.harmonics,
-            seasonal=np.array(self.seasonal),
-            orders=np.array(self.orders, dtype=np.int64).reshape(-1, 3),
+            arma_orders=np.array(self.arma_orders, dtype=np.int64).reshape(-1, 2),
             fit_rows=-1 if self.fit_rows is None else int(self.fit_rows),
             maxiter=self.maxiter,
-            channel_orders=np.array(self.channel_orders, dtype=np.int64).reshape(-1, 3),
+            channel_orders=np.array(self.channel_orders, dtype=np.int64).reshape(-1, 2),
+            **{f"beta_{c}": b for c, b in enumerate(self.channel_beta)},
             **{f"params_{c}": p for c, p in enumerate(self.channel_params)},
-            name=np.array(self.name),
         )
 
     @classmethod
@@ -299,14 +315,17 @@ class ARIMA(BaseForecaster):
             obj = cls(
                 seq_len=int(z["seq_len"]),
                 pred_len=int(z["pred_len"]),
-                periods=z["periods"].tolist(),
+                season=int(z["season"]),
+                d=int(z["d"]),
+                fourier_periods=z["fourier_periods"].tolist(),
                 harmonics=int(z["harmonics"]),
-                seasonal=str(z["seasonal"]),
-                orders=[tuple(o) for o in z["orders"].tolist()],
+                arma_orders=[tuple(o) for o in z["arma_orders"].tolist()],
                 fit_rows=None if int(z["fit_rows"]) < 0 else int(z["fit_rows"]),
                 maxiter=int(z["maxiter"]),
             )
             obj.name = str(z["name"])
             obj.channel_orders = [tuple(o) for o in z["channel_orders"].tolist()]
-            obj.channel_params = [z[f"params_{c}"] for c in range(len(obj.channel_orders))]
+            n = len(obj.channel_orders)
+            obj.channel_beta = [z[f"beta_{c}"] for c in range(n)]
+            obj.channel_params = [z[f"params_{c}"] for c in range(n)]
         return obj

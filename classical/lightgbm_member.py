@@ -65,7 +65,8 @@ class LightGBMForecaster(BaseForecaster):
         early_stopping: rounds without val improvement before a booster stops.
         learning_rate, num_leaves, min_data_in_leaf, feature_fraction, bagging_fraction,
             lambda_l2: LightGBM settings.
-        num_threads: LightGBM threads.
+        num_threads: LightGBM threads. 1 by default: OpenMP threads busy-wait, and with
+            other work on a 2-core machine 2 threads made fitting 10x slower in CPU time.
         seed: seeds the row subsample and LightGBM.
         progress: tqdm bar over the boosters (None: only on a terminal).
     """
@@ -90,16 +91,16 @@ class LightGBMForecaster(BaseForecaster):
         feature_fraction: float = 0.8,
         bagging_fraction: float = 0.8,
         lambda_l2: float = 1.0,
-        num_threads: int = 2,
+        num_threads: int = 1,
+        level_feature: bool = False,
         seed: int = 0,
         progress: bool | None = None,
     ):
         self.seq_len = int(seq_len)
         self.pred_len = int(pred_len)
-        # at most three periods that fit in the window, longest last
-        self.periods = sorted({int(p) for p in periods if 2 <= int(p) <= seq_len})[:3] or [
-            min(24, seq_len)
-        ]
+        # the three best-ranked periods that fit in the window, in rank order
+        fit = [int(p) for p in periods if 2 <= int(p) <= seq_len]
+        self.periods = list(dict.fromkeys(fit))[:3] or [min(24, seq_len)]
         self.n_lags = int(min(n_lags, seq_len))
         self.profile_bins = int(profile_bins)
         self.n_components = int(min(n_components, pred_len))
@@ -114,6 +115,7 @@ class LightGBMForecaster(BaseForecaster):
         self.bagging_fraction = float(bagging_fraction)
         self.lambda_l2 = float(lambda_l2)
         self.num_threads = int(num_threads)
+        self.level_feature = bool(level_feature)
         self.seed = int(seed)
         self.progress = progress
         self.basis: np.ndarray | None = None  # [H, K]
@@ -124,7 +126,7 @@ class LightGBMForecaster(BaseForecaster):
 
     @property
     def level_period(self) -> int:
-        """The level is the mean over the shortest seasonal cycle."""
+        """The level is the mean over the top-ranked seasonal cycle (phase-free)."""
         return self.periods[0]
 
     def _level(self, data: np.ndarray, n: int) -> np.ndarray:
@@ -153,7 +155,7 @@ class LightGBMForecaster(BaseForecaster):
         cumt = np.concatenate([np.zeros((1, C)), np.cumsum(rows * x, axis=0)])
         end = np.arange(n) + L  # exclusive end of each window's inputs
         level = self._level(x, n)  # [n, C]
-        feats: dict[str, np.ndarray] = {"level": level}
+        feats: dict[str, np.ndarray] = {"level": level} if self.level_feature else {}
 
         lagv = sliding(x[: n - 1 + L], L)  # [n, L, C] strided view, nothing copied
         for j in range(self.n_lags):
@@ -169,7 +171,7 @@ class LightGBMForecaster(BaseForecaster):
                     seg = _window_sum(cum, lo, hi) / (hi - lo)[:, None]
                     feats[f"p{p}_seg{b}"] = seg - level
 
-        for m, tag in ((self.periods[-1], f"p{self.periods[-1]}"), (L, "win")):
+        for m, tag in ((self.level_period, f"p{self.level_period}"), (L, "win")):
             lo = end - m
             mean = _window_sum(cum, lo, end) / m
             var = np.maximum(_window_sum(cum2, lo, end) / m - mean**2, 0.0)
@@ -191,7 +193,7 @@ class LightGBMForecaster(BaseForecaster):
         if len(dates) >= n + L:
             first = dates[L : n + L]
             tod = (first.hour * 60 + first.minute).to_numpy() / 1440.0
-            dow = first.dayofweek.to_numpy()
+            dow = first.day_of_week.to_numpy()
         else:
             tod = dow = np.full(n, np.nan)
         out[:, :, -3] = tod
@@ -239,21 +241,37 @@ class LightGBMForecaster(BaseForecaster):
         rng = np.random.default_rng(self.seed)
         x_tr, r_tr = self._rows(train, self.max_train_rows, rng)
         x_va, r_va = self._rows(val, self.max_val_rows, rng)
-        # orthonormal basis of the train trajectories (right singular vectors)
-        _, s, vt = np.linalg.svd(r_tr, full_matrices=False)
+        # orthonormal basis of the train trajectories (right singular vectors); one BLAS
+        # thread, as OpenBLAS threads spinning on a busy 2-core machine stalled this for minutes
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            _, s, vt = np.linalg.svd(r_tr, full_matrices=False)
         self.basis = vt[: self.n_components].T.copy()  # [H, K]
         explained = float((s[: self.n_components] ** 2).sum() / (s**2).sum())
-        log.info("%s: %d train rows, basis K=%d explains %.3f", self.name, len(x_tr),
-                 self.n_components, explained)
+        log.info(
+            "%s: %d train rows, basis K=%d explains %.3f",
+            self.name,
+            len(x_tr),
+            self.n_components,
+            explained,
+        )
         z_tr, z_va = r_tr @ self.basis, r_va @ self.basis
         params = self._params()
         channel = [len(self.feature_names) - 1]
         # bin the features once; each booster only swaps the labels
-        ds_tr = lgb.Dataset(x_tr, label=z_tr[:, 0], params=params, free_raw_data=False,
-                            feature_name=self.feature_names, categorical_feature=channel)
+        ds_tr = lgb.Dataset(
+            x_tr,
+            label=z_tr[:, 0],
+            params=params,
+            free_raw_data=False,
+            feature_name=self.feature_names,
+            categorical_feature=channel,
+        )
         ds_tr.construct()
-        ds_va = lgb.Dataset(x_va, label=z_va[:, 0], reference=ds_tr, params=params,
-                            free_raw_data=False)
+        ds_va = lgb.Dataset(
+            x_va, label=z_va[:, 0], reference=ds_tr, params=params, free_raw_data=False
+        )
         ds_va.construct()
         self.boosters = []
         disable = None if self.progress is None else not self.progress
@@ -278,8 +296,10 @@ class LightGBMForecaster(BaseForecaster):
         n, C = windows.n, windows.context.shape[1]
         feats = self._features(windows.context, windows.dates, n)
         z = np.stack(
-            [b.predict(feats, num_iteration=b.best_iteration, num_threads=self.num_threads)
-             for b in self.boosters],
+            [
+                b.predict(feats, num_iteration=b.best_iteration, num_threads=self.num_threads)
+                for b in self.boosters
+            ],
             axis=1,
         )  # [C * n, K]
         traj = (z @ self.basis.T).reshape(C, n, -1).transpose(1, 2, 0)  # [n, H, C]
@@ -292,7 +312,7 @@ class LightGBMForecaster(BaseForecaster):
         keys = (
             "seq_len pred_len periods n_lags profile_bins n_components max_train_rows "
             "max_val_rows num_boost_round early_stopping learning_rate num_leaves "
-            "min_data_in_leaf feature_fraction bagging_fraction lambda_l2 num_threads seed"
+            "min_data_in_leaf feature_fraction bagging_fraction lambda_l2 num_threads level_feature seed"
         ).split()
         return {k: getattr(self, k) for k in keys}
 

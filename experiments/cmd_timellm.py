@@ -91,23 +91,24 @@ def handle(args) -> int:
 
 def handle_explain(args) -> int:
     import json
+    import sys
 
     from ensemble.data import make_splits
     from ensemble.errors import UserError
     from experiments.run import detect_periods
 
     mapping, cfg, dataset = _mapping(args)
+    if mapping.ignored:  # stderr: stdout stays one JSON document with --json
+        print("ignored (no meaning here): " + ", ".join(mapping.ignored), file=sys.stderr)
     if mapping.member != "timellm":
         raise UserError("explain timellm needs --model TimeLLM")
-    try:
-        from timellm.explain import explain
-    except ImportError as exc:  # the model side is still being written
-        raise UserError(f"timellm.explain is not available ({exc})") from None
     from experiments import registry
+    from timellm.explain import explain, render
+    from timellm.prompt import load_description
 
     splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
     params = dict(cfg.member_params["timellm"])
-    params.pop("resume", None)  # explain never trains past one step
+    params.pop("resume", None)  # explain runs one step and changes nothing
     ctx = registry.MemberContext(
         seq_len=cfg.seq_len,
         pred_len=cfg.pred_len,
@@ -119,9 +120,15 @@ def handle_explain(args) -> int:
         params=params,
     )
     member = registry.build("timellm", ctx)
-    report = explain(member, splits.train)
-    if args.json:
-        print(json.dumps(report if isinstance(report, dict) else str(report), default=str))
-    else:
-        print(report)
+    model = member.build()
+    # The official batch: batch_size windows x all channels (B*N series through the LLM).
+    info = explain(
+        model,
+        member.batch_size,
+        cfg.seq_len,
+        dataset.n_channels,
+        description=load_description(dataset.name),
+        periods=member.periods[:5],
+    )
+    print(json.dumps(info, default=str) if args.json else render(info))
     return 0

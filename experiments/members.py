@@ -113,3 +113,68 @@ def _timellm(ctx: MemberContext):
         progress=None if progress is None else bool(progress),
         **p,
     )
+
+
+def _top_period(ctx: MemberContext, fallback: int = 24) -> int:
+    """The analyser's best-ranked period that fits in the lookback (else ``fallback``)."""
+    return next((int(p) for p in ctx.periods if 2 <= p < ctx.seq_len), fallback)
+
+
+@register(
+    "arima",
+    "per-channel SARIMA(p,d,q)(0,1,0)_s, AIC order, fixed params, one Kalman pass "
+    "(@seasonal=24|0, @d=1, @fourier=24+168, @fit_rows=N)",
+)
+def _arima(ctx: MemberContext):
+    from classical.arima import ARIMA
+
+    p = ctx.params
+    season = int(p.get("seasonal", _top_period(ctx)))
+    fourier = p.get("fourier", "")
+    periods = [int(v) for v in str(fourier).split("+") if v.strip()] if fourier != "" else []
+    fit_rows = p.get("fit_rows", 2000)
+    return ARIMA(
+        seq_len=ctx.seq_len,
+        pred_len=ctx.pred_len,
+        season=season if season < ctx.seq_len else 0,
+        d=int(p.get("d", 0)),
+        fourier_periods=periods,
+        harmonics=int(p.get("harmonics", 4)),
+        fit_rows=None if fit_rows in (0, "all", None) else int(fit_rows),
+        maxiter=int(p.get("maxiter", 50)),
+        progress=_progress(ctx),
+    )
+
+
+@register(
+    "lightgbm",
+    "global LightGBM, direct forecasts of trajectory-basis coefficients "
+    "(@components=16, @max_train_rows=N, @lr=0.05)",
+)
+def _lightgbm(ctx: MemberContext):
+    from classical.lightgbm_member import LightGBMForecaster
+
+    p = ctx.params
+    kwargs = {}
+    for key, name, cast in (
+        ("components", "n_components", int),
+        ("n_lags", "n_lags", int),
+        ("max_train_rows", "max_train_rows", int),
+        ("max_val_rows", "max_val_rows", int),
+        ("rounds", "num_boost_round", int),
+        ("lr", "learning_rate", float),
+        ("num_leaves", "num_leaves", int),
+        ("threads", "num_threads", int),
+        ("level_feature", "level_feature", bool),
+    ):
+        if key in p:
+            kwargs[name] = cast(p[key])
+    periods = ctx.periods or [_top_period(ctx)]
+    return LightGBMForecaster(
+        seq_len=ctx.seq_len,
+        pred_len=ctx.pred_len,
+        periods=periods,
+        seed=int(p.get("seed", ctx.seed)),
+        progress=_progress(ctx),
+        **kwargs,
+    )

@@ -74,3 +74,21 @@ def synth_splits(synth_csv):
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def small_synth_splits(tmp_path_factory):
+    """Session-wide Splits (L=96, H=24) of a 1500-row synthetic series, built once, so
+    module-scoped fixtures can fit a member once and share it across tests."""
+    from ensemble.data import load_dataset, make_splits
+
+    cache: dict = {}
+
+    def make(channels: int = 3):
+        if channels not in cache:
+            path = tmp_path_factory.mktemp("classical") / f"synth{channels}.csv"
+            synthetic_frame(n=1500, channels=channels).to_csv(path, index=False)
+            cache[channels] = make_splits(load_dataset(data_path=path), 96, 24)
+        return cache[channels]
+
+    return make

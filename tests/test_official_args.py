@@ -182,3 +182,36 @@ def test_cli_runs_a_tiny_seed_like_command(tmp_path, synth_csv, monkeypatch, cap
     with pytest.raises(SystemExit):
         main(["timellm", "--no-such-flag"])
     assert isinstance(map_official, object)
+
+
+def test_explain_timellm_prints_flow_parameters_and_memory(synth_csv, monkeypatch, capsys):
+    import json
+
+    import timellm.backbone as backbone_mod
+
+    monkeypatch.setattr(
+        backbone_mod,
+        "load_backbone",
+        lambda spec, **kw: backbone_mod.random_backbone(
+            "llama",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        ),
+    )
+    csv = synth_csv(n=400, channels=2)
+    argv = (
+        f"explain timellm --root_path {csv.parent} --data_path {csv.name} --data custom "
+        "--seq_len 32 --pred_len 8 --label_len 16 --batch_size 2 --d_model 8 --d_ff 16 "
+        "--n_heads 2 --num_tokens 16 --llm_model LLAMA --llm_model_path x --json"
+    )
+    assert main(argv.split()) == 0
+    captured = capsys.readouterr()
+    info = json.loads(captured.out)
+    assert "--label_len" in captured.err
+    stages = {s["stage"]: s["shape"] for s in info["stages"]}
+    assert stages["input"] == [2, 32, 2] and stages["output (de-normalised)"] == [2, 8, 2]
+    assert info["parameters"]["llm"]["trainable"] == 0 and info["parameters"]["head"]["trainable"]
+    assert info["memory"]["rss_peak_mb"] > 0

@@ -73,9 +73,11 @@ def test_4bit_load_and_forward(which: str, tmp_path) -> None:
     import bitsandbytes as bnb
 
     if which == "qwen2":
-        random_backbone("qwen2", **TINY_QWEN).model.save_pretrained(tmp_path)
+        # bitsandbytes' CPU kernels want in/out features in multiples of its 64-wide blocks.
+        shape = {**TINY_QWEN, "hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2}
+        random_backbone("qwen2", **shape).model.save_pretrained(tmp_path)
         bb = _load_4bit(str(tmp_path), llm_layers=2)
-        width = 32
+        width = 64
     else:
         bb = _load_4bit("minilm", llm_layers=1)
         width = 384

@@ -244,9 +244,11 @@ class LowRankPrototypes(nn.Module):
     def __init__(self, word_embeddings: Tensor, num_prototypes: int) -> None:
         super().__init__()
         vocab_size = word_embeddings.shape[0]
-        # E^T E = V S^2 V^T in float64: cheaper than an SVD of the tall E and as exact.
-        e = word_embeddings.detach().to(torch.float64)
-        eigvals, eigvecs = torch.linalg.eigh(e.t() @ e)
+        # E^T E = V S^2 V^T: a [D, D] eigenproblem instead of an SVD of the tall E. The
+        # gram is formed in float32 (V x D^2 multiply-adds: seconds even for a 150k x 2048
+        # vocabulary), the eigendecomposition in float64.
+        e = word_embeddings.detach().float()
+        eigvals, eigvecs = torch.linalg.eigh((e.t() @ e).double())
         keep = eigvals > eigvals.max() * 1e-10  # drop numerically null directions
         s = eigvals[keep].sqrt()
         basis = (s[:, None] * eigvecs[:, keep].t()).to(torch.float32)  # [r, D]

@@ -16,8 +16,9 @@ outside ``model.llm`` (a few MB), so the backbone is referenced by its spec.
 
 Devices go through `accelerate`: one process on CPU or one GPU, or several GPUs under
 ``accelerate launch`` (DDP over the trainable part; no DeepSpeed). Under several
-processes each takes every n-th batch of the shared permutation and validation sums are
-reduced across processes.
+processes each takes every n-th batch of the shared permutation (the last few batches
+are dropped so the shares are equal) and validation sums are reduced across processes.
+Only the main process writes checkpoints.
 
 Windows are never copied up front: `WindowSet` keeps one ``[T, C]`` float32 tensor of
 the split's rows and the start row of each selected window, and gathers a batch with
@@ -338,7 +339,10 @@ class Trainer:
             raise ValueError(f"need train and val windows (got {len(train)} and {len(val)})")
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimiser = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps_per_epoch = math.ceil(self._items(train) / cfg.batch_size)
+        # Under several processes each steps only its share of the batches.
+        batches = math.ceil(self._items(train) / cfg.batch_size)
+        world = self.acc.num_processes
+        steps_per_epoch = max(1, batches // world if world > 1 else batches)
         scheduler = make_scheduler(optimiser, cfg, steps_per_epoch)
         model, optimiser = self.acc.prepare(self.model, optimiser)
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -431,7 +435,10 @@ class Trainer:
         gather = train.batch_series if cfg.sample == "series" else train.batch
         perm = torch.randperm(n, generator=generator)
         batches = [perm[s : s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
-        mine = batches[self.acc.process_index :: self.acc.num_processes]
+        world = self.acc.num_processes
+        if world > 1:  # equal shares, or DDP's gradient all-reduce would wait forever
+            batches = batches[: max(world, len(batches) - len(batches) % world)]
+        mine = batches[self.acc.process_index :: world]
         disable = None if self.progress is None else not self.progress
         bar = tqdm(mine, desc=f"epoch {epoch}", leave=False, disable=disable)
         total, count = 0.0, 0
@@ -452,8 +459,6 @@ class Trainer:
                     "epoch %d step %d/%d: loss %.4f", epoch, step + 1, len(mine), total / count
                 )
                 bar.set_postfix(loss=f"{total / count:.4f}")
-        # A process whose share of batches ran out still steps the scheduler the same number
-        # of times across ranks (they all hold the full schedule); nothing to do here.
         return total / max(count, 1)
 
     def _items(self, data: WindowSet) -> int:

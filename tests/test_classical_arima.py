@@ -1,0 +1,121 @@
+"""ARIMA: accuracy against naive, the fast rolling forecast against statsmodels, save/load."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from classical.arima import ARIMA, apply_diff, diff_poly
+from classical.naive import NaiveLast
+from experiments import registry
+
+
+@pytest.fixture(scope="module")
+def splits(small_synth_splits):
+    return small_synth_splits(channels=2)
+
+
+def _mse(member, split) -> float:
+    return float(((member.predict(split.windows()) - split.targets()) ** 2).mean())
+
+
+ORDERS = ((1, 0), (1, 1))
+
+
+@pytest.fixture(scope="module")
+def seasonal(splits):
+    return ARIMA(96, 24, season=24, arma_orders=ORDERS, progress=False).fit(
+        splits.train, splits.val
+    )
+
+
+@pytest.fixture(scope="module")
+def fourier(splits):
+    return ARIMA(
+        96, 24, season=0, fourier_periods=[24], harmonics=2, arma_orders=ORDERS, progress=False
+    ).fit(splits.train, splits.val)
+
+
+def test_beats_last_value_naive(splits, seasonal, fourier):
+    naive = _mse(NaiveLast(), splits.test)
+    assert _mse(seasonal, splits.test) < 0.5 * naive
+    assert _mse(fourier, splits.test) < 0.5 * naive
+
+
+def _undifference_loop(y: np.ndarray, z_hat: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Plain reference: y_{n+h} = z_{n+h} - sum_j poly_j y_{n+h-j}, one step at a time."""
+    hist = list(y)
+    for zh in z_hat:
+        hist.append(zh - sum(poly[j] * hist[-j] for j in range(1, len(poly))))
+    return np.array(hist[len(y) :])
+
+
+@pytest.mark.parametrize("which", ["seasonal", "fourier"])
+def test_rolling_forecast_equals_statsmodels_forecast(splits, which, request):
+    """At sampled origins, statsmodels' forecast from the context cut there, same params."""
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    model: ARIMA = request.getfixturevalue(which)
+    w = splits.test.windows()
+    fast = model.predict(w).astype(np.float64)
+    y = np.asarray(w.context, dtype=np.float64)
+    rows = w.start + np.arange(len(y) + 24)
+    x_all = model.regressors(rows)  # differenced regressors, aligned with z
+    for c in range(y.shape[1]):
+        (p, q), beta, params = (
+            model.channel_orders[c],
+            model.channel_beta[c],
+            model.channel_params[c],
+        )
+        for o in (95, 200, len(y) - 1):  # first, middle and last origin
+            z = apply_diff(y[: o + 1, c], model.poly)
+            exog = x_all[: len(z)] if x_all.shape[1] else None
+            future = x_all[len(z) : len(z) + 24] if x_all.shape[1] else None
+            sm = SARIMAX(z, exog=exog, order=(p, 0, q), trend="n", concentrate_scale=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                z_hat = sm.filter(np.concatenate([beta, params])).forecast(24, exog=future)
+            ref = _undifference_loop(y[: o + 1, c], np.asarray(z_hat), model.poly)
+            np.testing.assert_allclose(fast[o - 95, :, c], ref, atol=1e-5, rtol=0)
+
+
+def test_rolling_forecast_matches_statsmodels_to_1e6_in_float64(splits, seasonal):
+    """The same check without the float32 output cast: agreement to 1e-6."""
+    from classical.arima import rolling_arma_forecast, undifference
+
+    y = np.asarray(splits.test.windows().context[:, 0], dtype=np.float64)
+    z = apply_diff(y, seasonal.poly)
+    (p, q), params = seasonal.channel_orders[0], seasonal.channel_params[0]
+    e_hat = rolling_arma_forecast(z, p, q, params, 24)
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    for o in (120, 250, len(y) - 1):
+        sm = SARIMAX(z[: o - 24 + 1], order=(p, 0, q), trend="n", concentrate_scale=True)
+        ref_z = np.asarray(sm.filter(params).forecast(24))
+        np.testing.assert_allclose(e_hat[o - 24], ref_z, atol=1e-6, rtol=0)
+        lvl = undifference(y, e_hat[[o - 24]], np.array([o]), seasonal.poly)[0]
+        np.testing.assert_allclose(
+            lvl, _undifference_loop(y[: o + 1], ref_z, seasonal.poly), atol=1e-6, rtol=0
+        )
+
+
+def test_diff_poly():
+    np.testing.assert_array_equal(diff_poly(1, 0), [1, -1])
+    np.testing.assert_array_equal(diff_poly(1, 3), [1, -1, 0, -1, 1])
+
+
+def test_save_load_roundtrip(splits, seasonal, tmp_path):
+    seasonal.save(tmp_path / "a")
+    loaded = ARIMA.load(tmp_path / "a")
+    w = splits.val.windows()
+    np.testing.assert_array_equal(loaded.predict(w), seasonal.predict(w))
+
+
+def test_registry_builds_with_params():
+    ctx = registry.MemberContext(96, 24, 2, "h", [24, 168], 0, "synth")
+    m = registry.build("arima@seasonal=12@d=1@fourier=24+168", ctx)
+    assert (m.season, m.d, m.fourier_periods) == (12, 1, [24, 168])
+    ctx = registry.MemberContext(96, 24, 2, "h", [24, 168], 0, "synth")
+    assert registry.build("arima", ctx).season == 24

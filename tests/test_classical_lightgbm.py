@@ -1,0 +1,70 @@
+"""LightGBM member: accuracy against naive, shapes, save/load, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from classical.lightgbm_member import LightGBMForecaster
+from classical.naive import NaiveLast
+from experiments import registry
+
+SMALL = dict(
+    n_components=4, num_boost_round=60, early_stopping=10, min_data_in_leaf=20, progress=False
+)
+
+
+@pytest.fixture(scope="module")
+def splits(small_synth_splits):
+    return small_synth_splits(channels=3)
+
+
+@pytest.fixture(scope="module")
+def model(splits):
+    return LightGBMForecaster(96, 24, periods=[24, 48], **SMALL).fit(splits.train, splits.val)
+
+
+def _mse(member, split) -> float:
+    return float(((member.predict(split.windows()) - split.targets()) ** 2).mean())
+
+
+def test_beats_last_value_naive(splits, model):
+    assert _mse(model, splits.test) < 0.5 * _mse(NaiveLast(), splits.test)
+
+
+def test_shapes_and_basis(splits, model):
+    out = model.predict(splits.test.windows())
+    assert out.shape == (splits.test.n_windows, 24, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(model.basis.T @ model.basis, np.eye(4), atol=1e-8)
+
+
+def test_features_match_direct_computation(splits, model):
+    """Running-sum features equal the same statistics computed window by window."""
+    w = splits.test.windows()
+    feats = model._features(w.context, w.dates, w.n).reshape(3, w.n, -1)
+    names = model.feature_names
+    x = w.x  # [W, L, C]
+    level = x[:, -24:, :].mean(axis=1)
+    for j, name in [(names.index("lag1"), 0), (names.index("lag5"), 4)]:
+        np.testing.assert_allclose(feats[1, :, j], x[:, -1 - name, 1] - level[:, 1], atol=1e-5)
+    k = names.index("win_std")
+    np.testing.assert_allclose(feats[2, :, k], x[:, :, 2].std(axis=1), atol=1e-4)
+    k = names.index("p24_slope")
+    t = np.arange(24)
+    slope = np.polyfit(t, x[:, -24:, 0].T, 1)[0]
+    np.testing.assert_allclose(feats[0, :, k], slope, atol=1e-5)
+
+
+def test_save_load_roundtrip_and_seed(splits, model, tmp_path):
+    model.save(tmp_path / "m")
+    loaded = LightGBMForecaster.load(tmp_path / "m")
+    w = splits.val.windows()
+    np.testing.assert_allclose(loaded.predict(w), model.predict(w), atol=1e-6)
+    again = LightGBMForecaster(96, 24, periods=[24, 48], **SMALL).fit(splits.train, splits.val)
+    np.testing.assert_array_equal(again.predict(w), model.predict(w))
+
+
+def test_registry_builds_with_params():
+    ctx = registry.MemberContext(96, 24, 3, "h", [24, 168], 0, "synth")
+    m = registry.build("lightgbm@components=8@lr=0.1", ctx)
+    assert (m.n_components, m.learning_rate, m.periods) == (8, 0.1, [24])

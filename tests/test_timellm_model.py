@@ -1,0 +1,226 @@
+"""Time-LLM model: shapes, frozen backbone, trainable set, exact speed-ups, explain."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from timellm.backbone import Backbone, load_backbone, random_backbone
+from timellm.layers import LowRankPrototypes, fast_dropout, fast_dropout_attention
+from timellm.model import TimeLLM
+from timellm.prompt import PromptBuilder
+
+L, H = 48, 8
+TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+DECODERS = {
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=2),
+    "qwen2": {**TINY, "num_key_value_heads": 1},
+    "llama": {**TINY, "num_key_value_heads": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Backbone:
+    return load_backbone("minilm", llm_layers=2)
+
+
+def _model(bb: Backbone, **kw) -> TimeLLM:
+    torch.manual_seed(0)
+    args = dict(seq_len=L, pred_len=H, d_model=8, d_ff=16, n_heads=2, num_prototypes=20)
+    return TimeLLM(bb, **{**args, **kw})
+
+
+def _batch(bb: Backbone, b: int = 3, n: int = 2, seed: int = 0):
+    x = np.random.default_rng(seed).standard_normal((b, L, n)).cumsum(axis=1).astype(np.float32)
+    ids, mask = PromptBuilder(bb.tokenizer, "Test series.", H, [12, 6])(x)
+    return torch.from_numpy(x), ids, mask
+
+
+def test_output_shape_and_backbone_frozen_after_training(minilm: Backbone) -> None:
+    model = _model(minilm)
+    x, ids, mask = _batch(minilm)
+    before = {k: v.clone() for k, v in model.llm.state_dict().items()}
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {
+        "patch_embedding.conv.weight",
+        "prototypes.mapping.weight",
+        "prototypes.mapping.bias",
+        *(
+            f"reprogramming.{m}.{t}"
+            for m in ("query", "key", "value", "out")
+            for t in ("weight", "bias")
+        ),
+        "head.linear.weight",
+        "head.linear.bias",
+    }
+    assert {id(p) for p in model.trainable_parameters()} == {
+        id(p) for k, p in model.named_parameters() if k in trainable
+    }
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
+    model.train()
+    head_before = model.head.linear.weight.detach().clone()
+    for _ in range(3):
+        opt.zero_grad()
+        out = model(x, ids, mask)
+        assert out.shape == (3, H, 2)
+        torch.nn.functional.mse_loss(out, torch.zeros_like(out)).backward()
+        opt.step()
+    after = model.llm.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not torch.equal(head_before, model.head.linear.weight)
+
+
+@pytest.mark.parametrize("arch", sorted(DECODERS))
+def test_prefix_cache_equals_plain_path(arch: str) -> None:
+    bb = random_backbone(arch, **DECODERS[arch])
+    model = _model(bb).eval()
+    x, ids, mask = _batch(bb)
+    assert mask.sum(1).min() < mask.shape[1]  # rows of different lengths: real padding
+    out = model(x, ids, mask)
+    out.sum().backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    model.prefix_cache = False
+    plain = model(x, ids, mask)
+    plain.sum().backward()
+    assert torch.allclose(out, plain, atol=1e-5, rtol=1e-5)
+    for k, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(grads[k], p.grad, atol=1e-5, rtol=1e-4), k
+
+
+@pytest.mark.parametrize("arch", ["minilm", "gpt2"])
+def test_padding_is_irrelevant(arch: str, minilm: Backbone) -> None:
+    bb = minilm if arch == "minilm" else random_backbone("gpt2", **DECODERS["gpt2"])
+    model = _model(bb).eval()
+    x, ids, mask = _batch(bb, b=3, n=1)
+    extra = ["", "a longer extra text to make the second prompt longer than the others", ""]
+    pb = PromptBuilder(bb.tokenizer, "Test series.", H, [12, 6])
+    ids, mask = pb(x.numpy(), extra)
+    solo_ids, solo_mask = pb(x[:1].numpy(), extra[:1])
+    assert ids.shape[1] > solo_ids.shape[1]  # row 0 is left-padded in the batch
+    with torch.no_grad():
+        batched = model(x, ids, mask)[0]
+        alone = model(x[:1], solo_ids, solo_mask)[0]
+        # Extra all-padding columns (and int32 / bool inputs) change nothing either.
+        pad = torch.full((3, 5), 7)
+        wider = model(
+            x,
+            torch.cat([pad, ids], 1).int(),
+            torch.cat([torch.zeros_like(pad), mask], 1).bool(),
+        )[0]
+    assert torch.allclose(batched, alone, atol=1e-5)
+    assert torch.allclose(batched, wider, atol=1e-5)
+
+
+def test_lowrank_prototypes_span_the_same_space() -> None:
+    e = torch.randn(500, 16) * torch.linspace(0.1, 2.0, 16)
+    low = LowRankPrototypes(e, 10)
+    gram = e.double().t() @ e.double()
+    assert torch.allclose(low.basis.double().t() @ low.basis.double(), gram, rtol=1e-4, atol=1e-3)
+    # Any full-map prototypes W @ E are reachable: A = W @ E @ pinv(B).
+    target = torch.randn(10, 500) @ e / 500
+    with torch.no_grad():
+        low.weight.copy_(target @ torch.linalg.pinv(low.basis))
+        low.bias.zero_()
+    assert torch.allclose(low(e), target, atol=1e-5)
+    model = _model(random_backbone("gpt2", **DECODERS["gpt2"]), prototype_map="lowrank")
+    assert sum(p.numel() for p in model.prototypes.parameters()) == 20 * 32 + 20
+
+
+def test_prototype_keys_cached_only_without_gradient(minilm: Backbone) -> None:
+    model = _model(minilm).eval()
+    with torch.no_grad():
+        k1, _ = model.prototype_kv()
+        k2, _ = model.prototype_kv()
+    assert k1 is k2
+    with torch.no_grad():
+        model.prototypes.mapping.bias.add_(1.0)  # any in-place update invalidates
+        k3, _ = model.prototype_kv()
+    assert k3 is not k1
+    k4, _ = model.prototype_kv()  # gradient enabled: fresh, with a graph
+    assert k4.requires_grad and k4 is not k3
+
+
+def test_fast_dropout_statistics_and_attention() -> None:
+    torch.manual_seed(0)
+    y = fast_dropout(torch.ones(400, 500), 0.1)
+    assert abs((y == 0).float().mean().item() - 0.1) < 0.005
+    assert torch.unique(y).tolist() == [0.0, pytest.approx(1 / 0.9)]
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    class Attn(torch.nn.Module):
+        is_causal = True
+        num_key_value_groups = 2
+
+    q, k, v = torch.randn(2, 4, 6, 8), torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8)
+    mask = torch.ones(2, 1, 6, 6, dtype=torch.bool).tril()
+    mask[0, ..., :2] = False
+    # dropout=1e-9 takes the math path but drops nothing (p rounds to 0 on 2^-15).
+    ours, _ = fast_dropout_attention(Attn(), q, k, v, mask, dropout=1e-9)
+    ref, _ = sdpa_attention_forward(Attn(), q, k, v, mask, dropout=0.0)
+    rows = mask[:, 0].any(-1)  # rows with no visible key are padding: undefined in SDPA
+    assert torch.allclose(ours[rows], ref[rows], atol=1e-5)
+
+
+def test_llm_errors_and_bad_inputs(minilm: Backbone) -> None:
+    with pytest.raises(ValueError, match="d_ff"):
+        _model(minilm, d_ff=1000)
+    with pytest.raises(ValueError, match="prototype_map"):
+        _model(minilm, prototype_map="tiny")
+    model = _model(minilm)
+    x, ids, mask = _batch(minilm)
+    with pytest.raises(ValueError, match="one prompt per series"):
+        model(x, ids[:2], mask[:2])
+
+
+def test_explain_reports_shapes_and_parameters(minilm: Backbone) -> None:
+    from timellm.explain import explain, render
+
+    model = _model(minilm)
+    info = explain(model, batch_size=2, seq_len=L, n_vars=3)
+    stages = {s["stage"]: s["shape"] for s in info["stages"]}
+    assert stages["patch embedding"] == (6, model.num_patches, 8)
+    assert stages["reprogramming"] == (6, model.num_patches, 384)
+    assert stages["output (de-normalised)"] == (2, H, 3)
+    assert info["parameters"]["llm"]["trainable"] == 0
+    assert info["totals"]["trainable"] == sum(p.numel() for p in model.trainable_parameters())
+    assert info["memory"]["rss_peak_mb"] > 0
+    assert "Peak RSS" in render(info)
+    assert all(p.grad is None for p in model.trainable_parameters())
+
+
+def test_bench_step_cli(capsys) -> None:
+    from experiments.cli import main
+
+    code = main(
+        [
+            "bench-step",
+            "--backbone",
+            "minilm",
+            "--llm-layers",
+            "1",
+            "--seq-len",
+            "64",
+            "--pred-len",
+            "8",
+            "--batch-size",
+            "2",
+            "--d-ff",
+            "16",
+            "--num-prototypes",
+            "16",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["samples_per_s"] > 0 and result["backbone"] == "minilm"
+    assert result["prompt_tokens_mean"] > 10

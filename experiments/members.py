@@ -33,7 +33,7 @@ def _window_mean(ctx: MemberContext):
 def _progress(ctx: MemberContext) -> bool | None:
     """Progress bars: @progress=false turns them off; default tqdm's terminal rule."""
     p = ctx.params.get("progress")
-    return None if p is None else bool(p)
+    return ctx.progress if p is None else bool(p)
 
 
 def _linear_kwargs(ctx: MemberContext) -> dict:
@@ -101,7 +101,7 @@ def _timellm(ctx: MemberContext):
     inject = p.pop("inject", None)
     if isinstance(inject, str):  # "dlinear+ridge" from @inject= or --set; "none"/"" is off
         inject = [n for n in inject.replace(",", "+").split("+") if n and n != "none"]
-    progress = p.pop("progress", None)
+    p.pop("progress", None)
     return TimeLLMForecaster(
         dataset=ctx.dataset,
         seq_len=ctx.seq_len,
@@ -110,7 +110,7 @@ def _timellm(ctx: MemberContext):
         seed=int(p.pop("seed", ctx.seed)),
         workdir=ctx.workdir,
         inject=inject or None,
-        progress=None if progress is None else bool(progress),
+        progress=_progress(ctx),
         **p,
     )
 

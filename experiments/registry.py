@@ -8,7 +8,7 @@ several times with different period-derived settings, e.g. ``dlinear@kernel=25``
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ensemble.errors import UserError
@@ -41,6 +41,7 @@ class MemberContext:
     dataset: str
     params: dict[str, Any] = field(default_factory=dict)
     workdir: str | None = None
+    progress: bool | None = None  # None: bars only on a terminal; False: never
 
 
 Factory = Callable[[MemberContext], Forecaster]
@@ -105,8 +106,7 @@ def build(spec: str, ctx: MemberContext) -> Forecaster:
     base, params = parse_spec(spec)
     _load_builtin()
     factory = _REGISTRY[base][0]
-    ctx.params = {**ctx.params, **params}
-    member = factory(ctx)
+    member = factory(replace(ctx, params={**ctx.params, **params}))
     member.name = spec
     return member
 

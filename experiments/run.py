@@ -43,8 +43,8 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
 
 
-def _data_key(cfg: RunConfig) -> str:
-    """Fingerprint of everything a member's forecasts depend on, apart from its own spec."""
+def _data_key(cfg: RunConfig, base: str) -> str:
+    """Fingerprint of the data settings and the member's own defaults (its spec names the folder)."""
     d = {
         k: getattr(cfg, k)
         for k in (
@@ -59,7 +59,7 @@ def _data_key(cfg: RunConfig) -> str:
             "seed",
         )
     }
-    d["member_params"] = cfg.member_params
+    d["member_params"] = cfg.member_params.get(base, {})
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -82,11 +82,17 @@ def _setup_logging(out: Path) -> logging.Handler:
 
 
 def fit_member(
-    spec: str, cfg: RunConfig, splits: Splits, periods: list[int], out: Path
+    spec: str,
+    cfg: RunConfig,
+    splits: Splits,
+    periods: list[int],
+    out: Path,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Fit one member (or reuse its saved forecasts) and return its val/test forecasts and timings."""
     mdir = out / "members" / _safe(spec)
-    key = _data_key(cfg)
+    base, _ = registry.parse_spec(spec)
+    key = _data_key(cfg, base)
     cache = mdir / "forecasts.npz"
     if cache.is_file():
         with np.load(cache) as z:
@@ -94,7 +100,6 @@ def fit_member(
                 log.info("%s: reusing forecasts from %s", spec, cache)
                 timings = json.loads(str(z["timings"]))
                 return {"val": z["val"], "test": z["test"], "timings": timings}
-    base, _ = registry.parse_spec(spec)
     ctx = registry.MemberContext(
         seq_len=cfg.seq_len,
         pred_len=cfg.pred_len,
@@ -105,6 +110,7 @@ def fit_member(
         dataset=splits.dataset.name,
         params=dict(cfg.member_params.get(base, {})),
         workdir=str(mdir),
+        progress=progress,
     )
     member = registry.build(spec, ctx)
     t0 = time.perf_counter()
@@ -170,7 +176,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         bar = tqdm(specs, desc="members", disable=not progress, unit="member")
         for spec in bar:
             bar.set_postfix_str(spec)
-            results[spec] = fit_member(spec, cfg, splits, periods, out)
+            results[spec] = fit_member(spec, cfg, splits, periods, out, None if progress else False)
 
         ch = splits.eval_channels
         val_true = splits.val.targets()[..., ch]

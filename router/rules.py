@@ -122,7 +122,7 @@ class RuleRouter(Combiner):
                 combined_mse(wts, flat(gram, held_w), flat(b, held_w), flat(yy, held_w)).mean()
             )
         self.inner_scores_ = scores
-        self.depth_ = min(scores, key=lambda d: (scores[d] - 1e-9 * -d, d))  # ties: shallower
+        self.depth_ = min(scores, key=lambda d: scores[d] + 1e-9 * d)  # near-ties: shallower
         all_w = np.arange(w)
         self.tree_ = self._fit_tree(
             flat(feats, all_w), flat(gram, all_w), flat(b, all_w), flat(yy, all_w), self.depth_

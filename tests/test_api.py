@@ -1,4 +1,4 @@
-"""ensemble.api.HybridForecaster: fit(df) / predict(h) on long and wide frames."""
+"""experiments.api.HybridForecaster: fit(df) / predict(h) on long and wide frames."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensemble.api import HybridForecaster
+from experiments.api import HybridForecaster
 from ensemble.errors import UserError
 
 N, PERIOD = 900, 24

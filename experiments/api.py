@@ -1,6 +1,6 @@
 """``HybridForecaster``: the hybrid ensemble behind a statsforecast-shaped Python API.
 
-    >>> from ensemble.api import HybridForecaster
+    >>> from experiments.api import HybridForecaster
     >>> hf = HybridForecaster(members=["dlinear", "arima"], router="learned",
     ...                       seq_len=512, pred_len=96)
     >>> hf.fit(df)                 # long (unique_id, ds, y) or wide (ds + one column per series)

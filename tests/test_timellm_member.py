@@ -144,8 +144,12 @@ def test_injection_prompts_per_window_and_channel(splits):
     texts = inj.summaries(x, {"ridge": m.injectors["ridge"].predict(x)})
     assert len(texts) == 3 * 2 and texts[0].startswith("Classical forecasts: ridge level")
     assert texts[0] != texts[1]  # each channel gets its own summary
-    ids, mask = m._prompts(x, texts)
+    ids, mask = m._prompts(
+        splits.val.data, np.arange(3), {"ridge": m.injectors["ridge"].predict(x)}
+    )
     assert ids.shape[:2] == (3, 2) and mask.shape == ids.shape
+    decoded = m.builder.tokenizer.decode(ids[0, 1][mask[0, 1]].tolist())
+    assert "classical forecasts : ridge level" in decoded.lower().replace("  ", " ")
     assert m.predict(splits.test.windows()).shape == (splits.test.n_windows, H, 2)
 
 

@@ -258,27 +258,35 @@ class TimeLLMForecaster(BaseForecaster):
 
     # ----------------------------------------------------------------------- prompts
 
-    def _prompts(self, x: np.ndarray, extra: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids and masks for every (window, channel).
+    def _prompts(
+        self,
+        series: np.ndarray,
+        starts: np.ndarray,
+        forecasts: dict[str, np.ndarray] | None,
+        chunk: int = 2048,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and masks for every (window, channel), built a chunk of windows at a
+        time (ETTm1's 34k train windows as one [W, L, C] copy would be a gigabyte).
 
         Args:
-            x: [W, L, C] inputs (a strided view is fine: processed in chunks).
-            extra: W*C injected summaries (window-major, channel) or None.
+            series: [T, C] rows.
+            starts: [W] window start rows.
+            forecasts: member name -> [W, H, C] classical forecasts to summarise, or None.
 
         Returns:
             ids [W, C, P] int32 and mask [W, C, P] bool.
         """
-        w, seq_len, c = x.shape
+        w, c = len(starts), series.shape[1]
         texts: list[str] = []
-        chunk = 2048
         for s in range(0, w, chunk):
-            part = np.asarray(x[s : s + chunk])
-            if extra is None:
-                texts += self.builder.build_texts(part)
-            else:
-                # One "window" per series so that each channel gets its own summary.
-                series = np.moveaxis(part, 2, 1).reshape(-1, seq_len, 1)
-                texts += self.builder.build_texts(series, extra[s * c : (s + len(part)) * c])
+            x = inj.gather(series, starts[s : s + chunk], 0, self.seq_len)  # [w', L, C]
+            if not forecasts:
+                texts += self.builder.build_texts(x)
+                continue
+            extra = inj.summaries(x, {k: f[s : s + chunk] for k, f in forecasts.items()})
+            # One "window" per series so that each channel gets its own summary.
+            per_series = np.moveaxis(x, 2, 1).reshape(-1, self.seq_len, 1)
+            texts += self.builder.build_texts(per_series, extra)
         ids, mask = self.builder.encode(texts)
         return ids.to(torch.int32).view(w, c, -1), mask.bool().view(w, c, -1)
 
@@ -289,9 +297,7 @@ class TimeLLMForecaster(BaseForecaster):
         has_targets: bool,
         forecasts: dict[str, np.ndarray] | None,
     ) -> WindowSet:
-        x = inj.gather(series, starts, 0, self.seq_len)  # [W, L, C]
-        extra = inj.summaries(x, forecasts) if forecasts else None
-        ids, mask = self._prompts(x, extra)
+        ids, mask = self._prompts(series, starts, forecasts)
         return WindowSet(
             series=torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32)),
             starts=torch.as_tensor(starts, dtype=torch.long),

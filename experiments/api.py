@@ -43,6 +43,11 @@ def _to_matrix(
     else:
         wide = df.set_index(time_col) if time_col in df.columns else df
         if not isinstance(wide.index, pd.DatetimeIndex):
+            try:  # timestamps stored as text, as read_csv leaves them
+                wide.index = pd.DatetimeIndex(pd.to_datetime(wide.index))
+            except (ValueError, TypeError):
+                pass
+        if not isinstance(wide.index, pd.DatetimeIndex):
             raise UserError(
                 f"a wide frame needs a {time_col!r} column or a DatetimeIndex; a long frame "
                 f"needs columns {id_col!r}, {time_col!r}, {target_col!r}"
@@ -57,13 +62,10 @@ def _to_matrix(
 
 
 def _periods(train: np.ndarray, freq: str | None) -> list[int]:
-    """Ranked periods of the train rows from the periodicity analyser, if installed."""
-    try:
-        from periodicity import analyse
+    """Ranked seasonal periods of the train rows (as `run` uses them)."""
+    from periodicity import analyse
 
-        return [int(p) for p in analyse(train, freq=freq).top_periods(5)]
-    except Exception:  # analyser missing or failing: the router still has its own features
-        return []
+    return [int(p) for p in analyse(train, freq=freq).top_periods(3, seasonal_only=True)]
 
 
 class HybridForecaster:

@@ -42,7 +42,7 @@ def _to_matrix(
         layout = "long"
     else:
         wide = df.set_index(time_col) if time_col in df.columns else df
-        if not isinstance(wide.index, pd.DatetimeIndex):
+        if pd.api.types.is_string_dtype(wide.index) or wide.index.dtype == object:
             try:  # timestamps stored as text, as read_csv leaves them
                 wide.index = pd.DatetimeIndex(pd.to_datetime(wide.index))
             except (ValueError, TypeError):

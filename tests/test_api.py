@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.api import HybridForecaster
 from ensemble.errors import UserError
+from experiments.api import HybridForecaster
 
 N, PERIOD = 900, 24
 

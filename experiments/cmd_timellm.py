@@ -47,19 +47,12 @@ def add_parser(sub) -> None:
 
 
 def _mapping(args):
-    from ensemble.data import load_dataset
     from experiments.config import RunConfig
     from timellm.official_args import check_channels, map_official
 
     mapping = map_official(args)
     cfg = RunConfig.from_dict(mapping.config)
-    dataset = load_dataset(
-        cfg.dataset,
-        data_path=cfg.data_path,
-        data_dir=cfg.data_dir,
-        features=cfg.features,
-        target=cfg.target,
-    )
+    dataset = cfg.load_dataset()
     check_channels(mapping, dataset.n_channels, cfg.features)
     return mapping, cfg, dataset
 

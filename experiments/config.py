@@ -29,6 +29,19 @@ class RunConfig:
     # per-member defaults, e.g. {"dlinear": {"kernel": 25}, "timellm": {"llm_layers": 6}}
     member_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def load_dataset(self):
+        """The validated dataset these settings name (ensemble.data.load_dataset)."""
+        from ensemble.data import load_dataset
+
+        return load_dataset(
+            self.dataset,
+            data_path=self.data_path,
+            data_dir=self.data_dir,
+            features=self.features,
+            target=self.target,
+            fill=self.fill,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ensemble import hybrid, metrics
-from ensemble.data import Splits, load_dataset, make_splits
+from ensemble.data import Splits, make_splits
 from ensemble.errors import UserError
 from ensemble.io import write_json, write_npz, write_text
 from experiments import registry
@@ -144,14 +144,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     if not cfg.out:
         cfg.out = f"runs/{cfg.dataset or 'custom'}_{cfg.seq_len}_{cfg.pred_len}_s{cfg.seed}"
     out = Path(cfg.out)
-    dataset = load_dataset(
-        cfg.dataset,
-        data_path=cfg.data_path,
-        data_dir=cfg.data_dir,
-        features=cfg.features,
-        target=cfg.target,
-        fill=cfg.fill,
-    )
+    dataset = cfg.load_dataset()
     splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
     handler = _setup_logging(out)
     try:

@@ -71,45 +71,21 @@ def test_nan_csv_exit_2_names_column_and_row(synth_csv, capsys):
         df.loc[41, "x0"] = np.nan
         return df
 
-    assert (
-        main(
-            [
-                "data",
-                "info",
-                "--data-path",
-                str(synth_csv(edit=nan)),
-                "--seq-len",
-                "96",
-                "--pred-len",
-                "24",
-            ]
-        )
-        == 2
-    )
+    argv = [
+        "data",
+        "info",
+        "--data-path",
+        str(synth_csv(edit=nan)),
+        "--seq-len",
+        "96",
+        "--pred-len",
+        "24",
+    ]
+    assert main(argv) == 2
     lines = _err_lines(capsys)
-    assert (
-        len(lines) == 1
-        and "'x0'" in lines[0]
-        and "row 42" in lines[0]
-        and "--fill ffill" in lines[0]
-    )
-    assert (
-        main(
-            [
-                "data",
-                "info",
-                "--data-path",
-                str(synth_csv(edit=nan)),
-                "--seq-len",
-                "96",
-                "--pred-len",
-                "24",
-                "--fill",
-                "ffill",
-            ]
-        )
-        == 0
-    )
+    assert len(lines) == 1 and "'x0'" in lines[0] and "row 42" in lines[0]
+    assert "--fill ffill" in lines[0]
+    assert main([*argv, "--fill", "ffill"]) == 0
 
 
 def test_console_script_no_traceback(tmp_path):

@@ -11,7 +11,7 @@ from ensemble.errors import UserError
 from experiments.cli import build_parser, main
 from experiments.cmd_run import config_from_args
 from experiments.config import RunConfig
-from timellm.official_args import check_channels, map_official, parse_official
+from timellm.official_args import check_channels, parse_official
 
 # The user's command from the seeds document (run_main.py flags, one per line there).
 SEED_COMMAND = r"""
@@ -150,7 +150,9 @@ def test_cli_exit_code_and_ignored_line(capsys):
     assert "GPT-2" in capsys.readouterr().err
 
 
-def test_cli_runs_a_tiny_seed_like_command(tmp_path, synth_csv, monkeypatch, capsys):
+@pytest.fixture
+def tiny_llama(monkeypatch):
+    """Any backbone the command asks for is a tiny random LLaMA (no download)."""
     import timellm.backbone as backbone_mod
 
     monkeypatch.setattr(
@@ -165,6 +167,9 @@ def test_cli_runs_a_tiny_seed_like_command(tmp_path, synth_csv, monkeypatch, cap
             num_key_value_heads=2,
         ),
     )
+
+
+def test_cli_runs_a_tiny_seed_like_command(tmp_path, synth_csv, tiny_llama, capsys):
     csv = synth_csv(n=400, channels=2)
     argv = (
         f"timellm --task_name long_term_forecast --is_training 1 --root_path {csv.parent} "
@@ -181,26 +186,11 @@ def test_cli_runs_a_tiny_seed_like_command(tmp_path, synth_csv, monkeypatch, cap
     assert (tmp_path / "run" / "members" / "timellm" / "checkpoint.pt").is_file()
     with pytest.raises(SystemExit):
         main(["timellm", "--no-such-flag"])
-    assert isinstance(map_official, object)
 
 
-def test_explain_timellm_prints_flow_parameters_and_memory(synth_csv, monkeypatch, capsys):
+def test_explain_timellm_prints_flow_parameters_and_memory(synth_csv, tiny_llama, capsys):
     import json
 
-    import timellm.backbone as backbone_mod
-
-    monkeypatch.setattr(
-        backbone_mod,
-        "load_backbone",
-        lambda spec, **kw: backbone_mod.random_backbone(
-            "llama",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        ),
-    )
     csv = synth_csv(n=400, channels=2)
     argv = (
         f"explain timellm --root_path {csv.parent} --data_path {csv.name} --data custom "

@@ -443,8 +443,6 @@ def training_ablations(
                 cmd += ["--set", s]
             row["status"] = "not run"
             row["command"] = shlex.join(cmd)
-            if name == "no-llm":
-                row["note"] = "needs a `backbone=none` option in the timellm member"
         rows.append(row)
     return rows
 

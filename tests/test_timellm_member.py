@@ -153,6 +153,29 @@ def test_injection_prompts_per_window_and_channel(splits):
     assert m.predict(splits.test.windows()).shape == (splits.test.n_windows, H, 2)
 
 
+def test_without_llm_ablation_trains_only_patching_and_head(splits):
+    m = member(backbone="none", epochs=2, lr=1e-2)
+    untrained = m.build()
+    with torch.no_grad():
+        x = torch.tensor(splits.val.inputs(), dtype=torch.float32)
+        before = float(((untrained(x) - torch.tensor(splits.val.targets())) ** 2).mean())
+    m.fit(splits.train, splits.val)
+    names = {n.split(".")[0] for n, p in m.model.named_parameters() if p.requires_grad}
+    assert names == {"patch_embedding", "head"}
+    pred = m.predict(splits.val.windows())
+    assert pred.shape == (splits.val.n_windows, H, 2)
+    assert float(((pred - splits.val.targets()) ** 2).mean()) < before
+
+
+def test_official_prompt_wording_is_longer(splits):
+    concise, official = member(), member(prompt="official")
+    for m in (concise, official):
+        m.build()
+    x = splits.val.inputs()[:2]
+    assert len(official.builder.build_texts(x)[0]) > len(concise.builder.build_texts(x)[0])
+    assert "Dataset description" in official.builder.build_texts(x)[0]
+
+
 def test_bad_settings_are_user_errors():
     with pytest.raises(UserError):
         member(precision="fp16")
@@ -160,6 +183,10 @@ def test_bad_settings_are_user_errors():
         member(inject=["arima"])
     with pytest.raises(UserError):
         member(train_stride=0)
+    with pytest.raises(UserError):
+        member(prompt="verbose")
+    with pytest.raises(UserError):
+        member(backbone="none", inject=["ridge"])
 
 
 def test_registry_factory(tmp_path):

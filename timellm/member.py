@@ -65,7 +65,8 @@ class TimeLLMForecaster(BaseForecaster):
         dataset: dataset name, for the prompt's description (unknown names get the
             generic text).
         backbone: "minilm" (embedded), "gpt2-random" / "llama-random" / "qwen2-random"
-            (random weights, for tests and timing), or a local Hugging Face model folder.
+            (random weights, for tests and timing), a local Hugging Face model folder, or
+            "none": the no-LLM ablation (`timellm.nollm.PatchLinear`, Tan et al. 2024).
         llm_layers: backbone layers kept (None: all).
         llm_dim: expected backbone hidden size (checked; None: not checked).
         seq_len: lookback L.
@@ -94,6 +95,8 @@ class TimeLLMForecaster(BaseForecaster):
             "nlinear"); None or [] turns injection off.
         inject_folds: K time-ordered folds for the out-of-fold train forecasts.
         prompt_max_length: token cap per prompt.
+        prompt: "concise" (our template, ~70 tokens) or "official" (the official
+            wording and number format, ~130 tokens; for measuring the deviation).
         load_in_4bit, load_in_8bit: quantise the backbone (bitsandbytes; a GPU).
         precision: "auto" (bf16 autocast and bf16 backbone on a GPU that supports it,
             fp32 on CPU), "fp32" or "bf16".
@@ -135,6 +138,7 @@ class TimeLLMForecaster(BaseForecaster):
         inject: list[str] | None = None,
         inject_folds: int = 5,
         prompt_max_length: int = 256,
+        prompt: str = "concise",
         load_in_4bit: bool = False,
         load_in_8bit: bool = False,
         precision: str = "auto",
@@ -146,6 +150,12 @@ class TimeLLMForecaster(BaseForecaster):
     ) -> None:
         if precision not in PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        if backbone == "none" and inject:
+            raise UserError(
+                "timellm: backbone=none has no prompt to inject forecasts into; drop inject"
+            )
+        if prompt not in ("concise", "official"):
+            raise UserError(f"prompt must be 'concise' or 'official' (got {prompt!r})")
         if sample not in ("windows", "series"):
             raise UserError(f"sample must be 'windows' or 'series' (got {sample!r})")
         if train_stride < 1 or val_stride < 1:
@@ -195,6 +205,8 @@ class TimeLLMForecaster(BaseForecaster):
         from timellm.prompt import PromptBuilder, load_description
 
         device = self._accelerator().device
+        if self.backbone == "none":
+            return self._build_without_llm(device)
         weight_dtype, compute_dtype = self._dtypes(device)
         if self.load_in_4bit or self.load_in_8bit:
             weight_dtype = compute_dtype = compute_dtype or torch.bfloat16
@@ -236,9 +248,30 @@ class TimeLLMForecaster(BaseForecaster):
             self.periods[:5],
             seq_len=self.seq_len,
             max_length=self.prompt_max_length,
+            official=self.prompt == "official",
         )
         self.model = model
         return model
+
+    def _build_without_llm(self, device: torch.device) -> torch.nn.Module:
+        """The no-LLM ablation (`timellm.nollm.PatchLinear`): no backbone, no prompts."""
+        from timellm.nollm import PatchLinear
+
+        torch.manual_seed(self.seed)
+        try:
+            model = PatchLinear(
+                self.seq_len,
+                self.pred_len,
+                patch_len=self.patch_len,
+                stride=self.stride,
+                d_model=self.d_model,
+                dropout=self.dropout,
+            )
+        except ValueError as exc:
+            raise UserError(f"timellm: {exc}") from None
+        self.backbone_obj = self.builder = None
+        self.model = model.to(device)
+        return self.model
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings a checkpoint must share with this member to be resumed."""
@@ -277,6 +310,8 @@ class TimeLLMForecaster(BaseForecaster):
             ids [W, C, P] int32 and mask [W, C, P] bool.
         """
         w, c = len(starts), series.shape[1]
+        if self.builder is None:  # no LLM, no prompt: one dummy token per series
+            return torch.zeros(w, c, 1, dtype=torch.int32), torch.ones(w, c, 1, dtype=torch.bool)
         texts: list[str] = []
         for s in range(0, w, chunk):
             x = inj.gather(series, starts[s : s + chunk], 0, self.seq_len)  # [w', L, C]

@@ -291,6 +291,9 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
                     "val_mse": res.get("val", {}).get(name, {}).get("mse", np.nan),
                     "fit_s": tim.get("fit", np.nan) if isinstance(tim, dict) else np.nan,
                     "predict_s": tim.get("predict", np.nan) if isinstance(tim, dict) else np.nan,
+                    # the analyser's periods of this cell (members use them): a grid
+                    # resumed across code versions shows it here
+                    "periods": "+".join(str(p) for p in res.get("periods", [])),
                 }
             )
     cols = [
@@ -304,6 +307,7 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
         "val_mse",
         "fit_s",
         "predict_s",
+        "periods",
     ]
     return pd.DataFrame(rows, columns=cols)
 

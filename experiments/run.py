@@ -43,8 +43,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
 
 
-def _data_key(cfg: RunConfig, base: str) -> str:
-    """Fingerprint of the data settings and the member's own defaults (its spec names the folder)."""
+def _data_key(cfg: RunConfig, base: str, periods: list[int]) -> str:
+    """Fingerprint of the data settings, the detected periods (members build features and
+    prompts from them) and the member's own settings (its spec names the folder)."""
     d = {
         k: getattr(cfg, k)
         for k in (
@@ -60,6 +61,7 @@ def _data_key(cfg: RunConfig, base: str) -> str:
         )
     }
     d["member_params"] = cfg.member_params.get(base, {})
+    d["periods"] = [int(p) for p in periods]
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -92,7 +94,7 @@ def fit_member(
     """Fit one member (or reuse its saved forecasts) and return its val/test forecasts and timings."""
     mdir = out / "members" / _safe(spec)
     base, _ = registry.parse_spec(spec)
-    key = _data_key(cfg, base)
+    key = _data_key(cfg, base, periods)
     cache = mdir / "forecasts.npz"
     if cache.is_file():
         with np.load(cache) as z:

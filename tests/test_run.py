@@ -74,3 +74,16 @@ def test_naive_numbers_are_not_hard_coded(synth_splits):
     np.testing.assert_array_equal(naive[:, 5], w.x[:, -1])
     np.testing.assert_array_equal(snaive[:, 0], w.x[:, -24])
     assert np.mean((snaive - y) ** 2) < np.mean((naive - y) ** 2)
+
+
+def test_member_cache_key_follows_the_detected_periods():
+    # Members build features and prompts from the periods: a cache made under other
+    # periods (e.g. by an older analyser) must not be reused.
+    from experiments.config import RunConfig
+    from experiments.run import _data_key
+
+    cfg = RunConfig(dataset="ETTh1")
+    key = _data_key(cfg, "lightgbm", [24, 168])
+    assert key == _data_key(cfg, "lightgbm", [24, 168])
+    assert key != _data_key(cfg, "lightgbm", [24, 168, 408])
+    assert key != _data_key(RunConfig(dataset="ETTh1", seed=1), "lightgbm", [24, 168])

@@ -55,6 +55,7 @@ def fake_run(cfg, progress: bool = False) -> dict:
         "val": {n: {"mse": 0.5, "mae": 0.5} for n in names},
         "test": {n: {"mse": float(0.4 + 0.1 * rng.random()), "mae": 0.45} for n in names},
         "timings_s": {n: {"fit": 0.5, "predict": 0.1} for n in cfg.members},
+        "periods": [24, 12],
     }
     write_json(Path(cfg.out) / "results.json", res)
     return res
@@ -94,7 +95,8 @@ def test_bench_resumes_after_a_kill(synth_csv, tmp_path):
     long = pd.read_csv(out / "bench.csv")
     assert set(long["seed"]) == {0, 1}
     assert {"naive", "snaive", "window_mean", "ensemble"} <= set(long["forecast"])
-    assert {"mse", "mae", "fit_s"} <= set(long.columns)
+    assert {"mse", "mae", "fit_s", "periods"} <= set(long.columns)
+    assert (long["periods"] == "24+12").all()  # each cell's analyser periods
     md = (out / "bench.md").read_text()
     assert "±" in md and "synth" in md
     assert (out / "bench_mse.png").is_file() and (out / "bench.log").is_file()

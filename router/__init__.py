@@ -12,11 +12,12 @@ the windows' inputs only and are needed by combiners with ``needs_features``.
 | median | per-step median |
 | inverse_error | weights ~ 1 / validation MSE, per channel and horizon step |
 | best | the member with the lowest validation MSE, per channel |
+| stacked | per-horizon-step simplex weights (constrained least squares), shrunk toward the mean |
 | greedy | Caruana greedy selection with replacement, per channel |
 | rules | shallow tree over readable features, printed as rules |
 | learned_lgbm | FFORMA-style LightGBM softmax weights |
 | learned_torch | small gating network |
-| learned | LightGBM, torch and the simple rules, the best on held-out validation kept |
+| learned | LightGBM, torch and the fitted rules compared on rolling-origin validation folds; one replaces the mean only if it beats it by more than one standard error |
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from router.learned import LearnedRouter
 from router.learned_lgbm import LGBMRouter
 from router.learned_torch import TorchRouter
 from router.rules import RuleRouter
+from router.stacked import StackedCombiner
 
 COMBINERS: dict[str, type[Combiner]] = {
     "mean": MeanCombiner,
@@ -42,6 +44,7 @@ COMBINERS: dict[str, type[Combiner]] = {
     "inverse_error": InverseErrorCombiner,
     "best": BestMemberCombiner,
     "greedy": GreedyCombiner,
+    "stacked": StackedCombiner,
     "rules": RuleRouter,
     "learned_lgbm": LGBMRouter,
     "learned_torch": TorchRouter,

@@ -1,14 +1,19 @@
-"""The learned router: train the candidates, keep the one validation prefers.
+"""The learned router: train the candidates, keep one only if validation clearly prefers it.
 
 Candidates are the two learned routers (FFORMA-style LightGBM, torch gating network) and
-the robust fallbacks (greedy selection, inverse error, rules, mean). They are compared by
-rolling-origin cross-validation inside the validation windows: for each fold a candidate
-is fitted on the windows before a cut (the learned ones early-stop on the last part of
-that) and scored on the windows after it, past a gap of H windows so no target is shared.
-The candidate with the lowest mean fold score is refitted on all validation windows. The
-scored windows are never used for fitting or early stopping, so the comparison does not
-flatter the learned routers; when they cannot beat the simple rules out of sample, the
-router degrades to the simple rule instead of overfitting.
+the validation-fitted rules (stacked per-step weights, greedy selection, inverse error,
+rules, median). They are compared by rolling-origin cross-validation inside the
+validation windows: for each fold a candidate is fitted on the windows before a cut (the
+learned ones early-stop on the last part of that) and scored on the windows after it,
+past a gap of H windows so no target is shared. The scored windows are never used for
+fitting or early stopping, so the comparison does not flatter the learned routers.
+
+The equal-weight mean is the incumbent (the forecast-combination puzzle: estimated
+weights are noisy, so it is hard to beat out of sample). A candidate replaces it only if
+it beats the mean by more than one standard error of the per-fold differences (the
+one-standard-error rule); among those that do, the lowest mean fold score wins and is
+refitted on all validation windows. When none does, the router is the mean: a router
+that cannot show it is better on held-out validation does not get to be different.
 """
 
 from __future__ import annotations
@@ -17,19 +22,27 @@ import logging
 
 import numpy as np
 
-from router.combiners import Combiner, GreedyCombiner, InverseErrorCombiner, MeanCombiner
+from router.combiners import (
+    Combiner,
+    GreedyCombiner,
+    InverseErrorCombiner,
+    MeanCombiner,
+    MedianCombiner,
+)
 from router.learned_lgbm import LGBMRouter
 from router.learned_torch import TorchRouter
-from router.objective import combined_mse, inner_split, window_gram
+from router.objective import inner_split
 from router.rules import RuleRouter
+from router.stacked import StackedCombiner
 
 log = logging.getLogger(__name__)
 
-CANDIDATES = ("lgbm", "torch", "greedy", "inverse_error", "rules", "mean")
+CANDIDATES = ("lgbm", "torch", "stacked", "greedy", "inverse_error", "rules", "median", "mean")
+DEFAULT_CUTS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def rolling_folds(
-    n_windows: int, gap: int, cuts: tuple[float, ...] = (0.5, 0.65, 0.8)
+    n_windows: int, gap: int, cuts: tuple[float, ...] = DEFAULT_CUTS
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Expanding-window folds: fit on windows before each cut, score up to the next cut.
 
@@ -49,11 +62,34 @@ def rolling_folds(
     ]
 
 
+def one_se_choice(fold_scores: dict[str, list[float]], incumbent: str = "mean") -> str:
+    """The candidate with the lowest mean fold score among those that beat the incumbent
+    by more than one standard error of their paired per-fold differences.
+
+    Args:
+        fold_scores: candidate -> held-out MSE per fold (same folds for all; must include
+            ``incumbent``).
+        incumbent: kept unless a candidate clearly beats it.
+
+    Returns:
+        The chosen candidate's name.
+    """
+    base = np.asarray(fold_scores[incumbent])
+    chosen, best = incumbent, float(base.mean())
+    for name, scores in fold_scores.items():
+        diff = np.asarray(scores) - base
+        se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+        if name != incumbent and diff.mean() + se < 0 and np.mean(scores) < best:
+            chosen, best = name, float(np.mean(scores))
+    return chosen
+
+
 class LearnedRouter(Combiner):
     """Pick, on held-out validation windows, among learned and simple routers.
 
     Args:
-        candidates: which of ``CANDIDATES`` to try.
+        candidates: which of ``CANDIDATES`` to try (the mean is always scored: it is the
+            incumbent of the one-standard-error rule).
         cuts: fold boundaries of the rolling-origin comparison, as shares of W.
         seed: seed of the learned candidates.
         feature_names: names of the F feature columns.
@@ -66,7 +102,7 @@ class LearnedRouter(Combiner):
     def __init__(
         self,
         candidates: tuple[str, ...] = CANDIDATES,
-        cuts: tuple[float, ...] = (0.5, 0.65, 0.8),
+        cuts: tuple[float, ...] = DEFAULT_CUTS,
         seed: int = 0,
         feature_names: list[str] | None = None,
         member_names: list[str] | None = None,
@@ -74,7 +110,7 @@ class LearnedRouter(Combiner):
         unknown = set(candidates) - set(CANDIDATES)
         if unknown:
             raise ValueError(f"unknown candidates {sorted(unknown)}; choose from {CANDIDATES}")
-        self.candidates = tuple(candidates)
+        self.candidates = tuple(dict.fromkeys((*candidates, "mean")))
         self.cuts = tuple(cuts)
         self.seed = seed
         self.feature_names = feature_names
@@ -89,12 +125,16 @@ class LearnedRouter(Combiner):
             return LGBMRouter(seed=self.seed, feature_names=self.feature_names)
         if name == "torch":
             return TorchRouter(seed=self.seed, feature_names=self.feature_names)
+        if name == "stacked":
+            return StackedCombiner()
         if name == "greedy":
             return GreedyCombiner()
         if name == "inverse_error":
             return InverseErrorCombiner()
         if name == "rules":
             return RuleRouter(feature_names=self.feature_names, member_names=self.member_names)
+        if name == "median":
+            return MedianCombiner()
         return MeanCombiner()
 
     def fit(self, val_forecasts, val_targets, features=None) -> LearnedRouter:
@@ -104,18 +144,14 @@ class LearnedRouter(Combiner):
         folds = rolling_folds(w, h, self.cuts) or [inner_split(w, h)]  # short val: one fold
         for fit_w, held_w in folds:
             held_f, held_y = val_forecasts[:, held_w], val_targets[held_w]
-            gram, b, yy = window_gram(held_f, held_y)
+            sub = None if features is None else features[fit_w]
+            f_held = None if features is None else features[held_w]
             for name in names:
-                sub = None if features is None else features[fit_w]
                 model = self._make(name).fit(val_forecasts[:, fit_w], val_targets[fit_w], sub)
-                f_held = None if features is None else features[held_w]
-                if name == "inverse_error":  # per-step weights: score its forecast directly
-                    score = float(np.mean((model.forecast(held_f, f_held) - held_y) ** 2))
-                else:
-                    score = float(combined_mse(model.weights(held_f, f_held), gram, b, yy).mean())
+                score = float(np.mean((model.forecast(held_f, f_held) - held_y) ** 2))
                 self.fold_scores_[name].append(score)
         self.inner_scores_ = {n: float(np.mean(s)) for n, s in self.fold_scores_.items()}
-        self.chosen_ = min(self.inner_scores_, key=self.inner_scores_.get)
+        self.chosen_ = one_se_choice(self.fold_scores_)
         self.model_ = self._make(self.chosen_).fit(val_forecasts, val_targets, features)
         log.info("learned router: fold MSE %s -> %s", self.fold_scores_, self.chosen_)
         return self
@@ -129,6 +165,7 @@ class LearnedRouter(Combiner):
     def describe(self) -> str:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in self.inner_scores_.items())
         return (
-            f"learned router chose {self.chosen_} (mean rolling-origin val MSE: {scores}); "
-            f"{self.model_.describe()}"
+            f"learned router chose {self.chosen_} by the one-standard-error rule against the "
+            f"mean over {len(next(iter(self.fold_scores_.values())))} rolling-origin folds "
+            f"(mean held-out val MSE: {scores}); {self.model_.describe()}"
         )

@@ -11,7 +11,9 @@ import pytest
 from ensemble.data import sliding
 from router import COMBINERS, make_combiner
 from router.features import past_errors, window_features
+from router.learned import CANDIDATES, one_se_choice
 from router.objective import combined_mse, inner_split, window_gram
+from router.stacked import project_simplex, simplex_least_squares
 
 L, H, C = 48, 12, 2
 
@@ -130,9 +132,51 @@ def test_rules_print_and_use_features():
 def test_learned_router_keeps_what_validation_prefers(clear_best):
     x, y, f, feats, names = clear_best
     cb, _ = fitted("learned", f, y, feats, names)
-    assert set(cb.inner_scores_) == {"lgbm", "torch", "greedy", "inverse_error", "rules", "mean"}
-    assert cb.chosen_ == min(cb.inner_scores_, key=cb.inner_scores_.get)
+    assert set(cb.inner_scores_) == set(CANDIDATES)
+    assert cb.chosen_ != "mean" and cb.chosen_ == one_se_choice(cb.fold_scores_)
     assert cb.inner_scores_["mean"] > cb.inner_scores_[cb.chosen_]
+
+
+def test_one_se_rule_keeps_the_mean_unless_clearly_beaten():
+    mean = [0.50, 0.40, 0.45, 0.42]
+    lucky = [0.40, 0.43, 0.47, 0.44]  # lower on average, but only thanks to one fold
+    steady = [0.49, 0.39, 0.44, 0.41]  # 0.01 lower in every fold
+    assert one_se_choice({"mean": mean, "lucky": lucky}) == "mean"
+    assert one_se_choice({"mean": mean, "lucky": lucky, "steady": steady}) == "steady"
+    assert one_se_choice({"mean": mean, "worse": [v + 0.01 for v in mean]}) == "mean"
+
+
+def test_simplex_least_squares_matches_a_grid_search():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 50, 3))
+    a[:, :, 1] = a[:, :, 0] + 0.01 * rng.standard_normal((4, 50))  # ill-conditioned
+    y = rng.standard_normal((4, 50))
+    gram, b = np.einsum("kni,knj->kij", a, a) / 50, np.einsum("kni,kn->ki", a, y) / 50
+    w = simplex_least_squares(gram, b)
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-9)
+    assert (w >= 0).all()
+    g = np.linspace(0, 1, 201)
+    grid = np.array([(p, q, 1 - p - q) for p in g for q in g if p + q <= 1 + 1e-12])
+    for k in range(4):
+        grid_loss = np.einsum("gi,ij,gj->g", grid, gram[k], grid) - 2 * grid @ b[k]
+        assert w[k] @ gram[k] @ w[k] - 2 * b[k] @ w[k] <= grid_loss.min() + 1e-9
+    np.testing.assert_allclose(
+        project_simplex(np.array([[0.2, 0.3, 0.5], [2.0, 0.0, -1.0]])),
+        [[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]],
+    )
+
+
+def test_stacked_weights_follow_each_members_best_steps():
+    """Member 0 is sharp on the first half of the horizon, member 1 on the second."""
+    rng = np.random.default_rng(0)
+    _, y, f, _, _ = problem(noise=(1.0, 1.0, 1.0), n=900)
+    f = f.copy()
+    f[0, :, : H // 2] = y[:, : H // 2] + 0.1 * rng.standard_normal(y[:, : H // 2].shape)
+    f[1, :, H // 2 :] = y[:, H // 2 :] + 0.1 * rng.standard_normal(y[:, H // 2 :].shape)
+    cb = make_combiner("stacked").fit(f, y)
+    assert cb.lam_ < 0.5
+    assert cb.step_weights_[0, 0] > 0.8 and cb.step_weights_[-1, 1] > 0.8
+    assert np.mean((cb.forecast(f) - y) ** 2) < 0.5 * np.mean((f.mean(0) - y) ** 2)
 
 
 def test_past_errors_are_causal_and_correct(clear_best):

@@ -38,6 +38,25 @@ def results_markdown(res: dict[str, Any]) -> str:
             f"| {n}{mark} | {v.get('mse', float('nan')):.4f} | {v.get('mae', float('nan')):.4f} | "
             f"{t['mse']:.4f} | {t['mae']:.4f} | {tim.get('fit', '')} | {tim.get('predict', '')} |"
         )
+    if res.get("combiners"):
+        lines += [
+            "",
+            "## Every combiner",
+            "",
+            "Each fitted on the validation forecasts only. `held-out val` is the mean MSE on the",
+            "rolling-origin folds inside validation, the score `learned` chose by (it keeps",
+            "`mean` unless a candidate beats it by more than one standard error); `val` is",
+            "in-sample for the fitted combiners.",
+            "",
+            "| combiner | held-out val MSE | val MSE | test MSE | test MAE |",
+            "|---|---|---|---|---|",
+        ]
+        for n, r in res["combiners"].items():
+            mark = " **(chosen)**" if r["chosen"] else ""
+            lines.append(
+                f"| {n}{mark} | {r['val_cv']:.4f} | {r['val']['mse']:.4f} | "
+                f"{r['test']['mse']:.4f} | {r['test']['mae']:.4f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -197,6 +197,13 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         ens_test = hybrid.combined_forecast(combiner, test_stack, feats["test"])
         t_router = time.perf_counter() - t0
         log.info("router: %s", combiner.describe())
+        every = None
+        if getattr(combiner, "fold_scores_", None):  # the learned router: report every candidate
+            every = compare_combiners(
+                combiner,
+                (val_stack, val_true, feats["val"]),
+                (test_stack, test_true, feats["test"]),
+            )
 
         # Reference combinations reported with every router: mean, median and the oracle
         # (best member per window and channel on its own targets: an upper bound only).
@@ -240,6 +247,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             "periods": periods,
             "router_info": combiner.describe(),
         }
+        if every is not None:
+            res["combiners"] = every
         write_npz(
             out / "forecasts.npz",
             **{f"test/{k}": test_stack[i].astype(np.float32) for i, k in enumerate(specs)},
@@ -283,6 +292,43 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def compare_combiners(learned, val: tuple, test: tuple) -> dict[str, dict[str, Any]]:
+    """Every candidate of a fitted learned router, refitted on all validation windows.
+
+    Args:
+        learned: a fitted ``LearnedRouter`` (its chosen model is reused, not refitted).
+        val, test: (stack [M, W, H, C], targets [W, H, C], features [W, C, F] | None).
+
+    Returns:
+        {combiner: {"val_cv": mean held-out MSE over the rolling-origin folds (the score
+        the learned router chose by), "val": {"mse", "mae"} in-sample on validation,
+        "test": {"mse", "mae"}, "chosen": bool}}.
+    """
+    from router import make_combiner
+    from router.learned import registry_name
+
+    out: dict[str, dict[str, Any]] = {}
+    for cand, cv in learned.inner_scores_.items():
+        name = registry_name(cand)
+        model = (
+            learned.model_
+            if cand == learned.chosen_
+            else make_combiner(
+                name,
+                seed=learned.seed,
+                feature_names=learned.feature_names,
+                member_names=learned.member_names,
+            ).fit(*val)
+        )
+        out[name] = {
+            "val_cv": round(cv, 6),
+            "val": metrics.scores(model.forecast(val[0], val[2]), val[1]),
+            "test": metrics.scores(model.forecast(test[0], test[2]), test[1]),
+            "chosen": cand == learned.chosen_,
+        }
+    return out
 
 
 def router_features(

@@ -14,6 +14,9 @@ it beats the mean by more than one standard error of the per-fold differences (t
 one-standard-error rule); among those that do, the lowest mean fold score wins and is
 refitted on all validation windows. When none does, the router is the mean: a router
 that cannot show it is better on held-out validation does not get to be different.
+Long horizons leave room for few folds (each scored part must be longer than the gap of
+H windows): two coarser folds are tried, and with a single fold there is no standard
+error, so the mean stays.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CANDIDATES = ("lgbm", "torch", "stacked", "greedy", "inverse_error", "rules", "median", "mean")
 DEFAULT_CUTS = (0.5, 0.6, 0.7, 0.8, 0.9)
+COARSE_CUTS = (0.5, 0.75)
 
 
 def rolling_folds(
@@ -62,6 +66,11 @@ def rolling_folds(
     ]
 
 
+def registry_name(candidate: str) -> str:
+    """A candidate's ``--router`` name (``lgbm`` -> ``learned_lgbm``)."""
+    return f"learned_{candidate}" if candidate in ("lgbm", "torch") else candidate
+
+
 def one_se_choice(fold_scores: dict[str, list[float]], incumbent: str = "mean") -> str:
     """The candidate with the lowest mean fold score among those that beat the incumbent
     by more than one standard error of their paired per-fold differences.
@@ -76,9 +85,11 @@ def one_se_choice(fold_scores: dict[str, list[float]], incumbent: str = "mean") 
     """
     base = np.asarray(fold_scores[incumbent])
     chosen, best = incumbent, float(base.mean())
+    if base.size < 2:  # one fold gives no standard error: nothing can show it is better
+        return incumbent
     for name, scores in fold_scores.items():
         diff = np.asarray(scores) - base
-        se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+        se = float(diff.std(ddof=1) / np.sqrt(diff.size))
         if name != incumbent and diff.mean() + se < 0 and np.mean(scores) < best:
             chosen, best = name, float(np.mean(scores))
     return chosen
@@ -141,7 +152,9 @@ class LearnedRouter(Combiner):
         m, w, h, c = val_forecasts.shape
         names = [n for n in self.candidates if features is not None or n not in ("lgbm", "torch")]
         self.fold_scores_ = {n: [] for n in names}
-        folds = rolling_folds(w, h, self.cuts) or [inner_split(w, h)]  # short val: one fold
+        folds = rolling_folds(w, h, self.cuts)
+        if len(folds) < 2:  # long horizons: fewer, longer folds, each longer than the gap
+            folds = rolling_folds(w, h, COARSE_CUTS) or [inner_split(w, h)]
         for fit_w, held_w in folds:
             held_f, held_y = val_forecasts[:, held_w], val_targets[held_w]
             sub = None if features is None else features[fit_w]

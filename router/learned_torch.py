@@ -74,6 +74,7 @@ class TorchRouter(Combiner):
         batch_size: samples (window x channel) per step.
         max_epochs, patience: early stopping on the inner split.
         shrink: blend toward uniform weights chosen on the inner split.
+        prior: "greedy" (start from per-channel greedy weights) or "uniform".
         seed: torch seed.
         feature_names: names of the F feature columns (``channel`` is embedded).
     """
@@ -91,9 +92,13 @@ class TorchRouter(Combiner):
         max_epochs: int = 60,
         patience: int = 8,
         shrink: bool = True,
+        prior: str = "greedy",
         seed: int = 0,
         feature_names: list[str] | None = None,
     ):
+        if prior not in ("greedy", "uniform"):
+            raise ValueError(f"prior must be 'greedy' or 'uniform', not {prior!r}")
+        self.prior = prior
         self.hidden = hidden
         self.dropout = dropout
         self.lr = lr
@@ -161,6 +166,13 @@ class TorchRouter(Combiner):
             return net, best[1]
         return net, epochs
 
+    def _prior_logits(self, val_forecasts, val_targets) -> np.ndarray:
+        """[C, M] starting logits: log of the floored greedy weights (or zeros: the mean)."""
+        m, _, _, c = val_forecasts.shape
+        if self.prior == "uniform":
+            return np.zeros((c, m))
+        return greedy_prior(val_forecasts, val_targets)
+
     # -------------------------------------------------------------------- interface
 
     def fit(self, val_forecasts, val_targets, features=None) -> TorchRouter:
@@ -185,7 +197,7 @@ class TorchRouter(Combiner):
         rows = lambda ws: (np.asarray(ws)[:, None] * c + np.arange(c)[None]).reshape(-1)  # noqa: E731
         fit_r, held_r = torch.tensor(rows(fit_w)), torch.tensor(rows(held_w))
         part = lambda r: (x[r], ch[r], gram[r], b[r], yy[r])  # noqa: E731
-        prior = greedy_prior(val_forecasts[:, fit_w], val_targets[fit_w])
+        prior = self._prior_logits(val_forecasts[:, fit_w], val_targets[fit_w])
         net, self.epochs_ = self._train(part(fit_r), self.max_epochs, m, prior, valid=part(held_r))
         net.eval()
         with torch.no_grad():
@@ -201,7 +213,7 @@ class TorchRouter(Combiner):
             self.lam_,
             self.inner_score_,
         )
-        prior = greedy_prior(val_forecasts, val_targets)
+        prior = self._prior_logits(val_forecasts, val_targets)
         self.net_, _ = self._train(part(torch.arange(w * c)), self.epochs_, m, prior)
         self.net_.eval()
         return self

@@ -11,7 +11,7 @@ import pytest
 from ensemble.data import sliding
 from router import COMBINERS, make_combiner
 from router.features import past_errors, window_features
-from router.learned import CANDIDATES, one_se_choice
+from router.learned import CANDIDATES, one_se_choice, registry_name
 from router.objective import combined_mse, inner_split, window_gram
 from router.stacked import project_simplex, simplex_least_squares
 
@@ -144,6 +144,7 @@ def test_one_se_rule_keeps_the_mean_unless_clearly_beaten():
     assert one_se_choice({"mean": mean, "lucky": lucky}) == "mean"
     assert one_se_choice({"mean": mean, "lucky": lucky, "steady": steady}) == "steady"
     assert one_se_choice({"mean": mean, "worse": [v + 0.01 for v in mean]}) == "mean"
+    assert one_se_choice({"mean": [0.5], "one_fold": [0.3]}) == "mean"  # no standard error
 
 
 def test_simplex_least_squares_matches_a_grid_search():
@@ -240,3 +241,13 @@ def test_run_router_never_sees_test_targets(synth_csv, tmp_path):
         np.testing.assert_array_equal(a["test/ensemble"], b["test/ensemble"])
         assert not np.array_equal(a["test/true"], b["test/true"])
     assert isinstance(pd.read_json(outs[0] / "results.json", typ="series")["router_info"], str)
+    # every candidate is reported; the chosen one is the ensemble; none saw test targets
+    every = [r["combiners"] for r in res]
+    assert set(every[0]) == {registry_name(c) for c in CANDIDATES}
+    assert sum(v["chosen"] for v in every[0].values()) == 1
+    chosen = next(v for v in every[0].values() if v["chosen"])
+    assert chosen["test"] == res[0]["test"]["ensemble"]
+    for name in every[0]:
+        assert every[0][name]["val_cv"] == every[1][name]["val_cv"]
+        assert every[0][name]["val"] == every[1][name]["val"]
+    assert "## Every combiner" in (outs[0] / "results.md").read_text()

@@ -303,8 +303,9 @@ def compare_combiners(learned, val: tuple, test: tuple) -> dict[str, dict[str, A
 
     Returns:
         {combiner: {"val_cv": mean held-out MSE over the rolling-origin folds (the score
-        the learned router chose by), "val": {"mse", "mae"} in-sample on validation,
-        "test": {"mse", "mae"}, "chosen": bool}}.
+        the learned router chose by; the static references are scored for comparison
+        only), "val": {"mse", "mae"} in-sample on validation, "test": {"mse", "mae"},
+        "chosen": bool}}.
     """
     from router import make_combiner
     from router.learned import registry_name

@@ -11,7 +11,7 @@ import pytest
 from ensemble.data import sliding
 from router import COMBINERS, make_combiner
 from router.features import past_errors, window_features
-from router.learned import CANDIDATES, one_se_choice, registry_name
+from router.learned import CANDIDATES, INCUMBENTS, REFERENCES, one_se_choice, registry_name
 from router.objective import combined_mse, inner_split, window_gram
 from router.stacked import project_simplex, simplex_least_squares
 
@@ -132,8 +132,9 @@ def test_rules_print_and_use_features():
 def test_learned_router_keeps_what_validation_prefers(clear_best):
     x, y, f, feats, names = clear_best
     cb, _ = fitted("learned", f, y, feats, names)
-    assert set(cb.inner_scores_) == set(CANDIDATES)
-    assert cb.chosen_ != "mean" and cb.chosen_ == one_se_choice(cb.fold_scores_)
+    assert set(cb.inner_scores_) == {*CANDIDATES, *INCUMBENTS, *REFERENCES}
+    selectable = {n: cb.fold_scores_[n] for n in (*CANDIDATES, "stacked")}
+    assert cb.chosen_ == one_se_choice(selectable, "stacked")
     assert cb.inner_scores_["mean"] > cb.inner_scores_[cb.chosen_]
 
 
@@ -243,7 +244,7 @@ def test_run_router_never_sees_test_targets(synth_csv, tmp_path):
     assert isinstance(pd.read_json(outs[0] / "results.json", typ="series")["router_info"], str)
     # every candidate is reported; the chosen one is the ensemble; none saw test targets
     every = [r["combiners"] for r in res]
-    assert set(every[0]) == {registry_name(c) for c in CANDIDATES}
+    assert set(every[0]) == {registry_name(c) for c in (*CANDIDATES, *INCUMBENTS, *REFERENCES)}
     assert sum(v["chosen"] for v in every[0].values()) == 1
     chosen = next(v for v in every[0].values() if v["chosen"])
     assert chosen["test"] == res[0]["test"]["ensemble"]

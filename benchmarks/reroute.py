@@ -1,0 +1,91 @@
+"""Refit the router of finished runs on their saved forecasts; score every combination on test.
+
+A run folder keeps each member's val and test forecasts (``forecasts.npz``) and, for
+feature-conditioned routers, the window features (``router_weights.npz``). This script
+refits the current ``learned`` router on the validation forecasts of each folder
+(nothing is retrained, no test target is seen by any fit) and appends one CSV row per
+folder: the learned router's test MSE and choice, the reference combinations, the best
+member, and what the folder's own run had reported (the router of the code that ran it).
+It resumes: folders already in the CSV are skipped.
+
+    python benchmarks/reroute.py --csv reroute.csv bench/cells/*
+    python benchmarks/reroute.py --csv dev.csv runs/ETTh2_96 runs/weather_96
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ensemble.data import load_dataset, make_splits
+from router import make_combiner
+
+REFERENCES = ("mean", "median", "stacked")
+
+
+def reroute(folder: Path) -> dict:
+    """One folder's row: test MSE of the refitted learned router and of the references."""
+    res = json.loads((folder / "results.json").read_text())
+    members = res["members"]
+    with np.load(folder / "forecasts.npz") as f:
+        val = np.stack([f[f"val/{m}"] for m in members]).astype(np.float64)
+        test = np.stack([f[f"test/{m}"] for m in members]).astype(np.float64)
+        test_y = f["test/true"].astype(np.float64)
+    with np.load(folder / "router_weights.npz") as z:
+        names = [str(n) for n in z["feature_names"]]
+        feats_val, feats_test = z["features_val"], z["features_test"]
+    splits = make_splits(load_dataset(res["dataset"]), res["seq_len"], res["pred_len"])
+    val_y = splits.val.targets()[..., splits.eval_channels].astype(np.float64)
+
+    def test_mse(model) -> float:
+        return round(float(np.mean((model.forecast(test, feats_test) - test_y) ** 2)), 4)
+
+    t0 = time.perf_counter()
+    learned = make_combiner(
+        "learned", seed=res["seed"], member_names=members, feature_names=names
+    ).fit(val, val_y, feats_val)
+    row = {
+        "run": str(folder),
+        "dataset": res["dataset"],
+        "H": res["pred_len"],
+        "seed": res["seed"],
+        "learned": test_mse(learned),
+        "chosen": learned.chosen_,
+        "router_seconds": round(time.perf_counter() - t0, 1),
+    }
+    for name in REFERENCES:
+        row[name] = test_mse(make_combiner(name).fit(val, val_y))
+    row["best_member"] = round(min(res["test"][m]["mse"] for m in members), 4)
+    row["reported_ensemble"] = round(res["test"]["ensemble"]["mse"], 4)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folders", nargs="+", type=Path, help="finished run folders")
+    ap.add_argument("--csv", type=Path, required=True, help="rows are appended here")
+    args = ap.parse_args()
+    done = set()
+    if args.csv.exists():
+        with args.csv.open() as fh:
+            done = {r["run"] for r in csv.DictReader(fh)}
+    for folder in args.folders:
+        if str(folder) in done or not (folder / "results.json").is_file():
+            continue
+        row = reroute(folder)
+        print(json.dumps(row), flush=True)
+        new = not args.csv.exists()
+        with args.csv.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+if __name__ == "__main__":
+    main()

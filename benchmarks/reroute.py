@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.data import load_dataset, make_splits
+from ensemble.data import make_splits
+from experiments.config import RunConfig
 from router import make_combiner
 
 REFERENCES = ("mean", "median", "stacked")
@@ -39,7 +40,8 @@ def reroute(folder: Path) -> dict:
     with np.load(folder / "router_weights.npz") as z:
         names = [str(n) for n in z["feature_names"]]
         feats_val, feats_test = z["features_val"], z["features_test"]
-    splits = make_splits(load_dataset(res["dataset"]), res["seq_len"], res["pred_len"])
+    cfg = RunConfig.from_file(folder / "config.yaml")
+    splits = make_splits(cfg.load_dataset(), cfg.seq_len, cfg.pred_len, percent=cfg.percent)
     val_y = splits.val.targets()[..., splits.eval_channels].astype(np.float64)
 
     def test_mse(model) -> float:

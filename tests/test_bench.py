@@ -180,3 +180,23 @@ def test_collect_ignores_cells_of_other_grids(synth_csv, tmp_path):
     stray.mkdir(parents=True)
     (stray / "results.json").write_text("{}")
     assert collect(spec).empty
+
+
+def test_reroute_refits_the_learned_router_of_a_finished_run(synth_csv, tmp_path):
+    """benchmarks/reroute.py reproduces the run's own learned ensemble from the saved files."""
+    import sys
+
+    from experiments.cli import main
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from reroute import reroute
+
+    out = tmp_path / "run"
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--members", "naive,snaive,window_mean", "--router", "learned"]
+    assert main(argv + ["--out", str(out), "--quiet"]) == 0
+    row = reroute(out)
+    res = json.loads((out / "results.json").read_text())
+    assert row["learned"] == round(res["test"]["ensemble"]["mse"], 4)
+    assert row["mean"] == round(res["test"]["mean"]["mse"], 4)
+    assert row["chosen"] in {"lgbm", "torch", "rules", "stacked"}

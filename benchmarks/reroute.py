@@ -5,7 +5,8 @@ feature-conditioned routers, the window features (``router_weights.npz``). This 
 refits the current ``learned`` router on the validation forecasts of each folder
 (nothing is retrained, no test target is seen by any fit) and appends one CSV row per
 folder: the learned router's test MSE and choice, the reference combinations, the best
-member, and what the folder's own run had reported (the router of the code that ran it).
+member, what two other selection rules over the same fold scores would have given, and
+what the folder's own run had reported (the router of the code that ran it).
 It resumes: folders already in the CSV are skipped.
 
     python benchmarks/reroute.py --csv reroute.csv bench/cells/*
@@ -25,6 +26,7 @@ import numpy as np
 from ensemble.data import make_splits
 from experiments.config import RunConfig
 from router import make_combiner
+from router.learned import one_se_choice, registry_name
 
 REFERENCES = ("mean", "median", "stacked")
 
@@ -62,6 +64,17 @@ def reroute(folder: Path) -> dict:
     }
     for name in REFERENCES:
         row[name] = test_mse(make_combiner(name).fit(val, val_y))
+    # Other selection rules over the same fold scores, for comparison: the lowest fold
+    # mean among every scored combiner, and the one-standard-error rule against the mean.
+    folds = learned.fold_scores_
+    for rule, pick in (
+        ("rule_lowest", min(learned.inner_scores_, key=learned.inner_scores_.get)),
+        ("rule_se_mean", one_se_choice(folds, "mean")),
+    ):
+        model = make_combiner(
+            registry_name(pick), seed=res["seed"], member_names=members, feature_names=names
+        ).fit(val, val_y, feats_val)
+        row[rule], row[f"{rule}_chose"] = test_mse(model), pick
     row["best_member"] = round(min(res["test"][m]["mse"] for m in members), 4)
     row["reported_ensemble"] = round(res["test"]["ensemble"]["mse"], 4)
     return row

@@ -101,6 +101,7 @@ class RunData:
     weights: np.ndarray | None
     router_features: np.ndarray | None = None
     router_feature_names: list[str] = field(default_factory=list)
+    step_weights: np.ndarray | None = None  # [H, M] for per-step rules (stacked, inverse_error)
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -130,7 +131,7 @@ def load_run(run_dir: str | Path) -> RunData:
             f"{fc_path}: expected test/<member>, test/ensemble and test/true; missing "
             f"{', '.join([f'test/{m}' for m in missing] + [k for k in ('test/true', 'test/ensemble') if k not in arrays])}"
         )
-    weights = feats = None
+    weights = feats = step = None
     names: list[str] = []
     w_path = path / "router_weights.npz"
     if w_path.is_file():
@@ -142,6 +143,8 @@ def load_run(run_dir: str | Path) -> RunData:
             if "features_test" in z.files:
                 feats = z["features_test"]
                 names = [str(n) for n in z["feature_names"]]
+            if "step_weights" in z.files:
+                step = z["step_weights"].astype(np.float64)[:, [order.index(m) for m in members]]
     config: dict[str, Any] = {}
     if (path / "config.yaml").is_file():
         config = yaml.safe_load((path / "config.yaml").read_text()) or {}
@@ -157,6 +160,7 @@ def load_run(run_dir: str | Path) -> RunData:
         weights=weights,
         router_features=feats,
         router_feature_names=names,
+        step_weights=step,
     )
 
 
@@ -615,6 +619,23 @@ def report_markdown(
     else:
         lines.append("No router_weights.npz in the run folder.")
     lines.append("")
+
+    if run.step_weights is not None:
+        h = run.step_weights.shape[0]
+        steps = sorted({1, max(1, h // 4), max(1, h // 2), max(1, 3 * h // 4), h})
+        lines += [
+            "## Weights along the horizon",
+            "",
+            "The router weights each horizon step separately; the table above shows their "
+            "average. Weight per member at selected steps:",
+            "",
+            "| step | " + " | ".join(members) + " |",
+            "|---|" + "---|" * len(members),
+        ]
+        for t in steps:
+            row = " | ".join(f"{v:.3f}" for v in run.step_weights[t - 1])
+            lines.append(f"| {t} | {row} |")
+        lines.append("")
 
     lines += ["## Weights against window features", "", feat_note, ""]
     corr = an.get("weight_feature_corr")

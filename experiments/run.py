@@ -259,11 +259,15 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             **{f"val/{k}": val_stack[i].astype(np.float32) for i, k in enumerate(specs)},
             **{"val/ensemble": ens_val.astype(np.float32)},
         )
+        # Per-horizon-step weights of the step-wise rules (stacked, inverse_error), [H, M].
+        step = getattr(getattr(combiner, "model_", combiner), "step_weights_", None)
+        step = {} if step is None else {"step_weights": _step_weights(step).astype(np.float32)}
         write_npz(
             out / "router_weights.npz",
             val=w_val.astype(np.float32),
             test=w_test.astype(np.float32),
             members=np.array(specs),
+            **step,
             **(
                 {
                     "features_val": feats["val"],
@@ -292,6 +296,11 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def _step_weights(step: np.ndarray) -> np.ndarray:
+    """[H, M] or [H, C, M] per-step weights -> [H, M] (channel average)."""
+    return step.mean(axis=1) if step.ndim == 3 else step
 
 
 def compare_combiners(learned, val: tuple, test: tuple) -> dict[str, dict[str, Any]]:

@@ -38,7 +38,15 @@ def fake_run_folder(csv: Path, out: Path, router: str = "inverse_error") -> Path
     w = w.reshape(-1, 3, len(MEMBERS)).astype(np.float32)
     out.mkdir(parents=True)
     np.savez(out / "forecasts.npz", **arrays)
-    np.savez(out / "router_weights.npz", test=w, val=w[:1], members=np.array(MEMBERS))
+    ramp = np.linspace(0.0, 1.0, H)[:, None]
+    step = np.concatenate([1 - ramp, ramp, 0 * ramp], axis=1)  # naive -> snaive along H
+    np.savez(
+        out / "router_weights.npz",
+        test=w,
+        val=w[:1],
+        members=np.array(MEMBERS),
+        step_weights=step.astype(np.float32),
+    )
     cfg = RunConfig(
         dataset=None, data_path=str(csv), seq_len=L, pred_len=H, members=MEMBERS, router=router
     )
@@ -82,6 +90,8 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
         "Ablations",
     ):
         assert section in md
+    assert "## Weights along the horizon" in md
+    assert "| 1 | 1.000 | 0.000 | 0.000 |" in md and "| 24 | 0.000 | 1.000 | 0.000 |" in md
     for m in MEMBERS:
         assert f"without {m}" in md
     assert "refitted on the other members' validation forecasts" in md  # inverse_error refit

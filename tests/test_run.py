@@ -87,3 +87,14 @@ def test_member_cache_key_follows_the_detected_periods():
     assert key == _data_key(cfg, "lightgbm", [24, 168])
     assert key != _data_key(cfg, "lightgbm", [24, 168, 408])
     assert key != _data_key(RunConfig(dataset="ETTh1", seed=1), "lightgbm", [24, 168])
+
+
+def test_stacked_router_saves_its_per_step_weights(synth_csv, tmp_path):
+    out = tmp_path / "stacked"
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--members", "naive,snaive,window_mean", "--router", "stacked", "--out", str(out)]
+    assert main(argv + ["--quiet"]) == 0
+    with np.load(out / "router_weights.npz") as z:
+        step = z["step_weights"]
+    assert step.shape == (24, 3) and (step >= 0).all()
+    np.testing.assert_allclose(step.sum(-1), 1.0, rtol=1e-6)

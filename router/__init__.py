@@ -17,7 +17,7 @@ the windows' inputs only and are needed by combiners with ``needs_features``.
 | rules | shallow tree over readable features, printed as rules |
 | learned_lgbm | FFORMA-style LightGBM softmax weights |
 | learned_torch | small gating network |
-| learned | LightGBM, torch and the fitted rules compared on rolling-origin validation folds; one replaces the mean only if it beats it by more than one standard error |
+| learned | stacked, unless LightGBM, torch or rules beat it by more than one standard error on rolling-origin validation folds |
 """
 
 from __future__ import annotations

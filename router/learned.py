@@ -32,18 +32,8 @@ import logging
 
 import numpy as np
 
-from router.combiners import (
-    Combiner,
-    GreedyCombiner,
-    InverseErrorCombiner,
-    MeanCombiner,
-    MedianCombiner,
-)
-from router.learned_lgbm import LGBMRouter
-from router.learned_torch import TorchRouter
+from router.combiners import Combiner
 from router.objective import inner_split
-from router.rules import RuleRouter
-from router.stacked import StackedCombiner
 
 log = logging.getLogger(__name__)
 
@@ -151,21 +141,14 @@ class LearnedRouter(Combiner):
         self.fold_scores_: dict[str, list[float]] = {}
 
     def _make(self, name: str) -> Combiner:
-        if name == "lgbm":
-            return LGBMRouter(seed=self.seed, feature_names=self.feature_names)
-        if name == "torch":
-            return TorchRouter(seed=self.seed, feature_names=self.feature_names)
-        if name == "stacked":
-            return StackedCombiner()
-        if name == "greedy":
-            return GreedyCombiner()
-        if name == "inverse_error":
-            return InverseErrorCombiner()
-        if name == "rules":
-            return RuleRouter(feature_names=self.feature_names, member_names=self.member_names)
-        if name == "median":
-            return MedianCombiner()
-        return MeanCombiner()
+        from router import make_combiner  # the registry imports this module
+
+        return make_combiner(
+            registry_name(name),
+            seed=self.seed,
+            feature_names=self.feature_names,
+            member_names=self.member_names,
+        )
 
     def fit(self, val_forecasts, val_targets, features=None) -> LearnedRouter:
         m, w, h, c = val_forecasts.shape

@@ -234,3 +234,22 @@ def greedy_prior(
     m = val_forecasts.shape[0]
     w = GreedyCombiner().fit(val_forecasts, val_targets).channel_weights_
     return np.log((1 - floor) * w + floor / m)
+
+
+PRIORS = ("greedy", "uniform")
+
+
+def prior_logits(
+    kind: str, val_forecasts: np.ndarray, val_targets: np.ndarray, floor: float = 0.2
+) -> np.ndarray:
+    """[C, M] starting logits of a learned router: floored greedy weights, or zeros (the mean).
+
+    Args:
+        kind: one of ``PRIORS``.
+        val_forecasts: [M, W, H, C]; val_targets: [W, H, C].
+        floor: share of uniform weight mixed into the greedy prior.
+    """
+    if kind == "uniform":
+        m, _, _, c = val_forecasts.shape
+        return np.zeros((c, m))
+    return greedy_prior(val_forecasts, val_targets, floor)

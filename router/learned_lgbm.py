@@ -24,7 +24,7 @@ import logging
 
 import numpy as np
 
-from router.combiners import Combiner, greedy_prior
+from router.combiners import PRIORS, Combiner, prior_logits
 from router.objective import choose_shrinkage, combined_mse, inner_split, window_gram
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class LGBMRouter(Combiner):
         seed: int = 0,
         feature_names: list[str] | None = None,
     ):
-        if prior not in ("greedy", "uniform"):
+        if prior not in PRIORS:
             raise ValueError(f"prior must be 'greedy' or 'uniform', not {prior!r}")
         self.prior = prior
         self.prior_floor = prior_floor
@@ -110,13 +110,6 @@ class LGBMRouter(Combiner):
             return grad, hess
 
         return fobj
-
-    def _prior_logits(self, val_forecasts, val_targets) -> np.ndarray:
-        """[C, M] starting logits: log of the floored greedy weights (or zeros)."""
-        m, _, _, c = val_forecasts.shape
-        if self.prior == "uniform":
-            return np.zeros((c, m))
-        return greedy_prior(val_forecasts, val_targets, self.prior_floor)
 
     def _train(self, x, gram, b, yy, rounds: int, init: np.ndarray, valid=None):
         """Boost from ``init`` ([N, M] logits); ``valid`` = (x, gram, b, yy, init) held out."""
@@ -160,7 +153,9 @@ class LGBMRouter(Combiner):
         gram, b, yy = window_gram(val_forecasts, val_targets)
         flat = lambda a, ws: a[ws].reshape(ws.size * c, *a.shape[2:])  # noqa: E731
         fit_w, held_w = inner_split(w, h)
-        prior = self._prior_logits(val_forecasts[:, fit_w], val_targets[fit_w])
+        prior = prior_logits(
+            self.prior, val_forecasts[:, fit_w], val_targets[fit_w], self.prior_floor
+        )
 
         def init(ws: np.ndarray, logits: np.ndarray) -> np.ndarray:  # [C, M] -> [N, M]
             return np.broadcast_to(logits[None], (ws.size, c, m)).reshape(-1, m)
@@ -200,7 +195,7 @@ class LGBMRouter(Combiner):
         )
         # Refit on every validation window (the most recent ones are closest to test).
         all_w = np.arange(w)
-        self.prior_ = self._prior_logits(val_forecasts, val_targets)
+        self.prior_ = prior_logits(self.prior, val_forecasts, val_targets, self.prior_floor)
         self.booster_ = None
         if self.rounds_:
             self.booster_ = self._train(

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from router.combiners import Combiner, greedy_prior
+from router.combiners import PRIORS, Combiner, prior_logits
 from router.objective import choose_shrinkage, combined_mse, inner_split, window_gram
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class TorchRouter(Combiner):
         seed: int = 0,
         feature_names: list[str] | None = None,
     ):
-        if prior not in ("greedy", "uniform"):
+        if prior not in PRIORS:
             raise ValueError(f"prior must be 'greedy' or 'uniform', not {prior!r}")
         self.prior = prior
         self.hidden = hidden
@@ -166,13 +166,6 @@ class TorchRouter(Combiner):
             return net, best[1]
         return net, epochs
 
-    def _prior_logits(self, val_forecasts, val_targets) -> np.ndarray:
-        """[C, M] starting logits: log of the floored greedy weights (or zeros: the mean)."""
-        m, _, _, c = val_forecasts.shape
-        if self.prior == "uniform":
-            return np.zeros((c, m))
-        return greedy_prior(val_forecasts, val_targets)
-
     # -------------------------------------------------------------------- interface
 
     def fit(self, val_forecasts, val_targets, features=None) -> TorchRouter:
@@ -197,7 +190,7 @@ class TorchRouter(Combiner):
         rows = lambda ws: (np.asarray(ws)[:, None] * c + np.arange(c)[None]).reshape(-1)  # noqa: E731
         fit_r, held_r = torch.tensor(rows(fit_w)), torch.tensor(rows(held_w))
         part = lambda r: (x[r], ch[r], gram[r], b[r], yy[r])  # noqa: E731
-        prior = self._prior_logits(val_forecasts[:, fit_w], val_targets[fit_w])
+        prior = prior_logits(self.prior, val_forecasts[:, fit_w], val_targets[fit_w])
         net, self.epochs_ = self._train(part(fit_r), self.max_epochs, m, prior, valid=part(held_r))
         net.eval()
         with torch.no_grad():
@@ -213,7 +206,7 @@ class TorchRouter(Combiner):
             self.lam_,
             self.inner_score_,
         )
-        prior = self._prior_logits(val_forecasts, val_targets)
+        prior = prior_logits(self.prior, val_forecasts, val_targets)
         self.net_, _ = self._train(part(torch.arange(w * c)), self.epochs_, m, prior)
         self.net_.eval()
         return self

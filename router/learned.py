@@ -100,7 +100,8 @@ class LearnedRouter(Combiner):
     Args:
         candidates: the challengers, a subset of ``CANDIDATES``.
         incumbent: kept unless a challenger clearly beats it (one of ``INCUMBENTS``).
-        references: static rules scored on the same folds for the report only.
+        references: combiners scored on the same folds for the report only (static rules,
+            or feature-conditioned routers that are not challengers).
         cuts: fold boundaries of the rolling-origin comparison, as shares of W.
         seed: seed of the learned candidates.
         feature_names: names of the F feature columns.
@@ -125,12 +126,14 @@ class LearnedRouter(Combiner):
             raise ValueError(f"unknown candidates {sorted(unknown)}; choose from {CANDIDATES}")
         if incumbent not in INCUMBENTS:
             raise ValueError(f"incumbent must be one of {INCUMBENTS}, not {incumbent!r}")
-        unknown = set(references) - set(REFERENCES)
+        unknown = set(references) - set(REFERENCES) - set(CANDIDATES)
         if unknown:
-            raise ValueError(f"unknown references {sorted(unknown)}; choose from {REFERENCES}")
+            raise ValueError(
+                f"unknown references {sorted(unknown)}; choose from {CANDIDATES + REFERENCES}"
+            )
         self.candidates = tuple(candidates)
         self.incumbent = incumbent
-        self.references = tuple(r for r in references if r != incumbent)
+        self.references = tuple(r for r in references if r != incumbent and r not in candidates)
         self.cuts = tuple(cuts)
         self.seed = seed
         self.feature_names = feature_names
@@ -152,8 +155,10 @@ class LearnedRouter(Combiner):
 
     def fit(self, val_forecasts, val_targets, features=None) -> LearnedRouter:
         m, w, h, c = val_forecasts.shape
-        challengers = list(self.candidates) if features is not None else []  # all need features
-        names = [*challengers, self.incumbent, *self.references]
+        # the feature-conditioned routers (challengers, and references among them) need features
+        challengers = list(self.candidates) if features is not None else []
+        refs = [r for r in self.references if features is not None or r not in CANDIDATES]
+        names = [*challengers, self.incumbent, *refs]
         self.fold_scores_ = {n: [] for n in names}
         folds = rolling_folds(w, h, self.cuts)
         if len(folds) < 2:  # long horizons: fewer, longer folds, each longer than the gap

@@ -138,6 +138,20 @@ def test_learned_router_keeps_what_validation_prefers(clear_best):
     assert cb.inner_scores_["mean"] > cb.inner_scores_[cb.chosen_]
 
 
+def test_learned_router_reports_feature_routers_it_does_not_choose_from(clear_best):
+    from router.learned import LearnedRouter
+
+    x, y, f, feats, names = clear_best
+    half = f.shape[1] // 2
+    cb = LearnedRouter(candidates=(), references=(*CANDIDATES, *REFERENCES), feature_names=names)
+    cb.fit(f[:, :half], y[:half], feats[:half])
+    assert cb.chosen_ == "stacked"
+    assert set(cb.inner_scores_) == {*CANDIDATES, "stacked", *REFERENCES}
+    # without features the feature-conditioned references are left out, not failed
+    cb.fit(f[:, :half], y[:half], None)
+    assert set(cb.inner_scores_) == {"stacked", *REFERENCES}
+
+
 def test_one_se_rule_keeps_the_mean_unless_clearly_beaten():
     mean = [0.50, 0.40, 0.45, 0.42]
     lucky = [0.40, 0.43, 0.47, 0.44]  # lower on average, but only thanks to one fold

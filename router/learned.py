@@ -65,6 +65,11 @@ def rolling_folds(
     ]
 
 
+def _as_slice(idx: np.ndarray) -> slice:
+    """A contiguous, increasing index range as a slice."""
+    return slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0)
+
+
 def registry_name(candidate: str) -> str:
     """A candidate's ``--router`` name (``lgbm`` -> ``learned_lgbm``)."""
     return f"learned_{candidate}" if candidate in ("lgbm", "torch") else candidate
@@ -163,7 +168,9 @@ class LearnedRouter(Combiner):
         folds = rolling_folds(w, h, self.cuts)
         if len(folds) < 2:  # long horizons: fewer, longer folds, each longer than the gap
             folds = rolling_folds(w, h, COARSE_CUTS) or [inner_split(w, h)]
-        for fit_w, held_w in folds:
+        for fit_idx, held_idx in folds:
+            # contiguous ranges as slices: views, not copies of [M, W, H, C] per candidate
+            fit_w, held_w = _as_slice(fit_idx), _as_slice(held_idx)
             held_f, held_y = val_forecasts[:, held_w], val_targets[held_w]
             sub = None if features is None else features[fit_w]
             f_held = None if features is None else features[held_w]

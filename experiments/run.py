@@ -244,8 +244,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             "channels": [dataset.columns[c] for c in ch],
             "val": scores["val"],
             "test": scores["test"],
-            "timings_s": timings
-            | {"periods": round(t_periods, 3), "router": round(t_router, 3)},
+            "timings_s": timings | {"periods": round(t_periods, 3), "router": round(t_router, 3)},
             "periods": periods,
             "router_info": combiner.describe(),
         }

@@ -307,6 +307,7 @@ def analyse_run(
         }
         out["weights_constant"] = bool(np.allclose(w, w.reshape(-1, w.shape[-1])[0]))
     out["win_rate"] = {m: float(np.mean(winner == i)) for i, m in enumerate(members)}
+    out["error_corr"] = error_correlation(run)
     diff = err_ens - err_mean
     out["router_vs_mean"] = {
         "router_mse": float(err_ens.mean()),
@@ -576,6 +577,18 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
 # ---------------------------------------------------------------------------- report
 
 
+def error_correlation(run: RunData, max_values: int = 2_000_000) -> list[list[float]]:
+    """Pearson correlation of the members' test errors (forecast - target), [M, M].
+
+    Members whose errors correlate strongly add little to a weighted average whatever
+    their own accuracy. Windows are thinned to at most ``max_values`` values per member.
+    """
+    w, h, c = run.true.shape
+    step = max(1, (w * h * c) // max_values)
+    err = np.stack([(run.test[m][::step] - run.true[::step]).ravel() for m in run.members])
+    return np.round(np.corrcoef(err), 4).tolist()
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -619,6 +632,22 @@ def report_markdown(
     else:
         lines.append("No router_weights.npz in the run folder.")
     lines.append("")
+
+    corr_err = an.get("error_corr")
+    if corr_err and len(members) > 1:
+        lines += [
+            "## Error correlation between members",
+            "",
+            "Pearson correlation of the test errors (forecast minus target) over windows, "
+            "steps and channels. A member whose errors move with another's adds little to "
+            "a weighted average, however accurate it is alone.",
+            "",
+            "| | " + " | ".join(members) + " |",
+            "|---" * (len(members) + 1) + "|",
+        ]
+        for m, row in zip(members, corr_err, strict=True):
+            lines.append(f"| {m} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+        lines.append("")
 
     if run.step_weights is not None:
         h = run.step_weights.shape[0]

@@ -100,6 +100,19 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
     an = json.loads((run_dir / "routing_analysis.json").read_text())
     assert abs(sum(an["win_rate"].values()) - 1) < 1e-9
     assert set(an["regimes"]) >= {"seasonal_strength", "volatility"}
+    assert "## Error correlation between members" in md
+    corr = np.array(an["error_corr"])  # independent noise per member: near 0 off the diagonal
+    np.testing.assert_allclose(np.diag(corr), 1.0)
+    assert np.abs(corr[~np.eye(3, dtype=bool)]).max() < 0.05
+
+
+def test_error_correlation_sees_shared_errors(synth_csv, tmp_path):
+    from experiments.analyse import error_correlation
+
+    run = load_run(fake_run_folder(synth_csv(n=1200), tmp_path / "run"))
+    run.test["snaive"] = run.true + 2.0 * (run.test["naive"] - run.true)  # same errors, scaled
+    corr = np.array(error_correlation(run, max_values=10_000))
+    assert corr[0, 1] > 0.999 and abs(corr[0, 2]) < 0.1
 
 
 def test_report_without_data_still_writes(synth_csv, tmp_path):

@@ -207,20 +207,6 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 (test_stack, test_true, feats["test"]),
             )
 
-        # Reference combinations reported with every router: mean, median and the oracle
-        # (best member per window and channel on its own targets: an upper bound only).
-        reference = {
-            name: {
-                part: hybrid.combined_forecast(make_combiner(name).fit(val_stack, val_true), stack)
-                for part, stack in (("val", val_stack), ("test", test_stack))
-            }
-            for name in ("mean", "median")
-        }
-        reference["oracle"] = {
-            "val": hybrid.combine(val_stack, hybrid.oracle_weights(val_stack, val_true)),
-            "test": hybrid.combine(test_stack, hybrid.oracle_weights(test_stack, test_true)),
-        }
-
         scores = {"val": {}, "test": {}}
         for part, stack, true, ens in (
             ("val", val_stack, val_true, ens_val),
@@ -229,8 +215,15 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             for i, spec in enumerate(specs):
                 scores[part][spec] = metrics.scores(stack[i], true)
             scores[part]["ensemble"] = metrics.scores(ens, true)
-            for name, fc in reference.items():
-                scores[part][name] = metrics.scores(fc[part], true)
+            # Reference combinations reported with every router: mean, median and the
+            # oracle (best member per window and channel on its own targets: a bound
+            # only). Scored one at a time, not held: each is [W, H, C] float64.
+            for name in ("mean", "median"):
+                ref = make_combiner(name).fit(val_stack, val_true)
+                scores[part][name] = metrics.scores(hybrid.combined_forecast(ref, stack), true)
+            oracle = hybrid.combine(stack, hybrid.oracle_weights(stack, true))
+            scores[part]["oracle"] = metrics.scores(oracle, true)
+            del oracle
 
         res = {
             "dataset": dataset.name,

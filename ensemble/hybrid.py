@@ -49,7 +49,7 @@ def combined_forecast(
     return combine(stacked, combiner.weights(stacked, features))
 
 
-def oracle_weights(stacked: np.ndarray, targets: np.ndarray) -> np.ndarray:
+def oracle_weights(stacked: np.ndarray, targets: np.ndarray, block: int = 256) -> np.ndarray:
     """One-hot weights on the best member per window and channel, judged on the targets.
 
     An upper bound for any per-window router, reported next to the ensemble; it sees the
@@ -58,9 +58,23 @@ def oracle_weights(stacked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     Args:
         stacked: [M, W, H, C] members' forecasts.
         targets: [W, H, C].
+        block: windows per block of the error computation.
 
     Returns:
         [W, C, M] one-hot weights.
     """
-    err = np.mean((np.asarray(stacked, dtype=np.float64) - targets[None]) ** 2, axis=2)  # [M, W, C]
+    err = np.concatenate(  # [M, W, C], over blocks of windows: no [M, W, H, C] temporary
+        [
+            np.mean(
+                (
+                    np.asarray(stacked[:, lo : lo + block], np.float64)
+                    - targets[None, lo : lo + block]
+                )
+                ** 2,
+                axis=2,
+            )
+            for lo in range(0, max(stacked.shape[1], 1), block)
+        ],
+        axis=1,
+    )
     return np.eye(stacked.shape[0])[np.argmin(err, axis=0)]

@@ -25,7 +25,8 @@ among many near-equal static rules by a few noisy folds is how validation gets o
 The design was chosen on datasets outside the acceptance benchmarks (ETTh2, ETTm2,
 weather, exchange_rate; BENCHMARKS.md, "Router selection rule") and kept by a
 pre-registered check on fresh weather and ETTm2 runs, where the challengers it chose beat
-the stacked weights on test in 4 of 4 (``benchmarks/router_preregistration.md``).
+the stacked weights on test in 4 of 4 (4 of 6 with two later weather H=720 runs;
+``benchmarks/router_preregistration.md``).
 """
 
 from __future__ import annotations

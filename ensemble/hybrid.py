@@ -49,6 +49,17 @@ def combined_forecast(
     return combine(stacked, combiner.weights(stacked, features))
 
 
+def by_window_blocks(fn, n_windows: int, block: int = 256, axis: int = 0) -> np.ndarray:
+    """``fn(lo, hi)`` on consecutive blocks of windows, results concatenated along ``axis``.
+
+    Whole-array reductions over [M, W, H, C] (sorts, squared differences) make temporaries
+    of that size or several times it, 10+ GB on weather at H=720; blocks bound them.
+    """
+    return np.concatenate(
+        [fn(lo, lo + block) for lo in range(0, max(n_windows, 1), block)], axis=axis
+    )
+
+
 def oracle_weights(stacked: np.ndarray, targets: np.ndarray, block: int = 256) -> np.ndarray:
     """One-hot weights on the best member per window and channel, judged on the targets.
 
@@ -63,18 +74,12 @@ def oracle_weights(stacked: np.ndarray, targets: np.ndarray, block: int = 256) -
     Returns:
         [W, C, M] one-hot weights.
     """
-    err = np.concatenate(  # [M, W, C], over blocks of windows: no [M, W, H, C] temporary
-        [
-            np.mean(
-                (
-                    np.asarray(stacked[:, lo : lo + block], np.float64)
-                    - targets[None, lo : lo + block]
-                )
-                ** 2,
-                axis=2,
-            )
-            for lo in range(0, max(stacked.shape[1], 1), block)
-        ],
+    err = by_window_blocks(  # [M, W, C], block by block: no [M, W, H, C] temporary
+        lambda lo, hi: np.mean(
+            (np.asarray(stacked[:, lo:hi], np.float64) - targets[None, lo:hi]) ** 2, axis=2
+        ),
+        stacked.shape[1],
+        block,
         axis=1,
     )
     return np.eye(stacked.shape[0])[np.argmin(err, axis=0)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ensemble.hybrid import by_window_blocks
 from router.objective import window_gram
 
 
@@ -87,24 +88,17 @@ class MedianCombiner(Combiner):
         return np.where(n_at > 0, at_median / np.maximum(n_at, 1), by_rank)
 
     def weights(self, forecasts: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
-        return _by_window_blocks(
-            lambda f: np.moveaxis(self._step_weights(f).mean(axis=2), 0, -1), forecasts
-        )
+        def block(lo: int, hi: int) -> np.ndarray:  # [M, w, C]
+            return self._step_weights(forecasts[:, lo:hi]).mean(axis=2)
+
+        return np.moveaxis(by_window_blocks(block, forecasts.shape[1], axis=1), 0, -1)
 
     def forecast(self, forecasts: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
-        return _by_window_blocks(
-            lambda f: np.median(np.asarray(f, dtype=np.float64), axis=0), forecasts
+        # blocks of windows: the median sorts a copy of its input
+        return by_window_blocks(
+            lambda lo, hi: np.median(np.asarray(forecasts[:, lo:hi], np.float64), axis=0),
+            forecasts.shape[1],
         )
-
-
-def _by_window_blocks(fn, forecasts: np.ndarray, block: int = 256) -> np.ndarray:
-    """``fn`` ([M, w, H, C] -> [w, ...]) over blocks of windows, concatenated.
-
-    The median sorts copies of its input (and the weights rank it twice, in int64), so
-    whole-array calls peak at several times [M, W, H, C]: 10+ GB on weather at H=720.
-    """
-    w = forecasts.shape[1]
-    return np.concatenate([fn(forecasts[:, lo : lo + block]) for lo in range(0, max(w, 1), block)])
 
 
 class InverseErrorCombiner(Combiner):

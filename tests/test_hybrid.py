@@ -74,3 +74,18 @@ def test_oracle_is_a_lower_bound_per_window(members):
     per_window = np.mean((hybrid.combine(s, w) - y) ** 2, axis=1)  # [W, C]
     each = np.mean((s - y[None]) ** 2, axis=2)  # [M, W, C]
     np.testing.assert_allclose(per_window, each.min(axis=0))
+
+
+def test_block_wise_reductions_match_whole_array_ones():
+    rng = np.random.default_rng(0)
+    f, y = rng.standard_normal((3, 600, 4, 2)), rng.standard_normal((600, 4, 2))
+    err = np.mean((f - y[None]) ** 2, axis=2)
+    np.testing.assert_array_equal(
+        hybrid.oracle_weights(f, y, block=7), np.eye(3)[np.argmin(err, axis=0)]
+    )
+    med = make_combiner("median").fit(f, y)  # 600 windows: three blocks of 256
+    np.testing.assert_array_equal(med.forecast(f), np.median(f, axis=0))
+    w = med.weights(f)
+    assert w.shape == (600, 2, 3)
+    np.testing.assert_allclose(w.sum(-1), 1.0)
+    np.testing.assert_allclose(w, np.moveaxis(med._step_weights(f).mean(axis=2), 0, -1))

@@ -324,7 +324,7 @@ def compare_combiners(learned, val: tuple, test: tuple) -> dict[str, dict[str, A
                 seed=learned.seed,
                 feature_names=learned.feature_names,
                 member_names=learned.member_names,
-            ).fit(*val)
+            ).fit(*val, learned.terms_)
         )
         out[name] = {
             "val_cv": round(cv, 6),

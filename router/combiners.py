@@ -2,8 +2,9 @@
 
 Every combiner follows one interface (``router/__init__.py``):
 
-* ``fit(val_forecasts [M, W, H, C], val_targets [W, H, C], features [W, C, F] | None) -> self``
-  on validation forecasts only;
+* ``fit(val_forecasts [M, W, H, C], val_targets [W, H, C], features [W, C, F] | None,
+  terms) -> self`` on validation forecasts only; ``terms`` (``router.objective.WindowTerms``
+  of those forecasts) is optional: rules that need it compute it when it is not given;
 * ``weights(forecasts [M, W, H, C], features [W, C, F] | None) -> [W, C, M]``, rows on the
   simplex;
 * ``forecast(forecasts, features) -> [W, H, C]``, the combined forecast. For most rules it
@@ -16,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ensemble.hybrid import by_window_blocks
-from router.objective import window_gram
+from router.objective import WindowTerms, window_gram
 
 
 class Combiner:
@@ -36,8 +37,10 @@ class Combiner:
         val_forecasts: np.ndarray,
         val_targets: np.ndarray,
         features: np.ndarray | None = None,
+        terms: WindowTerms | None = None,
     ) -> Combiner:
-        """val_forecasts: [M, W, H, C]; val_targets: [W, H, C]; features: [W, C, F] or None."""
+        """val_forecasts: [M, W, H, C]; val_targets: [W, H, C]; features: [W, C, F] or None;
+        terms: ``window_gram(val_forecasts, val_targets)`` if the caller already has it."""
         return self
 
     def weights(self, forecasts: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
@@ -116,7 +119,7 @@ class InverseErrorCombiner(Combiner):
         self.per_step = per_step
         self.step_weights_: np.ndarray | None = None  # [H, C, M]
 
-    def fit(self, val_forecasts, val_targets, features=None) -> InverseErrorCombiner:
+    def fit(self, val_forecasts, val_targets, features=None, terms=None) -> InverseErrorCombiner:
         err = np.mean((val_forecasts - val_targets[None]) ** 2, axis=1)  # [M, H, C]
         if not self.per_step:
             err = np.broadcast_to(err.mean(axis=1, keepdims=True), err.shape)
@@ -147,7 +150,7 @@ class BestMemberCombiner(Combiner):
         self.per_channel = per_channel
         self.channel_weights_: np.ndarray | None = None  # [C, M] one-hot
 
-    def fit(self, val_forecasts, val_targets, features=None) -> BestMemberCombiner:
+    def fit(self, val_forecasts, val_targets, features=None, terms=None) -> BestMemberCombiner:
         err = np.mean((val_forecasts - val_targets[None]) ** 2, axis=(1, 2))  # [M, C]
         if not self.per_channel:
             err = np.broadcast_to(err.mean(axis=1, keepdims=True), err.shape)
@@ -205,8 +208,15 @@ class GreedyCombiner(Combiner):
         self.per_channel = per_channel
         self.channel_weights_: np.ndarray | None = None  # [C, M]
 
-    def fit(self, val_forecasts, val_targets, features=None) -> GreedyCombiner:
-        gram, b, _ = window_gram(val_forecasts, val_targets)
+    def fit(self, val_forecasts, val_targets, features=None, terms=None) -> GreedyCombiner:
+        self.channel_weights_ = self.channel_weights(
+            window_gram(val_forecasts, val_targets) if terms is None else terms
+        )
+        return self
+
+    def channel_weights(self, terms: WindowTerms) -> np.ndarray:
+        """[C, M] greedy weights from the fitting windows' terms."""
+        gram, b, _ = terms
         gram_c, b_c = gram.mean(axis=0), b.mean(axis=0)  # [C, M, M], [C, M]
         if self.per_channel:
             counts = np.stack(
@@ -216,8 +226,7 @@ class GreedyCombiner(Combiner):
             counts = np.broadcast_to(
                 caruana_counts(gram_c.mean(0), b_c.mean(0), self.n_iter), b_c.shape
             )
-        self.channel_weights_ = counts / counts.sum(axis=-1, keepdims=True)
-        return self
+        return counts / counts.sum(axis=-1, keepdims=True)
 
     def weights(self, forecasts, features=None) -> np.ndarray:
         m, w, _, c = forecasts.shape
@@ -227,37 +236,32 @@ class GreedyCombiner(Combiner):
         return f"greedy weights per channel [C, M]: {np.round(self.channel_weights_, 2).tolist()}"
 
 
-def greedy_prior(
-    val_forecasts: np.ndarray, val_targets: np.ndarray, floor: float = 0.2
-) -> np.ndarray:
+def greedy_prior(terms: WindowTerms, floor: float = 0.2) -> np.ndarray:
     """Starting logits of the learned routers: log of per-channel greedy weights, floored.
 
     Args:
-        val_forecasts: [M, W, H, C]; val_targets: [W, H, C].
+        terms: the fitting windows' quadratic-form terms.
         floor: share of uniform weight mixed in, so that every member can come back.
 
     Returns:
         [C, M] logits (softmax gives ``(1 - floor) * greedy + floor / M``).
     """
-    m = val_forecasts.shape[0]
-    w = GreedyCombiner().fit(val_forecasts, val_targets).channel_weights_
+    m = terms.b.shape[-1]
+    w = GreedyCombiner().channel_weights(terms)
     return np.log((1 - floor) * w + floor / m)
 
 
 PRIORS = ("greedy", "uniform")
 
 
-def prior_logits(
-    kind: str, val_forecasts: np.ndarray, val_targets: np.ndarray, floor: float = 0.2
-) -> np.ndarray:
+def prior_logits(kind: str, terms: WindowTerms, floor: float = 0.2) -> np.ndarray:
     """[C, M] starting logits of a learned router: floored greedy weights, or zeros (the mean).
 
     Args:
         kind: one of ``PRIORS``.
-        val_forecasts: [M, W, H, C]; val_targets: [W, H, C].
+        terms: the fitting windows' quadratic-form terms.
         floor: share of uniform weight mixed into the greedy prior.
     """
     if kind == "uniform":
-        m, _, _, c = val_forecasts.shape
-        return np.zeros((c, m))
-    return greedy_prior(val_forecasts, val_targets, floor)
+        return np.zeros(terms.b.shape[1:])
+    return greedy_prior(terms, floor)

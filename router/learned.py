@@ -36,7 +36,7 @@ import logging
 import numpy as np
 
 from router.combiners import Combiner
-from router.objective import inner_split
+from router.objective import WindowTerms, inner_split, window_gram
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ class LearnedRouter(Combiner):
         self.model_: Combiner | None = None
         self.inner_scores_: dict[str, float] = {}
         self.fold_scores_: dict[str, list[float]] = {}
+        self.terms_: WindowTerms | None = None  # of the validation windows, for refits
 
     def _make(self, name: str) -> Combiner:
         from router import make_combiner  # the registry imports this module
@@ -161,8 +162,11 @@ class LearnedRouter(Combiner):
             member_names=self.member_names,
         )
 
-    def fit(self, val_forecasts, val_targets, features=None) -> LearnedRouter:
+    def fit(self, val_forecasts, val_targets, features=None, terms=None) -> LearnedRouter:
         m, w, h, c = val_forecasts.shape
+        # once for all candidates and folds: each fold's windows are a slice of these terms
+        terms = window_gram(val_forecasts, val_targets) if terms is None else terms
+        self.terms_ = terms
         # the feature-conditioned routers (challengers, and references among them) need features
         challengers = list(self.candidates) if features is not None else []
         refs = [r for r in self.references if features is not None or r not in CANDIDATES]
@@ -178,13 +182,15 @@ class LearnedRouter(Combiner):
             sub = None if features is None else features[fit_w]
             f_held = None if features is None else features[held_w]
             for name in names:
-                model = self._make(name).fit(val_forecasts[:, fit_w], val_targets[fit_w], sub)
+                model = self._make(name).fit(
+                    val_forecasts[:, fit_w], val_targets[fit_w], sub, terms[fit_w]
+                )
                 score = float(np.mean((model.forecast(held_f, f_held) - held_y) ** 2))
                 self.fold_scores_[name].append(score)
         self.inner_scores_ = {n: float(np.mean(s)) for n, s in self.fold_scores_.items()}
         selectable = {n: self.fold_scores_[n] for n in (*challengers, self.incumbent)}
         self.chosen_ = one_se_choice(selectable, self.incumbent)
-        self.model_ = self._make(self.chosen_).fit(val_forecasts, val_targets, features)
+        self.model_ = self._make(self.chosen_).fit(val_forecasts, val_targets, features, terms)
         log.info("learned router: fold MSE %s -> %s", self.fold_scores_, self.chosen_)
         return self
 

@@ -146,16 +146,15 @@ class LGBMRouter(Combiner):
             )
         return lgb.train(params, dtrain, num_boost_round=rounds, **kwargs)
 
-    def fit(self, val_forecasts, val_targets, features=None) -> LGBMRouter:
+    def fit(self, val_forecasts, val_targets, features=None, terms=None) -> LGBMRouter:
         if features is None:
             raise ValueError("the LightGBM router needs window features [W, C, F]")
         m, w, h, c = val_forecasts.shape
-        gram, b, yy = window_gram(val_forecasts, val_targets)
+        terms = window_gram(val_forecasts, val_targets) if terms is None else terms
+        gram, b, yy = terms
         flat = lambda a, ws: a[ws].reshape(ws.size * c, *a.shape[2:])  # noqa: E731
         fit_w, held_w = inner_split(w, h)
-        prior = prior_logits(
-            self.prior, val_forecasts[:, fit_w], val_targets[fit_w], self.prior_floor
-        )
+        prior = prior_logits(self.prior, terms[fit_w], self.prior_floor)
 
         def init(ws: np.ndarray, logits: np.ndarray) -> np.ndarray:  # [C, M] -> [N, M]
             return np.broadcast_to(logits[None], (ws.size, c, m)).reshape(-1, m)
@@ -195,7 +194,7 @@ class LGBMRouter(Combiner):
         )
         # Refit on every validation window (the most recent ones are closest to test).
         all_w = np.arange(w)
-        self.prior_ = prior_logits(self.prior, val_forecasts, val_targets, self.prior_floor)
+        self.prior_ = prior_logits(self.prior, terms, self.prior_floor)
         self.booster_ = None
         if self.rounds_:
             self.booster_ = self._train(

@@ -168,11 +168,11 @@ class TorchRouter(Combiner):
 
     # -------------------------------------------------------------------- interface
 
-    def fit(self, val_forecasts, val_targets, features=None) -> TorchRouter:
+    def fit(self, val_forecasts, val_targets, features=None, terms=None) -> TorchRouter:
         with _one_thread():
-            return self._fit(val_forecasts, val_targets, features)
+            return self._fit(val_forecasts, val_targets, features, terms)
 
-    def _fit(self, val_forecasts, val_targets, features) -> TorchRouter:
+    def _fit(self, val_forecasts, val_targets, features, terms) -> TorchRouter:
         if features is None:
             raise ValueError("the torch router needs window features [W, C, F]")
         m, w, h, c = val_forecasts.shape
@@ -183,14 +183,14 @@ class TorchRouter(Combiner):
         self.miss_cols_ = np.flatnonzero(np.isnan(features).reshape(w * c, -1).any(axis=0))
         self.n_channels_ = c
         x, ch = self._prepare(features)
+        terms = window_gram(val_forecasts, val_targets) if terms is None else terms
         gram, b, yy = (
-            torch.tensor(a.reshape(w * c, *a.shape[2:]), dtype=torch.float32)
-            for a in window_gram(val_forecasts, val_targets)
+            torch.tensor(a.reshape(w * c, *a.shape[2:]), dtype=torch.float32) for a in terms
         )
         rows = lambda ws: (np.asarray(ws)[:, None] * c + np.arange(c)[None]).reshape(-1)  # noqa: E731
         fit_r, held_r = torch.tensor(rows(fit_w)), torch.tensor(rows(held_w))
         part = lambda r: (x[r], ch[r], gram[r], b[r], yy[r])  # noqa: E731
-        prior = prior_logits(self.prior, val_forecasts[:, fit_w], val_targets[fit_w])
+        prior = prior_logits(self.prior, terms[fit_w])
         net, self.epochs_ = self._train(part(fit_r), self.max_epochs, m, prior, valid=part(held_r))
         net.eval()
         with torch.no_grad():
@@ -206,7 +206,7 @@ class TorchRouter(Combiner):
             self.lam_,
             self.inner_score_,
         )
-        prior = prior_logits(self.prior, val_forecasts, val_targets)
+        prior = prior_logits(self.prior, terms)
         self.net_, _ = self._train(part(torch.arange(w * c)), self.epochs_, m, prior)
         self.net_.eval()
         return self

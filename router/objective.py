@@ -12,12 +12,36 @@ minimise the combined forecast's MSE exactly rather than a proxy.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 
 
-def window_gram(
-    forecasts: np.ndarray, targets: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class WindowTerms:
+    """Per-window quadratic-form terms (means over the H steps).
+
+    Computed once per validation set (``window_gram``): a fold or inner split of the
+    windows is a slice of them (``terms[fit_w]``), not a recomputation from the
+    [M, W, H, C] forecasts. Unpacks as ``gram, b, yy = terms``.
+
+    Attributes:
+        gram: [W, C, M, M]; b: [W, C, M]; yy: [W, C].
+    """
+
+    gram: np.ndarray
+    b: np.ndarray
+    yy: np.ndarray
+
+    def __getitem__(self, windows) -> WindowTerms:
+        return WindowTerms(self.gram[windows], self.b[windows], self.yy[windows])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter((self.gram, self.b, self.yy))
+
+
+def window_gram(forecasts: np.ndarray, targets: np.ndarray) -> WindowTerms:
     """Per-window quadratic-form terms.
 
     Args:
@@ -25,7 +49,7 @@ def window_gram(
         targets: [W, H, C].
 
     Returns:
-        G [W, C, M, M], b [W, C, M], yy [W, C] (means over the H steps).
+        WindowTerms: G [W, C, M, M], b [W, C, M], yy [W, C].
     """
     m, w, _, c = forecasts.shape
     f = np.asarray(forecasts, dtype=np.float64)
@@ -36,7 +60,7 @@ def window_gram(
             gram[:, :, i, j] = gram[:, :, j, i] = np.mean(f[i] * f[j], axis=1)
     b = np.moveaxis(np.mean(f * y[None], axis=2), 0, -1)
     yy = np.mean(y * y, axis=1)
-    return gram, b, yy
+    return WindowTerms(gram, b, yy)
 
 
 def combined_mse(

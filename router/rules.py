@@ -99,7 +99,7 @@ class RuleRouter(Combiner):
         min_n = max(1, int(self.min_leaf * n))
         return self._grow(feats, gram, b, yy, losses, np.arange(n), depth, min_n)
 
-    def fit(self, val_forecasts, val_targets, features=None) -> RuleRouter:
+    def fit(self, val_forecasts, val_targets, features=None, terms=None) -> RuleRouter:
         m, w, h, c = val_forecasts.shape
         if features is None:
             features = np.zeros((w, c, 0))
@@ -109,7 +109,7 @@ class RuleRouter(Combiner):
             else np.zeros(0)
         )
         feats = self._fill(features)  # [W, C, F]
-        gram, b, yy = window_gram(val_forecasts, val_targets)
+        gram, b, yy = window_gram(val_forecasts, val_targets) if terms is None else terms
         fit_w, held_w = inner_split(w, h)
         flat = lambda a, ws: a[ws].reshape(ws.size * c, *a.shape[2:])  # noqa: E731
         scores = {}

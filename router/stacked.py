@@ -115,7 +115,7 @@ class StackedCombiner(Combiner):
             self.inner_scores_[round(float(lam), 3)] = float(np.mean((fc - held_y) ** 2))
         return min(self.inner_scores_, key=self.inner_scores_.get)
 
-    def fit(self, val_forecasts, val_targets, features=None) -> StackedCombiner:
+    def fit(self, val_forecasts, val_targets, features=None, terms=None) -> StackedCombiner:
         m = val_forecasts.shape[0]
         self.lam_ = (
             float(self.lam)

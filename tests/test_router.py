@@ -109,6 +109,21 @@ def test_quadratic_form_equals_direct_mse():
     np.testing.assert_allclose(combined_mse(w, gram, b, yy), direct, atol=1e-10)
 
 
+def test_window_terms_of_a_fold_are_a_slice_of_the_whole():
+    """The learned router computes the terms once and slices them per fold and candidate."""
+    _, y, f, feats, names = problem(noise=(0.3, 0.5, 1.0), n=300)
+    whole = window_gram(f, y)
+    for part in (slice(0, 100), np.arange(120, 200)):
+        sub = window_gram(f[:, part], y[part])
+        for a, b in zip(whole[part], sub, strict=True):
+            np.testing.assert_array_equal(a, b)
+    # a combiner given the terms fits exactly what it fits when computing them itself
+    for name in ("greedy", "rules", "learned_lgbm"):
+        given = make_combiner(name, seed=0, feature_names=names).fit(f, y, feats, whole)
+        own = make_combiner(name, seed=0, feature_names=names).fit(f, y, feats)
+        np.testing.assert_array_equal(given.weights(f, feats), own.weights(f, feats))
+
+
 def test_inner_split_is_time_ordered_with_gap():
     fit, held = inner_split(1000, 96)
     assert fit.max() + 96 < held.min() and held.max() == 999 and fit.size == 800

@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cached_run import load_cached
 
-from ensemble.data import make_splits
-from experiments.config import RunConfig
 from router import make_combiner
 from router.learned import one_se_choice, registry_name
 
@@ -33,18 +32,12 @@ REFERENCES = ("mean", "median", "stacked")
 
 def reroute(folder: Path) -> dict:
     """One folder's row: test MSE of the refitted learned router and of the references."""
-    res = json.loads((folder / "results.json").read_text())
-    members = res["members"]
-    with np.load(folder / "forecasts.npz") as f:
-        val = np.stack([f[f"val/{m}"] for m in members]).astype(np.float64)
-        test = np.stack([f[f"test/{m}"] for m in members]).astype(np.float64)
-        test_y = f["test/true"].astype(np.float64)
+    run = load_cached(folder)
+    res, members = run.results, run.results["members"]
+    val, val_y, test, test_y = run.val, run.val_y, run.test, run.test_y
     with np.load(folder / "router_weights.npz") as z:
         names = [str(n) for n in z["feature_names"]]
         feats_val, feats_test = z["features_val"], z["features_test"]
-    cfg = RunConfig.from_file(folder / "config.yaml")
-    splits = make_splits(cfg.load_dataset(), cfg.seq_len, cfg.pred_len, percent=cfg.percent)
-    val_y = splits.val.targets()[..., splits.eval_channels].astype(np.float64)
 
     def test_mse(model) -> float:
         return round(float(np.mean((model.forecast(test, feats_test) - test_y) ** 2)), 4)

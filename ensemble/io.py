@@ -40,7 +40,9 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    _atomic(Path(path), lambda fh: np.savez_compressed(fh, **arrays))
+    # Not compressed: float32 forecasts shrink only ~16 % and zlib costs 20x the write
+    # time (ETTm1's 338 MB of run forecasts: 13.3 s vs 0.65 s) and 5x the load time.
+    _atomic(Path(path), lambda fh: np.savez(fh, **arrays))
 
 
 def _jsonable(o: Any) -> Any:

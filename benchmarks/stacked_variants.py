@@ -6,7 +6,11 @@ script scores, on each folder's full test set, variants of both choices:
 
 * weights per step (``step``), per block of steps (``b8``, ``b4``) or one vector (``glob``);
 * ``lam`` from the inner split (``in``, the current rule), from the learned router's
-  rolling-origin folds (``cv``), or none (``0``).
+  rolling-origin folds (``cv``), or none (``0``);
+* per-step weights fitted with recency-discounted windows, half-life 25 % or 50 % of the
+  fitting windows (``disc25_in``, ``disc50_in``; pre-registration 2 in
+  ``benchmarks/router_preregistration.md``), or with the half-life chosen together with
+  ``lam`` on the inner split from {none, 50 %, 25 %} (``discsel_in``, pre-registration 3).
 
 Every fit sees validation forecasts and targets only. The squared error of any weights is
 a quadratic form in them, so the per-window, per-step moments of val and test are
@@ -42,6 +46,9 @@ VARIANTS = (
     "glob_in",
     "glob_cv",
     "glob_0",
+    "disc25_in",
+    "disc50_in",
+    "discsel_in",
 )
 
 
@@ -62,28 +69,36 @@ def mse(mom: tuple, w: np.ndarray) -> float:
     return float((quad + yy.sum()) / yy.size)
 
 
-def fit_weights(mom: tuple, blocks: int) -> np.ndarray:
-    """[H, M] simplex least-squares weights, constant within each of ``blocks`` step blocks."""
+def fit_weights(mom: tuple, blocks: int, half_life: float | None = None) -> np.ndarray:
+    """[H, M] simplex least-squares weights, constant within each of ``blocks`` step blocks.
+
+    ``half_life`` (a share of the windows) weights window ``i`` of ``W`` by
+    ``0.5 ** ((W - 1 - i) / (half_life * W))``; None weights them equally.
+    """
     g, b, _ = mom
-    h = g.shape[1]
+    w, h = g.shape[:2]
+    r = np.ones(w) if half_life is None else 0.5 ** (np.arange(w)[::-1] / (half_life * w))
+    g, b = np.einsum("w,whmn->hmn", r, g) / r.sum(), np.einsum("w,whm->hm", r, b) / r.sum()
     edges = np.linspace(0, h, blocks + 1).astype(int)
     parts = list(zip(edges[:-1], edges[1:], strict=True))
     wb = simplex_least_squares(
-        np.stack([g[:, lo:hi].mean((0, 1)) for lo, hi in parts]),
-        np.stack([b[:, lo:hi].mean((0, 1)) for lo, hi in parts]),
+        np.stack([g[lo:hi].mean(0) for lo, hi in parts]),
+        np.stack([b[lo:hi].mean(0) for lo, hi in parts]),
     )
     return np.repeat(wb, np.diff(edges), axis=0)
 
 
-def choose_lam(mom: tuple, blocks: int, splits: list) -> float:
-    """The shrinkage with the lowest held-out MSE summed over ``splits``."""
+def choose_lam(
+    mom: tuple, blocks: int, splits: list, half_life: float | None = None
+) -> tuple[float, float]:
+    """The shrinkage with the lowest held-out MSE summed over ``splits``, and that MSE."""
     m = mom[1].shape[-1]
     score = np.zeros(LAMS.size)
     for fit, held in splits:
-        w = fit_weights(tuple(a[fit] for a in mom), blocks)
+        w = fit_weights(tuple(a[fit] for a in mom), blocks, half_life)
         part = tuple(a[held] for a in mom)
         score += [mse(part, (1 - lam) * w + lam / m) for lam in LAMS]
-    return float(LAMS[int(np.argmin(score))])
+    return float(LAMS[int(np.argmin(score))]), float(score.min())
 
 
 def variants(folder: Path) -> dict:
@@ -108,9 +123,21 @@ def variants(folder: Path) -> dict:
         fitted = fit_weights(val, blocks)
         row[f"{blocks_name}_0"] = mse(test, fitted)
         for how, spl in splits.items():
-            lam = choose_lam(val, blocks, spl)
+            lam, _ = choose_lam(val, blocks, spl)
             row[f"{blocks_name}_{how}"] = mse(test, (1 - lam) * fitted + lam / m)
             row[f"{blocks_name}_{how}_lam"] = lam
+    inner = {}  # half-life -> (lam, inner-split MSE); recency-discounted per-step weights
+    for half_life in (None, 0.5, 0.25):  # ties go to the earlier (simpler) entry
+        inner[half_life] = choose_lam(val, h, splits["in"], half_life)
+        if half_life is not None:
+            lam = inner[half_life][0]
+            fitted = fit_weights(val, h, half_life)
+            row[f"disc{round(100 * half_life)}_in"] = mse(test, (1 - lam) * fitted + lam / m)
+            row[f"disc{round(100 * half_life)}_in_lam"] = lam
+    best = min(inner, key=lambda k: inner[k][1])
+    lam = inner[best][0]
+    row["discsel_in"] = mse(test, (1 - lam) * fit_weights(val, h, best) + lam / m)
+    row["discsel_in_half_life"] = best
     return row
 
 

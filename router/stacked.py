@@ -15,7 +15,10 @@ windows so no target is shared). ``lam = 1`` is the mean, so on noise it degrade
 Two refinements were tried on 19 runs outside the acceptance benchmarks and rejected
 (``benchmarks/stacked_variants.py``; BENCHMARKS.md, "Stacked variants"): choosing
 ``lam`` over the learned router's rolling-origin folds shrinks more and was never lower
-on test; weights shared by blocks of horizon steps were no better on average.
+on test; weights shared by blocks of horizon steps were no better on average; weighting
+the latest validation windows more (a fixed or validation-chosen half-life) was lower in
+at most 5 of the 17 runs where it changed anything (pre-registrations 2 and 3,
+``benchmarks/router_preregistration.md``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ blended with equal weights, ``(1 - lam) w_h + lam / M``, and ``lam`` is chosen o
 time-ordered inner split of the validation windows (fit before, score after, a gap of H
 windows so no target is shared). ``lam = 1`` is the mean, so on noise it degrades to it.
 
-Two refinements were tried on 19 runs outside the acceptance benchmarks and rejected
+Three refinements were tried on 19 runs outside the acceptance benchmarks and rejected
 (``benchmarks/stacked_variants.py``; BENCHMARKS.md, "Stacked variants"): choosing
 ``lam`` over the learned router's rolling-origin folds shrinks more and was never lower
 on test; weights shared by blocks of horizon steps were no better on average; weighting

@@ -52,7 +52,7 @@ VARIANTS = (
 )
 
 
-def step_moments(f: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def window_step_moments(f: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """f [M, W, H, C], y [W, H, C] -> G [W, H, M, M], b [W, H, M], yy [W, H] (channel means)."""
     c = f.shape[-1]
     return (
@@ -104,7 +104,8 @@ def choose_lam(
 def variants(folder: Path) -> dict:
     run = load_cached(folder)
     res = run.results
-    val, test = step_moments(run.val, run.val_y), step_moments(run.test, run.test_y)
+    val = window_step_moments(run.val, run.val_y)
+    test = window_step_moments(run.test, run.test_y)
     del run
     w, h, m = val[0].shape[:3]
     splits = {"in": [inner_split(w, h)]}
@@ -126,18 +127,17 @@ def variants(folder: Path) -> dict:
             lam, _ = choose_lam(val, blocks, spl)
             row[f"{blocks_name}_{how}"] = mse(test, (1 - lam) * fitted + lam / m)
             row[f"{blocks_name}_{how}_lam"] = lam
-    inner = {}  # half-life -> (lam, inner-split MSE); recency-discounted per-step weights
+    # recency-discounted per-step weights; None (equal weights) is step_in itself
+    scored = {}  # half-life -> (test MSE, inner-split MSE)
     for half_life in (None, 0.5, 0.25):  # ties go to the earlier (simpler) entry
-        inner[half_life] = choose_lam(val, h, splits["in"], half_life)
+        lam, inner_mse = choose_lam(val, h, splits["in"], half_life)
+        test_mse = mse(test, (1 - lam) * fit_weights(val, h, half_life) + lam / m)
+        scored[half_life] = (test_mse, inner_mse)
         if half_life is not None:
-            lam = inner[half_life][0]
-            fitted = fit_weights(val, h, half_life)
-            row[f"disc{round(100 * half_life)}_in"] = mse(test, (1 - lam) * fitted + lam / m)
+            row[f"disc{round(100 * half_life)}_in"] = test_mse
             row[f"disc{round(100 * half_life)}_in_lam"] = lam
-    best = min(inner, key=lambda k: inner[k][1])
-    lam = inner[best][0]
-    row["discsel_in"] = mse(test, (1 - lam) * fit_weights(val, h, best) + lam / m)
-    row["discsel_in_half_life"] = best
+    best = min(scored, key=lambda k: scored[k][1])
+    row["discsel_in"], row["discsel_in_half_life"] = scored[best][0], best
     return row
 
 

@@ -6,6 +6,8 @@ averages over every element, never a mean of per-batch means (ARCHITECTURE §4).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -48,3 +50,57 @@ def mase(pred: np.ndarray, true: np.ndarray, insample: np.ndarray, period: int =
 def scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     """The pair every results table reports: {'mse', 'mae'}."""
     return {"mse": mse(pred, true), "mae": mae(pred, true)}
+
+
+def window_mse(pred: np.ndarray, true: np.ndarray, block: int = 512) -> np.ndarray:
+    """Per-window MSE, [W, H, C] -> [W]; its mean is ``mse(pred, true)``.
+
+    Computed over blocks of windows so that no [W, H, C] float64 temporary is made
+    (weather H=720: 1.3 GB each).
+    """
+    out = np.empty(len(pred))
+    for i in range(0, len(pred), block):
+        d = np.asarray(pred[i : i + block], np.float64) - np.asarray(
+            true[i : i + block], np.float64
+        )
+        out[i : i + block] = np.mean(d * d, axis=(1, 2))
+    return out
+
+
+def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> dict[str, Any]:
+    """Diebold-Mariano test of equal expected loss for two forecasts of the same windows.
+
+    The loss differential ``d = loss_a - loss_b`` of consecutive windows is strongly
+    autocorrelated: windows less than ``horizon`` apart share targets, and errors
+    persist beyond that. Its long-run variance is estimated by projecting ``d`` on the
+    first ``nu`` cosines (the equal-weighted cosine estimator; Lazarus, Lewis, Stock and
+    Watson, "HAR inference: recommendations for practice", JBES 2018), and the statistic
+    is compared with Student's t with ``nu`` degrees of freedom, which is exact for this
+    estimator under fixed-bandwidth asymptotics. ``nu = W // (4 * horizon)`` (at least
+    2): with overlapping windows the effective sample size is about W / horizon, and this
+    choice kept the test's size at 4.3-5.7 % at the 5 % level in simulations with
+    persistent AR(1) errors, where a Newey-West estimate with 2 * horizon lags rejected
+    a true null 7.3-15.3 % of the time (``benchmarks/dm_calibration.py``).
+
+    Args:
+        loss_a, loss_b: [W] per-window losses (``window_mse``) in window order.
+        horizon: forecast horizon H of the windows.
+
+    Returns:
+        {"diff": mean of d (negative: a is better), "dm": the statistic, "p": two-sided
+        p-value, "dof": nu}. Identical losses give dm 0 and p 1; a constant non-zero
+        differential (nothing to scale it by) gives dm None and p 0.
+    """
+    from scipy import fft, stats
+
+    d = np.asarray(loss_a, np.float64) - np.asarray(loss_b, np.float64)
+    n = len(d)
+    nu = int(min(max(n // (4 * max(horizon, 1)), 2), n - 1))
+    lam = fft.dct(d - d.mean(), type=2, norm="ortho")[1 : nu + 1]  # [nu] cosine projections
+    lrv = float(np.mean(lam * lam))  # long-run variance of d
+    out: dict[str, Any] = {"diff": float(d.mean()), "dof": nu}
+    if not lrv > 1e-24 * max(float(np.mean(d * d)), 1e-300):
+        same = bool(np.all(d == 0))
+        return out | {"dm": 0.0 if same else None, "p": 1.0 if same else 0.0}
+    dm = float(d.mean() / np.sqrt(lrv / n))
+    return out | {"dm": dm, "p": float(2.0 * stats.t.sf(abs(dm), nu))}

@@ -38,6 +38,28 @@ def results_markdown(res: dict[str, Any]) -> str:
             f"| {n}{mark} | {v.get('mse', float('nan')):.4f} | {v.get('mae', float('nan')):.4f} | "
             f"{t['mse']:.4f} | {t['mae']:.4f} | {tim.get('fit', '')} | {tim.get('predict', '')} |"
         )
+    sig = res.get("significance", {}).get("test")
+    if sig:
+        lines += [
+            "",
+            "## Are the test differences more than chance?",
+            "",
+            "Diebold-Mariano test on the per-window test MSE, with a long-run variance that",
+            "allows for overlapping windows (`ensemble.metrics.diebold_mariano`). Negative:",
+            "the first is better. p is two-sided; with several comparisons, read p < 0.05",
+            "as a hint, not a finding.",
+            "",
+            "| comparison | test MSE difference | DM statistic | p | dof |",
+            "|---|---|---|---|---|",
+        ]
+        pairs = [("ensemble", b, r) for b, r in sig["ensemble_vs"].items()] + [
+            (a, b, r) for a, row in sig["members"].items() for b, r in row.items()
+        ]
+        for a, b, r in pairs:
+            lines.append(
+                f"| {a} vs {b} | {r['diff']:+.4f} | {_num(r['dm'], '+.2f')} | "
+                f"{_num(r['p'], '.3g')} | {r['dof']} |"
+            )
     if res.get("combiners"):
         lines += [
             "",
@@ -47,18 +69,24 @@ def results_markdown(res: dict[str, Any]) -> str:
             "rolling-origin folds inside validation, the score `learned` chose by: it keeps",
             "`stacked` unless a feature-conditioned router (learned_lgbm, learned_torch, rules)",
             "beats it by more than one standard error; the static rules below are references,",
-            "not chosen from. `val` is in-sample for the fitted combiners.",
+            "not chosen from. `val` is in-sample for the fitted combiners. `p vs mean`: the",
+            "Diebold-Mariano test of its test MSE against the mean's (two-sided).",
             "",
-            "| combiner | held-out val MSE | val MSE | test MSE | test MAE |",
-            "|---|---|---|---|---|",
+            "| combiner | held-out val MSE | val MSE | test MSE | test MAE | p vs mean |",
+            "|---|---|---|---|---|---|",
         ]
         for n, r in res["combiners"].items():
             mark = " **(chosen)**" if r["chosen"] else ""
+            p_mean = r.get("test_vs_mean", {}).get("p")
             lines.append(
                 f"| {n}{mark} | {r['val_cv']:.4f} | {r['val']['mse']:.4f} | "
-                f"{r['test']['mse']:.4f} | {r['test']['mae']:.4f} |"
+                f"{r['test']['mse']:.4f} | {r['test']['mae']:.4f} | {_num(p_mean, '.3g')} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "" if x is None else format(x, fmt)
 
 
 def plot_windows(

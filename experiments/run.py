@@ -199,31 +199,54 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         ens_test = hybrid.combined_forecast(combiner, test_stack, feats["test"])
         t_router = time.perf_counter() - t0
         log.info("router: %s", combiner.describe())
+        scores = {"val": {}, "test": {}}
+        test_losses: dict[str, np.ndarray] = {}  # per-window test MSE [W], for the DM tests
+
+        def score(part: str, name: str, pred: np.ndarray, true: np.ndarray) -> None:
+            scores[part][name] = metrics.scores(pred, true)
+            if part == "test":
+                test_losses[name] = metrics.window_mse(pred, true)
+
+        for part, stack, true, ens in (
+            ("val", val_stack, val_true, ens_val),
+            ("test", test_stack, test_true, ens_test),
+        ):
+            for i, spec in enumerate(specs):
+                score(part, spec, stack[i], true)
+            score(part, "ensemble", ens, true)
+            # Reference combinations reported with every router: mean, median and the
+            # oracle (best member per window and channel on its own targets: a bound
+            # only). Scored one at a time, not held: each is [W, H, C] float64.
+            for name in ("mean", "median"):
+                ref = make_combiner(name).fit(val_stack, val_true)
+                score(part, name, hybrid.combined_forecast(ref, stack), true)
+            oracle = hybrid.combine(stack, hybrid.oracle_weights(stack, true))
+            scores[part]["oracle"] = metrics.scores(oracle, true)
+            del oracle
+        # Are the test differences more than chance? The ensemble against every forecast,
+        # and each pair of members (is Time-LLM really better than DLinear here?).
+        ens_loss = test_losses.pop("ensemble")
+        significance = {
+            "ensemble_vs": {
+                name: metrics.diebold_mariano(ens_loss, loss, cfg.pred_len)
+                for name, loss in test_losses.items()
+            },
+            "members": {
+                a: {
+                    b: metrics.diebold_mariano(test_losses[a], test_losses[b], cfg.pred_len)
+                    for b in specs[i + 1 :]
+                }
+                for i, a in enumerate(specs[:-1])
+            },
+        }
         every = None
         if getattr(combiner, "fold_scores_", None):  # the learned router: report every candidate
             every = compare_combiners(
                 combiner,
                 (val_stack, val_true, feats["val"]),
                 (test_stack, test_true, feats["test"]),
+                test_losses["mean"],
             )
-
-        scores = {"val": {}, "test": {}}
-        for part, stack, true, ens in (
-            ("val", val_stack, val_true, ens_val),
-            ("test", test_stack, test_true, ens_test),
-        ):
-            for i, spec in enumerate(specs):
-                scores[part][spec] = metrics.scores(stack[i], true)
-            scores[part]["ensemble"] = metrics.scores(ens, true)
-            # Reference combinations reported with every router: mean, median and the
-            # oracle (best member per window and channel on its own targets: a bound
-            # only). Scored one at a time, not held: each is [W, H, C] float64.
-            for name in ("mean", "median"):
-                ref = make_combiner(name).fit(val_stack, val_true)
-                scores[part][name] = metrics.scores(hybrid.combined_forecast(ref, stack), true)
-            oracle = hybrid.combine(stack, hybrid.oracle_weights(stack, true))
-            scores[part]["oracle"] = metrics.scores(oracle, true)
-            del oracle
 
         res = {
             "dataset": dataset.name,
@@ -240,6 +263,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             "timings_s": timings | {"periods": round(t_periods, 3), "router": round(t_router, 3)},
             "periods": periods,
             "router_info": combiner.describe(),
+            "significance": {"test": significance},
         }
         if every is not None:
             res["combiners"] = every
@@ -297,17 +321,21 @@ def _step_weights(step: np.ndarray) -> np.ndarray:
     return step.mean(axis=1) if step.ndim == 3 else step
 
 
-def compare_combiners(learned, val: tuple, test: tuple) -> dict[str, dict[str, Any]]:
+def compare_combiners(
+    learned, val: tuple, test: tuple, mean_loss: np.ndarray
+) -> dict[str, dict[str, Any]]:
     """Every candidate of a fitted learned router, refitted on all validation windows.
 
     Args:
         learned: a fitted ``LearnedRouter`` (its chosen model is reused, not refitted).
         val, test: (stack [M, W, H, C], targets [W, H, C], features [W, C, F] | None).
+        mean_loss: [W] per-window test MSE of the mean combination.
 
     Returns:
         {combiner: {"val_cv": mean held-out MSE over the rolling-origin folds (the score
         the learned router chose by; the static references are scored for comparison
         only), "val": {"mse", "mae"} in-sample on validation, "test": {"mse", "mae"},
+        "test_vs_mean": Diebold-Mariano test of its test MSE against the mean's,
         "chosen": bool}}.
     """
     from router import make_combiner
@@ -326,12 +354,17 @@ def compare_combiners(learned, val: tuple, test: tuple) -> dict[str, dict[str, A
                 member_names=learned.member_names,
             ).fit(*val, learned.terms_)
         )
+        pred = model.forecast(test[0], test[2])
         out[name] = {
             "val_cv": round(cv, 6),
             "val": metrics.scores(model.forecast(val[0], val[2]), val[1]),
-            "test": metrics.scores(model.forecast(test[0], test[2]), test[1]),
+            "test": metrics.scores(pred, test[1]),
+            "test_vs_mean": metrics.diebold_mariano(
+                metrics.window_mse(pred, test[1]), mean_loss, test[1].shape[1]
+            ),
             "chosen": cand == learned.chosen_,
         }
+        del pred
     return out
 
 

@@ -1,5 +1,8 @@
 """ensemble.metrics: over all elements at once."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from ensemble import metrics
@@ -21,3 +24,45 @@ def test_smape_and_mase():
     assert np.isclose(metrics.smape(2 * t, t), 200 * (1 / 3))
     ins = np.arange(10.0)[:, None]  # naive scale = 1
     assert np.isclose(metrics.mase(t + 0.5, t, ins), 0.5)
+
+
+def test_window_mse_is_the_per_window_metric():
+    rng = np.random.default_rng(1)
+    p, t = rng.normal(size=(11, 5, 3)), rng.normal(size=(11, 5, 3))
+    w = metrics.window_mse(p, t, block=4)  # blocks that do not divide W
+    assert w.shape == (11,)
+    assert np.allclose(w, ((p - t) ** 2).mean(axis=(1, 2)))
+    assert np.isclose(w.mean(), metrics.mse(p, t))
+
+
+def test_diebold_mariano_direction_symmetry_and_degenerate_cases():
+    rng = np.random.default_rng(2)
+    a = rng.random(3000)
+    same = metrics.diebold_mariano(a, a, horizon=24)
+    assert same["dm"] == 0.0 and same["p"] == 1.0
+    better = metrics.diebold_mariano(0.9 * a, a, horizon=24)
+    assert better["diff"] < 0 and better["dm"] < 0 and better["p"] < 1e-6
+    back = metrics.diebold_mariano(a, 0.9 * a, horizon=24)
+    assert np.isclose(back["dm"], -better["dm"]) and np.isclose(back["p"], better["p"])
+    shifted = metrics.diebold_mariano(a + 1.0, a, horizon=24)
+    assert shifted["dm"] is None and shifted["p"] == 0.0
+
+
+def test_diebold_mariano_keeps_its_size_on_overlapping_windows():
+    """Persistent errors and windows overlapping in H - 1 steps, as on every test set:
+    a true null must be rejected about 5 % of the time, not the 70 % an iid variance
+    gives; a real difference must still be found."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from dm_calibration import window_losses
+
+    rng = np.random.default_rng(0)
+    reps, windows, horizon, phi = 200, 2000, 24, 0.9
+    a, b = (window_losses(rng, reps, windows, horizon, phi, 1.0) for _ in range(2))
+    worse = window_losses(rng, reps, windows, horizon, phi, 1.25)
+    p_null = np.array([metrics.diebold_mariano(x, y, horizon)["p"] for x, y in zip(a, b)])
+    p_alt = np.array([metrics.diebold_mariano(x, y, horizon)["p"] for x, y in zip(worse, b)])
+    assert np.mean(p_null < 0.05) <= 0.10
+    assert np.mean(p_alt < 0.05) >= 0.5
+    # the same data with the autocorrelation ignored (one window per 'horizon' of 1)
+    p_iid = np.array([metrics.diebold_mariano(x, y, 1)["p"] for x, y in zip(a, b)])
+    assert np.mean(p_iid < 0.05) > 0.3

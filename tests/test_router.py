@@ -277,7 +277,9 @@ def test_run_router_never_sees_test_targets(synth_csv, tmp_path):
     assert sum(v["chosen"] for v in every[0].values()) == 1
     chosen = next(v for v in every[0].values() if v["chosen"])
     assert chosen["test"] == res[0]["test"]["ensemble"]
+    assert every[0]["mean"]["test_vs_mean"]["p"] == 1.0  # the mean against itself
     for name in every[0]:
+        assert 0.0 <= every[0][name]["test_vs_mean"]["p"] <= 1.0
         assert every[0][name]["val_cv"] == every[1][name]["val_cv"]
         assert every[0][name]["val"] == every[1][name]["val"]
     assert "## Every combiner" in (outs[0] / "results.md").read_text()

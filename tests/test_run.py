@@ -46,6 +46,16 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
     for part in ("val", "test"):
         assert {"naive", "snaive", "ensemble", "mean", "median", "oracle"} <= set(res[part])
         assert all(set(v) == {"mse", "mae"} for v in res[part].values())
+    # the DM tests compare the ensemble with every member and reference on test
+    sig = res["significance"]["test"]
+    assert set(sig["ensemble_vs"]) == {"naive", "snaive", "mean", "median"}
+    for name, r in sig["ensemble_vs"].items():
+        assert np.isclose(r["diff"], res["test"]["ensemble"]["mse"] - res["test"][name]["mse"])
+        assert 0.0 <= r["p"] <= 1.0 and r["dof"] == 2785 // (4 * 96)
+    pair = sig["members"]["naive"]["snaive"]  # and each pair of members
+    assert np.isclose(pair["diff"], res["test"]["naive"]["mse"] - res["test"]["snaive"]["mse"])
+    md = (out / "results.md").read_text()
+    assert "| ensemble vs mean |" in md and "| naive vs snaive |" in md
     assert set(res["timings_s"]["naive"]) == {"fit", "predict"}
     assert isinstance(res["periods"], list) and res["periods"]
     # the numbers are the ones the forecasts give

@@ -69,18 +69,22 @@ def results_markdown(res: dict[str, Any]) -> str:
             "rolling-origin folds inside validation, the score `learned` chose by: it keeps",
             "`stacked` unless a feature-conditioned router (learned_lgbm, learned_torch, rules)",
             "beats it by more than one standard error; the static rules below are references,",
-            "not chosen from. `val` is in-sample for the fitted combiners. `p vs mean`: the",
-            "Diebold-Mariano test of its test MSE against the mean's (two-sided).",
+            "not chosen from. `val` is in-sample for the fitted combiners. `held-out p`: the",
+            "Diebold-Mariano test of its held-out fold losses against `stacked`'s; `test p vs",
+            "mean`: of its test MSE against the mean's (both two-sided).",
             "",
-            "| combiner | held-out val MSE | val MSE | test MSE | test MAE | p vs mean |",
-            "|---|---|---|---|---|---|",
+            "| combiner | held-out val MSE | held-out p | val MSE | test MSE | test MAE "
+            "| test p vs mean |",
+            "|---|---|---|---|---|---|---|",
         ]
         for n, r in res["combiners"].items():
             mark = " **(chosen)**" if r["chosen"] else ""
+            p_held = r.get("val_cv_vs_incumbent", {}).get("p")
             p_mean = r.get("test_vs_mean", {}).get("p")
             lines.append(
-                f"| {n}{mark} | {r['val_cv']:.4f} | {r['val']['mse']:.4f} | "
-                f"{r['test']['mse']:.4f} | {r['test']['mae']:.4f} | {_num(p_mean, '.3g')} |"
+                f"| {n}{mark} | {r['val_cv']:.4f} | {_num(p_held, '.3g')} | "
+                f"{r['val']['mse']:.4f} | {r['test']['mse']:.4f} | {r['test']['mae']:.4f} | "
+                f"{_num(p_mean, '.3g')} |"
             )
     return "\n".join(lines) + "\n"
 

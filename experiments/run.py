@@ -334,7 +334,9 @@ def compare_combiners(
     Returns:
         {combiner: {"val_cv": mean held-out MSE over the rolling-origin folds (the score
         the learned router chose by; the static references are scored for comparison
-        only), "val": {"mse", "mae"} in-sample on validation, "test": {"mse", "mae"},
+        only), "val_cv_vs_incumbent": Diebold-Mariano test of its held-out fold losses
+        against the incumbent's, "val": {"mse", "mae"} in-sample on validation,
+        "test": {"mse", "mae"},
         "test_vs_mean": Diebold-Mariano test of its test MSE against the mean's,
         "chosen": bool}}.
     """
@@ -357,6 +359,7 @@ def compare_combiners(
         pred = model.forecast(test[0], test[2])
         out[name] = {
             "val_cv": round(cv, 6),
+            "val_cv_vs_incumbent": learned.held_out_test(cand),
             "val": metrics.scores(model.forecast(val[0], val[2]), val[1]),
             "test": metrics.scores(pred, test[1]),
             "test_vs_mean": metrics.diebold_mariano(

@@ -35,6 +35,7 @@ import logging
 
 import numpy as np
 
+from ensemble import metrics
 from router.combiners import Combiner
 from router.objective import WindowTerms, inner_split, window_gram
 
@@ -150,6 +151,8 @@ class LearnedRouter(Combiner):
         self.model_: Combiner | None = None
         self.inner_scores_: dict[str, float] = {}
         self.fold_scores_: dict[str, list[float]] = {}
+        self.held_losses_: dict[str, np.ndarray] = {}  # per-window MSE, folds in time order
+        self.horizon_ = 0
         self.terms_: WindowTerms | None = None  # of the validation windows, for refits
 
     def _make(self, name: str) -> Combiner:
@@ -164,6 +167,7 @@ class LearnedRouter(Combiner):
 
     def fit(self, val_forecasts, val_targets, features=None, terms=None) -> LearnedRouter:
         m, w, h, c = val_forecasts.shape
+        self.horizon_ = h
         # once for all candidates and folds: each fold's windows are a slice of these terms
         terms = window_gram(val_forecasts, val_targets) if terms is None else terms
         self.terms_ = terms
@@ -172,6 +176,7 @@ class LearnedRouter(Combiner):
         refs = [r for r in self.references if features is not None or r not in CANDIDATES]
         names = [*challengers, self.incumbent, *refs]
         self.fold_scores_ = {n: [] for n in names}
+        held_losses: dict[str, list[np.ndarray]] = {n: [] for n in names}
         folds = rolling_folds(w, h, self.cuts)
         if len(folds) < 2:  # long horizons: fewer, longer folds, each longer than the gap
             folds = rolling_folds(w, h, COARSE_CUTS) or [inner_split(w, h)]
@@ -185,14 +190,27 @@ class LearnedRouter(Combiner):
                 model = self._make(name).fit(
                     val_forecasts[:, fit_w], val_targets[fit_w], sub, terms[fit_w]
                 )
-                score = float(np.mean((model.forecast(held_f, f_held) - held_y) ** 2))
-                self.fold_scores_[name].append(score)
+                pred = model.forecast(held_f, f_held)
+                self.fold_scores_[name].append(float(np.mean((pred - held_y) ** 2)))
+                held_losses[name].append(metrics.window_mse(pred, held_y))
         self.inner_scores_ = {n: float(np.mean(s)) for n, s in self.fold_scores_.items()}
+        self.held_losses_ = {n: np.concatenate(v) for n, v in held_losses.items()}
         selectable = {n: self.fold_scores_[n] for n in (*challengers, self.incumbent)}
         self.chosen_ = one_se_choice(selectable, self.incumbent)
         self.model_ = self._make(self.chosen_).fit(val_forecasts, val_targets, features, terms)
         log.info("learned router: fold MSE %s -> %s", self.fold_scores_, self.chosen_)
         return self
+
+    def held_out_test(self, name: str) -> dict:
+        """Diebold-Mariano test of ``name``'s held-out fold losses against the incumbent's.
+
+        The windows of every fold, concatenated in time order; ``diff`` < 0 means
+        ``name`` did better. A report of how clear the validation evidence was (the
+        choice itself is the one-standard-error rule).
+        """
+        return metrics.diebold_mariano(
+            self.held_losses_[name], self.held_losses_[self.incumbent], self.horizon_
+        )
 
     def weights(self, forecasts, features=None) -> np.ndarray:
         return self.model_.weights(forecasts, features)

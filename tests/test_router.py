@@ -11,7 +11,14 @@ import pytest
 from ensemble.data import sliding
 from router import COMBINERS, make_combiner
 from router.features import past_errors, window_features
-from router.learned import CANDIDATES, INCUMBENTS, REFERENCES, one_se_choice, registry_name
+from router.learned import (
+    CANDIDATES,
+    INCUMBENTS,
+    REFERENCES,
+    one_se_choice,
+    registry_name,
+    rolling_folds,
+)
 from router.objective import combined_mse, inner_split, window_gram
 from router.stacked import project_simplex, simplex_least_squares
 
@@ -146,11 +153,21 @@ def test_rules_print_and_use_features():
 
 def test_learned_router_keeps_what_validation_prefers(clear_best):
     x, y, f, feats, names = clear_best
-    cb, _ = fitted("learned", f, y, feats, names)
+    cb, half = fitted("learned", f, y, feats, names)
     assert set(cb.inner_scores_) == {*CANDIDATES, *INCUMBENTS, *REFERENCES}
     selectable = {n: cb.fold_scores_[n] for n in (*CANDIDATES, "stacked")}
     assert cb.chosen_ == one_se_choice(selectable, "stacked")
     assert cb.inner_scores_["mean"] > cb.inner_scores_[cb.chosen_]
+    # the held-out per-window losses are the fold scores' windows, folds in time order
+    for name, scores in cb.fold_scores_.items():
+        losses = cb.held_losses_[name]
+        sizes = [held.size for _, held in rolling_folds(half, f.shape[2])]
+        assert losses.size == sum(sizes)
+        parts = np.split(losses, np.cumsum(sizes)[:-1])
+        np.testing.assert_allclose([q.mean() for q in parts], scores, rtol=1e-10)
+    # one member clearly best: its router beats the mean on held-out windows, clearly
+    test = cb.held_out_test("mean")
+    assert test["diff"] > 0 and test["p"] < 0.05
 
 
 def test_learned_router_reports_feature_routers_it_does_not_choose_from(clear_best):
@@ -278,6 +295,7 @@ def test_run_router_never_sees_test_targets(synth_csv, tmp_path):
     chosen = next(v for v in every[0].values() if v["chosen"])
     assert chosen["test"] == res[0]["test"]["ensemble"]
     assert every[0]["mean"]["test_vs_mean"]["p"] == 1.0  # the mean against itself
+    assert every[0]["stacked"]["val_cv_vs_incumbent"]["p"] == 1.0  # the incumbent, itself
     for name in every[0]:
         assert 0.0 <= every[0][name]["test_vs_mean"]["p"] <= 1.0
         assert every[0][name]["val_cv"] == every[1][name]["val_cv"]

@@ -88,8 +88,9 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> dic
 
     Returns:
         {"diff": mean of d (negative: a is better), "dm": the statistic, "p": two-sided
-        p-value, "dof": nu}. Identical losses give dm 0 and p 1; a constant non-zero
-        differential (nothing to scale it by) gives dm None and p 0.
+        p-value, "dof": nu}. Losses equal to within 1e-6 of their size (the same forecast
+        up to float32 rounding) give dm 0 and p 1; a constant non-zero differential
+        (nothing to scale it by) gives dm None and p 0.
     """
     from scipy import fft, stats
 
@@ -99,8 +100,11 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> dic
     lam = fft.dct(d - d.mean(), type=2, norm="ortho")[1 : nu + 1]  # [nu] cosine projections
     lrv = float(np.mean(lam * lam))  # long-run variance of d
     out: dict[str, Any] = {"diff": float(d.mean()), "dof": nu}
-    if not lrv > 1e-24 * max(float(np.mean(d * d)), 1e-300):
-        same = bool(np.all(d == 0))
-        return out | {"dm": 0.0 if same else None, "p": 1.0 if same else 0.0}
+    # the same forecast up to float32 rounding (e.g. re-read from forecasts.npz): no difference
+    scale = float(np.mean(np.abs(loss_a)) + np.mean(np.abs(loss_b)))
+    if np.max(np.abs(d), initial=0.0) <= 1e-6 * scale:
+        return out | {"dm": 0.0, "p": 1.0}
+    if not lrv > 1e-24 * float(np.mean(d * d)):  # a constant differential: nothing to scale by
+        return out | {"dm": None, "p": 0.0}
     dm = float(d.mean() / np.sqrt(lrv / n))
     return out | {"dm": dm, "p": float(2.0 * stats.t.sf(abs(dm), nu))}

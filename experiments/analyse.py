@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ensemble import metrics
 from ensemble.errors import UserError
 from ensemble.io import write_json, write_text
 
@@ -314,6 +315,7 @@ def analyse_run(
         "mean_mse": float(err_mean.mean()),
         "router_better_share": float(np.mean(diff < -1e-12)),
         "router_worse_share": float(np.mean(diff > 1e-12)),
+        "dm": metrics.diebold_mariano(err_ens.mean(1), err_mean.mean(1), run.true.shape[1]),
     }
 
     if feats is not None:
@@ -374,14 +376,25 @@ def member_ablations(run: RunData, val_true: np.ndarray | None) -> list[dict[str
     that use features (their features depend on the member set), the router's test
     weights are renormalised over the remaining members.
     """
-    from ensemble import hybrid, metrics
+    from ensemble import hybrid
 
-    full = metrics.scores(run.ensemble, run.true)
+    h = run.true.shape[1]
+    full_loss = metrics.window_mse(run.ensemble, run.true)
+
+    def scored(fc: np.ndarray) -> dict[str, Any]:
+        """MSE/MAE and the Diebold-Mariano test against the full ensemble."""
+        vs = metrics.diebold_mariano(metrics.window_mse(fc, run.true), full_loss, h)
+        return metrics.scores(fc, run.true) | {"p_vs_full": vs["p"]}
+
     rows = [
-        {"variant": "full ensemble (as run)", **full, "method": "results of the run"},
+        {
+            "variant": "full ensemble (as run)",
+            **metrics.scores(run.ensemble, run.true),
+            "method": "results of the run",
+        },
         {
             "variant": "mean of all members",
-            **metrics.scores(np.mean([run.test[m] for m in run.members], axis=0), run.true),
+            **scored(np.mean([run.test[m] for m in run.members], axis=0)),
             "method": "equal weights",
         },
     ]
@@ -410,7 +423,7 @@ def member_ablations(run: RunData, val_true: np.ndarray | None) -> list[dict[str
         if fc is None:
             fc = np.mean([run.test[k] for k in rest], axis=0)
             method = "equal weights over the other members (no router weights saved)"
-        rows.append({"variant": f"without {m}", **metrics.scores(fc, run.true), "method": method})
+        rows.append({"variant": f"without {m}", **scored(fc), "method": method})
     return rows
 
 
@@ -712,37 +725,42 @@ def report_markdown(
         "",
         f"Test MSE: router {rv['router_mse']:.4f}, equal-weight mean {rv['mean_mse']:.4f}. The router "
         f"is better on {_pct(rv['router_better_share'])} of (window, channel) pairs and worse on "
-        f"{_pct(rv['router_worse_share'])}. See the regime tables above for where.",
+        f"{_pct(rv['router_worse_share'])}. See the regime tables above for where. "
+        f"Diebold-Mariano test of the difference (per-window MSE, overlapping windows): "
+        f"p = {rv['dm']['p']:.3g} (two-sided, {rv['dm']['dof']} dof).",
         "",
         "## Ablations",
         "",
-        "| variant | test MSE | test MAE | Δ MSE vs full | method |",
-        "|---|---|---|---|---|",
+        "| variant | test MSE | test MAE | Δ MSE vs full | p vs full | method |",
+        "|---|---|---|---|---|---|",
     ]
     full = an["ablation"][0]["mse"]
     for row in an["ablation"]:
+        p_full = f"{row['p_vs_full']:.3g}" if "p_vs_full" in row else ""
         lines.append(
-            f"| {row['variant']} | {row['mse']:.4f} | {row['mae']:.4f} | {row['mse'] - full:+.4f} | {row['method']} |"
+            f"| {row['variant']} | {row['mse']:.4f} | {row['mae']:.4f} | {row['mse'] - full:+.4f} "
+            f"| {p_full} | {row['method']} |"
         )
     if "timellm" not in members:
         lines.append(
-            "| without timellm | – | – | – | not applicable: the run has no timellm member |"
+            "| without timellm | – | – | – | – | not applicable: the run has no timellm member |"
         )
     for row in training:
         if row["status"] == "not run":
-            lines.append(f"| {row['description']} | not run | | | see the command below |")
+            lines.append(f"| {row['description']} | not run | | | | see the command below |")
         else:
             t = row.get("timellm") or {}
             e = row.get("ensemble") or {}
             lines.append(
                 f"| {row['description']} | timellm {t.get('mse', float('nan')):.4f}, ensemble "
                 f"{e.get('mse', float('nan')):.4f} | timellm {t.get('mae', float('nan')):.4f} | "
-                f"{e.get('mse', float('nan')) - full:+.4f} (ensemble) | sibling run `{row['run']}` |"
+                f"{e.get('mse', float('nan')) - full:+.4f} (ensemble) | | sibling run `{row['run']}` |"
             )
     lines += [
         "",
         "Member ablations are computed from this run folder; Δ > 0 means the ensemble is worse "
-        "without the member. Training ablations come from sibling run folders "
+        "without the member; `p vs full` is the Diebold-Mariano test of that difference. "
+        "Training ablations come from sibling run folders "
         f"`{run.path}-<variant>` (same config, one setting changed; same seed).",
         "",
     ]

@@ -101,6 +101,11 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
     assert abs(sum(an["win_rate"].values()) - 1) < 1e-9
     assert set(an["regimes"]) >= {"seasonal_strength", "volatility"}
     assert "## Error correlation between members" in md
+    # the ensemble here is the mean: their test difference is exactly nothing
+    assert an["router_vs_mean"]["dm"]["p"] == 1.0
+    abl = {r["variant"]: r for r in an["ablation"]}
+    assert abl["mean of all members"]["p_vs_full"] == 1.0
+    assert abl["without naive"]["p_vs_full"] < 0.01  # dropping the best member is clearly worse
     corr = np.array(an["error_corr"])  # independent noise per member: near 0 off the diagonal
     np.testing.assert_allclose(np.diag(corr), 1.0)
     assert np.abs(corr[~np.eye(3, dtype=bool)]).max() < 0.05

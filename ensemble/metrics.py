@@ -67,7 +67,9 @@ def window_mse(pred: np.ndarray, true: np.ndarray, block: int = 512) -> np.ndarr
     return out
 
 
-def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> dict[str, Any]:
+def diebold_mariano(
+    loss_a: np.ndarray, loss_b: np.ndarray, horizon: int, alternative: str = "two-sided"
+) -> dict[str, Any]:
     """Diebold-Mariano test of equal expected loss for two forecasts of the same windows.
 
     The loss differential ``d = loss_a - loss_b`` of consecutive windows is strongly
@@ -85,12 +87,14 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> dic
     Args:
         loss_a, loss_b: [W] per-window losses (``window_mse``) in window order.
         horizon: forecast horizon H of the windows.
+        alternative: "two-sided", or "less" (the alternative that a's expected loss is
+            lower than b's: a one-sided p).
 
     Returns:
-        {"diff": mean of d (negative: a is better), "dm": the statistic, "p": two-sided
-        p-value, "dof": nu}. Losses equal to within 1e-6 of their size (the same forecast
+        {"diff": mean of d (negative: a is better), "dm": the statistic, "p": the
+        p-value for ``alternative``, "dof": nu}. Losses equal to within 1e-6 of their size (the same forecast
         up to float32 rounding) give dm 0 and p 1; a constant non-zero differential
-        (nothing to scale it by) gives dm None and p 0.
+        (nothing to scale it by) gives dm None and p 0 (1 for "less" when a is worse).
     """
     from scipy import fft, stats
 
@@ -104,7 +108,11 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> dic
     scale = float(np.mean(np.abs(loss_a)) + np.mean(np.abs(loss_b)))
     if np.max(np.abs(d), initial=0.0) <= 1e-6 * scale:
         return out | {"dm": 0.0, "p": 1.0}
+    if alternative not in ("two-sided", "less"):
+        raise ValueError(f"alternative must be 'two-sided' or 'less', not {alternative!r}")
     if not lrv > 1e-24 * float(np.mean(d * d)):  # a constant differential: nothing to scale by
-        return out | {"dm": None, "p": 0.0}
+        certain = alternative == "two-sided" or d.mean() < 0
+        return out | {"dm": None, "p": 0.0 if certain else 1.0}
     dm = float(d.mean() / np.sqrt(lrv / n))
-    return out | {"dm": dm, "p": float(2.0 * stats.t.sf(abs(dm), nu))}
+    p = 2.0 * stats.t.sf(abs(dm), nu) if alternative == "two-sided" else stats.t.cdf(dm, nu)
+    return out | {"dm": dm, "p": float(p)}

@@ -17,7 +17,7 @@ the windows' inputs only and are needed by combiners with ``needs_features``.
 | rules | shallow tree over readable features, printed as rules |
 | learned_lgbm | FFORMA-style LightGBM softmax weights |
 | learned_torch | small gating network |
-| learned | stacked, unless LightGBM, torch or rules beat it by more than one standard error on rolling-origin validation folds |
+| learned | stacked, unless LightGBM, torch or rules beat it on rolling-origin validation folds with one-sided Diebold-Mariano p < 0.05 |
 """
 
 from __future__ import annotations

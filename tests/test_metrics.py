@@ -46,6 +46,11 @@ def test_diebold_mariano_direction_symmetry_and_degenerate_cases():
     assert np.isclose(back["dm"], -better["dm"]) and np.isclose(back["p"], better["p"])
     shifted = metrics.diebold_mariano(a + 1.0, a, horizon=24)
     assert shifted["dm"] is None and shifted["p"] == 0.0
+    # one-sided: half the two-sided p in the direction of the alternative, else 1 - half
+    near = 0.99 * a + 0.01 * rng.random(3000)
+    less, two = metrics.diebold_mariano(near, a, 24, "less"), metrics.diebold_mariano(near, a, 24)
+    assert np.isclose(less["p"], two["p"] / 2 if two["dm"] < 0 else 1 - two["p"] / 2)
+    assert metrics.diebold_mariano(a, 0.9 * a, 24, "less")["p"] > 0.999999
 
 
 def test_diebold_mariano_keeps_its_size_on_overlapping_windows():

@@ -18,6 +18,7 @@ from router.learned import (
     one_se_choice,
     registry_name,
     rolling_folds,
+    significance_choice,
 )
 from router.objective import combined_mse, inner_split, window_gram
 from router.stacked import project_simplex, simplex_least_squares
@@ -155,8 +156,8 @@ def test_learned_router_keeps_what_validation_prefers(clear_best):
     x, y, f, feats, names = clear_best
     cb, half = fitted("learned", f, y, feats, names)
     assert set(cb.inner_scores_) == {*CANDIDATES, *INCUMBENTS, *REFERENCES}
-    selectable = {n: cb.fold_scores_[n] for n in (*CANDIDATES, "stacked")}
-    assert cb.chosen_ == one_se_choice(selectable, "stacked")
+    selectable = {n: cb.held_losses_[n] for n in (*CANDIDATES, "stacked")}
+    assert cb.chosen_ == significance_choice(selectable, cb.fold_scores_, "stacked", f.shape[2])
     assert cb.inner_scores_["mean"] > cb.inner_scores_[cb.chosen_]
     # the held-out per-window losses are the fold scores' windows, folds in time order
     for name, scores in cb.fold_scores_.items():
@@ -192,6 +193,26 @@ def test_one_se_rule_keeps_the_mean_unless_clearly_beaten():
     assert one_se_choice({"mean": mean, "lucky": lucky, "steady": steady}) == "steady"
     assert one_se_choice({"mean": mean, "worse": [v + 0.01 for v in mean]}) == "mean"
     assert one_se_choice({"mean": [0.5], "one_fold": [0.3]}) == "mean"  # no standard error
+
+
+def test_significance_rule_keeps_the_incumbent_unless_clearly_beaten():
+    """Held-out losses with persistent noise: a small edge is not enough, a clear one is."""
+    rng = np.random.default_rng(3)
+    n, h = 2000, 24
+    base = 1.0 + np.convolve(rng.standard_normal(n + h - 1), np.ones(h) / h, "valid") ** 2
+    noise = np.convolve(rng.standard_normal(n + h - 1), np.ones(h) / h, "valid")
+    losses = {
+        "stacked": base,
+        "lucky": base - 0.002 + 0.2 * noise,  # lower on average, inside the noise
+        "clear": base - 0.05 + 0.05 * noise,  # lower by far more than the noise
+        "worse": base + 0.05,
+    }
+    folds = {k: [float(v[:1000].mean()), float(v[1000:].mean())] for k, v in losses.items()}
+    pick = {k: losses[k] for k in ("stacked", "lucky", "worse")}
+    assert significance_choice(pick, folds, "stacked", h) == "stacked"
+    assert significance_choice(losses, folds, "stacked", h) == "clear"
+    one_fold = {k: v[:1] for k, v in folds.items()}
+    assert significance_choice(losses, one_fold, "stacked", h) == "stacked"
 
 
 def test_simplex_least_squares_matches_a_grid_search():

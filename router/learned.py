@@ -227,9 +227,9 @@ class LearnedRouter(Combiner):
                 model = self._make(name).fit(
                     val_forecasts[:, fit_w], val_targets[fit_w], sub, terms[fit_w]
                 )
-                pred = model.forecast(held_f, f_held)
-                self.fold_scores_[name].append(float(np.mean((pred - held_y) ** 2)))
-                held_losses[name].append(metrics.window_mse(pred, held_y))
+                losses = metrics.window_mse(model.forecast(held_f, f_held), held_y)
+                held_losses[name].append(losses)
+                self.fold_scores_[name].append(float(losses.mean()))  # every window H x C values
         self.inner_scores_ = {n: float(np.mean(s)) for n, s in self.fold_scores_.items()}
         self.held_losses_ = {n: np.concatenate(v) for n, v in held_losses.items()}
         selectable = {n: self.held_losses_[n] for n in (*challengers, self.incumbent)}

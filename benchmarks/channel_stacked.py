@@ -74,7 +74,9 @@ def score(folder: Path) -> dict:
     inner_held = channel_moments(run.val[:, held_w], run.val_y[held_w])
     full = channel_moments(run.val, run.val_y)
     test = channel_moments(run.test, run.test_y)
-    stacked = StackedCombiner().fit(run.val, run.val_y)  # today's rule, as the library runs it
+    # step_in: the pooled rule (pool = 1), as the library ran it before pre-registration 5
+    stacked = StackedCombiner(pool=1.0).fit(run.val, run.val_y)
+    library = StackedCombiner().fit(run.val, run.val_y)  # the adopted rule, as the library runs it
     del run
     w_ch, w_pool = fit(inner_fit)
     # larger a, then larger lam first, so the strict < below breaks ties toward them
@@ -85,10 +87,13 @@ def score(folder: Path) -> dict:
         if inner[g] < inner[(a, lam)]:
             a, lam = g
     w_ch, w_pool = fit(full)
-    step_in = mse(test, np.broadcast_to(stacked.step_weights_, (c, h, m)))
-    reported = res["combiners"]["stacked"]["test"]["mse"]
-    if abs(step_in / reported - 1) > 1e-6:
-        raise RuntimeError(f"{folder}: step_in {step_in} differs from results.json {reported}")
+    step_in = mse(test, np.moveaxis(stacked.step_weights_, 0, 1))
+    channel_in = mse(test, blend(w_ch, w_pool, a, lam))
+    in_library = mse(test, np.moveaxis(library.step_weights_, 0, 1))
+    if abs(in_library / channel_in - 1) > 1e-6:
+        raise RuntimeError(
+            f"{folder}: the library's stacked {in_library} is not channel_in {channel_in}"
+        )
     return {
         "run": str(folder),
         "dataset": res["dataset"],
@@ -99,7 +104,7 @@ def score(folder: Path) -> dict:
         "best_member": min(res["test"][k]["mse"] for k in res["members"]),
         "step_in": step_in,
         "step_in_lam": stacked.lam_,
-        "channel_in": mse(test, blend(w_ch, w_pool, a, lam)),
+        "channel_in": channel_in,
         "channel_in_a": float(a),
         "channel_in_lam": float(lam),
         "channel_0": mse(test, w_ch),  # no pooling, no shrinkage: for the record
@@ -146,7 +151,10 @@ def main() -> None:
         row = score(folder)
         with args.out.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
-        print(f"{folder}: step_in {row['step_in']:.4f}, channel_in {row['channel_in']:.4f}", flush=True)
+        print(
+            f"{folder}: step_in {row['step_in']:.4f}, channel_in {row['channel_in']:.4f}",
+            flush=True,
+        )
     if args.table:
         print(table([json.loads(line) for line in args.out.read_text().splitlines()]))
 

@@ -244,8 +244,23 @@ def test_stacked_weights_follow_each_members_best_steps():
     f[1, :, H // 2 :] = y[:, H // 2 :] + 0.1 * rng.standard_normal(y[:, H // 2 :].shape)
     cb = make_combiner("stacked").fit(f, y)
     assert cb.lam_ < 0.5
-    assert cb.step_weights_[0, 0] > 0.8 and cb.step_weights_[-1, 1] > 0.8
+    assert (cb.step_weights_[0, :, 0] > 0.8).all() and (cb.step_weights_[-1, :, 1] > 0.8).all()
     assert np.mean((cb.forecast(f) - y) ** 2) < 0.5 * np.mean((f.mean(0) - y) ** 2)
+
+
+def test_stacked_weights_follow_each_members_best_channels():
+    """Member 0 is sharp on channel 0, member 1 on the others: per-channel weights win."""
+    rng = np.random.default_rng(1)
+    _, y, f, _, _ = problem(noise=(1.0, 1.0, 1.0), n=900)
+    f = f.copy()
+    f[0, ..., 0] = y[..., 0] + 0.1 * rng.standard_normal(y[..., 0].shape)
+    f[1, ..., 1:] = y[..., 1:] + 0.1 * rng.standard_normal(y[..., 1:].shape)
+    cb = make_combiner("stacked").fit(f, y)
+    assert cb.pool_ < 0.5 and cb.lam_ < 0.5
+    assert (cb.step_weights_[:, 0, 0] > 0.8).all() and (cb.step_weights_[:, 1:, 1] > 0.8).all()
+    pooled = make_combiner("stacked", pool=1.0).fit(f, y)  # one vector per step for all
+    np.testing.assert_allclose(pooled.step_weights_, pooled.step_weights_[:, :1].repeat(C, 1))
+    assert np.mean((cb.forecast(f) - y) ** 2) < 0.5 * np.mean((pooled.forecast(f) - y) ** 2)
 
 
 def test_past_errors_are_causal_and_correct(clear_best):

@@ -27,7 +27,7 @@ from cached_run import load_cached
 from router import make_combiner
 from router.learned import one_se_choice, registry_name
 
-REFERENCES = ("mean", "median", "stacked")
+REFERENCES = ("mean", "median", "stacked", "stacked_pooled")
 
 
 def reroute(folder: Path) -> dict:

@@ -14,7 +14,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv", help="rows written by benchmarks/reroute.py")
     d = pd.read_csv(ap.parse_args().csv)
-    cols = ("mean", "median", "stacked", "learned", "best_member")
+    cols = [
+        c
+        for c in ("mean", "median", "stacked_pooled", "stacked", "learned", "best_member")
+        if c in d
+    ]
     print("| dataset | H | " + " | ".join(cols) + " | learned < mean | learned < best | chosen |")
     print("|---|---|" + "---|" * (len(cols) + 3))
     for (ds, h), x in d.groupby(["dataset", "H"]):

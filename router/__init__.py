@@ -36,7 +36,7 @@ from router.learned import LearnedRouter
 from router.learned_lgbm import LGBMRouter
 from router.learned_torch import TorchRouter
 from router.rules import RuleRouter
-from router.stacked import StackedCombiner
+from router.stacked import PooledStackedCombiner, StackedCombiner
 
 COMBINERS: dict[str, type[Combiner]] = {
     "mean": MeanCombiner,
@@ -45,6 +45,7 @@ COMBINERS: dict[str, type[Combiner]] = {
     "best": BestMemberCombiner,
     "greedy": GreedyCombiner,
     "stacked": StackedCombiner,
+    "stacked_pooled": PooledStackedCombiner,
     "rules": RuleRouter,
     "learned_lgbm": LGBMRouter,
     "learned_torch": TorchRouter,

@@ -43,7 +43,8 @@ from router.objective import WindowTerms, inner_split, window_gram
 log = logging.getLogger(__name__)
 
 CANDIDATES = ("lgbm", "torch", "rules")  # challengers: feature-conditioned routers
-INCUMBENTS = ("stacked", "mean")
+STATIC_CHALLENGERS = ("stacked",)  # challengers that need no features
+INCUMBENTS = ("stacked", "stacked_pooled", "mean")
 REFERENCES = ("greedy", "inverse_error", "median", "mean")  # scored for the report only
 DEFAULT_CUTS = (0.5, 0.6, 0.7, 0.8, 0.9)
 COARSE_CUTS = (0.5, 0.75)
@@ -144,7 +145,9 @@ class LearnedRouter(Combiner):
     """Pick, on held-out validation windows, among learned and simple routers.
 
     Args:
-        candidates: the challengers, a subset of ``CANDIDATES``.
+        candidates: the feature-conditioned challengers, a subset of ``CANDIDATES``.
+        static_challengers: challengers that need no features, a subset of
+            ``STATIC_CHALLENGERS`` (not the incumbent).
         incumbent: kept unless a challenger clearly beats it (one of ``INCUMBENTS``).
         references: combiners scored on the same folds for the report only (static rules,
             or feature-conditioned routers that are not challengers).
@@ -160,6 +163,7 @@ class LearnedRouter(Combiner):
     def __init__(
         self,
         candidates: tuple[str, ...] = CANDIDATES,
+        static_challengers: tuple[str, ...] = (),
         incumbent: str = "stacked",
         references: tuple[str, ...] = REFERENCES,
         cuts: tuple[float, ...] = DEFAULT_CUTS,
@@ -172,14 +176,24 @@ class LearnedRouter(Combiner):
             raise ValueError(f"unknown candidates {sorted(unknown)}; choose from {CANDIDATES}")
         if incumbent not in INCUMBENTS:
             raise ValueError(f"incumbent must be one of {INCUMBENTS}, not {incumbent!r}")
+        if set(static_challengers) - set(STATIC_CHALLENGERS) or incumbent in static_challengers:
+            raise ValueError(
+                f"static challengers must come from {STATIC_CHALLENGERS} and differ from the "
+                f"incumbent, not {static_challengers!r}"
+            )
         unknown = set(references) - set(REFERENCES) - set(CANDIDATES)
         if unknown:
             raise ValueError(
                 f"unknown references {sorted(unknown)}; choose from {CANDIDATES + REFERENCES}"
             )
         self.candidates = tuple(candidates)
+        self.static_challengers = tuple(static_challengers)
         self.incumbent = incumbent
-        self.references = tuple(r for r in references if r != incumbent and r not in candidates)
+        self.references = tuple(
+            r
+            for r in references
+            if r != incumbent and r not in candidates and r not in static_challengers
+        )
         self.cuts = tuple(cuts)
         self.seed = seed
         self.feature_names = feature_names
@@ -209,7 +223,7 @@ class LearnedRouter(Combiner):
         terms = window_gram(val_forecasts, val_targets) if terms is None else terms
         self.terms_ = terms
         # the feature-conditioned routers (challengers, and references among them) need features
-        challengers = list(self.candidates) if features is not None else []
+        challengers = [*(self.candidates if features is not None else ()), *self.static_challengers]
         refs = [r for r in self.references if features is not None or r not in CANDIDATES]
         names = [*challengers, self.incumbent, *refs]
         self.fold_scores_ = {n: [] for n in names}

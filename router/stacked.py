@@ -219,3 +219,15 @@ class StackedCombiner(Combiner):
             f"pooled per-step weights and {self.lam_:.2f} toward equal (channel averages, "
             f"step 1: {np.round(first, 2).tolist()}, step H: {np.round(last, 2).tolist()})"
         )
+
+
+class PooledStackedCombiner(StackedCombiner):
+    """The stacked combination with one weight vector per step for all channels (``pool = 1``).
+
+    The rule before pre-registration 5; the learned router's simplest weighted incumbent.
+    """
+
+    name = "stacked_pooled"
+
+    def __init__(self, lam: float | None = None, grid: int = 11):
+        super().__init__(lam=lam, pool=1.0, grid=grid)

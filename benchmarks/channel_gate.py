@@ -1,0 +1,127 @@
+"""Per-channel stacked weights as a challenger (pre-registration 6), on finished runs' cached forecasts.
+
+One learned-router fit per folder, with the pooled ``stacked_pooled`` as incumbent and
+LightGBM, torch, the rule tree and the per-channel ``stacked`` as challengers, scores
+every candidate on the same rolling-origin folds. From those held-out losses three
+rules' choices follow (all by ``router.learned.significance_choice``, one-sided DM
+p < 0.05):
+
+* G, the gate: incumbent ``stacked_pooled``, challengers lgbm, torch, rules, ``stacked``;
+* U, pre-registration 5: incumbent ``stacked`` (per-channel), challengers lgbm, torch, rules;
+* P, before it: incumbent ``stacked_pooled``, challengers lgbm, torch, rules.
+
+Each choice is refitted on all validation windows and scored on the full test set. No
+fit sees a test target. One JSON line per folder is appended to ``--out`` (resumable);
+``--table`` prints the summary and the pre-registered decision (G against P).
+
+    python benchmarks/channel_gate.py --out gate.jsonl runs/*
+    python benchmarks/channel_gate.py --out gate.jsonl --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from cached_run import load_cached
+
+from router import make_combiner
+from router.learned import LearnedRouter, registry_name, significance_choice
+
+FEATURED = ("lgbm", "torch", "rules")
+RULES = {
+    "G": ("stacked_pooled", (*FEATURED, "stacked")),
+    "U": ("stacked", FEATURED),
+    "P": ("stacked_pooled", FEATURED),
+}
+
+
+def score(folder: Path) -> dict:
+    run = load_cached(folder)
+    res, members = run.results, run.results["members"]
+    with np.load(folder / "router_weights.npz") as z:
+        names = [str(n) for n in z["feature_names"]]
+        feats_val, feats_test = z["features_val"], z["features_test"]
+    context = {"seed": res["seed"], "member_names": members, "feature_names": names}
+    learned = LearnedRouter(incumbent="stacked_pooled", static_challengers=("stacked",), **context)
+    learned.fit(run.val, run.val_y, feats_val)
+    h = run.val.shape[2]
+    test_mse: dict[str, float] = {}
+
+    def tested(name: str) -> float:
+        if name not in test_mse:
+            model = make_combiner(registry_name(name), **context).fit(run.val, run.val_y, feats_val)
+            test_mse[name] = float(
+                np.mean((model.forecast(run.test, feats_test) - run.test_y) ** 2)
+            )
+        return test_mse[name]
+
+    row = {
+        "run": str(folder),
+        "dataset": res["dataset"],
+        "H": h,
+        "seed": res["seed"],
+        "mean": tested("mean"),
+        "best_member": min(res["test"][m]["mse"] for m in members),
+        "reported": res["test"]["ensemble"]["mse"],
+    }
+    for rule, (incumbent, challengers) in RULES.items():
+        losses = {n: learned.held_losses_[n] for n in (*challengers, incumbent)}
+        pick = significance_choice(losses, learned.fold_scores_, incumbent, h)
+        row[rule], row[f"{rule}_chose"] = tested(pick), pick
+    if row["G_chose"] != learned.chosen_:
+        raise RuntimeError(f"{folder}: the library chose {learned.chosen_}, G {row['G_chose']}")
+    row["p_stacked_vs_pooled"] = learned.held_out_test("stacked")["p"]  # two-sided, held out
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: test MSE per folder and rule, then the pre-registered comparison."""
+    out = [
+        "| run | H | seed | mean | P | U | G | held-out p, stacked vs pooled |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = " | ".join(f"{r[k]:.4f} ({r[k + '_chose']})" for k in ("P", "U", "G"))
+        out.append(
+            f"| {Path(r['run']).name} | {r['H']} | {r['seed']} | {r['mean']:.4f} | {cells} | "
+            f"{r['p_stacked_vs_pooled']:.3f} |"
+        )
+    rel = {k: np.mean([r[k] / r["mean"] - 1 for r in rows]) for k in RULES}
+    differ = [r for r in rows if abs(r["G"] / r["P"] - 1) > 1e-6]
+    lower = sum(r["G"] < r["P"] for r in differ)
+    adopt = rel["G"] < rel["P"] and lower > len(differ) / 2
+    out += [
+        "",
+        "mean test MSE vs the mean: " + ", ".join(f"{k} {100 * v:+.2f} %" for k, v in rel.items()),
+        "below the mean: "
+        + ", ".join(f"{k} {sum(r[k] < r['mean'] for r in rows)}/{len(rows)}" for k in RULES),
+        f"G differs from P in {len(differ)} of {len(rows)} runs and is lower in {lower}",
+        f"pre-registered decision: {'adopt G' if adopt else 'keep U'}",
+    ]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folders", nargs="*", type=Path, help="finished run folders")
+    ap.add_argument("--out", type=Path, required=True, help="JSON lines, appended (resumable)")
+    ap.add_argument("--table", action="store_true", help="print the summary table of --out")
+    args = ap.parse_args()
+    lines = args.out.read_text().splitlines() if args.out.exists() else []
+    done = {json.loads(line)["run"] for line in lines}
+    for folder in args.folders:
+        if str(folder) in done or not (folder / "results.json").is_file():
+            continue
+        row = score(folder)
+        with args.out.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(f"{folder}: P {row['P']:.4f}, U {row['U']:.4f}, G {row['G']:.4f}", flush=True)
+    if args.table:
+        print(table([json.loads(line) for line in args.out.read_text().splitlines()]))
+
+
+if __name__ == "__main__":
+    main()

@@ -155,7 +155,7 @@ def test_rules_print_and_use_features():
 def test_learned_router_keeps_what_validation_prefers(clear_best):
     x, y, f, feats, names = clear_best
     cb, half = fitted("learned", f, y, feats, names)
-    assert set(cb.inner_scores_) == {*CANDIDATES, *INCUMBENTS, *REFERENCES}
+    assert set(cb.inner_scores_) == {*CANDIDATES, "stacked", *REFERENCES}
     selectable = {n: cb.held_losses_[n] for n in (*CANDIDATES, "stacked")}
     assert cb.chosen_ == significance_choice(selectable, cb.fold_scores_, "stacked", f.shape[2])
     assert cb.inner_scores_["mean"] > cb.inner_scores_[cb.chosen_]
@@ -183,6 +183,24 @@ def test_learned_router_reports_feature_routers_it_does_not_choose_from(clear_be
     # without features the feature-conditioned references are left out, not failed
     cb.fit(f[:, :half], y[:half], None)
     assert set(cb.inner_scores_) == {"stacked", *REFERENCES}
+
+
+def test_learned_router_admits_a_static_challenger_only_when_clearly_better():
+    """Per-channel weights against the pooled incumbent: taken when channels clearly differ."""
+    from router.learned import LearnedRouter
+
+    rng = np.random.default_rng(1)
+    _, y, f, _, _ = problem(noise=(1.0, 1.0, 1.0), n=900)
+    gate = dict(candidates=(), incumbent="stacked_pooled", static_challengers=("stacked",))
+    same = LearnedRouter(**gate).fit(f, y)  # exchangeable members: nothing to gain
+    assert same.chosen_ == "stacked_pooled"
+    f = f.copy()
+    f[0, ..., 0] = y[..., 0] + 0.1 * rng.standard_normal(y[..., 0].shape)
+    f[1, ..., 1:] = y[..., 1:] + 0.1 * rng.standard_normal(y[..., 1:].shape)
+    cb = LearnedRouter(**gate).fit(f, y)
+    assert cb.chosen_ == "stacked" and cb.held_out_test("stacked")["diff"] < 0
+    with pytest.raises(ValueError, match="static challengers"):
+        LearnedRouter(incumbent="stacked", static_challengers=("stacked",))
 
 
 def test_one_se_rule_keeps_the_mean_unless_clearly_beaten():

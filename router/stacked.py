@@ -117,13 +117,20 @@ def _mse(moments: tuple, weights: np.ndarray) -> float:
     return float((quad - 2.0 * np.einsum("hcm,hcm->", b, weights) + yy.sum()) / (n * yy.size))
 
 
-def _fit(moments: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Per-(step, channel) and pooled per-step simplex weights, both [H, C, M]."""
+def _fit(moments: tuple, per_channel: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-(step, channel) and pooled per-step simplex weights, both [H, C, M].
+
+    With ``per_channel`` False the first is the pooled one too: the H x C problems are
+    most of a fit's time, and ``pool = 1`` does not use them.
+    """
     gram, b, _, _ = moments
     h, c, m = b.shape
-    per_channel = simplex_least_squares(gram.reshape(h * c, m, m), b.reshape(h * c, m))
     pooled = simplex_least_squares(gram.sum(axis=1), b.sum(axis=1))  # [H, M]
-    return per_channel.reshape(h, c, m), np.broadcast_to(pooled[:, None], (h, c, m))
+    pooled = np.broadcast_to(pooled[:, None], (h, c, m))
+    if not per_channel:
+        return pooled, pooled
+    per_ch = simplex_least_squares(gram.reshape(h * c, m, m), b.reshape(h * c, m))
+    return per_ch.reshape(h, c, m), pooled
 
 
 class StackedCombiner(Combiner):
@@ -185,7 +192,7 @@ class StackedCombiner(Combiner):
                 channel_step_moments(val_forecasts[:, p], val_targets[p]) for p in parts
             )
             moments = _add(fit_m, gap_m, held_m)
-            per_channel, pooled = _fit(fit_m)
+            per_channel, pooled = _fit(fit_m, self.pool != 1.0)
             self.inner_scores_ = {
                 (pool, lam): _mse(held_m, self._blend(per_channel, pooled, pool, lam))
                 for pool in self._grid(self.pool, self.pool_grid)
@@ -200,7 +207,7 @@ class StackedCombiner(Combiner):
             self.lam_ = float(self.lam)
         if self.pool is not None:
             self.pool_ = float(self.pool)
-        self.step_weights_ = self._blend(*_fit(moments), self.pool_, self.lam_)
+        self.step_weights_ = self._blend(*_fit(moments, self.pool_ != 1.0), self.pool_, self.lam_)
         return self
 
     def weights(self, forecasts, features=None) -> np.ndarray:

@@ -1,15 +1,18 @@
-"""The learned router: static per-step weights unless a feature-conditioned router proves better.
+"""The learned router: static stacked weights unless a feature-conditioned router proves better.
 
-The incumbent is the stacked combination (``router.stacked``): one simplex weight vector
-per horizon step, fitted on validation and shrunk toward equal weights by an amount
-chosen on held-out validation windows, so it is the mean when the members are
-indistinguishable and leans on the better members when they are not. The challengers are
-the feature-conditioned routers: FFORMA-style LightGBM, the torch gating network and the
-rule tree. Per-window routing is where the headroom is (the oracle) and also where
+The incumbent is the stacked combination (``router.stacked``): simplex weights per
+horizon step and channel, fitted on validation and shrunk toward per-step weights pooled
+over channels and toward equal weights by amounts chosen on held-out validation windows,
+so it is the mean when the members are indistinguishable and leans on the better
+members when they are not. The challengers are the feature-conditioned routers:
+FFORMA-style LightGBM, the torch gating network and the rule tree. Per-window routing is where the headroom is (the oracle) and also where
 overfitting is easiest, so a challenger replaces the incumbent only if its held-out
 losses are lower with one-sided Diebold-Mariano p < 0.05 (``significance_choice``);
 among those that do, the lowest mean fold score wins and is refitted on all validation
-windows.
+windows. ``stacked_pooled`` (one vector per step) can be the incumbent instead, with
+the per-channel ``stacked`` as a challenger under the same test
+(``static_challengers``); on 19 development runs that never admitted it
+(pre-registration 6), so the default is the per-channel incumbent.
 
 The comparison is rolling-origin cross-validation inside the validation windows: for
 each fold every candidate is fitted on the windows before a cut (the learned ones
@@ -17,7 +20,7 @@ early-stop on the last part of that) and scored on the windows after it, past a 
 windows so no target is shared. The scored windows are never used for fitting or early
 stopping. Long horizons leave room for few folds (each scored part must be longer than
 the gap): two coarser folds are tried, and with a single fold the incumbent stays. The
-static references (mean, median, inverse error, greedy) are scored on the same folds for
+static references (mean, median, inverse error, greedy, pooled stacked) are scored on the same folds for
 the report, not chosen from: the stacked weights already span them (equal weights at
 full shrinkage, fitted static weights at none), and picking among many near-equal static
 rules by a few noisy folds is how validation gets overfitted.

@@ -6,7 +6,9 @@ the validation targets from the run's own data split (``config.yaml``).
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,3 +39,33 @@ def load_cached(folder: Path) -> CachedRun:
     splits = make_splits(cfg.load_dataset(), cfg.seq_len, cfg.pred_len, percent=cfg.percent)
     val_y = splits.val.targets()[..., splits.eval_channels].astype(np.float64)
     return CachedRun(res, val, val_y, test, test_y)
+
+
+def jsonl_main(
+    description: str,
+    score: Callable[[Path], dict],
+    table: Callable[[list[dict]], str],
+    brief: Callable[[dict], str],
+) -> None:
+    """The command line of the refit scripts: one JSON line per folder, resumable.
+
+    ``score(folder)`` gives a folder's row (with its ``run``), appended to ``--out``
+    unless that folder is there already; ``brief(row)`` is printed as it goes;
+    ``--table`` prints ``table(rows)`` of every row in ``--out``.
+    """
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("folders", nargs="*", type=Path, help="finished run folders")
+    ap.add_argument("--out", type=Path, required=True, help="JSON lines, appended (resumable)")
+    ap.add_argument("--table", action="store_true", help="print the summary table of --out")
+    args = ap.parse_args()
+    lines = args.out.read_text().splitlines() if args.out.exists() else []
+    done = {json.loads(line)["run"] for line in lines}
+    for folder in args.folders:
+        if str(folder) in done or not (folder / "results.json").is_file():
+            continue
+        row = score(folder)
+        with args.out.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(f"{folder}: {brief(row)}", flush=True)
+    if args.table:
+        print(table([json.loads(line) for line in args.out.read_text().splitlines()]))

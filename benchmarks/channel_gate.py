@@ -20,12 +20,10 @@ fit sees a test target. One JSON line per folder is appended to ``--out`` (resum
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
-from cached_run import load_cached
+from cached_run import jsonl_main, load_cached
 
 from router import make_combiner
 from router.learned import LearnedRouter, registry_name, significance_choice
@@ -105,22 +103,12 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folders", nargs="*", type=Path, help="finished run folders")
-    ap.add_argument("--out", type=Path, required=True, help="JSON lines, appended (resumable)")
-    ap.add_argument("--table", action="store_true", help="print the summary table of --out")
-    args = ap.parse_args()
-    lines = args.out.read_text().splitlines() if args.out.exists() else []
-    done = {json.loads(line)["run"] for line in lines}
-    for folder in args.folders:
-        if str(folder) in done or not (folder / "results.json").is_file():
-            continue
-        row = score(folder)
-        with args.out.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        print(f"{folder}: P {row['P']:.4f}, U {row['U']:.4f}, G {row['G']:.4f}", flush=True)
-    if args.table:
-        print(table([json.loads(line) for line in args.out.read_text().splitlines()]))
+    jsonl_main(
+        __doc__.splitlines()[0],
+        score,
+        table,
+        lambda row: f"P {row['P']:.4f}, U {row['U']:.4f}, G {row['G']:.4f}",
+    )
 
 
 if __name__ == "__main__":

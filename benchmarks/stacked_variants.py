@@ -23,12 +23,10 @@ appended to ``--out`` (resumable); ``--table`` prints the summary.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
-from cached_run import load_cached
+from cached_run import jsonl_main, load_cached
 
 from router.learned import COARSE_CUTS, DEFAULT_CUTS, rolling_folds
 from router.objective import inner_split
@@ -170,22 +168,12 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folders", nargs="*", type=Path, help="finished run folders")
-    ap.add_argument("--out", type=Path, required=True, help="JSON lines, appended (resumable)")
-    ap.add_argument("--table", action="store_true", help="print the summary table of --out")
-    args = ap.parse_args()
-    lines = args.out.read_text().splitlines() if args.out.exists() else []
-    done = {json.loads(line)["run"] for line in lines}
-    for folder in args.folders:
-        if str(folder) in done or not (folder / "results.json").is_file():
-            continue
-        row = variants(folder)
-        with args.out.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        print(f"{folder}: step_in {row['step_in']:.4f}, mean {row['mean']:.4f}", flush=True)
-    if args.table:
-        print(table([json.loads(line) for line in args.out.read_text().splitlines()]))
+    jsonl_main(
+        __doc__.splitlines()[0],
+        variants,
+        table,
+        lambda row: f"step_in {row['step_in']:.4f}, mean {row['mean']:.4f}",
+    )
 
 
 if __name__ == "__main__":

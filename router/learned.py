@@ -273,8 +273,13 @@ class LearnedRouter(Combiner):
 
     def describe(self) -> str:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in self.inner_scores_.items())
+        folds = len(self.fold_scores_[self.incumbent])
+        how = (
+            f"kept {self.incumbent}: no challenger beat it"
+            if self.chosen_ == self.incumbent
+            else f"chose {self.chosen_}: it beat {self.incumbent}"
+        )
         return (
-            f"learned router chose {self.chosen_} by a one-sided Diebold-Mariano test "
-            f"(p < 0.05) against {self.incumbent} over {len(next(iter(self.fold_scores_.values())))} rolling-origin folds "
-            f"(mean held-out val MSE: {scores}); {self.model_.describe()}"
+            f"learned router {how} with a one-sided Diebold-Mariano p < 0.05 over {folds} "
+            f"rolling-origin folds (mean held-out val MSE: {scores}); {self.model_.describe()}"
         )

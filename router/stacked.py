@@ -51,18 +51,23 @@ def project_simplex(v: np.ndarray) -> np.ndarray:
     return np.maximum(v - theta, 0.0)
 
 
-def simplex_least_squares(gram: np.ndarray, b: np.ndarray, n_iter: int = 3000) -> np.ndarray:
+def simplex_least_squares(
+    gram: np.ndarray, b: np.ndarray, n_iter: int = 3000, tol: float = 1e-12
+) -> np.ndarray:
     """Solve ``min_w w'Gw - 2b'w`` over the simplex for a batch of problems.
 
     Accelerated projected gradient (FISTA, step 1 / (2 * largest eigenvalue)). Members'
     forecasts are strongly correlated, so G is ill-conditioned and plain projected
     gradient crawls; the accelerated version reaches the optimum to ~1e-4 in weight on
-    real validation sets. All K problems run at once.
+    real validation sets. All K problems run at once, and stop together once no weight
+    moves by more than ``tol`` in a step (checked every 50 steps): well-conditioned
+    batches get there long before ``n_iter``, real validation sets rarely do.
 
     Args:
         gram: [K, M, M] positive semi-definite.
         b: [K, M].
-        n_iter: gradient steps.
+        n_iter: gradient steps at most.
+        tol: the largest change of any weight in one step that counts as converged.
 
     Returns:
         [K, M] weights on the simplex.
@@ -71,9 +76,11 @@ def simplex_least_squares(gram: np.ndarray, b: np.ndarray, n_iter: int = 3000) -
     step = 0.5 / np.maximum(np.linalg.eigvalsh(gram)[:, -1], 1e-12)[:, None]  # [K, 1]
     w = np.full((k, m), 1.0 / m)
     z, t = w, 1.0
-    for _ in range(n_iter):
+    for i in range(n_iter):
         grad = 2.0 * (np.einsum("kmn,kn->km", gram, z) - b)
         w_next = project_simplex(z - step * grad)
+        if i % 50 == 49 and np.max(np.abs(w_next - w)) <= tol:
+            return w_next
         t_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
         z = w_next + ((t - 1.0) / t_next) * (w_next - w)
         w, t = w_next, t_next
@@ -121,16 +128,20 @@ def _fit(moments: tuple, per_channel: bool = True) -> tuple[np.ndarray, np.ndarr
     """Per-(step, channel) and pooled per-step simplex weights, both [H, C, M].
 
     With ``per_channel`` False the first is the pooled one too: the H x C problems are
-    most of a fit's time, and ``pool = 1`` does not use them.
+    most of a fit's time, and ``pool = 1`` does not use them. Otherwise both sets are
+    solved in one batch (the problems are independent; one call costs the loop once).
     """
     gram, b, _, _ = moments
     h, c, m = b.shape
-    pooled = simplex_least_squares(gram.sum(axis=1), b.sum(axis=1))  # [H, M]
-    pooled = np.broadcast_to(pooled[:, None], (h, c, m))
+    pooled_g, pooled_b = gram.sum(axis=1), b.sum(axis=1)  # [H, M, M], [H, M]
     if not per_channel:
+        pooled = np.broadcast_to(simplex_least_squares(pooled_g, pooled_b)[:, None], (h, c, m))
         return pooled, pooled
-    per_ch = simplex_least_squares(gram.reshape(h * c, m, m), b.reshape(h * c, m))
-    return per_ch.reshape(h, c, m), pooled
+    w = simplex_least_squares(
+        np.concatenate([pooled_g, gram.reshape(h * c, m, m)]),
+        np.concatenate([pooled_b, b.reshape(h * c, m)]),
+    )
+    return w[h:].reshape(h, c, m), np.broadcast_to(w[:h, None], (h, c, m))
 
 
 class StackedCombiner(Combiner):

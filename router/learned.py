@@ -5,8 +5,8 @@ horizon step and channel, fitted on validation and shrunk toward per-step weight
 over channels and toward equal weights by amounts chosen on held-out validation windows,
 so it is the mean when the members are indistinguishable and leans on the better
 members when they are not. The challengers are the feature-conditioned routers:
-FFORMA-style LightGBM, the torch gating network and the rule tree. Per-window routing is where the headroom is (the oracle) and also where
-overfitting is easiest, so a challenger replaces the incumbent only if its held-out
+FFORMA-style LightGBM, the torch gating network and the rule tree. Per-window routing
+is where the headroom is (the oracle) and also where overfitting is easiest, so a challenger replaces the incumbent only if its held-out
 losses are lower with one-sided Diebold-Mariano p < 0.05 (``significance_choice``);
 among those that do, the lowest mean fold score wins and is refitted on all validation
 windows. ``stacked_pooled`` (one vector per step) can be the incumbent instead, with
@@ -20,8 +20,8 @@ early-stop on the last part of that) and scored on the windows after it, past a 
 windows so no target is shared. The scored windows are never used for fitting or early
 stopping. Long horizons leave room for few folds (each scored part must be longer than
 the gap): two coarser folds are tried, and with a single fold the incumbent stays. The
-static references (mean, median, inverse error, greedy, pooled stacked) are scored on the same folds for
-the report, not chosen from: the stacked weights already span them (equal weights at
+static references (mean, median, inverse error, greedy, pooled stacked) are scored on the
+same folds for the report, not chosen from: the stacked weights already span them (equal weights at
 full shrinkage, fitted static weights at none), and picking among many near-equal static
 rules by a few noisy folds is how validation gets overfitted.
 

@@ -6,8 +6,9 @@ over channels and toward equal weights by amounts chosen on held-out validation 
 so it is the mean when the members are indistinguishable and leans on the better
 members when they are not. The challengers are the feature-conditioned routers:
 FFORMA-style LightGBM, the torch gating network and the rule tree. Per-window routing
-is where the headroom is (the oracle) and also where overfitting is easiest, so a challenger replaces the incumbent only if its held-out
-losses are lower with one-sided Diebold-Mariano p < 0.05 (``significance_choice``);
+is where the headroom is (the oracle) and also where overfitting is easiest, so a
+challenger replaces the incumbent only if its held-out losses are lower with one-sided
+Diebold-Mariano p < 0.05 (``significance_choice``);
 among those that do, the lowest mean fold score wins and is refitted on all validation
 windows. ``stacked_pooled`` (one vector per step) can be the incumbent instead, with
 the per-channel ``stacked`` as a challenger under the same test

@@ -307,6 +307,15 @@ def analyse_run(
             for i, m in enumerate(members)
         }
         out["weights_constant"] = bool(np.allclose(w, w.reshape(-1, w.shape[-1])[0]))
+        if w.shape[1] > 1:  # per channel: the router's mean weight and each member's test MSE
+            out["channel_weights"] = w.mean(axis=0).tolist()  # [C][M]
+            out["channel_mse"] = [  # [C][M]
+                list(v)
+                for v in zip(
+                    *(np.mean((run.test[m] - run.true) ** 2, axis=(0, 1)) for m in members),
+                    strict=True,
+                )
+            ]
     out["win_rate"] = {m: float(np.mean(winner == i)) for i, m in enumerate(members)}
     out["error_corr"] = error_correlation(run)
     diff = err_ens - err_mean
@@ -645,6 +654,34 @@ def report_markdown(
     else:
         lines.append("No router_weights.npz in the run folder.")
     lines.append("")
+
+    if "channel_weights" in an:
+        names = r.get("channels") or [str(c) for c in range(len(an["channel_weights"]))]
+        lines += [
+            "## Weights per channel",
+            "",
+            "Mean router weight over the test windows for each channel, and each member's "
+            "test MSE on that channel (lowest in bold). Where the weights differ between "
+            "channels the router fitted them per channel.",
+            "",
+            "| channel | "
+            + " | ".join(f"{m} weight" for m in members)
+            + " | "
+            + " | ".join(f"{m} MSE" for m in members)
+            + " |",
+            "|---" * (2 * len(members) + 1) + "|",
+        ]
+        for name, wc, ec in zip(names, an["channel_weights"], an["channel_mse"], strict=True):
+            best = int(np.argmin(ec))
+            errs = [f"**{v:.4f}**" if i == best else f"{v:.4f}" for i, v in enumerate(ec)]
+            lines.append(
+                f"| {name} | "
+                + " | ".join(f"{v:.3f}" for v in wc)
+                + " | "
+                + " | ".join(errs)
+                + " |"
+            )
+        lines.append("")
 
     corr_err = an.get("error_corr")
     if corr_err and len(members) > 1:

@@ -101,6 +101,12 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
     assert abs(sum(an["win_rate"].values()) - 1) < 1e-9
     assert set(an["regimes"]) >= {"seasonal_strength", "volatility"}
     assert "## Error correlation between members" in md
+    # per channel: the mean weights of router_weights.npz and each member's own test MSE
+    assert "## Weights per channel" in md
+    with np.load(run_dir / "router_weights.npz") as z:
+        np.testing.assert_allclose(an["channel_weights"], z["test"].mean(axis=0), rtol=1e-6)
+    assert [int(np.argmin(e)) for e in an["channel_mse"]] == [0, 0, 0]  # naive: least noise
+    assert md.count(" | **") == 3  # one lowest MSE in bold per channel row
     # the ensemble here is the mean: their test difference is exactly nothing
     assert an["router_vs_mean"]["dm"]["p"] == 1.0
     abl = {r["variant"]: r for r in an["ablation"]}

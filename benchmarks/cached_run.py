@@ -69,3 +69,22 @@ def jsonl_main(
         print(f"{folder}: {brief(row)}", flush=True)
     if args.table:
         print(table([json.loads(line) for line in args.out.read_text().splitlines()]))
+
+
+def verdict(rows: list[dict], new: str, old: str) -> tuple[int, int, bool]:
+    """The pre-registrations' decision rule for replacing rule ``old`` by ``new``.
+
+    Adopt ``new`` iff its mean relative test MSE against the mean (``row["mean"]``) is
+    lower than ``old``'s and it is lower than ``old`` in more than half of the rows where
+    the two differ (relative difference over 1e-6).
+
+    Returns:
+        (rows where they differ, rows among those where ``new`` is lower, adopt).
+    """
+
+    def rel(k: str) -> float:
+        return float(np.mean([r[k] / r["mean"] - 1 for r in rows]))
+
+    differ = [r for r in rows if abs(r[new] / r[old] - 1) > 1e-6]
+    lower = sum(r[new] < r[old] for r in differ)
+    return len(differ), lower, rel(new) < rel(old) and lower > len(differ) / 2

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from cached_run import jsonl_main, load_cached
+from cached_run import jsonl_main, load_cached, verdict
 
 from router import make_combiner
 from router.learned import LearnedRouter, registry_name, significance_choice
@@ -88,15 +88,13 @@ def table(rows: list[dict]) -> str:
             f"{r['p_stacked_vs_pooled']:.3f} |"
         )
     rel = {k: np.mean([r[k] / r["mean"] - 1 for r in rows]) for k in RULES}
-    differ = [r for r in rows if abs(r["G"] / r["P"] - 1) > 1e-6]
-    lower = sum(r["G"] < r["P"] for r in differ)
-    adopt = rel["G"] < rel["P"] and lower > len(differ) / 2
+    differ, lower, adopt = verdict(rows, "G", "P")
     out += [
         "",
         "mean test MSE vs the mean: " + ", ".join(f"{k} {100 * v:+.2f} %" for k, v in rel.items()),
         "below the mean: "
         + ", ".join(f"{k} {sum(r[k] < r['mean'] for r in rows)}/{len(rows)}" for k in RULES),
-        f"G differs from P in {len(differ)} of {len(rows)} runs and is lower in {lower}",
+        f"G differs from P in {differ} of {len(rows)} runs and is lower in {lower}",
         f"pre-registered decision: {'adopt G' if adopt else 'keep U'}",
     ]
     return "\n".join(out)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from cached_run import jsonl_main, load_cached
+from cached_run import jsonl_main, load_cached, verdict
 
 from router.objective import inner_split
 from router.stacked import StackedCombiner, simplex_least_squares
@@ -122,14 +122,12 @@ def table(rows: list[dict]) -> str:
             f"({r['channel_in_a']:.2f}, {r['channel_in_lam']:.1f}) | {r['channel_0']:.4f} |"
         )
     rel = {k: np.mean([r[k] / r["mean"] - 1 for r in rows]) for k in ("step_in", "channel_in")}
-    differ = [r for r in rows if abs(r["channel_in"] / r["step_in"] - 1) > 1e-6]
-    lower = sum(r["channel_in"] < r["step_in"] for r in differ)
-    adopt = rel["channel_in"] < rel["step_in"] and lower > len(differ) / 2
+    differ, lower, adopt = verdict(rows, "channel_in", "step_in")
     out += [
         "",
         f"mean test MSE vs the mean: step_in {100 * rel['step_in']:+.2f} %, "
         f"channel_in {100 * rel['channel_in']:+.2f} %",
-        f"channel_in differs from step_in in {len(differ)} of {len(rows)} runs and is lower in {lower}",
+        f"channel_in differs from step_in in {differ} of {len(rows)} runs and is lower in {lower}",
         f"pre-registered decision: {'adopt channel_in' if adopt else 'keep stacked unchanged'}",
     ]
     return "\n".join(out)

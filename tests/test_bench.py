@@ -182,21 +182,51 @@ def test_collect_ignores_cells_of_other_grids(synth_csv, tmp_path):
     assert collect(spec).empty
 
 
-def test_reroute_refits_the_learned_router_of_a_finished_run(synth_csv, tmp_path):
-    """benchmarks/reroute.py reproduces the run's own learned ensemble from the saved files."""
+@pytest.fixture(scope="module")
+def learned_run(tmp_path_factory):
+    """A finished `--router learned` run folder, and benchmarks/ on the import path."""
     import sys
+
+    from conftest import synthetic_frame
 
     from experiments.cli import main
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from reroute import reroute
-
-    out = tmp_path / "run"
-    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    tmp = tmp_path_factory.mktemp("learned")
+    out = tmp / "run"
+    csv = tmp / "synth.csv"
+    synthetic_frame(1400, 3, 24).to_csv(csv, index=False)
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24"]
     argv += ["--members", "naive,snaive,window_mean", "--router", "learned"]
     assert main(argv + ["--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_reroute_refits_the_learned_router_of_a_finished_run(learned_run):
+    """benchmarks/reroute.py reproduces the run's own learned ensemble from the saved files."""
+    from reroute import reroute
+
+    out = learned_run
     row = reroute(out)
     res = json.loads((out / "results.json").read_text())
     assert row["learned"] == round(res["test"]["ensemble"]["mse"], 4)
     assert row["mean"] == round(res["test"]["mean"]["mse"], 4)
     assert row["chosen"] in {"lgbm", "torch", "rules", "stacked"}
+
+
+def test_channel_scripts_reproduce_the_library_rules(learned_run):
+    """Pre-registrations 5 and 6: the scripts' rules are the library's, on a real run folder."""
+    from channel_gate import score as gate_score
+    from channel_stacked import score as channel_score
+
+    res = json.loads((learned_run / "results.json").read_text())
+    combiners = res["combiners"]
+    row = channel_score(learned_run)  # raises if the library's stacked is not channel_in
+    assert row["step_in"] == pytest.approx(combiners["stacked_pooled"]["test"]["mse"], rel=1e-6)
+    assert row["channel_in"] == pytest.approx(combiners["stacked"]["test"]["mse"], rel=1e-6)
+    assert row["mean"] == pytest.approx(res["test"]["mean"]["mse"], rel=1e-6)
+    gate = gate_score(learned_run)  # raises if the library's gated choice is not G's
+    assert gate["U"] == pytest.approx(res["test"]["ensemble"]["mse"], rel=1e-6)  # the default
+    assert gate["U_chose"] == next(k for k, v in combiners.items() if v["chosen"]).replace(
+        "learned_", ""
+    )

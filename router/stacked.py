@@ -191,7 +191,9 @@ class StackedCombiner(Combiner):
         fit_w, held_w = inner_split(w, h)
         if len(fit_w) == 0 or len(held_w) == 0:  # too few windows to choose: the mean
             moments = channel_step_moments(val_forecasts, val_targets)
-            self.inner_scores_, self.pool_, self.lam_ = {}, 1.0, 1.0
+            self.inner_scores_ = {}
+            self.pool_ = 1.0 if self.pool is None else float(self.pool)
+            self.lam_ = 1.0 if self.lam is None else float(self.lam)
         else:
             # contiguous parts: fit, the gap, held out; their sums are the full set's terms
             parts = (
@@ -209,15 +211,8 @@ class StackedCombiner(Combiner):
                 for pool in self._grid(self.pool, self.pool_grid)
                 for lam in self._grid(self.lam, self.grid)
             }
-            best = next(iter(self.inner_scores_))
-            for key, score in self.inner_scores_.items():
-                if score < self.inner_scores_[best]:
-                    best = key
-            self.pool_, self.lam_ = best
-        if self.lam is not None:
-            self.lam_ = float(self.lam)
-        if self.pool is not None:
-            self.pool_ = float(self.pool)
+            # min keeps the first of equal scores: the grids run largest first
+            self.pool_, self.lam_ = min(self.inner_scores_, key=self.inner_scores_.get)
         self.step_weights_ = self._blend(*_fit(moments, self.pool_ != 1.0), self.pool_, self.lam_)
         return self
 

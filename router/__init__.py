@@ -13,6 +13,7 @@ the windows' inputs only and are needed by combiners with ``needs_features``.
 | inverse_error | weights ~ 1 / validation MSE, per channel and horizon step |
 | best | the member with the lowest validation MSE, per channel |
 | stacked | per-horizon-step simplex weights (constrained least squares), shrunk toward the mean |
+| stacked_tilted | stacked, blended per window with weights ~ members' recent MSE ** -beta |
 | greedy | Caruana greedy selection with replacement, per channel |
 | rules | shallow tree over readable features, printed as rules |
 | learned_lgbm | FFORMA-style LightGBM softmax weights |
@@ -37,6 +38,7 @@ from router.learned_lgbm import LGBMRouter
 from router.learned_torch import TorchRouter
 from router.rules import RuleRouter
 from router.stacked import PooledStackedCombiner, StackedCombiner
+from router.tilted import TiltedStackedCombiner
 
 COMBINERS: dict[str, type[Combiner]] = {
     "mean": MeanCombiner,
@@ -46,6 +48,7 @@ COMBINERS: dict[str, type[Combiner]] = {
     "greedy": GreedyCombiner,
     "stacked": StackedCombiner,
     "stacked_pooled": PooledStackedCombiner,
+    "stacked_tilted": TiltedStackedCombiner,
     "rules": RuleRouter,
     "learned_lgbm": LGBMRouter,
     "learned_torch": TorchRouter,

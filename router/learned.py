@@ -48,8 +48,15 @@ log = logging.getLogger(__name__)
 
 CANDIDATES = ("lgbm", "torch", "rules")  # challengers: feature-conditioned routers
 STATIC_CHALLENGERS = ("stacked",)  # challengers that need no features
-INCUMBENTS = ("stacked", "stacked_pooled", "mean")
-REFERENCES = ("greedy", "inverse_error", "median", "mean", "stacked_pooled")  # for the report only
+INCUMBENTS = ("stacked", "stacked_pooled", "stacked_tilted", "mean")
+REFERENCES = (  # for the report only
+    "greedy",
+    "inverse_error",
+    "median",
+    "mean",
+    "stacked_pooled",
+    "stacked_tilted",
+)
 DEFAULT_CUTS = (0.5, 0.6, 0.7, 0.8, 0.9)
 COARSE_CUTS = (0.5, 0.75)
 

@@ -31,6 +31,8 @@ at most 5 of the 17 runs where it changed anything (pre-registrations 2 and 3).
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import numpy as np
 
 from router.combiners import Combiner
@@ -51,17 +53,87 @@ def project_simplex(v: np.ndarray) -> np.ndarray:
     return np.maximum(v - theta, 0.0)
 
 
-def simplex_least_squares(
-    gram: np.ndarray, b: np.ndarray, n_iter: int = 3000, tol: float = 1e-12
-) -> np.ndarray:
+def simplex_least_squares(gram: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Solve ``min_w w'Gw - 2b'w`` over the simplex for a batch of problems.
 
-    Accelerated projected gradient (FISTA, step 1 / (2 * largest eigenvalue)). Members'
-    forecasts are strongly correlated, so G is ill-conditioned and plain projected
-    gradient crawls; the accelerated version reaches the optimum to ~1e-4 in weight on
-    real validation sets. All K problems run at once, and stop together once no weight
-    moves by more than ``tol`` in a step (checked every 50 steps): well-conditioned
-    batches get there long before ``n_iter``, real validation sets rarely do.
+    Exact for up to ``MAX_EXACT_MEMBERS`` members (:func:`simplex_qp_exact`), by FISTA
+    beyond (:func:`simplex_qp_fista`).
+
+    Args:
+        gram: [K, M, M] positive semi-definite.
+        b: [K, M].
+
+    Returns:
+        [K, M] weights on the simplex.
+    """
+    if b.shape[-1] <= MAX_EXACT_MEMBERS:
+        return simplex_qp_exact(gram, b)
+    return simplex_qp_fista(gram, b)
+
+
+MAX_EXACT_MEMBERS = 8  # 255 supports; the batch below grows with C(M, M/2)
+RIDGE = 1e-10  # relative to the mean diagonal of G: makes the optimum unique
+
+
+def simplex_qp_exact(gram: np.ndarray, b: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """The simplex least-squares problems solved exactly, by enumerating supports.
+
+    The optimum has some support S (its nonzero weights), and on S it is the solution of
+    the problem with only ``sum w = 1`` as constraint, a linear (KKT) system. So every
+    nonempty S is solved, the solutions with a negative weight are dropped, and the
+    lowest objective among the rest is the optimum. With M = 4 members that is 15 tiny
+    systems per problem, all in a few batched ``solve`` calls: on weather H=720 (15,120
+    problems) 0.04 s, against 7 s for 3000 FISTA steps that stop ~1e-4 short in weight.
+
+    A ridge of ``RIDGE`` times the mean diagonal is added to G, so the optimum is unique
+    where members coincide (identical members get equal weights) and every system is
+    nonsingular; it moves weights by ~1e-6 on real validation sets.
+
+    Args:
+        gram: [K, M, M] positive semi-definite.
+        b: [K, M].
+        chunk: problems per batch (memory grows with chunk * C(M, M/2)).
+
+    Returns:
+        [K, M] weights on the simplex.
+    """
+    k, m = b.shape
+    if k > chunk:
+        return np.concatenate(
+            [simplex_qp_exact(gram[i : i + chunk], b[i : i + chunk]) for i in range(0, k, chunk)]
+        )
+    diag = np.einsum("kmm->k", gram) / m
+    g = gram + (RIDGE * diag + 1e-300)[:, None, None] * np.eye(m)
+    best_w, best_f = np.full((k, m), 1.0 / m), np.full(k, np.inf)
+    for size in range(1, m + 1):
+        sup = np.array(list(combinations(range(m), size)))  # [S, size]
+        kkt = np.zeros((k, len(sup), size + 1, size + 1))
+        kkt[..., :size, :size] = g[:, sup[:, :, None], sup[:, None, :]]
+        kkt[..., :size, size] = kkt[..., size, :size] = 1.0
+        rhs = np.concatenate([b[:, sup], np.ones((k, len(sup), 1))], axis=-1)
+        x = np.linalg.solve(kkt, rhs[..., None])[..., :size, 0]  # [K, S, size]
+        w = np.zeros((k, len(sup), m))
+        w[:, np.arange(len(sup))[:, None], sup] = x
+        f = np.einsum("kmn,ksm,ksn->ks", g, w, w) - 2.0 * np.einsum("km,ksm->ks", b, w)
+        f = np.where((x >= -1e-12).all(axis=-1), f, np.inf)  # the infeasible ones out
+        i = np.argmin(f, axis=1)
+        f_i = f[np.arange(k), i]
+        better = f_i < best_f
+        best_f[better], best_w[better] = f_i[better], w[better, i[better]]
+    best_w = np.maximum(best_w, 0.0)  # -1e-12 rounding
+    return best_w / best_w.sum(axis=-1, keepdims=True)
+
+
+def simplex_qp_fista(
+    gram: np.ndarray, b: np.ndarray, n_iter: int = 3000, tol: float = 1e-12
+) -> np.ndarray:
+    """The simplex least-squares problems by accelerated projected gradient, for many members.
+
+    FISTA, step 1 / (2 * largest eigenvalue). Members' forecasts are strongly correlated,
+    so G is ill-conditioned and plain projected gradient crawls; the accelerated version
+    reaches the optimum to ~1e-4 in weight on real validation sets. All K problems run at
+    once, and stop together once no weight moves by more than ``tol`` in a step (checked
+    every 50 steps).
 
     Args:
         gram: [K, M, M] positive semi-definite.

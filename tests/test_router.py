@@ -21,7 +21,7 @@ from router.learned import (
     significance_choice,
 )
 from router.objective import combined_mse, inner_split, window_gram
-from router.stacked import project_simplex, simplex_least_squares
+from router.stacked import project_simplex, simplex_qp_exact, simplex_qp_fista
 
 L, H, C = 48, 12, 2
 
@@ -233,13 +233,19 @@ def test_significance_rule_keeps_the_incumbent_unless_clearly_beaten():
     assert significance_choice(losses, one_fold, "stacked", h) == "stacked"
 
 
-def test_simplex_least_squares_matches_a_grid_search():
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((4, 50, 3))
-    a[:, :, 1] = a[:, :, 0] + 0.01 * rng.standard_normal((4, 50))  # ill-conditioned
-    y = rng.standard_normal((4, 50))
-    gram, b = np.einsum("kni,knj->kij", a, a) / 50, np.einsum("kni,kn->ki", a, y) / 50
-    w = simplex_least_squares(gram, b)
+def least_squares_problems(k: int, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` simplex least-squares problems [k, m, m], [k, m] with two near-equal members."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((k, 50, m))
+    a[:, :, 1] = a[:, :, 0] + 0.01 * rng.standard_normal((k, 50))  # ill-conditioned
+    y = rng.standard_normal((k, 50))
+    return np.einsum("kni,knj->kij", a, a) / 50, np.einsum("kni,kn->ki", a, y) / 50
+
+
+@pytest.mark.parametrize("solve", [simplex_qp_exact, simplex_qp_fista])
+def test_simplex_least_squares_matches_a_grid_search(solve):
+    gram, b = least_squares_problems(4, 3)
+    w = solve(gram, b)
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-9)
     assert (w >= 0).all()
     g = np.linspace(0, 1, 201)
@@ -251,6 +257,16 @@ def test_simplex_least_squares_matches_a_grid_search():
         project_simplex(np.array([[0.2, 0.3, 0.5], [2.0, 0.0, -1.0]])),
         [[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]],
     )
+
+
+def test_exact_and_fista_simplex_solvers_agree():
+    """Enumerating supports finds the optimum FISTA converges to, in batches of any size."""
+    gram, b = least_squares_problems(40, 5, seed=1)
+    exact = simplex_qp_exact(gram, b, chunk=7)  # 40 problems in 6 chunks
+    fista = simplex_qp_fista(gram, b, n_iter=20000)
+    np.testing.assert_allclose(exact, fista, atol=1e-6)
+    assert ((exact == 0).sum(-1) > 0).any()  # some optima lie on the boundary
+    np.testing.assert_allclose(simplex_qp_exact(np.ones((1, 4, 4)), np.ones((1, 4))), 0.25)
 
 
 def test_stacked_weights_follow_each_members_best_steps():

@@ -21,10 +21,11 @@ early-stop on the last part of that) and scored on the windows after it, past a 
 windows so no target is shared. The scored windows are never used for fitting or early
 stopping. Long horizons leave room for few folds (each scored part must be longer than
 the gap): two coarser folds are tried, and with a single fold the incumbent stays. The
-static references (mean, median, inverse error, greedy, pooled stacked) are scored on the
-same folds for the report, not chosen from: the stacked weights already span them (equal weights at
-full shrinkage, fitted static weights at none), and picking among many near-equal static
-rules by a few noisy folds is how validation gets overfitted.
+references (mean, median, inverse error, greedy, pooled stacked, and stacked tilted by
+recent skill) are scored on the same folds for the report, not chosen from: the stacked
+weights already span the static ones (equal weights at full shrinkage, fitted static
+weights at none), picking among many near-equal rules by a few noisy folds is how
+validation gets overfitted, and the tilt was rejected as incumbent by pre-registration 7.
 
 The design was chosen on datasets outside the acceptance benchmarks (ETTh2, ETTm2,
 weather, exchange_rate; BENCHMARKS.md, "Router selection rule"). The significance test

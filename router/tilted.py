@@ -19,6 +19,13 @@ and the combination is a blend with the stacked forecast (``router.stacked``):
 inner split of the validation windows (stacked fitted before, the blend scored after);
 ``share = 0`` is the stacked forecast, and ties go to it. Windows without an earlier
 observed window (the first H of a split) get the stacked forecast.
+
+Pre-registration 7 (``benchmarks/tilt_gate.py``; ``benchmarks/router_preregistration.md``)
+tried it as the learned router's incumbent on 19 runs outside the acceptance benchmarks
+and rejected it: the inner split chose a tilt in 18, and its test MSE was lower than
+the learned router's in 4 of them (mean -2.20 % against the mean, learned -4.21 %). The
+held-out validation windows overstate how long a member's recent lead lasts. It stays a
+combiner of its own and a reference in every ``learned`` report.
 """
 
 from __future__ import annotations

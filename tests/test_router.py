@@ -269,6 +269,37 @@ def test_exact_and_fista_simplex_solvers_agree():
     np.testing.assert_allclose(simplex_qp_exact(np.ones((1, 4, 4)), np.ones((1, 4))), 0.25)
 
 
+def test_tilted_stacked_follows_the_recently_better_member():
+    """Members take turns being sharp in blocks of 120 windows: static weights cannot
+    tell them apart, the tilt by recent error can, and windows with no observed past get
+    the stacked forecast."""
+    rng = np.random.default_rng(0)
+    x, y, _, _, _ = problem(n=1500)
+    good = (np.arange(y.shape[0]) // 120) % 2 == 0  # [W] member 0 sharp here
+    scale = np.where(good, 0.1, 1.0)[:, None, None]
+    f = np.stack([y + s * rng.standard_normal(y.shape) for s in (scale, 1.1 - scale)])
+    feats, names = window_features(x, f, [12], member_names=["m0", "m1"])
+    half = f.shape[1] // 2
+    tilted = make_combiner("stacked_tilted", feature_names=names).fit(
+        f[:, :half], y[:half], feats[:half]
+    )
+    stacked = make_combiner("stacked").fit(f[:, :half], y[:half])
+    assert tilted.share_ > 0, tilted.describe()
+    mse = {
+        k: np.mean((c.forecast(f[:, half:], feats[half:]) - y[half:]) ** 2)
+        for k, c in (("tilted", tilted), ("stacked", stacked))
+    }
+    assert mse["tilted"] < 0.7 * mse["stacked"], mse
+    w = tilted.weights(f[:, half:], feats[half:])  # [W, C, M]
+    settled = np.flatnonzero(good[half:] & np.roll(good[half:], 2 * H))  # 2H into a block
+    assert w[settled, :, 0].mean() > 0.7
+    unseen = np.isnan(feats[:H]).any(-1)  # the first H windows: no observed past
+    assert unseen.all()
+    np.testing.assert_allclose(
+        tilted.forecast(f[:, :H], feats[:H]), stacked.forecast(f[:, :H]), atol=1e-3
+    )
+
+
 def test_stacked_weights_follow_each_members_best_steps():
     """Member 0 is sharp on the first half of the horizon, member 1 on the second."""
     rng = np.random.default_rng(0)

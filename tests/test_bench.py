@@ -230,3 +230,17 @@ def test_channel_scripts_reproduce_the_library_rules(learned_run):
     assert gate["U_chose"] == next(k for k, v in combiners.items() if v["chosen"]).replace(
         "learned_", ""
     )
+
+
+def test_tilt_script_reproduces_the_library_rules(learned_run):
+    """Pre-registration 7: the script's U is the run's ensemble, its tilt the run's reference."""
+    from tilt_gate import score as tilt_score
+
+    res = json.loads((learned_run / "results.json").read_text())
+    row = tilt_score(learned_run)
+    assert row["U"] == pytest.approx(res["test"]["ensemble"]["mse"], rel=1e-6)
+    tilted = res["combiners"]["stacked_tilted"]["test"]["mse"]
+    assert row["stacked_tilted"] == pytest.approx(tilted, rel=1e-6)
+    assert row["T_chose"] in {"stacked_tilted", "lgbm", "torch", "rules"}
+    if row["T_chose"] == "stacked_tilted":
+        assert row["T"] == row["stacked_tilted"]

@@ -41,6 +41,42 @@ def load_cached(folder: Path) -> CachedRun:
     return CachedRun(res, val, val_y, test, test_y)
 
 
+class Refits:
+    """A cached run's router features, and combiners refitted on its validation forecasts.
+
+    ``refits(name)`` is the test MSE of combiner ``name`` (a ``router.learned`` candidate
+    or registry name) fitted on validation with the run's features; each is fitted once.
+
+    Attributes:
+        run: the cached forecasts; feats_val, feats_test: [W, C, F] router features;
+        context: the keyword arguments the run gives every combiner;
+        described: name -> the fitted combiner's ``describe()``.
+    """
+
+    def __init__(self, folder: Path):
+        self.run = load_cached(folder)
+        with np.load(folder / "router_weights.npz") as z:
+            names = [str(n) for n in z["feature_names"]]
+            self.feats_val, self.feats_test = z["features_val"], z["features_test"]
+        res = self.run.results
+        self.context = {"seed": res["seed"], "member_names": res["members"], "feature_names": names}
+        self.described: dict[str, str] = {}
+        self._mse: dict[str, float] = {}
+
+    def __call__(self, name: str) -> float:
+        from router import make_combiner
+        from router.learned import registry_name
+
+        if name not in self._mse:
+            run = self.run
+            model = make_combiner(registry_name(name), **self.context)
+            model.fit(run.val, run.val_y, self.feats_val)
+            pred = model.forecast(run.test, self.feats_test)
+            self._mse[name] = float(np.mean((pred - run.test_y) ** 2))
+            self.described[name] = model.describe()
+        return self._mse[name]
+
+
 def jsonl_main(
     description: str,
     score: Callable[[Path], dict],
@@ -88,3 +124,30 @@ def verdict(rows: list[dict], new: str, old: str) -> tuple[int, int, bool]:
     differ = [r for r in rows if abs(r[new] / r[old] - 1) > 1e-6]
     lower = sum(r[new] < r[old] for r in differ)
     return len(differ), lower, rel(new) < rel(old) and lower > len(differ) / 2
+
+
+def summary(
+    rows: list[dict], keys: tuple[str, ...], new: str, old: str, keep: str | None = None
+) -> list[str]:
+    """The closing lines of a pre-registration's table: each rule in ``keys`` against the
+    mean and the best member over ``rows``, then ``verdict(rows, new, old)`` and the
+    decision (adopt ``new``, or keep ``keep``, by default ``old``)."""
+    rel = {k: np.mean([r[k] / r["mean"] - 1 for r in rows]) for k in keys}
+    differ, lower, adopt = verdict(rows, new, old)
+    out = [
+        "mean test MSE vs the mean: " + ", ".join(f"{k} {100 * v:+.2f} %" for k, v in rel.items()),
+        "below the mean: "
+        + ", ".join(f"{k} {sum(r[k] < r['mean'] for r in rows)}/{len(rows)}" for k in keys),
+    ]
+    if all("best_member" in r for r in rows):
+        out.append(
+            "below the best member: "
+            + ", ".join(
+                f"{k} {sum(r[k] < r['best_member'] for r in rows)}/{len(rows)}" for k in keys
+            )
+        )
+    out += [
+        f"{new} differs from {old} in {differ} of {len(rows)} runs and is lower in {lower}",
+        f"pre-registered decision: {'adopt ' + new if adopt else 'keep ' + (keep or old)}",
+    ]
+    return out

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from cached_run import jsonl_main, load_cached, verdict
+from cached_run import Refits, jsonl_main, summary
 
-from router import make_combiner
-from router.learned import LearnedRouter, registry_name, significance_choice
+from router.learned import LearnedRouter, significance_choice
 
 FEATURED = ("lgbm", "torch", "rules")
 RULES = {
@@ -37,25 +35,13 @@ RULES = {
 
 
 def score(folder: Path) -> dict:
-    run = load_cached(folder)
-    res, members = run.results, run.results["members"]
-    with np.load(folder / "router_weights.npz") as z:
-        names = [str(n) for n in z["feature_names"]]
-        feats_val, feats_test = z["features_val"], z["features_test"]
-    context = {"seed": res["seed"], "member_names": members, "feature_names": names}
-    learned = LearnedRouter(incumbent="stacked_pooled", static_challengers=("stacked",), **context)
-    learned.fit(run.val, run.val_y, feats_val)
+    tested = Refits(folder)
+    run, res, members = tested.run, tested.run.results, tested.run.results["members"]
+    learned = LearnedRouter(
+        incumbent="stacked_pooled", static_challengers=("stacked",), **tested.context
+    )
+    learned.fit(run.val, run.val_y, tested.feats_val)
     h = run.val.shape[2]
-    test_mse: dict[str, float] = {}
-
-    def tested(name: str) -> float:
-        if name not in test_mse:
-            model = make_combiner(registry_name(name), **context).fit(run.val, run.val_y, feats_val)
-            test_mse[name] = float(
-                np.mean((model.forecast(run.test, feats_test) - run.test_y) ** 2)
-            )
-        return test_mse[name]
-
     row = {
         "run": str(folder),
         "dataset": res["dataset"],
@@ -87,16 +73,7 @@ def table(rows: list[dict]) -> str:
             f"| {Path(r['run']).name} | {r['H']} | {r['seed']} | {r['mean']:.4f} | {cells} | "
             f"{r['p_stacked_vs_pooled']:.3f} |"
         )
-    rel = {k: np.mean([r[k] / r["mean"] - 1 for r in rows]) for k in RULES}
-    differ, lower, adopt = verdict(rows, "G", "P")
-    out += [
-        "",
-        "mean test MSE vs the mean: " + ", ".join(f"{k} {100 * v:+.2f} %" for k, v in rel.items()),
-        "below the mean: "
-        + ", ".join(f"{k} {sum(r[k] < r['mean'] for r in rows)}/{len(rows)}" for k in RULES),
-        f"G differs from P in {differ} of {len(rows)} runs and is lower in {lower}",
-        f"pre-registered decision: {'adopt G' if adopt else 'keep U'}",
-    ]
+    out += ["", *summary(rows, tuple(RULES), "G", "P", keep="U")]
     return "\n".join(out)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from cached_run import jsonl_main, load_cached, verdict
+from cached_run import jsonl_main, load_cached, summary
 
 from router.objective import inner_split
 from router.stacked import StackedCombiner, simplex_least_squares
@@ -121,15 +121,8 @@ def table(rows: list[dict]) -> str:
             f"{r['step_in']:.4f} ({r['step_in_lam']:.1f}) | {r['channel_in']:.4f} "
             f"({r['channel_in_a']:.2f}, {r['channel_in_lam']:.1f}) | {r['channel_0']:.4f} |"
         )
-    rel = {k: np.mean([r[k] / r["mean"] - 1 for r in rows]) for k in ("step_in", "channel_in")}
-    differ, lower, adopt = verdict(rows, "channel_in", "step_in")
-    out += [
-        "",
-        f"mean test MSE vs the mean: step_in {100 * rel['step_in']:+.2f} %, "
-        f"channel_in {100 * rel['channel_in']:+.2f} %",
-        f"channel_in differs from step_in in {differ} of {len(rows)} runs and is lower in {lower}",
-        f"pre-registered decision: {'adopt channel_in' if adopt else 'keep stacked unchanged'}",
-    ]
+    keys = ("step_in", "channel_in")
+    out += ["", *summary(rows, keys, "channel_in", "step_in", keep="stacked unchanged")]
     return "\n".join(out)
 
 

@@ -6,7 +6,8 @@ channel where it becomes the worst). But each window's input already holds the t
 of the windows ``t - H - k`` before it, so every member's error on them is known when
 window ``t`` is forecast: the router's "recent skill" features
 (``router.features.past_errors``; ``{source}_rel_{member}`` is a member's log MSE over the
-last H (``recent``) or 4H (``long``) such windows minus the members' average). As in
+last such window (``last``), the last H (``recent``) or 4H (``long``) minus the members'
+average). As in
 AFTER (Yang 2004), exponential re-weighting by those losses gives weights
 
     t[w, c, m] ~ exp(-beta * rel[w, c, m])  =  MSE_m ** -beta / sum_n MSE_n ** -beta,
@@ -67,7 +68,8 @@ class TiltedStackedCombiner(Combiner):
     Args:
         share: fixed blend share of the tilted weights in [0, 1]; None chooses it.
         beta: fixed exponent; None chooses it from ``betas``.
-        source: ``recent`` (last H observed windows) or ``long`` (4H); None chooses it.
+        source: ``last`` (the last observed window), ``recent`` (the last H) or ``long``
+            (the last 4H); None chooses it.
         shares, betas: the grids the inner split chooses from.
         feature_names: names of the F feature columns (set by the run).
     """
@@ -131,8 +133,9 @@ class TiltedStackedCombiner(Combiner):
             shares = [self.share] if self.share is not None else list(self.shares)
             betas = [self.beta] if self.beta is not None else list(self.betas)
             for source in sources:
+                rel = features[held][..., self._columns(source, m)]  # [Wh, C, M]
                 for beta in betas:
-                    t, known = tilt_weights(features[held][..., self._columns(source, m)], beta)
+                    t, known = tilt_weights(rel, beta)
                     tilted = np.einsum("mwhc,wcm->whc", f_held, t)
                     e_t = np.where(known[:, None], tilted - y_held, e_s)
                     # the blend's MSE is a quadratic in the share: three sums serve every share

@@ -63,6 +63,44 @@ class Refits:
         self.described: dict[str, str] = {}
         self._mse: dict[str, float] = {}
 
+    def gate(
+        self,
+        folder: Path,
+        incumbent: str,
+        static_challengers: tuple[str, ...],
+        rules: dict[str, tuple[str, tuple[str, ...]]],
+    ):
+        """One learned-router fit (``incumbent``, the feature-conditioned challengers and
+        ``static_challengers``, all on the same folds) and the folder's row: its identity,
+        the mean's and best member's test MSE, and for each rule ``{rule: (incumbent,
+        challengers)}`` its choice (``router.learned.significance_choice``) and that
+        choice's test MSE.
+
+        Returns:
+            (the fitted ``LearnedRouter``, the row).
+        """
+        from router.learned import LearnedRouter, significance_choice
+
+        run, res = self.run, self.run.results
+        learned = LearnedRouter(
+            incumbent=incumbent, static_challengers=static_challengers, **self.context
+        )
+        learned.fit(run.val, run.val_y, self.feats_val)
+        h = run.val.shape[2]
+        row = {
+            "run": str(folder),
+            "dataset": res["dataset"],
+            "H": h,
+            "seed": res["seed"],
+            "mean": self("mean"),
+            "best_member": min(res["test"][m]["mse"] for m in res["members"]),
+        }
+        for rule, (inc, ch) in rules.items():
+            losses = {n: learned.held_losses_[n] for n in (*ch, inc)}
+            pick = significance_choice(losses, learned.fold_scores_, inc, h)
+            row[rule], row[f"{rule}_chose"] = self(pick), pick
+        return learned, row
+
     def __call__(self, name: str) -> float:
         from router import make_combiner
         from router.learned import registry_name

@@ -24,8 +24,6 @@ from pathlib import Path
 
 from cached_run import Refits, jsonl_main, summary
 
-from router.learned import LearnedRouter, significance_choice
-
 FEATURED = ("lgbm", "torch", "rules")
 RULES = {
     "G": ("stacked_pooled", (*FEATURED, "stacked")),
@@ -36,25 +34,8 @@ RULES = {
 
 def score(folder: Path) -> dict:
     tested = Refits(folder)
-    run, res, members = tested.run, tested.run.results, tested.run.results["members"]
-    learned = LearnedRouter(
-        incumbent="stacked_pooled", static_challengers=("stacked",), **tested.context
-    )
-    learned.fit(run.val, run.val_y, tested.feats_val)
-    h = run.val.shape[2]
-    row = {
-        "run": str(folder),
-        "dataset": res["dataset"],
-        "H": h,
-        "seed": res["seed"],
-        "mean": tested("mean"),
-        "best_member": min(res["test"][m]["mse"] for m in members),
-        "reported": res["test"]["ensemble"]["mse"],
-    }
-    for rule, (incumbent, challengers) in RULES.items():
-        losses = {n: learned.held_losses_[n] for n in (*challengers, incumbent)}
-        pick = significance_choice(losses, learned.fold_scores_, incumbent, h)
-        row[rule], row[f"{rule}_chose"] = tested(pick), pick
+    learned, row = tested.gate(folder, "stacked_pooled", ("stacked",), RULES)
+    row["reported"] = tested.run.results["test"]["ensemble"]["mse"]
     if row["G_chose"] != learned.chosen_:
         raise RuntimeError(f"{folder}: the library chose {learned.chosen_}, G {row['G_chose']}")
     row["p_stacked_vs_pooled"] = learned.held_out_test("stacked")["p"]  # two-sided, held out

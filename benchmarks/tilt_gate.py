@@ -24,34 +24,15 @@ from pathlib import Path
 
 from cached_run import Refits, jsonl_main, summary
 
-from router.learned import LearnedRouter, significance_choice
-
 FEATURED = ("lgbm", "torch", "rules")
 RULES = {"U": ("stacked", FEATURED), "T": ("stacked_tilted", FEATURED)}
 
 
 def score(folder: Path) -> dict:
     tested = Refits(folder)
-    run, res = tested.run, tested.run.results
-    learned = LearnedRouter(
-        incumbent="stacked_tilted", static_challengers=("stacked",), **tested.context
-    )
-    learned.fit(run.val, run.val_y, tested.feats_val)
-    h = run.val.shape[2]
-    row = {
-        "run": str(folder),
-        "dataset": res["dataset"],
-        "H": h,
-        "seed": res["seed"],
-        "mean": tested("mean"),
-        "stacked": tested("stacked"),
-        "stacked_tilted": tested("stacked_tilted"),
-        "best_member": min(res["test"][m]["mse"] for m in res["members"]),
-    }
-    for rule, (incumbent, challengers) in RULES.items():
-        losses = {n: learned.held_losses_[n] for n in (*challengers, incumbent)}
-        pick = significance_choice(losses, learned.fold_scores_, incumbent, h)
-        row[rule], row[f"{rule}_chose"] = tested(pick), pick
+    learned, row = tested.gate(folder, "stacked_tilted", ("stacked",), RULES)
+    row["stacked"] = tested("stacked")
+    row["stacked_tilted"] = tested("stacked_tilted")
     row["tilt"] = tested.described["stacked_tilted"].split(";")[0]
     row["p_stacked_vs_tilted"] = learned.held_out_test("stacked")["p"]  # two-sided, held out
     return row

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "cmd_bench",
     "cmd_tune",
     "cmd_analyse",
+    "cmd_summary",
     "cmd_timellm",
     "cmd_bench_step",
 ]

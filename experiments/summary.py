@@ -1,0 +1,239 @@
+"""Seeds summary of finished run folders: mean ± std over seeds of every forecast they report.
+
+``bench`` tabulates the grid it ran itself; runs started one by one (an acceptance run per
+seed, a refit with another router) are summarised here instead. Folders are grouped by
+what makes their numbers comparable (dataset, lookback, horizon, features, members,
+router and the rest of ``config.yaml``, such as member options); within a group each seed counts once, and every forecast a ``results.json``
+reports is averaged: the members, the ensemble, the ``mean``/``median`` references, every
+combiner the learned router compared (``combiners``) and the ``oracle`` bound.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ensemble.errors import UserError
+
+_REFERENCES = ("mean", "median")
+
+
+@dataclass
+class Group:
+    """Run folders whose numbers may be averaged: one per seed."""
+
+    dataset: str
+    seq_len: int
+    pred_len: int
+    features: str
+    members: tuple[str, ...]
+    router: str
+    settings: str  # the rest of config.yaml that changes numbers, e.g. member options
+    runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> results.json
+
+    @property
+    def cell(self) -> str:
+        return f"{self.dataset} L={self.seq_len} H={self.pred_len} ({self.features})"
+
+    @property
+    def title(self) -> str:
+        return (
+            f"{self.cell}; members {', '.join(self.members)}; router `{self.router}`; "
+            + (f"settings {self.settings}; " if self.settings else "")
+            + f"seeds {', '.join(map(str, sorted(self.runs)))}"
+        )
+
+    def forecasts(self) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+        """{name: (kind, test MSE [S], test MAE [S])} over the seeds in order; NaN where a
+        seed's folder lacks the forecast (a combiner added by a later version)."""
+        seeds = sorted(self.runs)
+        names: dict[str, str] = {}
+        for res in self.runs.values():
+            for n in res["test"]:
+                names.setdefault(n, _kind(n, self.members))
+            for n in res.get("combiners", {}):
+                names.setdefault(n, "combiner")
+
+        def score(res: dict[str, Any], name: str, metric: str) -> float:
+            if name in res["test"]:
+                return float(res["test"][name][metric])
+            c = res.get("combiners", {}).get(name)
+            return float(c["test"][metric]) if c else np.nan
+
+        return {
+            n: (
+                kind,
+                np.array([score(self.runs[s], n, "mse") for s in seeds]),
+                np.array([score(self.runs[s], n, "mae") for s in seeds]),
+            )
+            for n, kind in names.items()
+        }
+
+
+def _kind(name: str, members: tuple[str, ...]) -> str:
+    if name in members:
+        return "member"
+    if name == "ensemble":
+        return "ensemble"
+    if name == "oracle":
+        return "bound"
+    return "reference" if name in _REFERENCES else "combiner"
+
+
+# config.yaml fields that do not change a run's numbers, or are in the group key already
+_NOT_SETTINGS = {"seed", "out", "data_dir", "dataset", "seq_len", "pred_len", "features"}
+_NOT_SETTINGS |= {"members", "router"}
+_DEFAULTS = {"percent": 100}
+
+
+def run_settings(folder: Path) -> str:
+    """The folder's config.yaml settings beyond the key, as ``a=1, timellm.lr=0.001``;
+    runs with other member options must not be averaged with these."""
+    path = folder / "config.yaml"
+    if not path.is_file():
+        return ""
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(
+            f"{path} is not valid YAML ({exc.__class__.__name__}); rerun that folder"
+        ) from None
+    items = []
+    for k, v in sorted(cfg.items()):
+        if k in _NOT_SETTINGS or v is None or _DEFAULTS.get(k) == v:
+            continue
+        if k == "member_params":
+            items += [f"{m}.{pk}={pv}" for m, ps in sorted(v.items()) for pk, pv in ps.items()]
+        else:
+            items.append(f"{k}={v}")
+    return ", ".join(items)
+
+
+def load_groups(folders: list[str | Path]) -> list[Group]:
+    """Read each folder's results.json and group the comparable ones (order of first sight)."""
+    if not folders:
+        raise UserError("no run folders given: pass folders written by `hybrid-forecast run`")
+    groups: dict[tuple, Group] = {}
+    where: dict[tuple, Path] = {}
+    for folder in map(Path, folders):
+        path = folder / "results.json"
+        if not path.is_file():
+            raise UserError(
+                f"{path} not found: pass finished run folders (`hybrid-forecast run ... --out DIR`)"
+            )
+        try:
+            res = json.loads(path.read_text())
+            key = (
+                res["dataset"],
+                int(res["seq_len"]),
+                int(res["pred_len"]),
+                res.get("features", "M"),
+                tuple(res["members"]),
+                res["router"],
+                run_settings(folder),
+            )
+            seed = int(res["seed"])
+            if "ensemble" not in res["test"]:
+                raise KeyError("test.ensemble")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise UserError(
+                f"{path} is not a results.json of `hybrid-forecast run` ({exc!r}); rerun that folder"
+            ) from None
+        group = groups.setdefault(key, Group(*key))
+        if seed in group.runs:
+            raise UserError(
+                f"{where[key + (seed,)]} and {folder} are the same run (seed {seed} of "
+                f"{group.cell}, same members, router and settings): pass one of them"
+            )
+        group.runs[seed] = res
+        where[key + (seed,)] = folder
+    return list(groups.values())
+
+
+def _cell(values: np.ndarray) -> str:
+    v = values[~np.isnan(values)]
+    if len(v) == 0:
+        return "–"
+    if len(v) == 1:
+        return f"{v[0]:.4f}"
+    return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}"
+
+
+def group_markdown(group: Group) -> str:
+    """One table: a row per forecast, members first, then the ensemble, the references, the
+    other combiners by mean test MSE, and the oracle bound; then the issue-6 style counts."""
+    fc = group.forecasts()
+    order = {"member": 0, "ensemble": 1, "reference": 2, "combiner": 3, "bound": 4}
+    names = sorted(fc, key=lambda n: (order[fc[n][0]], np.nanmean(fc[n][1])))
+    seeds = sorted(group.runs)
+    lines = [
+        f"## {group.title}",
+        "",
+        "Test MSE and MAE in the scaled space, mean ± sample std (ddof=1) over seeds.",
+        "",
+        "| forecast | kind | test MSE | test MAE | MSE per seed ("
+        + ", ".join(map(str, seeds))
+        + ") |",
+        "|---|---|---|---|---|",
+    ]
+    for n in names:
+        kind, mse, mae = fc[n]
+        label = f"ensemble (`{group.router}`)" if n == "ensemble" else n
+        chosen = [s for s in seeds if group.runs[s].get("combiners", {}).get(n, {}).get("chosen")]
+        if chosen:
+            label += f" (chosen in seeds {', '.join(map(str, chosen))})"
+        per_seed = " / ".join("–" if np.isnan(x) else f"{x:.4f}" for x in mse)
+        lines.append(f"| {label} | {kind} | {_cell(mse)} | {_cell(mae)} | {per_seed} |")
+    members = [n for n in names if fc[n][0] == "member"]
+    if members:
+        by_seed = np.stack([fc[m][1] for m in members])  # [M, S]
+        best = by_seed.min(axis=0)
+        ens = fc["ensemble"][1]
+        lines += [
+            "",
+            f"The ensemble is below its best member on test in {int(np.sum(ens < best))} of "
+            f"{len(seeds)} seeds (best member per seed: "
+            f"{', '.join(members[i] for i in by_seed.argmin(axis=0))})"
+            + (
+                f" and below the mean in {int(np.sum(ens < fc['mean'][1]))} of {len(seeds)}."
+                if "mean" in fc
+                else "."
+            ),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(groups: list[Group]) -> str:
+    return "# Seeds summary\n\n" + "\n".join(group_markdown(g) for g in groups)
+
+
+def summary_json(groups: list[Group]) -> list[dict[str, Any]]:
+    out = []
+    for g in groups:
+        fc = g.forecasts()
+        out.append(
+            {
+                "dataset": g.dataset,
+                "settings": g.settings,
+                "seq_len": g.seq_len,
+                "pred_len": g.pred_len,
+                "features": g.features,
+                "members": list(g.members),
+                "router": g.router,
+                "seeds": sorted(g.runs),
+                "test": {
+                    n: {
+                        "kind": kind,
+                        "mse": np.where(np.isnan(mse), None, mse).tolist(),
+                        "mae": np.where(np.isnan(mae), None, mae).tolist(),
+                    }
+                    for n, (kind, mse, mae) in fc.items()
+                },
+            }
+        )
+    return out

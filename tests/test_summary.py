@@ -1,0 +1,107 @@
+"""experiments.summary: seeds summary of run folders (`hybrid-forecast summary`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.cli import main
+from experiments.summary import load_groups, summary_json
+
+
+def fake_run(folder: Path, seed: int, router: str = "learned", **test: float) -> Path:
+    """A results.json with the fields `summary` reads; ``test`` maps forecast -> MSE."""
+    scores = {n: {"mse": v, "mae": v / 2} for n, v in test.items()}
+    combiners = {
+        "stacked": {"test": {"mse": test["ensemble"], "mae": test["ensemble"] / 2}, "chosen": True}
+    }
+    if seed == 0:  # a combiner only one seed's version reported
+        combiners["greedy"] = {"test": {"mse": 0.9, "mae": 0.45}, "chosen": False}
+    res = {
+        "dataset": "ETTh1",
+        "seq_len": 96,
+        "pred_len": 24,
+        "features": "M",
+        "seed": seed,
+        "members": ["a", "b"],
+        "router": router,
+        "test": scores,
+        "combiners": combiners,
+    }
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(res))
+    return folder
+
+
+def test_seed_means_counts_and_groups(tmp_path, capsys):
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39, oracle=0.3)
+    r1 = fake_run(tmp_path / "s1", 1, a=0.6, b=0.5, ensemble=0.52, mean=0.51, oracle=0.3)
+    other = fake_run(tmp_path / "o", 0, router="mean", a=0.4, b=0.5, ensemble=0.45, mean=0.45)
+    assert main(["summary", str(r0), str(r1), str(other), "--out", str(tmp_path / "s.md")]) == 0
+    text = capsys.readouterr().out
+    assert text == (tmp_path / "s.md").read_text()
+    assert text.count("\n## ") == 2  # another router is another group
+    ens = np.array([0.38, 0.52])
+    assert f"| {ens.mean():.4f} ± {ens.std(ddof=1):.4f} |" in text
+    # best member: a (0.4) in seed 0, b (0.5) in seed 1; the ensemble beats only the first
+    assert "below its best member on test in 1 of 2 seeds (best member per seed: a, b)" in text
+    assert "below the mean in 1 of 2." in text
+    assert "| stacked (chosen in seeds 0, 1) | combiner |" in text
+    assert "| greedy | combiner | 0.9000 | 0.4500 | 0.9000 / – |" in text
+
+    (g, _) = load_groups([r0, r1, other])
+    out = summary_json([g])[0]
+    assert out["seeds"] == [0, 1] and out["test"]["greedy"]["mse"] == [0.9, None]
+    assert out["test"]["a"]["kind"] == "member" and out["test"]["oracle"]["kind"] == "bound"
+
+
+@pytest.mark.parametrize("case", ["missing", "duplicate", "not_results", "bad_yaml"])
+def test_bad_folders_exit_2_with_one_line(case, tmp_path, capsys):
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    if case == "missing":
+        argv, needle = [str(r0), str(tmp_path / "nope")], "not found"
+    elif case == "duplicate":
+        again = fake_run(tmp_path / "again", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+        argv, needle = [str(r0), str(again)], "are the same run (seed 0"
+    elif case == "bad_yaml":
+        (r0 / "config.yaml").write_text("members: [dlinear\n")
+        argv, needle = [str(r0)], "config.yaml is not valid YAML"
+    else:
+        (tmp_path / "bad").mkdir()
+        (tmp_path / "bad" / "results.json").write_text('{"dataset": "x"}')
+        argv, needle = [str(r0), str(tmp_path / "bad")], "is not a results.json"
+    out_md = tmp_path / "s.md"
+    assert main(["summary", *argv, "--out", str(out_md)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not out_md.exists()  # nothing written on bad input
+
+
+def test_summary_of_real_runs_matches_their_results(synth_csv, tmp_path, capsys):
+    csv = str(synth_csv(n=1400))
+    folders = []
+    for seed in (0, 1):
+        out = tmp_path / f"r{seed}"
+        argv = ["run", "--data-path", csv, "--seq-len", "96", "--pred-len", "24", "--quiet"]
+        argv += ["--members", "naive,snaive", "--router", "stacked", "--seed", str(seed)]
+        assert main(argv + ["--out", str(out)]) == 0
+        folders.append(out)
+    capsys.readouterr()
+    assert main(["summary", "--json", *map(str, folders)]) == 0
+    (group,) = json.loads(capsys.readouterr().out)
+    runs = [json.loads((f / "results.json").read_text()) for f in folders]
+    for name in ("naive", "snaive", "ensemble", "mean", "median", "oracle"):
+        assert group["test"][name]["mse"] == [r["test"][name]["mse"] for r in runs]
+
+
+def test_runs_with_other_member_options_are_not_averaged(tmp_path, capsys):
+    a = fake_run(tmp_path / "a", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    b = fake_run(tmp_path / "b", 1, a=0.6, b=0.5, ensemble=0.52, mean=0.51)
+    (a / "config.yaml").write_text("seed: 0\nout: a\npercent: 100\n")
+    (b / "config.yaml").write_text("seed: 1\nout: b\nmember_params:\n  b:\n    lr: 0.01\n")
+    assert main(["summary", str(a), str(b)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("\n## ") == 2 and "settings b.lr=0.01; seeds 1" in text

@@ -35,6 +35,7 @@ class Group:
     router: str
     settings: str  # the rest of config.yaml that changes numbers, e.g. member options
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> results.json
+    folders: dict[int, Path] = field(default_factory=dict)  # seed -> run folder
 
     @property
     def cell(self) -> str:
@@ -86,8 +87,10 @@ def _kind(name: str, members: tuple[str, ...]) -> str:
 
 
 # config.yaml fields that do not change a run's numbers, or are in the group key already
-_NOT_SETTINGS = {"seed", "out", "data_dir", "dataset", "seq_len", "pred_len", "features"}
-_NOT_SETTINGS |= {"members", "router"}
+_NOT_SETTINGS = {
+    *("seed", "out", "data_dir"),
+    *("dataset", "seq_len", "pred_len", "features", "members", "router"),
+}
 _DEFAULTS = {"percent": 100}
 
 
@@ -119,7 +122,6 @@ def load_groups(folders: list[str | Path]) -> list[Group]:
     if not folders:
         raise UserError("no run folders given: pass folders written by `hybrid-forecast run`")
     groups: dict[tuple, Group] = {}
-    where: dict[tuple, Path] = {}
     for folder in map(Path, folders):
         path = folder / "results.json"
         if not path.is_file():
@@ -147,11 +149,10 @@ def load_groups(folders: list[str | Path]) -> list[Group]:
         group = groups.setdefault(key, Group(*key))
         if seed in group.runs:
             raise UserError(
-                f"{where[key + (seed,)]} and {folder} are the same run (seed {seed} of "
+                f"{group.folders[seed]} and {folder} are the same run (seed {seed} of "
                 f"{group.cell}, same members, router and settings): pass one of them"
             )
-        group.runs[seed] = res
-        where[key + (seed,)] = folder
+        group.runs[seed], group.folders[seed] = res, folder
     return list(groups.values())
 
 

@@ -24,6 +24,17 @@ _REFERENCES = ("mean", "median")
 
 
 @dataclass
+class Scores:
+    """One forecast of a group, per seed [S]."""
+
+    kind: str  # member, ensemble, reference, combiner or bound
+    test_mse: np.ndarray
+    test_mae: np.ndarray
+    val_mse: np.ndarray  # out of sample for members; combiners were fitted on it
+    chosen: list[int]  # seeds whose learned router chose this combiner
+
+
+@dataclass
 class Group:
     """Run folders whose numbers may be averaged: one per seed."""
 
@@ -49,9 +60,9 @@ class Group:
             + f"seeds {', '.join(map(str, sorted(self.runs)))}"
         )
 
-    def forecasts(self) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
-        """{name: (kind, test MSE [S], test MAE [S])} over the seeds in order; NaN where a
-        seed's folder lacks the forecast (a combiner added by a later version)."""
+    def forecasts(self) -> dict[str, Scores]:
+        """Every forecast's scores over the seeds in order; NaN where a seed's folder lacks
+        it (a combiner added by a later version)."""
         seeds = sorted(self.runs)
         names: dict[str, str] = {}
         for res in self.runs.values():
@@ -60,17 +71,24 @@ class Group:
             for n in res.get("combiners", {}):
                 names.setdefault(n, "combiner")
 
-        def score(res: dict[str, Any], name: str, metric: str) -> float:
+        def score(split: str, metric: str, name: str, res: dict[str, Any]) -> float:
             if name in res["test"]:
-                return float(res["test"][name][metric])
-            c = res.get("combiners", {}).get(name)
-            return float(c["test"][metric]) if c else np.nan
+                return float(res[split].get(name, {}).get(metric, np.nan))
+            c = res.get("combiners", {}).get(name, {})
+            return float(c.get(split, {}).get(metric, np.nan))
+
+        def per_seed(*args: str) -> np.ndarray:
+            return np.array([score(*args, self.runs[s]) for s in seeds])
 
         return {
-            n: (
+            n: Scores(
                 kind,
-                np.array([score(self.runs[s], n, "mse") for s in seeds]),
-                np.array([score(self.runs[s], n, "mae") for s in seeds]),
+                test_mse=per_seed("test", "mse", n),
+                test_mae=per_seed("test", "mae", n),
+                val_mse=per_seed("val", "mse", n),
+                chosen=[
+                    s for s in seeds if self.runs[s].get("combiners", {}).get(n, {}).get("chosen")
+                ],
             )
             for n, kind in names.items()
         }
@@ -170,38 +188,42 @@ def group_markdown(group: Group) -> str:
     other combiners by mean test MSE, and the oracle bound; then the issue-6 style counts."""
     fc = group.forecasts()
     order = {"member": 0, "ensemble": 1, "reference": 2, "combiner": 3, "bound": 4}
-    names = sorted(fc, key=lambda n: (order[fc[n][0]], np.nanmean(fc[n][1])))
+    names = sorted(fc, key=lambda n: (order[fc[n].kind], np.nanmean(fc[n].test_mse)))
     seeds = sorted(group.runs)
     lines = [
         f"## {group.title}",
         "",
-        "Test MSE and MAE in the scaled space, mean ± sample std (ddof=1) over seeds.",
+        "MSE and MAE in the scaled space, mean ± sample std (ddof=1) over seeds. On the val "
+        "windows the members were only early-stopped, while the ensemble and the combiners "
+        "were fitted on them (mean and median were not).",
         "",
-        "| forecast | kind | test MSE | test MAE | MSE per seed ("
+        "| forecast | kind | test MSE | test MAE | val MSE | test MSE per seed ("
         + ", ".join(map(str, seeds))
         + ") |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
     for n in names:
-        kind, mse, mae = fc[n]
+        f = fc[n]
         label = f"ensemble (`{group.router}`)" if n == "ensemble" else n
-        chosen = [s for s in seeds if group.runs[s].get("combiners", {}).get(n, {}).get("chosen")]
-        if chosen:
-            label += f" (chosen in seeds {', '.join(map(str, chosen))})"
-        per_seed = " / ".join("–" if np.isnan(x) else f"{x:.4f}" for x in mse)
-        lines.append(f"| {label} | {kind} | {_cell(mse)} | {_cell(mae)} | {per_seed} |")
-    members = [n for n in names if fc[n][0] == "member"]
+        if f.chosen:
+            label += f" (chosen in seeds {', '.join(map(str, f.chosen))})"
+        per_seed = " / ".join("–" if np.isnan(x) else f"{x:.4f}" for x in f.test_mse)
+        lines.append(
+            f"| {label} | {f.kind} | {_cell(f.test_mse)} | {_cell(f.test_mae)} | "
+            f"{_cell(f.val_mse)} | {per_seed} |"
+        )
+    members = [n for n in names if fc[n].kind == "member"]
     if members:
-        by_seed = np.stack([fc[m][1] for m in members])  # [M, S]
+        by_seed = np.stack([fc[m].test_mse for m in members])  # [M, S]
         best = by_seed.min(axis=0)
-        ens = fc["ensemble"][1]
+        ens = fc["ensemble"].test_mse
         lines += [
             "",
             f"The ensemble is below its best member on test in {int(np.sum(ens < best))} of "
             f"{len(seeds)} seeds (best member per seed: "
             f"{', '.join(members[i] for i in by_seed.argmin(axis=0))})"
             + (
-                f" and below the mean in {int(np.sum(ens < fc['mean'][1]))} of {len(seeds)}."
+                f" and below the mean in {int(np.sum(ens < fc['mean'].test_mse))} of {len(seeds)}."
                 if "mean" in fc
                 else "."
             ),
@@ -227,14 +249,20 @@ def summary_json(groups: list[Group]) -> list[dict[str, Any]]:
                 "members": list(g.members),
                 "router": g.router,
                 "seeds": sorted(g.runs),
-                "test": {
+                "forecasts": {
                     n: {
-                        "kind": kind,
-                        "mse": np.where(np.isnan(mse), None, mse).tolist(),
-                        "mae": np.where(np.isnan(mae), None, mae).tolist(),
+                        "kind": f.kind,
+                        "test_mse": _listed(f.test_mse),
+                        "test_mae": _listed(f.test_mae),
+                        "val_mse": _listed(f.val_mse),
+                        "chosen_in_seeds": f.chosen,
                     }
-                    for n, (kind, mse, mae) in fc.items()
+                    for n, f in fc.items()
                 },
             }
         )
     return out
+
+
+def _listed(values: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else float(v) for v in values]

@@ -15,6 +15,7 @@ from experiments.summary import load_groups, summary_json
 def fake_run(folder: Path, seed: int, router: str = "learned", **test: float) -> Path:
     """A results.json with the fields `summary` reads; ``test`` maps forecast -> MSE."""
     scores = {n: {"mse": v, "mae": v / 2} for n, v in test.items()}
+    val = {n: {"mse": 2 * v} for n, v in test.items()}  # members' val: twice their test
     combiners = {
         "stacked": {"test": {"mse": test["ensemble"], "mae": test["ensemble"] / 2}, "chosen": True}
     }
@@ -29,6 +30,7 @@ def fake_run(folder: Path, seed: int, router: str = "learned", **test: float) ->
         "members": ["a", "b"],
         "router": router,
         "test": scores,
+        "val": val,
         "combiners": combiners,
     }
     folder.mkdir(parents=True)
@@ -50,12 +52,14 @@ def test_seed_means_counts_and_groups(tmp_path, capsys):
     assert "below its best member on test in 1 of 2 seeds (best member per seed: a, b)" in text
     assert "below the mean in 1 of 2." in text
     assert "| stacked (chosen in seeds 0, 1) | combiner |" in text
-    assert "| greedy | combiner | 0.9000 | 0.4500 | 0.9000 / – |" in text
+    assert "| greedy | combiner | 0.9000 | 0.4500 | – | 0.9000 / – |" in text
 
     (g, _) = load_groups([r0, r1, other])
     out = summary_json([g])[0]
-    assert out["seeds"] == [0, 1] and out["test"]["greedy"]["mse"] == [0.9, None]
-    assert out["test"]["a"]["kind"] == "member" and out["test"]["oracle"]["kind"] == "bound"
+    fc = out["forecasts"]
+    assert out["seeds"] == [0, 1] and fc["greedy"]["test_mse"] == [0.9, None]
+    assert fc["a"]["kind"] == "member" and fc["oracle"]["kind"] == "bound"
+    assert fc["a"]["val_mse"] == [0.8, 1.2] and fc["stacked"]["chosen_in_seeds"] == [0, 1]
 
 
 @pytest.mark.parametrize("case", ["missing", "duplicate", "not_results", "bad_yaml"])
@@ -94,7 +98,8 @@ def test_summary_of_real_runs_matches_their_results(synth_csv, tmp_path, capsys)
     (group,) = json.loads(capsys.readouterr().out)
     runs = [json.loads((f / "results.json").read_text()) for f in folders]
     for name in ("naive", "snaive", "ensemble", "mean", "median", "oracle"):
-        assert group["test"][name]["mse"] == [r["test"][name]["mse"] for r in runs]
+        assert group["forecasts"][name]["test_mse"] == [r["test"][name]["mse"] for r in runs]
+        assert group["forecasts"][name]["val_mse"] == [r["val"][name]["mse"] for r in runs]
 
 
 def test_runs_with_other_member_options_are_not_averaged(tmp_path, capsys):

@@ -9,11 +9,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "summary",
         help="mean ± std over seeds of finished run folders, every forecast they report",
-        description="Group run folders by dataset, lookback, horizon, features, members and "
-        "router; per group, one row per forecast (members, ensemble, mean/median, every "
-        "combiner the learned router compared, oracle bound) with test MSE/MAE mean ± std "
-        "over seeds and the per-seed MSE, and how often the ensemble beat its best member "
-        "and the mean.",
+        description="Group run folders by dataset, lookback, horizon, features, members, "
+        "router and the rest of config.yaml (member options); per group, one row per forecast "
+        "(members, ensemble, mean/median, every combiner the learned router compared, oracle "
+        "bound) with test MSE/MAE and val MSE, mean ± std over seeds, the per-seed test MSE, "
+        "and how often the ensemble beat its best member and the mean.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run folders")

@@ -3,9 +3,10 @@
 ``bench`` tabulates the grid it ran itself; runs started one by one (an acceptance run per
 seed, a refit with another router) are summarised here instead. Folders are grouped by
 what makes their numbers comparable (dataset, lookback, horizon, features, members,
-router and the rest of ``config.yaml``, such as member options); within a group each seed counts once, and every forecast a ``results.json``
-reports is averaged: the members, the ensemble, the ``mean``/``median`` references, every
-combiner the learned router compared (``combiners``) and the ``oracle`` bound.
+router and the rest of ``config.yaml``, such as member options); within a group each
+seed counts once, and every forecast a ``results.json`` reports is averaged: the
+members, the ensemble, the ``mean``/``median`` references, every combiner the learned
+router compared (``combiners``) and the ``oracle`` bound.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Scores:
     kind: str  # member, ensemble, reference, combiner or bound
     test_mse: np.ndarray
     test_mae: np.ndarray
-    val_mse: np.ndarray  # out of sample for members; combiners were fitted on it
+    val_mse: np.ndarray  # members were only early-stopped on val; combiners fitted on it
     chosen: list[int]  # seeds whose learned router chose this combiner
 
 

@@ -316,6 +316,7 @@ def analyse_run(
                     strict=True,
                 )
             ]
+    out["val_vs_test"] = val_vs_test(run.results, members, w)
     out["win_rate"] = {m: float(np.mean(winner == i)) for i, m in enumerate(members)}
     out["error_corr"] = error_correlation(run)
     diff = err_ens - err_mean
@@ -358,6 +359,48 @@ def analyse_run(
             }
     out["ablation"] = member_ablations(run, val_true)
     return out
+
+
+def val_vs_test(
+    results: dict[str, Any], members: list[str], weights: np.ndarray | None
+) -> list[dict[str, Any]]:
+    """Each member's MSE on validation and on test, relative to the member best on validation.
+
+    Every fitted combination sees only the validation column, so where a member's ratio
+    is higher on validation than on test, validation underrates it and the weights give
+    it less than test would have rewarded (and the reverse). Empty without validation
+    scores for every member.
+
+    Args:
+        results: results.json (``val`` and ``test`` hold ``{member: {"mse": ...}}``).
+        members: member names, in the order of the weights' last axis.
+        weights: [W, C, M] the router's test weights, or None.
+
+    Returns:
+        One row per member: val and test MSE, their ratios to the reference member's,
+        the member's rank (1 = lowest MSE) on each, and its mean router weight (or None).
+    """
+    val, test = results.get("val") or {}, results.get("test") or {}
+    if not members or any(m not in val or m not in test for m in members):
+        return []
+    v = np.array([val[m]["mse"] for m in members], dtype=np.float64)
+    t = np.array([test[m]["mse"] for m in members], dtype=np.float64)
+    ref = int(np.argmin(v))
+    v_rank, t_rank = v.argsort().argsort() + 1, t.argsort().argsort() + 1
+    return [
+        {
+            "member": m,
+            "reference": i == ref,
+            "val_mse": float(v[i]),
+            "test_mse": float(t[i]),
+            "val_ratio": float(v[i] / v[ref]),
+            "test_ratio": float(t[i] / t[ref]),
+            "val_rank": int(v_rank[i]),
+            "test_rank": int(t_rank[i]),
+            "mean_weight": None if weights is None else float(weights[..., i].mean()),
+        }
+        for i, m in enumerate(members)
+    ]
 
 
 def _regime_order(labels) -> list[str]:
@@ -654,6 +697,36 @@ def report_markdown(
     else:
         lines.append("No router_weights.npz in the run folder.")
     lines.append("")
+
+    vt = an.get("val_vs_test")
+    if vt:
+        ref = next(row["member"] for row in vt if row["reference"])
+        lines += [
+            "## Validation against test",
+            "",
+            f"Each member's MSE relative to {ref}'s (the lowest on validation). Every fitted "
+            "combination sees only the validation column: a member whose ratio is higher on "
+            "validation than on test is underrated by it and gets less weight than test would "
+            "have rewarded, and the reverse.",
+            "",
+            "| member | val MSE | test MSE | val ratio | test ratio | val rank | test rank "
+            "| mean weight |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in vt:
+            wt = "–" if row["mean_weight"] is None else f"{row['mean_weight']:.3f}"
+            lines.append(
+                f"| {row['member']} | {row['val_mse']:.4f} | {row['test_mse']:.4f} | "
+                f"{row['val_ratio']:.3f} | {row['test_ratio']:.3f} | {row['val_rank']} | "
+                f"{row['test_rank']} | {wt} |"
+            )
+        moved = [row["member"] for row in vt if row["val_rank"] != row["test_rank"]]
+        lines += [
+            "",
+            "Validation and test rank the members "
+            + (f"differently ({', '.join(moved)} moved)." if moved else "the same way."),
+            "",
+        ]
 
     if "channel_weights" in an:
         names = r.get("channels") or [str(c) for c in range(len(an["channel_weights"]))]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ensemble.data import load_dataset, make_splits
-from experiments.analyse import analyse, load_run, window_features
+from experiments.analyse import analyse, load_run, val_vs_test, window_features
 from experiments.config import RunConfig
 
 MEMBERS = ["naive", "snaive", "window_mean"]
@@ -155,3 +155,30 @@ def test_window_features_on_known_shapes():
     assert f["trend_strength"][0, 1] > 0.95
     assert f["seasonal_strength"][0, 2] < 0.5
     assert f["volatility"][0, 2] > f["volatility"][0, 0]
+
+
+def test_val_vs_test_ratios_and_ranks_against_the_best_on_validation():
+    res = {
+        "val": {"a": {"mse": 0.5}, "b": {"mse": 0.4}, "c": {"mse": 0.8}},
+        "test": {"a": {"mse": 0.6}, "b": {"mse": 0.66}, "c": {"mse": 0.55}},
+    }
+    w = np.broadcast_to(np.array([0.2, 0.7, 0.1]), (5, 2, 3))
+    rows = {r["member"]: r for r in val_vs_test(res, ["a", "b", "c"], w)}
+    assert [m for m, r in rows.items() if r["reference"]] == ["b"]  # lowest on validation
+    assert rows["c"]["val_ratio"] == pytest.approx(2.0)
+    assert rows["c"]["test_ratio"] == pytest.approx(0.55 / 0.66)
+    assert [rows[m]["val_rank"] for m in "abc"] == [2, 1, 3]
+    assert [rows[m]["test_rank"] for m in "abc"] == [2, 3, 1]
+    assert rows["b"]["mean_weight"] == pytest.approx(0.7)
+    assert val_vs_test({"val": {}, "test": res["test"]}, ["a", "b", "c"], None) == []
+
+
+def test_report_says_where_validation_and_test_rank_the_members_differently(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    res = json.loads((run_dir / "results.json").read_text())
+    res["test"]["naive"]["mse"] = 10.0  # best on validation, worst on test
+    (run_dir / "results.json").write_text(json.dumps(res))
+    text = analyse(run_dir).read_text()
+    section = text.split("## Validation against test")[1].split("\n## ")[0]
+    assert "relative to naive's" in section
+    assert "differently (naive, snaive, window_mean moved)" in section

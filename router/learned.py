@@ -13,7 +13,9 @@ among those that do, the lowest mean fold score wins and is refitted on all vali
 windows. ``stacked_pooled`` (one vector per step) can be the incumbent instead, with
 the per-channel ``stacked`` as a challenger under the same test
 (``static_challengers``); on 19 development runs that never admitted it
-(pre-registration 6), so the default is the per-channel incumbent.
+(pre-registration 6), so the default is the per-channel incumbent. Those 19 runs had
+three classical members; with Time-LLM as a fourth (ETTh2, exchange_rate;
+pre-registration 8) the pooled incumbent was lower in 1 of 3 runs, so it stays.
 
 The comparison is rolling-origin cross-validation inside the validation windows: for
 each fold every candidate is fitted on the windows before a cut (the learned ones

@@ -26,8 +26,8 @@ reads the same whatever features the router itself used:
 Ablations: dropping a member is computed from the run folder itself (the same rule
 refitted on the remaining members' validation forecasts, or for routers that use
 features, the router's own weights renormalised over the remaining members). Ablations
-that need another training (Time-LLM without the LLM, without prompt injection, fixed
-patch 16, period-derived patches) are read from sibling run folders
+that need another training (Time-LLM without the LLM, without its prompt, with or without
+prompt injection, fixed patch 16, period-derived patches) are read from sibling run folders
 ``<RUN_DIR>-<variant>`` (or ``--ablation-runs VARIANT=DIR``) and otherwise listed as not
 run, with the command that produces them.
 """
@@ -58,9 +58,17 @@ ABLATION_VARIANTS: dict[str, tuple[str, list[str]]] = {
         "Time-LLM without the LLM (patch embedding + linear head; Tan et al. 2024)",
         ["timellm.backbone=none"],
     ),
+    "no-prompt": (
+        "Time-LLM without the prompt prefix (only the reprogrammed patches)",
+        ["timellm.prompt=none"],
+    ),
     "no-inject": (
         "Time-LLM without prompt injection of classical forecasts",
         ["timellm.inject=none"],
+    ),
+    "inject": (
+        "Time-LLM with the ridge forecast injected into the prompt",
+        ["timellm.inject=ridge"],
     ),
     "patch16": (
         "Time-LLM with the fixed patch 16 / stride 8",
@@ -494,7 +502,10 @@ def training_ablations(
     rows = []
     cfg_path = run.path / "config.yaml"
     members = list(run.members)
+    injects = bool(((run.config.get("member_params") or {}).get("timellm") or {}).get("inject"))
     for name, (desc, sets) in ABLATION_VARIANTS.items():
+        if name == ("inject" if injects else "no-inject"):
+            continue  # the run itself is that variant
         sets = [s.format(patch=patch, stride=stride) for s in sets]
         sib = siblings.get(name, Path(f"{run.path}-{name}"))
         row: dict[str, Any] = {"variant": name, "description": desc}

@@ -42,9 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--prompt",
-        choices=["concise", "official"],
+        choices=["concise", "official", "none"],
         default="concise",
-        help="our prompt template or the official wording",
+        help="our prompt template, the official wording, or no prompt prefix",
     )
     p.add_argument(
         "--dtype",
@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     )
     t0 = time.perf_counter()
     ids, mask = builder(series[:, : args.seq_len])
+    if args.prompt == "none":  # one masked-out token per series: the model drops it
+        ids, mask = torch.zeros_like(ids[:, :1]), torch.zeros_like(mask[:, :1])
     prompt_seconds = time.perf_counter() - t0
     x_all = torch.from_numpy(series[:, : args.seq_len])
     y_all = torch.from_numpy(series[:, args.seq_len :])

@@ -96,7 +96,9 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
         assert f"without {m}" in md
     assert "refitted on the other members' validation forecasts" in md  # inverse_error refit
     assert "sibling run" in md and "0.4000" in md  # patch16 read from run-patch16
-    assert "hybrid-forecast run --config" in md and "timellm.inject=none" in md  # not run yet
+    assert "hybrid-forecast run --config" in md and "timellm.prompt=none" in md  # not run yet
+    # the run injects nothing: the injection ablation adds injection instead of removing it
+    assert "timellm.inject=ridge" in md and "timellm.inject=none" not in md
     an = json.loads((run_dir / "routing_analysis.json").read_text())
     assert abs(sum(an["win_rate"].values()) - 1) < 1e-9
     assert set(an["regimes"]) >= {"seasonal_strength", "volatility"}
@@ -182,3 +184,14 @@ def test_report_says_where_validation_and_test_rank_the_members_differently(synt
     section = text.split("## Validation against test")[1].split("\n## ")[0]
     assert "relative to naive's" in section
     assert "differently (naive, snaive, window_mean moved)" in section
+
+
+def test_injection_ablation_goes_the_other_way_for_an_injecting_run(synth_csv, tmp_path):
+    from experiments.analyse import training_ablations
+
+    run = load_run(fake_run_folder(synth_csv(n=1200), tmp_path / "run"))
+    plain = {r["variant"] for r in training_ablations(run, {}, None)}
+    run.config = {"member_params": {"timellm": {"inject": ["ridge"]}}}
+    injecting = {r["variant"] for r in training_ablations(run, {}, None)}
+    assert {"no-prompt", "inject"} <= plain and "no-inject" not in plain
+    assert "no-inject" in injecting and "inject" not in injecting

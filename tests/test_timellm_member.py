@@ -176,6 +176,23 @@ def test_official_prompt_wording_is_longer(splits):
     assert "Dataset description" in official.builder.build_texts(x)[0]
 
 
+@pytest.mark.parametrize("backbone", ["llama-random", "minilm"])
+def test_no_prompt_sends_only_the_patches_through_the_llm(splits, backbone):
+    m = member(backbone=backbone, prompt="none", epochs=1, train_stride=8, val_stride=8)
+    m.fit(splits.train, splits.val)
+    assert m.builder is None
+    ids, mask = m._prompts(splits.val.data, np.arange(3), None)
+    assert ids.shape == (3, 2, 1) and not mask.any()
+    x = torch.tensor(splits.val.inputs()[:3, :, :1], dtype=torch.float32)
+    ids, mask = ids[:, 0], mask[:, 0]
+    with torch.no_grad():
+        out = m.model(x, ids, mask)
+        other_ids = m.model(x, torch.full_like(ids, 7), mask)  # masked-out ids change nothing
+        empty = m.model(x, ids[:, :0], mask[:, :0])  # a zero-length prompt
+    assert torch.equal(out, other_ids) and torch.allclose(out, empty, atol=1e-6)
+    assert m.predict(splits.test.windows()).shape == (splits.test.n_windows, H, 2)
+
+
 def test_bad_settings_are_user_errors():
     with pytest.raises(UserError):
         member(precision="fp16")
@@ -187,6 +204,8 @@ def test_bad_settings_are_user_errors():
         member(prompt="verbose")
     with pytest.raises(UserError):
         member(backbone="none", inject=["ridge"])
+    with pytest.raises(UserError, match="prompt=none"):
+        member(prompt="none", inject=["ridge"])
 
 
 def test_registry_factory(tmp_path):

@@ -52,6 +52,7 @@ from timellm.trainer import (
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
+PROMPTS = ("concise", "official", "none")
 
 # Constructor arguments that change nothing about the learned weights (not part of the
 # resume fingerprint).
@@ -95,8 +96,10 @@ class TimeLLMForecaster(BaseForecaster):
             "nlinear"); None or [] turns injection off.
         inject_folds: K time-ordered folds for the out-of-fold train forecasts.
         prompt_max_length: token cap per prompt.
-        prompt: "concise" (our template, ~70 tokens) or "official" (the official
-            wording and number format, ~130 tokens; for measuring the deviation).
+        prompt: "concise" (our template, ~70 tokens), "official" (the official
+            wording and number format, ~130 tokens; for measuring the deviation) or
+            "none" (no prefix: only the reprogrammed patches go through the LLM, the
+            paper's ablation of Prompt-as-Prefix).
         load_in_4bit, load_in_8bit: quantise the backbone (bitsandbytes; a GPU).
         precision: "auto" (bf16 autocast and bf16 backbone on a GPU that supports it,
             fp32 on CPU), "fp32" or "bf16".
@@ -154,8 +157,10 @@ class TimeLLMForecaster(BaseForecaster):
             raise UserError(
                 "timellm: backbone=none has no prompt to inject forecasts into; drop inject"
             )
-        if prompt not in ("concise", "official"):
-            raise UserError(f"prompt must be 'concise' or 'official' (got {prompt!r})")
+        if prompt not in PROMPTS:
+            raise UserError(f"prompt must be one of {', '.join(PROMPTS)} (got {prompt!r})")
+        if prompt == "none" and inject:
+            raise UserError("timellm: prompt=none has no prompt to inject forecasts into; drop inject")
         if sample not in ("windows", "series"):
             raise UserError(f"sample must be 'windows' or 'series' (got {sample!r})")
         if train_stride < 1 or val_stride < 1:
@@ -241,6 +246,10 @@ class TimeLLMForecaster(BaseForecaster):
         for name, module in model.named_children():
             if name != "llm":
                 module.to(device)
+        if self.prompt == "none":
+            self.builder = None
+            self.model = model
+            return model
         self.builder = PromptBuilder(
             self.backbone_obj.tokenizer,
             load_description(self.dataset),
@@ -310,8 +319,10 @@ class TimeLLMForecaster(BaseForecaster):
             ids [W, C, P] int32 and mask [W, C, P] bool.
         """
         w, c = len(starts), series.shape[1]
-        if self.builder is None:  # no LLM, no prompt: one dummy token per series
-            return torch.zeros(w, c, 1, dtype=torch.int32), torch.ones(w, c, 1, dtype=torch.bool)
+        if self.builder is None:
+            # No prompt (prompt=none, or no LLM): one token per series, masked out, which
+            # `TimeLLM` drops before the backbone (PatchLinear ignores prompts anyway).
+            return torch.zeros(w, c, 1, dtype=torch.int32), torch.zeros(w, c, 1, dtype=torch.bool)
         texts: list[str] = []
         for s in range(0, w, chunk):
             x = inj.gather(series, starts[s : s + chunk], 0, self.seq_len)  # [w', L, C]

@@ -160,7 +160,9 @@ class TimeLLMForecaster(BaseForecaster):
         if prompt not in PROMPTS:
             raise UserError(f"prompt must be one of {', '.join(PROMPTS)} (got {prompt!r})")
         if prompt == "none" and inject:
-            raise UserError("timellm: prompt=none has no prompt to inject forecasts into; drop inject")
+            raise UserError(
+                "timellm: prompt=none has no prompt to inject forecasts into; drop inject"
+            )
         if sample not in ("windows", "series"):
             raise UserError(f"sample must be 'windows' or 'series' (got {sample!r})")
         if train_stride < 1 or val_stride < 1:

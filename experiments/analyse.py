@@ -528,6 +528,40 @@ def training_ablations(
     return rows
 
 
+def _probe_member(run: RunData):
+    """The run's saved Time-LLM member, checked before any work is done."""
+    from timellm.member import TimeLLMForecaster
+
+    model_dir = run.path / "members" / "timellm" / "model"
+    if "timellm" not in run.members or not (model_dir / "config.json").is_file():
+        raise UserError(
+            f"--prompt-probe needs the run's Time-LLM member saved in {model_dir}; "
+            "rerun with timellm among --members"
+        )
+    meta = json.loads((model_dir / "config.json").read_text()).get("kwargs", {})
+    if meta.get("backbone") == "none" or meta.get("prompt") == "none":
+        raise UserError(
+            "--prompt-probe: this run's Time-LLM has no prompt (backbone=none or prompt=none)"
+        )
+    return TimeLLMForecaster.load(model_dir, progress=False)
+
+
+def _run_probe(run: RunData, member, splits) -> dict[str, Any]:
+    """`timellm.probe.prompt_probe` on the run's test windows."""
+    from timellm.probe import prompt_probe
+
+    if splits is None:
+        raise UserError(
+            "--prompt-probe: the run's data could not be reloaded; check its config.yaml"
+        )
+    ch = list(splits.eval_channels)
+    targets = np.asarray(splits.test.targets()[..., ch], dtype=np.float64)
+    log.info("prompt probe: forecasting %d test windows three times", len(targets))
+    return prompt_probe(
+        member, splits.test.windows(), targets, channels=ch, seed=int(run.results.get("seed", 0))
+    )
+
+
 def _half(choice: str) -> bool:
     p, s = (int(v) for v in choice.split("/"))
     return s * 2 == p
@@ -739,6 +773,33 @@ def report_markdown(
             "",
         ]
 
+    probe = an.get("prompt_probe")
+    if probe:
+        own, shuf = probe["own"], probe["shuffled"]
+        lines += [
+            "## Does Time-LLM read its prompt?",
+            "",
+            "The fitted Time-LLM forecasts the test windows three times: each series with its "
+            "own prompt, with the prompt of another window of the same channel (windows "
+            "permuted), and with no prompt (never seen in training). Change: mean absolute "
+            "difference from the own-prompt forecast, relative to its mean absolute value.",
+            "",
+            "| prompt | test MSE | test MAE | change |",
+            "|---|---|---|---|",
+        ]
+        for name in ("own", "shuffled", "none"):
+            v = probe[name]
+            lines.append(
+                f"| {name} | {v['mse']:.4f} | {v['mae']:.4f} | {100 * v['change_rel']:.2f}% |"
+            )
+        lines += [
+            "",
+            "Another window's prompt changes the test MSE by "
+            f"{100 * (shuf['mse'] / own['mse'] - 1):+.2f}% and moves the forecasts by "
+            f"{100 * shuf['change_rel']:.2f}% on average.",
+            "",
+        ]
+
     if "channel_weights" in an:
         names = r.get("channels") or [str(c) for c in range(len(an["channel_weights"]))]
         lines += [
@@ -901,6 +962,7 @@ def analyse(
     run_dir: str | Path,
     out: str | Path | None = None,
     ablation_runs: dict[str, str] | None = None,
+    prompt_probe: bool = False,
 ) -> Path:
     """Write the routing report of a run folder; returns the report's path.
 
@@ -908,8 +970,11 @@ def analyse(
         run_dir: a finished run folder.
         out: where to write (default: the run folder).
         ablation_runs: {variant: run folder} overriding the ``<RUN_DIR>-<variant>`` convention.
+        prompt_probe: also forecast the test windows with the run's saved Time-LLM under
+            counterfactual prompts (`timellm.probe`; minutes on a CPU).
     """
     run = load_run(run_dir)
+    probe_member = _probe_member(run) if prompt_probe else None
     out = Path(out) if out else run.path
     out.mkdir(parents=True, exist_ok=True)
     unknown = set(ablation_runs or {}) - set(ABLATION_VARIANTS)
@@ -938,6 +1003,8 @@ def analyse(
     else:
         feat_note = "The run's data could not be reloaded; features skipped."
     an = analyse_run(run, feats, val_true)
+    if probe_member is not None:
+        an["prompt_probe"] = _run_probe(run, probe_member, splits)
     training = training_ablations(
         run, {k: Path(v) for k, v in (ablation_runs or {}).items()}, period
     )

@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
         help="routing report of a run folder: weights vs features, win rates, ablations",
         description="Write routing_report.md and PNG figures for a run folder. Ablations that "
         "need their own training are read from sibling folders RUN_DIR-<variant> "
-        "(no-llm, no-inject, patch16, period-patch) or --ablation-runs; otherwise the report "
+        "(no-llm, no-prompt, no-inject or inject, patch16, period-patch) or --ablation-runs; otherwise the report "
         "prints the commands that produce them.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -23,6 +23,12 @@ def add_parser(sub) -> None:
         default=[],
         metavar="VARIANT=DIR",
         help="run folders of the training ablations, e.g. no-inject=runs/x_noinject",
+    )
+    p.add_argument(
+        "--prompt-probe",
+        action="store_true",
+        help="also forecast the test windows with the saved Time-LLM under swapped and "
+        "removed prompts: does it read its prompt? (minutes on a CPU)",
     )
     p.set_defaults(func=handle)
 
@@ -39,6 +45,6 @@ def handle(args) -> int:
             )
         k, v = item.split("=", 1)
         runs[k.strip()] = v.strip()
-    path = analyse(args.run_dir, out=args.out, ablation_runs=runs)
+    path = analyse(args.run_dir, out=args.out, ablation_runs=runs, prompt_probe=args.prompt_probe)
     print(f"routing report: {path}")
     return 0

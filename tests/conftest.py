@@ -92,3 +92,62 @@ def small_synth_splits(tmp_path_factory):
         return cache[channels]
 
     return make
+
+
+# ------------------------------------------------------------------ tiny Time-LLM members
+
+TINY_LLAMA = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+)
+
+
+def patch_tiny_backbone(mp: pytest.MonkeyPatch) -> None:
+    """Make `timellm.backbone.load_backbone` return a 1-layer, width-32 random LLaMA (a
+    decoder) for every spec but "minilm", which stays the real bidirectional MiniLM cut to
+    one layer."""
+    import timellm.backbone as backbone_mod
+
+    real = backbone_mod.load_backbone
+
+    def fake(spec="minilm", **kw):
+        if spec == "minilm":
+            return real("minilm", llm_layers=1, device=kw.get("device"))
+        return backbone_mod.random_backbone("llama", **TINY_LLAMA)
+
+    mp.setattr(backbone_mod, "load_backbone", fake)
+
+
+@pytest.fixture
+def tiny_backbone(monkeypatch):
+    """Time-LLM members built in this test get `patch_tiny_backbone`'s models."""
+    patch_tiny_backbone(monkeypatch)
+
+
+def tiny_timellm(**kw):
+    """A small, fast `TimeLLMForecaster` (L=32, H=8 unless given) for synthetic data."""
+    from timellm.member import TimeLLMForecaster
+
+    base = dict(
+        dataset="ETTh1",
+        backbone="llama-random",
+        seq_len=32,
+        pred_len=8,
+        d_model=8,
+        d_ff=16,
+        n_heads=2,
+        num_prototypes=16,
+        epochs=2,
+        patience=0,
+        batch_size=16,
+        eval_batch_size=128,
+        lr=1e-2,
+        train_stride=2,
+        val_stride=2,
+        periods=[24, 12],
+        progress=False,
+    )
+    return TimeLLMForecaster(**{**base, **kw})

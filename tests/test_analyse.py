@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ensemble.data import load_dataset, make_splits
+from ensemble.errors import UserError
 from experiments.analyse import analyse, load_run, val_vs_test, window_features
 from experiments.config import RunConfig
 
@@ -195,3 +196,10 @@ def test_injection_ablation_goes_the_other_way_for_an_injecting_run(synth_csv, t
     injecting = {r["variant"] for r in training_ablations(run, {}, None)}
     assert {"no-prompt", "inject"} <= plain and "no-inject" not in plain
     assert "no-inject" in injecting and "inject" not in injecting
+
+
+def test_prompt_probe_needs_a_saved_timellm_and_writes_nothing_without_one(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    with pytest.raises(UserError, match="--prompt-probe needs"):
+        analyse(run_dir, prompt_probe=True)
+    assert not (run_dir / "routing_report.md").exists()

@@ -5,36 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_LLAMA, patch_tiny_backbone, tiny_timellm
 
-import timellm.backbone as backbone_mod
 from ensemble.errors import UserError
 from timellm import inject as inj
+from timellm.backbone import random_backbone
 from timellm.member import TimeLLMForecaster
 
 L, H = 32, 8
 
-
-def _fake_load_backbone(spec="minilm", **kw):
-    """Every spec loads a 1-layer, width-32 random LLaMA (a decoder); "minilm" keeps the
-    real bidirectional MiniLM, cut to one layer."""
-    if spec == "minilm":
-        return REAL_LOAD("minilm", llm_layers=1, device=kw.get("device"))
-    return backbone_mod.random_backbone("llama", **TINY)
+pytestmark = pytest.mark.usefixtures("tiny_backbone")
 
 
-REAL_LOAD = backbone_mod.load_backbone
-TINY = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    num_key_value_heads=2,
-)
-
-
-@pytest.fixture(autouse=True)
-def tiny_backbone(monkeypatch):
-    monkeypatch.setattr(backbone_mod, "load_backbone", _fake_load_backbone)
+def member(**kw) -> TimeLLMForecaster:
+    return tiny_timellm(**{"seq_len": L, "pred_len": H, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -53,32 +37,9 @@ def fitted(splits, tmp_path_factory):
     """One member fitted once (3 epochs, checkpoints in a workdir) for several tests."""
     workdir = tmp_path_factory.mktemp("work")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backbone_mod, "load_backbone", _fake_load_backbone)
+        patch_tiny_backbone(mp)
         m = member(workdir=str(workdir), epochs=3).fit(splits.train, splits.val)
     return m, workdir
-
-
-def member(**kw) -> TimeLLMForecaster:
-    base = dict(
-        dataset="ETTh1",
-        backbone="llama-random",
-        seq_len=L,
-        pred_len=H,
-        d_model=8,
-        d_ff=16,
-        n_heads=2,
-        num_prototypes=16,
-        epochs=2,
-        patience=0,
-        batch_size=16,
-        eval_batch_size=128,
-        lr=1e-2,
-        train_stride=2,
-        val_stride=2,
-        periods=[24, 12],
-        progress=False,
-    )
-    return TimeLLMForecaster(**{**base, **kw})
 
 
 def test_predict_covers_every_window(fitted, splits):
@@ -91,7 +52,7 @@ def test_predict_covers_every_window(fitted, splits):
 
 def test_training_leaves_the_backbone_bit_identical(fitted):
     m, _ = fitted
-    fresh = backbone_mod.random_backbone("llama", **TINY).model.state_dict()
+    fresh = random_backbone("llama", **TINY_LLAMA).model.state_dict()
     after = m.model.llm.state_dict()
     assert fresh.keys() == after.keys()
     for k, v in after.items():

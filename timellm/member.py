@@ -425,14 +425,22 @@ class TimeLLMForecaster(BaseForecaster):
         """Forecast every window: windows.x [W, L, C] -> [W, H, C] float32 (scaled space)."""
         if self.model is None:
             raise RuntimeError("timellm: call fit() (or load()) before predict()")
+        return self.predict_set(self.prompt_set(windows))
+
+    def prompt_set(self, windows: Windows) -> WindowSet:
+        """Every window of ``windows`` with its prompts (and injected forecasts), ready for
+        `predict_set`; callers may swap the prompts (see `timellm.probe`)."""
         if windows.seq_len != self.seq_len:
             raise UserError(f"timellm expects L={self.seq_len}, got windows of {windows.seq_len}")
-        starts = np.arange(windows.n)
         forecasts = None
         if self.inject:
-            x = windows.x
-            forecasts = {n: m.predict(x) for n, m in self.injectors.items()}
-        data = self._window_set(windows.context, starts, False, forecasts)
+            forecasts = {n: m.predict(windows.x) for n, m in self.injectors.items()}
+        return self._window_set(windows.context, np.arange(windows.n), False, forecasts)
+
+    def predict_set(self, data: WindowSet) -> np.ndarray:
+        """Forecast a prepared window set: [W, H, C] float32 (scaled space)."""
+        if self.model is None:
+            raise RuntimeError("timellm: call fit() (or load()) before predict()")
         trainer = Trainer(self.model, self.train_config(), accelerator=self._accelerator())
         return trainer.predict(data).numpy().astype(np.float32)
 

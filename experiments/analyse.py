@@ -784,19 +784,20 @@ def report_markdown(
             "permuted), and with no prompt (never seen in training). Change: mean absolute "
             "difference from the own-prompt forecast, relative to its mean absolute value.",
             "",
-            "| prompt | test MSE | test MAE | change |",
-            "|---|---|---|---|",
+            "| prompt | test MSE | test MAE | change | DM p vs own |",
+            "|---|---|---|---|---|",
         ]
         for name in ("own", "shuffled", "none"):
             v = probe[name]
             lines.append(
-                f"| {name} | {v['mse']:.4f} | {v['mae']:.4f} | {100 * v['change_rel']:.2f}% |"
+                f"| {name} | {v['mse']:.4f} | {v['mae']:.4f} | {100 * v['change_rel']:.2f}% "
+                f"| {'–' if name == 'own' else format(v['p'], '.3g')} |"
             )
         lines += [
             "",
             "Another window's prompt changes the test MSE by "
             f"{100 * (shuf['mse'] / own['mse'] - 1):+.2f}% and moves the forecasts by "
-            f"{100 * shuf['change_rel']:.2f}% on average.",
+            f"{100 * shuf['change_rel']:.2f}% on average (Diebold-Mariano p {shuf['p']:.3g}).",
             "",
         ]
 

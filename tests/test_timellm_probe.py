@@ -25,7 +25,8 @@ def test_swapped_prompts_move_a_prompted_model(splits):
     res = prompt_probe(m, windows, y, seed=1)
     assert set(res) == set(VARIANTS)
     own = m.predict(windows)
-    assert res["own"]["change"] == 0.0
+    assert res["own"]["change"] == 0.0 and res["own"]["p"] == 1.0
+    assert 0.0 <= res["shuffled"]["p"] <= 1.0
     assert res["own"]["mse"] == pytest.approx(float(np.mean((own - y) ** 2)), rel=1e-6)
     # the patches attend to the prompt: another window's text changes the forecast
     assert res["shuffled"]["change"] > 0 and res["none"]["change"] > 0

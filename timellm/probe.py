@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ensemble import metrics
 from ensemble.data import Windows
 
 if TYPE_CHECKING:
@@ -51,9 +52,10 @@ def prompt_probe(
         seed: seed of the window permutation for ``shuffled``.
 
     Returns:
-        variant -> {"mse", "mae", "change", "change_rel"}: errors against the targets,
-        the mean absolute difference from the ``own`` forecasts (0 for ``own``), and that
-        difference relative to the mean absolute ``own`` forecast.
+        variant -> {"mse", "mae", "change", "change_rel", "p"}: errors against the
+        targets, the mean absolute difference from the ``own`` forecasts (0 for ``own``),
+        that difference relative to the mean absolute ``own`` forecast, and the two-sided
+        Diebold-Mariano p of the variant's per-window MSE against ``own``'s (1 for ``own``).
     """
     own_set = member.prompt_set(windows)
     perm = np.random.default_rng(seed).permutation(len(own_set))
@@ -68,18 +70,21 @@ def prompt_probe(
         ),
     }
     out: dict[str, dict[str, float]] = {}
-    own = None
+    own = own_loss = None
     for name in VARIANTS:
         pred = member.predict_set(sets[name]).astype(np.float64)
         if channels is not None:
             pred = pred[..., list(channels)]
-        own = pred if own is None else own
         err = pred - targets
+        loss = np.mean(err**2, axis=(1, 2))  # [W]
+        if own is None:
+            own, own_loss = pred, loss
         change = float(np.mean(np.abs(pred - own)))
         out[name] = {
             "mse": float(np.mean(err**2)),
             "mae": float(np.mean(np.abs(err))),
             "change": change,
             "change_rel": change / max(float(np.mean(np.abs(own))), 1e-12),
+            "p": float(metrics.diebold_mariano(loss, own_loss, targets.shape[1])["p"]),
         }
     return out

@@ -5,7 +5,8 @@ Reads finished run folders (members dlinear, arima, lightgbm, timellm) that diff
 prompt variant: Time-LLM's val and test MSE, the learned ensemble's and the mean's test
 MSE, and a Diebold-Mariano test of the variant's Time-LLM against the concise-prompt
 Time-LLM of the same seed on the same test windows (two-sided p; ``ensemble.metrics``).
-Then the means over seeds per variant. Nothing is refitted.
+Then the means over seeds per variant, beside the concise prompt's over the same seeds.
+Nothing is refitted.
 
     python benchmarks/timellm_prompt.py runs/h1_ens_s0 runs/h1_ens_s1 runs/h1_noprompt_s0 ...
 """
@@ -82,12 +83,21 @@ def main() -> None:
     groups = defaultdict(list)
     for r in rows:
         groups[(r["dataset"], r["variant"])].append(r)
-    print("\n| dataset | prompt | seeds | Time-LLM val | Time-LLM test | ensemble test |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "\n| dataset | prompt | seeds | Time-LLM val | Time-LLM test | ensemble test "
+        "| concise, same seeds: Time-LLM test | ensemble test |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for (ds, var), rs in sorted(groups.items()):
-        seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
+        seeds = sorted(r["seed"] for r in rs)
         cells = [f"{np.mean([r[k] for r in rs]):.4f}" for k in ("val", "test", "ensemble")]
-        print(f"| {ds} | {var} | {seeds} | " + " | ".join(cells) + " |")
+        refs = [base[(ds, sd)] for sd in seeds if (ds, sd) in base]
+        ref = (
+            [f"{np.mean([r[k] for r in refs]):.4f}" for k in ("test", "ensemble")]
+            if len(refs) == len(seeds)
+            else ["–", "–"]
+        )
+        print(f"| {ds} | {var} | {','.join(map(str, seeds))} | " + " | ".join(cells + ref) + " |")
 
 
 if __name__ == "__main__":

@@ -543,7 +543,7 @@ def _probe_member(run: RunData):
         raise UserError(
             "--prompt-probe: this run's Time-LLM has no prompt (backbone=none or prompt=none)"
         )
-    return TimeLLMForecaster.load(model_dir, progress=False)
+    return TimeLLMForecaster.load(model_dir, progress=None)  # bars on a terminal
 
 
 def _run_probe(run: RunData, member, splits) -> dict[str, Any]:

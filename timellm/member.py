@@ -441,7 +441,9 @@ class TimeLLMForecaster(BaseForecaster):
         """Forecast a prepared window set: [W, H, C] float32 (scaled space)."""
         if self.model is None:
             raise RuntimeError("timellm: call fit() (or load()) before predict()")
-        trainer = Trainer(self.model, self.train_config(), accelerator=self._accelerator())
+        trainer = Trainer(
+            self.model, self.train_config(), accelerator=self._accelerator(), progress=self.progress
+        )
         return trainer.predict(data).numpy().astype(np.float32)
 
     # ----------------------------------------------------------------------- persistence

@@ -303,10 +303,15 @@ class Trainer:
         Returns:
             [W, H, C] float32 on the CPU.
         """
+        from tqdm.auto import tqdm
+
         model = model or self.model
         model.eval()
         out = []
-        for sel in _chunks(len(data), self.cfg.eval_batch_size):
+        batches = _chunks(len(data), self.cfg.eval_batch_size)
+        total = -(-len(data) // self.cfg.eval_batch_size)
+        disable = None if self.progress is None else not self.progress
+        for sel in tqdm(batches, total=total, desc="predict", leave=False, disable=disable):
             x, _, ids, mask = data.batch(sel)
             out.append(model(x.to(self.device), ids, mask).float().cpu())
         if not out:

@@ -254,8 +254,12 @@ def resolve_path(
         path = Path(data_path)
         if name and name in DATASETS and not path.exists():
             path = data_dir_from(data_dir) / path
-        rule = DATASETS[name][1] if name in DATASETS else "ratio"
-        return (name or path.stem), path, rule
+        # A file named like a registered dataset (the official repo's ETT-small/ETTh1.csv)
+        # is that dataset: it gets its split, or its results would sit beside published
+        # ETTh1 numbers while coming from another split.
+        label = name or path.stem
+        rule = DATASETS[label][1] if label in DATASETS else "ratio"
+        return label, path, rule
     if not name:
         raise UserError(
             "no data given: pass --dataset NAME (one of "
@@ -467,7 +471,7 @@ def split_borders(
         b2 = (12 * month, 16 * month, 20 * month)
         if n_rows < b2[2]:
             raise UserError(
-                f"the ETT split needs {b2[2]} rows but the file has {n_rows}; use the full ETT file or --data-path for the 70/10/20 rule"
+                f"the ETT split needs {b2[2]} rows but the file has {n_rows}; use the full ETT file, or rename the file (a CSV not named like a registered dataset gets the 70/10/20 split)"
             )
         return b1, b2
     num_train = int(n_rows * 0.7)
@@ -537,16 +541,19 @@ def add_data_arguments(parser) -> None:
     """The common data flags of every sub-command that reads a dataset."""
     g = parser.add_argument_group("data")
     g.add_argument("--dataset", help=f"registered dataset: {', '.join(DATASETS)}")
-    g.add_argument("--data-path", help="any CSV with a date column (70/10/20 split)")
+    g.add_argument(
+        "--data-path",
+        help="any CSV with a date column (70/10/20 split; a file named like a registered "
+        "dataset, e.g. ETTh1.csv, gets that dataset's split)",
+    )
     g.add_argument(
         "--data-dir",
         help=f"folder holding ETT-small/, weather/... (default ${DATA_ENV}, else ./dataset)",
     )
     g.add_argument(
         "--features",
-        default="M",
         choices=FEATURES,
-        help="M: all channels; S: target only; MS: all in, target out",
+        help="M (default): all channels; S: target only; MS: all in, target out",
     )
     g.add_argument("--target", help="target column (default OT, else the last column)")
     g.add_argument("--fill", choices=["ffill"], help="forward-fill NaN/inf instead of failing")
@@ -557,7 +564,7 @@ def dataset_from_args(args) -> Dataset:
         args.dataset,
         data_path=args.data_path,
         data_dir=args.data_dir,
-        features=args.features,
+        features=args.features or "M",
         target=args.target,
         fill=args.fill,
     )

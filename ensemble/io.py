@@ -36,7 +36,22 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    """Strict JSON: NaN and infinities become null (bare NaN breaks jq, JavaScript, ...)."""
+    text = json.dumps(_finite(obj), indent=2, default=_jsonable, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def _finite(o: Any) -> Any:
+    """``o`` with every non-finite float (numpy ones included) replaced by None."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    if isinstance(o, float | np.floating):
+        return float(o) if np.isfinite(o) else None
+    return o
 
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:

@@ -124,25 +124,23 @@ def cell_config(spec: BenchSpec, cell: Cell) -> RunConfig:
 
 
 def cell_done(spec: BenchSpec, cell: Cell) -> bool:
-    """True when the cell's results.json exists for the same members, router and lookback.
+    """True when the cell's run finished with exactly this grid's settings.
 
-    A results.json from a different member set (an earlier grid in the same folder) does
-    not count: the cell is rerun, and ``run()`` reuses the members it can.
+    Its ``config.yaml`` must match the cell's config in everything but the folder: data
+    (dataset, file, data dir, features, target), lookback, horizon, seed, members, router
+    and every ``--set``. A results.json from another grid in the same folder does not
+    count: the cell is rerun, and ``run()`` reuses the members it can.
     """
-    path = Path(spec.out) / "cells" / cell.name / "results.json"
-    if not path.is_file():
+    folder = Path(spec.out) / "cells" / cell.name
+    if not (folder / "results.json").is_file():
         return False
     try:
-        res = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        saved = RunConfig.from_file(folder / "config.yaml").to_dict()
+    except (UserError, OSError, TypeError):
         return False
-    return (
-        sorted(res.get("members", [])) == sorted(spec.members)
-        and res.get("router") == spec.router
-        and int(res.get("seq_len", -1)) == cell.seq_len
-        and int(res.get("pred_len", -1)) == cell.pred_len
-        and int(res.get("seed", -1)) == cell.seed
-    )
+    want = cell_config(spec, cell).to_dict()
+    saved["out"] = want["out"]
+    return saved == want
 
 
 def validate(spec: BenchSpec) -> None:
@@ -162,6 +160,13 @@ def validate(spec: BenchSpec) -> None:
         raise UserError("--seq-len and every --horizons value must be positive")
     spec.members = registry.parse_members(spec.members)
     make_combiner(spec.router)
+    labels = [dataset_label(d) for d in spec.datasets]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:  # their cells would share one folder and overwrite each other
+        raise UserError(
+            f"--datasets names {', '.join(twice)} more than once (files with the same name "
+            "count as one); give each file a distinct name"
+        )
     for d in spec.datasets:
         csv = is_csv_path(d)
         name, path, _ = resolve_path(None if csv else d, d if csv else None, spec.data_dir)

@@ -87,7 +87,7 @@ def handle(args) -> int:
         out=args.out,
         data_dir=args.data_dir,
         member_params=parse_sets(args.set),
-        features=args.features,
+        features=args.features or "M",
     )
     failed: dict[str, str] = {}
     if args.report_only:

@@ -47,10 +47,12 @@ def config_from_args(args) -> RunConfig:
     from experiments.registry import _coerce
 
     cfg = RunConfig.from_file(args.config) if getattr(args, "config", None) else RunConfig()
+    before = cfg.to_dict()
     for key in (
         "dataset",
         "data_path",
         "data_dir",
+        "features",
         "target",
         "fill",
         "seq_len",
@@ -63,8 +65,6 @@ def config_from_args(args) -> RunConfig:
         val = getattr(args, key, None)
         if val is not None:
             setattr(cfg, key, val)
-    if getattr(args, "config", None) is None or args.features != "M":
-        cfg.features = args.features
     if args.members:
         cfg.members = [m.strip() for m in args.members.split(",") if m.strip()]
     if args.data_path and not args.dataset:
@@ -75,7 +75,44 @@ def config_from_args(args) -> RunConfig:
         lhs, val = item.split("=", 1)
         member, key = lhs.split(".", 1)
         cfg.member_params.setdefault(member, {})[key] = _coerce(val)
+    if getattr(args, "config", None) and args.out is None:
+        _refuse_overwrite(args.config, before, cfg)
     return cfg
+
+
+# Settings that change every member's forecasts: a rerun with another value is a new run.
+_NEW_RUN_KEYS = (
+    "dataset",
+    "data_path",
+    "data_dir",
+    "features",
+    "target",
+    "fill",
+    "seq_len",
+    "pred_len",
+    "percent",
+    "seed",
+)
+
+
+def _refuse_overwrite(config: str, before: dict, cfg: RunConfig) -> None:
+    """Refuse ``--config F --seed 1`` (and the like) without ``--out``: it would replace
+    the finished run F describes with a different one. Changing the router or the members
+    keeps the folder on purpose (the members it already has are reused)."""
+    from pathlib import Path
+
+    from ensemble.errors import UserError
+
+    if not cfg.out or not (Path(cfg.out) / "results.json").is_file():
+        return
+    changed = [k for k in _NEW_RUN_KEYS if before.get(k) != getattr(cfg, k)]
+    if changed:
+        k = changed[0]
+        raise UserError(
+            f"--{k.replace('_', '-')} {getattr(cfg, k)} differs from {config} "
+            f"({before.get(k)}) and would overwrite the finished run in {cfg.out}; "
+            "give --out for the new run"
+        )
 
 
 def handle(args) -> int:

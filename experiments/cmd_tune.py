@@ -59,7 +59,7 @@ def handle(args) -> int:
         dataset=dataset,
         data_path=args.data_path,
         data_dir=args.data_dir,
-        features=args.features,
+        features=args.features or "M",
         pred_len=args.pred_len,
         members=members,
         trials=args.trials,

@@ -12,11 +12,15 @@ def _naive(ctx: MemberContext):
     return NaiveLast()
 
 
-@register("snaive", "seasonal naive with the analyser's top period (@period=N to set it)")
+@register(
+    "snaive", "seasonal naive with the analyser's top period (@period=N to set it)", ("period",)
+)
 def _snaive(ctx: MemberContext):
     from classical.naive import SeasonalNaive
 
     period = int(ctx.params.get("period") or next((p for p in ctx.periods if p <= ctx.seq_len), 1))
+    if period > ctx.seq_len:  # found here, before any member is fitted
+        raise ValueError(f"period {period} exceeds the lookback {ctx.seq_len}")
     return SeasonalNaive(period=period)
 
 
@@ -36,6 +40,16 @@ def _progress(ctx: MemberContext) -> bool | None:
     return ctx.progress if p is None else bool(p)
 
 
+_LINEAR_CASTS = (
+    ("lr", float),
+    ("batch_size", int),
+    ("epochs", int),
+    ("patience", int),
+    ("lr_decay", float),
+)
+_LINEAR_SETTINGS = ("individual", "seed", *(k for k, _ in _LINEAR_CASTS))
+
+
 def _linear_kwargs(ctx: MemberContext) -> dict:
     p = ctx.params
     kwargs = dict(
@@ -45,13 +59,7 @@ def _linear_kwargs(ctx: MemberContext) -> dict:
         seed=int(p.get("seed", ctx.seed)),
         progress=_progress(ctx),
     )
-    for key, cast in (
-        ("lr", float),
-        ("batch_size", int),
-        ("epochs", int),
-        ("patience", int),
-        ("lr_decay", float),
-    ):
+    for key, cast in _LINEAR_CASTS:
         if key in p:
             kwargs[key] = cast(p[key])
     return kwargs
@@ -60,6 +68,7 @@ def _linear_kwargs(ctx: MemberContext) -> dict:
 @register(
     "dlinear",
     "DLinear: moving-average decomposition + linear maps (@kernel=25|auto, @individual=true)",
+    ("kernel", *_LINEAR_SETTINGS),
 )
 def _dlinear(ctx: MemberContext):
     from classical.dlinear import DLinear, kernel_from_period
@@ -71,7 +80,9 @@ def _dlinear(ctx: MemberContext):
     return DLinear(kernel=int(kernel), **_linear_kwargs(ctx))
 
 
-@register("nlinear", "NLinear: last-value normalisation + linear map (@individual=true)")
+@register(
+    "nlinear", "NLinear: last-value normalisation + linear map (@individual=true)", _LINEAR_SETTINGS
+)
 def _nlinear(ctx: MemberContext):
     from classical.dlinear import NLinear
 
@@ -84,6 +95,7 @@ def _nlinear(ctx: MemberContext):
 @register(
     "timellm",
     "Time-LLM over a frozen LLM (@backbone=minilm|PATH, @llm_layers=N, @train_stride=N, @inject=ridge+dlinear)",
+    None,  # checked against TimeLLMForecaster's signature below
 )
 def _timellm(ctx: MemberContext):
     import inspect
@@ -124,6 +136,7 @@ def _top_period(ctx: MemberContext, fallback: int = 24) -> int:
     "arima",
     "per-channel SARIMA(p,d,q)(0,1,0)_s, AIC order, fixed params, one Kalman pass "
     "(@seasonal=24|0, @d=1, @fourier=24+168, @fit_rows=N)",
+    ("seasonal", "fourier", "fit_rows", "d", "harmonics", "maxiter"),
 )
 def _arima(ctx: MemberContext):
     from classical.arima import ARIMA
@@ -146,27 +159,33 @@ def _arima(ctx: MemberContext):
     )
 
 
+# setting -> LightGBMForecaster argument, cast
+_LIGHTGBM_CASTS = (
+    ("components", "n_components", int),
+    ("n_lags", "n_lags", int),
+    ("max_train_rows", "max_train_rows", int),
+    ("max_val_rows", "max_val_rows", int),
+    ("rounds", "num_boost_round", int),
+    ("lr", "learning_rate", float),
+    ("num_leaves", "num_leaves", int),
+    ("threads", "num_threads", int),
+    ("level_feature", "level_feature", bool),
+)
+_LIGHTGBM_SETTINGS = ("seed", *(k for k, _, _ in _LIGHTGBM_CASTS))
+
+
 @register(
     "lightgbm",
     "global LightGBM, direct forecasts of trajectory-basis coefficients "
     "(@components=16, @max_train_rows=N, @lr=0.05)",
+    _LIGHTGBM_SETTINGS,
 )
 def _lightgbm(ctx: MemberContext):
     from classical.lightgbm_member import LightGBMForecaster
 
     p = ctx.params
     kwargs = {}
-    for key, name, cast in (
-        ("components", "n_components", int),
-        ("n_lags", "n_lags", int),
-        ("max_train_rows", "max_train_rows", int),
-        ("max_val_rows", "max_val_rows", int),
-        ("rounds", "num_boost_round", int),
-        ("lr", "learning_rate", float),
-        ("num_leaves", "num_leaves", int),
-        ("threads", "num_threads", int),
-        ("level_feature", "level_feature", bool),
-    ):
+    for key, name, cast in _LIGHTGBM_CASTS:
         if key in p:
             kwargs[name] = cast(p[key])
     periods = ctx.periods or [_top_period(ctx)]

@@ -45,12 +45,23 @@ class MemberContext:
 
 
 Factory = Callable[[MemberContext], Forecaster]
-_REGISTRY: dict[str, tuple[Factory, str]] = {}
+# name -> (factory, description, the settings it reads; None: the factory checks them)
+_REGISTRY: dict[str, tuple[Factory, str, tuple[str, ...] | None]] = {}
 
 
-def register(name: str, description: str) -> Callable[[Factory], Factory]:
+def register(
+    name: str, description: str, settings: tuple[str, ...] | None = ()
+) -> Callable[[Factory], Factory]:
+    """Register a member factory under ``name``.
+
+    Args:
+        settings: the ``@key=value`` / ``--set`` keys the factory reads; any other key is a
+            user error (a typo such as ``dlinear@kernal=49`` must not be ignored). None: the
+            factory validates its own keys.
+    """
+
     def deco(fn: Factory) -> Factory:
-        _REGISTRY[name] = (fn, description)
+        _REGISTRY[name] = (fn, description, settings)
         return fn
 
     return deco
@@ -105,8 +116,20 @@ def parse_members(text: str | list[str]) -> list[str]:
 def build(spec: str, ctx: MemberContext) -> Forecaster:
     base, params = parse_spec(spec)
     _load_builtin()
-    factory = _REGISTRY[base][0]
-    member = factory(replace(ctx, params={**ctx.params, **params}))
+    factory, _, settings = _REGISTRY[base]
+    params = {**ctx.params, **params}
+    if settings is not None:
+        unknown = sorted(set(params) - set(settings) - {"progress"})
+        if unknown:
+            valid = ", ".join(sorted(settings)) or "none"
+            raise UserError(f"unknown {base} setting(s) {', '.join(unknown)}; valid: {valid}")
+    try:
+        member = factory(replace(ctx, params=params))
+    except (ValueError, TypeError) as exc:  # int("abc") and the like, before any fitting
+        raise UserError(
+            f"{spec}: a setting has the wrong type or value ({exc}); fix its @key=value "
+            f"or --set {base}.KEY=VALUE"
+        ) from None
     member.name = spec
     return member
 

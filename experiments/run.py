@@ -65,6 +65,13 @@ def _data_key(cfg: RunConfig, base: str, periods: list[int]) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def data_fingerprint(splits: Splits) -> str:
+    """SHA-256 of the raw values the splits come from: the same name and settings over a
+    changed file is new data, and a member's saved forecasts must not be reused for it."""
+    values = np.ascontiguousarray(splits.dataset.values)
+    return hashlib.sha256(values.tobytes()).hexdigest()[:16]
+
+
 def _setup_logging(out: Path) -> logging.Handler:
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "run.log")
@@ -95,14 +102,61 @@ def fit_member(
     mdir = out / "members" / _safe(spec)
     base, _ = registry.parse_spec(spec)
     key = _data_key(cfg, base, periods)
+    data_hash = data_fingerprint(splits)
     cache = mdir / "forecasts.npz"
     if cache.is_file():
         with np.load(cache) as z:
-            if str(z["key"]) == key:
+            # Caches written before the data hash was stored have none; they still count.
+            same_data = "data" not in z.files or str(z["data"]) == data_hash
+            if str(z["key"]) == key and same_data:
                 log.info("%s: reusing forecasts from %s", spec, cache)
                 timings = json.loads(str(z["timings"]))
                 return {"val": z["val"], "test": z["test"], "timings": timings}
-    ctx = registry.MemberContext(
+    member = registry.build(spec, member_context(spec, cfg, splits, periods, out, progress))
+    t0 = time.perf_counter()
+    member.fit(splits.train, splits.val)
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    val = np.asarray(member.predict(splits.val.windows()), dtype=np.float32)
+    test = np.asarray(member.predict(splits.test.windows()), dtype=np.float32)
+    t_pred = time.perf_counter() - t0
+    for part, pred, split in (("val", val, splits.val), ("test", test, splits.test)):
+        expect = (split.n_windows, cfg.pred_len, split.n_channels)
+        if pred.shape != expect:
+            raise RuntimeError(
+                f"member {spec} returned {part} forecasts of shape {pred.shape}, expected {expect}"
+            )
+        bad = int(np.size(pred) - np.count_nonzero(np.isfinite(pred)))
+        if bad:  # a diverged fit: scoring or combining it would spread NaN into every result
+            raise UserError(
+                f"member {spec} forecast {bad} non-finite value(s) on {part}: its fit diverged; "
+                "lower its learning rate (@lr=...) or check the data for extreme values"
+            )
+    member.save(mdir / "model")
+    timings = {"fit": round(t_fit, 3), "predict": round(t_pred, 3)}
+    write_npz(
+        cache,
+        val=val,
+        test=test,
+        key=np.array(key),
+        data=np.array(data_hash),
+        timings=np.array(json.dumps(timings)),
+    )
+    log.info("%s: fit %.1fs, predict %.1fs", spec, t_fit, t_pred)
+    return {"val": val, "test": test, "timings": timings}
+
+
+def member_context(
+    spec: str,
+    cfg: RunConfig,
+    splits: Splits,
+    periods: list[int],
+    out: Path,
+    progress: bool | None = None,
+) -> registry.MemberContext:
+    """What ``spec``'s factory builds from: the run's settings, periods and its own folder."""
+    base, _ = registry.parse_spec(spec)
+    return registry.MemberContext(
         seq_len=cfg.seq_len,
         pred_len=cfg.pred_len,
         n_channels=splits.train.n_channels,
@@ -111,27 +165,22 @@ def fit_member(
         seed=cfg.seed,
         dataset=splits.dataset.name,
         params=dict(cfg.member_params.get(base, {})),
-        workdir=str(mdir),
+        workdir=str(out / "members" / _safe(spec)),
         progress=progress,
     )
-    member = registry.build(spec, ctx)
-    t0 = time.perf_counter()
-    member.fit(splits.train, splits.val)
-    t_fit = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    val = np.asarray(member.predict(splits.val.windows()), dtype=np.float32)
-    test = np.asarray(member.predict(splits.test.windows()), dtype=np.float32)
-    t_pred = time.perf_counter() - t0
-    expect = (splits.test.n_windows, cfg.pred_len, splits.test.n_channels)
-    if test.shape != expect:
-        raise RuntimeError(
-            f"member {spec} returned test forecasts of shape {test.shape}, expected {expect}"
-        )
-    member.save(mdir / "model")
-    timings = {"fit": round(t_fit, 3), "predict": round(t_pred, 3)}
-    write_npz(cache, val=val, test=test, key=np.array(key), timings=np.array(json.dumps(timings)))
-    log.info("%s: fit %.1fs, predict %.1fs", spec, t_fit, t_pred)
-    return {"val": val, "test": test, "timings": timings}
+
+
+# What a finished run writes into its folder (analyse adds the routing_* files). A rerun
+# removes them first, so a rerun that fails leaves no results next to its new config.
+RUN_OUTPUTS = (
+    "results.json",
+    "results.md",
+    "forecasts.npz",
+    "router_weights.npz",
+    "test_windows.png",
+    "routing_report.md",
+    "routing_analysis.json",
+)
 
 
 def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
@@ -150,6 +199,11 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
     handler = _setup_logging(out)
     try:
+        stale = [name for name in RUN_OUTPUTS if (out / name).is_file()]
+        for name in stale:
+            (out / name).unlink()
+        if stale:
+            log.info("rerun: removed the previous run's %s", ", ".join(stale))
         write_text(out / "config.yaml", cfg.to_yaml())
         log.info(
             "run %s: %s L=%d H=%d members=%s router=%s seed=%d",
@@ -166,6 +220,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         periods = detect_periods(splits)
         t_periods = time.perf_counter() - t0
         log.info("periods (train rows): %s", periods)
+        for spec in specs:  # every member's settings checked before any is fitted
+            registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
 
         results: dict[str, Any] = {}
         bar = tqdm(specs, desc="members", disable=not progress, unit="member")
@@ -254,6 +310,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             "pred_len": cfg.pred_len,
             "seed": cfg.seed,
             "features": cfg.features,
+            "split": dataset.split_rule,
             "members": specs,
             "router": cfg.router,
             "windows": splits.window_counts(),

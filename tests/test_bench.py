@@ -9,14 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ensemble.errors import UserError
 from experiments.bench import (
     BenchSpec,
     bench_markdown,
+    cell_config,
     cell_done,
     collect,
     plan,
     run_bench,
     summarise,
+    validate,
 )
 from experiments.reference import build_reference, load_reference
 
@@ -41,8 +44,9 @@ def _spec(csv: Path, out: Path, **kw) -> BenchSpec:
 
 def fake_run(cfg, progress: bool = False) -> dict:
     """Writes the results.json a real run would (the bench only reads that file)."""
-    from ensemble.io import write_json
+    from ensemble.io import write_json, write_text
 
+    write_text(Path(cfg.out) / "config.yaml", cfg.to_yaml())
     rng = np.random.default_rng(cfg.seed)
     names = list(cfg.members) + ["ensemble"]
     res = {
@@ -102,17 +106,34 @@ def test_bench_resumes_after_a_kill(synth_csv, tmp_path):
     assert (out / "bench_mse.png").is_file() and (out / "bench.log").is_file()
 
 
-def test_cell_with_other_members_is_not_done(synth_csv, tmp_path):
+def test_cell_with_other_settings_is_not_done(synth_csv, tmp_path):
+    # A rerun of the grid in the same folder with other members, features or --set must
+    # not report the old cell's numbers under the new settings.
     spec = _spec(synth_csv(n=1200), tmp_path / "bench", seeds=[0])
     cell = plan(spec)[0]
-    d = Path(spec.out) / "cells" / cell.name
-    d.mkdir(parents=True)
-    res = {"members": ["naive"], "router": "mean", "seq_len": 96, "pred_len": 24, "seed": 0}
-    (d / "results.json").write_text(json.dumps(res))
-    assert not cell_done(spec, cell)
-    res["members"] = ["window_mean", "snaive", "naive"]  # same set, other order: done
-    (d / "results.json").write_text(json.dumps(res))
+    fake_run(cell_config(spec, cell))
     assert cell_done(spec, cell)
+    for change in (
+        dict(members=["naive", "snaive"]),
+        dict(features="S"),
+        dict(member_params={"snaive": {"period": 12}}),
+        dict(router="median"),
+    ):
+        other = _spec(synth_csv(n=1200), tmp_path / "bench", seeds=[0], **change)
+        assert not cell_done(other, cell), change
+    (Path(spec.out) / "cells" / cell.name / "config.yaml").unlink()  # an unfinished write
+    assert not cell_done(spec, cell)
+
+
+def test_two_files_with_one_name_are_refused(synth_csv, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    csv = synth_csv(n=1200)
+    for d in (a, b):
+        (d / "x.csv").write_bytes(csv.read_bytes())
+    spec = _spec(csv, tmp_path / "bench", datasets=[str(a / "x.csv"), str(b / "x.csv")])
+    with pytest.raises(UserError, match="more than once"):
+        validate(spec)
 
 
 def test_failed_cell_does_not_stop_the_grid(synth_csv, tmp_path):

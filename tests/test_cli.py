@@ -53,6 +53,18 @@ def test_data_info_json(data_dir, capsys):
             "unknown --router 'nosuchrouter'",
         ),
         (["data", "info", "--data-path", "/nonexistent/x.csv"], "data file not found"),
+        (
+            ["run", "--dataset", "ETTh1", "--members", "naive,snaive@period=abc"],
+            "snaive@period=abc: a setting has the wrong type or value",
+        ),
+        (
+            ["run", "--dataset", "ETTh1", "--members", "naive,dlinear@kernal=49"],
+            "unknown dlinear setting(s) kernal; valid: batch_size",
+        ),
+        (
+            ["run", "--dataset", "ETTh1", "--members", "naive,snaive@period=600"],
+            "period 600 exceeds the lookback 512",
+        ),
     ],
 )
 def test_user_errors_exit_2_with_one_line(argv, needle, capsys, data_dir, tmp_path):

@@ -173,3 +173,13 @@ def test_percent_keeps_first_train_windows(synth_splits, synth_csv):
     full, few = make_splits(ds, 96, 24), make_splits(ds, 96, 24, percent=10)
     assert few.train.n_windows == ((1400 - 96) * 10 // 100 + 96) - 96 - 24 + 1
     np.testing.assert_array_equal(full.scaler.mean, few.scaler.mean)
+
+
+def test_a_file_named_like_a_registered_dataset_gets_its_split(tmp_path):
+    # The official repo's dataset/ETT-small/ETTh1.csv passed with --data-path is ETTh1: a
+    # 70/10/20 split would put other numbers under the ETTh1 name.
+    from ensemble.data import resolve_path
+
+    assert resolve_path(None, tmp_path / "ETTh1.csv", None)[::2] == ("ETTh1", "ett_hour")
+    assert resolve_path(None, tmp_path / "ETTm2.csv", None)[::2] == ("ETTm2", "ett_minute")
+    assert resolve_path(None, tmp_path / "mine.csv", None)[::2] == ("mine", "ratio")

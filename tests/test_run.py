@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import yaml
 
+from classical.naive import NaiveLast
 from experiments.cli import main
 
 
@@ -43,6 +45,7 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
         and res["seed"] == 0
     )
     assert res["windows"] == {"train": 8033, "val": 2785, "test": 2785}
+    assert res["split"] == "ett_hour"
     for part in ("val", "test"):
         assert {"naive", "snaive", "ensemble", "mean", "median", "oracle"} <= set(res[part])
         assert all(set(v) == {"mse", "mae"} for v in res[part].values())
@@ -108,3 +111,81 @@ def test_stacked_router_saves_its_per_step_weights(synth_csv, tmp_path):
         step = z["step_weights"]
     assert step.shape == (24, 3) and (step >= 0).all()
     np.testing.assert_allclose(step.sum(-1), 1.0, rtol=1e-6)
+
+
+def _synth_run(csv, out, *extra: str) -> list[str]:
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24"]
+    return argv + ["--members", "naive,snaive", "--out", str(out), "--quiet", *extra]
+
+
+def test_failed_rerun_leaves_no_results_of_the_previous_run(synth_csv, tmp_path, capsys):
+    # Otherwise the folder would look finished, with the new config.yaml beside the old
+    # results.json, and `summary` would file the old numbers under the new settings.
+    out = tmp_path / "r"
+    csv = synth_csv(n=1400)
+    assert main(_synth_run(csv, out)) == 0
+    argv = _synth_run(csv, out, "--pred-len", "12", "--set", "snaive.period=abc")
+    assert main(argv) == 2
+    assert "snaive" in capsys.readouterr().err
+    assert (out / "config.yaml").is_file()
+    for name in ("results.json", "results.md", "forecasts.npz", "router_weights.npz"):
+        assert not (out / name).exists(), name
+    assert "removed the previous run's results.json" in (out / "run.log").read_text()
+
+
+def test_rerun_with_another_seed_needs_its_own_folder(synth_csv, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(_synth_run(synth_csv(n=1400), out)) == 0
+    before = (out / "results.json").read_text()
+    cfg = str(out / "config.yaml")
+    assert main(["run", "--config", cfg, "--seed", "1", "--quiet"]) == 2
+    assert "give --out" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == before
+    # refitting only the router into the same folder is what --config is for
+    assert main(["run", "--config", cfg, "--router", "median", "--quiet"]) == 0
+    assert main(["run", "--config", cfg, "--seed", "1", "--out", str(tmp_path / "s1")]) == 0
+
+
+def test_features_flag_overrides_the_config(synth_csv, tmp_path):
+    out = tmp_path / "s"
+    assert main(_synth_run(synth_csv(n=1400), out, "--features", "S")) == 0
+    other = tmp_path / "m"
+    argv = ["run", "--config", str(out / "config.yaml"), "--features", "M"]
+    assert main([*argv, "--out", str(other), "--quiet"]) == 0
+    assert json.loads((other / "results.json").read_text())["features"] == "M"
+
+
+def test_member_forecasts_are_not_reused_for_changed_data(synth_csv, tmp_path):
+    # Same file name and settings, other values: the saved member forecasts are stale.
+    out = tmp_path / "r"
+    csv = synth_csv(n=1400)
+    assert main(_synth_run(csv, out)) == 0
+    first = json.loads((out / "results.json").read_text())["test"]["naive"]
+    df = pd.read_csv(csv)
+    df["OT"] = df["OT"].to_numpy()[::-1]  # not a rescaling: scores are in scaled space
+    df.to_csv(csv, index=False)
+    assert main(_synth_run(csv, out)) == 0
+    assert json.loads((out / "results.json").read_text())["test"]["naive"] != first
+
+
+class _Diverged(NaiveLast):
+    """A member whose fit blew up: one NaN in its forecasts."""
+
+    def predict(self, windows):
+        pred = super().predict(windows).astype(np.float64)
+        pred[0, 0, 0] = np.nan
+        return pred
+
+
+def test_non_finite_member_forecasts_stop_the_run(synth_csv, tmp_path, capsys, monkeypatch):
+    from experiments import registry
+
+    registry._load_builtin()
+    monkeypatch.setitem(registry._REGISTRY, "diverged", (lambda ctx: _Diverged(), "test", ()))
+    out = tmp_path / "r"
+    argv = _synth_run(synth_csv(n=1400), out)
+    argv[argv.index("naive,snaive")] = "naive,diverged"
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diverged forecast 1 non-finite value(s)" in err[0]
+    assert not (out / "results.json").exists()

@@ -1,0 +1,25 @@
+"""ensemble.io: atomic writes and strict JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ensemble.io import write_json
+
+
+def test_json_has_no_bare_nan(tmp_path):
+    # Bare NaN / Infinity tokens are not JSON: jq and JavaScript reject the whole file.
+    path = tmp_path / "r.json"
+    write_json(
+        path, {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": np.array([2.0, np.nan])}
+    )
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: 1 / 0) == {
+        "a": None,
+        "b": [None, 1.5],
+        "c": [2.0, None],
+    }
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind

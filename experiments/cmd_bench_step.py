@@ -2,7 +2,9 @@
 
 A step is forward, MSE loss, backward and an Adam step over the trainable parameters,
 on a batch of random-walk univariate windows whose prompts were built beforehand with
-`PromptBuilder` (ETTh1 description), as the trainer does. Prints one line of results
+`PromptBuilder` (ETTh1 description), as the trainer does. The frozen backbone runs in
+eval mode while the rest trains, as the trainer keeps it (`--backbone-dropout`: in train
+mode, the official path). Prints one line of results
 (`--json` for machines): windows per second, median seconds per step, peak RSS.
 """
 
@@ -68,6 +70,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep torch's own dropout in the backbone (the fast one draws the same distribution)",
     )
+    p.add_argument(
+        "--backbone-dropout",
+        action="store_true",
+        help="run the frozen backbone in train mode, its dropout on (the official code's "
+        "path); by default it stays in eval mode, as our trainer keeps it",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="one JSON line")
     p.set_defaults(func=run)
@@ -110,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         fast_dropout=not args.slow_dropout,
     )
     model.train()
+    if not args.backbone_dropout:
+        model.llm.eval()  # as `timellm.trainer.Trainer` trains (backbone_eval)
     params = model.trainable_parameters()
     optimiser = torch.optim.Adam(params, lr=1e-4)
 
@@ -159,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         "prompt": args.prompt,
         "dtype": args.dtype,
         "autocast": args.autocast,
+        "backbone_dropout": args.backbone_dropout,
         "load_in_4bit": args.load_in_4bit,
         "batch_size": args.batch_size,
         "n_vars": args.n_vars,

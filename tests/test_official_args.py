@@ -61,7 +61,8 @@ def test_seed_command_maps_to_the_same_config_as_run_flags():
         "lr": 0.0001,
         "epochs": 10,
         "patience": 10,
-        "schedule": "type1",
+        "schedule": "official_type1",
+        "pct_start": 0.2,
     }
     argv = ["run", "--dataset", "ETTm1", "--features", "M", "--target", "OT"]
     argv += ["--seq-len", "512", "--pred-len", "96", "--percent", "100", "--seed", "2021"]
@@ -84,7 +85,7 @@ def test_official_defaults_apply_when_flags_are_left_out():
     assert (cfg["dataset"], cfg["seq_len"], cfg["pred_len"], cfg["seed"]) == ("ETTh1", 96, 96, 2021)
     p = cfg["member_params"]["timellm"]
     assert p["backbone"] == "minilm" and p["d_model"] == 16 and p["lr"] == 1e-4
-    assert p["batch_size"] == 32 and p["patience"] == 10 and p["schedule"] == "type1"
+    assert p["batch_size"] == 32 and p["patience"] == 10 and p["schedule"] == "official_type1"
 
 
 def test_our_flags_and_set_pass_through():
@@ -94,7 +95,7 @@ def test_our_flags_and_set_pass_through():
     )
     p = m.config["member_params"]["timellm"]
     assert (p["train_stride"], p["val_stride"], p["inject"]) == (8, 4, "dlinear+ridge")
-    assert p["resume"] is True and p["precision"] == "fp32" and p["schedule"] == "cosine"
+    assert p["resume"] is True and p["precision"] == "fp32" and p["schedule"] == "official_cos"
     assert p["prototype_map"] == "full" and p["sample"] == "series"
 
 

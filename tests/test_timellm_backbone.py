@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ensemble.errors import UserError
-from timellm.backbone import load_backbone, random_backbone
+from timellm.backbone import _is_decoder, _minilm_dir, load_backbone, random_backbone
 
 TINY_QWEN = dict(
     hidden_size=32,
@@ -59,6 +59,88 @@ def test_local_path_truncates_saved_model(tmp_path) -> None:
     random_backbone("qwen2", **TINY_QWEN).model.save_pretrained(tmp_path)
     bb = load_backbone(str(tmp_path), llm_layers=2, llm_dim=32)
     assert bb.num_layers == 2 and len(bb.model.layers) == 2 and bb.is_decoder
+
+
+def _save_with_minilm_tokenizer(model: torch.nn.Module, path) -> None:
+    from transformers import AutoTokenizer
+
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(_minilm_dir()).save_pretrained(path)
+
+
+def test_bf16_checkpoint_loads_as_float32_unless_asked(tmp_path) -> None:
+    tiny_llama = {**TINY_QWEN, "num_key_value_heads": 2}
+    _save_with_minilm_tokenizer(
+        random_backbone("llama", dtype=torch.bfloat16, **tiny_llama).model, tmp_path
+    )
+    bb = load_backbone(str(tmp_path))  # transformers alone would keep the file's bf16
+    assert bb.dtype == torch.float32
+    assert {p.dtype for p in bb.model.parameters()} == {torch.float32}
+    assert load_backbone(str(tmp_path), dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    "model_type,decoder",
+    [
+        ("bert", False),
+        ("roberta", False),
+        ("distilbert", False),
+        ("roformer", False),  # also has a causal-LM head class, but trained as an MLM
+        ("megatron-bert", False),
+        ("data2vec-text", False),
+        ("gpt2", True),
+        ("llama", True),
+        ("qwen2", True),
+        ("mistral", True),
+    ],
+)
+def test_encoder_or_decoder_from_the_model_type(model_type: str, decoder: bool) -> None:
+    from transformers import AutoConfig
+
+    assert _is_decoder(AutoConfig.for_model(model_type)) is decoder
+
+
+def test_bert_configured_as_a_decoder_is_causal() -> None:
+    from transformers import AutoConfig
+
+    assert _is_decoder(AutoConfig.for_model("bert", is_decoder=True))
+
+
+def test_roformer_takes_the_encoder_path_and_reads_its_prompt(tmp_path) -> None:
+    import numpy as np
+    from transformers import AutoConfig, AutoModel
+
+    from timellm.model import TimeLLM
+    from timellm.prompt import PromptBuilder
+
+    config = AutoConfig.for_model(
+        "roformer",
+        hidden_size=32,
+        embedding_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    torch.manual_seed(0)
+    _save_with_minilm_tokenizer(AutoModel.from_config(config), tmp_path)
+    bb = load_backbone(str(tmp_path))
+    assert not bb.is_decoder
+    torch.manual_seed(0)
+    model = TimeLLM(bb, seq_len=48, pred_len=8, d_model=8, d_ff=16, n_heads=2, num_prototypes=20)
+    x = np.random.default_rng(0).standard_normal((2, 48, 1)).cumsum(axis=1).astype(np.float32)
+    pb = PromptBuilder(bb.tokenizer, "Test series.", 8, [12, 6])
+    with torch.no_grad():
+        plain = model.eval()(torch.from_numpy(x), *pb(x))
+        other = model(torch.from_numpy(x), *pb(x, ["another text", "and another"]))
+    assert not torch.allclose(plain, other, atol=1e-6)
+
+
+def test_encoder_decoder_models_are_refused(tmp_path) -> None:
+    from transformers import AutoConfig
+
+    AutoConfig.for_model("t5").save_pretrained(tmp_path)
+    with pytest.raises(UserError, match="encoder-decoder"):
+        load_backbone(str(tmp_path))
 
 
 def _load_4bit(spec: str, **kw):

@@ -80,6 +80,36 @@ def test_save_load_roundtrip_without_backbone_weights(fitted, splits, tmp_path):
     np.testing.assert_array_equal(again.predict(w), m.predict(w))
 
 
+def test_saved_prototype_basis_is_loaded_not_recomputed(fitted, splits, tmp_path, monkeypatch):
+    m, _ = fitted
+    assert m.prototype_map == "lowrank"
+    m.save(tmp_path / "model")
+    w = splits.test.windows()
+    expected = m.predict(w)
+    eigh = torch.linalg.eigh
+
+    def other_signs(a):  # another machine's eigensolver may return -v for v
+        vals, vecs = eigh(a)
+        return vals, -vecs
+
+    with monkeypatch.context() as mp:
+        mp.setattr(torch.linalg, "eigh", other_signs)
+        again = TimeLLMForecaster.load(tmp_path / "model")
+        assert torch.equal(again.model.prototypes.basis, m.model.prototypes.basis)
+        np.testing.assert_array_equal(again.predict(w), expected)
+
+        # A state dict written before the basis was saved still loads, with the basis
+        # recomputed on this "machine": here the flipped one, so other forecasts.
+        state = torch.load(tmp_path / "model" / "trainable.pt", weights_only=True)
+        del state["prototypes.basis"]
+        torch.save(state, tmp_path / "model" / "trainable.pt")
+        old = TimeLLMForecaster.load(tmp_path / "model")
+        assert torch.equal(old.model.prototypes.basis, -m.model.prototypes.basis)
+        assert not np.allclose(old.predict(w), expected)
+    same_machine = TimeLLMForecaster.load(tmp_path / "model")
+    np.testing.assert_array_equal(same_machine.predict(w), expected)
+
+
 def test_resume_through_the_member(fitted, splits):
     m, workdir = fitted
     assert (workdir / "checkpoint.pt").is_file()
@@ -154,6 +184,37 @@ def test_no_prompt_sends_only_the_patches_through_the_llm(splits, backbone):
     assert m.predict(splits.test.windows()).shape == (splits.test.n_windows, H, 2)
 
 
+@pytest.mark.parametrize("backbone_dropout", [False, True])
+def test_backbone_mode_while_training(splits, monkeypatch, backbone_dropout):
+    from timellm.trainer import Trainer
+
+    modes = []
+    original = Trainer._train_epoch
+
+    def spy(self, *args):
+        hook = self.model.llm.register_forward_pre_hook(
+            lambda llm, _: modes.append((self.model.training, llm.training))
+        )
+        try:
+            return original(self, *args)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(Trainer, "_train_epoch", spy)
+    m = member(epochs=1, train_stride=8, val_stride=8, backbone_dropout=backbone_dropout)
+    m.fit(splits.train, splits.val)
+    # The trainable parts train; the frozen backbone in eval mode unless asked otherwise.
+    assert modes and set(modes) == {(True, backbone_dropout)}
+
+
+def test_pct_start_reaches_the_trainer_and_new_defaults_keep_fingerprints():
+    assert member(schedule="onecycle", pct_start=0.4).train_config().pct_start == 0.4
+    # Checkpoints written before these settings existed still resume at their defaults.
+    assert not {"pct_start", "backbone_dropout"} & set(member().fingerprint())
+    assert member(pct_start=0.4).fingerprint()["pct_start"] == 0.4
+    assert member(backbone_dropout=True).fingerprint()["backbone_dropout"] is True
+
+
 def test_bad_settings_are_user_errors():
     with pytest.raises(UserError):
         member(precision="fp16")
@@ -167,6 +228,10 @@ def test_bad_settings_are_user_errors():
         member(backbone="none", inject=["ridge"])
     with pytest.raises(UserError, match="prompt=none"):
         member(prompt="none", inject=["ridge"])
+    with pytest.raises(UserError, match="schedule"):
+        member(schedule="warm")
+    with pytest.raises(UserError, match="pct_start"):
+        member(pct_start=1.5)
 
 
 def test_registry_factory(tmp_path):

@@ -145,6 +145,39 @@ def test_prototype_keys_cached_only_without_gradient(minilm: Backbone) -> None:
     assert k4.requires_grad and k4 is not k3
 
 
+def test_prototype_cache_follows_a_dtype_cast() -> None:
+    # Its own backbone: the cast below converts the model's backbone too.
+    bb = random_backbone("gpt2", **DECODERS["gpt2"])
+    model = _model(bb).eval()
+    x, ids, mask = _batch(bb)
+    with torch.no_grad():
+        model(x, ids, mask)  # fills the cache with float32 keys / values
+        model.double()  # keeps every parameter's id and version
+        keys, values = model.prototype_kv()
+        fresh_keys, fresh_values = model._compute_kv()
+    assert keys.dtype == values.dtype == torch.float64
+    assert torch.equal(keys, fresh_keys) and torch.equal(values, fresh_values)
+
+
+def test_roberta_positions_start_after_its_padding_row() -> None:
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model("roberta", **TINY, vocab_size=30522)
+    torch.manual_seed(0)
+    llm = AutoModel.from_config(config).eval()
+    bb = Backbone(llm, None, "roberta", 32, 2, is_decoder=False)  # no prompts built here
+    model = _model(bb).eval()
+    tokens = torch.randn(2, model.num_patches, 32)
+    ids = torch.randint(1000, 2000, (2, 5))
+    with torch.no_grad():
+        ours = model._run_backbone(tokens, ids, torch.ones_like(ids))
+        # Unpadded rows: RoBERTa's own default positions are the right ones.
+        embeds = torch.cat([llm.get_input_embeddings()(ids), tokens], dim=1)
+        own = llm(inputs_embeds=embeds).last_hidden_state[:, -model.num_patches :]
+    assert torch.allclose(ours, own, atol=1e-5)
+    assert model.position_offset == config.pad_token_id + 1
+
+
 def test_fast_dropout_statistics_and_attention() -> None:
     torch.manual_seed(0)
     y = fast_dropout(torch.ones(400, 500), 0.1)
@@ -193,9 +226,17 @@ def test_explain_reports_shapes_and_parameters(minilm: Backbone) -> None:
     assert all(p.grad is None for p in model.trainable_parameters())
 
 
-def test_bench_step_cli(capsys) -> None:
+@pytest.mark.parametrize("backbone_dropout", [False, True])
+def test_bench_step_cli(capsys, monkeypatch, backbone_dropout: bool) -> None:
     from experiments.cli import main
 
+    modes = []
+    forward = TimeLLM.forward
+    monkeypatch.setattr(
+        TimeLLM,
+        "forward",
+        lambda self, *a: modes.append((self.training, self.llm.training)) or forward(self, *a),
+    )
     code = main(
         [
             "bench-step",
@@ -218,9 +259,13 @@ def test_bench_step_cli(capsys) -> None:
             "--warmup",
             "0",
             "--json",
+            *(["--backbone-dropout"] if backbone_dropout else []),
         ]
     )
     assert code == 0
+    # Timed as the trainer trains: backbone in eval mode unless asked for the official path.
+    assert modes and set(modes) == {(True, backbone_dropout)}
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["samples_per_s"] > 0 and result["backbone"] == "minilm"
     assert result["prompt_tokens_mean"] > 10
+    assert result["backbone_dropout"] is backbone_dropout

@@ -10,9 +10,11 @@ from torch import nn
 from ensemble.errors import UserError
 from timellm.trainer import (
     CHECKPOINT,
+    SCHEDULES,
     TrainConfig,
     Trainer,
     WindowSet,
+    make_scheduler,
     select_starts,
     trainable_state,
 )
@@ -184,12 +186,60 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
         )
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "onecycle", "type1", "constant"])
+@pytest.mark.parametrize("schedule", SCHEDULES)
 def test_schedules_run(schedule):
     res = Trainer(fresh(), cfg(epochs=2, patience=0, schedule=schedule)).fit(
         window_set(), window_set(seed=1)
     )
     assert len(res.history) == 2 and np.isfinite(res.best_val)
+
+
+# Per-epoch rates of official run_main.py at --learning_rate 0.01, worked out by hand:
+# type1 and constant start from OneCycleLR's lr / 25 = 4e-4 (type1 halves from epoch 2);
+# COS is 1e-8 + (0.01 - 1e-8) * (1 + cos(pi * epoch / 20)) / 2.
+OFFICIAL_LR = {
+    "official_type1": [4e-4, 4e-4, 2e-4, 1e-4, 5e-5],
+    "official_constant": [4e-4] * 5,
+    "official_cos": [0.01, 0.009938442, 0.009755285, 0.009455036, 0.009045086],
+}
+
+
+@pytest.mark.parametrize("schedule", sorted(OFFICIAL_LR))
+def test_official_schedules_hold_the_official_rate_each_epoch(schedule, monkeypatch):
+    step_lrs: list[tuple[float, float]] = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *a, **kw):
+        step_lrs.append((self.param_groups[0]["lr"], self.param_groups[0]["betas"][0]))
+        return step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    res = Trainer(fresh(), cfg(lr=0.01, epochs=5, patience=0, schedule=schedule)).fit(
+        window_set(), window_set(seed=1)
+    )
+    expected = OFFICIAL_LR[schedule]
+    assert [h["lr"] for h in res.history] == pytest.approx(expected, rel=1e-6)
+    per_epoch = len(step_lrs) // 5  # 171 windows in batches of 16: 11 steps
+    assert per_epoch == 11 and len(step_lrs) == 55
+    for e, lr in enumerate(expected):
+        assert [x for x, _ in step_lrs[e * 11 : (e + 1) * 11]] == pytest.approx([lr] * 11)
+    # The official OneCycleLR, built and never stepped, leaves Adam's beta1 at 0.95.
+    beta1 = 0.9 if schedule == "official_cos" else 0.95
+    assert {b for _, b in step_lrs} == {beta1}
+
+
+@pytest.mark.parametrize("pct_start", [0.2, 0.5])
+def test_onecycle_peaks_after_pct_start(pct_start):
+    opt = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=0.01)
+    sched = make_scheduler(
+        opt, cfg(lr=0.01, epochs=10, schedule="onecycle", pct_start=pct_start), 10
+    )
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert int(np.argmax(lrs)) == round(100 * pct_start) - 1 and max(lrs) == pytest.approx(0.01)
 
 
 def test_select_starts():

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from ensemble.errors import UserError
 
-# Architectures whose self-attention is bidirectional; everything else is treated as causal.
+# Bidirectional architectures named explicitly; any model type with a masked-LM head in
+# transformers counts too (`_is_decoder`).
 _ENCODER_TYPES = {
     "bert",
     "roberta",
@@ -124,7 +125,18 @@ def _minilm_dir() -> str:
 
 
 def _is_decoder(config: Any) -> bool:
-    if config.model_type in _ENCODER_TYPES:
+    """Causal self-attention (decoder path) or bidirectional (encoder path)?
+
+    A model type with a masked-LM head (BERT, RoFormer, Megatron-BERT, data2vec-text, ...)
+    is trained bidirectionally, even when transformers also gives it a causal-LM head
+    class: it is causal only if its config says ``is_decoder``. GPT-2, LLaMA, Qwen2,
+    Mistral and the like have only causal-LM heads.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    if config.model_type in _ENCODER_TYPES or config.model_type in (
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    ):
         return bool(getattr(config, "is_decoder", False))
     return True
 
@@ -261,6 +273,11 @@ def load_backbone(
         hint = "a local folder with config.json" if not os.path.isdir(path) else "config.json"
         raise UserError(f"cannot read backbone '{spec}': {exc}. Give {hint}.") from exc
 
+    if getattr(config, "is_encoder_decoder", False):
+        raise UserError(
+            f"backbone '{spec}' is an encoder-decoder model ({config.model_type}); use a "
+            "decoder (GPT-2, LLaMA, Qwen2, ...) or an encoder (BERT-like)"
+        )
     depth = int(config.num_hidden_layers)
     _check_layers(spec, llm_layers, depth)
     _check_dim(spec, llm_dim, int(config.hidden_size))
@@ -283,8 +300,10 @@ def load_backbone(
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = str(device or "cpu")
         kwargs["dtype"] = dtype or torch.bfloat16
-    elif dtype is not None:
-        kwargs["dtype"] = dtype
+    else:
+        # transformers otherwise loads the checkpoint's own dtype (dtype="auto"): a bf16
+        # checkpoint would run in bf16 although float32 was asked for.
+        kwargs["dtype"] = dtype or torch.float32
     try:
         with _quiet_transformers():
             model = AutoModel.from_pretrained(path, **kwargs)

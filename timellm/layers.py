@@ -7,10 +7,13 @@ places where we differ are named in `docs/timellm.md`.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
 
 
 def fast_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
@@ -118,6 +121,8 @@ def use_fast_dropout(model: nn.Module) -> None:
                 setattr(parent, name, FastDropout(child.p))
     if not hasattr(model, "set_attn_implementation"):
         return
+    if not getattr(model, "_supports_attention_backend", True):
+        return  # its own attention code (RoFormer, Megatron-BERT): setting one only warns
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
@@ -239,6 +244,11 @@ class LowRankPrototypes(nn.Module):
     deviation. A starts with the distribution W @ U has under the full map's default
     initialisation: U has orthonormal columns, so the entries are i.i.d. with variance
     1 / (3V), drawn here as a normal.
+
+    The basis is saved with the weights (a persistent buffer): eigenvector signs are
+    arbitrary and may differ between machines or libraries, and A is only meaningful
+    with the B it was trained against. State dicts written before it was saved lack it;
+    loading one keeps the basis recomputed here.
     """
 
     def __init__(self, word_embeddings: Tensor, num_prototypes: int) -> None:
@@ -252,12 +262,26 @@ class LowRankPrototypes(nn.Module):
         keep = eigvals > eigvals.max() * 1e-10  # drop numerically null directions
         s = eigvals[keep].sqrt()
         basis = (s[:, None] * eigvecs[:, keep].t()).to(torch.float32)  # [r, D]
-        self.register_buffer("basis", basis, persistent=False)
+        self.register_buffer("basis", basis)
         self.weight = nn.Parameter(
             torch.randn(num_prototypes, basis.shape[0]) / math.sqrt(3 * vocab_size)
         )
         bound = 1 / math.sqrt(vocab_size)
         self.bias = nn.Parameter(torch.empty(num_prototypes).uniform_(-bound, bound))
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Tensor], prefix: str, *args: object
+    ) -> None:
+        if prefix + "basis" not in state_dict:
+            # An older checkpoint: keep the recomputed basis (the right one only if this
+            # machine's eigh returns the signs of the one it was trained on).
+            log.warning(
+                "%sbasis missing from the state dict (written before it was saved): "
+                "using the basis recomputed from the backbone's embeddings",
+                prefix,
+            )
+            state_dict[prefix + "basis"] = self.basis
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, word_embeddings: Tensor) -> Tensor:
         """Prototypes [P, D]; `word_embeddings` is unused (its factor lives in `basis`)."""

@@ -39,6 +39,7 @@ from ensemble.errors import UserError
 from ensemble.forecaster import BaseForecaster
 from timellm import inject as inj
 from timellm.trainer import (
+    SCHEDULES,
     TrainConfig,
     Trainer,
     WindowSet,
@@ -57,6 +58,10 @@ PROMPTS = ("concise", "official", "none")
 # Constructor arguments that change nothing about the learned weights (not part of the
 # resume fingerprint).
 _RUNTIME_ONLY = {"workdir", "resume", "progress", "eval_batch_size", "device"}
+
+# Settings added after checkpoints were first written, with their defaults: left out of
+# the fingerprint at these values, so those checkpoints still resume.
+_ADDED_LATER = {"pct_start": 0.2, "backbone_dropout": False}
 
 
 class TimeLLMForecaster(BaseForecaster):
@@ -88,7 +93,10 @@ class TimeLLMForecaster(BaseForecaster):
         sample: "windows" (official batching) or "series" (random (window, channel)
             pairs; see `TrainConfig`).
         eval_batch_size: windows per forward pass when scoring or predicting.
-        schedule: "cosine", "onecycle", "type1" or "constant" (see `TrainConfig`).
+        schedule: "cosine", "onecycle", "type1" or "constant", or the official
+            run_main.py's "official_type1", "official_cos" or "official_constant" (see
+            `TrainConfig`).
+        pct_start: warm-up fraction of the "onecycle" schedule (official ``--pct_start``).
         train_stride: train on every n-th train window.
         val_stride: score every n-th val window for early stopping.
         periods: ranked periods for the prompt (the run's periodicity analysis).
@@ -100,6 +108,10 @@ class TimeLLMForecaster(BaseForecaster):
             wording and number format, ~130 tokens; for measuring the deviation) or
             "none" (no prefix: only the reprogrammed patches go through the LLM, the
             paper's ablation of Prompt-as-Prefix).
+        backbone_dropout: train with the frozen backbone in train mode, its dropout on,
+            as the official code does; False (default) keeps it in eval mode while the
+            trainable parts train (no noise from a model that does not learn, faster
+            attention kernels).
         load_in_4bit, load_in_8bit: quantise the backbone (bitsandbytes; a GPU).
         precision: "auto" (bf16 autocast and bf16 backbone on a GPU that supports it,
             fp32 on CPU), "fp32" or "bf16".
@@ -135,6 +147,7 @@ class TimeLLMForecaster(BaseForecaster):
         sample: str = "windows",
         eval_batch_size: int = 64,
         schedule: str = "cosine",
+        pct_start: float = 0.2,
         train_stride: int = 1,
         val_stride: int = 1,
         periods: list[int] | None = None,
@@ -142,6 +155,7 @@ class TimeLLMForecaster(BaseForecaster):
         inject_folds: int = 5,
         prompt_max_length: int = 256,
         prompt: str = "concise",
+        backbone_dropout: bool = False,
         load_in_4bit: bool = False,
         load_in_8bit: bool = False,
         precision: str = "auto",
@@ -167,6 +181,10 @@ class TimeLLMForecaster(BaseForecaster):
             raise UserError(f"sample must be 'windows' or 'series' (got {sample!r})")
         if train_stride < 1 or val_stride < 1:
             raise UserError("train_stride and val_stride must be >= 1")
+        if schedule not in SCHEDULES:
+            raise UserError(f"schedule must be one of {', '.join(SCHEDULES)} (got {schedule!r})")
+        if not 0 <= pct_start <= 1:
+            raise UserError(f"pct_start must be in [0, 1] (got {pct_start})")
         try:
             inject = inj.summary_names(inject)
         except ValueError as exc:
@@ -198,12 +216,14 @@ class TimeLLMForecaster(BaseForecaster):
     def _dtypes(self, device: torch.device) -> tuple[torch.dtype | None, torch.dtype | None]:
         """(backbone weight dtype, autocast dtype) for this precision on ``device``."""
         if self.precision == "fp32":
-            return None, None
+            return torch.float32, None
         if self.precision == "bf16":
             return torch.bfloat16, torch.bfloat16
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16, torch.bfloat16
-        return None, None  # CPU: fp32 (bf16 autocast is slower on CPUs without AMX)
+        if self.load_in_4bit or self.load_in_8bit:
+            return None, None  # the quantised path's own bf16 default (half the memory)
+        return torch.float32, None  # CPU (bf16 autocast is slower on CPUs without AMX)
 
     def build(self) -> torch.nn.Module:
         """Load the backbone and build an untrained model (seeded)."""
@@ -286,7 +306,11 @@ class TimeLLMForecaster(BaseForecaster):
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings a checkpoint must share with this member to be resumed."""
-        return {k: v for k, v in self.kwargs.items() if k not in _RUNTIME_ONLY}
+        return {
+            k: v
+            for k, v in self.kwargs.items()
+            if k not in _RUNTIME_ONLY and not (k in _ADDED_LATER and v == _ADDED_LATER[k])
+        }
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -296,6 +320,7 @@ class TimeLLMForecaster(BaseForecaster):
             batch_size=self.batch_size,
             eval_batch_size=self.eval_batch_size,
             schedule=self.schedule,
+            pct_start=self.pct_start,
             seed=self.seed,
             sample=self.sample,
         )
@@ -390,6 +415,7 @@ class TimeLLMForecaster(BaseForecaster):
             fingerprint=self.fingerprint(),
             accelerator=self._accelerator(),
             progress=self.progress,
+            backbone_eval=not self.backbone_dropout,
         )
         result = trainer.fit(tr_set, va_set)
         self.history, self.best_epoch = result.history, result.best_epoch

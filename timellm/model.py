@@ -113,7 +113,12 @@ class TimeLLM(nn.Module):
         self.prototype_map = prototype_map
         self.reprogramming = ReprogrammingLayer(d_model, n_heads, d_ff, backbone.hidden_size)
         self.head = FlattenHead(d_ff * self.num_patches, pred_len, dropout)
-        self._kv_cache: tuple[tuple[int, ...], Tensor, Tensor] | None = None
+        self._kv_cache: tuple[tuple[object, ...], Tensor, Tensor] | None = None
+        # RoBERTa-style position tables reserve rows up to their padding index: real
+        # positions start after it (BERT, GPT-2, LLaMA: at 0).
+        table = getattr(getattr(self.llm, "embeddings", None), "position_embeddings", None)
+        pad = getattr(table, "padding_idx", None)
+        self.position_offset = 0 if pad is None else pad + 1
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimiser should update (everything but the backbone)."""
@@ -123,7 +128,9 @@ class TimeLLM(nn.Module):
         """Keys and values of the text prototypes, each [P, n_heads, d_ff].
 
         Recomputed while gradients are needed; otherwise cached and reused until one of
-        the parameters they depend on changes (in-place updates bump tensor versions).
+        the tensors they depend on changes: in-place updates bump tensor versions, and
+        ``.to(dtype)`` / ``.to(device)`` keep a parameter's id and version, so its dtype and
+        device are part of the key too.
         """
         params = [*self.prototypes.parameters(), *self.reprogramming.key.parameters()]
         params += list(self.reprogramming.value.parameters())
@@ -131,7 +138,8 @@ class TimeLLM(nn.Module):
         if needs_grad:
             self._kv_cache = None
             return self._compute_kv()
-        key = tuple(v for p in params for v in (id(p), p._version, p.device.index or 0))
+        tensors = [*params, *self.prototypes.buffers(), self.llm.get_input_embeddings().weight]
+        key = tuple(v for t in tensors for v in (id(t), t._version, t.dtype, t.device))
         if self._kv_cache is None or self._kv_cache[0] != key:
             keys, values = self._compute_kv()
             self._kv_cache = (key, keys, values)
@@ -203,8 +211,9 @@ class TimeLLM(nn.Module):
         tokens = tokens.to(prompt.dtype)
         s, n_patch = tokens.shape[:2]
         # Positions count real tokens only, so left padding shifts nothing.
-        prompt_pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        prompt_pos = (mask.cumsum(dim=1) - 1).clamp(min=0) + self.position_offset
         patch_pos = mask.sum(dim=1, keepdim=True) + torch.arange(n_patch, device=mask.device)
+        patch_pos = patch_pos + self.position_offset
         ones = torch.ones(s, n_patch, dtype=mask.dtype, device=mask.device)
         full_mask = torch.cat([mask, ones], dim=1)
 

@@ -98,7 +98,15 @@ _LLM_NO_PATH = {
     "BERT": "minilm",  # the embedded MiniLM (a small BERT); bert-base is not shipped
 }
 
-_SCHEDULES = {"type1": "type1", "TST": "onecycle", "COS": "cosine", "constant": "constant"}
+# --lradj -> our schedule, reproducing the rates run_main.py trains with (its type1 and
+# constant start from lr/25: see `timellm.trainer.official_epoch_lr`); TST is OneCycleLR
+# stepped per batch, our "onecycle".
+_SCHEDULES = {
+    "type1": "official_type1",
+    "TST": "onecycle",
+    "COS": "official_cos",
+    "constant": "official_constant",
+}
 
 
 def add_official_arguments(parser: argparse.ArgumentParser) -> None:
@@ -299,6 +307,7 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
             "num_prototypes": int(_value(args, "num_tokens")),
             "eval_batch_size": int(_value(args, "eval_batch_size")),
             "schedule": _SCHEDULES[lradj],
+            "pct_start": float(_value(args, "pct_start")),
         }
         optional = {
             "llm_dim": args.llm_dim,

@@ -44,7 +44,15 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-SCHEDULES = ("cosine", "onecycle", "type1", "constant")
+SCHEDULES = (
+    "cosine",
+    "onecycle",
+    "type1",
+    "constant",
+    "official_type1",
+    "official_cos",
+    "official_constant",
+)
 
 
 # ----------------------------------------------------------------------------- data
@@ -141,8 +149,11 @@ class TrainConfig:
             ``sample`` is "windows", univariate series when it is "series".
         eval_batch_size: windows per forward pass when scoring or predicting.
         schedule: "cosine" (per step to 0 over all epochs), "onecycle" (official
-            Time-LLM's OneCycleLR, warm-up over the first ``pct_start``), "type1" (halve
-            every epoch, the TSL default) or "constant".
+            Time-LLM's OneCycleLR, warm-up over the first ``pct_start``; its ``--lradj
+            TST``), "type1" (halve every epoch, the TSL default) or "constant"; or the
+            per-epoch rates official Time-LLM's run_main.py actually trains with (see
+            `make_scheduler`): "official_type1" (its default ``--lradj type1``),
+            "official_cos" (``--lradj COS``) or "official_constant".
         pct_start: warm-up fraction for "onecycle".
         weight_decay: Adam's L2 term (0 as the official).
         clip_grad: max gradient norm, or None.
@@ -180,7 +191,8 @@ class TrainResult:
     """What `Trainer.fit` returns.
 
     Attributes:
-        history: one dict per epoch: epoch, lr, train_mse, val_mse, seconds.
+        history: one dict per epoch: epoch, lr (at its first step), train_mse, val_mse,
+            seconds.
         best_epoch: epoch (0-based) whose state was reloaded.
         best_val: its validation MSE.
         resumed_from: the epoch the run resumed after, or None.
@@ -220,12 +232,53 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def official_epoch_lr(schedule: str, lr: float, epoch: int) -> float:
+    """The learning rate official Time-LLM's run_main.py trains epoch ``epoch`` (0-based)
+    with, for ``--learning_rate lr``.
+
+    run_main.py builds ``OneCycleLR(max_lr=lr)`` for every ``--lradj`` but COS; building
+    it sets the rate to lr / 25 (its ``div_factor``). For type1 and constant it is never
+    stepped: after epoch 0 the script copies that rate into ``args.learning_rate``, which
+    type1 then halves every epoch: lr/25, lr/25, lr/50, lr/100, ...; constant keeps
+    lr/25. COS is ``CosineAnnealingLR(T_max=20, eta_min=1e-8)`` from lr, stepped once
+    per epoch (T_max stays 20 whatever ``--train_epochs`` is).
+
+    Args:
+        schedule: "official_type1", "official_cos" or "official_constant".
+        lr: the official ``--learning_rate``.
+        epoch: 0-based epoch.
+    """
+    if schedule == "official_cos":
+        eta_min = 1e-8
+        return eta_min + (lr - eta_min) * (1 + math.cos(math.pi * epoch / 20)) / 2
+    if schedule == "official_type1":
+        return lr / 25 * 0.5 ** max(0, epoch - 1)
+    if schedule == "official_constant":
+        return lr / 25
+    raise ValueError(f"not an official schedule: {schedule!r}")
+
+
 def make_scheduler(
     optimiser: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """A scheduler stepped once per optimiser step."""
+    """A scheduler stepped once per optimiser step.
+
+    The "official_*" schedules hold `official_epoch_lr` for a whole epoch. For
+    official_type1 and official_constant it also sets Adam's beta1 to 0.95: the official
+    OneCycleLR's construction does that too (``cycle_momentum`` starts at
+    ``max_momentum``), and it is never stepped back.
+    """
     total = max(1, cfg.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler
+    if cfg.schedule.startswith("official_"):
+        if cfg.schedule != "official_cos":
+            for group in optimiser.param_groups:
+                group["betas"] = (0.95, *group["betas"][1:])
+        spe = max(1, steps_per_epoch)
+        return sched.LambdaLR(
+            optimiser,
+            lambda step: official_epoch_lr(cfg.schedule, cfg.lr, step // spe) / cfg.lr,
+        )
     if cfg.schedule == "cosine":
         return sched.CosineAnnealingLR(optimiser, T_max=total, eta_min=cfg.lr * 1e-3)
     if cfg.schedule == "onecycle":
@@ -372,6 +425,7 @@ class Trainer:
 
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
+            lr = optimiser.param_groups[0]["lr"]  # the epoch's first step's
             train_mse = self._train_epoch(model, optimiser, scheduler, train, generator, epoch)
             val_mse = self.evaluate(val, model)
             improved = val_mse < best_val
@@ -382,7 +436,7 @@ class Trainer:
                 bad += 1
             row = {
                 "epoch": epoch,
-                "lr": optimiser.param_groups[0]["lr"],
+                "lr": lr,
                 "train_mse": train_mse,
                 "val_mse": val_mse,
                 "seconds": round(time.perf_counter() - t0, 2),
@@ -540,6 +594,8 @@ __all__ = [
     "atomic_save",
     "load_trainable_state",
     "make_accelerator",
+    "make_scheduler",
+    "official_epoch_lr",
     "select_starts",
     "trainable_state",
 ]

@@ -303,7 +303,8 @@ def infer_freq(dates: pd.DatetimeIndex) -> str | None:
         freq = None
     if freq:
         return freq if isinstance(freq, str) else freq.freqstr
-    step = pd.Series(dates[1 : min(len(dates), 5000)] - dates[: min(len(dates), 5000) - 1]).mode()
+    step = pd.Series(dates[1 : min(len(dates), 5000)] - dates[: min(len(dates), 5000) - 1])
+    step = step[step > pd.Timedelta(0)].mode()  # repeated timestamps are not a frequency
     if len(step) == 0:
         return None
     try:

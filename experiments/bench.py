@@ -158,6 +158,8 @@ def validate(spec: BenchSpec) -> None:
             raise UserError(f"--{axis} is empty: give at least one value")
     if spec.seq_len < 1 or any(h < 1 for h in spec.horizons):
         raise UserError("--seq-len and every --horizons value must be positive")
+    if any(not 0 <= s < 2**32 for s in spec.seeds):
+        raise UserError(f"--seeds must lie in 0 .. {2**32 - 1} (got {spec.seeds})")
     spec.members = registry.parse_members(spec.members)
     make_combiner(spec.router)
     labels = [dataset_label(d) for d in spec.datasets]

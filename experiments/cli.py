@@ -6,7 +6,8 @@ does the work. Modules import their heavy dependencies (torch, transformers) ins
 the handler so that `hybrid-forecast --help` stays fast.
 
 A `UserError` raised anywhere ends the process with exit code 2 and one line on
-stderr; argparse's own usage errors also exit with 2.
+stderr, as do paths that cannot be used (``--out`` naming a file); argparse's own usage
+errors also exit with 2.
 """
 
 from __future__ import annotations
@@ -50,14 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Paths that cannot be written or read as asked (--out naming a file, a folder under a
+# file, no permission): the user's input, not a fault of the program.
+_PATH_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
+    try:  # Ctrl-C while the sub-command modules import is an interrupt like any other
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
         code = args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except _PATH_ERRORS as exc:
+        where = exc.filename or "a path"
+        print(
+            f"error: cannot use {where}: {exc.strerror or exc}; give a path to a folder "
+            "you can write to (e.g. --out)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)

@@ -29,6 +29,39 @@ class RunConfig:
     # per-member defaults, e.g. {"dlinear": {"kernel": 25}, "timellm": {"llm_layers": 6}}
     member_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def validate(self) -> RunConfig:
+        """Check every value's type (a config.yaml is edited by hand) and the seed's range.
+
+        Raises:
+            UserError: naming the key, the value and what it should be.
+        """
+
+        def bad(key: str, want: str) -> UserError:
+            return UserError(f"config key {key}: {getattr(self, key)!r} is not {want}")
+
+        for key in ("dataset", "data_path", "data_dir", "target", "fill", "out"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise bad(key, "a string")
+        for key in ("seq_len", "pred_len", "percent", "seed"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise bad(key, "a whole number")
+        if not 0 <= self.seed < 2**32:  # numpy's and torch's seed range
+            raise UserError(f"seed {self.seed} is out of range: give 0 .. {2**32 - 1}")
+        if not isinstance(self.features, str):
+            raise bad("features", "one of M, S, MS")
+        if not isinstance(self.router, str):
+            raise bad("router", "a router name such as mean or learned")
+        members = [self.members] if isinstance(self.members, str) else self.members
+        if not isinstance(members, list | tuple) or not all(isinstance(m, str) for m in members):
+            raise bad("members", "a list of member specs such as [dlinear, arima]")
+        mp = self.member_params
+        if not isinstance(mp, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) for k, v in mp.items()
+        ):
+            raise bad("member_params", "a mapping like {dlinear: {kernel: 25}}")
+        return self
+
     def load_dataset(self):
         """The validated dataset these settings name (ensemble.data.load_dataset)."""
         from ensemble.data import load_dataset
@@ -51,12 +84,12 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
+        unknown = {str(k) for k in d} - names
         if unknown:
             raise UserError(
                 f"unknown config key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(sorted(names))}"
             )
-        return cls(**d)
+        return cls(**d).validate()
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
@@ -64,7 +97,9 @@ class RunConfig:
         if not path.is_file():
             raise UserError(f"config file not found: {path}")
         try:
-            d = yaml.safe_load(path.read_text()) or {}
+            d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a text file (expected a YAML config)") from None
         except yaml.YAMLError as exc:
             raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(d, dict):

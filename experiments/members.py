@@ -62,7 +62,15 @@ def _linear_kwargs(ctx: MemberContext) -> dict:
     for key, cast in _LINEAR_CASTS:
         if key in p:
             kwargs[key] = cast(p[key])
+    _positive(kwargs, ("lr", "batch_size", "epochs"))
     return kwargs
+
+
+def _positive(kwargs: dict, keys: tuple[str, ...]) -> None:
+    """ValueError (a user error, before any fitting) for a setting that must be > 0."""
+    for key in keys:
+        if key in kwargs and not kwargs[key] > 0:
+            raise ValueError(f"{key} must be > 0 (got {kwargs[key]})")
 
 
 @register(
@@ -77,6 +85,8 @@ def _dlinear(ctx: MemberContext):
     if kernel == "auto":  # one full period of the analyser's top period that fits in L
         period = next((p for p in ctx.periods if 2 < p < ctx.seq_len), 24)
         kernel = kernel_from_period(period, ctx.seq_len)
+    if int(kernel) < 1 or int(kernel) % 2 == 0:
+        raise ValueError(f"kernel must be odd and positive (got {kernel})")
     return DLinear(kernel=int(kernel), **_linear_kwargs(ctx))
 
 
@@ -188,6 +198,7 @@ def _lightgbm(ctx: MemberContext):
     for key, name, cast in _LIGHTGBM_CASTS:
         if key in p:
             kwargs[name] = cast(p[key])
+    _positive(kwargs, ("n_components", "n_lags", "num_boost_round", "learning_rate", "num_leaves"))
     periods = ctx.periods or [_top_period(ctx)]
     return LightGBMForecaster(
         seq_len=ctx.seq_len,

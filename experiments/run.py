@@ -114,11 +114,20 @@ def fit_member(
                 return {"val": z["val"], "test": z["test"], "timings": timings}
     member = registry.build(spec, member_context(spec, cfg, splits, periods, out, progress))
     t0 = time.perf_counter()
-    member.fit(splits.train, splits.val)
-    t_fit = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    val = np.asarray(member.predict(splits.val.windows()), dtype=np.float32)
-    test = np.asarray(member.predict(splits.test.windows()), dtype=np.float32)
+    try:
+        member.fit(splits.train, splits.val)
+        t_fit = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        val = np.asarray(member.predict(splits.val.windows()), dtype=np.float32)
+        test = np.asarray(member.predict(splits.test.windows()), dtype=np.float32)
+    except (ValueError, TypeError, ZeroDivisionError, IndexError) as exc:
+        # Mostly settings a factory cannot check (an even DLinear kernel, batch_size=0):
+        # one line for the user, the traceback in run.log for a bug report.
+        log.info("%s: fit or forecast failed", spec, exc_info=True)  # run.log only
+        raise UserError(
+            f"member {spec} failed: {type(exc).__name__}: {exc}; check its settings "
+            f"(@key=value, --set); the traceback is in {out / 'run.log'}"
+        ) from None
     t_pred = time.perf_counter() - t0
     for part, pred, split in (("val", val, splits.val), ("test", test, splits.test)):
         expect = (split.n_windows, cfg.pred_len, split.n_channels)
@@ -189,6 +198,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
 
     from router import make_combiner
 
+    cfg.validate()
     specs = registry.parse_members(cfg.members)
     cfg.members = specs
     combiner = make_combiner(cfg.router, seed=cfg.seed, member_names=specs)
@@ -197,6 +207,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     out = Path(cfg.out)
     dataset = cfg.load_dataset()
     splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
+    _check_router_data(cfg.router, specs, splits.val.n_windows)
     handler = _setup_logging(out)
     try:
         stale = [name for name in RUN_OUTPUTS if (out / name).is_file()]
@@ -371,6 +382,26 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+# Routers that learn from validation windows (inner splits H windows apart).
+_LEARNED = ("learned", "learned_lgbm", "learned_torch")
+
+
+def _check_router_data(router: str, specs: list[str], n_val: int) -> None:
+    """Refuse a learned router with nothing to choose between or nothing to learn from."""
+    if router not in _LEARNED:
+        return
+    if len(specs) < 2:
+        raise UserError(
+            f"--router {router} weighs members against each other: give at least two "
+            "(--members a,b) or use --router mean"
+        )
+    if n_val < 3:
+        raise UserError(
+            f"--router {router} learns from validation windows and this split has {n_val}; "
+            "use a longer series, a shorter --seq-len/--pred-len, or --router mean"
+        )
 
 
 def _step_weights(step: np.ndarray) -> np.ndarray:

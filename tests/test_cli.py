@@ -65,6 +65,19 @@ def test_data_info_json(data_dir, capsys):
             ["run", "--dataset", "ETTh1", "--members", "naive,snaive@period=600"],
             "period 600 exceeds the lookback 512",
         ),
+        (
+            ["run", "--dataset", "ETTh1", "--members", "naive,dlinear@kernel=24"],
+            "kernel must be odd and positive (got 24)",
+        ),
+        (
+            ["run", "--dataset", "ETTh1", "--members", "naive,nlinear@batch_size=0"],
+            "batch_size must be > 0",
+        ),
+        (["run", "--dataset", "ETTh1", "--members", "naive,snaive", "--seed", "-1"], "seed -1"),
+        (
+            ["run", "--dataset", "ETTh1", "--members", "naive", "--router", "learned"],
+            "give at least two",
+        ),
     ],
 )
 def test_user_errors_exit_2_with_one_line(argv, needle, capsys, data_dir, tmp_path):

@@ -183,3 +183,11 @@ def test_a_file_named_like_a_registered_dataset_gets_its_split(tmp_path):
     assert resolve_path(None, tmp_path / "ETTh1.csv", None)[::2] == ("ETTh1", "ett_hour")
     assert resolve_path(None, tmp_path / "ETTm2.csv", None)[::2] == ("ETTm2", "ett_minute")
     assert resolve_path(None, tmp_path / "mine.csv", None)[::2] == ("mine", "ratio")
+
+
+def test_repeated_timestamps_are_not_a_frequency():
+    # Every timestamp twice: the most common step is 0, which is no sampling frequency.
+    from ensemble.data import infer_freq
+
+    dates = pd.DatetimeIndex(np.repeat(pd.date_range("2020-01-01", periods=50, freq="h"), 2))
+    assert infer_freq(dates) == "h"

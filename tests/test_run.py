@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from classical.naive import NaiveLast
@@ -189,3 +190,41 @@ def test_non_finite_member_forecasts_stop_the_run(synth_csv, tmp_path, capsys, m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "diverged forecast 1 non-finite value(s)" in err[0]
     assert not (out / "results.json").exists()
+
+
+def test_out_naming_a_file_is_a_user_error(synth_csv, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for out in (afile, afile / "sub"):
+        assert main(_synth_run(synth_csv(n=1400), out)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"cannot use {out}" in err[0], err
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("seq_len: abc", "seq_len: 'abc' is not a whole number"),
+        ("seq_len: 48.5", "is not a whole number"),
+        ("seq_len: true", "is not a whole number"),
+        ("dataset: 5", "dataset: 5 is not a string"),
+        ("members: [{a: 1}]", "is not a list of member specs"),
+        ("member_params: {naive: 3}", "is not a mapping"),
+        ("1: 2", "unknown config key(s) 1"),
+        ("seed: 4294967296", "out of range"),
+    ],
+)
+def test_config_values_are_type_checked(text, needle, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text + "\n")
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_learned_router_needs_validation_windows(synth_csv, tmp_path, capsys):
+    argv = ["run", "--data-path", str(synth_csv(n=120)), "--seq-len", "24", "--pred-len", "12"]
+    argv += ["--members", "naive,snaive", "--router", "learned_torch", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "learns from validation windows and this split has" in capsys.readouterr().err

@@ -117,17 +117,32 @@ def load_run(run_dir: str | Path) -> RunData:
     """Read a run folder.
 
     Raises:
-        UserError: the folder is not a finished run folder.
+        UserError: the folder is not a finished run folder, or one of its files is damaged.
     """
+    import zipfile
+
     import yaml
 
-    path = Path(run_dir)
+    try:
+        return _load_run(Path(run_dir))
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, yaml.YAMLError) as exc:
+        raise UserError(
+            f"{run_dir}: a file of the run folder is damaged ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); rerun the run into a fresh folder"
+        ) from None
+
+
+def _load_run(path: Path) -> RunData:
+    import yaml
+
     res_path = path / "results.json"
     if not res_path.is_file():
         raise UserError(
             f"{path} is not a finished run folder (no results.json); run `hybrid-forecast run --out {path}` first"
         )
     results = json.loads(res_path.read_text())
+    if not isinstance(results, dict) or not isinstance(results.get("test"), dict):
+        raise ValueError("results.json is not the mapping `hybrid-forecast run` writes")
     fc_path = path / "forecasts.npz"
     if not fc_path.is_file():
         raise UserError(f"{path}: forecasts.npz missing; rerun the run to write it")
@@ -157,6 +172,8 @@ def load_run(run_dir: str | Path) -> RunData:
     config: dict[str, Any] = {}
     if (path / "config.yaml").is_file():
         config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        if not isinstance(config, dict):
+            raise ValueError("config.yaml is not a mapping")
     return RunData(
         path=path,
         results=results,
@@ -511,7 +528,7 @@ def training_ablations(
         row: dict[str, Any] = {"variant": name, "description": desc}
         res_file = sib / "results.json"
         if res_file.is_file():
-            res = json.loads(res_file.read_text())
+            res = _sibling_results(run, res_file)
             row["run"] = str(sib)
             row["timellm"] = res["test"].get("timellm")
             row["ensemble"] = res["test"].get("ensemble")
@@ -526,6 +543,24 @@ def training_ablations(
             row["command"] = shlex.join(cmd)
         rows.append(row)
     return rows
+
+
+def _sibling_results(run: RunData, res_file: Path) -> dict[str, Any]:
+    """An ablation run's results.json, checked to be the same experiment as ``run``'s
+    (another dataset, lookback, horizon or seed would compare unlike with unlike)."""
+    try:
+        res = json.loads(res_file.read_text())
+        if not isinstance(res, dict) or not isinstance(res.get("test"), dict):
+            raise ValueError("not the mapping `hybrid-forecast run` writes")
+    except ValueError as exc:
+        raise UserError(f"{res_file} is damaged ({exc}); rerun that ablation") from None
+    for key in ("dataset", "seq_len", "pred_len", "seed"):
+        if res.get(key) != run.results.get(key):
+            raise UserError(
+                f"ablation run {res_file.parent} has {key} {res.get(key)!r} but {run.path} has "
+                f"{run.results.get(key)!r}: an ablation must differ only in the ablated setting"
+            )
+    return res
 
 
 def _probe_member(run: RunData):

@@ -125,11 +125,19 @@ def run_settings(folder: Path) -> str:
         raise UserError(
             f"{path} is not valid YAML ({exc.__class__.__name__}); rerun that folder"
         ) from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("member_params") or {}, dict):
+        raise UserError(
+            f"{path} is not the config.yaml `hybrid-forecast run` writes; rerun that folder"
+        )
     items = []
     for k, v in sorted(cfg.items()):
         if k in _NOT_SETTINGS or v is None or _DEFAULTS.get(k) == v:
             continue
         if k == "member_params":
+            if not all(isinstance(ps, dict) for ps in v.values()):
+                raise UserError(
+                    f"{path}: member_params must map members to settings; rerun that folder"
+                )
             items += [f"{m}.{pk}={pv}" for m, ps in sorted(v.items()) for pk, pv in ps.items()]
         else:
             items.append(f"{k}={v}")
@@ -161,7 +169,10 @@ def load_groups(folders: list[str | Path]) -> list[Group]:
             seed = int(res["seed"])
             if "ensemble" not in res["test"]:
                 raise KeyError("test.ensemble")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            for part in ("val", "test"):  # every score a number: the tables average them
+                for score in res[part].values():
+                    float(score["mse"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(
                 f"{path} is not a results.json of `hybrid-forecast run` ({exc!r}); rerun that folder"
             ) from None

@@ -73,11 +73,10 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
     # one training ablation already run, found by the sibling naming convention
     sib = tmp_path / "run-patch16"
     sib.mkdir()
-    (sib / "results.json").write_text(
-        json.dumps(
-            {"test": {"timellm": {"mse": 0.4, "mae": 0.5}, "ensemble": {"mse": 0.3, "mae": 0.4}}}
-        )
-    )
+    same = json.loads((run_dir / "results.json").read_text())
+    same = {k: same[k] for k in ("dataset", "seq_len", "pred_len", "seed")}
+    test = {"timellm": {"mse": 0.4, "mae": 0.5}, "ensemble": {"mse": 0.3, "mae": 0.4}}
+    (sib / "results.json").write_text(json.dumps({**same, "test": test}))
     path = analyse(run_dir)
     md = path.read_text()
     pngs = sorted(p.name for p in run_dir.glob("*.png"))
@@ -203,3 +202,31 @@ def test_prompt_probe_needs_a_saved_timellm_and_writes_nothing_without_one(synth
     with pytest.raises(UserError, match="--prompt-probe needs"):
         analyse(run_dir, prompt_probe=True)
     assert not (run_dir / "routing_report.md").exists()
+
+
+@pytest.mark.parametrize(
+    "damage", ["results.json", "forecasts.npz", "router_weights.npz", "config.yaml"]
+)
+def test_damaged_run_files_are_a_user_error(damage, synth_csv, tmp_path):
+    from ensemble.errors import UserError
+
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    path = run_dir / damage
+    if damage == "config.yaml":
+        path.write_text("members: [dlinear\n")
+    else:
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # cut short
+    with pytest.raises(UserError, match="damaged"):
+        load_run(run_dir)
+
+
+def test_ablation_run_of_another_experiment_is_refused(synth_csv, tmp_path):
+    from ensemble.errors import UserError
+
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    other = tmp_path / "other"
+    other.mkdir()
+    res = json.loads((run_dir / "results.json").read_text())
+    (other / "results.json").write_text(json.dumps({**res, "pred_len": 48}))
+    with pytest.raises(UserError, match="pred_len 48"):
+        analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-llm": str(other)})

@@ -62,7 +62,10 @@ def test_seed_means_counts_and_groups(tmp_path, capsys):
     assert fc["a"]["val_mse"] == [0.8, 1.2] and fc["stacked"]["chosen_in_seeds"] == [0, 1]
 
 
-@pytest.mark.parametrize("case", ["missing", "duplicate", "not_results", "bad_yaml"])
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "duplicate", "not_results", "bad_yaml", "list_yaml", "bad_params", "no_val", "nan"],
+)
 def test_bad_folders_exit_2_with_one_line(case, tmp_path, capsys):
     r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
     if case == "missing":
@@ -73,6 +76,18 @@ def test_bad_folders_exit_2_with_one_line(case, tmp_path, capsys):
     elif case == "bad_yaml":
         (r0 / "config.yaml").write_text("members: [dlinear\n")
         argv, needle = [str(r0)], "config.yaml is not valid YAML"
+    elif case in ("list_yaml", "bad_params"):
+        text = "- a\n" if case == "list_yaml" else "member_params: {naive: 3}\n"
+        (r0 / "config.yaml").write_text(text)
+        argv, needle = [str(r0)], "config.yaml"
+    elif case in ("no_val", "nan"):
+        res = json.loads((r0 / "results.json").read_text())
+        if case == "no_val":
+            del res["val"]
+        else:
+            res["test"]["a"]["mse"] = "abc"
+        (r0 / "results.json").write_text(json.dumps(res))
+        argv, needle = [str(r0)], "is not a results.json"
     else:
         (tmp_path / "bad").mkdir()
         (tmp_path / "bad" / "results.json").write_text('{"dataset": "x"}')

@@ -16,6 +16,17 @@ import os
 import time
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (exit 2 with a usage line otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench-step",
@@ -25,17 +36,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backbone", default="minilm", help="minilm | gpt2-random | qwen2-random | PATH"
     )
-    p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--pred-len", type=int, default=96)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--n-vars", type=int, default=1, help="channels per window")
-    p.add_argument("--llm-layers", type=int, default=6)
-    p.add_argument("--d-model", type=int, default=32)
-    p.add_argument("--d-ff", type=int, default=128)
-    p.add_argument("--n-heads", type=int, default=8)
-    p.add_argument("--patch-len", type=int, default=16)
-    p.add_argument("--stride", type=int, default=8)
-    p.add_argument("--num-prototypes", type=int, default=1000)
+    p.add_argument("--seq-len", type=positive_int, default=512)
+    p.add_argument("--pred-len", type=positive_int, default=96)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--n-vars", type=positive_int, default=1, help="channels per window")
+    p.add_argument("--llm-layers", type=positive_int, default=6)
+    p.add_argument("--d-model", type=positive_int, default=32)
+    p.add_argument("--d-ff", type=positive_int, default=128)
+    p.add_argument("--n-heads", type=positive_int, default=8)
+    p.add_argument("--patch-len", type=positive_int, default=16)
+    p.add_argument("--stride", type=positive_int, default=8)
+    p.add_argument("--num-prototypes", type=positive_int, default=1000)
     p.add_argument("--prototype-map", choices=["full", "lowrank"], default="lowrank")
     p.add_argument(
         "--no-prefix-cache",
@@ -62,9 +73,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "without AMX",
     )
     p.add_argument("--load-in-4bit", action="store_true")
-    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--steps", type=positive_int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch threads (default: torch's)"
+    )
     p.add_argument(
         "--slow-dropout",
         action="store_true",

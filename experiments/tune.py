@@ -723,6 +723,10 @@ def validate(spec: TuneSpec) -> None:
         )
     if spec.pruner not in ("median", "hyperband", "none"):
         raise UserError(f"unknown --pruner {spec.pruner!r}: median, hyperband or none")
+    if not 0 <= spec.seed < 2**32:
+        raise UserError(f"--seed must lie in 0 .. {2**32 - 1} (got {spec.seed})")
+    if spec.max_periods < 1:
+        raise UserError(f"--max-periods must be at least 1 (got {spec.max_periods})")
     specs = registry.parse_members(spec.members)
     bases = [registry.parse_spec(s)[0] for s in specs]
     if len(set(bases)) != len(bases):
@@ -730,7 +734,21 @@ def validate(spec: TuneSpec) -> None:
     from router import make_combiner
 
     make_combiner(spec.router)
-    _load(spec)  # a missing file or bad column fails here, not in every trial
+    dataset = _load(spec)  # a missing file or bad column fails here, not in every trial
+    for s in specs:  # a bad @key=value / --set fails here too, not as N failed trials
+        base, _ = registry.parse_spec(s)
+        ctx = registry.MemberContext(
+            seq_len=spec.max_seq_len,
+            pred_len=spec.pred_len,
+            n_channels=dataset.values.shape[1],
+            freq=dataset.freq,
+            periods=[],
+            seed=spec.seed,
+            dataset=dataset.name,
+            params=dict(spec.member_params.get(base, {})),
+            progress=False,
+        )
+        registry.build(s, ctx)
 
 
 # ---------------------------------------------------------------------------- reporting

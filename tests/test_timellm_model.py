@@ -269,3 +269,12 @@ def test_bench_step_cli(capsys, monkeypatch, backbone_dropout: bool) -> None:
     assert result["samples_per_s"] > 0 and result["backbone"] == "minilm"
     assert result["prompt_tokens_mean"] > 10
     assert result["backbone_dropout"] is backbone_dropout
+
+
+@pytest.mark.parametrize("flag", ["--seq-len", "--patch-len", "--stride", "--n-vars", "--threads"])
+def test_bench_step_refuses_non_positive_sizes(flag, capsys) -> None:
+    from experiments.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench-step", flag, "0"])
+    assert exc.value.code == 2 and "must be at least 1" in capsys.readouterr().err

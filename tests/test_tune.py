@@ -123,3 +123,24 @@ def test_bad_input_is_a_user_error(synth_csv, tmp_path):
     spec.members = ["nope"]
     with pytest.raises(UserError, match="unknown member"):
         run_tune(spec, progress=False)
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (dict(member_params={"snaive": {"period": "abc"}}), "wrong type or value"),
+        (dict(members=["dlinear@kernal=3"]), "unknown dlinear setting"),
+        (dict(seed=-1), "--seed must lie in"),
+        (dict(max_periods=0), "--max-periods must be at least 1"),
+    ],
+)
+def test_bad_settings_fail_before_any_trial(change, needle, synth_csv, tmp_path):
+    # Not N failed trials and exit 0: the study must not even be created.
+    from ensemble.errors import UserError
+
+    spec = _spec(synth_csv(n=1200), tmp_path / "t", trials=2)
+    for k, v in change.items():
+        setattr(spec, k, v)
+    with pytest.raises(UserError, match=needle):
+        run_tune(spec, progress=False)
+    assert not (tmp_path / "t" / "trials.csv").exists()

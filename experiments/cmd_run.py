@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ensemble.data import add_data_arguments
-from experiments.config import RunConfig
+from experiments.config import DATA_SETTINGS, RunConfig
 
 
 def add_parser(sub) -> None:
@@ -48,20 +48,7 @@ def config_from_args(args) -> RunConfig:
 
     cfg = RunConfig.from_file(args.config) if getattr(args, "config", None) else RunConfig()
     before = cfg.to_dict()
-    for key in (
-        "dataset",
-        "data_path",
-        "data_dir",
-        "features",
-        "target",
-        "fill",
-        "seq_len",
-        "pred_len",
-        "percent",
-        "router",
-        "seed",
-        "out",
-    ):
+    for key in (*DATA_SETTINGS, "data_dir", "router", "out"):
         val = getattr(args, key, None)
         if val is not None:
             setattr(cfg, key, val)
@@ -80,21 +67,6 @@ def config_from_args(args) -> RunConfig:
     return cfg
 
 
-# Settings that change every member's forecasts: a rerun with another value is a new run.
-_NEW_RUN_KEYS = (
-    "dataset",
-    "data_path",
-    "data_dir",
-    "features",
-    "target",
-    "fill",
-    "seq_len",
-    "pred_len",
-    "percent",
-    "seed",
-)
-
-
 def _refuse_overwrite(config: str, before: dict, cfg: RunConfig) -> None:
     """Refuse ``--config F --seed 1`` (and the like) without ``--out``: it would replace
     the finished run F describes with a different one. Changing the router or the members
@@ -105,7 +77,7 @@ def _refuse_overwrite(config: str, before: dict, cfg: RunConfig) -> None:
 
     if not cfg.out or not (Path(cfg.out) / "results.json").is_file():
         return
-    changed = [k for k in _NEW_RUN_KEYS if before.get(k) != getattr(cfg, k)]
+    changed = [k for k in DATA_SETTINGS if before.get(k) != getattr(cfg, k)]
     if changed:
         k = changed[0]
         raise UserError(

@@ -10,6 +10,20 @@ import yaml
 
 from ensemble.errors import UserError
 
+# Settings that change every member's forecasts: a member's saved forecasts are keyed on
+# them, and a rerun with another value is a new run.
+DATA_SETTINGS = (
+    "dataset",
+    "data_path",
+    "features",
+    "target",
+    "fill",
+    "seq_len",
+    "pred_len",
+    "percent",
+    "seed",
+)
+
 
 @dataclass
 class RunConfig:

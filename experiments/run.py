@@ -26,7 +26,7 @@ from ensemble.data import Splits, make_splits
 from ensemble.errors import UserError
 from ensemble.io import write_json, write_npz, write_text
 from experiments import registry
-from experiments.config import RunConfig
+from experiments.config import DATA_SETTINGS, RunConfig
 
 log = logging.getLogger("hybrid_forecast.run")
 
@@ -46,20 +46,7 @@ def _safe(name: str) -> str:
 def _data_key(cfg: RunConfig, base: str, periods: list[int]) -> str:
     """Fingerprint of the data settings, the detected periods (members build features and
     prompts from them) and the member's own settings (its spec names the folder)."""
-    d = {
-        k: getattr(cfg, k)
-        for k in (
-            "dataset",
-            "data_path",
-            "features",
-            "target",
-            "fill",
-            "seq_len",
-            "pred_len",
-            "percent",
-            "seed",
-        )
-    }
+    d = {k: getattr(cfg, k) for k in DATA_SETTINGS}
     d["member_params"] = cfg.member_params.get(base, {})
     d["periods"] = [int(p) for p in periods]
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

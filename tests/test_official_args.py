@@ -206,3 +206,18 @@ def test_explain_timellm_prints_flow_parameters_and_memory(synth_csv, tiny_llama
     assert stages["input"] == [2, 32, 2] and stages["output (de-normalised)"] == [2, 8, 2]
     assert info["parameters"]["llm"]["trainable"] == 0 and info["parameters"]["head"]["trainable"]
     assert info["memory"]["rss_peak_mb"] > 0
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        ("--d_model 0", "--d_model must be at least 1"),
+        ("--patch_len 0", "--patch_len must be at least 1"),
+        ("--train_epochs 0", "--train_epochs must be at least 1"),
+        ("--batch_size 0", "--batch_size must be at least 1"),
+        ("--seq_len 48 --patch_len 100", "longer than --seq_len 48"),
+    ],
+)
+def test_sizes_below_one_are_refused_before_any_model_is_built(flags, needle):
+    with pytest.raises(UserError, match=needle):
+        parse_official(["--llm_model", "BERT", *shlex.split(flags)])

@@ -350,7 +350,37 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     itr = int(_value(args, "itr"))
     if itr < 1:
         raise UserError("--itr must be >= 1")
+    _check_sizes(args)
     return OfficialMapping(cfg, member, ignored, checks, itr)
+
+
+# Sizes that must be at least 1 (0 would fail deep inside the model or the trainer).
+_POSITIVE = (
+    "seq_len",
+    "pred_len",
+    "d_model",
+    "n_heads",
+    "d_ff",
+    "patch_len",
+    "stride",
+    "train_epochs",
+    "batch_size",
+    "eval_batch_size",
+    "num_tokens",
+)
+
+
+def _check_sizes(args: argparse.Namespace) -> None:
+    """UserError for a size below 1, or a patch longer than the lookback."""
+    for name in _POSITIVE:
+        v = _value(args, name)
+        if v is not None and int(v) < 1:
+            raise UserError(f"--{name} must be at least 1 (got {v})")
+    if int(_value(args, "patch_len")) > int(_value(args, "seq_len")):
+        raise UserError(
+            f"--patch_len {_value(args, 'patch_len')} is longer than --seq_len "
+            f"{_value(args, 'seq_len')}: give a patch that fits in the lookback"
+        )
 
 
 def check_channels(mapping: OfficialMapping, n_channels: int, features: str) -> None:

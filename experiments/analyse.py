@@ -37,6 +37,8 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,38 +119,26 @@ def load_run(run_dir: str | Path) -> RunData:
     """Read a run folder.
 
     Raises:
-        UserError: the folder is not a finished run folder, or one of its files is damaged.
+        UserError: the folder is not a finished run folder, or one of its files is damaged
+            (the message names the file).
     """
-    import zipfile
-
-    import yaml
-
-    try:
-        return _load_run(Path(run_dir))
-    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, yaml.YAMLError) as exc:
-        raise UserError(
-            f"{run_dir}: a file of the run folder is damaged ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); rerun the run into a fresh folder"
-        ) from None
-
-
-def _load_run(path: Path) -> RunData:
-    import yaml
-
+    path = Path(run_dir)
     res_path = path / "results.json"
     if not res_path.is_file():
         raise UserError(
             f"{path} is not a finished run folder (no results.json); run `hybrid-forecast run --out {path}` first"
         )
-    results = json.loads(res_path.read_text())
-    if not isinstance(results, dict) or not isinstance(results.get("test"), dict):
-        raise ValueError("results.json is not the mapping `hybrid-forecast run` writes")
+    with _reading(res_path):
+        results = json.loads(res_path.read_text())
+        if not isinstance(results, dict) or not isinstance(results.get("test"), dict):
+            raise ValueError("not the mapping `hybrid-forecast run` writes")
+        members = [str(m) for m in results["members"]]
+        int(results["seq_len"]), int(results["pred_len"])  # the report needs both
     fc_path = path / "forecasts.npz"
     if not fc_path.is_file():
         raise UserError(f"{path}: forecasts.npz missing; rerun the run to write it")
-    with np.load(fc_path) as z:
-        arrays = {k: z[k] for k in z.files}
-    members = list(results.get("members") or [])
+    with _reading(fc_path), np.load(fc_path) as z:
+        arrays = {k: z[k] for k in z.files}  # reading every member finds a cut-off file
     missing = [m for m in members if f"test/{m}" not in arrays]
     if missing or "test/true" not in arrays or "test/ensemble" not in arrays:
         raise UserError(
@@ -159,7 +149,7 @@ def _load_run(path: Path) -> RunData:
     names: list[str] = []
     w_path = path / "router_weights.npz"
     if w_path.is_file():
-        with np.load(w_path) as z:
+        with _reading(w_path), np.load(w_path) as z:
             weights = z["test"].astype(np.float64)
             order = [str(m) for m in z["members"]] if "members" in z.files else members
             if order != members:  # align the weights' member axis with results.json
@@ -170,10 +160,14 @@ def _load_run(path: Path) -> RunData:
             if "step_weights" in z.files:
                 step = z["step_weights"].astype(np.float64)[:, [order.index(m) for m in members]]
     config: dict[str, Any] = {}
-    if (path / "config.yaml").is_file():
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-        if not isinstance(config, dict):
-            raise ValueError("config.yaml is not a mapping")
+    cfg_path = path / "config.yaml"
+    if cfg_path.is_file():
+        import yaml
+
+        with _reading(cfg_path):
+            config = yaml.safe_load(cfg_path.read_text()) or {}
+            if not isinstance(config, dict):
+                raise ValueError("not a mapping")
     return RunData(
         path=path,
         results=results,
@@ -188,6 +182,35 @@ def _load_run(path: Path) -> RunData:
         router_feature_names=names,
         step_weights=step,
     )
+
+
+@contextmanager
+def _reading(file: Path, fix: str = "rerun the run into a fresh folder") -> Iterator[None]:
+    """Turn what a damaged file raises while it is read (cut short, hand-edited, not what
+    `hybrid-forecast run` writes) into a UserError naming the file."""
+    import zipfile
+    import zlib
+
+    import yaml
+
+    try:
+        yield
+    except UserError:
+        raise
+    except (
+        ValueError,  # JSON, numpy headers, pickled arrays, UTF-8
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        yaml.YAMLError,
+    ) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"{file} is damaged ({type(exc).__name__}: {text}); {fix}") from None
 
 
 # ---------------------------------------------------------------------------- data
@@ -548,12 +571,15 @@ def training_ablations(
 def _sibling_results(run: RunData, res_file: Path) -> dict[str, Any]:
     """An ablation run's results.json, checked to be the same experiment as ``run``'s
     (another dataset, lookback, horizon or seed would compare unlike with unlike)."""
-    try:
+    with _reading(res_file, fix="rerun that ablation"):
         res = json.loads(res_file.read_text())
         if not isinstance(res, dict) or not isinstance(res.get("test"), dict):
             raise ValueError("not the mapping `hybrid-forecast run` writes")
-    except ValueError as exc:
-        raise UserError(f"{res_file} is damaged ({exc}); rerun that ablation") from None
+        for name in ("timellm", "ensemble"):  # the report prints their scores as numbers
+            score = res["test"].get(name) or {}
+            for k in ("mse", "mae"):
+                if not isinstance(score.get(k, 0.0), (int, float)):
+                    raise ValueError(f"test.{name}.{k} is not a number")
     for key in ("dataset", "seq_len", "pred_len", "seed"):
         if res.get(key) != run.results.get(key):
             raise UserError(
@@ -561,6 +587,31 @@ def _sibling_results(run: RunData, res_file: Path) -> dict[str, Any]:
                 f"{run.results.get(key)!r}: an ablation must differ only in the ablated setting"
             )
     return res
+
+
+def check_ablation_runs(run: RunData, ablation_runs: dict[str, str]) -> dict[str, Path]:
+    """The ``--ablation-runs`` folders, checked before any work: known variants, finished
+    runs, undamaged and of the same experiment (sibling ``RUN-<variant>`` folders too).
+
+    Raises:
+        UserError: naming the variant or folder at fault.
+    """
+    unknown = set(ablation_runs) - set(ABLATION_VARIANTS)
+    if unknown:
+        raise UserError(
+            f"unknown ablation variant(s) {', '.join(sorted(unknown))}; use {', '.join(ABLATION_VARIANTS)}"
+        )
+    siblings = {k: Path(v) for k, v in ablation_runs.items()}
+    for name, sib in siblings.items():  # a typo must not read as "not run"
+        if not (sib / "results.json").is_file():
+            raise UserError(
+                f"--ablation-runs {name}={sib}: no results.json there; give a finished run folder"
+            )
+    for name in ABLATION_VARIANTS:
+        res_file = siblings.get(name, Path(f"{run.path}-{name}")) / "results.json"
+        if res_file.is_file():
+            _sibling_results(run, res_file)
+    return siblings
 
 
 def _probe_member(run: RunData):
@@ -1010,14 +1061,10 @@ def analyse(
             counterfactual prompts (`timellm.probe`; minutes on a CPU).
     """
     run = load_run(run_dir)
+    siblings = check_ablation_runs(run, ablation_runs or {})
     probe_member = _probe_member(run) if prompt_probe else None
     out = Path(out) if out else run.path
     out.mkdir(parents=True, exist_ok=True)
-    unknown = set(ablation_runs or {}) - set(ABLATION_VARIANTS)
-    if unknown:
-        raise UserError(
-            f"unknown ablation variant(s) {', '.join(sorted(unknown))}; use {', '.join(ABLATION_VARIANTS)}"
-        )
     periods = [int(p) for p in run.results.get("periods") or []]
     length = int(run.results["seq_len"])
     period = next((p for p in periods if 2 <= p <= length // 2), None)
@@ -1041,9 +1088,7 @@ def analyse(
     an = analyse_run(run, feats, val_true)
     if probe_member is not None:
         an["prompt_probe"] = _run_probe(run, probe_member, splits)
-    training = training_ablations(
-        run, {k: Path(v) for k, v in (ablation_runs or {}).items()}, period
-    )
+    training = training_ablations(run, siblings, period)
     figures = make_figures(run, feats, out)
     write_json(out / "routing_analysis.json", {**an, "training_ablations": training})
     path = out / "routing_report.md"

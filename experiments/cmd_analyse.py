@@ -39,11 +39,11 @@ def handle(args) -> int:
 
     runs = {}
     for item in args.ablation_runs:
-        if "=" not in item:
+        k, _, v = item.partition("=")
+        if not k.strip() or not v.strip():
             raise UserError(
                 f"--ablation-runs {item!r}: expected VARIANT=DIR, e.g. patch16=runs/p16"
             )
-        k, v = item.split("=", 1)
         runs[k.strip()] = v.strip()
     path = analyse(args.run_dir, out=args.out, ablation_runs=runs, prompt_probe=args.prompt_probe)
     print(f"routing report: {path}")

@@ -108,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         raise UserError("--steps must be >= 1, --warmup >= 0 and --batch-size >= 1")
+    if args.patch_len > args.seq_len:  # no whole patch: negative sizes deep in the model
+        raise UserError(
+            f"--patch-len {args.patch_len} is longer than --seq-len {args.seq_len}: give a "
+            "patch that fits in the lookback"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -121,7 +121,7 @@ def run_settings(folder: Path) -> str:
         return ""
     try:
         cfg = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(
             f"{path} is not valid YAML ({exc.__class__.__name__}); rerun that folder"
         ) from None
@@ -130,7 +130,7 @@ def run_settings(folder: Path) -> str:
             f"{path} is not the config.yaml `hybrid-forecast run` writes; rerun that folder"
         )
     items = []
-    for k, v in sorted(cfg.items()):
+    for k, v in sorted(cfg.items(), key=lambda kv: str(kv[0])):  # YAML keys may be numbers
         if k in _NOT_SETTINGS or v is None or _DEFAULTS.get(k) == v:
             continue
         if k == "member_params":
@@ -138,7 +138,11 @@ def run_settings(folder: Path) -> str:
                 raise UserError(
                     f"{path}: member_params must map members to settings; rerun that folder"
                 )
-            items += [f"{m}.{pk}={pv}" for m, ps in sorted(v.items()) for pk, pv in ps.items()]
+            items += [
+                f"{m}.{pk}={pv}"
+                for m, ps in sorted(v.items(), key=lambda kv: str(kv[0]))
+                for pk, pv in ps.items()
+            ]
         else:
             items.append(f"{k}={v}")
     return ", ".join(items)
@@ -155,6 +159,7 @@ def load_groups(folders: list[str | Path]) -> list[Group]:
             raise UserError(
                 f"{path} not found: pass finished run folders (`hybrid-forecast run ... --out DIR`)"
             )
+        settings = run_settings(folder)  # its own errors name config.yaml
         try:
             res = json.loads(path.read_text())
             key = (
@@ -164,14 +169,13 @@ def load_groups(folders: list[str | Path]) -> list[Group]:
                 res.get("features", "M"),
                 tuple(res["members"]),
                 res["router"],
-                run_settings(folder),
+                settings,
             )
+            hash(key)  # a list where a name belongs
             seed = int(res["seed"])
             if "ensemble" not in res["test"]:
                 raise KeyError("test.ensemble")
-            for part in ("val", "test"):  # every score a number: the tables average them
-                for score in res[part].values():
-                    float(score["mse"])
+            _check_scores(res)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(
                 f"{path} is not a results.json of `hybrid-forecast run` ({exc!r}); rerun that folder"
@@ -184,6 +188,19 @@ def load_groups(folders: list[str | Path]) -> list[Group]:
             )
         group.runs[seed], group.folders[seed] = res, folder
     return list(groups.values())
+
+
+def _check_scores(res: dict[str, Any]) -> None:
+    """Every score the tables average is a number, the combiners' included (raises
+    ValueError, TypeError or AttributeError otherwise)."""
+    for part in ("val", "test"):
+        for score in res[part].values():
+            float(score["mse"])
+            float(score.get("mae", np.nan))
+    for c in res.get("combiners", {}).values():
+        for part in ("val", "test"):
+            for metric in ("mse", "mae"):
+                float(c.get(part, {}).get(metric, np.nan))
 
 
 def _cell(values: np.ndarray) -> str:

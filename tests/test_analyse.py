@@ -216,7 +216,15 @@ def test_damaged_run_files_are_a_user_error(damage, synth_csv, tmp_path):
         path.write_text("members: [dlinear\n")
     else:
         path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # cut short
-    with pytest.raises(UserError, match="damaged"):
+    with pytest.raises(UserError, match=f"{damage} is damaged.*rerun the run"):
+        load_run(run_dir)
+
+
+def test_router_weights_of_other_members_are_a_damaged_file(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    z = dict(np.load(run_dir / "router_weights.npz"))
+    np.savez(run_dir / "router_weights.npz", **{**z, "members": np.array(["a", "b", "c"])})
+    with pytest.raises(UserError, match="router_weights.npz is damaged"):
         load_run(run_dir)
 
 
@@ -230,3 +238,51 @@ def test_ablation_run_of_another_experiment_is_refused(synth_csv, tmp_path):
     (other / "results.json").write_text(json.dumps({**res, "pred_len": 48}))
     with pytest.raises(UserError, match="pred_len 48"):
         analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-llm": str(other)})
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        pytest.param(lambda d, res: None, "no results.json there", id="missing"),
+        pytest.param(
+            lambda d, res: (d / "results.json").write_text("[1, 2]"),
+            "results.json is damaged",
+            id="not-a-mapping",
+        ),
+        pytest.param(
+            lambda d, res: (d / "results.json").write_text(
+                json.dumps({**res, "test": {"ensemble": {"mse": "x"}}})
+            ),
+            "test.ensemble.mse is not a number",
+            id="text-score",
+        ),
+        pytest.param(
+            lambda d, res: (d / "results.json").write_text(json.dumps({**res, "seed": 7})),
+            "seed 7",
+            id="other-seed",
+        ),
+    ],
+)
+def test_bad_ablation_runs_are_refused_before_any_output(make, needle, synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    other = tmp_path / "other"
+    other.mkdir()
+    make(other, json.loads((run_dir / "results.json").read_text()))
+    with pytest.raises(UserError, match=needle):
+        analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-prompt": str(other)})
+    assert not (tmp_path / "report").exists()
+
+
+def test_unknown_ablation_variant_writes_nothing(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    with pytest.raises(UserError, match="unknown ablation variant"):
+        analyse(run_dir, out=tmp_path / "report", ablation_runs={"nollm": str(run_dir)})
+    assert not (tmp_path / "report").exists()
+
+
+def test_ablation_run_without_a_folder_exits_2(synth_csv, tmp_path, capsys):
+    from experiments.cli import main
+
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    assert main(["analyse", str(run_dir), "--ablation-runs", "no-llm="]) == 2
+    assert "expected VARIANT=DIR" in capsys.readouterr().err

@@ -125,3 +125,38 @@ def test_runs_with_other_member_options_are_not_averaged(tmp_path, capsys):
     assert main(["summary", str(a), str(b)]) == 0
     text = capsys.readouterr().out
     assert text.count("\n## ") == 2 and "settings b.lr=0.01; seeds 1" in text
+
+
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        pytest.param(
+            lambda d, res: (d / "config.yaml").write_bytes(b"\xff\xfe members"),
+            "config.yaml is not valid YAML",
+            id="binary-config",
+        ),
+        pytest.param(lambda d, res: res["test"]["a"].update(mae="x"), "results.json", id="mae"),
+        pytest.param(lambda d, res: res.update(members=[["a"], "b"]), "results.json", id="list"),
+        pytest.param(
+            lambda d, res: res["combiners"]["stacked"]["test"].update(mse="x"),
+            "results.json",
+            id="combiner-score",
+        ),
+        pytest.param(lambda d, res: res.update(combiners={"s": 3}), "results.json", id="combiner"),
+    ],
+)
+def test_malformed_files_name_the_file_and_exit_2(edit, needle, tmp_path, capsys):
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    res = json.loads((r0 / "results.json").read_text())
+    edit(r0, res)
+    (r0 / "results.json").write_text(json.dumps(res))
+    assert main(["summary", str(r0)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{r0}/{needle}" in err[0] and "rerun that folder" in err[0]
+
+
+def test_numeric_yaml_keys_are_settings_like_any_other(tmp_path, capsys):
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    (r0 / "config.yaml").write_text("1: x\nfill: ffill\nmember_params: {a: {k: 3}, 2: {k: 4}}\n")
+    assert main(["summary", str(r0)]) == 0
+    assert "settings 1=x, fill=ffill, 2.k=4, a.k=3;" in capsys.readouterr().out

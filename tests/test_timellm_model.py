@@ -271,10 +271,24 @@ def test_bench_step_cli(capsys, monkeypatch, backbone_dropout: bool) -> None:
     assert result["backbone_dropout"] is backbone_dropout
 
 
-@pytest.mark.parametrize("flag", ["--seq-len", "--patch-len", "--stride", "--n-vars", "--threads"])
+@pytest.mark.parametrize(
+    "flag", ["--seq-len", "--pred-len", "--patch-len", "--stride", "--n-vars", "--threads"]
+)
 def test_bench_step_refuses_non_positive_sizes(flag, capsys) -> None:
     from experiments.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["bench-step", flag, "0"])
     assert exc.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+def test_bench_step_refuses_a_patch_longer_than_the_lookback(capsys, monkeypatch) -> None:
+    from experiments.cli import main
+
+    # refused before the backbone is loaded
+    monkeypatch.setattr("timellm.backbone.load_backbone", lambda *a, **k: pytest.fail("loaded"))
+    assert main(["bench-step", "--seq-len", "48", "--patch-len", "100"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: --patch-len 100 is longer than --seq-len 48: give a patch that fits in the lookback"
+    ]

@@ -324,11 +324,14 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
             params["inject"] = args.inject
         if args.quiet:
             params["progress"] = False
+    from_set: set[str] = set()
     for item in args.set or []:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set prototype_map=full")
         key, val = item.split("=", 1)
         params[key.strip()] = _coerce(val.strip())
+        from_set.add(key.strip())
+    _check_settings(cfg, params, from_set)
     cfg["member_params"] = {member: params}
 
     ignored = [
@@ -350,37 +353,56 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     itr = int(_value(args, "itr"))
     if itr < 1:
         raise UserError("--itr must be >= 1")
-    _check_sizes(args)
     return OfficialMapping(cfg, member, ignored, checks, itr)
 
 
-# Sizes that must be at least 1 (0 would fail deep inside the model or the trainer).
-_POSITIVE = (
-    "seq_len",
-    "pred_len",
-    "d_model",
-    "n_heads",
-    "d_ff",
-    "patch_len",
-    "stride",
-    "train_epochs",
-    "batch_size",
-    "eval_batch_size",
-    "num_tokens",
-)
+# Member settings that must be whole numbers >= 1, with the official flag that sets each
+# (0 or a word would fail deep inside the model or the trainer, after minutes of loading).
+_POSITIVE = {
+    "batch_size": "batch_size",
+    "epochs": "train_epochs",
+    "eval_batch_size": "eval_batch_size",
+    "d_model": "d_model",
+    "n_heads": "n_heads",
+    "d_ff": "d_ff",
+    "patch_len": "patch_len",
+    "stride": "stride",
+    "num_prototypes": "num_tokens",
+    "llm_layers": "llm_layers",
+    "llm_dim": "llm_dim",
+    "train_stride": "train_stride",
+    "val_stride": "val_stride",
+}
 
 
-def _check_sizes(args: argparse.Namespace) -> None:
-    """UserError for a size below 1, or a patch longer than the lookback."""
-    for name in _POSITIVE:
-        v = _value(args, name)
-        if v is not None and int(v) < 1:
-            raise UserError(f"--{name} must be at least 1 (got {v})")
-    if int(_value(args, "patch_len")) > int(_value(args, "seq_len")):
+def _check_settings(cfg: dict[str, Any], params: dict[str, Any], from_set: set[str]) -> None:
+    """UserError for a size below 1 or not a whole number (a flag's or a ``--set``'s), a
+    patch longer than the lookback, or a device other than cpu / cuda."""
+    for key in ("seq_len", "pred_len"):
+        if cfg[key] < 1:
+            raise UserError(f"--{key} must be at least 1 (got {cfg[key]})")
+    for key, flag in _POSITIVE.items():
+        v = params.get(key)
+        if v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            continue
+        if key in from_set:
+            raise UserError(f"--set {key}={v}: must be a whole number of at least 1")
+        raise UserError(f"--{flag} must be at least 1 (got {v})")
+    patch = params.get("patch_len")
+    if patch is not None and patch > cfg["seq_len"]:
+        given = f"--set patch_len={patch}" if "patch_len" in from_set else f"--patch_len {patch}"
         raise UserError(
-            f"--patch_len {_value(args, 'patch_len')} is longer than --seq_len "
-            f"{_value(args, 'seq_len')}: give a patch that fits in the lookback"
+            f"{given} is longer than --seq_len {cfg['seq_len']}: give a patch that fits in "
+            "the lookback"
         )
+    device = params.get("device")
+    if device is not None:  # the accelerator takes any other word for "best available"
+        if device not in ("cpu", "cuda"):
+            raise UserError(f"--device {device}: use cpu or cuda (or leave it out)")
+        import torch
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA GPU is visible here; use --device cpu")
 
 
 def check_channels(mapping: OfficialMapping, n_channels: int, features: str) -> None:

@@ -91,8 +91,6 @@ def handle_explain(args) -> int:
     from experiments.run import detect_periods
 
     mapping, cfg, dataset = _mapping(args)
-    if mapping.ignored:  # stderr: stdout stays one JSON document with --json
-        print("ignored (no meaning here): " + ", ".join(mapping.ignored), file=sys.stderr)
     if mapping.member != "timellm":
         raise UserError("explain timellm needs --model TimeLLM")
     from experiments import registry
@@ -114,6 +112,10 @@ def handle_explain(args) -> int:
     )
     member = registry.build("timellm", ctx)
     model = member.build()
+    # After the build: a bad backbone path is then the only line on stderr. On stderr, so
+    # that stdout stays one JSON document with --json.
+    if mapping.ignored:
+        print("ignored (no meaning here): " + ", ".join(mapping.ignored), file=sys.stderr)
     # The official batch: batch_size windows x all channels (B*N series through the LLM).
     info = explain(
         model,

@@ -346,6 +346,14 @@ def study_attrs(spec: TuneSpec) -> dict[str, Any]:
             f"no period candidate with a multiple in [{spec.min_seq_len}, {spec.max_seq_len}] "
             f"(analyser found {ranked}); widen --min-seq-len/--max-seq-len"
         )
+    longest = max(lookback_range(p, spec.min_seq_len, spec.max_seq_len)[1] for p in periods)
+    try:  # else every trial drawing a long lookback fails, and the study still exits 0
+        make_splits(dataset, longest, spec.pred_len)
+    except UserError as exc:
+        raise UserError(
+            f"--max-seq-len {spec.max_seq_len} allows lookbacks the data cannot hold "
+            f"({str(exc).split(';')[0]}); lower --max-seq-len"
+        ) from None
     return {
         "dataset": dataset.name,
         "pred_len": spec.pred_len,
@@ -561,6 +569,27 @@ def _setup_logging(out: Path) -> logging.Handler:
     return handler
 
 
+class _QuietInterrupt(logging.Filter):
+    """Ctrl-C is not a failed trial: Optuna's "Trial N failed ... KeyboardInterrupt"
+    warnings (a full traceback, then "failed with value None") become INFO records without
+    the traceback, so the console shows only the CLI's one line; tune.log keeps the note.
+    The trial itself is FAIL without an ``error`` attribute: not counted, so a rerun
+    resumes the study."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[0] if record.exc_info else None
+        if exc is not None and issubclass(exc, KeyboardInterrupt):
+            self.interrupted = True
+            record.exc_info, record.exc_text = None, None
+        if self.interrupted and record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def work(spec: TuneSpec, on_progress: Callable[[dict[str, int]], None] | None = None) -> None:
     """One worker: run trials until the study has ``spec.trials`` finished ones.
 
@@ -573,29 +602,35 @@ def work(spec: TuneSpec, on_progress: Callable[[dict[str, int]], None] | None = 
 
     study = open_study(spec)
     objective = Objective(spec, study.user_attrs)
-    waited = False
-    while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            fail_stale_trials(study)  # a killed worker's trial: FAIL, and queued again
-        c = _counts(study)
-        if on_progress:
-            on_progress(c)
-        if c["finished"] >= spec.trials:
-            break
-        if c["waiting"] > 0 or c["claimed"] < spec.trials:
-            waited = False
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-        else:
-            if not waited:
-                log.info(
-                    "%d trial(s) running elsewhere; waiting for them (a killed one is retried "
-                    "after %ds without heartbeat)",
-                    c["running"],
-                    spec.grace_s,
-                )
-                waited = True
-            time.sleep(min(POLL_S, max(0.2, spec.grace_s / 4)))
+    quiet = _QuietInterrupt()
+    optuna_log = logging.getLogger("optuna.study._optimize")  # where failed trials are logged
+    optuna_log.addFilter(quiet)
+    try:
+        waited = False
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                fail_stale_trials(study)  # a killed worker's trial: FAIL, and queued again
+            c = _counts(study)
+            if on_progress:
+                on_progress(c)
+            if c["finished"] >= spec.trials:
+                break
+            if c["waiting"] > 0 or c["claimed"] < spec.trials:
+                waited = False
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            else:
+                if not waited:
+                    log.info(
+                        "%d trial(s) running elsewhere; waiting for them (a killed one is retried "
+                        "after %ds without heartbeat)",
+                        c["running"],
+                        spec.grace_s,
+                    )
+                    waited = True
+                time.sleep(min(POLL_S, max(0.2, spec.grace_s / 4)))
+    finally:
+        optuna_log.removeFilter(quiet)
 
 
 def _worker_entry(spec_dict: dict[str, Any], threads: int) -> None:

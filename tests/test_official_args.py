@@ -216,8 +216,51 @@ def test_explain_timellm_prints_flow_parameters_and_memory(synth_csv, tiny_llama
         ("--train_epochs 0", "--train_epochs must be at least 1"),
         ("--batch_size 0", "--batch_size must be at least 1"),
         ("--seq_len 48 --patch_len 100", "longer than --seq_len 48"),
+        ("--d_ff 0", "--d_ff must be at least 1"),
+        ("--stride 0", "--stride must be at least 1"),
+        ("--num_tokens 0", "--num_tokens must be at least 1"),
     ],
 )
 def test_sizes_below_one_are_refused_before_any_model_is_built(flags, needle):
     with pytest.raises(UserError, match=needle):
         parse_official(["--llm_model", "BERT", *shlex.split(flags)])
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        ("--set llm_layers=abc", "--set llm_layers=abc: must be a whole number of at least 1"),
+        ("--set d_model=0", "--set d_model=0: must be a whole number"),
+        ("--llm_layers 0", "--llm_layers must be at least 1"),
+        ("--seq_len 48 --set patch_len=100", "--set patch_len=100 is longer than --seq_len 48"),
+        ("--device abc", "--device abc: use cpu or cuda"),
+        ("--set device=gpu", "--set device=gpu: use cpu or cuda"),
+        ("--llm_model_path /nonexistent", "--llm_model_path /nonexistent: no such folder"),
+        ("--backbone ./no/such/model", "--backbone ./no/such/model: no such folder"),
+    ],
+)
+def test_set_values_device_and_model_folder_are_checked_before_any_model_is_built(flags, needle):
+    with pytest.raises(UserError, match=needle):
+        parse_official(["--llm_model", "BERT", *shlex.split(flags)])
+
+
+def test_device_cuda_without_a_gpu_is_refused():
+    import torch
+
+    if torch.cuda.is_available():
+        assert parse_official(["--llm_model", "BERT", "--device", "cuda"]).member == "timellm"
+    else:  # the accelerator would silently fall back to the CPU
+        with pytest.raises(UserError, match="no CUDA GPU is visible"):
+            parse_official(["--llm_model", "BERT", "--device", "cuda"])
+
+
+def test_explain_error_is_the_only_line_on_stderr(synth_csv, capsys):
+    # --label_len is ignored: that note must not come before an error at build time
+    csv = synth_csv(n=400, channels=2)
+    argv = (
+        f"explain timellm --root_path {csv.parent} --data_path {csv.name} --data custom "
+        "--seq_len 32 --pred_len 8 --label_len 16 --llm_model BERT --llm_layers 100"
+    )
+    assert main(argv.split()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--llm-layers 100 is out of range" in err[0]

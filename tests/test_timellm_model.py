@@ -292,3 +292,12 @@ def test_bench_step_refuses_a_patch_longer_than_the_lookback(capsys, monkeypatch
     assert err == [
         "error: --patch-len 100 is longer than --seq-len 48: give a patch that fits in the lookback"
     ]
+
+
+def test_backbone_path_that_is_not_there_says_so(capsys) -> None:
+    # not transformers' hub repo-id naming rules
+    from experiments.cli import main
+
+    assert main(["bench-step", "--backbone", "/no/such/model", "--llm-layers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "backbone folder '/no/such/model' does not exist" in err[0]

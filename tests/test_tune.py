@@ -144,3 +144,42 @@ def test_bad_settings_fail_before_any_trial(change, needle, synth_csv, tmp_path)
     with pytest.raises(UserError, match=needle):
         run_tune(spec, progress=False)
     assert not (tmp_path / "t" / "trials.csv").exists()
+
+
+def test_max_seq_len_the_data_cannot_hold_is_refused(synth_csv, tmp_path):
+    # Not every trial with a long lookback failing, and exit 0.
+    from ensemble.errors import UserError
+
+    spec = _spec(synth_csv(n=1200), tmp_path / "t", trials=2)
+    spec.max_seq_len = 5000
+    with pytest.raises(UserError, match="lower --max-seq-len"):
+        run_tune(spec, progress=False, plots=False)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_ctrl_c_is_no_failed_trial_warning_and_the_study_resumes(
+    synth_csv, tmp_path, monkeypatch, caplog
+):
+    import logging
+
+    caplog.set_level(logging.INFO)  # another test's `run` may have raised it
+    spec = _spec(synth_csv(n=1200), tmp_path / "t", trials=3)
+    evaluate = Objective._evaluate
+
+    def interrupted(self, trial):
+        if trial.number == 1:
+            raise KeyboardInterrupt
+        return evaluate(self, trial)
+
+    monkeypatch.setattr(Objective, "_evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=False, plots=False)
+    # Optuna's "Trial 1 failed ... KeyboardInterrupt" and its traceback stay off the console
+    # (WARNING and up there): the CLI's one "interrupted" line is all Ctrl-C shows.
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in loud if "Trial 1" in r.getMessage() or r.exc_info]
+    assert any("KeyboardInterrupt" in r.getMessage() for r in caplog.records)  # tune.log has it
+
+    monkeypatch.setattr(Objective, "_evaluate", evaluate)
+    summary = run_tune(spec, progress=False, plots=False)
+    assert summary["counts"]["complete"] == 3 and summary["counts"]["discarded"] == 1

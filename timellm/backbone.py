@@ -266,6 +266,12 @@ def load_backbone(
         return bb
 
     path = _minilm_dir() if spec == "minilm" else spec
+    looks_like_path = spec.startswith(("/", ".", "~")) or spec.count("/") > 1  # no hub id
+    if looks_like_path and not os.path.exists(spec):  # transformers: repo-id naming rules
+        raise UserError(
+            f"cannot read backbone '{spec}': backbone folder '{spec}' does not exist; give a "
+            "local Hugging Face model folder (with config.json)"
+        )
     try:
         with _quiet_transformers():
             config = AutoConfig.from_pretrained(path)

@@ -209,10 +209,18 @@ def _value(args: argparse.Namespace, name: str) -> Any:
 
 
 def _backbone(args: argparse.Namespace) -> str:
-    if args.backbone:
-        return args.backbone
-    if args.llm_model_path:
-        return str(args.llm_model_path)
+    for flag, value in (("--backbone", args.backbone), ("--llm_model_path", args.llm_model_path)):
+        if not value:
+            continue
+        # A path that is not there fails here, before the data are loaded or a run folder
+        # is made (transformers would answer with its hub repo-id naming rules).
+        if Path(value).is_absolute() or value.startswith("."):
+            if not Path(value).is_dir():
+                raise UserError(
+                    f"{flag} {value}: no such folder; give a local Hugging Face model folder "
+                    "(with config.json)"
+                )
+        return str(value)
     llm = str(_value(args, "llm_model")).upper()
     if llm in _LLM_NO_PATH:
         return _LLM_NO_PATH[llm]
@@ -397,12 +405,13 @@ def _check_settings(cfg: dict[str, Any], params: dict[str, Any], from_set: set[s
         )
     device = params.get("device")
     if device is not None:  # the accelerator takes any other word for "best available"
+        given = f"--set device={device}" if "device" in from_set else f"--device {device}"
         if device not in ("cpu", "cuda"):
-            raise UserError(f"--device {device}: use cpu or cuda (or leave it out)")
+            raise UserError(f"{given}: use cpu or cuda (or leave it out for the best available)")
         import torch
 
         if device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA GPU is visible here; use --device cpu")
+            raise UserError(f"{given}: no CUDA GPU is visible here; use --device cpu")
 
 
 def check_channels(mapping: OfficialMapping, n_channels: int, features: str) -> None:

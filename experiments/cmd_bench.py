@@ -60,33 +60,21 @@ def split_list(text: str, cast: type, flag: str) -> list[Any]:
         ) from None
 
 
-def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
-    """['dlinear.epochs=5'] -> {'dlinear': {'epochs': 5}} (values coerced as in member specs)."""
-    from experiments.registry import _coerce
-
-    params: dict[str, dict[str, Any]] = {}
-    for item in items or []:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise UserError(f"--set {item!r}: expected MEMBER.KEY=VALUE, e.g. dlinear.epochs=5")
-        lhs, val = item.split("=", 1)
-        member, key = lhs.split(".", 1)
-        params.setdefault(member.strip(), {})[key.strip()] = _coerce(val.strip())
-    return params
-
-
 def handle(args) -> int:
     from experiments.bench import BenchSpec, collect, run_bench, summarise, validate, write_reports
+    from experiments.registry import parse_sets
 
+    members = [m.strip() for m in args.members.split(",") if m.strip()]
     spec = BenchSpec(
         datasets=split_list(args.datasets, str, "--datasets"),
         horizons=split_list(args.horizons, int, "--horizons"),
         seeds=split_list(args.seeds, int, "--seeds"),
-        members=[m.strip() for m in args.members.split(",") if m.strip()],
+        members=members,
         router=args.router,
         seq_len=args.seq_len,
         out=args.out,
         data_dir=args.data_dir,
-        member_params=parse_sets(args.set),
+        member_params=parse_sets(args.set, members),
         features=args.features or "M",
     )
     failed: dict[str, str] = {}

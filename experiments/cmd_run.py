@@ -43,8 +43,7 @@ def add_parser(sub) -> None:
 
 
 def config_from_args(args) -> RunConfig:
-    from ensemble.errors import UserError
-    from experiments.registry import _coerce
+    from experiments.registry import parse_sets
 
     cfg = RunConfig.from_file(args.config) if getattr(args, "config", None) else RunConfig()
     before = cfg.to_dict()
@@ -56,12 +55,8 @@ def config_from_args(args) -> RunConfig:
         cfg.members = [m.strip() for m in args.members.split(",") if m.strip()]
     if args.data_path and not args.dataset:
         cfg.dataset = None
-    for item in getattr(args, "set", []) or []:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise UserError(f"--set {item!r}: expected MEMBER.KEY=VALUE, e.g. timellm.llm_layers=2")
-        lhs, val = item.split("=", 1)
-        member, key = lhs.split(".", 1)
-        cfg.member_params.setdefault(member, {})[key] = _coerce(val)
+    for member, params in parse_sets(getattr(args, "set", None), cfg.members).items():
+        cfg.member_params.setdefault(member, {}).update(params)
     if getattr(args, "config", None) and args.out is None:
         _refuse_overwrite(args.config, before, cfg)
     return cfg

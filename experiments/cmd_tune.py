@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
 
 
 def handle(args) -> int:
-    from experiments.cmd_bench import parse_sets
+    from experiments.registry import parse_sets
     from experiments.tune import TuneSpec, run_tune
 
     members = [m.strip() for m in args.members.split(",") if m.strip()]
@@ -73,7 +73,7 @@ def handle(args) -> int:
         max_seq_len=args.max_seq_len,
         max_periods=args.max_periods,
         pruner=args.pruner,
-        member_params=parse_sets(args.set),
+        member_params=parse_sets(args.set, members),
     )
     spec.out = args.out or f"tune/{spec.resolved().study}"
     summary = run_tune(spec, progress=not args.quiet)

@@ -95,6 +95,31 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return base, params
 
 
+def parse_sets(items: list[str] | None, members: list[str] | str) -> dict[str, dict[str, Any]]:
+    """``--set`` flags -> member defaults: ['dlinear.epochs=5'] -> {'dlinear': {'epochs': 5}}.
+
+    Values are coerced as in member specs. A MEMBER that is not in ``members`` (specs such
+    as ``dlinear@kernel=49`` count by their base name) is refused: the setting would
+    silently do nothing.
+    """
+    if isinstance(members, str):
+        members = [m for m in members.split(",") if m.strip()]
+    bases = {parse_spec(m)[0] for m in members}
+    params: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(f"--set {item!r}: expected MEMBER.KEY=VALUE, e.g. dlinear.epochs=5")
+        lhs, val = item.split("=", 1)
+        member, key = (t.strip() for t in lhs.split(".", 1))
+        if member not in bases:
+            raise UserError(
+                f"--set {item!r}: {member!r} is not among the members "
+                f"({', '.join(members)}); add it to --members or drop the --set"
+            )
+        params.setdefault(member, {})[key] = _coerce(val.strip())
+    return params
+
+
 def parse_members(text: str | list[str]) -> list[str]:
     specs = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
     if not specs:

@@ -75,6 +75,15 @@ def test_data_info_json(data_dir, capsys):
         ),
         (["run", "--dataset", "ETTh1", "--members", "naive,snaive", "--seed", "-1"], "seed -1"),
         (
+            ["run", "--dataset", "ETTh1", "--members", "naive,snaive@period=24"]
+            + ["--set", "timellm.llm_layers=2"],
+            "'timellm' is not among the members (naive, snaive@period=24)",
+        ),
+        (
+            ["bench", "--datasets", "ETTh1", "--members", "naive,snaive", "--set", "arima.d=1"],
+            "'arima' is not among the members",
+        ),
+        (
             ["run", "--dataset", "ETTh1", "--members", "naive", "--router", "learned"],
             "give at least two",
         ),
@@ -84,7 +93,7 @@ def test_user_errors_exit_2_with_one_line(argv, needle, capsys, data_dir, tmp_pa
     argv = (
         [*argv, "--data-dir", str(data_dir)] if argv[0] != "data" or "--dataset" in argv else argv
     )
-    if argv[0] == "run":
+    if argv[0] in ("run", "bench"):
         argv += ["--out", str(tmp_path / "r")]
     assert main(argv) == 2
     lines = _err_lines(capsys)

@@ -67,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except _PATH_ERRORS as exc:
         where = exc.filename or "a path"
-        print(
-            f"error: cannot use {where}: {exc.strerror or exc}; give a path to a folder "
-            "you can write to (e.g. --out)",
-            file=sys.stderr,
+        fix = (
+            "give a file path there, not a folder"
+            if isinstance(exc, IsADirectoryError)
+            else "give a path to a folder you can write to (e.g. --out)"
         )
+        print(f"error: cannot use {where}: {exc.strerror or exc}; {fix}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)

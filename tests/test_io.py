@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from ensemble.io import write_json
 
@@ -23,3 +24,9 @@ def test_json_has_no_bare_nan(tmp_path):
         "c": [2.0, None],
     }
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_writing_onto_a_folder_names_the_folder(tmp_path):
+    with pytest.raises(IsADirectoryError) as info:
+        write_json(tmp_path, {"a": 1})
+    assert info.value.filename == str(tmp_path)

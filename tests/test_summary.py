@@ -160,3 +160,12 @@ def test_numeric_yaml_keys_are_settings_like_any_other(tmp_path, capsys):
     (r0 / "config.yaml").write_text("1: x\nfill: ffill\nmember_params: {a: {k: 3}, 2: {k: 4}}\n")
     assert main(["summary", str(r0)]) == 0
     assert "settings 1=x, fill=ffill, 2.k=4, a.k=3;" in capsys.readouterr().out
+
+
+def test_out_naming_a_folder_exits_2_naming_it(tmp_path, capsys):
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    (tmp_path / "reports").mkdir()
+    assert main(["summary", str(r0), "--out", str(tmp_path / "reports")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'reports'}:" in err[0] and "not a folder" in err[0]
+    assert list((tmp_path / "reports").iterdir()) == []  # no temp file left behind

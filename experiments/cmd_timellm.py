@@ -59,12 +59,13 @@ def _mapping(args):
 
 def handle(args) -> int:
     import copy
+    import sys
 
     from experiments.run import run
 
     mapping, cfg, _ = _mapping(args)
-    if mapping.ignored:
-        print("ignored (no meaning here): " + ", ".join(mapping.ignored))
+    if mapping.ignored:  # a notice, not a result: stderr, like explain's
+        print("ignored (no meaning here): " + ", ".join(mapping.ignored), file=sys.stderr)
     base_out = cfg.out
     for i in range(mapping.itr):
         cfg_i = copy.deepcopy(cfg)

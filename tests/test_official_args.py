@@ -181,8 +181,9 @@ def test_cli_runs_a_tiny_seed_like_command(tmp_path, synth_csv, tiny_llama, caps
         f"--quiet --out {tmp_path / 'run'}"
     )
     assert main(argv.split()) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("ignored (no meaning here): --is_training") and "test MSE" in out
+    cap = capsys.readouterr()
+    assert cap.err.startswith("ignored (no meaning here): --is_training")
+    assert "test MSE" in cap.out and "ignored" not in cap.out
     assert (tmp_path / "run" / "results.json").is_file()
     assert (tmp_path / "run" / "members" / "timellm" / "checkpoint.pt").is_file()
     with pytest.raises(SystemExit):
@@ -263,4 +264,4 @@ def test_explain_error_is_the_only_line_on_stderr(synth_csv, capsys):
     )
     assert main(argv.split()) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--llm-layers 100 is out of range" in err[0]
+    assert len(err) == 1 and "llm_layers 100 is out of range" in err[0]

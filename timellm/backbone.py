@@ -333,16 +333,16 @@ def load_backbone(
 def _check_layers(spec: str, llm_layers: int | None, depth: int) -> None:
     if llm_layers is not None and not 1 <= llm_layers <= depth:
         raise UserError(
-            f"--llm-layers {llm_layers} is out of range: backbone '{spec}' has {depth} layers; "
-            f"use a value from 1 to {depth}"
+            f"llm_layers {llm_layers} is out of range: backbone '{spec}' has {depth} layers; "
+            f"give llm_layers from 1 to {depth}"
         )
 
 
 def _check_dim(spec: str, llm_dim: int | None, hidden: int) -> None:
     if llm_dim is not None and llm_dim != hidden:
         raise UserError(
-            f"--llm-dim {llm_dim} does not match backbone '{spec}' hidden size {hidden}; "
-            f"use --llm-dim {hidden} or leave it out"
+            f"llm_dim {llm_dim} does not match backbone '{spec}' hidden size {hidden}; "
+            f"give llm_dim {hidden} or leave it out"
         )
 
 

@@ -55,6 +55,27 @@ def test_random_backbones_and_errors(tmp_path) -> None:
         load_backbone("minilm", load_in_4bit=True, load_in_8bit=True)
 
 
+def test_unreachable_hub_id_fails_at_once(monkeypatch) -> None:
+    # Offline, transformers retries a hub id for ~25 s; the DNS check answers at once.
+    import socket
+    import time
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="not in the Hugging Face cache, and huggingface.co"):
+        load_backbone("no-such-org/no-such-model")
+    assert time.perf_counter() - start < 5
+
+
+def test_folder_without_config_is_named(tmp_path) -> None:
+    with pytest.raises(UserError, match="the folder has no config.json"):
+        load_backbone(str(tmp_path))
+
+
 def test_local_path_truncates_saved_model(tmp_path) -> None:
     random_backbone("qwen2", **TINY_QWEN).model.save_pretrained(tmp_path)
     bb = load_backbone(str(tmp_path), llm_layers=2, llm_dim=32)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -235,7 +237,7 @@ def load_backbone(
         UserError: unknown spec, unreadable model, `llm_layers` out of range, `llm_dim`
             mismatch, or both quantisation flags.
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoModel, AutoTokenizer, BitsAndBytesConfig
 
     if load_in_4bit and load_in_8bit:
         raise UserError("choose one of --load-in-4bit and --load-in-8bit, not both")
@@ -272,12 +274,18 @@ def load_backbone(
             f"cannot read backbone '{spec}': backbone folder '{spec}' does not exist; give a "
             "local Hugging Face model folder (with config.json)"
         )
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise UserError(
+            f"cannot read backbone '{spec}': the folder has no config.json; give the folder "
+            "of a saved Hugging Face model (config.json, weights, tokenizer files)"
+        )
     try:
         with _quiet_transformers():
-            config = AutoConfig.from_pretrained(path)
+            config = _hub_or_local_config(path)
     except (OSError, ValueError) as exc:
         hint = "a local folder with config.json" if not os.path.isdir(path) else "config.json"
-        raise UserError(f"cannot read backbone '{spec}': {exc}. Give {hint}.") from exc
+        reason = " ".join(str(exc).split())  # one line
+        raise UserError(f"cannot read backbone '{spec}': {reason} Give {hint}.") from exc
 
     if getattr(config, "is_encoder_decoder", False):
         raise UserError(
@@ -328,6 +336,30 @@ def load_backbone(
         quantization="4bit" if load_in_4bit else "8bit" if load_in_8bit else None,
     )
     return bb if quantized else _to_device(bb, device)
+
+
+def _hub_or_local_config(path: str) -> Any:
+    """The model config from a local folder, the Hugging Face cache, or else the hub.
+
+    Offline, transformers retries a hub id for about 25 s before failing; a name that is
+    neither local nor cached fails at once when the hub's host does not resolve.
+    """
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=True)
+    except OSError:
+        if os.path.isdir(path) or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+            raise
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError):
+        raise OSError(
+            f"it is not a local folder, not in the Hugging Face cache, and {host} cannot be "
+            "reached to download it."
+        ) from None
+    return AutoConfig.from_pretrained(path)
 
 
 def _check_layers(spec: str, llm_layers: int | None, depth: int) -> None:

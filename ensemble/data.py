@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,6 +258,12 @@ def resolve_path(
         # A file named like a registered dataset (the official repo's ETT-small/ETTh1.csv)
         # is that dataset: it gets its split, or its results would sit beside published
         # ETTh1 numbers while coming from another split.
+        named = {k.lower(): k for k in DATASETS}.get(path.stem.lower())
+        if name and named and named != name:
+            raise UserError(
+                f"--dataset {name} with --data-path {path.name}, which is {named}'s file: pass "
+                f"--dataset {named}, or leave --dataset out, so the results carry its name"
+            )
         label = name or path.stem
         rule = DATASETS[label][1] if label in DATASETS else "ratio"
         return label, path, rule
@@ -274,6 +281,59 @@ def resolve_path(
         )
     rel, rule = DATASETS[name]
     return name, data_dir_from(data_dir) / rel, rule
+
+
+def _csv_dialect(path: Path) -> dict[str, str]:
+    """read_csv's separator and decimal mark, from the header and the first data row.
+
+    Spreadsheets in many locales save ';'-separated files with decimal commas; read as
+    ','-separated they would be one column. Comma-separated files get pandas' defaults.
+    """
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header, first = fh.readline(), fh.readline()
+    if "," in header:
+        return {}
+    for sep in (";", "\t"):
+        if sep in header:
+            decimal = "," if sep == ";" and re.search(r"\d,\d", first) else "."
+            return {"sep": sep, "decimal": decimal}
+    return {}
+
+
+def parse_dates(col: pd.Series, where: str, *, file_lines: bool = True) -> pd.DatetimeIndex:
+    """Timestamps from a column of date strings (or datetimes), refusing what would be wrong.
+
+    Numbers are refused rather than read as nanoseconds since 1970 (pandas' reading,
+    which makes an hourly series look like a 1 ns one). All values must share one
+    format: pandas infers it from the first value.
+
+    Args:
+        col: the time column.
+        where: what to name in errors, e.g. "data.csv: column 'date'".
+        file_lines: also give the file line of a bad row (a CSV with one header line).
+
+    Raises:
+        UserError: numbers, or a value that does not parse, named with its row.
+    """
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        head = ", ".join(map(str, col.head(3).tolist()))
+        raise UserError(
+            f"{where} holds numbers ({head}, ...), not timestamps; write dates such as "
+            "2016-07-01 00:00:00 (epoch seconds convert with pandas.to_datetime(x, unit='s'))"
+        )
+    dates = pd.to_datetime(col, errors="coerce")
+    if dates.isna().any():
+        row = int(np.flatnonzero(dates.isna().to_numpy())[0])
+        fix = (
+            f"; the rows before are written like {col.iloc[0]!r}: use that one format throughout"
+            if row > 0 and pd.notna(col.iloc[row])
+            else ""
+        )
+        line = f" (line {row + 2})" if file_lines else ""
+        raise UserError(
+            f"{where}: unreadable timestamp {col.iloc[row]!r} at row {row + 1}{line}{fix}"
+        )
+    return pd.DatetimeIndex(dates)
 
 
 def _find_date_column(df: pd.DataFrame, path: Path) -> str:
@@ -355,19 +415,13 @@ def load_dataset(
             f"data file not found: {path}; {how}, or point --data-dir / ${DATA_ENV} at the folder holding it"
         )
     try:
-        df = pd.read_csv(path, encoding_errors="replace")
+        df = pd.read_csv(path, encoding_errors="replace", **_csv_dialect(path))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     if df.shape[0] == 0 or df.shape[1] < 2:
         raise UserError(f"{path}: needs a date column and at least one value column, with rows")
     date_col = _find_date_column(df, path)
-    dates = pd.to_datetime(df[date_col], errors="coerce")
-    if dates.isna().any():
-        row = int(np.flatnonzero(dates.isna().to_numpy())[0])
-        raise UserError(
-            f"{path}: unreadable timestamp {df[date_col].iloc[row]!r} in column {date_col!r} at row {row + 1} (line {row + 2})"
-        )
-    dates = pd.DatetimeIndex(dates)
+    dates = parse_dates(df[date_col], f"{path}: column {date_col!r}")
     diffs = np.diff(
         dates.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     )  # ns, whatever the index's unit

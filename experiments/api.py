@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble import hybrid
-from ensemble.data import Split, StandardScaler, Windows, infer_freq
+from ensemble.data import Split, StandardScaler, Windows, infer_freq, parse_dates
 from ensemble.errors import UserError
 from ensemble.forecaster import Forecaster
 
@@ -32,6 +32,9 @@ def _to_matrix(
     df: pd.DataFrame, id_col: str, time_col: str, target_col: str
 ) -> tuple[np.ndarray, pd.DatetimeIndex, list[str], str]:
     """A long or wide frame -> (values [T, C], dates [T], series names [C], layout)."""
+    if time_col in df.columns:  # numbers would become nanoseconds since 1970
+        dates = parse_dates(df[time_col], f"column {time_col!r}", file_lines=False)
+        df = df.assign(**{time_col: dates.to_numpy()})
     if {id_col, time_col, target_col} <= set(df.columns):
         wide = df.pivot_table(index=time_col, columns=id_col, values=target_col, aggfunc="first")
         if wide.isna().any().any():

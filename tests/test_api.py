@@ -88,3 +88,6 @@ def test_user_errors():
         small(members=("nope",)).fit(long_frame())
     with pytest.raises(UserError, match="DatetimeIndex"):
         small().fit(pd.DataFrame({"a": [1.0, 2.0]}))
+    steps = long_frame().assign(ds=lambda d: d.groupby("unique_id").cumcount())
+    with pytest.raises(UserError, match="column 'ds' holds numbers"):
+        small().fit(steps)

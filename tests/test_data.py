@@ -113,6 +113,17 @@ def _nan_at(df):
             lambda df: df.iloc[[*range(10), 12, 11, *range(13, len(df))]],
             r"timestamps go backwards at row 12 ",
         ),
+        # Read as nanoseconds since 1970, an hourly series would look like a 1 ns one.
+        (lambda df: df.assign(date=np.arange(len(df))), r"column 'date' holds numbers \(0, 1, 2"),
+        (
+            lambda df: df.assign(
+                date=[
+                    d.strftime("%d/%m/%Y %H:%M" if i >= 700 else "%Y-%m-%d %H:%M:%S")
+                    for i, d in enumerate(df["date"])
+                ]
+            ),
+            r"at row 701 \(line 702\); the rows before are written like '2020-01-01 00:00:00'",
+        ),
     ],
 )
 def test_bad_csv_is_a_user_error(synth_csv, edit, match):
@@ -183,6 +194,29 @@ def test_a_file_named_like_a_registered_dataset_gets_its_split(tmp_path):
     assert resolve_path(None, tmp_path / "ETTh1.csv", None)[::2] == ("ETTh1", "ett_hour")
     assert resolve_path(None, tmp_path / "ETTm2.csv", None)[::2] == ("ETTm2", "ett_minute")
     assert resolve_path(None, tmp_path / "mine.csv", None)[::2] == ("mine", "ratio")
+
+
+def test_a_dataset_name_that_contradicts_the_file_is_refused(tmp_path):
+    from ensemble.data import resolve_path
+
+    with pytest.raises(UserError, match="ETTh2.csv, which is ETTh2's file: pass --dataset ETTh2"):
+        resolve_path("ETTh1", tmp_path / "ETTh2.csv", None)
+    assert resolve_path("ETTh1", tmp_path / "etth1.csv", None)[::2] == ("ETTh1", "ett_hour")
+
+
+@pytest.mark.parametrize(
+    "sep,decimal",
+    [(";", ","), (";", "."), ("\t", ".")],
+    ids=["semicolon-comma", "semicolon", "tab"],
+)
+def test_semicolon_and_tab_separated_files_read_like_comma_ones(synth_csv, sep, decimal):
+    # What spreadsheets save in many locales; read as ','-separated it is one column.
+    path = synth_csv()
+    other = path.with_name("other.csv")
+    pd.read_csv(path).to_csv(other, sep=sep, decimal=decimal, index=False)
+    a, b = load_dataset(data_path=path), load_dataset(data_path=other)
+    assert b.columns == a.columns and b.freq == a.freq
+    np.testing.assert_allclose(b.values, a.values, rtol=1e-12)
 
 
 def test_repeated_timestamps_are_not_a_frequency():

@@ -1,6 +1,6 @@
 """Datasets, splits, scaling and windows under the Time-LLM / Time-Series-Library protocol.
 
-The protocol (ARCHITECTURE §4), which every number this project publishes depends on:
+The protocol (docs/protocol.md), which every number this project publishes depends on:
 
 * ETTh1/ETTh2: train rows ``[0, 8640)``, val ``[8640 - L, 11520)``, test ``[11520 - L, 14400)``;
   ETTm1/ETTm2 the same times four. Any other CSV: 70 % / 10 % / 20 % of the rows, with

@@ -1,4 +1,4 @@
-"""The Forecaster protocol every member follows (ARCHITECTURE §3).
+"""The Forecaster protocol every member follows.
 
 A member is fitted on the train split (the val split is for early stopping and model
 selection only) and then forecasts any split's windows in the scaled space:

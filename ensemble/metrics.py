@@ -1,7 +1,7 @@
 """Forecast error metrics, computed over all windows at once.
 
 Every metric takes arrays of the same shape ([W, H, C] in the scaled space) and
-averages over every element, never a mean of per-batch means (ARCHITECTURE §4).
+averages over every element, never a mean of per-batch means (docs/protocol.md).
 """
 
 from __future__ import annotations

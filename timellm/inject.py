@@ -8,7 +8,7 @@ models forecast for that series, e.g.::
 Numbers are in the window's instance-normalised units (the same units as the prompt's
 min/max/median), so the text means the same thing for every channel and dataset.
 
-Leakage rule (ARCHITECTURE §4): a forecast injected into a *training* window's prompt
+Leakage rule (docs/protocol.md): a forecast injected into a *training* window's prompt
 must come from a model that never saw that window's target, or the LLM learns to copy a
 forecast that already knew the answer. `oof_plan` cuts the train windows into K
 time-ordered blocks; the model for block k is fitted only on windows whose whole span

@@ -245,6 +245,15 @@ class LearnedRouter(Combiner):
         folds = rolling_folds(w, h, self.cuts)
         if len(folds) < 2:  # long horizons: fewer, longer folds, each longer than the gap
             folds = rolling_folds(w, h, COARSE_CUTS) or [inner_split(w, h)]
+        folds = [(fit, held) for fit, held in folds if held.size]
+        if not folds:  # no more windows than the horizon: nothing to hold out, no contest
+            log.warning(
+                "learned router: %d validation windows leave none held out at horizon %d; "
+                "keeping %s",
+                w,
+                h,
+                self.incumbent,
+            )
         for fit_idx, held_idx in folds:
             # contiguous ranges as slices: views, not copies of [M, W, H, C] per candidate
             fit_w, held_w = _as_slice(fit_idx), _as_slice(held_idx)
@@ -258,10 +267,14 @@ class LearnedRouter(Combiner):
                 losses = metrics.window_mse(model.forecast(held_f, f_held), held_y)
                 held_losses[name].append(losses)
                 self.fold_scores_[name].append(float(losses.mean()))  # every window H x C values
-        self.inner_scores_ = {n: float(np.mean(s)) for n, s in self.fold_scores_.items()}
-        self.held_losses_ = {n: np.concatenate(v) for n, v in held_losses.items()}
-        selectable = {n: self.held_losses_[n] for n in (*challengers, self.incumbent)}
-        self.chosen_ = significance_choice(selectable, self.fold_scores_, self.incumbent, h)
+        if folds:
+            self.inner_scores_ = {n: float(np.mean(s)) for n, s in self.fold_scores_.items()}
+            self.held_losses_ = {n: np.concatenate(v) for n, v in held_losses.items()}
+            selectable = {n: self.held_losses_[n] for n in (*challengers, self.incumbent)}
+            self.chosen_ = significance_choice(selectable, self.fold_scores_, self.incumbent, h)
+        else:
+            self.inner_scores_, self.held_losses_ = {}, {n: np.zeros(0) for n in names}
+            self.chosen_ = self.incumbent
         self.model_ = self._make(self.chosen_).fit(val_forecasts, val_targets, features, terms)
         log.info("learned router: fold MSE %s -> %s", self.fold_scores_, self.chosen_)
         return self
@@ -285,6 +298,12 @@ class LearnedRouter(Combiner):
     def describe(self) -> str:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in self.inner_scores_.items())
         folds = len(self.fold_scores_[self.incumbent])
+        if not folds:
+            return (
+                f"learned router kept {self.incumbent}: the validation windows are too few "
+                f"to hold any out at this horizon, so no challenger was tried; "
+                f"{self.model_.describe()}"
+            )
         how = (
             f"kept {self.incumbent}: no challenger beat it"
             if self.chosen_ == self.incumbent

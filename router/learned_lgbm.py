@@ -154,6 +154,8 @@ class LGBMRouter(Combiner):
         gram, b, yy = terms
         flat = lambda a, ws: a[ws].reshape(ws.size * c, *a.shape[2:])  # noqa: E731
         fit_w, held_w = inner_split(w, h)
+        if held_w.size == 0:  # nothing to check a feature-conditioned model on: the mean
+            return self._unchecked(terms)
         prior = prior_logits(self.prior, terms[fit_w], self.prior_floor)
 
         def init(ws: np.ndarray, logits: np.ndarray) -> np.ndarray:  # [C, M] -> [N, M]
@@ -205,6 +207,13 @@ class LGBMRouter(Combiner):
                 self.rounds_,
                 init(all_w, self.prior_),
             )
+        return self
+
+    def _unchecked(self, terms: tuple[np.ndarray, ...]) -> LGBMRouter:
+        """No held-out windows (no more validation windows than the horizon): equal weights."""
+        log.warning("lgbm router: no validation windows to hold out; using equal weights")
+        self.prior_ = prior_logits(self.prior, terms, self.prior_floor)
+        self.booster_, self.rounds_, self.lam_, self.inner_score_ = None, 0, 1.0, float("nan")
         return self
 
     def weights(self, forecasts, features=None) -> np.ndarray:

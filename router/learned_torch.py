@@ -177,6 +177,9 @@ class TorchRouter(Combiner):
             raise ValueError("the torch router needs window features [W, C, F]")
         m, w, h, c = val_forecasts.shape
         fit_w, held_w = inner_split(w, h)
+        if held_w.size == 0:  # nothing to check a feature-conditioned model on: the mean
+            log.warning("torch router: no validation windows to hold out; using equal weights")
+            fit_w, self.lam_, self.epochs_ = np.arange(w), 1.0, 0
         flat = features[fit_w].reshape(fit_w.size * c, -1).astype(np.float64)
         self.mu_ = np.nan_to_num(np.nanmean(flat, axis=0))
         self.sd_ = np.nan_to_num(np.nanstd(flat, axis=0)) + 1e-6
@@ -188,18 +191,22 @@ class TorchRouter(Combiner):
             torch.tensor(a.reshape(w * c, *a.shape[2:]), dtype=torch.float32) for a in terms
         )
         rows = lambda ws: (np.asarray(ws)[:, None] * c + np.arange(c)[None]).reshape(-1)  # noqa: E731
-        fit_r, held_r = torch.tensor(rows(fit_w)), torch.tensor(rows(held_w))
         part = lambda r: (x[r], ch[r], gram[r], b[r], yy[r])  # noqa: E731
-        prior = prior_logits(self.prior, terms[fit_w])
-        net, self.epochs_ = self._train(part(fit_r), self.max_epochs, m, prior, valid=part(held_r))
-        net.eval()
-        with torch.no_grad():
-            p_held = torch.softmax(net(x[held_r], ch[held_r]).double(), -1).numpy()
-        held_np = [a[held_r].double().numpy() for a in (gram, b, yy)]
-        if self.shrink:
-            self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held_np)
-        else:
-            self.inner_score_ = float(combined_mse(p_held, *held_np).mean())
+        self.inner_score_ = float("nan")
+        if held_w.size:
+            fit_r, held_r = torch.tensor(rows(fit_w)), torch.tensor(rows(held_w))
+            prior = prior_logits(self.prior, terms[fit_w])
+            net, self.epochs_ = self._train(
+                part(fit_r), self.max_epochs, m, prior, valid=part(held_r)
+            )
+            net.eval()
+            with torch.no_grad():
+                p_held = torch.softmax(net(x[held_r], ch[held_r]).double(), -1).numpy()
+            held_np = [a[held_r].double().numpy() for a in (gram, b, yy)]
+            if self.shrink:
+                self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held_np)
+            else:
+                self.inner_score_ = float(combined_mse(p_held, *held_np).mean())
         log.info(
             "torch router: %d epochs, shrink %.2f, inner-val MSE %.4f",
             self.epochs_,

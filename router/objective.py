@@ -87,17 +87,27 @@ def member_mse(gram: np.ndarray, b: np.ndarray, yy: np.ndarray) -> np.ndarray:
 def inner_split(n_windows: int, gap: int, frac: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
     """Time-ordered inner split of validation windows, with a gap so targets never overlap.
 
+    The gap is kept whole: windows t and t + d share targets for any d < H, so a shorter
+    gap would score the held-out part on targets the fitted part saw. When the last
+    ``1 - frac`` of the windows cannot hold it twice over, the fitting part shrinks to
+    ``frac`` of the windows outside the gap; with no room for both parts, nothing is
+    held out.
+
     Args:
         n_windows: W.
         gap: windows dropped between the parts (H: window t's targets reach t + H - 1).
         frac: share of the windows in the first (fitting) part.
 
     Returns:
-        (fit window indices, held-out window indices).
+        (fit window indices, held-out window indices); held-out empty, and fit all
+        windows, when W <= gap + 1.
     """
     n_fit = int(n_windows * frac)
-    gap = min(gap, max(0, (n_windows - n_fit) // 2))
-    return np.arange(n_fit), np.arange(min(n_windows, n_fit + gap), n_windows)
+    if n_windows - n_fit < 2 * gap:  # a short validation set or a long horizon
+        n_fit = int((n_windows - gap) * frac)
+    if n_fit < 1 or n_fit + gap >= n_windows:
+        return np.arange(n_windows), np.arange(0)
+    return np.arange(n_fit), np.arange(n_fit + gap, n_windows)
 
 
 def choose_shrinkage(

@@ -113,7 +113,8 @@ class RuleRouter(Combiner):
         fit_w, held_w = inner_split(w, h)
         flat = lambda a, ws: a[ws].reshape(ws.size * c, *a.shape[2:])  # noqa: E731
         scores = {}
-        for depth in range(self.max_depth + 1):
+        # no held-out windows (no more than the horizon): no depth can be checked, so none
+        for depth in range(self.max_depth + 1 if held_w.size else 0):
             tree = self._fit_tree(
                 flat(feats, fit_w), flat(gram, fit_w), flat(b, fit_w), flat(yy, fit_w), depth
             )
@@ -122,7 +123,7 @@ class RuleRouter(Combiner):
                 combined_mse(wts, flat(gram, held_w), flat(b, held_w), flat(yy, held_w)).mean()
             )
         self.inner_scores_ = scores
-        self.depth_ = min(scores, key=lambda d: scores[d] + 1e-9 * d)  # near-ties: shallower
+        self.depth_ = min(scores, key=lambda d: scores[d] + 1e-9 * d) if scores else 0
         all_w = np.arange(w)
         self.tree_ = self._fit_tree(
             flat(feats, all_w), flat(gram, all_w), flat(b, all_w), flat(yy, all_w), self.depth_

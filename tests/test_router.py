@@ -13,6 +13,7 @@ from router import COMBINERS, make_combiner
 from router.features import past_errors, window_features
 from router.learned import (
     CANDIDATES,
+    COARSE_CUTS,
     INCUMBENTS,
     REFERENCES,
     one_se_choice,
@@ -150,6 +151,42 @@ def test_rules_print_and_use_features():
     assert "if " in text and "use" in text
     w = cb.weights(f, feats)
     assert w[:, 0, 0].mean() > 0.8 and w[:, 1, 1].mean() > 0.8
+
+
+@pytest.mark.parametrize("n,gap", [(300, 12), (2785, 96), (11425, 96), (400, 96)])
+def test_folds_never_score_a_window_sharing_targets_with_a_fitted_one(n, gap):
+    # Windows i < j share target steps when j - i < H; the gap must keep them apart, or
+    # the fold scores reward whatever memorised the overlap.
+    folds = rolling_folds(n, gap)
+    folds = folds if len(folds) >= 2 else rolling_folds(n, gap, COARSE_CUTS)  # as the router
+    assert len(folds) >= 2
+    prev_end = 0
+    for fit, held in folds:
+        np.testing.assert_array_equal(fit, np.arange(fit.size))  # expanding, from the start
+        assert held.min() - fit.max() >= gap
+        np.testing.assert_array_equal(held, np.arange(held.min(), held.max() + 1))
+        assert held.min() >= prev_end  # folds in time order, scored windows disjoint
+        prev_end = held.max() + 1
+    assert prev_end == n
+    fit, held = inner_split(n, gap)
+    assert held.min() - fit.max() >= gap and held.max() == n - 1
+
+
+@pytest.mark.parametrize("name", ["learned", "learned_lgbm", "learned_torch", "rules", "stacked"])
+def test_no_more_validation_windows_than_the_horizon(name, clear_best):
+    # Nothing can be held out without sharing targets with the fitted windows, so
+    # nothing feature-conditioned is trusted: equal weights, depth 0, the incumbent.
+    x, y, f, feats, names = clear_best
+    cb = make_combiner(name, seed=0, feature_names=names, member_names=["m0", "m1", "m2"])
+    cb.fit(f[:, :H], y[:H], feats[:H])
+    w = cb.weights(f[:, H:], feats[H:])
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-9)
+    if name in ("learned_lgbm", "learned_torch"):
+        np.testing.assert_allclose(w, 1.0 / 3, atol=1e-12)
+    if name == "rules":
+        assert cb.depth_ == 0
+    if name == "learned":
+        assert cb.chosen_ == "stacked" and cb.inner_scores_ == {}
 
 
 def test_learned_router_keeps_what_validation_prefers(clear_best):

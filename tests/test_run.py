@@ -69,6 +69,14 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
         assert np.isclose(
             res["test"]["ensemble"]["mse"], np.mean((ens.astype(np.float64) - true) ** 2), rtol=1e-5
         )
+    # ... and the targets are the test split's, the naive number computed here independently
+    from ensemble.data import load_dataset, make_splits
+
+    test = make_splits(load_dataset("ETTh1", data_dir=data_dir), 512, 96).test
+    y = test.targets()
+    np.testing.assert_allclose(true, y, rtol=1e-6, atol=1e-6)
+    naive_mse = np.mean((test.inputs()[:, -1:, :] - y) ** 2)
+    assert res["test"]["naive"]["mse"] == pytest.approx(naive_mse, rel=1e-5)
     with np.load(out / "router_weights.npz") as w:
         np.testing.assert_allclose(w["test"].sum(-1), 1.0, rtol=1e-6)
     cfg = yaml.safe_load((out / "config.yaml").read_text())
@@ -76,6 +84,25 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
     # rerun from the saved config reproduces the numbers (members reused from their cache)
     assert main(["run", "--config", str(out / "config.yaml"), "--quiet"]) == 0
     assert json.loads((out / "results.json").read_text())["test"] == res["test"]
+
+
+def test_ms_runs_score_the_target_channel_only(synth_csv, tmp_path):
+    # MS: every channel is an input, only the target is forecast and scored.
+    from ensemble.data import load_dataset, make_splits
+
+    csv, out = synth_csv(n=1400), tmp_path / "ms"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--features", "MS", "--target", "x0", "--members", "naive,snaive"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    splits = make_splits(load_dataset(data_path=csv, features="MS", target="x0"), 96, 24)
+    x, y = splits.test.inputs(), splits.test.targets()
+    x0 = splits.dataset.columns.index("x0")
+    with np.load(out / "forecasts.npz") as z:
+        assert z["test/true"].shape[-1] == 1
+        np.testing.assert_allclose(z["test/true"][..., 0], y[..., x0], rtol=1e-6)
+    want = np.mean((x[:, -1:, x0] - y[..., x0]) ** 2)
+    assert res["test"]["naive"]["mse"] == pytest.approx(want, rel=1e-5)
 
 
 def test_naive_numbers_are_not_hard_coded(synth_splits):

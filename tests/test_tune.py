@@ -113,6 +113,31 @@ def test_best_config_is_a_run_config(synth_csv, tmp_path):
     assert res["test"]["snaive"]["mse"] > 0
 
 
+def test_trials_never_see_the_test_rows(synth_csv, tmp_path):
+    # Tuning scores on validation: scrambling the rows only test windows reach (the last
+    # 20 % of a 70/10/20 file) leaves every trial's value unchanged.
+    import numpy as np
+
+    def scramble(df):
+        tail = slice(int(len(df) * 0.9), len(df))
+        rng = np.random.default_rng(5)
+        for col in df.columns[1:]:
+            df.loc[df.index[tail], col] = rng.permutation(df[col].to_numpy()[tail]) * 3
+        return df
+
+    def values(csv, out, enqueue=()):
+        for params in enqueue:  # the sampler is unseeded: ask for the same settings
+            open_study(_spec(csv, out, 3), create=True).enqueue_trial(params)
+        run_tune(_spec(csv, out, trials=3), progress=False, plots=False)
+        done = [t for t in open_study(_spec(csv, out, 3)).trials if t.state == TrialState.COMPLETE]
+        return [(t.params, t.value) for t in sorted(done, key=lambda t: t.number)]
+
+    clean = values(synth_csv(n=1200), tmp_path / "a")
+    wrecked_csv = synth_csv(n=1200, edit=scramble, name="w.csv")
+    wrecked = values(wrecked_csv, tmp_path / "b", enqueue=[p for p, _ in clean])
+    assert len(clean) == 3 and clean == wrecked
+
+
 def test_bad_input_is_a_user_error(synth_csv, tmp_path):
     from ensemble.errors import UserError
 

@@ -44,8 +44,13 @@ def test_long_frame_fit_predict():
     # the seasonal member is the right one on a clean seasonal series
     assert hf.router_.channel_weights_[:, 1].min() > 0.8
     np.testing.assert_allclose(hf.weights_.sum(-1), 1.0)
-    # forecasts come back in the data's units (not scaled)
-    assert 8 < fc["hybrid"].mean() < 12
+    # forecasts come back in the data's units: the seasonal and the last-value forecasts
+    # repeat the raw series exactly
+    for sid in ("s0", "s1"):
+        raw = df[df["unique_id"] == sid].sort_values("ds")["y"].to_numpy()
+        got = fc[fc["unique_id"] == sid]
+        np.testing.assert_allclose(got["snaive"], raw[-PERIOD:][:12], rtol=1e-6)
+        np.testing.assert_allclose(got["naive"], np.full(12, raw[-1]), rtol=1e-6)
 
 
 def test_wide_frame_and_datetime_index_give_the_same_forecast():

@@ -179,11 +179,16 @@ def test_weather_file_warns_about_its_known_duplicate(data_dir, caplog):
     assert "2020-05-12 06:00:00" in caplog.text
 
 
-def test_percent_keeps_first_train_windows(synth_splits, synth_csv):
+def test_percent_keeps_first_train_windows(synth_csv):
     ds = load_dataset(data_path=synth_csv())
     full, few = make_splits(ds, 96, 24), make_splits(ds, 96, 24, percent=10)
     assert few.train.n_windows == ((1400 - 96) * 10 // 100 + 96) - 96 - 24 + 1
+    # the first windows, not any: the same inputs and targets as the full split's first
+    n = few.train.n_windows
+    np.testing.assert_array_equal(few.train.inputs(), full.train.inputs()[:n])
+    np.testing.assert_array_equal(few.train.targets(), full.train.targets()[:n])
     np.testing.assert_array_equal(full.scaler.mean, few.scaler.mean)
+    np.testing.assert_array_equal(few.val.targets(), full.val.targets())  # val/test untouched
 
 
 def test_a_file_named_like_a_registered_dataset_gets_its_split(tmp_path):

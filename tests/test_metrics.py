@@ -22,8 +22,9 @@ def test_smape_and_mase():
     t = np.ones((2, 3, 1))
     assert metrics.smape(t, t) == 0.0
     assert np.isclose(metrics.smape(2 * t, t), 200 * (1 / 3))
-    ins = np.arange(10.0)[:, None]  # naive scale = 1
-    assert np.isclose(metrics.mase(t + 0.5, t, ins), 0.5)
+    ins = 2 * np.arange(10.0)[:, None]  # naive scale: 2 per step, 4 per two steps
+    assert np.isclose(metrics.mase(t + 0.5, t, ins), 0.25)
+    assert np.isclose(metrics.mase(t + 0.5, t, ins, period=2), 0.125)
 
 
 def test_window_mse_is_the_per_window_metric():

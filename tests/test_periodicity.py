@@ -129,9 +129,9 @@ def test_report_shapes_and_json():
 
 
 def test_analyse_rejects_bad_input():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"finite \[T, C\] array"):
         analyse(np.full((100, 2), np.nan))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="T >= 16"):
         analyse(np.zeros((5, 1)))
 
 

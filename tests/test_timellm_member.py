@@ -216,15 +216,15 @@ def test_pct_start_reaches_the_trainer_and_new_defaults_keep_fingerprints():
 
 
 def test_bad_settings_are_user_errors():
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="precision must be one of"):
         member(precision="fp16")
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="unknown injected member"):
         member(inject=["arima"])
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="train_stride and val_stride must be >= 1"):
         member(train_stride=0)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="prompt must be one of"):
         member(prompt="verbose")
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="backbone=none has no prompt"):
         member(backbone="none", inject=["ridge"])
     with pytest.raises(UserError, match="prompt=none"):
         member(prompt="none", inject=["ridge"])

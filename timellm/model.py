@@ -22,6 +22,7 @@ low-rank prototype parameterisation; no attention/hidden-state outputs.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Literal
 
 import torch
@@ -92,6 +93,10 @@ class TimeLLM(nn.Module):
         self.seq_len, self.pred_len, self.d_ff = seq_len, pred_len, d_ff
         self.is_decoder = backbone.is_decoder
         self.prefix_cache = prefix_cache
+        # transformers 5 renamed the key/value cache argument (past_key_values -> cache,
+        # the old name to be removed in 5.40); 4.x only knows the old one.
+        forward_args = inspect.signature(backbone.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         self.compute_dtype = compute_dtype
         self.backbone_name = backbone.name
         self.hidden_size = backbone.hidden_size
@@ -221,18 +226,19 @@ class TimeLLM(nn.Module):
             # The prompt depends on no trainable parameter and, being causal, never sees
             # the patches: compute its keys/values once, without a graph.
             with torch.no_grad():
-                past = self.llm(
+                prefix = self.llm(
                     inputs_embeds=prompt,
                     attention_mask=mask,
                     position_ids=prompt_pos,
                     use_cache=True,
-                ).past_key_values
+                )
+            past = prefix["cache"] if "cache" in prefix else prefix["past_key_values"]
             out = self.llm(
                 inputs_embeds=tokens,
                 attention_mask=full_mask,
                 position_ids=patch_pos,
-                past_key_values=past,
                 use_cache=True,
+                **{self._cache_arg: past},
             )
             return out.last_hidden_state
 

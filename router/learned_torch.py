@@ -177,6 +177,7 @@ class TorchRouter(Combiner):
             raise ValueError("the torch router needs window features [W, C, F]")
         m, w, h, c = val_forecasts.shape
         fit_w, held_w = inner_split(w, h)
+        self.lam_ = 0.0  # chosen below, or 1 (the mean) when nothing can be held out
         if held_w.size == 0:  # nothing to check a feature-conditioned model on: the mean
             log.warning("torch router: no validation windows to hold out; using equal weights")
             fit_w, self.lam_, self.epochs_ = np.arange(w), 1.0, 0

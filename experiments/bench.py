@@ -154,8 +154,11 @@ def validate(spec: BenchSpec) -> None:
     from router import make_combiner
 
     for axis in ("datasets", "horizons", "seeds"):
-        if not getattr(spec, axis):
+        values = getattr(spec, axis)
+        if not values:
             raise UserError(f"--{axis} is empty: give at least one value")
+        if axis != "datasets" and len(set(values)) < len(values):  # datasets: below, by label
+            raise UserError(f"--{axis} lists a value twice ({values}); give each once")
     if spec.seq_len < 1 or any(h < 1 for h in spec.horizons):
         raise UserError("--seq-len and every --horizons value must be positive")
     if any(not 0 <= s < 2**32 for s in spec.seeds):
@@ -371,8 +374,13 @@ def bench_markdown(
     lines = [
         "# Benchmark",
         "",
-        f"Lookback L={spec.seq_len}; members: {', '.join(spec.members)}; router: `{spec.router}`; "
-        f"seeds: {', '.join(map(str, spec.seeds))}.",
+        f"Lookback L={spec.seq_len}; features {spec.features}; members: {', '.join(spec.members)}; "
+        f"router: `{spec.router}`; seeds: {', '.join(map(str, spec.seeds))}."
+        + (
+            ""
+            if spec.features == "M"
+            else " Published numbers are multivariate (M) results and are not shown."
+        ),
         "",
         "Ours: test MSE / MAE in the scaled space over **every** test window (no `drop_last`), "
         "metric over all windows at once, best-validation weights, nothing fitted on test; "
@@ -392,7 +400,10 @@ def bench_markdown(
         sub = summary[summary["dataset"] == ds]
         forecasts = _order(list(dict.fromkeys(sub["forecast"])), spec.members)
         horizons = [h for h in spec.horizons if h in set(sub["pred_len"])]
-        pub = ref[(ref["dataset"] == ds) & (ref["pred_len"].isin(horizons))]
+        # published numbers are multivariate (M): beside an MS or S bench they would mislead
+        pub = ref[
+            (ref["dataset"] == ds) & (ref["pred_len"].isin(horizons)) & (spec.features == "M")
+        ]
         pub_cols = list(dict.fromkeys(zip(pub["model"], pub["source"], strict=True)))
         for key in pub_cols:
             notes.setdefault(key, len(notes) + 1)
@@ -404,7 +415,7 @@ def bench_markdown(
             lines.append(
                 "| H | "
                 + " | ".join(head[:sep])
-                + (" ‖ " + " | ".join(head[sep:]) if pub_cols else "")
+                + (" | ‖ " + " | ".join(head[sep:]) if pub_cols else "")
                 + " |"
             )
             lines.append("|---" * (len(head) + 1) + "|")
@@ -428,7 +439,7 @@ def bench_markdown(
                 lines.append(
                     f"| {h} | "
                     + " | ".join(cells)
-                    + (" ‖ " + " | ".join(pubs) if pub_cols else "")
+                    + (" | ‖ " + " | ".join(pubs) if pub_cols else "")
                     + " |"
                 )
             lines.append("")

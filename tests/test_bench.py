@@ -181,6 +181,22 @@ def test_table_shows_published_numbers_with_sources():
     assert "DLinear" in md and "0.375" in md  # LTSF-Linear's ETTh1-96
     assert "LTSF-Linear LTSF-Benchmark.md" in md and "Lookback 336 (ours: 512)" in md
     assert "drop_last" in md
+    # every table row has as many cells as its header (else Markdown renders no table)
+    tables = [b for b in md.split("\n\n") if b.startswith("| H |")]
+    assert len(tables) == 2
+    for table in tables:
+        cells = {line.count("|") for line in table.splitlines()}
+        assert len(cells) == 1, table
+    # published numbers are multivariate: an MS bench shows none of them
+    spec.features = "MS"
+    md = bench_markdown(spec, summary)
+    assert "0.375" not in md and "features MS" in md and "not shown" in md
+
+
+def test_repeated_seeds_or_horizons_are_refused(synth_csv, tmp_path):
+    for kw in (dict(seeds=[0, 0, 1]), dict(horizons=[24, 24])):
+        with pytest.raises(UserError, match="twice"):
+            validate(_spec(synth_csv(n=1200), tmp_path / "bench", **kw))
 
 
 def test_reference_table_keeps_every_fact_and_source():

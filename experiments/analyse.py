@@ -474,17 +474,28 @@ def member_ablations(run: RunData, val_true: np.ndarray | None) -> list[dict[str
     Rule routers (no features) are refitted on the remaining members' validation
     forecasts when the validation targets are available; otherwise, and for routers
     that use features (their features depend on the member set), the router's test
-    weights are renormalised over the remaining members.
+    weights are renormalised over the remaining members. Those saved weights are
+    averaged over the horizon steps, so a renormalised row is compared with all members
+    recombined from the same saved weights (``delta``, ``p_vs_full``), not with the run's
+    ensemble: the difference is then the member's alone.
     """
     from ensemble import hybrid
 
     h = run.true.shape[1]
     full_loss = metrics.window_mse(run.ensemble, run.true)
+    test_all = hybrid.stack({k: run.test[k] for k in run.members})
+    saved_all = None if run.weights is None else hybrid.combine(test_all, run.weights)
 
-    def scored(fc: np.ndarray) -> dict[str, Any]:
-        """MSE/MAE and the Diebold-Mariano test against the full ensemble."""
-        vs = metrics.diebold_mariano(metrics.window_mse(fc, run.true), full_loss, h)
-        return metrics.scores(fc, run.true) | {"p_vs_full": vs["p"]}
+    def scored(fc: np.ndarray, base: np.ndarray | None = None) -> dict[str, Any]:
+        """MSE/MAE, and Δ MSE and the Diebold-Mariano test against ``base`` (default:
+        the run's ensemble)."""
+        base_loss = full_loss if base is None else metrics.window_mse(base, run.true)
+        loss = metrics.window_mse(fc, run.true)
+        vs = metrics.diebold_mariano(loss, base_loss, h)
+        return metrics.scores(fc, run.true) | {
+            "delta": float(loss.mean() - base_loss.mean()),
+            "p_vs_full": vs["p"],
+        }
 
     rows = [
         {
@@ -515,11 +526,17 @@ def member_ablations(run: RunData, val_true: np.ndarray | None) -> list[dict[str
                 method = f"`{router}` refitted on the other members' validation forecasts"
             except Exception as exc:  # fall back to renormalised weights below
                 log.warning("refitting %s without %s failed (%s)", router, m, exc)
-        if fc is None and run.weights is not None:
+        if fc is None and saved_all is not None:
             w = np.delete(run.weights, i, axis=-1)
             w = w / np.maximum(w.sum(axis=-1, keepdims=True), 1e-12)
             fc = hybrid.combine(hybrid.stack({k: run.test[k] for k in rest}), w)
-            method = "router's test weights renormalised over the other members"
+            base_mse = metrics.scores(saved_all, run.true)["mse"]
+            method = (
+                "router's saved test weights renormalised over the other members; Δ and p "
+                f"against all members with the same weights (MSE {base_mse:.4f})"
+            )
+            rows.append({"variant": f"without {m}", **scored(fc, saved_all), "method": method})
+            continue
         if fc is None:
             fc = np.mean([run.test[k] for k in rest], axis=0)
             method = "equal weights over the other members (no router weights saved)"
@@ -1007,7 +1024,8 @@ def report_markdown(
     for row in an["ablation"]:
         p_full = f"{row['p_vs_full']:.3g}" if "p_vs_full" in row else ""
         lines.append(
-            f"| {row['variant']} | {row['mse']:.4f} | {row['mae']:.4f} | {row['mse'] - full:+.4f} "
+            f"| {row['variant']} | {row['mse']:.4f} | {row['mae']:.4f} "
+            f"| {row.get('delta', row['mse'] - full):+.4f} "
             f"| {p_full} | {row['method']} |"
         )
     if "timellm" not in members:

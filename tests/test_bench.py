@@ -101,6 +101,12 @@ def test_bench_resumes_after_a_kill(synth_csv, tmp_path):
     assert {"naive", "snaive", "window_mean", "ensemble"} <= set(long["forecast"])
     assert {"mse", "mae", "fit_s", "periods"} <= set(long.columns)
     assert (long["periods"] == "24+12").all()  # each cell's analyser periods
+    for cell in cells:  # every row is its cell's results.json, field for field
+        res = json.loads((out / "cells" / cell.name / "results.json").read_text())
+        rows = long[long["seed"] == res["seed"]].set_index("forecast")
+        for name, s in res["test"].items():
+            assert rows.loc[name, "mse"] == pytest.approx(s["mse"])
+            assert rows.loc[name, "mae"] == pytest.approx(s["mae"])
     md = (out / "bench.md").read_text()
     assert "±" in md and "synth" in md
     assert (out / "bench_mse.png").is_file() and (out / "bench.log").is_file()

@@ -162,6 +162,15 @@ def test_numeric_yaml_keys_are_settings_like_any_other(tmp_path, capsys):
     assert "settings 1=x, fill=ffill, 2.k=4, a.k=3;" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("key,other", [("pred_len", 48), ("seq_len", 192), ("features", "MS")])
+def test_runs_of_another_horizon_lookback_or_features_are_another_group(key, other, tmp_path):
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    r1 = fake_run(tmp_path / "s1", 1, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    res = json.loads((r1 / "results.json").read_text())
+    (r1 / "results.json").write_text(json.dumps({**res, key: other}))
+    assert len(load_groups([r0, r1])) == 2
+
+
 def test_out_naming_a_folder_exits_2_naming_it(tmp_path, capsys):
     r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
     (tmp_path / "reports").mkdir()

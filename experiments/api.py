@@ -207,9 +207,10 @@ class HybridForecaster:
         h = H if h is None else int(h)
         if not 1 <= h <= H:
             raise UserError(f"h must be in 1..pred_len={H} (got {h}); refit with a longer pred_len")
-        # The last window, plus the H earlier ones whose errors the router's recent-skill
-        # features score on rows the last window already sees.
-        n_ctx = min(self.values_.shape[0], L + 2 * H)
+        # The last window, plus the earlier ones whose errors the router's skill features
+        # score on rows the last window already sees: windows t - H back to t - 5H + 1
+        # for the 4H-window ("long") average, as when the router was fitted.
+        n_ctx = min(self.values_.shape[0], L + 5 * H - 1)
         context = self.values_[-n_ctx:]
         offset = pd.tseries.frequencies.to_offset(self.freq_ or "D")
         future = pd.date_range(self.dates_[-1], periods=H + 1, freq=offset)[1:]

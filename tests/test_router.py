@@ -11,6 +11,7 @@ import pytest
 from ensemble.data import sliding
 from router import COMBINERS, make_combiner
 from router.features import past_errors, window_features
+from router.features import window_features as router_features
 from router.learned import (
     CANDIDATES,
     COARSE_CUTS,
@@ -439,3 +440,48 @@ def test_run_router_never_sees_test_targets(synth_csv, tmp_path):
         assert every[0][name]["val_cv"] == every[1][name]["val_cv"]
         assert every[0][name]["val"] == every[1][name]["val"]
     assert "## Every combiner" in (outs[0] / "results.md").read_text()
+
+
+# ---------------------------------------------------------------- exact values (audit)
+
+
+def _prob(n=400, L=48, H=12, seed=0):
+    rng = np.random.default_rng(seed)
+    s = rng.standard_normal((n, 2)).cumsum(0)
+    x = sliding(s[:-H], L)
+    y = sliding(s[L:], H)
+    f = np.stack([y + k * rng.standard_normal(y.shape) for k in (0.3, 1.0)])
+    return x, y, f, H
+
+
+def test_past_errors_smoothing():
+    x, y, f, H = _prob()
+    e1 = past_errors(x, f, 1)
+    for smooth in (5, 4 * H):
+        e = past_errors(x, f, smooth)
+        for t in (H, H + 2, H + 100):
+            lo = max(H, t - smooth + 1)
+            np.testing.assert_allclose(e[t], e1[lo : t + 1].mean(0), rtol=1e-10)
+
+
+def test_router_long_feature_is_4H():
+    x, y, f, H = _prob()
+    feats, names = router_features(x, f, [12])
+    e = np.log(past_errors(x, f, 4 * H) + 1e-8)
+    np.testing.assert_allclose(feats[H:, :, names.index("long_log_mse")], e[H:].mean(-1), rtol=1e-5)
+
+
+def test_router_series_stats_use_the_window_end():
+    L, p = 50, 12  # 4 whole cycles = the last 48 rows
+    t = np.arange(L)
+    z = np.sin(2 * np.pi * (t + 1) / p)
+    z[:2] = 50.0  # junk in the 2 rows before the cycles
+    feats, names = router_features(z[None, :, None], None, [p])
+    xs = (z - z.mean()) / z.std()
+    fd = dict(zip(names, feats[0, 0], strict=True))
+    prof = xs[-48:].reshape(4, 12).mean(0)
+    assert fd["season_now_p12"] == pytest.approx(prof[-1], rel=1e-5)
+    assert fd["season_strength_p12"] == pytest.approx(1.0, abs=1e-4)
+    rec = max(2, min(L // 4, L // 2))
+    assert fd["recent_level"] == pytest.approx(xs[-rec:].mean(), rel=1e-5)
+    assert fd["acf_p12"] == pytest.approx(np.mean(xs[12:] * xs[:-12]), rel=1e-5)

@@ -483,8 +483,7 @@ def member_ablations(run: RunData, val_true: np.ndarray | None) -> list[dict[str
 
     h = run.true.shape[1]
     full_loss = metrics.window_mse(run.ensemble, run.true)
-    test_all = hybrid.stack({k: run.test[k] for k in run.members})
-    saved_all = None if run.weights is None else hybrid.combine(test_all, run.weights)
+    saved: dict[str, np.ndarray] = {}  # all members with the saved weights, built once if needed
 
     def scored(fc: np.ndarray, base: np.ndarray | None = None) -> dict[str, Any]:
         """MSE/MAE, and Δ MSE and the Diebold-Mariano test against ``base`` (default:
@@ -526,7 +525,12 @@ def member_ablations(run: RunData, val_true: np.ndarray | None) -> list[dict[str
                 method = f"`{router}` refitted on the other members' validation forecasts"
             except Exception as exc:  # fall back to renormalised weights below
                 log.warning("refitting %s without %s failed (%s)", router, m, exc)
-        if fc is None and saved_all is not None:
+        if fc is None and run.weights is not None:
+            if not saved:  # a full [M, W, H, C] stack: only for routers that need it
+                stack_all = hybrid.stack({k: run.test[k] for k in run.members})
+                saved["all"] = hybrid.combine(stack_all, run.weights)
+                del stack_all
+            saved_all = saved["all"]
             w = np.delete(run.weights, i, axis=-1)
             w = w / np.maximum(w.sum(axis=-1, keepdims=True), 1e-12)
             fc = hybrid.combine(hybrid.stack({k: run.test[k] for k in rest}), w)

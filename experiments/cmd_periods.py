@@ -31,12 +31,16 @@ def add_parser(sub) -> None:
 
 
 def _table(title: str, cands) -> list[str]:
-    lines = [title, f"  {'rank':>4} {'period':>7} {'power':>7} {'acf':>6} {'F_S':>5} {'F_T':>5}"]
+    head = (
+        f"  {'rank':>4} {'period':>7} {'power':>7} {'acf':>6} {'F_S':>5} {'F_T':>5} {'cycles':>6}"
+    )
+    lines = [title, head + "  seasonal"]
     if not cands:
         lines.append("  (no period found)")
     for i, c in enumerate(cands, 1):
         lines.append(
-            f"  {i:>4} {c.period:>7d} {c.power:>7.4f} {c.acf:>6.2f} {c.strength:>5.2f} {c.trend_strength:>5.2f}"
+            f"  {i:>4} {c.period:>7d} {c.power:>7.4f} {c.acf:>6.2f} {c.strength:>5.2f} "
+            f"{c.trend_strength:>5.2f} {c.cycles:>6.1f}  {'yes' if c.seasonal else 'no'}"
         )
     return lines
 
@@ -74,7 +78,11 @@ def handle(args) -> int:
         return 0
     what = "all rows" if args.all_rows else "train rows"
     print(f"{ds.name}: {x.shape[0]} {what}, {x.shape[1]} channels, freq {ds.freq or 'unknown'}")
-    verdict = "seasonal" if report.seasonal else "no seasonality (no period with F_S > 0.3)"
+    verdict = (
+        "seasonal"
+        if report.seasonal
+        else "no seasonality (no period with F_S > 0.3, or more where under 16 cycles were measured)"
+    )
     print("\n".join(_table(f"overall: {verdict}", report.overall)))
     for name, cands in report.channels.items():
         print("\n".join(_table(f"channel {name}", cands)))

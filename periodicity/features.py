@@ -12,7 +12,8 @@ decomposed in closed form, for all windows of a chunk together:
 * remainder R = x - S - T, and F_S, F_T as in ``periodicity.strength``.
 
 Per window and channel the candidate period with the largest F_S is the window's
-``period`` (0 when no candidate fits twice in the window).
+``period``: 0 when no candidate lies in [3, L/2] or every candidate's F_S is 0 (then
+``seasonal_strength`` and ``acf_period`` are 0 and the trend is an L/8 moving average).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 FEATURE_NAMES = [
-    "period",  # candidate period with the largest F_S in the window (0: none fits)
+    "period",  # candidate period with the largest F_S in the window (0: none fits or all F_S 0)
     "seasonal_strength",  # F_S at that period
     "trend_strength",  # F_T (moving-average trend one period long, else L/8)
     "acf_period",  # ACF of the detrended window at that period

@@ -21,7 +21,7 @@ from periodicity.spectrum import (
     is_harmonic,
     rank_key,
 )
-from periodicity.strength import SEASONAL_THRESHOLD, strength_table
+from periodicity.strength import measured_cycles, seasonal_threshold, strength_table
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class PeriodCandidate:
         acf: autocorrelation of the detrended series at ``period`` (overall: channel mean).
         strength: STL seasonal strength F_S in [0, 1] (overall: channel mean).
         trend_strength: STL trend strength F_T in [0, 1] (overall: channel mean).
+        cycles: cycles in the stretch STL measured (16, or fewer in a short series).
     """
 
     period: int
@@ -42,6 +43,13 @@ class PeriodCandidate:
     acf: float
     strength: float
     trend_strength: float
+    cycles: float
+
+    @property
+    def seasonal(self) -> bool:
+        """Whether F_S exceeds the threshold for the cycles measured (0.3 on 16 or more,
+        see ``strength.seasonal_threshold``); NaN (not measurable) is not seasonal."""
+        return bool(self.strength > seasonal_threshold(self.cycles))
 
 
 @dataclass
@@ -49,9 +57,10 @@ class PeriodReport:
     """Ranked periods of a multivariate series.
 
     Attributes:
-        overall: candidates for the whole dataset, by power (strongest first).
-        channels: each channel's candidates, by power; keys are the column names given
-            to ``analyse``, else channel indices.
+        overall: candidates for the whole dataset, confirmed calendar periods first, then
+            by power (``spectrum.rank_key``).
+        channels: each channel's candidates, ranked the same way; keys are the column
+            names given to ``analyse``, else channel indices.
         freq: the sampling frequency used for calendar snapping (or None).
         n_rows: rows analysed.
     """
@@ -63,12 +72,12 @@ class PeriodReport:
 
     @property
     def seasonal(self) -> bool:
-        """Whether any overall period has seasonal strength above 0.3."""
-        return any(c.strength > SEASONAL_THRESHOLD for c in self.overall)
+        """Whether any overall period is seasonal (``PeriodCandidate.seasonal``)."""
+        return any(c.seasonal for c in self.overall)
 
     def top_periods(self, k: int = 5, seasonal_only: bool = False) -> list[int]:
-        """The k strongest overall periods (optionally only those with F_S > 0.3)."""
-        cands = [c for c in self.overall if not seasonal_only or c.strength > SEASONAL_THRESHOLD]
+        """The k best-ranked overall periods (optionally only the seasonal ones)."""
+        cands = [c for c in self.overall if not seasonal_only or c.seasonal]
         return [c.period for c in cands[:k]]
 
     def to_dict(self) -> dict:
@@ -83,11 +92,12 @@ class PeriodReport:
 
 
 def _jsonable(c: PeriodCandidate) -> dict:
-    """The candidate as a dict, NaN (strength not measurable) as None."""
-    return {
+    """The candidate as a dict with its ``seasonal`` verdict, NaN (not measurable) as None."""
+    d = {
         k: (None if isinstance(v, float) and not np.isfinite(v) else v)
         for k, v in asdict(c).items()
     }
+    return d | {"seasonal": c.seasonal}
 
 
 def merge_channels(
@@ -152,7 +162,7 @@ def analyse(
 
     Returns:
         The report; lists are ranked with confirmed calendar periods first, then by
-        power. Strengths come from STL on the last 16 cycles (4096 to 8192 rows) of
+        power. Strengths come from STL on the last 16 cycles (at least 4096 rows) of
         each channel, see ``periodicity.strength``.
 
     Raises:
@@ -184,7 +194,12 @@ def analyse(
     channels = {
         keys[c]: [
             PeriodCandidate(
-                p.period, p.power, p.acf, float(f_s[row[p.period], c]), float(f_t[row[p.period], c])
+                p.period,
+                p.power,
+                p.acf,
+                float(f_s[row[p.period], c]),
+                float(f_t[row[p.period], c]),
+                measured_cycles(n, p.period),
             )
             for p in ch
         ]
@@ -198,6 +213,7 @@ def analyse(
             float(acf[period].mean()),
             float(np.nanmean(f_s[row[period]])),
             float(np.nanmean(f_t[row[period]])),
+            measured_cycles(n, period),
         )
         for period, power in overall
     ]

@@ -25,9 +25,14 @@ import numpy as np
 from scipy.fft import next_fast_len
 from scipy.ndimage import median_filter
 
-# Seconds per unit of the pandas offset aliases with a fixed length.
-_FIXED_UNITS = {"s": 1, "min": 60, "t": 60, "h": 3600, "d": 86400}
-_DAY = 86400.0
+# Nanoseconds per unit of the pandas offset aliases with a fixed length (whole numbers, so
+# a cycle is a whole number of steps exactly when the division leaves no remainder).
+_SECOND = 10**9
+_FIXED_UNITS = {"s": _SECOND, "min": 60 * _SECOND, "t": 60 * _SECOND, "h": 3600 * _SECOND}
+_FIXED_UNITS["d"] = 24 * _FIXED_UNITS["h"]
+# Sub-second units are case-sensitive: 'ms' is a millisecond, 'MS' a month start.
+_SUB_SECOND = {"ns": 1, "N": 1, "us": 10**3, "U": 10**3, "ms": 10**6, "L": 10**6}
+_DAY = _FIXED_UNITS["d"]
 _YEAR_DAYS = 365.25
 
 
@@ -120,7 +125,8 @@ def spectral_peaks(power: np.ndarray, n: int, min_prominence: float = 2.5) -> np
         power: [K] periodogram of a series of length T (K = T // 2 + 1).
         n: how many peaks to return at most.
         min_prominence: a peak must exceed the running median by this factor (periodogram
-            values of noise are exponential: a factor 4 is exceeded by ~6% of noise bins).
+            values of noise are exponential, so a factor c is exceeded by 2^-c of noise
+            bins: 18 % at 2.5; the local-maximum test and the ACF check weed out the rest).
 
     Returns:
         [<= n] bin indices k >= 2 (periods <= T / 2), strongest first.
@@ -226,11 +232,12 @@ def calendar_periods(freq: str | None) -> list[int]:
 
     Fixed steps up to a day get half-day, day, week and year cycles where they are a
     whole number of steps ('h' -> 12, 24, 168, 8766; '15min' -> 48, 96, 672, ...);
-    'D' -> 7, 365; 'B' -> 5, 261; weekly ('W', 'W-TUE') -> 52; monthly -> 12;
-    quarterly -> 4.
+    'D' -> 7, 365; 'B' -> 5, 261; weekly ('W', 'W-TUE') -> 52; semi-monthly ('SM',
+    'SMS') -> 24; monthly -> 12; quarterly -> 4.
 
     Args:
-        freq: an offset alias such as 'h', '15min', '10min', 'W-TUE', 'D', 'B', 'MS', or None.
+        freq: an offset alias such as 'h', '15min', '10min', '100ms', 'W-TUE', 'D', 'B',
+            'MS', or None ('ms' is a millisecond, 'MS' a month start).
 
     Returns:
         Sorted periods >= 2; empty for None or an alias it does not know.
@@ -243,16 +250,18 @@ def calendar_periods(freq: str | None) -> list[int]:
     mult = int(m.group(1) or 1)
     unit = m.group(2)
     key = unit.lower()
-    if key in _FIXED_UNITS:
-        step = mult * _FIXED_UNITS[key]
-        cycles = [_DAY / 2, _DAY, 7 * _DAY]
-        out = {round(c / step) for c in cycles if c % step == 0}
+    if unit in _SUB_SECOND or key in _FIXED_UNITS:
+        step = mult * (_SUB_SECOND.get(unit) or _FIXED_UNITS[key])
+        cycles = [_DAY // 2, _DAY, 7 * _DAY]
+        out = {c // step for c in cycles if c % step == 0}
         out.add(round(_YEAR_DAYS * _DAY / step))
     elif key == "b":
         out = {round(5 / mult), round(_YEAR_DAYS * 5 / 7 / mult)}
     elif key == "w":
         out = {round(_YEAR_DAYS / 7 / mult)}
-    elif key in ("m", "ms", "me", "sm", "sms", "bm", "bms"):
+    elif key in ("sm", "sms"):
+        out = {round(24 / mult)}
+    elif key in ("m", "ms", "me", "bm", "bms", "bme"):
         out = {round(12 / mult)}
     elif key in ("q", "qs", "qe", "bq", "bqs"):
         out = {round(4 / mult)}
@@ -336,7 +345,10 @@ def find_peaks(
     for k, nu, fit in zip(hints, nus, fits, strict=True):
         pw = peak_power(power, int(k))
         guess = n / nu
-        parent = next((c for c in kept if is_harmonic(round(guess), int(c[0]), calendar)), None)
+        # The snapped guess, so a week estimated at 673 steps keeps the calendar guard of
+        # ``is_harmonic`` and is not merged into slow wander near 3 x 672.
+        snapped = snap_to_calendar(round(guess), calendar)
+        parent = next((c for c in kept if is_harmonic(snapped, int(c[0]), calendar)), None)
         if parent is not None:  # part of a stronger cycle's wave shape
             parent[1] += pw
             continue

@@ -7,12 +7,20 @@ into trend T, seasonal S and remainder R:
 
 Two choices keep this fast and honest on long series and on noise:
 
-* STL runs on the **last** 16 cycles only, at least 4096 and at most 8192 rows (but
-  4 cycles at least; all rows when the series is shorter). A full STL of 69,680 rows costs about a second per channel and
-  period; a recent stretch of 16 cycles measures the same strength in a few hundredths.
+* STL runs on the **last** 16 cycles only, at least 4096 rows (all rows when the series
+  is shorter). A full STL of 69,680 rows costs about a second per channel and period; a
+  recent stretch of 16 cycles measures the same strength in a few hundredths.
 * The seasonal smoother spans 13 cycles instead of STL's usual 7. With 7, pure white
   noise already scores F_S of about 0.35 (the smoother follows the noise of its seven
-  points); with 13 it scores about 0.2, below the 0.3 that says "seasonal".
+  points); with 13 it scores about 0.2 on 16 cycles, below the 0.3 that says "seasonal".
+
+Fewer cycles leave each seasonal sub-series only a few points, which the smoother
+follows: white noise scores F_S 0.51 on 4 cycles, 0.30 on 8, 0.27 on 10, 0.21 on 16
+(medians of 6 draws, periods 96-1500; ``python benchmarks/stl_null.py``). So the stretch
+is never capped below 16 cycles (an 8192-row cap let ETTm2's slow wander at 1500 and 2176
+steps, measured on 4-5 cycles, score 0.43 and 0.64, and 0.17 and 0.21 on 16), and where
+the series holds fewer, the threshold rises by the white-noise excess
+(``seasonal_threshold``).
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import numpy as np
 from statsmodels.tsa.seasonal import STL
 
 SEASONAL_WINDOW = 13  # cycles the seasonal smoother spans (odd)
-SEASONAL_THRESHOLD = 0.3  # F_S above this counts as a real seasonal cycle
+SEASONAL_THRESHOLD = 0.3  # F_S above this counts as a real seasonal cycle (16+ cycles)
+FULL_CYCLES = 16  # cycles measured when the series holds them
 
 
 def _jump(window: int) -> int:
@@ -66,16 +75,30 @@ def strengths(trend: np.ndarray, seasonal: np.ndarray, resid: np.ndarray) -> tup
     return f_s, f_t
 
 
-def recent_rows(
-    n: int, period: int, cycles: int = 16, min_rows: int = 4096, max_rows: int = 8192
-) -> slice:
-    """The stretch of rows that strengths are measured on: the last ``cycles`` cycles
-    within [min_rows, max_rows] rows, but never fewer than 4 cycles."""
-    return slice(max(0, n - max(4 * period, min(max_rows, max(min_rows, cycles * period)))), n)
+def seasonal_threshold(cycles: float) -> float:
+    """F_S a period measured on ``cycles`` cycles must exceed to count as seasonal.
+
+    0.3 from 16 cycles on; below, 0.3 plus white noise's excess over its 16-cycle score,
+    which the medians in the module docstring put at 1.6 * (1/cycles - 1/16) (0.36 on 10
+    cycles, 0.6 on 4).
+    """
+    return SEASONAL_THRESHOLD + 1.6 * max(0.0, 1.0 / max(cycles, 1e-9) - 1.0 / FULL_CYCLES)
+
+
+def recent_rows(n: int, period: int, cycles: int = FULL_CYCLES, min_rows: int = 4096) -> slice:
+    """The stretch of rows that strengths are measured on: the last ``cycles`` cycles, at
+    least ``min_rows`` rows; all ``n`` rows when the series is shorter."""
+    return slice(max(0, n - max(min_rows, cycles * period)), n)
+
+
+def measured_cycles(n: int, period: int) -> float:
+    """Cycles of ``period`` in the stretch ``stl_strength`` measures on a series of n rows."""
+    sl = recent_rows(n, period)
+    return (sl.stop - sl.start) / period
 
 
 def stl_strength(
-    x: np.ndarray, period: int, cycles: int = 16, min_rows: int = 4096
+    x: np.ndarray, period: int, cycles: int = FULL_CYCLES, min_rows: int = 4096
 ) -> tuple[float, float]:
     """Seasonal and trend strength of one period in one series.
 

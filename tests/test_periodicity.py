@@ -445,8 +445,9 @@ def test_strength_is_measured_on_sixteen_cycles_where_the_series_holds_them():
 
 def test_seasonal_threshold_rises_with_fewer_cycles():
     assert seasonal_threshold(16) == seasonal_threshold(100) == SEASONAL_THRESHOLD
-    assert seasonal_threshold(10) == pytest.approx(0.36)
-    assert seasonal_threshold(4) == pytest.approx(0.6)
+    assert seasonal_threshold(12) == pytest.approx(0.4)
+    assert seasonal_threshold(10) == pytest.approx(0.48)
+    assert seasonal_threshold(4) > 1  # F_S <= 1: nothing on 4 cycles counts
 
 
 @pytest.mark.parametrize("cycles", [10, 13, 16])
@@ -463,6 +464,6 @@ def test_candidate_seasonal_uses_its_cycles():
     x = np.sin(2 * np.pi * t / 100) + 0.3 * np.random.default_rng(0).standard_normal(t.size)
     c = analyse(x, min_cycles=10).overall[0]
     assert c.period == 100 and c.cycles == 12 and c.seasonal
-    weak = type(c)(100, c.power, c.acf, 0.32, c.trend_strength, 12.0)
-    assert not weak.seasonal  # 0.32 is above 0.3 but not above 12 cycles' 0.333
-    assert type(c)(100, c.power, c.acf, 0.32, c.trend_strength, 16.0).seasonal
+    weak = type(c)(100, c.power, c.acf, 0.38, c.trend_strength, 12.0)
+    assert not weak.seasonal  # 0.38 is above 0.3 but not above 12 cycles' 0.40
+    assert type(c)(100, c.power, c.acf, 0.38, c.trend_strength, 16.0).seasonal

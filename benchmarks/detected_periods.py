@@ -1,0 +1,48 @@
+"""The periods each registered dataset's runs are built with, as a Markdown table.
+
+For every dataset, the analyser's overall ranking of the train rows (what
+``hybrid-forecast periods`` prints) with each period's F_S and the cycles it was measured
+on, and the seasonal periods ``run.detect_periods`` hands to the members (at most three).
+
+    python benchmarks/detected_periods.py                       # features M
+    python benchmarks/detected_periods.py --features S --datasets ETTm1,ETTm2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ensemble.data import load_dataset, make_splits
+from periodicity import analyse
+
+DATASETS = ["ETTh1", "ETTh2", "ETTm1", "ETTm2", "weather", "illness", "exchange_rate"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--features", default="M", choices=["M", "S"])
+    args = ap.parse_args()
+    print(
+        "| dataset | ranked periods: F_S on cycles (bold: seasonal) | a run's periods | seconds |"
+    )
+    print("|---|---|---|---|")
+    for name in args.datasets.split(","):
+        ds = load_dataset(name, features=args.features)
+        # the split borders depend on seq_len only through the val/test starts
+        splits = make_splits(ds, 104 if name == "illness" else 512, 24 if name == "illness" else 96)
+        t = time.perf_counter()
+        report = analyse(splits.train.data, freq=ds.freq)
+        secs = time.perf_counter() - t
+        cells = [
+            (f"**{c.period}**" if c.seasonal else str(c.period))
+            + f" {c.strength:.2f} on {c.cycles:.0f}"
+            for c in report.overall
+        ]
+        used = report.top_periods(3, seasonal_only=True)
+        print(f"| {name} | {', '.join(cells) or 'none'} | {used or 'none'} | {secs:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

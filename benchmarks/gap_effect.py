@@ -4,7 +4,8 @@ Reads each folder's ``results.json`` (the current code's run or router refit) an
 present, ``results_before.json`` (a copy of the same folder's results under an earlier
 code version), and prints one Markdown row per folder and the aggregate over folders:
 mean relative test MSE against the mean, and how often the ensemble is below the mean
-and below the best member.
+and below the best member. Each version is judged against its own mean and best member
+(they differ where the change retrained the members; "before → now" in the table).
 
     python benchmarks/gap_effect.py runs/dev_* runs/fresh_*
 """
@@ -18,23 +19,36 @@ from pathlib import Path
 import numpy as np
 
 
+def _chosen(res: dict) -> str:
+    return next(k for k, v in res["combiners"].items() if v["chosen"])
+
+
+def _best(res: dict) -> float:
+    return min(res["test"][m]["mse"] for m in res["members"])
+
+
 def row(folder: Path) -> dict:
     res = json.loads((folder / "results.json").read_text())
     before = folder / "results_before.json"
-    old = json.loads(before.read_text()) if before.is_file() else None
-    chosen = lambda r: next(k for k, v in r["combiners"].items() if v["chosen"])  # noqa: E731
-    test = res["test"]
+    old = json.loads(before.read_text()) if before.is_file() else res
     return {
         "run": folder.name,
         "H": res["pred_len"],
         "seed": res["seed"],
-        "mean": test["mean"]["mse"],
-        "best": min(test[m]["mse"] for m in res["members"]),
-        "learned": test["ensemble"]["mse"],
-        "chosen": chosen(res),
-        "before": None if old is None else old["test"]["ensemble"]["mse"],
-        "before_chosen": None if old is None else chosen(old),
+        "mean": res["test"]["mean"]["mse"],
+        "best": _best(res),
+        "learned": res["test"]["ensemble"]["mse"],
+        "chosen": _chosen(res),
+        "has_before": before.is_file(),
+        "before_mean": old["test"]["mean"]["mse"],
+        "before_best": _best(old),
+        "before": old["test"]["ensemble"]["mse"],
+        "before_chosen": _chosen(old),
     }
+
+
+def _pair(old: float, new: float) -> str:
+    return f"{new:.4f}" if abs(old - new) <= 5e-5 else f"{old:.4f} → {new:.4f}"
 
 
 def main() -> None:
@@ -45,18 +59,20 @@ def main() -> None:
     print("| run | H | seed | mean | best member | learned before | learned now |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        before = "–" if r["before"] is None else f"{r['before']:.4f} ({r['before_chosen']})"
+        before = f"{r['before']:.4f} ({r['before_chosen']})" if r["has_before"] else "–"
         print(
-            f"| {r['run']} | {r['H']} | {r['seed']} | {r['mean']:.4f} | {r['best']:.4f} "
-            f"| {before} | {r['learned']:.4f} ({r['chosen']}) |"
+            f"| {r['run']} | {r['H']} | {r['seed']} | {_pair(r['before_mean'], r['mean'])} "
+            f"| {_pair(r['before_best'], r['best'])} | {before} | {r['learned']:.4f} ({r['chosen']}) |"
         )
     n = len(rows)
-    for label, key in (("now", "learned"), ("before", "before")):
-        vals = [r[key] if r[key] is not None else r["learned"] for r in rows]
-        rel = np.mean([v / r["mean"] - 1 for v, r in zip(vals, rows, strict=True)])
-        below_mean = sum(v < r["mean"] - 1e-9 for v, r in zip(vals, rows, strict=True))
-        equal = sum(abs(v - r["mean"]) <= 1e-9 for v, r in zip(vals, rows, strict=True))
-        below_best = sum(v < r["best"] for v, r in zip(vals, rows, strict=True))
+    for label, key, pre in (("now", "learned", ""), ("before", "before", "before_")):
+        vals = [r[key] for r in rows]
+        means = [r[pre + "mean"] for r in rows]
+        bests = [r[pre + "best"] for r in rows]
+        rel = np.mean([v / m - 1 for v, m in zip(vals, means, strict=True)])
+        below_mean = sum(v < m - 1e-9 for v, m in zip(vals, means, strict=True))
+        equal = sum(abs(v - m) <= 1e-9 for v, m in zip(vals, means, strict=True))
+        below_best = sum(v < b for v, b in zip(vals, bests, strict=True))
         print(
             f"\n{label}: learned vs the mean {100 * rel:+.2f} % on average; below the mean in "
             f"{below_mean}/{n} (equal in {equal}); below the best member in {below_best}/{n}"

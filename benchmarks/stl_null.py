@@ -5,7 +5,7 @@ AR(1) red noise, STL (this project's settings) at periods 96, 672 and 1500 on 4 
 cycles; prints the median and the maximum F_S over the draws, and the threshold the
 analyser applies at that many cycles.
 
-    python benchmarks/stl_null.py            # 6 draws per cell, about a minute
+    python benchmarks/stl_null.py            # 6 draws per period, 18 per cell
     python benchmarks/stl_null.py --draws 20
 """
 

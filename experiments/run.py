@@ -32,7 +32,8 @@ log = logging.getLogger("hybrid_forecast.run")
 
 
 def detect_periods(splits: Splits, k: int = 3) -> list[int]:
-    """Ranked seasonal periods (F_S > 0.3) of the train rows, never val or test; [] if none."""
+    """Ranked seasonal periods (``PeriodCandidate.seasonal``) of the train rows, never val or
+    test; [] if none."""
     from periodicity import analyse
 
     report = analyse(splits.train.data, freq=splits.dataset.freq)

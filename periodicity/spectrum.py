@@ -232,8 +232,8 @@ def calendar_periods(freq: str | None) -> list[int]:
 
     Fixed steps up to a day get half-day, day, week and year cycles where they are a
     whole number of steps ('h' -> 12, 24, 168, 8766; '15min' -> 48, 96, 672, ...);
-    'D' -> 7, 365; 'B' -> 5, 261; weekly ('W', 'W-TUE') -> 52; semi-monthly ('SM',
-    'SMS') -> 24; monthly -> 12; quarterly -> 4.
+    'D' -> 7, 365; 'B' -> 5, 261; weekly ('W', 'W-TUE') -> 52; semi-monthly ('SME',
+    'SMS', older 'SM') -> 24; monthly -> 12; quarterly -> 4.
 
     Args:
         freq: an offset alias such as 'h', '15min', '10min', '100ms', 'W-TUE', 'D', 'B',
@@ -259,11 +259,11 @@ def calendar_periods(freq: str | None) -> list[int]:
         out = {round(5 / mult), round(_YEAR_DAYS * 5 / 7 / mult)}
     elif key == "w":
         out = {round(_YEAR_DAYS / 7 / mult)}
-    elif key in ("sm", "sms"):
+    elif key in ("sm", "sms", "sme"):
         out = {round(24 / mult)}
     elif key in ("m", "ms", "me", "bm", "bms", "bme"):
         out = {round(12 / mult)}
-    elif key in ("q", "qs", "qe", "bq", "bqs"):
+    elif key in ("q", "qs", "qe", "bq", "bqs", "bqe"):
         out = {round(4 / mult)}
     else:
         return []

@@ -13,7 +13,10 @@ def test_periods_json_on_synthetic_csv(synth_csv, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["rows"] == "train" and out["n_rows"] == int(2400 * 0.7)
     assert out["overall"][0]["period"] == 24
-    assert set(out["overall"][0]) >= {"period", "power", "acf", "strength", "trend_strength"}
+    keys = {"period", "power", "acf", "strength", "trend_strength", "cycles", "seasonal"}
+    assert set(out["overall"][0]) >= keys
+    # 1680 train rows hold 70 cycles of 24 steps; 0.3 is the threshold there
+    assert out["overall"][0]["cycles"] == 1680 / 24 and out["overall"][0]["seasonal"] is True
     assert set(out["channels"]) == {"x0", "x1", "OT"}
     assert out["seasonal"] is True
 
@@ -24,6 +27,8 @@ def test_periods_table_and_plot(synth_csv, tmp_path, capsys):
     assert main(["periods", "--data-path", str(path), "--plot", str(png), "--all-rows"]) == 0
     text = capsys.readouterr().out
     assert "overall: seasonal" in text and "channel OT" in text
+    head, first = text.splitlines()[2:4]
+    assert head.split()[-2:] == ["cycles", "seasonal"] and first.split()[-1] == "yes"
     assert png.is_file() and png.stat().st_size > 10_000
 
 

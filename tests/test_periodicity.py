@@ -90,7 +90,8 @@ def test_calendar_periods_month_millisecond_and_semi_month():
     assert calendar_periods("MS") == calendar_periods("ME") == [12]
     assert calendar_periods("ms")[:3] == [43_200_000, 86_400_000, 604_800_000]
     assert calendar_periods("100ms")[:3] == [432_000, 864_000, 6_048_000]
-    assert calendar_periods("SM") == calendar_periods("SMS") == [24]
+    assert calendar_periods("SME-15") == calendar_periods("SMS") == calendar_periods("SM") == [24]
+    assert calendar_periods("BQE-DEC") == calendar_periods("QS-JAN") == [4]
     assert calendar_periods("2SM") == [12]
     assert calendar_periods("30s")[:3] == [1440, 2880, 20160]
     assert calendar_periods("7min") == [1440, round(365.25 * 1440 / 7)]  # the week only
@@ -183,6 +184,7 @@ def test_report_shapes_and_json():
     assert set(report.top_periods(2)) == {24, 50}
     d = json.loads(json.dumps(report.to_dict()))
     assert d["overall"][0].keys() >= {"period", "power", "acf", "strength", "trend_strength"}
+    assert isinstance(d["overall"][0]["cycles"], float) and d["overall"][0]["seasonal"] is True
     assert d["seasonal"] is True
 
 
@@ -433,7 +435,25 @@ def test_red_noise_is_not_seasonal(seed):
     x = lfilter([1], [1, -0.99], rng.standard_normal((34560, 2)), axis=0)
     report = analyse(x)
     assert report.overall and not report.seasonal
-    assert all(c.cycles >= 10 for c in report.overall)
+
+
+def test_red_noise_on_fewer_cycles_needs_the_raised_threshold():
+    # 12000 rows: periods over 750 steps are measured on under 16 cycles. This draw's
+    # 1182 scores F_S 0.35 on 10 cycles: seasonal under a flat 0.3, not under 0.48.
+    x = lfilter([1], [1, -0.99], np.random.default_rng(3).standard_normal((12000, 2)), axis=0)
+    report = analyse(x)
+    assert any(c.cycles < 16 and c.strength > SEASONAL_THRESHOLD for c in report.overall)
+    assert not report.seasonal
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit (fourteenth session): on 16+ cycles a single AR(0.99) channel can "
+    "pass F_S 0.3 at the periods the spectrum picks (2 of 12 draws; this one 0.38 at 240)",
+)
+def test_single_red_noise_channel_is_not_seasonal():
+    x = lfilter([1], [1, -0.99], np.random.default_rng(9).standard_normal(34560))
+    assert not analyse(x).seasonal
 
 
 def test_strength_is_measured_on_sixteen_cycles_where_the_series_holds_them():

@@ -363,6 +363,14 @@ def infer_freq(dates: pd.DatetimeIndex) -> str | None:
         freq = None
     if freq:
         return freq if isinstance(freq, str) else freq.freqstr
+    # pandas does not infer semi-monthly steps; the most common step (14 or 15 days) would
+    # make a 26- or 24-step year out of them
+    head = dates[: min(len(dates), 2000)]
+    day, month_end = head.day, head.is_month_end
+    if (day == 1).any() and (day == 15).any() and ((day == 1) | (day == 15)).all():
+        return "SMS"
+    if month_end.any() and (day == 15).any() and (month_end | (day == 15)).all():
+        return "SME"
     step = pd.Series(dates[1 : min(len(dates), 5000)] - dates[: min(len(dates), 5000) - 1])
     step = step[step > pd.Timedelta(0)].mode()  # repeated timestamps are not a frequency
     if len(step) == 0:

@@ -230,3 +230,18 @@ def test_repeated_timestamps_are_not_a_frequency():
 
     dates = pd.DatetimeIndex(np.repeat(pd.date_range("2020-01-01", periods=50, freq="h"), 2))
     assert infer_freq(dates) == "h"
+
+
+def test_semi_monthly_dates_get_a_24_step_year():
+    # pandas infers no frequency here; the most common step (14 days) gave a 26-step year
+    from ensemble.data import infer_freq
+    from periodicity import calendar_periods
+
+    for freq in ("SMS", "SME"):
+        dates = pd.date_range("2020-01-01", periods=60, freq=freq)
+        assert infer_freq(dates) == freq and calendar_periods(infer_freq(dates)) == [24]
+    # monthly on the 15th is not semi-monthly
+    assert (
+        infer_freq(pd.date_range("2020-01-15", periods=30, freq="MS") + pd.Timedelta(days=14))
+        != "SMS"
+    )

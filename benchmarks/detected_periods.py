@@ -34,7 +34,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for name in args.datasets.split(","):
         ds = load_dataset(name, features=args.features)
-        # the split borders depend on seq_len only through the val/test starts
+        # the train rows a run analyses do not depend on L or H; these only have to fit
         splits = make_splits(ds, 104 if name == "illness" else 512, 24 if name == "illness" else 96)
         t = time.perf_counter()
         report = analyse(splits.train.data, freq=ds.freq)

@@ -9,7 +9,9 @@ Two choices keep this fast and honest on long series and on noise:
 
 * STL runs on the **last** 16 cycles only, at least 4096 rows (all rows when the series
   is shorter). A full STL of 69,680 rows costs about a second per channel and period; a
-  recent stretch of 16 cycles measures the same strength in a few hundredths.
+  recent stretch of 16 cycles of a daily period measures the same strength in a few
+  hundredths. Long periods cost more: 16 cycles of 1500 steps are 24,000 rows (the
+  analysis of ETTm1's train rows took 2.05 s with an 8192-row cap, 4.29 s without).
 * The seasonal smoother spans 13 cycles instead of STL's usual 7. With 7, pure white
   noise already scores F_S of about 0.35 (the smoother follows the noise of its seven
   points); with 13 it scores about 0.2 on 16 cycles, below the 0.3 that says "seasonal".

@@ -33,6 +33,18 @@ COMMAND_MODULES = [
 ]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help unless X is None or empty, or the help
+    text already names its default ("default 512", "default $HYBRID_FORECAST_DATA"),
+    which would otherwise print two contradicting defaults."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default == [] or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hybrid-forecast",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+from experiments.cli import HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
         "need their own training are read from sibling folders RUN_DIR-<variant> "
         "(no-llm, no-prompt, no-inject or inject, patch16, period-patch) or --ablation-runs; otherwise the report "
         "prints the commands that produce them.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
     p.add_argument("--out", help="where to write the report (default RUN_DIR)")

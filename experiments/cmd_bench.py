@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from ensemble.errors import UserError
+from experiments.cli import HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
         description="Run one `run` per (dataset, horizon, seed) cell under OUT/cells/, skipping "
         "cells already done, then write bench.csv, bench.md (mean ± std over seeds, published "
         "numbers beside) and plots. Rerun the same command after a kill to resume.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--datasets", default="ETTh1,ETTh2,ETTm1,ETTm2", help="comma-separated")
     p.add_argument("--horizons", default="96,192,336,720", help="comma-separated H values")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
-
 from ensemble.data import add_data_arguments
+from experiments.cli import HelpFormatter
 from experiments.config import DATA_SETTINGS, RunConfig
 
 
@@ -12,7 +11,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "run",
         help="fit members and the router on one dataset/horizon; write a run folder",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_data_arguments(p)
     p.add_argument(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+from experiments.cli import HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
         "(members, ensemble, mean/median, every combiner the learned router compared, oracle "
         "bound) with test MSE/MAE and val MSE, mean ± std over seeds, the per-seed test MSE, "
         "and how often the ensemble beat its best member and the mean.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run folders")
     p.add_argument("--out", help="also write the Markdown (or with --json the JSON) to this file")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+from experiments.cli import HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
         description="Tune on validation loss (never test). --trials is the study's total: "
         "rerun the same command after a kill and it finishes the remainder. Several "
         "processes (--jobs, or other machines with a shared --storage) can work on one study.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help="registered dataset (default ETTh1 unless --data-path)")

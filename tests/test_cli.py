@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -132,3 +133,26 @@ def test_console_script_no_traceback(tmp_path):
     )
     assert p.returncode == 2
     assert "Traceback" not in p.stderr and p.stderr.strip().count("\n") == 0
+
+
+def test_help_states_each_default_once():
+    """An option whose help names its default ("default 512") gets no second,
+    argparse-made "(default: None)"; no option shows an empty default; options with a
+    real default still show it."""
+    from experiments.cli import HelpFormatter, build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    shown = 0
+    for name, sub in subparsers.choices.items():
+        if sub.formatter_class is not HelpFormatter:
+            continue
+        formatter = HelpFormatter(name)
+        for action in sub._actions:
+            if not action.help:
+                continue
+            text = formatter._get_help_string(action) % {"default": action.default}
+            assert text.lower().count("default") <= 1, (name, action.dest, text)
+            assert "(default: None)" not in text and "(default: [])" not in text, text
+            shown += "(default: " in text
+    assert shown >= 10

@@ -371,6 +371,9 @@ def infer_freq(dates: pd.DatetimeIndex) -> str | None:
         return "SMS"
     if month_end.any() and (day == 15).any() and (month_end | (day == 15)).all():
         return "SME"
+    calendar = _calendar_freq(dates[: min(len(dates), 5000)])
+    if calendar is not None:
+        return calendar
     step = pd.Series(dates[1 : min(len(dates), 5000)] - dates[: min(len(dates), 5000) - 1])
     step = step[step > pd.Timedelta(0)].mode()  # repeated timestamps are not a frequency
     if len(step) == 0:
@@ -379,6 +382,66 @@ def infer_freq(dates: pd.DatetimeIndex) -> str | None:
         return pd.tseries.frequencies.to_offset(step.iloc[0]).freqstr
     except ValueError:
         return None
+
+
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+# Offsets of uneven length, coarsest last; anchored variants cover every phase.
+_CALENDAR_FREQS = (
+    ["B"]
+    + [f"W-{d}" for d in ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")]
+    + ["MS", "ME", "BMS", "BME"]
+    + [f"QS-{m}" for m in _MONTHS[:3]]
+    + [f"QE-{m}" for m in ("DEC", "JAN", "FEB")]
+    + [f"YS-{m}" for m in _MONTHS]
+    + [f"YE-{m}" for m in _MONTHS]
+)
+
+
+def _calendar_freq(dates: pd.DatetimeIndex) -> str | None:
+    """The calendar offset (business day, week, month, quarter, year) every date lies on,
+    for series with gaps that ``pd.infer_freq`` gives up on.
+
+    Without it, business days with holidays or months with one missing fall back to the
+    most common step as a fixed length, and the dates ``predict`` writes drift: a "24h"
+    step puts forecasts on weekends, "744h" moves monthly ones off the 1st. Among the
+    offsets every date lies on, the one with the fewest steps over the span wins (the
+    data's own spacing); at most half of those steps may be missing.
+    """
+    if not dates.is_unique or dates.tz is not None or len(dates) < 3:
+        return None
+    best, best_steps = None, 2 * len(dates) + 1
+    with warnings.catch_warnings():  # some offsets apply element-wise, with a warning
+        warnings.simplefilter("ignore")
+        for name in _CALENDAR_FREQS:
+            offset = pd.tseries.frequencies.to_offset(name)
+            if not ((dates + offset) - offset == dates).all():  # cheap first filter
+                continue
+            grid = pd.date_range(dates[0], dates[-1], freq=offset)
+            # every date a grid point (also at its time of day: weekday hours are not "B")
+            if len(grid) < best_steps and (grid.get_indexer(dates) >= 0).all():
+                best, best_steps = name, len(grid)
+    return best
+
+
+def find_gaps(dates: pd.DatetimeIndex, freq: str | None) -> np.ndarray:
+    """Rows before which the ``freq`` grid misses at least one timestamp.
+
+    Fixed-length frequencies compare consecutive steps with the step; calendar ones
+    (``B``, ``MS``...) place the dates on the grid between the first and the last.
+    """
+    if freq is None or len(dates) < 2:
+        return np.zeros(0, dtype=np.int64)
+    offset = pd.tseries.frequencies.to_offset(freq)
+    try:
+        step = pd.Timedelta(offset).value
+    except ValueError:  # uneven calendar offsets
+        grid = pd.date_range(dates[0], dates[-1], freq=offset)
+        position = grid.get_indexer(dates)
+        if (position < 0).any():  # dates off the grid: no gap count means anything
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(np.diff(position) > 1) + 1
+    ns = dates.to_numpy(dtype="datetime64[ns]").astype(np.int64)  # whatever the index's unit
+    return np.flatnonzero(np.diff(ns) > step) + 1
 
 
 def load_dataset(
@@ -491,22 +554,17 @@ def load_dataset(
             )
 
     freq = infer_freq(dates)
-    if freq is not None:
-        try:
-            step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
-            gaps = int((diffs > step.value).sum())
-        except ValueError:  # calendar offsets such as 'MS' have no fixed length
-            gaps = 0
-        if gaps:
-            row = int(np.flatnonzero(diffs > step.value)[0]) + 1
-            log.warning(
-                "%s: %d gap(s) in the %s timestamps, first before row %d (%s); rows used as they are",
-                path.name,
-                gaps,
-                freq,
-                row + 1,
-                dates[row],
-            )
+    gaps = find_gaps(dates, freq)
+    if len(gaps):
+        row = int(gaps[0])
+        log.warning(
+            "%s: %d gap(s) in the %s timestamps, first before row %d (%s); rows used as they are",
+            path.name,
+            len(gaps),
+            freq,
+            row + 1,
+            dates[row],
+        )
     return Dataset(
         name=ds_name,
         values=values,

@@ -16,6 +16,8 @@ validation rows (their forecasts there are what the router learned to weigh).
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,26 +25,78 @@ import numpy as np
 import pandas as pd
 
 from ensemble import hybrid
-from ensemble.data import Split, StandardScaler, Windows, infer_freq, parse_dates
+from ensemble.data import (
+    Split,
+    StandardScaler,
+    Windows,
+    find_gaps,
+    infer_freq,
+    parse_dates,
+)
 from ensemble.errors import UserError
 from ensemble.forecaster import Forecaster
+
+# Output columns besides the members' (with the frame's id and time columns).
+_ENSEMBLE_COLUMN = "hybrid"
+
+
+def _long_to_wide(df: pd.DataFrame, id_col: str, time_col: str, target_col: str) -> pd.DataFrame:
+    """A long frame -> wide (time index, one column per ``id_col`` value), refusing
+    what pivoting would silently resolve: text targets, NaN, repeated (id, time) rows."""
+    y = pd.to_numeric(df[target_col], errors="coerce")
+    bad = y.isna() & df[target_col].notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise UserError(
+            f"column {target_col!r} is not numeric (row {row}: {df[target_col].iloc[row]!r}); "
+            "convert or drop those rows"
+        )
+    if y.isna().any():
+        row = int(np.flatnonzero(y.isna().to_numpy())[0])
+        raise UserError(
+            f"column {target_col!r} has NaN (series {df[id_col].iloc[row]!r} at "
+            f"{df[time_col].iloc[row]}); fill the gaps before fitting"
+        )
+    repeated = df.duplicated([id_col, time_col])
+    if repeated.any():
+        row = int(np.flatnonzero(repeated.to_numpy())[0])
+        raise UserError(
+            f"series {df[id_col].iloc[row]!r} has two rows at {df[time_col].iloc[row]}; "
+            "keep one row per unique_id and ds"
+        )
+    extra = [c for c in df.columns if c not in (id_col, time_col, target_col)]
+    if extra:
+        warnings.warn(
+            f"columns {extra} are ignored: only {target_col!r} is forecast (no exogenous inputs)",
+            stacklevel=4,
+        )
+    wide = df.assign(**{target_col: y}).pivot(index=time_col, columns=id_col, values=target_col)
+    if wide.isna().any().any():
+        raise UserError(
+            "the series in the long frame do not share the same timestamps; "
+            "align them (one row per unique_id and ds) before fitting"
+        )
+    return wide
 
 
 def _to_matrix(
     df: pd.DataFrame, id_col: str, time_col: str, target_col: str
-) -> tuple[np.ndarray, pd.DatetimeIndex, list[str], str]:
-    """A long or wide frame -> (values [T, C], dates [T], series names [C], layout)."""
+) -> tuple[np.ndarray, pd.DatetimeIndex, list[Any], str]:
+    """A long or wide frame -> (values [T, C], dates [T], series labels [C], layout)."""
+    if not isinstance(df, pd.DataFrame):
+        raise UserError(f"fit takes a pandas DataFrame (got {type(df).__name__})")
     if time_col in df.columns:  # numbers would become nanoseconds since 1970
         dates = parse_dates(df[time_col], f"column {time_col!r}", file_lines=False)
         df = df.assign(**{time_col: dates.to_numpy()})
     if {id_col, time_col, target_col} <= set(df.columns):
-        wide = df.pivot_table(index=time_col, columns=id_col, values=target_col, aggfunc="first")
-        if wide.isna().any().any():
-            raise UserError(
-                "the series in the long frame do not share the same timestamps; "
-                "align them (one row per unique_id and ds) before fitting"
-            )
-        layout = "long"
+        wide, layout = _long_to_wide(df, id_col, time_col, target_col), "long"
+    elif id_col in df.columns:  # a long frame whose other columns are named differently
+        missing = [c for c in (time_col, target_col) if c not in df.columns]
+        raise UserError(
+            f"a long frame needs columns {id_col!r}, {time_col!r}, {target_col!r}; "
+            f"{' and '.join(map(repr, missing))} missing: name them with "
+            "fit(df, time_col=..., target_col=...)"
+        )
     else:
         wide = df.set_index(time_col) if time_col in df.columns else df
         if pd.api.types.is_string_dtype(wide.index) or wide.index.dtype == object:
@@ -55,13 +109,22 @@ def _to_matrix(
                 f"a wide frame needs a {time_col!r} column or a DatetimeIndex; a long frame "
                 f"needs columns {id_col!r}, {time_col!r}, {target_col!r}"
             )
-        wide = wide.select_dtypes("number")
-        layout = "wide"
+        if wide.index.has_duplicates:
+            raise UserError(
+                f"timestamp {wide.index[wide.index.duplicated()][0]} appears twice in the wide "
+                "frame; keep one row per time (several series belong in columns, or in a long "
+                f"frame with {id_col!r})"
+            )
+        numeric = wide.select_dtypes("number")
+        dropped = [c for c in wide.columns if c not in numeric.columns]
+        if dropped:
+            warnings.warn(f"non-numeric columns {dropped} are ignored", stacklevel=3)
+        wide, layout = numeric, "wide"
     wide = wide.sort_index()
     values = wide.to_numpy(dtype=np.float64)
     if values.size == 0 or not np.isfinite(values).all():
         raise UserError("the frame has no numeric values, or NaN/inf among them; fill them first")
-    return values, pd.DatetimeIndex(wide.index), [str(c) for c in wide.columns], layout
+    return values, pd.DatetimeIndex(wide.index), list(wide.columns), layout
 
 
 def _periods(train: np.ndarray, freq: str | None) -> list[int]:
@@ -106,20 +169,69 @@ class HybridForecaster:
 
     # -------------------------------------------------------------------- fitting
 
-    def _build(self, spec: str | Forecaster, periods: list[int], n_channels: int) -> Forecaster:
+    def _check_settings(self) -> None:
+        """The constructor's numbers and members, before any work (UserError if wrong)."""
+        for name in ("seq_len", "pred_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise UserError(f"{name} must be a whole number >= 1 (got {value!r})")
+        if not 0 < self.val_size < 1:
+            raise UserError(f"val_size is a share of the rows, in (0, 1) (got {self.val_size!r})")
+        if not self.members:
+            raise UserError("no members given: pass members=['dlinear', 'arima', ...]")
+
+    def _member_names(self, reserved: set[str]) -> list[str]:
+        """One distinct name per member: the spec for strings (checked as the CLI checks
+        them), the instance's ``name`` otherwise, numbered where instances share one."""
+        from experiments import registry
+
+        specs = [m for m in self.members if isinstance(m, str)]
+        if specs:
+            registry.parse_members(specs)  # unknown names, repeated specs
+        names: list[str] = []
+        for i, m in enumerate(self.members):
+            name = m if isinstance(m, str) else str(getattr(m, "name", f"m{i}"))
+            base, k = name, 2
+            while name in names:
+                name, k = f"{base}_{k}", k + 1
+            names.append(name)
+        clash = sorted(set(names) & reserved)
+        if clash:
+            raise UserError(f"member name {clash[0]!r} is an output column; rename the member")
+        return names
+
+    def _build(
+        self,
+        spec: str | Forecaster,
+        name: str,
+        periods: list[int],
+        n_channels: int,
+        freq: str | None,
+    ) -> Forecaster:
         if not isinstance(spec, str):
-            return spec
+            built = (
+                getattr(spec, "seq_len", self.seq_len),
+                getattr(spec, "pred_len", self.pred_len),
+            )
+            if built != (self.seq_len, self.pred_len):
+                raise UserError(
+                    f"member {name!r} was built for seq_len {built[0]}, pred_len {built[1]}; "
+                    f"build it with this forecaster's {self.seq_len}, {self.pred_len}"
+                )
+            # a copy: the caller's instance (possibly shared by several forecasters) stays unfitted
+            member = copy.deepcopy(spec)
+            member.name = name
+            return member
         # The name -> member map lives with the CLI's registry; imported lazily so that
         # ensemble never depends on a member package at import time.
         from experiments import registry
 
-        registry.parse_members([spec])  # a clear error for an unknown name
         base, _ = registry.parse_spec(spec)
         ctx = registry.MemberContext(
             seq_len=self.seq_len,
             pred_len=self.pred_len,
             n_channels=n_channels,
-            freq=self.freq_,
+            freq=freq,
             periods=periods,
             seed=self.seed,
             dataset="custom",
@@ -133,6 +245,7 @@ class HybridForecaster:
         id_col: str = "unique_id",
         time_col: str = "ds",
         target_col: str = "y",
+        freq: str | None = None,
     ) -> HybridForecaster:
         """Fit members on the earlier rows and the router on their validation forecasts.
 
@@ -140,16 +253,35 @@ class HybridForecaster:
             df: long frame (``unique_id, ds, y``) or wide frame (``ds`` column or a
                 DatetimeIndex, one numeric column per series).
             id_col, time_col, target_col: column names of the long layout.
+            freq: the sampling frequency as a pandas offset ("h", "B", "MS"...); inferred
+                from the timestamps when None.
 
         Raises:
-            UserError: the frame cannot be read or is too short.
+            UserError: the frame or a setting cannot be used, or the series is too short.
+                A failed fit leaves a fitted forecaster as it was.
         """
         from router import make_combiner
         from router.features import window_features
 
-        values, dates, names, layout = _to_matrix(df, id_col, time_col, target_col)
-        self.layout_, self.series_, self.cols_ = layout, names, (id_col, time_col, target_col)
-        self.freq_ = infer_freq(dates)
+        self._check_settings()
+        values, dates, labels, layout = _to_matrix(df, id_col, time_col, target_col)
+        member_names = self._member_names({_ENSEMBLE_COLUMN, id_col, time_col})
+        if freq is None:
+            freq = infer_freq(dates)
+        else:
+            try:
+                freq = pd.tseries.frequencies.to_offset(freq).freqstr
+            except ValueError:
+                raise UserError(
+                    f"freq {freq!r} is not a pandas offset such as 'h', 'B' or 'MS'"
+                ) from None
+        gaps = find_gaps(dates, freq)
+        if len(gaps):
+            warnings.warn(
+                f"{len(gaps)} gap(s) in the {freq} timestamps, first before {dates[gaps[0]]}; "
+                "the rows are used as consecutive steps",
+                stacklevel=2,
+            )
         n, L, H = values.shape[0], self.seq_len, self.pred_len
         n_val = max(int(n * self.val_size), 2 * H + 1)  # the router needs some val windows
         n_train = n - n_val
@@ -158,33 +290,35 @@ class HybridForecaster:
                 f"{n} rows are too few for seq_len {L} + pred_len {H} with {n_val} validation "
                 "rows; lower seq_len/pred_len or pass a longer series"
             )
-        self.scaler_ = StandardScaler().fit(values[:n_train])
-        scaled = self.scaler_.transform(values)
+        scaler = StandardScaler().fit(values[:n_train])
+        scaled = scaler.transform(values)
         scaled.flags.writeable = False
+        channels = [str(c) for c in labels]
 
         def split(name: str, lo: int, hi: int) -> Split:
-            return Split(name, scaled[lo:hi], dates[lo:hi], lo, L, H, names, self.freq_)
+            return Split(name, scaled[lo:hi], dates[lo:hi], lo, L, H, channels, freq)
 
         train, val = split("train", 0, n_train), split("val", n_train - L, n)
-        self.periods_ = _periods(scaled[:n_train], self.freq_)
-        self.members_ = [self._build(m, self.periods_, len(names)) for m in self.members]
-        self.member_names_ = [
-            m if isinstance(m, str) else getattr(m, "name", f"m{i}")
-            for i, m in enumerate(self.members)
+        periods = _periods(scaled[:n_train], freq)
+        members = [
+            self._build(m, name, periods, len(labels), freq)
+            for m, name in zip(self.members, member_names, strict=True)
         ]
         val_fc = []
-        for member in self.members_:
+        for member in members:
             member.fit(train, val)
             val_fc.append(member.predict(val.windows()))
-        val_stack = hybrid.stack(dict(zip(self.member_names_, val_fc, strict=True)))
-        self.router_ = make_combiner(self.router, seed=self.seed, member_names=self.member_names_)
+        val_stack = hybrid.stack(dict(zip(member_names, val_fc, strict=True)))
+        router = make_combiner(self.router, seed=self.seed, member_names=member_names)
         feats = None
-        if self.router_.needs_features:
-            feats, fnames = window_features(
-                val.inputs(), val_stack, self.periods_, self.member_names_
-            )
-            self.router_.feature_names = fnames
-        self.router_.fit(val_stack, val.targets(), feats)
+        if router.needs_features:
+            feats, fnames = window_features(val.inputs(), val_stack, periods, member_names)
+            router.feature_names = fnames
+        router.fit(val_stack, val.targets(), feats)
+        # Only now, with everything fitted, replace what an earlier fit left.
+        self.layout_, self.series_, self.cols_ = layout, labels, (id_col, time_col, target_col)
+        self.freq_, self.scaler_, self.periods_ = freq, scaler, periods
+        self.members_, self.member_names_, self.router_ = members, member_names, router
         self.values_, self.dates_ = scaled, dates
         return self
 
@@ -203,8 +337,13 @@ class HybridForecaster:
         """
         from router.features import window_features
 
+        if not hasattr(self, "router_"):
+            raise UserError("this HybridForecaster is not fitted: call fit(df) before predict")
         H, L = self.pred_len, self.seq_len
-        h = H if h is None else int(h)
+        if h is None:
+            h = H
+        elif isinstance(h, bool) or not isinstance(h, int | np.integer):
+            raise UserError(f"h must be a whole number of steps (got {h!r})")
         if not 1 <= h <= H:
             raise UserError(f"h must be in 1..pred_len={H} (got {h}); refit with a longer pred_len")
         # The last window, plus the earlier ones whose errors the router's skill features
@@ -242,7 +381,7 @@ class HybridForecaster:
         id_col, time_col, _ = self.cols_
         frames = []
         for c, sid in enumerate(self.series_):
-            frame = {id_col: sid, time_col: ds, "hybrid": ens[:, c]}
+            frame = {id_col: sid, time_col: ds, _ENSEMBLE_COLUMN: ens[:, c]}
             frame |= {n: f[:, c] for n, f in members.items()}
             frames.append(pd.DataFrame(frame))
         return pd.concat(frames, ignore_index=True)

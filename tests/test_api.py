@@ -96,3 +96,111 @@ def test_user_errors():
     steps = long_frame().assign(ds=lambda d: d.groupby("unique_id").cumcount())
     with pytest.raises(UserError, match="column 'ds' holds numbers"):
         small().fit(steps)
+
+
+def test_long_frame_input_that_pivoting_would_hide_is_refused():
+    df = long_frame()
+    with pytest.raises(UserError, match="has two rows at"):
+        small().fit(pd.concat([df.iloc[[5]].assign(y=1000.0), df]))
+    with pytest.raises(UserError, match="has NaN"):
+        small().fit(df.assign(y=df["y"].where(df.index != 7)))
+    with pytest.raises(UserError, match="not numeric"):
+        small().fit(df.astype({"y": object}).assign(y=lambda d: d["y"].where(d.index != 3, "abc")))
+    # a long frame whose target is named otherwise is not read as one wide series
+    with pytest.raises(UserError, match="'y' missing"):
+        small().fit(df.rename(columns={"y": "value"}))
+    with pytest.raises(UserError, match="appears twice"):
+        small().fit(df.drop(columns="unique_id"))
+    with pytest.warns(UserWarning, match="'temp'"):
+        small().fit(df.assign(temp=1.0))
+
+
+def test_series_labels_keep_their_type():
+    df = long_frame().assign(unique_id=lambda d: d["unique_id"].map({"s0": 1, "s1": 2}))
+    fc = small().fit(df).predict(2)
+    assert fc["unique_id"].tolist() == [1, 1, 2, 2]
+    assert len(df.merge(fc, on=["unique_id", "ds"], how="inner")) == 0  # future rows
+    wide = wide_frame().rename(columns={"s0": 0, "s1": 1})
+    assert list(small().fit(wide).predict(2).columns) == ["ds", 0, 1]
+
+
+def test_instances_are_copied_and_named_apart():
+    from classical.naive import SeasonalNaive
+
+    shared = [SeasonalNaive(period=PERIOD), SeasonalNaive(period=12)]
+    hf = HybridForecaster(members=shared, router="mean", seq_len=96, pred_len=24)
+    first = hf.fit(long_frame()).predict()
+    assert hf.member_names_ == ["snaive", "snaive_2"]
+    assert list(first.columns) == ["unique_id", "ds", "hybrid", "snaive", "snaive_2"]
+    assert not np.allclose(first["snaive"], first["snaive_2"])
+    assert [m.name for m in shared] == ["snaive", "snaive"]  # the caller's objects untouched
+    # fitting another forecaster with the same instances leaves the first one's forecast
+    HybridForecaster(members=shared, router="mean", seq_len=96, pred_len=24).fit(
+        long_frame().assign(y=lambda d: 2 * d["y"])
+    )
+    pd.testing.assert_frame_equal(hf.predict(), first)
+    with pytest.raises(UserError, match="listed twice"):
+        small(members=("naive", "naive")).fit(long_frame())
+    bad = SeasonalNaive(period=PERIOD)
+    bad.name = "hybrid"
+    with pytest.raises(UserError, match="output column"):
+        HybridForecaster(members=[bad], router="mean", seq_len=96, pred_len=24).fit(long_frame())
+
+
+def test_failed_refit_keeps_the_fitted_model():
+    hf = small().fit(long_frame())
+    before = hf.predict()
+    with pytest.raises(UserError, match="too few"):
+        hf.fit(wide_frame(n=150))
+    pd.testing.assert_frame_equal(hf.predict(), before)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"seq_len": 0}, "seq_len must be"),
+        ({"pred_len": 2.5}, "pred_len must be"),
+        ({"val_size": 1.0}, "val_size"),
+        ({"members": []}, "no members"),
+    ],
+)
+def test_bad_settings(kwargs, needle):
+    args = {"members": ["naive"], "router": "mean", "seq_len": 96, "pred_len": 24} | kwargs
+    with pytest.raises(UserError, match=needle):
+        HybridForecaster(**args).fit(long_frame())
+
+
+def test_bad_calls():
+    with pytest.raises(UserError, match="not fitted"):
+        small().predict(2)
+    with pytest.raises(UserError, match="DataFrame"):
+        small().fit(wide_frame()[["s0", "s1"]].to_numpy())
+    hf = small().fit(long_frame())
+    with pytest.raises(UserError, match="whole number"):
+        hf.predict(2.7)
+    with pytest.raises(UserError, match="not a pandas offset"):
+        small().fit(long_frame(), freq="fortnightly")
+    from classical.naive import SeasonalNaive
+
+    member = SeasonalNaive(period=PERIOD)
+    member.seq_len, member.pred_len = 96, 12
+    with pytest.raises(UserError, match="was built for"):
+        HybridForecaster(members=[member], router="mean", seq_len=96, pred_len=24).fit(long_frame())
+
+
+@pytest.mark.parametrize(
+    ("freq", "start", "drop", "expect"),
+    [
+        ("B", "2021-01-01", ["2021-01-18", "2021-02-15", "2021-05-31"], "B"),
+        ("MS", "1950-01-01", ["1960-03-01"], "MS"),
+    ],
+)
+def test_future_dates_follow_the_calendar_despite_gaps(freq, start, drop, expect):
+    df = wide_frame().assign(ds=pd.date_range(start, periods=N, freq=freq))
+    df = df[~df["ds"].isin(pd.to_datetime(drop))]
+    with pytest.warns(UserWarning, match="gap"):
+        hf = small().fit(df)
+    assert hf.freq_ == expect
+    future = hf.predict(5)["ds"]
+    expected = pd.date_range(df["ds"].iloc[-1], periods=6, freq=expect)[1:]
+    assert list(future) == list(expected)

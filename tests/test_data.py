@@ -245,3 +245,49 @@ def test_semi_monthly_dates_get_a_24_step_year():
         infer_freq(pd.date_range("2020-01-15", periods=30, freq="MS") + pd.Timedelta(days=14))
         != "SMS"
     )
+
+
+@pytest.mark.parametrize(
+    ("freq", "start", "drop"),
+    [
+        ("B", "2021-01-01", ["2021-01-18", "2021-02-15", "2021-05-31"]),  # holidays
+        ("MS", "1990-01-01", ["1994-03-01"]),
+        ("ME", "1990-01-31", ["1994-03-31"]),
+        ("W-WED", "1990-01-03", ["1991-01-02"]),
+        ("QS-FEB", "1960-02-01", ["1970-05-01"]),
+        ("YS-JAN", "1900-01-01", ["1950-01-01"]),
+    ],
+)
+def test_calendar_frequency_survives_gaps(freq, start, drop):
+    # pandas infers nothing once a step is missing; the most common step as a fixed length
+    # ("24h", "744h") would put forecast dates on weekends or off the 1st of the month
+    from ensemble.data import find_gaps, infer_freq
+
+    dates = pd.date_range(start, periods=120, freq=freq)
+    dates = dates[~dates.isin(pd.to_datetime(drop))]
+    assert pd.infer_freq(dates) is None
+    assert infer_freq(dates) == freq
+    gaps = find_gaps(dates, freq)
+    assert len(gaps) == len(drop) and dates[gaps[0]] > pd.Timestamp(drop[0])
+
+
+def test_fixed_steps_are_not_read_as_a_calendar():
+    from ensemble.data import find_gaps, infer_freq
+
+    # weekday office hours lie on business days, but hours are the step
+    hours = pd.date_range("2021-01-04", periods=24 * 7 * 8, freq="h")
+    hours = hours[hours.day_of_week < 5].delete(100)
+    assert infer_freq(hours) == "h"
+    gaps = find_gaps(hours, "h")
+    assert 100 in gaps and len(gaps) == 1 + 7  # the missing hour and 7 weekends
+    days = pd.date_range("2021-01-01", periods=400, freq="D").delete(70)
+    assert infer_freq(days) in ("D", "24h") and find_gaps(days, infer_freq(days)).tolist() == [70]
+
+
+def test_business_day_file_warns_about_its_holidays(synth_csv, caplog):
+    def business_days(df):
+        df["date"] = pd.bdate_range("2015-01-01", periods=len(df)).astype(str)
+        return df.drop(index=[300, 700])
+
+    ds = load_dataset(data_path=synth_csv(edit=business_days))
+    assert ds.freq == "B" and "2 gap(s) in the B timestamps" in caplog.text

@@ -23,9 +23,14 @@ reads the same whatever features the router itself used:
 * volatility: standard deviation of the first differences (scaled units);
 * dominant period: ``L / k`` for the strongest Fourier frequency ``k >= 1`` of the window.
 
-Ablations: dropping a member is computed from the run folder itself (the same rule
-refitted on the remaining members' validation forecasts, or for routers that use
-features, the router's own weights renormalised over the remaining members). Ablations
+Weights against features are compared within each channel: a router with one weight per
+channel (``stacked``) would otherwise seem to respond to features that only differ between
+channels.
+
+Ablations: dropping a member is computed from the run folder itself: the run's router
+refitted on the remaining members' validation forecasts (and, for routers that read
+features, on features recomputed for those members); without the data, the router's own
+weights renormalised over the remaining members. Ablations
 that need another training (Time-LLM without the LLM, without its prompt, with or without
 prompt injection, fixed patch 16, period-derived patches) are read from sibling run folders
 ``<RUN_DIR>-<variant>`` (or ``--ablation-runs VARIANT=DIR``) and otherwise listed as not
@@ -113,6 +118,23 @@ class RunData:
     router_features: np.ndarray | None = None
     router_feature_names: list[str] = field(default_factory=list)
     step_weights: np.ndarray | None = None  # [H, M] for per-step rules (stacked, inverse_error)
+
+
+@dataclass
+class RefitInputs:
+    """What refitting a feature-using router needs besides the forecasts.
+
+    Attributes:
+        val_x: [W_val, L, C_all] validation input windows.
+        test_x: [W, L, C_all] test input windows.
+        periods: the run's periods (train rows), as its router features used them.
+        channels: the evaluated channels (indices into C_all).
+    """
+
+    val_x: np.ndarray
+    test_x: np.ndarray
+    periods: list[int]
+    channels: list[int]
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -324,6 +346,7 @@ def analyse_run(
     run: RunData,
     feats: dict[str, np.ndarray] | None,
     val_true: np.ndarray | None,
+    refit: RefitInputs | None = None,
 ) -> dict[str, Any]:
     """All numbers of the report (JSON-serialisable).
 
@@ -332,6 +355,8 @@ def analyse_run(
         feats: {feature: [W, C]} of the test windows, or None.
         val_true: [W_val, H, C] validation targets (for refitting the rule without a
             member), or None.
+        refit: the windows' inputs, for refitting a feature-using router without a
+            member, or None.
     """
     members = run.members
     err = np.stack([_per_window_mse(run.test[m], run.true) for m in members])  # [M, W, C]
@@ -355,6 +380,8 @@ def analyse_run(
             for i, m in enumerate(members)
         }
         out["weights_constant"] = bool(np.allclose(w, w.reshape(-1, w.shape[-1])[0]))
+        # per-channel rules (stacked, inverse_error...) give every window the same weights
+        out["weights_vary_by_window"] = bool((w.std(axis=0) > 1e-9).any())
         if w.shape[1] > 1:  # per channel: the router's mean weight and each member's test MSE
             out["channel_weights"] = w.mean(axis=0).tolist()  # [C][M]
             out["channel_mse"] = [  # [C][M]
@@ -401,11 +428,11 @@ def analyse_run(
         out["regimes"] = per_regime
         if w is not None:
             out["weight_feature_corr"] = {
-                f: {m: _spearman(feats[f], w[..., i]) for i, m in enumerate(members)}
+                f: {m: _within_channel_spearman(feats[f], w[..., i]) for i, m in enumerate(members)}
                 for f in FEATURES
                 if f in feats and not np.all(np.isnan(feats[f]))
             }
-    out["ablation"] = member_ablations(run, val_true)
+    out["ablation"] = member_ablations(run, val_true, refit)
     return out
 
 
@@ -457,29 +484,48 @@ def _regime_order(labels) -> list[str]:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Rank correlation over window x channel pairs (None when either side is constant)."""
-    a, b = a.ravel(), b.ravel()
+    """Rank correlation of two [W] vectors, ties given their average rank (None when
+    either side is constant)."""
+    from scipy.stats import rankdata
+
     ok = ~(np.isnan(a) | np.isnan(b))
     a, b = a[ok], b[ok]
     if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
-    ra = np.argsort(np.argsort(a)).astype(np.float64)
-    rb = np.argsort(np.argsort(b)).astype(np.float64)
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
 
 
-def member_ablations(run: RunData, val_true: np.ndarray | None) -> list[dict[str, Any]]:
+def _within_channel_spearman(feature: np.ndarray, weight: np.ndarray) -> float | None:
+    """Mean over channels of the rank correlation across windows of [W, C] arrays.
+
+    Pooling windows of all channels would mostly measure which channels have high
+    features and high weights: a router with one weight per channel would show strong
+    "responses" to window features it never reads.
+    """
+    rho = [_spearman(feature[:, c], weight[:, c]) for c in range(feature.shape[1])]
+    rho = [r for r in rho if r is not None]
+    return float(np.mean(rho)) if rho else None
+
+
+def member_ablations(
+    run: RunData, val_true: np.ndarray | None, refit: RefitInputs | None = None
+) -> list[dict[str, Any]]:
     """The ensemble without each member, computed from the run folder.
 
-    Rule routers (no features) are refitted on the remaining members' validation
-    forecasts when the validation targets are available; otherwise, and for routers
-    that use features (their features depend on the member set), the router's test
-    weights are renormalised over the remaining members. Those saved weights are
-    averaged over the horizon steps, so a renormalised row is compared with all members
-    recombined from the same saved weights (``delta``, ``p_vs_full``), not with the run's
-    ensemble: the difference is then the member's alone.
+    The run's router is refitted on the remaining members' validation forecasts when
+    the validation targets are available, and, for routers that read features
+    (``learned`` among them: its features include each member's recent errors), on
+    features recomputed for the remaining members from ``refit``. Without those, the
+    router's test weights are renormalised over the remaining members. Those saved
+    weights are averaged over the horizon steps, so a renormalised row is compared with
+    all members recombined from the same saved weights (``delta``, ``p_vs_full``), not
+    with the run's ensemble: the difference is then the member's alone.
     """
+    from tqdm.auto import tqdm
+
     from ensemble import hybrid
+    from experiments.run import router_features
+    from router import make_combiner
 
     h = run.true.shape[1]
     full_loss = metrics.window_mse(run.ensemble, run.true)
@@ -511,18 +557,28 @@ def member_ablations(run: RunData, val_true: np.ndarray | None) -> list[dict[str
     if len(run.members) < 2:
         return rows
     router = str(run.results.get("router") or "mean")
-    uses_features = run.router_features is not None
-    for i, m in enumerate(run.members):
+    for i, m in enumerate(tqdm(run.members, desc="ablations", unit="member", leave=False)):
         rest = [k for k in run.members if k != m]
         fc, method = None, ""
-        if not uses_features and val_true is not None and all(k in run.val for k in rest):
+        comb = make_combiner(router, member_names=rest, seed=run.results.get("seed", 0))
+        can_refit = val_true is not None and all(k in run.val for k in rest)
+        if can_refit and (refit is not None or not comb.needs_features):
             try:
-                from router import make_combiner
-
-                comb = make_combiner(router, member_names=rest, seed=run.results.get("seed", 0))
-                comb.fit(hybrid.stack({k: run.val[k] for k in rest}), val_true, None)
-                fc = hybrid.combined_forecast(comb, hybrid.stack({k: run.test[k] for k in rest}))
-                method = f"`{router}` refitted on the other members' validation forecasts"
+                val_stack = hybrid.stack({k: run.val[k] for k in rest})
+                test_stack = hybrid.stack({k: run.test[k] for k in rest})
+                f_val = f_test = None
+                if comb.needs_features:
+                    f_val, comb.feature_names = router_features(
+                        refit.val_x, val_stack, refit.periods, rest, refit.channels
+                    )
+                    f_test, _ = router_features(
+                        refit.test_x, test_stack, refit.periods, rest, refit.channels
+                    )
+                comb.fit(val_stack, val_true, f_val)
+                fc = hybrid.combined_forecast(comb, test_stack, f_test)
+                method = f"`{router}` refitted on the other members' validation forecasts" + (
+                    " and features" if comb.needs_features else ""
+                )
             except Exception as exc:  # fall back to renormalised weights below
                 log.warning("refitting %s without %s failed (%s)", router, m, exc)
         if fc is None and run.weights is not None:
@@ -970,10 +1026,20 @@ def report_markdown(
         lines.append("")
 
     lines += ["## Weights against window features", "", feat_note, ""]
+    if "weights" in an and not an.get("weights_constant") and not an.get("weights_vary_by_window"):
+        lines += [
+            "The router's weights differ between channels (and horizon steps) but not from "
+            "window to window: it does not respond to the window's features. The mean "
+            "weights in the regime tables and the figures therefore only show which "
+            "channels fall into each regime.",
+            "",
+        ]
     corr = an.get("weight_feature_corr")
     if corr:
         lines += [
-            "Spearman rank correlation of each member's weight with each feature:",
+            "Spearman rank correlation of each member's weight with each feature across the "
+            "test windows, within each channel and averaged over channels (– where the "
+            "weights do not vary):",
             "",
             "| feature | " + " | ".join(members) + " |",
             "|---" * (len(members) + 1) + "|",
@@ -1093,12 +1159,14 @@ def analyse(
     splits = _splits(run)
     feats = None
     val_true = None
+    refit = None
     if splits is not None:
         ch = splits.eval_channels
         x = splits.test.inputs()[..., ch]
         if x.shape[0] == run.true.shape[0]:
             feats = window_features(x, period)
             val_true = np.asarray(splits.val.targets()[..., ch], dtype=np.float64)
+            refit = RefitInputs(splits.val.inputs(), splits.test.inputs(), periods, list(ch))
             feat_note = (
                 f"Features computed from the test windows' inputs (seasonal and trend strength at "
                 f"period {period}, volatility, dominant period)."
@@ -1107,7 +1175,7 @@ def analyse(
             feat_note = "The reloaded data do not match the run's test windows; features skipped."
     else:
         feat_note = "The run's data could not be reloaded; features skipped."
-    an = analyse_run(run, feats, val_true)
+    an = analyse_run(run, feats, val_true, refit)
     if probe_member is not None:
         an["prompt_probe"] = _run_probe(run, probe_member, splits)
     training = training_ablations(run, siblings, period)

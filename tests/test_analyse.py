@@ -288,18 +288,37 @@ def test_ablation_run_without_a_folder_exits_2(synth_csv, tmp_path, capsys):
     assert "expected VARIANT=DIR" in capsys.readouterr().err
 
 
-def test_renormalised_ablations_compare_like_with_like(synth_csv, tmp_path):
-    # A feature router's saved test weights are averaged over the horizon steps, so a
-    # member ablation built from them is compared with all members recombined from the
-    # same weights: the difference is then the member's alone, not the averaging's.
+def _learned_run(synth_csv, out: Path, members: str) -> Path:
     from experiments.cli import main
 
-    out = tmp_path / "run"
     argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
-    argv += ["--members", "naive,snaive,window_mean", "--router", "learned", "--out", str(out)]
-    assert main([*argv, "--quiet"]) == 0
+    argv += ["--members", members, "--router", "learned", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    return out
+
+
+def test_member_ablation_of_a_feature_router_equals_a_run_without_the_member(synth_csv, tmp_path):
+    # `learned` reads features that depend on the member set (each member's recent
+    # errors); its ablation refits it on recomputed features, which must give what a
+    # run without that member gives
+    out = _learned_run(synth_csv, tmp_path / "run", "naive,snaive,window_mean")
+    alone = _learned_run(synth_csv, tmp_path / "without_naive", "snaive,window_mean")
     an = json.loads((analyse(out).parent / "routing_analysis.json").read_text())
-    rows = {r["variant"]: r for r in an["ablation"]}
+    row = {r["variant"]: r for r in an["ablation"]}["without naive"]
+    assert row["method"].endswith("validation forecasts and features")
+    expected = json.loads((alone / "results.json").read_text())["test"]["ensemble"]["mse"]
+    assert row["mse"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_renormalised_ablations_compare_like_with_like(synth_csv, tmp_path):
+    # Without the validation targets a feature router's saved test weights are
+    # renormalised. They are averaged over the horizon steps, so a member ablation built
+    # from them is compared with all members recombined from the same weights: the
+    # difference is then the member's alone, not the averaging's.
+    from experiments.analyse import member_ablations
+
+    out = _learned_run(synth_csv, tmp_path / "run", "naive,snaive,window_mean")
+    rows = {r["variant"]: r for r in member_ablations(load_run(out), val_true=None)}
     with np.load(out / "forecasts.npz") as z, np.load(out / "router_weights.npz") as rw:
         names = ["naive", "snaive", "window_mean"]
         f, y, w = np.stack([z[f"test/{m}"] for m in names]), z["test/true"], rw["test"]
@@ -313,3 +332,44 @@ def test_renormalised_ablations_compare_like_with_like(synth_csv, tmp_path):
         fc = np.einsum("mwhc,wcm->whc", np.delete(f, i, axis=0), rest)
         assert row["mse"] == pytest.approx(mse(fc), rel=1e-5)
         assert row["delta"] == pytest.approx(mse(fc) - mse(all_saved), rel=1e-4, abs=1e-7)
+
+
+def test_spearman_gives_ties_their_average_rank():
+    from scipy.stats import spearmanr
+
+    from experiments.analyse import _spearman
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, 300).astype(float)  # heavy ties, as dominant periods have
+    b = a + rng.integers(0, 3, 300)
+    order = rng.permutation(300)
+    assert _spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    assert _spearman(a[order], b[order]) == pytest.approx(_spearman(a, b), abs=1e-12)
+
+
+def test_weights_fixed_per_channel_show_no_response_to_features():
+    # one weight per channel, features higher on the channel with the higher weight:
+    # pooled over channels that looked like a perfect response to the feature
+    from experiments.analyse import _within_channel_spearman
+
+    rng = np.random.default_rng(0)
+    feature = rng.random((200, 2)) + np.array([0.0, 5.0])
+    weight = np.broadcast_to(np.array([0.2, 0.8]), (200, 2))
+    assert _within_channel_spearman(feature, weight) is None
+    moving = weight + 0.01 * feature  # weights that do follow the feature within channels
+    assert _within_channel_spearman(feature, moving) == pytest.approx(1.0)
+
+
+def test_report_says_when_weights_only_differ_between_channels(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    note = "not from window to window"
+    assert note not in analyse(run_dir).read_text()  # the fake router's weights vary
+    with np.load(run_dir / "router_weights.npz") as z:
+        saved = dict(z)
+    saved["test"] = np.broadcast_to(saved["test"][:1], saved["test"].shape).copy()
+    np.savez(run_dir / "router_weights.npz", **saved)
+    md = analyse(run_dir).read_text()
+    assert note in md
+    an = json.loads((run_dir / "routing_analysis.json").read_text())
+    assert not an["weights_vary_by_window"]
+    assert all(v is None for row in an["weight_feature_corr"].values() for v in row.values())

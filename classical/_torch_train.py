@@ -22,7 +22,7 @@ import contextlib
 import copy
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -112,6 +112,7 @@ def train_window_model(
     seed: int = 0,
     progress: bool | None = None,
     desc: str = "fit",
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place and leave it holding its best-validation weights.
 
@@ -127,6 +128,8 @@ def train_window_model(
         seed: seeds the shuffling generator (initial weights are seeded by the caller).
         progress: show a tqdm bar (None: only on a terminal).
         desc: label of the progress bar.
+        on_epoch: called with (epoch, val MSE) after each epoch (epochs count from 1);
+            an exception it raises (a pruned tuning trial) ends the training.
 
     Returns:
         Per-epoch history: ``{"epoch", "lr", "train_mse", "val_mse"}``.
@@ -168,6 +171,8 @@ def train_window_model(
             )
             bar.set_postfix(val=f"{val_mse:.4f}", best=f"{min(best, val_mse):.4f}")
             log.info("%s epoch %d: train %.4f val %.4f", desc, epoch + 1, total / tr.n, val_mse)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, val_mse)
             if val_mse < best:
                 best, best_state, bad = val_mse, copy.deepcopy(model.state_dict()), 0
             else:

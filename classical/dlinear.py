@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,8 @@ class DLinear(BaseForecaster):
         self.n_channels: int | None = None
         self.net: nn.Module | None = None
         self.history: list[dict[str, float]] = []
+        # (epoch, val MSE) after each epoch: how `tune` prunes hopeless trials mid-training
+        self.on_epoch: Callable[[int, float], None] | None = None
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (what ``load`` needs to rebuild the model)."""
@@ -210,6 +213,7 @@ class DLinear(BaseForecaster):
             seed=self.seed,
             progress=self.progress,
             desc=self.name,
+            on_epoch=self.on_epoch,
         )
         return self
 

@@ -37,6 +37,11 @@ def add_parser(sub) -> None:
         metavar="MEMBER.KEY=VALUE",
         help="a member default, e.g. --set timellm.llm_layers=2 (repeatable)",
     )
+    p.add_argument(
+        "--periods",
+        help="comma-separated ranked seasonal periods handed to the members instead of the "
+        "analyser's, e.g. 168,24 (default: detected on the train rows)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=handle)
 
@@ -54,6 +59,15 @@ def config_from_args(args) -> RunConfig:
         cfg.members = [m.strip() for m in args.members.split(",") if m.strip()]
     if args.data_path and not args.dataset:
         cfg.dataset = None
+    if getattr(args, "periods", None):
+        try:
+            cfg.periods = [int(p) for p in args.periods.split(",") if p.strip()]
+        except ValueError:
+            from ensemble.errors import UserError
+
+            raise UserError(
+                f"--periods {args.periods!r}: give whole numbers separated by commas, e.g. 168,24"
+            ) from None
     for member, params in parse_sets(getattr(args, "set", None), cfg.members).items():
         cfg.member_params.setdefault(member, {}).update(params)
     if getattr(args, "config", None) and args.out is None:

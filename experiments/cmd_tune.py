@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from experiments.cli import HelpFormatter
 
 
@@ -90,4 +92,12 @@ def handle(args) -> int:
         )
         print(f"best config: {spec.out}/best_config.yaml  (hybrid-forecast run --config ...)")
     print(f"summary: {spec.out}/study_summary.md")
+    if c["complete"] == 0 and c["pruned"] == 0 and "first_error" in summary:
+        e = summary["first_error"]
+        print(
+            f"no trial completed; trial {e['number']} failed with {e['error']} "
+            f"(tracebacks in {spec.out}/tune.log)",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -40,6 +40,9 @@ class RunConfig:
     router: str = "mean"
     seed: int = 0
     out: str | None = None
+    # ranked seasonal periods handed to the members instead of the analyser's (a config
+    # from `tune` pins the trial's, its chosen period first); None: detect on the train rows
+    periods: list[int] | None = None
     # per-member defaults, e.g. {"dlinear": {"kernel": 25}, "timellm": {"llm_layers": 6}}
     member_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -69,6 +72,12 @@ class RunConfig:
         members = [self.members] if isinstance(self.members, str) else self.members
         if not isinstance(members, list | tuple) or not all(isinstance(m, str) for m in members):
             raise bad("members", "a list of member specs such as [dlinear, arima]")
+        p = self.periods
+        if p is not None and (
+            not isinstance(p, list)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in p)
+        ):
+            raise bad("periods", "a list of whole numbers >= 2 (or null: detect them)")
         mp = self.member_params
         if not isinstance(mp, dict) or not all(
             isinstance(k, str) and isinstance(v, dict) for k, v in mp.items()

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ensemble import hybrid, metrics
-from ensemble.data import Splits, make_splits
+from ensemble.data import Dataset, Splits, make_splits
 from ensemble.errors import UserError
 from ensemble.io import write_json, write_npz, write_text
 from experiments import registry
@@ -53,10 +53,10 @@ def _data_key(cfg: RunConfig, base: str, periods: list[int]) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def data_fingerprint(splits: Splits) -> str:
-    """SHA-256 of the raw values the splits come from: the same name and settings over a
-    changed file is new data, and a member's saved forecasts must not be reused for it."""
-    values = np.ascontiguousarray(splits.dataset.values)
+def data_fingerprint(dataset: Dataset) -> str:
+    """SHA-256 of a dataset's raw values: the same name and settings over a changed file
+    is new data (a member's saved forecasts, or a tuning study, must not be reused)."""
+    values = np.ascontiguousarray(dataset.values)
     return hashlib.sha256(values.tobytes()).hexdigest()[:16]
 
 
@@ -90,7 +90,7 @@ def fit_member(
     mdir = out / "members" / _safe(spec)
     base, _ = registry.parse_spec(spec)
     key = _data_key(cfg, base, periods)
-    data_hash = data_fingerprint(splits)
+    data_hash = data_fingerprint(splits.dataset)
     cache = mdir / "forecasts.npz"
     if cache.is_file():
         with np.load(cache) as z:
@@ -216,9 +216,13 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         )
         _seed_everything(cfg.seed)
         t0 = time.perf_counter()
-        periods = detect_periods(splits)
+        if cfg.periods is not None:
+            periods = list(cfg.periods)
+            log.info("periods (from the config): %s", periods)
+        else:
+            periods = detect_periods(splits)
+            log.info("periods (train rows): %s", periods)
         t_periods = time.perf_counter() - t0
-        log.info("periods (train rows): %s", periods)
         for spec in specs:  # every member's settings checked before any is fitted
             registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
 

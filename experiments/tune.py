@@ -70,8 +70,10 @@ class TuneSpec:
         jobs: worker processes on this machine.
         data_path, data_dir, features: as for ``run``.
         router: written into the exported config (the study itself scores members only).
-        seed: seeds the members' weights and shuffling (the sampler is left unseeded so that
-            restarted or parallel workers do not repeat each other's draws).
+        seed: seeds the members' weights and shuffling, and the sampler (with the number
+            of trials already in the study and the worker's index: the same command draws
+            the same configurations; restarted or parallel workers do not repeat each
+            other's draws).
         min_seq_len, max_seq_len: bounds of the lookback.
         max_periods: at most this many period candidates.
         pruner: 'median', 'hyperband' or 'none'.
@@ -138,7 +140,8 @@ def patch_choices(period: int, seq_len_max: int) -> list[str]:
 
     Uses ``periodicity.patch_candidates`` when the analyser offers it; otherwise the
     period's divisors between 4 and 64 (a patch covers a whole fraction of a cycle), with
-    the official 16/8 always included, each with half-overlap and without overlap.
+    the official 16/8 included, each with half-overlap and without overlap; none longer
+    than ``seq_len_max``.
     """
     try:
         from periodicity import patch_candidates
@@ -154,6 +157,8 @@ def patch_choices(period: int, seq_len_max: int) -> list[str]:
         lengths.add(period)
     lengths = sorted(lengths)[-4:] if len(lengths) > 4 else sorted(lengths)
     lengths = sorted(set(lengths) | {16})
+    # a patch longer than the lookback does not fit (Time-LLM pads only one stride)
+    lengths = [n for n in lengths if n <= seq_len_max] or [max(1, min(period, seq_len_max))]
     out = {f"{p}/{max(1, p // 2)}" for p in lengths} | {f"{p}/{p}" for p in lengths}
     return sorted(out, key=_patch_key)
 
@@ -200,6 +205,13 @@ SPACES: dict[str, Callable[..., dict[str, Any]]] = {
     "snaive": _space_snaive,
     "timellm": _space_timellm,
 }
+
+
+def trial_periods(period: int, ranked: list[int], k: int = 3) -> list[int]:
+    """The ranked periods a trial's members get, the chosen one first: ``run``'s own
+    (the analyser's first ``k``) when it is the analyser's top period; exported as the
+    best config's ``periods`` so that rerunning it builds the same members."""
+    return ([int(period)] + [int(p) for p in ranked if int(p) != int(period)])[:k]
 
 
 def suggest(trial, spec: TuneSpec, attrs: dict) -> tuple[int, int, dict[str, dict[str, Any]]]:
@@ -269,6 +281,11 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
         from optuna.storages import RetryFailedTrialCallback as Retry
 
     kwargs: dict[str, Any] = {}
+    if url.rstrip("/") == "sqlite:" or ":memory:" in url:
+        raise UserError(
+            f"--storage {url}: an in-memory database is gone when the command ends and is "
+            "not shared with --jobs workers; give a file (sqlite:///study.db) or a server"
+        )
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -298,19 +315,26 @@ def _sqlite_wal(path: Path) -> None:
     """WAL journal: readers (progress polls) never block the writer. Persistent per file."""
     import sqlite3
 
-    con = sqlite3.connect(path, timeout=60)
     try:
-        con.execute("PRAGMA journal_mode=WAL")
-    finally:
-        con.close()
+        con = sqlite3.connect(path, timeout=60)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise UserError(
+            f"--storage {path}: not a usable SQLite database file ({exc}); "
+            "name a new file or an existing study.db"
+        ) from None
 
 
-def _sampler_and_pruner(spec: TuneSpec, n: int):
+def _sampler_and_pruner(spec: TuneSpec, n: int, seed: int | None = None):
     import optuna
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(
+            seed=seed,
             n_startup_trials=max(3, min(10, n // 3)),
             multivariate=True,
             group=True,  # the space is conditional (per-period lookbacks, kernel modes)
@@ -328,7 +352,7 @@ def _sampler_and_pruner(spec: TuneSpec, n: int):
 def study_attrs(spec: TuneSpec) -> dict[str, Any]:
     """What a study is about; written once, checked on every later open."""
     from ensemble.data import make_splits
-    from experiments.run import detect_periods
+    from experiments.run import data_fingerprint, detect_periods
 
     dataset = _load(spec)
     # The train rows are the same for every lookback; the smallest L keeps the check cheap.
@@ -355,20 +379,41 @@ def study_attrs(spec: TuneSpec) -> dict[str, Any]:
             f"({str(exc).split(';')[0]}); lower --max-seq-len"
         ) from None
     return {
-        "dataset": dataset.name,
-        "pred_len": spec.pred_len,
-        "members": list(spec.members),
-        "features": spec.features,
+        **_identity(spec),
+        "data": data_fingerprint(dataset),
         "periods": periods,
         "ranked_periods": [int(p) for p in ranked],
-        "min_seq_len": spec.min_seq_len,
-        "max_seq_len": spec.max_seq_len,
-        "patch_choices": {str(p): patch_choices(p, spec.max_seq_len) for p in periods},
+        # a patch must fit the period's shortest lookback: the patch is drawn before it
+        "patch_choices": {
+            str(p): patch_choices(p, lookback_range(p, spec.min_seq_len, spec.max_seq_len)[0])
+            for p in periods
+        },
     }
 
 
-def open_study(spec: TuneSpec, create: bool = False):
-    """Create (once) or load the study, checking it was made for the same task."""
+def _identity(spec: TuneSpec) -> dict[str, Any]:
+    """The settings a study's trials depend on: resuming it with others would mix two
+    experiments in one "best" (and export the wrong one)."""
+    return {
+        "dataset": spec.dataset or Path(spec.data_path or "").stem,
+        "pred_len": spec.pred_len,
+        "members": list(spec.members),
+        "features": spec.features,
+        "seed": spec.seed,
+        "member_params": spec.member_params,
+        "min_seq_len": spec.min_seq_len,
+        "max_seq_len": spec.max_seq_len,
+        "max_periods": spec.max_periods,
+    }
+
+
+def open_study(spec: TuneSpec, create: bool = False, worker: int = 0):
+    """Create (once) or load the study, checking it was made for the same task.
+
+    A loaded study's sampler is seeded from ``--seed``, the number of trials the study
+    holds and the worker's index: the same command draws the same configurations, and
+    a restarted or parallel worker does not repeat another's draws.
+    """
     import optuna
 
     storage = open_storage(spec.storage, spec.heartbeat_s, spec.grace_s)
@@ -387,19 +432,27 @@ def open_study(spec: TuneSpec, create: bool = False):
             for k, v in study_attrs(spec).items():
                 study.set_user_attr(k, v)
             attrs = study.user_attrs
-        for key, mine in (
-            ("dataset", spec.dataset or Path(spec.data_path or "").stem),
-            ("pred_len", spec.pred_len),
-            ("members", list(spec.members)),
-            ("features", spec.features),
-        ):
-            if attrs.get(key) != mine:
+        from experiments.run import data_fingerprint
+
+        mine = {**_identity(spec), "data": data_fingerprint(_load(spec))}
+        for key, value in mine.items():
+            if key not in attrs:  # a study from an older version: record what it can
+                study.set_user_attr(key, value)
+            elif attrs[key] != value:
+                what = "the data file's values" if key == "data" else f"{key}={attrs[key]!r}"
+                now = "changed" if key == "data" else f"not {value!r}"
                 raise UserError(
-                    f"study {spec.study!r} in {spec.storage} was made for {key}={attrs.get(key)!r}, "
-                    f"not {mine!r}; pass another --study name"
+                    f"study {spec.study!r} in {spec.storage} was made for {what}, {now}; "
+                    "rerun with the study's settings or pass another --study name"
                 )
         return study
-    return optuna.load_study(study_name=spec.study, storage=storage, sampler=sampler, pruner=pruner)
+    study = optuna.load_study(
+        study_name=spec.study, storage=storage, sampler=sampler, pruner=pruner
+    )
+    held = len(study.get_trials(deepcopy=False))
+    seed = int(np.random.SeedSequence([spec.seed, held, worker]).generate_state(1)[0])
+    study.sampler = _sampler_and_pruner(spec, spec.trials, seed)[0]
+    return study
 
 
 # ---------------------------------------------------------------------------- objective
@@ -476,8 +529,10 @@ class Objective:
 
             if not isinstance(exc, optuna.TrialPruned):
                 # recorded, so the trial counts as finished and is not retried forever
-                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
-                log.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
+                message = f"{type(exc).__name__}: {exc}"[:500]
+                trial.set_user_attr("error", message)
+                log.warning("trial %d failed: %s (traceback in tune.log)", trial.number, message)
+                log.info("trial %d traceback:\n%s", trial.number, traceback.format_exc())
             raise
 
     def _evaluate(self, trial) -> float:
@@ -493,7 +548,8 @@ class Objective:
         splits = make_splits(self.dataset, seq_len, spec.pred_len)
         ch = splits.eval_channels
         val_true = splits.val.targets()[..., ch]
-        periods = [period] + [p for p in self.attrs["ranked_periods"] if p != period]
+        periods = trial_periods(period, self.attrs["ranked_periods"])
+        trial.set_user_attr("periods", periods)
         reporter = EpochReporter(trial)
         pruning_member = None
         forecasts = []
@@ -570,11 +626,13 @@ def _setup_logging(out: Path) -> logging.Handler:
 
 
 class _QuietInterrupt(logging.Filter):
-    """Ctrl-C is not a failed trial: Optuna's "Trial N failed ... KeyboardInterrupt"
-    warnings (a full traceback, then "failed with value None") become INFO records without
-    the traceback, so the console shows only the CLI's one line; tune.log keeps the note.
-    The trial itself is FAIL without an ``error`` attribute: not counted, so a rerun
-    resumes the study."""
+    """Optuna's own "Trial N failed ..." warnings, each with a full traceback, become INFO
+    records without it (tune.log keeps them): the objective has already logged a failed
+    trial as one warning line plus its traceback in tune.log.
+
+    Ctrl-C is not a failed trial: after a KeyboardInterrupt every warning is demoted, so
+    the console shows only the CLI's one line. The trial itself is FAIL without an
+    ``error`` attribute: not counted, so a rerun resumes the study."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -584,23 +642,29 @@ class _QuietInterrupt(logging.Filter):
         exc = record.exc_info[0] if record.exc_info else None
         if exc is not None and issubclass(exc, KeyboardInterrupt):
             self.interrupted = True
+        failed = record.levelno > logging.INFO and "failed" in record.getMessage()
+        if self.interrupted or failed:
             record.exc_info, record.exc_text = None, None
-        if self.interrupted and record.levelno > logging.INFO:
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
-def work(spec: TuneSpec, on_progress: Callable[[dict[str, int]], None] | None = None) -> None:
+def work(
+    spec: TuneSpec,
+    on_progress: Callable[[dict[str, int]], None] | None = None,
+    worker: int = 0,
+) -> None:
     """One worker: run trials until the study has ``spec.trials`` finished ones.
 
     Args:
         spec: the resolved spec (the study must exist).
         on_progress: called with the trial counts after each step (a progress bar).
+        worker: this worker's index among the command's (seeds its sampler).
     """
     import optuna
     from optuna.storages import fail_stale_trials
 
-    study = open_study(spec)
+    study = open_study(spec, worker=worker)
     objective = Objective(spec, study.user_attrs)
     quiet = _QuietInterrupt()
     optuna_log = logging.getLogger("optuna.study._optimize")  # where failed trials are logged
@@ -633,7 +697,7 @@ def work(spec: TuneSpec, on_progress: Callable[[dict[str, int]], None] | None = 
         optuna_log.removeFilter(quiet)
 
 
-def _worker_entry(spec_dict: dict[str, Any], threads: int) -> None:
+def _worker_entry(spec_dict: dict[str, Any], threads: int, worker: int) -> None:
     """Entry point of a spawned worker process."""
     try:
         import torch
@@ -644,7 +708,7 @@ def _worker_entry(spec_dict: dict[str, Any], threads: int) -> None:
     spec = TuneSpec(**spec_dict)
     handler = _setup_logging(Path(spec.out))
     try:
-        work(spec)
+        work(spec, worker=worker)
     except KeyboardInterrupt:
         pass
     finally:
@@ -714,8 +778,8 @@ def _run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None]
     ctx = mp.get_context("spawn")  # fork + torch threads + sqlite connections do not mix
     threads = max(1, (os.cpu_count() or 1) // spec.jobs)
     procs = [
-        ctx.Process(target=_worker_entry, args=(asdict(spec), threads), daemon=True)
-        for _ in range(spec.jobs)
+        ctx.Process(target=_worker_entry, args=(asdict(spec), threads, i), daemon=True)
+        for i in range(spec.jobs)
     ]
     # `timeout`/`kill` send SIGTERM to this process only: pass it on to the workers.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -808,6 +872,7 @@ def best_config(spec: TuneSpec, trial) -> RunConfig:
         router=spec.router,
         seed=spec.seed,
         out=None,
+        periods=trial.user_attrs.get("periods"),
         member_params={k: v for k, v in params.items() if v},
     )
 
@@ -829,6 +894,12 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
         "counts": c,
         "periods": study.user_attrs.get("periods"),
     }
+    errors = [t for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
+    if errors:
+        summary["first_error"] = {
+            "number": errors[0].number,
+            "error": errors[0].user_attrs["error"],
+        }
     if complete:
         best = min(complete, key=lambda t: t.value)
         cfg = best_config(spec, best)

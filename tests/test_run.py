@@ -227,6 +227,7 @@ def test_out_naming_a_file_is_a_user_error(synth_csv, tmp_path, capsys):
         ("member_params: {naive: 3}", "is not a mapping"),
         ("1: 2", "unknown config key(s) 1"),
         ("seed: 4294967296", "out of range"),
+        ("periods: [24, 1]", "periods: [24, 1] is not a list of whole numbers >= 2"),
     ],
 )
 def test_config_values_are_type_checked(text, needle, tmp_path, capsys):
@@ -236,6 +237,18 @@ def test_config_values_are_type_checked(text, needle, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "r").exists()
+
+
+def test_periods_flag_replaces_the_detected_periods(synth_csv, tmp_path, capsys):
+    import json
+
+    argv = ["run", "--data-path", str(synth_csv(n=1200)), "--seq-len", "96", "--pred-len"]
+    argv += ["24", "--members", "naive", "--quiet"]
+    assert main([*argv, "--periods", "12,48", "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["periods"] == [12, 48]
+    assert "periods:\n- 12\n- 48" in (tmp_path / "a" / "config.yaml").read_text()
+    assert main([*argv, "--periods", "12,x", "--out", str(tmp_path / "b")]) == 2
+    assert "--periods '12,x'" in capsys.readouterr().err
 
 
 def test_learned_router_needs_validation_windows(synth_csv, tmp_path, capsys):

@@ -232,6 +232,10 @@ def test_bad_settings_are_user_errors():
         member(schedule="warm")
     with pytest.raises(UserError, match="pct_start"):
         member(pct_start=1.5)
+    with pytest.raises(UserError, match="d_model must be >= 1"):
+        member(d_model=0)  # a zero-size layer used to fail only at the first step
+    with pytest.raises(UserError, match="dropout must be in"):
+        member(dropout=1.0)
 
 
 def test_registry_factory(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -108,6 +110,27 @@ def test_training_lowers_the_loss_and_keeps_the_backbone():
     assert Trainer(model, cfg()).evaluate(ws) < before
     for k, v in model.llm.state_dict().items():
         assert torch.equal(v, frozen[k])
+
+
+def test_on_epoch_sees_every_validation_score_and_can_stop_the_fit(monkeypatch):
+    # how `tune` prunes a Time-LLM trial mid-training
+    scripted = itertools.cycle([0.5, 0.3, 0.4])
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, data, model=None: next(scripted))
+    seen = []
+    res = Trainer(fresh(), cfg(epochs=3, patience=0), on_epoch=lambda e, v: seen.append((e, v)))
+    res = res.fit(window_set(), window_set(seed=1))
+    assert seen == [(0, 0.5), (1, 0.3), (2, 0.4)] and len(res.history) == 3
+
+    class Pruned(Exception):
+        pass
+
+    def prune(epoch: int, val: float) -> None:
+        raise Pruned
+
+    with pytest.raises(Pruned):
+        Trainer(fresh(), cfg(epochs=3, patience=0), on_epoch=prune).fit(
+            window_set(), window_set(seed=1)
+        )
 
 
 def test_early_stopping_reloads_the_best_epoch(monkeypatch):

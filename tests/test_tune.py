@@ -126,7 +126,7 @@ def test_trials_never_see_the_test_rows(synth_csv, tmp_path):
         return df
 
     def values(csv, out, enqueue=()):
-        for params in enqueue:  # the sampler is unseeded: ask for the same settings
+        for params in enqueue:  # two studies on different data: ask for the same settings
             open_study(_spec(csv, out, 3), create=True).enqueue_trial(params)
         run_tune(_spec(csv, out, trials=3), progress=False, plots=False)
         done = [t for t in open_study(_spec(csv, out, 3)).trials if t.state == TrialState.COMPLETE]
@@ -208,3 +208,145 @@ def test_ctrl_c_is_no_failed_trial_warning_and_the_study_resumes(
     monkeypatch.setattr(Objective, "_evaluate", evaluate)
     summary = run_tune(spec, progress=False, plots=False)
     assert summary["counts"]["complete"] == 3 and summary["counts"]["discarded"] == 1
+
+
+def _two_period_csv(tmp_path: Path) -> Path:
+    """Hourly, cycles of 24 and 40 steps: the analyser ranks 24 first."""
+    import numpy as np
+    import pandas as pd
+
+    n, t = 2000, np.arange(2000)
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=n, freq="h")})
+    for c in range(2):
+        df[f"c{c}"] = (
+            np.sin(2 * np.pi * t / 24 + c)
+            + 0.8 * np.sin(2 * np.pi * t / 40)
+            + 0.2 * rng.standard_normal(n)
+        )
+    path = tmp_path / "two.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_best_config_rebuilds_the_trial_that_chose_a_lower_ranked_period(tmp_path):
+    # ARIMA takes its season from the first period it is handed: the config must hand
+    # `run` the trial's periods (chosen first), not the analyser's (24 first)
+    from experiments.config import RunConfig
+    from experiments.run import run
+
+    csv, out = _two_period_csv(tmp_path), tmp_path / "tune"
+    spec = _spec(csv, out, trials=1)
+    spec.members, spec.max_seq_len = ["arima"], 160
+    spec.member_params = {"arima": {"fit_rows": 400}}
+    study = open_study(spec, create=True)
+    assert study.user_attrs["ranked_periods"][:2] == [24, 40]
+    study.enqueue_trial({"period": 40, "seq_len_p40": 80})
+    summary = run_tune(spec, progress=False, plots=False)
+    cfg = RunConfig.from_file(out / "best_config.yaml")
+    assert cfg.periods[0] == 40 and cfg.periods == study.trials[0].user_attrs["periods"]
+    cfg.out = str(tmp_path / "run")
+    res = run(cfg, progress=False)
+    assert res["periods"] == cfg.periods
+    assert res["val"]["arima"]["mse"] == pytest.approx(summary["best"]["val_mse"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ("seed", "made for seed=0, not 7"),
+        ("data", "made for the data file's values, changed"),
+        ("max_seq_len", "made for max_seq_len=96, not 72"),
+    ],
+)
+def test_resuming_a_study_made_for_other_settings_is_refused(change, needle, synth_csv, tmp_path):
+    from ensemble.errors import UserError
+
+    csv, out = synth_csv(n=1200), tmp_path / "tune"
+    run_tune(_spec(csv, out, trials=1), progress=False, plots=False)
+    spec = _spec(csv, out, trials=2)
+    if change == "seed":
+        spec.seed = 7
+    elif change == "max_seq_len":
+        spec.max_seq_len = 72
+    else:  # the same file name over other values
+        csv.write_text(synth_csv(n=1200, period=12, name="other.csv").read_text())
+    with pytest.raises(UserError, match=needle):
+        run_tune(spec, progress=False, plots=False)
+
+
+def test_same_command_same_draws(synth_csv, tmp_path):
+    csv = synth_csv(n=1200)
+    params = []
+    for name in ("a", "b"):
+        run_tune(_spec(csv, tmp_path / name, trials=3), progress=False, plots=False)
+        study = open_study(_spec(csv, tmp_path / name, trials=3))
+        params.append([t.params for t in study.trials])
+    assert params[0] == params[1]
+
+
+@pytest.mark.parametrize(
+    "storage,needle",
+    [("notadb.txt", "not a usable SQLite database"), ("sqlite://", "in-memory")],
+)
+def test_unusable_storage_is_a_user_error(storage, needle, synth_csv, tmp_path):
+    from ensemble.errors import UserError
+
+    spec = _spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    if storage.endswith(".txt"):
+        storage = str(tmp_path / storage)
+        Path(storage).write_text("not a database\n" * 100)
+    spec.storage = storage
+    with pytest.raises(UserError, match=needle):
+        run_tune(spec.resolved(), progress=False, plots=False)
+
+
+def test_patch_choices_fit_the_shortest_lookback():
+    from experiments.tune import patch_choices
+
+    for period, shortest in ((7, 7), (7, 14), (24, 96), (168, 168), (5, 3)):
+        for choice in patch_choices(period, shortest):
+            assert int(choice.split("/")[0]) <= shortest, (period, shortest, choice)
+    assert "16/8" in patch_choices(24, 96)  # the official patch where it fits
+
+
+def test_epoch_hook_feeds_the_pruner_during_training(synth_splits):
+    # the members' training loops call on_epoch after every epoch, so a pruner can stop
+    # a trial mid-training (an exception from the hook ends the fit)
+    from classical.dlinear import DLinear
+    from experiments.tune import attach_epoch_callback
+
+    splits = synth_splits(seq_len=96, pred_len=24, n=1200)
+    model = DLinear(96, 24, epochs=4, patience=10, progress=False)
+    seen: list[tuple[int, float]] = []
+    assert attach_epoch_callback(model, lambda e, v: seen.append((e, v)))
+    model.fit(splits.train, splits.val)
+    assert [e for e, _ in seen] == [1, 2, 3, 4]
+    assert [v for _, v in seen] == pytest.approx([h["val_mse"] for h in model.history])
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch: int, val: float) -> None:
+        if epoch == 2:
+            raise Stop
+
+    model = DLinear(96, 24, epochs=4, patience=10, progress=False)
+    attach_epoch_callback(model, stop)
+    with pytest.raises(Stop):
+        model.fit(splits.train, splits.val)
+
+
+def test_a_study_whose_trials_all_fail_exits_1(synth_csv, tmp_path, monkeypatch, capsys):
+    from experiments.cli import main
+
+    def broken(self, trial):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Objective, "_evaluate", broken)
+    argv = ["tune", "--data-path", str(synth_csv(n=1200)), "--pred-len", "24", "--members"]
+    argv += ["snaive", "--min-seq-len", "48", "--max-seq-len", "96", "--trials", "2"]
+    assert main([*argv, "--out", str(tmp_path / "t"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no trial completed; trial 0 failed with RuntimeError: boom" in err
+    assert "Traceback" not in err

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,16 @@ _RUNTIME_ONLY = {"workdir", "resume", "progress", "eval_batch_size", "device"}
 # Settings added after checkpoints were first written, with their defaults: left out of
 # the fingerprint at these values, so those checkpoints still resume.
 _ADDED_LATER = {"pct_start": 0.2, "backbone_dropout": False}
+
+
+def _check_sizes(dropout: float, **sizes: int) -> None:
+    """Sizes >= 1 and a dropout rate below 1, else a zero-size layer or an all-zero
+    activation fails deep inside the first training step."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise UserError(f"timellm: {name} must be >= 1 (got {value})")
+    if not 0 <= dropout < 1:
+        raise UserError(f"timellm: dropout must be in [0, 1) (got {dropout})")
 
 
 class TimeLLMForecaster(BaseForecaster):
@@ -189,6 +200,18 @@ class TimeLLMForecaster(BaseForecaster):
             inject = inj.summary_names(inject)
         except ValueError as exc:
             raise UserError(str(exc)) from None
+        _check_sizes(
+            dropout,
+            patch_len=patch_len,
+            stride=stride,
+            d_model=d_model,
+            d_ff=d_ff,
+            n_heads=n_heads,
+            num_prototypes=num_prototypes,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            epochs=epochs,
+        )
         args = dict(locals())
         self.kwargs: dict[str, Any] = {
             k: v for k, v in args.items() if k not in ("self", "__class__", "args")
@@ -204,6 +227,8 @@ class TimeLLMForecaster(BaseForecaster):
         self.n_channels: int | None = None
         self.history: list[dict[str, float]] = []
         self.best_epoch: int | None = None
+        # (epoch, val MSE) after each epoch: how `tune` prunes hopeless trials mid-training
+        self.on_epoch: Callable[[int, float], None] | None = None
         self._acc = None
 
     # ----------------------------------------------------------------------- building
@@ -416,6 +441,7 @@ class TimeLLMForecaster(BaseForecaster):
             accelerator=self._accelerator(),
             progress=self.progress,
             backbone_eval=not self.backbone_dropout,
+            on_epoch=self.on_epoch,
         )
         result = trainer.fit(tr_set, va_set)
         self.history, self.best_epoch = result.history, result.best_epoch

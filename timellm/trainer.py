@@ -32,7 +32,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,6 +320,8 @@ class Trainer:
         progress: show a tqdm bar per epoch (None: only on a terminal).
         backbone_eval: keep ``model.llm`` in eval mode while training (no dropout in the
             frozen backbone); False reproduces the official train-mode backbone.
+        on_epoch: called with (epoch, val MSE) after each epoch's checkpoint (epochs
+            count from 0); an exception it raises (a pruned tuning trial) ends the fit.
     """
 
     def __init__(
@@ -333,8 +335,10 @@ class Trainer:
         accelerator: Any = None,
         progress: bool | None = None,
         backbone_eval: bool = True,
+        on_epoch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.model = model
+        self.on_epoch = on_epoch
         self.backbone_eval = backbone_eval
         self.cfg = config
         self.workdir = Path(workdir) if workdir else None
@@ -462,6 +466,8 @@ class Trainer:
                 best_epoch=best_epoch,
                 bad_epochs=bad,
             )
+            if self.on_epoch is not None:
+                self.on_epoch(epoch, val_mse)
             if cfg.patience and bad >= cfg.patience:
                 log.info("early stop: no improvement for %d epochs", bad)
                 break

@@ -341,7 +341,8 @@ def _sampler_and_pruner(spec: TuneSpec, n: int, seed: int | None = None):
             constant_liar=True,  # parallel workers do not all pile onto one region
         )
     if spec.pruner == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        # judged from the second epoch on: a slow learning rate's first epoch says little
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
     elif spec.pruner == "hyperband":
         pruner = optuna.pruners.HyperbandPruner()
     else:

@@ -119,7 +119,7 @@ def test_on_epoch_sees_every_validation_score_and_can_stop_the_fit(monkeypatch):
     seen = []
     res = Trainer(fresh(), cfg(epochs=3, patience=0), on_epoch=lambda e, v: seen.append((e, v)))
     res = res.fit(window_set(), window_set(seed=1))
-    assert seen == [(0, 0.5), (1, 0.3), (2, 0.4)] and len(res.history) == 3
+    assert seen == [(1, 0.5), (2, 0.3), (3, 0.4)] and len(res.history) == 3
 
     class Pruned(Exception):
         pass

@@ -320,8 +320,9 @@ class Trainer:
         progress: show a tqdm bar per epoch (None: only on a terminal).
         backbone_eval: keep ``model.llm`` in eval mode while training (no dropout in the
             frozen backbone); False reproduces the official train-mode backbone.
-        on_epoch: called with (epoch, val MSE) after each epoch's checkpoint (epochs
-            count from 0); an exception it raises (a pruned tuning trial) ends the fit.
+        on_epoch: called with (epochs done, val MSE) after each epoch's checkpoint (1
+            after the first, as DLinear's); an exception it raises (a pruned tuning
+            trial) ends the fit.
     """
 
     def __init__(
@@ -467,7 +468,7 @@ class Trainer:
                 bad_epochs=bad,
             )
             if self.on_epoch is not None:
-                self.on_epoch(epoch, val_mse)
+                self.on_epoch(epoch + 1, val_mse)
             if cfg.patience and bad >= cfg.patience:
                 log.info("early stop: no improvement for %d epochs", bad)
                 break

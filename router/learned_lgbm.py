@@ -122,6 +122,10 @@ class LGBMRouter(Combiner):
             else []
         )
         params = dict(self.params, num_class=m, objective=self._objective(gram, b))
+        if x.shape[0] < 2 * params["min_data_in_leaf"]:
+            # no split could keep that many samples per leaf, and LightGBM then drops every
+            # feature and stops ("num_features > 0"): one-channel runs on short data
+            params["min_data_in_leaf"] = max(1, x.shape[0] // 4)
         dtrain = lgb.Dataset(
             x, init_score=init, free_raw_data=False, categorical_feature=cat or "auto"
         )

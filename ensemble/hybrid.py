@@ -63,8 +63,10 @@ def by_window_blocks(fn, n_windows: int, block: int = 256, axis: int = 0) -> np.
 def oracle_weights(stacked: np.ndarray, targets: np.ndarray, block: int = 256) -> np.ndarray:
     """One-hot weights on the best member per window and channel, judged on the targets.
 
-    An upper bound for any per-window router, reported next to the ensemble; it sees the
-    targets, so it is never a forecast used for anything.
+    The best any router that picks one member per window and channel could do, reported
+    next to the ensemble; it sees the targets, so it is never a forecast used for
+    anything. It does not bound weighted combinations: per-step weights mixing several
+    members can score below it, as they did on a smooth synthetic series.
 
     Args:
         stacked: [M, W, H, C] members' forecasts.

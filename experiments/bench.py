@@ -385,7 +385,7 @@ def bench_markdown(
         "Ours: test MSE / MAE in the scaled space over **every** test window (no `drop_last`), "
         "metric over all windows at once, best-validation weights, nothing fitted on test; "
         "mean ± sample std (ddof=1) over seeds; bold: our best forecast; `oracle` picks the best "
-        "member per window on its own targets, an upper bound and not a forecast. Published numbers (right of the bar `‖`) are "
+        "member per window on its own targets: a bound on picking one member, not on weighting them, and not a forecast. Published numbers (right of the bar `‖`) are "
         "copied from their sources with the notes below; most were produced with "
         "`drop_last=True` on the test loader (the last partial batch dropped), some with a "
         "different lookback, and Time-LLM's with the test set evaluated every epoch, so "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ensemble.data import add_data_arguments
 from experiments.cli import HelpFormatter
 from experiments.config import DATA_SETTINGS, RunConfig
@@ -29,7 +31,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--router", help="combination rule / router (default mean)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--out", help="run folder (default runs/<dataset>_<L>_<H>_s<seed>)")
+    p.add_argument(
+        "--out",
+        help="run folder (default: the folder of --config's config.yaml if it is a run "
+        "folder, else runs/<dataset or file name>[_<features>]_<L>_<H>_s<seed>)",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -55,7 +61,7 @@ def config_from_args(args) -> RunConfig:
         val = getattr(args, key, None)
         if val is not None:
             setattr(cfg, key, val)
-    if args.members:
+    if args.members is not None:  # --members '' is a mistake, not "the default member"
         cfg.members = [m.strip() for m in args.members.split(",") if m.strip()]
     if args.data_path and not args.dataset:
         cfg.dataset = None
@@ -70,7 +76,15 @@ def config_from_args(args) -> RunConfig:
             ) from None
     for member, params in parse_sets(getattr(args, "set", None), cfg.members).items():
         cfg.member_params.setdefault(member, {}).update(params)
+    if cfg.data_path:  # the config must name the same file from any working directory
+        cfg.data_path = str(Path(cfg.data_path).resolve())
+    if before.get("data_path"):
+        before["data_path"] = str(Path(before["data_path"]).resolve())
     if getattr(args, "config", None) and args.out is None:
+        folder = Path(args.config).parent
+        if Path(args.config).name == "config.yaml" and (folder / "run.log").is_file():
+            # a run folder's own config reruns into that folder, wherever it was copied
+            cfg.out = str(folder)
         _refuse_overwrite(args.config, before, cfg)
     return cfg
 
@@ -79,13 +93,14 @@ def _refuse_overwrite(config: str, before: dict, cfg: RunConfig) -> None:
     """Refuse ``--config F --seed 1`` (and the like) without ``--out``: it would replace
     the finished run F describes with a different one. Changing the router or the members
     keeps the folder on purpose (the members it already has are reused)."""
-    from pathlib import Path
-
     from ensemble.errors import UserError
 
     if not cfg.out or not (Path(cfg.out) / "results.json").is_file():
         return
-    changed = [k for k in DATA_SETTINGS if before.get(k) != getattr(cfg, k)]
+    changed = [k for k in (*DATA_SETTINGS, "data_dir") if before.get(k) != getattr(cfg, k)]
+    if "data_path" in changed:  # --data-path also clears the dataset name: name the path
+        changed.remove("data_path")
+        changed.insert(0, "data_path")
     if changed:
         k = changed[0]
         raise UserError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import logging.handlers
 import re
 import time
 from pathlib import Path
@@ -60,6 +61,13 @@ def data_fingerprint(dataset: Dataset) -> str:
     return hashlib.sha256(values.tobytes()).hexdigest()[:16]
 
 
+def dates_fingerprint(dataset: Dataset) -> str:
+    """SHA-256 of the timestamps: LightGBM's calendar features read them, so shifted
+    dates over the same values are new data too."""
+    ns = np.ascontiguousarray(dataset.dates.to_numpy(dtype="datetime64[ns]").astype(np.int64))
+    return hashlib.sha256(ns.tobytes()).hexdigest()[:16]
+
+
 def _setup_logging(out: Path) -> logging.Handler:
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "run.log")
@@ -90,13 +98,18 @@ def fit_member(
     mdir = out / "members" / _safe(spec)
     base, _ = registry.parse_spec(spec)
     key = _data_key(cfg, base, periods)
-    data_hash = data_fingerprint(splits.dataset)
+    # Checked beside the key; caches written before an entry was stored lack it and
+    # still count. The spec itself: two specs can share a folder name ("+" and "_").
+    stamps = {
+        "data": data_fingerprint(splits.dataset),
+        "dates": dates_fingerprint(splits.dataset),
+        "spec": spec,
+    }
     cache = mdir / "forecasts.npz"
     if cache.is_file():
         with np.load(cache) as z:
-            # Caches written before the data hash was stored have none; they still count.
-            same_data = "data" not in z.files or str(z["data"]) == data_hash
-            if str(z["key"]) == key and same_data:
+            same = all(k not in z.files or str(z[k]) == v for k, v in stamps.items())
+            if str(z["key"]) == key and same:
                 log.info("%s: reusing forecasts from %s", spec, cache)
                 timings = json.loads(str(z["timings"]))
                 return {"val": z["val"], "test": z["test"], "timings": timings}
@@ -136,7 +149,7 @@ def fit_member(
         val=val,
         test=test,
         key=np.array(key),
-        data=np.array(data_hash),
+        **{k: np.array(v) for k, v in stamps.items()},
         timings=np.array(json.dumps(timings)),
     )
     log.info("%s: fit %.1fs, predict %.1fs", spec, t_fit, t_pred)
@@ -191,18 +204,35 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     cfg.members = specs
     combiner = make_combiner(cfg.router, seed=cfg.seed, member_names=specs)
     if not cfg.out:
-        cfg.out = f"runs/{cfg.dataset or 'custom'}_{cfg.seq_len}_{cfg.pred_len}_s{cfg.seed}"
+        cfg.out = default_out(cfg)
     out = Path(cfg.out)
-    dataset = cfg.load_dataset()
-    splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
-    _check_router_data(cfg.router, specs, splits.val.n_windows)
+    # Everything that can refuse the input runs before the folder is touched: a bad
+    # setting must not delete a finished run's results or leave a half-made folder.
+    # Warnings on the way (gaps in the data...) are kept for run.log.
+    early = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)
+    logging.getLogger().addHandler(early)
+    try:
+        dataset = cfg.load_dataset()
+        splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
+        _check_router_data(cfg.router, specs, splits.val.n_windows)
+        _seed_everything(cfg.seed)
+        t0 = time.perf_counter()
+        periods = list(cfg.periods) if cfg.periods is not None else detect_periods(splits)
+        t_periods = time.perf_counter() - t0
+        for spec in specs:  # every member's settings checked before any is fitted
+            registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
+    finally:
+        logging.getLogger().removeHandler(early)
     handler = _setup_logging(out)
+    early.setTarget(handler)
+    early.close()  # flushes the buffered records into run.log
     try:
         stale = [name for name in RUN_OUTPUTS if (out / name).is_file()]
         for name in stale:
             (out / name).unlink()
         if stale:
             log.info("rerun: removed the previous run's %s", ", ".join(stale))
+        _remove_orphaned_temp_files(out)
         write_text(out / "config.yaml", cfg.to_yaml())
         log.info(
             "run %s: %s L=%d H=%d members=%s router=%s seed=%d",
@@ -214,17 +244,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             cfg.router,
             cfg.seed,
         )
-        _seed_everything(cfg.seed)
-        t0 = time.perf_counter()
-        if cfg.periods is not None:
-            periods = list(cfg.periods)
-            log.info("periods (from the config): %s", periods)
-        else:
-            periods = detect_periods(splits)
-            log.info("periods (train rows): %s", periods)
-        t_periods = time.perf_counter() - t0
-        for spec in specs:  # every member's settings checked before any is fitted
-            registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
+        where = "from the config" if cfg.periods is not None else "train rows"
+        log.info("periods (%s): %s", where, periods)
 
         results: dict[str, Any] = {}
         bar = tqdm(specs, desc="members", disable=not progress, unit="member")
@@ -371,9 +392,31 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         write_json(out / "results.json", res)  # last: its presence marks a finished run
         log.info("test: %s", json.dumps(res["test"]))
         return res
+    except KeyboardInterrupt:
+        log.info("interrupted; a rerun reuses the members already fitted")
+        raise
+    except BaseException as exc:  # the console gets one line; run.log keeps what happened
+        log.info("run failed: %s: %s", type(exc).__name__, exc, exc_info=True)
+        raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def default_out(cfg: RunConfig) -> str:
+    """``runs/<data>_<features>_<L>_<H>_s<seed>``: the data file's name for a
+    ``--data-path`` run and the features unless M, so that another file or another
+    feature set does not replace a finished run of the same lookback and horizon."""
+    name = cfg.dataset or Path(cfg.data_path or "custom").stem
+    feats = "" if cfg.features == "M" else f"_{cfg.features}"
+    return f"runs/{_safe(name)}{feats}_{cfg.seq_len}_{cfg.pred_len}_s{cfg.seed}"
+
+
+def _remove_orphaned_temp_files(out: Path) -> None:
+    """Temp files of atomic writes cut short by a kill -9 (hundreds of MB on weather)."""
+    for tmp in [*out.glob(".*.tmp"), *out.glob("members/*/.*.tmp")]:
+        tmp.unlink(missing_ok=True)
+        log.info("removed %s, left by an interrupted write", tmp)
 
 
 # Routers that learn from validation windows (inner splits H windows apart).

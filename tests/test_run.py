@@ -134,19 +134,57 @@ def _synth_run(csv, out, *extra: str) -> list[str]:
     return argv + ["--members", "naive,snaive", "--out", str(out), "--quiet", *extra]
 
 
-def test_failed_rerun_leaves_no_results_of_the_previous_run(synth_csv, tmp_path, capsys):
-    # Otherwise the folder would look finished, with the new config.yaml beside the old
-    # results.json, and `summary` would file the old numbers under the new settings.
+def test_bad_setting_on_a_rerun_leaves_the_finished_run_alone(synth_csv, tmp_path, capsys):
+    # refused before the folder is touched: results, config.yaml and run.log as they were
     out = tmp_path / "r"
     csv = synth_csv(n=1400)
     assert main(_synth_run(csv, out)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     argv = _synth_run(csv, out, "--pred-len", "12", "--set", "snaive.period=abc")
     assert main(argv) == 2
     assert "snaive" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert main(_synth_run(csv, tmp_path / "fresh", "--set", "snaive.period=abc")) == 2
+    assert not (tmp_path / "fresh").exists()  # no half-made folder either
+
+
+def test_failed_rerun_leaves_no_results_of_the_previous_run(
+    synth_csv, tmp_path, capsys, monkeypatch
+):
+    # A member failing mid-run: the folder must not look finished, with the new
+    # config.yaml beside the old results.json (`summary` would file the old numbers
+    # under the new settings); run.log says what happened.
+    from classical.naive import SeasonalNaive
+
+    out = tmp_path / "r"
+    csv = synth_csv(n=1400)
+    assert main(_synth_run(csv, out)) == 0
+
+    def broken(self, train, val):
+        raise ValueError("diverged")
+
+    monkeypatch.setattr(SeasonalNaive, "fit", broken)
+    assert main(_synth_run(csv, out, "--pred-len", "12")) == 2
+    assert "member snaive failed: ValueError: diverged" in capsys.readouterr().err
     assert (out / "config.yaml").is_file()
     for name in ("results.json", "results.md", "forecasts.npz", "router_weights.npz"):
         assert not (out / name).exists(), name
-    assert "removed the previous run's results.json" in (out / "run.log").read_text()
+    log = (out / "run.log").read_text()
+    assert "removed the previous run's results.json" in log and "run failed: UserError" in log
+
+
+def test_data_warnings_reach_run_log_and_temp_files_are_swept(synth_csv, tmp_path):
+    def gap(df):
+        return df.drop(index=[500, 501])
+
+    out = tmp_path / "r"
+    (out / "members" / "naive").mkdir(parents=True)
+    orphan = out / "members" / "naive" / ".forecasts.npz.abc123.tmp"  # a kill -9 mid-write
+    orphan.write_bytes(b"x" * 100)
+    assert main(_synth_run(synth_csv(n=1400, edit=gap), out)) == 0
+    log = (out / "run.log").read_text()
+    assert "gap(s) in the h timestamps" in log  # logged before the folder existed
+    assert not orphan.exists() and "left by an interrupted write" in log
 
 
 def test_rerun_with_another_seed_needs_its_own_folder(synth_csv, tmp_path, capsys):
@@ -182,6 +220,52 @@ def test_member_forecasts_are_not_reused_for_changed_data(synth_csv, tmp_path):
     df.to_csv(csv, index=False)
     assert main(_synth_run(csv, out)) == 0
     assert json.loads((out / "results.json").read_text())["test"]["naive"] != first
+
+
+def test_member_forecasts_are_not_reused_for_shifted_dates_or_another_spec(synth_csv, tmp_path):
+    # LightGBM's calendar features read the timestamps; and "fourier=24+168" and
+    # "fourier=24_168" share a folder name
+    out = tmp_path / "r"
+    csv = synth_csv(n=1400)
+    assert main(_synth_run(csv, out)) == 0
+    df = pd.read_csv(csv)
+    df["date"] = (pd.to_datetime(df["date"]) + pd.Timedelta(hours=7)).astype(str)
+    df.to_csv(csv, index=False)
+    assert main(_synth_run(csv, out)) == 0
+    assert (out / "run.log").read_text().count("reusing forecasts") == 0
+    assert main(_synth_run(csv, out)) == 0  # unchanged now: reused
+    assert (out / "run.log").read_text().count("run: naive: reusing forecasts") == 1
+    with np.load(out / "members" / "naive" / "forecasts.npz") as z:
+        assert str(z["spec"]) == "naive" and len(str(z["dates"])) == 16
+
+
+def test_a_run_folders_config_reruns_into_that_folder(synth_csv, tmp_path, monkeypatch):
+    # a copied run folder: rerunning its config must not write into the original
+    out = tmp_path / "r"
+    assert main(_synth_run(synth_csv(n=1400), out)) == 0
+    cfg = (out / "config.yaml").read_text()
+    assert f"data_path: {tmp_path}" in cfg  # absolute: the same file from anywhere
+    import shutil
+
+    shutil.copytree(out, tmp_path / "copy")
+    before = (out / "results.json").read_bytes()
+    monkeypatch.chdir(tmp_path / "copy")  # another working directory too
+    assert main(["run", "--config", "config.yaml", "--router", "median", "--quiet"]) == 0
+    assert (out / "results.json").read_bytes() == before
+    res = json.loads((tmp_path / "copy" / "results.json").read_text())
+    assert res["router"] == "median"
+
+
+def test_empty_members_and_default_folder(synth_csv, tmp_path, capsys, monkeypatch):
+    from experiments.config import RunConfig
+    from experiments.run import default_out
+
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--members", "", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "e")]) == 2
+    assert "no members given" in capsys.readouterr().err
+    assert default_out(RunConfig(dataset="ETTh1")) == "runs/ETTh1_512_96_s0"
+    cfg = RunConfig(dataset=None, data_path="/x/my data.csv", features="S", seq_len=96)
+    assert default_out(cfg) == "runs/my_data_S_96_96_s0"
 
 
 class _Diverged(NaiveLast):

@@ -358,9 +358,17 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             **{f"val/{k}": val_stack[i].astype(np.float32) for i, k in enumerate(specs)},
             **{"val/ensemble": ens_val.astype(np.float32)},
         )
-        # Per-horizon-step weights of the step-wise rules (stacked, inverse_error), [H, M].
+        # Per-horizon-step weights of the step-wise rules (stacked, inverse_error): [H, M]
+        # averaged over channels, and [H, C, M] as applied where they differ by channel
+        # (with the member forecasts, they rebuild test/ensemble; `test` is their
+        # average over the horizon)
         step = getattr(getattr(combiner, "model_", combiner), "step_weights_", None)
-        step = {} if step is None else {"step_weights": _step_weights(step).astype(np.float32)}
+        step = (
+            {}
+            if step is None
+            else {"step_weights": _step_weights(step).astype(np.float32)}
+            | ({"step_channel_weights": step.astype(np.float32)} if step.ndim == 3 else {})
+        )
         write_npz(
             out / "router_weights.npz",
             val=w_val.astype(np.float32),

@@ -124,9 +124,15 @@ def test_stacked_router_saves_its_per_step_weights(synth_csv, tmp_path):
     argv += ["--members", "naive,snaive,window_mean", "--router", "stacked", "--out", str(out)]
     assert main(argv + ["--quiet"]) == 0
     with np.load(out / "router_weights.npz") as z:
-        step = z["step_weights"]
+        step, per_channel = z["step_weights"], z["step_channel_weights"]
     assert step.shape == (24, 3) and (step >= 0).all()
     np.testing.assert_allclose(step.sum(-1), 1.0, rtol=1e-6)
+    # the weights as applied ([H, C, M]) rebuild the saved ensemble from the members
+    with np.load(out / "forecasts.npz") as z:
+        f = np.stack([z[f"test/{m}"] for m in ("naive", "snaive", "window_mean")])
+        ens = z["test/ensemble"]
+    assert per_channel.shape == (24, 3, 3)
+    np.testing.assert_allclose(np.einsum("mwhc,hcm->whc", f, per_channel), ens, atol=1e-5)
 
 
 def _synth_run(csv, out, *extra: str) -> list[str]:

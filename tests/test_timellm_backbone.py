@@ -191,3 +191,27 @@ def test_4bit_load_and_forward(which: str, tmp_path) -> None:
     with torch.no_grad():
         out = bb.model(inputs_embeds=torch.randn(2, 5, width, dtype=bb.dtype)).last_hidden_state
     assert out.shape == (2, 5, width) and torch.isfinite(out.float()).all()
+
+
+def test_4bit_backbone_trains_after_a_no_grad_pass(tmp_path) -> None:
+    # The trainer keeps the frozen backbone in eval mode and runs the prompt pass and
+    # evaluation without grad. On a CPU with AVX512-BF16 bitsandbytes then repacked the
+    # 4-bit weights for an inference-only kernel, and the next training step failed.
+    from timellm.model import TimeLLM
+
+    shape = {**TINY_QWEN, "hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2}
+    random_backbone("qwen2", **shape).model.save_pretrained(tmp_path)
+    bb = _load_4bit(str(tmp_path), llm_layers=2)
+    torch.manual_seed(0)
+    model = TimeLLM(bb, seq_len=48, pred_len=8, d_model=8, d_ff=16, n_heads=2, num_prototypes=20)
+    x = torch.randn(2, 48, 1)
+    ids, mask = torch.randint(5, 100, (2, 6)), torch.ones(2, 6, dtype=torch.long)
+    model.train()
+    model.llm.eval()
+    with torch.no_grad():
+        model(x, ids, mask)  # evaluation between epochs
+    loss = model(x, ids, mask).float().pow(2).mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(float(g.abs().sum()) > 0 for g in grads)

@@ -120,21 +120,24 @@ def run(args: argparse.Namespace) -> int:
     backbone = load_backbone(
         args.backbone, llm_layers=args.llm_layers, dtype=dtype, load_in_4bit=args.load_in_4bit
     )
-    model = TimeLLM(
-        backbone,
-        seq_len=args.seq_len,
-        pred_len=args.pred_len,
-        patch_len=args.patch_len,
-        stride=args.stride,
-        d_model=args.d_model,
-        d_ff=args.d_ff,
-        n_heads=args.n_heads,
-        num_prototypes=args.num_prototypes,
-        prototype_map=args.prototype_map,
-        prefix_cache=not args.no_prefix_cache,
-        compute_dtype=torch.bfloat16 if args.autocast == "bf16" else None,
-        fast_dropout=not args.slow_dropout,
-    )
+    try:
+        model = TimeLLM(
+            backbone,
+            seq_len=args.seq_len,
+            pred_len=args.pred_len,
+            patch_len=args.patch_len,
+            stride=args.stride,
+            d_model=args.d_model,
+            d_ff=args.d_ff,
+            n_heads=args.n_heads,
+            num_prototypes=args.num_prototypes,
+            prototype_map=args.prototype_map,
+            prefix_cache=not args.no_prefix_cache,
+            compute_dtype=torch.bfloat16 if args.autocast == "bf16" else None,
+            fast_dropout=not args.slow_dropout,
+        )
+    except ValueError as exc:  # sizes the backbone cannot take (d_ff above its width...)
+        raise UserError(f"bench-step: {exc}") from None
     model.train()
     if not args.backbone_dropout:
         model.llm.eval()  # as `timellm.trainer.Trainer` trains (backbone_eval)

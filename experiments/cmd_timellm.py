@@ -53,7 +53,7 @@ def _mapping(args):
     mapping = map_official(args)
     cfg = RunConfig.from_dict(mapping.config)
     dataset = cfg.load_dataset()
-    check_channels(mapping, dataset.n_channels, cfg.features)
+    mapping.ignored.extend(check_channels(mapping, dataset.n_channels, cfg.features))
     return mapping, cfg, dataset
 
 
@@ -117,14 +117,16 @@ def handle_explain(args) -> int:
     # that stdout stays one JSON document with --json.
     if mapping.ignored:
         print("ignored (no meaning here): " + ", ".join(mapping.ignored), file=sys.stderr)
-    # The official batch: batch_size windows x all channels (B*N series through the LLM).
+    # The step the trainer takes: batch_size univariate series (the official batching,
+    # sample=series), or batch_size windows x all channels (sample=windows).
     info = explain(
         model,
         member.batch_size,
         cfg.seq_len,
-        dataset.n_channels,
+        1 if member.sample == "series" else dataset.n_channels,
         description=load_description(dataset.name),
         periods=member.periods[:5],
+        backbone_eval=not member.backbone_dropout,
     )
     print(json.dumps(info, default=str) if args.json else render(info))
     return 0

@@ -294,6 +294,24 @@ def test_bench_step_refuses_a_patch_longer_than_the_lookback(capsys, monkeypatch
     ]
 
 
+def test_bench_step_sizes_the_backbone_cannot_take_are_one_line(capsys) -> None:
+    from experiments.cli import main
+
+    argv = ["bench-step", "--backbone", "minilm", "--llm-layers", "1", "--d-ff", "1000"]
+    assert main([*argv, "--seq-len", "64", "--pred-len", "16", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: bench-step: d_ff 1000 exceeds the backbone hidden size 384"]
+
+
+def test_backbone_folder_without_tokenizer_says_so(tmp_path) -> None:
+    from ensemble.errors import UserError
+    from timellm.backbone import load_backbone, random_backbone
+
+    random_backbone("llama").model.save_pretrained(tmp_path)
+    with pytest.raises(UserError, match="copy the model's tokenizer files"):
+        load_backbone(str(tmp_path))
+
+
 def test_backbone_path_that_is_not_there_says_so(capsys) -> None:
     # not transformers' hub repo-id naming rules
     from experiments.cli import main

@@ -63,6 +63,7 @@ def test_seed_command_maps_to_the_same_config_as_run_flags():
         "patience": 10,
         "schedule": "official_type1",
         "pct_start": 0.2,
+        "sample": "series",  # the official loader yields one channel of one window per item
     }
     argv = ["run", "--dataset", "ETTm1", "--features", "M", "--target", "OT"]
     argv += ["--seq-len", "512", "--pred-len", "96", "--percent", "100", "--seed", "2021"]
@@ -140,10 +141,23 @@ def test_data_paths(tmp_path):
 
 
 def test_channel_checks():
+    # notices, not errors: the official TimeLLM never reads them
     m = parse_official("--llm_model BERT --enc_in 7 --c_out 1".split())
-    check_channels(m, 7, "MS")
-    with pytest.raises(UserError, match="--c_out 1 does not match"):
-        check_channels(m, 7, "M")
+    assert check_channels(m, 7, "MS") == []
+    assert check_channels(m, 7, "M") == [
+        "--c_out 1 (the data has 7 output channel(s) with --features M)"
+    ]
+
+
+def test_a_missing_file_of_another_dataset_is_refused(tmp_path):
+    # ETTm1.csv missing under --root_path: not silently replaced by our ETTh1
+    argv = f"--llm_model BERT --data ETTh1 --root_path {tmp_path} --data_path ETTm1.csv"
+    with pytest.raises(UserError, match="not ETTh1's file"):
+        parse_official(argv.split())
+    ok = parse_official(f"--llm_model BERT --data ETTh1 --root_path {tmp_path}".split())
+    assert ok.config["dataset"] == "ETTh1" and ok.config["data_path"] is None
+    m = parse_official("--model DLinear --lradj COS".split())
+    assert any(i.startswith("--lradj") for i in m.ignored)
 
 
 def test_cli_exit_code_and_ignored_line(capsys):
@@ -204,7 +218,8 @@ def test_explain_timellm_prints_flow_parameters_and_memory(synth_csv, tiny_llama
     info = json.loads(captured.out)
     assert "--label_len" in captured.err
     stages = {s["stage"]: s["shape"] for s in info["stages"]}
-    assert stages["input"] == [2, 32, 2] and stages["output (de-normalised)"] == [2, 8, 2]
+    # the official batch: batch_size univariate series, not batch_size windows x 2 channels
+    assert stages["input"] == [2, 32, 1] and stages["output (de-normalised)"] == [2, 8, 1]
     assert info["parameters"]["llm"]["trainable"] == 0 and info["parameters"]["head"]["trainable"]
     assert info["memory"]["rss_peak_mb"] > 0
 

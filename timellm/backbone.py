@@ -335,9 +335,19 @@ def load_backbone(
     try:
         with _quiet_transformers():
             model = AutoModel.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise UserError(f"cannot load backbone '{spec}': {reason}") from exc
+    try:
+        with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load backbone '{spec}': {exc}") from exc
+        where = f" in {path}" if os.path.isdir(path) else ""
+        raise UserError(
+            f"cannot load the tokenizer of backbone '{spec}'{where}: copy the model's "
+            "tokenizer files (tokenizer.json or vocab/merges files, tokenizer_config.json) "
+            "next to its config.json"
+        ) from exc
     model.eval()
     _freeze(model)
     if load_in_4bit:

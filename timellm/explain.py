@@ -77,6 +77,7 @@ def explain(
     *,
     description: str | None = None,
     periods: list[int] | None = None,
+    backbone_eval: bool = True,
 ) -> dict[str, Any]:
     """Data flow, parameters and measured memory of one training step.
 
@@ -87,6 +88,8 @@ def explain(
         n_vars: channels per window N.
         description: dataset description for the sample prompt (default: generic).
         periods: periods written into the sample prompt (default [24, 12]).
+        backbone_eval: the frozen backbone in eval mode, as the trainer runs it (False:
+            train mode, the official code's and ``backbone_dropout``'s).
 
     Returns:
         {"stages": [{"stage", "shape", "note"}], "parameters": {component: stats},
@@ -116,6 +119,8 @@ def explain(
     handles = [getattr(model, n).register_forward_hook(hook(n)) for n in _COMPONENTS]
     was_training = model.training
     model.train()
+    if backbone_eval and getattr(model, "llm", None) is not None:
+        model.llm.eval()  # the step measured is the step the trainer takes
     is_cuda = device.type == "cuda"
     if is_cuda:
         torch.cuda.synchronize(device)

@@ -6,8 +6,12 @@ runs `timellm.trainer.Trainer`. ``predict(windows)`` forecasts every window of a
 (no drop_last) in eval mode with cached prototypes and returns ``[W, H, C]`` float32 in
 the scaled space.
 
-Batching follows the official code: a batch is ``batch_size`` windows x all C channels,
-each (window, channel) one univariate series with its own prompt (channel independence).
+Batching: each (window, channel) is one univariate series with its own prompt (channel
+independence). ``sample="series"`` draws a batch of ``batch_size`` such series, as the
+official data loader does (one channel of one window per item); the default
+``sample="windows"`` takes ``batch_size`` windows x all C channels, C times the series
+per step. Evaluation batches are ``eval_batch_size`` windows x all channels either way
+(no gradient; the forecasts do not depend on the batching).
 
 Window selection (documented deviations from "every window every epoch"):
 

@@ -245,11 +245,18 @@ def _data(args: argparse.Namespace) -> tuple[str | None, str | None]:
     data = str(_value(args, "data"))
     file = Path(_value(args, "root_path")) / str(_value(args, "data_path"))
     registered = {k.lower(): k for k in DATASETS}
-    if data in DATASETS:
-        # The registered split rule; the file where the user keeps it, else our data dir.
-        return data, (str(file) if file.is_file() else None)
-    if data.lower() in registered:  # e.g. --data Weather
-        return registered[data.lower()], (str(file) if file.is_file() else None)
+    name = data if data in DATASETS else registered.get(data.lower())  # e.g. --data Weather
+    if name is not None:
+        # The registered split rule; the file where the user keeps it, else our data dir,
+        # but only for that dataset's own file (not ETTm1.csv read as ETTh1)
+        if file.is_file():
+            return name, str(file)
+        if file.stem.lower() != name.lower():
+            raise UserError(
+                f"data file not found: {file} (from --root_path and --data_path), and it is "
+                f"not {name}'s file, which --data {data} names; fix the paths or --data"
+            )
+        return name, None
     stem = file.stem.lower()
     if not file.is_file() and stem in registered:  # --data custom --data_path weather.csv
         return registered[stem], None
@@ -316,6 +323,9 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
             "eval_batch_size": int(_value(args, "eval_batch_size")),
             "schedule": _SCHEDULES[lradj],
             "pct_start": float(_value(args, "pct_start")),
+            # the official dataset yields one channel of one window per item, so a batch
+            # is batch_size univariate series (not batch_size windows x all channels)
+            "sample": "series",
         }
         optional = {
             "llm_dim": args.llm_dim,
@@ -355,6 +365,8 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
         for k in ("llm_model", "llm_model_path", "llm_layers", "llm_dim", "d_model", "d_ff"):
             if getattr(args, k, None) is not None:
                 ignored.append(f"--{k} (DLinear has no LLM)")
+        if args.lradj is not None:
+            ignored.append("--lradj (our DLinear halves its rate each epoch, as LTSF-Linear)")
     checks = {
         k: getattr(args, k) for k in ("enc_in", "dec_in", "c_out") if getattr(args, k) is not None
     }
@@ -414,27 +426,30 @@ def _check_settings(cfg: dict[str, Any], params: dict[str, Any], from_set: set[s
             raise UserError(f"{given}: no CUDA GPU is visible here; use --device cpu")
 
 
-def check_channels(mapping: OfficialMapping, n_channels: int, features: str) -> None:
-    """Verify --enc_in / --dec_in / --c_out against the loaded data.
+def check_channels(mapping: OfficialMapping, n_channels: int, features: str) -> list[str]:
+    """--enc_in / --dec_in / --c_out against the loaded data.
+
+    The official TimeLLM never reads them (its data loader yields one channel per item),
+    and Time-Series-Library scripts pass ``--c_out`` = all channels with MS, so a
+    mismatch is a notice, not an error: the channels come from the data.
 
     Args:
         mapping: from `map_official`.
         n_channels: channels the data has under ``features``.
         features: M, S or MS (MS forecasts one channel, so c_out is 1).
 
-    Raises:
-        UserError: a count differs from the data's.
+    Returns:
+        One notice per count that differs from the data's.
     """
     expect = {"enc_in": n_channels, "dec_in": n_channels, "c_out": n_channels}
     if features == "MS":
         expect["c_out"] = 1
-    for key, given in mapping.checks.items():
-        if given != expect[key]:
-            raise UserError(
-                f"--{key} {given} does not match the data: it has {expect[key]} "
-                f"{'output' if key == 'c_out' else 'input'} channel(s) with --features {features}; "
-                f"pass --{key} {expect[key]} or leave it out"
-            )
+    return [
+        f"--{key} {given} (the data has {expect[key]} "
+        f"{'output' if key == 'c_out' else 'input'} channel(s) with --features {features})"
+        for key, given in mapping.checks.items()
+        if given != expect[key]
+    ]
 
 
 def _coerce(text: str) -> Any:

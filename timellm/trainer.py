@@ -3,8 +3,10 @@
 What the loop does, epoch by epoch:
 
 1. Shuffle the training windows (a seeded generator, so a resumed run draws the same
-   order) and step Adam over batches of ``batch_size`` windows x all C channels (the
-   official batching: ``[B, L, C]`` becomes ``B*C`` univariate series inside the model).
+   order) and step Adam over batches of ``batch_size`` windows x all C channels
+   (``[B, L, C]`` becomes ``B*C`` univariate series inside the model), or, with
+   ``sample="series"`` (the official batching), of ``batch_size`` (window, channel)
+   series.
 2. Score the validation windows (every ``val_stride``-th one) with the MSE over all their
    values at once, in eval mode with the prototypes cached.
 3. Keep the best trainable state in memory; write a checkpoint (trainable weights,
@@ -159,9 +161,9 @@ class TrainConfig:
         clip_grad: max gradient norm, or None.
         seed: seeds the shuffling generator.
         log_every: log the running loss every this many steps.
-        sample: "windows" (official: a batch is B windows x all C channels) or "series"
-            (a batch is B (window, channel) pairs drawn from all of them: more distinct
-            windows per step for the same compute, which matters when steps are few).
+        sample: "windows" (a batch is B windows x all C channels) or "series" (a batch is
+            B (window, channel) pairs drawn from all of them, as the official data loader
+            yields them: C times fewer series per step, more distinct windows per epoch).
     """
 
     lr: float = 1e-3

@@ -1,8 +1,11 @@
 """A small trainer for window-to-horizon torch models (DLinear, NLinear).
 
-The loop follows the LTSF-Linear reference: Adam on the MSE, the learning rate halved
-after every epoch ("type1" schedule), validation MSE after each epoch, early stopping
-with a patience, and the best-validation weights reloaded at the end.
+The loop follows the LTSF-Linear reference: Adam on the MSE, validation MSE after each
+epoch, early stopping with a patience, and the best-validation weights reloaded at the
+end. One difference: the learning rate is halved after every epoch, so the second epoch
+runs at half of it; LTSF-Linear's "type1" keeps the full rate for two epochs. Measured
+on ETTh1 (L=336, H=96, DLinear, seeds 0-2), ours gave test MSE 0.3707 / 0.3709 / 0.3706
+and the LTSF schedule 0.3725 / 0.3728 / 0.3769 (fifteenth-session audit).
 
 Models here are channels-first: ``[B, C, L] -> [B, C, H]``, the natural layout of a
 channel-independent map over time (no transposes inside a training step).
@@ -124,7 +127,7 @@ def train_window_model(
         batch_size: windows per step.
         epochs: maximum number of epochs.
         patience: epochs without a val improvement before stopping.
-        lr_decay: factor applied to the learning rate after each epoch (LTSF "type1": 0.5).
+        lr_decay: factor applied to the learning rate after each epoch, the first too.
         seed: seeds the shuffling generator (initial weights are seeded by the caller).
         progress: show a tqdm bar (None: only on a terminal).
         desc: label of the progress bar.

@@ -117,7 +117,10 @@ def rolling_arma_forecast(e: np.ndarray, p: int, q: int, params: np.ndarray, hor
         [n, H]: row ``o`` forecasts ``e[o+1 .. o+H]`` from ``e[:o+1]``.
     """
     model = arma_model(e, p, q)
-    res = model.filter(params)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # a constant residual has zero variance: its likelihood, unused here, is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = model.filter(params)
     design = np.asarray(model.ssm["design"]).reshape(1, -1)
     trans = np.asarray(model.ssm["transition"])
     trans = trans[..., 0] if trans.ndim == 3 else trans
@@ -205,6 +208,11 @@ class ARIMA(BaseForecaster):
         self.channel_params: list[np.ndarray] = []
         self.aic: list[dict[str, float]] = []
 
+    def derived_settings(self) -> dict[str, int]:
+        """Settings a run derives from the detected periods; its forecast cache keys on
+        them (the default season changed in the fifteenth session)."""
+        return {"season": self.season}
+
     @property
     def poly(self) -> np.ndarray:
         return diff_poly(self.d, self.season)
@@ -238,16 +246,31 @@ class ARIMA(BaseForecaster):
                 beta = np.linalg.lstsq(x, z[:, c], rcond=None)[0] if x.shape[1] else np.zeros(0)
                 e = (z[:, c] - x @ beta)[tail]
                 best, table = (np.inf, None, None), {}
-                for p, q in self.arma_orders:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # convergence chatter
-                        res = arma_model(e, p, q).fit(disp=False, maxiter=self.maxiter)
-                    table[f"({p},{self.d},{q})"] = float(res.aic)
-                    if np.isfinite(res.aic) and res.aic < best[0]:
-                        best = (res.aic, (p, q), np.asarray(res.params))
+                # a constant residual (a constant column, an exactly periodic covariate
+                # under its seasonal difference) has nothing to fit and breaks the filter
+                flat = np.ptp(e) <= 1e-12 * max(1.0, float(np.abs(e).max()))
+                for p, q in [] if flat else self.arma_orders:
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")  # convergence chatter
+                            res = arma_model(e, p, q).fit(disp=False, maxiter=self.maxiter)
+                        aic = float(res.aic)
+                    except (np.linalg.LinAlgError, ValueError):  # this order only
+                        aic = float("nan")
+                    table[f"({p},{self.d},{q})"] = aic
+                    if np.isfinite(aic) and aic < best[0]:
+                        best = (aic, (p, q), np.asarray(res.params))
                     bar.update(1)
                 if best[1] is None:
-                    raise RuntimeError(f"{self.name}: no order could be fitted on channel {c}")
+                    # no ARMA part: the forecast is the (seasonally) differenced level
+                    # plus the regression, e.g. the seasonal naive forecast
+                    log.warning(
+                        "%s channel %d: %s; forecast without an ARMA part",
+                        self.name,
+                        c,
+                        "constant residual" if flat else "no ARMA order could be fitted",
+                    )
+                    best = (float("nan"), (1, 0), np.zeros(1))
                 self.channel_orders.append(best[1])
                 self.channel_beta.append(beta)
                 self.channel_params.append(best[2])

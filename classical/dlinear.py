@@ -8,7 +8,8 @@ adds the value back, which protects it against level shifts between train and te
 Both are channel-independent: the same map is applied to every channel (or one map per
 channel with ``individual=True``), so the networks here work channels-first,
 ``[B, C, L] -> [B, C, H]``; the member transposes at its edges. Training follows the LTSF-Linear scripts: Adam,
-MSE loss, learning rate halved after every epoch, early stopping on the validation MSE,
+MSE loss, learning rate halved after every epoch (LTSF-Linear starts halving one epoch
+later; see `classical._torch_train`), early stopping on the validation MSE,
 and the best-validation weights reloaded before any forecast.
 """
 
@@ -143,7 +144,7 @@ class DLinear(BaseForecaster):
         batch_size: training batch (LTSF ETTh scripts: 32).
         epochs: maximum epochs.
         patience: early-stopping patience in epochs.
-        lr_decay: learning-rate factor after each epoch (LTSF "type1": 0.5).
+        lr_decay: learning-rate factor after each epoch, the first too (0.5).
         seed: seeds the initial weights and the shuffling.
         progress: tqdm bar while fitting (None: only on a terminal).
     """

@@ -45,12 +45,17 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
 
 
-def _data_key(cfg: RunConfig, base: str, periods: list[int]) -> str:
+def _data_key(
+    cfg: RunConfig, base: str, periods: list[int], derived: dict[str, Any] | None = None
+) -> str:
     """Fingerprint of the data settings, the detected periods (members build features and
-    prompts from them) and the member's own settings (its spec names the folder)."""
+    prompts from them), the member's own settings (its spec names the folder) and what it
+    derived from them (``derived_settings()``, for members that define it)."""
     d = {k: getattr(cfg, k) for k in DATA_SETTINGS}
     d["member_params"] = cfg.member_params.get(base, {})
     d["periods"] = [int(p) for p in periods]
+    if derived:
+        d["derived"] = derived
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -97,7 +102,11 @@ def fit_member(
     """Fit one member (or reuse its saved forecasts) and return its val/test forecasts and timings."""
     mdir = out / "members" / _safe(spec)
     base, _ = registry.parse_spec(spec)
-    key = _data_key(cfg, base, periods)
+    # built before the cache is read (settings only, nothing fitted): the key includes
+    # what the member derives from the periods
+    member = registry.build(spec, member_context(spec, cfg, splits, periods, out, progress))
+    derived = member.derived_settings() if hasattr(member, "derived_settings") else None
+    key = _data_key(cfg, base, periods, derived)
     # Checked beside the key; caches written before an entry was stored lack it and
     # still count. The spec itself: two specs can share a folder name ("+" and "_").
     stamps = {
@@ -113,7 +122,6 @@ def fit_member(
                 log.info("%s: reusing forecasts from %s", spec, cache)
                 timings = json.loads(str(z["timings"]))
                 return {"val": z["val"], "test": z["test"], "timings": timings}
-    member = registry.build(spec, member_context(spec, cfg, splits, periods, out, progress))
     t0 = time.perf_counter()
     try:
         member.fit(splits.train, splits.val)

@@ -119,3 +119,35 @@ def test_registry_builds_with_params():
     assert (m.season, m.d, m.fourier_periods) == (12, 1, [24, 168])
     ctx = registry.MemberContext(96, 24, 2, "h", [24, 168], 0, "synth")
     assert registry.build("arima", ctx).season == 24
+
+
+def test_no_period_within_the_lookback_means_no_seasonal_difference():
+    # a made-up 24-step difference doubled ARIMA's error on weekly illness data (L=36)
+    for periods in ([], [52]):
+        ctx = registry.MemberContext(36, 24, 2, "W-TUE", periods, 0, "synth")
+        assert registry.build("arima", ctx).season == 0
+
+
+def test_constant_and_exactly_periodic_channels_do_not_stop_the_member(tmp_path):
+    # nothing to fit in a constant residual: the filter used to fail ("no order could be
+    # fitted", or a LinAlgError) and take the whole member down
+    from conftest import synthetic_frame
+
+    from ensemble.data import load_dataset, make_splits
+
+    df = synthetic_frame(n=1500, channels=2)
+    df.insert(1, "const", 5.0)
+    df.insert(1, "hour", np.arange(len(df)) % 24 * 1.0)  # periodic: 0 after differencing
+    path = tmp_path / "flat.csv"
+    df.to_csv(path, index=False)
+    splits = make_splits(load_dataset(data_path=path), 96, 24)
+    names = splits.dataset.columns
+    model = ARIMA(96, 24, season=24, arma_orders=ORDERS, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no NaN chatter either
+        pred = model.fit(splits.train, splits.val).predict(splits.test.windows())
+    true = splits.test.targets()
+    for name in ("const", "hour"):
+        c = names.index(name)
+        np.testing.assert_allclose(pred[..., c], true[..., c], atol=1e-5)
+    assert np.isfinite(pred).all()

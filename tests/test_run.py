@@ -116,6 +116,10 @@ def test_member_cache_key_follows_the_detected_periods():
     assert key == _data_key(cfg, "lightgbm", [24, 168])
     assert key != _data_key(cfg, "lightgbm", [24, 168, 408])
     assert key != _data_key(RunConfig(dataset="ETTh1", seed=1), "lightgbm", [24, 168])
+    # what a member derives from them (ARIMA's season, whose default rule changed) too
+    arima = _data_key(cfg, "arima", [], {"season": 0})
+    assert arima != _data_key(cfg, "arima", [], {"season": 24})
+    assert _data_key(cfg, "arima", []) == _data_key(cfg, "arima", [], None)
 
 
 def test_stacked_router_saves_its_per_step_weights(synth_csv, tmp_path):

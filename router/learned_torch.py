@@ -11,6 +11,7 @@ toward uniform weights keep it close to the mean unless validation says otherwis
 from __future__ import annotations
 
 import logging
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -182,8 +183,10 @@ class TorchRouter(Combiner):
             log.warning("torch router: no validation windows to hold out; using equal weights")
             fit_w, self.lam_, self.epochs_ = np.arange(w), 1.0, 0
         flat = features[fit_w].reshape(fit_w.size * c, -1).astype(np.float64)
-        self.mu_ = np.nan_to_num(np.nanmean(flat, axis=0))
-        self.sd_ = np.nan_to_num(np.nanstd(flat, axis=0)) + 1e-6
+        with warnings.catch_warnings():  # a feature never defined on short data: all NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.mu_ = np.nan_to_num(np.nanmean(flat, axis=0))
+            self.sd_ = np.nan_to_num(np.nanstd(flat, axis=0)) + 1e-6
         self.miss_cols_ = np.flatnonzero(np.isnan(features).reshape(w * c, -1).any(axis=0))
         self.n_channels_ = c
         x, ch = self._prepare(features)

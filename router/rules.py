@@ -15,6 +15,8 @@ a forecaster can read and argue with::
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from router.combiners import Combiner, caruana_counts
@@ -103,11 +105,13 @@ class RuleRouter(Combiner):
         m, w, h, c = val_forecasts.shape
         if features is None:
             features = np.zeros((w, c, 0))
-        self.fill_ = (
-            np.nan_to_num(np.nanmedian(features.reshape(w * c, -1), axis=0))
-            if features.shape[-1]
-            else np.zeros(0)
-        )
+        with warnings.catch_warnings():  # a feature never defined on short data: all NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.fill_ = (
+                np.nan_to_num(np.nanmedian(features.reshape(w * c, -1), axis=0))
+                if features.shape[-1]
+                else np.zeros(0)
+            )
         feats = self._fill(features)  # [W, C, F]
         gram, b, yy = window_gram(val_forecasts, val_targets) if terms is None else terms
         fit_w, held_w = inner_split(w, h)

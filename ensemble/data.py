@@ -97,8 +97,14 @@ class StandardScaler:
         """x: [T, C]."""
         self.mean = x.mean(axis=0)
         std = x.std(axis=0)
-        # A constant channel would divide by zero; scale it by 1 instead (sklearn does the same).
-        self.std = np.where(std > 0, std, 1.0)
+        # A constant channel would divide by zero; scale it by 1 instead (sklearn does the
+        # same). Rounding leaves a constant 0.1 with a std of ~1e-14, not 0, and a later
+        # 0.2 would scale to ~1e13: compare the variance with the rounding error of the
+        # sums (sklearn's bound for constant features).
+        n, eps = x.shape[0], np.finfo(np.float64).eps
+        var = std**2
+        constant = var <= n * eps * var + (n * eps * np.abs(self.mean)) ** 2
+        self.std = np.where(constant, 1.0, std)
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -264,7 +270,7 @@ def resolve_path(
                 f"--dataset {name} with --data-path {path.name}, which is {named}'s file: pass "
                 f"--dataset {named}, or leave --dataset out, so the results carry its name"
             )
-        label = name or path.stem
+        label = name or named or path.stem  # etth1.csv is ETTh1 too, with its split
         rule = DATASETS[label][1] if label in DATASETS else "ratio"
         return label, path, rule
     if not name:
@@ -284,20 +290,22 @@ def resolve_path(
 
 
 def _csv_dialect(path: Path) -> dict[str, str]:
-    """read_csv's separator and decimal mark, from the header and the first data row.
+    """read_csv's separator and decimal mark, from the header and the first 50 data rows.
 
     Spreadsheets in many locales save ';'-separated files with decimal commas; read as
     ','-separated they would be one column. Comma-separated files get pandas' defaults.
     """
     with open(path, encoding="utf-8", errors="replace") as fh:
-        header, first = fh.readline(), fh.readline()
-    if "," in header:
+        header = fh.readline()
+        rows = [fh.readline() for _ in range(50)]
+    # the most frequent of the three in the header ("date;temp, C;OT" is ';'-separated)
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
+    sep = max(counts, key=counts.get)
+    if counts[sep] == 0 or sep == ",":
         return {}
-    for sep in (";", "\t"):
-        if sep in header:
-            decimal = "," if sep == ";" and re.search(r"\d,\d", first) else "."
-            return {"sep": sep, "decimal": decimal}
-    return {}
+    # a decimal comma may first appear after rows of whole numbers
+    decimal = "," if sep == ";" and any(re.search(r"\d,\d", r) for r in rows) else "."
+    return {"sep": sep, "decimal": decimal}
 
 
 def parse_dates(col: pd.Series, where: str, *, file_lines: bool = True) -> pd.DatetimeIndex:
@@ -321,7 +329,7 @@ def parse_dates(col: pd.Series, where: str, *, file_lines: bool = True) -> pd.Da
             f"{where} holds numbers ({head}, ...), not timestamps; write dates such as "
             "2016-07-01 00:00:00 (epoch seconds convert with pandas.to_datetime(x, unit='s'))"
         )
-    dates = pd.to_datetime(col, errors="coerce")
+    dates = _to_datetime(col)
     if dates.isna().any():
         row = int(np.flatnonzero(dates.isna().to_numpy())[0])
         fix = (
@@ -336,12 +344,43 @@ def parse_dates(col: pd.Series, where: str, *, file_lines: bool = True) -> pd.Da
     return pd.DatetimeIndex(dates)
 
 
+_DAY_MONTH = re.compile(r"^\s*\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
+
+
+def _to_datetime(col: pd.Series) -> pd.Series:
+    """Timestamps (NaT where unreadable), settling what pandas' first-value guess gets wrong.
+
+    * ``01.02.2000`` is 1 February in most of the world: when the values start with day
+      and month, both readings are tried and the one that reads more rows, then runs
+      forward, then leaves fewer gaps in its own frequency wins (monthly data read
+      month-first became Jan 1, Jan 2, ... Jan 12 of each year, with a gap warning only).
+    * Offsets that change (``+01:00`` then ``+02:00`` across DST) are one timeline in UTC.
+    """
+    try:
+        month_first = pd.to_datetime(col, errors="coerce")
+    except ValueError:  # "Mixed timezones detected"
+        return pd.to_datetime(col, errors="coerce", utc=True)
+    first = col.dropna().astype(str).head(1)
+    if first.empty or not _DAY_MONTH.match(first.iloc[0]):
+        return month_first
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas' "could not infer format" chatter
+        day_first = pd.to_datetime(col, errors="coerce", dayfirst=True)
+
+    def score(d: pd.Series) -> tuple[int, bool, int]:
+        ok = pd.DatetimeIndex(d.dropna())
+        gaps = len(find_gaps(ok, infer_freq(ok))) if ok.is_monotonic_increasing else 0
+        return (int(ok.size), bool(ok.is_monotonic_increasing), -gaps)
+
+    return day_first if score(day_first) > score(month_first) else month_first
+
+
 def _find_date_column(df: pd.DataFrame, path: Path) -> str:
     for col in df.columns:
         if str(col).strip().lower() in ("date", "datetime", "timestamp", "time", "ds"):
             return col
     first = df.columns[0]
-    if df[first].dtype == object:
+    if pd.api.types.is_string_dtype(df[first]) or df[first].dtype == object:  # pandas 3: str
         parsed = pd.to_datetime(df[first].head(20), errors="coerce")
         if parsed.notna().all():
             return first
@@ -489,6 +528,12 @@ def load_dataset(
         df = pd.read_csv(path, encoding_errors="replace", **_csv_dialect(path))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    # "date, OT" headers: names as written, without the space after the comma
+    df.columns = [c.strip() if isinstance(c, str) else c for c in df.columns]
+    saved_index = [c for c in df.columns if re.fullmatch(r"Unnamed: \d+", str(c))]
+    if saved_index:  # DataFrame.to_csv kept the index: a row counter, not a channel
+        log.warning("%s: column(s) %s without a header dropped", path.name, saved_index)
+        df = df.drop(columns=saved_index)
     if df.shape[0] == 0 or df.shape[1] < 2:
         raise UserError(f"{path}: needs a date column and at least one value column, with rows")
     date_col = _find_date_column(df, path)

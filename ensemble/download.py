@@ -13,6 +13,7 @@ plain file, no zip): for mirrors, and for tests that serve files from a loopback
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import urllib.error
@@ -68,6 +69,11 @@ def _fetch(url: str, timeout: float) -> bytes:
     except urllib.error.HTTPError as exc:
         raise UserError(
             f"download failed: {url} answered HTTP {exc.code}; check the URL or ${URL_ENV}"
+        ) from None
+    except http.client.HTTPException as exc:  # IncompleteRead: the server hung up mid-file
+        raise UserError(
+            f"download of {url} broke off ({type(exc).__name__}); nothing was written, run "
+            "the command again"
         ) from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

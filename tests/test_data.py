@@ -291,3 +291,57 @@ def test_business_day_file_warns_about_its_holidays(synth_csv, caplog):
 
     ds = load_dataset(data_path=synth_csv(edit=business_days))
     assert ds.freq == "B" and "2 gap(s) in the B timestamps" in caplog.text
+
+
+def test_registered_file_name_in_another_case_keeps_its_split(data_dir, tmp_path):
+    copy = tmp_path / "etth1.csv"
+    copy.write_bytes((data_dir / "ETT-small" / "ETTh1.csv").read_bytes())
+    ds = load_dataset(data_path=copy)
+    assert ds.name == "ETTh1"
+    assert make_splits(ds, 512, 96).window_counts() == {"train": 8033, "val": 2785, "test": 2785}
+
+
+def test_constant_train_channel_is_not_scaled_by_rounding_noise():
+    from ensemble.data import StandardScaler
+
+    x = np.full((8640, 2), 0.1)
+    x[:, 1] = np.arange(8640.0)
+    scaler = StandardScaler().fit(x)  # 0.1's std comes out ~1e-17, not 0
+    assert scaler.std[0] == 1.0 and scaler.transform(np.array([[0.2, 0.0]]))[0, 0] < 1
+
+
+def test_csv_quirks_spreadsheets_and_pandas_leave(synth_csv, tmp_path, caplog):
+    base = pd.read_csv(synth_csv(n=400))
+    ref = load_dataset(data_path=synth_csv(n=400))
+    # a pandas index saved without a header, and spaces after the commas
+    path = tmp_path / "index.csv"
+    base.to_csv(path)  # index kept: "Unnamed: 0"
+    ds = load_dataset(data_path=path)
+    assert ds.columns == ref.columns and "without a header dropped" in caplog.text
+    path.write_text(base.to_csv(index=False).replace(",", ", "))
+    assert load_dataset(data_path=path).columns == ref.columns  # OT still the target
+    # a first column named otherwise (pandas 3 reads text as str, not object)
+    path.write_text(base.rename(columns={"date": "Datum"}).to_csv(index=False))
+    assert load_dataset(data_path=path).n_rows == 400
+    # ';' files with a comma in a header, and decimal commas after whole numbers
+    semi = base.rename(columns={"x0": "temp, C"})
+    semi.iloc[:3, 1:] = semi.iloc[:3, 1:].round()
+    path.write_text(semi.to_csv(index=False, sep=";", decimal=","))
+    ds = load_dataset(data_path=path)
+    assert ds.columns[0] == "temp, C"
+    np.testing.assert_allclose(ds.values[3:], ref.values[3:], rtol=1e-12)
+
+
+def test_day_first_and_changing_offset_dates():
+    from ensemble.data import infer_freq, parse_dates
+
+    months = pd.date_range("2000-01-01", periods=36, freq="MS")
+    got = parse_dates(pd.Series(months.strftime("%d.%m.%Y")), "x")
+    assert (got == months).all() and infer_freq(got) == "MS"  # not Jan 1, Jan 2, ...
+    us = parse_dates(pd.Series(months.strftime("%m/%d/%Y")), "x")
+    assert (us == months).all()
+    hours = pd.date_range("2000-01-05", periods=400, freq="h")
+    assert (parse_dates(pd.Series(hours.strftime("%d.%m.%Y %H:%M")), "x") == hours).all()
+    dst = pd.date_range("2020-03-28", periods=48, freq="h", tz="Europe/Berlin")
+    got = parse_dates(pd.Series([t.isoformat() for t in dst]), "x")  # +01:00, then +02:00
+    assert str(got.tz) == "UTC" and (got == dst.tz_convert("UTC")).all()

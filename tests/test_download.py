@@ -79,3 +79,27 @@ def test_sums_match_shared_file(data_dir):
     )
     for rel, want in dl.SHA256.items():
         assert sums[rel] == want
+
+
+def test_a_download_cut_short_is_one_clear_line(tmp_path, monkeypatch):
+    # the server promises 5000 bytes and hangs up after 8: IncompleteRead is no OSError
+    class Short(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "5000")
+            self.end_headers()
+            self.wfile.write(b"date,OT\n")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(dl.URL_ENV, f"http://127.0.0.1:{httpd.server_address[1]}")
+        with pytest.raises(UserError, match="broke off .*run the command again"):
+            dl.download("ETTh1", tmp_path)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert not any(tmp_path.rglob("*.csv"))

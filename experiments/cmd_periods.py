@@ -64,13 +64,23 @@ def handle(args) -> int:
         )
     report = analyse(x, freq=ds.freq, max_candidates=args.max_candidates, columns=ds.columns)
 
+    plot = None
     if args.plot:
+        from pathlib import Path
+
         from periodicity.plot import plot_periods
 
+        plot = Path(args.plot)
+        if plot.is_dir():
+            raise UserError(
+                f"--plot {plot} is a folder; give a file such as {plot / 'periods.png'}"
+            )
+        if not plot.suffix:  # matplotlib would add .png itself, and we would name the wrong file
+            plot = plot.with_suffix(".png")
         try:
-            plot_periods(x, report, args.plot, title=f"{ds.name}: periodogram and chosen periods")
+            plot = plot_periods(x, report, plot, title=f"{ds.name}: periodogram and chosen periods")
         except (OSError, ValueError) as exc:
-            raise UserError(f"cannot write the plot {args.plot}: {exc}") from None
+            raise UserError(f"cannot write the plot {plot}: {exc}") from None
 
     if args.json:
         out = {"dataset": ds.name, "rows": "all" if args.all_rows else "train", **report.to_dict()}
@@ -86,6 +96,6 @@ def handle(args) -> int:
     print("\n".join(_table(f"overall: {verdict}", report.overall)))
     for name, cands in report.channels.items():
         print("\n".join(_table(f"channel {name}", cands)))
-    if args.plot:
-        print(f"plot: {args.plot}")
+    if plot is not None:
+        print(f"plot: {plot}")
     return 0

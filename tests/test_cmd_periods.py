@@ -32,6 +32,16 @@ def test_periods_table_and_plot(synth_csv, tmp_path, capsys):
     assert png.is_file() and png.stat().st_size > 10_000
 
 
+def test_plot_path_printed_is_the_file_written(synth_csv, tmp_path, capsys):
+    path = synth_csv(n=2400, channels=2, period=24)
+    argv = ["periods", "--data-path", str(path), "--all-rows", "--plot"]
+    assert main([*argv, str(tmp_path / "noext")]) == 0
+    assert f"plot: {tmp_path / 'noext.png'}" in capsys.readouterr().out
+    assert (tmp_path / "noext.png").is_file()
+    assert main([*argv, str(tmp_path)]) == 2  # a folder: not a sibling "<folder>.png"
+    assert "is a folder" in capsys.readouterr().err
+
+
 def test_periods_real_etth1(data_dir, capsys):
     assert main(["periods", "--dataset", "ETTh1", "--data-dir", str(data_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -430,10 +430,10 @@ def open_study(spec: TuneSpec, create: bool = False, worker: int = 0):
             load_if_exists=True,
         )
         attrs = study.user_attrs
-        if "periods" not in attrs:
+        if "periods" not in attrs:  # new: its attributes are this spec's, nothing to check
             for k, v in study_attrs(spec).items():
                 study.set_user_attr(k, v)
-            attrs = study.user_attrs
+            return study
         from experiments.run import data_fingerprint
 
         mine = {**_identity(spec), "data": data_fingerprint(_load(spec))}

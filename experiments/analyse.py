@@ -53,6 +53,7 @@ import numpy as np
 from ensemble import metrics
 from ensemble.errors import UserError
 from ensemble.io import write_json, write_text
+from periodicity.strength import FLAT_TOL, strength
 
 log = logging.getLogger("hybrid_forecast.analyse")
 
@@ -282,7 +283,9 @@ def window_features(x: np.ndarray, period: int | None, chunk: int = 512) -> dict
         out["volatility"][lo:hi] = np.diff(xb, axis=1).std(axis=1)
         spec = np.abs(np.fft.rfft(xb - xb.mean(axis=1, keepdims=True), axis=1)) ** 2
         k = spec[:, 1:].argmax(axis=1) + 1  # [w, C]; skip the mean
-        out["dominant_period"][lo:hi] = length / k
+        # a constant window has no dominant period (its argmax would be rounding noise)
+        flat = xb.var(axis=1) <= FLAT_TOL * np.mean(xb * xb, axis=1)
+        out["dominant_period"][lo:hi] = np.where(flat, np.nan, length / k)
         if period and 2 <= period <= length // 2:
             fs, ft = _strengths(xb, int(period))
             out["seasonal_strength"][lo:hi] = fs
@@ -306,9 +309,10 @@ def _strengths(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     seasonal -= seasonal.mean(axis=1, keepdims=True)
     resid = detr - seasonal
     var_r = resid.var(axis=1)
-    fs = np.clip(1 - var_r / np.maximum(detr.var(axis=1), 1e-12), 0, 1)
-    ft = np.clip(1 - var_r / np.maximum((yc - seasonal).var(axis=1), 1e-12), 0, 1)
-    return fs, ft
+    scale = np.mean(yc * yc, axis=1)  # 0 where var(S + R) is rounding noise (flat window)
+    return strength(var_r, detr.var(axis=1), scale), strength(
+        var_r, (yc - seasonal).var(axis=1), scale
+    )
 
 
 # ---------------------------------------------------------------------------- analyses

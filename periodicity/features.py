@@ -14,11 +14,17 @@ decomposed in closed form, for all windows of a chunk together:
 Per window and channel the candidate period with the largest F_S is the window's
 ``period``: 0 when no candidate lies in [3, L/2] or every candidate's F_S is 0 (then
 ``seasonal_strength`` and ``acf_period`` are 0 and the trend is an L/8 moving average).
+
+A constant window (a dry spell of a rain gauge) has no seasonal part and no trend: its
+strengths are 0, its period 0, and its ``spectral_entropy`` and ``fft_period`` NaN
+(undefined), not values read off float rounding.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from periodicity.strength import FLAT_TOL, strength
 
 FEATURE_NAMES = [
     "period",  # candidate period with the largest F_S in the window (0: none fits or all F_S 0)
@@ -89,9 +95,10 @@ def _strengths(z: np.ndarray, seasonal: np.ndarray, width: int) -> tuple[np.ndar
     sl = slice(h, z.shape[1] - h)
     resid = adj[:, sl] - trend
     var_r = resid.var(axis=1)
-    f_s = 1.0 - var_r / np.maximum((seasonal[:, sl] + resid).var(axis=1), _EPS)
-    f_t = 1.0 - var_r / np.maximum((trend + resid).var(axis=1), _EPS)
-    return np.clip(f_s, 0.0, 1.0), np.clip(f_t, 0.0, 1.0)
+    scale = np.mean(z[:, sl] ** 2, axis=1)
+    f_s = strength(var_r, (seasonal[:, sl] + resid).var(axis=1), scale)
+    f_t = strength(var_r, (trend + resid).var(axis=1), scale)
+    return f_s, f_t
 
 
 def _lag_corr(d: np.ndarray, lag: int, denom: np.ndarray) -> np.ndarray:
@@ -127,6 +134,10 @@ def _chunk_features(z: np.ndarray, periods: list[int]) -> np.ndarray:
     )
     k = 2 + np.argmax(spec[:, 2:], axis=1)  # k >= 2: at least two cycles in the window
     out[:, col["fft_period"]] = length / k
+    # A constant window has no spectrum: its entropy and peak would be read off rounding noise.
+    flat = std**2 <= FLAT_TOL * np.mean(z**2, axis=1)
+    out[flat, col["spectral_entropy"]] = np.nan
+    out[flat, col["fft_period"]] = np.nan
 
     # The best candidate per row: the one with the largest F_S.
     best_fs = np.zeros(n)

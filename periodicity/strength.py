@@ -76,14 +76,33 @@ def stl_components(x: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray, 
     return np.asarray(res.trend), np.asarray(res.seasonal), np.asarray(res.resid)
 
 
+# A component whose variance is below this share of the series' mean square is rounding
+# noise: a constant window's (or a straight line's) F_S would otherwise be 0/0, which the
+# float rounding turns into any value, mostly 1 ("perfectly seasonal").
+FLAT_TOL = 1e-20
+
+
+def strength(var_r: np.ndarray, var_part: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """1 - var(R) / var(part + R), clipped to [0, 1]; 0 where var(part + R) is rounding noise.
+
+    Args:
+        var_r: var(R), any shape.
+        var_part: var(S + R) or var(T + R), the same shape.
+        scale: mean square of the series (same shape), the yardstick for "rounding noise".
+    """
+    var_r, var_part = np.asarray(var_r, dtype=np.float64), np.asarray(var_part, dtype=np.float64)
+    real = var_part > FLAT_TOL * np.asarray(scale, dtype=np.float64)
+    ratio = var_r / np.where(real, var_part, 1.0)
+    return np.where(real, np.clip(1.0 - ratio, 0.0, 1.0), 0.0)
+
+
 def strengths(trend: np.ndarray, seasonal: np.ndarray, resid: np.ndarray) -> tuple[float, float]:
     """(F_S, F_T) from the components of one decomposition (all [T])."""
-    var_r = float(np.var(resid))
-    var_sr = float(np.var(seasonal + resid))
-    var_tr = float(np.var(trend + resid))
-    f_s = max(0.0, 1.0 - var_r / var_sr) if var_sr > 0 else 0.0
-    f_t = max(0.0, 1.0 - var_r / var_tr) if var_tr > 0 else 0.0
-    return f_s, f_t
+    scale = np.mean((trend + seasonal + resid) ** 2)
+    var_r = np.var(resid)
+    f_s = strength(var_r, np.var(seasonal + resid), scale)
+    f_t = strength(var_r, np.var(trend + resid), scale)
+    return float(f_s), float(f_t)
 
 
 def seasonal_threshold(cycles: float) -> float:

@@ -5,8 +5,9 @@ Three groups, all causal (nothing a window's targets could leak into):
 * **series statistics** of the input window: volatility, level and trend, smoothness,
   seasonal strength and autocorrelation at the analyser's top periods, and, when the
   periodicity package is installed, its own ``window_features`` (prefixed ``per_``);
-* **member disagreement**: how far the members' forecasts for this window spread apart
-  (forecasts are inputs of the combination, not targets);
+* **member disagreement**: how far the members' forecasts for this window spread apart,
+  in window stds (forecasts are inputs of the combination, not targets); NaN where the
+  window is constant on the channel, whose seasonal strength is 0;
 * **members' recent skill**: for window ``t`` the targets of the earlier windows
   ``t - H - k`` (k >= 0) lie entirely inside window ``t``'s input, so each member's
   error on them is known when window ``t`` is forecast: on the last such window, and
@@ -15,7 +16,8 @@ Three groups, all causal (nothing a window's targets could leak into):
   windows of a split.
 
 Everything is vectorised over windows and channels and computed in chunks of windows, so
-ETTm1 (11k windows x 512 steps x 7 channels) stays within a few hundred MB.
+ETTm1 (11k windows x 512 steps x 7 channels) stays within a few hundred MB, and the
+forecast-based parts never build more than one [chunk, H, C] temporary per member.
 """
 
 from __future__ import annotations
@@ -24,12 +26,25 @@ import logging
 
 import numpy as np
 
+from periodicity.strength import FLAT_TOL
+
 log = logging.getLogger(__name__)
 
 _EPS = 1e-8
 
 
-def _series_stats(x: np.ndarray, pred_len: int, periods: list[int]) -> tuple[np.ndarray, list[str]]:
+def _flat(x: np.ndarray) -> np.ndarray:
+    """[W, L, C] -> [W, C] True where a window is constant on a channel (up to rounding).
+
+    Its seasonal strength and its members' spread relative to its std are 0/0; the
+    ``_EPS`` guards alone would turn them into strength 1 and spreads of about 1e6.
+    """
+    return np.var(x, axis=1) <= FLAT_TOL * np.mean(x * x, axis=1)
+
+
+def _series_stats(
+    x: np.ndarray, pred_len: int, periods: list[int]
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Summary statistics of each input window.
 
     Args:
@@ -38,11 +53,12 @@ def _series_stats(x: np.ndarray, pred_len: int, periods: list[int]) -> tuple[np.
         periods: ranked periods; the first two that fit twice into L are used.
 
     Returns:
-        feats [W, C, F] and the F names.
+        feats [W, C, F], the F names, and the [W, C] mask of constant windows.
     """
     w, length, c = x.shape
     recent = max(2, min(pred_len, length // 2))
     x = np.asarray(x, dtype=np.float64)
+    flat = _flat(x)
     mean = x.mean(axis=1)  # [W, C]
     std = x.std(axis=1) + _EPS
     xs = (x - mean[:, None]) / std[:, None]  # standardised per window
@@ -79,12 +95,13 @@ def _series_stats(x: np.ndarray, pred_len: int, periods: list[int]) -> tuple[np.
         seasonal = prof.mean(axis=1, keepdims=True)  # mean profile over the k cycles
         resid = prof - seasonal
         strength = 1.0 - resid.var(axis=(1, 2)) / (prof.var(axis=(1, 2)) + _EPS)
+        strength = np.where(flat, 0.0, strength)  # no cycle in a constant window
         acf_p = np.mean(xs[:, p:] * xs[:, :-p], axis=1)
         # Where in its cycle the window ends, as the seasonal profile's value there.
         phase_level = seasonal[:, 0, -1]
         feats += [strength, acf_p, phase_level]
         names += [f"season_strength_p{p}", f"acf_p{p}", f"season_now_p{p}"]
-    return np.stack(feats, axis=-1), names
+    return np.stack(feats, axis=-1), names, flat
 
 
 def _periodicity_features(x: np.ndarray, periods: list[int]) -> tuple[np.ndarray, list[str]] | None:
@@ -99,6 +116,30 @@ def _periodicity_features(x: np.ndarray, periods: list[int]) -> tuple[np.ndarray
         log.warning("periodicity.window_features failed (%s); using the router's own features", exc)
         return None
     return np.asarray(feats, dtype=np.float64), [f"per_{n}" for n in names]
+
+
+def _chunk_windows(pred_len: int, n_ch: int, max_elements: int = 1 << 21) -> int:
+    """Windows per chunk so that one [chunk, H, C] array holds about ``max_elements`` values
+    (weather at H=720 would otherwise build [M, W, H, C] temporaries of ~1 GB each)."""
+    return max(1, max_elements // (pred_len * n_ch))
+
+
+def _spreads(forecasts: np.ndarray) -> np.ndarray:
+    """Each member's RMS distance from the members' mean forecast.
+
+    Args:
+        forecasts: [M, W, H, C].
+
+    Returns:
+        [M, W, C].
+    """
+    m, w, h, c = forecasts.shape
+    dev = np.empty((m, w, c), dtype=np.result_type(forecasts.dtype, np.float32))
+    step = _chunk_windows(h, c)
+    for lo in range(0, w, step):
+        f = forecasts[:, lo : lo + step]
+        dev[:, lo : lo + step] = np.sqrt(np.mean((f - f.mean(axis=0)) ** 2, axis=2))
+    return dev
 
 
 def past_errors(x: np.ndarray, forecasts: np.ndarray, smooth: int = 1) -> np.ndarray:
@@ -125,9 +166,13 @@ def past_errors(x: np.ndarray, forecasts: np.ndarray, smooth: int = 1) -> np.nda
         return out
     seen = np.lib.stride_tricks.sliding_window_view(context[length:], h, axis=0)  # [n_obs, C, H]
     err = np.empty((n_obs, c, m))
-    for i in range(m):  # M is small; a loop keeps memory at one [n_obs, H, C] array
-        d = forecasts[i, :n_obs] - seen.transpose(0, 2, 1)
-        err[:, :, i] = np.mean(d * d, axis=1)
+    step = _chunk_windows(h, c)
+    for lo in range(0, n_obs, step):  # chunks of windows, one member at a time: memory
+        hi = min(n_obs, lo + step)  # stays at one [step, H, C] array
+        target = seen[lo:hi].transpose(0, 2, 1)
+        for i in range(m):
+            d = forecasts[i, lo:hi] - target
+            err[lo:hi, :, i] = np.mean(d * d, axis=1)
     # Window t uses windows s = t - H - k for k in [0, smooth): a running mean over s.
     cs = np.concatenate([np.zeros((1, c, m)), np.cumsum(err, axis=0)])
     s_hi = np.arange(n_obs) + 1  # exclusive upper end of s for t = H + j
@@ -159,11 +204,13 @@ def window_features(
     periods = list(periods or [])
     w, _, c = x.shape
     pred_len = forecasts.shape[2] if forecasts is not None else max(1, x.shape[1] // 4)
-    parts, names = [], []
+    parts, flats, names = [], [], []
     for lo in range(0, w, chunk):
-        f, names = _series_stats(x[lo : lo + chunk], pred_len, periods)
+        f, names, flat = _series_stats(x[lo : lo + chunk], pred_len, periods)
         parts.append(f)
+        flats.append(flat)
     blocks = [np.concatenate(parts, axis=0)]
+    flat = np.concatenate(flats, axis=0)  # [W, C]
     all_names = list(names)
     blocks.append(np.broadcast_to(np.arange(c, dtype=np.float64)[None, :, None], (w, c, 1)))
     all_names.append("channel")
@@ -175,8 +222,9 @@ def window_features(
         m = forecasts.shape[0]
         member_names = member_names or [f"m{i}" for i in range(m)]
         std = np.exp(blocks[0][..., names.index("log_std")])  # [W, C], without another pass over x
-        centre = forecasts.mean(axis=0)  # [W, H, C]
-        dev = np.sqrt(np.mean((forecasts - centre) ** 2, axis=2))  # [M, W, C]
+        # relative to a constant window's std, any spread is undefined (not ~1e6): NaN
+        std = np.where(flat, np.nan, std)
+        dev = _spreads(forecasts)  # [M, W, C]
         blocks.append(np.log(dev.mean(axis=0) / std + _EPS)[..., None])
         all_names.append("log_spread")
         if m > 1:

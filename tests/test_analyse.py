@@ -159,6 +159,13 @@ def test_window_features_on_known_shapes():
     assert f["volatility"][0, 2] > f["volatility"][0, 0]
 
 
+def test_window_features_of_a_constant_window():
+    x = np.stack([np.full(192, 0.7), np.zeros(192)], axis=-1)[None]  # [1, 192, 2]
+    f = window_features(x, period=24)
+    assert (f["seasonal_strength"] == 0).all() and (f["trend_strength"] == 0).all()
+    assert np.isnan(f["dominant_period"]).all() and (f["volatility"] == 0).all()
+
+
 def test_val_vs_test_ratios_and_ranks_against_the_best_on_validation():
     res = {
         "val": {"a": {"mse": 0.5}, "b": {"mse": 0.4}, "c": {"mse": 0.8}},

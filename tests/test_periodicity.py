@@ -240,6 +240,32 @@ def test_window_features_without_usable_period():
     assert (feats[:, :, names.index("period")] == 0).all()
 
 
+def test_constant_and_straight_windows_are_not_seasonal():
+    """0/0 strengths: a constant window (a dry rain gauge) or a noiseless line has no cycle."""
+    length = 256
+    t = np.arange(length, dtype=np.float64)
+    rng = np.random.default_rng(4)
+    x = np.stack(
+        [
+            np.full(length, -0.31),  # constant, as a scaled dry spell
+            np.zeros(length),
+            0.01 * t,  # a straight line: a trend, no season
+            np.sin(2 * np.pi * t / 24) + 0.1 * rng.standard_normal(length),
+        ],
+        axis=1,
+    )[None]
+    feats, names = window_features(x, [24, 12])
+    f = {n: feats[0, :, i] for i, n in enumerate(names)}
+    assert (f["seasonal_strength"][:3] == 0).all() and (f["period"][:3] == 0).all()
+    assert (f["trend_strength"][:2] == 0).all() and f["trend_strength"][2] > 0.99
+    assert np.isnan(f["spectral_entropy"][:2]).all() and np.isnan(f["fft_period"][:2]).all()
+    assert np.isfinite(feats[0, 2:]).all() and f["period"][3] == 24
+    assert f["seasonal_strength"][3] > 0.9
+    # STL of a constant series leaves rounding noise in S and R: still no season
+    s_noise, r_noise = 1e-16 * rng.standard_normal((2, 100))
+    assert strengths(np.full(100, 2.0), s_noise, r_noise * 0.1) == (0.0, 0.0)
+
+
 # ---------------------------------------------------------------------------- patches
 
 

@@ -482,6 +482,33 @@ def test_router_long_feature_is_4H():
     np.testing.assert_allclose(feats[H:, :, names.index("long_log_mse")], e[H:].mean(-1), rtol=1e-5)
 
 
+def test_router_features_of_a_constant_channel():
+    """A dry spell: no season, and the members' spread relative to a zero std is undefined."""
+    x, y, f, H = _prob()
+    x = x.copy()
+    x[..., 1] = -0.31  # channel 1 constant in every window
+    feats, names = router_features(x, f, [12])
+    col = names.index
+    assert (feats[:, 1, col("season_strength_p12")] == 0).all()
+    for name in ("log_spread", "dev_m0", "dev_m1"):
+        assert np.isnan(feats[:, 1, col(name)]).all() and np.isfinite(feats[:, 0, col(name)]).all()
+    assert feats[:, 0, col("season_strength_p12")].max() > 0
+
+
+def test_router_forecast_features_do_not_depend_on_chunking(monkeypatch):
+    import router.features as rf
+
+    x, y, f, H = _prob()
+    whole, names = router_features(x, f, [12])
+    monkeypatch.setattr(rf, "_chunk_windows", lambda h, c: 7)
+    chunked, _ = router_features(x, f, [12])
+    np.testing.assert_array_equal(whole, chunked)
+    # the spread against its definition, on the whole array at once
+    dev = np.sqrt(np.mean((f - f.mean(axis=0)) ** 2, axis=2))
+    std = x.std(axis=1) + 1e-8
+    np.testing.assert_allclose(whole[..., names.index("dev_m1")], dev[1] / std, rtol=1e-5)
+
+
 def test_router_series_stats_use_the_window_end():
     L, p = 50, 12  # 4 whole cycles = the last 48 rows
     t = np.arange(L)

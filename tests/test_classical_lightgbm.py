@@ -1,11 +1,11 @@
-"""LightGBM member: accuracy against naive, shapes, save/load, determinism."""
+"""LightGBM member: accuracy against naive, shapes, trajectory basis, save/load, determinism."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from classical.lightgbm_member import LightGBMForecaster
+from classical.lightgbm_member import LightGBMForecaster, trajectory_basis
 from classical.naive import NaiveLast
 from experiments import registry
 
@@ -36,6 +36,21 @@ def test_shapes_and_basis(splits, model):
     out = model.predict(splits.test.windows())
     assert out.shape == (splits.test.n_windows, 24, 3) and out.dtype == np.float32
     np.testing.assert_allclose(model.basis.T @ model.basis, np.eye(4), atol=1e-8)
+
+
+def test_basis_is_leading_right_singular_vectors(splits, model):
+    """The Gram-matrix basis equals the SVD's leading right singular vectors up to sign
+    (the synthetic series' sine/cosine pairs have singular values 0.1 % apart: a wrong
+    order or an ascending pick would not pass), with the largest-|.| entry positive."""
+    _, r = model._rows(splits.train, model.max_train_rows, np.random.default_rng(model.seed))
+    _, s, vt = np.linalg.svd(r, full_matrices=False)
+    k, basis = model.n_components, model.basis
+    signs = np.sign((basis * vt[:k].T).sum(axis=0))
+    np.testing.assert_allclose(basis, vt[:k].T * signs, atol=1e-8)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(k), atol=1e-10)
+    assert (basis[np.abs(basis).argmax(axis=0), np.arange(k)] > 0).all()
+    _, explained = trajectory_basis(r, k)
+    assert explained == pytest.approx((s[:k] ** 2).sum() / (s**2).sum(), rel=1e-10)
 
 
 def test_features_match_direct_computation(splits, model):

@@ -5,7 +5,8 @@ train (val for early stopping) -> forecast val and test windows -> fit the route
 the val forecasts only -> weight the test forecasts -> score every window.
 
 The run folder is resumable at member granularity: a member whose forecasts are already
-in ``members/<name>/`` from a run with the same data settings is not fitted again.
+in ``members/<name>/`` from a run on the same data (as loaded, however the command named
+it) with the same settings is not fitted again.
 Result files are written atomically, ``results.json`` last.
 """
 
@@ -27,7 +28,7 @@ from ensemble.data import Dataset, Splits, make_splits
 from ensemble.errors import UserError
 from ensemble.io import write_json, write_npz, write_text
 from experiments import registry
-from experiments.config import DATA_SETTINGS, RunConfig
+from experiments.config import RunConfig
 
 log = logging.getLogger("hybrid_forecast.run")
 
@@ -46,13 +47,73 @@ def _safe(name: str) -> str:
 
 
 def _data_key(
-    cfg: RunConfig, base: str, periods: list[int], derived: dict[str, Any] | None = None
+    cfg: RunConfig,
+    splits: Splits,
+    base: str,
+    periods: list[int],
+    derived: dict[str, Any] | None = None,
 ) -> str:
-    """Fingerprint of the data settings, the detected periods (members build features and
-    prompts from them), the member's own settings (its spec names the folder) and what it
-    derived from them (``derived_settings()``, for members that define it)."""
-    d = {k: getattr(cfg, k) for k in DATA_SETTINGS}
-    d["member_params"] = cfg.member_params.get(base, {})
+    """Fingerprint of what a member sees, however the run spelled it.
+
+    The data as loaded (its name, which Time-LLM's prompt reads; the channels in order,
+    the target and the feature set), the rows of each split (the borders, few-shot
+    ``percent`` included), L, H, the seed, the detected periods (members build features
+    and prompts from them), the member's own settings (its spec names the folder) and
+    what it derived from them (``derived_settings()``, for members that define it).
+
+    ``--dataset ETTh1`` and ``--data-path .../ETTh1.csv``, or ``--target OT`` where OT is
+    the default, give the same key; the file's values and timestamps are not in it but
+    stamped beside it (``data_fingerprint``, ``dates_fingerprint``), so a changed or
+    another file still refits.
+    """
+    ds = splits.dataset
+    d: dict[str, Any] = {
+        "key": 2,  # never equal to a _legacy_data_key: those hash other fields
+        "dataset": ds.name,
+        "columns": list(ds.columns),
+        "target": ds.target,
+        "features": ds.features,
+        "rows": [[s.start, s.start + int(s.data.shape[0])] for s in splits],
+        "seq_len": cfg.seq_len,
+        "pred_len": cfg.pred_len,
+        "percent": cfg.percent,
+        "seed": cfg.seed,
+        # progress bars change nothing a member forecasts
+        "member_params": {
+            k: v for k, v in cfg.member_params.get(base, {}).items() if k != "progress"
+        },
+        "periods": [int(p) for p in periods],
+    }
+    if derived:
+        d["derived"] = derived
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# The settings the member cache key hashed as spelled before it keyed on the loaded data
+# (config.DATA_SETTINGS then; frozen here so that a new setting there cannot change it).
+_LEGACY_SETTINGS = (
+    "dataset",
+    "data_path",
+    "features",
+    "target",
+    "fill",
+    "seq_len",
+    "pred_len",
+    "percent",
+    "seed",
+)
+
+
+def _legacy_data_key(
+    settings: dict[str, Any],
+    member_params: dict[str, Any],
+    periods: list[int],
+    derived: dict[str, Any] | None = None,
+) -> str:
+    """The key earlier versions wrote (the run's settings as the user spelled them), so
+    that their caches (hours of Time-LLM) are still found."""
+    d = {k: settings[k] for k in _LEGACY_SETTINGS}
+    d["member_params"] = member_params
     d["periods"] = [int(p) for p in periods]
     if derived:
         d["derived"] = derived
@@ -106,7 +167,7 @@ def fit_member(
     # what the member derives from the periods
     member = registry.build(spec, member_context(spec, cfg, splits, periods, out, progress))
     derived = member.derived_settings() if hasattr(member, "derived_settings") else None
-    key = _data_key(cfg, base, periods, derived)
+    key = _data_key(cfg, splits, base, periods, derived)
     # Checked beside the key; caches written before an entry was stored lack it and
     # still count. The spec itself: two specs can share a folder name ("+" and "_").
     stamps = {
@@ -117,9 +178,9 @@ def fit_member(
     cache = mdir / "forecasts.npz"
     if cache.is_file():
         with np.load(cache) as z:
-            same = all(k not in z.files or str(z[k]) == v for k, v in stamps.items())
-            if str(z["key"]) == key and same:
-                log.info("%s: reusing forecasts from %s", spec, cache)
+            found = _cache_matches(z, key, stamps, cfg, base, periods, derived)
+            if found is not None:
+                log.info("%s: reusing forecasts from %s%s", spec, cache, found)
                 timings = json.loads(str(z["timings"]))
                 return {"val": z["val"], "test": z["test"], "timings": timings}
     t0 = time.perf_counter()
@@ -162,6 +223,35 @@ def fit_member(
     )
     log.info("%s: fit %.1fs, predict %.1fs", spec, t_fit, t_pred)
     return {"val": val, "test": test, "timings": timings}
+
+
+def _cache_matches(
+    z,
+    key: str,
+    stamps: dict[str, str],
+    cfg: RunConfig,
+    base: str,
+    periods: list[int],
+    derived: dict[str, Any] | None,
+) -> str | None:
+    """Whether a member's saved forecasts (the open ``forecasts.npz`` ``z``) are this run's:
+    None if not, else a note for run.log ("" for a cache with the current key).
+
+    A cache from an earlier version holds the old-style key: it counts when this run,
+    spelled as that run was, gives the same old key (stamps compared where the cache has
+    them, as before). Respelled, it is refitted once and then found under the new key.
+    """
+    same = all(k not in z.files or str(z[k]) == v for k, v in stamps.items())
+    if not same:
+        return None
+    stored = str(z["key"])
+    if stored == key:
+        return ""
+    settings = {k: getattr(cfg, k) for k in _LEGACY_SETTINGS}
+    params = cfg.member_params.get(base, {})
+    if stored == _legacy_data_key(settings, params, periods, derived):
+        return " (saved by an earlier version)"
+    return None
 
 
 def member_context(

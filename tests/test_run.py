@@ -105,21 +105,30 @@ def test_ms_runs_score_the_target_channel_only(synth_csv, tmp_path):
     assert res["test"]["naive"]["mse"] == pytest.approx(want, rel=1e-5)
 
 
-def test_member_cache_key_follows_the_detected_periods():
+def test_member_cache_key_follows_the_detected_periods(small_synth_splits):
     # Members build features and prompts from the periods: a cache made under other
     # periods (e.g. by an older analyser) must not be reused.
     from experiments.config import RunConfig
     from experiments.run import _data_key
 
-    cfg = RunConfig(dataset="ETTh1")
-    key = _data_key(cfg, "lightgbm", [24, 168])
-    assert key == _data_key(cfg, "lightgbm", [24, 168])
-    assert key != _data_key(cfg, "lightgbm", [24, 168, 408])
-    assert key != _data_key(RunConfig(dataset="ETTh1", seed=1), "lightgbm", [24, 168])
+    splits = small_synth_splits()
+    cfg = RunConfig(dataset=None, data_path="synth3.csv", seq_len=96, pred_len=24)
+    key = _data_key(cfg, splits, "lightgbm", [24, 168])
+    assert key == _data_key(cfg, splits, "lightgbm", [24, 168])
+    assert key != _data_key(cfg, splits, "lightgbm", [24, 168, 408])
+    seed1 = RunConfig(dataset=None, data_path="synth3.csv", seq_len=96, pred_len=24, seed=1)
+    assert key != _data_key(seed1, splits, "lightgbm", [24, 168])
     # what a member derives from them (ARIMA's season, whose default rule changed) too
-    arima = _data_key(cfg, "arima", [], {"season": 0})
-    assert arima != _data_key(cfg, "arima", [], {"season": 24})
-    assert _data_key(cfg, "arima", []) == _data_key(cfg, "arima", [], None)
+    arima = _data_key(cfg, splits, "arima", [], {"season": 0})
+    assert arima != _data_key(cfg, splits, "arima", [], {"season": 24})
+    assert _data_key(cfg, splits, "arima", []) == _data_key(cfg, splits, "arima", [], None)
+    # how the file was named is not what the member sees; its own settings are
+    respelled = RunConfig(dataset="synth3", data_path=None, target="OT", seq_len=96, pred_len=24)
+    assert key == _data_key(respelled, splits, "lightgbm", [24, 168])
+    cfg.member_params = {"lightgbm": {"progress": False}}  # bars only
+    assert key == _data_key(cfg, splits, "lightgbm", [24, 168])
+    cfg.member_params = {"lightgbm": {"num_leaves": 15}}
+    assert key != _data_key(cfg, splits, "lightgbm", [24, 168])
 
 
 def test_stacked_router_saves_its_per_step_weights(synth_csv, tmp_path):
@@ -350,3 +359,114 @@ def test_learned_router_needs_validation_windows(synth_csv, tmp_path, capsys):
     argv += ["--members", "naive,snaive", "--router", "learned_torch", "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "learns from validation windows and this split has" in capsys.readouterr().err
+
+
+def _registered_copy(root, edit=None):
+    """A synthetic series where ``--dataset weather --data-dir ROOT`` reads it (the
+    70/10/20 split, as for any file): one file, two ways to name it."""
+    from conftest import synthetic_frame
+
+    df = synthetic_frame(n=1400)
+    if edit is not None:
+        df = edit(df)
+    path = root / "weather" / "weather.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return path
+
+
+def _reused(out) -> int:
+    return (out / "run.log").read_text().count("reusing forecasts from")
+
+
+def _by_name(root, out, *extra: str) -> tuple[list[str], list[str]]:
+    """(``--dataset weather --data-dir ROOT``, the rest of a cheap run into ``out``)."""
+    rest = ["--seq-len", "96", "--pred-len", "24", "--members", "naive,snaive"]
+    rest += ["--out", str(out), "--quiet", *extra]
+    return ["run", "--dataset", "weather", "--data-dir", str(root)], rest
+
+
+def test_member_forecasts_are_reused_for_the_file_by_name_or_by_path(tmp_path):
+    # The key is what the member sees, not how the command line named the data.
+    path = _registered_copy(tmp_path / "data")
+    out = tmp_path / "r"
+    by_name, rest = _by_name(tmp_path / "data", out)
+    assert main([*by_name, *rest]) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert _reused(out) == 0
+    assert main(["run", "--data-path", str(path), *rest]) == 0
+    assert _reused(out) == 2
+    res = json.loads((out / "results.json").read_text())
+    assert res["dataset"] == "weather" and res["test"] == first["test"]
+    assert main([*by_name, *rest]) == 0  # and back
+    assert _reused(out) == 4
+
+
+def test_member_forecasts_are_reused_with_the_default_target_named(tmp_path):
+    out = tmp_path / "r"
+    by_name, rest = _by_name(_registered_copy(tmp_path / "data").parents[1], out)
+    assert main([*by_name, *rest]) == 0
+    assert main([*by_name, "--target", "OT", *rest]) == 0
+    assert _reused(out) == 2
+    # another target is another forecast (the channels are reordered, target last)
+    assert main([*by_name, "--target", "x0", *rest]) == 0
+    assert _reused(out) == 2
+    for features in ("S", "MS"):  # and so is another feature set
+        assert main([*by_name, "--target", "x0", "--features", features, *rest]) == 0
+        assert _reused(out) == 2
+    assert main([*by_name, "--target", "x0", "--features", "MS", *rest]) == 0
+    assert _reused(out) == 4
+
+
+def test_member_forecasts_are_refitted_for_another_file_of_the_same_name(tmp_path):
+    out = tmp_path / "r"
+    by_name, rest = _by_name(_registered_copy(tmp_path / "data").parents[1], out)
+    assert main([*by_name, *rest]) == 0
+    first = json.loads((out / "results.json").read_text())
+
+    def reverse(df):
+        df["OT"] = df["OT"].to_numpy()[::-1]
+        return df
+
+    other = _registered_copy(tmp_path / "other", edit=reverse)
+    assert main(["run", "--data-path", str(other), *rest]) == 0
+    assert _reused(out) == 0
+    assert json.loads((out / "results.json").read_text())["test"] != first["test"]
+    assert main(["run", "--data-path", str(other), *rest, "--percent", "50"]) == 0
+    assert _reused(out) == 0  # fewer train windows: other rows, refitted
+
+
+def _old_style_key(cfg: dict, periods: list[int]) -> str:
+    """The member cache key the versions before the data-keyed one wrote."""
+    import hashlib
+
+    names = ("dataset", "data_path", "features", "target", "fill")
+    names += ("seq_len", "pred_len", "percent", "seed")
+    d = {k: cfg[k] for k in names} | {"member_params": {}, "periods": periods}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def test_member_caches_of_earlier_versions_are_still_reused(tmp_path):
+    # Existing run folders hold forecasts that took an hour (Time-LLM): a cache keyed the
+    # old way counts when the run is spelled as before (with or without the data stamp
+    # the oldest caches lack); respelled, it is refitted once.
+    path = _registered_copy(tmp_path / "data")
+    out = tmp_path / "r"
+    by_name, rest = _by_name(tmp_path / "data", out)
+    assert main([*by_name, *rest]) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    old = _old_style_key(cfg, json.loads((out / "results.json").read_text())["periods"])
+    for member, keep in (("naive", ("data",)), ("snaive", ())):
+        cache = out / "members" / member / "forecasts.npz"
+        with np.load(cache) as z:
+            kept = {k: z[k] for k in ("val", "test", "timings", *keep)}
+        np.savez(cache, key=np.array(old), **kept)
+    assert main([*by_name, *rest]) == 0
+    assert _reused(out) == 2
+    assert (out / "run.log").read_text().count("(saved by an earlier version)") == 2
+    assert main(["run", "--data-path", str(path), "--target", "OT", *rest]) == 0
+    assert _reused(out) == 2  # respelled: refitted, under the new key
+    assert main([*by_name, *rest]) == 0
+    assert _reused(out) == 4
+    assert main([*by_name, *rest, "--pred-len", "12"]) == 0  # a real change still refits
+    assert _reused(out) == 4

@@ -253,6 +253,14 @@ def data_dir_from(arg: str | os.PathLike | None) -> Path:
     return Path(env) if env else Path("dataset")
 
 
+def _registered_stems() -> dict[str, str]:
+    """Lower-case file stems -> registered names: the name itself and its file's stem
+    (the official repo's illness file is national_illness.csv)."""
+    stems = {k.lower(): k for k in DATASETS}
+    stems.update({Path(rel).stem.lower(): k for k, (rel, _) in DATASETS.items()})
+    return stems
+
+
 def resolve_path(
     name: str | None, data_path: str | os.PathLike | None, data_dir
 ) -> tuple[str, Path, str]:
@@ -264,7 +272,7 @@ def resolve_path(
         # A file named like a registered dataset (the official repo's ETT-small/ETTh1.csv)
         # is that dataset: it gets its split, or its results would sit beside published
         # ETTh1 numbers while coming from another split.
-        named = {k.lower(): k for k in DATASETS}.get(path.stem.lower())
+        named = _registered_stems().get(path.stem.lower())
         if name and named and named != name:
             raise UserError(
                 f"--dataset {name} with --data-path {path.name}, which is {named}'s file: pass "

@@ -199,6 +199,8 @@ def test_a_file_named_like_a_registered_dataset_gets_its_split(tmp_path):
     assert resolve_path(None, tmp_path / "ETTh1.csv", None)[::2] == ("ETTh1", "ett_hour")
     assert resolve_path(None, tmp_path / "ETTm2.csv", None)[::2] == ("ETTm2", "ett_minute")
     assert resolve_path(None, tmp_path / "mine.csv", None)[::2] == ("mine", "ratio")
+    # named after its file, not the registry key (Time-LLM's prompt describes "illness")
+    assert resolve_path(None, tmp_path / "national_illness.csv", None)[0] == "illness"
 
 
 def test_a_dataset_name_that_contradicts_the_file_is_refused(tmp_path):

@@ -9,7 +9,8 @@ equal-weighted cosine estimate ``ensemble.metrics.diebold_mariano`` uses (with i
 ``nu = W // (4 H)`` and looser choices), and Newey-West with 2H lags and the iid
 variance for comparison.
 
-    python benchmarks/dm_calibration.py
+    python benchmarks/dm_calibration.py          # the main table
+    python benchmarks/dm_calibration.py --few    # and W < 8 H (the floor on nu)
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--few", action="store_true", help="also the table for W < 8 H")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     print("| W | H | phi | test | size (null) | power (scale 0.95) |")
@@ -89,6 +91,26 @@ def main() -> None:
         for name, (p_null, p_alt) in rows.items():
             size, power = np.mean(p_null < 0.05), np.mean(p_alt < 0.05)
             print(f"| {windows} | {horizon} | {phi} | {name} | {size:.3f} | {power:.3f} |")
+    if args.few:
+        few_windows(rng, max(args.reps, 3000))
+
+
+def few_windows(rng, reps: int) -> None:
+    """Size with fewer than 8 H windows (long horizons, short series, the router's folds),
+    where ``W // (4 H)`` is 0 or 1 and the floor on nu decides."""
+    print("\n| W / H | H | phi | W // (4H) | size, nu = 1 | nu = 2 | nu = 3 | used |")
+    print("|---|---|---|---|---|---|---|---|")
+    for horizon in (96, 336):
+        for ratio in (1.5, 2, 3, 4, 6, 7.9):
+            for phi in (0.9, 0.97):
+                windows = int(ratio * horizon)
+                a, b = (window_losses(rng, reps, windows, horizon, phi, 1.0) for _ in range(2))
+                size = {nu: np.mean(p_cosine(a - b, nu) < 0.05) for nu in (1, 2, 3)}
+                used = np.mean(p_used(a - b, a - b, horizon)[0] < 0.05)
+                print(
+                    f"| {ratio} | {horizon} | {phi} | {windows // (4 * horizon)} | "
+                    f"{size[1]:.3f} | {size[2]:.3f} | {size[3]:.3f} | {used:.3f} |"
+                )
 
 
 if __name__ == "__main__":

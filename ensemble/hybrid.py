@@ -23,6 +23,11 @@ def combine(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """
     m, w, _, c = stacked.shape
     weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim == 2 and w == c and weights.shape == (w, m):
+        raise ValueError(
+            f"weights of shape {weights.shape} are ambiguous with {w} windows and {c} channels "
+            f"(per window or per channel?): pass them as [W, C, M] = ({w}, {c}, {m})"
+        )
     if weights.ndim == 1:
         weights = np.broadcast_to(weights, (w, c, m))
     elif weights.shape == (w, m):

@@ -92,7 +92,7 @@ def results_markdown(res: dict[str, Any]) -> str:
 
 
 def _num(x: float | None, fmt: str) -> str:
-    return "" if x is None else format(x, fmt)
+    return "" if x is None or x != x else format(x, fmt)  # None or NaN: nothing to show
 
 
 def plot_windows(

@@ -45,6 +45,14 @@ def test_combine_rejects_wrong_shapes(members):
         hybrid.combine(s, np.ones((5, 3)) / 3)
 
 
+def test_combine_refuses_2d_weights_when_windows_equal_channels():
+    s = np.random.default_rng(0).random((3, 4, 2, 4))  # M=3, W=4, H=2, C=4
+    with pytest.raises(ValueError, match="ambiguous"):
+        hybrid.combine(s, np.full((4, 3), 1 / 3))
+    w = np.random.default_rng(1).dirichlet(np.ones(3), size=(4, 4))
+    np.testing.assert_allclose(hybrid.combine(s, w), np.einsum("mwhc,wcm->whc", s, w))
+
+
 def test_one_hot_weights_select_a_member(members):
     s = hybrid.stack(members[0])
     np.testing.assert_allclose(hybrid.combine(s, np.array([0.0, 1.0, 0.0])), s[1])

@@ -318,6 +318,21 @@ def test_exact_and_fista_simplex_solvers_agree():
     np.testing.assert_allclose(simplex_qp_exact(np.ones((1, 4, 4)), np.ones((1, 4))), 0.25)
 
 
+def test_a_member_with_huge_errors_does_not_bend_the_others_weights():
+    """A diverged but finite member (1e5 times the others' scale) gets no weight, and the
+    others' weights are their own optimum: the ridge must not scale with its errors."""
+    gram, b = least_squares_problems(3, 3, seed=2)
+    scale = np.array([1.0, 1.0, 1e5])
+    gram, b = gram * np.outer(scale, scale), b * scale
+    w = simplex_qp_exact(gram, b)
+    g = np.linspace(0, 1, 20001)
+    pair = np.stack([g, 1 - g, 0 * g], axis=1)  # the two sane members only
+    for k in range(3):
+        best = (np.einsum("gi,ij,gj->g", pair, gram[k], pair) - 2 * pair @ b[k]).min()
+        found = w[k] @ gram[k] @ w[k] - 2 * b[k] @ w[k]
+        assert w[k, 2] < 1e-4 and found <= best + 1e-6 * abs(best)
+
+
 def test_tilted_stacked_follows_the_recently_better_member():
     """Members take turns being sharp in blocks of 120 windows: static weights cannot
     tell them apart, the tilt by recent error can, and windows with no observed past get

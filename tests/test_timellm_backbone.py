@@ -77,7 +77,7 @@ def test_folder_without_config_is_named(tmp_path) -> None:
 
 
 def test_local_path_truncates_saved_model(tmp_path) -> None:
-    random_backbone("qwen2", **TINY_QWEN).model.save_pretrained(tmp_path)
+    _save_with_minilm_tokenizer(random_backbone("qwen2", **TINY_QWEN).model, tmp_path)
     bb = load_backbone(str(tmp_path), llm_layers=2, llm_dim=32)
     assert bb.num_layers == 2 and len(bb.model.layers) == 2 and bb.is_decoder
 
@@ -178,7 +178,7 @@ def test_4bit_load_and_forward(which: str, tmp_path) -> None:
     if which == "qwen2":
         # bitsandbytes' CPU kernels want in/out features in multiples of its 64-wide blocks.
         shape = {**TINY_QWEN, "hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2}
-        random_backbone("qwen2", **shape).model.save_pretrained(tmp_path)
+        _save_with_minilm_tokenizer(random_backbone("qwen2", **shape).model, tmp_path)
         bb = _load_4bit(str(tmp_path), llm_layers=2)
         width = 64
     else:
@@ -200,7 +200,7 @@ def test_4bit_backbone_trains_after_a_no_grad_pass(tmp_path) -> None:
     from timellm.model import TimeLLM
 
     shape = {**TINY_QWEN, "hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2}
-    random_backbone("qwen2", **shape).model.save_pretrained(tmp_path)
+    _save_with_minilm_tokenizer(random_backbone("qwen2", **shape).model, tmp_path)
     bb = _load_4bit(str(tmp_path), llm_layers=2)
     torch.manual_seed(0)
     model = TimeLLM(bb, seq_len=48, pred_len=8, d_model=8, d_ff=16, n_heads=2, num_prototypes=20)

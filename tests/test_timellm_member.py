@@ -122,6 +122,37 @@ def test_resume_through_the_member(fitted, splits):
         member(workdir=str(workdir), epochs=3, resume=True, lr=0.5).fit(splits.train, splits.val)
 
 
+def test_resume_refuses_a_checkpoint_trained_on_other_data(fitted, splits):
+    # --percent, --features / --target and another data file change what the member
+    # trains on, not its constructor arguments: resuming must not return the old model.
+    import dataclasses
+
+    _, workdir = fitted
+    train, val = splits.train, splits.val
+    other_data = {
+        "percent": (dataclasses.replace(train, data=train.data[: len(train.data) // 2]), val),
+        "values": (dataclasses.replace(train, data=train.data * 1.01), val),
+        "channels": tuple(
+            dataclasses.replace(s, data=s.data[:, :1], columns=s.columns[:1]) for s in (train, val)
+        ),
+    }
+    for what, (tr, va) in other_data.items():
+        with pytest.raises(UserError, match=r"different settings \(data\)"):
+            member(workdir=str(workdir), epochs=3, resume=True).fit(tr, va)
+            pytest.fail(f"resumed a checkpoint trained on other {what}")
+
+
+def test_prompt_beyond_the_position_table_is_refused_before_training(splits, monkeypatch):
+    from timellm.trainer import Trainer
+
+    short = random_backbone("gpt2", n_embd=32, n_layer=1, n_head=2, n_positions=40)
+    monkeypatch.setattr("timellm.backbone.load_backbone", lambda *a, **k: short)
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("training started"))
+    # L=32, patch 16, stride 8: 4 patches fit in 40 positions, a ~70-token prompt does not.
+    with pytest.raises(UserError, match=r"4 patches \(seq_len 32, patch_len 16, stride 8\)"):
+        member(backbone="gpt2-random", train_stride=8, val_stride=8).fit(splits.train, splits.val)
+
+
 def test_bidirectional_backbone_minilm(splits):
     m = member(backbone="minilm", epochs=1, train_stride=8, val_stride=8)
     m.fit(splits.train, splits.val)

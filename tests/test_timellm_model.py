@@ -176,6 +176,78 @@ def test_roberta_positions_start_after_its_padding_row() -> None:
         own = llm(inputs_embeds=embeds).last_hidden_state[:, -model.num_patches :]
     assert torch.allclose(ours, own, atol=1e-5)
     assert model.position_offset == config.pad_token_id + 1
+    assert model.max_positions == config.max_position_embeddings - config.pad_token_id - 1
+
+
+@pytest.mark.parametrize("arch", ["albert", "electra"])
+@pytest.mark.parametrize("prototype_map", ["lowrank", "full"])
+def test_factorised_embeddings_narrower_than_the_hidden_size(arch: str, prototype_map: str) -> None:
+    # ALBERT and ELECTRA take inputs of width embedding_size E and project them up to the
+    # hidden size D inside: prototypes, prompt and reprogrammed patches must all be E wide.
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from timellm.backbone import _freeze, _minilm_dir
+    from timellm.explain import explain
+
+    config = AutoConfig.for_model(arch, **TINY, embedding_size=16, vocab_size=30522)
+    torch.manual_seed(0)
+    llm = AutoModel.from_config(config).eval()
+    _freeze(llm)
+    bb = Backbone(llm, AutoTokenizer.from_pretrained(_minilm_dir()), arch, 32, 2, False)
+    assert bb.input_embeddings().shape == (30522, 16)
+    model = _model(bb, prototype_map=prototype_map, d_ff=24)  # d_ff may exceed E, not D
+    x, ids, mask = _batch(bb)
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
+    model.train()
+    out = model(x, ids, mask)
+    assert out.shape == (3, H, 2)
+    assert model.reprogramming.out.out_features == model.embedding_size == 16
+    torch.nn.functional.mse_loss(out, torch.zeros_like(out)).backward()
+    grads = [p.grad for p in model.trainable_parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    head_before = model.head.linear.weight.detach().clone()
+    opt.step()
+    assert not torch.equal(head_before, model.head.linear.weight)
+    with torch.no_grad():
+        forecast = model.eval()(x, ids, mask)
+    assert forecast.shape == (3, H, 2) and torch.isfinite(forecast).all()
+    stages = {s["stage"]: s["shape"] for s in explain(model, 2, L, 1)["stages"]}
+    assert stages["reprogramming"][-1] == stages["prompt prefix"][-1] == 16
+    assert stages["backbone"][-1] == 32
+
+
+def test_prompt_and_patches_beyond_the_position_table_are_refused(minilm: Backbone) -> None:
+    # BERT has 512 positions: past them the backbone failed with an IndexError deep inside.
+    from ensemble.errors import UserError
+
+    with pytest.raises(UserError, match=r"718 patches \(seq_len 720, patch_len 4, stride 1\)"):
+        _model(minilm, seq_len=720, patch_len=4, stride=1)  # the patches alone: at once
+    model = _model(minilm, seq_len=512, patch_len=16, stride=1).eval()  # 498 patches
+    assert model.max_positions == 512
+    x = torch.randn(1, 512, 1)
+    ids, mask = PromptBuilder(minilm.tokenizer, "Test series.", H, [12], seq_len=512)(x.numpy())
+    with pytest.raises(UserError, match=r"tokens \+ 498 patches .* has 512; .*prompt=none"):
+        model(x, ids, mask)
+    with torch.no_grad():  # without a prompt they fit
+        assert model(x, ids[:, :0], mask[:, :0]).shape == (1, H, 1)
+
+
+def test_position_limits_by_backbone() -> None:
+    from ensemble.errors import UserError
+
+    gpt2 = random_backbone("gpt2", **{**DECODERS["gpt2"], "n_positions": 12})
+    model = _model(gpt2)  # 6 patches
+    x, ids, mask = _batch(gpt2, b=1, n=1)
+    assert int(mask.sum()) > 6
+    with pytest.raises(UserError, match="has 12"):
+        model(x, ids, mask)
+    assert model.max_positions == 12 and model.position_offset == 0
+    # Rotary positions have no table to run past.
+    llama_bb = random_backbone("llama", **DECODERS["llama"], max_position_embeddings=8)
+    llama = _model(llama_bb).eval()
+    assert llama.max_positions is None
+    with torch.no_grad():
+        assert llama(*_batch(llama_bb, b=1, n=1)).shape == (1, H, 1)
 
 
 def test_fast_dropout_statistics_and_attention() -> None:
@@ -303,13 +375,22 @@ def test_bench_step_sizes_the_backbone_cannot_take_are_one_line(capsys) -> None:
     assert err == ["error: bench-step: d_ff 1000 exceeds the backbone hidden size 384"]
 
 
-def test_backbone_folder_without_tokenizer_says_so(tmp_path) -> None:
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_backbone_folder_without_tokenizer_says_so(arch: str, tmp_path) -> None:
+    # LLaMA's tokenizer fails to load; GPT-2's and Qwen2's load under transformers 5 with
+    # an empty vocabulary (every prompt zero tokens): both must be refused.
     from ensemble.errors import UserError
     from timellm.backbone import load_backbone, random_backbone
 
-    random_backbone("llama").model.save_pretrained(tmp_path)
-    with pytest.raises(UserError, match="copy the model's tokenizer files"):
+    tiny = {
+        "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1),
+        "qwen2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1),
+        "gpt2": dict(n_embd=32, n_layer=1, n_head=2),
+    }[arch]
+    random_backbone(arch, **tiny).model.save_pretrained(tmp_path)
+    with pytest.raises(UserError, match="copy the model's tokenizer files") as exc:
         load_backbone(str(tmp_path))
+    assert "\n" not in str(exc.value)
 
 
 def test_backbone_path_that_is_not_there_says_so(capsys) -> None:

@@ -154,6 +154,43 @@ def test_early_stopping_reloads_the_best_epoch(monkeypatch):
     assert not all(torch.equal(final[k], states[3][k]) for k in final)
 
 
+@pytest.mark.parametrize("scores", [[float("nan")] * 3, [float("inf"), float("nan"), float("inf")]])
+def test_no_finite_validation_score_is_a_diverged_fit(scores, monkeypatch):
+    # Reloading the "best" state would hand back the untrained weights, whose forecasts
+    # are finite: nothing downstream would notice.
+    scripted = iter(scores)
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, data, model=None: next(scripted))
+    with pytest.raises(ValueError, match="diverged.*lower the learning rate"):
+        Trainer(fresh(), cfg(epochs=3, patience=0)).fit(window_set(), window_set(seed=1))
+
+
+def test_a_huge_learning_rate_diverges_loudly():
+    with pytest.raises(ValueError, match=r"not finite in any of 2 epoch.*now 1e\+30"):
+        Trainer(fresh(), cfg(lr=1e30, epochs=2, patience=0, schedule="constant")).fit(
+            window_set(), window_set(seed=1)
+        )
+
+
+def test_a_nan_epoch_after_good_ones_is_no_improvement(monkeypatch):
+    scripted = iter([0.5, 0.3, float("nan"), float("nan"), 0.1])
+    states = []
+    original = Trainer._train_epoch
+
+    def spy_epoch(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        states.append(trainable_state(self.model))
+        return out
+
+    monkeypatch.setattr(Trainer, "_train_epoch", spy_epoch)
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, data, model=None: next(scripted))
+    model = fresh()
+    res = Trainer(model, cfg(epochs=5, patience=2)).fit(window_set(), window_set(seed=1))
+    assert len(res.history) == 4  # two NaN epochs in a row: early stop
+    assert res.best_epoch == 1 and res.best_val == 0.3
+    final = trainable_state(model)
+    assert all(torch.equal(final[k], states[1][k]) for k in final)
+
+
 def test_checkpoint_every_epoch_without_backbone(tmp_path):
     model = fresh()
     Trainer(model, cfg(epochs=2, patience=0), workdir=tmp_path).fit(
@@ -205,6 +242,18 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     )
     with pytest.raises(UserError, match="different settings"):
         Trainer(fresh(), cfg(epochs=2), workdir=tmp_path, resume=True, fingerprint={"lr": 2}).fit(
+            window_set(), window_set(seed=1)
+        )
+
+
+@pytest.mark.parametrize("damage", ["truncate", "text"])
+def test_resume_refuses_a_damaged_checkpoint_in_one_line(tmp_path, damage):
+    Trainer(fresh(), cfg(epochs=1), workdir=tmp_path).fit(window_set(), window_set(seed=1))
+    ckpt = next(tmp_path.glob("*.pt"))
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[:5000] if damage == "truncate" else b"garbage")
+    with pytest.raises(UserError, match="is damaged .*delete it or rerun without --resume"):
+        Trainer(fresh(), cfg(epochs=2), workdir=tmp_path, resume=True).fit(
             window_set(), window_set(seed=1)
         )
 

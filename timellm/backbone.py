@@ -71,7 +71,8 @@ class Backbone:
         model: the transformer body (no LM head); all parameters have requires_grad False.
         tokenizer: the matching Hugging Face tokenizer.
         name: the spec it was loaded from.
-        hidden_size: D, the width of its embeddings and hidden states.
+        hidden_size: D, the width of its hidden states (and of `llm_dim`). Its input
+            embeddings may be narrower (ALBERT, ELECTRA): see `input_embeddings`.
         num_layers: the number of layers kept.
         is_decoder: True for causal (GPT-2, LLaMA, Qwen2), False for bidirectional (BERT).
         quantization: None, "4bit" or "8bit".
@@ -86,7 +87,8 @@ class Backbone:
     quantization: str | None = None
 
     def input_embeddings(self) -> Tensor:
-        """The word embedding matrix [V, D] (frozen)."""
+        """The word embedding matrix [V, E] (frozen); E, the width of ``inputs_embeds``,
+        is D but for factorised embeddings (ALBERT, ELECTRA: E < D)."""
         return self.model.get_input_embeddings().weight
 
     @property
@@ -228,6 +230,7 @@ def load_backbone(
     load_in_8bit: bool = False,
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
+    tokenizer: Any = None,
 ) -> Backbone:
     """Load a frozen backbone, truncated to its first `llm_layers` layers.
 
@@ -243,13 +246,14 @@ def load_backbone(
         dtype: dtype of the unquantised weights (default: float32, or the compute dtype
             when quantised).
         device: where to put it (default CPU).
+        tokenizer: a tokenizer to use instead of the model folder's (None: the folder's).
 
     Returns:
         The `Backbone`, in eval mode with every parameter frozen.
 
     Raises:
-        UserError: unknown spec, unreadable model, `llm_layers` out of range, `llm_dim`
-            mismatch, or both quantisation flags.
+        UserError: unknown spec, unreadable model, no usable tokenizer next to it,
+            `llm_layers` out of range, `llm_dim` mismatch, or both quantisation flags.
     """
     from transformers import AutoModel, AutoTokenizer, BitsAndBytesConfig
 
@@ -267,6 +271,10 @@ def load_backbone(
             _check_dim(spec, llm_dim, bb.hidden_size)
             return _to_device(bb, device)
         # bitsandbytes quantises while loading a checkpoint, so save the random one first.
+        # Its tokenizer is MiniLM's, passed in: saved into a Qwen2 folder, transformers 5
+        # would read MiniLM's tokenizer.json back as a character-level Qwen2 tokenizer.
+        with _quiet_transformers():
+            minilm_tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())
         with tempfile.TemporaryDirectory() as tmp:
             random_backbone(arch, **overrides).model.save_pretrained(tmp)
             bb = load_backbone(
@@ -276,9 +284,9 @@ def load_backbone(
                 load_in_8bit=load_in_8bit,
                 dtype=dtype,
                 device=device,
+                tokenizer=minilm_tokenizer,
             )
-            tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())
-        bb.tokenizer, bb.name = tokenizer, spec
+        bb.name = spec
         return bb
 
     path = _minilm_dir() if spec == "minilm" else spec
@@ -314,6 +322,9 @@ def load_backbone(
     for flag in ("output_attentions", "output_hidden_states"):
         setattr(config, flag, False)
 
+    if tokenizer is None:  # before the weights, which may take minutes to load
+        tokenizer = _load_tokenizer(spec, path)
+
     kwargs: dict[str, Any] = {"config": config}
     if load_in_4bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -338,16 +349,6 @@ def load_backbone(
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())
         raise UserError(f"cannot load backbone '{spec}': {reason}") from exc
-    try:
-        with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        where = f" in {path}" if os.path.isdir(path) else ""
-        raise UserError(
-            f"cannot load the tokenizer of backbone '{spec}'{where}: copy the model's "
-            "tokenizer files (tokenizer.json or vocab/merges files, tokenizer_config.json) "
-            "next to its config.json"
-        ) from exc
     model.eval()
     _freeze(model)
     if load_in_4bit:
@@ -362,6 +363,32 @@ def load_backbone(
         quantization="4bit" if load_in_4bit else "8bit" if load_in_8bit else None,
     )
     return bb if quantized else _to_device(bb, device)
+
+
+def _load_tokenizer(spec: str, path: str) -> Any:
+    """The tokenizer saved with a model; refused when missing or empty.
+
+    Under transformers 5 a GPT-2 or Qwen2 folder without tokenizer files still loads, as
+    a tokenizer with an empty vocabulary: every prompt would become zero tokens and the
+    model would train without its prompt, silently.
+    """
+    from transformers import AutoTokenizer
+
+    where = f" in {path}" if os.path.isdir(path) else ""
+    no_tokenizer = UserError(
+        f"cannot load the tokenizer of backbone '{spec}'{where}: copy the model's "
+        "tokenizer files (tokenizer.json or vocab/merges files, tokenizer_config.json) "
+        "next to its config.json"
+    )
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise no_tokenizer from exc
+    probe = "Dataset description: hourly load. Input statistics: min 0.5, max 2.0."
+    if len(tokenizer) <= 1 or not tokenizer(probe, add_special_tokens=False)["input_ids"]:
+        raise no_tokenizer
+    return tokenizer
 
 
 def _hub_or_local_config(path: str) -> Any:

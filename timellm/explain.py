@@ -148,6 +148,7 @@ def explain(
     b, n, s = batch_size, n_vars, batch_size * n_vars
     t = int(mask.any(dim=0).sum())
     np_, d, dff = model.num_patches, model.hidden_size, model.d_ff
+    e = model.embedding_size  # the backbone's input width (< d for ALBERT, ELECTRA)
     prefix = "prompt once without grad, patches reuse its KV cache"
     stages = [
         {"stage": "input", "shape": (b, seq_len, n), "note": "windows"},
@@ -167,7 +168,7 @@ def explain(
         {"stage": "reprogramming", "shape": shapes.get("reprogramming"), "note": "cross-attention"},
         {
             "stage": "prompt prefix",
-            "shape": (s, t, d),
+            "shape": (s, t, e),
             "note": prefix if model.is_decoder and model.prefix_cache else "concatenated",
         },
         {"stage": "backbone", "shape": (s, t + np_, d), "note": model.backbone_name},

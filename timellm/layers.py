@@ -295,7 +295,8 @@ class ReprogrammingLayer(nn.Module):
         d_model: patch embedding size.
         n_heads: attention heads.
         d_keys: size per head (the official passes d_ff here).
-        d_llm: backbone hidden size, the output size.
+        d_llm: the width of the backbone's input embeddings (its hidden size, but for
+            factorised embeddings: ALBERT, ELECTRA), the prototypes' and output size.
         attention_dropout: dropout on the attention weights.
     """
 

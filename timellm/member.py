@@ -29,6 +29,7 @@ optionally the classical forecasts summary (`timellm.inject`, out-of-fold on tra
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import pickle
@@ -79,6 +80,25 @@ def _check_sizes(dropout: float, **sizes: int) -> None:
         raise UserError(f"timellm: dropout must be in [0, 1) (got {dropout})")
 
 
+def data_identity(train: Split, val: Split, tr_starts: np.ndarray, va_starts: np.ndarray) -> str:
+    """Short SHA-256 of what a fit trains and early-stops on: the train and val rows as
+    the trainer sees them (float32, [T, C]) and the selected window starts.
+
+    Part of the resume fingerprint: a rerun with another --percent, --features, --target
+    or data file must not resume (and return) the model trained on the old data.
+    """
+    digest = hashlib.sha256()
+    for array in (
+        np.ascontiguousarray(train.data, dtype=np.float32),
+        np.ascontiguousarray(val.data, dtype=np.float32),
+        np.ascontiguousarray(tr_starts, dtype=np.int64),
+        np.ascontiguousarray(va_starts, dtype=np.int64),
+    ):
+        digest.update(repr(array.shape).encode())  # the channel count, too
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
 class TimeLLMForecaster(BaseForecaster):
     """Time-LLM member.
 
@@ -105,8 +125,9 @@ class TimeLLMForecaster(BaseForecaster):
         patience: early-stopping patience in epochs (0: run all epochs, still reload
             the best).
         batch_size: items per step: windows (x all channels) or series (see ``sample``).
-        sample: "windows" (official batching) or "series" (random (window, channel)
-            pairs; see `TrainConfig`).
+        sample: "windows" (default: ``batch_size`` windows x all C channels per step) or
+            "series" (the official batching: ``batch_size`` random (window, channel)
+            pairs, one channel of one window per item; see `TrainConfig`).
         eval_batch_size: windows per forward pass when scoring or predicting.
         schedule: "cosine", "onecycle", "type1" or "constant", or the official
             run_main.py's "official_type1", "official_cos" or "official_constant" (see
@@ -334,7 +355,8 @@ class TimeLLMForecaster(BaseForecaster):
         return self.model
 
     def fingerprint(self) -> dict[str, Any]:
-        """Settings a checkpoint must share with this member to be resumed."""
+        """Settings a checkpoint must share with this member to be resumed (`fit` adds
+        the data's `data_identity` under "data")."""
         return {
             k: v
             for k, v in self.kwargs.items()
@@ -428,6 +450,11 @@ class TimeLLMForecaster(BaseForecaster):
             tr_fc, va_fc = self._fit_injectors(train, tr_starts, val, va_starts)
         tr_set = self._window_set(train.data, tr_starts, True, tr_fc)
         va_set = self._window_set(val.data, va_starts, True, va_fc)
+        check_positions = getattr(model, "check_positions", None)  # not PatchLinear
+        if check_positions is not None:
+            # Before training rather than at the batch with the longest prompt.
+            sets = [s for s in (tr_set, va_set) if len(s)]  # empty: the trainer says so
+            check_positions(max((int(s.mask.sum(dim=-1).max()) for s in sets), default=0))
         log.info(
             "timellm: %d train windows (stride %d of %d), %d val windows, %d prompt tokens max",
             len(tr_set),
@@ -441,7 +468,10 @@ class TimeLLMForecaster(BaseForecaster):
             self.train_config(),
             workdir=self.workdir,
             resume=self.resume,
-            fingerprint=self.fingerprint(),
+            fingerprint={
+                **self.fingerprint(),
+                "data": data_identity(train, val, tr_starts, va_starts),
+            },
             accelerator=self._accelerator(),
             progress=self.progress,
             backbone_eval=not self.backbone_dropout,

@@ -5,12 +5,15 @@ Data flow for input windows x: [B, L, N] (see `timellm.explain` for a printed ve
 1. RevIN (no affine) per series; channel independence: [B, L, N] -> [B*N, L].
 2. Patches (pad `stride` copies of the last value, length 16, stride 8) and a circular
    conv1d embedding: [B*N, Np, d_model].
-3. Text prototypes [P, D] from the backbone's word embeddings [V, D] (learned map).
-4. Reprogramming: multi-head cross-attention, patches query the prototypes: [B*N, Np, D].
-5. Prompt prefix: embeddings of the pre-tokenised prompt [B*N, T, D] before the patches.
-6. The frozen, truncated backbone; keep the patch positions' first d_ff features:
-   [B*N, Np, d_ff].
+3. Text prototypes [P, E] from the backbone's word embeddings [V, E] (learned map).
+4. Reprogramming: multi-head cross-attention, patches query the prototypes: [B*N, Np, E].
+5. Prompt prefix: embeddings of the pre-tokenised prompt [B*N, T, E] before the patches.
+6. The frozen, truncated backbone ([B*N, T + Np, E] in, hidden size D out); keep the
+   patch positions' first d_ff features: [B*N, Np, d_ff].
 7. Flatten head to the horizon, undo RevIN: [B, H, N].
+
+E is the width the backbone takes its inputs in, D the width of its hidden states: equal
+except for factorised embeddings (ALBERT, ELECTRA: E < D, projected up inside the model).
 
 Differences from the official code (all listed with their measured effects in
 docs/timellm.md): prompts are masked and left-padded with position ids from the mask;
@@ -28,6 +31,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ensemble.errors import UserError
 from timellm.backbone import Backbone
 from timellm.layers import (
     FlattenHead,
@@ -109,6 +113,9 @@ class TimeLLM(nn.Module):
         self.revin = RevIN()
         self.patch_embedding = PatchEmbedding(d_model, patch_len, stride, dropout)
         embeddings = backbone.input_embeddings()
+        # E: the width inputs_embeds must have (the prototypes' and the prompt's), not the
+        # hidden size D, which ALBERT / ELECTRA make wider than their embeddings.
+        self.embedding_size = int(embeddings.shape[1])
         if prototype_map == "full":
             self.prototypes: nn.Module = FullPrototypes(embeddings.shape[0], num_prototypes)
         elif prototype_map == "lowrank":
@@ -116,14 +123,45 @@ class TimeLLM(nn.Module):
         else:
             raise ValueError(f"prototype_map must be 'full' or 'lowrank', got {prototype_map!r}")
         self.prototype_map = prototype_map
-        self.reprogramming = ReprogrammingLayer(d_model, n_heads, d_ff, backbone.hidden_size)
+        self.reprogramming = ReprogrammingLayer(d_model, n_heads, d_ff, self.embedding_size)
         self.head = FlattenHead(d_ff * self.num_patches, pred_len, dropout)
         self._kv_cache: tuple[tuple[object, ...], Tensor, Tensor] | None = None
-        # RoBERTa-style position tables reserve rows up to their padding index: real
+        # Absolute position tables: BERT family (`embeddings.position_embeddings`), GPT-2
+        # (`wpe`). RoBERTa-style tables reserve rows up to their padding index: real
         # positions start after it (BERT, GPT-2, LLaMA: at 0).
         table = getattr(getattr(self.llm, "embeddings", None), "position_embeddings", None)
+        if table is None:
+            table = getattr(self.llm, "wpe", None)
         pad = getattr(table, "padding_idx", None)
         self.position_offset = 0 if pad is None else pad + 1
+        # Positions an absolute table can give (prompt + patches); None: rotary or
+        # relative positions only (LLaMA, Qwen2, most DeBERTa), no table to run past.
+        self.max_positions = (
+            table.num_embeddings - self.position_offset if isinstance(table, nn.Embedding) else None
+        )
+        self.check_positions(0)
+
+    def check_positions(self, prompt_tokens: int) -> None:
+        """Refuse a prompt of ``prompt_tokens`` real tokens plus the patches when they run
+        past the backbone's absolute position table (else an IndexError deep inside it).
+
+        Raises:
+            UserError: naming seq_len, patch_len, stride and the limit, and what to change.
+        """
+        need = prompt_tokens + self.num_patches
+        if self.max_positions is None or need <= self.max_positions:
+            return
+        emb = self.patch_embedding
+        prompt = f"the prompt's {prompt_tokens} tokens + " if prompt_tokens else ""
+        fixes = "a larger stride or patch_len, or a shorter seq_len"
+        if prompt_tokens and self.num_patches <= self.max_positions:
+            fixes = "a larger stride or patch_len, a shorter seq_len, or a shorter prompt "
+            fixes += "(prompt=concise or prompt=none)"
+        raise UserError(
+            f"timellm: {prompt}{self.num_patches} patches (seq_len {self.seq_len}, patch_len "
+            f"{emb.patch_len}, stride {emb.stride}) need {need} positions, but backbone "
+            f"'{self.backbone_name}' has {self.max_positions}; use {fixes}"
+        )
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimiser should update (everything but the backbone)."""
@@ -185,7 +223,7 @@ class TimeLLM(nn.Module):
 
         patches = self.patch_embedding(series)  # [B*N, Np, d_model]
         keys, values = self.prototype_kv()
-        tokens = self.reprogramming(patches, keys, values)  # [B*N, Np, D]
+        tokens = self.reprogramming(patches, keys, values)  # [B*N, Np, E]
 
         hidden = self._run_backbone(tokens, prompt_ids, prompt_mask)  # [B*N, Np, D]
         hidden = hidden[..., : self.d_ff].float()
@@ -197,7 +235,7 @@ class TimeLLM(nn.Module):
         """Prompt prefix + reprogrammed patches through the frozen backbone.
 
         Args:
-            tokens: [S, Np, D] reprogrammed patches.
+            tokens: [S, Np, E] reprogrammed patches (E: the input embedding width).
             ids: [S, T] left-padded prompt ids.
             mask: [S, T] prompt mask.
 
@@ -210,6 +248,8 @@ class TimeLLM(nn.Module):
         real = mask.any(dim=0).nonzero()
         start = int(real[0]) if len(real) else mask.shape[1]
         ids, mask = ids[:, start:], mask[:, start:]
+        if self.max_positions is not None and mask.shape[1]:
+            self.check_positions(int(mask.sum(dim=1).max()))
 
         embed = self.llm.get_input_embeddings()
         prompt = embed(ids)  # frozen table: no gradient

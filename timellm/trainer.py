@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -150,7 +151,7 @@ class TrainConfig:
         batch_size: items per step: windows (each bringing all C channels) when
             ``sample`` is "windows", univariate series when it is "series".
         eval_batch_size: windows per forward pass when scoring or predicting.
-        schedule: "cosine" (per step to 0 over all epochs), "onecycle" (official
+        schedule: "cosine" (per step to lr/1000 over all epochs), "onecycle" (official
             Time-LLM's OneCycleLR, warm-up over the first ``pct_start``; its ``--lradj
             TST``), "type1" (halve every epoch, the TSL default) or "constant"; or the
             per-epoch rates official Time-LLM's run_main.py actually trains with (see
@@ -317,7 +318,8 @@ class Trainer:
         workdir: folder for ``checkpoint.pt`` (None: no checkpoints).
         resume: continue from ``workdir/checkpoint.pt`` if it exists.
         fingerprint: anything that must match between a checkpoint and this run (the
-            member's constructor arguments); a mismatch refuses to resume.
+            member's constructor arguments and a digest of its data); a mismatch refuses
+            to resume.
         accelerator: an `accelerate.Accelerator` (default: `make_accelerator()`).
         progress: show a tqdm bar per epoch (None: only on a terminal).
         backbone_eval: keep ``model.llm`` in eval mode while training (no dropout in the
@@ -398,7 +400,13 @@ class Trainer:
     # -- training ---------------------------------------------------------------------
 
     def fit(self, train: WindowSet, val: WindowSet) -> TrainResult:
-        """Train, early-stop on ``val`` and leave the model holding its best state."""
+        """Train, early-stop on ``val`` and leave the model holding its best state.
+
+        An epoch whose validation MSE is not finite counts as no improvement.
+
+        Raises:
+            ValueError: no windows, or no epoch had a finite validation MSE (diverged).
+        """
         cfg = self.cfg
         if len(train) == 0 or len(val) == 0:
             raise ValueError(f"need train and val windows (got {len(train)} and {len(val)})")
@@ -435,7 +443,7 @@ class Trainer:
             lr = optimiser.param_groups[0]["lr"]  # the epoch's first step's
             train_mse = self._train_epoch(model, optimiser, scheduler, train, generator, epoch)
             val_mse = self.evaluate(val, model)
-            improved = val_mse < best_val
+            improved = math.isfinite(val_mse) and val_mse < best_val  # NaN: no improvement
             if improved:
                 best_val, best_epoch, bad = val_mse, epoch, 0
                 best_state = trainable_state(self.model)
@@ -475,6 +483,13 @@ class Trainer:
                 log.info("early stop: no improvement for %d epochs", bad)
                 break
 
+        if best_epoch < 0:
+            # Reloading the best state would silently hand back the untrained weights,
+            # whose forecasts are finite: nothing downstream would notice.
+            raise ValueError(
+                f"fit diverged: validation MSE was not finite in any of {len(history)} "
+                f"epoch(s); lower the learning rate (@lr=..., now {cfg.lr:g})"
+            )
         load_trainable_state(self.model, best_state)
         self.model.eval()
         return TrainResult(history, best_epoch, best_val, resumed_from)
@@ -552,10 +567,28 @@ class Trainer:
             if self.resume:
                 log.info("no checkpoint to resume from at %s; starting afresh", path)
             return None
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if ckpt.get("fingerprint") != self.fingerprint:
-            from ensemble.errors import UserError
+        from ensemble.errors import UserError
 
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(ckpt, dict) or "epoch" not in ckpt:
+                raise ValueError("not a checkpoint this trainer wrote")
+        except (
+            OSError,
+            RuntimeError,
+            EOFError,
+            ValueError,
+            KeyError,
+            AttributeError,
+            pickle.UnpicklingError,
+        ) as exc:
+            # cut short by a crash or a full disk, or another file under its name
+            reason = " ".join(str(exc).split())[:120]
+            raise UserError(
+                f"{path} is damaged ({type(exc).__name__}: {reason}); delete it or rerun "
+                "without --resume"
+            ) from None
+        if ckpt.get("fingerprint") != self.fingerprint:
             diff = sorted(
                 k
                 for k in set(self.fingerprint) | set(ckpt.get("fingerprint", {}))

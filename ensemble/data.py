@@ -93,17 +93,24 @@ class StandardScaler:
         self.mean = mean
         self.std = std
 
-    def fit(self, x: np.ndarray) -> StandardScaler:
-        """x: [T, C]."""
-        self.mean = x.mean(axis=0)
-        std = x.std(axis=0)
-        # A constant channel would divide by zero; scale it by 1 instead (sklearn does the
-        # same). Rounding leaves a constant 0.1 with a std of ~1e-14, not 0, and a later
-        # 0.2 would scale to ~1e13: compare the variance with the rounding error of the
-        # sums (sklearn's bound for constant features).
-        n, eps = x.shape[0], np.finfo(np.float64).eps
-        var = std**2
-        constant = var <= n * eps * var + (n * eps * np.abs(self.mean)) ** 2
+    def fit(self, x: np.ndarray, columns: list[str] | None = None) -> StandardScaler:
+        """x: [T, C]; ``columns`` names the channels in errors.
+
+        Raises:
+            UserError: a channel whose mean or spread overflows float64 (finite values
+                near 1e307, or 1e160 squared): every scaled value would be inf or NaN.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):  # refused below, with a column
+            self.mean = x.mean(axis=0)
+            std = x.std(axis=0)
+            _refuse_unscalable(x, self.mean, std, columns)
+            # A constant channel would divide by zero; scale it by 1 instead (sklearn does
+            # the same). Rounding leaves a constant 0.1 with a std of ~1e-14, not 0, and a
+            # later 0.2 would scale to ~1e13: compare the variance with the rounding error
+            # of the sums (sklearn's bound for constant features).
+            n, eps = x.shape[0], np.finfo(np.float64).eps
+            var = std**2
+            constant = var <= n * eps * var + (n * eps * np.abs(self.mean)) ** 2
         self.std = np.where(constant, 1.0, std)
         return self
 
@@ -117,6 +124,25 @@ class StandardScaler:
         """x: [..., C'] scaled -> raw units; ``channels`` selects the scaler's columns if C' < C."""
         sel = slice(None) if channels is None else channels
         return x * self.std[sel] + self.mean[sel]
+
+
+def _refuse_unscalable(
+    x: np.ndarray, mean: np.ndarray, std: np.ndarray, columns: list[str] | None, where: str = ""
+) -> None:
+    """UserError naming the first channel whose mean or standard deviation is not finite."""
+    bad = ~(np.isfinite(mean) & np.isfinite(std))
+    if not bad.any():
+        return
+    c = int(np.flatnonzero(bad)[0])
+    name = repr(columns[c]) if columns is not None else f"{c + 1}"
+    if not np.isfinite(x[:, c]).all():  # the loader refuses these first; other callers
+        raise UserError(f"{where}column {name} holds NaN or inf; fix or fill those values")
+    peak = float(np.max(np.abs(x[:, c])))
+    raise UserError(
+        f"{where}column {name} holds values too large to standardise (up to {peak:.3g}; "
+        f"its mean or standard deviation overflows); rescale the column, e.g. divide it "
+        f"by 1e{int(np.floor(np.log10(peak)))}"
+    )
 
 
 def sliding(data: np.ndarray, length: int) -> np.ndarray:
@@ -606,6 +632,13 @@ def load_dataset(
                 f"{path}: {what} in column {cols[c]!r} at row {row + 1} (line {row + 2}){extra}"
             )
 
+    # Finite but huge values (1e307) pass the check above and overflow every statistic
+    # downstream (scaling, periodicity): refused here, for every command that loads data.
+    with np.errstate(over="ignore", invalid="ignore"):
+        _refuse_unscalable(
+            values, values.mean(axis=0), values.std(axis=0), [str(c) for c in cols], f"{path}: "
+        )
+
     freq = infer_freq(dates)
     gaps = find_gaps(dates, freq)
     if len(gaps):
@@ -680,8 +713,10 @@ def make_splits(dataset: Dataset, seq_len: int, pred_len: int, *, percent: int =
                 f"{dataset.name}: {dataset.n_rows} rows are too few for seq_len {seq_len} + pred_len {pred_len} "
                 f"in the {name} split (rows {lo}..{hi}); lower --seq-len/--pred-len or use a longer series"
             )
-    scaler = StandardScaler().fit(dataset.values[b1[0] : b2[0]])
-    scaled = scaler.transform(dataset.values)
+    scaler = StandardScaler().fit(dataset.values[b1[0] : b2[0]], dataset.columns)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = scaler.transform(dataset.values)
+    _refuse_float32_overflow(dataset, scaled, scaler)
     ends = list(b2)
     if percent < 100:
         ends[0] = (b2[0] - seq_len) * percent // 100 + seq_len
@@ -706,6 +741,23 @@ def make_splits(dataset: Dataset, seq_len: int, pred_len: int, *, percent: int =
         [dataset.target_index] if dataset.features == "MS" else list(range(dataset.n_channels))
     )
     return Splits(dataset, *splits, scaler=scaler, borders=(b1, b2), eval_channels=eval_channels)
+
+
+def _refuse_float32_overflow(dataset: Dataset, scaled: np.ndarray, scaler: StandardScaler) -> None:
+    """UserError for a scaled value that float32 (the members' forecasts) cannot hold,
+    over 3.4e38 train standard deviations from the train mean: the statistics of the
+    whole column are finite, but a later value is out of all proportion to the train rows."""
+    limit = np.finfo(np.float32).max
+    over = ~(np.abs(scaled) <= limit)  # NaN too
+    if not over.any():
+        return
+    row, c = (int(v) for v in np.argwhere(over)[0])
+    raise UserError(
+        f"{dataset.path}: column {dataset.columns[c]!r} at row {row + 1} (line {row + 2}) "
+        f"is {dataset.values[row, c]:.3g}, {abs(scaled[row, c]):.3g} train standard "
+        f"deviations (std {scaler.std[c]:.3g}) from the train mean; rescale the column "
+        "or fix that value"
+    )
 
 
 # ---------------------------------------------------------------------------- CLI glue

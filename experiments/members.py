@@ -1,8 +1,83 @@
-"""Built-in member factories. Heavy imports happen inside each factory."""
+"""Built-in member factories. Heavy imports happen inside each factory.
+
+Settings arrive typed by ``registry._coerce`` (``@key=value``, ``--set``) or by YAML, so
+they are cast strictly here: ``int()`` and ``bool()`` would turn ``24.9`` into 24 and
+``"abc"`` into True without a word. A ValueError from a factory becomes a one-line
+UserError in ``registry.build``, before any member is fitted.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
 from experiments.registry import MemberContext, register
+
+log = logging.getLogger(__name__)
+
+SEED_MAX = 2**32 - 1  # numpy's and torch's seed range, as for --seed
+
+
+def _as_int(key: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """A whole number: 25, 25.0 or "25"; not True, 24.9 or "abc"."""
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            try:
+                value = float(value)  # "25.0" is 25; "24.9" is refused below
+            except ValueError:
+                raise ValueError(f"{key} must be a whole number (got {value!r})") from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{key} must be a whole number (got {value!r})")
+    if not isinstance(value, numbers.Integral):
+        if not (math.isfinite(value) and float(value).is_integer()):
+            raise ValueError(f"{key} must be a whole number (got {value!r})")
+    n = int(value)
+    if minimum is not None and n < minimum:
+        bound = "> 0" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{key} must be {bound} (got {n})")
+    if maximum is not None and n > maximum:
+        raise ValueError(f"{key} must be <= {maximum} (got {n})")
+    return n
+
+
+def _as_float(
+    key: str, value: Any, *, positive: bool = False, maximum: float | None = None
+) -> float:
+    """A finite number (YAML reads 1e-3 as a string, so numeric strings count)."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{key} must be a number (got {value!r})") from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{key} must be a number (got {value!r})")
+    x = float(value)
+    if not math.isfinite(x):
+        raise ValueError(f"{key} must be a finite number (got {value!r})")
+    if positive and not x > 0:
+        raise ValueError(f"{key} must be > 0 (got {value!r})")
+    if maximum is not None and x > maximum:
+        raise ValueError(f"{key} must be <= {maximum} (got {value!r})")
+    return x
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    """true or false (any case) or a real bool; not 1, "yes" or "abc"."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"{key} must be true or false (got {value!r})")
+
+
+def _seed(ctx: MemberContext) -> int:
+    return _as_int("seed", ctx.params.get("seed", ctx.seed), minimum=0, maximum=SEED_MAX)
 
 
 @register("naive", "last value repeated over the horizon")
@@ -18,10 +93,39 @@ def _naive(ctx: MemberContext):
 def _snaive(ctx: MemberContext):
     from classical.naive import SeasonalNaive
 
-    period = int(ctx.params.get("period") or next((p for p in ctx.periods if p <= ctx.seq_len), 1))
+    period = ctx.params.get("period")
+    if period is None:
+        period = next((int(p) for p in ctx.periods if p <= ctx.seq_len), 1)
+        if period == 1:
+            _warn_naive_fallback(ctx)
+    period = _as_int("period", period, minimum=1)
     if period > ctx.seq_len:  # found here, before any member is fitted
         raise ValueError(f"period {period} exceeds the lookback {ctx.seq_len}")
     return SeasonalNaive(period=period)
+
+
+# Situations already warned about: a run builds each member twice (its settings checked
+# before anything is fitted, then for the fit), into the same folder.
+_WARNED: set[tuple] = set()
+
+
+def _warn_naive_fallback(ctx: MemberContext) -> None:
+    """Say why snaive forecasts like naive: no period, or none that fits in the lookback."""
+    seen = (ctx.workdir, ctx.seq_len, tuple(ctx.periods))
+    if seen in _WARNED:
+        return
+    _WARNED.add(seen)
+    why = (
+        f"every period ({', '.join(map(str, ctx.periods))}) is longer than the lookback "
+        f"{ctx.seq_len}"
+        if ctx.periods
+        else "no seasonal period was found"
+    )
+    log.warning(
+        "snaive falls back to period 1 (the naive forecast): %s; set snaive@period=N "
+        "or a longer --seq-len",
+        why,
+    )
 
 
 @register("window_mean", "mean of the input window, flat over the horizon")
@@ -37,15 +141,24 @@ def _window_mean(ctx: MemberContext):
 def _progress(ctx: MemberContext) -> bool | None:
     """Progress bars: @progress=false turns them off; default tqdm's terminal rule."""
     p = ctx.params.get("progress")
-    return ctx.progress if p is None else bool(p)
+    return ctx.progress if p is None else _as_bool("progress", p)
+
+
+def _positive_int(key: str, value: Any) -> int:
+    return _as_int(key, value, minimum=1)
+
+
+def _positive_float(key: str, value: Any) -> float:
+    return _as_float(key, value, positive=True)
 
 
 _LINEAR_CASTS = (
-    ("lr", float),
-    ("batch_size", int),
-    ("epochs", int),
-    ("patience", int),
-    ("lr_decay", float),
+    ("lr", _positive_float),
+    ("batch_size", _positive_int),
+    ("epochs", _positive_int),
+    ("patience", lambda k, v: _as_int(k, v, minimum=0)),
+    # a factor on the learning rate after each epoch: above 1 it grows until the fit diverges
+    ("lr_decay", lambda k, v: _as_float(k, v, positive=True, maximum=1.0)),
 )
 _LINEAR_SETTINGS = ("individual", "seed", *(k for k, _ in _LINEAR_CASTS))
 
@@ -55,22 +168,14 @@ def _linear_kwargs(ctx: MemberContext) -> dict:
     kwargs = dict(
         seq_len=ctx.seq_len,
         pred_len=ctx.pred_len,
-        individual=bool(p.get("individual", False)),
-        seed=int(p.get("seed", ctx.seed)),
+        individual=_as_bool("individual", p.get("individual", False)),
+        seed=_seed(ctx),
         progress=_progress(ctx),
     )
     for key, cast in _LINEAR_CASTS:
         if key in p:
-            kwargs[key] = cast(p[key])
-    _positive(kwargs, ("lr", "batch_size", "epochs"))
+            kwargs[key] = cast(key, p[key])
     return kwargs
-
-
-def _positive(kwargs: dict, keys: tuple[str, ...]) -> None:
-    """ValueError (a user error, before any fitting) for a setting that must be > 0."""
-    for key in keys:
-        if key in kwargs and not kwargs[key] > 0:
-            raise ValueError(f"{key} must be > 0 (got {kwargs[key]})")
 
 
 @register(
@@ -81,13 +186,17 @@ def _positive(kwargs: dict, keys: tuple[str, ...]) -> None:
 def _dlinear(ctx: MemberContext):
     from classical.dlinear import DLinear, kernel_from_period
 
-    kernel = ctx.params.get("kernel", 25)
+    kernel = given = ctx.params.get("kernel", 25)
     if kernel == "auto":  # one full period of the analyser's top period that fits in L
         period = next((p for p in ctx.periods if 2 < p < ctx.seq_len), 24)
         kernel = kernel_from_period(period, ctx.seq_len)
-    if int(kernel) < 1 or int(kernel) % 2 == 0:
-        raise ValueError(f"kernel must be odd and positive (got {kernel})")
-    return DLinear(kernel=int(kernel), **_linear_kwargs(ctx))
+    try:
+        kernel = _as_int("kernel", kernel, minimum=1)
+    except ValueError:
+        kernel = 0  # one message for every wrong kernel
+    if kernel % 2 == 0:
+        raise ValueError(f"kernel must be odd and positive (got {given!r}), or auto")
+    return DLinear(kernel=kernel, **_linear_kwargs(ctx))
 
 
 @register(
@@ -124,12 +233,13 @@ def _timellm(ctx: MemberContext):
     if isinstance(inject, str):  # "dlinear+ridge" from @inject= or --set; "none"/"" is off
         inject = [n for n in inject.replace(",", "+").split("+") if n and n != "none"]
     p.pop("progress", None)
+    p.pop("seed", None)
     return TimeLLMForecaster(
         dataset=ctx.dataset,
         seq_len=ctx.seq_len,
         pred_len=ctx.pred_len,
         periods=list(ctx.periods),
-        seed=int(p.pop("seed", ctx.seed)),
+        seed=_seed(ctx),
         workdir=ctx.workdir,
         inject=inject or None,
         progress=_progress(ctx),
@@ -154,34 +264,44 @@ def _arima(ctx: MemberContext):
     p = ctx.params
     # no detected period within the lookback: no seasonal difference (a made-up 24-step
     # one doubled ARIMA's error on weekly illness data and beat naive on exchange rates)
-    season = int(p.get("seasonal", _top_period(ctx, fallback=0)))
-    fourier = p.get("fourier", "")
-    periods = [int(v) for v in str(fourier).split("+") if v.strip()] if fourier != "" else []
+    season = _as_int("seasonal", p.get("seasonal", _top_period(ctx, fallback=0)), minimum=0)
     fit_rows = p.get("fit_rows", 2000)
+    if isinstance(fit_rows, str) and fit_rows.strip().lower() == "all":
+        fit_rows = None
+    elif fit_rows is not None:  # 0 means all rows too
+        fit_rows = _as_int("fit_rows", fit_rows, minimum=0) or None
     return ARIMA(
         seq_len=ctx.seq_len,
         pred_len=ctx.pred_len,
         season=season if season < ctx.seq_len else 0,
-        d=int(p.get("d", 0)),
-        fourier_periods=periods,
-        harmonics=int(p.get("harmonics", 4)),
-        fit_rows=None if fit_rows in (0, "all", None) else int(fit_rows),
-        maxiter=int(p.get("maxiter", 50)),
+        d=_as_int("d", p.get("d", 0), minimum=0),
+        fourier_periods=_fourier_periods(p.get("fourier", "")),
+        harmonics=_as_int("harmonics", p.get("harmonics", 4), minimum=0),
+        fit_rows=fit_rows,
+        maxiter=_as_int("maxiter", p.get("maxiter", 50), minimum=1),
         progress=_progress(ctx),
     )
 
 
+def _fourier_periods(value: Any) -> list[int]:
+    """Fourier periods from "24+168" (or a YAML list); "", "none" and 0 are none."""
+    if value is None or value == 0 or str(value).strip().lower() in ("", "none"):
+        return []
+    parts = value if isinstance(value, list | tuple) else str(value).split("+")
+    return [_as_int("fourier", v, minimum=2) for v in parts if str(v).strip()]
+
+
 # setting -> LightGBMForecaster argument, cast
 _LIGHTGBM_CASTS = (
-    ("components", "n_components", int),
-    ("n_lags", "n_lags", int),
-    ("max_train_rows", "max_train_rows", int),
-    ("max_val_rows", "max_val_rows", int),
-    ("rounds", "num_boost_round", int),
-    ("lr", "learning_rate", float),
-    ("num_leaves", "num_leaves", int),
-    ("threads", "num_threads", int),
-    ("level_feature", "level_feature", bool),
+    ("components", "n_components", _positive_int),
+    ("n_lags", "n_lags", _positive_int),
+    ("max_train_rows", "max_train_rows", _positive_int),
+    ("max_val_rows", "max_val_rows", _positive_int),
+    ("rounds", "num_boost_round", _positive_int),
+    ("lr", "learning_rate", _positive_float),
+    ("num_leaves", "num_leaves", lambda k, v: _as_int(k, v, minimum=2)),  # LightGBM's minimum
+    ("threads", "num_threads", _positive_int),
+    ("level_feature", "level_feature", _as_bool),
 )
 _LIGHTGBM_SETTINGS = ("seed", *(k for k, _, _ in _LIGHTGBM_CASTS))
 
@@ -199,14 +319,13 @@ def _lightgbm(ctx: MemberContext):
     kwargs = {}
     for key, name, cast in _LIGHTGBM_CASTS:
         if key in p:
-            kwargs[name] = cast(p[key])
-    _positive(kwargs, ("n_components", "n_lags", "num_boost_round", "learning_rate", "num_leaves"))
+            kwargs[name] = cast(key, p[key])
     periods = ctx.periods or [_top_period(ctx)]
     return LightGBMForecaster(
         seq_len=ctx.seq_len,
         pred_len=ctx.pred_len,
         periods=periods,
-        seed=int(p.get("seed", ctx.seed)),
+        seed=_seed(ctx),
         progress=_progress(ctx),
         **kwargs,
     )

@@ -177,12 +177,9 @@ def fit_member(
     }
     cache = mdir / "forecasts.npz"
     if cache.is_file():
-        with np.load(cache) as z:
-            found = _cache_matches(z, key, stamps, cfg, base, periods, derived)
-            if found is not None:
-                log.info("%s: reusing forecasts from %s%s", spec, cache, found)
-                timings = json.loads(str(z["timings"]))
-                return {"val": z["val"], "test": z["test"], "timings": timings}
+        cached = _read_cache(cache, spec, key, stamps, cfg, splits, base, periods, derived)
+        if cached is not None:
+            return cached
     t0 = time.perf_counter()
     try:
         member.fit(splits.train, splits.val)
@@ -190,12 +187,16 @@ def fit_member(
         t0 = time.perf_counter()
         val = np.asarray(member.predict(splits.val.windows()), dtype=np.float32)
         test = np.asarray(member.predict(splits.test.windows()), dtype=np.float32)
-    except (ValueError, TypeError, ZeroDivisionError, IndexError) as exc:
-        # Mostly settings a factory cannot check (an even DLinear kernel, batch_size=0):
-        # one line for the user, the traceback in run.log for a bug report.
+    except (UserError, MemoryError):
+        raise
+    except Exception as exc:
+        # Mostly settings a factory cannot check (values a library refuses deep inside
+        # its fit): one line for the user, the traceback in run.log for a bug report.
+        # KeyboardInterrupt and SystemExit are no Exception and pass as they are.
         log.info("%s: fit or forecast failed", spec, exc_info=True)  # run.log only
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "(no message)"
         raise UserError(
-            f"member {spec} failed: {type(exc).__name__}: {exc}; check its settings "
+            f"member {spec} failed: {type(exc).__name__}: {first}; check its settings "
             f"(@key=value, --set); the traceback is in {out / 'run.log'}"
         ) from None
     t_pred = time.perf_counter() - t0
@@ -222,6 +223,53 @@ def fit_member(
         timings=np.array(json.dumps(timings)),
     )
     log.info("%s: fit %.1fs, predict %.1fs", spec, t_fit, t_pred)
+    return {"val": val, "test": test, "timings": timings}
+
+
+def _read_cache(
+    cache: Path,
+    spec: str,
+    key: str,
+    stamps: dict[str, str],
+    cfg: RunConfig,
+    splits: Splits,
+    base: str,
+    periods: list[int],
+    derived: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """A member's saved forecasts if they are this run's, else None (fit it again).
+
+    A file that cannot be read (a copy cut short, an empty file, an entry missing or of
+    the wrong shape) is only a cache: it is logged and refitted, and the new forecasts
+    replace it.
+    """
+    try:
+        with np.load(cache) as z:
+            found = _cache_matches(z, key, stamps, cfg, base, periods, derived)
+            if found is None:
+                return None
+            val, test = z["val"], z["test"]
+            timings = json.loads(str(z["timings"]))
+        for pred, split in ((val, splits.val), (test, splits.test)):
+            expect = (split.n_windows, cfg.pred_len, split.n_channels)
+            if pred.shape != expect:
+                raise ValueError(f"forecasts of shape {pred.shape}, expected {expect}")
+            if not np.isfinite(pred).all():
+                raise ValueError("non-finite forecasts")
+        if not isinstance(timings, dict):
+            raise ValueError(f"timings {timings!r} are not a mapping")
+    except MemoryError:
+        raise
+    except Exception as exc:  # whatever a damaged zip raises: BadZipFile, EOFError, zlib...
+        log.warning(
+            "member %s: damaged cache %s (%s: %s), refitting",
+            spec,
+            cache,
+            type(exc).__name__,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else "no message",
+        )
+        return None
+    log.info("%s: reusing forecasts from %s%s", spec, cache, found)
     return {"val": val, "test": test, "timings": timings}
 
 

@@ -347,3 +347,60 @@ def test_day_first_and_changing_offset_dates():
     dst = pd.date_range("2020-03-28", periods=48, freq="h", tz="Europe/Berlin")
     got = parse_dates(pd.Series([t.isoformat() for t in dst]), "x")  # +01:00, then +02:00
     assert str(got.tz) == "UTC" and (got == dst.tz_convert("UTC")).all()
+
+
+def _huge(df: pd.DataFrame) -> pd.DataFrame:
+    df["x1"] = df["x1"] * 1e306  # ~1e307: finite, but its mean and spread overflow
+    return df
+
+
+def test_huge_finite_values_are_refused_with_the_column(synth_csv):
+    import warnings
+
+    path = synth_csv(n=2000, edit=_huge)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no numpy overflow warnings either
+        with pytest.raises(UserError, match=r"column 'x1' holds values too large.*rescale"):
+            load_dataset(data_path=path)
+    from ensemble.data import StandardScaler  # make_splits' own check, for other loaders
+
+    x = load_dataset(data_path=synth_csv(n=2000)).values.copy()
+    x[:, 1] *= 1e306
+    with pytest.raises(UserError, match="column 'x1' holds values too large"):
+        StandardScaler().fit(x, ["x0", "x1", "OT"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["data", "info"],
+        ["periods"],
+        ["run", "--seq-len", "96", "--pred-len", "24", "--members", "naive", "--quiet"],
+        ["run", "--seq-len", "96", "--pred-len", "24", "--members", "naive", "--periods", "24"],
+    ],
+)
+def test_huge_values_are_one_line_for_every_command(synth_csv, tmp_path, capsys, argv):
+    import warnings
+
+    from experiments.cli import main
+
+    out = tmp_path / "r"
+    argv = [*argv, "--data-path", str(synth_csv(n=2000, edit=_huge))]
+    if argv[0] == "run":
+        argv += ["--out", str(out)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "column 'x1' holds values too large" in err[0], err
+    assert not out.exists()
+
+
+def test_scaled_values_beyond_float32_are_refused(synth_csv):
+    def spike(df: pd.DataFrame) -> pd.DataFrame:
+        df.loc[1900, "x0"] = 1e40  # a test row; the whole column's statistics stay finite
+        return df
+
+    ds = load_dataset(data_path=synth_csv(n=2000, edit=spike))
+    with pytest.raises(UserError, match=r"column 'x0' at row 1901 \(line 1902\).*rescale"):
+        make_splits(ds, 96, 24)

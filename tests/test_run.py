@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -470,3 +472,142 @@ def test_member_caches_of_earlier_versions_are_still_reused(tmp_path):
     assert _reused(out) == 4
     assert main([*by_name, *rest, "--pred-len", "12"]) == 0  # a real change still refits
     assert _reused(out) == 4
+
+
+def _drop_timings(cache) -> None:
+    with np.load(cache) as z:
+        kept = {k: z[k] for k in z.files if k != "timings"}
+    np.savez(cache, **kept)
+
+
+@pytest.mark.parametrize(
+    "damage,what",
+    [
+        (lambda c: c.write_bytes(c.read_bytes()[:1000]), "BadZipFile"),  # a copy cut short
+        (lambda c: c.write_bytes(b""), "EOFError"),
+        (_drop_timings, "KeyError"),
+    ],
+)
+def test_a_damaged_member_cache_is_refitted(synth_csv, tmp_path, caplog, damage, what):
+    out = tmp_path / "r"
+    csv = synth_csv(n=1400)
+    assert main(_synth_run(csv, out)) == 0
+    before = json.loads((out / "results.json").read_text())["test"]
+    cache = out / "members" / "snaive" / "forecasts.npz"
+    damage(cache)
+    caplog.clear()
+    assert main(_synth_run(csv, out)) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and "member snaive: damaged cache" in warned[0], warned
+    assert what in warned[0] and warned[0].endswith("refitting")
+    assert "damaged cache" in (out / "run.log").read_text()
+    assert json.loads((out / "results.json").read_text())["test"] == before
+    with np.load(cache) as z:  # replaced by a whole one, reused from now on
+        assert {"val", "test", "timings"} <= set(z.files)
+    assert main(_synth_run(csv, out)) == 0
+    assert (out / "run.log").read_text().count("snaive: reusing forecasts") == 1
+
+
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        ("dlinear@individual=abc", "individual must be true or false (got 'abc')"),
+        ("dlinear@individual=1", "individual must be true or false (got 1)"),
+        ("dlinear@kernel=25.7", "kernel must be odd and positive (got 25.7), or auto"),
+        ("snaive@period=24.9", "period must be a whole number (got 24.9)"),
+        ("snaive@period=0", "period must be > 0 (got 0)"),
+        ("dlinear@seed=-1", "seed must be >= 0 (got -1)"),
+        ("dlinear@lr_decay=-2", "lr_decay must be > 0 (got -2)"),
+        ("nlinear@patience=-1", "patience must be >= 0 (got -1)"),
+        ("nlinear@epochs=true", "epochs must be a whole number (got True)"),
+        ("lightgbm@max_train_rows=0", "max_train_rows must be > 0 (got 0)"),
+        ("lightgbm@threads=-3", "threads must be > 0 (got -3)"),
+        ("lightgbm@level_feature=abc", "level_feature must be true or false"),
+        ("arima@d=-1", "d must be >= 0 (got -1)"),
+        ("arima@maxiter=0", "maxiter must be > 0 (got 0)"),
+        ("arima@fourier=24+1.5", "fourier must be a whole number (got 1.5)"),
+    ],
+)
+def test_member_settings_are_cast_strictly_before_any_fit(
+    synth_csv, tmp_path, capsys, spec, needle
+):
+    out = tmp_path / "r"
+    argv = _synth_run(synth_csv(n=1400), out, "--periods", "24")
+    argv[argv.index("naive,snaive")] = f"naive,{spec}"
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{spec}: a setting has the wrong type" in err[0], err
+    assert needle in err[0], err
+    assert not out.exists()  # refused before the folder is made, let alone a member fitted
+
+
+def test_typed_member_settings_from_yaml_are_cast_strictly():
+    from ensemble.errors import UserError
+    from experiments import registry
+
+    ctx = registry.MemberContext(96, 24, 3, "h", [24], 0, "x")
+
+    def build(spec: str, **params):
+        return registry.build(spec, replace(ctx, params=params))
+
+    m = build("dlinear", kernel=25.0, individual="TRUE", lr="1e-3", seed=7, lr_decay=1)
+    assert (m.kernel, m.individual, m.lr, m.seed, m.lr_decay) == (25, True, 0.001, 7, 1.0)
+    assert build("snaive", period="24").period == 24
+    arima = build("arima", fourier=[24, 168], fit_rows="all")
+    assert arima.fourier_periods == [24, 168] and arima.fit_rows is None
+    for spec, params in (
+        ("dlinear", {"individual": "yes"}),
+        ("dlinear", {"lr": float("nan")}),
+        ("dlinear", {"lr_decay": 2}),
+        ("dlinear", {"seed": 2**32}),
+        ("nlinear", {"epochs": [3]}),
+        ("lightgbm", {"seed": True}),
+        ("dlinear", {"progress": "abc"}),
+    ):
+        with pytest.raises(UserError, match="a setting has the wrong type"):
+            build(spec, **params)
+
+
+class _Broken(NaiveLast):
+    """A member whose library fails in a way fit_member did not list."""
+
+    error: BaseException = RuntimeError("lightgbm: num_data must be positive\nmore detail")
+
+    def fit(self, train, val):
+        raise self.error
+
+
+def test_an_unexpected_member_failure_is_one_line_with_the_traceback_in_run_log(
+    synth_csv, tmp_path, capsys, monkeypatch
+):
+    from experiments import registry
+
+    registry._load_builtin()
+    monkeypatch.setitem(registry._REGISTRY, "broken", (lambda ctx: _Broken(), "test", ()))
+    out = tmp_path / "r"
+    argv = _synth_run(synth_csv(n=1400), out)
+    argv[argv.index("naive,snaive")] = "naive,broken"
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "member broken failed: RuntimeError: lightgbm: num_data must be positive;" in err[0]
+    log = (out / "run.log").read_text()
+    assert "Traceback" in log and "more detail" in log
+    assert not (out / "results.json").exists()
+    # an interrupt or running out of memory is not the member's settings
+    monkeypatch.setattr(_Broken, "error", KeyboardInterrupt())
+    assert main(argv) == 130
+    monkeypatch.setattr(_Broken, "error", MemoryError())
+    with pytest.raises(MemoryError):
+        main(argv)
+
+
+def test_snaive_says_when_no_period_fits_the_lookback(synth_csv, tmp_path, caplog):
+    out = tmp_path / "r"
+    argv = _synth_run(synth_csv(n=1400), out, "--periods", "100000")
+    argv[argv.index("naive,snaive")] = "snaive"
+    assert main(argv) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    warned = [m for m in warned if "snaive falls back to period 1" in m]  # once, not per build
+    assert len(warned) == 1 and "every period (100000) is longer than the lookback 96" in warned[0]
+    assert "snaive falls back to period 1" in (out / "run.log").read_text()

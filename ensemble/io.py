@@ -20,7 +20,10 @@ def _atomic(path: Path, write) -> None:
     if path.is_dir():  # else os.replace fails naming the temp file, not the user's path
         raise IsADirectoryError(errno.EISDIR, "a folder, where a file is to be written", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # name the user's file, not the hidden temp file
+        raise _renamed(exc, path) from None
     os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -28,10 +31,19 @@ def _atomic(path: Path, write) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename == tmp:
+            raise _renamed(exc, path) from None
         raise
+
+
+def _renamed(exc: OSError, path: Path) -> OSError:
+    """The same error (type, errno, message) about ``path`` instead of a temp file."""
+    if exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 def write_text(path: str | Path, text: str) -> None:

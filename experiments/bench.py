@@ -143,11 +143,17 @@ def cell_done(spec: BenchSpec, cell: Cell) -> bool:
     return saved == want
 
 
-def validate(spec: BenchSpec) -> None:
+def validate(spec: BenchSpec, check_data: bool = True) -> None:
     """Check the grid before any cell runs, so a typo fails in a second, not an hour in.
 
+    Args:
+        spec: the grid.
+        check_data: also load every dataset, split it for the longest horizon and build
+            every member for it (``--report-only`` reads results only: no data needed).
+
     Raises:
-        UserError: an empty axis, an unknown member / router / dataset, or a missing file.
+        UserError: an empty axis, an unknown member / router / dataset, a missing or too
+            short file, or a member setting the members refuse.
     """
     from ensemble.data import resolve_path
     from experiments import registry
@@ -172,6 +178,8 @@ def validate(spec: BenchSpec) -> None:
             f"--datasets names {', '.join(twice)} more than once (files with the same name "
             "count as one); give each file a distinct name"
         )
+    if not check_data:
+        return
     for d in spec.datasets:
         csv = is_csv_path(d)
         name, path, _ = resolve_path(None if csv else d, d if csv else None, spec.data_dir)
@@ -180,6 +188,124 @@ def validate(spec: BenchSpec) -> None:
                 f"data file for {name} not found: {path}; run `hybrid-forecast data download {name}` "
                 "or point --data-dir at the folder holding it"
             )
+    for d in spec.datasets:  # after the cheap checks: a missing file fails at once
+        _check_dataset(spec, d)
+
+
+def _check_dataset(spec: BenchSpec, dataset: str) -> None:
+    """Load one grid dataset as its cells will, split it for the longest horizon and
+    build every member for it: else a short file or a bad member setting fails only when
+    the grid reaches it, after the cells before it have run."""
+    from ensemble.data import make_splits
+    from experiments import registry
+
+    longest = Cell(dataset, spec.seq_len, max(spec.horizons), spec.seeds[0])
+    cfg = cell_config(spec, longest)
+    ds = cfg.load_dataset()
+    try:
+        splits = make_splits(ds, spec.seq_len, longest.pred_len)
+    except UserError as exc:  # its advice names run's flags (--pred-len)
+        raise UserError(
+            f"{str(exc).split(';')[0]}; lower --seq-len or --horizons, or leave "
+            f"{dataset_label(dataset)} out of --datasets"
+        ) from None
+    # Built with no periods, some members warn that they fall back to one: not this
+    # check's news (each cell's run passes the periods it detects).
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        for member in spec.members:
+            base, _ = registry.parse_spec(member)
+            ctx = registry.MemberContext(
+                seq_len=spec.seq_len,
+                pred_len=longest.pred_len,
+                n_channels=splits.train.n_channels,
+                freq=ds.freq,
+                periods=[],
+                seed=longest.seed,
+                dataset=ds.name,
+                params=dict(spec.member_params.get(base, {})),
+                progress=False,
+            )
+            registry.build(member, ctx)
+    finally:
+        logging.disable(previous)
+
+
+def saved_grid(out: str | Path) -> dict[str, Any] | None:
+    """The grid a bench folder ran (its ``bench_spec.json``), for ``--report-only``.
+
+    Returns:
+        The saved BenchSpec fields but ``out``; None for a bench folder from before
+        bench_spec.json (cells only).
+
+    Raises:
+        UserError: the folder is missing or is no bench folder (a run folder, say), or
+            its bench_spec.json cannot be read.
+    """
+    folder = Path(out)
+    path = folder / "bench_spec.json"
+    if not folder.is_dir():
+        raise UserError(
+            f"--out {out}: no such bench folder; --report-only rebuilds the tables of a bench "
+            "that ran: give its --out"
+        )
+    if not path.is_file():
+        if (folder / "cells").is_dir():
+            return None
+        raise UserError(
+            f"--out {out} is not a bench folder (no bench_spec.json or cells/); --report-only "
+            "rebuilds the tables of a bench that ran: give its --out"
+        )
+    try:
+        d = json.loads(path.read_text())
+        return {
+            "datasets": [str(x) for x in d["datasets"]],
+            "horizons": [int(x) for x in d["horizons"]],
+            "seeds": [int(x) for x in d["seeds"]],
+            "members": [str(x) for x in d["members"]],
+            "router": str(d["router"]),
+            "seq_len": int(d["seq_len"]),
+            "data_dir": None if d.get("data_dir") is None else str(d["data_dir"]),
+            "member_params": dict(d.get("member_params") or {}),
+            "features": str(d.get("features", "M")),
+        }
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"cannot read {path} ({type(exc).__name__}: {exc}); give the grid flags "
+            "(--datasets, --horizons, --seeds, --seq-len, --members, ...) instead"
+        ) from None
+
+
+def check_report(spec: BenchSpec) -> None:
+    """Refuse a report with no finished cell of this grid: it would replace a bench's
+    tables with empty ones.
+
+    Raises:
+        UserError: naming the finished cells the folder holds and where its grid is.
+    """
+    if any(cell_done(spec, c) for c in plan(spec)):
+        return
+    finished = sorted(p.parent.name for p in (Path(spec.out) / "cells").glob("*/results.json"))
+    if not finished:
+        raise UserError(
+            f"--report-only: {spec.out} has no finished cell yet; run the bench without "
+            "--report-only first"
+        )
+    shown = ", ".join(finished[:6]) + (
+        f" and {len(finished) - 6} more" if len(finished) > 6 else ""
+    )
+    grid = (
+        f"datasets {','.join(map(dataset_label, spec.datasets))}, horizons "
+        f"{','.join(map(str, spec.horizons))}, seeds {','.join(map(str, spec.seeds))}, "
+        f"seq-len {spec.seq_len}, members {','.join(spec.members)}, router {spec.router}, "
+        f"features {spec.features}"
+    )
+    raise UserError(
+        f"--report-only: no finished cell in {spec.out} was run with {grid} (it holds "
+        f"{shown}); leave out the grid flags to report the grid in "
+        f"{Path(spec.out) / 'bench_spec.json'}, or give the settings its cells ran with"
+    )
 
 
 def _setup_logging(out: Path) -> logging.Handler:
@@ -195,6 +321,16 @@ def _setup_logging(out: Path) -> logging.Handler:
         if h is not handler and type(h) is logging.StreamHandler:
             h.setLevel(max(h.level, logging.WARNING))
     return handler
+
+
+def _log_to(out: Path, msg: str, *args: Any) -> None:
+    """One INFO record into ``out/bench.log`` (not the console) outside a bench's logging."""
+    handler = _setup_logging(out)
+    try:
+        log.info(msg, *args)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 def run_bench(
@@ -216,14 +352,19 @@ def run_bench(
     """
     from tqdm.auto import tqdm
 
-    validate(spec)
+    out = Path(spec.out)
+    try:
+        validate(spec)
+    except UserError as exc:
+        if (out / "bench.log").is_file():  # a bench resumed with bad input: its log says why
+            _log_to(out, "stopped before any cell: %s", exc)
+        raise
     if run_fn is None:
         from experiments.run import run
 
         def run_fn(cfg: RunConfig) -> dict[str, Any]:
             return run(cfg, progress=False)
 
-    out = Path(spec.out)
     handler = _setup_logging(out)
     t_start = time.perf_counter()
     ran: list[str] = []
@@ -268,6 +409,12 @@ def run_bench(
             len(failed),
         )
         return {"ran": ran, "skipped": skipped, "failed": failed, "seconds": seconds}
+    except UserError as exc:  # INFO: the console gets the CLI's one line, not a second
+        log.info("stopped: %s", exc)
+        raise
+    except KeyboardInterrupt:
+        log.info("interrupted after %d cells; a rerun skips the finished ones", len(ran))
+        raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()

@@ -6,8 +6,10 @@ does the work. Modules import their heavy dependencies (torch, transformers) ins
 the handler so that `hybrid-forecast --help` stays fast.
 
 A `UserError` raised anywhere ends the process with exit code 2 and one line on
-stderr, as do paths that cannot be used (``--out`` naming a file); argparse's own usage
-errors also exit with 2.
+stderr, as do paths that cannot be used (``--out`` naming a file) and argparse's own
+usage errors. Ctrl-C exits with 130 and SIGTERM (timeout, kill, batch schedulers) with
+143, both through the same interrupt path: run/tune/bench log it, and a tune trial cut
+short is marked failed at once instead of after the heartbeat grace.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+from pathlib import Path
+from typing import NoReturn
 
 from ensemble.errors import UserError
 
@@ -45,8 +50,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage errors in one line naming the sub-command's help, not argparse's usage block
+    (42 lines for `timellm`). Sub-parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hybrid-forecast",
         description="Time-LLM and classical forecasters, combined by a feature-conditioned router.",
     )
@@ -63,32 +76,123 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leaf_parser(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The (sub-)sub-parser that ``args`` were parsed by: ``data info``'s for ``data info``."""
+    while True:
+        subs = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if subs is None or getattr(args, subs.dest, None) not in subs.choices:
+            return parser
+        parser = subs.choices[getattr(args, subs.dest)]
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but an unknown option is reported by the sub-command that
+    got it (and names its --help), not by the top-level parser."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _leaf_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stops the work like Ctrl-C does (logs, trial states, temp files)."""
+
+
+def _on_sigterm(signum: int, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise Terminated()
+
+
+def _close_progress_bars() -> None:
+    """End any open tqdm bar, so that the message below starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # a bar must never hide the error message
+            pass
+
+
+# What to tell the user after an interrupt; commands not listed: "rerun the command".
+_RESUME_HINT = {
+    "run": "rerun the same command: the members that finished are reused; add --set "
+    "timellm.resume=true to continue an interrupted Time-LLM from its last epoch",
+    "bench": "rerun the same command: finished cells and members are reused; add --set "
+    "timellm.resume=true to continue an interrupted Time-LLM from its last epoch",
+    "tune": "rerun the same command to finish the study's remaining trials (the interrupted "
+    "trial is not counted)",
+    "timellm": "rerun the same command with --resume to continue from the last epoch",
+}
+
+
 # Paths that cannot be written or read as asked (--out naming a file, a folder under a
 # file, no permission): the user's input, not a fault of the program.
 _PATH_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
+def _flag_of(path: str | None, parser: argparse.ArgumentParser | None, args) -> str | None:
+    """The option (or positional) whose path value ``path`` is, lies in or contains:
+    the most specific one, e.g. --data-dir for its CSV, --storage for its SQLite file."""
+    if not path or parser is None or args is None:
+        return None
+    target = Path(path).absolute()
+    best: tuple[int, str] | None = None
+    for action in parser._actions:
+        values = getattr(args, action.dest, None)
+        for value in values if isinstance(values, list) else [values]:
+            if not isinstance(value, str) or not value or value == "-":
+                continue
+            given = Path(value.removeprefix("sqlite:///")).absolute()
+            if given == target or given in target.parents or target in given.parents:
+                longs = [o for o in action.option_strings if o.startswith("--")]
+                name = longs[0] if longs else action.metavar or action.dest.upper()
+                depth = len(given.parts)
+                if best is None or depth > best[0]:
+                    best = (depth, name)
+    return best[1] if best else None
+
+
+def _path_fix(exc: OSError, flag: str | None) -> str:
+    if isinstance(exc, IsADirectoryError):
+        return "give a file path there, not a folder"
+    if flag in ("--data-dir", "--data-path", "--config"):  # read, never written
+        return f"check {flag}: the file must exist and be readable"
+    if flag:
+        return f"check {flag}: give a path you can write to"
+    return "give a path to a folder you can write to (e.g. --out)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    parser = args = None
+    try:  # a plain call from a worker thread cannot install handlers: no SIGTERM path there
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        previous = None
     try:  # Ctrl-C while the sub-command modules import is an interrupt like any other
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parse(parser, argv)
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
         code = args.func(args)
     except UserError as exc:
+        _close_progress_bars()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except _PATH_ERRORS as exc:
+        _close_progress_bars()
         where = exc.filename or "a path"
-        fix = (
-            "give a file path there, not a folder"
-            if isinstance(exc, IsADirectoryError)
-            else "give a path to a folder you can write to (e.g. --out)"
-        )
+        leaf = _leaf_parser(parser, args) if parser is not None and args is not None else None
+        fix = _path_fix(exc, _flag_of(exc.filename, leaf, args))
         print(f"error: cannot use {where}: {exc.strerror or exc}; {fix}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        _close_progress_bars()
+        command = getattr(args, "command", None)
+        hint = _RESUME_HINT.get(command or "", "rerun the command")
+        print(f"interrupted: {hint}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(code or 0)
 
 

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ensemble.errors import UserError
 from experiments.cli import HelpFormatter
+
+if TYPE_CHECKING:
+    from experiments.bench import BenchSpec
+
+
+# What a bench runs when a grid flag is not given (--report-only: the bench's own grid).
+GRID_DEFAULTS: dict[str, Any] = {
+    "datasets": "ETTh1,ETTh2,ETTm1,ETTm2",
+    "horizons": "96,192,336,720",
+    "seeds": "0,1,2",
+    "seq_len": 512,
+    "members": "naive,snaive,dlinear",
+    "router": "mean",
+    "features": "M",
+    "data_dir": None,
+}
 
 
 def add_parser(sub) -> None:
@@ -17,22 +33,27 @@ def add_parser(sub) -> None:
         "numbers beside) and plots. Rerun the same command after a kill to resume.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--datasets", default="ETTh1,ETTh2,ETTm1,ETTm2", help="comma-separated")
-    p.add_argument("--horizons", default="96,192,336,720", help="comma-separated H values")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    # Grid flags default to None: --report-only takes what is not given from the bench's
+    # bench_spec.json, a run from GRID_DEFAULTS (the help states them).
+    p.add_argument("--datasets", help=f"comma-separated (default {GRID_DEFAULTS['datasets']})")
+    p.add_argument(
+        "--horizons", help=f"comma-separated H values (default {GRID_DEFAULTS['horizons']})"
+    )
+    p.add_argument("--seeds", help=f"comma-separated seeds (default {GRID_DEFAULTS['seeds']})")
     p.add_argument(
         "--seq-len",
         type=int,
-        default=512,
-        help="lookback L (512 as Time-LLM; DLinear's published numbers use 336)",
+        help="lookback L (default 512 as Time-LLM; DLinear's published numbers use 336)",
     )
-    p.add_argument("--members", default="naive,snaive,dlinear", help="comma-separated member specs")
-    p.add_argument("--router", default="mean", help="combination rule / router")
+    p.add_argument(
+        "--members", help=f"comma-separated member specs (default {GRID_DEFAULTS['members']})"
+    )
+    p.add_argument("--router", help="combination rule / router (default mean)")
     p.add_argument("--out", default="bench", help="bench folder")
     p.add_argument(
         "--data-dir", help="folder holding ETT-small/... (default $HYBRID_FORECAST_DATA)"
     )
-    p.add_argument("--features", default="M", choices=["M", "S", "MS"])
+    p.add_argument("--features", choices=["M", "S", "MS"], help="default M")
     p.add_argument(
         "--set",
         action="append",
@@ -43,7 +64,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--report-only",
         action="store_true",
-        help="run nothing: rebuild the tables and plots from the cells already done",
+        help="run nothing: rebuild the tables and plots of the bench in --out from its "
+        "finished cells; grid flags not given are those of its bench_spec.json",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)
@@ -60,26 +82,58 @@ def split_list(text: str, cast: type, flag: str) -> list[Any]:
         ) from None
 
 
-def handle(args) -> int:
-    from experiments.bench import BenchSpec, collect, run_bench, summarise, validate, write_reports
+def grid_spec(args) -> BenchSpec:
+    """The grid of the command line; with --report-only, unset flags come from the
+    bench's bench_spec.json (so the tables are rebuilt for the grid that ran)."""
+    from experiments.bench import BenchSpec, saved_grid
     from experiments.registry import parse_sets
 
-    members = [m.strip() for m in args.members.split(",") if m.strip()]
-    spec = BenchSpec(
-        datasets=split_list(args.datasets, str, "--datasets"),
-        horizons=split_list(args.horizons, int, "--horizons"),
-        seeds=split_list(args.seeds, int, "--seeds"),
+    saved = saved_grid(args.out) if args.report_only else None
+
+    def pick(name: str) -> Any:
+        given = getattr(args, name)
+        if given is not None:
+            return given
+        return saved[name] if saved is not None else GRID_DEFAULTS[name]
+
+    def axis(name: str, cast: type) -> list[Any]:
+        value = pick(name)
+        return split_list(value, cast, f"--{name}") if isinstance(value, str) else value
+
+    members = axis("members", str)
+    if args.set or saved is None:
+        member_params = parse_sets(args.set, members)
+    else:
+        member_params = saved["member_params"]
+    return BenchSpec(
+        datasets=axis("datasets", str),
+        horizons=axis("horizons", int),
+        seeds=axis("seeds", int),
         members=members,
-        router=args.router,
-        seq_len=args.seq_len,
+        router=pick("router"),
+        seq_len=pick("seq_len"),
         out=args.out,
-        data_dir=args.data_dir,
-        member_params=parse_sets(args.set, members),
-        features=args.features or "M",
+        data_dir=pick("data_dir"),
+        member_params=member_params,
+        features=pick("features"),
     )
+
+
+def handle(args) -> int:
+    from experiments.bench import (
+        check_report,
+        collect,
+        run_bench,
+        summarise,
+        validate,
+        write_reports,
+    )
+
+    spec = grid_spec(args)
     failed: dict[str, str] = {}
     if args.report_only:
-        validate(spec)
+        validate(spec, check_data=False)  # tables from results alone: no data needed
+        check_report(spec)
         write_reports(spec)
     else:
         info = run_bench(spec, progress=not args.quiet)

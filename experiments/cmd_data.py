@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ensemble.data import DATASETS, add_data_arguments
+from ensemble.errors import UserError
 
 
 def add_parser(sub) -> None:
@@ -75,6 +76,11 @@ def handle_download(args) -> int:
     from ensemble.data import data_dir_from
     from ensemble.download import download
 
+    if "all" in args.names and args.names != ["all"]:
+        raise UserError(
+            f"'all' already names every dataset; give it alone or list names without it "
+            f"(got {' '.join(args.names)})"
+        )
     names = list(DATASETS) if args.names == ["all"] else args.names
     root = data_dir_from(args.data_dir)
     for n in names:

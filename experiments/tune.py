@@ -351,12 +351,17 @@ def _sampler_and_pruner(spec: TuneSpec, n: int, seed: int | None = None):
     return sampler, pruner
 
 
-def study_attrs(spec: TuneSpec) -> dict[str, Any]:
-    """What a study is about; written once, checked on every later open."""
+def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
+    """What a study is about; written once, checked on every later open.
+
+    Raises:
+        UserError: no period candidate fits the lookback bounds, or the longest lookback
+            they allow does not fit the data.
+    """
     from ensemble.data import make_splits
     from experiments.run import data_fingerprint, detect_periods
 
-    dataset = _load(spec)
+    dataset = _load(spec) if dataset is None else dataset
     # The train rows are the same for every lookback; the smallest L keeps the check cheap.
     splits = make_splits(dataset, spec.min_seq_len, spec.pred_len)
     ranked = detect_periods(splits, k=10)
@@ -409,12 +414,63 @@ def _identity(spec: TuneSpec) -> dict[str, Any]:
     }
 
 
-def open_study(spec: TuneSpec, create: bool = False, worker: int = 0):
+def check_identity(spec: TuneSpec, attrs: dict[str, Any], dataset=None) -> None:
+    """Refuse to resume a study made for other settings or data.
+
+    Raises:
+        UserError: naming the first setting that differs.
+    """
+    from experiments.run import data_fingerprint
+
+    mine = {
+        **_identity(spec),
+        "data": data_fingerprint(_load(spec) if dataset is None else dataset),
+    }
+    for key, value in mine.items():
+        if key in attrs and attrs[key] != value:
+            what = "the data file's values" if key == "data" else f"{key}={attrs[key]!r}"
+            now = "changed" if key == "data" else f"not {value!r}"
+            raise UserError(
+                f"study {spec.study!r} in {spec.storage} was made for {what}, {now}; "
+                "rerun with the study's settings or pass another --study name"
+            )
+
+
+def _study_state(spec: TuneSpec, dataset) -> dict[str, Any] | None:
+    """The attributes a new study gets, or None when it exists and suits ``spec``.
+
+    Touches nothing on disk for a new SQLite study (its file is made later, with the
+    study), so a refusal here leaves no empty study or folder behind.
+    """
+    spec = spec.resolved()  # the storage URL and study name filled in
+    url = spec.storage
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        return study_attrs(spec, dataset)
+    storage = open_storage(url, spec.heartbeat_s, spec.grace_s)
+    try:
+        held = storage.get_study_user_attrs(storage.get_study_id_from_name(spec.study))
+    except KeyError:  # no such study (yet) in this storage
+        return study_attrs(spec, dataset)
+    if "periods" not in held:  # made by a start that stopped before writing them
+        return study_attrs(spec, dataset)
+    check_identity(spec, held, dataset)
+    return None
+
+
+def open_study(
+    spec: TuneSpec, create: bool = False, worker: int = 0, new_attrs: dict[str, Any] | None = None
+):
     """Create (once) or load the study, checking it was made for the same task.
 
     A loaded study's sampler is seeded from ``--seed``, the number of trials the study
     holds and the worker's index: the same command draws the same configurations, and
     a restarted or parallel worker does not repeat another's draws.
+
+    Args:
+        spec: the resolved spec.
+        create: create the study unless it exists.
+        worker: this worker's index (seeds its sampler).
+        new_attrs: a new study's attributes when already computed (``validate``).
     """
     import optuna
 
@@ -431,22 +487,17 @@ def open_study(spec: TuneSpec, create: bool = False, worker: int = 0):
         )
         attrs = study.user_attrs
         if "periods" not in attrs:  # new: its attributes are this spec's, nothing to check
-            for k, v in study_attrs(spec).items():
+            for k, v in (new_attrs or study_attrs(spec)).items():
                 study.set_user_attr(k, v)
             return study
         from experiments.run import data_fingerprint
 
-        mine = {**_identity(spec), "data": data_fingerprint(_load(spec))}
+        dataset = _load(spec)
+        check_identity(spec, attrs, dataset)
+        mine = {**_identity(spec), "data": data_fingerprint(dataset)}
         for key, value in mine.items():
             if key not in attrs:  # a study from an older version: record what it can
                 study.set_user_attr(key, value)
-            elif attrs[key] != value:
-                what = "the data file's values" if key == "data" else f"{key}={attrs[key]!r}"
-                now = "changed" if key == "data" else f"not {value!r}"
-                raise UserError(
-                    f"study {spec.study!r} in {spec.storage} was made for {what}, {now}; "
-                    "rerun with the study's settings or pass another --study name"
-                )
         return study
     study = optuna.load_study(
         study_name=spec.study, storage=storage, sampler=sampler, pruner=pruner
@@ -709,6 +760,12 @@ def _worker_entry(spec_dict: dict[str, Any], threads: int, worker: int) -> None:
         pass
     spec = TuneSpec(**spec_dict)
     handler = _setup_logging(Path(spec.out))
+
+    def stop(*_: Any) -> None:  # the parent's terminate(): fail the trial now, not after grace
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         work(spec, worker=worker)
     except KeyboardInterrupt:
@@ -731,11 +788,19 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
     from tqdm.auto import tqdm
 
     spec = spec.resolved()
-    validate(spec)
     out = Path(spec.out)
+    try:  # every refusal before the folder, the log or the study exist
+        new_attrs = validate(spec)
+    except UserError as exc:
+        if (out / "tune.log").is_file():  # a study resumed with bad input: its log says why
+            handler = _setup_logging(out)
+            log.info("stopped before any trial: %s", exc)
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        raise
     handler = _setup_logging(out)
     try:
-        study = open_study(spec, create=True)
+        study = open_study(spec, create=True, new_attrs=new_attrs)
         before = _counts(study)
         log.info(
             "study %s in %s: %d/%d finished before this start (%s); jobs=%d",
@@ -768,6 +833,12 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
         finally:
             bar.close()
         return finish(spec, study, plots=plots)
+    except UserError as exc:  # INFO: the console gets the CLI's one line, not a second
+        log.info("stopped: %s", exc)
+        raise
+    except KeyboardInterrupt:
+        log.info("interrupted; a rerun finishes the study's remaining trials")
+        raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -783,8 +854,11 @@ def _run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None]
         ctx.Process(target=_worker_entry, args=(asdict(spec), threads, i), daemon=True)
         for i in range(spec.jobs)
     ]
-    # `timeout`/`kill` send SIGTERM to this process only: pass it on to the workers.
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # `timeout`/`kill` send SIGTERM to this process only: end it through the finally below,
+    # which ends the workers (the CLI already installs a handler that does so).
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         for p in procs:
             p.start()
@@ -801,15 +875,22 @@ def _run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None]
                 p.terminate()
         for p in procs:
             p.join(timeout=10)
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
-def validate(spec: TuneSpec) -> None:
-    """Check the spec before any trial runs.
+def validate(spec: TuneSpec) -> dict[str, Any] | None:
+    """Check the (resolved) spec before anything is written: no folder, log or empty
+    study is left by input the study refuses.
+
+    Returns:
+        The attributes of a new study (period candidates...: ``study_attrs``), or None
+        when the study exists and was made for these settings.
 
     Raises:
-        UserError: bad counts, bounds, members or data.
+        UserError: bad counts, bounds, members, storage or data.
     """
+    from ensemble.data import make_splits
     from experiments import registry
 
     if spec.trials < 1:
@@ -836,20 +917,34 @@ def validate(spec: TuneSpec) -> None:
 
     make_combiner(spec.router)
     dataset = _load(spec)  # a missing file or bad column fails here, not in every trial
-    for s in specs:  # a bad @key=value / --set fails here too, not as N failed trials
-        base, _ = registry.parse_spec(s)
-        ctx = registry.MemberContext(
-            seq_len=spec.max_seq_len,
-            pred_len=spec.pred_len,
-            n_channels=dataset.values.shape[1],
-            freq=dataset.freq,
-            periods=[],
-            seed=spec.seed,
-            dataset=dataset.name,
-            params=dict(spec.member_params.get(base, {})),
-            progress=False,
-        )
-        registry.build(s, ctx)
+    try:
+        make_splits(dataset, spec.min_seq_len, spec.pred_len)
+    except UserError as exc:  # its advice names run's flags (--seq-len)
+        raise UserError(
+            f"{str(exc).split(';')[0]}; lower --min-seq-len or --pred-len, or use a longer series"
+        ) from None
+    # Built with no periods, some members warn that they fall back to one: not this
+    # command's news (a trial passes real periods).
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        for s in specs:  # a bad @key=value / --set fails here too, not as N failed trials
+            base, _ = registry.parse_spec(s)
+            ctx = registry.MemberContext(
+                seq_len=spec.max_seq_len,
+                pred_len=spec.pred_len,
+                n_channels=dataset.values.shape[1],
+                freq=dataset.freq,
+                periods=[],
+                seed=spec.seed,
+                dataset=dataset.name,
+                params=dict(spec.member_params.get(base, {})),
+                progress=False,
+            )
+            registry.build(s, ctx)
+    finally:
+        logging.disable(previous)
+    return _study_state(spec, dataset)
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -980,7 +1075,8 @@ def plot_study(study, out: Path) -> None:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if complete:
             save(ovm.plot_optimization_history(study), "tune_history.png")
-            save(ovm.plot_intermediate_values(study), "tune_intermediate.png")
+            if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+                save(ovm.plot_intermediate_values(study), "tune_intermediate.png")
         if len(complete) >= 2:
             try:
                 save(ovm.plot_param_importances(study), "tune_importance.png")

@@ -287,3 +287,92 @@ def test_tilt_script_reproduces_the_library_rules(learned_run):
     assert row["T_chose"] in {"stacked_tilted", "lgbm", "torch", "rules"}
     if row["T_chose"] == "stacked_tilted":
         assert row["T"] == row["stacked_tilted"]
+
+
+def _finished_bench(csv: Path, out: Path) -> BenchSpec:
+    spec = _spec(csv, out)
+    run_bench(spec, progress=False, run_fn=fake_run)
+    return spec
+
+
+def _one_error_line(capsys) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_report_only_refuses_a_grid_with_no_finished_cell(synth_csv, tmp_path, capsys):
+    # The bench ran with L=96; a report for L=512 would replace its tables with empty ones.
+    from experiments.cli import main
+
+    spec = _finished_bench(synth_csv(n=1200), tmp_path / "bench")
+    out = Path(spec.out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    argv = ["bench", "--report-only", "--out", str(out), "--datasets", spec.datasets[0]]
+    assert main([*argv, "--horizons", "24", "--seeds", "0,1", "--seq-len", "512"]) == 2
+    line = _one_error_line(capsys)
+    assert "no finished cell" in line and "synth_96_24_s0" in line and "bench_spec.json" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_report_only_takes_the_grid_from_bench_spec(synth_csv, tmp_path, capsys):
+    from experiments.cli import main
+
+    spec = _finished_bench(synth_csv(n=1200), tmp_path / "bench")
+    (Path(spec.out) / "bench.md").unlink()
+    assert main(["bench", "--report-only", "--out", spec.out]) == 0
+    md = (Path(spec.out) / "bench.md").read_text()
+    assert "Lookback L=96" in md and "## synth" in md and "No finished cells" not in md
+
+
+@pytest.mark.parametrize("folder", ["missing", "run"])
+def test_report_only_refuses_a_folder_that_is_no_bench(folder, tmp_path, capsys):
+    from experiments.cli import main
+
+    out = tmp_path / folder
+    if folder == "run":  # a run folder: its files must stay as they are
+        out.mkdir()
+        (out / "results.json").write_text("{}")
+        (out / "config.yaml").write_text("seq_len: 96\n")
+    before = sorted(p.name for p in out.iterdir()) if out.exists() else None
+    assert main(["bench", "--report-only", "--out", str(out)]) == 2
+    assert "--report-only rebuilds the tables of a bench" in _one_error_line(capsys)
+    assert (sorted(p.name for p in out.iterdir()) if out.exists() else None) == before
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (dict(seq_len=1100), "lower --seq-len or --horizons"),  # the second file is short
+        (dict(members=["naive", "snaive@period=abc"]), "wrong type or value"),
+    ],
+)
+def test_bad_data_or_member_fails_before_any_cell(change, needle, synth_csv, tmp_path):
+    # Not after the first dataset's cells have run (hours, with real members).
+    long_csv = synth_csv(n=4000, name="long.csv")
+    short_csv = synth_csv(n=1200, name="short.csv")
+    spec = _spec(long_csv, tmp_path / "bench", datasets=[str(long_csv), str(short_csv)], **change)
+    calls: list[str] = []
+    with pytest.raises(UserError, match=needle):
+        run_bench(spec, progress=False, run_fn=lambda cfg: calls.append(cfg.out))
+    assert calls == [] and not (tmp_path / "bench").exists()
+
+
+def test_a_stop_on_bad_input_is_in_bench_log(synth_csv, tmp_path):
+    spec = _finished_bench(synth_csv(n=1200), tmp_path / "bench")
+    spec.seeds = [0, 1, 2]
+
+    def refused(cfg):
+        raise UserError("the cell refuses its input")
+
+    with pytest.raises(UserError):
+        run_bench(spec, progress=False, run_fn=refused)
+    log = (Path(spec.out) / "bench.log").read_text()
+    assert "stopped: the cell refuses its input" in log
+
+    spec.members = ["naive", "snaive@period=abc"]  # refused before any cell: logged too
+    with pytest.raises(UserError):
+        run_bench(spec, progress=False, run_fn=refused)
+    assert (
+        "stopped before any cell: snaive@period=abc" in (Path(spec.out) / "bench.log").read_text()
+    )

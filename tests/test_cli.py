@@ -156,3 +156,106 @@ def test_help_states_each_default_once():
             assert "(default: None)" not in text and "(default: [])" not in text, text
             shown += "(default: " in text
     assert shown >= 10
+
+
+@pytest.mark.parametrize(
+    "argv,command",
+    [
+        (["timellm", "--learning_rate", "abc"], "timellm"),  # 42 lines of usage before
+        (["run", "--no-such-flag"], "run"),  # was reported by the top-level parser
+        (["data", "info", "--no-such-flag"], "data info"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_command_help(argv, command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert lines[0].endswith(f"see 'hybrid-forecast {command} --help'")
+
+
+def test_download_all_with_other_names_is_refused(tmp_path, capsys):
+    argv = ["data", "download", "all", "ETTh1", "--data-dir", str(tmp_path / "d")]
+    assert main(argv) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "'all'" in lines[0] and "alone" in lines[0], lines
+    assert not (tmp_path / "d").exists()
+
+
+def test_interrupt_message_says_how_time_llm_resumes(monkeypatch, capsys):
+    # Only finished members are reused; Time-LLM continues only with timellm.resume=true.
+    import experiments.cmd_run as cmd_run
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cmd_run, "handle", interrupted)
+    assert main(["run", "--dataset", "ETTh1"]) == 130
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "--set timellm.resume=true" in lines[0], lines
+    assert "resume where it stopped" not in lines[0]
+
+
+def test_error_starts_on_its_own_line_after_a_progress_bar(monkeypatch, capsys):
+    import experiments.cmd_run as cmd_run
+    from ensemble.errors import UserError
+
+    def fails_mid_bar(args):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=3, desc="members", file=sys.stderr)
+        bar.update(1)
+        raise UserError("a member refused")
+
+    monkeypatch.setattr(cmd_run, "handle", fails_mid_bar)
+    assert main(["run", "--dataset", "ETTh1"]) == 2
+    err = capsys.readouterr().err
+    assert "\nerror: a member refused\n" in err, repr(err)
+
+
+def test_path_error_names_the_flag_of_the_path(monkeypatch, tmp_path, capsys):
+    import ensemble.data
+
+    data = tmp_path / "data"
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(data / "ETT-small" / "ETTh1.csv"))
+
+    monkeypatch.setattr(ensemble.data, "load_dataset", unreadable)
+    assert main(["data", "info", "--dataset", "ETTh1", "--data-dir", str(data)]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "check --data-dir" in lines[0] and "--out" not in lines[0], lines
+
+
+_SIGTERM_RUN = """
+import os, signal, sys, time
+from experiments import registry
+from experiments.cli import main
+
+build = registry.build
+
+def build_then_kill(spec, ctx):  # SIGTERM (a timeout, a scheduler) while a member fits
+    member = build(spec, ctx)
+    def fit(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    member.fit = fit
+    return member
+
+registry.build = build_then_kill
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_is_an_interrupt_with_a_message_and_a_log(synth_csv, tmp_path):
+    out = tmp_path / "r"
+    argv = ["run", "--data-path", str(synth_csv(n=1200)), "--seq-len", "48", "--pred-len"]
+    argv += ["12", "--members", "naive", "--out", str(out), "--quiet"]
+    p = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_RUN, *argv], capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 143, p.stderr
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted: "), lines
+    assert "interrupted" in (out / "run.log").read_text()

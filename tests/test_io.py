@@ -30,3 +30,17 @@ def test_writing_onto_a_folder_names_the_folder(tmp_path):
     with pytest.raises(IsADirectoryError) as info:
         write_json(tmp_path, {"a": 1})
     assert info.value.filename == str(tmp_path)
+
+
+def test_a_folder_refusing_the_temp_file_names_the_users_file(tmp_path, monkeypatch):
+    # "cannot use .../.s.md.yfxurfuw.tmp: Permission denied" named a file nobody asked for.
+    import tempfile
+
+    def denied(dir, prefix, suffix):
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}x1y2z3{suffix}")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError) as info:
+        write_json(tmp_path / "s.json", {"a": 1})
+    assert info.value.filename == str(tmp_path / "s.json")
+    assert info.value.strerror == "Permission denied"

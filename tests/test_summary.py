@@ -178,3 +178,21 @@ def test_out_naming_a_folder_exits_2_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{tmp_path / 'reports'}:" in err[0] and "not a folder" in err[0]
     assert list((tmp_path / "reports").iterdir()) == []  # no temp file left behind
+
+
+@pytest.mark.parametrize("name", ["results.json", "config.yaml", "forecasts.npz"])
+def test_out_must_not_replace_a_file_of_a_run_folder(name, tmp_path, capsys):
+    # `summary RUN --out RUN/results.json` turned the run's results into Markdown.
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    (r0 / "config.yaml").write_text("seq_len: 96\n")
+    (r0 / "forecasts.npz").write_bytes(b"npz")
+    before = {p.name: p.read_bytes() for p in r0.iterdir()}
+    assert main(["summary", str(r0), "--out", str(r0 / name)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"the run's own {name}" in err[0], err
+    assert {p.name: p.read_bytes() for p in r0.iterdir()} == before
+    # any other run folder's files are just as much off limits; other names are fine
+    other = fake_run(tmp_path / "s1", 1, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    (other / "config.yaml").write_text("seq_len: 96\n")
+    assert main(["summary", str(r0), "--out", str(other / "results.json")]) == 2
+    assert main(["summary", str(r0), "--out", str(r0 / "summary.md")]) == 0

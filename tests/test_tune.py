@@ -350,3 +350,83 @@ def test_a_study_whose_trials_all_fail_exits_1(synth_csv, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert "no trial completed; trial 0 failed with RuntimeError: boom" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("max_seq_len", "lower --max-seq-len"),
+        ("short", "lower --min-seq-len or --pred-len"),  # tune has no --seq-len
+        ("storage", "--storage foo://bar: cannot open"),
+    ],
+)
+def test_refused_input_leaves_no_folder_or_study(case, needle, synth_csv, tmp_path):
+    from ensemble.errors import UserError
+
+    spec = _spec(synth_csv(n=150 if case == "short" else 1200), tmp_path / "t", trials=1)
+    if case == "max_seq_len":
+        spec.max_seq_len = 5000
+    if case == "storage":
+        spec.storage = "foo://bar"
+    with pytest.raises(UserError, match=needle) as exc:
+        run_tune(spec, progress=False, plots=False)
+    assert "--seq-len/" not in str(exc.value)
+    assert not (tmp_path / "t").exists()  # no tune.log, no empty study.db
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_refused_resume_is_in_tune_log(synth_csv, tmp_path):
+    from ensemble.errors import UserError
+
+    spec = _spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    run_tune(spec, progress=False, plots=False)
+    spec.seed = 1
+    with pytest.raises(UserError, match="was made for seed=0"):
+        run_tune(spec, progress=False, plots=False)
+    assert "stopped before any trial: study" in (tmp_path / "t" / "tune.log").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_no_pruning_warning_for_members_without_epochs(synth_csv, tmp_path, caplog):
+    # snaive reports no per-epoch values: Optuna's "You need to set up the pruning
+    # feature" warning reached the console.
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    run_tune(_spec(synth_csv(n=1200), tmp_path / "t", trials=1), progress=False, plots=True)
+    assert not [r for r in caplog.records if "pruning feature" in r.getMessage()]
+    assert (tmp_path / "t" / "tune_history.png").is_file()
+
+
+_SIGTERM_TUNE = """
+import os, signal, sys, time
+from experiments.cli import main
+from experiments.tune import Objective
+
+def killed(self, trial):  # SIGTERM (a timeout, a scheduler) in the middle of a trial
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+
+Objective._evaluate = killed
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_fails_the_running_trial_at_once(synth_csv, tmp_path):
+    # Killed outright, the trial stayed RUNNING and a rerun waited out its heartbeat grace.
+    import subprocess
+    import sys
+
+    out = tmp_path / "t"
+    argv = ["tune", "--data-path", str(synth_csv(n=1200)), "--pred-len", "24"]
+    argv += ["--members", "snaive", "--min-seq-len", "48", "--max-seq-len", "96"]
+    argv += ["--trials", "2", "--out", str(out), "--quiet"]
+    p = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_TUNE, *argv], capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 143, p.stderr
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted: "), lines
+    study = optuna.load_study(study_name="synth_24_snaive", storage=f"sqlite:///{out}/study.db")
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert "interrupted" in (out / "tune.log").read_text()

@@ -3,11 +3,98 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 
-def stack(forecasts: dict[str, np.ndarray]) -> np.ndarray:
-    """{name: [W, H, C]} -> [M, W, H, C] in the dict's order."""
-    return np.stack([np.asarray(f, dtype=np.float64) for f in forecasts.values()])
+def memory_order(like: np.ndarray) -> list[int]:
+    """``like``'s axes in memory order, outermost first."""
+    return sorted(range(like.ndim), key=lambda a: -abs(like.strides[a]))
+
+
+def empty_like_layout(shape: tuple[int, ...], like: np.ndarray, dtype=None) -> np.ndarray:
+    """An uninitialised array of ``shape`` whose axes lie in memory in ``like``'s order.
+
+    Whole-array numpy operations lay their results out like their inputs (a member's
+    forecasts with its channels picked by ``[..., ch]`` lie channel-major), and a
+    reduction's result depends on that layout (the order it adds in). Arrays filled
+    block by block are allocated with this, so that they are laid out, and later summed,
+    as the whole-array result was.
+    """
+    order = memory_order(like)
+    base = np.empty([shape[a] for a in order], dtype=like.dtype if dtype is None else dtype)
+    return base.transpose(np.argsort(order))
+
+
+def empty_stack(n_members: int, like: np.ndarray, dtype=None) -> np.ndarray:
+    """An uninitialised [M, *like.shape] stack, members outermost, each laid out like
+    ``like`` (as ``np.stack`` lays out members that share a layout)."""
+    member = empty_like_layout(like.shape, like, dtype)
+    order = memory_order(member)
+    base = np.empty([n_members, *(like.shape[a] for a in order)], dtype=member.dtype)
+    return base.transpose(0, *(1 + np.argsort(order)))
+
+
+def stack(forecasts: dict[str, np.ndarray], dtype: npt.DTypeLike = np.float64) -> np.ndarray:
+    """{name: [W, H, C]} -> [M, W, H, C] in the dict's order, of ``dtype`` (None: the
+    members' common dtype).
+
+    Filled member by member (each laid out as the members are, like ``np.stack``): no
+    float64 copy of every member next to the stack. The run keeps float32 members as a
+    float32 stack (``run._stack_members``): every combiner, metric and the oracle cast
+    blocks of it to float64 where they compute, so the numbers are those of a float64
+    stack, at half its memory.
+    """
+    members = [np.asarray(f) for f in forecasts.values()]
+    if not members:
+        raise ValueError("no forecasts to stack")
+    shape = members[0].shape
+    if any(f.shape != shape for f in members):
+        raise ValueError(
+            f"members' forecasts differ in shape: {[f.shape for f in members]}, expected one"
+        )
+    out = empty_stack(
+        len(members), members[0], np.result_type(*members) if dtype is None else dtype
+    )
+    for i, f in enumerate(members):
+        out[i] = f
+    return out
+
+
+def windows_per_block(shape: tuple[int, ...], max_elements: int = 1 << 22) -> int:
+    """Windows per block of an [M, W, H, C] stack so that a block holds about
+    ``max_elements`` values (32 MB in float64), and at least two windows."""
+    m, _, h, c = shape
+    return max(2, max_elements // max(1, m * h * c))
+
+
+def weighted_sum(
+    stacked: np.ndarray, weights: np.ndarray, per_step: bool = False, block: int | None = None
+) -> np.ndarray:
+    """``sum_m weights * forecasts`` in float64, block by block of windows.
+
+    Args:
+        stacked: [M, W, H, C] members' forecasts, float32 or float64 (each block is cast
+            to float64 before it is weighted: the result is that of the float64 stack).
+        weights: [W, C, M] per window and channel, or [H, C, M] per step and channel
+            with ``per_step``.
+        block: windows per block (default: ``windows_per_block``).
+
+    Returns:
+        [W, H, C] float64, element for element and in layout the whole-array
+        ``np.einsum`` (the sum over members runs within each window, so blocks of
+        windows do not change it).
+    """
+    if per_step:
+
+        def part(lo: int, hi: int) -> np.ndarray:
+            return np.einsum("mwhc,hcm->whc", np.asarray(stacked[:, lo:hi], np.float64), weights)
+    else:
+
+        def part(lo: int, hi: int) -> np.ndarray:
+            f = np.asarray(stacked[:, lo:hi], np.float64)
+            return np.einsum("mwhc,wcm->whc", f, weights[lo:hi])
+
+    return by_window_blocks(part, stacked.shape[1], block or windows_per_block(stacked.shape))
 
 
 def combine(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -38,7 +125,7 @@ def combine(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"weights of shape {weights.shape} do not fit {m} members x {w} windows x {c} channels"
         )
-    return np.einsum("mwhc,wcm->whc", stacked, weights)
+    return weighted_sum(stacked, weights)
 
 
 def combined_forecast(
@@ -58,11 +145,26 @@ def by_window_blocks(fn, n_windows: int, block: int = 256, axis: int = 0) -> np.
     """``fn(lo, hi)`` on consecutive blocks of windows, results concatenated along ``axis``.
 
     Whole-array reductions over [M, W, H, C] (sorts, squared differences) make temporaries
-    of that size or several times it, 10+ GB on weather at H=720; blocks bound them.
+    of that size or several times it, 10+ GB on weather at H=720; blocks bound them. The
+    result is filled block by block, laid out and typed as the first block (as
+    ``np.concatenate`` lays out blocks that share a layout), not concatenated from a list
+    of them: no second copy of it.
     """
-    return np.concatenate(
-        [fn(lo, lo + block) for lo in range(0, max(n_windows, 1), block)], axis=axis
-    )
+    first = fn(0, block)
+    if n_windows <= block:
+        return first
+    shape = list(first.shape)
+    shape[axis] = n_windows
+    out = empty_like_layout(tuple(shape), first)
+    where = [slice(None)] * out.ndim
+    part, lo = first, 0
+    while True:
+        where[axis] = slice(lo, lo + part.shape[axis])
+        out[tuple(where)] = part
+        lo += block
+        if lo >= n_windows:
+            return out
+        part = fn(lo, lo + block)
 
 
 def oracle_weights(stacked: np.ndarray, targets: np.ndarray, block: int = 256) -> np.ndarray:

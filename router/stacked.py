@@ -35,6 +35,7 @@ from itertools import combinations
 
 import numpy as np
 
+from ensemble.hybrid import weighted_sum
 from router.combiners import Combiner
 from router.objective import inner_split
 
@@ -179,13 +180,17 @@ def channel_step_moments(
         and the number of windows W.
     """
     m, w, h, c = forecasts.shape
-    f = np.asarray(forecasts, dtype=np.float64)
     y = np.asarray(targets, dtype=np.float64)
     gram = np.empty((h, c, m, m))
-    for i in range(m):  # pairwise: memory stays at one [W, H, C] product
+    # Member by member, in float64 (a float32 stack is cast in einsum's small buffers,
+    # not copied: the same sums, as they run over windows in the same order)
+    for i in range(m):  # pairwise
         for j in range(i, m):
-            gram[:, :, i, j] = gram[:, :, j, i] = np.einsum("whc,whc->hc", f[i], f[j])
-    b = np.moveaxis(np.einsum("mwhc,whc->mhc", f, y), 0, -1)
+            gram[:, :, i, j] = gram[:, :, j, i] = np.einsum(
+                "whc,whc->hc", forecasts[i], forecasts[j], dtype=np.float64
+            )
+    b = [np.einsum("whc,whc->hc", forecasts[i], y, dtype=np.float64) for i in range(m)]
+    b = np.moveaxis(np.stack(b), 0, -1)
     return gram, b, np.einsum("whc,whc->hc", y, y), w
 
 
@@ -298,9 +303,7 @@ class StackedCombiner(Combiner):
         return np.broadcast_to(self.step_weights_.mean(axis=0)[None], (w, c, m)).copy()
 
     def forecast(self, forecasts, features=None) -> np.ndarray:
-        return np.einsum(
-            "mwhc,hcm->whc", np.asarray(forecasts, dtype=np.float64), self.step_weights_
-        )
+        return weighted_sum(forecasts, self.step_weights_, per_step=True)
 
     def describe(self) -> str:
         first, last = self.step_weights_[0].mean(axis=0), self.step_weights_[-1].mean(axis=0)

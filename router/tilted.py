@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ensemble.hybrid import by_window_blocks, weighted_sum, windows_per_block
 from router.combiners import Combiner
 from router.objective import inner_split
 from router.stacked import StackedCombiner
@@ -136,7 +137,7 @@ class TiltedStackedCombiner(Combiner):
                 rel = features[held][..., self._columns(source, m)]  # [Wh, C, M]
                 for beta in betas:
                     t, known = tilt_weights(rel, beta)
-                    tilted = np.einsum("mwhc,wcm->whc", f_held, t)
+                    tilted = weighted_sum(f_held, t)
                     e_t = np.where(known[:, None], tilted - y_held, e_s)
                     # the blend's MSE is a quadratic in the share: three sums serve every share
                     ss, st, tt = (
@@ -161,11 +162,18 @@ class TiltedStackedCombiner(Combiner):
 
     def forecast(self, forecasts, features=None) -> np.ndarray:
         t, share = self._tilt(forecasts, features)
-        f = np.asarray(forecasts, dtype=np.float64)
         if not share.any():
-            return self.stacked_.forecast(f)
-        tilted = np.einsum("mwhc,wcm->whc", f, t)
-        return (1 - share[:, None]) * self.stacked_.forecast(f) + share[:, None] * tilted
+            return self.stacked_.forecast(forecasts)
+
+        # (1 - share) * stacked + share * tilted, block by block of windows: the same
+        # numbers as on whole arrays, without four [W, H, C] float64 temporaries
+        def part(lo: int, hi: int) -> np.ndarray:
+            f = np.asarray(forecasts[:, lo:hi], dtype=np.float64)
+            tilted = weighted_sum(f, t[lo:hi], block=hi - lo)
+            s = share[lo:hi, None]
+            return (1 - s) * self.stacked_.forecast(f) + s * tilted
+
+        return by_window_blocks(part, forecasts.shape[1], windows_per_block(forecasts.shape))
 
     def describe(self) -> str:
         if self.share_ == 0.0:

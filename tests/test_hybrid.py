@@ -97,3 +97,54 @@ def test_block_wise_reductions_match_whole_array_ones():
     assert w.shape == (600, 2, 3)
     np.testing.assert_allclose(w.sum(-1), 1.0)
     np.testing.assert_allclose(w, np.moveaxis(med._step_weights(f).mean(axis=2), 0, -1))
+
+
+def _channel_major(a: np.ndarray) -> np.ndarray:
+    """A copy of [..., W, H, C] laid out channel-major, as ``[..., ch]`` picks channels."""
+    out = np.empty(a.shape[:-3] + (a.shape[-1],) + a.shape[-3:-1], a.dtype)
+    out = np.moveaxis(out, -3, -1)
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("layout", ["c", "channel_major"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_float64_sums_are_the_whole_array_einsum(layout, dtype):
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((4, 50, 6, 3)).astype(dtype)
+    if layout == "channel_major":
+        f = _channel_major(f)
+    f64 = np.asarray(f, np.float64)
+    w = rng.dirichlet(np.ones(4), size=(50, 3))
+    step = rng.dirichlet(np.ones(4), size=(6, 3))
+    for block in (None, 1, 7, 50):
+        got = hybrid.weighted_sum(f, w, block=block)
+        want = np.einsum("mwhc,wcm->whc", f64, w)
+        assert got.dtype == np.float64 and np.array_equal(got, want)
+        got = hybrid.weighted_sum(f, step, per_step=True, block=block)
+        np.testing.assert_array_equal(got, np.einsum("mwhc,hcm->whc", f64, step))
+    np.testing.assert_array_equal(hybrid.combine(f, w), np.einsum("mwhc,wcm->whc", f64, w))
+
+
+def test_window_blocks_are_laid_out_as_their_concatenation():
+    x = _channel_major(np.random.default_rng(0).standard_normal((30, 4, 3)))
+
+    def fn(lo, hi):
+        return x[lo:hi] * 2.0
+
+    got = hybrid.by_window_blocks(fn, 30, block=7)
+    want = np.concatenate([fn(lo, lo + 7) for lo in range(0, 30, 7)])
+    np.testing.assert_array_equal(got, want)
+    assert hybrid.memory_order(got) == hybrid.memory_order(want) == [2, 0, 1]
+    np.testing.assert_array_equal(hybrid.by_window_blocks(lambda lo, hi: x[:5][lo:hi], 5, 7), x[:5])
+
+
+def test_stack_keeps_dtype_and_layout_on_request(members):
+    f, _ = members
+    picked = {k: v.astype(np.float32)[..., [0, 1, 2]] for k, v in f.items()}  # channel-major
+    s = hybrid.stack(picked, dtype=None)
+    assert s.dtype == np.float32
+    np.testing.assert_array_equal(s, np.stack(list(picked.values())))
+    assert hybrid.memory_order(s) == hybrid.memory_order(np.stack(list(picked.values())))
+    with pytest.raises(ValueError, match="differ in shape"):
+        hybrid.stack({"a": f["m0"], "b": f["m1"][:-1]})

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ensemble import hybrid
 from ensemble.data import sliding
 from router import COMBINERS, make_combiner
 from router.features import past_errors, window_features
@@ -538,3 +539,31 @@ def test_router_series_stats_use_the_window_end():
     rec = max(2, min(L // 4, L // 2))
     assert fd["recent_level"] == pytest.approx(xs[-rec:].mean(), rel=1e-5)
     assert fd["acf_p12"] == pytest.approx(np.mean(xs[12:] * xs[:-12]), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", list(COMBINERS))
+def test_a_float32_stack_gives_the_numbers_of_its_float64_copy(name, clear_best):
+    """The run keeps float32 members as a float32 stack (channel-major, as ``[..., ch]``
+    lays them out); every combiner computes in float64 blocks of it, bit for bit."""
+    _, y, f, feats, names = clear_best
+    f32 = np.empty((f.shape[0], f.shape[3], f.shape[1], f.shape[2]), np.float32)
+    f32 = f32.transpose(0, 2, 3, 1)
+    f32[...] = f
+    f64 = np.stack([np.asarray(m, np.float64) for m in f32])  # the float64 stack before
+    assert hybrid.memory_order(f32) == hybrid.memory_order(f64) == [0, 3, 1, 2]
+    y = y[..., list(range(C))]  # the run's targets: channels picked, channel-major
+    a, _ = fitted(name, f32, y, feats, names)
+    b, _ = fitted(name, f64, y, feats, names)
+    np.testing.assert_array_equal(a.forecast(f32, feats), b.forecast(f64, feats))
+    np.testing.assert_array_equal(a.weights(f32, feats), b.weights(f64, feats))
+    assert a.describe() == b.describe()
+
+
+def test_window_terms_in_blocks_of_a_float32_stack():
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((3, 40, 5, 2)).astype(np.float32)
+    y = rng.standard_normal((40, 5, 2))
+    whole = window_gram(np.asarray(f, np.float64), y, block=40)
+    for block in (1, 3, 40):
+        for got, want in zip(window_gram(f, y, block=block), whole, strict=True):
+            np.testing.assert_array_equal(got, want)

@@ -611,3 +611,40 @@ def test_snaive_says_when_no_period_fits_the_lookback(synth_csv, tmp_path, caplo
     warned = [m for m in warned if "snaive falls back to period 1" in m]  # once, not per build
     assert len(warned) == 1 and "every period (100000) is longer than the lookback 96" in warned[0]
     assert "snaive falls back to period 1" in (out / "run.log").read_text()
+
+
+def test_scores_with_one_temporary_are_the_metrics_scores():
+    from ensemble import metrics
+    from experiments.run import _scores
+
+    rng = np.random.default_rng(0)
+    true = rng.standard_normal((30, 8, 4))[..., [0, 1, 2, 3]]  # channel-major, as the run's
+    for pred in (
+        rng.standard_normal((30, 8, 4)),
+        rng.standard_normal((30, 8, 4))[..., [0, 1, 2, 3]],
+        np.einsum("mwhc,wcm->whc", rng.standard_normal((3, 30, 8, 4)), np.ones((30, 4, 3)) / 3),
+        rng.standard_normal((30, 8, 4)).astype(np.float32),
+    ):
+        want = metrics.scores(pred, true)
+        assert _scores(pred, true) == want
+        assert _scores(pred.copy(order="K"), true, scratch=True) == want
+
+
+def test_member_stack_is_float32_laid_out_as_picked_channels():
+    from ensemble import hybrid
+    from experiments.run import _stack_members, router_features
+
+    rng = np.random.default_rng(0)
+    results = {k: {"val": rng.standard_normal((40, 6, 3)).astype(np.float32)} for k in ("a", "b")}
+    before = hybrid.stack({k: v["val"][..., [0, 1, 2]] for k, v in results.items()})
+    s = _stack_members(results, "val", [0, 1, 2])
+    assert s.dtype == np.float32 and all("val" not in v for v in results.values())
+    np.testing.assert_array_equal(s, before)
+    assert hybrid.memory_order(s) == hybrid.memory_order(before)
+    # the router features of the float32 stack are those of its float64 values
+    x = np.lib.stride_tricks.sliding_window_view(rng.standard_normal((63, 3)), 24, axis=0)
+    x = x.transpose(0, 2, 1)
+    got = router_features(x, s, [12], ["a", "b"], [0, 1, 2])
+    want = router_features(x, before, [12], ["a", "b"], [0, 1, 2])
+    assert got[1] == want[1]
+    np.testing.assert_array_equal(got[0], want[0])

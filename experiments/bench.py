@@ -209,27 +209,16 @@ def _check_dataset(spec: BenchSpec, dataset: str) -> None:
             f"{str(exc).split(';')[0]}; lower --seq-len or --horizons, or leave "
             f"{dataset_label(dataset)} out of --datasets"
         ) from None
-    # Built with no periods, some members warn that they fall back to one: not this
-    # check's news (each cell's run passes the periods it detects).
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        for member in spec.members:
-            base, _ = registry.parse_spec(member)
-            ctx = registry.MemberContext(
-                seq_len=spec.seq_len,
-                pred_len=longest.pred_len,
-                n_channels=splits.train.n_channels,
-                freq=ds.freq,
-                periods=[],
-                seed=longest.seed,
-                dataset=ds.name,
-                params=dict(spec.member_params.get(base, {})),
-                progress=False,
-            )
-            registry.build(member, ctx)
-    finally:
-        logging.disable(previous)
+    registry.check_specs(
+        spec.members,
+        spec.member_params,
+        seq_len=spec.seq_len,
+        pred_len=longest.pred_len,
+        n_channels=splits.train.n_channels,
+        freq=ds.freq,
+        seed=longest.seed,
+        dataset=ds.name,
+    )
 
 
 def saved_grid(out: str | Path) -> dict[str, Any] | None:

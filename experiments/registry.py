@@ -159,6 +159,46 @@ def build(spec: str, ctx: MemberContext) -> Forecaster:
     return member
 
 
+def check_specs(
+    specs: list[str],
+    member_params: dict[str, dict[str, Any]],
+    *,
+    seq_len: int,
+    pred_len: int,
+    n_channels: int,
+    freq: str | None,
+    seed: int,
+    dataset: str,
+) -> None:
+    """Build every spec once, unfitted, so a bad ``@key=value`` or ``--set`` fails before
+    hours of work (bench's first cell, tune's first trial) rather than inside them.
+
+    Built with no periods, some members warn that they fall back to one: not this check's
+    news (each real run passes the periods it detects), so warnings are muted meanwhile.
+    """
+    import logging
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        for spec in specs:
+            base, _ = parse_spec(spec)
+            ctx = MemberContext(
+                seq_len=seq_len,
+                pred_len=pred_len,
+                n_channels=n_channels,
+                freq=freq,
+                periods=[],
+                seed=seed,
+                dataset=dataset,
+                params=dict(member_params.get(base, {})),
+                progress=False,
+            )
+            build(spec, ctx)
+    finally:
+        logging.disable(previous)
+
+
 _LOADED = False
 
 

@@ -923,27 +923,17 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
         raise UserError(
             f"{str(exc).split(';')[0]}; lower --min-seq-len or --pred-len, or use a longer series"
         ) from None
-    # Built with no periods, some members warn that they fall back to one: not this
-    # command's news (a trial passes real periods).
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        for s in specs:  # a bad @key=value / --set fails here too, not as N failed trials
-            base, _ = registry.parse_spec(s)
-            ctx = registry.MemberContext(
-                seq_len=spec.max_seq_len,
-                pred_len=spec.pred_len,
-                n_channels=dataset.values.shape[1],
-                freq=dataset.freq,
-                periods=[],
-                seed=spec.seed,
-                dataset=dataset.name,
-                params=dict(spec.member_params.get(base, {})),
-                progress=False,
-            )
-            registry.build(s, ctx)
-    finally:
-        logging.disable(previous)
+    # a bad @key=value / --set fails here, not as N failed trials
+    registry.check_specs(
+        specs,
+        spec.member_params,
+        seq_len=spec.max_seq_len,
+        pred_len=spec.pred_len,
+        n_channels=dataset.values.shape[1],
+        freq=dataset.freq,
+        seed=spec.seed,
+        dataset=dataset.name,
+    )
     return _study_state(spec, dataset)
 
 

@@ -133,9 +133,11 @@ def test_on_epoch_sees_every_validation_score_and_can_stop_the_fit(monkeypatch):
         )
 
 
-def test_early_stopping_reloads_the_best_epoch(monkeypatch):
-    scripted = iter([0.5, 0.3, 0.4, 0.6, 0.1, 0.1])
-    states = []
+def script_val_scores(monkeypatch, scores: list[float]) -> list[dict]:
+    """Make ``evaluate`` return ``scores`` in turn; returns the list that collects the
+    trainable state after each epoch."""
+    scripted = iter(scores)
+    states: list[dict] = []
     original = Trainer._train_epoch
 
     def spy_epoch(self, *args, **kwargs):
@@ -145,6 +147,11 @@ def test_early_stopping_reloads_the_best_epoch(monkeypatch):
 
     monkeypatch.setattr(Trainer, "_train_epoch", spy_epoch)
     monkeypatch.setattr(Trainer, "evaluate", lambda self, data, model=None: next(scripted))
+    return states
+
+
+def test_early_stopping_reloads_the_best_epoch(monkeypatch):
+    states = script_val_scores(monkeypatch, [0.5, 0.3, 0.4, 0.6, 0.1, 0.1])
     model = fresh()
     res = Trainer(model, cfg(epochs=6, patience=2)).fit(window_set(), window_set(seed=1))
     assert [h["val_mse"] for h in res.history] == [0.5, 0.3, 0.4, 0.6]  # stopped after 2 bad
@@ -172,17 +179,7 @@ def test_a_huge_learning_rate_diverges_loudly():
 
 
 def test_a_nan_epoch_after_good_ones_is_no_improvement(monkeypatch):
-    scripted = iter([0.5, 0.3, float("nan"), float("nan"), 0.1])
-    states = []
-    original = Trainer._train_epoch
-
-    def spy_epoch(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        states.append(trainable_state(self.model))
-        return out
-
-    monkeypatch.setattr(Trainer, "_train_epoch", spy_epoch)
-    monkeypatch.setattr(Trainer, "evaluate", lambda self, data, model=None: next(scripted))
+    states = script_val_scores(monkeypatch, [0.5, 0.3, float("nan"), float("nan"), 0.1])
     model = fresh()
     res = Trainer(model, cfg(epochs=5, patience=2)).fit(window_set(), window_set(seed=1))
     assert len(res.history) == 4  # two NaN epochs in a row: early stop

@@ -115,10 +115,10 @@ def _close_progress_bars() -> None:
 
 # What to tell the user after an interrupt; commands not listed: "rerun the command".
 _RESUME_HINT = {
-    "run": "rerun the same command: the members that finished are reused; add --set "
-    "timellm.resume=true to continue an interrupted Time-LLM from its last epoch",
-    "bench": "rerun the same command: finished cells and members are reused; add --set "
-    "timellm.resume=true to continue an interrupted Time-LLM from its last epoch",
+    "run": "rerun the same command: the members that finished are reused and an "
+    "interrupted Time-LLM continues from its last finished epoch",
+    "bench": "rerun the same command: finished cells and members are reused and an "
+    "interrupted Time-LLM continues from its last finished epoch",
     "tune": "rerun the same command to finish the study's remaining trials (the interrupted "
     "trial is not counted)",
     "timellm": "rerun the same command with --resume to continue from the last epoch",

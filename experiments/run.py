@@ -554,7 +554,10 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         log.info("test: %s", json.dumps(res["test"]))
         return res
     except KeyboardInterrupt:
-        log.info("interrupted; a rerun reuses the members already fitted")
+        log.info(
+            "interrupted; a rerun reuses the members already fitted and continues an "
+            "interrupted Time-LLM from its last finished epoch"
+        )
         raise
     except BaseException as exc:  # the console gets one line; run.log keeps what happened
         log.info("run failed: %s: %s", type(exc).__name__, exc, exc_info=True)

@@ -184,7 +184,7 @@ def test_download_all_with_other_names_is_refused(tmp_path, capsys):
 
 
 def test_interrupt_message_says_how_time_llm_resumes(monkeypatch, capsys):
-    # Only finished members are reused; Time-LLM continues only with timellm.resume=true.
+    # Finished members are reused; Time-LLM continues from its last finished epoch.
     import experiments.cmd_run as cmd_run
 
     def interrupted(args):
@@ -193,7 +193,7 @@ def test_interrupt_message_says_how_time_llm_resumes(monkeypatch, capsys):
     monkeypatch.setattr(cmd_run, "handle", interrupted)
     assert main(["run", "--dataset", "ETTh1"]) == 130
     lines = _err_lines(capsys)
-    assert len(lines) == 1 and "--set timellm.resume=true" in lines[0], lines
+    assert len(lines) == 1 and "Time-LLM continues from its last finished epoch" in lines[0]
     assert "resume where it stopped" not in lines[0]
 
 

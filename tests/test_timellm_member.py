@@ -122,6 +122,27 @@ def test_resume_through_the_member(fitted, splits):
         member(workdir=str(workdir), epochs=3, resume=True, lr=0.5).fit(splits.train, splits.val)
 
 
+def test_a_rerun_continues_by_default_and_never_returns_a_model_of_other_data(
+    fitted, splits, tmp_path
+):
+    import dataclasses
+    import shutil
+
+    m, workdir = fitted
+    w = splits.val.windows()
+    rerun = member(workdir=str(workdir), epochs=3).fit(splits.train, splits.val)
+    assert rerun.history == m.history  # no epoch rerun: all came from the checkpoint
+    np.testing.assert_array_equal(rerun.predict(w), m.predict(w))
+    # other data (here --percent 50) in a copy of the folder: a fresh fit, not the old model
+    copy = shutil.copytree(workdir, tmp_path / "work")
+    half = dataclasses.replace(splits.train, data=splits.train.data[: len(splits.train.data) // 2])
+    other = member(workdir=str(copy), epochs=3).fit(half, splits.val)
+    expect = member(epochs=3).fit(half, splits.val)
+    np.testing.assert_array_equal(other.predict(w), expect.predict(w))
+    with pytest.raises(UserError, match="resume must be true, false or auto"):
+        member(resume="yes")
+
+
 def test_resume_refuses_a_checkpoint_trained_on_other_data(fitted, splits):
     # --percent, --features / --target and another data file change what the member
     # trains on, not its constructor arguments: resuming must not return the old model.

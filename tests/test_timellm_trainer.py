@@ -255,6 +255,45 @@ def test_resume_refuses_a_damaged_checkpoint_in_one_line(tmp_path, damage):
         )
 
 
+def test_auto_resume_continues_a_matching_checkpoint_and_else_starts_afresh(tmp_path, caplog):
+    train, val = window_set(), window_set(seed=1)
+    first = Trainer(fresh(), cfg(epochs=2, patience=0), workdir=tmp_path, fingerprint={"lr": 1})
+    first.fit(train, val)
+    same = Trainer(
+        fresh(), cfg(epochs=2, patience=0), workdir=tmp_path, resume="auto", fingerprint={"lr": 1}
+    ).fit(train, val)
+    assert same.resumed_from == 2  # both epochs came from the checkpoint
+
+    alone = fresh()  # what a fit of the other settings gives without any checkpoint
+    expect = Trainer(alone, cfg(epochs=2, patience=0), fingerprint={"lr": 2}).fit(train, val)
+    other = fresh()
+    with caplog.at_level("INFO", logger="timellm.trainer"):
+        res = Trainer(
+            other, cfg(epochs=2, patience=0), workdir=tmp_path, resume="auto", fingerprint={"lr": 2}
+        ).fit(train, val)
+    assert res.resumed_from is None and res.history[0]["val_mse"] == expect.history[0]["val_mse"]
+    assert "different settings (lr); starting afresh" in caplog.text
+    a, b = trainable_state(alone), trainable_state(other)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the checkpoint is now the new fit's: the same settings continue it
+    again = Trainer(
+        fresh(), cfg(epochs=2, patience=0), workdir=tmp_path, resume="auto", fingerprint={"lr": 2}
+    ).fit(train, val)
+    assert again.resumed_from == 2
+
+
+def test_auto_resume_starts_afresh_over_a_damaged_checkpoint(tmp_path, caplog):
+    Trainer(fresh(), cfg(epochs=1), workdir=tmp_path).fit(window_set(), window_set(seed=1))
+    ckpt = next(tmp_path.glob("*.pt"))
+    ckpt.write_bytes(ckpt.read_bytes()[:5000])
+    with caplog.at_level("WARNING", logger="timellm.trainer"):
+        res = Trainer(fresh(), cfg(epochs=1), workdir=tmp_path, resume="auto").fit(
+            window_set(), window_set(seed=1)
+        )
+    assert res.resumed_from is None and "is damaged" in caplog.text
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 0  # rewritten whole
+
+
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_schedules_run(schedule):
     res = Trainer(fresh(), cfg(epochs=2, patience=0, schedule=schedule)).fit(

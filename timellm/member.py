@@ -35,7 +35,7 @@ import logging
 import pickle
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -154,7 +154,9 @@ class TimeLLMForecaster(BaseForecaster):
         device: "cpu", "cuda" or None (best available).
         seed: weights, shuffling and injector seeds.
         workdir: folder for per-epoch checkpoints (None: none).
-        resume: continue from ``workdir``'s checkpoint.
+        resume: continue from ``workdir``'s checkpoint: "auto" (the default) when it
+            has this member's settings and data, else start afresh; True refuses a
+            checkpoint of other settings or data; False always starts afresh.
         progress: tqdm bars (None: only on a terminal).
     """
 
@@ -198,9 +200,11 @@ class TimeLLMForecaster(BaseForecaster):
         device: str | None = None,
         seed: int = 0,
         workdir: str | None = None,
-        resume: bool = False,
+        resume: bool | Literal["auto"] = "auto",
         progress: bool | None = None,
     ) -> None:
+        if not (isinstance(resume, bool) or resume == "auto"):
+            raise UserError(f"resume must be true, false or auto (got {resume!r})")
         if precision not in PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
         if backbone == "none" and inject:

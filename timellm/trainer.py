@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -316,7 +316,10 @@ class Trainer:
             frozen backbone must live under ``model.llm`` (not checkpointed).
         config: optimisation settings.
         workdir: folder for ``checkpoint.pt`` (None: no checkpoints).
-        resume: continue from ``workdir/checkpoint.pt`` if it exists.
+        resume: continue from ``workdir/checkpoint.pt`` if it exists: True refuses a
+            checkpoint of other settings or a damaged one; "auto" logs why and starts
+            afresh instead (a rerun into the same folder continues an interrupted fit and
+            never returns a model of other settings).
         fingerprint: anything that must match between a checkpoint and this run (the
             member's constructor arguments and a digest of its data); a mismatch refuses
             to resume.
@@ -335,7 +338,7 @@ class Trainer:
         config: TrainConfig,
         *,
         workdir: str | os.PathLike | None = None,
-        resume: bool = False,
+        resume: bool | Literal["auto"] = False,
         fingerprint: dict[str, Any] | None = None,
         accelerator: Any = None,
         progress: bool | None = None,
@@ -562,9 +565,10 @@ class Trainer:
         atomic_save(state, self.checkpoint_path)
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint to continue from, or None to start afresh (see ``resume``)."""
         path = self.checkpoint_path
         if not self.resume or path is None or not path.is_file():
-            if self.resume:
+            if self.resume is True:
                 log.info("no checkpoint to resume from at %s; starting afresh", path)
             return None
         from ensemble.errors import UserError
@@ -583,21 +587,24 @@ class Trainer:
             pickle.UnpicklingError,
         ) as exc:
             # cut short by a crash or a full disk, or another file under its name
-            reason = " ".join(str(exc).split())[:120]
-            raise UserError(
-                f"{path} is damaged ({type(exc).__name__}: {reason}); delete it or rerun "
-                "without --resume"
-            ) from None
-        if ckpt.get("fingerprint") != self.fingerprint:
-            diff = sorted(
-                k
-                for k in set(self.fingerprint) | set(ckpt.get("fingerprint", {}))
-                if self.fingerprint.get(k) != ckpt.get("fingerprint", {}).get(k)
-            )
-            raise UserError(
-                f"{path} was written with different settings ({', '.join(diff)}); "
-                "delete it or rerun without --resume"
-            )
+            reason = f"is damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+            if self.resume == "auto":
+                log.warning("%s %s; starting afresh (it is overwritten)", path, reason)
+                return None
+            raise UserError(f"{path} {reason}; delete it or rerun without --resume") from None
+        theirs = ckpt.get("fingerprint")
+        theirs = theirs if isinstance(theirs, dict) else {}
+        diff = sorted(
+            k
+            for k in set(self.fingerprint) | set(theirs)
+            if self.fingerprint.get(k) != theirs.get(k)
+        )
+        if diff:
+            why = f"was written with different settings ({', '.join(diff)})"
+            if self.resume == "auto":
+                log.info("%s %s; starting afresh (it is overwritten)", path, why)
+                return None
+            raise UserError(f"{path} {why}; delete it or rerun without --resume")
         return ckpt
 
 

@@ -174,6 +174,24 @@ def test_prompt_beyond_the_position_table_is_refused_before_training(splits, mon
         member(backbone="gpt2-random", train_stride=8, val_stride=8).fit(splits.train, splits.val)
 
 
+def test_a_tokenizer_of_another_model_is_refused_before_training(splits, monkeypatch):
+    # MiniLM's tokenizer (30522 ids) beside weights embedding 1000 ids: e.g. a LLaMA-3
+    # tokenizer copied next to LLaMA-2 weights. Without the check: IndexError mid-batch.
+    import dataclasses
+
+    from transformers import GPT2Config, GPT2Model
+
+    from timellm.trainer import Trainer
+
+    bb = random_backbone("gpt2", n_embd=32, n_layer=1, n_head=2)
+    small = GPT2Model(GPT2Config(vocab_size=1000, n_embd=32, n_layer=1, n_head=2)).eval()
+    bb = dataclasses.replace(bb, model=small)
+    monkeypatch.setattr("timellm.backbone.load_backbone", lambda *a, **k: bb)
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(UserError, match=r"token id \d+ but backbone .* embeds only 1000 ids"):
+        member(backbone="gpt2-random", train_stride=8, val_stride=8).fit(splits.train, splits.val)
+
+
 def test_bidirectional_backbone_minilm(splits):
     m = member(backbone="minilm", epochs=1, train_stride=8, val_stride=8)
     m.fit(splits.train, splits.val)

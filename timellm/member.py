@@ -454,11 +454,7 @@ class TimeLLMForecaster(BaseForecaster):
             tr_fc, va_fc = self._fit_injectors(train, tr_starts, val, va_starts)
         tr_set = self._window_set(train.data, tr_starts, True, tr_fc)
         va_set = self._window_set(val.data, va_starts, True, va_fc)
-        check_positions = getattr(model, "check_positions", None)  # not PatchLinear
-        if check_positions is not None:
-            # Before training rather than at the batch with the longest prompt.
-            sets = [s for s in (tr_set, va_set) if len(s)]  # empty: the trainer says so
-            check_positions(max((int(s.mask.sum(dim=-1).max()) for s in sets), default=0))
+        _check_prompts(model, tr_set, va_set)  # before training, not at the first bad batch
         log.info(
             "timellm: %d train windows (stride %d of %d), %d val windows, %d prompt tokens max",
             len(tr_set),
@@ -525,7 +521,9 @@ class TimeLLMForecaster(BaseForecaster):
         forecasts = None
         if self.inject:
             forecasts = {n: m.predict(windows.x) for n, m in self.injectors.items()}
-        return self._window_set(windows.context, np.arange(windows.n), False, forecasts)
+        data = self._window_set(windows.context, np.arange(windows.n), False, forecasts)
+        _check_prompts(self.model, data)
+        return data
 
     def predict_set(self, data: WindowSet) -> np.ndarray:
         """Forecast a prepared window set: [W, H, C] float32 (scaled space)."""
@@ -587,3 +585,14 @@ class TimeLLMForecaster(BaseForecaster):
             with open(path / "injectors.pkl", "rb") as fh:
                 obj.injectors = pickle.load(fh)
         return obj
+
+
+def _check_prompts(model: torch.nn.Module, *sets: WindowSet) -> None:
+    """Refuse prompts the backbone cannot take, once per set rather than per batch: too
+    long for its position table, or token ids past its embedding table (PatchLinear,
+    with no backbone, takes any)."""
+    sets = tuple(s for s in sets if len(s))  # empty: the trainer says so
+    if not sets or not hasattr(model, "check_positions"):
+        return
+    model.check_positions(max(int(s.mask.sum(dim=-1).max()) for s in sets))
+    model.check_token_ids(max(int(s.ids.max()) for s in sets))

@@ -116,6 +116,7 @@ class TimeLLM(nn.Module):
         # E: the width inputs_embeds must have (the prototypes' and the prompt's), not the
         # hidden size D, which ALBERT / ELECTRA make wider than their embeddings.
         self.embedding_size = int(embeddings.shape[1])
+        self.vocab_rows = int(embeddings.shape[0])  # token ids the table can look up
         if prototype_map == "full":
             self.prototypes: nn.Module = FullPrototypes(embeddings.shape[0], num_prototypes)
         elif prototype_map == "lowrank":
@@ -161,6 +162,22 @@ class TimeLLM(nn.Module):
             f"timellm: {prompt}{self.num_patches} patches (seq_len {self.seq_len}, patch_len "
             f"{emb.patch_len}, stride {emb.stride}) need {need} positions, but backbone "
             f"'{self.backbone_name}' has {self.max_positions}; use {fixes}"
+        )
+
+    def check_token_ids(self, max_id: int) -> None:
+        """Refuse prompts holding a token id past the backbone's embedding table: a
+        tokenizer of another model copied next to the weights (else an IndexError, or a
+        device-side assert on a GPU, at the first batch).
+
+        Raises:
+            UserError: naming the id, the table's size and what to copy.
+        """
+        if max_id < self.vocab_rows:
+            return
+        raise UserError(
+            f"timellm: the prompt has token id {max_id} but backbone '{self.backbone_name}' "
+            f"embeds only {self.vocab_rows} ids: its tokenizer belongs to another model; copy "
+            "the tokenizer files saved with these weights next to its config.json"
         )
 
     def trainable_parameters(self) -> list[nn.Parameter]:

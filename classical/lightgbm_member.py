@@ -40,6 +40,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ensemble.data import Split, Windows, sliding
+from ensemble.errors import UserError
 from ensemble.forecaster import BaseForecaster
 
 log = logging.getLogger(__name__)
@@ -275,6 +276,12 @@ class LightGBMForecaster(BaseForecaster):
         rng = np.random.default_rng(self.seed)
         x_tr, r_tr = self._rows(train, self.max_train_rows, rng)
         x_va, r_va = self._rows(val, self.max_val_rows, rng)
+        if len(x_tr) < 2 or len(x_va) < 1:  # LightGBM fails on them deep inside
+            raise UserError(
+                f"{self.name}: {len(x_tr)} train rows and {len(x_va)} validation rows "
+                "(windows x channels) are too few to fit (at least 2 and 1); lower seq_len "
+                "or pred_len, or pass a longer series"
+            )
         self.basis, explained = trajectory_basis(r_tr, self.n_components)  # [H, K]
         log.info(
             "%s: %d train rows, basis K=%d explains %.3f",

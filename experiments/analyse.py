@@ -1167,7 +1167,15 @@ def analyse(
     if splits is not None:
         ch = splits.eval_channels
         x = splits.test.inputs()[..., ch]
-        if x.shape[0] == run.true.shape[0]:
+        # the same data as the run's, not only as many windows: a file changed since the run
+        # would give features and router refits of other numbers than the saved forecasts
+        same = x.shape[0] == run.true.shape[0] and np.allclose(
+            np.asarray(splits.test.targets()[..., ch], dtype=np.float32),
+            run.true,
+            rtol=1e-4,
+            atol=1e-5,
+        )
+        if same:
             feats = window_features(x, period)
             val_true = np.asarray(splits.val.targets()[..., ch], dtype=np.float64)
             refit = RefitInputs(splits.val.inputs(), splits.test.inputs(), periods, list(ch))

@@ -100,10 +100,12 @@ def _to_matrix(
     else:
         wide = df.set_index(time_col) if time_col in df.columns else df
         if pd.api.types.is_string_dtype(wide.index) or wide.index.dtype == object:
-            try:  # timestamps stored as text, as read_csv leaves them
-                wide.index = pd.DatetimeIndex(pd.to_datetime(wide.index))
-            except (ValueError, TypeError):
-                pass
+            try:  # timestamps stored as text, as read_csv leaves them (day-first too)
+                index = parse_dates(pd.Series(wide.index), "the frame's index", file_lines=False)
+            except UserError:
+                index = None
+            if index is not None:  # a new frame: the caller's index stays as it was
+                wide = wide.set_axis(index, axis=0)
         if not isinstance(wide.index, pd.DatetimeIndex):
             raise UserError(
                 f"a wide frame needs a {time_col!r} column or a DatetimeIndex; a long frame "
@@ -269,12 +271,22 @@ class HybridForecaster:
         if freq is None:
             freq = infer_freq(dates)
         else:
+            given = freq
             try:
                 freq = pd.tseries.frequencies.to_offset(freq).freqstr
-            except ValueError:
+            except (ValueError, TypeError):
                 raise UserError(
                     f"freq {freq!r} is not a pandas offset such as 'h', 'B' or 'MS'"
                 ) from None
+            if len(dates) > 1:  # else the forecast would start at the wrong step
+                grid = pd.date_range(dates[0], dates[-1], freq=freq)
+                off_grid = grid.get_indexer(dates) < 0
+                if off_grid.any():
+                    raise UserError(
+                        f"freq {given!r}: timestamp {dates[np.flatnonzero(off_grid)[0]]} is not "
+                        f"on its grid ({freq}; e.g. weekly data on Mondays is 'W-MON', not 'W'); "
+                        "pass the frequency the dates follow, or leave freq=None to infer it"
+                    )
         gaps = find_gaps(dates, freq)
         if len(gaps):
             warnings.warn(
@@ -352,7 +364,9 @@ class HybridForecaster:
         n_ctx = min(self.values_.shape[0], L + 5 * H - 1)
         context = self.values_[-n_ctx:]
         offset = pd.tseries.frequencies.to_offset(self.freq_ or "D")
-        future = pd.date_range(self.dates_[-1], periods=H + 1, freq=offset)[1:]
+        # from the first step after the last row: date_range(last, ...) would roll an
+        # off-grid last timestamp forward to a grid point and [1:] would drop that step
+        future = pd.date_range(self.dates_[-1] + offset, periods=H, freq=offset)
         windows = Windows(
             context=context,
             seq_len=L,

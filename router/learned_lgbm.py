@@ -112,7 +112,8 @@ class LGBMRouter(Combiner):
         return fobj
 
     def _train(self, x, gram, b, yy, rounds: int, init: np.ndarray, valid=None):
-        """Boost from ``init`` ([N, M] logits); ``valid`` = (x, gram, b, yy, init) held out."""
+        """Boost from ``init`` ([N, M] logits); ``valid`` = (x, gram, b, yy, init) held out.
+        None when no feature can be split on (too few samples)."""
         import lightgbm as lgb
 
         m = b.shape[1]
@@ -148,7 +149,15 @@ class LGBMRouter(Combiner):
                 feval=feval,
                 callbacks=[lgb.early_stopping(self.patience, verbose=False)],
             )
-        return lgb.train(params, dtrain, num_boost_round=rounds, **kwargs)
+        try:
+            return lgb.train(params, dtrain, num_boost_round=rounds, **kwargs)
+        except lgb.basic.LightGBMError as exc:
+            if "num_features" not in str(exc):
+                raise
+            # every feature is constant on these few samples (or too rare to bin): no
+            # split can be made, so the prior is all a booster could give
+            log.info("lgbm router: no usable feature on %d samples; keeping the prior", len(x))
+            return None
 
     def fit(self, val_forecasts, val_targets, features=None, terms=None) -> LGBMRouter:
         if features is None:
@@ -181,13 +190,15 @@ class LGBMRouter(Combiner):
             init(fit_w, prior),
             valid=held,
         )
-        self.rounds_ = booster.best_iteration or booster.current_iteration()
-        p_held = _softmax(
-            booster.predict(held[0], num_iteration=self.rounds_, raw_score=True) + held[4]
-        )
-        prior_score = float(combined_mse(_softmax(held[4]), *held[1:4]).mean())
-        if prior_score <= float(combined_mse(p_held, *held[1:4]).mean()):
-            self.rounds_, p_held = 0, _softmax(held[4])  # the prior alone was best
+        self.rounds_, p_held = 0, _softmax(held[4])  # the prior alone
+        if booster is not None:
+            rounds = booster.best_iteration or booster.current_iteration()
+            p_boost = _softmax(
+                booster.predict(held[0], num_iteration=rounds, raw_score=True) + held[4]
+            )
+            prior_score = float(combined_mse(p_held, *held[1:4]).mean())
+            if prior_score > float(combined_mse(p_boost, *held[1:4]).mean()):
+                self.rounds_, p_held = rounds, p_boost
         if self.shrink:
             self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held[1:4])
         else:
@@ -211,6 +222,8 @@ class LGBMRouter(Combiner):
                 self.rounds_,
                 init(all_w, self.prior_),
             )
+            if self.booster_ is None:  # no feature splits on all windows: the prior
+                self.rounds_ = 0
         return self
 
     def _unchecked(self, terms: tuple[np.ndarray, ...]) -> LGBMRouter:

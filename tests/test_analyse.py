@@ -137,6 +137,20 @@ def test_report_without_data_still_writes(synth_csv, tmp_path):
     assert len(list((tmp_path / "report").glob("*.png"))) >= 3
 
 
+def test_data_changed_since_the_run_is_not_used(synth_csv, tmp_path):
+    # Same length and dates, other values (a re-exported file): features and router
+    # refits from it would describe other numbers than the saved forecasts.
+    import pandas as pd
+
+    csv = synth_csv(n=1200)
+    run_dir = fake_run_folder(csv, tmp_path / "run", router="mean")
+    df = pd.read_csv(csv)
+    df.iloc[-300:, 1:] *= -3.0  # test rows only
+    df.to_csv(csv, index=False)
+    md = analyse(run_dir, out=tmp_path / "report").read_text()
+    assert "do not match the run's test windows" in md and "without naive" in md
+
+
 def test_not_a_run_folder_is_a_user_error(tmp_path):
     from ensemble.errors import UserError
 

@@ -204,3 +204,28 @@ def test_future_dates_follow_the_calendar_despite_gaps(freq, start, drop, expect
     future = hf.predict(5)["ds"]
     expected = pd.date_range(df["ds"].iloc[-1], periods=6, freq=expect)[1:]
     assert list(future) == list(expected)
+
+
+@pytest.mark.parametrize(("data_freq", "given"), [("W-MON", "W"), ("ME", "MS")])
+def test_a_given_freq_the_dates_are_not_on_is_refused(data_freq, given):
+    # date_range(last, ...)[1:] rolled an off-grid last date to the next grid point and
+    # dropped it: Monday data with freq="W" forecast from the Sunday after next.
+    df = wide_frame().assign(ds=pd.date_range("2015-01-05", periods=N, freq=data_freq))
+    with pytest.raises(UserError, match=rf"freq '{given}': timestamp .* is not on its grid"):
+        small().fit(df, freq=given)
+    future = small().fit(df, freq=data_freq).predict(3)["ds"]
+    assert list(future) == list(pd.date_range(df["ds"].iloc[-1], periods=4, freq=data_freq)[1:])
+
+
+def test_wide_text_index_is_read_day_first_and_left_as_it_was():
+    # read_csv(index_col=0) of a European CSV: "13/01/2010" can only be day-first, and the
+    # whole column must then be read so, as a ds column is.
+    df = wide_frame().assign(ds=pd.date_range("2010-01-01", periods=N, freq="MS"))
+    text = df.assign(ds=df["ds"].dt.strftime("%d/%m/%Y")).set_index("ds")
+    before = text.index.copy()
+    hf = small().fit(text)
+    assert hf.freq_ == "MS" and hf.dates_[-1] == df["ds"].iloc[-1]
+    assert text.index.equals(before)  # the caller's frame is not changed
+    np.testing.assert_array_equal(
+        hf.predict(3).iloc[:, :3].to_numpy(), small().fit(df).predict(3).iloc[:, :3].to_numpy()
+    )

@@ -83,3 +83,20 @@ def test_registry_builds_with_params():
     ctx = registry.MemberContext(96, 24, 3, "h", [24, 168], 0, "synth")
     m = registry.build("lightgbm@components=8@lr=0.1", ctx)
     assert (m.n_components, m.learning_rate, m.periods) == (8, 0.1, [24])
+
+
+def test_too_few_rows_is_one_line(splits):
+    # One train window of one channel: one row, on which LightGBM fails deep inside.
+    import dataclasses
+
+    from ensemble.errors import UserError
+
+    L, H = splits.train.seq_len, splits.train.pred_len
+    one = [
+        dataclasses.replace(s, data=s.data[:, :1], columns=s.columns[:1])
+        for s in (splits.train, splits.val)
+    ]
+    train = dataclasses.replace(one[0], data=one[0].data[: L + H])
+    assert train.n_windows == 1
+    with pytest.raises(UserError, match="1 train rows .* are too few"):
+        LightGBMForecaster(L, H, **SMALL).fit(train, one[1])

@@ -192,11 +192,13 @@ def test_no_more_validation_windows_than_the_horizon(name, clear_best):
 
 
 @pytest.mark.parametrize("name", ["learned", "learned_lgbm"])
-def test_short_one_channel_validation_fits(name, clear_best):
+@pytest.mark.parametrize("windows", [150, H + 2])
+def test_short_one_channel_validation_fits(name, windows, clear_best):
     # 150 windows x 1 channel: fewer samples than two LightGBM leaves of min_data_in_leaf
-    # (200); LightGBM used to drop every feature and stop with "num_features > 0"
+    # (200); LightGBM used to drop every feature and stop with "num_features > 0". With
+    # H + 2 the inner fit part is a window or two on which no feature can be split at all.
     x, y, f, feats, names = clear_best
-    f, y, feats = f[:, :150, :, :1], y[:150, :, :1], feats[:150, :1]
+    f, y, feats = f[:, :windows, :, :1], y[:windows, :, :1], feats[:windows, :1]
     cb = make_combiner(name, seed=0, feature_names=names, member_names=["m0", "m1", "m2"])
     w = cb.fit(f, y, feats).weights(f, feats)
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-9)

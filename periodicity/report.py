@@ -19,6 +19,7 @@ from periodicity.spectrum import (
     detrend,
     find_peaks,
     is_harmonic,
+    is_multiple,
     rank_key,
 )
 from periodicity.strength import measured_cycles, seasonal_threshold, strength_table
@@ -109,7 +110,9 @@ def merge_channels(
     Periods within 2% of each other across channels are one period, named
     by the channel period with the most power. A period's overall power is the mean over
     all channels (0 where a channel lacks it), so a cycle of one channel counts for less.
-    Harmonics of a stronger overall period are merged into it, as within a channel.
+    Harmonics of a stronger overall period are merged into it, as within a channel, and
+    so are its non-calendar multiples (``spectrum.is_multiple``): a p-cycle repeats at
+    every m * p, so the ACF and STL confirm those too (ETTh1's 240, weather's 859).
 
     Args:
         peaks: per channel, its peaks.
@@ -128,7 +131,15 @@ def merge_channels(
             g[1] += p.power
     merged: list[list[float]] = []
     for g in sorted(groups, key=lambda g: -g[1]):
-        parent = next((m for m in merged if is_harmonic(int(g[0]), int(m[0]), calendar)), None)
+        parent = next(
+            (
+                m
+                for m in merged
+                if is_harmonic(int(g[0]), int(m[0]), calendar)
+                or is_multiple(int(g[0]), int(m[0]), calendar)
+            ),
+            None,
+        )
         if parent is None:
             merged.append(g)
         else:

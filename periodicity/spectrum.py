@@ -294,23 +294,16 @@ def is_harmonic(
     return abs(q - m * p) <= max(tol * q, m / 2)
 
 
-def is_multiple(
-    q: int, p: int, calendar: list[int] | None = None, max_order: int = 12, tol: float = 0.02
-) -> bool:
-    """Whether q is m * p for some m in 2..max_order, and not a calendar period.
+def is_multiple(q: int, p: int, calendar: list[int] | None = None, max_order: int = 12) -> bool:
+    """Whether q is m * p for some m in 2..max_order (p a harmonic of q), and not a
+    calendar period.
 
     A series with a cycle of p steps is exactly periodic at every multiple of p, so the
     ACF has a hill there and STL at q finds the p-cycle (ETTh1: F_S ~0.46 at every
     multiple of 24, ~0.18 between them). Such a q says nothing of its own; a calendar
     multiple (the week of hourly data) is kept, as it is known a priori.
     """
-    calendar = calendar or []
-    if q in calendar or p < 2:
-        return False
-    m = round(q / p)
-    if not 2 <= m <= max_order:
-        return False
-    return abs(q - m * p) <= max(tol * q, m / 2)
+    return q not in (calendar or []) and p >= 2 and is_harmonic(p, q, max_order=max_order)
 
 
 def rank_key(period: int, power: float, calendar: list[int]) -> tuple[bool, float]:

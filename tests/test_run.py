@@ -298,14 +298,20 @@ class _Diverged(NaiveLast):
         return pred
 
 
-def test_non_finite_member_forecasts_stop_the_run(synth_csv, tmp_path, capsys, monkeypatch):
+def _run_beside_naive(name: str, member: type, csv, out, monkeypatch) -> list[str]:
+    """Register ``member`` as ``name`` and return the argv of a run of naive and it."""
     from experiments import registry
 
     registry._load_builtin()
-    monkeypatch.setitem(registry._REGISTRY, "diverged", (lambda ctx: _Diverged(), "test", ()))
+    monkeypatch.setitem(registry._REGISTRY, name, (lambda ctx: member(), "test", ()))
+    argv = _synth_run(csv, out)
+    argv[argv.index("naive,snaive")] = f"naive,{name}"
+    return argv
+
+
+def test_non_finite_member_forecasts_stop_the_run(synth_csv, tmp_path, capsys, monkeypatch):
     out = tmp_path / "r"
-    argv = _synth_run(synth_csv(n=1400), out)
-    argv[argv.index("naive,snaive")] = "naive,diverged"
+    argv = _run_beside_naive("diverged", _Diverged, synth_csv(n=1400), out, monkeypatch)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "diverged forecast 1 non-finite value(s)" in err[0]
@@ -580,13 +586,8 @@ class _Broken(NaiveLast):
 def test_an_unexpected_member_failure_is_one_line_with_the_traceback_in_run_log(
     synth_csv, tmp_path, capsys, monkeypatch
 ):
-    from experiments import registry
-
-    registry._load_builtin()
-    monkeypatch.setitem(registry._REGISTRY, "broken", (lambda ctx: _Broken(), "test", ()))
     out = tmp_path / "r"
-    argv = _synth_run(synth_csv(n=1400), out)
-    argv[argv.index("naive,snaive")] = "naive,broken"
+    argv = _run_beside_naive("broken", _Broken, synth_csv(n=1400), out, monkeypatch)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err

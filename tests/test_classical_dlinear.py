@@ -77,3 +77,20 @@ def test_registry_builds_with_params():
     assert m.name == "dlinear@kernel=auto@individual=true"
     ctx = registry.MemberContext(96, 24, 3, "h", [24], 0, "synth")
     assert isinstance(registry.build("nlinear", ctx), NLinear)
+
+
+def test_the_best_validation_epoch_is_kept_when_later_epochs_are_worse(splits, monkeypatch):
+    # Validation improves every epoch on this series, so report epochs 3+ as worse: the
+    # weights kept must be epoch 2's, whose true val MSE was recorded in the history.
+    from classical import _torch_train
+
+    real, calls = _torch_train._val_mse, []
+
+    def worse_after_two(model, va, batch_size):
+        calls.append(real(model, va, batch_size))
+        return calls[-1] if len(calls) <= 2 else 1e9
+
+    monkeypatch.setattr(_torch_train, "_val_mse", worse_after_two)
+    model = DLinear(96, 24, seed=0, **{**FAST, "patience": 3}).fit(splits.train, splits.val)
+    assert len(model.history) == 4 and calls[3] < calls[1]  # the last epoch really was better
+    assert _mse(model, splits.val) == pytest.approx(calls[1], rel=1e-5)

@@ -68,6 +68,11 @@ def test_features_match_direct_computation(splits, model):
     t = np.arange(24)
     slope = np.polyfit(t, x[:, -24:, 0].T, 1)[0]
     np.testing.assert_allclose(feats[0, :, k], slope, atol=1e-5)
+    # the calendar of each window's first forecast step, read off the dataset's own dates
+    first = splits.dataset.dates[w.start + w.origins + 1]
+    tod = (first.hour * 60 + first.minute).to_numpy() / 1440.0
+    np.testing.assert_allclose(feats[1, :, names.index("time_of_day")], tod, atol=1e-6)
+    np.testing.assert_array_equal(feats[2, :, names.index("day_of_week")], first.day_of_week)
 
 
 def test_save_load_roundtrip_and_seed(splits, model, tmp_path):
@@ -100,3 +105,16 @@ def test_too_few_rows_is_one_line(splits):
     assert train.n_windows == 1
     with pytest.raises(UserError, match="1 train rows .* are too few"):
         LightGBMForecaster(L, H, **SMALL).fit(train, one[1])
+
+
+def test_early_stopping_watches_the_validation_rows(splits, model):
+    # Same train rows, validation rows shuffled (nothing left to learn there): the boosters
+    # must stop early, where on the real validation rows they use every round.
+    import dataclasses
+
+    shuffled = np.random.default_rng(1).permutation(splits.val.data)
+    other = LightGBMForecaster(96, 24, periods=[24, 48], **SMALL).fit(
+        splits.train, dataclasses.replace(splits.val, data=shuffled)
+    )
+    assert all(b.best_iteration == SMALL["num_boost_round"] for b in model.boosters)
+    assert all(b.best_iteration < SMALL["num_boost_round"] for b in other.boosters)

@@ -649,3 +649,41 @@ def test_member_stack_is_float32_laid_out_as_picked_channels():
     want = router_features(x, before, [12], ["a", "b"], [0, 1, 2])
     assert got[1] == want[1]
     np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_the_seed_reaches_the_members(synth_csv, tmp_path):
+    # --seed must change a trained member's forecasts, or "mean ± std over seeds" is
+    # the spread of one run
+    csv = synth_csv(n=1400)
+
+    def dlinear(seed: int) -> np.ndarray:
+        out = tmp_path / f"s{seed}"
+        argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24"]
+        argv += ["--members", "dlinear", "--set", "dlinear.epochs=1", "--seed", str(seed)]
+        assert main([*argv, "--out", str(out), "--quiet"]) == 0
+        with np.load(out / "forecasts.npz") as z:
+            return z["test/dlinear"]
+
+    a, b = dlinear(0), dlinear(1)
+    assert a.shape == b.shape and not np.allclose(a, b)
+
+
+def test_periods_are_detected_on_train_rows_only(synth_csv):
+    # Val and test rows carrying a strong period of their own must not move the periods.
+    from ensemble.data import load_dataset, make_splits
+    from experiments.run import detect_periods
+
+    def splits(edit=None):
+        return make_splits(load_dataset(data_path=synth_csv(n=3000, edit=edit)), 96, 24)
+
+    plain = splits()
+    start = plain.borders[0][1] + 96  # first val row after the lookback shared with train
+
+    def other_cycle(df):
+        t = np.arange(len(df) - start)
+        for col in df.columns[1:]:
+            df.loc[start:, col] = 10 + 20 * np.sin(2 * np.pi * t / 10)
+        return df
+
+    assert detect_periods(plain) == [24]
+    assert detect_periods(splits(other_cycle)) == [24]

@@ -395,6 +395,80 @@ def test_stacked_weights_follow_each_members_best_channels():
     assert np.mean((cb.forecast(f) - y) ** 2) < 0.5 * np.mean((pooled.forecast(f) - y) ** 2)
 
 
+def test_stacked_shrinks_exchangeable_members_toward_the_mean():
+    """Equally good members with independent errors: fitted weights only chase noise, so
+    the held-out windows must choose strong shrinkage. At full shrinkage toward equal
+    weights every pool gives the same forecast, and the tie goes to the simplest model."""
+    _, y, f, _, _ = problem(noise=(1.0, 1.0, 1.0), n=400)
+    cb = make_combiner("stacked").fit(f, y)
+    assert cb.lam_ >= 0.5 and cb.pool_ > 0, (cb.lam_, cb.pool_)
+    np.testing.assert_allclose(cb.step_weights_, 1 / 3, atol=0.1)
+    tied = make_combiner("stacked", lam=1.0).fit(f, y)
+    assert len(set(tied.inner_scores_.values())) == 1 and tied.pool_ == 1.0
+
+
+def test_stacked_final_weights_use_the_latest_validation_windows():
+    """The held-out windows choose the shrinkage, then the weights are refitted on all."""
+    _, y, f, _, _ = problem(noise=(0.5, 1.0, 1.0))
+    late, w = f.copy(), f.shape[1]
+    late[1, -w // 10 :] = y[-w // 10 :]  # member 1 perfect on the last tenth (held out)
+    before = make_combiner("stacked", lam=0.0, pool=0.0).fit(f, y).step_weights_
+    after = make_combiner("stacked", lam=0.0, pool=0.0).fit(late, y).step_weights_
+    assert after[..., 1].mean() > before[..., 1].mean() + 0.01
+
+
+def test_lgbm_router_keeps_its_prior_when_features_are_noise(clear_best):
+    # The greedy prior already routes to the clearly best member; trees grown on noise
+    # features can only fit noise, so the held-out check must throw them away.
+    x, y, f, feats, names = clear_best
+    noise = np.random.default_rng(0).standard_normal(feats.shape)
+    cb = make_combiner("learned_lgbm", seed=0, feature_names=names, member_names=["m0", "m1", "m2"])
+    assert cb.fit(f, y, noise).rounds_ == 0
+
+
+def test_torch_router_keeps_its_best_epoch_and_refits_for_that_many(monkeypatch):
+    import torch
+
+    from router import learned_torch as lt
+
+    x, y, f, feats, names = problem(noise=(1.0, 1.0, 1.0), n=400)  # nothing to learn
+    scores, calls = [], []
+    real_loss, real_train = lt._torch_loss, lt.TorchRouter._train
+
+    def loss(*args):
+        out = real_loss(*args)
+        if not torch.is_grad_enabled():  # the held-out score of an epoch
+            scores.append(float(out))
+        return out
+
+    def train(self, part, epochs, m, prior, valid=None):
+        net, n = real_train(self, part, epochs, m, prior, valid=valid)
+        calls.append((epochs, n, net, valid))
+        return net, n
+
+    monkeypatch.setattr(lt, "_torch_loss", loss)
+    monkeypatch.setattr(lt.TorchRouter, "_train", train)
+    cb = make_combiner("learned_torch", seed=0, feature_names=names, member_names=["m0", "m1"])
+    cb.fit(f[:2], y, feats)
+    (_, best, net, valid), (refit_epochs, *_) = calls
+    # scores[0] is the prior's (epoch 0), scores[k] epoch k's
+    assert 0 < best < len(scores) - 1 and min(scores) < scores[-1]  # later epochs were worse
+    assert scores[best] == min(scores) and refit_epochs == best == cb.epochs_
+    with torch.no_grad():
+        assert float(real_loss(net(valid[0], valid[1]), *valid[2:])) == min(scores)
+
+
+def test_greedy_prior_keeps_every_member_reachable(clear_best):
+    from router.combiners import GreedyCombiner, greedy_prior
+
+    _, y, f, _, _ = clear_best
+    terms = window_gram(f, y)
+    greedy = GreedyCombiner().channel_weights(terms)
+    assert (greedy[:, 1:] == 0).all()  # greedy alone drops the weak members
+    p = np.exp(greedy_prior(terms, floor=0.3))
+    np.testing.assert_allclose(p, 0.7 * greedy + 0.1, rtol=1e-12)
+
+
 def test_past_errors_are_causal_and_correct(clear_best):
     x, y, f, _, _ = clear_best
     e = past_errors(x, f, smooth=1)
@@ -540,6 +614,7 @@ def test_router_series_stats_use_the_window_end():
     assert fd["season_strength_p12"] == pytest.approx(1.0, abs=1e-4)
     rec = max(2, min(L // 4, L // 2))
     assert fd["recent_level"] == pytest.approx(xs[-rec:].mean(), rel=1e-5)
+    assert fd["last_value"] == pytest.approx(xs[-1], rel=1e-5)
     assert fd["acf_p12"] == pytest.approx(np.mean(xs[12:] * xs[:-12]), rel=1e-5)
 
 

@@ -44,3 +44,20 @@ def test_a_folder_refusing_the_temp_file_names_the_users_file(tmp_path, monkeypa
         write_json(tmp_path / "s.json", {"a": 1})
     assert info.value.filename == str(tmp_path / "s.json")
     assert info.value.strerror == "Permission denied"
+
+
+def test_a_write_failing_halfway_leaves_the_old_file_whole(tmp_path):
+    from ensemble.io import write_npz
+
+    path = tmp_path / "f.npz"
+    write_npz(path, a=np.arange(3.0))
+    before = path.read_bytes()
+
+    class Broken:
+        def __array__(self, dtype=None, copy=None):
+            raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):  # the second array fails after the first was written
+        write_npz(path, a=np.zeros(100_000), b=Broken())
+    assert path.read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))

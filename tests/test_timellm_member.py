@@ -198,6 +198,18 @@ def test_bidirectional_backbone_minilm(splits):
     assert m.predict(splits.test.windows()).shape == (splits.test.n_windows, H, 2)
 
 
+@pytest.mark.parametrize("name", inj.INJECTORS)
+def test_every_injector_fits_and_beats_the_last_value(name, splits):
+    train, test = splits.train, splits.test
+    starts = np.arange(train.n_windows)
+    model = inj.make_injector(name, L, H).fit(train.data, starts)
+    x, y = test.inputs(), test.targets()
+    pred = model.predict(x)
+    assert pred.shape == y.shape and pred.dtype == np.float32
+    naive = np.repeat(x[:, -1:], H, axis=1)
+    assert ((pred - y) ** 2).mean() < ((naive - y) ** 2).mean()
+
+
 def test_injection_prompts_per_window_and_channel(splits):
     m = member(inject=["ridge"], epochs=1, train_stride=8, val_stride=8, inject_folds=2)
     m.fit(splits.train, splits.val)

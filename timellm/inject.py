@@ -160,7 +160,8 @@ class TorchLinear:
             perm = starts_t[torch.randperm(len(starts_t), generator=gen)]
             for s in range(0, len(perm), self.batch_size):
                 rows = perm[s : s + self.batch_size, None]
-                loss = torch.nn.functional.mse_loss(self.net(data[rows + t_in]), data[rows + t_out])
+                x, y = data[rows + t_in], data[rows + t_out]  # [B, L, C], [B, H, C]
+                loss = torch.nn.functional.mse_loss(self.net(x.transpose(1, 2)), y.transpose(1, 2))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -176,7 +177,7 @@ class TorchLinear:
         with torch.no_grad():
             for s in range(0, x.shape[0], 2048):
                 xb = torch.from_numpy(np.ascontiguousarray(x[s : s + 2048], dtype=np.float32))
-                out.append(self.net(xb).numpy())
+                out.append(self.net(xb.transpose(1, 2)).transpose(1, 2).numpy())  # nets: [B, C, *]
         return np.concatenate(out) if out else np.zeros((0, self.pred_len, x.shape[2]), np.float32)
 
 

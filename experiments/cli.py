@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "cmd_summary",
     "cmd_timellm",
     "cmd_bench_step",
+    "cmd_members",
 ]
 
 

@@ -211,29 +211,43 @@ def _nlinear(ctx: MemberContext):
 # ---------------------------------------------------------------------------- Time-LLM
 
 
+# TimeLLMForecaster arguments the run sets itself (seed comes from --seed or @seed=).
+_TIMELLM_FROM_RUN = ("dataset", "seq_len", "pred_len", "periods", "workdir", "progress")
+
+
+def timellm_settings() -> tuple[str, ...]:
+    """The keys ``timellm@key=value`` / ``--set timellm.key=value`` take: the arguments of
+    ``TimeLLMForecaster`` that the run does not set."""
+    import inspect
+
+    from timellm.member import TimeLLMForecaster
+
+    params = inspect.signature(TimeLLMForecaster).parameters
+    return tuple(sorted(set(params) - set(_TIMELLM_FROM_RUN)))
+
+
 @register(
     "timellm",
     "Time-LLM over a frozen LLM (@backbone=minilm|PATH, @llm_layers=N, @train_stride=N, @inject=ridge+dlinear)",
-    None,  # checked against TimeLLMForecaster's signature below
+    None,  # checked against timellm_settings() below
 )
 def _timellm(ctx: MemberContext):
-    import inspect
-
     from ensemble.errors import UserError
     from timellm.member import TimeLLMForecaster
 
     p = dict(ctx.params)
-    valid = set(inspect.signature(TimeLLMForecaster).parameters)
-    unknown = sorted(set(p) - valid)
+    valid = timellm_settings()
+    unknown = sorted(set(p) - set(valid) - {"progress"})  # progress: every member's
     if unknown:
         raise UserError(
-            f"unknown timellm setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+            f"unknown timellm setting(s) {', '.join(unknown)}; valid: {', '.join(valid)} "
+            "(the lookback, horizon, data and periods come from the run's own flags)"
         )
     inject = p.pop("inject", None)
     if isinstance(inject, str):  # "dlinear+ridge" from @inject= or --set; "none"/"" is off
         inject = [n for n in inject.replace(",", "+").split("+") if n and n != "none"]
-    p.pop("progress", None)
     p.pop("seed", None)
+    p.pop("progress", None)
     return TimeLLMForecaster(
         dataset=ctx.dataset,
         seq_len=ctx.seq_len,

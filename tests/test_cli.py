@@ -259,3 +259,27 @@ def test_sigterm_is_an_interrupt_with_a_message_and_a_log(synth_csv, tmp_path):
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted: "), lines
     assert "interrupted" in (out / "run.log").read_text()
+
+
+def test_members_lists_every_member_with_its_settings_and_every_router(capsys):
+    from experiments import registry
+    from experiments.cli import main
+    from router import COMBINERS
+
+    assert main(["members"]) == 0
+    out = capsys.readouterr().out
+    registry._load_builtin()
+    for name in [*registry._REGISTRY, *COMBINERS]:
+        assert f"\n  {name}: " in out, name
+    timellm = out.split("\n  timellm: ")[1].split("\n  arima: ")[0]
+    assert "llm_layers" in timellm and "seq_len" not in timellm  # seq_len is --seq-len's
+    assert "kernel, individual" in out.split("\n  dlinear: ")[1].split("\n  nlinear: ")[0]
+
+
+def test_a_timellm_setting_the_run_owns_is_refused_by_name():
+    from ensemble.errors import UserError
+    from experiments import registry
+
+    ctx = registry.MemberContext(96, 24, 3, "h", [24], 0, "synth", params={"seq_len": 48})
+    with pytest.raises(UserError, match=r"unknown timellm setting\(s\) seq_len; valid: "):
+        registry.build("timellm", ctx)

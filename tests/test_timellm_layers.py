@@ -88,3 +88,25 @@ def test_patches_are_the_padded_series_cut_every_stride() -> None:
     hook.remove()
     assert out.shape == (2, PatchEmbedding.num_patches(L, 16, 8), 4)
     torch.testing.assert_close(seen["p"].transpose(1, 2), want)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_reprogramming_is_scaled_dot_product_attention_to_the_prototypes(training) -> None:
+    """Every series' patches attend to the same prototypes: softmax(q k^T / sqrt(d)) v per
+    head, written out plainly, in the fused eval path and the explicit training path."""
+    from timellm.layers import ReprogrammingLayer
+
+    torch.manual_seed(0)
+    # dropout 1e-12 keeps the explicit training path, dropping nothing in practice
+    dropout = 1e-12 if training else 0.1
+    layer = ReprogrammingLayer(d_model=8, n_heads=2, d_keys=4, d_llm=12, attention_dropout=dropout)
+    layer.train(training)
+    patches, prototypes = torch.randn(3, 5, 8), torch.randn(7, 12)
+    keys, values = layer.project_prototypes(prototypes)  # [P, h, e]
+    out = layer(patches, keys, values)
+    q = layer.query(patches).view(3, 5, 2, 4)
+    expected = torch.empty(3, 5, 2, 4)
+    for h in range(2):
+        attn = torch.softmax(q[:, :, h] @ keys[:, h].T / 2.0, dim=-1)  # sqrt(d_keys) = 2
+        expected[:, :, h] = attn @ values[:, h]
+    torch.testing.assert_close(out, layer.out(expected.reshape(3, 5, 8)), atol=1e-6, rtol=1e-5)

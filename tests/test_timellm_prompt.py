@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from timellm.backbone import load_backbone
@@ -64,6 +65,9 @@ def test_encode_left_pads_and_caches(tokenizer) -> None:
     assert mask[0, -1] == 1 and mask[0, 0] == 0  # left padding
     assert (ids[0] == ids[2]).all()
     assert (ids[0][mask[0] == 0] == tokenizer.pad_token_id).all()
+    for row, text in zip(ids, ["short", "a much longer prompt text", "short"], strict=True):
+        own = tokenizer(text)["input_ids"]  # each prompt's own tokens, at the right edge
+        assert row[-len(own) :].tolist() == own and mask[0].dtype == torch.long
     pb.encode(["short", "new one"])
     assert calls == [["short", "a much longer prompt text"], ["new one"]]
 

@@ -11,6 +11,7 @@ channel `c`, matching the model's channel-independent reshape `[B, L, N] -> [B*N
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -185,14 +186,12 @@ class PromptBuilder:
             )["input_ids"]
             self._cache.update(zip(todo, ids, strict=True))
         seqs = [self._cache[t] for t in texts]
-        width = max((len(s) for s in seqs), default=0)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            if s:
-                ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-                mask[i, width - len(s) :] = 1
-        return ids, mask
+        lens = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        width = int(lens.max(initial=0))
+        mask = np.arange(width)[None, :] >= (width - lens)[:, None]  # [T, P], left-padded
+        ids = np.full(mask.shape, self.pad_id, dtype=np.int64)
+        ids[mask] = np.fromiter(itertools.chain.from_iterable(seqs), np.int64, int(lens.sum()))
+        return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
 
     def __call__(self, x: np.ndarray, extra: Sequence[str] | None = None) -> tuple[Tensor, Tensor]:
         """`encode(build_texts(x, extra))`: ids and mask [W*C, P]."""

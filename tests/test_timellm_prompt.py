@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from timellm.backbone import load_backbone
 from timellm.prompt import DATASETS, PromptBuilder, load_description, window_stats

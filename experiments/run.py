@@ -390,7 +390,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             cfg.router,
             cfg.seed,
         )
-        where = "from the config" if cfg.periods is not None else "train rows"
+        where = "given by --periods or the config" if cfg.periods is not None else "train rows"
         log.info("periods (%s): %s", where, periods)
 
         results: dict[str, Any] = {}

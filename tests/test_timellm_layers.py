@@ -110,3 +110,25 @@ def test_reprogramming_is_scaled_dot_product_attention_to_the_prototypes(trainin
         attn = torch.softmax(q[:, :, h] @ keys[:, h].T / 2.0, dim=-1)  # sqrt(d_keys) = 2
         expected[:, :, h] = attn @ values[:, h]
     torch.testing.assert_close(out, layer.out(expected.reshape(3, 5, 8)), atol=1e-6, rtol=1e-5)
+
+
+def test_the_head_reads_the_first_d_ff_hidden_features(backbone: Backbone, monkeypatch) -> None:
+    # The official model keeps dec_out[:, :, :d_ff] of the LLM's output: noise in the
+    # features after d_ff must not move the forecast, noise in the first d_ff must.
+    model, x, ids, mask = _model_and_batch(backbone)
+    run = model._run_backbone
+
+    def noisy(cols):
+        def backbone_then_noise(*args):
+            hidden = run(*args).clone()
+            hidden[..., cols] += torch.randn_like(hidden[..., cols]) * 10
+            return hidden
+
+        return backbone_then_noise
+
+    with torch.no_grad():
+        y = model(x, ids, mask)
+        monkeypatch.setattr(model, "_run_backbone", noisy(slice(model.d_ff, None)))
+        torch.testing.assert_close(model(x, ids, mask), y)
+        monkeypatch.setattr(model, "_run_backbone", noisy(slice(0, model.d_ff)))
+        assert not torch.allclose(model(x, ids, mask), y, atol=1e-3)

@@ -528,7 +528,7 @@ def member_ablations(
     from tqdm.auto import tqdm
 
     from ensemble import hybrid
-    from experiments.run import router_features
+    from experiments.run import router_features, router_inputs
     from router import make_combiner
 
     h = run.true.shape[1]
@@ -561,6 +561,7 @@ def member_ablations(
     if len(run.members) < 2:
         return rows
     router = str(run.results.get("router") or "mean")
+    inputs: dict[str, Any] = {}  # input-only router features, the same for every ablation
     for i, m in enumerate(tqdm(run.members, desc="ablations", unit="member", leave=False)):
         rest = [k for k in run.members if k != m]
         fc, method = None, ""
@@ -572,11 +573,20 @@ def member_ablations(
                 test_stack = hybrid.stack({k: run.test[k] for k in rest})
                 f_val = f_test = None
                 if comb.needs_features:
+                    h = val_stack.shape[2]
+                    for part, x in (("val", refit.val_x), ("test", refit.test_x)):
+                        if part not in inputs:
+                            inputs[part] = router_inputs(x, h, refit.periods, refit.channels)
                     f_val, comb.feature_names = router_features(
-                        refit.val_x, val_stack, refit.periods, rest, refit.channels
+                        refit.val_x, val_stack, refit.periods, rest, refit.channels, inputs["val"]
                     )
                     f_test, _ = router_features(
-                        refit.test_x, test_stack, refit.periods, rest, refit.channels
+                        refit.test_x,
+                        test_stack,
+                        refit.periods,
+                        rest,
+                        refit.channels,
+                        inputs["test"],
                     )
                 comb.fit(val_stack, val_true, f_val)
                 fc = hybrid.combined_forecast(comb, test_stack, f_test)

@@ -736,8 +736,21 @@ class _Float64Slices:
         return np.asarray(self._stack, dtype=np.float64 if dtype is None else dtype)
 
 
+def _channels_of(x, channels: list[int]):
+    """x [W, L, C_all] -> [W, L, C] of the evaluated channels (a view when all are)."""
+    return x if list(channels) == list(range(x.shape[-1])) else x[..., channels]
+
+
+def router_inputs(x, pred_len: int, periods: list[int], channels: list[int]):
+    """``router.features.input_features`` of the evaluated channels: the part of
+    ``router_features`` that is the same for any members routed over these windows."""
+    from router.features import input_features
+
+    return input_features(_channels_of(x, channels), pred_len, periods)
+
+
 def router_features(
-    x, stack: np.ndarray, periods: list[int], specs: list[str], channels: list[int]
+    x, stack: np.ndarray, periods: list[int], specs: list[str], channels: list[int], inputs=None
 ) -> tuple[np.ndarray, list[str]]:
     """Router features of a split's windows from their inputs only.
 
@@ -747,17 +760,18 @@ def router_features(
         periods: ranked periods of the train rows.
         specs: member names.
         channels: the evaluated channels (indices into C_all).
+        inputs: ``router_inputs`` of the same windows, if computed already.
 
     Returns:
         features [W, C, F] float32 and their names.
     """
     from router.features import window_features
 
-    if list(channels) != list(range(x.shape[-1])):
-        x = x[..., channels]
     if stack.dtype != np.float64:  # float32 members: the features of their float64 values
         stack = _Float64Slices(stack)
-    return window_features(x, stack, periods, member_names=specs)
+    return window_features(
+        _channels_of(x, channels), stack, periods, member_names=specs, inputs=inputs
+    )
 
 
 def _seed_everything(seed: int) -> None:

@@ -23,6 +23,7 @@ forecast-based parts never build more than one [chunk, H, C] temporary per membe
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -181,12 +182,62 @@ def past_errors(x: np.ndarray, forecasts: np.ndarray, smooth: int = 1) -> np.nda
     return out
 
 
+@dataclass(frozen=True)
+class InputFeatures:
+    """The features of a split's windows that depend on their inputs only.
+
+    Attributes:
+        blocks: [W, C, k] arrays (or broadcastable to it), in feature order.
+        names: the feature names of ``blocks``, in order.
+        log_std: [W, C] log standard deviation of each window.
+        flat: [W, C] True where a window is constant.
+    """
+
+    blocks: list[np.ndarray]
+    names: list[str]
+    log_std: np.ndarray
+    flat: np.ndarray
+
+
+def input_features(
+    x: np.ndarray, pred_len: int, periods: list[int] | None = None, chunk: int = 1024
+) -> InputFeatures:
+    """Series statistics, channel id and periodicity features of the input windows.
+
+    Computed once per split where several member sets are routed over the same windows
+    (``analyse``'s member ablations), and passed to ``window_features``.
+
+    Args:
+        x: [W, L, C] input windows (a strided view is fine), consecutive origins.
+        pred_len: H (sets the "recent" spans).
+        periods: ranked periods of the train rows.
+        chunk: windows per chunk of the series statistics (memory bound).
+    """
+    periods = list(periods or [])
+    w, _, c = x.shape
+    parts, flats, names = [], [], []
+    for lo in range(0, w, chunk):
+        f, names, flat = _series_stats(x[lo : lo + chunk], pred_len, periods)
+        parts.append(f)
+        flats.append(flat)
+    stats = np.concatenate(parts, axis=0)
+    blocks = [stats, np.broadcast_to(np.arange(c, dtype=np.float64)[None, :, None], (w, c, 1))]
+    all_names = [*names, "channel"]
+    per = _periodicity_features(x, periods)
+    if per is not None and per[0].shape[:2] == (w, c):
+        blocks.append(per[0])
+        all_names += per[1]
+    log_std = stats[..., names.index("log_std")]
+    return InputFeatures(blocks, all_names, log_std, np.concatenate(flats, axis=0))
+
+
 def window_features(
     x: np.ndarray,
     forecasts: np.ndarray | None = None,
     periods: list[int] | None = None,
     member_names: list[str] | None = None,
     chunk: int = 1024,
+    inputs: InputFeatures | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """All router features of a split's windows.
 
@@ -197,33 +248,21 @@ def window_features(
         periods: ranked periods of the train rows (for the seasonal statistics).
         member_names: M names used in the feature names (default m0, m1...).
         chunk: windows per chunk of the series statistics (memory bound).
+        inputs: ``input_features`` of the same x, pred_len and periods, if computed already.
 
     Returns:
         feats [W, C, F] float32 (NaN marks a missing value) and the F names.
     """
-    periods = list(periods or [])
     w, _, c = x.shape
     pred_len = forecasts.shape[2] if forecasts is not None else max(1, x.shape[1] // 4)
-    parts, flats, names = [], [], []
-    for lo in range(0, w, chunk):
-        f, names, flat = _series_stats(x[lo : lo + chunk], pred_len, periods)
-        parts.append(f)
-        flats.append(flat)
-    blocks = [np.concatenate(parts, axis=0)]
-    flat = np.concatenate(flats, axis=0)  # [W, C]
-    all_names = list(names)
-    blocks.append(np.broadcast_to(np.arange(c, dtype=np.float64)[None, :, None], (w, c, 1)))
-    all_names.append("channel")
-    per = _periodicity_features(x, periods)
-    if per is not None and per[0].shape[:2] == (w, c):
-        blocks.append(per[0])
-        all_names += per[1]
+    if inputs is None:
+        inputs = input_features(x, pred_len, periods, chunk)
+    blocks, all_names = list(inputs.blocks), list(inputs.names)
     if forecasts is not None:
         m = forecasts.shape[0]
         member_names = member_names or [f"m{i}" for i in range(m)]
-        std = np.exp(blocks[0][..., names.index("log_std")])  # [W, C], without another pass over x
         # relative to a constant window's std, any spread is undefined (not ~1e6): NaN
-        std = np.where(flat, np.nan, std)
+        std = np.where(inputs.flat, np.nan, np.exp(inputs.log_std))  # [W, C]
         dev = _spreads(forecasts)  # [M, W, C]
         blocks.append(np.log(dev.mean(axis=0) / std + _EPS)[..., None])
         all_names.append("log_spread")

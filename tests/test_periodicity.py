@@ -171,6 +171,9 @@ def test_harmonics_merge_into_their_fundamental():
     assert periods[0] == 24
     assert 12 not in periods and 8 not in periods
     assert report.overall[0].strength > 0.9
+    # merged where each channel is analysed, not only when channels are pooled
+    found = [p.period for p in find_peaks(x, calendar_periods("h"))]
+    assert found[0] == 24 and 12 not in found and 8 not in found
 
 
 def test_report_shapes_and_json():

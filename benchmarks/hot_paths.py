@@ -38,7 +38,9 @@ def compare(name: str, old: Callable, new: Callable, reps: int = 5, inner: int =
                 outs = out if isinstance(out, tuple) else (out,)
                 if tag == "old":
                     ref = outs
-        diff = max(float((a.double() - b.double()).abs().max()) for a, b in zip(ref, outs))
+        diff = max(
+            float((a.double() - b.double()).abs().max()) for a, b in zip(ref, outs, strict=True)
+        )
     o, n = statistics.median(times["old"]), statistics.median(times["new"])
     print(f"{name}: {o * 1e3:.1f} ms -> {n * 1e3:.1f} ms ({o / n:.2f}x), max |diff| {diff:.1e}")
 
@@ -127,7 +129,12 @@ def moving_average() -> None:
     ma = MovingAverage(25)
     for shape, inner in (((2785, 7, 512), 3), ((32, 7, 512), 300)):
         x = torch.randn(*shape)
-        compare(f"moving average {list(shape)}", lambda: replicate_pad(x), lambda: ma(x), inner=inner)
+        compare(
+            f"moving average {list(shape)}",
+            lambda x=x: replicate_pad(x),
+            lambda x=x: ma(x),
+            inner=inner,
+        )
 
 
 if __name__ == "__main__":

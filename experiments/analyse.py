@@ -573,7 +573,6 @@ def member_ablations(
                 test_stack = hybrid.stack({k: run.test[k] for k in rest})
                 f_val = f_test = None
                 if comb.needs_features:
-                    h = val_stack.shape[2]
                     for part, x in (("val", refit.val_x), ("test", refit.test_x)):
                         if part not in inputs:
                             inputs[part] = router_inputs(x, h, refit.periods, refit.channels)

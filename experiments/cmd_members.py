@@ -30,11 +30,11 @@ def listing() -> str:
     from experiments.members import timellm_settings
     from router import COMBINERS
 
-    registry._load_builtin()
     wrap = dict(width=88, initial_indent="  ", subsequent_indent="      ")
     lines = ["members (--members a,b; settings as name@key=value or --set name.key=value):"]
-    for name, (_, description, settings) in registry._REGISTRY.items():
-        keys = timellm_settings() if name == "timellm" else settings
+    settings = registry.registered_settings()
+    for name, description in registry.available().items():
+        keys = timellm_settings() if name == "timellm" else settings[name]
         lines += textwrap.wrap(f"{name}: {description}", **wrap)
         if keys:
             lines += textwrap.wrap(

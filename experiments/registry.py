@@ -72,6 +72,12 @@ def available() -> dict[str, str]:
     return {k: v[1] for k, v in _REGISTRY.items()}
 
 
+def registered_settings() -> dict[str, tuple[str, ...] | None]:
+    """Member name -> the setting keys it was registered with (None: it checks its own)."""
+    _load_builtin()
+    return {k: v[2] for k, v in _REGISTRY.items()}
+
+
 def _coerce(v: str) -> Any:
     for cast in (int, float):
         try:

@@ -240,12 +240,12 @@ class DLinear(BaseForecaster):
             "n_channels": self.n_channels,
             "history": self.history,
         }
-        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        (path / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> DLinear:
         path = Path(path)
-        meta = json.loads((path / "config.json").read_text())
+        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
         if meta["class"] != cls.__name__:
             raise TypeError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
         obj = cls(**meta["kwargs"])

@@ -357,7 +357,7 @@ class LightGBMForecaster(BaseForecaster):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {"name": self.name, "kwargs": self.config(), "feature_names": self.feature_names}
-        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        (path / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         np.save(path / "basis.npy", self.basis)
         for k, b in enumerate(self.boosters):
             b.save_model(str(path / f"booster_{k:02d}.txt"), num_iteration=b.best_iteration)
@@ -367,7 +367,7 @@ class LightGBMForecaster(BaseForecaster):
         import lightgbm as lgb
 
         path = Path(path)
-        meta = json.loads((path / "config.json").read_text())
+        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
         obj = cls(**meta["kwargs"])
         obj.name = meta["name"]
         obj.feature_names = meta["feature_names"]

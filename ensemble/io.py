@@ -24,7 +24,8 @@ def _atomic(path: Path, write) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:  # name the user's file, not the hidden temp file
         raise _renamed(exc, path) from None
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
+    if hasattr(os, "fchmod"):  # not on Windows before Python 3.13 (no such modes there)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

@@ -152,7 +152,7 @@ def load_run(run_dir: str | Path) -> RunData:
             f"{path} is not a finished run folder (no results.json); run `hybrid-forecast run --out {path}` first"
         )
     with _reading(res_path):
-        results = json.loads(res_path.read_text())
+        results = json.loads(res_path.read_text(encoding="utf-8"))
         if not isinstance(results, dict) or not isinstance(results.get("test"), dict):
             raise ValueError("not the mapping `hybrid-forecast run` writes")
         members = [str(m) for m in results["members"]]
@@ -188,7 +188,7 @@ def load_run(run_dir: str | Path) -> RunData:
         import yaml
 
         with _reading(cfg_path):
-            config = yaml.safe_load(cfg_path.read_text()) or {}
+            config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
             if not isinstance(config, dict):
                 raise ValueError("not a mapping")
     return RunData(
@@ -662,7 +662,7 @@ def _sibling_results(run: RunData, res_file: Path) -> dict[str, Any]:
     """An ablation run's results.json, checked to be the same experiment as ``run``'s
     (another dataset, lookback, horizon or seed would compare unlike with unlike)."""
     with _reading(res_file, fix="rerun that ablation"):
-        res = json.loads(res_file.read_text())
+        res = json.loads(res_file.read_text(encoding="utf-8"))
         if not isinstance(res, dict) or not isinstance(res.get("test"), dict):
             raise ValueError("not the mapping `hybrid-forecast run` writes")
         for name in ("timellm", "ensemble"):  # the report prints their scores as numbers
@@ -714,7 +714,7 @@ def _probe_member(run: RunData):
             f"--prompt-probe needs the run's Time-LLM member saved in {model_dir}; "
             "rerun with timellm among --members"
         )
-    meta = json.loads((model_dir / "config.json").read_text()).get("kwargs", {})
+    meta = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("kwargs", {})
     if meta.get("backbone") == "none" or meta.get("prompt") == "none":
         raise UserError(
             "--prompt-probe: this run's Time-LLM has no prompt (backbone=none or prompt=none)"

@@ -247,7 +247,7 @@ def saved_grid(out: str | Path) -> dict[str, Any] | None:
             "rebuilds the tables of a bench that ran: give its --out"
         )
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(path.read_text(encoding="utf-8"))
         return {
             "datasets": [str(x) for x in d["datasets"]],
             "horizons": [int(x) for x in d["horizons"]],
@@ -299,7 +299,7 @@ def check_report(spec: BenchSpec) -> None:
 
 def _setup_logging(out: Path) -> logging.Handler:
     out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "bench.log")
+    handler = logging.FileHandler(out / "bench.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     root = logging.getLogger()
@@ -422,7 +422,9 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
     for cell in plan(spec):
         if not cell_done(spec, cell):
             continue
-        res = json.loads((Path(spec.out) / "cells" / cell.name / "results.json").read_text())
+        res = json.loads(
+            (Path(spec.out) / "cells" / cell.name / "results.json").read_text(encoding="utf-8")
+        )
         for name, s in res["test"].items():
             tim = res.get("timings_s", {}).get(name, {})
             rows.append(

@@ -95,7 +95,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import resource
     import statistics
 
     import numpy as np
@@ -103,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ensemble.errors import UserError
     from timellm.backbone import load_backbone
+    from timellm.explain import peak_rss_mb
     from timellm.model import TimeLLM
     from timellm.prompt import PromptBuilder, load_description
 
@@ -207,9 +207,9 @@ def run(args: argparse.Namespace) -> int:
         # CPU seconds of this process per step: less sensitive to other processes
         # competing for the cores than wall time (see docs/timellm.md).
         "cpu_seconds_per_step": round(cpu_seconds, 4),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "trainable_params": sum(p.numel() for p in params),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": None if (peak := peak_rss_mb()) is None else round(peak, 1),
         "final_loss": round(loss.item(), 5),
     }
     if args.json:

@@ -95,8 +95,8 @@ def handle_explain(args) -> int:
     if mapping.member != "timellm":
         raise UserError("explain timellm needs --model TimeLLM")
     from experiments import registry
-    from timellm.explain import explain, render
-    from timellm.prompt import load_description
+    from timellm.explain import epoch_estimate, explain, render
+    from timellm.trainer import select_starts
 
     splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
     params = dict(cfg.member_params["timellm"])
@@ -124,9 +124,18 @@ def handle_explain(args) -> int:
         member.batch_size,
         cfg.seq_len,
         1 if member.sample == "series" else dataset.n_channels,
-        description=load_description(dataset.name),
+        description=member.prompt_description(),
         periods=member.periods[:5],
         backbone_eval=not member.backbone_dropout,
+    )
+    # What one epoch of this command costs: its optimiser steps and validation passes.
+    c = dataset.n_channels
+    series_per_step = member.batch_size * (1 if member.sample == "series" else c)
+    train_windows = len(select_starts(splits.train.n_windows, member.train_stride))
+    items = train_windows * (c if member.sample == "series" else 1)
+    val_series = len(select_starts(splits.val.n_windows, member.val_stride)) * c
+    info["epoch"] = epoch_estimate(
+        info["timing"], series_per_step, -(-items // member.batch_size), val_series
     )
     print(json.dumps(info, default=str) if args.json else render(info))
     return 0

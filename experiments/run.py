@@ -136,7 +136,7 @@ def dates_fingerprint(dataset: Dataset) -> str:
 
 def _setup_logging(out: Path) -> logging.Handler:
     out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "run.log")
+    handler = logging.FileHandler(out / "run.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

@@ -120,7 +120,7 @@ def run_settings(folder: Path) -> str:
     if not path.is_file():
         return ""
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(
             f"{path} is not valid YAML ({exc.__class__.__name__}); rerun that folder"
@@ -161,7 +161,7 @@ def load_groups(folders: list[str | Path]) -> list[Group]:
             )
         settings = run_settings(folder)  # its own errors name config.yaml
         try:
-            res = json.loads(path.read_text())
+            res = json.loads(path.read_text(encoding="utf-8"))
             key = (
                 res["dataset"],
                 int(res["seq_len"]),

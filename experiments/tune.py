@@ -659,7 +659,7 @@ def _setup_logging(out: Path) -> logging.Handler:
     import optuna
 
     out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "tune.log")
+    handler = logging.FileHandler(out / "tune.log", encoding="utf-8")
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     )

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from ensemble.io import write_json
+from ensemble.io import write_json, write_text
+
+PACKAGES = ("ensemble", "experiments", "timellm", "router", "classical", "periodicity")
 
 
 def test_json_has_no_bare_nan(tmp_path):
@@ -61,3 +63,40 @@ def test_a_write_failing_halfway_leaves_the_old_file_whole(tmp_path):
         write_npz(path, a=np.zeros(100_000), b=Broken())
     assert path.read_bytes() == before
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_atomic_writes_work_without_fchmod(tmp_path, monkeypatch):
+    # Windows' os has no fchmod before Python 3.13: every result file would fail.
+    import os
+
+    monkeypatch.delattr(os, "fchmod")
+    write_text(tmp_path / "a.txt", "周期 24\n")
+    assert (tmp_path / "a.txt").read_bytes() == "周期 24\n".encode()
+
+
+def test_every_text_file_the_library_opens_names_its_encoding():
+    # Without encoding=, Python uses the locale's (GBK on a Chinese Windows), so a file
+    # written here as UTF-8 fails to read there, or reads wrong.
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text_io = {"open", "read_text", "write_text", "fdopen", "FileHandler"}
+    missing = []
+    for path in sorted(p for pkg in PACKAGES for p in (root / pkg).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name not in text_io or any(k.arg == "encoding" for k in node.keywords):
+                continue
+            if name == "write_text" and isinstance(func, ast.Name):
+                continue  # ensemble.io.write_text, which writes UTF-8
+            mode = next((k.value for k in node.keywords if k.arg == "mode"), None)
+            if name in ("open", "fdopen") and len(node.args) > 1:
+                mode = node.args[1]
+            if isinstance(mode, ast.Constant) and "b" in str(mode.value):
+                continue
+            missing.append(f"{path.relative_to(root)}:{node.lineno}: {ast.unparse(node)[:80]}")
+    assert not missing, "\n".join(missing)

@@ -50,6 +50,23 @@ def test_predict_covers_every_window(fitted, splits):
         assert out.dtype == np.float32 and np.isfinite(out).all()
 
 
+def test_val_forecasts_of_the_best_epoch_are_not_predicted_again(fitted, splits, monkeypatch):
+    val, test = splits.val.windows(), splits.test.windows()
+    strided, _ = fitted  # its epochs scored every 2nd val window only: it must predict
+    m = member(epochs=2, val_stride=1).fit(splits.train, splits.val)
+    again = m.predict_set(m.prompt_set(val))
+    calls = []
+    for f in (m, strided):
+        monkeypatch.setattr(f, "predict_set", lambda data: calls.append(len(data)) or again)
+    np.testing.assert_array_equal(m.predict(val), again)  # bit-identical to predicting
+    assert calls == []
+    m.predict(test)  # other rows are predicted
+    strided.predict(val)
+    m.build()  # a new, untrained model: its forecasts are not the fitted one's
+    m.predict(val)
+    assert calls == [test.n, val.n, val.n]
+
+
 def test_training_leaves_the_backbone_bit_identical(fitted):
     m, _ = fitted
     fresh = random_backbone("llama", **TINY_LLAMA).model.state_dict()
@@ -249,6 +266,19 @@ def test_official_prompt_wording_is_longer(splits):
     assert "Dataset description" in official.builder.build_texts(x)[0]
 
 
+def test_a_description_of_ones_own_starts_every_prompt(splits):
+    ours, theirs = member(), member(description="变压器油温 transformer oil temperature")
+    for m in (ours, theirs):
+        m.build()
+    x = splits.val.inputs()[:2]
+    assert theirs.builder.build_texts(x)[0].startswith("变压器油温 transformer oil temperature")
+    assert "变压器油温" not in ours.builder.build_texts(x)[0]
+    assert "description" not in ours.fingerprint()  # older checkpoints still resume
+    assert theirs.fingerprint()["description"].startswith("变压器油温")
+    with pytest.raises(UserError, match="description must be a non-empty text"):
+        member(description="  ")
+
+
 @pytest.mark.parametrize("backbone", ["llama-random", "minilm"])
 def test_no_prompt_sends_only_the_patches_through_the_llm(splits, backbone):
     m = member(backbone=backbone, prompt="none", epochs=1, train_stride=8, val_stride=8)
@@ -273,12 +303,12 @@ def test_backbone_mode_while_training(splits, monkeypatch, backbone_dropout):
     modes = []
     original = Trainer._train_epoch
 
-    def spy(self, *args):
+    def spy(self, *args, **kwargs):
         hook = self.model.llm.register_forward_pre_hook(
             lambda llm, _: modes.append((self.model.training, llm.training))
         )
         try:
-            return original(self, *args)
+            return original(self, *args, **kwargs)
         finally:
             hook.remove()
 
@@ -287,6 +317,32 @@ def test_backbone_mode_while_training(splits, monkeypatch, backbone_dropout):
     m.fit(splits.train, splits.val)
     # The trainable parts train; the frozen backbone in eval mode unless asked otherwise.
     assert modes and set(modes) == {(True, backbone_dropout)}
+
+
+def test_precision_per_device(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    # before Ampere bf16 is emulated: a 4-bit backbone computes in float16, as in the seeds
+    assert member(load_in_4bit=True)._dtypes(cuda) == (fp16, fp16)
+    assert member()._dtypes(cuda) == (fp32, None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    assert member(load_in_4bit=True)._dtypes(cuda) == member()._dtypes(cuda) == (bf16, bf16)
+    assert member()._dtypes(cpu) == (fp32, None)
+    assert member(load_in_4bit=True)._dtypes(cpu) == (None, None)  # bf16, the 4-bit default
+    assert member(precision="fp16")._dtypes(cpu) == (fp16, fp16)
+    assert member(precision="fp32")._dtypes(cuda) == (fp32, None)
+
+
+def test_fp16_trains_with_loss_scaling(splits, tmp_path):
+    m = member(precision="fp16", epochs=2, workdir=str(tmp_path)).fit(splits.train, splits.val)
+    assert m.model.compute_dtype == torch.float16
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["scaler"]["scale"] > 0
+    w, truth = splits.val.windows(), splits.val.targets()
+    untrained = member(precision="fp16")
+    untrained.build()
+    mse = lambda f: float(((f.predict(w) - truth) ** 2).mean())  # noqa: E731
+    assert np.isfinite(m.predict(w)).all() and mse(m) < mse(untrained)
 
 
 def test_pct_start_reaches_the_trainer_and_new_defaults_keep_fingerprints():
@@ -299,7 +355,7 @@ def test_pct_start_reaches_the_trainer_and_new_defaults_keep_fingerprints():
 
 def test_bad_settings_are_user_errors():
     with pytest.raises(UserError, match="precision must be one of"):
-        member(precision="fp16")
+        member(precision="fp8")
     with pytest.raises(UserError, match="unknown injected member"):
         member(inject=["arima"])
     with pytest.raises(UserError, match="train_stride and val_stride must be >= 1"):

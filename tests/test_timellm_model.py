@@ -294,8 +294,31 @@ def test_explain_reports_shapes_and_parameters(minilm: Backbone) -> None:
     assert info["parameters"]["llm"]["trainable"] == 0
     assert info["totals"]["trainable"] == sum(p.numel() for p in model.trainable_parameters())
     assert info["memory"]["rss_peak_mb"] > 0
-    assert "Peak RSS" in render(info)
+    assert info["timing"]["train_step_s"] > 0 and info["timing"]["forward_s"] > 0
+    assert "Peak RSS" in render(info) and "Time per training step" in render(info)
     assert all(p.grad is None for p in model.trainable_parameters())
+
+
+def test_explain_and_bench_step_work_without_proc_and_resource(minilm, monkeypatch) -> None:
+    # Windows has neither /proc nor the resource module: no RSS, but everything else.
+    import builtins
+    import sys
+
+    from timellm import explain as ex
+
+    real_open = builtins.open
+
+    def no_proc(file, *a, **kw):
+        if str(file).startswith("/proc/"):
+            raise FileNotFoundError(file)
+        return real_open(file, *a, **kw)
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    monkeypatch.setitem(sys.modules, "resource", None)  # import resource -> ImportError
+    assert ex.rss_mb() is None and ex.peak_rss_mb() is None
+    info = ex.explain(_model(minilm), batch_size=2, seq_len=L, n_vars=3)
+    assert "rss_peak_mb" not in info["memory"]
+    assert "not measured" in ex.render(info)
 
 
 @pytest.mark.parametrize("backbone_dropout", [False, True])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def test_seed_command_in_the_seeds_document_is_the_one_tested():
     assert shlex.split(" ".join(flags).replace("\\", "\\\\")) == seed_argv()
 
 
-def test_seed_command_maps_to_the_same_config_as_run_flags():
+def test_seed_command_maps_to_the_same_config_as_run_flags(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./dataset/prompt_bank here
     mapping = parse_official(seed_argv())
     official = RunConfig.from_dict(mapping.config)
 
@@ -79,6 +81,40 @@ def test_seed_command_maps_to_the_same_config_as_run_flags():
     for flag in ("label_len", "e_layers", "d_layers", "factor", "num_workers", "prompt_domain"):
         assert f"--{flag} " in ignored
     assert "--llm_model " in ignored  # the path decides
+
+
+def test_prompt_domain_1_reads_run_mains_description_file(tmp_path, monkeypatch):
+    # The seeds' user edited ./dataset/prompt_bank/ETT.txt; run_main.py reads it there.
+    monkeypatch.chdir(tmp_path)
+    bank = tmp_path / "dataset" / "prompt_bank"
+    bank.mkdir(parents=True)
+    (bank / "ETT.txt").write_bytes("\ufeff变压器油温，每 15 分钟一次。\n".encode())  # Notepad's BOM
+    m = parse_official(seed_argv())
+    assert m.config["member_params"]["timellm"]["description"] == "变压器油温，每 15 分钟一次。"
+    assert not any("prompt_domain" in s for s in m.ignored)
+    # --set wins; --prompt_domain 0 and other data keep the prompt bank's, and say so
+    again = parse_official([*seed_argv(), "--set", "description=mine"])
+    assert again.config["member_params"]["timellm"]["description"] == "mine"
+    for argv in (
+        [*seed_argv(), "--prompt_domain", "0"],
+        [*seed_argv(), "--data", "weather", "--root_path", "./dataset/weather/"]
+        + ["--data_path", "weather.csv"],
+    ):
+        m = parse_official(argv)
+        assert "description" not in m.config["member_params"]["timellm"]
+        assert any(s.startswith("--prompt_domain") for s in m.ignored)
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [("变压器".encode("gbk"), "is not UTF-8 text: save it as UTF-8"), (b" \n", "is empty")],
+)
+def test_a_description_file_that_cannot_be_used_is_one_line(tmp_path, monkeypatch, content, match):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dataset" / "prompt_bank").mkdir(parents=True)
+    (tmp_path / "dataset" / "prompt_bank" / "ETT.txt").write_bytes(content)
+    with pytest.raises(UserError, match=match):
+        parse_official(seed_argv())
 
 
 def test_official_defaults_apply_when_flags_are_left_out():
@@ -280,3 +316,24 @@ def test_explain_error_is_the_only_line_on_stderr(synth_csv, capsys):
     assert main(argv.split()) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "llm_layers 100 is out of range" in err[0]
+
+
+def test_explain_estimates_one_epoch_of_the_command(data_dir, capsys):
+    from ensemble.data import load_dataset, make_splits
+    from timellm.trainer import select_starts
+
+    argv = ["explain", "timellm", "--llm_model", "BERT", "--data", "ETTh1", "--root_path"]
+    argv += [str(data_dir / "ETT-small"), "--data_path", "ETTh1.csv", "--seq_len", "96"]
+    argv += ["--pred_len", "24", "--llm_layers", "1", "--batch_size", "4", "--d_ff", "16"]
+    argv += ["--train_stride", "16", "--val_stride", "2", "--json"]
+    assert main(argv) == 0
+    info = json.loads(capsys.readouterr().out)
+    splits = make_splits(load_dataset("ETTh1", data_dir=data_dir), 96, 24)
+    # the official batching: 4 univariate series per step, 7 channels of every 16th window
+    windows = len(select_starts(splits.train.n_windows, 16))
+    assert info["epoch"]["train_steps"] == -(-(windows * 7) // 4)
+    assert info["epoch"]["val_series"] == len(select_starts(splits.val.n_windows, 2)) * 7
+    t = info["timing"]
+    assert t["train_step_s"] > 0 and t["forward_s"] > 0
+    expect = info["epoch"]["train_steps"] * t["train_step_s"]
+    assert info["epoch"]["train_s"] == pytest.approx(expect, abs=0.1)

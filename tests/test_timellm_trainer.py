@@ -115,7 +115,7 @@ def test_training_lowers_the_loss_and_keeps_the_backbone():
 def test_on_epoch_sees_every_validation_score_and_can_stop_the_fit(monkeypatch):
     # how `tune` prunes a Time-LLM trial mid-training
     scripted = itertools.cycle([0.5, 0.3, 0.4])
-    monkeypatch.setattr(Trainer, "evaluate", lambda self, data, model=None: next(scripted))
+    monkeypatch.setattr(Trainer, "_score", lambda self, data, model, keep: (next(scripted), None))
     seen = []
     res = Trainer(fresh(), cfg(epochs=3, patience=0), on_epoch=lambda e, v: seen.append((e, v)))
     res = res.fit(window_set(), window_set(seed=1))
@@ -134,8 +134,9 @@ def test_on_epoch_sees_every_validation_score_and_can_stop_the_fit(monkeypatch):
 
 
 def script_val_scores(monkeypatch, scores: list[float]) -> list[dict]:
-    """Make ``evaluate`` return ``scores`` in turn; returns the list that collects the
-    trainable state after each epoch."""
+    """Make the per-epoch validation return ``scores`` in turn, with a forecast tensor
+    holding the epoch's number; returns the list that collects the trainable state after
+    each epoch."""
     scripted = iter(scores)
     states: list[dict] = []
     original = Trainer._train_epoch
@@ -145,8 +146,11 @@ def script_val_scores(monkeypatch, scores: list[float]) -> list[dict]:
         states.append(trainable_state(self.model))
         return out
 
+    def scripted_score(self, data, model, keep):
+        return next(scripted), torch.full((1,), float(len(states) - 1))
+
     monkeypatch.setattr(Trainer, "_train_epoch", spy_epoch)
-    monkeypatch.setattr(Trainer, "evaluate", lambda self, data, model=None: next(scripted))
+    monkeypatch.setattr(Trainer, "_score", scripted_score)
     return states
 
 
@@ -156,9 +160,22 @@ def test_early_stopping_reloads_the_best_epoch(monkeypatch):
     res = Trainer(model, cfg(epochs=6, patience=2)).fit(window_set(), window_set(seed=1))
     assert [h["val_mse"] for h in res.history] == [0.5, 0.3, 0.4, 0.6]  # stopped after 2 bad
     assert res.best_epoch == 1 and res.best_val == 0.3
+    assert res.val_forecast.item() == 1  # the best epoch's val forecasts, not the last's
     final = trainable_state(model)
     assert all(torch.equal(final[k], states[1][k]) for k in final)
     assert not all(torch.equal(final[k], states[3][k]) for k in final)
+
+
+def test_the_kept_val_forecasts_are_what_predicting_again_returns(tmp_path):
+    train, val = window_set(), window_set(seed=1)
+    model = fresh()
+    trainer = Trainer(model, cfg(epochs=3, patience=0), workdir=tmp_path)
+    res = trainer.fit(train, val)
+    assert res.val_forecast.shape == (len(val), H, C)
+    assert torch.equal(res.val_forecast, trainer.predict(val))
+    # a fit resumed after its last epoch has them from the checkpoint
+    again = Trainer(fresh(), cfg(epochs=3, patience=0), workdir=tmp_path, resume=True)
+    assert torch.equal(again.fit(train, val).val_forecast, res.val_forecast)
 
 
 @pytest.mark.parametrize("scores", [[float("nan")] * 3, [float("inf"), float("nan"), float("inf")]])
@@ -166,7 +183,7 @@ def test_no_finite_validation_score_is_a_diverged_fit(scores, monkeypatch):
     # Reloading the "best" state would hand back the untrained weights, whose forecasts
     # are finite: nothing downstream would notice.
     scripted = iter(scores)
-    monkeypatch.setattr(Trainer, "evaluate", lambda self, data, model=None: next(scripted))
+    monkeypatch.setattr(Trainer, "_score", lambda self, data, model, keep: (next(scripted), None))
     with pytest.raises(ValueError, match="diverged.*lower the learning rate"):
         Trainer(fresh(), cfg(epochs=3, patience=0)).fit(window_set(), window_set(seed=1))
 
@@ -197,6 +214,23 @@ def test_checkpoint_every_epoch_without_backbone(tmp_path):
     assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 2
     assert ckpt["model"] and not any(k.startswith("llm.") for k in ckpt["model"])
     assert {"optimizer", "scheduler", "generator", "best_state"} <= set(ckpt)
+    assert ckpt["scaler"] == {}  # no loss scaling outside float16
+
+
+def test_float16_compute_scales_the_loss_and_checkpoints_the_scale(tmp_path, monkeypatch):
+    model = fresh()
+    model.compute_dtype = torch.float16
+    scaled = []
+    original = torch.amp.GradScaler.scale
+    monkeypatch.setattr(
+        torch.amp.GradScaler, "scale", lambda self, x: scaled.append(1) or original(self, x)
+    )
+    Trainer(model, cfg(epochs=2, patience=0), workdir=tmp_path).fit(
+        window_set(), window_set(seed=1)
+    )
+    steps = 2 * -(-len(window_set()) // cfg().batch_size)
+    assert len(scaled) == steps
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["scaler"]["scale"] > 0
 
 
 def test_resume_continues_from_the_last_epoch(tmp_path, monkeypatch):
@@ -206,10 +240,10 @@ def test_resume_continues_from_the_last_epoch(tmp_path, monkeypatch):
 
     original = Trainer._train_epoch
 
-    def crash_at_2(self, model, opt, sched, data, gen, epoch):
+    def crash_at_2(self, model, opt, sched, data, gen, epoch, **kw):
         if epoch == 2:
             raise KeyboardInterrupt
-        return original(self, model, opt, sched, data, gen, epoch)
+        return original(self, model, opt, sched, data, gen, epoch, **kw)
 
     monkeypatch.setattr(Trainer, "_train_epoch", crash_at_2)
     with pytest.raises(KeyboardInterrupt):
@@ -222,7 +256,7 @@ def test_resume_continues_from_the_last_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(
         Trainer,
         "_train_epoch",
-        lambda self, *a: epochs_run.append(a[-1]) or original(self, *a),
+        lambda self, *a, **kw: epochs_run.append(a[-1]) or original(self, *a, **kw),
     )
     resumed = fresh()
     res = Trainer(

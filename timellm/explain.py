@@ -4,13 +4,15 @@
 backward; no optimiser update, so the model is left unchanged) on random windows with a
 realistic prompt, records the tensor shape at every stage with forward hooks, counts
 parameters per component and measures peak memory: RSS on CPU (sampled while the step
-runs), `torch.cuda.max_memory_allocated` on GPU. `render` turns the result into text.
+runs; Linux only), `torch.cuda.max_memory_allocated` on GPU. `render` turns the result
+into text.
 """
 
 from __future__ import annotations
 
 import math
-import resource
+import os
+import sys
 import threading
 import time
 from typing import Any
@@ -42,31 +44,50 @@ def _param_stats(module: nn.Module) -> dict[str, int]:
     return out
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
+def rss_mb() -> float | None:
+    """This process's resident set size now, in MB; None where there is no /proc
+    (Windows, macOS)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            pages = int(f.read().split()[1])
+    except OSError:
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident set size so far, in MB; None on Windows."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
 
 
 class _PeakRss:
-    """Sample the resident set size in a thread while a block runs (Linux)."""
+    """Sample the resident set size in a thread while a block runs (where `rss_mb`
+    measures; elsewhere ``start`` and ``peak`` stay None)."""
 
     def __enter__(self) -> _PeakRss:
-        self.start = self.peak = _rss_mb()
+        self.start = self.peak = rss_mb()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
+        if self.start is not None:
+            self._thread.start()
         return self
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_mb())
+            self.peak = max(self.peak, rss_mb())
             time.sleep(0.002)
 
     def __exit__(self, *exc: object) -> None:
+        if self.start is None:
+            return
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _rss_mb())
+        self.peak = max(self.peak, rss_mb())
 
 
 def explain(
@@ -78,8 +99,9 @@ def explain(
     description: str | None = None,
     periods: list[int] | None = None,
     backbone_eval: bool = True,
+    repeats: int = 2,
 ) -> dict[str, Any]:
-    """Data flow, parameters and measured memory of one training step.
+    """Data flow, parameters, measured memory and time of one training step.
 
     Args:
         model: a `TimeLLM`.
@@ -90,10 +112,11 @@ def explain(
         periods: periods written into the sample prompt (default [24, 12]).
         backbone_eval: the frozen backbone in eval mode, as the trainer runs it (False:
             train mode, the official code's and ``backbone_dropout``'s).
+        repeats: timed steps after the measured one (median; 0: no timing).
 
     Returns:
         {"stages": [{"stage", "shape", "note"}], "parameters": {component: stats},
-         "totals": stats, "memory": {...}, "config": {...}}.
+         "totals": stats, "memory": {...}, "timing": {...}, "config": {...}}.
     """
     device = next(model.head.parameters()).device
     rng = np.random.default_rng(0)
@@ -136,14 +159,15 @@ def explain(
         model.train(was_training)
         for p in model.trainable_parameters():
             p.grad = None
-    memory: dict[str, float] = {
-        "rss_before_mb": round(rss.start, 1),
-        "rss_peak_mb": round(rss.peak, 1),
-        "rss_step_mb": round(rss.peak - rss.start, 1),
-    }
+    memory: dict[str, float] = {}
+    if rss.start is not None:
+        memory["rss_before_mb"] = round(rss.start, 1)
+        memory["rss_peak_mb"] = round(rss.peak, 1)
+        memory["rss_step_mb"] = round(rss.peak - rss.start, 1)
     if is_cuda:
         memory["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         memory["cuda_step_mb"] = round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
+    timing = _time_steps(model, x, ids, mask, target, backbone_eval, repeats)
 
     b, n, s = batch_size, n_vars, batch_size * n_vars
     t = int(mask.any(dim=0).sum())
@@ -183,6 +207,7 @@ def explain(
         "parameters": params,
         "totals": totals,
         "memory": memory,
+        "timing": timing,
         "config": {
             "batch_size": b,
             "seq_len": seq_len,
@@ -194,6 +219,80 @@ def explain(
             "device": str(device),
         },
     }
+
+
+def _time_steps(
+    model: TimeLLM,
+    x: torch.Tensor,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    target: torch.Tensor,
+    backbone_eval: bool,
+    repeats: int,
+) -> dict[str, float]:
+    """Median seconds of a training step (forward + backward, as the trainer takes it)
+    and of a forward pass without gradient in eval mode (a validation batch of the same
+    series), over ``repeats`` runs after the warm-up step `explain` measured."""
+    if repeats < 1:
+        return {}
+    device = x.device
+
+    def timed(step) -> float:
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+    def train_step() -> None:
+        torch.nn.functional.mse_loss(model(x, ids, mask), target).backward()
+
+    was_training = model.training
+    try:
+        model.train()
+        if backbone_eval and getattr(model, "llm", None) is not None:
+            model.llm.eval()
+        train_s = timed(train_step)
+        model.eval()
+        with torch.no_grad():
+            model(x, ids, mask)  # untimed: builds the prototype cache, once per evaluation
+            forward_s = timed(lambda: model(x, ids, mask))
+    finally:
+        model.train(was_training)
+        for p in model.trainable_parameters():
+            p.grad = None
+    return {"train_step_s": round(train_s, 4), "forward_s": round(forward_s, 4)}
+
+
+def epoch_estimate(
+    timing: dict[str, float], series_per_step: int, train_steps: int, val_series: int
+) -> dict[str, float]:
+    """Seconds of one epoch from the timed steps: ``train_steps`` optimiser steps, plus
+    the validation forward passes over ``val_series`` series (time proportional to the
+    series, at the timed forward's rate). An estimate: the timed batch is random data
+    with one sample prompt, and real batches' prompt lengths vary."""
+    train_s = train_steps * timing["train_step_s"]
+    val_s = val_series / series_per_step * timing["forward_s"]
+    return {
+        "train_steps": train_steps,
+        "val_series": val_series,
+        "train_s": round(train_s, 1),
+        "val_s": round(val_s, 1),
+        "epoch_s": round(train_s + val_s, 1),
+    }
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def render(info: dict[str, Any]) -> str:
@@ -211,12 +310,28 @@ def render(info: dict[str, Any]) -> str:
         )
     mem = info["memory"]
     lines.append("")
-    lines.append(
-        f"Peak RSS during one training step: {mem['rss_peak_mb']} MB "
-        f"(+{mem['rss_step_mb']} MB over {mem['rss_before_mb']} MB before)"
-    )
+    if "rss_peak_mb" in mem:
+        lines.append(
+            f"Peak RSS during one training step: {mem['rss_peak_mb']} MB "
+            f"(+{mem['rss_step_mb']} MB over {mem['rss_before_mb']} MB before)"
+        )
+    else:
+        lines.append("Peak RSS during one training step: not measured (needs Linux's /proc)")
     if "cuda_max_allocated_mb" in mem:
         lines.append(
             f"GPU max allocated: {mem['cuda_max_allocated_mb']} MB (+{mem['cuda_step_mb']} MB)"
+        )
+    timing = info.get("timing") or {}
+    if timing:
+        lines.append(
+            f"Time per training step: {timing['train_step_s']:.3f} s; a forward pass without "
+            f"gradient: {timing['forward_s']:.3f} s (median of the timed repeats)"
+        )
+    epoch = info.get("epoch")
+    if epoch:
+        lines.append(
+            f"One epoch, estimated: {epoch['train_steps']:,} training steps "
+            f"~ {_duration(epoch['train_s'])}, validation over {epoch['val_series']:,} series "
+            f"~ {_duration(epoch['val_s'])}: ~ {_duration(epoch['epoch_s'])} on this machine"
         )
     return "\n".join(line.rstrip() for line in lines)

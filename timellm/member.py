@@ -58,7 +58,7 @@ from timellm.trainer import (
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PROMPTS = ("concise", "official", "none")
 
 # Constructor arguments that change nothing about the learned weights (not part of the
@@ -67,7 +67,7 @@ _RUNTIME_ONLY = {"workdir", "resume", "progress", "eval_batch_size", "device"}
 
 # Settings added after checkpoints were first written, with their defaults: left out of
 # the fingerprint at these values, so those checkpoints still resume.
-_ADDED_LATER = {"pct_start": 0.2, "backbone_dropout": False}
+_ADDED_LATER = {"pct_start": 0.2, "backbone_dropout": False, "description": None}
 
 
 def _check_sizes(dropout: float, **sizes: int) -> None:
@@ -144,13 +144,17 @@ class TimeLLMForecaster(BaseForecaster):
             wording and number format, ~130 tokens; for measuring the deviation) or
             "none" (no prefix: only the reprogrammed patches go through the LLM, the
             paper's ablation of Prompt-as-Prefix).
+        description: the dataset description the prompt starts with; None (default)
+            takes ours from the prompt bank (`timellm.prompt.load_description`).
         backbone_dropout: train with the frozen backbone in train mode, its dropout on,
             as the official code does; False (default) keeps it in eval mode while the
             trainable parts train (no noise from a model that does not learn, faster
             attention kernels).
         load_in_4bit, load_in_8bit: quantise the backbone (bitsandbytes; a GPU).
-        precision: "auto" (bf16 autocast and bf16 backbone on a GPU that supports it,
-            fp32 on CPU), "fp32" or "bf16".
+        precision: "auto" (bf16 autocast and bf16 backbone on a GPU with native bf16,
+            i.e. Ampere or newer; an older GPU computes a quantised backbone in fp16 and
+            runs an unquantised one in fp32; fp32 on CPU), "fp32", "bf16" or "fp16" (with
+            loss scaling, for GPUs without native bf16).
         device: "cpu", "cuda" or None (best available).
         seed: weights, shuffling and injector seeds.
         workdir: folder for per-epoch checkpoints (None: none).
@@ -193,6 +197,7 @@ class TimeLLMForecaster(BaseForecaster):
         inject_folds: int = 5,
         prompt_max_length: int = 256,
         prompt: str = "concise",
+        description: str | None = None,
         backbone_dropout: bool = False,
         load_in_4bit: bool = False,
         load_in_8bit: bool = False,
@@ -217,6 +222,10 @@ class TimeLLMForecaster(BaseForecaster):
             raise UserError(
                 "timellm: prompt=none has no prompt to inject forecasts into; drop inject"
             )
+        if description is not None and (
+            not isinstance(description, str) or not description.strip()
+        ):
+            raise UserError(f"timellm: description must be a non-empty text (got {description!r})")
         if sample not in ("windows", "series"):
             raise UserError(f"sample must be 'windows' or 'series' (got {sample!r})")
         if train_stride < 1 or val_stride < 1:
@@ -256,6 +265,9 @@ class TimeLLMForecaster(BaseForecaster):
         self.n_channels: int | None = None
         self.history: list[dict[str, float]] = []
         self.best_epoch: int | None = None
+        # (val rows [T, C], forecasts [W, H, C]): the best epoch already forecast every
+        # val window; `predict` hands these back for the same rows instead of redoing it
+        self._val_forecast: tuple[np.ndarray, np.ndarray] | None = None
         # (epoch, val MSE) after each epoch: how `tune` prunes hopeless trials mid-training
         self.on_epoch: Callable[[int, float], None] | None = None
         self._acc = None
@@ -273,17 +285,27 @@ class TimeLLMForecaster(BaseForecaster):
             return torch.float32, None
         if self.precision == "bf16":
             return torch.bfloat16, torch.bfloat16
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16, torch.bfloat16
+        if self.precision == "fp16":
+            return torch.float16, torch.float16
+        if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+            return torch.bfloat16, torch.bfloat16  # native bf16 from Ampere on
         if self.load_in_4bit or self.load_in_8bit:
+            # Quantised layers compute in 16 bits. Before Ampere bf16 is only emulated
+            # (slow): float16 there, as the seeds' BitsAndBytesConfig had it.
+            if device.type == "cuda":
+                return torch.float16, torch.float16
             return None, None  # the quantised path's own bf16 default (half the memory)
-        return torch.float32, None  # CPU (bf16 autocast is slower on CPUs without AMX)
+        # CPU, or an older GPU unquantised: float32 (bf16 autocast is slower on CPUs
+        # without AMX; float16 weights can overflow where float32 cannot)
+        return torch.float32, None
 
     def build(self) -> torch.nn.Module:
         """Load the backbone and build an untrained model (seeded)."""
         from timellm.backbone import load_backbone
         from timellm.model import TimeLLM
-        from timellm.prompt import PromptBuilder, load_description
+        from timellm.prompt import PromptBuilder
+
+        self._val_forecast = None  # it belonged to the model this one replaces
 
         device = self._accelerator().device
         if self.backbone == "none":
@@ -328,7 +350,7 @@ class TimeLLMForecaster(BaseForecaster):
             return model
         self.builder = PromptBuilder(
             self.backbone_obj.tokenizer,
-            load_description(self.dataset),
+            self.prompt_description(),
             self.pred_len,
             self.periods[:5],
             seq_len=self.seq_len,
@@ -357,6 +379,12 @@ class TimeLLMForecaster(BaseForecaster):
         self.backbone_obj = self.builder = None
         self.model = model.to(device)
         return self.model
+
+    def prompt_description(self) -> str:
+        """The dataset description the prompts start with (``description`` or ours)."""
+        from timellm.prompt import load_description
+
+        return load_description(self.dataset) if self.description is None else self.description
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings a checkpoint must share with this member to be resumed (`fit` adds
@@ -479,6 +507,8 @@ class TimeLLMForecaster(BaseForecaster):
         )
         result = trainer.fit(tr_set, va_set)
         self.history, self.best_epoch = result.history, result.best_epoch
+        if result.val_forecast is not None and len(va_starts) == val.n_windows:
+            self._val_forecast = (val.windows().context, result.val_forecast.numpy())
         return self
 
     def _fit_injectors(
@@ -511,6 +541,11 @@ class TimeLLMForecaster(BaseForecaster):
         """Forecast every window: windows.x [W, L, C] -> [W, H, C] float32 (scaled space)."""
         if self.model is None:
             raise RuntimeError("timellm: call fit() (or load()) before predict()")
+        if self._val_forecast is not None:
+            rows, forecast = self._val_forecast
+            if windows.seq_len == self.seq_len and np.array_equal(windows.context, rows):
+                log.info("timellm: val forecasts kept from the best epoch, not predicted again")
+                return forecast.astype(np.float32, copy=True)
         return self.predict_set(self.prompt_set(windows))
 
     def prompt_set(self, windows: Windows) -> WindowSet:
@@ -556,7 +591,7 @@ class TimeLLMForecaster(BaseForecaster):
             "history": self.history,
             "best_epoch": self.best_epoch,
         }
-        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        (path / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if self.injectors:
             with open(path / "injectors.pkl", "wb") as fh:
                 pickle.dump(self.injectors, fh)
@@ -570,7 +605,7 @@ class TimeLLMForecaster(BaseForecaster):
             **overrides: constructor arguments to change, e.g. ``device="cpu"``.
         """
         path = Path(path)
-        meta = json.loads((path / "config.json").read_text())
+        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
         if meta.get("class") != cls.__name__:
             raise TypeError(f"{path} holds a {meta.get('class')}, not a {cls.__name__}")
         obj = cls(**{**meta["kwargs"], **overrides})

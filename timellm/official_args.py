@@ -89,7 +89,6 @@ IGNORED = {
     "seasonal_patterns": "M4 only",
     "align_epochs": "not used",
     "pct_start": "only with --lradj TST",
-    "prompt_domain": "the prompt bank description is always used",
     "moving_avg": "DLinear only",
 }
 
@@ -170,7 +169,7 @@ def add_official_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="continue from the last epoch checkpoint",
     )
-    o.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    o.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     o.add_argument("--device", help="cpu | cuda (default: best available)")
     o.add_argument("--out", help="run folder (default runs/<model_id>-<model_comment>)")
     o.add_argument("--data-dir", "--data_dir", dest="data_dir", help="folder with ETT-small/...")
@@ -206,6 +205,39 @@ class OfficialMapping:
 def _value(args: argparse.Namespace, name: str) -> Any:
     v = getattr(args, name, None)
     return OFFICIAL_DEFAULTS.get(name) if v is None else v
+
+
+def prompt_bank_file(data: str) -> Path:
+    """Where run_main.py reads ``--prompt_domain 1``'s description: ETT.txt for any ETT
+    dataset, else <data>.txt, in ./dataset/prompt_bank under the working directory."""
+    return Path("dataset") / "prompt_bank" / f"{'ETT' if 'ETT' in data else data}.txt"
+
+
+def _domain_description(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(description, why ignored) for ``--prompt_domain``.
+
+    With 1 and run_main.py's description file present, the description is that file's
+    text (yours, edited or not). Otherwise our prompt bank describes the dataset, and a
+    given flag gets a "flag (why)" line saying so.
+
+    Raises:
+        UserError: the file is empty or not UTF-8 text.
+    """
+    given = args.prompt_domain
+    if given is None:
+        return None, None
+    path = prompt_bank_file(str(_value(args, "data")))
+    if given != 1:  # 0: run_main.py uses one fixed ETT sentence for every dataset
+        return None, f"--prompt_domain {given} (the prompt bank's description is used)"
+    if not path.is_file():
+        return None, f"--prompt_domain 1 (no {path} here: the prompt bank's description is used)"
+    try:
+        text = path.read_text(encoding="utf-8-sig").strip()  # Notepad writes a BOM
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: save it as UTF-8 and rerun") from None
+    if not text:
+        raise UserError(f"{path} is empty: write the dataset's description in it")
+    return text, None
 
 
 def _backbone(args: argparse.Namespace) -> str:
@@ -342,6 +374,12 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
             params["inject"] = args.inject
         if args.quiet:
             params["progress"] = False
+    ignored: list[str] = []
+    if member == "timellm":
+        description, why = _domain_description(args)
+        if description is not None:
+            params["description"] = description
+        ignored += [why] if why else []
     from_set: set[str] = set()
     for item in args.set or []:
         if "=" not in item:
@@ -352,7 +390,7 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     _check_settings(cfg, params, from_set)
     cfg["member_params"] = {member: params}
 
-    ignored = [
+    ignored += [
         f"--{k} ({why})"
         for k, why in IGNORED.items()
         if getattr(args, k, None) is not None
@@ -362,7 +400,8 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     if args.llm_model is not None and (args.llm_model_path or args.backbone):
         ignored.append("--llm_model (the model path decides)")
     if member == "dlinear":
-        for k in ("llm_model", "llm_model_path", "llm_layers", "llm_dim", "d_model", "d_ff"):
+        no_llm = ("llm_model", "llm_model_path", "llm_layers", "llm_dim", "d_model", "d_ff")
+        for k in (*no_llm, "prompt_domain"):
             if getattr(args, k, None) is not None:
                 ignored.append(f"--{k} (DLinear has no LLM)")
         if args.lradj is not None:

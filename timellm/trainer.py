@@ -199,12 +199,16 @@ class TrainResult:
         best_epoch: epoch (0-based) whose state was reloaded.
         best_val: its validation MSE.
         resumed_from: the epoch the run resumed after, or None.
+        val_forecast: [W_val, H, C] the best epoch's forecasts of the val windows it
+            scored, so that they need not be predicted again; None under several
+            processes or from a checkpoint written before they were kept.
     """
 
     history: list[dict[str, float]]
     best_epoch: int
     best_val: float
     resumed_from: int | None = None
+    val_forecast: Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -383,22 +387,31 @@ class Trainer:
             return torch.zeros(0, data.pred_len, data.n_channels)
         return torch.cat(out)
 
-    @torch.no_grad()
     def evaluate(self, data: WindowSet, model: nn.Module | None = None) -> float:
         """MSE over every value of every window (sum of squares / count, not batch means)."""
-        model = model or self.model
+        return self._score(data, model or self.model, keep=False)[0]
+
+    def _score(self, data: WindowSet, model: nn.Module, keep: bool) -> tuple[float, Tensor | None]:
+        """MSE of ``data`` and, with ``keep`` on one process, its forecasts [W, H, C]
+        float32 on the CPU (what `predict` would return: same batches, eval mode)."""
         model.eval()
         sse = torch.zeros((), dtype=torch.float64, device=self.device)
         count = torch.zeros((), dtype=torch.float64, device=self.device)
         parts = list(_chunks(len(data), self.cfg.eval_batch_size))
-        for sel in parts[self.acc.process_index :: self.acc.num_processes]:
-            x, y, ids, mask = data.batch(sel)
-            pred = model(x.to(self.device), ids, mask).float()
-            sse += ((pred - y.to(self.device)) ** 2).sum(dtype=torch.float64)
-            count += y.numel()
+        keep = keep and self.acc.num_processes == 1  # each process sees only its share
+        kept = []
+        with torch.no_grad():
+            for sel in parts[self.acc.process_index :: self.acc.num_processes]:
+                x, y, ids, mask = data.batch(sel)
+                pred = model(x.to(self.device), ids, mask).float()
+                sse += ((pred - y.to(self.device)) ** 2).sum(dtype=torch.float64)
+                count += y.numel()
+                if keep:
+                    kept.append(pred.cpu())
         if self.acc.num_processes > 1:
             sse, count = self.acc.reduce(sse), self.acc.reduce(count)
-        return float(sse / count.clamp(min=1))
+        forecasts = torch.cat(kept) if kept else None
+        return float(sse / count.clamp(min=1)), forecasts
 
     # -- training ---------------------------------------------------------------------
 
@@ -422,10 +435,13 @@ class Trainer:
         scheduler = make_scheduler(optimiser, cfg, steps_per_epoch)
         model, optimiser = self.acc.prepare(self.model, optimiser)
         generator = torch.Generator().manual_seed(cfg.seed)
+        # float16 gradients underflow to zero without loss scaling (bf16 has fp32's range)
+        fp16 = getattr(self.model, "compute_dtype", None) == torch.float16
+        scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
 
         history: list[dict[str, float]] = []
         best_val, best_epoch, bad = math.inf, -1, 0
-        best_state = trainable_state(self.model)
+        best_state, best_forecast = trainable_state(self.model), None
         start_epoch, resumed_from = 0, None
         ckpt = self._load_checkpoint()
         if ckpt is not None:
@@ -433,9 +449,12 @@ class Trainer:
             optimiser.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             generator.set_state(ckpt["generator"])
+            if "scaler" in ckpt:
+                scaler.load_state_dict(ckpt["scaler"])
             torch.set_rng_state(ckpt["torch_rng"])  # dropout draws continue where they were
             history, best_state = ckpt["history"], ckpt["best_state"]
             best_val, best_epoch, bad = ckpt["best_val"], ckpt["best_epoch"], ckpt["bad_epochs"]
+            best_forecast = ckpt.get("best_forecast")  # absent from older checkpoints
             start_epoch = resumed_from = ckpt["epoch"] + 1
             log.info("resuming after epoch %d (best val %.4f)", ckpt["epoch"], best_val)
             if cfg.patience and bad >= cfg.patience:
@@ -444,12 +463,14 @@ class Trainer:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             lr = optimiser.param_groups[0]["lr"]  # the epoch's first step's
-            train_mse = self._train_epoch(model, optimiser, scheduler, train, generator, epoch)
-            val_mse = self.evaluate(val, model)
+            train_mse = self._train_epoch(
+                model, optimiser, scheduler, train, generator, epoch, scaler=scaler
+            )
+            val_mse, forecast = self._score(val, model, keep=True)
             improved = math.isfinite(val_mse) and val_mse < best_val  # NaN: no improvement
             if improved:
                 best_val, best_epoch, bad = val_mse, epoch, 0
-                best_state = trainable_state(self.model)
+                best_state, best_forecast = trainable_state(self.model), forecast
             else:
                 bad += 1
             row = {
@@ -473,9 +494,11 @@ class Trainer:
                 optimizer=optimiser.state_dict(),
                 scheduler=scheduler.state_dict(),
                 generator=generator.get_state(),
+                scaler=scaler.state_dict(),
                 torch_rng=torch.get_rng_state(),
                 history=history,
                 best_state=best_state,
+                best_forecast=best_forecast,
                 best_val=best_val,
                 best_epoch=best_epoch,
                 bad_epochs=bad,
@@ -495,7 +518,7 @@ class Trainer:
             )
         load_trainable_state(self.model, best_state)
         self.model.eval()
-        return TrainResult(history, best_epoch, best_val, resumed_from)
+        return TrainResult(history, best_epoch, best_val, resumed_from, best_forecast)
 
     def _train_epoch(
         self,
@@ -505,8 +528,12 @@ class Trainer:
         train: WindowSet,
         generator: torch.Generator,
         epoch: int,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> float:
-        """One pass over the shuffled training windows; returns their mean MSE."""
+        """One pass over the shuffled training windows; returns their mean MSE.
+
+        ``scaler`` (enabled for float16 compute) scales the loss before backward and
+        skips the optimiser step when the scaled gradients overflowed."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -533,10 +560,18 @@ class Trainer:
             optimiser.zero_grad(set_to_none=True)
             pred = model(x.to(self.device), ids, mask)
             loss = nn.functional.mse_loss(pred.float(), y.to(self.device))
-            self.acc.backward(loss)
-            if cfg.clip_grad:
-                self.acc.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimiser.step()
+            if scaler is None or not scaler.is_enabled():
+                self.acc.backward(loss)
+                if cfg.clip_grad:
+                    self.acc.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                optimiser.step()
+            else:
+                self.acc.backward(scaler.scale(loss))
+                scaler.unscale_(optimiser)  # clip the true gradients, not the scaled ones
+                if cfg.clip_grad:
+                    self.acc.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                scaler.step(optimiser)  # skipped if any gradient is inf / NaN
+                scaler.update()
             scheduler.step()
             total += float(loss.detach()) * len(sel)
             count += len(sel)

@@ -61,6 +61,9 @@ class Dataset:
         features: 'M' (all channels in, all out), 'S' (target only), 'MS' (all in, target out).
         split_rule: 'ett_hour', 'ett_minute' or 'ratio'.
         path: the file the data came from.
+        sha256: the file's SHA-256 (hex), so a result names exactly which bytes made it.
+        published: for a registered dataset, whether the file is the published one
+            (its sum in `ensemble.download.SHA256`); None for any other CSV.
     """
 
     name: str
@@ -72,6 +75,8 @@ class Dataset:
     features: str
     split_rule: str
     path: Path
+    sha256: str = ""
+    published: bool | None = None
 
     @property
     def n_rows(self) -> int:
@@ -651,6 +656,7 @@ def load_dataset(
             row + 1,
             dates[row],
         )
+    digest, published = _provenance(ds_name, path)
     return Dataset(
         name=ds_name,
         values=values,
@@ -661,7 +667,36 @@ def load_dataset(
         features=features,
         split_rule=rule,
         path=path,
+        sha256=digest,
+        published=published,
     )
+
+
+def _provenance(name: str, path: Path) -> tuple[str, bool | None]:
+    """(SHA-256 of the file, whether it is the published file of registered ``name``).
+
+    A file given a registered name that is not that dataset's published file (another
+    series, or an edited copy) still gets the name and its split, as asked, but a warning
+    and ``published: false`` in results.json: its numbers are not comparable with the
+    published ones.
+    """
+    from ensemble.download import SHA256, sha256_file  # download imports this module
+
+    digest = sha256_file(path)
+    if name not in DATASETS:
+        return digest, None
+    published = digest == SHA256.get(DATASETS[name][0])
+    if not published:
+        log.warning(
+            "%s is not the published %s file (its SHA-256 differs): the results are "
+            "labelled %s and use its split, but are not comparable with published %s "
+            "numbers",
+            path,
+            name,
+            name,
+            name,
+        )
+    return digest, published
 
 
 # ---------------------------------------------------------------------------- splitting

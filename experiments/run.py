@@ -487,6 +487,12 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             "seed": cfg.seed,
             "features": cfg.features,
             "split": dataset.split_rule,
+            # which bytes: a file named like a registered dataset may be another series
+            "data": {
+                "file": str(dataset.path),
+                "sha256": dataset.sha256,
+                "published": dataset.published,
+            },
             "members": specs,
             "router": cfg.router,
             "windows": splits.window_counts(),

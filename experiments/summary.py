@@ -162,8 +162,12 @@ def load_groups(folders: list[str | Path]) -> list[Group]:
         settings = run_settings(folder)  # its own errors name config.yaml
         try:
             res = json.loads(path.read_text(encoding="utf-8"))
+            data = res.get("data") or {}  # absent before the file's sum was recorded
+            name = res["dataset"]
+            if data.get("published") is False:  # another file under a registered name
+                name = f"{name} (file {str(data.get('sha256'))[:8]})"
             key = (
-                res["dataset"],
+                name,
                 int(res["seq_len"]),
                 int(res["pred_len"]),
                 res.get("features", "M"),

@@ -211,6 +211,25 @@ def test_a_dataset_name_that_contradicts_the_file_is_refused(tmp_path):
     assert resolve_path("ETTh1", tmp_path / "etth1.csv", None)[::2] == ("ETTh1", "ett_hour")
 
 
+def test_each_load_names_its_bytes_and_whether_they_are_the_published_file(
+    data_dir, tmp_path, caplog
+):
+    import hashlib
+    import shutil
+
+    real = load_dataset("ETTh1", data_dir=data_dir)
+    sha = hashlib.sha256((data_dir / "ETT-small" / "ETTh1.csv").read_bytes()).hexdigest()
+    assert (real.sha256, real.published) == (sha, True)
+    # ETTh2's rows under the name ETTh1 (the file renamed): labelled as asked, but flagged
+    other = tmp_path / "transformer.csv"
+    shutil.copy(data_dir / "ETT-small" / "ETTh2.csv", other)
+    with caplog.at_level("WARNING"):
+        mislabelled = load_dataset("ETTh1", data_path=other)
+    assert mislabelled.name == "ETTh1" and mislabelled.published is False
+    assert "not the published ETTh1 file" in caplog.text
+    assert load_dataset(data_path=other).published is None  # no name, nothing to match
+
+
 @pytest.mark.parametrize(
     "sep,decimal",
     [(";", ","), (";", "."), ("\t", ".")],

@@ -171,6 +171,19 @@ def test_runs_of_another_horizon_lookback_or_features_are_another_group(key, oth
     assert len(load_groups([r0, r1])) == 2
 
 
+def test_runs_on_another_file_under_the_same_name_are_another_group(tmp_path):
+    runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(3)]
+    published, other = {"published": True}, {"published": False, "sha256": "ab12cd34ef"}
+    for run, data in zip(runs[1:], (published, other), strict=True):
+        res = json.loads((run / "results.json").read_text())
+        (run / "results.json").write_text(json.dumps({**res, "data": data}))
+    groups = load_groups(runs)  # a run from before `data` was recorded pools with published
+    assert [(g.dataset, sorted(g.runs)) for g in groups] == [
+        ("ETTh1", [0, 1]),
+        ("ETTh1 (file ab12cd34)", [2]),
+    ]
+
+
 def test_out_naming_a_folder_exits_2_naming_it(tmp_path, capsys):
     r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
     (tmp_path / "reports").mkdir()

@@ -60,6 +60,23 @@ def results_markdown(res: dict[str, Any]) -> str:
                 f"| {a} vs {b} | {r['diff']:+.4f} | {_num(r['dm'], '+.2f')} | "
                 f"{_num(r['p'], '.3g')} | {r['dof']} |"
             )
+    if res.get("training"):
+        lines += [
+            "",
+            "## Training",
+            "",
+            "Members trained by epochs keep the weights of the epoch with the lowest val MSE",
+            "(Time-LLM's per-epoch val MSE uses its val_stride windows); curves in training.png.",
+            "",
+            "| member | epochs run | best epoch | val MSE there | train MSE there |",
+            "|---|---|---|---|---|",
+        ]
+        for name, c in res["training"].items():
+            k = c["best_epoch"] - 1
+            lines.append(
+                f"| {name} | {c['epochs']} | {c['best_epoch']} | {c['val_mse'][k]:.4f} | "
+                f"{c['train_mse'][k]:.4f} |"
+            )
     if res.get("combiners"):
         lines += [
             "",
@@ -93,6 +110,31 @@ def results_markdown(res: dict[str, Any]) -> str:
 
 def _num(x: float | None, fmt: str) -> str:
     return "" if x is None or x != x else format(x, fmt)  # None or NaN: nothing to show
+
+
+def plot_training(path: Path, curves: dict[str, dict[str, Any]]) -> None:
+    """One panel per member: train and val MSE per epoch, the kept epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ensemble.io import _atomic
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3), squeeze=False)
+    for ax, (name, c) in zip(axes[0], curves.items(), strict=True):
+        epochs = np.arange(1, c["epochs"] + 1)
+        ax.plot(epochs, c["train_mse"], "o-", ms=3, label="train")
+        ax.plot(epochs, c["val_mse"], "o-", ms=3, label="val")
+        k = c["best_epoch"]
+        ax.axvline(k, color="0.6", lw=0.8, ls="--", label=f"kept: epoch {k}")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("MSE (scaled)", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _atomic(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=90))
+    plt.close(fig)
 
 
 def plot_windows(

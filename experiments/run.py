@@ -226,6 +226,36 @@ def fit_member(
     return {"val": val, "test": test, "timings": timings}
 
 
+def training_curves(out: Path, specs: list[str]) -> dict[str, dict[str, Any]]:
+    """Train and val MSE per epoch of each member that trains by epochs (DLinear,
+    NLinear, Time-LLM), from its saved model's history (a reused member's too).
+
+    Returns:
+        spec -> {"train_mse": [...], "val_mse": [...], "epochs": n, "best_epoch": k
+        (1-based, the lowest finite val MSE, the epoch whose weights were kept)}.
+    """
+    curves: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        path = out / "members" / _safe(spec) / "model" / "config.json"
+        try:
+            history = json.loads(path.read_text(encoding="utf-8")).get("history") or []
+            val = [float(h["val_mse"]) for h in history]
+            train = [float(h["train_mse"]) for h in history]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # no epochs (ARIMA, LightGBM, naive), or not a history we wrote
+        finite = [i for i, v in enumerate(val) if np.isfinite(v)]
+        if not finite:
+            continue
+        best = min(finite, key=val.__getitem__)
+        curves[spec] = {
+            "train_mse": train,
+            "val_mse": val,
+            "epochs": len(history),
+            "best_epoch": best + 1,
+        }
+    return curves
+
+
 def _read_cache(
     cache: Path,
     spec: str,
@@ -334,6 +364,7 @@ RUN_OUTPUTS = (
     "forecasts.npz",
     "router_weights.npz",
     "test_windows.png",
+    "training.png",
     "routing_report.md",
     "routing_analysis.json",
 )
@@ -506,7 +537,13 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         }
         if every is not None:
             res["combiners"] = every
-        from experiments.report import plot_windows
+        curves = training_curves(out, specs)
+        if curves:
+            res["training"] = curves
+        from experiments.report import plot_training, plot_windows
+
+        if curves:
+            plot_training(out / "training.png", curves)
 
         plot_windows(
             out / "test_windows.png",

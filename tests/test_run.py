@@ -49,6 +49,9 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
     )
     assert res["windows"] == {"train": 8033, "val": 2785, "test": 2785}
     assert res["split"] == "ett_hour"
+    assert res["data"]["published"] is True and len(res["data"]["sha256"]) == 64
+    # no member trains by epochs: no training section, no curves
+    assert "training" not in res and not (out / "training.png").exists()
     for part in ("val", "test"):
         assert {"naive", "snaive", "ensemble", "mean", "median", "oracle"} <= set(res[part])
         assert all(set(v) == {"mse", "mae"} for v in res[part].values())
@@ -687,3 +690,27 @@ def test_periods_are_detected_on_train_rows_only(synth_csv):
 
     assert detect_periods(plain) == [24]
     assert detect_periods(splits(other_cycle)) == [24]
+
+
+def test_members_trained_by_epochs_report_their_curves_and_kept_epoch(synth_csv, tmp_path):
+    from experiments.run import training_curves
+
+    out = tmp_path / "r"
+    argv = ["run", "--data-path", str(synth_csv()), "--seq-len", "32", "--pred-len", "8"]
+    argv += ["--members", "dlinear,arima", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    curve = res["training"]["dlinear"]
+    assert set(res["training"]) == {"dlinear"}  # ARIMA has no epochs
+    assert curve["epochs"] == len(curve["val_mse"]) == len(curve["train_mse"]) >= 2
+    assert curve["best_epoch"] == 1 + int(np.argmin(curve["val_mse"]))
+    assert (out / "training.png").stat().st_size > 0
+    md = (out / "results.md").read_text()
+    row = f"| dlinear | {curve['epochs']} | {curve['best_epoch']} |"
+    assert row in md
+    # a history with a diverged (NaN) epoch: the kept epoch is the best finite one
+    history = [{"train_mse": 1.0, "val_mse": v} for v in (0.9, float("nan"), 0.7, 0.8)]
+    mdir = out / "members" / "other" / "model"
+    mdir.mkdir(parents=True)
+    (mdir / "config.json").write_text(json.dumps({"history": history}))
+    assert training_curves(out, ["other"])["other"]["best_epoch"] == 3

@@ -136,6 +136,26 @@ def test_our_flags_and_set_pass_through():
     assert p["prototype_map"] == "full" and p["sample"] == "series"
 
 
+def test_faithful_undoes_the_deviations_by_choice_and_set_still_wins():
+    import inspect
+
+    from timellm.member import TimeLLMForecaster
+    from timellm.official_args import FAITHFUL
+
+    plain = parse_official("--llm_model BERT".split()).config["member_params"]["timellm"]
+    p = parse_official("--llm_model BERT --faithful".split()).config["member_params"]["timellm"]
+    assert {k: p[k] for k in ("prompt", "prototype_map", "backbone_dropout")} == {
+        "prompt": "official",
+        "prototype_map": "full",
+        "backbone_dropout": True,
+    }
+    assert {k for k in p if p[k] != plain.get(k)} == set(FAITHFUL)  # nothing else changes
+    defaults = inspect.signature(TimeLLMForecaster).parameters  # what the plain command runs
+    assert all(defaults[k].default != v for k, v in FAITHFUL.items())
+    p = parse_official("--llm_model BERT --faithful --set prototype_map=lowrank".split())
+    assert p.config["member_params"]["timellm"]["prototype_map"] == "lowrank"
+
+
 def test_dlinear_model_runs_our_dlinear():
     m = parse_official(
         "--model DLinear --moving_avg 49 --learning_rate 0.005 --llm_layers 3".split()

@@ -61,16 +61,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--dtype",
-        choices=["fp32", "bf16"],
+        choices=["fp32", "bf16", "fp16"],
         default="fp32",
-        help="dtype of the frozen backbone weights",
+        help="dtype of the frozen backbone weights (with --load-in-4bit: its compute dtype)",
     )
     p.add_argument(
         "--autocast",
-        choices=["none", "bf16"],
+        choices=["none", "bf16", "fp16"],
         default="none",
-        help="autocast the forward to bf16 (trainable parameters stay fp32); slower on CPUs "
-        "without AMX",
+        help="autocast the forward to bf16 or fp16 (trainable parameters stay fp32; fp16 "
+        "scales the loss); bf16 is slower on CPUs without AMX",
+    )
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="where to run (default: cuda if available); on cuda the peak GPU memory is "
+        "reported too",
     )
     p.add_argument("--load-in-4bit", action="store_true")
     p.add_argument("--steps", type=positive_int, default=10, help="timed steps")
@@ -116,9 +123,16 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    dtype = torch.bfloat16 if args.dtype == "bf16" else None
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu")
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}
     backbone = load_backbone(
-        args.backbone, llm_layers=args.llm_layers, dtype=dtype, load_in_4bit=args.load_in_4bit
+        args.backbone,
+        llm_layers=args.llm_layers,
+        dtype=half.get(args.dtype),
+        load_in_4bit=args.load_in_4bit,
+        device=device,
     )
     try:
         model = TimeLLM(
@@ -133,11 +147,16 @@ def run(args: argparse.Namespace) -> int:
             num_prototypes=args.num_prototypes,
             prototype_map=args.prototype_map,
             prefix_cache=not args.no_prefix_cache,
-            compute_dtype=torch.bfloat16 if args.autocast == "bf16" else None,
+            compute_dtype=half.get(args.autocast),
             fast_dropout=not args.slow_dropout,
         )
     except ValueError as exc:  # sizes the backbone cannot take (d_ff above its width...)
         raise UserError(f"bench-step: {exc}") from None
+    for name, module in model.named_children():  # the backbone is placed already
+        if name != "llm":
+            module.to(device)
+    # as the trainer: float16 gradients underflow without loss scaling
+    scaler = torch.amp.GradScaler(device.type, enabled=args.autocast == "fp16")
     model.train()
     if not args.backbone_dropout:
         model.llm.eval()  # as `timellm.trainer.Trainer` trains (backbone_eval)
@@ -161,20 +180,28 @@ def run(args: argparse.Namespace) -> int:
     if args.prompt == "none":  # one masked-out token per series: the model drops it
         ids, mask = torch.zeros_like(ids[:, :1]), torch.zeros_like(mask[:, :1])
     prompt_seconds = time.perf_counter() - t0
-    x_all = torch.from_numpy(series[:, : args.seq_len])
-    y_all = torch.from_numpy(series[:, args.seq_len :])
+    x_all = torch.from_numpy(series[:, : args.seq_len]).to(device)
+    y_all = torch.from_numpy(series[:, args.seq_len :]).to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     per_batch = args.batch_size * args.n_vars
 
     times, cpu_times = [], []
     for step in range(args.steps + args.warmup):
         sl = slice(step * args.batch_size, (step + 1) * args.batch_size)
         pl = slice(step * per_batch, (step + 1) * per_batch)
+        if cuda:
+            torch.cuda.synchronize(device)
         start, cpu_start = time.perf_counter(), time.process_time()
         optimiser.zero_grad(set_to_none=True)
         out = model(x_all[sl], ids[pl], mask[pl])
-        loss = torch.nn.functional.mse_loss(out, y_all[sl])
-        loss.backward()
-        optimiser.step()
+        loss = torch.nn.functional.mse_loss(out.float(), y_all[sl])
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+        if cuda:
+            torch.cuda.synchronize(device)
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
@@ -210,6 +237,10 @@ def run(args: argparse.Namespace) -> int:
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "trainable_params": sum(p.numel() for p in params),
         "peak_rss_mb": None if (peak := peak_rss_mb()) is None else round(peak, 1),
+        "device": str(device),
+        "cuda_max_allocated_mb": (
+            round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else None
+        ),
         "final_loss": round(loss.item(), 5),
     }
     if args.json:
@@ -218,7 +249,13 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{result['backbone']}: {result['samples_per_s']} windows/s, "
             f"{result['seconds_per_step']} s/step (median of {args.steps}), "
-            f"peak RSS {result['peak_rss_mb']} MB, {result['trainable_params']:,} trainable "
+            f"peak RSS {result['peak_rss_mb']} MB, "
+            + (
+                f"peak GPU {result['cuda_max_allocated_mb']} MB, "
+                if result["cuda_max_allocated_mb"] is not None
+                else ""
+            )
+            + f"{result['trainable_params']:,} trainable "
             f"parameters, {result['prompt_tokens_mean']} prompt tokens on average"
         )
     return 0

@@ -364,6 +364,30 @@ def test_bench_step_cli(capsys, monkeypatch, backbone_dropout: bool) -> None:
     assert result["samples_per_s"] > 0 and result["backbone"] == "minilm"
     assert result["prompt_tokens_mean"] > 10
     assert result["backbone_dropout"] is backbone_dropout
+    assert result["device"] == "cpu" and result["cuda_max_allocated_mb"] is None
+
+
+def test_bench_step_fp16_scales_the_loss_and_cuda_without_a_gpu_is_one_line(
+    capsys, monkeypatch
+) -> None:
+    from experiments.cli import main
+
+    scaled = []
+    original = torch.amp.GradScaler.scale
+    monkeypatch.setattr(
+        torch.amp.GradScaler,
+        "scale",
+        lambda self, x: scaled.append(self.is_enabled()) or original(self, x),
+    )
+    small = ["bench-step", "--llm-layers", "1", "--seq-len", "64", "--pred-len", "8"]
+    small += ["--d-ff", "16", "--num-prototypes", "16", "--steps", "2", "--warmup", "0"]
+    assert main([*small, "--autocast", "fp16", "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scaled == [True, True] and result["autocast"] == "fp16"
+    assert np.isfinite(result["final_loss"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main([*small, "--device", "cuda"]) == 2
+    assert "no CUDA GPU is visible" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -215,3 +215,20 @@ def test_4bit_backbone_trains_after_a_no_grad_pass(tmp_path) -> None:
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_the_qwen25_3b_shape_has_the_published_parameter_counts():
+    # The seeds' model, measured without its weights (`--backbone qwen2.5-3b-random`). Its
+    # model card (Hugging Face, Qwen/Qwen2.5-3B) gives 3.09B parameters, 2.77B without the
+    # embedding; counted here on the meta device, nothing allocated.
+    from transformers import AutoModel
+
+    from timellm.backbone import random_config
+
+    config = random_config("qwen2.5-3b")
+    assert config.model_type == "qwen2" and config.hidden_size == 2048
+    with torch.device("meta"):
+        model = AutoModel.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.get_input_embeddings().weight.numel()
+    assert (round(total / 1e9, 2), round((total - embedding) / 1e9, 2)) == (3.09, 2.77)

@@ -41,7 +41,10 @@ _ENCODER_TYPES = {
     "camembert",
 }
 
-# Random-weight shapes. "gpt2" is GPT-2 small; the others are small LLaMA / Qwen2 shapes.
+# Random-weight shapes. "gpt2" is GPT-2 small; "llama" and "qwen2" are small LLaMA / Qwen2
+# shapes; "qwen2.5-3b" is Qwen2.5-3B's (its config.json: 36 layers of width 2048, 16 query
+# and 2 key/value heads, vocabulary 151936, tied embeddings), to measure the seeds' model
+# without its weights. The tokenizer stays MiniLM's.
 _RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
     "gpt2": {},
     "llama": {
@@ -59,6 +62,18 @@ _RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
         "num_attention_heads": 8,
         "num_key_value_heads": 2,
         "vocab_size": 32000,
+    },
+    "qwen2.5-3b": {
+        "model_type": "qwen2",
+        "hidden_size": 2048,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 2,
+        "vocab_size": 151936,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
     },
 }
 
@@ -155,7 +170,7 @@ def random_config(arch: str, **config_overrides: Any) -> Any:
     """A transformers config for a random-weight backbone.
 
     Args:
-        arch: "gpt2" (GPT-2 small shape), "llama" or "qwen2".
+        arch: "gpt2" (GPT-2 small shape), "llama", "qwen2" (small shapes) or "qwen2.5-3b".
         **config_overrides: any config field, e.g. `hidden_size=32, num_hidden_layers=2`.
     """
     from transformers import AutoConfig
@@ -163,7 +178,7 @@ def random_config(arch: str, **config_overrides: Any) -> Any:
     if arch not in _RANDOM_CONFIGS:
         raise UserError(f"unknown random backbone '{arch}': use one of {sorted(_RANDOM_CONFIGS)}")
     fields = {**_RANDOM_CONFIGS[arch], **config_overrides}
-    config = AutoConfig.for_model(arch, **fields)
+    config = AutoConfig.for_model(fields.pop("model_type", arch), **fields)
     if config.vocab_size < 30522:
         raise UserError("random backbones use the MiniLM tokenizer: vocab_size must be >= 30522")
     return config
@@ -179,7 +194,7 @@ def random_backbone(
     """A backbone with random weights and the MiniLM tokenizer (no download).
 
     Args:
-        arch: "gpt2", "llama" or "qwen2".
+        arch: a key of the random shapes: "gpt2", "llama", "qwen2", "qwen2.5-3b".
         seed: seed for the weights.
         dtype: dtype of the weights (default float32).
         **config_overrides: config fields, e.g. `hidden_size=32, num_hidden_layers=2,

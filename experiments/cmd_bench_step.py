@@ -34,7 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
     )
     p.add_argument(
-        "--backbone", default="minilm", help="minilm | gpt2-random | qwen2-random | PATH"
+        "--backbone",
+        default="minilm",
+        help="minilm | PATH | gpt2-random, llama-random, qwen2-random, qwen2.5-3b-random (random "
+        "weights: the shape without its checkpoint)",
     )
     p.add_argument("--seq-len", type=positive_int, default=512)
     p.add_argument("--pred-len", type=positive_int, default=96)
@@ -249,9 +252,9 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{result['backbone']}: {result['samples_per_s']} windows/s, "
             f"{result['seconds_per_step']} s/step (median of {args.steps}), "
-            f"peak RSS {result['peak_rss_mb']} MB, "
+            f"peak RSS {result['peak_rss_mb']} MiB, "
             + (
-                f"peak GPU {result['cuda_max_allocated_mb']} MB, "
+                f"peak GPU {result['cuda_max_allocated_mb']} MiB, "
                 if result["cuda_max_allocated_mb"] is not None
                 else ""
             )

@@ -57,15 +57,24 @@ def _mapping(args):
     return mapping, cfg, dataset
 
 
+def _notices(mapping) -> None:
+    """What the mapping took from elsewhere and what it ignored: notices, not results,
+    so on stderr (stdout stays one JSON document with --json)."""
+    import sys
+
+    for note in mapping.notes:
+        print(note, file=sys.stderr)
+    if mapping.ignored:
+        print("ignored (no meaning here): " + ", ".join(mapping.ignored), file=sys.stderr)
+
+
 def handle(args) -> int:
     import copy
-    import sys
 
     from experiments.run import run
 
     mapping, cfg, _ = _mapping(args)
-    if mapping.ignored:  # a notice, not a result: stderr, like explain's
-        print("ignored (no meaning here): " + ", ".join(mapping.ignored), file=sys.stderr)
+    _notices(mapping)
     base_out = cfg.out
     for i in range(mapping.itr):
         cfg_i = copy.deepcopy(cfg)
@@ -85,7 +94,6 @@ def handle(args) -> int:
 
 def handle_explain(args) -> int:
     import json
-    import sys
 
     from ensemble.data import make_splits
     from ensemble.errors import UserError
@@ -115,8 +123,7 @@ def handle_explain(args) -> int:
     model = member.build()
     # After the build: a bad backbone path is then the only line on stderr. On stderr, so
     # that stdout stays one JSON document with --json.
-    if mapping.ignored:
-        print("ignored (no meaning here): " + ", ".join(mapping.ignored), file=sys.stderr)
+    _notices(mapping)
     # The step the trainer takes: batch_size univariate series (the official batching,
     # sample=series), or batch_size windows x all channels (sample=windows).
     info = explain(
@@ -126,6 +133,7 @@ def handle_explain(args) -> int:
         1 if member.sample == "series" else dataset.n_channels,
         description=member.prompt_description(),
         periods=member.periods[:5],
+        prompt=member.prompt,
         backbone_eval=not member.backbone_dropout,
     )
     # What one epoch of this command costs: its optimiser steps and validation passes.

@@ -299,6 +299,17 @@ def test_explain_reports_shapes_and_parameters(minilm: Backbone) -> None:
     assert all(p.grad is None for p in model.trainable_parameters())
 
 
+def test_explain_measures_the_prompt_the_member_would_build(minilm: Backbone) -> None:
+    from timellm.explain import explain
+
+    model = _model(minilm)
+    tokens = {
+        p: explain(model, 2, L, 1, prompt=p, repeats=0)["config"]["prompt_tokens"]
+        for p in ("concise", "official", "none")
+    }
+    assert tokens["official"] > tokens["concise"] > 0 == tokens["none"]
+
+
 def test_explain_and_bench_step_work_without_proc_and_resource(minilm, monkeypatch) -> None:
     # Windows has neither /proc nor the resource module: no RSS, but everything else.
     import builtins

@@ -92,6 +92,7 @@ def test_prompt_domain_1_reads_run_mains_description_file(tmp_path, monkeypatch)
     m = parse_official(seed_argv())
     assert m.config["member_params"]["timellm"]["description"] == "变压器油温，每 15 分钟一次。"
     assert not any("prompt_domain" in s for s in m.ignored)
+    assert m.notes == [f"prompt description: {Path('dataset/prompt_bank/ETT.txt')} (16 characters)"]
     # --set wins; --prompt_domain 0 and other data keep the prompt bank's, and say so
     again = parse_official([*seed_argv(), "--set", "description=mine"])
     assert again.config["member_params"]["timellm"]["description"] == "mine"
@@ -357,3 +358,18 @@ def test_explain_estimates_one_epoch_of_the_command(data_dir, capsys):
     assert t["train_step_s"] > 0 and t["forward_s"] > 0
     expect = info["epoch"]["train_steps"] * t["train_step_s"]
     assert info["epoch"]["train_s"] == pytest.approx(expect, abs=0.1)
+
+
+def test_explain_shows_the_prompt_with_the_description_it_read(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dataset" / "prompt_bank").mkdir(parents=True)
+    (tmp_path / "dataset" / "prompt_bank" / "ETT.txt").write_text("我的描述。", encoding="utf-8")
+    argv = ["explain", "timellm", "--llm_model", "BERT", "--data", "ETTh1", "--root_path"]
+    argv += [str(data_dir / "ETT-small"), "--data_path", "ETTh1.csv", "--seq_len", "96"]
+    argv += ["--pred_len", "24", "--llm_layers", "1", "--d_ff", "16", "--prompt_domain", "1"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "prompt description: " in err and "ETT.txt (5 characters)" in err
+    assert "Prompt of one series" in out and "我的描述。" in out

@@ -291,7 +291,8 @@ def load_backbone(
         with _quiet_transformers():
             minilm_tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())
         with tempfile.TemporaryDirectory() as tmp:
-            random_backbone(arch, **overrides).model.save_pretrained(tmp)
+            with _quiet_transformers():  # no "Writing model shards" bar for a temp copy
+                random_backbone(arch, **overrides).model.save_pretrained(tmp)
             bb = load_backbone(
                 tmp,
                 llm_dim=llm_dim,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import textwrap
 import threading
 import time
 from typing import Any
@@ -45,7 +46,7 @@ def _param_stats(module: nn.Module) -> dict[str, int]:
 
 
 def rss_mb() -> float | None:
-    """This process's resident set size now, in MB; None where there is no /proc
+    """This process's resident set size now, in MiB; None where there is no /proc
     (Windows, macOS)."""
     try:
         with open("/proc/self/statm", encoding="ascii") as f:
@@ -56,7 +57,7 @@ def rss_mb() -> float | None:
 
 
 def peak_rss_mb() -> float | None:
-    """This process's peak resident set size so far, in MB; None on Windows."""
+    """This process's peak resident set size so far, in MiB; None on Windows."""
     try:
         import resource  # Unix only
     except ImportError:
@@ -98,6 +99,7 @@ def explain(
     *,
     description: str | None = None,
     periods: list[int] | None = None,
+    prompt: str = "concise",
     backbone_eval: bool = True,
     repeats: int = 2,
 ) -> dict[str, Any]:
@@ -110,6 +112,8 @@ def explain(
         n_vars: channels per window N.
         description: dataset description for the sample prompt (default: generic).
         periods: periods written into the sample prompt (default [24, 12]).
+        prompt: "concise", "official" (the official wording) or "none" (no prefix), as
+            the member's ``prompt`` setting.
         backbone_eval: the frozen backbone in eval mode, as the trainer runs it (False:
             train mode, the official code's and ``backbone_dropout``'s).
         repeats: timed steps after the measured one (median; 0: no timing).
@@ -122,9 +126,17 @@ def explain(
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((batch_size, seq_len, n_vars)).cumsum(axis=1).astype(np.float32)
     builder = PromptBuilder(
-        model.tokenizer, description or load_description(None), model.pred_len, periods or [24, 12]
+        model.tokenizer,
+        description or load_description(None),
+        model.pred_len,
+        periods or [24, 12],
+        official=prompt == "official",
     )
     ids, mask = builder(x_np)
+    sample_prompt = builder.build_texts(x_np[:1, :, :1])[0]  # what the backbone reads
+    if prompt == "none":  # one masked-out token per series, which the model drops
+        ids, mask = torch.zeros_like(ids[:, :1]), torch.zeros_like(mask[:, :1])
+        sample_prompt = ""
     x = torch.from_numpy(x_np).to(device)
     target = torch.zeros(batch_size, model.pred_len, n_vars, device=device)
 
@@ -214,6 +226,7 @@ def explain(
             "n_vars": n,
             "pred_len": model.pred_len,
             "prompt_tokens": t,
+            "sample_prompt": sample_prompt,
             "num_patches": np_,
             "hidden_size": d,
             "device": str(device),
@@ -301,8 +314,12 @@ def render(info: dict[str, Any]) -> str:
     for st in info["stages"]:
         shape = "[" + ", ".join(map(str, st["shape"])) + "]" if st["shape"] else "?"
         lines.append(f"  {st['stage']:<30} {shape:<22} {st['note']}")
+    sample = info["config"].get("sample_prompt")
+    if sample:
+        lines += ["", "Prompt of one series (random data; the description is the run's):"]
+        lines += textwrap.wrap(sample, 88, initial_indent="  ", subsequent_indent="  ")
     lines.append("")
-    lines.append(f"{'component':<18}{'trainable':>14}{'frozen':>14}{'storage MB':>12}")
+    lines.append(f"{'component':<18}{'trainable':>14}{'frozen':>14}{'storage MiB':>12}")
     for name, p in [*info["parameters"].items(), ("total", info["totals"])]:
         lines.append(
             f"{name:<18}{p['trainable']:>14,}{p['frozen']:>14,}{p['bytes'] / 2**20:>12.1f}"
@@ -312,14 +329,14 @@ def render(info: dict[str, Any]) -> str:
     lines.append("")
     if "rss_peak_mb" in mem:
         lines.append(
-            f"Peak RSS during one training step: {mem['rss_peak_mb']} MB "
-            f"(+{mem['rss_step_mb']} MB over {mem['rss_before_mb']} MB before)"
+            f"Peak RSS during one training step: {mem['rss_peak_mb']} MiB "
+            f"(+{mem['rss_step_mb']} MiB over {mem['rss_before_mb']} MiB before)"
         )
     else:
         lines.append("Peak RSS during one training step: not measured (needs Linux's /proc)")
     if "cuda_max_allocated_mb" in mem:
         lines.append(
-            f"GPU max allocated: {mem['cuda_max_allocated_mb']} MB (+{mem['cuda_step_mb']} MB)"
+            f"GPU max allocated: {mem['cuda_max_allocated_mb']} MiB (+{mem['cuda_step_mb']} MiB)"
         )
     timing = info.get("timing") or {}
     if timing:

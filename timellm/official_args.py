@@ -159,7 +159,11 @@ def add_official_arguments(parser: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{name}", action="store_true", default=None)
 
     o = parser.add_argument_group("ours (hyphen or underscore spelling)")
-    o.add_argument("--backbone", help="minilm | gpt2-random | PATH (overrides --llm_model)")
+    o.add_argument(
+        "--backbone",
+        help="minilm | PATH | gpt2-random, llama-random, qwen2-random, qwen2.5-3b-random "
+        "(random weights, to measure a shape; overrides --llm_model)",
+    )
     o.add_argument("--train-stride", "--train_stride", dest="train_stride", type=int)
     o.add_argument("--val-stride", "--val_stride", dest="val_stride", type=int)
     o.add_argument(
@@ -201,6 +205,7 @@ class OfficialMapping:
         config: RunConfig fields as a dict (``member_params`` filled for the member).
         member: "timellm" or "dlinear".
         ignored: "flag (why)" for each given flag that means nothing here.
+        notes: what a flag took from elsewhere, e.g. the description file it read.
         checks: channel counts to verify once the data is loaded: enc_in, dec_in, c_out.
         itr: how many seeds to run (official ``--itr``: seed, seed + 1, ...).
     """
@@ -210,6 +215,7 @@ class OfficialMapping:
     ignored: list[str] = field(default_factory=list)
     checks: dict[str, int] = field(default_factory=dict)
     itr: int = 1
+    notes: list[str] = field(default_factory=list)
 
 
 def _value(args: argparse.Namespace, name: str) -> Any:
@@ -387,10 +393,13 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
         if getattr(args, "faithful", False):
             params.update(FAITHFUL)
     ignored: list[str] = []
+    notes: list[str] = []
     if member == "timellm":
         description, why = _domain_description(args)
         if description is not None:
             params["description"] = description
+            path = prompt_bank_file(str(_value(args, "data")))
+            notes.append(f"prompt description: {path} ({len(description)} characters)")
         ignored += [why] if why else []
     from_set: set[str] = set()
     for item in args.set or []:
@@ -424,7 +433,7 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     itr = int(_value(args, "itr"))
     if itr < 1:
         raise UserError("--itr must be >= 1")
-    return OfficialMapping(cfg, member, ignored, checks, itr)
+    return OfficialMapping(cfg, member, ignored, checks, itr, notes)
 
 
 # Member settings that must be whole numbers >= 1, with the official flag that sets each

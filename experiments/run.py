@@ -12,11 +12,13 @@ Result files are written atomically, ``results.json`` last.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import logging.handlers
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,21 @@ def _setup_logging(out: Path) -> logging.Handler:
         ):
             h.setLevel(logging.WARNING)
     return handler
+
+
+def release_memory() -> None:
+    """Free what finished members left behind before the next one loads.
+
+    A fitted member is garbage once its forecasts are out, but a reference cycle can keep
+    it, its backbone and its GPU memory alive until Python's next full collection: the
+    first import of a transformers model class leaves the frames of the call that
+    triggered it in a cycle, and with them that member's ``fit`` locals (its model and
+    trainer). On a small GPU the second Time-LLM would then load beside the first.
+    """
+    gc.collect()
+    torch = sys.modules.get("torch")  # not imported by runs of classical members only
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()  # hand the freed blocks back to the driver
 
 
 def fit_member(
@@ -429,6 +446,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         for spec in bar:
             bar.set_postfix_str(spec)
             results[spec] = fit_member(spec, cfg, splits, periods, out, None if progress else False)
+            release_memory()  # the next member must not load beside this one's model
 
         ch = splits.eval_channels
         val_true = splits.val.targets()[..., ch]

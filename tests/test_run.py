@@ -714,3 +714,36 @@ def test_members_trained_by_epochs_report_their_curves_and_kept_epoch(synth_csv,
     mdir.mkdir(parents=True)
     (mdir / "config.json").write_text(json.dumps({"history": history}))
     assert training_curves(out, ["other"])["other"]["best_epoch"] == 3
+
+
+def test_a_fitted_member_is_freed_before_the_next_one_loads(synth_csv, tmp_path, monkeypatch):
+    # A reference cycle through the frames of a member's fit (the first import of a
+    # transformers model class makes one) must not keep its model alive while the next
+    # member loads: on a small GPU that is two backbones at once.
+    import gc
+    import sys
+    import weakref
+
+    from classical.dlinear import DLinear
+
+    alive, models = [], []
+    fit = DLinear.fit
+
+    def fit_in_a_cycle(self, train, val):
+        alive.append(sum(ref() is not None for ref in models))  # earlier members' models
+        models.append(weakref.ref(self))
+        frame = sys._getframe()
+        cycle = [frame]  # the frame holds the list, the list the frame
+        assert cycle
+        return fit(self, train, val)
+
+    monkeypatch.setattr(DLinear, "fit", fit_in_a_cycle)
+    argv = ["run", "--data-path", str(synth_csv()), "--seq-len", "32", "--pred-len", "8"]
+    argv += ["--members", "dlinear@kernel=5,dlinear@kernel=9,dlinear@kernel=13"]
+    argv += ["--out", str(tmp_path / "r"), "--quiet"]
+    gc.disable()  # no automatic collection: only the run's own frees the cycles
+    try:
+        assert main(argv) == 0
+    finally:
+        gc.enable()
+    assert alive == [0, 0, 0]

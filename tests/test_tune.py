@@ -430,3 +430,32 @@ def test_sigterm_fails_the_running_trial_at_once(synth_csv, tmp_path):
     study = optuna.load_study(study_name="synth_24_snaive", storage=f"sqlite:///{out}/study.db")
     assert [t.state for t in study.trials] == [TrialState.FAIL]
     assert "interrupted" in (out / "tune.log").read_text()
+
+
+def test_each_trial_starts_with_the_last_trials_members_freed(synth_csv, tmp_path, monkeypatch):
+    # As in `run`: a member held by a reference cycle (a pruned trial's traceback makes
+    # one) must not stay on the GPU while the next trial loads its own (Optuna collects
+    # after each trial: gc_after_trial).
+    import gc
+    import sys
+    import weakref
+
+    from classical.naive import SeasonalNaive
+
+    alive, members = [], []
+    fit = SeasonalNaive.fit
+
+    def fit_in_a_cycle(self, train, val):
+        alive.append(sum(ref() is not None for ref in members))
+        members.append(weakref.ref(self))
+        cycle = [sys._getframe()]
+        assert cycle
+        return fit(self, train, val)
+
+    monkeypatch.setattr(SeasonalNaive, "fit", fit_in_a_cycle)
+    gc.disable()
+    try:
+        run_tune(_spec(synth_csv(n=1200), tmp_path / "t", trials=3), progress=False)
+    finally:
+        gc.enable()
+    assert alive == [0, 0, 0]

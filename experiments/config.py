@@ -102,7 +102,7 @@ class RunConfig:
         return asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:

@@ -747,3 +747,14 @@ def test_a_fitted_member_is_freed_before_the_next_one_loads(synth_csv, tmp_path,
     finally:
         gc.enable()
     assert alive == [0, 0, 0]
+
+
+def test_config_yaml_keeps_non_ascii_text_readable_and_reads_it_back(tmp_path):
+    from experiments.config import RunConfig
+
+    cfg = RunConfig(member_params={"timellm": {"description": "变压器油温，每小时一次。"}})
+    text = cfg.to_yaml()
+    assert "变压器油温，每小时一次。" in text  # not \u escapes
+    (tmp_path / "config.yaml").write_text(text, encoding="utf-8")
+    again = RunConfig.from_file(tmp_path / "config.yaml")
+    assert again.member_params["timellm"]["description"] == "变压器油温，每小时一次。"

@@ -363,6 +363,7 @@ def test_explain_estimates_one_epoch_of_the_command(data_dir, capsys):
 def test_explain_shows_the_prompt_with_the_description_it_read(
     data_dir, tmp_path, monkeypatch, capsys
 ):
+    data_dir = data_dir.resolve()  # CI gives it relative to the folder left here
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dataset" / "prompt_bank").mkdir(parents=True)
     (tmp_path / "dataset" / "prompt_bank" / "ETT.txt").write_text("我的描述。", encoding="utf-8")

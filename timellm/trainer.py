@@ -560,6 +560,7 @@ class Trainer:
             optimiser.zero_grad(set_to_none=True)
             pred = model(x.to(self.device), ids, mask)
             loss = nn.functional.mse_loss(pred.float(), y.to(self.device))
+            stepped = True
             if scaler is None or not scaler.is_enabled():
                 self.acc.backward(loss)
                 if cfg.clip_grad:
@@ -570,9 +571,12 @@ class Trainer:
                 scaler.unscale_(optimiser)  # clip the true gradients, not the scaled ones
                 if cfg.clip_grad:
                     self.acc.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                scale = scaler.get_scale()
                 scaler.step(optimiser)  # skipped if any gradient is inf / NaN
                 scaler.update()
-            scheduler.step()
+                stepped = scaler.get_scale() >= scale  # a skipped step lowers the scale
+            if stepped:  # the schedule counts optimiser steps, as in HF's Trainer
+                scheduler.step()
             total += float(loss.detach()) * len(sel)
             count += len(sel)
             if cfg.log_every and (step + 1) % cfg.log_every == 0:

@@ -738,6 +738,7 @@ def test_a_fitted_member_is_freed_before_the_next_one_loads(synth_csv, tmp_path,
         return fit(self, train, val)
 
     monkeypatch.setattr(DLinear, "fit", fit_in_a_cycle)
+    monkeypatch.setattr("experiments.run.HOLDS_A_BACKBONE", {"timellm", "dlinear"})  # cheaper
     argv = ["run", "--data-path", str(synth_csv()), "--seq-len", "32", "--pred-len", "8"]
     argv += ["--members", "dlinear@kernel=5,dlinear@kernel=9,dlinear@kernel=13"]
     argv += ["--out", str(tmp_path / "r"), "--quiet"]

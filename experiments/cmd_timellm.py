@@ -104,7 +104,6 @@ def handle_explain(args) -> int:
         raise UserError("explain timellm needs --model TimeLLM")
     from experiments import registry
     from timellm.explain import epoch_estimate, explain, render
-    from timellm.trainer import select_starts
 
     splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
     params = dict(cfg.member_params["timellm"])
@@ -137,13 +136,8 @@ def handle_explain(args) -> int:
         backbone_eval=not member.backbone_dropout,
     )
     # What one epoch of this command costs: its optimiser steps and validation passes.
-    c = dataset.n_channels
-    series_per_step = member.batch_size * (1 if member.sample == "series" else c)
-    train_windows = len(select_starts(splits.train.n_windows, member.train_stride))
-    items = train_windows * (c if member.sample == "series" else 1)
-    val_series = len(select_starts(splits.val.n_windows, member.val_stride)) * c
-    info["epoch"] = epoch_estimate(
-        info["timing"], series_per_step, -(-items // member.batch_size), val_series
-    )
+    steps, val_series = member.epoch_size(splits.train, splits.val)
+    series_per_step = member.batch_size * (1 if member.sample == "series" else dataset.n_channels)
+    info["epoch"] = epoch_estimate(info["timing"], series_per_step, steps, val_series)
     print(json.dumps(info, default=str) if args.json else render(info))
     return 0

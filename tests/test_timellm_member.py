@@ -319,6 +319,20 @@ def test_backbone_mode_while_training(splits, monkeypatch, backbone_dropout):
     assert modes and set(modes) == {(True, backbone_dropout)}
 
 
+@pytest.mark.parametrize("sample", ["windows", "series"])
+def test_epoch_size_is_the_optimiser_steps_fit_takes(splits, monkeypatch, sample):
+    m = member(epochs=1, sample=sample, batch_size=8)
+    steps = []
+    step = torch.optim.Adam.step
+    monkeypatch.setattr(
+        torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or step(self, *a, **k)
+    )
+    m.fit(splits.train, splits.val)
+    expected_steps, val_series = m.epoch_size(splits.train, splits.val)
+    assert len(steps) == expected_steps
+    assert val_series == len(m._selected_starts(splits.train, splits.val)[1]) * 2
+
+
 def test_precision_per_device(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32

@@ -475,8 +475,7 @@ class TimeLLMForecaster(BaseForecaster):
             )
         self.n_channels = train.n_channels
         model = self.build()
-        tr_starts = select_starts(train.n_windows, self.train_stride)
-        va_starts = select_starts(val.n_windows, self.val_stride)
+        tr_starts, va_starts = self._selected_starts(train, val)
         tr_fc = va_fc = None
         if self.inject:
             tr_fc, va_fc = self._fit_injectors(train, tr_starts, val, va_starts)
@@ -510,6 +509,20 @@ class TimeLLMForecaster(BaseForecaster):
         if result.val_forecast is not None and len(va_starts) == val.n_windows:
             self._val_forecast = (val.windows().context, result.val_forecast.numpy())
         return self
+
+    def _selected_starts(self, train: Split, val: Split) -> tuple[np.ndarray, np.ndarray]:
+        """The train and val window starts `fit` trains and early-stops on."""
+        return (
+            select_starts(train.n_windows, self.train_stride),
+            select_starts(val.n_windows, self.val_stride),
+        )
+
+    def epoch_size(self, train: Split, val: Split) -> tuple[int, int]:
+        """(optimiser steps, val series scored) per epoch of `fit` on these splits, on one
+        process: what `hybrid-forecast explain timellm` multiplies its timed step by."""
+        tr_starts, va_starts = self._selected_starts(train, val)
+        items = len(tr_starts) * (train.n_channels if self.sample == "series" else 1)
+        return -(-items // self.batch_size), len(va_starts) * val.n_channels
 
     def _fit_injectors(
         self, train: Split, tr_starts: np.ndarray, val: Split, va_starts: np.ndarray

@@ -201,7 +201,8 @@ class TrainResult:
         resumed_from: the epoch the run resumed after, or None.
         val_forecast: [W_val, H, C] the best epoch's forecasts of the val windows it
             scored, so that they need not be predicted again; None under several
-            processes or from a checkpoint written before they were kept.
+            processes, or when the best epoch ran before a resume (not checkpointed: for
+            weather at H=720 they would add about 275 MB to every checkpoint).
     """
 
     history: list[dict[str, float]]
@@ -454,7 +455,6 @@ class Trainer:
             torch.set_rng_state(ckpt["torch_rng"])  # dropout draws continue where they were
             history, best_state = ckpt["history"], ckpt["best_state"]
             best_val, best_epoch, bad = ckpt["best_val"], ckpt["best_epoch"], ckpt["bad_epochs"]
-            best_forecast = ckpt.get("best_forecast")  # absent from older checkpoints
             start_epoch = resumed_from = ckpt["epoch"] + 1
             log.info("resuming after epoch %d (best val %.4f)", ckpt["epoch"], best_val)
             if cfg.patience and bad >= cfg.patience:
@@ -498,7 +498,6 @@ class Trainer:
                 torch_rng=torch.get_rng_state(),
                 history=history,
                 best_state=best_state,
-                best_forecast=best_forecast,
                 best_val=best_val,
                 best_epoch=best_epoch,
                 bad_epochs=bad,

@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         if name != "llm":
             module.to(device)
     # as the trainer: float16 gradients underflow without loss scaling
-    scaler = torch.amp.GradScaler(device.type, enabled=args.autocast == "fp16")
+    scaler = torch.amp.GradScaler(device.type) if args.autocast == "fp16" else None
     model.train()
     if not args.backbone_dropout:
         model.llm.eval()  # as `timellm.trainer.Trainer` trains (backbone_eval)
@@ -200,9 +200,13 @@ def run(args: argparse.Namespace) -> int:
         optimiser.zero_grad(set_to_none=True)
         out = model(x_all[sl], ids[pl], mask[pl])
         loss = torch.nn.functional.mse_loss(out.float(), y_all[sl])
-        scaler.scale(loss).backward()
-        scaler.step(optimiser)
-        scaler.update()
+        if scaler is None:
+            loss.backward()
+            optimiser.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
         if cuda:
             torch.cuda.synchronize(device)
         if step >= args.warmup:

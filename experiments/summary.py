@@ -152,7 +152,7 @@ def load_groups(folders: list[str | Path]) -> list[Group]:
     """Read each folder's results.json and group the comparable ones (order of first sight)."""
     if not folders:
         raise UserError("no run folders given: pass folders written by `hybrid-forecast run`")
-    groups: dict[tuple, Group] = {}
+    groups: dict[tuple, Group] = {}  # (cell, members, router, settings, file sha) -> runs
     for folder in map(Path, folders):
         path = folder / "results.json"
         if not path.is_file():
@@ -166,6 +166,8 @@ def load_groups(folders: list[str | Path]) -> list[Group]:
             name = res["dataset"]
             if data.get("published") is False:  # another file under a registered name
                 name = f"{name} (file {str(data.get('sha256'))[:8]})"
+            # any CSV: two files of one name (an edited copy) are two groups
+            sha = str(data.get("sha256")) if data.get("published") is None and data else ""
             key = (
                 name,
                 int(res["seq_len"]),
@@ -184,13 +186,20 @@ def load_groups(folders: list[str | Path]) -> list[Group]:
             raise UserError(
                 f"{path} is not a results.json of `hybrid-forecast run` ({exc!r}); rerun that folder"
             ) from None
-        group = groups.setdefault(key, Group(*key))
+        group = groups.setdefault((*key, sha), Group(*key))
         if seed in group.runs:
             raise UserError(
                 f"{group.folders[seed]} and {folder} are the same run (seed {seed} of "
                 f"{group.cell}, same members, router and settings): pass one of them"
             )
         group.runs[seed], group.folders[seed] = res, folder
+    # Name the file only where one dataset name covers several files.
+    shas: dict[str, set[str]] = {}
+    for key, group in groups.items():
+        shas.setdefault(group.dataset, set()).add(key[-1])
+    for key, group in groups.items():
+        if key[-1] and len(shas[group.dataset]) > 1:
+            group.dataset = f"{group.dataset} (file {key[-1][:8]})"
     return list(groups.values())
 
 

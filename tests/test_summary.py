@@ -184,6 +184,19 @@ def test_runs_on_another_file_under_the_same_name_are_another_group(tmp_path):
     ]
 
 
+def test_two_versions_of_one_csv_are_two_groups_named_by_file(tmp_path):
+    runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(3)]
+    for run, sha in zip(runs, ("aaaa1111x", "aaaa1111x", "bbbb2222y"), strict=True):
+        res = json.loads((run / "results.json").read_text())
+        data = {"published": None, "sha256": sha}  # a CSV of no registered dataset
+        (run / "results.json").write_text(json.dumps({**res, "dataset": "mine", "data": data}))
+    assert [(g.dataset, sorted(g.runs)) for g in load_groups(runs)] == [
+        ("mine (file aaaa1111)", [0, 1]),
+        ("mine (file bbbb2222)", [2]),
+    ]
+    assert [g.dataset for g in load_groups(runs[:2])] == ["mine"]  # one file: no id
+
+
 def test_out_naming_a_folder_exits_2_naming_it(tmp_path, capsys):
     r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
     (tmp_path / "reports").mkdir()

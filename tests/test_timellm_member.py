@@ -61,10 +61,13 @@ def test_val_forecasts_of_the_best_epoch_are_not_predicted_again(fitted, splits,
     np.testing.assert_array_equal(m.predict(val), again)  # bit-identical to predicting
     assert calls == []
     m.predict(test)  # other rows are predicted
+    m.predict(val)  # handed over once: not kept alive beside the member
     strided.predict(val)
-    m.build()  # a new, untrained model: its forecasts are not the fitted one's
-    m.predict(val)
     assert calls == [test.n, val.n, val.n]
+    m.fit(splits.train, splits.val)
+    m.build()  # a new, untrained model: the fitted one's forecasts are not its own
+    m.predict(val)
+    assert calls[-1] == val.n and len(calls) == 4
 
 
 def test_training_leaves_the_backbone_bit_identical(fitted):

@@ -96,6 +96,9 @@ def test_prompt_domain_1_reads_run_mains_description_file(tmp_path, monkeypatch)
     # --set wins; --prompt_domain 0 and other data keep the prompt bank's, and say so
     again = parse_official([*seed_argv(), "--set", "description=mine"])
     assert again.config["member_params"]["timellm"]["description"] == "mine"
+    # run_main.py tests the flag for truth: 2 reads the file as 1 does
+    two = parse_official([*seed_argv(), "--prompt_domain", "2"])
+    assert two.config["member_params"]["timellm"]["description"] == "变压器油温，每 15 分钟一次。"
     for argv in (
         [*seed_argv(), "--prompt_domain", "0"],
         [*seed_argv(), "--data", "weather", "--root_path", "./dataset/weather/"]
@@ -165,6 +168,9 @@ def test_dlinear_model_runs_our_dlinear():
     p = m.config["member_params"]["dlinear"]
     assert p["kernel"] == 49 and p["lr"] == 0.005
     assert any(s.startswith("--llm_layers") for s in m.ignored)
+    assert not any(s.startswith("--faithful") for s in m.ignored)
+    again = parse_official("--model DLinear --faithful --prompt_domain 1".split())
+    assert {s.split()[0] for s in again.ignored} >= {"--faithful", "--prompt_domain"}
 
 
 @pytest.mark.parametrize(

@@ -219,6 +219,46 @@ def test_checkpoint_every_epoch_without_backbone(tmp_path):
     assert ckpt["scaler"] == {}  # no loss scaling outside float16
 
 
+def test_a_skipped_fp16_step_leaves_the_schedule_and_a_resume_switches_precision(
+    tmp_path, monkeypatch
+):
+    import timellm.trainer as tr
+
+    schedulers, adam_steps, calls = [], [], []
+    make = tr.make_scheduler
+    monkeypatch.setattr(
+        tr, "make_scheduler", lambda *a, **k: schedulers.append(make(*a, **k)) or schedulers[-1]
+    )
+    adam_step = torch.optim.Adam.step
+    monkeypatch.setattr(
+        torch.optim.Adam,
+        "step",
+        lambda self, *a, **k: adam_steps.append(1) or adam_step(self, *a, **k),
+    )
+    forward = Toy.forward
+
+    def inf_at_first(self, x, ids, mask):  # float16's first training batch overflows
+        out = forward(self, x, ids, mask)
+        if self.training and getattr(self, "compute_dtype", None) == torch.float16:
+            calls.append(1)
+            if len(calls) == 1:
+                out = out * float("inf")
+        return out
+
+    monkeypatch.setattr(Toy, "forward", inf_at_first)
+    train, val = window_set(), window_set(seed=1)
+    fp32 = fresh()  # a checkpoint of a float32 epoch, resumed under float16 (another GPU)
+    Trainer(fp32, cfg(epochs=1, patience=0), workdir=tmp_path).fit(train, val)
+    model = fresh()
+    model.compute_dtype = torch.float16
+    adam_steps.clear()
+    res = Trainer(model, cfg(epochs=2, patience=0), workdir=tmp_path, resume=True).fit(train, val)
+    batches = -(-len(train) // cfg().batch_size)
+    assert res.resumed_from == 1 and len(calls) == batches  # the checkpoint had no scaler
+    assert len(adam_steps) == batches - 1  # the overflowing step was skipped...
+    assert schedulers[-1].last_epoch == batches + len(adam_steps)  # ...and not scheduled
+
+
 def test_float16_compute_scales_the_loss_and_checkpoints_the_scale(tmp_path, monkeypatch):
     model = fresh()
     model.compute_dtype = torch.float16

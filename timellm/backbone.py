@@ -292,7 +292,8 @@ def load_backbone(
             minilm_tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())
         with tempfile.TemporaryDirectory() as tmp:
             with _quiet_transformers():  # no "Writing model shards" bar for a temp copy
-                random_backbone(arch, **overrides).model.save_pretrained(tmp)
+                # in bf16: half the memory and disk of float32; quantising reads it anyway
+                random_backbone(arch, dtype=torch.bfloat16, **overrides).model.save_pretrained(tmp)
             bb = load_backbone(
                 tmp,
                 llm_dim=llm_dim,

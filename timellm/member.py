@@ -504,9 +504,10 @@ class TimeLLMForecaster(BaseForecaster):
             backbone_eval=not self.backbone_dropout,
             on_epoch=self.on_epoch,
         )
-        result = trainer.fit(tr_set, va_set)
+        every_val_window = len(va_starts) == val.n_windows  # else run predicts them all
+        result = trainer.fit(tr_set, va_set, keep_forecasts=every_val_window)
         self.history, self.best_epoch = result.history, result.best_epoch
-        if result.val_forecast is not None and len(va_starts) == val.n_windows:
+        if result.val_forecast is not None:
             self._val_forecast = (val.windows().context, result.val_forecast.numpy())
         return self
 
@@ -558,7 +559,8 @@ class TimeLLMForecaster(BaseForecaster):
             rows, forecast = self._val_forecast
             if windows.seq_len == self.seq_len and np.array_equal(windows.context, rows):
                 log.info("timellm: val forecasts kept from the best epoch, not predicted again")
-                return forecast.astype(np.float32, copy=True)
+                self._val_forecast = None  # handed over once: no second copy kept alive
+                return forecast
         return self.predict_set(self.prompt_set(windows))
 
     def prompt_set(self, windows: Windows) -> WindowSet:

@@ -191,6 +191,7 @@ def add_official_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument(
         "--faithful",
         action="store_true",
+        default=None,  # None: not given (listed as ignored for DLinear only when given)
         help="the official maths where ours differs by choice: official prompt wording, "
         "full prototype map, backbone dropout while training (faults stay fixed)",
     )
@@ -243,10 +244,13 @@ def _domain_description(args: argparse.Namespace) -> tuple[str | None, str | Non
     if given is None:
         return None, None
     path = prompt_bank_file(str(_value(args, "data")))
-    if given != 1:  # 0: run_main.py uses one fixed ETT sentence for every dataset
+    if not given:  # run_main.py then uses one fixed ETT sentence for every dataset
         return None, f"--prompt_domain {given} (the prompt bank's description is used)"
-    if not path.is_file():
-        return None, f"--prompt_domain 1 (no {path} here: the prompt bank's description is used)"
+    if not path.is_file():  # run_main.py tests it for truth: 2 reads the file as 1 does
+        return (
+            None,
+            f"--prompt_domain {given} (no {path} here: the prompt bank's description is used)",
+        )
     try:
         text = path.read_text(encoding="utf-8-sig").strip()  # Notepad writes a BOM
     except UnicodeDecodeError:
@@ -422,7 +426,7 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
         ignored.append("--llm_model (the model path decides)")
     if member == "dlinear":
         no_llm = ("llm_model", "llm_model_path", "llm_layers", "llm_dim", "d_model", "d_ff")
-        for k in (*no_llm, "prompt_domain"):
+        for k in (*no_llm, "prompt_domain", "faithful"):
             if getattr(args, k, None) is not None:
                 ignored.append(f"--{k} (DLinear has no LLM)")
         if args.lradj is not None:

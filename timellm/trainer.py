@@ -416,8 +416,9 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------
 
-    def fit(self, train: WindowSet, val: WindowSet) -> TrainResult:
-        """Train, early-stop on ``val`` and leave the model holding its best state.
+    def fit(self, train: WindowSet, val: WindowSet, keep_forecasts: bool = True) -> TrainResult:
+        """Train, early-stop on ``val`` and leave the model holding its best state;
+        ``keep_forecasts`` returns the best epoch's val forecasts too (in memory).
 
         An epoch whose validation MSE is not finite counts as no improvement.
 
@@ -438,7 +439,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(cfg.seed)
         # float16 gradients underflow to zero without loss scaling (bf16 has fp32's range)
         fp16 = getattr(self.model, "compute_dtype", None) == torch.float16
-        scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
 
         history: list[dict[str, float]] = []
         best_val, best_epoch, bad = math.inf, -1, 0
@@ -450,7 +451,7 @@ class Trainer:
             optimiser.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             generator.set_state(ckpt["generator"])
-            if "scaler" in ckpt:
+            if scaler is not None and ckpt.get("scaler"):  # none from a bf16/fp32 epoch
                 scaler.load_state_dict(ckpt["scaler"])
             torch.set_rng_state(ckpt["torch_rng"])  # dropout draws continue where they were
             history, best_state = ckpt["history"], ckpt["best_state"]
@@ -466,7 +467,7 @@ class Trainer:
             train_mse = self._train_epoch(
                 model, optimiser, scheduler, train, generator, epoch, scaler=scaler
             )
-            val_mse, forecast = self._score(val, model, keep=True)
+            val_mse, forecast = self._score(val, model, keep=keep_forecasts)
             improved = math.isfinite(val_mse) and val_mse < best_val  # NaN: no improvement
             if improved:
                 best_val, best_epoch, bad = val_mse, epoch, 0
@@ -494,7 +495,7 @@ class Trainer:
                 optimizer=optimiser.state_dict(),
                 scheduler=scheduler.state_dict(),
                 generator=generator.get_state(),
-                scaler=scaler.state_dict(),
+                scaler=scaler.state_dict() if scaler is not None else {},
                 torch_rng=torch.get_rng_state(),
                 history=history,
                 best_state=best_state,
@@ -560,7 +561,7 @@ class Trainer:
             pred = model(x.to(self.device), ids, mask)
             loss = nn.functional.mse_loss(pred.float(), y.to(self.device))
             stepped = True
-            if scaler is None or not scaler.is_enabled():
+            if scaler is None:
                 self.acc.backward(loss)
                 if cfg.clip_grad:
                     self.acc.clip_grad_norm_(model.parameters(), cfg.clip_grad)

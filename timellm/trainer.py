@@ -532,7 +532,7 @@ class Trainer:
     ) -> float:
         """One pass over the shuffled training windows; returns their mean MSE.
 
-        ``scaler`` (enabled for float16 compute) scales the loss before backward and
+        ``scaler`` (given for float16 compute) scales the loss before backward and
         skips the optimiser step when the scaled gradients overflowed."""
         from tqdm.auto import tqdm
 
@@ -560,17 +560,15 @@ class Trainer:
             optimiser.zero_grad(set_to_none=True)
             pred = model(x.to(self.device), ids, mask)
             loss = nn.functional.mse_loss(pred.float(), y.to(self.device))
+            self.acc.backward(loss if scaler is None else scaler.scale(loss))
+            if scaler is not None:
+                scaler.unscale_(optimiser)  # clip the true gradients, not the scaled ones
+            if cfg.clip_grad:
+                self.acc.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             stepped = True
             if scaler is None:
-                self.acc.backward(loss)
-                if cfg.clip_grad:
-                    self.acc.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                 optimiser.step()
             else:
-                self.acc.backward(scaler.scale(loss))
-                scaler.unscale_(optimiser)  # clip the true gradients, not the scaled ones
-                if cfg.clip_grad:
-                    self.acc.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                 scale = scaler.get_scale()
                 scaler.step(optimiser)  # skipped if any gradient is inf / NaN
                 scaler.update()

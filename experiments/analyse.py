@@ -620,8 +620,12 @@ def member_ablations(
 def training_ablations(
     run: RunData, siblings: dict[str, Path], period: int | None
 ) -> list[dict[str, Any]]:
-    """Rows for the ablations that need their own run: read from siblings or 'not run'."""
+    """Rows for the ablations that need their own run: read from siblings or 'not run'.
+    None for a run without Time-LLM: every one of them changes a Time-LLM setting."""
     from experiments.tune import patch_choices
+
+    if "timellm" not in run.members:
+        return []
 
     patch, stride = 16, 8
     if period:
@@ -701,6 +705,11 @@ def check_ablation_runs(run: RunData, ablation_runs: dict[str, str]) -> dict[str
         res_file = siblings.get(name, Path(f"{run.path}-{name}")) / "results.json"
         if res_file.is_file():
             _sibling_results(run, res_file)
+    if ablation_runs and "timellm" not in run.members:
+        raise UserError(
+            "--ablation-runs: the training ablations change Time-LLM settings, and "
+            f"{run.path} has no timellm member; analyse a run with timellm among --members"
+        )
     return siblings
 
 
@@ -724,7 +733,7 @@ def _probe_member(run: RunData):
 
 def _run_probe(run: RunData, member, splits) -> dict[str, Any]:
     """`timellm.probe.prompt_probe` on the run's test windows."""
-    from timellm.probe import prompt_probe
+    from timellm.probe import VARIANTS, prompt_probe, stat_variants
 
     if splits is None:
         raise UserError(
@@ -732,7 +741,11 @@ def _run_probe(run: RunData, member, splits) -> dict[str, Any]:
         )
     ch = list(splits.eval_channels)
     targets = np.asarray(splits.test.targets()[..., ch], dtype=np.float64)
-    log.info("prompt probe: forecasting %d test windows three times", len(targets))
+    log.info(
+        "prompt probe: forecasting %d test windows %d times",
+        len(targets),
+        len(VARIANTS) + len(stat_variants(member)),
+    )
     return prompt_probe(
         member, splits.test.windows(), targets, channels=ch, seed=int(run.results.get("seed", 0))
     )
@@ -955,18 +968,20 @@ def report_markdown(
         lines += [
             "## Does Time-LLM read its prompt?",
             "",
-            "The fitted Time-LLM forecasts the test windows three times: each series with its "
-            "own prompt, with the prompt of another window of the same channel (windows "
-            "permuted), and with no prompt (never seen in training). Change: mean absolute "
+            "The fitted Time-LLM forecasts the test windows with each series' own prompt, "
+            "with the prompt of another window of the same channel (windows permuted), "
+            "and with no prompt (never seen in training). Change: mean absolute "
             "difference from the own-prompt forecast, relative to its mean absolute value.",
             "",
             "| prompt | test MSE | test MAE | change | DM p vs own |",
             "|---|---|---|---|---|",
         ]
-        for name in ("own", "shuffled", "none"):
+        stats = [k for k in probe if k.startswith("shuffled:")]
+        for name in ["own", "shuffled", "none", *stats]:
             v = probe[name]
+            label = f"own, {name.split(':', 1)[1]} shuffled" if name in stats else name
             lines.append(
-                f"| {name} | {v['mse']:.4f} | {v['mae']:.4f} | {100 * v['change_rel']:.2f}% "
+                f"| {label} | {v['mse']:.4f} | {v['mae']:.4f} | {100 * v['change_rel']:.2f}% "
                 f"| {'–' if name == 'own' else format(v['p'], '.3g')} |"
             )
         lines += [
@@ -976,6 +991,15 @@ def report_markdown(
             f"{100 * shuf['change_rel']:.2f}% on average (Diebold-Mariano p {shuf['p']:.3g}).",
             "",
         ]
+        if stats:
+            top = max(stats, key=lambda k: probe[k]["change_rel"])
+            lines += [
+                'Rows "own, X shuffled" keep the own prompt but state statistic X of the '
+                "window the shuffled prompt comes from: the statistic whose swap moves the "
+                f"forecasts most is the one the model reads most ({top.split(':', 1)[1]}: "
+                f"{100 * probe[top]['change_rel']:.2f}%).",
+                "",
+            ]
 
     if "channel_weights" in an:
         names = r.get("channels") or [str(c) for c in range(len(an["channel_weights"]))]
@@ -1130,8 +1154,13 @@ def report_markdown(
         "",
         "Member ablations are computed from this run folder; Δ > 0 means the ensemble is worse "
         "without the member; `p vs full` is the Diebold-Mariano test of that difference. "
-        "Training ablations come from sibling run folders "
-        f"`{run.path}-<variant>` (same config, one setting changed; same seed).",
+        + (
+            "Training ablations come from sibling run folders "
+            f"`{run.path}-<variant>` (same config, one setting changed; same seed)."
+            if "timellm" in members
+            else "Training ablations change a Time-LLM setting; this run has no timellm "
+            "member (add it to --members for them)."
+        ),
         "",
     ]
     todo = [r for r in training if r["status"] == "not run"]

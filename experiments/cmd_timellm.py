@@ -10,7 +10,9 @@ DLinear member with the same data flags.
 
 ``hybrid-forecast explain timellm [same flags]`` prints the data flow with tensor shapes
 at each stage, the parameters of each component (trainable / frozen, bytes) and the
-measured peak memory of one training step, on one real batch of the training windows.
+measured peak memory and time of one training step on a batch of the command's shape
+(random-walk values; the prompt's description and periods are the run's), and an epoch's
+estimated duration.
 """
 
 from __future__ import annotations

@@ -16,27 +16,30 @@ from experiments.config import RunConfig
 MEMBERS = ["naive", "snaive", "window_mean"]
 
 
-def fake_run_folder(csv: Path, out: Path, router: str = "inverse_error") -> Path:
-    """A run folder as `run` writes it, with noisy copies of the truth as forecasts."""
+def fake_run_folder(
+    csv: Path, out: Path, router: str = "inverse_error", members: list[str] = MEMBERS
+) -> Path:
+    """A run folder as `run` writes it, with noisy copies of the truth as forecasts
+    (the later members noisier)."""
     L, H = 96, 24
     splits = make_splits(load_dataset(data_path=csv), L, H)
     rng = np.random.default_rng(0)
     arrays, scores = {}, {"val": {}, "test": {}}
     for part, split in (("val", splits.val), ("test", splits.test)):
         true = np.asarray(split.targets(), dtype=np.float32)
-        for i, m in enumerate(MEMBERS):
+        for i, m in enumerate(members):
             f = true + (0.2 + 0.2 * i) * rng.standard_normal(true.shape).astype(np.float32)
             arrays[f"{part}/{m}"] = f
             scores[part][m] = {"mse": float(np.mean((f - true) ** 2)), "mae": 0.0}
-        arrays[f"{part}/ensemble"] = np.mean([arrays[f"{part}/{m}"] for m in MEMBERS], axis=0)
+        arrays[f"{part}/ensemble"] = np.mean([arrays[f"{part}/{m}"] for m in members], axis=0)
         scores[part]["ensemble"] = {
             "mse": float(np.mean((arrays[f"{part}/ensemble"] - true) ** 2)),
             "mae": 0.0,
         }
         if part == "test":
             arrays["test/true"] = true
-    w = rng.dirichlet(np.ones(len(MEMBERS)), size=arrays["test/true"].shape[0] * 3)
-    w = w.reshape(-1, 3, len(MEMBERS)).astype(np.float32)
+    w = rng.dirichlet(np.ones(len(members)), size=arrays["test/true"].shape[0] * 3)
+    w = w.reshape(-1, 3, len(members)).astype(np.float32)
     out.mkdir(parents=True)
     np.savez(out / "forecasts.npz", **arrays)
     ramp = np.linspace(0.0, 1.0, H)[:, None]
@@ -45,11 +48,11 @@ def fake_run_folder(csv: Path, out: Path, router: str = "inverse_error") -> Path
         out / "router_weights.npz",
         test=w,
         val=w[:1],
-        members=np.array(MEMBERS),
+        members=np.array(members),
         step_weights=step.astype(np.float32),
     )
     cfg = RunConfig(
-        dataset=None, data_path=str(csv), seq_len=L, pred_len=H, members=MEMBERS, router=router
+        dataset=None, data_path=str(csv), seq_len=L, pred_len=H, members=members, router=router
     )
     (out / "config.yaml").write_text(cfg.to_yaml())
     res = {
@@ -57,7 +60,7 @@ def fake_run_folder(csv: Path, out: Path, router: str = "inverse_error") -> Path
         "seq_len": L,
         "pred_len": H,
         "seed": 0,
-        "members": MEMBERS,
+        "members": members,
         "router": router,
         "windows": splits.window_counts(),
         "periods": [24, 12],
@@ -69,7 +72,8 @@ def fake_run_folder(csv: Path, out: Path, router: str = "inverse_error") -> Path
 
 
 def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
-    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    members = ["naive", "snaive", "timellm"]
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run", members=members)
     # one training ablation already run, found by the sibling naming convention
     sib = tmp_path / "run-patch16"
     sib.mkdir()
@@ -92,7 +96,7 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
         assert section in md
     assert "## Weights along the horizon" in md
     assert "| 1 | 1.000 | 0.000 | 0.000 |" in md and "| 24 | 0.000 | 1.000 | 0.000 |" in md
-    for m in MEMBERS:
+    for m in members:
         assert f"without {m}" in md
     assert "refitted on the other members' validation forecasts" in md  # inverse_error refit
     assert "sibling run" in md and "0.4000" in md  # patch16 read from run-patch16
@@ -211,6 +215,8 @@ def test_injection_ablation_goes_the_other_way_for_an_injecting_run(synth_csv, t
     from experiments.analyse import training_ablations
 
     run = load_run(fake_run_folder(synth_csv(n=1200), tmp_path / "run"))
+    assert training_ablations(run, {}, None) == []  # no timellm: nothing to ablate
+    run.members = [*run.members, "timellm"]
     plain = {r["variant"] for r in training_ablations(run, {}, None)}
     run.config = {"member_params": {"timellm": {"inject": ["ridge"]}}}
     injecting = {r["variant"] for r in training_ablations(run, {}, None)}
@@ -292,6 +298,17 @@ def test_bad_ablation_runs_are_refused_before_any_output(make, needle, synth_csv
     with pytest.raises(UserError, match=needle):
         analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-prompt": str(other)})
     assert not (tmp_path / "report").exists()
+
+
+def test_ablation_runs_of_a_run_without_timellm_are_refused(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text((run_dir / "results.json").read_text())
+    with pytest.raises(UserError, match="no timellm member"):
+        analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-prompt": str(other)})
+    text = analyse(run_dir, out=tmp_path / "report").read_text()
+    assert "Time-LLM without" not in text and "this run has no timellm member" in text
 
 
 def test_unknown_ablation_variant_writes_nothing(synth_csv, tmp_path):

@@ -82,6 +82,15 @@ def test_local_path_truncates_saved_model(tmp_path) -> None:
     assert bb.num_layers == 2 and len(bb.model.layers) == 2 and bb.is_decoder
 
 
+def test_a_weights_file_cut_short_is_one_clear_error(tmp_path) -> None:
+    # what the seeds' user meets when a shard is still downloading
+    _save_with_minilm_tokenizer(random_backbone("qwen2", **TINY_QWEN).model, tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(UserError, match="damaged or incomplete.*repeat the model download"):
+        load_backbone(str(tmp_path), llm_layers=2)
+
+
 def _save_with_minilm_tokenizer(model: torch.nn.Module, path) -> None:
     from transformers import AutoTokenizer
 

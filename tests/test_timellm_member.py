@@ -282,6 +282,28 @@ def test_a_description_of_ones_own_starts_every_prompt(splits):
         member(description="  ")
 
 
+def test_prompt_statistics_are_chosen_checked_and_part_of_the_fingerprint(splits):
+    ours, richer = member(), member(prompt_stats="min+max+mean+seasonal_strength+periods")
+    for m in (ours, richer):
+        m.build()
+    x = splits.val.inputs()[:2]
+    text = richer.builder.build_texts(x)[0]
+    assert ", mean " in text and "seasonal strength" in text and "median" not in text
+    assert "prompt_stats" not in ours.fingerprint()  # older checkpoints still resume
+    assert "prompt_stats" not in member(prompt_stats="min,max,median,trend,periods").fingerprint()
+    assert richer.fingerprint()["prompt_stats"] == [
+        "min",
+        "max",
+        "mean",
+        "seasonal_strength",
+        "periods",
+    ]
+    with pytest.raises(UserError, match="unknown prompt statistic"):
+        member(prompt_stats="min,skew")
+    with pytest.raises(UserError, match="needs prompt=concise"):
+        member(prompt_stats="mean", prompt="official")
+
+
 @pytest.mark.parametrize("backbone", ["llama-random", "minilm"])
 def test_no_prompt_sends_only_the_patches_through_the_llm(splits, backbone):
     m = member(backbone=backbone, prompt="none", epochs=1, train_stride=8, val_stride=8)

@@ -92,7 +92,9 @@ def test_prompt_domain_1_reads_run_mains_description_file(tmp_path, monkeypatch)
     m = parse_official(seed_argv())
     assert m.config["member_params"]["timellm"]["description"] == "变压器油温，每 15 分钟一次。"
     assert not any("prompt_domain" in s for s in m.ignored)
-    assert m.notes == [f"prompt description: {Path('dataset/prompt_bank/ETT.txt')} (16 characters)"]
+    assert (
+        m.notes[0] == f"prompt description: {Path('dataset/prompt_bank/ETT.txt')} (16 characters)"
+    )
     # --set wins; --prompt_domain 0 and other data keep the prompt bank's, and say so
     again = parse_official([*seed_argv(), "--set", "description=mine"])
     assert again.config["member_params"]["timellm"]["description"] == "mine"
@@ -127,6 +129,27 @@ def test_official_defaults_apply_when_flags_are_left_out():
     p = cfg["member_params"]["timellm"]
     assert p["backbone"] == "minilm" and p["d_model"] == 16 and p["lr"] == 1e-4
     assert p["batch_size"] == 32 and p["patience"] == 10 and p["schedule"] == "official_type1"
+
+
+def test_the_rates_run_main_trains_with_are_said():
+    # The seeds' command passes no --learning_rate and no --lradj: 1e-4 with type1, which
+    # run_main.py trains at 1e-4 / 25, then halves from the third epoch on.
+    notes = parse_official(seed_argv()).notes
+    assert [n for n in notes if n.startswith("learning rate:")] == [
+        "learning rate: --learning_rate 0.0001 with --lradj type1 trains at 4e-06, 4e-06, "
+        "2e-06, 1e-06, ... per epoch, as run_main.py does (its OneCycleLR starts at lr/25 and "
+        "is never stepped); --lradj TST or COS trains at the rate given"
+    ]
+    two = parse_official([*seed_argv(), "--train_epochs", "2", "--set", "lr=0.01"]).notes
+    assert "trains at 0.0004, 0.0004 per epoch" in two[-1]
+    for lradj in ("TST", "COS"):
+        assert not any(
+            "learning rate" in n for n in parse_official([*seed_argv(), "--lradj", lradj]).notes
+        )
+    assert (
+        "0.0001 with --lradj constant trains at 4e-06, 4e-06, 4e-06, 4e-06, ..."
+        in (parse_official([*seed_argv(), "--lradj", "constant"]).notes[-1])
+    )
 
 
 def test_our_flags_and_set_pass_through():
@@ -190,13 +213,19 @@ def test_user_errors(argv, match):
         parse_official(argv.split())
 
 
-def test_data_paths(tmp_path):
+def test_data_paths(tmp_path, monkeypatch):
     csv = tmp_path / "my.csv"
     csv.write_text("date,a\n")
     m = parse_official(
         f"--llm_model BERT --data custom --root_path {tmp_path} --data_path my.csv".split()
     )
     assert m.config["dataset"] is None and m.config["data_path"] == str(csv)
+    # a relative --root_path is stored absolute: config.yaml reruns from any folder
+    monkeypatch.chdir(tmp_path.parent)
+    m = parse_official(
+        f"--llm_model BERT --data custom --root_path ./{tmp_path.name} --data_path my.csv".split()
+    )
+    assert m.config["data_path"] == str(csv.resolve())
     m = parse_official(
         "--llm_model BERT --data Weather --root_path /nope --data_path weather.csv".split()
     )
@@ -259,7 +288,8 @@ def test_cli_runs_a_tiny_seed_like_command(tmp_path, synth_csv, tiny_llama, caps
     )
     assert main(argv.split()) == 0
     cap = capsys.readouterr()
-    assert cap.err.startswith("ignored (no meaning here): --is_training")
+    assert cap.err.startswith("learning rate: --learning_rate 0.01 with --lradj type1")
+    assert "\nignored (no meaning here): --is_training" in cap.err
     assert "test MSE" in cap.out and "ignored" not in cap.out
     assert (tmp_path / "run" / "results.json").is_file()
     assert (tmp_path / "run" / "members" / "timellm" / "checkpoint.pt").is_file()

@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from timellm.backbone import load_backbone
-from timellm.prompt import DATASETS, PromptBuilder, load_description, window_stats
+from timellm.prompt import (
+    DATASETS,
+    STAT_LABELS,
+    PromptBuilder,
+    load_description,
+    parse_stats,
+    window_stats,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +33,7 @@ def test_window_stats_match_a_manual_loop() -> None:
             assert stats["min"][w, c] == pytest.approx(z.min())
             assert stats["max"][w, c] == pytest.approx(z.max())
             assert stats["median"][w, c] == pytest.approx(np.median(z))
-            assert stats["up"][w, c] == (np.diff(z).sum() > 0)
+            assert stats["trend"][w, c] == (np.diff(z).sum() > 0)
 
 
 def test_texts_are_window_major_with_extras(tokenizer) -> None:
@@ -45,6 +52,54 @@ def test_texts_are_window_major_with_extras(tokenizer) -> None:
     assert official[0].startswith("<|start_prompt|>") and "top 5 lags are : [24]" in official[0]
     with pytest.raises(ValueError):
         pb.build_texts(x, extra=["one"])
+
+
+def test_chosen_statistics_are_stated_in_order_with_their_values(tokenizer) -> None:
+    rng = np.random.default_rng(3)
+    t = np.arange(96)
+    x = np.stack([np.sin(2 * np.pi * t / 24) + 0.1 * rng.standard_normal(96)] * 2, axis=-1)
+    x = np.stack([3 + 2 * x, np.full((96, 2), 5.0)])  # [2, 96, 2]: daily cycle, constant
+    pb = PromptBuilder(tokenizer, "D.", 8, [24], stats="mean,std+last,volatility,window_period")
+    texts = pb.build_texts(x)
+    z = (x[0, :, 0] - x[0, :, 0].mean()) / np.sqrt(x[0, :, 0].var() + 1e-5)
+    expected = (
+        f"Input: mean {x[0, :, 0].mean():.3g}, std {x[0, :, 0].std():.3g}, last {z[-1]:.3g}, "
+        f"volatility {np.diff(z).std():.3g}, window period 24."
+    )
+    assert texts[0].endswith(expected), texts[0]
+    assert texts[2].endswith("mean 5, std 0, last 0, volatility 0, window period none.")
+    strength = PromptBuilder(tokenizer, "D.", 8, [24], stats=["seasonal_strength"])
+    assert float(strength.build_texts(x)[0].split("seasonal strength ")[1][:-1]) > 0.9
+    # the paper's five, in the paper's order, are the default and give the same text
+    default = PromptBuilder(tokenizer, "D.", 8, [24]).build_texts(x)
+    named = PromptBuilder(tokenizer, "D.", 8, [24], stats="min,max,median,trend,periods")
+    assert named.build_texts(x) == default
+    assert set(parse_stats(None)) < set(STAT_LABELS)
+
+
+def test_bad_statistics_are_refused(tokenizer) -> None:
+    with pytest.raises(ValueError, match="unknown prompt statistic"):
+        parse_stats("min,mode")
+    with pytest.raises(ValueError, match="twice"):
+        parse_stats("min+min")
+    with pytest.raises(ValueError, match="at least one"):
+        parse_stats(" , ")
+    with pytest.raises(ValueError, match="official prompt"):
+        PromptBuilder(tokenizer, "D.", 8, [24], official=True, stats="mean")
+
+
+def test_a_swapped_statistic_comes_from_the_donor_window(tokenizer) -> None:
+    x = np.zeros((2, 10, 1))
+    x[0, :, 0] = np.arange(10)  # rises
+    x[1, :, 0] = 100 - np.arange(10) ** 2  # falls, another level
+    pb = PromptBuilder(tokenizer, "D.", 4, [24], stats="mean,trend")
+    own = pb.build_texts(x)
+    donor = x[::-1]
+    swapped = pb.build_texts(x, swap=["trend"], donor=donor)
+    assert "mean 4.5, trend downward" in swapped[0] and "mean 4.5, trend upward" in own[0]
+    assert "trend upward" in swapped[1] and own[1].split(",")[0] == swapped[1].split(",")[0]
+    with pytest.raises(ValueError, match="donor"):
+        pb.build_texts(x, swap=["trend"])
 
 
 def test_encode_left_pads_and_caches(tokenizer) -> None:

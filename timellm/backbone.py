@@ -360,9 +360,17 @@ def load_backbone(
         # transformers otherwise loads the checkpoint's own dtype (dtype="auto"): a bf16
         # checkpoint would run in bf16 although float32 was asked for.
         kwargs["dtype"] = dtype or torch.float32
+    from safetensors import SafetensorError
+
     try:
         with _quiet_transformers():
             model = AutoModel.from_pretrained(path, **kwargs)
+    except SafetensorError as exc:  # a shard cut short, e.g. a download still running
+        reason = " ".join(str(exc).split())
+        raise UserError(
+            f"cannot load backbone '{spec}': a weights file is damaged or incomplete "
+            f"({reason}); finish or repeat the model download"
+        ) from exc
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())
         raise UserError(f"cannot load backbone '{spec}': {reason}") from exc

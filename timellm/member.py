@@ -33,7 +33,7 @@ import hashlib
 import json
 import logging
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ from ensemble.data import Split, Windows
 from ensemble.errors import UserError
 from ensemble.forecaster import BaseForecaster
 from timellm import inject as inj
+from timellm.prompt import DEFAULT_STATS, parse_stats
 from timellm.trainer import (
     SCHEDULES,
     TrainConfig,
@@ -67,7 +68,12 @@ _RUNTIME_ONLY = {"workdir", "resume", "progress", "eval_batch_size", "device"}
 
 # Settings added after checkpoints were first written, with their defaults: left out of
 # the fingerprint at these values, so those checkpoints still resume.
-_ADDED_LATER = {"pct_start": 0.2, "backbone_dropout": False, "description": None}
+_ADDED_LATER = {
+    "pct_start": 0.2,
+    "backbone_dropout": False,
+    "description": None,
+    "prompt_stats": None,
+}
 
 
 def _check_sizes(dropout: float, **sizes: int) -> None:
@@ -78,6 +84,21 @@ def _check_sizes(dropout: float, **sizes: int) -> None:
             raise UserError(f"timellm: {name} must be >= 1 (got {value})")
     if not 0 <= dropout < 1:
         raise UserError(f"timellm: dropout must be in [0, 1) (got {dropout})")
+
+
+def _prompt_stats(value: str | list[str] | None, prompt: str) -> list[str] | None:
+    """The checked statistics, None for the paper's default (so that older checkpoints,
+    written before the setting existed, keep their fingerprint)."""
+    try:
+        stats = parse_stats(value)
+    except ValueError as exc:
+        raise UserError(f"timellm: {exc}") from None
+    if stats != DEFAULT_STATS and prompt != "concise":
+        raise UserError(
+            f"timellm: prompt_stats needs prompt=concise (the {prompt} prompt states "
+            "no chosen statistics); drop prompt_stats or set prompt=concise"
+        )
+    return None if stats == DEFAULT_STATS else list(stats)
 
 
 def data_identity(train: Split, val: Split, tr_starts: np.ndarray, va_starts: np.ndarray) -> str:
@@ -146,6 +167,10 @@ class TimeLLMForecaster(BaseForecaster):
             paper's ablation of Prompt-as-Prefix).
         description: the dataset description the prompt starts with; None (default)
             takes ours from the prompt bank (`timellm.prompt.load_description`).
+        prompt_stats: what the concise prompt states about each window, in order:
+            "min,max,mean,seasonal_strength,..." or a list of names from
+            `timellm.prompt.STAT_LABELS`; None (default) is min, max, median, trend and
+            the run's periods, as the paper's prompt.
         backbone_dropout: train with the frozen backbone in train mode, its dropout on,
             as the official code does; False (default) keeps it in eval mode while the
             trainable parts train (no noise from a model that does not learn, faster
@@ -198,6 +223,7 @@ class TimeLLMForecaster(BaseForecaster):
         prompt_max_length: int = 256,
         prompt: str = "concise",
         description: str | None = None,
+        prompt_stats: str | list[str] | None = None,
         backbone_dropout: bool = False,
         load_in_4bit: bool = False,
         load_in_8bit: bool = False,
@@ -226,6 +252,7 @@ class TimeLLMForecaster(BaseForecaster):
             not isinstance(description, str) or not description.strip()
         ):
             raise UserError(f"timellm: description must be a non-empty text (got {description!r})")
+        prompt_stats = _prompt_stats(prompt_stats, prompt)
         if sample not in ("windows", "series"):
             raise UserError(f"sample must be 'windows' or 'series' (got {sample!r})")
         if train_stride < 1 or val_stride < 1:
@@ -356,6 +383,7 @@ class TimeLLMForecaster(BaseForecaster):
             seq_len=self.seq_len,
             max_length=self.prompt_max_length,
             official=self.prompt == "official",
+            stats=self.prompt_stats,
         )
         self.model = model
         return model
@@ -415,6 +443,7 @@ class TimeLLMForecaster(BaseForecaster):
         series: np.ndarray,
         starts: np.ndarray,
         forecasts: dict[str, np.ndarray] | None,
+        swap: tuple[Sequence[str], np.ndarray] | None = None,
         chunk: int = 2048,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and masks for every (window, channel), built a chunk of windows at a
@@ -424,6 +453,8 @@ class TimeLLMForecaster(BaseForecaster):
             series: [T, C] rows.
             starts: [W] window start rows.
             forecasts: member name -> [W, H, C] classical forecasts to summarise, or None.
+            swap: (statistics, donor starts [W]): state those statistics of the window
+                starting at the donor row instead (`timellm.probe`).
 
         Returns:
             ids [W, C, P] int32 and mask [W, C, P] bool.
@@ -434,15 +465,27 @@ class TimeLLMForecaster(BaseForecaster):
             # `TimeLLM` drops before the backbone (PatchLinear ignores prompts anyway).
             return torch.zeros(w, c, 1, dtype=torch.int32), torch.zeros(w, c, 1, dtype=torch.bool)
         texts: list[str] = []
+        names, donors = swap if swap else ((), None)
         for s in range(0, w, chunk):
             x = inj.gather(series, starts[s : s + chunk], 0, self.seq_len)  # [w', L, C]
+            donor = None
+            if donors is not None:
+                donor = inj.gather(series, donors[s : s + chunk], 0, self.seq_len)
             if not forecasts:
-                texts += self.builder.build_texts(x)
+                texts += self.builder.build_texts(x, swap=names, donor=donor)
                 continue
             extra = inj.summaries(x, {k: f[s : s + chunk] for k, f in forecasts.items()})
+
+            def per_series(a: np.ndarray) -> np.ndarray:  # [w', L, C] -> [w' * C, L, 1]
+                return np.moveaxis(a, 2, 1).reshape(-1, self.seq_len, 1)
+
             # One "window" per series so that each channel gets its own summary.
-            per_series = np.moveaxis(x, 2, 1).reshape(-1, self.seq_len, 1)
-            texts += self.builder.build_texts(per_series, extra)
+            texts += self.builder.build_texts(
+                per_series(x),
+                extra,
+                swap=names,
+                donor=None if donor is None else per_series(donor),
+            )
         ids, mask = self.builder.encode(texts)
         return ids.to(torch.int32).view(w, c, -1), mask.bool().view(w, c, -1)
 
@@ -452,8 +495,9 @@ class TimeLLMForecaster(BaseForecaster):
         starts: np.ndarray,
         has_targets: bool,
         forecasts: dict[str, np.ndarray] | None,
+        swap: tuple[Sequence[str], np.ndarray] | None = None,
     ) -> WindowSet:
-        ids, mask = self._prompts(series, starts, forecasts)
+        ids, mask = self._prompts(series, starts, forecasts, swap)
         return WindowSet(
             series=torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32)),
             starts=torch.as_tensor(starts, dtype=torch.long),
@@ -563,15 +607,23 @@ class TimeLLMForecaster(BaseForecaster):
                 return forecast
         return self.predict_set(self.prompt_set(windows))
 
-    def prompt_set(self, windows: Windows) -> WindowSet:
+    def prompt_set(
+        self, windows: Windows, swap: tuple[Sequence[str], np.ndarray] | None = None
+    ) -> WindowSet:
         """Every window of ``windows`` with its prompts (and injected forecasts), ready for
-        `predict_set`; callers may swap the prompts (see `timellm.probe`)."""
+        `predict_set`; callers may swap the prompts (see `timellm.probe`).
+
+        Args:
+            windows: the windows to forecast.
+            swap: (statistics, donors [W]): window ``w``'s prompt states those
+                statistics of window ``donors[w]`` (same channel), the rest its own.
+        """
         if windows.seq_len != self.seq_len:
             raise UserError(f"timellm expects L={self.seq_len}, got windows of {windows.seq_len}")
         forecasts = None
         if self.inject:
             forecasts = {n: m.predict(windows.x) for n, m in self.injectors.items()}
-        data = self._window_set(windows.context, np.arange(windows.n), False, forecasts)
+        data = self._window_set(windows.context, np.arange(windows.n), False, forecasts, swap)
         _check_prompts(self.model, data)
         return data
 

@@ -301,8 +301,8 @@ def _data(args: argparse.Namespace) -> tuple[str | None, str | None]:
     if name is not None:
         # The registered split rule; the file where the user keeps it, else our data dir,
         # but only for that dataset's own file (not ETTm1.csv read as ETTh1)
-        if file.is_file():
-            return name, str(file)
+        if file.is_file():  # absolute: the run's config.yaml reruns from any folder
+            return name, str(file.resolve())
         if file.stem.lower() != name.lower():
             raise UserError(
                 f"data file not found: {file} (from --root_path and --data_path), and it is "
@@ -317,7 +317,7 @@ def _data(args: argparse.Namespace) -> tuple[str | None, str | None]:
             f"data file not found: {file} (from --root_path and --data_path); check the "
             "paths, or use --data ETTh1/ETTm1/... with --data-dir DIR"
         )
-    return None, str(file)
+    return None, str(file.resolve())
 
 
 def map_official(args: argparse.Namespace) -> OfficialMapping:
@@ -413,6 +413,8 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
         params[key.strip()] = _coerce(val.strip())
         from_set.add(key.strip())
     _check_settings(cfg, params, from_set)
+    if member == "timellm":
+        notes += _lr_notes(params)
     cfg["member_params"] = {member: params}
 
     ignored += [
@@ -438,6 +440,25 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     if itr < 1:
         raise UserError("--itr must be >= 1")
     return OfficialMapping(cfg, member, ignored, checks, itr, notes)
+
+
+def _lr_notes(params: dict[str, Any]) -> list[str]:
+    """The learning rates run_main.py actually trains with under type1 and constant
+    (`timellm.trainer.official_epoch_lr`): 25 times below --learning_rate, which the
+    official code never says. Empty for the other schedules."""
+    from timellm.trainer import official_epoch_lr
+
+    schedule = params.get("schedule")
+    if schedule not in ("official_type1", "official_constant"):
+        return []
+    lr, epochs = float(params["lr"]), int(params["epochs"])
+    rates = ", ".join(f"{official_epoch_lr(schedule, lr, e):.3g}" for e in range(min(epochs, 4)))
+    more = ", ..." if epochs > 4 else ""
+    return [
+        f"learning rate: --learning_rate {lr:g} with --lradj {schedule.split('_', 1)[1]} trains "
+        f"at {rates}{more} per epoch, as run_main.py does (its OneCycleLR starts at lr/25 and is "
+        "never stepped); --lradj TST or COS trains at the rate given"
+    ]
 
 
 # Member settings that must be whole numbers >= 1, with the official flag that sets each

@@ -9,7 +9,11 @@ changes:
   (min / max / median / trend, injected forecasts) describe a different window;
 * ``none``: no prompt (every token masked out), which a model trained with prompts never
   saw, so it measures dependence on the prefix being there at all rather than on its
-  content.
+  content;
+* ``shuffled:<statistic>`` (one per window statistic the prompt states, e.g.
+  ``shuffled:min``): the own prompt with only that statistic taken from the window
+  ``shuffled`` takes the whole prompt from (the same permutation), so each statistic's
+  share of the whole prompt's effect can be read off.
 
 If ``shuffled`` barely moves the forecasts, the model does not use what its prompt says
 about the window: the prefix then acts as a fixed context, whatever its wording. The
@@ -35,12 +39,22 @@ if TYPE_CHECKING:
 VARIANTS = ("own", "shuffled", "none")
 
 
+def stat_variants(member: TimeLLMForecaster) -> list[str]:
+    """``shuffled:<statistic>`` for each statistic the member's prompt states that
+    differs between windows (not the run's periods, the same in every prompt)."""
+    builder = getattr(member, "builder", None)
+    if builder is None:
+        return []
+    return [f"shuffled:{name}" for name in builder.stats if name != "periods"]
+
+
 def prompt_probe(
     member: TimeLLMForecaster,
     windows: Windows,
     targets: np.ndarray,
     channels: Sequence[int] | None = None,
     seed: int = 0,
+    per_statistic: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Score the member's forecasts under each prompt variant.
 
@@ -50,6 +64,8 @@ def prompt_probe(
         targets: [W, H, C'] their targets, in the same (scaled) space.
         channels: the C' forecast channels that ``targets`` holds (None: all C).
         seed: seed of the window permutation for ``shuffled``.
+        per_statistic: also the ``shuffled:<statistic>`` variants (one more forecast of
+            every window each).
 
     Returns:
         variant -> {"mse", "mae", "change", "change_rel", "p"}: errors against the
@@ -69,10 +85,14 @@ def prompt_probe(
             mask=torch.zeros_like(own_set.mask[..., :1]),
         ),
     }
+    names = list(VARIANTS) + (stat_variants(member) if per_statistic else [])
     out: dict[str, dict[str, float]] = {}
     own = own_loss = None
-    for name in VARIANTS:
-        pred = member.predict_set(sets[name]).astype(np.float64)
+    for name in names:
+        data = sets.get(name)
+        if data is None:  # one statistic from the shuffled window, the rest its own
+            data = member.prompt_set(windows, swap=([name.split(":", 1)[1]], perm))
+        pred = member.predict_set(data).astype(np.float64)
         if channels is not None:
             pred = pred[..., list(channels)]
         err = pred - targets

@@ -21,11 +21,64 @@ import torch
 from torch import Tensor
 
 # Our concise template. Statistics are of the instance-normalised window, as the official
-# model computes them after RevIN.
+# model computes them after RevIN; ``{stats}`` lists the chosen ones (`STAT_LABELS`).
 TEMPLATE = (
     "{description} Task: forecast the next {pred_len} steps from the previous {seq_len}. "
-    "Input: min {min}, max {max}, median {median}, trend {trend}, top periods {periods}.{extra}"
+    "Input: {stats}.{extra}"
 )
+
+# What the concise prompt can state about a window, and how it names each in the text.
+# min / max / median / last / volatility are of the RevIN-normalised window (what the
+# patches carry); mean and std are the window's level and scale in the data the model is
+# given, which RevIN removes from the patches, so only the prompt can tell the LLM.
+STAT_LABELS = {
+    "min": "min",
+    "max": "max",
+    "median": "median",
+    "trend": "trend",  # upward / downward: last value above or below the first
+    "periods": "top periods",  # the run's periods (the same in every prompt)
+    "mean": "mean",
+    "std": "std",
+    "last": "last",
+    "volatility": "volatility",  # std of the normalised window's first differences
+    "seasonal_strength": "seasonal strength",  # F_S at the window's best-fitting period
+    "trend_strength": "trend strength",  # F_T (`periodicity.features`)
+    "window_period": "window period",  # the period that fits this window best (or none)
+    "acf1": "lag-1 autocorrelation",
+}
+DEFAULT_STATS = ("min", "max", "median", "trend", "periods")
+# Statistics read off `periodicity.features.window_features` (their names there).
+_FEATURE_STATS = {
+    "seasonal_strength": "seasonal_strength",
+    "trend_strength": "trend_strength",
+    "window_period": "period",
+    "acf1": "acf1",
+}
+
+
+def parse_stats(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The prompt's statistics from "min,max,mean" (or "min+max"), a list, or None (the
+    default `DEFAULT_STATS`).
+
+    Raises:
+        ValueError: an unknown or repeated name, or none at all.
+    """
+    if value is None:
+        return DEFAULT_STATS
+    names = value.replace("+", ",").split(",") if isinstance(value, str) else list(value)
+    names = [str(n).strip() for n in names if str(n).strip()]
+    unknown = [n for n in names if n not in STAT_LABELS]
+    if unknown:
+        raise ValueError(
+            f"unknown prompt statistic(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(STAT_LABELS)}"
+        )
+    if not names:
+        raise ValueError("prompt_stats needs at least one statistic (prompt=none drops the prompt)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"prompt_stats names a statistic twice: {','.join(names)}")
+    return tuple(names)
+
 
 # The official wording (with our periods instead of its broken lags and full-precision
 # numbers); kept to measure what the concise prompt saves.
@@ -55,35 +108,69 @@ def load_description(dataset: str | None) -> str:
     return (bank / f"{name}.txt").read_text(encoding="utf-8").strip()
 
 
-def window_stats(x: np.ndarray, eps: float = 1e-5) -> dict[str, np.ndarray]:
+def window_stats(
+    x: np.ndarray,
+    stats: Sequence[str] = ("min", "max", "median", "trend"),
+    periods: Sequence[int] = (),
+    eps: float = 1e-5,
+) -> dict[str, np.ndarray]:
     """Prompt statistics of every series of every window, vectorised.
 
-    Each series is first normalised as RevIN does (mean 0, population std 1), then:
-    min, max, median, and trend = sign of the summed first differences (x[-1] - x[0]).
+    Each series is first normalised as RevIN does (mean 0, population std 1, ``eps``
+    added to the variance); "min", "max", "median", "last" and "volatility" are of that
+    normalised series, "mean" and "std" of the series as given, "trend" is whether it
+    ends above its start, and the rest come from `periodicity.features.window_features`
+    with ``periods`` as its candidates. "periods" is not per window and is skipped.
 
     Args:
         x: [W, L, C] windows.
+        stats: names from `STAT_LABELS`.
+        periods: candidate periods for the seasonal statistics.
         eps: RevIN's variance epsilon.
 
     Returns:
-        "min", "max", "median": [W, C] floats; "up": [W, C] bools.
+        name -> [W, C] array ("trend": bools, True for upward; "window_period": ints).
     """
     x = np.asarray(x, dtype=np.float64)
     mean = x.mean(axis=1, keepdims=True)
     std = np.sqrt(x.var(axis=1, keepdims=True) + eps)
     z = (x - mean) / std
-    return {
-        "min": z.min(axis=1),
-        "max": z.max(axis=1),
-        "median": np.median(z, axis=1),
-        "up": (z[:, -1, :] - z[:, 0, :]) > 0,
+    compute = {
+        "min": lambda: z.min(axis=1),
+        "max": lambda: z.max(axis=1),
+        "median": lambda: np.median(z, axis=1),
+        "trend": lambda: (z[:, -1, :] - z[:, 0, :]) > 0,
+        "mean": lambda: mean[:, 0, :],
+        "std": lambda: x.std(axis=1),
+        "last": lambda: z[:, -1, :],
+        "volatility": lambda: np.diff(z, axis=1).std(axis=1),
     }
+    out = {name: compute[name]() for name in stats if name in compute}
+    wanted = [name for name in stats if name in _FEATURE_STATS]
+    if wanted:
+        from periodicity.features import window_features
+
+        feats, names = window_features(x, [int(p) for p in periods])
+        for name in wanted:
+            out[name] = feats[..., names.index(_FEATURE_STATS[name])]
+        if "window_period" in out:
+            out["window_period"] = out["window_period"].astype(np.int64)
+    return out
 
 
 def _fmt(values: np.ndarray, compact: bool) -> list[str]:
     if compact:
         return [f"{v:.3g}" for v in values.ravel().tolist()]
     return [str(v) for v in values.astype(np.float32).ravel().tolist()]
+
+
+def _format_stat(name: str, values: np.ndarray) -> list[str]:
+    """The texts of one statistic's [W, C] values, window-major then channel."""
+    if name == "trend":
+        return np.where(values, "upward", "downward").ravel().tolist()
+    if name == "window_period":
+        return [str(v) if v > 0 else "none" for v in values.ravel().tolist()]
+    return [f"{v:.3g}" if np.isfinite(v) else "undefined" for v in values.ravel().tolist()]
 
 
 class PromptBuilder:
@@ -97,6 +184,9 @@ class PromptBuilder:
         seq_len: lookback L written into the task line (default: taken from the windows).
         max_length: token cap per prompt; longer prompts are cut from the right.
         official: use the official wording and number format (for measurements).
+        stats: what the concise prompt states about each window, in this order (names
+            from `STAT_LABELS`; see `parse_stats`); the official wording has its fixed
+            five.
     """
 
     def __init__(
@@ -109,6 +199,7 @@ class PromptBuilder:
         seq_len: int | None = None,
         max_length: int = 256,
         official: bool = False,
+        stats: str | Sequence[str] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.description = description.strip()
@@ -117,17 +208,32 @@ class PromptBuilder:
         self.seq_len = seq_len
         self.max_length = max_length
         self.official = official
+        self.stats = parse_stats(stats)
+        if official and self.stats != DEFAULT_STATS:
+            raise ValueError(
+                "the official prompt states min, max, median, trend and lags only; "
+                "choose other statistics with the concise prompt"
+            )
         self._cache: dict[str, list[int]] = {}
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (tokenizer.eos_token_id or 0))
 
-    def build_texts(self, x: np.ndarray, extra: Sequence[str] | None = None) -> list[str]:
+    def build_texts(
+        self,
+        x: np.ndarray,
+        extra: Sequence[str] | None = None,
+        swap: Sequence[str] = (),
+        donor: np.ndarray | None = None,
+    ) -> list[str]:
         """One prompt per window and channel.
 
         Args:
             x: [W, L, C] windows in the scale the model sees.
             extra: optional text per window (e.g. the classical members' forecast
                 summaries), appended to every channel's prompt of that window.
+            swap: statistics stated with ``donor``'s values instead of ``x``'s
+                (`timellm.probe`: which statistics does the model read?).
+            donor: [W, L, C] windows, required with ``swap``.
 
         Returns:
             W * C texts, window-major then channel.
@@ -138,33 +244,53 @@ class PromptBuilder:
         w, seq_len, c = x.shape
         if extra is not None and len(extra) != w:
             raise ValueError(f"extra has {len(extra)} entries for {w} windows")
-        stats = window_stats(x)
-        compact = not self.official
-        mins, maxs, meds = (_fmt(stats[k], compact) for k in ("min", "max", "median"))
-        trends = np.where(stats["up"], "upward", "downward").ravel().tolist()
-        template = OFFICIAL_TEMPLATE if self.official else TEMPLATE
-        # Everything shared by all prompts is formatted once; the loop only fills numbers.
-        head, _, tail = template.partition("{min}")
+        values = window_stats(x, self.stats, self.periods)
+        if swap:
+            if donor is None or np.shape(donor) != x.shape:
+                raise ValueError(f"swap needs donor windows of shape {x.shape}")
+            values.update(window_stats(donor, [n for n in swap if n in values], self.periods))
+        extras = [""] * w if extra is None else [f" {e.strip()}" if e else "" for e in extra]
+        if self.official:
+            return self._official_texts(values, seq_len, extras, c)
+        periods = ", ".join(map(str, self.periods)) if self.periods else "none"
+        # Everything shared by all prompts is formatted once; the loop only joins numbers.
+        head, _, tail = (
+            TEMPLATE.replace("{description}", self.description)
+            .replace("{pred_len}", str(self.pred_len))
+            .replace("{seq_len}", str(self.seq_len or seq_len))
+            .partition("{stats}")
+        )
+        tail = tail.replace("{extra}", "")
+        columns = [
+            [f"{STAT_LABELS[name]} {periods}"] * (w * c)
+            if name == "periods"
+            else [f"{STAT_LABELS[name]} {v}" for v in _format_stat(name, values[name])]
+            for name in self.stats
+        ]
+        return [
+            head + ", ".join(parts) + tail + extras[i // c]
+            for i, parts in enumerate(zip(*columns, strict=True))
+        ]
+
+    def _official_texts(
+        self, values: dict[str, np.ndarray], seq_len: int, extras: list[str], c: int
+    ) -> list[str]:
+        """The official wording with full-precision numbers (`OFFICIAL_TEMPLATE`)."""
+        mins, maxs, meds = (_fmt(values[k], compact=False) for k in ("min", "max", "median"))
+        trends = np.where(values["trend"], "upward", "downward").ravel().tolist()
+        head, _, tail = OFFICIAL_TEMPLATE.partition("{min}")
         head = (
             head.replace("{description}", self.description)
             .replace("{pred_len}", str(self.pred_len))
             .replace("{seq_len}", str(self.seq_len or seq_len))
         )
-        periods = ", ".join(map(str, self.periods)) if self.periods else "none"
-        if self.official:
-            periods = str(self.periods)
-        tail = "{min}" + tail.replace("{periods}", periods)
-        extras = [""] * w if extra is None else [f" {e.strip()}" if e else "" for e in extra]
+        tail = "{min}" + tail.replace("{periods}", str(self.periods))
         return [
             head
             + tail.format(
-                min=mins[i],
-                max=maxs[i],
-                median=meds[i],
-                trend=trends[i],
-                extra=extras[i // c],
+                min=mins[i], max=maxs[i], median=meds[i], trend=trends[i], extra=extras[i // c]
             )
-            for i in range(w * c)
+            for i in range(len(mins))
         ]
 
     def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:

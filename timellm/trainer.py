@@ -483,11 +483,12 @@ class Trainer:
             }
             history.append(row)
             log.info(
-                "epoch %d: train %.4f val %.4f%s (%.0fs)",
+                "epoch %d: train %.4f val %.4f%s (lr %.3g, %.0fs)",
                 epoch,
                 train_mse,
                 val_mse,
                 " *" if improved else "",
+                lr,
                 row["seconds"],
             )
             self._save_checkpoint(

@@ -77,12 +77,10 @@ def handle(args) -> int:
 
     mapping, cfg, _ = _mapping(args)
     _notices(mapping)
-    base_out = cfg.out
-    for i in range(mapping.itr):
+    for i, out in enumerate(mapping.outs):
         cfg_i = copy.deepcopy(cfg)
         cfg_i.seed = cfg.seed + i
-        if mapping.itr > 1:
-            cfg_i.out = f"{base_out}_itr{i}"
+        cfg_i.out = out
         res = run(cfg_i, progress=not args.quiet)
         print(
             f"{res['dataset']} L={res['seq_len']} H={res['pred_len']} seed={res['seed']}: "

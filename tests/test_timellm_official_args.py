@@ -69,7 +69,7 @@ def test_seed_command_maps_to_the_same_config_as_run_flags(tmp_path, monkeypatch
     }
     argv = ["run", "--dataset", "ETTm1", "--features", "M", "--target", "OT"]
     argv += ["--seq-len", "512", "--pred-len", "96", "--percent", "100", "--seed", "2021"]
-    argv += ["--members", "timellm", "--out", "runs/ETTm1_512_96-Qwen3B"]
+    argv += ["--members", "timellm", "--out", mapping.outs[0]]  # run_main.py's folder name
     for k, v in sets.items():
         argv += ["--set", f"timellm.{k}={v}"]
     ours = config_from_args(build_parser().parse_args(argv))
@@ -150,6 +150,21 @@ def test_the_rates_run_main_trains_with_are_said():
         "0.0001 with --lradj constant trains at 4e-06, 4e-06, 4e-06, 4e-06, ..."
         in (parse_official([*seed_argv(), "--lradj", "constant"]).notes[-1])
     )
+
+
+def test_run_folders_are_named_as_run_main_names_its_checkpoints():
+    # run_main.py: checkpoints/<setting>-<model_comment>, so another lookback gets its own
+    name = "long_term_forecast_ETTm1_512_96_TimeLLM_ETTm1_ftM_sl512_ll48_pl96_dm32_nh8_el2_dl1_df32_fc3_ebtimeF_test_{}-Qwen3B"
+    assert parse_official(seed_argv()).outs == ["runs/" + name.format(0)]
+    assert parse_official(seed_argv()).config["out"] == "runs/" + name.format(0)
+    other = parse_official([*seed_argv(), "--seq_len", "336"]).outs[0]
+    assert "_sl336_" in other and other != "runs/" + name.format(0)
+    assert parse_official([*seed_argv(), "--itr", "2"]).outs == [
+        "runs/" + name.format(0),
+        "runs/" + name.format(1),
+    ]
+    assert parse_official([*seed_argv(), "--itr", "2", "--out", "r"]).outs == ["r_itr0", "r_itr1"]
+    assert parse_official([*seed_argv(), "--out", "r"]).outs == ["r"]
 
 
 def test_our_flags_and_set_pass_through():

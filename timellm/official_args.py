@@ -179,7 +179,11 @@ def add_official_arguments(parser: argparse.ArgumentParser) -> None:
     )
     o.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     o.add_argument("--device", help="cpu | cuda (default: best available)")
-    o.add_argument("--out", help="run folder (default runs/<model_id>-<model_comment>)")
+    o.add_argument(
+        "--out",
+        help="run folder (default: run_main.py's checkpoint folder name under runs/, "
+        "runs/<task>_<model_id>_<model>_<data>_ft.._sl.._ll.._pl.._..._<des>_<ii>-<model_comment>)",
+    )
     o.add_argument("--data-dir", "--data_dir", dest="data_dir", help="folder with ETT-small/...")
     o.add_argument(
         "--set",
@@ -209,6 +213,8 @@ class OfficialMapping:
         notes: what a flag took from elsewhere, e.g. the description file it read.
         checks: channel counts to verify once the data is loaded: enc_in, dec_in, c_out.
         itr: how many seeds to run (official ``--itr``: seed, seed + 1, ...).
+        notes: what a flag took from elsewhere, or what the official code does silently.
+        outs: the run folder of each of the ``itr`` runs.
     """
 
     config: dict[str, Any]
@@ -217,6 +223,30 @@ class OfficialMapping:
     checks: dict[str, int] = field(default_factory=dict)
     itr: int = 1
     notes: list[str] = field(default_factory=list)
+    outs: list[str] = field(default_factory=list)
+
+
+# run_main.py's defaults of the flags that only name its checkpoint folder.
+_NAMING_DEFAULTS = {"e_layers": 2, "d_layers": 1, "factor": 1, "embed": "timeF", "des": "test"}
+
+
+def official_setting(args: argparse.Namespace, ii: int = 0) -> str:
+    """run_main.py's name for run ``ii`` of ``--itr`` (its checkpoint folder is this plus
+    ``-<model_comment>``): task, model id, model, data, features, sl, ll, pl, dm, nh, el,
+    dl, df, fc, eb, des, ii. A change of lookback, horizon or size gets its own folder."""
+
+    def v(name: str) -> Any:
+        given = getattr(args, name, None)
+        if given is not None:
+            return given
+        return _NAMING_DEFAULTS[name] if name in _NAMING_DEFAULTS else OFFICIAL_DEFAULTS[name]
+
+    return (
+        f"{v('task_name')}_{v('model_id')}_{v('model')}_{v('data')}_ft{v('features')}"
+        f"_sl{v('seq_len')}_ll{v('label_len')}_pl{v('pred_len')}_dm{v('d_model')}"
+        f"_nh{v('n_heads')}_el{v('e_layers')}_dl{v('d_layers')}_df{v('d_ff')}"
+        f"_fc{v('factor')}_eb{v('embed')}_{v('des')}_{ii}"
+    )
 
 
 def _value(args: argparse.Namespace, name: str) -> Any:
@@ -335,7 +365,15 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
         raise UserError(f"--model {model} is not available here: use TimeLLM or DLinear")
 
     dataset, data_path = _data(args)
-    out = args.out or f"runs/{_value(args, 'model_id')}-{_value(args, 'model_comment')}"
+    itr = int(_value(args, "itr"))
+    if itr < 1:
+        raise UserError("--itr must be >= 1")
+    if args.out:
+        outs = [args.out] if itr == 1 else [f"{args.out}_itr{i}" for i in range(itr)]
+    else:  # run_main.py's folder names: another lookback or size never replaces a run
+        comment = _value(args, "model_comment")
+        outs = [f"runs/{official_setting(args, i)}-{comment}" for i in range(itr)]
+    out = outs[0]
     cfg: dict[str, Any] = dict(
         dataset=dataset,
         data_path=data_path,
@@ -436,10 +474,7 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     checks = {
         k: getattr(args, k) for k in ("enc_in", "dec_in", "c_out") if getattr(args, k) is not None
     }
-    itr = int(_value(args, "itr"))
-    if itr < 1:
-        raise UserError("--itr must be >= 1")
-    return OfficialMapping(cfg, member, ignored, checks, itr, notes)
+    return OfficialMapping(cfg, member, ignored, checks, itr, notes, outs)
 
 
 def _lr_notes(params: dict[str, Any]) -> list[str]:

@@ -282,6 +282,24 @@ def test_a_description_of_ones_own_starts_every_prompt(splits):
         member(description="  ")
 
 
+def test_a_gpu_out_of_memory_is_one_line_with_the_fallbacks(splits, monkeypatch):
+    from timellm.trainer import Trainer
+
+    def no_memory(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    m = member(batch_size=8)
+    monkeypatch.setattr(Trainer, "fit", no_memory)
+    with pytest.raises(
+        UserError, match=r"out of memory while training; lower batch_size \(now 8\)"
+    ):
+        m.fit(splits.train, splits.val)
+    monkeypatch.setattr(Trainer, "predict", no_memory)
+    m.model = m.build()
+    with pytest.raises(UserError, match=r"while predicting; lower eval_batch_size"):
+        m.predict(splits.val.windows())
+
+
 def test_prompt_statistics_are_chosen_checked_and_part_of_the_fingerprint(splits):
     ours, richer = member(), member(prompt_stats="min+max+mean+seasonal_strength+periods")
     for m in (ours, richer):

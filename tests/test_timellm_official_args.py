@@ -330,6 +330,13 @@ def test_explain_timellm_prints_flow_parameters_and_memory(synth_csv, tiny_llama
     assert stages["input"] == [2, 32, 1] and stages["output (de-normalised)"] == [2, 8, 1]
     assert info["parameters"]["llm"]["trainable"] == 0 and info["parameters"]["head"]["trainable"]
     assert info["memory"]["rss_peak_mb"] > 0
+    # Adam's two float32 moments per trainable parameter, which the step does not allocate
+    adam = 8 * info["totals"]["trainable"] / 2**20
+    assert info["memory"]["adam_state_mb"] == pytest.approx(adam, abs=0.06)
+    assert main(argv.replace(" --json", "").split()) == 0
+    assert f"Adam's two moments per trainable parameter, {round(adam, 1)} MiB" in (
+        capsys.readouterr().out
+    )
 
 
 @pytest.mark.parametrize(

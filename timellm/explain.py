@@ -1,7 +1,8 @@
 """Explain a Time-LLM model: data flow with shapes, parameters, memory of one step.
 
 `explain(model, batch_size, seq_len, n_vars)` runs one real training step (forward,
-backward; no optimiser update, so the model is left unchanged) on random windows with a
+backward; no optimiser update, so the model is left unchanged, and Adam's state is added
+by arithmetic: two float32 moments per trainable parameter) on random windows with a
 realistic prompt, records the tensor shape at every stage with forward hooks, counts
 parameters per component and measures peak memory: RSS on CPU (sampled while the step
 runs; Linux only), `torch.cuda.max_memory_allocated` on GPU. `render` turns the result
@@ -214,6 +215,9 @@ def explain(
     ]
     params = {name: _param_stats(getattr(model, name)) for name in _COMPONENTS}
     totals = {k: sum(p[k] for p in params.values()) for k in params["llm"]}
+    # The step above updates nothing, so Adam's two float32 moments per trainable
+    # parameter are not in its peak; training holds them from the first update on.
+    memory["adam_state_mb"] = round(2 * 4 * totals["trainable"] / 2**20, 1)
     return {
         "stages": stages,
         "parameters": params,
@@ -337,6 +341,18 @@ def render(info: dict[str, Any]) -> str:
     if "cuda_max_allocated_mb" in mem:
         lines.append(
             f"GPU max allocated: {mem['cuda_max_allocated_mb']} MiB (+{mem['cuda_step_mb']} MiB)"
+        )
+    if "adam_state_mb" in mem:
+        peak = mem.get("cuda_max_allocated_mb", mem.get("rss_peak_mb"))
+        total = f": about {peak + mem['adam_state_mb']:.1f} MiB in all" if peak else ""
+        where = (
+            " (plus the CUDA context, which PyTorch does not count)"
+            if ("cuda_max_allocated_mb" in mem)
+            else ""
+        )
+        lines.append(
+            f"Training adds Adam's two moments per trainable parameter, "
+            f"{mem['adam_state_mb']} MiB, not in the step above{total}{where}"
         )
     timing = info.get("timing") or {}
     if timing:

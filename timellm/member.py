@@ -29,11 +29,12 @@ optionally the classical forecasts summary (`timellm.inject`, out-of-fold on tra
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -549,11 +550,32 @@ class TimeLLMForecaster(BaseForecaster):
             on_epoch=self.on_epoch,
         )
         every_val_window = len(va_starts) == val.n_windows  # else run predicts them all
-        result = trainer.fit(tr_set, va_set, keep_forecasts=every_val_window)
+        with self._out_of_memory_hint("training"):
+            result = trainer.fit(tr_set, va_set, keep_forecasts=every_val_window)
         self.history, self.best_epoch = result.history, result.best_epoch
         if result.val_forecast is not None:
             self._val_forecast = (val.windows().context, result.val_forecast.numpy())
         return self
+
+    @contextlib.contextmanager
+    def _out_of_memory_hint(self, doing: str) -> Iterator[None]:
+        """A GPU out of memory is one line naming the settings that shrink a step (the
+        seeds' fallbacks), not a traceback; a fit resumes from its last finished epoch."""
+        try:
+            yield
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            size = (
+                f"batch_size (now {self.batch_size})"
+                if doing == "training"
+                else f"eval_batch_size (now {self.eval_batch_size})"
+            )
+            raise UserError(
+                f"timellm: the GPU ran out of memory while {doing}; lower {size}, seq_len "
+                f"(now {self.seq_len}) or llm_layers (now {self.llm_layers}), or load the "
+                "backbone in 4-bit (`hybrid-forecast explain timellm` measures a step's peak "
+                "memory); a rerun resumes from the last finished epoch"
+            ) from None
 
     def _selected_starts(self, train: Split, val: Split) -> tuple[np.ndarray, np.ndarray]:
         """The train and val window starts `fit` trains and early-stops on."""
@@ -634,7 +656,8 @@ class TimeLLMForecaster(BaseForecaster):
         trainer = Trainer(
             self.model, self.train_config(), accelerator=self._accelerator(), progress=self.progress
         )
-        return trainer.predict(data).numpy().astype(np.float32)
+        with self._out_of_memory_hint("predicting"):
+            return trainer.predict(data).numpy().astype(np.float32)
 
     # ----------------------------------------------------------------------- persistence
 

@@ -713,22 +713,32 @@ def check_ablation_runs(run: RunData, ablation_runs: dict[str, str]) -> dict[str
     return siblings
 
 
-def _probe_member(run: RunData):
+def _saved_timellm(run: RunData, flag: str, needs_prompt: bool):
     """The run's saved Time-LLM member, checked before any work is done."""
     from timellm.member import TimeLLMForecaster
 
     model_dir = run.path / "members" / "timellm" / "model"
     if "timellm" not in run.members or not (model_dir / "config.json").is_file():
         raise UserError(
-            f"--prompt-probe needs the run's Time-LLM member saved in {model_dir}; "
+            f"{flag} needs the run's Time-LLM member saved in {model_dir}; "
             "rerun with timellm among --members"
         )
     meta = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("kwargs", {})
-    if meta.get("backbone") == "none" or meta.get("prompt") == "none":
-        raise UserError(
-            "--prompt-probe: this run's Time-LLM has no prompt (backbone=none or prompt=none)"
-        )
+    if meta.get("backbone") == "none":
+        raise UserError(f"{flag}: this run's Time-LLM has no LLM (backbone=none)")
+    if needs_prompt and meta.get("prompt") == "none":
+        raise UserError(f"{flag}: this run's Time-LLM has no prompt (prompt=none)")
     return TimeLLMForecaster.load(model_dir, progress=None)  # bars on a terminal
+
+
+def _run_prototypes(member, splits) -> dict[str, Any]:
+    """`timellm.prototypes.describe_prototypes` over the run's test windows."""
+    from timellm.prototypes import describe_prototypes
+
+    if splits is None:
+        raise UserError("--prototypes: the run's data could not be reloaded; check its config.yaml")
+    log.info("prototypes: nearest words and attention over %d test windows", splits.test.n_windows)
+    return describe_prototypes(member, splits.test.inputs())
 
 
 def _run_probe(run: RunData, member, splits) -> dict[str, Any]:
@@ -1001,6 +1011,39 @@ def report_markdown(
                 "",
             ]
 
+    protos = an.get("prototypes")
+    if protos:
+        c = protos["top1_cosine"]
+        lines += [
+            "## What the text prototypes stand for",
+            "",
+            f"Each of the {protos['num_prototypes']} text prototypes is a learned mix of the "
+            "backbone's word embeddings; its nearest vocabulary entries by cosine similarity "
+            "are the closest thing it has to a word. Mean cosine to the nearest entry: "
+            f"{c['trained']:.3f} trained, {c['initial']:.3f} at initialisation, "
+            f"{c['random']:.3f} for random directions, and {c['word']:.3f} from a vocabulary "
+            "entry to its nearest other entry. Training moved the prototype matrix by "
+            f"{protos['moved']:.2f} times its initial norm. The {len(protos['prototypes'])} "
+            f"prototypes the test patches attend to most take {100 * protos['top_share']:.1f}% "
+            f"of the reprogramming attention (uniform: "
+            f"{100 * len(protos['prototypes']) * protos['uniform_share']:.1f}%).",
+            "",
+            "| prototype | attention share | nearest entries (cosine) | at initialisation |",
+            "|---|---|---|---|",
+        ]
+
+        def words(ws: list[str], cs: list[float]) -> str:
+            cells = [w.replace("|", "\\|") for w in ws]  # "|" would end the table cell
+            return ", ".join(f'"{w}" ({c:.2f})' for w, c in zip(cells, cs, strict=True))
+
+        for row in protos["prototypes"]:
+            lines.append(
+                f"| {row['index']} | {100 * row['share']:.2f}% | "
+                f"{words(row['words'], row['cosines'])} | "
+                f"{words(row['initial_words'], row['initial_cosines'])} |"
+            )
+        lines.append("")
+
     if "channel_weights" in an:
         names = r.get("channels") or [str(c) for c in range(len(an["channel_weights"]))]
         lines += [
@@ -1180,6 +1223,7 @@ def analyse(
     out: str | Path | None = None,
     ablation_runs: dict[str, str] | None = None,
     prompt_probe: bool = False,
+    prototypes: bool = False,
 ) -> Path:
     """Write the routing report of a run folder; returns the report's path.
 
@@ -1189,10 +1233,15 @@ def analyse(
         ablation_runs: {variant: run folder} overriding the ``<RUN_DIR>-<variant>`` convention.
         prompt_probe: also forecast the test windows with the run's saved Time-LLM under
             counterfactual prompts (`timellm.probe`; minutes on a CPU).
+        prototypes: also list the saved Time-LLM's most-used text prototypes with their
+            nearest words (`timellm.prototypes`; seconds).
     """
     run = load_run(run_dir)
     siblings = check_ablation_runs(run, ablation_runs or {})
-    probe_member = _probe_member(run) if prompt_probe else None
+    member = None
+    if prompt_probe or prototypes:
+        flag = "--prompt-probe" if prompt_probe else "--prototypes"
+        member = _saved_timellm(run, flag, needs_prompt=prompt_probe)
     out = Path(out) if out else run.path
     out.mkdir(parents=True, exist_ok=True)
     periods = [int(p) for p in run.results.get("periods") or []]
@@ -1226,8 +1275,10 @@ def analyse(
     else:
         feat_note = "The run's data could not be reloaded; features skipped."
     an = analyse_run(run, feats, val_true, refit)
-    if probe_member is not None:
-        an["prompt_probe"] = _run_probe(run, probe_member, splits)
+    if prompt_probe:
+        an["prompt_probe"] = _run_probe(run, member, splits)
+    if prototypes:
+        an["prototypes"] = _run_prototypes(member, splits)
     training = training_ablations(run, siblings, period)
     figures = make_figures(run, feats, out)
     write_json(out / "routing_analysis.json", {**an, "training_ablations": training})

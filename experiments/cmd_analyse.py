@@ -30,6 +30,12 @@ def add_parser(sub) -> None:
         help="also forecast the test windows with the saved Time-LLM under swapped and "
         "removed prompts: does it read its prompt? (minutes on a CPU)",
     )
+    p.add_argument(
+        "--prototypes",
+        action="store_true",
+        help="also list the saved Time-LLM's most-used text prototypes with their nearest "
+        "words, trained and at initialisation (seconds)",
+    )
     p.set_defaults(func=handle)
 
 
@@ -45,6 +51,12 @@ def handle(args) -> int:
                 f"--ablation-runs {item!r}: expected VARIANT=DIR, e.g. patch16=runs/p16"
             )
         runs[k.strip()] = v.strip()
-    path = analyse(args.run_dir, out=args.out, ablation_runs=runs, prompt_probe=args.prompt_probe)
+    path = analyse(
+        args.run_dir,
+        out=args.out,
+        ablation_runs=runs,
+        prompt_probe=args.prompt_probe,
+        prototypes=args.prototypes,
+    )
     print(f"routing report: {path}")
     return 0

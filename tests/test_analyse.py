@@ -300,6 +300,13 @@ def test_bad_ablation_runs_are_refused_before_any_output(make, needle, synth_csv
     assert not (tmp_path / "report").exists()
 
 
+def test_prototypes_need_a_saved_timellm_and_write_nothing_without_one(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    with pytest.raises(UserError, match="--prototypes needs the run's Time-LLM member"):
+        analyse(run_dir, out=tmp_path / "report", prototypes=True)
+    assert not (tmp_path / "report").exists()
+
+
 def test_ablation_runs_of_a_run_without_timellm_are_refused(synth_csv, tmp_path):
     run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
     other = tmp_path / "other"

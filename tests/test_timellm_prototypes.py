@@ -1,0 +1,98 @@
+"""Text prototypes (`timellm.prototypes`): nearest words, initial values, attention share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import synthetic_frame, tiny_timellm
+
+from ensemble.data import load_dataset, make_splits
+from timellm.prototypes import (
+    attention_share,
+    describe_prototypes,
+    initial_prototypes,
+    nearest_words,
+)
+
+pytestmark = pytest.mark.usefixtures("tiny_backbone")
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "synth.csv"
+    synthetic_frame(n=400, channels=2).to_csv(path, index=False)
+    return make_splits(load_dataset(data_path=path), 32, 8)
+
+
+def test_nearest_words_match_a_brute_force_search_across_chunks():
+    gen = torch.Generator().manual_seed(0)
+    protos, emb = torch.randn(6, 5, generator=gen), torch.randn(50, 5, generator=gen)
+    cos, ids = nearest_words(protos, emb, k=3, chunk=7)  # 8 chunks, the last one short
+    full = F.normalize(protos, dim=1) @ F.normalize(emb, dim=1).T
+    want_cos, want_ids = full.topk(3, dim=1)
+    torch.testing.assert_close(cos, want_cos)
+    assert torch.equal(ids, want_ids)
+
+
+@pytest.mark.parametrize("prototype_map", ["lowrank", "full"])
+def test_initial_prototypes_are_the_built_models(prototype_map):
+    m = tiny_timellm(prototype_map=prototype_map, num_prototypes=12, seed=3)
+    model = m.build()
+    emb = model.llm.get_input_embeddings().weight.detach().float()
+    with torch.no_grad():
+        built = model.prototypes(emb).float()
+    torch.testing.assert_close(initial_prototypes(m, emb), built)
+    other = tiny_timellm(prototype_map=prototype_map, num_prototypes=12, seed=4)
+    other.build()
+    assert not torch.allclose(initial_prototypes(other, emb), built)
+
+
+def test_attention_shares_sum_to_one_and_are_uniform_without_queries(splits):
+    m = tiny_timellm(num_prototypes=16)
+    model = m.build().eval()
+    x = splits.test.inputs()
+    share = attention_share(model, x, batch=5)
+    assert share.shape == (16,) and share.sum() == pytest.approx(1.0, abs=1e-5)
+    assert share.std() > 0  # random queries prefer some prototypes
+    with torch.no_grad():  # a patch with no query attends to every prototype alike
+        model.reprogramming.query.weight.zero_()
+        model.reprogramming.query.bias.zero_()
+    np.testing.assert_allclose(attention_share(model, x), np.full(16, 1 / 16), rtol=1e-5)
+
+
+def test_described_prototypes_of_a_trained_member(splits):
+    m = tiny_timellm(num_prototypes=16, epochs=1).fit(splits.train, splits.val)
+    d = describe_prototypes(m, splits.test.inputs(), top=4, k=3)
+    shares = [row["share"] for row in d["prototypes"]]
+    assert len(shares) == 4 and shares == sorted(shares, reverse=True)
+    assert d["top_share"] == pytest.approx(sum(shares)) and d["uniform_share"] == 1 / 16
+    assert d["moved"] > 0  # training changed them
+    row = d["prototypes"][0]
+    assert len(row["words"]) == 3 and all(isinstance(w, str) for w in row["words"])
+    assert row["cosines"] == sorted(row["cosines"], reverse=True)
+    assert set(d["top1_cosine"]) == {"trained", "initial", "random", "word"}
+    assert all(-1 <= v <= 1 for v in d["top1_cosine"].values())
+
+
+def test_analyse_lists_the_prototypes_of_a_run(synth_csv, tmp_path):
+    from experiments.analyse import analyse
+    from experiments.cli import main
+
+    argv = ["run", "--data-path", str(synth_csv(n=500, channels=2)), "--seq-len", "32"]
+    argv += ["--pred-len", "8", "--members", "naive,timellm", "--router", "mean"]
+    argv += ["--out", str(tmp_path / "run"), "--quiet"]
+    for kv in (
+        "d_model=8",
+        "d_ff=16",
+        "n_heads=2",
+        "num_prototypes=16",
+        "epochs=1",
+        "train_stride=4",
+    ):
+        argv += ["--set", f"timellm.{kv}"]
+    assert main(argv) == 0
+    text = analyse(tmp_path / "run", out=tmp_path / "report", prototypes=True).read_text()
+    section = text.split("## What the text prototypes stand for")[1].split("\n## ")[0]
+    assert "at initialisation" in section and section.count("\n| ") == 16  # header + 15

@@ -17,6 +17,7 @@ import http.client
 import io
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -63,6 +64,11 @@ def sha256_file(path: Path) -> str:
 
 
 def _fetch(url: str, timeout: float) -> bytes:
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file", "ftp"):
+        raise UserError(
+            f"cannot download {url}: not a URL; set ${URL_ENV} to one such as "
+            "https://host/path or file:///folder"
+        )
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.read()

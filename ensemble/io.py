@@ -84,3 +84,42 @@ def _jsonable(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class FolderLock:
+    """An exclusive lock on ``folder/.lock`` while one process writes the folder.
+
+    Two runs writing one folder at once would leave one run's config beside the other's
+    results. The operating system drops the lock when its holder exits, however it ends,
+    so a killed run leaves no stale lock. POSIX ``flock``; ``msvcrt.locking`` on Windows.
+
+    Raises:
+        BlockingIOError: another process holds the lock (caught by callers, who know
+            what to tell the user).
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._fh = open(folder / ".lock", "a+b")  # held open: closing it unlocks
+        try:
+            _lock_nonblocking(self._fh.fileno())
+        except OSError:
+            self._fh.close()
+            raise BlockingIOError(errno.EAGAIN, "locked by another process", str(folder)) from None
+
+    def release(self) -> None:
+        """Unlock (closing the file unlocks too); a second call does nothing."""
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def _lock_nonblocking(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -728,7 +728,8 @@ def _saved_timellm(run: RunData, flag: str, needs_prompt: bool):
         raise UserError(f"{flag}: this run's Time-LLM has no LLM (backbone=none)")
     if needs_prompt and meta.get("prompt") == "none":
         raise UserError(f"{flag}: this run's Time-LLM has no prompt (prompt=none)")
-    return TimeLLMForecaster.load(model_dir, progress=None)  # bars on a terminal
+    # bars on a terminal; the best device here, whichever the run trained on
+    return TimeLLMForecaster.load(model_dir, progress=None, device=None)
 
 
 def _run_prototypes(member, splits) -> dict[str, Any]:

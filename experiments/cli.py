@@ -15,6 +15,7 @@ short is marked failed at once instead of after the heartbeat grace.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import signal
@@ -128,7 +129,25 @@ _RESUME_HINT = {
 
 # Paths that cannot be written or read as asked (--out naming a file, a folder under a
 # file, no permission): the user's input, not a fault of the program.
-_PATH_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+_PATH_ERRORS = (
+    FileExistsError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+# Other OS errors that are about the place written to, not a bug: errno -> what to do
+# (EDQUOT is not defined on Windows).
+_DISK_ERRORS = {
+    getattr(errno, name): fix
+    for name, fix in (
+        ("ENOSPC", "free some disk space or write elsewhere (e.g. --out on another disk)"),
+        ("EDQUOT", "free some of your disk quota or write elsewhere"),
+        ("ENAMETOOLONG", "give a shorter path"),
+        ("EROFS", "the disk is read-only: write elsewhere (e.g. --out)"),
+    )
+    if hasattr(errno, name)
+}
 
 
 def _flag_of(path: str | None, parser: argparse.ArgumentParser | None, args) -> str | None:
@@ -184,6 +203,16 @@ def main(argv: list[str] | None = None) -> int:
         leaf = _leaf_parser(parser, args) if parser is not None and args is not None else None
         fix = _path_fix(exc, _flag_of(exc.filename, leaf, args))
         print(f"error: cannot use {where}: {exc.strerror or exc}; {fix}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        _close_progress_bars()
+        where = exc.filename or "a file"
+        print(
+            f"error: cannot write {where}: {exc.strerror}; {_DISK_ERRORS[exc.errno]}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt as exc:
         _close_progress_bars()

@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
             f"--patch-len {args.patch_len} is longer than --seq-len {args.seq_len}: give a "
             "patch that fits in the lookback"
         )
+    if not 0 <= args.seed < 2**32:  # numpy's seeds; torch's would overflow past 2**64
+        raise UserError(f"--seed must be from 0 to 4294967295 (got {args.seed})")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

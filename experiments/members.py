@@ -302,7 +302,8 @@ def _fourier_periods(value: Any) -> list[int]:
     if value is None or value == 0 or str(value).strip().lower() in ("", "none"):
         return []
     parts = value if isinstance(value, list | tuple) else str(value).split("+")
-    return [_as_int("fourier", v, minimum=2) for v in parts if str(v).strip()]
+    # a period beyond ten million steps is no data's and overflows the saved model's ints
+    return [_as_int("fourier", v, minimum=2, maximum=10**7) for v in parts if str(v).strip()]
 
 
 # setting -> LightGBMForecaster argument, cast
@@ -314,7 +315,8 @@ _LIGHTGBM_CASTS = (
     ("rounds", "num_boost_round", _positive_int),
     ("lr", "learning_rate", _positive_float),
     ("num_leaves", "num_leaves", lambda k, v: _as_int(k, v, minimum=2)),  # LightGBM's minimum
-    ("threads", "num_threads", _positive_int),
+    # OpenMP allocates per thread: a huge count is an abort, not an error message
+    ("threads", "num_threads", lambda k, v: _as_int(k, v, minimum=1, maximum=1024)),
     ("level_feature", "level_feature", _as_bool),
 )
 _LIGHTGBM_SETTINGS = ("seed", *(k for k, _, _ in _LIGHTGBM_CASTS))

@@ -28,7 +28,7 @@ import numpy as np
 from ensemble import hybrid, metrics
 from ensemble.data import Dataset, Splits, make_splits
 from ensemble.errors import UserError
-from ensemble.io import write_json, write_npz, write_text
+from ensemble.io import FolderLock, write_json, write_npz, write_text
 from experiments import registry
 from experiments.config import RunConfig
 
@@ -389,6 +389,12 @@ RUN_OUTPUTS = (
     "training.png",
     "routing_report.md",
     "routing_analysis.json",
+    # `analyse`'s figures, which describe the router of the run they were drawn from
+    "weights_distribution.png",
+    "weights_over_time.png",
+    "weights_vs_features.png",
+    "win_rates.png",
+    "router_vs_mean.png",
 )
 
 
@@ -422,7 +428,26 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
     finally:
         logging.getLogger().removeHandler(early)
-    handler = _setup_logging(out)
+    # A run replaces the outputs of the run before it in its folder; a folder that never
+    # held a run (no config.yaml, which a run writes first) may hold the user's own files
+    # of those names, which are not ours to delete.
+    theirs = [n for n in RUN_OUTPUTS if (out / n).is_file()]
+    if theirs and not (out / "config.yaml").is_file():
+        raise UserError(
+            f"{out} holds {', '.join(theirs)} but is not a run folder (no config.yaml); "
+            "give a new or empty --out"
+        )
+    try:
+        lock = FolderLock(out)
+    except BlockingIOError:
+        raise UserError(
+            f"another run is writing to {out}; wait for it to finish or give another --out"
+        ) from None
+    try:
+        handler = _setup_logging(out)
+    except BaseException:
+        lock.release()
+        raise
     early.setTarget(handler)
     early.close()  # flushes the buffered records into run.log
     try:
@@ -632,6 +657,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+        lock.release()
 
 
 def default_out(cfg: RunConfig) -> str:

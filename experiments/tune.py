@@ -25,6 +25,7 @@ marks itself ``surplus`` (FAIL, not counted) before doing any work.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -412,6 +413,25 @@ def _identity(spec: TuneSpec) -> dict[str, Any]:
         "max_seq_len": spec.max_seq_len,
         "max_periods": spec.max_periods,
     }
+
+
+def _check_folder_study(spec: TuneSpec) -> None:
+    """Refuse a folder whose reports belong to another study: its best_config.yaml,
+    trials.csv and summaries would be replaced by this one's (the default study name
+    holds the dataset, horizon and members, so another of them is another study)."""
+    held = Path(spec.out) / "tune_spec.json"
+    if not held.is_file():
+        return
+    try:
+        other = json.loads(held.read_text(encoding="utf-8")).get("study")
+    except (ValueError, AttributeError, OSError):
+        return  # damaged: the rerun rewrites it
+    if other and other != spec.study:
+        raise UserError(
+            f"{spec.out} holds the reports of study {other!r}, not {spec.study!r} (another "
+            f"dataset, horizon or member list); give another --out, or --study {other} to "
+            "continue that one"
+        )
 
 
 def check_identity(spec: TuneSpec, attrs: dict[str, Any], dataset=None) -> None:
@@ -909,6 +929,7 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
         raise UserError(f"--seed must lie in 0 .. {2**32 - 1} (got {spec.seed})")
     if spec.max_periods < 1:
         raise UserError(f"--max-periods must be at least 1 (got {spec.max_periods})")
+    _check_folder_study(spec.resolved())
     specs = registry.parse_members(spec.members)
     bases = [registry.parse_spec(s)[0] for s in specs]
     if len(set(bases)) != len(bases):

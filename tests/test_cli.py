@@ -228,6 +228,44 @@ def test_path_error_names_the_flag_of_the_path(monkeypatch, tmp_path, capsys):
     assert len(lines) == 1 and "check --data-dir" in lines[0] and "--out" not in lines[0], lines
 
 
+@pytest.mark.parametrize(
+    "err,needle",
+    [
+        (OSError(28, "No space left on device", "runs/x/forecasts.npz"), "free some disk space"),
+        (OSError(36, "File name too long", "a" * 300), "give a shorter path"),
+        (FileNotFoundError(2, "No such file or directory", "/proc/foo"), "check --out"),
+    ],
+)
+def test_disk_and_path_errors_are_one_line(err, needle, monkeypatch, capsys):
+    import errno
+
+    import experiments.cmd_run as cmd_run
+
+    if err.errno == 36:
+        err.errno = errno.ENAMETOOLONG  # its number differs between systems
+    if err.errno == 28:
+        err.errno = errno.ENOSPC
+
+    def fails(args):
+        raise err
+
+    monkeypatch.setattr(cmd_run, "handle", fails)
+    assert main(["run", "--dataset", "ETTh1", "--out", "/proc/foo"]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_other_os_errors_still_surface(monkeypatch):
+    import experiments.cmd_run as cmd_run
+
+    def fails(args):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(cmd_run, "handle", fails)
+    with pytest.raises(ConnectionResetError):
+        main(["run", "--dataset", "ETTh1"])
+
+
 _SIGTERM_RUN = """
 import os, signal, sys, time
 from experiments import registry

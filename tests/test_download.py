@@ -64,6 +64,13 @@ def test_offline_is_one_clear_line(tmp_path, monkeypatch):
         dl.download("ETTh1", tmp_path)
 
 
+def test_a_mirror_that_is_not_a_url_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv(dl.URL_ENV, "garbage")
+    with pytest.raises(UserError, match=r"not a URL; set \$HYBRID_FORECAST_DATA_URL"):
+        dl.download("illness", tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 def test_http_error(server, tmp_path, monkeypatch):
     _, url = server
     monkeypatch.setenv(dl.URL_ENV, url)

@@ -197,6 +197,25 @@ def test_failed_rerun_leaves_no_results_of_the_previous_run(
     assert "removed the previous run's results.json" in log and "run failed: UserError" in log
 
 
+def test_a_rerun_removes_the_analysis_of_the_old_run_but_not_a_users_files(synth_csv, tmp_path):
+    csv = synth_csv(n=1400)
+    out = tmp_path / "r"
+    assert main(_synth_run(csv, out)) == 0
+    (out / "win_rates.png").write_bytes(b"old analyse figure")
+    assert main(_synth_run(csv, out, "--router", "median")) == 0
+    assert not (out / "win_rates.png").exists()
+
+
+def test_a_folder_of_ones_own_files_is_not_written_over(synth_csv, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.md").write_text("my notes")
+    assert main(_synth_run(synth_csv(n=1400), mine)) == 2
+    assert "holds results.md but is not a run folder" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["results.md"]
+    assert (mine / "results.md").read_text() == "my notes"
+
+
 def test_data_warnings_reach_run_log_and_temp_files_are_swept(synth_csv, tmp_path):
     def gap(df):
         return df.drop(index=[500, 501])
@@ -319,6 +338,25 @@ def test_non_finite_member_forecasts_stop_the_run(synth_csv, tmp_path, capsys, m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "diverged forecast 1 non-finite value(s)" in err[0]
     assert not (out / "results.json").exists()
+
+
+def test_a_folder_another_run_is_writing_is_refused_untouched(synth_csv, tmp_path, capsys):
+    from ensemble.io import FolderLock
+
+    out = tmp_path / "run"
+    argv = _synth_run(synth_csv(n=1400), out)
+    lock = FolderLock(out)  # another run holds it (flock: per open file, so here too)
+    try:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            f"error: another run is writing to {out}; wait for it to finish or give another --out"
+        ]
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    finally:
+        lock.release()
+    assert main(argv) == 0 and (out / "results.json").is_file()
+    FolderLock(out).release()  # the finished run let go of it
 
 
 def test_out_naming_a_file_is_a_user_error(synth_csv, tmp_path, capsys):
@@ -535,6 +573,8 @@ def test_a_damaged_member_cache_is_refitted(synth_csv, tmp_path, caplog, damage,
         ("arima@d=-1", "d must be >= 0 (got -1)"),
         ("arima@maxiter=0", "maxiter must be > 0 (got 0)"),
         ("arima@fourier=24+1.5", "fourier must be a whole number (got 1.5)"),
+        ("arima@fourier=99999999999999999999", "fourier must be <= 10000000"),
+        ("lightgbm@threads=99999999999999999999", "threads must be <= 1024"),
     ],
 )
 def test_member_settings_are_cast_strictly_before_any_fit(
@@ -548,6 +588,24 @@ def test_member_settings_are_cast_strictly_before_any_fit(
     assert len(err) == 1 and f"{spec}: a setting has the wrong type" in err[0], err
     assert needle in err[0], err
     assert not out.exists()  # refused before the folder is made, let alone a member fitted
+
+
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        ("timellm@device=tpu", "device must be cpu or cuda"),
+        ("timellm@inject=ridge@inject_folds=0", "inject_folds must be >= 2"),
+        ("timellm@patch_len=200", "patch_len 200 is longer than the lookback 96"),
+    ],
+)
+def test_timellm_settings_are_refused_before_any_fit(synth_csv, tmp_path, capsys, spec, needle):
+    out = tmp_path / "r"
+    argv = _synth_run(synth_csv(n=1400), out, "--periods", "24")
+    argv[argv.index("naive,snaive")] = f"naive,{spec}"
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not out.exists()
 
 
 def test_typed_member_settings_from_yaml_are_cast_strictly():

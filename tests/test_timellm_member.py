@@ -282,6 +282,29 @@ def test_a_description_of_ones_own_starts_every_prompt(splits):
         member(description="  ")
 
 
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"patch_len": 100, "seq_len": 36}, "patch_len 100 is longer than the lookback 36"),
+        ({"prompt_max_length": 0}, "prompt_max_length must be >= 1"),
+        ({"lr": -1.0}, "lr must be above 0"),
+        ({"patience": -1}, "patience must be >= 0"),
+        ({"inject": ["ridge"], "inject_folds": 0}, "inject_folds must be >= 2"),
+        ({"device": "tpu"}, "device must be cpu or cuda"),
+    ],
+)
+def test_settings_that_would_fail_inside_the_fit_are_refused_when_built(kwargs, needle):
+    with pytest.raises(UserError, match=needle):
+        member(**kwargs)
+
+
+def test_cuda_without_a_gpu_is_refused_before_loading(monkeypatch, splits):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    m = member(device="cuda")
+    with pytest.raises(UserError, match="no CUDA GPU is visible here"):
+        m.fit(splits.train, splits.val)
+
+
 def test_a_gpu_out_of_memory_is_one_line_with_the_fallbacks(splits, monkeypatch):
     from timellm.trainer import Trainer
 

@@ -422,6 +422,9 @@ def test_bench_step_refuses_a_patch_longer_than_the_lookback(capsys, monkeypatch
     assert err == [
         "error: --patch-len 100 is longer than --seq-len 48: give a patch that fits in the lookback"
     ]
+    for seed in ("-1", "99999999999999999999"):
+        assert main(["bench-step", "--seed", seed]) == 2
+        assert capsys.readouterr().err.startswith("error: --seed must be from 0 to 4294967295")
 
 
 def test_bench_step_sizes_the_backbone_cannot_take_are_one_line(capsys) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -273,6 +274,21 @@ def test_resuming_a_study_made_for_other_settings_is_refused(change, needle, syn
         csv.write_text(synth_csv(n=1200, period=12, name="other.csv").read_text())
     with pytest.raises(UserError, match=needle):
         run_tune(spec, progress=False, plots=False)
+
+
+def test_a_folder_of_another_study_is_refused(synth_csv, tmp_path):
+    from ensemble.errors import UserError
+
+    csv, out = synth_csv(n=1200), tmp_path / "tune"
+    run_tune(_spec(csv, out, trials=1), progress=False, plots=False)
+    before = (out / "trials.csv").read_text()
+    # another horizon: another default study name, in the same folder and database
+    spec = replace(_spec(csv, out, trials=1), pred_len=12, study=None).resolved()
+    with pytest.raises(
+        UserError, match="holds the reports of study 'synth_24_snaive', not 'synth_12_snaive'"
+    ):
+        run_tune(spec, progress=False, plots=False)
+    assert (out / "trials.csv").read_text() == before
 
 
 def test_same_command_same_draws(synth_csv, tmp_path):

@@ -277,7 +277,28 @@ class TimeLLMForecaster(BaseForecaster):
             batch_size=batch_size,
             eval_batch_size=eval_batch_size,
             epochs=epochs,
+            prompt_max_length=prompt_max_length,
         )
+        # Checked here, before any member of a run is fitted, not deep inside this fit.
+        if patch_len > seq_len:
+            raise UserError(
+                f"timellm: patch_len {patch_len} is longer than the lookback {seq_len}; "
+                "give a patch that fits in it"
+            )
+        if not lr > 0:
+            raise UserError(f"timellm: lr must be above 0 (got {lr})")
+        if patience < 0:
+            raise UserError(f"timellm: patience must be >= 0 (got {patience}; 0 runs every epoch)")
+        if inject and inject_folds < 2:
+            raise UserError(
+                f"timellm: inject_folds must be >= 2 (got {inject_folds}): the out-of-fold "
+                "forecasts of the training windows need at least two folds"
+            )
+        if device not in (None, "cpu", "cuda"):
+            raise UserError(
+                f"timellm: device must be cpu or cuda (got {device!r}); leave it out for the "
+                "best available (CUDA_VISIBLE_DEVICES picks the GPU)"
+            )
         args = dict(locals())
         self.kwargs: dict[str, Any] = {
             k: v for k, v in args.items() if k not in ("self", "__class__", "args")
@@ -304,6 +325,11 @@ class TimeLLMForecaster(BaseForecaster):
 
     def _accelerator(self):
         if self._acc is None:
+            if self.device == "cuda" and not torch.cuda.is_available():
+                raise UserError(
+                    f"timellm: device {self.device} asked for, but no CUDA GPU is visible "
+                    "here; set device=cpu or leave it out"
+                )
             self._acc = make_accelerator(self.device)
         return self._acc
 

@@ -97,6 +97,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
                 f"member setting {p!r} in {spec!r} is not key=value (e.g. dlinear@kernel=25)"
             )
         k, v = p.split("=", 1)
+        if k.strip() in params:  # else the last value would win without a word
+            raise UserError(f"member setting {k.strip()!r} is given twice in {spec!r}")
         params[k.strip()] = _coerce(v.strip())
     return base, params
 
@@ -137,10 +139,20 @@ def parse_members(text: str | list[str]) -> list[str]:
             raise UserError(f"unknown member {base!r}: choose from {', '.join(sorted(names))}")
         if s in RESERVED:
             raise UserError(f"{s!r} is reserved for combined forecasts; pick another member name")
-    if len(set(specs)) != len(specs):
-        raise UserError(
-            f"a member is listed twice in {','.join(specs)}; give the copies different @settings"
+    # the same settings written two ways ("period=24" and "period=24.0", settings in
+    # another order, spaces inside a value) are the same model: it must not vote twice
+    seen: dict[tuple[str, tuple], str] = {}
+    for s in specs:
+        base, params = parse_spec(s)
+        canon = tuple(
+            sorted((k, v.replace(" ", "") if isinstance(v, str) else v) for k, v in params.items())
         )
+        if (base, canon) in seen:
+            raise UserError(
+                f"a member is listed twice in {','.join(specs)} ({seen[(base, canon)]} and "
+                f"{s} are the same settings); give the copies different @settings"
+            )
+        seen[(base, canon)] = s
     return specs
 
 

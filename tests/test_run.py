@@ -608,6 +608,23 @@ def test_timellm_settings_are_refused_before_any_fit(synth_csv, tmp_path, capsys
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "members,needle",
+    [
+        ("snaive@period=24,snaive@period=24.0", "listed twice"),
+        ("arima@fourier=4+13,arima@fourier=4 +13", "listed twice"),
+        ("dlinear@kernel=25@lr=0.01,dlinear@lr=0.01@kernel=25", "listed twice"),
+        ("dlinear@kernel=25@kernel=3", "'kernel' is given twice"),
+    ],
+)
+def test_one_model_written_two_ways_is_refused(members, needle, synth_csv, tmp_path, capsys):
+    argv = _synth_run(synth_csv(n=1400), tmp_path / "r")
+    argv[argv.index("naive,snaive")] = members
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+
+
 def test_typed_member_settings_from_yaml_are_cast_strictly():
     from ensemble.errors import UserError
     from experiments import registry

@@ -1,9 +1,11 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes (a reader sees the old file or the new one, never half of one) and
+the lock a run holds on its folder."""
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -92,34 +94,59 @@ class FolderLock:
     Two runs writing one folder at once would leave one run's config beside the other's
     results. The operating system drops the lock when its holder exits, however it ends,
     so a killed run leaves no stale lock. POSIX ``flock``; ``msvcrt.locking`` on Windows.
+    On a file system that cannot lock at all (Lustre mounted ``noflock``, NFS without
+    lockd) the folder is used without a lock, with a warning.
 
     Raises:
-        BlockingIOError: another process holds the lock (caught by callers, who know
-            what to tell the user).
+        BlockingIOError: another process holds the lock (callers know what to tell the
+            user).
     """
 
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self._fh = open(folder / ".lock", "a+b")  # held open: closing it unlocks
+        self._locked = False
         try:
-            _lock_nonblocking(self._fh.fileno())
-        except OSError:
-            self._fh.close()
-            raise BlockingIOError(errno.EAGAIN, "locked by another process", str(folder)) from None
+            _lock(self._fh, True)
+        except OSError as exc:
+            if exc.errno in _HELD:
+                self._fh.close()
+                raise BlockingIOError(
+                    errno.EAGAIN, "locked by another process", str(folder)
+                ) from None
+            logging.getLogger(__name__).warning(
+                "cannot lock %s (%s): two runs writing it at once would mix their files",
+                folder,
+                exc.strerror or exc,
+            )
+        else:
+            self._locked = True
 
     def release(self) -> None:
-        """Unlock (closing the file unlocks too); a second call does nothing."""
-        if not self._fh.closed:
+        """Unlock and close; a second call does nothing."""
+        if self._fh.closed:
+            return
+        try:
+            if self._locked:
+                _lock(self._fh, False)  # explicitly: Windows unlocks a closed file only lazily
+        finally:
             self._fh.close()
 
 
-def _lock_nonblocking(fd: int) -> None:
+# errno values that mean "someone else holds it" (others: this file system cannot lock)
+_HELD = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)}
+
+
+def _lock(fh: Any, on: bool) -> None:
+    """Take (non-blocking) or drop the exclusive lock on an open file: its first byte on
+    Windows (``msvcrt``), the whole file elsewhere (``flock``)."""
     try:
         import fcntl
     except ImportError:  # Windows
         import msvcrt
 
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        fh.seek(0)  # the same byte whatever the file's size
+        msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK if on else msvcrt.LK_UNLCK, 1)
     else:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fh.fileno(), (fcntl.LOCK_EX | fcntl.LOCK_NB) if on else fcntl.LOCK_UN)

@@ -46,7 +46,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -54,6 +54,10 @@ from ensemble import metrics
 from ensemble.errors import UserError
 from ensemble.io import write_json, write_text
 from periodicity.strength import FLAT_TOL, strength
+
+if TYPE_CHECKING:
+    from ensemble.data import Splits
+    from timellm.member import TimeLLMForecaster
 
 log = logging.getLogger("hybrid_forecast.analyse")
 
@@ -617,14 +621,22 @@ def member_ablations(
     return rows
 
 
+def timellm_specs(members: list[str]) -> list[str]:
+    """The run's Time-LLM members, by base name (``timellm@prompt_stats=...`` too)."""
+    from experiments.registry import parse_spec
+
+    return [m for m in members if parse_spec(m)[0] == "timellm"]
+
+
 def training_ablations(
     run: RunData, siblings: dict[str, Path], period: int | None
 ) -> list[dict[str, Any]]:
     """Rows for the ablations that need their own run: read from siblings or 'not run'.
-    None for a run without Time-LLM: every one of them changes a Time-LLM setting."""
+    None (an empty list) for a run without Time-LLM: each changes a Time-LLM setting."""
     from experiments.tune import patch_choices
 
-    if "timellm" not in run.members:
+    specs = timellm_specs(run.members)
+    if not specs:
         return []
 
     patch, stride = 16, 8
@@ -635,8 +647,14 @@ def training_ablations(
             patch, stride = (int(v) for v in halves[-1].split("/"))
     rows = []
     cfg_path = run.path / "config.yaml"
-    members = list(run.members)
-    injects = bool(((run.config.get("member_params") or {}).get("timellm") or {}).get("inject"))
+    from experiments.registry import parse_spec
+
+    own = parse_spec(specs[0])[1]  # timellm@inject=... in the spec, or --set timellm.inject
+    shared = (run.config.get("member_params") or {}).get("timellm") or {}
+    inject = own.get("inject", shared.get("inject"))
+    if isinstance(inject, str):  # "ridge+dlinear"; "none" or "" is off
+        inject = [n for n in inject.replace(",", "+").split("+") if n and n != "none"]
+    injects = bool(inject)
     for name, (desc, sets) in ABLATION_VARIANTS.items():
         if name == ("inject" if injects else "no-inject"):
             continue  # the run itself is that variant
@@ -647,13 +665,11 @@ def training_ablations(
         if res_file.is_file():
             res = _sibling_results(run, res_file)
             row["run"] = str(sib)
-            row["timellm"] = res["test"].get("timellm")
+            row["timellm"] = res["test"].get(specs[0])
             row["ensemble"] = res["test"].get("ensemble")
             row["status"] = "read from sibling run"
         else:
             cmd = ["hybrid-forecast", "run", "--config", str(cfg_path), "--out", str(sib)]
-            if "timellm" not in members:
-                cmd += ["--members", ",".join(members + ["timellm"])]
             for s in sets:
                 cmd += ["--set", s]
             row["status"] = "not run"
@@ -705,7 +721,7 @@ def check_ablation_runs(run: RunData, ablation_runs: dict[str, str]) -> dict[str
         res_file = siblings.get(name, Path(f"{run.path}-{name}")) / "results.json"
         if res_file.is_file():
             _sibling_results(run, res_file)
-    if ablation_runs and "timellm" not in run.members:
+    if ablation_runs and not timellm_specs(run.members):
         raise UserError(
             "--ablation-runs: the training ablations change Time-LLM settings, and "
             f"{run.path} has no timellm member; analyse a run with timellm among --members"
@@ -713,12 +729,20 @@ def check_ablation_runs(run: RunData, ablation_runs: dict[str, str]) -> dict[str
     return siblings
 
 
-def _saved_timellm(run: RunData, flag: str, needs_prompt: bool):
+def _saved_timellm(run: RunData, flag: str, needs_prompt: bool) -> TimeLLMForecaster:
     """The run's saved Time-LLM member, checked before any work is done."""
     from timellm.member import TimeLLMForecaster
 
-    model_dir = run.path / "members" / "timellm" / "model"
-    if "timellm" not in run.members or not (model_dir / "config.json").is_file():
+    specs = timellm_specs(run.members)
+    if len(specs) > 1:
+        raise UserError(
+            f"{flag}: the run has {len(specs)} Time-LLM members ({', '.join(specs)}); analyse "
+            "a run with one (its config.yaml reruns with --members naming it)"
+        )
+    from experiments.run import _safe
+
+    model_dir = run.path / "members" / _safe(specs[0] if specs else "timellm") / "model"
+    if not specs or not (model_dir / "config.json").is_file():
         raise UserError(
             f"{flag} needs the run's Time-LLM member saved in {model_dir}; "
             "rerun with timellm among --members"
@@ -732,7 +756,7 @@ def _saved_timellm(run: RunData, flag: str, needs_prompt: bool):
     return TimeLLMForecaster.load(model_dir, progress=None, device=None)
 
 
-def _run_prototypes(member, splits) -> dict[str, Any]:
+def _run_prototypes(member: TimeLLMForecaster, splits: Splits | None) -> dict[str, Any]:
     """`timellm.prototypes.describe_prototypes` over the run's test windows."""
     from timellm.prototypes import describe_prototypes
 
@@ -1008,7 +1032,9 @@ def report_markdown(
                 'Rows "own, X shuffled" keep the own prompt but state statistic X of the '
                 "window the shuffled prompt comes from: the statistic whose swap moves the "
                 f"forecasts most is the one the model reads most ({top.split(':', 1)[1]}: "
-                f"{100 * probe[top]['change_rel']:.2f}%).",
+                f"{100 * probe[top]['change_rel']:.2f}%). A statistic that is the same in most "
+                "windows (the window period of a strongly periodic series) cannot move them, "
+                "read or not.",
                 "",
             ]
 
@@ -1179,7 +1205,7 @@ def report_markdown(
             f"| {row.get('delta', row['mse'] - full):+.4f} "
             f"| {p_full} | {row['method']} |"
         )
-    if "timellm" not in members:
+    if not timellm_specs(members):
         lines.append(
             "| without timellm | – | – | – | – | not applicable: the run has no timellm member |"
         )
@@ -1201,7 +1227,7 @@ def report_markdown(
         + (
             "Training ablations come from sibling run folders "
             f"`{run.path}-<variant>` (same config, one setting changed; same seed)."
-            if "timellm" in members
+            if timellm_specs(members)
             else "Training ablations change a Time-LLM setting; this run has no timellm "
             "member (add it to --members for them)."
         ),

@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
         "--prototypes",
         action="store_true",
         help="also list the saved Time-LLM's most-used text prototypes with their nearest "
-        "words, trained and at initialisation (seconds)",
+        "words, trained and at initialisation (about a minute on a CPU)",
     )
     p.set_defaults(func=handle)
 

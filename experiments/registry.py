@@ -140,12 +140,15 @@ def parse_members(text: str | list[str]) -> list[str]:
         if s in RESERVED:
             raise UserError(f"{s!r} is reserved for combined forecasts; pick another member name")
     # the same settings written two ways ("period=24" and "period=24.0", settings in
-    # another order, spaces inside a value) are the same model: it must not vote twice
+    # another order, spaces inside a "+" list) are the same model: it must not vote twice
     seen: dict[tuple[str, tuple], str] = {}
     for s in specs:
         base, params = parse_spec(s)
         canon = tuple(
-            sorted((k, v.replace(" ", "") if isinstance(v, str) else v) for k, v in params.items())
+            sorted(
+                (k, v.replace(" ", "") if isinstance(v, str) and "+" in v else v)
+                for k, v in params.items()
+            )
         )
         if (base, canon) in seen:
             raise UserError(

@@ -445,11 +445,11 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         ) from None
     try:
         handler = _setup_logging(out)
+        early.setTarget(handler)
+        early.close()  # flushes the buffered records into run.log
     except BaseException:
         lock.release()
         raise
-    early.setTarget(handler)
-    early.close()  # flushes the buffered records into run.log
     try:
         stale = [name for name in RUN_OUTPUTS if (out / name).is_file()]
         for name in stale:
@@ -655,9 +655,11 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         log.info("run failed: %s: %s", type(exc).__name__, exc, exc_info=True)
         raise
     finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
-        lock.release()
+        try:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        finally:
+            lock.release()
 
 
 def default_out(cfg: RunConfig) -> str:

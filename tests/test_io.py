@@ -100,3 +100,28 @@ def test_every_text_file_the_library_opens_names_its_encoding():
                 continue
             missing.append(f"{path.relative_to(root)}:{node.lineno}: {ast.unparse(node)[:80]}")
     assert not missing, "\n".join(missing)
+
+
+def test_a_file_system_that_cannot_lock_is_used_without_a_lock(tmp_path, monkeypatch, caplog):
+    import errno
+
+    import ensemble.io as io_mod
+
+    def no_locks(fh, on):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(io_mod, "_lock", no_locks)
+    lock = io_mod.FolderLock(tmp_path / "run")  # not "another run is writing"
+    lock.release()
+    assert "cannot lock" in caplog.text
+
+
+def test_a_held_folder_lock_is_refused_and_released_locks_are_free(tmp_path):
+    from ensemble.io import FolderLock
+
+    first = FolderLock(tmp_path)
+    with pytest.raises(BlockingIOError):
+        FolderLock(tmp_path)
+    first.release()
+    first.release()  # twice is harmless
+    FolderLock(tmp_path).release()

@@ -197,7 +197,7 @@ def test_failed_rerun_leaves_no_results_of_the_previous_run(
     assert "removed the previous run's results.json" in log and "run failed: UserError" in log
 
 
-def test_a_rerun_removes_the_analysis_of_the_old_run_but_not_a_users_files(synth_csv, tmp_path):
+def test_a_rerun_removes_the_analysis_of_the_old_run(synth_csv, tmp_path):
     csv = synth_csv(n=1400)
     out = tmp_path / "r"
     assert main(_synth_run(csv, out)) == 0
@@ -356,7 +356,30 @@ def test_a_folder_another_run_is_writing_is_refused_untouched(synth_csv, tmp_pat
     finally:
         lock.release()
     assert main(argv) == 0 and (out / "results.json").is_file()
-    FolderLock(out).release()  # the finished run let go of it
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_run_lets_go_of_its_folder_however_it_ends(fails, synth_csv, tmp_path, monkeypatch):
+    import ensemble.io
+    import experiments.run as run_mod
+    from classical.naive import SeasonalNaive
+
+    held = []
+
+    class Recorded(ensemble.io.FolderLock):
+        def __init__(self, folder):
+            super().__init__(folder)
+            held.append(self)
+
+    monkeypatch.setattr(run_mod, "FolderLock", Recorded)
+    if fails:
+
+        def broken(self, train, val):
+            raise ValueError("diverged")
+
+        monkeypatch.setattr(SeasonalNaive, "fit", broken)
+    assert main(_synth_run(synth_csv(n=1400), tmp_path / "r")) == (2 if fails else 0)
+    assert len(held) == 1 and held[0]._fh.closed  # released, not left to the collector
 
 
 def test_out_naming_a_file_is_a_user_error(synth_csv, tmp_path, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -98,6 +100,17 @@ def test_save_load_roundtrip_without_backbone_weights(fitted, splits, tmp_path):
     again = TimeLLMForecaster.load(tmp_path / "model")
     w = splits.test.windows()
     np.testing.assert_array_equal(again.predict(w), m.predict(w))
+
+
+def test_a_model_saved_with_an_older_device_value_loads(fitted, tmp_path):
+    m, _ = fitted
+    m.save(tmp_path / "model")
+    meta_file = tmp_path / "model" / "config.json"
+    meta = json.loads(meta_file.read_text())
+    meta["kwargs"]["device"] = "cuda:0"  # once read as "best available"
+    meta_file.write_text(json.dumps(meta))
+    assert TimeLLMForecaster.load(tmp_path / "model").device is None
+    assert TimeLLMForecaster.load(tmp_path / "model", device="cpu").device == "cpu"
 
 
 def test_saved_prototype_basis_is_loaded_not_recomputed(fitted, splits, tmp_path, monkeypatch):
@@ -287,10 +300,12 @@ def test_a_description_of_ones_own_starts_every_prompt(splits):
     [
         ({"patch_len": 100, "seq_len": 36}, "patch_len 100 is longer than the lookback 36"),
         ({"prompt_max_length": 0}, "prompt_max_length must be >= 1"),
-        ({"lr": -1.0}, "lr must be above 0"),
+        ({"lr": -1.0}, "lr must be a number above 0"),
+        ({"lr": "abc"}, "lr must be a number above 0 \\(got .abc.\\)"),
         ({"patience": -1}, "patience must be >= 0"),
         ({"inject": ["ridge"], "inject_folds": 0}, "inject_folds must be >= 2"),
         ({"device": "tpu"}, "device must be cpu or cuda"),
+        ({"seq_len": 12, "prompt_stats": "min+acf1"}, "need a lookback of at least 16 steps"),
     ],
 )
 def test_settings_that_would_fail_inside_the_fit_are_refused_when_built(kwargs, needle):

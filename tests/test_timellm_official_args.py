@@ -138,7 +138,8 @@ def test_the_rates_run_main_trains_with_are_said():
     assert [n for n in notes if n.startswith("learning rate:")] == [
         "learning rate: --learning_rate 0.0001 with --lradj type1 trains at 4e-06, 4e-06, "
         "2e-06, 1e-06, ... per epoch, as run_main.py does (its OneCycleLR starts at lr/25 and "
-        "is never stepped); --lradj TST or COS trains at the rate given"
+        "is never stepped); with --lradj TST the rate peaks at the one given (OneCycle), with COS "
+        "it starts there"
     ]
     two = parse_official([*seed_argv(), "--train_epochs", "2", "--set", "lr=0.01"]).notes
     assert "trains at 0.0004, 0.0004 per epoch" in two[-1]
@@ -165,6 +166,30 @@ def test_run_folders_are_named_as_run_main_names_its_checkpoints():
     ]
     assert parse_official([*seed_argv(), "--itr", "2", "--out", "r"]).outs == ["r_itr0", "r_itr1"]
     assert parse_official([*seed_argv(), "--out", "r"]).outs == ["r"]
+
+
+def test_a_run_in_the_older_default_folder_resumes_there(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)  # no ./dataset/prompt_bank here
+    first = parse_official(seed_argv())
+    older = Path("runs/ETTm1_512_96-Qwen3B")  # the default folder before run_main.py's names
+    older.mkdir(parents=True)
+    held = {**first.config, "out": str(older)}
+    (older / "config.yaml").write_text(yaml.safe_dump(held))
+    again = parse_official(seed_argv())
+    assert again.outs == [str(older)] and again.config["out"] == str(older)
+    assert any(n.startswith(f"run folder: {older}") for n in again.notes)
+    # another lookback is another run: the new name, the older folder left alone
+    other = parse_official([*seed_argv(), "--seq_len", "336"])
+    assert other.outs[0] != str(older) and "_sl336_" in other.outs[0]
+
+
+def test_set_takes_the_member_prefix_run_uses():
+    m = parse_official([*seed_argv(), "--set", "timellm.prompt_stats=min,max,mean"])
+    assert m.config["member_params"]["timellm"]["prompt_stats"] == "min,max,mean"
+    bad = parse_official([*seed_argv(), "--set", "lr=abc"]).notes  # no traceback in the note
+    assert not any(n.startswith("learning rate") for n in bad)
 
 
 def test_our_flags_and_set_pass_through():

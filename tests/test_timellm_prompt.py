@@ -77,6 +77,21 @@ def test_chosen_statistics_are_stated_in_order_with_their_values(tokenizer) -> N
     assert set(parse_stats(None)) < set(STAT_LABELS)
 
 
+def test_the_default_prompt_is_the_text_it_always_was(tokenizer) -> None:
+    # written out in full, as the code before prompt_stats wrote it (checked against it):
+    # older checkpoints were trained on exactly this text
+    x = np.zeros((1, 10, 2))
+    x[0, :, 0] = np.arange(10)
+    x[0, :, 1] = -(np.arange(10) ** 2)
+    texts = PromptBuilder(tokenizer, "Test {stats} data.", 4, [24, 12]).build_texts(x, ["ridge up"])
+    assert texts == [
+        "Test {stats} data. Task: forecast the next 4 steps from the previous 10. "
+        "Input: min -1.57, max 1.57, median 0, trend upward, top periods 24, 12. ridge up",
+        "Test {stats} data. Task: forecast the next 4 steps from the previous 10. "
+        "Input: min -1.96, max 1.06, median 0.298, trend downward, top periods 24, 12. ridge up",
+    ]
+
+
 def test_bad_statistics_are_refused(tokenizer) -> None:
     with pytest.raises(ValueError, match="unknown prompt statistic"):
         parse_stats("min,mode")

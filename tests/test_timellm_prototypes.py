@@ -81,7 +81,9 @@ def test_analyse_lists_the_prototypes_of_a_run(synth_csv, tmp_path):
     from experiments.cli import main
 
     argv = ["run", "--data-path", str(synth_csv(n=500, channels=2)), "--seq-len", "32"]
-    argv += ["--pred-len", "8", "--members", "naive,timellm", "--router", "mean"]
+    # the member spec form the docs give for prompt statistics: its own members/ folder
+    argv += ["--pred-len", "8", "--members", "naive,timellm@prompt_stats=min+max+mean"]
+    argv += ["--router", "mean"]
     argv += ["--out", str(tmp_path / "run"), "--quiet"]
     for kv in (
         "d_model=8",
@@ -96,3 +98,4 @@ def test_analyse_lists_the_prototypes_of_a_run(synth_csv, tmp_path):
     text = analyse(tmp_path / "run", out=tmp_path / "report", prototypes=True).read_text()
     section = text.split("## What the text prototypes stand for")[1].split("\n## ")[0]
     assert "at initialisation" in section and section.count("\n| ") == 16  # header + 15
+    assert "Time-LLM without the prompt prefix" in text  # its training ablations are offered

@@ -45,7 +45,7 @@ from ensemble.data import Split, Windows
 from ensemble.errors import UserError
 from ensemble.forecaster import BaseForecaster
 from timellm import inject as inj
-from timellm.prompt import DEFAULT_STATS, parse_stats
+from timellm.prompt import DEFAULT_STATS, FEATURE_STATS, parse_stats
 from timellm.trainer import (
     SCHEDULES,
     TrainConfig,
@@ -254,6 +254,11 @@ class TimeLLMForecaster(BaseForecaster):
         ):
             raise UserError(f"timellm: description must be a non-empty text (got {description!r})")
         prompt_stats = _prompt_stats(prompt_stats, prompt)
+        if set(prompt_stats or ()) & set(FEATURE_STATS) and seq_len < 16:
+            raise UserError(
+                f"timellm: prompt statistics {', '.join(sorted(FEATURE_STATS))} need a "
+                f"lookback of at least 16 steps (got {seq_len})"
+            )
         if sample not in ("windows", "series"):
             raise UserError(f"sample must be 'windows' or 'series' (got {sample!r})")
         if train_stride < 1 or val_stride < 1:
@@ -285,8 +290,8 @@ class TimeLLMForecaster(BaseForecaster):
                 f"timellm: patch_len {patch_len} is longer than the lookback {seq_len}; "
                 "give a patch that fits in it"
             )
-        if not lr > 0:
-            raise UserError(f"timellm: lr must be above 0 (got {lr})")
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+            raise UserError(f"timellm: lr must be a number above 0 (got {lr!r})")
         if patience < 0:
             raise UserError(f"timellm: patience must be >= 0 (got {patience}; 0 runs every epoch)")
         if inject and inject_folds < 2:
@@ -724,7 +729,10 @@ class TimeLLMForecaster(BaseForecaster):
         meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
         if meta.get("class") != cls.__name__:
             raise TypeError(f"{path} holds a {meta.get('class')}, not a {cls.__name__}")
-        obj = cls(**{**meta["kwargs"], **overrides})
+        kwargs = {**meta["kwargs"], **overrides}
+        if "device" not in overrides and kwargs.get("device") not in (None, "cpu", "cuda"):
+            kwargs["device"] = None  # an older model's "cuda:0" or "mps": the best device here
+        obj = cls(**kwargs)
         obj.name = meta.get("name", cls.name)
         obj.n_channels = meta.get("n_channels")
         obj.history = meta.get("history", [])

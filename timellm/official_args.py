@@ -210,7 +210,6 @@ class OfficialMapping:
         config: RunConfig fields as a dict (``member_params`` filled for the member).
         member: "timellm" or "dlinear".
         ignored: "flag (why)" for each given flag that means nothing here.
-        notes: what a flag took from elsewhere, e.g. the description file it read.
         checks: channel counts to verify once the data is loaded: enc_in, dec_in, c_out.
         itr: how many seeds to run (official ``--itr``: seed, seed + 1, ...).
         notes: what a flag took from elsewhere, or what the official code does silently.
@@ -448,8 +447,9 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set prototype_map=full")
         key, val = item.split("=", 1)
-        params[key.strip()] = _coerce(val.strip())
-        from_set.add(key.strip())
+        key = key.strip().removeprefix(f"{member}.")  # as `run` writes it: timellm.KEY
+        params[key] = _coerce(val.strip())
+        from_set.add(key)
     _check_settings(cfg, params, from_set)
     if member == "timellm":
         notes += _lr_notes(params)
@@ -474,7 +474,36 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     checks = {
         k: getattr(args, k) for k in ("enc_in", "dec_in", "c_out") if getattr(args, k) is not None
     }
+    if not args.out and itr == 1:
+        older = _older_folder(args, cfg)
+        if older is not None:
+            cfg["out"] = outs[0] = older
+            notes.append(f"run folder: {older} (named before run_main.py's names were used)")
     return OfficialMapping(cfg, member, ignored, checks, itr, notes, outs)
+
+
+def _older_folder(args: argparse.Namespace, cfg: dict[str, Any]) -> str | None:
+    """``runs/<model_id>-<model_comment>``, the default folder before run_main.py's names,
+    when it holds a run of exactly this command (so that an interrupted one resumes
+    there) and the new name does not exist yet; else None."""
+    import yaml
+
+    older = Path(f"runs/{_value(args, 'model_id')}-{_value(args, 'model_comment')}")
+    if Path(cfg["out"]).exists() or not (older / "config.yaml").is_file():
+        return None
+    try:
+        held = yaml.safe_load((older / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if not isinstance(held, dict):
+        return None
+    keys = ("dataset", "features", "seq_len", "pred_len", "seed", "member_params")
+    paths = [held.get("data_path"), cfg.get("data_path")]  # the older name kept it relative
+    same_file = paths[0] == paths[1] or (
+        None not in paths and Path(paths[0]).resolve() == Path(paths[1]).resolve()
+    )
+    same = same_file and all(held.get(k) == cfg.get(k) for k in keys)
+    return str(older) if same else None
 
 
 def _lr_notes(params: dict[str, Any]) -> list[str]:
@@ -484,15 +513,17 @@ def _lr_notes(params: dict[str, Any]) -> list[str]:
     from timellm.trainer import official_epoch_lr
 
     schedule = params.get("schedule")
-    if schedule not in ("official_type1", "official_constant"):
-        return []
-    lr, epochs = float(params["lr"]), int(params["epochs"])
+    lr, epochs = params.get("lr"), params.get("epochs")
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lr, epochs))
+    if schedule not in ("official_type1", "official_constant") or not numbers:
+        return []  # a value that is not a number is refused when the member is built
     rates = ", ".join(f"{official_epoch_lr(schedule, lr, e):.3g}" for e in range(min(epochs, 4)))
     more = ", ..." if epochs > 4 else ""
     return [
         f"learning rate: --learning_rate {lr:g} with --lradj {schedule.split('_', 1)[1]} trains "
         f"at {rates}{more} per epoch, as run_main.py does (its OneCycleLR starts at lr/25 and is "
-        "never stepped); --lradj TST or COS trains at the rate given"
+        "never stepped); with --lradj TST the rate peaks at the one given (OneCycle), with COS it "
+        "starts there"
     ]
 
 

@@ -48,7 +48,7 @@ STAT_LABELS = {
 }
 DEFAULT_STATS = ("min", "max", "median", "trend", "periods")
 # Statistics read off `periodicity.features.window_features` (their names there).
-_FEATURE_STATS = {
+FEATURE_STATS = {
     "seasonal_strength": "seasonal_strength",
     "trend_strength": "trend_strength",
     "window_period": "period",
@@ -112,6 +112,7 @@ def window_stats(
     x: np.ndarray,
     stats: Sequence[str] = ("min", "max", "median", "trend"),
     periods: Sequence[int] = (),
+    *,
     eps: float = 1e-5,
 ) -> dict[str, np.ndarray]:
     """Prompt statistics of every series of every window, vectorised.
@@ -146,13 +147,13 @@ def window_stats(
         "volatility": lambda: np.diff(z, axis=1).std(axis=1),
     }
     out = {name: compute[name]() for name in stats if name in compute}
-    wanted = [name for name in stats if name in _FEATURE_STATS]
+    wanted = [name for name in stats if name in FEATURE_STATS]
     if wanted:
         from periodicity.features import window_features
 
         feats, names = window_features(x, [int(p) for p in periods])
         for name in wanted:
-            out[name] = feats[..., names.index(_FEATURE_STATS[name])]
+            out[name] = feats[..., names.index(FEATURE_STATS[name])]
         if "window_period" in out:
             out["window_period"] = out["window_period"].astype(np.int64)
     return out
@@ -254,11 +255,12 @@ class PromptBuilder:
             return self._official_texts(values, seq_len, extras, c)
         periods = ", ".join(map(str, self.periods)) if self.periods else "none"
         # Everything shared by all prompts is formatted once; the loop only joins numbers.
-        head, _, tail = (
-            TEMPLATE.replace("{description}", self.description)
-            .replace("{pred_len}", str(self.pred_len))
+        # The template is split first: a description may hold any text, "{stats}" too.
+        head, _, tail = TEMPLATE.partition("{stats}")
+        head = (
+            head.replace("{pred_len}", str(self.pred_len))
             .replace("{seq_len}", str(self.seq_len or seq_len))
-            .partition("{stats}")
+            .replace("{description}", self.description)
         )
         tail = tail.replace("{extra}", "")
         columns = [

@@ -3,7 +3,7 @@
 The paper pictures the prototypes as words a patch is translated into ("short up",
 "steady down"). Each prototype is a learned linear combination of the frozen backbone's
 word embeddings, so the closest thing to "its word" is the vocabulary entry nearest to it
-by cosine similarity. Two references say how much that nearness means:
+by cosine similarity. Three references say how much that nearness means:
 
 * the same prototypes at initialisation (the member's seed rebuilds them exactly), which
   no data has touched;
@@ -93,7 +93,7 @@ def attention_share(model: TimeLLM, x: np.ndarray, batch: int = 64) -> np.ndarra
         keys, _ = model.prototype_kv()  # [P, h, dk]
         keys = keys.float()
         for start in range(0, len(x), batch):
-            xb = torch.as_tensor(np.asarray(x[start : start + batch]), dtype=torch.float32)
+            xb = torch.tensor(np.asarray(x[start : start + batch]), dtype=torch.float32)
             xb = xb.to(device)
             b, seq_len, n = xb.shape
             x_norm, _, _ = model.revin.normalise(xb)

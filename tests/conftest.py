@@ -127,6 +127,16 @@ def tiny_backbone(monkeypatch):
     patch_tiny_backbone(monkeypatch)
 
 
+@pytest.fixture(scope="session")
+def tiny_splits(tmp_path_factory):
+    """Splits of 400 synthetic rows x 2 channels at L=32, H=8: `tiny_timellm`'s shape."""
+    from ensemble.data import load_dataset, make_splits
+
+    path = tmp_path_factory.mktemp("tiny") / "synth.csv"
+    synthetic_frame(n=400, channels=2).to_csv(path, index=False)
+    return make_splits(load_dataset(data_path=path), 32, 8)
+
+
 def tiny_timellm(**kw):
     """A small, fast `TimeLLMForecaster` (L=32, H=8 unless given) for synthetic data."""
     from timellm.member import TimeLLMForecaster

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import synthetic_frame, tiny_timellm
+from conftest import tiny_timellm
 
-from ensemble.data import load_dataset, make_splits
 from timellm.probe import VARIANTS, prompt_probe, stat_variants
 
 pytestmark = pytest.mark.usefixtures("tiny_backbone")
 
 
 @pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "synth.csv"
-    synthetic_frame(n=400, channels=2).to_csv(path, index=False)
-    return make_splits(load_dataset(data_path=path), 32, 8)
+def splits(tiny_splits):
+    return tiny_splits
 
 
 def test_swapped_prompts_move_a_prompted_model(splits):

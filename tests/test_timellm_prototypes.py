@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import synthetic_frame, tiny_timellm
+from conftest import tiny_timellm
 
-from ensemble.data import load_dataset, make_splits
 from timellm.prototypes import (
     attention_share,
     describe_prototypes,
@@ -20,10 +19,8 @@ pytestmark = pytest.mark.usefixtures("tiny_backbone")
 
 
 @pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "synth.csv"
-    synthetic_frame(n=400, channels=2).to_csv(path, index=False)
-    return make_splits(load_dataset(data_path=path), 32, 8)
+def splits(tiny_splits):
+    return tiny_splits
 
 
 def test_nearest_words_match_a_brute_force_search_across_chunks():

@@ -507,16 +507,12 @@ class TimeLLMForecaster(BaseForecaster):
                 texts += self.builder.build_texts(x, swap=names, donor=donor)
                 continue
             extra = inj.summaries(x, {k: f[s : s + chunk] for k, f in forecasts.items()})
-
-            def per_series(a: np.ndarray) -> np.ndarray:  # [w', L, C] -> [w' * C, L, 1]
-                return np.moveaxis(a, 2, 1).reshape(-1, self.seq_len, 1)
-
             # One "window" per series so that each channel gets its own summary.
             texts += self.builder.build_texts(
-                per_series(x),
+                _per_series(x),
                 extra,
                 swap=names,
-                donor=None if donor is None else per_series(donor),
+                donor=None if donor is None else _per_series(donor),
             )
         ids, mask = self.builder.encode(texts)
         return ids.to(torch.int32).view(w, c, -1), mask.bool().view(w, c, -1)
@@ -744,6 +740,11 @@ class TimeLLMForecaster(BaseForecaster):
             with open(path / "injectors.pkl", "rb") as fh:
                 obj.injectors = pickle.load(fh)
         return obj
+
+
+def _per_series(windows: np.ndarray) -> np.ndarray:
+    """[W, L, C] windows -> [W * C, L, 1] series, window-major (the prompts' order)."""
+    return np.moveaxis(windows, 2, 1).reshape(-1, windows.shape[1], 1)
 
 
 def _check_prompts(model: torch.nn.Module, *sets: WindowSet) -> None:

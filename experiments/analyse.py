@@ -52,7 +52,7 @@ import numpy as np
 
 from ensemble import metrics
 from ensemble.errors import UserError
-from ensemble.io import write_json, write_text
+from ensemble.io import FolderLock, write_json, write_text
 from periodicity.strength import FLAT_TOL, strength
 
 if TYPE_CHECKING:
@@ -1270,45 +1270,61 @@ def analyse(
         flag = "--prompt-probe" if prompt_probe else "--prototypes"
         member = _saved_timellm(run, flag, needs_prompt=prompt_probe)
     out = Path(out) if out else run.path
+    # The report and figures go into the run folder by default: not while a rerun writes
+    # it (the figures would describe the old router beside the new results).
+    lock = None
+    if out.resolve() == run.path.resolve():
+        try:
+            lock = FolderLock(out)
+        except BlockingIOError:
+            raise UserError(
+                f"a run is writing to {out}; analyse it when that run has finished"
+            ) from None
     out.mkdir(parents=True, exist_ok=True)
-    periods = [int(p) for p in run.results.get("periods") or []]
-    length = int(run.results["seq_len"])
-    period = next((p for p in periods if 2 <= p <= length // 2), None)
-    splits = _splits(run)
-    feats = None
-    val_true = None
-    refit = None
-    if splits is not None:
-        ch = splits.eval_channels
-        x = splits.test.inputs()[..., ch]
-        # the same data as the run's, not only as many windows: a file changed since the run
-        # would give features and router refits of other numbers than the saved forecasts
-        same = x.shape[0] == run.true.shape[0] and np.allclose(
-            np.asarray(splits.test.targets()[..., ch], dtype=np.float32),
-            run.true,
-            rtol=1e-4,
-            atol=1e-5,
-        )
-        if same:
-            feats = window_features(x, period)
-            val_true = np.asarray(splits.val.targets()[..., ch], dtype=np.float64)
-            refit = RefitInputs(splits.val.inputs(), splits.test.inputs(), periods, list(ch))
-            feat_note = (
-                f"Features computed from the test windows' inputs (seasonal and trend strength at "
-                f"period {period}, volatility, dominant period)."
+    try:
+        periods = [int(p) for p in run.results.get("periods") or []]
+        length = int(run.results["seq_len"])
+        period = next((p for p in periods if 2 <= p <= length // 2), None)
+        splits = _splits(run)
+        feats = None
+        val_true = None
+        refit = None
+        if splits is not None:
+            ch = splits.eval_channels
+            x = splits.test.inputs()[..., ch]
+            # the same data as the run's, not only as many windows: a file changed since the run
+            # would give features and router refits of other numbers than the saved forecasts
+            same = x.shape[0] == run.true.shape[0] and np.allclose(
+                np.asarray(splits.test.targets()[..., ch], dtype=np.float32),
+                run.true,
+                rtol=1e-4,
+                atol=1e-5,
             )
+            if same:
+                feats = window_features(x, period)
+                val_true = np.asarray(splits.val.targets()[..., ch], dtype=np.float64)
+                refit = RefitInputs(splits.val.inputs(), splits.test.inputs(), periods, list(ch))
+                feat_note = (
+                    f"Features computed from the test windows' inputs (seasonal and trend strength at "
+                    f"period {period}, volatility, dominant period)."
+                )
+            else:
+                feat_note = (
+                    "The reloaded data do not match the run's test windows; features skipped."
+                )
         else:
-            feat_note = "The reloaded data do not match the run's test windows; features skipped."
-    else:
-        feat_note = "The run's data could not be reloaded; features skipped."
-    an = analyse_run(run, feats, val_true, refit)
-    if prompt_probe:
-        an["prompt_probe"] = _run_probe(run, member, splits)
-    if prototypes:
-        an["prototypes"] = _run_prototypes(member, splits)
-    training = training_ablations(run, siblings, period)
-    figures = make_figures(run, feats, out)
-    write_json(out / "routing_analysis.json", {**an, "training_ablations": training})
-    path = out / "routing_report.md"
-    write_text(path, report_markdown(run, an, training, figures, feat_note))
-    return path
+            feat_note = "The run's data could not be reloaded; features skipped."
+        an = analyse_run(run, feats, val_true, refit)
+        if prompt_probe:
+            an["prompt_probe"] = _run_probe(run, member, splits)
+        if prototypes:
+            an["prototypes"] = _run_prototypes(member, splits)
+        training = training_ablations(run, siblings, period)
+        figures = make_figures(run, feats, out)
+        write_json(out / "routing_analysis.json", {**an, "training_ablations": training})
+        path = out / "routing_report.md"
+        write_text(path, report_markdown(run, an, training, figures, feat_note))
+        return path
+    finally:
+        if lock is not None:
+            lock.release()

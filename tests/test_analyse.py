@@ -300,6 +300,21 @@ def test_bad_ablation_runs_are_refused_before_any_output(make, needle, synth_csv
     assert not (tmp_path / "report").exists()
 
 
+def test_a_run_folder_being_rerun_is_not_written_into(synth_csv, tmp_path):
+    from ensemble.io import FolderLock
+
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    lock = FolderLock(run_dir)  # a rerun holds it
+    try:
+        with pytest.raises(UserError, match="a run is writing to"):
+            analyse(run_dir)
+        assert not (run_dir / "routing_report.md").exists()
+        assert analyse(run_dir, out=tmp_path / "elsewhere").is_file()  # other folders are free
+    finally:
+        lock.release()
+    assert analyse(run_dir).is_file()
+
+
 def test_prototypes_need_a_saved_timellm_and_write_nothing_without_one(synth_csv, tmp_path):
     run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
     with pytest.raises(UserError, match="--prototypes needs the run's Time-LLM member"):

@@ -55,6 +55,20 @@ def test_swapping_statistics_of_an_injected_prompt_keeps_each_channel(splits):
             assert _contains(swapped.ids[w, c].tolist(), part["input_ids"])
 
 
+def test_injected_forecasts_are_computed_once_per_probe(splits, monkeypatch):
+    m = tiny_timellm(epochs=1, inject=["ridge"]).fit(splits.train, splits.val)
+    calls = []
+    real = type(m).injected_forecasts
+
+    def counted(self, windows):
+        calls.append(windows.n)
+        return real(self, windows)
+
+    monkeypatch.setattr(type(m), "injected_forecasts", counted)
+    res = prompt_probe(m, splits.test.windows(), splits.test.targets())
+    assert len(res) == 7 and len(calls) == 1  # own, shuffled, none and four statistics
+
+
 def test_a_model_without_prompt_is_unmoved(splits):
     m = tiny_timellm(epochs=1, prompt="none").fit(splits.train, splits.val)
     res = prompt_probe(m, splits.test.windows(), splits.test.targets())

@@ -656,8 +656,18 @@ class TimeLLMForecaster(BaseForecaster):
                 return forecast
         return self.predict_set(self.prompt_set(windows))
 
+    def injected_forecasts(self, windows: Windows) -> dict[str, np.ndarray] | None:
+        """The classical forecasts the prompts of ``windows`` summarise (injector name ->
+        [W, H, C]), or None when nothing is injected."""
+        if not self.inject:
+            return None
+        return {n: m.predict(windows.x) for n, m in self.injectors.items()}
+
     def prompt_set(
-        self, windows: Windows, swap: tuple[Sequence[str], np.ndarray] | None = None
+        self,
+        windows: Windows,
+        swap: tuple[Sequence[str], np.ndarray] | None = None,
+        forecasts: dict[str, np.ndarray] | None = None,
     ) -> WindowSet:
         """Every window of ``windows`` with its prompts (and injected forecasts), ready for
         `predict_set`; callers may swap the prompts (see `timellm.probe`).
@@ -666,12 +676,13 @@ class TimeLLMForecaster(BaseForecaster):
             windows: the windows to forecast.
             swap: (statistics, donors [W]): window ``w``'s prompt states those
                 statistics of window ``donors[w]`` (same channel), the rest its own.
+            forecasts: `injected_forecasts` of these windows, when the caller has them
+                already (else computed here).
         """
         if windows.seq_len != self.seq_len:
             raise UserError(f"timellm expects L={self.seq_len}, got windows of {windows.seq_len}")
-        forecasts = None
-        if self.inject:
-            forecasts = {n: m.predict(windows.x) for n, m in self.injectors.items()}
+        if forecasts is None:
+            forecasts = self.injected_forecasts(windows)
         data = self._window_set(windows.context, np.arange(windows.n), False, forecasts, swap)
         _check_prompts(self.model, data)
         return data

@@ -73,7 +73,8 @@ def prompt_probe(
         that difference relative to the mean absolute ``own`` forecast, and the two-sided
         Diebold-Mariano p of the variant's per-window MSE against ``own``'s (1 for ``own``).
     """
-    own_set = member.prompt_set(windows)
+    forecasts = member.injected_forecasts(windows)  # once, not once per variant
+    own_set = member.prompt_set(windows, forecasts=forecasts)
     perm = np.random.default_rng(seed).permutation(len(own_set))
     # A derangement is not needed: with thousands of windows few keep their own prompt.
     sets = {
@@ -91,7 +92,8 @@ def prompt_probe(
     for name in names:
         data = sets.get(name)
         if data is None:  # one statistic from the shuffled window, the rest its own
-            data = member.prompt_set(windows, swap=([name.split(":", 1)[1]], perm))
+            swap = ([name.split(":", 1)[1]], perm)
+            data = member.prompt_set(windows, swap=swap, forecasts=forecasts)
         pred = member.predict_set(data).astype(np.float64)
         if channels is not None:
             pred = pred[..., list(channels)]

@@ -81,7 +81,8 @@ def handle(args) -> int:
         cfg_i = copy.deepcopy(cfg)
         cfg_i.seed = cfg.seed + i
         cfg_i.out = out
-        res = run(cfg_i, progress=not args.quiet)
+        # --is_training 0 tests the trained model in the run folder and never trains one
+        res = run(cfg_i, progress=not args.quiet, train=mapping.train)
         print(
             f"{res['dataset']} L={res['seq_len']} H={res['pred_len']} seed={res['seed']}: "
             f"test windows {res['windows']['test']}"

@@ -184,24 +184,13 @@ def fit_member(
 ) -> dict[str, Any]:
     """Fit one member (or reuse its saved forecasts) and return its val/test forecasts and timings."""
     mdir = out / "members" / _safe(spec)
-    base, _ = registry.parse_spec(spec)
     # built before the cache is read (settings only, nothing fitted): the key includes
     # what the member derives from the periods
     member = registry.build(spec, member_context(spec, cfg, splits, periods, out, progress))
-    derived = member.derived_settings() if hasattr(member, "derived_settings") else None
-    key = _data_key(cfg, splits, base, periods, derived)
-    # Checked beside the key; caches written before an entry was stored lack it and
-    # still count. The spec itself: two specs can share a folder name ("+" and "_").
-    stamps = {
-        "data": data_fingerprint(splits.dataset),
-        "dates": dates_fingerprint(splits.dataset),
-        "spec": spec,
-    }
+    cached, key, stamps = saved_forecasts(member, spec, cfg, splits, periods, out)
+    if cached is not None:
+        return cached
     cache = mdir / "forecasts.npz"
-    if cache.is_file():
-        cached = _read_cache(cache, spec, key, stamps, cfg, splits, base, periods, derived)
-        if cached is not None:
-            return cached
     t0 = time.perf_counter()
     try:
         member.fit(splits.train, splits.val)
@@ -246,6 +235,27 @@ def fit_member(
     )
     log.info("%s: fit %.1fs, predict %.1fs", spec, t_fit, t_pred)
     return {"val": val, "test": test, "timings": timings}
+
+
+def saved_forecasts(
+    member: Any, spec: str, cfg: RunConfig, splits: Splits, periods: list[int], out: Path
+) -> tuple[dict[str, Any] | None, str, dict[str, str]]:
+    """The member's forecasts saved in ``out`` if they are this run's (else None), with
+    the cache key and stamps a new save is written with."""
+    base, _ = registry.parse_spec(spec)
+    derived = member.derived_settings() if hasattr(member, "derived_settings") else None
+    key = _data_key(cfg, splits, base, periods, derived)
+    # Checked beside the key; caches written before an entry was stored lack it and
+    # still count. The spec itself: two specs can share a folder name ("+" and "_").
+    stamps = {
+        "data": data_fingerprint(splits.dataset),
+        "dates": dates_fingerprint(splits.dataset),
+        "spec": spec,
+    }
+    cache = out / "members" / _safe(spec) / "forecasts.npz"
+    if not cache.is_file():
+        return None, key, stamps
+    return _read_cache(cache, spec, key, stamps, cfg, splits, base, periods, derived), key, stamps
 
 
 def training_curves(out: Path, specs: list[str]) -> dict[str, dict[str, Any]]:
@@ -398,8 +408,16 @@ RUN_OUTPUTS = (
 )
 
 
-def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
-    """Execute one run and write its folder; returns the results dict (results.json)."""
+def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, Any]:
+    """Execute one run and write its folder; returns the results dict (results.json).
+
+    Args:
+        cfg: the run's configuration.
+        progress: progress bars.
+        train: False refuses (before the folder is touched) unless every member's
+            forecasts of these data and settings are saved in the folder: the official
+            ``--is_training 0``, test a trained model, never train one.
+    """
     from tqdm.auto import tqdm
 
     from router import make_combiner
@@ -425,7 +443,12 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         periods = list(cfg.periods) if cfg.periods is not None else detect_periods(splits)
         t_periods = time.perf_counter() - t0
         for spec in specs:  # every member's settings checked before any is fitted
-            registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
+            member = registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
+            if not train and saved_forecasts(member, spec, cfg, splits, periods, out)[0] is None:
+                raise UserError(
+                    f"{spec} has no trained model of these data and settings in {out} to "
+                    "test; train it first (--is_training 1), or give the run folder (--out)"
+                )
     finally:
         logging.getLogger().removeHandler(early)
     # A run replaces the outputs of the run before it in its folder; a folder that never

@@ -326,13 +326,22 @@ def test_cli_runs_a_tiny_seed_like_command(tmp_path, synth_csv, tiny_llama, caps
         f"--learning_rate 0.01 --llm_model LLAMA --llm_model_path {tmp_path} --train-stride 8 "
         f"--quiet --out {tmp_path / 'run'}"
     )
+    # --is_training 0 tests a trained model: there is none yet, so nothing is trained
+    assert main(argv.replace("--is_training 1", "--is_training 0").split()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: timellm has no trained model of these data and settings")
+    assert not (tmp_path / "run").exists()
     assert main(argv.split()) == 0
     cap = capsys.readouterr()
     assert cap.err.startswith("learning rate: --learning_rate 0.01 with --lradj type1")
-    assert "\nignored (no meaning here): --is_training" in cap.err
+    assert "\nignored (no meaning here): --label_len" in cap.err
     assert "test MSE" in cap.out and "ignored" not in cap.out
     assert (tmp_path / "run" / "results.json").is_file()
     assert (tmp_path / "run" / "members" / "timellm" / "checkpoint.pt").is_file()
+    # now it tests the saved model, with the same numbers
+    mse = cap.out.split("test MSE ")[1].split()[0]
+    assert main(argv.replace("--is_training 1", "--is_training 0").split()) == 0
+    assert f"test MSE {mse}" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["timellm", "--no-such-flag"])
 

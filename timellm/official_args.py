@@ -71,7 +71,6 @@ OFFICIAL_DEFAULTS: dict[str, Any] = {
 
 # Accepted for compatibility; they change nothing here (why, in one word or two).
 IGNORED = {
-    "is_training": "train and test are one run",
     "label_len": "no decoder",
     "e_layers": "not in Time-LLM",
     "d_layers": "not in Time-LLM",
@@ -214,6 +213,8 @@ class OfficialMapping:
         itr: how many seeds to run (official ``--itr``: seed, seed + 1, ...).
         notes: what a flag took from elsewhere, or what the official code does silently.
         outs: the run folder of each of the ``itr`` runs.
+        train: False for ``--is_training 0``: test the trained model in the run folder,
+            refuse to train one.
     """
 
     config: dict[str, Any]
@@ -223,6 +224,7 @@ class OfficialMapping:
     itr: int = 1
     notes: list[str] = field(default_factory=list)
     outs: list[str] = field(default_factory=list)
+    train: bool = True
 
 
 # run_main.py's defaults of the flags that only name its checkpoint folder.
@@ -479,7 +481,10 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
         if older is not None:
             cfg["out"] = outs[0] = older
             notes.append(f"run folder: {older} (named before run_main.py's names were used)")
-    return OfficialMapping(cfg, member, ignored, checks, itr, notes, outs)
+    # run_main.py parses --is_training but never reads it (it always trains); here 0
+    # means what its name says: test the trained model, never train one
+    train = int(_value(args, "is_training")) != 0
+    return OfficialMapping(cfg, member, ignored, checks, itr, notes, outs, train)
 
 
 def _older_folder(args: argparse.Namespace, cfg: dict[str, Any]) -> str | None:

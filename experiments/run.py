@@ -258,6 +258,54 @@ def saved_forecasts(
     return _read_cache(cache, spec, key, stamps, cfg, splits, base, periods, derived), key, stamps
 
 
+# What a number was computed with: the same settings give other numbers under another
+# torch, on a GPU instead of the CPU, or with another bitsandbytes kernel.
+_PACKAGES = (
+    "hybrid-forecast",
+    "torch",
+    "transformers",
+    "accelerate",
+    "bitsandbytes",
+    "numpy",
+    "scikit-learn",
+    "statsmodels",
+    "lightgbm",
+)
+
+
+def environment() -> dict[str, Any]:
+    """Python, platform, package versions and the devices torch sees, for results.json.
+
+    torch is asked about its GPUs only where a member already imported it, so a
+    classical-only run does not pay torch's import for this record.
+    """
+    import platform
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        cuda = torch.cuda.is_available()
+        env["torch_cuda"] = torch.version.cuda  # None: a CPU-only build of torch
+        env["gpus"] = (
+            [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if cuda
+            else []
+        )
+        env["cpu_threads"] = torch.get_num_threads()
+    return env
+
+
 def training_curves(out: Path, specs: list[str]) -> dict[str, dict[str, Any]]:
     """Train and val MSE per epoch of each member that trains by epochs (DLinear,
     NLinear, Time-LLM), from its saved model's history (a reused member's too).
@@ -606,6 +654,7 @@ def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, 
             "periods": periods,
             "router_info": combiner.describe(),
             "significance": {"test": significance},
+            "environment": environment(),
         }
         if every is not None:
             res["combiners"] = every

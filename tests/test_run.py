@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from classical.naive import NaiveLast
@@ -67,6 +69,15 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
     assert "| ensemble vs mean |" in md and "| naive vs snaive |" in md
     assert set(res["timings_s"]["naive"]) == {"fit", "predict"}
     assert isinstance(res["periods"], list) and res["periods"]
+    # what the numbers were computed with
+    from importlib import metadata
+
+    env = res["environment"]
+    assert env["packages"]["torch"] == metadata.version("torch")
+    assert env["packages"]["hybrid-forecast"] == metadata.version("hybrid-forecast")
+    assert env["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert env["torch_cuda"] == torch.version.cuda  # torch is imported here, so it is asked
+    assert len(env["gpus"]) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
     # the numbers are the ones the forecasts give
     with np.load(out / "forecasts.npz") as z:
         true, ens = z["test/true"], z["test/ensemble"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -412,6 +413,24 @@ def test_epoch_size_is_the_optimiser_steps_fit_takes(splits, monkeypatch, sample
     expected_steps, val_series = m.epoch_size(splits.train, splits.val)
     assert len(steps) == expected_steps
     assert val_series == len(m._selected_starts(splits.train, splits.val)[1]) * 2
+
+
+@pytest.mark.parametrize("cuda_build", [None, "12.4"])
+def test_a_quantised_backbone_on_the_cpu_is_said(caplog, monkeypatch, cuda_build):
+    monkeypatch.setattr(torch.version, "cuda", cuda_build)
+    cpu = torch.device("cpu")
+    with caplog.at_level(logging.INFO, logger="timellm.member"):
+        member(load_in_4bit=True)._log_placement(cpu, torch.bfloat16, torch.bfloat16)
+    info, warning = (r for r in caplog.records if r.name == "timellm.member")
+    assert "weights 4-bit NF4, compute bfloat16, on the CPU" in info.getMessage()
+    assert warning.levelno == logging.WARNING and "runs on the CPU" in warning.getMessage()
+    # the likely cause named only where it is the cause
+    assert ("CPU-only build" in warning.getMessage()) == (cuda_build is None)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="timellm.member"):
+        member(load_in_4bit=True, device="cpu")._log_placement(cpu, torch.bfloat16, None)
+        member()._log_placement(cpu, torch.float32, None)  # full precision: CPU is fine
+    assert [r.levelno for r in caplog.records] == [logging.INFO, logging.INFO]
 
 
 def test_precision_per_device(monkeypatch):

@@ -381,6 +381,7 @@ class TimeLLMForecaster(BaseForecaster):
             dtype=weight_dtype,
             device=device,
         )
+        self._log_placement(device, weight_dtype, compute_dtype)
         torch.manual_seed(self.seed)
         try:
             model = TimeLLM(
@@ -419,6 +420,41 @@ class TimeLLMForecaster(BaseForecaster):
         )
         self.model = model
         return model
+
+    def _log_placement(
+        self,
+        device: torch.device,
+        weight_dtype: torch.dtype | None,
+        compute_dtype: torch.dtype | None,
+    ) -> None:
+        """Say in run.log where and in what precision the backbone runs, and warn when a
+        quantised backbone, meant for a GPU, ends up on the CPU without being asked to:
+        a CPU-only torch on a GPU machine (PyPI's Windows wheels) trains there silently."""
+        quantised = self.load_in_4bit or self.load_in_8bit
+        weights = "4-bit NF4" if self.load_in_4bit else "8-bit" if self.load_in_8bit else None
+        weights = weights or str(weight_dtype or "default").removeprefix("torch.")
+        compute = str(compute_dtype or "float32").removeprefix("torch.")
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
+        log.info(
+            "timellm: backbone %s (%s layers), weights %s, compute %s, on %s",
+            self.backbone,
+            self.llm_layers or "all",
+            weights,
+            compute,
+            where,
+        )
+        if quantised and device.type == "cpu" and self.device is None:
+            build = (
+                "; this torch is a CPU-only build: install a CUDA build of torch to use the GPU"
+                if torch.version.cuda is None
+                else ""
+            )
+            log.warning(
+                "timellm: no CUDA GPU is visible, so the %s backbone runs on the CPU "
+                "(slow)%s; set timellm.device=cpu to mean it",
+                weights,
+                build,
+            )
 
     def _build_without_llm(self, device: torch.device) -> torch.nn.Module:
         """The no-LLM ablation (`timellm.nollm.PatchLinear`): no backbone, no prompts."""

@@ -195,7 +195,7 @@ class TrainResult:
 
     Attributes:
         history: one dict per epoch: epoch, lr (at its first step), train_mse, val_mse,
-            seconds.
+            seconds, and on a GPU gpu_peak_mib (the epoch's peak allocated memory).
         best_epoch: epoch (0-based) whose state was reloaded.
         best_val: its validation MSE.
         resumed_from: the epoch the run resumed after, or None.
@@ -461,8 +461,11 @@ class Trainer:
             if cfg.patience and bad >= cfg.patience:
                 start_epoch = cfg.epochs  # it had already stopped early
 
+        cuda = self.device.type == "cuda"
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
+            if cuda:  # each epoch's own peak, for a thesis's memory table
+                torch.cuda.reset_peak_memory_stats(self.device)
             lr = optimiser.param_groups[0]["lr"]  # the epoch's first step's
             train_mse = self._train_epoch(
                 model, optimiser, scheduler, train, generator, epoch, scaler=scaler
@@ -481,15 +484,18 @@ class Trainer:
                 "val_mse": val_mse,
                 "seconds": round(time.perf_counter() - t0, 2),
             }
+            if cuda:
+                row["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20)
             history.append(row)
             log.info(
-                "epoch %d: train %.4f val %.4f%s (lr %.3g, %.0fs)",
+                "epoch %d: train %.4f val %.4f%s (lr %.3g, %.0fs%s)",
                 epoch,
                 train_mse,
                 val_mse,
                 " *" if improved else "",
                 lr,
                 row["seconds"],
+                f", GPU peak {row['gpu_peak_mib']} MiB" if cuda else "",
             )
             self._save_checkpoint(
                 epoch=epoch,

@@ -1,4 +1,5 @@
-"""A small trainer for window-to-horizon torch models (DLinear, NLinear).
+"""A small trainer for window-to-horizon torch models (DLinear, NLinear, PatchTST), and
+the member class they share.
 
 The loop follows the LTSF-Linear reference: Adam on the MSE, validation MSE after each
 epoch, early stopping with a patience, and the best-validation weights reloaded at the
@@ -23,16 +24,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ensemble.data import Split
+from ensemble.data import Split, Windows
+from ensemble.forecaster import BaseForecaster
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +62,11 @@ class WindowGather:
         pred_len: H.
     """
 
-    def __init__(self, data: np.ndarray, seq_len: int, pred_len: int):
+    def __init__(
+        self, data: np.ndarray, seq_len: int, pred_len: int, device: torch.device | None = None
+    ):
         series = torch.from_numpy(np.ascontiguousarray(data.T, dtype=np.float32))  # [C, T]
+        series = series.to(device) if device is not None else series
         self.seq_len = seq_len
         self.n = max(0, data.shape[0] - seq_len - pred_len + 1)
         # [W, C, L + H] view: window w is series[:, w : w + L + H]; nothing is copied here
@@ -66,27 +74,33 @@ class WindowGather:
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """idx: [B] window starts -> x: [B, C, L], y: [B, C, H]."""
-        b = self.windows.index_select(0, idx)
+        b = self.windows.index_select(0, idx.to(self.windows.device))
         return b[..., : self.seq_len], b[..., self.seq_len :]
 
 
 @torch.no_grad()
-def predict_windows(model: nn.Module, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+def predict_windows(
+    model: nn.Module, x: np.ndarray, batch_size: int = 2048, threads: int = 1
+) -> np.ndarray:
     """Run ``model`` over windows in batches.
 
     Args:
         model: channels-first, maps [B, C, L] -> [B, C, H].
         x: [W, L, C] inputs (a strided view is fine: only one batch is copied at a time).
+        batch_size: windows per forward pass.
+        threads: torch intra-op threads.
 
     Returns:
         [W, H, C] float32 forecasts.
     """
     model.eval()
+    device = next(model.parameters()).device
     out = []
-    with torch_threads(1):
+    with torch_threads(threads):
         for s in range(0, x.shape[0], batch_size):
             xb = np.ascontiguousarray(x[s : s + batch_size].transpose(0, 2, 1), dtype=np.float32)
-            out.append(model(torch.from_numpy(xb)).numpy().transpose(0, 2, 1))
+            y = model(torch.from_numpy(xb).to(device)).cpu()
+            out.append(y.numpy().transpose(0, 2, 1))
     return np.concatenate(out, axis=0)
 
 
@@ -116,6 +130,9 @@ def train_window_model(
     progress: bool | None = None,
     desc: str = "fit",
     on_epoch: Callable[[int, float], None] | None = None,
+    threads: int = 1,
+    eval_batch_size: int = 4096,
+    device: str | None = "cpu",
 ) -> list[dict[str, float]]:
     """Train ``model`` in place and leave it holding its best-validation weights.
 
@@ -133,12 +150,18 @@ def train_window_model(
         desc: label of the progress bar.
         on_epoch: called with (epoch, val MSE) after each epoch (epochs count from 1);
             an exception it raises (a pruned tuning trial) ends the training.
+        threads: torch intra-op threads (1 suits the linear models; see above).
+        eval_batch_size: windows per forward pass when scoring val.
+        device: "cpu", "cuda", or None for a GPU where torch sees one; the model is
+            moved there and the splits' rows copied there once.
 
     Returns:
         Per-epoch history: ``{"epoch", "lr", "train_mse", "val_mse"}``.
     """
-    tr = WindowGather(train.data, train.seq_len, train.pred_len)
-    va = WindowGather(val.data, val.seq_len, val.pred_len)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(dev)
+    tr = WindowGather(train.data, train.seq_len, train.pred_len, dev)
+    va = WindowGather(val.data, val.seq_len, val.pred_len, dev)
     if tr.n == 0 or va.n == 0:
         raise ValueError(f"need train and val windows (got {tr.n} and {va.n})")
     gen = torch.Generator().manual_seed(seed)
@@ -150,7 +173,7 @@ def train_window_model(
     # disable=None is tqdm's own rule: a bar only when writing to a terminal
     disable = None if progress is None else not progress
     bar = tqdm(total=epochs * steps, desc=desc, disable=disable, leave=False)
-    with torch_threads(1), bar:
+    with torch_threads(threads), bar:
         for epoch in range(epochs):
             model.train()
             perm = torch.randperm(tr.n, generator=gen)
@@ -163,7 +186,7 @@ def train_window_model(
                 opt.step()
                 total += float(loss.detach()) * x.shape[0]
                 bar.update(1)
-            val_mse = _val_mse(model, va, 4096)
+            val_mse = _val_mse(model, va, eval_batch_size)
             history.append(
                 {
                     "epoch": epoch + 1,
@@ -187,3 +210,151 @@ def train_window_model(
     model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+class WindowNetForecaster(BaseForecaster):
+    """A member around a channels-first network trained by `train_window_model`.
+
+    Subclasses set ``name``, list their own constructor arguments in ``_OWN`` (saved
+    with the weights, with the training ones) and build the network in ``_build``.
+
+    Args:
+        seq_len: L.
+        pred_len: H.
+        lr: initial Adam learning rate.
+        batch_size: windows per training step.
+        epochs: maximum epochs.
+        patience: early-stopping patience in epochs.
+        lr_decay: learning-rate factor after each epoch, the first too.
+        seed: seeds the initial weights and the shuffling.
+        progress: tqdm bar while fitting (None: only on a terminal).
+        threads: torch intra-op threads for training and forecasting.
+        device: where to train: "cpu", "cuda", or None for a GPU where torch sees one
+            (a loaded model forecasts on the CPU).
+    """
+
+    name = "window_net"
+    _OWN: tuple[str, ...] = ()
+    _TRAINING = (
+        "seq_len",
+        "pred_len",
+        "lr",
+        "batch_size",
+        "epochs",
+        "patience",
+        "lr_decay",
+        "seed",
+    )
+    # windows per forward pass when scoring val in training / when forecasting
+    _EVAL_BATCH, _PREDICT_BATCH = 4096, 2048
+
+    def __init__(
+        self,
+        seq_len: int,
+        pred_len: int,
+        *,
+        lr: float,
+        batch_size: int,
+        epochs: int,
+        patience: int,
+        lr_decay: float,
+        seed: int,
+        progress: bool | None,
+        threads: int = 1,
+        device: str | None = "cpu",
+    ):
+        if device not in (None, "cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda (got {device!r}), or left out")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device cuda asked for, but torch sees no CUDA GPU here")
+        self.seq_len = int(seq_len)
+        self.pred_len = int(pred_len)
+        self.lr = float(lr)
+        self.batch_size = int(batch_size)
+        self.epochs = int(epochs)
+        self.patience = int(patience)
+        self.lr_decay = float(lr_decay)
+        self.seed = int(seed)
+        self.progress = progress
+        self.threads = int(threads)
+        self.device = device
+        self.n_channels: int | None = None
+        self.net: nn.Module | None = None
+        self.history: list[dict[str, float]] = []
+        # (epoch, val MSE) after each epoch: how `tune` prunes hopeless trials mid-training
+        self.on_epoch: Callable[[int, float], None] | None = None
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (what ``load`` needs to rebuild the model)."""
+        return {k: getattr(self, k) for k in (*self._TRAINING, *self._OWN)}
+
+    def _build(self, n_channels: int) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit(self, train: Split, val: Split) -> WindowNetForecaster:
+        """Train on ``train`` windows, early-stop on ``val`` MSE; keeps the best weights."""
+        if (train.seq_len, train.pred_len) != (self.seq_len, self.pred_len):
+            raise ValueError(
+                f"{self.name} was built for L={self.seq_len}, H={self.pred_len} but the split has "
+                f"L={train.seq_len}, H={train.pred_len}"
+            )
+        self.n_channels = train.n_channels
+        torch.manual_seed(self.seed)
+        self.net = self._build(self.n_channels)
+        self.history = train_window_model(
+            self.net,
+            train,
+            val,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            patience=self.patience,
+            lr_decay=self.lr_decay,
+            seed=self.seed,
+            progress=self.progress,
+            desc=self.name,
+            on_epoch=self.on_epoch,
+            threads=self.threads,
+            device=self.device,
+            eval_batch_size=self._EVAL_BATCH,
+        )
+        return self
+
+    def predict(self, windows: Windows) -> np.ndarray:
+        """windows.x: [W, L, C] -> [W, H, C] float32."""
+        if self.net is None:
+            raise RuntimeError(f"{self.name}: call fit() (or load()) before predict()")
+        return predict_windows(self.net, windows.x, self._PREDICT_BATCH, self.threads)
+
+    def save(self, path: str | Path) -> None:
+        """Write ``state_dict.pt`` (weights only) and ``config.json`` (constructor kwargs)."""
+        if self.net is None:
+            raise RuntimeError(f"{self.name}: nothing to save before fit()")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.net.state_dict(), path / "state_dict.pt")
+        meta = {
+            "class": type(self).__name__,
+            "name": self.name,
+            "kwargs": self.config(),
+            "n_channels": self.n_channels,
+            "history": self.history,
+        }
+        (path / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> WindowNetForecaster:
+        path = Path(path)
+        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if meta["class"] != cls.__name__:
+            raise TypeError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
+        obj = cls(**meta["kwargs"])
+        obj.name = meta.get("name", cls.name)
+        obj.n_channels = int(meta["n_channels"])
+        obj.history = meta.get("history", [])
+        obj.net = obj._build(obj.n_channels)
+        obj.net.load_state_dict(
+            torch.load(path / "state_dict.pt", map_location="cpu", weights_only=True)
+        )
+        obj.net.eval()
+        return obj

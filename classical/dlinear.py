@@ -15,20 +15,13 @@ and the best-validation weights reloaded before any forecast.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classical._torch_train import predict_windows, train_window_model
-from ensemble.data import Split, Windows
-from ensemble.forecaster import BaseForecaster
+from classical._torch_train import WindowNetForecaster
 
 
 def kernel_from_period(period: int, seq_len: int) -> int:
@@ -134,7 +127,7 @@ class NLinearNet(nn.Module):
         return self.map(x - last) + last
 
 
-class DLinear(BaseForecaster):
+class DLinear(WindowNetForecaster):
     """DLinear member.
 
     Args:
@@ -152,6 +145,7 @@ class DLinear(BaseForecaster):
     """
 
     name = "dlinear"
+    _OWN = ("kernel", "individual")
 
     def __init__(
         self,
@@ -167,95 +161,22 @@ class DLinear(BaseForecaster):
         seed: int = 0,
         progress: bool | None = None,
     ):
-        self.seq_len = int(seq_len)
-        self.pred_len = int(pred_len)
+        super().__init__(
+            seq_len,
+            pred_len,
+            lr=lr,
+            batch_size=batch_size,
+            epochs=epochs,
+            patience=patience,
+            lr_decay=lr_decay,
+            seed=seed,
+            progress=progress,
+        )
         self.kernel = int(kernel)
         self.individual = bool(individual)
-        self.lr = float(lr)
-        self.batch_size = int(batch_size)
-        self.epochs = int(epochs)
-        self.patience = int(patience)
-        self.lr_decay = float(lr_decay)
-        self.seed = int(seed)
-        self.progress = progress
-        self.n_channels: int | None = None
-        self.net: nn.Module | None = None
-        self.history: list[dict[str, float]] = []
-        # (epoch, val MSE) after each epoch: how `tune` prunes hopeless trials mid-training
-        self.on_epoch: Callable[[int, float], None] | None = None
-
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (what ``load`` needs to rebuild the model)."""
-        keys = (
-            "seq_len pred_len kernel individual lr batch_size epochs patience lr_decay seed"
-        ).split()
-        return {k: getattr(self, k) for k in keys}
 
     def _build(self, n_channels: int) -> nn.Module:
         return DLinearNet(self.seq_len, self.pred_len, n_channels, self.kernel, self.individual)
-
-    def fit(self, train: Split, val: Split) -> DLinear:
-        """Train on ``train`` windows, early-stop on ``val`` MSE; keeps the best weights."""
-        if (train.seq_len, train.pred_len) != (self.seq_len, self.pred_len):
-            raise ValueError(
-                f"{self.name} was built for L={self.seq_len}, H={self.pred_len} but the split has "
-                f"L={train.seq_len}, H={train.pred_len}"
-            )
-        self.n_channels = train.n_channels
-        torch.manual_seed(self.seed)
-        self.net = self._build(self.n_channels)
-        self.history = train_window_model(
-            self.net,
-            train,
-            val,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            epochs=self.epochs,
-            patience=self.patience,
-            lr_decay=self.lr_decay,
-            seed=self.seed,
-            progress=self.progress,
-            desc=self.name,
-            on_epoch=self.on_epoch,
-        )
-        return self
-
-    def predict(self, windows: Windows) -> np.ndarray:
-        """windows.x: [W, L, C] -> [W, H, C] float32."""
-        if self.net is None:
-            raise RuntimeError(f"{self.name}: call fit() (or load()) before predict()")
-        return predict_windows(self.net, windows.x)
-
-    def save(self, path: str | Path) -> None:
-        """Write ``state_dict.pt`` (weights only) and ``config.json`` (constructor kwargs)."""
-        if self.net is None:
-            raise RuntimeError(f"{self.name}: nothing to save before fit()")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.net.state_dict(), path / "state_dict.pt")
-        meta = {
-            "class": type(self).__name__,
-            "name": self.name,
-            "kwargs": self.config(),
-            "n_channels": self.n_channels,
-            "history": self.history,
-        }
-        (path / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: str | Path) -> DLinear:
-        path = Path(path)
-        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        if meta["class"] != cls.__name__:
-            raise TypeError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
-        obj = cls(**meta["kwargs"])
-        obj.name = meta.get("name", cls.name)
-        obj.n_channels = int(meta["n_channels"])
-        obj.history = meta.get("history", [])
-        obj.net = obj._build(obj.n_channels)
-        obj.net.load_state_dict(torch.load(path / "state_dict.pt", weights_only=True))
-        obj.net.eval()
-        return obj
 
 
 class NLinear(DLinear):

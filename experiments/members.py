@@ -208,6 +208,40 @@ def _nlinear(ctx: MemberContext):
     return NLinear(**_linear_kwargs(ctx))
 
 
+_PATCHTST_CASTS = (
+    *((k, _positive_int) for k in ("stride", "d_model", "n_heads", "n_layers", "d_ff", "threads")),
+    *(
+        (k, lambda k, v: _as_float(k, v, maximum=0.999))
+        for k in ("dropout", "head_dropout")  # below 0 is refused by the model
+    ),
+    ("residual_attention", _as_bool),
+    ("device", lambda k, v: str(v)),  # cpu or cuda, checked by the model
+    *((k, c) for k, c in _LINEAR_CASTS),
+)
+
+
+@register(
+    "patchtst",
+    "PatchTST: patches + Transformer encoder, channel-independent (@patch_len=16|period, "
+    "@d_model=16, @n_layers=3)",
+    ("patch_len", "seed", *(k for k, _ in _PATCHTST_CASTS)),
+)
+def _patchtst(ctx: MemberContext):
+    from classical.patchtst import PatchTST
+
+    p = ctx.params
+    kwargs: dict[str, Any] = {}
+    if "patch_len" in p:
+        patch = p["patch_len"]
+        if patch == "period":  # one cycle of the analyser's top period that fits in L
+            patch = next((int(q) for q in ctx.periods if 2 <= q <= ctx.seq_len), 16)
+        kwargs["patch_len"] = _as_int("patch_len", patch, minimum=1)
+    for key, cast in _PATCHTST_CASTS:
+        if key in p:
+            kwargs[key] = cast(key, p[key])
+    return PatchTST(ctx.seq_len, ctx.pred_len, seed=_seed(ctx), progress=_progress(ctx), **kwargs)
+
+
 # ---------------------------------------------------------------------------- Time-LLM
 
 

@@ -39,7 +39,12 @@ COLUMNS = [
 ]
 
 # Published model name (prefix) -> our member it is comparable with.
-MEMBER_OF_MODEL = {"Time-LLM": "timellm", "DLinear": "dlinear", "NLinear": "nlinear"}
+MEMBER_OF_MODEL = {
+    "Time-LLM": "timellm",
+    "DLinear": "dlinear",
+    "NLinear": "nlinear",
+    "PatchTST": "patchtst",
+}
 
 
 def _member_for(model: str) -> str:

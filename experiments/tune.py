@@ -52,7 +52,7 @@ GRACE_S = 40  # ... and counts as dead (killed) after this long without one
 POLL_S = 5.0  # how often an idle worker looks again while others finish the last trials
 
 # Members whose factories take a `progress` flag (their bars would garble parallel workers).
-_QUIET_MEMBERS = ("dlinear", "nlinear")
+_QUIET_MEMBERS = ("dlinear", "nlinear", "patchtst")
 
 
 @dataclass
@@ -199,12 +199,23 @@ def _space_timellm(trial, period: int, seq_len: int, attrs: dict) -> dict[str, A
     }
 
 
+def _space_patchtst(trial, period: int, seq_len: int, attrs: dict) -> dict[str, Any]:
+    choices = attrs["patch_choices"][str(period)]
+    patch, stride = _patch_key(trial.suggest_categorical(f"patchtst.patch_p{period}", choices))
+    return {
+        "patch_len": patch,
+        "stride": stride,
+        "lr": trial.suggest_float("patchtst.lr", 3e-5, 3e-3, log=True),
+    }
+
+
 # member base name -> its tuned settings, given (trial, period, seq_len, study attrs)
 SPACES: dict[str, Callable[..., dict[str, Any]]] = {
     "dlinear": _space_dlinear,
     "nlinear": _space_nlinear,
     "snaive": _space_snaive,
     "timellm": _space_timellm,
+    "patchtst": _space_patchtst,
 }
 
 

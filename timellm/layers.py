@@ -14,36 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ensemble.dropout import FastDropout, fast_dropout
+
 log = logging.getLogger(__name__)
-
-
-def fast_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
-    """Dropout with a cheaper random number path on CPU; the same distribution.
-
-    On CPU, `torch.bernoulli_` draws one double per element and took a fifth of our
-    training step. Here a 15-bit uniform integer per element is compared with p * 2^15,
-    so an element is kept with probability 1 - p (p rounded to a multiple of 2^-15:
-    0.1 becomes 0.100006) and scaled by 1 / (1 - p) as in `nn.functional.dropout`.
-    Other devices use the native kernel.
-    """
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu" or p >= 1.0:
-        return nn.functional.dropout(x, p, True)
-    # random_ fills int32 with 31 random bits; each int16 half, masked to 15 bits, is a
-    # uniform draw on [0, 2^15), so one generator call serves two elements.
-    n = x.numel()
-    bits = torch.empty((n + 1) // 2, dtype=torch.int32).random_().view(torch.int16)[:n]
-    keep = (bits & 0x7FFF).view(x.shape) >= round(p * 2**15)
-    out = x * keep
-    return out.mul_(1.0 / (1.0 - p))
-
-
-class FastDropout(nn.Dropout):
-    """`nn.Dropout` that uses `fast_dropout` (drop-in: same `p`, same behaviour)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return fast_dropout(x, self.p, self.training)
 
 
 def fast_dropout_attention(

@@ -189,24 +189,17 @@ def _space_snaive(trial, period: int, seq_len: int, attrs: dict) -> dict[str, An
     return {"period": int(period)}
 
 
-def _space_timellm(trial, period: int, seq_len: int, attrs: dict) -> dict[str, Any]:
-    choices = attrs["patch_choices"][str(period)]
-    patch, stride = _patch_key(trial.suggest_categorical(f"timellm.patch_p{period}", choices))
-    return {
-        "patch_len": patch,
-        "stride": stride,
-        "lr": trial.suggest_float("timellm.lr", 1e-4, 1e-2, log=True),
-    }
+def _patch_space(member: str, lr_range: tuple[float, float]) -> Callable[..., dict[str, Any]]:
+    """A patched member's space: a patch/stride among the period's choices, and lr."""
 
+    def space(trial, period: int, seq_len: int, attrs: dict) -> dict[str, Any]:
+        choices = attrs["patch_choices"][str(period)]
+        key = trial.suggest_categorical(f"{member}.patch_p{period}", choices)
+        patch, stride = _patch_key(key)
+        lr = trial.suggest_float(f"{member}.lr", *lr_range, log=True)
+        return {"patch_len": patch, "stride": stride, "lr": lr}
 
-def _space_patchtst(trial, period: int, seq_len: int, attrs: dict) -> dict[str, Any]:
-    choices = attrs["patch_choices"][str(period)]
-    patch, stride = _patch_key(trial.suggest_categorical(f"patchtst.patch_p{period}", choices))
-    return {
-        "patch_len": patch,
-        "stride": stride,
-        "lr": trial.suggest_float("patchtst.lr", 3e-5, 3e-3, log=True),
-    }
+    return space
 
 
 # member base name -> its tuned settings, given (trial, period, seq_len, study attrs)
@@ -214,8 +207,8 @@ SPACES: dict[str, Callable[..., dict[str, Any]]] = {
     "dlinear": _space_dlinear,
     "nlinear": _space_nlinear,
     "snaive": _space_snaive,
-    "timellm": _space_timellm,
-    "patchtst": _space_patchtst,
+    "timellm": _patch_space("timellm", (1e-4, 1e-2)),
+    "patchtst": _patch_space("patchtst", (3e-5, 3e-3)),
 }
 
 

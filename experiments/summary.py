@@ -270,7 +270,32 @@ def group_markdown(group: Group) -> str:
                 else "."
             ),
         ]
+    lines += _machines_line(group)
     return "\n".join(lines) + "\n"
+
+
+def _machine(res: dict[str, Any]) -> str:
+    """'torch 2.13.0+cpu on the CPU', from results.json's environment (not before it)."""
+    env = res.get("environment")
+    if not isinstance(env, dict):
+        return "not recorded"
+    gpus = env.get("gpus") or []
+    where = ", ".join(sorted(set(gpus))) if gpus else "the CPU"
+    return f"torch {(env.get('packages') or {}).get('torch')} on {where}"
+
+
+def _machines_line(group: Group) -> list[str]:
+    """A line when the seeds ran on different hardware or torch versions: their spread
+    is then partly the machine's, not only the seed's."""
+    seen = {seed: _machine(res) for seed, res in sorted(group.runs.items())}
+    if len(set(seen.values())) < 2:
+        return []
+    listed = "; ".join(f"seed {seed}: {m}" for seed, m in seen.items())
+    return [
+        "",
+        f"The seeds did not all run on one setup ({listed}): part of their spread may be "
+        "the machine's.",
+    ]
 
 
 def summary_markdown(groups: list[Group]) -> str:

@@ -222,3 +222,23 @@ def test_out_must_not_replace_a_file_of_a_run_folder(name, tmp_path, capsys):
     (other / "config.yaml").write_text("seq_len: 96\n")
     assert main(["summary", str(r0), "--out", str(other / "results.json")]) == 2
     assert main(["summary", str(r0), "--out", str(r0 / "summary.md")]) == 0
+
+
+def test_seeds_run_on_different_setups_are_said(tmp_path, capsys):
+    runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(3)]
+    gpu = {"packages": {"torch": "2.5.1+cu124"}, "gpus": ["NVIDIA GeForce RTX 3060"]}
+    cpu = {"packages": {"torch": "2.5.1+cpu"}, "gpus": []}
+    for folder in runs:
+        res = json.loads((folder / "results.json").read_text())
+        (folder / "results.json").write_text(json.dumps({**res, "environment": gpu}))
+    assert main(["summary", *map(str, runs)]) == 0
+    assert "did not all run on one setup" not in capsys.readouterr().out
+    res = json.loads((runs[2] / "results.json").read_text())
+    (runs[2] / "results.json").write_text(json.dumps({**res, "environment": cpu}))
+    assert main(["summary", *map(str, runs)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        "The seeds did not all run on one setup (seed 0: torch 2.5.1+cu124 on NVIDIA GeForce "
+        "RTX 3060; seed 1: torch 2.5.1+cu124 on NVIDIA GeForce RTX 3060; seed 2: torch "
+        "2.5.1+cpu on the CPU)" in out
+    )

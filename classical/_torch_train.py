@@ -43,10 +43,11 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run a block with ``n`` intra-op threads, restoring the previous setting after."""
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` intra-op threads (None: as set, e.g. by OMP_NUM_THREADS),
+    restoring the previous setting after."""
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    torch.set_num_threads(n or before)
     try:
         yield
     finally:
@@ -80,7 +81,7 @@ class WindowGather:
 
 @torch.no_grad()
 def predict_windows(
-    model: nn.Module, x: np.ndarray, batch_size: int = 2048, threads: int = 1
+    model: nn.Module, x: np.ndarray, batch_size: int = 2048, threads: int | None = 1
 ) -> np.ndarray:
     """Run ``model`` over windows in batches.
 
@@ -88,7 +89,7 @@ def predict_windows(
         model: channels-first, maps [B, C, L] -> [B, C, H].
         x: [W, L, C] inputs (a strided view is fine: only one batch is copied at a time).
         batch_size: windows per forward pass.
-        threads: torch intra-op threads.
+        threads: torch intra-op threads (None: as set).
 
     Returns:
         [W, H, C] float32 forecasts.
@@ -130,7 +131,7 @@ def train_window_model(
     progress: bool | None = None,
     desc: str = "fit",
     on_epoch: Callable[[int, float], None] | None = None,
-    threads: int = 1,
+    threads: int | None = 1,
     eval_batch_size: int = 4096,
     device: str | None = "cpu",
 ) -> list[dict[str, float]]:
@@ -150,7 +151,8 @@ def train_window_model(
         desc: label of the progress bar.
         on_epoch: called with (epoch, val MSE) after each epoch (epochs count from 1);
             an exception it raises (a pruned tuning trial) ends the training.
-        threads: torch intra-op threads (1 suits the linear models; see above).
+        threads: torch intra-op threads (1 suits the linear models, see above; None:
+            as set, e.g. by OMP_NUM_THREADS).
         eval_batch_size: windows per forward pass when scoring val.
         device: "cpu", "cuda", or None for a GPU where torch sees one; the model is
             moved there and the splits' rows copied there once.
@@ -260,7 +262,7 @@ class WindowNetForecaster(BaseForecaster):
         lr_decay: float,
         seed: int,
         progress: bool | None,
-        threads: int = 1,
+        threads: int | None = 1,
         device: str | None = "cpu",
     ):
         if device not in (None, "cpu", "cuda"):
@@ -276,7 +278,7 @@ class WindowNetForecaster(BaseForecaster):
         self.lr_decay = float(lr_decay)
         self.seed = int(seed)
         self.progress = progress
-        self.threads = int(threads)
+        self.threads = threads if threads is None else int(threads)
         self.device = device
         self.n_channels: int | None = None
         self.net: nn.Module | None = None

@@ -202,7 +202,8 @@ class PatchTST(WindowNetForecaster):
             rate for 3 epochs, then multiplies it by 0.9 per epoch).
         seed: seeds the initial weights and the shuffling.
         progress: tqdm bar while fitting (None: only on a terminal).
-        threads: torch intra-op threads.
+        threads: torch intra-op threads (None: as set, e.g. by OMP_NUM_THREADS; the
+            attention and feed-forward layers gain from several, unlike DLinear).
         device: "cpu", "cuda", or None (a GPU where torch sees one).
     """
 
@@ -233,7 +234,7 @@ class PatchTST(WindowNetForecaster):
         lr_decay: float = 0.9,
         seed: int = 0,
         progress: bool | None = None,
-        threads: int = 1,
+        threads: int | None = None,
         device: str | None = None,
     ):
         super().__init__(

@@ -161,3 +161,15 @@ def test_each_layer_receives_the_previous_layers_scores():
         layer.attn.register_forward_hook(lambda mod, args, out: seen.append(args[1]))
     plain(torch.randn(2, 3, 96))
     assert seen == [None, None]
+
+
+def test_threads_default_to_the_process_setting():
+    from classical._torch_train import torch_threads
+
+    before = torch.get_num_threads()
+    assert PatchTST(96, 24).threads is None  # OMP_NUM_THREADS / torch's own default
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -39,6 +39,17 @@ def n_patches(seq_len: int, patch_len: int, stride: int) -> int:
     return (seq_len - patch_len) // stride + 2
 
 
+def check_shape(seq_len: int, patch_len: int, stride: int, d_model: int, n_heads: int) -> None:
+    """Raise ValueError for a patch that does not fit L or heads that do not divide D."""
+    if not 0 < patch_len <= seq_len or stride < 1:
+        raise ValueError(
+            f"patch_len must be in 1..seq_len ({seq_len}) and stride >= 1 "
+            f"(got {patch_len}, {stride})"
+        )
+    if d_model % n_heads:
+        raise ValueError(f"d_model {d_model} is not a multiple of n_heads {n_heads}")
+
+
 class ResidualScoreAttention(nn.Module):
     """Multi-head self-attention whose pre-softmax scores can carry over from the
     previous layer (``prev``) and are returned for the next one.
@@ -142,11 +153,7 @@ class PatchTSTNet(nn.Module):
         residual_attention: bool = True,
     ):
         super().__init__()
-        if not 0 < patch_len <= seq_len or stride < 1:
-            raise ValueError(
-                f"patch_len must be in 1..seq_len ({seq_len}) and stride >= 1 "
-                f"(got {patch_len}, {stride})"
-            )
+        check_shape(seq_len, patch_len, stride, d_model, n_heads)
         self.patch_len, self.stride = patch_len, stride
         self.n_patches = n_patches(seq_len, patch_len, stride)
         self.residual_attention = residual_attention
@@ -255,15 +262,9 @@ class PatchTST(WindowNetForecaster):
         self.d_ff, self.dropout, self.head_dropout = int(d_ff), float(dropout), float(head_dropout)
         self.residual_attention = bool(residual_attention)
         # a bad shape fails when the member is built, not after the members before it fit
-        if not 0 < self.patch_len <= self.seq_len or self.stride < 1:
-            raise ValueError(
-                f"patch_len must be in 1..seq_len ({self.seq_len}) and stride >= 1 "
-                f"(got {self.patch_len}, {self.stride})"
-            )
         if min(self.d_model, self.n_heads, self.n_layers, self.d_ff) < 1:
             raise ValueError("d_model, n_heads, n_layers and d_ff must be > 0")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        check_shape(self.seq_len, self.patch_len, self.stride, self.d_model, self.n_heads)
         if not (0 <= self.dropout < 1 and 0 <= self.head_dropout < 1):
             raise ValueError("dropout and head_dropout must be in [0, 1)")
 

@@ -19,8 +19,30 @@ def add_parser(sub) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run folders")
-    p.add_argument("--out", help="also write the Markdown (or with --json the JSON) to this file")
-    p.add_argument("--json", action="store_true", help="JSON instead of Markdown")
+    p.add_argument("--out", help="also write the table (Markdown, JSON, LaTeX or CSV) to this file")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON instead of Markdown")
+    fmt.add_argument(
+        "--latex",
+        action="store_true",
+        help="a LaTeX table for a thesis or paper (booktabs): a row per dataset and horizon, "
+        "MSE and MAE per forecast, mean ± std over seeds, best in bold, second underlined",
+    )
+    fmt.add_argument(
+        "--csv", action="store_true", help="tidy CSV: one row per forecast and seed, for plots"
+    )
+    p.add_argument(
+        "--forecasts",
+        metavar="A,B,...",
+        help="with --latex: the columns, in order (the members, the ensemble and the mean "
+        "when not given); with --csv: the forecasts to keep (all when not given)",
+    )
+    p.add_argument(
+        "--digits",
+        type=int,
+        metavar="N",
+        help="with --latex: decimals printed, 1 to 8 (default 3, as in the papers' tables)",
+    )
     p.set_defaults(func=handle)
 
 
@@ -47,18 +69,49 @@ def check_out(out: str, run_dirs: list[str]) -> None:
         )
 
 
+def check_format(args) -> None:
+    """--forecasts and --digits shape the LaTeX table (and --forecasts the CSV) only.
+
+    Raises:
+        UserError: one of them without the format it belongs to, or digits out of range.
+    """
+    from ensemble.errors import UserError
+
+    if args.forecasts is not None and not (args.latex or args.csv):
+        raise UserError("--forecasts chooses the columns of --latex or the rows of --csv; add one")
+    if args.forecasts is not None and not all(n.strip() for n in args.forecasts.split(",")):
+        raise UserError(f"--forecasts {args.forecasts!r} has an empty name; e.g. dlinear,ensemble")
+    if args.digits is not None and not args.latex:
+        raise UserError("--digits sets the decimals of --latex; add --latex or drop --digits")
+    if args.digits is not None and not 1 <= args.digits <= 8:
+        raise UserError(f"--digits must be 1 to 8 (got {args.digits})")
+
+
 def handle(args) -> int:
     import json
+    import shlex
 
     from ensemble.io import write_text
     from experiments.summary import load_groups, summary_json, summary_markdown
+    from experiments.summary_export import summary_csv, summary_latex
 
+    check_format(args)
     if args.out:
         check_out(args.out, args.run_dirs)
     groups = load_groups(args.run_dirs)
-    text = (
-        json.dumps(summary_json(groups), indent=2) + "\n" if args.json else summary_markdown(groups)
-    )
+    forecasts = [n.strip() for n in args.forecasts.split(",")] if args.forecasts else None
+    if args.latex:
+        flags = [("--forecasts", args.forecasts), ("--digits", args.digits), ("--out", args.out)]
+        words = [*args.run_dirs, "--latex"] + [str(w) for f, v in flags if v for w in (f, v)]
+        command = "hybrid-forecast summary " + " ".join(map(shlex.quote, words))
+        digits = 3 if args.digits is None else args.digits
+        text = summary_latex(groups, forecasts, digits, command=command)
+    elif args.csv:
+        text = summary_csv(groups, forecasts)
+    elif args.json:
+        text = json.dumps(summary_json(groups), indent=2) + "\n"
+    else:
+        text = summary_markdown(groups)
     if args.out:
         write_text(args.out, text)
     print(text, end="")

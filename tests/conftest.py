@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -161,3 +162,38 @@ def tiny_timellm(**kw):
         progress=False,
     )
     return TimeLLMForecaster(**{**base, **kw})
+
+
+def fake_run(
+    folder: Path,
+    seed: int,
+    router: str = "learned",
+    *,
+    dataset: str = "ETTh1",
+    pred_len: int = 24,
+    **test: float,
+) -> Path:
+    """A run folder with only the results.json fields `summary` reads; ``test`` maps
+    forecast -> test MSE (MAE is half of it, val MSE twice)."""
+    scores = {n: {"mse": v, "mae": v / 2} for n, v in test.items()}
+    val = {n: {"mse": 2 * v} for n, v in test.items()}  # members' val: twice their test
+    combiners = {
+        "stacked": {"test": {"mse": test["ensemble"], "mae": test["ensemble"] / 2}, "chosen": True}
+    }
+    if seed == 0:  # a combiner only one seed's version reported
+        combiners["greedy"] = {"test": {"mse": 0.9, "mae": 0.45}, "chosen": False}
+    res = {
+        "dataset": dataset,
+        "seq_len": 96,
+        "pred_len": pred_len,
+        "features": "M",
+        "seed": seed,
+        "members": ["a", "b"],
+        "router": router,
+        "test": scores,
+        "val": val,
+        "combiners": combiners,
+    }
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(res))
+    return folder

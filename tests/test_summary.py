@@ -3,39 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fake_run
 
 from experiments.cli import main
 from experiments.summary import load_groups, summary_json
-
-
-def fake_run(folder: Path, seed: int, router: str = "learned", **test: float) -> Path:
-    """A results.json with the fields `summary` reads; ``test`` maps forecast -> MSE."""
-    scores = {n: {"mse": v, "mae": v / 2} for n, v in test.items()}
-    val = {n: {"mse": 2 * v} for n, v in test.items()}  # members' val: twice their test
-    combiners = {
-        "stacked": {"test": {"mse": test["ensemble"], "mae": test["ensemble"] / 2}, "chosen": True}
-    }
-    if seed == 0:  # a combiner only one seed's version reported
-        combiners["greedy"] = {"test": {"mse": 0.9, "mae": 0.45}, "chosen": False}
-    res = {
-        "dataset": "ETTh1",
-        "seq_len": 96,
-        "pred_len": 24,
-        "features": "M",
-        "seed": seed,
-        "members": ["a", "b"],
-        "router": router,
-        "test": scores,
-        "val": val,
-        "combiners": combiners,
-    }
-    folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps(res))
-    return folder
 
 
 def test_seed_means_counts_and_groups(tmp_path, capsys):

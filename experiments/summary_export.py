@@ -1,0 +1,265 @@
+"""Thesis-ready exports of a seeds summary: a LaTeX table and a tidy CSV.
+
+``summary --latex`` writes the table shape of the long-term forecasting papers (Time-LLM's
+Table 1, DLinear's Table 2): a row per dataset and horizon, a column pair (MSE, MAE) per
+forecast, the lowest in each row and metric in bold and the second lowest underlined,
+compared at the printed precision so that a tie is shown as a tie. Each cell is the mean
+over seeds with the sample standard deviation beside it; the seeds and the command that
+wrote the table are in its caption and header, so the numbers carry their provenance into
+the thesis. ``summary --csv`` writes one row per forecast and seed, for plots and tests of
+one's own (pandas, R, a spreadsheet).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ensemble.errors import UserError
+from experiments.summary import Group
+
+_ORDER = {"member": 0, "ensemble": 1, "reference": 2, "combiner": 3, "bound": 4}
+_TEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
+    "\\": r"\textbackslash{}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def tex(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped (``exchange_rate`` -> ``exchange\\_rate``)."""
+    return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
+
+
+def available(groups: Sequence[Group]) -> list[str]:
+    """Every forecast some group reports, members first, then the ensemble, the references,
+    the combiners and the bound (first sight within a kind)."""
+    kinds: dict[str, str] = {}
+    for g in groups:
+        for name, f in g.forecasts().items():
+            kinds.setdefault(name, f.kind)
+    return sorted(kinds, key=lambda n: _ORDER[kinds[n]])  # stable: first sight within a kind
+
+
+def choose(groups: Sequence[Group], forecasts: Sequence[str] | None) -> list[str]:
+    """The forecasts to show: ``forecasts`` in its order (each must be reported by some
+    group), or by default the members, the ensemble and the mean.
+
+    Raises:
+        UserError: a name no group reports.
+    """
+    names = available(groups)
+    if forecasts is None:
+        kinds = {n: f.kind for g in groups for n, f in g.forecasts().items()}
+        return [n for n in names if kinds[n] in ("member", "ensemble") or n == "mean"]
+    unknown = [n for n in forecasts if n not in names]
+    if unknown:
+        raise UserError(
+            f"--forecasts: {', '.join(unknown)} not in these runs; they report {', '.join(names)}"
+        )
+    if len(set(forecasts)) < len(forecasts):
+        raise UserError("--forecasts names a forecast twice; give each once")
+    return list(forecasts)
+
+
+# What a row's setup is made of besides its dataset and horizon, and how it is written.
+_SETUP = {
+    "seq_len": lambda g: f"L={g.seq_len}",
+    "features": lambda g: f"features {g.features}",
+    "members": lambda g: "members " + "+".join(g.members),
+    "router": lambda g: f"router {g.router}",
+    "settings": lambda g: g.settings,
+}
+
+
+_SETUP_WIDTH = 32  # characters of a setup written in its column, not in the caption
+
+
+@dataclass
+class _Row:
+    dataset: str
+    horizon: str  # "96", or "Avg" for the mean over a setup's horizons
+    setup: str  # what sets this row apart from the others (empty when nothing does)
+    seeds: str  # how many seeds the cells average
+    mse: dict[str, np.ndarray]  # forecast -> per-seed (or per-horizon, for Avg) values
+    mae: dict[str, np.ndarray]
+    spread: bool  # whether a cell shows ± the sample std (not for Avg rows)
+
+
+def _nanmean(v: np.ndarray) -> float:
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if len(v) else np.nan
+
+
+def _rows(groups: Sequence[Group], names: list[str]) -> tuple[list[_Row], list[str]]:
+    """The table's rows (datasets in order of first sight, then setups, then horizons
+    ascending, then an Avg row for a setup with several horizons) and the setup fields that
+    vary between groups (the others go into the caption)."""
+    varying = [k for k, f in _SETUP.items() if len({f(g) for g in groups}) > 1]
+
+    def setup(g: Group) -> str:
+        return ", ".join(p for p in (_SETUP[k](g) for k in varying) if p) or "default settings"
+
+    rows: list[_Row] = []
+    for ds in dict.fromkeys(g.dataset for g in groups):
+        mine = [g for g in groups if g.dataset == ds]
+        for su in dict.fromkeys(setup(g) for g in mine):
+            block = sorted((g for g in mine if setup(g) == su), key=lambda g: g.pred_len)
+            for g in block:
+                fc = g.forecasts()
+                absent = np.full(len(g.runs), np.nan)
+                mse = {n: fc[n].test_mse if n in fc else absent for n in names}
+                mae = {n: fc[n].test_mae if n in fc else absent for n in names}
+                rows.append(_Row(ds, str(g.pred_len), su, str(len(g.runs)), mse, mae, True))
+            if len(block) > 1:
+                # per horizon, the mean over seeds; a forecast missing at one horizon has
+                # no average (the NaN stays in and `_means` propagates it)
+                part = rows[-len(block) :]
+                mse = {n: np.array([_nanmean(r.mse[n]) for r in part]) for n in names}
+                mae = {n: np.array([_nanmean(r.mae[n]) for r in part]) for n in names}
+                rows.append(_Row(ds, "Avg", su, "", mse, mae, False))
+    return rows, varying
+
+
+def _means(values: dict[str, np.ndarray], avg: bool) -> dict[str, float]:
+    """Per forecast: the mean over seeds (NaN where no seed has it); an Avg row's mean over
+    horizons is NaN where a horizon lacks the forecast."""
+    return {n: float(np.mean(v)) if avg else _nanmean(v) for n, v in values.items()}
+
+
+def _marks(means: dict[str, float], digits: int) -> dict[str, str]:
+    """'best' / 'second' for the lowest and second lowest printed value (ties share)."""
+    printed = {n: float(f"{m:.{digits}f}") for n, m in means.items() if not np.isnan(m)}
+    levels = sorted(set(printed.values()))
+    marks = {}
+    for n, p in printed.items():
+        if p == levels[0] and len(printed) > 1:
+            marks[n] = "best"
+        elif len(levels) > 1 and p == levels[1] and len(printed) > 2:
+            marks[n] = "second"
+    return marks
+
+
+def _tex_cell(values: np.ndarray, mean: float, mark: str | None, digits: int, spread: bool) -> str:
+    if np.isnan(mean):
+        return "--"
+    text = f"{mean:.{digits}f}"
+    text = {"best": rf"\textbf{{{text}}}", "second": rf"\underline{{{text}}}"}.get(mark, text)
+    v = values[~np.isnan(values)]
+    if spread and len(v) > 1:
+        text += rf"{{\scriptsize$\pm${v.std(ddof=1):.{digits}f}}}"
+    return text
+
+
+def summary_latex(
+    groups: Sequence[Group],
+    forecasts: Sequence[str] | None = None,
+    digits: int = 3,
+    command: str | None = None,
+) -> str:
+    """A booktabs table of test MSE and MAE: a row per dataset, setup and horizon (and an
+    Avg row per setup with several horizons), a column pair per forecast.
+
+    Args:
+        groups: from `experiments.summary.load_groups`.
+        forecasts: the columns, in order; default: members, ensemble, mean.
+        digits: decimals printed; bold and underline compare the printed values.
+        command: the command that wrote the table, for its header comment.
+    """
+    names = choose(groups, forecasts)
+    rows, varying = _rows(groups, names)
+    routers = {g.router for g in groups}
+    labels = [
+        f"ensemble ({next(iter(routers))})" if n == "ensemble" and len(routers) == 1 else n
+        for n in names
+    ]
+    seeds = {tuple(sorted(g.runs)) for g in groups}
+    (only,) = seeds if len(seeds) == 1 else [()]
+    if len(only) == 1:
+        over = f"seed {only[0]}"
+    else:
+        over = "mean $\\pm$ sample standard deviation " + (
+            f"over seeds {', '.join(map(str, only))}" if only else "over the $n$ seeds of a row"
+        )
+    shared = ", ".join(p for k, f in _SETUP.items() if k not in varying if (p := f(groups[0])))
+    # long setups (member settings) would make a column wider than the scores: a letter
+    # in the column and the setups spelled out in the caption instead
+    setups = list(dict.fromkeys(r.setup for r in rows))
+    short = {su: su for su in setups}
+    if any(len(su) > _SETUP_WIDTH for su in setups):
+        short = {su: f"({i})" for i, su in enumerate(setups, 1)}
+        shared = "; ".join([shared] * bool(shared) + [f"{short[su]} {su}" for su in setups])
+    per_row = len(seeds) > 1  # the seeds differ between rows: a column says how many
+    lead = ["Dataset", "$H$"] + (["Setup"] if varying else []) + (["$n$"] if per_row else [])
+    head = [
+        "% " + (f"written by: {command}" if command else "written by hybrid-forecast summary"),
+        r"% needs \usepackage{booktabs} and \usepackage{graphicx}",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\caption{Test MSE and MAE in the scaled space, "
+        + over
+        + ". Lower is better: the lowest in bold, the second lowest underlined."
+        + (f" {tex(shared)}." if shared else "")
+        + (" Avg: mean over the horizons." if any(r.horizon == "Avg" for r in rows) else "")
+        + "}",
+        r"\label{tab:hybrid-forecast}",
+        r"\resizebox{\linewidth}{!}{%",
+        r"\begin{tabular}{" + "l" * len(lead) + " cc" * len(names) + "}",
+        r"\toprule",
+        " & " * (len(lead) - 1)
+        + "".join(rf" & \multicolumn{{2}}{{c}}{{{tex(lb)}}}" for lb in labels)
+        + r" \\",
+        " ".join(
+            rf"\cmidrule(lr){{{len(lead) + 2 * i + 1}-{len(lead) + 2 * i + 2}}}"
+            for i in range(len(names))
+        ),
+        " & ".join(lead + ["MSE", "MAE"] * len(names)) + r" \\",
+        r"\midrule",
+    ]
+    body = []
+    for i, r in enumerate(rows):
+        if i and r.dataset != rows[i - 1].dataset:
+            body.append(r"\midrule")
+        cells = [tex(r.dataset), r.horizon] + ([tex(short[r.setup])] if varying else [])
+        cells += [r.seeds] if per_row else []
+        avg = r.horizon == "Avg"
+        means = {m: _means(getattr(r, m), avg) for m in ("mse", "mae")}
+        marks = {m: _marks(means[m], digits) for m in ("mse", "mae")}
+        for n in names:
+            for m in ("mse", "mae"):
+                values = getattr(r, m)[n]
+                cells.append(_tex_cell(values, means[m][n], marks[m].get(n), digits, r.spread))
+        body.append(" & ".join(cells) + r" \\")
+    tail = [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
+    return "\n".join(head + body + tail) + "\n"
+
+
+def summary_csv(groups: Sequence[Group], forecasts: Sequence[str] | None = None) -> str:
+    """One row per group, forecast and seed that reports it: the setup, the scores (a
+    combiner's val MSE may be empty), whether the learned router chose it, and the folder."""
+    names = available(groups) if forecasts is None else choose(groups, forecasts)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(
+        ["dataset", "seq_len", "pred_len", "features", "members", "router", "settings",
+         "forecast", "kind", "seed", "test_mse", "test_mae", "val_mse", "chosen", "folder"]
+    )  # fmt: skip
+    for g in groups:
+        fc = g.forecasts()
+        for n in (n for n in names if n in fc):
+            f = fc[n]
+            for i, seed in enumerate(sorted(g.runs)):
+                scores = (f.test_mse[i], f.test_mae[i], f.val_mse[i])
+                if np.isnan(scores).all():
+                    continue  # this seed's folder does not report it (an older version)
+                w.writerow(
+                    [g.dataset, g.seq_len, g.pred_len, g.features, "+".join(g.members),
+                     g.router, g.settings, n, f.kind, seed,
+                     *("" if np.isnan(x) else repr(float(x)) for x in scores),
+                     seed in f.chosen, g.folders[seed]]
+                )  # fmt: skip
+    return buf.getvalue()

@@ -1,0 +1,194 @@
+"""experiments.summary_export: `summary --latex` and `summary --csv`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+from conftest import fake_run
+
+from experiments.cli import main
+from experiments.summary import load_groups
+from experiments.summary_export import summary_csv, summary_latex, tex
+
+
+def body_rows(text: str) -> list[list[str]]:
+    """The cells of the tabular's data rows (between \\midrule and \\bottomrule)."""
+    body = text.split("\\midrule\n", 1)[1].split("\\bottomrule")[0]
+    rows = [ln for ln in body.splitlines() if ln.endswith("\\\\")]
+    return [[c.strip() for c in ln[: -len("\\\\")].split(" & ")] for ln in rows]
+
+
+def value(cell: str) -> float:
+    """The printed mean of a cell (its first number)."""
+    return float(re.search(r"\d+\.\d+", cell).group())
+
+
+@pytest.fixture
+def grid(tmp_path):
+    """ETTh1 H=24 and H=48 and exchange_rate H=24, seeds 0-2: members a, b."""
+    folders = []
+    for s in range(3):
+        folders += [
+            fake_run(tmp_path / f"h24_{s}", s, a=0.40 + 0.01 * s, b=0.42, ensemble=0.39, mean=0.41),
+            fake_run(
+                tmp_path / f"h48_{s}", s, pred_len=48, a=0.5, b=0.47 + 0.01 * s, ensemble=0.46
+            ),
+            fake_run(tmp_path / f"x_{s}", s, dataset="exchange_rate", a=0.1, b=0.2, ensemble=0.12),
+        ]
+    return folders
+
+
+def test_latex_rows_cells_marks_and_averages(grid):
+    text = summary_latex(load_groups(grid))
+    rows = body_rows(text)
+    header = text.split("\\midrule\n", 1)[0].splitlines()[-1]
+    n_cols = len(header.split(" & "))
+    assert re.search(r"\\begin\{tabular\}\{(l+)((?: cc)+)\}", text).group(2).count("cc") == 4
+    assert all(len(r) == n_cols for r in rows), "every row has as many cells as the header"
+    assert [r[:2] for r in rows] == [
+        ["ETTh1", "24"], ["ETTh1", "48"], ["ETTh1", "Avg"], ["exchange\\_rate", "24"]
+    ]  # fmt: skip
+    # columns: Dataset, H, then (MSE, MAE) for a, b, ensemble, mean
+    a24 = np.array([0.40, 0.41, 0.42])
+    assert rows[0][2] == f"\\underline{{0.410}}{{\\scriptsize$\\pm${a24.std(ddof=1):.3f}}}"
+    assert rows[0][6] == "\\textbf{0.390}{\\scriptsize$\\pm$0.000}"  # the ensemble, lowest
+    # second lowest at H=24: a and the mean tie at 0.410, both underlined; b (0.420) plain
+    assert rows[0][2].startswith("\\underline{0.410}") and rows[0][8].startswith(
+        "\\underline{0.410}"
+    )
+    assert rows[0][4].startswith("0.420")
+    # the mean is absent at H=48: no cell, no Avg
+    assert rows[1][8] == "--" and rows[2][8] == "--"
+    avg_a = np.mean([a24.mean(), 0.5])
+    assert value(rows[2][2]) == pytest.approx(round(avg_a, 3)) and "pm" not in rows[2][2]
+    assert "seeds 0, 1, 2" in text and "$n$" not in text  # one seed set: said once
+
+
+def test_latex_bold_and_underline_compare_the_printed_values(tmp_path):
+    runs = [fake_run(tmp_path / "r", 0, a=0.40004, b=0.39996, c=0.41, ensemble=0.5)]
+    rows = body_rows(summary_latex(load_groups(runs), ["a", "b", "c", "ensemble"]))
+    mse = rows[0][2::2]
+    assert mse == ["\\textbf{0.400}", "\\textbf{0.400}", "\\underline{0.410}", "0.500"]
+    three = body_rows(summary_latex(load_groups(runs), ["a", "b", "c"]))[0][2::2]
+    assert three == ["\\textbf{0.400}", "\\textbf{0.400}", "\\underline{0.410}"]
+    five = body_rows(summary_latex(load_groups(runs), ["a", "b", "c"], digits=5))[0][2::2]
+    assert five == ["\\underline{0.40004}", "\\textbf{0.39996}", "0.41000"]
+
+
+def test_latex_setup_column_and_seed_counts_when_groups_differ(tmp_path):
+    runs = [
+        fake_run(tmp_path / "l0", 0, a=0.4, b=0.5, ensemble=0.38),
+        fake_run(tmp_path / "l1", 1, a=0.4, b=0.5, ensemble=0.38),
+        fake_run(tmp_path / "s0", 0, router="stacked", a=0.4, b=0.5, ensemble=0.36),
+    ]
+    text = summary_latex(load_groups(runs))
+    rows = body_rows(text)
+    assert [r[:4] for r in rows] == [
+        ["ETTh1", "24", "router learned", "2"], ["ETTh1", "24", "router stacked", "1"]
+    ]  # fmt: skip
+    assert "multicolumn{2}{c}{ensemble}" in text  # two routers: the column is not named by one
+    assert "router" not in text.split("\\caption{")[1].split("}")[0]  # not in the caption
+
+
+def test_latex_long_setups_are_lettered_and_spelled_out_in_the_caption(tmp_path):
+    plain = fake_run(tmp_path / "plain", 0, a=0.4, b=0.5, ensemble=0.38)
+    tuned = fake_run(tmp_path / "tuned", 0, a=0.3, b=0.5, ensemble=0.35)
+    params = "member_params:\n  a: {lr: 0.001, epochs: 30, patience: 5, d_model: 16}\n"
+    (tuned / "config.yaml").write_text(params)
+    text = summary_latex(load_groups([plain, tuned]))
+    assert [r[2] for r in body_rows(text)] == ["(1)", "(2)"]
+    caption = text.split("\\caption{")[1]
+    assert (
+        "(1) default settings; (2) a.lr=0.001, a.epochs=30, a.patience=5, a.d\\_model=16."
+        in caption
+    )
+
+
+def test_tex_escapes_what_latex_would_read_as_markup():
+    assert tex("exchange_rate 5% a&b #1 {x} ~^\\") == (
+        "exchange\\_rate 5\\% a\\&b \\#1 \\{x\\} \\textasciitilde{}\\textasciicircum{}"
+        "\\textbackslash{}"
+    )
+
+
+def test_csv_has_a_row_per_forecast_and_seed_with_the_runs_numbers(grid, tmp_path):
+    text = summary_csv(load_groups(grid))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    res = json.loads((tmp_path / "h24_1" / "results.json").read_text())
+    (row,) = [r for r in rows if r["folder"].endswith("h24_1") and r["forecast"] == "a"]
+    assert float(row["test_mse"]) == res["test"]["a"]["mse"]
+    assert float(row["val_mse"]) == res["val"]["a"]["mse"] and row["kind"] == "member"
+    # greedy only in seed 0's folders; stacked chosen in every run
+    assert {r["seed"] for r in rows if r["forecast"] == "greedy"} == {"0"}
+    assert all(r["chosen"] == "True" for r in rows if r["forecast"] == "stacked")
+    per_group = {"ETTh1|24": 6, "ETTh1|48": 5, "exchange_rate|24": 5}  # forecasts per group
+    assert len(rows) == 42  # 3 seeds x (6, 5, 5) forecasts, less greedy in seeds 1-2 (2 x 3)
+    for key, n in per_group.items():
+        ds, h = key.split("|")
+        got = {r["forecast"] for r in rows if r["dataset"] == ds and r["pred_len"] == h}
+        assert len(got) == n
+    kept = list(csv.DictReader(io.StringIO(summary_csv(load_groups(grid), ["ensemble"]))))
+    assert len(kept) == 9 and {r["forecast"] for r in kept} == {"ensemble"}
+
+
+def test_cli_latex_and_csv_out_files(grid, tmp_path, capsys):
+    out = tmp_path / "table.tex"
+    argv = ["summary", *map(str, grid), "--latex", "--forecasts", "ensemble,a", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert out.read_text() == text
+    assert (
+        text.startswith("% written by: hybrid-forecast summary ")
+        and "--forecasts ensemble,a" in text
+    )
+    assert "{ensemble (learned)} & \\multicolumn{2}{c}{a}" in text  # the order asked for
+    assert main(["summary", *map(str, grid), "--csv"]) == 0
+    assert capsys.readouterr().out.startswith("dataset,seq_len,pred_len,")
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--latex", "--forecasts", "a,zz"], "zz not in these runs"),
+        (["--latex", "--forecasts", "a,,b"], "empty name"),
+        (["--latex", "--forecasts", "a,a"], "twice"),
+        (["--forecasts", "a"], "--forecasts chooses the columns of --latex"),
+        (["--digits", "3"], "--digits sets the decimals of --latex"),
+        (["--latex", "--digits", "0"], "--digits must be 1 to 8"),
+        (["--latex", "--csv"], "not allowed with"),
+    ],
+)
+def test_bad_format_options_exit_2_with_one_line(flags, needle, grid, tmp_path, capsys):
+    out = tmp_path / "t.tex"
+    try:
+        rc = main(["summary", str(grid[0]), *flags, "--out", str(out)])
+    except SystemExit as exc:  # argparse's own refusals (exclusive flags)
+        rc = exc.code
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not out.exists()
+
+
+def test_latex_of_real_runs_shows_their_results(synth_csv, tmp_path, capsys):
+    csv_path = str(synth_csv(n=1400))
+    folders = []
+    for seed in (0, 1):
+        out = tmp_path / f"r{seed}"
+        argv = ["run", "--data-path", csv_path, "--seq-len", "96", "--pred-len", "24", "--quiet"]
+        argv += ["--members", "naive,snaive", "--router", "stacked", "--seed", str(seed)]
+        assert main(argv + ["--out", str(out)]) == 0
+        folders.append(out)
+    capsys.readouterr()
+    assert main(["summary", "--latex", "--digits", "4", *map(str, folders)]) == 0
+    (row,) = body_rows(capsys.readouterr().out)
+    runs = [json.loads((f / "results.json").read_text()) for f in folders]
+    for i, name in enumerate(("naive", "snaive", "ensemble", "mean")):
+        for j, metric in enumerate(("mse", "mae")):
+            want = np.mean([r["test"][name][metric] for r in runs])
+            assert value(row[2 + 2 * i + j]) == pytest.approx(want, abs=5e-5)

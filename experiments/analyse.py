@@ -10,7 +10,9 @@ optionally ``features_test`` / ``feature_names``) and ``config.yaml``, and write
 * ``weights_vs_features.png``: mean weight per member in quantile bins of four window
   features (seasonal strength, trend strength, volatility, dominant period);
 * ``win_rates.png``: how often each member is the best one, per regime;
-* ``router_vs_mean.png``: where the router's combination beats or loses to the plain mean.
+* ``router_vs_mean.png``: where the router's combination beats or loses to the plain mean;
+* ``prompt_probe.png`` (with ``--prompt-probe``): how far each counterfactual prompt moves
+  Time-LLM's forecasts and its test MSE.
 
 The four features are computed here from the test windows' inputs (the data are
 reloaded with the run's config.yaml; train-row scaling as in the run), so the report
@@ -911,6 +913,36 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
 # ---------------------------------------------------------------------------- report
 
 
+def probe_figure(probe: dict[str, Any], out: Path) -> list[str]:
+    """``prompt_probe.png``: for each counterfactual prompt, how far it moves the forecasts
+    and how it changes the test MSE (the report's prompt-probe table as bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = [k for k in probe if k.startswith("shuffled:")]
+    names = ["shuffled", "none", *stats]
+    # the Diebold-Mariano p of the MSE change (against the own prompt) in the label
+    labels = [
+        (f"{k.split(':', 1)[1]} shuffled" if k in stats else k) + f" (p {probe[k]['p']:.2g})"
+        for k in names
+    ]
+    moved = [100 * probe[k]["change_rel"] for k in names]
+    mse = [100 * (probe[k]["mse"] / probe["own"]["mse"] - 1) for k in names]
+    y = np.arange(len(names))[::-1]  # the table's order from the top
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 1.4 + 0.35 * len(names)), sharey=True)
+    a.barh(y, moved, color="tab:blue")
+    a.set_yticks(y, labels)
+    a.set_xlabel("forecast moved (% of mean |own forecast|)")
+    b.barh(y, mse, color=["tab:red" if v > 0 else "tab:green" for v in mse])
+    b.axvline(0, color="black", lw=0.8)
+    b.set_xlabel("test MSE change vs own prompt (%)")
+    fig.suptitle("Does Time-LLM read its prompt? (test windows; p: DM test of the MSE change)")
+    _save(fig, out / "prompt_probe.png")
+    return ["prompt_probe.png"]
+
+
 def error_correlation(run: RunData, max_values: int = 2_000_000) -> list[list[float]]:
     """Pearson correlation of the members' test errors (forecast - target), [M, M].
 
@@ -1321,6 +1353,8 @@ def analyse(
             an["prototypes"] = _run_prototypes(member, splits)
         training = training_ablations(run, siblings, period)
         figures = make_figures(run, feats, out)
+        if prompt_probe:
+            figures += probe_figure(an["prompt_probe"], out)
         write_json(out / "routing_analysis.json", {**an, "training_ablations": training})
         path = out / "routing_report.md"
         write_text(path, report_markdown(run, an, training, figures, feat_note))

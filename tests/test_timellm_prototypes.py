@@ -73,7 +73,7 @@ def test_described_prototypes_of_a_trained_member(splits):
     assert all(-1 <= v <= 1 for v in d["top1_cosine"].values())
 
 
-def test_analyse_lists_the_prototypes_of_a_run(synth_csv, tmp_path):
+def test_analyse_lists_the_prototypes_and_probes_the_prompt_of_a_run(synth_csv, tmp_path):
     from experiments.analyse import analyse
     from experiments.cli import main
 
@@ -92,7 +92,12 @@ def test_analyse_lists_the_prototypes_of_a_run(synth_csv, tmp_path):
     ):
         argv += ["--set", f"timellm.{kv}"]
     assert main(argv) == 0
-    text = analyse(tmp_path / "run", out=tmp_path / "report", prototypes=True).read_text()
+    report = tmp_path / "report"
+    text = analyse(tmp_path / "run", out=report, prototypes=True, prompt_probe=True).read_text()
+    # the probe's table and its figure: a bar per counterfactual prompt
+    assert "## Does Time-LLM read its prompt?" in text and "own, mean shuffled" in text
+    assert "![prompt_probe.png](prompt_probe.png)" in text
+    assert (report / "prompt_probe.png").read_bytes()[:4] == b"\x89PNG"
     section = text.split("## What the text prototypes stand for")[1].split("\n## ")[0]
     assert "at initialisation" in section and section.count("\n| ") == 16  # header + 15
     assert "Time-LLM without the prompt prefix" in text  # its training ablations are offered

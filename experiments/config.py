@@ -122,7 +122,10 @@ class RunConfig:
         try:
             d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError:
-            raise UserError(f"{path}: not a text file (expected a YAML config)") from None
+            raise UserError(
+                f"{path}: not UTF-8 text (a YAML config is read as UTF-8; a file saved as GBK "
+                "or ANSI must be saved again as UTF-8, e.g. Notepad: Save as, Encoding UTF-8)"
+            ) from None
         except yaml.YAMLError as exc:
             raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(d, dict):

@@ -414,11 +414,15 @@ def test_out_naming_a_file_is_a_user_error(synth_csv, tmp_path, capsys):
         ("1: 2", "unknown config key(s) 1"),
         ("seed: 4294967296", "out of range"),
         ("periods: [24, 1]", "periods: [24, 1] is not a list of whole numbers >= 2"),
+        (
+            "# 变压器油温\nseed: 1",
+            "not UTF-8 text (a YAML config is read as UTF-8; a file saved as GBK",
+        ),
     ],
 )
 def test_config_values_are_type_checked(text, needle, tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(text + "\n")
+    cfg.write_bytes((text + "\n").encode("gbk"))
     assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err

@@ -285,7 +285,10 @@ def _domain_description(args: argparse.Namespace) -> tuple[str | None, str | Non
     try:
         text = path.read_text(encoding="utf-8-sig").strip()  # Notepad writes a BOM
     except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text: save it as UTF-8 and rerun") from None
+        raise UserError(
+            f"{path} is not UTF-8 text: save it as UTF-8 and rerun (a GBK or ANSI file: "
+            "Notepad, Save as, Encoding UTF-8)"
+        ) from None
     if not text:
         raise UserError(f"{path} is empty: write the dataset's description in it")
     return text, None

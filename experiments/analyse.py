@@ -741,9 +741,9 @@ def _saved_timellm(run: RunData, flag: str, needs_prompt: bool) -> TimeLLMForeca
             f"{flag}: the run has {len(specs)} Time-LLM members ({', '.join(specs)}); analyse "
             "a run with one (its config.yaml reruns with --members naming it)"
         )
-    from experiments.run import _safe
+    from experiments.run import member_dir
 
-    model_dir = run.path / "members" / _safe(specs[0] if specs else "timellm") / "model"
+    model_dir = run.path / "members" / member_dir(specs[0] if specs else "timellm") / "model"
     if not specs or not (model_dir / "config.json").is_file():
         raise UserError(
             f"{flag} needs the run's Time-LLM member saved in {model_dir}; "

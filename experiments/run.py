@@ -48,6 +48,20 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
 
 
+_MEMBER_DIR_MAX = 64  # Windows' 260-character paths: run folder + members/<this>/model/...
+
+
+def member_dir(spec: str) -> str:
+    """The folder name of a member under ``members/``: the spec with file-name-safe
+    characters, or, past 64 characters (a spec with many settings, such as a long
+    ``prompt_stats``), its first 55 and a hash of the whole spec."""
+    name = _safe(spec)
+    if len(name) <= _MEMBER_DIR_MAX:
+        return name
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:8]
+    return f"{name[: _MEMBER_DIR_MAX - 9]}_{digest}"
+
+
 def _data_key(
     cfg: RunConfig,
     splits: Splits,
@@ -183,7 +197,7 @@ def fit_member(
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Fit one member (or reuse its saved forecasts) and return its val/test forecasts and timings."""
-    mdir = out / "members" / _safe(spec)
+    mdir = out / "members" / member_dir(spec)
     # built before the cache is read (settings only, nothing fitted): the key includes
     # what the member derives from the periods
     member = registry.build(spec, member_context(spec, cfg, splits, periods, out, progress))
@@ -252,7 +266,7 @@ def saved_forecasts(
         "dates": dates_fingerprint(splits.dataset),
         "spec": spec,
     }
-    cache = out / "members" / _safe(spec) / "forecasts.npz"
+    cache = out / "members" / member_dir(spec) / "forecasts.npz"
     if not cache.is_file():
         return None, key, stamps
     return _read_cache(cache, spec, key, stamps, cfg, splits, base, periods, derived), key, stamps
@@ -316,7 +330,7 @@ def training_curves(out: Path, specs: list[str]) -> dict[str, dict[str, Any]]:
     """
     curves: dict[str, dict[str, Any]] = {}
     for spec in specs:
-        path = out / "members" / _safe(spec) / "model" / "config.json"
+        path = out / "members" / member_dir(spec) / "model" / "config.json"
         try:
             history = json.loads(path.read_text(encoding="utf-8")).get("history") or []
             val = [float(h["val_mse"]) for h in history]
@@ -431,7 +445,7 @@ def member_context(
         seed=cfg.seed,
         dataset=splits.dataset.name,
         params=dict(cfg.member_params.get(base, {})),
-        workdir=str(out / "members" / _safe(spec)),
+        workdir=str(out / "members" / member_dir(spec)),
         progress=progress,
     )
 

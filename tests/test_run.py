@@ -293,6 +293,26 @@ def test_member_forecasts_are_not_reused_for_shifted_dates_or_another_spec(synth
         assert str(z["spec"]) == "naive" and len(str(z["dates"])) == 16
 
 
+def test_member_folder_names_stay_short_for_windows_paths(synth_csv, tmp_path):
+    from experiments.run import member_dir
+
+    assert member_dir("timellm@patch_len=24@stride=24") == "timellm_patch_len=24_stride=24"
+    stats = "min+max+median+trend+mean+std+volatility+seasonal_strength+window_period+periods"
+    long_a, long_b = f"timellm@prompt_stats={stats}", f"timellm@prompt_stats={stats}+acf1"
+    a, b = member_dir(long_a), member_dir(long_b)
+    assert len(a) == len(b) == 64 and a != b and a == member_dir(long_a)
+    assert a.startswith("timellm_prompt_stats=min_max_median")
+    # a run with a long spec writes and reuses that folder
+    spec = "dlinear@epochs=1@batch_size=64@patience=1@lr_decay=0.5@kernel=25@individual=false"
+    out = tmp_path / "r"
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--members", f"naive,{spec}", "--out", str(out), "--quiet"]
+    assert main(argv) == 0 and main(argv) == 0
+    assert {p.name for p in (out / "members").iterdir()} == {"naive", member_dir(spec)}
+    assert len(member_dir(spec)) == 64
+    assert (out / "run.log").read_text().count("reusing forecasts") == 2
+
+
 def test_a_run_folders_config_reruns_into_that_folder(synth_csv, tmp_path, monkeypatch):
     # a copied run folder: rerunning its config must not write into the original
     out = tmp_path / "r"

@@ -47,7 +47,8 @@ def available(groups: Sequence[Group]) -> list[str]:
 
 def choose(groups: Sequence[Group], forecasts: Sequence[str] | None) -> list[str]:
     """The forecasts to show: ``forecasts`` in its order (each must be reported by some
-    group), or by default the members, the ensemble and the mean.
+    group), or by default the members, the ensemble and the mean (not when the router of
+    every group is the mean: it would repeat the ensemble's column).
 
     Raises:
         UserError: a name no group reports.
@@ -55,7 +56,9 @@ def choose(groups: Sequence[Group], forecasts: Sequence[str] | None) -> list[str
     names = available(groups)
     if forecasts is None:
         kinds = {n: f.kind for g in groups for n, f in g.forecasts().items()}
-        return [n for n in names if kinds[n] in ("member", "ensemble") or n == "mean"]
+        # the mean as a reference column, unless it is the ensemble of every row
+        mean = any(g.router != "mean" for g in groups)
+        return [n for n in names if kinds[n] in ("member", "ensemble") or (n == "mean" and mean)]
     unknown = [n for n in forecasts if n not in names]
     if unknown:
         raise UserError(

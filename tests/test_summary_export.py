@@ -82,9 +82,9 @@ def test_latex_bold_and_underline_compare_the_printed_values(tmp_path):
 
 def test_latex_setup_column_and_seed_counts_when_groups_differ(tmp_path):
     runs = [
-        fake_run(tmp_path / "l0", 0, a=0.4, b=0.5, ensemble=0.38),
-        fake_run(tmp_path / "l1", 1, a=0.4, b=0.5, ensemble=0.38),
-        fake_run(tmp_path / "s0", 0, router="stacked", a=0.4, b=0.5, ensemble=0.36),
+        fake_run(tmp_path / "l0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.45),
+        fake_run(tmp_path / "l1", 1, a=0.4, b=0.5, ensemble=0.38, mean=0.45),
+        fake_run(tmp_path / "s0", 0, router="stacked", a=0.4, b=0.5, ensemble=0.36, mean=0.45),
     ]
     text = summary_latex(load_groups(runs))
     rows = body_rows(text)
@@ -92,6 +92,13 @@ def test_latex_setup_column_and_seed_counts_when_groups_differ(tmp_path):
         ["ETTh1", "24", "router learned", "2"], ["ETTh1", "24", "router stacked", "1"]
     ]  # fmt: skip
     assert "multicolumn{2}{c}{ensemble}" in text  # two routers: the column is not named by one
+    # the mean is a column of its own unless it is every row's ensemble
+    assert "{mean}" in text
+    only_mean = [
+        fake_run(tmp_path / "m0", 0, router="mean", a=0.4, b=0.5, ensemble=0.45, mean=0.45)
+    ]
+    assert "{mean}" not in summary_latex(load_groups(only_mean))
+    assert "{mean}" in summary_latex(load_groups(only_mean), ["a", "mean"])
     assert "router" not in text.split("\\caption{")[1].split("}")[0]  # not in the caption
 
 

@@ -197,3 +197,19 @@ def fake_run(
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps(res))
     return folder
+
+
+@pytest.fixture
+def seed_runs(synth_csv, tmp_path) -> list[Path]:
+    """Two real run folders (seeds 0 and 1) of naive and snaive on a synthetic CSV."""
+    from experiments.cli import main
+
+    csv = str(synth_csv(n=1400))
+    folders = []
+    for seed in (0, 1):
+        out = tmp_path / f"r{seed}"
+        argv = ["run", "--data-path", csv, "--seq-len", "96", "--pred-len", "24", "--quiet"]
+        argv += ["--members", "naive,snaive", "--router", "stacked", "--seed", str(seed)]
+        assert main(argv + ["--out", str(out)]) == 0
+        folders.append(out)
+    return folders

@@ -73,15 +73,8 @@ def test_bad_folders_exit_2_with_one_line(case, tmp_path, capsys):
     assert not out_md.exists()  # nothing written on bad input
 
 
-def test_summary_of_real_runs_matches_their_results(synth_csv, tmp_path, capsys):
-    csv = str(synth_csv(n=1400))
-    folders = []
-    for seed in (0, 1):
-        out = tmp_path / f"r{seed}"
-        argv = ["run", "--data-path", csv, "--seq-len", "96", "--pred-len", "24", "--quiet"]
-        argv += ["--members", "naive,snaive", "--router", "stacked", "--seed", str(seed)]
-        assert main(argv + ["--out", str(out)]) == 0
-        folders.append(out)
+def test_summary_of_real_runs_matches_their_results(seed_runs, capsys):
+    folders = seed_runs
     capsys.readouterr()
     assert main(["summary", "--json", *map(str, folders)]) == 0
     (group,) = json.loads(capsys.readouterr().out)

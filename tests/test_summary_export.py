@@ -182,15 +182,8 @@ def test_bad_format_options_exit_2_with_one_line(flags, needle, grid, tmp_path, 
     assert not out.exists()
 
 
-def test_latex_of_real_runs_shows_their_results(synth_csv, tmp_path, capsys):
-    csv_path = str(synth_csv(n=1400))
-    folders = []
-    for seed in (0, 1):
-        out = tmp_path / f"r{seed}"
-        argv = ["run", "--data-path", csv_path, "--seq-len", "96", "--pred-len", "24", "--quiet"]
-        argv += ["--members", "naive,snaive", "--router", "stacked", "--seed", str(seed)]
-        assert main(argv + ["--out", str(out)]) == 0
-        folders.append(out)
+def test_latex_of_real_runs_shows_their_results(seed_runs, capsys):
+    folders = seed_runs
     capsys.readouterr()
     assert main(["summary", "--latex", "--digits", "4", *map(str, folders)]) == 0
     (row,) = body_rows(capsys.readouterr().out)

@@ -169,40 +169,53 @@ def _patch_key(s: str) -> tuple[int, int]:
     return int(p), int(st)
 
 
-def _space_dlinear(trial, period: int, seq_len: int, attrs: dict) -> dict[str, Any]:
+def _lr(trial, member: str, lr_range: tuple[float, float], fixed: set[str]) -> dict[str, float]:
+    """The tuned learning rate, unless the user fixed it."""
+    if "lr" in fixed:
+        return {}
+    return {"lr": trial.suggest_float(f"{member}.lr", *lr_range, log=True)}
+
+
+def _space_dlinear(trial, period: int, seq_len: int, attrs: dict, fixed: set[str]) -> dict:
     from classical.dlinear import kernel_from_period
 
+    out: dict[str, Any] = _lr(trial, "dlinear", (1e-4, 3e-2), fixed)
+    if "kernel" in fixed:
+        return out
     mode = trial.suggest_categorical("dlinear.kernel_mode", ["period", "free"])
     if mode == "period":  # one full cycle of the chosen period (24 -> 25)
         kernel = kernel_from_period(period, seq_len)
     else:
         kernel = trial.suggest_int("dlinear.kernel", 3, 75, step=2)
         kernel = min(kernel, seq_len - (1 - seq_len % 2))
-    return {"kernel": int(kernel), "lr": trial.suggest_float("dlinear.lr", 1e-4, 3e-2, log=True)}
+    return {"kernel": int(kernel), **out}
 
 
-def _space_nlinear(trial, period: int, seq_len: int, attrs: dict) -> dict[str, Any]:
-    return {"lr": trial.suggest_float("nlinear.lr", 1e-4, 3e-2, log=True)}
+def _space_nlinear(trial, period: int, seq_len: int, attrs: dict, fixed: set[str]) -> dict:
+    return _lr(trial, "nlinear", (1e-4, 3e-2), fixed)
 
 
-def _space_snaive(trial, period: int, seq_len: int, attrs: dict) -> dict[str, Any]:
-    return {"period": int(period)}
+def _space_snaive(trial, period: int, seq_len: int, attrs: dict, fixed: set[str]) -> dict:
+    return {} if "period" in fixed else {"period": int(period)}
 
 
 def _patch_space(member: str, lr_range: tuple[float, float]) -> Callable[..., dict[str, Any]]:
     """A patched member's space: a patch/stride among the period's choices, and lr."""
 
-    def space(trial, period: int, seq_len: int, attrs: dict) -> dict[str, Any]:
+    def space(trial, period: int, seq_len: int, attrs: dict, fixed: set[str]) -> dict:
+        out: dict[str, Any] = _lr(trial, member, lr_range, fixed)
+        if fixed & {"patch_len", "stride"}:  # the user's patch (or stride) stands
+            return out
         choices = attrs["patch_choices"][str(period)]
         key = trial.suggest_categorical(f"{member}.patch_p{period}", choices)
         patch, stride = _patch_key(key)
-        lr = trial.suggest_float(f"{member}.lr", *lr_range, log=True)
-        return {"patch_len": patch, "stride": stride, "lr": lr}
+        return {"patch_len": patch, "stride": stride, **out}
 
     return space
 
 
-# member base name -> its tuned settings, given (trial, period, seq_len, study attrs)
+# member base name -> its tuned settings, given (trial, period, seq_len, study attrs, the
+# settings the user fixed with @key=value or --set, which are never tuned over)
 SPACES: dict[str, Callable[..., dict[str, Any]]] = {
     "dlinear": _space_dlinear,
     "nlinear": _space_nlinear,
@@ -228,10 +241,14 @@ def suggest(trial, spec: TuneSpec, attrs: dict) -> tuple[int, int, dict[str, dic
     period = int(trial.suggest_categorical("period", attrs["periods"]))
     lo, hi = lookback_range(period, attrs["min_seq_len"], attrs["max_seq_len"])
     seq_len = trial.suggest_int(f"seq_len_p{period}", lo, hi, step=period)
+    from experiments.registry import parse_spec
+
     tuned = {}
     for m in spec.members:
-        if m in SPACES:
-            tuned[m] = SPACES[m](trial, period, seq_len, attrs)
+        base, own = parse_spec(m)
+        if base in SPACES:
+            fixed = set(own) | set(spec.member_params.get(base, {}))
+            tuned[base] = SPACES[base](trial, period, seq_len, attrs, fixed)
     return period, seq_len, tuned
 
 

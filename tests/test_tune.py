@@ -475,3 +475,21 @@ def test_each_trial_starts_with_the_last_trials_members_freed(synth_csv, tmp_pat
     finally:
         gc.enable()
     assert alive == [0, 0, 0]
+
+
+def test_settings_the_user_fixed_are_not_tuned_and_specs_with_settings_are(tmp_path):
+    spec = replace(
+        _spec(tmp_path / "x.csv", tmp_path / "t", trials=1),
+        members=["dlinear@lr=0.01", "patchtst", "nlinear"],
+        member_params={"patchtst": {"patch_len": 12}, "nlinear": {"epochs": 2}},
+    )
+    attrs = {"periods": [24], "min_seq_len": 48, "max_seq_len": 96}
+    attrs["patch_choices"] = {"24": ["8/4", "24/24"]}
+    trial = optuna.create_study().ask()
+    _, _, tuned = suggest(trial, spec, attrs)
+    # dlinear@lr=0.01 is tuned (by its base name) but keeps its own lr; patchtst keeps the
+    # --set patch length and tunes its lr; nlinear's fixed epochs leave its lr tuned
+    assert set(tuned) == {"dlinear", "patchtst", "nlinear"}
+    assert "lr" not in tuned["dlinear"] and "kernel" in tuned["dlinear"]
+    assert set(tuned["patchtst"]) == {"lr"} and set(tuned["nlinear"]) == {"lr"}
+    assert not any(k.startswith(("dlinear.lr", "patchtst.patch")) for k in trial.params)

@@ -97,7 +97,7 @@ def _snaive(ctx: MemberContext):
     if period is None:
         period = next((int(p) for p in ctx.periods if p <= ctx.seq_len), 1)
         if period == 1:
-            _warn_naive_fallback(ctx)
+            _warn_no_period(ctx, "snaive", "period 1 (the naive forecast)", "snaive@period=N")
     period = _as_int("period", period, minimum=1)
     if period > ctx.seq_len:  # found here, before any member is fitted
         raise ValueError(f"period {period} exceeds the lookback {ctx.seq_len}")
@@ -109,9 +109,10 @@ def _snaive(ctx: MemberContext):
 _WARNED: set[tuple] = set()
 
 
-def _warn_naive_fallback(ctx: MemberContext) -> None:
-    """Say why snaive forecasts like naive: no period, or none that fits in the lookback."""
-    seen = (ctx.workdir, ctx.seq_len, tuple(ctx.periods))
+def _warn_no_period(ctx: MemberContext, member: str, instead: str, setting: str) -> None:
+    """Say why a member that asked for the period uses ``instead``: no period, or none that
+    fits in the lookback."""
+    seen = (member, ctx.workdir, ctx.seq_len, tuple(ctx.periods))
     if seen in _WARNED:
         return
     _WARNED.add(seen)
@@ -122,9 +123,7 @@ def _warn_naive_fallback(ctx: MemberContext) -> None:
         else "no seasonal period was found"
     )
     log.warning(
-        "snaive falls back to period 1 (the naive forecast): %s; set snaive@period=N "
-        "or a longer --seq-len",
-        why,
+        "%s falls back to %s: %s; set %s or a longer --seq-len", member, instead, why, setting
     )
 
 
@@ -209,7 +208,8 @@ def _nlinear(ctx: MemberContext):
 
 
 _PATCHTST_CASTS = (
-    *((k, _positive_int) for k in ("stride", "d_model", "n_heads", "n_layers", "d_ff", "threads")),
+    *((k, _positive_int) for k in ("stride", "d_model", "n_heads", "n_layers", "d_ff")),
+    ("threads", lambda k, v: _as_int(k, v, minimum=1, maximum=1024)),
     *(
         (k, lambda k, v: _as_float(k, v, maximum=0.999))
         for k in ("dropout", "head_dropout")  # below 0 is refused by the model
@@ -234,10 +234,13 @@ def _patchtst(ctx: MemberContext):
     if "patch_len" in p:
         patch = p["patch_len"]
         if patch == "period":  # one cycle of the analyser's top period that fits in L
-            patch = next((int(q) for q in ctx.periods if 2 <= q <= ctx.seq_len), 16)
+            patch = next((int(q) for q in ctx.periods if 2 <= q <= ctx.seq_len), None)
+            if patch is None:
+                _warn_no_period(ctx, "patchtst", "patch_len 16", "patchtst@patch_len=N")
+                patch = 16
         kwargs["patch_len"] = _as_int("patch_len", patch, minimum=1)
     for key, cast in _PATCHTST_CASTS:
-        if key in p:
+        if p.get(key) is not None:  # null in a config.yaml: the default (threads, device)
             kwargs[key] = cast(key, p[key])
     return PatchTST(ctx.seq_len, ctx.pred_len, seed=_seed(ctx), progress=_progress(ctx), **kwargs)
 

@@ -3,6 +3,8 @@ registry and tuning."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -121,6 +123,24 @@ def test_registry_builds_it_with_the_period_as_patch():
         registry.build("patchtst@d_model=10", ctx)
     with pytest.raises(UserError, match="true or false"):
         registry.build("patchtst@residual_attention=1", ctx)
+    # thousands of threads would hang or crash libgomp: refused as lightgbm's are
+    with pytest.raises(UserError, match="threads must be <= 1024"):
+        registry.build("patchtst@threads=100000", ctx)
+    # null in a config.yaml is the documented default, not a bad value
+    nulls = replace(ctx, params={"threads": None, "device": None})
+    m = registry.build("patchtst", nulls)
+    assert m.threads is None and m.device is None
+
+
+def test_the_period_patch_without_a_period_falls_back_to_16_and_says_so(caplog):
+    ctx = registry.MemberContext(96, 24, 3, "h", [168], 0, "synth", workdir="/tmp/x")
+    with caplog.at_level("WARNING"):
+        m = registry.build("patchtst@patch_len=period", ctx)
+    assert m.patch_len == 16
+    assert (
+        "patchtst falls back to patch_len 16: every period (168) is longer than the lookback 96"
+        in caplog.text
+    )
 
 
 def test_tuning_draws_its_patch_from_the_periods_choices(synth_csv, tmp_path):

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -743,19 +744,33 @@ def _saved_timellm(run: RunData, flag: str, needs_prompt: bool) -> TimeLLMForeca
         )
     from experiments.run import member_dir
 
-    model_dir = run.path / "members" / member_dir(specs[0] if specs else "timellm") / "model"
-    if not specs or not (model_dir / "config.json").is_file():
+    if not specs:
+        raise UserError(f"{flag} needs a Time-LLM member; rerun with timellm among --members")
+    model_dir = run.path / "members" / member_dir(specs[0]) / "model"
+    rerun = f"rerun the run to save it again (hybrid-forecast run --config {run.path}/config.yaml)"
+    missing = [f for f in ("config.json", "trainable.pt") if not (model_dir / f).is_file()]
+    if missing:
         raise UserError(
-            f"{flag} needs the run's Time-LLM member saved in {model_dir}; "
-            "rerun with timellm among --members"
+            f"{flag} needs the run's saved Time-LLM, but {model_dir} has no "
+            f"{' or '.join(missing)}; {rerun}"
         )
-    meta = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("kwargs", {})
-    if meta.get("backbone") == "none":
+    damaged = f"{flag}: the saved Time-LLM in {model_dir} is damaged"
+    try:
+        meta = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["kwargs"]
+        backbone, prompt = meta.get("backbone"), meta.get("prompt")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: bad JSON
+        raise UserError(f"{damaged} (config.json: {exc.__class__.__name__}); {rerun}") from None
+    if backbone == "none":
         raise UserError(f"{flag}: this run's Time-LLM has no LLM (backbone=none)")
-    if needs_prompt and meta.get("prompt") == "none":
+    if needs_prompt and prompt == "none":
         raise UserError(f"{flag}: this run's Time-LLM has no prompt (prompt=none)")
-    # bars on a terminal; the best device here, whichever the run trained on
-    return TimeLLMForecaster.load(model_dir, progress=None, device=None)
+    try:  # bars on a terminal; the best device here, whichever the run trained on
+        return TimeLLMForecaster.load(model_dir, progress=None, device=None)
+    except UserError:
+        raise
+    except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError) as exc:
+        # torch.load of a truncated or foreign trainable.pt, or weights of another shape
+        raise UserError(f"{damaged} ({exc.__class__.__name__}); {rerun}") from None
 
 
 def _run_prototypes(member: TimeLLMForecaster, splits: Splits | None) -> dict[str, Any]:

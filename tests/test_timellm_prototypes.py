@@ -101,3 +101,23 @@ def test_analyse_lists_the_prototypes_and_probes_the_prompt_of_a_run(synth_csv, 
     section = text.split("## What the text prototypes stand for")[1].split("\n## ")[0]
     assert "at initialisation" in section and section.count("\n| ") == 16  # header + 15
     assert "Time-LLM without the prompt prefix" in text  # its training ablations are offered
+
+    # a damaged or missing saved model: one line saying so and how to save it again
+    import re
+    import shutil
+
+    from ensemble.errors import UserError
+
+    model = "members/timellm_prompt_stats=min_max_mean/model"
+    damages = {
+        "config.json": (b'{"kwargs": {"backb', "damaged (config.json: JSONDecodeError)"),
+        "trainable.pt": (b"PK\x03\x04 truncated", "damaged (RuntimeError)"),
+    }
+    for i, (name, (content, needle)) in enumerate(damages.items()):
+        copy = shutil.copytree(tmp_path / "run", tmp_path / f"copy{i}")
+        (copy / model / name).write_bytes(content)
+        with pytest.raises(UserError, match=re.escape(f"{needle}; rerun the run to save it")):
+            analyse(copy, out=tmp_path / f"r{i}", prototypes=True)
+        (copy / model / name).unlink()
+        with pytest.raises(UserError, match=f"has no {name}; rerun the run"):
+            analyse(copy, out=tmp_path / f"r{i}", prompt_probe=True)

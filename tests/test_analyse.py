@@ -317,7 +317,7 @@ def test_a_run_folder_being_rerun_is_not_written_into(synth_csv, tmp_path):
 
 def test_prototypes_need_a_saved_timellm_and_write_nothing_without_one(synth_csv, tmp_path):
     run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
-    with pytest.raises(UserError, match="--prototypes needs the run's Time-LLM member"):
+    with pytest.raises(UserError, match="--prototypes needs a Time-LLM member"):
         analyse(run_dir, out=tmp_path / "report", prototypes=True)
     assert not (tmp_path / "report").exists()
 

@@ -279,9 +279,11 @@ def _machine(res: dict[str, Any]) -> str:
     env = res.get("environment")
     if not isinstance(env, dict):
         return "not recorded"
-    gpus = env.get("gpus") or []
-    where = ", ".join(sorted(set(gpus))) if gpus else "the CPU"
-    return f"torch {(env.get('packages') or {}).get('torch')} on {where}"
+    gpus, packages = env.get("gpus") or [], env.get("packages")
+    if not isinstance(gpus, list) or not isinstance(packages, dict | None):
+        return "not recorded"  # an edited block: no setup to compare, not a crash
+    where = ", ".join(sorted({str(g) for g in gpus})) if gpus else "the CPU"
+    return f"torch {(packages or {}).get('torch')} on {where}"
 
 
 def _machines_line(group: Group) -> list[str]:

@@ -209,3 +209,24 @@ def test_seeds_run_on_different_setups_are_said(tmp_path, capsys):
         "RTX 3060; seed 1: torch 2.5.1+cu124 on NVIDIA GeForce RTX 3060; seed 2: torch "
         "2.5.1+cpu on the CPU)" in out
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"gpus": [1, "x"]}, "seed 1: torch None on 1, x"),
+        ({"gpus": [{"name": "H100"}]}, "seed 1: torch None on {'name': 'H100'}"),
+        ({"packages": "torch"}, None),  # not recorded, as seed 0: one setup, no line
+        ({"gpus": "H100"}, None),  # once read letter by letter
+    ],
+)
+def test_an_edited_environment_block_is_read_or_not_recorded(env, said, tmp_path, capsys):
+    runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(2)]
+    res = json.loads((runs[1] / "results.json").read_text())
+    (runs[1] / "results.json").write_text(json.dumps({**res, "environment": env}))
+    assert main(["summary", *map(str, runs)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    if said:
+        assert f"(seed 0: not recorded; {said})" in out
+    else:
+        assert "did not all run on one setup" not in out

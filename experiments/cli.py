@@ -90,6 +90,14 @@ def _leaf_parser(parser: argparse.ArgumentParser, args: argparse.Namespace):
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """``parser.parse_args``, but an unknown option is reported by the sub-command that
     got it (and names its --help), not by the top-level parser."""
+    for arg in sys.argv[1:] if argv is None else argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes Python could not decode: a GBK terminal, say
+            raise UserError(
+                f"argument {ascii(arg)} is not UTF-8 text: set the terminal to UTF-8 "
+                "(e.g. LANG=zh_CN.UTF-8) or put the value in a config.yaml saved as UTF-8"
+            ) from None
     args, extra = parser.parse_known_args(argv)
     if extra:
         _leaf_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")

@@ -88,6 +88,10 @@ def test_data_info_json(data_dir, capsys):
             ["run", "--dataset", "ETTh1", "--members", "naive", "--router", "learned"],
             "give at least two",
         ),
+        (  # GBK bytes from a terminal Python decoded as UTF-8 (surrogate escapes)
+            ["run", "--dataset", "ETTh1", "--members", "naive,timellm@description=\udcd6\udcd0"],
+            "argument 'naive,timellm@description=\\udcd6\\udcd0' is not UTF-8 text",
+        ),
     ],
 )
 def test_user_errors_exit_2_with_one_line(argv, needle, capsys, data_dir, tmp_path):

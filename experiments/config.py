@@ -117,6 +117,10 @@ class RunConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
         path = Path(path)
+        if path.is_dir():
+            raise UserError(
+                f"--config {path} is a folder: give the file, e.g. {path / 'config.yaml'}"
+            )
         if not path.is_file():
             raise UserError(f"config file not found: {path}")
         try:

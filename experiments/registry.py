@@ -119,6 +119,10 @@ def parse_sets(items: list[str] | None, members: list[str] | str) -> dict[str, d
             raise UserError(f"--set {item!r}: expected MEMBER.KEY=VALUE, e.g. dlinear.epochs=5")
         lhs, val = item.split("=", 1)
         member, key = (t.strip() for t in lhs.split(".", 1))
+        if not key:
+            raise UserError(
+                f"--set {item!r}: no setting named after {member!r}.; e.g. {member}.lr=0.001"
+            )
         if member not in bases:
             raise UserError(
                 f"--set {item!r}: {member!r} is not among the members "

@@ -88,6 +88,11 @@ def test_data_info_json(data_dir, capsys):
             ["run", "--dataset", "ETTh1", "--members", "naive", "--router", "learned"],
             "give at least two",
         ),
+        (
+            ["run", "--dataset", "ETTh1", "--members", "naive,dlinear", "--set", "dlinear.=1"],
+            "--set 'dlinear.=1': no setting named after 'dlinear'.; e.g. dlinear.lr=0.001",
+        ),
+        (["run", "--config", "."], "--config . is a folder: give the file, e.g. config.yaml"),
         (  # GBK bytes from a terminal Python decoded as UTF-8 (surrogate escapes)
             ["run", "--dataset", "ETTh1", "--members", "naive,timellm@description=\udcd6\udcd0"],
             "argument 'naive,timellm@description=\\udcd6\\udcd0' is not UTF-8 text",

@@ -71,6 +71,21 @@ def test_unreachable_hub_id_fails_at_once(monkeypatch) -> None:
     assert time.perf_counter() - start < 5
 
 
+@pytest.mark.parametrize("spec", ["/no/such/model", "C:\\models\\Qwen2.5-3B", "D:/models/qwen"])
+def test_a_missing_backbone_path_is_refused_before_any_member_fits(
+    spec, synth_csv, tmp_path, capsys
+):
+    from experiments.cli import main
+
+    out = tmp_path / "r"
+    argv = ["run", "--data-path", str(synth_csv(n=600)), "--seq-len", "48", "--pred-len", "8"]
+    argv += ["--members", f"dlinear,timellm@backbone={spec}", "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"backbone folder '{spec}' does not exist" in err[0]
+    assert not out.exists()  # refused with the settings: dlinear was not fitted either
+
+
 def test_folder_without_config_is_named(tmp_path) -> None:
     with pytest.raises(UserError, match="the folder has no config.json"):
         load_backbone(str(tmp_path))

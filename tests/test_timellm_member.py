@@ -478,6 +478,9 @@ def test_bad_settings_are_user_errors():
         member(prompt="verbose")
     with pytest.raises(UserError, match="backbone=none has no prompt"):
         member(backbone="none", inject=["ridge"])
+    with pytest.raises(UserError, match="backbone=none has no prompt to state statistics in"):
+        member(backbone="none", prompt_stats="mean")
+    assert member(backbone="none", prompt_stats="min,max,median,trend,periods").prompt_stats is None
     with pytest.raises(UserError, match="prompt=none"):
         member(prompt="none", inject=["ridge"])
     with pytest.raises(UserError, match="schedule"):

@@ -97,8 +97,12 @@ def test_bad_statistics_are_refused(tokenizer) -> None:
         parse_stats("min,mode")
     with pytest.raises(ValueError, match="twice"):
         parse_stats("min+min")
-    with pytest.raises(ValueError, match="at least one"):
-        parse_stats(" , ")
+    for empty in (" , ", "[]", "null", []):  # how --set and YAML spell an empty list
+        with pytest.raises(ValueError, match="at least one"):
+            parse_stats(empty)
+    for number in (1, True, 0.5):
+        with pytest.raises(ValueError, match="must name statistics, e.g. min,max,mean"):
+            parse_stats(number)
     with pytest.raises(ValueError, match="official prompt"):
         PromptBuilder(tokenizer, "D.", 8, [24], official=True, stats="mean")
 

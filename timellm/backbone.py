@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -236,6 +237,32 @@ def _keep_4bit_differentiable(model: nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def check_local_backbone(spec: str) -> None:
+    """Refuse a backbone path that is not there, or a folder that holds no saved model, in
+    one line (transformers would answer with its hub repo-id naming rules, and only once
+    the model is loaded, after the other members have fitted).
+
+    Raises:
+        UserError: ``spec`` looks like a path (``/``, ``.``, ``~``, a Windows drive or
+            backslash, or several ``/``; a hub id has one) and does not exist, or is a
+            folder without ``config.json``.
+    """
+    if spec == "minilm" or spec == "none" or spec.endswith("-random"):
+        return
+    windows = "\\" in spec or re.match(r"^[A-Za-z]:", spec) is not None
+    looks_like_path = windows or spec.startswith(("/", ".", "~")) or spec.count("/") > 1
+    if looks_like_path and not os.path.exists(os.path.expanduser(spec)):
+        raise UserError(
+            f"cannot read backbone '{spec}': backbone folder '{spec}' does not exist; give a "
+            "local Hugging Face model folder (with config.json)"
+        )
+    if os.path.isdir(spec) and not os.path.isfile(os.path.join(spec, "config.json")):
+        raise UserError(
+            f"cannot read backbone '{spec}': the folder has no config.json; give the folder "
+            "of a saved Hugging Face model (config.json, weights, tokenizer files)"
+        )
+
+
 def load_backbone(
     spec: str = "minilm",
     *,
@@ -307,17 +334,7 @@ def load_backbone(
         return bb
 
     path = _minilm_dir() if spec == "minilm" else spec
-    looks_like_path = spec.startswith(("/", ".", "~")) or spec.count("/") > 1  # no hub id
-    if looks_like_path and not os.path.exists(spec):  # transformers: repo-id naming rules
-        raise UserError(
-            f"cannot read backbone '{spec}': backbone folder '{spec}' does not exist; give a "
-            "local Hugging Face model folder (with config.json)"
-        )
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
-        raise UserError(
-            f"cannot read backbone '{spec}': the folder has no config.json; give the folder "
-            "of a saved Hugging Face model (config.json, weights, tokenizer files)"
-        )
+    check_local_backbone(path)
     try:
         with _quiet_transformers():
             config = _hub_or_local_config(path)

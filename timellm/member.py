@@ -45,6 +45,7 @@ from ensemble.data import Split, Windows
 from ensemble.errors import UserError
 from ensemble.forecaster import BaseForecaster
 from timellm import inject as inj
+from timellm.backbone import check_local_backbone
 from timellm.prompt import DEFAULT_STATS, FEATURE_STATS, parse_stats
 from timellm.trainer import (
     SCHEDULES,
@@ -87,13 +88,17 @@ def _check_sizes(dropout: float, **sizes: int) -> None:
         raise UserError(f"timellm: dropout must be in [0, 1) (got {dropout})")
 
 
-def _prompt_stats(value: str | list[str] | None, prompt: str) -> list[str] | None:
+def _prompt_stats(value: str | list[str] | None, prompt: str, backbone: str) -> list[str] | None:
     """The checked statistics, None for the paper's default (so that older checkpoints,
     written before the setting existed, keep their fingerprint)."""
     try:
         stats = parse_stats(value)
     except ValueError as exc:
         raise UserError(f"timellm: {exc}") from None
+    if stats != DEFAULT_STATS and backbone == "none":
+        raise UserError(
+            "timellm: backbone=none has no prompt to state statistics in; drop prompt_stats"
+        )
     if stats != DEFAULT_STATS and prompt != "concise":
         raise UserError(
             f"timellm: prompt_stats needs prompt=concise (the {prompt} prompt states "
@@ -239,6 +244,7 @@ class TimeLLMForecaster(BaseForecaster):
             raise UserError(f"resume must be true, false or auto (got {resume!r})")
         if precision not in PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        check_local_backbone(str(backbone))  # before any member fits, not when this one does
         if backbone == "none" and inject:
             raise UserError(
                 "timellm: backbone=none has no prompt to inject forecasts into; drop inject"
@@ -253,7 +259,7 @@ class TimeLLMForecaster(BaseForecaster):
             not isinstance(description, str) or not description.strip()
         ):
             raise UserError(f"timellm: description must be a non-empty text (got {description!r})")
-        prompt_stats = _prompt_stats(prompt_stats, prompt)
+        prompt_stats = _prompt_stats(prompt_stats, prompt, str(backbone))
         if set(prompt_stats or ()) & set(FEATURE_STATS) and seq_len < 16:
             raise UserError(
                 f"timellm: prompt statistics {', '.join(sorted(FEATURE_STATS))} need a "

@@ -65,6 +65,10 @@ def parse_stats(value: str | Sequence[str] | None) -> tuple[str, ...]:
     """
     if value is None:
         return DEFAULT_STATS
+    if not isinstance(value, str | list | tuple):  # a YAML number or true
+        raise ValueError(f"prompt_stats must name statistics, e.g. min,max,mean (got {value!r})")
+    if isinstance(value, str) and value.strip().lower() in ("[]", "null", "none"):
+        value = ""  # what a user means by an empty list: refused below with the fix
     names = value.replace("+", ",").split(",") if isinstance(value, str) else list(value)
     names = [str(n).strip() for n in names if str(n).strip()]
     unknown = [n for n in names if n not in STAT_LABELS]

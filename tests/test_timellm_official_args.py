@@ -299,9 +299,12 @@ def test_cli_exit_code_and_ignored_line(capsys):
 
 @pytest.fixture
 def tiny_llama(monkeypatch):
-    """Any backbone the command asks for is a tiny random LLaMA (no download)."""
+    """Any backbone the command asks for is a tiny random LLaMA (no download), whatever
+    the folder it names holds."""
     import timellm.backbone as backbone_mod
+    import timellm.member as member_mod
 
+    monkeypatch.setattr(member_mod, "check_local_backbone", lambda spec: None)
     monkeypatch.setattr(
         backbone_mod,
         "load_backbone",

@@ -194,9 +194,12 @@ def check_specs(
     freq: str | None,
     seed: int,
     dataset: str,
+    preflight: bool = False,
 ) -> None:
     """Build every spec once, unfitted, so a bad ``@key=value`` or ``--set`` fails before
-    hours of work (bench's first cell, tune's first trial) rather than inside them.
+    hours of work (bench's first cell, tune's first trial) rather than inside them; with
+    ``preflight`` (every member will be fitted: tune) also what a member checks before
+    fitting, such as Time-LLM's backbone folder.
 
     Built with no periods, some members warn that they fall back to one: not this check's
     news (each real run passes the periods it detects), so warnings are muted meanwhile.
@@ -219,7 +222,9 @@ def check_specs(
                 params=dict(member_params.get(base, {})),
                 progress=False,
             )
-            build(spec, ctx)
+            member = build(spec, ctx)
+            if preflight and hasattr(member, "preflight"):
+                member.preflight()
     finally:
         logging.disable(previous)
 

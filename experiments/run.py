@@ -506,11 +506,14 @@ def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, 
         t_periods = time.perf_counter() - t0
         for spec in specs:  # every member's settings checked before any is fitted
             member = registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
-            if not train and saved_forecasts(member, spec, cfg, splits, periods, out)[0] is None:
+            reused = saved_forecasts(member, spec, cfg, splits, periods, out)[0] is not None
+            if not train and not reused:
                 raise UserError(
                     f"{spec} has no trained model of these data and settings in {out} to "
                     "test; train it first (--is_training 1), or give the run folder (--out)"
                 )
+            if not reused and hasattr(member, "preflight"):
+                member.preflight()  # e.g. Time-LLM's backbone folder, not hours later
     finally:
         logging.getLogger().removeHandler(early)
     # A run replaces the outputs of the run before it in its folder; a folder that never

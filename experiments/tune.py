@@ -975,6 +975,7 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
         freq=dataset.freq,
         seed=spec.seed,
         dataset=dataset.name,
+        preflight=True,
     )
     return _study_state(spec, dataset)
 

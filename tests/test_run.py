@@ -892,3 +892,25 @@ def test_config_yaml_keeps_non_ascii_text_readable_and_reads_it_back(tmp_path):
     (tmp_path / "config.yaml").write_text(text, encoding="utf-8")
     again = RunConfig.from_file(tmp_path / "config.yaml")
     assert again.member_params["timellm"]["description"] == "变压器油温，每小时一次。"
+
+
+def test_a_moved_backbone_folder_does_not_stop_a_rerun_that_reuses_forecasts(
+    synth_csv, tmp_path, tiny_backbone, capsys
+):
+    # the backbone is a local folder (here a stand-in: tiny_backbone loads a random LLaMA)
+    folder = tmp_path / "qwen"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    out = tmp_path / "r"
+    argv = ["run", "--data-path", str(synth_csv(n=500, channels=2)), "--seq-len", "32"]
+    argv += ["--pred-len", "8", "--members", f"naive,timellm@backbone={folder}", "--quiet"]
+    argv += ["--out", str(out), "--router", "mean"]
+    for kv in ("d_model=8", "d_ff=16", "n_heads=2", "num_prototypes=16", "epochs=1"):
+        argv += ["--set", f"timellm.{kv}"]
+    assert main(argv) == 0
+    folder.joinpath("config.json").unlink()
+    folder.rmdir()  # the run folder copied to a machine without the model
+    assert main([*argv, "--router", "median"]) == 0  # another router: forecasts reused
+    assert "reusing forecasts" in (out / "run.log").read_text()
+    assert main([*argv, "--seed", "1", "--out", str(tmp_path / "s1")]) == 2  # must fit: refused
+    assert "does not exist" in capsys.readouterr().err

@@ -86,6 +86,23 @@ def test_a_missing_backbone_path_is_refused_before_any_member_fits(
     assert not out.exists()  # refused with the settings: dlinear was not fitted either
 
 
+def test_only_a_member_that_will_fit_needs_its_backbone_folder(tmp_path, monkeypatch) -> None:
+    from timellm.backbone import check_local_backbone
+    from timellm.member import TimeLLMForecaster
+
+    # built from a moved run's config.yaml: fine until it has to fit (its saved
+    # forecasts may be reused without the backbone)
+    m = TimeLLMForecaster(seq_len=32, pred_len=8, backbone=str(tmp_path / "moved"))
+    with pytest.raises(UserError, match="does not exist"):
+        m.preflight()
+    # ~ is the home folder in the check as in the load
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="the folder has no config.json"):
+        check_local_backbone("~/empty")
+    check_local_backbone("Qwen/Qwen2.5-3B")  # a hub id: not a path, left to transformers
+
+
 def test_folder_without_config_is_named(tmp_path) -> None:
     with pytest.raises(UserError, match="the folder has no config.json"):
         load_backbone(str(tmp_path))

@@ -251,12 +251,13 @@ def check_local_backbone(spec: str) -> None:
         return
     windows = "\\" in spec or re.match(r"^[A-Za-z]:", spec) is not None
     looks_like_path = windows or spec.startswith(("/", ".", "~")) or spec.count("/") > 1
-    if looks_like_path and not os.path.exists(os.path.expanduser(spec)):
+    path = os.path.expanduser(spec)
+    if looks_like_path and not os.path.exists(path):
         raise UserError(
             f"cannot read backbone '{spec}': backbone folder '{spec}' does not exist; give a "
             "local Hugging Face model folder (with config.json)"
         )
-    if os.path.isdir(spec) and not os.path.isfile(os.path.join(spec, "config.json")):
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
         raise UserError(
             f"cannot read backbone '{spec}': the folder has no config.json; give the folder "
             "of a saved Hugging Face model (config.json, weights, tokenizer files)"
@@ -333,7 +334,7 @@ def load_backbone(
         bb.name = spec
         return bb
 
-    path = _minilm_dir() if spec == "minilm" else spec
+    path = _minilm_dir() if spec == "minilm" else os.path.expanduser(spec)
     check_local_backbone(path)
     try:
         with _quiet_transformers():

@@ -244,7 +244,6 @@ class TimeLLMForecaster(BaseForecaster):
             raise UserError(f"resume must be true, false or auto (got {resume!r})")
         if precision not in PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
-        check_local_backbone(str(backbone))  # before any member fits, not when this one does
         if backbone == "none" and inject:
             raise UserError(
                 "timellm: backbone=none has no prompt to inject forecasts into; drop inject"
@@ -579,6 +578,17 @@ class TimeLLMForecaster(BaseForecaster):
         )
 
     # ----------------------------------------------------------------------- protocol
+
+    def preflight(self) -> None:
+        """What can be checked before any member of a run is fitted, once it is known
+        that this one will be (its saved forecasts cannot be reused): that a backbone
+        given as a path is there. A run whose saved forecasts are reused does not need
+        the backbone folder, so the constructor does not check it.
+
+        Raises:
+            UserError: the backbone path does not exist or holds no saved model.
+        """
+        check_local_backbone(str(self.backbone))
 
     def fit(self, train: Split, val: Split) -> TimeLLMForecaster:
         """Train on the (strided) train windows; early-stop on the (strided) val MSE."""

@@ -62,7 +62,8 @@ class TuneSpec:
     Attributes:
         dataset: registered dataset name (or None with ``data_path``).
         pred_len: horizon H.
-        members: member specs (plain names; each base name at most once).
+        members: member specs (`dlinear`, `patchtst@lr=0.001`; each base name at most once;
+            settings given with @ or --set are kept, not tuned).
         trials: the study's total number of finished trials.
         out: output folder (log, plots, best config; the default SQLite file).
         storage: an Optuna RDB URL (``sqlite:///...``, ``postgresql://...``);
@@ -223,6 +224,40 @@ SPACES: dict[str, Callable[..., dict[str, Any]]] = {
     "timellm": _patch_space("timellm", (1e-4, 1e-2)),
     "patchtst": _patch_space("patchtst", (3e-5, 3e-3)),
 }
+
+
+# What each space tunes, in groups drawn together: a group is tuned only when the user
+# fixed none of its keys (a fixed patch_len keeps its stride out of the search too).
+TUNED_GROUPS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "dlinear": (("kernel",), ("lr",)),
+    "nlinear": (("lr",),),
+    "snaive": (("period",),),
+    "timellm": (("patch_len", "stride"), ("lr",)),
+    "patchtst": (("patch_len", "stride"), ("lr",)),
+}
+
+
+def search_space(spec: TuneSpec) -> dict[str, list[str]]:
+    """The settings the study tunes per member (base name): part of its identity, so that
+    a resume never mixes trials that tuned a setting with trials that kept it fixed."""
+    from experiments.registry import parse_spec
+
+    out = {}
+    for m in spec.members:
+        base, own = parse_spec(m)
+        fixed = set(own) | set(spec.member_params.get(base, {}))
+        keys = [k for g in TUNED_GROUPS.get(base, ()) if not fixed & set(g) for k in g]
+        if keys:
+            out[base] = sorted(keys)
+    return out
+
+
+def _space_before_fixed_settings(spec: TuneSpec) -> dict[str, list[str]]:
+    """What studies made before the setting above tuned: every key of a member named
+    without @settings, whatever the user fixed."""
+    return {
+        m: sorted(k for g in TUNED_GROUPS[m] for k in g) for m in spec.members if m in TUNED_GROUPS
+    }
 
 
 def trial_periods(period: int, ranked: list[int], k: int = 3) -> list[int]:
@@ -433,6 +468,7 @@ def _identity(spec: TuneSpec) -> dict[str, Any]:
         "min_seq_len": spec.min_seq_len,
         "max_seq_len": spec.max_seq_len,
         "max_periods": spec.max_periods,
+        "search_space": search_space(spec),
     }
 
 
@@ -467,6 +503,11 @@ def check_identity(spec: TuneSpec, attrs: dict[str, Any], dataset=None) -> None:
         **_identity(spec),
         "data": data_fingerprint(_load(spec) if dataset is None else dataset),
     }
+    if "search_space" not in attrs and _space_before_fixed_settings(spec) != mine["search_space"]:
+        raise UserError(
+            f"study {spec.study!r} in {spec.storage} tuned settings you fix now (it was made "
+            "before fixed settings were kept out of the search); pass another --study name"
+        )
     for key, value in mine.items():
         if key in attrs and attrs[key] != value:
             what = "the data file's values" if key == "data" else f"{key}={attrs[key]!r}"

@@ -493,3 +493,33 @@ def test_settings_the_user_fixed_are_not_tuned_and_specs_with_settings_are(tmp_p
     assert "lr" not in tuned["dlinear"] and "kernel" in tuned["dlinear"]
     assert set(tuned["patchtst"]) == {"lr"} and set(tuned["nlinear"]) == {"lr"}
     assert not any(k.startswith(("dlinear.lr", "patchtst.patch")) for k in trial.params)
+
+
+def test_the_search_space_table_matches_what_each_space_draws(tmp_path):
+    from experiments.tune import SPACES, TUNED_GROUPS
+
+    attrs = {"patch_choices": {"24": ["8/4", "24/24"]}}
+    assert set(SPACES) == set(TUNED_GROUPS)
+    for base, groups in TUNED_GROUPS.items():
+        every = {k for g in groups for k in g}
+        assert set(SPACES[base](optuna.create_study().ask(), 24, 96, attrs, set())) == every
+        for g in groups:  # fixing one key of a group keeps the whole group out
+            drawn = SPACES[base](optuna.create_study().ask(), 24, 96, attrs, {g[0]})
+            assert set(drawn) == every - set(g), (base, g)
+
+
+def test_a_study_from_before_fixed_settings_were_kept_out_is_not_resumed(synth_csv, tmp_path):
+    from ensemble.errors import UserError
+    from experiments.tune import _identity, _load, check_identity
+
+    spec = replace(
+        _spec(synth_csv(n=1200), tmp_path / "t", trials=1),
+        members=["dlinear"],
+        member_params={"dlinear": {"lr": 0.01}},
+    )
+    old = {k: v for k, v in _identity(spec).items() if k != "search_space"}
+    with pytest.raises(UserError, match="tuned settings you fix now"):
+        check_identity(spec, old, _load(spec))
+    plain = replace(spec, member_params={})  # nothing fixed: the old study's space, resumed
+    check_identity(plain, {k: v for k, v in _identity(plain).items() if k != "search_space"})
+    assert _identity(spec)["search_space"] == {"dlinear": ["kernel"]}

@@ -742,11 +742,11 @@ def _saved_timellm(run: RunData, flag: str, needs_prompt: bool) -> TimeLLMForeca
             f"{flag}: the run has {len(specs)} Time-LLM members ({', '.join(specs)}); analyse "
             "a run with one (its config.yaml reruns with --members naming it)"
         )
-    from experiments.run import member_dir
+    from experiments.run import member_path
 
     if not specs:
         raise UserError(f"{flag} needs a Time-LLM member; rerun with timellm among --members")
-    model_dir = run.path / "members" / member_dir(specs[0]) / "model"
+    model_dir = member_path(run.path, specs[0]) / "model"
     rerun = f"rerun the run to save it again (hybrid-forecast run --config {run.path}/config.yaml)"
     missing = [f for f in ("config.json", "trainable.pt") if not (model_dir / f).is_file()]
     if missing:

@@ -62,6 +62,14 @@ def member_dir(spec: str) -> str:
     return f"{name[: _MEMBER_DIR_MAX - 9]}_{digest}"
 
 
+def member_path(out: Path, spec: str) -> Path:
+    """``out/members/<member_dir(spec)>``, or the uncut folder a run made before names
+    were cut, when that one is there (its saved model and forecasts stay in use)."""
+    path = out / "members" / member_dir(spec)
+    legacy = out / "members" / _safe(spec)
+    return legacy if legacy != path and legacy.is_dir() and not path.exists() else path
+
+
 def _data_key(
     cfg: RunConfig,
     splits: Splits,
@@ -197,7 +205,7 @@ def fit_member(
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Fit one member (or reuse its saved forecasts) and return its val/test forecasts and timings."""
-    mdir = out / "members" / member_dir(spec)
+    mdir = member_path(out, spec)
     # built before the cache is read (settings only, nothing fitted): the key includes
     # what the member derives from the periods
     member = registry.build(spec, member_context(spec, cfg, splits, periods, out, progress))
@@ -251,6 +259,19 @@ def fit_member(
     return {"val": val, "test": test, "timings": timings}
 
 
+def _probe_saved(
+    member: Any, spec: str, cfg: RunConfig, splits: Splits, periods: list[int], out: Path
+) -> bool:
+    """Whether ``fit_member`` will reuse the member's saved forecasts; silent, since
+    ``fit_member`` reads them again and says so in run.log."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        return saved_forecasts(member, spec, cfg, splits, periods, out)[0] is not None
+    finally:
+        logging.disable(previous)
+
+
 def saved_forecasts(
     member: Any, spec: str, cfg: RunConfig, splits: Splits, periods: list[int], out: Path
 ) -> tuple[dict[str, Any] | None, str, dict[str, str]]:
@@ -266,7 +287,7 @@ def saved_forecasts(
         "dates": dates_fingerprint(splits.dataset),
         "spec": spec,
     }
-    cache = out / "members" / member_dir(spec) / "forecasts.npz"
+    cache = member_path(out, spec) / "forecasts.npz"
     if not cache.is_file():
         return None, key, stamps
     return _read_cache(cache, spec, key, stamps, cfg, splits, base, periods, derived), key, stamps
@@ -330,7 +351,7 @@ def training_curves(out: Path, specs: list[str]) -> dict[str, dict[str, Any]]:
     """
     curves: dict[str, dict[str, Any]] = {}
     for spec in specs:
-        path = out / "members" / member_dir(spec) / "model" / "config.json"
+        path = member_path(out, spec) / "model" / "config.json"
         try:
             history = json.loads(path.read_text(encoding="utf-8")).get("history") or []
             val = [float(h["val_mse"]) for h in history]
@@ -445,7 +466,7 @@ def member_context(
         seed=cfg.seed,
         dataset=splits.dataset.name,
         params=dict(cfg.member_params.get(base, {})),
-        workdir=str(out / "members" / member_dir(spec)),
+        workdir=str(member_path(out, spec)),
         progress=progress,
     )
 
@@ -506,7 +527,7 @@ def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, 
         t_periods = time.perf_counter() - t0
         for spec in specs:  # every member's settings checked before any is fitted
             member = registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
-            reused = saved_forecasts(member, spec, cfg, splits, periods, out)[0] is not None
+            reused = _probe_saved(member, spec, cfg, splits, periods, out)
             if not train and not reused:
                 raise UserError(
                     f"{spec} has no trained model of these data and settings in {out} to "

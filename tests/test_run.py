@@ -311,6 +311,11 @@ def test_member_folder_names_stay_short_for_windows_paths(synth_csv, tmp_path):
     assert {p.name for p in (out / "members").iterdir()} == {"naive", member_dir(spec)}
     assert len(member_dir(spec)) == 64
     assert (out / "run.log").read_text().count("reusing forecasts") == 2
+    # a folder from before names were cut keeps its saved forecasts in use
+    (out / "members" / member_dir(spec)).rename(out / "members" / spec.replace("@", "_"))
+    assert main(argv) == 0
+    assert (out / "run.log").read_text().count("reusing forecasts") == 4
+    assert not (out / "members" / member_dir(spec)).exists()
 
 
 def test_a_run_folders_config_reruns_into_that_folder(synth_csv, tmp_path, monkeypatch):

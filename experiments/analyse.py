@@ -747,7 +747,10 @@ def _saved_timellm(run: RunData, flag: str, needs_prompt: bool) -> TimeLLMForeca
     if not specs:
         raise UserError(f"{flag} needs a Time-LLM member; rerun with timellm among --members")
     model_dir = member_path(run.path, specs[0]) / "model"
-    rerun = f"rerun the run to save it again (hybrid-forecast run --config {run.path}/config.yaml)"
+    rerun = (  # a plain rerun would reuse the saved forecasts and not save the model again
+        f"delete {model_dir.parent / 'forecasts.npz'} and rerun the run to fit and save it "
+        f"again (hybrid-forecast run --config {run.path / 'config.yaml'})"
+    )
     missing = [f for f in ("config.json", "trainable.pt") if not (model_dir / f).is_file()]
     if missing:
         raise UserError(
@@ -768,8 +771,9 @@ def _saved_timellm(run: RunData, flag: str, needs_prompt: bool) -> TimeLLMForeca
         return TimeLLMForecaster.load(model_dir, progress=None, device=None)
     except UserError:
         raise
-    except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError) as exc:
-        # torch.load of a truncated or foreign trainable.pt, or weights of another shape
+    except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as exc:
+        # torch.load of a truncated or foreign trainable.pt, weights of another shape, or
+        # a config.json naming a setting this version does not take
         raise UserError(f"{damaged} ({exc.__class__.__name__}); {rerun}") from None
 
 

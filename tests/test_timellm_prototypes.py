@@ -116,8 +116,8 @@ def test_analyse_lists_the_prototypes_and_probes_the_prompt_of_a_run(synth_csv, 
     for i, (name, (content, needle)) in enumerate(damages.items()):
         copy = shutil.copytree(tmp_path / "run", tmp_path / f"copy{i}")
         (copy / model / name).write_bytes(content)
-        with pytest.raises(UserError, match=re.escape(f"{needle}; rerun the run to save it")):
+        with pytest.raises(UserError, match=re.escape(f"{needle}; delete ")):
             analyse(copy, out=tmp_path / f"r{i}", prototypes=True)
         (copy / model / name).unlink()
-        with pytest.raises(UserError, match=f"has no {name}; rerun the run"):
+        with pytest.raises(UserError, match=f"has no {name}; delete .*forecasts.npz and rerun"):
             analyse(copy, out=tmp_path / f"r{i}", prompt_probe=True)

@@ -87,15 +87,10 @@ class _Row:
     dataset: str
     horizon: str  # "96", or "Avg" for the mean over a setup's horizons
     setup: str  # what sets this row apart from the others (empty when nothing does)
-    seeds: str  # how many seeds the cells average
+    seeds: str  # the seeds the cells average, "0,1,2" (empty for Avg rows)
     mse: dict[str, np.ndarray]  # forecast -> per-seed (or per-horizon, for Avg) values
     mae: dict[str, np.ndarray]
     spread: bool  # whether a cell shows ± the sample std (not for Avg rows)
-
-
-def _nanmean(v: np.ndarray) -> float:
-    v = v[~np.isnan(v)]
-    return float(v.mean()) if len(v) else np.nan
 
 
 def _rows(groups: Sequence[Group], names: list[str]) -> tuple[list[_Row], list[str]]:
@@ -117,33 +112,37 @@ def _rows(groups: Sequence[Group], names: list[str]) -> tuple[list[_Row], list[s
                 absent = np.full(len(g.runs), np.nan)
                 mse = {n: fc[n].test_mse if n in fc else absent for n in names}
                 mae = {n: fc[n].test_mae if n in fc else absent for n in names}
-                rows.append(_Row(ds, str(g.pred_len), su, str(len(g.runs)), mse, mae, True))
-            if len(block) > 1:
-                # per horizon, the mean over seeds; a forecast missing at one horizon has
-                # no average (the NaN stays in and `_means` propagates it)
+                seeds = ",".join(map(str, sorted(g.runs)))
+                rows.append(_Row(ds, str(g.pred_len), su, seeds, mse, mae, True))
+            # an average over horizons only of the same seeds: else it would mix seeds
+            if len(block) > 1 and len({tuple(sorted(g.runs)) for g in block}) == 1:
+                # per horizon, the mean over seeds; a forecast missing at one horizon or
+                # in one seed has no average (the NaN propagates)
                 part = rows[-len(block) :]
-                mse = {n: np.array([_nanmean(r.mse[n]) for r in part]) for n in names}
-                mae = {n: np.array([_nanmean(r.mae[n]) for r in part]) for n in names}
+                mse = {n: np.array([np.mean(r.mse[n]) for r in part]) for n in names}
+                mae = {n: np.array([np.mean(r.mae[n]) for r in part]) for n in names}
                 rows.append(_Row(ds, "Avg", su, "", mse, mae, False))
     return rows, varying
 
 
-def _means(values: dict[str, np.ndarray], avg: bool) -> dict[str, float]:
-    """Per forecast: the mean over seeds (NaN where no seed has it); an Avg row's mean over
-    horizons is NaN where a horizon lacks the forecast."""
-    return {n: float(np.mean(v)) if avg else _nanmean(v) for n, v in values.items()}
+def _means(values: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per forecast: the mean over the row's seeds (an Avg row: over its horizons); NaN,
+    shown as --, where one of them lacks the forecast (a combiner an older version of a
+    run did not report), rather than a mean over fewer seeds than the row states."""
+    return {n: float(np.mean(v)) for n, v in values.items()}
 
 
 def _marks(means: dict[str, float], digits: int) -> dict[str, str]:
-    """'best' / 'second' for the lowest and second lowest printed value (ties share)."""
+    """'best' for the lowest printed value (a tie: all of them), 'second' for the next
+    one when a single forecast is best (two tied for best leave no second place)."""
     printed = {n: float(f"{m:.{digits}f}") for n, m in means.items() if not np.isnan(m)}
+    if len(printed) < 2:
+        return {}
     levels = sorted(set(printed.values()))
-    marks = {}
-    for n, p in printed.items():
-        if p == levels[0] and len(printed) > 1:
-            marks[n] = "best"
-        elif len(levels) > 1 and p == levels[1] and len(printed) > 2:
-            marks[n] = "second"
+    best = [n for n, p in printed.items() if p == levels[0]]
+    marks = dict.fromkeys(best, "best")
+    if len(best) == 1 and len(levels) > 1 and len(printed) > 2:
+        marks |= {n: "second" for n, p in printed.items() if p == levels[1]}
     return marks
 
 
@@ -185,8 +184,11 @@ def summary_latex(
     if len(only) == 1:
         over = f"seed {only[0]}"
     else:
-        over = "mean $\\pm$ sample standard deviation " + (
-            f"over seeds {', '.join(map(str, only))}" if only else "over the $n$ seeds of a row"
+        over = (
+            f"mean $\\pm$ sample standard deviation over seeds {', '.join(map(str, only))}"
+            if only
+            else "mean over the seeds of each row ($\\pm$ sample standard deviation where "
+            "it has several)"
         )
     shared = ", ".join(p for k, f in _SETUP.items() if k not in varying if (p := f(groups[0])))
     # long setups (member settings) would make a column wider than the scores: a letter
@@ -196,8 +198,8 @@ def summary_latex(
     if any(len(su) > _SETUP_WIDTH for su in setups):
         short = {su: f"({i})" for i, su in enumerate(setups, 1)}
         shared = "; ".join([shared] * bool(shared) + [f"{short[su]} {su}" for su in setups])
-    per_row = len(seeds) > 1  # the seeds differ between rows: a column says how many
-    lead = ["Dataset", "$H$"] + (["Setup"] if varying else []) + (["$n$"] if per_row else [])
+    per_row = len(seeds) > 1  # the seeds differ between rows: a column says which
+    lead = ["Dataset", "$H$"] + (["Setup"] if varying else []) + (["Seeds"] if per_row else [])
     head = [
         "% " + (f"written by: {command}" if command else "written by hybrid-forecast summary"),
         r"% needs \usepackage{booktabs} and \usepackage{graphicx}",
@@ -229,8 +231,7 @@ def summary_latex(
             body.append(r"\midrule")
         cells = [tex(r.dataset), r.horizon] + ([tex(short[r.setup])] if varying else [])
         cells += [r.seeds] if per_row else []
-        avg = r.horizon == "Avg"
-        means = {m: _means(getattr(r, m), avg) for m in ("mse", "mae")}
+        means = {m: _means(getattr(r, m)) for m in ("mse", "mae")}
         marks = {m: _marks(means[m], digits) for m in ("mse", "mae")}
         for n in names:
             for m in ("mse", "mae"):

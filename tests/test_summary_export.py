@@ -66,16 +66,14 @@ def test_latex_rows_cells_marks_and_averages(grid):
     assert rows[1][8] == "--" and rows[2][8] == "--"
     avg_a = np.mean([a24.mean(), 0.5])
     assert value(rows[2][2]) == pytest.approx(round(avg_a, 3)) and "pm" not in rows[2][2]
-    assert "seeds 0, 1, 2" in text and "$n$" not in text  # one seed set: said once
+    assert "seeds 0, 1, 2" in text and "Seeds" not in text  # one seed set: said once
 
 
 def test_latex_bold_and_underline_compare_the_printed_values(tmp_path):
     runs = [fake_run(tmp_path / "r", 0, a=0.40004, b=0.39996, c=0.41, ensemble=0.5)]
     rows = body_rows(summary_latex(load_groups(runs), ["a", "b", "c", "ensemble"]))
-    mse = rows[0][2::2]
-    assert mse == ["\\textbf{0.400}", "\\textbf{0.400}", "\\underline{0.410}", "0.500"]
-    three = body_rows(summary_latex(load_groups(runs), ["a", "b", "c"]))[0][2::2]
-    assert three == ["\\textbf{0.400}", "\\textbf{0.400}", "\\underline{0.410}"]
+    mse = rows[0][2::2]  # two tied for best leave no second place
+    assert mse == ["\\textbf{0.400}", "\\textbf{0.400}", "0.410", "0.500"]
     five = body_rows(summary_latex(load_groups(runs), ["a", "b", "c"], digits=5))[0][2::2]
     assert five == ["\\underline{0.40004}", "\\textbf{0.39996}", "0.41000"]
 
@@ -89,7 +87,7 @@ def test_latex_setup_column_and_seed_counts_when_groups_differ(tmp_path):
     text = summary_latex(load_groups(runs))
     rows = body_rows(text)
     assert [r[:4] for r in rows] == [
-        ["ETTh1", "24", "router learned", "2"], ["ETTh1", "24", "router stacked", "1"]
+        ["ETTh1", "24", "router learned", "0,1"], ["ETTh1", "24", "router stacked", "0"]
     ]  # fmt: skip
     assert "multicolumn{2}{c}{ensemble}" in text  # two routers: the column is not named by one
     # the mean is a column of its own unless it is every row's ensemble
@@ -100,6 +98,21 @@ def test_latex_setup_column_and_seed_counts_when_groups_differ(tmp_path):
     assert "{mean}" not in summary_latex(load_groups(only_mean))
     assert "{mean}" in summary_latex(load_groups(only_mean), ["a", "mean"])
     assert "router" not in text.split("\\caption{")[1].split("}")[0]  # not in the caption
+
+
+def test_latex_never_averages_over_other_seeds_than_the_row_states(tmp_path):
+    runs = [
+        fake_run(tmp_path / "h24_s0", 0, a=0.4, b=0.5, ensemble=0.38),
+        fake_run(tmp_path / "h24_s1", 1, a=0.6, b=0.5, ensemble=0.52),
+        fake_run(tmp_path / "h48_s2", 2, pred_len=48, a=0.5, b=0.7, ensemble=0.45),
+    ]
+    text = summary_latex(load_groups(runs), ["a", "b", "ensemble", "stacked", "greedy"])
+    rows = body_rows(text)
+    # horizons of other seeds: no Avg row mixing them; the seeds named per row
+    assert [r[:3] for r in rows] == [["ETTh1", "24", "0,1"], ["ETTh1", "48", "2"]]
+    assert "mean over the seeds of each row" in text
+    # greedy is reported by seed 0's folder only: no mean over fewer seeds than stated
+    assert rows[0][11] == "--" and rows[1][11] == "--"
 
 
 def test_latex_long_setups_are_lettered_and_spelled_out_in_the_caption(tmp_path):

@@ -35,14 +35,15 @@ def tex(text: str) -> str:
     return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
 
 
-def available(groups: Sequence[Group]) -> list[str]:
-    """Every forecast some group reports, members first, then the ensemble, the references,
-    the combiners and the bound (first sight within a kind)."""
+def available(groups: Sequence[Group]) -> dict[str, str]:
+    """Every forecast some group reports with its kind, members first, then the ensemble,
+    the references, the combiners and the bound (first sight within a kind)."""
     kinds: dict[str, str] = {}
     for g in groups:
         for name, f in g.forecasts().items():
             kinds.setdefault(name, f.kind)
-    return sorted(kinds, key=lambda n: _ORDER[kinds[n]])  # stable: first sight within a kind
+    order = sorted(kinds, key=lambda n: _ORDER[kinds[n]])  # stable: first sight within a kind
+    return {n: kinds[n] for n in order}
 
 
 def choose(groups: Sequence[Group], forecasts: Sequence[str] | None) -> list[str]:
@@ -55,10 +56,11 @@ def choose(groups: Sequence[Group], forecasts: Sequence[str] | None) -> list[str
     """
     names = available(groups)
     if forecasts is None:
-        kinds = {n: f.kind for g in groups for n, f in g.forecasts().items()}
         # the mean as a reference column, unless it is the ensemble of every row
         mean = any(g.router != "mean" for g in groups)
-        return [n for n in names if kinds[n] in ("member", "ensemble") or (n == "mean" and mean)]
+        return [
+            n for n, k in names.items() if k in ("member", "ensemble") or (n == "mean" and mean)
+        ]
     unknown = [n for n in forecasts if n not in names]
     if unknown:
         raise UserError(
@@ -245,7 +247,7 @@ def summary_latex(
 def summary_csv(groups: Sequence[Group], forecasts: Sequence[str] | None = None) -> str:
     """One row per group, forecast and seed that reports it: the setup, the scores (a
     combiner's val MSE may be empty), whether the learned router chose it, and the folder."""
-    names = available(groups) if forecasts is None else choose(groups, forecasts)
+    names = list(available(groups)) if forecasts is None else choose(groups, forecasts)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(

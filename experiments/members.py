@@ -231,7 +231,7 @@ def _patchtst(ctx: MemberContext):
 
     p = ctx.params
     kwargs: dict[str, Any] = {}
-    if "patch_len" in p:
+    if p.get("patch_len") is not None:  # null in a config.yaml: the default
         patch = p["patch_len"]
         if patch == "period":  # one cycle of the analyser's top period that fits in L
             patch = next((int(q) for q in ctx.periods if 2 <= q <= ctx.seq_len), None)

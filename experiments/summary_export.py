@@ -175,6 +175,7 @@ def summary_latex(
         command: the command that wrote the table, for its header comment.
     """
     names = choose(groups, forecasts)
+    kinds = available(groups)
     rows, varying = _rows(groups, names)
     routers = {g.router for g in groups}
     labels = [
@@ -214,7 +215,8 @@ def summary_latex(
         + (" Avg: mean over the horizons." if any(r.horizon == "Avg" for r in rows) else "")
         + "}",
         r"\label{tab:hybrid-forecast}",
-        r"\resizebox{\linewidth}{!}{%",
+        # shrunk to the text width when wider, never blown up when narrower
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         r"\begin{tabular}{" + "l" * len(lead) + " cc" * len(names) + "}",
         r"\toprule",
         " & " * (len(lead) - 1)
@@ -234,7 +236,9 @@ def summary_latex(
         cells = [tex(r.dataset), r.horizon] + ([tex(short[r.setup])] if varying else [])
         cells += [r.seeds] if per_row else []
         means = {m: _means(getattr(r, m)) for m in ("mse", "mae")}
-        marks = {m: _marks(means[m], digits) for m in ("mse", "mae")}
+        # a bound (the oracle) is no forecast one could have made: it never takes a mark
+        ranked = {m: {n: v for n, v in means[m].items() if kinds[n] != "bound"} for m in means}
+        marks = {m: _marks(ranked[m], digits) for m in ("mse", "mae")}
         for n in names:
             for m in ("mse", "mae"):
                 values = getattr(r, m)[n]

@@ -127,7 +127,7 @@ def test_registry_builds_it_with_the_period_as_patch():
     with pytest.raises(UserError, match="threads must be <= 1024"):
         registry.build("patchtst@threads=100000", ctx)
     # null in a config.yaml is the documented default, not a bad value
-    nulls = replace(ctx, params={"threads": None, "device": None})
+    nulls = replace(ctx, params={"threads": None, "device": None, "patch_len": None})
     m = registry.build("patchtst", nulls)
     assert m.threads is None and m.device is None
 

@@ -74,6 +74,9 @@ def test_latex_bold_and_underline_compare_the_printed_values(tmp_path):
     rows = body_rows(summary_latex(load_groups(runs), ["a", "b", "c", "ensemble"]))
     mse = rows[0][2::2]  # two tied for best leave no second place
     assert mse == ["\\textbf{0.400}", "\\textbf{0.400}", "0.410", "0.500"]
+    bound = fake_run(tmp_path / "o", 0, a=0.4, b=0.5, ensemble=0.45, oracle=0.3)
+    row = body_rows(summary_latex(load_groups([bound]), ["a", "b", "oracle"]))[0]
+    assert row[2::2] == ["\\textbf{0.400}", "0.500", "0.300"]  # the bound takes no mark
     five = body_rows(summary_latex(load_groups(runs), ["a", "b", "c"], digits=5))[0][2::2]
     assert five == ["\\underline{0.40004}", "\\textbf{0.39996}", "0.41000"]
 

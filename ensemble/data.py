@@ -328,13 +328,31 @@ def resolve_path(
     return name, data_dir_from(data_dir) / rel, rule
 
 
-def _csv_dialect(path: Path) -> dict[str, str]:
+def _text_encoding(path: Path, probe: int = 1 << 16) -> str:
+    """UTF-8, or GB18030 where the file's first 64 KiB are not UTF-8 but are GB18030: Excel
+    on a Chinese Windows saves "CSV (comma delimited)" in GBK (a subset), and read as
+    UTF-8 its Chinese headers would become U+FFFD and no --target could name them. A file
+    that is neither stays UTF-8, its bad bytes replaced."""
+    import codecs
+
+    with open(path, "rb") as fh:
+        head = fh.read(probe)
+    for encoding in ("utf-8", "gb18030"):
+        try:  # incremental: a character cut at the end of the probe is no error
+            codecs.getincrementaldecoder(encoding)().decode(head, final=False)
+        except UnicodeDecodeError:
+            continue
+        return encoding
+    return "utf-8"
+
+
+def _csv_dialect(path: Path, encoding: str = "utf-8") -> dict[str, str]:
     """read_csv's separator and decimal mark, from the header and the first 50 data rows.
 
     Spreadsheets in many locales save ';'-separated files with decimal commas; read as
     ','-separated they would be one column. Comma-separated files get pandas' defaults.
     """
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding=encoding, errors="replace") as fh:
         header = fh.readline()
         rows = [fh.readline() for _ in range(50)]
     # the most frequent of the three in the header ("date;temp, C;OT" is ';'-separated)
@@ -564,7 +582,12 @@ def load_dataset(
             f"data file not found: {path}; {how}, or point --data-dir / ${DATA_ENV} at the folder holding it"
         )
     try:
-        df = pd.read_csv(path, encoding_errors="replace", **_csv_dialect(path))
+        encoding = _text_encoding(path)
+        if encoding != "utf-8":
+            log.info("%s: not UTF-8; read as %s (a GBK file from Excel, say)", path.name, encoding)
+        df = pd.read_csv(
+            path, encoding=encoding, encoding_errors="replace", **_csv_dialect(path, encoding)
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     # "date, OT" headers: names as written, without the space after the comma

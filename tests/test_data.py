@@ -245,6 +245,27 @@ def test_semicolon_and_tab_separated_files_read_like_comma_ones(synth_csv, sep, 
     np.testing.assert_allclose(b.values, a.values, rtol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("encoding", "sep"), [("gbk", ","), ("gbk", ";"), ("utf-8-sig", ","), ("utf-8", ",")]
+)
+def test_chinese_headers_read_from_gbk_and_utf8_files(synth_csv, encoding, sep):
+    # Excel on a Chinese Windows saves "CSV (comma delimited)" in GBK; "CSV UTF-8" with a BOM
+    path = synth_csv(n=600)
+    df = pd.read_csv(path).rename(columns={"date": "日期", "x0": "负荷", "x1": "油温"})
+    other = path.with_name(f"{encoding}.csv")
+    df.to_csv(other, sep=sep, index=False, encoding=encoding)
+    ds = load_dataset(data_path=other, target="油温", features="S")
+    assert ds.columns == ["油温"]
+    np.testing.assert_allclose(ds.values[:, 0], df["油温"].to_numpy(), rtol=1e-12)
+
+
+def test_bytes_of_no_known_encoding_are_replaced_not_fatal(synth_csv):
+    path = synth_csv(n=600)
+    text = path.read_bytes().replace(b"x0", b"x\xff\xfe0", 1)  # invalid in UTF-8 and GB18030
+    path.write_bytes(text)
+    assert load_dataset(data_path=path).columns[0] == "x\ufffd\ufffd0"
+
+
 def test_repeated_timestamps_are_not_a_frequency():
     # Every timestamp twice: the most common step is 0, which is no sampling frequency.
     from ensemble.data import infer_freq

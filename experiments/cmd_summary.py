@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from experiments.cli import HelpFormatter
+
+# what a \label{} key may hold without escaping (no braces, backslash, %, # or spaces)
+_LABEL = re.compile(r"[\w\-:./+]+")
 
 
 def add_parser(sub) -> None:
@@ -42,6 +46,12 @@ def add_parser(sub) -> None:
         type=int,
         metavar="N",
         help="with --latex: decimals printed, 1 to 8 (default 3, as in the papers' tables)",
+    )
+    p.add_argument(
+        "--label",
+        metavar="KEY",
+        help="with --latex: the \\label of the table, for \\ref (default tab:hybrid-forecast); "
+        "give each table of a thesis its own",
     )
     p.set_defaults(func=handle)
 
@@ -85,6 +95,13 @@ def check_format(args) -> None:
         raise UserError("--digits sets the decimals of --latex; add --latex or drop --digits")
     if args.digits is not None and not 1 <= args.digits <= 8:
         raise UserError(f"--digits must be 1 to 8 (got {args.digits})")
+    if args.label is not None and not args.latex:
+        raise UserError("--label names the --latex table; add --latex or drop --label")
+    if args.label is not None and not _LABEL.fullmatch(args.label):
+        raise UserError(
+            f"--label {args.label!r} would break the LaTeX: use letters, digits and "
+            "- _ : . / +, e.g. --label tab:etth1"
+        )
 
 
 def handle(args) -> int:
@@ -101,11 +118,17 @@ def handle(args) -> int:
     groups = load_groups(args.run_dirs)
     forecasts = [n.strip() for n in args.forecasts.split(",")] if args.forecasts else None
     if args.latex:
-        flags = [("--forecasts", args.forecasts), ("--digits", args.digits), ("--out", args.out)]
+        flags = [
+            ("--forecasts", args.forecasts),
+            ("--digits", args.digits),
+            ("--label", args.label),
+            ("--out", args.out),
+        ]
         words = [*args.run_dirs, "--latex"] + [str(w) for f, v in flags if v for w in (f, v)]
         command = "hybrid-forecast summary " + " ".join(map(shlex.quote, words))
         digits = 3 if args.digits is None else args.digits
-        text = summary_latex(groups, forecasts, digits, command=command)
+        label = args.label or "tab:hybrid-forecast"
+        text = summary_latex(groups, forecasts, digits, command=command, label=label)
     elif args.csv:
         text = summary_csv(groups, forecasts)
     elif args.json:

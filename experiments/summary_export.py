@@ -164,6 +164,7 @@ def summary_latex(
     forecasts: Sequence[str] | None = None,
     digits: int = 3,
     command: str | None = None,
+    label: str = "tab:hybrid-forecast",
 ) -> str:
     """A booktabs table of test MSE and MAE: a row per dataset, setup and horizon (and an
     Avg row per setup with several horizons), a column pair per forecast.
@@ -173,6 +174,7 @@ def summary_latex(
         forecasts: the columns, in order; default: members, ensemble, mean.
         digits: decimals printed; bold and underline compare the printed values.
         command: the command that wrote the table, for its header comment.
+        label: the table's \\label key.
     """
     names = choose(groups, forecasts)
     kinds = available(groups)
@@ -214,7 +216,7 @@ def summary_latex(
         + (f" {tex(shared)}." if shared else "")
         + (" Avg: mean over the horizons." if any(r.horizon == "Avg" for r in rows) else "")
         + "}",
-        r"\label{tab:hybrid-forecast}",
+        rf"\label{{{label}}}",
         # shrunk to the text width when wider, never blown up when narrower
         r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         r"\begin{tabular}{" + "l" * len(lead) + " cc" * len(names) + "}",

@@ -165,11 +165,15 @@ def test_cli_latex_and_csv_out_files(grid, tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert out.read_text() == text
+    assert "\\label{tab:hybrid-forecast}" in text
     assert (
         text.startswith("% written by: hybrid-forecast summary ")
         and "--forecasts ensemble,a" in text
     )
     assert "{ensemble (learned)} & \\multicolumn{2}{c}{a}" in text  # the order asked for
+    assert main(["summary", *map(str, grid), "--latex", "--label", "tab:etth1-96"]) == 0
+    text = capsys.readouterr().out
+    assert "\\label{tab:etth1-96}" in text and "--label tab:etth1-96" in text.splitlines()[0]
     assert main(["summary", *map(str, grid), "--csv"]) == 0
     assert capsys.readouterr().out.startswith("dataset,seq_len,pred_len,")
 
@@ -183,6 +187,9 @@ def test_cli_latex_and_csv_out_files(grid, tmp_path, capsys):
         (["--forecasts", "a"], "--forecasts chooses the columns of --latex"),
         (["--digits", "3"], "--digits sets the decimals of --latex"),
         (["--latex", "--digits", "0"], "--digits must be 1 to 8"),
+        (["--label", "tab:a"], "--label names the --latex table"),
+        (["--latex", "--label", "tab a"], "would break the LaTeX"),
+        (["--latex", "--label", "tab}"], "would break the LaTeX"),
         (["--latex", "--csv"], "not allowed with"),
     ],
 )

@@ -25,6 +25,7 @@ marks itself ``surplus`` (FAIL, not counted) before doing any work.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -1007,17 +1008,24 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
             f"{str(exc).split(';')[0]}; lower --min-seq-len or --pred-len, or use a longer series"
         ) from None
     # a bad @key=value / --set fails here, not as N failed trials
-    registry.check_specs(
+    check = functools.partial(
+        registry.check_specs,
         specs,
         spec.member_params,
-        seq_len=spec.max_seq_len,
         pred_len=spec.pred_len,
         n_channels=dataset.values.shape[1],
         freq=dataset.freq,
         seed=spec.seed,
         dataset=dataset.name,
-        preflight=True,
     )
+    try:
+        check(seq_len=spec.max_seq_len, preflight=True)
+    except UserError as exc:
+        try:  # a setting that fits a long lookback: the fix is tune's flag, not --seq-len
+            check(seq_len=max(4096, spec.max_seq_len))
+        except UserError:
+            raise exc from None
+        raise UserError(f"{exc} (the lookback here is --max-seq-len: raise it)") from None
     return _study_state(spec, dataset)
 
 

@@ -158,6 +158,8 @@ def test_bad_input_is_a_user_error(synth_csv, tmp_path):
         (dict(members=["dlinear@kernal=3"]), "unknown dlinear setting"),
         (dict(seed=-1), "--seed must lie in"),
         (dict(max_periods=0), "--max-periods must be at least 1"),
+        # a patch longer than the lookback: the fix is tune's flag, not run's --seq-len
+        (dict(members=["patchtst"], min_seq_len=4, max_seq_len=8), "is --max-seq-len: raise"),
     ],
 )
 def test_bad_settings_fail_before_any_trial(change, needle, synth_csv, tmp_path):

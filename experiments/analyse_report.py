@@ -1,0 +1,489 @@
+"""The routing report's figures and Markdown text, drawn from a run folder and the
+analyses of `experiments.analyse` (which calls these; see there for what each shows)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.analyse import (
+    FEATURES,
+    RunData,
+    per_window_mse,
+    regime_order,
+    regimes,
+    timellm_specs,
+)
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from ensemble.io import _atomic
+
+    fig.tight_layout()
+    _atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    plt.close(fig)
+
+
+def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -> list[str]:
+    """Write the report's figures; returns their file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    members = run.members
+    names: list[str] = []
+    w = run.weights
+    err = np.stack([per_window_mse(run.test[m], run.true) for m in members])
+    err_mean = per_window_mse(np.mean([run.test[m] for m in members], axis=0), run.true)
+    err_ens = per_window_mse(run.ensemble, run.true)
+
+    if w is not None:
+        fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(members), 3.6))
+        ax.boxplot([w[..., i].ravel() for i in range(len(members))], showfliers=False)
+        ax.set_xticks(range(1, len(members) + 1), members, rotation=20)
+        ax.set_ylabel("router weight (test windows x channels)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"weight distribution, router `{run.results.get('router')}`")
+        _save(fig, out / "weights_distribution.png")
+        names.append("weights_distribution.png")
+
+        fig, ax = plt.subplots(figsize=(9, 3.4))
+        mw = w.mean(axis=1)  # [W, M] mean over channels
+        k = max(1, mw.shape[0] // 200)  # smooth to ~200 points
+        sm = np.stack(
+            [np.convolve(mw[:, i], np.ones(k) / k, mode="valid") for i in range(len(members))]
+        )
+        ax.stackplot(np.arange(sm.shape[1]) * 1 + k // 2, sm, labels=members, alpha=0.85)
+        ax.set_xlabel("test window")
+        ax.set_ylabel("mean weight over channels")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7, loc="upper left", ncol=min(4, len(members)))
+        _save(fig, out / "weights_over_time.png")
+        names.append("weights_over_time.png")
+
+    if feats is not None:
+        avail = [f for f in FEATURES if f in feats and not np.all(np.isnan(feats[f]))]
+        if avail:
+            fig, axes = plt.subplots(1, len(avail), figsize=(3.6 * len(avail), 3.3), squeeze=False)
+            for ax, f in zip(axes[0], avail, strict=True):
+                v = feats[f].ravel()
+                ok = ~np.isnan(v)
+                edges = np.unique(np.nanquantile(v, np.linspace(0, 1, 11)))
+                idx = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, len(edges) - 2)
+                centres = 0.5 * (edges[:-1] + edges[1:])
+                for i, m in enumerate(members):
+                    if w is not None:
+                        y = w[..., i].ravel()
+                        label = "mean weight"
+                    else:  # no router weights: how often the member is best instead
+                        y = (err.argmin(axis=0) == i).ravel().astype(float)
+                        label = "win rate"
+                    vals = [
+                        y[ok & (idx == b)].mean() if np.any(ok & (idx == b)) else np.nan
+                        for b in range(len(centres))
+                    ]
+                    ax.plot(centres, vals, marker="o", ms=3, label=m)
+                ax.set_xlabel(f.replace("_", " "))
+                ax.set_ylabel(label)
+                ax.grid(alpha=0.3)
+            axes[0, -1].legend(fontsize=7)
+            fig.suptitle("router weight against window features (deciles)", fontsize=10)
+            _save(fig, out / "weights_vs_features.png")
+            names.append("weights_vs_features.png")
+
+        labels = regimes(feats, list(run.results.get("periods") or []))
+        if labels:
+            winner = err.argmin(axis=0)
+            fig, axes = plt.subplots(
+                1, len(labels), figsize=(3.4 * len(labels), 3.3), squeeze=False
+            )
+            for ax, (f, lab) in zip(axes[0], labels.items(), strict=True):
+                regs = regime_order(np.unique(lab.astype(str)))
+                bottom = np.zeros(len(regs))
+                for i, m in enumerate(members):
+                    rate = np.array([np.mean(winner[lab == r] == i) for r in regs])
+                    ax.bar(regs, rate, bottom=bottom, label=m)
+                    bottom += rate
+                ax.set_title(f.replace("_", " "), fontsize=9)
+                ax.set_ylabel("share of windows where best")
+            axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+            _save(fig, out / "win_rates.png")
+            names.append("win_rates.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    d = (err_ens - err_mean).mean(axis=1)  # [W] over channels
+    k = max(1, d.shape[0] // 200)
+    axes[0].plot(np.convolve(d, np.ones(k) / k, mode="valid"), lw=1)
+    axes[0].axhline(0, color="k", lw=0.8)
+    axes[0].set_xlabel("test window")
+    axes[0].set_ylabel("MSE router − MSE mean (smoothed)")
+    axes[0].set_title("below 0: the router beats the mean", fontsize=9)
+    lim = np.quantile(np.abs(d), 0.99) or 1.0
+    axes[1].hist(np.clip(d, -lim, lim), bins=60, color="C1")
+    axes[1].axvline(0, color="k", lw=0.8)
+    axes[1].set_xlabel("per-window MSE difference (router − mean)")
+    _save(fig, out / "router_vs_mean.png")
+    names.append("router_vs_mean.png")
+    return names
+
+
+def probe_figure(probe: dict[str, Any], out: Path) -> list[str]:
+    """``prompt_probe.png``: for each counterfactual prompt, how far it moves the forecasts
+    and how it changes the test MSE (the report's prompt-probe table as bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = [k for k in probe if k.startswith("shuffled:")]
+    names = ["shuffled", "none", *stats]
+    # the Diebold-Mariano p of the MSE change (against the own prompt) in the label
+    labels = [
+        (f"{k.split(':', 1)[1]} shuffled" if k in stats else k) + f" (p {probe[k]['p']:.2g})"
+        for k in names
+    ]
+    moved = [100 * probe[k]["change_rel"] for k in names]
+    mse = [100 * (probe[k]["mse"] / probe["own"]["mse"] - 1) for k in names]
+    y = np.arange(len(names))[::-1]  # the table's order from the top
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 1.4 + 0.35 * len(names)), sharey=True)
+    a.barh(y, moved, color="tab:blue")
+    a.set_yticks(y, labels)
+    a.set_xlabel("forecast moved (% of mean |own forecast|)")
+    b.barh(y, mse, color=["tab:red" if v > 0 else "tab:green" for v in mse])
+    b.axvline(0, color="black", lw=0.8)
+    b.set_xlabel("test MSE change vs own prompt (%)")
+    fig.suptitle("Does Time-LLM read its prompt? (test windows; p: DM test of the MSE change)")
+    _save(fig, out / "prompt_probe.png")
+    return ["prompt_probe.png"]
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def report_markdown(
+    run: RunData,
+    an: dict[str, Any],
+    training: list[dict[str, Any]],
+    figures: list[str],
+    feat_note: str,
+) -> str:
+    """The routing_report.md text."""
+    r = run.results
+    members = run.members
+    lines = [
+        f"# Routing report: {r.get('dataset')} L={r.get('seq_len')} H={r.get('pred_len')} seed={r.get('seed')}",
+        "",
+        f"Run folder `{run.path}`; router `{r.get('router')}`; members {', '.join(members)}; "
+        f"{run.true.shape[0]} test windows x {run.true.shape[2]} channels; periods (train rows) "
+        f"{r.get('periods')}. Errors are MSE in the scaled space per window and channel, "
+        "averaged over the horizon.",
+        "",
+    ]
+    lines += ["## Weight distribution per member", ""]
+    if "weights" in an:
+        if an.get("weights_constant"):
+            lines += [
+                "The weights are the same for every window and channel (a fixed rule), so the "
+                "analyses of weights against features below are flat by construction.",
+                "",
+            ]
+        lines += [
+            "| member | mean | median | std | p10 | p90 | top weight in |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m, s in an["weights"].items():
+            lines.append(
+                f"| {m} | {s['mean']:.3f} | {s['median']:.3f} | {s['std']:.3f} | {s['p10']:.3f} | "
+                f"{s['p90']:.3f} | {_pct(s['top_share'])} |"
+            )
+    else:
+        lines.append("No router_weights.npz in the run folder.")
+    lines.append("")
+
+    vt = an.get("val_vs_test")
+    if vt:
+        ref = next(row["member"] for row in vt if row["reference"])
+        lines += [
+            "## Validation against test",
+            "",
+            f"Each member's MSE relative to {ref}'s (the lowest on validation). Every fitted "
+            "combination sees only the validation column: a member whose ratio is higher on "
+            "validation than on test is underrated by it and gets less weight than test would "
+            "have rewarded, and the reverse.",
+            "",
+            "| member | val MSE | test MSE | val ratio | test ratio | val rank | test rank "
+            "| mean weight |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in vt:
+            wt = "–" if row["mean_weight"] is None else f"{row['mean_weight']:.3f}"
+            lines.append(
+                f"| {row['member']} | {row['val_mse']:.4f} | {row['test_mse']:.4f} | "
+                f"{row['val_ratio']:.3f} | {row['test_ratio']:.3f} | {row['val_rank']} | "
+                f"{row['test_rank']} | {wt} |"
+            )
+        moved = [row["member"] for row in vt if row["val_rank"] != row["test_rank"]]
+        lines += [
+            "",
+            "Validation and test rank the members "
+            + (f"differently ({', '.join(moved)} moved)." if moved else "the same way."),
+            "",
+        ]
+
+    probe = an.get("prompt_probe")
+    if probe:
+        own, shuf = probe["own"], probe["shuffled"]
+        lines += [
+            "## Does Time-LLM read its prompt?",
+            "",
+            "The fitted Time-LLM forecasts the test windows with each series' own prompt, "
+            "with the prompt of another window of the same channel (windows permuted), "
+            "and with no prompt (never seen in training). Change: mean absolute "
+            "difference from the own-prompt forecast, relative to its mean absolute value.",
+            "",
+            "| prompt | test MSE | test MAE | change | DM p vs own |",
+            "|---|---|---|---|---|",
+        ]
+        stats = [k for k in probe if k.startswith("shuffled:")]
+        for name in ["own", "shuffled", "none", *stats]:
+            v = probe[name]
+            label = f"own, {name.split(':', 1)[1]} shuffled" if name in stats else name
+            lines.append(
+                f"| {label} | {v['mse']:.4f} | {v['mae']:.4f} | {100 * v['change_rel']:.2f}% "
+                f"| {'–' if name == 'own' else format(v['p'], '.3g')} |"
+            )
+        lines += [
+            "",
+            "Another window's prompt changes the test MSE by "
+            f"{100 * (shuf['mse'] / own['mse'] - 1):+.2f}% and moves the forecasts by "
+            f"{100 * shuf['change_rel']:.2f}% on average (Diebold-Mariano p {shuf['p']:.3g}).",
+            "",
+        ]
+        if stats:
+            top = max(stats, key=lambda k: probe[k]["change_rel"])
+            lines += [
+                'Rows "own, X shuffled" keep the own prompt but state statistic X of the '
+                "window the shuffled prompt comes from: the statistic whose swap moves the "
+                f"forecasts most is the one the model reads most ({top.split(':', 1)[1]}: "
+                f"{100 * probe[top]['change_rel']:.2f}%). A statistic that is the same in most "
+                "windows (the window period of a strongly periodic series) cannot move them, "
+                "read or not.",
+                "",
+            ]
+
+    protos = an.get("prototypes")
+    if protos:
+        c = protos["top1_cosine"]
+        lines += [
+            "## What the text prototypes stand for",
+            "",
+            f"Each of the {protos['num_prototypes']} text prototypes is a learned mix of the "
+            "backbone's word embeddings; its nearest vocabulary entries by cosine similarity "
+            "are the closest thing it has to a word. Mean cosine to the nearest entry: "
+            f"{c['trained']:.3f} trained, {c['initial']:.3f} at initialisation, "
+            f"{c['random']:.3f} for random directions, and {c['word']:.3f} from a vocabulary "
+            "entry to its nearest other entry. Training moved the prototype matrix by "
+            f"{protos['moved']:.2f} times its initial norm. The {len(protos['prototypes'])} "
+            f"prototypes the test patches attend to most take {100 * protos['top_share']:.1f}% "
+            f"of the reprogramming attention (uniform: "
+            f"{100 * len(protos['prototypes']) * protos['uniform_share']:.1f}%).",
+            "",
+            "| prototype | attention share | nearest entries (cosine) | at initialisation |",
+            "|---|---|---|---|",
+        ]
+
+        def words(ws: list[str], cs: list[float]) -> str:
+            cells = [w.replace("|", "\\|") for w in ws]  # "|" would end the table cell
+            return ", ".join(f'"{w}" ({c:.2f})' for w, c in zip(cells, cs, strict=True))
+
+        for row in protos["prototypes"]:
+            lines.append(
+                f"| {row['index']} | {100 * row['share']:.2f}% | "
+                f"{words(row['words'], row['cosines'])} | "
+                f"{words(row['initial_words'], row['initial_cosines'])} |"
+            )
+        lines.append("")
+
+    if "channel_weights" in an:
+        names = r.get("channels") or [str(c) for c in range(len(an["channel_weights"]))]
+        lines += [
+            "## Weights per channel",
+            "",
+            "Mean router weight over the test windows for each channel, and each member's "
+            "test MSE on that channel (lowest in bold). Where the weights differ between "
+            "channels the router fitted them per channel.",
+            "",
+            "| channel | "
+            + " | ".join(f"{m} weight" for m in members)
+            + " | "
+            + " | ".join(f"{m} MSE" for m in members)
+            + " |",
+            "|---" * (2 * len(members) + 1) + "|",
+        ]
+        for name, wc, ec in zip(names, an["channel_weights"], an["channel_mse"], strict=True):
+            best = int(np.argmin(ec))
+            errs = [f"**{v:.4f}**" if i == best else f"{v:.4f}" for i, v in enumerate(ec)]
+            lines.append(
+                f"| {name} | "
+                + " | ".join(f"{v:.3f}" for v in wc)
+                + " | "
+                + " | ".join(errs)
+                + " |"
+            )
+        lines.append("")
+
+    corr_err = an.get("error_corr")
+    if corr_err and len(members) > 1:
+        lines += [
+            "## Error correlation between members",
+            "",
+            "Pearson correlation of the test errors (forecast minus target) over windows, "
+            "steps and channels. A member whose errors move with another's adds little to "
+            "a weighted average, however accurate it is alone.",
+            "",
+            "| | " + " | ".join(members) + " |",
+            "|---" * (len(members) + 1) + "|",
+        ]
+        for m, row in zip(members, corr_err, strict=True):
+            lines.append(f"| {m} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+        lines.append("")
+
+    if run.step_weights is not None:
+        h = run.step_weights.shape[0]
+        steps = sorted({1, max(1, h // 4), max(1, h // 2), max(1, 3 * h // 4), h})
+        lines += [
+            "## Weights along the horizon",
+            "",
+            "The router weights each horizon step separately; the table above shows their "
+            "average. Weight per member at selected steps:",
+            "",
+            "| step | " + " | ".join(members) + " |",
+            "|---|" + "---|" * len(members),
+        ]
+        for t in steps:
+            row = " | ".join(f"{v:.3f}" for v in run.step_weights[t - 1])
+            lines.append(f"| {t} | {row} |")
+        lines.append("")
+
+    lines += ["## Weights against window features", "", feat_note, ""]
+    if "weights" in an and not an.get("weights_constant") and not an.get("weights_vary_by_window"):
+        lines += [
+            "The router's weights differ between channels (and horizon steps) but not from "
+            "window to window: it does not respond to the window's features. The mean "
+            "weights in the regime tables and the figures therefore only show which "
+            "channels fall into each regime.",
+            "",
+        ]
+    corr = an.get("weight_feature_corr")
+    if corr:
+        lines += [
+            "Spearman rank correlation of each member's weight with each feature across the "
+            "test windows, within each channel and averaged over channels (– where the "
+            "weights do not vary):",
+            "",
+            "| feature | " + " | ".join(members) + " |",
+            "|---" * (len(members) + 1) + "|",
+        ]
+        for f, row in corr.items():
+            cells = ["–" if row[m] is None else f"{row[m]:+.2f}" for m in members]
+            lines.append(f"| {f} | " + " | ".join(cells) + " |")
+        lines.append("")
+
+    lines += [
+        "## Win rates per regime",
+        "",
+        "Share of (window, channel) pairs where each member has the lowest error. Overall: "
+        + ", ".join(f"{m} {_pct(v)}" for m, v in an["win_rate"].items())
+        + ". Regimes: terciles of each feature over the test windows (low / mid / high); the "
+        "dominant period is matched to the run's top periods within 15 %.",
+        "",
+    ]
+    for f, regs in an.get("regimes", {}).items():
+        lines += [
+            f"**{f.replace('_', ' ')}**",
+            "",
+            "| regime | share | "
+            + " | ".join(f"{m} wins" for m in members)
+            + " | router MSE | mean MSE | router better |",
+            "|---" * (len(members) + 5) + "|",
+        ]
+        for reg, s in regs.items():
+            lines.append(
+                f"| {reg} | {_pct(s['share'])} | "
+                + " | ".join(_pct(s["win_rate"][m]) for m in members)
+                + f" | {s['router_mse']:.4f} | {s['mean_mse']:.4f} | {_pct(s['router_better_share'])} |"
+            )
+        lines.append("")
+
+    rv = an["router_vs_mean"]
+    lines += [
+        "## Where the router beats or loses to the mean",
+        "",
+        f"Test MSE: router {rv['router_mse']:.4f}, equal-weight mean {rv['mean_mse']:.4f}. The router "
+        f"is better on {_pct(rv['router_better_share'])} of (window, channel) pairs and worse on "
+        f"{_pct(rv['router_worse_share'])}. See the regime tables above for where. "
+        f"Diebold-Mariano test of the difference (per-window MSE, overlapping windows): "
+        f"p = {rv['dm']['p']:.3g} (two-sided, {rv['dm']['dof']} dof).",
+        "",
+        "## Ablations",
+        "",
+        "| variant | test MSE | test MAE | Δ MSE vs full | p vs full | method |",
+        "|---|---|---|---|---|---|",
+    ]
+    full = an["ablation"][0]["mse"]
+    for row in an["ablation"]:
+        p_full = f"{row['p_vs_full']:.3g}" if "p_vs_full" in row else ""
+        lines.append(
+            f"| {row['variant']} | {row['mse']:.4f} | {row['mae']:.4f} "
+            f"| {row.get('delta', row['mse'] - full):+.4f} "
+            f"| {p_full} | {row['method']} |"
+        )
+    if not timellm_specs(members):
+        lines.append(
+            "| without timellm | – | – | – | – | not applicable: the run has no timellm member |"
+        )
+    for row in training:
+        if row["status"] == "not run":
+            lines.append(f"| {row['description']} | not run | | | | see the command below |")
+        else:
+            t = row.get("timellm") or {}
+            e = row.get("ensemble") or {}
+            lines.append(
+                f"| {row['description']} | timellm {t.get('mse', float('nan')):.4f}, ensemble "
+                f"{e.get('mse', float('nan')):.4f} | timellm {t.get('mae', float('nan')):.4f} | "
+                f"{e.get('mse', float('nan')) - full:+.4f} (ensemble) | | sibling run `{row['run']}` |"
+            )
+    lines += [
+        "",
+        "Member ablations are computed from this run folder; Δ > 0 means the ensemble is worse "
+        "without the member; `p vs full` is the Diebold-Mariano test of that difference. "
+        + (
+            "Training ablations come from sibling run folders "
+            f"`{run.path}-<variant>` (same config, one setting changed; same seed)."
+            if timellm_specs(members)
+            else "Training ablations change a Time-LLM setting; this run has no timellm "
+            "member (add it to --members for them)."
+        ),
+        "",
+    ]
+    todo = [r for r in training if r["status"] == "not run"]
+    if todo:
+        lines += ["Commands for the ablations not run yet:", "", "```"]
+        for row in todo:
+            lines.append(row["command"] + (f"   # {row['note']}" if "note" in row else ""))
+        lines += ["```", ""]
+    lines += ["## Figures", ""]
+    for f in figures:
+        lines.append(f"![{f}]({f})")
+    return "\n".join(lines) + "\n"

@@ -7,68 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fake_run_folder
 
-from ensemble.data import load_dataset, make_splits
 from ensemble.errors import UserError
 from experiments.analyse import analyse, load_run, val_vs_test, window_features
-from experiments.config import RunConfig
-
-MEMBERS = ["naive", "snaive", "window_mean"]
-
-
-def fake_run_folder(
-    csv: Path, out: Path, router: str = "inverse_error", members: list[str] = MEMBERS
-) -> Path:
-    """A run folder as `run` writes it, with noisy copies of the truth as forecasts
-    (the later members noisier)."""
-    L, H = 96, 24
-    splits = make_splits(load_dataset(data_path=csv), L, H)
-    rng = np.random.default_rng(0)
-    arrays, scores = {}, {"val": {}, "test": {}}
-    for part, split in (("val", splits.val), ("test", splits.test)):
-        true = np.asarray(split.targets(), dtype=np.float32)
-        for i, m in enumerate(members):
-            f = true + (0.2 + 0.2 * i) * rng.standard_normal(true.shape).astype(np.float32)
-            arrays[f"{part}/{m}"] = f
-            scores[part][m] = {"mse": float(np.mean((f - true) ** 2)), "mae": 0.0}
-        arrays[f"{part}/ensemble"] = np.mean([arrays[f"{part}/{m}"] for m in members], axis=0)
-        scores[part]["ensemble"] = {
-            "mse": float(np.mean((arrays[f"{part}/ensemble"] - true) ** 2)),
-            "mae": 0.0,
-        }
-        if part == "test":
-            arrays["test/true"] = true
-    w = rng.dirichlet(np.ones(len(members)), size=arrays["test/true"].shape[0] * 3)
-    w = w.reshape(-1, 3, len(members)).astype(np.float32)
-    out.mkdir(parents=True)
-    np.savez(out / "forecasts.npz", **arrays)
-    ramp = np.linspace(0.0, 1.0, H)[:, None]
-    step = np.concatenate([1 - ramp, ramp, 0 * ramp], axis=1)  # naive -> snaive along H
-    np.savez(
-        out / "router_weights.npz",
-        test=w,
-        val=w[:1],
-        members=np.array(members),
-        step_weights=step.astype(np.float32),
-    )
-    cfg = RunConfig(
-        dataset=None, data_path=str(csv), seq_len=L, pred_len=H, members=members, router=router
-    )
-    (out / "config.yaml").write_text(cfg.to_yaml())
-    res = {
-        "dataset": csv.stem,
-        "seq_len": L,
-        "pred_len": H,
-        "seed": 0,
-        "members": members,
-        "router": router,
-        "windows": splits.window_counts(),
-        "periods": [24, 12],
-        "val": scores["val"],
-        "test": scores["test"],
-    }
-    (out / "results.json").write_text(json.dumps(res))
-    return out
 
 
 def test_report_from_a_fake_run_folder(synth_csv, tmp_path):

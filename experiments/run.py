@@ -503,7 +503,7 @@ def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, 
     """
     from tqdm.auto import tqdm
 
-    from router import make_combiner
+    from router import check_router_data, make_combiner
 
     cfg.validate()
     specs = registry.parse_members(cfg.members)
@@ -520,7 +520,7 @@ def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, 
     try:
         dataset = cfg.load_dataset()
         splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
-        _check_router_data(cfg.router, specs, splits.val.n_windows)
+        check_router_data(cfg.router, len(specs), splits.val.n_windows)
         _seed_everything(cfg.seed)
         t0 = time.perf_counter()
         periods = list(cfg.periods) if cfg.periods is not None else detect_periods(splits)
@@ -786,26 +786,6 @@ def _remove_orphaned_temp_files(out: Path) -> None:
     for tmp in [*out.glob(".*.tmp"), *out.glob("members/*/.*.tmp")]:
         tmp.unlink(missing_ok=True)
         log.info("removed %s, left by an interrupted write", tmp)
-
-
-# Routers that learn from validation windows (inner splits H windows apart).
-_LEARNED = ("learned", "learned_lgbm", "learned_torch")
-
-
-def _check_router_data(router: str, specs: list[str], n_val: int) -> None:
-    """Refuse a learned router with nothing to choose between or nothing to learn from."""
-    if router not in _LEARNED:
-        return
-    if len(specs) < 2:
-        raise UserError(
-            f"--router {router} weighs members against each other: give at least two "
-            "(--members a,b) or use --router mean"
-        )
-    if n_val < 3:
-        raise UserError(
-            f"--router {router} learns from validation windows and this split has {n_val}; "
-            "use a longer series, a shorter --seq-len/--pred-len, or --router mean"
-        )
 
 
 def _step_weights(step: np.ndarray) -> np.ndarray:

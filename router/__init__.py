@@ -65,10 +65,33 @@ def make_combiner(name: str, **kwargs) -> Combiner:
     from ensemble.errors import UserError
 
     if name not in COMBINERS:
-        raise UserError(f"unknown --router {name!r}: choose from {', '.join(COMBINERS)}")
+        raise UserError(f"unknown router {name!r}: choose from {', '.join(COMBINERS)}")
     cls = COMBINERS[name]
     accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in kwargs.items() if k in accepted})
 
 
-__all__ = ["COMBINERS", "Combiner", "make_combiner"]
+# Routers that learn from validation windows how to weigh members against each other.
+LEARNED = ("learned", "learned_lgbm", "learned_torch")
+
+
+def check_router_data(name: str, n_members: int, n_val: int) -> None:
+    """Refuse a learned router with nothing to choose between or nothing to learn from
+    (UserError), before any member is fitted."""
+    from ensemble.errors import UserError
+
+    if name not in LEARNED:
+        return
+    if n_members < 2:
+        raise UserError(
+            f"router {name} weighs members against each other: give at least two members, "
+            "or use the router mean"
+        )
+    if n_val < 3:
+        raise UserError(
+            f"router {name} learns from validation windows and this split has {n_val}; "
+            "use a longer series, a shorter lookback or horizon, or the router mean"
+        )
+
+
+__all__ = ["COMBINERS", "LEARNED", "Combiner", "check_router_data", "make_combiner"]

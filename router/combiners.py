@@ -27,10 +27,13 @@ class Combiner:
         name: registry name.
         needs_features: whether ``weights`` uses the ``features`` argument (the run only
             computes features for combiners that need them).
+        quiet_fallback: log a fallback for too little data (equal weights...) at debug
+            level, not as a warning: set on the throwaway fits of `LearnedRouter`'s folds.
     """
 
     name = "base"
     needs_features = False
+    quiet_fallback = False
 
     def fit(
         self,

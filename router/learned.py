@@ -264,9 +264,9 @@ class LearnedRouter(Combiner):
             sub = None if features is None else features[fit_w]
             f_held = None if features is None else features[held_w]
             for name in names:
-                model = self._make(name).fit(
-                    val_forecasts[:, fit_w], val_targets[fit_w], sub, terms[fit_w]
-                )
+                model = self._make(name)
+                model.quiet_fallback = True  # a fold's fallback: its score tells, not a warning
+                model.fit(val_forecasts[:, fit_w], val_targets[fit_w], sub, terms[fit_w])
                 losses = metrics.window_mse(model.forecast(held_f, f_held), held_y)
                 held_losses[name].append(losses)
                 self.fold_scores_[name].append(float(losses.mean()))  # every window H x C values

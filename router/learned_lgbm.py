@@ -228,7 +228,9 @@ class LGBMRouter(Combiner):
 
     def _unchecked(self, terms: tuple[np.ndarray, ...]) -> LGBMRouter:
         """No held-out windows (no more validation windows than the horizon): equal weights."""
-        log.warning("lgbm router: no validation windows to hold out; using equal weights")
+        (log.debug if self.quiet_fallback else log.warning)(
+            "lgbm router: too few validation windows to hold any out; using equal weights"
+        )
         self.prior_ = prior_logits(self.prior, terms, self.prior_floor)
         self.booster_, self.rounds_, self.lam_, self.inner_score_ = None, 0, 1.0, float("nan")
         return self

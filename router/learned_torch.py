@@ -180,7 +180,9 @@ class TorchRouter(Combiner):
         fit_w, held_w = inner_split(w, h)
         self.lam_ = 0.0  # chosen below, or 1 (the mean) when nothing can be held out
         if held_w.size == 0:  # nothing to check a feature-conditioned model on: the mean
-            log.warning("torch router: no validation windows to hold out; using equal weights")
+            (log.debug if self.quiet_fallback else log.warning)(
+                "torch router: too few validation windows to hold any out; using equal weights"
+            )
             fit_w, self.lam_, self.epochs_ = np.arange(w), 1.0, 0
         flat = features[fit_w].reshape(fit_w.size * c, -1).astype(np.float64)
         with warnings.catch_warnings():  # a feature never defined on short data: all NaN

@@ -51,7 +51,7 @@ def test_data_info_json(data_dir, capsys):
         ),
         (
             ["run", "--dataset", "ETTh1", "--router", "nosuchrouter"],
-            "unknown --router 'nosuchrouter'",
+            "unknown router 'nosuchrouter'",
         ),
         (["data", "info", "--data-path", "/nonexistent/x.csv"], "data file not found"),
         (

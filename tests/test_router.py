@@ -191,6 +191,24 @@ def test_no_more_validation_windows_than_the_horizon(name, clear_best):
         assert cb.chosen_ == "stacked" and cb.inner_scores_ == {}
 
 
+def test_fold_fits_falling_back_to_equal_weights_are_no_warning(clear_best, caplog):
+    # 2H windows: the folds' fit parts are too short for the challengers' own inner split.
+    # Their fallback is a throwaway fit scored on the fold, not the router the user gets.
+    x, y, f, feats, names = clear_best
+    w = 2 * H
+    cb = make_combiner("learned", seed=0, feature_names=names, member_names=["m0", "m1", "m2"])
+    with caplog.at_level("DEBUG", logger="router"):
+        cb.fit(f[:, :w], y[:w], feats[:w])
+    fallbacks = [r for r in caplog.records if "too few validation windows" in r.getMessage()]
+    assert fallbacks and {r.levelname for r in fallbacks} == {"DEBUG"}
+    caplog.clear()
+    lgbm = make_combiner(
+        "learned_lgbm", seed=0, feature_names=names, member_names=["m0", "m1", "m2"]
+    )
+    lgbm.fit(f[:, :H], y[:H], feats[:H])  # the router itself falls back: the user is told
+    assert [r.levelname for r in caplog.records if "too few" in r.getMessage()] == ["WARNING"]
+
+
 @pytest.mark.parametrize("name", ["learned", "learned_lgbm"])
 @pytest.mark.parametrize("windows", [150, H + 2])
 def test_short_one_channel_validation_fits(name, windows, clear_best):
@@ -494,7 +512,7 @@ def test_features_never_look_past_the_window_input(clear_best):
 def test_unknown_router_is_a_user_error():
     from ensemble.errors import UserError
 
-    with pytest.raises(UserError, match="unknown --router"):
+    with pytest.raises(UserError, match="unknown router"):
         make_combiner("nope")
 
 

@@ -530,7 +530,11 @@ def find_gaps(dates: pd.DatetimeIndex, freq: str | None) -> np.ndarray:
     offset = pd.tseries.frequencies.to_offset(freq)
     try:
         step = pd.Timedelta(offset).value
+        # a local day is 23 or 25 hours at a daylight-saving change: count on the calendar
+        calendar = dates.tz is not None and step % pd.Timedelta("1D").value == 0
     except ValueError:  # uneven calendar offsets
+        calendar = True
+    if calendar:
         grid = pd.date_range(dates[0], dates[-1], freq=offset)
         position = grid.get_indexer(dates)
         if (position < 0).any():  # dates off the grid: no gap count means anything

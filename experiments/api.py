@@ -4,7 +4,8 @@
     >>> hf = HybridForecaster(members=["dlinear", "arima"], router="learned",
     ...                       seq_len=512, pred_len=96)
     >>> hf.fit(df)                 # long (unique_id, ds, y) or wide (ds + one column per series)
-    >>> fc = hf.predict(h=96)      # same layout: unique_id, ds, hybrid, <member columns>
+    >>> fc = hf.predict(h=96)      # long: unique_id, ds, hybrid, <member columns>
+    ...                            # wide: ds, one column per series (the hybrid forecast)
 
 What ``fit`` does, in the run's protocol: the last ``val_size`` share of the rows is held
 out as validation; the scaler and the members are fitted on the rows before it (the
@@ -38,6 +39,21 @@ from ensemble.forecaster import Forecaster
 
 # Output columns besides the members' (with the frame's id and time columns).
 _ENSEMBLE_COLUMN = "hybrid"
+# Frequency names pandas 2.2+ refuses, and what it calls them now.
+_OLD_ALIASES = {
+    "H": "'h'",
+    "T": "'min'",
+    "S": "'s'",
+    "L": "'ms'",
+    "U": "'us'",
+    "N": "'ns'",
+    "M": "'ME' (month end) or 'MS' (month start)",
+    "BM": "'BME'",
+    "Q": "'QE' or 'QS'",
+    "A": "'YE' or 'YS'",
+    "Y": "'YE' or 'YS'",
+    "BH": "'bh'",
+}
 
 
 def _long_to_wide(df: pd.DataFrame, id_col: str, time_col: str, target_col: str) -> pd.DataFrame:
@@ -71,10 +87,16 @@ def _long_to_wide(df: pd.DataFrame, id_col: str, time_col: str, target_col: str)
             stacklevel=4,
         )
     wide = df.assign(**{target_col: y}).pivot(index=time_col, columns=id_col, values=target_col)
-    if wide.isna().any().any():
+    missing = wide.isna()
+    if missing.any().any():
+        # the series are channels of one multivariate window: they must share every timestamp
+        sid = missing.any()[lambda m: m].index[0]
+        span = wide[sid].dropna().index
         raise UserError(
-            "the series in the long frame do not share the same timestamps; "
-            "align them (one row per unique_id and ds) before fitting"
+            f"the series must share their timestamps (they are forecast together): "
+            f"{sid!r} has {len(span)} rows from {span[0]} to {span[-1]}, the frame "
+            f"{len(wide)} from {wide.index[0]} to {wide.index[-1]}; keep the common span "
+            f"(or fill the missing rows), or fit the series separately"
         )
     return wide
 
@@ -107,9 +129,16 @@ def _to_matrix(
             if index is not None:  # a new frame: the caller's index stays as it was
                 wide = wide.set_axis(index, axis=0)
         if not isinstance(wide.index, pd.DatetimeIndex):
+            dated = _date_columns(df)
+            hint = f"; e.g. fit(df, time_col={dated[0]!r})" if dated else ""
             raise UserError(
                 f"a wide frame needs a {time_col!r} column or a DatetimeIndex; a long frame "
-                f"needs columns {id_col!r}, {time_col!r}, {target_col!r}"
+                f"needs columns {id_col!r}, {time_col!r}, {target_col!r}{hint}"
+            )
+        if wide.columns.has_duplicates:
+            raise UserError(
+                f"column {wide.columns[wide.columns.duplicated()][0]!r} appears twice in the "
+                "wide frame; give each series its own column name"
             )
         if wide.index.has_duplicates:
             raise UserError(
@@ -124,9 +153,33 @@ def _to_matrix(
         wide, layout = numeric, "wide"
     wide = wide.sort_index()
     values = wide.to_numpy(dtype=np.float64)
-    if values.size == 0 or not np.isfinite(values).all():
-        raise UserError("the frame has no numeric values, or NaN/inf among them; fill them first")
+    if values.size == 0:
+        raise UserError("the frame has no rows or no numeric series to forecast")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        t, c = np.argwhere(bad)[0]
+        raise UserError(
+            f"series {wide.columns[c]!r} has {values[t, c]} at {wide.index[t]} "
+            f"({int(bad.sum())} such values in all); fill or drop them before fitting"
+        )
     return values, pd.DatetimeIndex(wide.index), list(wide.columns), layout
+
+
+def _date_columns(df: pd.DataFrame) -> list[str]:
+    """Columns that hold dates (datetime dtype, or text whose first values parse as
+    dates): what a wide frame's time column is probably called."""
+    found = []
+    for col in df.columns:
+        values = df[col]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            found.append(col)
+        elif values.dtype == object or pd.api.types.is_string_dtype(values):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                head = pd.to_datetime(values.head(5), errors="coerce")
+            if len(head) and head.notna().all():
+                found.append(col)
+    return found
 
 
 def _periods(train: np.ndarray, freq: str | None) -> list[int]:
@@ -161,7 +214,8 @@ class HybridForecaster:
         seed: int = 0,
         member_params: dict[str, dict[str, Any]] | None = None,
     ):
-        self.members = list(members)
+        # "dlinear,arima" as on the command line, not the letters of one name
+        self.members = members.split(",") if isinstance(members, str) else list(members)
         self.router = router
         self.seq_len = seq_len
         self.pred_len = pred_len
@@ -181,6 +235,19 @@ class HybridForecaster:
             raise UserError(f"val_size is a share of the rows, in (0, 1) (got {self.val_size!r})")
         if not self.members:
             raise UserError("no members given: pass members=['dlinear', 'arima', ...]")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
+            raise UserError(f"seed must be a whole number (got {self.seed!r})")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"seed must lie in 0 .. {2**32 - 1} (got {self.seed})")
+        from experiments import registry
+
+        bases = {registry.parse_spec(m)[0] for m in self.members if isinstance(m, str)}
+        unused = sorted(set(self.member_params) - bases)
+        if unused:
+            raise UserError(
+                f"member_params has settings for {unused[0]!r}, which is not among the members "
+                f"({', '.join(sorted(bases)) or 'instances only'}); check the spelling or add it"
+            )
 
     def _member_names(self, reserved: set[str]) -> list[str]:
         """One distinct name per member: the spec for strings (checked as the CLI checks
@@ -262,11 +329,16 @@ class HybridForecaster:
             UserError: the frame or a setting cannot be used, or the series is too short.
                 A failed fit leaves a fitted forecaster as it was.
         """
-        from router import make_combiner
+        from router import check_router_data, make_combiner
         from router.features import window_features
 
         self._check_settings()
         values, dates, labels, layout = _to_matrix(df, id_col, time_col, target_col)
+        if _ENSEMBLE_COLUMN in (id_col, time_col):
+            raise UserError(
+                f"{_ENSEMBLE_COLUMN!r} is the forecast's own column; rename your "
+                f"{'id' if id_col == _ENSEMBLE_COLUMN else 'time'} column"
+            )
         member_names = self._member_names({_ENSEMBLE_COLUMN, id_col, time_col})
         if freq is None:
             freq = infer_freq(dates)
@@ -275,8 +347,10 @@ class HybridForecaster:
             try:
                 freq = pd.tseries.frequencies.to_offset(freq).freqstr
             except (ValueError, TypeError):
+                old = _OLD_ALIASES.get(str(freq).lstrip("0123456789"))
+                hint = f" (pandas now spells {freq!r} as {old})" if old else ""
                 raise UserError(
-                    f"freq {freq!r} is not a pandas offset such as 'h', 'B' or 'MS'"
+                    f"freq {freq!r} is not a pandas offset such as 'h', 'B' or 'MS'{hint}"
                 ) from None
             if len(dates) > 1:  # else the forecast would start at the wrong step
                 grid = pd.date_range(dates[0], dates[-1], freq=freq)
@@ -302,6 +376,7 @@ class HybridForecaster:
                 f"{n} rows are too few for seq_len {L} + pred_len {H} with {n_val} validation "
                 "rows; lower seq_len/pred_len or pass a longer series"
             )
+        check_router_data(self.router, len(self.members), n_val - H + 1)  # val windows
         scaler = StandardScaler().fit(values[:n_train])
         scaled = scaler.transform(values)
         scaled.flags.writeable = False
@@ -345,7 +420,8 @@ class HybridForecaster:
         Returns:
             Long layout: ``unique_id, ds, hybrid`` and one column per member. Wide layout:
             ``ds`` and one column per series (the hybrid forecast). The router's weights
-            of this forecast are in ``weights_`` ([C, M]).
+            of this forecast are in ``weights_`` ([C, M]: rows in the order of ``series_``,
+            columns in that of ``member_names_``).
         """
         from router.features import window_features
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,8 +88,8 @@ def test_user_errors():
         hf.predict(25)
     with pytest.raises(UserError, match="too few"):
         small().fit(long_frame(n=150))
-    ragged = long_frame().iloc[:-3]
-    with pytest.raises(UserError, match="do not share"):
+    ragged = long_frame().iloc[:-3]  # s1 ends 3 hours early: named, with both spans
+    with pytest.raises(UserError, match=r"'s1' has 897 rows from .* to .*, the frame 900 from"):
         small().fit(ragged)
     with pytest.raises(UserError, match="unknown member"):
         small(members=("nope",)).fit(long_frame())
@@ -162,6 +164,13 @@ def test_failed_refit_keeps_the_fitted_model():
         ({"pred_len": 2.5}, "pred_len must be"),
         ({"val_size": 1.0}, "val_size"),
         ({"members": []}, "no members"),
+        ({"seed": None}, "seed must be a whole number"),
+        ({"seed": -1}, "seed must lie in"),
+        ({"member_params": {"naiv": {"x": 1}}}, "settings for 'naiv', which is not among"),
+        # a learned router has nothing to weigh with one member (was an einsum error)
+        ({"router": "learned"}, "router learned weighs members against each other"),
+        ({"router": "learned_lgbm"}, "at least two members"),
+        ({"router": "Learned"}, "unknown router 'Learned'"),
     ],
 )
 def test_bad_settings(kwargs, needle):
@@ -229,3 +238,35 @@ def test_wide_text_index_is_read_day_first_and_left_as_it_was():
     np.testing.assert_array_equal(
         hf.predict(3).iloc[:, :3].to_numpy(), small().fit(df).predict(3).iloc[:, :3].to_numpy()
     )
+
+
+def test_members_as_one_string_are_split_as_on_the_command_line():
+    hf = HybridForecaster(members="naive,snaive", router="mean", seq_len=96, pred_len=24)
+    assert hf.members == ["naive", "snaive"]
+    assert list(hf.fit(long_frame()).predict(2).columns)[3:] == ["naive", "snaive"]
+
+
+def test_refusals_say_where_and_how():
+    df = wide_frame()
+    with pytest.raises(UserError, match=r"series 's1' has nan at 2021-01-01 05:00:00 \(1 such"):
+        small().fit(df.assign(s1=df["s1"].where(df.index != 5)))
+    with pytest.raises(UserError, match=r"series 's0' has inf"):
+        small().fit(df.assign(s0=np.where(df.index == 9, np.inf, df["s0"])))
+    with pytest.raises(UserError, match=r"e\.g\. fit\(df, time_col='date'\)"):
+        small().fit(df.rename(columns={"ds": "date"}).astype({"date": str}))
+    with pytest.raises(UserError, match="column 's0' appears twice"):
+        small().fit(df.set_axis(["ds", "s0", "s0"], axis=1))
+    with pytest.raises(UserError, match="spells 'H' as 'h'"):
+        small().fit(df, freq="H")
+    with pytest.raises(UserError, match="'ME' \\(month end\\)"):
+        small().fit(df, freq="2M")
+    with pytest.raises(UserError, match="rename your id column"):
+        small().fit(long_frame().rename(columns={"unique_id": "hybrid"}), id_col="hybrid")
+
+
+def test_daylight_saving_days_are_no_gaps():
+    df = wide_frame(n=400).assign(ds=pd.date_range("2021-01-01", periods=400, tz="Europe/Berlin"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a 23- or 25-hour day warned of a gap
+        hf = small().fit(df)
+    assert list(hf.predict(2)["ds"].dt.hour) == [0, 0]

@@ -324,6 +324,11 @@ def test_fixed_steps_are_not_read_as_a_calendar():
     assert 100 in gaps and len(gaps) == 1 + 7  # the missing hour and 7 weekends
     days = pd.date_range("2021-01-01", periods=400, freq="D").delete(70)
     assert infer_freq(days) in ("D", "24h") and find_gaps(days, infer_freq(days)).tolist() == [70]
+    # local days: the 25-hour day of a daylight-saving change is no gap, a missing day is
+    local = pd.date_range("2021-10-01", periods=60, freq="D", tz="Europe/Berlin")
+    assert find_gaps(local, "D").tolist() == [] and find_gaps(local.delete(40), "D").tolist() == [
+        40
+    ]
 
 
 def test_business_day_file_warns_about_its_holidays(synth_csv, caplog):

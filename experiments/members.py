@@ -245,6 +245,28 @@ def _patchtst(ctx: MemberContext):
     return PatchTST(ctx.seq_len, ctx.pred_len, seed=_seed(ctx), progress=_progress(ctx), **kwargs)
 
 
+_ITRANSFORMER_CASTS = (
+    *((k, _positive_int) for k in ("d_model", "n_heads", "n_layers", "d_ff")),
+    *((k, c) for k, c in _PATCHTST_CASTS if k in ("threads", "dropout", "device")),
+    *((k, c) for k, c in _LINEAR_CASTS),
+)
+
+
+@register(
+    "itransformer",
+    "iTransformer: a token per channel, attention across channels (@d_model=256, @n_layers=2)",
+    ("seed", *(k for k, _ in _ITRANSFORMER_CASTS)),
+)
+def _itransformer(ctx: MemberContext):
+    from classical.itransformer import ITransformer
+
+    p = ctx.params
+    kwargs = {k: cast(k, p[k]) for k, cast in _ITRANSFORMER_CASTS if p.get(k) is not None}
+    return ITransformer(
+        ctx.seq_len, ctx.pred_len, seed=_seed(ctx), progress=_progress(ctx), **kwargs
+    )
+
+
 # ---------------------------------------------------------------------------- Time-LLM
 
 

@@ -53,7 +53,7 @@ GRACE_S = 40  # ... and counts as dead (killed) after this long without one
 POLL_S = 5.0  # how often an idle worker looks again while others finish the last trials
 
 # Members whose factories take a `progress` flag (their bars would garble parallel workers).
-_QUIET_MEMBERS = ("dlinear", "nlinear", "patchtst")
+_QUIET_MEMBERS = ("dlinear", "nlinear", "patchtst", "itransformer")
 
 
 @dataclass
@@ -197,6 +197,10 @@ def _space_nlinear(trial, period: int, seq_len: int, attrs: dict, fixed: set[str
     return _lr(trial, "nlinear", (1e-4, 3e-2), fixed)
 
 
+def _space_itransformer(trial, period: int, seq_len: int, attrs: dict, fixed: set[str]) -> dict:
+    return _lr(trial, "itransformer", (1e-5, 1e-3), fixed)  # no period-derived setting
+
+
 def _space_snaive(trial, period: int, seq_len: int, attrs: dict, fixed: set[str]) -> dict:
     return {} if "period" in fixed else {"period": int(period)}
 
@@ -224,6 +228,7 @@ SPACES: dict[str, Callable[..., dict[str, Any]]] = {
     "snaive": _space_snaive,
     "timellm": _patch_space("timellm", (1e-4, 1e-2)),
     "patchtst": _patch_space("patchtst", (3e-5, 3e-3)),
+    "itransformer": _space_itransformer,
 }
 
 
@@ -235,6 +240,7 @@ TUNED_GROUPS: dict[str, tuple[tuple[str, ...], ...]] = {
     "snaive": (("period",),),
     "timellm": (("patch_len", "stride"), ("lr",)),
     "patchtst": (("patch_len", "stride"), ("lr",)),
+    "itransformer": (("lr",),),
 }
 
 

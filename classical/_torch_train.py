@@ -1,5 +1,5 @@
-"""A small trainer for window-to-horizon torch models (DLinear, NLinear, PatchTST), and
-the member class they share.
+"""A small trainer for window-to-horizon torch models (DLinear, NLinear, PatchTST,
+iTransformer), and the member class they share.
 
 The loop follows the LTSF-Linear reference: Adam on the MSE, validation MSE after each
 epoch, early stopping with a patience, and the best-validation weights reloaded at the
@@ -9,7 +9,8 @@ on ETTh1 (L=336, H=96, DLinear, seeds 0-2), ours gave test MSE 0.3707 / 0.3709 /
 and the LTSF schedule 0.3725 / 0.3728 / 0.3769 (fifteenth-session audit).
 
 Models here are channels-first: ``[B, C, L] -> [B, C, H]``, the natural layout of a
-channel-independent map over time (no transposes inside a training step).
+channel-independent map over time, and of iTransformer's channel tokens (no transposes
+inside a training step).
 
 Windows are never materialised: the split's rows live once as a contiguous float32
 tensor ``[C, T]`` and each batch copies just its windows out of an ``unfold`` view, so

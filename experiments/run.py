@@ -343,7 +343,7 @@ def environment() -> dict[str, Any]:
 
 def training_curves(out: Path, specs: list[str]) -> dict[str, dict[str, Any]]:
     """Train and val MSE per epoch of each member that trains by epochs (DLinear,
-    NLinear, PatchTST, Time-LLM), from its saved model's history (a reused member's too).
+    NLinear, PatchTST, iTransformer, Time-LLM), from its saved model's history (a reused member's too).
 
     Returns:
         spec -> {"train_mse": [...], "val_mse": [...], "epochs": n, "best_epoch": k

@@ -340,10 +340,10 @@ class HybridForecaster:
                 f"{'id' if id_col == _ENSEMBLE_COLUMN else 'time'} column"
             )
         member_names = self._member_names({_ENSEMBLE_COLUMN, id_col, time_col})
+        given = freq
         if freq is None:
             freq = infer_freq(dates)
         else:
-            given = freq
             try:
                 freq = pd.tseries.frequencies.to_offset(freq).freqstr
             except (ValueError, TypeError):
@@ -352,15 +352,28 @@ class HybridForecaster:
                 raise UserError(
                     f"freq {freq!r} is not a pandas offset such as 'h', 'B' or 'MS'{hint}"
                 ) from None
-            if len(dates) > 1:  # else the forecast would start at the wrong step
-                grid = pd.date_range(dates[0], dates[-1], freq=freq)
-                off_grid = grid.get_indexer(dates) < 0
-                if off_grid.any():
+        if len(dates) > 1 and freq is not None:  # else the forecast would start at the wrong step
+            off_grid = pd.date_range(dates[0], dates[-1], freq=freq).get_indexer(dates) < 0
+            if off_grid.any():
+                first = dates[np.flatnonzero(off_grid)[0]]
+                if given is not None:
                     raise UserError(
-                        f"freq {given!r}: timestamp {dates[np.flatnonzero(off_grid)[0]]} is not "
-                        f"on its grid ({freq}; e.g. weekly data on Mondays is 'W-MON', not 'W'); "
-                        "pass the frequency the dates follow, or leave freq=None to infer it"
+                        f"freq {given!r}: timestamp {first} is not on its grid ({freq}; e.g. "
+                        "weekly data on Mondays is 'W-MON', not 'W'); pass the frequency the "
+                        "dates follow, or leave freq=None to infer it"
                     )
+                # the future dates would continue an invented grid
+                example = f"df.resample('h', on={time_col!r}).mean()"
+                if layout == "long":
+                    example = (
+                        f"df.groupby({id_col!r}).resample('h', on={time_col!r})"
+                        f"[{target_col!r}].mean().reset_index()"
+                    )
+                raise UserError(
+                    f"the timestamps follow no regular step: {int(off_grid.sum())} of "
+                    f"{len(dates)} (first {first}) are off the grid of the commonest step "
+                    f"({freq}); resample onto a regular grid first, e.g. {example} for hourly"
+                )
         gaps = find_gaps(dates, freq)
         if len(gaps):
             warnings.warn(

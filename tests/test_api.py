@@ -270,3 +270,16 @@ def test_daylight_saving_days_are_no_gaps():
         warnings.simplefilter("error")  # a 23- or 25-hour day warned of a gap
         hf = small().fit(df)
     assert list(hf.predict(2)["ds"].dt.hour) == [0, 0]
+
+
+def test_irregular_timestamps_are_refused_not_put_on_an_invented_grid():
+    # random 1-120 minute steps: the commonest step (~1 h) is no frequency; forecasting on
+    # its grid would give future dates the data never had
+    rng = np.random.default_rng(0)
+    minutes = np.concatenate([[0], np.cumsum(rng.integers(1, 121, size=N - 1))])
+    df = wide_frame().assign(ds=pd.Timestamp("2021-01-01") + pd.to_timedelta(minutes, "min"))
+    with pytest.raises(UserError, match=r"follow no regular step: \d+ of 900 .*df.resample\('h'"):
+        small().fit(df)
+    long = df.melt(id_vars="ds", var_name="unique_id", value_name="y")
+    with pytest.raises(UserError, match=r"df.groupby\('unique_id'\).resample"):
+        small().fit(long)

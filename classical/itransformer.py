@@ -19,10 +19,13 @@ their order (no position is given to the channel tokens).
 Differences from the authors' model: the timestamp features their data loader appends as
 extra tokens (4 for hourly data) are not used, as no member here sees the dates; the
 optional attention variants (Flowformer, Reformer...) are not included. The training is
-this package's (Adam on the MSE, learning rate times ``lr_decay`` after each epoch, early
-stopping on validation MSE, the best weights kept). The defaults follow their ETTh1 script
-for H = 96 and 192 (D = d_ff = 256, 2 layers, 8 heads, dropout 0.1, lr 1e-4, batch 32,
-10 epochs, patience 3, the rate halved each epoch); for H = 336 and 720 it sets D = d_ff = 512.
+this package's (Adam on the MSE, learning rate times ``lr_decay`` after every epoch, early
+stopping on the validation MSE over all windows, the best weights kept; theirs halves the
+rate from the second epoch on, drops the last partial training batch and averages the
+validation loss over batches). The defaults are their ETTh1 script's for H = 96 and 192
+(D = d_ff = 256, 2 layers, 8 heads, dropout 0.1, lr 1e-4, batch 32, 10 epochs, patience
+3); for H = 336 and 720 the script sets D = d_ff = 512, which this member takes only when
+asked (``itransformer@d_model=512@d_ff=512``).
 """
 
 from __future__ import annotations

@@ -467,15 +467,31 @@ def infer_freq(dates: pd.DatetimeIndex) -> str | None:
         return "SMS"
     if month_end.any() and (day == 15).any() and (month_end | (day == 15)).all():
         return "SME"
-    calendar = _calendar_freq(dates[: min(len(dates), 5000)])
+    # calendars and day-length steps on the wall clock: a local day is 23 or 25 hours at a
+    # daylight-saving change, and the absolute step would drift off midnight
+    head = dates[: min(len(dates), 5000)]
+    local = head.tz_localize(None) if head.tz is not None else head
+    calendar = _calendar_freq(local)
     if calendar is not None:
         return calendar
-    step = pd.Series(dates[1 : min(len(dates), 5000)] - dates[: min(len(dates), 5000) - 1])
-    step = step[step > pd.Timedelta(0)].mode()  # repeated timestamps are not a frequency
-    if len(step) == 0:
+    ns = local.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    diffs = np.diff(ns)
+    diffs = diffs[diffs > 0]  # repeated timestamps are not a frequency
+    if len(diffs) == 0:
         return None
+    values, counts = np.unique(diffs, return_counts=True)
+    step = int(values[counts.argmax()])  # the most common step...
+    if (diffs % step).any():
+        # ... unless some steps are not multiples of it (daily data with 1- and 2-day
+        # steps): their common divisor, if the dates fill at least half of its grid
+        divisor = int(np.gcd.reduce(diffs))
+        if (ns[-1] - ns[0]) // divisor + 1 <= 2 * len(ns):
+            step = divisor
+    day = pd.Timedelta("1D").value
+    if step % day == 0:  # "D" also keeps local midnights across a daylight-saving change
+        return f"{step // day}D" if step > day else "D"
     try:
-        return pd.tseries.frequencies.to_offset(step.iloc[0]).freqstr
+        return pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
     except ValueError:
         return None
 
@@ -503,7 +519,7 @@ def _calendar_freq(dates: pd.DatetimeIndex) -> str | None:
     offsets every date lies on, the one with the fewest steps over the span wins (the
     data's own spacing); at most half of those steps may be missing.
     """
-    if not dates.is_unique or dates.tz is not None or len(dates) < 3:
+    if not dates.is_unique or len(dates) < 3:
         return None
     best, best_steps = None, 2 * len(dates) + 1
     with warnings.catch_warnings():  # some offsets apply element-wise, with a warning
@@ -519,22 +535,39 @@ def _calendar_freq(dates: pd.DatetimeIndex) -> str | None:
     return best
 
 
+def _fixed_step(dates: pd.DatetimeIndex, offset) -> int | None:
+    """The step of ``offset`` in nanoseconds where it has one fixed length on ``dates``;
+    None for calendar offsets (B, MS...) and for whole days on tz-aware dates (a local
+    day is 23 or 25 hours at a daylight-saving change)."""
+    try:
+        step = pd.Timedelta(offset).value
+    except ValueError:  # uneven calendar offsets
+        return None
+    return None if dates.tz is not None and step % pd.Timedelta("1D").value == 0 else step
+
+
+def off_grid(dates: pd.DatetimeIndex, freq: str) -> np.ndarray:
+    """[T] bool: the dates that are not on the ``freq`` grid through the first date."""
+    offset = pd.tseries.frequencies.to_offset(freq)
+    step = _fixed_step(dates, offset)
+    if step is None:  # few points: calendar offsets are days or longer
+        return pd.date_range(dates[0], dates[-1], freq=offset).get_indexer(dates) < 0
+    ns = dates.to_numpy(dtype="datetime64[ns]").astype(np.int64)  # no grid of 1e8 points
+    return (ns - ns[0]) % step != 0
+
+
 def find_gaps(dates: pd.DatetimeIndex, freq: str | None) -> np.ndarray:
     """Rows before which the ``freq`` grid misses at least one timestamp.
 
     Fixed-length frequencies compare consecutive steps with the step; calendar ones
-    (``B``, ``MS``...) place the dates on the grid between the first and the last.
+    (``B``, ``MS``..., and days on tz-aware dates) place the dates on the grid between
+    the first and the last.
     """
     if freq is None or len(dates) < 2:
         return np.zeros(0, dtype=np.int64)
     offset = pd.tseries.frequencies.to_offset(freq)
-    try:
-        step = pd.Timedelta(offset).value
-        # a local day is 23 or 25 hours at a daylight-saving change: count on the calendar
-        calendar = dates.tz is not None and step % pd.Timedelta("1D").value == 0
-    except ValueError:  # uneven calendar offsets
-        calendar = True
-    if calendar:
+    step = _fixed_step(dates, offset)
+    if step is None:
         grid = pd.date_range(dates[0], dates[-1], freq=offset)
         position = grid.get_indexer(dates)
         if (position < 0).any():  # dates off the grid: no gap count means anything

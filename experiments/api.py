@@ -32,6 +32,7 @@ from ensemble.data import (
     Windows,
     find_gaps,
     infer_freq,
+    off_grid,
     parse_dates,
 )
 from ensemble.errors import UserError
@@ -39,7 +40,8 @@ from ensemble.forecaster import Forecaster
 
 # Output columns besides the members' (with the frame's id and time columns).
 _ENSEMBLE_COLUMN = "hybrid"
-# Frequency names pandas 2.2+ refuses, and what it calls them now.
+# Frequency names pandas 3 refuses (2.2 warned), and what it calls them now; anchored
+# ones ("A-DEC", "Q-JAN") are looked up by the part before the dash.
 _OLD_ALIASES = {
     "H": "'h'",
     "T": "'min'",
@@ -49,9 +51,13 @@ _OLD_ALIASES = {
     "N": "'ns'",
     "M": "'ME' (month end) or 'MS' (month start)",
     "BM": "'BME'",
-    "Q": "'QE' or 'QS'",
-    "A": "'YE' or 'YS'",
-    "Y": "'YE' or 'YS'",
+    "SM": "'SME'",
+    "Q": "'QE' or 'QS', with the same -MON anchor",
+    "BQ": "'BQE'",
+    "A": "'YE' or 'YS', with the same -MON anchor",
+    "Y": "'YE' or 'YS', with the same -MON anchor",
+    "BA": "'BYE'",
+    "BY": "'BYE'",
     "BH": "'bh'",
 }
 
@@ -107,6 +113,11 @@ def _to_matrix(
     """A long or wide frame -> (values [T, C], dates [T], series labels [C], layout)."""
     if not isinstance(df, pd.DataFrame):
         raise UserError(f"fit takes a pandas DataFrame (got {type(df).__name__})")
+    if df.columns.has_duplicates:
+        raise UserError(
+            f"column {df.columns[df.columns.duplicated()][0]!r} appears twice in the frame; "
+            "give each column its own name"
+        )
     if time_col in df.columns:  # numbers would become nanoseconds since 1970
         dates = parse_dates(df[time_col], f"column {time_col!r}", file_lines=False)
         df = df.assign(**{time_col: dates.to_numpy()})
@@ -134,11 +145,6 @@ def _to_matrix(
             raise UserError(
                 f"a wide frame needs a {time_col!r} column or a DatetimeIndex; a long frame "
                 f"needs columns {id_col!r}, {time_col!r}, {target_col!r}{hint}"
-            )
-        if wide.columns.has_duplicates:
-            raise UserError(
-                f"column {wide.columns[wide.columns.duplicated()][0]!r} appears twice in the "
-                "wide frame; give each series its own column name"
             )
         if wide.index.has_duplicates:
             raise UserError(
@@ -214,8 +220,10 @@ class HybridForecaster:
         seed: int = 0,
         member_params: dict[str, dict[str, Any]] | None = None,
     ):
-        # "dlinear,arima" as on the command line, not the letters of one name
-        self.members = members.split(",") if isinstance(members, str) else list(members)
+        # "dlinear, arima" as on the command line, not the letters of one name
+        if isinstance(members, str):
+            members = [m.strip() for m in members.split(",") if m.strip()]
+        self.members = list(members)
         self.router = router
         self.seq_len = seq_len
         self.pred_len = pred_len
@@ -235,6 +243,10 @@ class HybridForecaster:
             raise UserError(f"val_size is a share of the rows, in (0, 1) (got {self.val_size!r})")
         if not self.members:
             raise UserError("no members given: pass members=['dlinear', 'arima', ...]")
+        from router import COMBINERS, make_combiner
+
+        if self.router not in COMBINERS:  # now, not after every member has been fitted
+            make_combiner(self.router)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
             raise UserError(f"seed must be a whole number (got {self.seed!r})")
         if not 0 <= self.seed < 2**32:
@@ -242,10 +254,15 @@ class HybridForecaster:
         from experiments import registry
 
         bases = {registry.parse_spec(m)[0] for m in self.members if isinstance(m, str)}
-        unused = sorted(set(self.member_params) - bases)
-        if unused:
+        instances = {getattr(m, "name", None) for m in self.members if not isinstance(m, str)}
+        for key in sorted(set(self.member_params) - bases):
+            if key in instances:
+                raise UserError(
+                    f"member_params[{key!r}] would not reach the {key} instance: member_params "
+                    "applies to members given by name; set it when you build the instance"
+                )
             raise UserError(
-                f"member_params has settings for {unused[0]!r}, which is not among the members "
+                f"member_params has settings for {key!r}, which is not among the members "
                 f"({', '.join(sorted(bases)) or 'instances only'}); check the spelling or add it"
             )
 
@@ -347,15 +364,15 @@ class HybridForecaster:
             try:
                 freq = pd.tseries.frequencies.to_offset(freq).freqstr
             except (ValueError, TypeError):
-                old = _OLD_ALIASES.get(str(freq).lstrip("0123456789"))
+                old = _OLD_ALIASES.get(str(freq).lstrip("0123456789").split("-")[0])
                 hint = f" (pandas now spells {freq!r} as {old})" if old else ""
                 raise UserError(
                     f"freq {freq!r} is not a pandas offset such as 'h', 'B' or 'MS'{hint}"
                 ) from None
         if len(dates) > 1 and freq is not None:  # else the forecast would start at the wrong step
-            off_grid = pd.date_range(dates[0], dates[-1], freq=freq).get_indexer(dates) < 0
-            if off_grid.any():
-                first = dates[np.flatnonzero(off_grid)[0]]
+            off = off_grid(dates, freq)
+            if off.any():
+                first = dates[np.flatnonzero(off)[0]]
                 if given is not None:
                     raise UserError(
                         f"freq {given!r}: timestamp {first} is not on its grid ({freq}; e.g. "
@@ -370,9 +387,10 @@ class HybridForecaster:
                         f"[{target_col!r}].mean().reset_index()"
                     )
                 raise UserError(
-                    f"the timestamps follow no regular step: {int(off_grid.sum())} of "
+                    f"the timestamps follow no regular step: {int(off.sum())} of "
                     f"{len(dates)} (first {first}) are off the grid of the commonest step "
-                    f"({freq}); resample onto a regular grid first, e.g. {example} for hourly"
+                    f"({freq}); resample onto a regular grid first, e.g. {example} (with "
+                    "the step you want in place of 'h')"
                 )
         gaps = find_gaps(dates, freq)
         if len(gaps):

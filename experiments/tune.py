@@ -1028,7 +1028,7 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
         check(seq_len=spec.max_seq_len, preflight=True)
     except UserError as exc:
         try:  # a setting that fits a long lookback: the fix is tune's flag, not --seq-len
-            check(seq_len=max(4096, spec.max_seq_len))
+            check(seq_len=max(4096, spec.max_seq_len), preflight=True)
         except UserError:
             raise exc from None
         raise UserError(f"{exc} (the lookback here is --max-seq-len: raise it)") from None

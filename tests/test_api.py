@@ -171,6 +171,7 @@ def test_failed_refit_keeps_the_fitted_model():
         ({"router": "learned"}, "router learned weighs members against each other"),
         ({"router": "learned_lgbm"}, "at least two members"),
         ({"router": "Learned"}, "unknown router 'Learned'"),
+        ({"router": "nope", "members": ["naive", "timellm"]}, "unknown router"),  # before a fit
     ],
 )
 def test_bad_settings(kwargs, needle):
@@ -241,7 +242,7 @@ def test_wide_text_index_is_read_day_first_and_left_as_it_was():
 
 
 def test_members_as_one_string_are_split_as_on_the_command_line():
-    hf = HybridForecaster(members="naive,snaive", router="mean", seq_len=96, pred_len=24)
+    hf = HybridForecaster(members="naive, snaive,", router="mean", seq_len=96, pred_len=24)
     assert hf.members == ["naive", "snaive"]
     assert list(hf.fit(long_frame()).predict(2).columns)[3:] == ["naive", "snaive"]
 
@@ -256,10 +257,15 @@ def test_refusals_say_where_and_how():
         small().fit(df.rename(columns={"ds": "date"}).astype({"date": str}))
     with pytest.raises(UserError, match="column 's0' appears twice"):
         small().fit(df.set_axis(["ds", "s0", "s0"], axis=1))
-    with pytest.raises(UserError, match="spells 'H' as 'h'"):
-        small().fit(df, freq="H")
-    with pytest.raises(UserError, match="'ME' \\(month end\\)"):
-        small().fit(df, freq="2M")
+    with pytest.raises(UserError, match="column 'y' appears twice"):  # long frames too
+        small().fit(long_frame().assign(z=0.0).set_axis(["unique_id", "ds", "y", "y"], axis=1))
+    if int(pd.__version__.split(".")[0]) >= 3:  # pandas 2.2 still takes them, with a warning
+        with pytest.raises(UserError, match="spells 'H' as 'h'"):
+            small().fit(df, freq="H")
+        with pytest.raises(UserError, match="'ME' \\(month end\\)"):
+            small().fit(df, freq="2M")
+        with pytest.raises(UserError, match="'YE' or 'YS', with the same -MON anchor"):
+            small().fit(df, freq="A-DEC")
     with pytest.raises(UserError, match="rename your id column"):
         small().fit(long_frame().rename(columns={"unique_id": "hybrid"}), id_col="hybrid")
 
@@ -283,3 +289,46 @@ def test_irregular_timestamps_are_refused_not_put_on_an_invented_grid():
     long = df.melt(id_vars="ds", var_name="unique_id", value_name="y")
     with pytest.raises(UserError, match=r"df.groupby\('unique_id'\).resample"):
         small().fit(long)
+
+
+@pytest.mark.parametrize(
+    ("freq", "tz", "drop"),
+    [
+        ("D", "Europe/Berlin", [40]),  # a missing local day across a daylight-saving change
+        ("B", "America/New_York", [10, 200]),  # holidays
+        ("W-MON", "Europe/Berlin", [30]),
+        ("MS", "UTC", [12]),
+        ("QS", None, [50]),
+    ],
+)
+def test_calendars_with_gaps_are_accepted_in_any_time_zone(freq, tz, drop):
+    ds = pd.date_range("2000-01-03", periods=400, freq=freq, tz=tz).delete(drop)
+    df = wide_frame(n=len(ds)).assign(ds=ds)
+    with pytest.warns(UserWarning, match=f"{len(drop)} gap"):
+        hf = HybridForecaster(
+            members=["naive", "snaive"], router="mean", seq_len=48, pred_len=12
+        ).fit(df)
+    future = hf.predict(3)["ds"]
+    assert list(future) == list(pd.date_range(ds[-1], periods=4, freq=freq)[1:])
+
+
+def test_a_daily_series_with_one_and_two_day_steps_is_daily():
+    steps = np.resize([1, 2], N - 1)  # the commonest step is not the frequency
+    ds = pd.Timestamp("2001-01-01") + pd.to_timedelta(np.concatenate([[0], np.cumsum(steps)]), "D")
+    with pytest.warns(UserWarning, match="gap"):
+        hf = small().fit(wide_frame().assign(ds=ds))
+    assert hf.freq_ == "D"
+
+
+def test_member_params_do_not_reach_instances_and_say_so():
+    from classical.naive import SeasonalNaive
+
+    hf = HybridForecaster(
+        members=[SeasonalNaive(period=PERIOD), "naive"],
+        router="mean",
+        seq_len=96,
+        pred_len=24,
+        member_params={"snaive": {"period": 12}},
+    )
+    with pytest.raises(UserError, match=r"member_params\['snaive'\] would not reach"):
+        hf.fit(long_frame())

@@ -414,8 +414,12 @@ def _to_datetime(col: pd.Series) -> pd.Series:
     * Offsets that change (``+01:00`` then ``+02:00`` across DST) are one timeline in UTC.
     """
     try:
-        month_first = pd.to_datetime(col, errors="coerce")
+        with warnings.catch_warnings():  # pandas 2.2 warns of mixed offsets, 3 refuses them
+            warnings.simplefilter("ignore", FutureWarning)
+            month_first = pd.to_datetime(col, errors="coerce")
     except ValueError:  # "Mixed timezones detected"
+        return pd.to_datetime(col, errors="coerce", utc=True)
+    if not pd.api.types.is_datetime64_any_dtype(month_first):  # pandas 2.2: objects
         return pd.to_datetime(col, errors="coerce", utc=True)
     first = col.dropna().astype(str).head(1)
     if first.empty or not _DAY_MONTH.match(first.iloc[0]):

@@ -36,6 +36,16 @@ def test_seed_means_counts_and_groups(tmp_path, capsys):
     assert fc["a"]["val_mse"] == [0.8, 1.2] and fc["stacked"]["chosen_in_seeds"] == [0, 1]
 
 
+def test_an_ensemble_equal_to_its_member_up_to_rounding_is_no_win(tmp_path, capsys):
+    # one member under the mean router: the same forecast, its MSE summed another way
+    tie = dict(a=0.484532949412071, b=0.6, ensemble=0.4845329494120709, mean=0.484532949412071)
+    runs = [fake_run(tmp_path / f"s{s}", s, router="mean", **tie) for s in (0, 1)]
+    assert main(["summary", *map(str, runs)]) == 0
+    text = capsys.readouterr().out
+    assert "below its best member on test in 0 of 2 seeds" in text
+    assert "below the mean in 0 of 2." in text
+
+
 @pytest.mark.parametrize(
     "case",
     ["missing", "duplicate", "not_results", "bad_yaml", "list_yaml", "bad_params", "no_val", "nan"],

@@ -112,6 +112,19 @@ def _num(x: float | None, fmt: str) -> str:
     return "" if x is None or x != x else format(x, fmt)  # None or NaN: nothing to show
 
 
+def _wrap_spec(name: str, width: int = 40) -> str:
+    """A member spec over lines of at most ``width`` characters, broken before its
+    ``@`` settings (a panel title is about 40 characters wide)."""
+    head, *settings = name.split("@")
+    lines = [head]
+    for part in settings:
+        if len(lines[-1]) + 1 + len(part) > width:
+            lines.append("@" + part)
+        else:
+            lines[-1] += "@" + part
+    return "\n".join(lines)
+
+
 def plot_training(path: Path, curves: dict[str, dict[str, Any]]) -> None:
     """One panel per member: train and val MSE per epoch, the kept epoch marked."""
     import matplotlib
@@ -128,7 +141,7 @@ def plot_training(path: Path, curves: dict[str, dict[str, Any]]) -> None:
         ax.plot(epochs, c["val_mse"], "o-", ms=3, label="val")
         k = c["best_epoch"]
         ax.axvline(k, color="0.6", lw=0.8, ls="--", label=f"kept: epoch {k}")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(_wrap_spec(name), fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel("MSE (scaled)", fontsize=8)
         ax.legend(fontsize=7)

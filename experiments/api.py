@@ -388,7 +388,7 @@ class HybridForecaster:
                     )
                 raise UserError(
                     f"the timestamps follow no regular step: {int(off.sum())} of "
-                    f"{len(dates)} (first {first}) are off the grid of the commonest step "
+                    f"{len(dates)} (first {first}) are off the grid of the inferred step "
                     f"({freq}); resample onto a regular grid first, e.g. {example} (with "
                     "the step you want in place of 'h')"
                 )

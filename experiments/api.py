@@ -118,7 +118,8 @@ def _to_matrix(
             f"column {df.columns[df.columns.duplicated()][0]!r} appears twice in the frame; "
             "give each column its own name"
         )
-    if time_col in df.columns:  # numbers would become nanoseconds since 1970
+    if time_col in df.columns and not _is_steps(df[time_col], f"column {time_col!r}"):
+        # numbers other than whole steps would become nanoseconds since 1970
         dates = parse_dates(df[time_col], f"column {time_col!r}", file_lines=False)
         df = df.assign(**{time_col: dates.to_numpy()})
     if {id_col, time_col, target_col} <= set(df.columns):
@@ -139,12 +140,14 @@ def _to_matrix(
                 index = None
             if index is not None:  # a new frame: the caller's index stays as it was
                 wide = wide.set_axis(index, axis=0)
-        if not isinstance(wide.index, pd.DatetimeIndex):
-            dated = _date_columns(df)
+        dated = _date_columns(df) if time_col not in df.columns else []
+        steps = not dated and _is_steps(pd.Series(wide.index), "the frame's index")
+        if not isinstance(wide.index, pd.DatetimeIndex) and not steps:
             hint = f"; e.g. fit(df, time_col={dated[0]!r})" if dated else ""
             raise UserError(
-                f"a wide frame needs a {time_col!r} column or a DatetimeIndex; a long frame "
-                f"needs columns {id_col!r}, {time_col!r}, {target_col!r}{hint}"
+                f"a wide frame needs a {time_col!r} column, a DatetimeIndex or an integer "
+                f"index of steps; a long frame needs columns {id_col!r}, {time_col!r}, "
+                f"{target_col!r}{hint}"
             )
         if wide.index.has_duplicates:
             raise UserError(
@@ -168,7 +171,26 @@ def _to_matrix(
             f"series {wide.columns[c]!r} has {values[t, c]} at {wide.index[t]} "
             f"({int(bad.sum())} such values in all); fill or drop them before fitting"
         )
-    return values, pd.DatetimeIndex(wide.index), list(wide.columns), layout
+    index = wide.index if _is_steps(pd.Series(wide.index), "") else pd.DatetimeIndex(wide.index)
+    return values, index, list(wide.columns), layout
+
+
+def _is_steps(col: pd.Series, where: str) -> bool:
+    """Whether a time column holds integer steps (1, 2, 3... as statsforecast takes them).
+
+    Raises:
+        UserError: numbers that are not whole (they are neither steps nor timestamps).
+    """
+    if pd.api.types.is_integer_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        return True
+    if where and pd.api.types.is_float_dtype(col):
+        head = ", ".join(map(str, col.head(3).tolist()))
+        raise UserError(
+            f"{where} holds floats ({head}, ...): time must be integer steps (0, 1, 2, "
+            "...; whole floats convert with .astype(int)) or timestamps (epoch seconds "
+            "convert with pandas.to_datetime(x, unit='s'))"
+        )
+    return False
 
 
 def _date_columns(df: pd.DataFrame) -> list[str]:
@@ -186,6 +208,90 @@ def _date_columns(df: pd.DataFrame) -> list[str]:
             if len(head) and head.notna().all():
                 found.append(col)
     return found
+
+
+def _calendar(dates: pd.DatetimeIndex, freq: str | None, example: str) -> str | None:
+    """The frequency of the timestamps: ``freq`` checked against them, or inferred.
+
+    Args:
+        example: a resampling call for the user's frame, for the irregular-steps message.
+
+    Raises:
+        UserError: an unknown offset, timestamps off its grid, or no regular step.
+    """
+    given = freq
+    if freq is None:
+        freq = infer_freq(dates)
+    else:
+        try:
+            freq = pd.tseries.frequencies.to_offset(freq).freqstr
+        except (ValueError, TypeError):
+            old = _OLD_ALIASES.get(str(freq).lstrip("0123456789").split("-")[0])
+            hint = f" (pandas now spells {freq!r} as {old})" if old else ""
+            raise UserError(
+                f"freq {freq!r} is not a pandas offset such as 'h', 'B' or 'MS'{hint}"
+            ) from None
+    if len(dates) > 1 and freq is not None:  # else the forecast would start at the wrong step
+        off = off_grid(dates, freq)
+        if off.any():
+            first = dates[np.flatnonzero(off)[0]]
+            if given is not None:
+                raise UserError(
+                    f"freq {given!r}: timestamp {first} is not on its grid ({freq}; e.g. "
+                    "weekly data on Mondays is 'W-MON', not 'W'); pass the frequency the "
+                    "dates follow, or leave freq=None to infer it"
+                )
+            # the future dates would continue an invented grid
+            raise UserError(
+                f"the timestamps follow no regular step: {int(off.sum())} of "
+                f"{len(dates)} (first {first}) are off the grid of the inferred step "
+                f"({freq}); resample onto a regular grid first, e.g. {example} (with "
+                "the step you want in place of 'h')"
+            )
+    gaps = find_gaps(dates, freq)
+    if len(gaps):
+        warnings.warn(
+            f"{len(gaps)} gap(s) in the {freq} timestamps, first before {dates[gaps[0]]}; "
+            "the rows are used as consecutive steps",
+            stacklevel=3,
+        )
+    return freq
+
+
+def _step(times: np.ndarray, freq: Any) -> int:
+    """The step of integer times: ``freq`` (statsforecast's ``freq=1``) or the commonest
+    difference, with the times checked against it.
+
+    Raises:
+        UserError: a non-integer ``freq``, or times off the step's grid.
+    """
+    if freq is not None and (
+        isinstance(freq, bool) or not isinstance(freq, int | np.integer) or freq < 1
+    ):
+        raise UserError(
+            f"freq {freq!r}: integer times take a whole step such as freq=1 (offsets such "
+            "as 'h' are for timestamps)"
+        )
+    diffs = np.diff(times)
+    if freq is None and len(diffs):
+        values, counts = np.unique(diffs, return_counts=True)
+        freq = int(values[counts.argmax()])
+    step = int(freq or 1)
+    off = np.flatnonzero((times - times[0]) % step != 0)
+    if len(off):  # (sorted and distinct already)
+        first = times[off[0]]
+        raise UserError(
+            f"the integer times are not steps of {step}: {first} is off the grid from "
+            f"{times[0]}; number the rows 0, 1, 2, ... (or pass freq=the step)"
+        )
+    gaps = np.flatnonzero(diffs > step)
+    if len(gaps):
+        warnings.warn(
+            f"{len(gaps)} gap(s) in the integer times (step {step}), first before "
+            f"{times[gaps[0] + 1]}; the rows are used as consecutive steps",
+            stacklevel=3,
+        )
+    return step
 
 
 def _periods(train: np.ndarray, freq: str | None) -> list[int]:
@@ -337,10 +443,10 @@ class HybridForecaster:
 
         Args:
             df: long frame (``unique_id, ds, y``) or wide frame (``ds`` column or a
-                DatetimeIndex, one numeric column per series).
+                DatetimeIndex, one numeric column per series). Integer times are steps.
             id_col, time_col, target_col: column names of the long layout.
-            freq: the sampling frequency as a pandas offset ("h", "B", "MS"...); inferred
-                from the timestamps when None.
+            freq: the sampling frequency as a pandas offset ("h", "B", "MS"...), or the
+                step of integer times (1); inferred from the times when None.
 
         Raises:
             UserError: the frame or a setting cannot be used, or the series is too short.
@@ -357,48 +463,17 @@ class HybridForecaster:
                 f"{'id' if id_col == _ENSEMBLE_COLUMN else 'time'} column"
             )
         member_names = self._member_names({_ENSEMBLE_COLUMN, id_col, time_col})
-        given = freq
-        if freq is None:
-            freq = infer_freq(dates)
-        else:
-            try:
-                freq = pd.tseries.frequencies.to_offset(freq).freqstr
-            except (ValueError, TypeError):
-                old = _OLD_ALIASES.get(str(freq).lstrip("0123456789").split("-")[0])
-                hint = f" (pandas now spells {freq!r} as {old})" if old else ""
-                raise UserError(
-                    f"freq {freq!r} is not a pandas offset such as 'h', 'B' or 'MS'{hint}"
-                ) from None
-        if len(dates) > 1 and freq is not None:  # else the forecast would start at the wrong step
-            off = off_grid(dates, freq)
-            if off.any():
-                first = dates[np.flatnonzero(off)[0]]
-                if given is not None:
-                    raise UserError(
-                        f"freq {given!r}: timestamp {first} is not on its grid ({freq}; e.g. "
-                        "weekly data on Mondays is 'W-MON', not 'W'); pass the frequency the "
-                        "dates follow, or leave freq=None to infer it"
-                    )
-                # the future dates would continue an invented grid
-                example = f"df.resample('h', on={time_col!r}).mean()"
-                if layout == "long":
-                    example = (
-                        f"df.groupby({id_col!r}).resample('h', on={time_col!r})"
-                        f"[{target_col!r}].mean().reset_index()"
-                    )
-                raise UserError(
-                    f"the timestamps follow no regular step: {int(off.sum())} of "
-                    f"{len(dates)} (first {first}) are off the grid of the inferred step "
-                    f"({freq}); resample onto a regular grid first, e.g. {example} (with "
-                    "the step you want in place of 'h')"
+        if isinstance(dates, pd.DatetimeIndex):
+            example = f"df.resample('h', on={time_col!r}).mean()"
+            if layout == "long":
+                example = (
+                    f"df.groupby({id_col!r}).resample('h', on={time_col!r})"
+                    f"[{target_col!r}].mean().reset_index()"
                 )
-        gaps = find_gaps(dates, freq)
-        if len(gaps):
-            warnings.warn(
-                f"{len(gaps)} gap(s) in the {freq} timestamps, first before {dates[gaps[0]]}; "
-                "the rows are used as consecutive steps",
-                stacklevel=2,
-            )
+            freq, step, times = _calendar(dates, freq, example), None, dates
+        else:  # integer steps: no calendar for the members, the steps for the output
+            freq, step, times = None, _step(dates.to_numpy(dtype=np.int64), freq), dates
+            dates = pd.DatetimeIndex([])
         n, L, H = values.shape[0], self.seq_len, self.pred_len
         n_val = max(int(n * self.val_size), 2 * H + 1)  # the router needs some val windows
         n_train = n - n_val
@@ -437,7 +512,7 @@ class HybridForecaster:
         self.layout_, self.series_, self.cols_ = layout, labels, (id_col, time_col, target_col)
         self.freq_, self.scaler_, self.periods_ = freq, scaler, periods
         self.members_, self.member_names_, self.router_ = members, member_names, router
-        self.values_, self.dates_ = scaled, dates
+        self.values_, self.dates_, self.times_, self.step_ = scaled, dates, times, step
         return self
 
     # -------------------------------------------------------------------- forecasting
@@ -470,15 +545,20 @@ class HybridForecaster:
         # for the 4H-window ("long") average, as when the router was fitted.
         n_ctx = min(self.values_.shape[0], L + 5 * H - 1)
         context = self.values_[-n_ctx:]
-        offset = pd.tseries.frequencies.to_offset(self.freq_ or "D")
-        # from the first step after the last row: date_range(last, ...) would roll an
-        # off-grid last timestamp forward to a grid point and [1:] would drop that step
-        future = pd.date_range(self.dates_[-1] + offset, periods=H, freq=offset)
+        if self.step_ is None:
+            offset = pd.tseries.frequencies.to_offset(self.freq_ or "D")
+            # from the first step after the last row: date_range(last, ...) would roll an
+            # off-grid last timestamp forward to a grid point and [1:] would drop that step
+            future = pd.date_range(self.dates_[-1] + offset, periods=H, freq=offset)
+            dates = self.dates_[-n_ctx:].append(future)
+        else:  # integer times continue by their step; members see no calendar
+            future = pd.Index(self.times_[-1] + self.step_ * np.arange(1, H + 1))
+            dates = self.dates_
         windows = Windows(
             context=context,
             seq_len=L,
             pred_len=H,
-            dates=self.dates_[-n_ctx:].append(future),
+            dates=dates,
             start=self.values_.shape[0] - n_ctx,
         )
         stack = hybrid.stack(

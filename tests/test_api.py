@@ -93,11 +93,40 @@ def test_user_errors():
         small().fit(ragged)
     with pytest.raises(UserError, match="unknown member"):
         small(members=("nope",)).fit(long_frame())
-    with pytest.raises(UserError, match="DatetimeIndex"):
-        small().fit(pd.DataFrame({"a": [1.0, 2.0]}))
-    steps = long_frame().assign(ds=lambda d: d.groupby("unique_id").cumcount())
-    with pytest.raises(UserError, match="column 'ds' holds numbers"):
-        small().fit(steps)
+    dated = pd.DataFrame({"when": ["2020-01-01", "2020-01-02"], "a": [1.0, 2.0]})
+    with pytest.raises(UserError, match="DatetimeIndex.*time_col='when'"):
+        small().fit(dated)
+
+
+def test_integer_times_are_steps():
+    from classical.naive import NaiveLast, SeasonalNaive
+
+    def fit(df, **kw):
+        members = [NaiveLast(), SeasonalNaive(period=PERIOD)]
+        return HybridForecaster(members=members, router="mean", seq_len=96, pred_len=24).fit(
+            df, **kw
+        )
+
+    dated = long_frame()
+    steps = dated.assign(ds=lambda d: d.groupby("unique_id").cumcount())
+    a, b = fit(dated).predict(5), fit(steps).predict(5)
+    assert b["ds"].tolist() == list(range(N, N + 5)) * 2
+    pd.testing.assert_frame_equal(a.drop(columns="ds"), b.drop(columns="ds"))
+    # a wide frame's integer index, counted in tens: the forecast goes on in tens
+    wide = wide_frame().drop(columns="ds").set_axis(100 + 10 * np.arange(N))
+    fc = fit(wide).predict(3)
+    assert fc["ds"].tolist() == [100 + 10 * N, 110 + 10 * N, 120 + 10 * N]
+    np.testing.assert_allclose(
+        fc[["s0", "s1"]], a.pivot(index="ds", columns="unique_id", values="hybrid")[:3]
+    )
+    with pytest.raises(UserError, match="integer times take a whole step"):
+        fit(steps, freq="h")
+    with pytest.raises(UserError, match="not steps of 2: 1 is off the grid"):
+        fit(steps, freq=2)
+    with pytest.raises(UserError, match="column 'ds' holds floats"):
+        fit(steps.assign(ds=steps["ds"] * 0.5))
+    with pytest.warns(UserWarning, match="1 gap.*first before 301"):
+        fit(steps[steps["ds"] != 300])
 
 
 def test_long_frame_input_that_pivoting_would_hide_is_refused():

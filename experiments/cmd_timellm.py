@@ -77,6 +77,7 @@ def handle(args) -> int:
 
     mapping, cfg, _ = _mapping(args)
     _notices(mapping)
+    scores = []
     for i, out in enumerate(mapping.outs):
         cfg_i = copy.deepcopy(cfg)
         cfg_i.seed = cfg.seed + i
@@ -90,6 +91,18 @@ def handle(args) -> int:
         s = res["test"][mapping.member]
         print(f"  {mapping.member:<10} test MSE {s['mse']:.4f}  MAE {s['mae']:.4f}")
         print(f"run folder: {cfg_i.out}")
+        scores.append((s["mse"], s["mae"]))
+    if len(scores) > 1:  # --itr: what the repeats are for
+        import shlex
+
+        import numpy as np
+
+        mse, mae = np.array(scores).T
+        print(
+            f"{len(scores)} seeds: test MSE {mse.mean():.4f} ± {mse.std(ddof=1):.4f}  "
+            f"MAE {mae.mean():.4f} ± {mae.std(ddof=1):.4f} (mean ± sample std); the table: "
+            f"hybrid-forecast summary {' '.join(map(shlex.quote, mapping.outs))}"
+        )
     return 0
 
 

@@ -12,6 +12,15 @@ from ensemble.data import Splits
 _SPECIAL = ("ensemble", "mean", "median", "oracle")
 
 
+def still_improving(curve: dict[str, Any]) -> bool:
+    """Whether a member kept the last of two or more epochs (results.json's
+    ``training[spec]``; files written before the flag get the same rule)."""
+    flag = curve.get("still_improving")
+    if flag is None:
+        flag = curve["epochs"] >= 2 and curve["best_epoch"] == curve["epochs"]
+    return bool(flag)
+
+
 def results_markdown(res: dict[str, Any]) -> str:
     """A results.md table: val and test MSE/MAE per member and combination, plus timings."""
     lines = [
@@ -67,15 +76,21 @@ def results_markdown(res: dict[str, Any]) -> str:
             "",
             "Members trained by epochs keep the weights of the epoch with the lowest val MSE",
             "(Time-LLM's per-epoch val MSE uses its val_stride windows); curves in training.png.",
+            '"still improving": the last epoch was the best, so the epoch budget rather than',
+            "early stopping ended training; more epochs or a higher learning rate may give a",
+            "better member, and a comparison with it may be unfair to it.",
             "",
-            "| member | epochs run | best epoch | val MSE there | train MSE there |",
-            "|---|---|---|---|---|",
+            "| member | epochs run | best epoch | val MSE there | train MSE there | at the end |",
+            "|---|---|---|---|---|---|",
         ]
         for name, c in res["training"].items():
             k = c["best_epoch"] - 1
+            end = "**still improving**" if still_improving(c) else "past its best"
+            if c["epochs"] == 1:
+                end = "one epoch only"
             lines.append(
                 f"| {name} | {c['epochs']} | {c['best_epoch']} | {c['val_mse'][k]:.4f} | "
-                f"{c['train_mse'][k]:.4f} |"
+                f"{c['train_mse'][k]:.4f} | {end} |"
             )
     if res.get("combiners"):
         lines += [

@@ -347,7 +347,10 @@ def training_curves(out: Path, specs: list[str]) -> dict[str, dict[str, Any]]:
 
     Returns:
         spec -> {"train_mse": [...], "val_mse": [...], "epochs": n, "best_epoch": k
-        (1-based, the lowest finite val MSE, the epoch whose weights were kept)}.
+        (1-based, the lowest finite val MSE, the epoch whose weights were kept),
+        "still_improving": whether that was the last of n >= 2 epochs (the epoch budget,
+        not early stopping, ended training: more epochs or a higher learning rate may
+        give a better member)}.
     """
     curves: dict[str, dict[str, Any]] = {}
     for spec in specs:
@@ -367,6 +370,7 @@ def training_curves(out: Path, specs: list[str]) -> dict[str, dict[str, Any]]:
             "val_mse": val,
             "epochs": len(history),
             "best_epoch": best + 1,
+            "still_improving": len(history) >= 2 and best == len(history) - 1,
         }
     return curves
 
@@ -561,6 +565,16 @@ def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, 
         raise
     try:
         stale = [name for name in RUN_OUTPUTS if (out / name).is_file()]
+        changed = _changed_settings(out, cfg) if "results.json" in stale else []
+        if changed:  # the console's only word that a finished run is being replaced
+            more = f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
+            log.warning(
+                "%s held a finished run with other settings (%s%s); its results are "
+                "replaced: give another --out to keep both",
+                out,
+                "; ".join(changed[:4]),
+                more,
+            )
         for name in stale:
             (out / name).unlink()
         if stale:
@@ -699,6 +713,15 @@ def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, 
         curves = training_curves(out, specs)
         if curves:
             res["training"] = curves
+        for spec, c in curves.items():
+            if c["still_improving"]:
+                log.warning(
+                    "%s: val MSE still falling at its last epoch (%d of %d kept): raise its "
+                    "epochs or learning rate before comparing it",
+                    spec,
+                    c["best_epoch"],
+                    c["epochs"],
+                )
         from experiments.report import plot_training, plot_windows
 
         if curves:
@@ -779,6 +802,32 @@ def default_out(cfg: RunConfig) -> str:
     name = cfg.dataset or Path(cfg.data_path or "custom").stem
     feats = "" if cfg.features == "M" else f"_{cfg.features}"
     return f"runs/{_safe(name)}{feats}_{cfg.seq_len}_{cfg.pred_len}_s{cfg.seed}"
+
+
+def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:
+    """``key: old -> new`` for each setting (nested ones dotted, ``out`` aside) in which
+    ``cfg`` differs from the run held in ``out``; empty when that cannot be read."""
+    import yaml
+
+    try:
+        held = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return []
+    if not isinstance(held, dict):
+        return []
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        items: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                items |= flat(v, f"{prefix}{k}.")
+            else:
+                items[f"{prefix}{k}"] = v
+        return items
+
+    old, new = flat(held), flat(cfg.to_dict())
+    keys = [k for k in dict.fromkeys([*old, *new]) if k != "out" and old.get(k) != new.get(k)]
+    return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys]
 
 
 def _remove_orphaned_temp_files(out: Path) -> None:

@@ -270,7 +270,7 @@ def group_markdown(group: Group) -> str:
                 else "."
             ),
         ]
-    lines += _machines_line(group)
+    lines += _machines_line(group) + _still_improving_line(group)
     return "\n".join(lines) + "\n"
 
 
@@ -303,6 +303,31 @@ def _machines_line(group: Group) -> list[str]:
         "",
         f"The seeds did not all run on one setup ({listed}): part of their spread may be "
         "the machine's.",
+    ]
+
+
+def _still_improving_line(group: Group) -> list[str]:
+    """A line naming the members whose val MSE was still falling at their last epoch:
+    their numbers may understate them."""
+    from experiments.report import still_improving
+
+    seeds: dict[str, list[int]] = {}
+    for seed, res in sorted(group.runs.items()):
+        for spec, curve in (res.get("training") or {}).items():
+            try:
+                if still_improving(curve):
+                    seeds.setdefault(spec, []).append(seed)
+            except (KeyError, TypeError, AttributeError):
+                continue  # an edited block: nothing to say, not a crash
+    if not seeds:
+        return []
+    listed = "; ".join(
+        f"{s} in seed{'s' if len(v) > 1 else ''} {', '.join(map(str, v))}" for s, v in seeds.items()
+    )
+    return [
+        "",
+        f"Still improving at their last epoch (more epochs or a higher learning rate may "
+        f"do better): {listed}.",
     ]
 
 

@@ -254,6 +254,26 @@ def test_rerun_with_another_seed_needs_its_own_folder(synth_csv, tmp_path, capsy
     assert main(["run", "--config", cfg, "--seed", "1", "--out", str(tmp_path / "s1")]) == 0
 
 
+def test_a_rerun_with_other_settings_says_what_it_replaces(synth_csv, tmp_path, caplog):
+    out, csv = tmp_path / "r", synth_csv(n=1400)
+
+    def replaced() -> list[str]:
+        said = [r.getMessage() for r in caplog.records if "held a finished run" in r.getMessage()]
+        caplog.clear()
+        return said
+
+    assert main(_synth_run(csv, out)) == 0
+    assert main(_synth_run(csv, out)) == 0  # the same run again: nothing replaced
+    assert replaced() == []
+    assert main(_synth_run(csv, out, "--router", "median", "--seed", "3")) == 0
+    (said,) = replaced()
+    assert "(router: mean -> median; seed: 0 -> 3); its results are replaced" in said
+    argv = _synth_run(csv, out, "--router", "median", "--seed", "3")
+    argv[argv.index("naive,snaive")] = "naive,snaive@period=12"
+    assert main(argv) == 0
+    assert "members: ['naive', 'snaive'] -> ['naive', 'snaive@period=12']" in replaced()[0]
+
+
 def test_features_flag_overrides_the_config(synth_csv, tmp_path):
     out = tmp_path / "s"
     assert main(_synth_run(synth_csv(n=1400), out, "--features", "S")) == 0
@@ -846,12 +866,35 @@ def test_members_trained_by_epochs_report_their_curves_and_kept_epoch(synth_csv,
     md = (out / "results.md").read_text()
     row = f"| dlinear | {curve['epochs']} | {curve['best_epoch']} |"
     assert row in md
+    still = curve["best_epoch"] == curve["epochs"]
+    assert curve["still_improving"] is still
+    assert ("still falling at its last epoch" in (out / "run.log").read_text()) is still
+    assert (" **still improving** |" if still else " past its best |") in md
+
+    def curve_of(*val):
+        mdir = out / "members" / "other" / "model"
+        mdir.mkdir(parents=True, exist_ok=True)
+        history = [{"train_mse": 1.0, "val_mse": v} for v in val]
+        (mdir / "config.json").write_text(json.dumps({"history": history}))
+        return training_curves(out, ["other"])["other"]
+
     # a history with a diverged (NaN) epoch: the kept epoch is the best finite one
-    history = [{"train_mse": 1.0, "val_mse": v} for v in (0.9, float("nan"), 0.7, 0.8)]
-    mdir = out / "members" / "other" / "model"
-    mdir.mkdir(parents=True)
-    (mdir / "config.json").write_text(json.dumps({"history": history}))
-    assert training_curves(out, ["other"])["other"]["best_epoch"] == 3
+    assert curve_of(0.9, float("nan"), 0.7, 0.8)["best_epoch"] == 3
+    assert not curve_of(0.9, float("nan"), 0.7, 0.8)["still_improving"]
+    assert curve_of(0.9, 0.8, 0.7)["still_improving"]  # the epoch budget ended it
+    assert not curve_of(0.9)["still_improving"]  # one epoch says nothing either way
+
+
+def test_a_member_cut_off_by_its_epoch_budget_is_flagged(synth_csv, tmp_path, caplog):
+    out = tmp_path / "r"
+    argv = ["run", "--data-path", str(synth_csv()), "--seq-len", "32", "--pred-len", "8"]
+    argv += ["--members", "dlinear@epochs=2@lr=0.00001,naive", "--out", str(out)]
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["training"]["dlinear@epochs=2@lr=0.00001"]["still_improving"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("still falling at its last epoch (2 of 2 kept)" in m for m in warned)
+    assert "| 2 | 2 |" in (out / "results.md").read_text()
 
 
 def test_a_fitted_member_is_freed_before_the_next_one_loads(synth_csv, tmp_path, monkeypatch):

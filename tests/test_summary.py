@@ -240,3 +240,20 @@ def test_an_edited_environment_block_is_read_or_not_recorded(env, said, tmp_path
         assert f"(seed 0: not recorded; {said})" in out
     else:
         assert "did not all run on one setup" not in out
+
+
+def test_members_still_improving_at_their_last_epoch_are_named(tmp_path, capsys):
+    runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(3)]
+    curves = [  # a: kept its last epoch in seeds 0 and 2 (seed 2 written before the flag)
+        {"a": {"epochs": 5, "best_epoch": 5, "still_improving": True}},
+        {"a": {"epochs": 5, "best_epoch": 3, "still_improving": False}},
+        {"a": {"epochs": 4, "best_epoch": 4}, "b": {"epochs": 1, "best_epoch": 1}},
+    ]
+    for folder, training in zip(runs, curves, strict=True):
+        res = json.loads((folder / "results.json").read_text())
+        (folder / "results.json").write_text(json.dumps({**res, "training": training}))
+    assert main(["summary", *map(str, runs)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Still improving at their last epoch" in out and ": a in seeds 0, 2." in out
+    assert main(["summary", str(runs[1])]) == 0
+    assert "Still improving" not in capsys.readouterr().out

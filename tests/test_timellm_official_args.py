@@ -6,6 +6,7 @@ import json
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ensemble.errors import UserError
@@ -153,6 +154,16 @@ def test_the_rates_run_main_trains_with_are_said():
     )
 
 
+def test_dlinear_at_run_mains_learning_rate_is_pointed_out():
+    argv = [*seed_argv(), "--model", "DLinear"]
+    note = "DLinear trains at run_main.py's default --learning_rate 0.0001"
+    assert any(note in n for n in parse_official(argv).notes)
+    for given in (["--learning_rate", "0.005"], ["--set", "lr=0.005"]):
+        mapping = parse_official([*argv, *given])
+        assert mapping.config["member_params"]["dlinear"]["lr"] == 0.005
+        assert not any(n.startswith("learning rate") for n in mapping.notes)
+
+
 def test_run_folders_are_named_as_run_main_names_its_checkpoints():
     # run_main.py: checkpoints/<setting>-<model_comment>, so another lookback gets its own
     name = "long_term_forecast_ETTm1_512_96_TimeLLM_ETTm1_ftM_sl512_ll48_pl96_dm32_nh8_el2_dl1_df32_fc3_ebtimeF_test_{}-Qwen3B"
@@ -163,6 +174,12 @@ def test_run_folders_are_named_as_run_main_names_its_checkpoints():
     assert parse_official([*seed_argv(), "--itr", "2"]).outs == [
         "runs/" + name.format(0),
         "runs/" + name.format(1),
+    ]
+    # another seed than run_main.py's 2021 is another run, not a replacement of that one
+    assert parse_official([*seed_argv(), "--seed", "2021"]).outs == ["runs/" + name.format(0)]
+    assert parse_official([*seed_argv(), "--seed", "1", "--itr", "2"]).outs == [
+        "runs/" + name.format(0) + "-seed1",
+        "runs/" + name.format(1) + "-seed2",
     ]
     assert parse_official([*seed_argv(), "--itr", "2", "--out", "r"]).outs == ["r_itr0", "r_itr1"]
     assert parse_official([*seed_argv(), "--out", "r"]).outs == ["r"]
@@ -469,3 +486,18 @@ def test_explain_shows_the_prompt_with_the_description_it_read(
     out, err = capsys.readouterr()
     assert "prompt description: " in err and "ETT.txt (5 characters)" in err
     assert "Prompt of one series" in out and "我的描述。" in out
+
+
+def test_itr_runs_end_with_their_mean_and_the_summary_command(synth_csv, tmp_path, capsys):
+    csv = synth_csv()
+    argv = ["timellm", "--model", "DLinear", "--data", "custom", "--root_path", str(csv.parent)]
+    argv += ["--data_path", csv.name, "--features", "M", "--seq_len", "32", "--label_len", "16"]
+    argv += ["--pred_len", "8", "--train_epochs", "2", "--itr", "2", "--seed", "0", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    folders = [tmp_path / "r_itr0", tmp_path / "r_itr1"]
+    mse = [json.loads((f / "results.json").read_text())["test"]["dlinear"]["mse"] for f in folders]
+    assert f"2 seeds: test MSE {np.mean(mse):.4f} ± {np.std(mse, ddof=1):.4f}" in out
+    assert f"hybrid-forecast summary {folders[0]} {folders[1]}" in out
+    assert main([*argv, "--itr", "1", "--out", str(tmp_path / "one")]) == 0
+    assert "seeds: test MSE" not in capsys.readouterr().out

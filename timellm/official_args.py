@@ -377,6 +377,10 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     else:  # run_main.py's folder names: another lookback or size never replaces a run
         comment = _value(args, "model_comment")
         outs = [f"runs/{official_setting(args, i)}-{comment}" for i in range(itr)]
+        # run_main.py has one seed (2021); another would replace that seed's run folder
+        seed = int(_value(args, "seed"))
+        if seed != OFFICIAL_DEFAULTS["seed"]:
+            outs = [f"{o}-seed{seed + i}" for i, o in enumerate(outs)]
     out = outs[0]
     cfg: dict[str, Any] = dict(
         dataset=dataset,
@@ -458,6 +462,13 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     _check_settings(cfg, params, from_set)
     if member == "timellm":
         notes += _lr_notes(params)
+    elif args.learning_rate is None and "lr" not in from_set:
+        notes.append(
+            f"learning rate: --model DLinear trains at run_main.py's default --learning_rate "
+            f"{params['lr']:g}, chosen for Time-LLM; DLinear's authors train it at 0.005 (this "
+            "project's DLinear default). At 1e-4 DLinear is usually still improving at its "
+            "last epoch: pass --learning_rate 0.005 for a baseline trained to convergence"
+        )
     cfg["member_params"] = {member: params}
 
     ignored += [

@@ -20,22 +20,11 @@ from experiments.analyse import (
 # ---------------------------------------------------------------------------- figures
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from ensemble.io import _atomic
-
-    fig.tight_layout()
-    _atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
-    plt.close(fig)
-
-
 def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -> list[str]:
     """Write the report's figures; returns their file names."""
-    import matplotlib
+    from ensemble.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     members = run.members
     names: list[str] = []
@@ -51,7 +40,7 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
         ax.set_ylabel("router weight (test windows x channels)")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"weight distribution, router `{run.results.get('router')}`")
-        _save(fig, out / "weights_distribution.png")
+        save(fig, out / "weights_distribution.png")
         names.append("weights_distribution.png")
 
         fig, ax = plt.subplots(figsize=(9, 3.4))
@@ -65,7 +54,7 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
         ax.set_ylabel("mean weight over channels")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7, loc="upper left", ncol=min(4, len(members)))
-        _save(fig, out / "weights_over_time.png")
+        save(fig, out / "weights_over_time.png")
         names.append("weights_over_time.png")
 
     if feats is not None:
@@ -95,7 +84,7 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
                 ax.grid(alpha=0.3)
             axes[0, -1].legend(fontsize=7)
             fig.suptitle("router weight against window features (deciles)", fontsize=10)
-            _save(fig, out / "weights_vs_features.png")
+            save(fig, out / "weights_vs_features.png")
             names.append("weights_vs_features.png")
 
         labels = regimes(feats, list(run.results.get("periods") or []))
@@ -114,7 +103,7 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
                 ax.set_title(f.replace("_", " "), fontsize=9)
                 ax.set_ylabel("share of windows where best")
             axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-            _save(fig, out / "win_rates.png")
+            save(fig, out / "win_rates.png")
             names.append("win_rates.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -129,7 +118,7 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
     axes[1].hist(np.clip(d, -lim, lim), bins=60, color="C1")
     axes[1].axvline(0, color="k", lw=0.8)
     axes[1].set_xlabel("per-window MSE difference (router − mean)")
-    _save(fig, out / "router_vs_mean.png")
+    save(fig, out / "router_vs_mean.png")
     names.append("router_vs_mean.png")
     return names
 
@@ -137,10 +126,9 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
 def probe_figure(probe: dict[str, Any], out: Path) -> list[str]:
     """``prompt_probe.png``: for each counterfactual prompt, how far it moves the forecasts
     and how it changes the test MSE (the report's prompt-probe table as bars)."""
-    import matplotlib
+    from ensemble.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stats = [k for k in probe if k.startswith("shuffled:")]
     names = ["shuffled", "none", *stats]
@@ -160,7 +148,7 @@ def probe_figure(probe: dict[str, Any], out: Path) -> list[str]:
     b.axvline(0, color="black", lw=0.8)
     b.set_xlabel("test MSE change vs own prompt (%)")
     fig.suptitle("Does Time-LLM read its prompt? (test windows; p: DM test of the MSE change)")
-    _save(fig, out / "prompt_probe.png")
+    save(fig, out / "prompt_probe.png")
     return ["prompt_probe.png"]
 
 

@@ -616,22 +616,11 @@ def write_reports(spec: BenchSpec) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- plots
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from ensemble.io import _atomic
-
-    fig.tight_layout()
-    _atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
-    plt.close(fig)
-
-
 def plot_bench(spec: BenchSpec, summary: pd.DataFrame, out: Path) -> None:
     """Error against horizon per dataset (with seed spread), and fit time per member."""
-    import matplotlib
+    from ensemble.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from experiments.reference import load_reference
 
@@ -669,7 +658,7 @@ def plot_bench(spec: BenchSpec, summary: pd.DataFrame, out: Path) -> None:
             ax.set_xticks(spec.horizons)
             ax.grid(alpha=0.3)
         axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-        _save(fig, out / f"bench_{metric}.png")
+        save(fig, out / f"bench_{metric}.png")
 
     members = summary[~summary["forecast"].isin(_COMBINED)]
     if (members["fit_s"] > 0).any():
@@ -679,4 +668,4 @@ def plot_bench(spec: BenchSpec, summary: pd.DataFrame, out: Path) -> None:
         ax.set_ylabel("fit seconds (mean over seeds, log)")
         ax.set_xlabel("")
         ax.legend(fontsize=7)
-        _save(fig, out / "bench_fit_time.png")
+        save(fig, out / "bench_fit_time.png")

@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parse(parser, argv)
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+        from ensemble.figures import extra_formats
+
+        extra_formats()  # a bad $HYBRID_FORECAST_FIGURES now, not after hours of training
         code = args.func(args)
     except UserError as exc:
         _close_progress_bars()

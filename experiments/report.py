@@ -142,13 +142,9 @@ def _wrap_spec(name: str, width: int = 40) -> str:
 
 def plot_training(path: Path, curves: dict[str, dict[str, Any]]) -> None:
     """One panel per member: train and val MSE per epoch, the kept epoch marked."""
-    import matplotlib
+    from ensemble.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ensemble.io import _atomic
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3), squeeze=False)
     for ax, (name, c) in zip(axes[0], curves.items(), strict=True):
         epochs = np.arange(1, c["epochs"] + 1)
@@ -160,22 +156,16 @@ def plot_training(path: Path, curves: dict[str, dict[str, Any]]) -> None:
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel("MSE (scaled)", fontsize=8)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    _atomic(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=90))
-    plt.close(fig)
+    save(fig, path, dpi=90)
 
 
 def plot_windows(
     path: Path, splits: Splits, forecasts: dict[str, np.ndarray], true: np.ndarray, n: int = 4
 ) -> None:
     """Plot ``n`` evenly spaced test windows of the target channel: input, truth, forecasts."""
-    import matplotlib
+    from ensemble.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ensemble.io import _atomic
-
+    plt = pyplot()
     x = splits.test.inputs()
     c = true.shape[-1] - 1  # the target is the last evaluated channel
     c_in = splits.eval_channels[c]
@@ -191,6 +181,4 @@ def plot_windows(
         ax.set_title(f"test window {i} ({splits.dataset.columns[c_in]}, scaled)", fontsize=9)
         ax.axvline(0, color="0.8", lw=0.8)
     axes[0, 0].legend(fontsize=7, ncol=4, loc="upper left")
-    fig.tight_layout()
-    _atomic(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=90))
-    plt.close(fig)
+    save(fig, path, dpi=90)

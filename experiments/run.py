@@ -28,6 +28,7 @@ import numpy as np
 from ensemble import hybrid, metrics
 from ensemble.data import Dataset, Splits, make_splits
 from ensemble.errors import UserError
+from ensemble.figures import VECTOR_FORMATS
 from ensemble.io import FolderLock, write_json, write_npz, write_text
 from experiments import registry
 from experiments.config import RunConfig
@@ -477,7 +478,7 @@ def member_context(
 
 # What a finished run writes into its folder (analyse adds the routing_* files). A rerun
 # removes them first, so a rerun that fails leaves no results next to its new config.
-RUN_OUTPUTS = (
+_RUN_FILES = (
     "results.json",
     "results.md",
     "forecasts.npz",
@@ -492,6 +493,14 @@ RUN_OUTPUTS = (
     "weights_vs_features.png",
     "win_rates.png",
     "router_vs_mean.png",
+    "prompt_probe.png",
+)
+# with each figure's copies in the formats $HYBRID_FORECAST_FIGURES asked for
+RUN_OUTPUTS = _RUN_FILES + tuple(
+    f"{name.removesuffix('.png')}.{fmt}"
+    for name in _RUN_FILES
+    if name.endswith(".png")
+    for fmt in VECTOR_FORMATS
 )
 
 

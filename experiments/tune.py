@@ -1140,22 +1140,18 @@ def _summary_md(summary: dict[str, Any], complete: list) -> str:
 
 def plot_study(study, out: Path) -> None:
     """tune_history.png, tune_importance.png, tune_intermediate.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import optuna
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as ovm
 
-    from ensemble.io import _atomic
+    from ensemble import figures
+
+    figures.pyplot()
 
     def save(ax_or_fig, name: str) -> None:
         fig = ax_or_fig.figure if hasattr(ax_or_fig, "figure") else ax_or_fig
         fig.set_size_inches(7, 4.2)
-        fig.tight_layout()
-        _atomic(out / name, lambda fh: fig.savefig(fh, format="png", dpi=100))
-        plt.close(fig)
+        figures.save(fig, out / name, dpi=100)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -30,11 +30,9 @@ def plot_periods(
     Returns:
         The path written.
     """
-    import matplotlib
+    from ensemble.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     x = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
     n = x.shape[0]
     power = periodogram(x).mean(axis=1)
@@ -73,8 +71,4 @@ def plot_periods(
             )
     else:
         axes[1].set_title("no period found: no STL panel", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=110)

@@ -1,0 +1,101 @@
+"""Every figure the project writes goes through here: one matplotlib set-up, one save.
+
+* The backend is Agg (files only: runs go on without a display).
+* Installed CJK fonts (Microsoft YaHei, SimHei, PingFang, Noto/Source Han Sans...) are
+  appended to ``font.family``, so a channel named 油温 is drawn, not as empty boxes:
+  matplotlib (>= 3.6) falls back glyph by glyph along that list, and Latin text keeps
+  DejaVu Sans.
+* ``save`` writes the PNG atomically (a run folder never holds half a figure) and, for
+  a thesis, the same figure in each format named by ``$HYBRID_FORECAST_FIGURES`` (e.g.
+  ``pdf`` or ``pdf,svg``) beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+FIGURES_ENV = "HYBRID_FORECAST_FIGURES"
+VECTOR_FORMATS = ("pdf", "svg", "eps", "ps")
+# Fonts with the Chinese glyphs, by platform: Windows, macOS, Linux.
+CJK_FONTS = (
+    "Microsoft YaHei",
+    "SimHei",
+    "DengXian",
+    "PingFang SC",
+    "Hiragino Sans GB",
+    "Heiti SC",
+    "Noto Sans CJK SC",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Arial Unicode MS",
+)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, with the installed CJK fonts as fallbacks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    # font.family, not font.sans-serif: a generic family resolves to one font, while
+    # each name of font.family is a fallback for the glyphs the ones before it lack
+    family = list(plt.rcParams["font.family"])
+    plt.rcParams["font.family"] = family + [
+        f for f in CJK_FONTS if f in installed and f not in family
+    ]
+    return plt
+
+
+def extra_formats() -> list[str]:
+    """The formats ``$HYBRID_FORECAST_FIGURES`` asks for besides PNG.
+
+    Raises:
+        UserError: a format matplotlib cannot write.
+    """
+    from ensemble.errors import UserError
+
+    wanted = [f.strip().lower().lstrip(".") for f in os.environ.get(FIGURES_ENV, "").split(",")]
+    wanted = [f for f in dict.fromkeys(wanted) if f and f != "png"]
+    bad = [f for f in wanted if f not in VECTOR_FORMATS]
+    if bad:
+        raise UserError(
+            f"${FIGURES_ENV}={os.environ[FIGURES_ENV]!r}: {bad[0]!r} is not a figure format "
+            f"here; use a comma-separated list of {', '.join(VECTOR_FORMATS)} (PNG is always written)"
+        )
+    return wanted
+
+
+def save(fig: Any, path: str | os.PathLike, dpi: int = 100, tight: bool = True) -> Path:
+    """Write ``fig`` to ``path`` and beside it in each extra format, then close it.
+
+    Args:
+        fig: a matplotlib Figure.
+        path: the file to write, in the format of its suffix (PNG without one); extra
+            formats take its name with their suffix.
+        dpi: the resolution of raster formats (vector formats have none).
+        tight: apply ``tight_layout`` first.
+
+    Returns:
+        ``path``.
+    """
+    from ensemble.io import _atomic
+
+    plt = pyplot()
+    path = Path(path)
+    try:
+        formats = extra_formats()
+        if tight:
+            fig.tight_layout()
+        own = path.suffix.lstrip(".").lower() or "png"
+        _atomic(path, lambda fh: fig.savefig(fh, format=own, dpi=dpi))
+        for fmt in (f for f in formats if f != own):
+            _atomic(path.with_suffix(f".{fmt}"), lambda fh, f=fmt: fig.savefig(fh, format=f))
+    finally:
+        plt.close(fig)
+    return path

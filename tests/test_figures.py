@@ -1,0 +1,78 @@
+"""ensemble.figures: the font fallback, the extra formats, the atomic save."""
+
+from __future__ import annotations
+
+import warnings
+
+import matplotlib
+import pytest
+
+from ensemble import figures
+from ensemble.errors import UserError
+from experiments.cli import main
+
+
+@pytest.fixture
+def plt(monkeypatch):
+    """pyplot with the caller's rcParams restored afterwards."""
+    with matplotlib.rc_context():
+        yield figures.pyplot()
+
+
+def test_installed_fallback_fonts_draw_the_glyphs_dejavu_lacks(monkeypatch):
+    # STIXGeneral stands in for a CJK font (none is installed here): it has U+210A,
+    # which DejaVu Sans lacks, as DejaVu Sans lacks 油温
+    monkeypatch.setattr(figures, "CJK_FONTS", ("No Such Font", "STIXGeneral"))
+    with matplotlib.rc_context():
+        plt = figures.pyplot()
+        family = list(plt.rcParams["font.family"])
+        assert "STIXGeneral" in family and "No Such Font" not in family
+        figures.pyplot()  # a second call adds nothing
+        assert list(plt.rcParams["font.family"]) == family
+        fig, ax = plt.subplots()
+        ax.set_title("channel \u210a")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fig.canvas.draw()
+        plt.close(fig)
+    assert not [w for w in caught if "missing from" in str(w.message)]
+
+
+def test_extra_formats_are_written_beside_the_png_and_the_figure_closed(plt, tmp_path, monkeypatch):
+    monkeypatch.setenv(figures.FIGURES_ENV, " PDF, .svg,png,pdf")
+    assert figures.extra_formats() == ["pdf", "svg"]
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    path = figures.save(fig, tmp_path / "f.png", dpi=50)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png", "f.svg"]
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF"
+    assert not plt.get_fignums()
+    monkeypatch.delenv(figures.FIGURES_ENV)
+    fig, _ = plt.subplots()
+    figures.save(fig, tmp_path / "g.pdf")  # the suffix's own format, nothing beside it
+    assert sorted(p.name for p in tmp_path.glob("g.*")) == ["g.pdf"]
+
+
+def test_a_bad_format_is_refused_before_any_work(synth_csv, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(figures.FIGURES_ENV, "pdf,jpg")
+    with pytest.raises(UserError, match="'jpg' is not a figure format"):
+        figures.extra_formats()
+    out = tmp_path / "r"
+    argv = ["run", "--data-path", str(synth_csv()), "--seq-len", "32", "--pred-len", "8"]
+    assert main([*argv, "--members", "naive", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "HYBRID_FORECAST_FIGURES='pdf,jpg'" in err
+    assert not out.exists()
+
+
+def test_a_rerun_removes_the_old_runs_extra_formats(synth_csv, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    argv = ["run", "--data-path", str(synth_csv()), "--seq-len", "32", "--pred-len", "8"]
+    argv += ["--members", "naive,dlinear@epochs=2", "--out", str(out), "--quiet"]
+    monkeypatch.setenv(figures.FIGURES_ENV, "pdf")
+    assert main(argv) == 0
+    assert (out / "training.pdf").is_file() and (out / "test_windows.pdf").is_file()
+    monkeypatch.delenv(figures.FIGURES_ENV)
+    assert main(argv) == 0
+    assert not list(out.glob("*.pdf")) and (out / "training.png").is_file()

@@ -34,8 +34,10 @@ SEEDS=(--task_name long_term_forecast --is_training 1 --root_path "$DATA/ETT-sma
   --seq_len 512 --label_len 48 --pred_len 96 --enc_in 7 --dec_in 7 --c_out 7 --batch_size 8
   --d_model 32 --d_ff 32 --llm_dim 2048 --llm_layers 6 --prompt_domain 1 --train_epochs 10
   --llm_model QWEN --backbone qwen2.5-3b-random --load_in_4bit --device "$DEVICE")
+# --gpu-memory 6: on a GPU its estimate uses the measured peak; the JSON also holds the
+# device-independent saved_for_backward_mb that the CPU estimate rests on, to compare
 for precision in auto fp16; do  # auto: bf16 on this GPU (Ampere or newer)
-  cli explain timellm "${SEEDS[@]}" --precision "$precision" --json \
+  cli explain timellm "${SEEDS[@]}" --precision "$precision" --gpu-memory 6 --json \
     >"$OUT/explain_4bit_$precision.json" 2>"$OUT/explain_4bit_$precision.err"
 done
 cli explain timellm "${SEEDS[@]}" --faithful --json \

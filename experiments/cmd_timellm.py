@@ -45,6 +45,13 @@ def add_parser(sub) -> None:
     )
     add_official_arguments(et)
     et.add_argument("--json", action="store_true", help="machine-readable output")
+    et.add_argument(
+        "--gpu-memory",
+        type=float,
+        metavar="GiB",
+        help="a GPU's memory (e.g. 6): say whether training fits and the largest "
+        "--batch_size that does (an estimate from the activations this step saves)",
+    )
     et.set_defaults(func=handle_explain)
 
 
@@ -113,11 +120,14 @@ def handle_explain(args) -> int:
     from ensemble.errors import UserError
     from experiments.run import detect_periods
 
+    gpu = args.gpu_memory
+    if gpu is not None and not (0 < gpu < 1e6):  # before minutes of loading; NaN too
+        raise UserError(f"--gpu-memory {gpu:g}: give the GPU's memory in GiB, e.g. 6")
     mapping, cfg, dataset = _mapping(args)
     if mapping.member != "timellm":
         raise UserError("explain timellm needs --model TimeLLM")
     from experiments import registry
-    from timellm.explain import epoch_estimate, explain, render
+    from timellm.explain import epoch_estimate, explain, gpu_budget, render
 
     splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
     params = dict(cfg.member_params["timellm"])
@@ -153,5 +163,9 @@ def handle_explain(args) -> int:
     steps, val_series = member.epoch_size(splits.train, splits.val)
     series_per_step = member.batch_size * (1 if member.sample == "series" else dataset.n_channels)
     info["epoch"] = epoch_estimate(info["timing"], series_per_step, steps, val_series)
+    if args.gpu_memory is not None:
+        info["gpu_budget"] = gpu_budget(
+            info["memory"], member.batch_size, series_per_step // member.batch_size, args.gpu_memory
+        )
     print(json.dumps(info, default=str) if args.json else render(info))
     return 0

@@ -299,6 +299,48 @@ def test_explain_reports_shapes_and_parameters(minilm: Backbone) -> None:
     assert all(p.grad is None for p in model.trainable_parameters())
 
 
+def test_saved_tensors_count_activations_once_and_not_the_weights() -> None:
+    from torch import nn
+
+    from timellm.explain import _SavedTensors
+
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+    for grad in (False, True):  # with an input gradient, Linear also saves its weight
+        x = torch.randn(16, 4, requires_grad=grad)
+        with _SavedTensors(net) as saved:
+            net(x).sum()
+        # Linear saves x (16 x 4 float32), ReLU its output (16 x 8 float32)
+        assert saved.mib * 2**20 == 16 * 4 * 4 + 16 * 8 * 4
+
+
+def test_explain_activations_grow_with_the_batch_and_bound_it(minilm: Backbone) -> None:
+    from timellm.explain import explain, gpu_budget
+
+    model = _model(minilm)
+    mem = {b: explain(model, b, L, 1, repeats=0)["memory"] for b in (2, 4)}
+    ratio = mem[4]["saved_for_backward_mb"] / mem[2]["saved_for_backward_mb"]
+    assert 1.8 < ratio < 2.2  # per series: what the largest-batch answer assumes
+    m = mem[2]
+    assert m["weights_mb"] > 10 and m["gradients_mb"] * 2 == pytest.approx(
+        m["adam_state_mb"], abs=0.1
+    )
+    m = {**m, "rss_step_mb": 0.0}  # the saved tensors as the activations
+    budget = gpu_budget(m, batch_size=2, series_per_item=1, gpu_gib=2)
+    most = budget["max_batch_size"]
+    per = m["saved_for_backward_mb"] / 2
+    fixed = m["weights_mb"] + m["gradients_mb"] + m["adam_state_mb"]
+
+    def need(batch: int) -> float:  # MiB at this batch, as the verdict counts it
+        return (fixed + batch * per) * 1.10 + 600
+
+    assert budget["fits"] and need(most) <= 2048 < need(most + 1)
+    assert budget["activations_from"] == "the tensors saved for backward"
+    assert not gpu_budget(m, 2, 1, gpu_gib=0.5)["fits"]
+    assert gpu_budget(m, 2, 1, gpu_gib=0.5)["max_batch_size"] == 0
+    gpu = {**m, "cuda_step_mb": 3 * m["saved_for_backward_mb"]}  # measured on a GPU wins
+    assert gpu_budget(gpu, 2, 1, gpu_gib=2)["max_batch_size"] < most
+
+
 def test_explain_measures_the_prompt_the_member_would_build(minilm: Backbone) -> None:
     from timellm.explain import explain
 

@@ -391,6 +391,16 @@ def test_explain_timellm_prints_flow_parameters_and_memory(synth_csv, tiny_llama
     assert f"Adam's two moments per trainable parameter, {round(adam, 1)} MiB" in (
         capsys.readouterr().out
     )
+    # a GPU budget: a verdict and the largest batch, or the settings to lower
+    assert main([*argv.split(), "--gpu-memory", "6"]) == 0
+    budget = json.loads(capsys.readouterr().out)["gpu_budget"]
+    assert budget["fits"] and budget["max_batch_size"] > 2
+    assert main([*argv.replace(" --json", "").split(), "--gpu-memory", "0.5"]) == 0
+    assert "does NOT fit in 0.5 GiB; not even --batch_size 1 fits" in capsys.readouterr().out
+    assert main([*argv.split(), "--gpu-memory", "0"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --gpu-memory 0: give the GPU's memory in GiB, e.g. 6"
+    )
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,85 @@ class _PeakRss:
         self.peak = max(self.peak, rss_mb())
 
 
+class _SavedTensors:
+    """Bytes of the tensors autograd saves for the backward pass while a block runs:
+    the activations a training step holds when its backward starts, counted the same
+    way on any device (each storage once; parameters, which are counted as weights,
+    left out)."""
+
+    def __init__(self, model: nn.Module):
+        self._params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self._seen: dict[tuple[int, str], int] = {}
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+            key, size = (storage.data_ptr(), str(t.device)), storage.nbytes()
+        except (RuntimeError, NotImplementedError):  # tensor subclasses without storage
+            key, size = (id(t), str(t.device)), t.numel() * t.element_size()
+        if key[0] not in self._params:
+            self._seen[key] = size
+        return t
+
+    def __enter__(self) -> _SavedTensors:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+
+    @property
+    def mib(self) -> float:
+        return sum(self._seen.values()) / 2**20
+
+
+# What a GPU needs beyond the tensors PyTorch allocates (CUDA context, cuBLAS workspace)
+# and the share the caching allocator loses to fragmentation: an assumption, stated
+# wherever the verdict is printed (no GPU was lent to check it).
+CUDA_OVERHEAD_MIB = 600
+FRAGMENTATION = 0.10
+
+
+def gpu_budget(
+    memory: dict[str, float], batch_size: int, series_per_item: int, gpu_gib: float
+) -> dict[str, Any]:
+    """Whether training fits a GPU of ``gpu_gib`` GiB, and the largest batch that does.
+
+    The estimate is weights + gradients + Adam's moments + the step's activations, which
+    grow with the batch, plus ``CUDA_OVERHEAD_MIB`` and ``FRAGMENTATION``. The activations
+    are the step's measured growth on a GPU; elsewhere the larger of the tensors saved for
+    backward (a lower bound: forward and backward temporaries come on top) and the
+    step's RSS growth on this machine.
+
+    Args:
+        memory: `explain`'s "memory" (with "weights_mb", "gradients_mb", "adam_state_mb",
+            "saved_for_backward_mb").
+        batch_size: the explained batch's --batch_size.
+        series_per_item: univariate series per batch item (1, or the channels when a batch
+            holds whole windows).
+        gpu_gib: the GPU's memory.
+    """
+    fixed = memory["weights_mb"] + memory["gradients_mb"] + memory["adam_state_mb"]
+    if "cuda_step_mb" in memory:
+        step, basis = memory["cuda_step_mb"], "the step's measured GPU memory"
+    elif memory.get("rss_step_mb", 0) > memory["saved_for_backward_mb"]:
+        step, basis = memory["rss_step_mb"], "the step's RSS growth here"
+    else:
+        step, basis = memory["saved_for_backward_mb"], "the tensors saved for backward"
+    per_item = step / batch_size
+    need = (fixed + step) * (1 + FRAGMENTATION) + CUDA_OVERHEAD_MIB
+    room = (gpu_gib * 1024 - CUDA_OVERHEAD_MIB) / (1 + FRAGMENTATION) - fixed
+    return {
+        "gpu_gib": gpu_gib,
+        "need_mb": round(need, 1),
+        "fits": need <= gpu_gib * 1024,
+        "max_batch_size": max(0, int(room // per_item)) if per_item > 0 else None,
+        "per_series_mb": round(per_item / series_per_item, 2),
+        "activations_from": basis,
+    }
+
+
 def explain(
     model: TimeLLM,
     batch_size: int,
@@ -164,8 +243,10 @@ def explain(
         base = torch.cuda.memory_allocated(device)
     try:
         with _PeakRss() as rss:
-            out = model(x, ids, mask)
-            torch.nn.functional.mse_loss(out, target).backward()
+            with _SavedTensors(model) as saved:
+                out = model(x, ids, mask)
+                loss = torch.nn.functional.mse_loss(out, target)
+            loss.backward()
     finally:
         for h in handles:
             h.remove()
@@ -218,6 +299,12 @@ def explain(
     # The step above updates nothing, so Adam's two float32 moments per trainable
     # parameter are not in its peak; training holds them from the first update on.
     memory["adam_state_mb"] = round(2 * 4 * totals["trainable"] / 2**20, 1)
+    # Device-independent: what training holds besides the CUDA context and allocator
+    memory["weights_mb"] = round(totals["bytes"] / 2**20, 1)
+    memory["gradients_mb"] = round(
+        sum(p.numel() * p.element_size() for p in model.trainable_parameters()) / 2**20, 1
+    )
+    memory["saved_for_backward_mb"] = round(saved.mib, 1)
     return {
         "stages": stages,
         "parameters": params,
@@ -353,6 +440,36 @@ def render(info: dict[str, Any]) -> str:
         lines.append(
             f"Training adds Adam's two moments per trainable parameter, "
             f"{mem['adam_state_mb']} MiB, not in the step above{total}{where}"
+        )
+    if "saved_for_backward_mb" in mem:
+        total = sum(
+            mem[k] for k in ("weights_mb", "gradients_mb", "adam_state_mb", "saved_for_backward_mb")
+        )
+        lines.append(
+            f"Training holds, on any device: weights {mem['weights_mb']} MiB + gradients "
+            f"{mem['gradients_mb']} MiB + Adam {mem['adam_state_mb']} MiB + activations saved "
+            f"for backward {mem['saved_for_backward_mb']} MiB = {total:.1f} MiB"
+        )
+    budget = info.get("gpu_budget")
+    if budget:
+        per = f"{budget['per_series_mb']} MiB per series, from {budget['activations_from']}"
+        most = budget["max_batch_size"]
+        fit = (
+            f"fits in {budget['gpu_gib']:g} GiB"
+            if budget["fits"]
+            else f"does NOT fit in {budget['gpu_gib']:g} GiB"
+        )
+        room = (
+            f"--batch_size {most} or less fits ({per})"
+            if most
+            else f"not even --batch_size 1 fits ({per}): fewer --llm_layers, a shorter "
+            "--seq_len or --load_in_4bit"
+        )
+        lines.append(
+            f"GPU estimate: about {budget['need_mb']:.0f} MiB, so it {fit}; {room}. "
+            f"(Assumes {CUDA_OVERHEAD_MIB} MiB of CUDA context and {FRAGMENTATION:.0%} "
+            "fragmentation; not checked on a GPU. On one, this command also prints "
+            "PyTorch's measured peak.)"
         )
     timing = info.get("timing") or {}
     if timing:

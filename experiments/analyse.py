@@ -445,8 +445,71 @@ def analyse_run(
                 for f in FEATURES
                 if f in feats and not np.all(np.isnan(feats[f]))
             }
+    out["disagreement"] = disagreement(run, err_ens, err_mean, err)
     out["ablation"] = member_ablations(run, val_true, refit)
     return out
+
+
+def disagreement(
+    run: RunData,
+    err_ens: np.ndarray,
+    err_mean: np.ndarray,
+    err: np.ndarray,
+    bins: int = 5,
+) -> dict[str, Any]:
+    """Does the members' disagreement warn of a bad forecast? Known before the targets, it
+    would say which windows to trust.
+
+    Spread: per (window, channel), the standard deviation across members of their
+    forecasts, averaged over the horizon (scaled units). Each channel's test windows are
+    cut into quantile bins of its spread (from the forecasts alone; within a channel, so
+    that a channel that is both volatile and hard to forecast does not make the bins),
+    pooled over channels; per bin its share, mean spread and the test MSE of the
+    ensemble, the mean and each member. And the rank correlation of spread and the
+    ensemble's error within each channel, averaged over channels.
+
+    Args:
+        err_ens, err_mean: [W, C] per-window MSE of the ensemble and of the mean.
+        err: [M, W, C] per-window MSE of each member.
+    """
+    members = run.members
+    # two passes over the differences to the first member, one member at a time: no
+    # [M, W, H, C] stack, and identical members give a spread of exactly 0
+    base = np.asarray(run.test[members[0]], dtype=np.float64)
+
+    def diff(m: str) -> np.ndarray:
+        return np.asarray(run.test[m], dtype=np.float64) - base
+
+    mean = sum(diff(m) for m in members) / len(members)
+    var = sum((diff(m) - mean) ** 2 for m in members)
+    spread = np.sqrt(var / len(members)).mean(axis=1)  # [W, C]
+    edges = np.quantile(spread, np.linspace(0, 1, bins + 1), axis=0)  # [bins + 1, C]
+    which = np.stack(
+        [
+            np.searchsorted(edges[:, c], spread[:, c], side="right") - 1
+            for c in range(spread.shape[1])
+        ],
+        axis=1,
+    ).clip(0, bins - 1)
+    rows = []
+    for b in range(bins):
+        sel = which == b
+        if not sel.any():
+            continue  # ties at a bin edge (identical members)
+        rows.append(
+            {
+                "bin": b + 1,
+                "spread": float(spread[sel].mean()),
+                "share": float(sel.mean()),
+                "ensemble_mse": float(err_ens[sel].mean()),
+                "mean_mse": float(err_mean[sel].mean()),
+                "member_mse": {m: float(err[i][sel].mean()) for i, m in enumerate(members)},
+            }
+        )
+    return {
+        "spearman": _within_channel_spearman(spread, err_ens),
+        "bins": rows,
+    }
 
 
 def val_vs_test(

@@ -414,6 +414,47 @@ def report_markdown(
             )
         lines.append("")
 
+    dis = an.get("disagreement")
+    if dis and len(members) > 1 and dis["bins"]:
+        rho = dis["spearman"]
+        first, last = dis["bins"][0], dis["bins"][-1]
+        ratio = None
+        if len(dis["bins"]) > 1 and first["ensemble_mse"] > 0:
+            ratio = last["ensemble_mse"] / first["ensemble_mse"]
+        lines += [
+            "## Member disagreement as a warning sign",
+            "",
+            "Spread: the standard deviation of the members' forecasts of a (window, channel), "
+            "averaged over the horizon (scaled units). It is known before the targets, so a "
+            "spread that rises with the error says which forecasts to trust less. Each "
+            "channel's test windows in quintiles of their spread (1: the members agree "
+            "most), pooled over channels:",
+            "",
+            "| quintile | mean spread | share | ensemble MSE | mean MSE | "
+            + " | ".join(members)
+            + " |",
+            "|---|---|---|---|---|" + "---|" * len(members),
+        ]
+        for r in dis["bins"]:
+            lines.append(
+                f"| {r['bin']} | {r['spread']:.3f} | {_pct(r['share'])} | "
+                f"{r['ensemble_mse']:.4f} | {r['mean_mse']:.4f} | "
+                + " | ".join(f"{r['member_mse'][m]:.4f}" for m in members)
+                + " |"
+            )
+        lines += [
+            "",
+            "Rank correlation of spread and the ensemble's per-window MSE (within each "
+            f"channel, averaged): {'n/a' if rho is None else f'{rho:.2f}'}"
+            + (
+                f"; the most disputed fifth of each channel has {ratio:.1f} times the "
+                "ensemble MSE of the least disputed."
+                if ratio is not None
+                else "."
+            ),
+            "",
+        ]
+
     rv = an["router_vs_mean"]
     lines += [
         "## Where the router beats or loses to the mean",

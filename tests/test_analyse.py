@@ -33,6 +33,7 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
         "Weights against window features",
         "Win rates per regime",
         "Where the router beats or loses to the mean",
+        "Member disagreement as a warning sign",
         "Ablations",
     ):
         assert section in md
@@ -72,6 +73,36 @@ def test_error_correlation_sees_shared_errors(synth_csv, tmp_path):
     run.test["snaive"] = run.true + 2.0 * (run.test["naive"] - run.true)  # same errors, scaled
     corr = np.array(error_correlation(run, max_values=10_000))
     assert corr[0, 1] > 0.999 and abs(corr[0, 2]) < 0.1
+
+
+def test_disagreement_ranks_the_windows_whose_forecasts_go_wrong(synth_csv, tmp_path):
+    from experiments.analyse import disagreement, per_window_mse
+
+    run = load_run(fake_run_folder(synth_csv(n=1200), tmp_path / "run"))
+    rng = np.random.default_rng(1)
+    W = run.true.shape[0]
+    scale = np.linspace(0.05, 2.0, W)[rng.permutation(W), None, None]  # hard and easy windows
+    for m in run.members:
+        run.test[m] = run.true + scale * rng.standard_normal(run.true.shape)
+    run.ensemble = np.mean([run.test[m] for m in run.members], axis=0)
+
+    def dis():
+        err = np.stack([per_window_mse(run.test[m], run.true) for m in run.members])
+        ens = per_window_mse(run.ensemble, run.true)
+        return disagreement(run, ens, ens, err)
+
+    d = dis()
+    assert d["spearman"] > 0.8
+    mse = [b["ensemble_mse"] for b in d["bins"]]
+    assert len(mse) == 5 and mse == sorted(mse) and mse[-1] > 10 * mse[0]
+    assert sum(b["share"] for b in d["bins"]) == pytest.approx(1.0)
+    spread = [b["spread"] for b in d["bins"]]
+    assert spread == sorted(spread)
+    # identical members never disagree: one bin, no correlation
+    for m in run.members:
+        run.test[m] = run.test[run.members[0]]
+    d = dis()
+    assert d["spearman"] is None and len(d["bins"]) == 1 and d["bins"][0]["share"] == 1.0
 
 
 def test_report_without_data_still_writes(synth_csv, tmp_path):

@@ -153,6 +153,9 @@ def test_descriptions_exist_for_every_dataset() -> None:
         text = load_description(name)
         assert text and text != generic
     assert load_description("etth1") == load_description("ETTh1")
+    # the files' other names: the official repo's and the Autoformer collection's
+    assert load_description("electricity") == load_description("ECL") != generic
+    assert load_description("national_illness") == load_description("illness")
 
 
 def test_concise_prompt_is_shorter_than_official(tokenizer) -> None:

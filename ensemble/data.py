@@ -442,9 +442,19 @@ def _find_date_column(df: pd.DataFrame, path: Path) -> str:
             return col
     first = df.columns[0]
     if pd.api.types.is_string_dtype(df[first]) or df[first].dtype == object:  # pandas 3: str
-        parsed = pd.to_datetime(df[first].head(20), errors="coerce")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas' "could not infer format" chatter
+            parsed = _to_datetime(df[first].head(20))  # day-first (13.01.2015) too
         if parsed.notna().all():
             return first
+        row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+        bad = df[first].iloc[row]
+        what = "an empty cell" if pd.isna(bad) else repr(bad)
+        raise UserError(
+            f"{path}: no date column named date/time/timestamp, and the first column "
+            f"{first!r} holds {what} (line {row + 2}), which is not a date; name the date "
+            "column 'date' (or write its timestamps as 2016-07-01 00:00)"
+        )
     raise UserError(
         f"{path}: no date column found (columns: {', '.join(map(str, df.columns[:8]))}...); "
         "name the timestamp column 'date' or put it first"

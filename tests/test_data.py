@@ -394,6 +394,24 @@ def test_day_first_and_changing_offset_dates():
     assert str(got.tz) == "UTC" and (got == dst.tz_convert("UTC")).all()
 
 
+def test_a_first_column_of_day_first_dates_under_any_name(tmp_path):
+    hours = pd.date_range("2015-01-01", periods=600, freq="h")
+    x = np.sin(2 * np.pi * np.arange(600) / 24).round(3)
+    df = pd.DataFrame({"日期": hours.strftime("%d.%m.%Y %H:%M"), "负荷": x, "油温": x + 1})
+    path = tmp_path / "cn.csv"  # as Excel saves it on a Chinese Windows: GBK, ';', ','
+    df.to_csv(path, sep=";", decimal=",", index=False, encoding="gb18030")
+    ds = load_dataset(data_path=path)
+    assert (ds.dates == hours).all() and ds.target == "油温" and ds.freq == "h"
+    df.iloc[3, 0] = "sensor 7"  # the first column is no date after all: named, with its value
+    df.to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"first column '日期' holds 'sensor 7' \(line 5\)"):
+        load_dataset(data_path=path)
+    df.iloc[3, 0] = None
+    df.to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"holds an empty cell \(line 5\), which is not a date"):
+        load_dataset(data_path=path)
+
+
 def _huge(df: pd.DataFrame) -> pd.DataFrame:
     df["x1"] = df["x1"] * 1e306  # ~1e307: finite, but its mean and spread overflow
     return df

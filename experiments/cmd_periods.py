@@ -91,7 +91,9 @@ def handle(args) -> int:
     verdict = (
         "seasonal"
         if report.seasonal
-        else "no seasonality (no period with F_S > 0.3, or more where under 16 cycles were measured)"
+        else "no seasonality (no period with F_S > 0.3, or more where under 16 cycles were "
+        f"measured; a period must repeat 10 times in the {x.shape[0]} rows to be tested, so "
+        f"nothing above {max(2, x.shape[0] // 10)} is)"
     )
     print("\n".join(_table(f"overall: {verdict}", report.overall)))
     for name, cands in report.channels.items():

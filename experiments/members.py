@@ -116,15 +116,19 @@ def _warn_no_period(ctx: MemberContext, member: str, instead: str, setting: str)
     if seen in _WARNED:
         return
     _WARNED.add(seen)
-    why = (
-        f"every period ({', '.join(map(str, ctx.periods))}) is longer than the lookback "
-        f"{ctx.seq_len}"
-        if ctx.periods
-        else "no seasonal period was found"
-    )
-    log.warning(
-        "%s falls back to %s: %s; set %s or a longer --seq-len", member, instead, why, setting
-    )
+    if ctx.periods:
+        why = (
+            f"every period ({', '.join(map(str, ctx.periods))}) is longer than the lookback "
+            f"{ctx.seq_len}"
+        )
+        fix = f"set {setting} or a longer --seq-len"
+    else:  # a longer lookback would not help: the analyser looks at the train rows
+        why = (
+            "no seasonal period was found in the train rows (a period must repeat 10 times "
+            "there to be tested)"
+        )
+        fix = f"set {setting} or --periods N when you know the period"
+    log.warning("%s falls back to %s: %s; %s", member, instead, why, fix)
 
 
 @register("window_mean", "mean of the input window, flat over the horizon")

@@ -56,3 +56,17 @@ def test_periods_user_errors(tmp_path, capsys, synth_csv):
     csv = synth_csv()
     assert main(["periods", "--data-path", str(csv), "--max-candidates", "0"]) == 2
     assert "--max-candidates must be at least 1" in capsys.readouterr().err
+
+
+def test_too_few_cycles_say_which_periods_were_not_tested(tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+
+    # a clean yearly cycle of weekly data, 8 years: 420 train rows hold 8 cycles of 52
+    weeks = pd.date_range("2010-01-03", periods=600, freq="W-SUN")
+    y = 10 + np.sin(2 * np.pi * np.arange(600) / 52)
+    pd.DataFrame({"date": weeks, "OT": y}).to_csv(tmp_path / "weekly.csv", index=False)
+    assert main(["periods", "--data-path", str(tmp_path / "weekly.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "no seasonality" in out and "repeat 10 times in the 420 rows" in out
+    assert "nothing above 42 is" in out

@@ -775,6 +775,21 @@ def test_snaive_says_when_no_period_fits_the_lookback(synth_csv, tmp_path, caplo
     assert "snaive falls back to period 1" in (out / "run.log").read_text()
 
 
+def test_snaive_without_a_period_says_a_longer_lookback_would_not_help(synth_csv, tmp_path, caplog):
+    def noise(df):
+        rng = np.random.default_rng(0)
+        for col in df.columns[1:]:
+            df[col] = rng.standard_normal(len(df))
+        return df
+
+    argv = _synth_run(synth_csv(n=1400, edit=noise), tmp_path / "r")
+    argv[argv.index("naive,snaive")] = "snaive"
+    assert main(argv) == 0
+    warned = [r.getMessage() for r in caplog.records if "falls back to period 1" in r.getMessage()]
+    assert len(warned) == 1 and "must repeat 10 times there" in warned[0]
+    assert "--periods N when you know the period" in warned[0] and "--seq-len" not in warned[0]
+
+
 def test_scores_with_one_temporary_are_the_metrics_scores():
     from ensemble import metrics
     from experiments.run import _scores

@@ -12,10 +12,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("hybrid_forecast.figures")
 FIGURES_ENV = "HYBRID_FORECAST_FIGURES"
 VECTOR_FORMATS = ("pdf", "svg", "eps", "ps")
 # Fonts with the Chinese glyphs, by platform: Windows, macOS, Linux.
@@ -90,12 +93,28 @@ def save(fig: Any, path: str | os.PathLike, dpi: int = 100, tight: bool = True) 
     path = Path(path)
     try:
         formats = extra_formats()
-        if tight:
-            fig.tight_layout()
-        own = path.suffix.lstrip(".").lower() or "png"
-        _atomic(path, lambda fh: fig.savefig(fh, format=own, dpi=dpi))
-        for fmt in (f for f in formats if f != own):
-            _atomic(path.with_suffix(f".{fmt}"), lambda fh, f=fmt: fig.savefig(fh, format=f))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if tight:
+                fig.tight_layout()
+            own = path.suffix.lstrip(".").lower() or "png"
+            _atomic(path, lambda fh: fig.savefig(fh, format=own, dpi=dpi))
+            for fmt in (f for f in formats if f != own):
+                _atomic(path.with_suffix(f".{fmt}"), lambda fh, f=fmt: fig.savefig(fh, format=f))
     finally:
         plt.close(fig)
+    missing = {str(w.message) for w in caught if "missing from font" in str(w.message)}
+    for w in caught:  # the others as they came
+        if str(w.message) not in missing:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing:  # one line, not one warning per glyph and draw
+        codes = (m.split()[1] for m in missing if m.startswith("Glyph "))
+        glyphs = sorted({chr(int(c)) for c in codes if c.isdigit()})
+        log.warning(
+            "%s: no installed font has %d of its characters (%s), drawn as boxes; install a "
+            "CJK font such as Noto Sans CJK SC or SimHei",
+            path.name,
+            len(glyphs),
+            ", ".join(glyphs[:3]) + (", ..." if len(glyphs) > 3 else ""),
+        )
     return path

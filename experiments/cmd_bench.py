@@ -146,6 +146,8 @@ def handle(args) -> int:
             print(f"  failed {name}: {err} (see {args.out}/bench.log)")
     summary = summarise(collect(spec))
     for r in summary[summary["forecast"] == "ensemble"].itertuples():
-        print(f"  {r.dataset} H={r.pred_len}: ensemble test MSE {r.mse:.4f} ({r.n} seeds)")
+        print(
+            f"  {r.dataset} H={r.pred_len}: ensemble test MSE {r.mse:.4f} ({r.n} seed{'s' if r.n != 1 else ''})"
+        )
     print(f"tables: {args.out}/bench.md, {args.out}/bench.csv")
     return 1 if failed else 0

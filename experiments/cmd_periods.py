@@ -78,7 +78,12 @@ def handle(args) -> int:
         if not plot.suffix:  # matplotlib would add .png itself, and we would name the wrong file
             plot = plot.with_suffix(".png")
         try:
-            plot = plot_periods(x, report, plot, title=f"{ds.name}: periodogram and chosen periods")
+            plot = plot_periods(
+                x,
+                report,
+                plot,
+                title=f"{ds.name}: periodogram and candidate periods (F_S: seasonal strength)",
+            )
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot write the plot {plot}: {exc}") from None
 

@@ -26,7 +26,7 @@ def results_markdown(res: dict[str, Any]) -> str:
     lines = [
         f"# {res['dataset']}  L={res['seq_len']}  H={res['pred_len']}  seed={res['seed']}",
         "",
-        f"Members: {', '.join(res['members'])}; router: `{res['router']}`; periods (train rows): {res['periods']}.",
+        f"Members: {', '.join(res['members'])}; router: `{res['router']}`; periods ({'given' if res.get('periods_given') else 'train rows'}): {res['periods']}.",
         f"Windows: train {res['windows']['train']}, val {res['windows']['val']}, test {res['windows']['test']} "
         "(every window, scaled space, metric over all windows at once).",
         "",

@@ -713,6 +713,7 @@ def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, 
             "test": scores["test"],
             "timings_s": timings | {"periods": round(t_periods, 3), "router": round(t_router, 3)},
             "periods": periods,
+            "periods_given": cfg.periods is not None,  # else the analyser's, on the train rows
             "router_info": combiner.describe(),
             "significance": {"test": significance},
             "environment": environment(),

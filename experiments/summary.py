@@ -58,7 +58,7 @@ class Group:
         return (
             f"{self.cell}; members {', '.join(self.members)}; router `{self.router}`; "
             + (f"settings {self.settings}; " if self.settings else "")
-            + f"seeds {', '.join(map(str, sorted(self.runs)))}"
+            + _seeds(sorted(self.runs))
         )
 
     def forecasts(self) -> dict[str, Scores]:
@@ -248,7 +248,7 @@ def group_markdown(group: Group) -> str:
         f = fc[n]
         label = f"ensemble (`{group.router}`)" if n == "ensemble" else n
         if f.chosen:
-            label += f" (chosen in seeds {', '.join(map(str, f.chosen))})"
+            label += f" (chosen in {_seeds(f.chosen)})"
         per_seed = " / ".join("–" if np.isnan(x) else f"{x:.4f}" for x in f.test_mse)
         lines.append(
             f"| {label} | {f.kind} | {_cell(f.test_mse)} | {_cell(f.test_mae)} | "
@@ -272,6 +272,11 @@ def group_markdown(group: Group) -> str:
         ]
     lines += _machines_line(group) + _still_improving_line(group)
     return "\n".join(lines) + "\n"
+
+
+def _seeds(seeds: list[int]) -> str:
+    """'seed 0' or 'seeds 0, 1, 2'."""
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def _below(a: np.ndarray, b: np.ndarray) -> int:
@@ -321,9 +326,7 @@ def _still_improving_line(group: Group) -> list[str]:
                 continue  # an edited block: nothing to say, not a crash
     if not seeds:
         return []
-    listed = "; ".join(
-        f"{s} in seed{'s' if len(v) > 1 else ''} {', '.join(map(str, v))}" for s, v in seeds.items()
-    )
+    listed = "; ".join(f"{s} in {_seeds(v)}" for s, v in seeds.items())
     return [
         "",
         f"Still improving at their last epoch (more epochs or a higher learning rate may "

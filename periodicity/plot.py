@@ -48,7 +48,9 @@ def plot_periods(
         )
     ax.set_xlabel("period (steps)")
     ax.set_ylabel("share of variance")
-    ax.set_title(title or "periodogram (channel mean) and chosen periods")
+    ax.set_title(
+        title or "periodogram (channel mean) and candidate periods (F_S: seasonal strength)"
+    )
     if report.overall:
         ax.legend(fontsize=8, loc="upper left")
 

@@ -76,3 +76,23 @@ def test_a_rerun_removes_the_old_runs_extra_formats(synth_csv, tmp_path, monkeyp
     monkeypatch.delenv(figures.FIGURES_ENV)
     assert main(argv) == 0
     assert not list(out.glob("*.pdf")) and (out / "training.png").is_file()
+
+
+def test_characters_no_font_has_are_one_log_line_not_a_warning_each(plt, tmp_path, caplog):
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    if set(figures.CJK_FONTS) & installed:
+        pytest.skip("a CJK font is installed here: nothing is missing")
+    fig, ax = plt.subplots()
+    ax.set_title("test window 3 (油温, scaled)")
+    ax.set_xlabel("温")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figures.save(fig, tmp_path / "f.png")
+    assert not [w for w in caught if "missing from font" in str(w.message)]
+    said = [r.getMessage() for r in caplog.records if "drawn as boxes" in r.getMessage()]
+    assert said == [
+        "f.png: no installed font has 2 of its characters (油, 温), drawn as boxes; install a "
+        "CJK font such as Noto Sans CJK SC or SimHei"
+    ]

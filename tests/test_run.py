@@ -790,6 +790,24 @@ def test_snaive_without_a_period_says_a_longer_lookback_would_not_help(synth_csv
     assert "--periods N when you know the period" in warned[0] and "--seq-len" not in warned[0]
 
 
+def test_the_best_of_a_tie_is_the_member_and_given_periods_are_labelled(
+    synth_csv, tmp_path, capsys
+):
+    # one member: the ensemble equals it, summed in another order
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--members", "snaive", "--periods", "24", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    best = [line.split()[0] for line in capsys.readouterr().out.splitlines() if "<- best" in line]
+    assert best == ["snaive"]
+    from experiments.cmd_run import best_forecast
+
+    tie = {"snaive": {"mse": 0.5}, "ensemble": {"mse": 0.5 - 2**-54}, "oracle": {"mse": 0.1}}
+    assert best_forecast(tie) == "snaive"
+    assert best_forecast({**tie, "ensemble": {"mse": 0.49}}) == "ensemble"
+    md = (tmp_path / "r" / "results.md").read_text()
+    assert "periods (given): [24]" in md
+
+
 def test_scores_with_one_temporary_are_the_metrics_scores():
     from ensemble import metrics
     from experiments.run import _scores

@@ -101,7 +101,7 @@ def test_runs_with_other_member_options_are_not_averaged(tmp_path, capsys):
     (b / "config.yaml").write_text("seed: 1\nout: b\nmember_params:\n  b:\n    lr: 0.01\n")
     assert main(["summary", str(a), str(b)]) == 0
     text = capsys.readouterr().out
-    assert text.count("\n## ") == 2 and "settings b.lr=0.01; seeds 1" in text
+    assert text.count("\n## ") == 2 and "settings b.lr=0.01; seed 1" in text
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,25 @@ def test_predict_covers_every_window_no_drop_last():
         assert torch.allclose(out, model(x, ids, mask), atol=1e-6)
 
 
+def test_long_forecasts_and_validations_log_their_progress(monkeypatch, caplog):
+    import logging
+
+    from timellm import trainer as tr
+
+    ws = window_set()  # 171 windows in 25 eval batches
+    caplog.set_level(logging.INFO, logger=tr.log.name)
+    Trainer(fresh(), cfg()).predict(ws)
+    Trainer(fresh(), cfg()).evaluate(ws)
+    assert not [r for r in caplog.records if "batches" in r.getMessage()]  # quick: silent
+    monkeypatch.setattr(tr, "HEARTBEAT_S", 0.0)
+    Trainer(fresh(), cfg()).predict(ws)
+    Trainer(fresh(), cfg()).evaluate(ws)
+    said = [r.getMessage() for r in caplog.records if "batches" in r.getMessage()]
+    assert said[0].startswith("predict: 1/25 batches") and "s left" in said[0]
+    assert any(m.startswith("validation: 24/25 batches") for m in said)
+    assert not any("25/25" in m for m in said)  # the last batch is the end, not progress
+
+
 def test_evaluate_is_mse_over_all_values():
     ws = window_set()
     model = fresh()

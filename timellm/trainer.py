@@ -45,6 +45,8 @@ import torch
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
+# Seconds between progress lines in run.log while forecasting or validating
+HEARTBEAT_S = 60.0
 
 CHECKPOINT = "checkpoint.pt"
 SCHEDULES = (
@@ -366,6 +368,29 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------
 
+    def _heartbeat(self, what: str, total: int):
+        """A callable ``beat(done)`` logging ``what``'s progress at most once a minute:
+        tqdm's bar shows only on a terminal, and a batch job's run.log would otherwise be
+        silent for the minutes forecasting every val and test window takes."""
+        start = last = time.monotonic()
+
+        def beat(done: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= HEARTBEAT_S and done < total:
+                last = now
+                left = (now - start) / done * (total - done)
+                log.info(
+                    "%s: %d/%d batches, %.0f s so far, ~%.0f s left",
+                    what,
+                    done,
+                    total,
+                    now - start,
+                    left,
+                )
+
+        return beat
+
     @torch.no_grad()
     def predict(self, data: WindowSet, model: nn.Module | None = None) -> Tensor:
         """Forecast every window of ``data`` (no drop_last), in eval mode.
@@ -381,9 +406,11 @@ class Trainer:
         batches = _chunks(len(data), self.cfg.eval_batch_size)
         total = -(-len(data) // self.cfg.eval_batch_size)
         disable = None if self.progress is None else not self.progress
+        beat = self._heartbeat("predict", total)
         for sel in tqdm(batches, total=total, desc="predict", leave=False, disable=disable):
             x, _, ids, mask = data.batch(sel)
             out.append(model(x.to(self.device), ids, mask).float().cpu())
+            beat(len(out))
         if not out:
             return torch.zeros(0, data.pred_len, data.n_channels)
         return torch.cat(out)
@@ -401,14 +428,17 @@ class Trainer:
         parts = list(_chunks(len(data), self.cfg.eval_batch_size))
         keep = keep and self.acc.num_processes == 1  # each process sees only its share
         kept = []
+        mine = parts[self.acc.process_index :: self.acc.num_processes]
+        beat = self._heartbeat("validation", len(mine))
         with torch.no_grad():
-            for sel in parts[self.acc.process_index :: self.acc.num_processes]:
+            for done, sel in enumerate(mine, 1):
                 x, y, ids, mask = data.batch(sel)
                 pred = model(x.to(self.device), ids, mask).float()
                 sse += ((pred - y.to(self.device)) ** 2).sum(dtype=torch.float64)
                 count += y.numel()
                 if keep:
                     kept.append(pred.cpu())
+                beat(done)
         if self.acc.num_processes > 1:
             sse, count = self.acc.reduce(sse), self.acc.reduce(count)
         forecasts = torch.cat(kept) if kept else None

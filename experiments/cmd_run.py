@@ -124,7 +124,10 @@ def handle(args) -> int:
     from experiments.run import run
 
     cfg = config_from_args(args)
-    res = run(cfg, progress=not args.quiet)
+    # --config F --out NEW: the members F's folder holds for these settings are copied,
+    # not refitted (another router, say, in its own folder)
+    source = Path(args.config).parent if getattr(args, "config", None) else None
+    res = run(cfg, progress=not args.quiet, reuse_from=source)
     best = best_forecast(res["test"])
     print(
         f"{res['dataset']} L={res['seq_len']} H={res['pred_len']}: test windows {res['windows']['test']}"

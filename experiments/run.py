@@ -18,6 +18,7 @@ import json
 import logging
 import logging.handlers
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -504,7 +505,9 @@ RUN_OUTPUTS = _RUN_FILES + tuple(
 )
 
 
-def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, Any]:
+def run(
+    cfg: RunConfig, progress: bool = True, train: bool = True, reuse_from: Path | None = None
+) -> dict[str, Any]:
     """Execute one run and write its folder; returns the results dict (results.json).
 
     Args:
@@ -513,6 +516,9 @@ def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, 
         train: False refuses (before the folder is touched) unless every member's
             forecasts of these data and settings are saved in the folder: the official
             ``--is_training 0``, test a trained model, never train one.
+        reuse_from: another run folder (``--config F`` with a new ``--out``): a member
+            whose forecasts it saved for these data and settings is copied from there
+            (model and forecasts) instead of being fitted again.
     """
     from tqdm.auto import tqdm
 
@@ -538,9 +544,19 @@ def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, 
         t0 = time.perf_counter()
         periods = list(cfg.periods) if cfg.periods is not None else detect_periods(splits)
         t_periods = time.perf_counter() - t0
+        copies = []  # (spec, from, to) member folders of reuse_from, copied once the run starts
         for spec in specs:  # every member's settings checked before any is fitted
             member = registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
             reused = _probe_saved(member, spec, cfg, splits, periods, out)
+            if (
+                not reused
+                and reuse_from is not None
+                and Path(reuse_from).resolve() != out.resolve()
+            ):
+                if _probe_saved(member, spec, cfg, splits, periods, Path(reuse_from)):
+                    src = member_path(Path(reuse_from), spec)
+                    copies.append((spec, src, member_path(out, spec)))
+                    reused = True
             if not train and not reused:
                 raise UserError(
                     f"{spec} has no trained model of these data and settings in {out} to "
@@ -602,6 +618,9 @@ def run(cfg: RunConfig, progress: bool = True, train: bool = True) -> dict[str, 
         )
         where = "given by --periods or the config" if cfg.periods is not None else "train rows"
         log.info("periods (%s): %s", where, periods)
+        for spec, src, dst in copies:  # whole folders, via a temporary name
+            _copy_member(src, dst)
+            log.info("%s: copied from %s (same data and settings)", spec, src)
 
         results: dict[str, Any] = {}
         bar = tqdm(specs, desc="members", disable=not progress, unit="member")
@@ -838,6 +857,18 @@ def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:
     old, new = flat(held), flat(cfg.to_dict())
     keys = [k for k in dict.fromkeys([*old, *new]) if k != "out" and old.get(k) != new.get(k)]
     return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys]
+
+
+def _copy_member(src: Path, dst: Path) -> None:
+    """Copy a member's folder (saved model and forecasts) into another run, replacing
+    what the destination held; through a temporary sibling, so that an interrupted copy
+    leaves no member folder that looks complete."""
+    tmp = dst.with_name(f".{dst.name}.copy")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp.rename(dst)
 
 
 def _remove_orphaned_temp_files(out: Path) -> None:

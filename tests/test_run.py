@@ -274,6 +274,28 @@ def test_a_rerun_with_other_settings_says_what_it_replaces(synth_csv, tmp_path, 
     assert "members: ['naive', 'snaive'] -> ['naive', 'snaive@period=12']" in replaced()[0]
 
 
+def test_a_config_rerun_into_a_new_folder_copies_the_members_it_can(synth_csv, tmp_path):
+    first, second, third = tmp_path / "r", tmp_path / "median", tmp_path / "seed1"
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    assert main([*argv, "--members", "naive,dlinear@epochs=2", "--out", str(first), "--quiet"]) == 0
+    cfg = str(first / "config.yaml")
+    assert (
+        main(["run", "--config", cfg, "--router", "median", "--out", str(second), "--quiet"]) == 0
+    )
+    log = (second / "run.log").read_text()
+    assert "dlinear@epochs=2: copied from" in log and "fit " not in log  # nothing refitted
+    a, b = (json.loads((d / "results.json").read_text())["test"] for d in (first, second))
+    assert a["dlinear@epochs=2"] == b["dlinear@epochs=2"] and a["naive"] == b["naive"]
+    from experiments.run import member_path
+
+    assert (member_path(second, "dlinear@epochs=2") / "model").is_dir()  # a whole run folder
+    assert not list((second / "members").glob(".*"))  # no temporary copy left
+    # another seed is another fit: nothing to copy
+    assert main(["run", "--config", cfg, "--seed", "1", "--out", str(third), "--quiet"]) == 0
+    log = (third / "run.log").read_text()
+    assert "copied from" not in log and "dlinear@epochs=2: fit" in log
+
+
 def test_features_flag_overrides_the_config(synth_csv, tmp_path):
     out = tmp_path / "s"
     assert main(_synth_run(synth_csv(n=1400), out, "--features", "S")) == 0

@@ -926,7 +926,7 @@ def compare_combiners(
         del pred
         val_scores = _scores(model.forecast(val[0], val[2]), val[1], scratch=True)
         out[name] = {
-            "val_cv": round(cv, 6),
+            "val_cv": float(cv),  # unrounded: results.md rounds it once, as the Router line
             "val_cv_vs_incumbent": learned.held_out_test(cand),
             "val": val_scores,
             "test": test_scores,

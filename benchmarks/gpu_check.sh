@@ -28,6 +28,9 @@ if info["cuda"]:
 print(json.dumps(info))
 EOF
 
+# The readiness report a user runs first: sees the GPU, 4-bit on it, a Time-LLM step there.
+cli doctor --data-dir "$DATA" --out "$OUT/doctor.txt" >/dev/null 2>"$OUT/doctor.err"
+
 # The seeds' command (000_*.txt), the model replaced by its random-weight shape.
 SEEDS=(--task_name long_term_forecast --is_training 1 --root_path "$DATA/ETT-small/"
   --data_path ETTm1.csv --model_id ETTm1_512_96 --model TimeLLM --data ETTm1 --features M

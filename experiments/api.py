@@ -314,6 +314,8 @@ class HybridForecaster:
         val_size: share of the rows held out for the router's validation forecasts.
         seed: random seed of members and router.
         member_params: per-member defaults, e.g. ``{"timellm": {"llm_layers": 2}}``.
+        progress: progress bars while fitting (members, and epochs of the members that
+            train by epochs); None: only on a terminal.
     """
 
     def __init__(
@@ -325,6 +327,7 @@ class HybridForecaster:
         val_size: float = 0.2,
         seed: int = 0,
         member_params: dict[str, dict[str, Any]] | None = None,
+        progress: bool | None = None,
     ):
         # "dlinear, arima" as on the command line, not the letters of one name
         if isinstance(members, str):
@@ -336,6 +339,7 @@ class HybridForecaster:
         self.val_size = val_size
         self.seed = seed
         self.member_params = member_params or {}
+        self.progress = progress
 
     # -------------------------------------------------------------------- fitting
 
@@ -428,6 +432,7 @@ class HybridForecaster:
             seed=self.seed,
             dataset="custom",
             params=dict(self.member_params.get(base, {})),
+            progress=self.progress,
         )
         return registry.build(spec, ctx)
 
@@ -497,8 +502,13 @@ class HybridForecaster:
             self._build(m, name, periods, len(labels), freq)
             for m, name in zip(self.members, member_names, strict=True)
         ]
+        from tqdm.auto import tqdm
+
         val_fc = []
-        for member in members:
+        disable = None if self.progress is None else not self.progress
+        bar = tqdm(members, desc="members", unit="member", disable=disable)
+        for member, name in zip(bar, member_names, strict=True):
+            bar.set_postfix_str(name)
             member.fit(train, val)
             val_fc.append(member.predict(val.windows()))
         val_stack = hybrid.stack(dict(zip(member_names, val_fc, strict=True)))

@@ -361,3 +361,11 @@ def test_member_params_do_not_reach_instances_and_say_so():
     )
     with pytest.raises(UserError, match=r"member_params\['snaive'\] would not reach"):
         hf.fit(long_frame())
+
+
+def test_progress_bars_only_when_asked(capsys):
+    small(progress=False).fit(wide_frame())
+    assert "members" not in capsys.readouterr().err
+    small(members=("naive", "dlinear@epochs=2"), progress=True).fit(wide_frame())
+    err = capsys.readouterr().err
+    assert "members: 100%" in err and "dlinear@epochs=2" in err  # the epochs' bar too

@@ -109,8 +109,10 @@ def _long_to_wide(df: pd.DataFrame, id_col: str, time_col: str, target_col: str)
 
 def _to_matrix(
     df: pd.DataFrame, id_col: str, time_col: str, target_col: str
-) -> tuple[np.ndarray, pd.DatetimeIndex, list[Any], str]:
-    """A long or wide frame -> (values [T, C], dates [T], series labels [C], layout)."""
+) -> tuple[np.ndarray, pd.Index, list[Any], str]:
+    """A long or wide frame -> (values [T, C], time [T], series labels [C], layout).
+
+    The time is a DatetimeIndex, or an int64 index for frames counted in steps."""
     if not isinstance(df, pd.DataFrame):
         raise UserError(f"fit takes a pandas DataFrame (got {type(df).__name__})")
     if df.columns.has_duplicates:
@@ -118,10 +120,11 @@ def _to_matrix(
             f"column {df.columns[df.columns.duplicated()][0]!r} appears twice in the frame; "
             "give each column its own name"
         )
-    if time_col in df.columns and not _is_steps(df[time_col], f"column {time_col!r}"):
-        # numbers other than whole steps would become nanoseconds since 1970
-        dates = parse_dates(df[time_col], f"column {time_col!r}", file_lines=False)
-        df = df.assign(**{time_col: dates.to_numpy()})
+    if time_col in df.columns:
+        steps = _steps(df[time_col], f"column {time_col!r}")
+        if steps is None:  # numbers other than whole steps would be nanoseconds since 1970
+            steps = parse_dates(df[time_col], f"column {time_col!r}", file_lines=False)
+        df = df.assign(**{time_col: steps.to_numpy()})
     if {id_col, time_col, target_col} <= set(df.columns):
         wide, layout = _long_to_wide(df, id_col, time_col, target_col), "long"
     elif id_col in df.columns:  # a long frame whose other columns are named differently
@@ -133,16 +136,19 @@ def _to_matrix(
         )
     else:
         wide = df.set_index(time_col) if time_col in df.columns else df
-        if pd.api.types.is_string_dtype(wide.index) or wide.index.dtype == object:
+        dated = _date_columns(df) if time_col not in df.columns else []
+        # a new frame in each case: the caller's index stays as it was
+        steps = None if dated else _steps(pd.Series(wide.index), "the frame's index")
+        if steps is not None:
+            wide = wide.set_axis(steps, axis=0)
+        elif pd.api.types.is_string_dtype(wide.index) or wide.index.dtype == object:
             try:  # timestamps stored as text, as read_csv leaves them (day-first too)
                 index = parse_dates(pd.Series(wide.index), "the frame's index", file_lines=False)
             except UserError:
                 index = None
-            if index is not None:  # a new frame: the caller's index stays as it was
+            if index is not None:
                 wide = wide.set_axis(index, axis=0)
-        dated = _date_columns(df) if time_col not in df.columns else []
-        steps = not dated and _is_steps(pd.Series(wide.index), "the frame's index")
-        if not isinstance(wide.index, pd.DatetimeIndex) and not steps:
+        if steps is None and not isinstance(wide.index, pd.DatetimeIndex):
             hint = f"; e.g. fit(df, time_col={dated[0]!r})" if dated else ""
             raise UserError(
                 f"a wide frame needs a {time_col!r} column, a DatetimeIndex or an integer "
@@ -171,26 +177,43 @@ def _to_matrix(
             f"series {wide.columns[c]!r} has {values[t, c]} at {wide.index[t]} "
             f"({int(bad.sum())} such values in all); fill or drop them before fitting"
         )
-    index = wide.index if _is_steps(pd.Series(wide.index), "") else pd.DatetimeIndex(wide.index)
+    index = wide.index
+    if not (pd.api.types.is_integer_dtype(index) and index.dtype == np.int64):
+        index = pd.DatetimeIndex(index)
     return values, index, list(wide.columns), layout
 
 
-def _is_steps(col: pd.Series, where: str) -> bool:
-    """Whether a time column holds integer steps (1, 2, 3... as statsforecast takes them).
+def _steps(col: pd.Series, where: str) -> pd.Index | None:
+    """A time column's integer steps (0, 1, 2... as statsforecast takes them) as int64,
+    or None when it holds something else (timestamps, text).
 
     Raises:
-        UserError: numbers that are not whole (they are neither steps nor timestamps).
+        UserError: missing or fractional numbers, or steps beyond int64.
     """
-    if pd.api.types.is_integer_dtype(col) and not pd.api.types.is_bool_dtype(col):
-        return True
-    if where and pd.api.types.is_float_dtype(col):
+    values = col.to_numpy()
+    if col.dtype == object and len(values):  # Python ints, as a list or an object column makes
+        ints = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values)
+        if not ints:
+            return None
+    elif not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return None
+    if col.isna().any():
+        row = int(np.flatnonzero(col.isna().to_numpy())[0])
+        raise UserError(f"{where} has a missing time at row {row}; fill or drop that row")
+    if not pd.api.types.is_integer_dtype(col) and col.dtype != object:
         head = ", ".join(map(str, col.head(3).tolist()))
         raise UserError(
             f"{where} holds floats ({head}, ...): time must be integer steps (0, 1, 2, "
             "...; whole floats convert with .astype(int)) or timestamps (epoch seconds "
             "convert with pandas.to_datetime(x, unit='s'))"
         )
-    return False
+    big = [int(v) for v in (min(values), max(values))]
+    if not -(2**62) <= big[0] <= big[1] < 2**62:  # room to count the forecast's steps on
+        raise UserError(
+            f"{where} holds steps up to {big[1]} (from {big[0]}): too large to continue; "
+            "number the rows from 0"
+        )
+    return pd.Index(np.asarray(values, dtype=np.int64))
 
 
 def _date_columns(df: pd.DataFrame) -> list[str]:
@@ -479,6 +502,11 @@ class HybridForecaster:
         else:  # integer steps: no calendar for the members, the steps for the output
             freq, step, times = None, _step(dates.to_numpy(dtype=np.int64), freq), dates
             dates = pd.DatetimeIndex([])
+            if int(times[-1]) + step * self.pred_len >= 2**63:
+                raise UserError(
+                    f"the forecast's steps would pass int64's range ({times[-1]} + "
+                    f"{self.pred_len} x {step}); number the rows from 0"
+                )
         n, L, H = values.shape[0], self.seq_len, self.pred_len
         n_val = max(int(n * self.val_size), 2 * H + 1)  # the router needs some val windows
         n_train = n - n_val

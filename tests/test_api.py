@@ -127,6 +127,15 @@ def test_integer_times_are_steps():
         fit(steps.assign(ds=steps["ds"] * 0.5))
     with pytest.warns(UserWarning, match="1 gap.*first before 301"):
         fit(steps[steps["ds"] != 300])
+    # integers of other dtypes are steps too, never nanoseconds since 1970
+    for ds in (steps["ds"].astype(object), steps["ds"].astype(np.uint64)):
+        assert fit(steps.assign(ds=ds)).predict(2)["ds"].tolist() == [N, N + 1] * 2
+    wide_obj = wide.set_axis(pd.Index(list(range(N)), dtype=object))
+    assert fit(wide_obj).predict(1)["ds"].tolist() == [N]
+    with pytest.raises(UserError, match="has a missing time at row 3"):
+        fit(steps.assign(ds=pd.array([*range(3), None, *range(4, 2 * N)], dtype="Int64")))
+    with pytest.raises(UserError, match="too large to continue"):
+        fit(steps.assign(ds=steps["ds"] + np.iinfo(np.int64).max - N))
 
 
 def test_long_frame_input_that_pivoting_would_hide_is_refused():

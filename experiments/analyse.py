@@ -462,10 +462,11 @@ def disagreement(
 
     Spread: per (window, channel), the standard deviation across members of their
     forecasts, averaged over the horizon (scaled units). Each channel's test windows are
-    cut into quantile bins of its spread (from the forecasts alone; within a channel, so
-    that a channel that is both volatile and hard to forecast does not make the bins),
-    pooled over channels; per bin its share, mean spread and the test MSE of the
-    ensemble, the mean and each member. And the rank correlation of spread and the
+    cut into equal bins by the rank of their spread (from the forecasts alone; within a
+    channel, so that a channel that is both volatile and hard to forecast does not make
+    the bins; a channel whose spread never varies is left out), pooled over channels;
+    per bin its share, mean spread and the test MSE of the ensemble, the mean and each
+    member. And the rank correlation of spread and the
     ensemble's error within each channel, averaged over channels.
 
     Args:
@@ -483,24 +484,23 @@ def disagreement(
     mean = sum(diff(m) for m in members) / len(members)
     var = sum((diff(m) - mean) ** 2 for m in members)
     spread = np.sqrt(var / len(members)).mean(axis=1)  # [W, C]
-    edges = np.quantile(spread, np.linspace(0, 1, bins + 1), axis=0)  # [bins + 1, C]
-    which = np.stack(
-        [
-            np.searchsorted(edges[:, c], spread[:, c], side="right") - 1
-            for c in range(spread.shape[1])
-        ],
-        axis=1,
-    ).clip(0, bins - 1)
+    # bins of equal size by rank within each channel (ties in stable order); a channel
+    # where the members' spread never varies (say a constant one) has no ranking: left out
+    W = spread.shape[0]
+    ranks = np.argsort(np.argsort(spread, axis=0, kind="stable"), axis=0, kind="stable")
+    which = ranks * bins // max(W, 1)  # [W, C] bin of each pair
+    flat = np.ptp(spread, axis=0) == 0  # [C]
+    which[:, flat] = -1
     rows = []
     for b in range(bins):
         sel = which == b
         if not sel.any():
-            continue  # ties at a bin edge (identical members)
+            continue  # no channel with a varying spread
         rows.append(
             {
                 "bin": b + 1,
                 "spread": float(spread[sel].mean()),
-                "share": float(sel.mean()),
+                "share": float(sel.sum() / (which >= 0).sum()),
                 "ensemble_mse": float(err_ens[sel].mean()),
                 "mean_mse": float(err_mean[sel].mean()),
                 "member_mse": {m: float(err[i][sel].mean()) for i, m in enumerate(members)},
@@ -509,6 +509,7 @@ def disagreement(
     return {
         "spearman": _within_channel_spearman(spread, err_ens),
         "bins": rows,
+        "channels_left_out": [int(c) for c in np.flatnonzero(flat)],
     }
 
 

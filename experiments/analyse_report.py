@@ -159,6 +159,14 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _left_out(channels: list[int], names: list[str] | None) -> str:
+    """The disagreement section's note on channels with no spread to rank."""
+    if not channels:
+        return ""
+    named = [str(names[c]) if names and c < len(names) else str(c) for c in channels]
+    return f"Left out: {', '.join(named)}, where the members' spread never varies. "
+
+
 def report_markdown(
     run: RunData,
     an: dict[str, Any],
@@ -444,7 +452,8 @@ def report_markdown(
             )
         lines += [
             "",
-            "Rank correlation of spread and the ensemble's per-window MSE (within each "
+            _left_out(dis.get("channels_left_out") or [], r.get("channels"))
+            + "Rank correlation of spread and the ensemble's per-window MSE (within each "
             f"channel, averaged): {'n/a' if rho is None else f'{rho:.2f}'}"
             + (
                 f"; the most disputed fifth of each channel has {ratio:.1f} times the "

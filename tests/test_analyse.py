@@ -102,7 +102,18 @@ def test_disagreement_ranks_the_windows_whose_forecasts_go_wrong(synth_csv, tmp_
     for m in run.members:
         run.test[m] = run.test[run.members[0]]
     d = dis()
-    assert d["spearman"] is None and len(d["bins"]) == 1 and d["bins"][0]["share"] == 1.0
+    assert (
+        d["spearman"] is None
+        and d["bins"] == []
+        and len(d["channels_left_out"]) == run.true.shape[2]
+    )
+    # one channel where they agree throughout: left out, the others binned evenly
+    run.test = {m: run.true + scale * rng.standard_normal(run.true.shape) for m in run.members}
+    for m in run.members:
+        run.test[m][..., 0] = run.test[run.members[0]][..., 0]
+    d = dis()
+    assert d["channels_left_out"] == [0]
+    assert [round(b["share"], 2) for b in d["bins"]] == [0.2] * 5
 
 
 def test_report_without_data_still_writes(synth_csv, tmp_path):

@@ -835,15 +835,19 @@ def default_out(cfg: RunConfig) -> str:
 
 def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:
     """``key: old -> new`` for each setting (nested ones dotted, ``out`` aside) in which
-    ``cfg`` differs from the run held in ``out``; empty when that cannot be read."""
+    ``cfg`` differs from the run held in ``out``; one line saying so when its config
+    cannot be read (damaged or edited into something else)."""
     import yaml
 
+    unread = ["its config.yaml cannot be read, so nothing says which"]
     try:
         held = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []  # no config beside results: refused as not a run folder before this
     except (OSError, ValueError, yaml.YAMLError):
-        return []
+        return unread
     if not isinstance(held, dict):
-        return []
+        return unread
 
     def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         items: dict[str, Any] = {}

@@ -272,6 +272,9 @@ def test_a_rerun_with_other_settings_says_what_it_replaces(synth_csv, tmp_path, 
     argv[argv.index("naive,snaive")] = "naive,snaive@period=12"
     assert main(argv) == 0
     assert "members: ['naive', 'snaive'] -> ['naive', 'snaive@period=12']" in replaced()[0]
+    (out / "config.yaml").write_text("x: [")  # damaged: the run is still replaced, and said
+    assert main(argv) == 0
+    assert "(its config.yaml cannot be read, so nothing says which)" in replaced()[0]
 
 
 def test_a_config_rerun_into_a_new_folder_copies_the_members_it_can(synth_csv, tmp_path):

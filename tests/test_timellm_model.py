@@ -320,25 +320,39 @@ def test_explain_activations_grow_with_the_batch_and_bound_it(minilm: Backbone) 
     mem = {b: explain(model, b, L, 1, repeats=0)["memory"] for b in (2, 4)}
     ratio = mem[4]["saved_for_backward_mb"] / mem[2]["saved_for_backward_mb"]
     assert 1.8 < ratio < 2.2  # per series: what the largest-batch answer assumes
+    # the batch-of-one point: the intercept and slope agree between the two batches
+    slope = {
+        b: (m["saved_for_backward_mb"] - m["saved_for_backward_one_mb"]) / (b - 1)
+        for b, m in mem.items()
+    }
+    assert slope[2] == pytest.approx(slope[4], rel=0.1)
     m = mem[2]
     assert m["weights_mb"] > 10 and m["gradients_mb"] * 2 == pytest.approx(
         m["adam_state_mb"], abs=0.1
     )
-    m = {**m, "rss_step_mb": 0.0}  # the saved tensors as the activations
-    budget = gpu_budget(m, batch_size=2, series_per_item=1, gpu_gib=2)
-    most = budget["max_batch_size"]
-    per = m["saved_for_backward_mb"] / 2
-    fixed = m["weights_mb"] + m["gradients_mb"] + m["adam_state_mb"]
+    assert gpu_budget(mem[2], 2, 1, 2)["max_batch_size"] == pytest.approx(
+        gpu_budget(mem[4], 4, 1, 2)["max_batch_size"], rel=0.1
+    )  # the answer does not depend on the batch explained
 
-    def need(batch: int) -> float:  # MiB at this batch, as the verdict counts it
-        return (fixed + batch * per) * 1.10 + 600
 
-    assert budget["fits"] and need(most) <= 2048 < need(most + 1)
-    assert budget["activations_from"] == "the tensors saved for backward"
-    assert not gpu_budget(m, 2, 1, gpu_gib=0.5)["fits"]
-    assert gpu_budget(m, 2, 1, gpu_gib=0.5)["max_batch_size"] == 0
-    gpu = {**m, "cuda_step_mb": 3 * m["saved_for_backward_mb"]}  # measured on a GPU wins
-    assert gpu_budget(gpu, 2, 1, gpu_gib=2)["max_batch_size"] < most
+def test_gpu_budget_arithmetic() -> None:
+    from timellm.explain import gpu_budget
+
+    # saved 40 MiB at batch 4 and 16 at batch 1: 8 per item on 8 fixed; the step grew 50,
+    # 10 beyond the saved tensors; weights, gradients, Adam 103
+    m = dict(weights_mb=100.0, gradients_mb=1.0, adam_state_mb=2.0)
+    m |= dict(saved_for_backward_mb=40.0, saved_for_backward_one_mb=16.0, rss_step_mb=50.0)
+    b = gpu_budget(m, batch_size=4, series_per_item=1, gpu_gib=2)
+    # (103 + 8 + 10 + 8 x batch) x 1.1 + 600 <= 2048  ->  batch <= 149.4
+    assert b["max_batch_size"] == 149 and b["fixed_mb"] == 121.0 and b["per_series_mb"] == 8.0
+    assert b["fits"] and b["need_mb"] == pytest.approx((121 + 32) * 1.1 + 600)
+    assert b["activations_from"] == "RSS growth in the step here"
+    assert gpu_budget({**m, "cuda_step_mb": 60.0}, 4, 1, 2)["fixed_mb"] == 131.0  # a GPU's
+    assert gpu_budget(m, 4, 7, 2)["per_series_mb"] == pytest.approx(8 / 7, abs=0.01)
+    one = gpu_budget({**m, "saved_for_backward_one_mb": 0.0}, 4, 1, 2)  # no second point
+    assert one["per_series_mb"] == 10.0 and one["max_batch_size"] < 149
+    tight = gpu_budget(m, 4, 1, gpu_gib=0.5)
+    assert not tight["fits"] and tight["max_batch_size"] == 0
 
 
 def test_explain_measures_the_prompt_the_member_would_build(minilm: Backbone) -> None:

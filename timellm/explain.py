@@ -137,36 +137,46 @@ def gpu_budget(
 ) -> dict[str, Any]:
     """Whether training fits a GPU of ``gpu_gib`` GiB, and the largest batch that does.
 
-    The estimate is weights + gradients + Adam's moments + the step's activations, which
-    grow with the batch, plus ``CUDA_OVERHEAD_MIB`` and ``FRAGMENTATION``. The activations
-    are the step's measured growth on a GPU; elsewhere the larger of the tensors saved for
-    backward (a lower bound: forward and backward temporaries come on top) and the
-    step's RSS growth on this machine.
+    Training holds weights + gradients + Adam's moments (fixed), the tensors saved for
+    backward, which grow linearly with the batch (their slope and intercept from the
+    explained batch and a batch of one), and the step's other memory (temporaries and
+    buffers: the step's measured growth on a GPU, else its RSS growth here, beyond the
+    saved tensors), taken as fixed; plus ``CUDA_OVERHEAD_MIB`` and ``FRAGMENTATION``.
 
     Args:
         memory: `explain`'s "memory" (with "weights_mb", "gradients_mb", "adam_state_mb",
-            "saved_for_backward_mb").
+            "saved_for_backward_mb" and "saved_for_backward_one_mb").
         batch_size: the explained batch's --batch_size.
         series_per_item: univariate series per batch item (1, or the channels when a batch
             holds whole windows).
         gpu_gib: the GPU's memory.
     """
     fixed = memory["weights_mb"] + memory["gradients_mb"] + memory["adam_state_mb"]
+    saved, one = memory["saved_for_backward_mb"], memory.get("saved_for_backward_one_mb", 0.0)
+    if batch_size > 1 and one > 0:
+        slope = max(saved - one, 0.0) / (batch_size - 1)
+        base = max(one - slope, 0.0)  # what the saved tensors hold at any batch
+    else:  # no second point: everything grows with the batch (the safe side)
+        slope, base = saved / batch_size, 0.0
     if "cuda_step_mb" in memory:
-        step, basis = memory["cuda_step_mb"], "the step's measured GPU memory"
-    elif memory.get("rss_step_mb", 0) > memory["saved_for_backward_mb"]:
-        step, basis = memory["rss_step_mb"], "the step's RSS growth here"
+        step, basis = memory["cuda_step_mb"], "GPU memory measured in the step"
     else:
-        step, basis = memory["saved_for_backward_mb"], "the tensors saved for backward"
-    per_item = step / batch_size
-    need = (fixed + step) * (1 + FRAGMENTATION) + CUDA_OVERHEAD_MIB
-    room = (gpu_gib * 1024 - CUDA_OVERHEAD_MIB) / (1 + FRAGMENTATION) - fixed
+        step, basis = memory.get("rss_step_mb", 0.0), "RSS growth in the step here"
+    other = max(step - saved, 0.0)
+    if not other:
+        basis = "tensors saved for backward"
+
+    def need(batch: int | float) -> float:
+        return (fixed + base + other + slope * batch) * (1 + FRAGMENTATION) + CUDA_OVERHEAD_MIB
+
+    room = (gpu_gib * 1024 - CUDA_OVERHEAD_MIB) / (1 + FRAGMENTATION) - fixed - base - other
     return {
         "gpu_gib": gpu_gib,
-        "need_mb": round(need, 1),
-        "fits": need <= gpu_gib * 1024,
-        "max_batch_size": max(0, int(room // per_item)) if per_item > 0 else None,
-        "per_series_mb": round(per_item / series_per_item, 2),
+        "need_mb": round(need(batch_size), 1),
+        "fits": need(batch_size) <= gpu_gib * 1024,
+        "max_batch_size": max(0, int(room // slope)) if slope > 0 else None,
+        "per_series_mb": round(slope / series_per_item, 2),
+        "fixed_mb": round(fixed + base + other, 1),
         "activations_from": basis,
     }
 
@@ -305,6 +315,10 @@ def explain(
         sum(p.numel() * p.element_size() for p in model.trainable_parameters()) / 2**20, 1
     )
     memory["saved_for_backward_mb"] = round(saved.mib, 1)
+    if batch_size > 1:  # a second point: how the saved tensors grow with the batch
+        memory["saved_for_backward_one_mb"] = round(
+            _saved_at_batch_one(model, x, ids, mask, backbone_eval), 1
+        )
     return {
         "stages": stages,
         "parameters": params,
@@ -323,6 +337,25 @@ def explain(
             "device": str(device),
         },
     }
+
+
+def _saved_at_batch_one(
+    model: TimeLLM, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, backbone_eval: bool
+) -> float:
+    """MiB saved for backward by the forward of the batch's first window alone (its
+    series: the first ``n_vars`` prompts), in the measured step's modes; nothing is kept
+    and no backward runs."""
+    n_vars = x.shape[2]
+    was_training = model.training
+    model.train()
+    if backbone_eval and getattr(model, "llm", None) is not None:
+        model.llm.eval()
+    try:
+        with _SavedTensors(model) as saved:
+            model(x[:1], ids[:n_vars], mask[:n_vars])
+    finally:
+        model.train(was_training)
+    return saved.mib
 
 
 def _time_steps(
@@ -452,7 +485,10 @@ def render(info: dict[str, Any]) -> str:
         )
     budget = info.get("gpu_budget")
     if budget:
-        per = f"{budget['per_series_mb']} MiB per series, from {budget['activations_from']}"
+        per = (
+            f"{budget['per_series_mb']} MiB more per series, on {budget['fixed_mb']:.0f} MiB "
+            f"that do not grow; the step's other memory from the {budget['activations_from']}"
+        )
         most = budget["max_batch_size"]
         fit = (
             f"fits in {budget['gpu_gib']:g} GiB"

@@ -53,6 +53,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# Commands that write figures (the others need not care about $HYBRID_FORECAST_FIGURES)
+_DRAWING = {"run", "periods", "bench", "tune", "analyse", "timellm"}
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """Usage errors in one line naming the sub-command's help, not argparse's usage block
     (42 lines for `timellm`). Sub-parsers inherit the class."""
@@ -201,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parse(parser, argv)
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-        from ensemble.figures import extra_formats
+        if getattr(args, "command", None) in _DRAWING:
+            from ensemble.figures import extra_formats
 
-        extra_formats()  # a bad $HYBRID_FORECAST_FIGURES now, not after hours of training
+            extra_formats()  # a bad $HYBRID_FORECAST_FIGURES now, not after hours of training
         code = args.func(args)
     except UserError as exc:
         _close_progress_bars()

@@ -166,11 +166,16 @@ def _data(data_dir: str | None) -> Check:
             edited.append(name)
     where = f"{root.resolve()}: "
     if not found and not edited:
+        point = (
+            "--data-dir at the folder holding ETT-small/..."
+            if data_dir
+            else "set HYBRID_FORECAST_DATA to the folder holding ETT-small/..."
+        )
         return Check(
             "data",
             "warn",
-            where + "no dataset found; hybrid-forecast data download all (needs the internet), "
-            "or set HYBRID_FORECAST_DATA to the folder holding ETT-small/...",
+            where + f"no dataset found; hybrid-forecast data download all (needs the "
+            f"internet), or point {point}",
         )
     text = where + f"{len(found)} of {len(DATASETS)} published files ({', '.join(found) or 'none'})"
     if edited:
@@ -178,6 +183,30 @@ def _data(data_dir: str | None) -> Check:
     if missing:
         text += f"; missing: {', '.join(missing)} (hybrid-forecast data download NAME)"
     return Check("data", "warn" if edited or missing else "ok", text)
+
+
+def _figures() -> Check:
+    from ensemble.errors import UserError
+    from ensemble.figures import CJK_FONTS, extra_formats, pyplot
+
+    try:
+        formats = extra_formats()
+    except UserError as exc:
+        return Check("figures", "FAIL", str(exc))
+    from matplotlib import font_manager
+
+    pyplot()
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = [f for f in CJK_FONTS if f in installed]
+    text = "PNG" + "".join(f" + {f}" for f in formats)
+    if not cjk:
+        return Check(
+            "figures",
+            "warn",
+            f"{text}; no CJK font: Chinese channel names are drawn as boxes (install e.g. "
+            "Noto Sans CJK SC or SimHei)",
+        )
+    return Check("figures", "ok", f"{text}; Chinese text drawn with {cjk[0]}")
 
 
 def _backbone() -> Check:
@@ -266,6 +295,7 @@ def run_checks(data_dir: str | None) -> list[Check]:
             ("gpu", _gpu),
             ("4-bit", _four_bit),
             ("data", lambda: _data(data_dir)),
+            ("figures", _figures),
             ("backbone", _backbone),
             ("run", lambda: _small_run(data_dir, Path(tmp))),
             ("timellm", _timellm_step),
@@ -303,12 +333,21 @@ def render(checks: list[Check]) -> str:
 
 
 def handle(args) -> int:
+    from ensemble.errors import UserError
     from ensemble.io import write_text
 
-    if args.out and Path(args.out).is_dir():
-        from ensemble.errors import UserError
-
-        raise UserError(f"--out {args.out} is a folder; give a file name, e.g. doctor.txt")
+    if args.out:  # before a minute of checks, not after
+        out = Path(args.out)
+        if out.is_dir():
+            raise UserError(f"--out {args.out} is a folder; give a file name, e.g. doctor.txt")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=out.parent):
+                pass
+        except OSError as exc:
+            raise UserError(
+                f"--out {args.out}: cannot write there ({exc.strerror or exc}); give another path"
+            ) from None
     checks = run_checks(args.data_dir)
     text = render(checks)
     print(text, end="")

@@ -27,6 +27,7 @@ def test_doctor_reports_every_check_and_writes_the_report(data_dir, tmp_path, ca
         "gpu",
         "4-bit",
         "data",
+        "figures",
         "backbone",
         "run",
         "timellm",
@@ -77,3 +78,20 @@ def test_out_naming_a_folder_exits_2_before_any_check(tmp_path, capsys, monkeypa
     monkeypatch.setattr(cmd_doctor, "run_checks", lambda d: pytest.fail("checks ran"))
     assert main(["doctor", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "file").write_text("")
+    assert main(["doctor", "--out", str(tmp_path / "file" / "doctor.txt")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+
+
+def test_a_bad_figures_variable_is_a_failed_check_not_a_refusal(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HYBRID_FORECAST_FIGURES", "jpg")
+    for name in ("_backbone", "_timellm_step", "_four_bit"):
+        monkeypatch.setattr(cmd_doctor, name, lambda: cmd_doctor.Check("fine", "ok", ""))
+    monkeypatch.setattr(cmd_doctor, "_small_run", lambda d, t: cmd_doctor.Check("run", "ok", ""))
+    assert main(["doctor", "--data-dir", str(tmp_path)]) == 1
+    lines = _lines(capsys.readouterr().out)
+    assert (
+        lines["figures"].split()[0] == "FAIL" and "'jpg' is not a figure format" in lines["figures"]
+    )
+    assert "point --data-dir at the folder" in lines["data"]
+    assert main(["members"]) == 0  # a command that draws nothing does not care

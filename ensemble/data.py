@@ -449,10 +449,14 @@ def _find_date_column(df: pd.DataFrame, path: Path) -> str:
             return first
         row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         bad = df[first].iloc[row]
-        what = "an empty cell" if pd.isna(bad) else repr(bad)
+        if pd.isna(bad) and parsed.notna().any():  # dates with a hole, not another column
+            raise UserError(
+                f"{path}: the date column {first!r} is empty at line {row + 2}; fill in that "
+                "timestamp or drop the row"
+            )
         raise UserError(
             f"{path}: no date column named date/time/timestamp, and the first column "
-            f"{first!r} holds {what} (line {row + 2}), which is not a date; name the date "
+            f"{first!r} holds {bad!r} (line {row + 2}), which is not a date; name the date "
             "column 'date' (or write its timestamps as 2016-07-01 00:00)"
         )
     raise UserError(

@@ -16,9 +16,9 @@ def still_improving(curve: dict[str, Any]) -> bool:
     """Whether a member kept the last of two or more epochs (results.json's
     ``training[spec]``; files written before the flag get the same rule)."""
     flag = curve.get("still_improving")
-    if flag is None:
+    if not isinstance(flag, bool):  # missing, or edited into "false" (a true string)
         flag = curve["epochs"] >= 2 and curve["best_epoch"] == curve["epochs"]
-    return bool(flag)
+    return flag
 
 
 def results_markdown(res: dict[str, Any]) -> str:

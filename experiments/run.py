@@ -876,10 +876,14 @@ def _copy_member(src: Path, dst: Path) -> None:
 
 
 def _remove_orphaned_temp_files(out: Path) -> None:
-    """Temp files of atomic writes cut short by a kill -9 (hundreds of MB on weather)."""
+    """Temp files of atomic writes cut short by a kill -9 (hundreds of MB on weather),
+    and member folders half copied from another run."""
     for tmp in [*out.glob(".*.tmp"), *out.glob("members/*/.*.tmp")]:
         tmp.unlink(missing_ok=True)
         log.info("removed %s, left by an interrupted write", tmp)
+    for tmp in out.glob("members/.*.copy"):
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info("removed %s, left by an interrupted copy", tmp)
 
 
 def _step_weights(step: np.ndarray) -> np.ndarray:

@@ -318,7 +318,8 @@ def _still_improving_line(group: Group) -> list[str]:
 
     seeds: dict[str, list[int]] = {}
     for seed, res in sorted(group.runs.items()):
-        for spec, curve in (res.get("training") or {}).items():
+        training = res.get("training")
+        for spec, curve in (training if isinstance(training, dict) else {}).items():
             try:
                 if still_improving(curve):
                     seeds.setdefault(spec, []).append(seed)

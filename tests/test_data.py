@@ -408,7 +408,7 @@ def test_a_first_column_of_day_first_dates_under_any_name(tmp_path):
         load_dataset(data_path=path)
     df.iloc[3, 0] = None
     df.to_csv(path, index=False)
-    with pytest.raises(UserError, match=r"holds an empty cell \(line 5\), which is not a date"):
+    with pytest.raises(UserError, match=r"the date column '日期' is empty at line 5; fill in"):
         load_dataset(data_path=path)
 
 

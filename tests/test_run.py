@@ -293,6 +293,9 @@ def test_a_config_rerun_into_a_new_folder_copies_the_members_it_can(synth_csv, t
 
     assert (member_path(second, "dlinear@epochs=2") / "model").is_dir()  # a whole run folder
     assert not list((second / "members").glob(".*"))  # no temporary copy left
+    (second / "members" / ".naive.copy").mkdir()  # one an interrupted copy left
+    assert main(["run", "--config", str(second / "config.yaml"), "--quiet"]) == 0
+    assert not (second / "members" / ".naive.copy").exists()
     # another seed is another fit: nothing to copy
     assert main(["run", "--config", cfg, "--seed", "1", "--out", str(third), "--quiet"]) == 0
     log = (third / "run.log").read_text()

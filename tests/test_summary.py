@@ -257,3 +257,13 @@ def test_members_still_improving_at_their_last_epoch_are_named(tmp_path, capsys)
     assert "Still improving at their last epoch" in out and ": a in seeds 0, 2." in out
     assert main(["summary", str(runs[1])]) == 0
     assert "Still improving" not in capsys.readouterr().out
+    # hand-edited blocks: read by the rule, or nothing said; never a traceback
+    for training, said in (
+        (["x"], False),
+        ({"a": {"epochs": 5, "best_epoch": 3, "still_improving": "false"}}, False),
+        ({"a": "x"}, False),
+    ):
+        res = json.loads((runs[1] / "results.json").read_text())
+        (runs[1] / "results.json").write_text(json.dumps({**res, "training": training}))
+        assert main(["summary", str(runs[1])]) == 0
+        assert ("Still improving" in capsys.readouterr().out) is said

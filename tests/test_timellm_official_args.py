@@ -190,6 +190,8 @@ def test_run_folders_are_named_as_run_main_names_its_checkpoints():
         "runs/" + name.format(1) + "-seed2",
     ]
     assert parse_official([*seed_argv(), "--itr", "2", "--out", "r"]).outs == ["r_itr0", "r_itr1"]
+    with pytest.raises(UserError, match="reaches seed 4294967296"):  # before the first run
+        parse_official([*seed_argv(), "--seed", "4294967295", "--itr", "2"])
     assert parse_official([*seed_argv(), "--out", "r"]).outs == ["r"]
 
 

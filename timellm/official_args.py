@@ -372,6 +372,9 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     itr = int(_value(args, "itr"))
     if itr < 1:
         raise UserError("--itr must be >= 1")
+    last = int(_value(args, "seed")) + itr - 1  # --itr runs seeds seed .. seed + itr - 1
+    if itr > 1 and last >= 2**32:
+        raise UserError(f"--seed with --itr {itr} reaches seed {last}; keep it below {2**32}")
     if args.out:
         outs = [args.out] if itr == 1 else [f"{args.out}_itr{i}" for i in range(itr)]
     else:  # run_main.py's folder names: another lookback or size never replaces a run

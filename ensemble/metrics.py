@@ -105,7 +105,7 @@ def diebold_mariano(
     n = len(d)
     nu = int(min(max(n // (4 * max(horizon, 1)), 1), n - 1))
     lam = fft.dct(d - d.mean(), type=2, norm="ortho")[1 : nu + 1]  # [nu] cosine projections
-    lrv = float(np.mean(lam * lam))  # long-run variance of d
+    lrv = float(np.mean(lam * lam)) if nu >= 1 else float("nan")  # long-run variance of d
     out: dict[str, Any] = {"diff": float(d.mean()), "dof": nu}
     # the same forecast up to float32 rounding (e.g. re-read from forecasts.npz): no difference
     scale = float(np.mean(np.abs(loss_a)) + np.mean(np.abs(loss_b)))

@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -130,7 +131,9 @@ def _four_bit() -> Check:
     import torch
 
     try:
-        import bitsandbytes as bnb
+        with warnings.catch_warnings():  # its torch.jit deprecation notices, not ours
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import bitsandbytes as bnb
     except Exception as exc:  # an import that fails for a missing DLL, not only a missing package
         return Check(
             "4-bit", "FAIL", f"bitsandbytes does not import ({exc}); --load_in_4bit needs it"

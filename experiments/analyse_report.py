@@ -443,11 +443,11 @@ def report_markdown(
             + " |",
             "|---|---|---|---|---|" + "---|" * len(members),
         ]
-        for r in dis["bins"]:
+        for row in dis["bins"]:
             lines.append(
-                f"| {r['bin']} | {r['spread']:.3f} | {_pct(r['share'])} | "
-                f"{r['ensemble_mse']:.4f} | {r['mean_mse']:.4f} | "
-                + " | ".join(f"{r['member_mse'][m]:.4f}" for m in members)
+                f"| {row['bin']} | {row['spread']:.3f} | {_pct(row['share'])} | "
+                f"{row['ensemble_mse']:.4f} | {row['mean_mse']:.4f} | "
+                + " | ".join(f"{row['member_mse'][m]:.4f}" for m in members)
                 + " |"
             )
         lines += [

@@ -98,7 +98,7 @@ def test_disagreement_ranks_the_windows_whose_forecasts_go_wrong(synth_csv, tmp_
     assert sum(b["share"] for b in d["bins"]) == pytest.approx(1.0)
     spread = [b["spread"] for b in d["bins"]]
     assert spread == sorted(spread)
-    # identical members never disagree: one bin, no correlation
+    # identical members never disagree: no bins, no correlation
     for m in run.members:
         run.test[m] = run.test[run.members[0]]
     d = dis()
@@ -114,6 +114,19 @@ def test_disagreement_ranks_the_windows_whose_forecasts_go_wrong(synth_csv, tmp_
     d = dis()
     assert d["channels_left_out"] == [0]
     assert [round(b["share"], 2) for b in d["bins"]] == [0.2] * 5
+
+
+def test_the_report_names_a_channel_the_members_agree_on(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    res = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "results.json").write_text(json.dumps({**res, "channels": ["x0", "x1", "OT"]}))
+    with np.load(run_dir / "forecasts.npz") as z:
+        arrays = dict(z)
+    for m in ("snaive", "window_mean"):  # every member alike on channel x1
+        arrays[f"test/{m}"][..., 1] = arrays["test/naive"][..., 1]
+    np.savez(run_dir / "forecasts.npz", **arrays)
+    md = analyse(run_dir).read_text()
+    assert "Left out: x1, where the members' spread never varies." in md
 
 
 def test_report_without_data_still_writes(synth_csv, tmp_path):

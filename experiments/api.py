@@ -192,14 +192,16 @@ def _steps(col: pd.Series, where: str) -> pd.Index | None:
     """
     values = col.to_numpy()
     if col.dtype == object and len(values):  # Python ints, as a list or an object column makes
-        ints = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values)
-        if not ints:
+        present = values[~col.isna().to_numpy()]
+        if not len(present) or not all(
+            isinstance(v, int | np.integer) and not isinstance(v, bool) for v in present
+        ):
             return None
     elif not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
         return None
-    if col.isna().any():
+    if col.isna().any():  # rows counted from 1, as parse_dates counts them
         row = int(np.flatnonzero(col.isna().to_numpy())[0])
-        raise UserError(f"{where} has a missing time at row {row}; fill or drop that row")
+        raise UserError(f"{where} has a missing time at row {row + 1}; fill or drop that row")
     if not pd.api.types.is_integer_dtype(col) and col.dtype != object:
         head = ", ".join(map(str, col.head(3).tolist()))
         raise UserError(
@@ -208,6 +210,12 @@ def _steps(col: pd.Series, where: str) -> pd.Index | None:
             "convert with pandas.to_datetime(x, unit='s'))"
         )
     big = [int(v) for v in (min(values), max(values))]
+    if big[0] >= 10**7:  # steps count from small numbers; these look like dates
+        raise UserError(
+            f"{where} holds integers from {big[0]}: timestamps, not steps? Epoch seconds "
+            "convert with pandas.to_datetime(x, unit='s') ('ms', 'ns' likewise), dates "
+            "written 20150101 with pandas.to_datetime(x.astype(str)); steps count from 0"
+        )
     if not -(2**62) <= big[0] <= big[1] < 2**62:  # room to count the forecast's steps on
         raise UserError(
             f"{where} holds steps up to {big[1]} (from {big[0]}): too large to continue; "

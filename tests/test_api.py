@@ -132,10 +132,17 @@ def test_integer_times_are_steps():
         assert fit(steps.assign(ds=ds)).predict(2)["ds"].tolist() == [N, N + 1] * 2
     wide_obj = wide.set_axis(pd.Index(list(range(N)), dtype=object))
     assert fit(wide_obj).predict(1)["ds"].tolist() == [N]
-    with pytest.raises(UserError, match="has a missing time at row 3"):
-        fit(steps.assign(ds=pd.array([*range(3), None, *range(4, 2 * N)], dtype="Int64")))
+    holed = [*range(3), None, *range(4, 2 * N)]
+    with pytest.raises(UserError, match="has a missing time at row 4;"):
+        fit(steps.assign(ds=pd.array(holed, dtype="Int64")))
+    with pytest.raises(UserError, match="has a missing time at row 4;"):  # the same as objects
+        fit(steps.assign(ds=pd.Series(holed, dtype=object)))
     with pytest.raises(UserError, match="too large to continue"):
-        fit(steps.assign(ds=steps["ds"] + np.iinfo(np.int64).max - N))
+        fit(steps.assign(ds=steps["ds"] - (2**62 + 10)))
+    # integers that are timestamps (epoch seconds, 20150101) are not taken for steps
+    epoch = dated.assign(ds=(dated["ds"] - pd.Timestamp(0)) // pd.Timedelta("1s"))
+    with pytest.raises(UserError, match=r"timestamps, not steps\? Epoch seconds convert"):
+        fit(epoch)
 
 
 def test_long_frame_input_that_pivoting_would_hide_is_refused():

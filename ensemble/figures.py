@@ -1,10 +1,12 @@
 """Every figure the project writes goes through here: one matplotlib set-up, one save.
 
-* The backend is Agg (files only: runs go on without a display).
+* The backend is Agg (files only: runs go on without a display), unless pyplot was
+  already in use (a notebook keeps its own).
 * Installed CJK fonts (Microsoft YaHei, SimHei, PingFang, Noto/Source Han Sans...) are
-  appended to ``font.family``, so a channel named 油温 is drawn, not as empty boxes:
-  matplotlib (>= 3.6) falls back glyph by glyph along that list, and Latin text keeps
-  DejaVu Sans.
+  appended to the font families of the figure being saved, so a channel named 油温 is
+  drawn, not as empty boxes: matplotlib (>= 3.6) falls back glyph by glyph along that
+  list, and Latin text keeps DejaVu Sans. Nothing global changes: a user's rcParams
+  stay theirs.
 * ``save`` writes the PNG atomically (a run folder never holds half a figure) and, for
   a thesis, the same figure in each format named by ``$HYBRID_FORECAST_FIGURES`` (e.g.
   ``pdf`` or ``pdf,svg``) beside it.
@@ -16,6 +18,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 log = logging.getLogger("hybrid_forecast.figures")
@@ -37,22 +40,29 @@ CJK_FONTS = (
 )
 
 
-def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend, with the installed CJK fonts as fallbacks."""
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot``, on the Agg backend unless pyplot was imported before."""
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def cjk_fonts() -> list[str]:
+    """The installed fonts of ``CJK_FONTS``, in its order."""
     from matplotlib import font_manager
 
     installed = {f.name for f in font_manager.fontManager.ttflist}
-    # font.family, not font.sans-serif: a generic family resolves to one font, while
-    # each name of font.family is a fallback for the glyphs the ones before it lack
-    family = list(plt.rcParams["font.family"])
-    plt.rcParams["font.family"] = family + [
-        f for f in CJK_FONTS if f in installed and f not in family
-    ]
-    return plt
+    return [f for f in CJK_FONTS if f in installed]
+
+
+def _with_fallbacks(family: list[str], fallbacks: list[str]) -> list[str]:
+    return list(family) + [f for f in fallbacks if f not in family]
 
 
 def extra_formats() -> list[str]:
@@ -87,13 +97,26 @@ def save(fig: Any, path: str | os.PathLike, dpi: int = 100, tight: bool = True) 
     Returns:
         ``path``.
     """
+    import matplotlib
+    from matplotlib.text import Text
+
     from ensemble.io import _atomic
 
     plt = pyplot()
     path = Path(path)
     try:
         formats = extra_formats()
-        with warnings.catch_warnings(record=True) as caught:
+        # font.family, not font.sans-serif: a generic family resolves to one font, while
+        # each name of a family list is a fallback for the glyphs the ones before it lack.
+        # The figure's texts took their family when made; tick labels take it when drawn.
+        fallbacks = cjk_fonts()
+        for text in fig.findobj(Text):
+            text.set_fontfamily(_with_fallbacks(text.get_fontfamily(), fallbacks))
+        family = _with_fallbacks(matplotlib.rcParams["font.family"], fallbacks)
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            plt.rc_context({"font.family": family}),
+        ):
             warnings.simplefilter("always")
             if tight:
                 fig.tight_layout()

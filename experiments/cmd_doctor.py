@@ -190,17 +190,13 @@ def _data(data_dir: str | None) -> Check:
 
 def _figures() -> Check:
     from ensemble.errors import UserError
-    from ensemble.figures import CJK_FONTS, extra_formats, pyplot
+    from ensemble.figures import cjk_fonts, extra_formats
 
     try:
         formats = extra_formats()
     except UserError as exc:
         return Check("figures", "FAIL", str(exc))
-    from matplotlib import font_manager
-
-    pyplot()
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    cjk = [f for f in CJK_FONTS if f in installed]
+    cjk = cjk_fonts()
     text = "PNG" + "".join(f" + {f}" for f in formats)
     if not cjk:
         return Check(

@@ -19,23 +19,35 @@ def plt(monkeypatch):
         yield figures.pyplot()
 
 
-def test_installed_fallback_fonts_draw_the_glyphs_dejavu_lacks(monkeypatch):
+def test_installed_fallback_fonts_draw_the_glyphs_dejavu_lacks(monkeypatch, tmp_path, caplog):
     # STIXGeneral stands in for a CJK font (none is installed here): it has U+210A,
     # which DejaVu Sans lacks, as DejaVu Sans lacks 油温
     monkeypatch.setattr(figures, "CJK_FONTS", ("No Such Font", "STIXGeneral"))
-    with matplotlib.rc_context():
-        plt = figures.pyplot()
-        family = list(plt.rcParams["font.family"])
-        assert "STIXGeneral" in family and "No Such Font" not in family
-        figures.pyplot()  # a second call adds nothing
-        assert list(plt.rcParams["font.family"]) == family
-        fig, ax = plt.subplots()
-        ax.set_title("channel \u210a")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            fig.canvas.draw()
-        plt.close(fig)
+    assert figures.cjk_fonts() == ["STIXGeneral"]
+    plt = figures.pyplot()
+    before = list(plt.rcParams["font.family"])
+    fig, ax = plt.subplots()
+    ax.set_title("channel \u210a")
+    ax.legend(handles=ax.plot([0, 1], label="\u210a"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figures.save(fig, tmp_path / "f.png")
     assert not [w for w in caught if "missing from" in str(w.message)]
+    assert not [r for r in caplog.records if "drawn as boxes" in r.getMessage()]
+    assert list(plt.rcParams["font.family"]) == before  # the user's settings untouched
+
+
+def test_a_backend_already_chosen_is_kept():
+    import matplotlib
+
+    plt = figures.pyplot()
+    backend = matplotlib.get_backend()
+    plt.switch_backend("svg")
+    try:
+        figures.pyplot()
+        assert matplotlib.get_backend().lower() == "svg"
+    finally:
+        plt.switch_backend(backend)
 
 
 def test_extra_formats_are_written_beside_the_png_and_the_figure_closed(plt, tmp_path, monkeypatch):

@@ -338,21 +338,23 @@ def test_explain_activations_grow_with_the_batch_and_bound_it(minilm: Backbone) 
 def test_gpu_budget_arithmetic() -> None:
     from timellm.explain import gpu_budget
 
-    # saved 40 MiB at batch 4 and 16 at batch 1: 8 per item on 8 fixed; the step grew 50,
-    # 10 beyond the saved tensors; weights, gradients, Adam 103
+    # saved 40 MiB at batch 4 and 16 at batch 1: 8 per item on 8 fixed; the step grew 51,
+    # 10 beyond the saved tensors and the 1 MiB of gradients; weights, gradients, Adam 103
     m = dict(weights_mb=100.0, gradients_mb=1.0, adam_state_mb=2.0)
-    m |= dict(saved_for_backward_mb=40.0, saved_for_backward_one_mb=16.0, rss_step_mb=50.0)
+    m |= dict(saved_for_backward_mb=40.0, saved_for_backward_one_mb=16.0, rss_step_mb=51.0)
     b = gpu_budget(m, batch_size=4, series_per_item=1, gpu_gib=2)
     # (103 + 8 + 10 + 8 x batch) x 1.1 + 600 <= 2048  ->  batch <= 149.4
     assert b["max_batch_size"] == 149 and b["fixed_mb"] == 121.0 and b["per_series_mb"] == 8.0
     assert b["fits"] and b["need_mb"] == pytest.approx((121 + 32) * 1.1 + 600)
     assert b["activations_from"] == "RSS growth in the step here"
-    assert gpu_budget({**m, "cuda_step_mb": 60.0}, 4, 1, 2)["fixed_mb"] == 131.0  # a GPU's
+    assert gpu_budget({**m, "cuda_step_mb": 61.0}, 4, 1, 2)["fixed_mb"] == 131.0  # a GPU's
     assert gpu_budget(m, 4, 7, 2)["per_series_mb"] == pytest.approx(8 / 7, abs=0.01)
     one = gpu_budget({**m, "saved_for_backward_one_mb": 0.0}, 4, 1, 2)  # no second point
     assert one["per_series_mb"] == 10.0 and one["max_batch_size"] < 149
     tight = gpu_budget(m, 4, 1, gpu_gib=0.5)
     assert not tight["fits"] and tight["max_batch_size"] == 0
+    flat = dict(m, saved_for_backward_mb=16.0, rss_step_mb=0.0)  # nothing grows
+    assert gpu_budget(flat, 4, 1, 2)["max_batch_size"] is None
 
 
 def test_explain_measures_the_prompt_the_member_would_build(minilm: Backbone) -> None:

@@ -141,7 +141,10 @@ def gpu_budget(
     backward, which grow linearly with the batch (their slope and intercept from the
     explained batch and a batch of one), and the step's other memory (temporaries and
     buffers: the step's measured growth on a GPU, else its RSS growth here, beyond the
-    saved tensors), taken as fixed; plus ``CUDA_OVERHEAD_MIB`` and ``FRAGMENTATION``.
+    saved tensors and the gradients), taken as fixed; plus ``CUDA_OVERHEAD_MIB`` and
+    ``FRAGMENTATION``. Backward's temporaries grow somewhat with the batch, so the
+    largest batch is an extrapolation: explaining again at that batch checks it (on a
+    GPU, against the measured peak).
 
     Args:
         memory: `explain`'s "memory" (with "weights_mb", "gradients_mb", "adam_state_mb",
@@ -162,7 +165,7 @@ def gpu_budget(
         step, basis = memory["cuda_step_mb"], "GPU memory measured in the step"
     else:
         step, basis = memory.get("rss_step_mb", 0.0), "RSS growth in the step here"
-    other = max(step - saved, 0.0)
+    other = max(step - saved - memory["gradients_mb"], 0.0)  # the gradients are in `fixed`
     if not other:
         basis = "tensors saved for backward"
 
@@ -485,22 +488,27 @@ def render(info: dict[str, Any]) -> str:
         )
     budget = info.get("gpu_budget")
     if budget:
-        per = (
-            f"{budget['per_series_mb']} MiB more per series, on {budget['fixed_mb']:.0f} MiB "
-            f"that do not grow; the step's other memory from the {budget['activations_from']}"
-        )
+        per = f"{budget['per_series_mb']} MiB more per series, on {budget['fixed_mb']:.0f} MiB"
+        if budget["activations_from"] != "tensors saved for backward":
+            per += f" (with the step's other memory, from the {budget['activations_from']})"
         most = budget["max_batch_size"]
         fit = (
             f"fits in {budget['gpu_gib']:g} GiB"
             if budget["fits"]
             else f"does NOT fit in {budget['gpu_gib']:g} GiB"
         )
-        room = (
-            f"--batch_size {most} or less fits ({per})"
-            if most
-            else f"not even --batch_size 1 fits ({per}): fewer --llm_layers, a shorter "
-            "--seq_len or --load_in_4bit"
-        )
+        if most is None:  # nothing measured grows with the batch
+            room = "the batch does not change the estimate here"
+        elif most:
+            room = (
+                f"--batch_size {most} or less fits ({per}; extrapolated from --batch_size "
+                f"{info['config']['batch_size']}: explain at the batch you pick to check it)"
+            )
+        else:
+            room = (
+                f"not even --batch_size 1 fits ({per}): fewer --llm_layers, a shorter "
+                "--seq_len or --load_in_4bit"
+            )
         lines.append(
             f"GPU estimate: about {budget['need_mb']:.0f} MiB, so it {fit}; {room}. "
             f"(Assumes {CUDA_OVERHEAD_MIB} MiB of CUDA context and {FRAGMENTATION:.0%} "

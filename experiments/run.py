@@ -537,6 +537,9 @@ def run(
     early = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)
     logging.getLogger().addHandler(early)
     try:
+        from ensemble.figures import extra_formats
+
+        extra_formats()  # a bad $HYBRID_FORECAST_FIGURES, before anything is replaced
         dataset = cfg.load_dataset()
         splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
         check_router_data(cfg.router, len(specs), splits.val.n_windows)
@@ -618,9 +621,8 @@ def run(
         )
         where = "given by --periods or the config" if cfg.periods is not None else "train rows"
         log.info("periods (%s): %s", where, periods)
-        for spec, src, dst in copies:  # whole folders, via a temporary name
-            _copy_member(src, dst)
-            log.info("%s: copied from %s (same data and settings)", spec, src)
+        if copies:
+            _copy_members(copies, Path(reuse_from))
 
         results: dict[str, Any] = {}
         bar = tqdm(specs, desc="members", disable=not progress, unit="member")
@@ -863,16 +865,44 @@ def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:
     return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys]
 
 
+def _copy_members(copies: list[tuple[str, Path, Path]], source: Path) -> None:
+    """Copy members' folders (saved model and forecasts) from another run, under that
+    run's lock (a run writing it must not hand over one run's model beside another's
+    forecasts). A member that cannot be copied (busy source, full disk) is fitted
+    instead: ``fit_member`` finds no forecasts of it here."""
+    try:
+        lock = FolderLock(source)
+    except BlockingIOError:
+        log.warning("%s is being written by another run: its members are fitted here", source)
+        return
+    except OSError:  # a read-only copy of a run: nobody writes it
+        lock = None
+    try:
+        for spec, src, dst in copies:
+            try:
+                _copy_member(src, dst)
+            except (OSError, shutil.Error) as exc:
+                log.warning("%s: cannot copy it from %s (%s); fitting it instead", spec, src, exc)
+                continue
+            log.info("%s: copied from %s (same data and settings)", spec, src)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def _copy_member(src: Path, dst: Path) -> None:
-    """Copy a member's folder (saved model and forecasts) into another run, replacing
-    what the destination held; through a temporary sibling, so that an interrupted copy
-    leaves no member folder that looks complete."""
+    """Copy a member's folder into another run, replacing what the destination held;
+    through a temporary sibling, so that an interrupted or failed copy leaves no member
+    folder that looks complete."""
     tmp = dst.with_name(f".{dst.name}.copy")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    if dst.exists():
-        shutil.rmtree(dst)
-    tmp.rename(dst)
+    try:
+        shutil.copytree(src, tmp)
+        if dst.exists():
+            shutil.rmtree(dst)
+        tmp.rename(dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _remove_orphaned_temp_files(out: Path) -> None:

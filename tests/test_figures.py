@@ -78,6 +78,22 @@ def test_a_bad_format_is_refused_before_any_work(synth_csv, tmp_path, monkeypatc
     assert not out.exists()
 
 
+def test_run_from_python_refuses_a_bad_format_before_touching_the_folder(
+    synth_csv, tmp_path, monkeypatch
+):
+    from experiments.config import RunConfig
+    from experiments.run import run
+
+    out = tmp_path / "r"
+    cfg = dict(dataset=None, data_path=str(synth_csv()), seq_len=32, pred_len=8)
+    run(RunConfig(**cfg, members=["naive"], out=str(out)), progress=False)
+    before = (out / "results.json").read_text()
+    monkeypatch.setenv(figures.FIGURES_ENV, "jpg")
+    with pytest.raises(UserError, match="'jpg' is not a figure format"):
+        run(RunConfig(**cfg, members=["snaive"], out=str(out)), progress=False)
+    assert (out / "results.json").read_text() == before
+
+
 def test_a_rerun_removes_the_old_runs_extra_formats(synth_csv, tmp_path, monkeypatch):
     out = tmp_path / "r"
     argv = ["run", "--data-path", str(synth_csv()), "--seq-len", "32", "--pred-len", "8"]

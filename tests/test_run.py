@@ -296,6 +296,26 @@ def test_a_config_rerun_into_a_new_folder_copies_the_members_it_can(synth_csv, t
     (second / "members" / ".naive.copy").mkdir()  # one an interrupted copy left
     assert main(["run", "--config", str(second / "config.yaml"), "--quiet"]) == 0
     assert not (second / "members" / ".naive.copy").exists()
+    # a source another run is writing, or a copy that fails: fitted here instead
+    from ensemble.io import FolderLock
+
+    busy = FolderLock(first)
+    try:
+        assert main(["run", "--config", cfg, "--out", str(tmp_path / "busy"), "--quiet"]) == 0
+    finally:
+        busy.release()
+    log = (tmp_path / "busy" / "run.log").read_text()
+    assert "is being written by another run" in log and "dlinear@epochs=2: fit" in log
+
+    def full_disk(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("shutil.copytree", full_disk)
+        assert main(["run", "--config", cfg, "--out", str(tmp_path / "full"), "--quiet"]) == 0
+    log = (tmp_path / "full" / "run.log").read_text()
+    assert "cannot copy it from" in log and "dlinear@epochs=2: fit" in log
+    assert not list((tmp_path / "full" / "members").glob(".*"))
     # another seed is another fit: nothing to copy
     assert main(["run", "--config", cfg, "--seed", "1", "--out", str(third), "--quiet"]) == 0
     log = (third / "run.log").read_text()

@@ -68,7 +68,8 @@ def handle(args) -> int:
     if args.plot:
         from pathlib import Path
 
-        from periodicity.plot import plot_periods
+        from ensemble.figures import save
+        from periodicity.plot import periods_figure
 
         plot = Path(args.plot)
         if plot.is_dir():
@@ -78,12 +79,8 @@ def handle(args) -> int:
         if not plot.suffix:  # matplotlib would add .png itself, and we would name the wrong file
             plot = plot.with_suffix(".png")
         try:
-            plot = plot_periods(
-                x,
-                report,
-                plot,
-                title=f"{ds.name}: periodogram and candidate periods (F_S: seasonal strength)",
-            )
+            title = f"{ds.name}: periodogram and candidate periods (F_S: seasonal strength)"
+            plot = save(periods_figure(x, report, title=title), plot, dpi=110)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot write the plot {plot}: {exc}") from None
 

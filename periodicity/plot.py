@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,36 +10,34 @@ from periodicity.report import PeriodReport
 from periodicity.spectrum import periodogram
 from periodicity.strength import recent_rows, stl_components
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def plot_periods(
-    x: np.ndarray, report: PeriodReport, path: str | Path, channel: int = -1, title: str = ""
-) -> Path:
-    """Save a two-row figure: the periodogram, and the STL of one channel.
 
-    Top: the channel-mean periodogram against period (log axis), the overall periods
-    marked. Bottom: STL of ``channel`` at the top overall period, over the stretch its
+def periods_figure(
+    x: np.ndarray, report: PeriodReport, channel: int = -1, title: str = ""
+) -> Figure:
+    """A figure of the periodogram and the STL of one channel (saving is the caller's).
+
+    Top: the channel-mean periodogram against period (log axis), the overall candidates
+    marked. Below: STL of ``channel`` at the top overall period, over the stretch its
     strength was measured on (at most the last 4 cycles drawn, so the shape is visible).
+    A bare ``Figure``, no pyplot: nothing global (backend, open figures) changes.
 
     Args:
         x: [T, C] the values ``report`` was made from.
         report: the analysis of ``x``.
-        path: image file to write (format from the suffix, e.g. .png).
         channel: channel drawn in the STL panel (default: the last, the target).
         title: figure title.
-
-    Returns:
-        The path written.
     """
-    from ensemble.figures import pyplot, save
+    from matplotlib.figure import Figure
 
-    plt = pyplot()
     x = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
     n = x.shape[0]
     power = periodogram(x).mean(axis=1)
     k = np.arange(2, power.shape[0])
-    fig, axes = plt.subplots(
-        5, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [2.2, 1, 1, 1, 1]}
-    )
+    fig = Figure(figsize=(10, 10))
+    axes = fig.subplots(5, 1, gridspec_kw={"height_ratios": [2.2, 1, 1, 1, 1]})
     ax = axes[0]
     ax.semilogx(n / k, power[k], lw=0.7, color="0.3")
     for rank, c in enumerate(report.overall):
@@ -73,4 +71,4 @@ def plot_periods(
             )
     else:
         axes[1].set_title("no period found: no STL panel", fontsize=9)
-    return save(fig, path, dpi=110)
+    return fig

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-# (distribution, why) for what `pip install hybrid-forecast` installs
+# The distributions `pip install hybrid-forecast` installs
 _REQUIRED = (
     "numpy",
     "pandas",
@@ -58,7 +58,7 @@ class Check:
     detail: str
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "doctor",
         help="check this machine: packages, GPU, 4-bit, data, a small run and a Time-LLM step",
@@ -331,7 +331,7 @@ def render(checks: list[Check]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def handle(args) -> int:
+def handle(args: argparse.Namespace) -> int:
     from ensemble.errors import UserError
     from ensemble.io import write_text
 

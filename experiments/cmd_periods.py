@@ -48,6 +48,7 @@ def _table(title: str, cands) -> list[str]:
 def handle(args) -> int:
     from ensemble.data import dataset_from_args, split_borders
     from periodicity import analyse
+    from periodicity.report import MIN_CYCLES
 
     if args.max_candidates < 1:
         raise UserError(f"--max-candidates must be at least 1 (got {args.max_candidates})")
@@ -94,8 +95,8 @@ def handle(args) -> int:
         "seasonal"
         if report.seasonal
         else "no seasonality (no period with F_S > 0.3, or more where under 16 cycles were "
-        f"measured; a period must repeat 10 times in the {x.shape[0]} rows to be tested, so "
-        f"nothing above {max(2, x.shape[0] // 10)} is)"
+        f"measured; a period must repeat {MIN_CYCLES} times in the {x.shape[0]} rows to be "
+        f"tested, so nothing above {max(2, x.shape[0] // MIN_CYCLES)} is)"
     )
     print("\n".join(_table(f"overall: {verdict}", report.overall)))
     for name, cands in report.channels.items():

@@ -116,6 +116,8 @@ def _warn_no_period(ctx: MemberContext, member: str, instead: str, setting: str)
     if seen in _WARNED:
         return
     _WARNED.add(seen)
+    from periodicity.report import MIN_CYCLES
+
     if ctx.periods:
         why = (
             f"every period ({', '.join(map(str, ctx.periods))}) is longer than the lookback "
@@ -124,8 +126,8 @@ def _warn_no_period(ctx: MemberContext, member: str, instead: str, setting: str)
         fix = f"set {setting} or a longer --seq-len"
     else:  # a longer lookback would not help: the analyser looks at the train rows
         why = (
-            "no seasonal period was found in the train rows (a period must repeat 10 times "
-            "there to be tested)"
+            "no seasonal period was found in the train rows (a period must repeat "
+            f"{MIN_CYCLES} times there to be tested)"
         )
         fix = f"set {setting} or --periods N when you know the period"
     log.warning("%s falls back to %s: %s; %s", member, instead, why, fix)

@@ -151,12 +151,16 @@ def merge_channels(
     return ranked[:max_candidates]
 
 
+# Times a period must repeat in the rows to be tested (see ``analyse``'s min_cycles).
+MIN_CYCLES = 10
+
+
 def analyse(
     x: np.ndarray,
     freq: str | None = None,
     max_candidates: int = 5,
     columns: list[str] | None = None,
-    min_cycles: int = 10,
+    min_cycles: int = MIN_CYCLES,
 ) -> PeriodReport:
     """Ranked periods of each channel and of the whole series.
 

@@ -347,7 +347,11 @@ def _saved_at_batch_one(
 ) -> float:
     """MiB saved for backward by the forward of the batch's first window alone (its
     series: the first ``n_vars`` prompts), in the measured step's modes; nothing is kept
-    and no backward runs."""
+    and no backward runs.
+
+    Args:
+        x: [B, L, N] the explained batch; ids, mask: [B * N, T] its prompts.
+    """
     n_vars = x.shape[2]
     was_training = model.training
     model.train()

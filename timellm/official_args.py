@@ -555,8 +555,7 @@ def _dlinear_lr_note(dataset: str, pred_len: int, params: dict[str, Any]) -> lis
     return [
         f"{head}, chosen for Time-LLM; DLinear's authors train {dataset} at {theirs[0]:g} with "
         f"batch size {theirs[1]} (LTSF-Linear's scripts): pass --learning_rate {theirs[0]:g} "
-        f"--batch_size {theirs[1]} for their baseline (at 1e-4 it is still improving at its "
-        "last epoch on ETTh1)"
+        f"--batch_size {theirs[1]} for their baseline"
     ]
 
 

@@ -368,7 +368,7 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------
 
-    def _heartbeat(self, what: str, total: int):
+    def _heartbeat(self, what: str, total: int) -> Callable[[int], None]:
         """A callable ``beat(done)`` logging ``what``'s progress at most once a minute:
         tqdm's bar shows only on a terminal, and a batch job's run.log would otherwise be
         silent for the minutes forecasting every val and test window takes."""

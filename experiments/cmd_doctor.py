@@ -288,7 +288,10 @@ def _timellm_step() -> Check:
 def run_checks(data_dir: str | None) -> list[Check]:
     """Every check, each caught on its own: one failure does not hide the others."""
     checks = [Check("python", "ok", f"{platform.python_version()} on {platform.platform()}")]
-    with tempfile.TemporaryDirectory(prefix="hybrid-forecast-doctor-") as tmp:
+    # ignore_cleanup_errors: on Windows a file still open would otherwise end in a traceback
+    with tempfile.TemporaryDirectory(
+        prefix="hybrid-forecast-doctor-", ignore_cleanup_errors=True
+    ) as tmp:
         steps: list[tuple[str, Callable[[], Check]]] = [
             ("packages", _packages),
             ("gpu", _gpu),

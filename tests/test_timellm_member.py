@@ -53,6 +53,23 @@ def test_predict_covers_every_window(fitted, splits):
         assert out.dtype == np.float32 and np.isfinite(out).all()
 
 
+def test_a_kept_partial_forecast_is_only_resumed_by_the_same_model_and_windows(fitted, splits):
+    m, workdir = fitted
+    test, val = m.prompt_set(splits.test.windows()), m.prompt_set(splits.val.windows())
+    key = m._predict_key(test)
+    assert m._predict_key(test) == key and m._predict_key(val) != key
+    weight = m.model.trainable_parameters()[0]
+    kept = weight.detach().clone()
+    with torch.no_grad():
+        weight[(0,) * weight.ndim] += 1.0  # retrained: another model
+        try:
+            assert m._predict_key(test) != key
+        finally:
+            weight.copy_(kept)  # exactly: the module's other tests use this model
+    m.predict(splits.test.windows())
+    assert not (workdir / "predict.partial.npz").exists()  # nothing kept after a finish
+
+
 def test_val_forecasts_of_the_best_epoch_are_not_predicted_again(fitted, splits, monkeypatch):
     val, test = splits.val.windows(), splits.test.windows()
     strided, _ = fitted  # its epochs scored every 2nd val window only: it must predict

@@ -108,6 +108,45 @@ def test_long_forecasts_and_validations_log_their_progress(monkeypatch, caplog):
     assert not any("25/25" in m for m in said)  # the last batch is the end, not progress
 
 
+def test_an_interrupted_forecast_resumes_from_what_it_kept(tmp_path, monkeypatch):
+    from timellm import trainer as tr
+
+    ws = window_set()  # 171 windows in 25 batches of 7
+    model = fresh()
+    full = Trainer(model, cfg()).predict(ws)
+    monkeypatch.setattr(tr, "HEARTBEAT_S", 0.0)  # keep the forecasts after every batch
+    partial = tmp_path / "predict.partial.npz"
+    forward = Toy.forward
+
+    def stop_at_batch_11(self, *a):
+        if len(self.calls) == 10:
+            raise KeyboardInterrupt
+        return forward(self, *a)
+
+    monkeypatch.setattr(Toy, "forward", stop_at_batch_11)
+    model.calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(model, cfg()).predict(ws, partial=partial, key="k")
+    assert partial.is_file()
+    monkeypatch.setattr(Toy, "forward", forward)
+    model.calls.clear()
+    again = Trainer(model, cfg()).predict(ws, partial=partial, key="k")
+    assert len(model.calls) == 25 - 10  # only the batches it had not done
+    assert torch.allclose(again, full) and not partial.exists()
+    # another model or other windows (another key), or another batch size: from scratch
+    for key, batch in (("other", 7), ("k", 5)):
+        monkeypatch.setattr(Toy, "forward", stop_at_batch_11)
+        model.calls.clear()
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(model, cfg()).predict(ws, partial=partial, key="k")
+        monkeypatch.setattr(Toy, "forward", forward)
+        model.calls.clear()
+        Trainer(model, cfg(eval_batch_size=batch)).predict(ws, partial=partial, key=key)
+        assert sum(model.calls) == len(ws)
+    partial.write_bytes(b"damaged")
+    assert torch.allclose(Trainer(model, cfg()).predict(ws, partial=partial, key="k"), full)
+
+
 def test_evaluate_is_mse_over_all_values():
     ws = window_set()
     model = fresh()

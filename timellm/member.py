@@ -746,8 +746,23 @@ class TimeLLMForecaster(BaseForecaster):
         trainer = Trainer(
             self.model, self.train_config(), accelerator=self._accelerator(), progress=self.progress
         )
+        # an interrupted forecast resumes from what it kept in the member's folder
+        partial = key = None
+        if self.workdir and trainer.acc.num_processes == 1:
+            partial, key = Path(self.workdir) / "predict.partial.npz", self._predict_key(data)
         with self._out_of_memory_hint("predicting"):
-            return trainer.predict(data).numpy().astype(np.float32)
+            forecast = trainer.predict(data, partial=partial, key=key or "")
+        return forecast.numpy().astype(np.float32)
+
+    def _predict_key(self, data: WindowSet) -> str:
+        """What a kept partial forecast must match: the trained weights (those outside
+        the frozen backbone, which its spec fixes) and the windows with their prompts."""
+        h = hashlib.sha256(json.dumps(self.fingerprint(), sort_keys=True, default=str).encode())
+        for p in self.model.trainable_parameters():
+            h.update(p.detach().float().cpu().numpy().tobytes())
+        for t in (data.series, data.starts, data.ids, data.mask):
+            h.update(t.cpu().numpy().tobytes())
+        return h.hexdigest()[:20]
 
     # ----------------------------------------------------------------------- persistence
 

@@ -368,52 +368,96 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------
 
-    def _heartbeat(self, what: str, total: int) -> Callable[[int], None]:
-        """A callable ``beat(done)`` logging ``what``'s progress at most once a minute:
-        tqdm's bar shows only on a terminal, and a batch job's run.log would otherwise be
-        silent for the minutes forecasting every val and test window takes."""
+    def _heartbeat(self, what: str, total: int, first: int = 0) -> Callable[[int], bool]:
+        """A callable ``beat(done)`` logging ``what``'s progress at most once a minute (and
+        saying whether it did): tqdm's bar shows only on a terminal, and a batch job's
+        run.log would otherwise be silent for the minutes forecasting every val and test
+        window takes. ``first``: batches done before this call (a resumed forecast)."""
         start = last = time.monotonic()
 
-        def beat(done: int) -> None:
+        def beat(done: int) -> bool:
             nonlocal last
             now = time.monotonic()
-            if now - last >= HEARTBEAT_S and done < total:
-                last = now
-                left = (now - start) / done * (total - done)
-                log.info(
-                    "%s: %d/%d batches, %.0f s so far, ~%.0f s left",
-                    what,
-                    done,
-                    total,
-                    now - start,
-                    left,
-                )
+            if now - last < HEARTBEAT_S or done >= total:
+                return False
+            last = now
+            left = (now - start) / max(done - first, 1) * (total - done)
+            log.info(
+                "%s: %d/%d batches, %.0f s so far, ~%.0f s left",
+                what,
+                done,
+                total,
+                now - start,
+                left,
+            )
+            return True
 
         return beat
 
     @torch.no_grad()
-    def predict(self, data: WindowSet, model: nn.Module | None = None) -> Tensor:
+    def predict(
+        self,
+        data: WindowSet,
+        model: nn.Module | None = None,
+        partial: Path | None = None,
+        key: str = "",
+    ) -> Tensor:
         """Forecast every window of ``data`` (no drop_last), in eval mode.
+
+        Args:
+            partial: a file that keeps the forecasts made so far (written atomically
+                at each progress line, removed at the end), so that an interrupted
+                forecast (hours of windows with a large backbone) resumes where it
+                stopped. It is read back only when its ``key`` (which should name the
+                model's weights and the windows) and the batch size match.
 
         Returns:
             [W, H, C] float32 on the CPU.
         """
         from tqdm.auto import tqdm
 
+        from ensemble.io import write_npz
+
         model = model or self.model
         model.eval()
-        out = []
-        batches = _chunks(len(data), self.cfg.eval_batch_size)
-        total = -(-len(data) // self.cfg.eval_batch_size)
+        size = self.cfg.eval_batch_size
+        total = -(-len(data) // size)
+        out = self._predicted_before(partial, key, len(data)) if partial is not None else []
+        first = sum(len(o) for o in out) // size
+        batches = list(_chunks(len(data), size))[first:]
         disable = None if self.progress is None else not self.progress
-        beat = self._heartbeat("predict", total)
-        for sel in tqdm(batches, total=total, desc="predict", leave=False, disable=disable):
+        beat = self._heartbeat("predict", total, first)
+        bar = tqdm(
+            batches, total=total, initial=first, desc="predict", leave=False, disable=disable
+        )
+        for i, sel in enumerate(bar, first + 1):
             x, _, ids, mask = data.batch(sel)
             out.append(model(x.to(self.device), ids, mask).float().cpu())
-            beat(len(out))
+            if beat(i) and partial is not None:
+                done = torch.cat(out)
+                out = [done]  # one tensor from here on: no repeated concatenation
+                write_npz(partial, done=done.numpy(), key=np.array(key), batch=np.array(size))
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         if not out:
             return torch.zeros(0, data.pred_len, data.n_channels)
         return torch.cat(out)
+
+    def _predicted_before(self, partial: Path, key: str, n: int) -> list[Tensor]:
+        """The forecasts an interrupted `predict` of the same model and windows kept in
+        ``partial`` ([] when there are none, or they belong to something else)."""
+        if not partial.is_file():
+            return []
+        try:
+            with np.load(partial) as z:
+                same = str(z["key"]) == key and int(z["batch"]) == self.cfg.eval_batch_size
+                done = torch.from_numpy(z["done"]) if same else None
+        except (OSError, ValueError, KeyError, EOFError):  # damaged: start over
+            return []
+        if done is None or len(done) > n or len(done) % self.cfg.eval_batch_size:
+            return []
+        log.info("predict: resuming after %d of %d windows (%s)", len(done), n, partial)
+        return [done]
 
     def evaluate(self, data: WindowSet, model: nn.Module | None = None) -> float:
         """MSE over every value of every window (sum of squares / count, not batch means)."""

@@ -9,7 +9,8 @@
   stay theirs.
 * ``save`` writes the PNG atomically (a run folder never holds half a figure) and, for
   a thesis, the same figure in each format named by ``$HYBRID_FORECAST_FIGURES`` (e.g.
-  ``pdf`` or ``pdf,svg``) beside it.
+  ``pdf`` or ``pdf,svg``) beside it; saving again without a format removes the copy the
+  earlier save wrote, so a folder never holds a PDF older than its PNG.
 """
 
 from __future__ import annotations
@@ -84,6 +85,30 @@ def extra_formats() -> list[str]:
     return wanted
 
 
+def _stale_copies(path: Path, keep: list[str]) -> list[Path]:
+    """The copies an earlier ``save`` of ``path`` wrote in formats no longer asked for.
+
+    A copy counts as ours only when it was written within a minute of ``path``'s current
+    version (``save`` writes them together), so a user's own ``plot.pdf`` beside
+    ``plot.png`` is left alone.
+    """
+    try:
+        written = path.stat().st_mtime
+    except OSError:
+        return []
+    found = []
+    for fmt in VECTOR_FORMATS:
+        copy = path.with_suffix(f".{fmt}")
+        if fmt in keep or copy == path:
+            continue
+        try:
+            if abs(copy.stat().st_mtime - written) <= 60:
+                found.append(copy)
+        except OSError:
+            continue
+    return found
+
+
 def save(fig: Any, path: str | os.PathLike, dpi: int = 100, tight: bool = True) -> Path:
     """Write ``fig`` to ``path`` and beside it in each extra format, then close it.
 
@@ -121,7 +146,10 @@ def save(fig: Any, path: str | os.PathLike, dpi: int = 100, tight: bool = True) 
             if tight:
                 fig.tight_layout()
             own = path.suffix.lstrip(".").lower() or "png"
+            stale = _stale_copies(path, [own, *formats])
             _atomic(path, lambda fh: fig.savefig(fh, format=own, dpi=dpi))
+            for old in stale:
+                old.unlink(missing_ok=True)
             for fmt in (f for f in formats if f != own):
                 _atomic(path.with_suffix(f".{fmt}"), lambda fh, f=fmt: fig.savefig(fh, format=f))
     finally:

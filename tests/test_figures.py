@@ -66,6 +66,28 @@ def test_extra_formats_are_written_beside_the_png_and_the_figure_closed(plt, tmp
     assert sorted(p.name for p in tmp_path.glob("g.*")) == ["g.pdf"]
 
 
+def test_saving_again_without_a_format_removes_only_the_copies_save_wrote(
+    plt, tmp_path, monkeypatch
+):
+    import os
+
+    monkeypatch.setenv(figures.FIGURES_ENV, "pdf,svg")
+    fig, _ = plt.subplots()
+    figures.save(fig, tmp_path / "f.png")
+    own = tmp_path / "f.eps"  # the user's, written long before
+    own.write_text("mine")
+    os.utime(own, (1e9, 1e9))
+    monkeypatch.setenv(figures.FIGURES_ENV, "svg")
+    fig, _ = plt.subplots()
+    figures.save(fig, tmp_path / "f.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.eps", "f.png", "f.svg"]
+    monkeypatch.delenv(figures.FIGURES_ENV)
+    fig, _ = plt.subplots()
+    figures.save(fig, tmp_path / "f.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.eps", "f.png"]
+    assert own.read_text() == "mine"
+
+
 def test_a_bad_format_is_refused_before_any_work(synth_csv, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(figures.FIGURES_ENV, "pdf,jpg")
     with pytest.raises(UserError, match="'jpg' is not a figure format"):

@@ -30,7 +30,7 @@ class CachedRun:
 
 
 def load_cached(folder: Path) -> CachedRun:
-    res = json.loads((folder / "results.json").read_text())
+    res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     with np.load(folder / "forecasts.npz") as f:
         val = np.stack([f[f"val/{m}"] for m in res["members"]]).astype(np.float64)
         test = np.stack([f[f"test/{m}"] for m in res["members"]]).astype(np.float64)
@@ -132,17 +132,19 @@ def jsonl_main(
     ap.add_argument("--out", type=Path, required=True, help="JSON lines, appended (resumable)")
     ap.add_argument("--table", action="store_true", help="print the summary table of --out")
     args = ap.parse_args()
-    lines = args.out.read_text().splitlines() if args.out.exists() else []
+    lines = args.out.read_text(encoding="utf-8").splitlines() if args.out.exists() else []
     done = {json.loads(line)["run"] for line in lines}
     for folder in args.folders:
         if str(folder) in done or not (folder / "results.json").is_file():
             continue
         row = score(folder)
-        with args.out.open("a") as fh:
+        with args.out.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
         print(f"{folder}: {brief(row)}", flush=True)
     if args.table:
-        print(table([json.loads(line) for line in args.out.read_text().splitlines()]))
+        print(
+            table([json.loads(line) for line in args.out.read_text(encoding="utf-8").splitlines()])
+        )
 
 
 def verdict(rows: list[dict], new: str, old: str) -> tuple[int, int, bool]:

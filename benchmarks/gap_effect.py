@@ -28,9 +28,9 @@ def _best(res: dict) -> float:
 
 
 def row(folder: Path) -> dict:
-    res = json.loads((folder / "results.json").read_text())
+    res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     before = folder / "results_before.json"
-    old = json.loads(before.read_text()) if before.is_file() else res
+    old = json.loads(before.read_text(encoding="utf-8")) if before.is_file() else res
     return {
         "run": folder.name,
         "H": res["pred_len"],

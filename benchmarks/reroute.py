@@ -80,7 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     done = set()
     if args.csv.exists():
-        with args.csv.open() as fh:
+        with args.csv.open(encoding="utf-8") as fh:
             done = {r["run"] for r in csv.DictReader(fh)}
     for folder in args.folders:
         if str(folder) in done or not (folder / "results.json").is_file():
@@ -88,7 +88,7 @@ def main() -> None:
         row = reroute(folder)
         print(json.dumps(row), flush=True)
         new = not args.csv.exists()
-        with args.csv.open("a", newline="") as fh:
+        with args.csv.open("a", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(row))
             if new:
                 writer.writeheader()

@@ -123,7 +123,7 @@ def replicate(seed: int, w: int, h: int, strength: float) -> dict:
 def run(out: Path, reps: int, alt_reps: int) -> None:
     done = set()
     if out.is_file():
-        for line in out.read_text().splitlines():
+        for line in out.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
             done.add((r["seed"], r["W"], r["H"], r["strength"]))
     jobs = [(s, w, h, 0.0) for w, h in CONFIGS for s in range(reps)]
@@ -132,7 +132,9 @@ def run(out: Path, reps: int, alt_reps: int) -> None:
     t0 = time.perf_counter()
     for i, (s, w, h, st) in enumerate(todo, 1):
         row = replicate(s, w, h, st)
-        with out.open("a") as f:  # one line per replication: an interrupted run resumes
+        with out.open(
+            "a", encoding="utf-8"
+        ) as f:  # one line per replication: an interrupted run resumes
             f.write(json.dumps(row) + "\n")
         if i % 20 == 0 or i == len(todo):
             print(f"{i}/{len(todo)} ({time.perf_counter() - t0:.0f}s)", flush=True)
@@ -146,7 +148,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def table(out: Path) -> None:
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     print(
         "| setting | W | H | reps | switches: unadjusted (95 % CI) | switches: Holm | "
         "switches lowering test MSE: unadjusted | Holm | test MSE vs incumbent when "

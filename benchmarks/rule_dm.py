@@ -51,7 +51,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     differ = []
     for folder in args.folders:
-        res = json.loads((folder / "results.json").read_text())
+        res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
         every = res["combiners"]
         n_folds = int(re.search(r"over (\d+) rolling-origin folds", res["router_info"]).group(1))
         a = next(n for n, r in every.items() if r["chosen"])

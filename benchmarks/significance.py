@@ -20,7 +20,7 @@ def _p(p: float) -> str:
 
 
 def row(folder: Path) -> str:
-    res = json.loads((folder / "results.json").read_text())
+    res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     test, sig = res["test"], res["significance"]["test"]["ensemble_vs"]
     best = min(res["members"], key=lambda m: test[m]["mse"])
     every = res.get("combiners", {})
@@ -45,7 +45,7 @@ def row(folder: Path) -> str:
 
 def member_row(folder: Path, member: str) -> str:
     """``member`` against each other member: test MSE difference and p."""
-    res = json.loads((folder / "results.json").read_text())
+    res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     pairs = res["significance"]["test"]["members"]
     cells = [res["dataset"], str(res["pred_len"]), str(res["seed"])]
     for other in res["members"]:
@@ -71,7 +71,9 @@ def main() -> None:
     if args.member:
         others = [
             m
-            for m in json.loads((args.folders[0] / "results.json").read_text())["members"]
+            for m in json.loads((args.folders[0] / "results.json").read_text(encoding="utf-8"))[
+                "members"
+            ]
             if m != args.member
         ]
         print("| dataset | H | seed | " + " | ".join(f"{args.member} - {m}" for m in others) + " |")

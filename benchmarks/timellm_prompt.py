@@ -25,7 +25,7 @@ from ensemble import metrics
 
 
 def variant(folder: Path) -> str:
-    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    cfg = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
     tl = (cfg.get("member_params") or {}).get("timellm") or {}
     if tl.get("backbone") == "none":
         return "no LLM"
@@ -48,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for folder in args.folders:
-        res = json.loads((folder / "results.json").read_text())
+        res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
         rows.append(
             {
                 "folder": folder,

@@ -92,7 +92,7 @@ def main() -> None:
         "history": member.history,
     }
     print(json.dumps(row))
-    with open(args.log, "a") as fh:
+    with open(args.log, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
 
 

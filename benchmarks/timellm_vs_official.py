@@ -66,7 +66,7 @@ def official_step(root: Path, which: str, batch: int = 8):
         task_name="long_term_forecast", pred_len=96, seq_len=512, d_ff=128,
         llm_dim=384 if which == "minilm" else 768, patch_len=16, stride=8,
         llm_model="BERT" if which == "minilm" else "GPT2", llm_layers=6, prompt_domain=1,
-        content=(root / "dataset" / "prompt_bank" / "ETT.txt").read_text(),
+        content=(root / "dataset" / "prompt_bank" / "ETT.txt").read_text(encoding="utf-8"),
         dropout=0.1, d_model=32, n_heads=8, enc_in=1,
     )  # fmt: skip
     torch.manual_seed(0)

@@ -26,7 +26,7 @@ def main() -> None:
         path = folder / "results.json"
         if not path.is_file():
             continue
-        res = json.loads(path.read_text())
+        res = json.loads(path.read_text(encoding="utf-8"))
         val, test = res["val"], res["test"]
         if args.control not in val:
             continue

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from ensemble.data import Split, Windows, sliding
 from ensemble.errors import UserError
 from ensemble.forecaster import BaseForecaster
+from ensemble.io import write_text
 
 log = logging.getLogger(__name__)
 
@@ -359,8 +360,11 @@ class LightGBMForecaster(BaseForecaster):
         meta = {"name": self.name, "kwargs": self.config(), "feature_names": self.feature_names}
         (path / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         np.save(path / "basis.npy", self.basis)
+        # Through Python's file I/O, not LightGBM's: its C++ fopen reads the path in the
+        # ANSI code page on Windows, so a folder such as C:\\Users\\张三 is not found.
         for k, b in enumerate(self.boosters):
-            b.save_model(str(path / f"booster_{k:02d}.txt"), num_iteration=b.best_iteration)
+            text = b.model_to_string(num_iteration=b.best_iteration)
+            write_text(path / f"booster_{k:02d}.txt", text)
 
     @classmethod
     def load(cls, path: str | Path) -> LightGBMForecaster:
@@ -373,7 +377,7 @@ class LightGBMForecaster(BaseForecaster):
         obj.feature_names = meta["feature_names"]
         obj.basis = np.load(path / "basis.npy")
         obj.boosters = [
-            lgb.Booster(model_file=str(path / f"booster_{k:02d}.txt"))
+            lgb.Booster(model_str=(path / f"booster_{k:02d}.txt").read_text(encoding="utf-8"))
             for k in range(obj.basis.shape[1])
         ]
         return obj

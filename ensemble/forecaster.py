@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ensemble.data import Split, Windows
+from ensemble.io import replace
 
 
 @runtime_checkable
@@ -49,7 +50,7 @@ class BaseForecaster:
         tmp = path / "model.pkl.tmp"
         with open(tmp, "wb") as fh:
             pickle.dump(self, fh)
-        tmp.replace(path / "model.pkl")
+        replace(tmp, path / "model.pkl")
 
     @classmethod
     def load(cls, path: str | Path) -> BaseForecaster:

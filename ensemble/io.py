@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,34 @@ def _atomic(path: Path, write) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        replace(tmp, path)
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(exc, OSError) and exc.filename == tmp:
             raise _renamed(exc, path) from None
         raise
+
+
+# On Windows a file another program has open cannot be replaced: a virus scanner, the
+# search indexer or OneDrive holds a new file for a moment (Documents is often synced).
+_RETRY_REPLACE = os.name == "nt"
+_REPLACE_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+
+
+def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """``os.replace``, retried for about six seconds where Windows refuses it with a
+    PermissionError (another program holding ``dst``); the last refusal is raised."""
+    if not _RETRY_REPLACE:
+        os.replace(src, dst)
+        return
+    for delay in _REPLACE_DELAYS:
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            time.sleep(delay)
+    os.replace(src, dst)
 
 
 def _renamed(exc: OSError, path: Path) -> OSError:

@@ -195,8 +195,18 @@ def _path_fix(exc: OSError, flag: str | None) -> str:
     return "give a path to a folder you can write to (e.g. --out)"
 
 
+def _tolerant_output() -> None:
+    """Characters the console's code page lacks (a channel named ``SWDR (W/m²)`` on a
+    GBK console, or redirected to a file there) are written as ``\\xb2``, not raised as
+    a UnicodeEncodeError after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = args = None
+    _tolerant_output()
     try:  # a plain call from a worker thread cannot install handlers: no SIGTERM path there
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:

@@ -897,7 +897,9 @@ def _copy_member(src: Path, dst: Path) -> None:
     tmp = dst.with_name(f".{dst.name}.copy")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        shutil.copytree(src, tmp)
+        # the bytes, not the modes: on Windows a read-only source file would stay
+        # read-only here, and a later rerun could not replace it
+        shutil.copytree(src, tmp, copy_function=shutil.copyfile)
         if dst.exists():
             shutil.rmtree(dst)
         tmp.rename(dst)

@@ -195,7 +195,7 @@ def fake_run(
         "combiners": combiners,
     }
     folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps(res))
+    (folder / "results.json").write_text(json.dumps(res), encoding="utf-8")
     return folder
 
 
@@ -260,7 +260,7 @@ def fake_run_folder(
     cfg = RunConfig(
         dataset=None, data_path=str(csv), seq_len=L, pred_len=H, members=members, router=router
     )
-    (out / "config.yaml").write_text(cfg.to_yaml())
+    (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     res = {
         "dataset": csv.stem,
         "seq_len": L,
@@ -273,5 +273,5 @@ def fake_run_folder(
         "val": scores["val"],
         "test": scores["test"],
     }
-    (out / "results.json").write_text(json.dumps(res))
+    (out / "results.json").write_text(json.dumps(res), encoding="utf-8")
     return out

@@ -19,12 +19,12 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
     # one training ablation already run, found by the sibling naming convention
     sib = tmp_path / "run-patch16"
     sib.mkdir()
-    same = json.loads((run_dir / "results.json").read_text())
+    same = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     same = {k: same[k] for k in ("dataset", "seq_len", "pred_len", "seed")}
     test = {"timellm": {"mse": 0.4, "mae": 0.5}, "ensemble": {"mse": 0.3, "mae": 0.4}}
-    (sib / "results.json").write_text(json.dumps({**same, "test": test}))
+    (sib / "results.json").write_text(json.dumps({**same, "test": test}), encoding="utf-8")
     path = analyse(run_dir)
-    md = path.read_text()
+    md = path.read_text(encoding="utf-8")
     pngs = sorted(p.name for p in run_dir.glob("*.png"))
     assert len(pngs) >= 3, pngs
     assert {"weights_distribution.png", "weights_vs_features.png", "win_rates.png"} <= set(pngs)
@@ -46,7 +46,7 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
     assert "hybrid-forecast run --config" in md and "timellm.prompt=none" in md  # not run yet
     # the run injects nothing: the injection ablation adds injection instead of removing it
     assert "timellm.inject=ridge" in md and "timellm.inject=none" not in md
-    an = json.loads((run_dir / "routing_analysis.json").read_text())
+    an = json.loads((run_dir / "routing_analysis.json").read_text(encoding="utf-8"))
     assert abs(sum(an["win_rate"].values()) - 1) < 1e-9
     assert set(an["regimes"]) >= {"seasonal_strength", "volatility"}
     assert "## Error correlation between members" in md
@@ -118,14 +118,16 @@ def test_disagreement_ranks_the_windows_whose_forecasts_go_wrong(synth_csv, tmp_
 
 def test_the_report_names_a_channel_the_members_agree_on(synth_csv, tmp_path):
     run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
-    res = json.loads((run_dir / "results.json").read_text())
-    (run_dir / "results.json").write_text(json.dumps({**res, "channels": ["x0", "x1", "OT"]}))
+    res = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    (run_dir / "results.json").write_text(
+        json.dumps({**res, "channels": ["x0", "x1", "OT"]}), encoding="utf-8"
+    )
     with np.load(run_dir / "forecasts.npz") as z:
         arrays = dict(z)
     for m in ("snaive", "window_mean"):  # every member alike on channel x1
         arrays[f"test/{m}"][..., 1] = arrays["test/naive"][..., 1]
     np.savez(run_dir / "forecasts.npz", **arrays)
-    md = analyse(run_dir).read_text()
+    md = analyse(run_dir).read_text(encoding="utf-8")
     assert "Left out: x1, where the members' spread never varies." in md
 
 
@@ -133,7 +135,7 @@ def test_report_without_data_still_writes(synth_csv, tmp_path):
     csv = synth_csv(n=1200)
     run_dir = fake_run_folder(csv, tmp_path / "run", router="mean")
     csv.unlink()  # the data moved away: features are skipped, the rest is reported
-    md = analyse(run_dir, out=tmp_path / "report").read_text()
+    md = analyse(run_dir, out=tmp_path / "report").read_text(encoding="utf-8")
     assert "could not be reloaded" in md and "without naive" in md
     assert len(list((tmp_path / "report").glob("*.png"))) >= 3
 
@@ -148,7 +150,7 @@ def test_data_changed_since_the_run_is_not_used(synth_csv, tmp_path):
     df = pd.read_csv(csv)
     df.iloc[-300:, 1:] *= -3.0  # test rows only
     df.to_csv(csv, index=False)
-    md = analyse(run_dir, out=tmp_path / "report").read_text()
+    md = analyse(run_dir, out=tmp_path / "report").read_text(encoding="utf-8")
     assert "do not match the run's test windows" in md and "without naive" in md
 
 
@@ -199,10 +201,10 @@ def test_val_vs_test_ratios_and_ranks_against_the_best_on_validation():
 
 def test_report_says_where_validation_and_test_rank_the_members_differently(synth_csv, tmp_path):
     run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
-    res = json.loads((run_dir / "results.json").read_text())
+    res = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     res["test"]["naive"]["mse"] = 10.0  # best on validation, worst on test
-    (run_dir / "results.json").write_text(json.dumps(res))
-    text = analyse(run_dir).read_text()
+    (run_dir / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    text = analyse(run_dir).read_text(encoding="utf-8")
     section = text.split("## Validation against test")[1].split("\n## ")[0]
     assert "relative to naive's" in section
     assert "differently (naive, snaive, window_mean moved)" in section
@@ -237,7 +239,7 @@ def test_damaged_run_files_are_a_user_error(damage, synth_csv, tmp_path):
     run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
     path = run_dir / damage
     if damage == "config.yaml":
-        path.write_text("members: [dlinear\n")
+        path.write_text("members: [dlinear\n", encoding="utf-8")
     else:
         path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # cut short
     with pytest.raises(UserError, match=f"{damage} is damaged.*rerun the run"):
@@ -258,8 +260,8 @@ def test_ablation_run_of_another_experiment_is_refused(synth_csv, tmp_path):
     run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
     other = tmp_path / "other"
     other.mkdir()
-    res = json.loads((run_dir / "results.json").read_text())
-    (other / "results.json").write_text(json.dumps({**res, "pred_len": 48}))
+    res = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    (other / "results.json").write_text(json.dumps({**res, "pred_len": 48}), encoding="utf-8")
     with pytest.raises(UserError, match="pred_len 48"):
         analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-llm": str(other)})
 
@@ -269,19 +271,21 @@ def test_ablation_run_of_another_experiment_is_refused(synth_csv, tmp_path):
     [
         pytest.param(lambda d, res: None, "no results.json there", id="missing"),
         pytest.param(
-            lambda d, res: (d / "results.json").write_text("[1, 2]"),
+            lambda d, res: (d / "results.json").write_text("[1, 2]", encoding="utf-8"),
             "results.json is damaged",
             id="not-a-mapping",
         ),
         pytest.param(
             lambda d, res: (d / "results.json").write_text(
-                json.dumps({**res, "test": {"ensemble": {"mse": "x"}}})
+                json.dumps({**res, "test": {"ensemble": {"mse": "x"}}}), encoding="utf-8"
             ),
             "test.ensemble.mse is not a number",
             id="text-score",
         ),
         pytest.param(
-            lambda d, res: (d / "results.json").write_text(json.dumps({**res, "seed": 7})),
+            lambda d, res: (d / "results.json").write_text(
+                json.dumps({**res, "seed": 7}), encoding="utf-8"
+            ),
             "seed 7",
             id="other-seed",
         ),
@@ -291,7 +295,7 @@ def test_bad_ablation_runs_are_refused_before_any_output(make, needle, synth_csv
     run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
     other = tmp_path / "other"
     other.mkdir()
-    make(other, json.loads((run_dir / "results.json").read_text()))
+    make(other, json.loads((run_dir / "results.json").read_text(encoding="utf-8")))
     with pytest.raises(UserError, match=needle):
         analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-prompt": str(other)})
     assert not (tmp_path / "report").exists()
@@ -323,10 +327,12 @@ def test_ablation_runs_of_a_run_without_timellm_are_refused(synth_csv, tmp_path)
     run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
     other = tmp_path / "other"
     other.mkdir()
-    (other / "results.json").write_text((run_dir / "results.json").read_text())
+    (other / "results.json").write_text(
+        (run_dir / "results.json").read_text(encoding="utf-8"), encoding="utf-8"
+    )
     with pytest.raises(UserError, match="no timellm member"):
         analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-prompt": str(other)})
-    text = analyse(run_dir, out=tmp_path / "report").read_text()
+    text = analyse(run_dir, out=tmp_path / "report").read_text(encoding="utf-8")
     assert "Time-LLM without" not in text and "this run has no timellm member" in text
 
 
@@ -360,10 +366,12 @@ def test_member_ablation_of_a_feature_router_equals_a_run_without_the_member(syn
     # run without that member gives
     out = _learned_run(synth_csv, tmp_path / "run", "naive,snaive,window_mean")
     alone = _learned_run(synth_csv, tmp_path / "without_naive", "snaive,window_mean")
-    an = json.loads((analyse(out).parent / "routing_analysis.json").read_text())
+    an = json.loads((analyse(out).parent / "routing_analysis.json").read_text(encoding="utf-8"))
     row = {r["variant"]: r for r in an["ablation"]}["without naive"]
     assert row["method"].endswith("validation forecasts and features")
-    expected = json.loads((alone / "results.json").read_text())["test"]["ensemble"]["mse"]
+    expected = json.loads((alone / "results.json").read_text(encoding="utf-8"))["test"]["ensemble"][
+        "mse"
+    ]
     assert row["mse"] == pytest.approx(expected, rel=1e-6)
 
 
@@ -420,13 +428,15 @@ def test_weights_fixed_per_channel_show_no_response_to_features():
 def test_report_says_when_weights_only_differ_between_channels(synth_csv, tmp_path):
     run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
     note = "not from window to window"
-    assert note not in analyse(run_dir).read_text()  # the fake router's weights vary
+    assert note not in analyse(run_dir).read_text(
+        encoding="utf-8"
+    )  # the fake router's weights vary
     with np.load(run_dir / "router_weights.npz") as z:
         saved = dict(z)
     saved["test"] = np.broadcast_to(saved["test"][:1], saved["test"].shape).copy()
     np.savez(run_dir / "router_weights.npz", **saved)
-    md = analyse(run_dir).read_text()
+    md = analyse(run_dir).read_text(encoding="utf-8")
     assert note in md
-    an = json.loads((run_dir / "routing_analysis.json").read_text())
+    an = json.loads((run_dir / "routing_analysis.json").read_text(encoding="utf-8"))
     assert not an["weights_vary_by_window"]
     assert all(v is None for row in an["weight_feature_corr"].values() for v in row.values())

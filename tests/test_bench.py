@@ -102,12 +102,12 @@ def test_bench_resumes_after_a_kill(synth_csv, tmp_path):
     assert {"mse", "mae", "fit_s", "periods"} <= set(long.columns)
     assert (long["periods"] == "24+12").all()  # each cell's analyser periods
     for cell in cells:  # every row is its cell's results.json, field for field
-        res = json.loads((out / "cells" / cell.name / "results.json").read_text())
+        res = json.loads((out / "cells" / cell.name / "results.json").read_text(encoding="utf-8"))
         rows = long[long["seed"] == res["seed"]].set_index("forecast")
         for name, s in res["test"].items():
             assert rows.loc[name, "mse"] == pytest.approx(s["mse"])
             assert rows.loc[name, "mae"] == pytest.approx(s["mae"])
-    md = (out / "bench.md").read_text()
+    md = (out / "bench.md").read_text(encoding="utf-8")
     assert "±" in md and "synth" in md
     assert (out / "bench_mse.png").is_file() and (out / "bench.log").is_file()
 
@@ -150,7 +150,7 @@ def test_failed_cell_does_not_stop_the_grid(synth_csv, tmp_path):
 
     info = run_bench(spec, progress=False, run_fn=flaky)
     assert len(info["failed"]) == 2 and "boom" in next(iter(info["failed"].values()))
-    assert "boom" in (Path(spec.out) / "bench.log").read_text()
+    assert "boom" in (Path(spec.out) / "bench.log").read_text(encoding="utf-8")
 
 
 def test_table_shows_published_numbers_with_sources():
@@ -221,7 +221,7 @@ def test_collect_ignores_cells_of_other_grids(synth_csv, tmp_path):
     spec = _spec(synth_csv(n=1200), tmp_path / "bench", seeds=[0])
     stray = Path(spec.out) / "cells" / "other_96_24_s5"
     stray.mkdir(parents=True)
-    (stray / "results.json").write_text("{}")
+    (stray / "results.json").write_text("{}", encoding="utf-8")
     assert collect(spec).empty
 
 
@@ -251,7 +251,7 @@ def test_reroute_refits_the_learned_router_of_a_finished_run(learned_run):
 
     out = learned_run
     row = reroute(out)
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert row["learned"] == round(res["test"]["ensemble"]["mse"], 4)
     assert row["mean"] == round(res["test"]["mean"]["mse"], 4)
     assert row["chosen"] in {"lgbm", "torch", "rules", "stacked"}
@@ -262,7 +262,7 @@ def test_channel_scripts_reproduce_the_library_rules(learned_run):
     from channel_gate import score as gate_score
     from channel_stacked import score as channel_score
 
-    res = json.loads((learned_run / "results.json").read_text())
+    res = json.loads((learned_run / "results.json").read_text(encoding="utf-8"))
     combiners = res["combiners"]
     row = channel_score(learned_run)  # raises if the library's stacked is not channel_in
     assert row["step_in"] == pytest.approx(combiners["stacked_pooled"]["test"]["mse"], rel=1e-6)
@@ -279,7 +279,7 @@ def test_tilt_script_reproduces_the_library_rules(learned_run):
     """Pre-registration 7: the script's U is the run's ensemble, its tilt the run's reference."""
     from tilt_gate import score as tilt_score
 
-    res = json.loads((learned_run / "results.json").read_text())
+    res = json.loads((learned_run / "results.json").read_text(encoding="utf-8"))
     row = tilt_score(learned_run)
     assert row["U"] == pytest.approx(res["test"]["ensemble"]["mse"], rel=1e-6)
     tilted = res["combiners"]["stacked_tilted"]["test"]["mse"]
@@ -321,7 +321,7 @@ def test_report_only_takes_the_grid_from_bench_spec(synth_csv, tmp_path, capsys)
     spec = _finished_bench(synth_csv(n=1200), tmp_path / "bench")
     (Path(spec.out) / "bench.md").unlink()
     assert main(["bench", "--report-only", "--out", spec.out]) == 0
-    md = (Path(spec.out) / "bench.md").read_text()
+    md = (Path(spec.out) / "bench.md").read_text(encoding="utf-8")
     assert "Lookback L=96" in md and "## synth" in md and "No finished cells" not in md
 
 
@@ -332,8 +332,8 @@ def test_report_only_refuses_a_folder_that_is_no_bench(folder, tmp_path, capsys)
     out = tmp_path / folder
     if folder == "run":  # a run folder: its files must stay as they are
         out.mkdir()
-        (out / "results.json").write_text("{}")
-        (out / "config.yaml").write_text("seq_len: 96\n")
+        (out / "results.json").write_text("{}", encoding="utf-8")
+        (out / "config.yaml").write_text("seq_len: 96\n", encoding="utf-8")
     before = sorted(p.name for p in out.iterdir()) if out.exists() else None
     assert main(["bench", "--report-only", "--out", str(out)]) == 2
     assert "--report-only rebuilds the tables of a bench" in _one_error_line(capsys)
@@ -367,12 +367,12 @@ def test_a_stop_on_bad_input_is_in_bench_log(synth_csv, tmp_path):
 
     with pytest.raises(UserError):
         run_bench(spec, progress=False, run_fn=refused)
-    log = (Path(spec.out) / "bench.log").read_text()
+    log = (Path(spec.out) / "bench.log").read_text(encoding="utf-8")
     assert "stopped: the cell refuses its input" in log
 
     spec.members = ["naive", "snaive@period=abc"]  # refused before any cell: logged too
     with pytest.raises(UserError):
         run_bench(spec, progress=False, run_fn=refused)
-    assert (
-        "stopped before any cell: snaive@period=abc" in (Path(spec.out) / "bench.log").read_text()
+    assert "stopped before any cell: snaive@period=abc" in (Path(spec.out) / "bench.log").read_text(
+        encoding="utf-8"
     )

@@ -75,9 +75,17 @@ def test_features_match_direct_computation(splits, model):
     np.testing.assert_array_equal(feats[2, :, names.index("day_of_week")], first.day_of_week)
 
 
-def test_save_load_roundtrip_and_seed(splits, model, tmp_path):
-    model.save(tmp_path / "m")
-    loaded = LightGBMForecaster.load(tmp_path / "m")
+def test_save_load_roundtrip_and_seed(splits, model, tmp_path, monkeypatch):
+    import lightgbm as lgb
+
+    # LightGBM's own file I/O opens C:\\Users\\张三\\... in the ANSI code page on Windows
+    def refused(*args, **kwargs):
+        raise AssertionError("LightGBM's C++ file I/O used")
+
+    monkeypatch.setattr(lgb.Booster, "save_model", refused)
+    folder = tmp_path / "张三" / "m"
+    model.save(folder)
+    loaded = LightGBMForecaster.load(folder)
     w = splits.val.windows()
     np.testing.assert_allclose(loaded.predict(w), model.predict(w), atol=1e-6)
     again = LightGBMForecaster(96, 24, periods=[24, 48], **SMALL).fit(splits.train, splits.val)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -134,7 +135,7 @@ def test_nan_csv_exit_2_names_column_and_row(synth_csv, capsys):
 
 def test_console_script_no_traceback(tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("date,a\n2020-01-01,1\n2020-01-02,x\n")
+    bad.write_text("date,a\n2020-01-01,1\n2020-01-02,x\n", encoding="utf-8")
     p = subprocess.run(
         [sys.executable, "-m", "experiments.cli", "data", "info", "--data-path", str(bad)],
         capture_output=True,
@@ -142,6 +143,20 @@ def test_console_script_no_traceback(tmp_path):
     )
     assert p.returncode == 2
     assert "Traceback" not in p.stderr and p.stderr.strip().count("\n") == 0
+
+
+def test_characters_the_console_lacks_do_not_crash_a_redirected_gbk_console(synth_csv, tmp_path):
+    # weather.csv's own header holds U+FFFD ("SWDR (W/m\ufffd)"); GBK has neither it nor "²"
+    csv = synth_csv(edit=lambda df: df.rename(columns={"x0": "SWDR (W/m\ufffd)", "x1": "q²"}))
+    env = {**os.environ, "PYTHONIOENCODING": "gbk", "PYTHONUTF8": "0"}
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "periods", "--data-path", str(csv)],
+        capture_output=True,
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr.decode("gbk", "replace")
+    out = p.stdout.decode("gbk")
+    assert "SWDR (W/m\\ufffd)" in out and "q\\xb2" in out
 
 
 def test_help_states_each_default_once():
@@ -305,7 +320,7 @@ def test_sigterm_is_an_interrupt_with_a_message_and_a_log(synth_csv, tmp_path):
     assert p.returncode == 143, p.stderr
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted: "), lines
-    assert "interrupted" in (out / "run.log").read_text()
+    assert "interrupted" in (out / "run.log").read_text(encoding="utf-8")
 
 
 def test_members_lists_every_member_with_its_settings_and_every_router(capsys):

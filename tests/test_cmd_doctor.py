@@ -78,7 +78,7 @@ def test_out_naming_a_folder_exits_2_before_any_check(tmp_path, capsys, monkeypa
     monkeypatch.setattr(cmd_doctor, "run_checks", lambda d: pytest.fail("checks ran"))
     assert main(["doctor", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
-    (tmp_path / "file").write_text("")
+    (tmp_path / "file").write_text("", encoding="utf-8")
     assert main(["doctor", "--out", str(tmp_path / "file" / "doctor.txt")]) == 2
     assert "cannot write there" in capsys.readouterr().err
 

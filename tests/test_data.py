@@ -365,15 +365,15 @@ def test_csv_quirks_spreadsheets_and_pandas_leave(synth_csv, tmp_path, caplog):
     base.to_csv(path)  # index kept: "Unnamed: 0"
     ds = load_dataset(data_path=path)
     assert ds.columns == ref.columns and "without a header dropped" in caplog.text
-    path.write_text(base.to_csv(index=False).replace(",", ", "))
+    path.write_text(base.to_csv(index=False).replace(",", ", "), encoding="utf-8")
     assert load_dataset(data_path=path).columns == ref.columns  # OT still the target
     # a first column named otherwise (pandas 3 reads text as str, not object)
-    path.write_text(base.rename(columns={"date": "Datum"}).to_csv(index=False))
+    path.write_text(base.rename(columns={"date": "Datum"}).to_csv(index=False), encoding="utf-8")
     assert load_dataset(data_path=path).n_rows == 400
     # ';' files with a comma in a header, and decimal commas after whole numbers
     semi = base.rename(columns={"x0": "temp, C"})
     semi.iloc[:3, 1:] = semi.iloc[:3, 1:].round()
-    path.write_text(semi.to_csv(index=False, sep=";", decimal=","))
+    path.write_text(semi.to_csv(index=False, sep=";", decimal=","), encoding="utf-8")
     ds = load_dataset(data_path=path)
     assert ds.columns[0] == "temp, C"
     np.testing.assert_allclose(ds.values[3:], ref.values[3:], rtol=1e-12)

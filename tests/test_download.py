@@ -50,7 +50,9 @@ def test_download_checks_sum_and_skips_present(server, data_dir, tmp_path, monke
 def test_checksum_mismatch_leaves_nothing(server, tmp_path, monkeypatch):
     root, url = server
     (root / "illness").mkdir()
-    (root / "illness" / "national_illness.csv").write_text("date,OT\n2020-01-01,1\n")
+    (root / "illness" / "national_illness.csv").write_text(
+        "date,OT\n2020-01-01,1\n", encoding="utf-8"
+    )
     monkeypatch.setenv(dl.URL_ENV, url)
     out = tmp_path / "data"
     with pytest.raises(UserError, match="checksum mismatch"):
@@ -81,7 +83,7 @@ def test_http_error(server, tmp_path, monkeypatch):
 def test_sums_match_shared_file(data_dir):
     sums = dict(
         line.split()[::-1]
-        for line in (data_dir / "SHA256SUMS").read_text().splitlines()
+        for line in (data_dir / "SHA256SUMS").read_text(encoding="utf-8").splitlines()
         if line.strip()
     )
     for rel, want in dl.SHA256.items():

@@ -75,7 +75,7 @@ def test_saving_again_without_a_format_removes_only_the_copies_save_wrote(
     fig, _ = plt.subplots()
     figures.save(fig, tmp_path / "f.png")
     own = tmp_path / "f.eps"  # the user's, written long before
-    own.write_text("mine")
+    own.write_text("mine", encoding="utf-8")
     os.utime(own, (1e9, 1e9))
     monkeypatch.setenv(figures.FIGURES_ENV, "svg")
     fig, _ = plt.subplots()
@@ -85,7 +85,7 @@ def test_saving_again_without_a_format_removes_only_the_copies_save_wrote(
     fig, _ = plt.subplots()
     figures.save(fig, tmp_path / "f.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.eps", "f.png"]
-    assert own.read_text() == "mine"
+    assert own.read_text(encoding="utf-8") == "mine"
 
 
 def test_a_bad_format_is_refused_before_any_work(synth_csv, tmp_path, monkeypatch, capsys):
@@ -109,11 +109,11 @@ def test_run_from_python_refuses_a_bad_format_before_touching_the_folder(
     out = tmp_path / "r"
     cfg = dict(dataset=None, data_path=str(synth_csv()), seq_len=32, pred_len=8)
     run(RunConfig(**cfg, members=["naive"], out=str(out)), progress=False)
-    before = (out / "results.json").read_text()
+    before = (out / "results.json").read_text(encoding="utf-8")
     monkeypatch.setenv(figures.FIGURES_ENV, "jpg")
     with pytest.raises(UserError, match="'jpg' is not a figure format"):
         run(RunConfig(**cfg, members=["snaive"], out=str(out)), progress=False)
-    assert (out / "results.json").read_text() == before
+    assert (out / "results.json").read_text(encoding="utf-8") == before
 
 
 def test_a_rerun_removes_the_old_runs_extra_formats(synth_csv, tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ def test_json_has_no_bare_nan(tmp_path):
     write_json(
         path, {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": np.array([2.0, np.nan])}
     )
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text, parse_constant=lambda c: 1 / 0) == {
         "a": None,
@@ -76,14 +76,17 @@ def test_atomic_writes_work_without_fchmod(tmp_path, monkeypatch):
 
 def test_every_text_file_the_library_opens_names_its_encoding():
     # Without encoding=, Python uses the locale's (GBK on a Chinese Windows), so a file
-    # written here as UTF-8 fails to read there, or reads wrong.
+    # written here as UTF-8 fails to read there, or reads wrong. The tests and benchmark
+    # scripts too: a user running them on Windows would think the install broken.
     import ast
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     text_io = {"open", "read_text", "write_text", "fdopen", "FileHandler"}
     missing = []
-    for path in sorted(p for pkg in PACKAGES for p in (root / pkg).rglob("*.py")):
+    for path in sorted(
+        p for pkg in (*PACKAGES, "tests", "benchmarks") for p in (root / pkg).rglob("*.py")
+    ):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Call):
                 continue
@@ -125,3 +128,34 @@ def test_a_held_folder_lock_is_refused_and_released_locks_are_free(tmp_path):
     first.release()
     first.release()  # twice is harmless
     FolderLock(tmp_path).release()
+
+
+def test_a_replace_windows_refuses_for_a_moment_is_retried(tmp_path, monkeypatch):
+    # A virus scanner or OneDrive holding the target makes os.replace fail on Windows
+    import os
+
+    from ensemble import io
+
+    real, calls = os.replace, []
+
+    def held_twice(src, dst):
+        calls.append(dst)
+        if len(calls) < 3:
+            raise PermissionError(13, "The process cannot access the file", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(io, "_RETRY_REPLACE", True)
+    monkeypatch.setattr(io, "_REPLACE_DELAYS", (0.0,) * 4)
+    monkeypatch.setattr(os, "replace", held_twice)
+    write_text(tmp_path / "results.json", "{}")
+    assert (tmp_path / "results.json").read_text(encoding="utf-8") == "{}"
+    assert len(calls) == 3
+
+    def held(src, dst):
+        raise PermissionError(13, "The process cannot access the file", str(src))
+
+    monkeypatch.setattr(os, "replace", held)
+    with pytest.raises(PermissionError) as info:
+        write_text(tmp_path / "results.json", "{1}")
+    assert info.value.filename == str(tmp_path / "results.json")  # the user's file, named
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temp file left

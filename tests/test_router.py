@@ -534,7 +534,7 @@ def test_run_router_never_sees_test_targets(synth_csv, tmp_path):
         argv += ["--members", "naive,snaive,window_mean", "--router", "learned"]
         assert main(argv + ["--out", str(out), "--quiet"]) == 0
         outs.append(out)
-    res = [json.loads((o / "results.json").read_text()) for o in outs]
+    res = [json.loads((o / "results.json").read_text(encoding="utf-8")) for o in outs]
     assert res[0]["test"]["ensemble"] != res[1]["test"]["ensemble"]  # the targets did change
     for key in ("mean", "median", "oracle"):
         assert key in res[0]["test"] and key in res[0]["val"]
@@ -560,7 +560,7 @@ def test_run_router_never_sees_test_targets(synth_csv, tmp_path):
         assert 0.0 <= every[0][name]["test_vs_mean"]["p"] <= 1.0
         assert every[0][name]["val_cv"] == every[1][name]["val_cv"]
         assert every[0][name]["val"] == every[1][name]["val"]
-    assert "## Every combiner" in (outs[0] / "results.md").read_text()
+    assert "## Every combiner" in (outs[0] / "results.md").read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------- exact values (audit)

@@ -42,7 +42,7 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
         "run.log",
     ):
         assert (out / f).is_file(), f
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert (
         res["dataset"] == "ETTh1"
         and res["seq_len"] == 512
@@ -65,7 +65,7 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
         assert 0.0 <= r["p"] <= 1.0 and r["dof"] == 2785 // (4 * 96)
     pair = sig["members"]["naive"]["snaive"]  # and each pair of members
     assert np.isclose(pair["diff"], res["test"]["naive"]["mse"] - res["test"]["snaive"]["mse"])
-    md = (out / "results.md").read_text()
+    md = (out / "results.md").read_text(encoding="utf-8")
     assert "| ensemble vs mean |" in md and "| naive vs snaive |" in md
     assert set(res["timings_s"]["naive"]) == {"fit", "predict"}
     assert isinstance(res["periods"], list) and res["periods"]
@@ -95,11 +95,11 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
     assert res["test"]["naive"]["mse"] == pytest.approx(naive_mse, rel=1e-5)
     with np.load(out / "router_weights.npz") as w:
         np.testing.assert_allclose(w["test"].sum(-1), 1.0, rtol=1e-6)
-    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    cfg = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
     assert cfg["members"] == ["naive", "snaive"] and cfg["seq_len"] == 512
     # rerun from the saved config reproduces the numbers (members reused from their cache)
     assert main(["run", "--config", str(out / "config.yaml"), "--quiet"]) == 0
-    assert json.loads((out / "results.json").read_text())["test"] == res["test"]
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["test"] == res["test"]
 
 
 def test_ms_runs_score_the_target_channel_only(synth_csv, tmp_path):
@@ -110,7 +110,7 @@ def test_ms_runs_score_the_target_channel_only(synth_csv, tmp_path):
     argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24"]
     argv += ["--features", "MS", "--target", "x0", "--members", "naive,snaive"]
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     splits = make_splits(load_dataset(data_path=csv, features="MS", target="x0"), 96, 24)
     x, y = splits.test.inputs(), splits.test.targets()
     x0 = splits.dataset.columns.index("x0")
@@ -204,7 +204,7 @@ def test_failed_rerun_leaves_no_results_of_the_previous_run(
     assert (out / "config.yaml").is_file()
     for name in ("results.json", "results.md", "forecasts.npz", "router_weights.npz"):
         assert not (out / name).exists(), name
-    log = (out / "run.log").read_text()
+    log = (out / "run.log").read_text(encoding="utf-8")
     assert "removed the previous run's results.json" in log and "run failed: UserError" in log
 
 
@@ -220,11 +220,11 @@ def test_a_rerun_removes_the_analysis_of_the_old_run(synth_csv, tmp_path):
 def test_a_folder_of_ones_own_files_is_not_written_over(synth_csv, tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()
-    (mine / "results.md").write_text("my notes")
+    (mine / "results.md").write_text("my notes", encoding="utf-8")
     assert main(_synth_run(synth_csv(n=1400), mine)) == 2
     assert "holds results.md but is not a run folder" in capsys.readouterr().err
     assert sorted(p.name for p in mine.iterdir()) == ["results.md"]
-    assert (mine / "results.md").read_text() == "my notes"
+    assert (mine / "results.md").read_text(encoding="utf-8") == "my notes"
 
 
 def test_data_warnings_reach_run_log_and_temp_files_are_swept(synth_csv, tmp_path):
@@ -236,7 +236,7 @@ def test_data_warnings_reach_run_log_and_temp_files_are_swept(synth_csv, tmp_pat
     orphan = out / "members" / "naive" / ".forecasts.npz.abc123.tmp"  # a kill -9 mid-write
     orphan.write_bytes(b"x" * 100)
     assert main(_synth_run(synth_csv(n=1400, edit=gap), out)) == 0
-    log = (out / "run.log").read_text()
+    log = (out / "run.log").read_text(encoding="utf-8")
     assert "gap(s) in the h timestamps" in log  # logged before the folder existed
     assert not orphan.exists() and "left by an interrupted write" in log
 
@@ -244,11 +244,11 @@ def test_data_warnings_reach_run_log_and_temp_files_are_swept(synth_csv, tmp_pat
 def test_rerun_with_another_seed_needs_its_own_folder(synth_csv, tmp_path, capsys):
     out = tmp_path / "r"
     assert main(_synth_run(synth_csv(n=1400), out)) == 0
-    before = (out / "results.json").read_text()
+    before = (out / "results.json").read_text(encoding="utf-8")
     cfg = str(out / "config.yaml")
     assert main(["run", "--config", cfg, "--seed", "1", "--quiet"]) == 2
     assert "give --out" in capsys.readouterr().err
-    assert (out / "results.json").read_text() == before
+    assert (out / "results.json").read_text(encoding="utf-8") == before
     # refitting only the router into the same folder is what --config is for
     assert main(["run", "--config", cfg, "--router", "median", "--quiet"]) == 0
     assert main(["run", "--config", cfg, "--seed", "1", "--out", str(tmp_path / "s1")]) == 0
@@ -272,7 +272,9 @@ def test_a_rerun_with_other_settings_says_what_it_replaces(synth_csv, tmp_path, 
     argv[argv.index("naive,snaive")] = "naive,snaive@period=12"
     assert main(argv) == 0
     assert "members: ['naive', 'snaive'] -> ['naive', 'snaive@period=12']" in replaced()[0]
-    (out / "config.yaml").write_text("x: [")  # damaged: the run is still replaced, and said
+    (out / "config.yaml").write_text(
+        "x: [", encoding="utf-8"
+    )  # damaged: the run is still replaced, and said
     assert main(argv) == 0
     assert "(its config.yaml cannot be read, so nothing says which)" in replaced()[0]
 
@@ -285,9 +287,12 @@ def test_a_config_rerun_into_a_new_folder_copies_the_members_it_can(synth_csv, t
     assert (
         main(["run", "--config", cfg, "--router", "median", "--out", str(second), "--quiet"]) == 0
     )
-    log = (second / "run.log").read_text()
+    log = (second / "run.log").read_text(encoding="utf-8")
     assert "dlinear@epochs=2: copied from" in log and "fit " not in log  # nothing refitted
-    a, b = (json.loads((d / "results.json").read_text())["test"] for d in (first, second))
+    a, b = (
+        json.loads((d / "results.json").read_text(encoding="utf-8"))["test"]
+        for d in (first, second)
+    )
     assert a["dlinear@epochs=2"] == b["dlinear@epochs=2"] and a["naive"] == b["naive"]
     from experiments.run import member_path
 
@@ -304,7 +309,7 @@ def test_a_config_rerun_into_a_new_folder_copies_the_members_it_can(synth_csv, t
         assert main(["run", "--config", cfg, "--out", str(tmp_path / "busy"), "--quiet"]) == 0
     finally:
         busy.release()
-    log = (tmp_path / "busy" / "run.log").read_text()
+    log = (tmp_path / "busy" / "run.log").read_text(encoding="utf-8")
     assert "is being written by another run" in log and "dlinear@epochs=2: fit" in log
 
     def full_disk(*a, **kw):
@@ -313,12 +318,12 @@ def test_a_config_rerun_into_a_new_folder_copies_the_members_it_can(synth_csv, t
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("shutil.copytree", full_disk)
         assert main(["run", "--config", cfg, "--out", str(tmp_path / "full"), "--quiet"]) == 0
-    log = (tmp_path / "full" / "run.log").read_text()
+    log = (tmp_path / "full" / "run.log").read_text(encoding="utf-8")
     assert "cannot copy it from" in log and "dlinear@epochs=2: fit" in log
     assert not list((tmp_path / "full" / "members").glob(".*"))
     # another seed is another fit: nothing to copy
     assert main(["run", "--config", cfg, "--seed", "1", "--out", str(third), "--quiet"]) == 0
-    log = (third / "run.log").read_text()
+    log = (third / "run.log").read_text(encoding="utf-8")
     assert "copied from" not in log and "dlinear@epochs=2: fit" in log
 
 
@@ -328,7 +333,7 @@ def test_features_flag_overrides_the_config(synth_csv, tmp_path):
     other = tmp_path / "m"
     argv = ["run", "--config", str(out / "config.yaml"), "--features", "M"]
     assert main([*argv, "--out", str(other), "--quiet"]) == 0
-    assert json.loads((other / "results.json").read_text())["features"] == "M"
+    assert json.loads((other / "results.json").read_text(encoding="utf-8"))["features"] == "M"
 
 
 def test_member_forecasts_are_not_reused_for_changed_data(synth_csv, tmp_path):
@@ -336,12 +341,12 @@ def test_member_forecasts_are_not_reused_for_changed_data(synth_csv, tmp_path):
     out = tmp_path / "r"
     csv = synth_csv(n=1400)
     assert main(_synth_run(csv, out)) == 0
-    first = json.loads((out / "results.json").read_text())["test"]["naive"]
+    first = json.loads((out / "results.json").read_text(encoding="utf-8"))["test"]["naive"]
     df = pd.read_csv(csv)
     df["OT"] = df["OT"].to_numpy()[::-1]  # not a rescaling: scores are in scaled space
     df.to_csv(csv, index=False)
     assert main(_synth_run(csv, out)) == 0
-    assert json.loads((out / "results.json").read_text())["test"]["naive"] != first
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["test"]["naive"] != first
 
 
 def test_member_forecasts_are_not_reused_for_shifted_dates_or_another_spec(synth_csv, tmp_path):
@@ -354,9 +359,9 @@ def test_member_forecasts_are_not_reused_for_shifted_dates_or_another_spec(synth
     df["date"] = (pd.to_datetime(df["date"]) + pd.Timedelta(hours=7)).astype(str)
     df.to_csv(csv, index=False)
     assert main(_synth_run(csv, out)) == 0
-    assert (out / "run.log").read_text().count("reusing forecasts") == 0
+    assert (out / "run.log").read_text(encoding="utf-8").count("reusing forecasts") == 0
     assert main(_synth_run(csv, out)) == 0  # unchanged now: reused
-    assert (out / "run.log").read_text().count("run: naive: reusing forecasts") == 1
+    assert (out / "run.log").read_text(encoding="utf-8").count("run: naive: reusing forecasts") == 1
     with np.load(out / "members" / "naive" / "forecasts.npz") as z:
         assert str(z["spec"]) == "naive" and len(str(z["dates"])) == 16
 
@@ -378,11 +383,11 @@ def test_member_folder_names_stay_short_for_windows_paths(synth_csv, tmp_path):
     assert main(argv) == 0 and main(argv) == 0
     assert {p.name for p in (out / "members").iterdir()} == {"naive", member_dir(spec)}
     assert len(member_dir(spec)) == 64
-    assert (out / "run.log").read_text().count("reusing forecasts") == 2
+    assert (out / "run.log").read_text(encoding="utf-8").count("reusing forecasts") == 2
     # a folder from before names were cut keeps its saved forecasts in use
     (out / "members" / member_dir(spec)).rename(out / "members" / spec.replace("@", "_"))
     assert main(argv) == 0
-    assert (out / "run.log").read_text().count("reusing forecasts") == 4
+    assert (out / "run.log").read_text(encoding="utf-8").count("reusing forecasts") == 4
     assert not (out / "members" / member_dir(spec)).exists()
 
 
@@ -390,7 +395,7 @@ def test_a_run_folders_config_reruns_into_that_folder(synth_csv, tmp_path, monke
     # a copied run folder: rerunning its config must not write into the original
     out = tmp_path / "r"
     assert main(_synth_run(synth_csv(n=1400), out)) == 0
-    cfg = (out / "config.yaml").read_text()
+    cfg = (out / "config.yaml").read_text(encoding="utf-8")
     assert f"data_path: {tmp_path}" in cfg  # absolute: the same file from anywhere
     import shutil
 
@@ -399,7 +404,7 @@ def test_a_run_folders_config_reruns_into_that_folder(synth_csv, tmp_path, monke
     monkeypatch.chdir(tmp_path / "copy")  # another working directory too
     assert main(["run", "--config", "config.yaml", "--router", "median", "--quiet"]) == 0
     assert (out / "results.json").read_bytes() == before
-    res = json.loads((tmp_path / "copy" / "results.json").read_text())
+    res = json.loads((tmp_path / "copy" / "results.json").read_text(encoding="utf-8"))
     assert res["router"] == "median"
 
 
@@ -488,7 +493,7 @@ def test_a_run_lets_go_of_its_folder_however_it_ends(fails, synth_csv, tmp_path,
 
 def test_out_naming_a_file_is_a_user_error(synth_csv, tmp_path, capsys):
     afile = tmp_path / "afile"
-    afile.write_text("")
+    afile.write_text("", encoding="utf-8")
     for out in (afile, afile / "sub"):
         assert main(_synth_run(synth_csv(n=1400), out)) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -528,8 +533,11 @@ def test_periods_flag_replaces_the_detected_periods(synth_csv, tmp_path, capsys)
     argv = ["run", "--data-path", str(synth_csv(n=1200)), "--seq-len", "96", "--pred-len"]
     argv += ["24", "--members", "naive", "--quiet"]
     assert main([*argv, "--periods", "12,48", "--out", str(tmp_path / "a")]) == 0
-    assert json.loads((tmp_path / "a" / "results.json").read_text())["periods"] == [12, 48]
-    assert "periods:\n- 12\n- 48" in (tmp_path / "a" / "config.yaml").read_text()
+    assert json.loads((tmp_path / "a" / "results.json").read_text(encoding="utf-8"))["periods"] == [
+        12,
+        48,
+    ]
+    assert "periods:\n- 12\n- 48" in (tmp_path / "a" / "config.yaml").read_text(encoding="utf-8")
     assert main([*argv, "--periods", "12,x", "--out", str(tmp_path / "b")]) == 2
     assert "--periods '12,x'" in capsys.readouterr().err
 
@@ -556,7 +564,7 @@ def _registered_copy(root, edit=None):
 
 
 def _reused(out) -> int:
-    return (out / "run.log").read_text().count("reusing forecasts from")
+    return (out / "run.log").read_text(encoding="utf-8").count("reusing forecasts from")
 
 
 def _by_name(root, out, *extra: str) -> tuple[list[str], list[str]]:
@@ -572,11 +580,11 @@ def test_member_forecasts_are_reused_for_the_file_by_name_or_by_path(tmp_path):
     out = tmp_path / "r"
     by_name, rest = _by_name(tmp_path / "data", out)
     assert main([*by_name, *rest]) == 0
-    first = json.loads((out / "results.json").read_text())
+    first = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert _reused(out) == 0
     assert main(["run", "--data-path", str(path), *rest]) == 0
     assert _reused(out) == 2
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert res["dataset"] == "weather" and res["test"] == first["test"]
     assert main([*by_name, *rest]) == 0  # and back
     assert _reused(out) == 4
@@ -602,7 +610,7 @@ def test_member_forecasts_are_refitted_for_another_file_of_the_same_name(tmp_pat
     out = tmp_path / "r"
     by_name, rest = _by_name(_registered_copy(tmp_path / "data").parents[1], out)
     assert main([*by_name, *rest]) == 0
-    first = json.loads((out / "results.json").read_text())
+    first = json.loads((out / "results.json").read_text(encoding="utf-8"))
 
     def reverse(df):
         df["OT"] = df["OT"].to_numpy()[::-1]
@@ -611,7 +619,7 @@ def test_member_forecasts_are_refitted_for_another_file_of_the_same_name(tmp_pat
     other = _registered_copy(tmp_path / "other", edit=reverse)
     assert main(["run", "--data-path", str(other), *rest]) == 0
     assert _reused(out) == 0
-    assert json.loads((out / "results.json").read_text())["test"] != first["test"]
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["test"] != first["test"]
     assert main(["run", "--data-path", str(other), *rest, "--percent", "50"]) == 0
     assert _reused(out) == 0  # fewer train windows: other rows, refitted
 
@@ -634,8 +642,10 @@ def test_member_caches_of_earlier_versions_are_still_reused(tmp_path):
     out = tmp_path / "r"
     by_name, rest = _by_name(tmp_path / "data", out)
     assert main([*by_name, *rest]) == 0
-    cfg = yaml.safe_load((out / "config.yaml").read_text())
-    old = _old_style_key(cfg, json.loads((out / "results.json").read_text())["periods"])
+    cfg = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    old = _old_style_key(
+        cfg, json.loads((out / "results.json").read_text(encoding="utf-8"))["periods"]
+    )
     for member, keep in (("naive", ("data",)), ("snaive", ())):
         cache = out / "members" / member / "forecasts.npz"
         with np.load(cache) as z:
@@ -643,7 +653,7 @@ def test_member_caches_of_earlier_versions_are_still_reused(tmp_path):
         np.savez(cache, key=np.array(old), **kept)
     assert main([*by_name, *rest]) == 0
     assert _reused(out) == 2
-    assert (out / "run.log").read_text().count("(saved by an earlier version)") == 2
+    assert (out / "run.log").read_text(encoding="utf-8").count("(saved by an earlier version)") == 2
     assert main(["run", "--data-path", str(path), "--target", "OT", *rest]) == 0
     assert _reused(out) == 2  # respelled: refitted, under the new key
     assert main([*by_name, *rest]) == 0
@@ -670,7 +680,7 @@ def test_a_damaged_member_cache_is_refitted(synth_csv, tmp_path, caplog, damage,
     out = tmp_path / "r"
     csv = synth_csv(n=1400)
     assert main(_synth_run(csv, out)) == 0
-    before = json.loads((out / "results.json").read_text())["test"]
+    before = json.loads((out / "results.json").read_text(encoding="utf-8"))["test"]
     cache = out / "members" / "snaive" / "forecasts.npz"
     damage(cache)
     caplog.clear()
@@ -678,12 +688,12 @@ def test_a_damaged_member_cache_is_refitted(synth_csv, tmp_path, caplog, damage,
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warned) == 1 and "member snaive: damaged cache" in warned[0], warned
     assert what in warned[0] and warned[0].endswith("refitting")
-    assert "damaged cache" in (out / "run.log").read_text()
-    assert json.loads((out / "results.json").read_text())["test"] == before
+    assert "damaged cache" in (out / "run.log").read_text(encoding="utf-8")
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["test"] == before
     with np.load(cache) as z:  # replaced by a whole one, reused from now on
         assert {"val", "test", "timings"} <= set(z.files)
     assert main(_synth_run(csv, out)) == 0
-    assert (out / "run.log").read_text().count("snaive: reusing forecasts") == 1
+    assert (out / "run.log").read_text(encoding="utf-8").count("snaive: reusing forecasts") == 1
 
 
 @pytest.mark.parametrize(
@@ -801,7 +811,7 @@ def test_an_unexpected_member_failure_is_one_line_with_the_traceback_in_run_log(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert "member broken failed: RuntimeError: lightgbm: num_data must be positive;" in err[0]
-    log = (out / "run.log").read_text()
+    log = (out / "run.log").read_text(encoding="utf-8")
     assert "Traceback" in log and "more detail" in log
     assert not (out / "results.json").exists()
     # an interrupt or running out of memory is not the member's settings
@@ -820,7 +830,7 @@ def test_snaive_says_when_no_period_fits_the_lookback(synth_csv, tmp_path, caplo
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     warned = [m for m in warned if "snaive falls back to period 1" in m]  # once, not per build
     assert len(warned) == 1 and "every period (100000) is longer than the lookback 96" in warned[0]
-    assert "snaive falls back to period 1" in (out / "run.log").read_text()
+    assert "snaive falls back to period 1" in (out / "run.log").read_text(encoding="utf-8")
 
 
 def test_snaive_without_a_period_says_a_longer_lookback_would_not_help(synth_csv, tmp_path, caplog):
@@ -852,7 +862,7 @@ def test_the_best_of_a_tie_is_the_member_and_given_periods_are_labelled(
     tie = {"snaive": {"mse": 0.5}, "ensemble": {"mse": 0.5 - 2**-54}, "oracle": {"mse": 0.1}}
     assert best_forecast(tie) == "snaive"
     assert best_forecast({**tie, "ensemble": {"mse": 0.49}}) == "ensemble"
-    md = (tmp_path / "r" / "results.md").read_text()
+    md = (tmp_path / "r" / "results.md").read_text(encoding="utf-8")
     assert "periods (given): [24]" in md
 
 
@@ -938,25 +948,27 @@ def test_members_trained_by_epochs_report_their_curves_and_kept_epoch(synth_csv,
     argv = ["run", "--data-path", str(synth_csv()), "--seq-len", "32", "--pred-len", "8"]
     argv += ["--members", "dlinear,arima", "--out", str(out), "--quiet"]
     assert main(argv) == 0
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     curve = res["training"]["dlinear"]
     assert set(res["training"]) == {"dlinear"}  # ARIMA has no epochs
     assert curve["epochs"] == len(curve["val_mse"]) == len(curve["train_mse"]) >= 2
     assert curve["best_epoch"] == 1 + int(np.argmin(curve["val_mse"]))
     assert (out / "training.png").stat().st_size > 0
-    md = (out / "results.md").read_text()
+    md = (out / "results.md").read_text(encoding="utf-8")
     row = f"| dlinear | {curve['epochs']} | {curve['best_epoch']} |"
     assert row in md
     still = curve["best_epoch"] == curve["epochs"]
     assert curve["still_improving"] is still
-    assert ("still falling at its last epoch" in (out / "run.log").read_text()) is still
+    assert (
+        "still falling at its last epoch" in (out / "run.log").read_text(encoding="utf-8")
+    ) is still
     assert (" **still improving** |" if still else " past its best |") in md
 
     def curve_of(*val):
         mdir = out / "members" / "other" / "model"
         mdir.mkdir(parents=True, exist_ok=True)
         history = [{"train_mse": 1.0, "val_mse": v} for v in val]
-        (mdir / "config.json").write_text(json.dumps({"history": history}))
+        (mdir / "config.json").write_text(json.dumps({"history": history}), encoding="utf-8")
         return training_curves(out, ["other"])["other"]
 
     # a history with a diverged (NaN) epoch: the kept epoch is the best finite one
@@ -971,11 +983,11 @@ def test_a_member_cut_off_by_its_epoch_budget_is_flagged(synth_csv, tmp_path, ca
     argv = ["run", "--data-path", str(synth_csv()), "--seq-len", "32", "--pred-len", "8"]
     argv += ["--members", "dlinear@epochs=2@lr=0.00001,naive", "--out", str(out)]
     assert main(argv) == 0
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert res["training"]["dlinear@epochs=2@lr=0.00001"]["still_improving"]
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("still falling at its last epoch (2 of 2 kept)" in m for m in warned)
-    assert "| 2 | 2 |" in (out / "results.md").read_text()
+    assert "| 2 | 2 |" in (out / "results.md").read_text(encoding="utf-8")
 
 
 def test_a_fitted_member_is_freed_before_the_next_one_loads(synth_csv, tmp_path, monkeypatch):
@@ -1029,7 +1041,7 @@ def test_a_moved_backbone_folder_does_not_stop_a_rerun_that_reuses_forecasts(
     # the backbone is a local folder (here a stand-in: tiny_backbone loads a random LLaMA)
     folder = tmp_path / "qwen"
     folder.mkdir()
-    (folder / "config.json").write_text("{}")
+    (folder / "config.json").write_text("{}", encoding="utf-8")
     out = tmp_path / "r"
     argv = ["run", "--data-path", str(synth_csv(n=500, channels=2)), "--seq-len", "32"]
     argv += ["--pred-len", "8", "--members", f"naive,timellm@backbone={folder}", "--quiet"]
@@ -1040,6 +1052,6 @@ def test_a_moved_backbone_folder_does_not_stop_a_rerun_that_reuses_forecasts(
     folder.joinpath("config.json").unlink()
     folder.rmdir()  # the run folder copied to a machine without the model
     assert main([*argv, "--router", "median"]) == 0  # another router: forecasts reused
-    assert "reusing forecasts" in (out / "run.log").read_text()
+    assert "reusing forecasts" in (out / "run.log").read_text(encoding="utf-8")
     assert main([*argv, "--seed", "1", "--out", str(tmp_path / "s1")]) == 2  # must fit: refused
     assert "does not exist" in capsys.readouterr().err

@@ -18,7 +18,7 @@ def test_seed_means_counts_and_groups(tmp_path, capsys):
     other = fake_run(tmp_path / "o", 0, router="mean", a=0.4, b=0.5, ensemble=0.45, mean=0.45)
     assert main(["summary", str(r0), str(r1), str(other), "--out", str(tmp_path / "s.md")]) == 0
     text = capsys.readouterr().out
-    assert text == (tmp_path / "s.md").read_text()
+    assert text == (tmp_path / "s.md").read_text(encoding="utf-8")
     assert text.count("\n## ") == 2  # another router is another group
     ens = np.array([0.38, 0.52])
     assert f"| {ens.mean():.4f} ± {ens.std(ddof=1):.4f} |" in text
@@ -58,23 +58,23 @@ def test_bad_folders_exit_2_with_one_line(case, tmp_path, capsys):
         again = fake_run(tmp_path / "again", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
         argv, needle = [str(r0), str(again)], "are the same run (seed 0"
     elif case == "bad_yaml":
-        (r0 / "config.yaml").write_text("members: [dlinear\n")
+        (r0 / "config.yaml").write_text("members: [dlinear\n", encoding="utf-8")
         argv, needle = [str(r0)], "config.yaml is not valid YAML"
     elif case in ("list_yaml", "bad_params"):
         text = "- a\n" if case == "list_yaml" else "member_params: {naive: 3}\n"
-        (r0 / "config.yaml").write_text(text)
+        (r0 / "config.yaml").write_text(text, encoding="utf-8")
         argv, needle = [str(r0)], "config.yaml"
     elif case in ("no_val", "nan"):
-        res = json.loads((r0 / "results.json").read_text())
+        res = json.loads((r0 / "results.json").read_text(encoding="utf-8"))
         if case == "no_val":
             del res["val"]
         else:
             res["test"]["a"]["mse"] = "abc"
-        (r0 / "results.json").write_text(json.dumps(res))
+        (r0 / "results.json").write_text(json.dumps(res), encoding="utf-8")
         argv, needle = [str(r0)], "is not a results.json"
     else:
         (tmp_path / "bad").mkdir()
-        (tmp_path / "bad" / "results.json").write_text('{"dataset": "x"}')
+        (tmp_path / "bad" / "results.json").write_text('{"dataset": "x"}', encoding="utf-8")
         argv, needle = [str(r0), str(tmp_path / "bad")], "is not a results.json"
     out_md = tmp_path / "s.md"
     assert main(["summary", *argv, "--out", str(out_md)]) == 2
@@ -88,7 +88,7 @@ def test_summary_of_real_runs_matches_their_results(seed_runs, capsys):
     capsys.readouterr()
     assert main(["summary", "--json", *map(str, folders)]) == 0
     (group,) = json.loads(capsys.readouterr().out)
-    runs = [json.loads((f / "results.json").read_text()) for f in folders]
+    runs = [json.loads((f / "results.json").read_text(encoding="utf-8")) for f in folders]
     for name in ("naive", "snaive", "ensemble", "mean", "median", "oracle"):
         assert group["forecasts"][name]["test_mse"] == [r["test"][name]["mse"] for r in runs]
         assert group["forecasts"][name]["val_mse"] == [r["val"][name]["mse"] for r in runs]
@@ -97,8 +97,10 @@ def test_summary_of_real_runs_matches_their_results(seed_runs, capsys):
 def test_runs_with_other_member_options_are_not_averaged(tmp_path, capsys):
     a = fake_run(tmp_path / "a", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
     b = fake_run(tmp_path / "b", 1, a=0.6, b=0.5, ensemble=0.52, mean=0.51)
-    (a / "config.yaml").write_text("seed: 0\nout: a\npercent: 100\n")
-    (b / "config.yaml").write_text("seed: 1\nout: b\nmember_params:\n  b:\n    lr: 0.01\n")
+    (a / "config.yaml").write_text("seed: 0\nout: a\npercent: 100\n", encoding="utf-8")
+    (b / "config.yaml").write_text(
+        "seed: 1\nout: b\nmember_params:\n  b:\n    lr: 0.01\n", encoding="utf-8"
+    )
     assert main(["summary", str(a), str(b)]) == 0
     text = capsys.readouterr().out
     assert text.count("\n## ") == 2 and "settings b.lr=0.01; seed 1" in text
@@ -124,9 +126,9 @@ def test_runs_with_other_member_options_are_not_averaged(tmp_path, capsys):
 )
 def test_malformed_files_name_the_file_and_exit_2(edit, needle, tmp_path, capsys):
     r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
-    res = json.loads((r0 / "results.json").read_text())
+    res = json.loads((r0 / "results.json").read_text(encoding="utf-8"))
     edit(r0, res)
-    (r0 / "results.json").write_text(json.dumps(res))
+    (r0 / "results.json").write_text(json.dumps(res), encoding="utf-8")
     assert main(["summary", str(r0)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{r0}/{needle}" in err[0] and "rerun that folder" in err[0]
@@ -134,7 +136,9 @@ def test_malformed_files_name_the_file_and_exit_2(edit, needle, tmp_path, capsys
 
 def test_numeric_yaml_keys_are_settings_like_any_other(tmp_path, capsys):
     r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
-    (r0 / "config.yaml").write_text("1: x\nfill: ffill\nmember_params: {a: {k: 3}, 2: {k: 4}}\n")
+    (r0 / "config.yaml").write_text(
+        "1: x\nfill: ffill\nmember_params: {a: {k: 3}, 2: {k: 4}}\n", encoding="utf-8"
+    )
     assert main(["summary", str(r0)]) == 0
     assert "settings 1=x, fill=ffill, 2.k=4, a.k=3;" in capsys.readouterr().out
 
@@ -143,8 +147,8 @@ def test_numeric_yaml_keys_are_settings_like_any_other(tmp_path, capsys):
 def test_runs_of_another_horizon_lookback_or_features_are_another_group(key, other, tmp_path):
     r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
     r1 = fake_run(tmp_path / "s1", 1, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
-    res = json.loads((r1 / "results.json").read_text())
-    (r1 / "results.json").write_text(json.dumps({**res, key: other}))
+    res = json.loads((r1 / "results.json").read_text(encoding="utf-8"))
+    (r1 / "results.json").write_text(json.dumps({**res, key: other}), encoding="utf-8")
     assert len(load_groups([r0, r1])) == 2
 
 
@@ -152,8 +156,8 @@ def test_runs_on_another_file_under_the_same_name_are_another_group(tmp_path):
     runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(3)]
     published, other = {"published": True}, {"published": False, "sha256": "ab12cd34ef"}
     for run, data in zip(runs[1:], (published, other), strict=True):
-        res = json.loads((run / "results.json").read_text())
-        (run / "results.json").write_text(json.dumps({**res, "data": data}))
+        res = json.loads((run / "results.json").read_text(encoding="utf-8"))
+        (run / "results.json").write_text(json.dumps({**res, "data": data}), encoding="utf-8")
     groups = load_groups(runs)  # a run from before `data` was recorded pools with published
     assert [(g.dataset, sorted(g.runs)) for g in groups] == [
         ("ETTh1", [0, 1]),
@@ -164,9 +168,11 @@ def test_runs_on_another_file_under_the_same_name_are_another_group(tmp_path):
 def test_two_versions_of_one_csv_are_two_groups_named_by_file(tmp_path):
     runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(3)]
     for run, sha in zip(runs, ("aaaa1111x", "aaaa1111x", "bbbb2222y"), strict=True):
-        res = json.loads((run / "results.json").read_text())
+        res = json.loads((run / "results.json").read_text(encoding="utf-8"))
         data = {"published": None, "sha256": sha}  # a CSV of no registered dataset
-        (run / "results.json").write_text(json.dumps({**res, "dataset": "mine", "data": data}))
+        (run / "results.json").write_text(
+            json.dumps({**res, "dataset": "mine", "data": data}), encoding="utf-8"
+        )
     assert [(g.dataset, sorted(g.runs)) for g in load_groups(runs)] == [
         ("mine (file aaaa1111)", [0, 1]),
         ("mine (file bbbb2222)", [2]),
@@ -187,7 +193,7 @@ def test_out_naming_a_folder_exits_2_naming_it(tmp_path, capsys):
 def test_out_must_not_replace_a_file_of_a_run_folder(name, tmp_path, capsys):
     # `summary RUN --out RUN/results.json` turned the run's results into Markdown.
     r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
-    (r0 / "config.yaml").write_text("seq_len: 96\n")
+    (r0 / "config.yaml").write_text("seq_len: 96\n", encoding="utf-8")
     (r0 / "forecasts.npz").write_bytes(b"npz")
     before = {p.name: p.read_bytes() for p in r0.iterdir()}
     assert main(["summary", str(r0), "--out", str(r0 / name)]) == 2
@@ -196,7 +202,7 @@ def test_out_must_not_replace_a_file_of_a_run_folder(name, tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in r0.iterdir()} == before
     # any other run folder's files are just as much off limits; other names are fine
     other = fake_run(tmp_path / "s1", 1, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
-    (other / "config.yaml").write_text("seq_len: 96\n")
+    (other / "config.yaml").write_text("seq_len: 96\n", encoding="utf-8")
     assert main(["summary", str(r0), "--out", str(other / "results.json")]) == 2
     assert main(["summary", str(r0), "--out", str(r0 / "summary.md")]) == 0
 
@@ -206,12 +212,14 @@ def test_seeds_run_on_different_setups_are_said(tmp_path, capsys):
     gpu = {"packages": {"torch": "2.5.1+cu124"}, "gpus": ["NVIDIA GeForce RTX 3060"]}
     cpu = {"packages": {"torch": "2.5.1+cpu"}, "gpus": []}
     for folder in runs:
-        res = json.loads((folder / "results.json").read_text())
-        (folder / "results.json").write_text(json.dumps({**res, "environment": gpu}))
+        res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        (folder / "results.json").write_text(
+            json.dumps({**res, "environment": gpu}), encoding="utf-8"
+        )
     assert main(["summary", *map(str, runs)]) == 0
     assert "did not all run on one setup" not in capsys.readouterr().out
-    res = json.loads((runs[2] / "results.json").read_text())
-    (runs[2] / "results.json").write_text(json.dumps({**res, "environment": cpu}))
+    res = json.loads((runs[2] / "results.json").read_text(encoding="utf-8"))
+    (runs[2] / "results.json").write_text(json.dumps({**res, "environment": cpu}), encoding="utf-8")
     assert main(["summary", *map(str, runs)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert (
@@ -232,8 +240,8 @@ def test_seeds_run_on_different_setups_are_said(tmp_path, capsys):
 )
 def test_an_edited_environment_block_is_read_or_not_recorded(env, said, tmp_path, capsys):
     runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(2)]
-    res = json.loads((runs[1] / "results.json").read_text())
-    (runs[1] / "results.json").write_text(json.dumps({**res, "environment": env}))
+    res = json.loads((runs[1] / "results.json").read_text(encoding="utf-8"))
+    (runs[1] / "results.json").write_text(json.dumps({**res, "environment": env}), encoding="utf-8")
     assert main(["summary", *map(str, runs)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     if said:
@@ -250,8 +258,10 @@ def test_members_still_improving_at_their_last_epoch_are_named(tmp_path, capsys)
         {"a": {"epochs": 4, "best_epoch": 4}, "b": {"epochs": 1, "best_epoch": 1}},
     ]
     for folder, training in zip(runs, curves, strict=True):
-        res = json.loads((folder / "results.json").read_text())
-        (folder / "results.json").write_text(json.dumps({**res, "training": training}))
+        res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        (folder / "results.json").write_text(
+            json.dumps({**res, "training": training}), encoding="utf-8"
+        )
     assert main(["summary", *map(str, runs)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "Still improving at their last epoch" in out and ": a in seeds 0, 2." in out
@@ -263,7 +273,9 @@ def test_members_still_improving_at_their_last_epoch_are_named(tmp_path, capsys)
         ({"a": {"epochs": 5, "best_epoch": 3, "still_improving": "false"}}, False),
         ({"a": "x"}, False),
     ):
-        res = json.loads((runs[1] / "results.json").read_text())
-        (runs[1] / "results.json").write_text(json.dumps({**res, "training": training}))
+        res = json.loads((runs[1] / "results.json").read_text(encoding="utf-8"))
+        (runs[1] / "results.json").write_text(
+            json.dumps({**res, "training": training}), encoding="utf-8"
+        )
         assert main(["summary", str(runs[1])]) == 0
         assert ("Still improving" in capsys.readouterr().out) is said

@@ -122,7 +122,7 @@ def test_latex_long_setups_are_lettered_and_spelled_out_in_the_caption(tmp_path)
     plain = fake_run(tmp_path / "plain", 0, a=0.4, b=0.5, ensemble=0.38)
     tuned = fake_run(tmp_path / "tuned", 0, a=0.3, b=0.5, ensemble=0.35)
     params = "member_params:\n  a: {lr: 0.001, epochs: 30, patience: 5, d_model: 16}\n"
-    (tuned / "config.yaml").write_text(params)
+    (tuned / "config.yaml").write_text(params, encoding="utf-8")
     text = summary_latex(load_groups([plain, tuned]))
     assert [r[2] for r in body_rows(text)] == ["(1)", "(2)"]
     caption = text.split("\\caption{")[1]
@@ -142,7 +142,7 @@ def test_tex_escapes_what_latex_would_read_as_markup():
 def test_csv_has_a_row_per_forecast_and_seed_with_the_runs_numbers(grid, tmp_path):
     text = summary_csv(load_groups(grid))
     rows = list(csv.DictReader(io.StringIO(text)))
-    res = json.loads((tmp_path / "h24_1" / "results.json").read_text())
+    res = json.loads((tmp_path / "h24_1" / "results.json").read_text(encoding="utf-8"))
     (row,) = [r for r in rows if r["folder"].endswith("h24_1") and r["forecast"] == "a"]
     assert float(row["test_mse"]) == res["test"]["a"]["mse"]
     assert float(row["val_mse"]) == res["val"]["a"]["mse"] and row["kind"] == "member"
@@ -164,7 +164,7 @@ def test_cli_latex_and_csv_out_files(grid, tmp_path, capsys):
     argv = ["summary", *map(str, grid), "--latex", "--forecasts", "ensemble,a", "--out", str(out)]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert out.read_text() == text
+    assert out.read_text(encoding="utf-8") == text
     assert "\\label{tab:hybrid-forecast}" in text
     assert (
         text.startswith("% written by: hybrid-forecast summary ")
@@ -210,7 +210,7 @@ def test_latex_of_real_runs_shows_their_results(seed_runs, capsys):
     capsys.readouterr()
     assert main(["summary", "--latex", "--digits", "4", *map(str, folders)]) == 0
     (row,) = body_rows(capsys.readouterr().out)
-    runs = [json.loads((f / "results.json").read_text()) for f in folders]
+    runs = [json.loads((f / "results.json").read_text(encoding="utf-8")) for f in folders]
     for i, name in enumerate(("naive", "snaive", "ensemble", "mean")):
         for j, metric in enumerate(("mse", "mae")):
             want = np.mean([r["test"][name][metric] for r in runs])

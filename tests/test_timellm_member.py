@@ -124,9 +124,9 @@ def test_a_model_saved_with_an_older_device_value_loads(fitted, tmp_path):
     m, _ = fitted
     m.save(tmp_path / "model")
     meta_file = tmp_path / "model" / "config.json"
-    meta = json.loads(meta_file.read_text())
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
     meta["kwargs"]["device"] = "cuda:0"  # once read as "best available"
-    meta_file.write_text(json.dumps(meta))
+    meta_file.write_text(json.dumps(meta), encoding="utf-8")
     assert TimeLLMForecaster.load(tmp_path / "model").device is None
     assert TimeLLMForecaster.load(tmp_path / "model", device="cpu").device == "cpu"
 
@@ -416,6 +416,16 @@ def test_backbone_mode_while_training(splits, monkeypatch, backbone_dropout):
     m.fit(splits.train, splits.val)
     # The trainable parts train; the frozen backbone in eval mode unless asked otherwise.
     assert modes and set(modes) == {(True, backbone_dropout)}
+
+
+def test_strided_windows_cover_every_hour_of_the_day_and_key_the_cache(splits):
+    # synthetic period 24: a fixed stride of 8 would start every window at hours 0, 8, 16
+    m = member(train_stride=8, val_stride=8)
+    tr, va = m._selected_starts(splits.train, splits.val)
+    assert len(np.unique(tr % 24)) > 3 and len(np.unique(va % 24)) > 3
+    assert not np.array_equal(tr, np.arange(0, splits.train.n_windows, 8)[: len(tr)])
+    # forecasts a run saved with the fixed stride are refitted, those of stride 1 kept
+    assert m.derived_settings() and not member(train_stride=1, val_stride=1).derived_settings()
 
 
 @pytest.mark.parametrize("sample", ["windows", "series"])

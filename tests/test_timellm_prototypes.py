@@ -93,7 +93,9 @@ def test_analyse_lists_the_prototypes_and_probes_the_prompt_of_a_run(synth_csv, 
         argv += ["--set", f"timellm.{kv}"]
     assert main(argv) == 0
     report = tmp_path / "report"
-    text = analyse(tmp_path / "run", out=report, prototypes=True, prompt_probe=True).read_text()
+    text = analyse(tmp_path / "run", out=report, prototypes=True, prompt_probe=True).read_text(
+        encoding="utf-8"
+    )
     # the probe's table and its figure: a bar per counterfactual prompt
     assert "## Does Time-LLM read its prompt?" in text and "own, mean shuffled" in text
     assert "![prompt_probe.png](prompt_probe.png)" in text

@@ -492,6 +492,22 @@ def test_select_starts():
         select_starts(10, 0)
 
 
+def test_seeded_strided_starts_cover_every_phase_of_the_period():
+    # every 8th window of hourly data starts at hours 0, 8, 16 only: 3 of the 24
+    fixed = select_starts(8033, 8)
+    assert len(np.unique(fixed[:-1] % 24)) == 3
+    drawn = select_starts(8033, 8, seed=0)
+    assert len(drawn) == len(fixed) and np.all(np.diff(drawn) > 0)  # same count, in order
+    assert len(np.unique(drawn % 24)) == 24
+    assert np.all(drawn[:-1] // 8 == np.arange(len(drawn) - 1))  # one from each block
+    assert drawn[-1] == 8032  # the most recent window still kept
+    np.testing.assert_array_equal(drawn, select_starts(8033, 8, seed=0))  # seeded
+    assert not np.array_equal(drawn, select_starts(8033, 8, seed=1))
+    assert select_starts(10, 1, seed=3).tolist() == list(range(10))
+    tail = select_starts(11, 4, seed=5)  # a short last block draws inside it
+    assert tail[-1] == 10 and np.all(tail < 11) and np.all(np.diff(tail) > 0)
+
+
 def test_series_sampling_gathers_window_channel_pairs():
     ws = window_set()
     x, y, ids, mask = ws.batch_series(torch.tensor([0, 3, 11]))  # (0,0), (1,1), (5,1)

@@ -273,7 +273,10 @@ def test_resuming_a_study_made_for_other_settings_is_refused(change, needle, syn
     elif change == "max_seq_len":
         spec.max_seq_len = 72
     else:  # the same file name over other values
-        csv.write_text(synth_csv(n=1200, period=12, name="other.csv").read_text())
+        csv.write_text(
+            synth_csv(n=1200, period=12, name="other.csv").read_text(encoding="utf-8"),
+            encoding="utf-8",
+        )
     with pytest.raises(UserError, match=needle):
         run_tune(spec, progress=False, plots=False)
 
@@ -283,14 +286,14 @@ def test_a_folder_of_another_study_is_refused(synth_csv, tmp_path):
 
     csv, out = synth_csv(n=1200), tmp_path / "tune"
     run_tune(_spec(csv, out, trials=1), progress=False, plots=False)
-    before = (out / "trials.csv").read_text()
+    before = (out / "trials.csv").read_text(encoding="utf-8")
     # another horizon: another default study name, in the same folder and database
     spec = replace(_spec(csv, out, trials=1), pred_len=12, study=None).resolved()
     with pytest.raises(
         UserError, match="holds the reports of study 'synth_24_snaive', not 'synth_12_snaive'"
     ):
         run_tune(spec, progress=False, plots=False)
-    assert (out / "trials.csv").read_text() == before
+    assert (out / "trials.csv").read_text(encoding="utf-8") == before
 
 
 def test_same_command_same_draws(synth_csv, tmp_path):
@@ -313,7 +316,7 @@ def test_unusable_storage_is_a_user_error(storage, needle, synth_csv, tmp_path):
     spec = _spec(synth_csv(n=1200), tmp_path / "t", trials=1)
     if storage.endswith(".txt"):
         storage = str(tmp_path / storage)
-        Path(storage).write_text("not a database\n" * 100)
+        Path(storage).write_text("not a database\n" * 100, encoding="utf-8")
     spec.storage = storage
     with pytest.raises(UserError, match=needle):
         run_tune(spec.resolved(), progress=False, plots=False)
@@ -401,7 +404,9 @@ def test_a_refused_resume_is_in_tune_log(synth_csv, tmp_path):
     spec.seed = 1
     with pytest.raises(UserError, match="was made for seed=0"):
         run_tune(spec, progress=False, plots=False)
-    assert "stopped before any trial: study" in (tmp_path / "t" / "tune.log").read_text()
+    assert "stopped before any trial: study" in (tmp_path / "t" / "tune.log").read_text(
+        encoding="utf-8"
+    )
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
@@ -447,7 +452,7 @@ def test_sigterm_fails_the_running_trial_at_once(synth_csv, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("interrupted: "), lines
     study = optuna.load_study(study_name="synth_24_snaive", storage=f"sqlite:///{out}/study.db")
     assert [t.state for t in study.trials] == [TrialState.FAIL]
-    assert "interrupted" in (out / "tune.log").read_text()
+    assert "interrupted" in (out / "tune.log").read_text(encoding="utf-8")
 
 
 def test_each_trial_starts_with_the_last_trials_members_freed(synth_csv, tmp_path, monkeypatch):

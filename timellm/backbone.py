@@ -318,7 +318,9 @@ def load_backbone(
         # would read MiniLM's tokenizer.json back as a character-level Qwen2 tokenizer.
         with _quiet_transformers():
             minilm_tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())
-        with tempfile.TemporaryDirectory() as tmp:
+        # The loaded model may still map the saved weights (CPU 4-bit), and Windows
+        # cannot delete a mapped file: the folder is then left to the system's cleanup.
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
             with _quiet_transformers():  # no "Writing model shards" bar for a temp copy
                 # in bf16: half the memory and disk of float32; quantising reads it anyway
                 random_backbone(arch, dtype=torch.bfloat16, **overrides).model.save_pretrained(tmp)

@@ -15,10 +15,13 @@ per step. Evaluation batches are ``eval_batch_size`` windows x all channels eith
 
 Window selection (documented deviations from "every window every epoch"):
 
-* ``train_stride``: train on every n-th window (consecutive windows overlap in L - 1
-  rows, so a stride of 4-16 loses little and divides the epoch cost).
-* ``val_stride``: the per-epoch early-stopping score uses every n-th val window; the
-  metrics the run reports are always over all windows (run.py predicts them all).
+* ``train_stride``: train on one window in n (consecutive windows overlap in L - 1
+  rows, so a stride of 4-16 loses little and divides the epoch cost). The window is
+  drawn at random from each block of n, not every n-th: a stride sharing a factor with
+  the period (8 and 24 hours) would train on a few hours of the day only.
+* ``val_stride``: the per-epoch early-stopping score uses one val window in n, drawn
+  the same way; the metrics the run reports are always over all windows (run.py
+  predicts them all).
 * ``percent`` (few-shot) is applied by the data layer (`make_splits`), as the official
   loaders cut the train split.
 
@@ -160,8 +163,8 @@ class TimeLLMForecaster(BaseForecaster):
             run_main.py's "official_type1", "official_cos" or "official_constant" (see
             `TrainConfig`).
         pct_start: warm-up fraction of the "onecycle" schedule (official ``--pct_start``).
-        train_stride: train on every n-th train window.
-        val_stride: score every n-th val window for early stopping.
+        train_stride: train on one train window in n, drawn at random within each block of n.
+        val_stride: early-stop on one val window in n, drawn the same way.
         periods: ranked periods for the prompt (the run's periodicity analysis).
         inject: classical forecasts to summarise in the prompt ("ridge", "dlinear",
             "nlinear"); None or [] turns injection off.
@@ -657,11 +660,21 @@ class TimeLLMForecaster(BaseForecaster):
             ) from None
 
     def _selected_starts(self, train: Split, val: Split) -> tuple[np.ndarray, np.ndarray]:
-        """The train and val window starts `fit` trains and early-stops on."""
+        """The train and val window starts `fit` trains and early-stops on: one window
+        drawn from each block of ``train_stride`` (``val_stride``), so that every phase of
+        the data's cycles is seen (``select_starts``)."""
         return (
-            select_starts(train.n_windows, self.train_stride),
-            select_starts(val.n_windows, self.val_stride),
+            select_starts(train.n_windows, self.train_stride, seed=self.seed),
+            select_starts(val.n_windows, self.val_stride, seed=self.seed + 1),
         )
+
+    def derived_settings(self) -> dict[str, str]:
+        """What the run's forecast cache keys on beyond the settings: strided windows are
+        drawn at random within their blocks since the twenty-fifth session (a fixed
+        stride skipped phases of the daily cycle), so caches of the fixed ones refit."""
+        if self.train_stride == 1 and self.val_stride == 1:
+            return {}
+        return {"window_selection": "one at random per block"}
 
     def epoch_size(self, train: Split, val: Split) -> tuple[int, int]:
         """(optimiser steps, val series scored) per epoch of `fit` on these splits, on one

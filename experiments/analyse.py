@@ -46,7 +46,6 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ import numpy as np
 from ensemble import metrics
 from ensemble.errors import UserError
 from ensemble.io import FolderLock, write_json, write_text
+from experiments import shell
 from periodicity.strength import FLAT_TOL, strength
 
 if TYPE_CHECKING:
@@ -158,7 +158,8 @@ def load_run(run_dir: str | Path) -> RunData:
     res_path = path / "results.json"
     if not res_path.is_file():
         raise UserError(
-            f"{path} is not a finished run folder (no results.json); run `hybrid-forecast run --out {path}` first"
+            f"{path} is not a finished run folder (no results.json); run "
+            f"`{shell.join(['hybrid-forecast', 'run', '--out', str(path)])}` first"
         )
     with _reading(res_path):
         results = json.loads(res_path.read_text(encoding="utf-8"))
@@ -742,7 +743,7 @@ def training_ablations(
             for s in sets:
                 cmd += ["--set", s]
             row["status"] = "not run"
-            row["command"] = shlex.join(cmd)
+            row["command"] = shell.join(cmd)
         rows.append(row)
     return rows
 
@@ -815,7 +816,7 @@ def _saved_timellm(run: RunData, flag: str, needs_prompt: bool) -> TimeLLMForeca
     model_dir = member_path(run.path, specs[0]) / "model"
     rerun = (  # a plain rerun would reuse the saved forecasts and not save the model again
         f"delete {model_dir.parent / 'forecasts.npz'} and rerun the run to fit and save it "
-        f"again (hybrid-forecast run --config {run.path / 'config.yaml'})"
+        f"again ({shell.join(['hybrid-forecast', 'run', '--config', str(run.path / 'config.yaml')])})"
     )
     missing = [f for f in ("config.json", "trainable.pt") if not (model_dir / f).is_file()]
     if missing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ensemble.errors import UserError
@@ -143,11 +144,11 @@ def handle(args) -> int:
             f"{len(failed)} failed, in {info['seconds']:.0f}s"
         )
         for name, err in failed.items():
-            print(f"  failed {name}: {err} (see {args.out}/bench.log)")
+            print(f"  failed {name}: {err} (see {Path(args.out) / 'bench.log'})")
     summary = summarise(collect(spec))
     for r in summary[summary["forecast"] == "ensemble"].itertuples():
         print(
             f"  {r.dataset} H={r.pred_len}: ensemble test MSE {r.mse:.4f} ({r.n} seed{'s' if r.n != 1 else ''})"
         )
-    print(f"tables: {args.out}/bench.md, {args.out}/bench.csv")
+    print(f"tables: {Path(args.out) / 'bench.md'}, {Path(args.out) / 'bench.csv'}")
     return 1 if failed else 0

@@ -106,9 +106,9 @@ def check_format(args) -> None:
 
 def handle(args) -> int:
     import json
-    import shlex
 
     from ensemble.io import write_text
+    from experiments import shell
     from experiments.summary import load_groups, summary_json, summary_markdown
     from experiments.summary_export import summary_csv, summary_latex
 
@@ -125,7 +125,7 @@ def handle(args) -> int:
             ("--out", args.out),
         ]
         words = [*args.run_dirs, "--latex"] + [str(w) for f, v in flags if v for w in (f, v)]
-        command = "hybrid-forecast summary " + " ".join(map(shlex.quote, words))
+        command = shell.join(["hybrid-forecast", "summary", *words])
         digits = 3 if args.digits is None else args.digits
         label = args.label or "tab:hybrid-forecast"
         text = summary_latex(groups, forecasts, digits, command=command, label=label)

@@ -100,19 +100,12 @@ def handle(args) -> int:
         print(f"run folder: {cfg_i.out}")
         scores.append((s["mse"], s["mae"]))
     if len(scores) > 1:  # --itr: what the repeats are for
-        import os
-        import shlex
-        import subprocess
-
         import numpy as np
 
+        from experiments import shell
+
         mse, mae = np.array(scores).T
-        # the shell's quoting: cmd's on Windows, POSIX elsewhere
-        folders = (
-            subprocess.list2cmdline(mapping.outs)
-            if os.name == "nt"
-            else " ".join(map(shlex.quote, mapping.outs))
-        )
+        folders = shell.join(mapping.outs)  # cmd's quoting on Windows, POSIX elsewhere
         print(
             f"{len(scores)} seeds: test MSE {mse.mean():.4f} ± {mse.std(ddof=1):.4f}  "
             f"MAE {mae.mean():.4f} ± {mae.std(ddof=1):.4f} (mean ± sample std); the table: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from experiments.cli import HelpFormatter
 
@@ -53,7 +54,7 @@ def add_parser(sub) -> None:
 
 def handle(args) -> int:
     from experiments.registry import parse_sets
-    from experiments.tune import TuneSpec, run_tune
+    from experiments.tune import TuneSpec, rerun_command, run_tune
 
     members = [m.strip() for m in args.members.split(",") if m.strip()]
     dataset = args.dataset or (None if args.data_path else "ETTh1")
@@ -90,13 +91,14 @@ def handle(args) -> int:
         print(
             f"best trial {b['number']}: val MSE {b['val_mse']:.5f}  L={b['seq_len']}  {b['params']}"
         )
-        print(f"best config: {spec.out}/best_config.yaml  (hybrid-forecast run --config ...)")
-    print(f"summary: {spec.out}/study_summary.md")
+        print(f"best config: {Path(spec.out) / 'best_config.yaml'}")
+        print(f"rerun it and score it on test: {rerun_command(spec.out)}")
+    print(f"summary: {Path(spec.out) / 'study_summary.md'}")
     if c["complete"] == 0 and c["pruned"] == 0 and "first_error" in summary:
         e = summary["first_error"]
         print(
             f"no trial completed; trial {e['number']} failed with {e['error']} "
-            f"(tracebacks in {spec.out}/tune.log)",
+            f"(tracebacks in {Path(spec.out) / 'tune.log'})",
             file=sys.stderr,
         )
         return 1

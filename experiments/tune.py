@@ -25,6 +25,7 @@ marks itself ``surplus`` (FAIL, not counted) before doing any work.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -352,13 +353,27 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
         )
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :])
+        existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise UserError(
+                f"--storage {url}: {existing} is a file, not a folder; put study.db in a folder"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
-        _sqlite_wal(path)
+        import sqlite3
+
+        try:
+            _retry_while_created_elsewhere(lambda: _sqlite_wal(path))
+        except sqlite3.Error as exc:
+            raise UserError(
+                f"--storage {url}: locked by another process for too long ({exc}); wait "
+                "for it to finish or name another file"
+            ) from None
         # several processes share one file: wait for the write lock instead of failing
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
+
+    def connect():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(
                 url,
                 heartbeat_interval=heartbeat_s,
@@ -366,13 +381,38 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
                 heartbeat_stale_trial_callback=Retry(max_retry=3),
                 **kwargs,
             )
-        except (ImportError, ModuleNotFoundError) as exc:
-            raise UserError(
-                f"--storage {url}: the database driver is missing ({exc}); install it "
-                "(e.g. psycopg2 for PostgreSQL) or use a sqlite:/// URL"
-            ) from None
-        except Exception as exc:  # sqlalchemy's errors: bad URL, unreachable server
-            raise UserError(f"--storage {url}: cannot open ({str(exc).splitlines()[0]})") from None
+
+    try:
+        return _retry_while_created_elsewhere(connect)
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise UserError(
+            f"--storage {url}: the database driver is missing ({exc}); install it "
+            "(e.g. psycopg2 for PostgreSQL) or use a sqlite:/// URL"
+        ) from None
+    except UserError:
+        raise
+    except Exception as exc:  # sqlalchemy's errors: bad URL, unreachable server
+        raise UserError(f"--storage {url}: cannot open ({str(exc).splitlines()[0]})") from None
+
+
+# What a storage says while another process, started at the same moment, creates it:
+# the file is locked while it turns to WAL, or the tables appear between check and create.
+_CREATED_ELSEWHERE = ("database is locked", "already exists", "UNIQUE constraint failed")
+
+
+def _retry_while_created_elsewhere(make: Callable[[], Any], tries: int = 6) -> Any:
+    """``make()``, tried again (up to ``tries`` times, 0.5 s to 3 s apart) while it fails
+    because another worker or command is creating the same storage at the same time."""
+    for attempt in range(tries):
+        try:
+            return make()
+        except Exception as exc:
+            text = str(exc.__cause__ or exc) + str(exc)
+            if attempt == tries - 1 or not any(m in text for m in _CREATED_ELSEWHERE):
+                raise
+            log.info("storage being created by another process (%s); retrying", text[:80])
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _sqlite_wal(path: Path) -> None:
@@ -386,6 +426,8 @@ def _sqlite_wal(path: Path) -> None:
         finally:
             con.close()
     except sqlite3.Error as exc:
+        if any(m in str(exc) for m in _CREATED_ELSEWHERE):
+            raise  # another process creating it: tried again by the caller
         raise UserError(
             f"--storage {path}: not a usable SQLite database file ({exc}); "
             "name a new file or an existing study.db"
@@ -513,7 +555,8 @@ def check_identity(spec: TuneSpec, attrs: dict[str, Any], dataset=None) -> None:
     if "search_space" not in attrs and _space_before_fixed_settings(spec) != mine["search_space"]:
         raise UserError(
             f"study {spec.study!r} in {spec.storage} tuned settings you fix now (it was made "
-            "before fixed settings were kept out of the search); pass another --study name"
+            "before fixed settings were kept out of the search); start a new study in "
+            "another --out (with another --study name if --storage is shared)"
         )
     for key, value in mine.items():
         if key in attrs and attrs[key] != value:
@@ -521,7 +564,8 @@ def check_identity(spec: TuneSpec, attrs: dict[str, Any], dataset=None) -> None:
             now = "changed" if key == "data" else f"not {value!r}"
             raise UserError(
                 f"study {spec.study!r} in {spec.storage} was made for {what}, {now}; "
-                "rerun with the study's settings or pass another --study name"
+                "rerun with the study's settings, or start a new study in another --out "
+                "(with another --study name if --storage is shared)"
             )
 
 
@@ -827,7 +871,10 @@ def work(
                 study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
             else:
                 if not waited:
-                    log.info(
+                    # on the console when this is the command's only process: a wait of a
+                    # minute with nothing said looks like a hang
+                    log.log(
+                        logging.WARNING if on_progress is not None else logging.INFO,
                         "%d trial(s) running elsewhere; waiting for them (a killed one is retried "
                         "after %ds without heartbeat)",
                         c["running"],
@@ -850,11 +897,16 @@ def _worker_entry(spec_dict: dict[str, Any], threads: int, worker: int) -> None:
     spec = TuneSpec(**spec_dict)
     handler = _setup_logging(Path(spec.out))
 
-    def stop(*_: Any) -> None:  # the parent's terminate(): fail the trial now, not after grace
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    def stop(*_: Any) -> None:
+        """Ctrl-C (the whole process group) or the parent's terminate(): fail the trial now,
+        not after the grace period. Once only: a second signal (Ctrl-C, then terminate)
+        would land in Optuna's bookkeeping of the first and leave the trial running."""
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         work(spec, worker=worker)
     except KeyboardInterrupt:
@@ -887,9 +939,21 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
             logging.getLogger().removeHandler(handler)
             handler.close()
         raise
+    fresh = not out.exists()
     handler = _setup_logging(out)
+    study = None
     try:
-        study = open_study(spec, create=True, new_attrs=new_attrs)
+        try:
+            study = open_study(spec, create=True, new_attrs=new_attrs)
+        except UserError:
+            if fresh:  # a storage refused: no study was made, so leave no folder either
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+                # only what this start made: a command started beside it may own the rest
+                (out / "tune.log").unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+            raise
         before = _counts(study)
         log.info(
             "study %s in %s: %d/%d finished before this start (%s); jobs=%d",
@@ -900,6 +964,13 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
             before,
             spec.jobs,
         )
+        if progress and (before["finished"] or before["running"]):
+            tqdm.write(
+                f"resuming study {spec.study}: {before['finished']} of {spec.trials} trials "
+                f"finished before"
+                + (f", {before['running']} marked running" if before["running"] else ""),
+                file=sys.stderr,
+            )
         write_json(out / "tune_spec.json", asdict(spec))
         bar = tqdm(
             total=spec.trials,
@@ -927,10 +998,26 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
         raise
     except KeyboardInterrupt:
         log.info("interrupted; a rerun finishes the study's remaining trials")
+        if study is not None:
+            _report_so_far(spec, study)
         raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def _report_so_far(spec: TuneSpec, study) -> None:
+    """After an interrupt: the reports of the trials finished so far, so that
+    best_config.yaml never names an older best than the study holds (the plots, slower,
+    are removed rather than left describing an earlier state; the next finish draws them)."""
+    out = Path(spec.out)
+    try:
+        finish(spec, study, plots=False)
+        for name in ("tune_history.png", "tune_importance.png", "tune_intermediate.png"):
+            (out / name).unlink(missing_ok=True)
+        log.info("reports written for the trials finished so far")
+    except (Exception, KeyboardInterrupt):  # a second Ctrl-C, a storage gone: the log says so
+        log.info("no reports after the interrupt:\n%s", traceback.format_exc())
 
 
 def _run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None]) -> None:
@@ -958,6 +1045,12 @@ def _run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None]
         bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
         if bad:
             log.warning("worker exit codes: %s (see tune.log)", bad)
+    except KeyboardInterrupt:
+        # Ctrl-C reached the workers too: let them record their interrupted trials
+        deadline = time.monotonic() + 10
+        for p in procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+        raise
     finally:
         for p in procs:
             if p.is_alive():
@@ -1091,7 +1184,7 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
         header = (
             f"# best trial {best.number} of study {spec.study!r}: val MSE {best.value:.5f}\n"
             f"# params: {best.params}\n"
-            f"# rerun and score on test: hybrid-forecast run --config {out / 'best_config.yaml'}\n"
+            f"# rerun and score on test: {rerun_command(out)}\n"
         )
         write_text(out / "best_config.yaml", header + cfg.to_yaml())
         summary["best"] = {
@@ -1109,6 +1202,13 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
     except Exception:  # plots must not cost the summary
         log.warning("tune plots failed:\n%s", traceback.format_exc())
     return summary
+
+
+def rerun_command(out: Path) -> str:
+    """The command that reruns the best trial as a plain run and scores it on test."""
+    from experiments import shell
+
+    return shell.join(["hybrid-forecast", "run", "--config", str(Path(out) / "best_config.yaml")])
 
 
 def _summary_md(summary: dict[str, Any], complete: list) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -213,6 +214,58 @@ def test_ctrl_c_is_no_failed_trial_warning_and_the_study_resumes(
     assert summary["counts"]["complete"] == 3 and summary["counts"]["discarded"] == 1
 
 
+def test_an_interrupted_extension_reports_the_trials_it_finished(
+    synth_csv, tmp_path, monkeypatch, capsys
+):
+    spec = _spec(synth_csv(n=1200), tmp_path / "t", trials=2)
+    run_tune(spec, progress=False, plots=False)
+    evaluate = Objective._evaluate
+
+    def better_then_interrupted(self, trial):
+        if trial.number == 2:
+            evaluate(self, trial)
+            return 1e-6  # a new best, found before the Ctrl-C
+        if trial.number == 3:
+            raise KeyboardInterrupt
+        return evaluate(self, trial)
+
+    monkeypatch.setattr(Objective, "_evaluate", better_then_interrupted)
+    spec.trials = 5
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=True, plots=False)
+    assert "resuming study" in capsys.readouterr().err  # said on the console
+    summary = json.loads((tmp_path / "t" / "study_summary.json").read_text(encoding="utf-8"))
+    assert summary["best"]["number"] == 2 and summary["counts"]["complete"] == 3
+    assert "best trial 2 " in (tmp_path / "t" / "best_config.yaml").read_text(encoding="utf-8")
+
+
+def test_a_storage_another_process_is_creating_is_tried_again(monkeypatch):
+    import sqlite3
+
+    from experiments import tune
+
+    monkeypatch.setattr(tune.time, "sleep", lambda s: None)
+    calls = []
+
+    def created_elsewhere():
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return "storage"
+
+    assert tune._retry_while_created_elsewhere(created_elsewhere) == "storage"
+    assert len(calls) == 3
+
+    def broken():
+        calls.append(1)
+        raise sqlite3.OperationalError("file is not a database")
+
+    calls.clear()
+    with pytest.raises(sqlite3.OperationalError):
+        tune._retry_while_created_elsewhere(broken)
+    assert len(calls) == 1  # not retried
+
+
 def _two_period_csv(tmp_path: Path) -> Path:
     """Hourly, cycles of 24 and 40 steps: the analyser ranks 24 first."""
     import numpy as np
@@ -379,6 +432,7 @@ def test_a_study_whose_trials_all_fail_exits_1(synth_csv, tmp_path, monkeypatch,
         ("max_seq_len", "lower --max-seq-len"),
         ("short", "lower --min-seq-len or --pred-len"),  # tune has no --seq-len
         ("storage", "--storage foo://bar: cannot open"),
+        ("file_as_folder", "is a file, not a folder"),  # e.g. /dev/null/study.db
     ],
 )
 def test_refused_input_leaves_no_folder_or_study(case, needle, synth_csv, tmp_path):
@@ -389,6 +443,9 @@ def test_refused_input_leaves_no_folder_or_study(case, needle, synth_csv, tmp_pa
         spec.max_seq_len = 5000
     if case == "storage":
         spec.storage = "foo://bar"
+    if case == "file_as_folder":
+        (tmp_path / "afile").write_text("", encoding="utf-8")
+        spec.storage = f"sqlite:///{tmp_path / 'afile' / 'study.db'}"
     with pytest.raises(UserError, match=needle) as exc:
         run_tune(spec, progress=False, plots=False)
     assert "--seq-len/" not in str(exc.value)

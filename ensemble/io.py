@@ -75,6 +75,13 @@ def write_text(path: str | Path, text: str) -> None:
     _atomic(Path(path), lambda fh: fh.write(text.encode()))
 
 
+def write_csv(path: str | Path, text: str) -> None:
+    """A CSV for people as well as programs: UTF-8 with a byte-order mark, which Excel
+    needs to read it as UTF-8 (without it, Excel on a Chinese Windows reads GBK and a
+    path or channel name in Chinese turns to mojibake); pandas skips the mark."""
+    _atomic(Path(path), lambda fh: fh.write(("\ufeff" + text).encode()))
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Strict JSON: NaN and infinities become null (bare NaN breaks jq, JavaScript, ...)."""
     text = json.dumps(_finite(obj), indent=2, default=_jsonable, allow_nan=False)

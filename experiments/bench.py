@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble.errors import UserError
-from ensemble.io import write_json, write_text
+from ensemble.io import write_csv, write_json, write_text
 from experiments.config import RunConfig
 
 log = logging.getLogger("hybrid_forecast.bench")
@@ -601,9 +601,9 @@ def write_reports(spec: BenchSpec) -> pd.DataFrame:
     """Rebuild bench.csv, bench.md and the plots from the finished cells."""
     out = Path(spec.out)
     long = collect(spec)
-    write_text(out / "bench.csv", long.to_csv(index=False, float_format="%.6g"))
+    write_csv(out / "bench.csv", long.to_csv(index=False, float_format="%.6g"))
     summary = summarise(long)
-    write_text(out / "bench_summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    write_csv(out / "bench_summary.csv", summary.to_csv(index=False, float_format="%.6g"))
     write_text(out / "bench.md", bench_markdown(spec, summary))
     if not long.empty:
         try:

@@ -82,7 +82,7 @@ def config_from_args(args) -> RunConfig:
         before["data_path"] = str(Path(before["data_path"]).resolve())
     if getattr(args, "config", None) and args.out is None:
         folder = Path(args.config).parent
-        if Path(args.config).name == "config.yaml" and (folder / "run.log").is_file():
+        if Path(args.config).name.lower() == "config.yaml" and (folder / "run.log").is_file():
             # a run folder's own config reruns into that folder, wherever it was copied
             cfg.out = str(folder)
         _refuse_overwrite(args.config, before, cfg)

@@ -72,7 +72,8 @@ def check_out(out: str, run_dirs: list[str]) -> None:
     folder = path.parent.resolve()
     summarised = {Path(d).resolve() for d in run_dirs}
     is_run = folder in summarised or (folder / "config.yaml").is_file()
-    if path.name in own and is_run:
+    # case-blind: on Windows (and macOS) Results.json is results.json
+    if path.name.lower() in {n.lower() for n in own} and is_run:
         raise UserError(
             f"--out {out} would replace the run's own {path.name}; write the summary to a "
             "file of another name or elsewhere, e.g. --out summary.md"
@@ -107,7 +108,7 @@ def check_format(args) -> None:
 def handle(args) -> int:
     import json
 
-    from ensemble.io import write_text
+    from ensemble.io import write_csv, write_text
     from experiments import shell
     from experiments.summary import load_groups, summary_json, summary_markdown
     from experiments.summary_export import summary_csv, summary_latex
@@ -136,6 +137,6 @@ def handle(args) -> int:
     else:
         text = summary_markdown(groups)
     if args.out:
-        write_text(args.out, text)
+        (write_csv if args.csv else write_text)(args.out, text)
     print(text, end="")
     return 0

@@ -46,18 +46,21 @@ def detect_periods(splits: Splits, k: int = 3) -> list[int]:
     return [int(p) for p in report.top_periods(k, seasonal_only=True)]
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
+def _safe(name: str, ascii_only: bool = False) -> str:
+    """``name`` with the characters a file name cannot hold replaced by ``_``. Letters of
+    any script are kept (油温数据.csv and 电力负荷.csv must not share a run folder);
+    ``ascii_only``: the names earlier versions gave."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+" if ascii_only else r"[^\w.=-]+", "_", name)
 
 
 _MEMBER_DIR_MAX = 64  # Windows' 260-character paths: run folder + members/<this>/model/...
 
 
-def member_dir(spec: str) -> str:
+def member_dir(spec: str, ascii_only: bool = False) -> str:
     """The folder name of a member under ``members/``: the spec with file-name-safe
     characters, or, past 64 characters (a spec with many settings, such as a long
     ``prompt_stats``), its first 55 and a hash of the whole spec."""
-    name = _safe(spec)
+    name = _safe(spec, ascii_only)
     if len(name) <= _MEMBER_DIR_MAX:
         return name
     digest = hashlib.sha256(spec.encode()).hexdigest()[:8]
@@ -65,11 +68,17 @@ def member_dir(spec: str) -> str:
 
 
 def member_path(out: Path, spec: str) -> Path:
-    """``out/members/<member_dir(spec)>``, or the uncut folder a run made before names
-    were cut, when that one is there (its saved model and forecasts stay in use)."""
+    """``out/members/<member_dir(spec)>``, or the folder a run made before names were cut
+    or kept letters beyond ASCII, when that one is there (its saved model and forecasts
+    stay in use)."""
     path = out / "members" / member_dir(spec)
-    legacy = out / "members" / _safe(spec)
-    return legacy if legacy != path and legacy.is_dir() and not path.exists() else path
+    if path.exists():
+        return path
+    for old in (_safe(spec), member_dir(spec, ascii_only=True), _safe(spec, ascii_only=True)):
+        legacy = out / "members" / old
+        if legacy != path and legacy.is_dir():
+            return legacy
+    return path
 
 
 def _data_key(

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ensemble.errors import UserError
-from ensemble.io import write_json, write_text
+from ensemble.io import write_csv, write_json, write_text
 from experiments.config import RunConfig
 
 log = logging.getLogger("hybrid_forecast.tune")
@@ -1163,7 +1163,7 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
     c = _counts(study)
     trials = study.get_trials(deepcopy=False)
     df = study.trials_dataframe()
-    write_text(out / "trials.csv", df.to_csv(index=False))
+    write_csv(out / "trials.csv", df.to_csv(index=False))
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     summary: dict[str, Any] = {
         "study": spec.study,

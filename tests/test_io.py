@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ensemble.io import write_json, write_text
+from ensemble.io import write_csv, write_json, write_text
 
 PACKAGES = ("ensemble", "experiments", "timellm", "router", "classical", "periodicity")
 
@@ -159,3 +159,13 @@ def test_a_replace_windows_refuses_for_a_moment_is_retried(tmp_path, monkeypatch
         write_text(tmp_path / "results.json", "{1}")
     assert info.value.filename == str(tmp_path / "results.json")  # the user's file, named
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temp file left
+
+
+def test_csv_files_carry_the_mark_excel_needs_and_pandas_skips(tmp_path):
+    import pandas as pd
+
+    write_csv(tmp_path / "t.csv", "folder,mse\nC:/张三/runs,0.37\n")
+    raw = (tmp_path / "t.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf") and "张三".encode() in raw
+    df = pd.read_csv(tmp_path / "t.csv")
+    assert list(df.columns) == ["folder", "mse"] and df.loc[0, "folder"] == "C:/张三/runs"

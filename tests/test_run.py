@@ -418,6 +418,19 @@ def test_empty_members_and_default_folder(synth_csv, tmp_path, capsys, monkeypat
     assert default_out(RunConfig(dataset="ETTh1")) == "runs/ETTh1_512_96_s0"
     cfg = RunConfig(dataset=None, data_path="/x/my data.csv", features="S", seq_len=96)
     assert default_out(cfg) == "runs/my_data_S_96_96_s0"
+    # files named in Chinese keep their names, so two of them never share a folder
+    a, b = (RunConfig(dataset=None, data_path=f"/x/{n}.csv") for n in ("油温数据", "电力负荷"))
+    assert default_out(a) == "runs/油温数据_512_96_s0" != default_out(b)
+
+
+def test_a_member_folder_named_as_earlier_versions_named_it_is_still_found(tmp_path):
+    from experiments.run import member_path
+
+    spec = "timellm@backbone=D:/模型/千问2.5-3B"
+    assert member_path(tmp_path, spec).name == "timellm_backbone=D_模型_千问2.5-3B"
+    old = tmp_path / "members" / "timellm_backbone=D_2.5-3B"  # ASCII only, before
+    old.mkdir(parents=True)
+    assert member_path(tmp_path, spec) == old
 
 
 class _Diverged(NaiveLast):

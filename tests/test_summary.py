@@ -189,7 +189,7 @@ def test_out_naming_a_folder_exits_2_naming_it(tmp_path, capsys):
     assert list((tmp_path / "reports").iterdir()) == []  # no temp file left behind
 
 
-@pytest.mark.parametrize("name", ["results.json", "config.yaml", "forecasts.npz"])
+@pytest.mark.parametrize("name", ["results.json", "config.yaml", "forecasts.npz", "Results.json"])
 def test_out_must_not_replace_a_file_of_a_run_folder(name, tmp_path, capsys):
     # `summary RUN --out RUN/results.json` turned the run's results into Markdown.
     r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)

@@ -42,7 +42,7 @@ def results_markdown(res: dict[str, Any]) -> str:
     for n in names:
         v, t = res["val"].get(n, {}), res["test"][n]
         tim = res["timings_s"].get(n, {})
-        mark = " **(best)**" if n == best else ""
+        mark = " **(lowest test MSE)**" if n == best else ""  # a label: nothing is chosen by it
         lines.append(
             f"| {n}{mark} | {v.get('mse', float('nan')):.4f} | {v.get('mae', float('nan')):.4f} | "
             f"{t['mse']:.4f} | {t['mae']:.4f} | {tim.get('fit', '')} | {tim.get('predict', '')} |"

@@ -142,10 +142,12 @@ def period_candidates(periods: list[int], lo: int, hi: int, k: int) -> list[int]
 def patch_choices(period: int, seq_len_max: int) -> list[str]:
     """Patch-length/stride choices for one period, as 'patch/stride' strings.
 
-    Uses ``periodicity.patch_candidates`` when the analyser offers it; otherwise the
-    period's divisors between 4 and 64 (a patch covers a whole fraction of a cycle), with
-    the official 16/8 included, each with half-overlap and without overlap; none longer
-    than ``seq_len_max``.
+    Uses ``periodicity.patch_candidates`` when the analyser offers it (half-overlapping
+    patches), each also without overlap (patch = stride: a third fewer tokens than 16/8
+    over a day of hourly data, and Time-LLM's own gain with the period's patch came
+    that way, BENCHMARKS.md); otherwise the period's divisors between 4 and 64 (a patch
+    covers a whole fraction of a cycle), with the official 16/8 included, each with
+    half-overlap and without overlap; none longer than ``seq_len_max``.
     """
     try:
         from periodicity import patch_candidates
@@ -153,7 +155,8 @@ def patch_choices(period: int, seq_len_max: int) -> list[str]:
         got = patch_candidates([period], seq_len_max)
         pairs = [(int(c[0]), int(c[1])) for c in got]
         if pairs:
-            return sorted({f"{p}/{s}" for p, s in pairs}, key=_patch_key)
+            with_flat = {f"{p}/{s}" for p, s in pairs} | {f"{p}/{p}" for p, _ in pairs}
+            return sorted(with_flat, key=_patch_key)
     except (ImportError, TypeError, ValueError, IndexError, KeyError):
         pass
     lengths = {d for d in range(4, 65) if period % d == 0} | {16}
@@ -1172,6 +1175,8 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
         "counts": c,
         "periods": study.user_attrs.get("periods"),
     }
+    if any(m.split("@")[0] in ("timellm", "patchtst") for m in spec.members):
+        summary["patch_choices"] = study.user_attrs.get("patch_choices")
     errors = [t for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
     if errors:
         summary["first_error"] = {
@@ -1224,6 +1229,12 @@ def _summary_md(summary: dict[str, Any], complete: list) -> str:
         "(scaled space, every val window); test never used.",
         "",
     ]
+    if summary.get("patch_choices"):
+        lines[-1:-1] = [
+            "Patch/stride choices per period: "
+            + "; ".join(f"{p}: {', '.join(c)}" for p, c in summary["patch_choices"].items())
+            + ".",
+        ]
     if "best" in summary:
         b = summary["best"]
         lines += [

@@ -382,6 +382,7 @@ def test_patch_choices_fit_the_shortest_lookback():
         for choice in patch_choices(period, shortest):
             assert int(choice.split("/")[0]) <= shortest, (period, shortest, choice)
     assert "16/8" in patch_choices(24, 96)  # the official patch where it fits
+    assert {"24/12", "24/24"} <= set(patch_choices(24, 96))  # with and without overlap
 
 
 def test_epoch_hook_feeds_the_pruner_during_training(synth_splits):
@@ -587,3 +588,15 @@ def test_a_study_from_before_fixed_settings_were_kept_out_is_not_resumed(synth_c
     plain = replace(spec, member_params={})  # nothing fixed: the old study's space, resumed
     check_identity(plain, {k: v for k, v in _identity(plain).items() if k != "search_space"})
     assert _identity(spec)["search_space"] == {"dlinear": ["kernel"]}
+
+
+def test_the_summary_names_the_patch_choices_of_a_patched_member():
+    from experiments.tune import _summary_md
+
+    counts = dict.fromkeys(
+        ("finished", "complete", "pruned", "error", "discarded", "running", "waiting"), 0
+    )
+    summary = {"study": "s", "storage": "x", "asked_trials": 1, "counts": counts}
+    md = _summary_md({**summary, "periods": [24], "patch_choices": {"24": ["24/12", "24/24"]}}, [])
+    assert "Patch/stride choices per period: 24: 24/12, 24/24." in md
+    assert "Patch/stride" not in _summary_md({**summary, "periods": [24]}, [])

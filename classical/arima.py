@@ -173,6 +173,9 @@ class ARIMA(BaseForecaster):
     """
 
     name = "arima"
+    # The filter runs over the whole context from its first row: a window's forecast
+    # depends on how many rows precede it (the MA innovations start at zero there).
+    scans_context = True
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from ensemble.errors import UserError
 # Sub-command modules, in the order `--help` lists them.
 COMMAND_MODULES = [
     "cmd_run",
+    "cmd_forecast",
     "cmd_data",
     "cmd_periods",
     "cmd_bench",

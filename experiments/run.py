@@ -504,6 +504,8 @@ _RUN_FILES = (
     "win_rates.png",
     "router_vs_mean.png",
     "prompt_probe.png",
+    # `forecast`'s, made with the models of the run it was drawn from
+    "forecast.csv",
 )
 # with each figure's copies in the formats $HYBRID_FORECAST_FIGURES asked for
 RUN_OUTPUTS = _RUN_FILES + tuple(

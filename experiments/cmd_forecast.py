@@ -1,0 +1,49 @@
+"""`hybrid-forecast forecast RUN_DIR`: the steps after the data's last row, with a run's
+trained members and router (the inference script the official Time-LLM code lacks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from experiments.cli import HelpFormatter
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "forecast",
+        help="forecast the steps after the data's last row with a finished run's members "
+        "and router",
+        description="Load a finished run's trained members, refit its router on the run's "
+        "own validation forecasts (checked against the weights the run saved), and forecast "
+        "the pred_len steps after the last row of the run's data file, or of a newer copy "
+        "of it (--data-path). Writes a CSV in the data's units: date, channel, the ensemble, "
+        "each member and the router's weight of each member.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    p.add_argument(
+        "--data-path",
+        help="a CSV with the run's columns and newer rows (default: the run's own data file)",
+    )
+    p.add_argument("--out", help="the CSV to write (default RUN_DIR/forecast.csv)")
+    p.set_defaults(func=handle)
+
+
+def handle(args) -> int:
+    from ensemble.errors import UserError
+    from ensemble.io import write_csv
+    from experiments.forecast import forecast_run
+    from experiments.run import RUN_OUTPUTS
+
+    out = Path(args.out) if args.out else Path(args.run_dir) / "forecast.csv"
+    own = {n.lower() for n in (*RUN_OUTPUTS, "config.yaml", "run.log")} - {"forecast.csv"}
+    if out.name.lower() in own and (out.parent / "config.yaml").is_file():
+        raise UserError(f"--out {out} would replace the run's own {out.name}; name another file")
+    fc = forecast_run(args.run_dir, args.data_path)
+    write_csv(out, fc.frame.to_csv(index=False))
+    steps = fc.frame["date"].nunique()
+    mean_w = fc.weights.mean(axis=0)
+    weights = ", ".join(f"{m} {w:.2f}" for m, w in zip(fc.members, mean_w, strict=True))
+    print(f"forecast of the {steps} steps after {fc.last} ({fc.data.name}): {out}")
+    print(f"router weights (mean over channels): {weights}")
+    return 0

@@ -1,0 +1,256 @@
+"""Forecast the future with a finished run: its trained members and its router.
+
+A run folder holds every member's trained model and their validation forecasts. The
+forecast here needs nothing fitted again except the router, which is refitted on those
+saved validation forecasts exactly as the run fitted it (checked: its validation weights
+must equal the ones the run saved), so the forecast is the run's own ensemble applied to
+the latest rows:
+
+```
+config.yaml, results.json           the run's settings, periods and data checksum
+data (the run's file, or newer)     the last L + 5H - 1 rows, scaled with the run's scaler
+members/<spec>/model                each member loaded, forecasting those windows
+forecasts.npz val/*                 the router refitted on the run's validation forecasts
+                  -> weights [C, M] of the last window -> ensemble [H, C] in the data's units
+```
+
+The rows before the last window are there for the router's skill features (each member's
+error on the window's own recent past), as in the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ensemble.errors import UserError
+
+log = logging.getLogger("hybrid_forecast.forecast")
+
+# how far the router's weights, refitted here, may differ from those the run saved
+_WEIGHT_TOL = 1e-4
+
+
+@dataclass
+class Forecast:
+    """A run's forecast of the steps after the last row of the data.
+
+    Attributes:
+        frame: long table: ``date, channel, ensemble``, one column per member and one
+            ``weight_<member>`` per member (the router's weights of this forecast,
+            averaged over the horizon for the rules that weigh each step apart), in the
+            data's units.
+        last: the timestamp of the last row the forecast starts after.
+        data: the file whose rows were forecast from.
+        weights: [C, M] the router's weights of this forecast.
+        members: member names, in the order of ``weights``' last axis.
+    """
+
+    frame: pd.DataFrame
+    last: pd.Timestamp
+    data: Path
+    weights: np.ndarray
+    members: list[str]
+
+
+def forecast_run(run_dir: str | Path, data_path: str | Path | None = None) -> Forecast:
+    """Forecast the ``pred_len`` steps after the data's last row with a finished run.
+
+    Args:
+        run_dir: a finished run folder (``results.json`` and the members' models).
+        data_path: a CSV with the run's columns and newer rows (the run's file updated);
+            None: the run's own data file.
+
+    Raises:
+        UserError: not a finished run, a member without its saved model, the run's data
+            file changed since, other columns, too few or irregular rows.
+    """
+    from ensemble import hybrid
+    from ensemble.data import Windows, load_dataset, make_splits
+    from ensemble.io import FolderLock
+    from experiments import registry
+    from experiments.config import RunConfig
+    from experiments.run import member_context, member_path, router_features
+    from router import make_combiner
+
+    out = Path(run_dir)
+    res = _finished_results(out)
+    cfg = RunConfig.from_file(out / "config.yaml")
+    try:
+        lock = FolderLock(out)
+    except BlockingIOError:
+        raise UserError(f"a run is writing to {out}; wait for it to finish") from None
+    except OSError:  # a read-only copy of a run: nobody writes it
+        lock = None
+    try:
+        dataset = cfg.load_dataset()
+        saved = res.get("data", {}).get("sha256")
+        if saved and dataset.sha256 != saved:
+            raise UserError(
+                f"{dataset.path} changed since the run in {out} (its scaler and router came "
+                "from the file as it was): put the run's file back, and give the newer rows "
+                "with --data-path"
+            )
+        splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
+        specs = list(res["members"])
+        periods = [int(p) for p in res["periods"]]
+        ch = splits.eval_channels
+        L, H = cfg.seq_len, cfg.pred_len
+
+        members = []
+        for spec in specs:
+            mdir = member_path(out, spec) / "model"
+            if not mdir.is_dir():
+                raise UserError(
+                    f"{spec} has no saved model in {mdir}; rerun the run to fit and save it "
+                    f"(hybrid-forecast run --config {out / 'config.yaml'})"
+                )
+            built = registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
+            members.append(type(built).load(mdir))
+
+        # The router, refitted on the run's own validation forecasts
+        with np.load(out / "forecasts.npz") as z:
+            val_stack = np.stack([z[f"val/{s}"] for s in specs])  # [M, W, H, C]
+        with np.load(out / "router_weights.npz") as z:
+            run_val_weights = z["val"]
+        val_true = splits.val.targets()[..., ch]
+        combiner = make_combiner(cfg.router, seed=cfg.seed, member_names=specs)
+        feats = None
+        if combiner.needs_features:
+            feats, names = router_features(splits.val.inputs(), val_stack, periods, specs, ch)
+            combiner.feature_names = names
+        combiner.fit(val_stack, val_true, feats)
+        gap = float(np.max(np.abs(combiner.weights(val_stack, feats) - run_val_weights)))
+        if gap > _WEIGHT_TOL:
+            raise UserError(
+                f"the router refitted on {out}'s validation forecasts gives other weights than "
+                f"the run's (by up to {gap:.3g}): the packages changed since the run? rerun it "
+                f"(hybrid-forecast run --config {out / 'config.yaml'})"
+            )
+
+        # The rows to forecast from
+        data = dataset
+        if data_path is not None:
+            data = load_dataset(
+                data_path=data_path, features=cfg.features, target=cfg.target, fill=cfg.fill
+            )
+            _check_same_series(data, dataset)
+        n = data.values.shape[0]
+        if n < L:
+            raise UserError(f"{data.path} has {n} rows; the run's lookback needs at least {L}")
+        n_ctx = min(n, L + 5 * H - 1)  # the last window and those its skill features score
+        # A member whose filter scans the context (ARIMA) gets as many rows as the run's
+        # last test window had before it, so its state is the one the run was scored with.
+        n_scan = min(n, max(n_ctx, splits.test.windows().context.shape[0]))
+
+        def last_rows(rows: int) -> Windows:
+            context, dates, start = _context(data, dataset, rows, H)
+            return Windows(splits.scaler.transform(context), L, H, dates, start)
+
+        windows, scanned = last_rows(n_ctx), last_rows(n_scan)
+
+        def predict(member) -> np.ndarray:  # [W, H, C] of the evaluated channels
+            if getattr(member, "scans_context", False):
+                return np.asarray(member.predict(scanned))[-windows.n :, :, ch]
+            return np.asarray(member.predict(windows))[..., ch]
+
+        stack = np.stack([predict(m) for m in members])  # [M, W, H, C]
+        dates = windows.dates
+        feats = None
+        if combiner.needs_features:
+            feats, _ = router_features(windows.x, stack, periods, specs, ch)
+        combined = hybrid.combined_forecast(combiner, stack, feats)[-1]  # [H, C]
+        weights = combiner.weights(stack, feats)[-1]  # [C, M]
+    finally:
+        if lock is not None:
+            lock.release()
+
+    def raw(x: np.ndarray) -> np.ndarray:  # [H, C] scaled -> the data's units
+        return splits.scaler.inverse_transform(x, ch)
+
+    future = dates[-H:]
+    channels = [dataset.columns[c] for c in ch]
+    columns: dict[str, Any] = {
+        "date": np.repeat(future, len(channels)),
+        "channel": np.tile(channels, H),
+        "ensemble": raw(combined).ravel(),
+    }
+    for i, spec in enumerate(specs):
+        columns[spec] = raw(stack[i, -1]).ravel()
+    for i, spec in enumerate(specs):
+        columns[f"weight_{spec}"] = np.tile(weights[:, i], H)
+    return Forecast(
+        frame=pd.DataFrame(columns),
+        last=data.dates[-1],
+        data=Path(data.path),
+        weights=weights,
+        members=specs,
+    )
+
+
+def _finished_results(out: Path) -> dict[str, Any]:
+    """The run's results.json, or a UserError saying what the folder lacks."""
+    if not out.is_dir():
+        raise UserError(f"{out} is not a folder: give a run folder (hybrid-forecast run --out)")
+    path = out / "results.json"
+    if not path.is_file() or not (out / "config.yaml").is_file():
+        raise UserError(
+            f"{out} is not a finished run folder (no results.json or config.yaml); finish "
+            "the run first (hybrid-forecast run ... --out FOLDER)"
+        )
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+        _ = res["members"], res["periods"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is damaged; rerun the run to write it again") from None
+    for name in ("forecasts.npz", "router_weights.npz"):
+        if not (out / name).is_file():
+            raise UserError(f"{out} lacks {name}; rerun the run to write it again")
+    return res
+
+
+def _check_same_series(new, old) -> None:
+    """The newer file must hold the run's channels, in its order, at its frequency."""
+    if list(new.columns) != list(old.columns):
+        raise UserError(
+            f"{new.path} has the columns {list(new.columns)}, not the run's "
+            f"{list(old.columns)}; give the run's file with newer rows added"
+        )
+    if new.freq != old.freq:
+        raise UserError(
+            f"{new.path} is sampled every {new.freq!r}, the run's data every {old.freq!r}; "
+            "resample it to the run's step"
+        )
+
+
+def _context(data, origin, rows: int, H: int) -> tuple[np.ndarray, pd.DatetimeIndex, int]:
+    """The last ``rows`` rows of ``data``, the dates of those rows and of the H steps after
+    them, and the row number of the first of them in the run's data, extended (ARIMA's
+    seasonal terms are functions of it, as in the run)."""
+    from pandas.tseries.frequencies import to_offset
+
+    if data.freq is None:
+        raise UserError(
+            f"{data.path}: the dates have no regular step, so the steps to forecast are "
+            "not defined; resample the file to the run's step"
+        )
+    offset = to_offset(data.freq)
+    n = data.values.shape[0]
+    # where the file's first row is in the run's data: the same row, or steps past its end
+    at = origin.dates.get_indexer(data.dates[:1])[0]
+    if at < 0:
+        if data.dates[0] < origin.dates[-1]:
+            raise UserError(
+                f"{data.path} starts at {data.dates[0]}, a time the run's data does not hold; "
+                "give the run's file with newer rows added"
+            )
+        past_end = len(pd.date_range(origin.dates[-1], data.dates[0], freq=offset)) - 1
+        at = len(origin.dates) - 1 + past_end
+    future = pd.date_range(data.dates[-1] + offset, periods=H, freq=offset)
+    return data.values[n - rows :], data.dates[n - rows :].append(future), at + n - rows

@@ -1,0 +1,118 @@
+"""experiments.forecast and `hybrid-forecast forecast`: a finished run forecasts the future."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.cli import main
+
+H = 24
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A run of every kind of member (stateless, trained, ARIMA's seasonal terms by row,
+    LightGBM's calendar features) under the learned router (skill features)."""
+    from conftest import synthetic_frame
+
+    root = tmp_path_factory.mktemp("fc")
+    csv = root / "synth.csv"
+    synthetic_frame(n=1400, channels=2, period=24).to_csv(csv, index=False)
+    out = root / "run"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", str(H)]
+    argv += ["--members", "naive,dlinear@epochs=2,arima@fourier=168,lightgbm@rounds=20"]
+    assert main([*argv, "--router", "learned", "--out", str(out), "--quiet"]) == 0
+    return csv, out
+
+
+def test_the_rows_before_the_last_test_targets_forecast_the_last_test_window(
+    finished, tmp_path, capsys
+):
+    # Cut the file where the run's last test window starts its forecast: the forecast of
+    # the steps after it is then that window's forecast, members and ensemble alike.
+    csv, out = finished
+    cut = tmp_path / "cut.csv"
+    pd.read_csv(csv).iloc[:-H].to_csv(cut, index=False)
+    assert (
+        main(["forecast", str(out), "--data-path", str(cut), "--out", str(tmp_path / "f.csv")]) == 0
+    )
+    said = capsys.readouterr().out
+    assert f"forecast of the {H} steps after" in said and "router weights" in said
+    frame = pd.read_csv(tmp_path / "f.csv")
+    assert list(frame.columns[:3]) == ["date", "channel", "ensemble"]
+    full = pd.read_csv(csv)
+    assert frame["date"].iloc[0] == full["date"].iloc[-H]  # the first step after the cut
+    with np.load(out / "forecasts.npz") as z:
+        expected = {
+            k: z[f"test/{k}"][-1]
+            for k in ("ensemble", "naive", "arima@fourier=168", "lightgbm@rounds=20")
+        }
+    from ensemble.data import load_dataset, make_splits
+
+    scaler = make_splits(load_dataset(data_path=csv), 96, H).scaler
+    for name, scaled in expected.items():
+        raw = scaler.inverse_transform(scaled)  # [H, C]
+        got = frame[name].to_numpy().reshape(H, -1)
+        np.testing.assert_allclose(got, raw, rtol=1e-4, atol=1e-4, err_msg=name)
+    weights = frame.filter(like="weight_").to_numpy()
+    np.testing.assert_allclose(weights.sum(axis=1), 1, atol=1e-6)
+    # a file holding only the recent rows forecasts the same (rows counted from the run's)
+    recent = tmp_path / "recent.csv"
+    pd.read_csv(cut).iloc[-1000:].to_csv(recent, index=False)
+    argv = ["forecast", str(out), "--data-path", str(recent), "--out", str(tmp_path / "g.csv")]
+    assert main(argv) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "g.csv"), frame)
+
+
+def test_the_default_is_the_steps_after_the_runs_own_data(finished, capsys):
+    csv, out = finished
+    assert main(["forecast", str(out)]) == 0
+    frame = pd.read_csv(out / "forecast.csv")
+    last = pd.Timestamp(pd.read_csv(csv)["date"].iloc[-1])
+    dates = pd.to_datetime(frame["date"].unique())
+    assert len(dates) == H and dates[0] == last + pd.Timedelta("1h")
+    assert (out / "forecast.csv").read_bytes().startswith(b"\xef\xbb\xbf")  # for Excel
+    assert np.isfinite(frame.drop(columns=["date", "channel"]).to_numpy()).all()
+
+
+def _one_line_error(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_what_cannot_be_forecast_is_one_line(finished, tmp_path, capsys):
+    csv, out = finished
+    assert "not a finished run folder" in _one_line_error(["forecast", str(tmp_path)], capsys)
+    other = tmp_path / "other.csv"
+    pd.read_csv(csv).rename(columns={"x0": "y0"}).to_csv(other, index=False)
+    err = _one_line_error(["forecast", str(out), "--data-path", str(other)], capsys)
+    assert "not the run's" in err
+    short = tmp_path / "short.csv"
+    pd.read_csv(csv).iloc[:50].to_csv(short, index=False)
+    err = _one_line_error(["forecast", str(out), "--data-path", str(short)], capsys)
+    assert "needs at least 96" in err
+    err = _one_line_error(["forecast", str(out), "--out", str(out / "results.json")], capsys)
+    assert "would replace the run's own results.json" in err
+
+
+def test_a_changed_data_file_or_router_is_refused(finished, tmp_path, capsys):
+    import shutil
+
+    csv, out = finished
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    with np.load(copy / "router_weights.npz") as z:
+        saved = {k: z[k] for k in z.files}
+    saved["val"] = np.roll(saved["val"], 1, axis=-1)  # another router's weights
+    np.savez(copy / "router_weights.npz", **saved)
+    assert "gives other weights than the run's" in _one_line_error(["forecast", str(copy)], capsys)
+    original = csv.read_bytes()
+    try:
+        csv.write_bytes(original.replace(b"\n2020-01-01 01:00:00,", b"\n2020-01-01 01:00:00,9", 1))
+        assert "changed since the run" in _one_line_error(["forecast", str(out)], capsys)
+    finally:
+        csv.write_bytes(original)

@@ -143,11 +143,11 @@ def patch_choices(period: int, seq_len_max: int) -> list[str]:
     """Patch-length/stride choices for one period, as 'patch/stride' strings.
 
     Uses ``periodicity.patch_candidates`` when the analyser offers it (half-overlapping
-    patches), each also without overlap (patch = stride: a third fewer tokens than 16/8
-    over a day of hourly data, and Time-LLM's own gain with the period's patch came
-    that way, BENCHMARKS.md); otherwise the period's divisors between 4 and 64 (a patch
-    covers a whole fraction of a cycle), with the official 16/8 included, each with
-    half-overlap and without overlap; none longer than ``seq_len_max``.
+    patches), each also without overlap (patch = stride: about half the tokens, so
+    about half the time of a Time-LLM step); otherwise the period's divisors between 4
+    and 64 (a patch covers a whole fraction of a cycle), with the official 16/8
+    included, each with half-overlap and without overlap; none longer than
+    ``seq_len_max``.
     """
     try:
         from periodicity import patch_candidates

@@ -133,8 +133,11 @@ def handle(args) -> int:
         f"{res['dataset']} L={res['seq_len']} H={res['pred_len']}: test windows {res['windows']['test']}"
     )
     for name, s in res["test"].items():
+        val = res["val"].get(name, {}).get("mse")  # what `tune` scored a trial by
         print(
-            f"  {name:<24} test MSE {s['mse']:.4f}  MAE {s['mae']:.4f}{'  <- best' if name == best else ''}"
+            f"  {name:<24} test MSE {s['mse']:.4f}  MAE {s['mae']:.4f}"
+            + (f"  (val MSE {val:.4f})" if val is not None else "")
+            + ("  <- lowest test MSE" if name == best else "")
         )
     print(f"run folder: {cfg.out}")
     return 0

@@ -868,7 +868,11 @@ def test_the_best_of_a_tie_is_the_member_and_given_periods_are_labelled(
     argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
     argv += ["--members", "snaive", "--periods", "24", "--out", str(tmp_path / "r")]
     assert main(argv) == 0
-    best = [line.split()[0] for line in capsys.readouterr().out.splitlines() if "<- best" in line]
+    best = [
+        line.split()[0]
+        for line in capsys.readouterr().out.splitlines()
+        if "<- lowest test MSE" in line
+    ]
     assert best == ["snaive"]
     from experiments.cmd_run import best_forecast
 

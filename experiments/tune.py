@@ -1269,9 +1269,14 @@ def plot_study(study, out: Path) -> None:
         warnings.simplefilter("ignore", UserWarning)  # "few trials per regime" on small studies
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if complete:
-            save(ovm.plot_optimization_history(study), "tune_history.png")
+            ax = ovm.plot_optimization_history(study)
+            ax.set_ylabel("val MSE (scaled)")  # Optuna's "Objective Value" says less
+            save(ax, "tune_history.png")
             if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-                save(ovm.plot_intermediate_values(study), "tune_intermediate.png")
+                ax = ovm.plot_intermediate_values(study)
+                ax.set_xlabel("epoch")
+                ax.set_ylabel("val MSE (scaled)")
+                save(ax, "tune_intermediate.png")
         if len(complete) >= 2:
             try:
                 save(ovm.plot_param_importances(study), "tune_importance.png")

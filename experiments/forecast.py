@@ -144,7 +144,9 @@ def forecast_run(run_dir: str | Path, data_path: str | Path | None = None) -> Fo
         n = data.values.shape[0]
         if n < L:
             raise UserError(f"{data.path} has {n} rows; the run's lookback needs at least {L}")
-        n_ctx = min(n, L + 5 * H - 1)  # the last window and those its skill features score
+        # the last window, and the earlier ones whose errors the router's skill features
+        # score (windows t - H back to t - 5H + 1); a router without features needs none
+        n_ctx = min(n, L + 5 * H - 1) if combiner.needs_features else L
         # A member whose filter scans the context (ARIMA) gets as many rows as the run's
         # last test window had before it, so its state is the one the run was scored with.
         n_scan = min(n, max(n_ctx, splits.test.windows().context.shape[0]))

@@ -116,3 +116,29 @@ def test_a_changed_data_file_or_router_is_refused(finished, tmp_path, capsys):
         assert "changed since the run" in _one_line_error(["forecast", str(out)], capsys)
     finally:
         csv.write_bytes(original)
+
+
+def test_a_router_without_features_forecasts_from_the_last_window_only(
+    synth_csv, tmp_path, monkeypatch
+):
+    from classical.naive import NaiveLast
+
+    csv = synth_csv(n=1400)
+    out = tmp_path / "run"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", str(H)]
+    assert main([*argv, "--members", "naive,snaive", "--out", str(out), "--quiet"]) == 0
+    seen = []
+    predict = NaiveLast.predict
+    monkeypatch.setattr(NaiveLast, "predict", lambda self, w: seen.append(w.n) or predict(self, w))
+    cut = tmp_path / "cut.csv"
+    pd.read_csv(csv).iloc[:-H].to_csv(cut, index=False)
+    from experiments.forecast import forecast_run
+
+    fc = forecast_run(out, cut)
+    assert seen == [1]
+    with np.load(out / "forecasts.npz") as z:
+        last = z["test/ensemble"][-1]
+    from ensemble.data import load_dataset, make_splits
+
+    raw = make_splits(load_dataset(data_path=csv), 96, H).scaler.inverse_transform(last)
+    np.testing.assert_allclose(fc.frame["ensemble"].to_numpy().reshape(H, -1), raw, rtol=1e-5)

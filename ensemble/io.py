@@ -22,6 +22,10 @@ def _atomic(path: Path, write) -> None:
     path = Path(path)
     if path.is_dir():  # else os.replace fails naming the temp file, not the user's path
         raise IsADirectoryError(errno.EISDIR, "a folder, where a file is to be written", str(path))
+    if path.exists() and not path.is_file():  # /dev/stdout, a named pipe: no file to swap
+        with open(path, "wb") as fh:
+            write(fh)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -25,25 +25,39 @@ def add_parser(sub) -> None:
         "--data-path",
         help="a CSV with the run's columns and newer rows (default: the run's own data file)",
     )
-    p.add_argument("--out", help="the CSV to write (default RUN_DIR/forecast.csv)")
+    p.add_argument(
+        "--run-data",
+        metavar="FILE",
+        help="the file the run was fitted on, where config.yaml no longer finds it (a run "
+        "folder moved to another machine); checked against the run's checksum",
+    )
+    p.add_argument("--out", help="the CSV to write, - for stdout (default RUN_DIR/forecast.csv)")
     p.set_defaults(func=handle)
 
 
 def handle(args) -> int:
     from ensemble.errors import UserError
-    from ensemble.io import write_csv
     from experiments.forecast import forecast_run
     from experiments.run import RUN_OUTPUTS
 
-    out = Path(args.out) if args.out else Path(args.run_dir) / "forecast.csv"
-    own = {n.lower() for n in (*RUN_OUTPUTS, "config.yaml", "run.log")} - {"forecast.csv"}
-    if out.name.lower() in own and (out.parent / "config.yaml").is_file():
-        raise UserError(f"--out {out} would replace the run's own {out.name}; name another file")
-    fc = forecast_run(args.run_dir, args.data_path)
-    write_csv(out, fc.frame.to_csv(index=False))
+    to_stdout = args.out == "-"
+    out = None if to_stdout else Path(args.out or Path(args.run_dir) / "forecast.csv")
+    if out is not None:
+        own = {n.lower() for n in (*RUN_OUTPUTS, "config.yaml", "run.log")} - {"forecast.csv"}
+        if out.name.lower() in own and (out.parent / "config.yaml").is_file():
+            raise UserError(
+                f"--out {out} would replace the run's own {out.name}; name another file"
+            )
+        for flag, given in (("--data-path", args.data_path), ("--run-data", args.run_data)):
+            if given and out.resolve() == Path(given).resolve():
+                raise UserError(f"--out {out} is the {flag} file; name another file")
+    fc = forecast_run(args.run_dir, args.data_path, run_data=args.run_data, out=out)
+    if to_stdout:
+        print(fc.frame.to_csv(index=False), end="")
+        return 0
     steps = fc.frame["date"].nunique()
     mean_w = fc.weights.mean(axis=0)
     weights = ", ".join(f"{m} {w:.2f}" for m, w in zip(fc.members, mean_w, strict=True))
     print(f"forecast of the {steps} steps after {fc.last} ({fc.data.name}): {out}")
-    print(f"router weights (mean over channels): {weights}")
+    print(f"router weights (mean over channels and horizon steps): {weights}")
     return 0

@@ -59,65 +59,71 @@ class Forecast:
     members: list[str]
 
 
-def forecast_run(run_dir: str | Path, data_path: str | Path | None = None) -> Forecast:
+def forecast_run(
+    run_dir: str | Path,
+    data_path: str | Path | None = None,
+    run_data: str | Path | None = None,
+    out: str | Path | None = None,
+) -> Forecast:
     """Forecast the ``pred_len`` steps after the data's last row with a finished run.
 
     Args:
         run_dir: a finished run folder (``results.json`` and the members' models).
-        data_path: a CSV with the run's columns and newer rows (the run's file updated);
-            None: the run's own data file.
+        data_path: a CSV with the run's columns and newer rows (the run's file updated,
+            or only its recent rows); None: the run's own data file.
+        run_data: the file the run was fitted on, where config.yaml no longer finds it
+            (a run folder moved to another machine); checked against its checksum.
+        out: also write the forecast there as CSV, while the run folder is locked (so a
+            rerun cannot replace the models between forecast and file).
 
     Raises:
         UserError: not a finished run, a member without its saved model, the run's data
-            file changed since, other columns, too few or irregular rows.
+            file changed since or missing, other columns, too few or irregular rows.
     """
     from ensemble import hybrid
     from ensemble.data import Windows, load_dataset, make_splits
-    from ensemble.io import FolderLock
+    from ensemble.io import FolderLock, write_csv
     from experiments import registry
     from experiments.config import RunConfig
-    from experiments.run import member_context, member_path, router_features
+    from experiments.run import (
+        HOLDS_A_BACKBONE,
+        member_context,
+        member_path,
+        release_memory,
+        router_features,
+    )
     from router import make_combiner
 
-    out = Path(run_dir)
-    res = _finished_results(out)
-    cfg = RunConfig.from_file(out / "config.yaml")
+    folder = Path(run_dir)
+    res = _finished_results(folder)
+    cfg = RunConfig.from_file(folder / "config.yaml")
+    if run_data is not None:
+        cfg.dataset, cfg.data_path = res.get("dataset"), str(Path(run_data).resolve())
     try:
-        lock = FolderLock(out)
+        lock = FolderLock(folder)
     except BlockingIOError:
-        raise UserError(f"a run is writing to {out}; wait for it to finish") from None
+        raise UserError(f"a run is writing to {folder}; wait for it to finish") from None
     except OSError:  # a read-only copy of a run: nobody writes it
         lock = None
     try:
-        dataset = cfg.load_dataset()
-        saved = res.get("data", {}).get("sha256")
-        if saved and dataset.sha256 != saved:
-            raise UserError(
-                f"{dataset.path} changed since the run in {out} (its scaler and router came "
-                "from the file as it was): put the run's file back, and give the newer rows "
-                "with --data-path"
-            )
+        dataset = _run_dataset(cfg, res, folder)
         splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
         specs = list(res["members"])
         periods = [int(p) for p in res["periods"]]
         ch = splits.eval_channels
         L, H = cfg.seq_len, cfg.pred_len
-
-        members = []
-        for spec in specs:
-            mdir = member_path(out, spec) / "model"
-            if not mdir.is_dir():
+        for spec in specs:  # all there before any work
+            if not (member_path(folder, spec) / "model").is_dir():
                 raise UserError(
-                    f"{spec} has no saved model in {mdir}; rerun the run to fit and save it "
-                    f"(hybrid-forecast run --config {out / 'config.yaml'})"
+                    f"{spec} has no saved model in {member_path(folder, spec) / 'model'}; "
+                    f"rerun the run to fit and save it "
+                    f"(hybrid-forecast run --config {folder / 'config.yaml'})"
                 )
-            built = registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
-            members.append(type(built).load(mdir))
 
         # The router, refitted on the run's own validation forecasts
-        with np.load(out / "forecasts.npz") as z:
+        with np.load(folder / "forecasts.npz") as z:
             val_stack = np.stack([z[f"val/{s}"] for s in specs])  # [M, W, H, C]
-        with np.load(out / "router_weights.npz") as z:
+        with np.load(folder / "router_weights.npz") as z:
             run_val_weights = z["val"]
         val_true = splits.val.targets()[..., ch]
         combiner = make_combiner(cfg.router, seed=cfg.seed, member_names=specs)
@@ -129,10 +135,11 @@ def forecast_run(run_dir: str | Path, data_path: str | Path | None = None) -> Fo
         gap = float(np.max(np.abs(combiner.weights(val_stack, feats) - run_val_weights)))
         if gap > _WEIGHT_TOL:
             raise UserError(
-                f"the router refitted on {out}'s validation forecasts gives other weights than "
-                f"the run's (by up to {gap:.3g}): the packages changed since the run? rerun it "
-                f"(hybrid-forecast run --config {out / 'config.yaml'})"
+                f"the router refitted on {folder}'s validation forecasts gives other weights "
+                f"than the run's (by up to {gap:.3g}): the packages changed since the run? "
+                f"rerun it (hybrid-forecast run --config {folder / 'config.yaml'})"
             )
+        del val_stack
 
         # The rows to forecast from
         data = dataset
@@ -141,59 +148,112 @@ def forecast_run(run_dir: str | Path, data_path: str | Path | None = None) -> Fo
                 data_path=data_path, features=cfg.features, target=cfg.target, fill=cfg.fill
             )
             _check_same_series(data, dataset)
+        if out is not None and Path(out).resolve() in {
+            Path(dataset.path).resolve(),
+            Path(data.path).resolve(),
+        }:
+            raise UserError(f"--out {out} is a data file of this forecast; name another file")
         n = data.values.shape[0]
         if n < L:
             raise UserError(f"{data.path} has {n} rows; the run's lookback needs at least {L}")
         # the last window, and the earlier ones whose errors the router's skill features
         # score (windows t - H back to t - 5H + 1); a router without features needs none
         n_ctx = min(n, L + 5 * H - 1) if combiner.needs_features else L
+        if n_ctx < L + 5 * H - 1 and combiner.needs_features:
+            log.warning(
+                "%s holds %d rows: the router's skill features score fewer past windows "
+                "than in the run (it had %d rows before each window)",
+                data.path,
+                n,
+                L + 5 * H - 1,
+            )
         # A member whose filter scans the context (ARIMA) gets as many rows as the run's
         # last test window had before it, so its state is the one the run was scored with.
         n_scan = min(n, max(n_ctx, splits.test.windows().context.shape[0]))
+        first_row = 0 if data is dataset else _first_row(data, dataset)
 
         def last_rows(rows: int) -> Windows:
-            context, dates, start = _context(data, dataset, rows, H)
-            return Windows(splits.scaler.transform(context), L, H, dates, start)
+            context, dates = _context(data, rows, H)
+            return Windows(splits.scaler.transform(context), L, H, dates, first_row + n - rows)
 
         windows, scanned = last_rows(n_ctx), last_rows(n_scan)
-
-        def predict(member) -> np.ndarray:  # [W, H, C] of the evaluated channels
+        forecasts = []  # [W, H, C] of the evaluated channels, per member
+        for spec in specs:  # one at a time: two backbones need not fit in memory at once
+            built = registry.build(spec, member_context(spec, cfg, splits, periods, folder, False))
+            member = _load(type(built), member_path(folder, spec))
             if getattr(member, "scans_context", False):
-                return np.asarray(member.predict(scanned))[-windows.n :, :, ch]
-            return np.asarray(member.predict(windows))[..., ch]
-
-        stack = np.stack([predict(m) for m in members])  # [M, W, H, C]
-        dates = windows.dates
+                forecasts.append(np.asarray(member.predict(scanned))[-windows.n :, :, ch])
+            else:
+                forecasts.append(np.asarray(member.predict(windows))[..., ch])
+            del member, built
+            if registry.parse_spec(spec)[0] in HOLDS_A_BACKBONE:
+                release_memory()
+        stack = np.stack(forecasts)  # [M, W, H, C]
         feats = None
         if combiner.needs_features:
             feats, _ = router_features(windows.x, stack, periods, specs, ch)
         combined = hybrid.combined_forecast(combiner, stack, feats)[-1]  # [H, C]
         weights = combiner.weights(stack, feats)[-1]  # [C, M]
+
+        def raw(x: np.ndarray) -> np.ndarray:  # [H, C] scaled -> the data's units
+            return splits.scaler.inverse_transform(x, ch)
+
+        channels = [dataset.columns[c] for c in ch]
+        columns: dict[str, Any] = {
+            "date": np.repeat(windows.dates[-H:], len(channels)),
+            "channel": np.tile(channels, H),
+            "ensemble": raw(combined).ravel(),
+        }
+        for i, spec in enumerate(specs):
+            columns[spec] = raw(stack[i, -1]).ravel()
+        for i, spec in enumerate(specs):
+            columns[f"weight_{spec}"] = np.tile(weights[:, i], H)
+        fc = Forecast(
+            frame=pd.DataFrame(columns),
+            last=data.dates[-1],
+            data=Path(data.path),
+            weights=weights,
+            members=specs,
+        )
+        if out is not None:
+            write_csv(out, fc.frame.to_csv(index=False))
+        return fc
     finally:
         if lock is not None:
             lock.release()
 
-    def raw(x: np.ndarray) -> np.ndarray:  # [H, C] scaled -> the data's units
-        return splits.scaler.inverse_transform(x, ch)
 
-    future = dates[-H:]
-    channels = [dataset.columns[c] for c in ch]
-    columns: dict[str, Any] = {
-        "date": np.repeat(future, len(channels)),
-        "channel": np.tile(channels, H),
-        "ensemble": raw(combined).ravel(),
-    }
-    for i, spec in enumerate(specs):
-        columns[spec] = raw(stack[i, -1]).ravel()
-    for i, spec in enumerate(specs):
-        columns[f"weight_{spec}"] = np.tile(weights[:, i], H)
-    return Forecast(
-        frame=pd.DataFrame(columns),
-        last=data.dates[-1],
-        data=Path(data.path),
-        weights=weights,
-        members=specs,
-    )
+def _run_dataset(cfg, res: dict[str, Any], folder: Path):
+    """The data the run was fitted on, as it was (its checksum in results.json)."""
+    try:
+        dataset = cfg.load_dataset()
+    except UserError as exc:
+        if "not found" not in str(exc):
+            raise
+        raise UserError(
+            f"the data file the run in {folder} was fitted on is not found "
+            f"({cfg.data_path or cfg.dataset}); the scaler and the router come from it: "
+            "give it with --run-data FILE"
+        ) from None
+    saved = res.get("data", {}).get("sha256")
+    if saved and dataset.sha256 != saved:
+        raise UserError(
+            f"{dataset.path} is not the file the run in {folder} was fitted on (its checksum "
+            "differs; the scaler and the router came from that file): put the run's file "
+            "back, or give it with --run-data, and the newer rows with --data-path"
+        )
+    return dataset
+
+
+def _load(cls, member_dir: Path):
+    """A member saved under ``member_dir/model``. A Time-LLM keeps its partial forecasts
+    in this folder (not the one it was trained in) and takes the best device here."""
+    import inspect
+
+    takes = inspect.signature(cls.load).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in takes.values()):
+        return cls.load(member_dir / "model", workdir=str(member_dir), device=None, progress=None)
+    return cls.load(member_dir / "model")
 
 
 def _finished_results(out: Path) -> dict[str, Any]:
@@ -231,10 +291,30 @@ def _check_same_series(new, old) -> None:
         )
 
 
-def _context(data, origin, rows: int, H: int) -> tuple[np.ndarray, pd.DatetimeIndex, int]:
-    """The last ``rows`` rows of ``data``, the dates of those rows and of the H steps after
-    them, and the row number of the first of them in the run's data, extended (ARIMA's
-    seasonal terms are functions of it, as in the run)."""
+def _steps(a: pd.Timestamp, b: pd.Timestamp, offset) -> int:
+    """Steps of ``offset`` from ``a`` to ``b`` (negative when ``b`` is earlier)."""
+    if b < a:
+        return -_steps(b, a, offset)
+    return len(pd.date_range(a, b, freq=offset)) - 1
+
+
+def _first_row(data, origin) -> int:
+    """The row number the run's data gives ``data``'s first row: its own where the run's
+    data holds that time, else counted in steps from the nearest earlier row (or back from
+    the first). ARIMA's seasonal terms are functions of it, as in the run; rows within
+    a file are counted as rows, as the run counted them."""
+    from pandas.tseries.frequencies import to_offset
+
+    first, dates = data.dates[0], origin.dates
+    k = int(dates.searchsorted(first, side="right")) - 1  # the last row at or before it
+    if k < 0:
+        return -_steps(first, dates[0], to_offset(origin.freq or data.freq))
+    return k + _steps(dates[k], first, to_offset(origin.freq or data.freq))
+
+
+def _context(data, rows: int, H: int) -> tuple[np.ndarray, pd.DatetimeIndex]:
+    """The last ``rows`` rows of ``data``, and the dates of those rows and of the H steps
+    after them."""
     from pandas.tseries.frequencies import to_offset
 
     if data.freq is None:
@@ -244,15 +324,5 @@ def _context(data, origin, rows: int, H: int) -> tuple[np.ndarray, pd.DatetimeIn
         )
     offset = to_offset(data.freq)
     n = data.values.shape[0]
-    # where the file's first row is in the run's data: the same row, or steps past its end
-    at = origin.dates.get_indexer(data.dates[:1])[0]
-    if at < 0:
-        if data.dates[0] < origin.dates[-1]:
-            raise UserError(
-                f"{data.path} starts at {data.dates[0]}, a time the run's data does not hold; "
-                "give the run's file with newer rows added"
-            )
-        past_end = len(pd.date_range(origin.dates[-1], data.dates[0], freq=offset)) - 1
-        at = len(origin.dates) - 1 + past_end
     future = pd.date_range(data.dates[-1] + offset, periods=H, freq=offset)
-    return data.values[n - rows :], data.dates[n - rows :].append(future), at + n - rows
+    return data.values[n - rows :], data.dates[n - rows :].append(future)

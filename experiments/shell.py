@@ -18,5 +18,20 @@ def join(words: Sequence[str], windows: bool | None = None) -> str:
     """
     words = [str(w) for w in words]
     if os.name == "nt" if windows is None else windows:
-        return subprocess.list2cmdline(words)
+        return " ".join(_cmd_quote(w) for w in words)
     return shlex.join(words)
+
+
+# cmd.exe acts on these outside double quotes (C:\\R&D would run "D" as a command)
+_CMD_SPECIAL = set("&|<>^()%!")
+
+
+def _cmd_quote(word: str) -> str:
+    """One word for cmd.exe: list2cmdline's quoting (spaces, tabs, quotes), and double
+    quotes around a word with a character cmd acts on."""
+    quoted = subprocess.list2cmdline([word])
+    if quoted.startswith('"') or not _CMD_SPECIAL & set(word):
+        return quoted
+    # inside quotes, backslashes before the closing quote must be doubled
+    tail = len(quoted) - len(quoted.rstrip("\\"))
+    return '"' + quoted + "\\" * tail + '"'

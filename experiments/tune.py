@@ -423,7 +423,7 @@ def _sqlite_wal(path: Path) -> None:
     import sqlite3
 
     try:
-        con = sqlite3.connect(path, timeout=60)
+        con = sqlite3.connect(path, timeout=10)  # retried by the caller while created
         try:
             con.execute("PRAGMA journal_mode=WAL")
         finally:
@@ -1049,7 +1049,13 @@ def _run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None]
         if bad:
             log.warning("worker exit codes: %s (see tune.log)", bad)
     except KeyboardInterrupt:
-        # Ctrl-C reached the workers too: let them record their interrupted trials
+        # Ctrl-C reached the workers too, a SIGTERM to this process did not: ask each to
+        # stop (a worker already stopping ignores it) and let them record their trials
+        if os.name != "nt":  # no such signal to one process on Windows: terminate below
+            for p in procs:
+                if p.is_alive() and p.pid is not None:
+                    with contextlib.suppress(OSError):
+                        os.kill(p.pid, signal.SIGINT)
         deadline = time.monotonic() + 10
         for p in procs:
             p.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -1060,6 +1066,9 @@ def _run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None]
                 p.terminate()
         for p in procs:
             p.join(timeout=10)
+            if p.is_alive():  # it ignored the request (its interrupt was swallowed): end it
+                p.kill()
+                p.join(timeout=5)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

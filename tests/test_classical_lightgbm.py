@@ -85,6 +85,14 @@ def test_save_load_roundtrip_and_seed(splits, model, tmp_path, monkeypatch):
     monkeypatch.setattr(lgb.Booster, "save_model", refused)
     folder = tmp_path / "张三" / "m"
     model.save(folder)
+    booster = lgb.Booster
+
+    def from_text_only(*args, **kwargs):
+        if kwargs.get("model_file") is not None:
+            raise AssertionError("LightGBM's C++ file I/O used")
+        return booster(*args, **kwargs)
+
+    monkeypatch.setattr(lgb, "Booster", from_text_only)
     loaded = LightGBMForecaster.load(folder)
     w = splits.val.windows()
     np.testing.assert_allclose(loaded.predict(w), model.predict(w), atol=1e-6)

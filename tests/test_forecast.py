@@ -113,7 +113,7 @@ def test_a_changed_data_file_or_router_is_refused(finished, tmp_path, capsys):
     original = csv.read_bytes()
     try:
         csv.write_bytes(original.replace(b"\n2020-01-01 01:00:00,", b"\n2020-01-01 01:00:00,9", 1))
-        assert "changed since the run" in _one_line_error(["forecast", str(out)], capsys)
+        assert "is not the file the run" in _one_line_error(["forecast", str(out)], capsys)
     finally:
         csv.write_bytes(original)
 
@@ -142,3 +142,50 @@ def test_a_router_without_features_forecasts_from_the_last_window_only(
 
     raw = make_splits(load_dataset(data_path=csv), 96, H).scaler.inverse_transform(last)
     np.testing.assert_allclose(fc.frame["ensemble"].to_numpy().reshape(H, -1), raw, rtol=1e-5)
+
+
+def test_a_moved_run_names_its_data_and_odd_files_still_forecast(finished, tmp_path, capsys):
+    import shutil
+
+    csv, out = finished
+    moved, data = tmp_path / "moved", tmp_path / "data"
+    shutil.copytree(out, moved)
+    data.mkdir()
+    (data / "synth.csv").write_bytes(csv.read_bytes())
+    # the run's data file is not where config.yaml says (another machine)
+    cfg = (moved / "config.yaml").read_text(encoding="utf-8")
+    (moved / "config.yaml").write_text(
+        cfg.replace(str(csv), str(tmp_path / "gone.csv")), encoding="utf-8"
+    )
+    assert "--run-data FILE" in _one_line_error(["forecast", str(moved)], capsys)
+    argv = ["forecast", str(moved), "--run-data", str(data / "synth.csv")]
+    assert main([*argv, "--out", str(tmp_path / "m.csv")]) == 0
+    assert main([*argv, "--out", str(data / "synth.csv")]) == 2  # never over the data
+    assert "is the --run-data file" in capsys.readouterr().err
+    # a file adding earlier history: rows are counted back from the run's first
+    full = pd.read_csv(csv)
+    earlier = full.iloc[:48].copy()
+    earlier["date"] = pd.to_datetime(full["date"].iloc[:48]) - pd.Timedelta("48h")
+    longer = tmp_path / "longer.csv"
+    pd.concat([earlier.astype({"date": str}), full]).to_csv(longer, index=False)
+    argv = ["forecast", str(out), "--data-path", str(longer), "--out", str(tmp_path / "l.csv")]
+    assert main(argv) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "l.csv"), pd.read_csv(tmp_path / "m.csv"))
+
+
+def test_a_run_on_data_with_a_repeated_timestamp_forecasts(synth_csv, tmp_path, capsys):
+    def repeat(df):
+        df.loc[300, "date"] = df.loc[299, "date"]
+        return df
+
+    csv = synth_csv(n=1400, edit=repeat)
+    out = tmp_path / "run"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", str(H)]
+    assert main([*argv, "--members", "naive,arima@fourier=168", "--out", str(out), "--quiet"]) == 0
+    assert main(["forecast", str(out)]) == 0
+    assert (
+        main(["forecast", str(out), "--data-path", str(csv), "--out", str(tmp_path / "f.csv")]) == 0
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "f.csv"), pd.read_csv(out / "forecast.csv")
+    )

@@ -169,3 +169,19 @@ def test_csv_files_carry_the_mark_excel_needs_and_pandas_skips(tmp_path):
     assert raw.startswith(b"\xef\xbb\xbf") and "张三".encode() in raw
     df = pd.read_csv(tmp_path / "t.csv")
     assert list(df.columns) == ["folder", "mse"] and df.loc[0, "folder"] == "C:/张三/runs"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes here")
+def test_a_target_that_is_not_a_file_is_written_not_replaced(tmp_path):
+    # `--out /dev/stdout` as root: swapping in a temp file replaced the device link
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write_text(fifo, "date,mse\n")
+    reader.join(timeout=10)
+    assert got == [b"date,mse\n"] and not fifo.is_file() and fifo.exists()

@@ -15,3 +15,12 @@ def test_windows_paths_are_quoted_for_cmd_and_posix_ones_for_sh():
     )
     posix = shell.join(["summary", "runs/a b", "runs/c"], windows=False)
     assert posix == "summary 'runs/a b' runs/c" and shlex.split(posix)[1] == "runs/a b"
+
+
+def test_characters_cmd_acts_on_are_quoted():
+    # cmd.exe would run "D\tune\..." as a second command after the &
+    assert shell.join([r"C:\R&D\tune\best_config.yaml"], windows=True) == (
+        r'"C:\R&D\tune\best_config.yaml"'
+    )
+    assert shell.join([r"C:\a%b\\"], windows=True) == '"C:\\a%b\\\\\\\\"'  # trailing \ doubled
+    assert shell.join(["runs/h1"], windows=True) == "runs/h1"

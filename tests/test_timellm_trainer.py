@@ -497,7 +497,11 @@ def test_seeded_strided_starts_cover_every_phase_of_the_period():
     fixed = select_starts(8033, 8)
     assert len(np.unique(fixed[:-1] % 24)) == 3
     drawn = select_starts(8033, 8, seed=0)
-    assert len(drawn) == len(fixed) and np.all(np.diff(drawn) > 0)  # same count, in order
+    assert np.all(np.diff(drawn) > 0)  # in order, none twice
+    for n in (1, 7, 10, 100, 8033):  # one per block, plus the last window when not drawn
+        for seed in range(5):
+            got, blocks = select_starts(n, 8, seed=seed), -(-n // 8)
+            assert blocks <= len(got) <= blocks + 1 and got[-1] == n - 1
     assert len(np.unique(drawn % 24)) == 24
     assert np.all(drawn[:-1] // 8 == np.arange(len(drawn) - 1))  # one from each block
     assert drawn[-1] == 8032  # the most recent window still kept

@@ -748,12 +748,13 @@ def select_starts(
         percent: keep only the first ``percent`` % of the windows first (few-shot, as the
             Time-LLM loaders cut the train split).
         seed: None keeps windows 0, stride, 2 stride, ...; a seed draws one window at
-            random from each block of ``stride`` consecutive ones instead. The count is
-            the same, but a fixed stride that shares a factor with the data's period
-            keeps only some phases of it: stride 8 on hourly data trains and early-stops
-            on windows starting at hours 0, 8 and 16 only, and such a Time-LLM scored
-            0.377 on the test windows of those hours against 0.452 on the others
-            (ETTh1, BENCHMARKS.md, twenty-fifth session).
+            random from each block of ``stride`` consecutive ones instead (the count may
+            differ by one: the last window is added when not drawn). A fixed stride
+            that shares a factor with the data's period keeps only some phases of it:
+            stride 8 on hourly data trains and early-stops on windows starting at
+            hours 0, 8 and 16 only, and such a Time-LLM scored 0.377 on the test
+            windows of those hours against 0.452 on the others (ETTh1, BENCHMARKS.md,
+            twenty-fifth session).
 
     Returns:
         [n] int64 sorted window positions.

@@ -559,6 +559,7 @@ class HybridForecaster:
         self.freq_, self.scaler_, self.periods_ = freq, scaler, periods
         self.members_, self.member_names_, self.router_ = members, member_names, router
         self.values_, self.dates_, self.times_, self.step_ = scaled, dates, times, step
+        self.val_context_ = val.windows().context.shape[0]
         return self
 
     # -------------------------------------------------------------------- forecasting
@@ -589,26 +590,31 @@ class HybridForecaster:
         # The last window, plus the earlier ones whose errors the router's skill features
         # score on rows the last window already sees: windows t - H back to t - 5H + 1
         # for the 4H-window ("long") average, as when the router was fitted.
-        n_ctx = min(self.values_.shape[0], L + 5 * H - 1)
-        context = self.values_[-n_ctx:]
+        n = self.values_.shape[0]
+        n_ctx = min(n, L + 5 * H - 1)
         if self.step_ is None:
             offset = pd.tseries.frequencies.to_offset(self.freq_ or "D")
             # from the first step after the last row: date_range(last, ...) would roll an
             # off-grid last timestamp forward to a grid point and [1:] would drop that step
             future = pd.date_range(self.dates_[-1] + offset, periods=H, freq=offset)
-            dates = self.dates_[-n_ctx:].append(future)
         else:  # integer times continue by their step; members see no calendar
             future = pd.Index(self.times_[-1] + self.step_ * np.arange(1, H + 1))
-            dates = self.dates_
-        windows = Windows(
-            context=context,
-            seq_len=L,
-            pred_len=H,
-            dates=dates,
-            start=self.values_.shape[0] - n_ctx,
-        )
+
+        def last_rows(rows: int) -> Windows:
+            dates = self.dates_[-rows:].append(future) if self.step_ is None else self.dates_
+            return Windows(self.values_[-rows:], L, H, dates, n - rows)
+
+        # A member whose filter scans the context (ARIMA) gets as many rows as it had on
+        # the last validation window, so its state is the one the router was fitted with.
+        windows = last_rows(n_ctx)
+        scanned = last_rows(min(n, max(n_ctx, getattr(self, "val_context_", n_ctx))))
         stack = hybrid.stack(
-            {n: m.predict(windows) for n, m in zip(self.member_names_, self.members_, strict=True)}
+            {
+                name: m.predict(scanned)[-windows.n :]
+                if getattr(m, "scans_context", False)
+                else m.predict(windows)
+                for name, m in zip(self.member_names_, self.members_, strict=True)
+            }
         )
         feats = None
         if self.router_.needs_features:

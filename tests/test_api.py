@@ -385,3 +385,19 @@ def test_progress_bars_only_when_asked(capsys):
     small(members=("naive", "dlinear@epochs=2"), progress=True).fit(wide_frame())
     err = capsys.readouterr().err
     assert "members: 100%" in err and "dlinear@epochs=2" in err  # the epochs' bar too
+
+
+def test_arima_forecasts_from_as_many_rows_as_its_last_validation_window_had():
+    # its filter's state depends on the rows before the window (MA innovations start at 0)
+    from ensemble.data import Windows
+
+    hf = small(members=("naive", "arima@fourier=24"), router="mean").fit(wide_frame())
+    fc = hf.predict()
+    rows = hf.val_context_
+    assert rows > 96 + 5 * 24 - 1  # longer than the other members' context
+    future = pd.date_range(hf.dates_[-1] + pd.Timedelta("1h"), periods=24, freq="h")
+    w = Windows(hf.values_[-rows:], 96, 24, hf.dates_[-rows:].append(future), N - rows)
+    arima = hf.members_[hf.member_names_.index("arima@fourier=24")]
+    expected = hf.scaler_.inverse_transform(arima.predict(w)[-1])
+    naive = hf.scaler_.inverse_transform(hf.values_[-1:]).repeat(24, 0)
+    np.testing.assert_allclose(fc[["s0", "s1"]].to_numpy(), (expected + naive) / 2, rtol=1e-6)

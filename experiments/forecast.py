@@ -159,7 +159,7 @@ def forecast_run(
         # the last window, and the earlier ones whose errors the router's skill features
         # score (windows t - H back to t - 5H + 1); a router without features needs none
         n_ctx = min(n, L + 5 * H - 1) if combiner.needs_features else L
-        if n_ctx < L + 5 * H - 1 and combiner.needs_features:
+        if combiner.needs_features and n < L + 5 * H - 1:
             log.warning(
                 "%s holds %d rows: the router's skill features score fewer past windows "
                 "than in the run (it had %d rows before each window)",

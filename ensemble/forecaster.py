@@ -37,6 +37,9 @@ class BaseForecaster:
     """
 
     name: str = "base"
+    # True for a member whose forecast of a window depends on the rows before it (a
+    # filter run over the whole context, as ARIMA's): see ``predict_last``
+    scans_context: bool = False
 
     def fit(self, train: Split, val: Split) -> BaseForecaster:
         return self
@@ -59,3 +62,15 @@ class BaseForecaster:
         if not isinstance(obj, cls):
             raise TypeError(f"{path} holds a {type(obj).__name__}, not a {cls.__name__}")
         return obj
+
+
+def predict_last(member: Forecaster, windows: Windows, scanned: Windows) -> np.ndarray:
+    """``member``'s forecasts of ``windows``: [W, H, C].
+
+    ``scanned`` holds the same last windows after more rows. A member that scans its
+    context (``scans_context``) forecasts from it, so that its filter has run over as
+    many rows as when it was scored; the others forecast ``windows`` alone (less work).
+    """
+    if getattr(member, "scans_context", False):
+        return np.asarray(member.predict(scanned))[-windows.n :]
+    return np.asarray(member.predict(windows))

@@ -576,7 +576,8 @@ class HybridForecaster:
             of this forecast are in ``weights_`` ([C, M]: rows in the order of ``series_``,
             columns in that of ``member_names_``).
         """
-        from router.features import window_features
+        from ensemble.forecaster import predict_last
+        from router.features import skill_context_rows, window_features
 
         if not hasattr(self, "router_"):
             raise UserError("this HybridForecaster is not fitted: call fit(df) before predict")
@@ -591,7 +592,7 @@ class HybridForecaster:
         # score on rows the last window already sees: windows t - H back to t - 5H + 1
         # for the 4H-window ("long") average, as when the router was fitted.
         n = self.values_.shape[0]
-        n_ctx = min(n, L + 5 * H - 1)
+        n_ctx = min(n, skill_context_rows(L, H))
         if self.step_ is None:
             offset = pd.tseries.frequencies.to_offset(self.freq_ or "D")
             # from the first step after the last row: date_range(last, ...) would roll an
@@ -610,9 +611,7 @@ class HybridForecaster:
         scanned = last_rows(min(n, max(n_ctx, getattr(self, "val_context_", n_ctx))))
         stack = hybrid.stack(
             {
-                name: m.predict(scanned)[-windows.n :]
-                if getattr(m, "scans_context", False)
-                else m.predict(windows)
+                name: predict_last(m, windows, scanned)
                 for name, m in zip(self.member_names_, self.members_, strict=True)
             }
         )

@@ -82,6 +82,7 @@ def forecast_run(
     """
     from ensemble import hybrid
     from ensemble.data import Windows, load_dataset, make_splits
+    from ensemble.forecaster import predict_last
     from ensemble.io import FolderLock, write_csv
     from experiments import registry
     from experiments.config import RunConfig
@@ -93,6 +94,7 @@ def forecast_run(
         router_features,
     )
     from router import make_combiner
+    from router.features import skill_context_rows
 
     folder = Path(run_dir)
     res = _finished_results(folder)
@@ -158,14 +160,15 @@ def forecast_run(
             raise UserError(f"{data.path} has {n} rows; the run's lookback needs at least {L}")
         # the last window, and the earlier ones whose errors the router's skill features
         # score (windows t - H back to t - 5H + 1); a router without features needs none
-        n_ctx = min(n, L + 5 * H - 1) if combiner.needs_features else L
-        if combiner.needs_features and n < L + 5 * H - 1:
+        wanted = skill_context_rows(L, H) if combiner.needs_features else L
+        n_ctx = min(n, wanted)
+        if n < wanted:
             log.warning(
                 "%s holds %d rows: the router's skill features score fewer past windows "
                 "than in the run (it had %d rows before each window)",
                 data.path,
                 n,
-                L + 5 * H - 1,
+                wanted,
             )
         # A member whose filter scans the context (ARIMA) gets as many rows as the run's
         # last test window had before it, so its state is the one the run was scored with.
@@ -181,10 +184,7 @@ def forecast_run(
         for spec in specs:  # one at a time: two backbones need not fit in memory at once
             built = registry.build(spec, member_context(spec, cfg, splits, periods, folder, False))
             member = _load(type(built), member_path(folder, spec))
-            if getattr(member, "scans_context", False):
-                forecasts.append(np.asarray(member.predict(scanned))[-windows.n :, :, ch])
-            else:
-                forecasts.append(np.asarray(member.predict(windows))[..., ch])
+            forecasts.append(predict_last(member, windows, scanned)[..., ch])
             del member, built
             if registry.parse_spec(spec)[0] in HOLDS_A_BACKBONE:
                 release_memory()

@@ -143,6 +143,18 @@ def _spreads(forecasts: np.ndarray) -> np.ndarray:
     return dev
 
 
+# The "long" skill features average the errors of the last LONG * H fully observed windows
+LONG = 4
+
+
+def skill_context_rows(seq_len: int, pred_len: int) -> int:
+    """Rows before the end of a window that its skill features read: its own L rows and
+    the inputs of the windows ``t - H`` back to ``t - (LONG + 1) H + 1`` whose errors they
+    average, so that a forecast of the last window alone has the features it had when
+    the router was fitted."""
+    return seq_len + (LONG + 1) * pred_len - 1
+
+
 def past_errors(x: np.ndarray, forecasts: np.ndarray, smooth: int = 1) -> np.ndarray:
     """Each member's MSE on the most recent windows whose targets window ``t`` already sees.
 
@@ -269,7 +281,7 @@ def window_features(
         if m > 1:
             blocks.append(np.moveaxis(dev / std, 0, -1))
             all_names += [f"dev_{n}" for n in member_names]
-        for smooth, tag in ((1, "last"), (pred_len, "recent"), (4 * pred_len, "long")):
+        for smooth, tag in ((1, "last"), (pred_len, "recent"), (LONG * pred_len, "long")):
             e = np.log(past_errors(x, forecasts, smooth) + _EPS)  # [W, C, M]
             level = e.mean(axis=-1, keepdims=True)
             blocks.append(level)

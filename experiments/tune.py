@@ -967,7 +967,14 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
             before,
             spec.jobs,
         )
-        if progress and (before["finished"] or before["running"]):
+        if progress and before["finished"] >= spec.trials:
+            tqdm.write(
+                f"study {spec.study} already has {before['finished']} finished trials and "
+                f"--trials {spec.trials} asks for no more: reports rewritten from all of them "
+                f"(a larger --trials adds trials)",
+                file=sys.stderr,
+            )
+        elif progress and (before["finished"] or before["running"]):
             tqdm.write(
                 f"resuming study {spec.study}: {before['finished']} of {spec.trials} trials "
                 f"finished before"

@@ -239,6 +239,16 @@ def test_an_interrupted_extension_reports_the_trials_it_finished(
     assert "best trial 2 " in (tmp_path / "t" / "best_config.yaml").read_text(encoding="utf-8")
 
 
+def test_fewer_trials_than_the_study_has_adds_none_and_says_so(synth_csv, tmp_path, capsys):
+    spec = _spec(synth_csv(n=1200), tmp_path / "t", trials=3)
+    run_tune(spec, progress=False, plots=False)
+    spec.trials = 2
+    summary = run_tune(spec, progress=True, plots=False)
+    err = capsys.readouterr().err
+    assert "already has 3 finished trials" in err and "3 of 2" not in err
+    assert summary["counts"]["complete"] == 3
+
+
 def test_a_storage_another_process_is_creating_is_tried_again(monkeypatch):
     import sqlite3
 

@@ -145,6 +145,22 @@ def test_console_script_no_traceback(tmp_path):
     assert "Traceback" not in p.stderr and p.stderr.strip().count("\n") == 0
 
 
+def test_console_drops_the_offline_kernel_fallback_warning_only():
+    # bitsandbytes warns at import on AVX-512 BF16 CPUs when its optional Hub kernel is
+    # out of reach; 4-bit still works, so the console does not show it. Other warnings stay.
+    code = (
+        "import logging; from experiments.cli import _console_logging; _console_logging(); "
+        "logging.getLogger('bitsandbytes.backends.cpu.ops').warning("
+        "'Failed to load CPU gemm_4bit_forward from kernels-community: offline'); "
+        "logging.getLogger('bitsandbytes.nn').warning('a real bitsandbytes warning'); "
+        "logging.getLogger('hybrid_forecast.run').warning('ours')"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "gemm_4bit_forward" not in p.stderr
+    assert "WARNING: a real bitsandbytes warning" in p.stderr and "WARNING: ours" in p.stderr
+
+
 def test_characters_the_console_lacks_do_not_crash_a_redirected_gbk_console(synth_csv, tmp_path):
     # weather.csv's own header holds U+FFFD ("SWDR (W/m\ufffd)"); GBK has neither it nor "²"
     csv = synth_csv(edit=lambda df: df.rename(columns={"x0": "SWDR (W/m\ufffd)", "x1": "q²"}))

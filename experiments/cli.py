@@ -18,6 +18,7 @@ import argparse
 import errno
 import importlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -186,7 +187,18 @@ def _flag_of(path: str | None, parser: argparse.ArgumentParser | None, args) -> 
     return best[1] if best else None
 
 
+_WINDOWS = os.name == "nt"
+_WINDOWS_MAX_PATH = 260  # without LongPathsEnabled, longer paths fail as "not found"
+
+
 def _path_fix(exc: OSError, flag: str | None) -> str:
+    if _WINDOWS and isinstance(exc, FileNotFoundError) and exc.filename:
+        n = len(os.path.abspath(exc.filename))
+        if n >= _WINDOWS_MAX_PATH:
+            return (
+                f"the path is {n} characters, over Windows' limit of {_WINDOWS_MAX_PATH}: "
+                f"give a shorter {flag or '--out'}, or turn on LongPathsEnabled"
+            )
     if isinstance(exc, IsADirectoryError):
         return "give a file path there, not a folder"
     if flag in ("--data-dir", "--data-path", "--config"):  # read, never written

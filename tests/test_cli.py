@@ -295,6 +295,26 @@ def test_disk_and_path_errors_are_one_line(err, needle, monkeypatch, capsys):
     assert len(lines) == 1 and needle in lines[0], lines
 
 
+@pytest.mark.parametrize("windows", [True, False])
+def test_a_path_over_windows_limit_says_so_there(windows, monkeypatch, tmp_path, capsys):
+    # Windows reports a path over 260 characters as "not found" (WinError 3 or 206)
+    import experiments.cli as cli
+    import experiments.cmd_run as cmd_run
+
+    deep = tmp_path / ("d" * 120) / ("e" * 120) / "forecasts.npz"
+
+    def fails(args):
+        raise FileNotFoundError(2, "No such file or directory", str(deep))
+
+    monkeypatch.setattr(cli, "_WINDOWS", windows)
+    monkeypatch.setattr(cmd_run, "handle", fails)
+    assert main(["run", "--dataset", "ETTh1", "--out", str(tmp_path / ("d" * 120))]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1, lines
+    assert ("over Windows' limit of 260" in lines[0]) == windows, lines
+    assert ("shorter --out" in lines[0]) == windows and ("check --out" in lines[0]) != windows
+
+
 def test_other_os_errors_still_surface(monkeypatch):
     import experiments.cmd_run as cmd_run
 

@@ -381,3 +381,57 @@ def test_a_timellm_setting_the_run_owns_is_refused_by_name():
     ctx = registry.MemberContext(96, 24, 3, "h", [24], 0, "synth", params={"seq_len": 48})
     with pytest.raises(UserError, match=r"unknown timellm setting\(s\) seq_len; valid: "):
         registry.build("timellm", ctx)
+
+
+# Sample values for the shell variables the documented commands use; a command with any
+# other variable (e.g. a whole argument list in $ARGS) is not checked.
+_DOC_VARS = {"s": "0", "L": "512", "h": "96", "d": "ETTh1", "m": "dlinear", "r": "mean"}
+_DOC_VARS |= {"f": "runs/x", "name": "x", "HYBRID_FORECAST_DATA": "data"}
+_DOCS = ["README.md", "BENCHMARKS.md", "docs", "benchmarks/router_preregistration.md"]
+
+
+def _documented_commands(text: str) -> list[str]:
+    """The argument strings of every ``hybrid-forecast`` command in fenced code blocks, and
+    of inline ones with arguments (a bare ``hybrid-forecast analyse`` in prose is a name)."""
+    import re
+
+    found = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in re.split(r";|&&|\|\||&|\bdo\b|\bthen\b", line.split("  #")[0]):
+                hit = re.search(r"(?:^|\s)hybrid-forecast\s+(.*)$", part.split(" # ")[0])
+                if hit:
+                    found.append(hit.group(1).strip())
+    found += re.findall(r"`hybrid-forecast ([^`\s]+ [^`]+)`", text)
+    return found
+
+
+def test_every_command_in_the_docs_parses(capsys):
+    """A renamed or removed flag breaks the README's and BENCHMARKS' commands silently
+    otherwise; here each one goes through the real parser (nothing is run)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from experiments.cli import build_parser
+
+    root = Path(__file__).resolve().parents[1]
+    files = [p for d in _DOCS for p in sorted((root / d).glob("*.md")) or [root / d]]
+    parser, checked, bad = build_parser(), 0, []
+    for path in files:
+        for cmd in _documented_commands(path.read_text(encoding="utf-8")):
+            names = set(re.findall(r"\$\{?(\w+)\}?", cmd))
+            if (
+                "[" in cmd
+                or "..." in cmd
+                or names - set(_DOC_VARS) - {"SETS", "SETS_H1", "SETS_M1"}
+            ):
+                continue  # a placeholder, not a command
+            cmd = re.sub(r"\$\{?(\w+)\}?", lambda m: _DOC_VARS.get(m.group(1), ""), cmd)
+            checked += 1
+            try:
+                parser.parse_args(shlex.split(cmd))
+            except SystemExit:
+                bad.append(f"{path.name}: hybrid-forecast {cmd}")
+    capsys.readouterr()
+    assert checked > 100 and not bad, f"{checked} checked:\n" + "\n".join(bad)

@@ -221,7 +221,8 @@ def _offline_kernel_fallback(record: logging.LogRecord) -> bool:
     """False for bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community"
     warning: on a CPU with AVX-512 BF16 it is raised at import, on GPU machines too, when the
     optional Hub kernel cannot be fetched (offline, or not trusted), and 4-bit still works
-    through bitsandbytes' own CPU code. Nothing for the user to fix; run.log keeps it."""
+    through bitsandbytes' own CPU code. Nothing for the user to fix; the log file of a
+    run or tune keeps it (the filter sits on the console handler only)."""
     return not (
         record.name.startswith("bitsandbytes") and "kernels-community" in record.getMessage()
     )

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ensemble.errors import UserError
+from ensemble.errors import UserError, reason
 
 log = logging.getLogger("hybrid_forecast.forecast")
 
@@ -99,6 +99,7 @@ def forecast_run(
     folder = Path(run_dir)
     res = _finished_results(folder)
     cfg = RunConfig.from_file(folder / "config.yaml")
+    _check_config_is_the_runs(cfg, res, folder)
     if run_data is not None:
         cfg.dataset, cfg.data_path = res.get("dataset"), str(Path(run_data).resolve())
     try:
@@ -123,10 +124,17 @@ def forecast_run(
                 )
 
         # The router, refitted on the run's own validation forecasts
-        with np.load(folder / "forecasts.npz") as z:
-            val_stack = np.stack([z[f"val/{s}"] for s in specs])  # [M, W, H, C]
-        with np.load(folder / "router_weights.npz") as z:
-            run_val_weights = z["val"]
+        val_stack = _saved_array(
+            folder / "forecasts.npz", [f"val/{s}" for s in specs]
+        )  # [M, W, H, C]
+        run_val_weights = _saved_array(folder / "router_weights.npz", ["val"])[0]
+        expect = (len(specs), splits.val.n_windows, H, len(ch))
+        if val_stack.shape != expect:
+            raise UserError(
+                f"{folder / 'forecasts.npz'} holds validation forecasts of shape "
+                f"{val_stack.shape[1:]}, not this run's {expect[1:]}; rerun the run to write "
+                "it again"
+            )
         val_true = splits.val.targets()[..., ch]
         combiner = make_combiner(cfg.router, seed=cfg.seed, member_names=specs)
         feats = None
@@ -183,7 +191,7 @@ def forecast_run(
         forecasts = []  # [W, H, C] of the evaluated channels, per member
         for spec in specs:  # one at a time: two backbones need not fit in memory at once
             built = registry.build(spec, member_context(spec, cfg, splits, periods, folder, False))
-            member = _load(type(built), member_path(folder, spec))
+            member = _load(type(built), member_path(folder, spec), spec, folder)
             forecasts.append(predict_last(member, windows, scanned)[..., ch])
             del member, built
             if registry.parse_spec(spec)[0] in HOLDS_A_BACKBONE:
@@ -245,15 +253,56 @@ def _run_dataset(cfg, res: dict[str, Any], folder: Path):
     return dataset
 
 
-def _load(cls, member_dir: Path):
+def _load(cls, member_dir: Path, spec: str, folder: Path):
     """A member saved under ``member_dir/model``. A Time-LLM keeps its partial forecasts
-    in this folder (not the one it was trained in) and takes the best device here."""
+    in this folder (not the one it was trained in) and takes the best device here.
+
+    Raises:
+        UserError: the saved model cannot be read (a file cut short, overwritten, or
+            written by another version); a rerun fits it again once the folder is gone.
+    """
     import inspect
 
+    model = member_dir / "model"
     takes = inspect.signature(cls.load).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in takes.values()):
-        return cls.load(member_dir / "model", workdir=str(member_dir), device=None, progress=None)
-    return cls.load(member_dir / "model")
+    try:
+        if any(p.kind is p.VAR_KEYWORD for p in takes.values()):
+            return cls.load(model, workdir=str(member_dir), device=None, progress=None)
+        return cls.load(model)
+    except (UserError, MemoryError):
+        raise
+    except Exception as exc:  # whatever a damaged file raises: pickle, zip, JSON, torch...
+        raise UserError(
+            f"cannot load {spec}'s saved model in {model} ({reason(exc)}); "
+            f"delete that folder and rerun the run to fit it again "
+            f"(hybrid-forecast run --config {folder / 'config.yaml'})"
+        ) from None
+
+
+def _saved_array(path: Path, keys: list[str]) -> np.ndarray:
+    """``np.stack`` of the entries ``keys`` of a run's npz file, or a UserError saying the
+    file is damaged (cut short, overwritten, or missing an entry)."""
+    try:
+        with np.load(path) as z:
+            return np.stack([np.asarray(z[k], dtype=np.float64) for k in keys])
+    except MemoryError:
+        raise
+    except Exception as exc:  # BadZipFile, EOFError, pickled data, a missing key...
+        raise UserError(
+            f"{path} is damaged ({reason(exc)}); rerun the run to write it again"
+        ) from None
+
+
+def _check_config_is_the_runs(cfg, res: dict[str, Any], folder: Path) -> None:
+    """config.yaml must still say what the run was made with (results.json): the members
+    are rebuilt from it, and a model saved for L=96 cannot take 48 rows."""
+    for key in ("seq_len", "pred_len", "seed", "router", "features"):
+        if key in res and getattr(cfg, key) != res[key]:
+            raise UserError(
+                f"{folder / 'config.yaml'} says {key}: {getattr(cfg, key)!r} but the run in "
+                f"{folder} was made with {res[key]!r} (results.json); config.yaml was edited "
+                "after the run: put it back, or rerun the run with it"
+            )
 
 
 def _finished_results(out: Path) -> dict[str, Any]:
@@ -268,7 +317,11 @@ def _finished_results(out: Path) -> dict[str, Any]:
         )
     try:
         res = json.loads(path.read_text(encoding="utf-8"))
-        _ = res["members"], res["periods"]
+        members, periods = res["members"], res["periods"]
+        if not members or not all(isinstance(m, str) for m in members):
+            raise ValueError("members")
+        if not all(isinstance(p, int) and not isinstance(p, bool) for p in periods):
+            raise ValueError("periods")
     except (ValueError, KeyError, TypeError):
         raise UserError(f"{path} is damaged; rerun the run to write it again") from None
     for name in ("forecasts.npz", "router_weights.npz"):

@@ -28,7 +28,7 @@ import numpy as np
 
 from ensemble import hybrid, metrics
 from ensemble.data import Dataset, Splits, make_splits
-from ensemble.errors import UserError
+from ensemble.errors import UserError, reason
 from ensemble.figures import VECTOR_FORMATS
 from ensemble.io import FolderLock, write_json, write_npz, write_text
 from experiments import registry
@@ -238,9 +238,8 @@ def fit_member(
         # its fit): one line for the user, the traceback in run.log for a bug report.
         # KeyboardInterrupt and SystemExit are no Exception and pass as they are.
         log.info("%s: fit or forecast failed", spec, exc_info=True)  # run.log only
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "(no message)"
         raise UserError(
-            f"member {spec} failed: {type(exc).__name__}: {first}; check its settings "
+            f"member {spec} failed: {reason(exc)}; check its settings "
             f"(@key=value, --set); the traceback is in {out / 'run.log'}"
         ) from None
     t_pred = time.perf_counter() - t0
@@ -300,6 +299,9 @@ def saved_forecasts(
     }
     cache = member_path(out, spec) / "forecasts.npz"
     if not cache.is_file():
+        return None, key, stamps
+    if not (member_path(out, spec) / "model").is_dir():  # deleted: `forecast` needs it
+        log.info("%s: saved forecasts but no saved model: fitting it again", spec)
         return None, key, stamps
     return _read_cache(cache, spec, key, stamps, cfg, splits, base, periods, derived), key, stamps
 
@@ -421,13 +423,7 @@ def _read_cache(
     except MemoryError:
         raise
     except Exception as exc:  # whatever a damaged zip raises: BadZipFile, EOFError, zlib...
-        log.warning(
-            "member %s: damaged cache %s (%s: %s), refitting",
-            spec,
-            cache,
-            type(exc).__name__,
-            str(exc).strip().splitlines()[0] if str(exc).strip() else "no message",
-        )
+        log.warning("member %s: damaged cache %s (%s), refitting", spec, cache, reason(exc))
         return None
     log.info("%s: reusing forecasts from %s%s", spec, cache, found)
     return {"val": val, "test": test, "timings": timings}

@@ -109,8 +109,9 @@ TINY_LLAMA = dict(
 def patch_tiny_backbone(mp: pytest.MonkeyPatch) -> None:
     """Make `timellm.backbone.load_backbone` return a 1-layer, width-32 random LLaMA (a
     decoder) for every spec but "minilm", which stays the real bidirectional MiniLM cut to
-    one layer."""
+    one layer; a member's preflight then only asks that a backbone folder exist."""
     import timellm.backbone as backbone_mod
+    import timellm.member as member_mod
 
     real = backbone_mod.load_backbone
 
@@ -119,7 +120,14 @@ def patch_tiny_backbone(mp: pytest.MonkeyPatch) -> None:
             return real("minilm", llm_layers=1, device=kw.get("device"))
         return backbone_mod.random_backbone("llama", **TINY_LLAMA)
 
+    def check(spec="minilm", *args):  # a stand-in folder need only be there
+        if spec == "minilm":
+            return real_check(spec, *args)
+        return backbone_mod.check_local_backbone(spec)
+
+    real_check = backbone_mod.check_backbone
     mp.setattr(backbone_mod, "load_backbone", fake)
+    mp.setattr(member_mod, "check_backbone", check)
 
 
 @pytest.fixture

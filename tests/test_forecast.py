@@ -99,6 +99,55 @@ def test_what_cannot_be_forecast_is_one_line(finished, tmp_path, capsys):
     assert "would replace the run's own results.json" in err
 
 
+def test_a_damaged_run_folder_is_one_line_and_a_rerun_repairs_it(finished, tmp_path, capsys):
+    import json
+    import shutil
+
+    _, out = finished
+    run = tmp_path / "run"
+
+    def damaged(edit) -> str:
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.copytree(out, run)
+        edit(run)
+        return _one_line_error(["forecast", str(run), "--out", str(tmp_path / "f.csv")], capsys)
+
+    def set_result(key, value):
+        def edit(r):
+            res = json.loads((r / "results.json").read_text(encoding="utf-8"))
+            res[key] = value
+            (r / "results.json").write_text(json.dumps(res), encoding="utf-8")
+
+        return edit
+
+    state = next((run_ := out / "members" / "dlinear_epochs=2" / "model").glob("*.pt"))
+    assert "cannot load dlinear@epochs=2's saved model" in damaged(
+        lambda r: (r / state.relative_to(out)).write_bytes(b"garbage")
+    )
+    assert "delete that folder and rerun" in damaged(
+        lambda r: (r / run_.relative_to(out) / "config.json").write_text("{")
+    )
+    for name in ("forecasts.npz", "router_weights.npz"):
+        assert f"{name} is damaged" in damaged(
+            lambda r, name=name: (r / name).write_bytes(b"PK\x03\x04")
+        )
+    assert "results.json is damaged" in damaged(set_result("members", []))
+    assert "results.json is damaged" in damaged(set_result("periods", ["x"]))
+
+    def shorter(r):
+        text = (r / "config.yaml").read_text(encoding="utf-8")
+        (r / "config.yaml").write_text(text.replace("seq_len: 96", "seq_len: 48"))
+
+    assert "says seq_len: 48 but the run" in damaged(shorter)
+    assert not (tmp_path / "f.csv").exists()
+
+    # the model folder gone: the rerun the message asks for fits that member again
+    assert "has no saved model" in damaged(lambda r: shutil.rmtree(r / run_.relative_to(out)))
+    assert main(["run", "--config", str(run / "config.yaml"), "--out", str(run), "--quiet"]) == 0
+    assert (run / run_.relative_to(out)).is_dir()
+    assert main(["forecast", str(run), "--out", str(tmp_path / "f.csv")]) == 0
+
+
 def test_a_changed_data_file_or_router_is_refused(finished, tmp_path, capsys):
     import shutil
 

@@ -1072,3 +1072,20 @@ def test_a_moved_backbone_folder_does_not_stop_a_rerun_that_reuses_forecasts(
     assert "reusing forecasts" in (out / "run.log").read_text(encoding="utf-8")
     assert main([*argv, "--seed", "1", "--out", str(tmp_path / "s1")]) == 2  # must fit: refused
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_rerun_refused_for_its_backbone_keeps_the_finished_run(synth_csv, tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["run", "--data-path", str(synth_csv(n=400, channels=2)), "--seq-len", "32"]
+    argv += ["--pred-len", "8", "--router", "mean", "--quiet", "--out", str(out)]
+    assert main([*argv, "--members", "naive"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    # MiniLM has 6 layers: refused before the folder's run is replaced, not at the fit
+    assert main([*argv, "--members", "naive,timellm@llm_layers=9"]) == 2
+    assert "llm_layers 9 is out of range" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    assert after == before
+    fresh = tmp_path / "new"
+    assert main([*argv[:-1], str(fresh), "--members", "naive,timellm@llm_dim=999"]) == 2
+    assert "does not match backbone" in capsys.readouterr().err
+    assert not fresh.exists()  # no half-made folder

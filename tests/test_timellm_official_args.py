@@ -331,7 +331,7 @@ def tiny_llama(monkeypatch):
     import timellm.backbone as backbone_mod
     import timellm.member as member_mod
 
-    monkeypatch.setattr(member_mod, "check_local_backbone", lambda spec: None)
+    monkeypatch.setattr(member_mod, "check_backbone", lambda *a: None)
     monkeypatch.setattr(
         backbone_mod,
         "load_backbone",

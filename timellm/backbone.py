@@ -336,24 +336,8 @@ def load_backbone(
         bb.name = spec
         return bb
 
-    path = _minilm_dir() if spec == "minilm" else os.path.expanduser(spec)
-    check_local_backbone(path)
-    try:
-        with _quiet_transformers():
-            config = _hub_or_local_config(path)
-    except (OSError, ValueError) as exc:
-        hint = "a local folder with config.json" if not os.path.isdir(path) else "config.json"
-        reason = " ".join(str(exc).split())  # one line
-        raise UserError(f"cannot read backbone '{spec}': {reason} Give {hint}.") from exc
-
-    if getattr(config, "is_encoder_decoder", False):
-        raise UserError(
-            f"backbone '{spec}' is an encoder-decoder model ({config.model_type}); use a "
-            "decoder (GPT-2, LLaMA, Qwen2, ...) or an encoder (BERT-like)"
-        )
-    depth = int(config.num_hidden_layers)
-    _check_layers(spec, llm_layers, depth)
-    _check_dim(spec, llm_dim, int(config.hidden_size))
+    path = _backbone_path(spec)
+    config = _checked_config(spec, path, llm_layers, llm_dim)
     if llm_layers:
         config.num_hidden_layers = llm_layers  # unused layer weights are never materialised
     for flag in ("output_attentions", "output_hidden_states"):
@@ -408,6 +392,49 @@ def load_backbone(
         quantization="4bit" if load_in_4bit else "8bit" if load_in_8bit else None,
     )
     return bb if quantized else _to_device(bb, device)
+
+
+def check_backbone(spec: str, llm_layers: int | None = None, llm_dim: int | None = None) -> None:
+    """What ``load_backbone`` refuses, checked without loading the weights (seconds, not
+    minutes): the folder, its config.json, the layer count and hidden size, the tokenizer.
+    A run checks this before it replaces the previous run in its folder.
+
+    Raises:
+        UserError: as ``load_backbone`` would for these arguments.
+    """
+    if spec.endswith("-random"):
+        config = random_config(spec.removesuffix("-random"))
+        _check_layers(spec, llm_layers, int(config.num_hidden_layers))
+        _check_dim(spec, llm_dim, int(config.hidden_size))
+        return
+    path = _backbone_path(spec)
+    _checked_config(spec, path, llm_layers, llm_dim)
+    _load_tokenizer(spec, path)
+
+
+def _backbone_path(spec: str) -> str:
+    return _minilm_dir() if spec == "minilm" else os.path.expanduser(spec)
+
+
+def _checked_config(spec: str, path: str, llm_layers: int | None, llm_dim: int | None) -> Any:
+    """The backbone's transformers config, refused when unreadable, encoder-decoder, or at
+    odds with ``llm_layers`` / ``llm_dim``."""
+    check_local_backbone(path)
+    try:
+        with _quiet_transformers():
+            config = _hub_or_local_config(path)
+    except (OSError, ValueError) as exc:
+        hint = "a local folder with config.json" if not os.path.isdir(path) else "config.json"
+        reason = " ".join(str(exc).split())  # one line
+        raise UserError(f"cannot read backbone '{spec}': {reason} Give {hint}.") from exc
+    if getattr(config, "is_encoder_decoder", False):
+        raise UserError(
+            f"backbone '{spec}' is an encoder-decoder model ({config.model_type}); use a "
+            "decoder (GPT-2, LLaMA, Qwen2, ...) or an encoder (BERT-like)"
+        )
+    _check_layers(spec, llm_layers, int(config.num_hidden_layers))
+    _check_dim(spec, llm_dim, int(config.hidden_size))
+    return config
 
 
 def _load_tokenizer(spec: str, path: str) -> Any:

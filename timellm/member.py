@@ -48,7 +48,7 @@ from ensemble.data import Split, Windows
 from ensemble.errors import UserError
 from ensemble.forecaster import BaseForecaster
 from timellm import inject as inj
-from timellm.backbone import check_local_backbone
+from timellm.backbone import check_backbone
 from timellm.prompt import DEFAULT_STATS, FEATURE_STATS, parse_stats
 from timellm.trainer import (
     SCHEDULES,
@@ -584,14 +584,16 @@ class TimeLLMForecaster(BaseForecaster):
 
     def preflight(self) -> None:
         """What can be checked before any member of a run is fitted, once it is known
-        that this one will be (its saved forecasts cannot be reused): that a backbone
-        given as a path is there. A run whose saved forecasts are reused does not need
-        the backbone folder, so the constructor does not check it.
+        that this one will be (its saved forecasts cannot be reused): that the backbone
+        is there and agrees with ``llm_layers`` and ``llm_dim``, before a rerun replaces
+        the previous run in its folder. A run whose saved forecasts are reused does not
+        need the backbone folder, so the constructor does not check it.
 
         Raises:
-            UserError: the backbone path does not exist or holds no saved model.
+            UserError: the backbone path does not exist, holds no readable model config or
+                tokenizer, or has fewer layers or another hidden size than asked.
         """
-        check_local_backbone(str(self.backbone))
+        check_backbone(str(self.backbone), self.llm_layers, self.llm_dim)
 
     def fit(self, train: Split, val: Split) -> TimeLLMForecaster:
         """Train on the (strided) train windows; early-stop on the (strided) val MSE."""

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ensemble.errors import UserError
+from ensemble.errors import UserError, reason
 from ensemble.io import write_csv, write_json, write_text
 from experiments.config import RunConfig
 
@@ -140,7 +140,23 @@ def cell_done(spec: BenchSpec, cell: Cell) -> bool:
         return False
     want = cell_config(spec, cell).to_dict()
     saved["out"] = want["out"]
-    return saved == want
+    return saved == want and cell_results(folder) is not None
+
+
+def cell_results(folder: Path) -> dict[str, Any] | None:
+    """A cell's results.json, or None where it cannot be read (a copy cut short, an
+    edit gone wrong): such a cell is not done, and the next bench runs it again."""
+    path = folder / "results.json"
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+        for key in ("dataset", "seq_len", "pred_len", "seed"):
+            _ = res[key]
+        for s in res["test"].values():
+            float(s["mse"]), float(s["mae"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.debug("%s is damaged (%s)", path, reason(exc))
+        return None
+    return res
 
 
 def validate(spec: BenchSpec, check_data: bool = True) -> None:
@@ -364,6 +380,10 @@ def run_bench(
         cells = plan(spec)
         todo = [c for c in cells if not cell_done(spec, c)]
         skipped = [c.name for c in cells if c not in todo]
+        for c in todo:
+            folder = out / "cells" / c.name
+            if (folder / "results.json").is_file() and cell_results(folder) is None:
+                log.warning("%s: results.json is damaged; the cell is run again", c.name)
         log.info(
             "bench %s: %d cells, %d done already, %d to run; members=%s router=%s L=%d",
             out,
@@ -422,9 +442,7 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
     for cell in plan(spec):
         if not cell_done(spec, cell):
             continue
-        res = json.loads(
-            (Path(spec.out) / "cells" / cell.name / "results.json").read_text(encoding="utf-8")
-        )
+        res = cell_results(Path(spec.out) / "cells" / cell.name)
         for name, s in res["test"].items():
             tim = res.get("timings_s", {}).get(name, {})
             rows.append(

@@ -131,6 +131,21 @@ def test_cell_with_other_settings_is_not_done(synth_csv, tmp_path):
     assert not cell_done(spec, cell)
 
 
+def test_a_damaged_cell_is_run_again_not_read(synth_csv, tmp_path, caplog):
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench")
+    run_bench(spec, progress=False, run_fn=fake_run)
+    cells = plan(spec)
+    path = Path(spec.out) / "cells" / cells[0].name / "results.json"
+    path.write_text(path.read_text(encoding="utf-8")[:200], encoding="utf-8")  # cut short
+    assert not cell_done(spec, cells[0]) and cell_done(spec, cells[1])
+    assert set(collect(spec)["seed"]) == {1}  # no traceback: the damaged cell is left out
+    ran: list[str] = []
+    info = run_bench(spec, progress=False, run_fn=lambda c: (ran.append(c.out), fake_run(c))[1])
+    assert info["ran"] == [cells[0].name] and len(ran) == 1
+    assert "results.json is damaged; the cell is run again" in caplog.text
+    assert set(pd.read_csv(Path(spec.out) / "bench.csv")["seed"]) == {0, 1}
+
+
 def test_two_files_with_one_name_are_refused(synth_csv, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()

@@ -112,6 +112,10 @@ class RunConfig:
             raise UserError(
                 f"unknown config key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(sorted(names))}"
             )
+        if d.get("data_path") is not None and "dataset" not in d:
+            # a file of the user's own, as --data-path without --dataset: named after the
+            # file and split 70/10/20, not labelled with the default dataset's name
+            d = {**d, "dataset": None}
         return cls(**d).validate()
 
     @classmethod

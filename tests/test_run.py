@@ -1089,3 +1089,20 @@ def test_a_rerun_refused_for_its_backbone_keeps_the_finished_run(synth_csv, tmp_
     assert main([*argv[:-1], str(fresh), "--members", "naive,timellm@llm_dim=999"]) == 2
     assert "does not match backbone" in capsys.readouterr().err
     assert not fresh.exists()  # no half-made folder
+
+
+def test_a_hand_written_config_with_only_a_data_path_is_the_users_file(synth_csv, tmp_path):
+    from experiments.config import RunConfig
+
+    csv = synth_csv(n=400, channels=2)
+    (tmp_path / "c.yaml").write_text(f"data_path: {csv}\nmembers: [naive]\n", encoding="utf-8")
+    cfg = RunConfig.from_file(tmp_path / "c.yaml")
+    assert cfg.dataset is None  # as --data-path alone: not "ETTh1" with its split
+    named = tmp_path / "n.yaml"
+    named.write_text(f"dataset: ETTh1\ndata_path: {csv}\n", encoding="utf-8")
+    assert RunConfig.from_file(named).dataset == "ETTh1"  # a copy of a named dataset
+    out = tmp_path / "r"
+    argv = ["run", "--config", str(tmp_path / "c.yaml"), "--seq-len", "32", "--pred-len", "8"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert (res["dataset"], res["split"]) == (csv.stem, "ratio")

@@ -31,6 +31,11 @@ def add_parser(sub) -> None:
         help="the file the run was fitted on, where config.yaml no longer finds it (a run "
         "folder moved to another machine); checked against the run's checksum",
     )
+    p.add_argument(
+        "--fill",
+        choices=["ffill"],
+        help="forward-fill NaN/inf in the --data-path file instead of failing",
+    )
     p.add_argument("--out", help="the CSV to write, - for stdout (default RUN_DIR/forecast.csv)")
     p.set_defaults(func=handle)
 
@@ -51,7 +56,7 @@ def handle(args) -> int:
         for flag, given in (("--data-path", args.data_path), ("--run-data", args.run_data)):
             if given and out.resolve() == Path(given).resolve():
                 raise UserError(f"--out {out} is the {flag} file; name another file")
-    fc = forecast_run(args.run_dir, args.data_path, run_data=args.run_data, out=out)
+    fc = forecast_run(args.run_dir, args.data_path, run_data=args.run_data, out=out, fill=args.fill)
     if to_stdout:
         print(fc.frame.to_csv(index=False), end="")
         return 0

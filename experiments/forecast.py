@@ -64,6 +64,7 @@ def forecast_run(
     data_path: str | Path | None = None,
     run_data: str | Path | None = None,
     out: str | Path | None = None,
+    fill: str | None = None,
 ) -> Forecast:
     """Forecast the ``pred_len`` steps after the data's last row with a finished run.
 
@@ -75,6 +76,8 @@ def forecast_run(
             (a run folder moved to another machine); checked against its checksum.
         out: also write the forecast there as CSV, while the run folder is locked (so a
             rerun cannot replace the models between forecast and file).
+        fill: "ffill" to forward-fill NaN/inf in ``data_path``'s rows (the run's own
+            ``fill`` applies to it in any case).
 
     Raises:
         UserError: not a finished run, a member without its saved model, the run's data
@@ -155,7 +158,10 @@ def forecast_run(
         data = dataset
         if data_path is not None:
             data = load_dataset(
-                data_path=data_path, features=cfg.features, target=cfg.target, fill=cfg.fill
+                data_path=data_path,
+                features=cfg.features,
+                target=cfg.target,
+                fill=fill or cfg.fill,
             )
             _check_same_series(data, dataset)
         if out is not None and Path(out).resolve() in {

@@ -77,6 +77,19 @@ def test_the_default_is_the_steps_after_the_runs_own_data(finished, capsys):
     assert np.isfinite(frame.drop(columns=["date", "channel"]).to_numpy()).all()
 
 
+def test_a_gap_in_the_newer_rows_is_filled_when_asked(finished, tmp_path, capsys):
+    csv, out = finished
+    newer = tmp_path / "newer.csv"
+    frame = pd.read_csv(csv)
+    frame.loc[len(frame) - 5, "x0"] = np.nan  # a sensor gap in the latest rows
+    frame.to_csv(newer, index=False)
+    argv = ["forecast", str(out), "--data-path", str(newer), "--out", str(tmp_path / "f.csv")]
+    assert main(argv) == 2
+    assert "pass --fill ffill" in capsys.readouterr().err  # the flag the hint names exists
+    assert main([*argv, "--fill", "ffill"]) == 0
+    assert np.isfinite(pd.read_csv(tmp_path / "f.csv")["ensemble"]).all()
+
+
 def _one_line_error(argv, capsys) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -499,9 +499,11 @@ def infer_freq(dates: pd.DatetimeIndex) -> str | None:
         return None
     values, counts = np.unique(diffs, return_counts=True)
     step = int(values[counts.argmax()])  # the most common step...
-    if (diffs % step).any():
-        # ... unless some steps are not multiples of it (daily data with 1- and 2-day
-        # steps): their common divisor, if the dates fill at least half of its grid
+    odd = int(np.count_nonzero(diffs % step))
+    if odd > max(1, len(diffs) // 100):
+        # ... unless more than a stray few steps are not multiples of it (daily data with
+        # 1- and 2-day steps; not hourly data with one clock shift of 30 min): their
+        # common divisor, if the dates fill at least half of its grid
         divisor = int(np.gcd.reduce(diffs))
         if (ns[-1] - ns[0]) // divisor + 1 <= 2 * len(ns):
             step = divisor

@@ -331,6 +331,18 @@ def test_fixed_steps_are_not_read_as_a_calendar():
     ]
 
 
+def test_one_clock_shift_does_not_halve_the_step():
+    from ensemble.data import find_gaps, infer_freq
+
+    hours = pd.date_range("2020-01-01", periods=600, freq="h")
+    shifted = hours[:300].append(hours[300:] + pd.Timedelta("30min"))  # one odd 90-min step
+    assert infer_freq(shifted) == "h" and find_gaps(shifted, "h").tolist() == [300]
+    # steps of 1 and 2 days, the 2-day ones more common: the data are daily
+    steps = np.where(np.arange(299) % 3 == 0, 1, 2).cumsum()
+    days = pd.DatetimeIndex(pd.Timestamp("2020-01-01") + pd.to_timedelta(steps, "D"))
+    assert infer_freq(days) in ("D", "24h")
+
+
 def test_business_day_file_warns_about_its_holidays(synth_csv, caplog):
     def business_days(df):
         df["date"] = pd.bdate_range("2015-01-01", periods=len(df)).astype(str)

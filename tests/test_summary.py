@@ -83,6 +83,17 @@ def test_bad_folders_exit_2_with_one_line(case, tmp_path, capsys):
     assert not out_md.exists()  # nothing written on bad input
 
 
+def test_a_diverged_forecast_shows_a_dash_and_sorts_last_without_a_warning(tmp_path, capsys):
+    import warnings
+
+    run = fake_run(tmp_path / "s0", 0, a=float("nan"), b=0.5, ensemble=0.38, mean=0.39)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" on the console
+        assert main(["summary", str(run)]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| a ")]
+    assert len(rows) == 1 and "| – |" in rows[0]
+
+
 def test_summary_of_real_runs_matches_their_results(seed_runs, capsys):
     folders = seed_runs
     capsys.readouterr()

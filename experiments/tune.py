@@ -814,6 +814,50 @@ def _setup_logging(out: Path) -> logging.Handler:
     return handler
 
 
+class _NotedInterrupts:
+    """Note each SIGINT / SIGTERM as it arrives, the handler before still raising it.
+
+    Python swallows an exception raised in a finalizer: a Ctrl-C that lands while the
+    garbage collector runs a ``__del__`` (tqdm's, after a trial) is printed as "Exception
+    ignored" and the study runs on. ``check()`` between trials raises it again.
+    Installed from the main thread only (elsewhere signals cannot be handled).
+    """
+
+    def __init__(self) -> None:
+        self.noted: list[tuple[int, Callable]] = []
+        self._installed: dict[int, tuple[Callable, Callable]] = {}
+
+    def __enter__(self) -> _NotedInterrupts:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            before = signal.getsignal(sig)
+            if not callable(before):  # ignored, or the system default: nothing swallowed
+                continue
+
+            def note(signum: int, frame: Any, before: Callable = before) -> None:
+                self.noted.append((signum, before))
+                before(signum, frame)
+
+            signal.signal(sig, note)
+            self._installed[sig] = (note, before)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, (note, before) in self._installed.items():
+            if signal.getsignal(sig) is note:  # not replaced since (a worker's "once only")
+                signal.signal(sig, before)
+
+    def check(self) -> None:
+        """Raise the first noted interrupt again, as its handler raised it."""
+        if self.noted:
+            signum, before = self.noted[0]
+            before(signum, None)
+            raise KeyboardInterrupt  # a handler that returned: still an interrupt
+
+
 class _QuietInterrupt(logging.Filter):
     """Optuna's own "Trial N failed ..." warnings, each with a full traceback, become INFO
     records without it (tune.log keeps them): the objective has already logged a failed
@@ -850,43 +894,56 @@ def work(
         on_progress: called with the trial counts after each step (a progress bar).
         worker: this worker's index among the command's (seeds its sampler).
     """
-    import optuna
-    from optuna.storages import fail_stale_trials
-
     study = open_study(spec, worker=worker)
     objective = Objective(spec, study.user_attrs)
     quiet = _QuietInterrupt()
     optuna_log = logging.getLogger("optuna.study._optimize")  # where failed trials are logged
     optuna_log.addFilter(quiet)
     try:
-        waited = False
-        while True:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                fail_stale_trials(study)  # a killed worker's trial: FAIL, and queued again
-            c = _counts(study)
-            if on_progress:
-                on_progress(c)
-            if c["finished"] >= spec.trials:
-                break
-            if c["waiting"] > 0 or c["claimed"] < spec.trials:
-                waited = False
-                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-            else:
-                if not waited:
-                    # on the console when this is the command's only process: a wait of a
-                    # minute with nothing said looks like a hang
-                    log.log(
-                        logging.WARNING if on_progress is not None else logging.INFO,
-                        "%d trial(s) running elsewhere; waiting for them (a killed one is retried "
-                        "after %ds without heartbeat)",
-                        c["running"],
-                        spec.grace_s,
-                    )
-                    waited = True
-                time.sleep(min(POLL_S, max(0.2, spec.grace_s / 4)))
+        with _NotedInterrupts() as interrupts:
+            _trials_until_done(spec, study, objective, on_progress, interrupts)
     finally:
         optuna_log.removeFilter(quiet)
+
+
+def _trials_until_done(
+    spec: TuneSpec,
+    study: Any,
+    objective: Objective,
+    on_progress: Callable[[dict[str, int]], None] | None,
+    interrupts: _NotedInterrupts,
+) -> None:
+    """``work``'s loop: one trial at a time (or a wait for others' trials) until done."""
+    import optuna
+    from optuna.storages import fail_stale_trials
+
+    waited = False
+    while True:
+        interrupts.check()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)  # a killed worker's trial: FAIL, and queued again
+        c = _counts(study)
+        if on_progress:
+            on_progress(c)
+        if c["finished"] >= spec.trials:
+            break
+        if c["waiting"] > 0 or c["claimed"] < spec.trials:
+            waited = False
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        else:
+            if not waited:
+                # on the console when this is the command's only process: a wait of a
+                # minute with nothing said looks like a hang
+                log.log(
+                    logging.WARNING if on_progress is not None else logging.INFO,
+                    "%d trial(s) running elsewhere; waiting for them (a killed one is retried "
+                    "after %ds without heartbeat)",
+                    c["running"],
+                    spec.grace_s,
+                )
+                waited = True
+            time.sleep(min(POLL_S, max(0.2, spec.grace_s / 4)))
 
 
 def _worker_entry(spec_dict: dict[str, Any], threads: int, worker: int) -> None:

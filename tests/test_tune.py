@@ -214,6 +214,34 @@ def test_ctrl_c_is_no_failed_trial_warning_and_the_study_resumes(
     assert summary["counts"]["complete"] == 3 and summary["counts"]["discarded"] == 1
 
 
+def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(synth_csv, tmp_path, monkeypatch):
+    import gc
+    import os
+    import signal
+
+    spec = _spec(synth_csv(n=1200), tmp_path / "t", trials=4)
+    evaluate = Objective._evaluate
+
+    class Bar:  # tqdm's __del__, run by Optuna's gc after the trial, when Ctrl-C lands
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, inside the finalizer
+
+    def leaves_a_bar(self, trial):
+        if trial.number == 0:
+            bar = Bar()
+            bar.cycle = bar  # freed by the collector, not at once
+        return evaluate(self, trial)
+
+    gc.collect()
+    monkeypatch.setattr(Objective, "_evaluate", leaves_a_bar)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=False, plots=False)
+    study = open_study(spec)
+    assert _counts(study)["finished"] == 1  # stopped after the trial it landed in
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
 def test_an_interrupted_extension_reports_the_trials_it_finished(
     synth_csv, tmp_path, monkeypatch, capsys
 ):

@@ -230,6 +230,7 @@ def group_markdown(group: Group) -> str:
     other combiners by mean test MSE, and the oracle bound; then the issue-6 style counts."""
     fc = group.forecasts()
     order = {"member": 0, "ensemble": 1, "reference": 2, "combiner": 3, "bound": 4}
+
     def mean_mse(name: str) -> float:  # a forecast with no finite test MSE sorts last
         v = np.asarray(fc[name].test_mse, dtype=float)
         return float(v[~np.isnan(v)].mean()) if (~np.isnan(v)).any() else np.inf

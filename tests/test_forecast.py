@@ -138,7 +138,7 @@ def test_a_damaged_run_folder_is_one_line_and_a_rerun_repairs_it(finished, tmp_p
         lambda r: (r / state.relative_to(out)).write_bytes(b"garbage")
     )
     assert "delete that folder and rerun" in damaged(
-        lambda r: (r / run_.relative_to(out) / "config.json").write_text("{")
+        lambda r: (r / run_.relative_to(out) / "config.json").write_text("{", encoding="utf-8")
     )
     for name in ("forecasts.npz", "router_weights.npz"):
         assert f"{name} is damaged" in damaged(
@@ -149,7 +149,8 @@ def test_a_damaged_run_folder_is_one_line_and_a_rerun_repairs_it(finished, tmp_p
 
     def shorter(r):
         text = (r / "config.yaml").read_text(encoding="utf-8")
-        (r / "config.yaml").write_text(text.replace("seq_len: 96", "seq_len: 48"))
+        edited = text.replace("seq_len: 96", "seq_len: 48")
+        (r / "config.yaml").write_text(edited, encoding="utf-8")
 
     assert "says seq_len: 48 but the run" in damaged(shorter)
     assert not (tmp_path / "f.csv").exists()

@@ -67,7 +67,38 @@ def test_a_kept_partial_forecast_is_only_resumed_by_the_same_model_and_windows(f
         finally:
             weight.copy_(kept)  # exactly: the module's other tests use this model
     m.predict(splits.test.windows())
-    assert not (workdir / "predict.partial.npz").exists()  # nothing kept after a finish
+    assert not list(workdir.glob("predict.*.npz"))  # nothing kept after a finish
+
+
+def test_a_val_forecast_leaves_an_interrupted_test_forecast_to_resume(fitted, splits, monkeypatch):
+    import timellm.trainer as trainer_mod
+
+    m, workdir = fitted
+    monkeypatch.setattr(m, "eval_batch_size", 8)  # several batches of test windows
+    full = m.predict(splits.test.windows())
+    beat = trainer_mod.Trainer._heartbeat
+
+    def killed_in_the_second_batch(self, what, total, first):  # each batch is kept
+        def at(i):
+            if i > first + 1 and stop:
+                raise KeyboardInterrupt  # the job's time limit, say
+            return True
+
+        return at
+
+    stop = True
+    monkeypatch.setattr(trainer_mod.Trainer, "_heartbeat", killed_in_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        m.predict(splits.test.windows())
+    stop = False
+    m.predict(splits.val.windows())  # the rerun's val forecast, to the end
+    done = []
+    monkeypatch.setattr(
+        trainer_mod.Trainer, "_heartbeat", lambda self, *a: done.append(a[2]) or beat(self, *a)
+    )
+    np.testing.assert_array_equal(m.predict(splits.test.windows()), full)
+    assert done == [1]  # the test forecast went on after the batch it kept
+    assert not list(workdir.glob("predict.*.npz"))
 
 
 def test_val_forecasts_of_the_best_epoch_are_not_predicted_again(fitted, splits, monkeypatch):

@@ -761,10 +761,13 @@ class TimeLLMForecaster(BaseForecaster):
         trainer = Trainer(
             self.model, self.train_config(), accelerator=self._accelerator(), progress=self.progress
         )
-        # an interrupted forecast resumes from what it kept in the member's folder
+        # An interrupted forecast resumes from what it kept in the member's folder: one
+        # file per window set, so that a rerun's val forecast cannot overwrite the test
+        # forecast's progress (a file of the same windows and other weights is replaced).
         partial = key = None
         if self.workdir and trainer.acc.num_processes == 1:
-            partial, key = Path(self.workdir) / "predict.partial.npz", self._predict_key(data)
+            partial = Path(self.workdir) / f"predict.{self._windows_key(data)}.partial.npz"
+            key = self._predict_key(data)
         with self._out_of_memory_hint("predicting"):
             forecast = trainer.predict(data, partial=partial, key=key or "")
         return forecast.numpy().astype(np.float32)
@@ -775,9 +778,16 @@ class TimeLLMForecaster(BaseForecaster):
         h = hashlib.sha256(json.dumps(self.fingerprint(), sort_keys=True, default=str).encode())
         for p in self.model.trainable_parameters():
             h.update(p.detach().float().cpu().numpy().tobytes())
+        h.update(self._windows_key(data).encode())
+        return h.hexdigest()[:20]
+
+    @staticmethod
+    def _windows_key(data: WindowSet) -> str:
+        """The windows with their prompts (not the weights): names a partial forecast."""
+        h = hashlib.sha256()
         for t in (data.series, data.starts, data.ids, data.mask):
             h.update(t.cpu().numpy().tobytes())
-        return h.hexdigest()[:20]
+        return h.hexdigest()[:12]
 
     # ----------------------------------------------------------------------- persistence
 

@@ -164,6 +164,7 @@ def forecast_run(
                 fill=fill or cfg.fill,
             )
             _check_same_series(data, dataset)
+            _check_shared_rows(data, dataset)
         if out is not None and Path(out).resolve() in {
             Path(dataset.path).resolve(),
             Path(data.path).resolve(),
@@ -184,10 +185,14 @@ def forecast_run(
                 n,
                 wanted,
             )
-        # A member whose filter scans the context (ARIMA) gets as many rows as the run's
-        # last test window had before it, so its state is the one the run was scored with.
-        n_scan = min(n, max(n_ctx, splits.test.windows().context.shape[0]))
+        # A member whose filter scans the context (ARIMA) starts it where the run started
+        # it for the test windows, so that its state is the one the run scored a window
+        # ending at the same row with; a file without that row: as many rows as the run's
+        # last test window had.
         first_row = 0 if data is dataset else _first_row(data, dataset)
+        at = splits.test.start - first_row  # that row in ``data``
+        n_test = splits.test.windows().context.shape[0]
+        n_scan = min(n, max(n_ctx, n - at if 0 <= at < n else n_test))
 
         def last_rows(rows: int) -> Windows:
             context, dates = _context(data, rows, H)
@@ -347,6 +352,28 @@ def _check_same_series(new, old) -> None:
         raise UserError(
             f"{new.path} is sampled every {new.freq!r}, the run's data every {old.freq!r}; "
             "resample it to the run's step"
+        )
+
+
+def _check_shared_rows(new, old) -> None:
+    """The rows of a newer file at times the run's data holds must be the run's: the
+    scaler, the members and the router were fitted on those (another site's file, or an
+    edited one, would otherwise be forecast from without a word). Equal to 1e-4 of the
+    column's spread, so a copy re-saved with fewer digits still passes."""
+    _, i_new, i_old = np.intersect1d(
+        new.dates.asi8, old.dates.asi8, assume_unique=False, return_indices=True
+    )
+    if len(i_new) == 0:
+        return  # only rows after the run's: nothing to compare
+    a, b = new.values[i_new], old.values[i_old]
+    spread = np.nanstd(old.values, axis=0) + np.abs(b)
+    off = np.argwhere(~(np.abs(a - b) <= 1e-4 * spread))
+    if len(off):
+        r, c = (int(v) for v in off[0])
+        raise UserError(
+            f"{new.path} differs from the run's data at {new.dates[i_new[r]]} "
+            f"({new.columns[c]}: {a[r, c]:g}, the run's file {b[r, c]:g}; {len(off)} value(s) "
+            "differ): --data-path must be the run's file with newer rows added"
         )
 
 

@@ -58,6 +58,22 @@ def test_the_rows_before_the_last_test_targets_forecast_the_last_test_window(
         np.testing.assert_allclose(got, raw, rtol=1e-4, atol=1e-4, err_msg=name)
     weights = frame.filter(like="weight_").to_numpy()
     np.testing.assert_allclose(weights.sum(axis=1), 1, atol=1e-6)
+    # so does a cut at an earlier test window: ARIMA's filter starts where the run's did
+    with np.load(out / "forecasts.npz") as z:
+        tests = {k: z[f"test/{k}"] for k in ("ensemble", "arima@fourier=168", "naive")}
+    n_windows = len(tests["naive"])
+    w = n_windows - 31  # at least 5H into the test windows: the router's skill features
+    # score windows back to w - 5H + 1, which the run had only from the fifth H on
+    assert w >= 5 * H
+    earlier = tmp_path / "earlier.csv"
+    full.iloc[: len(full) - H - (n_windows - 1 - w)].to_csv(earlier, index=False)
+    argv = ["forecast", str(out), "--data-path", str(earlier), "--out", str(tmp_path / "e.csv")]
+    assert main(argv) == 0
+    at_w = pd.read_csv(tmp_path / "e.csv")
+    for name, forecasts in tests.items():
+        got = at_w[name].to_numpy().reshape(H, -1)
+        raw = scaler.inverse_transform(forecasts[w])
+        np.testing.assert_allclose(got, raw, rtol=1e-4, atol=1e-4, err_msg=name)
     # a file holding only the recent rows forecasts the same (rows counted from the run's)
     recent = tmp_path / "recent.csv"
     pd.read_csv(cut).iloc[-1000:].to_csv(recent, index=False)
@@ -77,12 +93,31 @@ def test_the_default_is_the_steps_after_the_runs_own_data(finished, capsys):
     assert np.isfinite(frame.drop(columns=["date", "channel"]).to_numpy()).all()
 
 
+def test_a_newer_file_must_hold_the_runs_rows_where_it_shares_their_times(
+    finished, tmp_path, capsys
+):
+    csv, out = finished
+    frame = pd.read_csv(csv)
+    edited = frame.copy()
+    edited.loc[500, "OT"] += 1.0  # a training row, whose values the scaler came from
+    edited.to_csv(tmp_path / "edited.csv", index=False)
+    err = _one_line_error(
+        ["forecast", str(out), "--data-path", str(tmp_path / "edited.csv")], capsys
+    )
+    assert "differs from the run's data at" in err and "OT" in err and "1 value(s) differ" in err
+    rounded = tmp_path / "rounded.csv"  # re-saved by a spreadsheet with 4 decimals
+    frame.round(4).to_csv(rounded, index=False)
+    assert main(["forecast", str(out), "--data-path", str(rounded), "--out", "-"]) == 0
+
+
 def test_a_gap_in_the_newer_rows_is_filled_when_asked(finished, tmp_path, capsys):
     csv, out = finished
     newer = tmp_path / "newer.csv"
     frame = pd.read_csv(csv)
-    frame.loc[len(frame) - 5, "x0"] = np.nan  # a sensor gap in the latest rows
-    frame.to_csv(newer, index=False)
+    extra = frame.iloc[-48:].copy()  # two more days, with a sensor gap in them
+    extra["date"] = pd.date_range(frame["date"].iloc[-1], periods=49, freq="h")[1:].astype(str)
+    extra.loc[extra.index[5], "x0"] = np.nan
+    pd.concat([frame, extra]).to_csv(newer, index=False)
     argv = ["forecast", str(out), "--data-path", str(newer), "--out", str(tmp_path / "f.csv")]
     assert main(argv) == 2
     assert "pass --fill ffill" in capsys.readouterr().err  # the flag the hint names exists

@@ -891,6 +891,30 @@ def error_correlation(run: RunData, max_values: int = 2_000_000) -> list[list[fl
     return np.round(np.corrcoef(err), 4).tolist()
 
 
+def _kept_checks(out: Path, run, prompt_probe: bool, prototypes: bool) -> dict[str, Any]:
+    """The prompt probe and prototype list of this run's previous analyse, where this one
+    does not redo them: ``analyse --prompt-probe`` then ``analyse --prototypes`` keeps
+    both in the report. Only in the run's own folder, which a rerun of the run clears of
+    analyses (another --out may hold another run's)."""
+    if out.resolve() != run.path.resolve():
+        return {}
+    try:
+        before = json.loads((out / "routing_analysis.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(before, dict):
+        return {}
+    kept = {
+        key: before[key]
+        for key, redone in (("prompt_probe", prompt_probe), ("prototypes", prototypes))
+        if not redone and isinstance(before.get(key), dict)
+    }
+    for key in kept:
+        flag = "--prompt-probe" if key == "prompt_probe" else "--prototypes"
+        log.info("analyse: kept the previous analyse's %s (give %s to redo it)", key, flag)
+    return kept
+
+
 def analyse(
     run_dir: str | Path,
     out: str | Path | None = None,
@@ -963,6 +987,8 @@ def analyse(
         else:
             feat_note = "The run's data could not be reloaded; features skipped."
         an = analyse_run(run, feats, val_true, refit)
+        kept = _kept_checks(out, run, prompt_probe, prototypes)
+        an.update(kept)
         if prompt_probe:
             an["prompt_probe"] = _run_probe(run, member, splits)
         if prototypes:
@@ -971,6 +997,8 @@ def analyse(
         figures = make_figures(run, feats, out)
         if prompt_probe:
             figures += probe_figure(an["prompt_probe"], out)
+        elif "prompt_probe" in kept and (out / "prompt_probe.png").is_file():
+            figures.append("prompt_probe.png")
         write_json(out / "routing_analysis.json", {**an, "training_ablations": training})
         path = out / "routing_report.md"
         write_text(path, report_markdown(run, an, training, figures, feat_note))

@@ -104,6 +104,15 @@ def test_analyse_lists_the_prototypes_and_probes_the_prompt_of_a_run(synth_csv, 
     assert "at initialisation" in section and section.count("\n| ") == 16  # header + 15
     assert "Time-LLM without the prompt prefix" in text  # its training ablations are offered
 
+    # in the run's folder, one check after the other: the report keeps both
+    analyse(tmp_path / "run", prompt_probe=True)
+    text = analyse(tmp_path / "run", prototypes=True).read_text(encoding="utf-8")
+    assert "## Does Time-LLM read its prompt?" in text and "![prompt_probe.png]" in text
+    assert "## What the text prototypes stand for" in text
+    # elsewhere (--out), another run's analysis may lie: nothing is taken from it
+    text = analyse(tmp_path / "run", out=report).read_text(encoding="utf-8")
+    assert "## Does Time-LLM read its prompt?" not in text
+
     # a damaged or missing saved model: one line saying so and how to save it again
     import re
     import shutil

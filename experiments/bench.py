@@ -578,7 +578,8 @@ def bench_markdown(
             for h in horizons:
                 row = sub[sub["pred_len"] == h].set_index("forecast")
                 ours = [row.loc[f, metric] if f in row.index else np.nan for f in forecasts]
-                real = [v for f, v in zip(forecasts, ours, strict=True) if f != "oracle"]
+                # the lowest at the printed precision: a tie is bold in every tied cell
+                real = [round(v, 3) for f, v in zip(forecasts, ours, strict=True) if f != "oracle"]
                 best = np.nanmin(real) if not np.all(np.isnan(real)) else np.nan
                 cells = []
                 for f, v in zip(forecasts, ours, strict=True):
@@ -586,7 +587,7 @@ def bench_markdown(
                         cells.append("–")
                         continue
                     txt = _fmt(v, row.loc[f, f"{metric}_std"], int(row.loc[f, "n"]))
-                    cells.append(f"**{txt}**" if v == best else txt)
+                    cells.append(f"**{txt}**" if f != "oracle" and round(v, 3) == best else txt)
                 pubs = []
                 for m, s in pub_cols:
                     hit = pub[(pub["model"] == m) & (pub["source"] == s) & (pub["pred_len"] == h)]

@@ -138,7 +138,8 @@ _RESUME_HINT = {
     "interrupted Time-LLM continues from its last finished epoch",
     "tune": "rerun the same command to finish the study's remaining trials (the interrupted "
     "trial is not counted)",
-    "timellm": "rerun the same command with --resume to continue from the last epoch",
+    "timellm": "rerun the same command: it continues from the last finished epoch (add "
+    "--resume to make a checkpoint of other settings an error, not a fresh start)",
 }
 
 

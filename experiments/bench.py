@@ -151,8 +151,8 @@ def cell_results(folder: Path) -> dict[str, Any] | None:
         res = json.loads(path.read_text(encoding="utf-8"))
         for key in ("dataset", "seq_len", "pred_len", "seed"):
             _ = res[key]
-        for s in res["test"].values():
-            float(s["mse"]), float(s["mae"])
+        for s in res["test"].values():  # null: an MSE that overflowed (written as null)
+            _ = [float(s[k]) for k in ("mse", "mae") if s[k] is not None]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.debug("%s is damaged (%s)", path, reason(exc))
         return None
@@ -508,6 +508,11 @@ def _label(model: str, source: str) -> str:
     return f"{model}, repro." if "reproduction" in source.lower() else model
 
 
+def _printed(v: float) -> float:
+    """``v`` as ``_fmt`` prints it (``round`` differs from ``.3f`` at a half)."""
+    return float(f"{v:.3f}")
+
+
 def _fmt(mean: float, std: float, n: int) -> str:
     if np.isnan(mean):
         return "–"
@@ -579,7 +584,7 @@ def bench_markdown(
                 row = sub[sub["pred_len"] == h].set_index("forecast")
                 ours = [row.loc[f, metric] if f in row.index else np.nan for f in forecasts]
                 # the lowest at the printed precision: a tie is bold in every tied cell
-                real = [round(v, 3) for f, v in zip(forecasts, ours, strict=True) if f != "oracle"]
+                real = [_printed(v) for f, v in zip(forecasts, ours, strict=True) if f != "oracle"]
                 best = np.nanmin(real) if not np.all(np.isnan(real)) else np.nan
                 cells = []
                 for f, v in zip(forecasts, ours, strict=True):
@@ -587,7 +592,7 @@ def bench_markdown(
                         cells.append("–")
                         continue
                     txt = _fmt(v, row.loc[f, f"{metric}_std"], int(row.loc[f, "n"]))
-                    cells.append(f"**{txt}**" if f != "oracle" and round(v, 3) == best else txt)
+                    cells.append(f"**{txt}**" if f != "oracle" and _printed(v) == best else txt)
                 pubs = []
                 for m, s in pub_cols:
                     hit = pub[(pub["model"] == m) & (pub["source"] == s) & (pub["pred_len"] == h)]

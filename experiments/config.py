@@ -112,10 +112,14 @@ class RunConfig:
             raise UserError(
                 f"unknown config key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(sorted(names))}"
             )
-        if d.get("data_path") is not None and "dataset" not in d:
-            # a file of the user's own, as --data-path without --dataset: named after the
-            # file and split 70/10/20, not labelled with the default dataset's name
-            d = {**d, "dataset": None}
+        if isinstance(d.get("data_path"), str) and "dataset" not in d:
+            # named by its file, not the default dataset's name: a published dataset's file
+            # (ETT-small/ETTm1.csv, found under the data folder too) is that dataset, any
+            # other is the user's own, as --data-path without --dataset (split 70/10/20)
+            from ensemble.data import _registered_stems
+
+            stem = Path(d["data_path"]).stem.lower()
+            d = {**d, "dataset": _registered_stems().get(stem)}
         return cls(**d).validate()
 
     @classmethod

@@ -114,6 +114,7 @@ def forecast_run(
     try:
         dataset = _run_dataset(cfg, res, folder)
         splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
+        _check_split_is_the_runs(dataset, splits, res, folder)
         specs = list(res["members"])
         periods = [int(p) for p in res["periods"]]
         ch = splits.eval_channels
@@ -280,14 +281,31 @@ def _load(cls, member_dir: Path, spec: str, folder: Path):
         if any(p.kind is p.VAR_KEYWORD for p in takes.values()):
             return cls.load(model, workdir=str(member_dir), device=None, progress=None)
         return cls.load(model)
-    except (UserError, MemoryError):
-        raise
+    except (UserError, MemoryError, ImportError, PermissionError):
+        raise  # not the files' fault: refitting would not help
     except Exception as exc:  # whatever a damaged file raises: pickle, zip, JSON, torch...
+        if "OutOfMemory" in type(exc).__name__:  # torch.cuda.OutOfMemoryError
+            raise
         raise UserError(
             f"cannot load {spec}'s saved model in {model} ({reason(exc)}); "
             f"delete that folder and rerun the run to fit it again "
             f"(hybrid-forecast run --config {folder / 'config.yaml'})"
         ) from None
+
+
+def _check_split_is_the_runs(dataset, splits, res: dict[str, Any], folder: Path) -> None:
+    """The channels and window counts of config.yaml's data must be the run's: an edited
+    target (features S/MS) or percent would otherwise forecast other channels or rows."""
+    for what, now, then in (
+        ("channels", list(dataset.columns), res.get("channels")),
+        ("windows", splits.window_counts(), res.get("windows")),
+    ):
+        if then is not None and now != then:
+            raise UserError(
+                f"{folder / 'config.yaml'} gives {what} {now} but the run in {folder} had "
+                f"{then} (results.json); config.yaml was edited after the run (target, "
+                "features or percent?): put it back, or rerun the run with it"
+            )
 
 
 def _saved_array(path: Path, keys: list[str]) -> np.ndarray:
@@ -360,8 +378,18 @@ def _check_shared_rows(new, old) -> None:
     scaler, the members and the router were fitted on those (another site's file, or an
     edited one, would otherwise be forecast from without a word). Equal to 1e-4 of the
     column's spread, so a copy re-saved with fewer digits still passes."""
+    if (new.dates.tz is None) != (old.dates.tz is None):
+        zone = old.dates.tz or new.dates.tz
+        raise UserError(
+            f"{new.path}'s dates and the run's differ in having a time zone ({zone}): give "
+            "the dates as the run's file gives them (both with an offset, or both without)"
+        )
+
+    def ns(dates: pd.DatetimeIndex) -> np.ndarray:  # UTC instants where a zone is given
+        return (dates.tz_convert(None) if dates.tz is not None else dates).as_unit("ns").asi8
+
     _, i_new, i_old = np.intersect1d(
-        new.dates.asi8, old.dates.asi8, assume_unique=False, return_indices=True
+        ns(new.dates), ns(old.dates), assume_unique=False, return_indices=True
     )
     if len(i_new) == 0:
         return  # only rows after the run's: nothing to compare

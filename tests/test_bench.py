@@ -144,6 +144,10 @@ def test_a_damaged_cell_is_run_again_not_read(synth_csv, tmp_path, caplog):
     assert info["ran"] == [cells[0].name] and len(ran) == 1
     assert "results.json is damaged; the cell is run again" in caplog.text
     assert set(pd.read_csv(Path(spec.out) / "bench.csv")["seed"]) == {0, 1}
+    res = json.loads(path.read_text(encoding="utf-8"))
+    res["test"]["naive"]["mse"] = None  # an MSE that overflowed: written as null, no damage
+    path.write_text(json.dumps(res), encoding="utf-8")
+    assert cell_done(spec, cells[0])
 
 
 def test_two_files_with_one_name_are_refused(synth_csv, tmp_path):
@@ -184,7 +188,7 @@ def test_table_shows_published_numbers_with_sources():
                         seed=seed,
                         forecast=f,
                         mse=v + 0.01 * seed,
-                        mae=0.4191 if f == "dlinear" else 0.4189,  # a tie when printed
+                        mae=0.1235 if f == "dlinear" else 0.1233,  # a tie when printed (".3f")
                         val_mse=0.7,
                         fit_s=1.0,
                         predict_s=0.1,
@@ -203,7 +207,7 @@ def test_table_shows_published_numbers_with_sources():
     assert "LTSF-Linear LTSF-Benchmark.md" in md and "Lookback 336 (ours: 512)" in md
     assert "drop_last" in md
     mae = md.split("test MAE")[1].split("\n## ")[0]
-    assert mae.count("**0.419 ± 0.000**") == 4  # tied as printed: both bold, at both H
+    assert mae.count("**0.123 ± 0.000**") == 4  # tied as printed: both bold, at both H
     # every table row has as many cells as its header (else Markdown renders no table)
     tables = [b for b in md.split("\n\n") if b.startswith("| H |")]
     assert len(tables) == 2

@@ -105,6 +105,13 @@ def test_a_newer_file_must_hold_the_runs_rows_where_it_shares_their_times(
         ["forecast", str(out), "--data-path", str(tmp_path / "edited.csv")], capsys
     )
     assert "differs from the run's data at" in err and "OT" in err and "1 value(s) differ" in err
+    zoned = frame.copy()
+    zoned["date"] = pd.to_datetime(zoned["date"]).dt.tz_localize("Asia/Shanghai").astype(str)
+    zoned.to_csv(tmp_path / "zoned.csv", index=False)
+    err = _one_line_error(
+        ["forecast", str(out), "--data-path", str(tmp_path / "zoned.csv")], capsys
+    )
+    assert "differ in having a time zone" in err
     rounded = tmp_path / "rounded.csv"  # re-saved by a spreadsheet with 4 decimals
     frame.round(4).to_csv(rounded, index=False)
     assert main(["forecast", str(out), "--data-path", str(rounded), "--out", "-"]) == 0
@@ -188,6 +195,14 @@ def test_a_damaged_run_folder_is_one_line_and_a_rerun_repairs_it(finished, tmp_p
         (r / "config.yaml").write_text(edited, encoding="utf-8")
 
     assert "says seq_len: 48 but the run" in damaged(shorter)
+
+    def fewer_rows(r):
+        text = (r / "config.yaml").read_text(encoding="utf-8")
+        (r / "config.yaml").write_text(
+            text.replace("percent: 100", "percent: 50"), encoding="utf-8"
+        )
+
+    assert "gives windows" in damaged(fewer_rows)
     assert not (tmp_path / "f.csv").exists()
 
     # the model folder gone: the rerun the message asks for fits that member again

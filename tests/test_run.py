@@ -1101,6 +1101,9 @@ def test_a_hand_written_config_with_only_a_data_path_is_the_users_file(synth_csv
     named = tmp_path / "n.yaml"
     named.write_text(f"dataset: ETTh1\ndata_path: {csv}\n", encoding="utf-8")
     assert RunConfig.from_file(named).dataset == "ETTh1"  # a copy of a named dataset
+    # a published file by its path under the data folder: that dataset (not ETTh1)
+    named.write_text("data_path: ETT-small/ETTm1.csv\n", encoding="utf-8")
+    assert RunConfig.from_file(named).dataset == "ETTm1"
     out = tmp_path / "r"
     argv = ["run", "--config", str(tmp_path / "c.yaml"), "--seq-len", "32", "--pred-len", "8"]
     assert main([*argv, "--out", str(out), "--quiet"]) == 0

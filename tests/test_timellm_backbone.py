@@ -103,6 +103,20 @@ def test_only_a_member_that_will_fit_needs_its_backbone_folder(tmp_path, monkeyp
     check_local_backbone("Qwen/Qwen2.5-3B")  # a hub id: not a path, left to transformers
 
 
+def test_the_checks_before_a_run_refuse_what_loading_would(tmp_path) -> None:
+    from timellm.backbone import check_backbone
+
+    check_backbone("none")  # the no-LLM ablation: nothing to look for
+    check_backbone("minilm", llm_layers=6, llm_dim=384)
+    with pytest.raises(UserError, match="llm_layers 7 is out of range"):
+        check_backbone("minilm", llm_layers=7)
+    with pytest.raises(UserError, match="llm_dim 999 does not match"):
+        check_backbone("llama-random", llm_dim=999)
+    (tmp_path / "config.json").write_text("{", encoding="utf-8")
+    with pytest.raises(UserError, match="cannot read backbone"):
+        check_backbone(str(tmp_path))
+
+
 def test_folder_without_config_is_named(tmp_path) -> None:
     with pytest.raises(UserError, match="the folder has no config.json"):
         load_backbone(str(tmp_path))

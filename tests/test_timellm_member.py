@@ -91,7 +91,12 @@ def test_a_val_forecast_leaves_an_interrupted_test_forecast_to_resume(fitted, sp
     with pytest.raises(KeyboardInterrupt):
         m.predict(splits.test.windows())
     stop = False
+    other = workdir / "predict.0123456789ab.partial.npz"  # of weights fitted before
+    np.savez(other, done=np.zeros((8, H, 2)), key=np.array("feedfacefeedface-0123456789ab"))
+    (workdir / "predict.partial.npz").write_bytes(b"an earlier version's")
     m.predict(splits.val.windows())  # the rerun's val forecast, to the end
+    assert not other.exists() and not (workdir / "predict.partial.npz").exists()
+    assert len(list(workdir.glob("predict.*.partial.npz"))) == 1  # the test forecast's
     done = []
     monkeypatch.setattr(
         trainer_mod.Trainer, "_heartbeat", lambda self, *a: done.append(a[2]) or beat(self, *a)
@@ -308,8 +313,9 @@ def test_injection_prompts_per_window_and_channel(splits):
     assert m.predict(splits.test.windows()).shape == (splits.test.n_windows, H, 2)
 
 
-def test_without_llm_ablation_trains_only_patching_and_head(splits):
-    m = member(backbone="none", epochs=2, lr=1e-2)
+def test_without_llm_ablation_trains_only_patching_and_head(splits, tmp_path):
+    m = member(backbone="none", epochs=2, lr=1e-2, workdir=str(tmp_path))
+    m.preflight()  # no backbone to look for
     untrained = m.build()
     with torch.no_grad():
         x = torch.tensor(splits.val.inputs(), dtype=torch.float32)
@@ -317,7 +323,7 @@ def test_without_llm_ablation_trains_only_patching_and_head(splits):
     m.fit(splits.train, splits.val)
     names = {n.split(".")[0] for n, p in m.model.named_parameters() if p.requires_grad}
     assert names == {"patch_embedding", "head"}
-    pred = m.predict(splits.val.windows())
+    pred = m.predict(splits.val.windows())  # in a run's member folder: resumable
     assert pred.shape == (splits.val.n_windows, H, 2)
     assert float(((pred - splits.val.targets()) ** 2).mean()) < before
 

@@ -402,6 +402,8 @@ def check_backbone(spec: str, llm_layers: int | None = None, llm_dim: int | None
     Raises:
         UserError: as ``load_backbone`` would for these arguments.
     """
+    if spec == "none":  # no backbone: the ablation's linear head
+        return
     if spec.endswith("-random"):
         config = random_config(spec.removesuffix("-random"))
         _check_layers(spec, llm_layers, int(config.num_hidden_layers))

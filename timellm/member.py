@@ -768,18 +768,19 @@ class TimeLLMForecaster(BaseForecaster):
         if self.workdir and trainer.acc.num_processes == 1:
             partial = Path(self.workdir) / f"predict.{self._windows_key(data)}.partial.npz"
             key = self._predict_key(data)
+            _drop_stale_partials(Path(self.workdir), key)
         with self._out_of_memory_hint("predicting"):
             forecast = trainer.predict(data, partial=partial, key=key or "")
         return forecast.numpy().astype(np.float32)
 
     def _predict_key(self, data: WindowSet) -> str:
-        """What a kept partial forecast must match: the trained weights (those outside
-        the frozen backbone, which its spec fixes) and the windows with their prompts."""
+        """What a kept partial forecast must match: ``<model>-<windows>``, the trained
+        weights (those outside the frozen backbone, which its spec fixes) and the windows
+        with their prompts."""
         h = hashlib.sha256(json.dumps(self.fingerprint(), sort_keys=True, default=str).encode())
         for p in self.model.trainable_parameters():
             h.update(p.detach().float().cpu().numpy().tobytes())
-        h.update(self._windows_key(data).encode())
-        return h.hexdigest()[:20]
+        return f"{h.hexdigest()[:16]}-{self._windows_key(data)}"
 
     @staticmethod
     def _windows_key(data: WindowSet) -> str:
@@ -848,6 +849,21 @@ class TimeLLMForecaster(BaseForecaster):
 def _per_series(windows: np.ndarray) -> np.ndarray:
     """[W, L, C] windows -> [W * C, L, 1] series, window-major (the prompts' order)."""
     return np.moveaxis(windows, 2, 1).reshape(-1, windows.shape[1], 1)
+
+
+def _drop_stale_partials(workdir: Path, key: str) -> None:
+    """Delete the partial forecasts of other trained weights (a member fitted again, the
+    one before interrupted while forecasting) and of the single file earlier versions
+    kept: only this model's can ever be resumed, and a file may hold hundreds of MB."""
+    model = key.split("-")[0]
+    for path in workdir.glob("predict.*npz"):
+        try:
+            with np.load(path) as z:
+                stale = str(z["key"]).split("-")[0] != model or path.name == "predict.partial.npz"
+        except Exception:  # damaged: of no use to anyone
+            stale = True
+        if stale:
+            path.unlink(missing_ok=True)
 
 
 def _check_prompts(model: torch.nn.Module, *sets: WindowSet) -> None:

@@ -50,6 +50,10 @@ class PatchLinear(nn.Module):
         self.patch_embedding = PatchEmbedding(d_model, patch_len, stride, dropout)
         self.head = FlattenHead(d_model * self.num_patches, pred_len, dropout)
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """All of them (no frozen backbone): `TimeLLM`'s interface."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def forward(
         self, x: Tensor, prompt_ids: Tensor | None = None, prompt_mask: Tensor | None = None
     ) -> Tensor:

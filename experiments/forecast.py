@@ -297,7 +297,7 @@ def _check_split_is_the_runs(dataset, splits, res: dict[str, Any], folder: Path)
     """The channels and window counts of config.yaml's data must be the run's: an edited
     target (features S/MS) or percent would otherwise forecast other channels or rows."""
     for what, now, then in (
-        ("channels", list(dataset.columns), res.get("channels")),
+        ("channels", [dataset.columns[c] for c in splits.eval_channels], res.get("channels")),
         ("windows", splits.window_counts(), res.get("windows")),
     ):
         if then is not None and now != then:

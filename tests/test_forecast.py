@@ -117,6 +117,19 @@ def test_a_newer_file_must_hold_the_runs_rows_where_it_shares_their_times(
     assert main(["forecast", str(out), "--data-path", str(rounded), "--out", "-"]) == 0
 
 
+def test_a_run_on_one_target_forecasts_it_and_refuses_another(synth_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--data-path", str(synth_csv(n=600)), "--seq-len", "48", "--pred-len", "8"]
+    argv += ["--features", "MS", "--members", "naive,snaive", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert main(["forecast", str(out), "--out", str(tmp_path / "f.csv")]) == 0
+    assert set(pd.read_csv(tmp_path / "f.csv")["channel"]) == {"OT"}
+    text = (out / "config.yaml").read_text(encoding="utf-8")
+    (out / "config.yaml").write_text(text.replace("target: null", "target: x0"), encoding="utf-8")
+    err = _one_line_error(["forecast", str(out)], capsys)
+    assert "gives channels ['x0'] but the run" in err
+
+
 def test_a_gap_in_the_newer_rows_is_filled_when_asked(finished, tmp_path, capsys):
     csv, out = finished
     newer = tmp_path / "newer.csv"

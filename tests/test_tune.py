@@ -214,6 +214,7 @@ def test_ctrl_c_is_no_failed_trial_warning_and_the_study_resumes(
     assert summary["counts"]["complete"] == 3 and summary["counts"]["discarded"] == 1
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
 def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(synth_csv, tmp_path, monkeypatch):
     import gc
     import os

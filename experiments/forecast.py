@@ -313,7 +313,7 @@ def _saved_array(path: Path, keys: list[str]) -> np.ndarray:
     file is damaged (cut short, overwritten, or missing an entry)."""
     try:
         with np.load(path) as z:
-            return np.stack([np.asarray(z[k], dtype=np.float64) for k in keys])
+            return np.stack([z[k] for k in keys])  # in the saved dtype (float32)
     except MemoryError:
         raise
     except Exception as exc:  # BadZipFile, EOFError, pickled data, a missing key...

@@ -67,10 +67,16 @@ class BaseForecaster:
 def predict_last(member: Forecaster, windows: Windows, scanned: Windows) -> np.ndarray:
     """``member``'s forecasts of ``windows``: [W, H, C].
 
-    ``scanned`` holds the same last windows after more rows. A member that scans its
-    context (``scans_context``) forecasts from it, so that its filter has run over as
-    many rows as when it was scored; the others forecast ``windows`` alone (less work).
+    ``scanned`` holds the same last windows after more rows, or fewer. A member that
+    scans its context (``scans_context``) forecasts from it, so that its filter has run
+    over as many rows as when it was scored; the others forecast ``windows`` alone (less
+    work). Where ``scanned`` holds fewer windows than ``windows`` (a scan that must start
+    late), the earlier windows are forecast from ``windows``' longer scan.
     """
-    if getattr(member, "scans_context", False):
+    if not getattr(member, "scans_context", False):
+        return np.asarray(member.predict(windows))
+    if scanned.n >= windows.n:
         return np.asarray(member.predict(scanned))[-windows.n :]
-    return np.asarray(member.predict(windows))
+    out = np.array(member.predict(windows))
+    out[-scanned.n :] = member.predict(scanned)
+    return out

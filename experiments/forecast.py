@@ -193,7 +193,7 @@ def forecast_run(
         first_row = 0 if data is dataset else _first_row(data, dataset)
         at = splits.test.start - first_row  # that row in ``data``
         n_test = splits.test.windows().context.shape[0]
-        n_scan = min(n, max(n_ctx, n - at if 0 <= at < n else n_test))
+        n_scan = n - at if L <= n - at <= n else min(n, max(n_ctx, n_test))
 
         def last_rows(rows: int) -> Windows:
             context, dates = _context(data, rows, H)

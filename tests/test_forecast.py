@@ -118,12 +118,28 @@ def test_a_newer_file_must_hold_the_runs_rows_where_it_shares_their_times(
 
 
 def test_a_run_on_one_target_forecasts_it_and_refuses_another(synth_csv, tmp_path, capsys):
-    out = tmp_path / "run"
-    argv = ["run", "--data-path", str(synth_csv(n=600)), "--seq-len", "48", "--pred-len", "8"]
-    argv += ["--features", "MS", "--members", "naive,snaive", "--out", str(out), "--quiet"]
-    assert main(argv) == 0
-    assert main(["forecast", str(out), "--out", str(tmp_path / "f.csv")]) == 0
-    assert set(pd.read_csv(tmp_path / "f.csv")["channel"]) == {"OT"}
+    out, csv = tmp_path / "run", synth_csv(n=600)
+    argv = ["run", "--data-path", str(csv), "--seq-len", "48", "--pred-len", "24", "--quiet"]
+    argv += ["--features", "MS", "--members", "naive,arima", "--router", "learned"]
+    assert main([*argv, "--out", str(out)]) == 0
+    # 144 rows of test windows' inputs, fewer than the router's skill features read before
+    # the last window (L + 5H - 1 = 167): ARIMA's filter still starts where the run's did,
+    # and the last test window is forecast as the run forecast it
+    cut = tmp_path / "cut.csv"
+    pd.read_csv(csv).iloc[:-24].to_csv(cut, index=False)
+    assert (
+        main(["forecast", str(out), "--data-path", str(cut), "--out", str(tmp_path / "f.csv")]) == 0
+    )
+    frame = pd.read_csv(tmp_path / "f.csv")
+    assert set(frame["channel"]) == {"OT"}
+    from ensemble.data import load_dataset, make_splits
+
+    splits = make_splits(load_dataset(data_path=csv, features="MS"), 48, 24)
+    assert splits.test.windows().context.shape[0] == 144
+    with np.load(out / "forecasts.npz") as z:
+        for name in ("arima", "ensemble"):
+            saved = splits.scaler.inverse_transform(z[f"test/{name}"][-1], splits.eval_channels)
+            np.testing.assert_allclose(frame[name], saved.ravel(), rtol=1e-5, err_msg=name)
     text = (out / "config.yaml").read_text(encoding="utf-8")
     (out / "config.yaml").write_text(text.replace("target: null", "target: x0"), encoding="utf-8")
     err = _one_line_error(["forecast", str(out)], capsys)

@@ -638,6 +638,12 @@ def member_ablations(
     inputs: dict[str, Any] = {}  # input-only router features, the same for every ablation
     for i, m in enumerate(tqdm(run.members, desc="ablations", unit="member", leave=False)):
         rest = [k for k in run.members if k != m]
+        if len(rest) == 1:  # any router gives one member all the weight: nothing to refit
+            only = rest[0]
+            rows.append(
+                {"variant": f"without {m}", **scored(run.test[only]), "method": f"{only} alone"}
+            )
+            continue
         fc, method = None, ""
         comb = make_combiner(router, member_names=rest, seed=run.results.get("seed", 0))
         can_refit = val_true is not None and all(k in run.val for k in rest)

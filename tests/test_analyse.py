@@ -375,6 +375,21 @@ def test_member_ablation_of_a_feature_router_equals_a_run_without_the_member(syn
     assert row["mse"] == pytest.approx(expected, rel=1e-6)
 
 
+def test_the_ablation_of_a_two_member_run_is_the_other_member_alone(synth_csv, tmp_path, caplog):
+    out = _learned_run(synth_csv, tmp_path / "run", "naive,snaive")
+    an = json.loads((analyse(out).parent / "routing_analysis.json").read_text(encoding="utf-8"))
+    rows = {r["variant"]: r for r in an["ablation"]}
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    for gone, left in (("naive", "snaive"), ("snaive", "naive")):
+        row = rows[f"without {gone}"]
+        assert row["method"] == f"{left} alone"
+        assert row["mse"] == pytest.approx(res["test"][left]["mse"], rel=1e-6)
+        assert row["delta"] == pytest.approx(
+            res["test"][left]["mse"] - res["test"]["ensemble"]["mse"], rel=1e-4, abs=1e-7
+        )
+    assert "failed" not in caplog.text
+
+
 def test_renormalised_ablations_compare_like_with_like(synth_csv, tmp_path):
     # Without the validation targets a feature router's saved test weights are
     # renormalised. They are averaged over the horizon steps, so a member ablation built

@@ -24,6 +24,12 @@ def add_parser(sub) -> None:
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run folders")
     p.add_argument("--out", help="also write the table (Markdown, JSON, LaTeX or CSV) to this file")
+    p.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="leave out folders without results.json (runs still going, e.g. bench/cells/* "
+        "while a bench runs) instead of refusing",
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON instead of Markdown")
     fmt.add_argument(
@@ -116,7 +122,7 @@ def handle(args) -> int:
     check_format(args)
     if args.out:
         check_out(args.out, args.run_dirs)
-    groups = load_groups(args.run_dirs)
+    groups = load_groups(args.run_dirs, finished_only=args.finished_only)
     forecasts = [n.strip() for n in args.forecasts.split(",")] if args.forecasts else None
     if args.latex:
         flags = [

@@ -12,6 +12,7 @@ router compared (``combiners``) and the ``oracle`` bound.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ import numpy as np
 import yaml
 
 from ensemble.errors import UserError
+
+log = logging.getLogger("hybrid_forecast.summary")
 
 _REFERENCES = ("mean", "median")
 
@@ -148,17 +151,33 @@ def run_settings(folder: Path) -> str:
     return ", ".join(items)
 
 
-def load_groups(folders: list[str | Path]) -> list[Group]:
-    """Read each folder's results.json and group the comparable ones (order of first sight)."""
+def load_groups(folders: list[str | Path], finished_only: bool = False) -> list[Group]:
+    """Read each folder's results.json and group the comparable ones (order of first sight).
+
+    Args:
+        folders: run folders.
+        finished_only: leave out the folders without results.json (runs still going, as
+            in ``bench/cells/*`` while a bench runs), with a warning naming them.
+    """
     if not folders:
         raise UserError("no run folders given: pass folders written by `hybrid-forecast run`")
+    unfinished = [str(f) for f in folders if not (Path(f) / "results.json").is_file()]
+    if unfinished and not finished_only:
+        shown = ", ".join(unfinished[:4]) + (
+            f" and {len(unfinished) - 4} more" if len(unfinished) > 4 else ""
+        )
+        raise UserError(
+            f"no results.json in {shown}: pass finished run folders (`hybrid-forecast run ... "
+            "--out DIR`), or add --finished-only to leave the unfinished ones out"
+        )
+    if unfinished:
+        log.warning("left out %d unfinished folder(s): %s", len(unfinished), ", ".join(unfinished))
+    folders = [f for f in folders if str(f) not in unfinished]
+    if not folders:
+        raise UserError("none of the folders holds a finished run (results.json)")
     groups: dict[tuple, Group] = {}  # (cell, members, router, settings, file sha) -> runs
     for folder in map(Path, folders):
         path = folder / "results.json"
-        if not path.is_file():
-            raise UserError(
-                f"{path} not found: pass finished run folders (`hybrid-forecast run ... --out DIR`)"
-            )
         settings = run_settings(folder)  # its own errors name config.yaml
         try:
             res = json.loads(path.read_text(encoding="utf-8"))

@@ -53,7 +53,7 @@ def test_an_ensemble_equal_to_its_member_up_to_rounding_is_no_win(tmp_path, caps
 def test_bad_folders_exit_2_with_one_line(case, tmp_path, capsys):
     r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
     if case == "missing":
-        argv, needle = [str(r0), str(tmp_path / "nope")], "not found"
+        argv, needle = [str(r0), str(tmp_path / "nope")], "no results.json in"
     elif case == "duplicate":
         again = fake_run(tmp_path / "again", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
         argv, needle = [str(r0), str(again)], "are the same run (seed 0"
@@ -92,6 +92,21 @@ def test_a_diverged_forecast_shows_a_dash_and_sorts_last_without_a_warning(tmp_p
         assert main(["summary", str(run)]) == 0
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| a ")]
     assert len(rows) == 1 and "| – |" in rows[0]
+
+
+def test_unfinished_folders_are_all_named_or_left_out_when_asked(tmp_path, capsys, caplog):
+    runs = [fake_run(tmp_path / f"s{s}", s, a=0.4, b=0.5, ensemble=0.38, mean=0.39) for s in (0, 1)]
+    going = [tmp_path / "s2", tmp_path / "s3"]  # a bench still running these cells
+    for g in going:
+        g.mkdir()
+    argv = ["summary", *map(str, runs + going)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert all(str(g) in err for g in going) and "--finished-only" in err
+    assert main([*argv, "--finished-only"]) == 0
+    assert "seeds 0, 1" in capsys.readouterr().out
+    assert "left out 2 unfinished folder(s)" in caplog.text
+    assert main(["summary", *map(str, going), "--finished-only"]) == 2
 
 
 def test_summary_of_real_runs_matches_their_results(seed_runs, capsys):

@@ -982,9 +982,15 @@ def analyse(
                 feats = window_features(x, period)
                 val_true = np.asarray(splits.val.targets()[..., ch], dtype=np.float64)
                 refit = RefitInputs(splits.val.inputs(), splits.test.inputs(), periods, list(ch))
+                strengths = (
+                    f"seasonal and trend strength at period {period}"
+                    if period is not None
+                    else "no seasonal or trend strength: no detected period fits twice in the "
+                    f"lookback of {length}"
+                )
                 feat_note = (
-                    f"Features computed from the test windows' inputs (seasonal and trend strength at "
-                    f"period {period}, volatility, dominant period)."
+                    f"Features computed from the test windows' inputs ({strengths}, "
+                    "volatility, dominant period)."
                 )
             else:
                 feat_note = (

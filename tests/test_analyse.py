@@ -390,6 +390,23 @@ def test_the_ablation_of_a_two_member_run_is_the_other_member_alone(synth_csv, t
     assert "failed" not in caplog.text
 
 
+def test_a_run_without_a_period_says_so_in_the_report(tmp_path):
+    import pandas as pd
+
+    from experiments.cli import main
+
+    rng = np.random.default_rng(0)
+    csv = tmp_path / "noise.csv"
+    dates = pd.date_range("2020-01-01", periods=600, freq="h").astype(str)
+    pd.DataFrame({"date": dates, "a": rng.normal(size=600)}).to_csv(csv, index=False)
+    out = tmp_path / "run"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "32", "--pred-len", "8"]
+    assert main([*argv, "--members", "naive,window_mean", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["periods"] == []
+    text = analyse(out).read_text(encoding="utf-8")
+    assert "period None" not in text and "no seasonal or trend strength" in text
+
+
 def test_renormalised_ablations_compare_like_with_like(synth_csv, tmp_path):
     # Without the validation targets a feature router's saved test weights are
     # renormalised. They are averaged over the horizon steps, so a member ablation built

@@ -388,6 +388,21 @@ def training_curves(out: Path, specs: list[str]) -> dict[str, dict[str, Any]]:
     return curves
 
 
+def _warn_identical_members(specs: list[str], val: np.ndarray, test: np.ndarray) -> None:
+    """Warn about members that forecast exactly alike: the same model spelled two ways
+    (``dlinear`` and ``dlinear@kernel=25``, the default), which mean and median count
+    twice. [M, W, H, C] each."""
+    for i in range(len(specs)):
+        for j in range(i + 1, len(specs)):
+            if np.array_equal(val[i], val[j]) and np.array_equal(test[i], test[j]):
+                log.warning(
+                    "members %s and %s forecast exactly alike (the same settings?): the "
+                    "ensemble counts that model twice; drop one or give it other settings",
+                    specs[i],
+                    specs[j],
+                )
+
+
 def _read_cache(
     cache: Path,
     spec: str,
@@ -647,6 +662,7 @@ def run(
         # float64 stack (weather H=720: 2.6 GB instead of 5.2 GB)
         val_stack = _stack_members(results, "val", ch)
         test_stack = _stack_members(results, "test", ch)
+        _warn_identical_members(specs, val_stack, test_stack)
         timings = {k: v["timings"] for k, v in results.items()}
         del results
         t0 = time.perf_counter()

@@ -1109,3 +1109,12 @@ def test_a_hand_written_config_with_only_a_data_path_is_the_users_file(synth_csv
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert (res["dataset"], res["split"]) == (csv.stem, "ratio")
+
+
+def test_members_that_forecast_alike_are_named(synth_csv, tmp_path, caplog):
+    argv = ["run", "--data-path", str(synth_csv(n=400, channels=2)), "--seq-len", "32"]
+    argv += ["--pred-len", "8", "--quiet", "--out", str(tmp_path / "r")]
+    # kernel 25 is DLinear's default: one model under two names
+    assert main([*argv, "--members", "naive,dlinear@epochs=1,dlinear@epochs=1@kernel=25"]) == 0
+    said = [r.getMessage() for r in caplog.records if "forecast exactly alike" in r.getMessage()]
+    assert len(said) == 1 and "dlinear@epochs=1 and dlinear@epochs=1@kernel=25" in said[0]

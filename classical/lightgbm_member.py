@@ -270,19 +270,30 @@ class LightGBMForecaster(BaseForecaster):
             "verbosity": -1,
         }
 
+    def check_splits(self, train: Split, val: Split) -> None:
+        """Refuse splits too small to fit (LightGBM fails on them deep inside): a run asks
+        before it replaces its folder's previous run or fits any member.
+
+        Raises:
+            UserError: fewer than 2 train rows or no validation row (windows x channels).
+        """
+        n_tr = min(train.n_windows * train.n_channels, self.max_train_rows)
+        n_va = min(val.n_windows * val.n_channels, self.max_val_rows)
+        if n_tr < 2 or n_va < 1:
+            raise UserError(
+                f"{self.name}: {n_tr} train rows and {n_va} validation rows "
+                "(windows x channels) are too few to fit (at least 2 and 1); lower seq_len "
+                "or pred_len, or pass a longer series"
+            )
+
     def fit(self, train: Split, val: Split) -> LightGBMForecaster:
         """Build rows, the trajectory basis (train rows only) and one booster per coefficient."""
         import lightgbm as lgb
 
+        self.check_splits(train, val)
         rng = np.random.default_rng(self.seed)
         x_tr, r_tr = self._rows(train, self.max_train_rows, rng)
         x_va, r_va = self._rows(val, self.max_val_rows, rng)
-        if len(x_tr) < 2 or len(x_va) < 1:  # LightGBM fails on them deep inside
-            raise UserError(
-                f"{self.name}: {len(x_tr)} train rows and {len(x_va)} validation rows "
-                "(windows x channels) are too few to fit (at least 2 and 1); lower seq_len "
-                "or pred_len, or pass a longer series"
-            )
         self.basis, explained = trajectory_basis(r_tr, self.n_components)  # [H, K]
         log.info(
             "%s: %d train rows, basis K=%d explains %.3f",

@@ -589,6 +589,8 @@ def run(
                 )
             if not reused and hasattr(member, "preflight"):
                 member.preflight()  # e.g. Time-LLM's backbone folder, not hours later
+            if not reused and hasattr(member, "check_splits"):
+                member.check_splits(splits.train, splits.val)  # e.g. LightGBM's rows
     finally:
         logging.getLogger().removeHandler(early)
     # A run replaces the outputs of the run before it in its folder; a folder that never

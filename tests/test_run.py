@@ -1118,3 +1118,14 @@ def test_members_that_forecast_alike_are_named(synth_csv, tmp_path, caplog):
     assert main([*argv, "--members", "naive,dlinear@epochs=1,dlinear@epochs=1@kernel=25"]) == 0
     said = [r.getMessage() for r in caplog.records if "forecast exactly alike" in r.getMessage()]
     assert len(said) == 1 and "dlinear@epochs=1 and dlinear@epochs=1@kernel=25" in said[0]
+
+
+def test_splits_too_small_for_lightgbm_are_refused_before_any_fit(synth_csv, tmp_path, capsys):
+    # 400 rows, 70 % train: L=268, H=12 leave 1 train window of 1 channel (S)
+    csv = synth_csv(n=400, channels=1)
+    out = tmp_path / "r"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "268", "--pred-len", "12", "--quiet"]
+    argv += ["--features", "S", "--members", "naive,lightgbm", "--out", str(out)]
+    assert main(argv) == 2
+    assert "1 train rows and" in capsys.readouterr().err
+    assert not out.exists()  # refused with the settings, not after naive had fitted

@@ -287,6 +287,8 @@ def _timellm_step() -> Check:
 
 def run_checks(data_dir: str | None) -> list[Check]:
     """Every check, each caught on its own: one failure does not hide the others."""
+    from ensemble.errors import reason
+
     checks = [Check("python", "ok", f"{platform.python_version()} on {platform.platform()}")]
     # ignore_cleanup_errors: on Windows a file still open would otherwise end in a traceback
     with tempfile.TemporaryDirectory(
@@ -311,8 +313,7 @@ def run_checks(data_dir: str | None) -> list[Check]:
                     Check(
                         name,
                         "FAIL",
-                        f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
-                        f"({Path(where.filename).name}:{where.lineno})",
+                        f"{reason(exc)} ({Path(where.filename).name}:{where.lineno})",
                     )
                 )
     return checks

@@ -766,21 +766,22 @@ class TimeLLMForecaster(BaseForecaster):
         # forecast's progress (a file of the same windows and other weights is replaced).
         partial = key = None
         if self.workdir and trainer.acc.num_processes == 1:
-            partial = Path(self.workdir) / f"predict.{self._windows_key(data)}.partial.npz"
-            key = self._predict_key(data)
+            windows = self._windows_key(data)  # hashed once: ids and mask may be 100 MB
+            partial = Path(self.workdir) / f"predict.{windows}.partial.npz"
+            key = self._predict_key(data, windows)
             _drop_stale_partials(Path(self.workdir), key)
         with self._out_of_memory_hint("predicting"):
             forecast = trainer.predict(data, partial=partial, key=key or "")
         return forecast.numpy().astype(np.float32)
 
-    def _predict_key(self, data: WindowSet) -> str:
+    def _predict_key(self, data: WindowSet, windows: str | None = None) -> str:
         """What a kept partial forecast must match: ``<model>-<windows>``, the trained
         weights (those outside the frozen backbone, which its spec fixes) and the windows
-        with their prompts."""
+        with their prompts (``windows``: their ``_windows_key``, when already hashed)."""
         h = hashlib.sha256(json.dumps(self.fingerprint(), sort_keys=True, default=str).encode())
         for p in self.model.trainable_parameters():
             h.update(p.detach().float().cpu().numpy().tobytes())
-        return f"{h.hexdigest()[:16]}-{self._windows_key(data)}"
+        return f"{h.hexdigest()[:16]}-{windows or self._windows_key(data)}"
 
     @staticmethod
     def _windows_key(data: WindowSet) -> str:

@@ -65,7 +65,12 @@ class WindowGather:
     """
 
     def __init__(
-        self, data: np.ndarray, seq_len: int, pred_len: int, device: torch.device | None = None
+        self,
+        data: np.ndarray,
+        seq_len: int,
+        pred_len: int,
+        device: torch.device | None = None,
+        loss_channels: tuple[int, ...] | None = None,
     ):
         series = torch.from_numpy(np.ascontiguousarray(data.T, dtype=np.float32))  # [C, T]
         series = series.to(device) if device is not None else series
@@ -73,11 +78,20 @@ class WindowGather:
         self.n = max(0, data.shape[0] - seq_len - pred_len + 1)
         # [W, C, L + H] view: window w is series[:, w : w + L + H]; nothing is copied here
         self.windows = series.unfold(1, seq_len + pred_len, 1).permute(1, 0, 2)
+        self.loss_channels = (
+            None
+            if loss_channels is None
+            else torch.tensor(loss_channels, dtype=torch.long, device=series.device)
+        )
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """idx: [B] window starts -> x: [B, C, L], y: [B, C, H]."""
+        """idx: [B] window starts -> x: [B, C, L], y: [B, C', H] (C' = the loss channels)."""
         b = self.windows.index_select(0, idx.to(self.windows.device))
-        return b[..., : self.seq_len], b[..., self.seq_len :]
+        return b[..., : self.seq_len], self.scored(b[..., self.seq_len :])
+
+    def scored(self, y: torch.Tensor) -> torch.Tensor:
+        """[B, C, H] -> [B, C', H]: the channels the loss and early stopping use."""
+        return y if self.loss_channels is None else y.index_select(1, self.loss_channels)
 
 
 @torch.no_grad()
@@ -113,7 +127,7 @@ def _val_mse(model: nn.Module, val: WindowGather, batch_size: int) -> float:
     sse, count = 0.0, 0
     for s in range(0, val.n, batch_size):
         x, y = val.batch(torch.arange(s, min(s + batch_size, val.n)))
-        sse += float(((model(x) - y) ** 2).sum())
+        sse += float(((val.scored(model(x)) - y) ** 2).sum())
         count += y.numel()
     return sse / max(count, 1)
 
@@ -145,7 +159,8 @@ def train_window_model(
         lr: initial Adam learning rate.
         batch_size: windows per step.
         epochs: maximum number of epochs.
-        patience: epochs without a val improvement before stopping.
+        patience: epochs without a val improvement before stopping (0: never stop early,
+            still reload the best epoch, as Time-LLM's trainer reads it).
         lr_decay: factor applied to the learning rate after each epoch, the first too.
         seed: seeds the shuffling generator (initial weights are seeded by the caller).
         progress: show a tqdm bar (None: only on a terminal).
@@ -163,8 +178,8 @@ def train_window_model(
     """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev)
-    tr = WindowGather(train.data, train.seq_len, train.pred_len, dev)
-    va = WindowGather(val.data, val.seq_len, val.pred_len, dev)
+    tr = WindowGather(train.data, train.seq_len, train.pred_len, dev, train.loss_channels)
+    va = WindowGather(val.data, val.seq_len, val.pred_len, dev, val.loss_channels)
     if tr.n == 0 or va.n == 0:
         raise ValueError(f"need train and val windows (got {tr.n} and {va.n})")
     gen = torch.Generator().manual_seed(seed)
@@ -184,7 +199,7 @@ def train_window_model(
             for s in range(0, tr.n, batch_size):
                 x, y = tr.batch(perm[s : s + batch_size])
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(tr.scored(model(x)), y)
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * x.shape[0]
@@ -206,10 +221,18 @@ def train_window_model(
                 best, best_state, bad = val_mse, copy.deepcopy(model.state_dict()), 0
             else:
                 bad += 1
-                if bad >= patience:
+                if patience and bad >= patience:
                     break
             for g in opt.param_groups:
                 g["lr"] *= lr_decay
+    if not math.isfinite(best):
+        # Reloading best_state would hand back the untrained weights, whose forecasts are
+        # finite: nothing downstream would notice.
+        raise ValueError(
+            f"fit diverged: validation MSE was not finite in any of {len(history)} "
+            f"epoch(s); lower the learning rate (@lr=..., now {lr:g}) or look for extreme "
+            "values in the data"
+        )
     model.load_state_dict(best_state)
     model.eval()
     return history
@@ -227,7 +250,7 @@ class WindowNetForecaster(BaseForecaster):
         lr: initial Adam learning rate.
         batch_size: windows per training step.
         epochs: maximum epochs.
-        patience: early-stopping patience in epochs.
+        patience: early-stopping patience in epochs (0: never stop early).
         lr_decay: learning-rate factor after each epoch, the first too.
         seed: seeds the initial weights and the shuffling.
         progress: tqdm bar while fitting (None: only on a terminal).
@@ -237,6 +260,8 @@ class WindowNetForecaster(BaseForecaster):
     """
 
     name = "window_net"
+    # the loss and early stopping follow Split.loss_channels (the target under MS)
+    uses_loss_channels = True
     _OWN: tuple[str, ...] = ()
     _TRAINING = (
         "seq_len",

@@ -138,7 +138,7 @@ class DLinear(WindowNetForecaster):
         lr: initial Adam learning rate (LTSF ETTh scripts: 0.005).
         batch_size: training batch (LTSF ETTh scripts: 32).
         epochs: maximum epochs.
-        patience: early-stopping patience in epochs.
+        patience: early-stopping patience in epochs (0: never stop early).
         lr_decay: learning-rate factor after each epoch, the first too (0.5).
         seed: seeds the initial weights and the shuffling.
         progress: tqdm bar while fitting (None: only on a terminal).

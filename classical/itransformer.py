@@ -147,7 +147,7 @@ class ITransformer(WindowNetForecaster):
         lr: initial Adam learning rate (1e-4, theirs).
         batch_size: windows per step (32, theirs).
         epochs: maximum epochs (10, theirs).
-        patience: early-stopping patience in epochs (3, theirs).
+        patience: early-stopping patience in epochs (3, theirs; 0: never stop early).
         lr_decay: learning-rate factor after each epoch (0.5: their "type1" halves it
             from the second epoch on, this from the first).
         seed: seeds the initial weights and the shuffling.

@@ -26,7 +26,9 @@ see shapes rather than absolute values.
 
 Training rows: all (window, channel) pairs up to ``max_train_rows`` (a seeded random
 subsample above it; neighbouring windows overlap almost entirely, so little is lost),
-val rows likewise up to ``max_val_rows``.
+val rows likewise up to ``max_val_rows``. Under ``--features MS`` only the target's rows
+(``Split.loss_channels``): the metric scores the target alone, and the Time-Series-Library
+models' MS loss is the target's (``f_dim = -1``), so MS fits as S does.
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ class LightGBMForecaster(BaseForecaster):
     """
 
     name = "lightgbm"
+    # training and early-stopping rows follow Split.loss_channels (the target under MS)
+    uses_loss_channels = True
 
     def __init__(
         self,
@@ -237,13 +241,23 @@ class LightGBMForecaster(BaseForecaster):
         self.feature_names = names + ["time_of_day", "day_of_week", "channel"]
         return out.reshape(C * n, -1)
 
-    def _rows(self, split: Split, limit: int, rng: np.random.Generator):
-        """Features [N, F], trajectories relative to the level [N, H], for up to ``limit`` rows."""
+    def _rows(
+        self,
+        split: Split,
+        limit: int,
+        rng: np.random.Generator,
+        channels: tuple[int, ...] | None = None,
+    ):
+        """Features [N, F], trajectories relative to the level [N, H], for up to ``limit``
+        rows of ``channels`` (None: all)."""
         n, C = split.n_windows, split.n_channels
         feats = self._features(split.data, split.dates, n)
-        pick = np.arange(C * n)
+        if channels is None:
+            pick = np.arange(C * n)
+        else:  # rows are channel-major: channel c holds rows c * n .. c * n + n - 1
+            pick = (np.asarray(channels)[:, None] * n + np.arange(n)).ravel()
         if len(pick) > limit:
-            pick = np.sort(rng.choice(len(pick), size=limit, replace=False))
+            pick = pick[np.sort(rng.choice(len(pick), size=limit, replace=False))]
         c, w = np.divmod(pick, n)
         level = self._level(np.asarray(split.data, dtype=np.float64), n)  # [n, C]
         y = split.targets()  # [n, H, C] view
@@ -277,8 +291,13 @@ class LightGBMForecaster(BaseForecaster):
         Raises:
             UserError: fewer than 2 train rows or no validation row (windows x channels).
         """
-        n_tr = min(train.n_windows * train.n_channels, self.max_train_rows)
-        n_va = min(val.n_windows * val.n_channels, self.max_val_rows)
+
+        def rows(split: Split) -> int:
+            fitted = split.n_channels if split.loss_channels is None else len(split.loss_channels)
+            return split.n_windows * fitted
+
+        n_tr = min(rows(train), self.max_train_rows)
+        n_va = min(rows(val), self.max_val_rows)
         if n_tr < 2 or n_va < 1:
             raise UserError(
                 f"{self.name}: {n_tr} train rows and {n_va} validation rows "
@@ -292,8 +311,9 @@ class LightGBMForecaster(BaseForecaster):
 
         self.check_splits(train, val)
         rng = np.random.default_rng(self.seed)
-        x_tr, r_tr = self._rows(train, self.max_train_rows, rng)
-        x_va, r_va = self._rows(val, self.max_val_rows, rng)
+        # under MS the target's rows only, as the other members' loss (Split.loss_channels)
+        x_tr, r_tr = self._rows(train, self.max_train_rows, rng, train.loss_channels)
+        x_va, r_va = self._rows(val, self.max_val_rows, rng, val.loss_channels)
         self.basis, explained = trajectory_basis(r_tr, self.n_components)  # [H, K]
         log.info(
             "%s: %d train rows, basis K=%d explains %.3f",

@@ -204,7 +204,7 @@ class PatchTST(WindowNetForecaster):
         lr: initial Adam learning rate (1e-4, theirs).
         batch_size: windows per step (128, theirs).
         epochs: maximum epochs (theirs: 100, with patience 100 on ETTh).
-        patience: early-stopping patience in epochs.
+        patience: early-stopping patience in epochs (0: never stop early).
         lr_decay: learning-rate factor after each epoch (their ETTh schedule keeps the
             rate for 3 epochs, then multiplies it by 0.9 per epoch).
         seed: seeds the initial weights and the shuffling.

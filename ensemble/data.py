@@ -210,6 +210,9 @@ class Split:
         seq_len, pred_len: L and H.
         columns: channel names.
         freq: inferred pandas frequency or None.
+        loss_channels: the channels a trained member's loss and early stopping use: the
+            target under MS, as the Time-Series-Library's ``f_dim = -1`` does; None: all.
+            Members still read every channel as input.
     """
 
     name: str
@@ -220,6 +223,7 @@ class Split:
     pred_len: int
     columns: list[str]
     freq: str | None = None
+    loss_channels: tuple[int, ...] | None = None
 
     @property
     def n_windows(self) -> int:
@@ -839,6 +843,7 @@ def make_splits(dataset: Dataset, seq_len: int, pred_len: int, *, percent: int =
         ends[0] = (b2[0] - seq_len) * percent // 100 + seq_len
         if ends[0] - b1[0] < seq_len + pred_len:
             raise UserError(f"--percent {percent} leaves no training window; raise it")
+    loss_channels = (dataset.target_index,) if dataset.features == "MS" else None
     splits = [
         Split(
             name=name,
@@ -849,6 +854,7 @@ def make_splits(dataset: Dataset, seq_len: int, pred_len: int, *, percent: int =
             pred_len=pred_len,
             columns=dataset.columns,
             freq=dataset.freq,
+            loss_channels=loss_channels,
         )
         for name, lo, hi in zip(("train", "val", "test"), b1, ends, strict=True)
     ]

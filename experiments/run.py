@@ -289,6 +289,10 @@ def saved_forecasts(
     the cache key and stamps a new save is written with."""
     base, _ = registry.parse_spec(spec)
     derived = member.derived_settings() if hasattr(member, "derived_settings") else None
+    if getattr(member, "uses_loss_channels", False) and splits.train.loss_channels is not None:
+        # under MS these members fit to the target since the twenty-eighth session: the
+        # caches of their all-channel fits refit
+        derived = {**(derived or {}), "loss_channels": list(splits.train.loss_channels)}
     key = _data_key(cfg, splits, base, periods, derived)
     # Checked beside the key; caches written before an entry was stored lack it and
     # still count. The spec itself: two specs can share a folder name ("+" and "_").

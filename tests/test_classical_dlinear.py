@@ -94,3 +94,35 @@ def test_the_best_validation_epoch_is_kept_when_later_epochs_are_worse(splits, m
     model = DLinear(96, 24, seed=0, **{**FAST, "patience": 3}).fit(splits.train, splits.val)
     assert len(model.history) == 4 and calls[3] < calls[1]  # the last epoch really was better
     assert _mse(model, splits.val) == pytest.approx(calls[1], rel=1e-5)
+
+
+def test_patience_zero_never_stops_early(splits, monkeypatch):
+    # 0 means "never stop early" here as in Time-LLM's trainer (it used to stop at the
+    # first epoch without improvement, like patience 1)
+    from classical import _torch_train
+
+    vals = iter([1.0, 2.0, 3.0, 4.0])
+    monkeypatch.setattr(_torch_train, "_val_mse", lambda model, va, batch_size: next(vals))
+    model = DLinear(96, 24, seed=0, **{**FAST, "patience": 0}).fit(splits.train, splits.val)
+    assert len(model.history) == 4
+
+
+def test_a_fit_with_no_finite_validation_mse_is_an_error(splits):
+    # Reloading the "best" state would hand back the untrained weights, whose finite
+    # forecasts nothing downstream would notice
+    with pytest.raises(ValueError, match="fit diverged"):
+        DLinear(96, 24, seed=0, **{**FAST, "lr": 1e30}).fit(splits.train, splits.val)
+
+
+@pytest.mark.parametrize("cls", [DLinear, NLinear])
+def test_ms_fits_the_target_as_s_does(synth_csv, cls):
+    # The Time-Series-Library's MS loss is the target's (f_dim = -1): a channel-independent
+    # model trained under MS is the S model (it used to fit every channel's loss)
+    from ensemble.data import load_dataset, make_splits
+
+    path = synth_csv(n=1500, channels=3)
+    ms, s = (make_splits(load_dataset(data_path=path, features=f), 96, 24) for f in ("MS", "S"))
+    assert ms.train.loss_channels == (2,) and s.train.loss_channels is None
+    fc_ms = cls(96, 24, seed=0, **FAST).fit(ms.train, ms.val).predict(ms.test.windows())
+    fc_s = cls(96, 24, seed=0, **FAST).fit(s.train, s.val).predict(s.test.windows())
+    np.testing.assert_allclose(fc_ms[..., 2], fc_s[..., 0], atol=1e-5)

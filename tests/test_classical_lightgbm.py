@@ -134,3 +134,25 @@ def test_early_stopping_watches_the_validation_rows(splits, model):
     )
     assert all(b.best_iteration == SMALL["num_boost_round"] for b in model.boosters)
     assert all(b.best_iteration < SMALL["num_boost_round"] for b in other.boosters)
+
+
+def test_ms_fits_the_target_as_s_does(synth_csv, monkeypatch):
+    # Under MS only the target's rows train and early-stop the model, as the other members'
+    # MS loss is the target's (it used to learn from, and stop on, every channel)
+    from ensemble.data import load_dataset, make_splits
+
+    path = synth_csv(n=1500, channels=3)
+    ms, s = (make_splits(load_dataset(data_path=path, features=f), 96, 24) for f in ("MS", "S"))
+    kw = dict(periods=[24], **SMALL)
+    rows, seen = LightGBMForecaster._rows, []
+
+    def spy(self, split, limit, rng, channels=None):
+        x, r = rows(self, split, limit, rng, channels)
+        seen.append((split.name, len(x)))
+        return x, r
+
+    monkeypatch.setattr(LightGBMForecaster, "_rows", spy)
+    fc_ms = LightGBMForecaster(96, 24, **kw).fit(ms.train, ms.val).predict(ms.test.windows())
+    assert seen == [("train", ms.train.n_windows), ("val", ms.val.n_windows)]
+    fc_s = LightGBMForecaster(96, 24, **kw).fit(s.train, s.val).predict(s.test.windows())
+    np.testing.assert_allclose(fc_ms[..., 2], fc_s[..., 0], atol=1e-5)

@@ -29,6 +29,8 @@ def results_markdown(res: dict[str, Any]) -> str:
         f"Members: {', '.join(res['members'])}; router: `{res['router']}`; periods ({'given' if res.get('periods_given') else 'train rows'}): {res['periods']}.",
         f"Windows: train {res['windows']['train']}, val {res['windows']['val']}, test {res['windows']['test']} "
         "(every window, scaled space, metric over all windows at once).",
+        "The router is fitted on the val windows: `ensemble`'s val MSE is in-sample, the",
+        "members' val MSE is out of sample (they only early-stopped there).",
         "",
         "| forecast | val MSE | val MAE | test MSE | test MAE | fit s | predict s |",
         "|---|---|---|---|---|---|---|",

@@ -7,8 +7,8 @@ optionally ``features_test`` / ``feature_names``) and ``config.yaml``, and write
 
 * ``weights_distribution.png``: each member's weight over test windows and channels;
 * ``weights_over_time.png``: mean weight per member along the test period;
-* ``weights_vs_features.png``: mean weight per member in quantile bins of four window
-  features (seasonal strength, trend strength, volatility, dominant period);
+* ``weights_vs_features.png``: mean weight per member in each decile (within its channel)
+  of four window features (seasonal strength, trend strength, volatility, dominant period);
 * ``win_rates.png``: how often each member is the best one, per regime;
 * ``router_vs_mean.png``: where the router's combination beats or loses to the plain mean;
 * ``prompt_probe.png`` (with ``--prompt-probe``): how far each counterfactual prompt moves
@@ -25,8 +25,9 @@ reads the same whatever features the router itself used:
 * volatility: standard deviation of the first differences (scaled units);
 * dominant period: ``L / k`` for the strongest Fourier frequency ``k >= 1`` of the window.
 
-Weights against features are compared within each channel: a router with one weight per
-channel (``stacked``) would otherwise seem to respond to features that only differ between
+Weights against features are compared within each channel (the correlations, the
+figure's deciles and the regime tables' terciles): a router with one weight per channel
+(``stacked``) would otherwise seem to respond to features that only differ between
 channels.
 
 Ablations: dropping a member is computed from the run folder itself: the run's router
@@ -46,6 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -178,6 +180,14 @@ def load_run(run_dir: str | Path) -> RunData:
             f"{fc_path}: expected test/<member>, test/ensemble and test/true; missing "
             f"{', '.join([f'test/{m}' for m in missing] + [k for k in ('test/true', 'test/ensemble') if k not in arrays])}"
         )
+    # a run refuses non-finite forecasts, so these come from a damaged or edited file
+    for key in [f"test/{m}" for m in members] + ["test/ensemble", "test/true"]:
+        bad = int(np.size(arrays[key]) - np.count_nonzero(np.isfinite(arrays[key])))
+        if bad:
+            raise UserError(
+                f"{fc_path}: {key} has {bad} non-finite value(s), which no run writes; "
+                "rerun the run into a fresh folder"
+            )
     weights = feats = step = None
     names: list[str] = []
     w_path = path / "router_weights.npz"
@@ -328,13 +338,31 @@ def _strengths(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------- analyses
 
 
+def hybrid_mean(forecasts: list[np.ndarray]) -> np.ndarray:
+    """The members' equal-weight mean, summed in float64 and stored in float32 as a run
+    stores its ensemble: [W, H, C] each -> [W, H, C] float32."""
+    total = np.zeros(forecasts[0].shape, dtype=np.float64)
+    for f in forecasts:
+        total += f
+    return (total / len(forecasts)).astype(np.float32)
+
+
+def top_weight_shares(w: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+    """[..., M] weights -> [..., M]: 1 for the member with the largest weight, split evenly
+    among members tied within ``tol`` (argmax would give every tie to the first member:
+    the `mean` router's first member "on top" everywhere)."""
+    top = w >= w.max(axis=-1, keepdims=True) - tol
+    return top / top.sum(axis=-1, keepdims=True)
+
+
 def per_window_mse(f: np.ndarray, true: np.ndarray) -> np.ndarray:
     """[W, H, C] -> [W, C] mean over the horizon."""
     return np.mean((f - true) ** 2, axis=1)
 
 
 def regimes(feats: dict[str, np.ndarray], periods: list[int]) -> dict[str, np.ndarray]:
-    """A label per window and channel for each feature: terciles, or the period it matches.
+    """A label per window and channel for each feature: its tercile within the channel, or
+    the period it matches.
 
     Returns:
         {feature: [W, C] array of str labels}.
@@ -349,7 +377,11 @@ def regimes(feats: dict[str, np.ndarray], periods: list[int]) -> dict[str, np.nd
                 lab[np.abs(v - p) <= 0.15 * p] = f"≈{p}"
             out[name] = lab
             continue
-        q1, q2 = np.nanquantile(v, [1 / 3, 2 / 3])
+        # within each channel: pooled terciles would mostly sort the channels (ETTh1's OT
+        # is all "low volatility"), and a per-channel router would seem to follow them
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a channel with no value
+            q1, q2 = np.nanquantile(v, [1 / 3, 2 / 3], axis=0)  # [C] each
         lab = np.where(v <= q1, "low", np.where(v <= q2, "mid", "high")).astype(object)
         lab[np.isnan(v)] = "n/a"
         out[name] = lab
@@ -374,7 +406,9 @@ def analyse_run(
     """
     members = run.members
     err = np.stack([per_window_mse(run.test[m], run.true) for m in members])  # [M, W, C]
-    mean_fc = np.mean([run.test[m] for m in members], axis=0)
+    # in float64 and stored in float32 as the run stores its ensemble: the `mean` router's
+    # ensemble is then this array, not one that differs by float32 rounding everywhere
+    mean_fc = hybrid_mean([run.test[m] for m in members])
     err_mean = per_window_mse(mean_fc, run.true)
     err_ens = per_window_mse(run.ensemble, run.true)
     winner = err.argmin(axis=0)  # [W, C]
@@ -382,6 +416,7 @@ def analyse_run(
 
     w = run.weights
     if w is not None:
+        top = top_weight_shares(w)
         out["weights"] = {
             m: {
                 "mean": float(w[..., i].mean()),
@@ -389,7 +424,7 @@ def analyse_run(
                 "std": float(w[..., i].std()),
                 "p10": float(np.quantile(w[..., i], 0.1)),
                 "p90": float(np.quantile(w[..., i], 0.9)),
-                "top_share": float(np.mean(w.argmax(axis=-1) == i)),
+                "top_share": float(top[..., i].mean()),
             }
             for i, m in enumerate(members)
         }
@@ -408,12 +443,16 @@ def analyse_run(
     out["val_vs_test"] = val_vs_test(run.results, members, w)
     out["win_rate"] = {m: float(np.mean(winner == i)) for i, m in enumerate(members)}
     out["error_corr"] = error_correlation(run)
+    # three-way: better, worse, or the same up to float32 rounding (the `mean` router, a
+    # router that gave every member equal weight)
     diff = err_ens - err_mean
+    tie = 1e-6 * np.maximum(err_mean, 1e-12)
+    better, worse = diff < -tie, diff > tie
     out["router_vs_mean"] = {
         "router_mse": float(err_ens.mean()),
         "mean_mse": float(err_mean.mean()),
-        "router_better_share": float(np.mean(diff < -1e-12)),
-        "router_worse_share": float(np.mean(diff > 1e-12)),
+        "router_better_share": float(np.mean(better)),
+        "router_worse_share": float(np.mean(worse)),
         "dm": metrics.diebold_mariano(err_ens.mean(1), err_mean.mean(1), run.true.shape[1]),
     }
 
@@ -431,7 +470,7 @@ def analyse_run(
                     },
                     "router_mse": float(err_ens[sel].mean()),
                     "mean_mse": float(err_mean[sel].mean()),
-                    "router_better_share": float(np.mean(diff[sel] < -1e-12)),
+                    "router_better_share": float(np.mean(better[sel])),
                     "mean_weight": (
                         {m: float(w[..., i][sel].mean()) for i, m in enumerate(members)}
                         if w is not None
@@ -620,15 +659,19 @@ def member_ablations(
             "p_vs_full": vs["p"],
         }
 
+    # `learned` picks one of its candidates on validation, and a refit without a member
+    # may pick another: the rows name the pick, or Δ would read as the member's alone
+    picked = [n for n, c in (run.results.get("combiners") or {}).items() if c.get("chosen")]
     rows = [
         {
             "variant": "full ensemble (as run)",
             **metrics.scores(run.ensemble, run.true),
-            "method": "results of the run",
+            "method": "results of the run"
+            + (f"; `learned` picked `{picked[0]}`" if picked else ""),
         },
         {
             "variant": "mean of all members",
-            **scored(np.mean([run.test[m] for m in run.members], axis=0)),
+            **scored(hybrid_mean([run.test[m] for m in run.members])),
             "method": "equal weights",
         },
     ]
@@ -672,6 +715,10 @@ def member_ablations(
                 method = f"`{router}` refitted on the other members' validation forecasts" + (
                     " and features" if comb.needs_features else ""
                 )
+                if getattr(comb, "chosen_", None):
+                    from router.learned import registry_name
+
+                    method += f"; it picked `{registry_name(comb.chosen_)}`"
             except Exception as exc:  # fall back to renormalised weights below
                 log.warning("refitting %s without %s failed (%s)", router, m, exc)
         if fc is None and run.weights is not None:
@@ -691,7 +738,7 @@ def member_ablations(
             rows.append({"variant": f"without {m}", **scored(fc, saved_all), "method": method})
             continue
         if fc is None:
-            fc = np.mean([run.test[k] for k in rest], axis=0)
+            fc = hybrid_mean([run.test[k] for k in rest])
             method = "equal weights over the other members (no router weights saved)"
         rows.append({"variant": f"without {m}", **scored(fc), "method": method})
     return rows
@@ -731,6 +778,7 @@ def training_ablations(
     if isinstance(inject, str):  # "ridge+dlinear"; "none" or "" is off
         inject = [n for n in inject.replace(",", "+").split("+") if n and n != "none"]
     injects = bool(inject)
+    own_patch = _timellm_patch(run, specs[0], own, shared)
     for name, (desc, sets) in ABLATION_VARIANTS.items():
         if name == ("inject" if injects else "no-inject"):
             continue  # the run itself is that variant
@@ -738,6 +786,11 @@ def training_ablations(
         sib = siblings.get(name, Path(f"{run.path}-{name}"))
         row: dict[str, Any] = {"variant": name, "description": desc}
         res_file = sib / "results.json"
+        is_own = (name == "patch16" and own_patch == (16, 8)) or (
+            name == "period-patch" and own_patch == (patch, stride)
+        )
+        if is_own and not res_file.is_file():
+            continue  # the run itself is that variant: a rerun would only repeat it
         if res_file.is_file():
             res = _sibling_results(run, res_file)
             row["run"] = str(sib)
@@ -754,6 +807,44 @@ def training_ablations(
     return rows
 
 
+def _timellm_patch(
+    run: RunData, spec: str, own: dict[str, Any], shared: dict[str, Any]
+) -> tuple[int, int] | None:
+    """The (patch_len, stride) the run's Time-LLM trained with: from its saved model's
+    config (where ``patch_len=period`` is resolved), else from its settings; None if
+    neither says."""
+    from experiments.run import member_path
+
+    meta_file = member_path(run.path, spec) / "model" / "config.json"
+    try:
+        kw = json.loads(meta_file.read_text(encoding="utf-8"))["kwargs"]
+        return int(kw["patch_len"]), int(kw["stride"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        return (
+            int(own.get("patch_len", shared.get("patch_len", 16))),
+            int(own.get("stride", shared.get("stride", 8))),
+        )
+    except (TypeError, ValueError):  # "period": resolved only in the saved model
+        return None
+
+
+# What an ablation run must share with the run it is compared with (results.json keys):
+# anything else changed would be credited to the ablated setting.
+_SAME_EXPERIMENT = (
+    "dataset",
+    "features",
+    "channels",
+    "seq_len",
+    "pred_len",
+    "seed",
+    "windows",
+    "members",
+    "router",
+)
+
+
 def _sibling_results(run: RunData, res_file: Path) -> dict[str, Any]:
     """An ablation run's results.json, checked to be the same experiment as ``run``'s
     (another dataset, lookback, horizon or seed would compare unlike with unlike)."""
@@ -766,11 +857,28 @@ def _sibling_results(run: RunData, res_file: Path) -> dict[str, Any]:
             for k in ("mse", "mae"):
                 if not isinstance(score.get(k, 0.0), (int, float)):
                     raise ValueError(f"test.{name}.{k} is not a number")
-    for key in ("dataset", "seq_len", "pred_len", "seed"):
-        if res.get(key) != run.results.get(key):
+    mine, theirs = dict(run.results), dict(res)
+    for d in (mine, theirs):  # the data's content, wherever its file lies
+        d["data"] = (d.get("data") or {}).get("sha256") if isinstance(d.get("data"), dict) else None
+    keys = [*_SAME_EXPERIMENT, *(["data"] if mine["data"] and theirs["data"] else [])]
+    # the other members' settings (the ablation changes Time-LLM's only)
+    sib_cfg = res_file.parent / "config.yaml"
+    if sib_cfg.is_file() and run.config:
+        import yaml
+
+        with _reading(sib_cfg, fix="rerun that ablation"):
+            other = yaml.safe_load(sib_cfg.read_text(encoding="utf-8")) or {}
+        for d, cfg in ((mine, run.config), (theirs, other)):
+            params = cfg.get("member_params") if isinstance(cfg, dict) else None
+            d["member settings (but Time-LLM's)"] = {
+                k: v for k, v in (params or {}).items() if k != "timellm"
+            }
+        keys.append("member settings (but Time-LLM's)")
+    for key in keys:  # a key only one of them has: written by another version
+        if key in theirs and key in mine and theirs[key] != mine[key]:
             raise UserError(
-                f"ablation run {res_file.parent} has {key} {res.get(key)!r} but {run.path} has "
-                f"{run.results.get(key)!r}: an ablation must differ only in the ablated setting"
+                f"ablation run {res_file.parent} has {key} {theirs.get(key)!r} but {run.path} "
+                f"has {mine.get(key)!r}: an ablation must differ only in the ablated setting"
             )
     return res
 
@@ -948,6 +1056,11 @@ def analyse(
         flag = "--prompt-probe" if prompt_probe else "--prototypes"
         member = _saved_timellm(run, flag, needs_prompt=prompt_probe)
     out = Path(out) if out else run.path
+    if out.resolve() != run.path.resolve() and (out / "results.json").is_file():
+        raise UserError(
+            f"--out {out} is another run's folder: its own routing report would be replaced "
+            "by this one's; give a new folder"
+        )
     # The report and figures go into the run folder by default: not while a rerun writes
     # it (the figures would describe the old router beside the new results).
     lock = None

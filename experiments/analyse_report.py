@@ -11,6 +11,7 @@ import numpy as np
 from experiments.analyse import (
     FEATURES,
     RunData,
+    hybrid_mean,
     per_window_mse,
     regime_order,
     regimes,
@@ -18,6 +19,18 @@ from experiments.analyse import (
 )
 
 # ---------------------------------------------------------------------------- figures
+
+
+def within_channel_deciles(v: np.ndarray) -> np.ndarray:
+    """[W, C] feature -> [W, C] its decile (0-9) within each channel, -1 where it has no
+    value. Pooled deciles would mostly sort the channels (as pooled terciles would)."""
+    out = np.full(v.shape, -1, dtype=np.int64)
+    for c in range(v.shape[1]):
+        ok = ~np.isnan(v[:, c])
+        if ok.any():  # ranks, so ties and constant channels still fill the deciles evenly
+            r = np.argsort(np.argsort(v[ok, c], kind="stable"), kind="stable")
+            out[ok, c] = r * 10 // int(ok.sum())
+    return out
 
 
 def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -> list[str]:
@@ -30,7 +43,7 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
     names: list[str] = []
     w = run.weights
     err = np.stack([per_window_mse(run.test[m], run.true) for m in members])
-    err_mean = per_window_mse(np.mean([run.test[m] for m in members], axis=0), run.true)
+    err_mean = per_window_mse(hybrid_mean([run.test[m] for m in members]), run.true)
     err_ens = per_window_mse(run.ensemble, run.true)
 
     if w is not None:
@@ -62,11 +75,7 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
         if avail:
             fig, axes = plt.subplots(1, len(avail), figsize=(3.6 * len(avail), 3.3), squeeze=False)
             for ax, f in zip(axes[0], avail, strict=True):
-                v = feats[f].ravel()
-                ok = ~np.isnan(v)
-                edges = np.unique(np.nanquantile(v, np.linspace(0, 1, 11)))
-                idx = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, len(edges) - 2)
-                centres = 0.5 * (edges[:-1] + edges[1:])
+                idx = within_channel_deciles(feats[f]).ravel()  # -1: no value
                 for i, m in enumerate(members):
                     if w is not None:
                         y = w[..., i].ravel()
@@ -74,16 +83,15 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
                     else:  # no router weights: how often the member is best instead
                         y = (err.argmin(axis=0) == i).ravel().astype(float)
                         label = "win rate"
-                    vals = [
-                        y[ok & (idx == b)].mean() if np.any(ok & (idx == b)) else np.nan
-                        for b in range(len(centres))
-                    ]
-                    ax.plot(centres, vals, marker="o", ms=3, label=m)
-                ax.set_xlabel(f.replace("_", " "))
+                    vals = [y[idx == b].mean() if np.any(idx == b) else np.nan for b in range(10)]
+                    ax.plot(np.arange(1, 11), vals, marker="o", ms=3, label=m)
+                ax.set_xlabel(f"{f.replace('_', ' ')} (decile within its channel)")
                 ax.set_ylabel(label)
+                ax.set_xticks([1, 5, 10])
                 ax.grid(alpha=0.3)
             axes[0, -1].legend(fontsize=7)
-            fig.suptitle("router weight against window features (deciles)", fontsize=10)
+            what = "router weight" if w is not None else "win rate (no router weights saved)"
+            fig.suptitle(f"{what} against window features", fontsize=10)
             save(fig, out / "weights_vs_features.png")
             names.append("weights_vs_features.png")
 
@@ -178,7 +186,8 @@ def report_markdown(
     r = run.results
     members = run.members
     lines = [
-        f"# Routing report: {r.get('dataset')} L={r.get('seq_len')} H={r.get('pred_len')} seed={r.get('seed')}",
+        f"# Routing report: {r.get('dataset')} features={r.get('features', 'M')} "
+        f"L={r.get('seq_len')} H={r.get('pred_len')} seed={r.get('seed')}",
         "",
         f"Run folder `{run.path}`; router `{r.get('router')}`; members {', '.join(members)}; "
         f"{run.true.shape[0]} test windows x {run.true.shape[2]} channels; periods (train rows) "
@@ -189,9 +198,17 @@ def report_markdown(
     lines += ["## Weight distribution per member", ""]
     if "weights" in an:
         if an.get("weights_constant"):
+            steps = run.step_weights is not None and bool(
+                np.ptp(run.step_weights, axis=0).max() > 1e-9
+            )
             lines += [
-                "The weights are the same for every window and channel (a fixed rule), so the "
-                "analyses of weights against features below are flat by construction.",
+                "The weights are the same for every window and channel"
+                + (
+                    " (they change only along the horizon: see below)"
+                    if steps
+                    else " (a fixed rule)"
+                )
+                + ", so the analyses of weights against features below are flat by construction.",
                 "",
             ]
         lines += [
@@ -376,9 +393,8 @@ def report_markdown(
     if "weights" in an and not an.get("weights_constant") and not an.get("weights_vary_by_window"):
         lines += [
             "The router's weights differ between channels (and horizon steps) but not from "
-            "window to window: it does not respond to the window's features. The mean "
-            "weights in the regime tables and the figures therefore only show which "
-            "channels fall into each regime.",
+            "window to window: it does not respond to the window's features, and its "
+            "weights in the regime tables and the figures are flat by construction.",
             "",
         ]
     corr = an.get("weight_feature_corr")
@@ -401,23 +417,30 @@ def report_markdown(
         "",
         "Share of (window, channel) pairs where each member has the lowest error. Overall: "
         + ", ".join(f"{m} {_pct(v)}" for m, v in an["win_rate"].items())
-        + ". Regimes: terciles of each feature over the test windows (low / mid / high); the "
-        "dominant period is matched to the run's top periods within 15 %.",
+        + ". Regimes: terciles of each feature within each channel over the test windows "
+        "(low / mid / high: every channel contributes a third of its windows to each, so a "
+        "regime is a kind of window, not a set of channels); the dominant period is matched "
+        "to the run's top periods within 15 %. `weight`: the router's mean weight there; "
+        "`router better`: share of pairs where the router's error is below the mean's.",
         "",
     ]
+    weighted = "weights" in an
     for f, regs in an.get("regimes", {}).items():
         lines += [
             f"**{f.replace('_', ' ')}**",
             "",
             "| regime | share | "
             + " | ".join(f"{m} wins" for m in members)
+            + ("".join(f" | {m} weight" for m in members) if weighted else "")
             + " | router MSE | mean MSE | router better |",
-            "|---" * (len(members) + 5) + "|",
+            "|---" * ((2 if weighted else 1) * len(members) + 5) + "|",
         ]
         for reg, s in regs.items():
+            mw = s.get("mean_weight") or {}
             lines.append(
                 f"| {reg} | {_pct(s['share'])} | "
                 + " | ".join(_pct(s["win_rate"][m]) for m in members)
+                + ("".join(f" | {mw[m]:.3f}" for m in members) if weighted and mw else "")
                 + f" | {s['router_mse']:.4f} | {s['mean_mse']:.4f} | {_pct(s['router_better_share'])} |"
             )
         lines.append("")

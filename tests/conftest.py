@@ -271,6 +271,7 @@ def fake_run_folder(
     (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     res = {
         "dataset": csv.stem,
+        "features": "M",
         "seq_len": L,
         "pred_len": H,
         "seed": 0,

@@ -289,6 +289,36 @@ def test_ablation_run_of_another_experiment_is_refused(synth_csv, tmp_path):
             "seed 7",
             id="other-seed",
         ),
+        # more than four keys: another feature set, member list or router is not an
+        # ablation of the Time-LLM setting (all used to be accepted)
+        pytest.param(
+            lambda d, res: (d / "results.json").write_text(
+                json.dumps({**res, "features": "S"}), encoding="utf-8"
+            ),
+            "features 'S'",
+            id="other-features",
+        ),
+        pytest.param(
+            lambda d, res: (d / "results.json").write_text(
+                json.dumps({**res, "members": res["members"][:-1]}), encoding="utf-8"
+            ),
+            "has members",
+            id="other-members",
+        ),
+        pytest.param(
+            lambda d, res: (d / "results.json").write_text(
+                json.dumps({**res, "router": "mean"}), encoding="utf-8"
+            ),
+            "router 'mean'",
+            id="other-router",
+        ),
+        pytest.param(
+            lambda d, res: (d / "results.json").write_text(
+                json.dumps({**res, "windows": {**res["windows"], "train": 10}}), encoding="utf-8"
+            ),
+            "has windows",
+            id="other-percent",
+        ),
     ],
 )
 def test_bad_ablation_runs_are_refused_before_any_output(make, needle, synth_csv, tmp_path):
@@ -368,11 +398,12 @@ def test_member_ablation_of_a_feature_router_equals_a_run_without_the_member(syn
     alone = _learned_run(synth_csv, tmp_path / "without_naive", "snaive,window_mean")
     an = json.loads((analyse(out).parent / "routing_analysis.json").read_text(encoding="utf-8"))
     row = {r["variant"]: r for r in an["ablation"]}["without naive"]
-    assert row["method"].endswith("validation forecasts and features")
-    expected = json.loads((alone / "results.json").read_text(encoding="utf-8"))["test"]["ensemble"][
-        "mse"
-    ]
-    assert row["mse"] == pytest.approx(expected, rel=1e-6)
+    res = json.loads((alone / "results.json").read_text(encoding="utf-8"))
+    # the row names the candidate the refit picked (another pick than the run's would
+    # otherwise read as the member's effect), as the run without the member picked it
+    picked = next(n for n, c in res["combiners"].items() if c["chosen"])
+    assert row["method"].endswith(f"validation forecasts and features; it picked `{picked}`")
+    assert row["mse"] == pytest.approx(res["test"]["ensemble"]["mse"], rel=1e-6)
 
 
 def test_the_ablation_of_a_two_member_run_is_the_other_member_alone(synth_csv, tmp_path, caplog):
@@ -472,3 +503,85 @@ def test_report_says_when_weights_only_differ_between_channels(synth_csv, tmp_pa
     an = json.loads((run_dir / "routing_analysis.json").read_text(encoding="utf-8"))
     assert not an["weights_vary_by_window"]
     assert all(v is None for row in an["weight_feature_corr"].values() for v in row.values())
+
+
+def test_an_ablation_run_with_other_classical_settings_is_refused(synth_csv, tmp_path):
+    import yaml
+
+    run_dir = fake_run_folder(
+        synth_csv(n=1200), tmp_path / "run", members=["naive", "snaive", "timellm"]
+    )
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_bytes((run_dir / "results.json").read_bytes())
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    cfg["member_params"] = {"timellm": {"prompt": "none"}}  # the ablated setting: fine
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    analyse(run_dir, out=tmp_path / "ok", ablation_runs={"no-prompt": str(other)})
+    cfg["member_params"]["snaive"] = {"period": 12}  # another member's setting: not fine
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    with pytest.raises(UserError, match="member settings"):
+        analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-prompt": str(other)})
+
+
+def test_regimes_are_terciles_within_each_channel():
+    # channel 0's values all lie below channel 1's: pooled terciles made channel 0 "low"
+    # and channel 1 "high", so a per-channel router seemed to respond to the feature
+    from experiments.analyse import regimes
+
+    v = np.stack([np.arange(30.0), 100 + np.arange(30.0)], axis=1)  # [W=30, C=2]
+    lab = regimes({"volatility": v}, [])["volatility"]
+    for c in range(2):
+        assert [int(np.sum(lab[:, c] == r)) for r in ("low", "mid", "high")] == [10, 10, 10]
+
+
+def test_figure_deciles_are_within_each_channel():
+    from experiments.analyse_report import within_channel_deciles
+
+    v = np.stack([np.arange(50.0), 1000 - np.arange(50.0)], axis=1)
+    v[3, 0] = np.nan
+    d = within_channel_deciles(v)
+    assert d[3, 0] == -1 and d[0, 1] == 9 and d[49, 1] == 0
+    for c in range(2):
+        assert sorted(set(d[:, c][d[:, c] >= 0].tolist())) == list(range(10))
+
+
+def test_the_mean_router_is_neither_better_nor_worse_than_the_mean(synth_csv, tmp_path):
+    # with equal weights the ensemble is the mean up to float32 storage: every pair used
+    # to count as better or worse by rounding, and the first member was "on top" everywhere
+    out = tmp_path / "run"
+    from experiments.cli import main
+
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--members", "naive,snaive,window_mean", "--router", "mean", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    an = json.loads((analyse(out).parent / "routing_analysis.json").read_text(encoding="utf-8"))
+    rv = an["router_vs_mean"]
+    assert rv["router_better_share"] == 0.0 and rv["router_worse_share"] == 0.0
+    assert [round(s["top_share"], 6) for s in an["weights"].values()] == [0.333333] * 3
+
+
+def test_non_finite_forecasts_are_one_line(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    z = dict(np.load(run_dir / "forecasts.npz"))
+    z["test/snaive"][0, 0, 0] = np.nan
+    np.savez(run_dir / "forecasts.npz", **z)
+    with pytest.raises(UserError, match="test/snaive has 1 non-finite"):
+        load_run(run_dir)
+
+
+def test_out_into_another_runs_folder_is_refused(synth_csv, tmp_path):
+    a = fake_run_folder(synth_csv(n=1200), tmp_path / "a")
+    b = fake_run_folder(synth_csv(n=1200), tmp_path / "b")
+    with pytest.raises(UserError, match="another run's folder"):
+        analyse(a, out=b)
+    assert not (b / "routing_report.md").exists()
+
+
+def test_a_patch16_run_is_not_told_to_rerun_itself_as_patch16(synth_csv, tmp_path):
+    run_dir = fake_run_folder(
+        synth_csv(n=1200), tmp_path / "run", members=["naive", "snaive", "timellm"]
+    )
+    md = analyse(run_dir).read_text(encoding="utf-8")
+    assert "timellm.prompt=none" in md  # other ablations are still suggested
+    assert "timellm.patch_len=16" not in md

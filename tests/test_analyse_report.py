@@ -38,7 +38,7 @@ def test_report_names_the_run_its_members_and_links_each_figure(synth_csv, tmp_p
     run = load_run(fake_run_folder(synth_csv(n=1200), tmp_path / "run"))
     an = analyse_run(run, None, None, None)
     text = report_markdown(run, an, [], ["a.png", "b.png"], "features skipped (test)")
-    assert text.startswith("# Routing report: synth L=96 H=24 seed=0\n")
+    assert text.startswith("# Routing report: synth features=M L=96 H=24 seed=0\n")
     assert "members naive, snaive, window_mean" in text
     assert "features skipped (test)" in text
     assert text.rstrip().endswith("![a.png](a.png)\n![b.png](b.png)")

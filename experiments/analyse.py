@@ -485,8 +485,53 @@ def analyse_run(
                 for f in FEATURES
                 if f in feats and not np.all(np.isnan(feats[f]))
             }
+    if w is not None and len(members) > 1:
+        out["weight_follows_skill"] = weight_follows_skill(w, err, winner, members)
     out["disagreement"] = disagreement(run, err_ens, err_mean, err)
     out["ablation"] = member_ablations(run, val_true, refit)
+    return out
+
+
+def weight_follows_skill(
+    w: np.ndarray, err: np.ndarray, winner: np.ndarray, members: list[str]
+) -> dict[str, dict[str, Any] | None]:
+    """Does the router give a member more weight in the windows where it does better?
+
+    Within each channel, the test windows where the member's weight is in its top fifth
+    are compared with those in its bottom fifth: how often the member is the best one
+    there, and its MSE relative to the other members' average MSE there. Channels where
+    its weight does not vary from window to window (a per-channel rule) are left out.
+
+    Args:
+        w: [W, C, M] router weights.
+        err: [M, W, C] per-window MSE of each member.
+        winner: [W, C] index of the best member.
+        members: the M names.
+
+    Returns:
+        {member: {"top": {...}, "bottom": {...}, "channels": n} or None where no channel's
+        weights vary}; each side holds "win_rate" and "mse_ratio" (member MSE / the other
+        members' mean MSE, pooled over the side's windows).
+    """
+    out: dict[str, dict[str, Any] | None] = {}
+    m_count = w.shape[-1]
+    for i, name in enumerate(members):
+        wi = w[..., i]
+        varies = np.ptp(wi, axis=0) > 1e-9  # [C]
+        if not varies.any():
+            out[name] = None
+            continue
+        lo, hi = np.quantile(wi[:, varies], [0.2, 0.8], axis=0)  # [C'] each
+        others = (err.sum(axis=0) - err[i]) / (m_count - 1)  # [W, C]
+        sides = {}
+        for side, sel in (("top", wi[:, varies] >= hi), ("bottom", wi[:, varies] <= lo)):
+            e_i, e_o = err[i][:, varies][sel], others[:, varies][sel]
+            sides[side] = {
+                "win_rate": float(np.mean(winner[:, varies][sel] == i)),
+                "mse_ratio": float(e_i.mean() / e_o.mean()) if e_o.mean() > 0 else None,
+                "share": float(sel.mean()),
+            }
+        out[name] = {**sides, "channels": int(varies.sum())}
     return out
 
 

@@ -175,6 +175,62 @@ def _left_out(channels: list[int], names: list[str] | None) -> str:
     return f"Left out: {', '.join(named)}, where the members' spread never varies. "
 
 
+def _skill_section(an: dict[str, Any], members: list[str]) -> list[str]:
+    """ "Does the router weight a member where it does better?", and for Time-LLM members
+    the regimes it is weighted most in: the report's answer to "when does the router
+    prefer the LLM?"."""
+    skill = an.get("weight_follows_skill")
+    if not skill:
+        return []
+    lines = [
+        "## Does the router weight a member where it does better?",
+        "",
+        "Within each channel, the test windows where a member's weight is in its top fifth "
+        "against those in its bottom fifth: how often the member is the best one there, and "
+        "its MSE over the other members' mean MSE there (below 1: better than they are). A "
+        "router that prefers a member at the right times gives it its top fifth where it "
+        "wins more often and its ratio is lower. – where the member's weight does not vary "
+        "from window to window.",
+        "",
+        "| member | wins (top fifth) | wins (bottom fifth) | MSE ratio (top fifth) "
+        "| MSE ratio (bottom fifth) |",
+        "|---|---|---|---|---|",
+    ]
+    for m in members:
+        s = skill.get(m)
+        if s is None:
+            lines.append(f"| {m} | – | – | – | – |")
+            continue
+
+        def ratio(side: str, s: dict[str, Any] = s) -> str:
+            v = s[side]["mse_ratio"]
+            return "–" if v is None else f"{v:.3f}"
+
+        lines.append(
+            f"| {m} | {_pct(s['top']['win_rate'])} | {_pct(s['bottom']['win_rate'])} | "
+            f"{ratio('top')} | {ratio('bottom')} |"
+        )
+    lines.append("")
+    for m in timellm_specs(members):
+        most = []
+        for f, regs in (an.get("regimes") or {}).items():
+            ws = {r: (v.get("mean_weight") or {}).get(m) for r, v in regs.items()}
+            ws = {r: v for r, v in ws.items() if v is not None and r != "n/a"}
+            if len(ws) > 1:
+                hi, lo = max(ws, key=ws.get), min(ws, key=ws.get)
+                most.append(
+                    f"{f.replace('_', ' ')} {hi} ({ws[hi]:.3f}, against {ws[lo]:.3f} in {lo})"
+                )
+        if most:
+            lines += [
+                f"The router weights {m} most in these regimes (mean weight): "
+                + "; ".join(most)
+                + ". Whether that pays is in the regime tables' win rates and the table above.",
+                "",
+            ]
+    return lines
+
+
 def report_markdown(
     run: RunData,
     an: dict[str, Any],
@@ -444,6 +500,8 @@ def report_markdown(
                 + f" | {s['router_mse']:.4f} | {s['mean_mse']:.4f} | {_pct(s['router_better_share'])} |"
             )
         lines.append("")
+
+    lines += _skill_section(an, members)
 
     dis = an.get("disagreement")
     if dis and len(members) > 1 and dis["bins"]:

@@ -43,6 +43,8 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
         assert f"without {m}" in md
     assert "refitted on the other members' validation forecasts" in md  # inverse_error refit
     assert "sibling run" in md and "0.4000" in md  # patch16 read from run-patch16
+    assert "## Does the router weight a member where it does better?" in md
+    assert "The router weights timellm most in these regimes" in md
     assert "hybrid-forecast run --config" in md and "timellm.prompt=none" in md  # not run yet
     # the run injects nothing: the injection ablation adds injection instead of removing it
     assert "timellm.inject=ridge" in md and "timellm.inject=none" not in md
@@ -585,3 +587,20 @@ def test_a_patch16_run_is_not_told_to_rerun_itself_as_patch16(synth_csv, tmp_pat
     md = analyse(run_dir).read_text(encoding="utf-8")
     assert "timellm.prompt=none" in md  # other ablations are still suggested
     assert "timellm.patch_len=16" not in md
+
+
+def test_weight_follows_skill_sees_a_router_that_weights_the_winner():
+    from experiments.analyse import weight_follows_skill
+
+    rng = np.random.default_rng(0)
+    err = rng.uniform(0.5, 1.5, size=(2, 200, 3))  # [M, W, C]
+    winner = err.argmin(axis=0)
+    w0 = np.where(winner == 0, 0.9, 0.1)  # member "a" weighted exactly where it wins
+    w = np.stack([w0, 1 - w0], axis=-1)  # [W, C, M]
+    w[:, 2] = [0.5, 0.5]  # channel 2: a fixed per-channel rule, left out
+    out = weight_follows_skill(w, err, winner, ["a", "b"])
+    assert out["a"]["channels"] == 2
+    assert out["a"]["top"]["win_rate"] == 1.0 and out["a"]["bottom"]["win_rate"] == 0.0
+    assert out["a"]["top"]["mse_ratio"] < 1 < out["a"]["bottom"]["mse_ratio"]
+    fixed = weight_follows_skill(np.full((200, 3, 2), 0.5), err, winner, ["a", "b"])
+    assert fixed == {"a": None, "b": None}

@@ -224,6 +224,11 @@ def fit_member(
     if cached is not None:
         return cached
     cache = mdir / "forecasts.npz"
+    # another fit's forecasts go before this fit saves its model: a kill between the
+    # model's save and the forecasts' would otherwise leave the old forecasts beside the
+    # new model, reused by a later run of the old settings while `forecast` loads the
+    # new model
+    cache.unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
         member.fit(splits.train, splits.val)

@@ -593,19 +593,18 @@ def _study_state(spec: TuneSpec, dataset) -> dict[str, Any] | None:
     return None
 
 
-def open_study(
-    spec: TuneSpec, create: bool = False, worker: int = 0, new_attrs: dict[str, Any] | None = None
-):
+def open_study(spec: TuneSpec, create: bool = False, new_attrs: dict[str, Any] | None = None):
     """Create (once) or load the study, checking it was made for the same task.
 
-    A loaded study's sampler is seeded from ``--seed``, the number of trials the study
-    holds and the worker's index: the same command draws the same configurations, and
-    a restarted or parallel worker does not repeat another's draws.
+    Each trial's sampler is seeded from ``--seed``, the number of trials finished before
+    it and the worker's index (`trial_seed`): the same command draws the same
+    configurations, interrupted and resumed or not (with one worker: parallel workers
+    draw in the order their trials happen to finish), and parallel workers do not repeat
+    each other's draws.
 
     Args:
         spec: the resolved spec.
         create: create the study unless it exists.
-        worker: this worker's index (seeds its sampler).
         new_attrs: a new study's attributes when already computed (``validate``).
     """
     import optuna
@@ -638,10 +637,7 @@ def open_study(
     study = optuna.load_study(
         study_name=spec.study, storage=storage, sampler=sampler, pruner=pruner
     )
-    held = len(study.get_trials(deepcopy=False))
-    seed = int(np.random.SeedSequence([spec.seed, held, worker]).generate_state(1)[0])
-    study.sampler = _sampler_and_pruner(spec, spec.trials, seed)[0]
-    return study
+    return study  # `_trials_until_done` seeds the sampler before each trial
 
 
 # ---------------------------------------------------------------------------- objective
@@ -713,6 +709,12 @@ class Objective:
             raise SurplusTrial(f"trial {trial.number}: {self.spec.trials} trials already claimed")
         try:
             return self._evaluate(trial)
+        except KeyboardInterrupt:
+            # Optuna marks it FAIL; the next start queues its parameters again
+            # (`requeue_interrupted`), as the heartbeat retry does for a killed trial
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("interrupted", True)
+            raise
         except Exception as exc:
             import optuna
 
@@ -843,12 +845,23 @@ class _NotedInterrupts:
 
             signal.signal(sig, note)
             self._installed[sig] = (note, before)
+        # ... and not printed as "Exception ignored in ...", with a traceback, when it was:
+        # `check()` raises it again
+        self._hook = sys.unraisablehook
+
+        def hook(unraisable: Any, before: Callable = self._hook) -> None:
+            if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+                before(unraisable)
+
+        sys.unraisablehook = hook
         return self
 
     def __exit__(self, *exc: object) -> None:
         for sig, (note, before) in self._installed.items():
             if signal.getsignal(sig) is note:  # not replaced since (a worker's "once only")
                 signal.signal(sig, before)
+        if getattr(self, "_hook", None) is not None:
+            sys.unraisablehook = self._hook
 
     def check(self) -> None:
         """Raise the first noted interrupt again, as its handler raised it."""
@@ -894,16 +907,41 @@ def work(
         on_progress: called with the trial counts after each step (a progress bar).
         worker: this worker's index among the command's (seeds its sampler).
     """
-    study = open_study(spec, worker=worker)
+    study = open_study(spec)
     objective = Objective(spec, study.user_attrs)
     quiet = _QuietInterrupt()
     optuna_log = logging.getLogger("optuna.study._optimize")  # where failed trials are logged
     optuna_log.addFilter(quiet)
     try:
         with _NotedInterrupts() as interrupts:
-            _trials_until_done(spec, study, objective, on_progress, interrupts)
+            _trials_until_done(spec, study, objective, on_progress, interrupts, worker)
     finally:
         optuna_log.removeFilter(quiet)
+
+
+def trial_seed(seed: int, finished: int, worker: int) -> int:
+    """The sampler's seed for the trial that starts after ``finished`` finished trials."""
+    return int(np.random.SeedSequence([seed, finished, worker]).generate_state(1)[0])
+
+
+def requeue_interrupted(study) -> None:
+    """Queue again, once each, the parameters of trials stopped by Ctrl-C or SIGTERM
+    (FAIL, ``interrupted``), so that a resumed study runs them as the uninterrupted one
+    did. A killed trial is queued by the heartbeat retry instead."""
+    from optuna.trial import TrialState
+
+    done = set(study.user_attrs.get("requeued", []))
+    todo = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if t.user_attrs.get("interrupted") and t.number not in done
+    ]
+    for t in todo:
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        done.add(t.number)
+        log.info("trial %d was interrupted: its parameters are queued again", t.number)
+    if todo:
+        study.set_user_attr("requeued", sorted(done))
 
 
 def _trials_until_done(
@@ -912,6 +950,7 @@ def _trials_until_done(
     objective: Objective,
     on_progress: Callable[[dict[str, int]], None] | None,
     interrupts: _NotedInterrupts,
+    worker: int = 0,
 ) -> None:
     """``work``'s loop: one trial at a time (or a wait for others' trials) until done."""
     import optuna
@@ -930,6 +969,10 @@ def _trials_until_done(
             break
         if c["waiting"] > 0 or c["claimed"] < spec.trials:
             waited = False
+            # seeded by the trial's place in the study, not by what this start drew before:
+            # a study stopped and resumed draws what it would have drawn uninterrupted
+            seed = trial_seed(spec.seed, c["finished"], worker)
+            study.sampler = _sampler_and_pruner(spec, spec.trials, seed)[0]
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         else:
             if not waited:
@@ -946,6 +989,10 @@ def _trials_until_done(
             time.sleep(min(POLL_S, max(0.2, spec.grace_s / 4)))
 
 
+def _swallow(*_: Any) -> None:
+    """A signal handler that does nothing (see `_worker_entry`'s ``stop``)."""
+
+
 def _worker_entry(spec_dict: dict[str, Any], threads: int, worker: int) -> None:
     """Entry point of a spawned worker process."""
     try:
@@ -960,9 +1007,11 @@ def _worker_entry(spec_dict: dict[str, Any], threads: int, worker: int) -> None:
     def stop(*_: Any) -> None:
         """Ctrl-C (the whole process group) or the parent's terminate(): fail the trial now,
         not after the grace period. Once only: a second signal (Ctrl-C, then terminate)
-        would land in Optuna's bookkeeping of the first and leave the trial running."""
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        would land in Optuna's bookkeeping of the first and leave the trial running.
+        Swallowed by a handler, not SIG_IGN: a second signal already caught when the
+        handler changes would raise "OSError: Signal 15 ignored due to race condition"."""
+        signal.signal(signal.SIGTERM, _swallow)
+        signal.signal(signal.SIGINT, _swallow)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
@@ -1014,6 +1063,7 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
                 with contextlib.suppress(OSError):
                     out.rmdir()
             raise
+        requeue_interrupted(study)
         before = _counts(study)
         log.info(
             "study %s in %s: %d/%d finished before this start (%s); jobs=%d",

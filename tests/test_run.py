@@ -1129,3 +1129,27 @@ def test_splits_too_small_for_lightgbm_are_refused_before_any_fit(synth_csv, tmp
     assert main(argv) == 2
     assert "1 train rows and" in capsys.readouterr().err
     assert not out.exists()  # refused with the settings, not after naive had fitted
+
+
+def test_a_kill_between_a_members_model_and_its_forecasts_leaves_no_stale_forecasts(
+    synth_csv, tmp_path, monkeypatch
+):
+    # A refit used to save its model beside the old fit's forecasts.npz: killed before its
+    # own forecasts were written, a later run of the old settings reused the old forecasts
+    # while `forecast` loaded the new model
+    from experiments import run as run_mod
+
+    out, csv = tmp_path / "r", synth_csv(n=1400)
+    assert main(_synth_run(csv, out)) == 0
+    cache = out / "members" / "snaive" / "forecasts.npz"
+    assert cache.is_file()
+    write_npz = run_mod.write_npz
+
+    def killed(path, **arrays):
+        if path == cache:
+            raise KeyboardInterrupt  # after member.save, before the forecasts
+        return write_npz(path, **arrays)
+
+    monkeypatch.setattr(run_mod, "write_npz", killed)
+    assert main(_synth_run(csv, out, "--set", "snaive.period=12")) == 130
+    assert (out / "members" / "snaive" / "model").exists() and not cache.exists()

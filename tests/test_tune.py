@@ -219,6 +219,7 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(synth_csv, tmp_
     import gc
     import os
     import signal
+    import sys
 
     spec = _spec(synth_csv(n=1200), tmp_path / "t", trials=4)
     evaluate = Objective._evaluate
@@ -236,11 +237,16 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(synth_csv, tmp_
 
     gc.collect()
     monkeypatch.setattr(Objective, "_evaluate", leaves_a_bar)
+    printed = []  # what Python would print as "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: printed.append(u.exc_type))
+    hook = sys.unraisablehook
     with pytest.raises(KeyboardInterrupt):
         run_tune(spec, progress=False, plots=False)
     study = open_study(spec)
     assert _counts(study)["finished"] == 1  # stopped after the trial it landed in
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert printed == []  # nor printed as "Exception ignored in ..." with a traceback
+    assert sys.unraisablehook is hook  # put back
 
 
 def test_an_interrupted_extension_reports_the_trials_it_finished(
@@ -396,6 +402,36 @@ def test_same_command_same_draws(synth_csv, tmp_path):
         study = open_study(_spec(csv, tmp_path / name, trials=3))
         params.append([t.params for t in study.trials])
     assert params[0] == params[1]
+
+
+def test_a_study_interrupted_and_resumed_draws_what_the_uninterrupted_one_did(
+    synth_csv, tmp_path, monkeypatch
+):
+    # The sampler used to be seeded once per start from the trials the study held, and a
+    # Ctrl-C'd trial was never run again: the resumed study drew other configurations
+    csv = synth_csv(n=1200)
+    run_tune(_spec(csv, tmp_path / "whole", trials=6), progress=False, plots=False)
+    evaluate = Objective._evaluate
+
+    def interrupted(self, trial):
+        if trial.number == 2:
+            raise KeyboardInterrupt
+        return evaluate(self, trial)
+
+    monkeypatch.setattr(Objective, "_evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(_spec(csv, tmp_path / "cut", trials=6), progress=False, plots=False)
+    monkeypatch.setattr(Objective, "_evaluate", evaluate)
+    run_tune(_spec(csv, tmp_path / "cut", trials=6), progress=False, plots=False)
+
+    def done(name):
+        study = open_study(_spec(csv, tmp_path / name, trials=6))
+        return [(t.params, t.value) for t in study.trials if t.state == TrialState.COMPLETE]
+
+    whole, cut = done("whole"), done("cut")
+    assert len(whole) == 6 and cut == whole
+    retried = open_study(_spec(csv, tmp_path / "cut", trials=6)).trials[3]
+    assert retried.user_attrs["retry_of"] == 2
 
 
 @pytest.mark.parametrize(

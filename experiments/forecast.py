@@ -339,10 +339,11 @@ def _finished_results(out: Path) -> dict[str, Any]:
     if not out.is_dir():
         raise UserError(f"{out} is not a folder: give a run folder (hybrid-forecast run --out)")
     path = out / "results.json"
-    if not path.is_file() or not (out / "config.yaml").is_file():
+    missing = [p.name for p in (path, out / "config.yaml") if not p.is_file()]
+    if missing:
         raise UserError(
-            f"{out} is not a finished run folder (no results.json or config.yaml); finish "
-            "the run first (hybrid-forecast run ... --out FOLDER)"
+            f"{out} is not a finished run folder (no {' or '.join(missing)}); finish "
+            "the run first (rerun its command: finished members are reused)"
         )
     try:
         res = json.loads(path.read_text(encoding="utf-8"))

@@ -171,6 +171,10 @@ def _one_line_error(argv, capsys) -> str:
 def test_what_cannot_be_forecast_is_one_line(finished, tmp_path, capsys):
     csv, out = finished
     assert "not a finished run folder" in _one_line_error(["forecast", str(tmp_path)], capsys)
+    half = tmp_path / "half"  # an interrupted run: its config.yaml, no results.json yet
+    half.mkdir()
+    (half / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
+    assert "(no results.json)" in _one_line_error(["forecast", str(half)], capsys)
     other = tmp_path / "other.csv"
     pd.read_csv(csv).rename(columns={"x0": "y0"}).to_csv(other, index=False)
     err = _one_line_error(["forecast", str(out), "--data-path", str(other)], capsys)

@@ -1309,8 +1309,15 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
     if complete:
         best = min(complete, key=lambda t: t.value)
         cfg = best_config(spec, best)
+        unfinished = (
+            f" (best of {c['finished']} finished of {spec.trials} trials: the study is not "
+            "done; rerun the tune command to finish it)"
+            if c["finished"] < spec.trials
+            else ""
+        )
         header = (
-            f"# best trial {best.number} of study {spec.study!r}: val MSE {best.value:.5f}\n"
+            f"# best trial {best.number} of study {spec.study!r}: val MSE {best.value:.5f}"
+            f"{unfinished}\n"
             f"# params: {best.params}\n"
             f"# rerun and score on test: {rerun_command(out)}\n"
         )

@@ -271,7 +271,10 @@ def test_an_interrupted_extension_reports_the_trials_it_finished(
     assert "resuming study" in capsys.readouterr().err  # said on the console
     summary = json.loads((tmp_path / "t" / "study_summary.json").read_text(encoding="utf-8"))
     assert summary["best"]["number"] == 2 and summary["counts"]["complete"] == 3
-    assert "best trial 2 " in (tmp_path / "t" / "best_config.yaml").read_text(encoding="utf-8")
+    best = (tmp_path / "t" / "best_config.yaml").read_text(encoding="utf-8")
+    assert "best trial 2 " in best and "best of 3 finished of 5 trials" in best
+    run_tune(spec, progress=False, plots=False)  # finished: no such warning
+    assert "finished of" not in (tmp_path / "t" / "best_config.yaml").read_text(encoding="utf-8")
 
 
 def test_fewer_trials_than_the_study_has_adds_none_and_says_so(synth_csv, tmp_path, capsys):

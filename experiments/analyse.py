@@ -318,7 +318,9 @@ def _strengths(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     n = (x.shape[1] // p) * p
     y = x[:, -n:]
     cs = np.concatenate([np.zeros_like(y[:, :1]), np.cumsum(y, axis=1)], axis=1)
-    trend = (cs[:, p:] - cs[:, :-p]) / p  # [w, n - p + 1], centred at offset p // 2
+    trend = (cs[:, p:] - cs[:, :-p]) / p  # [w, n - p + 1], centred at offset (p - 1) / 2
+    if p % 2 == 0:  # the 2 x p average, centred on a row (offset p / 2), as in a classical
+        trend = 0.5 * (trend[:, :-1] + trend[:, 1:])  # decomposition: [w, n - p]
     yc = y[:, p // 2 : p // 2 + trend.shape[1]]
     detr = yc - trend
     phase = (np.arange(detr.shape[1]) + p // 2) % p

@@ -604,3 +604,12 @@ def test_weight_follows_skill_sees_a_router_that_weights_the_winner():
     assert out["a"]["top"]["mse_ratio"] < 1 < out["a"]["bottom"]["mse_ratio"]
     fixed = weight_follows_skill(np.full((200, 3, 2), 0.5), err, winner, ["a", "b"])
     assert fixed == {"a": None, "b": None}
+
+
+def test_strengths_use_a_centred_trend_for_an_even_period():
+    # The p-term average of an even period sits half a step off its row: a curved trend
+    # then leaks into the remainder (seasonal strength 0.995 here, instead of 1)
+    t = np.arange(192, dtype=np.float64)
+    x = (np.sin(2 * np.pi * t / 24) + 0.001 * t**2)[None, :, None]
+    f = window_features(x, period=24)
+    assert f["seasonal_strength"][0, 0] > 0.9999 and f["trend_strength"][0, 0] > 0.9999

@@ -146,6 +146,24 @@ def test_encode_left_pads_and_caches(tokenizer) -> None:
     assert calls == [["short", "a much longer prompt text"], ["new one"]]
 
 
+def test_prompts_cut_at_the_cap_are_warned_about_once(tokenizer, caplog) -> None:
+    # they used to lose their statistics (stated last) in silence
+    pb = PromptBuilder(tokenizer, "d", 4, [2], max_length=8)
+    pb.encode(
+        [
+            "short",
+            "a much longer prompt text that goes on and on",
+            "another text cut at eight tokens",
+        ]
+    )
+    pb.encode(["yet another prompt that is far too long for the cap"])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and warned[0].startswith("2 of 3 prompts reached the 8-token cap")
+    assert pb.cut == 3
+    PromptBuilder(tokenizer, "d", 4, [2]).encode(["short"])  # nothing cut: nothing said
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+
+
 def test_descriptions_exist_for_every_dataset() -> None:
     generic = load_description(None)
     assert generic and load_description("no-such-dataset") == generic

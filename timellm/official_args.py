@@ -93,7 +93,12 @@ IGNORED = {
 
 # --faithful: the member settings that undo our deviations by choice (docs/timellm.md
 # deviations 8, 10 and 15), for a reproduction; fixes of the official faults stay.
-FAITHFUL = {"prompt": "official", "prototype_map": "full", "backbone_dropout": True}
+FAITHFUL = {
+    "prompt": "official",
+    "prototype_map": "full",
+    "backbone_dropout": True,
+    "prompt_max_length": 2048,  # TimeLLM.py's tokenizer cap (ours is 256 for speed)
+}
 
 # --llm_model names -> backbone spec when no --llm_model_path is given.
 _LLM_NO_PATH = {

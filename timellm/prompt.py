@@ -12,6 +12,7 @@ channel `c`, matching the model's channel-independent reshape `[B, L, N] -> [B*N
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 # Our concise template. Statistics are of the instance-normalised window, as the official
 # model computes them after RevIN; ``{stats}`` lists the chosen ones (`STAT_LABELS`).
@@ -201,7 +204,8 @@ class PromptBuilder:
         pred_len: forecast horizon H.
         periods: top periods from the periodicity analyser, most important first.
         seq_len: lookback L written into the task line (default: taken from the windows).
-        max_length: token cap per prompt; longer prompts are cut from the right.
+        max_length: token cap per prompt; longer prompts are cut from the right (their
+            statistics first), with a warning the first time.
         official: use the official wording and number format (for measurements).
         stats: what the concise prompt states about each window, in this order (names
             from `STAT_LABELS`; see `parse_stats`); the official wording has its fixed
@@ -234,6 +238,7 @@ class PromptBuilder:
                 "choose other statistics with the concise prompt"
             )
         self._cache: dict[str, list[int]] = {}
+        self.cut = 0  # prompts tokenised so far that reached the cap
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (tokenizer.eos_token_id or 0))
 
@@ -331,6 +336,17 @@ class PromptBuilder:
                 todo, truncation=True, max_length=self.max_length, add_special_tokens=True
             )["input_ids"]
             self._cache.update(zip(todo, ids, strict=True))
+            cut = sum(len(i) >= self.max_length for i in ids)
+            if cut and not self.cut:  # once: a warning per batch would flood the log
+                log.warning(
+                    "%d of %d prompts reached the %d-token cap and lose their end (the "
+                    "window statistics come last); raise timellm.prompt_max_length (the "
+                    "official code allows 2048) or shorten the description",
+                    cut,
+                    len(ids),
+                    self.max_length,
+                )
+            self.cut += cut
         seqs = [self._cache[t] for t in texts]
         lens = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
         width = int(lens.max(initial=0))

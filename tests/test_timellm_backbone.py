@@ -115,6 +115,26 @@ def test_the_checks_before_a_run_refuse_what_loading_would(tmp_path) -> None:
     (tmp_path / "config.json").write_text("{", encoding="utf-8")
     with pytest.raises(UserError, match="cannot read backbone"):
         check_backbone(str(tmp_path))
+    # found only when the model was built, after the other members had fitted and the
+    # previous run's results were gone
+    check_backbone("minilm", d_ff=384)
+    with pytest.raises(UserError, match="d_ff 385 exceeds the hidden size 384.*timellm.d_ff=384"):
+        check_backbone("minilm", d_ff=385)
+
+
+def test_a_tokenizer_that_cannot_load_names_its_cause(tmp_path, monkeypatch) -> None:
+    # a LLaMA folder with only tokenizer.model, without sentencepiece: "copy the
+    # tokenizer files" alone sent the user after files that were there
+    import transformers
+
+    from timellm.backbone import _load_tokenizer
+
+    def refuse(*a, **k):
+        raise ImportError("LlamaTokenizer requires the SentencePiece library")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
+    with pytest.raises(UserError, match="ImportError: LlamaTokenizer requires the SentencePiece"):
+        _load_tokenizer("x", str(tmp_path))
 
 
 def test_folder_without_config_is_named(tmp_path) -> None:

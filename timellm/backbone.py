@@ -394,13 +394,16 @@ def load_backbone(
     return bb if quantized else _to_device(bb, device)
 
 
-def check_backbone(spec: str, llm_layers: int | None = None, llm_dim: int | None = None) -> None:
-    """What ``load_backbone`` refuses, checked without loading the weights (seconds, not
-    minutes): the folder, its config.json, the layer count and hidden size, the tokenizer.
-    A run checks this before it replaces the previous run in its folder.
+def check_backbone(
+    spec: str, llm_layers: int | None = None, llm_dim: int | None = None, d_ff: int | None = None
+) -> None:
+    """What ``load_backbone`` (and the model built on it) refuses, checked without loading
+    the weights (seconds, not minutes): the folder, its config.json, the layer count and
+    hidden size, the tokenizer, a ``d_ff`` within the hidden size. A run checks this
+    before it replaces the previous run in its folder.
 
     Raises:
-        UserError: as ``load_backbone`` would for these arguments.
+        UserError: as ``load_backbone`` or the model would for these arguments.
     """
     if spec == "none":  # no backbone: the ablation's linear head
         return
@@ -408,10 +411,16 @@ def check_backbone(spec: str, llm_layers: int | None = None, llm_dim: int | None
         config = random_config(spec.removesuffix("-random"))
         _check_layers(spec, llm_layers, int(config.num_hidden_layers))
         _check_dim(spec, llm_dim, int(config.hidden_size))
-        return
-    path = _backbone_path(spec)
-    _checked_config(spec, path, llm_layers, llm_dim)
-    _load_tokenizer(spec, path)
+    else:
+        path = _backbone_path(spec)
+        config = _checked_config(spec, path, llm_layers, llm_dim)
+        _load_tokenizer(spec, path)
+    hidden = int(config.hidden_size)
+    if d_ff is not None and d_ff > hidden:
+        raise UserError(
+            f"timellm: d_ff {d_ff} exceeds the hidden size {hidden} of backbone '{spec}' (the "
+            f"patches keep d_ff of its dimensions); set timellm.d_ff={hidden} or lower"
+        )
 
 
 def _backbone_path(spec: str) -> str:
@@ -457,8 +466,10 @@ def _load_tokenizer(spec: str, path: str) -> Any:
     try:
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise no_tokenizer from exc
+    except (OSError, ValueError, ImportError) as exc:
+        # the cause too: a LLaMA folder with only tokenizer.model needs sentencepiece
+        cause = " ".join(str(exc).split())[:300]
+        raise UserError(f"{no_tokenizer} ({type(exc).__name__}: {cause})") from exc
     probe = "Dataset description: hourly load. Input statistics: min 0.5, max 2.0."
     if len(tokenizer) <= 1 or not tokenizer(probe, add_special_tokens=False)["input_ids"]:
         raise no_tokenizer

@@ -591,9 +591,10 @@ class TimeLLMForecaster(BaseForecaster):
 
         Raises:
             UserError: the backbone path does not exist, holds no readable model config or
-                tokenizer, or has fewer layers or another hidden size than asked.
+                tokenizer, or has fewer layers or another hidden size than asked, or a
+                hidden size below d_ff.
         """
-        check_backbone(str(self.backbone), self.llm_layers, self.llm_dim)
+        check_backbone(str(self.backbone), self.llm_layers, self.llm_dim, self.d_ff)
 
     def fit(self, train: Split, val: Split) -> TimeLLMForecaster:
         """Train on the (strided) train windows; early-stop on the (strided) val MSE."""

@@ -305,6 +305,8 @@ def saved_forecasts(
         "data": data_fingerprint(splits.dataset),
         "dates": dates_fingerprint(splits.dataset),
         "spec": spec,
+        # Time-LLM's backbone folder: other weights at the same path are another member
+        **(member.identity_stamps() if hasattr(member, "identity_stamps") else {}),
     }
     cache = member_path(out, spec) / "forecasts.npz"
     if not cache.is_file():
@@ -469,8 +471,14 @@ def _cache_matches(
     spelled as that run was, gives the same old key (stamps compared where the cache has
     them, as before). Respelled, it is refitted once and then found under the new key.
     """
-    same = all(k not in z.files or str(z[k]) == v for k, v in stamps.items())
-    if not same:
+    differ = [k for k, v in stamps.items() if k in z.files and str(z[k]) != v]
+    if differ:
+        if "backbone" in differ:  # the same path, other files: say why hours are refitted
+            log.warning(
+                "%s: the files in its backbone folder changed since its forecasts were "
+                "saved (other weights or tokenizer): fitting it again",
+                stamps.get("spec"),
+            )
         return None
     stored = str(z["key"])
     if stored == key:

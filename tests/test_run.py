@@ -1153,3 +1153,25 @@ def test_a_kill_between_a_members_model_and_its_forecasts_leaves_no_stale_foreca
     monkeypatch.setattr(run_mod, "write_npz", killed)
     assert main(_synth_run(csv, out, "--set", "snaive.period=12")) == 130
     assert (out / "members" / "snaive" / "model").exists() and not cache.exists()
+
+
+def test_a_member_whose_backbone_files_changed_is_fitted_again(
+    synth_csv, tmp_path, monkeypatch, caplog
+):
+    # Time-LLM's forecasts were reused for another model copied to the same backbone
+    # path: the cache is now stamped with the folder's content (`identity_stamps`)
+    from classical.naive import SeasonalNaive
+
+    out, csv = tmp_path / "r", synth_csv(n=1400)
+    content = {"backbone": "base"}
+    monkeypatch.setattr(SeasonalNaive, "identity_stamps", lambda self: dict(content), raising=False)
+    assert main(_synth_run(csv, out)) == 0
+    assert main(_synth_run(csv, out)) == 0
+    log_text = (out / "run.log").read_text(encoding="utf-8")
+    assert log_text.count("snaive: reusing forecasts") == 1
+    content["backbone"] = "instruct"
+    caplog.clear()
+    assert main(_synth_run(csv, out)) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("files in its backbone folder changed" in w for w in warned), warned
+    assert (out / "run.log").read_text(encoding="utf-8").count("snaive: reusing forecasts") == 1

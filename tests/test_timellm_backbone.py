@@ -307,3 +307,24 @@ def test_the_qwen25_3b_shape_has_the_published_parameter_counts():
     total = sum(p.numel() for p in model.parameters())
     embedding = model.get_input_embeddings().weight.numel()
     assert (round(total / 1e9, 2), round((total - embedding) / 1e9, 2)) == (3.09, 2.77)
+
+
+def test_backbone_identity_follows_the_model_files_only(tmp_path) -> None:
+    from timellm.backbone import backbone_identity
+
+    assert backbone_identity("none") is None and backbone_identity("qwen2-random") is None
+    assert backbone_identity(str(tmp_path / "missing")) is None
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    big = bytearray(3 << 20)  # three MiB: the middle is not read
+    (tmp_path / "model-00001.safetensors").write_bytes(bytes(big))
+    first = backbone_identity(str(tmp_path))
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
+    assert backbone_identity(str(tmp_path)) == first
+    for where in (0, len(big) - 1):  # the header end, the last bytes
+        changed = bytearray(big)
+        changed[where] = 1
+        (tmp_path / "model-00001.safetensors").write_bytes(bytes(changed))
+        assert backbone_identity(str(tmp_path)) != first
+    (tmp_path / "model-00001.safetensors").write_bytes(bytes(big))
+    (tmp_path / "tokenizer.json").write_text("{}", encoding="utf-8")
+    assert backbone_identity(str(tmp_path)) != first

@@ -639,3 +639,29 @@ def test_ridge_injector_learns_a_linear_series():
     x = inj.gather(series, np.arange(450, 500), 0, L)
     y = inj.gather(series, np.arange(450, 500), L, H)
     assert np.abs(model.predict(x) - y).max() < 1e-2
+
+
+def test_a_model_loads_only_on_the_weights_it_was_trained_on(fitted, tmp_path):
+    # Only the backbone's path was kept: another checkpoint copied to the same folder (the
+    # instruct model over the base one) was loaded under the trained layers in silence
+    from ensemble.errors import UserError
+    from timellm.backbone import backbone_identity
+
+    m, _ = fitted
+    folder = tmp_path / "qwen"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
+    (folder / "model.safetensors").write_bytes(b"base weights" * 1000)
+    m.save(tmp_path / "model")
+    meta_file = tmp_path / "model" / "config.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    assert meta["backbone_identity"] is None  # llama-random: no folder to identify
+    meta["kwargs"]["backbone"] = str(folder)
+    meta["backbone_identity"] = backbone_identity(str(folder))
+    meta_file.write_text(json.dumps(meta), encoding="utf-8")
+    TimeLLMForecaster.load(tmp_path / "model")  # the same files: fine
+    (folder / "README.md").write_text("notes", encoding="utf-8")
+    TimeLLMForecaster.load(tmp_path / "model")  # files that are not the model: fine
+    (folder / "model.safetensors").write_bytes(b"instruct weights" * 1000)
+    with pytest.raises(UserError, match="trained on other weights or another tokenizer"):
+        TimeLLMForecaster.load(tmp_path / "model")

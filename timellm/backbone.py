@@ -13,6 +13,7 @@ vocabulary is at least as large as its 30522 ids, so every id it produces is val
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import socket
@@ -421,6 +422,51 @@ def check_backbone(
             f"timellm: d_ff {d_ff} exceeds the hidden size {hidden} of backbone '{spec}' (the "
             f"patches keep d_ff of its dimensions); set timellm.d_ff={hidden} or lower"
         )
+
+
+# What identifies the weights and tokenizer in a backbone folder (see `backbone_identity`).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "special_tokens_map.json",
+)
+_SAMPLE = 1 << 20  # bytes read from each end of a weight file
+
+
+def backbone_identity(spec: str) -> str | None:
+    """A short hash of what sits behind a backbone folder: its config.json and tokenizer
+    files whole, and each weight file's name, size and first and last MiB (the header and
+    the data around it: another checkpoint of the same architecture, such as the
+    instruct model copied over the base one, differs there). Milliseconds, even for a
+    model of several GB. None for specs that name no folder (``none``, ``*-random``, a
+    hub id) or a folder that is not there: nothing to compare.
+    """
+    if spec == "none" or spec.endswith("-random"):
+        return None
+    path = _backbone_path(spec)
+    if not os.path.isdir(path):
+        return None
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if not os.path.isfile(full):
+            continue
+        if name == "config.json" or name in _TOKENIZER_FILES:
+            with open(full, "rb") as fh:
+                h.update(name.encode() + b"\0" + fh.read())
+        elif name.endswith(_WEIGHT_SUFFIXES):
+            size = os.path.getsize(full)
+            h.update(f"{name}\0{size}\0".encode())
+            with open(full, "rb") as fh:
+                h.update(fh.read(_SAMPLE))
+                fh.seek(max(0, size - _SAMPLE))
+                h.update(fh.read(_SAMPLE))
+    return h.hexdigest()[:16]
 
 
 def _backbone_path(spec: str) -> str:

@@ -48,7 +48,7 @@ from ensemble.data import Split, Windows
 from ensemble.errors import UserError
 from ensemble.forecaster import BaseForecaster
 from timellm import inject as inj
-from timellm.backbone import check_backbone
+from timellm.backbone import backbone_identity, check_backbone
 from timellm.prompt import DEFAULT_STATS, FEATURE_STATS, parse_stats
 from timellm.trainer import (
     SCHEDULES,
@@ -582,6 +582,12 @@ class TimeLLMForecaster(BaseForecaster):
 
     # ----------------------------------------------------------------------- protocol
 
+    def identity_stamps(self) -> dict[str, str]:
+        """What a run's forecast cache of this member is stamped with beside its key: the
+        backbone folder's content (`backbone_identity`), when there is a folder to read."""
+        identity = backbone_identity(str(self.backbone))
+        return {} if identity is None else {"backbone": identity}
+
     def preflight(self) -> None:
         """What can be checked before any member of a run is fitted, once it is known
         that this one will be (its saved forecasts cannot be reused): that the backbone
@@ -810,6 +816,8 @@ class TimeLLMForecaster(BaseForecaster):
             "name": self.name,
             "kwargs": {k: v for k, v in self.kwargs.items() if k not in ("resume",)},
             "backbone": self.backbone,
+            # the path alone does not say which weights were there (`load` compares)
+            "backbone_identity": backbone_identity(str(self.backbone)),
             "n_channels": self.n_channels,
             "history": self.history,
             "best_epoch": self.best_epoch,
@@ -834,6 +842,14 @@ class TimeLLMForecaster(BaseForecaster):
         kwargs = {**meta["kwargs"], **overrides}
         if "device" not in overrides and kwargs.get("device") not in (None, "cpu", "cuda"):
             kwargs["device"] = None  # an older model's "cuda:0" or "mps": the best device here
+        trained_on = meta.get("backbone_identity")  # absent in models saved before
+        now = backbone_identity(str(kwargs.get("backbone", meta.get("backbone"))))
+        if trained_on is not None and now is not None and now != trained_on:
+            raise UserError(
+                f"{path} was trained on other weights or another tokenizer than those now "
+                f"in backbone '{kwargs.get('backbone')}' (its files changed since); put the "
+                "original model back there, or fit again (rerun the run into a new folder)"
+            )
         obj = cls(**kwargs)
         obj.name = meta.get("name", cls.name)
         obj.n_channels = meta.get("n_channels")

@@ -268,6 +268,13 @@ def test_ablation_run_of_another_experiment_is_refused(synth_csv, tmp_path):
         analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-llm": str(other)})
 
 
+def _sibling(change):
+    """Write a sibling run's results.json: the run's, with the keys ``change(res)`` gives."""
+    return lambda d, res: (d / "results.json").write_text(
+        json.dumps({**res, **change(res)}), encoding="utf-8"
+    )
+
+
 @pytest.mark.parametrize(
     "make,needle",
     [
@@ -284,40 +291,18 @@ def test_ablation_run_of_another_experiment_is_refused(synth_csv, tmp_path):
             "test.ensemble.mse is not a number",
             id="text-score",
         ),
-        pytest.param(
-            lambda d, res: (d / "results.json").write_text(
-                json.dumps({**res, "seed": 7}), encoding="utf-8"
-            ),
-            "seed 7",
-            id="other-seed",
-        ),
+        pytest.param(_sibling(lambda res: {"seed": 7}), "seed 7", id="other-seed"),
         # more than four keys: another feature set, member list or router is not an
         # ablation of the Time-LLM setting (all used to be accepted)
+        pytest.param(_sibling(lambda res: {"features": "S"}), "features 'S'", id="other-features"),
         pytest.param(
-            lambda d, res: (d / "results.json").write_text(
-                json.dumps({**res, "features": "S"}), encoding="utf-8"
-            ),
-            "features 'S'",
-            id="other-features",
-        ),
-        pytest.param(
-            lambda d, res: (d / "results.json").write_text(
-                json.dumps({**res, "members": res["members"][:-1]}), encoding="utf-8"
-            ),
+            _sibling(lambda res: {"members": res["members"][:-1]}),
             "has members",
             id="other-members",
         ),
+        pytest.param(_sibling(lambda res: {"router": "mean"}), "router 'mean'", id="other-router"),
         pytest.param(
-            lambda d, res: (d / "results.json").write_text(
-                json.dumps({**res, "router": "mean"}), encoding="utf-8"
-            ),
-            "router 'mean'",
-            id="other-router",
-        ),
-        pytest.param(
-            lambda d, res: (d / "results.json").write_text(
-                json.dumps({**res, "windows": {**res["windows"], "train": 10}}), encoding="utf-8"
-            ),
+            _sibling(lambda res: {"windows": {**res["windows"], "train": 10}}),
             "has windows",
             id="other-percent",
         ),

@@ -40,6 +40,19 @@ def _spec(csv: Path, out: Path, trials: int) -> TuneSpec:
     ).resolved()
 
 
+def _interrupt_at(monkeypatch, number: int):
+    """Ctrl-C in trial ``number`` (and only there); returns the real ``_evaluate``."""
+    evaluate = Objective._evaluate
+
+    def interrupted(self, trial):
+        if trial.number == number:
+            raise KeyboardInterrupt
+        return evaluate(self, trial)
+
+    monkeypatch.setattr(Objective, "_evaluate", interrupted)
+    return evaluate
+
+
 def test_lookback_multiples_and_candidates():
     assert lookback_range(24, 96, 720) == (96, 720)
     assert lookback_range(168, 96, 720) == (168, 672)
@@ -193,14 +206,7 @@ def test_ctrl_c_is_no_failed_trial_warning_and_the_study_resumes(
 
     caplog.set_level(logging.INFO)  # another test's `run` may have raised it
     spec = _spec(synth_csv(n=1200), tmp_path / "t", trials=3)
-    evaluate = Objective._evaluate
-
-    def interrupted(self, trial):
-        if trial.number == 1:
-            raise KeyboardInterrupt
-        return evaluate(self, trial)
-
-    monkeypatch.setattr(Objective, "_evaluate", interrupted)
+    evaluate = _interrupt_at(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         run_tune(spec, progress=False, plots=False)
     # Optuna's "Trial 1 failed ... KeyboardInterrupt" and its traceback stay off the console
@@ -414,14 +420,7 @@ def test_a_study_interrupted_and_resumed_draws_what_the_uninterrupted_one_did(
     # Ctrl-C'd trial was never run again: the resumed study drew other configurations
     csv = synth_csv(n=1200)
     run_tune(_spec(csv, tmp_path / "whole", trials=6), progress=False, plots=False)
-    evaluate = Objective._evaluate
-
-    def interrupted(self, trial):
-        if trial.number == 2:
-            raise KeyboardInterrupt
-        return evaluate(self, trial)
-
-    monkeypatch.setattr(Objective, "_evaluate", interrupted)
+    evaluate = _interrupt_at(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run_tune(_spec(csv, tmp_path / "cut", trials=6), progress=False, plots=False)
     monkeypatch.setattr(Objective, "_evaluate", evaluate)

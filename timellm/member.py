@@ -656,10 +656,13 @@ class TimeLLMForecaster(BaseForecaster):
             yield
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
+            evals = f"eval_batch_size (now {self.eval_batch_size} windows, each all channels)"
             size = (
-                f"batch_size (now {self.batch_size})"
+                # training scores the validation windows too, at the evaluation batch
+                f"batch_size (now {self.batch_size}), or {evals} if it failed while scoring "
+                "validation"
                 if doing == "training"
-                else f"eval_batch_size (now {self.eval_batch_size})"
+                else evals
             )
             raise UserError(
                 f"timellm: the GPU ran out of memory while {doing}; lower {size}, seq_len "

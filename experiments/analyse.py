@@ -499,10 +499,12 @@ def weight_follows_skill(
 ) -> dict[str, dict[str, Any] | None]:
     """Does the router give a member more weight in the windows where it does better?
 
-    Within each channel, the test windows where the member's weight is in its top fifth
-    are compared with those in its bottom fifth: how often the member is the best one
-    there, and its MSE relative to the other members' average MSE there. Channels where
-    its weight does not vary from window to window (a per-channel rule) are left out.
+    Within each channel, the test windows where the member's weight is above its average
+    weight on that channel are compared with those where it is below: how often the
+    member is the best one there, and its MSE relative to the other members' average MSE
+    there. Split at the average, not at quantiles: a router with a few distinct weights
+    (`rules`' leaves) ties most windows at any quantile. Channels where its weight does not
+    vary from window to window (a per-channel rule) are left out.
 
     Args:
         w: [W, C, M] router weights.
@@ -511,9 +513,9 @@ def weight_follows_skill(
         members: the M names.
 
     Returns:
-        {member: {"top": {...}, "bottom": {...}, "channels": n} or None where no channel's
-        weights vary}; each side holds "win_rate" and "mse_ratio" (member MSE / the other
-        members' mean MSE, pooled over the side's windows).
+        {member: {"above": {...}, "below": {...}, "channels": n} or None where no channel's
+        weights vary}; each side holds "share" (of the varying channels' pairs),
+        "win_rate" and "mse_ratio" (member MSE / the other members' mean MSE, pooled).
     """
     out: dict[str, dict[str, Any] | None] = {}
     m_count = w.shape[-1]
@@ -523,15 +525,16 @@ def weight_follows_skill(
         if not varies.any():
             out[name] = None
             continue
-        lo, hi = np.quantile(wi[:, varies], [0.2, 0.8], axis=0)  # [C'] each
+        wv = wi[:, varies]
+        level = wv.mean(axis=0)  # [C']
         others = (err.sum(axis=0) - err[i]) / (m_count - 1)  # [W, C]
         sides = {}
-        for side, sel in (("top", wi[:, varies] >= hi), ("bottom", wi[:, varies] <= lo)):
+        for side, sel in (("above", wv > level + 1e-9), ("below", wv < level - 1e-9)):
             e_i, e_o = err[i][:, varies][sel], others[:, varies][sel]
             sides[side] = {
+                "share": float(sel.mean()),
                 "win_rate": float(np.mean(winner[:, varies][sel] == i)),
                 "mse_ratio": float(e_i.mean() / e_o.mean()) if e_o.mean() > 0 else None,
-                "share": float(sel.mean()),
             }
         out[name] = {**sides, "channels": int(varies.sum())}
     return out
@@ -917,9 +920,12 @@ def _sibling_results(run: RunData, res_file: Path) -> dict[str, Any]:
             other = yaml.safe_load(sib_cfg.read_text(encoding="utf-8")) or {}
         for d, cfg in ((mine, run.config), (theirs, other)):
             params = cfg.get("member_params") if isinstance(cfg, dict) else None
-            d["member settings (but Time-LLM's)"] = {
-                k: v for k, v in (params or {}).items() if k != "timellm"
+            kept = {  # progress bars change no number
+                k: {s: x for s, x in v.items() if s != "progress"} if isinstance(v, dict) else v
+                for k, v in (params or {}).items()
+                if k != "timellm"
             }
+            d["member settings (but Time-LLM's)"] = {k: v for k, v in kept.items() if v}
         keys.append("member settings (but Time-LLM's)")
     for key in keys:  # a key only one of them has: written by another version
         if key in theirs and key in mine and theirs[key] != mine[key]:

@@ -23,13 +23,14 @@ from experiments.analyse import (
 
 def within_channel_deciles(v: np.ndarray) -> np.ndarray:
     """[W, C] feature -> [W, C] its decile (0-9) within each channel, -1 where it has no
-    value. Pooled deciles would mostly sort the channels (as pooled terciles would)."""
+    value. Pooled deciles would mostly sort the channels (as pooled terciles would). Cut
+    by value, as the terciles are: tied windows share a decile (some deciles stay empty)."""
     out = np.full(v.shape, -1, dtype=np.int64)
     for c in range(v.shape[1]):
         ok = ~np.isnan(v[:, c])
-        if ok.any():  # ranks, so ties and constant channels still fill the deciles evenly
-            r = np.argsort(np.argsort(v[ok, c], kind="stable"), kind="stable")
-            out[ok, c] = r * 10 // int(ok.sum())
+        if ok.any():
+            inner = np.quantile(v[ok, c], np.linspace(0.1, 0.9, 9))
+            out[ok, c] = np.searchsorted(inner, v[ok, c], side="left")
     return out
 
 
@@ -178,28 +179,27 @@ def _left_out(channels: list[int], names: list[str] | None) -> str:
 def _skill_section(an: dict[str, Any], members: list[str]) -> list[str]:
     """ "Does the router weight a member where it does better?", and for Time-LLM members
     the regimes it is weighted most in: the report's answer to "when does the router
-    prefer the LLM?"."""
+    prefer the LLM?". Nothing for a router whose weights do not vary within a channel."""
     skill = an.get("weight_follows_skill")
-    if not skill:
+    if not skill or all(skill.get(m) is None for m in members):
         return []
     lines = [
         "## Does the router weight a member where it does better?",
         "",
-        "Within each channel, the test windows where a member's weight is in its top fifth "
-        "against those in its bottom fifth: how often the member is the best one there, and "
-        "its MSE over the other members' mean MSE there (below 1: better than they are). A "
-        "router that prefers a member at the right times gives it its top fifth where it "
-        "wins more often and its ratio is lower. – where the member's weight does not vary "
-        "from window to window.",
+        "Within each channel, the test windows where a member's weight is above its average "
+        "weight on that channel against those where it is below (share: of the pairs): how "
+        "often the member is the best one there, and its MSE over the other members' mean "
+        "MSE there (below 1: better than they are). A router that prefers a member at the "
+        "right times gives it more weight where it wins more often and its ratio is lower. "
+        "– where the member's weight does not vary from window to window.",
         "",
-        "| member | wins (top fifth) | wins (bottom fifth) | MSE ratio (top fifth) "
-        "| MSE ratio (bottom fifth) |",
-        "|---|---|---|---|---|",
+        "| member | share above | wins above | wins below | MSE ratio above | MSE ratio below |",
+        "|---|---|---|---|---|---|",
     ]
     for m in members:
         s = skill.get(m)
         if s is None:
-            lines.append(f"| {m} | – | – | – | – |")
+            lines.append(f"| {m} | – | – | – | – | – |")
             continue
 
         def ratio(side: str, s: dict[str, Any] = s) -> str:
@@ -207,20 +207,23 @@ def _skill_section(an: dict[str, Any], members: list[str]) -> list[str]:
             return "–" if v is None else f"{v:.3f}"
 
         lines.append(
-            f"| {m} | {_pct(s['top']['win_rate'])} | {_pct(s['bottom']['win_rate'])} | "
-            f"{ratio('top')} | {ratio('bottom')} |"
+            f"| {m} | {_pct(s['above']['share'])} | {_pct(s['above']['win_rate'])} | "
+            f"{_pct(s['below']['win_rate'])} | {ratio('above')} | {ratio('below')} |"
         )
     lines.append("")
     for m in timellm_specs(members):
+        if skill.get(m) is None:  # its weights are fixed per channel: no regime prefers it
+            continue
         most = []
         for f, regs in (an.get("regimes") or {}).items():
             ws = {r: (v.get("mean_weight") or {}).get(m) for r, v in regs.items()}
             ws = {r: v for r, v in ws.items() if v is not None and r != "n/a"}
             if len(ws) > 1:
                 hi, lo = max(ws, key=ws.get), min(ws, key=ws.get)
-                most.append(
-                    f"{f.replace('_', ' ')} {hi} ({ws[hi]:.3f}, against {ws[lo]:.3f} in {lo})"
-                )
+                if ws[hi] - ws[lo] > 1e-3:
+                    most.append(
+                        f"{f.replace('_', ' ')} {hi} ({ws[hi]:.3f}, against {ws[lo]:.3f} in {lo})"
+                    )
         if most:
             lines += [
                 f"The router weights {m} most in these regimes (mean weight): "
@@ -474,8 +477,9 @@ def report_markdown(
         "Share of (window, channel) pairs where each member has the lowest error. Overall: "
         + ", ".join(f"{m} {_pct(v)}" for m, v in an["win_rate"].items())
         + ". Regimes: terciles of each feature within each channel over the test windows "
-        "(low / mid / high: every channel contributes a third of its windows to each, so a "
-        "regime is a kind of window, not a set of channels); the dominant period is matched "
+        "(low / mid / high: each channel contributes about a third of its windows to each, "
+        "tied values staying together, so a regime is a kind of window, not a set of "
+        "channels); the dominant period is matched "
         "to the run's top periods within 15 %. `weight`: the router's mean weight there; "
         "`router better`: share of pairs where the router's error is below the mean's.",
         "",

@@ -29,8 +29,15 @@ def results_markdown(res: dict[str, Any]) -> str:
         f"Members: {', '.join(res['members'])}; router: `{res['router']}`; periods ({'given' if res.get('periods_given') else 'train rows'}): {res['periods']}.",
         f"Windows: train {res['windows']['train']}, val {res['windows']['val']}, test {res['windows']['test']} "
         "(every window, scaled space, metric over all windows at once).",
-        "The router is fitted on the val windows: `ensemble`'s val MSE is in-sample, the",
-        "members' val MSE is out of sample (they only early-stopped there).",
+        *(
+            []
+            if res.get("router") in ("mean", "median")
+            else [
+                "The router is fitted on the val windows, so `ensemble`'s val MSE is in-sample.",
+                "The members' val MSE is optimistic too, less so: it chose their best epoch or",
+                "boosting round.",
+            ]
+        ),
         "",
         "| forecast | val MSE | val MAE | test MSE | test MAE | fit s | predict s |",
         "|---|---|---|---|---|---|---|",

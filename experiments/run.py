@@ -224,11 +224,6 @@ def fit_member(
     if cached is not None:
         return cached
     cache = mdir / "forecasts.npz"
-    # another fit's forecasts go before this fit saves its model: a kill between the
-    # model's save and the forecasts' would otherwise leave the old forecasts beside the
-    # new model, reused by a later run of the old settings while `forecast` loads the
-    # new model
-    cache.unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
         member.fit(splits.train, splits.val)
@@ -260,6 +255,11 @@ def fit_member(
                 f"member {spec} forecast {bad} non-finite value(s) on {part}: its fit diverged; "
                 "lower its learning rate (@lr=...) or check the data for extreme values"
             )
+    # Another fit's forecasts go just before this fit's model replaces its model: a kill
+    # between the two saves would otherwise leave the old forecasts beside the new model
+    # (reused by a later run of the old settings while `forecast` loads the new model).
+    # Not earlier: a refit stopped or failed before this point keeps them reusable.
+    cache.unlink(missing_ok=True)
     member.save(mdir / "model")
     timings = {"fit": round(t_fit, 3), "predict": round(t_pred, 3)}
     write_npz(

@@ -503,6 +503,7 @@ def test_an_ablation_run_with_other_classical_settings_is_refused(synth_csv, tmp
     (other / "results.json").write_bytes((run_dir / "results.json").read_bytes())
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     cfg["member_params"] = {"timellm": {"prompt": "none"}}  # the ablated setting: fine
+    cfg["member_params"]["naive"] = {"progress": False}  # no bars: changes no number, fine
     (other / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     analyse(run_dir, out=tmp_path / "ok", ablation_runs={"no-prompt": str(other)})
     cfg["member_params"]["snaive"] = {"period": 12}  # another member's setting: not fine
@@ -531,6 +532,10 @@ def test_figure_deciles_are_within_each_channel():
     assert d[3, 0] == -1 and d[0, 1] == 9 and d[49, 1] == 0
     for c in range(2):
         assert sorted(set(d[:, c][d[:, c] >= 0].tolist())) == list(range(10))
+    dry = np.zeros((50, 1))  # a rain channel: mostly dry windows share one decile
+    dry[40:, 0] = np.arange(1.0, 11.0)
+    d = within_channel_deciles(dry)[:, 0]
+    assert len(set(d[:40].tolist())) == 1 and d[49] == 9
 
 
 def test_the_mean_router_is_neither_better_nor_worse_than_the_mean(synth_csv, tmp_path):
@@ -585,8 +590,15 @@ def test_weight_follows_skill_sees_a_router_that_weights_the_winner():
     w[:, 2] = [0.5, 0.5]  # channel 2: a fixed per-channel rule, left out
     out = weight_follows_skill(w, err, winner, ["a", "b"])
     assert out["a"]["channels"] == 2
-    assert out["a"]["top"]["win_rate"] == 1.0 and out["a"]["bottom"]["win_rate"] == 0.0
-    assert out["a"]["top"]["mse_ratio"] < 1 < out["a"]["bottom"]["mse_ratio"]
+    assert out["a"]["above"]["win_rate"] == 1.0 and out["a"]["below"]["win_rate"] == 0.0
+    assert out["a"]["above"]["mse_ratio"] < 1 < out["a"]["below"]["mse_ratio"]
+    assert out["a"]["above"]["share"] + out["a"]["below"]["share"] == pytest.approx(1.0)
+    # a router with few distinct weights (rules' leaves): the two sides never overlap,
+    # as top and bottom fifths cut at tied quantiles did (80 % and 75 % of the windows)
+    w3 = np.stack([np.where(np.arange(200) < 150, 0.7, 0.2)[:, None].repeat(3, 1)] * 2, -1)
+    w3[..., 1] = 1 - w3[..., 0]
+    sides = weight_follows_skill(w3, err, winner, ["a", "b"])["a"]
+    assert sides["above"]["share"] == 0.75 and sides["below"]["share"] == 0.25
     fixed = weight_follows_skill(np.full((200, 3, 2), 0.5), err, winner, ["a", "b"])
     assert fixed == {"a": None, "b": None}
 
@@ -598,3 +610,15 @@ def test_strengths_use_a_centred_trend_for_an_even_period():
     x = (np.sin(2 * np.pi * t / 24) + 0.001 * t**2)[None, :, None]
     f = window_features(x, period=24)
     assert f["seasonal_strength"][0, 0] > 0.9999 and f["trend_strength"][0, 0] > 0.9999
+
+
+def test_weights_fixed_per_channel_say_nothing_about_when_timellm_is_preferred(synth_csv, tmp_path):
+    run_dir = fake_run_folder(
+        synth_csv(n=1200), tmp_path / "run", members=["naive", "snaive", "timellm"]
+    )
+    z = dict(np.load(run_dir / "router_weights.npz"))
+    z["test"] = np.full_like(z["test"], 1 / 3)  # the mean router
+    np.savez(run_dir / "router_weights.npz", **z)
+    md = analyse(run_dir).read_text(encoding="utf-8")
+    assert "weights timellm most" not in md  # "low (0.333, against 0.333 in low)" before
+    assert "## Does the router weight a member where it does better?" not in md

@@ -1175,3 +1175,21 @@ def test_a_member_whose_backbone_files_changed_is_fitted_again(
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("files in its backbone folder changed" in w for w in warned), warned
     assert (out / "run.log").read_text(encoding="utf-8").count("snaive: reusing forecasts") == 1
+
+
+def test_a_refit_stopped_before_it_saves_keeps_the_old_forecasts(synth_csv, tmp_path, monkeypatch):
+    # the stale-forecast fix above must not throw away reusable work: a refit of other
+    # settings that is stopped while fitting leaves the old fit's forecasts for a rerun
+    from classical.naive import SeasonalNaive
+
+    out, csv = tmp_path / "r", synth_csv(n=1400)
+    assert main(_synth_run(csv, out)) == 0
+
+    def stopped(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SeasonalNaive, "fit", stopped)
+    assert main(_synth_run(csv, out, "--set", "snaive.period=12")) == 130
+    monkeypatch.undo()
+    assert main(_synth_run(csv, out)) == 0
+    assert (out / "run.log").read_text(encoding="utf-8").count("snaive: reusing forecasts") == 1

@@ -201,7 +201,8 @@ def add_official_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,  # None: not given (listed as ignored for DLinear only when given)
         help="the official maths where ours differs by choice: official prompt wording, "
-        "full prototype map, backbone dropout while training (faults stay fixed)",
+        "full prototype map, backbone dropout while training, the 2048-token prompt cap "
+        "(faults stay fixed)",
     )
     o.add_argument("--quiet", action="store_true", help="no progress bars")
 

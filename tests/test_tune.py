@@ -246,17 +246,17 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(synth_csv, tmp_
     printed = []  # what Python would print as "Exception ignored in ..."
     monkeypatch.setattr(sys, "unraisablehook", lambda u: printed.append(u.exc_type))
     hook = sys.unraisablehook
-    # only Optuna's collection after the trial frees the bar, in this thread: an automatic
-    # one could run its finalizer in the storage's heartbeat thread, at another moment
-    gc.disable()
+    # Ctrl-C as in a terminal: a test run started in the background of a script starts
+    # with SIGINT ignored (bash does that), and the kill above would then do nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             run_tune(spec, progress=False, plots=False)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
     finally:
-        gc.enable()
+        signal.signal(signal.SIGINT, previous)
     study = open_study(spec)
     assert _counts(study)["finished"] == 1  # stopped after the trial it landed in
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
     assert printed == []  # nor printed as "Exception ignored in ..." with a traceback
     assert sys.unraisablehook is hook  # put back
 

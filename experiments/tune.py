@@ -507,6 +507,11 @@ def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
     }
 
 
+# What the classical members' loss is under --features MS since the twenty-eighth session
+# (the target's, as the Time-Series-Library's; every channel's before).
+MS_LOSS = "target"
+
+
 def _identity(spec: TuneSpec) -> dict[str, Any]:
     """The settings a study's trials depend on: resuming it with others would mix two
     experiments in one "best" (and export the wrong one)."""
@@ -515,6 +520,7 @@ def _identity(spec: TuneSpec) -> dict[str, Any]:
         "pred_len": spec.pred_len,
         "members": list(spec.members),
         "features": spec.features,
+        **({"ms_loss": MS_LOSS} if spec.features == "MS" else {}),
         "seed": spec.seed,
         "member_params": spec.member_params,
         "min_seq_len": spec.min_seq_len,
@@ -560,6 +566,13 @@ def check_identity(spec: TuneSpec, attrs: dict[str, Any], dataset=None) -> None:
             f"study {spec.study!r} in {spec.storage} tuned settings you fix now (it was made "
             "before fixed settings were kept out of the search); start a new study in "
             "another --out (with another --study name if --storage is shared)"
+        )
+    if "ms_loss" in mine and "ms_loss" not in attrs:
+        raise UserError(
+            f"study {spec.study!r} in {spec.storage} was made before --features MS trained "
+            "the classical members on the target alone: its trials' scores are of the old "
+            "all-channel fits; start a new study in another --out (with another --study name "
+            "if --storage is shared)"
         )
     for key, value in mine.items():
         if key in attrs and attrs[key] != value:

@@ -673,6 +673,21 @@ def test_a_study_from_before_fixed_settings_were_kept_out_is_not_resumed(synth_c
     assert _identity(spec)["search_space"] == {"dlinear": ["kernel"]}
 
 
+def test_an_ms_study_from_before_ms_fitted_the_target_is_not_resumed(synth_csv, tmp_path):
+    # its trials scored all-channel fits: resumed, one "best" would mix two losses
+    from ensemble.errors import UserError
+    from experiments.tune import _identity, _load, check_identity
+
+    spec = replace(_spec(synth_csv(n=1200), tmp_path / "t", trials=1), features="MS")
+    now = _identity(spec)
+    check_identity(spec, now, _load(spec))
+    old = {k: v for k, v in now.items() if k != "ms_loss"}
+    with pytest.raises(UserError, match="before --features MS trained the classical members"):
+        check_identity(spec, old, _load(spec))
+    m = replace(spec, features="M")  # M studies are as they were
+    assert "ms_loss" not in _identity(m)
+
+
 def test_the_summary_names_the_patch_choices_of_a_patched_member():
     from experiments.tune import _summary_md
 

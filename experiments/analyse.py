@@ -340,7 +340,7 @@ def _strengths(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------- analyses
 
 
-def hybrid_mean(forecasts: list[np.ndarray]) -> np.ndarray:
+def stored_mean(forecasts: list[np.ndarray]) -> np.ndarray:
     """The members' equal-weight mean, summed in float64 and stored in float32 as a run
     stores its ensemble: [W, H, C] each -> [W, H, C] float32."""
     total = np.zeros(forecasts[0].shape, dtype=np.float64)
@@ -410,7 +410,7 @@ def analyse_run(
     err = np.stack([per_window_mse(run.test[m], run.true) for m in members])  # [M, W, C]
     # in float64 and stored in float32 as the run stores its ensemble: the `mean` router's
     # ensemble is then this array, not one that differs by float32 rounding everywhere
-    mean_fc = hybrid_mean([run.test[m] for m in members])
+    mean_fc = stored_mean([run.test[m] for m in members])
     err_mean = per_window_mse(mean_fc, run.true)
     err_ens = per_window_mse(run.ensemble, run.true)
     winner = err.argmin(axis=0)  # [W, C]
@@ -721,7 +721,7 @@ def member_ablations(
         },
         {
             "variant": "mean of all members",
-            **scored(hybrid_mean([run.test[m] for m in run.members])),
+            **scored(stored_mean([run.test[m] for m in run.members])),
             "method": "equal weights",
         },
     ]
@@ -788,7 +788,7 @@ def member_ablations(
             rows.append({"variant": f"without {m}", **scored(fc, saved_all), "method": method})
             continue
         if fc is None:
-            fc = hybrid_mean([run.test[k] for k in rest])
+            fc = stored_mean([run.test[k] for k in rest])
             method = "equal weights over the other members (no router weights saved)"
         rows.append({"variant": f"without {m}", **scored(fc), "method": method})
     return rows

@@ -11,10 +11,10 @@ import numpy as np
 from experiments.analyse import (
     FEATURES,
     RunData,
-    hybrid_mean,
     per_window_mse,
     regime_order,
     regimes,
+    stored_mean,
     timellm_specs,
 )
 
@@ -44,7 +44,7 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
     names: list[str] = []
     w = run.weights
     err = np.stack([per_window_mse(run.test[m], run.true) for m in members])
-    err_mean = per_window_mse(hybrid_mean([run.test[m] for m in members]), run.true)
+    err_mean = per_window_mse(stored_mean([run.test[m] for m in members]), run.true)
     err_ens = per_window_mse(run.ensemble, run.true)
 
     if w is not None:

@@ -230,6 +230,22 @@ def test_a_rerun_continues_by_default_and_never_returns_a_model_of_other_data(
         member(resume="yes")
 
 
+def test_resume_refuses_a_checkpoint_trained_on_other_backbone_weights(
+    fitted, splits, tmp_path, monkeypatch
+):
+    # Other weights copied over the backbone folder mid-training: same path, other files
+    import shutil
+
+    import timellm.member as member_module
+
+    copy = shutil.copytree(fitted[1], tmp_path / "work")
+    monkeypatch.setattr(member_module, "backbone_identity", lambda path: "base weights")
+    member(workdir=str(copy), epochs=3, resume=False).fit(splits.train, splits.val)
+    monkeypatch.setattr(member_module, "backbone_identity", lambda path: "instruct weights")
+    with pytest.raises(UserError, match=r"different settings \(backbone files\)"):
+        member(workdir=str(copy), epochs=3, resume=True).fit(splits.train, splits.val)
+
+
 def test_resume_refuses_a_checkpoint_trained_on_other_data(fitted, splits):
     # --percent, --features / --target and another data file change what the member
     # trains on, not its constructor arguments: resuming must not return the old model.

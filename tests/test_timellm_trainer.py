@@ -377,6 +377,28 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
         )
 
 
+def test_resume_refuses_a_checkpoint_of_other_backbone_files(tmp_path):
+    """The same backbone path with other weights in it: the stamps differ. A checkpoint
+    written before stamps existed (none recorded) still resumes."""
+    train, val = window_set(), window_set(seed=1)
+    Trainer(fresh(), cfg(epochs=1), workdir=tmp_path, stamps={"backbone": "a"}).fit(train, val)
+    with pytest.raises(UserError, match=r"different settings \(backbone files\)"):
+        Trainer(
+            fresh(), cfg(epochs=2), workdir=tmp_path, resume=True, stamps={"backbone": "b"}
+        ).fit(train, val)
+    res = Trainer(
+        fresh(), cfg(epochs=1), workdir=tmp_path, resume=True, stamps={"backbone": "a"}
+    ).fit(train, val)
+    assert res.resumed_from == 1
+    ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    del ckpt["stamps"]
+    torch.save(ckpt, tmp_path / CHECKPOINT)
+    res = Trainer(
+        fresh(), cfg(epochs=1), workdir=tmp_path, resume=True, stamps={"backbone": "b"}
+    ).fit(train, val)
+    assert res.resumed_from == 1
+
+
 @pytest.mark.parametrize("damage", ["truncate", "text"])
 def test_resume_refuses_a_damaged_checkpoint_in_one_line(tmp_path, damage):
     Trainer(fresh(), cfg(epochs=1), workdir=tmp_path).fit(window_set(), window_set(seed=1))

@@ -635,6 +635,7 @@ class TimeLLMForecaster(BaseForecaster):
                 **self.fingerprint(),
                 "data": data_identity(train, val, tr_starts, va_starts),
             },
+            stamps=self.identity_stamps(),
             accelerator=self._accelerator(),
             progress=self.progress,
             backbone_eval=not self.backbone_dropout,

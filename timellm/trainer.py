@@ -335,6 +335,9 @@ class Trainer:
         fingerprint: anything that must match between a checkpoint and this run (the
             member's constructor arguments and a digest of its data); a mismatch refuses
             to resume.
+        stamps: content identities checked like ``fingerprint`` where the checkpoint
+            recorded them (the backbone folder's `backbone_identity`: the same path may
+            hold other weights); checkpoints written before stamps existed still resume.
         accelerator: an `accelerate.Accelerator` (default: `make_accelerator()`).
         progress: show a tqdm bar per epoch (None: only on a terminal).
         backbone_eval: keep ``model.llm`` in eval mode while training (no dropout in the
@@ -352,6 +355,7 @@ class Trainer:
         workdir: str | os.PathLike | None = None,
         resume: bool | Literal["auto"] = False,
         fingerprint: dict[str, Any] | None = None,
+        stamps: dict[str, str] | None = None,
         accelerator: Any = None,
         progress: bool | None = None,
         backbone_eval: bool = True,
@@ -364,6 +368,7 @@ class Trainer:
         self.workdir = Path(workdir) if workdir else None
         self.resume = resume
         self.fingerprint = fingerprint or {}
+        self.stamps = stamps or {}
         self.acc = accelerator or make_accelerator()
         self.progress = progress
 
@@ -685,6 +690,7 @@ class Trainer:
             return
         state["model"] = trainable_state(self.model)
         state["fingerprint"] = self.fingerprint
+        state["stamps"] = self.stamps
         atomic_save(state, self.checkpoint_path)
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
@@ -717,10 +723,20 @@ class Trainer:
             raise UserError(f"{path} {reason}; delete it or rerun without --resume") from None
         theirs = ckpt.get("fingerprint")
         theirs = theirs if isinstance(theirs, dict) else {}
-        diff = sorted(
+        diff = [
             k
             for k in set(self.fingerprint) | set(theirs)
             if self.fingerprint.get(k) != theirs.get(k)
+        ]
+        their_stamps = ckpt.get("stamps")
+        their_stamps = their_stamps if isinstance(their_stamps, dict) else {}
+        diff = sorted(
+            diff
+            + [
+                f"{k} files"
+                for k in set(self.stamps) & set(their_stamps)
+                if self.stamps[k] != their_stamps[k]
+            ]
         )
         if diff:
             why = f"was written with different settings ({', '.join(diff)})"

@@ -16,9 +16,10 @@ Windows are never materialised: the split's rows live once as a contiguous float
 tensor ``[C, T]`` and each batch copies just its windows out of an ``unfold`` view, so
 ETTm1's 34k training windows cost no more memory than the series itself.
 
-Training runs on one CPU thread: a step of these models is ~1 ms of small matrix
-products, where a second thread only adds synchronisation (and, on a shared 2-core
-machine, made steps 30x slower).
+DLinear and NLinear train on one CPU thread: a step of these models is ~1 ms of small
+matrix products, where a second thread only adds synchronisation (and, on a shared 2-core
+machine, made steps 30x slower). PatchTST and iTransformer, whose steps are larger, use
+the process's thread setting unless given ``threads``.
 """
 
 from __future__ import annotations

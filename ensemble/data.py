@@ -192,10 +192,6 @@ class Windows:
         """[W] index into ``context`` of each window's last input row."""
         return np.arange(self.seq_len - 1, self.context.shape[0])
 
-    def subset(self, idx: np.ndarray | slice) -> np.ndarray:
-        """Inputs of selected windows only: [w, L, C] (a copy when idx is an array)."""
-        return self.x[idx]
-
 
 @dataclass(frozen=True)
 class Split:
@@ -210,9 +206,10 @@ class Split:
         seq_len, pred_len: L and H.
         columns: channel names.
         freq: inferred pandas frequency or None.
-        loss_channels: the channels a trained member's loss and early stopping use: the
-            target under MS, as the Time-Series-Library's ``f_dim = -1`` does; None: all.
-            Members still read every channel as input.
+        loss_channels: the channels the window nets' and LightGBM's loss and early
+            stopping use: the target under MS, as the Time-Series-Library's ``f_dim = -1``
+            does; None: all. Members still read every channel as input, and Time-LLM
+            trains on all of them (docs/timellm.md, deviation 16).
     """
 
     name: str

@@ -133,8 +133,9 @@ def combined_forecast(
 ) -> np.ndarray:
     """A fitted combiner's forecast: [M, W, H, C] (+ features [W, C, F]) -> [W, H, C].
 
-    Combiners that weight each horizon step separately (median, inverse error) provide
-    their own ``forecast``; the others are their weights applied with ``combine``.
+    Every `router.combiners.Combiner` forecasts itself (those that weight each horizon
+    step apart, median and inverse error, in their own way); an object with only
+    ``weights`` (a user's own rule) has them applied with ``combine``.
     """
     if hasattr(combiner, "forecast"):
         return combiner.forecast(stacked, features)

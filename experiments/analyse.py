@@ -50,7 +50,7 @@ import pickle
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,8 +114,6 @@ class RunData:
         ensemble: [W, H, C] the router's test forecast.
         true: [W, H, C] test targets.
         weights: [W, C, M] router weights on test, or None.
-        router_features: [W, C, F] the router's own test features, or None.
-        router_feature_names: their names.
     """
 
     path: Path
@@ -127,8 +125,6 @@ class RunData:
     ensemble: np.ndarray
     true: np.ndarray
     weights: np.ndarray | None
-    router_features: np.ndarray | None = None
-    router_feature_names: list[str] = field(default_factory=list)
     step_weights: np.ndarray | None = None  # [H, M] for per-step rules (stacked, inverse_error)
 
 
@@ -188,8 +184,7 @@ def load_run(run_dir: str | Path) -> RunData:
                 f"{fc_path}: {key} has {bad} non-finite value(s), which no run writes; "
                 "rerun the run into a fresh folder"
             )
-    weights = feats = step = None
-    names: list[str] = []
+    weights = step = None
     w_path = path / "router_weights.npz"
     if w_path.is_file():
         with _reading(w_path), np.load(w_path) as z:
@@ -197,9 +192,6 @@ def load_run(run_dir: str | Path) -> RunData:
             order = [str(m) for m in z["members"]] if "members" in z.files else members
             if order != members:  # align the weights' member axis with results.json
                 weights = weights[..., [order.index(m) for m in members]]
-            if "features_test" in z.files:
-                feats = z["features_test"]
-                names = [str(n) for n in z["feature_names"]]
             if "step_weights" in z.files:
                 step = z["step_weights"].astype(np.float64)[:, [order.index(m) for m in members]]
     config: dict[str, Any] = {}
@@ -221,8 +213,6 @@ def load_run(run_dir: str | Path) -> RunData:
         ensemble=arrays["test/ensemble"].astype(np.float64),
         true=arrays["test/true"].astype(np.float64),
         weights=weights,
-        router_features=feats,
-        router_feature_names=names,
         step_weights=step,
     )
 

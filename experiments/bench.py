@@ -2,8 +2,8 @@
 
 Each cell ``(dataset, horizon, seed)`` is an ordinary run folder under
 ``OUT/cells/<dataset>_<L>_<H>_s<seed>/``. A cell is done when its ``results.json``
-exists and was produced with the same members, router and lookback; done cells are
-skipped, so a killed bench picks up where it stopped, and inside a half-done cell
+is readable and was produced with this grid's whole config (data, features, lookback,
+horizon, seed, members, router, every ``--set``); done cells are skipped, so a killed bench picks up where it stopped, and inside a half-done cell
 ``run()`` reuses the forecasts of members that had already finished.
 
 Outputs (written atomically, rebuilt from the cells' results.json at the end):

@@ -44,13 +44,15 @@ COMMAND_MODULES = [
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" to an option's help unless X is None or empty, or the help
-    text already names its default ("default 512", "default $HYBRID_FORECAST_DATA"),
-    which would otherwise print two contradicting defaults."""
+    """Appends "(default: X)" to an option's help unless X is None or empty, the option
+    is an on/off flag, or the help text already names its default ("default 512",
+    "default $HYBRID_FORECAST_DATA"), which would otherwise print two contradicting
+    defaults."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default is None or action.default == [] or "default" in text:
+        flag = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+        if action.default is None or action.default == [] or flag or "default" in text:
             return text
         return super()._get_help_string(action)
 
@@ -75,13 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"experiments.{name}")
-        except ModuleNotFoundError as exc:  # a command not built yet
-            if exc.name == f"experiments.{name}":
-                continue
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"experiments.{name}").add_parser(sub)
     return parser
 
 

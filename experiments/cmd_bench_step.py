@@ -15,6 +15,8 @@ import json
 import os
 import time
 
+from experiments.cli import HelpFormatter
+
 
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1 (exit 2 with a usage line otherwise)."""
@@ -32,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "bench-step",
         help="time Time-LLM training steps (forward, backward, Adam) on random windows",
         description=__doc__,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--backbone",
@@ -66,7 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--dtype",
         choices=["fp32", "bf16", "fp16"],
         default="fp32",
-        help="dtype of the frozen backbone weights (with --load-in-4bit: its compute dtype)",
+        help="dtype of the frozen backbone weights (with --load-in-4bit: its compute dtype, "
+        "where fp32 means the bf16 default)",
     )
     p.add_argument(
         "--autocast",
@@ -224,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
         "prototype_map": args.prototype_map,
         "prefix_cache": model.is_decoder and not args.no_prefix_cache,
         "prompt": args.prompt,
-        "dtype": args.dtype,
+        # the dtype the layers computed in: a 4-bit backbone's default compute is bf16
+        "dtype": "bf16" if args.load_in_4bit and args.dtype == "fp32" else args.dtype,
         "autocast": args.autocast,
         "backbone_dropout": args.backbone_dropout,
         "load_in_4bit": args.load_in_4bit,

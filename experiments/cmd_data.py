@@ -6,6 +6,7 @@ import json
 
 from ensemble.data import DATASETS, add_data_arguments
 from ensemble.errors import UserError
+from experiments.cli import HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -13,11 +14,13 @@ def add_parser(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="{info,download}")
     dsub.required = True
     info = dsub.add_parser(
-        "info", help="rows, channels, frequency, split borders and window counts"
+        "info",
+        help="rows, channels, frequency, split borders and window counts",
+        formatter_class=HelpFormatter,
     )
     add_data_arguments(info)
-    info.add_argument("--seq-len", type=int, default=512)
-    info.add_argument("--pred-len", type=int, default=96)
+    info.add_argument("--seq-len", type=int, default=512, help="lookback L")
+    info.add_argument("--pred-len", type=int, default=96, help="horizon H")
     info.add_argument("--json", action="store_true", help="one JSON object for machines")
     info.set_defaults(func=handle_info)
     dl = dsub.add_parser("download", help="fetch standard datasets (sha256-checked)")

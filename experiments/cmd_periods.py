@@ -10,11 +10,14 @@ import json
 
 from ensemble.data import add_data_arguments
 from ensemble.errors import UserError
+from experiments.cli import HelpFormatter
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "periods", help="ranked periods per channel and overall (periodicity analyser)"
+        "periods",
+        help="ranked periods per channel and overall (periodicity analyser)",
+        formatter_class=HelpFormatter,
     )
     add_data_arguments(p)
     p.add_argument(

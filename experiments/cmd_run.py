@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--members",
         help="comma-separated member specs, e.g. dlinear,arima,lightgbm,timellm "
-        "(a spec may carry settings: dlinear@kernel=49)",
+        "(a spec may carry settings: dlinear@kernel=49; default naive)",
     )
     p.add_argument("--router", help="combination rule / router (default mean)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")

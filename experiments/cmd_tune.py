@@ -1,4 +1,4 @@
-"""`hybrid-forecast tune`: an Optuna study over period, patch and lookback choices."""
+"""`hybrid-forecast tune`: an Optuna study over period, patch, lookback and learning-rate choices."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     g.add_argument(
         "--data-dir", help="folder holding ETT-small/... (default $HYBRID_FORECAST_DATA)"
     )
-    g.add_argument("--features", default="M", choices=["M", "S", "MS"])
+    g.add_argument("--features", default="M", choices=["M", "S", "MS"], help="channels")
     p.add_argument("--pred-len", type=int, default=96, help="horizon H")
     p.add_argument("--members", default="dlinear", help="comma-separated members to tune together")
     p.add_argument("--trials", type=int, default=30, help="total finished trials of the study")
@@ -40,7 +40,12 @@ def add_parser(sub) -> None:
     p.add_argument("--min-seq-len", type=int, default=96, help="smallest lookback")
     p.add_argument("--max-seq-len", type=int, default=720, help="largest lookback")
     p.add_argument("--max-periods", type=int, default=4, help="period candidates at most")
-    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    p.add_argument(
+        "--pruner",
+        default="median",
+        choices=["median", "hyperband", "none"],
+        help="stops hopeless trials mid-training",
+    )
     p.add_argument(
         "--set",
         action="append",

@@ -1142,10 +1142,3 @@ def _seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-
-
-def validate_config(cfg: RunConfig) -> None:
-    if cfg.seq_len < 1 or cfg.pred_len < 1:
-        raise UserError(
-            f"--seq-len and --pred-len must be positive (got {cfg.seq_len}, {cfg.pred_len})"
-        )

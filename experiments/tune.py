@@ -1,4 +1,4 @@
-"""Optuna tuning of period, patch and lookback choices, scored on validation only.
+"""Optuna tuning of period, patch, lookback and learning-rate choices, scored on validation only.
 
 A trial picks a period among the analyser's candidates (train rows only; calendar
 periods when the analyser finds nothing), a lookback that is a multiple of it, and each

@@ -42,6 +42,7 @@ FEATURE_NAMES = [
     "std",  # window std (data units)
 ]
 _N_HARMONICS = 3
+MIN_WINDOW = 16  # shortest window the features are computed on
 _EPS = 1e-12
 
 
@@ -185,8 +186,10 @@ def window_features(
         (features [W, C, F] float32, FEATURE_NAMES).
     """
     n_win, length, n_ch = x.shape
-    if length < 16:
-        raise ValueError(f"windows of {length} steps are too short for features (need >= 16)")
+    if length < MIN_WINDOW:
+        raise ValueError(
+            f"windows of {length} steps are too short for features (need >= {MIN_WINDOW})"
+        )
     out = np.empty((n_win, n_ch, len(FEATURE_NAMES)), dtype=np.float32)
     chunk = max(1, max_elements // (length * n_ch))
     periods = sorted({int(p) for p in periods})

@@ -2,7 +2,8 @@
 
 A patch that spans a whole cycle (or an exact fraction of one) puts the same phase at
 the same position in every patch; a lookback that holds whole cycles ends where it
-began. These are the candidates the tuner and the Time-LLM builder choose among.
+began. `patch_candidates` gives `tune` its patch choices; `lookback_candidates` is
+offered to users who pick L by hand (the CLI does not call it).
 """
 
 from __future__ import annotations

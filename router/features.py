@@ -3,8 +3,9 @@
 Three groups, all causal (nothing a window's targets could leak into):
 
 * **series statistics** of the input window: volatility, level and trend, smoothness,
-  seasonal strength and autocorrelation at the analyser's top periods, and, when the
-  periodicity package is installed, its own ``window_features`` (prefixed ``per_``);
+  seasonal strength and autocorrelation at the analyser's top periods, and the
+  periodicity package's ``window_features`` (prefixed ``per_``; windows of 16 steps or
+  more);
 * **member disagreement**: how far the members' forecasts for this window spread apart,
   in window stds (forecasts are inputs of the combination, not targets); NaN where the
   window is constant on the channel, whose seasonal strength is 0;
@@ -22,14 +23,11 @@ forecast-based parts never build more than one [chunk, H, C] temporary per membe
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from periodicity.strength import FLAT_TOL
-
-log = logging.getLogger(__name__)
 
 _EPS = 1e-8
 
@@ -106,16 +104,12 @@ def _series_stats(
 
 
 def _periodicity_features(x: np.ndarray, periods: list[int]) -> tuple[np.ndarray, list[str]] | None:
-    """The periodicity package's window features, if it is installed and works."""
-    try:
-        from periodicity import window_features
-    except ImportError:
+    """The periodicity package's window features; None for windows too short for them."""
+    from periodicity.features import MIN_WINDOW, window_features
+
+    if x.shape[1] < MIN_WINDOW:
         return None
-    try:
-        feats, names = window_features(np.asarray(x), periods)
-    except Exception as exc:  # a concurrent package's bug must not stop the run
-        log.warning("periodicity.window_features failed (%s); using the router's own features", exc)
-        return None
+    feats, names = window_features(np.asarray(x), periods)
     return np.asarray(feats, dtype=np.float64), [f"per_{n}" for n in names]
 
 

@@ -190,7 +190,6 @@ class TorchRouter(Combiner):
             self.mu_ = np.nan_to_num(np.nanmean(flat, axis=0))
             self.sd_ = np.nan_to_num(np.nanstd(flat, axis=0)) + 1e-6
         self.miss_cols_ = np.flatnonzero(np.isnan(features).reshape(w * c, -1).any(axis=0))
-        self.n_channels_ = c
         x, ch = self._prepare(features)
         terms = window_gram(val_forecasts, val_targets) if terms is None else terms
         gram, b, yy = (

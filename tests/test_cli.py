@@ -194,6 +194,7 @@ def test_help_states_each_default_once():
             text = formatter._get_help_string(action) % {"default": action.default}
             assert text.lower().count("default") <= 1, (name, action.dest, text)
             assert "(default: None)" not in text and "(default: [])" not in text, text
+            assert "(default: False)" not in text, text  # an on/off flag is off unless given
             shown += "(default: " in text
     assert shown >= 10
 

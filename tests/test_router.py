@@ -605,6 +605,18 @@ def test_router_features_of_a_constant_channel():
     assert feats[:, 0, col("season_strength_p12")].max() > 0
 
 
+def test_router_features_of_short_windows_leave_out_only_the_periodicity_ones():
+    # the periodicity package's features need 16 steps; a failure there must not be
+    # swallowed on longer windows (it was turned into a warning)
+    from periodicity.features import MIN_WINDOW
+
+    x, y, f, H = _prob()
+    _, names = router_features(x, f, [12])
+    short, short_names = router_features(x[:, -(MIN_WINDOW - 1) :], f, [4])
+    assert any(n.startswith("per_") for n in names)
+    assert not any(n.startswith("per_") for n in short_names) and np.isfinite(short).any()
+
+
 def test_router_forecast_features_do_not_depend_on_chunking(monkeypatch):
     import router.features as rf
 

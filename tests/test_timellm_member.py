@@ -230,6 +230,11 @@ def test_a_rerun_continues_by_default_and_never_returns_a_model_of_other_data(
         member(resume="yes")
 
 
+def test_both_quantisations_are_refused_before_any_fit():
+    with pytest.raises(UserError, match="choose one of load_in_4bit and load_in_8bit"):
+        member(load_in_4bit=True, load_in_8bit=True)
+
+
 def test_resume_refuses_a_checkpoint_trained_on_other_backbone_weights(
     fitted, splits, tmp_path, monkeypatch
 ):

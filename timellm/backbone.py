@@ -30,6 +30,11 @@ from ensemble.errors import UserError
 
 # Bidirectional architectures named explicitly; any model type with a masked-LM head in
 # transformers counts too (`_is_decoder`).
+QUANTISE_ONE = (
+    "timellm: choose one of load_in_4bit and load_in_8bit, not both "
+    "(`timellm --load_in_4bit`, or `run --set timellm.load_in_4bit=true`)"
+)
+
 _ENCODER_TYPES = {
     "bert",
     "roberta",
@@ -302,7 +307,7 @@ def load_backbone(
     from transformers import AutoModel, AutoTokenizer, BitsAndBytesConfig
 
     if load_in_4bit and load_in_8bit:
-        raise UserError("choose one of --load-in-4bit and --load-in-8bit, not both")
+        raise UserError(QUANTISE_ONE)
     quantized = load_in_4bit or load_in_8bit
 
     if spec.endswith("-random"):

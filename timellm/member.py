@@ -48,7 +48,7 @@ from ensemble.data import Split, Windows
 from ensemble.errors import UserError
 from ensemble.forecaster import BaseForecaster
 from timellm import inject as inj
-from timellm.backbone import backbone_identity, check_backbone
+from timellm.backbone import QUANTISE_ONE, backbone_identity, check_backbone
 from timellm.prompt import DEFAULT_STATS, FEATURE_STATS, parse_stats
 from timellm.trainer import (
     SCHEDULES,
@@ -275,6 +275,8 @@ class TimeLLMForecaster(BaseForecaster):
             raise UserError(f"schedule must be one of {', '.join(SCHEDULES)} (got {schedule!r})")
         if not 0 <= pct_start <= 1:
             raise UserError(f"pct_start must be in [0, 1] (got {pct_start})")
+        if load_in_4bit and load_in_8bit:
+            raise UserError(QUANTISE_ONE)
         try:
             inject = inj.summary_names(inject)
         except ValueError as exc:

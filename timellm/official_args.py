@@ -179,7 +179,8 @@ def add_official_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume",
         action="store_true",
         default=None,
-        help="continue from the last epoch checkpoint",
+        help="refuse a checkpoint of other settings instead of starting afresh (a plain "
+        "rerun already continues a matching checkpoint from its last epoch)",
     )
     o.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     o.add_argument("--device", help="cpu | cuda (default: best available)")

@@ -7,8 +7,9 @@ What the loop does, epoch by epoch:
    (``[B, L, C]`` becomes ``B*C`` univariate series inside the model), or, with
    ``sample="series"`` (the official batching), of ``batch_size`` (window, channel)
    series.
-2. Score the validation windows (every ``val_stride``-th one) with the MSE over all their
-   values at once, in eval mode with the prototypes cached.
+2. Score the validation windows it is given (the member draws one window from each
+   block of ``val_stride``, see `select_starts`) with the MSE over all their values at
+   once, in eval mode with the prototypes cached.
 3. Keep the best trainable state in memory; write a checkpoint (trainable weights,
    optimiser, scheduler, generator, history, best state) atomically into ``workdir``.
 4. Stop after ``patience`` epochs without improvement; reload the best state.

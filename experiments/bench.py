@@ -1,9 +1,10 @@
 """The benchmark grid: datasets x horizons x seeds, one `run()` per cell, one table.
 
 Each cell ``(dataset, horizon, seed)`` is an ordinary run folder under
-``OUT/cells/<dataset>_<L>_<H>_s<seed>/``. A cell is done when its ``results.json``
-is readable and was produced with this grid's whole config (data, features, lookback,
-horizon, seed, members, router, every ``--set``); done cells are skipped, so a killed bench picks up where it stopped, and inside a half-done cell
+``OUT/cells/<dataset>[_<features>]_<L>_<H>_s<seed>/``. A cell is done when its
+``results.json`` is readable and was produced with this grid's whole config (data,
+features, lookback, horizon, seed, members, router, every ``--set``); done cells are
+skipped, so a killed bench picks up where it stopped, and inside a half-done cell
 ``run()`` reuses the forecasts of members that had already finished.
 
 Outputs (written atomically, rebuilt from the cells' results.json at the end):
@@ -79,10 +80,28 @@ class Cell:
     seq_len: int
     pred_len: int
     seed: int
+    features: str = "M"
 
     @property
     def name(self) -> str:
-        return f"{dataset_label(self.dataset)}_{self.seq_len}_{self.pred_len}_s{self.seed}"
+        """``<dataset>[_<features>]_<L>_<H>_s<seed>``, as a run's default folder: an S
+        grid in the folder of an M grid runs beside its cells, not over them."""
+        feats = "" if self.features == "M" else f"_{self.features}"
+        return f"{dataset_label(self.dataset)}{feats}_{self.seq_len}_{self.pred_len}_s{self.seed}"
+
+
+def cell_folder(spec: BenchSpec, cell: Cell) -> Path:
+    """``OUT/cells/<cell.name>``; an S or MS cell run before the features were part of
+    the name keeps its folder (its config.yaml says the same features)."""
+    cells = Path(spec.out) / "cells"
+    if cell.features == "M" or (cells / cell.name).exists():
+        return cells / cell.name
+    legacy = cells / Cell(cell.dataset, cell.seq_len, cell.pred_len, cell.seed).name
+    try:
+        held = RunConfig.from_file(legacy / "config.yaml").features
+    except (UserError, OSError, TypeError, ValueError):
+        held = None
+    return legacy if held == cell.features else cells / cell.name
 
 
 def is_csv_path(dataset: str) -> bool:
@@ -98,7 +117,7 @@ def dataset_label(dataset: str) -> str:
 def plan(spec: BenchSpec) -> list[Cell]:
     """The grid's cells, dataset-major (all horizons and seeds of one dataset together)."""
     return [
-        Cell(d, spec.seq_len, h, s)
+        Cell(d, spec.seq_len, h, s, spec.features)
         for d in spec.datasets
         for h in spec.horizons
         for s in spec.seeds
@@ -118,7 +137,7 @@ def cell_config(spec: BenchSpec, cell: Cell) -> RunConfig:
         members=list(spec.members),
         router=spec.router,
         seed=cell.seed,
-        out=str(Path(spec.out) / "cells" / cell.name),
+        out=str(cell_folder(spec, cell)),
         member_params={k: dict(v) for k, v in spec.member_params.items()},
     )
 
@@ -131,7 +150,7 @@ def cell_done(spec: BenchSpec, cell: Cell) -> bool:
     and every ``--set``. A results.json from another grid in the same folder does not
     count: the cell is rerun, and ``run()`` reuses the members it can.
     """
-    folder = Path(spec.out) / "cells" / cell.name
+    folder = cell_folder(spec, cell)
     if not (folder / "results.json").is_file():
         return False
     try:
@@ -215,7 +234,7 @@ def _check_dataset(spec: BenchSpec, dataset: str) -> None:
     from ensemble.data import make_splits
     from experiments import registry
 
-    longest = Cell(dataset, spec.seq_len, max(spec.horizons), spec.seeds[0])
+    longest = Cell(dataset, spec.seq_len, max(spec.horizons), spec.seeds[0], spec.features)
     cfg = cell_config(spec, longest)
     ds = cfg.load_dataset()
     try:
@@ -381,7 +400,7 @@ def run_bench(
         todo = [c for c in cells if not cell_done(spec, c)]
         skipped = [c.name for c in cells if c not in todo]
         for c in todo:
-            folder = out / "cells" / c.name
+            folder = cell_folder(spec, c)
             if (folder / "results.json").is_file() and cell_results(folder) is None:
                 log.warning("%s: results.json is damaged; the cell is run again", c.name)
         log.info(
@@ -442,7 +461,7 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
     for cell in plan(spec):
         if not cell_done(spec, cell):
             continue
-        res = cell_results(Path(spec.out) / "cells" / cell.name)
+        res = cell_results(cell_folder(spec, cell))
         for name, s in res["test"].items():
             tim = res.get("timings_s", {}).get(name, {})
             rows.append(

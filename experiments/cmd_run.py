@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--out",
         help="run folder (default: the folder of --config's config.yaml if it is a run "
-        "folder, else runs/<dataset or file name>[_<features>]_<L>_<H>_s<seed>)",
+        "folder, else runs/<dataset or file name>[_<features>[-<target>]][_p<percent>]"
+        "_<L>_<H>_s<seed>)",
     )
     p.add_argument(
         "--set",

@@ -869,12 +869,17 @@ def run(
 
 
 def default_out(cfg: RunConfig) -> str:
-    """``runs/<data>_<features>_<L>_<H>_s<seed>``: the data file's name for a
-    ``--data-path`` run and the features unless M, so that another file or another
-    feature set does not replace a finished run of the same lookback and horizon."""
+    """``runs/<data>[_<features>[-<target>]][_p<percent>]_<L>_<H>_s<seed>``: the data
+    file's name for a ``--data-path`` run, the features unless M (with the target when
+    one is given) and the percent of training data unless 100, so that another file,
+    feature set, target or few-shot cut does not replace a finished run of the same
+    lookback and horizon (members, router and ``--set`` changes do, with a warning)."""
     name = cfg.dataset or Path(cfg.data_path or "custom").stem
     feats = "" if cfg.features == "M" else f"_{cfg.features}"
-    return f"runs/{_safe(name)}{feats}_{cfg.seq_len}_{cfg.pred_len}_s{cfg.seed}"
+    if feats and cfg.target is not None:
+        feats += f"-{cfg.target}"
+    cut = "" if cfg.percent == 100 else f"_p{cfg.percent}"
+    return f"runs/{_safe(name + feats + cut)}_{cfg.seq_len}_{cfg.pred_len}_s{cfg.seed}"
 
 
 def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:

@@ -131,6 +131,33 @@ def test_cell_with_other_settings_is_not_done(synth_csv, tmp_path):
     assert not cell_done(spec, cell)
 
 
+def test_a_grid_of_other_features_runs_beside_the_cells_not_over_them(synth_csv, tmp_path):
+    import shutil
+
+    csv = synth_csv(n=1200)
+    m_grid = _spec(csv, tmp_path / "bench", seeds=[0])
+    run_bench(m_grid, progress=False, run_fn=fake_run)
+    m_cell = plan(m_grid)[0]
+    m_results = (Path(m_grid.out) / "cells" / m_cell.name / "results.json").read_bytes()
+    s_grid = _spec(csv, tmp_path / "bench", seeds=[0], features="S")
+    info = run_bench(s_grid, progress=False, run_fn=fake_run)
+    s_cell = plan(s_grid)[0]
+    assert info["ran"] == [s_cell.name] and s_cell.name != m_cell.name
+    assert cell_done(m_grid, m_cell) and cell_done(s_grid, s_cell)
+    assert (Path(m_grid.out) / "cells" / m_cell.name / "results.json").read_bytes() == m_results
+
+    # an S cell run before the features were in the name keeps its folder: not rerun
+    old = _spec(csv, tmp_path / "old", seeds=[0], features="S")
+    shutil.copytree(Path(s_grid.out) / "cells" / s_cell.name, Path(old.out) / "cells" / m_cell.name)
+    cfg_file = Path(old.out) / "cells" / m_cell.name / "config.yaml"
+    cfg_file.write_text(
+        cfg_file.read_text(encoding="utf-8").replace(str(tmp_path / "bench"), old.out),
+        encoding="utf-8",
+    )
+    info = run_bench(old, progress=False, run_fn=fake_run)
+    assert info["ran"] == [] and info["skipped"] == [s_cell.name]
+
+
 def test_a_damaged_cell_is_run_again_not_read(synth_csv, tmp_path, caplog):
     spec = _spec(synth_csv(n=1200), tmp_path / "bench")
     run_bench(spec, progress=False, run_fn=fake_run)

@@ -418,6 +418,10 @@ def test_empty_members_and_default_folder(synth_csv, tmp_path, capsys, monkeypat
     assert default_out(RunConfig(dataset="ETTh1")) == "runs/ETTh1_512_96_s0"
     cfg = RunConfig(dataset=None, data_path="/x/my data.csv", features="S", seq_len=96)
     assert default_out(cfg) == "runs/my_data_S_96_96_s0"
+    # a few-shot cut or another target is another experiment, not a rerun of this one
+    cfg = RunConfig(dataset="ETTh1", features="MS", target="HUFL", percent=10)
+    assert default_out(cfg) == "runs/ETTh1_MS-HUFL_p10_512_96_s0"
+    assert default_out(RunConfig(dataset="ETTh1", target="HUFL")) == "runs/ETTh1_512_96_s0"
     # files named in Chinese keep their names, so two of them never share a folder
     a, b = (RunConfig(dataset=None, data_path=f"/x/{n}.csv") for n in ("油温数据", "电力负荷"))
     assert default_out(a) == "runs/油温数据_512_96_s0" != default_out(b)

@@ -234,26 +234,9 @@ def _skill_section(an: dict[str, Any], members: list[str]) -> list[str]:
     return lines
 
 
-def report_markdown(
-    run: RunData,
-    an: dict[str, Any],
-    training: list[dict[str, Any]],
-    figures: list[str],
-    feat_note: str,
-) -> str:
-    """The routing_report.md text."""
-    r = run.results
-    members = run.members
-    lines = [
-        f"# Routing report: {r.get('dataset')} features={r.get('features', 'M')} "
-        f"L={r.get('seq_len')} H={r.get('pred_len')} seed={r.get('seed')}",
-        "",
-        f"Run folder `{run.path}`; router `{r.get('router')}`; members {', '.join(members)}; "
-        f"{run.true.shape[0]} test windows x {run.true.shape[2]} channels; periods (train rows) "
-        f"{r.get('periods')}. Errors are MSE in the scaled space per window and channel, "
-        "averaged over the horizon.",
-        "",
-    ]
+def _weights_section(run: RunData, an: dict[str, Any]) -> list[str]:
+    """ "Weight distribution per member": mean, quantiles and top-weight share."""
+    lines: list[str] = []
     lines += ["## Weight distribution per member", ""]
     if "weights" in an:
         if an.get("weights_constant"):
@@ -282,7 +265,12 @@ def report_markdown(
     else:
         lines.append("No router_weights.npz in the run folder.")
     lines.append("")
+    return lines
 
+
+def _val_vs_test_section(run: RunData, an: dict[str, Any]) -> list[str]:
+    """ "Validation against test": how validation ranks the members that test ranks."""
+    lines: list[str] = []
     vt = an.get("val_vs_test")
     if vt:
         ref = next(row["member"] for row in vt if row["reference"])
@@ -312,7 +300,12 @@ def report_markdown(
             + (f"differently ({', '.join(moved)} moved)." if moved else "the same way."),
             "",
         ]
+    return lines
 
+
+def _probe_section(run: RunData, an: dict[str, Any]) -> list[str]:
+    """ "Does Time-LLM read its prompt?" (``analyse --prompt-probe``)."""
+    lines: list[str] = []
     probe = an.get("prompt_probe")
     if probe:
         own, shuf = probe["own"], probe["shuffled"]
@@ -353,7 +346,12 @@ def report_markdown(
                 "read or not.",
                 "",
             ]
+    return lines
 
+
+def _prototypes_section(run: RunData, an: dict[str, Any]) -> list[str]:
+    """ "What the text prototypes stand for" (``analyse --prototypes``)."""
+    lines: list[str] = []
     protos = an.get("prototypes")
     if protos:
         c = protos["top1_cosine"]
@@ -386,7 +384,14 @@ def report_markdown(
                 f"{words(row['initial_words'], row['initial_cosines'])} |"
             )
         lines.append("")
+    return lines
 
+
+def _channels_section(run: RunData, an: dict[str, Any]) -> list[str]:
+    """ "Weights per channel" beside each member's MSE there."""
+    r = run.results
+    members = run.members
+    lines: list[str] = []
     if "channel_weights" in an:
         names = r.get("channels") or [str(c) for c in range(len(an["channel_weights"]))]
         lines += [
@@ -414,7 +419,13 @@ def report_markdown(
                 + " |"
             )
         lines.append("")
+    return lines
 
+
+def _error_corr_section(run: RunData, an: dict[str, Any]) -> list[str]:
+    """ "Error correlation between members"."""
+    members = run.members
+    lines: list[str] = []
     corr_err = an.get("error_corr")
     if corr_err and len(members) > 1:
         lines += [
@@ -430,7 +441,13 @@ def report_markdown(
         for m, row in zip(members, corr_err, strict=True):
             lines.append(f"| {m} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
         lines.append("")
+    return lines
 
+
+def _horizon_section(run: RunData, an: dict[str, Any]) -> list[str]:
+    """ "Weights along the horizon" for rules that weigh each step apart."""
+    members = run.members
+    lines: list[str] = []
     if run.step_weights is not None:
         h = run.step_weights.shape[0]
         steps = sorted({1, max(1, h // 4), max(1, h // 2), max(1, 3 * h // 4), h})
@@ -447,7 +464,13 @@ def report_markdown(
             row = " | ".join(f"{v:.3f}" for v in run.step_weights[t - 1])
             lines.append(f"| {t} | {row} |")
         lines.append("")
+    return lines
 
+
+def _features_section(run: RunData, an: dict[str, Any], feat_note: str) -> list[str]:
+    """ "Weights against window features": rank correlations within channels."""
+    members = run.members
+    lines: list[str] = []
     lines += ["## Weights against window features", "", feat_note, ""]
     if "weights" in an and not an.get("weights_constant") and not an.get("weights_vary_by_window"):
         lines += [
@@ -470,7 +493,13 @@ def report_markdown(
             cells = ["–" if row[m] is None else f"{row[m]:+.2f}" for m in members]
             lines.append(f"| {f} | " + " | ".join(cells) + " |")
         lines.append("")
+    return lines
 
+
+def _regimes_section(run: RunData, an: dict[str, Any]) -> list[str]:
+    """ "Win rates per regime": terciles of each feature within each channel."""
+    members = run.members
+    lines: list[str] = []
     lines += [
         "## Win rates per regime",
         "",
@@ -504,9 +533,14 @@ def report_markdown(
                 + f" | {s['router_mse']:.4f} | {s['mean_mse']:.4f} | {_pct(s['router_better_share'])} |"
             )
         lines.append("")
+    return lines
 
-    lines += _skill_section(an, members)
 
+def _disagreement_section(run: RunData, an: dict[str, Any]) -> list[str]:
+    """ "Member disagreement as a warning sign": error by quintile of spread."""
+    r = run.results
+    members = run.members
+    lines: list[str] = []
     dis = an.get("disagreement")
     if dis and len(members) > 1 and dis["bins"]:
         rho = dis["spearman"]
@@ -548,7 +582,15 @@ def report_markdown(
             ),
             "",
         ]
+    return lines
 
+
+def _ablations_section(
+    run: RunData, an: dict[str, Any], training: list[dict[str, Any]]
+) -> list[str]:
+    """ "Where the router beats or loses to the mean" and the ablation table."""
+    members = run.members
+    lines: list[str] = []
     rv = an["router_vs_mean"]
     lines += [
         "## Where the router beats or loses to the mean",
@@ -606,6 +648,44 @@ def report_markdown(
         for row in todo:
             lines.append(row["command"] + (f"   # {row['note']}" if "note" in row else ""))
         lines += ["```", ""]
+    return lines
+
+
+def report_markdown(
+    run: RunData,
+    an: dict[str, Any],
+    training: list[dict[str, Any]],
+    figures: list[str],
+    feat_note: str,
+) -> str:
+    """The routing_report.md text."""
+    r = run.results
+    members = run.members
+    lines = [
+        f"# Routing report: {r.get('dataset')} features={r.get('features', 'M')} "
+        f"L={r.get('seq_len')} H={r.get('pred_len')} seed={r.get('seed')}",
+        "",
+        f"Run folder `{run.path}`; router `{r.get('router')}`; members {', '.join(members)}; "
+        f"{run.true.shape[0]} test windows x {run.true.shape[2]} channels; periods (train rows) "
+        f"{r.get('periods')}. Errors are MSE in the scaled space per window and channel, "
+        "averaged over the horizon.",
+        "",
+    ]
+    for section in (
+        _weights_section(run, an),
+        _val_vs_test_section(run, an),
+        _probe_section(run, an),
+        _prototypes_section(run, an),
+        _channels_section(run, an),
+        _error_corr_section(run, an),
+        _horizon_section(run, an),
+        _features_section(run, an, feat_note),
+        _regimes_section(run, an),
+        _skill_section(an, run.members),
+        _disagreement_section(run, an),
+        _ablations_section(run, an, training),
+    ):
+        lines += section
     lines += ["## Figures", ""]
     for f in figures:
         lines.append(f"![{f}]({f})")

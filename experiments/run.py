@@ -21,6 +21,7 @@ import re
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -544,6 +545,17 @@ RUN_OUTPUTS = _RUN_FILES + tuple(
 )
 
 
+@dataclass
+class _Prepared:
+    """What `_prepare` checked and computed before the run folder is touched."""
+
+    dataset: Dataset
+    splits: Splits
+    periods: list[int]
+    periods_seconds: float
+    copies: list[tuple[str, Path, Path]]  # (spec, from, to): member folders of reuse_from
+
+
 def run(
     cfg: RunConfig, progress: bool = True, train: bool = True, reuse_from: Path | None = None
 ) -> dict[str, Any]:
@@ -561,7 +573,7 @@ def run(
     """
     from tqdm.auto import tqdm
 
-    from router import check_router_data, make_combiner
+    from router import make_combiner
 
     cfg.validate()
     specs = registry.parse_members(cfg.members)
@@ -576,49 +588,11 @@ def run(
     early = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)
     logging.getLogger().addHandler(early)
     try:
-        from ensemble.figures import extra_formats
-
-        extra_formats()  # a bad $HYBRID_FORECAST_FIGURES, before anything is replaced
-        dataset = cfg.load_dataset()
-        splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
-        check_router_data(cfg.router, len(specs), splits.val.n_windows)
-        _seed_everything(cfg.seed)
-        t0 = time.perf_counter()
-        periods = list(cfg.periods) if cfg.periods is not None else detect_periods(splits)
-        t_periods = time.perf_counter() - t0
-        copies = []  # (spec, from, to) member folders of reuse_from, copied once the run starts
-        for spec in specs:  # every member's settings checked before any is fitted
-            member = registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
-            reused = _probe_saved(member, spec, cfg, splits, periods, out)
-            if (
-                not reused
-                and reuse_from is not None
-                and Path(reuse_from).resolve() != out.resolve()
-            ):
-                if _probe_saved(member, spec, cfg, splits, periods, Path(reuse_from)):
-                    src = member_path(Path(reuse_from), spec)
-                    copies.append((spec, src, member_path(out, spec)))
-                    reused = True
-            if not train and not reused:
-                raise UserError(
-                    f"{spec} has no trained model of these data and settings in {out} to "
-                    "test; train it first (--is_training 1), or give the run folder (--out)"
-                )
-            if not reused and hasattr(member, "preflight"):
-                member.preflight()  # e.g. Time-LLM's backbone folder, not hours later
-            if not reused and hasattr(member, "check_splits"):
-                member.check_splits(splits.train, splits.val)  # e.g. LightGBM's rows
+        prep = _prepare(cfg, specs, out, train, reuse_from)
     finally:
         logging.getLogger().removeHandler(early)
-    # A run replaces the outputs of the run before it in its folder; a folder that never
-    # held a run (no config.yaml, which a run writes first) may hold the user's own files
-    # of those names, which are not ours to delete.
-    theirs = [n for n in RUN_OUTPUTS if (out / n).is_file()]
-    if theirs and not (out / "config.yaml").is_file():
-        raise UserError(
-            f"{out} holds {', '.join(theirs)} but is not a run folder (no config.yaml); "
-            "give a new or empty --out"
-        )
+    dataset, splits, periods = prep.dataset, prep.splits, prep.periods
+    _refuse_a_folder_of_other_files(out)
     try:
         lock = FolderLock(out)
     except BlockingIOError:
@@ -633,23 +607,7 @@ def run(
         lock.release()
         raise
     try:
-        stale = [name for name in RUN_OUTPUTS if (out / name).is_file()]
-        changed = _changed_settings(out, cfg) if "results.json" in stale else []
-        if changed:  # the console's only word that a finished run is being replaced
-            more = f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
-            log.warning(
-                "%s held a finished run with other settings (%s%s); its results are "
-                "replaced: give another --out to keep both",
-                out,
-                "; ".join(changed[:4]),
-                more,
-            )
-        for name in stale:
-            (out / name).unlink()
-        if stale:
-            log.info("rerun: removed the previous run's %s", ", ".join(stale))
-        _remove_orphaned_temp_files(out)
-        write_text(out / "config.yaml", cfg.to_yaml())
+        _take_folder(out, cfg)
         log.info(
             "run %s: %s L=%d H=%d members=%s router=%s seed=%d",
             out,
@@ -662,8 +620,8 @@ def run(
         )
         where = "given by --periods or the config" if cfg.periods is not None else "train rows"
         log.info("periods (%s): %s", where, periods)
-        if copies:
-            _copy_members(copies, Path(reuse_from))
+        if prep.copies:
+            _copy_members(prep.copies, Path(reuse_from))
 
         results: dict[str, Any] = {}
         bar = tqdm(specs, desc="members", disable=not progress, unit="member")
@@ -684,6 +642,7 @@ def run(
         _warn_identical_members(specs, val_stack, test_stack)
         timings = {k: v["timings"] for k, v in results.items()}
         del results
+
         t0 = time.perf_counter()
         feats = {"val": None, "test": None}
         feature_names: list[str] = []
@@ -703,49 +662,13 @@ def run(
         ens_test = hybrid.combined_forecast(combiner, test_stack, feats["test"])
         t_router = time.perf_counter() - t0
         log.info("router: %s", combiner.describe())
-        scores = {"val": {}, "test": {}}
+
+        reference = (val_stack, val_true)  # the mean and median are fitted on validation
         test_losses: dict[str, np.ndarray] = {}  # per-window test MSE [W], for the DM tests
-
-        def score(
-            part: str, name: str, pred: np.ndarray, true: np.ndarray, scratch: bool = False
-        ) -> None:
-            """``scratch``: ``pred`` is not needed afterwards (its memory may be reused)."""
-            if part == "test":
-                test_losses[name] = metrics.window_mse(pred, true)
-            scores[part][name] = _scores(pred, true, scratch)
-
-        for part, stack, true in (("val", val_stack, val_true), ("test", test_stack, test_true)):
-            ens = ens_val if part == "val" else ens_test
-            for i, spec in enumerate(specs):
-                score(part, spec, stack[i], true)
-            score(part, "ensemble", ens, true)
-            # Reference combinations reported with every router: mean, median and the
-            # oracle (best member per window and channel on its own targets: a bound
-            # only). Scored one at a time, not held: each is [W, H, C] float64.
-            for name in ("mean", "median"):
-                ref = make_combiner(name).fit(val_stack, val_true)
-                score(part, name, hybrid.combined_forecast(ref, stack), true, scratch=True)
-            oracle = hybrid.combine(stack, hybrid.oracle_weights(stack, true))
-            scores[part]["oracle"] = _scores(oracle, true, scratch=True)
-            del oracle, ens
-            if part == "val":  # from here on only written, as float32
-                ens_val = ens_val.astype(np.float32)
-        # Are the test differences more than chance? The ensemble against every forecast,
-        # and each pair of members (is Time-LLM really better than DLinear here?).
-        ens_loss = test_losses.pop("ensemble")
-        significance = {
-            "ensemble_vs": {
-                name: metrics.diebold_mariano(ens_loss, loss, cfg.pred_len)
-                for name, loss in test_losses.items()
-            },
-            "members": {
-                a: {
-                    b: metrics.diebold_mariano(test_losses[a], test_losses[b], cfg.pred_len)
-                    for b in specs[i + 1 :]
-                }
-                for i, a in enumerate(specs[:-1])
-            },
-        }
+        scores = {"val": _score_part(specs, val_stack, val_true, ens_val, reference)}
+        ens_val = ens_val.astype(np.float32)  # from here on only written
+        scores["test"] = _score_part(specs, test_stack, test_true, ens_test, reference, test_losses)
+        significance = _significance(test_losses, specs, cfg.pred_len)
         every = None
         if getattr(combiner, "fold_scores_", None):  # the learned router: report every candidate
             every = compare_combiners(
@@ -774,7 +697,8 @@ def run(
             "channels": [dataset.columns[c] for c in ch],
             "val": scores["val"],
             "test": scores["test"],
-            "timings_s": timings | {"periods": round(t_periods, 3), "router": round(t_router, 3)},
+            "timings_s": timings
+            | {"periods": round(prep.periods_seconds, 3), "router": round(t_router, 3)},
             "periods": periods,
             "periods_given": cfg.periods is not None,  # else the analyser's, on the train rows
             "router_info": combiner.describe(),
@@ -795,18 +719,17 @@ def run(
                     c["best_epoch"],
                     c["epochs"],
                 )
-        from experiments.report import plot_training, plot_windows
+        from experiments.report import plot_training, plot_windows, results_markdown
 
         if curves:
             plot_training(out / "training.png", curves)
-
         plot_windows(
             out / "test_windows.png",
             splits,
             {k: test_stack[i] for i, k in enumerate(specs)} | {"ensemble": ens_test},
             test_true,
         )
-        ens_test = ens_test.astype(np.float32)  # from here on only written, as float32
+        ens_test = ens_test.astype(np.float32)  # from here on only written
         write_npz(
             out / "forecasts.npz",
             # the members' float32 stacks are written as they are, not copied
@@ -815,35 +738,7 @@ def run(
             **{f"val/{k}": np.asarray(val_stack[i], np.float32) for i, k in enumerate(specs)},
             **{"val/ensemble": ens_val},
         )
-        # Per-horizon-step weights of the step-wise rules (stacked, inverse_error): [H, M]
-        # averaged over channels, and [H, C, M] as applied where they differ by channel
-        # (with the member forecasts, they rebuild test/ensemble; `test` is their
-        # average over the horizon)
-        step = getattr(getattr(combiner, "model_", combiner), "step_weights_", None)
-        step = (
-            {}
-            if step is None
-            else {"step_weights": _step_weights(step).astype(np.float32)}
-            | ({"step_channel_weights": step.astype(np.float32)} if step.ndim == 3 else {})
-        )
-        write_npz(
-            out / "router_weights.npz",
-            val=w_val.astype(np.float32),
-            test=w_test.astype(np.float32),
-            members=np.array(specs),
-            **step,
-            **(
-                {
-                    "features_val": feats["val"],
-                    "features_test": feats["test"],
-                    "feature_names": np.array(feature_names),
-                }
-                if combiner.needs_features
-                else {}
-            ),
-        )
-        from experiments.report import results_markdown
-
+        _write_router_weights(out, combiner, specs, w_val, w_test, feats, feature_names)
         write_text(
             out / "results.md",
             results_markdown(res) + f"\n## Router\n\n```\n{res['router_info']}\n```\n",
@@ -866,6 +761,182 @@ def run(
             handler.close()
         finally:
             lock.release()
+
+
+def _prepare(
+    cfg: RunConfig, specs: list[str], out: Path, train: bool, reuse_from: Path | None
+) -> _Prepared:
+    """Load and split the data, find the periods and check every member's settings (and
+    what it can reuse) before anything in ``out`` is replaced.
+
+    Raises:
+        UserError: bad data, a router that cannot fit these windows, a member setting
+            that its ``preflight`` or ``check_splits`` refuses, or (``train=False``) a
+            member with no saved forecasts to test.
+    """
+    from ensemble.figures import extra_formats
+    from router import check_router_data
+
+    extra_formats()  # a bad $HYBRID_FORECAST_FIGURES, before anything is replaced
+    dataset = cfg.load_dataset()
+    splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
+    check_router_data(cfg.router, len(specs), splits.val.n_windows)
+    _seed_everything(cfg.seed)
+    t0 = time.perf_counter()
+    periods = list(cfg.periods) if cfg.periods is not None else detect_periods(splits)
+    t_periods = time.perf_counter() - t0
+    copies = []
+    for spec in specs:  # every member's settings checked before any is fitted
+        member = registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
+        reused = _probe_saved(member, spec, cfg, splits, periods, out)
+        if not reused and reuse_from is not None and Path(reuse_from).resolve() != out.resolve():
+            if _probe_saved(member, spec, cfg, splits, periods, Path(reuse_from)):
+                src = member_path(Path(reuse_from), spec)
+                copies.append((spec, src, member_path(out, spec)))
+                reused = True
+        if not train and not reused:
+            raise UserError(
+                f"{spec} has no trained model of these data and settings in {out} to "
+                "test; train it first (--is_training 1), or give the run folder (--out)"
+            )
+        if not reused and hasattr(member, "preflight"):
+            member.preflight()  # e.g. Time-LLM's backbone folder, not hours later
+        if not reused and hasattr(member, "check_splits"):
+            member.check_splits(splits.train, splits.val)  # e.g. LightGBM's rows
+    return _Prepared(dataset, splits, periods, t_periods, copies)
+
+
+def _refuse_a_folder_of_other_files(out: Path) -> None:
+    """A run replaces the outputs of the run before it in its folder; a folder that never
+    held a run (no config.yaml, which a run writes first) may hold the user's own files
+    of those names, which are not ours to delete."""
+    theirs = [n for n in RUN_OUTPUTS if (out / n).is_file()]
+    if theirs and not (out / "config.yaml").is_file():
+        raise UserError(
+            f"{out} holds {', '.join(theirs)} but is not a run folder (no config.yaml); "
+            "give a new or empty --out"
+        )
+
+
+def _take_folder(out: Path, cfg: RunConfig) -> None:
+    """Remove the previous run's outputs from ``out`` (saying so when that run had other
+    settings) and write this run's config.yaml."""
+    stale = [name for name in RUN_OUTPUTS if (out / name).is_file()]
+    changed = _changed_settings(out, cfg) if "results.json" in stale else []
+    if changed:  # the console's only word that a finished run is being replaced
+        more = f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
+        log.warning(
+            "%s held a finished run with other settings (%s%s); its results are "
+            "replaced: give another --out to keep both",
+            out,
+            "; ".join(changed[:4]),
+            more,
+        )
+    for name in stale:
+        (out / name).unlink()
+    if stale:
+        log.info("rerun: removed the previous run's %s", ", ".join(stale))
+    _remove_orphaned_temp_files(out)
+    write_text(out / "config.yaml", cfg.to_yaml())
+
+
+def _score_part(
+    specs: list[str],
+    stack: np.ndarray,
+    true: np.ndarray,
+    ensemble: np.ndarray,
+    reference: tuple[np.ndarray, np.ndarray],
+    losses: dict[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, float]]:
+    """MSE and MAE of each member, the ensemble and the reference combinations reported
+    with every router: mean, median (fitted on ``reference``, the validation stack and
+    targets) and the oracle (best member per window and channel on its own targets: a
+    bound only).
+
+    Args:
+        stack: [M, W, H, C] member forecasts; true: [W, H, C]; ensemble: [W, H, C].
+        losses: filled with each forecast's per-window MSE [W] but the oracle's (the
+            Diebold-Mariano tests' input), when given.
+    """
+    from router import make_combiner
+
+    scores: dict[str, dict[str, float]] = {}
+
+    def score(name: str, pred: np.ndarray, scratch: bool = False) -> None:
+        """``scratch``: ``pred`` is not needed afterwards (its memory may be reused)."""
+        if losses is not None:
+            losses[name] = metrics.window_mse(pred, true)
+        scores[name] = _scores(pred, true, scratch)
+
+    for i, spec in enumerate(specs):
+        score(spec, stack[i])
+    score("ensemble", ensemble)
+    # scored one at a time, not held: each is [W, H, C] float64
+    for name in ("mean", "median"):
+        ref = make_combiner(name).fit(*reference)
+        score(name, hybrid.combined_forecast(ref, stack), scratch=True)
+    oracle = hybrid.combine(stack, hybrid.oracle_weights(stack, true))
+    scores["oracle"] = _scores(oracle, true, scratch=True)
+    return scores
+
+
+def _significance(
+    losses: dict[str, np.ndarray], specs: list[str], pred_len: int
+) -> dict[str, dict[str, Any]]:
+    """Are the test differences more than chance? Diebold-Mariano tests of the ensemble
+    against every other forecast, and of each pair of members (is Time-LLM really better
+    than DLinear here?). ``losses``: per-window test MSE [W] by name."""
+    ens = losses["ensemble"]
+    return {
+        "ensemble_vs": {
+            name: metrics.diebold_mariano(ens, loss, pred_len)
+            for name, loss in losses.items()
+            if name != "ensemble"
+        },
+        "members": {
+            a: {b: metrics.diebold_mariano(losses[a], losses[b], pred_len) for b in specs[i + 1 :]}
+            for i, a in enumerate(specs[:-1])
+        },
+    }
+
+
+def _write_router_weights(
+    out: Path,
+    combiner: Any,
+    specs: list[str],
+    w_val: np.ndarray,
+    w_test: np.ndarray,
+    feats: dict[str, np.ndarray | None],
+    feature_names: list[str],
+) -> None:
+    """``router_weights.npz``: [W, C, M] weights on val and test, the router's features
+    when it has any, and the per-horizon-step weights of the step-wise rules (stacked,
+    inverse_error): [H, M] averaged over channels, and [H, C, M] as applied where they
+    differ by channel (with the member forecasts, they rebuild test/ensemble; ``test`` is
+    their average over the horizon)."""
+    step = getattr(getattr(combiner, "model_", combiner), "step_weights_", None)
+    step = (
+        {}
+        if step is None
+        else {"step_weights": _step_weights(step).astype(np.float32)}
+        | ({"step_channel_weights": step.astype(np.float32)} if step.ndim == 3 else {})
+    )
+    write_npz(
+        out / "router_weights.npz",
+        val=w_val.astype(np.float32),
+        test=w_test.astype(np.float32),
+        members=np.array(specs),
+        **step,
+        **(
+            {
+                "features_val": feats["val"],
+                "features_test": feats["test"],
+                "feature_names": np.array(feature_names),
+            }
+            if combiner.needs_features
+            else {}
+        ),
+    )
 
 
 def default_out(cfg: RunConfig) -> str:

@@ -96,7 +96,6 @@ def forecast_run(
         release_memory,
         router_features,
     )
-    from router import make_combiner
     from router.features import skill_context_rows
 
     folder = Path(run_dir)
@@ -127,33 +126,7 @@ def forecast_run(
                     f"(hybrid-forecast run --config {folder / 'config.yaml'})"
                 )
 
-        # The router, refitted on the run's own validation forecasts
-        val_stack = _saved_array(
-            folder / "forecasts.npz", [f"val/{s}" for s in specs]
-        )  # [M, W, H, C]
-        run_val_weights = _saved_array(folder / "router_weights.npz", ["val"])[0]
-        expect = (len(specs), splits.val.n_windows, H, len(ch))
-        if val_stack.shape != expect:
-            raise UserError(
-                f"{folder / 'forecasts.npz'} holds validation forecasts of shape "
-                f"{val_stack.shape[1:]}, not this run's {expect[1:]}; rerun the run to write "
-                "it again"
-            )
-        val_true = splits.val.targets()[..., ch]
-        combiner = make_combiner(cfg.router, seed=cfg.seed, member_names=specs)
-        feats = None
-        if combiner.needs_features:
-            feats, names = router_features(splits.val.inputs(), val_stack, periods, specs, ch)
-            combiner.feature_names = names
-        combiner.fit(val_stack, val_true, feats)
-        gap = float(np.max(np.abs(combiner.weights(val_stack, feats) - run_val_weights)))
-        if gap > _WEIGHT_TOL:
-            raise UserError(
-                f"the router refitted on {folder}'s validation forecasts gives other weights "
-                f"than the run's (by up to {gap:.3g}): the packages changed since the run? "
-                f"rerun it (hybrid-forecast run --config {folder / 'config.yaml'})"
-            )
-        del val_stack
+        combiner = _refit_router(folder, cfg, splits, specs, periods)
 
         # The rows to forecast from
         data = dataset
@@ -215,21 +188,16 @@ def forecast_run(
         combined = hybrid.combined_forecast(combiner, stack, feats)[-1]  # [H, C]
         weights = combiner.weights(stack, feats)[-1]  # [C, M]
 
-        def raw(x: np.ndarray) -> np.ndarray:  # [H, C] scaled -> the data's units
-            return splits.scaler.inverse_transform(x, ch)
-
-        channels = [dataset.columns[c] for c in ch]
-        columns: dict[str, Any] = {
-            "date": np.repeat(windows.dates[-H:], len(channels)),
-            "channel": np.tile(channels, H),
-            "ensemble": raw(combined).ravel(),
-        }
-        for i, spec in enumerate(specs):
-            columns[spec] = raw(stack[i, -1]).ravel()
-        for i, spec in enumerate(specs):
-            columns[f"weight_{spec}"] = np.tile(weights[:, i], H)
         fc = Forecast(
-            frame=pd.DataFrame(columns),
+            frame=_frame(
+                splits,
+                [dataset.columns[c] for c in ch],
+                windows.dates[-H:],
+                specs,
+                combined,
+                stack[:, -1],
+                weights,
+            ),
             last=data.dates[-1],
             data=Path(data.path),
             weights=weights,
@@ -241,6 +209,78 @@ def forecast_run(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _refit_router(folder: Path, cfg, splits, specs: list[str], periods: list[int]):
+    """The run's router, refitted on the run's own validation forecasts (its weights are
+    not saved as a model); refused where it no longer gives the run's weights.
+
+    Raises:
+        UserError: forecasts.npz of another shape than the run's windows, or weights
+            that differ from router_weights.npz's by more than ``_WEIGHT_TOL``.
+    """
+    from experiments.run import router_features
+    from router import make_combiner
+
+    ch, H = splits.eval_channels, cfg.pred_len
+    val_stack = _saved_array(folder / "forecasts.npz", [f"val/{s}" for s in specs])  # [M, W, H, C]
+    run_val_weights = _saved_array(folder / "router_weights.npz", ["val"])[0]
+    expect = (len(specs), splits.val.n_windows, H, len(ch))
+    if val_stack.shape != expect:
+        raise UserError(
+            f"{folder / 'forecasts.npz'} holds validation forecasts of shape "
+            f"{val_stack.shape[1:]}, not this run's {expect[1:]}; rerun the run to write "
+            "it again"
+        )
+    val_true = splits.val.targets()[..., ch]
+    combiner = make_combiner(cfg.router, seed=cfg.seed, member_names=specs)
+    feats = None
+    if combiner.needs_features:
+        feats, names = router_features(splits.val.inputs(), val_stack, periods, specs, ch)
+        combiner.feature_names = names
+    combiner.fit(val_stack, val_true, feats)
+    gap = float(np.max(np.abs(combiner.weights(val_stack, feats) - run_val_weights)))
+    if gap > _WEIGHT_TOL:
+        raise UserError(
+            f"the router refitted on {folder}'s validation forecasts gives other weights "
+            f"than the run's (by up to {gap:.3g}): the packages changed since the run? "
+            f"rerun it (hybrid-forecast run --config {folder / 'config.yaml'})"
+        )
+    return combiner
+
+
+def _frame(
+    splits,
+    channels: list[str],
+    dates: pd.DatetimeIndex,
+    specs: list[str],
+    combined: np.ndarray,
+    members: np.ndarray,
+    weights: np.ndarray,
+) -> pd.DataFrame:
+    """The forecast as a long table in the data's units: one row per (date, channel) with
+    the ensemble, each member and each member's weight.
+
+    Args:
+        dates: [H] the forecast's timestamps; combined: [H, C] scaled; members: [M, H, C]
+            scaled; weights: [C, M].
+    """
+    ch = splits.eval_channels
+    H = len(dates)
+
+    def raw(x: np.ndarray) -> np.ndarray:  # [H, C] scaled -> the data's units
+        return splits.scaler.inverse_transform(x, ch)
+
+    columns: dict[str, Any] = {
+        "date": np.repeat(dates, len(channels)),
+        "channel": np.tile(channels, H),
+        "ensemble": raw(combined).ravel(),
+    }
+    for i, spec in enumerate(specs):
+        columns[spec] = raw(members[i]).ravel()
+    for i, spec in enumerate(specs):
+        columns[f"weight_{spec}"] = np.tile(weights[:, i], H)
+    return pd.DataFrame(columns)
 
 
 def _run_dataset(cfg, res: dict[str, Any], folder: Path):

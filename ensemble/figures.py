@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 log = logging.getLogger("hybrid_forecast.figures")
+_MISSING_GLYPH = re.compile(r"^Glyph \d+ .*missing from (current )?font")
 FIGURES_ENV = "HYBRID_FORECAST_FIGURES"
 VECTOR_FORMATS = ("pdf", "svg", "eps", "ps")
 # Fonts with the Chinese glyphs, by platform: Windows, macOS, Linux.
@@ -154,7 +156,8 @@ def save(fig: Any, path: str | os.PathLike, dpi: int = 100, tight: bool = True) 
                 _atomic(path.with_suffix(f".{fmt}"), lambda fh, f=fmt: fig.savefig(fh, format=f))
     finally:
         plt.close(fig)
-    missing = {str(w.message) for w in caught if "missing from font" in str(w.message)}
+    # "missing from font(s)" since matplotlib 3.9, "missing from current font." before
+    missing = {str(w.message) for w in caught if _MISSING_GLYPH.search(str(w.message))}
     for w in caught:  # the others as they came
         if str(w.message) not in missing:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

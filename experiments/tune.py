@@ -345,8 +345,12 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
 
     try:
         from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
-    except ImportError:  # optuna < 4.9
+
+        retry_arg = "heartbeat_stale_trial_callback"
+    except ImportError:  # optuna < 4.9: the same callback under its older names
         from optuna.storages import RetryFailedTrialCallback as Retry
+
+        retry_arg = "failed_trial_callback"
 
     kwargs: dict[str, Any] = {}
     if url.rstrip("/") == "sqlite:" or ":memory:" in url:
@@ -381,7 +385,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
                 url,
                 heartbeat_interval=heartbeat_s,
                 grace_period=grace_s,
-                heartbeat_stale_trial_callback=Retry(max_retry=3),
+                **{retry_arg: Retry(max_retry=3)},
                 **kwargs,
             )
 
@@ -986,7 +990,9 @@ def _trials_until_done(
             # a study stopped and resumed draws what it would have drawn uninterrupted
             seed = trial_seed(spec.seed, c["finished"], worker)
             study.sampler = _sampler_and_pruner(spec, spec.trials, seed)[0]
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            with warnings.catch_warnings():  # optuna < 4.9 calls fail_stale_trials in it
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         else:
             if not waited:
                 # on the console when this is the command's only process: a wait of a

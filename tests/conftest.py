@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,9 @@ def synth_csv(tmp_path: Path):
         if edit is not None:
             df = edit(df)
         path = tmp_path / name
-        df.to_csv(path, index=False)
+        with warnings.catch_warnings():  # pandas 2.2 on numpy 1.24 warns writing a NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            df.to_csv(path, index=False)
         return path
 
     return make

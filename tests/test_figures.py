@@ -140,9 +140,17 @@ def test_characters_no_font_has_are_one_log_line_not_a_warning_each(plt, tmp_pat
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         figures.save(fig, tmp_path / "f.png")
-    assert not [w for w in caught if "missing from font" in str(w.message)]
+    assert not [w for w in caught if "missing from" in str(w.message)]
     said = [r.getMessage() for r in caplog.records if "drawn as boxes" in r.getMessage()]
     assert said == [
         "f.png: no installed font has 2 of its characters (油, 温), drawn as boxes; install a "
         "CJK font such as Noto Sans CJK SC or SimHei"
     ]
+
+
+def test_the_missing_glyph_warning_of_every_matplotlib_version_is_recognised():
+    # matplotlib 3.9 on says "missing from font(s) X", 3.7 and 3.8 "missing from current font"
+    new = "Glyph 27833 (\\N{CJK UNIFIED IDEOGRAPH-6CB9}) missing from font(s) DejaVu Sans."
+    old = "Glyph 27833 (\\N{CJK UNIFIED IDEOGRAPH-6CB9}) missing from current font."
+    assert figures._MISSING_GLYPH.search(new) and figures._MISSING_GLYPH.search(old)
+    assert not figures._MISSING_GLYPH.search("Matplotlib is building the font cache")

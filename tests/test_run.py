@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from dataclasses import replace
 
@@ -689,7 +690,7 @@ def _drop_timings(cache) -> None:
     "damage,what",
     [
         (lambda c: c.write_bytes(c.read_bytes()[:1000]), "BadZipFile"),  # a copy cut short
-        (lambda c: c.write_bytes(b""), "EOFError"),
+        (lambda c: c.write_bytes(b""), "EOFError|ValueError"),  # numpy 2 | numpy 1
         (_drop_timings, "KeyError"),
     ],
 )
@@ -704,7 +705,7 @@ def test_a_damaged_member_cache_is_refitted(synth_csv, tmp_path, caplog, damage,
     assert main(_synth_run(csv, out)) == 0
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warned) == 1 and "member snaive: damaged cache" in warned[0], warned
-    assert what in warned[0] and warned[0].endswith("refitting")
+    assert re.search(what, warned[0]) and warned[0].endswith("refitting")
     assert "damaged cache" in (out / "run.log").read_text(encoding="utf-8")
     assert json.loads((out / "results.json").read_text(encoding="utf-8"))["test"] == before
     with np.load(cache) as z:  # replaced by a whole one, reused from now on

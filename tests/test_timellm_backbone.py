@@ -328,3 +328,15 @@ def test_backbone_identity_follows_the_model_files_only(tmp_path) -> None:
     (tmp_path / "model-00001.safetensors").write_bytes(bytes(big))
     (tmp_path / "tokenizer.json").write_text("{}", encoding="utf-8")
     assert backbone_identity(str(tmp_path)) != first
+
+
+def test_the_dtype_keyword_follows_the_transformers_version(monkeypatch):
+    # transformers before 4.56 hands an unknown ``dtype`` to the model's constructor
+    import transformers
+
+    from timellm.backbone import _dtype_arg
+
+    monkeypatch.setattr(transformers, "__version__", "4.40.0")
+    assert _dtype_arg() == "torch_dtype"
+    monkeypatch.setattr(transformers, "__version__", "4.56.0")
+    assert _dtype_arg() == "dtype"

@@ -255,7 +255,10 @@ def test_fast_dropout_statistics_and_attention() -> None:
     y = fast_dropout(torch.ones(400, 500), 0.1)
     assert abs((y == 0).float().mean().item() - 0.1) < 0.005
     assert torch.unique(y).tolist() == [0.0, pytest.approx(1 / 0.9)]
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    # transformers before the attention interface (4.48): `use_fast_dropout` leaves the
+    # backbone's own attention in place, so there is nothing to compare with
+    sdpa = pytest.importorskip("transformers.integrations.sdpa_attention")
+    sdpa_attention_forward = sdpa.sdpa_attention_forward
 
     class Attn(torch.nn.Module):
         is_causal = True
@@ -519,3 +522,41 @@ def test_backbone_path_that_is_not_there_says_so(capsys) -> None:
     assert main(["bench-step", "--backbone", "/no/such/model", "--llm-layers", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "backbone folder '/no/such/model' does not exist" in err[0]
+
+
+def test_an_encoder_of_older_transformers_without_use_cache_or_position_ids(minilm) -> None:
+    """transformers 4.x gives ALBERT, DeBERTa and MPNet no ``use_cache`` and DistilBERT no
+    ``position_ids`` (and no ``**kwargs``): passing them was a TypeError."""
+    import copy
+    import dataclasses
+
+    from ensemble.errors import UserError
+
+    bert = type(minilm.model)
+
+    class NoUseCache(bert):
+        def forward(self, inputs_embeds=None, attention_mask=None, position_ids=None):
+            return bert.forward(
+                self,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+            )
+
+    class NoPositions(bert):
+        def forward(self, inputs_embeds=None, attention_mask=None):
+            return bert.forward(self, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+
+    def like(cls) -> Backbone:
+        model = copy.copy(minilm.model)  # the same (frozen) weights under another class
+        model.__class__ = cls
+        return dataclasses.replace(minilm, model=model)
+
+    x, ids, mask = _batch(minilm)
+    with torch.no_grad():
+        want = _model(minilm).eval()(x, ids, mask)
+        got = _model(like(NoUseCache)).eval()(x, ids, mask)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # BERT's absolute positions: without position_ids left padding would shift them
+    with pytest.raises(UserError, match="takes no position_ids.*upgrade transformers"):
+        _model(like(NoPositions))

@@ -326,6 +326,25 @@ def test_a_storage_another_process_is_creating_is_tried_again(monkeypatch):
     assert len(calls) == 1  # not retried
 
 
+def test_an_optuna_before_4_9_gets_its_retry_callback_under_its_own_name(monkeypatch, tmp_path):
+    # optuna < 4.9 has RetryFailedTrialCallback and RDBStorage(failed_trial_callback=...):
+    # the new keyword made every tune fail there ("cannot open" the storage)
+    import optuna.storages
+
+    from experiments import tune
+
+    given = {}
+
+    class OldStorage:
+        def __init__(self, url, heartbeat_interval, grace_period, failed_trial_callback, **kw):
+            given["callback"] = failed_trial_callback
+
+    monkeypatch.delattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", raising=False)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", OldStorage)
+    tune.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    assert given["callback"] is not None
+
+
 def _two_period_csv(tmp_path: Path) -> Path:
     """Hourly, cycles of 24 and 40 steps: the analyser ranks 24 first."""
     import numpy as np

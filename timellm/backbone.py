@@ -35,6 +35,17 @@ QUANTISE_ONE = (
     "(`timellm --load_in_4bit`, or `run --set timellm.load_in_4bit=true`)"
 )
 
+
+def _dtype_arg() -> str:
+    """``from_pretrained``'s dtype keyword: ``dtype`` since transformers 4.56, which
+    warns on the old ``torch_dtype``; older versions know only ``torch_dtype`` and hand
+    an unknown ``dtype`` to the model's constructor (a TypeError)."""
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
 _ENCODER_TYPES = {
     "bert",
     "roberta",
@@ -361,15 +372,15 @@ def load_backbone(
             bnb_4bit_compute_dtype=dtype or torch.bfloat16,
         )
         kwargs["device_map"] = str(device or "cpu")
-        kwargs["dtype"] = dtype or torch.bfloat16
+        kwargs[_dtype_arg()] = dtype or torch.bfloat16
     elif load_in_8bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = str(device or "cpu")
-        kwargs["dtype"] = dtype or torch.bfloat16
+        kwargs[_dtype_arg()] = dtype or torch.bfloat16
     else:
         # transformers otherwise loads the checkpoint's own dtype (dtype="auto"): a bf16
         # checkpoint would run in bf16 although float32 was asked for.
-        kwargs["dtype"] = dtype or torch.float32
+        kwargs[_dtype_arg()] = dtype or torch.float32
     from safetensors import SafetensorError
 
     try:

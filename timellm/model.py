@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -101,6 +101,11 @@ class TimeLLM(nn.Module):
         # the old name to be removed in 5.40); 4.x only knows the old one.
         forward_args = inspect.signature(backbone.model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+        # transformers 4.x gives some encoders no ``use_cache`` (ALBERT, DeBERTa, MPNet)
+        # or ``position_ids`` (DistilBERT), and no ``**kwargs`` that would take them.
+        anything = any(p.kind is p.VAR_KEYWORD for p in forward_args.values())
+        self._takes_use_cache = anything or "use_cache" in forward_args
+        self._takes_positions = anything or "position_ids" in forward_args
         self.compute_dtype = compute_dtype
         self.backbone_name = backbone.name
         self.hidden_size = backbone.hidden_size
@@ -133,6 +138,15 @@ class TimeLLM(nn.Module):
         table = getattr(getattr(self.llm, "embeddings", None), "position_embeddings", None)
         if table is None:
             table = getattr(self.llm, "wpe", None)
+        if table is not None and not self._takes_positions:
+            # the left padding would shift every prompt's positions by its own amount
+            import transformers
+
+            raise UserError(
+                f"backbone {backbone.name}: {type(self.llm).__name__} in transformers "
+                f"{transformers.__version__} takes no position_ids, which Time-LLM's "
+                "left-padded prompts need; upgrade transformers (pip install -U transformers)"
+            )
         pad = getattr(table, "padding_idx", None)
         self.position_offset = 0 if pad is None else pad + 1
         # Positions an absolute table can give (prompt + patches); None: rotary or
@@ -299,10 +313,12 @@ class TimeLLM(nn.Module):
             )
             return out.last_hidden_state
 
+        extra: dict[str, Any] = {}
+        if self._takes_positions:  # else rotary positions, which a shift leaves alone
+            extra["position_ids"] = torch.cat([prompt_pos, patch_pos], dim=1)
+        if self._takes_use_cache:
+            extra["use_cache"] = False
         out = self.llm(
-            inputs_embeds=torch.cat([prompt, tokens], dim=1),
-            attention_mask=full_mask,
-            position_ids=torch.cat([prompt_pos, patch_pos], dim=1),
-            use_cache=False,
+            inputs_embeds=torch.cat([prompt, tokens], dim=1), attention_mask=full_mask, **extra
         )
         return out.last_hidden_state[:, -n_patch:]

@@ -84,7 +84,38 @@ def _packages() -> Check:
             f"missing {', '.join(missing)}: pip install {' '.join(missing)} (or reinstall the "
             "project: pip install -e .)",
         )
+    old = _below_floors()
+    if old:
+        names = " ".join(o.split()[0] for o in old)
+        return Check("packages", "FAIL", f"too old: {'; '.join(old)}: pip install -U {names}")
     return Check("packages", "ok", ", ".join(versions))
+
+
+def _below_floors() -> list[str]:
+    """Installed packages older than the versions this package declares. pip holds them
+    at install time; an environment changed since (the official Time-LLM requirements
+    installed over it, ``--no-deps``) may not."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        declared = metadata.requires("hybrid-forecast") or []
+    except metadata.PackageNotFoundError:
+        return []
+    old = []
+    for text in declared:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue  # the dev extras
+        try:
+            have = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            continue  # reported as missing
+        if req.specifier and not req.specifier.contains(have, prereleases=True):
+            old.append(f"{req.name} {have} (needs {req.specifier})")
+    return old
 
 
 def _gpu() -> Check:

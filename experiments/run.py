@@ -241,7 +241,8 @@ def fit_member(
         log.info("%s: fit or forecast failed", spec, exc_info=True)  # run.log only
         raise UserError(
             f"member {spec} failed: {reason(exc)}; check its settings "
-            f"(@key=value, --set); the traceback is in {out / 'run.log'}"
+            f"(@key=value, --set), or the library versions (hybrid-forecast doctor) if they "
+            f"are older than pyproject.toml's; the traceback is in {out / 'run.log'}"
         ) from None
     t_pred = time.perf_counter() - t0
     for part, pred, split in (("val", val, splits.val), ("test", test, splits.test)):

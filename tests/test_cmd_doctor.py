@@ -58,6 +58,28 @@ def test_a_missing_package_and_no_data_are_named_with_their_fix(tmp_path, capsys
     assert "a synthetic hourly series (no ETTh1 found)" in lines["run"]  # it still runs
 
 
+def test_a_package_older_than_the_declared_floor_is_named(monkeypatch):
+    # the official Time-LLM requirements installed over this environment, say
+    version = metadata.version
+    monkeypatch.setattr(
+        cmd_doctor.metadata,
+        "requires",
+        lambda dist: ["bitsandbytes>=0.46.1", "torch", 'pytest>=99; extra == "dev"'],
+    )
+    monkeypatch.setattr(
+        cmd_doctor.metadata,
+        "version",
+        lambda name: "0.43.0" if name == "bitsandbytes" else version(name),
+    )
+    check = cmd_doctor._packages()
+    assert check.status == "FAIL"
+    assert check.detail == (
+        "too old: bitsandbytes 0.43.0 (needs >=0.46.1): pip install -U bitsandbytes"
+    )
+    monkeypatch.setattr(cmd_doctor.metadata, "version", version)
+    assert cmd_doctor._packages().status == "ok"  # the dev extra's pytest>=99 is no floor
+
+
 def test_a_check_that_breaks_is_reported_and_the_others_still_run(tmp_path, capsys, monkeypatch):
     def broken() -> cmd_doctor.Check:
         raise RuntimeError("CUDA error: no kernel image is available\nmore lines")

@@ -639,6 +639,53 @@ def load_dataset(
         raise UserError(
             f"data file not found: {path}; {how}, or point --data-dir / ${DATA_ENV} at the folder holding it"
         )
+    df = _read_csv(path)
+    date_col = _find_date_column(df, path)
+    dates = _checked_dates(df[date_col], date_col, path)
+    values, cols, target = _channels(df, date_col, features, target, fill, path)
+
+    # Finite but huge values (1e307) pass `_channels`' check and overflow every statistic
+    # downstream (scaling, periodicity): refused here, for every command that loads data.
+    with np.errstate(over="ignore", invalid="ignore"):
+        _refuse_unscalable(
+            values, values.mean(axis=0), values.std(axis=0), [str(c) for c in cols], f"{path}: "
+        )
+
+    freq = infer_freq(dates)
+    gaps = find_gaps(dates, freq)
+    if len(gaps):
+        row = int(gaps[0])
+        log.warning(
+            "%s: %d gap(s) in the %s timestamps, first before row %d (%s); rows used as they are",
+            path.name,
+            len(gaps),
+            freq,
+            row + 1,
+            dates[row],
+        )
+    digest, published = _provenance(ds_name, path)
+    return Dataset(
+        name=ds_name,
+        values=values,
+        columns=[str(c) for c in cols],
+        dates=dates,
+        freq=freq,
+        target=str(target),
+        features=features,
+        split_rule=rule,
+        path=path,
+        sha256=digest,
+        published=published,
+    )
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """The CSV as a frame: its encoding and dialect guessed, header names stripped, a
+    saved index column dropped.
+
+    Raises:
+        UserError: not a readable CSV, or no date and value column or no rows.
+    """
     try:
         encoding = _text_encoding(path)
         if encoding != "utf-8":
@@ -656,8 +703,16 @@ def load_dataset(
         df = df.drop(columns=saved_index)
     if df.shape[0] == 0 or df.shape[1] < 2:
         raise UserError(f"{path}: needs a date column and at least one value column, with rows")
-    date_col = _find_date_column(df, path)
-    dates = parse_dates(df[date_col], f"{path}: column {date_col!r}")
+    return df
+
+
+def _checked_dates(column: pd.Series, date_col: str, path: Path) -> pd.DatetimeIndex:
+    """The parsed timestamps, refused where they go backwards (duplicates: a warning).
+
+    Raises:
+        UserError: unreadable dates, or a timestamp before the one above it.
+    """
+    dates = parse_dates(column, f"{path}: column {date_col!r}")
     diffs = np.diff(
         dates.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     )  # ns, whatever the index's unit
@@ -676,7 +731,24 @@ def load_dataset(
             dates[row],
             row + 1,
         )
+    return dates
 
+
+def _channels(
+    df: pd.DataFrame,
+    date_col: str,
+    features: str,
+    target: str | None,
+    fill: str | None,
+    path: Path,
+) -> tuple[np.ndarray, list, str]:
+    """The value columns as [T, C] float64, target last (as the reference loaders order
+    the channels; the target alone under S), with the target's name.
+
+    Raises:
+        UserError: a non-numeric column, an unknown target, or NaN/inf that ``fill`` does
+            not remove.
+    """
     value_cols = [c for c in df.columns if c != date_col]
     for col in value_cols:
         if not pd.api.types.is_numeric_dtype(df[col]):
@@ -717,40 +789,7 @@ def load_dataset(
             raise UserError(
                 f"{path}: {what} in column {cols[c]!r} at row {row + 1} (line {row + 2}){extra}"
             )
-
-    # Finite but huge values (1e307) pass the check above and overflow every statistic
-    # downstream (scaling, periodicity): refused here, for every command that loads data.
-    with np.errstate(over="ignore", invalid="ignore"):
-        _refuse_unscalable(
-            values, values.mean(axis=0), values.std(axis=0), [str(c) for c in cols], f"{path}: "
-        )
-
-    freq = infer_freq(dates)
-    gaps = find_gaps(dates, freq)
-    if len(gaps):
-        row = int(gaps[0])
-        log.warning(
-            "%s: %d gap(s) in the %s timestamps, first before row %d (%s); rows used as they are",
-            path.name,
-            len(gaps),
-            freq,
-            row + 1,
-            dates[row],
-        )
-    digest, published = _provenance(ds_name, path)
-    return Dataset(
-        name=ds_name,
-        values=values,
-        columns=[str(c) for c in cols],
-        dates=dates,
-        freq=freq,
-        target=str(target),
-        features=features,
-        split_rule=rule,
-        path=path,
-        sha256=digest,
-        published=published,
-    )
+    return values, cols, target
 
 
 def _provenance(name: str, path: Path) -> tuple[str, bool | None]:

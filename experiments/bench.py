@@ -91,17 +91,34 @@ class Cell:
 
 
 def cell_folder(spec: BenchSpec, cell: Cell) -> Path:
-    """``OUT/cells/<cell.name>``; an S or MS cell run before the features were part of
-    the name keeps its folder (its config.yaml says the same features)."""
+    """``OUT/cells/<cell.name>``, but for the cells of S and MS grids run before the
+    features were part of the name, which sit in the plain M name: such a cell keeps its
+    folder, and an M cell goes to ``<dataset>_M_<L>_<H>_s<seed>`` beside it instead of
+    replacing it."""
     cells = Path(spec.out) / "cells"
-    if cell.features == "M" or (cells / cell.name).exists():
-        return cells / cell.name
-    legacy = cells / Cell(cell.dataset, cell.seq_len, cell.pred_len, cell.seed).name
+    plain = cells / Cell(cell.dataset, cell.seq_len, cell.pred_len, cell.seed).name
+    held = held_features(plain)
+    if cell.features == "M":
+        if held in (None, "M"):
+            return plain
+        return (
+            cells / f"{dataset_label(cell.dataset)}_M_{cell.seq_len}_{cell.pred_len}_s{cell.seed}"
+        )
+    own = cells / cell.name
+    return plain if held == cell.features and not own.exists() else own
+
+
+def held_features(folder: Path) -> str | None:
+    """The features of the run a folder's config.yaml describes (M when it names none),
+    None where there is no readable config. Only that key is read: a config that is
+    otherwise out of date still says which grid the cell belongs to."""
+    import yaml
+
     try:
-        held = RunConfig.from_file(legacy / "config.yaml").features
-    except (UserError, OSError, TypeError, ValueError):
-        held = None
-    return legacy if held == cell.features else cells / cell.name
+        held = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return str(held.get("features", "M")) if isinstance(held, dict) else None
 
 
 def is_csv_path(dataset: str) -> bool:

@@ -2,7 +2,9 @@
 
 Each check ends ok, warn (works, with a limit worth knowing) or FAIL, with the fix:
 
-* python, packages: the versions of what the project needs (a missing one fails);
+* python, packages: the versions of what the project needs (a missing one fails, and one
+  older than the floors recorded when the project was installed: `pip install -e .` again
+  after an update that raised them);
 * gpu: torch's CUDA build and the GPUs it sees (a CPU-only torch beside an NVIDIA driver
   is the usual reason a GPU goes unused);
 * 4-bit: one NF4 layer of bitsandbytes computes, on the GPU if there is one;

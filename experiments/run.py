@@ -945,13 +945,30 @@ def default_out(cfg: RunConfig) -> str:
     file's name for a ``--data-path`` run, the features unless M (with the target when
     one is given) and the percent of training data unless 100, so that another file,
     feature set, target or few-shot cut does not replace a finished run of the same
-    lookback and horizon (members, router and ``--set`` changes do, with a warning)."""
+    lookback and horizon (members, router and ``--set`` changes do, with a warning).
+    ``--target OT`` is the default's name. A run of these settings begun before the
+    target and percent were part of the name keeps its folder (and its fitted members)."""
     name = cfg.dataset or Path(cfg.data_path or "custom").stem
     feats = "" if cfg.features == "M" else f"_{cfg.features}"
-    if feats and cfg.target is not None:
+    tail = f"_{cfg.seq_len}_{cfg.pred_len}_s{cfg.seed}"
+    legacy = f"runs/{_safe(name + feats)}{tail}"
+    if feats and cfg.target not in (None, "OT"):
         feats += f"-{cfg.target}"
     cut = "" if cfg.percent == 100 else f"_p{cfg.percent}"
-    return f"runs/{_safe(name + feats + cut)}_{cfg.seq_len}_{cfg.pred_len}_s{cfg.seed}"
+    out = f"runs/{_safe(name + feats + cut)}{tail}"
+    if out != legacy and not Path(out).exists():
+        import yaml
+
+        try:
+            held = yaml.safe_load((Path(legacy) / "config.yaml").read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            held = None
+        if isinstance(held, dict) and (held.get("percent", 100), held.get("target")) == (
+            cfg.percent,
+            cfg.target,
+        ):
+            return legacy
+    return out
 
 
 def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:

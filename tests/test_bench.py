@@ -156,6 +156,16 @@ def test_a_grid_of_other_features_runs_beside_the_cells_not_over_them(synth_csv,
     )
     info = run_bench(old, progress=False, run_fn=fake_run)
     assert info["ran"] == [] and info["skipped"] == [s_cell.name]
+    # and an M grid there runs beside it instead of replacing it
+    old_s = (Path(old.out) / "cells" / m_cell.name / "results.json").read_bytes()
+    m_there = _spec(csv, tmp_path / "old", seeds=[0])
+    info = run_bench(m_there, progress=False, run_fn=fake_run)
+    assert info["ran"] == [m_cell.name] and cell_done(m_there, m_cell)
+    assert (Path(old.out) / "cells" / m_cell.name / "results.json").read_bytes() == old_s
+    assert sorted(p.name for p in (Path(old.out) / "cells").iterdir()) == [
+        m_cell.name,
+        m_cell.name.replace("_96_", "_M_96_", 1),
+    ]
 
 
 def test_a_damaged_cell_is_run_again_not_read(synth_csv, tmp_path, caplog):

@@ -617,6 +617,19 @@ def test_router_features_of_short_windows_leave_out_only_the_periodicity_ones():
     assert not any(n.startswith("per_") for n in short_names) and np.isfinite(short).any()
 
 
+def test_a_failure_of_the_periodicity_features_is_not_hidden(monkeypatch):
+    # it was logged as a warning, and the router silently trained without those features
+    import periodicity.features
+
+    def broken(x, periods):
+        raise RuntimeError("a bug in window_features")
+
+    monkeypatch.setattr(periodicity.features, "window_features", broken)
+    x, y, f, H = _prob()
+    with pytest.raises(RuntimeError, match="a bug in window_features"):
+        router_features(x, f, [12])
+
+
 def test_router_forecast_features_do_not_depend_on_chunking(monkeypatch):
     import router.features as rf
 

@@ -423,6 +423,18 @@ def test_empty_members_and_default_folder(synth_csv, tmp_path, capsys, monkeypat
     cfg = RunConfig(dataset="ETTh1", features="MS", target="HUFL", percent=10)
     assert default_out(cfg) == "runs/ETTh1_MS-HUFL_p10_512_96_s0"
     assert default_out(RunConfig(dataset="ETTh1", target="HUFL")) == "runs/ETTh1_512_96_s0"
+    assert default_out(RunConfig(dataset="ETTh1", features="S", target="OT")) == (
+        "runs/ETTh1_S_512_96_s0"
+    )
+    # a few-shot run begun in the name older versions gave it is continued there
+    monkeypatch.chdir(tmp_path)
+    few = RunConfig(dataset="ETTh1", percent=10)
+    (tmp_path / "runs" / "ETTh1_512_96_s0").mkdir(parents=True)
+    (tmp_path / "runs" / "ETTh1_512_96_s0" / "config.yaml").write_text(
+        few.to_yaml(), encoding="utf-8"
+    )
+    assert default_out(few) == "runs/ETTh1_512_96_s0"
+    assert default_out(RunConfig(dataset="ETTh1", percent=20)) == "runs/ETTh1_p20_512_96_s0"
     # files named in Chinese keep their names, so two of them never share a folder
     a, b = (RunConfig(dataset=None, data_path=f"/x/{n}.csv") for n in ("油温数据", "电力负荷"))
     assert default_out(a) == "runs/油温数据_512_96_s0" != default_out(b)

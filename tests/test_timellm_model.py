@@ -560,3 +560,35 @@ def test_an_encoder_of_older_transformers_without_use_cache_or_position_ids(mini
     # BERT's absolute positions: without position_ids left padding would shift them
     with pytest.raises(UserError, match="takes no position_ids.*upgrade transformers"):
         _model(like(NoPositions))
+
+
+def test_a_decoder_without_position_ids_runs_both_paths() -> None:
+    """OPT in transformers 4.x takes no ``position_ids`` (it counts positions from the
+    mask): the prefix-cache path passed them anyway. A rotary decoder (LLaMA here) is
+    unchanged by the shift the left padding then gives its positions."""
+    import copy
+    import dataclasses
+
+    bb = random_backbone("llama", **DECODERS["llama"])
+    llama = type(bb.model)
+
+    class NoPositions(llama):  # and no **kwargs that would swallow them
+        def forward(
+            self, inputs_embeds=None, attention_mask=None, use_cache=None, past_key_values=None
+        ):
+            return llama.forward(
+                self,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                use_cache=use_cache,
+                past_key_values=past_key_values,
+            )
+
+    model = copy.copy(bb.model)
+    model.__class__ = NoPositions
+    x, ids, mask = _batch(bb)
+    with torch.no_grad():
+        want = _model(bb).eval()(x, ids, mask)
+        for prefix_cache in (True, False):
+            got = _model(dataclasses.replace(bb, model=model), prefix_cache=prefix_cache)
+            torch.testing.assert_close(got.eval()(x, ids, mask), want, atol=1e-5, rtol=1e-5)

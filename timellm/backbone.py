@@ -28,8 +28,6 @@ from torch import Tensor, nn
 
 from ensemble.errors import UserError
 
-# Bidirectional architectures named explicitly; any model type with a masked-LM head in
-# transformers counts too (`_is_decoder`).
 QUANTISE_ONE = (
     "timellm: choose one of load_in_4bit and load_in_8bit, not both "
     "(`timellm --load_in_4bit`, or `run --set timellm.load_in_4bit=true`)"
@@ -46,6 +44,8 @@ def _dtype_arg() -> str:
     return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 
+# Bidirectional architectures named explicitly; any model type with a masked-LM head in
+# transformers counts too (`_is_decoder`).
 _ENCODER_TYPES = {
     "bert",
     "roberta",

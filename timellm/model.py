@@ -262,6 +262,13 @@ class TimeLLM(nn.Module):
         y = self.head(hidden).permute(0, 2, 1)  # [B, H, N]
         return self.revin.denormalise(y, mean, std)
 
+    def _positions(self, positions: Tensor) -> dict[str, Any]:
+        """``position_ids`` for a backbone whose forward takes them. The others (OPT in
+        transformers 4.x, RoFormer) derive positions themselves, from the mask or as
+        rotary ones, which a shift by the left padding leaves alone; a backbone with an
+        absolute table that takes none was refused at construction."""
+        return {"position_ids": positions} if self._takes_positions else {}
+
     def _run_backbone(self, tokens: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
         """Prompt prefix + reprogrammed patches through the frozen backbone.
 
@@ -300,22 +307,20 @@ class TimeLLM(nn.Module):
                 prefix = self.llm(
                     inputs_embeds=prompt,
                     attention_mask=mask,
-                    position_ids=prompt_pos,
                     use_cache=True,
+                    **self._positions(prompt_pos),
                 )
             past = prefix["cache"] if "cache" in prefix else prefix["past_key_values"]
             out = self.llm(
                 inputs_embeds=tokens,
                 attention_mask=full_mask,
-                position_ids=patch_pos,
                 use_cache=True,
+                **self._positions(patch_pos),
                 **{self._cache_arg: past},
             )
             return out.last_hidden_state
 
-        extra: dict[str, Any] = {}
-        if self._takes_positions:  # else rotary positions, which a shift leaves alone
-            extra["position_ids"] = torch.cat([prompt_pos, patch_pos], dim=1)
+        extra = self._positions(torch.cat([prompt_pos, patch_pos], dim=1))
         if self._takes_use_cache:
             extra["use_cache"] = False
         out = self.llm(

@@ -630,6 +630,18 @@ def test_a_failure_of_the_periodicity_features_is_not_hidden(monkeypatch):
         router_features(x, f, [12])
 
 
+def test_router_input_features_do_not_depend_on_chunking():
+    # chunks are now bounded by values (W_chunk * L * C), not by a fixed 1024 windows
+    from router.features import input_features
+
+    x, y, f, H = _prob()
+    by_values = input_features(x, H, [12])
+    for chunk in (1, 7, 10_000):
+        fixed = input_features(x, H, [12], chunk)
+        for a, b in zip(by_values.blocks, fixed.blocks, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_router_forecast_features_do_not_depend_on_chunking(monkeypatch):
     import router.features as rf
 

@@ -68,6 +68,12 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path):
     assert np.abs(corr[~np.eye(3, dtype=bool)]).max() < 0.05
 
 
+def test_the_members_forecasts_are_kept_as_written(synth_csv, tmp_path):
+    # float64 copies of every member's forecasts doubled analyse's memory on wide data
+    run = load_run(fake_run_folder(synth_csv(n=1200), tmp_path / "run"))
+    assert {a.dtype for a in (*run.test.values(), *run.val.values())} == {np.dtype(np.float32)}
+
+
 def test_error_correlation_sees_shared_errors(synth_csv, tmp_path):
     from experiments.analyse import error_correlation
 

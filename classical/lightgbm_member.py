@@ -361,10 +361,13 @@ class LightGBMForecaster(BaseForecaster):
             raise RuntimeError(f"{self.name}: call fit() (or load()) before predict()")
         n, C = windows.n, windows.context.shape[1]
         feats = self._features(windows.context, windows.dates, n)
+        # a bar over the coefficients: 2.5M rows (321 channels) took minutes per booster
+        disable = None if self.progress is None else not self.progress
+        boosters = tqdm(self.boosters, desc=f"{self.name} predict", disable=disable, leave=False)
         z = np.stack(
             [
                 b.predict(feats, num_iteration=b.best_iteration, num_threads=self.num_threads)
-                for b in self.boosters
+                for b in boosters
             ],
             axis=1,
         )  # [C * n, K]

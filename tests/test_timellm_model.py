@@ -562,6 +562,7 @@ def test_an_encoder_of_older_transformers_without_use_cache_or_position_ids(mini
         _model(like(NoPositions))
 
 
+@pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated")  # 4.x's name, on purpose
 def test_a_decoder_without_position_ids_runs_both_paths() -> None:
     """OPT in transformers 4.x takes no ``position_ids`` (it counts positions from the
     mask): the prefix-cache path passed them anyway. A rotary decoder (LLaMA here) is

@@ -326,6 +326,7 @@ def test_a_storage_another_process_is_creating_is_tried_again(monkeypatch):
     assert len(calls) == 1  # not retried
 
 
+@pytest.mark.filterwarnings("ignore:RetryFailedTrialCallback has been deprecated")
 def test_an_optuna_before_4_9_gets_its_retry_callback_under_its_own_name(monkeypatch, tmp_path):
     # optuna < 4.9 has RetryFailedTrialCallback and RDBStorage(failed_trial_callback=...):
     # the new keyword made every tune fail there ("cannot open" the storage)

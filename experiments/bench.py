@@ -35,7 +35,7 @@ import pandas as pd
 
 from ensemble.errors import UserError, reason
 from ensemble.io import write_csv, write_json, write_text
-from experiments.config import RunConfig
+from experiments.config import RunConfig, held_config
 
 log = logging.getLogger("hybrid_forecast.bench")
 
@@ -86,7 +86,14 @@ class Cell:
     def name(self) -> str:
         """``<dataset>[_<features>]_<L>_<H>_s<seed>``, as a run's default folder: an S
         grid in the folder of an M grid runs beside its cells, not over them."""
-        feats = "" if self.features == "M" else f"_{self.features}"
+        return self.tagged_name if self.features != "M" else self._name("")
+
+    @property
+    def tagged_name(self) -> str:
+        """The name with the features, M included (an M cell beside an older S cell)."""
+        return self._name(f"_{self.features}")
+
+    def _name(self, feats: str) -> str:
         return f"{dataset_label(self.dataset)}{feats}_{self.seq_len}_{self.pred_len}_s{self.seed}"
 
 
@@ -99,11 +106,7 @@ def cell_folder(spec: BenchSpec, cell: Cell) -> Path:
     plain = cells / Cell(cell.dataset, cell.seq_len, cell.pred_len, cell.seed).name
     held = held_features(plain)
     if cell.features == "M":
-        if held in (None, "M"):
-            return plain
-        return (
-            cells / f"{dataset_label(cell.dataset)}_M_{cell.seq_len}_{cell.pred_len}_s{cell.seed}"
-        )
+        return plain if held in (None, "M") else cells / cell.tagged_name
     own = cells / cell.name
     return plain if held == cell.features and not own.exists() else own
 
@@ -112,13 +115,8 @@ def held_features(folder: Path) -> str | None:
     """The features of the run a folder's config.yaml describes (M when it names none),
     None where there is no readable config. Only that key is read: a config that is
     otherwise out of date still says which grid the cell belongs to."""
-    import yaml
-
-    try:
-        held = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
-    return str(held.get("features", "M")) if isinstance(held, dict) else None
+    held = held_config(folder)
+    return None if held is None else str(held.get("features", "M"))
 
 
 def is_csv_path(dataset: str) -> bool:

@@ -143,3 +143,14 @@ class RunConfig:
         if not isinstance(d, dict):
             raise UserError(f"{path}: expected a mapping of config keys")
         return cls.from_dict(d)
+
+
+def held_config(folder: str | Path) -> dict[str, Any] | None:
+    """The raw mapping in ``folder/config.yaml``, None where there is none or it cannot
+    be read: for naming rules that look at one or two keys of an older run's config,
+    which may be out of date in the others."""
+    try:
+        held = yaml.safe_load((Path(folder) / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return held if isinstance(held, dict) else None

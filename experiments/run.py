@@ -33,7 +33,7 @@ from ensemble.errors import UserError, reason
 from ensemble.figures import VECTOR_FORMATS
 from ensemble.io import FolderLock, write_json, write_npz, write_text
 from experiments import registry
-from experiments.config import RunConfig
+from experiments.config import RunConfig, held_config
 
 log = logging.getLogger("hybrid_forecast.run")
 
@@ -957,13 +957,8 @@ def default_out(cfg: RunConfig) -> str:
     cut = "" if cfg.percent == 100 else f"_p{cfg.percent}"
     out = f"runs/{_safe(name + feats + cut)}{tail}"
     if out != legacy and not Path(out).exists():
-        import yaml
-
-        try:
-            held = yaml.safe_load((Path(legacy) / "config.yaml").read_text(encoding="utf-8"))
-        except (OSError, ValueError, yaml.YAMLError):
-            held = None
-        if isinstance(held, dict) and (held.get("percent", 100), held.get("target")) == (
+        held = held_config(legacy)
+        if held is not None and (held.get("percent", 100), held.get("target")) == (
             cfg.percent,
             cfg.target,
         ):

@@ -66,7 +66,9 @@ def handle(args) -> int:
         raise UserError(
             f"{ds.name}: {x.shape[0]} rows are too few to look for periods (need 16); pass --all-rows or a longer series"
         )
-    report = analyse(x, freq=ds.freq, max_candidates=args.max_candidates, columns=ds.columns)
+    report = analyse(
+        x, freq=ds.freq, max_candidates=args.max_candidates, columns=ds.columns, progress=True
+    )
 
     plot = None
     if args.plot:

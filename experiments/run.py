@@ -38,12 +38,12 @@ from experiments.config import RunConfig, held_config
 log = logging.getLogger("hybrid_forecast.run")
 
 
-def detect_periods(splits: Splits, k: int = 3) -> list[int]:
+def detect_periods(splits: Splits, k: int = 3, progress: bool = False) -> list[int]:
     """Ranked seasonal periods (``PeriodCandidate.seasonal``) of the train rows, never val or
-    test; [] if none."""
+    test; [] if none. ``progress``: a bar on a terminal."""
     from periodicity import analyse
 
-    report = analyse(splits.train.data, freq=splits.dataset.freq)
+    report = analyse(splits.train.data, freq=splits.dataset.freq, progress=progress)
     return [int(p) for p in report.top_periods(k, seasonal_only=True)]
 
 
@@ -579,7 +579,7 @@ def run(
     cfg.validate()
     specs = registry.parse_members(cfg.members)
     cfg.members = specs
-    combiner = make_combiner(cfg.router, seed=cfg.seed, member_names=specs)
+    combiner = make_combiner(cfg.router, seed=cfg.seed, member_names=specs, progress=progress)
     if not cfg.out:
         cfg.out = default_out(cfg)
     out = Path(cfg.out)
@@ -589,7 +589,7 @@ def run(
     early = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)
     logging.getLogger().addHandler(early)
     try:
-        prep = _prepare(cfg, specs, out, train, reuse_from)
+        prep = _prepare(cfg, specs, out, train, reuse_from, progress)
     finally:
         logging.getLogger().removeHandler(early)
     dataset, splits, periods = prep.dataset, prep.splits, prep.periods
@@ -677,6 +677,7 @@ def run(
                 (val_stack, val_true, feats["val"]),
                 (test_stack, test_true, feats["test"]),
                 test_losses["mean"],
+                progress,
             )
 
         res = {
@@ -765,7 +766,12 @@ def run(
 
 
 def _prepare(
-    cfg: RunConfig, specs: list[str], out: Path, train: bool, reuse_from: Path | None
+    cfg: RunConfig,
+    specs: list[str],
+    out: Path,
+    train: bool,
+    reuse_from: Path | None,
+    progress: bool = False,
 ) -> _Prepared:
     """Load and split the data, find the periods and check every member's settings (and
     what it can reuse) before anything in ``out`` is replaced.
@@ -784,7 +790,9 @@ def _prepare(
     check_router_data(cfg.router, len(specs), splits.val.n_windows)
     _seed_everything(cfg.seed)
     t0 = time.perf_counter()
-    periods = list(cfg.periods) if cfg.periods is not None else detect_periods(splits)
+    periods = (
+        list(cfg.periods) if cfg.periods is not None else detect_periods(splits, progress=progress)
+    )
     t_periods = time.perf_counter() - t0
     copies = []
     for spec in specs:  # every member's settings checked before any is fitted
@@ -1055,7 +1063,7 @@ def _step_weights(step: np.ndarray) -> np.ndarray:
 
 
 def compare_combiners(
-    learned, val: tuple, test: tuple, mean_loss: np.ndarray
+    learned, val: tuple, test: tuple, mean_loss: np.ndarray, progress: bool = False
 ) -> dict[str, dict[str, Any]]:
     """Every candidate of a fitted learned router, refitted on all validation windows.
 
@@ -1063,6 +1071,7 @@ def compare_combiners(
         learned: a fitted ``LearnedRouter`` (its chosen model is reused, not refitted).
         val, test: (stack [M, W, H, C], targets [W, H, C], features [W, C, F] | None).
         mean_loss: [W] per-window test MSE of the mean combination.
+        progress: a bar over the candidates, on a terminal.
 
     Returns:
         {combiner: {"val_cv": mean held-out MSE over the rolling-origin folds (the score
@@ -1073,11 +1082,20 @@ def compare_combiners(
         "test_vs_mean": Diebold-Mariano test of its test MSE against the mean's,
         "chosen": bool}}.
     """
+    from tqdm.auto import tqdm
+
     from router import make_combiner
     from router.learned import registry_name
 
     out: dict[str, dict[str, Any]] = {}
-    for cand, cv in learned.inner_scores_.items():
+    bar = tqdm(
+        learned.inner_scores_.items(),
+        desc="router candidates",
+        unit="router",
+        leave=False,
+        disable=None if progress else True,
+    )
+    for cand, cv in bar:
         name = registry_name(cand)
         model = (
             learned.model_

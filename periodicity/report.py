@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from periodicity.spectrum import (
     Peak,
@@ -161,6 +162,7 @@ def analyse(
     max_candidates: int = 5,
     columns: list[str] | None = None,
     min_cycles: int = MIN_CYCLES,
+    progress: bool = False,
 ) -> PeriodReport:
     """Ranked periods of each channel and of the whole series.
 
@@ -175,6 +177,8 @@ def analyse(
             cycle from slow wander (noise scores F_S 0.26 on 10 cycles, 0.5 on 4), and real data
             are full of such wander (ETTh1: "periods" of 40-50 days carry more variance
             than the week). 10 cycles keep every calendar period of the benchmarks.
+        progress: a bar over the channels' spectra and STL fits, on a terminal (minutes
+            on hundreds of channels).
 
     Returns:
         The report; lists are ranked with confirmed calendar periods first, then by
@@ -195,7 +199,17 @@ def analyse(
     max_period = max(2, n // max(min_cycles, 2))
     # Channels keep more periods than they list: a cycle weak in every channel (ETTh1's
     # week) still adds up to a strong overall period.
-    peaks = [find_peaks(x[:, c], calendar, 3 * max_candidates, max_period) for c in range(n_ch)]
+    with tqdm(
+        total=n_ch,
+        desc="periods: spectra",
+        unit="ch",
+        leave=False,
+        disable=None if progress else True,
+    ) as bar:
+        peaks = []
+        for c in range(n_ch):
+            peaks.append(find_peaks(x[:, c], calendar, 3 * max_candidates, max_period))
+            bar.update()
     overall = merge_channels(peaks, calendar, max_candidates)
     peaks = [ch[:max_candidates] for ch in peaks]
 
@@ -204,7 +218,14 @@ def analyse(
     needed = {(c, p) for c in range(n_ch) for p, _ in overall} | {
         (c, p.period) for c, ch in enumerate(peaks) for p in ch
     }
-    f_s, f_t = strength_table(x, periods, needed)
+    with tqdm(
+        total=len(needed),
+        desc="periods: STL",
+        unit="fit",
+        leave=False,
+        disable=None if progress else True,
+    ) as bar:
+        f_s, f_t = strength_table(x, periods, needed, bar.update)
     row = {p: i for i, p in enumerate(periods)}
 
     channels = {

@@ -36,6 +36,8 @@ passed 0.3 on 16+ cycles in 2 of 12 draws (0.30 and 0.38). Channel means are saf
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from statsmodels.tsa.seasonal import STL
 
@@ -151,7 +153,10 @@ def stl_strength(
 
 
 def strength_table(
-    x: np.ndarray, periods: list[int], needed: set[tuple[int, int]] | None = None
+    x: np.ndarray,
+    periods: list[int],
+    needed: set[tuple[int, int]] | None = None,
+    on_step: Callable[[], object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """F_S and F_T for every channel and period.
 
@@ -159,6 +164,7 @@ def strength_table(
         x: [T, C] values.
         periods: P periods.
         needed: (channel, period) pairs to measure; others stay NaN (default: all).
+        on_step: called after each STL (a progress bar's ``update``).
 
     Returns:
         (f_s, f_t), each [P, C].
@@ -170,4 +176,6 @@ def strength_table(
             if needed is not None and (c, p) not in needed:
                 continue
             f_s[i, c], f_t[i, c] = stl_strength(x[:, c], p)
+            if on_step is not None:
+                on_step()
     return f_s, f_t

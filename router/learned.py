@@ -45,6 +45,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ensemble import metrics
 from router.combiners import Combiner
@@ -172,6 +173,7 @@ class LearnedRouter(Combiner):
         seed: seed of the learned candidates.
         feature_names: names of the F feature columns.
         member_names: names of the M members (for printed rules).
+        progress: a bar over the folds' fits, on a terminal (minutes on wide data).
     """
 
     name = "learned"
@@ -187,6 +189,7 @@ class LearnedRouter(Combiner):
         seed: int = 0,
         feature_names: list[str] | None = None,
         member_names: list[str] | None = None,
+        progress: bool = False,
     ):
         unknown = set(candidates) - set(CANDIDATES)
         if unknown:
@@ -215,6 +218,7 @@ class LearnedRouter(Combiner):
         self.seed = seed
         self.feature_names = feature_names
         self.member_names = member_names
+        self.progress = progress
         self.chosen_: str | None = None
         self.model_: Combiner | None = None
         self.inner_scores_: dict[str, float] = {}
@@ -257,6 +261,13 @@ class LearnedRouter(Combiner):
                 h,
                 self.incumbent,
             )
+        bar = tqdm(
+            total=len(folds) * len(names),
+            desc="router folds",
+            unit="fit",
+            leave=False,
+            disable=None if self.progress else True,
+        )
         for fit_idx, held_idx in folds:
             # contiguous ranges as slices: views, not copies of [M, W, H, C] per candidate
             fit_w, held_w = _as_slice(fit_idx), _as_slice(held_idx)
@@ -270,6 +281,8 @@ class LearnedRouter(Combiner):
                 losses = metrics.window_mse(model.forecast(held_f, f_held), held_y)
                 held_losses[name].append(losses)
                 self.fold_scores_[name].append(float(losses.mean()))  # every window H x C values
+                bar.update()
+        bar.close()
         if folds:
             self.inner_scores_ = {n: float(np.mean(s)) for n, s in self.fold_scores_.items()}
             self.held_losses_ = {n: np.concatenate(v) for n, v in held_losses.items()}

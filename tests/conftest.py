@@ -287,3 +287,47 @@ def fake_run_folder(
     }
     (out / "results.json").write_text(json.dumps(res), encoding="utf-8")
     return out
+
+
+class RecordedBar:
+    """A stand-in for tqdm that records its settings and updates (``bars`` fixture)."""
+
+    def __init__(self, iterable=None, total=None, disable=False, **kw):
+        self.iterable, self.total, self.disable, self.kw, self.n = iterable, total, disable, kw, 0
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            self.total = len(iterable)
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.n += 1
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    """``bars(module)`` replaces ``module.tqdm`` with ``RecordedBar``; returns the list of
+    bars that module made."""
+
+    def patch(module) -> list[RecordedBar]:
+        made: list[RecordedBar] = []
+
+        def make(*args, **kw):
+            made.append(RecordedBar(*args, **kw))
+            return made[-1]
+
+        monkeypatch.setattr(module, "tqdm", make)
+        return made
+
+    return patch

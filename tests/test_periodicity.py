@@ -191,6 +191,26 @@ def test_report_shapes_and_json():
     assert d["seasonal"] is True
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_analyse_shows_progress_over_spectra_and_stl_fits(bars, progress):
+    # minutes on hundreds of channels (ECL, 321): the user sees it move
+    import periodicity.report
+
+    made = bars(periodicity.report)
+    x = (
+        np.random.default_rng(0).standard_normal((600, 3))
+        + np.sin(np.arange(600) / 24 * 6.28)[:, None]
+    )
+    quiet = analyse(x)  # default: no bar, as in the library
+    made.clear()
+    report = analyse(x, progress=progress)
+    assert report == quiet
+    spectra, stl = made
+    assert spectra.total == spectra.n == 3
+    assert stl.total == stl.n > 0
+    assert {spectra.disable, stl.disable} == ({None} if progress else {True})
+
+
 def test_analyse_rejects_bad_input():
     with pytest.raises(ValueError, match=r"finite \[T, C\] array"):
         analyse(np.full((100, 2), np.nan))

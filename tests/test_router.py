@@ -191,6 +191,21 @@ def test_no_more_validation_windows_than_the_horizon(name, clear_best):
         assert cb.chosen_ == "stacked" and cb.inner_scores_ == {}
 
 
+def test_learned_router_shows_progress_over_its_fold_fits(clear_best, bars):
+    # more than 12 minutes on ECL's 321 channels: the user sees it move
+    import router.learned
+
+    made = bars(router.learned)
+    x, y, f, feats, names = clear_best
+    for progress in (True, False):
+        cb = make_combiner("learned", seed=0, feature_names=names, progress=progress)
+        cb.fit(f, y, feats)
+        (bar,) = made[-1:]
+        folds = len(next(iter(cb.fold_scores_.values())))
+        assert folds >= 2 and bar.total == bar.n == folds * len(cb.fold_scores_)
+        assert bar.disable is (None if progress else True)
+
+
 def test_fold_fits_falling_back_to_equal_weights_are_no_warning(clear_best, caplog):
     # 2H windows: the folds' fit parts are too short for the challengers' own inner split.
     # Their fallback is a throwaway fit scored on the fold, not the router the user gets.

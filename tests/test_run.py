@@ -170,6 +170,22 @@ def _synth_run(csv, out, *extra: str) -> list[str]:
     return argv + ["--members", "naive,snaive", "--out", str(out), "--quiet", *extra]
 
 
+@pytest.mark.parametrize("quiet", [False, True])
+def test_run_shows_progress_of_period_detection_and_the_learned_router(
+    synth_csv, tmp_path, bars, quiet
+):
+    # minutes each on wide data: bars on a terminal unless --quiet
+    import periodicity.report
+    import router.learned
+
+    periods, folds = bars(periodicity.report), bars(router.learned)
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--members", "naive,snaive", "--router", "learned", "--out", str(tmp_path / "r")]
+    assert main(argv + ["--quiet"] * quiet) == 0
+    assert len(periods) == 2 and len(folds) == 1 and folds[0].n == folds[0].total > 0
+    assert {b.disable for b in periods + folds} == ({True} if quiet else {None})
+
+
 def test_bad_setting_on_a_rerun_leaves_the_finished_run_alone(synth_csv, tmp_path, capsys):
     # refused before the folder is touched: results, config.yaml and run.log as they were
     out = tmp_path / "r"

@@ -38,13 +38,25 @@ from experiments.config import RunConfig, held_config
 log = logging.getLogger("hybrid_forecast.run")
 
 
+# train rows' digest, shape, freq -> the analyser's report, for this process: a bench
+# grid's cells share their train rows across horizons and seeds, and the analysis takes
+# 7 s (ETTh1) to a minute (weather) per cell
+_REPORTS: dict[tuple, Any] = {}
+
+
 def detect_periods(splits: Splits, k: int = 3, progress: bool = False) -> list[int]:
     """Ranked seasonal periods (``PeriodCandidate.seasonal``) of the train rows, never val or
-    test; [] if none. ``progress``: a bar on a terminal."""
+    test; [] if none. ``progress``: a bar on a terminal. Rows analysed before in this
+    process are not analysed again."""
     from periodicity import analyse
 
-    report = analyse(splits.train.data, freq=splits.dataset.freq, progress=progress)
-    return [int(p) for p in report.top_periods(k, seasonal_only=True)]
+    x = np.ascontiguousarray(splits.train.data)
+    key = (hashlib.sha256(x.view(np.uint8)).hexdigest(), x.shape, x.dtype.str, splits.dataset.freq)
+    if key not in _REPORTS:
+        if len(_REPORTS) >= 8:  # a long grid over many datasets holds a few, not all
+            _REPORTS.pop(next(iter(_REPORTS)))
+        _REPORTS[key] = analyse(x, freq=splits.dataset.freq, progress=progress)
+    return [int(p) for p in _REPORTS[key].top_periods(k, seasonal_only=True)]
 
 
 def _safe(name: str, ascii_only: bool = False) -> str:

@@ -988,7 +988,38 @@ def test_periods_are_detected_on_train_rows_only(synth_csv):
         return df
 
     assert detect_periods(plain) == [24]
+    from experiments import run as run_mod
+
+    run_mod._REPORTS.clear()  # the analyser itself, not the same train rows' saved report
     assert detect_periods(splits(other_cycle)) == [24]
+
+
+def test_train_rows_analysed_once_per_process(synth_csv, monkeypatch):
+    # a bench grid's cells share their train rows across horizons and seeds: 7 s (ETTh1)
+    # to a minute (weather) of analysis per cell
+    import periodicity
+    from ensemble.data import load_dataset, make_splits
+    from experiments import run as run_mod
+    from experiments.run import detect_periods
+
+    calls = []
+    real = periodicity.analyse
+    monkeypatch.setattr(periodicity, "analyse", lambda x, **kw: calls.append(1) or real(x, **kw))
+    monkeypatch.setattr(run_mod, "_REPORTS", {})
+    csv = synth_csv(n=3000)
+    a = make_splits(load_dataset(data_path=csv), 96, 24)
+    b = make_splits(load_dataset(data_path=csv), 96, 48)  # same train rows
+    assert detect_periods(a) == detect_periods(b) == [24] and len(calls) == 1
+    assert detect_periods(a, k=1) == [24] and len(calls) == 1
+
+    def shifted(df):
+        df.iloc[:, 1:] += 1.0
+        return df
+
+    assert detect_periods(
+        make_splits(load_dataset(data_path=synth_csv(n=3000, edit=shifted)), 96, 24)
+    ) == [24]
+    assert len(calls) == 2  # other train rows: analysed
 
 
 def test_members_trained_by_epochs_report_their_curves_and_kept_epoch(synth_csv, tmp_path):

@@ -172,12 +172,14 @@ def _synth_run(csv, out, *extra: str) -> list[str]:
 
 @pytest.mark.parametrize("quiet", [False, True])
 def test_run_shows_progress_of_period_detection_and_the_learned_router(
-    synth_csv, tmp_path, bars, quiet
+    synth_csv, tmp_path, bars, quiet, monkeypatch
 ):
     # minutes each on wide data: bars on a terminal unless --quiet
     import periodicity.report
     import router.learned
+    from experiments import run as run_mod
 
+    monkeypatch.setattr(run_mod, "_REPORTS", {})  # analysed here, not by an earlier test
     periods, folds = bars(periodicity.report), bars(router.learned)
     argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
     argv += ["--members", "naive,snaive", "--router", "learned", "--out", str(tmp_path / "r")]

@@ -126,7 +126,7 @@ def forecast_run(
                     f"(hybrid-forecast run --config {folder / 'config.yaml'})"
                 )
 
-        combiner = _refit_router(folder, cfg, splits, specs, periods)
+        combiner = _refit_router(folder, cfg, splits, specs, periods, _chosen(res, cfg.router))
 
         # The rows to forecast from
         data = dataset
@@ -211,9 +211,22 @@ def forecast_run(
             lock.release()
 
 
-def _refit_router(folder: Path, cfg, splits, specs: list[str], periods: list[int]):
+def _chosen(res: dict[str, Any], router: str) -> str:
+    """The combiner the run's ``router`` ended as: the learned router's choice (its
+    ``combiners`` table in results.json), else ``router`` itself."""
+    chosen = [n for n, c in (res.get("combiners") or {}).items() if c.get("chosen")]
+    return chosen[0] if router == "learned" and len(chosen) == 1 else router
+
+
+def _refit_router(
+    folder: Path, cfg, splits, specs: list[str], periods: list[int], router: str | None = None
+):
     """The run's router, refitted on the run's own validation forecasts (its weights are
     not saved as a model); refused where it no longer gives the run's weights.
+
+    ``router``: what to refit (default ``cfg.router``). For a learned router its choice
+    alone: the learned router ends by fitting what it chose on all validation windows,
+    so its fold search (about 20 s on ETTh1) would only find the same one again.
 
     Raises:
         UserError: forecasts.npz of another shape than the run's windows, or weights
@@ -233,7 +246,7 @@ def _refit_router(folder: Path, cfg, splits, specs: list[str], periods: list[int
             "it again"
         )
     val_true = splits.val.targets()[..., ch]
-    combiner = make_combiner(cfg.router, seed=cfg.seed, member_names=specs)
+    combiner = make_combiner(router or cfg.router, seed=cfg.seed, member_names=specs)
     feats = None
     if combiner.needs_features:
         feats, names = router_features(splits.val.inputs(), val_stack, periods, specs, ch)

@@ -82,6 +82,29 @@ def test_the_rows_before_the_last_test_targets_forecast_the_last_test_window(
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "g.csv"), frame)
 
 
+def test_a_learned_run_refits_its_choice_not_the_fold_search(finished, tmp_path, monkeypatch):
+    # the search only finds the same choice again (about 20 s on ETTh1); results.json
+    # names it, and the refit's weights are still checked against the run's
+    import json
+
+    from experiments.forecast import forecast_run
+    from router.learned import LearnedRouter
+
+    csv, out = finished
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert sum(c["chosen"] for c in res["combiners"].values()) == 1
+    monkeypatch.setattr(LearnedRouter, "fit", lambda *a, **k: pytest.fail("fold search rerun"))
+    cut = tmp_path / "cut.csv"
+    pd.read_csv(csv).iloc[:-H].to_csv(cut, index=False)
+    fc = forecast_run(out, cut)
+    with np.load(out / "forecasts.npz") as z:
+        last = z["test/ensemble"][-1]
+    from ensemble.data import load_dataset, make_splits
+
+    raw = make_splits(load_dataset(data_path=csv), 96, H).scaler.inverse_transform(last)
+    np.testing.assert_allclose(fc.frame["ensemble"].to_numpy().reshape(H, -1), raw, rtol=1e-4)
+
+
 def test_the_default_is_the_steps_after_the_runs_own_data(finished, capsys):
     csv, out = finished
     assert main(["forecast", str(out)]) == 0

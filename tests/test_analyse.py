@@ -383,13 +383,21 @@ def _learned_run(synth_csv, out: Path, members: str) -> Path:
     return out
 
 
-def test_member_ablation_of_a_feature_router_equals_a_run_without_the_member(synth_csv, tmp_path):
+def test_member_ablation_of_a_feature_router_equals_a_run_without_the_member(
+    synth_csv, tmp_path, monkeypatch
+):
     # `learned` reads features that depend on the member set (each member's recent
     # errors); its ablation refits it on recomputed features, which must give what a
     # run without that member gives
+    from router.learned import LearnedRouter
+
     out = _learned_run(synth_csv, tmp_path / "run", "naive,snaive,window_mean")
     alone = _learned_run(synth_csv, tmp_path / "without_naive", "snaive,window_mean")
+    fitted, fit = [], LearnedRouter.fit
+    monkeypatch.setattr(LearnedRouter, "fit", lambda self, *a: fitted.append(self) or fit(self, *a))
     an = json.loads((analyse(out).parent / "routing_analysis.json").read_text(encoding="utf-8"))
+    # the references only fill a run's report, never the choice: the refits skip them
+    assert len(fitted) == 3 and all(r.references == () for r in fitted)
     row = {r["variant"]: r for r in an["ablation"]}["without naive"]
     res = json.loads((alone / "results.json").read_text(encoding="utf-8"))
     # the row names the candidate the refit picked (another pick than the run's would

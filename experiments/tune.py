@@ -16,9 +16,10 @@ Exactly N trials, whatever happens: ``--trials N`` is the study's total of finis
 trials (COMPLETE, PRUNED, or FAIL with an ``error`` attribute: a configuration that
 crashes is a result too). Every worker loops "start a trial while fewer than N are
 finished, running or waiting". Trials hold a heartbeat in the storage; a trial whose
-process was killed stops beating, is marked FAIL after ``GRACE_S`` seconds and its
-parameters are enqueued again (Optuna's heartbeat retry callback), so a restart
-finishes the remainder with nothing lost. Two workers racing for the last slot are
+process was killed stops beating, is marked FAIL after ``GRACE_S`` seconds (at once
+when that process ran on this machine and is gone) and its parameters are enqueued
+again (Optuna's heartbeat retry callback), so a restart finishes the remainder with
+nothing lost. Two workers racing for the last slot are
 settled by trial number: a trial that finds N claimed trials numbered below its own
 marks itself ``surplus`` (FAIL, not counted) before doing any work.
 """
@@ -32,6 +33,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -614,10 +616,10 @@ def open_study(spec: TuneSpec, create: bool = False, new_attrs: dict[str, Any] |
     """Create (once) or load the study, checking it was made for the same task.
 
     Each trial's sampler is seeded from ``--seed``, the number of trials finished before
-    it and the worker's index (`trial_seed`): the same command draws the same
-    configurations, interrupted and resumed or not (with one worker: parallel workers
-    draw in the order their trials happen to finish), and parallel workers do not repeat
-    each other's draws.
+    it, the worker's index and the trials started before it still running (`trial_seed`):
+    the same command draws the same configurations, interrupted and resumed or not (with
+    one worker: parallel workers draw in the order their trials happen to finish), and
+    parallel workers or commands do not repeat each other's draws.
 
     Args:
         spec: the resolved spec.
@@ -749,10 +751,12 @@ class Objective:
         from experiments import registry
 
         spec = self.spec
+        # first: a rerun on this machine fails the trial of a killed process at once
+        trial.set_user_attr("worker", os.getpid())
+        trial.set_user_attr("host", socket.gethostname())
         period, seq_len, tuned = suggest(trial, spec, self.attrs)
         trial.set_user_attr("seq_len", seq_len)
         trial.set_user_attr("member_params", tuned)
-        trial.set_user_attr("worker", os.getpid())
         splits = make_splits(self.dataset, seq_len, spec.pred_len)
         ch = splits.eval_channels
         val_true = splits.val.targets()[..., ch]
@@ -936,9 +940,95 @@ def work(
         optuna_log.removeFilter(quiet)
 
 
-def trial_seed(seed: int, finished: int, worker: int) -> int:
-    """The sampler's seed for the trial that starts after ``finished`` finished trials."""
-    return int(np.random.SeedSequence([seed, finished, worker]).generate_state(1)[0])
+def trial_seed(seed: int, finished: int, worker: int, ahead: int = 0) -> int:
+    """The sampler's seed for the trial that starts after ``finished`` finished trials,
+    with ``ahead`` trials started before it still running (other commands' or workers'):
+    those drew at the same count, and must not be drawn again."""
+    return int(
+        np.random.SeedSequence(
+            [seed, finished, worker, *([ahead] if ahead else [])]
+        ).generate_state(1)[0]
+    )
+
+
+def _seeded_at_trial_start(spec: TuneSpec, worker: int):
+    """A sampler seeded (`trial_seed`) when its trial starts, from the study as it is then.
+
+    Seeding it before ``study.optimize`` instead gave two commands starting a trial at
+    the same finished count the same draw (two `tune` commands on one study), as it did
+    a rerun's fresh trial beside the killed one it had not failed yet.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    class Sampler(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self.inner = _sampler_and_pruner(spec, spec.trials, spec.seed)[0]
+
+        def before_trial(self, study, trial) -> None:
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            ahead = sum(t.number < trial.number for t in running)
+            seed = trial_seed(spec.seed, _counts(study)["finished"], worker, ahead)
+            self.inner = _sampler_and_pruner(spec, spec.trials, seed)[0]
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, name, distribution):
+            return self.inner.sample_independent(study, trial, name, distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.inner.reseed_rng()
+
+    return Sampler()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def fail_dead_local_trials(study) -> None:
+    """Fail, and queue again as the heartbeat's retry does, the running trials of a
+    process of this machine that is gone (killed). Without it a rerun right after a kill
+    waits out the heartbeat grace, drawing fresh trials beside the dead one meanwhile,
+    and the study no longer draws what it would have drawn uninterrupted."""
+    import copy
+
+    import optuna
+    from optuna.trial import TrialState
+
+    storage, host = study._storage, socket.gethostname()
+    get_retry = getattr(storage, "get_heartbeat_stale_trial_callback", None) or getattr(
+        storage, "get_failed_trial_callback", lambda: None
+    )
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("worker")
+        if t.user_attrs.get("host") != host or not isinstance(pid, int) or pid == os.getpid():
+            continue
+        if _alive(pid):
+            continue
+        try:
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # failed by another process
+            continue
+        log.info("trial %d: its process (%d) is gone; it is run again", t.number, pid)
+        retry = get_retry()
+        if retry is not None:
+            retry(study, copy.deepcopy(storage.get_trial(t._trial_id)))
 
 
 def requeue_interrupted(study) -> None:
@@ -979,6 +1069,7 @@ def _trials_until_done(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)  # a killed worker's trial: FAIL, and queued again
+        fail_dead_local_trials(study)  # the same at once, for a process of this machine
         c = _counts(study)
         if on_progress:
             on_progress(c)
@@ -988,8 +1079,7 @@ def _trials_until_done(
             waited = False
             # seeded by the trial's place in the study, not by what this start drew before:
             # a study stopped and resumed draws what it would have drawn uninterrupted
-            seed = trial_seed(spec.seed, c["finished"], worker)
-            study.sampler = _sampler_and_pruner(spec, spec.trials, seed)[0]
+            study.sampler = _seeded_at_trial_start(spec, worker)
             with warnings.catch_warnings():  # optuna < 4.9 calls fail_stale_trials in it
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)

@@ -718,3 +718,50 @@ def test_the_summary_names_the_patch_choices_of_a_patched_member():
     md = _summary_md({**summary, "periods": [24], "patch_choices": {"24": ["24/12", "24/24"]}}, [])
     assert "Patch/stride choices per period: 24: 24/12, 24/24." in md
     assert "Patch/stride" not in _summary_md({**summary, "periods": [24]}, [])
+
+
+def test_two_commands_starting_a_trial_at_once_draw_different_settings():
+    # each command is worker 0 and both start at 0 finished trials: seeded before the
+    # trial existed, they drew the same settings (a wasted trial, a smaller search)
+    import optuna
+
+    from experiments.tune import _seeded_at_trial_start
+
+    spec = TuneSpec(dataset="ETTh1", pred_len=24, members=["snaive"], trials=6)
+    study = optuna.create_study()
+    draws = []
+    for _ in range(2):  # the second starts while the first is still running
+        study.sampler = _seeded_at_trial_start(spec, worker=0)
+        draws.append(study.ask().suggest_float("x", 0.0, 1.0))
+    assert draws[0] != draws[1]
+    alone = optuna.create_study()  # a lone command's first trial draws what it always did
+    alone.sampler = _seeded_at_trial_start(spec, worker=0)
+    assert alone.ask().suggest_float("x", 0.0, 1.0) == draws[0]
+
+
+def test_a_trial_of_a_killed_process_here_is_run_again_at_once(synth_csv, tmp_path):
+    # waiting out the heartbeat grace, a rerun drew a fresh trial beside the dead one with
+    # the same seed, then ran the dead one's settings again: one setting twice, one never
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from optuna.trial import TrialState
+
+    from experiments.tune import fail_dead_local_trials
+
+    study = open_study(_spec(synth_csv(n=1400), tmp_path / "t", trials=3), create=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    owners = [(gone.pid, socket.gethostname()), (os.getppid(), socket.gethostname())]
+    owners.append((gone.pid, "another-machine"))  # its process cannot be checked from here
+    for pid, host in owners:
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.set_user_attr("worker", pid)
+        trial.set_user_attr("host", host)
+    fail_dead_local_trials(study)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
+    assert study.trials[3].params == study.trials[0].params  # queued again, as it was

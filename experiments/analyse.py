@@ -1168,6 +1168,11 @@ def analyse(
         if prototypes:
             an["prototypes"] = _run_prototypes(member, splits)
         training = training_ablations(run, siblings, period)
+        if out.resolve() != run.path.resolve():
+            # another run's report there would otherwise sit beside this run's figures,
+            # looking finished, if this analyse is killed while drawing them
+            for name in ("routing_report.md", "routing_analysis.json"):
+                (out / name).unlink(missing_ok=True)
         figures = make_figures(run, feats, out)
         if prompt_probe:
             figures += probe_figure(an["prompt_probe"], out)

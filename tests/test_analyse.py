@@ -584,6 +584,28 @@ def test_out_into_another_runs_folder_is_refused(synth_csv, tmp_path):
     assert not (b / "routing_report.md").exists()
 
 
+def test_an_analyse_killed_in_a_shared_out_leaves_no_other_runs_report(
+    synth_csv, tmp_path, monkeypatch
+):
+    # killed while drawing run b's figures, --out held run a's report beside them
+    import experiments.analyse_report as report
+
+    a = fake_run_folder(synth_csv(n=1200), tmp_path / "a")
+    b = fake_run_folder(synth_csv(n=1300), tmp_path / "b")
+    out = tmp_path / "shared"
+    analyse(a, out=out)
+    assert (out / "routing_report.md").is_file() and (out / "routing_analysis.json").is_file()
+
+    def killed(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "make_figures", killed)
+    with pytest.raises(KeyboardInterrupt):
+        analyse(b, out=out)
+    assert not (out / "routing_report.md").exists()
+    assert not (out / "routing_analysis.json").exists()
+
+
 def test_a_patch16_run_is_not_told_to_rerun_itself_as_patch16(synth_csv, tmp_path):
     run_dir = fake_run_folder(
         synth_csv(n=1200), tmp_path / "run", members=["naive", "snaive", "timellm"]

@@ -491,6 +491,8 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
                     "val_mse": res.get("val", {}).get(name, {}).get("mse", np.nan),
                     "fit_s": tim.get("fit", np.nan) if isinstance(tim, dict) else np.nan,
                     "predict_s": tim.get("predict", np.nan) if isinstance(tim, dict) else np.nan,
+                    # fit_s and predict_s of a resumed member: the last process's part only
+                    "resumed": bool(isinstance(tim, dict) and tim.get("resumed")),
                     # the analyser's periods of this cell (members use them): a grid
                     # resumed across code versions shows it here
                     "periods": "+".join(str(p) for p in res.get("periods", [])),
@@ -507,6 +509,7 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
         "val_mse",
         "fit_s",
         "predict_s",
+        "resumed",
         "periods",
     ]
     return pd.DataFrame(rows, columns=cols)

@@ -52,9 +52,11 @@ def results_markdown(res: dict[str, Any]) -> str:
         v, t = res["val"].get(n, {}), res["test"][n]
         tim = res["timings_s"].get(n, {})
         mark = " **(lowest test MSE)**" if n == best else ""  # a label: nothing is chosen by it
+        part = " (resumed: the last part only)" if tim.get("resumed") else ""
         lines.append(
             f"| {n}{mark} | {v.get('mse', float('nan')):.4f} | {v.get('mae', float('nan')):.4f} | "
-            f"{t['mse']:.4f} | {t['mae']:.4f} | {tim.get('fit', '')} | {tim.get('predict', '')} |"
+            f"{t['mse']:.4f} | {t['mae']:.4f} | {tim.get('fit', '')}{part} | "
+            f"{tim.get('predict', '')}{part} |"
         )
     sig = res.get("significance", {}).get("test")
     if sig:

@@ -275,7 +275,9 @@ def fit_member(
     # Not earlier: a refit stopped or failed before this point keeps them reusable.
     cache.unlink(missing_ok=True)
     member.save(mdir / "model")
-    timings = {"fit": round(t_fit, 3), "predict": round(t_pred, 3)}
+    timings: dict[str, Any] = {"fit": round(t_fit, 3), "predict": round(t_pred, 3)}
+    if getattr(member, "resumed", False):  # went on from an interrupted process's checkpoint
+        timings["resumed"] = True  # the seconds are this process's part only
     write_npz(
         cache,
         val=val,

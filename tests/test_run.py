@@ -188,6 +188,25 @@ def test_run_shows_progress_of_period_detection_and_the_learned_router(
     assert {b.disable for b in periods + folds} == ({True} if quiet else {None})
 
 
+def test_a_resumed_members_seconds_are_marked_as_the_last_part_only(
+    synth_csv, tmp_path, monkeypatch
+):
+    # a Time-LLM fit resumed at its last epoch took 4 s of a 280 s fit: a thesis table of
+    # training costs must not read it as the whole
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    out = tmp_path / "r"
+    monkeypatch.setattr(NaiveLast, "resumed", True, raising=False)
+    assert main(argv + ["--members", "naive,snaive", "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert (
+        res["timings_s"]["naive"]["resumed"] is True and "resumed" not in res["timings_s"]["snaive"]
+    )
+    md = (out / "results.md").read_text(encoding="utf-8")
+    naive = next(line for line in md.splitlines() if line.startswith("| naive |"))
+    assert naive.count("(resumed: the last part only)") == 2
+    assert "resumed" not in next(line for line in md.splitlines() if line.startswith("| snaive"))
+
+
 def test_bad_setting_on_a_rerun_leaves_the_finished_run_alone(synth_csv, tmp_path, capsys):
     # refused before the folder is touched: results, config.yaml and run.log as they were
     out = tmp_path / "r"

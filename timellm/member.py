@@ -328,6 +328,9 @@ class TimeLLMForecaster(BaseForecaster):
         self.injectors: dict[str, inj.Injector] = {}
         self.n_channels: int | None = None
         self.history: list[dict[str, float]] = []
+        # whether a fit or forecast of this process went on from an interrupted one's
+        # checkpoint (its time then covers the rest only: the run marks its timings)
+        self.resumed = False
         self.best_epoch: int | None = None
         # (val rows [T, C], forecasts [W, H, C]): the best epoch already forecast every
         # val window; `predict` hands these back for the same rows instead of redoing it
@@ -647,6 +650,7 @@ class TimeLLMForecaster(BaseForecaster):
         with self._out_of_memory_hint("training"):
             result = trainer.fit(tr_set, va_set, keep_forecasts=every_val_window)
         self.history, self.best_epoch = result.history, result.best_epoch
+        self.resumed |= result.resumed_from is not None
         if result.val_forecast is not None:
             self._val_forecast = (val.windows().context, result.val_forecast.numpy())
         return self
@@ -785,6 +789,7 @@ class TimeLLMForecaster(BaseForecaster):
             _drop_stale_partials(Path(self.workdir), key)
         with self._out_of_memory_hint("predicting"):
             forecast = trainer.predict(data, partial=partial, key=key or "")
+        self.resumed |= trainer.resumed_predict
         return forecast.numpy().astype(np.float32)
 
     def _predict_key(self, data: WindowSet, windows: str | None = None) -> str:

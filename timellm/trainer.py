@@ -372,6 +372,7 @@ class Trainer:
         self.stamps = stamps or {}
         self.acc = accelerator or make_accelerator()
         self.progress = progress
+        self.resumed_predict = False  # whether the last `predict` went on from a partial file
 
     @property
     def device(self) -> torch.device:
@@ -434,6 +435,7 @@ class Trainer:
         size = self.cfg.eval_batch_size
         total = -(-len(data) // size)
         out = self._predicted_before(partial, key, len(data)) if partial is not None else []
+        self.resumed_predict = bool(out)  # this call's time covers only the rest
         first = sum(len(o) for o in out) // size
         batches = list(_chunks(len(data), size))[first:]
         disable = None if self.progress is None else not self.progress

@@ -7,7 +7,8 @@ the val forecasts only -> weight the test forecasts -> score every window.
 The run folder is resumable at member granularity: a member whose forecasts are already
 in ``members/<name>/`` from a run on the same data (as loaded, however the command named
 it) with the same settings is not fitted again.
-Result files are written atomically, ``results.json`` last.
+Result files are written atomically; ``results.json`` (the mark of a finished run) after
+the data files, ``results.md`` after it.
 """
 
 from __future__ import annotations
@@ -755,11 +756,11 @@ def run(
             **{"val/ensemble": ens_val},
         )
         _write_router_weights(out, combiner, specs, w_val, w_test, feats, feature_names)
-        write_text(
-            out / "results.md",
-            results_markdown(res) + f"\n## Router\n\n```\n{res['router_info']}\n```\n",
-        )
-        write_json(out / "results.json", res)  # last: its presence marks a finished run
+        md = results_markdown(res) + f"\n## Router\n\n```\n{res['router_info']}\n```\n"
+        # results.json marks a finished run for every command; the table for people comes
+        # after it, so that a run killed before it leaves no results.md that looks finished
+        write_json(out / "results.json", res)
+        write_text(out / "results.md", md)
         log.info("test: %s", json.dumps(res["test"]))
         return res
     except KeyboardInterrupt:

@@ -207,6 +207,23 @@ def test_a_resumed_members_seconds_are_marked_as_the_last_part_only(
     assert "resumed" not in next(line for line in md.splitlines() if line.startswith("| snaive"))
 
 
+def test_a_run_killed_before_its_results_json_leaves_no_results_md(
+    synth_csv, tmp_path, monkeypatch
+):
+    # a complete-looking table beside no results.json: people read it as a finished run
+    import experiments.run as run_mod
+
+    def killed(path, res):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "write_json", killed)
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    out = tmp_path / "r"
+    assert main(argv + ["--members", "naive,snaive", "--out", str(out), "--quiet"]) == 130
+    assert (out / "forecasts.npz").is_file()
+    assert not (out / "results.md").exists() and not (out / "results.json").exists()
+
+
 def test_bad_setting_on_a_rerun_leaves_the_finished_run_alone(synth_csv, tmp_path, capsys):
     # refused before the folder is touched: results, config.yaml and run.log as they were
     out = tmp_path / "r"

@@ -543,3 +543,20 @@ def test_series_sampling_gathers_window_channel_pairs():
     model = fresh()
     res = Trainer(model, cfg(epochs=2, patience=0, sample="series")).fit(ws, window_set(seed=1))
     assert len(res.history) == 2 and max(model.calls[:3]) <= 16  # batches of series
+
+
+def test_a_checkpoint_is_on_disk_before_it_replaces_the_last_one(tmp_path, monkeypatch):
+    # renamed before its bytes reach the disk, a power cut could leave an empty
+    # checkpoint, and hours of epochs would restart from nothing
+    import os
+
+    import timellm.trainer as trainer_mod
+
+    synced, renamed = [], []
+    real_fsync, real_replace = os.fsync, trainer_mod.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    monkeypatch.setattr(
+        trainer_mod, "replace", lambda a, b: renamed.append(len(synced)) or real_replace(a, b)
+    )
+    trainer_mod.atomic_save({"epoch": 3}, tmp_path / "checkpoint.pt")
+    assert renamed == [1] and torch.load(tmp_path / "checkpoint.pt")["epoch"] == 3

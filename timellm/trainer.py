@@ -245,6 +245,8 @@ def atomic_save(obj: Any, path: Path) -> None:
     # through an in-memory buffer, which some versions cut short past 2 GiB.
     with open(tmp, "wb") as fh:
         torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before the rename: a power cut keeps one whole file
     replace(tmp, path)
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble.errors import UserError, reason
-from ensemble.io import write_csv, write_json, write_text
+from ensemble.io import FolderLock, write_csv, write_json, write_text
 from experiments.config import RunConfig, held_config
 
 log = logging.getLogger("hybrid_forecast.bench")
@@ -404,7 +404,17 @@ def run_bench(
         def run_fn(cfg: RunConfig) -> dict[str, Any]:
             return run(cfg, progress=False)
 
-    handler = _setup_logging(out)
+    try:  # a second bench here would replace bench_spec.json with its grid, then stop
+        lock = FolderLock(out)  # at the first cell this one is running
+    except BlockingIOError:
+        raise UserError(
+            f"another bench is writing to {out}; wait for it to finish or give another --out"
+        ) from None
+    try:
+        handler = _setup_logging(out)
+    except BaseException:
+        lock.release()
+        raise
     t_start = time.perf_counter()
     ran: list[str] = []
     skipped: list[str] = []
@@ -461,6 +471,7 @@ def run_bench(
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+        lock.release()
 
 
 # ---------------------------------------------------------------------------- tables

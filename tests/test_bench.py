@@ -65,6 +65,23 @@ def fake_run(cfg, progress: bool = False) -> dict:
     return res
 
 
+def test_a_second_bench_on_the_same_folder_is_refused_and_changes_nothing(synth_csv, tmp_path):
+    # it replaced bench_spec.json with its own grid before stopping at a busy cell, and
+    # --report-only then reported that grid
+    from ensemble.errors import UserError
+    from ensemble.io import FolderLock
+
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench")
+    held = FolderLock(spec.out)  # the first bench, still running
+    try:
+        with pytest.raises(UserError, match="another bench is writing to"):
+            run_bench(spec, progress=False, run_fn=lambda cfg: pytest.fail("ran a cell"))
+    finally:
+        held.release()
+    assert not (Path(spec.out) / "bench_spec.json").exists()
+    assert run_bench(spec, progress=False, run_fn=fake_run)["ran"]  # free again
+
+
 def test_bench_resumes_after_a_kill(synth_csv, tmp_path):
     run = fake_run
     spec = _spec(synth_csv(n=1200), tmp_path / "bench")

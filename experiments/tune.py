@@ -753,7 +753,7 @@ class Objective:
         spec = self.spec
         # first: a rerun on this machine fails the trial of a killed process at once
         trial.set_user_attr("worker", os.getpid())
-        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("host", machine_identity())
         period, seq_len, tuned = suggest(trial, spec, self.attrs)
         trial.set_user_attr("seq_len", seq_len)
         trial.set_user_attr("member_params", tuned)
@@ -966,9 +966,12 @@ def _seeded_at_trial_start(spec: TuneSpec, worker: int):
             self.inner = _sampler_and_pruner(spec, spec.trials, spec.seed)[0]
 
         def before_trial(self, study, trial) -> None:
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            # counted on the whole study: under Hyperband ``study`` is the trial's bracket,
+            # whose counts repeat across brackets (the same seed, the same draw)
+            whole = getattr(study, "_study", study)
+            running = whole.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             ahead = sum(t.number < trial.number for t in running)
-            seed = trial_seed(spec.seed, _counts(study)["finished"], worker, ahead)
+            seed = trial_seed(spec.seed, _counts(whole)["finished"], worker, ahead)
             self.inner = _sampler_and_pruner(spec, spec.trials, seed)[0]
             self.inner.before_trial(study, trial)
 
@@ -990,7 +993,28 @@ def _seeded_at_trial_start(spec: TuneSpec, worker: int):
     return Sampler()
 
 
+def machine_identity() -> str:
+    """This machine and process namespace, for telling whether a trial's process can be
+    looked up from here: the host name, and on Linux the boot id (cloned machines share a
+    name) and the PID namespace (containers share the host's name and kernel, not its
+    PIDs)."""
+    parts = [socket.gethostname()]
+    for read in (
+        lambda: Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip(),
+        lambda: os.readlink("/proc/self/ns/pid"),
+    ):
+        try:
+            parts.append(read())
+        except OSError:
+            parts.append("?")
+    return "/".join(parts)
+
+
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine may still run (when unsure: yes, and the
+    heartbeat decides)."""
+    if os.name == "nt":  # os.kill(pid, 0) there sends Ctrl-C to pid's console group
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -1007,10 +1031,9 @@ def fail_dead_local_trials(study) -> None:
     and the study no longer draws what it would have drawn uninterrupted."""
     import copy
 
-    import optuna
     from optuna.trial import TrialState
 
-    storage, host = study._storage, socket.gethostname()
+    storage, host = study._storage, machine_identity()
     get_retry = getattr(storage, "get_heartbeat_stale_trial_callback", None) or getattr(
         storage, "get_failed_trial_callback", lambda: None
     )
@@ -1023,8 +1046,8 @@ def fail_dead_local_trials(study) -> None:
         try:
             if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                 continue
-        except optuna.exceptions.UpdateFinishedTrialError:  # failed by another process
-            continue
+        except RuntimeError:  # failed by another process first (UpdateFinishedTrialError
+            continue  # from optuna 4, a plain RuntimeError before)
         log.info("trial %d: its process (%d) is gone; it is run again", t.number, pid)
         retry = get_retry()
         if retry is not None:

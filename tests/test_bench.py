@@ -451,3 +451,19 @@ def test_a_stop_on_bad_input_is_in_bench_log(synth_csv, tmp_path):
     assert "stopped before any cell: snaive@period=abc" in (Path(spec.out) / "bench.log").read_text(
         encoding="utf-8"
     )
+
+
+def test_the_mean_fit_time_leaves_out_resumed_members():
+    # a Time-LLM fit resumed at its last epoch took 4 s of 280 s: the mean over seeds
+    # (bench_summary.csv, bench_fit_time.png) would read 142 s
+    base = dict(dataset="ETTh1", seq_len=512, pred_len=96, forecast="timellm", mse=0.4, mae=0.4)
+    long = pd.DataFrame(
+        [
+            {**base, "seed": 0, "fit_s": 280.0, "resumed": False},
+            {**base, "seed": 1, "fit_s": 4.0, "resumed": True},
+            {**base, "seed": 2, "fit_s": 300.0, "resumed": False},
+        ]
+    )
+    assert summarise(long)["fit_s"].iloc[0] == pytest.approx(290.0)
+    assert np.isnan(summarise(long.assign(resumed=True))["fit_s"].iloc[0])
+    assert summarise(long.drop(columns="resumed"))["fit_s"].iloc[0] == pytest.approx(584 / 3)

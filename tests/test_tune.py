@@ -749,13 +749,15 @@ def test_a_trial_of_a_killed_process_here_is_run_again_at_once(synth_csv, tmp_pa
 
     from optuna.trial import TrialState
 
-    from experiments.tune import fail_dead_local_trials
+    from experiments.tune import fail_dead_local_trials, machine_identity
 
     study = open_study(_spec(synth_csv(n=1400), tmp_path / "t", trials=3), create=True)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    owners = [(gone.pid, socket.gethostname()), (os.getppid(), socket.gethostname())]
-    owners.append((gone.pid, "another-machine"))  # its process cannot be checked from here
+    here = machine_identity()
+    owners = [(gone.pid, here), (os.getppid(), here)]
+    # its process cannot be looked up from here: a container with this host name, say
+    owners.append((gone.pid, socket.gethostname() + "/another-boot/pid:[1]"))
     for pid, host in owners:
         trial = study.ask()
         trial.suggest_float("x", 0.0, 1.0)
@@ -765,3 +767,30 @@ def test_a_trial_of_a_killed_process_here_is_run_again_at_once(synth_csv, tmp_pa
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
     assert study.trials[3].params == study.trials[0].params  # queued again, as it was
+
+
+def test_hyperband_brackets_do_not_repeat_each_others_draws():
+    # the sampler saw only its trial's bracket under Hyperband: counts, and so seeds and
+    # draws, repeated across brackets
+    import optuna
+
+    from experiments.tune import _sampler_and_pruner, _seeded_at_trial_start
+
+    spec = TuneSpec(dataset="ETTh1", pred_len=24, members=["snaive"], trials=30)
+    spec.pruner = "hyperband"
+    study = optuna.create_study(pruner=_sampler_and_pruner(spec, spec.trials)[1])
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        for step in range(9):
+            trial.report(x + step, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    for _ in range(10):
+        study.sampler = _seeded_at_trial_start(spec, 0)
+        study.optimize(objective, n_trials=1)
+    draws = [t.params["x"] for t in study.trials]
+    assert len(set(draws)) == len(draws)

@@ -739,6 +739,7 @@ def test_two_commands_starting_a_trial_at_once_draw_different_settings():
     assert alone.ask().suggest_float("x", 0.0, 1.0) == draws[0]
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask(), not optimize()
 def test_a_trial_of_a_killed_process_here_is_run_again_at_once(synth_csv, tmp_path):
     # waiting out the heartbeat grace, a rerun drew a fresh trial beside the dead one with
     # the same seed, then ran the dead one's settings again: one setting twice, one never

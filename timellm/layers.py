@@ -320,7 +320,8 @@ class ReprogrammingLayer(nn.Module):
         else:  # the same attention in one fused kernel, without the [S, h, Np, P] scores
             # (2.4x on CPU: benchmarks/hot_paths.py; float32 sums in another order). Every
             # series' queries form one sequence per head, against the prototypes' keys
-            # once: not expanded over the S series (the same numbers, 30 % faster on CPU)
+            # once: not expanded over the S series (equal up to float32 rounding, about
+            # 20 % faster on CPU: BENCHMARKS.md, thirtieth session)
             q = q.reshape(s * n, self.n_heads, -1).transpose(0, 1)[None]  # [1, h, S*Np, e]
             k, v = (t.transpose(0, 1)[None] for t in (keys, values))  # [1, h, P, e]
             out = F.scaled_dot_product_attention(q, k, v)[0].transpose(0, 1)  # [S*Np, h, e]

@@ -196,7 +196,8 @@ def _format_stat(name: str, values: np.ndarray) -> list[str]:
 
 
 def _digest(text: str) -> bytes:
-    """16 bytes naming a prompt in the token cache (the chance of a collision among 4 billion texts: about 3e-20)."""
+    """16 bytes naming a prompt in the token cache (the chance of a collision among 4
+    billion texts: about 3e-20)."""
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
@@ -244,7 +245,7 @@ class PromptBuilder:
             )
         # text digest -> token ids. Compact on purpose: a text and its ids as Python
         # objects take about 2.7 kB, a digest and an int32 array about 0.5 kB (the ETTm1
-        # run tokenises 400k prompts: 1 GB of cache before, 0.2 GB now)
+        # run tokenises about 400k prompts: about 1 GB of cache before, 0.2 GB now)
         self._cache: dict[bytes, np.ndarray] = {}
         self.cut = 0  # prompts tokenised so far that reached the cap
         pad = tokenizer.pad_token_id

@@ -802,7 +802,7 @@ def training_ablations(
 ) -> list[dict[str, Any]]:
     """Rows for the ablations that need their own run: read from siblings or 'not run'.
     None (an empty list) for a run without Time-LLM: each changes a Time-LLM setting."""
-    from experiments.tune import patch_choices
+    from experiments.tune_space import patch_choices
 
     specs = timellm_specs(run.members)
     if not specs:

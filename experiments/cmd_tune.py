@@ -59,7 +59,8 @@ def add_parser(sub) -> None:
 
 def handle(args) -> int:
     from experiments.registry import parse_sets
-    from experiments.tune import TuneSpec, rerun_command, run_tune
+    from experiments.tune import TuneSpec, run_tune
+    from experiments.tune_report import rerun_command
 
     members = [m.strip() for m in args.members.split(",") if m.strip()]
     dataset = args.dataset or (None if args.data_path else "ETTh1")

@@ -331,3 +331,37 @@ def bars(monkeypatch):
         return made
 
     return patch
+
+
+def tune_spec(csv: Path, out: Path, trials: int):
+    """A resolved TuneSpec of a study that fits instantly: snaive (whose period is tuned)
+    on ``csv``, H=24, lookbacks 48-96, a 1 s heartbeat and 2 s grace."""
+    from experiments.tune import TuneSpec
+
+    return TuneSpec(
+        dataset=None,
+        data_path=str(csv),
+        pred_len=24,
+        members=["snaive"],
+        trials=trials,
+        out=str(out),
+        min_seq_len=48,
+        max_seq_len=96,
+        heartbeat_s=1,
+        grace_s=2,
+    ).resolved()
+
+
+def interrupt_trial(monkeypatch: pytest.MonkeyPatch, number: int):
+    """Ctrl-C in tune trial ``number`` (and only there); returns the real ``_evaluate``."""
+    from experiments.tune_objective import Objective
+
+    evaluate = Objective._evaluate
+
+    def interrupted(self, trial):
+        if trial.number == number:
+            raise KeyboardInterrupt
+        return evaluate(self, trial)
+
+    monkeypatch.setattr(Objective, "_evaluate", interrupted)
+    return evaluate

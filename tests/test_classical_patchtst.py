@@ -145,7 +145,8 @@ def test_the_period_patch_without_a_period_falls_back_to_16_and_says_so(caplog):
 
 def test_tuning_draws_its_patch_from_the_periods_choices(synth_csv, tmp_path):
     from experiments.config import RunConfig
-    from experiments.tune import TuneSpec, patch_choices, run_tune
+    from experiments.tune import TuneSpec, run_tune
+    from experiments.tune_space import patch_choices
 
     spec = TuneSpec(
         dataset=None,

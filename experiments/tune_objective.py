@@ -1,0 +1,172 @@
+"""One `tune` trial: the members fitted on train with the drawn settings, early-stopped on
+val, scored by the val MSE of their equal-weight mean (test never loaded). The first
+member with a per-epoch hook feeds the pruner while it trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from experiments.tune_space import suggest, trial_periods
+from experiments.tune_study import claims_slot, load_study_data, machine_identity
+
+if TYPE_CHECKING:
+    from experiments.tune import TuneSpec
+
+log = logging.getLogger("hybrid_forecast.tune")
+
+
+# Members whose factories take a `progress` flag (their bars would garble parallel workers).
+_QUIET_MEMBERS = ("dlinear", "nlinear", "patchtst", "itransformer")
+
+
+class SurplusTrial(Exception):
+    """A trial started after the study already had its N trials claimed."""
+
+
+def attach_epoch_callback(member: Any, callback: Callable[[int, float], None]) -> bool:
+    """Hand the member a per-epoch hook if it has one (an ``on_epoch`` attribute)."""
+    if hasattr(member, "on_epoch"):
+        member.on_epoch = callback
+        return True
+    return False
+
+
+class EpochReporter:
+    """Feeds per-epoch validation losses to the pruner and stops a hopeless trial.
+
+    Args:
+        trial: the Optuna trial.
+        live: False to only record the values (training already over: nothing to save).
+    """
+
+    def __init__(self, trial, live: bool = True):
+        self.trial = trial
+        self.live = live
+        self.reported: set[int] = set()
+
+    def __call__(self, epoch: int, val_loss: float) -> None:
+        import optuna
+
+        if epoch in self.reported or not np.isfinite(val_loss):
+            return
+        self.reported.add(epoch)
+        self.trial.report(float(val_loss), step=int(epoch))
+        if self.live and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} (val {val_loss:.4f})")
+
+
+class Objective:
+    """Fits the members of one trial on train and returns their val MSE.
+
+    Args:
+        spec: the study's spec.
+        attrs: the study's attributes (period candidates, patch choices).
+    """
+
+    def __init__(self, spec: TuneSpec, attrs: dict[str, Any]):
+        self.spec = spec
+        self.attrs = attrs
+        self.dataset = load_study_data(spec)
+
+    def __call__(self, trial) -> float:
+        study = trial.study
+        claimed_before = sum(
+            1
+            for t in study.get_trials(deepcopy=False)
+            if t.number < trial.number and claims_slot(t)
+        )
+        if claimed_before >= self.spec.trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial {trial.number}: {self.spec.trials} trials already claimed")
+        try:
+            return self._evaluate(trial)
+        except KeyboardInterrupt:
+            # Optuna marks it FAIL; the next start queues its parameters again
+            # (`requeue_interrupted`), as the heartbeat retry does for a killed trial
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("interrupted", True)
+            raise
+        except Exception as exc:
+            import optuna
+
+            if not isinstance(exc, optuna.TrialPruned):
+                # recorded, so the trial counts as finished and is not retried forever
+                message = f"{type(exc).__name__}: {exc}"[:500]
+                trial.set_user_attr("error", message)
+                log.warning("trial %d failed: %s (traceback in tune.log)", trial.number, message)
+                log.info("trial %d traceback:\n%s", trial.number, traceback.format_exc())
+            raise
+
+    def _evaluate(self, trial) -> float:
+        from ensemble import metrics
+        from ensemble.data import make_splits
+        from experiments import registry
+
+        spec = self.spec
+        # first: a rerun on this machine fails the trial of a killed process at once
+        trial.set_user_attr("worker", os.getpid())
+        trial.set_user_attr("host", machine_identity())
+        period, seq_len, tuned = suggest(trial, spec, self.attrs)
+        trial.set_user_attr("seq_len", seq_len)
+        trial.set_user_attr("member_params", tuned)
+        splits = make_splits(self.dataset, seq_len, spec.pred_len)
+        ch = splits.eval_channels
+        val_true = splits.val.targets()[..., ch]
+        periods = trial_periods(period, self.attrs["ranked_periods"])
+        trial.set_user_attr("periods", periods)
+        reporter = EpochReporter(trial)
+        pruning_member = None
+        forecasts = []
+        t0 = time.perf_counter()
+        for spec_m in spec.members:
+            base, _ = registry.parse_spec(spec_m)
+            params = {**spec.member_params.get(base, {}), **tuned.get(base, {})}
+            if base in _QUIET_MEMBERS:
+                params.setdefault("progress", False)
+            ctx = registry.MemberContext(
+                seq_len=seq_len,
+                pred_len=spec.pred_len,
+                n_channels=splits.train.n_channels,
+                freq=splits.dataset.freq,
+                periods=periods,
+                seed=spec.seed,
+                dataset=splits.dataset.name,
+                params=params,
+                workdir=None,
+            )
+            member = registry.build(spec_m, ctx)
+            live = pruning_member is None and attach_epoch_callback(member, reporter)
+            if live:
+                pruning_member = spec_m
+            member.fit(splits.train, splits.val)
+            history = getattr(member, "history", None)
+            if pruning_member is None and history:
+                # no live hook: report the curve afterwards (the pruner learns from it)
+                pruning_member = spec_m
+                reporter.live = False
+                for h in history:
+                    if "val_mse" in h:
+                        reporter(int(h["epoch"]), float(h["val_mse"]))
+            f = np.asarray(member.predict(splits.val.windows()))[..., ch]
+            trial.set_user_attr(f"val_mse.{spec_m}", metrics.mse(f, val_true))
+            forecasts.append(f.astype(np.float64))
+        value = metrics.mse(np.mean(forecasts, axis=0), val_true)
+        trial.set_user_attr("fit_s", round(time.perf_counter() - t0, 2))
+        log.info(
+            "trial %d: period %d L=%d %s -> val MSE %.4f",
+            trial.number,
+            period,
+            seq_len,
+            tuned,
+            value,
+        )
+        return value

@@ -1,0 +1,177 @@
+"""The reports of a `tune` study: trials.csv, best_config.yaml (a config `run --config`
+accepts), study_summary.{json,md} and the Optuna plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ensemble.io import write_csv, write_json, write_text
+from experiments.config import RunConfig
+from experiments.tune_study import trial_counts
+
+if TYPE_CHECKING:
+    from experiments.tune import TuneSpec
+
+log = logging.getLogger("hybrid_forecast.tune")
+
+
+def best_config(spec: TuneSpec, trial) -> RunConfig:
+    """The best trial as a config `hybrid-forecast run --config` accepts."""
+    params: dict[str, dict[str, Any]] = {
+        k: {kk: vv for kk, vv in v.items() if kk != "progress"}
+        for k, v in spec.member_params.items()
+    }
+    for base, tuned in trial.user_attrs.get("member_params", {}).items():
+        params.setdefault(base, {}).update(tuned)
+    return RunConfig(
+        dataset=spec.dataset,
+        data_path=spec.data_path,
+        data_dir=spec.data_dir,
+        features=spec.features,
+        seq_len=int(trial.user_attrs["seq_len"]),
+        pred_len=spec.pred_len,
+        members=list(spec.members),
+        router=spec.router,
+        seed=spec.seed,
+        out=None,
+        periods=trial.user_attrs.get("periods"),
+        member_params={k: v for k, v in params.items() if v},
+    )
+
+
+def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
+    """Write trials.csv, best_config.yaml, study_summary.{json,md} and the plots."""
+    from optuna.trial import TrialState
+
+    out = Path(spec.out)
+    c = trial_counts(study)
+    trials = study.get_trials(deepcopy=False)
+    df = study.trials_dataframe()
+    write_csv(out / "trials.csv", df.to_csv(index=False))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    summary: dict[str, Any] = {
+        "study": spec.study,
+        "storage": spec.storage,
+        "asked_trials": spec.trials,
+        "counts": c,
+        "periods": study.user_attrs.get("periods"),
+    }
+    if any(m.split("@")[0] in ("timellm", "patchtst") for m in spec.members):
+        summary["patch_choices"] = study.user_attrs.get("patch_choices")
+    errors = [t for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
+    if errors:
+        summary["first_error"] = {
+            "number": errors[0].number,
+            "error": errors[0].user_attrs["error"],
+        }
+    if complete:
+        best = min(complete, key=lambda t: t.value)
+        cfg = best_config(spec, best)
+        unfinished = (
+            f" (best of {c['finished']} finished of {spec.trials} trials: the study is not "
+            "done; rerun the tune command to finish it)"
+            if c["finished"] < spec.trials
+            else ""
+        )
+        header = (
+            f"# best trial {best.number} of study {spec.study!r}: val MSE {best.value:.5f}"
+            f"{unfinished}\n"
+            f"# params: {best.params}\n"
+            f"# rerun and score on test: {rerun_command(out)}\n"
+        )
+        write_text(out / "best_config.yaml", header + cfg.to_yaml())
+        summary["best"] = {
+            "number": best.number,
+            "val_mse": best.value,
+            "params": best.params,
+            "seq_len": best.user_attrs.get("seq_len"),
+            "member_params": best.user_attrs.get("member_params"),
+        }
+    write_json(out / "study_summary.json", summary)
+    write_text(out / "study_summary.md", _summary_md(summary, complete))
+    try:
+        if plots:
+            plot_study(study, out)
+    except Exception:  # plots must not cost the summary
+        log.warning("tune plots failed:\n%s", traceback.format_exc())
+    return summary
+
+
+def rerun_command(out: Path) -> str:
+    """The command that reruns the best trial as a plain run and scores it on test."""
+    from experiments import shell
+
+    return shell.join(["hybrid-forecast", "run", "--config", str(Path(out) / "best_config.yaml")])
+
+
+def _summary_md(summary: dict[str, Any], complete: list) -> str:
+    c = summary["counts"]
+    lines = [
+        f"# Study {summary['study']}",
+        "",
+        f"Storage: `{summary['storage']}`. Asked for {summary['asked_trials']} trials; finished "
+        f"{c['finished']} (complete {c['complete']}, pruned {c['pruned']}, failed with an error "
+        f"{c['error']}); discarded {c['discarded']} (killed and retried, or surplus); running "
+        f"{c['running']}, waiting {c['waiting']}.",
+        f"Period candidates (train rows): {summary['periods']}. Objective: validation MSE "
+        "(scaled space, every val window); test never used.",
+        "",
+    ]
+    if summary.get("patch_choices"):
+        lines[-1:-1] = [
+            "Patch/stride choices per period: "
+            + "; ".join(f"{p}: {', '.join(c)}" for p, c in summary["patch_choices"].items())
+            + ".",
+        ]
+    if "best" in summary:
+        b = summary["best"]
+        lines += [
+            f"Best: trial {b['number']}, val MSE {b['val_mse']:.5f}, L={b['seq_len']}, "
+            f"member settings {b['member_params']}. Exported as `best_config.yaml`.",
+            "",
+            "| rank | trial | val MSE | params |",
+            "|---|---|---|---|",
+        ]
+        for i, t in enumerate(sorted(complete, key=lambda t: t.value)[:10], 1):
+            lines.append(f"| {i} | {t.number} | {t.value:.5f} | {t.params} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_study(study, out: Path) -> None:
+    """tune_history.png, tune_importance.png, tune_intermediate.png."""
+    import optuna
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as ovm
+
+    from ensemble import figures
+
+    figures.pyplot()
+
+    def save(ax_or_fig, name: str) -> None:
+        fig = ax_or_fig.figure if hasattr(ax_or_fig, "figure") else ax_or_fig
+        fig.set_size_inches(7, 4.2)
+        figures.save(fig, out / name, dpi=100)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)  # "few trials per regime" on small studies
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if complete:
+            ax = ovm.plot_optimization_history(study)
+            ax.set_ylabel("val MSE (scaled)")  # Optuna's "Objective Value" says less
+            save(ax, "tune_history.png")
+            if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+                ax = ovm.plot_intermediate_values(study)
+                ax.set_xlabel("epoch")
+                ax.set_ylabel("val MSE (scaled)")
+                save(ax, "tune_intermediate.png")
+        if len(complete) >= 2:
+            try:
+                save(ovm.plot_param_importances(study), "tune_importance.png")
+            except (ValueError, RuntimeError) as exc:  # e.g. a single distinct value
+                log.warning("no importance plot: %s", exc)

@@ -1,0 +1,548 @@
+"""A `tune` study in its Optuna storage.
+
+Opening it (a SQLite file in WAL mode, or a server), with heartbeats and a retry of
+every trial found dead; the attributes it is made with (period candidates, patch
+choices, the settings and data it was made for), checked on every resume; its trials
+counted against the N-trial budget; each trial's sampler seeded from the trial's place
+in the study; and the trials of killed or interrupted processes run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ensemble.errors import UserError
+from experiments.tune_space import (
+    lookback_range,
+    patch_choices,
+    period_candidates,
+    search_space,
+    space_before_fixed_settings,
+)
+
+if TYPE_CHECKING:
+    from experiments.tune import TuneSpec
+
+log = logging.getLogger("hybrid_forecast.tune")
+
+
+HEARTBEAT_S = 10  # a running trial writes its heartbeat this often
+
+
+GRACE_S = 40  # ... and counts as dead (killed) after this long without one
+
+
+# ------------------------------------------------------------------------ trial states
+
+
+def trial_counts(study) -> dict[str, int]:
+    """Trial counts by what they mean for the N-trials budget."""
+    from optuna.trial import TrialState
+
+    c = {"complete": 0, "pruned": 0, "error": 0, "running": 0, "waiting": 0, "discarded": 0}
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE:
+            c["complete"] += 1
+        elif t.state == TrialState.PRUNED:
+            c["pruned"] += 1
+        elif t.state == TrialState.FAIL:
+            c["error" if "error" in t.user_attrs else "discarded"] += 1
+        elif t.state == TrialState.RUNNING:
+            c["running"] += 1
+        elif t.state == TrialState.WAITING:
+            c["waiting"] += 1
+    c["finished"] = c["complete"] + c["pruned"] + c["error"]
+    c["claimed"] = c["finished"] + c["running"] + c["waiting"]
+    return c
+
+
+def claims_slot(t) -> bool:
+    """Does this trial use one of the N slots (finished, or on its way to finishing)?"""
+    from optuna.trial import TrialState
+
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING):
+        return True
+    return t.state == TrialState.FAIL and "error" in t.user_attrs
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S):
+    """An RDB storage with heartbeats, and a retry of every trial found dead."""
+    import optuna
+    from optuna.storages import RDBStorage
+
+    try:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+
+        retry_arg = "heartbeat_stale_trial_callback"
+    except ImportError:  # optuna < 4.9: the same callback under its older names
+        from optuna.storages import RetryFailedTrialCallback as Retry
+
+        retry_arg = "failed_trial_callback"
+
+    kwargs: dict[str, Any] = {}
+    if url.rstrip("/") == "sqlite:" or ":memory:" in url:
+        raise UserError(
+            f"--storage {url}: an in-memory database is gone when the command ends and is "
+            "not shared with --jobs workers; give a file (sqlite:///study.db) or a server"
+        )
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise UserError(
+                f"--storage {url}: {existing} is a file, not a folder; put study.db in a folder"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        import sqlite3
+
+        try:
+            _retry_while_created_elsewhere(lambda: _sqlite_wal(path))
+        except sqlite3.Error as exc:
+            raise UserError(
+                f"--storage {url}: locked by another process for too long ({exc}); wait "
+                "for it to finish or name another file"
+            ) from None
+        # several processes share one file: wait for the write lock instead of failing
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+
+    def connect():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s,
+                **{retry_arg: Retry(max_retry=3)},
+                **kwargs,
+            )
+
+    try:
+        return _retry_while_created_elsewhere(connect)
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise UserError(
+            f"--storage {url}: the database driver is missing ({exc}); install it "
+            "(e.g. psycopg2 for PostgreSQL) or use a sqlite:/// URL"
+        ) from None
+    except UserError:
+        raise
+    except Exception as exc:  # sqlalchemy's errors: bad URL, unreachable server
+        raise UserError(f"--storage {url}: cannot open ({str(exc).splitlines()[0]})") from None
+
+
+# What a storage says while another process, started at the same moment, creates it:
+# the file is locked while it turns to WAL, or the tables appear between check and create.
+_CREATED_ELSEWHERE = ("database is locked", "already exists", "UNIQUE constraint failed")
+
+
+def _retry_while_created_elsewhere(make: Callable[[], Any], tries: int = 6) -> Any:
+    """``make()``, tried again (up to ``tries`` times, 0.5 s to 3 s apart) while it fails
+    because another worker or command is creating the same storage at the same time."""
+    for attempt in range(tries):
+        try:
+            return make()
+        except Exception as exc:
+            text = str(exc.__cause__ or exc) + str(exc)
+            if attempt == tries - 1 or not any(m in text for m in _CREATED_ELSEWHERE):
+                raise
+            log.info("storage being created by another process (%s); retrying", text[:80])
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sqlite_wal(path: Path) -> None:
+    """WAL journal: readers (progress polls) never block the writer. Persistent per file."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(path, timeout=10)  # retried by the caller while created
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        if any(m in str(exc) for m in _CREATED_ELSEWHERE):
+            raise  # another process creating it: tried again by the caller
+        raise UserError(
+            f"--storage {path}: not a usable SQLite database file ({exc}); "
+            "name a new file or an existing study.db"
+        ) from None
+
+
+# ------------------------------------------------------------------------------- study
+
+
+def sampler_and_pruner(spec: TuneSpec, n: int, seed: int | None = None):
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=max(3, min(10, n // 3)),
+            multivariate=True,
+            group=True,  # the space is conditional (per-period lookbacks, kernel modes)
+            constant_liar=True,  # parallel workers do not all pile onto one region
+        )
+    if spec.pruner == "median":
+        # judged from the third epoch on: DLinear's ETTh1 validation curve is not monotone
+        # (at n_warmup_steps=2 the trial that ended best without pruning was pruned)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
+    elif spec.pruner == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner()
+    else:
+        pruner = optuna.pruners.NopPruner()
+    return sampler, pruner
+
+
+def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
+    """What a study is about; written once, checked on every later open.
+
+    Raises:
+        UserError: no period candidate fits the lookback bounds, or the longest lookback
+            they allow does not fit the data.
+    """
+    from ensemble.data import make_splits
+    from experiments.run import data_fingerprint, detect_periods
+
+    dataset = load_study_data(spec) if dataset is None else dataset
+    # The train rows are the same for every lookback; the smallest L keeps the check cheap.
+    splits = make_splits(dataset, spec.min_seq_len, spec.pred_len)
+    ranked = detect_periods(splits, k=10)
+    periods = period_candidates(ranked, spec.min_seq_len, spec.max_seq_len, spec.max_periods)
+    if not periods:
+        from periodicity.spectrum import calendar_periods
+
+        periods = period_candidates(
+            calendar_periods(dataset.freq), spec.min_seq_len, spec.max_seq_len, spec.max_periods
+        )
+    if not periods:
+        raise UserError(
+            f"no period candidate with a multiple in [{spec.min_seq_len}, {spec.max_seq_len}] "
+            f"(analyser found {ranked}); widen --min-seq-len/--max-seq-len"
+        )
+    longest = max(lookback_range(p, spec.min_seq_len, spec.max_seq_len)[1] for p in periods)
+    try:  # else every trial drawing a long lookback fails, and the study still exits 0
+        make_splits(dataset, longest, spec.pred_len)
+    except UserError as exc:
+        raise UserError(
+            f"--max-seq-len {spec.max_seq_len} allows lookbacks the data cannot hold "
+            f"({str(exc).split(';')[0]}); lower --max-seq-len"
+        ) from None
+    return {
+        **_identity(spec),
+        "data": data_fingerprint(dataset),
+        "periods": periods,
+        "ranked_periods": [int(p) for p in ranked],
+        # a patch must fit the period's shortest lookback: the patch is drawn before it
+        "patch_choices": {
+            str(p): patch_choices(p, lookback_range(p, spec.min_seq_len, spec.max_seq_len)[0])
+            for p in periods
+        },
+    }
+
+
+# What the classical members' loss is under --features MS since the twenty-eighth session
+# (the target's, as the Time-Series-Library's; every channel's before).
+MS_LOSS = "target"
+
+
+def _identity(spec: TuneSpec) -> dict[str, Any]:
+    """The settings a study's trials depend on: resuming it with others would mix two
+    experiments in one "best" (and export the wrong one)."""
+    return {
+        "dataset": spec.dataset or Path(spec.data_path or "").stem,
+        "pred_len": spec.pred_len,
+        "members": list(spec.members),
+        "features": spec.features,
+        **({"ms_loss": MS_LOSS} if spec.features == "MS" else {}),
+        "seed": spec.seed,
+        "member_params": spec.member_params,
+        "min_seq_len": spec.min_seq_len,
+        "max_seq_len": spec.max_seq_len,
+        "max_periods": spec.max_periods,
+        "search_space": search_space(spec),
+    }
+
+
+def check_folder_study(spec: TuneSpec) -> None:
+    """Refuse a folder whose reports belong to another study: its best_config.yaml,
+    trials.csv and summaries would be replaced by this one's (the default study name
+    holds the dataset, horizon and members, so another of them is another study)."""
+    held = Path(spec.out) / "tune_spec.json"
+    if not held.is_file():
+        return
+    try:
+        other = json.loads(held.read_text(encoding="utf-8")).get("study")
+    except (ValueError, AttributeError, OSError):
+        return  # damaged: the rerun rewrites it
+    if other and other != spec.study:
+        raise UserError(
+            f"{spec.out} holds the reports of study {other!r}, not {spec.study!r} (another "
+            f"dataset, horizon or member list); give another --out, or --study {other} to "
+            "continue that one"
+        )
+
+
+def check_identity(spec: TuneSpec, attrs: dict[str, Any], dataset=None) -> None:
+    """Refuse to resume a study made for other settings or data.
+
+    Raises:
+        UserError: naming the first setting that differs.
+    """
+    from experiments.run import data_fingerprint
+
+    mine = {
+        **_identity(spec),
+        "data": data_fingerprint(load_study_data(spec) if dataset is None else dataset),
+    }
+    if "search_space" not in attrs and space_before_fixed_settings(spec) != mine["search_space"]:
+        raise UserError(
+            f"study {spec.study!r} in {spec.storage} tuned settings you fix now (it was made "
+            "before fixed settings were kept out of the search); start a new study in "
+            "another --out (with another --study name if --storage is shared)"
+        )
+    if "ms_loss" in mine and "ms_loss" not in attrs:
+        raise UserError(
+            f"study {spec.study!r} in {spec.storage} was made before --features MS trained "
+            "the classical members on the target alone: its trials' scores are of the old "
+            "all-channel fits; start a new study in another --out (with another --study name "
+            "if --storage is shared)"
+        )
+    for key, value in mine.items():
+        if key in attrs and attrs[key] != value:
+            what = "the data file's values" if key == "data" else f"{key}={attrs[key]!r}"
+            now = "changed" if key == "data" else f"not {value!r}"
+            raise UserError(
+                f"study {spec.study!r} in {spec.storage} was made for {what}, {now}; "
+                "rerun with the study's settings, or start a new study in another --out "
+                "(with another --study name if --storage is shared)"
+            )
+
+
+def study_state(spec: TuneSpec, dataset) -> dict[str, Any] | None:
+    """The attributes a new study gets, or None when it exists and suits ``spec``.
+
+    Touches nothing on disk for a new SQLite study (its file is made later, with the
+    study), so a refusal here leaves no empty study or folder behind.
+    """
+    spec = spec.resolved()  # the storage URL and study name filled in
+    url = spec.storage
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        return study_attrs(spec, dataset)
+    storage = open_storage(url, spec.heartbeat_s, spec.grace_s)
+    try:
+        held = storage.get_study_user_attrs(storage.get_study_id_from_name(spec.study))
+    except KeyError:  # no such study (yet) in this storage
+        return study_attrs(spec, dataset)
+    if "periods" not in held:  # made by a start that stopped before writing them
+        return study_attrs(spec, dataset)
+    check_identity(spec, held, dataset)
+    return None
+
+
+def open_study(spec: TuneSpec, create: bool = False, new_attrs: dict[str, Any] | None = None):
+    """Create (once) or load the study, checking it was made for the same task.
+
+    Each trial's sampler is seeded from ``--seed``, the number of trials finished before
+    it, the worker's index and the trials started before it still running (`trial_seed`):
+    the same command draws the same configurations, interrupted and resumed or not (with
+    one worker: parallel workers draw in the order their trials happen to finish), and
+    parallel workers or commands do not repeat each other's draws.
+
+    Args:
+        spec: the resolved spec.
+        create: create the study unless it exists.
+        new_attrs: a new study's attributes when already computed (``validate``).
+    """
+    import optuna
+
+    storage = open_storage(spec.storage, spec.heartbeat_s, spec.grace_s)
+    sampler, pruner = sampler_and_pruner(spec, spec.trials)
+    if create:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=spec.study,
+            direction="minimize",
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+        attrs = study.user_attrs
+        if "periods" not in attrs:  # new: its attributes are this spec's, nothing to check
+            for k, v in (new_attrs or study_attrs(spec)).items():
+                study.set_user_attr(k, v)
+            return study
+        from experiments.run import data_fingerprint
+
+        dataset = load_study_data(spec)
+        check_identity(spec, attrs, dataset)
+        mine = {**_identity(spec), "data": data_fingerprint(dataset)}
+        for key, value in mine.items():
+            if key not in attrs:  # a study from an older version: record what it can
+                study.set_user_attr(key, value)
+        return study
+    study = optuna.load_study(
+        study_name=spec.study, storage=storage, sampler=sampler, pruner=pruner
+    )
+    return study  # `_trials_until_done` seeds the sampler before each trial
+
+
+def load_study_data(spec: TuneSpec):
+    from ensemble.data import load_dataset
+
+    return load_dataset(
+        spec.dataset,
+        data_path=spec.data_path,
+        data_dir=spec.data_dir,
+        features=spec.features,
+    )
+
+
+# ------------------------------------------------------------------------------ trials
+
+
+def trial_seed(seed: int, finished: int, worker: int, ahead: int = 0) -> int:
+    """The sampler's seed for the trial that starts after ``finished`` finished trials,
+    with ``ahead`` trials started before it still running (other commands' or workers'):
+    those drew at the same count, and must not be drawn again."""
+    return int(
+        np.random.SeedSequence(
+            [seed, finished, worker, *([ahead] if ahead else [])]
+        ).generate_state(1)[0]
+    )
+
+
+def seeded_at_trial_start(spec: TuneSpec, worker: int):
+    """A sampler seeded (`trial_seed`) when its trial starts, from the study as it is then.
+
+    Seeding it before ``study.optimize`` instead gave two commands starting a trial at
+    the same finished count the same draw (two `tune` commands on one study), as it did
+    a rerun's fresh trial beside the killed one it had not failed yet.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    class Sampler(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self.inner = sampler_and_pruner(spec, spec.trials, spec.seed)[0]
+
+        def before_trial(self, study, trial) -> None:
+            # counted on the whole study: under Hyperband ``study`` is the trial's bracket,
+            # whose counts repeat across brackets (the same seed, the same draw)
+            whole = getattr(study, "_study", study)
+            running = whole.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            ahead = sum(t.number < trial.number for t in running)
+            seed = trial_seed(spec.seed, trial_counts(whole)["finished"], worker, ahead)
+            self.inner = sampler_and_pruner(spec, spec.trials, seed)[0]
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, name, distribution):
+            return self.inner.sample_independent(study, trial, name, distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.inner.reseed_rng()
+
+    return Sampler()
+
+
+def machine_identity() -> str:
+    """This machine and process namespace, for telling whether a trial's process can be
+    looked up from here: the host name, and on Linux the boot id (cloned machines share a
+    name) and the PID namespace (containers share the host's name and kernel, not its
+    PIDs)."""
+    parts = [socket.gethostname()]
+    for read in (
+        lambda: Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip(),
+        lambda: os.readlink("/proc/self/ns/pid"),
+    ):
+        try:
+            parts.append(read())
+        except OSError:
+            parts.append("?")
+    return "/".join(parts)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine may still run (when unsure: yes, and the
+    heartbeat decides)."""
+    if os.name == "nt":  # os.kill(pid, 0) there sends Ctrl-C to pid's console group
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def fail_dead_local_trials(study) -> None:
+    """Fail, and queue again as the heartbeat's retry does, the running trials of a
+    process of this machine that is gone (killed). Without it a rerun right after a kill
+    waits out the heartbeat grace, drawing fresh trials beside the dead one meanwhile,
+    and the study no longer draws what it would have drawn uninterrupted."""
+    import copy
+
+    from optuna.trial import TrialState
+
+    storage, host = study._storage, machine_identity()
+    get_retry = getattr(storage, "get_heartbeat_stale_trial_callback", None) or getattr(
+        storage, "get_failed_trial_callback", lambda: None
+    )
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("worker")
+        if t.user_attrs.get("host") != host or not isinstance(pid, int) or pid == os.getpid():
+            continue
+        if _alive(pid):
+            continue
+        try:
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except RuntimeError:  # failed by another process first (UpdateFinishedTrialError
+            continue  # from optuna 4, a plain RuntimeError before)
+        log.info("trial %d: its process (%d) is gone; it is run again", t.number, pid)
+        retry = get_retry()
+        if retry is not None:
+            retry(study, copy.deepcopy(storage.get_trial(t._trial_id)))
+
+
+def requeue_interrupted(study) -> None:
+    """Queue again, once each, the parameters of trials stopped by Ctrl-C or SIGTERM
+    (FAIL, ``interrupted``), so that a resumed study runs them as the uninterrupted one
+    did. A killed trial is queued by the heartbeat retry instead."""
+    from optuna.trial import TrialState
+
+    done = set(study.user_attrs.get("requeued", []))
+    todo = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if t.user_attrs.get("interrupted") and t.number not in done
+    ]
+    for t in todo:
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        done.add(t.number)
+        log.info("trial %d was interrupted: its parameters are queued again", t.number)
+    if todo:
+        study.set_user_attr("requeued", sorted(done))

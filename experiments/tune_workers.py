@@ -1,0 +1,294 @@
+"""The processes of a `tune` command: each worker runs trials until the study has N
+finished ones; signals and log records are handled so that Ctrl-C or a kill leaves a
+study a rerun finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from experiments.tune_objective import Objective
+from experiments.tune_study import (
+    fail_dead_local_trials,
+    open_study,
+    seeded_at_trial_start,
+    trial_counts,
+)
+
+if TYPE_CHECKING:
+    from experiments.tune import TuneSpec
+
+log = logging.getLogger("hybrid_forecast.tune")
+
+
+POLL_S = 5.0  # how often an idle worker looks again while others finish the last trials
+
+
+def setup_logging(out: Path) -> logging.Handler:
+    import optuna
+
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "tune.log", encoding="utf-8")
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    )
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    for h in root.handlers:  # INFO to tune.log only; the console gets warnings
+        if h is not handler and type(h) is logging.StreamHandler:
+            h.setLevel(max(h.level, logging.WARNING))
+    # Optuna's own messages (trial finished / pruned) go to tune.log, not the console.
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    return handler
+
+
+class _NotedInterrupts:
+    """Note each SIGINT / SIGTERM as it arrives, the handler before still raising it.
+
+    Python swallows an exception raised in a finalizer: a Ctrl-C that lands while the
+    garbage collector runs a ``__del__`` (tqdm's, after a trial) is printed as "Exception
+    ignored" and the study runs on. ``check()`` between trials raises it again.
+    Installed from the main thread only (elsewhere signals cannot be handled).
+    """
+
+    def __init__(self) -> None:
+        self.noted: list[tuple[int, Callable]] = []
+        self._installed: dict[int, tuple[Callable, Callable]] = {}
+
+    def __enter__(self) -> _NotedInterrupts:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            before = signal.getsignal(sig)
+            if not callable(before):  # ignored, or the system default: nothing swallowed
+                continue
+
+            def note(signum: int, frame: Any, before: Callable = before) -> None:
+                self.noted.append((signum, before))
+                before(signum, frame)
+
+            signal.signal(sig, note)
+            self._installed[sig] = (note, before)
+        # ... and not printed as "Exception ignored in ...", with a traceback, when it was:
+        # `check()` raises it again
+        self._hook = sys.unraisablehook
+
+        def hook(unraisable: Any, before: Callable = self._hook) -> None:
+            if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+                before(unraisable)
+
+        sys.unraisablehook = hook
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, (note, before) in self._installed.items():
+            if signal.getsignal(sig) is note:  # not replaced since (a worker's "once only")
+                signal.signal(sig, before)
+        if getattr(self, "_hook", None) is not None:
+            sys.unraisablehook = self._hook
+
+    def check(self) -> None:
+        """Raise the first noted interrupt again, as its handler raised it."""
+        if self.noted:
+            signum, before = self.noted[0]
+            before(signum, None)
+            raise KeyboardInterrupt  # a handler that returned: still an interrupt
+
+
+class _QuietInterrupt(logging.Filter):
+    """Optuna's own "Trial N failed ..." warnings, each with a full traceback, become INFO
+    records without it (tune.log keeps them): the objective has already logged a failed
+    trial as one warning line plus its traceback in tune.log.
+
+    Ctrl-C is not a failed trial: after a KeyboardInterrupt every warning is demoted, so
+    the console shows only the CLI's one line. The trial itself is FAIL without an
+    ``error`` attribute: not counted, so a rerun resumes the study."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[0] if record.exc_info else None
+        if exc is not None and issubclass(exc, KeyboardInterrupt):
+            self.interrupted = True
+        failed = record.levelno > logging.INFO and "failed" in record.getMessage()
+        if self.interrupted or failed:
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def work(
+    spec: TuneSpec,
+    on_progress: Callable[[dict[str, int]], None] | None = None,
+    worker: int = 0,
+) -> None:
+    """One worker: run trials until the study has ``spec.trials`` finished ones.
+
+    Args:
+        spec: the resolved spec (the study must exist).
+        on_progress: called with the trial counts after each step (a progress bar).
+        worker: this worker's index among the command's (seeds its sampler).
+    """
+    study = open_study(spec)
+    objective = Objective(spec, study.user_attrs)
+    quiet = _QuietInterrupt()
+    optuna_log = logging.getLogger("optuna.study._optimize")  # where failed trials are logged
+    optuna_log.addFilter(quiet)
+    try:
+        with _NotedInterrupts() as interrupts:
+            _trials_until_done(spec, study, objective, on_progress, interrupts, worker)
+    finally:
+        optuna_log.removeFilter(quiet)
+
+
+def _trials_until_done(
+    spec: TuneSpec,
+    study: Any,
+    objective: Objective,
+    on_progress: Callable[[dict[str, int]], None] | None,
+    interrupts: _NotedInterrupts,
+    worker: int = 0,
+) -> None:
+    """``work``'s loop: one trial at a time (or a wait for others' trials) until done."""
+    import optuna
+    from optuna.storages import fail_stale_trials
+
+    waited = False
+    while True:
+        interrupts.check()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)  # a killed worker's trial: FAIL, and queued again
+        fail_dead_local_trials(study)  # the same at once, for a process of this machine
+        c = trial_counts(study)
+        if on_progress:
+            on_progress(c)
+        if c["finished"] >= spec.trials:
+            break
+        if c["waiting"] > 0 or c["claimed"] < spec.trials:
+            waited = False
+            # seeded by the trial's place in the study, not by what this start drew before:
+            # a study stopped and resumed draws what it would have drawn uninterrupted
+            study.sampler = seeded_at_trial_start(spec, worker)
+            with warnings.catch_warnings():  # optuna < 4.9 calls fail_stale_trials in it
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        else:
+            if not waited:
+                # on the console when this is the command's only process: a wait of a
+                # minute with nothing said looks like a hang
+                log.log(
+                    logging.WARNING if on_progress is not None else logging.INFO,
+                    "%d trial(s) running elsewhere; waiting for them (a killed one is retried "
+                    "after %ds without heartbeat)",
+                    c["running"],
+                    spec.grace_s,
+                )
+                waited = True
+            time.sleep(min(POLL_S, max(0.2, spec.grace_s / 4)))
+
+
+def _swallow(*_: Any) -> None:
+    """A signal handler that does nothing (see `_worker_entry`'s ``stop``)."""
+
+
+def _worker_entry(spec_dict: dict[str, Any], threads: int, worker: int) -> None:
+    """Entry point of a spawned worker process."""
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+    from experiments.tune import TuneSpec  # imported here: tune imports this module
+
+    spec = TuneSpec(**spec_dict)
+    handler = setup_logging(Path(spec.out))
+
+    def stop(*_: Any) -> None:
+        """Ctrl-C (the whole process group) or the parent's terminate(): fail the trial now,
+        not after the grace period. Once only: a second signal (Ctrl-C, then terminate)
+        would land in Optuna's bookkeeping of the first and leave the trial running.
+        Swallowed by a handler, not SIG_IGN: a second signal already caught when the
+        handler changes would raise "OSError: Signal 15 ignored due to race condition"."""
+        signal.signal(signal.SIGTERM, _swallow)
+        signal.signal(signal.SIGINT, _swallow)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        work(spec, worker=worker)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None]) -> None:
+    """``spec.jobs`` worker processes on the same storage; ends them all on any exit."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # fork + torch threads + sqlite connections do not mix
+    threads = max(1, (os.cpu_count() or 1) // spec.jobs)
+    procs = [
+        ctx.Process(target=_worker_entry, args=(asdict(spec), threads, i), daemon=True)
+        for i in range(spec.jobs)
+    ]
+    # `timeout`/`kill` send SIGTERM to this process only: end it through the finally below,
+    # which ends the workers (the CLI already installs a handler that does so).
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        for p in procs:
+            p.start()
+        while any(p.is_alive() for p in procs):
+            show(trial_counts(study))
+            time.sleep(1.0)
+        show(trial_counts(study))
+        bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+        if bad:
+            log.warning("worker exit codes: %s (see tune.log)", bad)
+    except KeyboardInterrupt:
+        # Ctrl-C reached the workers too, a SIGTERM to this process did not: ask each to
+        # stop (a worker already stopping ignores it) and let them record their trials
+        if os.name != "nt":  # no such signal to one process on Windows: terminate below
+            for p in procs:
+                if p.is_alive() and p.pid is not None:
+                    with contextlib.suppress(OSError):
+                        os.kill(p.pid, signal.SIGINT)
+        deadline = time.monotonic() + 10
+        for p in procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+        raise
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():  # it ignored the request (its interrupt was swallowed): end it
+                p.kill()
+                p.join(timeout=5)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,122 @@
+"""One trial: scored on validation only, never past the study's N trials, members freed
+between trials, per-epoch losses fed to the pruner."""
+
+from __future__ import annotations
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+from conftest import tune_spec  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from experiments.tune import run_tune  # noqa: E402
+from experiments.tune_objective import Objective, SurplusTrial  # noqa: E402
+from experiments.tune_study import open_study, trial_counts  # noqa: E402
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_past_the_budget_is_surplus(synth_csv, tmp_path):
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "tune", trials=2)
+    run_tune(spec, progress=False, plots=False)
+    study = open_study(spec)
+    trial = study.ask()  # a second worker that lost the race for the last slot
+    with pytest.raises(SurplusTrial):
+        Objective(spec, study.user_attrs)(trial)
+    study.tell(trial, state=TrialState.FAIL)
+    c = trial_counts(study)
+    assert c["finished"] == 2 and c["discarded"] == 1
+
+
+def test_trials_never_see_the_test_rows(synth_csv, tmp_path):
+    # Tuning scores on validation: scrambling the rows only test windows reach (the last
+    # 20 % of a 70/10/20 file) leaves every trial's value unchanged.
+    import numpy as np
+
+    def scramble(df):
+        tail = slice(int(len(df) * 0.9), len(df))
+        rng = np.random.default_rng(5)
+        for col in df.columns[1:]:
+            df.loc[df.index[tail], col] = rng.permutation(df[col].to_numpy()[tail]) * 3
+        return df
+
+    def values(csv, out, enqueue=()):
+        for params in enqueue:  # two studies on different data: ask for the same settings
+            open_study(tune_spec(csv, out, 3), create=True).enqueue_trial(params)
+        run_tune(tune_spec(csv, out, trials=3), progress=False, plots=False)
+        done = [
+            t for t in open_study(tune_spec(csv, out, 3)).trials if t.state == TrialState.COMPLETE
+        ]
+        return [(t.params, t.value) for t in sorted(done, key=lambda t: t.number)]
+
+    clean = values(synth_csv(n=1200), tmp_path / "a")
+    wrecked_csv = synth_csv(n=1200, edit=scramble, name="w.csv")
+    wrecked = values(wrecked_csv, tmp_path / "b", enqueue=[p for p, _ in clean])
+    assert len(clean) == 3 and clean == wrecked
+
+
+def test_epoch_hook_feeds_the_pruner_during_training(synth_splits):
+    # the members' training loops call on_epoch after every epoch, so a pruner can stop
+    # a trial mid-training (an exception from the hook ends the fit)
+    from classical.dlinear import DLinear
+    from experiments.tune_objective import attach_epoch_callback
+
+    splits = synth_splits(seq_len=96, pred_len=24, n=1200)
+    model = DLinear(96, 24, epochs=4, patience=10, progress=False)
+    seen: list[tuple[int, float]] = []
+    assert attach_epoch_callback(model, lambda e, v: seen.append((e, v)))
+    model.fit(splits.train, splits.val)
+    assert [e for e, _ in seen] == [1, 2, 3, 4]
+    assert [v for _, v in seen] == pytest.approx([h["val_mse"] for h in model.history])
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch: int, val: float) -> None:
+        if epoch == 2:
+            raise Stop
+
+    model = DLinear(96, 24, epochs=4, patience=10, progress=False)
+    attach_epoch_callback(model, stop)
+    with pytest.raises(Stop):
+        model.fit(splits.train, splits.val)
+
+
+def test_each_trial_starts_with_the_last_trials_members_freed(synth_csv, tmp_path, monkeypatch):
+    # As in `run`: a member held by a reference cycle (a pruned trial's traceback makes
+    # one) must not stay on the GPU while the next trial loads its own (Optuna collects
+    # after each trial: gc_after_trial).
+    import gc
+    import sys
+    import weakref
+
+    from classical.naive import SeasonalNaive
+
+    alive, members = [], []
+    fit = SeasonalNaive.fit
+
+    def fit_in_a_cycle(self, train, val):
+        alive.append(sum(ref() is not None for ref in members))
+        members.append(weakref.ref(self))
+        cycle = [sys._getframe()]
+        assert cycle
+        return fit(self, train, val)
+
+    monkeypatch.setattr(SeasonalNaive, "fit", fit_in_a_cycle)
+    gc.disable()
+    try:
+        run_tune(tune_spec(synth_csv(n=1200), tmp_path / "t", trials=3), progress=False)
+    finally:
+        gc.enable()
+    assert alive == [0, 0, 0]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_no_pruning_warning_for_members_without_epochs(synth_csv, tmp_path, caplog):
+    # snaive reports no per-epoch values: Optuna's "You need to set up the pruning
+    # feature" warning reached the console.
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    run_tune(tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1), progress=False, plots=True)
+    assert not [r for r in caplog.records if "pruning feature" in r.getMessage()]
+    assert (tmp_path / "t" / "tune_history.png").is_file()

@@ -1,0 +1,88 @@
+"""The reports: best_config.yaml reruns the best trial as a plain run; the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+from conftest import tune_spec  # noqa: E402
+
+from experiments.tune import run_tune  # noqa: E402
+from experiments.tune_study import open_study  # noqa: E402
+
+
+def test_best_config_is_a_run_config(synth_csv, tmp_path):
+    from experiments.config import RunConfig
+    from experiments.run import run
+
+    csv = synth_csv(n=1200)
+    out = tmp_path / "tune"
+    run_tune(tune_spec(csv, out, trials=3), progress=False)
+    for name in (
+        "best_config.yaml",
+        "study_summary.md",
+        "trials.csv",
+        "tune.log",
+        "tune_history.png",
+    ):
+        assert (out / name).is_file(), name
+    cfg = RunConfig.from_file(out / "best_config.yaml")
+    assert cfg.members == ["snaive"] and cfg.seq_len % cfg.member_params["snaive"]["period"] == 0
+    cfg.out = str(tmp_path / "run")
+    res = run(cfg, progress=False)  # what `hybrid-forecast run --config` does with it
+    assert res["test"]["snaive"]["mse"] > 0
+
+
+def _two_period_csv(tmp_path: Path) -> Path:
+    """Hourly, cycles of 24 and 40 steps: the analyser ranks 24 first."""
+    import numpy as np
+    import pandas as pd
+
+    n, t = 2000, np.arange(2000)
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=n, freq="h")})
+    for c in range(2):
+        df[f"c{c}"] = (
+            np.sin(2 * np.pi * t / 24 + c)
+            + 0.8 * np.sin(2 * np.pi * t / 40)
+            + 0.2 * rng.standard_normal(n)
+        )
+    path = tmp_path / "two.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_best_config_rebuilds_the_trial_that_chose_a_lower_ranked_period(tmp_path):
+    # ARIMA takes its season from the first period it is handed: the config must hand
+    # `run` the trial's periods (chosen first), not the analyser's (24 first)
+    from experiments.config import RunConfig
+    from experiments.run import run
+
+    csv, out = _two_period_csv(tmp_path), tmp_path / "tune"
+    spec = tune_spec(csv, out, trials=1)
+    spec.members, spec.max_seq_len = ["arima"], 160
+    spec.member_params = {"arima": {"fit_rows": 400}}
+    study = open_study(spec, create=True)
+    assert study.user_attrs["ranked_periods"][:2] == [24, 40]
+    study.enqueue_trial({"period": 40, "seq_len_p40": 80})
+    summary = run_tune(spec, progress=False, plots=False)
+    cfg = RunConfig.from_file(out / "best_config.yaml")
+    assert cfg.periods[0] == 40 and cfg.periods == study.trials[0].user_attrs["periods"]
+    cfg.out = str(tmp_path / "run")
+    res = run(cfg, progress=False)
+    assert res["periods"] == cfg.periods
+    assert res["val"]["arima"]["mse"] == pytest.approx(summary["best"]["val_mse"], rel=1e-9)
+
+
+def test_the_summary_names_the_patch_choices_of_a_patched_member():
+    from experiments.tune_report import _summary_md
+
+    counts = dict.fromkeys(
+        ("finished", "complete", "pruned", "error", "discarded", "running", "waiting"), 0
+    )
+    summary = {"study": "s", "storage": "x", "asked_trials": 1, "counts": counts}
+    md = _summary_md({**summary, "periods": [24], "patch_choices": {"24": ["24/12", "24/24"]}}, [])
+    assert "Patch/stride choices per period: 24: 24/12, 24/24." in md
+    assert "Patch/stride" not in _summary_md({**summary, "periods": [24]}, [])

@@ -1,0 +1,228 @@
+"""The study in its storage: storages opened (or refused) in one line, resumes checked
+against the settings and data, seeds that never repeat a draw, killed trials run again."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+from conftest import tune_spec  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from experiments.tune import TuneSpec, run_tune  # noqa: E402
+from experiments.tune_study import open_study  # noqa: E402
+
+
+def test_a_storage_another_process_is_creating_is_tried_again(monkeypatch):
+    import sqlite3
+
+    from experiments import tune_study
+
+    monkeypatch.setattr(tune_study.time, "sleep", lambda s: None)
+    calls = []
+
+    def created_elsewhere():
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return "storage"
+
+    assert tune_study._retry_while_created_elsewhere(created_elsewhere) == "storage"
+    assert len(calls) == 3
+
+    def broken():
+        calls.append(1)
+        raise sqlite3.OperationalError("file is not a database")
+
+    calls.clear()
+    with pytest.raises(sqlite3.OperationalError):
+        tune_study._retry_while_created_elsewhere(broken)
+    assert len(calls) == 1  # not retried
+
+
+@pytest.mark.filterwarnings("ignore:RetryFailedTrialCallback has been deprecated")
+def test_an_optuna_before_4_9_gets_its_retry_callback_under_its_own_name(monkeypatch, tmp_path):
+    # optuna < 4.9 has RetryFailedTrialCallback and RDBStorage(failed_trial_callback=...):
+    # the new keyword made every tune fail there ("cannot open" the storage)
+    import optuna.storages
+
+    from experiments import tune_study
+
+    given = {}
+
+    class OldStorage:
+        def __init__(self, url, heartbeat_interval, grace_period, failed_trial_callback, **kw):
+            given["callback"] = failed_trial_callback
+
+    monkeypatch.delattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", raising=False)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", OldStorage)
+    tune_study.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    assert given["callback"] is not None
+
+
+@pytest.mark.parametrize(
+    "storage,needle",
+    [("notadb.txt", "not a usable SQLite database"), ("sqlite://", "in-memory")],
+)
+def test_unusable_storage_is_a_user_error(storage, needle, synth_csv, tmp_path):
+    from ensemble.errors import UserError
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    if storage.endswith(".txt"):
+        storage = str(tmp_path / storage)
+        Path(storage).write_text("not a database\n" * 100, encoding="utf-8")
+    spec.storage = storage
+    with pytest.raises(UserError, match=needle):
+        run_tune(spec.resolved(), progress=False, plots=False)
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ("seed", "made for seed=0, not 7"),
+        ("data", "made for the data file's values, changed"),
+        ("max_seq_len", "made for max_seq_len=96, not 72"),
+    ],
+)
+def test_resuming_a_study_made_for_other_settings_is_refused(change, needle, synth_csv, tmp_path):
+    from ensemble.errors import UserError
+
+    csv, out = synth_csv(n=1200), tmp_path / "tune"
+    run_tune(tune_spec(csv, out, trials=1), progress=False, plots=False)
+    spec = tune_spec(csv, out, trials=2)
+    if change == "seed":
+        spec.seed = 7
+    elif change == "max_seq_len":
+        spec.max_seq_len = 72
+    else:  # the same file name over other values
+        csv.write_text(
+            synth_csv(n=1200, period=12, name="other.csv").read_text(encoding="utf-8"),
+            encoding="utf-8",
+        )
+    with pytest.raises(UserError, match=needle):
+        run_tune(spec, progress=False, plots=False)
+
+
+def test_a_folder_of_another_study_is_refused(synth_csv, tmp_path):
+    from ensemble.errors import UserError
+
+    csv, out = synth_csv(n=1200), tmp_path / "tune"
+    run_tune(tune_spec(csv, out, trials=1), progress=False, plots=False)
+    before = (out / "trials.csv").read_text(encoding="utf-8")
+    # another horizon: another default study name, in the same folder and database
+    spec = replace(tune_spec(csv, out, trials=1), pred_len=12, study=None).resolved()
+    with pytest.raises(
+        UserError, match="holds the reports of study 'synth_24_snaive', not 'synth_12_snaive'"
+    ):
+        run_tune(spec, progress=False, plots=False)
+    assert (out / "trials.csv").read_text(encoding="utf-8") == before
+
+
+def test_a_study_from_before_fixed_settings_were_kept_out_is_not_resumed(synth_csv, tmp_path):
+    from ensemble.errors import UserError
+    from experiments.tune_study import _identity, check_identity, load_study_data
+
+    spec = replace(
+        tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1),
+        members=["dlinear"],
+        member_params={"dlinear": {"lr": 0.01}},
+    )
+    old = {k: v for k, v in _identity(spec).items() if k != "search_space"}
+    with pytest.raises(UserError, match="tuned settings you fix now"):
+        check_identity(spec, old, load_study_data(spec))
+    plain = replace(spec, member_params={})  # nothing fixed: the old study's space, resumed
+    check_identity(plain, {k: v for k, v in _identity(plain).items() if k != "search_space"})
+    assert _identity(spec)["search_space"] == {"dlinear": ["kernel"]}
+
+
+def test_an_ms_study_from_before_ms_fitted_the_target_is_not_resumed(synth_csv, tmp_path):
+    # its trials scored all-channel fits: resumed, one "best" would mix two losses
+    from ensemble.errors import UserError
+    from experiments.tune_study import _identity, check_identity, load_study_data
+
+    spec = replace(tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1), features="MS")
+    now = _identity(spec)
+    check_identity(spec, now, load_study_data(spec))
+    old = {k: v for k, v in now.items() if k != "ms_loss"}
+    with pytest.raises(UserError, match="before --features MS trained the classical members"):
+        check_identity(spec, old, load_study_data(spec))
+    m = replace(spec, features="M")  # M studies are as they were
+    assert "ms_loss" not in _identity(m)
+
+
+def test_two_commands_starting_a_trial_at_once_draw_different_settings():
+    # each command is worker 0 and both start at 0 finished trials: seeded before the
+    # trial existed, they drew the same settings (a wasted trial, a smaller search)
+    import optuna
+
+    from experiments.tune_study import seeded_at_trial_start
+
+    spec = TuneSpec(dataset="ETTh1", pred_len=24, members=["snaive"], trials=6)
+    study = optuna.create_study()
+    draws = []
+    for _ in range(2):  # the second starts while the first is still running
+        study.sampler = seeded_at_trial_start(spec, worker=0)
+        draws.append(study.ask().suggest_float("x", 0.0, 1.0))
+    assert draws[0] != draws[1]
+    alone = optuna.create_study()  # a lone command's first trial draws what it always did
+    alone.sampler = seeded_at_trial_start(spec, worker=0)
+    assert alone.ask().suggest_float("x", 0.0, 1.0) == draws[0]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask(), not optimize()
+def test_a_trial_of_a_killed_process_here_is_run_again_at_once(synth_csv, tmp_path):
+    # waiting out the heartbeat grace, a rerun drew a fresh trial beside the dead one with
+    # the same seed, then ran the dead one's settings again: one setting twice, one never
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from experiments.tune_study import fail_dead_local_trials, machine_identity
+
+    study = open_study(tune_spec(synth_csv(n=1400), tmp_path / "t", trials=3), create=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    here = machine_identity()
+    owners = [(gone.pid, here), (os.getppid(), here)]
+    # its process cannot be looked up from here: a container with this host name, say
+    owners.append((gone.pid, socket.gethostname() + "/another-boot/pid:[1]"))
+    for pid, host in owners:
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.set_user_attr("worker", pid)
+        trial.set_user_attr("host", host)
+    fail_dead_local_trials(study)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
+    assert study.trials[3].params == study.trials[0].params  # queued again, as it was
+
+
+def test_hyperband_brackets_do_not_repeat_each_others_draws():
+    # the sampler saw only its trial's bracket under Hyperband: counts, and so seeds and
+    # draws, repeated across brackets
+    import optuna
+
+    from experiments.tune_study import sampler_and_pruner, seeded_at_trial_start
+
+    spec = TuneSpec(dataset="ETTh1", pred_len=24, members=["snaive"], trials=30)
+    spec.pruner = "hyperband"
+    study = optuna.create_study(pruner=sampler_and_pruner(spec, spec.trials)[1])
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        for step in range(9):
+            trial.report(x + step, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    for _ in range(10):
+        study.sampler = seeded_at_trial_start(spec, 0)
+        study.optimize(objective, n_trials=1)
+    draws = [t.params["x"] for t in study.trials]
+    assert len(set(draws)) == len(draws)

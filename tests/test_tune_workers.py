@@ -1,0 +1,113 @@
+"""The worker loop: Ctrl-C and SIGTERM end a trial at once, as one console line, and leave
+a study a rerun finishes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+from conftest import interrupt_trial, tune_spec  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from experiments.tune import run_tune  # noqa: E402
+from experiments.tune_objective import Objective  # noqa: E402
+from experiments.tune_study import open_study, trial_counts  # noqa: E402
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_ctrl_c_is_no_failed_trial_warning_and_the_study_resumes(
+    synth_csv, tmp_path, monkeypatch, caplog
+):
+    import logging
+
+    caplog.set_level(logging.INFO)  # another test's `run` may have raised it
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=3)
+    evaluate = interrupt_trial(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=False, plots=False)
+    # Optuna's "Trial 1 failed ... KeyboardInterrupt" and its traceback stay off the console
+    # (WARNING and up there): the CLI's one "interrupted" line is all Ctrl-C shows.
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in loud if "Trial 1" in r.getMessage() or r.exc_info]
+    assert any("KeyboardInterrupt" in r.getMessage() for r in caplog.records)  # tune.log has it
+
+    monkeypatch.setattr(Objective, "_evaluate", evaluate)
+    summary = run_tune(spec, progress=False, plots=False)
+    assert summary["counts"]["complete"] == 3 and summary["counts"]["discarded"] == 1
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
+def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(synth_csv, tmp_path, monkeypatch):
+    import gc
+    import os
+    import signal
+    import sys
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=4)
+    evaluate = Objective._evaluate
+
+    class Bar:  # tqdm's __del__, run by Optuna's gc after the trial, when Ctrl-C lands
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, inside the finalizer
+
+    def leaves_a_bar(self, trial):
+        if trial.number == 0:
+            bar = Bar()
+            bar.cycle = bar  # freed by the collector, not at once
+        return evaluate(self, trial)
+
+    gc.collect()
+    monkeypatch.setattr(Objective, "_evaluate", leaves_a_bar)
+    printed = []  # what Python would print as "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: printed.append(u.exc_type))
+    hook = sys.unraisablehook
+    # Ctrl-C as in a terminal: a test run started in the background of a script starts
+    # with SIGINT ignored (bash does that), and the kill above would then do nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_tune(spec, progress=False, plots=False)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    study = open_study(spec)
+    assert trial_counts(study)["finished"] == 1  # stopped after the trial it landed in
+    assert printed == []  # nor printed as "Exception ignored in ..." with a traceback
+    assert sys.unraisablehook is hook  # put back
+
+
+_SIGTERM_TUNE = """
+import os, signal, sys, time
+from experiments.cli import main
+from experiments.tune_objective import Objective
+
+def killed(self, trial):  # SIGTERM (a timeout, a scheduler) in the middle of a trial
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+
+Objective._evaluate = killed
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_fails_the_running_trial_at_once(synth_csv, tmp_path):
+    # Killed outright, the trial stayed RUNNING and a rerun waited out its heartbeat grace.
+    import subprocess
+    import sys
+
+    out = tmp_path / "t"
+    argv = ["tune", "--data-path", str(synth_csv(n=1200)), "--pred-len", "24"]
+    argv += ["--members", "snaive", "--min-seq-len", "48", "--max-seq-len", "96"]
+    argv += ["--trials", "2", "--out", str(out), "--quiet"]
+    p = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_TUNE, *argv], capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 143, p.stderr
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted: "), lines
+    study = optuna.load_study(study_name="synth_24_snaive", storage=f"sqlite:///{out}/study.db")
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert "interrupted" in (out / "tune.log").read_text(encoding="utf-8")

@@ -14,7 +14,8 @@ H = 24
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A run of every kind of member (stateless, trained, ARIMA's seasonal terms by row,
-    LightGBM's calendar features) under the learned router (skill features)."""
+    LightGBM's calendar features) under the learned router (which keeps a router without
+    features here: `gated_run` has one that reads them)."""
     from conftest import synthetic_frame
 
     root = tmp_path_factory.mktemp("fc")
@@ -103,6 +104,50 @@ def test_a_learned_run_refits_its_choice_not_the_fold_search(finished, tmp_path,
 
     raw = make_splits(load_dataset(data_path=csv), 96, H).scaler.inverse_transform(last)
     np.testing.assert_allclose(fc.frame["ensemble"].to_numpy().reshape(H, -1), raw, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def gated_run(tmp_path_factory):
+    """A run whose router reads window features (a gating network over them,
+    `learned_torch`), with ARIMA, whose forecasts depend on how many rows its filter has
+    scanned. (`rules` and `learned_lgbm` keep one weighting for every window on these
+    data: their trees find no split worth making.)"""
+    from conftest import synthetic_frame
+
+    root = tmp_path_factory.mktemp("fc_rules")
+    csv = root / "synth.csv"
+    synthetic_frame(n=1400, channels=2, period=24).to_csv(csv, index=False)
+    out = root / "run"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", str(H)]
+    argv += ["--members", "naive,dlinear@epochs=2,arima@fourier=168"]
+    assert main([*argv, "--router", "learned_torch", "--out", str(out), "--quiet"]) == 0
+    return csv, out
+
+
+def test_a_router_that_reads_features_forecasts_the_runs_test_windows(gated_run, tmp_path):
+    # the features of the newest window are recomputed from the file's rows (and the members'
+    # recent errors): cut where a test window starts, the router must weigh that window
+    # as the run did
+    csv, out = gated_run
+    with np.load(out / "router_weights.npz") as z:
+        run_weights = z["test"]  # [W, C, M]
+    with np.load(out / "forecasts.npz") as z:
+        run_ensemble = z["test/ensemble"]  # [W, H, C]
+    assert np.ptp(run_weights, axis=0).max() > 0.1  # the weights follow the features
+    from ensemble.data import load_dataset, make_splits
+
+    scaler = make_splits(load_dataset(data_path=csv), 96, H).scaler
+    full = pd.read_csv(csv)
+    n = len(run_ensemble)
+    for w in (n - 1, n - 31):
+        cut = tmp_path / f"cut{w}.csv"
+        full.iloc[: len(full) - H - (n - 1 - w)].to_csv(cut, index=False)
+        assert main(["forecast", str(out), "--data-path", str(cut), "--out", str(cut) + ".fc"]) == 0
+        frame = pd.read_csv(str(cut) + ".fc")
+        got = frame["ensemble"].to_numpy().reshape(H, -1)
+        np.testing.assert_allclose(got, scaler.inverse_transform(run_ensemble[w]), rtol=1e-4)
+        weights = frame.filter(like="weight_").to_numpy()[:2]  # first step: one row per channel
+        np.testing.assert_allclose(weights, run_weights[w], atol=1e-5)
 
 
 def test_the_default_is_the_steps_after_the_runs_own_data(finished, capsys):

@@ -690,6 +690,32 @@ def test_member_forecasts_are_reused_with_the_default_target_named(tmp_path):
     assert _reused(out) == 4
 
 
+def test_ms_members_fit_to_the_target_are_reused_and_all_channel_fits_refitted(
+    synth_csv, tmp_path, monkeypatch
+):
+    # DLinear and LightGBM fit the target alone under MS since the twenty-eighth session:
+    # their caches are reused as such, and a cache of an all-channel fit (keyed without
+    # the loss channels, as older versions wrote it) is refitted, not reported as new
+    from classical.dlinear import DLinear
+
+    csv, out = synth_csv(n=1400), tmp_path / "ms"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--features", "MS", "--target", "x0"]
+    argv += ["--members", "dlinear@epochs=1,lightgbm@rounds=5", "--out", str(out), "--quiet"]
+    with monkeypatch.context() as m:
+        m.setattr(DLinear, "uses_loss_channels", False)  # the key an older version wrote
+        assert main(argv) == 0
+    first = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert main(argv) == 0
+    assert _reused(out) == 1  # LightGBM only: DLinear's old-key cache is refitted
+    assert main(argv) == 0
+    assert _reused(out) == 3  # both now
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert res["test"] == first["test"]  # the refit is the fit the first run made
+    with np.load(out / "forecasts.npz") as z:
+        assert z["test/dlinear@epochs=1"].shape[-1] == 1  # the target only
+
+
 def test_member_forecasts_are_refitted_for_another_file_of_the_same_name(tmp_path):
     out = tmp_path / "r"
     by_name, rest = _by_name(_registered_copy(tmp_path / "data").parents[1], out)

@@ -28,6 +28,16 @@ def test_json_has_no_bare_nan(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
+def test_json_takes_numpy_scalars_arrays_and_paths(tmp_path):
+    # results dicts hold numpy integers and paths: written as plain JSON, not refused
+    write_json(tmp_path / "n.json", {"n": np.int64(3), "ok": np.bool_(True), "p": tmp_path})
+    got = json.loads((tmp_path / "n.json").read_text(encoding="utf-8"))
+    assert got == {"n": 3, "ok": True, "p": str(tmp_path)}
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        write_json(tmp_path / "o.json", {"o": object()})
+    assert not (tmp_path / "o.json").exists()
+
+
 def test_writing_onto_a_folder_names_the_folder(tmp_path):
     with pytest.raises(IsADirectoryError) as info:
         write_json(tmp_path, {"a": 1})

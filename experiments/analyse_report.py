@@ -15,8 +15,8 @@ from experiments.analyse import (
     regime_order,
     regimes,
     stored_mean,
-    timellm_specs,
 )
+from experiments.analyse_ablations import timellm_specs
 
 # ---------------------------------------------------------------------------- figures
 

@@ -1,0 +1,219 @@
+"""Ablations in the routing report: the ensemble without each member (the router refitted
+or its weights renormalised), and Time-LLM variants read from sibling runs of the same
+experiment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import fake_run_folder
+
+from ensemble.errors import UserError
+from experiments.analyse import analyse, load_run
+
+
+def test_injection_ablation_goes_the_other_way_for_an_injecting_run(synth_csv, tmp_path):
+    from experiments.analyse_ablations import training_ablations
+
+    run = load_run(fake_run_folder(synth_csv(n=1200), tmp_path / "run"))
+    assert training_ablations(run, {}, None) == []  # no timellm: nothing to ablate
+    run.members = [*run.members, "timellm"]
+    plain = {r["variant"] for r in training_ablations(run, {}, None)}
+    run.config = {"member_params": {"timellm": {"inject": ["ridge"]}}}
+    injecting = {r["variant"] for r in training_ablations(run, {}, None)}
+    assert {"no-prompt", "inject"} <= plain and "no-inject" not in plain
+    assert "no-inject" in injecting and "inject" not in injecting
+
+
+def test_ablation_run_of_another_experiment_is_refused(synth_csv, tmp_path):
+    from ensemble.errors import UserError
+
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    other = tmp_path / "other"
+    other.mkdir()
+    res = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    (other / "results.json").write_text(json.dumps({**res, "pred_len": 48}), encoding="utf-8")
+    with pytest.raises(UserError, match="pred_len 48"):
+        analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-llm": str(other)})
+
+
+def _sibling(change):
+    """Write a sibling run's results.json: the run's, with the keys ``change(res)`` gives."""
+    return lambda d, res: (d / "results.json").write_text(
+        json.dumps({**res, **change(res)}), encoding="utf-8"
+    )
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        pytest.param(lambda d, res: None, "no results.json there", id="missing"),
+        pytest.param(
+            lambda d, res: (d / "results.json").write_text("[1, 2]", encoding="utf-8"),
+            "results.json is damaged",
+            id="not-a-mapping",
+        ),
+        pytest.param(
+            lambda d, res: (d / "results.json").write_text(
+                json.dumps({**res, "test": {"ensemble": {"mse": "x"}}}), encoding="utf-8"
+            ),
+            "test.ensemble.mse is not a number",
+            id="text-score",
+        ),
+        pytest.param(_sibling(lambda res: {"seed": 7}), "seed 7", id="other-seed"),
+        # more than four keys: another feature set, member list or router is not an
+        # ablation of the Time-LLM setting (all used to be accepted)
+        pytest.param(_sibling(lambda res: {"features": "S"}), "features 'S'", id="other-features"),
+        pytest.param(
+            _sibling(lambda res: {"members": res["members"][:-1]}),
+            "has members",
+            id="other-members",
+        ),
+        pytest.param(_sibling(lambda res: {"router": "mean"}), "router 'mean'", id="other-router"),
+        pytest.param(
+            _sibling(lambda res: {"windows": {**res["windows"], "train": 10}}),
+            "has windows",
+            id="other-percent",
+        ),
+    ],
+)
+def test_bad_ablation_runs_are_refused_before_any_output(make, needle, synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    other = tmp_path / "other"
+    other.mkdir()
+    make(other, json.loads((run_dir / "results.json").read_text(encoding="utf-8")))
+    with pytest.raises(UserError, match=needle):
+        analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-prompt": str(other)})
+    assert not (tmp_path / "report").exists()
+
+
+def test_ablation_runs_of_a_run_without_timellm_are_refused(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text(
+        (run_dir / "results.json").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    with pytest.raises(UserError, match="no timellm member"):
+        analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-prompt": str(other)})
+    text = analyse(run_dir, out=tmp_path / "report").read_text(encoding="utf-8")
+    assert "Time-LLM without" not in text and "this run has no timellm member" in text
+
+
+def test_unknown_ablation_variant_writes_nothing(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    with pytest.raises(UserError, match="unknown ablation variant"):
+        analyse(run_dir, out=tmp_path / "report", ablation_runs={"nollm": str(run_dir)})
+    assert not (tmp_path / "report").exists()
+
+
+def test_ablation_run_without_a_folder_exits_2(synth_csv, tmp_path, capsys):
+    from experiments.cli import main
+
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    assert main(["analyse", str(run_dir), "--ablation-runs", "no-llm="]) == 2
+    assert "expected VARIANT=DIR" in capsys.readouterr().err
+
+
+def _learned_run(synth_csv, out: Path, members: str) -> Path:
+    from experiments.cli import main
+
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--members", members, "--router", "learned", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    return out
+
+
+def test_member_ablation_of_a_feature_router_equals_a_run_without_the_member(
+    synth_csv, tmp_path, monkeypatch
+):
+    # `learned` reads features that depend on the member set (each member's recent
+    # errors); its ablation refits it on recomputed features, which must give what a
+    # run without that member gives
+    from router.learned import LearnedRouter
+
+    out = _learned_run(synth_csv, tmp_path / "run", "naive,snaive,window_mean")
+    alone = _learned_run(synth_csv, tmp_path / "without_naive", "snaive,window_mean")
+    fitted, fit = [], LearnedRouter.fit
+    monkeypatch.setattr(LearnedRouter, "fit", lambda self, *a: fitted.append(self) or fit(self, *a))
+    an = json.loads((analyse(out).parent / "routing_analysis.json").read_text(encoding="utf-8"))
+    # the references only fill a run's report, never the choice: the refits skip them
+    assert len(fitted) == 3 and all(r.references == () for r in fitted)
+    row = {r["variant"]: r for r in an["ablation"]}["without naive"]
+    res = json.loads((alone / "results.json").read_text(encoding="utf-8"))
+    # the row names the candidate the refit picked (another pick than the run's would
+    # otherwise read as the member's effect), as the run without the member picked it
+    picked = next(n for n, c in res["combiners"].items() if c["chosen"])
+    assert row["method"].endswith(f"validation forecasts and features; it picked `{picked}`")
+    assert row["mse"] == pytest.approx(res["test"]["ensemble"]["mse"], rel=1e-6)
+
+
+def test_the_ablation_of_a_two_member_run_is_the_other_member_alone(synth_csv, tmp_path, caplog):
+    out = _learned_run(synth_csv, tmp_path / "run", "naive,snaive")
+    an = json.loads((analyse(out).parent / "routing_analysis.json").read_text(encoding="utf-8"))
+    rows = {r["variant"]: r for r in an["ablation"]}
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    for gone, left in (("naive", "snaive"), ("snaive", "naive")):
+        row = rows[f"without {gone}"]
+        assert row["method"] == f"{left} alone"
+        assert row["mse"] == pytest.approx(res["test"][left]["mse"], rel=1e-6)
+        assert row["delta"] == pytest.approx(
+            res["test"][left]["mse"] - res["test"]["ensemble"]["mse"], rel=1e-4, abs=1e-7
+        )
+    assert "failed" not in caplog.text
+
+
+def test_renormalised_ablations_compare_like_with_like(synth_csv, tmp_path):
+    # Without the validation targets a feature router's saved test weights are
+    # renormalised. They are averaged over the horizon steps, so a member ablation built
+    # from them is compared with all members recombined from the same weights: the
+    # difference is then the member's alone, not the averaging's.
+    from experiments.analyse_ablations import member_ablations
+
+    out = _learned_run(synth_csv, tmp_path / "run", "naive,snaive,window_mean")
+    rows = {r["variant"]: r for r in member_ablations(load_run(out), val_true=None)}
+    with np.load(out / "forecasts.npz") as z, np.load(out / "router_weights.npz") as rw:
+        names = ["naive", "snaive", "window_mean"]
+        f, y, w = np.stack([z[f"test/{m}"] for m in names]), z["test/true"], rw["test"]
+    mse = lambda fc: float(np.mean((fc - y) ** 2))  # noqa: E731
+    all_saved = np.einsum("mwhc,wcm->whc", f, w)
+    for i, m in enumerate(names):
+        row = rows[f"without {m}"]
+        assert "renormalised" in row["method"]
+        rest = np.delete(w, i, axis=-1)
+        rest = rest / rest.sum(-1, keepdims=True)
+        fc = np.einsum("mwhc,wcm->whc", np.delete(f, i, axis=0), rest)
+        assert row["mse"] == pytest.approx(mse(fc), rel=1e-5)
+        assert row["delta"] == pytest.approx(mse(fc) - mse(all_saved), rel=1e-4, abs=1e-7)
+
+
+def test_an_ablation_run_with_other_classical_settings_is_refused(synth_csv, tmp_path):
+    import yaml
+
+    run_dir = fake_run_folder(
+        synth_csv(n=1200), tmp_path / "run", members=["naive", "snaive", "timellm"]
+    )
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_bytes((run_dir / "results.json").read_bytes())
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    cfg["member_params"] = {"timellm": {"prompt": "none"}}  # the ablated setting: fine
+    cfg["member_params"]["naive"] = {"progress": False}  # no bars: changes no number, fine
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    analyse(run_dir, out=tmp_path / "ok", ablation_runs={"no-prompt": str(other)})
+    cfg["member_params"]["snaive"] = {"period": 12}  # another member's setting: not fine
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    with pytest.raises(UserError, match="member settings"):
+        analyse(run_dir, out=tmp_path / "report", ablation_runs={"no-prompt": str(other)})
+
+
+def test_a_patch16_run_is_not_told_to_rerun_itself_as_patch16(synth_csv, tmp_path):
+    run_dir = fake_run_folder(
+        synth_csv(n=1200), tmp_path / "run", members=["naive", "snaive", "timellm"]
+    )
+    md = analyse(run_dir).read_text(encoding="utf-8")
+    assert "timellm.prompt=none" in md  # other ablations are still suggested
+    assert "timellm.patch_len=16" not in md

@@ -647,7 +647,7 @@ def _saved_timellm(run: RunData, flag: str, needs_prompt: bool) -> TimeLLMForeca
             f"{flag}: the run has {len(specs)} Time-LLM members ({', '.join(specs)}); analyse "
             "a run with one (its config.yaml reruns with --members naming it)"
         )
-    from experiments.run import member_path
+    from experiments.member_cache import member_path
 
     if not specs:
         raise UserError(f"{flag} needs a Time-LLM member; rerun with timellm among --members")

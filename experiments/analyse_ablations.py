@@ -107,7 +107,7 @@ def member_ablations(
 
     from ensemble import hybrid
     from experiments.analyse import stored_mean
-    from experiments.run import router_features, router_inputs
+    from experiments.scoring import router_features, router_inputs
     from router import make_combiner
 
     h = run.true.shape[1]
@@ -287,7 +287,7 @@ def _timellm_patch(
     """The (patch_len, stride) the run's Time-LLM trained with: from its saved model's
     config (where ``patch_len=period`` is resolved), else from its settings; None if
     neither says."""
-    from experiments.run import member_path
+    from experiments.member_cache import member_path
 
     meta_file = member_path(run.path, spec) / "model" / "config.json"
     try:

@@ -89,13 +89,9 @@ def forecast_run(
     from ensemble.io import FolderLock, write_csv
     from experiments import registry
     from experiments.config import RunConfig
-    from experiments.run import (
-        HOLDS_A_BACKBONE,
-        member_context,
-        member_path,
-        release_memory,
-        router_features,
-    )
+    from experiments.member_cache import member_path
+    from experiments.run import HOLDS_A_BACKBONE, member_context, release_memory
+    from experiments.scoring import router_features
     from router.features import skill_context_rows
 
     folder = Path(run_dir)
@@ -232,7 +228,7 @@ def _refit_router(
         UserError: forecasts.npz of another shape than the run's windows, or weights
             that differ from router_weights.npz's by more than ``_WEIGHT_TOL``.
     """
-    from experiments.run import router_features
+    from experiments.scoring import router_features
     from router import make_combiner
 
     ch, H = splits.eval_channels, cfg.pred_len

@@ -9,6 +9,9 @@ in ``members/<name>/`` from a run on the same data (as loaded, however the comma
 it) with the same settings is not fitted again.
 Result files are written atomically; ``results.json`` (the mark of a finished run) after
 the data files, ``results.md`` after it.
+
+The member caches are in `experiments.member_cache`, the scores, tests and router files
+in `experiments.scoring`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import hashlib
 import json
 import logging
 import logging.handlers
-import re
 import shutil
 import sys
 import time
@@ -28,13 +30,28 @@ from typing import Any
 
 import numpy as np
 
-from ensemble import hybrid, metrics
+from ensemble import hybrid
 from ensemble.data import Dataset, Splits, make_splits
 from ensemble.errors import UserError, reason
 from ensemble.figures import VECTOR_FORMATS
 from ensemble.io import FolderLock, write_json, write_npz, write_text
 from experiments import registry
 from experiments.config import RunConfig, held_config
+from experiments.member_cache import (
+    copy_members,
+    member_path,
+    probe_saved,
+    safe_name,
+    saved_forecasts,
+)
+from experiments.scoring import (
+    compare_combiners,
+    router_features,
+    score_part,
+    significance_tests,
+    stack_members,
+    write_router_weights,
+)
 
 log = logging.getLogger("hybrid_forecast.run")
 
@@ -58,129 +75,6 @@ def detect_periods(splits: Splits, k: int = 3, progress: bool = False) -> list[i
             _REPORTS.pop(next(iter(_REPORTS)))
         _REPORTS[key] = analyse(x, freq=splits.dataset.freq, progress=progress)
     return [int(p) for p in _REPORTS[key].top_periods(k, seasonal_only=True)]
-
-
-def _safe(name: str, ascii_only: bool = False) -> str:
-    """``name`` with the characters a file name cannot hold replaced by ``_``. Letters of
-    any script are kept (油温数据.csv and 电力负荷.csv must not share a run folder);
-    ``ascii_only``: the names earlier versions gave."""
-    return re.sub(r"[^A-Za-z0-9_.=-]+" if ascii_only else r"[^\w.=-]+", "_", name)
-
-
-_MEMBER_DIR_MAX = 64  # Windows' 260-character paths: run folder + members/<this>/model/...
-
-
-def member_dir(spec: str, ascii_only: bool = False) -> str:
-    """The folder name of a member under ``members/``: the spec with file-name-safe
-    characters, or, past 64 characters (a spec with many settings, such as a long
-    ``prompt_stats``), its first 55 and a hash of the whole spec."""
-    name = _safe(spec, ascii_only)
-    if len(name) <= _MEMBER_DIR_MAX:
-        return name
-    digest = hashlib.sha256(spec.encode()).hexdigest()[:8]
-    return f"{name[: _MEMBER_DIR_MAX - 9]}_{digest}"
-
-
-def member_path(out: Path, spec: str) -> Path:
-    """``out/members/<member_dir(spec)>``, or the folder a run made before names were cut
-    or kept letters beyond ASCII, when that one is there (its saved model and forecasts
-    stay in use)."""
-    path = out / "members" / member_dir(spec)
-    if path.exists():
-        return path
-    for old in (_safe(spec), member_dir(spec, ascii_only=True), _safe(spec, ascii_only=True)):
-        legacy = out / "members" / old
-        if legacy != path and legacy.is_dir():
-            return legacy
-    return path
-
-
-def _data_key(
-    cfg: RunConfig,
-    splits: Splits,
-    base: str,
-    periods: list[int],
-    derived: dict[str, Any] | None = None,
-) -> str:
-    """Fingerprint of what a member sees, however the run spelled it.
-
-    The data as loaded (its name, which Time-LLM's prompt reads; the channels in order,
-    the target and the feature set), the rows of each split (the borders, few-shot
-    ``percent`` included), L, H, the seed, the detected periods (members build features
-    and prompts from them), the member's own settings (its spec names the folder) and
-    what it derived from them (``derived_settings()``, for members that define it).
-
-    ``--dataset ETTh1`` and ``--data-path .../ETTh1.csv``, or ``--target OT`` where OT is
-    the default, give the same key; the file's values and timestamps are not in it but
-    stamped beside it (``data_fingerprint``, ``dates_fingerprint``), so a changed or
-    another file still refits.
-    """
-    ds = splits.dataset
-    d: dict[str, Any] = {
-        "key": 2,  # never equal to a _legacy_data_key: those hash other fields
-        "dataset": ds.name,
-        "columns": list(ds.columns),
-        "target": ds.target,
-        "features": ds.features,
-        "rows": [[s.start, s.start + int(s.data.shape[0])] for s in splits],
-        "seq_len": cfg.seq_len,
-        "pred_len": cfg.pred_len,
-        "percent": cfg.percent,
-        "seed": cfg.seed,
-        # progress bars change nothing a member forecasts
-        "member_params": {
-            k: v for k, v in cfg.member_params.get(base, {}).items() if k != "progress"
-        },
-        "periods": [int(p) for p in periods],
-    }
-    if derived:
-        d["derived"] = derived
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# The settings the member cache key hashed as spelled before it keyed on the loaded data
-# (config.DATA_SETTINGS then; frozen here so that a new setting there cannot change it).
-_LEGACY_SETTINGS = (
-    "dataset",
-    "data_path",
-    "features",
-    "target",
-    "fill",
-    "seq_len",
-    "pred_len",
-    "percent",
-    "seed",
-)
-
-
-def _legacy_data_key(
-    settings: dict[str, Any],
-    member_params: dict[str, Any],
-    periods: list[int],
-    derived: dict[str, Any] | None = None,
-) -> str:
-    """The key earlier versions wrote (the run's settings as the user spelled them), so
-    that their caches (hours of Time-LLM) are still found."""
-    d = {k: settings[k] for k in _LEGACY_SETTINGS}
-    d["member_params"] = member_params
-    d["periods"] = [int(p) for p in periods]
-    if derived:
-        d["derived"] = derived
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def data_fingerprint(dataset: Dataset) -> str:
-    """SHA-256 of a dataset's raw values: the same name and settings over a changed file
-    is new data (a member's saved forecasts, or a tuning study, must not be reused)."""
-    values = np.ascontiguousarray(dataset.values)
-    return hashlib.sha256(values.tobytes()).hexdigest()[:16]
-
-
-def dates_fingerprint(dataset: Dataset) -> str:
-    """SHA-256 of the timestamps: LightGBM's calendar features read them, so shifted
-    dates over the same values are new data too."""
-    ns = np.ascontiguousarray(dataset.dates.to_numpy(dtype="datetime64[ns]").astype(np.int64))
-    return hashlib.sha256(ns.tobytes()).hexdigest()[:16]
 
 
 def _setup_logging(out: Path) -> logging.Handler:
@@ -291,49 +185,6 @@ def fit_member(
     return {"val": val, "test": test, "timings": timings}
 
 
-def _probe_saved(
-    member: Any, spec: str, cfg: RunConfig, splits: Splits, periods: list[int], out: Path
-) -> bool:
-    """Whether ``fit_member`` will reuse the member's saved forecasts; silent, since
-    ``fit_member`` reads them again and says so in run.log."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        return saved_forecasts(member, spec, cfg, splits, periods, out)[0] is not None
-    finally:
-        logging.disable(previous)
-
-
-def saved_forecasts(
-    member: Any, spec: str, cfg: RunConfig, splits: Splits, periods: list[int], out: Path
-) -> tuple[dict[str, Any] | None, str, dict[str, str]]:
-    """The member's forecasts saved in ``out`` if they are this run's (else None), with
-    the cache key and stamps a new save is written with."""
-    base, _ = registry.parse_spec(spec)
-    derived = member.derived_settings() if hasattr(member, "derived_settings") else None
-    if getattr(member, "uses_loss_channels", False) and splits.train.loss_channels is not None:
-        # under MS these members fit to the target since the twenty-eighth session: the
-        # caches of their all-channel fits refit
-        derived = {**(derived or {}), "loss_channels": list(splits.train.loss_channels)}
-    key = _data_key(cfg, splits, base, periods, derived)
-    # Checked beside the key; caches written before an entry was stored lack it and
-    # still count. The spec itself: two specs can share a folder name ("+" and "_").
-    stamps = {
-        "data": data_fingerprint(splits.dataset),
-        "dates": dates_fingerprint(splits.dataset),
-        "spec": spec,
-        # Time-LLM's backbone folder: other weights at the same path are another member
-        **(member.identity_stamps() if hasattr(member, "identity_stamps") else {}),
-    }
-    cache = member_path(out, spec) / "forecasts.npz"
-    if not cache.is_file():
-        return None, key, stamps
-    if not (member_path(out, spec) / "model").is_dir():  # deleted: `forecast` needs it
-        log.info("%s: saved forecasts but no saved model: fitting it again", spec)
-        return None, key, stamps
-    return _read_cache(cache, spec, key, stamps, cfg, splits, base, periods, derived), key, stamps
-
-
 # What a number was computed with: the same settings give other numbers under another
 # torch, on a GPU instead of the CPU, or with another bitsandbytes kernel.
 _PACKAGES = (
@@ -429,82 +280,6 @@ def _warn_identical_members(specs: list[str], val: np.ndarray, test: np.ndarray)
                     specs[i],
                     specs[j],
                 )
-
-
-def _read_cache(
-    cache: Path,
-    spec: str,
-    key: str,
-    stamps: dict[str, str],
-    cfg: RunConfig,
-    splits: Splits,
-    base: str,
-    periods: list[int],
-    derived: dict[str, Any] | None,
-) -> dict[str, Any] | None:
-    """A member's saved forecasts if they are this run's, else None (fit it again).
-
-    A file that cannot be read (a copy cut short, an empty file, an entry missing or of
-    the wrong shape) is only a cache: it is logged and refitted, and the new forecasts
-    replace it.
-    """
-    try:
-        with np.load(cache) as z:
-            found = _cache_matches(z, key, stamps, cfg, base, periods, derived)
-            if found is None:
-                return None
-            val, test = z["val"], z["test"]
-            timings = json.loads(str(z["timings"]))
-        for pred, split in ((val, splits.val), (test, splits.test)):
-            expect = (split.n_windows, cfg.pred_len, split.n_channels)
-            if pred.shape != expect:
-                raise ValueError(f"forecasts of shape {pred.shape}, expected {expect}")
-            if not np.isfinite(pred).all():
-                raise ValueError("non-finite forecasts")
-        if not isinstance(timings, dict):
-            raise ValueError(f"timings {timings!r} are not a mapping")
-    except MemoryError:
-        raise
-    except Exception as exc:  # whatever a damaged zip raises: BadZipFile, EOFError, zlib...
-        log.warning("member %s: damaged cache %s (%s), refitting", spec, cache, reason(exc))
-        return None
-    log.info("%s: reusing forecasts from %s%s", spec, cache, found)
-    return {"val": val, "test": test, "timings": timings}
-
-
-def _cache_matches(
-    z,
-    key: str,
-    stamps: dict[str, str],
-    cfg: RunConfig,
-    base: str,
-    periods: list[int],
-    derived: dict[str, Any] | None,
-) -> str | None:
-    """Whether a member's saved forecasts (the open ``forecasts.npz`` ``z``) are this run's:
-    None if not, else a note for run.log ("" for a cache with the current key).
-
-    A cache from an earlier version holds the old-style key: it counts when this run,
-    spelled as that run was, gives the same old key (stamps compared where the cache has
-    them, as before). Respelled, it is refitted once and then found under the new key.
-    """
-    differ = [k for k, v in stamps.items() if k in z.files and str(z[k]) != v]
-    if differ:
-        if "backbone" in differ:  # the same path, other files: say why hours are refitted
-            log.warning(
-                "%s: the files in its backbone folder changed since its forecasts were "
-                "saved (other weights or tokenizer): fitting it again",
-                stamps.get("spec"),
-            )
-        return None
-    stored = str(z["key"])
-    if stored == key:
-        return ""
-    settings = {k: getattr(cfg, k) for k in _LEGACY_SETTINGS}
-    params = cfg.member_params.get(base, {})
-    if stored == _legacy_data_key(settings, params, periods, derived):
-        return " (saved by an earlier version)"
-    return None
 
 
 def member_context(
@@ -637,7 +412,7 @@ def run(
         where = "given by --periods or the config" if cfg.periods is not None else "train rows"
         log.info("periods (%s): %s", where, periods)
         if prep.copies:
-            _copy_members(prep.copies, Path(reuse_from))
+            copy_members(prep.copies, Path(reuse_from))
 
         results: dict[str, Any] = {}
         bar = tqdm(specs, desc="members", disable=not progress, unit="member")
@@ -653,8 +428,8 @@ def run(
         # In the members' own dtype (float32): every combiner, metric and the oracle
         # casts blocks of it to float64 where it computes, so the numbers are those of a
         # float64 stack (weather H=720: 2.6 GB instead of 5.2 GB)
-        val_stack = _stack_members(results, "val", ch)
-        test_stack = _stack_members(results, "test", ch)
+        val_stack = stack_members(results, "val", ch)
+        test_stack = stack_members(results, "test", ch)
         _warn_identical_members(specs, val_stack, test_stack)
         timings = {k: v["timings"] for k, v in results.items()}
         del results
@@ -681,10 +456,10 @@ def run(
 
         reference = (val_stack, val_true)  # the mean and median are fitted on validation
         test_losses: dict[str, np.ndarray] = {}  # per-window test MSE [W], for the DM tests
-        scores = {"val": _score_part(specs, val_stack, val_true, ens_val, reference)}
+        scores = {"val": score_part(specs, val_stack, val_true, ens_val, reference)}
         ens_val = ens_val.astype(np.float32)  # from here on only written
-        scores["test"] = _score_part(specs, test_stack, test_true, ens_test, reference, test_losses)
-        significance = _significance(test_losses, specs, cfg.pred_len)
+        scores["test"] = score_part(specs, test_stack, test_true, ens_test, reference, test_losses)
+        significance = significance_tests(test_losses, specs, cfg.pred_len)
         every = None
         if getattr(combiner, "fold_scores_", None):  # the learned router: report every candidate
             every = compare_combiners(
@@ -755,7 +530,7 @@ def run(
             **{f"val/{k}": np.asarray(val_stack[i], np.float32) for i, k in enumerate(specs)},
             **{"val/ensemble": ens_val},
         )
-        _write_router_weights(out, combiner, specs, w_val, w_test, feats, feature_names)
+        write_router_weights(out, combiner, specs, w_val, w_test, feats, feature_names)
         md = results_markdown(res) + f"\n## Router\n\n```\n{res['router_info']}\n```\n"
         # results.json marks a finished run for every command; the table for people comes
         # after it, so that a run killed before it leaves no results.md that looks finished
@@ -812,9 +587,9 @@ def _prepare(
     copies = []
     for spec in specs:  # every member's settings checked before any is fitted
         member = registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
-        reused = _probe_saved(member, spec, cfg, splits, periods, out)
+        reused = probe_saved(member, spec, cfg, splits, periods, out)
         if not reused and reuse_from is not None and Path(reuse_from).resolve() != out.resolve():
-            if _probe_saved(member, spec, cfg, splits, periods, Path(reuse_from)):
+            if probe_saved(member, spec, cfg, splits, periods, Path(reuse_from)):
                 src = member_path(Path(reuse_from), spec)
                 copies.append((spec, src, member_path(out, spec)))
                 reused = True
@@ -864,105 +639,6 @@ def _take_folder(out: Path, cfg: RunConfig) -> None:
     write_text(out / "config.yaml", cfg.to_yaml())
 
 
-def _score_part(
-    specs: list[str],
-    stack: np.ndarray,
-    true: np.ndarray,
-    ensemble: np.ndarray,
-    reference: tuple[np.ndarray, np.ndarray],
-    losses: dict[str, np.ndarray] | None = None,
-) -> dict[str, dict[str, float]]:
-    """MSE and MAE of each member, the ensemble and the reference combinations reported
-    with every router: mean, median (fitted on ``reference``, the validation stack and
-    targets) and the oracle (best member per window and channel on its own targets: a
-    bound only).
-
-    Args:
-        stack: [M, W, H, C] member forecasts; true: [W, H, C]; ensemble: [W, H, C].
-        losses: filled with each forecast's per-window MSE [W] but the oracle's (the
-            Diebold-Mariano tests' input), when given.
-    """
-    from router import make_combiner
-
-    scores: dict[str, dict[str, float]] = {}
-
-    def score(name: str, pred: np.ndarray, scratch: bool = False) -> None:
-        """``scratch``: ``pred`` is not needed afterwards (its memory may be reused)."""
-        if losses is not None:
-            losses[name] = metrics.window_mse(pred, true)
-        scores[name] = _scores(pred, true, scratch)
-
-    for i, spec in enumerate(specs):
-        score(spec, stack[i])
-    score("ensemble", ensemble)
-    # scored one at a time, not held: each is [W, H, C] float64
-    for name in ("mean", "median"):
-        ref = make_combiner(name).fit(*reference)
-        score(name, hybrid.combined_forecast(ref, stack), scratch=True)
-    oracle = hybrid.combine(stack, hybrid.oracle_weights(stack, true))
-    scores["oracle"] = _scores(oracle, true, scratch=True)
-    return scores
-
-
-def _significance(
-    losses: dict[str, np.ndarray], specs: list[str], pred_len: int
-) -> dict[str, dict[str, Any]]:
-    """Are the test differences more than chance? Diebold-Mariano tests of the ensemble
-    against every other forecast, and of each pair of members (is Time-LLM really better
-    than DLinear here?). ``losses``: per-window test MSE [W] by name."""
-    ens = losses["ensemble"]
-    return {
-        "ensemble_vs": {
-            name: metrics.diebold_mariano(ens, loss, pred_len)
-            for name, loss in losses.items()
-            if name != "ensemble"
-        },
-        "members": {
-            a: {b: metrics.diebold_mariano(losses[a], losses[b], pred_len) for b in specs[i + 1 :]}
-            for i, a in enumerate(specs[:-1])
-        },
-    }
-
-
-def _write_router_weights(
-    out: Path,
-    combiner: Any,
-    specs: list[str],
-    w_val: np.ndarray,
-    w_test: np.ndarray,
-    feats: dict[str, np.ndarray | None],
-    feature_names: list[str],
-) -> None:
-    """``router_weights.npz``: [W, C, M] weights on val and test, the router's features
-    when it has any, and the per-horizon-step weights of the step-wise rules (stacked,
-    inverse_error): [H, M] averaged over channels, and [H, C, M] as applied where they
-    differ by channel (with the member forecasts, they rebuild test/ensemble; ``test`` is
-    their average over the horizon)."""
-    step = getattr(getattr(combiner, "model_", combiner), "step_weights_", None)
-    step = (
-        {}
-        if step is None
-        else {"step_weights": _step_weights(step).astype(np.float32)}
-        | ({"step_channel_weights": step.astype(np.float32)} if step.ndim == 3 else {})
-    )
-    write_npz(
-        out / "router_weights.npz",
-        val=w_val.astype(np.float32),
-        test=w_test.astype(np.float32),
-        members=np.array(specs),
-        **step,
-        **(
-            {
-                "features_val": feats["val"],
-                "features_test": feats["test"],
-                "feature_names": np.array(feature_names),
-            }
-            if combiner.needs_features
-            else {}
-        ),
-    )
-
-
 def default_out(cfg: RunConfig) -> str:
     """``runs/<data>[_<features>[-<target>]][_p<percent>]_<L>_<H>_s<seed>``: the data
     file's name for a ``--data-path`` run, the features unless M (with the target when
@@ -974,11 +650,11 @@ def default_out(cfg: RunConfig) -> str:
     name = cfg.dataset or Path(cfg.data_path or "custom").stem
     feats = "" if cfg.features == "M" else f"_{cfg.features}"
     tail = f"_{cfg.seq_len}_{cfg.pred_len}_s{cfg.seed}"
-    legacy = f"runs/{_safe(name + feats)}{tail}"
+    legacy = f"runs/{safe_name(name + feats)}{tail}"
     if feats and cfg.target not in (None, "OT"):
         feats += f"-{cfg.target}"
     cut = "" if cfg.percent == 100 else f"_p{cfg.percent}"
-    out = f"runs/{_safe(name + feats + cut)}{tail}"
+    out = f"runs/{safe_name(name + feats + cut)}{tail}"
     if out != legacy and not Path(out).exists():
         held = held_config(legacy)
         if held is not None and (held.get("percent", 100), held.get("target")) == (
@@ -1019,48 +695,6 @@ def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:
     return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys]
 
 
-def _copy_members(copies: list[tuple[str, Path, Path]], source: Path) -> None:
-    """Copy members' folders (saved model and forecasts) from another run, under that
-    run's lock (a run writing it must not hand over one run's model beside another's
-    forecasts). A member that cannot be copied (busy source, full disk) is fitted
-    instead: ``fit_member`` finds no forecasts of it here."""
-    try:
-        lock = FolderLock(source)
-    except BlockingIOError:
-        log.warning("%s is being written by another run: its members are fitted here", source)
-        return
-    except OSError:  # a read-only copy of a run: nobody writes it
-        lock = None
-    try:
-        for spec, src, dst in copies:
-            try:
-                _copy_member(src, dst)
-            except (OSError, shutil.Error) as exc:
-                log.warning("%s: cannot copy it from %s (%s); fitting it instead", spec, src, exc)
-                continue
-            log.info("%s: copied from %s (same data and settings)", spec, src)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _copy_member(src: Path, dst: Path) -> None:
-    """Copy a member's folder into another run, replacing what the destination held;
-    through a temporary sibling, so that an interrupted or failed copy leaves no member
-    folder that looks complete."""
-    tmp = dst.with_name(f".{dst.name}.copy")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        # the bytes, not the modes: on Windows a read-only source file would stay
-        # read-only here, and a later rerun could not replace it
-        shutil.copytree(src, tmp, copy_function=shutil.copyfile)
-        if dst.exists():
-            shutil.rmtree(dst)
-        tmp.rename(dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _remove_orphaned_temp_files(out: Path) -> None:
     """Temp files of atomic writes cut short by a kill -9 (hundreds of MB on weather),
     and member folders half copied from another run."""
@@ -1070,187 +704,6 @@ def _remove_orphaned_temp_files(out: Path) -> None:
     for tmp in out.glob("members/.*.copy"):
         shutil.rmtree(tmp, ignore_errors=True)
         log.info("removed %s, left by an interrupted copy", tmp)
-
-
-def _step_weights(step: np.ndarray) -> np.ndarray:
-    """[H, M] or [H, C, M] per-step weights -> [H, M] (channel average)."""
-    return step.mean(axis=1) if step.ndim == 3 else step
-
-
-def compare_combiners(
-    learned, val: tuple, test: tuple, mean_loss: np.ndarray, progress: bool = False
-) -> dict[str, dict[str, Any]]:
-    """Every candidate of a fitted learned router, refitted on all validation windows.
-
-    Args:
-        learned: a fitted ``LearnedRouter`` (its chosen model is reused, not refitted).
-        val, test: (stack [M, W, H, C], targets [W, H, C], features [W, C, F] | None).
-        mean_loss: [W] per-window test MSE of the mean combination.
-        progress: a bar over the candidates, on a terminal.
-
-    Returns:
-        {combiner: {"val_cv": mean held-out MSE over the rolling-origin folds (the score
-        the learned router chose by; the static references are scored for comparison
-        only), "val_cv_vs_incumbent": Diebold-Mariano test of its held-out fold losses
-        against the incumbent's, "val": {"mse", "mae"} in-sample on validation,
-        "test": {"mse", "mae"},
-        "test_vs_mean": Diebold-Mariano test of its test MSE against the mean's,
-        "chosen": bool}}.
-    """
-    from tqdm.auto import tqdm
-
-    from router import make_combiner
-    from router.learned import registry_name
-
-    out: dict[str, dict[str, Any]] = {}
-    bar = tqdm(
-        learned.inner_scores_.items(),
-        desc="router candidates",
-        unit="router",
-        leave=False,
-        disable=None if progress else True,
-    )
-    for cand, cv in bar:
-        name = registry_name(cand)
-        model = (
-            learned.model_
-            if cand == learned.chosen_
-            else make_combiner(
-                name,
-                seed=learned.seed,
-                feature_names=learned.feature_names,
-                member_names=learned.member_names,
-            ).fit(*val, learned.terms_)
-        )
-        # one [W, H, C] forecast at a time: the test one is scored and dropped before
-        # the validation one is made
-        pred = model.forecast(test[0], test[2])
-        test_loss = metrics.window_mse(pred, test[1])
-        test_scores = _scores(pred, test[1], scratch=True)
-        del pred
-        val_scores = _scores(model.forecast(val[0], val[2]), val[1], scratch=True)
-        out[name] = {
-            "val_cv": float(cv),  # unrounded: results.md rounds it once, as the Router line
-            "val_cv_vs_incumbent": learned.held_out_test(cand),
-            "val": val_scores,
-            "test": test_scores,
-            "test_vs_mean": metrics.diebold_mariano(test_loss, mean_loss, test[1].shape[1]),
-            "chosen": cand == learned.chosen_,
-        }
-        del model
-    return out
-
-
-def _stack_members(
-    results: dict[str, dict[str, Any]], part: str, channels: list[int]
-) -> np.ndarray:
-    """The members' ``part`` forecasts of the evaluated channels as one [M, W, H, C] array.
-
-    ``hybrid.stack`` of each member's ``[..., channels]`` (laid out as that gives them),
-    but in the members' own dtype (float32; float64 only if a member's forecasts are),
-    each member's array dropped from ``results`` once it is copied: no float64 copy of
-    every member next to the stack, nor every member twice.
-    """
-    dtype = np.result_type(*(v[part] for v in results.values()))
-    out = None
-    for i, v in enumerate(results.values()):
-        f = v.pop(part)[..., channels]
-        if out is None:
-            out = hybrid.empty_stack(len(results), f, dtype)
-        out[i] = f
-        del f
-    return out
-
-
-def _scores(pred: np.ndarray, true: np.ndarray, scratch: bool = False) -> dict[str, float]:
-    """``metrics.scores(pred, true)`` with one float64 temporary of their shape, not four.
-
-    The same numbers: the same float64 differences, laid out as ``pred - true`` lays them
-    out, averaged in the same order (|d| for the MAE, then |d| * |d| = d * d in place for
-    the MSE). With ``scratch`` (the caller's own ``pred``, not needed afterwards) the
-    differences overwrite a float64 ``pred`` where ``pred - true`` would lay them out as
-    ``pred`` is: no temporary at all.
-    """
-    if scratch and _same_layout_as_difference(pred, true):
-        d = np.subtract(pred, true, out=pred)
-    else:
-        d = np.subtract(pred, true, dtype=np.float64)
-    np.abs(d, out=d)
-    mae = float(np.mean(d))
-    np.multiply(d, d, out=d)
-    return {"mse": float(np.mean(d)), "mae": mae}
-
-
-def _same_layout_as_difference(pred: np.ndarray, true: np.ndarray) -> bool:
-    """Whether ``pred - true`` would be a float64 array laid out in memory as ``pred`` is
-    (numpy picks the layout from the operands' strides, so a corner of each tells)."""
-    if pred.dtype != np.float64 or not pred.flags.writeable or pred.shape != true.shape:
-        return False
-    if min(pred.shape, default=0) < 2 or np.may_share_memory(pred, true):
-        return False
-    corner = tuple(slice(0, 2) for _ in pred.shape)
-    d = np.subtract(pred[corner], true[corner], dtype=np.float64)
-    return hybrid.memory_order(d) == hybrid.memory_order(pred)
-
-
-class _Float64Slices:
-    """A float32 [M, W, H, C] stack read as float64, slice by slice.
-
-    The router features compute in the dtype of the forecasts they are given and read
-    them by slices of windows; this gives them the float64 numbers of a float64 stack
-    without one (``np.asarray`` of the whole still works, as a full float64 copy).
-    """
-
-    dtype = np.dtype(np.float64)
-
-    def __init__(self, stack: np.ndarray):
-        self._stack = stack
-        self.shape = stack.shape
-        self.ndim = stack.ndim
-
-    def __getitem__(self, key) -> np.ndarray:
-        return np.asarray(self._stack[key], dtype=np.float64)
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return np.asarray(self._stack, dtype=np.float64 if dtype is None else dtype)
-
-
-def _channels_of(x, channels: list[int]):
-    """x [W, L, C_all] -> [W, L, C] of the evaluated channels (a view when all are)."""
-    return x if list(channels) == list(range(x.shape[-1])) else x[..., channels]
-
-
-def router_inputs(x, pred_len: int, periods: list[int], channels: list[int]):
-    """``router.features.input_features`` of the evaluated channels: the part of
-    ``router_features`` that is the same for any members routed over these windows."""
-    from router.features import input_features
-
-    return input_features(_channels_of(x, channels), pred_len, periods)
-
-
-def router_features(
-    x, stack: np.ndarray, periods: list[int], specs: list[str], channels: list[int], inputs=None
-) -> tuple[np.ndarray, list[str]]:
-    """Router features of a split's windows from their inputs only.
-
-    Args:
-        x: [W, L, C_all] input windows (strided view).
-        stack: [M, W, H, C] members' forecasts of the evaluated channels.
-        periods: ranked periods of the train rows.
-        specs: member names.
-        channels: the evaluated channels (indices into C_all).
-        inputs: ``router_inputs`` of the same windows, if computed already.
-
-    Returns:
-        features [W, C, F] float32 and their names.
-    """
-    from router.features import window_features
-
-    if stack.dtype != np.float64:  # float32 members: the features of their float64 values
-        stack = _Float64Slices(stack)
-    return window_features(
-        _channels_of(x, channels), stack, periods, member_names=specs, inputs=inputs
-    )
 
 
 def _seed_everything(seed: int) -> None:

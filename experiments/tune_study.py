@@ -215,7 +215,8 @@ def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
             they allow does not fit the data.
     """
     from ensemble.data import make_splits
-    from experiments.run import data_fingerprint, detect_periods
+    from experiments.member_cache import data_fingerprint
+    from experiments.run import detect_periods
 
     dataset = load_study_data(spec) if dataset is None else dataset
     # The train rows are the same for every lookback; the smallest L keeps the check cheap.
@@ -302,7 +303,7 @@ def check_identity(spec: TuneSpec, attrs: dict[str, Any], dataset=None) -> None:
     Raises:
         UserError: naming the first setting that differs.
     """
-    from experiments.run import data_fingerprint
+    from experiments.member_cache import data_fingerprint
 
     mine = {
         **_identity(spec),
@@ -385,7 +386,7 @@ def open_study(spec: TuneSpec, create: bool = False, new_attrs: dict[str, Any] |
             for k, v in (new_attrs or study_attrs(spec)).items():
                 study.set_user_attr(k, v)
             return study
-        from experiments.run import data_fingerprint
+        from experiments.member_cache import data_fingerprint
 
         dataset = load_study_data(spec)
         check_identity(spec, attrs, dataset)

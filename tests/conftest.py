@@ -365,3 +365,14 @@ def interrupt_trial(monkeypatch: pytest.MonkeyPatch, number: int):
 
     monkeypatch.setattr(Objective, "_evaluate", interrupted)
     return evaluate
+
+
+def synth_run_argv(csv: Path, out: Path, *extra: str) -> list[str]:
+    """``run`` of two instant members (naive, snaive) on ``csv``, L=96, H=24, into ``out``."""
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24"]
+    return argv + ["--members", "naive,snaive", "--out", str(out), "--quiet", *extra]
+
+
+def reused_members(out: Path) -> int:
+    """How many member forecasts the runs into ``out`` reused (run.log, all runs)."""
+    return (out / "run.log").read_text(encoding="utf-8").count("reusing forecasts from")

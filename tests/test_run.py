@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import synth_run_argv
 
 from classical.naive import NaiveLast
 from experiments.cli import main
@@ -122,54 +121,6 @@ def test_ms_runs_score_the_target_channel_only(synth_csv, tmp_path):
     assert res["test"]["naive"]["mse"] == pytest.approx(want, rel=1e-5)
 
 
-def test_member_cache_key_follows_the_detected_periods(small_synth_splits):
-    # Members build features and prompts from the periods: a cache made under other
-    # periods (e.g. by an older analyser) must not be reused.
-    from experiments.config import RunConfig
-    from experiments.run import _data_key
-
-    splits = small_synth_splits()
-    cfg = RunConfig(dataset=None, data_path="synth3.csv", seq_len=96, pred_len=24)
-    key = _data_key(cfg, splits, "lightgbm", [24, 168])
-    assert key == _data_key(cfg, splits, "lightgbm", [24, 168])
-    assert key != _data_key(cfg, splits, "lightgbm", [24, 168, 408])
-    seed1 = RunConfig(dataset=None, data_path="synth3.csv", seq_len=96, pred_len=24, seed=1)
-    assert key != _data_key(seed1, splits, "lightgbm", [24, 168])
-    # what a member derives from them (ARIMA's season, whose default rule changed) too
-    arima = _data_key(cfg, splits, "arima", [], {"season": 0})
-    assert arima != _data_key(cfg, splits, "arima", [], {"season": 24})
-    assert _data_key(cfg, splits, "arima", []) == _data_key(cfg, splits, "arima", [], None)
-    # how the file was named is not what the member sees; its own settings are
-    respelled = RunConfig(dataset="synth3", data_path=None, target="OT", seq_len=96, pred_len=24)
-    assert key == _data_key(respelled, splits, "lightgbm", [24, 168])
-    cfg.member_params = {"lightgbm": {"progress": False}}  # bars only
-    assert key == _data_key(cfg, splits, "lightgbm", [24, 168])
-    cfg.member_params = {"lightgbm": {"num_leaves": 15}}
-    assert key != _data_key(cfg, splits, "lightgbm", [24, 168])
-
-
-def test_stacked_router_saves_its_per_step_weights(synth_csv, tmp_path):
-    out = tmp_path / "stacked"
-    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
-    argv += ["--members", "naive,snaive,window_mean", "--router", "stacked", "--out", str(out)]
-    assert main(argv + ["--quiet"]) == 0
-    with np.load(out / "router_weights.npz") as z:
-        step, per_channel = z["step_weights"], z["step_channel_weights"]
-    assert step.shape == (24, 3) and (step >= 0).all()
-    np.testing.assert_allclose(step.sum(-1), 1.0, rtol=1e-6)
-    # the weights as applied ([H, C, M]) rebuild the saved ensemble from the members
-    with np.load(out / "forecasts.npz") as z:
-        f = np.stack([z[f"test/{m}"] for m in ("naive", "snaive", "window_mean")])
-        ens = z["test/ensemble"]
-    assert per_channel.shape == (24, 3, 3)
-    np.testing.assert_allclose(np.einsum("mwhc,hcm->whc", f, per_channel), ens, atol=1e-5)
-
-
-def _synth_run(csv, out, *extra: str) -> list[str]:
-    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24"]
-    return argv + ["--members", "naive,snaive", "--out", str(out), "--quiet", *extra]
-
-
 @pytest.mark.parametrize("quiet", [False, True])
 def test_run_shows_progress_of_period_detection_and_the_learned_router(
     synth_csv, tmp_path, bars, quiet, monkeypatch
@@ -228,13 +179,13 @@ def test_bad_setting_on_a_rerun_leaves_the_finished_run_alone(synth_csv, tmp_pat
     # refused before the folder is touched: results, config.yaml and run.log as they were
     out = tmp_path / "r"
     csv = synth_csv(n=1400)
-    assert main(_synth_run(csv, out)) == 0
+    assert main(synth_run_argv(csv, out)) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    argv = _synth_run(csv, out, "--pred-len", "12", "--set", "snaive.period=abc")
+    argv = synth_run_argv(csv, out, "--pred-len", "12", "--set", "snaive.period=abc")
     assert main(argv) == 2
     assert "snaive" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
-    assert main(_synth_run(csv, tmp_path / "fresh", "--set", "snaive.period=abc")) == 2
+    assert main(synth_run_argv(csv, tmp_path / "fresh", "--set", "snaive.period=abc")) == 2
     assert not (tmp_path / "fresh").exists()  # no half-made folder either
 
 
@@ -248,13 +199,13 @@ def test_failed_rerun_leaves_no_results_of_the_previous_run(
 
     out = tmp_path / "r"
     csv = synth_csv(n=1400)
-    assert main(_synth_run(csv, out)) == 0
+    assert main(synth_run_argv(csv, out)) == 0
 
     def broken(self, train, val):
         raise ValueError("diverged")
 
     monkeypatch.setattr(SeasonalNaive, "fit", broken)
-    assert main(_synth_run(csv, out, "--pred-len", "12")) == 2
+    assert main(synth_run_argv(csv, out, "--pred-len", "12")) == 2
     assert "member snaive failed: ValueError: diverged" in capsys.readouterr().err
     assert (out / "config.yaml").is_file()
     for name in ("results.json", "results.md", "forecasts.npz", "router_weights.npz"):
@@ -266,9 +217,9 @@ def test_failed_rerun_leaves_no_results_of_the_previous_run(
 def test_a_rerun_removes_the_analysis_of_the_old_run(synth_csv, tmp_path):
     csv = synth_csv(n=1400)
     out = tmp_path / "r"
-    assert main(_synth_run(csv, out)) == 0
+    assert main(synth_run_argv(csv, out)) == 0
     (out / "win_rates.png").write_bytes(b"old analyse figure")
-    assert main(_synth_run(csv, out, "--router", "median")) == 0
+    assert main(synth_run_argv(csv, out, "--router", "median")) == 0
     assert not (out / "win_rates.png").exists()
 
 
@@ -276,7 +227,7 @@ def test_a_folder_of_ones_own_files_is_not_written_over(synth_csv, tmp_path, cap
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "results.md").write_text("my notes", encoding="utf-8")
-    assert main(_synth_run(synth_csv(n=1400), mine)) == 2
+    assert main(synth_run_argv(synth_csv(n=1400), mine)) == 2
     assert "holds results.md but is not a run folder" in capsys.readouterr().err
     assert sorted(p.name for p in mine.iterdir()) == ["results.md"]
     assert (mine / "results.md").read_text(encoding="utf-8") == "my notes"
@@ -290,7 +241,7 @@ def test_data_warnings_reach_run_log_and_temp_files_are_swept(synth_csv, tmp_pat
     (out / "members" / "naive").mkdir(parents=True)
     orphan = out / "members" / "naive" / ".forecasts.npz.abc123.tmp"  # a kill -9 mid-write
     orphan.write_bytes(b"x" * 100)
-    assert main(_synth_run(synth_csv(n=1400, edit=gap), out)) == 0
+    assert main(synth_run_argv(synth_csv(n=1400, edit=gap), out)) == 0
     log = (out / "run.log").read_text(encoding="utf-8")
     assert "gap(s) in the h timestamps" in log  # logged before the folder existed
     assert not orphan.exists() and "left by an interrupted write" in log
@@ -298,7 +249,7 @@ def test_data_warnings_reach_run_log_and_temp_files_are_swept(synth_csv, tmp_pat
 
 def test_rerun_with_another_seed_needs_its_own_folder(synth_csv, tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(_synth_run(synth_csv(n=1400), out)) == 0
+    assert main(synth_run_argv(synth_csv(n=1400), out)) == 0
     before = (out / "results.json").read_text(encoding="utf-8")
     cfg = str(out / "config.yaml")
     assert main(["run", "--config", cfg, "--seed", "1", "--quiet"]) == 2
@@ -317,13 +268,13 @@ def test_a_rerun_with_other_settings_says_what_it_replaces(synth_csv, tmp_path, 
         caplog.clear()
         return said
 
-    assert main(_synth_run(csv, out)) == 0
-    assert main(_synth_run(csv, out)) == 0  # the same run again: nothing replaced
+    assert main(synth_run_argv(csv, out)) == 0
+    assert main(synth_run_argv(csv, out)) == 0  # the same run again: nothing replaced
     assert replaced() == []
-    assert main(_synth_run(csv, out, "--router", "median", "--seed", "3")) == 0
+    assert main(synth_run_argv(csv, out, "--router", "median", "--seed", "3")) == 0
     (said,) = replaced()
     assert "(router: mean -> median; seed: 0 -> 3); its results are replaced" in said
-    argv = _synth_run(csv, out, "--router", "median", "--seed", "3")
+    argv = synth_run_argv(csv, out, "--router", "median", "--seed", "3")
     argv[argv.index("naive,snaive")] = "naive,snaive@period=12"
     assert main(argv) == 0
     assert "members: ['naive', 'snaive'] -> ['naive', 'snaive@period=12']" in replaced()[0]
@@ -334,122 +285,19 @@ def test_a_rerun_with_other_settings_says_what_it_replaces(synth_csv, tmp_path, 
     assert "(its config.yaml cannot be read, so nothing says which)" in replaced()[0]
 
 
-def test_a_config_rerun_into_a_new_folder_copies_the_members_it_can(synth_csv, tmp_path):
-    first, second, third = tmp_path / "r", tmp_path / "median", tmp_path / "seed1"
-    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
-    assert main([*argv, "--members", "naive,dlinear@epochs=2", "--out", str(first), "--quiet"]) == 0
-    cfg = str(first / "config.yaml")
-    assert (
-        main(["run", "--config", cfg, "--router", "median", "--out", str(second), "--quiet"]) == 0
-    )
-    log = (second / "run.log").read_text(encoding="utf-8")
-    assert "dlinear@epochs=2: copied from" in log and "fit " not in log  # nothing refitted
-    a, b = (
-        json.loads((d / "results.json").read_text(encoding="utf-8"))["test"]
-        for d in (first, second)
-    )
-    assert a["dlinear@epochs=2"] == b["dlinear@epochs=2"] and a["naive"] == b["naive"]
-    from experiments.run import member_path
-
-    assert (member_path(second, "dlinear@epochs=2") / "model").is_dir()  # a whole run folder
-    assert not list((second / "members").glob(".*"))  # no temporary copy left
-    (second / "members" / ".naive.copy").mkdir()  # one an interrupted copy left
-    assert main(["run", "--config", str(second / "config.yaml"), "--quiet"]) == 0
-    assert not (second / "members" / ".naive.copy").exists()
-    # a source another run is writing, or a copy that fails: fitted here instead
-    from ensemble.io import FolderLock
-
-    busy = FolderLock(first)
-    try:
-        assert main(["run", "--config", cfg, "--out", str(tmp_path / "busy"), "--quiet"]) == 0
-    finally:
-        busy.release()
-    log = (tmp_path / "busy" / "run.log").read_text(encoding="utf-8")
-    assert "is being written by another run" in log and "dlinear@epochs=2: fit" in log
-
-    def full_disk(*a, **kw):
-        raise OSError(28, "No space left on device")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("shutil.copytree", full_disk)
-        assert main(["run", "--config", cfg, "--out", str(tmp_path / "full"), "--quiet"]) == 0
-    log = (tmp_path / "full" / "run.log").read_text(encoding="utf-8")
-    assert "cannot copy it from" in log and "dlinear@epochs=2: fit" in log
-    assert not list((tmp_path / "full" / "members").glob(".*"))
-    # another seed is another fit: nothing to copy
-    assert main(["run", "--config", cfg, "--seed", "1", "--out", str(third), "--quiet"]) == 0
-    log = (third / "run.log").read_text(encoding="utf-8")
-    assert "copied from" not in log and "dlinear@epochs=2: fit" in log
-
-
 def test_features_flag_overrides_the_config(synth_csv, tmp_path):
     out = tmp_path / "s"
-    assert main(_synth_run(synth_csv(n=1400), out, "--features", "S")) == 0
+    assert main(synth_run_argv(synth_csv(n=1400), out, "--features", "S")) == 0
     other = tmp_path / "m"
     argv = ["run", "--config", str(out / "config.yaml"), "--features", "M"]
     assert main([*argv, "--out", str(other), "--quiet"]) == 0
     assert json.loads((other / "results.json").read_text(encoding="utf-8"))["features"] == "M"
 
 
-def test_member_forecasts_are_not_reused_for_changed_data(synth_csv, tmp_path):
-    # Same file name and settings, other values: the saved member forecasts are stale.
-    out = tmp_path / "r"
-    csv = synth_csv(n=1400)
-    assert main(_synth_run(csv, out)) == 0
-    first = json.loads((out / "results.json").read_text(encoding="utf-8"))["test"]["naive"]
-    df = pd.read_csv(csv)
-    df["OT"] = df["OT"].to_numpy()[::-1]  # not a rescaling: scores are in scaled space
-    df.to_csv(csv, index=False)
-    assert main(_synth_run(csv, out)) == 0
-    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["test"]["naive"] != first
-
-
-def test_member_forecasts_are_not_reused_for_shifted_dates_or_another_spec(synth_csv, tmp_path):
-    # LightGBM's calendar features read the timestamps; and "fourier=24+168" and
-    # "fourier=24_168" share a folder name
-    out = tmp_path / "r"
-    csv = synth_csv(n=1400)
-    assert main(_synth_run(csv, out)) == 0
-    df = pd.read_csv(csv)
-    df["date"] = (pd.to_datetime(df["date"]) + pd.Timedelta(hours=7)).astype(str)
-    df.to_csv(csv, index=False)
-    assert main(_synth_run(csv, out)) == 0
-    assert (out / "run.log").read_text(encoding="utf-8").count("reusing forecasts") == 0
-    assert main(_synth_run(csv, out)) == 0  # unchanged now: reused
-    assert (out / "run.log").read_text(encoding="utf-8").count("run: naive: reusing forecasts") == 1
-    with np.load(out / "members" / "naive" / "forecasts.npz") as z:
-        assert str(z["spec"]) == "naive" and len(str(z["dates"])) == 16
-
-
-def test_member_folder_names_stay_short_for_windows_paths(synth_csv, tmp_path):
-    from experiments.run import member_dir
-
-    assert member_dir("timellm@patch_len=24@stride=24") == "timellm_patch_len=24_stride=24"
-    stats = "min+max+median+trend+mean+std+volatility+seasonal_strength+window_period+periods"
-    long_a, long_b = f"timellm@prompt_stats={stats}", f"timellm@prompt_stats={stats}+acf1"
-    a, b = member_dir(long_a), member_dir(long_b)
-    assert len(a) == len(b) == 64 and a != b and a == member_dir(long_a)
-    assert a.startswith("timellm_prompt_stats=min_max_median")
-    # a run with a long spec writes and reuses that folder
-    spec = "dlinear@epochs=1@batch_size=64@patience=1@lr_decay=0.5@kernel=25@individual=false"
-    out = tmp_path / "r"
-    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
-    argv += ["--members", f"naive,{spec}", "--out", str(out), "--quiet"]
-    assert main(argv) == 0 and main(argv) == 0
-    assert {p.name for p in (out / "members").iterdir()} == {"naive", member_dir(spec)}
-    assert len(member_dir(spec)) == 64
-    assert (out / "run.log").read_text(encoding="utf-8").count("reusing forecasts") == 2
-    # a folder from before names were cut keeps its saved forecasts in use
-    (out / "members" / member_dir(spec)).rename(out / "members" / spec.replace("@", "_"))
-    assert main(argv) == 0
-    assert (out / "run.log").read_text(encoding="utf-8").count("reusing forecasts") == 4
-    assert not (out / "members" / member_dir(spec)).exists()
-
-
 def test_a_run_folders_config_reruns_into_that_folder(synth_csv, tmp_path, monkeypatch):
     # a copied run folder: rerunning its config must not write into the original
     out = tmp_path / "r"
-    assert main(_synth_run(synth_csv(n=1400), out)) == 0
+    assert main(synth_run_argv(synth_csv(n=1400), out)) == 0
     cfg = (out / "config.yaml").read_text(encoding="utf-8")
     assert f"data_path: {tmp_path}" in cfg  # absolute: the same file from anywhere
     import shutil
@@ -494,16 +342,6 @@ def test_empty_members_and_default_folder(synth_csv, tmp_path, capsys, monkeypat
     assert default_out(a) == "runs/油温数据_512_96_s0" != default_out(b)
 
 
-def test_a_member_folder_named_as_earlier_versions_named_it_is_still_found(tmp_path):
-    from experiments.run import member_path
-
-    spec = "timellm@backbone=D:/模型/千问2.5-3B"
-    assert member_path(tmp_path, spec).name == "timellm_backbone=D_模型_千问2.5-3B"
-    old = tmp_path / "members" / "timellm_backbone=D_2.5-3B"  # ASCII only, before
-    old.mkdir(parents=True)
-    assert member_path(tmp_path, spec) == old
-
-
 class _Diverged(NaiveLast):
     """A member whose fit blew up: one NaN in its forecasts."""
 
@@ -519,7 +357,7 @@ def _run_beside_naive(name: str, member: type, csv, out, monkeypatch) -> list[st
 
     registry._load_builtin()
     monkeypatch.setitem(registry._REGISTRY, name, (lambda ctx: member(), "test", ()))
-    argv = _synth_run(csv, out)
+    argv = synth_run_argv(csv, out)
     argv[argv.index("naive,snaive")] = f"naive,{name}"
     return argv
 
@@ -537,7 +375,7 @@ def test_a_folder_another_run_is_writing_is_refused_untouched(synth_csv, tmp_pat
     from ensemble.io import FolderLock
 
     out = tmp_path / "run"
-    argv = _synth_run(synth_csv(n=1400), out)
+    argv = synth_run_argv(synth_csv(n=1400), out)
     lock = FolderLock(out)  # another run holds it (flock: per open file, so here too)
     try:
         assert main(argv) == 2
@@ -571,7 +409,7 @@ def test_a_run_lets_go_of_its_folder_however_it_ends(fails, synth_csv, tmp_path,
             raise ValueError("diverged")
 
         monkeypatch.setattr(SeasonalNaive, "fit", broken)
-    assert main(_synth_run(synth_csv(n=1400), tmp_path / "r")) == (2 if fails else 0)
+    assert main(synth_run_argv(synth_csv(n=1400), tmp_path / "r")) == (2 if fails else 0)
     assert len(held) == 1 and held[0]._fh.closed  # released, not left to the collector
 
 
@@ -579,7 +417,7 @@ def test_out_naming_a_file_is_a_user_error(synth_csv, tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("", encoding="utf-8")
     for out in (afile, afile / "sub"):
-        assert main(_synth_run(synth_csv(n=1400), out)) == 2
+        assert main(synth_run_argv(synth_csv(n=1400), out)) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"cannot use {out}" in err[0], err
 
@@ -633,179 +471,6 @@ def test_learned_router_needs_validation_windows(synth_csv, tmp_path, capsys):
     assert "learns from validation windows and this split has" in capsys.readouterr().err
 
 
-def _registered_copy(root, edit=None):
-    """A synthetic series where ``--dataset weather --data-dir ROOT`` reads it (the
-    70/10/20 split, as for any file): one file, two ways to name it."""
-    from conftest import synthetic_frame
-
-    df = synthetic_frame(n=1400)
-    if edit is not None:
-        df = edit(df)
-    path = root / "weather" / "weather.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
-    return path
-
-
-def _reused(out) -> int:
-    return (out / "run.log").read_text(encoding="utf-8").count("reusing forecasts from")
-
-
-def _by_name(root, out, *extra: str) -> tuple[list[str], list[str]]:
-    """(``--dataset weather --data-dir ROOT``, the rest of a cheap run into ``out``)."""
-    rest = ["--seq-len", "96", "--pred-len", "24", "--members", "naive,snaive"]
-    rest += ["--out", str(out), "--quiet", *extra]
-    return ["run", "--dataset", "weather", "--data-dir", str(root)], rest
-
-
-def test_member_forecasts_are_reused_for_the_file_by_name_or_by_path(tmp_path):
-    # The key is what the member sees, not how the command line named the data.
-    path = _registered_copy(tmp_path / "data")
-    out = tmp_path / "r"
-    by_name, rest = _by_name(tmp_path / "data", out)
-    assert main([*by_name, *rest]) == 0
-    first = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert _reused(out) == 0
-    assert main(["run", "--data-path", str(path), *rest]) == 0
-    assert _reused(out) == 2
-    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert res["dataset"] == "weather" and res["test"] == first["test"]
-    assert main([*by_name, *rest]) == 0  # and back
-    assert _reused(out) == 4
-
-
-def test_member_forecasts_are_reused_with_the_default_target_named(tmp_path):
-    out = tmp_path / "r"
-    by_name, rest = _by_name(_registered_copy(tmp_path / "data").parents[1], out)
-    assert main([*by_name, *rest]) == 0
-    assert main([*by_name, "--target", "OT", *rest]) == 0
-    assert _reused(out) == 2
-    # another target is another forecast (the channels are reordered, target last)
-    assert main([*by_name, "--target", "x0", *rest]) == 0
-    assert _reused(out) == 2
-    for features in ("S", "MS"):  # and so is another feature set
-        assert main([*by_name, "--target", "x0", "--features", features, *rest]) == 0
-        assert _reused(out) == 2
-    assert main([*by_name, "--target", "x0", "--features", "MS", *rest]) == 0
-    assert _reused(out) == 4
-
-
-def test_ms_members_fit_to_the_target_are_reused_and_all_channel_fits_refitted(
-    synth_csv, tmp_path, monkeypatch
-):
-    # DLinear and LightGBM fit the target alone under MS since the twenty-eighth session:
-    # their caches are reused as such, and a cache of an all-channel fit (keyed without
-    # the loss channels, as older versions wrote it) is refitted, not reported as new
-    from classical.dlinear import DLinear
-
-    csv, out = synth_csv(n=1400), tmp_path / "ms"
-    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24"]
-    argv += ["--features", "MS", "--target", "x0"]
-    argv += ["--members", "dlinear@epochs=1,lightgbm@rounds=5", "--out", str(out), "--quiet"]
-    with monkeypatch.context() as m:
-        m.setattr(DLinear, "uses_loss_channels", False)  # the key an older version wrote
-        assert main(argv) == 0
-    first = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert main(argv) == 0
-    assert _reused(out) == 1  # LightGBM only: DLinear's old-key cache is refitted
-    assert main(argv) == 0
-    assert _reused(out) == 3  # both now
-    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert res["test"] == first["test"]  # the refit is the fit the first run made
-    with np.load(out / "forecasts.npz") as z:
-        assert z["test/dlinear@epochs=1"].shape[-1] == 1  # the target only
-
-
-def test_member_forecasts_are_refitted_for_another_file_of_the_same_name(tmp_path):
-    out = tmp_path / "r"
-    by_name, rest = _by_name(_registered_copy(tmp_path / "data").parents[1], out)
-    assert main([*by_name, *rest]) == 0
-    first = json.loads((out / "results.json").read_text(encoding="utf-8"))
-
-    def reverse(df):
-        df["OT"] = df["OT"].to_numpy()[::-1]
-        return df
-
-    other = _registered_copy(tmp_path / "other", edit=reverse)
-    assert main(["run", "--data-path", str(other), *rest]) == 0
-    assert _reused(out) == 0
-    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["test"] != first["test"]
-    assert main(["run", "--data-path", str(other), *rest, "--percent", "50"]) == 0
-    assert _reused(out) == 0  # fewer train windows: other rows, refitted
-
-
-def _old_style_key(cfg: dict, periods: list[int]) -> str:
-    """The member cache key the versions before the data-keyed one wrote."""
-    import hashlib
-
-    names = ("dataset", "data_path", "features", "target", "fill")
-    names += ("seq_len", "pred_len", "percent", "seed")
-    d = {k: cfg[k] for k in names} | {"member_params": {}, "periods": periods}
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def test_member_caches_of_earlier_versions_are_still_reused(tmp_path):
-    # Existing run folders hold forecasts that took an hour (Time-LLM): a cache keyed the
-    # old way counts when the run is spelled as before (with or without the data stamp
-    # the oldest caches lack); respelled, it is refitted once.
-    path = _registered_copy(tmp_path / "data")
-    out = tmp_path / "r"
-    by_name, rest = _by_name(tmp_path / "data", out)
-    assert main([*by_name, *rest]) == 0
-    cfg = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
-    old = _old_style_key(
-        cfg, json.loads((out / "results.json").read_text(encoding="utf-8"))["periods"]
-    )
-    for member, keep in (("naive", ("data",)), ("snaive", ())):
-        cache = out / "members" / member / "forecasts.npz"
-        with np.load(cache) as z:
-            kept = {k: z[k] for k in ("val", "test", "timings", *keep)}
-        np.savez(cache, key=np.array(old), **kept)
-    assert main([*by_name, *rest]) == 0
-    assert _reused(out) == 2
-    assert (out / "run.log").read_text(encoding="utf-8").count("(saved by an earlier version)") == 2
-    assert main(["run", "--data-path", str(path), "--target", "OT", *rest]) == 0
-    assert _reused(out) == 2  # respelled: refitted, under the new key
-    assert main([*by_name, *rest]) == 0
-    assert _reused(out) == 4
-    assert main([*by_name, *rest, "--pred-len", "12"]) == 0  # a real change still refits
-    assert _reused(out) == 4
-
-
-def _drop_timings(cache) -> None:
-    with np.load(cache) as z:
-        kept = {k: z[k] for k in z.files if k != "timings"}
-    np.savez(cache, **kept)
-
-
-@pytest.mark.parametrize(
-    "damage,what",
-    [
-        (lambda c: c.write_bytes(c.read_bytes()[:1000]), "BadZipFile"),  # a copy cut short
-        (lambda c: c.write_bytes(b""), "EOFError|ValueError"),  # numpy 2 | numpy 1
-        (_drop_timings, "KeyError"),
-    ],
-)
-def test_a_damaged_member_cache_is_refitted(synth_csv, tmp_path, caplog, damage, what):
-    out = tmp_path / "r"
-    csv = synth_csv(n=1400)
-    assert main(_synth_run(csv, out)) == 0
-    before = json.loads((out / "results.json").read_text(encoding="utf-8"))["test"]
-    cache = out / "members" / "snaive" / "forecasts.npz"
-    damage(cache)
-    caplog.clear()
-    assert main(_synth_run(csv, out)) == 0
-    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warned) == 1 and "member snaive: damaged cache" in warned[0], warned
-    assert re.search(what, warned[0]) and warned[0].endswith("refitting")
-    assert "damaged cache" in (out / "run.log").read_text(encoding="utf-8")
-    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["test"] == before
-    with np.load(cache) as z:  # replaced by a whole one, reused from now on
-        assert {"val", "test", "timings"} <= set(z.files)
-    assert main(_synth_run(csv, out)) == 0
-    assert (out / "run.log").read_text(encoding="utf-8").count("snaive: reusing forecasts") == 1
-
-
 @pytest.mark.parametrize(
     "spec,needle",
     [
@@ -832,7 +497,7 @@ def test_member_settings_are_cast_strictly_before_any_fit(
     synth_csv, tmp_path, capsys, spec, needle
 ):
     out = tmp_path / "r"
-    argv = _synth_run(synth_csv(n=1400), out, "--periods", "24")
+    argv = synth_run_argv(synth_csv(n=1400), out, "--periods", "24")
     argv[argv.index("naive,snaive")] = f"naive,{spec}"
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -851,7 +516,7 @@ def test_member_settings_are_cast_strictly_before_any_fit(
 )
 def test_timellm_settings_are_refused_before_any_fit(synth_csv, tmp_path, capsys, spec, needle):
     out = tmp_path / "r"
-    argv = _synth_run(synth_csv(n=1400), out, "--periods", "24")
+    argv = synth_run_argv(synth_csv(n=1400), out, "--periods", "24")
     argv[argv.index("naive,snaive")] = f"naive,{spec}"
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -869,7 +534,7 @@ def test_timellm_settings_are_refused_before_any_fit(synth_csv, tmp_path, capsys
     ],
 )
 def test_one_model_written_two_ways_is_refused(members, needle, synth_csv, tmp_path, capsys):
-    argv = _synth_run(synth_csv(n=1400), tmp_path / "r")
+    argv = synth_run_argv(synth_csv(n=1400), tmp_path / "r")
     argv[argv.index("naive,snaive")] = members
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -934,7 +599,7 @@ def test_an_unexpected_member_failure_is_one_line_with_the_traceback_in_run_log(
 
 def test_snaive_says_when_no_period_fits_the_lookback(synth_csv, tmp_path, caplog):
     out = tmp_path / "r"
-    argv = _synth_run(synth_csv(n=1400), out, "--periods", "100000")
+    argv = synth_run_argv(synth_csv(n=1400), out, "--periods", "100000")
     argv[argv.index("naive,snaive")] = "snaive"
     assert main(argv) == 0
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -950,7 +615,7 @@ def test_snaive_without_a_period_says_a_longer_lookback_would_not_help(synth_csv
             df[col] = rng.standard_normal(len(df))
         return df
 
-    argv = _synth_run(synth_csv(n=1400, edit=noise), tmp_path / "r")
+    argv = synth_run_argv(synth_csv(n=1400, edit=noise), tmp_path / "r")
     argv[argv.index("naive,snaive")] = "snaive"
     assert main(argv) == 0
     warned = [r.getMessage() for r in caplog.records if "falls back to period 1" in r.getMessage()]
@@ -978,43 +643,6 @@ def test_the_best_of_a_tie_is_the_member_and_given_periods_are_labelled(
     assert best_forecast({**tie, "ensemble": {"mse": 0.49}}) == "ensemble"
     md = (tmp_path / "r" / "results.md").read_text(encoding="utf-8")
     assert "periods (given): [24]" in md
-
-
-def test_scores_with_one_temporary_are_the_metrics_scores():
-    from ensemble import metrics
-    from experiments.run import _scores
-
-    rng = np.random.default_rng(0)
-    true = rng.standard_normal((30, 8, 4))[..., [0, 1, 2, 3]]  # channel-major, as the run's
-    for pred in (
-        rng.standard_normal((30, 8, 4)),
-        rng.standard_normal((30, 8, 4))[..., [0, 1, 2, 3]],
-        np.einsum("mwhc,wcm->whc", rng.standard_normal((3, 30, 8, 4)), np.ones((30, 4, 3)) / 3),
-        rng.standard_normal((30, 8, 4)).astype(np.float32),
-    ):
-        want = metrics.scores(pred, true)
-        assert _scores(pred, true) == want
-        assert _scores(pred.copy(order="K"), true, scratch=True) == want
-
-
-def test_member_stack_is_float32_laid_out_as_picked_channels():
-    from ensemble import hybrid
-    from experiments.run import _stack_members, router_features
-
-    rng = np.random.default_rng(0)
-    results = {k: {"val": rng.standard_normal((40, 6, 3)).astype(np.float32)} for k in ("a", "b")}
-    before = hybrid.stack({k: v["val"][..., [0, 1, 2]] for k, v in results.items()})
-    s = _stack_members(results, "val", [0, 1, 2])
-    assert s.dtype == np.float32 and all("val" not in v for v in results.values())
-    np.testing.assert_array_equal(s, before)
-    assert hybrid.memory_order(s) == hybrid.memory_order(before)
-    # the router features of the float32 stack are those of its float64 values
-    x = np.lib.stride_tricks.sliding_window_view(rng.standard_normal((63, 3)), 24, axis=0)
-    x = x.transpose(0, 2, 1)
-    got = router_features(x, s, [12], ["a", "b"], [0, 1, 2])
-    want = router_features(x, before, [12], ["a", "b"], [0, 1, 2])
-    assert got[1] == want[1]
-    np.testing.assert_array_equal(got[0], want[0])
 
 
 def test_the_seed_reaches_the_members(synth_csv, tmp_path):
@@ -1268,7 +896,7 @@ def test_a_kill_between_a_members_model_and_its_forecasts_leaves_no_stale_foreca
     from experiments import run as run_mod
 
     out, csv = tmp_path / "r", synth_csv(n=1400)
-    assert main(_synth_run(csv, out)) == 0
+    assert main(synth_run_argv(csv, out)) == 0
     cache = out / "members" / "snaive" / "forecasts.npz"
     assert cache.is_file()
     write_npz = run_mod.write_npz
@@ -1279,30 +907,8 @@ def test_a_kill_between_a_members_model_and_its_forecasts_leaves_no_stale_foreca
         return write_npz(path, **arrays)
 
     monkeypatch.setattr(run_mod, "write_npz", killed)
-    assert main(_synth_run(csv, out, "--set", "snaive.period=12")) == 130
+    assert main(synth_run_argv(csv, out, "--set", "snaive.period=12")) == 130
     assert (out / "members" / "snaive" / "model").exists() and not cache.exists()
-
-
-def test_a_member_whose_backbone_files_changed_is_fitted_again(
-    synth_csv, tmp_path, monkeypatch, caplog
-):
-    # Time-LLM's forecasts were reused for another model copied to the same backbone
-    # path: the cache is now stamped with the folder's content (`identity_stamps`)
-    from classical.naive import SeasonalNaive
-
-    out, csv = tmp_path / "r", synth_csv(n=1400)
-    content = {"backbone": "base"}
-    monkeypatch.setattr(SeasonalNaive, "identity_stamps", lambda self: dict(content), raising=False)
-    assert main(_synth_run(csv, out)) == 0
-    assert main(_synth_run(csv, out)) == 0
-    log_text = (out / "run.log").read_text(encoding="utf-8")
-    assert log_text.count("snaive: reusing forecasts") == 1
-    content["backbone"] = "instruct"
-    caplog.clear()
-    assert main(_synth_run(csv, out)) == 0
-    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert any("files in its backbone folder changed" in w for w in warned), warned
-    assert (out / "run.log").read_text(encoding="utf-8").count("snaive: reusing forecasts") == 1
 
 
 def test_a_refit_stopped_before_it_saves_keeps_the_old_forecasts(synth_csv, tmp_path, monkeypatch):
@@ -1311,13 +917,13 @@ def test_a_refit_stopped_before_it_saves_keeps_the_old_forecasts(synth_csv, tmp_
     from classical.naive import SeasonalNaive
 
     out, csv = tmp_path / "r", synth_csv(n=1400)
-    assert main(_synth_run(csv, out)) == 0
+    assert main(synth_run_argv(csv, out)) == 0
 
     def stopped(self, *a, **k):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(SeasonalNaive, "fit", stopped)
-    assert main(_synth_run(csv, out, "--set", "snaive.period=12")) == 130
+    assert main(synth_run_argv(csv, out, "--set", "snaive.period=12")) == 130
     monkeypatch.undo()
-    assert main(_synth_run(csv, out)) == 0
+    assert main(synth_run_argv(csv, out)) == 0
     assert (out / "run.log").read_text(encoding="utf-8").count("snaive: reusing forecasts") == 1

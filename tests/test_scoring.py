@@ -1,0 +1,62 @@
+"""Scoring a run: scores computed with one temporary, the member stack's layout, the
+router's saved per-step weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from experiments.cli import main
+
+
+def test_stacked_router_saves_its_per_step_weights(synth_csv, tmp_path):
+    out = tmp_path / "stacked"
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--members", "naive,snaive,window_mean", "--router", "stacked", "--out", str(out)]
+    assert main(argv + ["--quiet"]) == 0
+    with np.load(out / "router_weights.npz") as z:
+        step, per_channel = z["step_weights"], z["step_channel_weights"]
+    assert step.shape == (24, 3) and (step >= 0).all()
+    np.testing.assert_allclose(step.sum(-1), 1.0, rtol=1e-6)
+    # the weights as applied ([H, C, M]) rebuild the saved ensemble from the members
+    with np.load(out / "forecasts.npz") as z:
+        f = np.stack([z[f"test/{m}"] for m in ("naive", "snaive", "window_mean")])
+        ens = z["test/ensemble"]
+    assert per_channel.shape == (24, 3, 3)
+    np.testing.assert_allclose(np.einsum("mwhc,hcm->whc", f, per_channel), ens, atol=1e-5)
+
+
+def test_scores_with_one_temporary_are_the_metrics_scores():
+    from ensemble import metrics
+    from experiments.scoring import mse_mae
+
+    rng = np.random.default_rng(0)
+    true = rng.standard_normal((30, 8, 4))[..., [0, 1, 2, 3]]  # channel-major, as the run's
+    for pred in (
+        rng.standard_normal((30, 8, 4)),
+        rng.standard_normal((30, 8, 4))[..., [0, 1, 2, 3]],
+        np.einsum("mwhc,wcm->whc", rng.standard_normal((3, 30, 8, 4)), np.ones((30, 4, 3)) / 3),
+        rng.standard_normal((30, 8, 4)).astype(np.float32),
+    ):
+        want = metrics.scores(pred, true)
+        assert mse_mae(pred, true) == want
+        assert mse_mae(pred.copy(order="K"), true, scratch=True) == want
+
+
+def test_member_stack_is_float32_laid_out_as_picked_channels():
+    from ensemble import hybrid
+    from experiments.scoring import router_features, stack_members
+
+    rng = np.random.default_rng(0)
+    results = {k: {"val": rng.standard_normal((40, 6, 3)).astype(np.float32)} for k in ("a", "b")}
+    before = hybrid.stack({k: v["val"][..., [0, 1, 2]] for k, v in results.items()})
+    s = stack_members(results, "val", [0, 1, 2])
+    assert s.dtype == np.float32 and all("val" not in v for v in results.values())
+    np.testing.assert_array_equal(s, before)
+    assert hybrid.memory_order(s) == hybrid.memory_order(before)
+    # the router features of the float32 stack are those of its float64 values
+    x = np.lib.stride_tricks.sliding_window_view(rng.standard_normal((63, 3)), 24, axis=0)
+    x = x.transpose(0, 2, 1)
+    got = router_features(x, s, [12], ["a", "b"], [0, 1, 2])
+    want = router_features(x, before, [12], ["a", "b"], [0, 1, 2])
+    assert got[1] == want[1]
+    np.testing.assert_array_equal(got[0], want[0])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from timellm.backbone import Backbone, load_backbone, random_backbone
-from timellm.layers import PatchEmbedding, RevIN
+from timellm.layers import PatchEmbedding, RevIN, fast_dropout_attention
 from timellm.model import TimeLLM
 from timellm.prompt import PromptBuilder
 
@@ -132,3 +132,35 @@ def test_the_head_reads_the_first_d_ff_hidden_features(backbone: Backbone, monke
         torch.testing.assert_close(model(x, ids, mask), y)
         monkeypatch.setattr(model, "_run_backbone", noisy(slice(0, model.d_ff)))
         assert not torch.allclose(model(x, ids, mask), y, atol=1e-3)
+
+
+class _Attention(torch.nn.Module):
+    """What `fast_dropout_attention` reads from a Hugging Face attention module."""
+
+    def __init__(self, is_causal: bool) -> None:
+        super().__init__()
+        self.is_causal = is_causal
+
+
+@pytest.mark.parametrize("mask", ["additive", "causal"])
+def test_cpu_dropout_attention_is_scaled_dot_product_attention(mask) -> None:
+    """CPU training with attention dropout (a decoder backbone in train mode) computes
+    attention itself: with an additive float mask, and with causal masking when the
+    backbone passes no mask; both must be SDPA's attention, here with grouped KV heads."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 6, 8), torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8)
+    # dropout=1e-9 takes the CPU path but drops nothing (p rounds to 0 on 2^-15)
+    if mask == "additive":  # a bias per query and key, some keys hidden (as HF's float masks)
+        bias = torch.randn(2, 1, 6, 6)
+        bias[0, ..., :2] = torch.finfo(torch.float32).min
+        ours, _ = fast_dropout_attention(_Attention(False), q, k, v, bias, dropout=1e-9)
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=True)
+    else:
+        ours, _ = fast_dropout_attention(_Attention(True), q, k, v, None, dropout=1e-9)
+        ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        # the last 2 queries over all 6 keys (a cached prefix): the last rows of the above
+        tail, _ = fast_dropout_attention(_Attention(True), q[:, :, 4:], k, v, None, dropout=1e-9)
+        torch.testing.assert_close(tail, ref[:, :, 4:].transpose(1, 2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(ours, ref.transpose(1, 2), atol=1e-6, rtol=0)

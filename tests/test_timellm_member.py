@@ -12,7 +12,7 @@ from conftest import TINY_LLAMA, patch_tiny_backbone, tiny_timellm
 
 from ensemble.errors import UserError
 from timellm import inject as inj
-from timellm.backbone import random_backbone
+from timellm.backbone import load_backbone, random_backbone
 from timellm.member import TimeLLMForecaster
 
 L, H = 32, 8
@@ -547,6 +547,67 @@ def test_fp16_trains_with_loss_scaling(splits, tmp_path):
     untrained.build()
     mse = lambda f: float(((f.predict(w) - truth) ** 2).mean())  # noqa: E731
     assert np.isfinite(m.predict(w)).all() and mse(m) < mse(untrained)
+
+
+def fit_on_the_real_backbone_loader(splits, monkeypatch, **kw) -> TimeLLMForecaster:
+    """A 1-layer llama-random member built by the real `load_backbone` (the module's fake
+    drops load_in_4bit / load_in_8bit / dtype), fitted one epoch; its test forecast must
+    be float32 [W, H, C] and finite whatever the backbone computes in."""
+    import timellm.backbone as backbone_mod
+
+    monkeypatch.setattr(backbone_mod, "load_backbone", load_backbone)
+    m = member(llm_layers=1, epochs=1, train_stride=16, val_stride=16, device="cpu", **kw)
+    m.fit(splits.train, splits.val)
+    out = m.predict(splits.test.windows())
+    assert out.shape == (splits.test.n_windows, H, 2) and out.dtype == np.float32
+    assert np.isfinite(out).all() and len(m.history) == 1
+    return m
+
+
+def test_a_4bit_member_fits_and_predicts(splits, monkeypatch):
+    # the seeds' setting (Qwen2.5-3B in NF4): the quantised layers must really be there
+    import bitsandbytes as bnb
+
+    m = fit_on_the_real_backbone_loader(splits, monkeypatch, load_in_4bit=True)
+    linears = [x for x in m.model.llm.modules() if isinstance(x, torch.nn.Linear)]
+    assert linears and all(isinstance(x, bnb.nn.Linear4bit) for x in linears)
+    assert linears[0].weight.quant_state.quant_type == "nf4"
+    assert m.backbone_obj.quantization == "4bit" and m.model.compute_dtype == torch.bfloat16
+
+
+def test_an_8bit_member_fits_and_predicts(splits, monkeypatch, caplog):
+    import logging
+
+    import bitsandbytes as bnb
+
+    with caplog.at_level(logging.WARNING, logger="bitsandbytes"):
+        m = fit_on_the_real_backbone_loader(splits, monkeypatch, load_in_8bit=True)
+    linears = [x for x in m.model.llm.modules() if isinstance(x, torch.nn.Linear)]
+    assert linears and all(isinstance(x, bnb.nn.Linear8bitLt) for x in linears)
+    assert m.backbone_obj.quantization == "8bit" and m.model.compute_dtype == torch.bfloat16
+    # LLM.int8 says it casts to float16 on every matmul (28 times in this tiny fit): once
+    casts = [r for r in caplog.records if "will be cast" in r.getMessage()]
+    assert len(casts) <= 1
+
+
+def test_a_bf16_member_fits_and_predicts_on_the_cpu(splits, monkeypatch):
+    # precision=bf16 is asked for, not the CPU's float32 default: bf16 weights and autocast
+    m = fit_on_the_real_backbone_loader(splits, monkeypatch, precision="bf16")
+    assert {p.dtype for p in m.model.llm.parameters()} == {torch.bfloat16}
+    assert m.backbone_obj.quantization is None and m.model.compute_dtype == torch.bfloat16
+
+
+def test_a_member_with_injected_forecasts_predicts_the_same_after_save_and_load(splits, tmp_path):
+    # the prompts summarise the injectors' forecasts: a reload without the fitted
+    # injectors would forecast from other prompts
+    m = member(inject=["ridge", "dlinear"], inject_folds=2, epochs=1, train_stride=8, val_stride=8)
+    m.fit(splits.train, splits.val)
+    m.save(tmp_path / "model")
+    assert (tmp_path / "model" / "injectors.pkl").is_file()
+    again = TimeLLMForecaster.load(tmp_path / "model")
+    assert list(again.injectors) == ["ridge", "dlinear"]
+    w = splits.test.windows()
+    np.testing.assert_array_equal(again.predict(w), m.predict(w))
 
 
 def test_pct_start_reaches_the_trainer_and_new_defaults_keep_fingerprints():

@@ -411,6 +411,52 @@ def test_resume_refuses_a_damaged_checkpoint_in_one_line(tmp_path, damage):
         )
 
 
+def test_resuming_a_fit_that_stopped_early_trains_no_further(tmp_path, monkeypatch):
+    # a run killed after its member had early-stopped (while predicting, say) must not
+    # train past the stop when rerun: same history, the best epoch's weights
+    states = script_val_scores(monkeypatch, [0.5, 0.3, 0.4, 0.6, 0.1, 0.1])
+    train, val = window_set(), window_set(seed=1)
+    first = Trainer(fresh(), cfg(epochs=6, patience=2), workdir=tmp_path).fit(train, val)
+    assert len(first.history) == 4 and len(states) == 4
+    model = fresh()
+    res = Trainer(model, cfg(epochs=6, patience=2), workdir=tmp_path, resume=True).fit(train, val)
+    assert res.resumed_from == 4 and len(states) == 4  # no epoch trained
+    assert res.history == first.history and (res.best_epoch, res.best_val) == (1, 0.3)
+    final = trainable_state(model)
+    assert all(torch.equal(final[k], states[1][k]) for k in final)
+
+
+def test_resume_refuses_a_file_that_is_not_a_checkpoint_in_one_line(tmp_path, caplog):
+    # a loadable torch file of another kind under the checkpoint's name (weights saved
+    # there by hand): refused, not a KeyError from deep inside the resume
+    train, val = window_set(), window_set(seed=1)
+    torch.save(trainable_state(fresh()), tmp_path / CHECKPOINT)
+    with pytest.raises(UserError) as err:
+        Trainer(fresh(), cfg(epochs=1), workdir=tmp_path, resume=True).fit(train, val)
+    assert "is damaged (ValueError: not a checkpoint this trainer wrote)" in str(err.value)
+    assert "\n" not in str(err.value)
+    with caplog.at_level("WARNING", logger="timellm.trainer"):
+        res = Trainer(fresh(), cfg(epochs=1), workdir=tmp_path, resume="auto").fit(train, val)
+    assert res.resumed_from is None and "not a checkpoint this trainer wrote" in caplog.text
+
+
+def test_resume_true_without_a_checkpoint_trains_from_scratch(tmp_path, caplog):
+    # the first run of a job script that always passes --resume
+    train, val = window_set(), window_set(seed=1)
+    alone = fresh()
+    expect = Trainer(alone, cfg(epochs=2, patience=0)).fit(train, val)
+    model = fresh()
+    with caplog.at_level("INFO", logger="timellm.trainer"):
+        res = Trainer(model, cfg(epochs=2, patience=0), workdir=tmp_path, resume=True).fit(
+            train, val
+        )
+    assert "no checkpoint to resume from" in caplog.text and "starting afresh" in caplog.text
+    assert res.resumed_from is None and res.history[0]["val_mse"] == expect.history[0]["val_mse"]
+    a, b = trainable_state(alone), trainable_state(model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["epoch"] == 1
+
+
 def test_auto_resume_continues_a_matching_checkpoint_and_else_starts_afresh(tmp_path, caplog):
     train, val = window_set(), window_set(seed=1)
     first = Trainer(fresh(), cfg(epochs=2, patience=0), workdir=tmp_path, fingerprint={"lr": 1})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import socket
@@ -281,6 +282,29 @@ def check_local_backbone(spec: str) -> None:
         )
 
 
+class _Once(logging.Filter):
+    """Lets the first record of a repeated warning through and drops the others."""
+
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start, self.seen = start, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.start):
+            return True
+        seen, self.seen = self.seen, True
+        return not seen
+
+
+def _say_int8_cast_once() -> None:
+    """bitsandbytes' LLM.int8 layers cast their inputs to float16 and log it on every
+    call (seven times per layer per forward pass of a LLaMA): said once per process, so
+    that run.log is not flooded. The cast itself is LLM.int8's, whatever we compute in."""
+    bnb_log = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _Once) for f in bnb_log.filters):
+        bnb_log.addFilter(_Once("MatMul8bitLt: inputs will be cast"))
+
+
 def load_backbone(
     spec: str = "minilm",
     *,
@@ -374,6 +398,7 @@ def load_backbone(
         kwargs["device_map"] = str(device or "cpu")
         kwargs[_dtype_arg()] = dtype or torch.bfloat16
     elif load_in_8bit:
+        _say_int8_cast_once()
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = str(device or "cpu")
         kwargs[_dtype_arg()] = dtype or torch.bfloat16

@@ -473,3 +473,34 @@ def test_the_mean_fit_time_leaves_out_resumed_members():
     assert summarise(long)["fit_s"].iloc[0] == pytest.approx(290.0)
     assert np.isnan(summarise(long.assign(resumed=True))["fit_s"].iloc[0])
     assert summarise(long.drop(columns="resumed"))["fit_s"].iloc[0] == pytest.approx(584 / 3)
+
+
+def test_a_real_bench_tabulates_the_mean_and_spread_of_its_cells(synth_csv, tmp_path, capsys):
+    # every other bench test fakes the runs: here the command runs two real cells, and the
+    # table must report their mean ± sample std, not one cell's numbers
+    from experiments.cli import main
+
+    out = tmp_path / "bench"
+    argv = ["bench", "--datasets", str(synth_csv(n=1200)), "--horizons", "24", "--seeds", "0,1"]
+    argv += ["--seq-len", "48", "--members", "naive,dlinear", "--set", "dlinear.epochs=1"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "bench: 2 cells ran, 0 already done, 0 failed" in printed
+    cells = [
+        json.loads(
+            (out / "cells" / f"synth_48_24_s{s}" / "results.json").read_text(encoding="utf-8")
+        )
+        for s in (0, 1)
+    ]
+    mse = {f: [c["test"][f]["mse"] for c in cells] for f in ("dlinear", "ensemble")}
+    assert mse["dlinear"][0] != mse["dlinear"][1]  # the seeds differ: a spread to report
+    summary = pd.read_csv(out / "bench_summary.csv").set_index("forecast")
+    md = (out / "bench.md").read_text(encoding="utf-8")
+    header, row = [line for line in md.splitlines() if line.startswith(("| H |", "| 24 |"))][:2]
+    shown = dict(zip(header.split("|"), row.split("|"), strict=True))
+    for f, values in mse.items():
+        mean, std = np.mean(values), np.std(values, ddof=1)
+        assert summary.loc[f, "mse"] == pytest.approx(mean, rel=1e-5)
+        assert summary.loc[f, "mse_std"] == pytest.approx(std, rel=1e-4)
+        assert shown[f" {f} "].strip("* ") == f"{mean:.3f} ± {std:.3f}"
+    assert f"ensemble test MSE {np.mean(mse['ensemble']):.4f} (2 seeds)" in printed

@@ -436,3 +436,77 @@ def test_every_command_in_the_docs_parses(capsys):
                 bad.append(f"{path.name}: hybrid-forecast {cmd}")
     capsys.readouterr()
     assert checked > 100 and not bad, f"{checked} checked:\n" + "\n".join(bad)
+
+
+def test_analyse_writes_the_routing_report_of_a_run_where_out_says(synth_csv, tmp_path, capsys):
+    # the command users run after `run`: a report in --out, the run folder left as it was
+    run_dir, out = tmp_path / "r", tmp_path / "report"
+    argv = ["run", "--data-path", str(synth_csv(n=1200)), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--members", "naive,snaive", "--quiet", "--out", str(run_dir)]
+    assert main(argv) == 0
+    before = sorted(p.name for p in run_dir.iterdir())
+    capsys.readouterr()
+    assert main(["analyse", str(run_dir), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"routing report: {out / 'routing_report.md'}\n"
+    assert captured.err.split("\r")[-1].strip() == ""  # no bar left on the console
+    an = json.loads((out / "routing_analysis.json").read_text(encoding="utf-8"))
+    assert an["members"] == ["naive", "snaive"]
+    assert sum(an["win_rate"].values()) == pytest.approx(1.0)
+    assert "Win rates per regime" in (out / "routing_report.md").read_text(encoding="utf-8")
+    assert (out / "win_rates.png").is_file()
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+_RUN = ["run", "--seq-len", "96", "--pred-len", "24", "--members", "naive", "--quiet"]
+_TUNE = ["tune", "--pred-len", "24", "--members", "snaive", "--trials", "1", "--quiet"]
+_TUNE += ["--min-seq-len", "48", "--max-seq-len", "96"]
+_BENCH = ["bench", "--horizons", "24", "--seeds", "0", "--seq-len", "96", "--quiet"]
+_BENCH += ["--members", "naive,snaive"]
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        ([*_RUN, "--target", "nope"], "target column 'nope' not found"),
+        ([*_RUN, "--seq-len", "0"], "--seq-len and --pred-len must be positive (got 0, 24)"),
+        ([*_RUN, "--percent", "0"], "--percent must be in (0, 100] (got 0)"),
+        ([*_RUN, "--percent", "1"], "--percent 1 leaves no training window"),
+        ([*_RUN, "--set", "foo"], "--set 'foo': expected MEMBER.KEY=VALUE"),
+        (["run", "--config", "{bad}"], "bad.yaml: not valid YAML"),
+        (["run", "--config", "{lst}"], "list.yaml: expected a mapping of config keys"),
+        ([*_TUNE, "--jobs", "0"], "--jobs must be at least 1 (got 0)"),
+        (
+            [*_TUNE, "--min-seq-len", "200", "--max-seq-len", "100"],
+            "--min-seq-len <= --max-seq-len",
+        ),
+        ([*_BENCH, "--horizons", ""], "--horizons is empty"),
+        ([*_BENCH, "--horizons", "0"], "every --horizons value must be positive"),
+        ([*_BENCH, "--seeds", "-1"], "--seeds must lie in 0 .. 4294967295 (got [-1])"),
+        (["data", "download", "nope"], "unknown dataset 'nope': choose one of ETTh1"),
+        (["forecast", "{lst}"], "list.yaml is not a folder: give a run folder"),
+    ],
+    ids=lambda v: None if isinstance(v, list) else v.split(":")[0][:40],
+)
+def test_bad_values_exit_2_with_one_line_and_leave_no_folder(
+    argv, needle, synth_csv, tmp_path, capsys
+):
+    # each is refused before anything is written: a typo must not leave a half-made run,
+    # study, bench or data folder behind (nor a traceback)
+    bad, lst = tmp_path / "bad.yaml", tmp_path / "list.yaml"
+    bad.write_text("seq_len: [96\n", encoding="utf-8")  # an unclosed list
+    lst.write_text("- seq_len\n", encoding="utf-8")  # YAML, but no mapping
+    argv = [a.format(bad=bad, lst=lst) for a in argv]
+    out = tmp_path / "out"
+    if argv[0] in ("run", "tune"):
+        argv += ["--data-path", str(synth_csv(n=1200)), "--out", str(out)]
+    elif argv[0] == "bench":
+        argv += ["--datasets", str(synth_csv(n=1200)), "--out", str(out)]
+    elif argv[0] == "data":
+        argv += ["--data-dir", str(out)]  # fails before any download
+    else:
+        argv += ["--out", str(out / "f.csv")]
+    assert main(argv) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert not out.exists()

@@ -120,3 +120,33 @@ def test_no_pruning_warning_for_members_without_epochs(synth_csv, tmp_path, capl
     run_tune(tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1), progress=False, plots=True)
     assert not [r for r in caplog.records if "pruning feature" in r.getMessage()]
     assert (tmp_path / "t" / "tune_history.png").is_file()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_member_without_an_epoch_hook_reports_its_history_after_fitting(
+    synth_csv, tmp_path, monkeypatch
+):
+    # a member that trains in epochs but takes no per-epoch hook: its curve still reaches
+    # the pruner, so later trials are judged against it (non-finite values left out)
+    from classical.naive import SeasonalNaive
+
+    fit = SeasonalNaive.fit
+    curve = [
+        {"epoch": 1, "val_mse": 0.9},
+        {"epoch": 2, "val_mse": float("nan")},
+        {"epoch": 3, "train_mse": 0.5},
+        {"epoch": 4, "val_mse": 0.7},
+    ]
+
+    def fit_with_history(self, train, val):
+        assert not hasattr(self, "on_epoch")
+        out = fit(self, train, val)
+        self.history = curve
+        return out
+
+    monkeypatch.setattr(SeasonalNaive, "fit", fit_with_history)
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    run_tune(spec, progress=False, plots=False)
+    (trial,) = open_study(spec).trials
+    assert trial.state == TrialState.COMPLETE
+    assert trial.intermediate_values == {1: 0.9, 4: 0.7}

@@ -59,3 +59,28 @@ def test_the_search_space_table_matches_what_each_space_draws(tmp_path):
         for g in groups:  # fixing one key of a group keeps the whole group out
             drawn = SPACES[base](optuna.create_study().ask(), 24, 96, attrs, {g[0]})
             assert set(drawn) == every - set(g), (base, g)
+
+
+@pytest.mark.parametrize("seq_len,drawn,kernel", [(36, 75, 35), (37, 75, 37), (48, 25, 25)])
+def test_a_free_dlinear_kernel_is_cut_to_an_odd_one_within_the_lookback(
+    seq_len, drawn, kernel, tmp_path
+):
+    # a moving average wider than the lookback is refused by DLinear: the trial would fail
+    from optuna.trial import FixedTrial
+
+    spec = replace(tune_spec(tmp_path / "x.csv", tmp_path / "t", trials=1), members=["dlinear"])
+    attrs = {"periods": [seq_len], "min_seq_len": seq_len, "max_seq_len": seq_len}
+    trial = FixedTrial(
+        {
+            "period": seq_len,
+            f"seq_len_p{seq_len}": seq_len,
+            "dlinear.lr": 1e-3,
+            "dlinear.kernel_mode": "free",
+            "dlinear.kernel": drawn,
+        }
+    )
+    assert suggest(trial, spec, attrs) == (
+        seq_len,
+        seq_len,
+        {"dlinear": {"kernel": kernel, "lr": 1e-3}},
+    )

@@ -226,3 +226,21 @@ def test_hyperband_brackets_do_not_repeat_each_others_draws():
         study.optimize(objective, n_trials=1)
     draws = [t.params["x"] for t in study.trials]
     assert len(set(draws)) == len(draws)
+
+
+@pytest.mark.parametrize("freq,periods", [("h", [12, 24]), ("D", [7])])
+def test_white_noise_gets_the_calendar_periods_of_its_frequency(freq, periods, tmp_path):
+    # the analyser finds no period in noise: the study still needs candidates (a day and
+    # half a day for hourly rows, a week for daily ones), or it refuses to start
+    import numpy as np
+    import pandas as pd
+
+    from experiments.tune_study import study_attrs
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x0": rng.standard_normal(1200), "OT": rng.standard_normal(1200)})
+    df.insert(0, "date", pd.date_range("2020-01-01", periods=1200, freq=freq))
+    df.to_csv(tmp_path / "noise.csv", index=False)
+    attrs = study_attrs(tune_spec(tmp_path / "noise.csv", tmp_path / "t", trials=1))
+    assert attrs["ranked_periods"] == [] and attrs["periods"] == periods
+    assert set(attrs["patch_choices"]) == {str(p) for p in periods}

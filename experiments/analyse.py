@@ -358,6 +358,7 @@ def analyse_run(
     feats: dict[str, np.ndarray] | None,
     val_true: np.ndarray | None,
     refit: RefitInputs | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """All numbers of the report (JSON-serialisable).
 
@@ -368,6 +369,7 @@ def analyse_run(
             member), or None.
         refit: the windows' inputs, for refitting a feature-using router without a
             member, or None.
+        progress: a bar over the member ablations, on a terminal.
     """
     members = run.members
     err = np.stack([per_window_mse(run.test[m], run.true) for m in members])  # [M, W, C]
@@ -453,7 +455,7 @@ def analyse_run(
     if w is not None and len(members) > 1:
         out["weight_follows_skill"] = weight_follows_skill(w, err, winner, members)
     out["disagreement"] = disagreement(run, err_ens, err_mean, err)
-    out["ablation"] = member_ablations(run, val_true, refit)
+    out["ablation"] = member_ablations(run, val_true, refit, progress=progress)
     return out
 
 
@@ -637,7 +639,9 @@ def _within_channel_spearman(feature: np.ndarray, weight: np.ndarray) -> float |
     return float(np.mean(rho)) if rho else None
 
 
-def _saved_timellm(run: RunData, flag: str, needs_prompt: bool) -> TimeLLMForecaster:
+def _saved_timellm(
+    run: RunData, flag: str, needs_prompt: bool, progress: bool = True
+) -> TimeLLMForecaster:
     """The run's saved Time-LLM member, checked before any work is done."""
     from timellm.member import TimeLLMForecaster
 
@@ -673,7 +677,7 @@ def _saved_timellm(run: RunData, flag: str, needs_prompt: bool) -> TimeLLMForeca
     if needs_prompt and prompt == "none":
         raise UserError(f"{flag}: this run's Time-LLM has no prompt (prompt=none)")
     try:  # bars on a terminal; the best device here, whichever the run trained on
-        return TimeLLMForecaster.load(model_dir, progress=None, device=None)
+        return TimeLLMForecaster.load(model_dir, progress=None if progress else False, device=None)
     except UserError:
         raise
     except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as exc:
@@ -754,6 +758,7 @@ def analyse(
     ablation_runs: dict[str, str] | None = None,
     prompt_probe: bool = False,
     prototypes: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Write the routing report of a run folder; returns the report's path.
 
@@ -765,6 +770,8 @@ def analyse(
             counterfactual prompts (`timellm.probe`; minutes on a CPU).
         prototypes: also list the saved Time-LLM's most-used text prototypes with their
             nearest words (`timellm.prototypes`; seconds).
+        progress: bars (ablations, the saved Time-LLM's forecasts) on a terminal;
+            False: none.
     """
     from experiments.analyse_report import make_figures, probe_figure, report_markdown
 
@@ -773,7 +780,7 @@ def analyse(
     member = None
     if prompt_probe or prototypes:
         flag = "--prompt-probe" if prompt_probe else "--prototypes"
-        member = _saved_timellm(run, flag, needs_prompt=prompt_probe)
+        member = _saved_timellm(run, flag, needs_prompt=prompt_probe, progress=progress)
     out = Path(out) if out else run.path
     if out.resolve() != run.path.resolve() and (out / "results.json").is_file():
         raise UserError(
@@ -830,7 +837,7 @@ def analyse(
                 )
         else:
             feat_note = "The run's data could not be reloaded; features skipped."
-        an = analyse_run(run, feats, val_true, refit)
+        an = analyse_run(run, feats, val_true, refit, progress=progress)
         kept = _kept_checks(out, run, prompt_probe, prototypes)
         an.update(kept)
         if prompt_probe:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ensemble import metrics
 from ensemble.errors import UserError
@@ -90,7 +91,10 @@ def check_ablation_runs(run: RunData, ablation_runs: dict[str, str]) -> dict[str
 
 
 def member_ablations(
-    run: RunData, val_true: np.ndarray | None, refit: RefitInputs | None = None
+    run: RunData,
+    val_true: np.ndarray | None,
+    refit: RefitInputs | None = None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """The ensemble without each member, computed from the run folder.
 
@@ -101,10 +105,9 @@ def member_ablations(
     router's test weights are renormalised over the remaining members. Those saved
     weights are averaged over the horizon steps, so a renormalised row is compared with
     all members recombined from the same saved weights (``delta``, ``p_vs_full``), not
-    with the run's ensemble: the difference is then the member's alone.
+    with the run's ensemble: the difference is then the member's alone. ``progress``: a
+    bar over the members, on a terminal.
     """
-    from tqdm.auto import tqdm
-
     from ensemble import hybrid
     from experiments.analyse import stored_mean
     from experiments.scoring import router_features, router_inputs
@@ -145,7 +148,14 @@ def member_ablations(
         return rows
     router = str(run.results.get("router") or "mean")
     inputs: dict[str, Any] = {}  # input-only router features, the same for every ablation
-    for i, m in enumerate(tqdm(run.members, desc="ablations", unit="member", leave=False)):
+    bar = tqdm(
+        run.members,
+        desc="ablations",
+        unit="member",
+        leave=False,
+        disable=None if progress else True,  # None: on a terminal only
+    )
+    for i, m in enumerate(bar):
         rest = [k for k in run.members if k != m]
         if len(rest) == 1:  # any router gives one member all the weight: nothing to refit
             only = rest[0]

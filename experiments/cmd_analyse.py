@@ -36,6 +36,7 @@ def add_parser(sub) -> None:
         help="also list the saved Time-LLM's most-used text prototypes with their nearest "
         "words, trained and at initialisation (about a minute on a CPU)",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=handle)
 
 
@@ -57,6 +58,7 @@ def handle(args) -> int:
         ablation_runs=runs,
         prompt_probe=args.prompt_probe,
         prototypes=args.prototypes,
+        progress=not args.quiet,
     )
     print(f"routing report: {path}")
     return 0

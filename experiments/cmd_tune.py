@@ -100,6 +100,15 @@ def handle(args) -> int:
         print(f"best config: {Path(spec.out) / 'best_config.yaml'}")
         print(f"rerun it and score it on test: {rerun_command(spec.out)}")
     print(f"summary: {Path(spec.out) / 'study_summary.md'}")
+    if c["finished"] < summary["asked_trials"]:
+        # a worker process loops until the study is done: it died (memory, a crash)
+        print(
+            f"the study has {c['finished']} of {summary['asked_trials']} finished trials: its "
+            f"worker processes stopped before the end (exit codes in "
+            f"{Path(spec.out) / 'tune.log'}); rerun the same command to finish it",
+            file=sys.stderr,
+        )
+        return 1
     if c["complete"] == 0 and c["pruned"] == 0 and "first_error" in summary:
         e = summary["first_error"]
         print(

@@ -217,3 +217,16 @@ def test_a_patch16_run_is_not_told_to_rerun_itself_as_patch16(synth_csv, tmp_pat
     md = analyse(run_dir).read_text(encoding="utf-8")
     assert "timellm.prompt=none" in md  # other ablations are still suggested
     assert "timellm.patch_len=16" not in md
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_ablations_bar_shows_on_a_terminal_unless_quiet(synth_csv, tmp_path, bars, quiet):
+    # the bar was drawn into redirected stderr too, and analyse had no --quiet
+    from experiments import analyse_ablations
+    from experiments.cli import main
+
+    out = _learned_run(synth_csv, tmp_path / "run", "naive,snaive,window_mean")
+    made = bars(analyse_ablations)
+    assert main(["analyse", str(out), "--out", str(tmp_path / "a")] + ["--quiet"] * quiet) == 0
+    assert len(made) == 1 and made[0].n == 3
+    assert made[0].disable is (True if quiet else None)  # None: tqdm's "a terminal only"

@@ -111,3 +111,75 @@ def test_sigterm_fails_the_running_trial_at_once(synth_csv, tmp_path):
     study = optuna.load_study(study_name="synth_24_snaive", storage=f"sqlite:///{out}/study.db")
     assert [t.state for t in study.trials] == [TrialState.FAIL]
     assert "interrupted" in (out / "tune.log").read_text(encoding="utf-8")
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_two_worker_processes_share_one_study_of_exactly_n_trials(synth_csv, tmp_path):
+    # --jobs N: spawned workers on one storage must split the trials, stop at the study's
+    # total and leave the reports behind (the wait for another's trial: the test below)
+    import os
+    from dataclasses import replace
+
+    spec = replace(
+        tune_spec(synth_csv(n=1200), tmp_path / "t", trials=4),
+        members=["dlinear"],  # each worker's first trial takes seconds: both get trials
+        member_params={"dlinear": {"epochs": 1}},
+        study="jobs",
+        jobs=2,
+    )
+    summary = run_tune(spec, progress=False, plots=False)
+    assert summary["counts"]["finished"] == 4 and summary["counts"]["complete"] == 4
+    # the only trial ever discarded: one that lost the race for the last slot
+    assert summary["counts"]["discarded"] <= 1
+    done = [t for t in open_study(spec).trials if t.state == TrialState.COMPLETE]
+    workers = {t.user_attrs["worker"] for t in done}
+    assert len(done) == 4 and len(workers) == 2 and os.getpid() not in workers
+    assert (tmp_path / "t" / "best_config.yaml").is_file()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_worker_with_no_slot_left_waits_for_the_trial_running_elsewhere(
+    synth_csv, tmp_path, caplog
+):
+    # another command on the same storage holds the study's last slot: this one says it
+    # waits and waits for that trial, neither starting a surplus trial nor stopping early
+    import logging
+    import threading
+
+    from experiments.tune_workers import work
+
+    caplog.set_level(logging.INFO)
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=2)
+    elsewhere = open_study(spec, create=True).ask().number  # RUNNING until told
+
+    def finish_once_waited():
+        deadline = time.monotonic() + 10
+        while "running elsewhere; waiting" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        open_study(spec).tell(elsewhere, 1.0)  # its own connection, in this thread
+
+    other = threading.Thread(target=finish_once_waited)
+    other.start()
+    try:
+        work(spec, on_progress=lambda c: None)
+    finally:
+        other.join()
+    waited = [r for r in caplog.records if "running elsewhere; waiting" in r.getMessage()]
+    assert len(waited) == 1 and waited[0].levelno == logging.WARNING  # said once, on the console
+    study = open_study(spec)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+def test_workers_that_died_before_the_end_exit_1_with_one_line(
+    synth_csv, tmp_path, monkeypatch, capsys
+):
+    # workers killed at start-up (memory, a crash) left "0/2 finished" and exit 0
+    from experiments import tune
+    from experiments.cli import main
+
+    monkeypatch.setattr(tune, "run_processes", lambda spec, study, show: None)  # all gone
+    argv = ["tune", "--data-path", str(synth_csv(n=1200)), "--pred-len", "24", "--members"]
+    argv += ["snaive", "--min-seq-len", "48", "--max-seq-len", "96", "--trials", "2"]
+    assert main([*argv, "--jobs", "2", "--out", str(tmp_path / "t"), "--quiet"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "has 0 of 2 finished trials" in err[0] and "rerun" in err[0]

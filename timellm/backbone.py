@@ -130,14 +130,6 @@ class Backbone:
         """dtype of the word embeddings, the dtype the body expects its inputs in."""
         return self.input_embeddings().dtype
 
-    @property
-    def pad_token_id(self) -> int:
-        """Token id used for padding (masked out, so its value does not matter)."""
-        tok = self.tokenizer
-        if tok.pad_token_id is not None:
-            return int(tok.pad_token_id)
-        return int(tok.eos_token_id or 0)
-
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:

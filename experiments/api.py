@@ -26,15 +26,8 @@ import numpy as np
 import pandas as pd
 
 from ensemble import hybrid
-from ensemble.data import (
-    Split,
-    StandardScaler,
-    Windows,
-    find_gaps,
-    infer_freq,
-    off_grid,
-    parse_dates,
-)
+from ensemble.csvfile import find_gaps, infer_freq, off_grid, parse_dates
+from ensemble.data import Split, StandardScaler, Windows
 from ensemble.errors import UserError
 from ensemble.forecaster import Forecaster
 

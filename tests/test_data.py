@@ -266,83 +266,6 @@ def test_bytes_of_no_known_encoding_are_replaced_not_fatal(synth_csv):
     assert load_dataset(data_path=path).columns[0] == "x\ufffd\ufffd0"
 
 
-def test_repeated_timestamps_are_not_a_frequency():
-    # Every timestamp twice: the most common step is 0, which is no sampling frequency.
-    from ensemble.data import infer_freq
-
-    dates = pd.DatetimeIndex(np.repeat(pd.date_range("2020-01-01", periods=50, freq="h"), 2))
-    assert infer_freq(dates) == "h"
-
-
-def test_semi_monthly_dates_get_a_24_step_year():
-    # pandas infers no frequency here; the most common step (14 days) gave a 26-step year
-    from ensemble.data import infer_freq
-    from periodicity import calendar_periods
-
-    for freq in ("SMS", "SME"):
-        dates = pd.date_range("2020-01-01", periods=60, freq=freq)
-        assert infer_freq(dates) == freq and calendar_periods(infer_freq(dates)) == [24]
-    # monthly on the 15th is not semi-monthly
-    assert (
-        infer_freq(pd.date_range("2020-01-15", periods=30, freq="MS") + pd.Timedelta(days=14))
-        != "SMS"
-    )
-
-
-@pytest.mark.parametrize(
-    ("freq", "start", "drop"),
-    [
-        ("B", "2021-01-01", ["2021-01-18", "2021-02-15", "2021-05-31"]),  # holidays
-        ("MS", "1990-01-01", ["1994-03-01"]),
-        ("ME", "1990-01-31", ["1994-03-31"]),
-        ("W-WED", "1990-01-03", ["1991-01-02"]),
-        ("QS-FEB", "1960-02-01", ["1970-05-01"]),
-        ("YS-JAN", "1900-01-01", ["1950-01-01"]),
-    ],
-)
-def test_calendar_frequency_survives_gaps(freq, start, drop):
-    # pandas infers nothing once a step is missing; the most common step as a fixed length
-    # ("24h", "744h") would put forecast dates on weekends or off the 1st of the month
-    from ensemble.data import find_gaps, infer_freq
-
-    dates = pd.date_range(start, periods=120, freq=freq)
-    dates = dates[~dates.isin(pd.to_datetime(drop))]
-    assert pd.infer_freq(dates) is None
-    assert infer_freq(dates) == freq
-    gaps = find_gaps(dates, freq)
-    assert len(gaps) == len(drop) and dates[gaps[0]] > pd.Timestamp(drop[0])
-
-
-def test_fixed_steps_are_not_read_as_a_calendar():
-    from ensemble.data import find_gaps, infer_freq
-
-    # weekday office hours lie on business days, but hours are the step
-    hours = pd.date_range("2021-01-04", periods=24 * 7 * 8, freq="h")
-    hours = hours[hours.day_of_week < 5].delete(100)
-    assert infer_freq(hours) == "h"
-    gaps = find_gaps(hours, "h")
-    assert 100 in gaps and len(gaps) == 1 + 7  # the missing hour and 7 weekends
-    days = pd.date_range("2021-01-01", periods=400, freq="D").delete(70)
-    assert infer_freq(days) in ("D", "24h") and find_gaps(days, infer_freq(days)).tolist() == [70]
-    # local days: the 25-hour day of a daylight-saving change is no gap, a missing day is
-    local = pd.date_range("2021-10-01", periods=60, freq="D", tz="Europe/Berlin")
-    assert find_gaps(local, "D").tolist() == [] and find_gaps(local.delete(40), "D").tolist() == [
-        40
-    ]
-
-
-def test_one_clock_shift_does_not_halve_the_step():
-    from ensemble.data import find_gaps, infer_freq
-
-    hours = pd.date_range("2020-01-01", periods=600, freq="h")
-    shifted = hours[:300].append(hours[300:] + pd.Timedelta("30min"))  # one odd 90-min step
-    assert infer_freq(shifted) == "h" and find_gaps(shifted, "h").tolist() == [300]
-    # steps of 1 and 2 days, the 2-day ones more common: the data are daily
-    steps = np.where(np.arange(299) % 3 == 0, 1, 2).cumsum()
-    days = pd.DatetimeIndex(pd.Timestamp("2020-01-01") + pd.to_timedelta(steps, "D"))
-    assert infer_freq(days) in ("D", "24h")
-
-
 def test_business_day_file_warns_about_its_holidays(synth_csv, caplog):
     def business_days(df):
         df["date"] = pd.bdate_range("2015-01-01", periods=len(df)).astype(str)
@@ -389,21 +312,6 @@ def test_csv_quirks_spreadsheets_and_pandas_leave(synth_csv, tmp_path, caplog):
     ds = load_dataset(data_path=path)
     assert ds.columns[0] == "temp, C"
     np.testing.assert_allclose(ds.values[3:], ref.values[3:], rtol=1e-12)
-
-
-def test_day_first_and_changing_offset_dates():
-    from ensemble.data import infer_freq, parse_dates
-
-    months = pd.date_range("2000-01-01", periods=36, freq="MS")
-    got = parse_dates(pd.Series(months.strftime("%d.%m.%Y")), "x")
-    assert (got == months).all() and infer_freq(got) == "MS"  # not Jan 1, Jan 2, ...
-    us = parse_dates(pd.Series(months.strftime("%m/%d/%Y")), "x")
-    assert (us == months).all()
-    hours = pd.date_range("2000-01-05", periods=400, freq="h")
-    assert (parse_dates(pd.Series(hours.strftime("%d.%m.%Y %H:%M")), "x") == hours).all()
-    dst = pd.date_range("2020-03-28", periods=48, freq="h", tz="Europe/Berlin")
-    got = parse_dates(pd.Series([t.isoformat() for t in dst]), "x")  # +01:00, then +02:00
-    assert str(got.tz) == "UTC" and (got == dst.tz_convert("UTC")).all()
 
 
 def test_a_first_column_of_day_first_dates_under_any_name(tmp_path):

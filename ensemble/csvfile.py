@@ -1,0 +1,347 @@
+"""Reading a user's CSV: its encoding and delimiter, the date column, the timestamps'
+frequency, and where rows are missing or off the grid.
+
+Anything a spreadsheet may save is read or refused in one line: GBK from a Chinese Excel,
+';'-separated files with decimal commas, day-first dates, numbers that are not dates,
+timestamps that go backwards. `ensemble.data` loads datasets through these.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ensemble.errors import UserError
+
+log = logging.getLogger("ensemble.data")  # the data layer's, as before the split
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """The CSV as a frame: its encoding and dialect guessed, header names stripped, a
+    saved index column dropped.
+
+    Raises:
+        UserError: not a readable CSV, or no date and value column or no rows.
+    """
+    try:
+        encoding = _text_encoding(path)
+        if encoding != "utf-8":
+            log.info("%s: not UTF-8; read as %s (a GBK file from Excel, say)", path.name, encoding)
+        df = pd.read_csv(
+            path, encoding=encoding, encoding_errors="replace", **_csv_dialect(path, encoding)
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    # "date, OT" headers: names as written, without the space after the comma
+    df.columns = [c.strip() if isinstance(c, str) else c for c in df.columns]
+    saved_index = [c for c in df.columns if re.fullmatch(r"Unnamed: \d+", str(c))]
+    if saved_index:  # DataFrame.to_csv kept the index: a row counter, not a channel
+        log.warning("%s: column(s) %s without a header dropped", path.name, saved_index)
+        df = df.drop(columns=saved_index)
+    if df.shape[0] == 0 or df.shape[1] < 2:
+        raise UserError(f"{path}: needs a date column and at least one value column, with rows")
+    return df
+
+
+def _text_encoding(path: Path, probe: int = 1 << 16) -> str:
+    """UTF-8, or GB18030 where the file's first 64 KiB are not UTF-8 but are GB18030: Excel
+    on a Chinese Windows saves "CSV (comma delimited)" in GBK (a subset), and read as
+    UTF-8 its Chinese headers would become U+FFFD and no --target could name them. A file
+    that is neither stays UTF-8, its bad bytes replaced."""
+    import codecs
+
+    with open(path, "rb") as fh:
+        head = fh.read(probe)
+    for encoding in ("utf-8", "gb18030"):
+        try:  # incremental: a character cut at the end of the probe is no error
+            codecs.getincrementaldecoder(encoding)().decode(head, final=False)
+        except UnicodeDecodeError:
+            continue
+        return encoding
+    return "utf-8"
+
+
+def _csv_dialect(path: Path, encoding: str = "utf-8") -> dict[str, str]:
+    """read_csv's separator and decimal mark, from the header and the first 50 data rows.
+
+    Spreadsheets in many locales save ';'-separated files with decimal commas; read as
+    ','-separated they would be one column. Comma-separated files get pandas' defaults.
+    """
+    with open(path, encoding=encoding, errors="replace") as fh:
+        header = fh.readline()
+        rows = [fh.readline() for _ in range(50)]
+    # the most frequent of the three in the header ("date;temp, C;OT" is ';'-separated)
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
+    sep = max(counts, key=counts.get)
+    if counts[sep] == 0 or sep == ",":
+        return {}
+    # a decimal comma may first appear after rows of whole numbers
+    decimal = "," if sep == ";" and any(re.search(r"\d,\d", r) for r in rows) else "."
+    return {"sep": sep, "decimal": decimal}
+
+
+def find_date_column(df: pd.DataFrame, path: Path) -> str:
+    for col in df.columns:
+        if str(col).strip().lower() in ("date", "datetime", "timestamp", "time", "ds"):
+            return col
+    first = df.columns[0]
+    if pd.api.types.is_string_dtype(df[first]) or df[first].dtype == object:  # pandas 3: str
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas' "could not infer format" chatter
+            parsed = _to_datetime(df[first].head(20))  # day-first (13.01.2015) too
+        if parsed.notna().all():
+            return first
+        row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+        bad = df[first].iloc[row]
+        if pd.isna(bad) and parsed.notna().any():  # dates with a hole, not another column
+            raise UserError(
+                f"{path}: the date column {first!r} is empty at line {row + 2}; fill in that "
+                "timestamp or drop the row"
+            )
+        raise UserError(
+            f"{path}: no date column named date/time/timestamp, and the first column "
+            f"{first!r} holds {bad!r} (line {row + 2}), which is not a date; name the date "
+            "column 'date' (or write its timestamps as 2016-07-01 00:00)"
+        )
+    raise UserError(
+        f"{path}: no date column found (columns: {', '.join(map(str, df.columns[:8]))}...); "
+        "name the timestamp column 'date' or put it first"
+    )
+
+
+def checked_dates(column: pd.Series, date_col: str, path: Path) -> pd.DatetimeIndex:
+    """The parsed timestamps, refused where they go backwards (duplicates: a warning).
+
+    Raises:
+        UserError: unreadable dates, or a timestamp before the one above it.
+    """
+    dates = parse_dates(column, f"{path}: column {date_col!r}")
+    diffs = np.diff(
+        dates.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    )  # ns, whatever the index's unit
+    if (diffs < 0).any():
+        row = int(np.flatnonzero(diffs < 0)[0]) + 1
+        raise UserError(
+            f"{path}: timestamps go backwards at row {row + 1} (line {row + 2}: {dates[row]} after {dates[row - 1]}); sort the file by date"
+        )
+    n_dup = int((diffs == 0).sum())
+    if n_dup:
+        row = int(np.flatnonzero(diffs == 0)[0]) + 1
+        log.warning(
+            "%s: %d duplicate timestamp(s), first %s at row %d; rows used as they are",
+            path.name,
+            n_dup,
+            dates[row],
+            row + 1,
+        )
+    return dates
+
+
+def parse_dates(col: pd.Series, where: str, *, file_lines: bool = True) -> pd.DatetimeIndex:
+    """Timestamps from a column of date strings (or datetimes), refusing what would be wrong.
+
+    Numbers are refused rather than read as nanoseconds since 1970 (pandas' reading,
+    which makes an hourly series look like a 1 ns one). All values must share one
+    format: pandas infers it from the first value.
+
+    Args:
+        col: the time column.
+        where: what to name in errors, e.g. "data.csv: column 'date'".
+        file_lines: also give the file line of a bad row (a CSV with one header line).
+
+    Raises:
+        UserError: numbers, or a value that does not parse, named with its row.
+    """
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        head = ", ".join(map(str, col.head(3).tolist()))
+        raise UserError(
+            f"{where} holds numbers ({head}, ...), not timestamps; write dates such as "
+            "2016-07-01 00:00:00 (epoch seconds convert with pandas.to_datetime(x, unit='s'))"
+        )
+    dates = _to_datetime(col)
+    if dates.isna().any():
+        row = int(np.flatnonzero(dates.isna().to_numpy())[0])
+        fix = (
+            f"; the rows before are written like {col.iloc[0]!r}: use that one format throughout"
+            if row > 0 and pd.notna(col.iloc[row])
+            else ""
+        )
+        line = f" (line {row + 2})" if file_lines else ""
+        raise UserError(
+            f"{where}: unreadable timestamp {col.iloc[row]!r} at row {row + 1}{line}{fix}"
+        )
+    return pd.DatetimeIndex(dates)
+
+
+_DAY_MONTH = re.compile(r"^\s*\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
+
+
+def _to_datetime(col: pd.Series) -> pd.Series:
+    """Timestamps (NaT where unreadable), settling what pandas' first-value guess gets wrong.
+
+    * ``01.02.2000`` is 1 February in most of the world: when the values start with day
+      and month, both readings are tried and the one that reads more rows, then runs
+      forward, then leaves fewer gaps in its own frequency wins (monthly data read
+      month-first became Jan 1, Jan 2, ... Jan 12 of each year, with a gap warning only).
+    * Offsets that change (``+01:00`` then ``+02:00`` across DST) are one timeline in UTC.
+    """
+    try:
+        with warnings.catch_warnings():  # pandas 2.2 warns of mixed offsets, 3 refuses them
+            warnings.simplefilter("ignore", FutureWarning)
+            month_first = pd.to_datetime(col, errors="coerce")
+    except ValueError:  # "Mixed timezones detected"
+        return pd.to_datetime(col, errors="coerce", utc=True)
+    if not pd.api.types.is_datetime64_any_dtype(month_first):  # pandas 2.2: objects
+        return pd.to_datetime(col, errors="coerce", utc=True)
+    first = col.dropna().astype(str).head(1)
+    if first.empty or not _DAY_MONTH.match(first.iloc[0]):
+        return month_first
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas' "could not infer format" chatter
+        day_first = pd.to_datetime(col, errors="coerce", dayfirst=True)
+
+    def score(d: pd.Series) -> tuple[int, bool, int]:
+        ok = pd.DatetimeIndex(d.dropna())
+        gaps = len(find_gaps(ok, infer_freq(ok))) if ok.is_monotonic_increasing else 0
+        return (int(ok.size), bool(ok.is_monotonic_increasing), -gaps)
+
+    return day_first if score(day_first) > score(month_first) else month_first
+
+
+def infer_freq(dates: pd.DatetimeIndex) -> str | None:
+    """The series' sampling frequency as a pandas offset string, robust to a few gaps."""
+    if len(dates) < 3:
+        return None
+    try:
+        with warnings.catch_warnings():  # pandas 3 announces an offset return type; we keep strings
+            warnings.simplefilter("ignore")
+            freq = pd.infer_freq(dates[: min(len(dates), 2000)])
+    except (TypeError, ValueError):
+        freq = None
+    if freq:
+        return freq if isinstance(freq, str) else freq.freqstr
+    # pandas does not infer semi-monthly steps; the most common step (14 or 15 days) would
+    # make a 26- or 24-step year out of them
+    head = dates[: min(len(dates), 2000)]
+    day, month_end = head.day, head.is_month_end
+    if (day == 1).any() and (day == 15).any() and ((day == 1) | (day == 15)).all():
+        return "SMS"
+    if month_end.any() and (day == 15).any() and (month_end | (day == 15)).all():
+        return "SME"
+    # calendars and day-length steps on the wall clock: a local day is 23 or 25 hours at a
+    # daylight-saving change, and the absolute step would drift off midnight
+    head = dates[: min(len(dates), 5000)]
+    local = head.tz_localize(None) if head.tz is not None else head
+    calendar = _calendar_freq(local)
+    if calendar is not None:
+        return calendar
+    ns = local.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    diffs = np.diff(ns)
+    diffs = diffs[diffs > 0]  # repeated timestamps are not a frequency
+    if len(diffs) == 0:
+        return None
+    values, counts = np.unique(diffs, return_counts=True)
+    step = int(values[counts.argmax()])  # the most common step...
+    odd = int(np.count_nonzero(diffs % step))
+    if odd > max(1, len(diffs) // 100):
+        # ... unless more than a stray few steps are not multiples of it (daily data with
+        # 1- and 2-day steps; not hourly data with one clock shift of 30 min): their
+        # common divisor, if the dates fill at least half of its grid
+        divisor = int(np.gcd.reduce(diffs))
+        if (ns[-1] - ns[0]) // divisor + 1 <= 2 * len(ns):
+            step = divisor
+    day = pd.Timedelta("1D").value
+    if step % day == 0:  # "D" also keeps local midnights across a daylight-saving change
+        return f"{step // day}D" if step > day else "D"
+    try:
+        return pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
+    except ValueError:
+        return None
+
+
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
+# Offsets of uneven length, coarsest last; anchored variants cover every phase.
+_CALENDAR_FREQS = (
+    ["B"]
+    + [f"W-{d}" for d in ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")]
+    + ["MS", "ME", "BMS", "BME"]
+    + [f"QS-{m}" for m in _MONTHS[:3]]
+    + [f"QE-{m}" for m in ("DEC", "JAN", "FEB")]
+    + [f"YS-{m}" for m in _MONTHS]
+    + [f"YE-{m}" for m in _MONTHS]
+)
+
+
+def _calendar_freq(dates: pd.DatetimeIndex) -> str | None:
+    """The calendar offset (business day, week, month, quarter, year) every date lies on,
+    for series with gaps that ``pd.infer_freq`` gives up on.
+
+    Without it, business days with holidays or months with one missing fall back to the
+    most common step as a fixed length, and the dates ``predict`` writes drift: a "24h"
+    step puts forecasts on weekends, "744h" moves monthly ones off the 1st. Among the
+    offsets every date lies on, the one with the fewest steps over the span wins (the
+    data's own spacing); at most half of those steps may be missing.
+    """
+    if not dates.is_unique or len(dates) < 3:
+        return None
+    best, best_steps = None, 2 * len(dates) + 1
+    with warnings.catch_warnings():  # some offsets apply element-wise, with a warning
+        warnings.simplefilter("ignore")
+        for name in _CALENDAR_FREQS:
+            offset = pd.tseries.frequencies.to_offset(name)
+            if not ((dates + offset) - offset == dates).all():  # cheap first filter
+                continue
+            grid = pd.date_range(dates[0], dates[-1], freq=offset)
+            # every date a grid point (also at its time of day: weekday hours are not "B")
+            if len(grid) < best_steps and (grid.get_indexer(dates) >= 0).all():
+                best, best_steps = name, len(grid)
+    return best
+
+
+def _fixed_step(dates: pd.DatetimeIndex, offset) -> int | None:
+    """The step of ``offset`` in nanoseconds where it has one fixed length on ``dates``;
+    None for calendar offsets (B, MS...) and for whole days on tz-aware dates (a local
+    day is 23 or 25 hours at a daylight-saving change)."""
+    try:
+        step = pd.Timedelta(offset).value
+    except ValueError:  # uneven calendar offsets
+        return None
+    return None if dates.tz is not None and step % pd.Timedelta("1D").value == 0 else step
+
+
+def off_grid(dates: pd.DatetimeIndex, freq: str) -> np.ndarray:
+    """[T] bool: the dates that are not on the ``freq`` grid through the first date."""
+    offset = pd.tseries.frequencies.to_offset(freq)
+    step = _fixed_step(dates, offset)
+    if step is None:  # few points: calendar offsets are days or longer
+        return pd.date_range(dates[0], dates[-1], freq=offset).get_indexer(dates) < 0
+    ns = dates.to_numpy(dtype="datetime64[ns]").astype(np.int64)  # no grid of 1e8 points
+    return (ns - ns[0]) % step != 0
+
+
+def find_gaps(dates: pd.DatetimeIndex, freq: str | None) -> np.ndarray:
+    """Rows before which the ``freq`` grid misses at least one timestamp.
+
+    Fixed-length frequencies compare consecutive steps with the step; calendar ones
+    (``B``, ``MS``..., and days on tz-aware dates) place the dates on the grid between
+    the first and the last.
+    """
+    if freq is None or len(dates) < 2:
+        return np.zeros(0, dtype=np.int64)
+    offset = pd.tseries.frequencies.to_offset(freq)
+    step = _fixed_step(dates, offset)
+    if step is None:
+        grid = pd.date_range(dates[0], dates[-1], freq=offset)
+        position = grid.get_indexer(dates)
+        if (position < 0).any():  # dates off the grid: no gap count means anything
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(np.diff(position) > 1) + 1
+    ns = dates.to_numpy(dtype="datetime64[ns]").astype(np.int64)  # whatever the index's unit
+    return np.flatnonzero(np.diff(ns) > step) + 1

@@ -40,7 +40,7 @@ def stack(forecasts: dict[str, np.ndarray], dtype: npt.DTypeLike = np.float64) -
 
     Filled member by member (each laid out as the members are, like ``np.stack``): no
     float64 copy of every member next to the stack. The run keeps float32 members as a
-    float32 stack (``run._stack_members``): every combiner, metric and the oracle cast
+    float32 stack (``scoring.stack_members``): every combiner, metric and the oracle cast
     blocks of it to float64 where they compute, so the numbers are those of a float64
     stack, at half its memory.
     """

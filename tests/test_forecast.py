@@ -11,11 +11,8 @@ from experiments.cli import main
 H = 24
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A run of every kind of member (stateless, trained, ARIMA's seasonal terms by row,
-    LightGBM's calendar features) under the learned router (which keeps a router without
-    features here: `gated_run` has one that reads them)."""
+def _finished_run(tmp_path_factory, members: str, router: str):
+    """(csv, run folder) of a run on two synthetic channels with a 24-step cycle, H=24."""
     from conftest import synthetic_frame
 
     root = tmp_path_factory.mktemp("fc")
@@ -23,9 +20,18 @@ def finished(tmp_path_factory):
     synthetic_frame(n=1400, channels=2, period=24).to_csv(csv, index=False)
     out = root / "run"
     argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", str(H)]
-    argv += ["--members", "naive,dlinear@epochs=2,arima@fourier=168,lightgbm@rounds=20"]
-    assert main([*argv, "--router", "learned", "--out", str(out), "--quiet"]) == 0
+    argv += ["--members", members, "--router", router, "--out", str(out), "--quiet"]
+    assert main(argv) == 0
     return csv, out
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A run of every kind of member (stateless, trained, ARIMA's seasonal terms by row,
+    LightGBM's calendar features) under the learned router (which keeps a router without
+    features here: `gated_run` has one that reads them)."""
+    members = "naive,dlinear@epochs=2,arima@fourier=168,lightgbm@rounds=20"
+    return _finished_run(tmp_path_factory, members, "learned")
 
 
 def test_the_rows_before_the_last_test_targets_forecast_the_last_test_window(
@@ -112,16 +118,9 @@ def gated_run(tmp_path_factory):
     `learned_torch`), with ARIMA, whose forecasts depend on how many rows its filter has
     scanned. (`rules` and `learned_lgbm` keep one weighting for every window on these
     data: their trees find no split worth making.)"""
-    from conftest import synthetic_frame
-
-    root = tmp_path_factory.mktemp("fc_rules")
-    csv = root / "synth.csv"
-    synthetic_frame(n=1400, channels=2, period=24).to_csv(csv, index=False)
-    out = root / "run"
-    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", str(H)]
-    argv += ["--members", "naive,dlinear@epochs=2,arima@fourier=168"]
-    assert main([*argv, "--router", "learned_torch", "--out", str(out), "--quiet"]) == 0
-    return csv, out
+    return _finished_run(
+        tmp_path_factory, "naive,dlinear@epochs=2,arima@fourier=168", "learned_torch"
+    )
 
 
 def test_a_router_that_reads_features_forecasts_the_runs_test_windows(gated_run, tmp_path):

@@ -104,7 +104,7 @@ def handle(args) -> int:
         # a worker process loops until the study is done: it died (memory, a crash)
         print(
             f"the study has {c['finished']} of {summary['asked_trials']} finished trials: its "
-            f"worker processes stopped before the end (exit codes in "
+            f"worker processes stopped before the end (killed? their exit codes are in "
             f"{Path(spec.out) / 'tune.log'}); rerun the same command to finish it",
             file=sys.stderr,
         )

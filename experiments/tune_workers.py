@@ -266,9 +266,8 @@ def run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None])
             show(trial_counts(study))
             time.sleep(1.0)
         show(trial_counts(study))
-        bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
-        if bad:
-            log.warning("worker exit codes: %s (see tune.log)", bad)
+        # tune.log only: `tune` says in one line when the study was left unfinished
+        log.info("worker exit codes: %s", [p.exitcode for p in procs])
     except KeyboardInterrupt:
         # Ctrl-C reached the workers too, a SIGTERM to this process did not: ask each to
         # stop (a worker already stopping ignores it) and let them record their trials

@@ -1,5 +1,6 @@
-"""The worker loop: Ctrl-C and SIGTERM end a trial at once, as one console line, and leave
-a study a rerun finishes."""
+"""The worker processes: Ctrl-C and SIGTERM end a trial at once, as one console line, and
+leave a study a rerun finishes; --jobs workers split exactly N trials, wait for trials
+running elsewhere, and a study they left unfinished is an error."""
 
 from __future__ import annotations
 

@@ -275,7 +275,8 @@ def check_local_backbone(spec: str) -> None:
 
 
 class _Once(logging.Filter):
-    """Lets the first record of a repeated warning through and drops the others."""
+    """Lets the first record of a repeated warning through and drops the others (until
+    ``seen`` is reset)."""
 
     def __init__(self, start: str) -> None:
         super().__init__()
@@ -290,11 +291,15 @@ class _Once(logging.Filter):
 
 def _say_int8_cast_once() -> None:
     """bitsandbytes' LLM.int8 layers cast their inputs to float16 and log it on every
-    call (seven times per layer per forward pass of a LLaMA): said once per process, so
-    that run.log is not flooded. The cast itself is LLM.int8's, whatever we compute in."""
+    call (seven times per layer per forward pass of a LLaMA): said once per backbone
+    loaded, so that each run's run.log says it (a bench runs many in one process) and
+    none is flooded. The cast itself is LLM.int8's, whatever we compute in."""
     bnb_log = logging.getLogger("bitsandbytes.autograd._functions")
-    if not any(isinstance(f, _Once) for f in bnb_log.filters):
+    once = next((f for f in bnb_log.filters if isinstance(f, _Once)), None)
+    if once is None:
         bnb_log.addFilter(_Once("MatMul8bitLt: inputs will be cast"))
+    else:
+        once.seen = False
 
 
 def load_backbone(

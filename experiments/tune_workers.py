@@ -155,6 +155,7 @@ def work(
     optuna_log.addFilter(quiet)
     try:
         with _NotedInterrupts() as interrupts:
+            objective.check_interrupts = interrupts.check
             _trials_until_done(spec, study, objective, on_progress, interrupts, worker)
     finally:
         optuna_log.removeFilter(quiet)

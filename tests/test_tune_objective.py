@@ -150,3 +150,44 @@ def test_a_member_without_an_epoch_hook_reports_its_history_after_fitting(
     (trial,) = open_study(spec).trials
     assert trial.state == TrialState.COMPLETE
     assert trial.intermediate_values == {1: 0.9, 4: 0.7}
+
+
+def test_an_interrupt_swallowed_in_an_epoch_stops_the_trial_at_the_epoch_end(
+    synth_csv, tmp_path, monkeypatch
+):
+    # a Ctrl-C whose KeyboardInterrupt lands in a weakref callback is swallowed there: it
+    # was raised again only after the trial, which ran on to its end (minutes of
+    # Time-LLM); it is noted, and raised at the next epoch's end
+    import signal
+    from dataclasses import replace
+
+    from experiments import tune_objective, tune_workers
+
+    held = {}
+    enter = tune_workers._NotedInterrupts.__enter__
+
+    def keep(self):
+        held["interrupts"] = self
+        return enter(self)
+
+    def swallowed_at_epoch_2(member, callback):
+        def hook(epoch, val):
+            if epoch == 2:  # noted, its exception lost
+                held["interrupts"].noted.append((signal.SIGINT, signal.default_int_handler))
+            callback(epoch, val)
+
+        return attach(member, hook)
+
+    attach = tune_objective.attach_epoch_callback
+    monkeypatch.setattr(tune_workers._NotedInterrupts, "__enter__", keep)
+    monkeypatch.setattr(tune_objective, "attach_epoch_callback", swallowed_at_epoch_2)
+    spec = replace(
+        tune_spec(synth_csv(n=1200), tmp_path / "t", trials=2),
+        members=["dlinear"],
+        member_params={"dlinear": {"epochs": 30, "patience": 30}},
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=False, plots=False)
+    (trial,) = open_study(spec).trials
+    assert trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted")
+    assert sorted(trial.intermediate_values) == [1]  # stopped at epoch 2's end, not 30's

@@ -184,3 +184,43 @@ def test_workers_that_died_before_the_end_exit_1_with_one_line(
     assert main([*argv, "--jobs", "2", "--out", str(tmp_path / "t"), "--quiet"]) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "has 0 of 2 finished trials" in err[0] and "rerun" in err[0]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_ctrl_c_with_two_workers_fails_their_trials_at_once(synth_csv, tmp_path):
+    # Ctrl-C reaches the command and its spawned workers (one process group): each running
+    # trial is marked failed and interrupted at once, not left RUNNING for the heartbeat
+    # grace, and the command says so in one line (a rerun then runs their settings again)
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "t"
+    argv = ["tune", "--data-path", str(synth_csv(n=1200)), "--pred-len", "24", "--jobs", "2"]
+    argv += ["--members", "dlinear", "--set", "dlinear.epochs=500", "--set", "dlinear.patience=500"]
+    argv += ["--min-seq-len", "48", "--max-seq-len", "96", "--trials", "3", "--quiet"]
+    argv += ["--out", str(out), "--study", "s"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "experiments.cli", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal gives a command
+    )
+    storage, running = f"sqlite:///{out}/study.db", 0
+    deadline = time.monotonic() + 90
+    while running < 2 and time.monotonic() < deadline:  # both workers inside a trial
+        time.sleep(0.5)
+        try:
+            trials = optuna.load_study(study_name="s", storage=storage).trials
+        except Exception:  # not created yet
+            continue
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+    os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, err = p.communicate(timeout=60)
+    assert running == 2 and p.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted"), lines
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    assert all(t.user_attrs.get("interrupted") for t in trials)

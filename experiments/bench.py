@@ -438,7 +438,7 @@ def run_bench(
             spec.router,
             spec.seq_len,
         )
-        bar = tqdm(todo, desc="bench cells", unit="cell", disable=not progress)
+        bar = tqdm(todo, desc="bench cells", unit="cell", disable=None if progress else True)
         for cell in bar:
             bar.set_postfix_str(cell.name)
             t0 = time.perf_counter()

@@ -415,7 +415,7 @@ def run(
             copy_members(prep.copies, Path(reuse_from))
 
         results: dict[str, Any] = {}
-        bar = tqdm(specs, desc="members", disable=not progress, unit="member")
+        bar = tqdm(specs, desc="members", disable=None if progress else True, unit="member")
         for spec in bar:
             bar.set_postfix_str(spec)
             results[spec] = fit_member(spec, cfg, splits, periods, out, None if progress else False)
@@ -691,7 +691,12 @@ def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:
         return items
 
     old, new = flat(held), flat(cfg.to_dict())
-    keys = [k for k in dict.fromkeys([*old, *new]) if k != "out" and old.get(k) != new.get(k)]
+    # a member's `progress` (`timellm --quiet` sets it) changes no number: not a change
+    keys = [
+        k
+        for k in dict.fromkeys([*old, *new])
+        if k != "out" and not k.endswith(".progress") and old.get(k) != new.get(k)
+    ]
     return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys]
 
 

@@ -126,7 +126,7 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
 
     Args:
         spec: the study.
-        progress: a tqdm bar of finished trials.
+        progress: a tqdm bar of finished trials, on a terminal.
         plots: write the history / importance plots (tests turn them off for speed).
 
     Returns:
@@ -171,14 +171,15 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
             before,
             spec.jobs,
         )
-        if progress and before["finished"] >= spec.trials:
+        # said with or without the bar (--quiet): a rerun must not look like a new study
+        if before["finished"] >= spec.trials:
             tqdm.write(
                 f"study {spec.study} already has {before['finished']} finished trials and "
                 f"--trials {spec.trials} asks for no more: reports rewritten from all of them "
                 f"(a larger --trials adds trials)",
                 file=sys.stderr,
             )
-        elif progress and (before["finished"] or before["running"]):
+        elif before["finished"] or before["running"]:
             tqdm.write(
                 f"resuming study {spec.study}: {before['finished']} of {spec.trials} trials "
                 f"finished before"
@@ -191,7 +192,7 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
             initial=min(before["finished"], spec.trials),
             desc="trials",
             unit="trial",
-            disable=not progress,
+            disable=None if progress else True,  # None: on a terminal only
         )
 
         def show(c: dict[str, int]) -> None:

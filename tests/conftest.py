@@ -305,6 +305,15 @@ class RecordedBar:
     def update(self, k: int = 1) -> None:
         self.n += k
 
+    def set_postfix_str(self, *args, **kw) -> None:
+        pass
+
+    def set_postfix(self, *args, **kw) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import synth_run_argv
+from conftest import reused_members, synth_run_argv
 
 from classical.naive import NaiveLast
 from experiments.cli import main
@@ -125,18 +125,23 @@ def test_ms_runs_score_the_target_channel_only(synth_csv, tmp_path):
 def test_run_shows_progress_of_period_detection_and_the_learned_router(
     synth_csv, tmp_path, bars, quiet, monkeypatch
 ):
-    # minutes each on wide data: bars on a terminal unless --quiet
+    # minutes each on wide data: bars on a terminal unless --quiet (not into a log file)
+    import tqdm.auto
+
     import periodicity.report
     import router.learned
     from experiments import run as run_mod
 
     monkeypatch.setattr(run_mod, "_REPORTS", {})  # analysed here, not by an earlier test
     periods, folds = bars(periodicity.report), bars(router.learned)
+    made = bars(tqdm.auto)  # the bars of functions that import tqdm when called
     argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
     argv += ["--members", "naive,snaive", "--router", "learned", "--out", str(tmp_path / "r")]
     assert main(argv + ["--quiet"] * quiet) == 0
     assert len(periods) == 2 and len(folds) == 1 and folds[0].n == folds[0].total > 0
-    assert {b.disable for b in periods + folds} == ({True} if quiet else {None})
+    members = [b for b in made if b.kw.get("desc") == "members"]
+    assert len(members) == 1 and members[0].n == 2
+    assert {b.disable for b in periods + folds + members} == ({True} if quiet else {None})
 
 
 def test_a_resumed_members_seconds_are_marked_as_the_last_part_only(
@@ -173,6 +178,21 @@ def test_a_run_killed_before_its_results_json_leaves_no_results_md(
     assert main(argv + ["--members", "naive,snaive", "--out", str(out), "--quiet"]) == 130
     assert (out / "forecasts.npz").is_file()
     assert not (out / "results.md").exists() and not (out / "results.json").exists()
+
+
+def test_a_rerun_that_only_hides_a_members_bars_replaces_no_setting(synth_csv, tmp_path, caplog):
+    # `timellm --quiet` stores progress=false in the member's settings: rerun without it,
+    # the log said the folder "held a finished run with other settings"
+    csv, out = synth_csv(n=1400), tmp_path / "r"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24", "--quiet"]
+    argv += ["--members", "dlinear@epochs=1", "--out", str(out)]
+    assert main([*argv, "--set", "dlinear.progress=false"]) == 0
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    assert "other settings" not in caplog.text
+    assert reused_members(out) == 1
+    assert main([*argv, "--set", "dlinear.lr=0.01"]) == 0  # a real change is still named
+    assert "member_params.dlinear.lr: (unset) -> 0.01" in caplog.text
 
 
 def test_bad_setting_on_a_rerun_leaves_the_finished_run_alone(synth_csv, tmp_path, capsys):

@@ -127,11 +127,17 @@ def test_an_interrupted_extension_reports_the_trials_it_finished(
 def test_fewer_trials_than_the_study_has_adds_none_and_says_so(synth_csv, tmp_path, capsys):
     spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=3)
     run_tune(spec, progress=False, plots=False)
+    capsys.readouterr()
     spec.trials = 2
-    summary = run_tune(spec, progress=True, plots=False)
+    summary = run_tune(spec, progress=False, plots=False)  # said without the bar too
     err = capsys.readouterr().err
     assert "already has 3 finished trials" in err and "3 of 2" not in err
     assert summary["counts"]["complete"] == 3
+    spec.trials = 4
+    run_tune(spec, progress=False, plots=False)
+    assert (
+        "resuming study synth_24_snaive: 3 of 4 trials finished before" in capsys.readouterr().err
+    )
 
 
 def test_same_command_same_draws(synth_csv, tmp_path):

@@ -179,10 +179,22 @@ def _left_out(channels: list[int], names: list[str] | None) -> str:
 def _skill_section(an: dict[str, Any], members: list[str]) -> list[str]:
     """ "Does the router weight a member where it does better?", and for Time-LLM members
     the regimes it is weighted most in: the report's answer to "when does the router
-    prefer the LLM?". Nothing for a router whose weights do not vary within a channel."""
+    prefer the LLM?". For a router whose weights do not vary within a channel, a note
+    that says so (the question has no answer there)."""
     skill = an.get("weight_follows_skill")
-    if not skill or all(skill.get(m) is None for m in members):
+    if not skill:
         return []
+    if all(skill.get(m) is None for m in members):
+        return [
+            "## When does the router prefer a member?",
+            "",
+            "Not answerable for this run: its router gives each member the same weight in "
+            "every window of a channel (a static combination such as `stacked`, or the one "
+            "`learned` kept), so no window's features make it prefer one member. A router "
+            "that reads window features (`--router learned_torch`, `learned_lgbm` or `rules`, "
+            "when their fit finds features worth using) answers it.",
+            "",
+        ]
     lines = [
         "## Does the router weight a member where it does better?",
         "",

@@ -453,3 +453,4 @@ def test_weights_fixed_per_channel_say_nothing_about_when_timellm_is_preferred(s
     md = analyse(run_dir).read_text(encoding="utf-8")
     assert "weights timellm most" not in md  # "low (0.333, against 0.333 in low)" before
     assert "## Does the router weight a member where it does better?" not in md
+    assert "Not answerable for this run: its router gives each member the same weight" in md

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ensemble.data import load_dataset, make_splits
+from experiments.run import detect_periods
 from timellm.member import TimeLLMForecaster
 
 DEFAULTS = dict(
@@ -69,11 +70,13 @@ def main() -> None:
 
     splits = make_splits(load_dataset(args.dataset), args.seq_len, args.pred_len)
     params = {**DEFAULTS, **parse_overrides(args.overrides)}
+    # the periods `run` would hand the member (train rows only): ETTh1's are 24, 168
+    periods = detect_periods(splits)
     member = TimeLLMForecaster(
         dataset=args.dataset,
         seq_len=args.seq_len,
         pred_len=args.pred_len,
-        periods=[24, 168],
+        periods=periods,
         progress=False,
         **params,
     )
@@ -85,6 +88,7 @@ def main() -> None:
     row = {
         "name": args.name,
         "dataset": args.dataset,
+        "periods": periods,
         "params": params,
         "val_mse": round(val_mse, 4),
         "fit_s": round(fit_s, 1),

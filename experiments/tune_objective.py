@@ -80,7 +80,8 @@ class Objective:
 
     Attributes:
         check_interrupts: raises a Ctrl-C or SIGTERM noted during the trial; called after
-            every epoch of a member with a per-epoch hook, and after each member. Python
+            every epoch of a member with a per-epoch hook (after every training step of
+            one with a per-step hook: Time-LLM), and after each member. Python
             swallows an exception raised in a weakref callback or finalizer: a signal that
             arrived while one ran (a WeakKeyDictionary's clean-up, during DLinear's
             epochs) was lost, and the trial ran on to its end, in 3 of 6 Ctrl-Cs of
@@ -165,6 +166,8 @@ class Objective:
                 pruning_member = spec_m
             else:
                 attach_epoch_callback(member, lambda epoch, val: self.check_interrupts())
+            if hasattr(member, "on_step"):  # Time-LLM: an epoch takes minutes
+                member.on_step = self.check_interrupts
             member.fit(splits.train, splits.val)
             self.check_interrupts()
             history = getattr(member, "history", None)

@@ -580,17 +580,18 @@ def test_an_8bit_member_fits_and_predicts(splits, monkeypatch, caplog):
 
     import bitsandbytes as bnb
 
-    with caplog.at_level(logging.WARNING, logger="bitsandbytes"):
+    with caplog.at_level(logging.INFO, logger="bitsandbytes"):
         m = fit_on_the_real_backbone_loader(splits, monkeypatch, load_in_8bit=True)
     linears = [x for x in m.model.llm.modules() if isinstance(x, torch.nn.Linear)]
     assert linears and all(isinstance(x, bnb.nn.Linear8bitLt) for x in linears)
     assert m.backbone_obj.quantization == "8bit" and m.model.compute_dtype == torch.bfloat16
     # LLM.int8 says it casts to float16 on every matmul (42 times in this tiny fit and
-    # forecast): once per backbone loaded, so in each run's run.log
+    # forecast): once per backbone loaded, so in each run's run.log, and as INFO, so that
+    # the console of a tune trying many settings in one process does not repeat it
     casts = [r for r in caplog.records if "will be cast" in r.getMessage()]
-    assert len(casts) == 1
+    assert len(casts) == 1 and casts[0].levelno == logging.INFO
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="bitsandbytes"):
+    with caplog.at_level(logging.INFO, logger="bitsandbytes"):
         fit_on_the_real_backbone_loader(splits, monkeypatch, load_in_8bit=True)  # a 2nd run
     assert len([r for r in caplog.records if "will be cast" in r.getMessage()]) == 1
 
@@ -757,3 +758,12 @@ def test_a_model_loads_only_on_the_weights_it_was_trained_on(fitted, tmp_path):
     (folder / "model.safetensors").write_bytes(b"instruct weights" * 1000)
     with pytest.raises(UserError, match="trained on other weights or another tokenizer"):
         TimeLLMForecaster.load(tmp_path / "model")
+
+
+def test_the_step_hook_reaches_the_trainer(splits):
+    # `tune` checks for a swallowed Ctrl-C after every step of a Time-LLM fit
+    m = member(epochs=1, train_stride=8, val_stride=8)
+    steps = []
+    m.on_step = lambda: steps.append(1)
+    m.fit(splits.train, splits.val)
+    assert len(steps) > 1

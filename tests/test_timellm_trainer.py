@@ -606,3 +606,23 @@ def test_a_checkpoint_is_on_disk_before_it_replaces_the_last_one(tmp_path, monke
     )
     trainer_mod.atomic_save({"epoch": 3}, tmp_path / "checkpoint.pt")
     assert renamed == [1] and torch.load(tmp_path / "checkpoint.pt")["epoch"] == 3
+
+
+def test_on_step_runs_after_every_training_step_and_its_exception_ends_the_fit():
+    # `tune` raises there a Ctrl-C that Python swallowed mid-step: a Time-LLM epoch takes
+    # minutes, so waiting for its end kept the trial running
+    train, val = window_set(), window_set(seed=1)
+    steps = []
+    Trainer(fresh(), cfg(epochs=1), on_step=lambda: steps.append(1)).fit(train, val)
+    per_epoch = -(-len(train) // 16)  # batches of 16 windows
+    assert len(steps) == per_epoch > 1
+
+    def interrupted() -> None:
+        steps.append(1)
+        if len(steps) == 2:
+            raise KeyboardInterrupt
+
+    steps.clear()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(fresh(), cfg(epochs=3), on_step=interrupted).fit(train, val)
+    assert len(steps) == 2  # stopped at once, not at the epoch's end

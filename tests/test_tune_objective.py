@@ -191,3 +191,45 @@ def test_an_interrupt_swallowed_in_an_epoch_stops_the_trial_at_the_epoch_end(
     (trial,) = open_study(spec).trials
     assert trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted")
     assert sorted(trial.intermediate_values) == [1]  # stopped at epoch 2's end, not 30's
+
+
+def test_a_member_with_a_step_hook_is_checked_for_interrupts_after_every_step(
+    synth_csv, tmp_path, monkeypatch
+):
+    # Time-LLM's hook: a swallowed Ctrl-C stops the trial at the next step, not minutes later
+    from experiments import registry, tune_workers
+
+    class Stepping:  # a member that trains in steps and reports no epochs
+        on_step = None
+
+        def fit(self, train, val):
+            for step in range(5):
+                calls.append(step)
+                self.on_step()
+
+        def predict(self, windows):
+            raise AssertionError("the trial should have stopped in fit")
+
+    calls, held = [], {}
+    enter = tune_workers._NotedInterrupts.__enter__
+
+    def keep(self):
+        held["interrupts"] = self
+        return enter(self)
+
+    def build(spec, ctx):
+        import signal
+
+        if "interrupts" in held:  # in the trial (not the checks before it): noted before
+            # the first step, its exception lost
+            held["interrupts"].noted.append((signal.SIGINT, signal.default_int_handler))
+        return Stepping()
+
+    monkeypatch.setattr(tune_workers._NotedInterrupts, "__enter__", keep)
+    monkeypatch.setattr(registry, "build", build)
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=False, plots=False)
+    assert calls == [0]
+    (trial,) = open_study(spec).trials
+    assert trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted")

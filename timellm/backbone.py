@@ -275,8 +275,8 @@ def check_local_backbone(spec: str) -> None:
 
 
 class _Once(logging.Filter):
-    """Lets the first record of a repeated warning through and drops the others (until
-    ``seen`` is reset)."""
+    """Lets the first record of a repeated warning through, as INFO (the log files, not
+    the console), and drops the others (until ``seen`` is reset)."""
 
     def __init__(self, start: str) -> None:
         super().__init__()
@@ -286,14 +286,16 @@ class _Once(logging.Filter):
         if not str(record.msg).startswith(self.start):
             return True
         seen, self.seen = self.seen, True
+        record.levelno, record.levelname = logging.INFO, "INFO"
         return not seen
 
 
 def _say_int8_cast_once() -> None:
     """bitsandbytes' LLM.int8 layers cast their inputs to float16 and log it on every
     call (seven times per layer per forward pass of a LLaMA): said once per backbone
-    loaded, so that each run's run.log says it (a bench runs many in one process) and
-    none is flooded. The cast itself is LLM.int8's, whatever we compute in."""
+    loaded, as INFO, so that each run's run.log (or each trial's lines in tune.log) says
+    it, the console does not repeat it per trial, and no log is flooded. The cast itself
+    is LLM.int8's, whatever we compute in."""
     bnb_log = logging.getLogger("bitsandbytes.autograd._functions")
     once = next((f for f in bnb_log.filters if isinstance(f, _Once)), None)
     if once is None:

@@ -337,6 +337,8 @@ class TimeLLMForecaster(BaseForecaster):
         self._val_forecast: tuple[np.ndarray, np.ndarray] | None = None
         # (epoch, val MSE) after each epoch: how `tune` prunes hopeless trials mid-training
         self.on_epoch: Callable[[int, float], None] | None = None
+        # ... and after each training step (`tune` checks for a swallowed Ctrl-C there)
+        self.on_step: Callable[[], None] | None = None
         self._acc = None
 
     # ----------------------------------------------------------------------- building
@@ -645,6 +647,7 @@ class TimeLLMForecaster(BaseForecaster):
             progress=self.progress,
             backbone_eval=not self.backbone_dropout,
             on_epoch=self.on_epoch,
+            on_step=self.on_step,
         )
         every_val_window = len(va_starts) == val.n_windows  # else run predicts them all
         with self._out_of_memory_hint("training"):

@@ -348,6 +348,9 @@ class Trainer:
         on_epoch: called with (epochs done, val MSE) after each epoch's checkpoint (1
             after the first, as DLinear's); an exception it raises (a pruned tuning
             trial) ends the fit.
+        on_step: called after each training step; an exception it raises ends the fit
+            (`tune` raises there a Ctrl-C that Python swallowed during the step: an epoch
+            of Time-LLM takes minutes).
     """
 
     def __init__(
@@ -363,9 +366,11 @@ class Trainer:
         progress: bool | None = None,
         backbone_eval: bool = True,
         on_epoch: Callable[[int, float], None] | None = None,
+        on_step: Callable[[], None] | None = None,
     ) -> None:
         self.model = model
         self.on_epoch = on_epoch
+        self.on_step = on_step
         self.backbone_eval = backbone_eval
         self.cfg = config
         self.workdir = Path(workdir) if workdir else None
@@ -673,6 +678,8 @@ class Trainer:
                 scheduler.step()
             total += float(loss.detach()) * len(sel)
             count += len(sel)
+            if self.on_step is not None:
+                self.on_step()
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
                 log.info(
                     "epoch %d step %d/%d: loss %.4f", epoch, step + 1, len(mine), total / count

@@ -624,6 +624,14 @@ def test_pct_start_reaches_the_trainer_and_new_defaults_keep_fingerprints():
     assert member(backbone_dropout=True).fingerprint()["backbone_dropout"] is True
 
 
+def test_weight_decay_and_clip_grad_reach_the_trainer_and_keep_old_fingerprints():
+    tc = member(weight_decay=1e-4, clip_grad=1).train_config()
+    assert (tc.weight_decay, tc.clip_grad) == (1e-4, 1.0)
+    assert (member().train_config().weight_decay, member().train_config().clip_grad) == (0.0, None)
+    assert not {"weight_decay", "clip_grad"} & set(member().fingerprint())
+    assert member(clip_grad=0.5).fingerprint()["clip_grad"] == 0.5
+
+
 def test_bad_settings_are_user_errors():
     with pytest.raises(UserError, match="precision must be one of"):
         member(precision="fp8")
@@ -644,6 +652,12 @@ def test_bad_settings_are_user_errors():
         member(schedule="warm")
     with pytest.raises(UserError, match="pct_start"):
         member(pct_start=1.5)
+    for bad in (-1e-4, "0.1", True):
+        with pytest.raises(UserError, match="weight_decay must be a number >= 0"):
+            member(weight_decay=bad)
+    for bad in (0, -1.0, "1", True):
+        with pytest.raises(UserError, match="clip_grad must be a number above 0"):
+            member(clip_grad=bad)
     with pytest.raises(UserError, match="d_model must be >= 1"):
         member(d_model=0)  # a zero-size layer used to fail only at the first step
     with pytest.raises(UserError, match="dropout must be in"):

@@ -626,3 +626,24 @@ def test_on_step_runs_after_every_training_step_and_its_exception_ends_the_fit()
     with pytest.raises(KeyboardInterrupt):
         Trainer(fresh(), cfg(epochs=3), on_step=interrupted).fit(train, val)
     assert len(steps) == 2  # stopped at once, not at the epoch's end
+
+
+def test_clip_grad_bounds_each_steps_gradient_norm_and_weight_decay_reaches_adam(monkeypatch):
+    norms: list[float] = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *a, **kw):  # the gradient norm Adam steps with
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        assert all(g["weight_decay"] == decay for g in self.param_groups)
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    train, val = window_set(), window_set(seed=1)
+    decay = 0.0
+    Trainer(fresh(), cfg(epochs=1, lr=1.0)).fit(train, val)
+    assert max(norms) > 1e-3  # unclipped, the toy's gradients exceed the bound below
+    norms.clear()
+    decay = 1e-3
+    Trainer(fresh(), cfg(epochs=1, lr=1.0, clip_grad=1e-3, weight_decay=decay)).fit(train, val)
+    assert norms and max(norms) <= 1e-3 * (1 + 1e-4)

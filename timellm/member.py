@@ -78,6 +78,8 @@ _ADDED_LATER = {
     "backbone_dropout": False,
     "description": None,
     "prompt_stats": None,
+    "weight_decay": 0.0,
+    "clip_grad": None,
 }
 
 
@@ -163,6 +165,10 @@ class TimeLLMForecaster(BaseForecaster):
             run_main.py's "official_type1", "official_cos" or "official_constant" (see
             `TrainConfig`).
         pct_start: warm-up fraction of the "onecycle" schedule (official ``--pct_start``).
+        weight_decay: Adam's L2 penalty on the trained weights (0: none, as the official).
+        clip_grad: clip the gradients' global norm to this before each step (None: no
+            clipping, as the official; a guard when a quantised backbone's fp16
+            gradients spike).
         train_stride: train on one train window in n, drawn at random within each block of n.
         val_stride: early-stop on one val window in n, drawn the same way.
         periods: ranked periods for the prompt (the run's periodicity analysis).
@@ -224,6 +230,8 @@ class TimeLLMForecaster(BaseForecaster):
         eval_batch_size: int = 64,
         schedule: str = "cosine",
         pct_start: float = 0.2,
+        weight_decay: float = 0.0,
+        clip_grad: float | None = None,
         train_stride: int = 1,
         val_stride: int = 1,
         periods: list[int] | None = None,
@@ -275,6 +283,20 @@ class TimeLLMForecaster(BaseForecaster):
             raise UserError(f"schedule must be one of {', '.join(SCHEDULES)} (got {schedule!r})")
         if not 0 <= pct_start <= 1:
             raise UserError(f"pct_start must be in [0, 1] (got {pct_start})")
+        if (
+            isinstance(weight_decay, bool)
+            or not isinstance(weight_decay, int | float)
+            or not weight_decay >= 0
+        ):
+            raise UserError(f"timellm: weight_decay must be a number >= 0 (got {weight_decay!r})")
+        if clip_grad is not None and (
+            isinstance(clip_grad, bool)
+            or not isinstance(clip_grad, int | float)
+            or not clip_grad > 0
+        ):
+            raise UserError(
+                f"timellm: clip_grad must be a number above 0, or null for no clipping (got {clip_grad!r})"
+            )
         if load_in_4bit and load_in_8bit:
             raise UserError(QUANTISE_ONE)
         try:
@@ -515,6 +537,8 @@ class TimeLLMForecaster(BaseForecaster):
             eval_batch_size=self.eval_batch_size,
             schedule=self.schedule,
             pct_start=self.pct_start,
+            weight_decay=float(self.weight_decay),
+            clip_grad=None if self.clip_grad is None else float(self.clip_grad),
             seed=self.seed,
             sample=self.sample,
         )

@@ -22,6 +22,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,7 @@ class StandardScaler:
     def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None):
         self.mean = mean
         self.std = std
+        self.constant: np.ndarray | None = None  # [C] bool: scaled by 1, not by a spread
 
     def fit(self, x: np.ndarray, columns: list[str] | None = None) -> StandardScaler:
         """x: [T, C]; ``columns`` names the channels in errors.
@@ -118,6 +120,7 @@ class StandardScaler:
             var = std**2
             constant = var <= n * eps * var + (n * eps * np.abs(self.mean)) ** 2
         self.std = np.where(constant, 1.0, std)
+        self.constant = np.asarray(constant)
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -551,6 +554,7 @@ def make_splits(dataset: Dataset, seq_len: int, pred_len: int, *, percent: int =
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = scaler.transform(dataset.values)
     _refuse_float32_overflow(dataset, scaled, scaler)
+    _warn_scale(dataset, scaled, scaler)
     ends = list(b2)
     if percent < 100:
         ends[0] = (b2[0] - seq_len) * percent // 100 + seq_len
@@ -577,6 +581,54 @@ def make_splits(dataset: Dataset, seq_len: int, pred_len: int, *, percent: int =
         [dataset.target_index] if dataset.features == "MS" else list(range(dataset.n_channels))
     )
     return Splits(dataset, *splits, scaler=scaler, borders=(b1, b2), eval_channels=eval_channels)
+
+
+# Train standard deviations from the train mean past which a value is reported: the
+# benchmark files stay under 200 (weather's -9999 wind readings), and a value this far
+# out dominates the MSE, while float32 forecasts round it by 1e-3 or more.
+FAR_FROM_TRAIN = 1e4
+_warned: set[tuple[str, str, str]] = set()  # once per process, not once per tune trial
+
+
+def _warn_scale(dataset: Dataset, scaled: np.ndarray, scaler: StandardScaler) -> None:
+    """Warn, naming the column, where the scaled metrics will not mean what they seem: a
+    channel constant over the train rows (scaled by 1, so its errors count in its own
+    units) and a value ``FAR_FROM_TRAIN`` train standard deviations out."""
+
+    def once(column: str, what: str, message: str, *args: Any) -> None:
+        key = (str(dataset.path), column, what)
+        if key not in _warned:
+            _warned.add(key)
+            log.warning(message, *args)
+
+    constant = scaler.constant if scaler.constant is not None else np.zeros(len(scaler.std), bool)
+    for c in np.flatnonzero(constant):
+        once(
+            dataset.columns[c],
+            "constant",
+            "%s: column %r is constant over the train rows (%.6g): it is scaled by 1, not by "
+            "its spread, so its errors count in its own units wherever it is scored; "
+            "drop the column if it carries nothing",
+            dataset.path.name,
+            dataset.columns[c],
+            scaler.mean[c],
+        )
+    far = np.abs(scaled).max(axis=0)
+    for c in np.flatnonzero((far > FAR_FROM_TRAIN) & ~constant):
+        row = int(np.abs(scaled[:, c]).argmax())
+        once(
+            dataset.columns[c],
+            "far",
+            "%s: column %r is %.3g train standard deviations from its train mean at row %d "
+            "(line %d, value %.6g): its errors will dominate the MSE, and its float32 "
+            "forecasts are rounded there; check that value and the column's train rows",
+            dataset.path.name,
+            dataset.columns[c],
+            far[c],
+            row + 1,
+            row + 2,
+            dataset.values[row, c],
+        )
 
 
 def _refuse_float32_overflow(dataset: Dataset, scaled: np.ndarray, scaler: StandardScaler) -> None:

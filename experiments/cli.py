@@ -253,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `hybrid-forecast members | head`: the reader has what it wanted. Exit as a
+        # process killed by SIGPIPE would, and keep the interpreter's final flush from
+        # raising again into the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except _PATH_ERRORS as exc:
         _close_progress_bars()
         where = exc.filename or "a path"

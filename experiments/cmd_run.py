@@ -131,7 +131,8 @@ def handle(args) -> int:
     res = run(cfg, progress=not args.quiet, reuse_from=source)
     best = best_forecast(res["test"])
     print(
-        f"{res['dataset']} L={res['seq_len']} H={res['pred_len']}: test windows {res['windows']['test']}"
+        f"{res['dataset']} L={res['seq_len']} H={res['pred_len']}: test windows {res['windows']['test']}; "
+        "MSE and MAE of the series standardised by their train rows' mean and std"
     )
     for name, s in res["test"].items():
         val = res["val"].get(name, {}).get("mse")  # what `tune` scored a trial by

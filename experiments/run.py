@@ -487,6 +487,8 @@ def run(
             "router": cfg.router,
             "windows": splits.window_counts(),
             "channels": [dataset.columns[c] for c in ch],
+            # the papers' units: each channel standardised by its train rows' mean and std
+            "metric_space": "scaled",
             "val": scores["val"],
             "test": scores["test"],
             "timings_s": timings

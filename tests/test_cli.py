@@ -145,6 +145,22 @@ def test_console_script_no_traceback(tmp_path):
     assert "Traceback" not in p.stderr and p.stderr.strip().count("\n") == 0
 
 
+def test_a_reader_that_stops_early_gets_no_traceback():
+    # `hybrid-forecast members | head -3`: the read end closes before the listing is out
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "experiments.cli", "members"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write)
+    assert (p.returncode, p.stderr) == (141, "")
+
+
 def test_console_drops_the_offline_kernel_fallback_warning_only():
     # bitsandbytes warns at import on AVX-512 BF16 CPUs when its optional Hub kernel is
     # out of reach; 4-bit still works, so the console does not show it. Other warnings stay.

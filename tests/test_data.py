@@ -292,6 +292,31 @@ def test_constant_train_channel_is_not_scaled_by_rounding_noise():
     assert scaler.std[0] == 1.0 and scaler.transform(np.array([[0.2, 0.0]]))[0, 0] < 1
 
 
+def test_a_constant_train_channel_and_a_value_far_out_warn_once_naming_the_column(
+    synth_csv, caplog
+):
+    def edit(df: pd.DataFrame) -> pd.DataFrame:
+        df["x1"] = 0.1  # constant over the train rows, then a level shift
+        df.loc[1500:, "x1"] = 1000.1
+        df.loc[1900, "x0"] = 1e7  # a test row 1e6 train standard deviations out
+        return df
+
+    ds = load_dataset(data_path=synth_csv(edit=edit))
+    make_splits(ds, 96, 24)
+    make_splits(ds, 48, 24)  # tune splits again per trial: no second warning
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 2, lines
+    assert "column 'x1' is constant over the train rows (0.1)" in lines[0]
+    assert "column 'x0' is" in lines[1] and "at row 1901 (line 1902, value 1e+07)" in lines[1]
+
+
+def test_the_benchmark_files_are_not_warned_about_their_scale(data_dir, caplog):
+    for name in ("ETTh1", "weather", "illness", "exchange_rate"):  # weather: -9999 readings
+        make_splits(load_dataset(name, data_dir=data_dir), 36, 24)
+    assert "train standard deviations" not in caplog.text
+    assert "constant over the train rows" not in caplog.text
+
+
 def test_csv_quirks_spreadsheets_and_pandas_leave(synth_csv, tmp_path, caplog):
     base = pd.read_csv(synth_csv(n=400))
     ref = load_dataset(data_path=synth_csv(n=400))

@@ -50,7 +50,7 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
         and res["seed"] == 0
     )
     assert res["windows"] == {"train": 8033, "val": 2785, "test": 2785}
-    assert res["split"] == "ett_hour"
+    assert res["split"] == "ett_hour" and res["metric_space"] == "scaled"
     assert res["data"]["published"] is True and len(res["data"]["sha256"]) == 64
     # no member trains by epochs: no training section, no curves
     assert "training" not in res and not (out / "training.png").exists()

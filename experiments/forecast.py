@@ -11,7 +11,7 @@ config.yaml, results.json           the run's settings, periods and data checksu
 data (the run's file, or newer)     the last L + 5H - 1 rows, scaled with the run's scaler
 members/<spec>/model                each member loaded, forecasting those windows
 forecasts.npz val/*                 the router refitted on the run's validation forecasts
-                  -> weights [C, M] of the last window -> ensemble [H, C] in the data's units
+                  -> weights [H, C, M] of the last window -> ensemble [H, C] in the data's units
 ```
 
 The rows before the last window are there for the router's skill features (each member's
@@ -43,12 +43,14 @@ class Forecast:
 
     Attributes:
         frame: long table: ``date, channel, ensemble``, one column per member and one
-            ``weight_<member>`` per member (the router's weights of this forecast,
-            averaged over the horizon for the rules that weigh each step apart), in the
-            data's units.
+            ``weight_<member>`` per member, in the data's units; a row's weights are
+            those its step was combined with (the median and the stacked and
+            inverse-error rules weigh each step apart), so the ensemble is the
+            weighted sum of its members in every row.
         last: the timestamp of the last row the forecast starts after.
         data: the file whose rows were forecast from.
-        weights: [C, M] the router's weights of this forecast.
+        weights: [C, M] the router's weights of this forecast, averaged over its steps
+            (as ``router_weights.npz`` stores them).
         members: member names, in the order of ``weights``' last axis.
     """
 
@@ -183,6 +185,8 @@ def forecast_run(
             feats, _ = router_features(windows.x, stack, periods, specs, ch)
         combined = hybrid.combined_forecast(combiner, stack, feats)[-1]  # [H, C]
         weights = combiner.weights(stack, feats)[-1]  # [C, M]
+        # the last window's own (a window's weights do not depend on the others')
+        steps = combiner.step_weights(stack[:, -1:], None if feats is None else feats[-1:])[0]
 
         fc = Forecast(
             frame=_frame(
@@ -192,7 +196,7 @@ def forecast_run(
                 specs,
                 combined,
                 stack[:, -1],
-                weights,
+                steps,
             ),
             last=data.dates[-1],
             data=Path(data.path),
@@ -272,7 +276,7 @@ def _frame(
 
     Args:
         dates: [H] the forecast's timestamps; combined: [H, C] scaled; members: [M, H, C]
-            scaled; weights: [C, M].
+            scaled; weights: [H, C, M] of each step.
     """
     ch = splits.eval_channels
     H = len(dates)
@@ -288,7 +292,7 @@ def _frame(
     for i, spec in enumerate(specs):
         columns[spec] = raw(members[i]).ravel()
     for i, spec in enumerate(specs):
-        columns[f"weight_{spec}"] = np.tile(weights[:, i], H)
+        columns[f"weight_{spec}"] = weights[..., i].ravel()  # [H, C] row-major, as the rows
     return pd.DataFrame(columns)
 
 

@@ -9,7 +9,10 @@ Every combiner follows one interface (``router/__init__.py``):
   simplex;
 * ``forecast(forecasts, features) -> [W, H, C]``, the combined forecast. For most rules it
   is the weights applied to the forecasts; the median and the per-horizon-step inverse
-  error weight each step separately and report the step average as their weights.
+  error weight each step separately and report the step average as their weights;
+* ``step_weights(forecasts, features) -> [W, H, C, M]``, the weights each step is
+  combined with: ``sum_m step_weights * forecasts`` is ``forecast`` for every rule
+  (tested). W x H x C x M values: for a few windows (the ``forecast`` command's last).
 """
 
 from __future__ import annotations
@@ -55,6 +58,13 @@ class Combiner:
         """forecasts: [M, W, H, C] (float32 or float64) -> combined forecast [W, H, C] float64."""
         # block by block of windows, each cast to float64: no float64 copy of the stack
         return weighted_sum(forecasts, self.weights(forecasts, features))
+
+    def step_weights(self, forecasts: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """forecasts: [M, W, H, C] -> the weights of each step [W, H, C, M] (a read-only
+        view where they do not change with the step)."""
+        h = forecasts.shape[2]
+        w = self.weights(forecasts, features)
+        return np.broadcast_to(w[:, None], (w.shape[0], h, *w.shape[1:]))
 
     def describe(self) -> str:
         """A human-readable summary of what was fitted."""
@@ -118,6 +128,9 @@ class MedianCombiner(Combiner):
 
         return np.moveaxis(by_window_blocks(block, forecasts.shape[1], axis=1), 0, -1)
 
+    def step_weights(self, forecasts, features=None) -> np.ndarray:
+        return np.moveaxis(self._step_weights(np.asarray(forecasts, np.float64)), 0, -1)
+
     def forecast(self, forecasts: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         # blocks of windows: the median sorts a copy of its input
         return by_window_blocks(
@@ -153,8 +166,16 @@ class InverseErrorCombiner(Combiner):
         m, w, _, c = forecasts.shape
         return np.broadcast_to(self.step_weights_.mean(axis=0)[None], (w, c, m)).copy()
 
+    def step_weights(self, forecasts, features=None) -> np.ndarray:
+        return per_step_weights(self.step_weights_, forecasts.shape[1])
+
     def forecast(self, forecasts, features=None) -> np.ndarray:
         return weighted_sum(forecasts, self.step_weights_, per_step=True)
+
+
+def per_step_weights(step_weights: np.ndarray, n_windows: int) -> np.ndarray:
+    """[H, C, M] weights of each step and channel -> [W, H, C, M], a read-only view."""
+    return np.broadcast_to(step_weights[None], (n_windows, *step_weights.shape))
 
 
 class BestMemberCombiner(Combiner):

@@ -311,6 +311,9 @@ class LearnedRouter(Combiner):
     def forecast(self, forecasts, features=None) -> np.ndarray:
         return self.model_.forecast(forecasts, features)
 
+    def step_weights(self, forecasts, features=None) -> np.ndarray:
+        return self.model_.step_weights(forecasts, features)
+
     def describe(self) -> str:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in self.inner_scores_.items())
         folds = len(self.fold_scores_[self.incumbent])

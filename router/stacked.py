@@ -36,7 +36,7 @@ from itertools import combinations
 import numpy as np
 
 from ensemble.hybrid import weighted_sum
-from router.combiners import Combiner
+from router.combiners import Combiner, per_step_weights
 from router.objective import inner_split
 
 
@@ -303,6 +303,9 @@ class StackedCombiner(Combiner):
     def weights(self, forecasts, features=None) -> np.ndarray:
         m, w, _, c = forecasts.shape
         return np.broadcast_to(self.step_weights_.mean(axis=0)[None], (w, c, m)).copy()
+
+    def step_weights(self, forecasts, features=None) -> np.ndarray:
+        return per_step_weights(self.step_weights_, forecasts.shape[1])
 
     def forecast(self, forecasts, features=None) -> np.ndarray:
         return weighted_sum(forecasts, self.step_weights_, per_step=True)

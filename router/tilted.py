@@ -160,6 +160,11 @@ class TiltedStackedCombiner(Combiner):
         s = self.stacked_.weights(forecasts)
         return (1 - share[..., None]) * s + share[..., None] * t
 
+    def step_weights(self, forecasts, features=None) -> np.ndarray:
+        t, share = self._tilt(forecasts, features)  # [W, C, M], [W, C]
+        s = share[:, None, :, None]
+        return (1 - s) * self.stacked_.step_weights(forecasts) + s * t[:, None]
+
     def forecast(self, forecasts, features=None) -> np.ndarray:
         t, share = self._tilt(forecasts, features)
         if not share.any():

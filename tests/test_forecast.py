@@ -65,6 +65,11 @@ def test_the_rows_before_the_last_test_targets_forecast_the_last_test_window(
         np.testing.assert_allclose(got, raw, rtol=1e-4, atol=1e-4, err_msg=name)
     weights = frame.filter(like="weight_").to_numpy()
     np.testing.assert_allclose(weights.sum(axis=1), 1, atol=1e-6)
+    # each row's weights are its step's: they rebuild its ensemble (the stacked
+    # incumbent weighs each step apart)
+    specs = [c.removeprefix("weight_") for c in frame.columns if c.startswith("weight_")]
+    rebuilt = sum(frame[f"weight_{m}"] * frame[m] for m in specs)
+    np.testing.assert_allclose(rebuilt, frame["ensemble"], rtol=1e-6, atol=1e-6)
     # so does a cut at an earlier test window: ARIMA's filter starts where the run's did
     with np.load(out / "forecasts.npz") as z:
         tests = {k: z[f"test/{k}"] for k in ("ensemble", "arima@fourier=168", "naive")}

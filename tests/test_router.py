@@ -72,6 +72,14 @@ def test_weights_on_simplex_and_forecast_shape(name, clear_best):
     fc = cb.forecast(f[:, half:], feats[half:])
     assert fc.shape == y[half:].shape and np.isfinite(fc).all()
     assert isinstance(cb.describe(), str)
+    # the weights each step is combined with rebuild the forecast (`forecast` writes
+    # them per row of forecast.csv), and a window's do not depend on the other windows
+    sw = cb.step_weights(f[:, half:], feats[half:])
+    assert sw.shape == (f.shape[1] - half, H, C, f.shape[0]) and (sw >= -1e-12).all()
+    np.testing.assert_allclose(sw.sum(-1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.einsum("mwhc,whcm->whc", f[:, half:], sw), fc, atol=1e-9)
+    # (to rounding: the torch router's float32 net sums a batch of one in another order)
+    np.testing.assert_allclose(cb.step_weights(f[:, -1:], feats[-1:]), sw[-1:], atol=1e-8)
 
 
 @pytest.mark.parametrize("name", [n for n in COMBINERS if n not in ("mean", "median")])
@@ -398,6 +406,13 @@ def test_tilted_stacked_follows_the_recently_better_member():
     np.testing.assert_allclose(
         tilted.forecast(f[:, :H], feats[:H]), stacked.forecast(f[:, :H]), atol=1e-3
     )
+    sw = tilted.step_weights(f[:, half:], feats[half:])  # tilted per window, stacked per step
+    np.testing.assert_allclose(
+        np.einsum("mwhc,whcm->whc", f[:, half:], sw),
+        tilted.forecast(f[:, half:], feats[half:]),
+        atol=1e-9,
+    )
+    np.testing.assert_allclose(sw.mean(axis=1), w, atol=1e-12)  # `weights`: the steps' average
 
 
 def test_stacked_weights_follow_each_members_best_steps():

@@ -284,9 +284,9 @@ class Splits:
 def data_dir_from(arg: str | os.PathLike | None) -> Path:
     """--data-dir, else $HYBRID_FORECAST_DATA, else ./dataset."""
     if arg:
-        return Path(arg)
+        return Path(arg).expanduser()
     env = os.environ.get(DATA_ENV)
-    return Path(env) if env else Path("dataset")
+    return Path(env).expanduser() if env else Path("dataset")
 
 
 def _registered_stems() -> dict[str, str]:
@@ -302,7 +302,7 @@ def resolve_path(
 ) -> tuple[str, Path, str]:
     """Return (dataset name, file path, split rule) for a registered name or a CSV path."""
     if data_path:
-        path = Path(data_path)
+        path = Path(data_path).expanduser()
         if name and name in DATASETS and not path.exists():
             path = data_dir_from(data_dir) / path
         # A file named like a registered dataset (the official repo's ETT-small/ETTh1.csv)

@@ -42,7 +42,8 @@ def _atomic(path: Path, write) -> None:
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename == tmp:
+        # a full disk while writing names no file at all: name the user's
+        if isinstance(exc, OSError) and exc.filename in (tmp, None):
             raise _renamed(exc, path) from None
         raise
 

@@ -222,15 +222,16 @@ def _reading(file: Path, fix: str = "rerun the run into a fresh folder") -> Iter
 # ---------------------------------------------------------------------------- data
 
 
-def _splits(run: RunData):
-    """The run's splits, reloaded from its config (None when the data cannot be found)."""
+def _splits(run: RunData, run_data: str | Path | None = None):
+    """The run's splits, reloaded from its config or from ``run_data`` (the run's file
+    where the config no longer finds it); None when the data cannot be found."""
     from ensemble.data import load_dataset, make_splits
 
     cfg = run.config
     try:
         ds = load_dataset(
-            cfg.get("dataset"),
-            data_path=cfg.get("data_path"),
+            run.results.get("dataset") if run_data else cfg.get("dataset"),
+            data_path=run_data or cfg.get("data_path"),
             data_dir=cfg.get("data_dir"),
             features=cfg.get("features", "M"),
             target=cfg.get("target"),
@@ -243,7 +244,8 @@ def _splits(run: RunData):
             percent=int(cfg.get("percent", 100)),
         )
     except UserError as exc:
-        log.warning("cannot reload the run's data (%s); feature analyses are skipped", exc)
+        hint = "" if run_data else "; give the run's data file with --run-data FILE"
+        log.warning("cannot reload the run's data (%s); feature analyses are skipped%s", exc, hint)
         return None
 
 
@@ -759,6 +761,7 @@ def analyse(
     prompt_probe: bool = False,
     prototypes: bool = False,
     progress: bool = True,
+    run_data: str | Path | None = None,
 ) -> Path:
     """Write the routing report of a run folder; returns the report's path.
 
@@ -772,6 +775,8 @@ def analyse(
             nearest words (`timellm.prototypes`; seconds).
         progress: bars (ablations, the saved Time-LLM's forecasts) on a terminal;
             False: none.
+        run_data: the file the run was fitted on, where its config no longer finds it
+            (a run folder moved to another machine); checked against the run's targets.
     """
     from experiments.analyse_report import make_figures, probe_figure, report_markdown
 
@@ -802,7 +807,7 @@ def analyse(
         periods = [int(p) for p in run.results.get("periods") or []]
         length = int(run.results["seq_len"])
         period = next((p for p in periods if 2 <= p <= length // 2), None)
-        splits = _splits(run)
+        splits = _splits(run, run_data)
         feats = None
         val_true = None
         refit = None

@@ -104,7 +104,14 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     args, extra = parser.parse_known_args(argv)
     if extra:
         _leaf_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    for key, value in vars(args).items():  # --out=~/runs/x: no shell expands that "~"
+        setattr(args, key, [_home(v) for v in value] if isinstance(value, list) else _home(value))
     return args
+
+
+def _home(value):
+    """A "~" path with the home folder in it; any other value as it is."""
+    return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
 
 
 class Terminated(KeyboardInterrupt):
@@ -188,7 +195,9 @@ _WINDOWS = os.name == "nt"
 _WINDOWS_MAX_PATH = 260  # without LongPathsEnabled, longer paths fail as "not found"
 
 
-def _path_fix(exc: OSError, flag: str | None) -> str:
+def _path_fix(exc: OSError, flag: str | None, out_free: bool = False) -> str:
+    """How to fix a path error; ``out_free``: the command writes into its input folder
+    unless given --out (`analyse` and `forecast` of a read-only run folder)."""
     if _WINDOWS and isinstance(exc, FileNotFoundError) and exc.filename:
         n = len(os.path.abspath(exc.filename))
         if n >= _WINDOWS_MAX_PATH:
@@ -200,6 +209,8 @@ def _path_fix(exc: OSError, flag: str | None) -> str:
         return "give a file path there, not a folder"
     if flag in ("--data-dir", "--data-path", "--config"):  # read, never written
         return f"check {flag}: the file must exist and be readable"
+    if flag and not flag.startswith("--") and out_free and isinstance(exc, PermissionError):
+        return f"{flag} cannot be written to: write the outputs elsewhere with --out"
     if flag:
         return f"check {flag}: give a path you can write to"
     return "give a path to a folder you can write to (e.g. --out)"
@@ -207,10 +218,12 @@ def _path_fix(exc: OSError, flag: str | None) -> str:
 
 def _tolerant_output() -> None:
     """Characters the console's code page lacks (a channel named ``SWDR (W/m²)`` on a
-    GBK console, or redirected to a file there) are written as ``\\xb2``, not raised as
-    a UnicodeEncodeError after the work is done."""
+    GBK console, or redirected to a file there; "±" on a machine without a locale, whose
+    ASCII stdout Python opens with surrogateescape) are written as ``\\xb2``, not raised
+    as a UnicodeEncodeError after the work is done."""
     for stream in (sys.stdout, sys.stderr):
-        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        errors = getattr(stream, "errors", None)
+        if errors in ("strict", "surrogateescape") and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
 
 
@@ -257,13 +270,19 @@ def main(argv: list[str] | None = None) -> int:
         # `hybrid-forecast members | head`: the reader has what it wanted. Exit as a
         # process killed by SIGPIPE would, and keep the interpreter's final flush from
         # raising again into the closed pipe.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), sys.stdout.fileno())
         return 141
     except _PATH_ERRORS as exc:
         _close_progress_bars()
         where = exc.filename or "a path"
         leaf = _leaf_parser(parser, args) if parser is not None and args is not None else None
-        fix = _path_fix(exc, _flag_of(exc.filename, leaf, args))
+        out_free = (
+            leaf is not None
+            and "--out" in leaf._option_string_actions
+            and getattr(args, "out", None) is None
+        )
+        fix = _path_fix(exc, _flag_of(exc.filename, leaf, args), out_free)
         print(f"error: cannot use {where}: {exc.strerror or exc}; {fix}", file=sys.stderr)
         return 2
     except OSError as exc:

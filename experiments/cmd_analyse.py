@@ -36,6 +36,12 @@ def add_parser(sub) -> None:
         help="also list the saved Time-LLM's most-used text prototypes with their nearest "
         "words, trained and at initialisation (about a minute on a CPU)",
     )
+    p.add_argument(
+        "--run-data",
+        metavar="FILE",
+        help="the data file the run was fitted on, where its config.yaml no longer finds it "
+        "(a run folder moved to another machine); the feature analyses need it",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=handle)
 
@@ -59,6 +65,7 @@ def handle(args) -> int:
         prompt_probe=args.prompt_probe,
         prototypes=args.prototypes,
         progress=not args.quiet,
+        run_data=args.run_data,
     )
     print(f"routing report: {path}")
     return 0

@@ -3,6 +3,7 @@ trained members and router (the inference script the official Time-LLM code lack
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from experiments.cli import HelpFormatter
@@ -58,7 +59,16 @@ def handle(args) -> int:
                 raise UserError(f"--out {out} is the {flag} file; name another file")
     fc = forecast_run(args.run_dir, args.data_path, run_data=args.run_data, out=out, fill=args.fill)
     if to_stdout:
-        print(fc.frame.to_csv(index=False), end="")
+        # UTF-8 as the file is, whatever the console's code page: a cp1252 stdout
+        # (Windows, redirected) wrote a Chinese channel name as \u9ad8 escapes
+        text = fc.frame.to_csv(index=False)
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:
+            print(text, end="")
+        else:
+            sys.stdout.flush()
+            buffer.write(text.encode("utf-8"))
+            buffer.flush()
         return 0
     steps = fc.frame["date"].nunique()
     mean_w = fc.weights.mean(axis=0)

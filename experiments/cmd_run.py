@@ -77,10 +77,11 @@ def config_from_args(args) -> RunConfig:
             ) from None
     for member, params in parse_sets(getattr(args, "set", None), cfg.members).items():
         cfg.member_params.setdefault(member, {}).update(params)
-    if cfg.data_path:  # the config must name the same file from any working directory
-        cfg.data_path = str(Path(cfg.data_path).resolve())
-    if before.get("data_path"):
-        before["data_path"] = str(Path(before["data_path"]).resolve())
+    for key in ("data_path", "data_dir"):  # the same file from any working directory
+        if getattr(cfg, key):
+            setattr(cfg, key, str(Path(getattr(cfg, key)).expanduser().resolve()))
+        if before.get(key):
+            before[key] = str(Path(before[key]).expanduser().resolve())
     if getattr(args, "config", None) and args.out is None:
         folder = Path(args.config).parent
         if Path(args.config).name.lower() == "config.yaml" and (folder / "run.log").is_file():

@@ -84,7 +84,7 @@ def handle(args) -> int:
         pruner=args.pruner,
         member_params=parse_sets(args.set, members),
     )
-    spec.out = args.out or f"tune/{spec.resolved().study}"
+    spec.out = args.out or default_out(spec.resolved().study)
     summary = run_tune(spec, progress=not args.quiet)
     c = summary["counts"]
     print(
@@ -118,3 +118,16 @@ def handle(args) -> int:
         )
         return 1
     return 0
+
+
+def default_out(study: str) -> str:
+    """``tune/<study>``; a study name that is no folder name (a member spec holding a
+    path, ``timellm@backbone=C:\\models\\qwen``) as the file-name-safe one of
+    ``member_cache.member_dir``, so that its slashes make no nested folders."""
+    import re
+
+    if re.fullmatch(r"[\w.=+@,-]{1,128}", study) and not study.endswith("."):
+        return f"tune/{study}"  # the names studies had, kept: their reruns resume them
+    from experiments.member_cache import member_dir
+
+    return f"tune/{member_dir(study)}"

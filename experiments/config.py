@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import yaml
 
 from ensemble.errors import UserError
+
+_PATHS = ("data_path", "data_dir", "out")  # config keys that name files or folders
 
 # Settings that change every member's forecasts: a member's saved forecasts are keyed on
 # them, and a rerun with another value is a new run.
@@ -120,6 +123,11 @@ class RunConfig:
 
             stem = Path(d["data_path"]).stem.lower()
             d = {**d, "dataset": _registered_stems().get(stem)}
+        # "~/data/x.csv" in a config.yaml: YAML, unlike a shell, leaves the "~" alone
+        d = {
+            k: os.path.expanduser(v) if k in _PATHS and isinstance(v, str) else v
+            for k, v in d.items()
+        }
         return cls(**d).validate()
 
     @classmethod

@@ -51,6 +51,7 @@ from experiments.tune_study import (
     load_study_data,
     open_study,
     requeue_interrupted,
+    sqlite_url,
     study_state,
     trial_counts,
 )
@@ -115,9 +116,9 @@ class TuneSpec:
         name = self.dataset or Path(self.data_path or "custom").stem
         d["study"] = self.study or f"{name}_{self.pred_len}_{'+'.join(self.members)}"
         if not self.storage:
-            d["storage"] = f"sqlite:///{(Path(self.out) / 'study.db').resolve()}"
+            d["storage"] = sqlite_url((Path(self.out) / "study.db").resolve())
         elif "://" not in self.storage:  # a bare path: a SQLite file
-            d["storage"] = f"sqlite:///{Path(self.storage).resolve()}"
+            d["storage"] = sqlite_url(Path(self.storage).resolve())
         return TuneSpec(**d)
 
 

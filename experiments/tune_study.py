@@ -78,6 +78,24 @@ def claims_slot(t) -> bool:
 # ----------------------------------------------------------------------------- storage
 
 
+def sqlite_url(path: str | Path) -> str:
+    """``sqlite:///PATH`` for a file of any name: SQLAlchemy percent-decodes the path and
+    reads what follows a ``?`` as options, so a folder named ``50%_data`` or ``a?b``
+    opened another file (and two such folders could share one study)."""
+    escaped = str(path).replace("%", "%25").replace("?", "%3F").replace("#", "%23")
+    return f"sqlite:///{escaped}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file a ``sqlite:///`` URL opens, as SQLAlchemy reads it (None: not a file URL)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return Path(database) if database else None
+
+
 def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S):
     """An RDB storage with heartbeats, and a retry of every trial found dead."""
     import optuna
@@ -98,8 +116,8 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
             f"--storage {url}: an in-memory database is gone when the command ends and is "
             "not shared with --jobs workers; give a file (sqlite:///study.db) or a server"
         )
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
+    path = sqlite_path(url)
+    if path is not None:
         existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
         if existing is not None and not existing.is_dir():
             raise UserError(
@@ -341,7 +359,8 @@ def study_state(spec: TuneSpec, dataset) -> dict[str, Any] | None:
     """
     spec = spec.resolved()  # the storage URL and study name filled in
     url = spec.storage
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
         return study_attrs(spec, dataset)
     storage = open_storage(url, spec.heartbeat_s, spec.grace_s)
     try:

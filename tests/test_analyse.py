@@ -138,13 +138,17 @@ def test_the_report_names_a_channel_the_members_agree_on(synth_csv, tmp_path):
     assert "Left out: x1, where the members' spread never varies." in md
 
 
-def test_report_without_data_still_writes(synth_csv, tmp_path):
+def test_report_without_data_still_writes(synth_csv, tmp_path, caplog):
     csv = synth_csv(n=1200)
     run_dir = fake_run_folder(csv, tmp_path / "run", router="mean")
-    csv.unlink()  # the data moved away: features are skipped, the rest is reported
+    moved = csv.rename(tmp_path / "moved.csv")  # features are skipped, the rest is reported
     md = analyse(run_dir, out=tmp_path / "report").read_text(encoding="utf-8")
     assert "could not be reloaded" in md and "without naive" in md
     assert len(list((tmp_path / "report").glob("*.png"))) >= 3
+    assert "give the run's data file with --run-data FILE" in caplog.text
+    # the run's file where it is now (a run folder moved to another machine)
+    md = analyse(run_dir, out=tmp_path / "again", run_data=moved).read_text(encoding="utf-8")
+    assert "could not be reloaded" not in md and "Features computed" in md
 
 
 def test_data_changed_since_the_run_is_not_used(synth_csv, tmp_path):

@@ -191,6 +191,48 @@ def test_characters_the_console_lacks_do_not_crash_a_redirected_gbk_console(synt
     assert "SWDR (W/m\\ufffd)" in out and "q\\xb2" in out
 
 
+def test_the_c_locale_console_prints_every_character_escaped(synth_csv):
+    # a server or container without a locale: Python opens stdout as ASCII with
+    # surrogateescape, and "±" in --help or a Chinese column name raised there
+    csv = synth_csv(edit=lambda df: df.rename(columns={"x0": "高压负荷"}))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "LANG")}
+    env |= {"LC_ALL": "C", "PYTHONUTF8": "0"}
+    for argv in (["--help"], ["periods", "--data-path", str(csv)]):
+        p = subprocess.run(
+            [sys.executable, "-m", "experiments.cli", *argv], capture_output=True, env=env
+        )
+        assert p.returncode == 0, p.stderr.decode("ascii", "replace")
+        assert b"Traceback" not in p.stderr
+    assert b"\\u9ad8\\u538b" in p.stdout  # the column, escaped
+
+
+def test_a_tilde_is_the_home_folder_where_no_shell_expands_it(synth_csv, tmp_path, monkeypatch):
+    # --out=~/x (bash expands only a word that starts with ~), a quoted "~/x", a Windows
+    # shell, a config.yaml value, $HYBRID_FORECAST_DATA: each made a folder named "~" here
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    (home / "data").mkdir(parents=True)
+    cwd.mkdir()
+    synth_csv(n=400).rename(home / "data" / "x.csv")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    argv = ["run", "--seq-len", "48", "--pred-len", "12", "--members", "naive", "--quiet"]
+    assert main([*argv, "--data-path=~/data/x.csv", "--out=~/runs/a"]) == 0
+    config = home / "runs" / "a" / "config.yaml"
+    assert "data_path: " + str(home / "data" / "x.csv") in config.read_text(encoding="utf-8")
+    edited = home / "c.yaml"
+    edited.write_text("data_path: ~/data/x.csv\nseq_len: 48\npred_len: 12\n", encoding="utf-8")
+    assert (
+        main(["run", "--config", "~/c.yaml", "--members", "naive", "--out", "~/runs/b", "--quiet"])
+        == 0
+    )
+    assert (home / "runs" / "b" / "results.json").is_file()
+    monkeypatch.setenv("HYBRID_FORECAST_DATA", "~/data")
+    from ensemble.data import data_dir_from
+
+    assert data_dir_from(None) == home / "data"
+    assert list(cwd.iterdir()) == []
+
+
 def test_help_states_each_default_once():
     """An option whose help names its default ("default 512") gets no second,
     argparse-made "(default: None)"; no option shows an empty default; options with a
@@ -283,6 +325,28 @@ def test_path_error_names_the_flag_of_the_path(monkeypatch, tmp_path, capsys):
     assert main(["data", "info", "--dataset", "ETTh1", "--data-dir", str(data)]) == 2
     lines = _err_lines(capsys)
     assert len(lines) == 1 and "check --data-dir" in lines[0] and "--out" not in lines[0], lines
+
+
+@pytest.mark.parametrize("command", ["analyse", "forecast"])
+def test_a_read_only_run_folder_points_at_out(command, monkeypatch, tmp_path, capsys):
+    # both write into the run folder by default (and lock it); --out writes elsewhere
+    from types import SimpleNamespace
+
+    import ensemble.io
+
+    run = tmp_path / "run"
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(run / ".lock"))
+
+    monkeypatch.setattr(ensemble.io.FolderLock, "__init__", read_only)
+    monkeypatch.setattr("experiments.analyse.load_run", lambda *a, **k: SimpleNamespace(path=run))
+    monkeypatch.setattr("experiments.analyse.check_ablation_runs", lambda *a, **k: {})
+    monkeypatch.setattr("experiments.forecast.forecast_run", read_only)
+    assert main([command, str(run)]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "RUN_DIR cannot be written to" in lines[0], lines
+    assert lines[0].endswith("write the outputs elsewhere with --out")
 
 
 @pytest.mark.parametrize(

@@ -189,6 +189,27 @@ def test_a_newer_file_must_hold_the_runs_rows_where_it_shares_their_times(
     assert main(["forecast", str(out), "--data-path", str(rounded), "--out", "-"]) == 0
 
 
+def test_the_forecast_on_stdout_is_utf8_whatever_the_console(synth_csv, tmp_path):
+    # redirected on a Western Windows (cp1252), a Chinese channel came out as \u9ad8...
+    import os
+    import subprocess
+    import sys
+
+    csv = synth_csv(n=600, edit=lambda df: df.rename(columns={"x0": "高压负荷"}))
+    out = tmp_path / "run"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "48", "--pred-len", "24", "--quiet"]
+    assert main([*argv, "--members", "naive", "--router", "mean", "--out", str(out)]) == 0
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252", "PYTHONUTF8": "0"}
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "forecast", str(out), "--out", "-"],
+        capture_output=True,
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    text = p.stdout.decode("utf-8")
+    assert text.startswith("date,channel,ensemble") and ",高压负荷," in text
+
+
 def test_a_run_on_one_target_forecasts_it_and_refuses_another(synth_csv, tmp_path, capsys):
     out, csv = tmp_path / "run", synth_csv(n=600)
     argv = ["run", "--data-path", str(csv), "--seq-len", "48", "--pred-len", "24", "--quiet"]

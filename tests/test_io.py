@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -169,6 +170,18 @@ def test_a_replace_windows_refuses_for_a_moment_is_retried(tmp_path, monkeypatch
         write_text(tmp_path / "results.json", "{1}")
     assert info.value.filename == str(tmp_path / "results.json")  # the user's file, named
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temp file left
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
+    # the write or fsync of a full disk raises ENOSPC with no file name at all
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        write_text(tmp_path / "forecasts.npz", "x")
+    assert (info.value.errno, info.value.filename) == (28, str(tmp_path / "forecasts.npz"))
+    assert list(tmp_path.iterdir()) == []  # no temp file left
 
 
 def test_csv_files_carry_the_mark_excel_needs_and_pandas_skips(tmp_path):

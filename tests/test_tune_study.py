@@ -13,7 +13,7 @@ from conftest import tune_spec  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from experiments.tune import TuneSpec, run_tune  # noqa: E402
-from experiments.tune_study import open_study  # noqa: E402
+from experiments.tune_study import open_study, sqlite_url  # noqa: E402
 
 
 def test_a_storage_another_process_is_creating_is_tried_again(monkeypatch):
@@ -119,6 +119,19 @@ def test_a_folder_of_another_study_is_refused(synth_csv, tmp_path):
     ):
         run_tune(spec, progress=False, plots=False)
     assert (out / "trials.csv").read_text(encoding="utf-8") == before
+
+
+def test_folders_named_with_url_characters_keep_their_own_study(synth_csv, tmp_path):
+    # SQLAlchemy percent-decodes a sqlite URL's path and cuts it at "?": "50%41" opened
+    # "50A", and "a?x" and "a?y" shared the file "a" (the second reported the first's trial)
+    csv = synth_csv(n=1200)
+    for name in ("50%41", "a?x", "a?y", "b#1"):
+        out = tmp_path / name
+        summary = run_tune(tune_spec(csv, out, trials=1), progress=False, plots=False)
+        assert summary["counts"]["complete"] == 1, name
+        held = optuna.get_all_study_summaries(sqlite_url(out / "study.db"))
+        assert [h.n_trials for h in held] == [1], name  # its own trial, in its own file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["50%41", "a?x", "a?y", "b#1", "synth.csv"]
 
 
 def test_a_study_from_before_fixed_settings_were_kept_out_is_not_resumed(synth_csv, tmp_path):

@@ -263,6 +263,9 @@ class WindowNetForecaster(BaseForecaster):
     name = "window_net"
     # the loss and early stopping follow Split.loss_channels (the target under MS)
     uses_loss_channels = True
+    # 1: patience 0 runs every epoch (it stopped at the first epoch without improvement)
+    # and a fit with no finite val MSE is an error (it was kept), since aa79775
+    cache_version = 1
     _OWN: tuple[str, ...] = ()
     _TRAINING = (
         "seq_len",

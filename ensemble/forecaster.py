@@ -40,6 +40,10 @@ class BaseForecaster:
     # True for a member whose forecast of a window depends on the rows before it (a
     # filter run over the whole context, as ARIMA's): see ``predict_last``
     scans_context: bool = False
+    # Raised by a change that gives other forecasts for the same settings and data: it is
+    # in the key of the member's saved forecasts (`experiments.member_cache`), so a run
+    # folder's earlier forecasts of the member are fitted again, not reused.
+    cache_version: int = 0
 
     def fit(self, train: Split, val: Split) -> BaseForecaster:
         return self

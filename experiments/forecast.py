@@ -256,7 +256,8 @@ def _refit_router(
     if gap > _WEIGHT_TOL:
         raise UserError(
             f"the router refitted on {folder}'s validation forecasts gives other weights "
-            f"than the run's (by up to {gap:.3g}): the packages changed since the run? "
+            f"than the run's (by up to {gap:.3g}): the packages or hybrid-forecast's code "
+            "changed since the run? (results.json's environment says what it ran with) "
             f"rerun it (hybrid-forecast run --config {folder / 'config.yaml'})"
         )
     return combiner

@@ -178,6 +178,8 @@ def saved_forecasts(
         # under MS these members fit to the target since the twenty-eighth session: the
         # caches of their all-channel fits refit
         derived = {**(derived or {}), "loss_channels": list(splits.train.loss_channels)}
+    if getattr(member, "cache_version", 0):  # forecasts of earlier code are fitted again
+        derived = {**(derived or {}), "cache_version": member.cache_version}
     key = data_key(cfg, splits, base, periods, derived)
     # Checked beside the key; caches written before an entry was stored lack it and
     # still count. The spec itself: two specs can share a folder name ("+" and "_").
@@ -270,6 +272,11 @@ def _cache_matches(
     params = cfg.member_params.get(base, {})
     if stored == _legacy_data_key(settings, params, periods, derived):
         return " (saved by an earlier version)"
+    log.info(
+        "%s: its saved forecasts are of other settings, or of a version that forecast it "
+        "otherwise: fitting it again",
+        stamps.get("spec"),
+    )
     return None
 
 

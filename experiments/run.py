@@ -200,6 +200,39 @@ _PACKAGES = (
 )
 
 
+def code_version() -> dict[str, Any]:
+    """This package's version and, where it runs from a git clone (``pip install -e``),
+    the commit and whether tracked files differ from it: two commits can give other
+    numbers for the same settings (the version number alone has not changed with them).
+    """
+    import subprocess
+    from importlib import metadata
+
+    try:
+        version = metadata.version("hybrid-forecast")
+    except metadata.PackageNotFoundError:
+        version = None
+    info: dict[str, Any] = {"version": version, "commit": None, "modified": None}
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return info
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20
+            )
+        except (OSError, subprocess.SubprocessError):  # no git on the machine, a hung disk
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    info["commit"] = git("rev-parse", "HEAD")
+    if info["commit"]:
+        status = git("status", "--porcelain", "--untracked-files=no")
+        info["modified"] = None if status is None else bool(status)
+    return info
+
+
 def environment() -> dict[str, Any]:
     """Python, platform, package versions and the devices torch sees, for results.json.
 
@@ -219,6 +252,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": versions,
+        "code": code_version(),
     }
     torch = sys.modules.get("torch")
     if torch is not None:

@@ -294,7 +294,7 @@ def group_markdown(group: Group) -> str:
                 else "."
             ),
         ]
-    lines += _machines_line(group) + _still_improving_line(group)
+    lines += _machines_line(group) + _code_line(group) + _still_improving_line(group)
     return "\n".join(lines) + "\n"
 
 
@@ -332,6 +332,29 @@ def _machines_line(group: Group) -> list[str]:
         "",
         f"The seeds did not all run on one setup ({listed}): part of their spread may be "
         "the machine's.",
+    ]
+
+
+def _code(res: dict[str, Any]) -> str:
+    """'commit 42662df' ('..., modified'), from results.json's environment."""
+    env = res.get("environment")
+    code = env.get("code") if isinstance(env, dict) else None
+    if not isinstance(code, dict) or not code.get("commit"):
+        return "not recorded"
+    return f"commit {str(code['commit'])[:7]}" + (", modified" if code.get("modified") else "")
+
+
+def _code_line(group: Group) -> list[str]:
+    """A line when the seeds ran different code of this package: a change between them
+    may move the numbers, not only the seed (runs before the record say so too)."""
+    seen = {seed: _code(res) for seed, res in sorted(group.runs.items())}
+    if len(set(seen.values())) < 2:
+        return []
+    listed = "; ".join(f"seed {seed}: {c}" for seed, c in seen.items())
+    return [
+        "",
+        f"The seeds ran different hybrid-forecast code ({listed}): a change between them "
+        "may move the numbers.",
     ]
 
 

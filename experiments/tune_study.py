@@ -327,6 +327,13 @@ def check_identity(spec: TuneSpec, attrs: dict[str, Any], dataset=None) -> None:
         **_identity(spec),
         "data": data_fingerprint(load_study_data(spec) if dataset is None else dataset),
     }
+    if "data" not in attrs:  # recorded with the settings since the fifth of December
+        raise UserError(
+            f"study {spec.study!r} in {spec.storage} was made by an earlier version that did "
+            "not record its settings and data, so nothing shows that its trials were of "
+            "these (its best_config.yaml would state today's settings for them); start a new "
+            "study in another --out (with another --study name if --storage is shared)"
+        )
     if "search_space" not in attrs and space_before_fixed_settings(spec) != mine["search_space"]:
         raise UserError(
             f"study {spec.study!r} in {spec.storage} tuned settings you fix now (it was made "
@@ -411,7 +418,9 @@ def open_study(spec: TuneSpec, create: bool = False, new_attrs: dict[str, Any] |
         check_identity(spec, attrs, dataset)
         mine = {**_identity(spec), "data": data_fingerprint(dataset)}
         for key, value in mine.items():
-            if key not in attrs:  # a study from an older version: record what it can
+            # a setting added since the study was made, which check_identity let pass:
+            # recorded, so that a later resume checks it
+            if key not in attrs:
                 study.set_user_attr(key, value)
         return study
     study = optuna.load_study(

@@ -235,6 +235,27 @@ def test_ms_members_fit_to_the_target_are_reused_and_all_channel_fits_refitted(
         assert z["test/dlinear@epochs=1"].shape[-1] == 1  # the target only
 
 
+def test_forecasts_saved_before_a_member_forecast_otherwise_are_fitted_again(
+    synth_csv, tmp_path, monkeypatch
+):
+    # DLinear's patience 0 stopped at the first epoch without improvement before aa79775
+    # (and a diverged fit was kept): reused, such forecasts passed as today's
+    from classical.dlinear import DLinear
+
+    csv, out = synth_csv(n=1400), tmp_path / "r"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--members", "dlinear@epochs=1,naive", "--out", str(out), "--quiet"]
+    with monkeypatch.context() as m:
+        m.setattr(DLinear, "cache_version", 0)  # the key earlier code wrote
+        assert main(argv) == 0
+    assert main(argv) == 0
+    assert reused_members(out) == 1  # naive only
+    log = (out / "run.log").read_text(encoding="utf-8")
+    assert "dlinear@epochs=1: its saved forecasts are of other settings, or of a version" in log
+    assert main(argv) == 0
+    assert reused_members(out) == 3  # and both now: DLinear's new forecasts are reused
+
+
 def test_member_forecasts_are_refitted_for_another_file_of_the_same_name(tmp_path):
     out = tmp_path / "r"
     by_name, rest = _by_name(_registered_copy(tmp_path / "data").parents[1], out)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +77,14 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
     env = res["environment"]
     assert env["packages"]["torch"] == metadata.version("torch")
     assert env["packages"]["hybrid-forecast"] == metadata.version("hybrid-forecast")
+    # and the code's commit, from a clone (the version number has not changed with it)
+    code, root = env["code"], Path(__file__).resolve().parents[1]
+    assert code["version"] == metadata.version("hybrid-forecast")
+    if (root / ".git").exists():
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+        assert code["commit"] == head.stdout.strip() and isinstance(code["modified"], bool)
     assert env["python"] == ".".join(map(str, sys.version_info[:3]))
     assert env["torch_cuda"] == torch.version.cuda  # torch is imported here, so it is asked
     assert len(env["gpus"]) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)

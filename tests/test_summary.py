@@ -255,6 +255,30 @@ def test_seeds_run_on_different_setups_are_said(tmp_path, capsys):
     )
 
 
+def test_seeds_run_on_different_code_are_said(tmp_path, capsys):
+    runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(3)]
+
+    def code(folder, commit, modified=False):
+        res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        env = {"code": {"version": "0.1.0", "commit": commit, "modified": modified}}
+        (folder / "results.json").write_text(
+            json.dumps({**res, "environment": env}), encoding="utf-8"
+        )
+
+    for folder in runs:
+        code(folder, "42662df" + "0" * 33)
+    assert main(["summary", *map(str, runs)]) == 0
+    assert "different hybrid-forecast code" not in capsys.readouterr().out
+    code(runs[1], "42662df" + "0" * 33, modified=True)
+    code(runs[2], "56ee262" + "0" * 33)
+    assert main(["summary", *map(str, runs)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        "The seeds ran different hybrid-forecast code (seed 0: commit 42662df; seed 1: commit "
+        "42662df, modified; seed 2: commit 56ee262)" in out
+    )
+
+
 @pytest.mark.parametrize(
     ("env", "said"),
     [

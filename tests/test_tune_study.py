@@ -12,6 +12,7 @@ optuna = pytest.importorskip("optuna")
 from conftest import tune_spec  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from experiments.member_cache import data_fingerprint  # noqa: E402
 from experiments.tune import TuneSpec, run_tune  # noqa: E402
 from experiments.tune_study import open_study, sqlite_url  # noqa: E402
 
@@ -143,12 +144,26 @@ def test_a_study_from_before_fixed_settings_were_kept_out_is_not_resumed(synth_c
         members=["dlinear"],
         member_params={"dlinear": {"lr": 0.01}},
     )
-    old = {k: v for k, v in _identity(spec).items() if k != "search_space"}
+    data = {"data": data_fingerprint(load_study_data(spec))}
+    old = {k: v for k, v in _identity(spec).items() if k != "search_space"} | data
     with pytest.raises(UserError, match="tuned settings you fix now"):
         check_identity(spec, old, load_study_data(spec))
     plain = replace(spec, member_params={})  # nothing fixed: the old study's space, resumed
-    check_identity(plain, {k: v for k, v in _identity(plain).items() if k != "search_space"})
+    check_identity(plain, {k: v for k, v in _identity(plain).items() if k != "search_space"} | data)
     assert _identity(spec)["search_space"] == {"dlinear": ["kernel"]}
+
+
+def test_a_study_that_recorded_no_settings_is_not_resumed(synth_csv, tmp_path):
+    # made before the fifth of December: resumed, it took today's settings as its own
+    # and best_config.yaml stated them for trials that ran with others
+    from ensemble.errors import UserError
+    from experiments.tune_study import _identity, check_identity, load_study_data
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    data = {"data": data_fingerprint(load_study_data(spec))}
+    check_identity(spec, _identity(spec) | data)
+    with pytest.raises(UserError, match="earlier version that did not record its settings"):
+        check_identity(spec, {"periods": [24]})
 
 
 def test_an_ms_study_from_before_ms_fitted_the_target_is_not_resumed(synth_csv, tmp_path):
@@ -157,7 +172,7 @@ def test_an_ms_study_from_before_ms_fitted_the_target_is_not_resumed(synth_csv, 
     from experiments.tune_study import _identity, check_identity, load_study_data
 
     spec = replace(tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1), features="MS")
-    now = _identity(spec)
+    now = _identity(spec) | {"data": data_fingerprint(load_study_data(spec))}
     check_identity(spec, now, load_study_data(spec))
     old = {k: v for k, v in now.items() if k != "ms_loss"}
     with pytest.raises(UserError, match="before --features MS trained the classical members"):

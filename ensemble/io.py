@@ -123,26 +123,44 @@ def _jsonable(o: Any) -> Any:
 
 
 class FolderLock:
-    """An exclusive lock on ``folder/.lock`` while one process writes the folder.
+    """A lock on ``folder/.lock``: exclusive while one process writes the folder, shared
+    while processes read it.
 
     Two runs writing one folder at once would leave one run's config beside the other's
-    results. The operating system drops the lock when its holder exits, however it ends,
-    so a killed run leaves no stale lock. POSIX ``flock``; ``msvcrt.locking`` on Windows.
-    On a file system that cannot lock at all (Lustre mounted ``noflock``, NFS without
-    lockd) the folder is used without a lock, with a warning.
+    results, and a reader (`analyse`, `forecast`, a run copying members out) must not
+    see a rerun replace the files it reads; readers do not exclude each other. The
+    operating system drops the lock when its holder exits, however it ends, so a killed
+    run leaves no stale lock. POSIX ``flock``; ``msvcrt.locking`` on Windows, which has
+    no shared locks (readers exclude each other there). On a file system that cannot
+    lock at all (Lustre mounted ``noflock``, NFS without lockd) the folder is used
+    without a lock, with a warning.
+
+    Args:
+        folder: the folder (made if missing, unless ``shared``).
+        shared: a reader's lock. A folder that does not exist or cannot be written
+            (a read-only copy of a run: nobody writes it) is read without one.
 
     Raises:
         BlockingIOError: another process holds the lock (callers know what to tell the
             user).
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, shared: bool = False) -> None:
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self._fh = open(folder / ".lock", "a+b")  # held open: closing it unlocks
         self._locked = False
+        if shared:
+            try:
+                self._fh = open(folder / ".lock", "a+b")
+            except OSError as exc:
+                if isinstance(exc, PermissionError | FileNotFoundError) or exc.errno == errno.EROFS:
+                    self._fh = open(os.devnull, "rb")  # nothing to lock: release() closes it
+                    return
+                raise
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._fh = open(folder / ".lock", "a+b")  # held open: closing it unlocks
         try:
-            _lock(self._fh, True)
+            _lock(self._fh, True, shared)
         except OSError as exc:
             if exc.errno in _HELD:
                 self._fh.close()
@@ -168,13 +186,29 @@ class FolderLock:
             self._fh.close()
 
 
+def held(folder: str | Path) -> bool:
+    """Whether another process holds ``folder``'s lock (shared or exclusive) right now;
+    creates nothing. For refusing early; the work itself takes a `FolderLock`."""
+    try:
+        fh = open(Path(folder) / ".lock", "rb")
+    except OSError:  # no lock file, or none to be read: nobody holds one
+        return False
+    with fh:
+        try:
+            _lock(fh, True)
+        except OSError as exc:
+            return exc.errno in _HELD
+        _lock(fh, False)
+        return False
+
+
 # errno values that mean "someone else holds it" (others: this file system cannot lock)
 _HELD = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)}
 
 
-def _lock(fh: Any, on: bool) -> None:
-    """Take (non-blocking) or drop the exclusive lock on an open file: its first byte on
-    Windows (``msvcrt``), the whole file elsewhere (``flock``)."""
+def _lock(fh: Any, on: bool, shared: bool = False) -> None:
+    """Take (non-blocking) or drop the lock on an open file: its first byte on Windows
+    (``msvcrt``, exclusive either way), the whole file elsewhere (``flock``)."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -183,4 +217,5 @@ def _lock(fh: Any, on: bool) -> None:
         fh.seek(0)  # the same byte whatever the file's size
         msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK if on else msvcrt.LK_UNLCK, 1)
     else:
-        fcntl.flock(fh.fileno(), (fcntl.LOCK_EX | fcntl.LOCK_NB) if on else fcntl.LOCK_UN)
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        fcntl.flock(fh.fileno(), (mode | fcntl.LOCK_NB) if on else fcntl.LOCK_UN)

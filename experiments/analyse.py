@@ -778,6 +778,34 @@ def analyse(
         run_data: the file the run was fitted on, where its config no longer finds it
             (a run folder moved to another machine); checked against the run's targets.
     """
+    # Under the run folder's shared lock, taken before anything is read: a rerun that
+    # replaced the files meanwhile left a report of the old router beside the new
+    # results. Other readers (forecast, a run copying members) share it.
+    try:
+        lock = FolderLock(run_dir, shared=True)
+    except BlockingIOError:
+        raise UserError(
+            f"a run is writing to {run_dir}; analyse it when that run has finished"
+        ) from None
+    except OSError:  # no lock file to be had: nobody writes such a folder
+        lock = None
+    try:
+        return _analyse(run_dir, out, ablation_runs, prompt_probe, prototypes, progress, run_data)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _analyse(
+    run_dir: str | Path,
+    out: str | Path | None,
+    ablation_runs: dict[str, str] | None,
+    prompt_probe: bool,
+    prototypes: bool,
+    progress: bool,
+    run_data: str | Path | None,
+) -> Path:
+    """`analyse`, once the run folder is locked."""
     from experiments.analyse_report import make_figures, probe_figure, report_markdown
 
     run = load_run(run_dir)
@@ -792,78 +820,62 @@ def analyse(
             f"--out {out} is another run's folder: its own routing report would be replaced "
             "by this one's; give a new folder"
         )
-    # The report and figures go into the run folder by default: not while a rerun writes
-    # it (the figures would describe the old router beside the new results).
-    lock = None
-    if out.resolve() == run.path.resolve():
-        try:
-            lock = FolderLock(out)
-        except BlockingIOError:
-            raise UserError(
-                f"a run is writing to {out}; analyse it when that run has finished"
-            ) from None
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        periods = [int(p) for p in run.results.get("periods") or []]
-        length = int(run.results["seq_len"])
-        period = next((p for p in periods if 2 <= p <= length // 2), None)
-        splits = _splits(run, run_data)
-        feats = None
-        val_true = None
-        refit = None
-        if splits is not None:
-            ch = splits.eval_channels
-            x = splits.test.inputs()[..., ch]
-            # the same data as the run's, not only as many windows: a file changed since the run
-            # would give features and router refits of other numbers than the saved forecasts
-            same = x.shape[0] == run.true.shape[0] and np.allclose(
-                np.asarray(splits.test.targets()[..., ch], dtype=np.float32),
-                run.true,
-                rtol=1e-4,
-                atol=1e-5,
+    periods = [int(p) for p in run.results.get("periods") or []]
+    length = int(run.results["seq_len"])
+    period = next((p for p in periods if 2 <= p <= length // 2), None)
+    splits = _splits(run, run_data)
+    feats = None
+    val_true = None
+    refit = None
+    if splits is not None:
+        ch = splits.eval_channels
+        x = splits.test.inputs()[..., ch]
+        # the same data as the run's, not only as many windows: a file changed since the run
+        # would give features and router refits of other numbers than the saved forecasts
+        same = x.shape[0] == run.true.shape[0] and np.allclose(
+            np.asarray(splits.test.targets()[..., ch], dtype=np.float32),
+            run.true,
+            rtol=1e-4,
+            atol=1e-5,
+        )
+        if same:
+            feats = window_features(x, period)
+            val_true = np.asarray(splits.val.targets()[..., ch], dtype=np.float64)
+            refit = RefitInputs(splits.val.inputs(), splits.test.inputs(), periods, list(ch))
+            strengths = (
+                f"seasonal and trend strength at period {period}"
+                if period is not None
+                else "no seasonal or trend strength: no detected period fits twice in the "
+                f"lookback of {length}"
             )
-            if same:
-                feats = window_features(x, period)
-                val_true = np.asarray(splits.val.targets()[..., ch], dtype=np.float64)
-                refit = RefitInputs(splits.val.inputs(), splits.test.inputs(), periods, list(ch))
-                strengths = (
-                    f"seasonal and trend strength at period {period}"
-                    if period is not None
-                    else "no seasonal or trend strength: no detected period fits twice in the "
-                    f"lookback of {length}"
-                )
-                feat_note = (
-                    f"Features computed from the test windows' inputs ({strengths}, "
-                    "volatility, dominant period)."
-                )
-            else:
-                feat_note = (
-                    "The reloaded data do not match the run's test windows; features skipped."
-                )
+            feat_note = (
+                f"Features computed from the test windows' inputs ({strengths}, "
+                "volatility, dominant period)."
+            )
         else:
-            feat_note = "The run's data could not be reloaded; features skipped."
-        an = analyse_run(run, feats, val_true, refit, progress=progress)
-        kept = _kept_checks(out, run, prompt_probe, prototypes)
-        an.update(kept)
-        if prompt_probe:
-            an["prompt_probe"] = _run_probe(run, member, splits)
-        if prototypes:
-            an["prototypes"] = _run_prototypes(member, splits)
-        training = training_ablations(run, siblings, period)
-        if out.resolve() != run.path.resolve():
-            # another run's report there would otherwise sit beside this run's figures,
-            # looking finished, if this analyse is killed while drawing them
-            for name in ("routing_report.md", "routing_analysis.json"):
-                (out / name).unlink(missing_ok=True)
-        figures = make_figures(run, feats, out)
-        if prompt_probe:
-            figures += probe_figure(an["prompt_probe"], out)
-        elif "prompt_probe" in kept and (out / "prompt_probe.png").is_file():
-            figures.append("prompt_probe.png")
-        write_json(out / "routing_analysis.json", {**an, "training_ablations": training})
-        path = out / "routing_report.md"
-        write_text(path, report_markdown(run, an, training, figures, feat_note))
-        return path
-    finally:
-        if lock is not None:
-            lock.release()
+            feat_note = "The reloaded data do not match the run's test windows; features skipped."
+    else:
+        feat_note = "The run's data could not be reloaded; features skipped."
+    an = analyse_run(run, feats, val_true, refit, progress=progress)
+    kept = _kept_checks(out, run, prompt_probe, prototypes)
+    an.update(kept)
+    if prompt_probe:
+        an["prompt_probe"] = _run_probe(run, member, splits)
+    if prototypes:
+        an["prototypes"] = _run_prototypes(member, splits)
+    training = training_ablations(run, siblings, period)
+    if out.resolve() != run.path.resolve():
+        # another run's report there would otherwise sit beside this run's figures,
+        # looking finished, if this analyse is killed while drawing them
+        for name in ("routing_report.md", "routing_analysis.json"):
+            (out / name).unlink(missing_ok=True)
+    figures = make_figures(run, feats, out)
+    if prompt_probe:
+        figures += probe_figure(an["prompt_probe"], out)
+    elif "prompt_probe" in kept and (out / "prompt_probe.png").is_file():
+        figures.append("prompt_probe.png")
+    write_json(out / "routing_analysis.json", {**an, "training_ablations": training})
+    path = out / "routing_report.md"
+    write_text(path, report_markdown(run, an, training, figures, feat_note))
+    return path

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble.errors import UserError, reason
-from ensemble.io import FolderLock, write_csv, write_json, write_text
+from ensemble.io import FolderLock, held, write_csv, write_json, write_text
 from experiments.config import RunConfig, held_config
 
 log = logging.getLogger("hybrid_forecast.bench")
@@ -418,6 +418,7 @@ def run_bench(
     t_start = time.perf_counter()
     ran: list[str] = []
     skipped: list[str] = []
+    busy: list[str] = []
     failed: dict[str, str] = {}
     try:
         write_json(out / "bench_spec.json", spec.__dict__)
@@ -441,6 +442,10 @@ def run_bench(
         bar = tqdm(todo, desc="bench cells", unit="cell", disable=None if progress else True)
         for cell in bar:
             bar.set_postfix_str(cell.name)
+            if held(cell_folder(spec, cell)):  # a run of its own, or an analyse of it
+                busy.append(cell.name)
+                log.warning("cell %s: another command is using its folder; skipped", cell.name)
+                continue
             t0 = time.perf_counter()
             try:
                 run_fn(cell_config(spec, cell))
@@ -455,13 +460,20 @@ def run_bench(
         write_reports(spec)
         seconds = time.perf_counter() - t_start
         log.info(
-            "bench finished in %.1fs: %d ran, %d skipped, %d failed",
+            "bench finished in %.1fs: %d ran, %d skipped, %d busy, %d failed",
             seconds,
             len(ran),
             len(skipped),
+            len(busy),
             len(failed),
         )
-        return {"ran": ran, "skipped": skipped, "failed": failed, "seconds": seconds}
+        return {
+            "ran": ran,
+            "skipped": skipped,
+            "busy": busy,
+            "failed": failed,
+            "seconds": seconds,
+        }
     except UserError as exc:  # INFO: the console gets the CLI's one line, not a second
         log.info("stopped: %s", exc)
         raise

@@ -132,23 +132,27 @@ def handle(args) -> int:
 
     spec = grid_spec(args)
     failed: dict[str, str] = {}
+    busy: list[str] = []
     if args.report_only:
         validate(spec, check_data=False)  # tables from results alone: no data needed
         check_report(spec)
         write_reports(spec)
     else:
         info = run_bench(spec, progress=not args.quiet)
-        failed = info["failed"]
+        failed, busy = info["failed"], info["busy"]
         print(
             f"bench: {len(info['ran'])} cells ran, {len(info['skipped'])} already done, "
-            f"{len(failed)} failed, in {info['seconds']:.0f}s"
+            + (f"{len(busy)} busy, " if busy else "")
+            + f"{len(failed)} failed, in {info['seconds']:.0f}s"
         )
         for name, err in failed.items():
             print(f"  failed {name}: {err} (see {Path(args.out) / 'bench.log'})")
+        for name in busy:
+            print(f"  busy {name}: another command was using its folder; rerun the bench later")
     summary = summarise(collect(spec))
     for r in summary[summary["forecast"] == "ensemble"].itertuples():
         print(
             f"  {r.dataset} H={r.pred_len}: ensemble test MSE {r.mse:.4f} ({r.n} seed{'s' if r.n != 1 else ''})"
         )
     print(f"tables: {Path(args.out) / 'bench.md'}, {Path(args.out) / 'bench.csv'}")
-    return 1 if failed else 0
+    return 1 if failed or busy else 0

@@ -97,18 +97,20 @@ def forecast_run(
     from router.features import skill_context_rows
 
     folder = Path(run_dir)
-    res = _finished_results(folder)
-    cfg = RunConfig.from_file(folder / "config.yaml")
-    _check_config_is_the_runs(cfg, res, folder)
-    if run_data is not None:
-        cfg.dataset, cfg.data_path = res.get("dataset"), str(Path(run_data).resolve())
+    # before anything is read: a rerun must not replace the files between two reads
+    # (other readers share the lock)
     try:
-        lock = FolderLock(folder)
+        lock = FolderLock(folder, shared=True)
     except BlockingIOError:
         raise UserError(f"a run is writing to {folder}; wait for it to finish") from None
-    except OSError:  # a read-only copy of a run: nobody writes it
+    except OSError:  # no lock file to be had: nobody writes such a folder
         lock = None
     try:
+        res = _finished_results(folder)
+        cfg = RunConfig.from_file(folder / "config.yaml")
+        _check_config_is_the_runs(cfg, res, folder)
+        if run_data is not None:
+            cfg.dataset, cfg.data_path = res.get("dataset"), str(Path(run_data).resolve())
         dataset = _run_dataset(cfg, res, folder)
         splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
         _check_split_is_the_runs(dataset, splits, res, folder)

@@ -286,7 +286,7 @@ def copy_members(copies: list[tuple[str, Path, Path]], source: Path) -> None:
     forecasts). A member that cannot be copied (busy source, full disk) is fitted
     instead: ``fit_member`` finds no forecasts of it here."""
     try:
-        lock = FolderLock(source)
+        lock = FolderLock(source, shared=True)  # other readers (analyse, forecast) welcome
     except BlockingIOError:
         log.warning("%s is being written by another run: its members are fitted here", source)
         return

@@ -34,7 +34,7 @@ from ensemble import hybrid
 from ensemble.data import Dataset, Splits, make_splits
 from ensemble.errors import UserError, reason
 from ensemble.figures import VECTOR_FORMATS
-from ensemble.io import FolderLock, write_json, write_npz, write_text
+from ensemble.io import FolderLock, held, write_json, write_npz, write_text
 from experiments import registry
 from experiments.config import RunConfig, held_config
 from experiments.member_cache import (
@@ -407,6 +407,8 @@ def run(
     if not cfg.out:
         cfg.out = default_out(cfg)
     out = Path(cfg.out)
+    if held(out):  # before minutes of preparation; the lock itself is taken below
+        raise UserError(_busy(out))
     # Everything that can refuse the input runs before the folder is touched: a bad
     # setting must not delete a finished run's results or leave a half-made folder.
     # Warnings on the way (gaps in the data...) are kept for run.log.
@@ -421,9 +423,7 @@ def run(
     try:
         lock = FolderLock(out)
     except BlockingIOError:
-        raise UserError(
-            f"another run is writing to {out}; wait for it to finish or give another --out"
-        ) from None
+        raise UserError(_busy(out)) from None
     try:
         handler = _setup_logging(out)
         early.setTarget(handler)
@@ -699,6 +699,14 @@ def default_out(cfg: RunConfig) -> str:
         ):
             return legacy
     return out
+
+
+def _busy(out: Path) -> str:
+    """The refusal of a folder another command holds: a run writing it, or a reader."""
+    return (
+        f"another command is using {out} (a run writing it, or analyse or forecast reading "
+        "it); wait for it to finish or give another --out"
+    )
 
 
 def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:

@@ -261,9 +261,31 @@ def test_a_run_folder_being_rerun_is_not_written_into(synth_csv, tmp_path):
         with pytest.raises(UserError, match="a run is writing to"):
             analyse(run_dir)
         assert not (run_dir / "routing_report.md").exists()
-        assert analyse(run_dir, out=tmp_path / "elsewhere").is_file()  # other folders are free
+        with pytest.raises(UserError, match="a run is writing to"):  # it reads the run too
+            analyse(run_dir, out=tmp_path / "elsewhere")
     finally:
         lock.release()
+    reader = FolderLock(run_dir, shared=True)  # a forecast, another analyse: shared
+    try:
+        assert analyse(run_dir).is_file()
+    finally:
+        reader.release()
+
+
+def test_analyse_reads_the_run_under_its_lock(synth_csv, tmp_path, monkeypatch):
+    # taken before the run is read: a rerun finishing between the read and the lock
+    # left a report of the old router beside the new results
+    import experiments.analyse as analyse_mod
+    from ensemble.io import held
+
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    real = analyse_mod.load_run
+
+    def load_run(path):
+        assert held(run_dir)  # a rerun would be refused here
+        return real(path)
+
+    monkeypatch.setattr(analyse_mod, "load_run", load_run)
     assert analyse(run_dir).is_file()
 
 

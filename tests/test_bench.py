@@ -16,6 +16,7 @@ from experiments.bench import (
     bench_markdown,
     cell_config,
     cell_done,
+    cell_folder,
     collect,
     plan,
     run_bench,
@@ -80,6 +81,23 @@ def test_a_second_bench_on_the_same_folder_is_refused_and_changes_nothing(synth_
         held.release()
     assert not (Path(spec.out) / "bench_spec.json").exists()
     assert run_bench(spec, progress=False, run_fn=fake_run)["ran"]  # free again
+
+
+def test_a_cell_another_command_is_using_is_skipped_and_the_grid_goes_on(synth_csv, tmp_path):
+    # a run of its own started by hand, or an analyse of it: the bench stopped at it and
+    # never tried the cells after it
+    from ensemble.io import FolderLock
+
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench")
+    first, second = plan(spec)
+    (busy_folder := cell_folder(spec, first)).mkdir(parents=True)
+    held = FolderLock(busy_folder)
+    try:
+        info = run_bench(spec, progress=False, run_fn=fake_run)
+    finally:
+        held.release()
+    assert (info["busy"], info["ran"]) == ([first.name], [second.name])
+    assert run_bench(spec, progress=False, run_fn=fake_run)["ran"] == [first.name]  # later
 
 
 def test_bench_resumes_after_a_kill(synth_csv, tmp_path):

@@ -329,19 +329,13 @@ def test_path_error_names_the_flag_of_the_path(monkeypatch, tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["analyse", "forecast"])
 def test_a_read_only_run_folder_points_at_out(command, monkeypatch, tmp_path, capsys):
-    # both write into the run folder by default (and lock it); --out writes elsewhere
-    from types import SimpleNamespace
-
-    import ensemble.io
-
+    # both write into the run folder by default; --out writes elsewhere
     run = tmp_path / "run"
 
     def read_only(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(run / ".lock"))
+        raise PermissionError(13, "Permission denied", str(run / ".routing_report.md.x.tmp"))
 
-    monkeypatch.setattr(ensemble.io.FolderLock, "__init__", read_only)
-    monkeypatch.setattr("experiments.analyse.load_run", lambda *a, **k: SimpleNamespace(path=run))
-    monkeypatch.setattr("experiments.analyse.check_ablation_runs", lambda *a, **k: {})
+    monkeypatch.setattr("experiments.analyse._analyse", read_only)
     monkeypatch.setattr("experiments.forecast.forecast_run", read_only)
     assert main([command, str(run)]) == 2
     lines = _err_lines(capsys)

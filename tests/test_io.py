@@ -121,7 +121,7 @@ def test_a_file_system_that_cannot_lock_is_used_without_a_lock(tmp_path, monkeyp
 
     import ensemble.io as io_mod
 
-    def no_locks(fh, on):
+    def no_locks(fh, on, shared=False):
         raise OSError(errno.ENOLCK, "No locks available")
 
     monkeypatch.setattr(io_mod, "_lock", no_locks)
@@ -139,6 +139,38 @@ def test_a_held_folder_lock_is_refused_and_released_locks_are_free(tmp_path):
     first.release()
     first.release()  # twice is harmless
     FolderLock(tmp_path).release()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows locks are exclusive: readers queue")
+def test_readers_share_a_folder_lock_and_exclude_a_writer(tmp_path):
+    # a run copying members out, analyse and forecast read a run folder at once; a rerun
+    # must wait for all of them, and they for it
+    from ensemble.io import FolderLock, held
+
+    assert not held(tmp_path / "run")
+    FolderLock(tmp_path / "run", shared=True).release()
+    assert not (tmp_path / "run").exists()  # a reader makes no folder
+    (tmp_path / "run").mkdir()
+    readers = [FolderLock(tmp_path / "run", shared=True) for _ in range(2)]
+    assert held(tmp_path / "run")
+    with pytest.raises(BlockingIOError):
+        FolderLock(tmp_path / "run")
+    for r in readers:
+        r.release()
+    assert not held(tmp_path / "run")
+    writer = FolderLock(tmp_path / "run")
+    assert held(tmp_path / "run")
+    with pytest.raises(BlockingIOError):
+        FolderLock(tmp_path / "run", shared=True)
+    writer.release()
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)  # a read-only copy of a run: read without a lock
+    try:
+        if not os.access(tmp_path / "ro", os.W_OK):  # root writes anywhere
+            FolderLock(tmp_path / "ro", shared=True).release()
+            assert not (tmp_path / "ro" / ".lock").exists()
+    finally:
+        (tmp_path / "ro").chmod(0o755)
 
 
 def test_a_replace_windows_refuses_for_a_moment_is_retried(tmp_path, monkeypatch):

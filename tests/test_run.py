@@ -401,17 +401,27 @@ def test_non_finite_member_forecasts_stop_the_run(synth_csv, tmp_path, capsys, m
     assert not (out / "results.json").exists()
 
 
-def test_a_folder_another_run_is_writing_is_refused_untouched(synth_csv, tmp_path, capsys):
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_folder_another_command_holds_is_refused_untouched(
+    shared, synth_csv, tmp_path, capsys, monkeypatch
+):
+    # another run writing it, or analyse / forecast reading it: refused before the
+    # data is even loaded (minutes of preparation with Time-LLM's checks)
+    import experiments.run as run_mod
     from ensemble.io import FolderLock
 
     out = tmp_path / "run"
     argv = synth_run_argv(synth_csv(n=1400), out)
-    lock = FolderLock(out)  # another run holds it (flock: per open file, so here too)
+    out.mkdir()
+    lock = FolderLock(out, shared=shared)  # flock: per open file, so here too
     try:
-        assert main(argv) == 2
+        with monkeypatch.context() as m:
+            m.setattr(run_mod, "_prepare", lambda *a, **k: pytest.fail("prepared anyway"))
+            assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [
-            f"error: another run is writing to {out}; wait for it to finish or give another --out"
+            f"error: another command is using {out} (a run writing it, or analyse or "
+            "forecast reading it); wait for it to finish or give another --out"
         ]
         assert sorted(p.name for p in out.iterdir()) == [".lock"]
     finally:

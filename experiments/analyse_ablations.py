@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ensemble import metrics
+from ensemble import hybrid, metrics
 from ensemble.errors import UserError
 from experiments import shell
 
@@ -105,13 +105,13 @@ def member_ablations(
     router's test weights are renormalised over the remaining members. Those saved
     weights are averaged over the horizon steps, so a renormalised row is compared with
     all members recombined from the same saved weights (``delta``, ``p_vs_full``), not
-    with the run's ensemble: the difference is then the member's alone. ``progress``: a
-    bar over the members, on a terminal.
+    with the run's ensemble: the difference is then the member's alone. A run made by
+    other code than this (results.json's ``environment.code``) has its router refitted
+    on all members too: where that differs from the run's ensemble, the refitted rows
+    are compared with it, or Δ would mix two versions' routers. ``progress``: a bar
+    over the members, on a terminal.
     """
-    from ensemble import hybrid
     from experiments.analyse import stored_mean
-    from experiments.scoring import router_features, router_inputs
-    from router import make_combiner
 
     h = run.true.shape[1]
     full_loss = metrics.window_mse(run.ensemble, run.true)
@@ -147,7 +147,22 @@ def member_ablations(
     if len(run.members) < 2:
         return rows
     router = str(run.results.get("router") or "mean")
-    inputs: dict[str, Any] = {}  # input-only router features, the same for every ablation
+    refitter = _Refitter(run, router, val_true, refit)
+    refit_base = None  # the full router refitted here, where the run's code was other
+    if refitter.can(run.members) and not same_code(run.results):
+        full, method = refitter(run.members)
+        if full is not None and not np.allclose(full, run.ensemble, rtol=1e-5, atol=1e-6):
+            refit_base = full
+            full_loss = metrics.window_mse(full, run.true)
+            rows.insert(
+                1,
+                {
+                    "variant": "full ensemble (refitted by this version)",
+                    **metrics.scores(full, run.true),
+                    "method": method + "; the run was made by other code and its router "
+                    "gave other forecasts: the refitted rows below are compared with this",
+                },
+            )
     bar = tqdm(
         run.members,
         desc="ablations",
@@ -163,43 +178,7 @@ def member_ablations(
                 {"variant": f"without {m}", **scored(run.test[only]), "method": f"{only} alone"}
             )
             continue
-        fc, method = None, ""
-        # a learned router's references only fill its report's table, never its choice:
-        # not fitted here (about 7 s of the ablations on ETTh1, five members)
-        seed = run.results.get("seed", 0)
-        comb = make_combiner(router, member_names=rest, seed=seed, references=())
-        can_refit = val_true is not None and all(k in run.val for k in rest)
-        if can_refit and (refit is not None or not comb.needs_features):
-            try:
-                val_stack = hybrid.stack({k: run.val[k] for k in rest})
-                test_stack = hybrid.stack({k: run.test[k] for k in rest})
-                f_val = f_test = None
-                if comb.needs_features:
-                    for part, x in (("val", refit.val_x), ("test", refit.test_x)):
-                        if part not in inputs:
-                            inputs[part] = router_inputs(x, h, refit.periods, refit.channels)
-                    f_val, comb.feature_names = router_features(
-                        refit.val_x, val_stack, refit.periods, rest, refit.channels, inputs["val"]
-                    )
-                    f_test, _ = router_features(
-                        refit.test_x,
-                        test_stack,
-                        refit.periods,
-                        rest,
-                        refit.channels,
-                        inputs["test"],
-                    )
-                comb.fit(val_stack, val_true, f_val)
-                fc = hybrid.combined_forecast(comb, test_stack, f_test)
-                method = f"`{router}` refitted on the other members' validation forecasts" + (
-                    " and features" if comb.needs_features else ""
-                )
-                if getattr(comb, "chosen_", None):
-                    from router.learned import registry_name
-
-                    method += f"; it picked `{registry_name(comb.chosen_)}`"
-            except Exception as exc:  # fall back to renormalised weights below
-                log.warning("refitting %s without %s failed (%s)", router, m, exc)
+        fc, method = refitter(rest) if refitter.can(rest) else (None, "")
         if fc is None and run.weights is not None:
             if not saved:  # a full [M, W, H, C] stack: only for routers that need it
                 stack_all = hybrid.stack({k: run.test[k] for k in run.members})
@@ -219,8 +198,98 @@ def member_ablations(
         if fc is None:
             fc = stored_mean([run.test[k] for k in rest])
             method = "equal weights over the other members (no router weights saved)"
+            if refit_base is not None:  # not the refitted router: against the run's own
+                rows.append(
+                    {"variant": f"without {m}", **scored(fc, run.ensemble), "method": method}
+                )
+                continue
         rows.append({"variant": f"without {m}", **scored(fc), "method": method})
     return rows
+
+
+def same_code(results: dict[str, Any]) -> bool:
+    """Whether the run was made by this very code: its recorded commit is the current
+    one and neither tree had changes (runs from before the record count as other code)."""
+    from experiments.run import code_version
+
+    then = (results.get("environment") or {}).get("code")
+    if not isinstance(then, dict) or not then.get("commit") or then.get("modified"):
+        return False
+    now = code_version()
+    return now["commit"] == then["commit"] and now["modified"] is False
+
+
+class _Refitter:
+    """The run's router refitted on some of its members' validation forecasts (and
+    features recomputed for them, for routers that read features), forecasting test."""
+
+    def __init__(
+        self, run: RunData, router: str, val_true: np.ndarray | None, refit: RefitInputs | None
+    ):
+        self.run, self.router, self.val_true, self.refit = run, router, val_true, refit
+        self.inputs: dict[str, Any] = {}  # input-only router features, the same for all
+
+    def can(self, members: list[str]) -> bool:
+        from router import make_combiner
+
+        if self.val_true is None or not all(k in self.run.val for k in members):
+            return False
+        return self.refit is not None or not make_combiner(self.router).needs_features
+
+    def __call__(self, members: list[str]) -> tuple[np.ndarray | None, str]:
+        """(test forecast [W, H, C], how it was made), or (None, "") if the refit failed."""
+        from experiments.scoring import router_features, router_inputs
+        from router import make_combiner
+
+        run, refit, h = self.run, self.refit, self.run.true.shape[1]
+        # a learned router's references only fill its report's table, never its choice:
+        # not fitted here (about 7 s of the ablations on ETTh1, five members)
+        seed = run.results.get("seed", 0)
+        comb = make_combiner(self.router, member_names=members, seed=seed, references=())
+        try:
+            val_stack = hybrid.stack({k: run.val[k] for k in members})
+            test_stack = hybrid.stack({k: run.test[k] for k in members})
+            f_val = f_test = None
+            if comb.needs_features:
+                for part, x in (("val", refit.val_x), ("test", refit.test_x)):
+                    if part not in self.inputs:
+                        self.inputs[part] = router_inputs(x, h, refit.periods, refit.channels)
+                f_val, comb.feature_names = router_features(
+                    refit.val_x,
+                    val_stack,
+                    refit.periods,
+                    members,
+                    refit.channels,
+                    self.inputs["val"],
+                )
+                f_test, _ = router_features(
+                    refit.test_x,
+                    test_stack,
+                    refit.periods,
+                    members,
+                    refit.channels,
+                    self.inputs["test"],
+                )
+            comb.fit(val_stack, self.val_true, f_val)
+            fc = hybrid.combined_forecast(comb, test_stack, f_test)
+        except Exception as exc:  # fall back to renormalised weights
+            left = sorted(set(run.members) - set(members))
+            log.warning(
+                "refitting %s %s failed (%s)",
+                self.router,
+                f"without {', '.join(left)}" if left else "on all members",
+                exc,
+            )
+            return None, ""
+        which = "other members'" if len(members) < len(run.members) else "members'"
+        method = f"`{self.router}` refitted on the {which} validation forecasts" + (
+            " and features" if comb.needs_features else ""
+        )
+        if getattr(comb, "chosen_", None):
+            from router.learned import registry_name
+
+            method += f"; it picked `{registry_name(comb.chosen_)}`"
+        return fc, method
 
 
 def timellm_specs(members: list[str]) -> list[str]:

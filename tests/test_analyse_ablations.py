@@ -139,6 +139,7 @@ def test_member_ablation_of_a_feature_router_equals_a_run_without_the_member(
     alone = _learned_run(synth_csv, tmp_path / "without_naive", "snaive,window_mean")
     fitted, fit = [], LearnedRouter.fit
     monkeypatch.setattr(LearnedRouter, "fit", lambda self, *a: fitted.append(self) or fit(self, *a))
+    monkeypatch.setattr("experiments.analyse_ablations.same_code", lambda res: True)
     an = json.loads((analyse(out).parent / "routing_analysis.json").read_text(encoding="utf-8"))
     # the references only fill a run's report, never the choice: the refits skip them
     assert len(fitted) == 3 and all(r.references == () for r in fitted)
@@ -149,6 +150,39 @@ def test_member_ablation_of_a_feature_router_equals_a_run_without_the_member(
     picked = next(n for n, c in res["combiners"].items() if c["chosen"])
     assert row["method"].endswith(f"validation forecasts and features; it picked `{picked}`")
     assert row["mse"] == pytest.approx(res["test"]["ensemble"]["mse"], rel=1e-6)
+
+
+def test_a_run_of_other_code_is_compared_with_its_router_refitted_here(
+    synth_csv, tmp_path, monkeypatch
+):
+    # an older version's router (another selection rule) gave the run's ensemble: Δ of a
+    # refit by this version against it mixed the two, and one sign flipped
+    import numpy as np
+
+    from experiments import analyse_ablations
+
+    out = _learned_run(synth_csv, tmp_path / "run", "naive,snaive,window_mean")
+    monkeypatch.setattr(analyse_ablations, "same_code", lambda res: False)
+    rows = {r["variant"]: r for r in _ablation(out)}
+    assert "full ensemble (refitted by this version)" not in rows  # the same router here
+    with np.load(out / "forecasts.npz") as z:
+        saved = dict(z)
+    saved["test/ensemble"] = saved["test/snaive"]  # what "the old code" gave
+    np.savez(out / "forecasts.npz", **saved)
+    rows = {r["variant"]: r for r in _ablation(out)}
+    full = rows["full ensemble (refitted by this version)"]
+    assert full["mse"] != pytest.approx(rows["full ensemble (as run)"]["mse"])
+    without = rows["without naive"]
+    assert without["delta"] == pytest.approx(without["mse"] - full["mse"], rel=1e-6, abs=1e-9)
+    from experiments.analyse_ablations import same_code
+
+    assert not same_code({}) and not same_code({"environment": {"code": {"commit": None}}})
+
+
+def _ablation(out):
+    return json.loads((analyse(out).parent / "routing_analysis.json").read_text(encoding="utf-8"))[
+        "ablation"
+    ]
 
 
 def test_the_ablation_of_a_two_member_run_is_the_other_member_alone(synth_csv, tmp_path, caplog):

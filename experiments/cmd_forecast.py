@@ -37,6 +37,13 @@ def add_parser(sub) -> None:
         choices=["ffill"],
         help="forward-fill NaN/inf in the --data-path file instead of failing",
     )
+    p.add_argument(
+        "--backbone",
+        metavar="DIR",
+        help="the Time-LLM members' backbone folder where the run's saved path no longer "
+        "finds it (a run folder moved to another machine); checked to hold the files they "
+        "were trained on",
+    )
     p.add_argument("--out", help="the CSV to write, - for stdout (default RUN_DIR/forecast.csv)")
     p.set_defaults(func=handle)
 
@@ -57,7 +64,14 @@ def handle(args) -> int:
         for flag, given in (("--data-path", args.data_path), ("--run-data", args.run_data)):
             if given and out.resolve() == Path(given).resolve():
                 raise UserError(f"--out {out} is the {flag} file; name another file")
-    fc = forecast_run(args.run_dir, args.data_path, run_data=args.run_data, out=out, fill=args.fill)
+    fc = forecast_run(
+        args.run_dir,
+        args.data_path,
+        run_data=args.run_data,
+        out=out,
+        fill=args.fill,
+        backbone=args.backbone,
+    )
     if to_stdout:
         # UTF-8 as the file is, whatever the console's code page: a cp1252 stdout
         # (Windows, redirected) wrote a Chinese channel name as \u9ad8 escapes

@@ -67,6 +67,7 @@ def forecast_run(
     run_data: str | Path | None = None,
     out: str | Path | None = None,
     fill: str | None = None,
+    backbone: str | Path | None = None,
 ) -> Forecast:
     """Forecast the ``pred_len`` steps after the data's last row with a finished run.
 
@@ -80,6 +81,9 @@ def forecast_run(
             rerun cannot replace the models between forecast and file).
         fill: "ffill" to forward-fill NaN/inf in ``data_path``'s rows (the run's own
             ``fill`` applies to it in any case).
+        backbone: the folder of the Time-LLM members' backbone where their saved path no
+            longer finds it (a run moved to another machine); it must hold the files they
+            were trained on (checked).
 
     Raises:
         UserError: not a finished run, a member without its saved model, the run's data
@@ -176,7 +180,7 @@ def forecast_run(
         forecasts = []  # [W, H, C] of the evaluated channels, per member
         for spec in specs:  # one at a time: two backbones need not fit in memory at once
             built = registry.build(spec, member_context(spec, cfg, splits, periods, folder, False))
-            member = _load(type(built), member_path(folder, spec), spec, folder)
+            member = _load(type(built), member_path(folder, spec), spec, folder, backbone)
             forecasts.append(predict_last(member, windows, scanned)[..., ch])
             del member, built
             if registry.parse_spec(spec)[0] in HOLDS_A_BACKBONE:
@@ -321,9 +325,10 @@ def _run_dataset(cfg, res: dict[str, Any], folder: Path):
     return dataset
 
 
-def _load(cls, member_dir: Path, spec: str, folder: Path):
+def _load(cls, member_dir: Path, spec: str, folder: Path, backbone: str | Path | None = None):
     """A member saved under ``member_dir/model``. A Time-LLM keeps its partial forecasts
-    in this folder (not the one it was trained in) and takes the best device here.
+    in this folder (not the one it was trained in), takes the best device here, and
+    ``backbone`` for a local backbone folder, if given.
 
     Raises:
         UserError: the saved model cannot be read (a file cut short, overwritten, or
@@ -335,7 +340,14 @@ def _load(cls, member_dir: Path, spec: str, folder: Path):
     takes = inspect.signature(cls.load).parameters
     try:
         if any(p.kind is p.VAR_KEYWORD for p in takes.values()):
-            return cls.load(model, workdir=str(member_dir), device=None, progress=None)
+            saved = _local(model)
+            if saved and backbone is None and not Path(saved).expanduser().exists():
+                raise UserError(
+                    f"{spec}'s backbone folder {saved} is not there (a run folder moved to "
+                    "another machine?): give the folder holding that model with --backbone DIR"
+                )
+            moved = {"backbone": str(backbone)} if saved and backbone is not None else {}
+            return cls.load(model, workdir=str(member_dir), device=None, progress=None, **moved)
         return cls.load(model)
     except (UserError, MemoryError, ImportError, PermissionError):
         raise  # not the files' fault: refitting would not help
@@ -347,6 +359,18 @@ def _load(cls, member_dir: Path, spec: str, folder: Path):
             f"delete that folder and rerun the run to fit it again "
             f"(hybrid-forecast run --config {folder / 'config.yaml'})"
         ) from None
+
+
+def _local(model: Path) -> str | None:
+    """The backbone folder a saved Time-LLM ran on, None for the embedded MiniLM, the
+    random ones or a member that saves no config.json."""
+    try:
+        saved = json.loads((model / "config.json").read_text(encoding="utf-8"))["backbone"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(saved, str) or saved in ("minilm", "none") or saved.endswith("-random"):
+        return None
+    return saved
 
 
 def _check_split_is_the_runs(dataset, splits, res: dict[str, Any], folder: Path) -> None:

@@ -210,6 +210,47 @@ def test_the_forecast_on_stdout_is_utf8_whatever_the_console(synth_csv, tmp_path
     assert text.startswith("date,channel,ensemble") and ",高压负荷," in text
 
 
+def test_a_moved_backbone_folder_is_named_with_backbone(synth_csv, tmp_path, monkeypatch, capsys):
+    # a run folder carried to another machine: the Time-LLM's backbone is elsewhere there
+    # (a relative path was kept as given, and found from the run's working folder only)
+    from conftest import TINY_LLAMA
+    from transformers import AutoTokenizer
+
+    from timellm.backbone import _minilm_dir, random_backbone
+
+    def backbone(path, seed):
+        random_backbone("llama", seed=seed, **TINY_LLAMA).model.save_pretrained(path)
+        AutoTokenizer.from_pretrained(_minilm_dir()).save_pretrained(path)
+
+    monkeypatch.chdir(tmp_path)
+    backbone(tmp_path / "bb", 0)
+    csv, out = synth_csv(n=400), tmp_path / "run"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "32", "--pred-len", "8", "--quiet"]
+    argv += ["--members", "naive,timellm", "--router", "mean", "--out", str(out)]
+    tiny = ["backbone=bb", "llm_layers=1", "d_model=8", "d_ff=16", "n_heads=2", "epochs=1"]
+    tiny += ["num_prototypes=16", "train_stride=8", "val_stride=8"]
+    assert main([*argv, *(a for kv in tiny for a in ("--set", f"timellm.{kv}"))]) == 0
+    capsys.readouterr()
+    with np.load(out / "forecasts.npz") as z:
+        expected = z["test/timellm"][-1]
+    (tmp_path / "bb").rename(tmp_path / "moved")
+    cut = tmp_path / "cut.csv"
+    pd.read_csv(csv).iloc[:-8].to_csv(cut, index=False)
+    err = _one_line_error(["forecast", str(out), "--data-path", str(cut)], capsys)
+    assert f"backbone folder {tmp_path / 'bb'} is not there" in err and "--backbone DIR" in err
+    assert main(["forecast", str(out), "--data-path", str(cut), "--backbone", "moved"]) == 0
+    frame = pd.read_csv(out / "forecast.csv")
+    from ensemble.data import load_dataset, make_splits
+
+    scaler = make_splits(load_dataset(data_path=csv), 32, 8).scaler
+    got = frame["timellm"].to_numpy().reshape(8, -1)
+    np.testing.assert_allclose(got, scaler.inverse_transform(expected), rtol=1e-4, atol=1e-4)
+    backbone(tmp_path / "other", 1)  # other weights at the path given: refused
+    capsys.readouterr()
+    err = _one_line_error(["forecast", str(out), "--backbone", "other"], capsys)
+    assert "trained on other weights" in err
+
+
 def test_a_run_on_one_target_forecasts_it_and_refuses_another(synth_csv, tmp_path, capsys):
     out, csv = tmp_path / "run", synth_csv(n=600)
     argv = ["run", "--data-path", str(csv), "--seq-len", "48", "--pred-len", "24", "--quiet"]

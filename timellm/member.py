@@ -849,11 +849,15 @@ class TimeLLMForecaster(BaseForecaster):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         atomic_save(trainable_state(self.model), path / "trainable.pt")
+        # a relative folder is found from this working directory only: stored absolute,
+        # so `forecast` run from elsewhere finds it (and --backbone names a moved one)
+        backbone = local_backbone(str(self.backbone)) or self.backbone
+        kwargs = {k: v for k, v in self.kwargs.items() if k not in ("resume",)}
         meta = {
             "class": type(self).__name__,
             "name": self.name,
-            "kwargs": {k: v for k, v in self.kwargs.items() if k not in ("resume",)},
-            "backbone": self.backbone,
+            "kwargs": {**kwargs, "backbone": backbone},
+            "backbone": backbone,
             # the path alone does not say which weights were there (`load` compares)
             "backbone_identity": backbone_identity(str(self.backbone)),
             "n_channels": self.n_channels,
@@ -900,6 +904,15 @@ class TimeLLMForecaster(BaseForecaster):
             with open(path / "injectors.pkl", "rb") as fh:
                 obj.injectors = pickle.load(fh)
         return obj
+
+
+def local_backbone(spec: str) -> str | None:
+    """The absolute path of a backbone spec that names an existing local folder, else
+    None (``minilm``, ``none``, the random ones, a hub id)."""
+    if spec in ("minilm", "none") or spec.endswith("-random"):
+        return None
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.is_dir() else None
 
 
 def _per_series(windows: np.ndarray) -> np.ndarray:

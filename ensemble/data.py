@@ -22,7 +22,6 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -524,7 +523,9 @@ def split_borders(
     return b1, b2
 
 
-def make_splits(dataset: Dataset, seq_len: int, pred_len: int, *, percent: int = 100) -> Splits:
+def make_splits(
+    dataset: Dataset, seq_len: int, pred_len: int, *, percent: int = 100, warn: bool = True
+) -> Splits:
     """Split, scale (on train rows only) and wrap the dataset.
 
     Args:
@@ -535,6 +536,8 @@ def make_splits(dataset: Dataset, seq_len: int, pred_len: int, *, percent: int =
             first ``percent`` % of its rows past the first lookback, ``(T_train - L) *
             percent // 100 + L`` rows, so its windows are a little fewer than ``percent``
             % (ETTh1, L=512, H=96, 10 %: 717 of 8033); the scaler still uses all train rows.
+        warn: log the columns whose scaled metrics mislead (`_warn_scale`); `tune`'s
+            trials split again what its start has warned about.
 
     Raises:
         UserError: the series is too short for ``seq_len + pred_len`` in some split.
@@ -554,7 +557,8 @@ def make_splits(dataset: Dataset, seq_len: int, pred_len: int, *, percent: int =
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = scaler.transform(dataset.values)
     _refuse_float32_overflow(dataset, scaled, scaler)
-    _warn_scale(dataset, scaled, scaler)
+    if warn:
+        _warn_scale(dataset, scaled, scaler)
     ends = list(b2)
     if percent < 100:
         ends[0] = (b2[0] - seq_len) * percent // 100 + seq_len
@@ -587,7 +591,6 @@ def make_splits(dataset: Dataset, seq_len: int, pred_len: int, *, percent: int =
 # benchmark files stay under 200 (weather's -9999 wind readings), and a value this far
 # out dominates the MSE, while float32 forecasts round it by 1e-3 or more.
 FAR_FROM_TRAIN = 1e4
-_warned: set[tuple[str, str, str]] = set()  # once per process, not once per tune trial
 
 
 def _warn_scale(dataset: Dataset, scaled: np.ndarray, scaler: StandardScaler) -> None:
@@ -595,17 +598,9 @@ def _warn_scale(dataset: Dataset, scaled: np.ndarray, scaler: StandardScaler) ->
     channel constant over the train rows (scaled by 1, so its errors count in its own
     units) and a value ``FAR_FROM_TRAIN`` train standard deviations out."""
 
-    def once(column: str, what: str, message: str, *args: Any) -> None:
-        key = (str(dataset.path), column, what)
-        if key not in _warned:
-            _warned.add(key)
-            log.warning(message, *args)
-
     constant = scaler.constant if scaler.constant is not None else np.zeros(len(scaler.std), bool)
     for c in np.flatnonzero(constant):
-        once(
-            dataset.columns[c],
-            "constant",
+        log.warning(
             "%s: column %r is constant over the train rows (%.6g): it is scaled by 1, not by "
             "its spread, so its errors count in its own units wherever it is scored; "
             "drop the column if it carries nothing",
@@ -616,9 +611,7 @@ def _warn_scale(dataset: Dataset, scaled: np.ndarray, scaler: StandardScaler) ->
     far = np.abs(scaled).max(axis=0)
     for c in np.flatnonzero((far > FAR_FROM_TRAIN) & ~constant):
         row = int(np.abs(scaled[:, c]).argmax())
-        once(
-            dataset.columns[c],
-            "far",
+        log.warning(
             "%s: column %r is %.3g train standard deviations from its train mean at row %d "
             "(line %d, value %.6g): its errors will dominate the MSE, and its float32 "
             "forecasts are rounded there; check that value and the column's train rows",

@@ -139,18 +139,20 @@ class FolderLock:
         folder: the folder (made if missing, unless ``shared``).
         shared: a reader's lock. A folder that does not exist or cannot be written
             (a read-only copy of a run: nobody writes it) is read without one.
+        name: the lock file (another name locks another part of the work: `analyse`
+            writing its report into a run folder it reads under the run's lock).
 
     Raises:
         BlockingIOError: another process holds the lock (callers know what to tell the
             user).
     """
 
-    def __init__(self, folder: str | Path, shared: bool = False) -> None:
+    def __init__(self, folder: str | Path, shared: bool = False, name: str = ".lock") -> None:
         folder = Path(folder)
         self._locked = False
         if shared:
             try:
-                self._fh = open(folder / ".lock", "a+b")
+                self._fh = open(folder / name, "a+b")
             except OSError as exc:
                 if isinstance(exc, PermissionError | FileNotFoundError) or exc.errno == errno.EROFS:
                     self._fh = open(os.devnull, "rb")  # nothing to lock: release() closes it
@@ -158,7 +160,7 @@ class FolderLock:
                 raise
         else:
             folder.mkdir(parents=True, exist_ok=True)
-            self._fh = open(folder / ".lock", "a+b")  # held open: closing it unlocks
+            self._fh = open(folder / name, "a+b")  # held open: closing it unlocks
         try:
             _lock(self._fh, True, shared)
         except OSError as exc:
@@ -168,9 +170,12 @@ class FolderLock:
                     errno.EAGAIN, "locked by another process", str(folder)
                 ) from None
             logging.getLogger(__name__).warning(
-                "cannot lock %s (%s): two runs writing it at once would mix their files",
+                "cannot lock %s (%s): %s",
                 folder,
                 exc.strerror or exc,
+                "a run rewriting it meanwhile would change what is read"
+                if shared
+                else "two runs writing it at once would mix their files",
             )
         else:
             self._locked = True
@@ -189,9 +194,9 @@ class FolderLock:
 def held(folder: str | Path) -> bool:
     """Whether another process holds ``folder``'s lock (shared or exclusive) right now;
     creates nothing. For refusing early; the work itself takes a `FolderLock`."""
-    try:
-        fh = open(Path(folder) / ".lock", "rb")
-    except OSError:  # no lock file, or none to be read: nobody holds one
+    try:  # for writing: an exclusive flock over NFS needs a file open for writing
+        fh = open(Path(folder) / ".lock", "r+b")
+    except OSError:  # no lock file, or none to be had: nobody holds one
         return False
     with fh:
         try:

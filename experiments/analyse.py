@@ -244,8 +244,13 @@ def _splits(run: RunData, run_data: str | Path | None = None):
             percent=int(cfg.get("percent", 100)),
         )
     except UserError as exc:
-        hint = "" if run_data else "; give the run's data file with --run-data FILE"
-        log.warning("cannot reload the run's data (%s); feature analyses are skipped%s", exc, hint)
+        if run_data:  # asked for by name: not a silent skip
+            raise UserError(f"--run-data {run_data}: {exc}") from None
+        log.warning(
+            "cannot reload the run's data (%s); feature analyses are skipped; give the run's "
+            "data file with --run-data FILE",
+            exc,
+        )
         return None
 
 
@@ -789,11 +794,24 @@ def analyse(
         ) from None
     except OSError:  # no lock file to be had: nobody writes such a folder
         lock = None
+    report = None  # two analyses writing into the run folder would mix their files
     try:
+        into_run = out is None or Path(out).resolve() == Path(run_dir).resolve()
+        if into_run and Path(run_dir).is_dir():
+            try:
+                report = FolderLock(run_dir, name=".analyse.lock")
+            except BlockingIOError:
+                raise UserError(
+                    f"another analyse is writing its report into {run_dir}; wait for it to "
+                    "finish, or write this one elsewhere with --out"
+                ) from None
+            except OSError:  # a read-only folder: the report's own write says so
+                report = None
         return _analyse(run_dir, out, ablation_runs, prompt_probe, prototypes, progress, run_data)
     finally:
-        if lock is not None:
-            lock.release()
+        for held_lock in (report, lock):
+            if held_lock is not None:
+                held_lock.release()
 
 
 def _analyse(

@@ -109,7 +109,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     return args
 
 
-def _home(value):
+def _home(value: object) -> object:
     """A "~" path with the home folder in it; any other value as it is."""
     return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
 
@@ -209,8 +209,10 @@ def _path_fix(exc: OSError, flag: str | None, out_free: bool = False) -> str:
         return "give a file path there, not a folder"
     if flag in ("--data-dir", "--data-path", "--config"):  # read, never written
         return f"check {flag}: the file must exist and be readable"
-    if flag and not flag.startswith("--") and out_free and isinstance(exc, PermissionError):
-        return f"{flag} cannot be written to: write the outputs elsewhere with --out"
+    if flag and not flag.startswith("--") and isinstance(exc, PermissionError):
+        if out_free:
+            return f"{flag} cannot be written to: write the outputs elsewhere with --out"
+        return f"check {flag}: its files must be readable by you"
     if flag:
         return f"check {flag}: give a path you can write to"
     return "give a path to a folder you can write to (e.g. --out)"
@@ -277,10 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         where = exc.filename or "a path"
         leaf = _leaf_parser(parser, args) if parser is not None and args is not None else None
+        # a command writing into its input folder unless given --out, which cannot
+        # write there (a file it cannot read is not fixed by --out)
+        run_dir = getattr(args, "run_dir", None)
         out_free = (
             leaf is not None
             and "--out" in leaf._option_string_actions
             and getattr(args, "out", None) is None
+            and not (isinstance(run_dir, str) and os.access(run_dir, os.W_OK))
         )
         fix = _path_fix(exc, _flag_of(exc.filename, leaf, args), out_free)
         print(f"error: cannot use {where}: {exc.strerror or exc}; {fix}", file=sys.stderr)

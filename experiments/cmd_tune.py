@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -34,7 +35,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--study", help="study name (default <dataset>_<H>_<members>)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
-    p.add_argument("--out", help="output folder (default tune/<study>)")
+    p.add_argument(
+        "--out",
+        help="output folder (default tune/<study>; a study name holding a path or characters "
+        "no folder name takes gets them replaced by _)",
+    )
     p.add_argument("--router", default="mean", help="router written into best_config.yaml")
     p.add_argument("--seed", type=int, default=0, help="seed of the members' training")
     p.add_argument("--min-seq-len", type=int, default=96, help="smallest lookback")
@@ -121,13 +126,14 @@ def handle(args) -> int:
 
 
 def default_out(study: str) -> str:
-    """``tune/<study>``; a study name that is no folder name (a member spec holding a
-    path, ``timellm@backbone=C:\\models\\qwen``) as the file-name-safe one of
-    ``member_cache.member_dir``, so that its slashes make no nested folders."""
-    import re
-
-    if re.fullmatch(r"[\w.=+@,-]{1,128}", study) and not study.endswith("."):
-        return f"tune/{study}"  # the names studies had, kept: their reruns resume them
+    """``tune/<study>`` (where earlier studies are: their reruns resume them), unless the
+    study's name is no single folder name on every system (a member spec holding a path,
+    ``timellm@backbone=C:\\models\\qwen``, made nested folders): then the file-name-safe
+    one of ``member_cache.member_dir``."""
+    name = f"tune/{study}"
+    unsafe = re.search(r'[<>:"/\\|?*\x00-\x1f]', study) or study.endswith((".", " "))
+    if (not unsafe and len(study.encode()) <= 128) or (Path(name) / "study.db").is_file():
+        return name
     from experiments.member_cache import member_dir
 
-    return f"tune/{member_dir(study)}"
+    return f"tune/{member_dir(study).rstrip('. ') or 'study'}"  # Windows drops a final dot

@@ -219,8 +219,13 @@ def code_version() -> dict[str, Any]:
 
     def git(*args: str) -> str | None:
         try:
+            # --no-optional-locks: `status` refreshes the index otherwise, and a commit
+            # made meanwhile in that clone fails on its index.lock
             done = subprocess.run(
-                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20
+                ["git", "--no-optional-locks", "-C", str(root), *args],
+                capture_output=True,
+                text=True,
+                timeout=20,
             )
         except (OSError, subprocess.SubprocessError):  # no git on the machine, a hung disk
             return None
@@ -735,6 +740,9 @@ def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:
         return items
 
     old, new = flat(held), flat(cfg.to_dict())
+    for key in ("data_path", "data_dir"):  # stored as given before they were made absolute
+        if isinstance(old.get(key), str) and isinstance(new.get(key), str):
+            old[key] = str(Path(old[key]).expanduser().resolve())
     # a member's `progress` (`timellm --quiet` sets it) changes no number: not a change
     keys = [
         k

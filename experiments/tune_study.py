@@ -238,7 +238,9 @@ def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
 
     dataset = load_study_data(spec) if dataset is None else dataset
     # The train rows are the same for every lookback; the smallest L keeps the check cheap.
-    splits = make_splits(dataset, spec.min_seq_len, spec.pred_len)
+    splits = make_splits(
+        dataset, spec.min_seq_len, spec.pred_len, warn=False
+    )  # tune's check said it
     ranked = detect_periods(splits, k=10)
     periods = period_candidates(ranked, spec.min_seq_len, spec.max_seq_len, spec.max_periods)
     if not periods:
@@ -254,7 +256,7 @@ def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
         )
     longest = max(lookback_range(p, spec.min_seq_len, spec.max_seq_len)[1] for p in periods)
     try:  # else every trial drawing a long lookback fails, and the study still exits 0
-        make_splits(dataset, longest, spec.pred_len)
+        make_splits(dataset, longest, spec.pred_len, warn=False)
     except UserError as exc:
         raise UserError(
             f"--max-seq-len {spec.max_seq_len} allows lookbacks the data cannot hold "

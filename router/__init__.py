@@ -1,8 +1,10 @@
 """Combination rules and routers that weight members' forecasts per window and channel.
 
 Every combiner has ``fit(val_forecasts [M, W, H, C], val_targets [W, H, C], features, terms)
--> self``, ``weights(forecasts [M, W, H, C], features) -> [W, C, M]`` (rows on the simplex)
-and ``forecast(forecasts, features) -> [W, H, C]``. Combiners are fitted on validation
+-> self``, ``weights(forecasts [M, W, H, C], features) -> [W, C, M]`` (rows on the simplex;
+the steps' average for the rules that weigh each horizon step apart),
+``step_weights(forecasts, features) -> [W, H, C, M]`` (the weights each step is combined
+with) and ``forecast(forecasts, features) -> [W, H, C]``. Combiners are fitted on validation
 forecasts only (``terms``, optional, are their ``router.objective.WindowTerms``); ``features`` ([W, C, F], ``router.features.window_features``) come from
 the windows' inputs only and are needed by combiners with ``needs_features``.
 

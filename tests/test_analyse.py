@@ -149,6 +149,8 @@ def test_report_without_data_still_writes(synth_csv, tmp_path, caplog):
     # the run's file where it is now (a run folder moved to another machine)
     md = analyse(run_dir, out=tmp_path / "again", run_data=moved).read_text(encoding="utf-8")
     assert "could not be reloaded" not in md and "Features computed" in md
+    with pytest.raises(UserError, match="--run-data .*nope.csv"):  # named, so not skipped
+        analyse(run_dir, out=tmp_path / "third", run_data=tmp_path / "nope.csv")
 
 
 def test_data_changed_since_the_run_is_not_used(synth_csv, tmp_path):
@@ -270,6 +272,16 @@ def test_a_run_folder_being_rerun_is_not_written_into(synth_csv, tmp_path):
         assert analyse(run_dir).is_file()
     finally:
         reader.release()
+    writing = FolderLock(run_dir, name=".analyse.lock")  # another analyse writing its report
+    try:
+        with pytest.raises(UserError, match="another analyse is writing its report into"):
+            analyse(run_dir)
+        assert analyse(run_dir, out=tmp_path / "mine").is_file()  # its own folder: fine
+    finally:
+        writing.release()
+    with pytest.raises(UserError, match="not a finished run folder"):
+        analyse(tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_analyse_reads_the_run_under_its_lock(synth_csv, tmp_path, monkeypatch):

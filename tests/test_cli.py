@@ -341,6 +341,10 @@ def test_a_read_only_run_folder_points_at_out(command, monkeypatch, tmp_path, ca
     lines = _err_lines(capsys)
     assert len(lines) == 1 and "RUN_DIR cannot be written to" in lines[0], lines
     assert lines[0].endswith("write the outputs elsewhere with --out")
+    run.mkdir()  # a folder it can write, and a file in it that it cannot read: no --out
+    assert main([command, str(run)]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and lines[0].endswith("check RUN_DIR: its files must be readable by you")
 
 
 @pytest.mark.parametrize(

@@ -205,6 +205,26 @@ def test_a_rerun_that_only_hides_a_members_bars_replaces_no_setting(synth_csv, t
     assert "member_params.dlinear.lr: (unset) -> 0.01" in caplog.text
 
 
+def test_a_relative_data_dir_of_an_earlier_run_is_no_changed_setting(
+    data_dir, tmp_path, monkeypatch, caplog
+):
+    # config.yaml kept --data-dir as given before it was stored absolute: the first rerun
+    # warned that the folder "held a finished run with other settings (data_dir: d -> ...)"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").symlink_to(data_dir)
+    out = tmp_path / "r"
+    argv = ["run", "--dataset", "ETTh1", "--data-dir", "d", "--seq-len", "48", "--pred-len"]
+    argv += ["12", "--members", "naive", "--percent", "10", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    config, stored = out / "config.yaml", f"data_dir: {(tmp_path / 'd').resolve()}"
+    text = config.read_text(encoding="utf-8")
+    assert stored in text
+    config.write_text(text.replace(stored, "data_dir: d"), encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    assert "other settings" not in caplog.text
+
+
 def test_bad_setting_on_a_rerun_leaves_the_finished_run_alone(synth_csv, tmp_path, capsys):
     # refused before the folder is touched: results, config.yaml and run.log as they were
     out = tmp_path / "r"

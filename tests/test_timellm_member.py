@@ -652,11 +652,11 @@ def test_bad_settings_are_user_errors():
         member(schedule="warm")
     with pytest.raises(UserError, match="pct_start"):
         member(pct_start=1.5)
-    for bad in (-1e-4, "0.1", True):
+    for bad in (-1e-4, "0.1", True, float("inf")):
         with pytest.raises(UserError, match="weight_decay must be a number >= 0"):
             member(weight_decay=bad)
-    for bad in (0, -1.0, "1", True):
-        with pytest.raises(UserError, match="clip_grad must be a number above 0"):
+    for bad in (0, -1.0, "1", True, float("inf"), "null"):
+        with pytest.raises(UserError, match="clip_grad must be a number above 0; leave it out"):
             member(clip_grad=bad)
     with pytest.raises(UserError, match="d_model must be >= 1"):
         member(d_model=0)  # a zero-size layer used to fail only at the first step

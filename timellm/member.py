@@ -83,6 +83,11 @@ _ADDED_LATER = {
 }
 
 
+def _finite(value: Any) -> bool:
+    """A finite int or float, not a bool (``--set`` gives "inf" and true as such)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+
+
 def _check_sizes(dropout: float, **sizes: int) -> None:
     """Sizes >= 1 and a dropout rate below 1, else a zero-size layer or an all-zero
     activation fails deep inside the first training step."""
@@ -283,19 +288,12 @@ class TimeLLMForecaster(BaseForecaster):
             raise UserError(f"schedule must be one of {', '.join(SCHEDULES)} (got {schedule!r})")
         if not 0 <= pct_start <= 1:
             raise UserError(f"pct_start must be in [0, 1] (got {pct_start})")
-        if (
-            isinstance(weight_decay, bool)
-            or not isinstance(weight_decay, int | float)
-            or not weight_decay >= 0
-        ):
+        if not _finite(weight_decay) or not weight_decay >= 0:
             raise UserError(f"timellm: weight_decay must be a number >= 0 (got {weight_decay!r})")
-        if clip_grad is not None and (
-            isinstance(clip_grad, bool)
-            or not isinstance(clip_grad, int | float)
-            or not clip_grad > 0
-        ):
+        if clip_grad is not None and (not _finite(clip_grad) or not clip_grad > 0):
             raise UserError(
-                f"timellm: clip_grad must be a number above 0, or null for no clipping (got {clip_grad!r})"
+                f"timellm: clip_grad must be a number above 0; leave it out for no clipping "
+                f"(got {clip_grad!r})"
             )
         if load_in_4bit and load_in_8bit:
             raise UserError(QUANTISE_ONE)

@@ -191,6 +191,14 @@ class FolderLock:
             self._fh.close()
 
 
+def holder(folder: str | Path) -> str:
+    """Who holds a folder's lock against a reader: a run writing it, or on Windows, whose
+    locks are all exclusive, any other command using it too."""
+    if os.name == "nt":
+        return f"another command (a run, analyse or forecast) is using {folder}"
+    return f"a run is writing to {folder}"
+
+
 def held(folder: str | Path) -> bool:
     """Whether another process holds ``folder``'s lock (shared or exclusive) right now;
     creates nothing. For refusing early; the work itself takes a `FolderLock`."""

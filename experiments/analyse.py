@@ -51,7 +51,7 @@ import numpy as np
 
 from ensemble import metrics
 from ensemble.errors import UserError
-from ensemble.io import FolderLock, write_json, write_text
+from ensemble.io import FolderLock, holder, write_json, write_text
 from experiments import shell
 from experiments.analyse_ablations import (
     check_ablation_runs,
@@ -789,9 +789,7 @@ def analyse(
     try:
         lock = FolderLock(run_dir, shared=True)
     except BlockingIOError:
-        raise UserError(
-            f"a run is writing to {run_dir}; analyse it when that run has finished"
-        ) from None
+        raise UserError(f"{holder(run_dir)}; analyse it when that has finished") from None
     except OSError:  # no lock file to be had: nobody writes such a folder
         lock = None
     report = None  # two analyses writing into the run folder would mix their files

@@ -92,7 +92,7 @@ def forecast_run(
     from ensemble import hybrid
     from ensemble.data import Windows, load_dataset, make_splits
     from ensemble.forecaster import predict_last
-    from ensemble.io import FolderLock, write_csv
+    from ensemble.io import FolderLock, holder, write_csv
     from experiments import registry
     from experiments.config import RunConfig
     from experiments.member_cache import member_path
@@ -106,7 +106,7 @@ def forecast_run(
     try:
         lock = FolderLock(folder, shared=True)
     except BlockingIOError:
-        raise UserError(f"a run is writing to {folder}; wait for it to finish") from None
+        raise UserError(f"{holder(folder)}; wait for it to finish") from None
     except OSError:  # no lock file to be had: nobody writes such a folder
         lock = None
     try:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ensemble.data import Dataset, Splits
 from ensemble.errors import reason
-from ensemble.io import FolderLock
+from ensemble.io import FolderLock, holder
 from experiments import registry
 from experiments.config import RunConfig
 
@@ -288,7 +288,7 @@ def copy_members(copies: list[tuple[str, Path, Path]], source: Path) -> None:
     try:
         lock = FolderLock(source, shared=True)  # other readers (analyse, forecast) welcome
     except BlockingIOError:
-        log.warning("%s is being written by another run: its members are fitted here", source)
+        log.warning("%s: its members are fitted here, not copied", holder(source))
         return
     except OSError:  # a read-only copy of a run: nobody writes it
         lock = None

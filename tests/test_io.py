@@ -141,6 +141,16 @@ def test_a_held_folder_lock_is_refused_and_released_locks_are_free(tmp_path):
     FolderLock(tmp_path).release()
 
 
+def test_a_reader_refused_is_told_who_holds_the_folder(monkeypatch):
+    # Windows locks are exclusive: there a reader is refused by other readers too
+    from ensemble.io import holder
+
+    if os.name != "nt":  # readers share the lock: only a writer refuses one
+        assert holder("r") == "a run is writing to r"
+    monkeypatch.setattr(os, "name", "nt")
+    assert holder("r") == "another command (a run, analyse or forecast) is using r"
+
+
 @pytest.mark.skipif(os.name == "nt", reason="Windows locks are exclusive: readers queue")
 def test_readers_share_a_folder_lock_and_exclude_a_writer(tmp_path):
     # a run copying members out, analyse and forecast read a run folder at once; a rerun

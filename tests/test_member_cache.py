@@ -139,14 +139,14 @@ def test_a_config_rerun_into_a_new_folder_copies_the_members_it_can(synth_csv, t
     finally:
         busy.release()
     log = (tmp_path / "busy" / "run.log").read_text(encoding="utf-8")
-    assert "is being written by another run" in log and "dlinear@epochs=2: fit" in log
+    assert "a run is writing to" in log and "dlinear@epochs=2: fit" in log
     reading = FolderLock(first, shared=True)  # an analyse or forecast of it: copied
     try:
         assert main(["run", "--config", cfg, "--out", str(tmp_path / "read"), "--quiet"]) == 0
     finally:
         reading.release()
     log = (tmp_path / "read" / "run.log").read_text(encoding="utf-8")
-    assert "is being written" not in log and log.count("copied from") == 2
+    assert "a run is writing to" not in log and log.count("copied from") == 2
 
     def full_disk(*a, **kw):
         raise OSError(28, "No space left on device")

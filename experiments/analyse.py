@@ -647,10 +647,15 @@ def _within_channel_spearman(feature: np.ndarray, weight: np.ndarray) -> float |
 
 
 def _saved_timellm(
-    run: RunData, flag: str, needs_prompt: bool, progress: bool = True
+    run: RunData,
+    flag: str,
+    needs_prompt: bool,
+    progress: bool = True,
+    backbone: str | Path | None = None,
 ) -> TimeLLMForecaster:
-    """The run's saved Time-LLM member, checked before any work is done."""
-    from timellm.member import TimeLLMForecaster
+    """The run's saved Time-LLM member, checked before any work is done; ``backbone``:
+    its backbone folder where the saved path no longer finds it (a moved run)."""
+    from timellm.member import TimeLLMForecaster, backbone_override
 
     specs = timellm_specs(run.members)
     if len(specs) > 1:
@@ -676,15 +681,20 @@ def _saved_timellm(
     damaged = f"{flag}: the saved Time-LLM in {model_dir} is damaged"
     try:
         meta = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["kwargs"]
-        backbone, prompt = meta.get("backbone"), meta.get("prompt")
+        saved_backbone, prompt = meta.get("backbone"), meta.get("prompt")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: bad JSON
         raise UserError(f"{damaged} (config.json: {exc.__class__.__name__}); {rerun}") from None
-    if backbone == "none":
+    if saved_backbone == "none":
         raise UserError(f"{flag}: this run's Time-LLM has no LLM (backbone=none)")
     if needs_prompt and prompt == "none":
         raise UserError(f"{flag}: this run's Time-LLM has no prompt (prompt=none)")
     try:  # bars on a terminal; the best device here, whichever the run trained on
-        return TimeLLMForecaster.load(model_dir, progress=None if progress else False, device=None)
+        return TimeLLMForecaster.load(
+            model_dir,
+            progress=None if progress else False,
+            device=None,
+            **backbone_override(model_dir, backbone, specs[0]),
+        )
     except UserError:
         raise
     except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as exc:
@@ -767,6 +777,7 @@ def analyse(
     prototypes: bool = False,
     progress: bool = True,
     run_data: str | Path | None = None,
+    backbone: str | Path | None = None,
 ) -> Path:
     """Write the routing report of a run folder; returns the report's path.
 
@@ -782,6 +793,8 @@ def analyse(
             False: none.
         run_data: the file the run was fitted on, where its config no longer finds it
             (a run folder moved to another machine); checked against the run's targets.
+        backbone: the saved Time-LLM's backbone folder where its saved path no longer
+            finds it (``prompt_probe``, ``prototypes``); checked to hold its files.
     """
     # Under the run folder's shared lock, taken before anything is read: a rerun that
     # replaced the files meanwhile left a report of the old router beside the new
@@ -805,7 +818,9 @@ def analyse(
                 ) from None
             except OSError:  # a read-only folder: the report's own write says so
                 report = None
-        return _analyse(run_dir, out, ablation_runs, prompt_probe, prototypes, progress, run_data)
+        return _analyse(
+            run_dir, out, ablation_runs, prompt_probe, prototypes, progress, run_data, backbone
+        )
     finally:
         for held_lock in (report, lock):
             if held_lock is not None:
@@ -820,6 +835,7 @@ def _analyse(
     prototypes: bool,
     progress: bool,
     run_data: str | Path | None,
+    backbone: str | Path | None,
 ) -> Path:
     """`analyse`, once the run folder is locked."""
     from experiments.analyse_report import make_figures, probe_figure, report_markdown
@@ -829,7 +845,7 @@ def _analyse(
     member = None
     if prompt_probe or prototypes:
         flag = "--prompt-probe" if prompt_probe else "--prototypes"
-        member = _saved_timellm(run, flag, needs_prompt=prompt_probe, progress=progress)
+        member = _saved_timellm(run, flag, prompt_probe, progress, backbone)
     out = Path(out) if out else run.path
     if out.resolve() != run.path.resolve() and (out / "results.json").is_file():
         raise UserError(

@@ -138,31 +138,33 @@ def member_ablations(
             "method": "results of the run"
             + (f"; `learned` picked `{picked[0]}`" if picked else ""),
         },
-        {
-            "variant": "mean of all members",
-            **scored(stored_mean([run.test[m] for m in run.members])),
-            "method": "equal weights",
-        },
     ]
-    if len(run.members) < 2:
-        return rows
     router = str(run.results.get("router") or "mean")
     refitter = _Refitter(run, router, val_true, refit)
     refit_base = None  # the full router refitted here, where the run's code was other
-    if refitter.can(run.members) and not same_code(run.results):
+    many = len(run.members) >= 2
+    if many and refitter.can(run.members) and not same_code(run.results):
         full, method = refitter(run.members)
         if full is not None and not np.allclose(full, run.ensemble, rtol=1e-5, atol=1e-6):
             refit_base = full
             full_loss = metrics.window_mse(full, run.true)
-            rows.insert(
-                1,
+            rows.append(
                 {
                     "variant": "full ensemble (refitted by this version)",
                     **metrics.scores(full, run.true),
                     "method": method + "; the run was made by other code and its router "
-                    "gave other forecasts: the refitted rows below are compared with this",
+                    "gave other forecasts: the rows below are compared with this",
                 },
             )
+    rows.append(
+        {
+            "variant": "mean of all members",
+            **scored(stored_mean([run.test[m] for m in run.members])),
+            "method": "equal weights",
+        }
+    )
+    if not many:
+        return rows
     bar = tqdm(
         run.members,
         desc="ablations",

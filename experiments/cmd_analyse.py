@@ -42,6 +42,12 @@ def add_parser(sub) -> None:
         help="the data file the run was fitted on, where its config.yaml no longer finds it "
         "(a run folder moved to another machine); the feature analyses need it",
     )
+    p.add_argument(
+        "--backbone",
+        metavar="DIR",
+        help="the saved Time-LLM's backbone folder where the run's saved path no longer "
+        "finds it (--prompt-probe, --prototypes; a run folder moved to another machine)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=handle)
 
@@ -66,6 +72,7 @@ def handle(args) -> int:
         prototypes=args.prototypes,
         progress=not args.quiet,
         run_data=args.run_data,
+        backbone=args.backbone,
     )
     print(f"routing report: {path}")
     return 0

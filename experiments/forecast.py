@@ -178,13 +178,19 @@ def forecast_run(
 
         windows, scanned = last_rows(n_ctx), last_rows(n_scan)
         forecasts = []  # [W, H, C] of the evaluated channels, per member
+        used: list[str] = []  # members --backbone was given to
         for spec in specs:  # one at a time: two backbones need not fit in memory at once
             built = registry.build(spec, member_context(spec, cfg, splits, periods, folder, False))
-            member = _load(type(built), member_path(folder, spec), spec, folder, backbone)
+            member = _load(type(built), member_path(folder, spec), spec, folder, backbone, used)
             forecasts.append(predict_last(member, windows, scanned)[..., ch])
             del member, built
             if registry.parse_spec(spec)[0] in HOLDS_A_BACKBONE:
                 release_memory()
+        if backbone is not None and not used:
+            log.warning(
+                "--backbone %s is not used: no member of this run ran on a backbone folder",
+                backbone,
+            )
         stack = np.stack(forecasts)  # [M, W, H, C]
         feats = None
         if combiner.needs_features:
@@ -325,10 +331,17 @@ def _run_dataset(cfg, res: dict[str, Any], folder: Path):
     return dataset
 
 
-def _load(cls, member_dir: Path, spec: str, folder: Path, backbone: str | Path | None = None):
+def _load(
+    cls,
+    member_dir: Path,
+    spec: str,
+    folder: Path,
+    backbone: str | Path | None = None,
+    used: list[str] | None = None,
+):
     """A member saved under ``member_dir/model``. A Time-LLM keeps its partial forecasts
     in this folder (not the one it was trained in), takes the best device here, and
-    ``backbone`` for a local backbone folder, if given.
+    ``backbone`` for a local backbone folder, if given (and then noted in ``used``).
 
     Raises:
         UserError: the saved model cannot be read (a file cut short, overwritten, or
@@ -336,17 +349,15 @@ def _load(cls, member_dir: Path, spec: str, folder: Path, backbone: str | Path |
     """
     import inspect
 
+    used = [] if used is None else used
     model = member_dir / "model"
     takes = inspect.signature(cls.load).parameters
     try:
         if any(p.kind is p.VAR_KEYWORD for p in takes.values()):
-            saved = _local(model)
-            if saved and backbone is None and not Path(saved).expanduser().exists():
-                raise UserError(
-                    f"{spec}'s backbone folder {saved} is not there (a run folder moved to "
-                    "another machine?): give the folder holding that model with --backbone DIR"
-                )
-            moved = {"backbone": str(backbone)} if saved and backbone is not None else {}
+            from timellm.member import backbone_override
+
+            moved = backbone_override(model, backbone, spec)
+            used.extend(moved.values())
             return cls.load(model, workdir=str(member_dir), device=None, progress=None, **moved)
         return cls.load(model)
     except (UserError, MemoryError, ImportError, PermissionError):
@@ -359,18 +370,6 @@ def _load(cls, member_dir: Path, spec: str, folder: Path, backbone: str | Path |
             f"delete that folder and rerun the run to fit it again "
             f"(hybrid-forecast run --config {folder / 'config.yaml'})"
         ) from None
-
-
-def _local(model: Path) -> str | None:
-    """The backbone folder a saved Time-LLM ran on, None for the embedded MiniLM, the
-    random ones or a member that saves no config.json."""
-    try:
-        saved = json.loads((model / "config.json").read_text(encoding="utf-8"))["backbone"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(saved, str) or saved in ("minilm", "none") or saved.endswith("-random"):
-        return None
-    return saved
 
 
 def _check_split_is_the_runs(dataset, splits, res: dict[str, Any], folder: Path) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from ensemble.errors import UserError
 from experiments.cli import main
 
 H = 24
@@ -245,10 +248,42 @@ def test_a_moved_backbone_folder_is_named_with_backbone(synth_csv, tmp_path, mon
     scaler = make_splits(load_dataset(data_path=csv), 32, 8).scaler
     got = frame["timellm"].to_numpy().reshape(8, -1)
     np.testing.assert_allclose(got, scaler.inverse_transform(expected), rtol=1e-4, atol=1e-4)
+    # analyse's looks at the saved Time-LLM need it as well
+    from experiments.analyse import analyse
+
+    with pytest.raises(UserError, match="backbone folder .* is not there"):
+        analyse(out, out=tmp_path / "an", prototypes=True)
+    assert analyse(out, out=tmp_path / "an", prototypes=True, backbone="moved").is_file()
     backbone(tmp_path / "other", 1)  # other weights at the path given: refused
     capsys.readouterr()
     err = _one_line_error(["forecast", str(out), "--backbone", "other"], capsys)
-    assert "trained on other weights" in err
+    assert err.endswith(
+        "holds other weights or another tokenizer than "
+        f"{out / 'members' / 'timellm' / 'model'} was trained on; give the folder holding those"
+    )
+
+
+def test_a_hub_id_backbone_needs_no_folder_and_an_unused_backbone_is_said(
+    finished, tmp_path, caplog
+):
+    from timellm.member import backbone_override
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for saved, given, expect in (
+        ("Qwen/Qwen2.5-3B", None, {}),  # a hub id: the cache finds it, not a folder
+        ("minilm", "x", {}),
+        (str(tmp_path), "elsewhere", {"backbone": "elsewhere"}),
+        (str(tmp_path), None, {}),  # still there
+    ):
+        (model / "config.json").write_text(json.dumps({"backbone": saved}), encoding="utf-8")
+        assert backbone_override(model, given, "timellm") == expect, saved
+    csv, out = finished  # no Time-LLM: --backbone has nothing to do, and says so
+    assert (
+        main(["forecast", str(out), "--backbone", "/nowhere", "--out", str(tmp_path / "f.csv")])
+        == 0
+    )
+    assert "--backbone /nowhere is not used" in caplog.text
 
 
 def test_a_run_on_one_target_forecasts_it_and_refuses_another(synth_csv, tmp_path, capsys):

@@ -247,6 +247,13 @@ def _keep_4bit_differentiable(model: nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def looks_like_path(spec: str) -> bool:
+    """Whether a backbone spec names a folder, not a hub id: ``/``, ``.``, ``~``, a
+    Windows drive or backslash, or several ``/`` (a hub id has one)."""
+    windows = "\\" in spec or re.match(r"^[A-Za-z]:", spec) is not None
+    return windows or spec.startswith(("/", ".", "~")) or spec.count("/") > 1
+
+
 def check_local_backbone(spec: str) -> None:
     """Refuse a backbone path that is not there, or a folder that holds no saved model, in
     one line (transformers would answer with its hub repo-id naming rules, and only once
@@ -259,10 +266,8 @@ def check_local_backbone(spec: str) -> None:
     """
     if spec == "minilm" or spec == "none" or spec.endswith("-random"):
         return
-    windows = "\\" in spec or re.match(r"^[A-Za-z]:", spec) is not None
-    looks_like_path = windows or spec.startswith(("/", ".", "~")) or spec.count("/") > 1
     path = os.path.expanduser(spec)
-    if looks_like_path and not os.path.exists(path):
+    if looks_like_path(spec) and not os.path.exists(path):
         raise UserError(
             f"cannot read backbone '{spec}': backbone folder '{spec}' does not exist; give a "
             "local Hugging Face model folder (with config.json)"

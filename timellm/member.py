@@ -48,7 +48,13 @@ from ensemble.data import Split, Windows
 from ensemble.errors import UserError
 from ensemble.forecaster import BaseForecaster
 from timellm import inject as inj
-from timellm.backbone import QUANTISE_ONE, backbone_identity, check_backbone
+from timellm.backbone import (
+    QUANTISE_ONE,
+    backbone_identity,
+    check_backbone,
+    check_local_backbone,
+    looks_like_path,
+)
 from timellm.prompt import DEFAULT_STATS, FEATURE_STATS, parse_stats
 from timellm.trainer import (
     SCHEDULES,
@@ -884,6 +890,21 @@ class TimeLLMForecaster(BaseForecaster):
             kwargs["device"] = None  # an older model's "cuda:0" or "mps": the best device here
         trained_on = meta.get("backbone_identity")  # absent in models saved before
         now = backbone_identity(str(kwargs.get("backbone", meta.get("backbone"))))
+        moved = overrides.get("backbone")  # the folder named where the saved one is gone
+        if moved is not None and moved != meta["kwargs"].get("backbone"):
+            check_local_backbone(str(moved))  # there, and holding a model
+            if trained_on is None:
+                log.warning(
+                    "%s was saved before its backbone's files were recorded: that %s holds "
+                    "the model it was trained on is not checked",
+                    path,
+                    moved,
+                )
+            elif now != trained_on:
+                raise UserError(
+                    f"backbone folder {moved} holds other weights or another tokenizer than "
+                    f"{path} was trained on; give the folder holding those"
+                )
         if trained_on is not None and now is not None and now != trained_on:
             raise UserError(
                 f"{path} was trained on other weights or another tokenizer than those now "
@@ -902,6 +923,30 @@ class TimeLLMForecaster(BaseForecaster):
             with open(path / "injectors.pkl", "rb") as fh:
                 obj.injectors = pickle.load(fh)
         return obj
+
+
+def backbone_override(model: Path, backbone: str | Path | None, spec: str) -> dict[str, str]:
+    """The ``backbone`` argument `TimeLLMForecaster.load` needs for a saved model whose
+    backbone folder has moved (a run folder carried to another machine): {} to load it as
+    saved, or ``backbone`` where it ran on a local folder.
+
+    Raises:
+        UserError: the saved folder is not there and no other is given.
+    """
+    try:
+        saved = json.loads((model / "config.json").read_text(encoding="utf-8"))["backbone"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # not a saved Time-LLM: its own load says what is wrong
+    if not isinstance(saved, str) or not looks_like_path(saved):
+        return {}  # minilm, none, a random one, or a hub id (the cache finds it)
+    if backbone is not None:
+        return {"backbone": str(backbone)}
+    if not Path(saved).expanduser().exists():
+        raise UserError(
+            f"{spec}'s backbone folder {saved} is not there (a run folder moved to another "
+            "machine?): give the folder holding that model with --backbone DIR"
+        )
+    return {}
 
 
 def local_backbone(spec: str) -> str | None:

@@ -210,8 +210,8 @@ def test_a_relative_data_dir_of_an_earlier_run_is_no_changed_setting(
 ):
     # config.yaml kept --data-dir as given before it was stored absolute: the first rerun
     # warned that the folder "held a finished run with other settings (data_dir: d -> ...)"
+    (tmp_path / "d").symlink_to(data_dir.resolve())  # $HYBRID_FORECAST_DATA may be relative
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "d").symlink_to(data_dir)
     out = tmp_path / "r"
     argv = ["run", "--dataset", "ETTh1", "--data-dir", "d", "--seq-len", "48", "--pred-len"]
     argv += ["12", "--members", "naive", "--percent", "10", "--out", str(out), "--quiet"]

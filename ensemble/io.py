@@ -191,6 +191,24 @@ class FolderLock:
             self._fh.close()
 
 
+def read_lock(folder: str | Path, then: str) -> FolderLock | None:
+    """A reader's lock on a run folder, taken before anything in it is read (a rerun
+    replacing the files between two reads would mix two runs); None where no lock file
+    can be had (a read-only copy, not a folder: nobody writes such a folder).
+
+    Raises:
+        UserError: a run is writing it: "<who holds it>; <then>".
+    """
+    from ensemble.errors import UserError
+
+    try:
+        return FolderLock(folder, shared=True)
+    except BlockingIOError:
+        raise UserError(f"{holder(folder)}; {then}") from None
+    except OSError:
+        return None
+
+
 def holder(folder: str | Path) -> str:
     """Who holds a folder's lock against a reader: a run writing it, or on Windows, whose
     locks are all exclusive, any other command using it too."""

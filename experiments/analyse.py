@@ -51,7 +51,7 @@ import numpy as np
 
 from ensemble import metrics
 from ensemble.errors import UserError
-from ensemble.io import FolderLock, holder, write_json, write_text
+from ensemble.io import FolderLock, read_lock, write_json, write_text
 from experiments import shell
 from experiments.analyse_ablations import (
     check_ablation_runs,
@@ -796,15 +796,9 @@ def analyse(
         backbone: the saved Time-LLM's backbone folder where its saved path no longer
             finds it (``prompt_probe``, ``prototypes``); checked to hold its files.
     """
-    # Under the run folder's shared lock, taken before anything is read: a rerun that
-    # replaced the files meanwhile left a report of the old router beside the new
-    # results. Other readers (forecast, a run copying members) share it.
-    try:
-        lock = FolderLock(run_dir, shared=True)
-    except BlockingIOError:
-        raise UserError(f"{holder(run_dir)}; analyse it when that has finished") from None
-    except OSError:  # no lock file to be had: nobody writes such a folder
-        lock = None
+    # a rerun that replaced the files meanwhile left a report of the old router beside
+    # the new results; other readers (forecast, a run copying members) share the lock
+    lock = read_lock(run_dir, "analyse it when that has finished")
     report = None  # two analyses writing into the run folder would mix their files
     try:
         into_run = out is None or Path(out).resolve() == Path(run_dir).resolve()

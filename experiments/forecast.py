@@ -92,7 +92,7 @@ def forecast_run(
     from ensemble import hybrid
     from ensemble.data import Windows, load_dataset, make_splits
     from ensemble.forecaster import predict_last
-    from ensemble.io import FolderLock, holder, write_csv
+    from ensemble.io import read_lock, write_csv
     from experiments import registry
     from experiments.config import RunConfig
     from experiments.member_cache import member_path
@@ -101,14 +101,7 @@ def forecast_run(
     from router.features import skill_context_rows
 
     folder = Path(run_dir)
-    # before anything is read: a rerun must not replace the files between two reads
-    # (other readers share the lock)
-    try:
-        lock = FolderLock(folder, shared=True)
-    except BlockingIOError:
-        raise UserError(f"{holder(folder)}; wait for it to finish") from None
-    except OSError:  # no lock file to be had: nobody writes such a folder
-        lock = None
+    lock = read_lock(folder, "wait for it to finish")
     try:
         res = _finished_results(folder)
         cfg = RunConfig.from_file(folder / "config.yaml")

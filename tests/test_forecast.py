@@ -272,6 +272,8 @@ def test_a_hub_id_backbone_needs_no_folder_and_an_unused_backbone_is_said(
     model.mkdir()
     for saved, given, expect in (
         ("Qwen/Qwen2.5-3B", None, {}),  # a hub id: the cache finds it, not a folder
+        ("Qwen/Qwen2.5-3B", "copy", {"backbone": "copy"}),  # or a local copy of it
+        ("mymodel", "elsewhere", {"backbone": "elsewhere"}),  # saved relative, as before
         ("minilm", "x", {}),
         (str(tmp_path), "elsewhere", {"backbone": "elsewhere"}),
         (str(tmp_path), None, {}),  # still there

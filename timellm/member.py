@@ -937,11 +937,11 @@ def backbone_override(model: Path, backbone: str | Path | None, spec: str) -> di
         saved = json.loads((model / "config.json").read_text(encoding="utf-8"))["backbone"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}  # not a saved Time-LLM: its own load says what is wrong
-    if not isinstance(saved, str) or not looks_like_path(saved):
-        return {}  # minilm, none, a random one, or a hub id (the cache finds it)
-    if backbone is not None:
+    if not isinstance(saved, str) or saved in ("minilm", "none") or saved.endswith("-random"):
+        return {}  # nothing on disk to move
+    if backbone is not None:  # a folder, or a local copy of a hub model
         return {"backbone": str(backbone)}
-    if not Path(saved).expanduser().exists():
+    if looks_like_path(saved) and not Path(saved).expanduser().exists():  # a hub id: cached
         raise UserError(
             f"{spec}'s backbone folder {saved} is not there (a run folder moved to another "
             "machine?): give the folder holding that model with --backbone DIR"

@@ -228,15 +228,16 @@ class _Refitter:
     def __init__(
         self, run: RunData, router: str, val_true: np.ndarray | None, refit: RefitInputs | None
     ):
-        self.run, self.router, self.val_true, self.refit = run, router, val_true, refit
-        self.inputs: dict[str, Any] = {}  # input-only router features, the same for all
-
-    def can(self, members: list[str]) -> bool:
         from router import make_combiner
 
+        self.run, self.router, self.val_true, self.refit = run, router, val_true, refit
+        self.inputs: dict[str, Any] = {}  # input-only router features, the same for all
+        self.needs_features = make_combiner(router).needs_features  # once, not per member
+
+    def can(self, members: list[str]) -> bool:
         if self.val_true is None or not all(k in self.run.val for k in members):
             return False
-        return self.refit is not None or not make_combiner(self.router).needs_features
+        return self.refit is not None or not self.needs_features
 
     def __call__(self, members: list[str]) -> tuple[np.ndarray | None, str]:
         """(test forecast [W, H, C], how it was made), or (None, "") if the refit failed."""

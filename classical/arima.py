@@ -15,6 +15,9 @@ seasonal difference puts ``s`` extra states into the Kalman filter (24 hourly, 9
 it costs nothing and the ARMA state stays 1-3 wide. A seasonal ARMA part (P, Q) would
 be slower still and is left out.
 
+Under MS (``Split.loss_channels``: the target alone is scored) only the target is fitted;
+the other channels, which nothing reads, get the last-value forecast.
+
 Fitting (train rows only), per channel: ``beta`` by least squares on all train rows,
 then ``(p, q)`` by AIC over a small grid, each fitted by maximum likelihood on the last
 ``fit_rows`` rows of the residual ``e`` (a few thousand rows pin 2-4 parameters down,
@@ -205,7 +208,9 @@ class ARIMA(BaseForecaster):
         self.fit_rows = fit_rows
         self.maxiter = int(maxiter)
         self.progress = progress
-        # per channel, after fit: (p, q), beta, ARMA parameters, AIC per (p, q)
+        # the fitted channels (None: all), and per fitted channel: (p, q), beta, ARMA
+        # parameters, AIC per (p, q)
+        self.channels: list[int] | None = None
         self.channel_orders: list[tuple[int, int]] = []
         self.channel_beta: list[np.ndarray] = []
         self.channel_params: list[np.ndarray] = []
@@ -236,16 +241,26 @@ class ARIMA(BaseForecaster):
         x = self.regressors(train.start + np.arange(y.shape[0]))
         tail = slice(-int(self.fit_rows), None) if self.fit_rows else slice(None)
         self.channel_orders, self.channel_beta, self.channel_params, self.aic = [], [], [], []
+        # under MS the other channels are never scored: fitting them would only cost time
+        self.channels = None if train.loss_channels is None else list(train.loss_channels)
+        fitted = range(train.n_channels) if self.channels is None else self.channels
+        if self.channels is not None:
+            log.info(
+                "%s: fitted to channel(s) %s only (the others are not scored; their "
+                "forecast is the last value)",
+                self.name,
+                self.channels,
+            )
         disable = None if self.progress is None else not self.progress
         bar = tqdm(
-            total=train.n_channels * len(self.arma_orders),
+            total=len(fitted) * len(self.arma_orders),
             desc=self.name,
             disable=disable,
             leave=False,
         )
         # one BLAS thread: extra threads only slow the filter's tiny matrix products down
         with bar, threadpool_limits(1):
-            for c in range(train.n_channels):
+            for c in fitted:
                 beta = np.linalg.lstsq(x, z[:, c], rcond=None)[0] if x.shape[1] else np.zeros(0)
                 e = (z[:, c] - x @ beta)[tail]
                 best, table = (np.inf, None, None), {}
@@ -301,13 +316,19 @@ class ARIMA(BaseForecaster):
         z = apply_diff(ctx, self.poly)  # z[i] belongs to context row i + span
         x = self.regressors(windows.start + np.arange(n + h))  # reaches H rows past the context
         origins = np.arange(windows.seq_len - 1, n)  # context row of each window's last input
-        out = np.empty((windows.n, h, ctx.shape[1]), dtype=np.float32)
+        fitted = range(ctx.shape[1]) if self.channels is None else self.channels
+        if len(fitted) != len(self.channel_params) or max(fitted) >= ctx.shape[1]:
+            raise ValueError(
+                f"{self.name}: fitted to {len(self.channel_params)} channel(s), got {ctx.shape[1]}"
+            )
+        # channels not fitted (under MS): the last value of each window's input
+        out = np.repeat(ctx[origins].astype(np.float32)[:, None, :], h, axis=1)
         with threadpool_limits(1):
-            for c in range(ctx.shape[1]):
-                (p, q), beta = self.channel_orders[c], self.channel_beta[c]
+            for i, c in enumerate(fitted):
+                (p, q), beta = self.channel_orders[i], self.channel_beta[i]
                 reg = x @ beta if x.shape[1] else np.zeros(len(x))
                 e = z[:, c] - reg[: len(z)]
-                e_hat = rolling_arma_forecast(e, p, q, self.channel_params[c], h)
+                e_hat = rolling_arma_forecast(e, p, q, self.channel_params[i], h)
                 # z_hat at origin o, step j: row o - span of e_hat; regression of row o + j
                 rows = origins - span
                 z_hat = e_hat[rows] + reg[rows[:, None] + np.arange(1, h + 1)]
@@ -331,6 +352,7 @@ class ARIMA(BaseForecaster):
             fit_rows=-1 if self.fit_rows is None else int(self.fit_rows),
             maxiter=self.maxiter,
             channel_orders=np.array(self.channel_orders, dtype=np.int64).reshape(-1, 2),
+            **({} if self.channels is None else {"channels": np.array(self.channels)}),
             **{f"beta_{c}": b for c, b in enumerate(self.channel_beta)},
             **{f"params_{c}": p for c, p in enumerate(self.channel_params)},
         )
@@ -350,6 +372,7 @@ class ARIMA(BaseForecaster):
                 maxiter=int(z["maxiter"]),
             )
             obj.name = str(z["name"])
+            obj.channels = z["channels"].tolist() if "channels" in z.files else None
             obj.channel_orders = [tuple(o) for o in z["channel_orders"].tolist()]
             n = len(obj.channel_orders)
             obj.channel_beta = [z[f"beta_{c}"] for c in range(n)]

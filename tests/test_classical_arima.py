@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -155,3 +156,19 @@ def test_constant_and_exactly_periodic_channels_do_not_stop_the_member(tmp_path)
         c = names.index(name)
         np.testing.assert_allclose(pred[..., c], true[..., c], atol=1e-5)
     assert np.isfinite(pred).all()
+
+
+def test_under_ms_only_the_target_is_fitted_and_forecast_the_same(splits, seasonal, tmp_path):
+    # MS scores the target alone: the other channels are not fitted (the last value)
+    target = dataclasses.replace(splits.train, loss_channels=(1,))
+    ms = ARIMA(96, 24, season=24, arma_orders=ORDERS, progress=False).fit(target, splits.val)
+    assert ms.channels == [1] and len(ms.channel_params) == 1
+    w = splits.test.windows()
+    full, only = seasonal.predict(w), ms.predict(w)
+    np.testing.assert_array_equal(only[..., 1], full[..., 1])
+    last = splits.test.inputs()[:, -1, 0].astype(np.float32)
+    np.testing.assert_array_equal(only[..., 0], np.repeat(last[:, None], 24, axis=1))
+    ms.save(tmp_path / "ms")
+    loaded = ARIMA.load(tmp_path / "ms")
+    assert loaded.channels == [1]
+    np.testing.assert_array_equal(loaded.predict(w), only)

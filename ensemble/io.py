@@ -179,6 +179,20 @@ class FolderLock:
             )
         else:
             self._locked = True
+            self._exclusive = not shared
+            if self._exclusive:  # who holds it, for the refusal of the next command
+                self._stamp(_identity())
+
+    def _stamp(self, text: str) -> None:
+        """Replace the lock file's text. After a first newline: the byte Windows locks
+        cannot be read by others. In a file opened for appending, writes go to the end."""
+        try:
+            self._fh.truncate(0)
+            if text:
+                self._fh.write(b"\n" + text.encode("utf-8", "replace"))
+            self._fh.flush()
+        except OSError:  # a full disk: the lock holds all the same
+            pass
 
     def release(self) -> None:
         """Unlock and close; a second call does nothing."""
@@ -186,9 +200,45 @@ class FolderLock:
             return
         try:
             if self._locked:
+                if getattr(self, "_exclusive", False):
+                    self._stamp("")  # a killed holder's text stays; `who_holds` checks its pid
                 _lock(self._fh, False)  # explicitly: Windows unlocks a closed file only lazily
         finally:
             self._fh.close()
+
+
+def _identity() -> str:
+    """``pid N since HH:MM: command`` of this process, for a lock file."""
+    import shlex
+    import sys
+
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else []
+    command = " ".join(shlex.quote(a) for a in argv)
+    if len(command) > 200:
+        command = command[:197] + "..."
+    return f"pid {os.getpid()} since {time.strftime('%H:%M')}: {command}".rstrip(": ")
+
+
+def who_holds(folder: str | Path, name: str = ".lock") -> str:
+    """`` (pid N since HH:MM: command)`` of the process that wrote ``folder/name`` while
+    holding it exclusively, if that process still runs; else ''."""
+    try:
+        with open(os.path.join(folder, name), "rb") as fh:
+            fh.seek(1)  # Windows: byte 0 is the locked one
+            text = fh.read(1024).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+    parts = text.split()
+    if len(parts) < 2 or parts[0] != "pid" or not parts[1].isdigit():
+        return ""
+    if os.name != "nt":  # os.kill(pid, 0) would end the process on Windows
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            return ""  # killed while holding it: the text outlived the lock
+        except OSError:
+            pass  # another user's process: alive
+    return f" ({text})"
 
 
 def read_lock(folder: str | Path, then: str) -> FolderLock | None:
@@ -213,8 +263,8 @@ def holder(folder: str | Path) -> str:
     """Who holds a folder's lock against a reader: a run writing it, or on Windows, whose
     locks are all exclusive, any other command using it too."""
     if os.name == "nt":
-        return f"another command (a run, analyse or forecast) is using {folder}"
-    return f"a run is writing to {folder}"
+        return f"another command (a run, analyse or forecast) is using {folder}{who_holds(folder)}"
+    return f"a run is writing to {folder}{who_holds(folder)}"
 
 
 def held(folder: str | Path) -> bool:

@@ -51,7 +51,7 @@ import numpy as np
 
 from ensemble import metrics
 from ensemble.errors import UserError
-from ensemble.io import FolderLock, read_lock, write_json, write_text
+from ensemble.io import FolderLock, read_lock, who_holds, write_json, write_text
 from experiments import shell
 from experiments.analyse_ablations import (
     check_ablation_runs,
@@ -807,7 +807,8 @@ def analyse(
                 report = FolderLock(run_dir, name=".analyse.lock")
             except BlockingIOError:
                 raise UserError(
-                    f"another analyse is writing its report into {run_dir}; wait for it to "
+                    f"another analyse is writing its report into {run_dir}"
+                    f"{who_holds(run_dir, '.analyse.lock')}; wait for it to "
                     "finish, or write this one elsewhere with --out"
                 ) from None
             except OSError:  # a read-only folder: the report's own write says so

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble.errors import UserError, reason
-from ensemble.io import FolderLock, held, write_csv, write_json, write_text
+from ensemble.io import FolderLock, held, who_holds, write_csv, write_json, write_text
 from experiments.config import RunConfig, held_config
 
 log = logging.getLogger("hybrid_forecast.bench")
@@ -408,7 +408,8 @@ def run_bench(
         lock = FolderLock(out)  # at the first cell this one is running
     except BlockingIOError:
         raise UserError(
-            f"another bench is writing to {out}; wait for it to finish or give another --out"
+            f"another bench is writing to {out}{who_holds(out)}; wait for it to finish or give "
+            "another --out"
         ) from None
     try:
         handler = _setup_logging(out)

@@ -34,7 +34,7 @@ from ensemble import hybrid
 from ensemble.data import Dataset, Splits, make_splits
 from ensemble.errors import UserError, reason
 from ensemble.figures import VECTOR_FORMATS
-from ensemble.io import FolderLock, held, write_json, write_npz, write_text
+from ensemble.io import FolderLock, held, who_holds, write_json, write_npz, write_text
 from experiments import registry
 from experiments.config import RunConfig, held_config
 from experiments.member_cache import (
@@ -708,9 +708,11 @@ def default_out(cfg: RunConfig) -> str:
 
 def _busy(out: Path) -> str:
     """The refusal of a folder another command holds: a run writing it, or a reader."""
+    who = who_holds(out)  # a writer names itself; readers share the lock and do not
     return (
-        f"another command is using {out} (a run writing it, or analyse or forecast reading "
-        "it); wait for it to finish or give another --out"
+        f"another command is using {out}"
+        + (who or " (a run writing it, or analyse or forecast reading it)")
+        + "; wait for it to finish or give another --out"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,3 +251,31 @@ def test_a_target_that_is_not_a_file_is_written_not_replaced(tmp_path):
     write_text(fifo, "date,mse\n")
     reader.join(timeout=10)
     assert got == [b"date,mse\n"] and not fifo.is_file() and fifo.exists()
+
+
+def test_a_refusal_names_the_process_writing_the_folder_while_it_runs(tmp_path):
+    # "a run is writing to X" left the user guessing which of their terminals it was
+    import subprocess
+    import sys
+
+    from ensemble.io import FolderLock, holder
+
+    code = (
+        "import sys, time; from ensemble.io import FolderLock; "
+        "FolderLock(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "run"), "--out", "my run"],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert proc.stdout.readline().strip() == b"held"
+        text = holder(tmp_path / "run")
+        assert f"(pid {proc.pid} since " in text and "--out 'my run')" in text, text
+    finally:
+        proc.kill()
+        proc.wait()
+    assert holder(tmp_path / "run") == f"a run is writing to {tmp_path / 'run'}"  # killed
+    FolderLock(tmp_path / "run").release()  # a clean release leaves no name behind
+    assert (tmp_path / "run" / ".lock").read_bytes() == b""

@@ -322,7 +322,8 @@ def _periods(train: np.ndarray, freq: str | None) -> list[int]:
     """Ranked seasonal periods of the train rows (as `run` uses them)."""
     from periodicity import analyse
 
-    return [int(p) for p in analyse(train, freq=freq).top_periods(3, seasonal_only=True)]
+    report = analyse(train, freq=freq, channel_strengths=False)
+    return [int(p) for p in report.top_periods(3, seasonal_only=True)]
 
 
 class HybridForecaster:

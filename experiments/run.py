@@ -73,7 +73,10 @@ def detect_periods(splits: Splits, k: int = 3, progress: bool = False) -> list[i
     if key not in _REPORTS:
         if len(_REPORTS) >= 8:  # a long grid over many datasets holds a few, not all
             _REPORTS.pop(next(iter(_REPORTS)))
-        _REPORTS[key] = analyse(x, freq=splits.dataset.freq, progress=progress)
+        # the per-channel lists are for the `periods` command: only the overall one is read
+        _REPORTS[key] = analyse(
+            x, freq=splits.dataset.freq, progress=progress, channel_strengths=False
+        )
     return [int(p) for p in _REPORTS[key].top_periods(k, seasonal_only=True)]
 
 

@@ -163,6 +163,7 @@ def analyse(
     columns: list[str] | None = None,
     min_cycles: int = MIN_CYCLES,
     progress: bool = False,
+    channel_strengths: bool = True,
 ) -> PeriodReport:
     """Ranked periods of each channel and of the whole series.
 
@@ -179,6 +180,9 @@ def analyse(
             than the week). 10 cycles keep every calendar period of the benchmarks.
         progress: a bar over the channels' spectra and STL fits, on a terminal (minutes
             on hundreds of channels).
+        channel_strengths: also measure the periods only a channel lists (False: those
+            channels' F_S, F_T are NaN; the overall list, all a model reads, is the same,
+            in a third of the STL fits on weather).
 
     Returns:
         The report; lists are ranked with confirmed calendar periods first, then by
@@ -215,9 +219,9 @@ def analyse(
 
     # One STL per distinct (channel, period) pair: channel lists and the overall list share.
     periods = sorted({p for p, _ in overall} | {p.period for ch in peaks for p in ch})
-    needed = {(c, p) for c in range(n_ch) for p, _ in overall} | {
-        (c, p.period) for c, ch in enumerate(peaks) for p in ch
-    }
+    needed = {(c, p) for c in range(n_ch) for p, _ in overall}
+    if channel_strengths:
+        needed |= {(c, p.period) for c, ch in enumerate(peaks) for p in ch}
     with tqdm(
         total=len(needed),
         desc="periods: STL",

@@ -337,7 +337,8 @@ def _train_rows(data_dir, rel: str, train_rows: int | None = None) -> np.ndarray
 def test_real_data_periods(data_dir, rel, train, freq, seasonal3):
     if not (data_dir / rel).is_file():
         pytest.skip(f"{rel} not under {data_dir}")
-    report = analyse(_train_rows(data_dir, rel, train), freq=freq)
+    # as `run` analyses them: the channels' own periods are not measured
+    report = analyse(_train_rows(data_dir, rel, train), freq=freq, channel_strengths=False)
     assert report.top_periods(3, seasonal_only=True) == seasonal3
     assert report.top_periods(1) == seasonal3[:1]
 
@@ -373,6 +374,12 @@ def test_strengths_are_per_channel_and_overall_is_channel_mean():
     assert fs[0] > 0.9 and fs[1] < 0.4
     assert r.overall[0].period == 24
     assert r.overall[0].strength == pytest.approx(np.mean(fs), abs=1e-9)
+    # `run` reads the overall list only: the same without the channels' own periods
+    fast = analyse(x, channel_strengths=False)
+    assert fast.overall == r.overall
+    listed = {c.period for c in r.overall}
+    only = [c for ch in fast.channels.values() for c in ch if c.period not in listed]
+    assert only and all(np.isnan(c.strength) for c in only)
 
 
 def test_strength_uses_last_rows():

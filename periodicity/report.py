@@ -20,6 +20,7 @@ from periodicity.spectrum import (
     detrend,
     find_peaks,
     is_harmonic,
+    is_harmonic_freq,
     is_multiple,
     rank_key,
 )
@@ -104,7 +105,7 @@ def _jsonable(c: PeriodCandidate) -> dict:
 
 
 def merge_channels(
-    peaks: list[list[Peak]], calendar: list[int], max_candidates: int
+    peaks: list[list[Peak]], calendar: list[int], max_candidates: int, n_rows: int
 ) -> list[tuple[int, float]]:
     """Overall periods from the channels' peaks.
 
@@ -119,26 +120,28 @@ def merge_channels(
         peaks: per channel, its peaks.
         calendar: calendar periods (ranked first, see ``spectrum.rank_key``).
         max_candidates: periods returned at most.
+        n_rows: rows the peaks were found on (a periodogram bin is 1 / n_rows).
 
     Returns:
         [(period, mean power)], ranked.
     """
-    groups: list[list[float]] = []  # [period, summed power]
+    groups: list[list[float]] = []  # [period, summed power, frequency of the strongest]
     for p in sorted((p for ch in peaks for p in ch), key=lambda p: -p.power):
         g = next((g for g in groups if abs(g[0] - p.period) <= 0.02 * g[0]), None)
         if g is None:
-            groups.append([p.period, p.power])
+            groups.append([p.period, p.power, p.freq])
         else:
             g[1] += p.power
+
+    def harmonic(g: list[float], m: list[float]) -> bool:
+        if not np.isfinite(g[2]):  # peaks made without a frequency: whole lags
+            return is_harmonic(int(g[0]), int(m[0]), calendar)
+        return is_harmonic_freq(g[2], int(g[0]), int(m[0]), m[2], n_rows, calendar)
+
     merged: list[list[float]] = []
     for g in sorted(groups, key=lambda g: -g[1]):
         parent = next(
-            (
-                m
-                for m in merged
-                if is_harmonic(int(g[0]), int(m[0]), calendar)
-                or is_multiple(int(g[0]), int(m[0]), calendar)
-            ),
+            (m for m in merged if harmonic(g, m) or is_multiple(int(g[0]), int(m[0]), calendar)),
             None,
         )
         if parent is None:
@@ -214,7 +217,7 @@ def analyse(
         for c in range(n_ch):
             peaks.append(find_peaks(x[:, c], calendar, 3 * max_candidates, max_period))
             bar.update()
-    overall = merge_channels(peaks, calendar, max_candidates)
+    overall = merge_channels(peaks, calendar, max_candidates, n)
     peaks = [ch[:max_candidates] for ch in peaks]
 
     # One STL per distinct (channel, period) pair: channel lists and the overall list share.

@@ -44,11 +44,14 @@ class Peak:
         period: the period in steps (an ACF hill top, possibly snapped to the calendar).
         power: share of the detrended series' variance in the peak (harmonics included).
         acf: autocorrelation of the detrended series at ``period``.
+        freq: the spectral peak's refined frequency in cycles per step (NaN: unknown),
+            for telling harmonics from cycles of their own (``is_harmonic_freq``).
     """
 
     period: int
     power: float
     acf: float
+    freq: float = float("nan")
 
 
 def detrend(x: np.ndarray) -> np.ndarray:
@@ -294,6 +297,43 @@ def is_harmonic(
     return abs(q - m * p) <= max(tol * q, m / 2)
 
 
+# Spectral peaks this many periodogram bins apart on one ACF hill are one cycle's leakage.
+SAME_CYCLE_BINS = 3.0
+
+
+def is_harmonic_freq(
+    f: float,
+    period: int,
+    parent_period: int,
+    parent_freq: float,
+    n: int,
+    calendar: list[int] | None = None,
+    max_order: int = 6,
+) -> bool:
+    """Whether a spectral peak at ``f`` cycles per step is the m-th harmonic (m in
+    2..max_order) of a cycle of ``parent_period`` steps, whose own peak is at
+    ``parent_freq``: within one periodogram bin (1 / n) of m times either.
+
+    In frequency, not in whole lags: 24 / 5 = 4.8 rounds to 5, so a real 5-step cycle
+    beside a daily one would pass as the day's fifth harmonic, as would 34 beside 168
+    (168 / 5 = 33.6). The sub-bin peak estimates tell them apart by dozens of bins on a
+    few thousand rows. A calendar period is never a harmonic of a non-calendar one, and
+    always one of a calendar multiple (12 h of the day: peaks near it snap to 12).
+    """
+    calendar = calendar or []
+    if period in calendar:
+        if parent_period not in calendar:
+            return False
+        if parent_period % period == 0 and 2 <= parent_period // period <= max_order:
+            return True
+    refs = [1.0 / parent_period] + ([parent_freq] if np.isfinite(parent_freq) else [])
+    for ref in refs:
+        m = round(f / ref)
+        if 2 <= m <= max_order and abs(f - m * ref) <= 1.0 / n:
+            return True
+    return False
+
+
 def is_multiple(q: int, p: int, calendar: list[int] | None = None, max_order: int = 12) -> bool:
     """Whether q is m * p for some m in 2..max_order (p a harmonic of q), and not a
     calendar period.
@@ -360,7 +400,10 @@ def find_peaks(
         # The snapped guess, so a week estimated at 673 steps keeps the calendar guard of
         # ``is_harmonic`` and is not merged into slow wander near 3 x 672.
         snapped = snap_to_calendar(round(guess), calendar)
-        parent = next((c for c in kept if is_harmonic(snapped, int(c[0]), calendar)), None)
+        parent = next(
+            (c for c in kept if is_harmonic_freq(nu / n, snapped, int(c[0]), c[2], n, calendar)),
+            None,
+        )
         if parent is not None:  # part of a stronger cycle's wave shape
             parent[1] += pw
             continue
@@ -375,9 +418,13 @@ def find_peaks(
         if lag > max_period:
             continue
         same = next((c for c in kept if abs(c[0] - lag) <= 0.02 * lag), None)
-        if same is not None:  # two hints on one hill: one cycle
-            same[1] += pw
+        if same is not None:
+            # Two hints on one hill: one cycle, where their peaks are a few bins apart
+            # (leakage). Farther apart, on a short lag, they are noise peaks that round
+            # to it: adding them made white noise's lag 2 hold 2-9 % of the variance.
+            if abs(nu / n - same[2]) <= SAME_CYCLE_BINS / n:
+                same[1] += pw
             continue
-        kept.append([lag, pw])
+        kept.append([lag, pw, nu / n])
     kept.sort(key=lambda c: rank_key(int(c[0]), c[1], calendar))
-    return [Peak(int(p), float(pw), float(acf0[int(p)])) for p, pw in kept[:max_candidates]]
+    return [Peak(int(p), float(pw), float(acf0[int(p)]), f) for p, pw, f in kept[:max_candidates]]

@@ -554,3 +554,31 @@ def test_a_multiple_of_a_stronger_period_is_not_a_period_of_its_own():
     assert is_multiple(859, 144, [72, 144, 1008])
     assert not is_multiple(168, 24, [12, 24, 168, 8766])  # the week stays
     assert not is_multiple(250, 24)
+
+
+@pytest.mark.parametrize(
+    ("periods", "freq"),
+    [((24, 5), "h"), ((7, 3), "D"), ((168, 34), "h")],
+)
+def test_a_cycle_of_its_own_beside_a_stronger_one_is_not_its_harmonic(periods, freq):
+    # 5 ~ 24 / 4.8, 3 ~ 7 / 2.33, 34 ~ 168 / 4.9 in whole lags: each was swallowed as the
+    # stronger cycle's harmonic, and its power credited to it
+    t = np.arange(8000)
+    rng = np.random.default_rng(0)
+    long, short = periods
+    x = np.sin(2 * np.pi * t / long) + 0.7 * np.sin(2 * np.pi * t / short)
+    report = analyse(x + 0.2 * rng.standard_normal(t.size), freq=freq)
+    found = {c.period: c for c in report.overall}
+    assert short in found and found[short].seasonal
+    share = 0.49 / (1 + 0.49 + 2 * 0.04)  # its share of the variance
+    assert found[short].power == pytest.approx(share, rel=0.1)
+    assert found[long].power == pytest.approx(share / 0.49, rel=0.1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_noise_peaks_that_round_to_one_short_lag_do_not_add_up(seed):
+    # White noise's peaks between 0.4 and 0.5 cycles a step all round to lag 2 (and so
+    # on for 3, 4...): summed, one short "period" held 3-5 % of the variance (1.3 % now)
+    x = np.random.default_rng(seed).standard_normal(8640)
+    for c in analyse(x, freq="h").overall:
+        assert c.power < 0.02, c

@@ -51,7 +51,7 @@ def _table(title: str, cands) -> list[str]:
 def handle(args) -> int:
     from ensemble.data import dataset_from_args, split_borders
     from periodicity import analyse
-    from periodicity.report import MIN_CYCLES
+    from periodicity.report import MIN_CYCLES, net_strengths
 
     if args.max_candidates < 1:
         raise UserError(f"--max-candidates must be at least 1 (got {args.max_candidates})")
@@ -90,8 +90,14 @@ def handle(args) -> int:
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot write the plot {plot}: {exc}") from None
 
+    net = net_strengths(x, report)
     if args.json:
-        out = {"dataset": ds.name, "rows": "all" if args.all_rows else "train", **report.to_dict()}
+        out = {
+            "dataset": ds.name,
+            "rows": "all" if args.all_rows else "train",
+            **report.to_dict(),
+            "net_strength": {str(q): {"of": p, "strength": v} for q, (p, v) in net.items()},
+        }
         print(json.dumps(out))
         return 0
     what = "all rows" if args.all_rows else "train rows"
@@ -104,6 +110,13 @@ def handle(args) -> int:
         f"tested, so nothing above {max(2, x.shape[0] // MIN_CYCLES)} is)"
     )
     print("\n".join(_table(f"overall: {verdict}", report.overall)))
+    by_period = {c.period: c for c in report.overall}
+    for q, (p, v) in net.items():
+        print(
+            f"  {q}: F_S {by_period[q].strength:.2f} counts the {p}-step cycle too (a series "
+            f"periodic at {p} is periodic at {q}); with that cycle removed first: {v:.2f} "
+            f"(white noise scores about 0.2)"
+        )
     for name, cands in report.channels.items():
         print("\n".join(_table(f"channel {name}", cands)))
     if plot is not None:

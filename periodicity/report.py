@@ -24,7 +24,14 @@ from periodicity.spectrum import (
     is_multiple,
     rank_key,
 )
-from periodicity.strength import measured_cycles, seasonal_threshold, strength_table
+from periodicity.strength import (
+    measured_cycles,
+    recent_rows,
+    seasonal_threshold,
+    stl_components,
+    strength_table,
+    strengths,
+)
 
 
 @dataclass(frozen=True)
@@ -262,3 +269,37 @@ def analyse(
         for period, power in overall
     ]
     return PeriodReport(overall=overall_cands, channels=channels, freq=freq, n_rows=n)
+
+
+def net_strengths(x: np.ndarray, report: PeriodReport) -> dict[int, tuple[int, float]]:
+    """F_S of each seasonal overall period that is a multiple of a shorter seasonal one,
+    measured after that shorter cycle's STL seasonal part is removed (as MSTL does).
+
+    A series with a 24-step cycle is periodic at 168 too, so STL at 168 finds the day
+    and F_S at 168 counts it: a daily cycle plus noise alone scores 0.6 there. The net
+    value says whether the week adds anything of its own (white noise: about 0.2).
+
+    Args:
+        x: [T, C] the rows ``report`` was made from.
+        report: ``analyse``'s report of them.
+
+    Returns:
+        {period: (the shorter period removed, channel mean of the net F_S)}.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
+    seasonal = [c.period for c in report.overall if c.seasonal]
+    out: dict[int, tuple[int, float]] = {}
+    for q in seasonal:
+        divisors = [p for p in seasonal if p < q and q % p == 0]
+        if not divisors:
+            continue
+        p = max(divisors)
+        seg = x[recent_rows(x.shape[0], q)]
+        if seg.shape[0] < 2 * q:
+            continue
+        net = []
+        for c in range(seg.shape[1]):
+            rest = seg[:, c] - stl_components(seg[:, c], p)[1]
+            net.append(strengths(*stl_components(rest, q))[0])
+        out[q] = (p, float(np.mean(net)))
+    return out

@@ -47,6 +47,9 @@ def test_periods_real_etth1(data_dir, capsys):
     out = json.loads(capsys.readouterr().out)
     periods = [c["period"] for c in out["overall"]]
     assert periods[0] == 24 and 168 in periods[:3]
+    # the week's F_S is mostly the day's: net of it, near white noise's 0.2
+    net = out["net_strength"]["168"]
+    assert net["of"] == 24 and 0.1 < net["strength"] < 0.3
 
 
 def test_periods_user_errors(tmp_path, capsys, synth_csv):

@@ -582,3 +582,21 @@ def test_noise_peaks_that_round_to_one_short_lag_do_not_add_up(seed):
     x = np.random.default_rng(seed).standard_normal(8640)
     for c in analyse(x, freq="h").overall:
         assert c.power < 0.02, c
+
+
+def test_net_strength_tells_a_week_of_its_own_from_the_days_echo():
+    # a series periodic at 24 is periodic at 168: F_S at 168 counts the day (0.6 on a
+    # daily cycle and noise alone); with the day removed first, only a real week scores
+    from periodicity.report import PeriodCandidate, PeriodReport, net_strengths
+
+    t = np.arange(8640)
+    rng = np.random.default_rng(0)
+    day = np.sin(2 * np.pi * t / 24) + 0.7 * rng.standard_normal(t.size)
+    week = day + 0.8 * (t % 168 >= 120)  # weekends higher
+    cands = [PeriodCandidate(p, 0.1, 0.5, 0.9, 0.5, 20.0) for p in (24, 168)]
+    report = PeriodReport(overall=cands)
+    echo, real = net_strengths(day[:, None], report), net_strengths(week[:, None], report)
+    assert stl_strength(day, 168)[0] > 0.5  # the raw strength cannot tell them apart
+    assert echo[168][0] == 24 and echo[168][1] < 0.3
+    assert real[168][1] > 0.35
+    assert 24 not in echo

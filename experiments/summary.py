@@ -241,7 +241,29 @@ def _cell(values: np.ndarray) -> str:
         return "–"
     if len(v) == 1:
         return f"{v[0]:.4f}"
+    if (v == v[0]).all():  # a deterministic forecast: "± 0.0000" would read as precision
+        return f"{v[0]:.4f} (every seed)"
     return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}"
+
+
+def _dm_line(group: Group, best: list[str], seeds: list[int]) -> list[str]:
+    """Each seed's Diebold-Mariano p of the ensemble against that seed's best member: a
+    p of one seed says nothing of training randomness, so all of them side by side."""
+    cells = []
+    for seed, member in zip(seeds, best, strict=True):
+        sig = group.runs[seed].get("significance", {}).get("test", {})
+        r = sig.get("ensemble_vs", {}).get(member)
+        if not r or r.get("p") is None or r["p"] != r["p"]:
+            return []
+        better = "lower" if r["diff"] < 0 else "higher"
+        cells.append(f"seed {seed} {better}, p {r['p']:.3g}")
+    if len(cells) < 2:
+        return []
+    return [
+        "",
+        "Ensemble against each seed's best member on that seed's test windows "
+        f"(two-sided Diebold-Mariano): {'; '.join(cells)}.",
+    ]
 
 
 def group_markdown(group: Group) -> str:
@@ -259,7 +281,9 @@ def group_markdown(group: Group) -> str:
     lines = [
         f"## {group.title}",
         "",
-        "MSE and MAE in the scaled space, mean ± sample std (ddof=1) over seeds. On the val "
+        "MSE and MAE in the scaled space, mean ± sample std (ddof=1) over seeds: the spread "
+        "from training randomness only, not the test sample's uncertainty, which each seed's "
+        "Diebold-Mariano tests (results.md) measure for its own fitted models. On the val "
         "windows the members were only early-stopped, while the ensemble and the combiners "
         "were fitted on them (mean and median were not).",
         "",
@@ -294,6 +318,7 @@ def group_markdown(group: Group) -> str:
                 else "."
             ),
         ]
+        lines += _dm_line(group, [members[i] for i in by_seed.argmin(axis=0)], seeds)
     lines += _machines_line(group) + _code_line(group) + _still_improving_line(group)
     return "\n".join(lines) + "\n"
 

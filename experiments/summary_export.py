@@ -212,7 +212,13 @@ def summary_latex(
         r"\centering",
         r"\caption{Test MSE and MAE in the scaled space, "
         + over
-        + ". Lower is better: the lowest in bold, the second lowest underlined."
+        + (
+            " ($\\pm$: the spread over training seeds only, not the test sample's uncertainty)"
+            if len(only) != 1
+            else ""
+        )
+        + ". Lower is better: the lowest mean in bold, the second lowest underlined (not a "
+        "test of significance)."
         + (f" {tex(shared)}." if shared else "")
         + (" Avg: mean over the horizons." if any(r.horizon == "Avg" for r in rows) else "")
         + "}",

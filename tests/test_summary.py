@@ -22,6 +22,8 @@ def test_seed_means_counts_and_groups(tmp_path, capsys):
     assert text.count("\n## ") == 2  # another router is another group
     ens = np.array([0.38, 0.52])
     assert f"| {ens.mean():.4f} ± {ens.std(ddof=1):.4f} |" in text
+    assert "| b | member | 0.5000 (every seed) |" in text  # not "± 0.0000": no precision
+    assert "training randomness only, not the test sample's uncertainty" in text
     # best member: a (0.4) in seed 0, b (0.5) in seed 1; the ensemble beats only the first
     assert "below its best member on test in 1 of 2 seeds (best member per seed: a, b)" in text
     assert "below the mean in 1 of 2." in text
@@ -329,3 +331,18 @@ def test_members_still_improving_at_their_last_epoch_are_named(tmp_path, capsys)
         )
         assert main(["summary", str(runs[1])]) == 0
         assert ("Still improving" in capsys.readouterr().out) is said
+
+
+def test_each_seed_s_test_against_its_best_member_is_listed_side_by_side(tmp_path, capsys):
+    # one seed's p = 0.018 reads as "significant" where the next seed's is 0.19
+    runs = []
+    for seed, (diff, p) in enumerate([(-0.0135, 0.0886), (-0.017, 0.0177), (0.002, 0.187)]):
+        folder = fake_run(tmp_path / f"s{seed}", seed, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+        res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        test = {"ensemble_vs": {"a": {"diff": diff, "dm": -1.0, "p": p, "dof": 29}}}
+        res["significance"] = {"test": test}
+        (folder / "results.json").write_text(json.dumps(res), encoding="utf-8")
+        runs.append(folder)
+    assert main(["summary", *map(str, runs)]) == 0
+    text = capsys.readouterr().out
+    assert "seed 0 lower, p 0.0886; seed 1 lower, p 0.0177; seed 2 higher, p 0.187." in text

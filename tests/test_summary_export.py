@@ -55,6 +55,8 @@ def test_latex_rows_cells_marks_and_averages(grid):
     ]  # fmt: skip
     # columns: Dataset, H, then (MSE, MAE) for a, b, ensemble, mean
     a24 = np.array([0.40, 0.41, 0.42])
+    caption = text.split("\\caption{")[1]
+    assert "spread over training seeds only" in caption and "not a test of significance" in caption
     assert rows[0][2] == f"\\underline{{0.410}}{{\\scriptsize$\\pm${a24.std(ddof=1):.3f}}}"
     assert rows[0][6] == "\\textbf{0.390}{\\scriptsize$\\pm$0.000}"  # the ensemble, lowest
     # second lowest at H=24: a and the mean tie at 0.410, both underlined; b (0.420) plain

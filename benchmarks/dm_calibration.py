@@ -11,6 +11,8 @@ variance for comparison.
 
     python benchmarks/dm_calibration.py          # the main table
     python benchmarks/dm_calibration.py --few    # and W < 8 H (the floor on nu)
+    python benchmarks/dm_calibration.py --persistent --reps 1000   # errors far longer
+                                                 # correlated than H: where it is liberal
 """
 
 from __future__ import annotations
@@ -64,8 +66,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--few", action="store_true", help="also the table for W < 8 H")
+    ap.add_argument(
+        "--persistent", action="store_true", help="only the size where errors outlast H"
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
+    if args.persistent:
+        persistent(rng, args.reps)
+        return
     print("| W | H | phi | test | size (null) | power (scale 0.95) |")
     print("|---|---|---|---|---|---|")
     for windows, horizon, phi in (
@@ -93,6 +101,18 @@ def main() -> None:
             print(f"| {windows} | {horizon} | {phi} | {name} | {size:.3f} | {power:.3f} |")
     if args.few:
         few_windows(rng, max(args.reps, 3000))
+
+
+def persistent(rng, reps: int) -> None:
+    """Size of the test used where the errors' correlation outlasts the horizon many
+    times (half-lives of 69-350 steps): nu = W // (4H) assumes it fades within a few H."""
+    print("| W | H | phi | half-life (steps) | size (null), nu = W // (4H) |")
+    print("|---|---|---|---|---|")
+    for windows, horizon, phi in ((2857, 24, 0.99), (2857, 24, 0.995), (11425, 96, 0.998)):
+        a, b = (window_losses(rng, reps, windows, horizon, phi, 1.0) for _ in range(2))
+        p = np.array([diebold_mariano(x, y, horizon)["p"] for x, y in zip(a, b, strict=True)])
+        half = np.log(0.5) / np.log(phi)
+        print(f"| {windows} | {horizon} | {phi} | {half:.0f} | {np.mean(p < 0.05):.3f} |")
 
 
 def few_windows(rng, reps: int) -> None:

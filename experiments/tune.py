@@ -7,10 +7,12 @@ patch length / stride and learning rate, ...). It fits the members on train, ear
 them on val and returns the val MSE (of the members' equal-weight mean when there are
 several). The test split is never loaded into a trial's score.
 
-Pruning: the first member that can report a per-epoch validation loss (an ``on_epoch``
-attribute its training loop calls with ``(epoch, val_loss)``) feeds the pruner, which
-stops hopeless trials mid-training. Members without the hook report their epoch history
-after fitting, so the pruner still learns the curves of later trials.
+Pruning, with one member: if it can report a per-epoch validation loss (an ``on_epoch``
+attribute its training loop calls with ``(epoch, val_loss)``) it feeds the pruner, which
+stops hopeless trials mid-training; one without the hook reports its epoch history after
+fitting, so the pruner still learns the curves of later trials. With several members
+the score is their mean, which no one member's curve tells (a trial pruned on DLinear's
+curve beside window_mean would have beaten the study's best): nothing is pruned.
 
 Exactly N trials, whatever happens: ``--trials N`` is the study's total of finished
 trials (COMPLETE, PRUNED, or FAIL with an ``error`` attribute: a configuration that
@@ -172,6 +174,13 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
             before,
             spec.jobs,
         )
+        if len(spec.members) > 1 and spec.pruner != "none":
+            log.info(
+                "no pruning (--pruner %s): the score is the mean of %d members, which no "
+                "single member's epoch curve tells",
+                spec.pruner,
+                len(spec.members),
+            )
         # said with or without the bar (--quiet): a rerun must not look like a new study
         if before["finished"] >= spec.trials:
             tqdm.write(

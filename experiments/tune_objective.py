@@ -141,7 +141,10 @@ class Objective:
         periods = trial_periods(period, self.attrs["ranked_periods"])
         trial.set_user_attr("periods", periods)
         reporter = EpochReporter(trial, check_interrupts=self.check_interrupts)
-        pruning_member = None
+        # The score is the members' mean; one member's epoch curve does not tell it (a
+        # trial pruned on DLinear's curve scored better than the study's best), so with
+        # several members no curve is reported and nothing is pruned.
+        pruning_member = None if len(spec.members) == 1 else "(several members)"
         forecasts = []
         t0 = time.perf_counter()
         for spec_m in spec.members:

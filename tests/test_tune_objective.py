@@ -151,6 +151,18 @@ def test_a_member_without_an_epoch_hook_reports_its_history_after_fitting(
     assert trial.state == TrialState.COMPLETE
     assert trial.intermediate_values == {1: 0.9, 4: 0.7}
 
+    # Beside another member the score is their mean, which this curve does not tell: a
+    # trial pruned on DLinear's curve beside window_mean beat the study's best
+    import dataclasses
+
+    both = dataclasses.replace(
+        spec, members=["snaive", "naive"], out=str(tmp_path / "t2"), study=None, storage=None
+    ).resolved()
+    run_tune(both, progress=False, plots=False)
+    (trial,) = open_study(both).trials
+    assert trial.state == TrialState.COMPLETE and trial.intermediate_values == {}
+    assert "no pruning (--pruner median)" in (tmp_path / "t2" / "tune.log").read_text("utf-8")
+
 
 def test_an_interrupt_swallowed_in_an_epoch_stops_the_trial_at_the_epoch_end(
     synth_csv, tmp_path, monkeypatch

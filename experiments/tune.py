@@ -309,4 +309,11 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
         except UserError:
             raise exc from None
         raise UserError(f"{exc} (the lookback here is --max-seq-len: raise it)") from None
+    if spec.min_seq_len < spec.max_seq_len:
+        try:  # a fixed patch or period longer than the shortest lookback: failed trials
+            check(seq_len=spec.min_seq_len, preflight=True)
+        except UserError as exc:
+            raise UserError(
+                f"{exc} (the shortest lookback a trial may draw is --min-seq-len: raise it)"
+            ) from None
     return study_state(spec, dataset)

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("hybrid_forecast.tune")
 
 
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else path
+
+
 def best_config(spec: TuneSpec, trial) -> RunConfig:
     """The best trial as a config `hybrid-forecast run --config` accepts."""
     params: dict[str, dict[str, Any]] = {
@@ -30,8 +34,9 @@ def best_config(spec: TuneSpec, trial) -> RunConfig:
         params.setdefault(base, {}).update(tuned)
     return RunConfig(
         dataset=spec.dataset,
-        data_path=spec.data_path,
-        data_dir=spec.data_dir,
+        # absolute, as `run` stores them: `run --config` from another folder finds them
+        data_path=_absolute(spec.data_path),
+        data_dir=_absolute(spec.data_dir),
         features=spec.features,
         seq_len=int(trial.user_attrs["seq_len"]),
         pred_len=spec.pred_len,

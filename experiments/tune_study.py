@@ -342,7 +342,8 @@ def check_identity(spec: TuneSpec, attrs: dict[str, Any], dataset=None) -> None:
             "before fixed settings were kept out of the search); start a new study in "
             "another --out (with another --study name if --storage is shared)"
         )
-    if "ms_loss" in mine and "ms_loss" not in attrs:
+    # an MS study of older code lacks it; a study of other features is refused below
+    if "ms_loss" in mine and "ms_loss" not in attrs and attrs.get("features") == "MS":
         raise UserError(
             f"study {spec.study!r} in {spec.storage} was made before --features MS trained "
             "the classical members on the target alone: its trials' scores are of the old "

@@ -72,6 +72,11 @@ def test_bad_input_is_a_user_error(synth_csv, tmp_path):
         (dict(max_periods=0), "--max-periods must be at least 1"),
         # a patch longer than the lookback: the fix is tune's flag, not run's --seq-len
         (dict(members=["patchtst"], min_seq_len=4, max_seq_len=8), "is --max-seq-len: raise"),
+        # a fixed patch longer than the shortest lookback: every trial drawing it failed
+        (
+            dict(members=["patchtst@patch_len=64"], min_seq_len=24, max_seq_len=96),
+            "is --min-seq-len: raise",
+        ),
     ],
 )
 def test_bad_settings_fail_before_any_trial(change, needle, synth_csv, tmp_path):

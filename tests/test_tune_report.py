@@ -86,3 +86,19 @@ def test_the_summary_names_the_patch_choices_of_a_patched_member():
     md = _summary_md({**summary, "periods": [24], "patch_choices": {"24": ["24/12", "24/24"]}}, [])
     assert "Patch/stride choices per period: 24: 24/12, 24/24." in md
     assert "Patch/stride" not in _summary_md({**summary, "periods": [24]}, [])
+
+
+def test_best_config_names_a_relative_data_file_absolutely(synth_csv, tmp_path, monkeypatch):
+    # `tune --data-path data/x.csv` in one folder, `run --config` of it from another
+    import dataclasses
+
+    from experiments.config import RunConfig
+
+    csv = synth_csv(n=1200)
+    monkeypatch.chdir(csv.parent)
+    spec = tune_spec(csv, tmp_path / "tune", trials=1)
+    spec = dataclasses.replace(spec, data_path=csv.name)
+    run_tune(spec, progress=False, plots=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = RunConfig.from_file(tmp_path / "tune" / "best_config.yaml")
+    assert cfg.data_path == str(csv.resolve())

@@ -179,6 +179,10 @@ def test_an_ms_study_from_before_ms_fitted_the_target_is_not_resumed(synth_csv, 
         check_identity(spec, old, load_study_data(spec))
     m = replace(spec, features="M")  # M studies are as they were
     assert "ms_loss" not in _identity(m)
+    # an M study of today resumed under MS: its features differ, not its age
+    made_m = _identity(m) | {"data": now["data"]}
+    with pytest.raises(UserError, match="was made for features='M', not 'MS'"):
+        check_identity(spec, made_m, load_study_data(spec))
 
 
 def test_two_commands_starting_a_trial_at_once_draw_different_settings():

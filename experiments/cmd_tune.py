@@ -25,6 +25,14 @@ def add_parser(sub) -> None:
         "--data-dir", help="folder holding ETT-small/... (default $HYBRID_FORECAST_DATA)"
     )
     g.add_argument("--features", default="M", choices=["M", "S", "MS"], help="channels")
+    g.add_argument("--target", help="target column under S/MS (default OT, else the last)")
+    g.add_argument("--fill", choices=["ffill"], help="forward-fill NaN/inf instead of failing")
+    g.add_argument(
+        "--percent",
+        type=int,
+        default=100,
+        help="few-shot: the trials train on the first PERCENT %% of train windows",
+    )
     p.add_argument("--pred-len", type=int, default=96, help="horizon H")
     p.add_argument("--members", default="dlinear", help="comma-separated members to tune together")
     p.add_argument("--trials", type=int, default=30, help="total finished trials of the study")
@@ -74,6 +82,9 @@ def handle(args) -> int:
         data_path=args.data_path,
         data_dir=args.data_dir,
         features=args.features or "M",
+        target=args.target,
+        fill=args.fill,
+        percent=args.percent,
         pred_len=args.pred_len,
         members=members,
         trials=args.trials,

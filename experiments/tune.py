@@ -77,7 +77,8 @@ class TuneSpec:
             None: ``sqlite:///OUT/study.db``.
         study: study name; None: ``<dataset>_<H>_<members>``.
         jobs: worker processes on this machine.
-        data_path, data_dir, features: as for ``run``.
+        data_path, data_dir, features, target, fill, percent: as for ``run`` (percent:
+            the trials train on the first percent % of the train windows, few-shot).
         router: written into the exported config (the study itself scores members only).
         seed: seeds the members' weights and shuffling, and the sampler (with the number
             of trials already in the study and the worker's index: the same command draws
@@ -102,6 +103,9 @@ class TuneSpec:
     data_path: str | None = None
     data_dir: str | None = None
     features: str = "M"
+    target: str | None = None
+    fill: str | None = None
+    percent: int = 100
     router: str = "mean"
     seed: int = 0
     min_seq_len: int = 96
@@ -285,7 +289,7 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
     make_combiner(spec.router)
     dataset = load_study_data(spec)  # a missing file or bad column fails here, not in every trial
     try:
-        make_splits(dataset, spec.min_seq_len, spec.pred_len)
+        make_splits(dataset, spec.min_seq_len, spec.pred_len, percent=spec.percent)
     except UserError as exc:  # its advice names run's flags (--seq-len)
         raise UserError(
             f"{str(exc).split(';')[0]}; lower --min-seq-len or --pred-len, or use a longer series"

@@ -135,7 +135,8 @@ class Objective:
         period, seq_len, tuned = suggest(trial, spec, self.attrs)
         trial.set_user_attr("seq_len", seq_len)
         trial.set_user_attr("member_params", tuned)
-        splits = make_splits(self.dataset, seq_len, spec.pred_len, warn=False)  # said at start
+        # the scale was warned about at the start
+        splits = make_splits(self.dataset, seq_len, spec.pred_len, percent=spec.percent, warn=False)
         ch = splits.eval_channels
         val_true = splits.val.targets()[..., ch]
         periods = trial_periods(period, self.attrs["ranked_periods"])

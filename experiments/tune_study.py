@@ -238,9 +238,9 @@ def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
 
     dataset = load_study_data(spec) if dataset is None else dataset
     # The train rows are the same for every lookback; the smallest L keeps the check cheap.
-    splits = make_splits(
-        dataset, spec.min_seq_len, spec.pred_len, warn=False
-    )  # tune's check said it
+    splits = make_splits(  # warnings: tune's check said them
+        dataset, spec.min_seq_len, spec.pred_len, percent=spec.percent, warn=False
+    )
     ranked = detect_periods(splits, k=10)
     periods = period_candidates(ranked, spec.min_seq_len, spec.max_seq_len, spec.max_periods)
     if not periods:
@@ -256,7 +256,7 @@ def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
         )
     longest = max(lookback_range(p, spec.min_seq_len, spec.max_seq_len)[1] for p in periods)
     try:  # else every trial drawing a long lookback fails, and the study still exits 0
-        make_splits(dataset, longest, spec.pred_len, warn=False)
+        make_splits(dataset, longest, spec.pred_len, percent=spec.percent, warn=False)
     except UserError as exc:
         raise UserError(
             f"--max-seq-len {spec.max_seq_len} allows lookbacks the data cannot hold "
@@ -280,6 +280,10 @@ def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
 MS_LOSS = "target"
 
 
+# Identity entries recorded since the thirty-third session, as older studies ran them.
+_ADDED_DEFAULTS: dict[str, Any] = {"target": None, "fill": None, "percent": 100}
+
+
 def _identity(spec: TuneSpec) -> dict[str, Any]:
     """The settings a study's trials depend on: resuming it with others would mix two
     experiments in one "best" (and export the wrong one)."""
@@ -289,6 +293,9 @@ def _identity(spec: TuneSpec) -> dict[str, Any]:
         "members": list(spec.members),
         "features": spec.features,
         **({"ms_loss": MS_LOSS} if spec.features == "MS" else {}),
+        "target": spec.target,
+        "fill": spec.fill,
+        "percent": spec.percent,
         "seed": spec.seed,
         "member_params": spec.member_params,
         "min_seq_len": spec.min_seq_len,
@@ -351,8 +358,10 @@ def check_identity(spec: TuneSpec, attrs: dict[str, Any], dataset=None) -> None:
             "if --storage is shared)"
         )
     for key, value in mine.items():
-        if key in attrs and attrs[key] != value:
-            what = "the data file's values" if key == "data" else f"{key}={attrs[key]!r}"
+        # studies made before a setting was recorded ran with its default
+        before = attrs.get(key, _ADDED_DEFAULTS.get(key, value))
+        if before != value:
+            what = "the data file's values" if key == "data" else f"{key}={before!r}"
             now = "changed" if key == "data" else f"not {value!r}"
             raise UserError(
                 f"study {spec.study!r} in {spec.storage} was made for {what}, {now}; "
@@ -440,6 +449,8 @@ def load_study_data(spec: TuneSpec):
         data_path=spec.data_path,
         data_dir=spec.data_dir,
         features=spec.features,
+        target=spec.target,
+        fill=spec.fill,
     )
 
 

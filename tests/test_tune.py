@@ -231,3 +231,40 @@ def test_a_refused_resume_is_in_tune_log(synth_csv, tmp_path):
     assert "stopped before any trial: study" in (tmp_path / "t" / "tune.log").read_text(
         encoding="utf-8"
     )
+
+
+def test_target_fill_and_percent_reach_the_trials_the_study_and_best_config(
+    synth_csv, tmp_path, capsys
+):
+    # tune had none of them: S on a file whose target is not OT tuned the last column
+    # silently, a file with a gap could not be tuned, few-shot not at all
+    from experiments.cli import main
+    from experiments.config import RunConfig
+    from experiments.tune_study import open_study
+
+    def gap(df):
+        df.loc[5, "x0"] = float("nan")
+        return df
+
+    csv = str(synth_csv(n=1200, edit=gap))
+    argv = ["tune", "--data-path", csv, "--features", "S", "--target", "x0", "--fill", "ffill"]
+    argv += ["--members", "snaive", "--pred-len", "24", "--min-seq-len", "48"]
+    argv += ["--max-seq-len", "96", "--trials", "1", "--quiet", "--out", str(tmp_path / "t")]
+    assert main([*argv, "--percent", "50"]) == 0
+    cfg = RunConfig.from_file(tmp_path / "t" / "best_config.yaml")
+    assert (cfg.target, cfg.fill, cfg.percent) == ("x0", "ffill", 50)
+    assert open_study(cfg_spec(tmp_path)).user_attrs["target"] == "x0"
+    capsys.readouterr()
+    assert main([*argv, "--percent", "100", "--trials", "2"]) == 2  # another experiment
+    assert "was made for percent=50, not 100" in capsys.readouterr().err
+    other = [a if a != "x0" else "x1" for a in argv]
+    assert main([*other, "--percent", "50", "--trials", "2"]) == 2
+    assert "was made for target='x0', not 'x1'" in capsys.readouterr().err
+
+
+def cfg_spec(tmp_path):
+    import json
+
+    from experiments.tune import TuneSpec
+
+    return TuneSpec(**json.loads((tmp_path / "t" / "tune_spec.json").read_text("utf-8")))

@@ -276,3 +276,16 @@ def test_white_noise_gets_the_calendar_periods_of_its_frequency(freq, periods, t
     attrs = study_attrs(tune_spec(tmp_path / "noise.csv", tmp_path / "t", trials=1))
     assert attrs["ranked_periods"] == [] and attrs["periods"] == periods
     assert set(attrs["patch_choices"]) == {str(p) for p in periods}
+
+
+def test_a_study_from_before_percent_was_recorded_ran_on_every_train_window(synth_csv, tmp_path):
+    # it lacks the entry, but it was not few-shot: resumed with --percent 10 it would mix two
+    from ensemble.errors import UserError
+    from experiments.tune_study import _identity, check_identity, load_study_data
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    old = _identity(spec) | {"data": data_fingerprint(load_study_data(spec))}
+    old = {k: v for k, v in old.items() if k not in ("target", "fill", "percent")}
+    check_identity(spec, old, load_study_data(spec))  # the same experiment: resumed
+    with pytest.raises(UserError, match="was made for percent=100, not 10"):
+        check_identity(replace(spec, percent=10), old, load_study_data(spec))

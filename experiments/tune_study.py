@@ -319,8 +319,8 @@ def check_folder_study(spec: TuneSpec) -> None:
     if other and other != spec.study:
         raise UserError(
             f"{spec.out} holds the reports of study {other!r}, not {spec.study!r} (another "
-            f"dataset, horizon or member list); give another --out, or --study {other} to "
-            "continue that one"
+            f"dataset, horizon or member list); give another --out, or continue that one with "
+            f"--study {other} and its own settings (its tune_spec.json)"
         )
 
 

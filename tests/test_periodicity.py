@@ -600,3 +600,17 @@ def test_net_strength_tells_a_week_of_its_own_from_the_days_echo():
     assert echo[168][0] == 24 and echo[168][1] < 0.3
     assert real[168][1] > 0.35
     assert 24 not in echo
+
+
+def test_a_period_beside_a_stronger_cycle_is_measured_without_it():
+    # STL at 22 follows a strong 24-step cycle as a drifting phase (noise there scored
+    # F_S 0.42, "seasonal"), and STL at 200 finds a 5-step one (200 = 40 x 5)
+    t = np.arange(8640)
+    day = np.sin(2 * np.pi * t / 24)
+    noisy = analyse(day + np.random.default_rng(5).normal(0, 0.7, t.size), freq="h")
+    assert noisy.top_periods(3, seasonal_only=True) == [24]
+    five = day + 0.7 * np.sin(2 * np.pi * t / 5) + np.random.default_rng(0).normal(0, 0.2, t.size)
+    assert analyse(five, freq="h").top_periods(3, seasonal_only=True) == [24, 5]
+    # a cycle of its own keeps its strength
+    forty = day + 0.8 * np.sin(2 * np.pi * t / 40) + np.random.default_rng(1).normal(0, 0.2, t.size)
+    assert analyse(forty, freq="h").top_periods(3, seasonal_only=True) == [24, 40]

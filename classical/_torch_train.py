@@ -121,6 +121,20 @@ def predict_windows(
     return np.concatenate(out, axis=0)
 
 
+# Values of one batch's windows (inputs and targets, all channels) that scoring or
+# forecasting holds at once: 2**27 float32 is 512 MB, and a pass holds about four times
+# that. Every benchmark shape (weather: 21 channels, L + H up to 1440) stays under it at
+# the set batch sizes, so their numbers are unchanged; 862 channels at L=512 took 6 GB
+# in 2048-window batches.
+BATCH_VALUES = 2**27
+
+
+def capped_batch(batch: int, channels: int, steps: int) -> int:
+    """``batch`` windows, fewer where their ``channels * steps`` values each would exceed
+    ``BATCH_VALUES`` in all."""
+    return max(1, min(batch, BATCH_VALUES // max(1, channels * steps)))
+
+
 @torch.no_grad()
 def _val_mse(model: nn.Module, val: WindowGather, batch_size: int) -> float:
     """MSE over every val window at once (sum of squares / count, not a mean of batch means)."""
@@ -348,7 +362,9 @@ class WindowNetForecaster(BaseForecaster):
             on_epoch=self.on_epoch,
             threads=self.threads,
             device=self.device,
-            eval_batch_size=self._EVAL_BATCH,
+            eval_batch_size=capped_batch(
+                self._EVAL_BATCH, train.n_channels, self.seq_len + self.pred_len
+            ),
         )
         return self
 
@@ -356,7 +372,8 @@ class WindowNetForecaster(BaseForecaster):
         """windows.x: [W, L, C] -> [W, H, C] float32."""
         if self.net is None:
             raise RuntimeError(f"{self.name}: call fit() (or load()) before predict()")
-        return predict_windows(self.net, windows.x, self._PREDICT_BATCH, self.threads)
+        batch = capped_batch(self._PREDICT_BATCH, windows.x.shape[2], self.seq_len + self.pred_len)
+        return predict_windows(self.net, windows.x, batch, self.threads)
 
     def save(self, path: str | Path) -> None:
         """Write ``state_dict.pt`` (weights only) and ``config.json`` (constructor kwargs)."""

@@ -142,11 +142,12 @@ def combined_forecast(
     return combine(stacked, combiner.weights(stacked, features))
 
 
-def by_window_blocks(fn, n_windows: int, block: int = 256, axis: int = 0) -> np.ndarray:
+def by_window_blocks(fn, n_windows: int, block: int, axis: int = 0) -> np.ndarray:
     """``fn(lo, hi)`` on consecutive blocks of windows, results concatenated along ``axis``.
 
     Whole-array reductions over [M, W, H, C] (sorts, squared differences) make temporaries
-    of that size or several times it, 10+ GB on weather at H=720; blocks bound them. The
+    of that size or several times it, 10+ GB on weather at H=720; blocks bound them (size
+    them with ``windows_per_block``: a block counted in windows alone grows with H x C). The
     result is filled block by block, laid out and typed as the first block (as
     ``np.concatenate`` lays out blocks that share a layout), not concatenated from a list
     of them: no second copy of it.
@@ -168,7 +169,9 @@ def by_window_blocks(fn, n_windows: int, block: int = 256, axis: int = 0) -> np.
         part = fn(lo, lo + block)
 
 
-def oracle_weights(stacked: np.ndarray, targets: np.ndarray, block: int = 256) -> np.ndarray:
+def oracle_weights(
+    stacked: np.ndarray, targets: np.ndarray, block: int | None = None
+) -> np.ndarray:
     """One-hot weights on the best member per window and channel, judged on the targets.
 
     The best any router that picks one member per window and channel could do, reported
@@ -179,7 +182,8 @@ def oracle_weights(stacked: np.ndarray, targets: np.ndarray, block: int = 256) -
     Args:
         stacked: [M, W, H, C] members' forecasts.
         targets: [W, H, C].
-        block: windows per block of the error computation.
+        block: windows per block of the error computation (default: ``windows_per_block``:
+            a fixed 256 windows of 862 channels at H=720 held 3 GB at once).
 
     Returns:
         [W, C, M] one-hot weights.
@@ -189,7 +193,7 @@ def oracle_weights(stacked: np.ndarray, targets: np.ndarray, block: int = 256) -
             (np.asarray(stacked[:, lo:hi], np.float64) - targets[None, lo:hi]) ** 2, axis=2
         ),
         stacked.shape[1],
-        block,
+        block or windows_per_block(stacked.shape),
         axis=1,
     )
     return np.eye(stacked.shape[0])[np.argmin(err, axis=0)]

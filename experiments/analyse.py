@@ -254,18 +254,22 @@ def _splits(run: RunData, run_data: str | Path | None = None):
         return None
 
 
-def window_features(x: np.ndarray, period: int | None, chunk: int = 512) -> dict[str, np.ndarray]:
+def window_features(
+    x: np.ndarray, period: int | None, max_elements: int = 1 << 22
+) -> dict[str, np.ndarray]:
     """The four report features of each input window and channel.
 
     Args:
-        x: [W, L, C] input windows (scaled).
+        x: [W, L, C] input windows (scaled; a strided view is fine).
         period: the seasonal period for the strengths (None or > L/2: strengths are NaN).
-        chunk: windows per step (memory bound).
+        max_elements: values per step (memory bound: the strengths hold about eight
+            float64 copies of a step; 512 windows a step took 14 GB at 862 channels).
 
     Returns:
         {name: [W, C]} for the names in ``FEATURES``.
     """
     w, length, c = x.shape
+    chunk = max(1, max_elements // max(1, length * c))
     out = {k: np.full((w, c), np.nan) for k in FEATURES}
     for lo in range(0, w, chunk):
         xb = np.asarray(x[lo : lo + chunk], dtype=np.float64)
@@ -857,7 +861,9 @@ def _analyse(
     refit = None
     if splits is not None:
         ch = splits.eval_channels
-        x = splits.test.inputs()[..., ch]
+        # every channel or the target alone, as a slice: it keeps the strided view, where a
+        # list index copied [W, L, C] (2.5 GB at 862 channels, L=512)
+        x = splits.test.inputs()[..., ch[0] : ch[-1] + 1]
         # the same data as the run's, not only as many windows: a file changed since the run
         # would give features and router refits of other numbers than the saved forecasts
         same = x.shape[0] == run.true.shape[0] and np.allclose(

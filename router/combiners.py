@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ensemble.hybrid import by_window_blocks, weighted_sum
+from ensemble.hybrid import by_window_blocks, weighted_sum, windows_per_block
 from router.objective import WindowTerms, window_gram
 
 
@@ -126,16 +126,18 @@ class MedianCombiner(Combiner):
             # an even number of members would be rounded to float32)
             return self._step_weights(np.asarray(forecasts[:, lo:hi], np.float64)).mean(axis=2)
 
-        return np.moveaxis(by_window_blocks(block, forecasts.shape[1], axis=1), 0, -1)
+        n, per = forecasts.shape[1], windows_per_block(forecasts.shape)
+        return np.moveaxis(by_window_blocks(block, n, per, axis=1), 0, -1)
 
     def step_weights(self, forecasts, features=None) -> np.ndarray:
         return np.moveaxis(self._step_weights(np.asarray(forecasts, np.float64)), 0, -1)
 
     def forecast(self, forecasts: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
-        # blocks of windows: the median sorts a copy of its input
+        # blocks of windows sized by H x C: the median sorts a copy of its input
         return by_window_blocks(
             lambda lo, hi: np.median(np.asarray(forecasts[:, lo:hi], np.float64), axis=0),
             forecasts.shape[1],
+            windows_per_block(forecasts.shape),
         )
 
 

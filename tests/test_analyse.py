@@ -193,6 +193,17 @@ def test_window_features_on_known_shapes():
     assert f["volatility"][0, 2] > f["volatility"][0, 0]
 
 
+def test_window_features_steps_are_sized_by_lookback_and_channels():
+    # 512 windows a step whatever L x C took 14 GB at 862 channels; the values are per window
+    x = np.lib.stride_tricks.sliding_window_view(
+        np.random.default_rng(1).standard_normal((300, 5)), 96, axis=0
+    ).transpose(0, 2, 1)  # [205, 96, 5], a strided view as the run's splits give
+    whole = window_features(x, period=24)
+    steps = window_features(x, period=24, max_elements=96 * 5 * 7)  # 7 windows a step
+    for k, v in whole.items():
+        np.testing.assert_array_equal(steps[k], v)
+
+
 def test_window_features_of_a_constant_window():
     x = np.stack([np.full(192, 0.7), np.zeros(192)], axis=-1)[None]  # [1, 192, 2]
     f = window_features(x, period=24)

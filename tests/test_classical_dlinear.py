@@ -126,3 +126,21 @@ def test_ms_fits_the_target_as_s_does(synth_csv, cls):
     fc_ms = cls(96, 24, seed=0, **FAST).fit(ms.train, ms.val).predict(ms.test.windows())
     fc_s = cls(96, 24, seed=0, **FAST).fit(s.train, s.val).predict(s.test.windows())
     np.testing.assert_allclose(fc_ms[..., 2], fc_s[..., 0], atol=1e-5)
+
+
+def test_wide_windows_are_scored_and_forecast_in_smaller_batches(splits, monkeypatch):
+    # batches counted in windows alone took 6 GB at 862 channels and L=512
+    import classical._torch_train as tt
+
+    assert tt.capped_batch(2048, 7, 512 + 96) == 2048  # the benchmarks' shapes: as set
+    assert tt.capped_batch(4096, 21, 720 + 720) == 4096
+    model = DLinear(96, 24, seed=0, **FAST).fit(splits.train, splits.val)
+    w = splits.test.windows()
+    whole = model.predict(w)
+    sizes = []
+    forward = model.net.forward
+    monkeypatch.setattr(model.net, "forward", lambda x: sizes.append(len(x)) or forward(x))
+    per_window = 3 * (96 + 24)  # values of one window, all channels
+    monkeypatch.setattr(tt, "BATCH_VALUES", 100 * per_window)
+    np.testing.assert_allclose(model.predict(w), whole, rtol=1e-5, atol=1e-6)
+    assert max(sizes) == 100 and sum(sizes) == w.n

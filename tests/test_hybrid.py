@@ -148,3 +148,23 @@ def test_stack_keeps_dtype_and_layout_on_request(members):
     assert hybrid.memory_order(s) == hybrid.memory_order(np.stack(list(picked.values())))
     with pytest.raises(ValueError, match="differ in shape"):
         hybrid.stack({"a": f["m0"], "b": f["m1"][:-1]})
+
+
+def test_median_and_oracle_blocks_are_sized_by_horizon_and_channels(monkeypatch):
+    # 256 windows whatever H x C: 862 channels at H=720 held 3 GB per block
+    import router.combiners as combiners
+
+    stack = np.random.default_rng(0).standard_normal((3, 40, 24, 200)).astype(np.float32)
+    target = stack.mean(axis=0)
+    blocks = []
+    for mod in (hybrid, combiners):
+        real = mod.by_window_blocks
+        monkeypatch.setattr(
+            mod,
+            "by_window_blocks",
+            lambda fn, n, block, axis=0, real=real: blocks.append(block) or real(fn, n, 7, axis),
+        )
+    med = make_combiner("median").fit(stack, target)
+    np.testing.assert_array_equal(med.forecast(stack), np.median(stack.astype(np.float64), 0))
+    hybrid.oracle_weights(stack, target)
+    assert blocks == [hybrid.windows_per_block(stack.shape)] * 2

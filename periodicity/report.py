@@ -285,15 +285,16 @@ def _net_of_stronger(
     known a priori: ``net_strengths`` shows its net value).
 
     STL at 22 steps on a series with a strong 24-step cycle follows the day as a slowly
-    drifting phase, and STL at 200 finds a 5-step cycle (200 = 40 x 5): noise there
-    scored F_S 0.42 and 0.33, "seasonal", and reached the members. A cycle of its own
-    (40 beside 24) keeps its strength once the others are gone.
+    drifting phase, STL at 200 finds a 5-step cycle (200 = 40 x 5), and at 8 the daily
+    spike's third harmonic: noise there scored F_S 0.42, 0.33 and 0.35, "seasonal", and
+    reached the members. A cycle of its own (40 beside 24) keeps its strength once the
+    others are gone.
     """
     out: list[PeriodCandidate] = []
     kept: list[int] = []
     for cand in cands:
         q = cand.period
-        others = [p for p in kept if p % q and not (q in calendar and q % p == 0)]
+        others = [p for p in kept if not (q in calendar and q % p == 0)]
         seg = x[recent_rows(x.shape[0], q)]
         if cand.seasonal and others and seg.shape[0] >= 2 * max(q, *others):
             net = []

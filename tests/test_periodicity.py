@@ -614,3 +614,11 @@ def test_a_period_beside_a_stronger_cycle_is_measured_without_it():
     # a cycle of its own keeps its strength
     forty = day + 0.8 * np.sin(2 * np.pi * t / 40) + np.random.default_rng(1).normal(0, 0.2, t.size)
     assert analyse(forty, freq="h").top_periods(3, seasonal_only=True) == [24, 40]
+
+
+def test_a_harmonic_stronger_than_its_calendar_fundamental_is_not_a_period_of_its_own():
+    # a one-hour spike a day: the 8-step harmonic outweighs the day in the spectrum and
+    # was listed as seasonal beside 24 (F_S 0.35); with the day removed it is nothing
+    t = np.arange(4000)
+    report = analyse((t % 24 == 0).astype(float), freq="h")
+    assert report.top_periods(3, seasonal_only=True) == [24]

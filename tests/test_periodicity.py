@@ -614,6 +614,13 @@ def test_a_period_beside_a_stronger_cycle_is_measured_without_it():
     # a cycle of its own keeps its strength
     forty = day + 0.8 * np.sin(2 * np.pi * t / 40) + np.random.default_rng(1).normal(0, 0.2, t.size)
     assert analyse(forty, freq="h").top_periods(3, seasonal_only=True) == [24, 40]
+    # nor a day beside a stronger week: STL at 168 takes the whole day in
+    week = np.sin(2 * np.pi * t / 168) + 0.5 * day + np.random.default_rng(0).normal(0, 0.3, t.size)
+    assert analyse(week, freq="h").top_periods(3, seasonal_only=True) == [168, 24]
+    t2 = np.arange(1500)
+    both = np.sin(2 * np.pi * t2 / 84) + 0.9 * np.sin(2 * np.pi * t2 / 12)
+    both += np.random.default_rng(0).normal(0, 0.3, t2.size)
+    assert analyse(both).top_periods(3, seasonal_only=True) == [84, 12]
 
 
 def test_a_harmonic_stronger_than_its_calendar_fundamental_is_not_a_period_of_its_own():

@@ -267,4 +267,4 @@ def cfg_spec(tmp_path):
 
     from experiments.tune import TuneSpec
 
-    return TuneSpec(**json.loads((tmp_path / "t" / "tune_spec.json").read_text("utf-8")))
+    return TuneSpec(**json.loads((tmp_path / "t" / "tune_spec.json").read_text(encoding="utf-8")))

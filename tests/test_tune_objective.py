@@ -161,7 +161,9 @@ def test_a_member_without_an_epoch_hook_reports_its_history_after_fitting(
     run_tune(both, progress=False, plots=False)
     (trial,) = open_study(both).trials
     assert trial.state == TrialState.COMPLETE and trial.intermediate_values == {}
-    assert "no pruning (--pruner median)" in (tmp_path / "t2" / "tune.log").read_text("utf-8")
+    assert "no pruning (--pruner median)" in (tmp_path / "t2" / "tune.log").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_an_interrupt_swallowed_in_an_epoch_stops_the_trial_at_the_epoch_end(

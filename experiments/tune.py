@@ -46,6 +46,7 @@ from typing import Any
 from ensemble.errors import UserError
 from ensemble.io import write_json
 from experiments.tune_report import finish
+from experiments.tune_space import lookback_range
 from experiments.tune_study import (
     GRACE_S,
     HEARTBEAT_S,
@@ -287,10 +288,14 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
     from router import make_combiner
 
     make_combiner(spec.router)
+    if not 0 < spec.percent <= 100:
+        raise UserError(f"--percent must be in (0, 100] (got {spec.percent})")
     dataset = load_study_data(spec)  # a missing file or bad column fails here, not in every trial
     try:
         make_splits(dataset, spec.min_seq_len, spec.pred_len, percent=spec.percent)
     except UserError as exc:  # its advice names run's flags (--seq-len)
+        if str(exc).startswith("--percent"):  # "leaves no training window; raise it"
+            raise
         raise UserError(
             f"{str(exc).split(';')[0]}; lower --min-seq-len or --pred-len, or use a longer series"
         ) from None
@@ -313,11 +318,16 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
         except UserError:
             raise exc from None
         raise UserError(f"{exc} (the lookback here is --max-seq-len: raise it)") from None
-    if spec.min_seq_len < spec.max_seq_len:
-        try:  # a fixed patch or period longer than the shortest lookback: failed trials
-            check(seq_len=spec.min_seq_len, preflight=True)
+    state = study_state(spec, dataset)
+    if state is not None:  # a new study: its periods set the shortest lookback drawn
+        shortest = min(
+            lookback_range(p, spec.min_seq_len, spec.max_seq_len)[0] for p in state["periods"]
+        )
+        try:  # a fixed patch or period longer than it: failed trials
+            check(seq_len=shortest, preflight=True)
         except UserError as exc:
             raise UserError(
-                f"{exc} (the shortest lookback a trial may draw is --min-seq-len: raise it)"
+                f"{exc} (the shortest lookback a trial may draw is {shortest}, the least "
+                "multiple of a period candidate from --min-seq-len on: raise --min-seq-len)"
             ) from None
-    return study_state(spec, dataset)
+    return state

@@ -237,7 +237,8 @@ def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
     from experiments.run import detect_periods
 
     dataset = load_study_data(spec) if dataset is None else dataset
-    # The train rows are the same for every lookback; the smallest L keeps the check cheap.
+    # The smallest L keeps the check cheap; under --percent a longer L trains on a few
+    # more rows, whose periods are pinned by best_config all the same.
     splits = make_splits(  # warnings: tune's check said them
         dataset, spec.min_seq_len, spec.pred_len, percent=spec.percent, warn=False
     )

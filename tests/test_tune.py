@@ -70,12 +70,14 @@ def test_bad_input_is_a_user_error(synth_csv, tmp_path):
         (dict(members=["dlinear@kernal=3"]), "unknown dlinear setting"),
         (dict(seed=-1), "--seed must lie in"),
         (dict(max_periods=0), "--max-periods must be at least 1"),
+        # run's message, not advice to lower --min-seq-len
+        (dict(percent=0), r"--percent must be in \(0, 100\] \(got 0\)$"),
         # a patch longer than the lookback: the fix is tune's flag, not run's --seq-len
         (dict(members=["patchtst"], min_seq_len=4, max_seq_len=8), "is --max-seq-len: raise"),
         # a fixed patch longer than the shortest lookback: every trial drawing it failed
         (
             dict(members=["patchtst@patch_len=64"], min_seq_len=24, max_seq_len=96),
-            "is --min-seq-len: raise",
+            "may draw is 24, the least multiple of a period candidate from --min-seq-len",
         ),
     ],
 )
@@ -268,3 +270,18 @@ def cfg_spec(tmp_path):
     from experiments.tune import TuneSpec
 
     return TuneSpec(**json.loads((tmp_path / "t" / "tune_spec.json").read_text(encoding="utf-8")))
+
+
+def test_a_fixed_patch_longer_than_min_seq_len_but_within_every_drawn_lookback_is_tuned(
+    synth_csv, tmp_path
+):
+    # lookbacks are multiples of a period (24): from --min-seq-len 40 on, 48 at least
+    from ensemble.errors import UserError
+    from experiments.tune import validate
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=2)
+    spec.members, spec.min_seq_len, spec.max_seq_len = ["patchtst@patch_len=48"], 40, 96
+    assert validate(spec)["periods"] == [24]
+    spec.min_seq_len = 24
+    with pytest.raises(UserError, match="may draw is 24"):
+        validate(spec)

@@ -182,6 +182,10 @@ class FolderLock:
             self._exclusive = not shared
             if self._exclusive:  # who holds it, for the refusal of the next command
                 self._stamp(_identity())
+            elif os.fstat(self._fh.fileno()).st_size:
+                # no writer holds it now: the text is a killed writer's, and its pid may
+                # be another process's by the time a refusal would name it
+                self._stamp("")
 
     def _stamp(self, text: str) -> None:
         """Replace the lock file's text. After a first newline: the byte Windows locks

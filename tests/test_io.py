@@ -277,5 +277,12 @@ def test_a_refusal_names_the_process_writing_the_folder_while_it_runs(tmp_path):
         proc.kill()
         proc.wait()
     assert holder(tmp_path / "run") == f"a run is writing to {tmp_path / 'run'}"  # killed
+    # its text outlived it; its pid reused by a live process, a reader holding the lock
+    # would be reported as that process: the reader clears it
+    lock_file = tmp_path / "run" / ".lock"
+    lock_file.write_bytes(f"\npid {os.getppid()} since 00:00: old run".encode())
+    reader = FolderLock(tmp_path / "run", shared=True)
+    assert lock_file.read_bytes() == b""
+    reader.release()
     FolderLock(tmp_path / "run").release()  # a clean release leaves no name behind
     assert (tmp_path / "run" / ".lock").read_bytes() == b""

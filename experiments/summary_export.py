@@ -154,7 +154,7 @@ def _tex_cell(values: np.ndarray, mean: float, mark: str | None, digits: int, sp
     text = f"{mean:.{digits}f}"
     text = {"best": rf"\textbf{{{text}}}", "second": rf"\underline{{{text}}}"}.get(mark, text)
     v = values[~np.isnan(values)]
-    if spread and len(v) > 1:
+    if spread and len(v) > 1 and not (v == v[0]).all():  # the same in every seed: no ±
         text += rf"{{\scriptsize$\pm${v.std(ddof=1):.{digits}f}}}"
     return text
 
@@ -213,7 +213,8 @@ def summary_latex(
         r"\caption{Test MSE and MAE in the scaled space, "
         + over
         + (
-            " ($\\pm$: the spread over training seeds only, not the test sample's uncertainty)"
+            " ($\\pm$: the spread over training seeds only, not the test sample's uncertainty; "
+            "none where every seed gives the same score)"
             if len(only) != 1
             else ""
         )

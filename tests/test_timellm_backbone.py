@@ -101,6 +101,11 @@ def test_only_a_member_that_will_fit_needs_its_backbone_folder(tmp_path, monkeyp
     with pytest.raises(UserError, match="the folder has no config.json"):
         check_local_backbone("~/empty")
     check_local_backbone("Qwen/Qwen2.5-3B")  # a hub id: not a path, left to transformers
+    # a llama.cpp file, named with or without a folder: not "does not exist", not the network
+    (tmp_path / "qwen.gguf").write_bytes(b"GGUF")
+    for spec in (str(tmp_path / "qwen.gguf"), "~/qwen.gguf"):
+        with pytest.raises(UserError, match="it is a file, not a folder.*GGUF"):
+            check_local_backbone(spec)
 
 
 def test_the_checks_before_a_run_refuse_what_loading_would(tmp_path) -> None:

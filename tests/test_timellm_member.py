@@ -415,8 +415,15 @@ def test_a_gpu_out_of_memory_is_one_line_with_the_fallbacks(splits, monkeypatch)
         m.fit(splits.train, splits.val)
     monkeypatch.setattr(Trainer, "predict", no_memory)
     m.model = m.build()
-    with pytest.raises(UserError, match=r"while predicting; lower eval_batch_size"):
+    with pytest.raises(UserError, match=r"while predicting; lower eval_batch_size") as err:
         m.predict(splits.val.windows())
+    assert "load the backbone in 4-bit" in str(err.value)
+    # only what can still be lowered or switched: not 4-bit when it is on, nor one layer
+    m.load_in_4bit, m.llm_layers, m.prototype_map = True, 1, "full"
+    with pytest.raises(UserError) as err:
+        m.predict(splits.val.windows())
+    text = str(err.value)
+    assert "4-bit" not in text and "llm_layers" not in text and "prototype_map=lowrank" in text
 
 
 def test_prompt_statistics_are_chosen_checked_and_part_of_the_fingerprint(splits):

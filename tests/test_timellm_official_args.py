@@ -449,6 +449,15 @@ def test_set_values_device_and_model_folder_are_checked_before_any_model_is_buil
         parse_official(["--llm_model", "BERT", *shlex.split(flags)])
 
 
+def test_a_gguf_file_as_the_model_path_is_named_a_file(tmp_path, monkeypatch):
+    # "no such folder" for a file that is there, or the network blamed for a relative one
+    (tmp_path / "qwen.gguf").write_bytes(b"GGUF")
+    monkeypatch.chdir(tmp_path)
+    for value in (str(tmp_path / "qwen.gguf"), "qwen.gguf"):
+        with pytest.raises(UserError, match=f"--llm_model_path {value}: a file, not a folder"):
+            parse_official(["--llm_model", "BERT", "--llm_model_path", value])
+
+
 def test_device_cuda_without_a_gpu_is_refused():
     import torch
 

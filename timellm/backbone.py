@@ -260,13 +260,19 @@ def check_local_backbone(spec: str) -> None:
     the model is loaded, after the other members have fitted).
 
     Raises:
-        UserError: ``spec`` looks like a path (``/``, ``.``, ``~``, a Windows drive or
-            backslash, or several ``/``; a hub id has one) and does not exist, or is a
-            folder without ``config.json``.
+        UserError: ``spec`` is a file (a GGUF), or looks like a path (``/``, ``.``,
+            ``~``, a Windows drive or backslash, or several ``/``; a hub id has one) and
+            does not exist, or is a folder without ``config.json``.
     """
     if spec == "minilm" or spec == "none" or spec.endswith("-random"):
         return
     path = os.path.expanduser(spec)
+    if os.path.isfile(path):  # a .gguf of llama.cpp, a lone .safetensors or .bin
+        raise UserError(
+            f"cannot read backbone '{spec}': it is a file, not a folder; give the folder of "
+            "a saved Hugging Face model (config.json, weights, tokenizer files): GGUF files "
+            "(llama.cpp, Ollama) cannot be loaded"
+        )
     if looks_like_path(spec) and not os.path.exists(path):
         raise UserError(
             f"cannot read backbone '{spec}': backbone folder '{spec}' does not exist; give a "

@@ -702,11 +702,19 @@ class TimeLLMForecaster(BaseForecaster):
                 if doing == "training"
                 else evals
             )
+            # only what can still be lowered or switched, of these settings
+            more = [f"seq_len (now {self.seq_len})"]
+            if self.llm_layers > 1:
+                more.append(f"llm_layers (now {self.llm_layers})")
+            if getattr(self, "prototype_map", None) == "full":
+                more.append("prototype_map=lowrank (the full map holds 2.3 GiB for Qwen)")
+            if not self.load_in_4bit:
+                more.append("load the backbone in 4-bit (load_in_4bit=true)")
             raise UserError(
-                f"timellm: the GPU ran out of memory while {doing}; lower {size}, seq_len "
-                f"(now {self.seq_len}) or llm_layers (now {self.llm_layers}), or load the "
-                "backbone in 4-bit (`hybrid-forecast explain timellm` measures a step's peak "
-                "memory); a rerun resumes from the last finished epoch"
+                f"timellm: the GPU ran out of memory while {doing}; lower {size}, or "
+                + ", ".join(more)
+                + " (`hybrid-forecast explain timellm` measures a step's peak memory); a "
+                "rerun resumes from the last finished epoch"
             ) from None
 
     def _selected_starts(self, train: Split, val: Split) -> tuple[np.ndarray, np.ndarray]:

@@ -307,6 +307,12 @@ def _backbone(args: argparse.Namespace) -> str:
             continue
         # A path that is not there fails here, before the data are loaded or a run folder
         # is made (transformers would answer with its hub repo-id naming rules).
+        if Path(value).expanduser().is_file():
+            raise UserError(
+                f"{flag} {value}: a file, not a folder; give the folder of a saved Hugging "
+                "Face model (config.json, weights, tokenizer files): GGUF files (llama.cpp, "
+                "Ollama) cannot be loaded"
+            )
         if Path(value).is_absolute() or value.startswith("."):
             if not Path(value).is_dir():
                 raise UserError(

@@ -150,6 +150,7 @@ class FolderLock:
     def __init__(self, folder: str | Path, shared: bool = False, name: str = ".lock") -> None:
         folder = Path(folder)
         self._locked = False
+        self._exclusive = not shared  # the holder that names itself in the lock file
         if shared:
             try:
                 self._fh = open(folder / name, "a+b")
@@ -179,7 +180,6 @@ class FolderLock:
             )
         else:
             self._locked = True
-            self._exclusive = not shared
             if self._exclusive:  # who holds it, for the refusal of the next command
                 self._stamp(_identity())
             elif os.fstat(self._fh.fileno()).st_size:
@@ -204,7 +204,7 @@ class FolderLock:
             return
         try:
             if self._locked:
-                if getattr(self, "_exclusive", False):
+                if self._exclusive:
                     self._stamp("")  # a killed holder's text stays; `who_holds` checks its pid
                 _lock(self._fh, False)  # explicitly: Windows unlocks a closed file only lazily
         finally:

@@ -130,8 +130,8 @@ def results_markdown(res: dict[str, Any]) -> str:
         ]
         for n, r in res["combiners"].items():
             mark = " **(chosen)**" if r["chosen"] else ""
-            p_held = _signed_p(r.get("val_cv_vs_incumbent"))
-            p_mean = _signed_p(r.get("test_vs_mean"))
+            p_held = signed_p(r.get("val_cv_vs_incumbent"))
+            p_mean = signed_p(r.get("test_vs_mean"))
             lines.append(
                 f"| {n}{mark} | {r['val_cv']:.4f} | {p_held} | "
                 f"{r['val']['mse']:.4f} | {r['test']['mse']:.4f} | {r['test']['mae']:.4f} | "
@@ -140,7 +140,7 @@ def results_markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _signed_p(test: dict | None) -> str:
+def signed_p(test: dict | None) -> str:
     """``lower, p 0.008`` / ``higher, p 0.008``: a p with no direction read as a win."""
     p = (test or {}).get("p")
     if p is None or p != p:

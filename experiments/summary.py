@@ -249,14 +249,15 @@ def _cell(values: np.ndarray) -> str:
 def _dm_line(group: Group, best: list[str], seeds: list[int]) -> list[str]:
     """Each seed's Diebold-Mariano p of the ensemble against that seed's best member: a
     p of one seed says nothing of training randomness, so all of them side by side."""
+    from experiments.report import signed_p
+
     cells = []
     for seed, member in zip(seeds, best, strict=True):
         sig = group.runs[seed].get("significance", {}).get("test", {})
-        r = sig.get("ensemble_vs", {}).get(member)
-        if not r or r.get("p") is None or r["p"] != r["p"]:
+        text = signed_p(sig.get("ensemble_vs", {}).get(member))
+        if not text:  # a seed without the test: no row of half the seeds
             return []
-        better = "lower" if r["diff"] < 0 else "higher"
-        cells.append(f"seed {seed} {better}, p {r['p']:.3g}")
+        cells.append(f"seed {seed} {text}")
     if len(cells) < 2:
         return []
     return [

@@ -22,8 +22,8 @@ def test_training_figure_has_a_panel_per_member(tmp_path):
 
 def test_a_p_value_in_the_combiners_table_says_which_way():
     # "held-out p 0.008" of a combiner worse than stacked read as a win
-    from experiments.report import _signed_p
+    from experiments.report import signed_p
 
-    assert _signed_p({"diff": 0.004, "p": 0.00796}) == "higher, p 0.00796"
-    assert _signed_p({"diff": -0.004, "p": 0.0194}) == "lower, p 0.0194"
-    assert _signed_p({"diff": 0.0, "p": float("nan")}) == "" == _signed_p(None)
+    assert signed_p({"diff": 0.004, "p": 0.00796}) == "higher, p 0.00796"
+    assert signed_p({"diff": -0.004, "p": 0.0194}) == "lower, p 0.0194"
+    assert signed_p({"diff": 0.0, "p": float("nan")}) == "" == signed_p(None)

@@ -288,13 +288,11 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
     from router import make_combiner
 
     make_combiner(spec.router)
-    if not 0 < spec.percent <= 100:
-        raise UserError(f"--percent must be in (0, 100] (got {spec.percent})")
     dataset = load_study_data(spec)  # a missing file or bad column fails here, not in every trial
     try:
         make_splits(dataset, spec.min_seq_len, spec.pred_len, percent=spec.percent)
     except UserError as exc:  # its advice names run's flags (--seq-len)
-        if str(exc).startswith("--percent"):  # "leaves no training window; raise it"
+        if str(exc).startswith("--percent"):  # out of range, or no training window left
             raise
         raise UserError(
             f"{str(exc).split(';')[0]}; lower --min-seq-len or --pred-len, or use a longer series"

@@ -145,7 +145,7 @@ class Objective:
         # The score is the members' mean; one member's epoch curve does not tell it (a
         # trial pruned on DLinear's curve scored better than the study's best), so with
         # several members no curve is reported and nothing is pruned.
-        pruning_member = None if len(spec.members) == 1 else "(several members)"
+        prune = len(spec.members) == 1
         forecasts = []
         t0 = time.perf_counter()
         for spec_m in spec.members:
@@ -165,19 +165,16 @@ class Objective:
                 workdir=None,
             )
             member = registry.build(spec_m, ctx)
-            live = pruning_member is None and attach_epoch_callback(member, reporter)
-            if live:
-                pruning_member = spec_m
-            else:
+            live = prune and attach_epoch_callback(member, reporter)
+            if not live:
                 attach_epoch_callback(member, lambda epoch, val: self.check_interrupts())
             if hasattr(member, "on_step"):  # Time-LLM: an epoch takes minutes
                 member.on_step = self.check_interrupts
             member.fit(splits.train, splits.val)
             self.check_interrupts()
             history = getattr(member, "history", None)
-            if pruning_member is None and history:
+            if prune and not live and history:
                 # no live hook: report the curve afterwards (the pruner learns from it)
-                pruning_member = spec_m
                 reporter.live = False
                 for h in history:
                     if "val_mse" in h:

@@ -14,6 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from periodicity.spectrum import (
+    MAX_HARMONIC,
     Peak,
     autocorrelation,
     calendar_periods,
@@ -276,10 +277,6 @@ def analyse(
     return PeriodReport(overall=overall_cands, channels=channels, freq=freq, n_rows=n)
 
 
-# The harmonics a shorter period may be of a longer one (``spectrum.is_harmonic``'s order).
-MAX_ORDER = 6
-
-
 def _net_of_stronger(
     x: np.ndarray, cands: list[PeriodCandidate], calendar: list[int]
 ) -> list[PeriodCandidate]:
@@ -304,7 +301,7 @@ def _net_of_stronger(
             # not beside a divisor, for a calendar multiple (the week beside the day), nor
             # beside a multiple past the harmonics (the day beside a stronger week: STL at
             # 168 takes the whole day in); a harmonic (8 beside 24) is measured without it
-            if not (q in calendar and q % p == 0) and not (p % q == 0 and p // q > MAX_ORDER)
+            if not (q in calendar and q % p == 0) and not (p % q == 0 and p // q > MAX_HARMONIC)
         ]
         seg = x[recent_rows(x.shape[0], q)]
         if cand.seasonal and others and seg.shape[0] >= 2 * max(q, *others):

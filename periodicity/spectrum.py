@@ -279,8 +279,16 @@ def snap_to_calendar(period: int, calendar: list[int], tol: float = 0.05) -> int
     return min(near, key=lambda c: abs(period - c)) if near else period
 
 
+# The highest harmonic order merged into its fundamental.
+MAX_HARMONIC = 6
+
+
 def is_harmonic(
-    p: int, q: int, calendar: list[int] | None = None, max_order: int = 6, tol: float = 0.02
+    p: int,
+    q: int,
+    calendar: list[int] | None = None,
+    max_order: int = MAX_HARMONIC,
+    tol: float = 0.02,
 ) -> bool:
     """Whether p is q/m for some m in 2..max_order (p and q are whole lags).
 
@@ -308,7 +316,7 @@ def is_harmonic_freq(
     parent_freq: float,
     n: int,
     calendar: list[int] | None = None,
-    max_order: int = 6,
+    max_order: int = MAX_HARMONIC,
 ) -> bool:
     """Whether a spectral peak at ``f`` cycles per step is the m-th harmonic (m in
     2..max_order) of a cycle of ``parent_period`` steps, whose own peak is at
@@ -421,7 +429,7 @@ def find_peaks(
         if same is not None:
             # Two hints on one hill: one cycle, where their peaks are a few bins apart
             # (leakage). Farther apart, on a short lag, they are noise peaks that round
-            # to it: adding them made white noise's lag 2 hold 2-9 % of the variance.
+            # to it: adding them gave white noise a short "period" with 3-5 % of the variance.
             if abs(nu / n - same[2]) <= SAME_CYCLE_BINS / n:
                 same[1] += pw
             continue

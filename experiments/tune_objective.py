@@ -86,6 +86,9 @@ class Objective:
             arrived while one ran (a WeakKeyDictionary's clean-up, during DLinear's
             epochs) was lost, and the trial ran on to its end, in 3 of 6 Ctrl-Cs of
             `tune --jobs 2` measured. `work` sets it.
+        live_interrupts: a context in which a Ctrl-C or SIGTERM is raised where it lands;
+            outside it (Optuna storing the trial as started or finished) `work` only notes
+            one, for the next check: raised there, it left the trial RUNNING, untold.
     """
 
     def __init__(self, spec: TuneSpec, attrs: dict[str, Any]):
@@ -93,6 +96,9 @@ class Objective:
         self.attrs = attrs
         self.dataset = load_study_data(spec)
         self.check_interrupts: Callable[[], None] = lambda: None
+        self.live_interrupts: Callable[[], contextlib.AbstractContextManager] = (
+            contextlib.nullcontext
+        )
 
     def __call__(self, trial) -> float:
         study = trial.study
@@ -104,24 +110,28 @@ class Objective:
         if claimed_before >= self.spec.trials:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number}: {self.spec.trials} trials already claimed")
-        try:
-            return self._evaluate(trial)
-        except KeyboardInterrupt:
-            # Optuna marks it FAIL; the next start queues its parameters again
-            # (`requeue_interrupted`), as the heartbeat retry does for a killed trial
-            with contextlib.suppress(Exception):
-                trial.set_user_attr("interrupted", True)
-            raise
-        except Exception as exc:
-            import optuna
+        with self.live_interrupts():
+            try:
+                self.check_interrupts()  # one that came while Optuna started the trial
+                return self._evaluate(trial)
+            except KeyboardInterrupt:
+                # Optuna marks it FAIL; the next start queues its parameters again
+                # (`requeue_interrupted`), as the heartbeat retry does for a killed trial
+                with contextlib.suppress(Exception):
+                    trial.set_user_attr("interrupted", True)
+                raise
+            except Exception as exc:
+                import optuna
 
-            if not isinstance(exc, optuna.TrialPruned):
-                # recorded, so the trial counts as finished and is not retried forever
-                message = f"{type(exc).__name__}: {exc}"[:500]
-                trial.set_user_attr("error", message)
-                log.warning("trial %d failed: %s (traceback in tune.log)", trial.number, message)
-                log.info("trial %d traceback:\n%s", trial.number, traceback.format_exc())
-            raise
+                if not isinstance(exc, optuna.TrialPruned):
+                    # recorded, so the trial counts as finished and is not retried forever
+                    message = f"{type(exc).__name__}: {exc}"[:500]
+                    trial.set_user_attr("error", message)
+                    log.warning(
+                        "trial %d failed: %s (traceback in tune.log)", trial.number, message
+                    )
+                    log.info("trial %d traceback:\n%s", trial.number, traceback.format_exc())
+                raise
 
     def _evaluate(self, trial) -> float:
         from ensemble import metrics

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,11 +64,16 @@ class _NotedInterrupts:
     garbage collector runs a ``__del__`` (tqdm's, after a trial) is printed as "Exception
     ignored" and the study runs on. ``check()`` between trials raises it again.
     Installed from the main thread only (elsewhere signals cannot be handled).
+
+    Inside ``deferred()`` a signal is only noted, for ``check()`` to raise: Optuna's
+    bookkeeping around a trial (storing it as started, then as finished) must not be cut
+    short, or the trial is left RUNNING, untold.
     """
 
     def __init__(self) -> None:
         self.noted: list[tuple[int, Callable]] = []
         self._installed: dict[int, tuple[Callable, Callable]] = {}
+        self._deferring = False
 
     def __enter__(self) -> _NotedInterrupts:
         import threading
@@ -82,7 +87,8 @@ class _NotedInterrupts:
 
             def note(signum: int, frame: Any, before: Callable = before) -> None:
                 self.noted.append((signum, before))
-                before(signum, frame)
+                if not self._deferring:
+                    before(signum, frame)
 
             signal.signal(sig, note)
             self._installed[sig] = (note, before)
@@ -104,8 +110,21 @@ class _NotedInterrupts:
         if getattr(self, "_hook", None) is not None:
             sys.unraisablehook = self._hook
 
+    @contextlib.contextmanager
+    def deferred(self, defer: bool = True) -> Iterator[None]:
+        """Signals only noted inside (``defer=False``: raised where they land again)."""
+        before, self._deferring = self._deferring, defer
+        try:
+            yield
+        finally:
+            self._deferring = before
+
+    def live(self) -> contextlib.AbstractContextManager:
+        """Inside ``deferred()``, a stretch where signals are raised where they land."""
+        return self.deferred(False)
+
     def check(self) -> None:
-        """Raise the first noted interrupt again, as its handler raised it."""
+        """Raise the first noted interrupt (again), as its handler raises it."""
         if self.noted:
             signum, before = self.noted[0]
             before(signum, None)
@@ -156,6 +175,7 @@ def work(
     try:
         with _NotedInterrupts() as interrupts:
             objective.check_interrupts = interrupts.check
+            objective.live_interrupts = interrupts.live
             _trials_until_done(spec, study, objective, on_progress, interrupts, worker)
     finally:
         optuna_log.removeFilter(quiet)
@@ -192,7 +212,9 @@ def _trials_until_done(
             study.sampler = seeded_at_trial_start(spec, worker)
             with warnings.catch_warnings():  # optuna < 4.9 calls fail_stale_trials in it
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+                # signals wait for the objective (or for the loop's check, after the tell)
+                with interrupts.deferred():
+                    study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         else:
             if not waited:
                 # on the console when this is the command's only process: a wait of a
@@ -285,10 +307,15 @@ def run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None])
         for p in procs:
             if p.is_alive():
                 p.terminate()
+        killed = False
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():  # it ignored the request (its interrupt was swallowed): end it
                 p.kill()
                 p.join(timeout=5)
+                killed = True
+        if killed:  # its trial: FAIL and queued again now, as a rerun would do first
+            with contextlib.suppress(Exception):
+                fail_dead_local_trials(study)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -80,6 +80,42 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(synth_csv, tmp_
     assert sys.unraisablehook is hook  # put back
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_ctrl_c_between_optunas_ask_and_the_objective_fails_the_trial(
+    synth_csv, tmp_path, monkeypatch
+):
+    # Optuna's ask() has stored the trial as RUNNING; a Ctrl-C before the objective runs
+    # (a loaded machine, two workers starting at once: CI saw both trials left RUNNING)
+    # must still leave it failed and interrupted, so the rerun runs it again at once
+    import os
+    import signal
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=3)
+    ask = optuna.study.Study.ask
+
+    def ask_then_ctrl_c(study, *args, **kwargs):
+        trial = ask(study, *args, **kwargs)
+        if trial.number == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, before the objective
+        return trial
+
+    monkeypatch.setattr(optuna.study.Study, "ask", ask_then_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_tune(spec, progress=False, plots=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    trials = open_study(spec).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[1].user_attrs.get("interrupted") is True
+    monkeypatch.setattr(optuna.study.Study, "ask", ask)
+    summary = run_tune(spec, progress=False, plots=False)
+    assert summary["counts"]["complete"] == 3
+    assert open_study(spec).trials[2].user_attrs.get("retry_of") == 1  # run again
+
+
 _SIGTERM_TUNE = """
 import os, signal, sys, time
 from experiments.cli import main

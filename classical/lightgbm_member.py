@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,22 @@ from ensemble.forecaster import BaseForecaster
 from ensemble.io import write_text
 
 log = logging.getLogger(__name__)
+
+
+BLOCK_VALUES = 1 << 22  # feature values built at a time (16 MiB as float32)
+
+
+@dataclass
+class _Sums:
+    """A series' rows and running sums (each [T + 1, C], a leading zero row), the
+    channels they are of, and the timestamps calendar features read (None: NaN)."""
+
+    x: np.ndarray
+    cum: np.ndarray
+    cum2: np.ndarray
+    cumt: np.ndarray
+    channel_ids: np.ndarray
+    dates: pd.DatetimeIndex | None
 
 
 def _window_sum(cum: np.ndarray, lo: np.ndarray | int, hi: np.ndarray | int) -> np.ndarray:
@@ -168,35 +185,61 @@ class LightGBMForecaster(BaseForecaster):
         """The level is the mean over the top-ranked seasonal cycle (phase-free)."""
         return self.periods[0]
 
-    def _level(self, data: np.ndarray, n: int) -> np.ndarray:
-        """data: [T, C] -> [n, C] level of each window (mean of its last season)."""
-        cum = np.concatenate([np.zeros((1, data.shape[1])), np.cumsum(data, axis=0)])
-        end = np.arange(n) + self.seq_len
-        return _window_sum(cum, end - self.level_period, end) / self.level_period
-
-    def _features(self, data: np.ndarray, dates: pd.DatetimeIndex, n: int) -> np.ndarray:
-        """Features of the first ``n`` windows of a series.
+    def _sums(
+        self,
+        data: np.ndarray,
+        dates: pd.DatetimeIndex,
+        n: int,
+        channels: np.ndarray | None = None,
+    ) -> _Sums:
+        """What every window's features are read from, built once a series.
 
         Args:
             data: [T, C] scaled rows; window ``w`` has inputs ``data[w : w + L]``.
-            dates: timestamps of ``data``'s rows, reaching at least row ``n - 1 + L``
-                (the first forecast step of the last window), or empty.
+            dates: timestamps of ``data``'s rows; calendar features need them to reach
+                the first forecast step of the last of the ``n`` windows (else NaN).
             n: number of windows.
+            channels: the channels to read (None: all).
+        """
+        chans = np.arange(data.shape[1]) if channels is None else np.asarray(channels)
+        x = np.asarray(data[:, chans], dtype=np.float64)
+        rows = np.arange(len(x), dtype=np.float64)[:, None]
+
+        def cumulative(v: np.ndarray) -> np.ndarray:
+            return np.concatenate([np.zeros((1, len(chans))), np.cumsum(v, axis=0)])
+
+        calendar = dates if len(dates) >= n + self.seq_len else None
+        return _Sums(x, cumulative(x), cumulative(x * x), cumulative(rows * x), chans, calendar)
+
+    def _level(self, sums: _Sums, lo: int, hi: int) -> np.ndarray:
+        """[hi - lo, C] level of windows lo..hi-1 (mean of their last season)."""
+        end = np.arange(lo, hi) + self.seq_len
+        return _window_sum(sums.cum, end - self.level_period, end) / self.level_period
+
+    def _block(self, n_channels: int) -> int:
+        """Windows whose features (of ``n_channels`` channels) hold about BLOCK_VALUES
+        values: features are built a block at a time, never for a whole long series."""
+        width = 16 + self.n_lags + sum(min(self.profile_bins, p) for p in self.periods)
+        return max(1, BLOCK_VALUES // (width * n_channels))
+
+    def _features(self, sums: _Sums, lo: int, hi: int) -> np.ndarray:
+        """Features of windows lo..hi-1 of a series.
+
+        Args:
+            sums: the series' running sums (`_sums`), of C channels.
+            lo, hi: the windows, ``0 <= lo < hi <= n``.
 
         Returns:
-            [C * n, F] float32, rows ordered channel-major (all windows of channel 0 first).
+            [C * (hi - lo), F] float32, rows ordered channel-major (all windows of
+            the first channel first).
         """
-        L, C = self.seq_len, data.shape[1]
-        x = np.asarray(data, dtype=np.float64)
-        cum = np.concatenate([np.zeros((1, C)), np.cumsum(x, axis=0)])
-        cum2 = np.concatenate([np.zeros((1, C)), np.cumsum(x * x, axis=0)])
-        rows = np.arange(len(x), dtype=np.float64)[:, None]
-        cumt = np.concatenate([np.zeros((1, C)), np.cumsum(rows * x, axis=0)])
-        end = np.arange(n) + L  # exclusive end of each window's inputs
-        level = self._level(x, n)  # [n, C]
+        L, C = self.seq_len, sums.x.shape[1]
+        x, cum, nb = sums.x, sums.cum, hi - lo
+        end = np.arange(lo, hi) + L  # exclusive end of each window's inputs
+        level = self._level(sums, lo, hi)  # [nb, C]
         feats: dict[str, np.ndarray] = {"level": level} if self.level_feature else {}
 
-        lagv = sliding(x[: n - 1 + L], L)  # [n, L, C] strided view, nothing copied
+        lagv = sliding(x[lo : hi - 1 + L], L)  # [nb, L, C] strided view, nothing copied
         for j in range(self.n_lags):
             feats[f"lag{j + 1}"] = lagv[:, L - 1 - j, :] - level
 
@@ -204,42 +247,42 @@ class LightGBMForecaster(BaseForecaster):
             # the last cycle's shape in `bins` segments: the seasonal lags
             bins = min(self.profile_bins, p)
             if p > self.n_lags or bins < p:
-                edges = end[:, None] - p + (np.arange(bins + 1) * p) // bins  # [n, bins + 1]
+                edges = end[:, None] - p + (np.arange(bins + 1) * p) // bins  # [nb, bins + 1]
                 for b in range(bins):
-                    lo, hi = edges[:, b], edges[:, b + 1]
-                    seg = _window_sum(cum, lo, hi) / (hi - lo)[:, None]
+                    b_lo, b_hi = edges[:, b], edges[:, b + 1]
+                    seg = _window_sum(cum, b_lo, b_hi) / (b_hi - b_lo)[:, None]
                     feats[f"p{p}_seg{b}"] = seg - level
 
         for m, tag in ((self.level_period, f"p{self.level_period}"), (L, "win")):
-            lo = end - m
-            mean = _window_sum(cum, lo, end) / m
-            var = np.maximum(_window_sum(cum2, lo, end) / m - mean**2, 0.0)
+            start = end - m
+            mean = _window_sum(cum, start, end) / m
+            var = np.maximum(_window_sum(sums.cum2, start, end) / m - mean**2, 0.0)
             # least-squares slope over the last m rows: sum((t - t_mean) * x) / sum((t - t_mean)^2)
-            t_mean = (lo + end - 1)[:, None] / 2.0
-            sxt = _window_sum(cumt, lo, end) - t_mean * _window_sum(cum, lo, end)
+            t_mean = (start + end - 1)[:, None] / 2.0
+            sxt = _window_sum(sums.cumt, start, end) - t_mean * _window_sum(cum, start, end)
             feats[f"{tag}_mean"] = mean - level
             feats[f"{tag}_std"] = np.sqrt(var)
             feats[f"{tag}_slope"] = sxt / (m * (m * m - 1) / 12.0)
-            win = sliding(x[: n - 1 + L], m)[L - m :]  # [n, m, C] view: the last m inputs
+            win = sliding(x[lo : hi - 1 + L], m)[L - m :]  # [nb, m, C] view: the last m inputs
             feats[f"{tag}_min"] = win.min(axis=1) - level
             feats[f"{tag}_max"] = win.max(axis=1) - level
 
         names = list(feats)
-        out = np.empty((C, n, len(names) + 3), dtype=np.float32)
+        out = np.empty((C, nb, len(names) + 3), dtype=np.float32)
         for i, k in enumerate(names):
             out[:, :, i] = feats[k].T
         # calendar of the first forecast step, and the channel id
-        if len(dates) >= n + L:
-            first = dates[L : n + L]
+        if sums.dates is not None:
+            first = sums.dates[lo + L : hi + L]
             tod = (first.hour * 60 + first.minute).to_numpy() / 1440.0
             dow = first.day_of_week.to_numpy()
         else:
-            tod = dow = np.full(n, np.nan)
+            tod = dow = np.full(nb, np.nan)
         out[:, :, -3] = tod
         out[:, :, -2] = dow
-        out[:, :, -1] = np.arange(C)[:, None]
+        out[:, :, -1] = sums.channel_ids[:, None]
         self.feature_names = names + ["time_of_day", "day_of_week", "channel"]
-        return out.reshape(C * n, -1)
+        return out.reshape(C * nb, -1)
 
     def _rows(
         self,
@@ -249,21 +292,34 @@ class LightGBMForecaster(BaseForecaster):
         channels: tuple[int, ...] | None = None,
     ):
         """Features [N, F], trajectories relative to the level [N, H], for up to ``limit``
-        rows of ``channels`` (None: all)."""
+        rows of ``channels`` (None: all). Only the rows drawn are kept: the features of
+        every (window, channel) pair of a long series (1M rows x 7 channels: 2.9 GB) were
+        built before the draw."""
         n, C = split.n_windows, split.n_channels
-        feats = self._features(split.data, split.dates, n)
-        if channels is None:
-            pick = np.arange(C * n)
-        else:  # rows are channel-major: channel c holds rows c * n .. c * n + n - 1
-            pick = (np.asarray(channels)[:, None] * n + np.arange(n)).ravel()
+        chans = np.arange(C) if channels is None else np.asarray(channels)
+        # rows are channel-major: channel c holds rows c * n .. c * n + n - 1
+        pick = (chans[:, None] * n + np.arange(n)).ravel()
         if len(pick) > limit:
             pick = pick[np.sort(rng.choice(len(pick), size=limit, replace=False))]
         c, w = np.divmod(pick, n)
-        level = self._level(np.asarray(split.data, dtype=np.float64), n)  # [n, C]
+        sums = self._sums(split.data, split.dates, n, chans)
+        slot = np.empty(C, dtype=np.int64)  # a channel's place among `chans`
+        slot[chans] = np.arange(len(chans))
+        feats, step = None, self._block(len(chans))
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            rows = np.flatnonzero((w >= lo) & (w < hi))
+            if len(rows) == 0:
+                continue
+            block = self._features(sums, lo, hi)
+            if feats is None:
+                feats = np.empty((len(pick), block.shape[1]), dtype=np.float32)
+            feats[rows] = block[slot[c[rows]] * (hi - lo) + (w[rows] - lo)]
+        level = self._level(sums, 0, n)  # [n, len(chans)]
         y = split.targets()  # [n, H, C] view
         traj = y[w, :, c]  # [N, H], a copy (fancy indexing)
-        traj -= level[w, c][:, None]  # in place: a second [N, H] array was the fit's peak
-        return feats[pick], traj
+        traj -= level[w, slot[c]][:, None]  # in place: a second [N, H] array was the fit's peak
+        return feats, traj
 
     # ------------------------------------------------------------------ fit / predict
 
@@ -360,20 +416,25 @@ class LightGBMForecaster(BaseForecaster):
         if self.basis is None:
             raise RuntimeError(f"{self.name}: call fit() (or load()) before predict()")
         n, C = windows.n, windows.context.shape[1]
-        feats = self._features(windows.context, windows.dates, n)
+        sums = self._sums(windows.context, windows.dates, n)
+        step = self._block(C)
+        out = np.empty((n, self.pred_len, C), dtype=np.float32)
         # a bar over the coefficients: 2.5M rows (321 channels) took minutes per booster
         disable = None if self.progress is None else not self.progress
-        boosters = tqdm(self.boosters, desc=f"{self.name} predict", disable=disable, leave=False)
-        z = np.stack(
-            [
-                b.predict(feats, num_iteration=b.best_iteration, num_threads=self.num_threads)
-                for b in boosters
-            ],
-            axis=1,
-        )  # [C * n, K]
-        traj = (z @ self.basis.T).reshape(C, n, -1).transpose(1, 2, 0)  # [n, H, C]
-        level = self._level(np.asarray(windows.context, dtype=np.float64), n)
-        return (traj + level[:, None, :]).astype(np.float32)
+        total = len(self.boosters) * -(-n // step)
+        with tqdm(total=total, desc=f"{self.name} predict", disable=disable, leave=False) as bar:
+            for lo in range(0, n, step):
+                hi = min(n, lo + step)
+                feats = self._features(sums, lo, hi)
+                z = np.empty((len(feats), len(self.boosters)))  # [C * nb, K]
+                for k, b in enumerate(self.boosters):
+                    z[:, k] = b.predict(
+                        feats, num_iteration=b.best_iteration, num_threads=self.num_threads
+                    )
+                    bar.update()
+                traj = (z @ self.basis.T).reshape(C, hi - lo, -1).transpose(1, 2, 0)
+                out[lo:hi] = traj + self._level(sums, lo, hi)[:, None, :]  # [nb, H, C]
+        return out
 
     # ------------------------------------------------------------------ persistence
 

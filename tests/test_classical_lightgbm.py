@@ -53,10 +53,35 @@ def test_basis_is_leading_right_singular_vectors(splits, model):
     assert explained == pytest.approx((s[:k] ** 2).sum() / (s**2).sum(), rel=1e-10)
 
 
+def test_features_built_a_block_at_a_time_are_the_whole_series_features(splits, model, monkeypatch):
+    """Rows drawn from features built in blocks of a few windows and forecasts made a
+    block at a time, equal those of one block: every drawn row is the right (window,
+    channel) pair, under M and under MS (the target's rows only), with and without a
+    subsample."""
+    import classical.lightgbm_member as member
+
+    def fit_predict(**kw):
+        m = LightGBMForecaster(96, 24, periods=[24, 48], **SMALL, **kw)
+        rows = m._rows(splits.train, m.max_train_rows, np.random.default_rng(0), (2, 0))
+        return rows, m.fit(splits.train, splits.val).predict(splits.test.windows())
+
+    whole = [fit_predict(), fit_predict(max_train_rows=500)]
+    assert model._block(3) >= splits.train.n_windows  # the fixture's is one block
+    monkeypatch.setattr(member, "BLOCK_VALUES", 5000)  # a few windows a block
+    assert 2 <= model._block(3) <= 30 < splits.test.n_windows
+    blocked = [fit_predict(), fit_predict(max_train_rows=500)]
+    for ((x0, r0), p0), ((x1, r1), p1) in zip(whole, blocked, strict=True):
+        np.testing.assert_array_equal(x1, x0)
+        np.testing.assert_array_equal(r1, r0)
+        np.testing.assert_array_equal(p1, p0)
+    (x, _), _ = whole[1]
+    assert len(x) == 500 and set(np.unique(x[:, -1])) == {0, 2}  # the channel-id feature
+
+
 def test_features_match_direct_computation(splits, model):
     """Running-sum features equal the same statistics computed window by window."""
     w = splits.test.windows()
-    feats = model._features(w.context, w.dates, w.n).reshape(3, w.n, -1)
+    feats = model._features(model._sums(w.context, w.dates, w.n), 0, w.n).reshape(3, w.n, -1)
     names = model.feature_names
     x = w.x  # [W, L, C]
     level = x[:, -24:, :].mean(axis=1)

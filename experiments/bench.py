@@ -36,6 +36,7 @@ import pandas as pd
 from ensemble.errors import UserError, reason
 from ensemble.io import FolderLock, held, who_holds, write_csv, write_json, write_text
 from experiments.config import RunConfig, held_config
+from experiments.logfile import FolderLog
 
 log = logging.getLogger("hybrid_forecast.bench")
 
@@ -348,18 +349,8 @@ def check_report(spec: BenchSpec) -> None:
 
 
 def _setup_logging(out: Path) -> logging.Handler:
-    out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "bench.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    for h in root.handlers:  # keep the console quiet: INFO goes to bench.log only
-        if h is not handler and type(h) is logging.StreamHandler:
-            h.setLevel(max(h.level, logging.WARNING))
-    return handler
+    """bench.log; the console quiet meanwhile (INFO goes to bench.log only)."""
+    return FolderLog(out / "bench.log")
 
 
 def _log_to(out: Path, msg: str, *args: Any) -> None:
@@ -368,7 +359,6 @@ def _log_to(out: Path, msg: str, *args: Any) -> None:
     try:
         log.info(msg, *args)
     finally:
-        logging.getLogger().removeHandler(handler)
         handler.close()
 
 
@@ -482,7 +472,6 @@ def run_bench(
         log.info("interrupted after %d cells; a rerun skips the finished ones", len(ran))
         raise
     finally:
-        logging.getLogger().removeHandler(handler)
         handler.close()
         lock.release()
 

@@ -37,6 +37,7 @@ from ensemble.figures import VECTOR_FORMATS
 from ensemble.io import FolderLock, held, who_holds, write_json, write_npz, write_text
 from experiments import registry
 from experiments.config import RunConfig, held_config
+from experiments.logfile import FolderLog, any_stream
 from experiments.member_cache import (
     copy_members,
     member_path,
@@ -81,21 +82,8 @@ def detect_periods(splits: Splits, k: int = 3, progress: bool = False) -> list[i
 
 
 def _setup_logging(out: Path) -> logging.Handler:
-    out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "run.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    for h in root.handlers:  # keep the console quiet: INFO goes to run.log only
-        if (
-            h is not handler
-            and isinstance(h, logging.StreamHandler)
-            and not isinstance(h, logging.FileHandler)
-        ):
-            h.setLevel(logging.WARNING)
-    return handler
+    """run.log; the console quiet meanwhile (INFO goes to run.log only)."""
+    return FolderLog(out / "run.log", console=any_stream)
 
 
 # Members that hold a language model: after each, `release_memory` (a full collection,
@@ -593,7 +581,6 @@ def run(
         raise
     finally:
         try:
-            logging.getLogger().removeHandler(handler)
             handler.close()
         finally:
             lock.release()

@@ -150,7 +150,6 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
         if (out / "tune.log").is_file():  # a study resumed with bad input: its log says why
             handler = setup_logging(out)
             log.info("stopped before any trial: %s", exc)
-            logging.getLogger().removeHandler(handler)
             handler.close()
         raise
     fresh = not out.exists()
@@ -161,7 +160,6 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
             study = open_study(spec, create=True, new_attrs=new_attrs)
         except UserError:
             if fresh:  # a storage refused: no study was made, so leave no folder either
-                logging.getLogger().removeHandler(handler)
                 handler.close()
                 # only what this start made: a command started beside it may own the rest
                 (out / "tune.log").unlink(missing_ok=True)
@@ -232,7 +230,6 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
             _report_so_far(spec, study)
         raise
     finally:
-        logging.getLogger().removeHandler(handler)
         handler.close()
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments.logfile import FolderLog
 from experiments.tune_objective import Objective
 from experiments.tune_study import (
     fail_dead_local_trials,
@@ -37,19 +38,11 @@ POLL_S = 5.0  # how often an idle worker looks again while others finish the las
 def setup_logging(out: Path) -> logging.Handler:
     import optuna
 
-    out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "tune.log", encoding="utf-8")
+    # INFO to tune.log only (with the process: workers share it); the console gets warnings
+    handler = FolderLog(out / "tune.log")
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     )
-    handler.setLevel(logging.INFO)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    for h in root.handlers:  # INFO to tune.log only; the console gets warnings
-        if h is not handler and type(h) is logging.StreamHandler:
-            h.setLevel(max(h.level, logging.WARNING))
     # Optuna's own messages (trial finished / pruned) go to tune.log, not the console.
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
@@ -264,7 +257,7 @@ def _worker_entry(spec_dict: dict[str, Any], threads: int, worker: int) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 def run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None]) -> None:

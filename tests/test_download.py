@@ -14,6 +14,15 @@ from ensemble import download as dl
 from ensemble.errors import UserError
 
 
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """The loopback server directly: urllib sends requests through $http_proxy, which a
+    CI runner may set without listing 127.0.0.1 in $no_proxy."""
+    for name in ("http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
 @pytest.fixture
 def server(tmp_path):
     root = tmp_path / "srv"

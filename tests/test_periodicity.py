@@ -152,7 +152,7 @@ def test_planted_period_lost_in_one_noise_draw():
     assert any(abs(f - 71) <= 0.02 * 71 for f in found), found
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, derandomize=True)  # a clean clone draws the same
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(1000, 4000))
 def test_white_noise_has_no_seasonality(seed, n):
     x = np.random.default_rng(seed).standard_normal((n, 2))

@@ -65,9 +65,10 @@ def test_unreachable_hub_id_fails_at_once(monkeypatch) -> None:
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
-    start = time.perf_counter()
-    with pytest.raises(UserError, match="not in the Hugging Face cache, and huggingface.co"):
-        load_backbone("no-such-org/no-such-model")
+    for _ in range(2):  # the second call is timed: not transformers' first import
+        start = time.perf_counter()
+        with pytest.raises(UserError, match="not in the Hugging Face cache, and huggingface.co"):
+            load_backbone("no-such-org/no-such-model")
     assert time.perf_counter() - start < 5
 
 

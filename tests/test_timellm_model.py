@@ -333,9 +333,12 @@ def test_explain_activations_grow_with_the_batch_and_bound_it(minilm: Backbone) 
     assert m["weights_mb"] > 10 and m["gradients_mb"] * 2 == pytest.approx(
         m["adam_state_mb"], abs=0.1
     )
-    assert gpu_budget(mem[2], 2, 1, 2)["max_batch_size"] == pytest.approx(
-        gpu_budget(mem[4], 4, 1, 2)["max_batch_size"], rel=0.1
-    )  # the answer does not depend on the batch explained
+    # the answer does not depend on the batch explained. Without the step's RSS growth:
+    # a process-wide measure, it depends on what ran before (the allocator's free pages)
+    saved = {b: {k: v for k, v in m.items() if k != "rss_step_mb"} for b, m in mem.items()}
+    assert gpu_budget(saved[2], 2, 1, 2)["max_batch_size"] == pytest.approx(
+        gpu_budget(saved[4], 4, 1, 2)["max_batch_size"], rel=0.1
+    )
 
 
 def test_gpu_budget_arithmetic() -> None:

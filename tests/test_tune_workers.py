@@ -163,6 +163,7 @@ def test_two_worker_processes_share_one_study_of_exactly_n_trials(synth_csv, tmp
         member_params={"dlinear": {"epochs": 1}},
         study="jobs",
         jobs=2,
+        grace_s=30,  # a worker stalled 2 s on a loaded machine must not fail the other's trial
     )
     summary = run_tune(spec, progress=False, plots=False)
     assert summary["counts"]["finished"] == 4 and summary["counts"]["complete"] == 4

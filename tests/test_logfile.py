@@ -1,0 +1,62 @@
+"""A command's log file: INFO into the folder, the console quiet meanwhile, and every
+level it changed put back when the command ends (a run from a notebook left the caller's
+console handlers at WARNING for good)."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from conftest import synth_run_argv
+
+from experiments.logfile import FolderLog, any_stream
+
+
+@pytest.fixture
+def console():
+    """A caller's own console on the root logger, at INFO, the root at DEBUG."""
+    root = logging.getLogger()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    before = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler, stream
+    root.removeHandler(handler)
+    root.setLevel(before)
+
+
+def test_a_folder_log_quiets_the_console_and_puts_it_back(console, tmp_path):
+    handler, stream = console
+    log = logging.getLogger("hybrid_forecast.test")
+    outer = FolderLog(tmp_path / "a" / "run.log", console=any_stream)
+    inner = FolderLog(tmp_path / "b" / "bench.log")  # nested: a bench's run
+    log.info("into both files")
+    log.warning("to the console too")
+    assert handler.level == logging.WARNING and logging.getLogger().level == logging.DEBUG
+    inner.close()
+    assert handler.level == logging.WARNING  # the outer log still runs
+    outer.close()
+    outer.close()  # twice (logging.shutdown): nothing more changes
+    assert handler.level == logging.INFO and logging.getLogger().level == logging.DEBUG
+    assert outer not in logging.getLogger().handlers and inner not in logging.getLogger().handlers
+    assert stream.getvalue() == "WARNING to the console too\n"
+    for f in (tmp_path / "a" / "run.log", tmp_path / "b" / "bench.log"):
+        assert "INFO hybrid_forecast.test: into both files" in f.read_text(encoding="utf-8")
+
+
+def test_a_run_in_process_leaves_the_callers_logging_as_it_was(console, synth_csv, tmp_path):
+    from experiments.cli import main
+
+    handler, stream = console
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    out = tmp_path / "r"
+    assert main(synth_run_argv(synth_csv(), out)) == 0
+    assert root.handlers == handlers and root.level == logging.DEBUG
+    assert handler.level == logging.INFO
+    assert "INFO" in (out / "run.log").read_text(encoding="utf-8")
+    assert "INFO run " not in stream.getvalue()  # run.log's INFO stayed off the console

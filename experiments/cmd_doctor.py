@@ -171,18 +171,23 @@ def _four_bit() -> Check:
         return Check(
             "4-bit", "FAIL", f"bitsandbytes does not import ({exc}); --load_in_4bit needs it"
         )
+    from timellm.backbone import cpu_has_native_bf16
+
     device = _device()
-    dtype = torch.bfloat16 if device == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    if device == "cpu":  # as a 4-bit member computes here (precision auto)
+        dtype = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    else:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     layer = bnb.nn.Linear4bit(256, 256, compute_dtype=dtype, quant_type="nf4").to(device)
     out = layer(torch.randn(8, 256, dtype=dtype, device=device))
     if not torch.isfinite(out).all():
         return Check("4-bit", "FAIL", "an NF4 layer gave non-finite outputs")
+    emulated = " (this CPU has no native bf16: float32 is faster)" if dtype == torch.float32 else ""
     return Check(
         "4-bit",
         "ok",
-        f"bitsandbytes {bnb.__version__}: an NF4 layer computes on the {device} in {dtype}".replace(
-            "torch.", ""
-        ),
+        f"bitsandbytes {bnb.__version__}: an NF4 layer computes on the {device} in {dtype}"
+        f"{emulated}".replace("torch.", ""),
     )
 
 

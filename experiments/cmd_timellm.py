@@ -114,6 +114,14 @@ def handle(args) -> int:
     return 0
 
 
+def _float32_for_emulated_bf16(member, model) -> bool:
+    """Whether a 4-bit backbone computes in float32 only because this CPU emulates bf16."""
+    if not (member.load_in_4bit and member.precision == "auto") or model.compute_dtype:
+        return False
+    llm = getattr(model, "llm", None)
+    return llm is not None and next(llm.parameters()).device.type == "cpu"
+
+
 def handle_explain(args) -> int:
     import json
 
@@ -148,6 +156,16 @@ def handle_explain(args) -> int:
     # After the build: a bad backbone path is then the only line on stderr. On stderr, so
     # that stdout stays one JSON document with --json.
     _notices(mapping)
+    if _float32_for_emulated_bf16(member, model):
+        import sys
+
+        print(
+            "explain: this CPU has no native bf16 (AVX512-BF16 or AMX), so the 4-bit backbone "
+            "computes in float32 here, as training on it would (bf16 is emulated, about 40x "
+            "slower); a GPU computes in bf16, with about half of these activations and "
+            "embeddings: --precision bf16 measures that here, slowly",
+            file=sys.stderr,
+        )
     # The step the trainer takes: batch_size univariate series (the official batching,
     # sample=series), or batch_size windows x all channels (sample=windows).
     info = explain(

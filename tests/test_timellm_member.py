@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import TINY_LLAMA, patch_tiny_backbone, tiny_timellm
 
+import timellm.member
 from ensemble.errors import UserError
 from timellm import inject as inj
 from timellm.backbone import load_backbone, random_backbone
@@ -540,7 +541,11 @@ def test_precision_per_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
     assert member(load_in_4bit=True)._dtypes(cuda) == member()._dtypes(cuda) == (bf16, bf16)
     assert member()._dtypes(cpu) == (fp32, None)
+    monkeypatch.setattr(timellm.member, "cpu_has_native_bf16", lambda: True)
     assert member(load_in_4bit=True)._dtypes(cpu) == (None, None)  # bf16, the 4-bit default
+    monkeypatch.setattr(timellm.member, "cpu_has_native_bf16", lambda: False)  # AVX2: emulated
+    assert member(load_in_4bit=True)._dtypes(cpu) == (fp32, None)
+    assert member(load_in_8bit=True)._dtypes(cpu) == (None, None)  # LLM.int8: float16 casts
     assert member(precision="fp16")._dtypes(cpu) == (fp16, fp16)
     assert member(precision="fp32")._dtypes(cuda) == (fp32, None)
 
@@ -571,15 +576,23 @@ def fit_on_the_real_backbone_loader(splits, monkeypatch, **kw) -> TimeLLMForecas
     return m
 
 
-def test_a_4bit_member_fits_and_predicts(splits, monkeypatch):
-    # the seeds' setting (Qwen2.5-3B in NF4): the quantised layers must really be there
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_a_4bit_member_fits_and_predicts(splits, monkeypatch, native_bf16):
+    # the seeds' setting (Qwen2.5-3B in NF4): the quantised layers must really be there.
+    # On a CPU with native bf16 they compute in bf16; on one that emulates it, in float32
     import bitsandbytes as bnb
 
+    monkeypatch.setattr(timellm.member, "cpu_has_native_bf16", lambda: native_bf16)
     m = fit_on_the_real_backbone_loader(splits, monkeypatch, load_in_4bit=True)
     linears = [x for x in m.model.llm.modules() if isinstance(x, torch.nn.Linear)]
     assert linears and all(isinstance(x, bnb.nn.Linear4bit) for x in linears)
     assert linears[0].weight.quant_state.quant_type == "nf4"
-    assert m.backbone_obj.quantization == "4bit" and m.model.compute_dtype == torch.bfloat16
+    dtype = torch.bfloat16 if native_bf16 else torch.float32
+    assert {x.compute_dtype for x in linears} == {dtype}
+    assert m.backbone_obj.quantization == "4bit"
+    assert m.model.compute_dtype == (torch.bfloat16 if native_bf16 else None)
+    embeddings = m.model.llm.get_input_embeddings().weight
+    assert embeddings.dtype == dtype  # the unquantised weights: float32 beside float32 compute
 
 
 def test_an_8bit_member_fits_and_predicts(splits, monkeypatch, caplog):

@@ -413,6 +413,31 @@ def test_explain_timellm_prints_flow_parameters_and_memory(synth_csv, tiny_llama
     )
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_explain_says_when_a_4bit_backbone_measures_float32_for_emulated_bf16(
+    synth_csv, tiny_llama, capsys, monkeypatch, native_bf16
+):
+    # an AVX2 CPU: the 4-bit backbone computes in float32 (bf16 is emulated, ~40x slower),
+    # so its activations are about twice a bf16 GPU's: explain says so, on stderr
+    import json
+
+    import timellm.member
+
+    monkeypatch.setattr(timellm.member, "cpu_has_native_bf16", lambda: native_bf16)
+    csv = synth_csv(n=400, channels=2)
+    argv = (
+        f"explain timellm --root_path {csv.parent} --data_path {csv.name} --data custom "
+        "--seq_len 32 --pred_len 8 --batch_size 2 --d_model 8 --d_ff 16 --n_heads 2 "
+        "--num_tokens 16 --llm_model LLAMA --llm_model_path x --load_in_4bit --json"
+    )
+    assert main(argv.split()) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # stdout stays one JSON document
+    assert ("no native bf16" in captured.err) is not native_bf16
+    assert main([*argv.split(), "--precision", "bf16"]) == 0  # asked for: no notice
+    assert "no native bf16" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "flags,needle",
     [

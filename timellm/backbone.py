@@ -233,6 +233,20 @@ def random_backbone(
     )
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX). Without it torch
+    emulates bf16 matmuls: on an AVX2 CPU a training step of TimeLLM on a 4-bit tiny
+    Qwen2 took 8.0 s in bf16 and 0.21 s in float32 (thirty-fourth session)."""
+    cpu = getattr(torch, "cpu", None)
+    probes = [
+        getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
+    try:
+        return any(probe() for probe in probes if probe is not None)
+    except Exception:  # a torch without the probes, or one that fails: say emulated
+        return False
+
+
 def _keep_4bit_differentiable(model: nn.Module) -> None:
     """Stop bitsandbytes repacking 4-bit weights into its CPU inference format.
 

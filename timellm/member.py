@@ -53,6 +53,7 @@ from timellm.backbone import (
     backbone_identity,
     check_backbone,
     check_local_backbone,
+    cpu_has_native_bf16,
     looks_like_path,
 )
 from timellm.prompt import DEFAULT_STATS, FEATURE_STATS, parse_stats
@@ -204,8 +205,9 @@ class TimeLLMForecaster(BaseForecaster):
         load_in_4bit, load_in_8bit: quantise the backbone (bitsandbytes; a GPU).
         precision: "auto" (bf16 autocast and bf16 backbone on a GPU with native bf16,
             i.e. Ampere or newer; an older GPU computes a quantised backbone in fp16 and
-            runs an unquantised one in fp32; fp32 on CPU), "fp32", "bf16" or "fp16" (with
-            loss scaling, for GPUs without native bf16).
+            runs an unquantised one in fp32; fp32 on CPU, except a quantised backbone on
+            a CPU with native bf16, AVX512-BF16 or AMX: bf16), "fp32", "bf16" or "fp16"
+            (with loss scaling, for GPUs without native bf16).
         device: "cpu", "cuda" or None (best available).
         seed: weights, shuffling and injector seeds.
         workdir: folder for per-epoch checkpoints (None: none).
@@ -394,6 +396,9 @@ class TimeLLMForecaster(BaseForecaster):
             # (slow): float16 there, as the seeds' BitsAndBytesConfig had it.
             if device.type == "cuda":
                 return torch.float16, torch.float16
+            if self.load_in_4bit and not cpu_has_native_bf16():
+                # a CPU that emulates bf16 (AVX2): NF4 dequantised to float32 is ~40x faster
+                return torch.float32, None
             return None, None  # the quantised path's own bf16 default (half the memory)
         # CPU, or an older GPU unquantised: float32 (bf16 autocast is slower on CPUs
         # without AMX; float16 weights can overflow where float32 cannot)
@@ -411,7 +416,8 @@ class TimeLLMForecaster(BaseForecaster):
         if self.backbone == "none":
             return self._build_without_llm(device)
         weight_dtype, compute_dtype = self._dtypes(device)
-        if self.load_in_4bit or self.load_in_8bit:
+        if self.load_in_8bit or (self.load_in_4bit and weight_dtype != torch.float32):
+            # 16 bits (LLM.int8 casts to float16 anyway); NF4 also computes in float32
             weight_dtype = compute_dtype = compute_dtype or torch.bfloat16
         self.backbone_obj = load_backbone(
             self.backbone,

@@ -6,6 +6,7 @@ from a notebook or a test kept the caller's own console handlers at WARNING for 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,13 @@ def plain_stream(h: logging.Handler) -> bool:
 def any_stream(h: logging.Handler) -> bool:
     """Any handler that writes to a stream other than a file."""
     return isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+
+
+# The levels before the first open FolderLog, put back when the last one closes (logs of
+# commands run in threads may close in any order); guarded by a lock for those threads.
+_OPEN: list[FolderLog] = []
+_BEFORE: dict[int, tuple[logging.Logger | logging.Handler, int]] = {}
+_GUARD = threading.Lock()
 
 
 class FolderLog(logging.FileHandler):
@@ -34,21 +42,28 @@ class FolderLog(logging.FileHandler):
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.setLevel(logging.INFO)
         root = logging.getLogger()
-        quieted = [(h, h.level) for h in root.handlers if console(h)]
-        self._saved: tuple[int, list[tuple[logging.Handler, int]]] | None = (root.level, quieted)
-        root.addHandler(self)
-        if root.level > logging.INFO or root.level == logging.NOTSET:
-            root.setLevel(logging.INFO)
-        for h, level in quieted:  # INFO goes to the file only
-            h.setLevel(max(level, logging.WARNING))
+        with _GUARD:
+            if root.level > logging.INFO or root.level == logging.NOTSET:
+                _set(root, logging.INFO)
+            for h in root.handlers:  # INFO goes to the file only
+                if console(h):
+                    _set(h, max(h.level, logging.WARNING))
+            root.addHandler(self)
+            _OPEN.append(self)
 
     def close(self) -> None:
-        """Detach from the root logger and put back the levels changed (once)."""
-        root = logging.getLogger()
-        root.removeHandler(self)
-        saved, self._saved = self._saved, None
-        if saved is not None:
-            root.setLevel(saved[0])
-            for h, level in saved[1]:
-                h.setLevel(level)
+        """Detach from the root logger; the last log open puts back the levels changed."""
+        with _GUARD:
+            logging.getLogger().removeHandler(self)
+            if self in _OPEN:
+                _OPEN.remove(self)
+                if not _OPEN:
+                    for obj, level in _BEFORE.values():
+                        obj.setLevel(level)
+                    _BEFORE.clear()
         super().close()
+
+
+def _set(obj: logging.Logger | logging.Handler, level: int) -> None:
+    _BEFORE.setdefault(id(obj), (obj, obj.level))
+    obj.setLevel(level)

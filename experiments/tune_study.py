@@ -585,7 +585,9 @@ def requeue_interrupted(study) -> None:
         if t.user_attrs.get("interrupted") and t.number not in done
     ]
     for t in todo:
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        # a retry stopped before it drew: its parameters are still only the queued ones
+        params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+        study.enqueue_trial(params, user_attrs={"retry_of": t.number})
         done.add(t.number)
         log.info("trial %d was interrupted: its parameters are queued again", t.number)
     if todo:

@@ -48,6 +48,21 @@ def test_a_folder_log_quiets_the_console_and_puts_it_back(console, tmp_path):
         assert "INFO hybrid_forecast.test: into both files" in f.read_text(encoding="utf-8")
 
 
+def test_logs_closed_out_of_order_put_everything_back_once_all_are_closed(console, tmp_path):
+    # commands run in threads: the first log closed must not restore the levels the
+    # second still needs (the root at INFO for its file), nor leave them changed for good
+    handler, _ = console
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    a, b = FolderLog(tmp_path / "a.log"), FolderLog(tmp_path / "b.log")
+    a.close()
+    assert root.level == logging.INFO and handler.level == logging.WARNING  # b still runs
+    logging.getLogger("hybrid_forecast.test").info("b's record")
+    b.close()
+    assert root.level == logging.WARNING and handler.level == logging.INFO
+    assert "b's record" in (tmp_path / "b.log").read_text(encoding="utf-8")
+
+
 def test_a_run_in_process_leaves_the_callers_logging_as_it_was(console, synth_csv, tmp_path):
     from experiments.cli import main
 

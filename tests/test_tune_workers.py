@@ -116,6 +116,53 @@ def test_a_ctrl_c_between_optunas_ask_and_the_objective_fails_the_trial(
     assert open_study(spec).trials[2].user_attrs.get("retry_of") == 1  # run again
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_retry_stopped_before_it_draws_keeps_the_parameters_it_retries(
+    synth_csv, tmp_path, monkeypatch
+):
+    # trial 1 is stopped mid-objective and queued again as trial 2; a Ctrl-C in trial 2's
+    # ask() leaves it failed before it drew: its parameters are still only the queued ones,
+    # and those (trial 1's) must be queued again, not an empty set drawn afresh
+    import os
+    import signal
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=4)
+    evaluate, ask = Objective._evaluate, optuna.study.Study.ask
+
+    def stopped_after_drawing(self, trial):
+        value = evaluate(self, trial)
+        if trial.number == 1:
+            raise KeyboardInterrupt
+        return value
+
+    def ask_then_ctrl_c(study, *args, **kwargs):
+        trial = ask(study, *args, **kwargs)
+        if trial.number == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, before the objective
+        return trial
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        monkeypatch.setattr(Objective, "_evaluate", stopped_after_drawing)
+        with pytest.raises(KeyboardInterrupt):
+            run_tune(spec, progress=False, plots=False)
+        monkeypatch.setattr(Objective, "_evaluate", evaluate)
+        monkeypatch.setattr(optuna.study.Study, "ask", ask_then_ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            run_tune(spec, progress=False, plots=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    monkeypatch.setattr(optuna.study.Study, "ask", ask)
+    assert run_tune(spec, progress=False, plots=False)["counts"]["complete"] == 4
+    trials = open_study(spec).trials
+    assert trials[1].params and trials[2].params == {}  # stopped before it drew
+    assert trials[3].user_attrs["retry_of"] == 2
+    assert trials[3].state == TrialState.COMPLETE and trials[3].params == trials[1].params
+    # queued, not redrawn (one worker's seeding would often redraw the same values)
+    assert trials[3].system_attrs["fixed_params"] == trials[1].params
+
+
 _SIGTERM_TUNE = """
 import os, signal, sys, time
 from experiments.cli import main

@@ -3,12 +3,14 @@ the lock a run holds on its folder."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +290,28 @@ def held(folder: str | Path) -> bool:
 
 
 # errno values that mean "someone else holds it" (others: this file system cannot lock)
+@contextlib.contextmanager
+def waiting_lock(path: str | Path, poll_s: float = 0.02) -> Iterator[None]:
+    """An exclusive lock on the file ``path`` (made if missing) for the block, waited for
+    by polling (``msvcrt`` has no blocking lock that a signal can interrupt). On a file
+    system that cannot lock at all, the block runs without one."""
+    with open(path, "a+b") as fh:
+        while True:
+            try:
+                _lock(fh, True)
+            except OSError as exc:
+                if exc.errno in _HELD:
+                    time.sleep(poll_s)
+                    continue
+                yield  # no locking here: as FolderLock, go on without
+                return
+            break
+        try:
+            yield
+        finally:
+            _lock(fh, False)
+
+
 _HELD = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)}
 
 

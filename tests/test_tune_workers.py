@@ -5,6 +5,7 @@ running elsewhere, and a study they left unfinished is an error."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -161,6 +162,44 @@ def test_a_retry_stopped_before_it_draws_keeps_the_parameters_it_retries(
     assert trials[3].state == TrialState.COMPLETE and trials[3].params == trials[1].params
     # queued, not redrawn (one worker's seeding would often redraw the same values)
     assert trials[3].system_attrs["fixed_params"] == trials[1].params
+
+
+def _ask_at(url: str, lock: str, start: float, numbers) -> None:
+    """A spawned worker's ask() at wall-clock time ``start`` (through the workers' lock)."""
+    import warnings
+
+    from experiments.tune_study import open_storage
+    from experiments.tune_workers import _one_at_a_time
+
+    warnings.simplefilter("ignore")
+    study = optuna.load_study(study_name="s", storage=open_storage(url))
+    ask = _one_at_a_time(study.ask, Path(lock))
+    time.sleep(max(0.0, start - time.time()))
+    numbers.put(ask().number)
+
+
+def test_two_workers_asking_at_once_do_not_both_pop_one_queued_trial(tmp_path):
+    # on SQLite both popped it (optuna#4621): it ran twice and one worker then crashed
+    import multiprocessing as mp
+
+    from experiments.tune_study import open_storage
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(study_name="s", storage=open_storage(url)).enqueue_trial({"x": 1.0})
+    ctx = mp.get_context("spawn")
+    numbers = ctx.Queue()
+    start = time.time() + 8  # both imported and waiting by then
+    procs = [
+        ctx.Process(target=_ask_at, args=(url, str(tmp_path / ".ask.lock"), start, numbers))
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    got = sorted(numbers.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    assert got == [0, 1]
 
 
 _SIGTERM_TUNE = """

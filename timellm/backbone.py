@@ -236,7 +236,7 @@ def random_backbone(
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX). Without it torch
     emulates bf16 matmuls: on an AVX2 CPU a training step of TimeLLM on a 4-bit tiny
-    Qwen2 took 8.0 s in bf16 and 0.21 s in float32 (thirty-fourth session)."""
+    Qwen2 took 7.3 s in bf16 and 0.18 s in float32 (benchmarks/cpu_bf16_step.py)."""
     cpu = getattr(torch, "cpu", None)
     probes = [
         getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")

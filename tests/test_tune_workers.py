@@ -81,6 +81,25 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(synth_csv, tmp_
     assert sys.unraisablehook is hook  # put back
 
 
+def ctrl_c_after_ask(monkeypatch: pytest.MonkeyPatch, number: int):
+    """Ctrl-C right after Optuna's ask() stores trial ``number`` as RUNNING, before the
+    objective runs; returns the real ``Study.ask``."""
+    import os
+    import signal
+
+    ask = optuna.study.Study.ask
+
+    def ask_then_ctrl_c(study, *args, **kwargs):
+        trial = ask(study, *args, **kwargs)
+        if trial.number == number:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, before the objective
+        return trial
+
+    monkeypatch.setattr(optuna.study.Study, "ask", ask_then_ctrl_c)
+    return ask
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_ctrl_c_between_optunas_ask_and_the_objective_fails_the_trial(
     synth_csv, tmp_path, monkeypatch
@@ -88,20 +107,10 @@ def test_a_ctrl_c_between_optunas_ask_and_the_objective_fails_the_trial(
     # Optuna's ask() has stored the trial as RUNNING; a Ctrl-C before the objective runs
     # (a loaded machine, two workers starting at once: CI saw both trials left RUNNING)
     # must still leave it failed and interrupted, so the rerun runs it again at once
-    import os
     import signal
 
     spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=3)
-    ask = optuna.study.Study.ask
-
-    def ask_then_ctrl_c(study, *args, **kwargs):
-        trial = ask(study, *args, **kwargs)
-        if trial.number == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the handler runs here, before the objective
-        return trial
-
-    monkeypatch.setattr(optuna.study.Study, "ask", ask_then_ctrl_c)
+    ask = ctrl_c_after_ask(monkeypatch, 1)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -124,11 +133,10 @@ def test_a_retry_stopped_before_it_draws_keeps_the_parameters_it_retries(
     # trial 1 is stopped mid-objective and queued again as trial 2; a Ctrl-C in trial 2's
     # ask() leaves it failed before it drew: its parameters are still only the queued ones,
     # and those (trial 1's) must be queued again, not an empty set drawn afresh
-    import os
     import signal
 
     spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=4)
-    evaluate, ask = Objective._evaluate, optuna.study.Study.ask
+    evaluate = Objective._evaluate
 
     def stopped_after_drawing(self, trial):
         value = evaluate(self, trial)
@@ -136,20 +144,13 @@ def test_a_retry_stopped_before_it_draws_keeps_the_parameters_it_retries(
             raise KeyboardInterrupt
         return value
 
-    def ask_then_ctrl_c(study, *args, **kwargs):
-        trial = ask(study, *args, **kwargs)
-        if trial.number == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the handler runs here, before the objective
-        return trial
-
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     try:
         monkeypatch.setattr(Objective, "_evaluate", stopped_after_drawing)
         with pytest.raises(KeyboardInterrupt):
             run_tune(spec, progress=False, plots=False)
         monkeypatch.setattr(Objective, "_evaluate", evaluate)
-        monkeypatch.setattr(optuna.study.Study, "ask", ask_then_ctrl_c)
+        ask = ctrl_c_after_ask(monkeypatch, 2)
         with pytest.raises(KeyboardInterrupt):
             run_tune(spec, progress=False, plots=False)
     finally:

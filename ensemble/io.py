@@ -289,29 +289,35 @@ def held(folder: str | Path) -> bool:
         return False
 
 
-# errno values that mean "someone else holds it" (others: this file system cannot lock)
 @contextlib.contextmanager
 def waiting_lock(path: str | Path, poll_s: float = 0.02) -> Iterator[None]:
     """An exclusive lock on the file ``path`` (made if missing) for the block, waited for
-    by polling (``msvcrt`` has no blocking lock that a signal can interrupt). On a file
-    system that cannot lock at all, the block runs without one."""
-    with open(path, "a+b") as fh:
-        while True:
-            try:
-                _lock(fh, True)
-            except OSError as exc:
-                if exc.errno in _HELD:
-                    time.sleep(poll_s)
-                    continue
-                yield  # no locking here: as FolderLock, go on without
-                return
-            break
+    by polling (``msvcrt`` has no blocking lock that a signal can interrupt). Where the
+    file cannot be made or the file system cannot lock, the block runs without one, as
+    `FolderLock` goes on without."""
+    try:
+        fh = open(path, "a+b")
+    except OSError:  # a read-only folder, another user's file
+        fh = None
+    locked = False
+    while fh is not None and not locked:
         try:
-            yield
-        finally:
-            _lock(fh, False)
+            _lock(fh, True)
+            locked = True
+        except OSError as exc:
+            if exc.errno not in _HELD:
+                break  # no locking here
+            time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        if fh is not None:
+            if locked:
+                _lock(fh, False)
+            fh.close()
 
 
+# errno values that mean "someone else holds it" (others: this file system cannot lock)
 _HELD = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)}
 
 

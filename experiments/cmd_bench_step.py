@@ -69,8 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--dtype",
         choices=["fp32", "bf16", "fp16"],
         default="fp32",
-        help="dtype of the frozen backbone weights (with --load-in-4bit: its compute dtype, "
-        "where fp32 means the bf16 default)",
+        help="dtype of the frozen backbone weights (with --load-in-4bit: its compute dtype)",
     )
     p.add_argument(
         "--autocast",
@@ -139,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     backbone = load_backbone(
         args.backbone,
         llm_layers=args.llm_layers,
-        dtype=half.get(args.dtype),
+        dtype={"fp32": torch.float32, **half}[args.dtype],  # 4-bit in fp32 too, as the member
         load_in_4bit=args.load_in_4bit,
         device=device,
     )
@@ -228,8 +227,7 @@ def run(args: argparse.Namespace) -> int:
         "prototype_map": args.prototype_map,
         "prefix_cache": model.is_decoder and not args.no_prefix_cache,
         "prompt": args.prompt,
-        # the dtype the layers computed in: a 4-bit backbone's default compute is bf16
-        "dtype": "bf16" if args.load_in_4bit and args.dtype == "fp32" else args.dtype,
+        "dtype": args.dtype,  # the weights' (a 4-bit backbone's: its compute dtype)
         "autocast": args.autocast,
         "backbone_dropout": args.backbone_dropout,
         "load_in_4bit": args.load_in_4bit,

@@ -176,8 +176,9 @@ def _four_bit() -> Check:
     device = _device()
     if device == "cpu":  # as a 4-bit member computes here (precision auto)
         dtype = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-    else:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:  # native bf16 from Ampere on, as the member decides (is_bf16_supported counts emulation)
+        native = torch.cuda.get_device_capability()[0] >= 8
+        dtype = torch.bfloat16 if native else torch.float16
     layer = bnb.nn.Linear4bit(256, 256, compute_dtype=dtype, quant_type="nf4").to(device)
     out = layer(torch.randn(8, 256, dtype=dtype, device=device))
     if not torch.isfinite(out).all():

@@ -156,7 +156,8 @@ def handle_explain(args) -> int:
     # After the build: a bad backbone path is then the only line on stderr. On stderr, so
     # that stdout stays one JSON document with --json.
     _notices(mapping)
-    if _float32_for_emulated_bf16(member, model):
+    emulated_bf16 = _float32_for_emulated_bf16(member, model)
+    if emulated_bf16:
         import sys
 
         print(
@@ -178,6 +179,8 @@ def handle_explain(args) -> int:
         prompt=member.prompt,
         backbone_eval=not member.backbone_dropout,
     )
+    if emulated_bf16:  # in the JSON too: every figure above is float32's
+        info["memory"]["measured_in"] = "float32 (this CPU emulates bf16)"
     # What one epoch of this command costs: its optimiser steps and validation passes.
     steps, val_series = member.epoch_size(splits.train, splits.val)
     series_per_step = member.batch_size * (1 if member.sample == "series" else dataset.n_channels)

@@ -42,28 +42,32 @@ class FolderLog(logging.FileHandler):
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.setLevel(logging.INFO)
         root = logging.getLogger()
+        # bookkeeping under _GUARD, logging's own calls (its module lock) after it: a
+        # basicConfig(force=True) in another thread closes handlers under that lock
         with _GUARD:
+            changes: list[tuple[logging.Logger | logging.Handler, int]] = []
             if root.level > logging.INFO or root.level == logging.NOTSET:
-                _set(root, logging.INFO)
-            for h in root.handlers:  # INFO goes to the file only
+                changes.append((root, logging.INFO))
+            for h in list(root.handlers):  # INFO goes to the file only
                 if console(h):
-                    _set(h, max(h.level, logging.WARNING))
-            root.addHandler(self)
+                    changes.append((h, max(h.level, logging.WARNING)))
+            for obj, _ in changes:
+                _BEFORE.setdefault(id(obj), (obj, obj.level))
             _OPEN.append(self)
+        for obj, level in changes:
+            obj.setLevel(level)
+        root.addHandler(self)
 
     def close(self) -> None:
         """Detach from the root logger; the last log open puts back the levels changed."""
+        logging.getLogger().removeHandler(self)
         with _GUARD:
-            logging.getLogger().removeHandler(self)
+            last = self in _OPEN and len(_OPEN) == 1
             if self in _OPEN:
                 _OPEN.remove(self)
-                if not _OPEN:
-                    for obj, level in _BEFORE.values():
-                        obj.setLevel(level)
-                    _BEFORE.clear()
+            restore = list(_BEFORE.values()) if last else []
+            if last:
+                _BEFORE.clear()
+        for obj, level in restore:
+            obj.setLevel(level)
         super().close()
-
-
-def _set(obj: logging.Logger | logging.Handler, level: int) -> None:
-    _BEFORE.setdefault(id(obj), (obj, obj.level))
-    obj.setLevel(level)

@@ -24,6 +24,7 @@ from experiments.tune_study import (
     fail_dead_local_trials,
     open_study,
     seeded_at_trial_start,
+    sqlite_path,
     trial_counts,
 )
 
@@ -149,14 +150,22 @@ class _QuietInterrupt(logging.Filter):
         return True
 
 
-def _one_at_a_time(ask: Callable[..., Any], lock: Path) -> Callable[..., Any]:
-    """Optuna's ``ask`` under a lock the command's workers share. On SQLite two workers
-    asking at once both popped the same queued trial (its state is read outside the
-    write transaction: optuna#4621), in 10 of 10 tries: it ran twice, and the second
-    tell ("Cannot tell a COMPLETE trial") ended that worker."""
+def _one_at_a_time(
+    ask: Callable[..., Any],
+    lock: Path,
+    live: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> Callable[..., Any]:
+    """Optuna's ``ask`` under a lock beside the SQLite file, shared by every process on
+    that study (this command's workers and any other command joining it). On SQLite two
+    processes asking at once both popped the same queued trial (its state is read
+    outside the write transaction: optuna#4621), in 10 of 10 tries: it ran twice, and the
+    second tell ("Cannot tell a COMPLETE trial") ended that worker. The wait for the
+    lock is ``live``: nothing is stored yet, so a Ctrl-C there stops at once."""
 
     def locked(*args: Any, **kwargs: Any) -> Any:
-        with waiting_lock(lock):
+        with contextlib.ExitStack() as stack:
+            with live():
+                stack.enter_context(waiting_lock(lock))
             return ask(*args, **kwargs)
 
     return locked
@@ -175,7 +184,7 @@ def work(
         worker: this worker's index among the command's (seeds its sampler).
     """
     study = open_study(spec)
-    study.ask = _one_at_a_time(study.ask, Path(spec.out) / ".ask.lock")
+    db = sqlite_path(spec.storage) if spec.storage else None
     objective = Objective(spec, study.user_attrs)
     quiet = _QuietInterrupt()
     optuna_log = logging.getLogger("optuna.study._optimize")  # where failed trials are logged
@@ -184,6 +193,9 @@ def work(
         with _NotedInterrupts() as interrupts:
             objective.check_interrupts = interrupts.check
             objective.live_interrupts = interrupts.live
+            if db is not None:  # a database server locks the trial's row itself
+                lock = db.with_name(db.name + ".ask.lock")
+                study.ask = _one_at_a_time(study.ask, lock, interrupts.live)
             _trials_until_done(spec, study, objective, on_progress, interrupts, worker)
     finally:
         optuna_log.removeFilter(quiet)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ensemble.io import write_csv, write_json, write_text
+from ensemble.io import waiting_lock, write_csv, write_json, write_text
 
 PACKAGES = ("ensemble", "experiments", "timellm", "router", "classical", "periodicity")
 
@@ -286,3 +286,26 @@ def test_a_refusal_names_the_process_writing_the_folder_while_it_runs(tmp_path):
     reader.release()
     FolderLock(tmp_path / "run").release()  # a clean release leaves no name behind
     assert (tmp_path / "run" / ".lock").read_bytes() == b""
+
+
+def test_waiting_lock_waits_for_its_holder_and_runs_unlocked_where_it_cannot_lock(tmp_path):
+    # tune's workers ask Optuna for trials one at a time through it
+    import threading
+    import time
+
+    path, order = tmp_path / "study.db.ask.lock", []
+
+    def second():
+        with waiting_lock(path):
+            order.append("second")
+
+    with waiting_lock(path):
+        other = threading.Thread(target=second)
+        other.start()
+        time.sleep(0.3)  # the other thread waits meanwhile
+        order.append("first")
+    other.join(timeout=10)
+    assert order == ["first", "second"]
+    with waiting_lock(tmp_path / "no" / "such" / "x.lock"):  # cannot be made: no lock
+        order.append("unlocked")
+    assert order[-1] == "unlocked"

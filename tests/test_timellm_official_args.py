@@ -430,10 +430,13 @@ def test_explain_says_when_a_4bit_backbone_measures_float32_for_emulated_bf16(
         "--seq_len 32 --pred_len 8 --batch_size 2 --d_model 8 --d_ff 16 --n_heads 2 "
         "--num_tokens 16 --llm_model LLAMA --llm_model_path x --load_in_4bit --json"
     )
-    assert main(argv.split()) == 0
+    assert main([*argv.split(), "--gpu-memory", "6"]) == 0
     captured = capsys.readouterr()
-    json.loads(captured.out)  # stdout stays one JSON document
+    info = json.loads(captured.out)  # stdout stays one JSON document
     assert ("no native bf16" in captured.err) is not native_bf16
+    assert ("measured_in" in info["memory"]) is not native_bf16  # the JSON says so too
+    assert main([*argv.replace(" --json", "").split(), "--gpu-memory", "6"]) == 0
+    assert ("Measured in float32" in capsys.readouterr().out) is not native_bf16
     assert main([*argv.split(), "--precision", "bf16"]) == 0  # asked for: no notice
     assert "no native bf16" not in capsys.readouterr().err
 

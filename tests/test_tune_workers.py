@@ -120,6 +120,8 @@ def test_a_ctrl_c_between_optunas_ask_and_the_objective_fails_the_trial(
     trials = open_study(spec).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert trials[1].user_attrs.get("interrupted") is True
+    # asked under the lock beside the SQLite file, which every command on the study shares
+    assert (tmp_path / "t" / "study.db.ask.lock").is_file()
     monkeypatch.setattr(optuna.study.Study, "ask", ask)
     summary = run_tune(spec, progress=False, plots=False)
     assert summary["counts"]["complete"] == 3

@@ -518,6 +518,13 @@ def render(info: dict[str, Any]) -> str:
             f"(Assumes {CUDA_OVERHEAD_MIB} MiB of CUDA context and {FRAGMENTATION:.0%} "
             "fragmentation; not checked on a GPU. On one, this command also prints "
             "PyTorch's measured peak.)"
+            + (
+                f" Measured in {info['memory']['measured_in']}: a GPU computing in bf16 "
+                "needs about half of the activations and unquantised weights, so the "
+                "estimate is on the safe side."
+                if info["memory"].get("measured_in")
+                else ""
+            )
         )
     timing = info.get("timing") or {}
     if timing:

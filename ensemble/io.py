@@ -300,15 +300,15 @@ def waiting_lock(path: str | Path, poll_s: float = 0.02) -> Iterator[None]:
     except OSError:  # a read-only folder, another user's file
         fh = None
     locked = False
-    while fh is not None and not locked:
-        try:
-            _lock(fh, True)
-            locked = True
-        except OSError as exc:
-            if exc.errno not in _HELD:
-                break  # no locking here
-            time.sleep(poll_s)
-    try:
+    try:  # closed however it ends, a Ctrl-C during the wait included
+        while fh is not None and not locked:
+            try:
+                _lock(fh, True)
+                locked = True
+            except OSError as exc:
+                if exc.errno not in _HELD:
+                    break  # no locking here
+                time.sleep(poll_s)
         yield
     finally:
         if fh is not None:

@@ -41,7 +41,11 @@ def add_parser(sub) -> None:
         help="Optuna RDB URL, e.g. postgresql://user@host/db for several machines "
         "(default sqlite:///OUT/study.db)",
     )
-    p.add_argument("--study", help="study name (default <dataset>_<H>_<members>)")
+    p.add_argument(
+        "--study",
+        help="study name (default <dataset>[_<features>[-<target>]][_p<percent>][_s<seed>]_<H>_"
+        "<members>: features unless M, target unless OT, percent unless 100, seed unless 0)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
     p.add_argument(
         "--out",
@@ -100,6 +104,8 @@ def handle(args) -> int:
         pruner=args.pruner,
         member_params=parse_sets(args.set, members),
     )
+    if spec.study is None:
+        spec.study = legacy_study(spec, args.out)
     spec.out = args.out or default_out(spec.resolved().study)
     summary = run_tune(spec, progress=not args.quiet)
     c = summary["counts"]
@@ -134,6 +140,32 @@ def handle(args) -> int:
         )
         return 1
     return 0
+
+
+def legacy_study(spec, out: str | None) -> str | None:
+    """The name a study of these settings got before its features, target, percent and
+    seed were part of the default name, when its folder (``out``, or the default folder of
+    that name) holds it: its rerun then resumes it. None otherwise (the current default)."""
+    import json
+
+    from experiments.tune import default_study
+
+    old = default_study(spec, legacy=True)
+    if old == default_study(spec):
+        return None
+    try:
+        held = json.loads(
+            (Path(out or default_out(old)) / "tune_spec.json").read_text(encoding="utf-8")
+        )
+    except (OSError, ValueError):
+        return None
+    keys = ("study", "features", "target", "percent", "seed")
+    if not isinstance(held, dict) or [held.get(k) for k in keys] != [
+        old,
+        *(getattr(spec, k) for k in keys[1:]),
+    ]:
+        return None
+    return old
 
 
 def default_out(study: str) -> str:

@@ -76,7 +76,7 @@ class TuneSpec:
         out: output folder (log, plots, best config; the default SQLite file).
         storage: an Optuna RDB URL (``sqlite:///...``, ``postgresql://...``);
             None: ``sqlite:///OUT/study.db``.
-        study: study name; None: ``<dataset>_<H>_<members>``.
+        study: study name; None: ``default_study(self)``.
         jobs: worker processes on this machine.
         data_path, data_dir, features, target, fill, percent: as for ``run`` (percent:
             the trials train on the first percent % of the train windows, few-shot).
@@ -120,13 +120,33 @@ class TuneSpec:
     def resolved(self) -> TuneSpec:
         """A copy with the default storage URL and study name filled in."""
         d = asdict(self)
-        name = self.dataset or Path(self.data_path or "custom").stem
-        d["study"] = self.study or f"{name}_{self.pred_len}_{'+'.join(self.members)}"
+        d["study"] = self.study or default_study(self)
         if not self.storage:
             d["storage"] = sqlite_url((Path(self.out) / "study.db").resolve())
         elif "://" not in self.storage:  # a bare path: a SQLite file
             d["storage"] = sqlite_url(Path(self.storage).resolve())
         return TuneSpec(**d)
+
+
+def default_study(spec: TuneSpec, legacy: bool = False) -> str:
+    """``<data>[_<features>[-<target>]][_p<percent>][_s<seed>]_<H>_<members>``: the features
+    unless M (with the target unless OT), the percent unless 100 and the seed unless 0, as
+    a run's default folder names them, so that a study of other features, target, cut or
+    seed does not land on (and get refused by) one of the same horizon and members.
+    ``legacy``: the name before those were part of it, ``<data>_<H>_<members>``."""
+    name = spec.dataset or Path(spec.data_path or "custom").stem
+    tail = f"_{spec.pred_len}_{'+'.join(spec.members)}"
+    if legacy:
+        return name + tail
+    if spec.features != "M":
+        name += f"_{spec.features}"
+        if spec.target not in (None, "OT"):
+            name += f"-{spec.target}"
+    if spec.percent != 100:
+        name += f"_p{spec.percent}"
+    if spec.seed != 0:
+        name += f"_s{spec.seed}"
+    return name + tail
 
 
 def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> dict[str, Any]:

@@ -43,3 +43,60 @@ def test_a_study_name_holding_a_path_is_one_folder(study):
     folder = out.removeprefix("tune/")
     assert "/" not in folder and "\\" not in folder and ":" not in folder
     assert len(folder) <= 64 and not folder.endswith(".")
+
+
+def _spec(**kw):
+    from experiments.tune import TuneSpec
+
+    return TuneSpec(
+        **{"dataset": "ETTh1", "pred_len": 96, "members": ["dlinear"], "trials": 1, **kw}
+    )
+
+
+@pytest.mark.parametrize(
+    "kw,study",
+    [
+        ({}, "ETTh1_96_dlinear"),  # the name studies had: they resume where they are
+        ({"features": "S"}, "ETTh1_S_96_dlinear"),
+        ({"features": "MS", "target": "HUFL"}, "ETTh1_MS-HUFL_96_dlinear"),
+        ({"features": "S", "target": "OT"}, "ETTh1_S_96_dlinear"),
+        ({"percent": 10, "seed": 2}, "ETTh1_p10_s2_96_dlinear"),
+    ],
+)
+def test_the_default_study_names_what_makes_it_another_study(kw, study):
+    assert _spec(**kw).resolved().study == study
+
+
+def test_a_study_under_the_old_default_name_is_resumed(tmp_path, monkeypatch):
+    import json
+
+    from experiments.cmd_tune import legacy_study
+
+    monkeypatch.chdir(tmp_path)
+    spec = _spec(features="S", percent=50)
+    assert legacy_study(spec, None) is None  # nothing there: the new name
+    held = {"study": "ETTh1_96_dlinear", "features": "S", "target": None, "percent": 50}
+    (tmp_path / "tune" / "ETTh1_96_dlinear").mkdir(parents=True)
+    for where in (tmp_path / "tune" / "ETTh1_96_dlinear", tmp_path / "mine"):
+        where.mkdir(exist_ok=True)
+        (where / "tune_spec.json").write_text(json.dumps({**held, "seed": 0}), encoding="utf-8")
+    assert legacy_study(spec, None) == "ETTh1_96_dlinear"
+    assert legacy_study(spec, str(tmp_path / "mine")) == "ETTh1_96_dlinear"  # its own --out
+    assert legacy_study(_spec(features="MS", percent=50), None) is None  # another study
+    assert legacy_study(_spec(features="S", percent=50, seed=1), None) is None
+    assert legacy_study(_spec(), None) is None  # M: the name never changed
+
+
+def test_tunes_of_other_features_do_not_share_a_default_folder(synth_csv, tmp_path, monkeypatch):
+    # the second was refused: "was made for features='S', not 'M'"
+    from experiments.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["tune", "--data-path", str(synth_csv(n=1200)), "--pred-len", "24", "--members"]
+    argv += ["snaive", "--min-seq-len", "48", "--max-seq-len", "96", "--trials", "1", "--quiet"]
+    assert main([*argv, "--features", "S"]) == 0
+    assert main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "tune").iterdir()) == [
+        "synth_24_snaive",
+        "synth_S_24_snaive",
+    ]

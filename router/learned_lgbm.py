@@ -15,7 +15,8 @@ every member can come back (``prior="uniform"`` starts from the mean instead). T
 then only learn window-by-window deviations from that static combination, and early
 stopping on the inner split keeps the prior when the features do not help. A blend
 toward uniform weights, chosen on the inner split, shrinks the result further where
-validation wants it.
+validation wants it. On wide data (more than ``MAX_ROUTER_ROWS`` window-channel rows) it
+trains and early-stops on a seeded draw of the rows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ import logging
 import numpy as np
 
 from router.combiners import PRIORS, Combiner, prior_logits
-from router.objective import choose_shrinkage, combined_mse, inner_split, window_gram
+from router.objective import (
+    choose_shrinkage,
+    combined_mse,
+    flat_rows,
+    inner_split,
+    window_gram,
+    window_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,32 +172,21 @@ class LGBMRouter(Combiner):
             raise ValueError("the LightGBM router needs window features [W, C, F]")
         m, w, h, c = val_forecasts.shape
         terms = window_gram(val_forecasts, val_targets) if terms is None else terms
-        gram, b, yy = terms
-        flat = lambda a, ws: a[ws].reshape(ws.size * c, *a.shape[2:])  # noqa: E731
         fit_w, held_w = inner_split(w, h)
         if held_w.size == 0:  # nothing to check a feature-conditioned model on: the mean
             return self._unchecked(terms)
         prior = prior_logits(self.prior, terms[fit_w], self.prior_floor)
 
-        def init(ws: np.ndarray, logits: np.ndarray) -> np.ndarray:  # [C, M] -> [N, M]
-            return np.broadcast_to(logits[None], (ws.size, c, m)).reshape(-1, m)
+        def rows_of(ws: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, ...]:
+            """Windows ``ws``' rows (``MAX_ROUTER_ROWS`` at most): features [N, F], gram,
+            b, yy, and the starting logits [N, M] from the per-channel ``logits`` [C, M]."""
+            rows = window_rows(ws, c, self.params["seed"])
+            return (*(flat_rows(a, rows) for a in (features, *terms)), logits[rows % c])
 
-        held = (
-            flat(features, held_w),
-            flat(gram, held_w),
-            flat(b, held_w),
-            flat(yy, held_w),
-            init(held_w, prior),
-        )
-        booster = self._train(
-            flat(features, fit_w),
-            flat(gram, fit_w),
-            flat(b, fit_w),
-            flat(yy, fit_w),
-            self.max_rounds,
-            init(fit_w, prior),
-            valid=held,
-        )
+        held = rows_of(held_w, prior)
+        x, g, bb, yy, start = rows_of(fit_w, prior)
+        booster = self._train(x, g, bb, yy, self.max_rounds, start, valid=held)
+        del x, g, bb, yy, start
         self.rounds_, p_held = 0, _softmax(held[4])  # the prior alone
         if booster is not None:
             rounds = booster.best_iteration or booster.current_iteration()
@@ -210,18 +207,11 @@ class LGBMRouter(Combiner):
             self.inner_score_,
         )
         # Refit on every validation window (the most recent ones are closest to test).
-        all_w = np.arange(w)
-        self.prior_ = prior_logits(self.prior, terms, self.prior_floor)
+        self.prior_ = prior_logits(self.prior, terms, self.prior_floor)  # of all rows, drawn or not
         self.booster_ = None
         if self.rounds_:
-            self.booster_ = self._train(
-                flat(features, all_w),
-                flat(gram, all_w),
-                flat(b, all_w),
-                flat(yy, all_w),
-                self.rounds_,
-                init(all_w, self.prior_),
-            )
+            x, g, bb, yy, start = rows_of(np.arange(w), self.prior_)
+            self.booster_ = self._train(x, g, bb, yy, self.rounds_, start)
             if self.booster_ is None:  # no feature splits on all windows: the prior
                 self.rounds_ = 0
         return self

@@ -5,7 +5,9 @@ A mixture-of-experts gate over frozen experts: a two-layer MLP maps each window'
 exactly from the per-window quadratic form (``router.objective``), so a training step
 costs O(M^2) per sample whatever the horizon. The last layer starts at zero, i.e. at the
 mean; weight decay, dropout, early stopping on a time-ordered inner split and a blend
-toward uniform weights keep it close to the mean unless validation says otherwise.
+toward uniform weights keep it close to the mean unless validation says otherwise. On
+wide data (more than ``MAX_ROUTER_ROWS`` window-channel rows) it trains and early-stops
+on a seeded draw of the rows.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from router.combiners import PRIORS, Combiner, prior_logits
-from router.objective import choose_shrinkage, combined_mse, inner_split, window_gram
+from router.objective import choose_shrinkage, combined_mse, inner_split, window_gram, window_rows
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +197,12 @@ class TorchRouter(Combiner):
         gram, b, yy = (
             torch.tensor(a.reshape(w * c, *a.shape[2:]), dtype=torch.float32) for a in terms
         )
-        rows = lambda ws: (np.asarray(ws)[:, None] * c + np.arange(c)[None]).reshape(-1)  # noqa: E731
+        # windows' rows of the flattened [W * C] arrays, MAX_ROUTER_ROWS at most
+        rows = lambda ws: torch.tensor(window_rows(ws, c, self.seed))  # noqa: E731
         part = lambda r: (x[r], ch[r], gram[r], b[r], yy[r])  # noqa: E731
         self.inner_score_ = float("nan")
         if held_w.size:
-            fit_r, held_r = torch.tensor(rows(fit_w)), torch.tensor(rows(held_w))
+            fit_r, held_r = rows(fit_w), rows(held_w)
             prior = prior_logits(self.prior, terms[fit_w])
             net, self.epochs_ = self._train(
                 part(fit_r), self.max_epochs, m, prior, valid=part(held_r)
@@ -219,7 +222,7 @@ class TorchRouter(Combiner):
             self.inner_score_,
         )
         prior = prior_logits(self.prior, terms)
-        self.net_, _ = self._train(part(torch.arange(w * c)), self.epochs_, m, prior)
+        self.net_, _ = self._train(part(rows(np.arange(w))), self.epochs_, m, prior)
         self.net_.eval()
         return self
 

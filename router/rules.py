@@ -4,7 +4,8 @@ Each leaf holds a small greedy (Caruana) combination of members fitted on the le
 validation windows; each split is the threshold on one feature that most lowers the
 validation MSE when each side uses its best member or the mean. The depth (0 = one
 global greedy combination) is chosen on a time-ordered inner split of the validation
-windows, then the tree is refitted on all of them. The printed tree is the "rule book"
+windows, then the tree is refitted on all of them (on wide data, a seeded draw of
+``MAX_ROUTER_ROWS`` window-channel rows each time). The printed tree is the "rule book"
 a forecaster can read and argue with::
 
     if recent_rel_dlinear <= -0.21:
@@ -20,7 +21,14 @@ import warnings
 import numpy as np
 
 from router.combiners import Combiner, caruana_counts
-from router.objective import combined_mse, inner_split, member_mse, window_gram
+from router.objective import (
+    combined_mse,
+    flat_rows,
+    inner_split,
+    member_mse,
+    window_gram,
+    window_rows,
+)
 
 
 class RuleRouter(Combiner):
@@ -115,7 +123,8 @@ class RuleRouter(Combiner):
         feats = self._fill(features)  # [W, C, F]
         gram, b, yy = window_gram(val_forecasts, val_targets) if terms is None else terms
         fit_w, held_w = inner_split(w, h)
-        flat = lambda a, ws: a[ws].reshape(ws.size * c, *a.shape[2:])  # noqa: E731
+        # windows' rows of the flattened [W * C] arrays, MAX_ROUTER_ROWS at most
+        flat = lambda a, ws: flat_rows(a, window_rows(ws, c))  # noqa: E731
         scores = {}
         # no held-out windows (no more than the horizon): no depth can be checked, so none
         for depth in range(self.max_depth + 1 if held_w.size else 0):

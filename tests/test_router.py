@@ -23,7 +23,7 @@ from router.learned import (
     rolling_folds,
     significance_choice,
 )
-from router.objective import combined_mse, inner_split, window_gram
+from router.objective import combined_mse, inner_split, window_gram, window_rows
 from router.stacked import project_simplex, simplex_qp_exact, simplex_qp_fista
 
 L, H, C = 48, 12, 2
@@ -141,6 +141,46 @@ def test_window_terms_of_a_fold_are_a_slice_of_the_whole():
         given = make_combiner(name, seed=0, feature_names=names).fit(f, y, feats, whole)
         own = make_combiner(name, seed=0, feature_names=names).fit(f, y, feats)
         np.testing.assert_array_equal(given.weights(f, feats), own.weights(f, feats))
+
+
+def test_window_rows_are_all_rows_in_order_or_a_seeded_draw_past_the_cap():
+    ws = np.arange(3, 10)
+    assert window_rows(ws, 4).tolist() == list(range(12, 40))  # window-major: w * C + c
+    drawn = window_rows(ws, 4, seed=1, cap=10)
+    assert drawn.size == 10 and np.all(np.diff(drawn) > 0) and set(drawn) <= set(range(12, 40))
+    assert np.array_equal(drawn, window_rows(ws, 4, seed=1, cap=10))
+    assert not np.array_equal(drawn, window_rows(ws, 4, seed=2, cap=10))
+
+
+@pytest.mark.parametrize(
+    "name,module",
+    [("learned_lgbm", "learned_lgbm"), ("learned_torch", "learned_torch"), ("rules", "rules")],
+)
+def test_feature_routers_train_on_a_draw_of_the_rows_past_the_cap(
+    name, module, clear_best, monkeypatch
+):
+    # wide data (electricity's 321 channels: 814,000 validation rows) took minutes a fit
+    import importlib
+
+    import router.objective
+
+    x, y, f, feats, names = clear_best
+    sizes = []
+
+    def spy(*args, **kw):
+        rows = window_rows(*args, **kw)
+        sizes.append(rows.size)
+        return rows
+
+    monkeypatch.setattr(importlib.import_module(f"router.{module}"), "window_rows", spy)
+    monkeypatch.setattr(router.objective, "MAX_ROUTER_ROWS", 300)
+    cb, half = fitted(name, f, y, feats, names)
+    fit_w, _ = inner_split(half, H)
+    assert fit_w.size * C > 300 and max(sizes) == 300  # the fitting rows were drawn
+    w = cb.weights(f[:, half:], feats[half:])
+    assert w.shape == (f.shape[1] - half, C, 3) and (w >= -1e-12).all()
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-9)
+    assert w[..., 0].mean() > 0.8  # a draw of the rows still finds the clearly best member
 
 
 def test_inner_split_is_time_ordered_with_gap():

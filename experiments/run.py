@@ -48,7 +48,8 @@ from experiments.member_cache import (
 from experiments.scoring import (
     compare_combiners,
     router_features,
-    score_part,
+    score_forecasts,
+    score_references,
     significance_tests,
     stack_members,
     write_router_weights,
@@ -486,9 +487,14 @@ def run(
 
         reference = (val_stack, val_true)  # the mean and median are fitted on validation
         test_losses: dict[str, np.ndarray] = {}  # per-window test MSE [W], for the DM tests
-        scores = {"val": score_part(specs, val_stack, val_true, ens_val, reference)}
-        ens_val = ens_val.astype(np.float32)  # from here on only written
-        scores["test"] = score_part(specs, test_stack, test_true, ens_test, reference, test_losses)
+        # the ensembles are float32 from here on (only plotted and written): none is held
+        # in float64 while the members' and the references' differences are made
+        val_scores, ens_val = score_forecasts(specs, val_stack, val_true, ens_val)
+        scores = {"val": val_scores | score_references(val_stack, val_true, reference)}
+        test_scores, ens_test = score_forecasts(specs, test_stack, test_true, ens_test, test_losses)
+        scores["test"] = test_scores | score_references(
+            test_stack, test_true, reference, test_losses
+        )
         significance = significance_tests(test_losses, specs, cfg.pred_len)
         every = None
         if getattr(combiner, "fold_scores_", None):  # the learned router: report every candidate
@@ -553,7 +559,6 @@ def run(
             {k: test_stack[i] for i, k in enumerate(specs)} | {"ensemble": ens_test},
             test_true,
         )
-        ens_test = ens_test.astype(np.float32)  # from here on only written
         write_npz(
             out / "forecasts.npz",
             # the members' float32 stacks are written as they are, not copied

@@ -42,6 +42,51 @@ def test_scores_with_one_temporary_are_the_metrics_scores():
         assert mse_mae(pred.copy(order="K"), true, scratch=True) == want
 
 
+def test_differences_written_into_a_spent_array_are_the_metrics_scores_without_a_temporary():
+    import tracemalloc
+
+    from ensemble import metrics
+    from experiments.scoring import mse_mae
+
+    rng = np.random.default_rng(0)
+    true = rng.standard_normal((200, 50, 40))[..., list(range(40))]  # channel-major
+    pred = rng.standard_normal((200, 50, 40)).astype(np.float32)[..., list(range(40))]
+    want = metrics.scores(pred, true)
+    for spent in (np.empty((200, 50, 40)), np.empty((200, 40, 50)).transpose(0, 2, 1)):
+        tracemalloc.start()
+        got = mse_mae(pred, true, out=spent)  # whatever the spent array's own layout
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert got == want and peak < true.nbytes / 4  # no [W, H, C] float64 temporary
+    # nothing it cannot hold is written into: a strided view, a float32 array, ``true``
+    for spent in (np.empty((200, 50, 80))[..., ::2], np.empty((200, 50, 40), np.float32)):
+        before = spent.copy()
+        assert mse_mae(pred, true, out=spent) == want
+        np.testing.assert_array_equal(spent, before)
+
+
+def test_members_and_ensemble_are_scored_in_order_and_the_ensemble_kept_as_float32():
+    from ensemble import metrics
+    from experiments.scoring import score_forecasts
+
+    rng = np.random.default_rng(0)
+    true = rng.standard_normal((30, 8, 4))[..., [0, 1, 2, 3]]
+    stack = rng.standard_normal((2, 30, 8, 4))
+    ens = stack.mean(axis=0)
+    want = {"a": metrics.scores(stack[0], true), "b": metrics.scores(stack[1], true)}
+    want["ensemble"] = metrics.scores(ens, true)
+    losses = {}
+    scores, kept = score_forecasts(["a", "b"], stack, true, ens.copy(), losses)
+    assert scores == want and list(scores) == list(losses) == ["a", "b", "ensemble"]
+    np.testing.assert_array_equal(kept, ens.astype(np.float32))
+    np.testing.assert_array_equal(losses["ensemble"], metrics.window_mse(ens, true))
+    # an ensemble that is a member's own forecasts (a view) leaves the members intact
+    before = stack.copy()
+    scores, _ = score_forecasts(["a", "b"], stack, true, stack[1])
+    np.testing.assert_array_equal(stack, before)
+    assert scores["ensemble"] == want["b"]
+
+
 def test_member_stack_is_float32_laid_out_as_picked_channels():
     from ensemble import hybrid
     from experiments.scoring import router_features, stack_members

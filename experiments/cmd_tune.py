@@ -144,27 +144,31 @@ def handle(args) -> int:
 
 def legacy_study(spec, out: str | None) -> str | None:
     """The name a study of these settings got before its features, target, percent and
-    seed were part of the default name, when its folder (``out``, or the default folder of
-    that name) holds it: its rerun then resumes it. None otherwise (the current default)."""
-    import json
+    seed were part of the default name, when its storage (``--storage``, or the study.db
+    of ``out`` or of that name's default folder) holds such a study made for these
+    settings: its rerun, or another machine on a shared storage, then joins it. None
+    otherwise (the current default)."""
+    from dataclasses import replace
 
     from experiments.tune import default_study
+    from experiments.tune_study import _ADDED_DEFAULTS, open_storage, sqlite_path
 
     old = default_study(spec, legacy=True)
     if old == default_study(spec):
         return None
+    url = replace(spec, study=old, out=out or default_out(old)).resolved().storage
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():  # nothing there (and nothing made)
+        return None
     try:
-        held = json.loads(
-            (Path(out or default_out(old)) / "tune_spec.json").read_text(encoding="utf-8")
-        )
-    except (OSError, ValueError):
+        storage = open_storage(url)
+        held = storage.get_study_user_attrs(storage.get_study_id_from_name(old))
+    except Exception:  # no such study; a storage that cannot be opened is tune's to report
         return None
-    keys = ("study", "features", "target", "percent", "seed")
-    if not isinstance(held, dict) or [held.get(k) for k in keys] != [
-        old,
-        *(getattr(spec, k) for k in keys[1:]),
-    ]:
-        return None
+    for key in ("features", "target", "percent", "seed"):
+        mine = getattr(spec, key)
+        if held.get(key, _ADDED_DEFAULTS.get(key, mine)) != mine:
+            return None  # another study of that name: this one gets the current name
     return old
 
 

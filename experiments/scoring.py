@@ -113,7 +113,7 @@ def mse_mae(
     if scratch and _holds_difference(pred, pred, true):
         d = np.subtract(pred, true, out=pred)
     elif into is not None:
-        d = np.subtract(pred, true, out=into)
+        d = np.subtract(pred, true, out=into, dtype=np.float64)  # float32 inputs too
     else:
         d = np.subtract(pred, true, dtype=np.float64)
     np.abs(d, out=d)

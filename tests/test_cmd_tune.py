@@ -67,24 +67,30 @@ def test_the_default_study_names_what_makes_it_another_study(kw, study):
     assert _spec(**kw).resolved().study == study
 
 
-def test_a_study_under_the_old_default_name_is_resumed(tmp_path, monkeypatch):
-    import json
+def test_a_study_under_the_old_default_name_is_joined(tmp_path, monkeypatch):
+    # made by earlier code for --features S --percent 50: its rerun, and another machine
+    # on its shared storage, join it (its own folder's tune_spec.json may be damaged)
+    import optuna
 
     from experiments.cmd_tune import legacy_study
 
     monkeypatch.chdir(tmp_path)
     spec = _spec(features="S", percent=50)
-    assert legacy_study(spec, None) is None  # nothing there: the new name
-    held = {"study": "ETTh1_96_dlinear", "features": "S", "target": None, "percent": 50}
+    assert legacy_study(spec, None) is None  # nothing there: the new name, nothing made
+    assert not (tmp_path / "tune").exists()
     (tmp_path / "tune" / "ETTh1_96_dlinear").mkdir(parents=True)
-    for where in (tmp_path / "tune" / "ETTh1_96_dlinear", tmp_path / "mine"):
-        where.mkdir(exist_ok=True)
-        (where / "tune_spec.json").write_text(json.dumps({**held, "seed": 0}), encoding="utf-8")
+    (tmp_path / "tune" / "ETTh1_96_dlinear" / "tune_spec.json").write_text("{", encoding="utf-8")
+    for db in (tmp_path / "tune" / "ETTh1_96_dlinear" / "study.db", tmp_path / "shared.db"):
+        study = optuna.create_study(study_name="ETTh1_96_dlinear", storage=f"sqlite:///{db}")
+        for key, value in {"features": "S", "target": None, "percent": 50, "seed": 0}.items():
+            study.set_user_attr(key, value)
     assert legacy_study(spec, None) == "ETTh1_96_dlinear"
-    assert legacy_study(spec, str(tmp_path / "mine")) == "ETTh1_96_dlinear"  # its own --out
+    shared = _spec(features="S", percent=50, storage=str(tmp_path / "shared.db"))
+    assert legacy_study(shared, str(tmp_path / "machine_b")) == "ETTh1_96_dlinear"
     assert legacy_study(_spec(features="MS", percent=50), None) is None  # another study
     assert legacy_study(_spec(features="S", percent=50, seed=1), None) is None
     assert legacy_study(_spec(), None) is None  # M: the name never changed
+    assert legacy_study(_spec(features="S", percent=50), str(tmp_path / "empty")) is None
 
 
 def test_tunes_of_other_features_do_not_share_a_default_folder(synth_csv, tmp_path, monkeypatch):

@@ -58,6 +58,9 @@ def test_differences_written_into_a_spent_array_are_the_metrics_scores_without_a
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert got == want and peak < true.nbytes / 4  # no [W, H, C] float64 temporary
+    # float32 targets and forecasts are subtracted in float64 there too
+    pred32, true32 = pred.astype(np.float32), true.astype(np.float32)
+    assert mse_mae(pred32, true32, out=np.empty(true.shape)) == metrics.scores(pred32, true32)
     # nothing it cannot hold is written into: a strided view, a float32 array, ``true``
     for spent in (np.empty((200, 50, 80))[..., ::2], np.empty((200, 50, 40), np.float32)):
         before = spent.copy()

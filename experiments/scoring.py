@@ -110,7 +110,7 @@ def mse_mae(
     be).
     """
     into = _difference_into(out, pred, true) if out is not None else None
-    if scratch and _holds_difference(pred, pred, true):
+    if scratch and _same_layout_as_difference(pred, true):
         d = np.subtract(pred, true, out=pred)
     elif into is not None:
         d = np.subtract(pred, true, out=into, dtype=np.float64)  # float32 inputs too
@@ -122,12 +122,10 @@ def mse_mae(
     return {"mse": float(np.mean(d)), "mae": mae}
 
 
-def _holds_difference(buf: np.ndarray, pred: np.ndarray, true: np.ndarray) -> bool:
-    """Whether ``buf`` can hold ``pred - true`` as that float64 array would be laid out
-    in memory (then its sums run in the same order). ``buf`` may be ``pred`` itself."""
-    if not _spare(buf, pred, true):
-        return False
-    return hybrid.memory_order(buf) == _difference_order(pred, true)
+def _same_layout_as_difference(pred: np.ndarray, true: np.ndarray) -> bool:
+    """Whether ``pred - true`` would be a float64 array laid out in memory as ``pred`` is
+    (then the differences can overwrite ``pred`` and their sums run in the same order)."""
+    return _spare(pred, pred, true) and hybrid.memory_order(pred) == _difference_order(pred, true)
 
 
 def _difference_into(buf: np.ndarray, pred: np.ndarray, true: np.ndarray) -> np.ndarray | None:

@@ -309,19 +309,28 @@ def _identity(spec: TuneSpec) -> dict[str, Any]:
 def check_folder_study(spec: TuneSpec) -> None:
     """Refuse a folder whose reports belong to another study: its best_config.yaml,
     trials.csv and summaries would be replaced by this one's (the default study name
-    holds the dataset, horizon and members, so another of them is another study)."""
+    holds the dataset, horizon, members, and the features, target, percent and seed
+    unless default, so another of them is another study)."""
     held = Path(spec.out) / "tune_spec.json"
     if not held.is_file():
         return
     try:
-        other = json.loads(held.read_text(encoding="utf-8")).get("study")
+        theirs = json.loads(held.read_text(encoding="utf-8"))
+        other = theirs.get("study")
     except (ValueError, AttributeError, OSError):
         return  # damaged: the rerun rewrites it
     if other and other != spec.study:
+        keys = ("dataset", "data_path", "pred_len", "members", "features", "target", "percent")
+        differ = [
+            f"{k}={theirs[k]!r}, not {getattr(spec, k)!r}"
+            for k in (*keys, "seed")
+            if k in theirs and theirs[k] != getattr(spec, k)
+        ]
+        why = f"it was made for {'; '.join(differ)}" if differ else "another study's name"
         raise UserError(
-            f"{spec.out} holds the reports of study {other!r}, not {spec.study!r} (another "
-            f"dataset, horizon or member list); give another --out, or continue that one with "
-            f"--study {other} and its own settings (its tune_spec.json)"
+            f"{spec.out} holds the reports of study {other!r}, not {spec.study!r} ({why}); "
+            f"give another --out, or continue that one with --study {other} and its own "
+            "settings (its tune_spec.json)"
         )
 
 

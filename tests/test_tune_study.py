@@ -116,10 +116,14 @@ def test_a_folder_of_another_study_is_refused(synth_csv, tmp_path):
     # another horizon: another default study name, in the same folder and database
     spec = replace(tune_spec(csv, out, trials=1), pred_len=12, study=None).resolved()
     with pytest.raises(
-        UserError, match="holds the reports of study 'synth_24_snaive', not 'synth_12_snaive'"
+        UserError,
+        match=r"holds the reports of study 'synth_24_snaive', not 'synth_12_snaive' \(it was "
+        r"made for pred_len=24, not 12\)",
     ):
         run_tune(spec, progress=False, plots=False)
     assert (out / "trials.csv").read_text(encoding="utf-8") == before
+    with pytest.raises(UserError, match=r"not 'mine' \(another study's name\)"):
+        run_tune(replace(spec, pred_len=24, study="mine"), progress=False, plots=False)
 
 
 def test_folders_named_with_url_characters_keep_their_own_study(synth_csv, tmp_path):

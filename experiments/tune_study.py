@@ -306,6 +306,19 @@ def _identity(spec: TuneSpec) -> dict[str, Any]:
     }
 
 
+# the settings a folder's tune_spec.json is compared on when it holds another study
+_STUDY_SETTINGS = (
+    "dataset",
+    "data_path",
+    "pred_len",
+    "members",
+    "features",
+    "target",
+    "percent",
+    "seed",
+)
+
+
 def check_folder_study(spec: TuneSpec) -> None:
     """Refuse a folder whose reports belong to another study: its best_config.yaml,
     trials.csv and summaries would be replaced by this one's (the default study name
@@ -320,10 +333,9 @@ def check_folder_study(spec: TuneSpec) -> None:
     except (ValueError, AttributeError, OSError):
         return  # damaged: the rerun rewrites it
     if other and other != spec.study:
-        keys = ("dataset", "data_path", "pred_len", "members", "features", "target", "percent")
         differ = [
             f"{k}={theirs[k]!r}, not {getattr(spec, k)!r}"
-            for k in (*keys, "seed")
+            for k in _STUDY_SETTINGS
             if k in theirs and theirs[k] != getattr(spec, k)
         ]
         why = f"it was made for {'; '.join(differ)}" if differ else "another study's name"

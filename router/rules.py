@@ -123,24 +123,22 @@ class RuleRouter(Combiner):
         feats = self._fill(features)  # [W, C, F]
         gram, b, yy = window_gram(val_forecasts, val_targets) if terms is None else terms
         fit_w, held_w = inner_split(w, h)
-        # windows' rows of the flattened [W * C] arrays, MAX_ROUTER_ROWS at most
-        flat = lambda a, ws: flat_rows(a, window_rows(ws, c))  # noqa: E731
+
+        def rows_of(ws: np.ndarray) -> tuple[np.ndarray, ...]:
+            """Features, gram, b, yy of windows ``ws``' rows (``MAX_ROUTER_ROWS`` at most)."""
+            rows = window_rows(ws, c)
+            return tuple(flat_rows(a, rows) for a in (feats, gram, b, yy))
+
         scores = {}
         # no held-out windows (no more than the horizon): no depth can be checked, so none
-        for depth in range(self.max_depth + 1 if held_w.size else 0):
-            tree = self._fit_tree(
-                flat(feats, fit_w), flat(gram, fit_w), flat(b, fit_w), flat(yy, fit_w), depth
-            )
-            wts = self._apply(tree, flat(feats, held_w))
-            scores[depth] = float(
-                combined_mse(wts, flat(gram, held_w), flat(b, held_w), flat(yy, held_w)).mean()
-            )
+        if held_w.size:
+            fit, held = rows_of(fit_w), rows_of(held_w)  # once for every depth
+            for depth in range(self.max_depth + 1):
+                wts = self._apply(self._fit_tree(*fit, depth), held[0])
+                scores[depth] = float(combined_mse(wts, *held[1:]).mean())
         self.inner_scores_ = scores
         self.depth_ = min(scores, key=lambda d: scores[d] + 1e-9 * d) if scores else 0
-        all_w = np.arange(w)
-        self.tree_ = self._fit_tree(
-            flat(feats, all_w), flat(gram, all_w), flat(b, all_w), flat(yy, all_w), self.depth_
-        )
+        self.tree_ = self._fit_tree(*rows_of(np.arange(w)), self.depth_)
         return self
 
     # -------------------------------------------------------------------- applying

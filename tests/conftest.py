@@ -11,6 +11,37 @@ import numpy as np
 import pandas as pd
 import pytest
 
+# Workers spread the suite over the cores (``-n auto`` in pyproject's addopts), at most
+# this many: each holds torch and a backbone, and more than four gain little.
+MAX_WORKERS = 4
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, lowered by a cgroup v2 quota (a
+    container's ``--cpus``), which ``os.cpu_count()`` does not see."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="utf-8").split()
+        if quota != "max":
+            cores = min(cores or 1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores or 1)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per usable core, at most MAX_WORKERS."""
+    return min(MAX_WORKERS, usable_cores())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under workers, one thread each: torch and BLAS would otherwise each start one
+    thread per core in every worker, and the oversubscribed cores run the suite slower."""
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+
+
 REAL_DATA = Path(
     os.environ.get(
         "HYBRID_FORECAST_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -256,6 +256,64 @@ def test_window_features_strided_and_chunked():
     np.testing.assert_allclose(whole, chunked, rtol=1e-5, atol=1e-6)
 
 
+def test_window_features_on_threads_are_the_serial_ones_bit_for_bit(monkeypatch):
+    import threading
+
+    import periodicity.features as pf
+
+    data = np.random.default_rng(4).standard_normal((700, 3))
+    x = np.lib.stride_tricks.sliding_window_view(data, 96, axis=0).transpose(0, 2, 1)
+    small = 96 * 3 * 7  # 7 windows per chunk: 87 chunks
+    serial, _ = window_features(x, [24, 48], max_elements=small, threads=1)
+    ran_on, chunk = set(), pf._chunk_features
+    monkeypatch.setattr(
+        pf, "_chunk_features", lambda *a: ran_on.add(threading.current_thread().name) or chunk(*a)
+    )
+    threaded, _ = window_features(x, [24, 48], max_elements=small, threads=2)
+    assert serial.tobytes() == threaded.tobytes()
+    assert ran_on and all(n.startswith("features") for n in ran_on), ran_on
+
+
+def test_chunk_threads_follow_torch_then_omp_then_the_cores(monkeypatch):
+    import sys
+    import types
+
+    import periodicity.features as pf
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(get_num_threads=lambda: 3))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert pf.chunk_threads() == 3  # a tune worker's share, as torch was told
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(get_num_threads=lambda: 64))
+    assert pf.chunk_threads() == pf.MAX_THREADS  # each thread holds a chunk's copies
+    monkeypatch.delitem(sys.modules, "torch")
+    assert pf.chunk_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert pf.chunk_threads() == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(pf.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert pf.chunk_threads() == 3
+
+
+def test_a_failed_chunk_drops_the_chunks_not_started():
+    import time
+
+    from periodicity.features import map_chunks
+
+    ran = []
+
+    def fn(start: int) -> int:
+        if start == 0:
+            raise ValueError("chunk 0 failed")
+        time.sleep(0.01)
+        ran.append(start)
+        return start
+
+    with pytest.raises(ValueError, match="chunk 0 failed"):
+        map_chunks(fn, range(200), threads=2)
+    assert len(ran) < 20, len(ran)  # ~2 s of chunks would run after the failure otherwise
+    assert map_chunks(lambda s: s * s, range(5), threads=2) == [0, 1, 4, 9, 16]
+
+
 def test_window_features_without_usable_period():
     x = np.random.default_rng(3).standard_normal((4, 64, 1))
     feats, names = window_features(x, [500])  # longer than the window: ignored

@@ -712,6 +712,23 @@ def test_router_input_features_do_not_depend_on_chunking():
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_router_input_features_on_threads_are_the_serial_ones(monkeypatch):
+    import periodicity.features as pf
+    from router.features import input_features
+
+    x, y, f, H = _prob()
+    monkeypatch.setattr(pf, "chunk_threads", lambda: 1)
+    serial = input_features(x, H, [12], chunk=7)
+    calls = []
+    monkeypatch.setattr(pf, "chunk_threads", lambda: calls.append(1) or 2)
+    threaded = input_features(x, H, [12], chunk=7)
+    assert len(calls) == 2  # the series statistics and the periodicity features
+    assert serial.names == threaded.names
+    assert np.array_equal(serial.flat, threaded.flat)
+    for a, b in zip(serial.blocks, threaded.blocks, strict=True):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
 def test_router_forecast_features_do_not_depend_on_chunking(monkeypatch):
     import router.features as rf
 

@@ -440,8 +440,10 @@ def run(
             cfg.router,
             cfg.seed,
         )
-        where = "given by --periods or the config" if cfg.periods is not None else "train rows"
-        log.info("periods (%s): %s", where, periods)
+        if cfg.periods is not None:
+            log.info("periods (given by --periods or the config): %s", periods)
+        else:
+            log.info("periods (train rows, %.1f s): %s", prep.periods_seconds, periods)
         if prep.copies:
             copy_members(prep.copies, Path(reuse_from))
 

@@ -34,12 +34,17 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return min(MAX_WORKERS, usable_cores())
 
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under workers, one thread each: torch and BLAS would otherwise each start one
-    thread per core in every worker, and the oversubscribed cores run the suite slower."""
-    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ.setdefault(var, "1")
+    thread per core in every worker, and the oversubscribed cores run the suite slower.
+    Thread counts the user set are left as they are (torch reads MKL's before OMP's)."""
+    workers = getattr(config.option, "numprocesses", None)
+    if workers and not os.environ.get("PYTEST_XDIST_WORKER"):
+        if not any(var in os.environ for var in _THREAD_VARS):
+            os.environ.update(dict.fromkeys(_THREAD_VARS, "1"))
 
 
 REAL_DATA = Path(

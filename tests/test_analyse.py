@@ -198,10 +198,12 @@ def test_window_features_steps_are_sized_by_lookback_and_channels():
     x = np.lib.stride_tricks.sliding_window_view(
         np.random.default_rng(1).standard_normal((300, 5)), 96, axis=0
     ).transpose(0, 2, 1)  # [205, 96, 5], a strided view as the run's splits give
-    whole = window_features(x, period=24)
-    steps = window_features(x, period=24, max_elements=96 * 5 * 7)  # 7 windows a step
+    whole = window_features(x, period=24, threads=1)
+    steps = window_features(x, period=24, max_elements=96 * 5 * 7, threads=1)  # 7 windows a step
+    threaded = window_features(x, period=24, max_elements=96 * 5 * 7, threads=3)  # 30 steps
     for k, v in whole.items():
         np.testing.assert_array_equal(steps[k], v)
+        assert threaded[k].tobytes() == steps[k].tobytes(), k
 
 
 def test_window_features_of_a_constant_window():

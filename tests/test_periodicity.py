@@ -259,19 +259,29 @@ def test_window_features_strided_and_chunked():
 def test_window_features_on_threads_are_the_serial_ones_bit_for_bit(monkeypatch):
     import threading
 
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     import periodicity.features as pf
 
     data = np.random.default_rng(4).standard_normal((700, 3))
     x = np.lib.stride_tricks.sliding_window_view(data, 96, axis=0).transpose(0, 2, 1)
     small = 96 * 3 * 7  # 7 windows per chunk: 87 chunks
     serial, _ = window_features(x, [24, 48], max_elements=small, threads=1)
-    ran_on, chunk = set(), pf._chunk_features
-    monkeypatch.setattr(
-        pf, "_chunk_features", lambda *a: ran_on.add(threading.current_thread().name) or chunk(*a)
-    )
-    threaded, _ = window_features(x, [24, 48], max_elements=small, threads=2)
+    ran_on, blas_threads, chunk = set(), set(), pf._chunk_features
+
+    def spy(*a):
+        ran_on.add(threading.current_thread().name)
+        blas_threads.update(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+        return chunk(*a)
+
+    monkeypatch.setattr(pf, "_chunk_features", spy)
+    with threadpool_limits(2, user_api="blas"):  # as a run without OMP_NUM_THREADS has it
+        threaded, _ = window_features(x, [24, 48], max_elements=small, threads=2)
+        assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {2}
     assert serial.tobytes() == threaded.tobytes()
     assert ran_on and all(n.startswith("features") for n in ran_on), ran_on
+    # inside the pool each chunk's matrix products ran on one BLAS thread
+    assert blas_threads and blas_threads <= {1}, blas_threads
 
 
 def test_chunk_threads_follow_torch_then_omp_then_the_cores(monkeypatch):

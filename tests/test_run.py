@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -296,6 +297,7 @@ def test_data_warnings_reach_run_log_and_temp_files_are_swept(synth_csv, tmp_pat
     log = (out / "run.log").read_text(encoding="utf-8")
     assert "gap(s) in the h timestamps" in log  # logged before the folder existed
     assert not orphan.exists() and "left by an interrupted write" in log
+    assert re.search(r"periods \(train rows, \d+\.\d s\): \[\d", log), "the analysis is timed"
 
 
 def test_rerun_with_another_seed_needs_its_own_folder(synth_csv, tmp_path, capsys):

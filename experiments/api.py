@@ -58,6 +58,8 @@ _OLD_ALIASES = {
 def _long_to_wide(df: pd.DataFrame, id_col: str, time_col: str, target_col: str) -> pd.DataFrame:
     """A long frame -> wide (time index, one column per ``id_col`` value), refusing
     what pivoting would silently resolve: text targets, NaN, repeated (id, time) rows."""
+    if pd.api.types.is_complex_dtype(df[target_col]):
+        raise UserError(f"column {target_col!r} holds complex numbers; forecast real values")
     y = pd.to_numeric(df[target_col], errors="coerce")
     bad = y.isna() & df[target_col].notna()
     if bad.any():
@@ -71,6 +73,12 @@ def _long_to_wide(df: pd.DataFrame, id_col: str, time_col: str, target_col: str)
         raise UserError(
             f"column {target_col!r} has NaN (series {df[id_col].iloc[row]!r} at "
             f"{df[time_col].iloc[row]}); fill the gaps before fitting"
+        )
+    if df[id_col].isna().any():  # pivot would forecast them as a series labelled NaN
+        row = int(np.flatnonzero(df[id_col].isna().to_numpy())[0])
+        raise UserError(
+            f"column {id_col!r} has a missing id (row {row}, at {df[time_col].iloc[row]}); "
+            "fill or drop those rows"
         )
     repeated = df.duplicated([id_col, time_col])
     if repeated.any():
@@ -91,6 +99,15 @@ def _long_to_wide(df: pd.DataFrame, id_col: str, time_col: str, target_col: str)
         # the series are channels of one multivariate window: they must share every timestamp
         sid = missing.any()[lambda m: m].index[0]
         span = wide[sid].dropna().index
+        longest = int(wide.notna().sum().max())
+        if len(wide) > 1.5 * longest:  # not a shorter span: timestamps that miss each other
+            raise UserError(
+                f"the series' timestamps do not line up: together they have {len(wide)} "
+                f"distinct times, the longest series {longest} rows ({sid!r} has "
+                f"{len(span)}); resample them onto one regular grid first, e.g. "
+                f"df.groupby({id_col!r}).resample('h', on={time_col!r})[{target_col!r}]"
+                ".mean().reset_index() (with your step in place of 'h')"
+            )
         raise UserError(
             f"the series must share their timestamps (they are forecast together): "
             f"{sid!r} has {len(span)} rows from {span[0]} to {span[-1]}, the frame "
@@ -108,6 +125,18 @@ def _to_matrix(
     The time is a DatetimeIndex, or an int64 index for frames counted in steps."""
     if not isinstance(df, pd.DataFrame):
         raise UserError(f"fit takes a pandas DataFrame (got {type(df).__name__})")
+    if isinstance(df.index, pd.MultiIndex):  # e.g. df.set_index(["unique_id", "ds"])
+        raise UserError(
+            f"the frame has a MultiIndex ({', '.join(map(str, df.index.names))}); call "
+            "df.reset_index() to get unique_id, ds, y columns"
+        )
+    if isinstance(df.columns, pd.MultiIndex):
+        raise UserError(
+            "the frame's columns are a MultiIndex; give one flat name per series, e.g. "
+            "df.columns = ['_'.join(map(str, c)) for c in df.columns]"
+        )
+    if len(df) == 0:  # e.g. a filter that left nothing
+        raise UserError("the frame has no rows; pass the series' history")
     if df.columns.has_duplicates:
         raise UserError(
             f"column {df.columns[df.columns.duplicated()][0]!r} appears twice in the frame; "
@@ -122,10 +151,12 @@ def _to_matrix(
         wide, layout = _long_to_wide(df, id_col, time_col, target_col), "long"
     elif id_col in df.columns:  # a long frame whose other columns are named differently
         missing = [c for c in (time_col, target_col) if c not in df.columns]
+        hint = "name them with fit(df, time_col=..., target_col=...)"
+        if df.index.name in missing:
+            hint = f"{df.index.name!r} is the frame's index: call df.reset_index() first"
         raise UserError(
             f"a long frame needs columns {id_col!r}, {time_col!r}, {target_col!r}; "
-            f"{' and '.join(map(repr, missing))} missing: name them with "
-            "fit(df, time_col=..., target_col=...)"
+            f"{' and '.join(map(repr, missing))} missing: {hint}"
         )
     else:
         wide = df.set_index(time_col) if time_col in df.columns else df
@@ -148,13 +179,19 @@ def _to_matrix(
                 f"index of steps; a long frame needs columns {id_col!r}, {time_col!r}, "
                 f"{target_col!r}{hint}"
             )
+        if isinstance(wide.index, pd.DatetimeIndex) and wide.index.hasnans:
+            row = int(np.flatnonzero(wide.index.isna())[0])
+            raise UserError(
+                f"the frame's index has a missing timestamp (NaT) at row {row}; "
+                "fill or drop that row"
+            )
         if wide.index.has_duplicates:
             raise UserError(
                 f"timestamp {wide.index[wide.index.duplicated()][0]} appears twice in the wide "
                 "frame; keep one row per time (several series belong in columns, or in a long "
                 f"frame with {id_col!r})"
             )
-        numeric = wide.select_dtypes("number")
+        numeric = wide.select_dtypes("number", exclude="complex")
         dropped = [c for c in wide.columns if c not in numeric.columns]
         if dropped:
             warnings.warn(f"non-numeric columns {dropped} are ignored", stacklevel=3)
@@ -513,9 +550,14 @@ class HybridForecaster:
         n_val = max(int(n * self.val_size), 2 * H + 1)  # the router needs some val windows
         n_train = n - n_val
         if n_train < L + H:
+            # the smallest n with n - max(int(n * val_size), 2H + 1) >= L + H
+            need = L + H + 2 * H + 1
+            while need - max(int(need * self.val_size), 2 * H + 1) < L + H:
+                need += 1
             raise UserError(
                 f"{n} rows are too few for seq_len {L} + pred_len {H} with {n_val} validation "
-                "rows; lower seq_len/pred_len or pass a longer series"
+                f"rows (val_size {self.val_size}, at least 2 x pred_len + 1): need at least "
+                f"{need}; lower seq_len/pred_len or pass a longer series"
             )
         check_router_data(self.router, len(self.members), n_val - H + 1)  # val windows
         scaler = StandardScaler().fit(values[:n_train])
@@ -554,6 +596,7 @@ class HybridForecaster:
         self.members_, self.member_names_, self.router_ = members, member_names, router
         self.values_, self.dates_, self.times_, self.step_ = scaled, dates, times, step
         self.val_context_ = val.windows().context.shape[0]
+        self.fitted_lengths_ = (L, H)
         return self
 
     # -------------------------------------------------------------------- forecasting
@@ -567,15 +610,21 @@ class HybridForecaster:
         Returns:
             Long layout: ``unique_id, ds, hybrid`` and one column per member. Wide layout:
             ``ds`` and one column per series (the hybrid forecast). The router's weights
-            of this forecast are in ``weights_`` ([C, M]: rows in the order of ``series_``,
-            columns in that of ``member_names_``).
+            of this forecast are in ``weights_`` ([h, C, M]: each step, the series in the
+            order of ``series_``, the members in that of ``member_names_``): the hybrid
+            is ``sum_m weights_[..., m] * member m``, step by step.
         """
         from ensemble.forecaster import predict_last
         from router.features import skill_context_rows, window_features
 
         if not hasattr(self, "router_"):
             raise UserError("this HybridForecaster is not fitted: call fit(df) before predict")
-        H, L = self.pred_len, self.seq_len
+        L, H = getattr(self, "fitted_lengths_", (self.seq_len, self.pred_len))
+        if (self.seq_len, self.pred_len) != (L, H):  # the members were built for (L, H)
+            raise UserError(
+                f"seq_len/pred_len changed since fit ({L}/{H} -> {self.seq_len}/"
+                f"{self.pred_len}); call fit again with the new settings"
+            )
         if h is None:
             h = H
         elif isinstance(h, bool) or not isinstance(h, int | np.integer):
@@ -613,7 +662,8 @@ class HybridForecaster:
         if self.router_.needs_features:
             feats, _ = window_features(windows.x, stack, self.periods_, self.member_names_)
         combined = hybrid.combined_forecast(self.router_, stack, feats)[-1, :h]  # [h, C]
-        self.weights_ = self.router_.weights(stack, feats)[-1]
+        # per step: learned and inverse_error weigh each step of the horizon differently
+        self.weights_ = np.array(self.router_.step_weights(stack, feats)[-1, :h])  # [h, C, M]
         members = {
             n: self.scaler_.inverse_transform(stack[i, -1, :h])
             for i, n in enumerate(self.member_names_)

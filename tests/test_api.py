@@ -79,7 +79,7 @@ def test_learned_router_and_forecaster_instances():
     ).fit(long_frame())
     fc = hf.predict()
     assert np.isfinite(fc["hybrid"]).all() and hf.router_.chosen_ in hf.router_.inner_scores_
-    assert hf.weights_.shape == (2, 2)
+    assert hf.weights_.shape == (24, 2, 2)  # [h, C, M]
 
 
 def test_user_errors():
@@ -313,6 +313,67 @@ def test_refusals_say_where_and_how():
             small().fit(df, freq="A-DEC")
     with pytest.raises(UserError, match="rename your id column"):
         small().fit(long_frame().rename(columns={"unique_id": "hybrid"}), id_col="hybrid")
+
+
+def test_frames_a_pivot_or_cast_would_mangle_are_refused_in_one_line():
+    df = long_frame()
+    with pytest.raises(UserError, match="no rows"):  # a filter that left nothing
+        small().fit(df[df["ds"] > df["ds"].max()])
+    with pytest.raises(UserError, match="no rows"):
+        small().fit(pd.DataFrame({"a": pd.Series([], dtype=float)}))
+    with pytest.raises(UserError, match=r"MultiIndex \(unique_id, ds\).*reset_index"):
+        small().fit(df.set_index(["unique_id", "ds"]))
+    with pytest.raises(UserError, match="columns are a MultiIndex"):
+        small().fit(
+            wide_frame()
+            .set_index("ds")
+            .set_axis(pd.MultiIndex.from_tuples([("a", 1), ("a", 2)]), axis=1)
+        )
+    # a series whose ids are all missing would be forecast under the label NaN
+    with pytest.raises(UserError, match=r"'unique_id' has a missing id \(row 900"):
+        small().fit(df.assign(unique_id=df["unique_id"].where(df["unique_id"] == "s0")))
+    with pytest.raises(UserError, match=r"'ds' is the frame's index: call df.reset_index"):
+        small().fit(df.set_index("ds"))
+    with pytest.raises(UserError, match="complex"):
+        small().fit(df.assign(y=df["y"] + 1j))
+    wide = wide_frame().set_index("ds")
+    with pytest.raises(UserError, match=r"missing timestamp \(NaT\) at row 6"):
+        small().fit(wide.set_axis(wide.index.where(np.arange(N) != 6), axis=0))
+    # each series jittered on its own: the union is no common span to cut to
+    rng = np.random.default_rng(1)
+    jitter = pd.to_timedelta(rng.integers(-5, 6, size=len(df)), "min")
+    with pytest.raises(UserError, match=r"do not line up: .*resample them onto one regular grid"):
+        small().fit(df.assign(ds=df["ds"] + jitter))
+    # the shortest series that fits is named
+    with pytest.raises(UserError, match="need at least 169;") as err:
+        small().fit(long_frame(n=150))
+    small(router="mean").fit(long_frame(n=169)).predict()
+    with pytest.raises(UserError, match="168 rows are too few"):
+        small(router="mean").fit(long_frame(n=168))
+    assert "\n" not in str(err.value)
+
+
+def test_weights_are_the_ones_each_step_of_the_forecast_used():
+    # inverse_error weighs every step of the horizon on its own validation errors
+    hf = small(router="inverse_error").fit(long_frame())
+    fc = hf.predict(12)
+    assert hf.weights_.shape == (12, 2, 2)  # [h, C, M]
+    assert np.ptp(hf.weights_[:, 0, 0]) > 0.01  # the steps differ
+    for c, sid in enumerate(hf.series_):
+        got = fc[fc["unique_id"] == sid]
+        parts = np.stack([got[m].to_numpy() for m in hf.member_names_], axis=-1)  # [h, M]
+        np.testing.assert_allclose(got["hybrid"], (hf.weights_[:, c] * parts).sum(-1), rtol=1e-9)
+
+
+def test_settings_changed_after_fit_are_refused_until_refitted():
+    hf = small(router="mean").fit(long_frame())
+    hf.pred_len = 12
+    with pytest.raises(UserError, match=r"changed since fit \(96/24 -> 96/12\)"):
+        hf.predict()
+    hf.pred_len, hf.seq_len = 24, 48
+    with pytest.raises(UserError, match="call fit again"):
+        hf.predict()
+    assert len(hf.fit(long_frame()).predict()) == 2 * 24
 
 
 def test_daylight_saving_days_are_no_gaps():

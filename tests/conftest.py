@@ -16,17 +16,24 @@ import pytest
 MAX_WORKERS = 4
 
 
-def usable_cores() -> int:
-    """Cores this process may run on: its CPU affinity, lowered by a cgroup v2 quota (a
-    container's ``--cpus``), which ``os.cpu_count()`` does not see."""
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this process may run on: its CPU affinity, lowered by a cgroup CPU quota (a
+    container's ``--cpus``; v2's ``cpu.max`` or v1's ``cpu.cfs_quota_us``), which
+    ``os.cpu_count()`` does not see."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="utf-8").split()
-        if quota != "max":
-            cores = min(cores or 1, -(-int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores or 1)
+    cores = max(1, cores or 1)
+    quotas = [("cpu.max",)] + [
+        (f"{d}/cpu.cfs_quota_us", f"{d}/cpu.cfs_period_us") for d in ("cpu", "cpu,cpuacct")
+    ]
+    for files in quotas:
+        try:
+            text = " ".join((cgroup / f).read_text(encoding="utf-8") for f in files).split()
+            quota, period = text[0], text[1]
+        except (OSError, IndexError):
+            continue
+        if quota not in ("max", "-1") and quota.isdigit() and period.isdigit() and int(period):
+            return max(1, min(cores, -(-int(quota) // int(period))))
+    return cores
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

@@ -288,7 +288,7 @@ def data_dir_from(arg: str | os.PathLike | None) -> Path:
     return Path(env).expanduser() if env else Path("dataset")
 
 
-def _registered_stems() -> dict[str, str]:
+def registered_stems() -> dict[str, str]:
     """Lower-case file stems -> registered names: the name itself and its file's stem
     (the official repo's illness file is national_illness.csv)."""
     stems = {k.lower(): k for k in DATASETS}
@@ -307,7 +307,7 @@ def resolve_path(
         # A file named like a registered dataset (the official repo's ETT-small/ETTh1.csv)
         # is that dataset: it gets its split, or its results would sit beside published
         # ETTh1 numbers while coming from another split.
-        named = _registered_stems().get(path.stem.lower())
+        named = registered_stems().get(path.stem.lower())
         if name and named and named != name:
             raise UserError(
                 f"--dataset {name} with --data-path {path.name}, which is {named}'s file: pass "
@@ -476,7 +476,7 @@ def _provenance(name: str, path: Path) -> tuple[str, bool | None]:
 
     A file given a registered name that is not that dataset's published file (another
     series, or an edited copy) still gets the name and its split, as asked, but a warning
-    and ``published: false`` in results.json: its numbers are not comparable with the
+    (``make_splits``) and ``published: false`` in results.json: its numbers are not comparable with the
     published ones.
     """
     from ensemble.download import SHA256, sha256_file  # download imports this module
@@ -484,18 +484,21 @@ def _provenance(name: str, path: Path) -> tuple[str, bool | None]:
     digest = sha256_file(path)
     if name not in DATASETS:
         return digest, None
-    published = digest == SHA256.get(DATASETS[name][0])
-    if not published:
+    return digest, digest == SHA256.get(DATASETS[name][0])
+
+
+def _warn_unpublished(dataset: Dataset) -> None:
+    """Said once the split has succeeded, so that a refusal stays one line."""
+    if dataset.published is False:
         log.warning(
             "%s is not the published %s file (its SHA-256 differs): the results are "
             "labelled %s and use its split, but are not comparable with published %s "
             "numbers",
-            path,
-            name,
-            name,
-            name,
+            dataset.path,
+            dataset.name,
+            dataset.name,
+            dataset.name,
         )
-    return digest, published
 
 
 # ---------------------------------------------------------------------------- splitting
@@ -536,8 +539,9 @@ def make_splits(
             first ``percent`` % of its rows past the first lookback, ``(T_train - L) *
             percent // 100 + L`` rows, so its windows are a little fewer than ``percent``
             % (ETTh1, L=512, H=96, 10 %: 717 of 8033); the scaler still uses all train rows.
-        warn: log the columns whose scaled metrics mislead (`_warn_scale`); `tune`'s
-            trials split again what its start has warned about.
+        warn: log the columns whose scaled metrics mislead (`_warn_scale`) and a file
+            given a registered name that is not its published file; `tune`'s trials split
+            again what its start has warned about.
 
     Raises:
         UserError: the series is too short for ``seq_len + pred_len`` in some split.
@@ -564,6 +568,8 @@ def make_splits(
         ends[0] = (b2[0] - seq_len) * percent // 100 + seq_len
         if ends[0] - b1[0] < seq_len + pred_len:
             raise UserError(f"--percent {percent} leaves no training window; raise it")
+    if warn:
+        _warn_unpublished(dataset)
     loss_channels = (dataset.target_index,) if dataset.features == "MS" else None
     splits = [
         Split(

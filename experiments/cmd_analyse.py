@@ -28,7 +28,9 @@ def add_parser(sub) -> None:
         "--prompt-probe",
         action="store_true",
         help="also forecast the test windows with the saved Time-LLM under swapped and "
-        "removed prompts: does it read its prompt? (minutes on a CPU)",
+        "removed prompts: does it read its prompt? (3 variants plus one per prompt "
+        "statistic, 7 forecasts of every test window with the default prompt: about 7 "
+        "times the run's Time-LLM predict time, timings_s in results.json)",
     )
     p.add_argument(
         "--prototypes",

@@ -42,18 +42,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="minilm | PATH | gpt2-random, llama-random, qwen2-random, qwen2.5-3b-random (random "
         "weights: the shape without its checkpoint)",
     )
-    p.add_argument("--seq-len", type=positive_int, default=512)
-    p.add_argument("--pred-len", type=positive_int, default=96)
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--seq-len", type=positive_int, default=512, help="lookback L")
+    p.add_argument("--pred-len", type=positive_int, default=96, help="horizon H")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per step")
     p.add_argument("--n-vars", type=positive_int, default=1, help="channels per window")
-    p.add_argument("--llm-layers", type=positive_int, default=6)
-    p.add_argument("--d-model", type=positive_int, default=32)
-    p.add_argument("--d-ff", type=positive_int, default=128)
-    p.add_argument("--n-heads", type=positive_int, default=8)
-    p.add_argument("--patch-len", type=positive_int, default=16)
-    p.add_argument("--stride", type=positive_int, default=8)
-    p.add_argument("--num-prototypes", type=positive_int, default=1000)
-    p.add_argument("--prototype-map", choices=["full", "lowrank"], default="lowrank")
+    p.add_argument(
+        "--llm-layers", type=positive_int, default=6, help="backbone layers kept (the first ones)"
+    )
+    p.add_argument("--d-model", type=positive_int, default=32, help="patch embedding width")
+    p.add_argument(
+        "--d-ff", type=positive_int, default=128, help="backbone features kept for the head"
+    )
+    p.add_argument(
+        "--n-heads", type=positive_int, default=8, help="heads of the reprogramming attention"
+    )
+    p.add_argument("--patch-len", type=positive_int, default=16, help="steps per patch")
+    p.add_argument("--stride", type=positive_int, default=8, help="steps between patches")
+    p.add_argument("--num-prototypes", type=positive_int, default=1000, help="text prototypes")
+    p.add_argument(
+        "--prototype-map",
+        choices=["full", "lowrank"],
+        default="lowrank",
+        help="vocabulary -> prototypes map: a full matrix or low rank",
+    )
     p.add_argument(
         "--no-prefix-cache",
         action="store_true",
@@ -85,7 +96,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="where to run (default: cuda if available); on cuda the peak GPU memory is "
         "reported too",
     )
-    p.add_argument("--load-in-4bit", action="store_true")
+    p.add_argument(
+        "--load-in-4bit", action="store_true", help="the backbone in 4-bit NF4 (bitsandbytes)"
+    )
     p.add_argument("--steps", type=positive_int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument(

@@ -110,6 +110,12 @@ def handle(args) -> int:
         f"tested, so nothing above {max(2, x.shape[0] // MIN_CYCLES)} is)"
     )
     print("\n".join(_table(f"overall: {verdict}", report.overall)))
+    print(
+        "  (power: share of the detrended variance in the period's peak and harmonics; acf: "
+        "autocorrelation at the period; F_S, F_T: STL seasonal and trend strength, measured "
+        "on the last 16 cycles or the last 4096 rows, whichever is longer; cycles: how many "
+        "cycles that stretch holds, not the rows)"
+    )
     by_period = {c.period: c for c in report.overall}
     for q, (p, v) in net.items():
         print(

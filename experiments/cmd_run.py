@@ -75,6 +75,10 @@ def config_from_args(args) -> RunConfig:
             raise UserError(
                 f"--periods {args.periods!r}: give whole numbers separated by commas, e.g. 168,24"
             ) from None
+        if not cfg.periods or min(cfg.periods) < 2:
+            from ensemble.errors import UserError
+
+            raise UserError(f"--periods {args.periods!r}: each period is a whole number >= 2")
     for member, params in parse_sets(getattr(args, "set", None), cfg.members).items():
         cfg.member_params.setdefault(member, {}).update(params)
     for key in ("data_path", "data_dir"):  # the same file from any working directory

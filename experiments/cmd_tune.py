@@ -20,7 +20,11 @@ def add_parser(sub) -> None:
     )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help="registered dataset (default ETTh1 unless --data-path)")
-    g.add_argument("--data-path", help="any CSV with a date column (70/10/20 split)")
+    g.add_argument(
+        "--data-path",
+        help="any CSV with a date column (70/10/20 split; a file named like a registered "
+        "dataset, e.g. ETTh1.csv, gets that dataset's split)",
+    )
     g.add_argument(
         "--data-dir", help="folder holding ETT-small/... (default $HYBRID_FORECAST_DATA)"
     )

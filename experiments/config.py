@@ -119,10 +119,10 @@ class RunConfig:
             # named by its file, not the default dataset's name: a published dataset's file
             # (ETT-small/ETTm1.csv, found under the data folder too) is that dataset, any
             # other is the user's own, as --data-path without --dataset (split 70/10/20)
-            from ensemble.data import _registered_stems
+            from ensemble.data import registered_stems
 
             stem = Path(d["data_path"]).stem.lower()
-            d = {**d, "dataset": _registered_stems().get(stem)}
+            d = {**d, "dataset": registered_stems().get(stem)}
         # "~/data/x.csv" in a config.yaml: YAML, unlike a shell, leaves the "~" alone
         d = {
             k: os.path.expanduser(v) if k in _PATHS and isinstance(v, str) else v

@@ -108,7 +108,7 @@ def forecast_run(
         _check_config_is_the_runs(cfg, res, folder)
         if run_data is not None:
             cfg.dataset, cfg.data_path = res.get("dataset"), str(Path(run_data).resolve())
-        dataset = _run_dataset(cfg, res, folder)
+        dataset = _run_dataset(cfg, res, folder, run_data)
         splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
         _check_split_is_the_runs(dataset, splits, res, folder)
         specs = list(res["members"])
@@ -302,8 +302,22 @@ def _frame(
     return pd.DataFrame(columns)
 
 
-def _run_dataset(cfg, res: dict[str, Any], folder: Path):
+def _run_dataset(cfg, res: dict[str, Any], folder: Path, run_data: str | None = None):
     """The data the run was fitted on, as it was (its checksum in results.json)."""
+    if run_data is not None:  # said in this command's words, not run's --dataset/--data-path
+        from ensemble.data import registered_stems
+
+        named = registered_stems().get(Path(run_data).stem.lower())
+        what = None
+        if not Path(run_data).expanduser().is_file():
+            what = "is not found"
+        elif named and named != res.get("dataset"):
+            what = f"is {named}'s file"
+        if what:
+            raise UserError(
+                f"--run-data {run_data} {what}; give the file the run in {folder} was "
+                f"fitted on ({res.get('dataset') or 'its data'})"
+            )
     try:
         dataset = cfg.load_dataset()
     except UserError as exc:
@@ -412,6 +426,13 @@ def _finished_results(out: Path) -> dict[str, Any]:
         raise UserError(f"{out} is not a folder: give a run folder (hybrid-forecast run --out)")
     path = out / "results.json"
     missing = [p.name for p in (path, out / "config.yaml") if not p.is_file()]
+    if len(missing) == 2:  # no run began here: a parent such as runs/, or a typo
+        runs = sorted(p.parent.name for p in out.glob("*/config.yaml"))
+        hint = f", e.g. {out / runs[0]} ({len(runs)} run folders here)" if runs else ""
+        raise UserError(
+            f"{out} is not a run folder (no results.json or config.yaml): give the folder "
+            f"a run wrote (hybrid-forecast run --out){hint}"
+        )
     if missing:
         raise UserError(
             f"{out} is not a finished run folder (no {' or '.join(missing)}); finish "
@@ -461,11 +482,40 @@ def _check_shared_rows(new, old) -> None:
     def ns(dates: pd.DatetimeIndex) -> np.ndarray:  # UTC instants where a zone is given
         return (dates.tz_convert(None) if dates.tz is not None else dates).as_unit("ns").asi8
 
-    _, i_new, i_old = np.intersect1d(
-        ns(new.dates), ns(old.dates), assume_unique=False, return_indices=True
-    )
-    if len(i_new) == 0:
+    t_new, t_old = ns(new.dates), ns(old.dates)  # each sorted (a backward step is refused)
+    # A repeated, extra or missing row after the run's data would shift the lookback by a
+    # row under the same forecast dates; after it, that is all that can go wrong.
+    after = t_new[t_new > t_old[-1]]
+    repeated = np.flatnonzero(np.diff(after) == 0)
+    if len(repeated):
+        when = new.dates[len(t_new) - len(after) + int(repeated[0])]
+        raise UserError(
+            f"{new.path} repeats the row at {when} (past the run's data); drop the repeated "
+            "rows: each is a step of the forecast's lookback"
+        )
+    lo, hi = max(t_new[0], t_old[0]), min(t_new[-1], t_old[-1])
+    i_new = np.flatnonzero((t_new >= lo) & (t_new <= hi))
+    i_old = np.flatnonzero((t_old >= lo) & (t_old <= hi))
+    if lo > hi or not len(i_new):
         return  # only rows after the run's: nothing to compare
+    # Within the span both cover, row for row the same times: np.intersect1d matched a
+    # time once, so an edited second copy of a row went unchecked.
+    k = min(len(i_new), len(i_old))
+    bad = np.flatnonzero(t_new[i_new[:k]] != t_old[i_old[:k]])
+    if len(bad) or len(i_new) != len(i_old):
+        k = int(bad[0]) if len(bad) else k  # the first row where they part
+        tn = t_new[i_new[k]] if k < len(i_new) else None
+        to = t_old[i_old[k]] if k < len(i_old) else None
+        if tn is not None and k > 0 and tn == t_new[i_new[k - 1]]:
+            what = f"repeats the row at {new.dates[i_new[k]]}"
+        elif to is not None and (tn is None or tn > to):
+            what = f"lacks the run's row at {old.dates[i_old[k]]}"
+        else:
+            what = f"has a row at {new.dates[i_new[k]]} that the run's data does not"
+        raise UserError(
+            f"{new.path} {what} ({len(i_new)} rows where the run's data has {len(i_old)} "
+            "over the times both cover): --data-path must be the run's file with newer rows added"
+        )
     a, b = new.values[i_new], old.values[i_old]
     spread = np.nanstd(old.values, axis=0) + np.abs(b)
     off = np.argwhere(~(np.abs(a - b) <= 1e-4 * spread))

@@ -225,6 +225,11 @@ def test_each_load_names_its_bytes_and_whether_they_are_the_published_file(
     shutil.copy(data_dir / "ETT-small" / "ETTh2.csv", other)
     with caplog.at_level("WARNING"):
         mislabelled = load_dataset("ETTh1", data_path=other)
+        assert "not the published" not in caplog.text  # said once the split succeeds
+        with pytest.raises(UserError, match="too few"):  # a refusal stays one line
+            make_splits(mislabelled, 9000, 96)
+        assert "not the published" not in caplog.text
+        make_splits(mislabelled, 96, 96)
     assert mislabelled.name == "ETTh1" and mislabelled.published is False
     assert "not the published ETTh1 file" in caplog.text
     assert load_dataset(data_path=other).published is None  # no name, nothing to match

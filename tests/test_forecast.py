@@ -187,6 +187,33 @@ def test_a_newer_file_must_hold_the_runs_rows_where_it_shares_their_times(
         ["forecast", str(out), "--data-path", str(tmp_path / "zoned.csv")], capsys
     )
     assert "differ in having a time zone" in err
+    # rows repeated, dropped or added at the run's times shift the lookback under the same
+    # dates: an edited second copy of a row was not compared (np.intersect1d matched once)
+    copy = frame.iloc[[400]].assign(OT=frame["OT"].iloc[400] + 50.0)
+    cases = {
+        "repeats the row at": pd.concat([frame.iloc[:401], copy, frame.iloc[401:]]),
+        "repeats the row at ": pd.concat([frame, frame.iloc[[-1]]]),
+        "lacks the run's row at": frame.drop(index=700),
+        "that the run's data does not": pd.concat(  # half past, between two hours
+            [
+                frame.iloc[:401],
+                copy.assign(date=lambda d: d["date"].str[:14] + "30:00"),
+                frame.iloc[401:],
+            ]
+        ),
+    }
+    newer = frame.iloc[-2:].assign(date=lambda d: pd.to_datetime(d["date"]) + pd.Timedelta("2h"))
+    cases["(past the run's data)"] = pd.concat([frame, newer.iloc[[0, 0]]])
+    for needle, bad in cases.items():
+        bad.to_csv(tmp_path / "bad.csv", index=False)
+        err = _one_line_error(
+            ["forecast", str(out), "--data-path", str(tmp_path / "bad.csv")], capsys
+        )
+        assert (
+            needle.strip() in err
+            and "--data-path must be the run's file" in err
+            or ("drop the repeated rows" in err)
+        ), (needle, err)
     rounded = tmp_path / "rounded.csv"  # re-saved by a spreadsheet with 4 decimals
     frame.round(4).to_csv(rounded, index=False)
     assert main(["forecast", str(out), "--data-path", str(rounded), "--out", "-"]) == 0
@@ -341,7 +368,9 @@ def _one_line_error(argv, capsys) -> str:
 
 def test_what_cannot_be_forecast_is_one_line(finished, tmp_path, capsys):
     csv, out = finished
-    assert "not a finished run folder" in _one_line_error(["forecast", str(tmp_path)], capsys)
+    assert "not a run folder" in _one_line_error(["forecast", str(tmp_path)], capsys)
+    err = _one_line_error(["forecast", str(out.parent)], capsys)  # runs/, not runs/x
+    assert "not a run folder (no results.json or config.yaml)" in err and f"e.g. {out}" in err
     half = tmp_path / "half"  # an interrupted run: its config.yaml, no results.json yet
     half.mkdir()
     (half / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
@@ -475,6 +504,15 @@ def test_a_moved_run_names_its_data_and_odd_files_still_forecast(finished, tmp_p
         cfg.replace(str(csv), str(tmp_path / "gone.csv")), encoding="utf-8"
     )
     assert "--run-data FILE" in _one_line_error(["forecast", str(moved)], capsys)
+    # a wrong --run-data is named as that flag, not as run's --dataset/--data-path
+    for given, said in (
+        (tmp_path / "nothere.csv", "is not found"),
+        (data / "ETTh2.csv", "is ETTh2's file"),
+    ):
+        if given.stem == "ETTh2":
+            given.write_bytes(csv.read_bytes())
+        err = _one_line_error(["forecast", str(moved), "--run-data", str(given)], capsys)
+        assert err.startswith(f"error: --run-data {given} {said}; give the file the run in"), err
     argv = ["forecast", str(moved), "--run-data", str(data / "synth.csv")]
     assert main([*argv, "--out", str(tmp_path / "m.csv")]) == 0
     assert main([*argv, "--out", str(data / "synth.csv")]) == 2  # never over the data

@@ -72,6 +72,9 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
     md = (out / "results.md").read_text(encoding="utf-8")
     assert "| ensemble vs mean |" in md and "| naive vs snaive |" in md
     assert set(res["timings_s"]["naive"]) == {"fit", "predict"}
+    # member -> {fit, predict} only: a loop over them meets no stage's plain number
+    assert set(res["timings_s"]) == set(res["members"])
+    assert set(res["stage_timings_s"]) == {"periods", "router"}
     assert isinstance(res["periods"], list) and res["periods"]
     # what the numbers were computed with
     from importlib import metadata
@@ -525,6 +528,10 @@ def test_periods_flag_replaces_the_detected_periods(synth_csv, tmp_path, capsys)
     assert "periods:\n- 12\n- 48" in (tmp_path / "a" / "config.yaml").read_text(encoding="utf-8")
     assert main([*argv, "--periods", "12,x", "--out", str(tmp_path / "b")]) == 2
     assert "--periods '12,x'" in capsys.readouterr().err
+    for bad in ("0", "24,1", ","):  # named as the flag, not as a config key
+        assert main([*argv, "--periods", bad, "--out", str(tmp_path / "b")]) == 2
+        assert f"--periods {bad!r}: each period is a whole number >= 2" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_learned_router_needs_validation_windows(synth_csv, tmp_path, capsys):

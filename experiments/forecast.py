@@ -95,6 +95,7 @@ def forecast_run(
     from ensemble.io import read_lock, write_csv
     from experiments import registry
     from experiments.config import RunConfig
+    from experiments.logfile import said_after_checks
     from experiments.member_cache import member_path
     from experiments.run import HOLDS_A_BACKBONE, member_context, release_memory
     from experiments.scoring import router_features
@@ -108,9 +109,10 @@ def forecast_run(
         _check_config_is_the_runs(cfg, res, folder)
         if run_data is not None:
             cfg.dataset, cfg.data_path = res.get("dataset"), str(Path(run_data).resolve())
-        dataset = _run_dataset(cfg, res, folder, run_data)
-        splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
-        _check_split_is_the_runs(dataset, splits, res, folder)
+        with said_after_checks():  # a refused file: its error alone, not its warnings too
+            dataset = _run_dataset(cfg, res, folder, run_data)
+            splits = make_splits(dataset, cfg.seq_len, cfg.pred_len, percent=cfg.percent)
+            _check_split_is_the_runs(dataset, splits, res, folder)
         specs = list(res["members"])
         periods = [int(p) for p in res["periods"]]
         ch = splits.eval_channels
@@ -127,23 +129,24 @@ def forecast_run(
 
         # The rows to forecast from
         data = dataset
-        if data_path is not None:
-            data = load_dataset(
-                data_path=data_path,
-                features=cfg.features,
-                target=cfg.target,
-                fill=fill or cfg.fill,
-            )
-            _check_same_series(data, dataset)
-            _check_shared_rows(data, dataset)
-        if out is not None and Path(out).resolve() in {
-            Path(dataset.path).resolve(),
-            Path(data.path).resolve(),
-        }:
-            raise UserError(f"--out {out} is a data file of this forecast; name another file")
-        n = data.values.shape[0]
-        if n < L:
-            raise UserError(f"{data.path} has {n} rows; the run's lookback needs at least {L}")
+        with said_after_checks():
+            if data_path is not None:
+                data = load_dataset(
+                    data_path=data_path,
+                    features=cfg.features,
+                    target=cfg.target,
+                    fill=fill or cfg.fill,
+                )
+                _check_same_series(data, dataset)
+                _check_shared_rows(data, dataset)
+            if out is not None and Path(out).resolve() in {
+                Path(dataset.path).resolve(),
+                Path(data.path).resolve(),
+            }:
+                raise UserError(f"--out {out} is a data file of this forecast; name another file")
+            n = data.values.shape[0]
+            if n < L:
+                raise UserError(f"{data.path} has {n} rows; the run's lookback needs at least {L}")
         # the last window, and the earlier ones whose errors the router's skill features
         # score (windows t - H back to t - 5H + 1); a router without features needs none
         wanted = skill_context_rows(L, H) if combiner.needs_features else L

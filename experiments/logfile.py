@@ -5,9 +5,10 @@ from a notebook or a test kept the caller's own console handlers at WARNING for 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -71,3 +72,29 @@ class FolderLog(logging.FileHandler):
         for obj, level in restore:
             obj.setLevel(level)
         super().close()
+
+
+@contextlib.contextmanager
+def said_after_checks() -> Iterator[None]:
+    """Hold what is logged inside (a data file's gaps, repeated timestamps...) and pass it
+    on only when the block ends without an error: a refusal stays one line, the error,
+    rather than the warnings of the input it refuses and then the error."""
+    root = logging.getLogger()
+    held: list[logging.LogRecord] = []
+
+    class _Hold(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if not held or held[-1] is not record:  # each handler is offered the record
+                held.append(record)
+            return False
+
+    hold, handlers = _Hold(), list(root.handlers)
+    for h in handlers:
+        h.addFilter(hold)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(hold)
+    for record in held:  # reached only without an error
+        root.handle(record)

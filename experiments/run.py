@@ -37,7 +37,7 @@ from ensemble.figures import VECTOR_FORMATS
 from ensemble.io import FolderLock, held, who_holds, write_json, write_npz, write_text
 from experiments import registry
 from experiments.config import RunConfig, held_config
-from experiments.logfile import FolderLog, any_stream
+from experiments.logfile import FolderLog, any_stream, said_after_checks
 from experiments.member_cache import (
     copy_members,
     member_path,
@@ -412,7 +412,8 @@ def run(
     early = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)
     logging.getLogger().addHandler(early)
     try:
-        prep = _prepare(cfg, specs, out, train, reuse_from, progress)
+        with said_after_checks():  # a refused input: its error alone, not its warnings too
+            prep = _prepare(cfg, specs, out, train, reuse_from, progress)
     finally:
         logging.getLogger().removeHandler(early)
     dataset, splits, periods = prep.dataset, prep.splits, prep.periods

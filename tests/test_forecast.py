@@ -219,6 +219,23 @@ def test_a_newer_file_must_hold_the_runs_rows_where_it_shares_their_times(
     assert main(["forecast", str(out), "--data-path", str(rounded), "--out", "-"]) == 0
 
 
+def test_a_refused_file_is_one_line_without_the_warnings_of_its_loading(finished, tmp_path):
+    import subprocess
+    import sys
+
+    csv, out = finished
+    frame = pd.read_csv(csv)
+    bad = tmp_path / "repeated.csv"  # loading warns of the repeated timestamp; then refused
+    pd.concat([frame.iloc[:401], frame.iloc[[400]], frame.iloc[401:]]).to_csv(bad, index=False)
+    argv = ["forecast", str(out), "--data-path", str(bad), "--out", str(tmp_path / "f.csv")]
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", *argv], capture_output=True, text=True
+    )
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("error: ") and "repeats the row at" in p.stderr
+    assert not (tmp_path / "f.csv").exists()
+
+
 def test_the_forecast_on_stdout_is_utf8_whatever_the_console(synth_csv, tmp_path):
     # redirected on a Western Windows (cp1252), a Chinese channel came out as \u9ad8...
     import os

@@ -10,7 +10,8 @@ import logging
 import pytest
 from conftest import synth_run_argv
 
-from experiments.logfile import FolderLog, any_stream
+from ensemble.errors import UserError
+from experiments.logfile import FolderLog, any_stream, said_after_checks
 
 
 @pytest.fixture
@@ -75,3 +76,19 @@ def test_a_run_in_process_leaves_the_callers_logging_as_it_was(console, synth_cs
     assert handler.level == logging.INFO
     assert "INFO" in (out / "run.log").read_text(encoding="utf-8")
     assert "INFO run " not in stream.getvalue()  # run.log's INFO stayed off the console
+
+
+def test_what_is_said_during_checks_reaches_the_console_only_when_they_pass(console):
+    _, stream = console
+    log = logging.getLogger("ensemble.data")
+    with pytest.raises(UserError), said_after_checks():
+        log.warning("2 gap(s) in the file")
+        raise UserError("refused")
+    assert stream.getvalue() == ""  # the refusal alone, one line
+    with said_after_checks():
+        log.warning("first")
+        log.info("second")
+        assert stream.getvalue() == ""  # held meanwhile
+    assert stream.getvalue() == "WARNING first\nINFO second\n"  # once each, in order
+    log.warning("after")
+    assert stream.getvalue().endswith("INFO second\nWARNING after\n")  # nothing left held

@@ -365,11 +365,9 @@ def load_dataset(
         raise UserError(f"unknown --fill {fill!r}: the only filling offered is 'ffill'")
     ds_name, path, rule = resolve_path(name, data_path, data_dir)
     if not path.is_file():
-        how = (
-            f"run `hybrid-forecast data download {ds_name} --data-dir {path.parents[1] if ds_name in DATASETS else 'DIR'}`"
-            if ds_name in DATASETS
-            else "check the path"
-        )
+        how = "check the path"
+        if ds_name in DATASETS and not data_path:  # found by name under the data folder
+            how = f"run `hybrid-forecast data download {ds_name} --data-dir {path.parents[1]}`"
         raise UserError(
             f"data file not found: {path}; {how}, or point --data-dir / ${DATA_ENV} at the folder holding it"
         )

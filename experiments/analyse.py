@@ -97,6 +97,8 @@ class RunData:
     true: np.ndarray
     weights: np.ndarray | None
     step_weights: np.ndarray | None = None  # [H, M] for per-step rules (stacked, inverse_error)
+    # ``weights`` are each window's average over the horizon of weights applied per step
+    horizon_averaged: bool = False
 
 
 @dataclass
@@ -156,6 +158,7 @@ def load_run(run_dir: str | Path) -> RunData:
                 "rerun the run into a fresh folder"
             )
     weights = step = None
+    averaged = False
     w_path = path / "router_weights.npz"
     if w_path.is_file():
         with _reading(w_path), np.load(w_path) as z:
@@ -165,6 +168,10 @@ def load_run(run_dir: str | Path) -> RunData:
                 weights = weights[..., [order.index(m) for m in members]]
             if "step_weights" in z.files:
                 step = z["step_weights"].astype(np.float64)[:, [order.index(m) for m in members]]
+            # folders from before the flag: the step-wise rules that saved step weights
+            averaged = (
+                bool(z["horizon_averaged"]) if "horizon_averaged" in z.files else (step is not None)
+            )
     config: dict[str, Any] = {}
     cfg_path = path / "config.yaml"
     if cfg_path.is_file():
@@ -188,6 +195,7 @@ def load_run(run_dir: str | Path) -> RunData:
         true=arrays["test/true"].astype(np.float64),
         weights=weights,
         step_weights=step,
+        horizon_averaged=averaged,
     )
 
 
@@ -229,6 +237,10 @@ def _splits(run: RunData, run_data: str | Path | None = None):
     from ensemble.data import load_dataset, make_splits
 
     cfg = run.config
+    if run_data:  # the run's file named here: from this folder, not from the data folder
+        run_data = Path(run_data).expanduser().resolve()
+        if not run_data.is_file():
+            raise UserError(f"--run-data {run_data} is not found; check the path")
     try:
         ds = load_dataset(
             run.results.get("dataset") if run_data else cfg.get("dataset"),
@@ -238,6 +250,12 @@ def _splits(run: RunData, run_data: str | Path | None = None):
             target=cfg.get("target"),
             fill=cfg.get("fill"),
         )
+        saved = (run.results.get("data") or {}).get("sha256")
+        if saved and ds.sha256 != saved:  # an edited file gives other features and refits
+            raise UserError(
+                f"{ds.path} is not the file the run was fitted on (its SHA-256 differs from "
+                "results.json's); give the run's own file"
+            )
         return make_splits(
             ds,
             int(run.results["seq_len"]),
@@ -337,6 +355,14 @@ def top_weight_shares(w: np.ndarray, tol: float = 1e-6) -> np.ndarray:
     return top / top.sum(axis=-1, keepdims=True)
 
 
+def win_shares(err: np.ndarray) -> np.ndarray:
+    """[M, W, C] errors -> [M, W, C]: 1 for the member with the lowest error, split evenly
+    among members with the same error (argmin gave every tie, e.g. two members making
+    the same forecast, to the first listed)."""
+    best = err == err.min(axis=0, keepdims=True)
+    return best / best.sum(axis=0, keepdims=True)
+
+
 def per_window_mse(f: np.ndarray, true: np.ndarray) -> np.ndarray:
     """[W, H, C] -> [W, C] mean over the horizon."""
     return np.mean((f - true) ** 2, axis=1)
@@ -370,6 +396,38 @@ def regimes(feats: dict[str, np.ndarray], periods: list[int]) -> dict[str, np.nd
     return out
 
 
+def regime_weights(
+    w: np.ndarray, lab: np.ndarray, order: list[str]
+) -> dict[str, np.ndarray | None]:
+    """Each regime's mean weight per member, channel by channel: the mean over the
+    channels that have windows in every regime (each channel counted once) of the router's
+    mean weight in the regime on that channel.
+
+    Pooled over (window, channel) pairs, a channel mostly in one regime (ETTh1's MUFL is
+    95 % "dominant period ≈24", LUFL 17 %) made a per-channel rule's weights look like a
+    preference for that regime; net of each channel's mean, a real preference shrank
+    where the channels' mixes differ. Compared within the same channels, a rule fixed per
+    channel weighs every regime alike, and one that follows the regime shows its gap.
+
+    Args:
+        w: [W, C, M] weights; lab: [W, C] regime labels; order: the regimes.
+
+    Returns:
+        {regime: [M] mean weights, or None for "n/a" and where no channel has every regime}.
+    """
+    real = [r for r in order if r != "n/a"]
+    sel = {r: lab == r for r in real}  # [W, C] each
+    counts = {r: s.sum(axis=0) for r, s in sel.items()}  # [C]
+    every = np.all([counts[r] > 0 for r in real], axis=0)  # [C]
+    out: dict[str, np.ndarray | None] = dict.fromkeys(order)
+    if not every.any():
+        return out
+    for r in real:
+        sums = np.einsum("wc,wcm->cm", sel[r][:, every], w[:, every])  # [C', M]
+        out[r] = (sums / counts[r][every, None]).mean(axis=0)
+    return out
+
+
 def analyse_run(
     run: RunData,
     feats: dict[str, np.ndarray] | None,
@@ -395,7 +453,7 @@ def analyse_run(
     mean_fc = stored_mean([run.test[m] for m in members])
     err_mean = per_window_mse(mean_fc, run.true)
     err_ens = per_window_mse(run.ensemble, run.true)
-    winner = err.argmin(axis=0)  # [W, C]
+    wins = win_shares(err)  # [M, W, C]
     out: dict[str, Any] = {"members": members, "router": run.results.get("router")}
 
     w = run.weights
@@ -425,7 +483,7 @@ def analyse_run(
                 )
             ]
     out["val_vs_test"] = val_vs_test(run.results, members, w)
-    out["win_rate"] = {m: float(np.mean(winner == i)) for i, m in enumerate(members)}
+    out["win_rate"] = {m: float(wins[i].mean()) for i, m in enumerate(members)}
     out["error_corr"] = error_correlation(run)
     # three-way: better, worse, or the same up to float32 rounding (the `mean` router, a
     # router that gave every member equal weight)
@@ -445,19 +503,19 @@ def analyse_run(
         per_regime: dict[str, dict[str, Any]] = {}
         for fname, lab in labels.items():
             rows = {}
-            for r in regime_order(np.unique(lab.astype(str))):
+            order = regime_order(np.unique(lab.astype(str)))
+            weights_in = regime_weights(w, lab, order) if w is not None else {}
+            for r in order:
                 sel = lab == r
                 rows[r] = {
                     "share": float(sel.mean()),
-                    "win_rate": {
-                        m: float(np.mean(winner[sel] == i)) for i, m in enumerate(members)
-                    },
+                    "win_rate": {m: float(wins[i][sel].mean()) for i, m in enumerate(members)},
                     "router_mse": float(err_ens[sel].mean()),
                     "mean_mse": float(err_mean[sel].mean()),
                     "router_better_share": float(np.mean(better[sel])),
                     "mean_weight": (
-                        {m: float(w[..., i][sel].mean()) for i, m in enumerate(members)}
-                        if w is not None
+                        {m: float(v) for m, v in zip(members, weights_in[r], strict=True)}
+                        if weights_in.get(r) is not None
                         else None
                     ),
                 }
@@ -470,14 +528,14 @@ def analyse_run(
                 if f in feats and not np.all(np.isnan(feats[f]))
             }
     if w is not None and len(members) > 1:
-        out["weight_follows_skill"] = weight_follows_skill(w, err, winner, members)
+        out["weight_follows_skill"] = weight_follows_skill(w, err, wins, members)
     out["disagreement"] = disagreement(run, err_ens, err_mean, err)
     out["ablation"] = member_ablations(run, val_true, refit, progress=progress)
     return out
 
 
 def weight_follows_skill(
-    w: np.ndarray, err: np.ndarray, winner: np.ndarray, members: list[str]
+    w: np.ndarray, err: np.ndarray, wins: np.ndarray, members: list[str]
 ) -> dict[str, dict[str, Any] | None]:
     """Does the router give a member more weight in the windows where it does better?
 
@@ -491,7 +549,7 @@ def weight_follows_skill(
     Args:
         w: [W, C, M] router weights.
         err: [M, W, C] per-window MSE of each member.
-        winner: [W, C] index of the best member.
+        wins: [M, W, C] each member's share of being the best (``win_shares``).
         members: the M names.
 
     Returns:
@@ -515,7 +573,7 @@ def weight_follows_skill(
             e_i, e_o = err[i][:, varies][sel], others[:, varies][sel]
             sides[side] = {
                 "share": float(sel.mean()),
-                "win_rate": float(np.mean(winner[:, varies][sel] == i)),
+                "win_rate": float(wins[i][:, varies][sel].mean()),
                 "mse_ratio": float(e_i.mean() / e_o.mean()) if e_o.mean() > 0 else None,
             }
         out[name] = {**sides, "channels": int(varies.sum())}

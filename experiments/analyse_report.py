@@ -15,6 +15,7 @@ from experiments.analyse import (
     regime_order,
     regimes,
     stored_mean,
+    win_shares,
 )
 from experiments.analyse_ablations import timellm_specs
 
@@ -98,7 +99,7 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
 
         labels = regimes(feats, list(run.results.get("periods") or []))
         if labels:
-            winner = err.argmin(axis=0)
+            wins = win_shares(err)  # [M, W, C]
             fig, axes = plt.subplots(
                 1, len(labels), figsize=(3.4 * len(labels), 3.3), squeeze=False
             )
@@ -106,7 +107,7 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
                 regs = regime_order(np.unique(lab.astype(str)))
                 bottom = np.zeros(len(regs))
                 for i, m in enumerate(members):
-                    rate = np.array([np.mean(winner[lab == r] == i) for r in regs])
+                    rate = np.array([wins[i][lab == r].mean() for r in regs])
                     ax.bar(regs, rate, bottom=bottom, label=m)
                     bottom += rate
                 ax.set_title(f.replace("_", " "), fontsize=9)
@@ -276,6 +277,13 @@ def _weights_section(run: RunData, an: dict[str, Any]) -> list[str]:
                     else " (a fixed rule)"
                 )
                 + ", so the analyses of weights against features below are flat by construction.",
+                "",
+            ]
+        if run.horizon_averaged:
+            lines += [
+                "The router weighs each horizon step apart: the weights here and in the "
+                "sections below are each window's average over the horizon's steps (see "
+                "Weights along the horizon).",
                 "",
             ]
         lines += [
@@ -473,14 +481,25 @@ def _horizon_section(run: RunData, an: dict[str, Any]) -> list[str]:
     """ "Weights along the horizon" for rules that weigh each step apart."""
     members = run.members
     lines: list[str] = []
+    if run.step_weights is None and run.horizon_averaged:
+        lines += [
+            "## Weights along the horizon",
+            "",
+            "The router weighs each horizon step apart, and its steps' weights differ from "
+            "window to window too; they are not saved, so the tables show each window's "
+            "average over the horizon.",
+            "",
+        ]
     if run.step_weights is not None:
         h = run.step_weights.shape[0]
         steps = sorted({1, max(1, h // 4), max(1, h // 2), max(1, 3 * h // 4), h})
         lines += [
             "## Weights along the horizon",
             "",
-            "The router weights each horizon step separately; the table above shows their "
-            "average. Weight per member at selected steps:",
+            "The router weighs each horizon step apart; the weight tables show each "
+            "window's average over the steps. Weight per member at selected steps "
+            "(averaged over channels; `router_weights.npz` holds them per channel as "
+            "`step_channel_weights` where they differ):",
             "",
             "| step | " + " | ".join(members) + " |",
             "|---|" + "---|" * len(members),
@@ -533,8 +552,11 @@ def _regimes_section(run: RunData, an: dict[str, Any]) -> list[str]:
         + ". Regimes: terciles of each feature within each channel over the test windows "
         "(low / mid / high: each channel contributes about a third of its windows to each, "
         "tied values staying together, so a regime is a kind of window, not a set of "
-        "channels); the dominant period is matched "
-        "to the run's top periods within 15 %. `weight`: the router's mean weight there; "
+        "channels); the dominant period is matched to the run's top periods within 15 %, "
+        "not cut within channels, so its regimes' win rates partly compare channels. "
+        "`weight`: the router's mean weight there on each channel, averaged over the "
+        "channels that have windows in every regime (each counted once: a channel mostly "
+        "in one regime does not make its weights look like a preference for it); "
         "`router better`: share of pairs where the router's error is below the mean's.",
         "",
     ]

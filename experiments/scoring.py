@@ -208,19 +208,27 @@ def write_router_weights(
     when it has any, and the per-horizon-step weights of the step-wise rules (stacked,
     inverse_error): [H, M] averaged over channels, and [H, C, M] as applied where they
     differ by channel (with the member forecasts, they rebuild test/ensemble; ``test`` is
-    their average over the horizon)."""
-    step = getattr(getattr(combiner, "model_", combiner), "step_weights_", None)
+    their average over the horizon), and ``horizon_averaged``."""
+    model = getattr(combiner, "model_", combiner)  # the learned router's chosen rule
+    step = getattr(model, "step_weights_", None)
     step = (
         {}
         if step is None
         else {"step_weights": _step_weights(step).astype(np.float32)}
         | ({"step_channel_weights": step.astype(np.float32)} if step.ndim == 3 else {})
     )
+    # whether ``val``/``test`` are averages over the horizon of weights applied step by
+    # step (stacked, inverse_error, median, and stacked_tilted, whose per-step weights
+    # also vary by window and are not saved): the routing report says so
+    from router.combiners import Combiner
+
+    averaged = type(model).step_weights is not Combiner.step_weights
     write_npz(
         out / "router_weights.npz",
         val=w_val.astype(np.float32),
         test=w_test.astype(np.float32),
         members=np.array(specs),
+        horizon_averaged=np.array(averaged),
         **step,
         **(
             {

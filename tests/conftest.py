@@ -282,7 +282,8 @@ def fake_run_folder(
 
     members = list(members)
     L, H = 96, 24
-    splits = make_splits(load_dataset(data_path=csv), L, H)
+    dataset = load_dataset(data_path=csv)
+    splits = make_splits(dataset, L, H)
     rng = np.random.default_rng(0)
     arrays, scores = {}, {"val": {}, "test": {}}
     for part, split in (("val", splits.val), ("test", splits.test)):
@@ -317,6 +318,7 @@ def fake_run_folder(
     (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     res = {
         "dataset": csv.stem,
+        "data": {"path": str(csv), "sha256": dataset.sha256, "published": None},
         "features": "M",
         "seq_len": L,
         "pred_len": H,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,9 @@ def test_report_from_a_fake_run_folder(synth_csv, tmp_path, monkeypatch):
         assert section in md
     assert "## Weights along the horizon" in md
     assert "| 1 | 1.000 | 0.000 | 0.000 |" in md and "| 24 | 0.000 | 1.000 | 0.000 |" in md
+    # the weight tables say they are averages over the steps (a folder without the flag:
+    # known from its step weights)
+    assert "each window's average over the horizon's steps" in md
     for m in members:
         assert f"without {m}" in md
     assert "refitted on the other members' validation forecasts" in md  # inverse_error refit
@@ -142,6 +146,51 @@ def test_the_report_names_a_channel_the_members_agree_on(synth_csv, tmp_path):
     assert "Left out: x1, where the members' spread never varies." in md
 
 
+def test_per_step_weights_that_were_not_saved_are_said_to_be_averaged(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run", router="stacked_tilted")
+    with np.load(run_dir / "router_weights.npz") as z:
+        kept = {k: z[k] for k in z.files if k != "step_weights"}
+    np.savez(run_dir / "router_weights.npz", **kept, horizon_averaged=np.array(True))
+    md = analyse(run_dir).read_text(encoding="utf-8")
+    assert "each window's average over the horizon's steps" in md
+    assert "they are not saved, so the tables show each window's average" in md
+    np.savez(run_dir / "router_weights.npz", **kept, horizon_averaged=np.array(False))
+    md = analyse(run_dir).read_text(encoding="utf-8")
+    assert "average over the horizon's steps" not in md and "not saved" not in md
+
+
+def test_a_per_channel_rule_prefers_no_regime_whatever_its_channels_mix(synth_csv, tmp_path):
+    # channel 0 is mostly "≈24" and weighs member 0 heavily; the others are mostly
+    # "other" with even weights: pooled over the pairs, member 0 looked preferred at ≈24
+    from experiments.analyse import analyse_run
+
+    run = load_run(fake_run_folder(synth_csv(n=1200), tmp_path / "run", router="stacked"))
+    W, _, C = run.true.shape
+    M = len(run.members)
+    w = np.full((W, C, M), 1.0 / M)
+    w[:, 0] = [0.8] + [0.2 / (M - 1)] * (M - 1)
+    run.weights = w
+    rng = np.random.default_rng(0)
+    mostly = lambda share: np.where(rng.random(W) < share, 24.0, 100.0)  # noqa: E731
+    period = np.stack([mostly(0.9)] + [mostly(0.2) for _ in range(C - 1)], axis=1)
+    an = analyse_run(run, {"dominant_period": period}, None)
+    regs = an["regimes"]["dominant_period"]
+    first = run.members[0]
+    assert abs(regs["≈24"]["mean_weight"][first] - regs["other"]["mean_weight"][first]) < 1e-12
+    # a rule whose weight does follow the regime within each channel still shows it
+    run.weights = np.where((period == 24.0)[..., None], [0.7, 0.2, 0.1][:M], 1.0 / M)
+    regs = analyse_run(run, {"dominant_period": period}, None)["regimes"]["dominant_period"]
+    gap = regs["≈24"]["mean_weight"][first] - regs["other"]["mean_weight"][first]
+    assert gap == pytest.approx(0.7 - 1.0 / M, abs=1e-9)
+
+
+def test_a_tie_for_the_lowest_error_is_a_win_shared_by_the_tied_members():
+    from experiments.analyse import win_shares
+
+    err = np.array([[[1.0, 2.0]], [[1.0, 3.0]], [[2.0, 1.0]]])  # [M=3, W=1, C=2]
+    np.testing.assert_array_equal(win_shares(err)[:, 0], [[0.5, 0.0], [0.5, 0.0], [0.0, 1.0]])
+
+
 def test_report_without_data_still_writes(synth_csv, tmp_path, caplog):
     csv = synth_csv(n=1200)
     run_dir = fake_run_folder(csv, tmp_path / "run", router="mean")
@@ -168,7 +217,33 @@ def test_data_changed_since_the_run_is_not_used(synth_csv, tmp_path):
     df.iloc[-300:, 1:] *= -3.0  # test rows only
     df.to_csv(csv, index=False)
     md = analyse(run_dir, out=tmp_path / "report").read_text(encoding="utf-8")
+    assert "could not be reloaded" in md and "without naive" in md  # its checksum differs
+    # named with --run-data: refused, not skipped
+    with pytest.raises(UserError, match=r"--run-data .*not the file the run was fitted on"):
+        analyse(run_dir, out=tmp_path / "named", run_data=csv)
+    # a run folder from before results.json held the checksum: its test windows compared
+    res = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    del res["data"]
+    (run_dir / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    md = analyse(run_dir, out=tmp_path / "old").read_text(encoding="utf-8")
     assert "do not match the run's test windows" in md and "without naive" in md
+
+
+def test_an_edited_run_data_file_is_refused_where_only_validation_rows_changed(synth_csv, tmp_path):
+    # validation targets pass the test-window comparison, but the router refits and the
+    # ablations would learn from other numbers than the run's
+    import pandas as pd
+
+    csv = synth_csv(n=1200)
+    run_dir = fake_run_folder(csv, tmp_path / "run", router="mean")
+    edited = tmp_path / "edited.csv"
+    df = pd.read_csv(csv)
+    df.iloc[900:950, 1:] *= 3.0  # validation rows
+    df.to_csv(edited, index=False)
+    with pytest.raises(UserError, match="SHA-256 differs"):
+        analyse(run_dir, out=tmp_path / "r", run_data=edited)
+    with pytest.raises(UserError, match=r"--run-data .*nope.csv is not found; check the path"):
+        analyse(run_dir, out=tmp_path / "r", run_data=Path("/nope.csv"))
 
 
 def test_not_a_run_folder_is_a_user_error(tmp_path):
@@ -466,15 +541,16 @@ def test_an_analyse_killed_in_a_shared_out_leaves_no_other_runs_report(
 
 
 def test_weight_follows_skill_sees_a_router_that_weights_the_winner():
-    from experiments.analyse import weight_follows_skill
+    from experiments.analyse import weight_follows_skill, win_shares
 
     rng = np.random.default_rng(0)
     err = rng.uniform(0.5, 1.5, size=(2, 200, 3))  # [M, W, C]
     winner = err.argmin(axis=0)
+    wins = win_shares(err)
     w0 = np.where(winner == 0, 0.9, 0.1)  # member "a" weighted exactly where it wins
     w = np.stack([w0, 1 - w0], axis=-1)  # [W, C, M]
     w[:, 2] = [0.5, 0.5]  # channel 2: a fixed per-channel rule, left out
-    out = weight_follows_skill(w, err, winner, ["a", "b"])
+    out = weight_follows_skill(w, err, wins, ["a", "b"])
     assert out["a"]["channels"] == 2
     assert out["a"]["above"]["win_rate"] == 1.0 and out["a"]["below"]["win_rate"] == 0.0
     assert out["a"]["above"]["mse_ratio"] < 1 < out["a"]["below"]["mse_ratio"]
@@ -483,9 +559,9 @@ def test_weight_follows_skill_sees_a_router_that_weights_the_winner():
     # as top and bottom fifths cut at tied quantiles did (80 % and 75 % of the windows)
     w3 = np.stack([np.where(np.arange(200) < 150, 0.7, 0.2)[:, None].repeat(3, 1)] * 2, -1)
     w3[..., 1] = 1 - w3[..., 0]
-    sides = weight_follows_skill(w3, err, winner, ["a", "b"])["a"]
+    sides = weight_follows_skill(w3, err, wins, ["a", "b"])["a"]
     assert sides["above"]["share"] == 0.75 and sides["below"]["share"] == 0.25
-    fixed = weight_follows_skill(np.full((200, 3, 2), 0.5), err, winner, ["a", "b"])
+    fixed = weight_follows_skill(np.full((200, 3, 2), 0.5), err, wins, ["a", "b"])
     assert fixed == {"a": None, "b": None}
 
 

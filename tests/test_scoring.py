@@ -23,6 +23,36 @@ def test_stacked_router_saves_its_per_step_weights(synth_csv, tmp_path):
         ens = z["test/ensemble"]
     assert per_channel.shape == (24, 3, 3)
     np.testing.assert_allclose(np.einsum("mwhc,hcm->whc", f, per_channel), ens, atol=1e-5)
+    with np.load(out / "router_weights.npz") as z:
+        assert bool(z["horizon_averaged"])  # test/val are the steps' average
+
+
+def test_the_weights_file_says_which_routers_weigh_each_step_apart(tmp_path):
+    # stacked_tilted applies per-step weights that vary by window: none saved, but the
+    # horizon-averaged weights must say what they are; a fixed rule's are exact
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from experiments.scoring import write_router_weights
+    from router import make_combiner
+    from router.features import window_features
+
+    rng = np.random.default_rng(0)
+    t = np.arange(400)
+    series = np.stack([np.sin(2 * np.pi * t / 24), np.cos(2 * np.pi * t / 12)], -1)
+    series = series + 0.3 * rng.standard_normal(series.shape)
+    x = sliding_window_view(series[:-12], 48, axis=0).transpose(0, 2, 1)  # [W, 48, 2]
+    y = sliding_window_view(series[48:], 12, axis=0).transpose(0, 2, 1)  # [W, 12, 2]
+    f = np.stack([y + s * rng.standard_normal(y.shape) for s in (0.3, 0.6)])
+    feats, names = window_features(x, f, [24], ["a", "b"])
+    for name, averaged in (("mean", False), ("inverse_error", True), ("stacked_tilted", True)):
+        comb = make_combiner(name, member_names=["a", "b"], feature_names=names)
+        comb.fit(f, y, feats if comb.needs_features else None)
+        w = comb.weights(f, feats)
+        both = {"val": feats, "test": feats}
+        write_router_weights(tmp_path, comb, ["a", "b"], w, w, both, names)
+        with np.load(tmp_path / "router_weights.npz") as z:
+            assert bool(z["horizon_averaged"]) is averaged, name
+            assert ("step_weights" in z.files) is (name == "inverse_error"), name
 
 
 def test_scores_with_one_temporary_are_the_metrics_scores():

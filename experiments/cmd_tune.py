@@ -143,6 +143,13 @@ def handle(args) -> int:
             file=sys.stderr,
         )
         return 1
+    if c["complete"] == 0:  # every trial pruned (or some failed): nothing to choose from
+        print(
+            f"no trial completed ({c['pruned']} pruned, {c['error']} failed), so there is no "
+            "best_config.yaml; rerun with more --trials or --pruner none",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -190,9 +190,17 @@ class Objective:
                     if "val_mse" in h:
                         reporter(int(h["epoch"]), float(h["val_mse"]))
             f = np.asarray(member.predict(splits.val.windows()))[..., ch]
+            bad = f.size - int(np.count_nonzero(np.isfinite(f)))
+            if bad:  # a NaN value is a FAIL without "error": uncounted, redrawn for ever
+                raise ValueError(
+                    f"{spec_m} forecast {bad} non-finite value(s) on the validation windows: "
+                    "its fit diverged (a lower learning rate or other settings may help)"
+                )
             trial.set_user_attr(f"val_mse.{spec_m}", metrics.mse(f, val_true))
             forecasts.append(f.astype(np.float64))
         value = metrics.mse(np.mean(forecasts, axis=0), val_true)
+        if not np.isfinite(value):  # finite forecasts whose squares overflow
+            raise ValueError(f"the validation MSE is {value}: the forecasts are far off scale")
         trial.set_user_attr("fit_s", round(time.perf_counter() - t0, 2))
         log.info(
             "trial %d: period %d L=%d %s -> val MSE %.4f",

@@ -178,7 +178,11 @@ def plot_study(study, out: Path) -> None:
                 ax.set_xlabel("epoch")
                 ax.set_ylabel("val MSE (scaled)")
                 save(ax, "tune_intermediate.png")
-        if len(complete) >= 2:
+        values = [t.value for t in complete]
+        if len(complete) >= 2 and max(values) - min(values) <= 1e-12 * max(1.0, abs(values[0])):
+            # every setting scored alike: fANOVA would still split the importance evenly
+            log.info("no importance plot: every complete trial has the same val MSE")
+        elif len(complete) >= 2:
             try:
                 save(ovm.plot_param_importances(study), "tune_importance.png")
             except (ValueError, RuntimeError) as exc:  # e.g. a single distinct value

@@ -106,3 +106,28 @@ def test_tunes_of_other_features_do_not_share_a_default_folder(synth_csv, tmp_pa
         "synth_24_snaive",
         "synth_S_24_snaive",
     ]
+
+
+def test_a_folder_holds_its_study_in_the_storage_it_was_made_with(synth_csv, tmp_path, capsys):
+    # a rerun without the first run's --storage began a new study in the folder's
+    # study.db and replaced the reports of the one in shared.db, without a word
+    import shutil
+
+    from experiments.cli import main
+
+    argv = ["tune", "--data-path", str(synth_csv(n=1200)), "--pred-len", "24", "--members"]
+    argv += ["snaive", "--min-seq-len", "48", "--max-seq-len", "96", "--trials", "1", "--quiet"]
+    out, shared = tmp_path / "t", tmp_path / "shared.db"
+    assert main([*argv, "--out", str(out), "--storage", str(shared)]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {out} holds the reports of study") and "shared.db" in err
+    assert "\n" not in err and not (out / "study.db").exists()
+    assert main([*argv, "--out", str(out), "--storage", str(shared)]) == 0
+    # a folder with its own study.db, copied: still its own study
+    own = tmp_path / "own"
+    assert main([*argv, "--out", str(own)]) == 0
+    shutil.copytree(own, tmp_path / "copy")
+    assert main([*argv, "--out", str(tmp_path / "copy")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "copy"), "--storage", str(shared)]) == 2

@@ -194,6 +194,15 @@ def test_a_study_whose_trials_all_fail_exits_1(synth_csv, tmp_path, monkeypatch,
     assert "no trial completed; trial 0 failed with RuntimeError: boom" in err
     assert "Traceback" not in err
 
+    def pruned(self, trial):
+        raise optuna.TrialPruned()
+
+    monkeypatch.setattr(Objective, "_evaluate", pruned)  # exited 0 without a best config
+    assert main([*argv, "--out", str(tmp_path / "p"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no trial completed (2 pruned, 0 failed), so there is no best_config.yaml" in err
+    assert not (tmp_path / "p" / "best_config.yaml").exists()
+
 
 @pytest.mark.parametrize(
     "case,needle",

@@ -111,6 +111,26 @@ def test_each_trial_starts_with_the_last_trials_members_freed(synth_csv, tmp_pat
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_whose_forecasts_diverged_is_an_error_that_counts(synth_csv, tmp_path, monkeypatch):
+    # a NaN value made Optuna fail the trial without "error": uncounted, it was drawn
+    # again and again (103 failed trials in 60 s, never ending)
+    import numpy as np
+
+    from classical.naive import SeasonalNaive
+
+    def diverged(self, w):
+        return np.full((w.n, w.pred_len, w.context.shape[1]), np.nan)
+
+    monkeypatch.setattr(SeasonalNaive, "predict", diverged)
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=2)
+    run_tune(spec, progress=False, plots=False)  # ends: the failed trials count
+    study = open_study(spec)
+    c = trial_counts(study)
+    assert c["error"] == 2 and c["discarded"] == 0 and len(study.trials) == 2
+    assert "fit diverged" in study.trials[0].user_attrs["error"]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_no_pruning_warning_for_members_without_epochs(synth_csv, tmp_path, caplog):
     # snaive reports no per-epoch values: Optuna's "You need to set up the pruning
     # feature" warning reached the console.

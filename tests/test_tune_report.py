@@ -102,3 +102,18 @@ def test_best_config_names_a_relative_data_file_absolutely(synth_csv, tmp_path, 
     monkeypatch.chdir(tmp_path)
     cfg = RunConfig.from_file(tmp_path / "tune" / "best_config.yaml")
     assert cfg.data_path == str(csv.resolve())
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_no_importance_plot_when_every_setting_scores_alike(synth_csv, tmp_path, caplog):
+    # naive's val MSE is the same at every period and lookback: fANOVA split a third to
+    # each parameter, a plot of importance where nothing mattered
+    import logging
+    from dataclasses import replace
+
+    spec = replace(tune_spec(synth_csv(n=1200), tmp_path / "t", trials=3), members=["naive"])
+    caplog.set_level(logging.INFO)
+    run_tune(spec, progress=False, plots=True)
+    assert (tmp_path / "t" / "tune_history.png").is_file()
+    assert not (tmp_path / "t" / "tune_importance.png").exists()
+    assert "every complete trial has the same val MSE" in caplog.text

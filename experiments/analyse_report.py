@@ -576,7 +576,11 @@ def _regimes_section(run: RunData, an: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {reg} | {_pct(s['share'])} | "
                 + " | ".join(_pct(s["win_rate"][m]) for m in members)
-                + ("".join(f" | {mw[m]:.3f}" for m in members) if weighted and mw else "")
+                + (
+                    "".join(f" | {mw[m]:.3f}" if mw else " | –" for m in members)
+                    if weighted
+                    else ""
+                )
                 + f" | {s['router_mse']:.4f} | {s['mean_mse']:.4f} | {_pct(s['router_better_share'])} |"
             )
         lines.append("")

@@ -182,6 +182,16 @@ def test_a_per_channel_rule_prefers_no_regime_whatever_its_channels_mix(synth_cs
     regs = analyse_run(run, {"dominant_period": period}, None)["regimes"]["dominant_period"]
     gap = regs["≈24"]["mean_weight"][first] - regs["other"]["mean_weight"][first]
     assert gap == pytest.approx(0.7 - 1.0 / M, abs=1e-9)
+    # windows without a value ("n/a") have no weight to compare: their row keeps the
+    # table's columns
+    from experiments.analyse_report import _regimes_section
+
+    vol = rng.random((W, C))
+    vol[:5] = np.nan
+    an = analyse_run(run, {"volatility": vol}, None)
+    assert an["regimes"]["volatility"]["n/a"]["mean_weight"] is None
+    table = [ln for ln in _regimes_section(run, an) if ln.startswith("|")]
+    assert len({ln.count("|") for ln in table}) == 1, table
 
 
 def test_a_tie_for_the_lowest_error_is_a_win_shared_by_the_tied_members():

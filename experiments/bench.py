@@ -499,8 +499,9 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
                     "pred_len": res["pred_len"],
                     "seed": res["seed"],
                     "forecast": name,
-                    "mse": s["mse"],
-                    "mae": s["mae"],
+                    # null: the run's write_json stored an overflowed (infinite) error
+                    "mse": np.inf if s["mse"] is None else s["mse"],
+                    "mae": np.inf if s["mae"] is None else s["mae"],
                     "val_mse": res.get("val", {}).get(name, {}).get("mse", np.nan),
                     "fit_s": tim.get("fit", np.nan) if isinstance(tim, dict) else np.nan,
                     "predict_s": tim.get("predict", np.nan) if isinstance(tim, dict) else np.nan,
@@ -509,6 +510,9 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
                     # the analyser's periods of this cell (members use them): a grid
                     # resumed across code versions shows it here
                     "periods": "+".join(str(p) for p in res.get("periods", [])),
+                    # False: a file named like a registered dataset that is not its
+                    # published file (no published number belongs beside it)
+                    "published": (res.get("data") or {}).get("published"),
                 }
             )
     cols = [
@@ -524,6 +528,7 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
         "predict_s",
         "resumed",
         "periods",
+        "published",
     ]
     return pd.DataFrame(rows, columns=cols)
 
@@ -559,6 +564,13 @@ def _order(forecasts: list[str], members: list[str]) -> list[str]:
     return first + rest + [f for f in _COMBINED if f in forecasts]
 
 
+def _lookback(pub: pd.DataFrame, model: str, source: str, ours: int) -> str:
+    """`` (L=336)`` in a published column's head where its lookback is not ours: the
+    table pasted alone must still say so."""
+    lb = pub[(pub["model"] == model) & (pub["source"] == source)]["seq_len"].iloc[0]
+    return "" if str(lb) == str(ours) else f" (L={lb})"
+
+
 def _label(model: str, source: str) -> str:
     """Column head of a published number: the model, marked when it is a reproduction."""
     return f"{model}, repro." if "reproduction" in source.lower() else model
@@ -569,21 +581,32 @@ def _printed(v: float) -> float:
     return float(f"{v:.3f}")
 
 
-def _fmt(mean: float, std: float, n: int) -> str:
+def _fmt(mean: float, std: float, n: int, seeds: int | None = None) -> str:
+    """mean ± std, saying where fewer than the grid's ``seeds`` seeds are in it, where
+    every seed gave the same number, and where a seed's error overflowed."""
     if np.isnan(mean):
         return "–"
+    if np.isinf(mean):
+        return "inf (diverged)"
+    few = f" ({n} of {seeds} seeds)" if seeds is not None and n < seeds else ""
     if n < 2 or np.isnan(std):
-        return f"{mean:.3f} (1 seed)" if n == 1 else f"{mean:.3f}"
-    return f"{mean:.3f} ± {std:.3f}"
+        return f"{mean:.3f}" + (few or (" (1 seed)" if n == 1 else ""))
+    if std == 0:  # a deterministic member: "± 0.000" would read as precision
+        return f"{mean:.3f} (every seed){few}"
+    return f"{mean:.3f} ± {std:.3f}{few}"
 
 
 def bench_markdown(
-    spec: BenchSpec, summary: pd.DataFrame, reference: pd.DataFrame | None = None
+    spec: BenchSpec,
+    summary: pd.DataFrame,
+    reference: pd.DataFrame | None = None,
+    unpublished: set[str] | frozenset[str] = frozenset(),
 ) -> str:
     """The bench table: ours (mean ± std over seeds) and the published numbers beside.
 
     One table per dataset and metric; rows are horizons; our columns are the forecasts,
-    the published columns one per (model, source), each with a footnote number.
+    the published columns one per (model, source), each with a footnote number, none for
+    the datasets in ``unpublished`` (a file that is not the published one).
     """
     from experiments.reference import load_reference
 
@@ -601,7 +624,9 @@ def bench_markdown(
         "",
         "Ours: test MSE / MAE in the scaled space over **every** test window (no `drop_last`), "
         "metric over all windows at once, best-validation weights, nothing fitted on test; "
-        "mean ± sample std (ddof=1) over seeds; bold: our best forecast; `oracle` picks the best "
+        "mean ± sample std (ddof=1) over seeds (a cell short of seeds says how many it has, "
+        "and is not bold); bold: our best forecast at the printed precision, not a test of "
+        "significance; `oracle` picks the best "
         "member per window on its own targets: a bound on picking one member, not on weighting them, and not a forecast. Published numbers (right of the bar `‖`) are "
         "copied from their sources with the notes below; most were produced with "
         "`drop_last=True` on the test loader (the last partial batch dropped), some with a "
@@ -619,14 +644,20 @@ def bench_markdown(
         horizons = [h for h in spec.horizons if h in set(sub["pred_len"])]
         # published numbers are multivariate (M): beside an MS or S bench they would mislead
         pub = ref[
-            (ref["dataset"] == ds) & (ref["pred_len"].isin(horizons)) & (spec.features == "M")
+            (ref["dataset"] == ds)
+            & (ref["pred_len"].isin(horizons))
+            & (spec.features == "M")
+            & (ds not in unpublished)
         ]
         pub_cols = list(dict.fromkeys(zip(pub["model"], pub["source"], strict=True)))
         for key in pub_cols:
             notes.setdefault(key, len(notes) + 1)
         for metric in ("mse", "mae"):
             head = ["oracle (bound)" if f == "oracle" else f for f in forecasts]
-            head += [f"{_label(m, s)} [{notes[(m, s)]}]" for m, s in pub_cols]
+            head += [
+                f"{_label(m, s)}{_lookback(pub, m, s, spec.seq_len)} [{notes[(m, s)]}]"
+                for m, s in pub_cols
+            ]
             lines += [f"## {ds} — test {metric.upper()}", ""]
             sep = len(forecasts)
             lines.append(
@@ -640,15 +671,21 @@ def bench_markdown(
                 row = sub[sub["pred_len"] == h].set_index("forecast")
                 ours = [row.loc[f, metric] if f in row.index else np.nan for f in forecasts]
                 # the lowest at the printed precision: a tie is bold in every tied cell
-                real = [_printed(v) for f, v in zip(forecasts, ours, strict=True) if f != "oracle"]
+                real = [  # forecasts with every seed, the oracle (a bound) apart
+                    _printed(v)
+                    for f, v in zip(forecasts, ours, strict=True)
+                    if f != "oracle" and f in row.index and row.loc[f, "n"] == len(spec.seeds)
+                ]
                 best = np.nanmin(real) if not np.all(np.isnan(real)) else np.nan
                 cells = []
                 for f, v in zip(forecasts, ours, strict=True):
                     if f not in row.index:
                         cells.append("–")
                         continue
-                    txt = _fmt(v, row.loc[f, f"{metric}_std"], int(row.loc[f, "n"]))
-                    cells.append(f"**{txt}**" if f != "oracle" and _printed(v) == best else txt)
+                    n = int(row.loc[f, "n"])
+                    txt = _fmt(v, row.loc[f, f"{metric}_std"], n, len(spec.seeds))
+                    top = f != "oracle" and _printed(v) == best and n == len(spec.seeds)
+                    cells.append(f"**{txt}**" if top else txt)
                 pubs = []
                 for m, s in pub_cols:
                     hit = pub[(pub["model"] == m) & (pub["source"] == s) & (pub["pred_len"] == h)]
@@ -663,6 +700,13 @@ def bench_markdown(
             lines.append("")
     if missing:
         lines += [f"No finished cells yet for: {', '.join(missing)}.", ""]
+    shown = sorted(set(done_ds) & set(unpublished))
+    if shown and spec.features == "M":
+        lines += [
+            f"No published numbers beside {', '.join(shown)}: the file is not the published "
+            "one (its SHA-256 differs; results.json `data.published: false`).",
+            "",
+        ]
     if notes:
         lines += ["## Sources of the published numbers", ""]
         for (m, s), i in notes.items():
@@ -684,10 +728,11 @@ def write_reports(spec: BenchSpec) -> pd.DataFrame:
     write_csv(out / "bench.csv", long.to_csv(index=False, float_format="%.6g"))
     summary = summarise(long)
     write_csv(out / "bench_summary.csv", summary.to_csv(index=False, float_format="%.6g"))
-    write_text(out / "bench.md", bench_markdown(spec, summary))
+    unpublished = set(long.loc[long["published"].eq(False), "dataset"])
+    write_text(out / "bench.md", bench_markdown(spec, summary, unpublished=unpublished))
     if not long.empty:
         try:
-            plot_bench(spec, summary, out)
+            plot_bench(spec, summary, out, unpublished)
         except Exception:  # a plot must never cost the tables
             log.warning("bench plots failed:\n%s", traceback.format_exc())
     return long
@@ -696,8 +741,15 @@ def write_reports(spec: BenchSpec) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- plots
 
 
-def plot_bench(spec: BenchSpec, summary: pd.DataFrame, out: Path) -> None:
-    """Error against horizon per dataset (with seed spread), and fit time per member."""
+def plot_bench(
+    spec: BenchSpec,
+    summary: pd.DataFrame,
+    out: Path,
+    unpublished: set[str] | frozenset[str] = frozenset(),
+) -> None:
+    """Error against horizon per dataset (with seed spread), and fit time per member;
+    the published numbers drawn where the table shows them (M features, the published
+    file), at the grid's horizons, their lookback in the legend."""
     from ensemble.figures import pyplot, save
 
     plt = pyplot()
@@ -725,12 +777,24 @@ def plot_bench(spec: BenchSpec, summary: pd.DataFrame, out: Path) -> None:
                     lw=2 if f == "ensemble" else 1.2,
                     label=f,
                 )
-            pub = ref[(ref["dataset"] == ds) & ref[metric].notna()]
-            for (m, _s), p in pub.groupby(["model", "source"], sort=False):
+            pub = ref[
+                (ref["dataset"] == ds)
+                & ref[metric].notna()
+                & ref["pred_len"].isin(spec.horizons)
+                & (spec.features == "M")
+                & (ds not in unpublished)
+            ]
+            for (m, s), p in pub.groupby(["model", "source"], sort=False):
                 p = p.sort_values("pred_len")
                 if len(p) > 1:
+                    lb = _lookback(p, m, s, spec.seq_len)
                     ax.plot(
-                        p["pred_len"], p[metric], ls="--", marker="x", lw=0.9, label=f"{m} (pub.)"
+                        p["pred_len"],
+                        p[metric],
+                        ls="--",
+                        marker="x",
+                        lw=0.9,
+                        label=f"{m} (pub.{lb})",
                     )
             ax.set_title(ds)
             ax.set_xlabel("horizon H")

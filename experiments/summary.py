@@ -236,14 +236,17 @@ def _check_scores(res: dict[str, Any]) -> None:
 
 
 def _cell(values: np.ndarray) -> str:
+    """Mean ± sample std over the seeds that have the forecast, saying how many where
+    some seed lacks it (a row of one seed read as a mean of all)."""
     v = values[~np.isnan(values)]
+    few = f" ({len(v)} of {len(values)} seeds)" if 0 < len(v) < len(values) else ""
     if len(v) == 0:
         return "–"
     if len(v) == 1:
-        return f"{v[0]:.4f}"
+        return f"{v[0]:.4f}{few}"
     if (v == v[0]).all():  # a deterministic forecast: "± 0.0000" would read as precision
-        return f"{v[0]:.4f} (every seed)"
-    return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}"
+        return f"{v[0]:.4f} (every seed){few}"
+    return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}{few}"
 
 
 def _dm_line(group: Group, best: list[str], seeds: list[int]) -> list[str]:

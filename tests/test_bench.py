@@ -279,17 +279,52 @@ def test_table_shows_published_numbers_with_sources():
     assert "LTSF-Linear LTSF-Benchmark.md" in md and "Lookback 336 (ours: 512)" in md
     assert "drop_last" in md
     mae = md.split("test MAE")[1].split("\n## ")[0]
-    assert mae.count("**0.123 ± 0.000**") == 4  # tied as printed: both bold, at both H
+    # tied as printed: both bold, at both H; the same every seed, not "± 0.000"
+    assert mae.count("**0.123 (every seed)**") == 4 and "± 0.000" not in md
+    # a published number of another lookback says so in its head, not only in a footnote
+    assert "| DLinear (L=336) [" in md and "not a test of significance" in md
     # every table row has as many cells as its header (else Markdown renders no table)
     tables = [b for b in md.split("\n\n") if b.startswith("| H |")]
     assert len(tables) == 2
     for table in tables:
         cells = {line.count("|") for line in table.splitlines()}
         assert len(cells) == 1, table
+    # a file named ETTh1 that is not the published one: no published number beside it
+    md = bench_markdown(spec, summary, unpublished={"ETTh1"})
+    assert "0.375" not in md and "No published numbers beside ETTh1" in md
     # published numbers are multivariate: an MS bench shows none of them
     spec.features = "MS"
     md = bench_markdown(spec, summary)
     assert "0.375" not in md and "features MS" in md and "not shown" in md
+
+
+def test_a_cell_short_of_seeds_or_diverged_says_so_and_is_not_bold():
+    spec = BenchSpec(datasets=["ETTh1"], horizons=[96], seeds=[0, 1, 2], members=["a", "b", "c"])
+    rows = []
+    for seed in (0, 1, 2):
+        for f, v in (("a", 0.40), ("b", 0.30), ("c", 0.50)):
+            if f == "b" and seed == 2:  # b's third seed failed: 2 of 3
+                continue
+            mse = np.inf if (f == "c" and seed == 1) else v + 0.01 * seed  # overflowed
+            rows.append(
+                dict(
+                    dataset="ETTh1",
+                    seq_len=96,
+                    pred_len=96,
+                    seed=seed,
+                    forecast=f,
+                    mse=mse,
+                    mae=v,
+                    val_mse=0.7,
+                    fit_s=1.0,
+                    predict_s=0.1,
+                )
+            )
+    md = bench_markdown(spec, summarise(pd.DataFrame(rows)))
+    mse = md.split("— test MSE")[1].split("\n## ")[0]
+    assert "0.305 ± 0.007 (2 of 3 seeds)" in mse and "**0.305" not in mse  # lowest, not bold
+    assert "**0.410 ± 0.010**" in mse  # the best of the complete cells
+    assert "inf (diverged)" in mse  # was averaged over the other seeds and could be bold
 
 
 def test_repeated_seeds_or_horizons_are_refused(synth_csv, tmp_path):

@@ -28,7 +28,11 @@ def test_seed_means_counts_and_groups(tmp_path, capsys):
     assert "below its best member on test in 1 of 2 seeds (best member per seed: a, b)" in text
     assert "below the mean in 1 of 2." in text
     assert "| stacked (chosen in seeds 0, 1) | combiner |" in text
-    assert "| greedy | combiner | 0.9000 | 0.4500 | – | 0.9000 / – |" in text
+    # in one seed only: not read as a mean of both
+    assert (
+        "| greedy | combiner | 0.9000 (1 of 2 seeds) | 0.4500 (1 of 2 seeds) | – | 0.9000 / – |"
+        in text
+    )
 
     (g, _) = load_groups([r0, r1, other])
     out = summary_json([g])[0]
@@ -346,3 +350,15 @@ def test_each_seed_s_test_against_its_best_member_is_listed_side_by_side(tmp_pat
     assert main(["summary", *map(str, runs)]) == 0
     text = capsys.readouterr().out
     assert "seed 0 lower, p 0.0886; seed 1 lower, p 0.0177; seed 2 higher, p 0.187." in text
+
+
+def test_a_forecast_missing_from_a_seed_says_how_many_seeds_it_has():
+    # a combiner absent from one seed's results read as a mean over every seed
+    from experiments.summary import _cell
+
+    nan = float("nan")
+    assert _cell(np.array([0.3112, nan])) == "0.3112 (1 of 2 seeds)"
+    assert _cell(np.array([0.30, 0.32, nan])) == "0.3100 ± 0.0141 (2 of 3 seeds)"
+    assert _cell(np.array([0.30, 0.32])) == "0.3100 ± 0.0141"
+    assert _cell(np.array([0.5, 0.5, nan])) == "0.5000 (every seed) (2 of 3 seeds)"
+    assert _cell(np.array([nan, nan])) == "–"

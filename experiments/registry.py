@@ -128,6 +128,8 @@ def parse_sets(items: list[str] | None, members: list[str] | str) -> dict[str, d
                 f"--set {item!r}: {member!r} is not among the members "
                 f"({', '.join(members)}); add it to --members or drop the --set"
             )
+        if key in params.get(member, {}):  # else the last value would win without a word
+            raise UserError(f"--set {member}.{key} is given twice; keep one")
         params.setdefault(member, {})[key] = _coerce(val.strip())
     return params
 

@@ -242,6 +242,10 @@ def test_bad_setting_on_a_rerun_leaves_the_finished_run_alone(synth_csv, tmp_pat
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert main(synth_run_argv(csv, tmp_path / "fresh", "--set", "snaive.period=abc")) == 2
     assert not (tmp_path / "fresh").exists()  # no half-made folder either
+    # the same key twice: the last value won without a word
+    twice = ["--set", "snaive.period=24", "--set", "snaive.period=12"]
+    assert main(synth_run_argv(csv, tmp_path / "fresh", *twice)) == 2
+    assert "--set snaive.period is given twice" in capsys.readouterr().err
 
 
 def test_failed_rerun_leaves_no_results_of_the_previous_run(

@@ -126,6 +126,15 @@ def test_the_checks_before_a_run_refuse_what_loading_would(tmp_path) -> None:
     check_backbone("minilm", d_ff=384)
     with pytest.raises(UserError, match="d_ff 385 exceeds the hidden size 384.*timellm.d_ff=384"):
         check_backbone("minilm", d_ff=385)
+    # config and tokenizer without weights: the load failed in fit, after the others
+    import shutil
+
+    from timellm.backbone import _minilm_dir
+
+    bare = tmp_path / "bare"
+    shutil.copytree(_minilm_dir(), bare, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    with pytest.raises(UserError, match="holds no weight file"):
+        check_backbone(str(bare))
 
 
 def test_a_tokenizer_that_cannot_load_names_its_cause(tmp_path, monkeypatch) -> None:

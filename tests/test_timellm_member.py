@@ -379,7 +379,12 @@ def test_a_description_of_ones_own_starts_every_prompt(splits):
     "kwargs,needle",
     [
         ({"patch_len": 100, "seq_len": 36}, "patch_len 100 is longer than the lookback 36"),
-        ({"prompt_max_length": 0}, "prompt_max_length must be >= 1"),
+        ({"prompt_max_length": 0}, "prompt_max_length must be a whole number >= 1"),
+        # a float size failed in the model's build, after the other members had fitted
+        ({"d_ff": 32.5}, "d_ff must be a whole number >= 1 \\(got 32.5\\)"),
+        ({"patch_len": 16.0}, "patch_len must be a whole number"),
+        ({"llm_layers": "abc"}, "llm_layers must be a whole number >= 1 \\(got 'abc'\\)"),
+        ({"llm_layers": True}, "llm_layers must be a whole number"),
         ({"lr": -1.0}, "lr must be a number above 0"),
         ({"lr": "abc"}, "lr must be a number above 0 \\(got .abc.\\)"),
         ({"patience": -1}, "patience must be >= 0"),
@@ -425,6 +430,9 @@ def test_a_gpu_out_of_memory_is_one_line_with_the_fallbacks(splits, monkeypatch)
         m.predict(splits.val.windows())
     text = str(err.value)
     assert "4-bit" not in text and "llm_layers" not in text and "prototype_map=lowrank" in text
+    m.llm_layers = None  # every layer: a TypeError replaced the hint
+    with pytest.raises(UserError, match=r"llm_layers \(now None\)"):
+        m.predict(splits.val.windows())
 
 
 def test_prompt_statistics_are_chosen_checked_and_part_of_the_fingerprint(splits):
@@ -678,7 +686,7 @@ def test_bad_settings_are_user_errors():
     for bad in (0, -1.0, "1", True, float("inf"), "null"):
         with pytest.raises(UserError, match="clip_grad must be a number above 0; leave it out"):
             member(clip_grad=bad)
-    with pytest.raises(UserError, match="d_model must be >= 1"):
+    with pytest.raises(UserError, match="d_model must be a whole number >= 1"):
         member(d_model=0)  # a zero-size layer used to fail only at the first step
     with pytest.raises(UserError, match="dropout must be in"):
         member(dropout=1.0)

@@ -481,6 +481,12 @@ def check_backbone(
         path = _backbone_path(spec)
         config = _checked_config(spec, path, llm_layers, llm_dim)
         _load_tokenizer(spec, path)
+        # else the load fails in fit, after the run's other members have been fitted
+        if os.path.isdir(path) and not any(n.endswith(_WEIGHT_SUFFIXES) for n in os.listdir(path)):
+            raise UserError(
+                f"backbone '{spec}' holds no weight file (*.safetensors, *.bin): copy the "
+                "checkpoint's weights into the folder beside its config.json"
+            )
     hidden = int(config.hidden_size)
     if d_ff is not None and d_ff > hidden:
         raise UserError(

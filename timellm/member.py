@@ -99,8 +99,10 @@ def _check_sizes(dropout: float, **sizes: int) -> None:
     """Sizes >= 1 and a dropout rate below 1, else a zero-size layer or an all-zero
     activation fails deep inside the first training step."""
     for name, value in sizes.items():
-        if value < 1:
-            raise UserError(f"timellm: {name} must be >= 1 (got {value})")
+        # a float (16.0, 32.5) or bool passed here and failed deep in the model's build,
+        # after the run's other members had been fitted
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise UserError(f"timellm: {name} must be a whole number >= 1 (got {value!r})")
     if not 0 <= dropout < 1:
         raise UserError(f"timellm: dropout must be in [0, 1) (got {dropout})")
 
@@ -309,6 +311,8 @@ class TimeLLMForecaster(BaseForecaster):
             inject = inj.summary_names(inject)
         except ValueError as exc:
             raise UserError(str(exc)) from None
+        if llm_layers is not None:  # None: every layer; "abc" crashed the layer check
+            _check_sizes(dropout, llm_layers=llm_layers)
         _check_sizes(
             dropout,
             patch_len=patch_len,
@@ -710,7 +714,7 @@ class TimeLLMForecaster(BaseForecaster):
             )
             # only what can still be lowered or switched, of these settings
             more = [f"seq_len (now {self.seq_len})"]
-            if self.llm_layers > 1:
+            if self.llm_layers is None or self.llm_layers > 1:  # None: every layer
                 more.append(f"llm_layers (now {self.llm_layers})")
             if getattr(self, "prototype_map", None) == "full":
                 more.append("prototype_map=lowrank (the full map holds 2.3 GiB for Qwen)")

@@ -77,9 +77,9 @@ class Group:
 
         def score(split: str, metric: str, name: str, res: dict[str, Any]) -> float:
             if name in res["test"]:
-                return float(res[split].get(name, {}).get(metric, np.nan))
+                return _number(res[split].get(name, {}).get(metric, np.nan))
             c = res.get("combiners", {}).get(name, {})
-            return float(c.get(split, {}).get(metric, np.nan))
+            return _number(c.get(split, {}).get(metric, np.nan))
 
         def per_seed(*args: str) -> np.ndarray:
             return np.array([score(*args, self.runs[s]) for s in seeds])
@@ -222,17 +222,23 @@ def load_groups(folders: list[str | Path], finished_only: bool = False) -> list[
     return list(groups.values())
 
 
+def _number(v: Any) -> float:
+    """A score as a float; null is an error that overflowed (``write_json`` stores inf as
+    null), so inf: averaged over the other seeds instead, it could look like the best."""
+    return np.inf if v is None else float(v)
+
+
 def _check_scores(res: dict[str, Any]) -> None:
     """Every score the tables average is a number, the combiners' included (raises
     ValueError, TypeError or AttributeError otherwise)."""
     for part in ("val", "test"):
         for score in res[part].values():
-            float(score["mse"])
-            float(score.get("mae", np.nan))
+            _number(score["mse"])
+            _number(score.get("mae", np.nan))
     for c in res.get("combiners", {}).values():
         for part in ("val", "test"):
             for metric in ("mse", "mae"):
-                float(c.get(part, {}).get(metric, np.nan))
+                _number(c.get(part, {}).get(metric, np.nan))
 
 
 def _cell(values: np.ndarray) -> str:
@@ -242,6 +248,8 @@ def _cell(values: np.ndarray) -> str:
     few = f" ({len(v)} of {len(values)} seeds)" if 0 < len(v) < len(values) else ""
     if len(v) == 0:
         return "–"
+    if np.isinf(v).any():
+        return f"inf (diverged in {int(np.isinf(v).sum())} of {len(v)} seeds){few}"
     if len(v) == 1:
         return f"{v[0]:.4f}{few}"
     if (v == v[0]).all():  # a deterministic forecast: "± 0.0000" would read as precision

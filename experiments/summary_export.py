@@ -154,7 +154,8 @@ def _tex_cell(values: np.ndarray, mean: float, mark: str | None, digits: int, sp
     text = f"{mean:.{digits}f}"
     text = {"best": rf"\textbf{{{text}}}", "second": rf"\underline{{{text}}}"}.get(mark, text)
     v = values[~np.isnan(values)]
-    if spread and len(v) > 1 and not (v == v[0]).all():  # the same in every seed: no ±
+    # the same in every seed, or a diverged (inf) seed: no ±
+    if spread and len(v) > 1 and np.isfinite(v).all() and not (v == v[0]).all():
         text += rf"{{\scriptsize$\pm${v.std(ddof=1):.{digits}f}}}"
     return text
 

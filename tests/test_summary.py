@@ -362,3 +362,24 @@ def test_a_forecast_missing_from_a_seed_says_how_many_seeds_it_has():
     assert _cell(np.array([0.30, 0.32])) == "0.3100 ± 0.0141"
     assert _cell(np.array([0.5, 0.5, nan])) == "0.5000 (every seed) (2 of 3 seeds)"
     assert _cell(np.array([nan, nan])) == "–"
+
+
+def test_an_overflowed_error_is_inf_not_a_refusal_nor_dropped(tmp_path, capsys):
+    # results.json stores an infinite MSE as null: summary refused the folder, and
+    # dropped from the mean it would make the member look better than it is
+    import json
+
+    from conftest import fake_run
+
+    from experiments.cli import main
+
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    r1 = fake_run(tmp_path / "s1", 1, a=0.6, b=0.5, ensemble=0.52, mean=0.51)
+    res = json.loads((r1 / "results.json").read_text(encoding="utf-8"))
+    res["test"]["a"]["mse"] = None
+    (r1 / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    assert main(["summary", str(r0), str(r1)]) == 0
+    assert "| a | member | inf (diverged in 1 of 2 seeds) |" in capsys.readouterr().out
+    assert main(["summary", str(r0), str(r1), "--latex", "--forecasts", "a,b"]) == 0
+    tex = capsys.readouterr().out
+    assert "inf" in tex and "nan" not in tex

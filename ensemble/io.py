@@ -95,6 +95,12 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, text + "\n")
 
 
+def stored_score(v: Any) -> float:
+    """A score as ``write_json`` stored it: null is an error that overflowed (a run refuses
+    non-finite forecasts, so not NaN), read back as inf, never dropped from a mean."""
+    return np.inf if v is None else float(v)
+
+
 def _finite(o: Any) -> Any:
     """``o`` with every non-finite float (numpy ones included) replaced by None."""
     if isinstance(o, dict):

@@ -34,7 +34,15 @@ import numpy as np
 import pandas as pd
 
 from ensemble.errors import UserError, reason
-from ensemble.io import FolderLock, held, who_holds, write_csv, write_json, write_text
+from ensemble.io import (
+    FolderLock,
+    held,
+    stored_score,
+    who_holds,
+    write_csv,
+    write_json,
+    write_text,
+)
 from experiments.config import RunConfig, held_config
 from experiments.logfile import FolderLog
 
@@ -499,9 +507,8 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
                     "pred_len": res["pred_len"],
                     "seed": res["seed"],
                     "forecast": name,
-                    # null: the run's write_json stored an overflowed (infinite) error
-                    "mse": np.inf if s["mse"] is None else s["mse"],
-                    "mae": np.inf if s["mae"] is None else s["mae"],
+                    "mse": stored_score(s["mse"]),
+                    "mae": stored_score(s["mae"]),
                     "val_mse": res.get("val", {}).get(name, {}).get("mse", np.nan),
                     "fit_s": tim.get("fit", np.nan) if isinstance(tim, dict) else np.nan,
                     "predict_s": tim.get("predict", np.nan) if isinstance(tim, dict) else np.nan,

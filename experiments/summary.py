@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from ensemble.errors import UserError
+from ensemble.io import stored_score
 
 log = logging.getLogger("hybrid_forecast.summary")
 
@@ -77,9 +78,9 @@ class Group:
 
         def score(split: str, metric: str, name: str, res: dict[str, Any]) -> float:
             if name in res["test"]:
-                return _number(res[split].get(name, {}).get(metric, np.nan))
+                return stored_score(res[split].get(name, {}).get(metric, np.nan))
             c = res.get("combiners", {}).get(name, {})
-            return _number(c.get(split, {}).get(metric, np.nan))
+            return stored_score(c.get(split, {}).get(metric, np.nan))
 
         def per_seed(*args: str) -> np.ndarray:
             return np.array([score(*args, self.runs[s]) for s in seeds])
@@ -222,23 +223,17 @@ def load_groups(folders: list[str | Path], finished_only: bool = False) -> list[
     return list(groups.values())
 
 
-def _number(v: Any) -> float:
-    """A score as a float; null is an error that overflowed (``write_json`` stores inf as
-    null), so inf: averaged over the other seeds instead, it could look like the best."""
-    return np.inf if v is None else float(v)
-
-
 def _check_scores(res: dict[str, Any]) -> None:
     """Every score the tables average is a number, the combiners' included (raises
     ValueError, TypeError or AttributeError otherwise)."""
     for part in ("val", "test"):
         for score in res[part].values():
-            _number(score["mse"])
-            _number(score.get("mae", np.nan))
+            stored_score(score["mse"])
+            stored_score(score.get("mae", np.nan))
     for c in res.get("combiners", {}).values():
         for part in ("val", "test"):
             for metric in ("mse", "mae"):
-                _number(c.get(part, {}).get(metric, np.nan))
+                stored_score(c.get(part, {}).get(metric, np.nan))
 
 
 def _cell(values: np.ndarray) -> str:

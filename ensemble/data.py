@@ -297,9 +297,14 @@ def registered_stems() -> dict[str, str]:
 
 
 def resolve_path(
-    name: str | None, data_path: str | os.PathLike | None, data_dir
+    name: str | None,
+    data_path: str | os.PathLike | None,
+    data_dir,
+    *,
+    csv_hint: str = "pass any CSV with --data-path FILE",
 ) -> tuple[str, Path, str]:
-    """Return (dataset name, file path, split rule) for a registered name or a CSV path."""
+    """Return (dataset name, file path, split rule) for a registered name or a CSV path;
+    ``csv_hint`` tells an unknown name how the command takes a file instead."""
     if data_path:
         path = Path(data_path).expanduser()
         if name and name in DATASETS and not path.exists():
@@ -326,7 +331,7 @@ def resolve_path(
         close = [k for k in DATASETS if k.lower() == name.lower()]
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UserError(
-            f"unknown dataset {name!r}{hint}: choose one of {', '.join(DATASETS)}, or pass any CSV with --data-path FILE"
+            f"unknown dataset {name!r}{hint}: choose one of {', '.join(DATASETS)}, or {csv_hint}"
         )
     rel, rule = DATASETS[name]
     return name, data_dir_from(data_dir) / rel, rule

@@ -527,8 +527,8 @@ def _features_section(run: RunData, an: dict[str, Any], feat_note: str) -> list[
     if corr:
         lines += [
             "Spearman rank correlation of each member's weight with each feature across the "
-            "test windows, within each channel and averaged over channels (– where the "
-            "weights do not vary):",
+            "test windows, within each channel and averaged over the channels where both "
+            "the weight and the feature vary (– where they vary in none):",
             "",
             "| feature | " + " | ".join(members) + " |",
             "|---" * (len(members) + 1) + "|",

@@ -44,7 +44,7 @@ from ensemble.io import (
     write_text,
 )
 from experiments.config import RunConfig, held_config
-from experiments.logfile import FolderLog
+from experiments.logfile import FolderLog, said_once
 
 log = logging.getLogger("hybrid_forecast.bench")
 
@@ -241,7 +241,12 @@ def validate(spec: BenchSpec, check_data: bool = True) -> None:
         return
     for d in spec.datasets:
         csv = is_csv_path(d)
-        name, path, _ = resolve_path(None if csv else d, d if csv else None, spec.data_dir)
+        name, path, _ = resolve_path(
+            None if csv else d,
+            d if csv else None,
+            spec.data_dir,
+            csv_hint="give a CSV file's path in --datasets (e.g. data/mine.csv)",
+        )
         if not path.is_file():
             raise UserError(
                 f"data file for {name} not found: {path}; run `hybrid-forecast data download {name}` "
@@ -378,6 +383,9 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run every cell not yet done, then write the tables and plots.
 
+    The console says each warning once (every cell of a file not the published one
+    would repeat it); each cell's run.log keeps its own.
+
     Args:
         spec: the grid.
         progress: a tqdm bar over cells.
@@ -387,6 +395,13 @@ def run_bench(
     Returns:
         ``{"ran": [...], "skipped": [...], "failed": {cell: error}, "seconds": float}``.
     """
+    with said_once():
+        return _run_bench(spec, progress=progress, run_fn=run_fn)
+
+
+def _run_bench(
+    spec: BenchSpec, *, progress: bool, run_fn: Callable[[RunConfig], dict[str, Any]] | None
+) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     out = Path(spec.out)

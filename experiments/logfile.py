@@ -98,3 +98,29 @@ def said_after_checks() -> Iterator[None]:
             h.removeFilter(hold)
     for record in held:  # reached only without an error
         root.handle(record)
+
+
+@contextlib.contextmanager
+def said_once(console: Callable[[logging.Handler], bool] = plain_stream) -> Iterator[None]:
+    """Let the console say each warning once inside the block: a bench's cells load the
+    same file and would each repeat its warning (its log files still get every one)."""
+    seen: set[tuple[int, str, str]] = set()
+    guard = threading.Lock()
+
+    class _Once(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            key = (record.levelno, record.name, record.getMessage())
+            with guard:
+                if key in seen:
+                    return False
+                seen.add(key)
+            return True
+
+    once, handlers = _Once(), [h for h in logging.getLogger().handlers if console(h)]
+    for h in handlers:
+        h.addFilter(once)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(once)

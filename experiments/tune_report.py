@@ -15,6 +15,8 @@ from experiments.config import RunConfig
 from experiments.tune_study import trial_counts
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from experiments.tune import TuneSpec
 
 log = logging.getLogger("hybrid_forecast.tune")
@@ -52,6 +54,20 @@ def best_config(spec: TuneSpec, trial) -> RunConfig:
     )
 
 
+def trials_table(study) -> pd.DataFrame:
+    """Optuna's trial table, with a pruned trial's ``value`` moved to ``pruned_at``.
+
+    Optuna gives a pruned trial the last epoch's validation loss as its value: in one
+    column beside complete trials' full validation MSE it read as a score, often a
+    "better" one than the best trial's (early epochs on strided windows)."""
+    df = study.trials_dataframe()
+    if "value" in df and "state" in df:
+        pruned = df["state"] == "PRUNED"
+        df.insert(df.columns.get_loc("value") + 1, "pruned_at", df["value"].where(pruned))
+        df["value"] = df["value"].where(~pruned)
+    return df
+
+
 def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
     """Write trials.csv, best_config.yaml, study_summary.{json,md} and the plots."""
     from optuna.trial import TrialState
@@ -59,8 +75,7 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
     out = Path(spec.out)
     c = trial_counts(study)
     trials = study.get_trials(deepcopy=False)
-    df = study.trials_dataframe()
-    write_csv(out / "trials.csv", df.to_csv(index=False))
+    write_csv(out / "trials.csv", trials_table(study).to_csv(index=False))
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     summary: dict[str, Any] = {
         "study": spec.study,

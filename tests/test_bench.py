@@ -557,3 +557,34 @@ def test_a_real_bench_tabulates_the_mean_and_spread_of_its_cells(synth_csv, tmp_
         assert summary.loc[f, "mse_std"] == pytest.approx(std, rel=1e-4)
         assert shown[f" {f} "].strip("* ") == f"{mean:.3f} ± {std:.3f}"
     assert f"ensemble test MSE {np.mean(mse['ensemble']):.4f} (2 seeds)" in printed
+
+
+def test_each_warning_reaches_the_console_once_and_the_log_every_time(synth_csv, tmp_path):
+    # four cells of a file that is not the published one said its warning five times
+    import io
+    import logging
+
+    stream = io.StringIO()
+    console = logging.StreamHandler(stream)
+    logging.getLogger().addHandler(console)
+
+    def warns(cfg):
+        logging.getLogger("ensemble.data").warning("the file is not the published one")
+        return fake_run(cfg)
+
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench", horizons=[24, 48])
+    try:
+        run_bench(spec, progress=False, run_fn=warns)
+        assert console.filters == []  # the console says repeats again after the bench
+    finally:
+        logging.getLogger().removeHandler(console)
+    assert stream.getvalue().count("not the published one") == 1
+    log = (tmp_path / "bench" / "bench.log").read_text(encoding="utf-8")
+    assert log.count("not the published one") == 4
+
+
+def test_an_unknown_dataset_is_told_how_bench_takes_a_file(synth_csv, tmp_path):
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench", datasets=["ETTx"])
+    with pytest.raises(UserError, match="path in --datasets") as exc:
+        validate(spec)
+    assert "--data-path" not in str(exc.value)  # run's flag; bench has none

@@ -117,3 +117,25 @@ def test_no_importance_plot_when_every_setting_scores_alike(synth_csv, tmp_path,
     assert (tmp_path / "t" / "tune_history.png").is_file()
     assert not (tmp_path / "t" / "tune_importance.png").exists()
     assert "every complete trial has the same val MSE" in caplog.text
+
+
+def test_a_pruned_trials_epoch_loss_is_not_shown_as_its_score():
+    # Optuna gives a pruned trial its last epoch's loss as value: beside complete trials'
+    # validation MSE it read as the study's best score
+    from experiments.tune_report import trials_table
+
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(value=0.40, params={}, distributions={}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.10,
+            state=optuna.trial.TrialState.PRUNED,
+            intermediate_values={0: 0.10},
+            params={},
+            distributions={},
+        )
+    )
+    df = trials_table(study)
+    assert df["value"].tolist()[0] == 0.40 and df["value"].isna().tolist() == [False, True]
+    assert df["pruned_at"].isna().tolist() == [True, False] and df["pruned_at"][1] == 0.10
+    assert list(df.columns).index("pruned_at") == list(df.columns).index("value") + 1

@@ -32,13 +32,14 @@ def read_csv(path: Path) -> pd.DataFrame:
         encoding = _text_encoding(path)
         if encoding != "utf-8":
             log.info("%s: not UTF-8; read as %s (a GBK file from Excel, say)", path.name, encoding)
-        df = pd.read_csv(
-            path, encoding=encoding, encoding_errors="replace", **_csv_dialect(path, encoding)
-        )
+        dialect = _csv_dialect(path, encoding)
+        df = pd.read_csv(path, encoding=encoding, encoding_errors="replace", **dialect)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    _refuse_cut_last_line(path, encoding, dialect.get("sep", ","))
     # "date, OT" headers: names as written, without the space after the comma
     df.columns = [c.strip() if isinstance(c, str) else c for c in df.columns]
+    _refuse_repeated_names(path, encoding, dialect.get("sep", ","), df.shape[1])
     saved_index = [c for c in df.columns if re.fullmatch(r"Unnamed: \d+", str(c))]
     if saved_index:  # DataFrame.to_csv kept the index: a row counter, not a channel
         log.warning("%s: column(s) %s without a header dropped", path.name, saved_index)
@@ -46,6 +47,63 @@ def read_csv(path: Path) -> pd.DataFrame:
     if df.shape[0] == 0 or df.shape[1] < 2:
         raise UserError(f"{path}: needs a date column and at least one value column, with rows")
     return df
+
+
+def _header_names(path: Path, encoding: str, sep: str) -> list[str]:
+    """The header's names as written (pandas renames a repeated ``OT`` to ``OT.1``)."""
+    import csv
+
+    with open(path, encoding=encoding, errors="replace", newline="") as fh:
+        row = next(csv.reader(fh, delimiter=sep), [])
+    return [name.strip().lstrip("\ufeff").strip() for name in row]
+
+
+def _refuse_repeated_names(path: Path, encoding: str, sep: str, n_columns: int) -> None:
+    """Refuse a header naming one column twice ("OT" and " OT" too, once stripped).
+
+    pandas would keep both under new names ("OT", "OT.1"): the target could then be the
+    other column, and a dataset's channels silently renamed.
+    """
+    names = _header_names(path, encoding, sep)
+    if len(names) != n_columns:  # a header pandas read otherwise: nothing to compare
+        return
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if not name:  # a saved index's empty header: dropped below
+            continue
+        if name in first:
+            raise UserError(
+                f"{path}: column {name!r} appears twice in the header (columns "
+                f"{first[name] + 1} and {i + 1}); rename one"
+            )
+        first[name] = i
+
+
+def _refuse_cut_last_line(path: Path, encoding: str, sep: str) -> None:
+    """Refuse a file whose last line has fewer fields than its header and no line end: a
+    copy or download cut off mid-row, whose cut value would otherwise pass (or be
+    forward-filled by ``--fill ffill``) as data."""
+    import csv
+
+    if encoding == "utf-16":  # two bytes a character: read as text (Excel's, small)
+        text = path.read_text(encoding=encoding, errors="replace")
+    else:  # the last 64 KiB hold the last line of any CSV worth reading
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - (1 << 16)))
+            text = fh.read().decode(encoding, errors="replace")
+    if not text or text.endswith(("\n", "\r")):
+        return
+    last = text.rsplit("\n", 1)[-1]
+    fields = next(csv.reader([last], delimiter=sep), [])
+    n_header = len(_header_names(path, encoding, sep))
+    if 0 < len(fields) < n_header:
+        with open(path, encoding=encoding, errors="replace") as fh:
+            line = sum(1 for _ in fh)
+        raise UserError(
+            f"{path}: the last line ({line}: {last[:40]!r}) has {len(fields)} of "
+            f"{n_header} fields and no line end: the file looks cut off; copy or "
+            "download it again (or delete that line)"
+        )
 
 
 def _text_encoding(path: Path, probe: int = 1 << 16) -> str:
@@ -57,6 +115,8 @@ def _text_encoding(path: Path, probe: int = 1 << 16) -> str:
 
     with open(path, "rb") as fh:
         head = fh.read(probe)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text"
+        return "utf-16"
     for encoding in ("utf-8", "gb18030"):
         try:  # incremental: a character cut at the end of the probe is no error
             codecs.getincrementaldecoder(encoding)().decode(head, final=False)
@@ -67,21 +127,26 @@ def _text_encoding(path: Path, probe: int = 1 << 16) -> str:
 
 
 def _csv_dialect(path: Path, encoding: str = "utf-8") -> dict[str, str]:
-    """read_csv's separator and decimal mark, from the header and the first 50 data rows.
+    """read_csv's separator (from the header) and decimal mark.
 
     Spreadsheets in many locales save ';'-separated files with decimal commas; read as
     ','-separated they would be one column. Comma-separated files get pandas' defaults.
     """
     with open(path, encoding=encoding, errors="replace") as fh:
         header = fh.readline()
-        rows = [fh.readline() for _ in range(50)]
-    # the most frequent of the three in the header ("date;temp, C;OT" is ';'-separated)
-    counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
-    sep = max(counts, key=counts.get)
-    if counts[sep] == 0 or sep == ",":
-        return {}
-    # a decimal comma may first appear after rows of whole numbers
-    decimal = "," if sep == ";" and any(re.search(r"\d,\d", r) for r in rows) else "."
+        # the most frequent of the three in the header ("date;temp, C;OT" is ';'-separated)
+        counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
+        sep = max(counts, key=counts.get)
+        if counts[sep] == 0 or sep == ",":
+            return {}
+        # a decimal comma may first appear after any number of rows of whole numbers:
+        # the file is searched until one is found (to its end where there is none)
+        decimal = "."
+        if sep == ";":
+            for chunk in iter(lambda: fh.read(1 << 20), ""):
+                if re.search(r"\d,\d", chunk):  # a "1,5" cut between chunks: rows repeat it
+                    decimal = ","
+                    break
     return {"sep": sep, "decimal": decimal}
 
 
@@ -161,7 +226,14 @@ def parse_dates(col: pd.Series, where: str, *, file_lines: bool = True) -> pd.Da
         head = ", ".join(map(str, col.head(3).tolist()))
         raise UserError(
             f"{where} holds numbers ({head}, ...), not timestamps; write dates such as "
-            "2016-07-01 00:00:00 (epoch seconds convert with pandas.to_datetime(x, unit='s'))"
+            "2016-07-01 00:00:00 ("
+            + (
+                "Excel's serial day numbers convert with pandas.to_datetime(x, unit='D', "
+                "origin='1899-12-30')"
+                if col.between(20_000, 80_000).all()  # 1954 .. 2119 as Excel days
+                else "epoch seconds convert with pandas.to_datetime(x, unit='s')"
+            )
+            + ")"
         )
     dates = _to_datetime(col)
     if dates.isna().any():
@@ -193,6 +265,7 @@ def _to_datetime(col: pd.Series) -> pd.Series:
     try:
         with warnings.catch_warnings():  # pandas 2.2 warns of mixed offsets, 3 refuses them
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)  # "could not infer format" (AM/PM)
             month_first = pd.to_datetime(col, errors="coerce")
     except ValueError:  # "Mixed timezones detected"
         return pd.to_datetime(col, errors="coerce", utc=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -437,9 +438,16 @@ def _channels(
             num = pd.to_numeric(df[col], errors="coerce")
             bad = num.isna() & df[col].notna()
             row = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
+            value = df[col].iloc[row]
+            comma = isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+,\d+\s*", value)
             raise UserError(
-                f"{path}: column {col!r} is not numeric (row {row + 1}, line {row + 2}: {df[col].iloc[row]!r}); "
-                "remove the column or fix the value"
+                f"{path}: column {col!r} is not numeric (row {row + 1}, line {row + 2}: {value!r}); "
+                + (
+                    "a decimal comma? Only ';'-separated files may use them: save the file "
+                    "';'-separated or with decimal points"
+                    if comma
+                    else "remove the column or fix the value"
+                )
             )
     if target is None:
         target = "OT" if "OT" in value_cols else value_cols[-1]

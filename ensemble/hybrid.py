@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from ensemble.errors import UserError
+
 
 def memory_order(like: np.ndarray) -> list[int]:
     """``like``'s axes in memory order, outermost first."""
@@ -197,3 +199,18 @@ def oracle_weights(
         axis=1,
     )
     return np.eye(stacked.shape[0])[np.argmin(err, axis=0)]
+
+
+def refuse_non_finite(name: str, pred: np.ndarray, part: str) -> None:
+    """A diverged fit's forecasts (NaN, inf, or beyond float32) are refused: scored or
+    combined, they would spread NaN into every result.
+
+    Raises:
+        UserError: naming the member, the count and what to lower.
+    """
+    bad = int(np.size(pred) - np.count_nonzero(np.isfinite(pred)))
+    if bad:
+        raise UserError(
+            f"member {name} forecast {bad} non-finite value(s) on {part}: its fit diverged; "
+            "lower its learning rate (@lr=...) or check the data for extreme values"
+        )

@@ -582,7 +582,9 @@ class HybridForecaster:
         for member, name in zip(bar, member_names, strict=True):
             bar.set_postfix_str(name)
             member.fit(train, val)
-            val_fc.append(member.predict(val.windows()))
+            with np.errstate(over="ignore"):  # beyond float32: inf, refused in one line
+                val_fc.append(np.asarray(member.predict(val.windows()), dtype=np.float32))
+            hybrid.refuse_non_finite(name, val_fc[-1], "the validation windows")
         val_stack = hybrid.stack(dict(zip(member_names, val_fc, strict=True)))
         router = make_combiner(self.router, seed=self.seed, member_names=member_names)
         feats = None

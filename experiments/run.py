@@ -129,8 +129,9 @@ def fit_member(
         member.fit(splits.train, splits.val)
         t_fit = time.perf_counter() - t0
         t0 = time.perf_counter()
-        val = np.asarray(member.predict(splits.val.windows()), dtype=np.float32)
-        test = np.asarray(member.predict(splits.test.windows()), dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused below in one line
+            val = np.asarray(member.predict(splits.val.windows()), dtype=np.float32)
+            test = np.asarray(member.predict(splits.test.windows()), dtype=np.float32)
     except (UserError, MemoryError):
         raise
     except Exception as exc:
@@ -150,12 +151,7 @@ def fit_member(
             raise RuntimeError(
                 f"member {spec} returned {part} forecasts of shape {pred.shape}, expected {expect}"
             )
-        bad = int(np.size(pred) - np.count_nonzero(np.isfinite(pred)))
-        if bad:  # a diverged fit: scoring or combining it would spread NaN into every result
-            raise UserError(
-                f"member {spec} forecast {bad} non-finite value(s) on {part}: its fit diverged; "
-                "lower its learning rate (@lr=...) or check the data for extreme values"
-            )
+        hybrid.refuse_non_finite(spec, pred, part)
     # Another fit's forecasts go just before this fit's model replaces its model: a kill
     # between the two saves would otherwise leave the old forecasts beside the new model
     # (reused by a later run of the old settings while `forecast` loads the new model).

@@ -228,7 +228,8 @@ def caruana_counts(gram: np.ndarray, b: np.ndarray, n_iter: int) -> np.ndarray:
     # Duplicates (mean squared difference ~ 0) are indistinguishable: split their picks.
     diag = np.diagonal(gram)
     dist = diag[:, None] + diag[None, :] - 2.0 * gram
-    same = dist <= 1e-12 * (1.0 + diag.max())
+    # each pair on its own scale: one member far off scale made every other pair "same"
+    same = dist <= 1e-12 * (1.0 + np.minimum.outer(diag, diag))
     return (same @ counts) / same.sum(axis=1)
 
 

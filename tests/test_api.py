@@ -462,3 +462,18 @@ def test_arima_forecasts_from_as_many_rows_as_its_last_validation_window_had():
     expected = hf.scaler_.inverse_transform(arima.predict(w)[-1])
     naive = hf.scaler_.inverse_transform(hf.values_[-1:]).repeat(24, 0)
     np.testing.assert_allclose(fc[["s0", "s1"]].to_numpy(), (expected + naive) / 2, rtol=1e-6)
+
+
+def test_a_member_forecasting_nan_is_refused_in_one_line(monkeypatch):
+    # the run refused it; the API passed the NaN into the router's fit and every forecast
+    from classical.naive import NaiveLast
+
+    def nan_predict(self, windows):
+        pred = np.asarray(orig(self, windows), dtype=np.float64)
+        pred[0, 0, 0] = np.nan
+        return pred
+
+    orig = NaiveLast.predict
+    monkeypatch.setattr(NaiveLast, "predict", nan_predict)
+    with pytest.raises(UserError, match="member naive forecast 1 non-finite value"):
+        small(router="mean").fit(wide_frame())

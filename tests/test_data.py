@@ -415,3 +415,63 @@ def test_scaled_values_beyond_float32_are_refused(synth_csv):
     ds = load_dataset(data_path=synth_csv(n=2000, edit=spike))
     with pytest.raises(UserError, match=r"column 'x0' at row 1901 \(line 1902\).*rescale"):
         make_splits(ds, 96, 24)
+
+
+@pytest.mark.parametrize("header", ["date,x0,x1,x1", "date,x0,x1, x1"])
+def test_a_column_named_twice_is_refused_not_renamed(synth_csv, header):
+    # pandas kept both as x1 and x1.1: with --target x1 the other column could be forecast
+    path = synth_csv(n=600)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join([header, *lines[1:]]) + "\n", encoding="utf-8")
+    with pytest.raises(
+        UserError, match=r"column 'x1' appears twice in the header \(columns 3 and 4\)"
+    ):
+        load_dataset(data_path=path)
+
+
+@pytest.mark.parametrize("keep", [7, 24], ids=["mid-date", "mid-row"])
+def test_a_file_cut_off_mid_row_is_refused(synth_csv, keep):
+    # its last value passed as data, or --fill ffill filled the fields cut away
+    path = synth_csv(n=600)
+    text = path.read_text(encoding="utf-8").rstrip("\n")
+    last = text.rsplit("\n", 1)[1]
+    path.write_text(text[: len(text) - len(last) + keep], encoding="utf-8")
+    with pytest.raises(
+        UserError, match=r"the last line \(601: .*\) has \d of 4 fields and no line end"
+    ):
+        load_dataset(data_path=path, fill="ffill")
+    path.write_text(text, encoding="utf-8")  # whole, with no line end: fine
+    assert load_dataset(data_path=path).n_rows == 600
+
+
+def test_a_decimal_comma_after_many_whole_numbers_is_read(synth_csv):
+    # the dialect probe read 50 rows: 60 whole numbers, then 12,363, was refused
+    path = synth_csv(n=600)
+    df = pd.read_csv(path)
+    df.iloc[:300, 1:] = df.iloc[:300, 1:].round()
+    df.to_csv(path, sep=";", decimal=",", index=False)
+    ds = load_dataset(data_path=path)
+    np.testing.assert_allclose(ds.values[:, 0], df["x0"].to_numpy(), rtol=1e-12)
+    df.to_csv(path, sep="\t", decimal=",", index=False)  # only ';' files may: said so
+    with pytest.raises(UserError, match="a decimal comma\\? Only ';'-separated files"):
+        load_dataset(data_path=path)
+
+
+def test_utf16_files_from_excel_are_read(synth_csv):
+    # Excel's "Unicode text": read as UTF-8 the header was garbage and the error said so
+    path = synth_csv(n=600)
+    df = pd.read_csv(path)
+    other = path.with_name("u16.csv")
+    df.to_csv(other, sep="\t", index=False, encoding="utf-16")
+    np.testing.assert_allclose(
+        load_dataset(data_path=other).values, load_dataset(data_path=path).values, rtol=1e-12
+    )
+
+
+def test_excel_serial_dates_get_excels_conversion(synth_csv):
+    path = synth_csv(n=600)
+    df = pd.read_csv(path)
+    df["date"] = 42552.0 + np.arange(600) / 24  # 2016-07-01 on, as Excel counts days
+    df.to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"unit='D', origin='1899-12-30'"):
+        load_dataset(data_path=path)

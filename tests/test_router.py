@@ -786,3 +786,18 @@ def test_window_terms_in_blocks_of_a_float32_stack():
     for block in (1, 3, 40):
         for got, want in zip(window_gram(f, y, block=block), whole, strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+def test_a_member_far_off_scale_does_not_merge_the_others_greedy_picks():
+    # duplicates were judged on the largest member's scale: one member at 1e6 made every
+    # other pair "identical" and split their picks evenly (0.92/0.08 became 0.5/0.5)
+    from router.combiners import caruana_counts
+
+    _, y, f, _, _ = problem(noise=(0.1, 0.6), n=400)
+    f = f[:, :, :, :1].reshape(2, -1)
+    yv = y[:, :, :1].reshape(-1)
+    bad = np.full_like(f[0], 1e6)
+    for members in (f, np.concatenate([f, bad[None]])):
+        gram, b = members @ members.T / yv.size, members @ yv / yv.size
+        counts = caruana_counts(gram, b, 25)
+        assert counts[0] > 0.6 * 25 and counts[0] != counts[1], counts

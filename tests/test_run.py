@@ -1001,3 +1001,23 @@ def test_a_refit_stopped_before_it_saves_keeps_the_old_forecasts(synth_csv, tmp_
     monkeypatch.undo()
     assert main(synth_run_argv(csv, out)) == 0
     assert (out / "run.log").read_text(encoding="utf-8").count("snaive: reusing forecasts") == 1
+
+
+class _FarOffScale(NaiveLast):
+    """A member whose fit blew up into finite values whose squares overflow."""
+
+    def predict(self, windows):
+        pred = super().predict(windows).astype(np.float64)
+        pred[0, 0, 0] = 1e160
+        return pred
+
+
+def test_member_forecasts_beyond_float32_stop_the_run_in_one_line(
+    synth_csv, tmp_path, capsys, monkeypatch
+):
+    # stored as float32 they are inf: refused in one line (numpy's overflow warning came first)
+    out = tmp_path / "r"
+    argv = _run_beside_naive("far", _FarOffScale, synth_csv(n=1400), out, monkeypatch)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "far forecast 1 non-finite value(s)" in err[0]

@@ -16,6 +16,7 @@ a forecaster can read and argue with::
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -29,6 +30,19 @@ from router.objective import (
     window_gram,
     window_rows,
 )
+
+log = logging.getLogger(__name__)
+
+
+def _shortest_between(t: float, lo: float, hi: float) -> float:
+    """The value with the fewest significant digits in ``[lo, hi)`` near ``t``: it splits
+    the fitted rows as ``t`` does, and the printed rules then apply exactly (printed to
+    3 digits, 0.40524017 read 0.405 and sent other windows the other way)."""
+    for digits in range(1, 18):
+        r = float(f"{t:.{digits}g}")
+        if lo <= r < hi:
+            return r
+    return t
 
 
 class RuleRouter(Combiner):
@@ -87,7 +101,7 @@ class RuleRouter(Combiner):
                     continue
                 score = cs[k - 1].min() + (cs[-1] - cs[k - 1]).min()
                 if score < best[0] - 1e-12:
-                    best = (score, j, float(t))
+                    best = (score, j, _shortest_between(float(t), sv[k - 1], sv[k]))
         if best[1] is None:
             return leaf
         go_left = x[idx, best[1]] <= best[2]
@@ -137,7 +151,15 @@ class RuleRouter(Combiner):
                 wts = self._apply(self._fit_tree(*fit, depth), held[0])
                 scores[depth] = float(combined_mse(wts, *held[1:]).mean())
         self.inner_scores_ = scores
-        self.depth_ = min(scores, key=lambda d: scores[d] + 1e-9 * d) if scores else 0
+        if not scores:  # as the other learned routers: a mix nothing could check is not fitted
+            (log.debug if self.quiet_fallback else log.warning)(
+                "rules router: too few validation windows (%d) to hold any out; using equal "
+                "weights",
+                w,
+            )
+            self.depth_, self.tree_ = 0, {"weights": np.full(m, 1.0 / m), "n": int(w * c)}
+            return self
+        self.depth_ = min(scores, key=lambda d: scores[d] + 1e-9 * d)
         self.tree_ = self._fit_tree(*rows_of(np.arange(w)), self.depth_)
         return self
 
@@ -193,7 +215,8 @@ class RuleRouter(Combiner):
             if "weights" in node:
                 lines.append(f"{indent}use {mix(node['weights'])}    (n={node['n']})")
                 return
-            lines.append(f"{indent}if {fname(node['feature'])} <= {node['threshold']:.3g}:")
+            # the threshold as applied: it was chosen short enough to print whole
+            lines.append(f"{indent}if {fname(node['feature'])} <= {node['threshold']!r}:")
             walk(node["left"], indent + "    ")
             lines.append(f"{indent}else:")
             walk(node["right"], indent + "    ")
@@ -202,4 +225,6 @@ class RuleRouter(Combiner):
         return "\n".join(lines)
 
     def describe(self) -> str:
+        if not self.inner_scores_:
+            return "rules: equal weights (too few validation windows to hold any out)"
         return f"rules (depth {self.depth_}, inner-val MSE by depth {self.inner_scores_}):\n{self.rules()}"

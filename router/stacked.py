@@ -31,6 +31,7 @@ at most 5 of the 17 runs where it changed anything (pre-registrations 2 and 3).
 
 from __future__ import annotations
 
+import logging
 from itertools import combinations
 
 import numpy as np
@@ -38,6 +39,8 @@ import numpy as np
 from ensemble.hybrid import weighted_sum
 from router.combiners import Combiner, per_step_weights
 from router.objective import inner_split
+
+log = logging.getLogger(__name__)
 
 
 def project_simplex(v: np.ndarray) -> np.ndarray:
@@ -274,6 +277,12 @@ class StackedCombiner(Combiner):
         _, w, h, _ = val_forecasts.shape
         fit_w, held_w = inner_split(w, h)
         if len(fit_w) == 0 or len(held_w) == 0:  # too few windows to choose: the mean
+            if self.pool is None or self.lam is None:
+                (log.debug if self.quiet_fallback else log.warning)(
+                    "stacked router: too few validation windows (%d) to hold any out; "
+                    "shrunk fully toward equal weights",
+                    w,
+                )
             moments = channel_step_moments(val_forecasts, val_targets)
             self.inner_scores_ = {}
             self.pool_ = 1.0 if self.pool is None else float(self.pool)

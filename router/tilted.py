@@ -31,12 +31,16 @@ combiner of its own and a reference in every ``learned`` report.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ensemble.hybrid import by_window_blocks, weighted_sum, windows_per_block
 from router.combiners import Combiner
 from router.objective import inner_split
 from router.stacked import StackedCombiner
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("recent", "long", "last")
 SPANS = {
@@ -126,7 +130,9 @@ class TiltedStackedCombiner(Combiner):
         if sources and len(fit_w) and len(held_w):
             held = slice(int(held_w[0]), w)
             f_held, y_held = val_forecasts[:, held], np.asarray(val_targets[held], np.float64)
-            inner = StackedCombiner().fit(val_forecasts[:, : len(fit_w)], val_targets[: len(fit_w)])
+            inner = StackedCombiner()
+            inner.quiet_fallback = True  # its own split of the fitting part: no user's matter
+            inner.fit(val_forecasts[:, : len(fit_w)], val_targets[: len(fit_w)])
             e_s = inner.forecast(f_held) - y_held  # [Wh, H, C] stacked errors
             best = np.inf
             if self.share is None:  # the plain stacked forecast is a candidate, tried first
@@ -152,7 +158,9 @@ class TiltedStackedCombiner(Combiner):
         elif self.share is not None and sources:  # too few windows to choose: fixed values
             self.source_, self.share_ = sources[0], float(self.share)
             self.beta_ = float(self.beta if self.beta is not None else 1.0)
-        self.stacked_ = StackedCombiner().fit(val_forecasts, val_targets, terms=terms)
+        self.stacked_ = StackedCombiner()
+        self.stacked_.quiet_fallback = self.quiet_fallback  # it says the fallback, once
+        self.stacked_.fit(val_forecasts, val_targets, terms=terms)
         return self
 
     def weights(self, forecasts, features=None) -> np.ndarray:
@@ -182,7 +190,12 @@ class TiltedStackedCombiner(Combiner):
 
     def describe(self) -> str:
         if self.share_ == 0.0:
-            return f"stacked, not tilted (the inner split preferred it); {self.stacked_.describe()}"
+            why = (
+                "the inner split preferred it"
+                if self.inner_scores_
+                else "too few validation windows to hold any out"
+            )
+            return f"stacked, not tilted ({why}); {self.stacked_.describe()}"
         return (
             f"stacked, blended {self.share_:.2f} with weights ~ MSE ** -{self.beta_:g} over "
             f"{SPANS[self.source_]}; {self.stacked_.describe()}"

@@ -819,9 +819,11 @@ def test_printed_rules_are_the_rules_applied():
     cb = make_combiner("rules", feature_names=["x"], member_names=["a", "b"]).fit(f, y, x)
 
     def thresholds(node):
-        return [] if "weights" in node else [
-            node["threshold"], *thresholds(node["left"]), *thresholds(node["right"])
-        ]
+        return (
+            []
+            if "weights" in node
+            else [node["threshold"], *thresholds(node["left"]), *thresholds(node["right"])]
+        )
 
     applied = thresholds(cb.tree_)
     printed = [float(v) for v in re.findall(r"<= (\S+):", cb.rules())]

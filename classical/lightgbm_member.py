@@ -177,6 +177,7 @@ class LightGBMForecaster(BaseForecaster):
         self.basis: np.ndarray | None = None  # [H, K]
         self.boosters: list = []
         self.feature_names: list[str] = []
+        self.channels: list[int] | None = None  # the fitted channels (None: all)
 
     # ------------------------------------------------------------------ features
 
@@ -366,6 +367,7 @@ class LightGBMForecaster(BaseForecaster):
         import lightgbm as lgb
 
         self.check_splits(train, val)
+        self.channels = None if train.loss_channels is None else list(train.loss_channels)
         rng = np.random.default_rng(self.seed)
         # under MS the target's rows only, as the other members' loss (Split.loss_channels)
         x_tr, r_tr = self._rows(train, self.max_train_rows, rng, train.loss_channels)
@@ -415,10 +417,20 @@ class LightGBMForecaster(BaseForecaster):
         """windows.context: [W + L - 1, C] -> [W, H, C]."""
         if self.basis is None:
             raise RuntimeError(f"{self.name}: call fit() (or load()) before predict()")
-        n, C = windows.n, windows.context.shape[1]
-        sums = self._sums(windows.context, windows.dates, n)
+        n = windows.n
+        # under MS only the target is scored: the others get each window's last input
+        # (as ARIMA's), not a booster pass each (minutes per booster on 321 channels)
+        chans = None if self.channels is None else np.asarray(self.channels)
+        sums = self._sums(windows.context, windows.dates, n, chans)
+        C = sums.x.shape[1]
         step = self._block(C)
-        out = np.empty((n, self.pred_len, C), dtype=np.float32)
+        if chans is None:
+            out = np.empty((n, self.pred_len, C), dtype=np.float32)
+            cols: slice | np.ndarray = slice(None)
+        else:
+            last = np.asarray(windows.context[self.seq_len - 1 : self.seq_len - 1 + n])
+            out = np.repeat(last.astype(np.float32)[:, None, :], self.pred_len, axis=1)
+            cols = chans
         # a bar over the coefficients: 2.5M rows (321 channels) took minutes per booster
         disable = None if self.progress is None else not self.progress
         total = len(self.boosters) * -(-n // step)
@@ -433,7 +445,7 @@ class LightGBMForecaster(BaseForecaster):
                     )
                     bar.update()
                 traj = (z @ self.basis.T).reshape(C, hi - lo, -1).transpose(1, 2, 0)
-                out[lo:hi] = traj + self._level(sums, lo, hi)[:, None, :]  # [nb, H, C]
+                out[lo:hi, :, cols] = traj + self._level(sums, lo, hi)[:, None, :]  # [nb, H, C]
         return out
 
     # ------------------------------------------------------------------ persistence
@@ -452,7 +464,12 @@ class LightGBMForecaster(BaseForecaster):
             raise RuntimeError(f"{self.name}: nothing to save before fit()")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"name": self.name, "kwargs": self.config(), "feature_names": self.feature_names}
+        meta = {
+            "name": self.name,
+            "kwargs": self.config(),
+            "feature_names": self.feature_names,
+            "channels": self.channels,
+        }
         (path / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         np.save(path / "basis.npy", self.basis)
         # Through Python's file I/O, not LightGBM's: its C++ fopen reads the path in the
@@ -470,6 +487,7 @@ class LightGBMForecaster(BaseForecaster):
         obj = cls(**meta["kwargs"])
         obj.name = meta["name"]
         obj.feature_names = meta["feature_names"]
+        obj.channels = meta.get("channels")  # saved before it: every channel forecast
         obj.basis = np.load(path / "basis.npy")
         obj.boosters = [
             lgb.Booster(model_str=(path / f"booster_{k:02d}.txt").read_text(encoding="utf-8"))

@@ -92,7 +92,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     base, *pairs = spec.strip().split("@")
     params = {}
     for p in pairs:
-        if "=" not in p:
+        if "=" not in p or not p.split("=", 1)[0].strip():
             raise UserError(
                 f"member setting {p!r} in {spec!r} is not key=value (e.g. dlinear@kernel=25)"
             )

@@ -181,3 +181,27 @@ def test_ms_fits_the_target_as_s_does(synth_csv, monkeypatch):
     assert seen == [("train", ms.train.n_windows), ("val", ms.val.n_windows)]
     fc_s = LightGBMForecaster(96, 24, **kw).fit(s.train, s.val).predict(s.test.windows())
     np.testing.assert_allclose(fc_ms[..., 2], fc_s[..., 0], atol=1e-5)
+
+
+def test_ms_forecasts_only_the_target_with_the_boosters(synth_csv, tmp_path, monkeypatch):
+    # every channel went through every booster though only the target is scored (minutes
+    # per booster on 321 channels); the others get each window's last input, as ARIMA's
+    from ensemble.data import load_dataset, make_splits
+
+    path = synth_csv(n=1500, channels=3)
+    ms = make_splits(load_dataset(data_path=path, features="MS"), 96, 24)
+    model = LightGBMForecaster(96, 24, periods=[24], **SMALL).fit(ms.train, ms.val)
+    features, built = LightGBMForecaster._features, []
+
+    def spy(self, sums, lo, hi):
+        built.append(sums.x.shape[1])
+        return features(self, sums, lo, hi)
+
+    monkeypatch.setattr(LightGBMForecaster, "_features", spy)
+    windows = ms.test.windows()
+    fc = model.predict(windows)
+    assert set(built) == {1}  # the target's features alone
+    last = windows.context[95 : 95 + windows.n, :2].astype(np.float32)
+    np.testing.assert_array_equal(fc[:, :, :2], np.repeat(last[:, None], 24, axis=1))
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(LightGBMForecaster.load(tmp_path / "m").predict(windows), fc)

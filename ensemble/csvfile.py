@@ -53,8 +53,11 @@ def _header_names(path: Path, encoding: str, sep: str) -> list[str]:
     """The header's names as written (pandas renames a repeated ``OT`` to ``OT.1``)."""
     import csv
 
-    with open(path, encoding=encoding, errors="replace", newline="") as fh:
-        row = next(csv.reader(fh, delimiter=sep), [])
+    try:
+        with open(path, encoding=encoding, errors="replace", newline="") as fh:
+            row = next(csv.reader(fh, delimiter=sep), [])
+    except csv.Error:  # bytes no CSV writer makes: pandas' reading of it stands
+        return []
     return [name.strip().lstrip("\ufeff").strip() for name in row]
 
 
@@ -94,7 +97,10 @@ def _refuse_cut_last_line(path: Path, encoding: str, sep: str) -> None:
     if not text or text.endswith(("\n", "\r")):
         return
     last = text.rsplit("\n", 1)[-1]
-    fields = next(csv.reader([last], delimiter=sep), [])
+    try:
+        fields = next(csv.reader([last], delimiter=sep), [])
+    except csv.Error:  # a stray carriage return or NUL: not a line cut short
+        return
     n_header = len(_header_names(path, encoding, sep))
     if 0 < len(fields) < n_header:
         with open(path, encoding=encoding, errors="replace") as fh:

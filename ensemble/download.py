@@ -89,31 +89,103 @@ def _fetch(url: str, timeout: float) -> bytes:
         ) from None
 
 
-def download(name: str, data_dir: Path, *, timeout: float = 60.0) -> tuple[Path, str]:
-    """Download one dataset into ``data_dir``; returns (path, 'downloaded' | 'present')."""
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+def check_names(names: list[str]) -> None:
+    """Refuse an unknown name before anything is fetched, with the loader's hint for a
+    name in the wrong case."""
+    for name in names:
+        if name in DATASETS:
+            continue
+        close = [k for k in (*DATASETS, "all") if k.lower() == name.lower()]
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UserError(
+            f"unknown dataset {name!r}{hint}: choose one of {', '.join(DATASETS)}, or all"
+        )
+
+
+_EDITED = (
+    "{dest} is present but its SHA-256 differs from the published {name} file (edited or "
+    "damaged); move it away to keep it, or pass --force to replace it"
+)
+
+
+def check_before_fetching(names: list[str], data_dir: Path, *, force: bool = False) -> None:
+    """What `download` would refuse for any of ``names`` (an unknown name, a file present
+    that is not the published one), refused before the first fetch: `data download all`
+    then stops on ETTm2 before, not after, fetching ETTh1 to ETTm1."""
+    check_names(names)
+    if force:
+        return
+    for name in names:
+        rel = DATASETS[name][0]
+        dest = Path(data_dir) / rel
+        if dest.is_file() and sha256_file(dest) != SHA256[rel]:
+            raise UserError(_EDITED.format(dest=dest, name=name))
+
+
+def _local_mirror_missing(base: str, rel: str) -> str | None:
+    """For a file:// mirror, what is absent (the mirror, or one file in it), or None: a
+    local path that does not exist is no sign of being offline."""
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme != "file":
+        return None
+    mirror = Path(urllib.request.url2pathname(parts.path))
+    if not mirror.is_dir():
+        return f"the local mirror {mirror} (${URL_ENV}) does not exist; check the path"
+    if not (mirror / rel).is_file():
+        return (
+            f"the local mirror {mirror} (${URL_ENV}) has no {rel}; copy the file there "
+            "(the mirror is laid out as the data folder)"
+        )
+    return None
+
+
+def download(
+    name: str, data_dir: Path, *, timeout: float = 60.0, force: bool = False
+) -> tuple[Path, str]:
+    """Download one dataset into ``data_dir``; returns (path, 'downloaded' | 'present' |
+    'replaced').
+
+    A file already there whose SHA-256 is not the published one (an edited copy, say) is
+    the user's data: it is refused unless ``force``, and then only replaced once the
+    download has passed its check.
+    """
+    check_names([name])
     rel = DATASETS[name][0]
     dest = Path(data_dir) / rel
     want = SHA256[rel]
-    if dest.is_file() and sha256_file(dest) == want:
+    stale = dest.is_file()
+    if stale and sha256_file(dest) == want:
         return dest, "present"
+    if stale and not force:
+        raise UserError(_EDITED.format(dest=dest, name=name))
     base = os.environ.get(URL_ENV)
     url, member = (base.rstrip("/") + "/" + rel, None) if base else SOURCES[rel]
-    blob = _fetch(url, timeout)
-    if member is not None:
-        try:
-            with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-                blob = zf.read(member)
-        except (zipfile.BadZipFile, KeyError):
+    try:
+        if base and (missing := _local_mirror_missing(base, rel)):
+            raise UserError(missing)
+        blob = _fetch(url, timeout)
+        if member is not None:
+            try:
+                with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+                    blob = zf.read(member)
+            except (zipfile.BadZipFile, KeyError):
+                raise UserError(
+                    f"{url} is not the expected archive (no {member} inside); try again or "
+                    "use a mirror"
+                ) from None
+        got = hashlib.sha256(blob).hexdigest()
+        if got != want:
             raise UserError(
-                f"{url} is not the expected archive (no {member} inside); try again or use a mirror"
+                f"checksum mismatch for {rel} from {url}: got {got[:12]}..., expected "
+                f"{want[:12]}...; nothing was written"
+            )
+    except UserError as exc:
+        if stale:  # the file that made --force necessary is still there, still failing
+            raise UserError(
+                f"{dest} is present but fails the SHA-256 check, and no replacement could be "
+                f"fetched (the file was left as it is): {exc}"
             ) from None
-    got = hashlib.sha256(blob).hexdigest()
-    if got != want:
-        raise UserError(
-            f"checksum mismatch for {rel} from {url}: got {got[:12]}..., expected {want[:12]}...; nothing was written"
-        )
+        raise
     dest.parent.mkdir(parents=True, exist_ok=True)
     _atomic(dest, lambda fh: fh.write(blob))
-    return dest, "downloaded"
+    return dest, "replaced" if stale else "downloaded"

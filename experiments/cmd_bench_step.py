@@ -14,8 +14,12 @@ import argparse
 import json
 import os
 import time
+from typing import TYPE_CHECKING
 
 from experiments.cli import HelpFormatter
+
+if TYPE_CHECKING:
+    import torch
 
 
 def positive_int(text: str) -> int:
@@ -121,16 +125,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import statistics
-
-    import numpy as np
     import torch
 
     from ensemble.errors import UserError
-    from timellm.backbone import load_backbone
-    from timellm.explain import peak_rss_mb
-    from timellm.model import TimeLLM
-    from timellm.prompt import PromptBuilder, load_description
+    from timellm.explain import allocation_failure
 
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         raise UserError("--steps must be >= 1, --warmup >= 0 and --batch-size >= 1")
@@ -147,6 +145,46 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu")
+    try:
+        return _measure(args, device)
+    except (MemoryError, RuntimeError) as exc:  # torch's OutOfMemoryError is a RuntimeError
+        said = allocation_failure(exc)
+        if said is None:
+            raise
+        sizes = ", ".join(
+            f"--{flag.replace('_', '-')} (now {getattr(args, flag)})" for flag in _SIZE_FLAGS
+        )
+        raise UserError(
+            f"bench-step: {said} on the {device.type} building the model or running a step; "
+            f"lower {sizes}"
+        ) from None
+
+
+# What a step's memory grows with, in the order it is most often too large
+_SIZE_FLAGS = (
+    "pred_len",
+    "seq_len",
+    "num_prototypes",
+    "batch_size",
+    "n_vars",
+    "d_model",
+    "llm_layers",
+)
+
+
+def _measure(args: argparse.Namespace, device: torch.device) -> int:
+    """Build the model, time the steps and print the result."""
+    import statistics
+
+    import numpy as np
+    import torch
+
+    from ensemble.errors import UserError
+    from timellm.backbone import load_backbone
+    from timellm.explain import peak_rss_mb
+    from timellm.model import TimeLLM
+    from timellm.prompt import PromptBuilder, load_description
+
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}
     backbone = load_backbone(
         args.backbone,

@@ -28,6 +28,11 @@ def add_parser(sub) -> None:
     dl.add_argument(
         "--data-dir", help="target folder (default $HYBRID_FORECAST_DATA, else ./dataset)"
     )
+    dl.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a file present whose SHA-256 is not the published one (an edited copy)",
+    )
     dl.set_defaults(func=handle_download)
 
 
@@ -77,7 +82,7 @@ def handle_info(args) -> int:
 
 def handle_download(args) -> int:
     from ensemble.data import data_dir_from
-    from ensemble.download import download
+    from ensemble.download import check_before_fetching, download
 
     if "all" in args.names and args.names != ["all"]:
         raise UserError(
@@ -86,7 +91,11 @@ def handle_download(args) -> int:
         )
     names = list(DATASETS) if args.names == ["all"] else args.names
     root = data_dir_from(args.data_dir)
+    # every name and file first: a typo or an edited file stops the command before, not
+    # after, the downloads of the names before it
+    check_before_fetching(names, root, force=args.force)
     for n in names:
-        path, state = download(n, root)
-        print(f"{n}: {state} {path}")
+        path, state = download(n, root, force=args.force)
+        note = " (its SHA-256 differed from the published file's)" if state == "replaced" else ""
+        print(f"{n}: {state} {path}{note}")
     return 0

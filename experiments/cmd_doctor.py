@@ -8,11 +8,11 @@ Each check ends ok, warn (works, with a limit worth knowing) or FAIL, with the f
 * gpu: torch's CUDA build and the GPUs it sees (a CPU-only torch beside an NVIDIA driver
   is the usual reason a GPU goes unused);
 * 4-bit: one NF4 layer of bitsandbytes computes, on the GPU if there is one;
-* data: which registered datasets the data folder holds, and whether they are the
-  published files;
+* data: which registered datasets the data folder holds, whether they are the
+  published files, and whether one that is not still loads and splits (FAIL if not);
 * backbone: the embedded MiniLM loads;
 * run: naive and a one-epoch DLinear fitted and scored in a temporary folder (ETTh1's
-  rows when present, else a synthetic series);
+  rows when they load, else a synthetic series, saying why);
 * timellm: one Time-LLM training step (MiniLM, one layer) on the GPU or the CPU.
 
 ``--out FILE`` also writes the report (UTF-8), to attach to a question or a bug report.
@@ -22,6 +22,7 @@ Exit code 0 when nothing failed, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import tempfile
@@ -192,38 +193,83 @@ def _four_bit() -> Check:
     )
 
 
+def _what(exc: Exception) -> str:
+    """A refusal's first clause, what is wrong (its fix is a command's, not the doctor's);
+    any other exception the loader raises on a bad file is named with its type."""
+    from ensemble.errors import UserError, reason
+
+    if not isinstance(exc, UserError):
+        return reason(exc)
+    return str(exc).strip().splitlines()[0].split("; ")[0]
+
+
+def _unusable(name: str, data_dir: str | None) -> str | None:
+    """Why a registered dataset's file is refused by every `--dataset NAME` command, loaded
+    and split as `run` does (the shortest standard lookback and horizon), or None."""
+    from ensemble.data import load_dataset, make_splits
+
+    try:
+        make_splits(load_dataset(name, data_dir=data_dir), 96, 96, warn=False)
+    except Exception as exc:  # the loader failing on a file is the file's problem too
+        return _what(exc)
+    return None
+
+
+def _no_data_hint(data_dir: str | None) -> str:
+    """Where to put the files, for each way the folder was chosen."""
+    from ensemble.data import DATA_ENV
+
+    env = os.environ.get(DATA_ENV)
+    if data_dir:  # download without --data-dir would fill another folder
+        return (
+            f"hybrid-forecast data download all --data-dir {data_dir} (needs the internet), "
+            "or point --data-dir at the folder holding ETT-small/..."
+        )
+    if env:  # the variable is set: it points at the wrong folder, or one still to fill
+        return (
+            f"hybrid-forecast data download all (needs the internet) fills ${DATA_ENV}'s "
+            f"folder, or point ${DATA_ENV} (now {env}) at the folder holding ETT-small/..."
+        )
+    return (
+        "hybrid-forecast data download all (needs the internet), or set "
+        f"${DATA_ENV} (or pass --data-dir) to the folder holding ETT-small/..."
+    )
+
+
 def _data(data_dir: str | None) -> Check:
     from ensemble.data import DATASETS, data_dir_from
     from ensemble.download import SHA256, sha256_file
 
     root = data_dir_from(data_dir)
     found, edited, missing = [], [], []
+    unusable: dict[str, str] = {}  # name -> why every --dataset NAME command refuses it
     for name, (rel, _) in DATASETS.items():
         path = root / rel
         if not path.is_file():
             missing.append(name)
         elif sha256_file(path) == SHA256.get(rel):
-            found.append(name)
+            found.append(name)  # the published file loads and splits: no need to try
+        elif (why := _unusable(name, data_dir)) is not None:
+            unusable[name] = why
         else:
             edited.append(name)
     where = f"{root.resolve()}: "
-    if not found and not edited:
-        point = (
-            "--data-dir at the folder holding ETT-small/..."
-            if data_dir
-            else "set HYBRID_FORECAST_DATA to the folder holding ETT-small/..."
-        )
-        return Check(
-            "data",
-            "warn",
-            where + f"no dataset found; hybrid-forecast data download all (needs the "
-            f"internet), or point {point}",
-        )
+    if not found and not edited and not unusable:
+        return Check("data", "warn", where + f"no dataset found; {_no_data_hint(data_dir)}")
     text = where + f"{len(found)} of {len(DATASETS)} published files ({', '.join(found) or 'none'})"
     if edited:
         text += f"; not the published file (results not comparable): {', '.join(edited)}"
     if missing:
         text += f"; missing: {', '.join(missing)} (hybrid-forecast data download NAME)"
+    if unusable:  # a failure, not a caveat: every command with that --dataset refuses it
+        dest = f" --data-dir {data_dir}" if data_dir else ""
+        text += (
+            "; unusable, every --dataset command refuses it: "
+            + "; ".join(f"{n} ({why})" for n, why in unusable.items())
+            + f"; restore the published file: hybrid-forecast data download "
+            f"{' '.join(unusable)} --force{dest}"
+        )
+        return Check("data", "FAIL", text)
     return Check("data", "warn" if edited or missing else "ok", text)
 
 
@@ -257,19 +303,42 @@ def _backbone() -> Check:
     )
 
 
+# Rows of ETTh1 the run check fits on: a few seconds, enough for DLinear's windows
+_RUN_ROWS = 3000
+
+
+def _run_frame(data_dir: str | None, tmp: Path) -> tuple[Path, str] | tuple[None, str]:
+    """ETTh1's first rows as a CSV for the run check, read by the loader every command
+    uses; or None and why not, so that a bad file is reported as data, not as the machine."""
+    import pandas as pd
+
+    from ensemble.data import DATASETS, data_dir_from, load_dataset, make_splits
+
+    if not (data_dir_from(data_dir) / DATASETS["ETTh1"][0]).is_file():
+        return None, "no ETTh1 found"
+    try:
+        ds = load_dataset("ETTh1", data_dir=data_dir)
+        n = min(_RUN_ROWS, ds.n_rows)
+        frame = pd.DataFrame(ds.values[:n], columns=ds.columns)
+        frame.insert(0, "date", ds.dates[:n])
+        csv = tmp / "doctor.csv"
+        frame.to_csv(csv, index=False)
+        make_splits(load_dataset(data_path=csv), 96, 24, warn=False)  # as the run will
+    except Exception as exc:  # the loader failing on a file is the file's problem too
+        return None, f"ETTh1 is unusable, a data problem, not the machine: {_what(exc)}"
+    return csv, f"ETTh1's first {n} rows"
+
+
 def _small_run(data_dir: str | None, tmp: Path) -> Check:
     import numpy as np
     import pandas as pd
 
-    from ensemble.data import DATASETS, data_dir_from
     from experiments.config import RunConfig
     from experiments.run import run
 
-    source = data_dir_from(data_dir) / DATASETS["ETTh1"][0]
-    if source.is_file():
-        frame, what = pd.read_csv(source).iloc[:3000], "ETTh1's first 3000 rows"
-    else:
-        t = np.arange(3000)
+    csv, what = _run_frame(data_dir, tmp)
+    if csv is None:
+        t = np.arange(_RUN_ROWS)
         frame = pd.DataFrame(
             {
                 "date": pd.date_range("2020-01-01", periods=len(t), freq="h"),
@@ -278,9 +347,9 @@ def _small_run(data_dir: str | None, tmp: Path) -> Check:
                 + np.random.default_rng(0).normal(0, 0.1, len(t)),
             }
         )
-        what = "a synthetic hourly series (no ETTh1 found)"
-    csv = tmp / "doctor.csv"
-    frame.to_csv(csv, index=False)
+        what = f"a synthetic hourly series ({what})"
+        csv = tmp / "doctor.csv"
+        frame.to_csv(csv, index=False)
     cfg = RunConfig(
         dataset=None,
         data_path=str(csv),

@@ -18,6 +18,8 @@ estimated duration.
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 
 DESCRIPTION = __doc__
 
@@ -122,6 +124,33 @@ def _float32_for_emulated_bf16(member, model) -> bool:
     return llm is not None and next(llm.parameters()).device.type == "cpu"
 
 
+@contextlib.contextmanager
+def _out_of_memory(cfg, member) -> Iterator[None]:
+    """An allocation that fails building the model or in its step (sizes no machine
+    holds) is one line naming the official flags that shrink it, not a traceback."""
+    from ensemble.errors import UserError
+    from timellm.explain import allocation_failure
+
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:  # torch's OutOfMemoryError is a RuntimeError
+        said = allocation_failure(exc)
+        if said is None:
+            raise
+        sizes = {
+            "pred_len": cfg.pred_len,
+            "seq_len": cfg.seq_len,
+            "num_tokens": member.num_prototypes,
+            "batch_size": member.batch_size,
+            "d_model": member.d_model,
+            "llm_layers": member.llm_layers,
+        }
+        raise UserError(
+            f"explain: {said} building the model or running its step; lower "
+            + ", ".join(f"--{k} (now {v})" for k, v in sizes.items())
+        ) from None
+
+
 def handle_explain(args) -> int:
     import json
 
@@ -152,7 +181,8 @@ def handle_explain(args) -> int:
         params=params,
     )
     member = registry.build("timellm", ctx)
-    model = member.build()
+    with _out_of_memory(cfg, member):
+        model = member.build()
     # After the build: a bad backbone path is then the only line on stderr. On stderr, so
     # that stdout stays one JSON document with --json.
     _notices(mapping)
@@ -169,16 +199,17 @@ def handle_explain(args) -> int:
         )
     # The step the trainer takes: batch_size univariate series (the official batching,
     # sample=series), or batch_size windows x all channels (sample=windows).
-    info = explain(
-        model,
-        member.batch_size,
-        cfg.seq_len,
-        1 if member.sample == "series" else dataset.n_channels,
-        description=member.prompt_description(),
-        periods=member.periods[:5],
-        prompt=member.prompt,
-        backbone_eval=not member.backbone_dropout,
-    )
+    with _out_of_memory(cfg, member):
+        info = explain(
+            model,
+            member.batch_size,
+            cfg.seq_len,
+            1 if member.sample == "series" else dataset.n_channels,
+            description=member.prompt_description(),
+            periods=member.periods[:5],
+            prompt=member.prompt,
+            backbone_eval=not member.backbone_dropout,
+        )
     if emulated_bf16:  # in the JSON too: every figure above is float32's
         info["memory"]["measured_in"] = "float32 (this CPU emulates bf16)"
     # What one epoch of this command costs: its optimiser steps and validation passes.

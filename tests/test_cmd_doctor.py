@@ -121,3 +121,48 @@ def test_a_bad_figures_variable_is_a_failed_check_not_a_refusal(tmp_path, capsys
     )
     assert "point --data-dir at the folder" in lines["data"]
     assert main(["members"]) == 0  # a command that draws nothing does not care
+
+
+def test_no_data_is_worded_for_each_way_the_folder_was_chosen(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # ./dataset, the default, is absent here
+    monkeypatch.setenv("HYBRID_FORECAST_DATA", str(tmp_path / "env"))
+    detail = cmd_doctor._data(None).detail
+    # the variable is set: say where it points, never tell to set it
+    assert f"point $HYBRID_FORECAST_DATA (now {tmp_path / 'env'}) at the folder" in detail
+    assert "set $HYBRID_FORECAST_DATA" not in detail and "point set" not in detail
+    monkeypatch.delenv("HYBRID_FORECAST_DATA")
+    detail = cmd_doctor._data(None).detail
+    assert "set $HYBRID_FORECAST_DATA (or pass --data-dir) to the folder" in detail
+    detail = cmd_doctor._data(str(tmp_path / "given")).detail
+    # download into the folder asked for, not $HYBRID_FORECAST_DATA's
+    assert f"data download all --data-dir {tmp_path / 'given'} (needs" in detail
+    assert "point --data-dir at the folder" in detail and "HYBRID_FORECAST_DATA" not in detail
+
+
+def test_a_file_that_is_not_a_csv_is_a_data_problem_not_the_machines(tmp_path):
+    ett = tmp_path / "data" / "ETT-small"
+    ett.mkdir(parents=True)
+    (ett / "ETTh1.csv").write_bytes(bytes(range(256)) * 20)  # a binary, not a CSV
+    data = cmd_doctor._data(str(tmp_path / "data"))
+    assert data.status == "FAIL" and "unusable, every --dataset command refuses it: ETTh1 (" in (
+        data.detail
+    )
+    assert "data download ETTh1 --force --data-dir" in data.detail
+    (tmp_path / "run").mkdir()
+    run = cmd_doctor._small_run(str(tmp_path / "data"), tmp_path / "run")
+    assert run.status == "ok", run.detail  # the synthetic series instead, saying why
+    assert "a synthetic hourly series (ETTh1 is unusable, a data problem" in run.detail
+
+
+def test_a_truncated_etth1_is_unusable_and_the_run_names_its_rows(data_dir, tmp_path):
+    ett = tmp_path / "data" / "ETT-small"
+    ett.mkdir(parents=True)
+    with open(data_dir / "ETT-small" / "ETTh1.csv", encoding="utf-8") as src:
+        head = [next(src) for _ in range(1001)]  # the header and 1000 rows
+    (ett / "ETTh1.csv").write_text("".join(head), encoding="utf-8")
+    data = cmd_doctor._data(str(tmp_path / "data"))
+    assert data.status == "FAIL"
+    assert "ETTh1 (the ETT split needs 14400 rows but the file has 1000)" in data.detail
+    (tmp_path / "run").mkdir()
+    run = cmd_doctor._small_run(str(tmp_path / "data"), tmp_path / "run")
+    assert run.status == "ok" and "ETTh1's first 1000 rows" in run.detail

@@ -475,3 +475,12 @@ def test_excel_serial_dates_get_excels_conversion(synth_csv):
     df.to_csv(path, index=False)
     with pytest.raises(UserError, match=r"unit='D', origin='1899-12-30'"):
         load_dataset(data_path=path)
+
+
+def test_binary_bytes_are_refused_in_one_line_not_a_csv_error(tmp_path):
+    # the header and last-line checks' csv module raised "new-line character seen in
+    # unquoted field" (a traceback) on bytes no CSV writer makes
+    path = tmp_path / "bin.csv"
+    path.write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(UserError):
+        load_dataset(data_path=path)

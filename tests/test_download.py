@@ -121,3 +121,66 @@ def test_a_download_cut_short_is_one_clear_line(tmp_path, monkeypatch):
         httpd.shutdown()
         httpd.server_close()
     assert not any(tmp_path.rglob("*.csv"))
+
+
+def _mirror_with_illness(tmp_path: Path, data_dir: Path) -> Path:
+    """A file:// mirror, laid out as the data folder, holding the published illness file."""
+    mirror = tmp_path / "mirror"
+    (mirror / "illness").mkdir(parents=True)
+    shutil.copy(data_dir / "illness" / "national_illness.csv", mirror / "illness")
+    return mirror
+
+
+def test_an_edited_file_is_kept_unless_force(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(dl.URL_ENV, _mirror_with_illness(tmp_path, data_dir).as_uri())
+    dest = tmp_path / "data" / "illness" / "national_illness.csv"
+    dest.parent.mkdir(parents=True)
+    edited = (data_dir / "illness" / "national_illness.csv").read_bytes() + b"x"
+    dest.write_bytes(edited)
+    with pytest.raises(UserError, match=r"national_illness.csv is present but its SHA-256 differs"):
+        dl.download("illness", tmp_path / "data")
+    assert dest.read_bytes() == edited  # the user's edits are not lost
+    # --force offline: the error says the file there fails the check, and keeps it
+    monkeypatch.setenv(dl.URL_ENV, "http://127.0.0.1:9")
+    with pytest.raises(UserError, match=r"present but fails the SHA-256 check.*offline"):
+        dl.download("illness", tmp_path / "data", force=True)
+    assert dest.read_bytes() == edited
+    monkeypatch.setenv(dl.URL_ENV, (tmp_path / "mirror").as_uri())
+    assert dl.download("illness", tmp_path / "data", force=True) == (dest, "replaced")
+    assert dl.sha256_file(dest) == dl.SHA256["illness/national_illness.csv"]
+
+
+def test_a_local_mirror_that_does_not_exist_is_not_called_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv(dl.URL_ENV, (tmp_path / "nonexistent").as_uri())
+    with pytest.raises(UserError, match=r"the local mirror .*nonexistent .* does not exist") as e:
+        dl.download("ETTh1", tmp_path / "data")
+    assert "offline" not in str(e.value)
+    (tmp_path / "nonexistent").mkdir()
+    with pytest.raises(UserError, match=r"has no ETT-small/ETTh1.csv"):
+        dl.download("ETTh1", tmp_path / "data")
+
+
+def test_the_cli_checks_every_name_before_fetching_and_says_replaced(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    from experiments.cli import main
+
+    monkeypatch.setenv(dl.URL_ENV, _mirror_with_illness(tmp_path, data_dir).as_uri())
+    out = tmp_path / "data"
+    assert main(["data", "download", "illness", "foo", "--data-dir", str(out)]) == 2
+    assert "unknown dataset 'foo'" in capsys.readouterr().err
+    assert not out.exists()  # illness was not fetched first
+    assert main(["data", "download", "Illness", "--data-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'Illness' (did you mean illness?)" in err
+    dest = out / "illness" / "national_illness.csv"
+    dest.parent.mkdir(parents=True)
+    dest.write_text("date,OT\n2020-01-01,1\n", encoding="utf-8")
+    (tmp_path / "mirror" / "ETT-small").mkdir()
+    shutil.copy(data_dir / "ETT-small" / "ETTh1.csv", tmp_path / "mirror" / "ETT-small")
+    # the edited illness file stops the command before ETTh1, listed first, is fetched
+    assert main(["data", "download", "ETTh1", "illness", "--data-dir", str(out)]) == 2
+    assert "pass --force to replace it" in capsys.readouterr().err
+    assert not (out / "ETT-small").exists()
+    assert main(["data", "download", "illness", "--data-dir", str(out), "--force"]) == 0
+    assert capsys.readouterr().out.startswith(f"illness: replaced {dest}")

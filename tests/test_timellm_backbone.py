@@ -27,6 +27,35 @@ def test_minilm_truncated_and_frozen() -> None:
     assert not bb.model.config.output_attentions
 
 
+def _minilm_with_pooler(layers: int | None = None) -> torch.nn.Module:
+    """MiniLM as transformers builds it by default, BERT's pooler included."""
+    from transformers import AutoModel
+
+    from timellm.backbone import _dtype_arg
+
+    extra = {"num_hidden_layers": layers} if layers else {}
+    model = AutoModel.from_pretrained(_minilm_dir(), **{_dtype_arg(): torch.float32}, **extra)
+    return model.eval()
+
+
+def test_minilm_leaves_out_the_pooler_and_its_hidden_states_are_unchanged() -> None:
+    bb = load_backbone("minilm")
+    pooled = _minilm_with_pooler()
+    assert bb.model.pooler is None  # neither counted nor run in every forward
+    assert sum(p.numel() for p in pooled.pooler.parameters()) == 147_840
+    assert sum(p.numel() for p in bb.model.parameters()) == 22_713_216 - 147_840
+    torch.manual_seed(0)
+    ids = torch.randint(0, 30522, (3, 40))
+    mask = torch.ones_like(ids)
+    mask[0, 30:] = 0
+    with torch.no_grad():  # Time-LLM passes embeddings; the prompt alone passes ids
+        for kw in (
+            {"input_ids": ids, "attention_mask": mask},
+            {"inputs_embeds": torch.randn(3, 20, 384)},
+        ):
+            assert torch.equal(bb.model(**kw).last_hidden_state, pooled(**kw).last_hidden_state)
+
+
 @pytest.mark.parametrize("layers", [0, 7])
 def test_llm_layers_out_of_range_is_an_error(layers: int) -> None:
     with pytest.raises(UserError, match="has 6 layers"):

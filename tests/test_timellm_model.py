@@ -500,6 +500,94 @@ def test_bench_step_sizes_the_backbone_cannot_take_are_one_line(capsys) -> None:
     assert err == ["error: bench-step: d_ff 1000 exceeds the backbone hidden size 384"]
 
 
+def test_a_checkpoint_made_with_the_bert_pooler_resumes_with_the_same_forecasts(
+    minilm: Backbone,
+) -> None:
+    # checkpoints hold the trainable state only (no llm.* keys), so one written while
+    # MiniLM still carried its pooler loads into today's model and forecasts the same
+    from transformers import AutoModel
+
+    from timellm.backbone import _dtype_arg, _freeze, _minilm_dir
+    from timellm.trainer import load_trainable_state, trainable_state
+
+    pooled = AutoModel.from_pretrained(
+        _minilm_dir(), num_hidden_layers=2, **{_dtype_arg(): torch.float32}
+    ).eval()
+    _freeze(pooled)
+    assert pooled.pooler is not None and minilm.model.pooler is None
+    old = _model(Backbone(pooled, minilm.tokenizer, "minilm", 384, 2, False))
+    with torch.no_grad():  # trained weights, not the seed's
+        for p in old.trainable_parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    state = trainable_state(old)
+    assert not any(k.startswith("llm.") for k in state)
+    new = _model(minilm)
+    load_trainable_state(new, state)
+    x, ids, mask = _batch(minilm)
+    old.eval(), new.eval()
+    with torch.no_grad():
+        assert torch.equal(old(x, ids, mask), new(x, ids, mask))
+
+
+def test_explain_storage_counts_buffers() -> None:
+    # the low-rank map's basis [r, D] is held as the weights are, though not a parameter
+    from timellm.explain import _param_stats
+
+    proto = LowRankPrototypes(torch.randn(100, 16), num_prototypes=10)
+    stats = _param_stats(proto)
+    assert proto.basis.shape == (16, 16) and stats["trainable"] == 10 * 16 + 10
+    assert stats["bytes"] == 4 * (10 * 16 + 10 + 16 * 16)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--pred-len", "1000000000000"), ("--num-prototypes", "1000000000000")]
+)
+def test_bench_step_sizes_no_machine_holds_are_one_line(flag: str, value: str, capsys) -> None:
+    # petabytes: refused by the allocator at once, on any machine
+    from experiments.cli import main
+
+    argv = ["bench-step", "--llm-layers", "1", "--seq-len", "96", "--steps", "1", "--warmup", "0"]
+    assert main([*argv, flag, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: bench-step: out of memory (an allocation")
+    assert f"{flag} (now {value})" in err[0] and "--batch-size (now 8)" in err[0]
+
+
+def test_bench_step_out_of_memory_in_a_step_is_one_line(capsys, monkeypatch) -> None:
+    # as CUDA says it, raised by the forward rather than by building the model
+    from experiments.cli import main
+    from timellm.model import TimeLLM
+
+    def oom(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0")
+
+    monkeypatch.setattr(TimeLLM, "forward", oom)
+    argv = ["bench-step", "--llm-layers", "1", "--seq-len", "64", "--pred-len", "8"]
+    assert main([*argv, "--steps", "1", "--warmup", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: bench-step: out of memory (an allocation of 2.0 GiB) on the cpu building the "
+        "model or running a step; lower --pred-len (now 8), --seq-len (now 64), "
+        "--num-prototypes (now 1000), --batch-size (now 8), --n-vars (now 1), --d-model "
+        "(now 32), --llm-layers (now 1)"
+    ]
+
+
+def test_allocation_failure_tells_memory_from_other_errors() -> None:
+    from timellm.explain import allocation_failure
+
+    cpu = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 6144000000000 bytes. Error code 12"
+    )
+    assert allocation_failure(cpu) == "out of memory (an allocation of 5,722.0 GiB)"
+    numpy = MemoryError("Unable to allocate 143. GiB for an array with shape (10, 3)")
+    assert allocation_failure(numpy) == "out of memory (an allocation of 143.0 GiB)"
+    assert allocation_failure(MemoryError()) == "out of memory"
+    assert allocation_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+    assert allocation_failure(ValueError("out of memory")) is None
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
 def test_backbone_folder_without_tokenizer_says_so(arch: str, tmp_path) -> None:
     # LLaMA's tokenizer fails to load; GPT-2's and Qwen2's load under transformers 5 with

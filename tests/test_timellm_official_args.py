@@ -508,6 +508,19 @@ def test_explain_error_is_the_only_line_on_stderr(synth_csv, capsys):
     assert len(err) == 1 and "llm_layers 100 is out of range" in err[0]
 
 
+def test_explain_sizes_no_machine_holds_are_one_line(synth_csv, capsys):
+    # 10**12 prototypes: petabytes, refused by the allocator at once on any machine
+    csv = synth_csv(n=400, channels=2)
+    argv = (
+        f"explain timellm --root_path {csv.parent} --data_path {csv.name} --data custom "
+        "--seq_len 32 --pred_len 8 --llm_model BERT --llm_layers 1 --num_tokens 1000000000000"
+    )
+    assert main(argv.split()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: explain: out of memory (an allocation")
+    assert "--num_tokens (now 1000000000000)" in err[0] and "--pred_len (now 8)" in err[0]
+
+
 def test_explain_estimates_one_epoch_of_the_command(data_dir, capsys):
     from ensemble.data import load_dataset, make_splits
     from timellm.trainer import select_starts

@@ -430,6 +430,10 @@ def load_backbone(
         # transformers otherwise loads the checkpoint's own dtype (dtype="auto"): a bf16
         # checkpoint would run in bf16 although float32 was asked for.
         kwargs[_dtype_arg()] = dtype or torch.float32
+    if _has_pooling_switch(config):
+        # BERT's pooler (MiniLM: 147,840 parameters) reads the [CLS] state Time-LLM never
+        # uses: not built, it is neither stored, counted nor run in every forward
+        kwargs["add_pooling_layer"] = False
     from safetensors import SafetensorError
 
     try:
@@ -458,6 +462,23 @@ def load_backbone(
         quantization="4bit" if load_in_4bit else "8bit" if load_in_8bit else None,
     )
     return bb if quantized else _to_device(bb, device)
+
+
+def _has_pooling_switch(config: Any) -> bool:
+    """Whether the model class for ``config`` takes ``add_pooling_layer`` (BERT, RoBERTa,
+    ALBERT, ...: those whose forward skips a pooler set to None); False for classes
+    `AutoModel` does not map, such as a folder's custom code."""
+    import inspect
+
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        cls = MODEL_MAPPING[type(config)]
+    except (KeyError, ValueError):
+        return False
+    if not isinstance(cls, type):  # a config mapped to several classes: leave it be
+        return False
+    return "add_pooling_layer" in inspect.signature(cls.__init__).parameters
 
 
 def check_backbone(

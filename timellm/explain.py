@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import textwrap
 import threading
@@ -30,7 +31,10 @@ _COMPONENTS = ("patch_embedding", "prototypes", "reprogramming", "head", "llm")
 
 
 def _param_stats(module: nn.Module) -> dict[str, int]:
-    """Trainable / frozen counts (logical, i.e. unpacked for 4-bit) and storage bytes."""
+    """Trainable / frozen counts (logical, i.e. unpacked for 4-bit) and storage bytes,
+    buffers included (the low-rank prototypes' basis, BERT's position ids): they are
+    held on the device as the weights are, though neither trained nor counted as
+    parameters."""
     out = {"trainable": 0, "frozen": 0, "bytes": 0, "quantized_4bit": 0}
     for p in module.parameters():
         count = p.numel()
@@ -43,7 +47,39 @@ def _param_stats(module: nn.Module) -> dict[str, int]:
                 out["bytes"] += absmax.numel() * absmax.element_size()
         out["bytes"] += p.numel() * p.element_size()
         out["trainable" if p.requires_grad else "frozen"] += count
+    out["bytes"] += sum(b.numel() * b.element_size() for b in module.buffers())
     return out
+
+
+# torch's CPU allocator ("you tried to allocate 6144000000000 bytes"), CUDA's ("Tried to
+# allocate 20.00 GiB") and numpy's ("Unable to allocate 71.5 GiB") say how much
+_ASKED = re.compile(r"allocate (\d+ bytes|[\d.]+ ?[KMGTP]i?B)", re.IGNORECASE)
+
+
+def allocation_failure(exc: BaseException) -> str | None:
+    """The reason to print for an allocation that failed ("out of memory", with the size
+    asked for when the message gives it), else None. torch's CPU allocator raises a plain
+    RuntimeError, so its message is what tells it apart."""
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    text = str(exc)
+    if not (
+        isinstance(exc, (MemoryError, oom))
+        or (
+            isinstance(exc, RuntimeError)
+            and any(
+                m in text.lower()
+                for m in ("can't allocate memory", "cannot allocate memory", "out of memory")
+            )
+        )
+    ):
+        return None
+    asked = _ASKED.search(text)
+    if asked is None:
+        return "out of memory"
+    number, unit = re.match(r"([\d.]+) ?(\w+)", asked.group(1)).groups()
+    if unit == "bytes":
+        number, unit = str(int(number) / 2**30), "GiB"
+    return f"out of memory (an allocation of {float(number):,.1f} {unit})"
 
 
 def rss_mb() -> float | None:

@@ -44,7 +44,7 @@ from ensemble.io import (
     write_text,
 )
 from experiments.config import RunConfig, held_config
-from experiments.logfile import FolderLog, said_once
+from experiments.logfile import FolderLog, said_after_checks, said_once
 
 log = logging.getLogger("hybrid_forecast.bench")
 
@@ -265,10 +265,13 @@ def _check_dataset(spec: BenchSpec, dataset: str) -> None:
 
     longest = Cell(dataset, spec.seq_len, max(spec.horizons), spec.seeds[0], spec.features)
     cfg = cell_config(spec, longest)
-    ds = cfg.load_dataset()
     try:
-        splits = make_splits(ds, spec.seq_len, longest.pred_len)
+        with said_after_checks():  # a refused file: its error alone, not its warnings too
+            ds = cfg.load_dataset()
+            splits = make_splits(ds, spec.seq_len, longest.pred_len)
     except UserError as exc:  # its advice names run's flags (--pred-len)
+        if "too few for seq_len" not in str(exc):
+            raise
         raise UserError(
             f"{str(exc).split(';')[0]}; lower --seq-len or --horizons, or leave "
             f"{dataset_label(dataset)} out of --datasets"

@@ -38,9 +38,11 @@ def add_parser(sub) -> None:
 
 def info_dict(args) -> dict:
     from ensemble.data import dataset_from_args, make_splits
+    from experiments.logfile import said_after_checks
 
-    ds = dataset_from_args(args)
-    sp = make_splits(ds, args.seq_len, args.pred_len)
+    with said_after_checks():  # a refused file: its error alone, not its warnings too
+        ds = dataset_from_args(args)
+        sp = make_splits(ds, args.seq_len, args.pred_len)
     (b1, b2) = sp.borders
     return {
         "dataset": ds.name,

@@ -588,3 +588,20 @@ def test_bad_values_exit_2_with_one_line_and_leave_no_folder(
     lines = _err_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["data", "bench"])
+def test_a_refused_file_is_one_line_not_its_warnings_first(command, synth_csv, tmp_path):
+    # the file's warnings (a column without a header dropped) came before the refusal
+    path = synth_csv(n=300, edit=lambda df: df.assign(**{"": 1.0}))
+    argv = (
+        ["data", "info", "--data-path", str(path)]
+        if command == "data"
+        else ["bench", "--datasets", str(path), "--members", "naive", "--out", str(tmp_path / "b")]
+    )
+    # a process of its own: in this one pytest's log handler keeps the CLI's console away
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", *argv], capture_output=True, text=True
+    )
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and "too few" in lines[0], lines

@@ -7,6 +7,7 @@ periods chosen from this output never saw validation or test data.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ensemble.data import add_data_arguments
 from ensemble.errors import UserError
@@ -48,6 +49,33 @@ def _table(title: str, cands) -> list[str]:
     return lines
 
 
+def _plot_path(arg: str) -> Path:
+    """The file ``--plot`` names, checked before the analysis: a folder, or a suffix
+    matplotlib cannot write, would otherwise fail only after it.
+
+    Raises:
+        UserError: a folder, or an unknown figure format.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from ensemble.figures import extra_formats
+
+    plot = Path(arg)
+    if plot.is_dir():
+        raise UserError(f"--plot {plot} is a folder; give a file such as {plot / 'periods.png'}")
+    if not plot.suffix:  # matplotlib would add .png itself, and we would name the wrong file
+        plot = plot.with_suffix(".png")
+    known = FigureCanvasBase.get_supported_filetypes()
+    fmt = plot.suffix.lstrip(".").lower()
+    if fmt not in known:
+        raise UserError(
+            f"--plot {plot}: {fmt!r} is not a figure format matplotlib writes; use one of "
+            f"{', '.join(sorted(known))} (e.g. {plot.with_suffix('.png').name})"
+        )
+    extra_formats()  # $HYBRID_FORECAST_FIGURES, checked now too
+    return plot
+
+
 def handle(args) -> int:
     from ensemble.data import dataset_from_args, split_borders
     from periodicity import analyse
@@ -55,6 +83,7 @@ def handle(args) -> int:
 
     if args.max_candidates < 1:
         raise UserError(f"--max-candidates must be at least 1 (got {args.max_candidates})")
+    plot = _plot_path(args.plot) if args.plot else None  # before minutes of analysis
     ds = dataset_from_args(args)
     if args.all_rows:
         rows = slice(0, ds.n_rows)
@@ -70,20 +99,10 @@ def handle(args) -> int:
         x, freq=ds.freq, max_candidates=args.max_candidates, columns=ds.columns, progress=True
     )
 
-    plot = None
-    if args.plot:
-        from pathlib import Path
-
+    if plot is not None:
         from ensemble.figures import save
         from periodicity.plot import periods_figure
 
-        plot = Path(args.plot)
-        if plot.is_dir():
-            raise UserError(
-                f"--plot {plot} is a folder; give a file such as {plot / 'periods.png'}"
-            )
-        if not plot.suffix:  # matplotlib would add .png itself, and we would name the wrong file
-            plot = plot.with_suffix(".png")
         try:
             title = f"{ds.name}: periodogram and candidate periods (F_S: seasonal strength)"
             plot = save(periods_figure(x, report, title=title), plot, dpi=110)

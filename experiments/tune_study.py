@@ -227,6 +227,28 @@ def sampler_and_pruner(spec: TuneSpec, n: int, seed: int | None = None):
     return sampler, pruner
 
 
+# Overall periods the analysis of ``run.detect_periods`` lists (``analyse``'s default).
+RUN_CANDIDATES = 5
+
+
+def ranked_periods(splits, k: int) -> list[int]:
+    """Up to ``k`` ranked seasonal periods of the train rows: ``run``'s own first (its
+    analysis lists ``RUN_CANDIDATES``, so ``detect_periods(k=10)`` gave 5 at most), then
+    the seasonal ones further down a ``k``-long list. ``run``'s stay first and in order,
+    so that a trial's members get the periods a run would (``trial_periods``)."""
+    from experiments.run import detect_periods
+
+    ranked = detect_periods(splits, k=k)
+    if k <= RUN_CANDIDATES:
+        return ranked
+    from periodicity import analyse
+
+    x = np.ascontiguousarray(splits.train.data)
+    longer = analyse(x, freq=splits.dataset.freq, max_candidates=k, channel_strengths=False)
+    more = [p for p in longer.top_periods(k, seasonal_only=True) if p not in ranked]
+    return (ranked + more)[:k]
+
+
 def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
     """What a study is about; written once, checked on every later open.
 
@@ -236,7 +258,6 @@ def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
     """
     from ensemble.data import make_splits
     from experiments.member_cache import data_fingerprint
-    from experiments.run import detect_periods
 
     dataset = load_study_data(spec) if dataset is None else dataset
     # The smallest L keeps the check cheap; under --percent a longer L trains on a few
@@ -244,7 +265,7 @@ def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
     splits = make_splits(  # warnings: tune's check said them
         dataset, spec.min_seq_len, spec.pred_len, percent=spec.percent, warn=False
     )
-    ranked = detect_periods(splits, k=10)
+    ranked = ranked_periods(splits, k=10)
     periods = period_candidates(ranked, spec.min_seq_len, spec.max_seq_len, spec.max_periods)
     if not periods:
         from periodicity.spectrum import calendar_periods

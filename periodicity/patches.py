@@ -26,7 +26,8 @@ def patch_candidates(
     period itself first when it fits); a period under ``min_patch`` gives its smallest
     multiple that fits instead. Stride is half the patch. Patches longer than half the
     lookback are dropped (fewer than three patches is no sequence). The default (16, 8)
-    comes last unless already listed.
+    comes last unless already listed. Periods under 2 (no cycle: 0, 1, negatives) are
+    ignored, as ``lookback_candidates`` does.
 
     Args:
         periods: periods in steps, strongest first.
@@ -39,7 +40,7 @@ def patch_candidates(
     """
     hi = min(max_patch, seq_len // 2)
     lengths: list[int] = []
-    for p in periods:
+    for p in (p for p in periods if p >= 2):
         if p < min_patch:
             m = p * int(np.ceil(min_patch / p))
             found = [m] if m <= hi else []

@@ -21,7 +21,8 @@ def periods_figure(
 
     Top: the channel-mean periodogram against period (log axis), the overall candidates
     marked. Below: STL of ``channel`` at the top overall period, over the stretch its
-    strength was measured on (at most the last 4 cycles drawn, so the shape is visible).
+    strength was measured on (the last 4 cycles drawn, at least 96 steps, so the shape is
+    visible; the panel's title says how many).
     A bare ``Figure``, no pyplot: nothing global (backend, open figures) changes.
 
     Args:
@@ -59,6 +60,7 @@ def periods_figure(
         if seg.shape[0] >= 2 * period:
             trend, seasonal, resid = stl_components(seg, period)
             show = slice(max(0, seg.shape[0] - 4 * max(period, 24)), seg.shape[0])
+            steps = show.stop - show.start
             for ax, series, label in zip(
                 axes[1:], (seg, trend, seasonal, resid), labels, strict=True
             ):
@@ -67,7 +69,9 @@ def periods_figure(
             names = list(report.channels) or list(range(x.shape[1]))
             name = names[channel] if -len(names) <= channel < len(names) else channel
             axes[1].set_title(
-                f"STL of channel {name} at period {period} (last 4 cycles)", fontsize=9
+                f"STL of channel {name} at period {period} "
+                f"(last {steps} steps, {steps / period:.3g} cycles)",
+                fontsize=9,
             )
     else:
         axes[1].set_title("no period found: no STL panel", fontsize=9)

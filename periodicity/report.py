@@ -14,6 +14,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from periodicity.spectrum import (
+    HARMONIC_ACF_GAP,
+    HARMONIC_POWER_SHARE,
     MAX_HARMONIC,
     Peak,
     autocorrelation,
@@ -26,6 +28,7 @@ from periodicity.spectrum import (
     rank_key,
 )
 from periodicity.strength import (
+    is_flat,
     measured_cycles,
     recent_rows,
     seasonal_threshold,
@@ -42,10 +45,13 @@ class PeriodCandidate:
     Attributes:
         period: cycle length in steps.
         power: share of the detrended series' variance in the period's spectral peak and
-            its harmonics (overall: the mean over channels, 0 where a channel lacks it).
-        acf: autocorrelation of the detrended series at ``period`` (overall: channel mean).
-        strength: STL seasonal strength F_S in [0, 1] (overall: channel mean).
-        trend_strength: STL trend strength F_T in [0, 1] (overall: channel mean).
+            its harmonics (overall: the mean over channels, 0 where a channel lacks it;
+            constant channels are left out).
+        acf: autocorrelation of the detrended series at ``period`` (overall: channel mean,
+            constant channels left out).
+        strength: STL seasonal strength F_S in [0, 1] (overall: mean over the channels
+            where it is measurable; NaN where none is, such as a constant stretch).
+        trend_strength: STL trend strength F_T in [0, 1] (overall: channel mean, as F_S).
         cycles: cycles in the stretch STL measured: 16 for long periods, fewer where the
             series is shorter, more for short ones (at least 4096 rows are measured).
     """
@@ -113,41 +119,70 @@ def _jsonable(c: PeriodCandidate) -> dict:
 
 
 def merge_channels(
-    peaks: list[list[Peak]], calendar: list[int], max_candidates: int, n_rows: int
+    peaks: list[list[Peak]],
+    calendar: list[int],
+    max_candidates: int,
+    n_rows: int,
+    acf: np.ndarray | None = None,
+    n_channels: int | None = None,
 ) -> list[tuple[int, float]]:
     """Overall periods from the channels' peaks.
 
     Periods within 2% of each other across channels are one period, named
     by the channel period with the most power. A period's overall power is the mean over
-    all channels (0 where a channel lacks it), so a cycle of one channel counts for less.
+    the channels (0 where a channel lacks it), so a cycle of one channel counts for less.
     Harmonics of a stronger overall period are merged into it, as within a channel, and
     so are its non-calendar multiples (``spectrum.is_multiple``): a p-cycle repeats at
     every m * p, so the ACF and STL confirm those too (ETTh1's 240, weather's 859).
+    Where a weaker period q is m * p of a stronger p, and the series repeats at q clearly
+    more than at p (``acf``, as ``spectrum.find_peaks`` does it in a channel), p is q's
+    harmonic (a spike a day has more power at 12 than at 24): q takes p in.
 
     Args:
         peaks: per channel, its peaks.
         calendar: calendar periods (ranked first, see ``spectrum.rank_key``).
         max_candidates: periods returned at most.
         n_rows: rows the peaks were found on (a periodogram bin is 1 / n_rows).
+        acf: [max lag + 1] channel-mean ACF of the detrended series, covering every
+            period in ``peaks`` (None: no harmonic taken in by a weaker period).
+        n_channels: channels the power is averaged over (default ``len(peaks)``; the
+            constant channels are left out).
 
     Returns:
         [(period, mean power)], ranked.
     """
-    groups: list[list[float]] = []  # [period, summed power, frequency of the strongest]
+    # [period, summed power, frequency of the strongest, power before harmonics taken in]
+    groups: list[list[float]] = []
     for p in sorted((p for ch in peaks for p in ch), key=lambda p: -p.power):
         g = next((g for g in groups if abs(g[0] - p.period) <= 0.02 * g[0]), None)
         if g is None:
-            groups.append([p.period, p.power, p.freq])
+            groups.append([p.period, p.power, p.freq, p.power])
         else:
             g[1] += p.power
+            g[3] += p.power
 
     def harmonic(g: list[float], m: list[float]) -> bool:
         if not np.isfinite(g[2]):  # peaks made without a frequency: whole lags
             return is_harmonic(int(g[0]), int(m[0]), calendar)
         return is_harmonic_freq(g[2], int(g[0]), int(m[0]), m[2], n_rows, calendar)
 
+    def harmonic_of(m: list[float], g: list[float]) -> bool:
+        """Whether the merged m is rather g's harmonic (g longer, repeating more)."""
+        return (
+            acf is not None
+            and m[0] < g[0]
+            and g[3] >= HARMONIC_POWER_SHARE * m[3]
+            and harmonic(m, g)
+            and acf[int(g[0])] > acf[int(m[0])] + HARMONIC_ACF_GAP
+        )
+
     merged: list[list[float]] = []
     for g in sorted(groups, key=lambda g: -g[1]):
+        shapes = [m for m in merged if harmonic_of(m, g)]
+        if shapes:
+            g[1] += sum(m[1] for m in shapes)
+            merged = [m for m in merged if all(m is not h for h in shapes)] + [g]
+            continue
         parent = next(
             (m for m in merged if harmonic(g, m) or is_multiple(int(g[0]), int(m[0]), calendar)),
             None,
@@ -156,7 +191,7 @@ def merge_channels(
             merged.append(g)
         else:
             parent[1] += g[1]
-    n = max(len(peaks), 1)
+    n = max(len(peaks) if n_channels is None else n_channels, 1)
     ranked = sorted(
         ((int(g[0]), g[1] / n) for g in merged), key=lambda t: rank_key(t[0], t[1], calendar)
     )
@@ -225,7 +260,14 @@ def analyse(
         for c in range(n_ch):
             peaks.append(find_peaks(x[:, c], calendar, 3 * max_candidates, max_period))
             bar.update()
-    overall = merge_channels(peaks, calendar, max_candidates, n)
+    # A constant channel has no period, and is left out of the channel means (its F_S of
+    # 0 or its power of 0 would pull every period towards "not seasonal").
+    live = ~is_flat(x)
+    acf = autocorrelation(detrend(x), max_period)[:, live]  # [max_period + 1, live C]
+    acf_mean = acf.mean(axis=1) if acf.shape[1] else np.zeros(acf.shape[0])
+    overall = merge_channels(
+        peaks, calendar, max_candidates, n, acf=acf_mean, n_channels=int(live.sum())
+    )
     peaks = [ch[:max_candidates] for ch in peaks]
 
     # One STL per distinct (channel, period) pair: channel lists and the overall list share.
@@ -261,14 +303,13 @@ def analyse(
         channels = {
             k: _net_of_stronger(x[:, [c]], v, calendar) for c, (k, v) in enumerate(channels.items())
         }
-    acf = autocorrelation(detrend(x), max(periods, default=1))  # [max period + 1, C]
     overall_cands = [
         PeriodCandidate(
             period,
             power,
-            float(acf[period].mean()),
-            float(np.nanmean(f_s[row[period]])),
-            float(np.nanmean(f_t[row[period]])),
+            float(acf_mean[period]),
+            _mean_measured(f_s[row[period]]),
+            _mean_measured(f_t[row[period]]),
             measured_cycles(n, period),
         )
         for period, power in overall
@@ -277,22 +318,33 @@ def analyse(
     return PeriodReport(overall=overall_cands, channels=channels, freq=freq, n_rows=n)
 
 
+def _mean_measured(values: np.ndarray) -> float:
+    """Mean of the finite values (the channels where a strength was measurable); NaN
+    where there are none."""
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
 def _net_of_stronger(
     x: np.ndarray, cands: list[PeriodCandidate], calendar: list[int]
 ) -> list[PeriodCandidate]:
     """The candidates, each seasonal one measured again with the STL seasonal parts of
-    the seasonal ones ranked before it removed first (channel mean over x [T, C]); a
-    calendar period keeps its raw F_S beside its divisors (the week of hourly data, as
-    known a priori: ``net_strengths`` shows its net value).
+    the other seasonal ones removed first (channel mean over x [T, C]): those ranked
+    before it, then also those ranked after it that are not within 5 % of its multiples
+    or divisors (STL at 190 takes a 96-step cycle in as a drifting phase). A calendar period keeps its raw F_S beside its divisors (the week of hourly
+    data, as known a priori: ``net_strengths`` shows its net value).
 
     STL at 22 steps on a series with a strong 24-step cycle follows the day as a slowly
     drifting phase, STL at 200 finds a 5-step cycle (200 = 40 x 5), and at 8 the daily
     spike's third harmonic: noise there scored F_S 0.42, 0.33 and 0.35, "seasonal", and
     reached the members. A cycle of its own (40 beside 24) keeps its strength once the
-    others are gone.
+    others are gone. The second pass, over those ranked after, makes the strengths of
+    unrelated cycles independent of their order: of 7 and 24 at equal power, the first
+    scored F_S 0.44 with the other in its remainder, the second 0.8 without.
     """
     out: list[PeriodCandidate] = []
     kept: list[int] = []
+    before: dict[int, list[int]] = {}  # the periods each was measured without
     for cand in cands:
         q = cand.period
         others = [
@@ -303,19 +355,44 @@ def _net_of_stronger(
             # 168 takes the whole day in); a harmonic (8 beside 24) is measured without it
             if not (q in calendar and q % p == 0) and not (p % q == 0 and p // q > MAX_HARMONIC)
         ]
-        seg = x[recent_rows(x.shape[0], q)]
-        if cand.seasonal and others and seg.shape[0] >= 2 * max(q, *others):
-            net = []
-            for c in range(seg.shape[1]):
-                rest = seg[:, c]
-                for p in others:
-                    rest = rest - stl_components(rest, p)[1]
-                net.append(strengths(*stl_components(rest, q))[0])
-            cand = replace(cand, strength=float(np.mean(net)))
+        if cand.seasonal and others:
+            cand = _measured_without(x, cand, others)
         if cand.seasonal:
             kept.append(q)
+            before[q] = others
         out.append(cand)
+    for i, cand in enumerate(out):
+        q = cand.period
+        if q not in kept:
+            continue
+        after = [p for p in kept[kept.index(q) + 1 :] if not _near_multiple(p, q)]
+        if after:
+            out[i] = _measured_without(x, cands[i], before[q] + after)
     return out
+
+
+def _near_multiple(p: int, q: int, tol: float = 0.05) -> bool:
+    """Whether the longer of p, q is within ``tol`` (relative) of a whole multiple of the
+    shorter: STL at one then finds the other's cycle too."""
+    a, b = sorted((p, q))
+    return abs(b - round(b / a) * a) <= tol * b
+
+
+def _measured_without(x: np.ndarray, cand: PeriodCandidate, others: list[int]) -> PeriodCandidate:
+    """``cand`` with its F_S measured after the STL seasonal parts of ``others`` are
+    removed, one after the other (channel mean over x [T, C]); as it was where the
+    stretch measured holds under two cycles of one of them."""
+    q = cand.period
+    seg = x[recent_rows(x.shape[0], q)]
+    if seg.shape[0] < 2 * max(q, *others):
+        return cand
+    net = []
+    for c in np.flatnonzero(~is_flat(seg)):  # as ``stl_strength``: flat is NaN
+        rest = seg[:, c]
+        for p in others:
+            rest = rest - stl_components(rest, p)[1]
+        net.append(strengths(*stl_components(rest, q))[0])
+    return replace(cand, strength=_mean_measured(np.array(net)))
 
 
 def net_strengths(x: np.ndarray, report: PeriodReport) -> dict[int, tuple[int, float]]:
@@ -345,8 +422,8 @@ def net_strengths(x: np.ndarray, report: PeriodReport) -> dict[int, tuple[int, f
         if seg.shape[0] < 2 * q:
             continue
         net = []
-        for c in range(seg.shape[1]):
+        for c in np.flatnonzero(~is_flat(seg)):  # as ``stl_strength``: flat is NaN
             rest = seg[:, c] - stl_components(seg[:, c], p)[1]
             net.append(strengths(*stl_components(rest, q))[0])
-        out[q] = (p, float(np.mean(net)))
+        out[q] = (p, _mean_measured(np.array(net)))
     return out

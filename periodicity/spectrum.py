@@ -84,6 +84,11 @@ def periodogram(x: np.ndarray) -> np.ndarray:
     w = np.hanning(d.shape[0])[:, None]
     spec = np.abs(np.fft.rfft(d * w, axis=0)) ** 2
     spec[0] = 0.0
+    if d.shape[0] % 2 == 0:
+        # The Nyquist bin (period 2) has no mirror image among the negative frequencies:
+        # every other bin stands for two, so it counts half (else a 2-step cycle's share
+        # of the variance came out twice its real one).
+        spec[-1] *= 0.5
     total = spec.sum(axis=0)
     return spec / np.where(total > 0, total, 1.0)
 
@@ -118,7 +123,11 @@ def spectral_background(power: np.ndarray, width: int = 21) -> np.ndarray:
         Same shape as ``power``.
     """
     size = (width,) + (1,) * (power.ndim - 1)
-    return median_filter(power, size=size, mode="nearest")
+    # Past the last bin the spectrum of a real series mirrors itself (bin K-1+j is bin
+    # K-1-j); repeating the last bin instead made the Nyquist bin its own background.
+    half = min(width // 2, power.shape[0] - 1)
+    padded = np.concatenate([power, power[-2 : -2 - half : -1]]) if half > 0 else power
+    return median_filter(padded, size=size, mode="nearest")[: power.shape[0]]
 
 
 def spectral_peaks(power: np.ndarray, n: int, min_prominence: float = 2.5) -> np.ndarray:
@@ -132,12 +141,15 @@ def spectral_peaks(power: np.ndarray, n: int, min_prominence: float = 2.5) -> np
             bins: 18 % at 2.5; the local-maximum test and the ACF check weed out the rest).
 
     Returns:
-        [<= n] bin indices k >= 2 (periods <= T / 2), strongest first.
+        [<= n] bin indices k >= 2 (periods <= T / 2), strongest first. The last bin (the
+        Nyquist frequency, period 2, where T is even) has no right neighbour: it is a
+        maximum when it exceeds its left one.
     """
-    k = np.arange(2, power.shape[0] - 1)
+    k = np.arange(2, power.shape[0])
     if k.size == 0:
         return k
-    is_max = (power[k] > power[k - 1]) & (power[k] >= power[k + 1])
+    right = np.append(power[k[:-1] + 1], -np.inf)  # the last bin: no right neighbour
+    is_max = (power[k] > power[k - 1]) & (power[k] >= right)
     stands_out = power[k] > min_prominence * spectral_background(power)[k]
     k = k[is_max & stands_out]
     return k[np.argsort(-power[k], kind="stable")][:n]
@@ -273,9 +285,37 @@ def calendar_periods(freq: str | None) -> list[int]:
     return sorted(p for p in out if p >= 2)
 
 
-def snap_to_calendar(period: int, calendar: list[int], tol: float = 0.05) -> int:
-    """The calendar period within ``tol`` (relative) of ``period``, else ``period``."""
-    near = [c for c in calendar if abs(period - c) <= tol * c]
+# A calendar period is snapped to only where the spectral peak lies within this many
+# periodogram bins of it: the sub-bin estimate is good to a fraction of a bin, so a peak
+# farther away is another cycle (23 or 25 steps of hourly data, 160 or 176), not the day
+# or the week.
+SNAP_BINS = 1.5
+
+
+def snap_to_calendar(
+    period: int,
+    calendar: list[int],
+    tol: float = 0.05,
+    n: int | None = None,
+    nu: float | None = None,
+    max_bins: float = SNAP_BINS,
+) -> int:
+    """The calendar period within ``tol`` (relative) of ``period``, else ``period``.
+
+    Args:
+        period: the period found, in steps.
+        calendar: calendar periods (``calendar_periods``).
+        tol: relative distance snapped at most.
+        n, nu: rows of the series and the spectral peak's sub-bin frequency in bins
+            (``peak_frequency``); where given, a calendar period c is snapped to only if
+            its bin n / c lies within ``max_bins`` of nu as well.
+        max_bins: see n, nu.
+    """
+    near = [
+        c
+        for c in calendar
+        if abs(period - c) <= tol * c and (n is None or nu is None or abs(n / c - nu) <= max_bins)
+    ]
     return min(near, key=lambda c: abs(period - c)) if near else period
 
 
@@ -364,6 +404,44 @@ def rank_key(period: int, power: float, calendar: list[int]) -> tuple[bool, floa
     return (period not in calendar, -power)
 
 
+def high_pass_acf(spec: np.ndarray, nu: float, n: int, max_lag: int) -> np.ndarray:
+    """ACF of a series with its drift below half a frequency removed.
+
+    A slow trend that a line does not take out (a curve, a random walk) makes the ACF of
+    the series near 1 and falling steadily for hundreds of lags, with no hill at a cycle
+    riding on it (a daily cycle under a quadratic trend, STL F_S 0.73, was dropped).
+    Zeroing the Fourier terms below ``nu / 2`` keeps the cycle at ``nu`` and the lags
+    around its period, and takes that drift out.
+
+    Args:
+        spec: [n // 2 + 1] ``np.fft.rfft`` of the series (length n).
+        nu: the frequency of interest in bins (cycles per n steps).
+        n: the series' length.
+        max_lag: last lag returned.
+
+    Returns:
+        [max_lag + 1] autocorrelation of the high-passed series.
+    """
+    y = spec.copy()
+    y[: max(1, int(nu / 2))] = 0.0
+    return autocorrelation(np.fft.irfft(y, n=n)[:, None], max_lag)[:, 0]
+
+
+# A hint without a hill on the ACF is looked up again on the high-passed ACF where its
+# periodogram value is this many times the running median (noise: 1 bin in 1000, a cycle
+# on a random walk or a curve: hundreds).
+HIGH_PASS_PROMINENCE = 10.0
+
+# A kept period p is taken for the harmonic of a longer hint q = m * p (m <= MAX_HARMONIC)
+# where the series' ACF at q exceeds that at p by this much: a cycle of p steps repeats at
+# q as well (about equal ACF), a cycle of q steps with a sharp shape (a spike a day) has
+# strong harmonics at q / m but does not repeat there (ACF ~0 at 12 for a daily spike).
+HARMONIC_ACF_GAP = 0.1
+# ... and where q's own peak has at least this share of p's power (a noise peak at a
+# multiple of a real cycle must not swallow it, whatever the ACF says).
+HARMONIC_POWER_SHARE = 0.25
+
+
 def find_peaks(
     x: np.ndarray,
     calendar: list[int] | None = None,
@@ -376,7 +454,14 @@ def find_peaks(
     Each hint is located finely on the zero-padded spectrum, then looked up on the ACF of
     the series with every *other* hint's sinusoid removed (a joint least-squares fit).
     Without that, the ACF of a mixture of cycles follows the strongest one, and weaker
-    cycles show no hill of their own (the weak point of plain Autoperiod).
+    cycles show no hill of their own (the weak point of plain Autoperiod). A hint far out
+    of the spectral background with no hill there is looked up again with the drift below
+    half its frequency filtered out (``high_pass_acf``): a curved trend or a random walk
+    hides every hill.
+
+    A hint whose kept harmonics (q / m) repeat less than it does on the ACF takes them in
+    (``HARMONIC_ACF_GAP``): a spike a day has as much power at 12 as at 24, and the
+    stronger of the two came first.
 
     Args:
         x: [T] values of one channel.
@@ -396,18 +481,21 @@ def find_peaks(
     hints = spectral_peaks(power, n_hints)
     if hints.size == 0:
         return []
+    background = spectral_background(power)
     fine = fine_spectrum(d)
     nus = np.array([peak_frequency(fine, int(k)) for k in hints])
     fits = sinusoid_fits(d, nus / n)
     unexplained = d - fits.sum(axis=0)
-    acf0 = autocorrelation(d[:, None], n // 2 + 1)[:, 0]
-    kept: list[list[float]] = []  # [period, power], strongest hint first
+    max_lag = n // 2 + 1
+    acf0 = autocorrelation(d[:, None], max_lag)[:, 0]
+    d_spec = np.fft.rfft(d)
+    kept: list[list[float]] = []  # [period, power, frequency, own power], strongest first
     for k, nu, fit in zip(hints, nus, fits, strict=True):
         pw = peak_power(power, int(k))
         guess = n / nu
         # The snapped guess, so a week estimated at 673 steps keeps the calendar guard of
         # ``is_harmonic`` and is not merged into slow wander near 3 x 672.
-        snapped = snap_to_calendar(round(guess), calendar)
+        snapped = snap_to_calendar(round(guess), calendar, n=n, nu=nu)
         parent = next(
             (c for c in kept if is_harmonic_freq(nu / n, snapped, int(c[0]), c[2], n, calendar)),
             None,
@@ -417,12 +505,17 @@ def find_peaks(
             continue
         if guess > 1.05 * max_period:
             continue
-        acf = autocorrelation((unexplained + fit)[:, None], n // 2 + 1)[:, 0]
+        own = unexplained + fit
         # Autoperiod's range: the periods between the neighbouring bins.
-        lag = nearest_acf_peak(acf, guess, int(n / (nu + 1)), int(np.ceil(n / max(nu - 1, 1e-9))))
+        lo, hi = int(n / (nu + 1)), int(np.ceil(n / max(nu - 1, 1e-9)))
+        lag = nearest_acf_peak(autocorrelation(own[:, None], max_lag)[:, 0], guess, lo, hi)
+        if lag is None and power[k] >= HIGH_PASS_PROMINENCE * background[k]:
+            # No hill: drift may hide it. Only for a peak far out of the background: the
+            # filtered ACF of a random walk has hills too (5 of 40 walks were "seasonal").
+            lag = nearest_acf_peak(high_pass_acf(np.fft.rfft(own), nu, n, max_lag), guess, lo, hi)
         if lag is None:
             continue
-        lag = snap_to_calendar(lag, calendar)
+        lag = snap_to_calendar(lag, calendar, n=n, nu=nu)
         if lag > max_period:
             continue
         same = next((c for c in kept if abs(c[0] - lag) <= 0.02 * lag), None)
@@ -433,6 +526,22 @@ def find_peaks(
             if abs(nu / n - same[2]) <= SAME_CYCLE_BINS / n:
                 same[1] += pw
             continue
-        kept.append([lag, pw, nu / n])
+        entry = [lag, pw, nu / n, pw]
+        harmonics = [
+            c
+            for c in kept
+            if c[0] < lag
+            and pw >= HARMONIC_POWER_SHARE * c[3]
+            and is_harmonic_freq(c[2], int(c[0]), lag, nu / n, n, calendar)
+        ]
+        if harmonics:
+            full = high_pass_acf(d_spec, nu, n, lag)
+            harmonics = [c for c in harmonics if full[lag] > full[int(c[0])] + HARMONIC_ACF_GAP]
+        if harmonics:  # kept before as cycles of their own, but part of this one's shape
+            entry[1] += sum(c[1] for c in harmonics)
+            kept = [c for c in kept if all(c is not h for h in harmonics)]
+        kept.append(entry)
     kept.sort(key=lambda c: rank_key(int(c[0]), c[1], calendar))
-    return [Peak(int(p), float(pw), float(acf0[int(p)]), f) for p, pw, f in kept[:max_candidates]]
+    return [
+        Peak(int(p), float(pw), float(acf0[int(p)]), f) for p, pw, f, _ in kept[:max_candidates]
+    ]

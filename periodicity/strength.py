@@ -98,6 +98,18 @@ def strength(var_r: np.ndarray, var_part: np.ndarray, scale: np.ndarray) -> np.n
     return np.where(real, np.clip(1.0 - ratio, 0.0, 1.0), 0.0)
 
 
+def is_flat(x: np.ndarray) -> np.ndarray:
+    """Whether each channel of x [T, C] (or a series [T]) is constant: its variance is
+    rounding noise beside its mean square (``FLAT_TOL``). Such a channel has no cycle to
+    measure, and its F_S is NaN (not measurable), not 0 ("measured: not seasonal").
+
+    Returns:
+        [C] booleans (a 0-d array for a series).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    return np.var(x, axis=0) <= FLAT_TOL * np.mean(x**2, axis=0)
+
+
 def strengths(trend: np.ndarray, seasonal: np.ndarray, resid: np.ndarray) -> tuple[float, float]:
     """(F_S, F_T) from the components of one decomposition (all [T])."""
     scale = np.mean((trend + seasonal + resid) ** 2)
@@ -144,10 +156,11 @@ def stl_strength(
         min_rows: shortest stretch measured, when the series is that long.
 
     Returns:
-        (F_S, F_T) in [0, 1]; (nan, nan) when the stretch holds under two cycles.
+        (F_S, F_T) in [0, 1]; (nan, nan) when the stretch holds under two cycles or is
+        constant (``is_flat``: a sensor stuck, a dry rain gauge).
     """
     seg = np.asarray(x[recent_rows(x.shape[0], period, cycles, min_rows)], dtype=np.float64)
-    if period < 2 or seg.shape[0] < 2 * period or not np.isfinite(seg).all():
+    if period < 2 or seg.shape[0] < 2 * period or not np.isfinite(seg).all() or is_flat(seg):
         return float("nan"), float("nan")
     return strengths(*stl_components(seg, period))
 

@@ -73,3 +73,36 @@ def test_too_few_cycles_say_which_periods_were_not_tested(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no seasonality" in out and "repeat 10 times in the 420 rows" in out
     assert "nothing above 42 is" in out
+
+
+def test_a_plot_format_matplotlib_cannot_write_is_refused_before_the_analysis(
+    synth_csv, tmp_path, capsys, monkeypatch
+):
+    import periodicity
+
+    def no_analysis(*a, **kw):
+        raise AssertionError("analysed before the --plot check")
+
+    monkeypatch.setattr(periodicity, "analyse", no_analysis)
+    path = synth_csv(n=600, channels=1, period=24)
+    assert main(["periods", "--data-path", str(path), "--plot", str(tmp_path / "x.xyz")]) == 2
+    err = capsys.readouterr().err
+    assert "'xyz' is not a figure format" in err and "png" in err
+    assert main(["periods", "--data-path", str(path), "--plot", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_plot_panel_title_says_what_is_drawn():
+    import numpy as np
+
+    from periodicity import analyse
+    from periodicity.plot import periods_figure
+
+    t = np.arange(2000)
+    x = np.sin(2 * np.pi * t / 12) + 0.1 * np.random.default_rng(0).standard_normal(t.size)
+    report = analyse(x[:, None])
+    assert report.overall[0].period == 12
+    fig = periods_figure(x[:, None], report)
+    title = fig.axes[1].get_title()
+    # at least 96 steps are drawn: 8 cycles of 12, not "the last 4 cycles"
+    assert "(last 96 steps, 8 cycles)" in title, title

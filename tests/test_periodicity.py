@@ -100,10 +100,11 @@ def test_calendar_periods_month_millisecond_and_semi_month():
 
 def test_near_daily_hint_is_not_merged_into_a_two_day_cycle():
     # The daily cycle's spectral estimate rounds to 95 = 190 / 2; judged unsnapped it was
-    # merged into the stronger 190-step cycle as a harmonic and the day was lost.
+    # merged into the stronger 190-step cycle as a harmonic and the day was lost. (95.4:
+    # 1.3 bins from the day, so snapped; 94.8, 2.5 bins off, is a cycle of its own.)
     t = np.arange(96 * 200)
     noise = 0.5 * np.random.default_rng(0).standard_normal(t.size)
-    x = 2 * np.sin(2 * np.pi * t / 190) + np.sin(2 * np.pi * t / 94.8) + noise
+    x = 2 * np.sin(2 * np.pi * t / 190) + np.sin(2 * np.pi * t / 95.4) + noise
     found = [p.period for p in find_peaks(x, calendar_periods("15min"))]
     assert 96 in found and 190 in found
 
@@ -358,6 +359,13 @@ def test_constant_and_straight_windows_are_not_seasonal():
 
 
 # ---------------------------------------------------------------------------- patches
+
+
+def test_patch_candidates_ignore_periods_under_two():
+    # 0 divided by zero, a negative period gave a (0, 1) patch; neither is a cycle
+    assert patch_candidates([0], 96) == [(16, 8)]
+    assert patch_candidates([-24, 1], 96) == [(16, 8)]
+    assert patch_candidates([0, 24], 96)[0] == (24, 12)
 
 
 def test_patch_candidates():
@@ -697,3 +705,162 @@ def test_a_harmonic_stronger_than_its_calendar_fundamental_is_not_a_period_of_it
     t = np.arange(4000)
     report = analyse((t % 24 == 0).astype(float), freq="h")
     assert report.top_periods(3, seasonal_only=True) == [24]
+
+
+# ------------------------------------------------------- audit of the detection (findings)
+
+
+def test_a_cycle_on_a_curved_trend_or_a_random_walk_is_found():
+    # Only a line was removed before the ACF check: under a curve or a random walk the
+    # ACF fell steadily from 1 with no hill at 24, and the cycle (F_S 0.73) was dropped
+    t = np.arange(5000)
+    rng = np.random.default_rng(0)
+    quad = 1e-5 * (t - 2500) ** 2 + np.sin(2 * np.pi * t / 24) + 0.5 * rng.standard_normal(t.size)
+    assert analyse(quad, freq="h").top_periods(3, seasonal_only=True) == [24]
+    t = np.arange(8000)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        walk = np.cumsum(rng.standard_normal(t.size)) + 2 * np.sin(2 * np.pi * t / 24)
+        walk += 0.3 * rng.standard_normal(t.size)
+        assert analyse(walk, freq="h").top_periods(3, seasonal_only=True) == [24], seed
+        # ... and the walk alone has no period
+        assert not analyse(np.cumsum(rng.standard_normal(t.size)), freq="h").seasonal
+
+
+def test_high_pass_acf_removes_drift_below_half_the_frequency():
+    from periodicity.spectrum import high_pass_acf
+
+    t = np.arange(4000)
+    x = 1e-5 * (t - 2000.0) ** 2 + 0.3 * np.sin(2 * np.pi * t / 40)
+    plain = autocorrelation(detrend(x[:, None]), 60)[:, 0]
+    assert plain[20] > 0.9  # the curve: no dip half a cycle on
+    acf = high_pass_acf(np.fft.rfft(detrend(x[:, None])[:, 0]), 100.0, t.size, 60)
+    assert acf[20] < -0.5 and acf[40] > 0.5
+
+
+@pytest.mark.parametrize("freq", [None, "h"])
+def test_a_spike_a_day_is_a_daily_cycle_not_its_harmonic(freq):
+    # All harmonics of a spike train have the same power: 12 came first, took the ACF
+    # check on its own sinusoid, and 24 was merged into it ([12]) or listed after ([12, 24])
+    t = np.arange(5000)
+    x = 5.0 * (t % 24 == 0) + 0.3 * np.random.default_rng(0).standard_normal(t.size)
+    report = analyse(x, freq=freq)
+    assert report.top_periods(3, seasonal_only=True) == [24]
+    # the power of its harmonics up to the sixth (half of the variance) is the day's
+    assert report.overall[0].power > 0.45
+    found = [p.period for p in find_peaks(x, calendar_periods(freq))]
+    assert found[0] == 24 and 12 not in found and 8 not in found
+
+
+def test_merged_channels_take_a_harmonic_in_where_the_series_repeats_at_the_multiple():
+    from periodicity.report import merge_channels
+    from periodicity.spectrum import Peak
+
+    n = 5000
+    day, half = Peak(24, 0.3, 0.9, 1 / 24), Peak(12, 0.4, -0.04, 1 / 12)
+    acf = np.zeros(100)
+    acf[24], acf[12] = 0.9, -0.04
+    # the stronger 12 came first; the series repeats at 24, not at 12: 12 is the day's
+    assert merge_channels([[half], [day]], [], 5, n, acf=acf) == [(24, pytest.approx(0.35))]
+    # a 12-step cycle repeats at 24 as much as at 12: 24 says nothing of its own
+    acf[12] = 0.85
+    assert merge_channels([[half], [day]], [], 5, n, acf=acf) == [(12, pytest.approx(0.35))]
+    # without an ACF, as before
+    acf[12] = -0.04
+    assert merge_channels([[half], [day]], [], 5, n)[0][0] == 12
+
+
+def test_constant_channels_do_not_dilute_the_verdict():
+    # a flat column (a stuck sensor) scored F_S 0 and power 0, and two of them pulled a
+    # clear daily cycle under the threshold: `run` got no period at all
+    t = np.arange(5000)
+    s = np.sin(2 * np.pi * t / 24) + 0.5 * np.random.default_rng(0).standard_normal(t.size)
+    alone = analyse(s, freq="h").overall[0]
+    for k in (1, 2, 3):
+        report = analyse(np.c_[s, np.full((t.size, k), 3.0)], freq="h", channel_strengths=False)
+        assert report.top_periods(3, seasonal_only=True) == [24]
+        c = report.overall[0]
+        assert (c.power, c.acf, c.strength) == pytest.approx(
+            (alone.power, alone.acf, alone.strength)
+        )
+    # flat only where strengths are measured (the last 4096 rows): not measurable there
+    dry = s.copy()
+    dry[-4096:] = 0.0
+    assert np.isnan(stl_strength(dry, 24)).all()
+    assert np.isnan(stl_strength(np.zeros(500), 24)).all()
+
+
+def test_a_real_cycle_near_a_calendar_period_keeps_its_length():
+    # snapped within 5 %, 23 and 25 of hourly data became the day, 160 and 176 the week,
+    # though their spectral peaks lie 16 and 2.5 bins from the calendar's
+    t = np.arange(8640)
+    rng = np.random.default_rng(0)
+    for p in (23, 25, 160, 176):
+        x = np.sin(2 * np.pi * t / p) + 0.3 * rng.standard_normal(t.size)
+        assert analyse(x, freq="h").top_periods(1, seasonal_only=True) == [p]
+    # a calendar cycle still snaps: its peak is within a bin of it
+    x = np.sin(2 * np.pi * t / 168) + 0.3 * rng.standard_normal(t.size)
+    assert analyse(x, freq="h").top_periods(1, seasonal_only=True) == [168]
+    assert snap_to_calendar(162, [24, 168], n=8640, nu=8640 / 162) == 162  # 1.9 bins off
+    assert snap_to_calendar(166, [24, 168], n=8640, nu=8640 / 166) == 168  # 0.6 bins
+
+
+def test_period_two_the_nyquist_bin_is_a_candidate():
+    from periodicity.spectrum import periodogram, spectral_peaks
+
+    # day and night of 12-hourly data, beside its week
+    for n in (3000, 3001):
+        t = np.arange(n)
+        rng = np.random.default_rng(0)
+        x = 2 * (-1.0) ** t + np.sin(2 * np.pi * t / 14) + 0.5 * rng.standard_normal(n)
+        report = analyse(x, freq="12h")
+        assert report.top_periods(2, seasonal_only=True) == [2, 14], n
+        assert report.overall[0].power == pytest.approx(4 / 4.75, abs=0.02)  # variance share
+        power = periodogram(x[:, None])[:, 0]
+        assert spectral_peaks(power, 3)[0] == power.shape[0] - 1
+    # the Nyquist term counts once, as the variance has it
+    alt = (-1.0) ** np.arange(64) + np.sin(2 * np.pi * np.arange(64) / 8)
+    share = periodogram(alt[:, None])[:, 0]
+    assert share[-2:].sum() == pytest.approx(2 / 3, abs=0.01)
+
+
+def test_strengths_of_unrelated_cycles_do_not_depend_on_their_rank():
+    # measured net of those ranked before only, the first of two equal cycles kept the
+    # other in its remainder: F_S 0.44 at 24 beside 0.8 at 7
+    t = np.arange(5000)
+    rng = np.random.default_rng(0)
+    x = np.sin(2 * np.pi * t / 7) + np.sin(2 * np.pi * t / 24) + 0.5 * rng.standard_normal(t.size)
+    found = {c.period: c.strength for c in analyse(x).overall}
+    assert found[24] > 0.7 and found[7] > 0.7
+    assert found[24] == pytest.approx(found[7], abs=0.1)
+    # not net of a near multiple ranked after it: STL at 190 takes the 96-step cycle in
+    # (ETTm1's LUFL channel: 96 fell from F_S 0.46 to 0.24, "not seasonal")
+    from periodicity.report import _near_multiple
+
+    assert _near_multiple(190, 96) and _near_multiple(96, 672) and not _near_multiple(7, 24)
+
+
+def test_tune_gets_more_than_the_five_periods_run_lists(monkeypatch):
+    # `tune` asked detect_periods for 10 ranked periods, but the analysis `run` makes lists
+    # 5: --max-periods above that could never be met. Run's own stay first, in its order.
+    from types import SimpleNamespace
+
+    import periodicity
+    from experiments import run, tune_study
+
+    asked = {}
+
+    def longer(x, freq=None, max_candidates=5, **kw):
+        asked.update(max_candidates=max_candidates, freq=freq)
+        ranked = [24, 12, 168, 48, 96, 7, 5, 36, 72, 30]
+        return SimpleNamespace(top_periods=lambda k, seasonal_only: ranked[:k])
+
+    monkeypatch.setattr(run, "detect_periods", lambda splits, k=3: [24, 168, 48, 96, 7][:k])
+    monkeypatch.setattr(periodicity, "analyse", longer)
+    x = np.zeros((100, 1))
+    splits = SimpleNamespace(train=SimpleNamespace(data=x), dataset=SimpleNamespace(freq="h"))
+    ranked = tune_study.ranked_periods(splits, k=10)
+    assert ranked == [24, 168, 48, 96, 7, 12, 5, 36, 72, 30]
+    assert asked == {"max_candidates": 10, "freq": "h"}
+    asked.clear()
+    assert tune_study.ranked_periods(splits, k=5) == [24, 168, 48, 96, 7] and not asked

@@ -78,23 +78,25 @@ def _plot_path(arg: str) -> Path:
 
 def handle(args) -> int:
     from ensemble.data import dataset_from_args, split_borders
+    from experiments.logfile import said_after_checks
     from periodicity import analyse
     from periodicity.report import MIN_CYCLES, net_strengths
 
     if args.max_candidates < 1:
         raise UserError(f"--max-candidates must be at least 1 (got {args.max_candidates})")
     plot = _plot_path(args.plot) if args.plot else None  # before minutes of analysis
-    ds = dataset_from_args(args)
-    if args.all_rows:
-        rows = slice(0, ds.n_rows)
-    else:
-        (_, _, _), (train_end, _, _) = split_borders(ds.n_rows, ds.split_rule, 0)
-        rows = slice(0, train_end)
-    x = ds.values[rows]
-    if x.shape[0] < 16:
-        raise UserError(
-            f"{ds.name}: {x.shape[0]} rows are too few to look for periods (need 16); pass --all-rows or a longer series"
-        )
+    with said_after_checks():  # a refused file: its error alone, not its warnings too
+        ds = dataset_from_args(args)
+        if args.all_rows:
+            rows = slice(0, ds.n_rows)
+        else:
+            (_, _, _), (train_end, _, _) = split_borders(ds.n_rows, ds.split_rule, 0)
+            rows = slice(0, train_end)
+        x = ds.values[rows]
+        if x.shape[0] < 16:
+            raise UserError(
+                f"{ds.name}: {x.shape[0]} rows are too few to look for periods (need 16); pass --all-rows or a longer series"
+            )
     report = analyse(
         x, freq=ds.freq, max_candidates=args.max_candidates, columns=ds.columns, progress=True
     )

@@ -280,6 +280,7 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
     """
     from ensemble.data import make_splits
     from experiments import registry
+    from experiments.logfile import said_after_checks
 
     if spec.trials < 1:
         raise UserError(f"--trials must be at least 1 (got {spec.trials})")
@@ -305,12 +306,13 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
     from router import make_combiner
 
     make_combiner(spec.router)
-    dataset = load_study_data(spec)  # a missing file or bad column fails here, not in every trial
-    try:
-        make_splits(dataset, spec.min_seq_len, spec.pred_len, percent=spec.percent)
-    except UserError as exc:  # its advice names run's flags (--seq-len)
-        if str(exc).startswith("--percent"):  # out of range, or no training window left
-            raise
+    try:  # a missing file or bad column fails here, not in every trial
+        with said_after_checks():  # a refused file: its error alone, not its warnings too
+            dataset = load_study_data(spec)
+            make_splits(dataset, spec.min_seq_len, spec.pred_len, percent=spec.percent)
+    except UserError as exc:
+        if "too few for seq_len" not in str(exc):
+            raise  # its advice names run's flags (--seq-len)
         raise UserError(
             f"{str(exc).split(';')[0]}; lower --min-seq-len or --pred-len, or use a longer series"
         ) from None

@@ -590,15 +590,16 @@ def test_bad_values_exit_2_with_one_line_and_leave_no_folder(
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", ["data", "bench"])
+@pytest.mark.parametrize("command", ["data", "bench", "periods", "tune"])
 def test_a_refused_file_is_one_line_not_its_warnings_first(command, synth_csv, tmp_path):
     # the file's warnings (a column without a header dropped) came before the refusal
-    path = synth_csv(n=300, edit=lambda df: df.assign(**{"": 1.0}))
-    argv = (
-        ["data", "info", "--data-path", str(path)]
-        if command == "data"
-        else ["bench", "--datasets", str(path), "--members", "naive", "--out", str(tmp_path / "b")]
-    )
+    path = synth_csv(n=300 if command != "periods" else 12, edit=lambda df: df.assign(**{"": 1.0}))
+    argv = {
+        "data": ["data", "info", "--data-path", str(path)],
+        "bench": ["bench", "--datasets", str(path), "--members", "naive"],
+        "periods": ["periods", "--data-path", str(path)],
+        "tune": ["tune", "--data-path", str(path), "--members", "naive", "--trials", "1"],
+    }[command] + (["--out", str(tmp_path / "o")] if command in ("bench", "tune") else [])
     # a process of its own: in this one pytest's log handler keeps the CLI's console away
     p = subprocess.run(
         [sys.executable, "-m", "experiments.cli", *argv], capture_output=True, text=True

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ensemble import metrics
 from experiments.analyse import (
     FEATURES,
     RunData,
@@ -658,8 +659,11 @@ def _ablations_section(
         "|---|---|---|---|---|---|",
     ]
     full = an["ablation"][0]["mse"]
-    for row in an["ablation"]:
+    holm = metrics.holm([row.get("p_vs_full") for row in an["ablation"]])
+    for row, p_holm in zip(an["ablation"], holm, strict=True):
         p_full = f"{row['p_vs_full']:.3g}" if "p_vs_full" in row else ""
+        if p_full and p_holm is not None and p_holm == p_holm:
+            p_full += f" (Holm {p_holm:.3g})"
         lines.append(
             f"| {row['variant']} | {row['mse']:.4f} | {row['mae']:.4f} "
             f"| {row.get('delta', row['mse'] - full):+.4f} "
@@ -683,7 +687,9 @@ def _ablations_section(
     lines += [
         "",
         "Member ablations are computed from this run folder; Δ > 0 means the ensemble is worse "
-        "without the member; `p vs full` is the Diebold-Mariano test of that difference. "
+        "without the member; `p vs full` is the Diebold-Mariano test of that difference "
+        "(in brackets Holm's adjustment for the column's tests; the caveats of results.md's "
+        "test hold here too). "
         + (
             "Training ablations come from sibling run folders "
             f"`{run.path}-<variant>` (same config, one setting changed; same seed)."

@@ -89,3 +89,41 @@ def test_diebold_mariano_of_one_window_is_undefined():
         warnings.simplefilter("error")  # no numpy warning about an empty mean either
         one = metrics.diebold_mariano(np.array([0.3]), np.array([0.5]), horizon=96)
     assert one["dm"] is None and np.isnan(one["p"]) and one["dof"] == 0
+
+
+def test_holm_matches_statsmodels_and_leaves_missing_p_out():
+    import pytest
+
+    multipletests = pytest.importorskip("statsmodels.stats.multitest").multipletests
+    p = [0.01, 0.04, 0.03, 0.005, 0.2]
+    np.testing.assert_allclose(metrics.holm(p), multipletests(p, method="holm")[1])
+    got = metrics.holm([0.01, None, float("nan"), 0.04])
+    assert got[1] is None and got[2] != got[2]  # not in the family, returned as they are
+    np.testing.assert_allclose([got[0], got[3]], multipletests([0.01, 0.04], method="holm")[1])
+
+
+def test_diebold_mariano_refuses_what_it_cannot_test():
+    import pytest
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random(400), rng.random(400)
+    bad = a.copy()
+    bad[3] = np.nan  # p 0 ("a certain difference") before
+    r = metrics.diebold_mariano(bad, b, 4)
+    assert r["dm"] is None and r["p"] != r["p"]
+    inf = a.copy()
+    inf[3] = np.inf
+    assert metrics.diebold_mariano(inf, inf, 4)["p"] != 0.0  # p 1 ("the same") before
+    with pytest.raises(ValueError, match=r"two \[W\] arrays"):  # transformed along channels
+        metrics.diebold_mariano(np.stack([a, b], 1), np.stack([b, a], 1), 4)
+    with pytest.raises(ValueError, match="alternative"):  # equal inputs returned p 1 first
+        metrics.diebold_mariano(a, a, 4, alternative="greater")
+
+
+def test_a_test_with_too_few_degrees_of_freedom_says_so():
+    # ETTh1 H=336: naive 1.33 against snaive 0.65 test MSE, p 0.13 with 1 dof
+    rng = np.random.default_rng(1)
+    few = metrics.diebold_mariano(rng.standard_normal(300) + 0.5, np.zeros(300), 96)
+    assert few["dof"] == 1 and metrics.caveat(few) == "dof 1: cannot resolve even large differences"
+    many = metrics.diebold_mariano(rng.standard_normal(4000) + 0.1, np.zeros(4000), 12)
+    assert many["dof"] == 83 and metrics.caveat(many) == ""

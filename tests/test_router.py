@@ -847,3 +847,17 @@ def test_too_few_windows_to_hold_out_give_equal_weights_and_say_so(name, caplog)
     assert "too few validation windows" in caplog.text
     assert caplog.text.count("too few validation windows") == 1  # said once
     assert "too few validation windows to hold any out" in cb.describe() or name == "stacked"
+
+
+def test_learned_says_when_its_held_out_test_has_too_few_degrees_of_freedom():
+    # at H >= 192 on ETT the held-out windows give the test 1 dof: a challenger 10 %
+    # better passed 13-18 % of the time, and the description did not say so
+    _, y, f, feats, names = problem(n=400)
+    cb = make_combiner("learned", seed=0, feature_names=names, member_names=["m0", "m1", "m2"])
+    cb.fit(f, y, feats)
+    held = len(cb.held_losses_[cb.incumbent])
+    assert held // (4 * H) <= 2
+    assert f"with {held} held-out windows at H={H} the test has" in cb.describe()
+    _, y, f, feats, names = problem(n=1500)  # enough windows: no such clause
+    cb = make_combiner("learned", seed=0, feature_names=names, member_names=["m0", "m1", "m2"])
+    assert "held-out windows at H=" not in cb.fit(f, y, feats).describe()

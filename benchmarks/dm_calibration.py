@@ -13,6 +13,8 @@ variance for comparison.
     python benchmarks/dm_calibration.py --few    # and W < 8 H (the floor on nu)
     python benchmarks/dm_calibration.py --persistent --reps 1000   # errors far longer
                                                  # correlated than H: where it is liberal
+    python benchmarks/dm_calibration.py --seasonal --reps 1000     # a seasonal series, as
+                                                 # ETT: where it is liberal too
 """
 
 from __future__ import annotations
@@ -69,10 +71,16 @@ def main() -> None:
     ap.add_argument(
         "--persistent", action="store_true", help="only the size where errors outlast H"
     )
+    ap.add_argument(
+        "--seasonal", action="store_true", help="only the size on a persistent seasonal series"
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     if args.persistent:
         persistent(rng, args.reps)
+        return
+    if args.seasonal:
+        seasonal(rng, args.reps)
         return
     print("| W | H | phi | test | size (null) | power (scale 0.95) |")
     print("|---|---|---|---|---|---|")
@@ -113,6 +121,47 @@ def persistent(rng, reps: int) -> None:
         p = np.array([diebold_mariano(x, y, horizon)["p"] for x, y in zip(a, b, strict=True)])
         half = np.log(0.5) / np.log(phi)
         print(f"| {windows} | {horizon} | {phi} | {half:.0f} | {np.mean(p < 0.05):.3f} |")
+
+
+def seasonal_series(rng, reps: int, n: int, period: int = 24) -> np.ndarray:
+    """[reps, n] unit-variance AR(1) 0.9 plus a seasonal AR 0.97 at lag ``period``: a
+    daily cycle whose shape drifts slowly, as ETT's loads do."""
+    burn = 3000
+    ar = lfilter([1.0], [1.0, -0.9], rng.normal(size=(reps, n + burn)) * np.sqrt(1 - 0.81), axis=1)
+    den = np.zeros(period + 1)
+    den[0], den[period] = 1.0, -0.97
+    noise = rng.normal(size=(reps, n + burn)) * np.sqrt(1 - 0.97**2)
+    return (ar + lfilter([1.0], den, noise, axis=1))[:, burn:]
+
+
+def _snaive_naive_loss(xs, xn, origins, target, back) -> np.ndarray:
+    """[reps, W] window MSE of the seasonal naive of ``xs`` plus the naive of ``xn``."""
+    err = (xs[:, target] - xs[:, back]) + (xn[:, target] - xn[:, origins][:, :, None])
+    return np.mean(err**2, axis=2)
+
+
+def seasonal(rng, reps: int, period: int = 24, lookback: int = 96) -> None:
+    """Size where the loss differences stay correlated for many horizons: two equally good
+    forecasters of y = x1 + x2 (x1, x2 independent seasonal series), A the seasonal naive
+    of x1 plus the naive of x2 and B the other way round, so the null holds exactly."""
+    print("| W | H | process | size (null), nu = W // (4H) |")
+    print("|---|---|---|---|")
+    for horizon in (24, 96):
+        windows = 2881 - horizon  # ETTh1's test windows
+        origins = lookback - 1 + np.arange(windows)
+        steps = np.arange(1, horizon + 1)
+        target = origins[:, None] + steps
+        back = target - period * np.ceil(steps / period).astype(int)  # the same phase
+
+        p = []
+        for lo in range(0, reps, 100):  # blocks: [100, W, H] errors at a time
+            r = min(100, reps - lo)
+            x1, x2 = (seasonal_series(rng, r, lookback + windows + horizon) for _ in range(2))
+            a = _snaive_naive_loss(x1, x2, origins, target, back)
+            b = _snaive_naive_loss(x2, x1, origins, target, back)
+            p += [diebold_mariano(u, v, horizon)["p"] for u, v in zip(a, b, strict=True)]
+        size = np.mean(np.array(p) < 0.05)
+        print(f"| {windows} | {horizon} | AR(1) 0.9 + seasonal AR 0.97 at {period} | {size:.3f} |")
 
 
 def few_windows(rng, reps: int) -> None:

@@ -68,8 +68,8 @@ def window_mse(pred: np.ndarray, true: np.ndarray, block: int = 512) -> np.ndarr
 
 
 # At most this many degrees of freedom (fewer than 12 H windows) the test cannot resolve
-# even large differences: t(1) needs |DM| > 12.7 at 5 % (ETTh1 H=336: naive 1.33 against
-# snaive 0.65, p 0.13).
+# even large differences: t(1) needs |DM| > 12.7 at 5 % (ETTh1 L=96 H=336: naive 1.33
+# against snaive 0.65 test MSE, p 0.133).
 WEAK_DOF = 2
 
 
@@ -114,12 +114,13 @@ def diebold_mariano(
 
     The test assumes the loss differences' dependence fades within a few horizons. Where
     it does not, it is too liberal: on a seasonal AR process whose differences stay
-    correlated for many horizons it rejected a true null 17-29 % of the time at 5 %
-    (H=24-96), and ETTh1's naive-snaive differences are still correlated 0.3 one
-    horizon and 0.15-0.19 four to eight horizons apart (H=96). No per-test check of that
-    is reliable on a few thousand windows (an autocorrelation that far out is itself
-    uncertain by about 0.15), so the reports say it in words; every textbook alternative
-    (Newey-West, Harvey-Leybourne-Newbold) did worse there.
+    correlated for many horizons it rejected a true null 30 % of the time at 5 % at H=24
+    and 17 % at H=96 (``benchmarks/dm_calibration.py --seasonal``), and ETTh1's
+    naive-snaive differences (H=96) are still correlated 0.3 one horizon and 0.15-0.19
+    four to eight horizons apart. No per-test check of that is reliable on a few thousand
+    windows (an autocorrelation that far out is itself uncertain by about 0.15), so the
+    reports say it in words; the textbook alternatives (Newey-West, Harvey-Leybourne-
+    Newbold) were more liberal still in an audit's simulation.
 
     Args:
         loss_a, loss_b: [W] per-window losses (``window_mse``) in window order.

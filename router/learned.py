@@ -14,10 +14,10 @@ windows. Each challenger is tested at 5 % on its own: with three, a false switch
 in up to 11.5 % of simulated runs where none is better, but such a switch costs almost
 nothing, and Holm's correction would give up half of the switches that help
 (pre-registration 9, ``benchmarks/router_null.py``). Those runs' errors forgot within a
-few horizons; where loss differences stay correlated longer (a seasonal AR process) one
-challenger's one-sided test passed falsely 18 % of the time at H=24 (9 % at H=96), and
-at H >= 192 the held-out windows give the test one degree of freedom, so a challenger
-10 % better passes only 13-18 % of the time: there the incumbent is kept almost always
+few horizons; where loss differences stay correlated longer (seasonal data) the test is
+liberal (``metrics.diebold_mariano``), so false switches are more frequent. At long
+horizons the held-out windows give the test one or two degrees of freedom (ETT at
+H >= 192), and only a large gain passes: there the incumbent is kept almost always
 (``describe`` says so). ``stacked_pooled`` (one vector per step) can be the incumbent instead, with
 the per-channel ``stacked`` as a challenger under the same test
 (``static_challengers``); on 19 development runs that never admitted it

@@ -66,6 +66,12 @@ def member_path(out: Path, spec: str) -> Path:
     return path
 
 
+# Member settings that change nothing a member forecasts: progress bars, and `resume`
+# (a finished run rerun with --resume re-forecast everything and said its results were
+# replaced). A cache written by a run given --resume is fitted again once.
+RUNTIME_PARAMS = ("progress", "resume")
+
+
 def data_key(
     cfg: RunConfig,
     splits: Splits,
@@ -98,9 +104,8 @@ def data_key(
         "pred_len": cfg.pred_len,
         "percent": cfg.percent,
         "seed": cfg.seed,
-        # progress bars change nothing a member forecasts
         "member_params": {
-            k: v for k, v in cfg.member_params.get(base, {}).items() if k != "progress"
+            k: v for k, v in cfg.member_params.get(base, {}).items() if k not in RUNTIME_PARAMS
         },
         "periods": [int(p) for p in periods],
     }

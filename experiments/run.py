@@ -39,6 +39,7 @@ from experiments import registry
 from experiments.config import RunConfig, held_config
 from experiments.logfile import FolderLog, any_stream, said_after_checks
 from experiments.member_cache import (
+    RUNTIME_PARAMS,
     copy_members,
     member_path,
     probe_saved,
@@ -770,11 +771,12 @@ def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:
     for key in ("data_path", "data_dir"):  # stored as given before they were made absolute
         if isinstance(old.get(key), str) and isinstance(new.get(key), str):
             old[key] = str(Path(old[key]).expanduser().resolve())
-    # a member's `progress` (`timellm --quiet` sets it) changes no number: not a change
+    # a member's `progress` (`timellm --quiet` sets it) or `resume` changes no number
+    runtime = tuple(f".{k}" for k in RUNTIME_PARAMS)
     keys = [
         k
         for k in dict.fromkeys([*old, *new])
-        if k != "out" and not k.endswith(".progress") and old.get(k) != new.get(k)
+        if k != "out" and not k.endswith(runtime) and old.get(k) != new.get(k)
     ]
     return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys]
 

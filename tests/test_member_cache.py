@@ -39,6 +39,9 @@ def test_member_cache_key_follows_the_detected_periods(small_synth_splits):
     assert key == data_key(respelled, splits, "lightgbm", [24, 168])
     cfg.member_params = {"lightgbm": {"progress": False}}  # bars only
     assert key == data_key(cfg, splits, "lightgbm", [24, 168])
+    # --resume on a finished Time-LLM run re-forecast every window (hours on a GPU)
+    cfg.member_params = {"lightgbm": {"resume": True}}
+    assert key == data_key(cfg, splits, "lightgbm", [24, 168])
     cfg.member_params = {"lightgbm": {"num_leaves": 15}}
     assert key != data_key(cfg, splits, "lightgbm", [24, 168])
 

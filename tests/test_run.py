@@ -218,6 +218,19 @@ def test_a_rerun_that_only_hides_a_members_bars_replaces_no_setting(synth_csv, t
     assert "member_params.dlinear.lr: (unset) -> 0.01" in caplog.text
 
 
+def test_resume_is_no_changed_setting(tmp_path):
+    # a finished run's command with --resume added said its results "are replaced"
+    from experiments.config import RunConfig
+    from experiments.run import _changed_settings
+
+    cfg = RunConfig(dataset="ETTh1", members=["timellm"], out=str(tmp_path))
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    cfg.member_params = {"timellm": {"resume": True, "progress": False}}
+    assert _changed_settings(tmp_path, cfg) == []
+    cfg.member_params = {"timellm": {"lr": 0.01}}
+    assert _changed_settings(tmp_path, cfg) == ["member_params.timellm.lr: (unset) -> 0.01"]
+
+
 def test_a_relative_data_dir_of_an_earlier_run_is_no_changed_setting(
     data_dir, tmp_path, monkeypatch, caplog
 ):

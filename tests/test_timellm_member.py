@@ -809,3 +809,19 @@ def test_the_step_hook_reaches_the_trainer(splits):
     m.on_step = lambda: steps.append(1)
     m.fit(splits.train, splits.val)
     assert len(steps) > 1
+
+
+def test_a_checkpoint_of_other_settings_is_refused_before_the_run_clears_its_folder(
+    fitted, splits, monkeypatch
+):
+    # found at the fit, the refusal came after the run had deleted the previous results
+    import timellm.member as member_module
+
+    _, workdir = fitted
+    checked = []
+    monkeypatch.setattr(member_module, "check_backbone", lambda *a: checked.append(a))
+    member(workdir=str(workdir), epochs=3, resume=True).preflight()  # same settings: fine
+    with pytest.raises(UserError, match=r"different settings \(lr\).*nothing in the folder"):
+        member(workdir=str(workdir), epochs=3, resume=True, lr=0.5).preflight()
+    member(workdir=str(workdir), epochs=3, resume="auto", lr=0.5).preflight()  # starts afresh
+    assert len(checked) == 3

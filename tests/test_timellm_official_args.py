@@ -132,6 +132,12 @@ def test_official_defaults_apply_when_flags_are_left_out():
     assert p["batch_size"] == 32 and p["patience"] == 10 and p["schedule"] == "official_type1"
 
 
+def test_patience_0_stops_at_the_first_epoch_without_a_gain_as_run_main_does():
+    # run_main's EarlyStopping: counter >= 0 stops at once; ours read 0 as "never"
+    params = parse_official([*seed_argv(), "--patience", "0"]).config["member_params"]
+    assert params["timellm"]["patience"] == 1
+
+
 def test_the_rates_run_main_trains_with_are_said():
     # The seeds' command passes no --learning_rate and no --lradj: 1e-4 with type1, which
     # run_main.py trains at 1e-4 / 25, then halves from the third epoch on.
@@ -140,7 +146,8 @@ def test_the_rates_run_main_trains_with_are_said():
         "learning rate: --learning_rate 0.0001 with --lradj type1 trains at 4e-06, 4e-06, "
         "2e-06, 1e-06, ... per epoch, as run_main.py does (its OneCycleLR starts at lr/25 and "
         "is never stepped); with --lradj TST the rate peaks at the one given (OneCycle), with COS "
-        "it starts there"
+        "it starts there. With --itr, every repeat trains at these rates (run_main.py's repeats "
+        "divide the rate by 25 again each time: docs/timellm.md)"
     ]
     two = parse_official([*seed_argv(), "--train_epochs", "2", "--set", "lr=0.01"]).notes
     assert "trains at 0.0004, 0.0004 per epoch" in two[-1]

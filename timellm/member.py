@@ -646,6 +646,31 @@ class TimeLLMForecaster(BaseForecaster):
                 hidden size below d_ff.
         """
         check_backbone(str(self.backbone), self.llm_layers, self.llm_dim, self.d_ff)
+        self._check_resumable()
+
+    def _check_resumable(self) -> None:
+        """Under ``resume=True``, refuse a checkpoint of other settings now: found at the
+        fit, after the run had cleared its folder, the refusal cost the previous run's
+        results (the data's identity is compared at the fit: it needs the splits)."""
+        from timellm.trainer import CHECKPOINT, checkpoint_differences
+
+        path = None if self.workdir is None else Path(self.workdir) / CHECKPOINT
+        if self.resume is not True or path is None or not path.is_file():
+            return
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # damaged: the trainer's own check says how, at the fit
+            return
+        if not isinstance(ckpt, dict):
+            return
+        diff = checkpoint_differences(
+            ckpt, self.fingerprint(), self.identity_stamps(), ignore=("data",)
+        )
+        if diff:
+            raise UserError(
+                f"{path} was written with different settings ({', '.join(diff)}); delete "
+                "it or rerun without --resume (nothing in the folder was changed)"
+            )
 
     def fit(self, train: Split, val: Split) -> TimeLLMForecaster:
         """Train on the (strided) train windows; early-stop on the (strided) val MSE."""

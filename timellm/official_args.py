@@ -418,7 +418,11 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
         "batch_size": int(_value(args, "batch_size")),
         "lr": float(_value(args, "learning_rate")),
         "epochs": int(_value(args, "train_epochs")),
-        "patience": int(_value(args, "patience")),
+        # run_main.py's EarlyStopping stops at the first epoch without a gain when
+        # patience is 0 (counter >= 0); ours reads 0 as "never stop early"
+        "patience": max(int(_value(args, "patience")), 1)
+        if int(_value(args, "patience")) >= 0
+        else int(_value(args, "patience")),
     }
     if member == "dlinear":
         params = {**common, "kernel": int(_value(args, "moving_avg"))}
@@ -589,7 +593,8 @@ def _lr_notes(params: dict[str, Any]) -> list[str]:
         f"learning rate: --learning_rate {lr:g} with --lradj {schedule.split('_', 1)[1]} trains "
         f"at {rates}{more} per epoch, as run_main.py does (its OneCycleLR starts at lr/25 and is "
         "never stepped); with --lradj TST the rate peaks at the one given (OneCycle), with COS it "
-        "starts there"
+        "starts there. With --itr, every repeat trains at these rates (run_main.py's repeats "
+        "divide the rate by 25 again each time: docs/timellm.md)"
     ]
 
 

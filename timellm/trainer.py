@@ -733,23 +733,7 @@ class Trainer:
                 log.warning("%s %s; starting afresh (it is overwritten)", path, reason)
                 return None
             raise UserError(f"{path} {reason}; delete it or rerun without --resume") from None
-        theirs = ckpt.get("fingerprint")
-        theirs = theirs if isinstance(theirs, dict) else {}
-        diff = [
-            k
-            for k in set(self.fingerprint) | set(theirs)
-            if self.fingerprint.get(k) != theirs.get(k)
-        ]
-        their_stamps = ckpt.get("stamps")
-        their_stamps = their_stamps if isinstance(their_stamps, dict) else {}
-        diff = sorted(
-            diff
-            + [
-                f"{k} files"
-                for k in set(self.stamps) & set(their_stamps)
-                if self.stamps[k] != their_stamps[k]
-            ]
-        )
+        diff = checkpoint_differences(ckpt, self.fingerprint, self.stamps)
         if diff:
             why = f"was written with different settings ({', '.join(diff)})"
             if self.resume == "auto":
@@ -757,6 +741,27 @@ class Trainer:
                 return None
             raise UserError(f"{path} {why}; delete it or rerun without --resume")
         return ckpt
+
+
+def checkpoint_differences(
+    ckpt: dict[str, Any],
+    fingerprint: dict[str, Any],
+    stamps: dict[str, str],
+    ignore: tuple[str, ...] = (),
+) -> list[str]:
+    """The settings (and stamped files) a checkpoint was written with that differ from
+    ``fingerprint`` and ``stamps``, sorted; ``ignore``: fingerprint keys not compared."""
+    theirs = ckpt.get("fingerprint")
+    theirs = theirs if isinstance(theirs, dict) else {}
+    their_stamps = ckpt.get("stamps")
+    their_stamps = their_stamps if isinstance(their_stamps, dict) else {}
+    diff = [
+        k
+        for k in set(fingerprint) | set(theirs)
+        if k not in ignore and fingerprint.get(k) != theirs.get(k)
+    ]
+    diff += [f"{k} files" for k in set(stamps) & set(their_stamps) if stamps[k] != their_stamps[k]]
+    return sorted(diff)
 
 
 def _chunks(n: int, size: int) -> Iterator[Tensor]:

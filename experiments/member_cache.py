@@ -159,6 +159,16 @@ def dates_fingerprint(dataset: Dataset) -> str:
     return hashlib.sha256(ns.tobytes()).hexdigest()[:16]
 
 
+# Stamps a saved forecast must carry to be reused: caches of versions before the data
+# (2026-11-22) and the timestamps (2026-12-05) were stamped were reused on a changed file
+REQUIRED_STAMPS = ("data", "dates")
+_STAMP_WORDS = {
+    "data": "values of the data file",
+    "dates": "timestamps",
+    "spec": "member settings sharing its folder",
+}
+
+
 def probe_saved(
     member: Any, spec: str, cfg: RunConfig, splits: Splits, periods: list[int], out: Path
 ) -> bool:
@@ -261,13 +271,29 @@ def _cache_matches(
     spelled as that run was, gives the same old key (stamps compared where the cache has
     them, as before). Respelled, it is refitted once and then found under the new key.
     """
+    spec = stamps.get("spec")
+    unstamped = [k for k in REQUIRED_STAMPS if k in stamps and k not in z.files]
+    if unstamped:  # nothing says these forecasts are of this file's values and timestamps
+        log.info(
+            "%s: its forecasts were saved by a version that did not stamp the data's %s: "
+            "fitting it again",
+            spec,
+            " and ".join(unstamped),
+        )
+        return None
     differ = [k for k, v in stamps.items() if k in z.files and str(z[k]) != v]
     if differ:
         if "backbone" in differ:  # the same path, other files: say why hours are refitted
             log.warning(
                 "%s: the files in its backbone folder changed since its forecasts were "
                 "saved (other weights or tokenizer): fitting it again",
-                stamps.get("spec"),
+                spec,
+            )
+        else:
+            log.info(
+                "%s: its forecasts were saved for other %s: fitting it again",
+                spec,
+                ", ".join(_STAMP_WORDS.get(k, k) for k in differ),
             )
         return None
     stored = str(z["key"])

@@ -162,6 +162,19 @@ def parse_members(text: str | list[str]) -> list[str]:
                 f"{s} are the same settings); give the copies different @settings"
             )
         seen[(base, canon)] = s
+    # distinct settings whose folder names coincide ("24+168" and "24_168") would
+    # overwrite each other's model and forecasts; case too, on Windows and macOS
+    from experiments.member_cache import member_dir  # it imports this module
+
+    folders: dict[str, str] = {}
+    for s in specs:
+        folder = member_dir(s)
+        if folder.lower() in folders:
+            raise UserError(
+                f"{folders[folder.lower()]} and {s} would share the folder members/{folder}; "
+                "write one of them another way"
+            )
+        folders[folder.lower()] = s
     return specs
 
 

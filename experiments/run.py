@@ -16,6 +16,7 @@ in `experiments.scoring`.
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -123,6 +124,8 @@ def fit_member(
     member = registry.build(spec, member_context(spec, cfg, splits, periods, out, progress))
     cached, key, stamps = saved_forecasts(member, spec, cfg, splits, periods, out)
     if cached is not None:
+        _say_who_fitted(spec, cached["timings"], mdir)
+        cached["timings"] = {**cached["timings"], "reused": True}
         return cached
     cache = mdir / "forecasts.npz"
     t0 = time.perf_counter()
@@ -160,6 +163,7 @@ def fit_member(
     cache.unlink(missing_ok=True)
     member.save(mdir / "model")
     timings: dict[str, Any] = {"fit": round(t_fit, 3), "predict": round(t_pred, 3)}
+    timings["code"] = code_label()  # results.json credits a reused member to its fit's code
     if getattr(member, "resumed", False):  # went on from an interrupted process's checkpoint
         timings["resumed"] = True  # the seconds are this process's part only
     write_npz(
@@ -187,6 +191,33 @@ _PACKAGES = (
     "statsmodels",
     "lightgbm",
 )
+
+
+@functools.lru_cache(maxsize=1)
+def code_label() -> str | None:
+    """This code in one word: the commit (``+modified`` with changes to tracked files),
+    else the package version."""
+    code = code_version()
+    if code["commit"]:
+        return code["commit"][:12] + ("+modified" if code["modified"] else "")
+    return code["version"]
+
+
+def _say_who_fitted(spec: str, timings: dict[str, Any], mdir: Path) -> None:
+    """Warn when a member's reused forecasts were fitted by other code than this run's:
+    a fix to the member since then is not in them (results.json's timings_s names it)."""
+    theirs, ours = timings.get("code"), code_label()
+    if theirs is None:
+        log.info("%s: reused forecasts of a fit that did not record its code", spec)
+    elif ours is not None and theirs != ours:
+        log.warning(
+            "%s: its forecasts are reused from a fit by code %s (this is %s); delete %s to "
+            "fit it with this code",
+            spec,
+            theirs,
+            ours,
+            mdir,
+        )
 
 
 def code_version() -> dict[str, Any]:
@@ -498,7 +529,15 @@ def run(
         val_stack = stack_members(results, "val", ch)
         test_stack = stack_members(results, "test", ch)
         _warn_identical_members(specs, val_stack, test_stack)
-        timings = {k: v["timings"] for k, v in results.items()}
+        # who fitted each member (a reused one: an earlier run's code) apart from the seconds
+        fits = {
+            k: {"code": v["timings"].get("code"), "reused": bool(v["timings"].get("reused"))}
+            for k, v in results.items()
+        }
+        timings = {
+            k: {n: x for n, x in v["timings"].items() if n not in ("code", "reused")}
+            for k, v in results.items()
+        }
         del results
 
         t0 = time.perf_counter()
@@ -564,6 +603,7 @@ def run(
             "val": scores["val"],
             "test": scores["test"],
             "timings_s": timings,  # member -> {fit, predict}, as ARCHITECTURE §3 has it
+            "member_fits": fits,  # member -> the code that fitted it, and whether reused
             "stage_timings_s": {
                 "periods": round(prep.periods_seconds, 3),
                 "router": round(t_router, 3),

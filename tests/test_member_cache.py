@@ -296,8 +296,7 @@ def _old_style_key(cfg: dict, periods: list[int]) -> str:
 
 def test_member_caches_of_earlier_versions_are_still_reused(tmp_path):
     # Existing run folders hold forecasts that took an hour (Time-LLM): a cache keyed the
-    # old way counts when the run is spelled as before (with or without the data stamp
-    # the oldest caches lack); respelled, it is refitted once.
+    # old way counts when the run is spelled as before; respelled, it is refitted once.
     path = _registered_copy(tmp_path / "data")
     out = tmp_path / "r"
     by_name, rest = _by_name(tmp_path / "data", out)
@@ -306,10 +305,10 @@ def test_member_caches_of_earlier_versions_are_still_reused(tmp_path):
     old = _old_style_key(
         cfg, json.loads((out / "results.json").read_text(encoding="utf-8"))["periods"]
     )
-    for member, keep in (("naive", ("data",)), ("snaive", ())):
+    for member in ("naive", "snaive"):
         cache = out / "members" / member / "forecasts.npz"
         with np.load(cache) as z:
-            kept = {k: z[k] for k in ("val", "test", "timings", *keep)}
+            kept = {k: z[k] for k in ("val", "test", "timings", "data", "dates")}
         np.savez(cache, key=np.array(old), **kept)
     assert main([*by_name, *rest]) == 0
     assert reused_members(out) == 2
@@ -376,3 +375,43 @@ def test_a_member_whose_backbone_files_changed_is_fitted_again(
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("files in its backbone folder changed" in w for w in warned), warned
     assert (out / "run.log").read_text(encoding="utf-8").count("snaive: reusing forecasts") == 1
+
+
+@pytest.mark.parametrize("missing", [("data", "dates"), ("dates",)])
+def test_a_cache_without_the_data_stamps_is_fitted_again(tmp_path, missing):
+    # caches of versions before the data (11-22) and timestamps (12-05) were stamped were
+    # reused on a changed file: an edited test value kept naive's old forecasts
+    out = tmp_path / "r"
+    by_name, rest = _by_name(_registered_copy(tmp_path / "data").parents[1], out)
+    assert main([*by_name, *rest]) == 0
+    cache = out / "members" / "naive" / "forecasts.npz"
+    with np.load(cache) as z:
+        kept = {k: z[k] for k in z.files if k not in missing}
+    np.savez(cache, **kept)
+    assert main([*by_name, *rest]) == 0
+    assert reused_members(out) == 1  # snaive; naive fitted again, and said why
+    assert "did not stamp the data's " + " and ".join(missing) in (out / "run.log").read_text(
+        encoding="utf-8"
+    )
+
+
+def test_a_reused_member_is_credited_to_the_code_that_fitted_it(
+    synth_csv, tmp_path, monkeypatch, caplog
+):
+    # results.json's environment names this run's code; a reused member's forecasts came
+    # from an earlier fit, perhaps before a fix to the member
+    import experiments.run as run_module
+
+    out = tmp_path / "r"
+    argv = synth_run_argv(synth_csv(n=1400), out)
+    assert main(argv) == 0
+    first = json.loads((out / "results.json").read_text(encoding="utf-8"))["member_fits"]
+    assert first and all(
+        t == {"code": run_module.code_label(), "reused": False} for t in first.values()
+    )
+    monkeypatch.setattr(run_module, "code_label", lambda: "0123456789ab")  # a later commit
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    again = json.loads((out / "results.json").read_text(encoding="utf-8"))["member_fits"]
+    assert all(t["reused"] and t["code"] == first[m]["code"] for m, t in again.items())
+    assert f"its forecasts are reused from a fit by code {first['naive']['code']}" in caplog.text

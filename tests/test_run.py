@@ -634,6 +634,8 @@ def test_timellm_settings_are_refused_before_any_fit(synth_csv, tmp_path, capsys
         ("dlinear@kernel=25@lr=0.01,dlinear@lr=0.01@kernel=25", "listed twice"),
         ("dlinear@kernel=25@kernel=3", "'kernel' is given twice"),
         ("dlinear@=3", "member setting '=3' in 'dlinear@=3' is not key=value"),  # no name
+        # other settings, one folder: each overwrote the other's model and forecasts
+        ("arima@fourier=24+168,arima@fourier=24_168", "would share the folder members/"),
     ],
 )
 def test_one_model_written_two_ways_is_refused(members, needle, synth_csv, tmp_path, capsys):

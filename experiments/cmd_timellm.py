@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 from collections.abc import Iterator
 
 DESCRIPTION = __doc__
@@ -79,7 +80,39 @@ def _notices(mapping) -> None:
         print("ignored (no meaning here): " + ", ".join(mapping.ignored), file=sys.stderr)
 
 
+# run's flags in messages shared with `run`, as this command spells them (it has no
+# --dataset or --data-path: "pass --dataset ETTh1" sent the user to another command)
+_OFFICIAL_WORDS = (
+    (re.compile(r"--dataset\b"), "--data"),
+    (re.compile(r"--data-path\b"), "--data_path"),
+    (re.compile(r"--data-dir\b"), "--root_path"),
+    (re.compile(r"--seq-len\b"), "--seq_len"),
+    (re.compile(r"--pred-len\b"), "--pred_len"),
+)
+
+
+@contextlib.contextmanager
+def official_words() -> Iterator[None]:
+    """Refusals raised inside, reworded with this command's flag names."""
+    from ensemble.errors import UserError
+
+    try:
+        yield
+    except UserError as exc:
+        text = str(exc)
+        for pattern, word in _OFFICIAL_WORDS:
+            text = pattern.sub(word, text)
+        if text == str(exc):
+            raise
+        raise UserError(text) from None
+
+
 def handle(args) -> int:
+    with official_words():
+        return _handle(args)
+
+
+def _handle(args) -> int:
     import copy
 
     from experiments.run import run
@@ -152,6 +185,11 @@ def _out_of_memory(cfg, member) -> Iterator[None]:
 
 
 def handle_explain(args) -> int:
+    with official_words():
+        return _handle_explain(args)
+
+
+def _handle_explain(args) -> int:
     import json
 
     from ensemble.data import make_splits

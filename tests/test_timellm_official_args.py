@@ -582,3 +582,15 @@ def test_itr_runs_end_with_their_mean_and_the_summary_command(synth_csv, tmp_pat
     assert f"hybrid-forecast summary {folders[0]} {folders[1]}" in out
     assert main([*argv, "--itr", "1", "--out", str(tmp_path / "one")]) == 0
     assert "seeds: test MSE" not in capsys.readouterr().out
+
+
+def test_refusals_name_this_commands_flags_not_runs(data_dir, capsys):
+    # "pass --dataset ETTh1" and "lower --seq-len/--pred-len": flags of another command
+    base = ["timellm", "--task_name", "long_term_forecast", "--llm_model", "BERT"]
+    base += ["--root_path", str(data_dir / "ETT-small"), "--data_path", "ETTh1.csv"]
+    assert main([*base, "--data", "ETTm1"]) == 2
+    err = capsys.readouterr().err
+    assert "--data ETTm1 with --data_path ETTh1.csv" in err and "--dataset" not in err
+    assert main([*base, "--seq_len", "96", "--pred_len", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert "lower --seq_len/--pred_len" in err and "--seq-len" not in err

@@ -426,10 +426,18 @@ def test_empty_members_and_default_folder(synth_csv, tmp_path, capsys, monkeypat
 class _Diverged(NaiveLast):
     """A member whose fit blew up: one NaN in its forecasts."""
 
+    value = np.nan
+
     def predict(self, windows):
         pred = super().predict(windows).astype(np.float64)
-        pred[0, 0, 0] = np.nan
+        pred[0, 0, 0] = self.value
         return pred
+
+
+class _FarOffScale(_Diverged):
+    """Finite, but beyond float32: stored as inf (numpy's overflow warning came first)."""
+
+    value = 1e160
 
 
 def _run_beside_naive(name: str, member: type, csv, out, monkeypatch) -> list[str]:
@@ -443,9 +451,10 @@ def _run_beside_naive(name: str, member: type, csv, out, monkeypatch) -> list[st
     return argv
 
 
-def test_non_finite_member_forecasts_stop_the_run(synth_csv, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("member", [_Diverged, _FarOffScale])
+def test_non_finite_member_forecasts_stop_the_run(member, synth_csv, tmp_path, capsys, monkeypatch):
     out = tmp_path / "r"
-    argv = _run_beside_naive("diverged", _Diverged, synth_csv(n=1400), out, monkeypatch)
+    argv = _run_beside_naive("diverged", member, synth_csv(n=1400), out, monkeypatch)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "diverged forecast 1 non-finite value(s)" in err[0]
@@ -1037,26 +1046,6 @@ def test_a_refit_stopped_before_it_saves_keeps_the_old_forecasts(synth_csv, tmp_
     monkeypatch.undo()
     assert main(synth_run_argv(csv, out)) == 0
     assert (out / "run.log").read_text(encoding="utf-8").count("snaive: reusing forecasts") == 1
-
-
-class _FarOffScale(NaiveLast):
-    """A member whose fit blew up into finite values whose squares overflow."""
-
-    def predict(self, windows):
-        pred = super().predict(windows).astype(np.float64)
-        pred[0, 0, 0] = 1e160
-        return pred
-
-
-def test_member_forecasts_beyond_float32_stop_the_run_in_one_line(
-    synth_csv, tmp_path, capsys, monkeypatch
-):
-    # stored as float32 they are inf: refused in one line (numpy's overflow warning came first)
-    out = tmp_path / "r"
-    argv = _run_beside_naive("far", _FarOffScale, synth_csv(n=1400), out, monkeypatch)
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "far forecast 1 non-finite value(s)" in err[0]
 
 
 def test_a_member_that_kept_its_first_epoch_is_flagged(caplog):

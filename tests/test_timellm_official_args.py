@@ -503,28 +503,30 @@ def test_device_cuda_without_a_gpu_is_refused():
             parse_official(["--llm_model", "BERT", "--device", "cuda"])
 
 
-def test_explain_error_is_the_only_line_on_stderr(synth_csv, capsys):
-    # --label_len is ignored: that note must not come before an error at build time
-    csv = synth_csv(n=400, channels=2)
+def _explain_refusal(csv, flags: str, capsys) -> str:
+    """The one line `explain timellm` on ``csv`` with ``flags`` is refused with."""
     argv = (
         f"explain timellm --root_path {csv.parent} --data_path {csv.name} --data custom "
-        "--seq_len 32 --pred_len 8 --label_len 16 --llm_model BERT --llm_layers 100"
+        f"--seq_len 32 --pred_len 8 --llm_model BERT {flags}"
     )
     assert main(argv.split()) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "llm_layers 100 is out of range" in err[0]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_explain_error_is_the_only_line_on_stderr(synth_csv, capsys):
+    # --label_len is ignored: that note must not come before an error at build time
+    line = _explain_refusal(synth_csv(n=400, channels=2), "--label_len 16 --llm_layers 100", capsys)
+    assert "llm_layers 100 is out of range" in line
 
 
 def test_explain_sizes_no_machine_holds_are_one_line(synth_csv, capsys):
     # 10**12 prototypes: petabytes, refused by the allocator at once on any machine
     csv = synth_csv(n=400, channels=2)
-    argv = (
-        f"explain timellm --root_path {csv.parent} --data_path {csv.name} --data custom "
-        "--seq_len 32 --pred_len 8 --llm_model BERT --llm_layers 1 --num_tokens 1000000000000"
-    )
-    assert main(argv.split()) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: explain: out of memory (an allocation")
+    line = _explain_refusal(csv, "--llm_layers 1 --num_tokens 1000000000000", capsys)
+    err = [line]
+    assert err[0].startswith("error: explain: out of memory (an allocation")
     assert "--num_tokens (now 1000000000000)" in err[0] and "--pred_len (now 8)" in err[0]
 
 

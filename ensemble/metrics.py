@@ -147,7 +147,8 @@ def diebold_mariano(
     a, b = np.asarray(loss_a, np.float64), np.asarray(loss_b, np.float64)
     if a.ndim != 1 or a.shape != b.shape:  # [W, C] would be transformed along channels
         raise ValueError(f"losses must be two [W] arrays of one length (got {a.shape}, {b.shape})")
-    d = a - b
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, answered below
+        d = a - b
     n = len(d)
     nu = int(min(max(n // (4 * max(horizon, 1)), 1), n - 1))
     out: dict[str, Any] = {"diff": float(d.mean()), "dof": nu}

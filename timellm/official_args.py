@@ -414,15 +414,14 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     lradj = str(_value(args, "lradj"))
     if lradj not in _SCHEDULES:
         raise UserError(f"--lradj {lradj} is not supported: use type1, TST, COS or constant")
+    patience = int(_value(args, "patience"))
     common = {
         "batch_size": int(_value(args, "batch_size")),
         "lr": float(_value(args, "learning_rate")),
         "epochs": int(_value(args, "train_epochs")),
         # run_main.py's EarlyStopping stops at the first epoch without a gain when
         # patience is 0 (counter >= 0); ours reads 0 as "never stop early"
-        "patience": max(int(_value(args, "patience")), 1)
-        if int(_value(args, "patience")) >= 0
-        else int(_value(args, "patience")),
+        "patience": 1 if patience == 0 else patience,
     }
     if member == "dlinear":
         params = {**common, "kernel": int(_value(args, "moving_avg"))}

@@ -130,14 +130,15 @@ def results_markdown(res: dict[str, Any]) -> str:
             "are references, not chosen from.",
             "`val` is in-sample for the fitted combiners; `test p vs mean` tests its test MSE",
             "against the mean's (two-sided; lower or higher than the mean's, then p, and in",
-            f"brackets Holm's adjustment for the column's {len(res['combiners'])} tests).",
+            "brackets Holm's adjustment for the column's tests).",
             "",
             "| combiner | held-out val MSE | held-out p | val MSE | test MSE | test MAE "
             "| test p vs mean |",
             "|---|---|---|---|---|---|---|",
         ]
-        vs_mean = [r.get("test_vs_mean") for r in res["combiners"].values()]
-        holm_mean = metrics.holm([(t or {}).get("p") for t in vs_mean])
+        vs_mean = [r.get("test_vs_mean") or {} for r in res["combiners"].values()]
+        # the mean against itself (dm 0: the same forecast) is no test of the family
+        holm_mean = metrics.holm([None if t.get("dm") == 0.0 else t.get("p") for t in vs_mean])
         for (n, r), p_holm in zip(res["combiners"].items(), holm_mean, strict=True):
             mark = " **(chosen)**" if r["chosen"] else ""
             p_held = signed_p(r.get("val_cv_vs_incumbent"))

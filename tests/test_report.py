@@ -27,3 +27,35 @@ def test_a_p_value_in_the_combiners_table_says_which_way():
     assert signed_p({"diff": 0.004, "p": 0.00796}) == "higher, p 0.00796"
     assert signed_p({"diff": -0.004, "p": 0.0194}) == "lower, p 0.0194"
     assert signed_p({"diff": 0.0, "p": float("nan")}) == "" == signed_p(None)
+
+
+def test_the_combiners_p_against_the_mean_carry_holms_adjustment_over_real_tests():
+    # 10 tests in that column, one of them the mean against itself (p 1, no test)
+    from experiments.report import results_markdown
+
+    def row(p, dm):
+        return {
+            "chosen": False,
+            "val_cv": 0.6,
+            "val": {"mse": 0.6},
+            "test": {"mse": 0.37, "mae": 0.39},
+            "test_vs_mean": {"diff": -0.001 if dm else 0.0, "p": p, "dm": dm},
+        }
+
+    res = {
+        "dataset": "ETTh1",
+        "seq_len": 96,
+        "pred_len": 96,
+        "seed": 0,
+        "members": ["a"],
+        "router": "learned",
+        "periods": [24],
+        "windows": {"train": 1, "val": 1, "test": 1},
+        "val": {"a": {"mse": 0.6, "mae": 0.5}},
+        "test": {"a": {"mse": 0.4, "mae": 0.4}},
+        "timings_s": {"a": {"fit": 1.0, "predict": 1.0}},
+        "combiners": {"x": row(0.01, -2.9), "y": row(0.04, -2.1), "mean": row(1.0, 0.0)},
+    }
+    md = results_markdown(res)
+    assert "lower, p 0.01 (Holm 0.02)" in md and "lower, p 0.04 (Holm 0.04)" in md
+    assert "| mean | 0.6000 |" in md and "equal, p 1 |" in md  # no Holm: not in the family

@@ -269,7 +269,8 @@ def _dm_line(group: Group, best: list[str], seeds: list[int]) -> list[str]:
     return [
         "",
         "Ensemble against each seed's best member on that seed's test windows "
-        f"(two-sided Diebold-Mariano): {'; '.join(cells)}.",
+        f"(two-sided Diebold-Mariano): {'; '.join(cells)}. Read them together, not the "
+        "smallest alone; on seasonal data such as ETT each is too small (results.md's caveat).",
     ]
 
 

@@ -88,20 +88,27 @@ def _refuse_cut_last_line(path: Path, encoding: str, sep: str) -> None:
     forward-filled by ``--fill ffill``) as data."""
     import csv
 
+    tail = 1 << 16
     if encoding == "utf-16":  # two bytes a character: read as text (Excel's, small)
-        text = path.read_text(encoding=encoding, errors="replace")
-    else:  # the last 64 KiB hold the last line of any CSV worth reading
+        text, whole = path.read_text(encoding=encoding, errors="replace"), True
+    else:  # the last 64 KiB hold the last line of all but the widest files
         with open(path, "rb") as fh:
-            fh.seek(max(0, fh.seek(0, 2) - (1 << 16)))
-            text = fh.read().decode(encoding, errors="replace")
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - tail))
+            text, whole = fh.read().decode(encoding, errors="replace"), size <= tail
     if not text or text.endswith(("\n", "\r")):
         return
+    if "\n" not in text and not whole:  # a last line longer than the tail: not judged
+        return
     last = text.rsplit("\n", 1)[-1]
+    if not last.strip():  # a last line of blanks: no row
+        return
     try:
         fields = next(csv.reader([last], delimiter=sep), [])
     except csv.Error:  # a stray carriage return or NUL: not a line cut short
         return
-    n_header = len(_header_names(path, encoding, sep))
+    # named columns: a header ending in a separator names one column less than it lists
+    n_header = len([n for n in _header_names(path, encoding, sep) if n])
     if 0 < len(fields) < n_header:
         with open(path, encoding=encoding, errors="replace") as fh:
             line = sum(1 for _ in fh)

@@ -74,9 +74,12 @@ WEAK_DOF = 2
 
 
 def caveat(test: dict[str, Any]) -> str:
-    """What a reader of this test's p must know: "" or a short clause."""
-    if (test.get("dof") or 0) <= WEAK_DOF and test.get("dm") not in (None, 0.0):
-        return f"dof {test['dof']}: cannot resolve even large differences"
+    """What a reader of this test's p must know: "" or a short clause. With too few
+    degrees of freedom a large p says nothing (a small one still counts)."""
+    p = test.get("p")
+    weak = (test.get("dof") or 0) <= WEAK_DOF and test.get("dm") not in (None, 0.0)
+    if weak and p is not None and p >= 0.05:
+        return f"dof {test['dof']}: a large p says nothing here (it cannot resolve even large differences)"
     return ""
 
 

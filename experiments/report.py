@@ -85,7 +85,8 @@ def results_markdown(res: dict[str, Any]) -> str:
             "| comparison | test MSE difference | DM statistic | p | Holm p | dof | note |",
             "|---|---|---|---|---|---|---|",
         ]
-        adjusted = metrics.holm([r["p"] for _, _, r in pairs])
+        # a forecast against its own copy (dm 0) is no test of the family
+        adjusted = metrics.holm([None if r["dm"] == 0.0 else r["p"] for _, _, r in pairs])
         for (a, b, r), p_holm in zip(pairs, adjusted, strict=True):
             lines.append(
                 f"| {a} vs {b} | {r['diff']:+.4f} | {_num(r['dm'], '+.2f')} | "

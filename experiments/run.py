@@ -205,7 +205,7 @@ def code_label() -> str | None:
 
 def _say_who_fitted(spec: str, timings: dict[str, Any], mdir: Path) -> None:
     """Warn when a member's reused forecasts were fitted by other code than this run's:
-    a fix to the member since then is not in them (results.json's timings_s names it)."""
+    a fix to the member since then is not in them (results.json's member_fits names it)."""
     theirs, ours = timings.get("code"), code_label()
     if theirs is None:
         log.info("%s: reused forecasts of a fit that did not record its code", spec)

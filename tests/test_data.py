@@ -484,3 +484,30 @@ def test_binary_bytes_are_refused_in_one_line_not_a_csv_error(tmp_path):
     path.write_bytes(bytes(range(256)) * 20)
     with pytest.raises(UserError):
         load_dataset(data_path=path)
+
+
+@pytest.mark.parametrize("tail", ["header-sep", "blank"])
+def test_files_without_a_last_line_end_that_are_whole_are_read(synth_csv, tail):
+    # the cut-off check refused a header ending in a separator and a last line of
+    # spaces: files 34026f1 read
+    path = synth_csv(n=600)
+    text = path.read_text(encoding="utf-8").rstrip("\n")
+    if tail == "header-sep":
+        head, rest = text.split("\n", 1)
+        text = head + ",\n" + rest
+    else:
+        text += "\n   "
+    path.write_text(text, encoding="utf-8")
+    assert load_dataset(data_path=path).n_rows == 600
+
+
+def test_a_last_line_wider_than_the_tail_read_is_not_judged(tmp_path):
+    # 12,000 channels: the last 64 KiB started mid-line, and the line looked cut off
+    n, c = 300, 12000
+    cols = [f"c{i}" for i in range(c)]
+    rows = np.round(np.random.default_rng(0).random((n, c)), 3)
+    df = pd.DataFrame(rows, columns=cols)
+    df.insert(0, "date", pd.date_range("2020-01-01", periods=n, freq="h").astype(str))
+    path = tmp_path / "wide.csv"
+    path.write_text(df.to_csv(index=False).rstrip("\n"), encoding="utf-8")
+    assert load_dataset(data_path=path).n_channels == c

@@ -71,12 +71,15 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
     assert np.isclose(pair["diff"], res["test"]["naive"]["mse"] - res["test"]["snaive"]["mse"])
     md = (out / "results.md").read_text(encoding="utf-8")
     assert "| ensemble vs mean |" in md and "| naive vs snaive |" in md
-    # each p beside its Holm adjustment over the table's 5 tests, and the test's caveat
+    # each p beside its Holm adjustment over the table's tests (the ensemble of router
+    # mean against the mean is its copy: no test), and the test's caveat
     from ensemble.metrics import caveat, holm
 
     rows = [line for line in md.splitlines() if line.startswith("| naive vs snaive |")]
     cells = [c.strip() for c in rows[0].split("|")[1:-1]]
-    ps = [r["p"] for r in sig["ensemble_vs"].values()] + [pair["p"]]
+    tests = [*sig["ensemble_vs"].values(), pair]
+    assert sig["ensemble_vs"]["mean"]["dm"] == 0.0
+    ps = [None if r["dm"] == 0.0 else r["p"] for r in tests]
     assert cells[4] == f"{holm(ps)[-1]:.3g}" and cells[6] == caveat(pair)
     assert "5 comparisons" in md
     assert set(res["timings_s"]["naive"]) == {"fit", "predict"}

@@ -439,15 +439,22 @@ def _channels(
             bad = num.isna() & df[col].notna()
             row = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
             value = df[col].iloc[row]
-            comma = isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+,\d+\s*", value)
-            raise UserError(
-                f"{path}: column {col!r} is not numeric (row {row + 1}, line {row + 2}: {value!r}); "
-                + (
+            text = value if isinstance(value, str) else ""
+            if re.fullmatch(r"\s*[-+]?\d+,\d+\s*", text):
+                fix = (
                     "a decimal comma? Only ';'-separated files may use them: save the file "
                     "';'-separated or with decimal points"
-                    if comma
-                    else "remove the column or fix the value"
                 )
+            elif re.fullmatch(r"\s*\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*", text):
+                fix = (
+                    f"a time of day: join it with the date column {date_col!r} into one "
+                    "timestamp column (e.g. 2016-07-01 00:00:00)"
+                )
+            else:
+                fix = "remove the column or fix the value"
+            raise UserError(
+                f"{path}: column {col!r} is not numeric (row {row + 1}, line {row + 2}: "
+                f"{value!r}); {fix}"
             )
     if target is None:
         target = "OT" if "OT" in value_cols else value_cols[-1]

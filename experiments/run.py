@@ -355,8 +355,8 @@ def warn_about_training(curves: dict[str, dict[str, Any]]) -> None:
             # DLinear at L=96: seed 1 kept epoch 1 of 4 (test 0.442, seed 0 0.388)
             log.warning(
                 "%s: kept its first epoch; the %d after it did worse on validation, so "
-                "its result hangs on the seed: a lower learning rate or a higher "
-                "@patience may help (compare several --seed)",
+                "its result hangs on the seed: a lower learning rate or more patience may "
+                "help (compare several seeds)",
                 spec,
                 c["epochs"] - 1,
             )

@@ -511,3 +511,15 @@ def test_a_last_line_wider_than_the_tail_read_is_not_judged(tmp_path):
     path = tmp_path / "wide.csv"
     path.write_text(df.to_csv(index=False).rstrip("\n"), encoding="utf-8")
     assert load_dataset(data_path=path).n_channels == c
+
+
+def test_a_separate_time_of_day_column_is_told_to_join_the_date(synth_csv):
+    # date and time in two columns (a spreadsheet export): "'time' is not numeric" only
+    path = synth_csv(n=600)
+    df = pd.read_csv(path)
+    stamps = pd.to_datetime(df["date"])
+    df.insert(1, "time", stamps.dt.strftime("%H:%M"))
+    df["date"] = stamps.dt.strftime("%Y-%m-%d")
+    df.to_csv(path, index=False)
+    with pytest.raises(UserError, match="a time of day: join it with the date column 'date'"):
+        load_dataset(data_path=path)

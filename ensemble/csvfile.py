@@ -36,10 +36,11 @@ def read_csv(path: Path) -> pd.DataFrame:
         df = pd.read_csv(path, encoding=encoding, encoding_errors="replace", **dialect)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    _refuse_cut_last_line(path, encoding, dialect.get("sep", ","))
+    names = _header_names(path, encoding, dialect.get("sep", ","))  # as written, once
+    _refuse_cut_last_line(path, encoding, dialect.get("sep", ","), names)
     # "date, OT" headers: names as written, without the space after the comma
     df.columns = [c.strip() if isinstance(c, str) else c for c in df.columns]
-    _refuse_repeated_names(path, encoding, dialect.get("sep", ","), df.shape[1])
+    _refuse_repeated_names(path, names, df.shape[1])
     saved_index = [c for c in df.columns if re.fullmatch(r"Unnamed: \d+", str(c))]
     if saved_index:  # DataFrame.to_csv kept the index: a row counter, not a channel
         log.warning("%s: column(s) %s without a header dropped", path.name, saved_index)
@@ -61,13 +62,12 @@ def _header_names(path: Path, encoding: str, sep: str) -> list[str]:
     return [name.strip().lstrip("\ufeff").strip() for name in row]
 
 
-def _refuse_repeated_names(path: Path, encoding: str, sep: str, n_columns: int) -> None:
+def _refuse_repeated_names(path: Path, names: list[str], n_columns: int) -> None:
     """Refuse a header naming one column twice ("OT" and " OT" too, once stripped).
 
     pandas would keep both under new names ("OT", "OT.1"): the target could then be the
     other column, and a dataset's channels silently renamed.
     """
-    names = _header_names(path, encoding, sep)
     if len(names) != n_columns:  # a header pandas read otherwise: nothing to compare
         return
     first: dict[str, int] = {}
@@ -82,7 +82,7 @@ def _refuse_repeated_names(path: Path, encoding: str, sep: str, n_columns: int) 
         first[name] = i
 
 
-def _refuse_cut_last_line(path: Path, encoding: str, sep: str) -> None:
+def _refuse_cut_last_line(path: Path, encoding: str, sep: str, names: list[str]) -> None:
     """Refuse a file whose last line has fewer fields than its header and no line end: a
     copy or download cut off mid-row, whose cut value would otherwise pass (or be
     forward-filled by ``--fill ffill``) as data."""
@@ -108,7 +108,7 @@ def _refuse_cut_last_line(path: Path, encoding: str, sep: str) -> None:
     except csv.Error:  # a stray carriage return or NUL: not a line cut short
         return
     # named columns: a header ending in a separator names one column less than it lists
-    n_header = len([n for n in _header_names(path, encoding, sep) if n])
+    n_header = len([n for n in names if n])
     if 0 < len(fields) < n_header:
         with open(path, encoding=encoding, errors="replace") as fh:
             line = sum(1 for _ in fh)

@@ -591,6 +591,7 @@ class HybridForecaster:
         if router.needs_features:
             feats, fnames = window_features(val.inputs(), val_stack, periods, member_names)
             router.feature_names = fnames
+            router.channel_names = channels  # printed rules
         router.fit(val_stack, val.targets(), feats)
         # Only now, with everything fitted, replace what an earlier fit left.
         self.layout_, self.series_, self.cols_ = layout, labels, (id_col, time_col, target_col)

@@ -552,6 +552,7 @@ def run(
                     split.inputs(), stack, periods, specs, ch
                 )
             combiner.feature_names = feature_names
+            combiner.channel_names = [str(dataset.columns[c]) for c in ch]  # printed rules
         combiner.fit(val_stack, val_true, feats["val"])  # validation forecasts only
         w_val = combiner.weights(val_stack, feats["val"])
         w_test = combiner.weights(test_stack, feats["test"])

@@ -178,6 +178,7 @@ class LearnedRouter(Combiner):
         seed: seed of the learned candidates.
         feature_names: names of the F feature columns.
         member_names: names of the M members (for printed rules).
+        channel_names: names of the C evaluated channels (for printed rules).
         progress: a bar over the folds' fits, on a terminal (minutes on wide data).
     """
 
@@ -194,6 +195,7 @@ class LearnedRouter(Combiner):
         seed: int = 0,
         feature_names: list[str] | None = None,
         member_names: list[str] | None = None,
+        channel_names: list[str] | None = None,
         progress: bool = False,
     ):
         unknown = set(candidates) - set(CANDIDATES)
@@ -223,6 +225,7 @@ class LearnedRouter(Combiner):
         self.seed = seed
         self.feature_names = feature_names
         self.member_names = member_names
+        self.channel_names = channel_names
         self.progress = progress
         self.chosen_: str | None = None
         self.model_: Combiner | None = None
@@ -240,6 +243,7 @@ class LearnedRouter(Combiner):
             seed=self.seed,
             feature_names=self.feature_names,
             member_names=self.member_names,
+            channel_names=self.channel_names,
         )
 
     def fit(self, val_forecasts, val_targets, features=None, terms=None) -> LearnedRouter:

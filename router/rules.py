@@ -54,6 +54,9 @@ class RuleRouter(Combiner):
         n_thresholds: candidate thresholds per feature (quantiles), for readable cut points.
         leaf_iter: greedy rounds per leaf (weights in steps of 1 / leaf_iter).
         feature_names: the F names of the feature columns (for the printed rules).
+        member_names: the M members' names (for the printed rules).
+        channel_names: the C evaluated channels' names, in order: a split on the
+            ``channel`` feature is printed as the channels it sends left, not as an index.
     """
 
     name = "rules"
@@ -67,6 +70,7 @@ class RuleRouter(Combiner):
         leaf_iter: int = 10,
         feature_names: list[str] | None = None,
         member_names: list[str] | None = None,
+        channel_names: list[str] | None = None,
     ):
         self.max_depth = max_depth
         self.min_leaf = min_leaf
@@ -74,6 +78,7 @@ class RuleRouter(Combiner):
         self.leaf_iter = leaf_iter
         self.feature_names = feature_names
         self.member_names = member_names
+        self.channel_names = channel_names
         self.tree_: dict | None = None
         self.fill_: np.ndarray | None = None
         self.depth_: int | None = None
@@ -209,6 +214,13 @@ class RuleRouter(Combiner):
             ]
             return " + ".join(parts)
 
+        cnames = self.channel_names or []
+
+        def test(j: int, t: float) -> str:
+            if fname(j) == "channel" and cnames:  # the feature is the channel's index
+                return f"channel in {{{', '.join(n for i, n in enumerate(cnames) if i <= t)}}}"
+            return f"{fname(j)} <= {t!r}"
+
         lines: list[str] = []
 
         def walk(node: dict, indent: str) -> None:
@@ -216,7 +228,7 @@ class RuleRouter(Combiner):
                 lines.append(f"{indent}use {mix(node['weights'])}    (n={node['n']})")
                 return
             # the threshold as applied: it was chosen short enough to print whole
-            lines.append(f"{indent}if {fname(node['feature'])} <= {node['threshold']!r}:")
+            lines.append(f"{indent}if {test(node['feature'], node['threshold'])}:")
             walk(node["left"], indent + "    ")
             lines.append(f"{indent}else:")
             walk(node["right"], indent + "    ")

@@ -195,10 +195,14 @@ def test_rules_print_and_use_features():
     f = f.copy()
     f[0, ..., 0] = y[..., 0] + 0.05 * rng.standard_normal(y[..., 0].shape)
     f[1, ..., 1] = y[..., 1] + 0.05 * rng.standard_normal(y[..., 1].shape)
-    cb = make_combiner("rules", feature_names=names, member_names=["m0", "m1", "m2"])
+    cb = make_combiner(
+        "rules", feature_names=names, member_names=["m0", "m1", "m2"], channel_names=["HUFL", "OT"]
+    )
     cb.fit(f, y, feats)
     text = cb.rules()
     assert "if " in text and "use" in text
+    # the split on the channel names the channels it sends left, not an index
+    assert text.splitlines()[0] == "if channel in {HUFL}:", text
     w = cb.weights(f, feats)
     assert w[:, 0, 0].mean() > 0.8 and w[:, 1, 1].mean() > 0.8
 

@@ -192,6 +192,33 @@ def find_date_column(df: pd.DataFrame, path: Path) -> str:
     )
 
 
+TIME_OF_DAY = r"\s*\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*"  # 7:05, 17:24:00, 17:24:00.5
+
+
+def join_time_of_day(df: pd.DataFrame, date_col: str, path: Path) -> pd.DataFrame:
+    """A date column followed by a time-of-day column (``Date;Time``, as UCI's household
+    power file, many loggers and spreadsheet exports write them) -> one timestamp column
+    under the date column's name; any other frame unchanged.
+
+    Joined only when every date is a bare date and every value of the next column a time
+    of day: anything less is left to the loader, which names the column to fix.
+    """
+    pos = df.columns.get_loc(date_col)
+    if not isinstance(pos, int) or pos + 1 >= len(df.columns):
+        return df
+    time_col = df.columns[pos + 1]
+    times, dates = df[time_col], df[date_col]
+    if pd.api.types.is_numeric_dtype(times) or times.isna().any() or dates.isna().any():
+        return df
+    times, dates = times.astype(str), dates.astype(str)
+    if dates.str.contains(":").any() or not times.str.fullmatch(TIME_OF_DAY).all():
+        return df
+    log.info("%s: column %r joined to the dates of %r", path.name, time_col, date_col)
+    out = df.drop(columns=time_col)
+    out[date_col] = dates.str.strip() + " " + times.str.strip()
+    return out
+
+
 def checked_dates(column: pd.Series, date_col: str, path: Path) -> pd.DatetimeIndex:
     """The parsed timestamps, refused where they go backwards (duplicates: a warning).
 

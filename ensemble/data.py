@@ -27,7 +27,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemble.csvfile import checked_dates, find_date_column, find_gaps, infer_freq, read_csv
+from ensemble.csvfile import (
+    TIME_OF_DAY,
+    checked_dates,
+    find_date_column,
+    find_gaps,
+    infer_freq,
+    join_time_of_day,
+    read_csv,
+)
 from ensemble.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -379,6 +387,7 @@ def load_dataset(
         )
     df = read_csv(path)
     date_col = find_date_column(df, path)
+    df = join_time_of_day(df, date_col, path)
     dates = checked_dates(df[date_col], date_col, path)
     values, cols, target = _channels(df, date_col, features, target, fill, path)
 
@@ -445,7 +454,7 @@ def _channels(
                     "a decimal comma? Only ';'-separated files may use them: save the file "
                     "';'-separated or with decimal points"
                 )
-            elif re.fullmatch(r"\s*\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*", text):
+            elif re.fullmatch(TIME_OF_DAY, text):
                 fix = (
                     f"a time of day: join it with the date column {date_col!r} into one "
                     "timestamp column (e.g. 2016-07-01 00:00:00)"

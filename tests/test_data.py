@@ -513,12 +513,29 @@ def test_a_last_line_wider_than_the_tail_read_is_not_judged(tmp_path):
     assert load_dataset(data_path=path).n_channels == c
 
 
-def test_a_separate_time_of_day_column_is_told_to_join_the_date(synth_csv):
-    # date and time in two columns (a spreadsheet export): "'time' is not numeric" only
+def test_a_time_of_day_column_beside_the_date_is_joined_to_it(synth_csv, tmp_path):
+    # Date;Time in two columns (UCI's household power file, spreadsheet exports): was
+    # refused as "'Time' is not numeric"; now read as the one-column file is
+    path = synth_csv(n=600)
+    whole = load_dataset(data_path=path)
+    df = pd.read_csv(path)
+    stamps = pd.to_datetime(df["date"])
+    df.insert(1, "Time", stamps.dt.strftime("%H:%M:%S"))
+    df["date"] = stamps.dt.strftime("%d/%m/%Y")  # day first, as UCI writes them
+    split = tmp_path / "split.csv"
+    df.to_csv(split, index=False, sep=";")
+    got = load_dataset(data_path=split)
+    assert got.columns == whole.columns
+    np.testing.assert_array_equal(got.values, whole.values)
+    assert (got.dates == whole.dates).all() and got.freq == whole.freq
+
+
+def test_a_time_of_day_column_away_from_the_date_is_told_to_join_it(synth_csv):
+    # not beside the date column: not guessed at, named with the fix
     path = synth_csv(n=600)
     df = pd.read_csv(path)
     stamps = pd.to_datetime(df["date"])
-    df.insert(1, "time", stamps.dt.strftime("%H:%M"))
+    df["time"] = stamps.dt.strftime("%H:%M")
     df["date"] = stamps.dt.strftime("%Y-%m-%d")
     df.to_csv(path, index=False)
     with pytest.raises(UserError, match="a time of day: join it with the date column 'date'"):

@@ -618,6 +618,8 @@ def _fmt(mean: float, std: float, n: int, seeds: int | None = None) -> str:
         return f"{mean:.3f}" + (few or (" (1 seed)" if n == 1 else ""))
     if std == 0:  # a deterministic member: "± 0.000" would read as precision
         return f"{mean:.3f} (every seed){few}"
+    if f"{std:.3f}" == "0.000":  # a spread below the digits, not none at all
+        return f"{mean:.3f} ± <0.001{few}"
     return f"{mean:.3f} ± {std:.3f}{few}"
 
 
@@ -746,13 +748,28 @@ def bench_markdown(
     return "\n".join(lines)
 
 
+_SECONDS = ("fit_s", "predict_s")
+
+
+def _csv(table: pd.DataFrame) -> str:
+    """``table`` as CSV, the scores at full precision (the shortest text that reads back
+    as the same float: 6 digits made ties and reruns look equal when they were not), the
+    seconds rounded to 6 significant digits (timing noise has no more)."""
+    secs = {
+        c: pd.to_numeric(table[c], errors="coerce").map(lambda x: float(f"{x:.6g}"))
+        for c in _SECONDS
+        if c in table
+    }
+    return table.assign(**secs).to_csv(index=False)
+
+
 def write_reports(spec: BenchSpec) -> pd.DataFrame:
     """Rebuild bench.csv, bench.md and the plots from the finished cells."""
     out = Path(spec.out)
     long = collect(spec)
-    write_csv(out / "bench.csv", long.to_csv(index=False, float_format="%.6g"))
+    write_csv(out / "bench.csv", _csv(long))
     summary = summarise(long)
-    write_csv(out / "bench_summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    write_csv(out / "bench_summary.csv", _csv(summary))
     unpublished = set(long.loc[long["published"].eq(False), "dataset"])
     write_text(out / "bench.md", bench_markdown(spec, summary, unpublished=unpublished))
     if not long.empty:
@@ -764,6 +781,15 @@ def write_reports(spec: BenchSpec) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- plots
+
+
+def _plot_label(forecast: str, router: str) -> str:
+    """The legend's name of one of our forecasts, as the table names it."""
+    if forecast == "oracle":
+        return "oracle (bound)"
+    if forecast == "ensemble" and router == "mean":
+        return "ensemble (= mean)"  # the mean's own line is left out: it is this one
+    return forecast
 
 
 def plot_bench(
@@ -792,6 +818,8 @@ def plot_bench(
         for ax, ds in zip(axes[0], datasets, strict=True):
             sub = summary[summary["dataset"] == ds]
             for f in _order(list(dict.fromkeys(sub["forecast"])), spec.members):
+                if f == "mean" and spec.router == "mean":
+                    continue  # the ensemble itself: drawn over it, it hid the ensemble
                 s = sub[sub["forecast"] == f].sort_values("pred_len")
                 ax.errorbar(
                     s["pred_len"],
@@ -800,7 +828,9 @@ def plot_bench(
                     marker="o",
                     capsize=3,
                     lw=2 if f == "ensemble" else 1.2,
-                    label=f,
+                    ls=":" if f == "oracle" else "-",
+                    zorder=3 if f == "ensemble" else 2,  # over the lines it sits between
+                    label=_plot_label(f, spec.router),
                 )
             pub = ref[
                 (ref["dataset"] == ds)
@@ -811,16 +841,16 @@ def plot_bench(
             ]
             for (m, s), p in pub.groupby(["model", "source"], sort=False):
                 p = p.sort_values("pred_len")
-                if len(p) > 1:
-                    lb = _lookback(p, m, s, spec.seq_len)
-                    ax.plot(
-                        p["pred_len"],
-                        p[metric],
-                        ls="--",
-                        marker="x",
-                        lw=0.9,
-                        label=f"{m} (pub.{lb})",
-                    )
+                lb = _lookback(p, m, s, spec.seq_len)
+                ax.plot(
+                    p["pred_len"],
+                    p[metric],
+                    ls="--" if len(p) > 1 else "none",  # one horizon: its marker alone
+                    marker="x",
+                    ms=6 if len(p) > 1 else 8,
+                    lw=0.9,
+                    label=f"{m} (pub.{lb})",
+                )
             ax.set_title(ds)
             ax.set_xlabel("horizon H")
             ax.set_ylabel(f"test {metric.upper()} (scaled)")
@@ -833,8 +863,26 @@ def plot_bench(
     if (members["fit_s"] > 0).any():
         fig, ax = plt.subplots(figsize=(7, 3.6))
         piv = members.pivot_table(index=["dataset", "pred_len"], columns="forecast", values="fit_s")
-        piv.clip(lower=1e-3).plot.bar(ax=ax, logy=True)
-        ax.set_ylabel("fit seconds (mean over seeds not resumed, log)")
+        # 0 s is a fit under the 1 ms results.json records: no bar on a log axis, a mark
+        piv.where(piv > 0).plot.bar(ax=ax, logy=True)
+        # bars rise from a decade below the shortest fit, not from wherever autoscale stops
+        drawn = piv[piv > 0]
+        ax.set_ylim(10 ** (np.floor(np.log10(drawn.min().min())) - 1), 2 * drawn.max().max())
+        for bars, col in zip(ax.containers, piv.columns, strict=True):
+            for bar, v in zip(bars.patches, piv[col], strict=True):
+                if v == 0:
+                    ax.text(
+                        bar.get_x() + bar.get_width() / 2,
+                        0.02,
+                        "<1 ms",
+                        transform=ax.get_xaxis_transform(),  # x in data, y in axes
+                        rotation=90,
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                    )
+        ax.set_ylabel("fit seconds (log)")
+        ax.set_title("mean over the seeds not resumed", fontsize=8)
         ax.set_xlabel("")
         ax.legend(fontsize=7)
         save(fig, out / "bench_fit_time.png")

@@ -106,7 +106,11 @@ def handle(args) -> int:
         from periodicity.plot import periods_figure
 
         try:
-            title = f"{ds.name}: periodogram and candidate periods (F_S: seasonal strength)"
+            # "(channel mean)" as the default title has it: the top panel averages channels
+            title = (
+                f"{ds.name}: periodogram (channel mean) and candidate periods "
+                "(F_S: seasonal strength)"
+            )
             plot = save(periods_figure(x, report, title=title), plot, dpi=110)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot write the plot {plot}: {exc}") from None

@@ -65,10 +65,12 @@ def add_parser(sub) -> None:
 def check_out(out: str, run_dirs: list[str]) -> None:
     """Refuse an --out that would replace a file a run folder is made of (results.json,
     config.yaml, forecasts.npz, ...): ``summary RUN --out RUN/results.json`` would turn
-    the run's results into Markdown.
+    the run's results into Markdown. Nothing is written inside a summarised folder at
+    all: its member caches (``members/*/forecasts.npz``) and ``.lock`` are its too.
 
     Raises:
-        UserError: ``out`` has such a name and lies in a summarised or any run folder.
+        UserError: ``out`` has such a name and lies in a summarised or any run folder,
+            or lies anywhere inside a summarised folder.
     """
     from ensemble.errors import UserError
     from experiments.run import RUN_OUTPUTS
@@ -83,6 +85,12 @@ def check_out(out: str, run_dirs: list[str]) -> None:
         raise UserError(
             f"--out {out} would replace the run's own {path.name}; write the summary to a "
             "file of another name or elsewhere, e.g. --out summary.md"
+        )
+    inside = [d for d in summarised if d in path.resolve().parents]
+    if inside:
+        raise UserError(
+            f"--out {out} lies inside the summarised run folder {inside[0]}, whose files "
+            "belong to the run; write the summary elsewhere, e.g. --out summary.md"
         )
 
 
@@ -132,6 +140,8 @@ def handle(args) -> int:
             ("--out", args.out),
         ]
         words = [*args.run_dirs, "--latex"] + [str(w) for f, v in flags if v for w in (f, v)]
+        # without it the recorded command refuses the unfinished folders this run left out
+        words += ["--finished-only"] if args.finished_only else []
         command = shell.join(["hybrid-forecast", "summary", *words])
         digits = 3 if args.digits is None else args.digits
         label = args.label or "tab:hybrid-forecast"
@@ -139,7 +149,7 @@ def handle(args) -> int:
     elif args.csv:
         text = summary_csv(groups, forecasts)
     elif args.json:
-        text = json.dumps(summary_json(groups), indent=2) + "\n"
+        text = json.dumps(summary_json(groups), indent=2, allow_nan=False) + "\n"
     else:
         text = summary_markdown(groups)
     if args.out:

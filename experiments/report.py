@@ -183,6 +183,8 @@ def _wrap_spec(name: str, width: int = 40) -> str:
 
 def plot_training(path: Path, curves: dict[str, dict[str, Any]]) -> None:
     """One panel per member: train and val MSE per epoch, the kept epoch marked."""
+    from matplotlib.ticker import MaxNLocator
+
     from ensemble.figures import pyplot, save
 
     plt = pyplot()
@@ -195,6 +197,7 @@ def plot_training(path: Path, curves: dict[str, dict[str, Any]]) -> None:
         ax.axvline(k, color="0.6", lw=0.8, ls="--", label=f"kept: epoch {k}")
         ax.set_title(_wrap_spec(name), fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
         ax.set_ylabel("MSE (scaled)", fontsize=8)
         ax.legend(fontsize=7)
     save(fig, path, dpi=90)

@@ -142,10 +142,11 @@ def run_settings(folder: Path) -> str:
                 raise UserError(
                     f"{path}: member_params must map members to settings; rerun that folder"
                 )
+            # sorted options too: `--set b=1 --set a=2` is the run `--set a=2 --set b=1` is
             items += [
                 f"{m}.{pk}={pv}"
                 for m, ps in sorted(v.items(), key=lambda kv: str(kv[0]))
-                for pk, pv in ps.items()
+                for pk, pv in sorted(ps.items(), key=lambda kv: str(kv[0]))
             ]
         else:
             items.append(f"{k}={v}")
@@ -153,7 +154,8 @@ def run_settings(folder: Path) -> str:
 
 
 def load_groups(folders: list[str | Path], finished_only: bool = False) -> list[Group]:
-    """Read each folder's results.json and group the comparable ones (order of first sight).
+    """Read each folder's results.json and group the comparable ones: datasets and setups
+    in order of first sight, horizons ascending.
 
     Args:
         folders: run folders.
@@ -220,7 +222,22 @@ def load_groups(folders: list[str | Path], finished_only: bool = False) -> list[
     for key, group in groups.items():
         if key[-1] and len(shas[group.dataset]) > 1:
             group.dataset = f"{group.dataset} (file {key[-1][:8]})"
-    return list(groups.values())
+    return _ordered(list(groups.values()))
+
+
+def _ordered(groups: list[Group]) -> list[Group]:
+    """``groups`` in the LaTeX table's order: datasets and setups in order of first sight,
+    horizons ascending within them (a shell glob gives ``H192`` before ``H24``)."""
+    datasets = list(dict.fromkeys(g.dataset for g in groups))
+    setups = list(dict.fromkeys(_setup(g) for g in groups))
+    return sorted(
+        groups,
+        key=lambda g: (datasets.index(g.dataset), setups.index(_setup(g)), g.pred_len),
+    )
+
+
+def _setup(g: Group) -> tuple:
+    return (g.seq_len, g.features, g.members, g.router, g.settings)
 
 
 def _check_scores(res: dict[str, Any]) -> None:
@@ -249,7 +266,8 @@ def _cell(values: np.ndarray) -> str:
         return f"{v[0]:.4f}{few}"
     if (v == v[0]).all():  # a deterministic forecast: "± 0.0000" would read as precision
         return f"{v[0]:.4f} (every seed){few}"
-    return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}{few}"
+    std = f"{v.std(ddof=1):.4f}"
+    return f"{v.mean():.4f} ± {'<0.0001' if float(std) == 0 else std}{few}"  # not "± 0.0000"
 
 
 def _dm_line(group: Group, best: list[str], seeds: list[int]) -> list[str]:
@@ -259,8 +277,15 @@ def _dm_line(group: Group, best: list[str], seeds: list[int]) -> list[str]:
 
     cells = []
     for seed, member in zip(seeds, best, strict=True):
-        sig = group.runs[seed].get("significance", {}).get("test", {})
-        text = signed_p(sig.get("ensemble_vs", {}).get(member))
+        # an edited block (a list where a mapping belongs): no line, not a traceback
+        sig = group.runs[seed].get("significance")
+        sig = sig.get("test") if isinstance(sig, dict) else None
+        vs = sig.get("ensemble_vs") if isinstance(sig, dict) else None
+        test = vs.get(member) if isinstance(vs, dict) else None
+        try:
+            text = signed_p(test) if isinstance(test, dict) else ""
+        except (TypeError, ValueError):  # a p or diff that is no number
+            text = ""
         if not text:  # a seed without the test: no row of half the seeds
             return []
         cells.append(f"seed {seed} {text}")
@@ -315,14 +340,15 @@ def group_markdown(group: Group) -> str:
         by_seed = np.stack([fc[m].test_mse for m in members])  # [M, S]
         best = by_seed.min(axis=0)
         ens = fc["ensemble"].test_mse
+        mean = fc["mean"].test_mse if "mean" in fc else None
         lines += [
             "",
             f"The ensemble is below its best member on test in {_below(ens, best)} of "
-            f"{len(seeds)} seeds (best member per seed: "
+            f"{_both(ens, best)} seeds (best member per seed: "
             f"{', '.join(members[i] for i in by_seed.argmin(axis=0))})"
             + (
-                f" and below the mean in {_below(ens, fc['mean'].test_mse)} of {len(seeds)}."
-                if "mean" in fc
+                f" and below the mean in {_below(ens, mean)} of {_both(ens, mean)}."
+                if mean is not None
                 else "."
             ),
         ]
@@ -340,6 +366,12 @@ def _below(a: np.ndarray, b: np.ndarray) -> int:
     """How many seeds have ``a`` below ``b``; equal forecasts scored by different sums
     (a one-member mean) differ in the last bits, and that is a tie, not a win."""
     return int(np.sum(a < b - 1e-9 * np.abs(b)))
+
+
+def _both(a: np.ndarray, b: np.ndarray) -> int:
+    """How many seeds have both ``a`` and ``b`` (a forecast an older version of a run did
+    not report cannot be beaten there): the count ``_below`` is out of."""
+    return int(np.sum(~np.isnan(a) & ~np.isnan(b)))
 
 
 def _machine(res: dict[str, Any]) -> str:
@@ -420,6 +452,13 @@ def summary_markdown(groups: list[Group]) -> str:
 
 
 def summary_json(groups: list[Group]) -> list[dict[str, Any]]:
+    """Per group its setup and, per forecast, the scores of each seed in seed order.
+
+    A score list holds a number per seed, ``null`` where that seed's folder lacks the
+    forecast (a combiner of a later version), and the string ``"inf"`` where the seed's
+    error overflowed (diverged; results.json stores it as null): strict JSON, which has
+    no Infinity, and never read as a missing forecast.
+    """
     out = []
     for g in groups:
         fc = g.forecasts()
@@ -448,5 +487,5 @@ def summary_json(groups: list[Group]) -> list[dict[str, Any]]:
     return out
 
 
-def _listed(values: np.ndarray) -> list[float | None]:
-    return [None if np.isnan(v) else float(v) for v in values]
+def _listed(values: np.ndarray) -> list[float | str | None]:
+    return [None if np.isnan(v) else "inf" if np.isinf(v) else float(v) for v in values]

@@ -148,15 +148,24 @@ def _marks(means: dict[str, float], digits: int) -> dict[str, str]:
     return marks
 
 
+_DIVERGED = r"inf$^\dagger$"  # the caption's note says what the dagger means
+
+
 def _tex_cell(values: np.ndarray, mean: float, mark: str | None, digits: int, spread: bool) -> str:
     if np.isnan(mean):
         return "--"
+    if np.isinf(mean):  # a diverged seed (or horizon, in an Avg row): no number to rank
+        return _DIVERGED
     text = f"{mean:.{digits}f}"
     text = {"best": rf"\textbf{{{text}}}", "second": rf"\underline{{{text}}}"}.get(mark, text)
     v = values[~np.isnan(values)]
-    # the same in every seed, or a diverged (inf) seed: no ±
-    if spread and len(v) > 1 and np.isfinite(v).all() and not (v == v[0]).all():
-        text += rf"{{\scriptsize$\pm${v.std(ddof=1):.{digits}f}}}"
+    # the same in every seed: no ± (the caption says so)
+    if spread and len(v) > 1 and not (v == v[0]).all():
+        pm, std = r"$\pm$", f"{v.std(ddof=1):.{digits}f}"
+        if float(std) == 0:  # a spread below the digits: "±0.000" would read as none
+            # `<` in math: in text mode the OT1 font prints it as an inverted `!`
+            pm, std = r"$\pm{<}$", f"{10.0**-digits:.{digits}f}"
+        text += rf"{{\scriptsize{pm}{std}}}"
     return text
 
 
@@ -187,14 +196,21 @@ def summary_latex(
     ]
     seeds = {tuple(sorted(g.runs)) for g in groups}
     (only,) = seeds if len(seeds) == 1 else [()]
+    spread_note = (
+        "the spread over training seeds only, not the test sample's uncertainty; none "
+        "where every seed gives the same score"
+    )
     if len(only) == 1:
         over = f"seed {only[0]}"
-    else:
+    elif only:
         over = (
-            f"mean $\\pm$ sample standard deviation over seeds {', '.join(map(str, only))}"
-            if only
-            else "mean over the seeds of each row ($\\pm$ sample standard deviation where "
-            "it has several)"
+            f"mean $\\pm$ sample standard deviation over seeds {', '.join(map(str, only))} "
+            f"($\\pm$: {spread_note})"
+        )
+    else:  # one parenthetical, not two in a row
+        over = (
+            "mean over the seeds of each row ($\\pm$: the sample standard deviation where "
+            f"it has several, {spread_note})"
         )
     shared = ", ".join(p for k, f in _SETUP.items() if k not in varying if (p := f(groups[0])))
     # long setups (member settings) would make a column wider than the scores: a letter
@@ -213,16 +229,16 @@ def summary_latex(
         r"\centering",
         r"\caption{Test MSE and MAE in the scaled space, "
         + over
-        + (
-            " ($\\pm$: the spread over training seeds only, not the test sample's uncertainty; "
-            "none where every seed gives the same score)"
-            if len(only) != 1
-            else ""
-        )
         + ". Lower is better: the lowest mean in bold, the second lowest underlined (not a "
         "test of significance)."
         + (f" {tex(shared)}." if shared else "")
         + (" Avg: mean over the horizons." if any(r.horizon == "Avg" for r in rows) else "")
+        + (
+            " $^\\dagger$: diverged (an error that overflowed) in a seed, or for Avg at one "
+            "of the horizons."
+            if any(np.isinf(v).any() for r in rows for m in (r.mse, r.mae) for v in m.values())
+            else ""
+        )
         + "}",
         rf"\label{{{label}}}",
         # shrunk to the text width when wider, never blown up when narrower

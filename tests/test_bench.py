@@ -19,6 +19,7 @@ from experiments.bench import (
     cell_folder,
     collect,
     plan,
+    plot_bench,
     run_bench,
     summarise,
     validate,
@@ -588,3 +589,88 @@ def test_an_unknown_dataset_is_told_how_bench_takes_a_file(synth_csv, tmp_path):
     with pytest.raises(UserError, match="path in --datasets") as exc:
         validate(spec)
     assert "--data-path" not in str(exc.value)  # run's flag; bench has none
+
+
+def test_bench_csvs_keep_the_scores_at_full_precision(synth_csv, tmp_path):
+    # float_format="%.6g": 0.41234567... read back as 0.412346, and ties or reruns
+    # compared from the CSV looked equal when they were not
+    spec = _finished_bench(synth_csv(n=1400), tmp_path / "b")
+    long = pd.read_csv(tmp_path / "b" / "bench.csv")
+    for folder in sorted((tmp_path / "b" / "cells").iterdir()):
+        res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        mine = long[long["seed"] == res["seed"]].set_index("forecast")
+        for name, score in res["test"].items():
+            assert mine.loc[name, "mse"] == score["mse"]  # exactly, not approximately
+    summary = pd.read_csv(tmp_path / "b" / "bench_summary.csv").set_index("forecast")
+    for name, rows in long.groupby("forecast"):
+        assert summary.loc[name, "mse"] == pytest.approx(rows["mse"].mean(), rel=1e-12)
+    assert len(spec.seeds) == 2
+
+
+def test_a_spread_below_the_printed_digits_is_not_shown_as_zero():
+    from experiments.bench import _fmt
+
+    assert _fmt(0.4, 0.0002, 3, 3) == "0.400 ± <0.001"  # was "0.400 ± 0.000"
+    assert _fmt(0.4, 0.0, 3, 3) == "0.400 (every seed)"
+    assert _fmt(0.4, 0.0012, 3, 3) == "0.400 ± 0.001"
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plots hand to ``save``, by file name (not written)."""
+    import ensemble.figures
+
+    saved: dict[str, object] = {}
+    monkeypatch.setattr(
+        ensemble.figures, "save", lambda fig, path, **kw: saved.update({Path(path).name: fig})
+    )
+    yield saved
+    from ensemble.figures import pyplot
+
+    pyplot().close("all")
+
+
+def _summary(rows: list[tuple[str, int, float, float]]) -> pd.DataFrame:
+    """A bench summary of (forecast, H, mse, fit_s) rows, three seeds each."""
+    return pd.DataFrame(
+        [
+            dict(dataset="ETTh1", pred_len=h, forecast=f, mse=v, mse_std=0.01, mae=v,
+                 mae_std=0.01, fit_s=fit, n=3)
+            for f, h, v, fit in rows
+        ]
+    )  # fmt: skip
+
+
+def test_bench_error_plots_show_the_ensemble_the_bound_and_a_lone_published_point(
+    figures, tmp_path
+):
+    spec = BenchSpec(
+        datasets=["ETTh1"], horizons=[96], seeds=[0, 1, 2], members=["dlinear"], router="mean"
+    )
+    rows = [("dlinear", 96, 0.38, 1.0), ("ensemble", 96, 0.37, np.nan)]
+    rows += [("mean", 96, 0.37, np.nan), ("oracle", 96, 0.30, np.nan)]
+    plot_bench(spec, _summary(rows), tmp_path)
+    (ax,) = figures["bench_mse.png"].axes
+    labels = ax.get_legend_handles_labels()[1]
+    # the mean router's ensemble is the mean: one line named so, not one hidden under another
+    assert "ensemble (= mean)" in labels and "mean" not in labels
+    assert "oracle (bound)" in labels and "oracle" not in labels
+    # a published number at a single horizon of the grid: drawn as a marker
+    pub = [line for line in ax.get_lines() if "(pub." in str(line.get_label())]
+    assert pub and all(line.get_marker() == "x" for line in pub)
+    assert {tuple(line.get_xdata()) for line in pub} == {(96,)}
+
+
+def test_bench_fit_time_marks_fits_under_a_millisecond_instead_of_a_bar(figures, tmp_path):
+    spec = BenchSpec(datasets=["ETTh1"], horizons=[24, 48], seeds=[0, 1, 2], members=["a", "b"])
+    rows = [("a", 24, 0.4, 0.0), ("b", 24, 0.4, 2.5), ("a", 48, 0.4, 0.0), ("b", 48, 0.4, 3.0)]
+    plot_bench(spec, _summary(rows), tmp_path)
+    (ax,) = figures["bench_fit_time.png"].axes
+    heights = [p.get_height() for p in ax.patches]
+    assert 0.001 not in heights  # no 1 ms bar for a fit recorded as 0 s
+    assert [t.get_text() for t in ax.texts] == ["<1 ms", "<1 ms"]
+    # the long label ran past the figure's top and bottom edges
+    fig = figures["bench_fit_time.png"]
+    fig.tight_layout()  # as save does
+    label = ax.yaxis.label.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= label.y0 and label.y1 <= fig.bbox.height

@@ -106,3 +106,22 @@ def test_plot_panel_title_says_what_is_drawn():
     title = fig.axes[1].get_title()
     # at least 96 steps are drawn: 8 cycles of 12, not "the last 4 cycles"
     assert "(last 96 steps, 8 cycles)" in title, title
+
+
+def test_plot_title_names_the_dataset_and_keeps_channel_mean(synth_csv, tmp_path, monkeypatch):
+    # the title with the dataset's name dropped what the default says: the channel mean
+    import ensemble.figures
+
+    titles = []
+    real = ensemble.figures.save
+
+    def save(fig, path, **kw):
+        titles.append(fig.axes[0].get_title())
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(ensemble.figures, "save", save)
+    path = synth_csv(n=2400, channels=2, period=24)
+    argv = ["periods", "--data-path", str(path), "--all-rows", "--plot", str(tmp_path / "p.png")]
+    assert main(argv) == 0
+    assert titles == [f"{path.stem}: periodogram (channel mean) and candidate periods "
+                      "(F_S: seasonal strength)"]  # fmt: skip

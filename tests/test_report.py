@@ -59,3 +59,18 @@ def test_the_combiners_p_against_the_mean_carry_holms_adjustment_over_real_tests
     md = results_markdown(res)
     assert "lower, p 0.01 (Holm 0.02)" in md and "lower, p 0.04 (Holm 0.04)" in md
     assert "| mean | 0.6000 |" in md and "equal, p 1 |" in md  # no Holm: not in the family
+
+
+def test_training_figure_ticks_whole_epochs(monkeypatch, tmp_path):
+    # three epochs were ticked 1.00, 1.25, ..., 3.00: there is no epoch 1.25
+    import ensemble.figures
+
+    saved = []
+    monkeypatch.setattr(ensemble.figures, "save", lambda fig, path, **kw: saved.append(fig))
+    curve = dict(epochs=3, train_mse=[0.5, 0.4, 0.35], val_mse=[0.7, 0.65, 0.66], best_epoch=2)
+    plot_training(tmp_path / "training.png", {"dlinear": curve})
+    (ax,) = saved[0].axes
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    ensemble.figures.pyplot().close("all")

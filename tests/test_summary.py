@@ -236,7 +236,23 @@ def test_out_must_not_replace_a_file_of_a_run_folder(name, tmp_path, capsys):
     other = fake_run(tmp_path / "s1", 1, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
     (other / "config.yaml").write_text("seq_len: 96\n", encoding="utf-8")
     assert main(["summary", str(r0), "--out", str(other / "results.json")]) == 2
-    assert main(["summary", str(r0), "--out", str(r0 / "summary.md")]) == 0
+    assert main(["summary", str(r0), "--out", str(other / "summary.md")]) == 0
+    assert main(["summary", str(r0), "--out", str(tmp_path / "summary.md")]) == 0
+
+
+@pytest.mark.parametrize("inside", ["members/dlinear/forecasts.npz", ".lock", "summary.md"])
+def test_out_anywhere_inside_a_summarised_folder_is_refused(inside, tmp_path, capsys):
+    # `--out RUN/members/dlinear/forecasts.npz` overwrote a member cache
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    (r0 / "members" / "dlinear").mkdir(parents=True)
+    (r0 / "members" / "dlinear" / "forecasts.npz").write_bytes(b"npz")
+    (r0 / ".lock").write_bytes(b"")
+    before = {p: p.read_bytes() for p in r0.rglob("*") if p.is_file()}
+    assert main(["summary", str(r0), "--out", str(r0 / inside)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"run folder {r0.resolve()}" in err[0], err
+    assert "write the summary elsewhere" in err[0]
+    assert {p: p.read_bytes() for p in r0.rglob("*") if p.is_file()} == before
 
 
 def test_seeds_run_on_different_setups_are_said(tmp_path, capsys):
@@ -362,6 +378,8 @@ def test_a_forecast_missing_from_a_seed_says_how_many_seeds_it_has():
     assert _cell(np.array([0.30, 0.32])) == "0.3100 ± 0.0141"
     assert _cell(np.array([0.5, 0.5, nan])) == "0.5000 (every seed) (2 of 3 seeds)"
     assert _cell(np.array([nan, nan])) == "–"
+    # a spread below the printed digits is a spread, not none (that is "every seed")
+    assert _cell(np.array([0.30001, 0.30002])) == "0.3000 ± <0.0001"
 
 
 def test_an_overflowed_error_is_inf_not_a_refusal_nor_dropped(tmp_path, capsys):
@@ -383,3 +401,86 @@ def test_an_overflowed_error_is_inf_not_a_refusal_nor_dropped(tmp_path, capsys):
     assert main(["summary", str(r0), str(r1), "--latex", "--forecasts", "a,b"]) == 0
     tex = capsys.readouterr().out
     assert "inf" in tex and "nan" not in tex
+
+
+def _edit(folder, change) -> None:
+    """Apply ``change`` to the folder's results.json in place."""
+    res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    change(res)
+    (folder / "results.json").write_text(json.dumps(res), encoding="utf-8")
+
+
+def test_set_options_given_in_another_order_are_one_group(tmp_path, capsys):
+    # `--set a.lr=0.01 --set a.epochs=3` and the same options the other way round
+    runs = [fake_run(tmp_path / f"s{s}", s, a=0.4, b=0.5, ensemble=0.38) for s in (0, 1)]
+    for run, params in zip(runs, ("{lr: 0.01, epochs: 3}", "{epochs: 3, lr: 0.01}"), strict=True):
+        (run / "config.yaml").write_text(f"member_params:\n  a: {params}\n", encoding="utf-8")
+    (group,) = load_groups(runs)
+    assert sorted(group.runs) == [0, 1] and group.settings == "a.epochs=3, a.lr=0.01"
+    assert main(["summary", *map(str, runs)]) == 0
+    assert "settings a.epochs=3, a.lr=0.01; seeds 0, 1" in capsys.readouterr().out
+
+
+def test_json_of_a_diverged_seed_is_strict_and_says_inf(tmp_path, capsys):
+    # json.dumps wrote `Infinity`, which strict JSON readers (jq, JavaScript) refuse
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    r1 = fake_run(tmp_path / "s1", 1, a=0.6, b=0.5, ensemble=0.52, mean=0.51)
+    _edit(r1, lambda res: res["test"]["a"].update(mse=None))  # overflowed: stored as null
+    assert main(["summary", "--json", str(r0), str(r1)]) == 0
+
+    def refuse(const: str) -> None:
+        raise AssertionError(f"not strict JSON: {const}")
+
+    (group,) = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    fc = group["forecasts"]
+    assert fc["a"]["test_mse"] == [0.4, "inf"] and fc["a"]["test_mae"] == [0.2, 0.3]
+    assert fc["greedy"]["test_mse"] == [0.9, None]  # null: the seed lacks it, not diverged
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"test": {"ensemble_vs": []}},
+        {"test": []},
+        [],
+        {"test": {"ensemble_vs": {"a": []}}},
+        {"test": {"ensemble_vs": {"a": {"p": "x", "diff": -1}}}},
+        {"test": {"ensemble_vs": {"a": {"p": 0.1, "diff": "x"}}}},
+    ],
+)
+def test_an_edited_significance_block_gives_no_line_not_a_traceback(block, tmp_path, capsys):
+    runs = [fake_run(tmp_path / f"s{s}", s, a=0.4, b=0.5, ensemble=0.38) for s in (0, 1)]
+    good = {"test": {"ensemble_vs": {"a": {"diff": -0.01, "dm": -1.0, "p": 0.05}}}}
+    _edit(runs[0], lambda res: res.update(significance=good))
+    _edit(runs[1], lambda res: res.update(significance=block))
+    assert main(["summary", *map(str, runs)]) == 0
+    assert "Diebold-Mariano): " not in capsys.readouterr().out
+
+
+def test_below_the_mean_counts_only_seeds_that_have_the_mean(tmp_path, capsys):
+    # "below the mean in 1 of 2" where seed 1's folder did not report the mean
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    r1 = fake_run(tmp_path / "s1", 1, a=0.6, b=0.5, ensemble=0.52)
+    assert main(["summary", str(r0), str(r1)]) == 0
+    text = capsys.readouterr().out
+    assert "below its best member on test in 1 of 2 seeds" in text
+    assert "below the mean in 1 of 1." in text
+
+
+def test_groups_are_in_dataset_then_horizon_order_not_first_sight(tmp_path, capsys):
+    # a shell glob gives H192 before H24
+    runs = [
+        fake_run(tmp_path / "ETTh1_H192", 0, pred_len=192, a=0.4, b=0.5, ensemble=0.38),
+        fake_run(tmp_path / "ETTh1_H24", 0, a=0.4, b=0.5, ensemble=0.38),
+        fake_run(tmp_path / "x_H48", 0, dataset="exchange_rate", pred_len=48, a=0.1, b=0.2,
+                 ensemble=0.15),
+        fake_run(tmp_path / "ETTh1_H96", 0, pred_len=96, a=0.4, b=0.5, ensemble=0.38),
+    ]  # fmt: skip
+    assert main(["summary", *map(str, runs)]) == 0
+    titles = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("## ")]
+    assert [t.split(";")[0] for t in titles] == [
+        "## ETTh1 L=96 H=24 (M)",
+        "## ETTh1 L=96 H=96 (M)",
+        "## ETTh1 L=96 H=192 (M)",
+        "## exchange_rate L=96 H=48 (M)",
+    ]

@@ -130,7 +130,7 @@ def test_latex_long_setups_are_lettered_and_spelled_out_in_the_caption(tmp_path)
     assert [r[2] for r in body_rows(text)] == ["(1)", "(2)"]
     caption = text.split("\\caption{")[1]
     assert (
-        "(1) default settings; (2) a.lr=0.001, a.epochs=30, a.patience=5, a.d\\_model=16."
+        "(1) default settings; (2) a.d\\_model=16, a.epochs=30, a.lr=0.001, a.patience=5."
         in caption
     )
 
@@ -218,3 +218,65 @@ def test_latex_of_real_runs_shows_their_results(seed_runs, capsys):
         for j, metric in enumerate(("mse", "mae")):
             want = np.mean([r["test"][name][metric] for r in runs])
             assert value(row[2 + 2 * i + j]) == pytest.approx(want, abs=5e-5)
+
+
+def _diverge(folder, forecast: str) -> None:
+    """Store ``forecast``'s test MSE as an overflowed (null) score."""
+    res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    res["test"][forecast]["mse"] = None
+    (folder / "results.json").write_text(json.dumps(res), encoding="utf-8")
+
+
+def test_latex_marks_a_diverged_cell_and_its_avg_and_says_why(tmp_path):
+    # a bare `inf`, and an Avg row averaging it, with nothing in the caption to read it by
+    runs = [
+        fake_run(tmp_path / f"h{h}_{s}", s, pred_len=h, a=0.4, b=0.5, ensemble=0.38)
+        for h in (24, 48)
+        for s in (0, 1)
+    ]
+    _diverge(runs[1], "a")  # H=24, seed 1
+    text = summary_latex(load_groups(runs), ["a", "b"])
+    rows = body_rows(text)
+    assert [r[1] for r in rows] == ["24", "48", "Avg"]
+    assert rows[0][2] == "inf$^\\dagger$" and rows[2][2] == "inf$^\\dagger$"
+    assert rows[1][2] == "\\textbf{0.400}"
+    assert rows[2][4] == "\\textbf{0.500}"  # the diverged forecast ranks last
+    caption = text.split("\\caption{")[1].split("\\label")[0]
+    assert "$^\\dagger$: diverged" in caption
+    clean = summary_latex(load_groups(runs[2:]), ["a", "b"])
+    assert "dagger" not in clean
+
+
+def test_latex_a_spread_below_the_digits_is_not_printed_as_zero(tmp_path):
+    runs = [
+        fake_run(tmp_path / "s0", 0, a=0.40000, b=0.5, ensemble=0.38),
+        fake_run(tmp_path / "s1", 1, a=0.40001, b=0.5, ensemble=0.39),
+    ]
+    (row,) = body_rows(summary_latex(load_groups(runs), ["a", "ensemble"]))
+    assert row[2] == "0.400{\\scriptsize$\\pm{<}$0.001}"  # not ±0.000, read as no spread
+    assert row[4] == "\\textbf{0.385}{\\scriptsize$\\pm$0.007}"
+    (row,) = body_rows(summary_latex(load_groups(runs), ["a", "ensemble"], digits=5))
+    assert row[2] == "0.40000{\\scriptsize$\\pm$0.00001}"
+
+
+def test_latex_caption_of_mixed_seeds_has_one_parenthetical(tmp_path):
+    runs = [
+        fake_run(tmp_path / "h24_s0", 0, a=0.4, b=0.5, ensemble=0.38),
+        fake_run(tmp_path / "h24_s1", 1, a=0.6, b=0.5, ensemble=0.52),
+        fake_run(tmp_path / "h48_s2", 2, pred_len=48, a=0.5, b=0.7, ensemble=0.45),
+    ]
+    caption = summary_latex(load_groups(runs)).split("\\caption{")[1].split("\\label")[0]
+    assert ") (" not in caption, caption
+    assert "mean over the seeds of each row ($\\pm$: the sample standard deviation" in caption
+    assert "training seeds only" in caption and "every seed gives the same score" in caption
+
+
+def test_latex_header_records_finished_only(grid, tmp_path, capsys):
+    # the recorded command, rerun, refused the unfinished folder it had left out
+    going = tmp_path / "going"
+    going.mkdir()
+    assert main(["summary", *map(str, grid), str(going), "--finished-only", "--latex"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("% written by: hybrid-forecast summary ") and "--finished-only" in first
+    assert main(["summary", *map(str, grid), "--latex"]) == 0
+    assert "--finished-only" not in capsys.readouterr().out.splitlines()[0]

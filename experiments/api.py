@@ -30,6 +30,7 @@ from ensemble.csvfile import find_gaps, infer_freq, off_grid, parse_dates
 from ensemble.data import Split, StandardScaler, Windows
 from ensemble.errors import UserError
 from ensemble.forecaster import Forecaster
+from experiments.forecast import day_or_longer, offset_zone, written_offsets
 
 # Output columns besides the members' (with the frame's id and time columns).
 _ENSEMBLE_COLUMN = "hybrid"
@@ -100,7 +101,21 @@ def _long_to_wide(df: pd.DataFrame, id_col: str, time_col: str, target_col: str)
         sid = missing.any()[lambda m: m].index[0]
         span = wide[sid].dropna().index
         longest = int(wide.notna().sum().max())
-        if len(wide) > 1.5 * longest:  # not a shorter span: timestamps that miss each other
+        starts, ends = (
+            wide.apply(pd.Series.first_valid_index),
+            wide.apply(pd.Series.last_valid_index),
+        )
+        if starts.max() > ends.min():  # regular or not, no time has them all: no grid helps
+            a, b = ends.idxmin(), starts.idxmax()
+            raise UserError(
+                f"the series do not overlap in time: {a!r} ends at {ends[a]}, before {b!r} "
+                f"begins at {starts[b]}; they are forecast together, as the channels of one "
+                "window on shared timestamps: fit them separately (one HybridForecaster "
+                "each), or give series that cover the same span"
+            )
+        common = wide.loc[starts.max() : ends.min()]
+        if len(wide) > 1.5 * longest and common.isna().any().any():
+            # not a shorter span: timestamps that miss each other where all the series run
             raise UserError(
                 f"the series' timestamps do not line up: together they have {len(wide)} "
                 f"distinct times, the longest series {longest} rows ({sid!r} has "
@@ -119,10 +134,24 @@ def _long_to_wide(df: pd.DataFrame, id_col: str, time_col: str, target_col: str)
 
 def _to_matrix(
     df: pd.DataFrame, id_col: str, time_col: str, target_col: str
-) -> tuple[np.ndarray, pd.Index, list[Any], str]:
-    """A long or wide frame -> (values [T, C], time [T], series labels [C], layout).
+) -> tuple[np.ndarray, pd.Index, list[Any], str, np.ndarray | None]:
+    """A long or wide frame -> (values [T, C], time [T], series labels [C], layout,
+    offsets [T] or None).
 
-    The time is a DatetimeIndex, or an int64 index for frames counted in steps."""
+    The time is a DatetimeIndex, or an int64 index for frames counted in steps. Offsets:
+    each time's UTC offset in minutes as the frame wrote it, where the time is text (or
+    datetimes) with offsets that change, read as UTC as the command line reads them."""
+    offsets = None  # [T] in the frame's rows' order, then by time
+
+    def parsed(col: pd.Series, where: str) -> pd.DatetimeIndex:
+        nonlocal offsets
+        dates = parse_dates(col, where, file_lines=False)
+        if dates.tz is not None and str(dates.tz) == "UTC":  # offsets parsed into one timeline
+            minutes = written_offsets(col)
+            if minutes is not None and len(np.unique(minutes)) > 1:
+                offsets = pd.Series(minutes, index=dates)
+        return dates
+
     if not isinstance(df, pd.DataFrame):
         raise UserError(f"fit takes a pandas DataFrame (got {type(df).__name__})")
     if isinstance(df.index, pd.MultiIndex):  # e.g. df.set_index(["unique_id", "ds"])
@@ -145,7 +174,7 @@ def _to_matrix(
     if time_col in df.columns:
         steps = _steps(df[time_col], f"column {time_col!r}")
         if steps is None:  # numbers other than whole steps would be nanoseconds since 1970
-            steps = parse_dates(df[time_col], f"column {time_col!r}", file_lines=False)
+            steps = parsed(df[time_col], f"column {time_col!r}")
         df = df.assign(**{time_col: steps.to_numpy()})
     if {id_col, time_col, target_col} <= set(df.columns):
         wide, layout = _long_to_wide(df, id_col, time_col, target_col), "long"
@@ -167,7 +196,7 @@ def _to_matrix(
             wide = wide.set_axis(steps, axis=0)
         elif pd.api.types.is_string_dtype(wide.index) or wide.index.dtype == object:
             try:  # timestamps stored as text, as read_csv leaves them (day-first too)
-                index = parse_dates(pd.Series(wide.index), "the frame's index", file_lines=False)
+                index = parsed(pd.Series(wide.index), "the frame's index")
             except UserError:
                 index = None
             if index is not None:
@@ -210,7 +239,10 @@ def _to_matrix(
     index = wide.index
     if not (pd.api.types.is_integer_dtype(index) and index.dtype == np.int64):
         index = pd.DatetimeIndex(index)
-    return values, index, list(wide.columns), layout
+    if offsets is not None:  # a long frame repeats each time once per series
+        by_time = offsets[~offsets.index.duplicated()]
+        offsets = by_time.reindex(index).to_numpy(dtype=np.int64)
+    return values, index, list(wide.columns), layout, offsets
 
 
 def _steps(col: pd.Series, where: str) -> pd.Index | None:
@@ -523,7 +555,7 @@ class HybridForecaster:
         from router.features import window_features
 
         self._check_settings()
-        values, dates, labels, layout = _to_matrix(df, id_col, time_col, target_col)
+        values, dates, labels, layout, offsets = _to_matrix(df, id_col, time_col, target_col)
         if _ENSEMBLE_COLUMN in (id_col, time_col):
             raise UserError(
                 f"{_ENSEMBLE_COLUMN!r} is the forecast's own column; rename your "
@@ -537,8 +569,17 @@ class HybridForecaster:
                     f"df.groupby({id_col!r}).resample('h', on={time_col!r})"
                     f"[{target_col!r}].mean().reset_index()"
                 )
-            freq, step, times = _calendar(dates, freq, example), None, dates
+            # offsets that change (daylight saving time): days are the wall clock's, 23 or
+            # 25 hours in UTC; shorter steps are UTC's (an hour repeats on the clock)
+            zone, checked = None, dates
+            if offsets is not None:
+                zone = offset_zone(offsets[-1])  # the last row's, for the forecast's dates
+                wall = dates.tz_convert(None) + pd.to_timedelta(offsets, unit="min")
+                if day_or_longer(freq or infer_freq(wall)):
+                    checked = wall
+            freq, step, times = _calendar(checked, freq, example), None, dates
         else:  # integer steps: no calendar for the members, the steps for the output
+            zone = None
             freq, step, times = None, _step(dates.to_numpy(dtype=np.int64), freq), dates
             dates = pd.DatetimeIndex([])
             if int(times[-1]) + step * self.pred_len >= 2**63:
@@ -598,6 +639,7 @@ class HybridForecaster:
         self.freq_, self.scaler_, self.periods_ = freq, scaler, periods
         self.members_, self.member_names_, self.router_ = members, member_names, router
         self.values_, self.dates_, self.times_, self.step_ = scaled, dates, times, step
+        self.zone_ = zone  # the forecast's dates' offset, where the frame's offsets change
         self.val_context_ = val.windows().context.shape[0]
         self.fitted_lengths_ = (L, H)
         return self
@@ -639,13 +681,24 @@ class HybridForecaster:
         # for the 4H-window ("long") average, as when the router was fitted.
         n = self.values_.shape[0]
         n_ctx = min(n, skill_context_rows(L, H))
+        zone = getattr(self, "zone_", None)
         if self.step_ is None:
             offset = pd.tseries.frequencies.to_offset(self.freq_ or "D")
             # from the first step after the last row: date_range(last, ...) would roll an
             # off-grid last timestamp forward to a grid point and [1:] would drop that step
-            future = pd.date_range(self.dates_[-1] + offset, periods=H, freq=offset)
+            last = self.dates_[-1] if zone is None else self.dates_[-1].tz_convert(zone)
+            ds = pd.date_range(last + offset, periods=H, freq=offset)
+            # the members see UTC, as they did when fitted; the output the last row's offset
+            future = ds if zone is None else ds.tz_convert(self.dates_.tz)
+            if zone is not None and day_or_longer(self.freq_):
+                warnings.warn(
+                    "the frame's UTC offsets change (daylight saving time?) and those ahead "
+                    f"are not known: the forecast's dates keep the last row's offset "
+                    f"({zone})",
+                    stacklevel=2,
+                )
         else:  # integer times continue by their step; members see no calendar
-            future = pd.Index(self.times_[-1] + self.step_ * np.arange(1, H + 1))
+            ds = future = pd.Index(self.times_[-1] + self.step_ * np.arange(1, H + 1))
 
         def last_rows(rows: int) -> Windows:
             dates = self.dates_[-rows:].append(future) if self.step_ is None else self.dates_
@@ -672,7 +725,7 @@ class HybridForecaster:
             for i, n in enumerate(self.member_names_)
         }
         ens = self.scaler_.inverse_transform(combined)
-        ds = future[:h]
+        ds = ds[:h]
         if self.layout_ == "wide":
             out = pd.DataFrame(ens, columns=self.series_)
             out.insert(0, self.cols_[1], ds)

@@ -61,6 +61,7 @@ def handle(args) -> int:
             raise UserError(
                 f"--out {out} would replace the run's own {out.name}; name another file"
             )
+        _refuse_out_inside_the_run(out, Path(args.run_dir), own)
         for flag, given in (("--data-path", args.data_path), ("--run-data", args.run_data)):
             if given and out.resolve() == Path(given).resolve():
                 raise UserError(f"--out {out} is the {flag} file; name another file")
@@ -90,3 +91,27 @@ def handle(args) -> int:
     print(f"forecast of the {steps} steps after {fc.last} ({fc.data.name}): {out}")
     print(f"router weights (mean over channels and horizon steps): {weights}")
     return 0
+
+
+def _refuse_out_inside_the_run(out: Path, run_dir: Path, own: set[str]) -> None:
+    """Inside the run folder, --out may only be a file of its own directly in it: not a
+    member's model, the lock or another hidden file, nor a run output (through a link
+    either), which the forecast reads or a later run relies on.
+
+    Raises:
+        UserError: any other path that resolves inside ``run_dir``.
+    """
+    from ensemble.errors import UserError
+
+    run, target = run_dir.resolve(), out.resolve()
+    if not target.is_relative_to(run):
+        return
+    if target.parent == run and not target.is_dir():
+        name = target.name.lower()
+        if not name.startswith(".") and name not in own:
+            return
+    raise UserError(
+        f"--out {out} is inside the run folder {run_dir} among the run's own files; write "
+        f"the forecast to a new file directly in it (e.g. {run_dir / 'forecast.csv'}) or "
+        "outside it"
+    )

@@ -20,8 +20,10 @@ error on the window's own recent past), as in the run.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,12 @@ log = logging.getLogger("hybrid_forecast.forecast")
 
 # how far the router's weights, refitted here, may differ from those the run saved
 _WEIGHT_TOL = 1e-4
+# how far a loaded member's forecast of the last validation window may differ from the
+# run's, as a share of the forecast's scale (at least 1: the data are standardised); a
+# member on a language model gets more: a run on a GPU computed it in bfloat16, a CPU
+# here in float32 (another seed's or another fit's model is off by tenths)
+_MEMBER_TOL = 1e-4
+_BACKBONE_TOL = 5e-2
 
 
 @dataclass
@@ -98,6 +106,7 @@ def forecast_run(
     from experiments.logfile import said_after_checks
     from experiments.member_cache import member_path
     from experiments.run import HOLDS_A_BACKBONE, member_context, release_memory
+    from experiments.run import _say_who_fitted as say_who_fitted
     from experiments.scoring import router_features
     from router.features import skill_context_rows
 
@@ -107,6 +116,7 @@ def forecast_run(
         res = _finished_results(folder)
         cfg = RunConfig.from_file(folder / "config.yaml")
         _check_config_is_the_runs(cfg, res, folder)
+        _check_members_are_the_runs(res, folder)
         if run_data is not None:
             cfg.dataset, cfg.data_path = res.get("dataset"), str(Path(run_data).resolve())
         with said_after_checks():  # a refused file: its error alone, not its warnings too
@@ -168,16 +178,41 @@ def forecast_run(
         n_test = splits.test.windows().context.shape[0]
         n_scan = n - at if L <= n - at <= n else min(n, max(n_ctx, n_test))
 
+        # the forecast's dates are written in the offset the file wrote its last row in
+        zone = _written_zone(data)
+        if zone is not None and day_or_longer(data.freq):
+            log.warning(
+                "%s: its dates' UTC offsets change (daylight saving time?) and those ahead "
+                "are not known: the forecast's dates keep the last row's offset (%s)",
+                Path(data.path).name,
+                zone,
+            )
+
         def last_rows(rows: int) -> Windows:
-            context, dates = _context(data, rows, H)
+            context, dates = _context(data, rows, H, zone)
             return Windows(splits.scaler.transform(context), L, H, dates, first_row + n - rows)
 
         windows, scanned = last_rows(n_ctx), last_rows(n_scan)
+        # each loaded member must forecast the run's last validation window as the run did
+        val_last = _saved_array(folder / "forecasts.npz", [f"val/{s}" for s in specs])[:, -1]
+        val_window, val_windows = _last_window(splits.val), splits.val.windows()
+        fits = res.get("member_fits") or {}
         forecasts = []  # [W, H, C] of the evaluated channels, per member
         used: list[str] = []  # members --backbone was given to
-        for spec in specs:  # one at a time: two backbones need not fit in memory at once
+        for i, spec in enumerate(specs):  # one at a time: two backbones need not fit at once
+            mdir = member_path(folder, spec)
+            if isinstance(fits.get(spec), dict):  # a fix to the member since is not in it
+                say_who_fitted(spec, fits[spec], mdir)
             built = registry.build(spec, member_context(spec, cfg, splits, periods, folder, False))
-            member = _load(type(built), member_path(folder, spec), spec, folder, backbone, used)
+            member = _load(type(built), mdir, spec, folder, backbone, used)
+            _check_member_is_the_runs(
+                spec,
+                predict_last(member, val_window, val_windows)[-1][..., ch],
+                val_last[i],
+                _BACKBONE_TOL if registry.parse_spec(spec)[0] in HOLDS_A_BACKBONE else _MEMBER_TOL,
+                mdir,
+                folder,
+            )
             forecasts.append(predict_last(member, windows, scanned)[..., ch])
             del member, built
             if registry.parse_spec(spec)[0] in HOLDS_A_BACKBONE:
@@ -196,17 +231,20 @@ def forecast_run(
         # the last window's own (a window's weights do not depend on the others')
         steps = combiner.step_weights(stack[:, -1:], None if feats is None else feats[-1:])[0]
 
+        dates, last = windows.dates[-H:], data.dates[-1]
+        if zone is not None:  # the members saw the UTC dates the run saw
+            dates, last = dates.tz_convert(zone), last.tz_convert(zone)
         fc = Forecast(
             frame=_frame(
                 splits,
                 [dataset.columns[c] for c in ch],
-                windows.dates[-H:],
+                dates,
                 specs,
                 combined,
                 stack[:, -1],
                 steps,
             ),
-            last=data.dates[-1],
+            last=last,
             data=Path(data.path),
             weights=weights,
             members=specs,
@@ -332,7 +370,14 @@ def _run_dataset(cfg, res: dict[str, Any], folder: Path, run_data: str | None = 
             "give it with --run-data FILE"
         ) from None
     saved = res.get("data", {}).get("sha256")
-    if saved and dataset.sha256 != saved:
+    if not saved:
+        log.warning(
+            "%s records no checksum of the run's data (data.sha256): %s is not checked to "
+            "be the file the run was fitted on",
+            folder / "results.json",
+            dataset.path,
+        )
+    elif dataset.sha256 != saved:
         raise UserError(
             f"{dataset.path} is not the file the run in {folder} was fitted on (its checksum "
             "differs; the scaler and the router came from that file): put the run's file "
@@ -411,6 +456,65 @@ def _saved_array(path: Path, keys: list[str]) -> np.ndarray:
         ) from None
 
 
+def _check_members_are_the_runs(res: dict[str, Any], folder: Path) -> None:
+    """results.json's members must be forecasts.npz's, in its order: the router's weights
+    are per member in that order, and an edited list would otherwise be refused later as
+    a changed router ("the packages or the code changed?")."""
+    path = folder / "forecasts.npz"
+    try:
+        with np.load(path) as z:
+            saved = [k[4:] for k in z.files if k.startswith("val/") and k != "val/ensemble"]
+    except MemoryError:
+        raise
+    except Exception as exc:  # BadZipFile, EOFError, pickled data...
+        raise UserError(
+            f"{path} is damaged ({reason(exc)}); rerun the run to write it again"
+        ) from None
+    if saved != res["members"]:
+        how = "in another order" if sorted(saved) == sorted(res["members"]) else "other members"
+        raise UserError(
+            f"{folder / 'results.json'} lists the members {res['members']} but the run's "
+            f"forecasts.npz holds {saved} ({how}): results.json was edited after the run; "
+            f"put it back, or rerun the run (hybrid-forecast run --config {folder / 'config.yaml'})"
+        )
+
+
+def _last_window(split) -> Any:
+    """The last window of ``split`` alone (its inputs, dates and row), as the run's
+    forecast of ``split.windows()`` saw it."""
+    from ensemble.data import Windows
+
+    L, H = split.seq_len, split.pred_len
+    t = split.data.shape[0] - H  # the rows that are some window's input
+    return Windows(split.data[t - L : t], L, H, split.dates[t - L :], split.start + t - L)
+
+
+def _check_member_is_the_runs(
+    spec: str,
+    got: np.ndarray,
+    saved: np.ndarray,
+    tol: float,
+    member_dir: Path,
+    folder: Path,
+) -> None:
+    """A loaded member must forecast the run's last validation window as the run did
+    (forecasts.npz): a model folder copied from another run (another seed, other data) or
+    fitted again since would otherwise forecast without a word.
+
+    Args:
+        got, saved: [H, C] that window's forecast now and in the run (scaled).
+        tol: the largest difference allowed, as a share of the forecast's scale.
+    """
+    gap = float(np.max(np.abs(got - saved)))
+    if not gap <= tol * max(1.0, float(np.max(np.abs(saved)))):  # NaN too
+        raise UserError(
+            f"{spec}'s saved model in {member_dir} is not the one behind the run's forecasts "
+            f"(its forecast of the last validation window differs from forecasts.npz's by "
+            f"up to {gap:.3g}): delete that folder and rerun the run to fit it again "
+            f"(hybrid-forecast run --config {folder / 'config.yaml'})"
+        )
+
+
 def _check_config_is_the_runs(cfg, res: dict[str, Any], folder: Path) -> None:
     """config.yaml must still say what the run was made with (results.json): the members
     are rebuilt from it, and a model saved for L=96 cannot take 48 rows."""
@@ -444,11 +548,21 @@ def _finished_results(out: Path) -> dict[str, Any]:
     try:
         res = json.loads(path.read_text(encoding="utf-8"))
         members, periods = res["members"], res["periods"]
-        if not members or not all(isinstance(m, str) for m in members):
+        # a string would pass as a list of one-letter members
+        if not isinstance(members, list) or not members:
             raise ValueError("members")
-        if not all(isinstance(p, int) and not isinstance(p, bool) for p in periods):
+        if not all(isinstance(m, str) for m in members):
+            raise ValueError("members")
+        if not isinstance(periods, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) for p in periods
+        ):
             raise ValueError("periods")
-    except (ValueError, KeyError, TypeError):
+        for key in ("data", "combiners", "member_fits"):  # read as tables where present
+            if key in res and not isinstance(res[key], dict):
+                raise ValueError(key)
+        if not all(isinstance(c, dict) for c in res.get("combiners", {}).values()):
+            raise ValueError("combiners")
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise UserError(f"{path} is damaged; rerun the run to write it again") from None
     for name in ("forecasts.npz", "router_weights.npz"):
         if not (out / name).is_file():
@@ -552,9 +666,17 @@ def _first_row(data, origin) -> int:
     return k + _steps(dates[k], first, to_offset(origin.freq or data.freq))
 
 
-def _context(data, rows: int, H: int) -> tuple[np.ndarray, pd.DatetimeIndex]:
+def _context(
+    data, rows: int, H: int, zone: datetime.tzinfo | None = None
+) -> tuple[np.ndarray, pd.DatetimeIndex]:
     """The last ``rows`` rows of ``data``, and the dates of those rows and of the H steps
-    after them."""
+    after them.
+
+    Args:
+        zone: the offset the file wrote its last row in, where ``data``'s dates are UTC
+            (`_written_zone`): the steps continue that row's clock (a day after midnight
+            is midnight there, not in UTC) and are returned in UTC, as the run's dates.
+    """
     from pandas.tseries.frequencies import to_offset
 
     if data.freq is None:
@@ -564,5 +686,72 @@ def _context(data, rows: int, H: int) -> tuple[np.ndarray, pd.DatetimeIndex]:
         )
     offset = to_offset(data.freq)
     n = data.values.shape[0]
-    future = pd.date_range(data.dates[-1] + offset, periods=H, freq=offset)
+    last = data.dates[-1] if zone is None else data.dates[-1].tz_convert(zone)
+    future = pd.date_range(last + offset, periods=H, freq=offset)
+    if zone is not None:
+        future = future.tz_convert(data.dates.tz)
     return data.values[n - rows :], data.dates[n - rows :].append(future)
+
+
+# A UTC offset ending a written timestamp ("2019-04-01 00:00:00+02:00", "...T00:00Z"),
+# after a time of day so that the "-01" ending a date is never read as one.
+_OFFSET = re.compile(r"\d:\d\d(?::\d\d(?:\.\d*)?)?\s*(Z|[+-]\d\d:?\d\d)$")
+
+
+def written_offsets(col: pd.Series) -> np.ndarray | None:
+    """[T] each timestamp's UTC offset in minutes as ``col`` writes it (text, or Python
+    datetimes); None where a value has none, or the column has one zone of its own.
+
+    Offsets that change (``+01:00`` then ``+02:00`` across daylight saving time) are
+    parsed as one UTC timeline (`ensemble.csvfile.parse_dates`); these are what the
+    file said, to write its dates back in.
+    """
+    if len(col) == 0 or pd.api.types.is_datetime64_any_dtype(col):
+        return None
+    values = col.to_numpy()
+    if isinstance(values[0], datetime.datetime):  # an object column of datetimes
+        offsets = [v.utcoffset() if isinstance(v, datetime.datetime) else None for v in values]
+        if any(o is None for o in offsets):
+            return None
+        return np.array([o // datetime.timedelta(minutes=1) for o in offsets], dtype=np.int64)
+    found = col.astype(str).str.strip().str.extract(_OFFSET)[0]
+    if found.isna().any():
+        return None
+    digits = found.where(found != "Z", "+0000").str.replace(":", "", regex=False)
+    sign = np.where(digits.str[0] == "-", -1, 1)
+    minutes = digits.str[1:3].astype(int) * 60 + digits.str[3:5].astype(int)
+    return (sign * minutes.to_numpy()).astype(np.int64)
+
+
+def offset_zone(minutes: int) -> datetime.timezone:
+    """The fixed offset of ``minutes`` east of UTC."""
+    return datetime.timezone(datetime.timedelta(minutes=int(minutes)))
+
+
+def _written_zone(data) -> datetime.timezone | None:
+    """The offset ``data``'s file wrote its last row in, where the file's offsets change
+    (read as UTC: the file's own are lost); None where its dates keep their own zone."""
+    if data.dates.tz is None or str(data.dates.tz) != "UTC":
+        return None
+    from ensemble.csvfile import find_date_column, join_time_of_day, read_csv
+
+    path = Path(data.path)
+    df = read_csv(path)
+    column = find_date_column(df, path)
+    minutes = written_offsets(join_time_of_day(df, column, path)[column])
+    if minutes is None or len(np.unique(minutes)) < 2:
+        return None
+    return offset_zone(minutes[-1])
+
+
+def day_or_longer(freq: str | None) -> bool:
+    """Whether a step of ``freq`` is a day or longer: its dates are local days, whose
+    offset a daylight-saving change moves."""
+    from pandas.tseries.frequencies import to_offset
+
+    if freq is None:
+        return False
+    try:
+        return pd.Timedelta(to_offset(freq)) >= pd.Timedelta("1D")
+    except ValueError:  # calendar offsets (B, W-MON, MS...): days or longer
+        return True

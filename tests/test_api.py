@@ -477,3 +477,34 @@ def test_a_member_forecasting_nan_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(NaiveLast, "predict", nan_predict)
     with pytest.raises(UserError, match="member naive forecast 1 non-finite value"):
         small(router="mean").fit(wide_frame())
+
+
+def test_offsets_that_change_are_read_as_the_command_line_reads_them():
+    # text dates with +01:00 / +02:00 (a CSV from pd.read_csv) were refused as following
+    # "no regular step": in UTC the local midnights are 23:00 then 22:00
+    days = pd.date_range("2021-01-01", periods=400, freq="D", tz="Europe/Berlin")  # to Feb 4
+    df = wide_frame(n=400).assign(ds=days.astype(str))
+    with pytest.warns(UserWarning, match=r"offsets change .* offset \(UTC\+01:00\)"):
+        fc = small().fit(df).predict(3)
+    expected = pd.date_range("2022-02-05", periods=3, freq="D", tz="Europe/Berlin")
+    assert fc["ds"].astype(str).tolist() == expected.astype(str).tolist()
+    long = df.melt(id_vars="ds", var_name="unique_id", value_name="y")
+    with pytest.warns(UserWarning, match="offsets change"):
+        got = small().fit(long).predict(3)
+    assert got["ds"].astype(str).tolist()[:3] == fc["ds"].astype(str).tolist()
+    # hours are steps of UTC: no warning, the dates in the last row's offset (summer)
+    hours = pd.date_range("2021-03-20", periods=300, freq="h", tz="Europe/Berlin")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fc = small().fit(wide_frame(n=300).assign(ds=hours.astype(str))).predict(2)
+    expected = pd.date_range(hours[-1], periods=3, freq="h")[1:]  # summer: +02:00
+    assert fc["ds"].astype(str).tolist() == expected.astype(str).tolist()
+
+
+def test_series_that_do_not_overlap_in_time_are_told_so():
+    # regular series one after the other were told to "resample onto one regular grid"
+    a, b = long_frame(n=300), long_frame(n=300)
+    b = b.assign(ds=b["ds"] + pd.Timedelta("400D"))
+    df = pd.concat([a[a["unique_id"] == "s0"], b[b["unique_id"] == "s1"]])
+    with pytest.raises(UserError, match=r"do not overlap in time: 's0' ends at .* 's1' begins"):
+        small().fit(df)

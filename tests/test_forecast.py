@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -438,6 +439,19 @@ def test_a_damaged_run_folder_is_one_line_and_a_rerun_repairs_it(finished, tmp_p
         )
     assert "results.json is damaged" in damaged(set_result("members", []))
     assert "results.json is damaged" in damaged(set_result("periods", ["x"]))
+    # hand edits of the wrong type: tracebacks, or a string read as one-letter members
+    for key, value in (
+        ("data", None),
+        ("combiners", [1]),
+        ("combiners", {"mean": 1}),
+        ("members", "naive"),
+        ("member_fits", "x"),
+    ):
+        assert "results.json is damaged" in damaged(set_result(key, value)), (key, value)
+    specs = json.loads((out / "results.json").read_text(encoding="utf-8"))["members"]
+    err = damaged(set_result("members", specs[::-1]))
+    assert "lists the members" in err and "(in another order)" in err, err
+    assert "(other members)" in damaged(set_result("members", specs[:-1]))
 
     def shorter(r):
         text = (r / "config.yaml").read_text(encoding="utf-8")
@@ -498,7 +512,7 @@ def test_a_router_without_features_forecasts_from_the_last_window_only(
     from experiments.forecast import forecast_run
 
     fc = forecast_run(out, cut)
-    assert seen == [1]
+    assert seen == [1, 1]  # the run's last validation window (the model's check), the last
     with np.load(out / "forecasts.npz") as z:
         last = z["test/ensemble"][-1]
     from ensemble.data import load_dataset, make_splits
@@ -561,3 +575,94 @@ def test_a_run_on_data_with_a_repeated_timestamp_forecasts(synth_csv, tmp_path, 
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "f.csv"), pd.read_csv(out / "forecast.csv")
     )
+
+
+def test_a_model_that_is_not_the_runs_is_refused_and_other_code_is_said(
+    finished, tmp_path, capsys, caplog
+):
+    # another seed's model copied into the run: the router's weights still match (they
+    # come from forecasts.npz), so the forecast went on with the wrong member
+    import shutil
+
+    csv, out = finished
+    other = tmp_path / "seed1"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", str(H), "--quiet"]
+    argv += ["--members", "naive,dlinear@epochs=2", "--router", "mean", "--seed", "1"]
+    assert main([*argv, "--out", str(other)]) == 0
+    capsys.readouterr()
+    swapped = tmp_path / "swapped"
+    shutil.copytree(out, swapped)
+    member = Path("members") / "dlinear_epochs=2" / "model"
+    shutil.rmtree(swapped / member)
+    shutil.copytree(other / member, swapped / member)
+    err = _one_line_error(["forecast", str(swapped), "--out", str(tmp_path / "f.csv")], capsys)
+    assert err.startswith("error: dlinear@epochs=2's saved model in ") and "rerun the run" in err
+    assert "is not the one behind the run's forecasts" in err
+    # the run's own models pass; a member fitted by other code is said, as run says it
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    res["member_fits"]["naive"]["code"] = "0123456789ab"
+    del res["data"]["sha256"]
+    kept = tmp_path / "kept"
+    shutil.copytree(out, kept)
+    (kept / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    caplog.clear()
+    assert main(["forecast", str(kept), "--out", str(tmp_path / "f.csv")]) == 0
+    said = caplog.text
+    assert "naive: its forecasts are reused from a fit by code 0123456789ab" in said, said
+    assert "records no checksum of the run's data (data.sha256)" in said, said
+    assert "dlinear@epochs=2: its forecasts" not in said
+
+
+def test_out_inside_the_run_folder_is_only_a_new_file_of_its_own(finished, tmp_path, capsys):
+    import shutil
+
+    _, out = finished
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    for target in (
+        run / "members" / "naive" / "forecasts.npz",
+        run / "members" / "naive" / "x.csv",
+        run / ".lock",
+        run / ".f.csv",
+        run / "members",
+        run,
+    ):
+        before = target.read_bytes() if target.is_file() else None
+        err = _one_line_error(["forecast", str(run), "--out", str(target)], capsys)
+        assert "is inside the run folder" in err, (target, err)
+        assert (target.read_bytes() if target.is_file() else None) == before
+    # a link at the top level into the members' files is refused where it leads
+    (run / "link.csv").symlink_to(run / "members" / "naive" / "model")
+    assert "inside the run folder" in _one_line_error(
+        ["forecast", str(run), "--out", str(run / "link.csv")], capsys
+    )
+    assert main(["forecast", str(run), "--out", str(run / "mine.csv")]) == 0
+    assert pd.read_csv(run / "mine.csv").shape[0] > 0
+
+
+def test_daily_dates_across_daylight_saving_keep_the_files_offset(tmp_path, caplog):
+    # offsets written as they change (+01:00 in winter, +02:00 in summer) are read as UTC;
+    # the forecast's days were then 23:00 UTC (01:00 local after the next change)
+    from experiments.api import HybridForecaster
+
+    n = 400  # 2019-01-01 .. 2020-02-04: across two changes, ending in winter (+01:00)
+    dates = pd.date_range("2019-01-01", periods=n, freq="D", tz="Europe/Berlin")
+    t = np.arange(n)
+    values = np.sin(2 * np.pi * t / 7) + 0.1 * np.random.default_rng(0).standard_normal(n)
+    csv = tmp_path / "daily.csv"
+    pd.DataFrame({"date": dates.astype(str), "a": values}).to_csv(csv, index=False)
+    run = tmp_path / "run"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "28", "--pred-len", "7", "--quiet"]
+    assert main([*argv, "--members", "naive,snaive", "--router", "mean", "--out", str(run)]) == 0
+    caplog.clear()
+    assert main(["forecast", str(run), "--out", str(tmp_path / "f.csv")]) == 0
+    said = caplog.text
+    assert said.count("offsets change") == 1 and "keep the last row's offset (UTC+01:00)" in said
+    got = pd.read_csv(tmp_path / "f.csv")["date"].unique().tolist()
+    expected = pd.date_range("2020-02-05", periods=7, freq="D", tz="Europe/Berlin")
+    assert got == expected.astype(str).tolist()  # local midnights, in the file's offset
+    # the API reads the same file as the command line does, and dates it alike
+    hf = HybridForecaster(members=["naive", "snaive"], router="mean", seq_len=28, pred_len=7)
+    with pytest.warns(UserWarning, match=r"offsets change .* \(UTC\+01:00\)"):
+        fc = hf.fit(pd.read_csv(csv), time_col="date").predict()
+    assert fc["date"].astype(str).tolist() == got

@@ -136,8 +136,18 @@ def load_run(run_dir: str | Path) -> RunData:
         results = json.loads(res_path.read_text(encoding="utf-8"))
         if not isinstance(results, dict) or not isinstance(results.get("test"), dict):
             raise ValueError("not the mapping `hybrid-forecast run` writes")
-        members = [str(m) for m in results["members"]]
+        # str() of a hand-edited "members": "naive" gave one member per letter
+        members = results["members"]
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ValueError("members is not a list of member names")
+        if not members or len(set(members)) != len(members):
+            raise ValueError("members is empty or names a member twice")
         int(results["seq_len"]), int(results["pred_len"])  # the report needs both
+        periods = results.get("periods") or []
+        if not isinstance(periods, list):
+            raise ValueError("periods is not a list")
+        # as ints: regimes compare features with them, and "24" would fail there
+        results["periods"] = [_whole(p, "periods") for p in periods]
     fc_path = path / "forecasts.npz"
     if not fc_path.is_file():
         raise UserError(f"{path}: forecasts.npz missing; rerun the run to write it")
@@ -149,6 +159,19 @@ def load_run(run_dir: str | Path) -> RunData:
             f"{fc_path}: expected test/<member>, test/ensemble and test/true; missing "
             f"{', '.join([f'test/{m}' for m in missing] + [k for k in ('test/true', 'test/ensemble') if k not in arrays])}"
         )
+    with _reading(fc_path):  # arrays of other shapes only broadcast, or fail, much later
+        shape = np.shape(arrays["test/true"])
+        if len(shape) != 3 or 0 in shape:
+            raise ValueError(f"test/true has shape {list(shape)}, not [windows, horizon, channels]")
+        for key in [f"test/{m}" for m in members] + ["test/ensemble"]:
+            if np.shape(arrays[key]) != shape:
+                raise ValueError(
+                    f"{key} has shape {list(np.shape(arrays[key]))}, test/true {list(shape)}"
+                )
+        for m in members:  # validation: any number of windows, the test's horizon and channels
+            v_shape = np.shape(arrays.get(f"val/{m}", np.empty((0, *shape[1:]))))
+            if len(v_shape) != 3 or v_shape[1:] != shape[1:]:
+                raise ValueError(f"val/{m} has shape {list(v_shape)}, test/true {list(shape)}")
     # a run refuses non-finite forecasts, so these come from a damaged or edited file
     for key in [f"test/{m}" for m in members] + ["test/ensemble", "test/true"]:
         bad = int(np.size(arrays[key]) - np.count_nonzero(np.isfinite(arrays[key])))
@@ -164,10 +187,23 @@ def load_run(run_dir: str | Path) -> RunData:
         with _reading(w_path), np.load(w_path) as z:
             weights = z["test"].astype(np.float64)
             order = [str(m) for m in z["members"]] if "members" in z.files else members
+            if sorted(order) != sorted(members):  # index() below would pick a wrong subset
+                raise ValueError(f"members {order} are not the run's {members}")
+            w_want = (shape[0], shape[2], len(members))
+            if weights.shape != w_want:
+                raise ValueError(f"test has shape {list(weights.shape)}, not {list(w_want)}")
+            if not np.isfinite(weights).all():
+                raise ValueError("test has non-finite weights, which no run writes")
             if order != members:  # align the weights' member axis with results.json
                 weights = weights[..., [order.index(m) for m in members]]
             if "step_weights" in z.files:
-                step = z["step_weights"].astype(np.float64)[:, [order.index(m) for m in members]]
+                step = z["step_weights"].astype(np.float64)
+                if step.shape != (shape[1], len(members)) or not np.isfinite(step).all():
+                    raise ValueError(
+                        f"step_weights has shape {list(step.shape)} (want "
+                        f"{[shape[1], len(members)]}) or non-finite values"
+                    )
+                step = step[:, [order.index(m) for m in members]]
             # folders from before the flag: the step-wise rules that saved step weights
             averaged = (
                 bool(z["horizon_averaged"]) if "horizon_averaged" in z.files else (step is not None)
@@ -197,6 +233,18 @@ def load_run(run_dir: str | Path) -> RunData:
         step_weights=step,
         horizon_averaged=averaged,
     )
+
+
+def _whole(value: Any, name: str) -> int:
+    """``value`` as an int; ValueError (a damaged file) where it is not a whole number."""
+    try:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            number = int(value)
+            if number == float(value):  # not 24.5
+                return number
+    except (ValueError, OverflowError):  # "x", inf
+        pass
+    raise ValueError(f"{name} holds {value!r}, not a whole number")
 
 
 @contextmanager
@@ -901,7 +949,7 @@ def _analyse(
     backbone: str | Path | None,
 ) -> Path:
     """`analyse`, once the run folder is locked."""
-    from experiments.analyse_report import make_figures, probe_figure, report_markdown
+    from experiments.analyse_report import FIGURES, make_figures, probe_figure, report_markdown
 
     run = load_run(run_dir)
     siblings = check_ablation_runs(run, ablation_runs or {})
@@ -962,16 +1010,22 @@ def _analyse(
     if prototypes:
         an["prototypes"] = _run_prototypes(member, splits)
     training = training_ablations(run, siblings, period)
+    # the old report goes before anything is written: killed while drawing, this analyse
+    # would otherwise leave it, looking finished, beside figures it does not describe.
+    # The run folder's JSON stays (it holds the checks a later analyse keeps); in another
+    # --out it may be another run's, and goes too.
+    stale = ["routing_report.md"]
     if out.resolve() != run.path.resolve():
-        # another run's report there would otherwise sit beside this run's figures,
-        # looking finished, if this analyse is killed while drawing them
-        for name in ("routing_report.md", "routing_analysis.json"):
-            (out / name).unlink(missing_ok=True)
+        stale.append("routing_analysis.json")
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
     figures = make_figures(run, feats, out)
     if prompt_probe:
         figures += probe_figure(an["prompt_probe"], out)
     elif "prompt_probe" in kept and (out / "prompt_probe.png").is_file():
         figures.append("prompt_probe.png")
+    for name in set(FIGURES) - set(figures):  # an earlier analyse's, of other weights or data
+        (out / name).unlink(missing_ok=True)
     write_json(out / "routing_analysis.json", {**an, "training_ablations": training})
     path = out / "routing_report.md"
     write_text(path, report_markdown(run, an, training, figures, feat_note))

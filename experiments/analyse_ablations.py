@@ -119,13 +119,16 @@ def member_ablations(
 
     def scored(fc: np.ndarray, base: np.ndarray | None = None) -> dict[str, Any]:
         """MSE/MAE, and Δ MSE and the Diebold-Mariano test against ``base`` (default:
-        the run's ensemble)."""
+        the run's ensemble); its statistic and dof too: dm 0 (the same forecast) leaves
+        the row out of the Holm family, and few dof call for `metrics.caveat`."""
         base_loss = full_loss if base is None else metrics.window_mse(base, run.true)
         loss = metrics.window_mse(fc, run.true)
         vs = metrics.diebold_mariano(loss, base_loss, h)
         return metrics.scores(fc, run.true) | {
             "delta": float(loss.mean() - base_loss.mean()),
             "p_vs_full": vs["p"],
+            "dm_vs_full": vs["dm"],
+            "dof_vs_full": vs["dof"],
         }
 
     # `learned` picks one of its candidates on validation, and a refit without a member
@@ -164,7 +167,7 @@ def member_ablations(
         }
     )
     if not many:
-        return rows
+        return holm_rows(rows)
     bar = tqdm(
         run.members,
         desc="ablations",
@@ -206,6 +209,19 @@ def member_ablations(
                 )
                 continue
         rows.append({"variant": f"without {m}", **scored(fc), "method": method})
+    return holm_rows(rows)
+
+
+def holm_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with ``p_holm``: Holm's adjustment of their ``p_vs_full`` over the rows
+    that test a difference. A row whose forecast is the full one's (dm 0: the `mean`
+    router's "mean of all members") tests nothing, and counting its p of 1 raised every
+    other adjusted p, as results.md leaves such a pair out of its family too. None where
+    a row is not in the family."""
+    tested = [row.get("p_vs_full") if row.get("dm_vs_full") != 0.0 else None for row in rows]
+    for row, p in zip(rows, metrics.holm(tested), strict=True):
+        if "p_vs_full" in row:
+            row["p_holm"] = None if p is None or p != p else float(p)
     return rows
 
 
@@ -347,6 +363,12 @@ def training_ablations(
             row["run"] = str(sib)
             row["timellm"] = res["test"].get(specs[0])
             row["ensemble"] = res["test"].get("ensemble")
+            # like with like: the sibling's results.json against this run's, never against
+            # an MSE recomputed here from forecasts.npz or a router refitted here
+            row["delta"] = {
+                name: _mse_delta(row[name], (run.results.get("test") or {}).get(key))
+                for name, key in (("timellm", specs[0]), ("ensemble", "ensemble"))
+            }
             row["status"] = "read from sibling run"
         else:
             cmd = ["hybrid-forecast", "run", "--config", str(cfg_path), "--out", str(sib)]
@@ -356,6 +378,14 @@ def training_ablations(
             row["command"] = shell.join(cmd)
         rows.append(row)
     return rows
+
+
+def _mse_delta(theirs: dict[str, Any] | None, mine: dict[str, Any] | None) -> float | None:
+    """Test MSE of a sibling's forecast minus this run's, both as results.json has them
+    (None where either lacks it)."""
+    a, b = (theirs or {}).get("mse"), (mine or {}).get("mse")
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return float(a) - float(b) if ok else None
 
 
 def _half(choice: str) -> bool:

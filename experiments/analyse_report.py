@@ -18,7 +18,7 @@ from experiments.analyse import (
     stored_mean,
     win_shares,
 )
-from experiments.analyse_ablations import timellm_specs
+from experiments.analyse_ablations import holm_rows, timellm_specs
 
 # ---------------------------------------------------------------------------- figures
 
@@ -34,6 +34,27 @@ def within_channel_deciles(v: np.ndarray) -> np.ndarray:
             inner = np.quantile(v[ok, c], np.linspace(0.1, 0.9, 9))
             out[ok, c] = np.searchsorted(inner, v[ok, c], side="left")
     return out
+
+
+# Every figure an analyse draws: those a later analyse does not redraw are removed, or
+# an older run's figure would sit beside this report as if it were this one's.
+FIGURES = (
+    "weights_distribution.png",
+    "weights_over_time.png",
+    "weights_vs_features.png",
+    "win_rates.png",
+    "router_vs_mean.png",
+    "prompt_probe.png",
+)
+
+
+def feature_figure_values(w: np.ndarray | None, err: np.ndarray) -> tuple[np.ndarray, str]:
+    """What ``weights_vs_features.png`` plots per member: [M, W, C] the router weights, or
+    without them each member's win share (ties split, as in the tables: argmin gave every
+    tie to the first member), and the axis label."""
+    if w is not None:
+        return np.moveaxis(w, -1, 0), "mean weight"
+    return win_shares(err), "win rate"
 
 
 def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -> list[str]:
@@ -77,15 +98,11 @@ def make_figures(run: RunData, feats: dict[str, np.ndarray] | None, out: Path) -
         avail = [f for f in FEATURES if f in feats and not np.all(np.isnan(feats[f]))]
         if avail:
             fig, axes = plt.subplots(1, len(avail), figsize=(3.6 * len(avail), 3.3), squeeze=False)
+            values, label = feature_figure_values(w, err)
             for ax, f in zip(axes[0], avail, strict=True):
                 idx = within_channel_deciles(feats[f]).ravel()  # -1: no value
                 for i, m in enumerate(members):
-                    if w is not None:
-                        y = w[..., i].ravel()
-                        label = "mean weight"
-                    else:  # no router weights: how often the member is best instead
-                        y = (err.argmin(axis=0) == i).ravel().astype(float)
-                        label = "win rate"
+                    y = values[i].ravel()
                     vals = [y[idx == b].mean() if np.any(idx == b) else np.nan for b in range(10)]
                     ax.plot(np.arange(1, 11), vals, marker="o", ms=3, label=m)
                 ax.set_xlabel(f"{f.replace('_', ' ')} (decile within its channel)")
@@ -168,6 +185,12 @@ def probe_figure(probe: dict[str, Any], out: Path) -> list[str]:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, fmt: str) -> str:
+    """A p or statistic as a table cell: blank for None or NaN (an undefined test), as
+    results.md has it, never "nan"."""
+    return "" if x is None or x != x else format(x, fmt)
 
 
 def _left_out(channels: list[int], names: list[str] | None) -> str:
@@ -266,21 +289,27 @@ def _weights_section(run: RunData, an: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     lines += ["## Weight distribution per member", ""]
     if "weights" in an:
+        saved = run.step_weights is not None
+        steps = saved and bool(np.ptp(run.step_weights, axis=0).max() > 1e-9)
+        # a per-step rule (stacked) that gave every step the same weights: "a fixed rule"
+        # and "weighs each step apart" side by side contradicted each other
+        same_steps = an.get("weights_constant") and run.horizon_averaged and saved and not steps
         if an.get("weights_constant"):
-            steps = run.step_weights is not None and bool(
-                np.ptp(run.step_weights, axis=0).max() > 1e-9
-            )
+            if steps:
+                how = " (they change only along the horizon: see below)"
+            elif same_steps:
+                how = ", and on every horizon step (the router weighs each step apart, but its fit gave every step these weights)"
+            elif run.horizon_averaged:  # averages of unsaved steps: the next paragraph says so
+                how = ""
+            else:
+                how = " (a fixed rule)"
             lines += [
                 "The weights are the same for every window and channel"
-                + (
-                    " (they change only along the horizon: see below)"
-                    if steps
-                    else " (a fixed rule)"
-                )
+                + how
                 + ", so the analyses of weights against features below are flat by construction.",
                 "",
             ]
-        if run.horizon_averaged:
+        if run.horizon_averaged and not same_steps:
             lines += [
                 "The router weighs each horizon step apart: the weights here and in the "
                 "sections below are each window's average over the horizon's steps (see "
@@ -314,7 +343,14 @@ def _val_vs_test_section(run: RunData, an: dict[str, Any]) -> list[str]:
             f"Each member's MSE relative to {ref}'s (the lowest on validation). Every fitted "
             "combination sees only the validation column: a member whose ratio is higher on "
             "validation than on test is underrated by it and gets less weight than test would "
-            "have rewarded, and the reverse.",
+            "have rewarded, and the reverse."
+            + (
+                " `mean weight`: the router's test weight averaged over windows and channels, "
+                "each channel counting equally; the MSEs beside it are pooled over channels, "
+                "where a channel with larger errors counts for more."
+                if any(row["mean_weight"] is not None for row in vt)
+                else ""
+            ),
             "",
             "| member | val MSE | test MSE | val ratio | test ratio | val rank | test rank "
             "| mean weight |",
@@ -360,13 +396,14 @@ def _probe_section(run: RunData, an: dict[str, Any]) -> list[str]:
             label = f"own, {name.split(':', 1)[1]} shuffled" if name in stats else name
             lines.append(
                 f"| {label} | {v['mse']:.4f} | {v['mae']:.4f} | {100 * v['change_rel']:.2f}% "
-                f"| {'–' if name == 'own' else format(v['p'], '.3g')} |"
+                f"| {'–' if name == 'own' else _num(v['p'], '.3g')} |"
             )
         lines += [
             "",
             "Another window's prompt changes the test MSE by "
             f"{100 * (shuf['mse'] / own['mse'] - 1):+.2f}% and moves the forecasts by "
-            f"{100 * shuf['change_rel']:.2f}% on average (Diebold-Mariano p {shuf['p']:.3g}).",
+            f"{100 * shuf['change_rel']:.2f}% on average (Diebold-Mariano p "
+            f"{_num(shuf['p'], '.3g') or 'undefined'}).",
             "",
         ]
         if stats:
@@ -428,12 +465,26 @@ def _channels_section(run: RunData, an: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if "channel_weights" in an:
         names = r.get("channels") or [str(c) for c in range(len(an["channel_weights"]))]
+        cw = np.asarray(an["channel_weights"], dtype=np.float64)
+        # what the table shows, not how the router was fitted: a router reading window
+        # features gives channels other means without fitting them apart
+        if np.ptp(cw, axis=0).max() <= 1e-9:
+            why = "The router's mean weights are the same on every channel."
+        elif not an.get("weights_vary_by_window", True):
+            why = (
+                "The router gives each channel its own weights, the same in every window of "
+                "the channel."
+            )
+        else:
+            why = (
+                "Channels' mean weights differ where the router's features (or its fits) "
+                "differ between them; the table alone does not say which."
+            )
         lines += [
             "## Weights per channel",
             "",
             "Mean router weight over the test windows for each channel, and each member's "
-            "test MSE on that channel (lowest in bold). Where the weights differ between "
-            "channels the router fitted them per channel.",
+            "test MSE on that channel (lowest in bold). " + why,
             "",
             "| channel | "
             + " | ".join(f"{m} weight" for m in members)
@@ -544,24 +595,38 @@ def _features_section(run: RunData, an: dict[str, Any], feat_note: str) -> list[
 def _regimes_section(run: RunData, an: dict[str, Any]) -> list[str]:
     """ "Win rates per regime": terciles of each feature within each channel."""
     members = run.members
+    weighted = "weights" in an
     lines: list[str] = []
+    overall = (
+        "Share of (window, channel) pairs where each member has the lowest error. Overall: "
+        + ", ".join(f"{m} {_pct(v)}" for m, v in an["win_rate"].items())
+        + ". "
+    )
+    if not an.get("regimes"):  # no tables to describe
+        return [
+            "## Win rates per regime",
+            "",
+            overall + "No regime tables: the report has no window features (see above).",
+            "",
+        ]
     lines += [
         "## Win rates per regime",
         "",
-        "Share of (window, channel) pairs where each member has the lowest error. Overall: "
-        + ", ".join(f"{m} {_pct(v)}" for m, v in an["win_rate"].items())
-        + ". Regimes: terciles of each feature within each channel over the test windows "
+        overall + "Regimes: terciles of each feature within each channel over the test windows "
         "(low / mid / high: each channel contributes about a third of its windows to each, "
         "tied values staying together, so a regime is a kind of window, not a set of "
         "channels); the dominant period is matched to the run's top periods within 15 %, "
         "not cut within channels, so its regimes' win rates partly compare channels. "
-        "`weight`: the router's mean weight there on each channel, averaged over the "
-        "channels that have windows in every regime (each counted once: a channel mostly "
-        "in one regime does not make its weights look like a preference for it); "
-        "`router better`: share of pairs where the router's error is below the mean's.",
+        + (
+            "`weight`: the router's mean weight there on each channel, averaged over the "
+            "channels that have windows in every regime (each counted once: a channel mostly "
+            "in one regime does not make its weights look like a preference for it); "
+            if weighted
+            else "No weight columns: the run saved no router weights. "
+        )
+        + "`router better`: share of pairs where the router's error is below the mean's.",
         "",
     ]
-    weighted = "weights" in an
     for f, regs in an.get("regimes", {}).items():
         lines += [
             f"**{f.replace('_', ' ')}**",
@@ -644,6 +709,9 @@ def _ablations_section(
     members = run.members
     lines: list[str] = []
     rv = an["router_vs_mean"]
+    dm = rv["dm"]
+    p = _num(dm.get("p"), ".3g")
+    note = metrics.caveat(dm)
     lines += [
         "## Where the router beats or loses to the mean",
         "",
@@ -651,51 +719,96 @@ def _ablations_section(
         f"is better on {_pct(rv['router_better_share'])} of (window, channel) pairs and worse on "
         f"{_pct(rv['router_worse_share'])}. See the regime tables above for where. "
         f"Diebold-Mariano test of the difference (per-window MSE, overlapping windows): "
-        f"p = {rv['dm']['p']:.3g} (two-sided, {rv['dm']['dof']} dof).",
+        + (f"p = {p}" if p else "no p (the test is undefined here)")
+        + f" (two-sided, {dm.get('dof')} dof)"
+        + (f"; {note}." if note else "."),
         "",
         "## Ablations",
         "",
-        "| variant | test MSE | test MAE | Δ MSE vs full | p vs full | method |",
-        "|---|---|---|---|---|---|",
+        "| variant | test MSE | test MAE | Δ MSE vs full | p vs full | dof | note | method |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    full = an["ablation"][0]["mse"]
-    holm = metrics.holm([row.get("p_vs_full") for row in an["ablation"]])
-    for row, p_holm in zip(an["ablation"], holm, strict=True):
-        p_full = f"{row['p_vs_full']:.3g}" if "p_vs_full" in row else ""
-        if p_full and p_holm is not None and p_holm == p_holm:
-            p_full += f" (Holm {p_holm:.3g})"
+    rows = an["ablation"]
+    full = rows[0]["mse"]
+    if any("p_vs_full" in row and "p_holm" not in row for row in rows):
+        rows = holm_rows([dict(row) for row in rows])  # analyses made before p_holm was kept
+    for row in rows:
+        test = {
+            "p": row.get("p_vs_full"),
+            "dm": row.get("dm_vs_full"),
+            "dof": row.get("dof_vs_full"),
+        }
+        p_full = _num(row.get("p_vs_full"), ".3g")
+        if p_full and row.get("p_holm") is not None:
+            p_full += f" (Holm {row['p_holm']:.3g})"
         lines.append(
             f"| {row['variant']} | {row['mse']:.4f} | {row['mae']:.4f} "
             f"| {row.get('delta', row['mse'] - full):+.4f} "
-            f"| {p_full} | {row['method']} |"
+            f"| {p_full} | {'' if test['dof'] is None else test['dof']} | {metrics.caveat(test)} "
+            f"| {row['method']} |"
         )
     if not timellm_specs(members):
         lines.append(
-            "| without timellm | – | – | – | – | not applicable: the run has no timellm member |"
+            "| without timellm | – | – | – | – | | | not applicable: the run has no timellm member |"
         )
     for row in training:
         if row["status"] == "not run":
-            lines.append(f"| {row['description']} | not run | | | | see the command below |")
-        else:
-            t = row.get("timellm") or {}
-            e = row.get("ensemble") or {}
-            lines.append(
-                f"| {row['description']} | timellm {t.get('mse', float('nan')):.4f}, ensemble "
-                f"{e.get('mse', float('nan')):.4f} | timellm {t.get('mae', float('nan')):.4f} | "
-                f"{e.get('mse', float('nan')) - full:+.4f} (ensemble) | | sibling run `{row['run']}` |"
-            )
+            lines.append(f"| {row['description']} | not run | | | | | | see the command below |")
+            continue
+        t, e = row.get("timellm") or {}, row.get("ensemble") or {}
+        delta = row.get("delta") or {}
+        # each number named: "test MAE" held Time-LLM's alone under the ensemble's MSE
+        lines.append(
+            f"| {row['description']} "
+            f"| {_labelled([('timellm', t.get('mse')), ('ensemble', e.get('mse'))], '.4f')} "
+            f"| {_labelled([('timellm', t.get('mae')), ('ensemble', e.get('mae'))], '.4f')} "
+            f"| {_labelled([(k, delta.get(k)) for k in ('timellm', 'ensemble')], '+.4f')} "
+            f"| | | | sibling run `{row['run']}` |"
+        )
+    family = [row["variant"] for row in rows if row.get("p_holm") is not None]
+    same = [row["variant"] for row in rows if "p_vs_full" in row and row.get("dm_vs_full") == 0.0]
+    read = [row for row in training if row["status"] != "not run"]
+    mine = run.results.get("test") or {}
     lines += [
         "",
         "Member ablations are computed from this run folder; Δ > 0 means the ensemble is worse "
-        "without the member; `p vs full` is the Diebold-Mariano test of that difference "
-        "(in brackets Holm's adjustment for the column's tests; the caveats of results.md's "
-        "test hold here too). "
+        "without the member; `p vs full` is the Diebold-Mariano test of that difference, "
+        "`dof` its degrees of freedom and `note` what a reader of its p must know "
+        "(the caveats of results.md's test hold here too). "
+        + (
+            f"In brackets Holm's adjustment over the family of {len(family)} test"
+            f"{'s' if len(family) != 1 else ''}: {', '.join(family)}. "
+            if family
+            else "No row tests a difference, so no Holm adjustment. "
+        )
+        + (
+            f"Left out of the family: {', '.join(same)}, whose forecast is the full one's "
+            "(DM statistic 0: it tests nothing), as results.md leaves out such pairs. "
+            if same
+            else ""
+        )
         + (
             "Training ablations come from sibling run folders "
             f"`{run.path}-<variant>` (same config, one setting changed; same seed)."
             if timellm_specs(members)
             else "Training ablations change a Time-LLM setting; this run has no timellm "
             "member (add it to --members for them)."
+        )
+        + (
+            " Their test MSE and MAE are the sibling's Time-LLM member's and ensemble's, as its "
+            "results.json has them, and their Δ compares each with this run's own, as its "
+            "results.json has them ("
+            + _labelled(
+                [
+                    ("timellm", (mine.get(timellm_specs(members)[0]) or {}).get("mse")),
+                    ("ensemble", (mine.get("ensemble") or {}).get("mse")),
+                ],
+                ".4f",
+            )
+            + "): like with like, not with the full row above (recomputed from "
+            "forecasts.npz); no p: only the sibling's scores are read."
+            if read
+            else ""
         ),
         "",
     ]
@@ -706,6 +819,17 @@ def _ablations_section(
             lines.append(row["command"] + (f"   # {row['note']}" if "note" in row else ""))
         lines += ["```", ""]
     return lines
+
+
+def _labelled(values: list[tuple[str, Any]], fmt: str) -> str:
+    """``timellm 0.4000, ensemble 0.3000``: the numbers among ``values``, each named;
+    "–" where none is."""
+    cells = [
+        f"{name} {format(v, fmt)}"
+        for name, v in values
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+    ]
+    return ", ".join(cells) or "–"
 
 
 def report_markdown(

@@ -619,3 +619,119 @@ def test_a_regime_is_named_a_preference_only_past_a_stated_gap_in_weight():
     text = "\n".join(_skill_section(an, ["timellm"]))
     assert "volatility high (0.700, against 0.400 in low)" in text and "descriptive" in text
     assert "dominant period" not in text
+
+
+def _edit_npz(path: Path, **changes) -> None:
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(path, **{**arrays, **changes})
+
+
+def _nan_weight(run_dir: Path) -> None:
+    with np.load(run_dir / "router_weights.npz") as z:
+        w = z["test"].copy()
+    w[0, 0, 0] = np.nan
+    _edit_npz(run_dir / "router_weights.npz", test=w)
+
+
+def _edit_results(run_dir: Path, **changes) -> None:
+    res = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    (run_dir / "results.json").write_text(json.dumps({**res, **changes}), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "edit, file, needle",
+    [
+        (
+            lambda d: _edit_npz(d / "forecasts.npz", **{"test/true": np.zeros((5, 24, 1))}),
+            "forecasts.npz",
+            "test/naive has shape",
+        ),
+        (
+            lambda d: _edit_npz(d / "forecasts.npz", **{"test/ensemble": np.zeros((5, 24))}),
+            "forecasts.npz",
+            "test/ensemble has shape",
+        ),
+        (
+            lambda d: _edit_npz(d / "forecasts.npz", **{"val/snaive": np.zeros((5, 24, 1))}),
+            "forecasts.npz",
+            "val/snaive has shape",
+        ),
+        (
+            lambda d: _edit_npz(d / "router_weights.npz", test=np.full((10, 3, 3), 1 / 3)),
+            "router_weights.npz",
+            "test has shape",
+        ),
+        (_nan_weight, "router_weights.npz", "non-finite weights"),
+        (
+            lambda d: _edit_npz(d / "router_weights.npz", step_weights=np.ones((3, 3))),
+            "router_weights.npz",
+            "step_weights has shape",
+        ),
+        (lambda d: _edit_results(d, periods=["x"]), "results.json", "periods holds 'x'"),
+        (lambda d: _edit_results(d, periods=[24.5]), "results.json", "periods holds 24.5"),
+        (lambda d: _edit_results(d, members="naive"), "results.json", "members is not a list"),
+        (lambda d: _edit_results(d, members=[1, 2]), "results.json", "members is not a list"),
+    ],
+)
+def test_hand_edited_run_files_are_one_line_naming_the_file(
+    edit, file, needle, synth_csv, tmp_path
+):
+    # arrays of other shapes, NaN weights and unparsable periods ended in a traceback
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    edit(run_dir)
+    with pytest.raises(UserError, match=f"{file} is damaged .*{needle}"):
+        load_run(run_dir)
+
+
+def test_a_hand_edited_run_file_exits_2_with_one_line(synth_csv, tmp_path, capsys):
+    from experiments.cli import main
+
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    _edit_results(run_dir, periods=["x"])
+    assert main(["analyse", str(run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "results.json is damaged" in err
+    assert not (run_dir / "routing_report.md").exists()
+
+
+def test_periods_given_as_strings_are_read_as_ints(synth_csv, tmp_path):
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    _edit_results(run_dir, periods=["24", 12.0])
+    assert load_run(run_dir).results["periods"] == [24, 12]
+
+
+def test_an_analyse_leaves_no_figure_of_an_earlier_one(synth_csv, tmp_path):
+    # a rerun that draws fewer figures (the weights or the probe gone) left the earlier
+    # ones beside the new report
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    analyse(run_dir)
+    assert (run_dir / "weights_distribution.png").is_file()
+    (run_dir / "router_weights.npz").unlink()
+    (run_dir / "prompt_probe.png").write_bytes(b"\x89PNG old")  # no probe kept in the JSON
+    (run_dir / "test_windows.png").write_bytes(b"\x89PNG run")  # the run's own: kept
+    md = analyse(run_dir).read_text(encoding="utf-8")
+    pngs = {p.name for p in run_dir.glob("*.png")}
+    assert pngs == {
+        "router_vs_mean.png",
+        "weights_vs_features.png",
+        "win_rates.png",
+        "test_windows.png",
+    }
+    assert "weights_distribution" not in md
+
+
+def test_an_analyse_killed_in_the_run_folder_leaves_no_old_report(synth_csv, tmp_path, monkeypatch):
+    import experiments.analyse_report as report
+
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run")
+    analyse(run_dir)
+
+    def killed(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "make_figures", killed)
+    with pytest.raises(KeyboardInterrupt):
+        analyse(run_dir)
+    assert not (run_dir / "routing_report.md").exists()
+    assert (run_dir / "routing_analysis.json").is_file()  # the checks a later analyse keeps

@@ -265,3 +265,37 @@ def test_the_ablations_bar_shows_on_a_terminal_unless_quiet(synth_csv, tmp_path,
     assert main(["analyse", str(out), "--out", str(tmp_path / "a")] + ["--quiet"] * quiet) == 0
     assert len(made) == 1 and made[0].n == 3
     assert made[0].disable is (True if quiet else None)  # None: tqdm's "a terminal only"
+
+
+def test_a_training_ablation_is_compared_like_with_like(synth_csv, tmp_path):
+    # "test MAE" held Time-LLM's MAE alone, and Δ set the sibling's ensemble (its
+    # results.json) against this run's recomputed from forecasts.npz
+    from experiments.analyse import analyse_run
+    from experiments.analyse_ablations import training_ablations
+    from experiments.analyse_report import report_markdown
+
+    run_dir = fake_run_folder(
+        synth_csv(n=1200), tmp_path / "run", members=["naive", "snaive", "timellm"]
+    )
+    res = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    res["test"]["ensemble"]["mse"] += 0.05  # as the run wrote it, not as recomputed
+    (run_dir / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    sib = tmp_path / "run-patch16"
+    sib.mkdir()
+    same = {k: res[k] for k in ("dataset", "seq_len", "pred_len", "seed")}
+    test = {"timellm": {"mse": 0.4, "mae": 0.5}, "ensemble": {"mse": 0.3, "mae": 0.45}}
+    (sib / "results.json").write_text(json.dumps({**same, "test": test}), encoding="utf-8")
+    run = load_run(run_dir)
+    training = training_ablations(run, {}, None)
+    row = next(r for r in training if r["variant"] == "patch16")
+    d_t, d_e = 0.4 - res["test"]["timellm"]["mse"], 0.3 - res["test"]["ensemble"]["mse"]
+    assert row["delta"] == pytest.approx({"timellm": d_t, "ensemble": d_e})
+    text = report_markdown(run, analyse_run(run, None, None, None), training, [], "")
+    line = next(ln for ln in text.splitlines() if ln.startswith("| Time-LLM with the fixed patch"))
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[1:4] == [
+        "timellm 0.4000, ensemble 0.3000",
+        "timellm 0.5000, ensemble 0.4500",
+        f"timellm {d_t:+.4f}, ensemble {d_e:+.4f}",
+    ]
+    assert f"ensemble {res['test']['ensemble']['mse']:.4f}): like with like" in text

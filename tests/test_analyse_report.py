@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import fake_run_folder
 
 from experiments.analyse import analyse_run, load_run, window_features
@@ -53,3 +54,126 @@ def test_probe_figure_labels_each_counterfactual_with_its_p(tmp_path):
     }
     assert probe_figure(probe, tmp_path) == ["prompt_probe.png"]
     assert (tmp_path / "prompt_probe.png").read_bytes()[:4] == PNG
+
+
+def _run_and_analysis(synth_csv, tmp_path, **kw):
+    run = load_run(fake_run_folder(synth_csv(n=1200), tmp_path / "run", **kw))
+    return run, analyse_run(run, None, None, None)
+
+
+def _section(text: str, heading: str) -> str:
+    """The text under ``## heading`` up to the next section."""
+    return text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_feature_figure_splits_a_tied_win_as_the_tables_do(synth_csv, tmp_path, monkeypatch):
+    # two members making the same forecast tie in every window: argmin gave the first
+    # all the wins in the figure while the tables split them
+    import ensemble.figures
+
+    run = load_run(fake_run_folder(synth_csv(n=1200), tmp_path / "run"))
+    run.test["snaive"] = run.test["naive"].copy()
+    run.weights = None
+    feats = window_features(np.asarray(run.test["window_mean"][:, :96]), 24)
+    drawn = {}
+    monkeypatch.setattr(
+        ensemble.figures, "save", lambda fig, path, **kw: drawn.update({path.name: fig})
+    )
+    make_figures(run, feats, tmp_path)
+    ax = drawn["weights_vs_features.png"].axes[0]
+    naive, snaive = (np.asarray(line.get_ydata(), float) for line in ax.lines[:2])
+    ok = ~np.isnan(naive)
+    assert ok.any()
+    np.testing.assert_allclose(naive[ok], snaive[ok])  # the tie split evenly
+    assert np.nanmax(naive) <= 0.5 + 1e-12
+
+
+def test_a_low_dof_test_carries_its_caveat_in_the_text_and_the_table(synth_csv, tmp_path):
+    from ensemble import metrics
+
+    run, an = _run_and_analysis(synth_csv, tmp_path)
+    weak = {"diff": 0.1, "dm": 1.2, "p": 0.3, "dof": 1}
+    an["router_vs_mean"]["dm"] = weak
+    row = {k: v for k, v in an["ablation"][-1].items() if k != "p_holm"}
+    an["ablation"] = [
+        *an["ablation"][:-1],
+        {**row, "p_vs_full": 0.4, "dm_vs_full": 0.9, "dof_vs_full": 1},
+    ]
+    text = report_markdown(run, an, [], [], "")
+    note = metrics.caveat(weak)
+    assert note
+    where = _section(text, "Where the router beats or loses to the mean")
+    assert f"p = 0.3 (two-sided, 1 dof); {note}." in where
+    table = [ln for ln in _section(text, "Ablations").splitlines() if ln.startswith("|")]
+    assert table[0].startswith(
+        "| variant | test MSE | test MAE | Δ MSE vs full | p vs full | dof | note |"
+    )
+    assert len({ln.count("|") for ln in table}) == 1, table
+    cells = [c.strip() for c in table[-2].split("|")]  # the edited row, before "without timellm"
+    assert cells[6:8] == ["1", note]
+
+
+def test_an_undefined_p_is_a_blank_cell(synth_csv, tmp_path):
+    run, an = _run_and_analysis(synth_csv, tmp_path)
+    an["router_vs_mean"]["dm"] = {"diff": 0.0, "dm": None, "p": float("nan"), "dof": 1}
+    an["ablation"][-1] |= {"p_vs_full": float("nan"), "dm_vs_full": None, "p_holm": None}
+    text = report_markdown(run, an, [], [], "")
+    assert "nan" not in text.lower()
+    assert "no p (the test is undefined here)" in text
+
+
+def test_the_holm_family_leaves_out_a_row_that_tests_nothing(synth_csv, tmp_path):
+    from ensemble import metrics
+
+    run, an = _run_and_analysis(synth_csv, tmp_path, router="mean")
+    rows = {r["variant"]: r for r in an["ablation"]}
+    assert rows["mean of all members"]["dm_vs_full"] == 0.0  # the `mean` router's own forecast
+    assert rows["mean of all members"]["p_holm"] is None
+    tested = [r for r in an["ablation"] if r["variant"].startswith("without ")]
+    expect = metrics.holm([r["p_vs_full"] for r in tested])
+    assert [r["p_holm"] for r in tested] == pytest.approx(expect)
+    text = report_markdown(run, an, [], [], "")
+    ablations = _section(text, "Ablations")
+    assert f"(Holm {expect[0]:.3g})" in ablations
+    mean_row = next(ln for ln in ablations.splitlines() if ln.startswith("| mean of all members"))
+    assert "Holm" not in mean_row
+    assert "family of 3 tests: without naive, without snaive, without window_mean" in ablations
+    assert "Left out of the family: mean of all members" in ablations
+
+
+def test_captions_say_only_what_the_run_has(synth_csv, tmp_path):
+    run, an = _run_and_analysis(synth_csv, tmp_path)
+    text = report_markdown(run, an, [], [], "")
+    # window-varying weights: the channel means need not come from a fit per channel
+    channels = _section(text, "Weights per channel")
+    assert "fitted them per channel" not in channels
+    assert "features (or its fits) differ" in channels
+    # the mean weight beside pooled MSEs counts each channel equally
+    assert "each channel counting equally" in _section(text, "Validation against test")
+    # weights fixed per channel
+    run.weights = np.broadcast_to(run.weights[:1], run.weights.shape).copy()
+    an = analyse_run(run, None, None, None)
+    assert "its own weights, the same in every window" in _section(
+        report_markdown(run, an, [], [], ""), "Weights per channel"
+    )
+    # no router weights: the regime caption describes no weight columns
+    feats = window_features(np.asarray(run.test["naive"][:, :96]), 24)
+    run.weights = None
+    an = analyse_run(run, feats, None, None)
+    regimes = _section(report_markdown(run, an, [], [], ""), "Win rates per regime")
+    assert "`weight`" not in regimes and " weight |" not in regimes
+    assert "No weight columns" in regimes
+
+
+def test_equal_step_weights_of_a_per_step_rule_are_said_once(synth_csv, tmp_path):
+    # stacked weighs each step apart; when its fit gave every step and channel the same
+    # weights the section said both "(a fixed rule)" and "weighs each horizon step apart"
+    run = load_run(fake_run_folder(synth_csv(n=1200), tmp_path / "run", router="stacked"))
+    run.weights = np.full(run.weights.shape, 1 / 3)
+    run.step_weights = np.full(run.step_weights.shape, 1 / 3)
+    run.horizon_averaged = True
+    an = analyse_run(run, None, None, None)
+    weights = _section(report_markdown(run, an, [], [], ""), "Weight distribution per member")
+    assert "a fixed rule" not in weights
+    assert "every horizon step" in weights
+    assert weights.count("weighs each") == 1

@@ -50,9 +50,11 @@ from experiments.tune_space import lookback_range
 from experiments.tune_study import (
     GRACE_S,
     HEARTBEAT_S,
+    absolute_sqlite_url,
     check_folder_study,
     load_study_data,
     open_study,
+    record_start,
     requeue_interrupted,
     sqlite_url,
     study_state,
@@ -74,8 +76,9 @@ class TuneSpec:
             settings given with @ or --set are kept, not tuned).
         trials: the study's total number of finished trials.
         out: output folder (log, plots, best config; the default SQLite file).
-        storage: an Optuna RDB URL (``sqlite:///...``, ``postgresql://...``);
-            None: ``sqlite:///OUT/study.db``.
+        storage: an Optuna RDB URL (``sqlite:///...``, ``postgresql://...``) or a SQLite
+            file's path; None: ``sqlite:///OUT/study.db``. `resolved` makes a SQLite
+            file's path absolute, however given.
         study: study name; None: ``default_study(self)``.
         jobs: worker processes on this machine.
         data_path, data_dir, features, target, fill, percent: as for ``run`` (percent:
@@ -87,7 +90,8 @@ class TuneSpec:
             other's draws).
         min_seq_len, max_seq_len: bounds of the lookback.
         max_periods: at most this many period candidates.
-        pruner: 'median', 'hyperband' or 'none'.
+        pruner: 'median', 'hyperband' or 'none' (each start's, with its router, jobs and
+            trials, is kept in the study's ``starts``; a change on resume is warned of).
         member_params: fixed member settings (``--set MEMBER.KEY=VALUE``), not tuned.
         heartbeat_s, grace_s: heartbeat period of a running trial, and the silence after
             which it counts as killed (tests shorten them).
@@ -118,13 +122,16 @@ class TuneSpec:
     grace_s: int = GRACE_S
 
     def resolved(self) -> TuneSpec:
-        """A copy with the default storage URL and study name filled in."""
+        """A copy with the default storage URL and study name filled in, and a SQLite
+        file's path made absolute."""
         d = asdict(self)
         d["study"] = self.study or default_study(self)
         if not self.storage:
             d["storage"] = sqlite_url((Path(self.out) / "study.db").resolve())
         elif "://" not in self.storage:  # a bare path: a SQLite file
             d["storage"] = sqlite_url(Path(self.storage).resolve())
+        else:  # sqlite:///rel.db names the same file as the bare path rel.db
+            d["storage"] = absolute_sqlite_url(self.storage)
         return TuneSpec(**d)
 
 
@@ -186,7 +193,8 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
                 with contextlib.suppress(OSError):
                     out.rmdir()
             raise
-        requeue_interrupted(study)
+        requeue_interrupted(study, spec.storage)
+        record_start(spec, study)  # before tune_spec.json, which it reads, is rewritten
         before = trial_counts(study)
         log.info(
             "study %s in %s: %d/%d finished before this start (%s); jobs=%d",

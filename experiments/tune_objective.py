@@ -48,14 +48,22 @@ class EpochReporter:
         live: False to only record the values (training already over: nothing to save).
         check_interrupts: raises an interrupt that arrived during the epoch but was
             swallowed (see `Objective.check_interrupts`).
+        last_epoch: the member's last epoch (its ``epochs``), never pruned at: the trial
+            has trained to the end, and is complete (at ``epochs`` <= 3 the pruners'
+            first judgement, at epoch 3, labelled fully trained trials PRUNED).
     """
 
     def __init__(
-        self, trial, live: bool = True, check_interrupts: Callable[[], None] = lambda: None
+        self,
+        trial,
+        live: bool = True,
+        check_interrupts: Callable[[], None] = lambda: None,
+        last_epoch: int | None = None,
     ):
         self.trial = trial
         self.live = live
         self.check_interrupts = check_interrupts
+        self.last_epoch = last_epoch
         self.reported: set[int] = set()
 
     def __call__(self, epoch: int, val_loss: float) -> None:
@@ -67,7 +75,8 @@ class EpochReporter:
             return
         self.reported.add(epoch)
         self.trial.report(float(val_loss), step=int(epoch))
-        if self.live and self.trial.should_prune():
+        final = self.last_epoch is not None and epoch >= self.last_epoch
+        if self.live and not final and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch} (val {val_loss:.4f})")
 
 
@@ -101,15 +110,28 @@ class Objective:
         )
 
     def __call__(self, trial) -> float:
-        study = trial.study
-        claimed_before = sum(
-            1
-            for t in study.get_trials(deepcopy=False)
-            if t.number < trial.number and claims_slot(t)
-        )
-        if claimed_before >= self.spec.trials:
+        before = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+        if sum(claims_slot(t) for t in before) >= self.spec.trials:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number}: {self.spec.trials} trials already claimed")
+        # two starts on a server storage (no ask lock) may both queue one interrupted
+        # trial again: the lower-numbered copy runs it, this one would count it twice
+        retry_of = trial.user_attrs.get("retry_of")
+        twin = next(
+            (
+                t.number
+                for t in before
+                if retry_of is not None
+                and t.user_attrs.get("retry_of") == retry_of
+                and claims_slot(t)
+            ),
+            None,
+        )
+        if twin is not None:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(
+                f"trial {trial.number}: trial {twin} already reruns trial {retry_of}"
+            )
         with self.live_interrupts():
             try:
                 self.check_interrupts()  # one that came while Optuna started the trial
@@ -175,6 +197,8 @@ class Objective:
                 workdir=None,
             )
             member = registry.build(spec_m, ctx)
+            epochs = getattr(member, "epochs", None)
+            reporter.last_epoch = epochs if isinstance(epochs, int) else None
             live = prune and attach_epoch_callback(member, reporter)
             if not live:
                 attach_epoch_callback(member, lambda epoch, val: self.check_interrupts())

@@ -83,6 +83,8 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
         "asked_trials": spec.trials,
         "counts": c,
         "periods": study.user_attrs.get("periods"),
+        # each start's pruner, router, jobs and trials (tune_spec.json: the last start's)
+        "starts": study.user_attrs.get("starts", []),
     }
     if any(m.split("@")[0] in ("timellm", "patchtst") for m in spec.members):
         summary["patch_choices"] = study.user_attrs.get("patch_choices")
@@ -145,6 +147,15 @@ def _summary_md(summary: dict[str, Any], complete: list) -> str:
         "(scaled space, every val window); test never used.",
         "",
     ]
+    starts = summary.get("starts") or []
+    if len({(st.get("pruner"), st.get("router")) for st in starts}) > 1:  # said when mixed
+        lines[-1:-1] = [
+            "Starts (pruner, router, jobs): "
+            + "; ".join(
+                f"{st.get('pruner')}, {st.get('router')}, {st.get('jobs')}" for st in starts
+            )
+            + ".",
+        ]
     if summary.get("patch_choices"):
         lines[-1:-1] = [
             "Patch/stride choices per period: "

@@ -9,6 +9,7 @@ in the study; and the trials of killed or interrupted processes run again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -94,6 +95,40 @@ def sqlite_path(url: str) -> Path | None:
 
     database = make_url(url).database
     return Path(database) if database else None
+
+
+def absolute_sqlite_url(url: str) -> str:
+    """``url`` with a relative SQLite file made absolute (from the current folder), as a
+    bare ``--storage`` path is: ``sqlite:///rel.db`` left relative opened another file
+    from another folder, and its text matched the folder's tune_spec.json all the same
+    (a fresh study replaced that study's reports). Other URLs come back unchanged."""
+    path = sqlite_path(url)
+    if path is None:
+        return url
+    from sqlalchemy.engine import make_url
+
+    query = make_url(url).query
+    # an in-memory database or a sqlite URI (uri=true) names no file of this folder
+    if ":memory:" in str(path) or str(query.get("uri", "")).lower() in ("true", "1"):
+        return url
+    tail = "?" + url.split("?", 1)[1] if query else ""  # the options, as they were given
+    return sqlite_url(path.resolve()) + tail
+
+
+def ask_lock(url: str | None) -> Path | None:
+    """The lock file beside a SQLite study (``study.db.ask.lock``) that every process on
+    it takes to ask for a trial or change the study's records; None for a server (which
+    locks its rows itself)."""
+    db = sqlite_path(url) if url else None
+    return db.with_name(db.name + ".ask.lock") if db is not None else None
+
+
+def study_lock(url: str | None) -> contextlib.AbstractContextManager:
+    """`ask_lock`'s lock held for a block (nothing for a server storage)."""
+    from ensemble.io import waiting_lock
+
+    lock = ask_lock(url)
+    return waiting_lock(lock) if lock is not None else contextlib.nullcontext()
 
 
 def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S):
@@ -375,6 +410,8 @@ def check_folder_study(spec: TuneSpec) -> None:
         return bool(out) and storage == sqlite_url((Path(out) / "study.db").resolve())
 
     theirs_storage = theirs.get("storage")
+    if isinstance(theirs_storage, str):  # one written before relative URLs were resolved
+        theirs_storage = absolute_sqlite_url(theirs_storage)
     if (
         isinstance(theirs_storage, str)
         and theirs_storage != spec.storage
@@ -481,11 +518,14 @@ def open_study(spec: TuneSpec, create: bool = False, new_attrs: dict[str, Any] |
             pruner=pruner,
             load_if_exists=True,
         )
+        # Under the ask lock (SQLite): two commands of other settings starting one new
+        # study at once both found no settings recorded, and both wrote theirs, one
+        # attribute at a time, neither checked. Now the second finds the first's.
+        with study_lock(spec.storage):
+            if "periods" not in study.user_attrs:  # new: nothing to check, this spec's
+                _record_identity(spec, study, new_attrs or study_attrs(spec))
+                return study
         attrs = study.user_attrs
-        if "periods" not in attrs:  # new: its attributes are this spec's, nothing to check
-            for k, v in (new_attrs or study_attrs(spec)).items():
-                study.set_user_attr(k, v)
-            return study
         from experiments.member_cache import data_fingerprint
 
         dataset = load_study_data(spec)
@@ -501,6 +541,93 @@ def open_study(spec: TuneSpec, create: bool = False, new_attrs: dict[str, Any] |
         study_name=spec.study, storage=storage, sampler=sampler, pruner=pruner
     )
     return study  # `_trials_until_done` seeds the sampler before each trial
+
+
+def _record_identity(spec: TuneSpec, study, values: dict[str, Any]) -> None:
+    """Write a new study's attributes: first all of them as one ``identity`` attribute
+    (with a token of this command), then each (as the readers and older versions read
+    them); then read ``identity`` back. Another command's there means another command
+    wrote at the same time (a server storage, which has no ask lock): refused unless it
+    was made for these same settings.
+
+    Raises:
+        UserError: the study was made at the same moment for other settings.
+    """
+    import uuid
+
+    token = uuid.uuid4().hex
+    study.set_user_attr("identity", {**values, "token": token})
+    for k, v in values.items():
+        study.set_user_attr(k, v)
+    held = study.user_attrs.get("identity")
+    if isinstance(held, dict) and held.get("token") == token:
+        return
+    log.info("study %s: another command recorded its settings at the same time", spec.study)
+    theirs = {k: v for k, v in held.items() if k != "token"} if isinstance(held, dict) else {}
+    try:
+        check_identity(spec, theirs)
+    except UserError as exc:
+        raise UserError(
+            f"study {spec.study!r} in {spec.storage} was started at the same moment by "
+            f"another command of other settings ({exc}); rerun this one with another "
+            "--study name"
+        ) from None
+
+
+STARTS_KEPT = ("pruner", "router", "jobs", "trials")  # a start's settings kept in ``starts``
+
+
+def record_start(spec: TuneSpec, study) -> list[dict[str, Any]]:
+    """Add this start's pruner, router, jobs and trials to the study's ``starts`` (each
+    start's, in order; study_summary.json lists them), and warn, once, when the pruner or
+    router is not the last start's: a resume took any of them silently, and the folder's
+    tune_spec.json, rewritten at each start, told only the last.
+
+    A study made before ``starts`` was kept gets its earlier start from the folder's
+    tune_spec.json (written by that start, for this study in this storage:
+    `check_folder_study`).
+
+    Returns:
+        The study's starts, this one last.
+    """
+    import datetime
+
+    this: dict[str, Any] = {k: getattr(spec, k) for k in STARTS_KEPT}
+    this["at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    with study_lock(spec.storage):  # two commands starting at once: both starts kept
+        starts = list(study.user_attrs.get("starts", []))
+        if not starts and study.get_trials(deepcopy=False):
+            starts = _start_from_folder(spec)
+        starts.append(this)
+        study.set_user_attr("starts", starts)
+    if len(starts) > 1:
+        last = starts[-2]
+        # several members are never pruned: their pruner changes nothing
+        compared = ("pruner", "router") if len(spec.members) == 1 else ("router",)
+        changed = [
+            f"--{k} {this[k]} (the study's last start ran {last[k]})"
+            for k in compared
+            if k in last and last[k] != this[k]
+        ]
+        if changed:
+            log.warning(
+                "study %s resumed with %s: its earlier trials were run with the other "
+                "(study_summary.json lists each start's)",
+                spec.study,
+                " and ".join(changed),
+            )
+    return starts
+
+
+def _start_from_folder(spec: TuneSpec) -> list[dict[str, Any]]:
+    """The earlier start a folder's tune_spec.json recorded, as a ``starts`` entry."""
+    try:
+        theirs = json.loads((Path(spec.out) / "tune_spec.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return []
+    if not isinstance(theirs, dict) or theirs.get("study") != spec.study:
+        return []
+    return [{**{k: theirs[k] for k in STARTS_KEPT if k in theirs}, "at": None}]
 
 
 def load_study_data(spec: TuneSpec):
@@ -633,23 +760,30 @@ def fail_dead_local_trials(study) -> None:
             retry(study, copy.deepcopy(storage.get_trial(t._trial_id)))
 
 
-def requeue_interrupted(study) -> None:
+def requeue_interrupted(study, url: str | None = None) -> None:
     """Queue again, once each, the parameters of trials stopped by Ctrl-C or SIGTERM
     (FAIL, ``interrupted``), so that a resumed study runs them as the uninterrupted one
-    did. A killed trial is queued by the heartbeat retry instead."""
+    did. A killed trial is queued by the heartbeat retry instead.
+
+    Under the study's ask lock (``url``: its storage; SQLite): two commands started at
+    once both read ``requeued`` before either wrote it, and queued the same trial twice
+    (it ran, and counted, twice). A server has no such lock: there the second copy is
+    turned away when it starts (``Objective``'s surplus check on ``retry_of``).
+    """
     from optuna.trial import TrialState
 
-    done = set(study.user_attrs.get("requeued", []))
-    todo = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if t.user_attrs.get("interrupted") and t.number not in done
-    ]
-    for t in todo:
-        # a retry stopped before it drew: its parameters are still only the queued ones
-        params = {**t.system_attrs.get("fixed_params", {}), **t.params}
-        study.enqueue_trial(params, user_attrs={"retry_of": t.number})
-        done.add(t.number)
-        log.info("trial %d was interrupted: its parameters are queued again", t.number)
-    if todo:
-        study.set_user_attr("requeued", sorted(done))
+    with study_lock(url):
+        done = set(study.user_attrs.get("requeued", []))
+        todo = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.user_attrs.get("interrupted") and t.number not in done
+        ]
+        for t in todo:
+            # a retry stopped before it drew: its parameters are still only the queued ones
+            params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+            study.enqueue_trial(params, user_attrs={"retry_of": t.number})
+            done.add(t.number)
+            log.info("trial %d was interrupted: its parameters are queued again", t.number)
+        if todo:
+            study.set_user_attr("requeued", sorted(done))

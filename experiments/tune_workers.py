@@ -1,6 +1,7 @@
 """The processes of a `tune` command: each worker runs trials until the study has N
 finished ones; signals and log records are handled so that Ctrl-C or a kill leaves a
-study a rerun finishes.
+study a rerun finishes. A spawned worker stops with its command: at once on Linux (the
+kernel's parent-death signal), else before its next trial.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from ensemble.io import waiting_lock
 from experiments.logfile import FolderLog
 from experiments.tune_objective import Objective
 from experiments.tune_study import (
+    ask_lock,
     fail_dead_local_trials,
     open_study,
     seeded_at_trial_start,
-    sqlite_path,
     trial_counts,
 )
 
@@ -175,6 +176,7 @@ def work(
     spec: TuneSpec,
     on_progress: Callable[[dict[str, int]], None] | None = None,
     worker: int = 0,
+    parent: int | None = None,
 ) -> None:
     """One worker: run trials until the study has ``spec.trials`` finished ones.
 
@@ -182,9 +184,11 @@ def work(
         spec: the resolved spec (the study must exist).
         on_progress: called with the trial counts after each step (a progress bar).
         worker: this worker's index among the command's (seeds its sampler).
+        parent: the PID of the command that started this worker process: once it is no
+            longer this process's parent (killed), no further trial is started.
     """
     study = open_study(spec)
-    db = sqlite_path(spec.storage) if spec.storage else None
+    lock = ask_lock(spec.storage)
     objective = Objective(spec, study.user_attrs)
     quiet = _QuietInterrupt()
     optuna_log = logging.getLogger("optuna.study._optimize")  # where failed trials are logged
@@ -193,10 +197,9 @@ def work(
         with _NotedInterrupts() as interrupts:
             objective.check_interrupts = interrupts.check
             objective.live_interrupts = interrupts.live
-            if db is not None:  # a database server locks the trial's row itself
-                lock = db.with_name(db.name + ".ask.lock")
+            if lock is not None:  # a database server locks the trial's row itself
                 study.ask = _one_at_a_time(study.ask, lock, interrupts.live)
-            _trials_until_done(spec, study, objective, on_progress, interrupts, worker)
+            _trials_until_done(spec, study, objective, on_progress, interrupts, worker, parent)
     finally:
         optuna_log.removeFilter(quiet)
 
@@ -208,6 +211,7 @@ def _trials_until_done(
     on_progress: Callable[[dict[str, int]], None] | None,
     interrupts: _NotedInterrupts,
     worker: int = 0,
+    parent: int | None = None,
 ) -> None:
     """``work``'s loop: one trial at a time (or a wait for others' trials) until done."""
     import optuna
@@ -216,6 +220,9 @@ def _trials_until_done(
     waited = False
     while True:
         interrupts.check()
+        if orphaned(parent):
+            log.info("the command that started this worker (%d) is gone; it stops", parent)
+            return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)  # a killed worker's trial: FAIL, and queued again
@@ -250,12 +257,39 @@ def _trials_until_done(
             time.sleep(min(POLL_S, max(0.2, spec.grace_s / 4)))
 
 
+def orphaned(parent: int | None) -> bool:
+    """Whether the process ``parent`` no longer parents this one: killed (SIGKILL, the
+    OOM killer), its workers are handed to init and ran on, trials and all, unseen."""
+    return parent is not None and os.getppid() != parent
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel send this process SIGTERM when its parent dies, so that a
+    worker stops in the middle of a trial too (which its SIGTERM handler fails and a rerun
+    queues again). Elsewhere, or where prctl cannot be reached, `orphaned` alone stops
+    it, after its trial."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1  # <linux/prctl.h>
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # no libc symbol: `orphaned` still stops it
+        pass
+
+
 def _swallow(*_: Any) -> None:
     """A signal handler that does nothing (see `_worker_entry`'s ``stop``)."""
 
 
-def _worker_entry(spec_dict: dict[str, Any], threads: int, worker: int) -> None:
-    """Entry point of a spawned worker process."""
+def _worker_entry(
+    spec_dict: dict[str, Any], threads: int, worker: int, parent: int | None = None
+) -> None:
+    """Entry point of a spawned worker process (``parent``: the PID of the command)."""
+    _die_with_parent()
+    if orphaned(parent):  # the command died before the request above was made
+        return
     try:
         import torch
 
@@ -280,7 +314,7 @@ def _worker_entry(spec_dict: dict[str, Any], threads: int, worker: int) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        work(spec, worker=worker)
+        work(spec, worker=worker, parent=parent)
     except KeyboardInterrupt:
         pass
     finally:
@@ -294,7 +328,7 @@ def run_processes(spec: TuneSpec, study, show: Callable[[dict[str, int]], None])
     ctx = mp.get_context("spawn")  # fork + torch threads + sqlite connections do not mix
     threads = max(1, (os.cpu_count() or 1) // spec.jobs)
     procs = [
-        ctx.Process(target=_worker_entry, args=(asdict(spec), threads, i), daemon=True)
+        ctx.Process(target=_worker_entry, args=(asdict(spec), threads, i, os.getpid()), daemon=True)
         for i in range(spec.jobs)
     ]
     # `timeout`/`kill` send SIGTERM to this process only: end it through the finally below,

@@ -267,3 +267,67 @@ def test_a_member_with_a_step_hook_is_checked_for_interrupts_after_every_step(
     assert calls == [0]
     (trial,) = open_study(spec).trials
     assert trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted")
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_second_copy_of_a_requeued_trial_is_surplus(synth_csv, tmp_path):
+    # two starts on a server storage (no ask lock) both queued interrupted trial 0 again:
+    # the lower-numbered copy reruns it, the other counted it twice
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=4)
+    study = open_study(spec, create=True)
+    first = study.ask()
+    first.set_user_attr("interrupted", True)
+    study.tell(first, state=TrialState.FAIL)
+    for _ in range(2):
+        study.enqueue_trial({}, user_attrs={"retry_of": 0})
+    kept, twin = study.ask(), study.ask()  # each start's worker takes one
+    objective = Objective(spec, study.user_attrs)
+    with pytest.raises(SurplusTrial, match="trial 1 already reruns trial 0"):
+        objective(twin)
+    study.tell(twin, state=TrialState.FAIL)
+    assert objective(kept) > 0  # the first copy runs
+    other = study.ask()  # another trial, not a copy: runs too
+    assert objective(other) > 0
+
+
+def test_the_last_epoch_is_never_pruned():
+    # the pruners judge from epoch 3 on: with epochs <= 3 a fully trained trial was
+    # labelled PRUNED at its last epoch (and its score thrown away)
+    from experiments.tune_objective import EpochReporter
+
+    class Hopeless:  # a trial every pruner would stop
+        def report(self, value, step):
+            pass
+
+        def should_prune(self):
+            return True
+
+    with pytest.raises(optuna.TrialPruned):
+        EpochReporter(Hopeless(), last_epoch=3)(2, 1.0)
+    EpochReporter(Hopeless(), last_epoch=3)(3, 1.0)  # trained to the end: complete
+    with pytest.raises(optuna.TrialPruned):  # epochs unknown: judged as before
+        EpochReporter(Hopeless())(3, 1.0)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_that_trained_every_epoch_is_complete(synth_csv, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    def from_epoch_3(self, study, trial) -> bool:  # as n_warmup_steps=3, every trial worse
+        return max(trial.intermediate_values) >= 3
+
+    monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", from_epoch_3)
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    for epochs, state in ((3, TrialState.COMPLETE), (5, TrialState.PRUNED)):
+        dl = replace(
+            spec,
+            members=["dlinear"],
+            member_params={"dlinear": {"epochs": epochs}},
+            out=str(tmp_path / f"e{epochs}"),
+            study=None,
+            storage=None,
+        ).resolved()
+        run_tune(dl, progress=False, plots=False)
+        (trial,) = open_study(dl).trials
+        assert trial.state == state, epochs
+        assert sorted(trial.intermediate_values) == [1, 2, 3]  # pruned at 3 of 5

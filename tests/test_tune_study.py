@@ -293,3 +293,196 @@ def test_a_study_from_before_percent_was_recorded_ran_on_every_train_window(synt
     check_identity(spec, old, load_study_data(spec))  # the same experiment: resumed
     with pytest.raises(UserError, match="was made for percent=100, not 10"):
         check_identity(replace(spec, percent=10), old, load_study_data(spec))
+
+
+def test_a_relative_sqlite_url_names_one_file_from_any_folder(synth_csv, tmp_path, monkeypatch):
+    # sqlite:///rel.db stayed relative: the same command from another folder began a fresh
+    # study in another rel.db, and its text matched tune_spec.json, so it replaced the
+    # first study's reports; sqlite:///rs/study.db was refused where rs/study.db resumed
+    from ensemble.errors import UserError
+
+    csv, out = synth_csv(n=1200), tmp_path / "out"
+    for folder in ("a", "b", "rs"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    spec = replace(tune_spec(csv, out, trials=1), storage="sqlite:///rel.db")
+    assert spec.resolved().storage == sqlite_url(tmp_path / "a" / "rel.db")
+    assert replace(spec, storage="sqlite:///rel.db?timeout=5").resolved().storage == (
+        sqlite_url(tmp_path / "a" / "rel.db") + "?timeout=5"
+    )
+    assert replace(spec, storage="sqlite:///50%2541/s.db").resolved().storage == (
+        replace(spec, storage="50%41/s.db").resolved().storage  # as SQLAlchemy decodes it
+    )
+    run_tune(spec.resolved(), progress=False, plots=False)
+    before = (out / "trials.csv").read_text(encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(UserError, match="holds the reports of study"):
+        run_tune(spec.resolved(), progress=False, plots=False)
+    assert (out / "trials.csv").read_text(encoding="utf-8") == before
+    assert not (tmp_path / "b" / "rel.db").exists()
+
+    # the default storage of --out rs, named either way, is one study
+    monkeypatch.chdir(tmp_path)
+    rs = replace(tune_spec(csv, tmp_path / "rs", trials=1), out="rs", storage=None)
+    run_tune(rs.resolved(), progress=False, plots=False)
+    for storage in ("rs/study.db", "sqlite:///rs/study.db"):
+        again = replace(rs, trials=2, storage=storage).resolved()
+        assert again.storage == sqlite_url(tmp_path / "rs" / "study.db")
+        run_tune(again, progress=False, plots=False)  # resumed, not refused
+    assert len(open_study(rs.resolved()).trials) == 2
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask(), not optimize()
+def test_two_starts_at_once_queue_an_interrupted_trial_once(synth_csv, tmp_path, monkeypatch):
+    # both read the study's "requeued" before either wrote it: the interrupted trial was
+    # queued, run and counted twice
+    import threading
+    import time
+
+    from experiments.tune_study import requeue_interrupted
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=3)
+    study = open_study(spec, create=True)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=TrialState.FAIL)
+    enqueue = optuna.Study.enqueue_trial
+
+    def slow(self, *args, **kwargs):  # widens the window between reading and writing
+        time.sleep(0.5)
+        return enqueue(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", slow)
+    starts = [
+        threading.Thread(target=requeue_interrupted, args=(open_study(spec), spec.storage))
+        for _ in range(2)
+    ]
+    for t in starts:
+        t.start()
+    for t in starts:
+        t.join()
+    waiting = open_study(spec).get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs["retry_of"] for t in waiting] == [0]
+    requeue_interrupted(open_study(spec), spec.storage)  # and a later start: none again
+    assert len(open_study(spec).trials) == 2
+
+
+def test_two_commands_of_other_settings_making_one_study_at_once_are_told(
+    synth_csv, tmp_path, monkeypatch
+):
+    # both found no settings recorded and wrote theirs, neither checked: one study of
+    # two seeds' attributes, each command tuning on it. Here the second finds none, then
+    # the first writes and reads back its own, then the second writes and reads its own.
+    import threading
+
+    from ensemble.errors import UserError
+    from experiments import tune_study
+
+    csv = synth_csv(n=1200)
+    specs = [replace(tune_spec(csv, tmp_path / "t", trials=1), seed=s) for s in (0, 7)]
+    made = [tune_study.study_attrs(s) for s in specs]  # each command's `validate`: new
+    record = tune_study._record_identity
+    entered, first_done = threading.Semaphore(0), threading.Event()
+    order: list[int] = []
+
+    def in_turn(spec, study, values) -> None:
+        order.append(spec.seed)
+        if len(order) == 1:  # the first: waits (1 s at most) for the second to come too
+            entered.acquire(timeout=1.0)
+            record(spec, study, values)
+            first_done.set()
+        else:  # the second: found no settings either; writes once the first is done
+            entered.release()
+            first_done.wait(timeout=10)
+            record(spec, study, values)
+
+    monkeypatch.setattr(tune_study, "_record_identity", in_turn)
+    refused: list[Exception] = []
+
+    def start(spec, attrs) -> None:
+        try:
+            open_study(spec, create=True, new_attrs=attrs)
+        except UserError as exc:
+            refused.append(exc)
+
+    threads = [threading.Thread(target=start, args=a) for a in zip(specs, made, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(refused) == 1 and "made for seed=" in str(refused[0])
+    attrs = open_study(specs[0]).user_attrs
+    assert attrs["identity"]["seed"] == attrs["seed"] == order[0]  # the first's, whole
+
+
+def test_settings_recorded_by_another_command_at_the_same_moment_are_refused(synth_csv, tmp_path):
+    # a server storage has no ask lock: another command's settings, written between this
+    # one's write and its read back, are checked against this command's
+    from ensemble.errors import UserError
+    from experiments.tune_study import _record_identity, study_attrs
+
+    csv = synth_csv(n=1200)
+    mine = tune_spec(csv, tmp_path / "t", trials=1)
+    from experiments.tune_study import open_storage
+
+    study = optuna.create_study(study_name=mine.study, storage=open_storage(mine.storage))
+
+    class Raced:  # the other command writes its identity right after this one's
+        def __init__(self, other: dict) -> None:
+            self.other = other
+
+        def set_user_attr(self, key, value) -> None:
+            study.set_user_attr(key, value)
+            if key == "identity":
+                study.set_user_attr("identity", {**self.other, "token": "theirs"})
+
+        @property
+        def user_attrs(self) -> dict:
+            return study.user_attrs
+
+    same = study_attrs(mine)
+    _record_identity(mine, Raced(same), same)  # the same settings: joined
+    other = study_attrs(replace(mine, seed=7))
+    with pytest.raises(UserError, match=r"at the same moment .*made for seed=7, not 0"):
+        _record_identity(mine, Raced(other), same)
+
+
+def test_a_resume_with_another_pruner_or_router_warns_once_and_keeps_each_start(
+    synth_csv, tmp_path, caplog
+):
+    # --pruner / --router changed on resume were taken silently, and tune_spec.json kept
+    # only the last start's
+    import json
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="hybrid_forecast.tune")
+    csv, out = synth_csv(n=1200), tmp_path / "t"
+    spec = tune_spec(csv, out, trials=1)
+    run_tune(spec, progress=False, plots=False)
+    assert not caplog.records
+    changed = replace(spec, trials=2, pruner="hyperband", router="median", jobs=1)
+    summary = run_tune(changed, progress=False, plots=False)
+    (warned,) = caplog.records
+    assert "--pruner hyperband (the study's last start ran median)" in warned.getMessage()
+    assert "--router median (the study's last start ran mean)" in warned.getMessage()
+    caplog.clear()
+    summary = run_tune(replace(changed, trials=3), progress=False, plots=False)
+    assert not caplog.records  # said once, not at every later resume
+    starts = [(s["pruner"], s["router"], s["trials"]) for s in summary["starts"]]
+    assert starts == [("median", "mean", 1), ("hyperband", "median", 2), ("hyperband", "median", 3)]
+    held = json.loads((out / "study_summary.json").read_text(encoding="utf-8"))["starts"]
+    assert held == summary["starts"]
+    assert "Starts (pruner, router, jobs): median, mean, 1;" in (
+        out / "study_summary.md"
+    ).read_text(encoding="utf-8")
+
+    # a study from before starts were kept: its earlier start is the folder's tune_spec.json
+    open_study(spec).set_user_attr("starts", [])
+    summary = run_tune(replace(spec, trials=3), progress=False, plots=False)
+    assert [(s["pruner"], s["router"]) for s in summary["starts"]] == [
+        ("hyperband", "median"),
+        ("median", "mean"),
+    ]
+    assert summary["starts"][0]["at"] is None
+    assert len(caplog.records) == 1 and "--pruner median" in caplog.records[0].getMessage()

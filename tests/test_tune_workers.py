@@ -350,3 +350,73 @@ def test_ctrl_c_with_two_workers_fails_their_trials_at_once(synth_csv, tmp_path)
     trials = optuna.load_study(study_name="s", storage=storage).trials
     assert [t.state for t in trials] == [TrialState.FAIL] * 2
     assert all(t.user_attrs.get("interrupted") for t in trials)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_worker_whose_command_is_gone_starts_no_trial(synth_csv, tmp_path):
+    # a worker outlived its command's SIGKILL and went on running trials, unseen
+    import os
+    import subprocess
+    import sys
+
+    from experiments.tune_workers import work
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=2)
+    open_study(spec, create=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    work(spec, parent=gone.pid)  # started by a process that is no longer its parent
+    assert open_study(spec).trials == []
+    work(spec, parent=os.getppid())  # its command still there: runs the study
+    assert trial_counts(open_study(spec))["complete"] == 2
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (None: gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_workers_stop_when_their_command_is_killed(synth_csv, tmp_path):
+    # SIGKILL (the OOM killer, a scheduler) of `tune --jobs 2`: its workers ran on
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "t"
+    argv = ["tune", "--data-path", str(synth_csv(n=1200)), "--pred-len", "24", "--jobs", "2"]
+    argv += ["--members", "dlinear", "--set", "dlinear.epochs=500", "--set", "dlinear.patience=500"]
+    argv += ["--min-seq-len", "48", "--max-seq-len", "96", "--trials", "20", "--quiet"]
+    argv += ["--out", str(out), "--study", "s", "--pruner", "none"]
+    p = subprocess.Popen([sys.executable, "-m", "experiments.cli", *argv], start_new_session=True)
+    storage, workers = f"sqlite:///{out}/study.db", set()
+    try:
+        deadline = time.monotonic() + 90
+        while not workers and time.monotonic() < deadline:  # a worker inside a trial
+            time.sleep(0.5)
+            try:
+                trials = optuna.load_study(study_name="s", storage=storage).trials
+            except Exception:  # not created yet
+                continue
+            workers = {t.user_attrs["worker"] for t in trials if "worker" in t.user_attrs}
+        assert workers, "no worker started a trial"
+        p.kill()
+        p.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_state(w) not in (None, "Z") for w in workers):
+            time.sleep(0.2)
+        assert all(_state(w) in (None, "Z") for w in workers)
+    finally:
+        for w in workers:  # a worker left running fails the test, not the machine
+            if _state(w) not in (None, "Z"):
+                os.kill(w, signal.SIGKILL)
+        if p.poll() is None:
+            p.kill()
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert TrialState.COMPLETE not in [t.state for t in trials]  # stopped mid-trial

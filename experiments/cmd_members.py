@@ -31,7 +31,10 @@ def listing() -> str:
     from router import COMBINERS
 
     wrap = dict(width=88, initial_indent="  ", subsequent_indent="      ")
-    lines = ["members (--members a,b; settings as name@key=value or --set name.key=value):"]
+    lines = [
+        "members (--members a,b; settings as name@key=value or --set name.key=value;",
+        "every member also takes progress=false, no progress bars, which changes no number):",
+    ]
     settings = registry.registered_settings()
     for name, description in registry.available().items():
         keys = timellm_settings() if name == "timellm" else settings[name]

@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 from pathlib import Path
+from typing import Any
 
 from ensemble.data import add_data_arguments
+from ensemble.errors import UserError
 from experiments.cli import HelpFormatter
 from experiments.config import DATA_SETTINGS, RunConfig
+
+log = logging.getLogger("hybrid_forecast.run")
+
+# A value "" of these is a slip (an unset shell variable), not "the default": refused
+_NOT_EMPTY = ("config", "dataset", "data_path", "data_dir", "target", "router", "out", "periods")
+
+
+class _Once(argparse.Action):
+    """Store an option's value, refusing it a second time: argparse would keep the last
+    one without a word (``--seed 0 --seed 1`` is one run of seed 1, not two runs)."""
+
+    def __init__(self, *args: Any, hint: str, **kwargs: Any) -> None:
+        self.hint = hint
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        before = getattr(namespace, self.dest, None)
+        if before is not None:
+            raise UserError(
+                f"{self.option_strings[-1]} is given twice ({before} and {values}); {self.hint}"
+            )
+        setattr(namespace, self.dest, values)
 
 
 def add_parser(sub) -> None:
@@ -26,16 +52,26 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--members",
+        action=_Once,
+        hint="list every member in one --members, e.g. --members naive,dlinear",
         help="comma-separated member specs, e.g. dlinear,arima,lightgbm,timellm "
         "(a spec may carry settings: dlinear@kernel=49; default naive)",
     )
     p.add_argument("--router", help="combination rule / router (default mean)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        action=_Once,
+        hint="a run takes one seed: run once per seed (a shell loop), or "
+        "`hybrid-forecast bench --seeds 0,1,2` for a table over seeds",
+        help="random seed (default 0)",
+    )
     p.add_argument(
         "--out",
         help="run folder (default: the folder of --config's config.yaml if it is a run "
         "folder, else runs/<dataset or file name>[_<features>[-<target>]][_p<percent>]"
-        "_<L>_<H>_s<seed>)",
+        "_<L>_<H>_s<seed>; the `out` a config file names is ignored, so a config copied "
+        "out of its run folder never writes back into that run)",
     )
     p.add_argument(
         "--set",
@@ -56,7 +92,15 @@ def add_parser(sub) -> None:
 def config_from_args(args) -> RunConfig:
     from experiments.registry import parse_sets
 
-    cfg = RunConfig.from_file(args.config) if getattr(args, "config", None) else RunConfig()
+    for key in _NOT_EMPTY:
+        val = getattr(args, key, None)
+        if isinstance(val, str) and not val.strip():
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"{flag} is empty: give a value, or drop {flag} for its default")
+    cfg = RunConfig()
+    if getattr(args, "config", None):
+        cfg = RunConfig.from_file(args.config)
+        _refuse_stray_params(args.config, cfg)
     before = cfg.to_dict()
     for key in (*DATA_SETTINGS, "data_dir", "router", "out"):
         val = getattr(args, key, None)
@@ -64,23 +108,24 @@ def config_from_args(args) -> RunConfig:
             setattr(cfg, key, val)
     if args.members is not None:  # --members '' is a mistake, not "the default member"
         cfg.members = [m.strip() for m in args.members.split(",") if m.strip()]
+        # the file's settings of members this run leaves out would do nothing (and make
+        # the config.yaml it writes one that is refused)
+        bases = _bases(cfg.members)
+        cfg.member_params = {k: v for k, v in cfg.member_params.items() if k in bases}
     if args.data_path and not args.dataset:
         cfg.dataset = None
     if getattr(args, "periods", None):
         try:
             cfg.periods = [int(p) for p in args.periods.split(",") if p.strip()]
         except ValueError:
-            from ensemble.errors import UserError
-
             raise UserError(
                 f"--periods {args.periods!r}: give whole numbers separated by commas, e.g. 168,24"
             ) from None
         if not cfg.periods or min(cfg.periods) < 2:
-            from ensemble.errors import UserError
-
             raise UserError(f"--periods {args.periods!r}: each period is a whole number >= 2")
     for member, params in parse_sets(getattr(args, "set", None), cfg.members).items():
         cfg.member_params.setdefault(member, {}).update(params)
+    _warn_spec_wins(cfg)
     for key in ("data_path", "data_dir"):  # the same file from any working directory
         if getattr(cfg, key):
             setattr(cfg, key, str(Path(getattr(cfg, key)).expanduser().resolve()))
@@ -91,27 +136,91 @@ def config_from_args(args) -> RunConfig:
         if Path(args.config).name.lower() == "config.yaml" and (folder / "run.log").is_file():
             # a run folder's own config reruns into that folder, wherever it was copied
             cfg.out = str(folder)
+        else:
+            # any other config (a copy, tune's best_config.yaml) names no folder: its `out`
+            # may be the run it was copied from, which this run would replace
+            if cfg.out:
+                log.warning(
+                    "%s names out: %s, which only a run folder's own config.yaml does; "
+                    "writing the default folder instead (give --out %s to write there)",
+                    args.config,
+                    cfg.out,
+                    cfg.out,
+                )
+            cfg.out = None
         _refuse_overwrite(args.config, before, cfg)
     return cfg
 
 
+def _bases(members: list[str] | str) -> set[str]:
+    """The member names of specs (``dlinear@kernel=49`` -> ``dlinear``)."""
+    from experiments.registry import parse_spec
+
+    specs = members.split(",") if isinstance(members, str) else members
+    return {parse_spec(m)[0] for m in specs if m.strip()}
+
+
+def _refuse_stray_params(config: str, cfg: RunConfig) -> None:
+    """Settings in a config file's member_params for a member not among its members do
+    nothing: refused, as ``--set`` refuses them."""
+    stray = sorted(set(cfg.member_params) - _bases(cfg.members))
+    if stray:
+        members = cfg.members if isinstance(cfg.members, str) else ", ".join(cfg.members)
+        raise UserError(
+            f"{config}: member_params has settings for {', '.join(map(repr, stray))}, not "
+            f"among its members ({members}); add it to members or drop its settings"
+        )
+
+
+def _warn_spec_wins(cfg: RunConfig) -> None:
+    """Say once where a spec's own ``@key=value`` hides a --set (or member_params) value
+    for the same key: the spec's is used, for that spec only."""
+    from experiments.registry import parse_spec
+
+    hidden = []
+    for spec in cfg.members:
+        base, own = parse_spec(spec)
+        shared = cfg.member_params.get(base, {})
+        hidden += [
+            f"{spec} keeps {k}={own[k]} (not {shared[k]})"
+            for k in own
+            if k in shared and own[k] != shared[k]
+        ]
+    if hidden:
+        log.warning(
+            "a member spec's own settings win over --set and member_params: %s",
+            "; ".join(hidden),
+        )
+
+
 def _refuse_overwrite(config: str, before: dict, cfg: RunConfig) -> None:
     """Refuse ``--config F --seed 1`` (and the like) without ``--out``: it would replace
-    the finished run F describes with a different one. Changing the router or the members
-    keeps the folder on purpose (the members it already has are reused)."""
-    from ensemble.errors import UserError
+    the finished run F describes with a different one. Given periods count: they change
+    every member's forecasts. Changing the router or the members (``--set``) keeps the
+    folder on purpose: the members it already has are reused, the others refitted (the
+    warning that the results are replaced names them)."""
+    from experiments.run import same_data_dir
 
     if not cfg.out or not (Path(cfg.out) / "results.json").is_file():
         return
-    changed = [k for k in (*DATA_SETTINGS, "data_dir") if before.get(k) != getattr(cfg, k)]
+    changed = [
+        k
+        for k in (*DATA_SETTINGS, "data_dir", "periods")
+        if before.get(k) != getattr(cfg, k)
+        and not (k == "data_dir" and same_data_dir(before.get(k), cfg.data_dir))
+    ]
     if "data_path" in changed:  # --data-path also clears the dataset name: name the path
         changed.remove("data_path")
         changed.insert(0, "data_path")
     if changed:
         k = changed[0]
+
+        def shown(v: Any) -> Any:
+            return ",".join(map(str, v)) if isinstance(v, list) else v
+
         raise UserError(
-            f"--{k.replace('_', '-')} {getattr(cfg, k)} differs from {config} "
-            f"({before.get(k)}) and would overwrite the finished run in {cfg.out}; "
+            f"--{k.replace('_', '-')} {shown(getattr(cfg, k))} differs from {config} "
+            f"({shown(before.get(k))}) and would overwrite the finished run in {cfg.out}; "
             "give --out for the new run"
         )
 
@@ -133,7 +242,10 @@ def handle(args) -> int:
     # --config F --out NEW: the members F's folder holds for these settings are copied,
     # not refitted (another router, say, in its own folder)
     source = Path(args.config).parent if getattr(args, "config", None) else None
-    res = run(cfg, progress=not args.quiet, reuse_from=source)
+    # the folder F's own: a finished run there of other data is refused, not replaced
+    own = source is not None and args.out is None and cfg.out == str(source)
+    mine = f"--config {args.config}" if own else None
+    res = run(cfg, progress=not args.quiet, reuse_from=source, refuse_other_data=mine)
     best = best_forecast(res["test"])
     print(
         f"{res['dataset']} L={res['seq_len']} H={res['pred_len']}: test windows {res['windows']['test']}; "

@@ -334,7 +334,7 @@ def _top_period(ctx: MemberContext, fallback: int = 24) -> int:
 @register(
     "arima",
     "per-channel SARIMA(p,d,q)(0,1,0)_s, AIC order, fixed params, one Kalman pass "
-    "(@seasonal=24|0, @d=1, @fourier=24+168, @fit_rows=N)",
+    "(@seasonal=24|0, @d=0, @fourier=24+168, @fit_rows=2000)",
     ("seasonal", "fourier", "fit_rows", "d", "harmonics", "maxiter"),
 )
 def _arima(ctx: MemberContext):

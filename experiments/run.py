@@ -8,7 +8,8 @@ The run folder is resumable at member granularity: a member whose forecasts are 
 in ``members/<name>/`` from a run on the same data (as loaded, however the command named
 it) with the same settings is not fitted again.
 Result files are written atomically; ``results.json`` (the mark of a finished run) after
-the data files, ``results.md`` after it.
+the data files, ``results.md`` after it. A rerun of the same settings and data keeps the
+finished run's files until it replaces them (or a member's model they were made with).
 
 The member caches are in `experiments.member_cache`, the scores, tests and router files
 in `experiments.scoring`.
@@ -25,7 +26,8 @@ import logging.handlers
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +118,13 @@ def fit_member(
     periods: list[int],
     out: Path,
     progress: bool | None = None,
+    before_save: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Fit one member (or reuse its saved forecasts) and return its val/test forecasts and timings."""
+    """Fit one member (or reuse its saved forecasts) and return its val/test forecasts and timings.
+
+    ``before_save``: called once the fit has succeeded, just before its model replaces the
+    one in the folder (the run's old results, kept until then, stop describing the folder).
+    """
     mdir = member_path(out, spec)
     # built before the cache is read (settings only, nothing fitted): the key includes
     # what the member derives from the periods
@@ -160,6 +167,8 @@ def fit_member(
     # between the two saves would otherwise leave the old forecasts beside the new model
     # (reused by a later run of the old settings while `forecast` loads the new model).
     # Not earlier: a refit stopped or failed before this point keeps them reusable.
+    if before_save is not None:
+        before_save()
     cache.unlink(missing_ok=True)
     member.save(mdir / "model")
     timings: dict[str, Any] = {"fit": round(t_fit, 3), "predict": round(t_pred, 3)}
@@ -440,10 +449,15 @@ class _Prepared:
     periods: list[int]
     periods_seconds: float
     copies: list[tuple[str, Path, Path]]  # (spec, from, to): member folders of reuse_from
+    refit: list[str]  # the members to be fitted: neither saved in the folder nor copied
 
 
 def run(
-    cfg: RunConfig, progress: bool = True, train: bool = True, reuse_from: Path | None = None
+    cfg: RunConfig,
+    progress: bool = True,
+    train: bool = True,
+    reuse_from: Path | None = None,
+    refuse_other_data: str | None = None,
 ) -> dict[str, Any]:
     """Execute one run and write its folder; returns the results dict (results.json).
 
@@ -456,6 +470,10 @@ def run(
         reuse_from: another run folder (``--config F`` with a new ``--out``): a member
             whose forecasts it saved for these data and settings is copied from there
             (model and forecasts) instead of being fitted again.
+        refuse_other_data: the flag that chose ``cfg.out`` (``--config F``, whose run
+            folder it is): a finished run there made from other data (its results.json's
+            file digest) is refused, as ``--config F --data-dir X`` is, rather than
+            replaced. None: replaced with a warning that names both files.
     """
     from tqdm.auto import tqdm
 
@@ -478,10 +496,17 @@ def run(
     try:
         with said_after_checks():  # a refused input: its error alone, not its warnings too
             prep = _prepare(cfg, specs, out, train, reuse_from, progress)
+            _refuse_a_folder_of_other_files(out)
+            data_change = _data_change(out, prep.dataset)
+            if data_change and refuse_other_data:
+                raise UserError(
+                    f"{refuse_other_data} would overwrite the finished run in {out}, made "
+                    f"from other data ({data_change}); give --out for the new run, or point "
+                    "--data-dir / $HYBRID_FORECAST_DATA at that run's data"
+                )
     finally:
         logging.getLogger().removeHandler(early)
     dataset, splits, periods = prep.dataset, prep.splits, prep.periods
-    _refuse_a_folder_of_other_files(out)
     try:
         lock = FolderLock(out)
     except BlockingIOError:
@@ -494,7 +519,15 @@ def run(
         lock.release()
         raise
     try:
-        _take_folder(out, cfg)
+        # a rerun of the same settings keeps its finished results until this run's
+        # replace them (or a member's new model replaces the one they were made with):
+        # Ctrl-C in an hours-long refit must not leave the folder without results
+        kept = _take_folder(out, cfg, data_change, prep.refit)
+
+        def drop_kept() -> None:
+            _remove_outputs(out, kept)
+            kept.clear()
+
         log.info(
             "run %s: %s L=%d H=%d members=%s router=%s seed=%d",
             out,
@@ -510,13 +543,16 @@ def run(
         else:
             log.info("periods (train rows, %.1f s): %s", prep.periods_seconds, periods)
         if prep.copies:
+            drop_kept()  # copied members replace the ones the old results were made with
             copy_members(prep.copies, Path(reuse_from))
 
         results: dict[str, Any] = {}
         bar = tqdm(specs, desc="members", disable=None if progress else True, unit="member")
         for spec in bar:
             bar.set_postfix_str(spec)
-            results[spec] = fit_member(spec, cfg, splits, periods, out, None if progress else False)
+            results[spec] = fit_member(
+                spec, cfg, splits, periods, out, None if progress else False, drop_kept
+            )
             if registry.parse_spec(spec)[0] in HOLDS_A_BACKBONE:
                 release_memory()  # the next member must not load beside this one's model
 
@@ -617,6 +653,7 @@ def run(
         }
         if every is not None:
             res["combiners"] = every
+        drop_kept()  # from here the folder holds no results.json until this run's
         curves = training_curves(out, specs)
         if curves:
             res["training"] = curves
@@ -692,7 +729,7 @@ def _prepare(
         list(cfg.periods) if cfg.periods is not None else detect_periods(splits, progress=progress)
     )
     t_periods = time.perf_counter() - t0
-    copies = []
+    copies, refit = [], []
     for spec in specs:  # every member's settings checked before any is fitted
         member = registry.build(spec, member_context(spec, cfg, splits, periods, out, False))
         reused = probe_saved(member, spec, cfg, splits, periods, out)
@@ -706,45 +743,104 @@ def _prepare(
                 f"{spec} has no trained model of these data and settings in {out} to "
                 "test; train it first (--is_training 1), or give the run folder (--out)"
             )
+        if not reused:
+            refit.append(spec)
         if not reused and hasattr(member, "preflight"):
             member.preflight()  # e.g. Time-LLM's backbone folder, not hours later
         if not reused and hasattr(member, "check_splits"):
             member.check_splits(splits.train, splits.val)  # e.g. LightGBM's rows
-    return _Prepared(dataset, splits, periods, t_periods, copies)
+    return _Prepared(dataset, splits, periods, t_periods, copies, refit)
+
+
+def run_folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a run folder (None: it is one). A run writes run.log, then a
+    config.yaml of its settings; a folder of the user's own (a hand-written config.yaml,
+    notes named results.md) lacks one or the other."""
+    if not (folder / "run.log").is_file():
+        return "no run.log"
+    if not (folder / "config.yaml").is_file():
+        return "no config.yaml"
+    path = folder / "config.yaml"
+    try:
+        RunConfig.from_file(path)
+    except UserError as exc:
+        return f"its config.yaml is not a run's: {str(exc).removeprefix(f'{path}: ')}"
+    return None
 
 
 def _refuse_a_folder_of_other_files(out: Path) -> None:
-    """A run replaces the outputs of the run before it in its folder; a folder that never
-    held a run (no config.yaml, which a run writes first) may hold the user's own files
-    of those names, which are not ours to delete."""
-    theirs = [n for n in RUN_OUTPUTS if (out / n).is_file()]
-    if theirs and not (out / "config.yaml").is_file():
+    """A run replaces config.yaml and the outputs of the run before it in its folder;
+    only in a folder a run made: files of those names in any other are the user's own,
+    not ours to write over or delete."""
+    theirs = [n for n in ("config.yaml", *RUN_OUTPUTS) if (out / n).is_file()]
+    why = run_folder_problem(out) if theirs else None
+    if why:
         raise UserError(
-            f"{out} holds {', '.join(theirs)} but is not a run folder (no config.yaml); "
-            "give a new or empty --out"
+            f"{out} holds {', '.join(theirs)} but is not a run folder ({why}); "
+            "choose an empty or new --out"
         )
 
 
-def _take_folder(out: Path, cfg: RunConfig) -> None:
-    """Remove the previous run's outputs from ``out`` (saying so when that run had other
-    settings) and write this run's config.yaml."""
+def _data_change(out: Path, dataset: Dataset) -> str | None:
+    """``data: old file (sha256) -> new file (sha256)`` when the finished run in ``out``
+    was made from other bytes than ``dataset`` (its results.json's ``data``), else None.
+    config.yaml cannot tell: a run of the data folder $HYBRID_FORECAST_DATA names stores
+    ``data_dir: null``, the same under any other folder that variable names later."""
+    try:
+        old = json.loads((out / "results.json").read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None  # no finished run, or results no command reads either
+    if not isinstance(old, dict):
+        return None
+    sha, file = old.get("sha256"), old.get("file")
+    if isinstance(sha, str) and sha:  # the same bytes elsewhere (a moved folder) are the same data
+        if sha == dataset.sha256:
+            return None
+    elif not isinstance(file, str) or Path(file).resolve() == Path(dataset.path).resolve():
+        return None  # an older results.json without a digest: the file's name must do
+    was = f"{file} (sha256 {sha[:12]})" if isinstance(sha, str) and sha else str(file)
+    return f"data: {was} -> {dataset.path} (sha256 {dataset.sha256[:12]})"
+
+
+def _remove_outputs(out: Path, names: list[str]) -> None:
+    """Remove the previous run's outputs, results.json (the mark of a finished run) first."""
+    for name in sorted(names, key=lambda n: n != "results.json"):
+        (out / name).unlink(missing_ok=True)
+    if names:
+        log.info("rerun: removed the previous run's %s", ", ".join(names))
+
+
+def _take_folder(
+    out: Path, cfg: RunConfig, data_change: str | None = None, refit: list[str] | tuple = ()
+) -> list[str]:
+    """Write this run's config.yaml into ``out`` and remove the previous run's outputs,
+    saying so when that run had other settings or data (and which members are refitted).
+
+    Returns:
+        The outputs kept: those of a finished run of the same settings and data, which
+        stay until this run replaces them (``_remove_outputs``); else [].
+    """
     stale = [name for name in RUN_OUTPUTS if (out / name).is_file()]
-    changed = _changed_settings(out, cfg) if "results.json" in stale else []
+    finished = "results.json" in stale
+    changed = _changed_settings(out, cfg) if finished else []
+    if finished and data_change:
+        changed.insert(0, data_change)
     if changed:  # the console's only word that a finished run is being replaced
         more = f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
         log.warning(
             "%s held a finished run with other settings (%s%s); its results are "
-            "replaced: give another --out to keep both",
+            "replaced, %s: give another --out to keep both",
             out,
             "; ".join(changed[:4]),
             more,
+            f"refitting {', '.join(refit)}" if refit else "no member refitted",
         )
-    for name in stale:
-        (out / name).unlink()
-    if stale:
-        log.info("rerun: removed the previous run's %s", ", ".join(stale))
+    kept = stale if finished and not changed else []
+    _remove_outputs(out, [n for n in stale if n not in kept])
     _remove_orphaned_temp_files(out)
-    write_text(out / "config.yaml", cfg.to_yaml())
+    # `out` absolute: the config names the folder it was written in from any directory
+    write_text(out / "config.yaml", replace(cfg, out=str(out.resolve())).to_yaml())
+    return list(kept)
 
 
 def default_out(cfg: RunConfig) -> str:
@@ -809,17 +905,36 @@ def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:
         return items
 
     old, new = flat(held), flat(cfg.to_dict())
-    for key in ("data_path", "data_dir"):  # stored as given before they were made absolute
-        if isinstance(old.get(key), str) and isinstance(new.get(key), str):
-            old[key] = str(Path(old[key]).expanduser().resolve())
+    # stored as given before it was made absolute
+    if isinstance(old.get("data_path"), str) and isinstance(new.get("data_path"), str):
+        old["data_path"] = str(Path(old["data_path"]).expanduser().resolve())
+
+    def same(k: str) -> bool:
+        if k == "data_dir":  # null is the folder $HYBRID_FORECAST_DATA names (the data's
+            # own digest, `_data_change`, tells whether that folder's file changed since)
+            return same_data_dir(old.get(k), new.get(k))
+        return old.get(k) == new.get(k)
+
     # a member's `progress` (`timellm --quiet` sets it) or `resume` changes no number
     runtime = tuple(f".{k}" for k in RUNTIME_PARAMS)
     keys = [
         k
         for k in dict.fromkeys([*old, *new])
-        if k != "out" and not k.endswith(runtime) and old.get(k) != new.get(k)
+        if k != "out" and not k.endswith(runtime) and not same(k)
     ]
     return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys]
+
+
+def same_data_dir(a: Any, b: Any) -> bool:
+    """Whether two ``data_dir`` values name the same folder: null (or "") is the one
+    ``--data-dir`` defaults to now ($HYBRID_FORECAST_DATA, else ./dataset), a relative
+    one is taken from this working directory."""
+    from ensemble.data import data_dir_from
+
+    def folder(v: Any) -> Path:
+        return data_dir_from(v if isinstance(v, str) else None).resolve()
+
+    return a == b or folder(a) == folder(b)
 
 
 def _remove_orphaned_temp_files(out: Path) -> None:

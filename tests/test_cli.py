@@ -451,6 +451,15 @@ def test_members_lists_every_member_with_its_settings_and_every_router(capsys):
     timellm = out.split("\n  timellm: ")[1].split("\n  arima: ")[0]
     assert "llm_layers" in timellm and "seq_len" not in timellm  # seq_len is --seq-len's
     assert "kernel, individual" in out.split("\n  dlinear: ")[1].split("\n  nlinear: ")[0]
+    # the examples show the defaults (it said @d=1 where d is 0), and the setting every
+    # member takes is said once
+    ctx = registry.MemberContext(96, 24, 3, "h", [24], 0, "x")
+    arima = registry.build("arima", ctx)
+    described = registry.available()["arima"]
+    assert f"@d={arima.d}," in described and f"@fit_rows={arima.fit_rows})" in described
+    assert "every member also takes progress=false" in out
+    for name in registry.available():
+        registry.build(f"{name}@progress=false", ctx)
 
 
 def test_a_timellm_setting_the_run_owns_is_refused_by_name():

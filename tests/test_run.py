@@ -219,6 +219,8 @@ def test_a_rerun_that_only_hides_a_members_bars_replaces_no_setting(synth_csv, t
     assert reused_members(out) == 1
     assert main([*argv, "--set", "dlinear.lr=0.01"]) == 0  # a real change is still named
     assert "member_params.dlinear.lr: (unset) -> 0.01" in caplog.text
+    # with the members it refits (--set keeps the folder: the others would be reused)
+    assert "its results are replaced, refitting dlinear@epochs=1:" in caplog.text
 
 
 def test_resume_is_no_changed_setting(tmp_path):
@@ -310,10 +312,23 @@ def test_a_folder_of_ones_own_files_is_not_written_over(synth_csv, tmp_path, cap
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "results.md").write_text("my notes", encoding="utf-8")
-    assert main(synth_run_argv(synth_csv(n=1400), mine)) == 2
-    assert "holds results.md but is not a run folder" in capsys.readouterr().err
+    csv = synth_csv(n=1400)
+    assert main(synth_run_argv(csv, mine)) == 2
+    assert "holds results.md but is not a run folder (no run.log)" in capsys.readouterr().err
     assert sorted(p.name for p in mine.iterdir()) == ["results.md"]
     assert (mine / "results.md").read_text(encoding="utf-8") == "my notes"
+    # one's own config.yaml beside them, even one `run` reads, makes no run folder: the
+    # run wrote over it and deleted results.md
+    own = "seq_len: 96\npred_len: 24\nmembers: [naive]\n"
+    (mine / "config.yaml").write_text(own, encoding="utf-8")
+    assert main(synth_run_argv(csv, mine)) == 2
+    err = capsys.readouterr().err
+    assert "holds config.yaml, results.md but is not a run folder (no run.log)" in err
+    assert "choose an empty or new --out" in err
+    (mine / "results.md").unlink()  # a config.yaml alone is written over just the same
+    assert main(synth_run_argv(csv, mine)) == 2
+    assert sorted(p.name for p in mine.iterdir()) == ["config.yaml"]
+    assert (mine / "config.yaml").read_text(encoding="utf-8") == own
 
 
 def test_data_warnings_reach_run_log_and_temp_files_are_swept(synth_csv, tmp_path):
@@ -361,12 +376,116 @@ def test_a_rerun_with_other_settings_says_what_it_replaces(synth_csv, tmp_path, 
     argv = synth_run_argv(csv, out, "--router", "median", "--seed", "3")
     argv[argv.index("naive,snaive")] = "naive,snaive@period=12"
     assert main(argv) == 0
-    assert "members: ['naive', 'snaive'] -> ['naive', 'snaive@period=12']" in replaced()[0]
-    (out / "config.yaml").write_text(
-        "x: [", encoding="utf-8"
-    )  # damaged: the run is still replaced, and said
-    assert main(argv) == 0
-    assert "(its config.yaml cannot be read, so nothing says which)" in replaced()[0]
+    (said,) = replaced()
+    assert "members: ['naive', 'snaive'] -> ['naive', 'snaive@period=12']" in said
+    assert "its results are replaced, refitting snaive@period=12:" in said  # naive reused
+    cfg = str(out / "config.yaml")
+    assert main(["run", "--config", cfg, "--router", "mean", "--quiet"]) == 0
+    assert (
+        "(router: median -> mean); its results are replaced, no member refitted" in (replaced()[0])
+    )
+    # damaged: no run's config, so not a folder a run writes over
+    (out / "config.yaml").write_text("x: [", encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert main(argv) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_an_identical_rerun_keeps_its_results_until_it_replaces_them(
+    synth_csv, tmp_path, monkeypatch
+):
+    # Ctrl-C during the refit of a rerun of the same settings deleted the finished results
+    import experiments.run as run_mod
+    from classical.naive import SeasonalNaive
+
+    out, csv = tmp_path / "r", synth_csv(n=1400)
+    assert main(synth_run_argv(csv, out)) == 0
+    (out / "win_rates.png").write_bytes(b"analyse's figure of this run")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "run.log"}
+    (out / "members" / "snaive" / "forecasts.npz").unlink()  # snaive is refitted
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(SeasonalNaive, "fit", interrupted)
+        assert main(synth_run_argv(csv, out)) == 130
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "run.log"}
+    assert after == before
+    # a new model replaces the one the results were made with: they go first
+    with monkeypatch.context() as m:
+        m.setattr(SeasonalNaive, "save", interrupted)
+        assert main(synth_run_argv(csv, out)) == 130
+    assert not (out / "results.json").exists() and not (out / "win_rates.png").exists()
+    assert main(synth_run_argv(csv, out)) == 0
+    assert (out / "results.json").is_file() and (out / "forecasts.npz").is_file()
+    # killed while this run writes its own: no results.json beside the old outputs
+    with monkeypatch.context() as m:
+        m.setattr(run_mod, "write_json", interrupted)
+        assert main(synth_run_argv(csv, out)) == 130
+    assert not (out / "results.json").exists() and not (out / "results.md").exists()
+
+
+def _ett_folder(root: Path, seed: int) -> Path:
+    """A data folder holding an ETTh1.csv of synthetic rows (the ETT split's 14400)."""
+    from conftest import synthetic_frame
+
+    (root / "ETT-small").mkdir(parents=True)
+    synthetic_frame(14400, seed=seed).to_csv(root / "ETT-small" / "ETTh1.csv", index=False)
+    return root
+
+
+def test_a_finished_run_on_other_data_is_not_replaced_by_its_config(
+    tmp_path, monkeypatch, capsys, caplog
+):
+    # config.yaml says data_dir: null when $HYBRID_FORECAST_DATA named the folder: its
+    # rerun under another folder replaced the run on other data without a word
+    one, two = _ett_folder(tmp_path / "one", 0), _ett_folder(tmp_path / "two", 1)
+    out = tmp_path / "r"
+    argv = ["run", "--dataset", "ETTh1", "--seq-len", "48", "--pred-len", "12", "--periods"]
+    argv += ["24", "--members", "naive", "--quiet"]
+    monkeypatch.setenv("HYBRID_FORECAST_DATA", str(one))
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "data_dir: null" in (out / "config.yaml").read_text(encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    config = str(out / "config.yaml")
+    capsys.readouterr()
+    monkeypatch.setenv("HYBRID_FORECAST_DATA", str(two))
+    assert main(["run", "--config", config, "--quiet"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()  # not the data's warnings too
+    assert f"would overwrite the finished run in {out}, made from other data" in line
+    assert "give --out" in line and str(two / "ETT-small" / "ETTh1.csv") in line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # the folder the variable names, given as --data-dir: the same data, no other setting
+    monkeypatch.setenv("HYBRID_FORECAST_DATA", str(one))
+    with caplog.at_level(logging.WARNING):
+        assert main(["run", "--config", config, "--data-dir", str(one), "--quiet"]) == 0
+    assert "other settings" not in caplog.text
+    # --out names the folder: replaced, as with any other setting, and said
+    monkeypatch.setenv("HYBRID_FORECAST_DATA", str(two))
+    with caplog.at_level(logging.WARNING):
+        assert main([*argv, "--out", str(out)]) == 0
+    assert f"held a finished run with other settings (data: {one}" in caplog.text
+
+
+def test_a_config_copied_out_of_its_run_folder_leaves_that_run_alone(
+    synth_csv, tmp_path, monkeypatch, caplog
+):
+    out = tmp_path / "r"
+    assert main(synth_run_argv(synth_csv(n=1400), out)) == 0
+    text = (out / "config.yaml").read_text(encoding="utf-8")
+    assert f"out: {out}\n" in text  # absolute: the folder it was written in
+    before = (out / "results.json").read_bytes()
+    copy = tmp_path / "mine.yaml"
+    copy.write_text(text.replace("router: mean", "router: median"), encoding="utf-8")
+    (tmp_path / "w").mkdir()
+    monkeypatch.chdir(tmp_path / "w")
+    with caplog.at_level(logging.WARNING):
+        assert main(["run", "--config", str(copy), "--quiet"]) == 0
+    assert (out / "results.json").read_bytes() == before
+    assert f"names out: {out}" in caplog.text
+    (new,) = (tmp_path / "w" / "runs").iterdir()
+    assert json.loads((new / "results.json").read_text(encoding="utf-8"))["router"] == "median"
 
 
 def test_features_flag_overrides_the_config(synth_csv, tmp_path):

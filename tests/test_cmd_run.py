@@ -1,0 +1,121 @@
+"""experiments.cmd_run: `run`'s flags and config file into a RunConfig, refusals first."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from ensemble.errors import UserError
+from experiments.cli import build_parser, main
+from experiments.cmd_run import config_from_args
+from experiments.config import RunConfig
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """A refusal that regressed runs: into tmp_path/runs, not the clone's runs/."""
+    monkeypatch.chdir(tmp_path)
+
+
+def _cfg(*argv: str) -> RunConfig:
+    return config_from_args(build_parser().parse_args(["run", *argv]))
+
+
+def _finished_run(folder: Path, **settings) -> Path:
+    """A folder that looks like a finished run of ``settings`` (what the refusals read)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = RunConfig(out=str(folder), **settings)
+    (folder / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    (folder / "run.log").write_text("", encoding="utf-8")
+    (folder / "results.json").write_text("{}", encoding="utf-8")
+    return folder / "config.yaml"
+
+
+@pytest.mark.parametrize("flag", ["--out", "--data-path", "--data-dir", "--periods", "--config"])
+def test_an_empty_value_is_refused_not_taken_for_the_default(flag, capsys):
+    # --out "" wrote runs/<name>, --data-path "" ran ETTh1, --periods "" detected them
+    assert main(["run", "--dataset", "ETTh1", "--members", "naive", flag, ""]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{flag} is empty: give a value, or drop {flag} for its default" in line
+
+
+@pytest.mark.parametrize(
+    "flag,values,hint",
+    [
+        ("--seed", ("0", "1"), "bench --seeds"),
+        ("--members", ("naive", "snaive"), "--members naive,dlinear"),
+    ],
+)
+def test_a_repeated_seed_or_members_is_refused(flag, values, hint, capsys):
+    # argparse kept the last: `--seed 0 --seed 1` was one run of seed 1
+    argv = ["run", "--dataset", "ETTh1", flag, values[0], flag, values[1]]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{flag} is given twice ({values[0]} and {values[1]})" in line and hint in line
+
+
+def test_a_spec_setting_that_hides_a_set_is_named_once(caplog):
+    with caplog.at_level(logging.WARNING):
+        cfg = _cfg("--members", "dlinear@epochs=1,dlinear@kernel=49", "--set", "dlinear.epochs=5")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1, said
+    assert "dlinear@epochs=1 keeps epochs=1 (not 5)" in said[0]
+    assert "kernel=49" not in said[0]  # that spec does take epochs=5
+    assert cfg.member_params == {"dlinear": {"epochs": 5}}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _cfg("--members", "dlinear@epochs=5", "--set", "dlinear.epochs=5")  # no difference
+    assert caplog.records == []
+
+
+def test_member_params_of_a_member_not_in_the_config_are_refused(tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text("members: [naive]\nmember_params: {dlinear: {epochs: 2}}\n", encoding="utf-8")
+    assert main(["run", "--config", str(f), "--out", str(tmp_path / "r")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "member_params has settings for 'dlinear', not among its members (naive)" in line
+    assert not (tmp_path / "r").exists()
+    # --members leaving dlinear out of a consistent config drops its settings, which would
+    # otherwise make the config.yaml this run writes one that is refused
+    f.write_text(
+        "members: [naive, dlinear]\nmember_params: {dlinear: {epochs: 2}}\n", encoding="utf-8"
+    )
+    assert _cfg("--config", str(f), "--members", "naive").member_params == {}
+
+
+def test_given_periods_are_a_data_setting_of_a_finished_run(tmp_path, capsys):
+    # `--config F --periods 168` replaced F's finished run with a warning only, while
+    # --seed was refused: the periods change every member's forecasts
+    config = _finished_run(tmp_path / "r", periods=[24])
+    assert main(["run", "--config", str(config), "--periods", "168"]) == 2
+    err = capsys.readouterr().err
+    assert "--periods 168 differs from" in err and "(24)" in err and "give --out" in err
+    assert _cfg("--config", str(config), "--periods", "24").periods == [24]  # the same: fine
+
+
+def test_the_data_folder_the_environment_names_is_no_other_data_dir(tmp_path, monkeypatch):
+    # data_dir: null is the folder $HYBRID_FORECAST_DATA names: naming it with --data-dir
+    # was refused as "--data-dir ... differs from F (None)"
+    monkeypatch.setenv("HYBRID_FORECAST_DATA", str(tmp_path / "data"))
+    config = _finished_run(tmp_path / "r")
+    cfg = _cfg("--config", str(config), "--data-dir", str(tmp_path / "data"))
+    assert cfg.data_dir == str((tmp_path / "data").resolve())
+    with pytest.raises(UserError, match="--data-dir .* differs from"):
+        _cfg("--config", str(config), "--data-dir", str(tmp_path / "other"))
+
+
+def test_a_config_outside_its_run_folder_does_not_choose_the_folder(tmp_path, caplog):
+    # a config copied out of its run folder kept `out:` and wrote back into that run
+    config = _finished_run(tmp_path / "r")
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(config.read_text(encoding="utf-8"), encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        assert _cfg("--config", str(copy)).out is None  # run() gives the default folder
+    assert f"names out: {tmp_path / 'r'}" in caplog.text
+    assert _cfg("--config", str(copy), "--out", str(tmp_path / "r")).out == str(tmp_path / "r")
+    assert _cfg("--config", str(config)).out == str(tmp_path / "r")  # its own folder
+    assert "a config copied out of its run folder never writes back" in " ".join(
+        build_parser()._subparsers._group_actions[0].choices["run"].format_help().split()
+    )

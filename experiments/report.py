@@ -22,6 +22,31 @@ def still_improving(curve: dict[str, Any]) -> bool:
     return flag
 
 
+# members that are naive forecasts themselves: never "below the baseline"
+BASELINE_MEMBERS = ("naive", "snaive", "window_mean")
+
+
+def below_baseline(res: dict[str, Any]) -> list[str]:
+    """The members whose validation MSE is above results.json's ``baseline`` (the best
+    last-value or seasonal-naive forecast's; none before runs recorded it)."""
+    base = res.get("baseline")
+    if not isinstance(base, dict) or not isinstance(base.get("val_mse"), float):
+        return []
+    return [
+        m
+        for m in res.get("members", [])
+        if m.split("@", 1)[0] not in BASELINE_MEMBERS
+        and isinstance(res.get("val", {}).get(m), dict)
+        and "mse" in res["val"][m]
+        and not _at_most(res["val"][m]["mse"], base["val_mse"])
+    ]
+
+
+def _at_most(mse: Any, floor: float) -> bool:
+    """``mse <= floor``; a diverged member's MSE (inf, or null in results.json) is not."""
+    return isinstance(mse, int | float) and mse <= floor
+
+
 def results_markdown(res: dict[str, Any]) -> str:
     """A results.md table: val and test MSE/MAE per member and combination, plus timings."""
     lines = [
@@ -59,6 +84,20 @@ def results_markdown(res: dict[str, Any]) -> str:
             f"{t['mse']:.4f} | {t['mae']:.4f} | {tim.get('fit', '')}{part} | "
             f"{tim.get('predict', '')}{part} |"
         )
+    if res.get("baseline"):
+        below = below_baseline(res)
+        lines += [
+            "",
+            f"Naive baseline: `{res['baseline']['forecast']}`, the best forecast that only "
+            f"repeats the input, has val MSE {res['baseline']['val_mse']:.4f}"
+            + (
+                f". **Above it on validation: {', '.join(below)}**: not yet a model of the "
+                "series (too few epochs, or settings that do not fit it); comparisons "
+                "with it say nothing yet."
+                if below
+                else "; every member is below it."
+            ),
+        ]
     sig = res.get("significance", {}).get("test")
     if sig:
         pairs = [("ensemble", b, r) for b, r in sig["ensemble_vs"].items()] + [

@@ -354,6 +354,7 @@ def group_markdown(group: Group) -> str:
         ]
         lines += _dm_line(group, [members[i] for i in by_seed.argmin(axis=0)], seeds)
     lines += _machines_line(group) + _code_line(group) + _still_improving_line(group)
+    lines += _below_baseline_line(group)
     return "\n".join(lines) + "\n"
 
 
@@ -444,6 +445,28 @@ def _still_improving_line(group: Group) -> list[str]:
         "",
         f"Still improving at their last epoch (more epochs or a higher learning rate may "
         f"do better): {listed}.",
+    ]
+
+
+def _below_baseline_line(group: Group) -> list[str]:
+    """A line naming the members whose val MSE was above the run's naive baseline (a
+    forecast that only repeats the input): not yet models of the series."""
+    from experiments.report import below_baseline
+
+    seeds: dict[str, list[int]] = {}
+    for seed, res in sorted(group.runs.items()):
+        try:
+            for spec in below_baseline(res):
+                seeds.setdefault(spec, []).append(seed)
+        except (KeyError, TypeError, AttributeError):
+            continue  # an edited block: nothing to say, not a crash
+    if not seeds:
+        return []
+    listed = "; ".join(f"{s} in {_seeds(v)}" for s, v in seeds.items())
+    return [
+        "",
+        "**Above the naive baseline on validation** (a forecast that only repeats the "
+        f"input; not yet a model of the series, so comparisons with it say nothing): {listed}.",
     ]
 
 

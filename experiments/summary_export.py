@@ -148,6 +148,14 @@ def _marks(means: dict[str, float], digits: int) -> dict[str, str]:
     return marks
 
 
+def _above_baseline(groups: list[Group], names: list[str]) -> list[str]:
+    """The shown forecasts whose val MSE was above their run's naive baseline in a seed."""
+    from experiments.report import below_baseline
+
+    found = {m for g in groups for res in g.runs.values() for m in below_baseline(res)}
+    return [n for n in names if n in found]
+
+
 _DIVERGED = r"inf$^\dagger$"  # the caption's note says what the dagger means
 
 
@@ -237,6 +245,12 @@ def summary_latex(
             " $^\\dagger$: diverged (an error that overflowed) in a seed, or for Avg at one "
             "of the horizons."
             if any(np.isinf(v).any() for r in rows for m in (r.mse, r.mae) for v in m.values())
+            else ""
+        )
+        + (
+            f" {tex(', '.join(weak))}: val MSE above a forecast that only repeats the input "
+            "in some seed (not yet a model of the series)."
+            if (weak := _above_baseline(groups, names))
             else ""
         )
         + "}",

@@ -1184,3 +1184,39 @@ def test_a_member_that_kept_its_first_epoch_is_flagged(caplog):
         warn_about_training({"a": curve(0.66, 0.67, 0.68, 0.70), "b": curve(0.7, 0.6, 0.65)})
     assert "a: kept its first epoch; the 3 after it did worse" in caplog.text
     assert "b:" not in caplog.text
+
+
+def test_a_member_above_the_naive_baseline_is_warned_of_and_marked(synth_csv, tmp_path, caplog):
+    # Time-LLM after one epoch (ETTh1 L=96: val 0.94 vs seasonal naive's 0.51) went into
+    # every table with "one epoch only" in results.md's training table as its only mark
+    from experiments.report import below_baseline
+    from experiments.scoring import seasonal_baseline
+
+    csv, out = synth_csv(n=1400), tmp_path / "r"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24", "--quiet"]
+    argv += ["--members", "naive,snaive,dlinear@epochs=1@lr=0.000001", "--router", "mean"]
+    with caplog.at_level(logging.WARNING):
+        assert main([*argv, "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    base = res["baseline"]
+    assert base["val_mse"] < res["val"]["dlinear@epochs=1@lr=0.000001"]["mse"]
+    assert base["val_mse"] <= res["val"]["snaive"]["mse"] * (1 + 1e-6)  # the best naive one
+    assert below_baseline(res) == ["dlinear@epochs=1@lr=0.000001"]  # never a naive one
+    assert "dlinear@epochs=1@lr=0.000001: trained one epoch only" in caplog.text
+    assert f"above {base['forecast']}'s" in caplog.text and "train it longer" in caplog.text
+    assert "**Above it on validation: dlinear@epochs=1@lr=0.000001**" in (
+        out / "results.md"
+    ).read_text(encoding="utf-8")
+    # the recorded baseline is the function's on the run's own validation windows
+    from ensemble.data import load_dataset, make_splits
+
+    splits = make_splits(load_dataset(data_path=csv), 96, 24)
+    ch = splits.eval_channels
+    name, mse = seasonal_baseline(
+        splits.val.inputs(), splits.val.targets()[..., ch], res["periods"], ch
+    )
+    assert (name, mse) == (base["forecast"], pytest.approx(base["val_mse"], rel=1e-12))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # a trained member is not warned of
+        assert main([*argv[:-4], "--members", "snaive,dlinear", "--out", str(tmp_path / "t")]) == 0
+    assert "above" not in caplog.text

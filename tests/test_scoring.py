@@ -4,6 +4,7 @@ router's saved per-step weights."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from experiments.cli import main
 
@@ -138,3 +139,29 @@ def test_member_stack_is_float32_laid_out_as_picked_channels():
     want = router_features(x, before, [12], ["a", "b"], [0, 1, 2])
     assert got[1] == want[1]
     np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_seasonal_baseline_is_the_best_naive_forecast_of_the_evaluated_channels():
+    from classical.naive import NaiveLast, SeasonalNaive
+    from ensemble import metrics
+    from ensemble.data import Windows
+    from experiments.scoring import seasonal_baseline
+
+    rng = np.random.default_rng(0)
+    t = np.arange(700)
+    rows = np.stack([np.sin(2 * np.pi * t / 12), rng.standard_normal(700).cumsum()], axis=1)
+    rows += 0.1 * rng.standard_normal(rows.shape)
+    L, H = 48, 20
+    win = Windows(rows[:-H], L, H, None)
+    true = np.stack([rows[i + L : i + L + H] for i in range(win.n)])  # [W, H, C]
+    for ch in ([0], [1], [0, 1]):
+        # 12 fits, 60 does not fit L=48 and is skipped, 1 is no season
+        name, got = seasonal_baseline(win.x, true[..., ch], [12, 60, 1], ch, chunk=7)
+        expect = {
+            "naive": metrics.mse(NaiveLast().predict(win)[..., ch], true[..., ch]),
+            "snaive@period=12": metrics.mse(SeasonalNaive(12).predict(win)[..., ch], true[..., ch]),
+        }
+        assert name == min(expect, key=expect.get)
+        assert got == pytest.approx(expect[name], rel=1e-12)
+    assert seasonal_baseline(win.x, true[..., [0]], [12], [0])[0] == "snaive@period=12"
+    assert seasonal_baseline(win.x, true[..., [1]], [12], [1])[0] == "naive"  # a random walk

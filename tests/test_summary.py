@@ -484,3 +484,20 @@ def test_groups_are_in_dataset_then_horizon_order_not_first_sight(tmp_path, caps
         "## ETTh1 L=96 H=192 (M)",
         "## exchange_rate L=96 H=48 (M)",
     ]
+
+
+def test_members_above_the_naive_baseline_are_named_in_markdown_and_latex(tmp_path, capsys):
+    # a: val 0.8 in every seed; b: val 1.0, above seed 1's baseline only
+    runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(2)]
+    for folder, floor in zip(runs, (1.5, 0.9), strict=True):
+        res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        res["baseline"] = {"forecast": "snaive@period=24", "val_mse": floor}
+        (folder / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    assert main(["summary", *map(str, runs)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Above the naive baseline on validation" in out and ": b in seed 1." in out
+    assert main(["summary", *map(str, runs), "--latex"]) == 0
+    caption = next(ln for ln in capsys.readouterr().out.splitlines() if "caption" in ln)
+    assert "b: val MSE above a forecast that only repeats the input" in caption
+    assert main(["summary", str(runs[0])]) == 0  # below it everywhere: nothing said
+    assert "naive baseline" not in capsys.readouterr().out

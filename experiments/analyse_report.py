@@ -201,6 +201,25 @@ def _left_out(channels: list[int], names: list[str] | None) -> str:
     return f"Left out: {', '.join(named)}, where the members' spread never varies. "
 
 
+def _below_baseline_note(res: dict[str, Any]) -> list[str]:
+    """A warning ahead of every section when a member has not learned the series (val MSE
+    above the run's naive baseline): the router's weights on it, and every regime and
+    ablation below, then describe an untrained model, not when the router prefers it."""
+    from experiments.report import below_baseline
+
+    below = below_baseline(res)
+    if not below:
+        return []
+    base = res["baseline"]
+    return [
+        f"**Not yet a model of the series: {', '.join(below)}** (val MSE above "
+        f"`{base['forecast']}`'s {base['val_mse']:.4f}, a forecast that only repeats the "
+        "input). What the router does with it below describes an untrained member, not "
+        "when the router prefers it: train it longer and run the analysis again.",
+        "",
+    ]
+
+
 def _skill_section(an: dict[str, Any], members: list[str]) -> list[str]:
     """ "Does the router weight a member where it does better?", and for Time-LLM members
     the regimes it is weighted most in: the report's answer to "when does the router
@@ -851,6 +870,7 @@ def report_markdown(
         f"{r.get('periods')}. Errors are MSE in the scaled space per window and channel, "
         "averaged over the horizon.",
         "",
+        *_below_baseline_note(r),
     ]
     for section in (
         _weights_section(run, an),

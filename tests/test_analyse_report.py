@@ -177,3 +177,18 @@ def test_equal_step_weights_of_a_per_step_rule_are_said_once(synth_csv, tmp_path
     assert "a fixed rule" not in weights
     assert "every horizon step" in weights
     assert weights.count("weighs each") == 1
+
+
+def test_a_member_that_has_not_learned_the_series_is_said_before_every_section():
+    from experiments.analyse_report import _below_baseline_note
+
+    res = {
+        "members": ["snaive", "dlinear", "timellm"],
+        "val": {"snaive": {"mse": 0.51}, "dlinear": {"mse": 0.39}, "timellm": {"mse": 0.94}},
+        "baseline": {"forecast": "snaive@period=24", "val_mse": 0.51},
+    }
+    note = " ".join(_below_baseline_note(res))
+    assert "Not yet a model of the series: timellm**" in note and "0.5100" in note
+    res["val"]["timellm"]["mse"] = 0.45
+    assert _below_baseline_note(res) == []
+    assert _below_baseline_note({k: v for k, v in res.items() if k != "baseline"}) == []

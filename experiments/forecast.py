@@ -105,8 +105,7 @@ def forecast_run(
     from experiments.config import RunConfig
     from experiments.logfile import said_after_checks
     from experiments.member_cache import member_path
-    from experiments.run import HOLDS_A_BACKBONE, member_context, release_memory
-    from experiments.run import _say_who_fitted as say_who_fitted
+    from experiments.run import HOLDS_A_BACKBONE, member_context, release_memory, say_who_fitted
     from experiments.scoring import router_features
     from router.features import skill_context_rows
 
@@ -197,12 +196,16 @@ def forecast_run(
         val_last = _saved_array(folder / "forecasts.npz", [f"val/{s}" for s in specs])[:, -1]
         val_window, val_windows = _last_window(splits.val), splits.val.windows()
         fits = res.get("member_fits") or {}
+        # a fix to a member since its fit is not in its model
+        say_who_fitted(
+            {s: f for s, f in fits.items() if s in specs and isinstance(f, dict)},
+            folder / "members",
+            "models loaded",
+        )
         forecasts = []  # [W, H, C] of the evaluated channels, per member
         used: list[str] = []  # members --backbone was given to
         for i, spec in enumerate(specs):  # one at a time: two backbones need not fit at once
             mdir = member_path(folder, spec)
-            if isinstance(fits.get(spec), dict):  # a fix to the member since is not in it
-                say_who_fitted(spec, fits[spec], mdir)
             built = registry.build(spec, member_context(spec, cfg, splits, periods, folder, False))
             member = _load(type(built), mdir, spec, folder, backbone, used)
             _check_member_is_the_runs(

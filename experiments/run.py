@@ -132,7 +132,6 @@ def fit_member(
     member = registry.build(spec, member_context(spec, cfg, splits, periods, out, progress))
     cached, key, stamps = saved_forecasts(member, spec, cfg, splits, periods, out)
     if cached is not None:
-        _say_who_fitted(spec, cached["timings"], mdir)
         cached["timings"] = {**cached["timings"], "reused": True}
         return cached
     cache = mdir / "forecasts.npz"
@@ -213,21 +212,42 @@ def code_label() -> str | None:
     return code["version"]
 
 
-def _say_who_fitted(spec: str, timings: dict[str, Any], mdir: Path) -> None:
-    """Warn when a member's reused forecasts were fitted by other code than this run's:
-    a fix to the member since then is not in them (results.json's member_fits names it)."""
-    theirs, ours = timings.get("code"), code_label()
-    if theirs is None:
-        log.info("%s: reused forecasts of a fit that did not record its code", spec)
-    elif ours is not None and theirs != ours:
+def say_who_fitted(fits: dict[str, dict[str, Any]], members_dir: Path, what: str) -> None:
+    """Warn once of the members fitted by other code than this one's: a fix to a member
+    since is not in them (results.json's member_fits names the code of each).
+
+    Args:
+        fits: member -> its ``member_fits`` entry (``code``: the commit that fitted it).
+        members_dir: the folder of their member folders (to delete for a refit).
+        what: what of theirs is used, e.g. "forecasts reused" or "models loaded".
+    """
+    ours = code_label()
+    unknown = [s for s, f in fits.items() if f.get("code") is None]
+    if unknown:
+        log.info("%s: %s of fits that did not record their code", ", ".join(unknown), what)
+    other = {s: f["code"] for s, f in fits.items() if f.get("code") not in (None, ours)}
+    if other and ours is not None:
         log.warning(
-            "%s: its forecasts are reused from a fit by code %s (this is %s); delete %s to "
-            "fit it with this code",
-            spec,
-            theirs,
+            "%s: %s from a fit by code %s (this is %s); delete their folders in %s to fit "
+            "them with this code",
+            ", ".join(other),
+            what,
+            ", ".join(dict.fromkeys(other.values())),
             ours,
-            mdir,
+            members_dir,
         )
+
+
+# the package's code (``modified`` in results.json's environment counts edits here only)
+_CODE_PATHS = (
+    "classical",
+    "ensemble",
+    "experiments",
+    "periodicity",
+    "router",
+    "timellm",
+    "pyproject.toml",
+)
 
 
 def code_version() -> dict[str, Any]:
@@ -263,7 +283,8 @@ def code_version() -> dict[str, Any]:
 
     info["commit"] = git("rev-parse", "HEAD")
     if info["commit"]:
-        status = git("status", "--porcelain", "--untracked-files=no")
+        # the code that makes the numbers: an edited test, doc or benchmark changes none
+        status = git("status", "--porcelain", "--untracked-files=no", "--", *_CODE_PATHS)
         info["modified"] = None if status is None else bool(status)
     return info
 
@@ -603,6 +624,9 @@ def run(
             k: {"code": v["timings"].get("code"), "reused": bool(v["timings"].get("reused"))}
             for k, v in results.items()
         }
+        say_who_fitted(
+            {k: f for k, f in fits.items() if f["reused"]}, out / "members", "forecasts reused"
+        )
         timings = {
             k: {n: x for n, x in v["timings"].items() if n not in ("code", "reused")}
             for k, v in results.items()

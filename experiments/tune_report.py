@@ -171,9 +171,45 @@ def _summary_md(summary: dict[str, Any], complete: list) -> str:
             "| rank | trial | val MSE | params |",
             "|---|---|---|---|",
         ]
-        for i, t in enumerate(sorted(complete, key=lambda t: t.value)[:10], 1):
+        ranked = sorted(complete, key=lambda t: t.value)
+        for i, t in enumerate(ranked[:10], 1):
             lines.append(f"| {i} | {t.number} | {t.value:.5f} | {t.params} |")
+        lines += _close_call(ranked)
+        lines += [
+            "",
+            "A trial's `period` sets its lookback grid (multiples of it) and the settings "
+            "members derive from it (DLinear's kernel under `kernel_mode` period, patches, "
+            "seasonal naive's period); under `dlinear.kernel_mode` free it sets the "
+            "lookback grid alone, so a best trial's period is not a finding about the "
+            "series by itself.",
+        ]
     return "\n".join(lines) + "\n"
+
+
+# Runner-ups this close to the best (relative val MSE) are not told apart by one seed:
+# DLinear's test MSE moves by ~1 % between seeds on ETTh1 (BENCHMARKS: 0.3857 +- 0.0032).
+CLOSE_CALL = 0.01
+
+
+def _close_call(ranked: list) -> list[str]:
+    """A note naming the trials within ``CLOSE_CALL`` of the best: their settings are not
+    told apart by this study (one seed, validation windows only)."""
+    if len(ranked) < 2:
+        return []
+    best = ranked[0].value
+    close = [t for t in ranked[1:] if t.value <= best * (1 + CLOSE_CALL)]
+    if not close:
+        return []
+    gap = (close[0].value - best) / best
+    return [
+        "",
+        f"**A close call**: trial{'s' if len(close) > 1 else ''} "
+        f"{', '.join(str(t.number) for t in close[:5])}{' ...' if len(close) > 5 else ''} "
+        f"within {CLOSE_CALL:.0%} of the best (the runner-up {gap:.2%} above it). One seed's "
+        "validation MSE does not tell these settings apart: rerun the best few with several "
+        "seeds (`run --config ... --seed N`, or `bench --seeds`) before concluding which is "
+        "better.",
+    ]
 
 
 def plot_study(study, out: Path) -> None:

@@ -139,3 +139,19 @@ def test_a_pruned_trials_epoch_loss_is_not_shown_as_its_score():
     assert df["value"].tolist()[0] == 0.40 and df["value"].isna().tolist() == [False, True]
     assert df["pruned_at"].isna().tolist() == [True, False] and df["pruned_at"][1] == 0.10
     assert list(df.columns).index("pruned_at") == list(df.columns).index("value") + 1
+
+
+def test_a_runner_up_within_one_percent_is_called_a_close_call():
+    # ETTh1 DLinear: best 0.38939 (period 168), runner-up 0.38960 (period 24): a student
+    # read "tuning chose the weekly period"
+    from types import SimpleNamespace
+
+    from experiments.tune_report import _close_call
+
+    trials = [
+        SimpleNamespace(number=n, value=v) for n, v in ((4, 0.38939), (2, 0.38960), (7, 0.39555))
+    ]
+    note = " ".join(_close_call(trials))
+    assert "A close call" in note and "trial 2 within 1%" in note and "0.05%" in note
+    assert "7" not in note.split("within")[0]  # 1.6 % above: not a close call
+    assert _close_call(trials[:1]) == [] and _close_call([trials[0], trials[2]]) == []

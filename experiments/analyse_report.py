@@ -19,6 +19,7 @@ from experiments.analyse import (
     win_shares,
 )
 from experiments.analyse_ablations import holm_rows, timellm_specs
+from experiments.run import ANALYSE_FIGURES
 
 # ---------------------------------------------------------------------------- figures
 
@@ -38,14 +39,7 @@ def within_channel_deciles(v: np.ndarray) -> np.ndarray:
 
 # Every figure an analyse draws: those a later analyse does not redraw are removed, or
 # an older run's figure would sit beside this report as if it were this one's.
-FIGURES = (
-    "weights_distribution.png",
-    "weights_over_time.png",
-    "weights_vs_features.png",
-    "win_rates.png",
-    "router_vs_mean.png",
-    "prompt_probe.png",
-)
+FIGURES = ANALYSE_FIGURES
 
 
 def feature_figure_values(w: np.ndarray | None, err: np.ndarray) -> tuple[np.ndarray, str]:

@@ -466,6 +466,15 @@ def member_context(
 
 # What a finished run writes into its folder (analyse adds the routing_* files). A rerun
 # removes them first, so a rerun that fails leaves no results next to its new config.
+# Every figure `analyse` draws into a run folder.
+ANALYSE_FIGURES = (
+    "weights_distribution.png",
+    "weights_over_time.png",
+    "weights_vs_features.png",
+    "win_rates.png",
+    "router_vs_mean.png",
+    "prompt_probe.png",
+)
 _RUN_FILES = (
     "results.json",
     "results.md",
@@ -476,12 +485,7 @@ _RUN_FILES = (
     "routing_report.md",
     "routing_analysis.json",
     # `analyse`'s figures, which describe the router of the run they were drawn from
-    "weights_distribution.png",
-    "weights_over_time.png",
-    "weights_vs_features.png",
-    "win_rates.png",
-    "router_vs_mean.png",
-    "prompt_probe.png",
+    *ANALYSE_FIGURES,
     # `forecast`'s, made with the models of the run it was drawn from
     "forecast.csv",
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -429,23 +430,19 @@ def _still_improving_line(group: Group) -> list[str]:
     their numbers may understate them."""
     from experiments.report import still_improving
 
-    seeds: dict[str, list[int]] = {}
-    for seed, res in sorted(group.runs.items()):
+    def improving(res: dict[str, Any]) -> list[str]:
         training = res.get("training")
-        for spec, curve in (training if isinstance(training, dict) else {}).items():
-            try:
-                if still_improving(curve):
-                    seeds.setdefault(spec, []).append(seed)
-            except (KeyError, TypeError, AttributeError):
-                continue  # an edited block: nothing to say, not a crash
-    if not seeds:
-        return []
-    listed = "; ".join(f"{s} in {_seeds(v)}" for s, v in seeds.items())
-    return [
-        "",
-        f"Still improving at their last epoch (more epochs or a higher learning rate may "
-        f"do better): {listed}.",
-    ]
+        return [
+            spec
+            for spec, curve in (training if isinstance(training, dict) else {}).items()
+            if _or_false(still_improving, curve)
+        ]
+
+    return _members_line(
+        group,
+        improving,
+        "Still improving at their last epoch (more epochs or a higher learning rate may do better)",
+    )
 
 
 def _below_baseline_line(group: Group) -> list[str]:
@@ -453,21 +450,33 @@ def _below_baseline_line(group: Group) -> list[str]:
     forecast that only repeats the input): not yet models of the series."""
     from experiments.report import below_baseline
 
+    return _members_line(
+        group,
+        lambda res: _or_false(below_baseline, res) or [],
+        "**Above the naive baseline on validation** (a forecast that only repeats the "
+        "input; not yet a model of the series, so comparisons with it say nothing)",
+    )
+
+
+def _or_false(f: Callable[[Any], Any], arg: Any) -> Any:
+    """``f(arg)``, or False for an edited block it cannot read: nothing to say, not a crash."""
+    try:
+        return f(arg)
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
+def _members_line(
+    group: Group, pick: Callable[[dict[str, Any]], list[str]], text: str
+) -> list[str]:
+    """``text: m in seeds ...`` for the members ``pick`` names in each seed's results."""
     seeds: dict[str, list[int]] = {}
     for seed, res in sorted(group.runs.items()):
-        try:
-            for spec in below_baseline(res):
-                seeds.setdefault(spec, []).append(seed)
-        except (KeyError, TypeError, AttributeError):
-            continue  # an edited block: nothing to say, not a crash
+        for spec in pick(res):
+            seeds.setdefault(spec, []).append(seed)
     if not seeds:
         return []
-    listed = "; ".join(f"{s} in {_seeds(v)}" for s, v in seeds.items())
-    return [
-        "",
-        "**Above the naive baseline on validation** (a forecast that only repeats the "
-        f"input; not yet a model of the series, so comparisons with it say nothing): {listed}.",
-    ]
+    return ["", f"{text}: {'; '.join(f'{s} in {_seeds(v)}' for s, v in seeds.items())}."]
 
 
 def summary_markdown(groups: list[Group]) -> str:

@@ -312,6 +312,36 @@ def test_workers_that_died_before_the_end_exit_1_with_one_line(
     assert len(err) == 1 and "has 0 of 2 finished trials" in err[0] and "rerun" in err[0]
 
 
+def _slow_two_worker_tune(synth_csv, out: Path, trials: int, *extra: str, **popen):
+    """A `tune --jobs 2` subprocess of slow DLinear trials (500 epochs) in its own process
+    group, as a terminal starts a command; returns it and its storage URL."""
+    import subprocess
+    import sys
+
+    argv = ["tune", "--data-path", str(synth_csv(n=1200)), "--pred-len", "24", "--jobs", "2"]
+    argv += ["--members", "dlinear", "--set", "dlinear.epochs=500", "--set", "dlinear.patience=500"]
+    argv += ["--min-seq-len", "48", "--max-seq-len", "96", "--trials", str(trials), "--quiet"]
+    argv += ["--out", str(out), "--study", "s", *extra]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "experiments.cli", *argv],
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
+    return p, f"sqlite:///{out}/study.db"
+
+
+def _trials_until(storage: str, seconds: float = 90):
+    """The study's trials every half second until ``seconds`` pass (the caller breaks)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            yield optuna.load_study(study_name="s", storage=storage).trials
+        except Exception:  # not created yet
+            continue
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_ctrl_c_with_two_workers_fails_their_trials_at_once(synth_csv, tmp_path):
     # Ctrl-C reaches the command and its spawned workers (one process group): each running
@@ -320,28 +350,13 @@ def test_ctrl_c_with_two_workers_fails_their_trials_at_once(synth_csv, tmp_path)
     import os
     import signal
     import subprocess
-    import sys
 
-    out = tmp_path / "t"
-    argv = ["tune", "--data-path", str(synth_csv(n=1200)), "--pred-len", "24", "--jobs", "2"]
-    argv += ["--members", "dlinear", "--set", "dlinear.epochs=500", "--set", "dlinear.patience=500"]
-    argv += ["--min-seq-len", "48", "--max-seq-len", "96", "--trials", "3", "--quiet"]
-    argv += ["--out", str(out), "--study", "s"]
-    p = subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", *argv],
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal gives a command
-    )
-    storage, running = f"sqlite:///{out}/study.db", 0
-    deadline = time.monotonic() + 90
-    while running < 2 and time.monotonic() < deadline:  # both workers inside a trial
-        time.sleep(0.5)
-        try:
-            trials = optuna.load_study(study_name="s", storage=storage).trials
-        except Exception:  # not created yet
-            continue
+    p, storage = _slow_two_worker_tune(synth_csv, tmp_path / "t", 3, stderr=subprocess.PIPE)
+    running = 0
+    for trials in _trials_until(storage):  # both workers inside a trial
         running = sum(t.state == TrialState.RUNNING for t in trials)
+        if running >= 2:
+            break
     os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     _, err = p.communicate(timeout=60)
     assert running == 2 and p.returncode == 130, err
@@ -386,25 +401,14 @@ def test_workers_stop_when_their_command_is_killed(synth_csv, tmp_path):
     # SIGKILL (the OOM killer, a scheduler) of `tune --jobs 2`: its workers ran on
     import os
     import signal
-    import subprocess
-    import sys
 
-    out = tmp_path / "t"
-    argv = ["tune", "--data-path", str(synth_csv(n=1200)), "--pred-len", "24", "--jobs", "2"]
-    argv += ["--members", "dlinear", "--set", "dlinear.epochs=500", "--set", "dlinear.patience=500"]
-    argv += ["--min-seq-len", "48", "--max-seq-len", "96", "--trials", "20", "--quiet"]
-    argv += ["--out", str(out), "--study", "s", "--pruner", "none"]
-    p = subprocess.Popen([sys.executable, "-m", "experiments.cli", *argv], start_new_session=True)
-    storage, workers = f"sqlite:///{out}/study.db", set()
+    p, storage = _slow_two_worker_tune(synth_csv, tmp_path / "t", 20, "--pruner", "none")
+    workers: set[int] = set()
     try:
-        deadline = time.monotonic() + 90
-        while not workers and time.monotonic() < deadline:  # a worker inside a trial
-            time.sleep(0.5)
-            try:
-                trials = optuna.load_study(study_name="s", storage=storage).trials
-            except Exception:  # not created yet
-                continue
+        for trials in _trials_until(storage):  # a worker inside a trial
             workers = {t.user_attrs["worker"] for t in trials if "worker" in t.user_attrs}
+            if workers:
+                break
         assert workers, "no worker started a trial"
         p.kill()
         p.wait()

@@ -68,7 +68,7 @@ def test_a_kept_partial_forecast_is_only_resumed_by_the_same_model_and_windows(f
         finally:
             weight.copy_(kept)  # exactly: the module's other tests use this model
     m.predict(splits.test.windows())
-    assert not list(workdir.glob("predict.*.npz"))  # nothing kept after a finish
+    assert not list(workdir.glob("predict.*.partial.npz"))  # no partial after a finish
 
 
 def test_a_val_forecast_leaves_an_interrupted_test_forecast_to_resume(fitted, splits, monkeypatch):
@@ -77,6 +77,7 @@ def test_a_val_forecast_leaves_an_interrupted_test_forecast_to_resume(fitted, sp
     m, workdir = fitted
     monkeypatch.setattr(m, "eval_batch_size", 8)  # several batches of test windows
     full = m.predict(splits.test.windows())
+    m._drop_finished()  # the finished forecast would be read back: none is interrupted
     beat = trainer_mod.Trainer._heartbeat
 
     def killed_in_the_second_batch(self, what, total, first):  # each batch is kept
@@ -104,7 +105,53 @@ def test_a_val_forecast_leaves_an_interrupted_test_forecast_to_resume(fitted, sp
     )
     np.testing.assert_array_equal(m.predict(splits.test.windows()), full)
     assert done == [1]  # the test forecast went on after the batch it kept
+    assert not list(workdir.glob("predict.*.partial.npz"))
+    assert not list(workdir.glob("predict.*.done.npz"))  # none kept: `_drop_finished`
+
+
+def test_a_finished_val_forecast_is_not_made_again_until_the_member_is_saved(
+    fitted, splits, monkeypatch, caplog, tmp_path
+):
+    import shutil
+
+    m, fitted_in = fitted
+    workdir = shutil.copytree(fitted_in, tmp_path / "work")  # the module's folder stays
+    for path in workdir.glob("predict.*.npz"):
+        path.unlink()
+    val = splits.val.windows()
+
+    def rerun(**kw) -> TimeLLMForecaster:  # a job resumed from its checkpoint: same weights
+        return member(workdir=str(workdir), epochs=3, **kw).fit(splits.train, splits.val)
+
+    expect = rerun().predict(val)  # finished, then killed before or during the test one
+    batches = []
+    model_type = type(m.model)
+    forward = model_type.forward
+    monkeypatch.setattr(model_type, "forward", lambda *a: batches.append(1) or forward(*a))
+    caplog.set_level(logging.INFO, logger="timellm")
+    again = rerun()
+    batches.clear()
+    np.testing.assert_array_equal(again.predict(val), expect)
+    assert not batches  # read back, not forecast again
+    assert "resuming: validation forecast already done" in caplog.text
+    # never one of other weights (a member fitted again), nor of another batch size
+    weight = again.model.trainable_parameters()[0]
+    with torch.no_grad():
+        weight[(0,) * weight.ndim] += 1.0
+    assert not np.allclose(again.predict(val), expect) and batches
+    batches.clear()
+    np.testing.assert_array_equal(rerun().predict(val), expect)  # not the other weights'
+    assert batches
+    batches.clear()
+    smaller = rerun(eval_batch_size=7)
+    np.testing.assert_allclose(smaller.predict(val), expect, rtol=1e-5, atol=1e-6)
+    assert batches
+    # removed once the member is saved (the run writes its forecasts next)
+    smaller.save(tmp_path / "model")
     assert not list(workdir.glob("predict.*.npz"))
+    batches.clear()
+    smaller.predict(val)
+    assert batches and not list(workdir.glob("predict.*.npz"))  # nor kept after
 
 
 def test_val_forecasts_of_the_best_epoch_are_not_predicted_again(fitted, splits, monkeypatch):
@@ -114,7 +161,7 @@ def test_val_forecasts_of_the_best_epoch_are_not_predicted_again(fitted, splits,
     again = m.predict_set(m.prompt_set(val))
     calls = []
     for f in (m, strided):
-        monkeypatch.setattr(f, "predict_set", lambda data: calls.append(len(data)) or again)
+        monkeypatch.setattr(f, "predict_set", lambda data, **_: calls.append(len(data)) or again)
     np.testing.assert_array_equal(m.predict(val), again)  # bit-identical to predicting
     assert calls == []
     m.predict(test)  # other rows are predicted

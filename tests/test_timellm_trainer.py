@@ -147,6 +147,37 @@ def test_an_interrupted_forecast_resumes_from_what_it_kept(tmp_path, monkeypatch
     assert torch.allclose(Trainer(model, cfg()).predict(ws, partial=partial, key="k"), full)
 
 
+def test_a_finished_forecast_is_kept_and_read_back_for_the_same_key_only(tmp_path, caplog):
+    import logging
+
+    ws = window_set()  # 171 windows in 25 batches of 7
+    model = fresh()
+    partial, done = tmp_path / "predict.w.partial.npz", tmp_path / "predict.w.done.npz"
+    full = Trainer(model, cfg()).predict(ws, partial=partial, key="k", done=done)
+    assert done.is_file() and not partial.exists()
+    model.calls.clear()
+    caplog.set_level(logging.INFO, logger="timellm")
+    trainer = Trainer(model, cfg())
+    kept = trainer.predict(ws, partial=partial, key="k", done=done, what="validation forecast")
+    assert torch.equal(kept, full) and not model.calls and trainer.resumed_predict
+    assert "resuming: validation forecast already done" in caplog.text
+    # another model or windows (another key), another batch size, a cut-short file or
+    # other windows of the same key: forecast again (and kept for that key from then on)
+    for key, batch, n in (("other", 7, 171), ("k", 5, 171), ("k", 7, 170)):
+        model.calls.clear()
+        data = window_set(starts=np.arange(n))
+        Trainer(model, cfg(eval_batch_size=batch)).predict(data, key=key, done=done)
+        assert sum(model.calls) == n
+    done.write_bytes(b"damaged")
+    model.calls.clear()
+    assert torch.allclose(Trainer(model, cfg()).predict(ws, key="k", done=done), full)
+    assert sum(model.calls) == len(ws)
+    # without `done` nothing is read or kept
+    done.unlink()
+    Trainer(model, cfg()).predict(ws, partial=partial, key="k")
+    assert not done.exists() and not partial.exists()
+
+
 def test_evaluate_is_mse_over_all_values():
     ws = window_set()
     model = fresh()

@@ -70,6 +70,8 @@ from timellm.trainer import (
 )
 
 log = logging.getLogger(__name__)
+# How a finished forecast kept in the member's folder ends: `predict.<windows>.done.npz`
+_DONE = ".done.npz"
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PROMPTS = ("concise", "official", "none")
@@ -367,6 +369,12 @@ class TimeLLMForecaster(BaseForecaster):
         # (val rows [T, C], forecasts [W, H, C]): the best epoch already forecast every
         # val window; `predict` hands these back for the same rows instead of redoing it
         self._val_forecast: tuple[np.ndarray, np.ndarray] | None = None
+        # A member fitted here keeps each finished forecast in ``workdir`` until `save`
+        # (after which the run writes them): a job killed between the val and test
+        # forecasts would otherwise make the val one again on every rerun. A loaded one
+        # (`forecast`) keeps none, as no `save` would delete them.
+        self._keep_finished = False
+        self._val_rows: np.ndarray | None = None  # [T, C]: names the val forecast in run.log
         # (epoch, val MSE) after each epoch: how `tune` prunes hopeless trials mid-training
         self.on_epoch: Callable[[int, float], None] | None = None
         # ... and after each training step (`tune` checks for a swallowed Ctrl-C there)
@@ -719,6 +727,8 @@ class TimeLLMForecaster(BaseForecaster):
         self.resumed |= result.resumed_from is not None
         if result.val_forecast is not None:
             self._val_forecast = (val.windows().context, result.val_forecast.numpy())
+        self._val_rows = val.windows().context
+        self._keep_finished = self.workdir is not None
         return self
 
     @contextlib.contextmanager
@@ -812,7 +822,11 @@ class TimeLLMForecaster(BaseForecaster):
                 log.info("timellm: val forecasts kept from the best epoch, not predicted again")
                 self._val_forecast = None  # handed over once: no second copy kept alive
                 return forecast
-        return self.predict_set(self.prompt_set(windows))
+        rows = self._val_rows
+        val = rows is not None and np.array_equal(windows.context, rows)
+        return self.predict_set(
+            self.prompt_set(windows), what="validation forecast" if val else "forecast"
+        )
 
     def injected_forecasts(self, windows: Windows) -> dict[str, np.ndarray] | None:
         """The classical forecasts the prompts of ``windows`` summarise (injector name ->
@@ -845,8 +859,9 @@ class TimeLLMForecaster(BaseForecaster):
         _check_prompts(self.model, data)
         return data
 
-    def predict_set(self, data: WindowSet) -> np.ndarray:
-        """Forecast a prepared window set: [W, H, C] float32 (scaled space)."""
+    def predict_set(self, data: WindowSet, what: str = "forecast") -> np.ndarray:
+        """Forecast a prepared window set: [W, H, C] float32 (scaled space). ``what``
+        names the forecast in run.log when a finished one is read back."""
         if self.model is None:
             raise RuntimeError("timellm: call fit() (or load()) before predict()")
         trainer = Trainer(
@@ -855,14 +870,18 @@ class TimeLLMForecaster(BaseForecaster):
         # An interrupted forecast resumes from what it kept in the member's folder: one
         # file per window set, so that a rerun's val forecast cannot overwrite the test
         # forecast's progress (a file of the same windows and other weights is replaced).
-        partial = key = None
+        # A finished one is kept as `predict.<windows>.done.npz`, under the same key,
+        # until `save` (see ``_keep_finished``).
+        partial = done = key = None
         if self.workdir and trainer.acc.num_processes == 1:
             windows = self._windows_key(data)  # hashed once: ids and mask may be 100 MB
             partial = Path(self.workdir) / f"predict.{windows}.partial.npz"
+            if self._keep_finished:
+                done = Path(self.workdir) / f"predict.{windows}{_DONE}"
             key = self._predict_key(data, windows)
             _drop_stale_partials(Path(self.workdir), key)
         with self._out_of_memory_hint("predicting"):
-            forecast = trainer.predict(data, partial=partial, key=key or "")
+            forecast = trainer.predict(data, partial=partial, key=key or "", done=done, what=what)
         self.resumed |= trainer.resumed_predict
         return forecast.numpy().astype(np.float32)
 
@@ -915,6 +934,15 @@ class TimeLLMForecaster(BaseForecaster):
         if self.injectors:
             with open(path / "injectors.pkl", "wb") as fh:
                 pickle.dump(self.injectors, fh)
+        self._drop_finished()
+
+    def _drop_finished(self) -> None:
+        """Delete the finished forecasts `predict_set` kept (the model is saved, and the
+        run writes its forecasts next) and keep no more."""
+        self._keep_finished = False
+        if self.workdir:
+            for path in Path(self.workdir).glob(f"predict.*{_DONE}"):
+                path.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> TimeLLMForecaster:
@@ -1007,9 +1035,10 @@ def _per_series(windows: np.ndarray) -> np.ndarray:
 
 
 def _drop_stale_partials(workdir: Path, key: str) -> None:
-    """Delete the partial forecasts of other trained weights (a member fitted again, the
-    one before interrupted while forecasting) and of the single file earlier versions
-    kept: only this model's can ever be resumed, and a file may hold hundreds of MB."""
+    """Delete the partial and finished forecasts of other trained weights (a member
+    fitted again, the one before interrupted while forecasting) and the single file
+    earlier versions kept: only this model's can ever be resumed, and a file may hold
+    hundreds of MB."""
     model = key.split("-")[0]
     for path in workdir.glob("predict.*npz"):
         try:

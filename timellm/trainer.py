@@ -420,6 +420,8 @@ class Trainer:
         model: nn.Module | None = None,
         partial: Path | None = None,
         key: str = "",
+        done: Path | None = None,
+        what: str = "forecast",
     ) -> Tensor:
         """Forecast every window of ``data`` (no drop_last), in eval mode.
 
@@ -429,6 +431,11 @@ class Trainer:
                 forecast (hours of windows with a large backbone) resumes where it
                 stopped. It is read back only when its ``key`` (which should name the
                 model's weights and the windows) and the batch size match.
+            done: a file that keeps the finished forecast (written atomically at the
+                end, with ``key`` and the batch size as in ``partial``) until the caller
+                deletes it: a call finding one of the same key and batch size returns it
+                instead of forecasting again (None: none is read or kept).
+            what: names the forecast in the log line of a ``done`` read back.
 
         Returns:
             [W, H, C] float32 on the CPU.
@@ -440,6 +447,13 @@ class Trainer:
         model = model or self.model
         model.eval()
         size = self.cfg.eval_batch_size
+        finished = self._finished_before(done, key, data) if done is not None else None
+        if finished is not None:
+            log.info("resuming: %s already done (%s)", what, done)
+            self.resumed_predict = True
+            if partial is not None:  # a kill between writing `done` and removing this
+                partial.unlink(missing_ok=True)
+            return finished
         total = -(-len(data) // size)
         out = self._predicted_before(partial, key, len(data)) if partial is not None else []
         self.resumed_predict = bool(out)  # this call's time covers only the rest
@@ -454,30 +468,46 @@ class Trainer:
             x, _, ids, mask = data.batch(sel)
             out.append(model(x.to(self.device), ids, mask).float().cpu())
             if beat(i) and partial is not None:
-                done = torch.cat(out)
-                out = [done]  # one tensor from here on: no repeated concatenation
-                write_npz(partial, done=done.numpy(), key=np.array(key), batch=np.array(size))
+                forecast = torch.cat(out)
+                out = [forecast]  # one tensor from here on: no repeated concatenation
+                write_npz(partial, done=forecast.numpy(), key=np.array(key), batch=np.array(size))
+        if out:
+            forecast = torch.cat(out)
+        else:
+            forecast = torch.zeros(0, data.pred_len, data.n_channels)
+        if done is not None:  # before the partial goes: a kill between them loses nothing
+            write_npz(done, done=forecast.numpy(), key=np.array(key), batch=np.array(size))
         if partial is not None:
             partial.unlink(missing_ok=True)
-        if not out:
-            return torch.zeros(0, data.pred_len, data.n_channels)
-        return torch.cat(out)
+        return forecast
+
+    def _kept(self, path: Path, key: str) -> Tensor | None:
+        """The forecasts [N, H, C] a `predict` kept in ``path`` for this ``key`` and batch
+        size (None: no file, a damaged one, or one of other weights, windows or batches)."""
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as z:
+                same = str(z["key"]) == key and int(z["batch"]) == self.cfg.eval_batch_size
+                return torch.from_numpy(z["done"]) if same else None
+        except (OSError, ValueError, KeyError, EOFError):  # damaged: start over
+            return None
 
     def _predicted_before(self, partial: Path, key: str, n: int) -> list[Tensor]:
         """The forecasts an interrupted `predict` of the same model and windows kept in
         ``partial`` ([] when there are none, or they belong to something else)."""
-        if not partial.is_file():
-            return []
-        try:
-            with np.load(partial) as z:
-                same = str(z["key"]) == key and int(z["batch"]) == self.cfg.eval_batch_size
-                done = torch.from_numpy(z["done"]) if same else None
-        except (OSError, ValueError, KeyError, EOFError):  # damaged: start over
-            return []
+        done = self._kept(partial, key)
         if done is None or len(done) > n or len(done) % self.cfg.eval_batch_size:
             return []
         log.info("predict: resuming after %d of %d windows (%s)", len(done), n, partial)
         return [done]
+
+    def _finished_before(self, done: Path, key: str, data: WindowSet) -> Tensor | None:
+        """The whole forecast [W, H, C] of ``data`` a finished `predict` of the same model
+        and windows kept in ``done`` (None when there is none of that key and shape)."""
+        forecast = self._kept(done, key)
+        shape = (len(data), data.pred_len, data.n_channels)
+        return forecast if forecast is not None and tuple(forecast.shape) == shape else None
 
     def evaluate(self, data: WindowSet, model: nn.Module | None = None) -> float:
         """MSE over every value of every window (sum of squares / count, not batch means)."""

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from ensemble.data import Split, Windows
 from ensemble.forecaster import BaseForecaster
+from ensemble.progress import PROGRESS
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,14 @@ def train_window_model(
                 }
             )
             bar.set_postfix(val=f"{val_mse:.4f}", best=f"{min(best, val_mse):.4f}")
-            log.info("%s epoch %d: train %.4f val %.4f", desc, epoch + 1, total / tr.n, val_mse)
+            log.info(
+                "%s epoch %d: train %.4f val %.4f",
+                desc,
+                epoch + 1,
+                total / tr.n,
+                val_mse,
+                extra=PROGRESS,
+            )
             if on_epoch is not None:
                 on_epoch(epoch + 1, val_mse)
             if val_mse < best:

@@ -43,6 +43,7 @@ from ensemble.io import (
     write_json,
     write_text,
 )
+from ensemble.progress import PROGRESS
 from experiments.config import RunConfig, held_config
 from experiments.logfile import FolderLog, said_after_checks, said_once
 
@@ -473,7 +474,7 @@ def _run_bench(
                 log.error("cell %s failed:\n%s", cell.name, traceback.format_exc())
                 continue
             ran.append(cell.name)
-            log.info("cell %s done in %.1fs", cell.name, time.perf_counter() - t0)
+            log.info("cell %s done in %.1fs", cell.name, time.perf_counter() - t0, extra=PROGRESS)
         write_reports(spec)
         seconds = time.perf_counter() - t_start
         log.info(

@@ -1,6 +1,6 @@
 """A command's log file: INFO and up of the whole program go into its folder while it
-runs, the console is quieted to warnings meanwhile, and closing it puts back what it
-changed (the root logger's level, the console handlers' levels). Left changed, a `run`
+runs, the console is quieted to warnings meanwhile (and the progress lines, where it is
+no terminal: `ensemble.progress`), and closing it puts back what it changed (the root logger's level, the console handlers' levels). Left changed, a `run`
 from a notebook or a test kept the caller's own console handlers at WARNING for good."""
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from ensemble.progress import is_progress
 
 
 def plain_stream(h: logging.Handler) -> bool:
@@ -21,6 +23,24 @@ def any_stream(h: logging.Handler) -> bool:
     """Any handler that writes to a stream other than a file."""
     return isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
 
+
+def _no_terminal(h: logging.Handler) -> bool:
+    """Whether a console handler writes somewhere other than a terminal (a redirected
+    batch job): no progress bar is drawn there, so progress lines are echoed to it."""
+    try:
+        return not h.stream.isatty()  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # no stream, or a closed one
+        return False
+
+
+class _ProgressOrWarning(logging.Filter):
+    """Warnings and up, and INFO lines marked ``extra=PROGRESS`` (ensemble.progress)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or is_progress(record)
+
+
+_PROGRESS = _ProgressOrWarning()
 
 # The levels before the first open FolderLog, put back when the last one closes (logs of
 # commands run in threads may close in any order); guarded by a lock for those threads.
@@ -47,16 +67,22 @@ class FolderLog(logging.FileHandler):
         # basicConfig(force=True) in another thread closes handlers under that lock
         with _GUARD:
             changes: list[tuple[logging.Logger | logging.Handler, int]] = []
+            filtered: list[logging.Handler] = []
             if root.level > logging.INFO or root.level == logging.NOTSET:
                 changes.append((root, logging.INFO))
             for h in list(root.handlers):  # INFO goes to the file only
-                if console(h):
+                if console(h) and h.level <= logging.WARNING and _no_terminal(h):
+                    changes.append((h, max(h.level, logging.INFO)))  # progress lines too
+                    filtered.append(h)
+                elif console(h):
                     changes.append((h, max(h.level, logging.WARNING)))
             for obj, _ in changes:
                 _BEFORE.setdefault(id(obj), (obj, obj.level))
             _OPEN.append(self)
         for obj, level in changes:
             obj.setLevel(level)
+        for h in filtered:
+            h.addFilter(_PROGRESS)  # once per handler: a filter already there is kept
         root.addHandler(self)
 
     def close(self) -> None:
@@ -71,6 +97,8 @@ class FolderLog(logging.FileHandler):
                 _BEFORE.clear()
         for obj, level in restore:
             obj.setLevel(level)
+            if isinstance(obj, logging.Handler):
+                obj.removeFilter(_PROGRESS)
         super().close()
 
 

@@ -38,6 +38,7 @@ from ensemble.data import Dataset, Splits, make_splits
 from ensemble.errors import UserError, reason
 from ensemble.figures import VECTOR_FORMATS
 from ensemble.io import FolderLock, held, who_holds, write_json, write_npz, write_text
+from ensemble.progress import PROGRESS
 from experiments import registry
 from experiments.config import RunConfig, held_config
 from experiments.logfile import FolderLog, any_stream, said_after_checks
@@ -183,7 +184,7 @@ def fit_member(
         **{k: np.array(v) for k, v in stamps.items()},
         timings=np.array(json.dumps(timings)),
     )
-    log.info("%s: fit %.1fs, predict %.1fs", spec, t_fit, t_pred)
+    log.info("%s: fit %.1fs, predict %.1fs", spec, t_fit, t_pred, extra=PROGRESS)
     return {"val": val, "test": test, "timings": timings}
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ensemble.progress import PROGRESS
 from experiments.tune_space import suggest, trial_periods
 from experiments.tune_study import claims_slot, load_study_data, machine_identity
 
@@ -233,5 +234,6 @@ class Objective:
             seq_len,
             tuned,
             value,
+            extra=PROGRESS,
         )
         return value

@@ -14,11 +14,17 @@ from ensemble.errors import UserError
 from experiments.logfile import FolderLog, any_stream, said_after_checks
 
 
-@pytest.fixture
-def console():
-    """A caller's own console on the root logger, at INFO, the root at DEBUG."""
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(params=[True])
+def console(request):
+    """A caller's own console on the root logger, at INFO, the root at DEBUG: a terminal
+    (param True) or a redirected stream (False)."""
     root = logging.getLogger()
-    stream = io.StringIO()
+    stream = _Terminal() if request.param else io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
@@ -92,3 +98,39 @@ def test_what_is_said_during_checks_reaches_the_console_only_when_they_pass(cons
     assert stream.getvalue() == "WARNING first\nINFO second\n"  # once each, in order
     log.warning("after")
     assert stream.getvalue().endswith("INFO second\nWARNING after\n")  # nothing left held
+
+
+@pytest.mark.parametrize("console", [False], indirect=True)
+def test_a_console_that_is_no_terminal_also_gets_the_progress_lines(console, tmp_path):
+    # a batch job's redirected output stayed empty for minutes while an LLM forecast
+    # (no bar is drawn there); the progress lines are echoed, other INFO lines are not
+    from ensemble.progress import PROGRESS
+
+    handler, stream = console
+    handler.setLevel(logging.NOTSET)
+    log = logging.getLogger("hybrid_forecast.test")
+    outer = FolderLog(tmp_path / "a.log", console=any_stream)
+    inner = FolderLog(tmp_path / "b.log")  # nested: a bench's run
+    log.info("epoch 1: train 0.3", extra=PROGRESS)
+    log.info("router: stacked")
+    log.warning("a warning")
+    inner.close()
+    outer.close()
+    log.info("after the command")
+    assert stream.getvalue() == (
+        "INFO epoch 1: train 0.3\nWARNING a warning\nINFO after the command\n"
+    )
+    assert handler.level == logging.NOTSET and not handler.filters  # put back
+    assert "router: stacked" in (tmp_path / "a.log").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("console", [False], indirect=True)
+def test_a_quieter_console_than_warnings_stays_as_quiet(console, tmp_path):
+    from ensemble.progress import PROGRESS
+
+    handler, stream = console
+    handler.setLevel(logging.ERROR)
+    log_file = FolderLog(tmp_path / "a.log", console=any_stream)
+    logging.getLogger("hybrid_forecast.test").info("epoch 1", extra=PROGRESS)
+    log_file.close()
+    assert stream.getvalue() == "" and handler.level == logging.ERROR

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from ensemble.io import replace
+from ensemble.progress import PROGRESS
 
 log = logging.getLogger(__name__)
 # Seconds between progress lines in run.log while forecasting or validating
@@ -408,6 +409,7 @@ class Trainer:
                 total,
                 now - start,
                 left,
+                extra=PROGRESS,
             )
             return True
 
@@ -620,6 +622,7 @@ class Trainer:
                 lr,
                 row["seconds"],
                 f", GPU peak {row['gpu_peak_mib']} MiB" if cuda else "",
+                extra=PROGRESS,
             )
             self._save_checkpoint(
                 epoch=epoch,

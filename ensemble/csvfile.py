@@ -200,8 +200,10 @@ def join_time_of_day(df: pd.DataFrame, date_col: str, path: Path) -> pd.DataFram
     power file, many loggers and spreadsheet exports write them) -> one timestamp column
     under the date column's name; any other frame unchanged.
 
-    Joined only when every date is a bare date and every value of the next column a time
-    of day: anything less is left to the loader, which names the column to fix.
+    Joined only when every date is a bare date, every value of the next column a time
+    of day, and the dates repeat (two rows a date or more, as readings within a day
+    have): a daily file whose second column measures a time (sunrise, a shift's start)
+    keeps it as data. Anything less is left to the loader, which names the column to fix.
     """
     pos = df.columns.get_loc(date_col)
     if not isinstance(pos, int) or pos + 1 >= len(df.columns):
@@ -212,6 +214,8 @@ def join_time_of_day(df: pd.DataFrame, date_col: str, path: Path) -> pd.DataFram
         return df
     times, dates = times.astype(str), dates.astype(str)
     if dates.str.contains(":").any() or not times.str.fullmatch(TIME_OF_DAY).all():
+        return df
+    if 2 * dates.nunique() > len(dates):  # about one row a date: a daily series
         return df
     log.info("%s: column %r joined to the dates of %r", path.name, time_col, date_col)
     out = df.drop(columns=time_col)

@@ -456,8 +456,9 @@ def _channels(
                 )
             elif re.fullmatch(TIME_OF_DAY, text):
                 fix = (
-                    f"a time of day: join it with the date column {date_col!r} into one "
-                    "timestamp column (e.g. 2016-07-01 00:00:00)"
+                    f"a time of day: if it is each reading's time, join it with the date "
+                    f"column {date_col!r} into one timestamp column (e.g. 2016-07-01 "
+                    "00:00:00); if it is a measurement, write it as a number (minutes)"
                 )
             else:
                 fix = "remove the column or fix the value"

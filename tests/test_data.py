@@ -530,6 +530,19 @@ def test_a_time_of_day_column_beside_the_date_is_joined_to_it(synth_csv, tmp_pat
     assert (got.dates == whole.dates).all() and got.freq == whole.freq
 
 
+def test_a_daily_file_measuring_a_time_keeps_it_as_a_column(tmp_path):
+    # a sunrise time beside each day's date was joined into the dates: an irregular
+    # 1441-minute "step" and the column lost as data; not joined, it is refused by name
+    days = pd.date_range("2020-01-01", periods=400, freq="D")
+    rise = [f"{6 + (i % 60) // 30}:{i % 60:02d}" for i in range(400)]
+    df = pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "sunrise": rise, "OT": 1.0})
+    df["OT"] += np.arange(400) % 7
+    path = tmp_path / "daily.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(UserError, match="column 'sunrise' is not numeric.*a time of day"):
+        load_dataset(data_path=path)
+
+
 def test_a_time_of_day_column_away_from_the_date_is_told_to_join_it(synth_csv):
     # not beside the date column: not guessed at, named with the fix
     path = synth_csv(n=600)
@@ -538,5 +551,8 @@ def test_a_time_of_day_column_away_from_the_date_is_told_to_join_it(synth_csv):
     df["time"] = stamps.dt.strftime("%H:%M")
     df["date"] = stamps.dt.strftime("%Y-%m-%d")
     df.to_csv(path, index=False)
-    with pytest.raises(UserError, match="a time of day: join it with the date column 'date'"):
+    with pytest.raises(
+        UserError,
+        match="a time of day: if it is each reading's time, join it with the date column 'date'",
+    ):
         load_dataset(data_path=path)

@@ -154,6 +154,26 @@ def test_a_finished_val_forecast_is_not_made_again_until_the_member_is_saved(
     assert batches and not list(workdir.glob("predict.*.npz"))  # nor kept after
 
 
+def test_the_best_epochs_val_forecast_is_kept_as_a_finished_one(
+    splits, monkeypatch, caplog, tmp_path
+):
+    # val_stride=1 (the default): the val forecast comes from the best epoch, and was not
+    # kept, so a job killed in the test forecast forecast every val window again
+    workdir, val = tmp_path / "w", splits.val.windows()
+    first = member(workdir=str(workdir), epochs=2, val_stride=1).fit(splits.train, splits.val)
+    assert first._val_forecast is not None  # from the best epoch
+    expect = first.predict(val)
+    assert list(workdir.glob("predict.*.done.npz"))
+    again = member(workdir=str(workdir), epochs=2, val_stride=1).fit(splits.train, splits.val)
+    assert again._val_forecast is None  # resumed from the checkpoint: no epoch run
+    batches = []
+    forward = type(again.model).forward
+    monkeypatch.setattr(type(again.model), "forward", lambda *a: batches.append(1) or forward(*a))
+    caplog.set_level(logging.INFO, logger="timellm")
+    np.testing.assert_array_equal(again.predict(val), expect)
+    assert not batches and "resuming: validation forecast already done" in caplog.text
+
+
 def test_val_forecasts_of_the_best_epoch_are_not_predicted_again(fitted, splits, monkeypatch):
     val, test = splits.val.windows(), splits.test.windows()
     strided, _ = fitted  # its epochs scored every 2nd val window only: it must predict

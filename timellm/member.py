@@ -63,6 +63,7 @@ from timellm.trainer import (
     Trainer,
     WindowSet,
     atomic_save,
+    keep_finished,
     load_trainable_state,
     make_accelerator,
     select_starts,
@@ -821,11 +822,27 @@ class TimeLLMForecaster(BaseForecaster):
             if windows.seq_len == self.seq_len and np.array_equal(windows.context, rows):
                 log.info("timellm: val forecasts kept from the best epoch, not predicted again")
                 self._val_forecast = None  # handed over once: no second copy kept alive
+                self._keep_best_epoch_forecast(windows, forecast)
                 return forecast
         rows = self._val_rows
         val = rows is not None and np.array_equal(windows.context, rows)
         return self.predict_set(
             self.prompt_set(windows), what="validation forecast" if val else "forecast"
+        )
+
+    def _keep_best_epoch_forecast(self, windows: Windows, forecast: np.ndarray) -> None:
+        """Keep the best epoch's val forecast [W, H, C] as a finished one (`predict_set`'s
+        file and key): a run killed in the test forecast then reads it back on resume
+        rather than forecasting every val window again (hours with a large backbone)."""
+        if not (self._keep_finished and self.workdir) or self._accelerator().num_processes > 1:
+            return
+        data = self.prompt_set(windows)
+        windows_key = self._windows_key(data)
+        keep_finished(
+            Path(self.workdir) / f"predict.{windows_key}{_DONE}",
+            self._predict_key(data, windows_key),
+            self.train_config().eval_batch_size,
+            forecast,
         )
 
     def injected_forecasts(self, windows: Windows) -> dict[str, np.ndarray] | None:

@@ -324,6 +324,14 @@ def make_accelerator(device: str | None = None):
 # ----------------------------------------------------------------------------- trainer
 
 
+def keep_finished(done: Path, key: str, batch: int, forecast: np.ndarray) -> None:
+    """Write a finished forecast [W, H, C] where `Trainer.predict` reads it back (``done``)
+    for the same ``key`` (weights and windows) and eval batch size."""
+    from ensemble.io import write_npz
+
+    write_npz(done, done=forecast, key=np.array(key), batch=np.array(batch))
+
+
 class Trainer:
     """Fit a Time-LLM-style model (forward(x, ids, mask) -> [B, H, C]) on window sets.
 
@@ -478,7 +486,7 @@ class Trainer:
         else:
             forecast = torch.zeros(0, data.pred_len, data.n_channels)
         if done is not None:  # before the partial goes: a kill between them loses nothing
-            write_npz(done, done=forecast.numpy(), key=np.array(key), batch=np.array(size))
+            keep_finished(done, key, size, forecast.numpy())
         if partial is not None:
             partial.unlink(missing_ok=True)
         return forecast

@@ -365,9 +365,10 @@ def check_report(spec: BenchSpec) -> None:
     )
 
 
-def _setup_logging(out: Path) -> logging.Handler:
-    """bench.log; the console quiet meanwhile (INFO goes to bench.log only)."""
-    return FolderLog(out / "bench.log")
+def _setup_logging(out: Path, progress: bool = True) -> logging.Handler:
+    """bench.log; the console quiet meanwhile (INFO goes to bench.log only; the progress
+    lines also to a console that is no terminal, unless ``progress`` is off)."""
+    return FolderLog(out / "bench.log", echo_progress=progress)
 
 
 def _log_to(out: Path, msg: str, *args: Any) -> None:
@@ -429,7 +430,7 @@ def _run_bench(
             "another --out"
         ) from None
     try:
-        handler = _setup_logging(out)
+        handler = _setup_logging(out, progress)
     except BaseException:
         lock.release()
         raise

@@ -100,7 +100,7 @@ def config_from_args(args) -> RunConfig:
     cfg = RunConfig()
     if getattr(args, "config", None):
         cfg = RunConfig.from_file(args.config)
-        _refuse_stray_params(args.config, cfg)
+        _drop_stray_params(args.config, cfg)
     before = cfg.to_dict()
     for key in (*DATA_SETTINGS, "data_dir", "router", "out"):
         val = getattr(args, key, None)
@@ -160,16 +160,21 @@ def _bases(members: list[str] | str) -> set[str]:
     return {parse_spec(m)[0] for m in specs if m.strip()}
 
 
-def _refuse_stray_params(config: str, cfg: RunConfig) -> None:
+def _drop_stray_params(config: str, cfg: RunConfig) -> None:
     """Settings in a config file's member_params for a member not among its members do
-    nothing: refused, as ``--set`` refuses them."""
+    nothing: dropped with a warning (versions before 2026-12-07 wrote such files when
+    ``--members`` left a member out, and their runs must rerun as they ran)."""
     stray = sorted(set(cfg.member_params) - _bases(cfg.members))
     if stray:
         members = cfg.members if isinstance(cfg.members, str) else ", ".join(cfg.members)
-        raise UserError(
-            f"{config}: member_params has settings for {', '.join(map(repr, stray))}, not "
-            f"among its members ({members}); add it to members or drop its settings"
+        log.warning(
+            "%s: member_params has settings for %s, not among its members (%s): they do "
+            "nothing and are left out",
+            config,
+            ", ".join(map(repr, stray)),
+            members,
         )
+        cfg.member_params = {k: v for k, v in cfg.member_params.items() if k not in stray}
 
 
 def _warn_spec_wins(cfg: RunConfig) -> None:
@@ -199,7 +204,7 @@ def _refuse_overwrite(config: str, before: dict, cfg: RunConfig) -> None:
     every member's forecasts. Changing the router or the members (``--set``) keeps the
     folder on purpose: the members it already has are reused, the others refitted (the
     warning that the results are replaced names them)."""
-    from experiments.run import same_data_dir
+    from experiments.run import same_data_dir, the_runs_periods
 
     if not cfg.out or not (Path(cfg.out) / "results.json").is_file():
         return
@@ -208,6 +213,7 @@ def _refuse_overwrite(config: str, before: dict, cfg: RunConfig) -> None:
         for k in (*DATA_SETTINGS, "data_dir", "periods")
         if before.get(k) != getattr(cfg, k)
         and not (k == "data_dir" and same_data_dir(before.get(k), cfg.data_dir))
+        and not (k == "periods" and the_runs_periods(cfg.out, before.get(k), cfg.periods))
     ]
     if "data_path" in changed:  # --data-path also clears the dataset name: name the path
         changed.remove("data_path")

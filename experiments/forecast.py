@@ -193,7 +193,8 @@ def forecast_run(
 
         windows, scanned = last_rows(n_ctx), last_rows(n_scan)
         # each loaded member must forecast the run's last validation window as the run did
-        val_last = _saved_array(folder / "forecasts.npz", [f"val/{s}" for s in specs])[:, -1]
+        # a copy: a view would keep the whole [M, W, H, C] stack alive beside the members
+        val_last = _saved_array(folder / "forecasts.npz", [f"val/{s}" for s in specs])[:, -1].copy()
         val_window, val_windows = _last_window(splits.val), splits.val.windows()
         fits = res.get("member_fits") or {}
         # a fix to a member since its fit is not in its model

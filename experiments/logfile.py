@@ -55,9 +55,16 @@ class FolderLog(logging.FileHandler):
     Args:
         path: the log file (appended to; its folder is made).
         console: which of the root's handlers count as the console, quieted to WARNING.
+        echo_progress: echo the progress lines to a console that is no terminal (False:
+            the command's --quiet, which asks for no progress at all).
     """
 
-    def __init__(self, path: Path, console: Callable[[logging.Handler], bool] = plain_stream):
+    def __init__(
+        self,
+        path: Path,
+        console: Callable[[logging.Handler], bool] = plain_stream,
+        echo_progress: bool = True,
+    ):
         path.parent.mkdir(parents=True, exist_ok=True)
         super().__init__(path, encoding="utf-8")
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -71,7 +78,7 @@ class FolderLog(logging.FileHandler):
             if root.level > logging.INFO or root.level == logging.NOTSET:
                 changes.append((root, logging.INFO))
             for h in list(root.handlers):  # INFO goes to the file only
-                if console(h) and h.level <= logging.WARNING and _no_terminal(h):
+                if echo_progress and console(h) and h.level <= logging.WARNING and _no_terminal(h):
                     changes.append((h, max(h.level, logging.INFO)))  # progress lines too
                     filtered.append(h)
                 elif console(h):

@@ -95,7 +95,7 @@ def results_markdown(res: dict[str, Any]) -> str:
                 "series (too few epochs, or settings that do not fit it); comparisons "
                 "with it say nothing yet."
                 if below
-                else "; every member is below it."
+                else "; every member that is no naive forecast itself is below it."
             ),
         ]
     sig = res.get("significance", {}).get("test")

@@ -88,9 +88,10 @@ def detect_periods(splits: Splits, k: int = 3, progress: bool = False) -> list[i
     return [int(p) for p in _REPORTS[key].top_periods(k, seasonal_only=True)]
 
 
-def _setup_logging(out: Path) -> logging.Handler:
-    """run.log; the console quiet meanwhile (INFO goes to run.log only)."""
-    return FolderLog(out / "run.log", console=any_stream)
+def _setup_logging(out: Path, progress: bool = True) -> logging.Handler:
+    """run.log; the console quiet meanwhile (INFO goes to run.log only; the progress lines
+    also to a console that is no terminal, unless ``progress`` is off)."""
+    return FolderLog(out / "run.log", console=any_stream, echo_progress=progress)
 
 
 # Members that hold a language model: after each, `release_memory` (a full collection,
@@ -571,7 +572,7 @@ def run(
     except BlockingIOError:
         raise UserError(_busy(out)) from None
     try:
-        handler = _setup_logging(out)
+        handler = _setup_logging(out, progress)
         early.setTarget(handler)
         early.close()  # flushes the buffered records into run.log
     except BaseException:
@@ -979,6 +980,8 @@ def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:
         if k == "data_dir":  # null is the folder $HYBRID_FORECAST_DATA names (the data's
             # own digest, `_data_change`, tells whether that folder's file changed since)
             return same_data_dir(old.get(k), new.get(k))
+        if k == "periods":  # given now as the held run detected them: the same run
+            return old.get(k) == new.get(k) or the_runs_periods(out, old.get(k), new.get(k))
         return old.get(k) == new.get(k)
 
     # a member's `progress` (`timellm --quiet` sets it) or `resume` changes no number
@@ -989,6 +992,18 @@ def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:
         if k != "out" and not k.endswith(runtime) and not same(k)
     ]
     return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys]
+
+
+def the_runs_periods(out: str | Path, held: Any, periods: Any) -> bool:
+    """Whether ``periods`` are those the finished run in ``out`` detected itself (its
+    config, ``held``, gives none): given now, they change nothing."""
+    if held is not None or not isinstance(periods, list):
+        return False
+    try:
+        res = json.loads((Path(out) / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(res, dict) and res.get("periods") == list(periods)
 
 
 def same_data_dir(a: Any, b: Any) -> bool:

@@ -180,7 +180,7 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
             handler.close()
         raise
     fresh = not out.exists()
-    handler = setup_logging(out)
+    handler = setup_logging(out, progress)
     study = None
     try:
         try:

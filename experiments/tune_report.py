@@ -194,9 +194,9 @@ CLOSE_CALL = 0.01
 def _close_call(ranked: list) -> list[str]:
     """A note naming the trials within ``CLOSE_CALL`` of the best: their settings are not
     told apart by this study (one seed, validation windows only)."""
-    if len(ranked) < 2:
+    best = ranked[0].value if ranked else 0.0
+    if len(ranked) < 2 or best <= 0:  # a perfect fit (0): no share of it to compare by
         return []
-    best = ranked[0].value
     close = [t for t in ranked[1:] if t.value <= best * (1 + CLOSE_CALL)]
     if not close:
         return []

@@ -38,11 +38,12 @@ log = logging.getLogger("hybrid_forecast.tune")
 POLL_S = 5.0  # how often an idle worker looks again while others finish the last trials
 
 
-def setup_logging(out: Path) -> logging.Handler:
+def setup_logging(out: Path, progress: bool = True) -> logging.Handler:
     import optuna
 
     # INFO to tune.log only (with the process: workers share it); the console gets warnings
-    handler = FolderLog(out / "tune.log")
+    # (and the progress lines where it is no terminal, unless --quiet)
+    handler = FolderLog(out / "tune.log", echo_progress=progress)
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     )

@@ -125,12 +125,14 @@ def test_a_console_that_is_no_terminal_also_gets_the_progress_lines(console, tmp
 
 
 @pytest.mark.parametrize("console", [False], indirect=True)
-def test_a_quieter_console_than_warnings_stays_as_quiet(console, tmp_path):
+@pytest.mark.parametrize("level,echo", [(logging.ERROR, True), (logging.INFO, False)])
+def test_a_quieter_console_or_quiet_stays_as_quiet(console, level, echo, tmp_path):
+    # a console set above warnings, or --quiet (echo_progress=False): no progress lines
     from ensemble.progress import PROGRESS
 
     handler, stream = console
-    handler.setLevel(logging.ERROR)
-    log_file = FolderLog(tmp_path / "a.log", console=any_stream)
+    handler.setLevel(level)
+    log_file = FolderLog(tmp_path / "a.log", console=any_stream, echo_progress=echo)
     logging.getLogger("hybrid_forecast.test").info("epoch 1", extra=PROGRESS)
     log_file.close()
-    assert stream.getvalue() == "" and handler.level == logging.ERROR
+    assert stream.getvalue() == "" and handler.level == level

@@ -1220,3 +1220,20 @@ def test_a_member_above_the_naive_baseline_is_warned_of_and_marked(synth_csv, tm
     with caplog.at_level(logging.WARNING):  # a trained member is not warned of
         assert main([*argv[:-4], "--members", "snaive,dlinear", "--out", str(tmp_path / "t")]) == 0
     assert "above" not in caplog.text
+
+
+def test_giving_the_periods_a_run_detected_is_no_change(synth_csv, tmp_path, caplog):
+    # `--config F --periods P` with P the periods F's run found itself was refused as
+    # "differs from F (None)", and said to replace the run's settings
+    csv, out = synth_csv(n=1400), tmp_path / "r"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", "24", "--quiet"]
+    assert main([*argv, "--members", "naive,snaive", "--out", str(out)]) == 0
+    found = json.loads((out / "results.json").read_text(encoding="utf-8"))["periods"]
+    given = ",".join(map(str, found))
+    with caplog.at_level(logging.WARNING):
+        assert (
+            main(["run", "--config", str(out / "config.yaml"), "--periods", given, "--quiet"]) == 0
+        )
+    assert "other settings" not in caplog.text
+    other = ",".join(map(str, [found[0] * 2]))  # other periods still need --out
+    assert main(["run", "--config", str(out / "config.yaml"), "--periods", other, "--quiet"]) == 2

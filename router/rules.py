@@ -215,25 +215,27 @@ class RuleRouter(Combiner):
             return " + ".join(parts)
 
         cnames = self.channel_names or []
-
-        def test(j: int, t: float) -> str:
-            if fname(j) == "channel" and cnames:  # the feature is the channel's index
-                return f"channel in {{{', '.join(n for i, n in enumerate(cnames) if i <= t)}}}"
-            return f"{fname(j)} <= {t!r}"
-
         lines: list[str] = []
 
-        def walk(node: dict, indent: str) -> None:
+        def walk(node: dict, indent: str, reach: list[int]) -> None:
+            """``reach``: the channels that can come to ``node`` (a split on the channel
+            below another names only those it sends left)."""
             if "weights" in node:
                 lines.append(f"{indent}use {mix(node['weights'])}    (n={node['n']})")
                 return
-            # the threshold as applied: it was chosen short enough to print whole
-            lines.append(f"{indent}if {test(node['feature'], node['threshold'])}:")
-            walk(node["left"], indent + "    ")
+            j, t = node["feature"], node["threshold"]
+            left = right = reach
+            if fname(j) == "channel" and cnames:  # the feature is the channel's index
+                left, right = [c for c in reach if c <= t], [c for c in reach if c > t]
+                test = f"channel in {{{', '.join(cnames[c] for c in left)}}}"
+            else:  # the threshold as applied: it was chosen short enough to print whole
+                test = f"{fname(j)} <= {t!r}"
+            lines.append(f"{indent}if {test}:")
+            walk(node["left"], indent + "    ", left)
             lines.append(f"{indent}else:")
-            walk(node["right"], indent + "    ")
+            walk(node["right"], indent + "    ", right)
 
-        walk(self.tree_, "")
+        walk(self.tree_, "", list(range(len(cnames))))
         return "\n".join(lines)
 
     def describe(self) -> str:

@@ -865,3 +865,18 @@ def test_learned_says_when_its_held_out_test_has_too_few_degrees_of_freedom():
     _, y, f, feats, names = problem(n=1500)  # enough windows: no such clause
     cb = make_combiner("learned", seed=0, feature_names=names, member_names=["m0", "m1", "m2"])
     assert "held-out windows at H=" not in cb.fit(f, y, feats).describe()
+
+
+def test_a_split_on_the_channel_below_another_names_only_the_channels_that_reach_it():
+    from router.rules import RuleRouter
+
+    leaf = {"weights": np.array([1.0, 0.0]), "n": 1}
+    r = RuleRouter(feature_names=["channel"], member_names=["a", "b"], channel_names=list("ABCD"))
+    r.tree_ = {  # channel <= 0 (A) | else: channel <= 2 (B, C: A went left above)
+        "feature": 0,
+        "threshold": 0.5,
+        "left": leaf,
+        "right": {"feature": 0, "threshold": 2.5, "left": leaf, "right": leaf},
+    }
+    tests = [ln.strip() for ln in r.rules().splitlines() if ln.strip().startswith("if")]
+    assert tests == ["if channel in {A}:", "if channel in {B, C}:"]

@@ -949,6 +949,7 @@ def _analyse(
     backbone: str | Path | None,
 ) -> Path:
     """`analyse`, once the run folder is locked."""
+    from ensemble.figures import VECTOR_FORMATS
     from experiments.analyse_report import FIGURES, make_figures, probe_figure, report_markdown
 
     run = load_run(run_dir)
@@ -1025,7 +1026,8 @@ def _analyse(
     elif "prompt_probe" in kept and (out / "prompt_probe.png").is_file():
         figures.append("prompt_probe.png")
     for name in set(FIGURES) - set(figures):  # an earlier analyse's, of other weights or data
-        (out / name).unlink(missing_ok=True)
+        for fmt in ("png", *VECTOR_FORMATS):  # with its copies ($HYBRID_FORECAST_FIGURES)
+            (out / f"{name.removesuffix('.png')}.{fmt}").unlink(missing_ok=True)
     write_json(out / "routing_analysis.json", {**an, "training_ablations": training})
     path = out / "routing_report.md"
     write_text(path, report_markdown(run, an, training, figures, feat_note))

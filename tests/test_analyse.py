@@ -710,7 +710,9 @@ def test_an_analyse_leaves_no_figure_of_an_earlier_one(synth_csv, tmp_path):
     (run_dir / "router_weights.npz").unlink()
     (run_dir / "prompt_probe.png").write_bytes(b"\x89PNG old")  # no probe kept in the JSON
     (run_dir / "test_windows.png").write_bytes(b"\x89PNG run")  # the run's own: kept
+    (run_dir / "prompt_probe.pdf").write_bytes(b"%PDF old")  # an earlier copy goes with it
     md = analyse(run_dir).read_text(encoding="utf-8")
+    assert not (run_dir / "prompt_probe.pdf").exists()
     pngs = {p.name for p in run_dir.glob("*.png")}
     assert pngs == {
         "router_vs_mean.png",

@@ -38,9 +38,10 @@ log = logging.getLogger("hybrid_forecast.forecast")
 # how far the router's weights, refitted here, may differ from those the run saved
 _WEIGHT_TOL = 1e-4
 # how far a loaded member's forecast of the last validation window may differ from the
-# run's, as a share of the forecast's scale (at least 1: the data are standardised); a
-# member on a language model gets more: a run on a GPU computed it in bfloat16, a CPU
-# here in float32 (another seed's or another fit's model is off by tenths)
+# run's, as a share of the forecast's scale (at least 1: the data are standardised;
+# another seed's DLinear was 0.144 off on ETTh1). A member on a language model is only
+# warned of above _BACKBONE_TOL: a run on a GPU computed it in bfloat16, a CPU here in
+# float32, and that gap is not measured yet (no GPU here), so no refusal may cost hours
 _MEMBER_TOL = 1e-4
 _BACKBONE_TOL = 5e-2
 
@@ -213,9 +214,9 @@ def forecast_run(
                 spec,
                 predict_last(member, val_window, val_windows)[-1][..., ch],
                 val_last[i],
-                _BACKBONE_TOL if registry.parse_spec(spec)[0] in HOLDS_A_BACKBONE else _MEMBER_TOL,
                 mdir,
                 folder,
+                registry.parse_spec(spec)[0] in HOLDS_A_BACKBONE,
             )
             forecasts.append(predict_last(member, windows, scanned)[..., ch])
             del member, built
@@ -497,9 +498,9 @@ def _check_member_is_the_runs(
     spec: str,
     got: np.ndarray,
     saved: np.ndarray,
-    tol: float,
     member_dir: Path,
     folder: Path,
+    on_backbone: bool = False,
 ) -> None:
     """A loaded member must forecast the run's last validation window as the run did
     (forecasts.npz): a model folder copied from another run (another seed, other data) or
@@ -507,16 +508,30 @@ def _check_member_is_the_runs(
 
     Args:
         got, saved: [H, C] that window's forecast now and in the run (scaled).
-        tol: the largest difference allowed, as a share of the forecast's scale.
+        on_backbone: a member on a language model: warned of above ``_BACKBONE_TOL``
+            (another precision may explain a gap), not refused.
     """
     gap = float(np.max(np.abs(got - saved)))
-    if not gap <= tol * max(1.0, float(np.max(np.abs(saved)))):  # NaN too
-        raise UserError(
-            f"{spec}'s saved model in {member_dir} is not the one behind the run's forecasts "
-            f"(its forecast of the last validation window differs from forecasts.npz's by "
-            f"up to {gap:.3g}): delete that folder and rerun the run to fit it again "
-            f"(hybrid-forecast run --config {folder / 'config.yaml'})"
+    scale = max(1.0, float(np.max(np.abs(saved))))
+    tol = _BACKBONE_TOL if on_backbone else _MEMBER_TOL
+    if gap <= tol * scale:
+        return
+    text = (
+        f"{spec}'s saved model in {member_dir} {'may not be' if on_backbone else 'is not'} "
+        "the one behind the run's forecasts (its forecast of the last validation window "
+        f"differs from forecasts.npz's by up to {gap:.3g})"
+    )
+    rerun = f"hybrid-forecast run --config {folder / 'config.yaml'}"
+    if on_backbone and np.isfinite(gap):
+        log.warning(
+            "%s; a run in another precision (bf16 on a GPU) differs a little, another "
+            "fit by tenths: if the folder was copied from another run, delete it and "
+            "rerun (%s)",
+            text,
+            rerun,
         )
+        return
+    raise UserError(f"{text}: delete that folder and rerun the run to fit it again ({rerun})")
 
 
 def _check_config_is_the_runs(cfg, res: dict[str, Any], folder: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -666,3 +667,21 @@ def test_daily_dates_across_daylight_saving_keep_the_files_offset(tmp_path, capl
     with pytest.warns(UserWarning, match=r"offsets change .* \(UTC\+01:00\)"):
         fc = hf.fit(pd.read_csv(csv), time_col="date").predict()
     assert fc["date"].astype(str).tolist() == got
+
+
+def test_a_member_on_a_language_model_that_differs_is_warned_of_not_refused(tmp_path, caplog):
+    # a GPU run in bf16 forecast here in float32 differs a little: no refusal that would
+    # send the user to refit hours of Time-LLM; any other member is refused
+    from experiments.forecast import _check_member_is_the_runs
+
+    saved = np.zeros((4, 2))
+    args = (tmp_path / "members" / "timellm", tmp_path)
+    _check_member_is_the_runs("timellm", saved + 0.01, saved, *args, on_backbone=True)
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING):
+        _check_member_is_the_runs("timellm", saved + 0.3, saved, *args, on_backbone=True)
+    assert "timellm's saved model in" in caplog.text and "may not be the one" in caplog.text
+    with pytest.raises(UserError, match="is not the one behind"):
+        _check_member_is_the_runs("dlinear", saved + 0.001, saved, *args)
+    with pytest.raises(UserError):  # no forecast at all: refused whatever the member
+        _check_member_is_the_runs("timellm", saved + np.nan, saved, *args, on_backbone=True)

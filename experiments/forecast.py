@@ -135,7 +135,14 @@ def forecast_run(
                     f"(hybrid-forecast run --config {folder / 'config.yaml'})"
                 )
 
-        combiner = _refit_router(folder, cfg, splits, specs, periods, _chosen(res, cfg.router))
+        val_stack = _saved_array(folder / "forecasts.npz", [f"val/{s}" for s in specs])
+        combiner = _refit_router(
+            folder, cfg, splits, specs, periods, val_stack, _chosen(res, cfg.router)
+        )
+        # each loaded member must forecast the run's last validation window as the run did;
+        # a copy: a view would keep the whole [M, W, H, C] stack alive beside the members
+        val_last = val_stack[:, -1].copy()
+        del val_stack
 
         # The rows to forecast from
         data = dataset
@@ -193,9 +200,6 @@ def forecast_run(
             return Windows(splits.scaler.transform(context), L, H, dates, first_row + n - rows)
 
         windows, scanned = last_rows(n_ctx), last_rows(n_scan)
-        # each loaded member must forecast the run's last validation window as the run did
-        # a copy: a view would keep the whole [M, W, H, C] stack alive beside the members
-        val_last = _saved_array(folder / "forecasts.npz", [f"val/{s}" for s in specs])[:, -1].copy()
         val_window, val_windows = _last_window(splits.val), splits.val.windows()
         fits = res.get("member_fits") or {}
         # a fix to a member since its fit is not in its model
@@ -270,11 +274,18 @@ def _chosen(res: dict[str, Any], router: str) -> str:
 
 
 def _refit_router(
-    folder: Path, cfg, splits, specs: list[str], periods: list[int], router: str | None = None
+    folder: Path,
+    cfg,
+    splits,
+    specs: list[str],
+    periods: list[int],
+    val_stack: np.ndarray,
+    router: str | None = None,
 ):
     """The run's router, refitted on the run's own validation forecasts (its weights are
     not saved as a model); refused where it no longer gives the run's weights.
 
+    ``val_stack``: forecasts.npz's validation forecasts [M, W, H, C] of ``specs``.
     ``router``: what to refit (default ``cfg.router``). For a learned router its choice
     alone: the learned router ends by fitting what it chose on all validation windows,
     so its fold search (about 20 s on ETTh1) would only find the same one again.
@@ -287,7 +298,6 @@ def _refit_router(
     from router import make_combiner
 
     ch, H = splits.eval_channels, cfg.pred_len
-    val_stack = _saved_array(folder / "forecasts.npz", [f"val/{s}" for s in specs])  # [M, W, H, C]
     run_val_weights = _saved_array(folder / "router_weights.npz", ["val"])[0]
     expect = (len(specs), splits.val.n_windows, H, len(ch))
     if val_stack.shape != expect:

@@ -90,7 +90,7 @@ def add_parser(sub) -> None:
 
 
 def config_from_args(args) -> RunConfig:
-    from experiments.registry import parse_sets
+    from experiments.registry import base_names, parse_sets
 
     for key in _NOT_EMPTY:
         val = getattr(args, key, None)
@@ -110,7 +110,7 @@ def config_from_args(args) -> RunConfig:
         cfg.members = [m.strip() for m in args.members.split(",") if m.strip()]
         # the file's settings of members this run leaves out would do nothing (and make
         # the config.yaml it writes one that is refused)
-        bases = _bases(cfg.members)
+        bases = base_names(cfg.members)
         cfg.member_params = {k: v for k, v in cfg.member_params.items() if k in bases}
     if args.data_path and not args.dataset:
         cfg.dataset = None
@@ -152,19 +152,13 @@ def config_from_args(args) -> RunConfig:
     return cfg
 
 
-def _bases(members: list[str] | str) -> set[str]:
-    """The member names of specs (``dlinear@kernel=49`` -> ``dlinear``)."""
-    from experiments.registry import parse_spec
-
-    specs = members.split(",") if isinstance(members, str) else members
-    return {parse_spec(m)[0] for m in specs if m.strip()}
-
-
 def _drop_stray_params(config: str, cfg: RunConfig) -> None:
     """Settings in a config file's member_params for a member not among its members do
     nothing: dropped with a warning (versions before 2026-12-07 wrote such files when
     ``--members`` left a member out, and their runs must rerun as they ran)."""
-    stray = sorted(set(cfg.member_params) - _bases(cfg.members))
+    from experiments.registry import base_names
+
+    stray = sorted(set(cfg.member_params) - base_names(cfg.members))
     if stray:
         members = cfg.members if isinstance(cfg.members, str) else ", ".join(cfg.members)
         log.warning(

@@ -87,6 +87,13 @@ def _coerce(v: str) -> Any:
     return {"true": True, "false": False}.get(v.lower(), v)
 
 
+def base_names(members: list[str] | str) -> set[str]:
+    """The member names of specs, a list or comma-separated (``dlinear@kernel=49`` ->
+    ``dlinear``)."""
+    specs = members.split(",") if isinstance(members, str) else members
+    return {parse_spec(m)[0] for m in specs if m.strip()}
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """'dlinear@kernel=25' -> ('dlinear', {'kernel': 25})."""
     base, *pairs = spec.strip().split("@")
@@ -110,9 +117,7 @@ def parse_sets(items: list[str] | None, members: list[str] | str) -> dict[str, d
     as ``dlinear@kernel=49`` count by their base name) is refused: the setting would
     silently do nothing.
     """
-    if isinstance(members, str):
-        members = [m for m in members.split(",") if m.strip()]
-    bases = {parse_spec(m)[0] for m in members}
+    bases = base_names(members)
     params: dict[str, dict[str, Any]] = {}
     for item in items or []:
         if "=" not in item or "." not in item.split("=", 1)[0]:

@@ -84,3 +84,16 @@ def predict_last(member: Forecaster, windows: Windows, scanned: Windows) -> np.n
     out = np.array(member.predict(windows))
     out[-scanned.n :] = member.predict(scanned)
     return out
+
+
+def predict_at(member: Forecaster, windows: Windows, starts: np.ndarray) -> np.ndarray:
+    """``member``'s forecasts of the windows at positions ``starts`` only: [n, H, C].
+
+    A member with a ``predict_at`` of its own (Time-LLM, whose cost is a language-model
+    pass per window) forecasts those windows alone; the others forecast every window and
+    keep those (cheap for them, and ARIMA's filter must scan the whole context anyway).
+    """
+    own = getattr(member, "predict_at", None)
+    if own is not None:
+        return np.asarray(own(windows, starts))
+    return np.asarray(member.predict(windows))[np.asarray(starts, dtype=np.int64)]

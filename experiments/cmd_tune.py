@@ -68,6 +68,15 @@ def add_parser(sub) -> None:
         help="stops hopeless trials mid-training",
     )
     p.add_argument(
+        "--val-stride",
+        type=int,
+        default=1,
+        metavar="K",
+        help="score each trial on one validation window in K (drawn at random per block; "
+        "Time-LLM early-stops on the same ones): K times fewer language-model forecasts "
+        "per trial; `run --config best_config.yaml` still scores every window",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -106,6 +115,7 @@ def handle(args) -> int:
         max_seq_len=args.max_seq_len,
         max_periods=args.max_periods,
         pruner=args.pruner,
+        val_stride=args.val_stride,
         member_params=parse_sets(args.set, members),
     )
     if spec.study is None:

@@ -92,6 +92,9 @@ class TuneSpec:
         max_periods: at most this many period candidates.
         pruner: 'median', 'hyperband' or 'none' (each start's, with its router, jobs and
             trials, is kept in the study's ``starts``; a change on resume is warned of).
+        val_stride: score a trial on one val window in k, drawn at random per block
+            (`tune_objective.scored_windows`); Time-LLM early-stops on the same windows
+            (its ``val_stride``, unless set). 1: every window.
         member_params: fixed member settings (``--set MEMBER.KEY=VALUE``), not tuned.
         heartbeat_s, grace_s: heartbeat period of a running trial, and the silence after
             which it counts as killed (tests shorten them).
@@ -117,6 +120,7 @@ class TuneSpec:
     max_seq_len: int = 720
     max_periods: int = 4
     pruner: str = "median"
+    val_stride: int = 1
     member_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     heartbeat_s: int = HEARTBEAT_S
     grace_s: int = GRACE_S
@@ -306,6 +310,8 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
         raise UserError(f"--seed must lie in 0 .. {2**32 - 1} (got {spec.seed})")
     if spec.max_periods < 1:
         raise UserError(f"--max-periods must be at least 1 (got {spec.max_periods})")
+    if spec.val_stride < 1:
+        raise UserError(f"--val-stride must be at least 1 (got {spec.val_stride})")
     check_folder_study(spec.resolved())
     specs = registry.parse_members(spec.members)
     bases = [registry.parse_spec(s)[0] for s in specs]

@@ -1,6 +1,8 @@
 """One `tune` trial: the members fitted on train with the drawn settings, early-stopped on
 val, scored by the val MSE of their equal-weight mean (test never loaded). The first
-member with a per-epoch hook feeds the pruner while it trains.
+member with a per-epoch hook feeds the pruner while it trains. With ``--val-stride k``
+the score is over one val window in k (`scored_windows`), and Time-LLM early-stops on
+the same windows, so a trial forecasts no val window beyond those.
 """
 
 from __future__ import annotations
@@ -27,6 +29,21 @@ log = logging.getLogger("hybrid_forecast.tune")
 
 # Members whose factories take a `progress` flag (their bars would garble parallel workers).
 _QUIET_MEMBERS = ("dlinear", "nlinear", "patchtst", "itransformer")
+# Members that early-stop on a strided val selection of their own (``val_stride``): under
+# `tune --val-stride k` they get k unless set, and so score the windows the trial scores.
+STRIDED_VAL_MEMBERS = ("timellm",)
+
+
+def scored_windows(n_windows: int, val_stride: int, seed: int) -> np.ndarray:
+    """[n] positions of the val windows a trial is scored on: all of them, or with
+    ``val_stride`` k > 1 one drawn at random from each block of k (the last window always
+    kept), as Time-LLM draws its early-stopping windows with ``val_stride`` k and the
+    trial's seed, so that its best epoch's forecast of them is the trial's."""
+    from timellm.trainer import select_starts
+
+    if val_stride <= 1:
+        return np.arange(n_windows)
+    return select_starts(n_windows, val_stride, seed=seed + 1)
 
 
 class SurplusTrial(Exception):
@@ -159,6 +176,7 @@ class Objective:
     def _evaluate(self, trial) -> float:
         from ensemble import metrics
         from ensemble.data import make_splits
+        from ensemble.forecaster import predict_at
         from experiments import registry
 
         spec = self.spec
@@ -171,7 +189,8 @@ class Objective:
         # the scale was warned about at the start
         splits = make_splits(self.dataset, seq_len, spec.pred_len, percent=spec.percent, warn=False)
         ch = splits.eval_channels
-        val_true = splits.val.targets()[..., ch]
+        starts = scored_windows(splits.val.n_windows, spec.val_stride, spec.seed)
+        val_true = splits.val.targets()[starts][..., ch]
         periods = trial_periods(period, self.attrs["ranked_periods"])
         trial.set_user_attr("periods", periods)
         reporter = EpochReporter(trial, check_interrupts=self.check_interrupts)
@@ -186,6 +205,8 @@ class Objective:
             params = {**spec.member_params.get(base, {}), **tuned.get(base, {})}
             if base in _QUIET_MEMBERS:
                 params.setdefault("progress", False)
+            if base in STRIDED_VAL_MEMBERS and spec.val_stride > 1:
+                params.setdefault("val_stride", spec.val_stride)
             ctx = registry.MemberContext(
                 seq_len=seq_len,
                 pred_len=spec.pred_len,
@@ -214,7 +235,7 @@ class Objective:
                 for h in history:
                     if "val_mse" in h:
                         reporter(int(h["epoch"]), float(h["val_mse"]))
-            f = np.asarray(member.predict(splits.val.windows()))[..., ch]
+            f = predict_at(member, splits.val.windows(), starts)[..., ch]
             bad = f.size - int(np.count_nonzero(np.isfinite(f)))
             if bad:  # a NaN value is a FAIL without "error": uncounted, redrawn for ever
                 raise ValueError(

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from ensemble.io import write_csv, write_json, write_text
 from experiments.config import RunConfig
+from experiments.registry import parse_spec
+from experiments.tune_objective import STRIDED_VAL_MEMBERS
 from experiments.tune_study import trial_counts
 
 if TYPE_CHECKING:
@@ -34,6 +36,11 @@ def best_config(spec: TuneSpec, trial) -> RunConfig:
     }
     for base, tuned in trial.user_attrs.get("member_params", {}).items():
         params.setdefault(base, {}).update(tuned)
+    if spec.val_stride > 1:  # the trial's model early-stopped on these windows
+        for m in spec.members:
+            base, own = parse_spec(m)
+            if base in STRIDED_VAL_MEMBERS and "val_stride" not in own:
+                params.setdefault(base, {}).setdefault("val_stride", spec.val_stride)
     return RunConfig(
         dataset=spec.dataset,
         # absolute, as `run` stores them: `run --config` from another folder finds them
@@ -81,6 +88,7 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
         "study": spec.study,
         "storage": spec.storage,
         "asked_trials": spec.trials,
+        "val_stride": spec.val_stride,
         "counts": c,
         "periods": study.user_attrs.get("periods"),
         # each start's pruner, router, jobs and trials (tune_spec.json: the last start's)
@@ -107,7 +115,13 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
             f"# best trial {best.number} of study {spec.study!r}: val MSE {best.value:.5f}"
             f"{unfinished}\n"
             f"# params: {best.params}\n"
-            f"# rerun and score on test: {rerun_command(out)}\n"
+            + (
+                f"# scored on one val window in {spec.val_stride} (tune --val-stride); "
+                "run scores every one\n"
+                if spec.val_stride > 1
+                else ""
+            )
+            + f"# rerun and score on test: {rerun_command(out)}\n"
         )
         write_text(out / "best_config.yaml", header + cfg.to_yaml())
         summary["best"] = {
@@ -134,6 +148,17 @@ def rerun_command(out: Path) -> str:
     return shell.join(["hybrid-forecast", "run", "--config", str(Path(out) / "best_config.yaml")])
 
 
+def _scored(val_stride: int) -> str:
+    """Which val windows scored the trials, in words."""
+    if val_stride <= 1:
+        return "every val window"
+    return (
+        f"one val window in {val_stride}, drawn at random per block of {val_stride}, "
+        "`--val-stride`: a trial's score is an estimate of its full validation MSE, and "
+        "`run` scores every window"
+    )
+
+
 def _summary_md(summary: dict[str, Any], complete: list) -> str:
     c = summary["counts"]
     lines = [
@@ -144,7 +169,7 @@ def _summary_md(summary: dict[str, Any], complete: list) -> str:
         f"{c['error']}); discarded {c['discarded']} (killed and retried, or surplus); running "
         f"{c['running']}, waiting {c['waiting']}.",
         f"Period candidates (train rows): {summary['periods']}. Objective: validation MSE "
-        "(scaled space, every val window); test never used.",
+        f"(scaled space, {_scored(summary.get('val_stride', 1))}); test never used.",
         "",
     ]
     starts = summary.get("starts") or []

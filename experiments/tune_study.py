@@ -340,7 +340,7 @@ MS_LOSS = "target"
 
 
 # Identity entries recorded since the thirty-third session, as older studies ran them.
-_ADDED_DEFAULTS: dict[str, Any] = {"target": None, "fill": None, "percent": 100}
+_ADDED_DEFAULTS: dict[str, Any] = {"target": None, "fill": None, "percent": 100, "val_stride": 1}
 
 
 def _identity(spec: TuneSpec) -> dict[str, Any]:
@@ -356,6 +356,7 @@ def _identity(spec: TuneSpec) -> dict[str, Any]:
         "fill": spec.fill,
         "percent": spec.percent,
         "seed": spec.seed,
+        "val_stride": spec.val_stride,  # which val windows score a trial
         "member_params": spec.member_params,
         "min_seq_len": spec.min_seq_len,
         "max_seq_len": spec.max_seq_len,

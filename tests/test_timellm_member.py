@@ -194,6 +194,29 @@ def test_val_forecasts_of_the_best_epoch_are_not_predicted_again(fitted, splits,
     assert calls[-1] == val.n and len(calls) == 4
 
 
+def test_predict_at_forecasts_those_windows_alone_and_hands_over_the_early_stopping_ones(
+    splits, monkeypatch
+):
+    # `tune --val-stride`: a strided member's best epoch already forecast the val windows
+    # it early-stopped on; any other selection is forecast, and only its windows
+    m = member(epochs=2, val_stride=3).fit(splits.train, splits.val)
+    val = splits.val.windows()
+    _, starts = m._selected_starts(splits.train, splits.val)
+    kept = m._val_forecast[2].copy()
+    calls, predict_set = [], m.predict_set
+    monkeypatch.setattr(
+        m, "predict_set", lambda d, **kw: calls.append(len(d)) or predict_set(d, **kw)
+    )
+    np.testing.assert_array_equal(m.predict_at(val, starts), kept)
+    assert calls == []
+    every = m.predict(val)
+    assert calls == [val.n]
+    np.testing.assert_allclose(every[starts], kept, rtol=0, atol=1e-6)  # the same windows
+    other = np.setdiff1d(np.arange(val.n), starts)[::3]  # windows it did not score
+    np.testing.assert_allclose(m.predict_at(val, other), every[other], rtol=0, atol=1e-6)
+    assert calls[-1] == len(other)
+
+
 def test_training_leaves_the_backbone_bit_identical(fitted):
     m, _ = fitted
     fresh = random_backbone("llama", **TINY_LLAMA).model.state_dict()

@@ -331,3 +331,94 @@ def test_a_trial_that_trained_every_epoch_is_complete(synth_csv, tmp_path, monke
         (trial,) = open_study(dl).trials
         assert trial.state == state, epochs
         assert sorted(trial.intermediate_values) == [1, 2, 3]  # pruned at 3 of 5
+
+
+def test_scored_windows_keep_one_window_in_each_block():
+    import numpy as np
+
+    from experiments.tune_objective import scored_windows
+
+    np.testing.assert_array_equal(scored_windows(10, 1, 0), np.arange(10))
+    starts = scored_windows(103, 4, 0)
+    assert starts[-1] == 102  # the most recent window is always scored
+    blocks = np.bincount(starts[:-1] // 4, minlength=26)
+    assert (blocks[:-1] == 1).all()  # one per block of 4: every phase of a cycle reachable
+    assert not np.array_equal(starts[:-1] % 4, np.zeros(len(starts) - 1))  # not every 4th
+    np.testing.assert_array_equal(scored_windows(103, 4, 0), starts)  # the seed fixes them
+    assert not np.array_equal(scored_windows(103, 4, 1), starts)
+
+
+def test_with_a_val_stride_a_trial_is_scored_on_those_windows_only(
+    synth_csv, tmp_path, monkeypatch
+):
+    import numpy as np
+
+    from ensemble import metrics
+    from ensemble.data import load_dataset, make_splits
+    from experiments import registry
+    from experiments.tune_objective import scored_windows
+
+    class Zero:  # forecasts 0: the score is the mean square of the scored targets
+        def fit(self, train, val):
+            return self
+
+        def predict(self, windows):
+            return np.zeros((windows.n, 24, windows.context.shape[1]))
+
+    monkeypatch.setattr(registry, "build", lambda spec, ctx: Zero())
+    csv = synth_csv(n=1200)
+    spec = tune_spec(csv, tmp_path / "t", trials=1)
+    spec.val_stride = 4
+    run_tune(spec, progress=False, plots=False)
+    (trial,) = open_study(spec).trials
+    val = make_splits(load_dataset(data_path=csv), trial.user_attrs["seq_len"], 24).val
+    starts = scored_windows(val.n_windows, 4, spec.seed)
+    assert len(starts) < val.n_windows / 3
+    target = val.targets()
+    assert trial.value == pytest.approx(metrics.mse(np.zeros_like(target[starts]), target[starts]))
+    assert trial.value != pytest.approx(metrics.mse(np.zeros_like(target), target), rel=1e-3)
+
+
+def test_time_llm_early_stops_on_the_scored_windows_and_forecasts_no_others(
+    synth_csv, tmp_path, monkeypatch
+):
+    # the trial's score is the best epoch's forecast of the windows it early-stopped on:
+    # no val window is forecast after training (with every window: minutes a trial)
+    from conftest import patch_tiny_backbone, tiny_timellm
+
+    from experiments import registry
+    from timellm.member import TimeLLMForecaster
+
+    patch_tiny_backbone(monkeypatch)
+    built = []
+
+    def build(spec, ctx):  # the tuned settings on a tiny model
+        keep = ("val_stride", "patch_len", "stride", "lr")
+        m = tiny_timellm(
+            seq_len=ctx.seq_len,
+            pred_len=ctx.pred_len,
+            seed=ctx.seed,
+            periods=list(ctx.periods),
+            **{k: v for k, v in ctx.params.items() if k in keep},
+        )
+        built.append(m)
+        return m
+
+    forecasts = []
+    predict_set = TimeLLMForecaster.predict_set
+    monkeypatch.setattr(
+        TimeLLMForecaster,
+        "predict_set",
+        lambda self, data, **kw: forecasts.append(len(data)) or predict_set(self, data, **kw),
+    )
+    monkeypatch.setattr(registry, "build", build)
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    spec.members, spec.val_stride = ["timellm"], 3
+    spec.member_params = {"timellm": {"epochs": 2}}
+    run_tune(spec, progress=False, plots=False)
+    (trial,) = open_study(spec).trials
+    assert trial.state == TrialState.COMPLETE
+    member = built[-1]
+    assert member.val_stride == 3 and forecasts == []
+    best = min(h["val_mse"] for h in member.history)
+    assert trial.value == pytest.approx(best, rel=1e-5)  # the epoch's own score

@@ -155,3 +155,27 @@ def test_a_runner_up_within_one_percent_is_called_a_close_call():
     assert "A close call" in note and "trial 2 within 1%" in note and "0.05%" in note
     assert "7" not in note.split("within")[0]  # 1.6 % above: not a close call
     assert _close_call(trials[:1]) == [] and _close_call([trials[0], trials[2]]) == []
+
+
+def test_a_strided_study_says_so_and_its_config_trains_the_scored_model(synth_csv, tmp_path):
+    # --val-stride: the score is over one val window in k (an estimate), and `run` must
+    # early-stop Time-LLM on the same windows to rebuild the model the trial scored
+    from types import SimpleNamespace
+
+    from experiments.tune_report import _summary_md, best_config
+
+    counts = dict.fromkeys(
+        ("finished", "complete", "pruned", "error", "discarded", "running", "waiting"), 0
+    )
+    summary = {"study": "s", "storage": "x", "asked_trials": 1, "counts": counts, "periods": [24]}
+    assert "one val window in 4" in _summary_md({**summary, "val_stride": 4}, [])
+    assert "every val window" in _summary_md(summary, [])  # a study made before the option
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    trial = SimpleNamespace(user_attrs={"seq_len": 96, "periods": [24], "member_params": {}})
+    spec.members, spec.val_stride = ["timellm", "dlinear"], 4
+    params = best_config(spec, trial).member_params
+    assert params == {"timellm": {"val_stride": 4}}  # DLinear has no strided early stopping
+    spec.members = ["timellm@val_stride=2", "dlinear"]  # the user's own: kept
+    assert best_config(spec, trial).member_params == {}
+    spec.members, spec.val_stride = ["timellm"], 1
+    assert best_config(spec, trial).member_params == {}

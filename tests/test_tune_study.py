@@ -86,6 +86,7 @@ def test_unusable_storage_is_a_user_error(storage, needle, synth_csv, tmp_path):
         ("seed", "made for seed=0, not 7"),
         ("data", "made for the data file's values, changed"),
         ("max_seq_len", "made for max_seq_len=96, not 72"),
+        ("val_stride", "made for val_stride=1, not 4"),  # other windows score the trials
     ],
 )
 def test_resuming_a_study_made_for_other_settings_is_refused(change, needle, synth_csv, tmp_path):
@@ -98,6 +99,8 @@ def test_resuming_a_study_made_for_other_settings_is_refused(change, needle, syn
         spec.seed = 7
     elif change == "max_seq_len":
         spec.max_seq_len = 72
+    elif change == "val_stride":
+        spec.val_stride = 4
     else:  # the same file name over other values
         csv.write_text(
             synth_csv(n=1200, period=12, name="other.csv").read_text(encoding="utf-8"),

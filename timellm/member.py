@@ -367,9 +367,11 @@ class TimeLLMForecaster(BaseForecaster):
         # checkpoint (its time then covers the rest only: the run marks its timings)
         self.resumed = False
         self.best_epoch: int | None = None
-        # (val rows [T, C], forecasts [W, H, C]): the best epoch already forecast every
-        # val window; `predict` hands these back for the same rows instead of redoing it
-        self._val_forecast: tuple[np.ndarray, np.ndarray] | None = None
+        # (val rows [T, C], window starts [n], forecasts [n, H, C]): the best epoch's
+        # forecast of the val windows it was scored on; `predict` (every window) and
+        # `predict_at` (those starts: `tune --val-stride`) hand it back for the same rows
+        # and windows instead of redoing it
+        self._val_forecast: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         # A member fitted here keeps each finished forecast in ``workdir`` until `save`
         # (after which the run writes them): a job killed between the val and test
         # forecasts would otherwise make the val one again on every rerun. A loaded one
@@ -721,13 +723,12 @@ class TimeLLMForecaster(BaseForecaster):
             on_epoch=self.on_epoch,
             on_step=self.on_step,
         )
-        every_val_window = len(va_starts) == val.n_windows  # else run predicts them all
         with self._out_of_memory_hint("training"):
-            result = trainer.fit(tr_set, va_set, keep_forecasts=every_val_window)
+            result = trainer.fit(tr_set, va_set)
         self.history, self.best_epoch = result.history, result.best_epoch
         self.resumed |= result.resumed_from is not None
         if result.val_forecast is not None:
-            self._val_forecast = (val.windows().context, result.val_forecast.numpy())
+            self._val_forecast = (val.windows().context, va_starts, result.val_forecast.numpy())
         self._val_rows = val.windows().context
         self._keep_finished = self.workdir is not None
         return self
@@ -815,28 +816,43 @@ class TimeLLMForecaster(BaseForecaster):
 
     def predict(self, windows: Windows) -> np.ndarray:
         """Forecast every window: windows.x [W, L, C] -> [W, H, C] float32 (scaled space)."""
+        return self.predict_at(windows, np.arange(windows.n))
+
+    def predict_at(self, windows: Windows, starts: np.ndarray) -> np.ndarray:
+        """Forecast only the windows at positions ``starts`` of ``windows``: [n, H, C]
+        float32 (scaled space). A language-model pass per window is the cost, so scoring
+        one window in k (`tune --val-stride`) costs a k-th of every window.
+
+        The best epoch's forecast of exactly these val windows (the ones `fit` early-stopped
+        on) is handed back once instead of being made again.
+        """
         if self.model is None:
             raise RuntimeError("timellm: call fit() (or load()) before predict()")
-        if self._val_forecast is not None:
-            rows, forecast = self._val_forecast
-            if windows.seq_len == self.seq_len and np.array_equal(windows.context, rows):
-                log.info("timellm: val forecasts kept from the best epoch, not predicted again")
-                self._val_forecast = None  # handed over once: no second copy kept alive
-                self._keep_best_epoch_forecast(windows, forecast)
-                return forecast
+        starts = np.asarray(starts, dtype=np.int64)
+        if self._val_forecast is not None and windows.seq_len == self.seq_len:
+            rows, kept, forecast = self._val_forecast
+            if np.array_equal(windows.context, rows):
+                self._val_forecast = None  # used once, or never: no copy kept alive
+                if np.array_equal(kept, starts):
+                    log.info("timellm: val forecasts kept from the best epoch, not predicted again")
+                    self._keep_best_epoch_forecast(windows, starts, forecast)
+                    return forecast
         rows = self._val_rows
         val = rows is not None and np.array_equal(windows.context, rows)
         return self.predict_set(
-            self.prompt_set(windows), what="validation forecast" if val else "forecast"
+            self.prompt_set(windows, starts=starts),
+            what="validation forecast" if val else "forecast",
         )
 
-    def _keep_best_epoch_forecast(self, windows: Windows, forecast: np.ndarray) -> None:
-        """Keep the best epoch's val forecast [W, H, C] as a finished one (`predict_set`'s
+    def _keep_best_epoch_forecast(
+        self, windows: Windows, starts: np.ndarray, forecast: np.ndarray
+    ) -> None:
+        """Keep the best epoch's val forecast [n, H, C] as a finished one (`predict_set`'s
         file and key): a run killed in the test forecast then reads it back on resume
         rather than forecasting every val window again (hours with a large backbone)."""
         if not (self._keep_finished and self.workdir) or self._accelerator().num_processes > 1:
             return
-        data = self.prompt_set(windows)
+        data = self.prompt_set(windows, starts=starts)
         windows_key = self._windows_key(data)
         keep_finished(
             Path(self.workdir) / f"predict.{windows_key}{_DONE}",
@@ -857,9 +873,11 @@ class TimeLLMForecaster(BaseForecaster):
         windows: Windows,
         swap: tuple[Sequence[str], np.ndarray] | None = None,
         forecasts: dict[str, np.ndarray] | None = None,
+        starts: np.ndarray | None = None,
     ) -> WindowSet:
-        """Every window of ``windows`` with its prompts (and injected forecasts), ready for
-        `predict_set`; callers may swap the prompts (see `timellm.probe`).
+        """Every window of ``windows`` (or those at ``starts``) with its prompts (and
+        injected forecasts), ready for `predict_set`; callers may swap the prompts (see
+        `timellm.probe`).
 
         Args:
             windows: the windows to forecast.
@@ -867,12 +885,17 @@ class TimeLLMForecaster(BaseForecaster):
                 statistics of window ``donors[w]`` (same channel), the rest its own.
             forecasts: `injected_forecasts` of these windows, when the caller has them
                 already (else computed here).
+            starts: [n] positions of the windows to keep; None: all of them.
         """
         if windows.seq_len != self.seq_len:
             raise UserError(f"timellm expects L={self.seq_len}, got windows of {windows.seq_len}")
         if forecasts is None:
             forecasts = self.injected_forecasts(windows)
-        data = self._window_set(windows.context, np.arange(windows.n), False, forecasts, swap)
+        if starts is None:
+            starts = np.arange(windows.n)
+        elif forecasts is not None:  # [W, H, C] of every window: the kept ones' rows
+            forecasts = {name: f[starts] for name, f in forecasts.items()}
+        data = self._window_set(windows.context, starts, False, forecasts, swap)
         _check_prompts(self.model, data)
         return data
 

@@ -7,6 +7,7 @@ periods chosen from this output never saw validation or test data.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from ensemble.data import add_data_arguments
@@ -54,7 +55,7 @@ def _plot_path(arg: str) -> Path:
     matplotlib cannot write, would otherwise fail only after it.
 
     Raises:
-        UserError: a folder, or an unknown figure format.
+        UserError: a folder, an unknown figure format, or a place that cannot be written.
     """
     from matplotlib.backend_bases import FigureCanvasBase
 
@@ -73,7 +74,31 @@ def _plot_path(arg: str) -> Path:
             f"{', '.join(sorted(known))} (e.g. {plot.with_suffix('.png').name})"
         )
     extra_formats()  # $HYBRID_FORECAST_FIGURES, checked now too
+    _check_writable(plot)
     return plot
+
+
+def _check_writable(plot: Path) -> None:
+    """Refuse a ``--plot`` file whose folder cannot be made or written (``/proc/p.png``).
+
+    The save makes missing folders, so the nearest one that exists must take new entries.
+    A trial file, not ``os.access``: root passes that check even on /proc.
+
+    Raises:
+        UserError: a file on the way, or a folder that refuses a new file.
+    """
+    if plot.exists() and not plot.is_file():  # /dev/stdout, a pipe: written in place
+        return
+    folder = plot.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"--plot {plot}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".periods-plot-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"--plot {plot}: cannot write in {folder} ({exc.strerror})") from None
 
 
 def handle(args) -> int:

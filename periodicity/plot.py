@@ -8,7 +8,7 @@ import numpy as np
 
 from periodicity.report import PeriodReport
 from periodicity.spectrum import periodogram
-from periodicity.strength import recent_rows, stl_components
+from periodicity.strength import is_flat, recent_rows, stl_components
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -20,8 +20,9 @@ def periods_figure(
     """A figure of the periodogram and the STL of one channel (saving is the caller's).
 
     Top: the channel-mean periodogram against period (log axis), the overall candidates
-    marked. Below: STL of ``channel`` at the top overall period, over the stretch its
-    strength was measured on (the last 4 cycles drawn, at least 96 steps, so the shape is
+    marked; constant channels are left out of the mean, as of the table's power. Below:
+    STL of ``channel`` at the top overall period, over the stretch its strength was
+    measured on (the last 4 cycles drawn, at least 96 steps, so the shape is
     visible; the panel's title says how many).
     A bare ``Figure``, no pyplot: nothing global (backend, open figures) changes.
 
@@ -35,7 +36,10 @@ def periods_figure(
 
     x = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
     n = x.shape[0]
-    power = periodogram(x).mean(axis=1)
+    # As the table's power: a constant channel has no spectrum (all zeros), and counting
+    # it would draw every peak lower than the power the table lists for it.
+    live = ~is_flat(x)
+    power = periodogram(x[:, live]).mean(axis=1) if live.any() else np.zeros(n // 2 + 1)
     k = np.arange(2, power.shape[0])
     fig = Figure(figsize=(10, 10))
     axes = fig.subplots(5, 1, gridspec_kw={"height_ratios": [2.2, 1, 1, 1, 1]})

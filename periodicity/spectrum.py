@@ -390,8 +390,15 @@ def is_multiple(q: int, p: int, calendar: list[int] | None = None, max_order: in
     ACF has a hill there and STL at q finds the p-cycle (ETTh1: F_S ~0.46 at every
     multiple of 24, ~0.18 between them). Such a q says nothing of its own; a calendar
     multiple (the week of hourly data) is kept, as it is known a priori.
+
+    The tolerance is 2% of q (a short q, under 50, must be an exact multiple), not
+    ``is_harmonic``'s m / 2: that one rounds q / m to a whole lag, and with m up to 12 it
+    made 11 a multiple of 5 and 37 of 3, so a real 11-step cycle merged into a 5.
     """
-    return q not in (calendar or []) and p >= 2 and is_harmonic(p, q, max_order=max_order)
+    if q in (calendar or []) or p < 2:
+        return False
+    m = round(q / p)
+    return 2 <= m <= max_order and abs(q - m * p) <= max(0.02 * q, 0.5)
 
 
 def rank_key(period: int, power: float, calendar: list[int]) -> tuple[bool, float]:

@@ -92,6 +92,40 @@ def test_a_plot_format_matplotlib_cannot_write_is_refused_before_the_analysis(
     assert "is a folder" in capsys.readouterr().err
 
 
+def test_a_plot_place_that_cannot_be_written_is_refused_before_the_analysis(
+    synth_csv, tmp_path, capsys, monkeypatch
+):
+    import os
+    import tempfile
+
+    import periodicity
+    from experiments.cmd_periods import _plot_path
+
+    def no_analysis(*a, **kw):
+        raise AssertionError("analysed before the --plot check")
+
+    monkeypatch.setattr(periodicity, "analyse", no_analysis)
+    path = synth_csv(n=600, channels=1, period=24)
+    argv = ["periods", "--data-path", str(path), "--plot"]
+    (tmp_path / "f.txt").write_text("x")
+    assert main([*argv, str(tmp_path / "f.txt" / "sub" / "p.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'f.txt'} is a file, not a folder" in err and len(err.splitlines()) == 1
+    if os.path.isdir("/proc/self"):  # no new file there, not even for root
+        assert main([*argv, "/proc/p.png"]) == 2
+        assert "cannot write in /proc" in capsys.readouterr().err
+    # folders still to be made are fine (the save makes them), and not made yet
+    new = tmp_path / "new" / "sub" / "p.png"
+    assert _plot_path(str(new)) == new and not (tmp_path / "new").exists()
+
+    def refused(*a, **kw):  # a read-only folder (root ignores chmod, so simulated)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    assert main([*argv, str(tmp_path / "p.png")]) == 2
+    assert f"cannot write in {tmp_path} (Permission denied)" in capsys.readouterr().err
+
+
 def test_plot_panel_title_says_what_is_drawn():
     import numpy as np
 
@@ -106,6 +140,24 @@ def test_plot_panel_title_says_what_is_drawn():
     title = fig.axes[1].get_title()
     # at least 96 steps are drawn: 8 cycles of 12, not "the last 4 cycles"
     assert "(last 96 steps, 8 cycles)" in title, title
+
+
+def test_plot_mean_leaves_constant_channels_out_as_the_table_does():
+    # a stuck sensor beside a sine: the table's power is the sine's, the plot drew half
+    import numpy as np
+
+    from periodicity import analyse
+    from periodicity.plot import periods_figure
+
+    t = np.arange(2400)
+    x = np.stack([np.full(t.size, 3.0), np.sin(2 * np.pi * t / 24)], 1)
+    report = analyse(x)
+    assert report.overall[0].period == 24 and report.overall[0].power > 0.95
+    drawn = periods_figure(x, report).axes[0].lines[0]
+    alone = periods_figure(x[:, 1:], analyse(x[:, 1:])).axes[0].lines[0]
+    np.testing.assert_allclose(drawn.get_ydata(), alone.get_ydata())
+    near = np.abs(drawn.get_xdata() - 24) < 1  # the Hann window spreads it over 3 bins
+    assert drawn.get_ydata()[near].sum() > 0.95
 
 
 def test_plot_title_names_the_dataset_and_keeps_channel_mean(synth_csv, tmp_path, monkeypatch):

@@ -632,6 +632,41 @@ def test_a_multiple_of_a_stronger_period_is_not_a_period_of_its_own():
     assert not is_multiple(250, 24)
 
 
+@pytest.mark.parametrize(("q", "p"), [(11, 5), (23, 2), (13, 3), (37, 3), (49, 24)])
+def test_a_period_near_a_multiple_is_not_one(q, p):
+    # is_harmonic's m / 2 tolerance (rounding q / m to a whole lag) took all of these
+    from periodicity.spectrum import is_multiple
+
+    assert not is_multiple(q, p)
+
+
+@pytest.mark.parametrize(("q", "p"), [(10, 5), (36, 3), (48, 24), (244, 24), (1010, 144)])
+def test_a_multiple_within_two_percent_is_one(q, p):
+    from periodicity.spectrum import is_multiple
+
+    assert is_multiple(q, p)
+    assert not is_multiple(q, p, calendar=[q])  # a calendar multiple stays
+
+
+def test_a_cycle_of_one_channel_is_not_merged_into_a_shorter_one_of_another():
+    # channel 1's 11 is within is_harmonic's tolerance of 2 x 5: it was lost overall
+    from periodicity import analyse
+
+    t = np.arange(8000)
+    rng = np.random.default_rng(0)
+    x = np.stack(
+        [
+            2 * np.sin(2 * np.pi * t / 5) + rng.standard_normal(t.size),
+            1.5 * np.sin(2 * np.pi * t / 11) + rng.standard_normal(t.size),
+        ],
+        1,
+    )
+    report = analyse(x, channel_strengths=False)
+    overall = {c.period: c for c in report.overall}
+    assert report.channels[1][0].period == 11
+    assert 5 in overall and 11 in overall and overall[11].seasonal
+
+
 @pytest.mark.parametrize(
     ("periods", "freq"),
     [((24, 5), "h"), ((7, 3), "D"), ((168, 34), "h")],

@@ -552,7 +552,8 @@ def _horizon_section(run: RunData, an: dict[str, Any]) -> list[str]:
             "",
             "The router weighs each horizon step apart, and its steps' weights differ from "
             "window to window too; they are not saved, so the tables show each window's "
-            "average over the horizon.",
+            "average over the horizon (`stacked_tilted` saves the parts that rebuild them: "
+            "README, router_weights.npz).",
             "",
         ]
     if run.step_weights is not None:

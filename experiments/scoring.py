@@ -244,7 +244,16 @@ def write_router_weights(
     when it has any, and the per-horizon-step weights of the step-wise rules (stacked,
     inverse_error): [H, M] averaged over channels, and [H, C, M] as applied where they
     differ by channel (with the member forecasts, they rebuild test/ensemble; ``test`` is
-    their average over the horizon), and ``horizon_averaged``."""
+    their average over the horizon), and ``horizon_averaged``.
+
+    stacked_tilted's steps are weighted ``(1 - share[w, c]) * S[h, c] + share[w, c] *
+    t[w, c]``: its stacked part's S [H, C, M] (``stacked_step_channel_weights``) and, per
+    split, t [W, C, M] (``tilt_val``, ``tilt_test``) and share [W, C] (``tilt_share_val``,
+    ``tilt_share_test``) rebuild its ensemble. Not ``step_weights``: those would be read
+    as the weights every window applies."""
+    from router.combiners import Combiner
+    from router.tilted import TiltedStackedCombiner
+
     model = getattr(combiner, "model_", combiner)  # the learned router's chosen rule
     step = getattr(model, "step_weights_", None)
     step = (
@@ -253,11 +262,15 @@ def write_router_weights(
         else {"step_weights": _step_weights(step).astype(np.float32)}
         | ({"step_channel_weights": step.astype(np.float32)} if step.ndim == 3 else {})
     )
+    if isinstance(model, TiltedStackedCombiner):
+        # two [W, C, M] arrays and two [W, C] more: the size of val/test again, no forecasts
+        step = {"stacked_step_channel_weights": model.stacked_.step_weights_.astype(np.float32)}
+        for part, w in (("val", w_val), ("test", w_test)):
+            t, share = model.tilt(feats[part], w.shape[2], w.shape[0], w.shape[1])
+            step[f"tilt_{part}"] = t.astype(np.float32)
+            step[f"tilt_share_{part}"] = share.astype(np.float32)
     # whether ``val``/``test`` are averages over the horizon of weights applied step by
-    # step (stacked, inverse_error, median, and stacked_tilted, whose per-step weights
-    # also vary by window and are not saved): the routing report says so
-    from router.combiners import Combiner
-
+    # step (stacked, inverse_error, median, stacked_tilted): the routing report says so
     averaged = type(model).step_weights is not Combiner.step_weights
     write_npz(
         out / "router_weights.npz",

@@ -17,10 +17,14 @@ Every combiner follows one interface (``router/__init__.py``):
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ensemble.hybrid import by_window_blocks, weighted_sum, windows_per_block
-from router.objective import WindowTerms, window_gram
+from router.objective import WindowTerms, inner_split, window_gram
+
+log = logging.getLogger(__name__)
 
 
 class Combiner:
@@ -69,6 +73,30 @@ class Combiner:
     def describe(self) -> str:
         """A human-readable summary of what was fitted."""
         return self.name
+
+
+def warn_few_windows(combiner: Combiner, shape: tuple[int, ...]) -> None:
+    """Say that a rule fitted without shrinkage rests on too few validation windows.
+
+    The threshold of the shrunk rules' fallback (stacked, rules, the learned routers): no
+    window can be held out past a gap of H (``inner_split``). Those fall back to equal
+    weights; greedy, best and inverse_error keep their fitted weights, which on so few
+    windows are mostly noise, so the user is told (their weights are unchanged).
+
+    Args:
+        combiner: the rule being fitted (its name; its ``quiet_fallback``).
+        shape: the validation forecasts' [M, W, H, C]; a single member has weight 1
+            whatever the windows, so nothing is said.
+    """
+    m, n_windows, horizon, _ = shape
+    if m < 2 or inner_split(n_windows, horizon)[1].size:
+        return
+    (log.debug if combiner.quiet_fallback else log.warning)(
+        "%s router: too few validation windows (%d) to hold any out; its weights are fitted "
+        "on them unshrunk and may be noise; the router mean fits nothing to them",
+        combiner.name,
+        n_windows,
+    )
 
 
 def _member_errors(forecasts: np.ndarray, targets: np.ndarray, axis) -> np.ndarray:
@@ -157,6 +185,7 @@ class InverseErrorCombiner(Combiner):
         self.step_weights_: np.ndarray | None = None  # [H, C, M]
 
     def fit(self, val_forecasts, val_targets, features=None, terms=None) -> InverseErrorCombiner:
+        warn_few_windows(self, val_forecasts.shape)
         err = _member_errors(val_forecasts, val_targets, axis=0)  # [M, H, C]
         if not self.per_step:
             err = np.broadcast_to(err.mean(axis=1, keepdims=True), err.shape)
@@ -194,6 +223,7 @@ class BestMemberCombiner(Combiner):
         self.channel_weights_: np.ndarray | None = None  # [C, M] one-hot
 
     def fit(self, val_forecasts, val_targets, features=None, terms=None) -> BestMemberCombiner:
+        warn_few_windows(self, val_forecasts.shape)
         err = _member_errors(val_forecasts, val_targets, axis=(0, 1))  # [M, C]
         if not self.per_channel:
             err = np.broadcast_to(err.mean(axis=1, keepdims=True), err.shape)
@@ -253,6 +283,7 @@ class GreedyCombiner(Combiner):
         self.channel_weights_: np.ndarray | None = None  # [C, M]
 
     def fit(self, val_forecasts, val_targets, features=None, terms=None) -> GreedyCombiner:
+        warn_few_windows(self, val_forecasts.shape)
         self.channel_weights_ = self.channel_weights(
             window_gram(val_forecasts, val_targets) if terms is None else terms
         )

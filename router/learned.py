@@ -252,6 +252,15 @@ class LearnedRouter(Combiner):
         # once for all candidates and folds: each fold's windows are a slice of these terms
         terms = window_gram(val_forecasts, val_targets) if terms is None else terms
         self.terms_ = terms
+        if m == 1:  # nothing to weigh: the incumbent (weight 1), with no contest
+            log.info("learned router: a single member; weight 1")
+            self.fold_scores_, self.inner_scores_ = {self.incumbent: []}, {}
+            self.held_losses_ = {self.incumbent: np.zeros(0)}
+            self.chosen_ = self.incumbent
+            self.model_ = self._make(self.incumbent)
+            self.model_.quiet_fallback = True  # its own fallback is no matter with one member
+            self.model_.fit(val_forecasts, val_targets, features, terms)
+            return self
         # the feature-conditioned routers (challengers, and references among them) need features
         challengers = [*(self.candidates if features is not None else ()), *self.static_challengers]
         refs = [r for r in self.references if features is not None or r not in CANDIDATES]
@@ -326,6 +335,8 @@ class LearnedRouter(Combiner):
     def describe(self) -> str:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in self.inner_scores_.items())
         folds = len(self.fold_scores_[self.incumbent])
+        if self.terms_ is not None and self.terms_.b.shape[-1] == 1:
+            return f"learned router: a single member, weight 1; {self.model_.describe()}"
         if not folds:
             return (
                 f"learned router kept {self.incumbent}: the validation windows are too few "

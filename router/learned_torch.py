@@ -179,6 +179,10 @@ class TorchRouter(Combiner):
         if features is None:
             raise ValueError("the torch router needs window features [W, C, F]")
         m, w, h, c = val_forecasts.shape
+        if m == 1:  # nothing to weigh: weight 1, as every other rule gives a single member
+            log.info("torch router: a single member; weight 1")
+            self.net_, self.epochs_, self.lam_, self.inner_score_ = None, 0, 0.0, float("nan")
+            return self
         fit_w, held_w = inner_split(w, h)
         self.lam_ = 0.0  # chosen below, or 1 (the mean) when nothing can be held out
         if held_w.size == 0:  # nothing to check a feature-conditioned model on: the mean
@@ -216,7 +220,8 @@ class TorchRouter(Combiner):
             else:
                 self.inner_score_ = float(combined_mse(p_held, *held_np).mean())
         log.info(
-            "torch router: %d epochs, shrink %.2f, inner-val MSE %.4f",
+            "torch router: %d epochs, shrink %.2f, inner-val MSE %.4f (on the windows that "
+            "chose them: optimistic)",
             self.epochs_,
             self.lam_,
             self.inner_score_,
@@ -228,10 +233,20 @@ class TorchRouter(Combiner):
 
     def weights(self, forecasts, features=None) -> np.ndarray:
         m, w, _, c = forecasts.shape
+        if self.net_ is None:  # fitted on a single member: no gate
+            return np.full((w, c, m), 1.0 / m)
         x, ch = self._prepare(features)
         with torch.no_grad(), _one_thread():
             p = torch.softmax(self.net_(x, ch).double(), -1).numpy()
         return ((1 - self.lam_) * p + self.lam_ / m).reshape(w, c, m)
 
     def describe(self) -> str:
-        return f"torch router: {self.epochs_} epochs, shrink {self.lam_:.2f}, inner-val MSE {self.inner_score_:.4f}"
+        if self.net_ is None:
+            return "torch router: a single member, weight 1"
+        # the held-out windows chose the epoch count and the shrinkage: their MSE is the
+        # best of those choices, lower than unseen windows would give
+        return (
+            f"torch router: {self.epochs_} epochs, shrink {self.lam_:.2f}, inner-val MSE "
+            f"{self.inner_score_:.4f} (the windows that chose the stopping point and "
+            "shrinkage: optimistic)"
+        )

@@ -57,6 +57,8 @@ class RuleRouter(Combiner):
         member_names: the M members' names (for the printed rules).
         channel_names: the C evaluated channels' names, in order: a split on the
             ``channel`` feature is printed as the channels it sends left, not as an index.
+        seed: seeds the draw of rows on wide data (above ``MAX_ROUTER_ROWS``), as the
+            learned routers' seed does theirs: each run's seed draws its own rows.
     """
 
     name = "rules"
@@ -71,6 +73,7 @@ class RuleRouter(Combiner):
         feature_names: list[str] | None = None,
         member_names: list[str] | None = None,
         channel_names: list[str] | None = None,
+        seed: int = 0,
     ):
         self.max_depth = max_depth
         self.min_leaf = min_leaf
@@ -79,6 +82,7 @@ class RuleRouter(Combiner):
         self.feature_names = feature_names
         self.member_names = member_names
         self.channel_names = channel_names
+        self.seed = seed
         self.tree_: dict | None = None
         self.fill_: np.ndarray | None = None
         self.depth_: int | None = None
@@ -145,7 +149,7 @@ class RuleRouter(Combiner):
 
         def rows_of(ws: np.ndarray) -> tuple[np.ndarray, ...]:
             """Features, gram, b, yy of windows ``ws``' rows (``MAX_ROUTER_ROWS`` at most)."""
-            rows = window_rows(ws, c)
+            rows = window_rows(ws, c, self.seed)
             return tuple(flat_rows(a, rows) for a in (feats, gram, b, yy))
 
         scores = {}

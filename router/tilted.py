@@ -102,6 +102,7 @@ class TiltedStackedCombiner(Combiner):
         self.share_, self.beta_, self.source_ = 0.0, 0.0, SOURCES[0]
         self.stacked_: StackedCombiner | None = None
         self.inner_scores_: dict[tuple[str, float, float], float] = {}
+        self.untilted_why_ = ""  # why the fit kept the plain stacked forecast, for describe
 
     def _columns(self, source: str, m: int) -> list[int] | None:
         """Feature columns of the members' relative recent skill, in member order."""
@@ -114,6 +115,25 @@ class TiltedStackedCombiner(Combiner):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Tilted weights [W, C, M] and the per-(window, channel) share [W, C] applied."""
         m, w, _, c = forecasts.shape
+        return self.tilt(features, m, w, c)
+
+    def tilt(
+        self, features: np.ndarray | None, m: int, w: int, c: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The per-window part of the fitted rule, from the windows' features alone.
+
+        With the stacked part's per-step weights ``S = self.stacked_.step_weights_``
+        [H, C, M], step ``h`` of window ``w`` is combined with
+        ``(1 - share[w, c]) * S[h, c] + share[w, c] * t[w, c]``.
+
+        Args:
+            features: [W, C, F] window features (None: no tilt).
+            m, w, c: members M, windows W and channels C.
+
+        Returns:
+            tilted weights t [W, C, M] (equal where no tilt applies) and share [W, C]
+            (0 where no earlier window was observed, and everywhere when not tilted).
+        """
         cols = None if features is None else self._columns(self.source_, m)
         if cols is None or self.share_ == 0.0:
             return np.full((w, c, m), 1.0 / m), np.zeros((w, c))
@@ -123,10 +143,32 @@ class TiltedStackedCombiner(Combiner):
     def fit(self, val_forecasts, val_targets, features=None, terms=None) -> TiltedStackedCombiner:
         m, w, h, _ = val_forecasts.shape
         fit_w, held_w = inner_split(w, h)
+        if features is not None and not self.feature_names:
+            # the tilt finds its columns by name: without names it can only stay stacked
+            log.warning(
+                "stacked_tilted: features were given without feature_names, so the recent-skill "
+                "columns cannot be found and it stays stacked; pass feature_names (as "
+                "router.features.window_features returns them)"
+            )
         sources = [self.source] if self.source else list(SOURCES)
         sources = [s for s in sources if features is not None and self._columns(s, m)]
         self.inner_scores_ = {}
         self.share_, self.beta_, self.source_ = 0.0, 0.0, (sources or [SOURCES[0]])[0]
+        # each reason the plain stacked forecast is kept, said apart (describe)
+        if not sources:
+            if m < 2:
+                lack = "a single member has no skill relative to others"
+            elif features is None:
+                lack = "no features were given"
+            elif not self.feature_names:
+                lack = "no feature_names were given"
+            else:
+                lack = "the features hold none for these members"
+            self.untilted_why_ = f"no recent-skill (*_rel_*) features to tilt by: {lack}"
+        elif not (len(fit_w) and len(held_w)):
+            self.untilted_why_ = "too few validation windows to hold any out"
+        else:
+            self.untilted_why_ = "the inner split preferred it"
         if sources and len(fit_w) and len(held_w):
             held = slice(int(held_w[0]), w)
             f_held, y_held = val_forecasts[:, held], np.asarray(val_targets[held], np.float64)
@@ -190,11 +232,7 @@ class TiltedStackedCombiner(Combiner):
 
     def describe(self) -> str:
         if self.share_ == 0.0:
-            why = (
-                "the inner split preferred it"
-                if self.inner_scores_
-                else "too few validation windows to hold any out"
-            )
+            why = self.untilted_why_ or "not fitted"
             return f"stacked, not tilted ({why}); {self.stacked_.describe()}"
         return (
             f"stacked, blended {self.share_:.2f} with weights ~ MSE ** -{self.beta_:g} over "

@@ -880,3 +880,70 @@ def test_a_split_on_the_channel_below_another_names_only_the_channels_that_reach
     }
     tests = [ln.strip() for ln in r.rules().splitlines() if ln.strip().startswith("if")]
     assert tests == ["if channel in {A}:", "if channel in {B, C}:"]
+
+
+def test_stacked_tilted_says_why_it_stays_stacked_without_recent_skill_features(caplog):
+    # one member has no *_rel_* columns (nor does a Python user's call without
+    # feature_names): it said "too few validation windows" on 2857 windows
+    import logging
+
+    _, y, f, feats, names = problem(noise=(0.05, 1.0, 1.0), n=400)
+    _, y1, f1, feats1, names1 = problem(noise=(0.05,), n=400)
+    with caplog.at_level(logging.WARNING):
+        one = make_combiner("stacked_tilted", feature_names=names1).fit(f1, y1, feats1)
+    assert "no recent-skill" in one.describe() and "a single member" in one.describe()
+    assert "too few validation windows" not in one.describe() + caplog.text
+    with caplog.at_level(logging.WARNING):
+        unnamed = make_combiner("stacked_tilted").fit(f, y, feats)
+    assert "no feature_names were given" in unnamed.describe()
+    assert "without feature_names" in caplog.text  # the user who forgot them is told
+    short = make_combiner("stacked_tilted", feature_names=names).fit(f[:, :3], y[:3], feats[:3])
+    assert "too few validation windows to hold any out" in short.describe()
+
+
+@pytest.mark.parametrize("name", ["learned_lgbm", "learned_torch", "learned"])
+def test_learned_routers_give_a_single_member_weight_one(name, clear_best):
+    # called directly (the CLI refuses it first): einsum failed on the [C, 1] prior
+    x, y, f, feats, names = clear_best
+    cb = make_combiner(name, seed=0, feature_names=names, member_names=["m0"])
+    cb.fit(f[:1], y, feats)
+    np.testing.assert_array_equal(cb.weights(f[:1], feats), 1.0)
+    np.testing.assert_allclose(cb.forecast(f[:1], feats), f[0])
+    assert "a single member" in cb.describe()
+
+
+def test_rules_draw_the_rows_of_wide_data_with_the_runs_seed(clear_best, monkeypatch):
+    # every --seed drew the same rows: make_combiner dropped the seed
+    import router.objective
+
+    x, y, f, feats, names = clear_best
+    monkeypatch.setattr(router.objective, "MAX_ROUTER_ROWS", 300)
+    scores = [
+        make_combiner("rules", seed=s, feature_names=names).fit(f, y, feats).inner_scores_
+        for s in (0, 0, 1)
+    ]
+    assert scores[0] == scores[1] and scores[0] != scores[2]
+
+
+@pytest.mark.parametrize("name", ["learned_lgbm", "learned_torch"])
+def test_learned_routers_say_their_inner_val_mse_is_optimistic(name, clear_best):
+    # the held-out windows chose the stopping point and shrinkage: the best of those choices
+    x, y, f, feats, names = clear_best
+    cb, _ = fitted(name, f, y, feats, names)
+    assert "chose the stopping point and shrinkage: optimistic" in cb.describe()
+
+
+@pytest.mark.parametrize("name", ["greedy", "best", "inverse_error"])
+def test_unshrunk_rules_warn_on_too_few_validation_windows_and_keep_their_weights(name, caplog):
+    # stacked, rules and the learned routers said so and fell back; these fitted 2 windows
+    import logging
+
+    _, y, f, feats, _ = problem(noise=(0.05, 1.0, 1.0), n=400)
+    with caplog.at_level(logging.WARNING):
+        few = make_combiner(name).fit(f[:, :2], y[:2])
+    assert caplog.text.count(f"{name} router: too few validation windows (2)") == 1
+    assert few.weights(f[:, :2])[..., 0].min() > 0.5  # still the fitted weights
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        make_combiner(name).fit(f, y)  # enough windows: nothing said
+    assert "too few" not in caplog.text

@@ -29,7 +29,8 @@ def test_stacked_router_saves_its_per_step_weights(synth_csv, tmp_path):
 
 
 def test_the_weights_file_says_which_routers_weigh_each_step_apart(tmp_path):
-    # stacked_tilted applies per-step weights that vary by window: none saved, but the
+    # stacked_tilted applies per-step weights that vary by window: saved as their parts
+    # (test_the_weights_file_rebuilds_the_tilted_ensemble), not as step_weights, and the
     # horizon-averaged weights must say what they are; a fixed rule's are exact
     from numpy.lib.stride_tricks import sliding_window_view
 
@@ -165,3 +166,36 @@ def test_seasonal_baseline_is_the_best_naive_forecast_of_the_evaluated_channels(
         assert got == pytest.approx(expect[name], rel=1e-12)
     assert seasonal_baseline(win.x, true[..., [0]], [12], [0])[0] == "snaive@period=12"
     assert seasonal_baseline(win.x, true[..., [1]], [12], [1])[0] == "naive"  # a random walk
+
+
+def test_the_weights_file_rebuilds_the_tilted_ensemble(tmp_path):
+    # only the stacked part's step weights decided, and none was saved: rebuilding from
+    # ``test`` was off by up to 0.86
+    from experiments.scoring import write_router_weights
+    from router import make_combiner
+    from router.features import window_features
+
+    rng = np.random.default_rng(0)
+    t = np.arange(400)
+    series = np.stack([np.sin(2 * np.pi * t / 24), np.cos(2 * np.pi * t / 12)], -1)
+    series = series + 0.3 * rng.standard_normal(series.shape)
+    x = np.lib.stride_tricks.sliding_window_view(series[:-12], 48, axis=0).transpose(0, 2, 1)
+    y = np.lib.stride_tricks.sliding_window_view(series[48:], 12, axis=0).transpose(0, 2, 1)
+    f = np.stack([y + s * rng.standard_normal(y.shape) for s in (0.3, 0.6, 0.9)])
+    feats, names = window_features(x, f, [24], ["a", "b", "c"])
+    comb = make_combiner("stacked_tilted", feature_names=names, share=0.5, beta=2.0)
+    comb.fit(f[:, :250], y[:250], feats[:250])
+    assert comb.share_ == 0.5  # a tilt to rebuild
+    val, test = (f[:, :250], feats[:250]), (f[:, 250:], feats[250:])
+    w_val, w_test = comb.weights(*val), comb.weights(*test)
+    both = {"val": val[1], "test": test[1]}
+    write_router_weights(tmp_path, comb, ["a", "b", "c"], w_val, w_test, both, names)
+    with np.load(tmp_path / "router_weights.npz") as z:
+        assert bool(z["horizon_averaged"]) and "step_weights" not in z.files
+        stacked = z["stacked_step_channel_weights"]  # [H, C, M]
+        for part, (fc, ft) in (("val", val), ("test", test)):
+            t, s = z[f"tilt_{part}"], z[f"tilt_share_{part}"][..., None]  # [W, C, M], [W, C, 1]
+            steps = (1 - s[:, None]) * stacked[None] + s[:, None] * t[:, None]  # [W, H, C, M]
+            rebuilt = np.einsum("mwhc,whcm->whc", fc, steps)
+            np.testing.assert_allclose(rebuilt, comb.forecast(fc, ft), atol=1e-5)
+            assert (s > 0).any()

@@ -184,7 +184,24 @@ def cell_done(spec: BenchSpec, cell: Cell) -> bool:
         return False
     want = cell_config(spec, cell).to_dict()
     saved["out"] = want["out"]
+    # the data by the file they resolve to: --data-dir naming $HYBRID_FORECAST_DATA's
+    # folder is the same data as no --data-dir, not another grid (every cell rerun)
+    files = (_data_file(saved), _data_file(want))
+    if None not in files and files[0] == files[1]:
+        saved["data_dir"] = want["data_dir"]
     return saved == want and cell_results(folder) is not None
+
+
+def _data_file(cfg: dict[str, Any]) -> Path | None:
+    """The file a config's dataset / data_path / data_dir name, resolved (None where they
+    name none)."""
+    from ensemble.data import resolve_path
+
+    try:
+        _, path, _ = resolve_path(cfg.get("dataset"), cfg.get("data_path"), cfg.get("data_dir"))
+    except (UserError, OSError, TypeError):
+        return None
+    return path.resolve()
 
 
 def cell_results(folder: Path) -> dict[str, Any] | None:
@@ -248,6 +265,8 @@ def validate(spec: BenchSpec, check_data: bool = True) -> None:
             spec.data_dir,
             csv_hint="give a CSV file's path in --datasets (e.g. data/mine.csv)",
         )
+        if not path.is_file() and csv:  # a file of the user's: nothing to download
+            raise UserError(f"data file not found: {path}; check the path in --datasets")
         if not path.is_file():
             raise UserError(
                 f"data file for {name} not found: {path}; run `hybrid-forecast data download {name}` "

@@ -59,10 +59,13 @@ def add_parser(sub) -> None:
 
 
 def _mapping(args):
+    from ensemble.errors import UserError
     from experiments.config import RunConfig
     from timellm.official_args import check_channels, map_official
 
     mapping = map_official(args)
+    if mapping.missing_data:  # before load_dataset's message, which names our folder only
+        raise UserError(mapping.missing_data)
     cfg = RunConfig.from_dict(mapping.config)
     dataset = cfg.load_dataset()
     mapping.ignored.extend(check_channels(mapping, dataset.n_channels, cfg.features))
@@ -81,14 +84,26 @@ def _notices(mapping) -> None:
 
 
 # run's flags in messages shared with `run`, as this command spells them (it has no
-# --dataset or --data-path: "pass --dataset ETTh1" sent the user to another command)
+# --dataset or --data-path: "pass --dataset ETTh1" sent the user to another command).
+# --data-dir stays: this command takes it, and --root_path means another folder (the
+# one holding the CSV itself, not ETT-small/...).
 _OFFICIAL_WORDS = (
     (re.compile(r"--dataset\b"), "--data"),
     (re.compile(r"--data-path\b"), "--data_path"),
-    (re.compile(r"--data-dir\b"), "--root_path"),
     (re.compile(r"--seq-len\b"), "--seq_len"),
     (re.compile(r"--pred-len\b"), "--pred_len"),
 )
+# a quoted command (`hybrid-forecast data download ETTh1 --data-dir DIR`) is another
+# command's: its flags stay as that command spells them
+_QUOTED = re.compile(r"(`[^`]*`)")
+
+
+def _reworded(text: str) -> str:
+    parts = _QUOTED.split(text)
+    for i in range(0, len(parts), 2):  # the odd parts are the quoted commands
+        for pattern, word in _OFFICIAL_WORDS:
+            parts[i] = pattern.sub(word, parts[i])
+    return "".join(parts)
 
 
 @contextlib.contextmanager
@@ -99,9 +114,7 @@ def official_words() -> Iterator[None]:
     try:
         yield
     except UserError as exc:
-        text = str(exc)
-        for pattern, word in _OFFICIAL_WORDS:
-            text = pattern.sub(word, text)
+        text = _reworded(str(exc))
         if text == str(exc):
             raise
         raise UserError(text) from None
@@ -110,6 +123,43 @@ def official_words() -> Iterator[None]:
 def handle(args) -> int:
     with official_words():
         return _handle(args)
+
+
+def _log_state(out: str) -> tuple[int, int] | None:
+    """run.log's (mtime in ns, size), None where there is none: what tells whether a run
+    wrote it."""
+    from pathlib import Path
+
+    try:
+        st = (Path(out) / "run.log").stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _log_notices(mapping, out: str, before: tuple[int, int] | None) -> None:
+    """Append the notices to the run folder's run.log, where this run wrote one: they are
+    said before the run opens its log (a file read from elsewhere than --root_path says,
+    the flags ignored), and a run folder should tell what it was made from."""
+    import logging
+    from pathlib import Path
+
+    path = Path(out) / "run.log"
+    lines = [*mapping.notes]
+    if mapping.ignored:
+        lines.append("ignored (no meaning here): " + ", ".join(mapping.ignored))
+    after = _log_state(out)
+    if not lines or after is None or after == before:  # another run's log stays as it is
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    try:
+        for line in lines:
+            handler.emit(
+                logging.LogRecord("hybrid_forecast.timellm", logging.INFO, "", 0, line, None, None)
+            )
+    finally:
+        handler.close()
 
 
 def _handle(args) -> int:
@@ -124,8 +174,12 @@ def _handle(args) -> int:
         cfg_i = copy.deepcopy(cfg)
         cfg_i.seed = cfg.seed + i
         cfg_i.out = out
+        before = _log_state(out)
         # --is_training 0 tests the trained model in the run folder and never trains one
-        res = run(cfg_i, progress=not args.quiet, train=mapping.train)
+        try:
+            res = run(cfg_i, progress=not args.quiet, train=mapping.train)
+        finally:  # an interrupted run's log says it too
+            _log_notices(mapping, out, before)
         print(
             f"{res['dataset']} L={res['seq_len']} H={res['pred_len']} seed={res['seed']}: "
             f"test windows {res['windows']['test']}"

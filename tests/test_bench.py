@@ -674,3 +674,41 @@ def test_bench_fit_time_marks_fits_under_a_millisecond_instead_of_a_bar(figures,
     fig.tight_layout()  # as save does
     label = ax.yaxis.label.get_window_extent(fig.canvas.get_renderer())
     assert 0 <= label.y0 and label.y1 <= fig.bbox.height
+
+
+def test_a_missing_csv_is_not_sent_to_data_download(tmp_path):
+    # "run `hybrid-forecast data download x`" named a dataset that is not registered
+    spec = _spec(tmp_path / "nowhere" / "x.csv", tmp_path / "bench")
+    with pytest.raises(UserError) as exc:
+        validate(spec)
+    assert str(exc.value) == (
+        f"data file not found: {tmp_path / 'nowhere' / 'x.csv'}; check the path in --datasets"
+    )
+    with pytest.raises(UserError, match="data download ETTh1"):  # a registered one still is
+        validate(_spec("ETTh1", tmp_path / "bench", data_dir=str(tmp_path / "nowhere")))
+
+
+def test_data_dir_naming_the_default_folder_is_the_same_grid(synth_csv, tmp_path, monkeypatch):
+    # --data-dir given as the folder $HYBRID_FORECAST_DATA names: the same data, not a
+    # grid whose every cell must be run again
+    data = tmp_path / "data"
+    (data / "ETT-small").mkdir(parents=True)
+    synth_csv(n=1200).replace(data / "ETT-small" / "ETTh1.csv")
+    monkeypatch.setenv("HYBRID_FORECAST_DATA", str(data))
+    spec = _spec("ETTh1", tmp_path / "bench", seeds=[0])
+    cell = plan(spec)[0]
+    fake_run(cell_config(spec, cell))
+    assert cell_done(spec, cell)
+    same = _spec("ETTh1", tmp_path / "bench", seeds=[0], data_dir=str(data))
+    assert cell_done(same, cell)
+    monkeypatch.chdir(tmp_path)  # a relative spelling of it too
+    assert cell_done(_spec("ETTh1", tmp_path / "bench", seeds=[0], data_dir="data"), cell)
+    # another folder is other data: run again
+    other = tmp_path / "other"
+    (other / "ETT-small").mkdir(parents=True)
+    (data / "ETT-small" / "ETTh1.csv").replace(other / "ETT-small" / "ETTh1.csv")
+    assert not cell_done(_spec("ETTh1", tmp_path / "bench", seeds=[0], data_dir=str(other)), cell)
+    # and a grid run with --data-dir is done for the same folder named by the variable
+    monkeypatch.setenv("HYBRID_FORECAST_DATA", str(other))
+    fake_run(cell_config(_spec("ETTh1", tmp_path / "bench", seeds=[0], data_dir=str(other)), cell))
+    assert cell_done(spec, cell)

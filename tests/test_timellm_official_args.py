@@ -93,9 +93,7 @@ def test_prompt_domain_1_reads_run_mains_description_file(tmp_path, monkeypatch)
     m = parse_official(seed_argv())
     assert m.config["member_params"]["timellm"]["description"] == "变压器油温，每 15 分钟一次。"
     assert not any("prompt_domain" in s for s in m.ignored)
-    assert (
-        m.notes[0] == f"prompt description: {Path('dataset/prompt_bank/ETT.txt')} (16 characters)"
-    )
+    assert f"prompt description: {Path('dataset/prompt_bank/ETT.txt')} (16 characters)" in (m.notes)
     # --set wins; --prompt_domain 0 and other data keep the prompt bank's, and say so
     again = parse_official([*seed_argv(), "--set", "description=mine"])
     assert again.config["member_params"]["timellm"]["description"] == "mine"
@@ -146,9 +144,14 @@ def test_the_rates_run_main_trains_with_are_said():
         "learning rate: --learning_rate 0.0001 with --lradj type1 trains at 4e-06, 4e-06, "
         "2e-06, 1e-06, ... per epoch, as run_main.py does (its OneCycleLR starts at lr/25 and "
         "is never stepped); with --lradj TST the rate peaks at the one given (OneCycle), with COS "
-        "it starts there. With --itr, every repeat trains at these rates (run_main.py's repeats "
-        "divide the rate by 25 again each time: docs/timellm.md)"
+        "it starts there."
     ]
+    # the repeats' sentence only where there are repeats
+    itr = parse_official([*seed_argv(), "--itr", "2"]).notes[-1]
+    assert itr.endswith(
+        "With --itr 2, every repeat trains at these rates (run_main.py's repeats divide the "
+        "rate by 25 again each time: docs/timellm.md)"
+    )
     two = parse_official([*seed_argv(), "--train_epochs", "2", "--set", "lr=0.01"]).notes
     assert "trains at 0.0004, 0.0004 per epoch" in two[-1]
     for lradj in ("TST", "COS"):
@@ -596,3 +599,176 @@ def test_refusals_name_this_commands_flags_not_runs(data_dir, capsys):
     assert main([*base, "--seq_len", "96", "--pred_len", "100000"]) == 2
     err = capsys.readouterr().err
     assert "lower --seq_len/--pred_len" in err and "--seq-len" not in err
+
+
+def _dlinear_argv(csv: Path) -> list[str]:
+    return [
+        "--model",
+        "DLinear",
+        "--data",
+        "custom",
+        "--root_path",
+        str(csv.parent),
+        "--data_path",
+        csv.name,
+        "--seq_len",
+        "32",
+        "--pred_len",
+        "8",
+    ]
+
+
+def _mapped(m) -> tuple:
+    return (m.config, m.member, m.checks, m.itr, m.outs, m.train)
+
+
+def test_dlinear_lists_every_flag_it_drops(synth_csv):
+    # README: "Flags that mean nothing here are accepted and listed as ignored": every flag
+    # given to --model DLinear changes the run, is listed as ignored, or is refused
+    import argparse
+
+    from timellm.official_args import add_official_arguments
+
+    base = _dlinear_argv(synth_csv())
+    plain = parse_official(base)
+    parser = argparse.ArgumentParser(add_help=False)
+    add_official_arguments(parser)
+    value = {int: "3", float: "0.3"}
+    choices = {"lradj": "COS", "precision": "fp32", "device": "cpu", "llm_model": "BERT"}
+    choices["is_training"] = "0"  # 3 trains, as the default 1 does
+    skip = {"task_name", "model", "data", "root_path", "data_path", "set", "quiet"}
+    refused = {"train_stride", "val_stride"}  # no such setting: it would change the numbers
+    for action in parser._actions:
+        dest, flag = action.dest, action.option_strings[0]
+        if dest in skip:  # the data and model are given above; --quiet is run()'s progress
+            continue
+        if action.nargs == 0:
+            given = [flag]
+        else:
+            given = [flag, choices.get(dest) or value.get(action.type, "x")]
+        if dest in refused:
+            with pytest.raises(UserError, match=f"--{dest}: our DLinear trains"):
+                parse_official([*base, *given])
+            continue
+        m = parse_official([*base, *given])
+        listed = any(i.startswith(f"--{dest} ") for i in m.ignored)
+        assert listed or _mapped(m) != _mapped(plain), f"{flag} dropped unnoticed"
+    # the ones a user would expect to act say why they do not
+    m = parse_official(
+        [
+            *base,
+            "--device",
+            "cuda",
+            "--resume",
+            "--lradj",
+            "TST",
+            "--pct_start",
+            "0.3",
+            "--llm_model",
+            "BERT",
+            "--backbone",
+            "minilm",
+        ]
+    )
+    assert "--device (our DLinear runs on the CPU)" in m.ignored
+    assert "--resume (DLinear keeps no checkpoint)" in m.ignored
+    assert any(i.startswith("--pct_start") for i in m.ignored)  # --lradj TST is ours only
+    assert [i for i in m.ignored if i.startswith("--llm_model")] == [
+        "--llm_model (DLinear has no LLM)"
+    ]
+
+
+def test_des_is_said_to_name_the_run_folder():
+    m = parse_official("--llm_model BERT --des exp1".split())
+    assert "--des (only names the run folder)" in m.ignored and "_exp1_0-" in m.outs[0]
+
+
+def test_a_registered_file_missing_under_root_path_is_said_when_read_elsewhere(
+    tmp_path, monkeypatch
+):
+    data = tmp_path / "data"
+    (data / "ETT-small").mkdir(parents=True)
+    ours = data / "ETT-small" / "ETTh1.csv"
+    ours.write_text("date,OT\n", encoding="utf-8")
+    monkeypatch.setenv("HYBRID_FORECAST_DATA", str(data))
+    wrong = tmp_path / "nowhere"
+    argv = f"--llm_model BERT --data ETTh1 --root_path {wrong} --data_path ETTh1.csv".split()
+    m = parse_official(argv)
+    assert m.config["dataset"] == "ETTh1" and m.missing_data is None
+    assert m.notes[0] == f"{wrong / 'ETTh1.csv'} not found; using {ours}"
+    # --data custom with a registered file's name takes the same way
+    m = parse_official([*argv[:2], "--data", "custom", *argv[4:]])
+    assert m.notes[0] == f"{wrong / 'ETTh1.csv'} not found; using {ours}"
+    # nowhere at all: the refusal names the user's file first, then ours, and a command
+    # `data download` takes (--data-dir, not --root_path)
+    ours.unlink()
+    m = parse_official(argv)
+    assert not any("not found" in n for n in m.notes)
+    assert m.missing_data.startswith(f"data file not found: {wrong / 'ETTh1.csv'} (from")
+    assert f"`hybrid-forecast data download ETTh1 --data-dir {data}`" in m.missing_data
+    # present where the user said: no note
+    (wrong).mkdir()
+    (wrong / "ETTh1.csv").write_text("date,OT\n", encoding="utf-8")
+    m = parse_official(argv)
+    assert m.missing_data is None and not any("not found" in n for n in m.notes)
+
+
+def test_a_missing_file_is_refused_naming_root_path_and_a_command_that_works(
+    tmp_path, monkeypatch, capsys
+):
+    # the audit's case: an empty folder, no $HYBRID_FORECAST_DATA
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYBRID_FORECAST_DATA", raising=False)
+    argv = ["timellm", "--task_name", "long_term_forecast", "--llm_model", "BERT"]
+    argv += ["--data", "ETTh1", "--root_path", "/nowhere", "--data_path", "ETTh1.csv"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error: data file not found: /nowhere/ETTh1.csv (from --root_path")
+    assert "`hybrid-forecast data download ETTh1 --data-dir dataset`" in err
+    assert "--root_path dataset" not in err
+
+
+def test_quoted_commands_keep_their_own_flags():
+    from experiments.cmd_timellm import official_words
+
+    with pytest.raises(UserError) as exc, official_words():
+        raise UserError(
+            "pass --dataset ETTh1 or --data-dir D; run `hybrid-forecast data download ETTh1 "
+            "--data-dir dataset` or `hybrid-forecast run --dataset ETTh1`"
+        )
+    assert str(exc.value) == (
+        "pass --data ETTh1 or --data-dir D; run `hybrid-forecast data download ETTh1 "
+        "--data-dir dataset` or `hybrid-forecast run --dataset ETTh1`"
+    )
+
+
+def test_a_file_read_elsewhere_is_said_on_stderr_and_in_run_log(
+    tmp_path, synth_csv, monkeypatch, capsys
+):
+    data = tmp_path / "data"
+    (data / "ETT-small").mkdir(parents=True)
+    synth_csv(n=14400, name="ETTh1.csv").replace(data / "ETT-small" / "ETTh1.csv")
+    monkeypatch.setenv("HYBRID_FORECAST_DATA", str(data))
+    argv = ["timellm", "--model", "DLinear", "--data", "ETTh1", "--root_path", str(data)]
+    argv += ["--data_path", "ETTh1.csv", "--seq_len", "32", "--pred_len", "8", "--quiet"]
+    argv += ["--train_epochs", "1", "--percent", "30", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    said = f"{data / 'ETTh1.csv'} not found; using {data / 'ETT-small' / 'ETTh1.csv'}"
+    assert said in capsys.readouterr().err.splitlines()
+    assert said in (tmp_path / "r" / "run.log").read_text(encoding="utf-8")
+
+
+def test_dlinear_schedule_notice_points_at_its_deviation_row():
+    # run_main.py's DLinear trains at lr/25 (its OneCycleLR is built for every --model);
+    # ours at lr, halved: the deviation table says so and --lradj's notice points there
+    import re
+
+    m = parse_official("--model DLinear --lradj type1".split())
+    (why,) = [i for i in m.ignored if i.startswith("--lradj")]
+    number = re.search(r"docs/timellm.md deviation (\d+)", why).group(1)
+    docs = Path(__file__).resolve().parents[1] / "docs" / "timellm.md"
+    rows = [
+        r for r in docs.read_text(encoding="utf-8").splitlines() if r.startswith(f"| {number} |")
+    ]
+    assert len(rows) == 1 and "`--model DLinear`" in rows[0] and "lr/25" in rows[0]

@@ -80,7 +80,7 @@ IGNORED = {
     "output_attention": "never returned",
     "num_workers": "no data loader processes",
     "use_amp": "precision per device (--precision)",
-    "des": "run folder names the run",
+    "des": "only names the run folder",
     "loss": "MSE",
     "freq": "inferred from the dates",
     "checkpoints": "checkpoints live in the run folder",
@@ -104,6 +104,35 @@ FAITHFUL = {
 _LLM_NO_PATH = {
     "BERT": "minilm",  # the embedded MiniLM (a small BERT); bert-base is not shipped
 }
+
+# Time-LLM-only flags that --model DLinear lists as ignored (why), beyond the LLM's own.
+_NOT_DLINEAR = {
+    "n_heads": "not in DLinear",
+    "dropout": "not in DLinear",
+    "patch_len": "not in DLinear",
+    "stride": "not in DLinear",
+    "num_tokens": "not in DLinear",
+    "eval_batch_size": "not in DLinear",
+    "inject": "DLinear has no prompt",
+    "precision": "DLinear trains in float32",
+    # the result is the same on either device, and a DLinear fit is cheap on the CPU
+    "device": "our DLinear runs on the CPU",
+    # nothing to refuse: a rerun of the same settings reuses the saved forecasts
+    "resume": "DLinear keeps no checkpoint",
+}
+_NO_LLM = (
+    "llm_model",
+    "llm_model_path",
+    "llm_layers",
+    "llm_dim",
+    "d_model",
+    "d_ff",
+    "load_in_4bit",
+    "load_in_8bit",
+    "backbone",
+    "prompt_domain",
+    "faithful",
+)
 
 # --lradj -> our schedule, reproducing the rates run_main.py trains with (its type1 and
 # constant start from lr/25: see `timellm.trainer.official_epoch_lr`); TST is OneCycleLR
@@ -222,6 +251,8 @@ class OfficialMapping:
         outs: the run folder of each of the ``itr`` runs.
         train: False for ``--is_training 0``: test the trained model in the run folder,
             refuse to train one.
+        missing_data: the refusal for a registered dataset's file found neither at
+            ROOT/DATA_PATH nor in our data folder, raised by the command before loading.
     """
 
     config: dict[str, Any]
@@ -232,6 +263,7 @@ class OfficialMapping:
     notes: list[str] = field(default_factory=list)
     outs: list[str] = field(default_factory=list)
     train: bool = True
+    missing_data: str | None = None
 
 
 # run_main.py's defaults of the flags that only name its checkpoint folder.
@@ -339,8 +371,39 @@ def _backbone(args: argparse.Namespace) -> str:
     )
 
 
-def _data(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """(dataset name, data path) from --data, --root_path and --data_path."""
+def _fallback(args: argparse.Namespace, file: Path, name: str) -> tuple[str | None, str | None]:
+    """(note, refusal) for a registered dataset's file missing at ROOT/DATA_PATH.
+
+    Found in our data folder, it is used (an official folder layout other than ours still
+    runs) and the note says so: run_main.py would stop, and a mistyped --root_path must
+    not read another copy unnoticed. Found nowhere, the refusal names ROOT/DATA_PATH
+    first; the command raises it before loading (the mapping stays usable without data).
+    """
+    import os
+
+    from ensemble.data import DATA_ENV, data_dir_from
+
+    folder = data_dir_from(args.data_dir)
+    other = folder / DATASETS[name][0]
+    if other.is_file():
+        return f"{file} not found; using {other}", None
+    source = (
+        "--data-dir"
+        if args.data_dir
+        else f"${DATA_ENV}"
+        if os.environ.get(DATA_ENV)
+        else "./dataset"
+    )
+    return None, (
+        f"data file not found: {file} (from --root_path and --data_path), nor {other} "
+        f"(from {source}); point --root_path at the folder that holds {file.name}, or run "
+        f"`hybrid-forecast data download {name} --data-dir {folder}`"
+    )
+
+
+def _data(args: argparse.Namespace) -> tuple[str | None, str | None, Path | None]:
+    """(dataset name, data path, ROOT/DATA_PATH where a registered dataset's file is
+    missing there: see `_fallback`) from --data, --root_path and --data_path."""
     data = str(_value(args, "data"))
     file = Path(_value(args, "root_path")) / str(_value(args, "data_path"))
     registered = {k.lower(): k for k in DATASETS}
@@ -349,22 +412,22 @@ def _data(args: argparse.Namespace) -> tuple[str | None, str | None]:
         # The registered split rule; the file where the user keeps it, else our data dir,
         # but only for that dataset's own file (not ETTm1.csv read as ETTh1)
         if file.is_file():  # absolute: the run's config.yaml reruns from any folder
-            return name, str(file.resolve())
+            return name, str(file.resolve()), None
         if file.stem.lower() != name.lower():
             raise UserError(
                 f"data file not found: {file} (from --root_path and --data_path), and it is "
                 f"not {name}'s file, which --data {data} names; fix the paths or --data"
             )
-        return name, None
+        return name, None, file
     stem = file.stem.lower()
     if not file.is_file() and stem in registered:  # --data custom --data_path weather.csv
-        return registered[stem], None
+        return registered[stem], None, file
     if not file.is_file():
         raise UserError(
             f"data file not found: {file} (from --root_path and --data_path); check the "
             "paths, or use --data ETTh1/ETTm1/... with --data-dir DIR"
         )
-    return None, str(file.resolve())
+    return None, str(file.resolve()), None
 
 
 def map_official(args: argparse.Namespace) -> OfficialMapping:
@@ -381,7 +444,8 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     if member is None:
         raise UserError(f"--model {model} is not available here: use TimeLLM or DLinear")
 
-    dataset, data_path = _data(args)
+    dataset, data_path, missing = _data(args)
+    found_elsewhere, refusal = _fallback(args, missing, dataset) if missing else (None, None)
     itr = int(_value(args, "itr"))
     if itr < 1:
         raise UserError("--itr must be >= 1")
@@ -462,7 +526,14 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
         if getattr(args, "faithful", False):
             params.update(FAITHFUL)
     ignored: list[str] = []
-    notes: list[str] = []
+    notes: list[str] = [found_elsewhere] if found_elsewhere else []
+    if member == "dlinear":
+        for flag in ("train_stride", "val_stride"):
+            if getattr(args, flag, None) is not None:  # it would change the numbers
+                raise UserError(
+                    f"--{flag}: our DLinear trains and validates on every window (as "
+                    "run_main.py's does); leave it out with --model DLinear"
+                )
     if member == "timellm":
         description, why = _domain_description(args)
         if description is not None:
@@ -480,7 +551,7 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
         from_set.add(key)
     _check_settings(cfg, params, from_set)
     if member == "timellm":
-        notes += _lr_notes(params)
+        notes += _lr_notes(params, itr)
     elif args.learning_rate is None and "lr" not in from_set:
         notes += _dlinear_lr_note(dataset or Path(str(data_path)).stem, cfg["pred_len"], params)
     cfg["member_params"] = {member: params}
@@ -490,17 +561,21 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
         for k, why in IGNORED.items()
         if getattr(args, k, None) is not None
         and not (k == "moving_avg" and member == "dlinear")
-        and not (k == "pct_start" and lradj == "TST")
+        and not (k == "pct_start" and lradj == "TST" and member == "timellm")
     ]
-    if args.llm_model is not None and (args.llm_model_path or args.backbone):
-        ignored.append("--llm_model (the model path decides)")
-    if member == "dlinear":
-        no_llm = ("llm_model", "llm_model_path", "llm_layers", "llm_dim", "d_model", "d_ff")
-        for k in (*no_llm, "prompt_domain", "faithful"):
-            if getattr(args, k, None) is not None:
-                ignored.append(f"--{k} (DLinear has no LLM)")
+    if member == "timellm":
+        if args.llm_model is not None and (args.llm_model_path or args.backbone):
+            ignored.append("--llm_model (the model path decides)")
+    else:  # every Time-LLM-only flag given is said, none dropped unnoticed
+        ignored += [f"--{k} (DLinear has no LLM)" for k in _NO_LLM if getattr(args, k) is not None]
+        ignored += [
+            f"--{k} ({why})" for k, why in _NOT_DLINEAR.items() if getattr(args, k) is not None
+        ]
         if args.lradj is not None:
-            ignored.append("--lradj (our DLinear halves its rate each epoch, as LTSF-Linear)")
+            ignored.append(
+                "--lradj (our DLinear halves its rate each epoch, as LTSF-Linear: "
+                "docs/timellm.md deviation 24)"
+            )
     checks = {
         k: getattr(args, k) for k in ("enc_in", "dec_in", "c_out") if getattr(args, k) is not None
     }
@@ -512,7 +587,7 @@ def map_official(args: argparse.Namespace) -> OfficialMapping:
     # run_main.py parses --is_training but never reads it (it always trains); here 0
     # means what its name says: test the trained model, never train one
     train = int(_value(args, "is_training")) != 0
-    return OfficialMapping(cfg, member, ignored, checks, itr, notes, outs, train)
+    return OfficialMapping(cfg, member, ignored, checks, itr, notes, outs, train, refusal)
 
 
 def _older_folder(args: argparse.Namespace, cfg: dict[str, Any]) -> str | None:
@@ -575,7 +650,7 @@ def _dlinear_lr_note(dataset: str, pred_len: int, params: dict[str, Any]) -> lis
     ]
 
 
-def _lr_notes(params: dict[str, Any]) -> list[str]:
+def _lr_notes(params: dict[str, Any], itr: int = 1) -> list[str]:
     """The learning rates run_main.py actually trains with under type1 and constant
     (`timellm.trainer.official_epoch_lr`): 25 times below --learning_rate, which the
     official code never says. Empty for the other schedules."""
@@ -588,12 +663,18 @@ def _lr_notes(params: dict[str, Any]) -> list[str]:
         return []  # a value that is not a number is refused when the member is built
     rates = ", ".join(f"{official_epoch_lr(schedule, lr, e):.3g}" for e in range(min(epochs, 4)))
     more = ", ..." if epochs > 4 else ""
+    # only where there are repeats: run_main.py's divide the rate by 25 again each time
+    repeats = (
+        f" With --itr {itr}, every repeat trains at these rates (run_main.py's repeats "
+        "divide the rate by 25 again each time: docs/timellm.md)"
+        if itr > 1
+        else ""
+    )
     return [
         f"learning rate: --learning_rate {lr:g} with --lradj {schedule.split('_', 1)[1]} trains "
         f"at {rates}{more} per epoch, as run_main.py does (its OneCycleLR starts at lr/25 and is "
         "never stepped); with --lradj TST the rate peaks at the one given (OneCycle), with COS it "
-        "starts there. With --itr, every repeat trains at these rates (run_main.py's repeats "
-        "divide the rate by 25 again each time: docs/timellm.md)"
+        f"starts there.{repeats}"
     ]
 
 

@@ -386,13 +386,20 @@ def _measured_without(x: np.ndarray, cand: PeriodCandidate, others: list[int]) -
     seg = x[recent_rows(x.shape[0], q)]
     if seg.shape[0] < 2 * max(q, *others):
         return cand
-    net = []
-    for c in np.flatnonzero(~is_flat(seg)):  # as ``stl_strength``: flat is NaN
-        rest = seg[:, c]
-        for p in others:
-            rest = rest - stl_components(rest, p)[1]
-        net.append(strengths(*stl_components(rest, q))[0])
-    return replace(cand, strength=_mean_measured(np.array(net)))
+    rest = seg[:, ~is_flat(seg)]  # as ``stl_strength``: flat is NaN
+    for p in others:  # every channel in one STL
+        rest = rest - stl_components(rest, p)[1]
+    return replace(cand, strength=_mean_measured(_column_strengths(rest, q)))
+
+
+def _column_strengths(x: np.ndarray, period: int) -> np.ndarray:
+    """F_S of each channel of x [T, C] at ``period``, one STL of them all: [C]."""
+    if x.shape[1] == 0:
+        return np.array([])
+    parts = stl_components(x, period)
+    return np.array(
+        [strengths(*(np.ascontiguousarray(a[:, c]) for a in parts))[0] for c in range(x.shape[1])]
+    )
 
 
 def net_strengths(x: np.ndarray, report: PeriodReport) -> dict[int, tuple[int, float]]:
@@ -421,9 +428,7 @@ def net_strengths(x: np.ndarray, report: PeriodReport) -> dict[int, tuple[int, f
         seg = x[recent_rows(x.shape[0], q)]
         if seg.shape[0] < 2 * q:
             continue
-        net = []
-        for c in np.flatnonzero(~is_flat(seg)):  # as ``stl_strength``: flat is NaN
-            rest = seg[:, c] - stl_components(seg[:, c], p)[1]
-            net.append(strengths(*stl_components(rest, q))[0])
-        out[q] = (p, _mean_measured(np.array(net)))
+        live = seg[:, ~is_flat(seg)]  # as ``stl_strength``: flat is NaN
+        rest = live - stl_components(live, p)[1]
+        out[q] = (p, _mean_measured(_column_strengths(rest, q)))
     return out

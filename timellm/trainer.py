@@ -587,7 +587,10 @@ class Trainer:
             generator.set_state(ckpt["generator"])
             if scaler is not None and ckpt.get("scaler"):  # none from a bf16/fp32 epoch
                 scaler.load_state_dict(ckpt["scaler"])
-            torch.set_rng_state(ckpt["torch_rng"])  # dropout draws continue where they were
+            # CPU dropout draws continue where they were: a CPU resume is bit-identical.
+            # CUDA's generator is not kept; GPU kernels (atomics in the backward) are not
+            # bit-reproducible anyway, so a resumed GPU fit is as another draw of it.
+            torch.set_rng_state(ckpt["torch_rng"])
             history, best_state = ckpt["history"], ckpt["best_state"]
             best_val, best_epoch, bad = ckpt["best_val"], ckpt["best_epoch"], ckpt["bad_epochs"]
             start_epoch = resumed_from = ckpt["epoch"] + 1

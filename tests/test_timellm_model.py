@@ -116,6 +116,71 @@ def test_padding_is_irrelevant(arch: str, minilm: Backbone) -> None:
     assert torch.allclose(batched, wider, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["minilm", "roberta", "electra", "minilm-1"])
+def test_an_encoders_last_layer_computes_the_patch_rows_alone_exactly(arch, minilm) -> None:
+    # its prompt rows' queries are skipped: the forecasts and every gradient must be the
+    # full layer's, with left-padded prompts of several lengths
+    from transformers import AutoConfig, AutoModel
+
+    from timellm.model import _bert_shaped
+
+    if arch.startswith("minilm"):
+        bb = minilm if arch == "minilm" else load_backbone("minilm", llm_layers=1)
+    else:
+        torch.manual_seed(0)
+        llm = AutoModel.from_config(AutoConfig.for_model(arch, **TINY, vocab_size=30522)).eval()
+        bb = Backbone(llm, minilm.tokenizer, arch, 32, 2, is_decoder=False)
+    model = _model(bb)
+    assert model._patch_rows_last and _bert_shaped(bb.model)
+    model.train()
+    model.llm.eval()  # as the trainer keeps it (the shortcut's condition)
+    x, _, _ = _batch(bb, b=3, n=2)
+    extra = ["", "a longer text", "and the longest text of all of them"]
+    pb = PromptBuilder(bb.tokenizer, "Test series.", H, [12, 6])
+    ids, mask = pb(x.numpy(), extra)
+    assert mask.sum(1).min() < mask.shape[1]
+
+    def run() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        torch.manual_seed(1)  # the same dropout draws outside the backbone
+        out = model(x, ids, mask)
+        out.square().sum().backward()
+        return out.detach(), {
+            k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None
+        }
+
+    import timellm.model as model_mod
+
+    calls, rows = [], model_mod._last_layer_rows
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model_mod, "_last_layer_rows", lambda *a: calls.append(1) or rows(*a))
+        fast, fast_grads = run()
+    assert calls  # the shortcut ran
+    model._patch_rows_last = False
+    full, full_grads = run()
+    assert torch.allclose(fast, full, atol=1e-5, rtol=1e-5)
+    assert fast_grads.keys() == full_grads.keys() and len(full_grads) > 5
+    # float32 rounding of other sums: relative to the norm (reprogramming.key.bias's
+    # gradient is zero in exact arithmetic, ~5e-7 in both: absolute)
+    for k, g in full_grads.items():
+        assert (fast_grads[k] - g).norm() <= 1e-5 * g.norm() + 1e-5, k
+    assert len(model.llm.encoder.layer) == bb.num_layers if arch.startswith("minilm") else 2
+
+
+def test_only_bert_shaped_encoders_take_the_last_layer_shortcut(minilm) -> None:
+    from transformers import AutoConfig, AutoModel
+
+    from timellm.model import _bert_shaped
+
+    assert _bert_shaped(minilm.model)
+    for arch, kw in (("gpt2", DECODERS["gpt2"]), ("distilbert", {}), ("albert", TINY)):
+        if arch == "gpt2":
+            assert not _bert_shaped(random_backbone("gpt2", **kw).model)
+            continue
+        config = AutoConfig.for_model(arch, vocab_size=100, **kw)
+        assert not _bert_shaped(AutoModel.from_config(config)), arch
+
+
 def test_lowrank_prototypes_span_the_same_space() -> None:
     e = torch.randn(500, 16) * torch.linspace(0.1, 2.0, 16)
     low = LowRankPrototypes(e, 10)

@@ -107,7 +107,7 @@ def test_a_plot_place_that_cannot_be_written_is_refused_before_the_analysis(
     monkeypatch.setattr(periodicity, "analyse", no_analysis)
     path = synth_csv(n=600, channels=1, period=24)
     argv = ["periods", "--data-path", str(path), "--plot"]
-    (tmp_path / "f.txt").write_text("x")
+    (tmp_path / "f.txt").write_text("x", encoding="utf-8")
     assert main([*argv, str(tmp_path / "f.txt" / "sub" / "p.png")]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'f.txt'} is a file, not a folder" in err and len(err.splitlines()) == 1

@@ -415,8 +415,9 @@ class TimeLLMForecaster(BaseForecaster):
                 # a CPU that emulates bf16 (AVX2): NF4 dequantised to float32 is ~40x faster
                 return torch.float32, None
             return None, None  # the quantised path's own bf16 default (half the memory)
-        # CPU, or an older GPU unquantised: float32 (bf16 autocast is slower on CPUs
-        # without AMX; float16 weights can overflow where float32 cannot)
+        # CPU, or an older GPU unquantised: float32, for its precision (bf16 was slower on
+        # one CPU without AMX, 1.45x faster on this AMD one with AVX512-BF16: BENCHMARKS,
+        # fortieth session; precision=bf16 asks for it). float16 weights can overflow.
         return torch.float32, None
 
     def build(self) -> torch.nn.Module:

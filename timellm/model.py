@@ -342,10 +342,29 @@ class TimeLLM(nn.Module):
         return out.last_hidden_state[:, -n_patch:]
 
 
+# Layers that compute what `_last_layer_rows` does: post-LayerNorm softmax attention over
+# absolute positions. Others of BERT's shape do not (Megatron-BERT and ESM normalise first,
+# ESM and RoFormer rotate, BigBird, YOSO and MRA approximate the attention): the shortcut
+# changed their forecasts by 0.1-5 %, so they keep the full path.
+_BERT_LAYERS = frozenset(
+    {
+        "BertLayer",
+        "RobertaLayer",
+        "XLMRobertaLayer",
+        "CamembertLayer",
+        "ElectraLayer",
+        "Data2VecTextLayer",
+        "ErnieLayer",
+        "LayoutLMLayer",
+    }
+)
+
+
 def _bert_shaped(model: nn.Module) -> bool:
     """Whether ``model`` is an encoder whose layers are BERT's (BERT, RoBERTa, ELECTRA,
-    MiniLM): self-attention query/key/value with absolute positions, an attention output
-    taking the residual, a feed-forward chunk. `_last_layer_rows` runs such a layer."""
+    MiniLM; `_BERT_LAYERS`): self-attention query/key/value with absolute positions, an
+    attention output taking the residual, a feed-forward chunk. `_last_layer_rows` runs
+    such a layer."""
     config = getattr(model, "config", None)
     layers = getattr(getattr(model, "encoder", None), "layer", None)
     if config is None or not isinstance(layers, nn.ModuleList) or not len(layers):
@@ -355,6 +374,8 @@ def _bert_shaped(model: nn.Module) -> bool:
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
         return False  # relative positions enter the attention scores
     last = layers[-1]
+    if type(last).__name__ not in _BERT_LAYERS:
+        return False
     attention = getattr(last, "attention", None)
     heads = getattr(attention, "self", None)
     return (

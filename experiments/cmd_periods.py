@@ -98,7 +98,9 @@ def _check_writable(plot: Path) -> None:
         with tempfile.TemporaryFile(dir=folder, prefix=".periods-plot-"):
             pass
     except OSError as exc:
-        raise UserError(f"--plot {plot}: cannot write in {folder} ({exc.strerror})") from None
+        raise UserError(
+            f"--plot {plot}: cannot create files in {folder} ({exc.strerror})"
+        ) from None
 
 
 def handle(args) -> int:

@@ -323,13 +323,19 @@ def validate(spec: TuneSpec) -> dict[str, Any] | None:
     try:  # a missing file or bad column fails here, not in every trial
         with said_after_checks():  # a refused file: its error alone, not its warnings too
             dataset = load_study_data(spec)
-            make_splits(dataset, spec.min_seq_len, spec.pred_len, percent=spec.percent)
+            splits = make_splits(dataset, spec.min_seq_len, spec.pred_len, percent=spec.percent)
     except UserError as exc:
         if "too few for seq_len" not in str(exc):
             raise  # its advice names run's flags (--seq-len)
         raise UserError(
             f"{str(exc).split(';')[0]}; lower --min-seq-len or --pred-len, or use a longer series"
         ) from None
+    n_val = splits.val.n_windows  # the most any lookback of the study has
+    if n_val // spec.val_stride < 10:
+        raise UserError(
+            f"--val-stride {spec.val_stride} would score a trial on {max(1, n_val // spec.val_stride)} "
+            f"of {n_val} validation windows: too few to rank trials; give at most {max(1, n_val // 10)}"
+        )
     # a bad @key=value / --set fails here, not as N failed trials
     check = functools.partial(
         registry.check_specs,

@@ -34,6 +34,18 @@ _QUIET_MEMBERS = ("dlinear", "nlinear", "patchtst", "itransformer")
 STRIDED_VAL_MEMBERS = ("timellm",)
 
 
+def scoring_seed(spec: TuneSpec) -> int:
+    """The seed `scored_windows` draws with: that of the study's Time-LLM member (its own
+    ``seed`` setting, else the study's), so that the windows are the ones it early-stops on."""
+    from experiments.registry import parse_spec
+
+    for m in spec.members:
+        base, own = parse_spec(m)
+        if base in STRIDED_VAL_MEMBERS:
+            return int({**spec.member_params.get(base, {}), **own}.get("seed", spec.seed))
+    return spec.seed
+
+
 def scored_windows(n_windows: int, val_stride: int, seed: int) -> np.ndarray:
     """[n] positions of the val windows a trial is scored on: all of them, or with
     ``val_stride`` k > 1 one drawn at random from each block of k (the last window always
@@ -189,7 +201,8 @@ class Objective:
         # the scale was warned about at the start
         splits = make_splits(self.dataset, seq_len, spec.pred_len, percent=spec.percent, warn=False)
         ch = splits.eval_channels
-        starts = scored_windows(splits.val.n_windows, spec.val_stride, spec.seed)
+        starts = scored_windows(splits.val.n_windows, spec.val_stride, scoring_seed(spec))
+        trial.set_user_attr("val_windows", [len(starts), splits.val.n_windows])
         val_true = splits.val.targets()[starts][..., ch]
         periods = trial_periods(period, self.attrs["ranked_periods"])
         trial.set_user_attr("periods", periods)

@@ -89,6 +89,7 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
         "storage": spec.storage,
         "asked_trials": spec.trials,
         "val_stride": spec.val_stride,
+        "val_windows": None,  # [scored, all] at the best trial's lookback
         "counts": c,
         "periods": study.user_attrs.get("periods"),
         # each start's pruner, router, jobs and trials (tune_spec.json: the last start's)
@@ -124,6 +125,7 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
             + f"# rerun and score on test: {rerun_command(out)}\n"
         )
         write_text(out / "best_config.yaml", header + cfg.to_yaml())
+        summary["val_windows"] = best.user_attrs.get("val_windows")
         summary["best"] = {
             "number": best.number,
             "val_mse": best.value,
@@ -148,12 +150,14 @@ def rerun_command(out: Path) -> str:
     return shell.join(["hybrid-forecast", "run", "--config", str(Path(out) / "best_config.yaml")])
 
 
-def _scored(val_stride: int) -> str:
-    """Which val windows scored the trials, in words."""
+def _scored(val_stride: int, counts: list[int] | None = None) -> str:
+    """Which val windows scored the trials, in words (``counts``: [scored, all] at the
+    best trial's lookback)."""
     if val_stride <= 1:
         return "every val window"
+    of = f" ({counts[0]} of {counts[1]} at the best trial's lookback)" if counts else ""
     return (
-        f"one val window in {val_stride}, drawn at random per block of {val_stride}, "
+        f"one val window in {val_stride}{of}, drawn at random per block of {val_stride}, "
         "`--val-stride`: a trial's score is an estimate of its full validation MSE, and "
         "`run` scores every window"
     )
@@ -169,7 +173,8 @@ def _summary_md(summary: dict[str, Any], complete: list) -> str:
         f"{c['error']}); discarded {c['discarded']} (killed and retried, or surplus); running "
         f"{c['running']}, waiting {c['waiting']}.",
         f"Period candidates (train rows): {summary['periods']}. Objective: validation MSE "
-        f"(scaled space, {_scored(summary.get('val_stride', 1))}); test never used.",
+        f"(scaled space, {_scored(summary.get('val_stride', 1), summary.get('val_windows'))}); "
+        "test never used.",
         "",
     ]
     starts = summary.get("starts") or []

@@ -113,7 +113,7 @@ def test_a_plot_place_that_cannot_be_written_is_refused_before_the_analysis(
     assert f"{tmp_path / 'f.txt'} is a file, not a folder" in err and len(err.splitlines()) == 1
     if os.path.isdir("/proc/self"):  # no new file there, not even for root
         assert main([*argv, "/proc/p.png"]) == 2
-        assert "cannot write in /proc" in capsys.readouterr().err
+        assert "cannot create files in /proc" in capsys.readouterr().err
     # folders still to be made are fine (the save makes them), and not made yet
     new = tmp_path / "new" / "sub" / "p.png"
     assert _plot_path(str(new)) == new and not (tmp_path / "new").exists()
@@ -123,7 +123,7 @@ def test_a_plot_place_that_cannot_be_written_is_refused_before_the_analysis(
 
     monkeypatch.setattr(tempfile, "TemporaryFile", refused)
     assert main([*argv, str(tmp_path / "p.png")]) == 2
-    assert f"cannot write in {tmp_path} (Permission denied)" in capsys.readouterr().err
+    assert f"cannot create files in {tmp_path} (Permission denied)" in capsys.readouterr().err
 
 
 def test_plot_panel_title_says_what_is_drawn():

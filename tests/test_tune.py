@@ -294,3 +294,18 @@ def test_a_fixed_patch_longer_than_min_seq_len_but_within_every_drawn_lookback_i
     spec.min_seq_len = 24
     with pytest.raises(UserError, match="may draw is 24"):
         validate(spec)
+
+
+def test_a_val_stride_leaving_too_few_windows_is_refused(synth_csv, tmp_path):
+    # 2 scored windows of 97 (one random plus the last) cannot rank trials
+    from ensemble.errors import UserError
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    spec.val_stride = 50
+    with pytest.raises(
+        UserError, match=r"--val-stride 50 would score a trial on 1 of 97 .* at most 9"
+    ):
+        run_tune(spec, progress=False, plots=False)
+    assert not (tmp_path / "t").exists()
+    spec.val_stride = 9
+    run_tune(spec, progress=False, plots=False)

@@ -422,3 +422,19 @@ def test_time_llm_early_stops_on_the_scored_windows_and_forecasts_no_others(
     assert member.val_stride == 3 and forecasts == []
     best = min(h["val_mse"] for h in member.history)
     assert trial.value == pytest.approx(best, rel=1e-5)  # the epoch's own score
+
+
+def test_the_scored_windows_are_drawn_with_the_time_llm_members_seed():
+    # so that they are the windows it early-stops on when its seed is set apart
+    from dataclasses import replace
+
+    from conftest import tune_spec as spec_of
+
+    from experiments.tune_objective import scoring_seed
+
+    spec = replace(spec_of("x.csv", "out", trials=1), members=["dlinear"], seed=3)
+    assert scoring_seed(spec) == 3
+    assert scoring_seed(replace(spec, members=["dlinear", "timellm"])) == 3
+    assert scoring_seed(replace(spec, members=["timellm@seed=5"])) == 5
+    both = replace(spec, members=["timellm"], member_params={"timellm": {"seed": 7}})
+    assert scoring_seed(both) == 7

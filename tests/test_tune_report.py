@@ -169,6 +169,8 @@ def test_a_strided_study_says_so_and_its_config_trains_the_scored_model(synth_cs
     )
     summary = {"study": "s", "storage": "x", "asked_trials": 1, "counts": counts, "periods": [24]}
     assert "one val window in 4" in _summary_md({**summary, "val_stride": 4}, [])
+    counted = _summary_md({**summary, "val_stride": 4, "val_windows": [25, 97]}, [])
+    assert "one val window in 4 (25 of 97 at the best trial's lookback)" in counted
     assert "every val window" in _summary_md(summary, [])  # a study made before the option
     spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
     trial = SimpleNamespace(user_attrs={"seq_len": 96, "periods": [24], "member_params": {}})

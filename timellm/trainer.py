@@ -550,9 +550,10 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------
 
-    def fit(self, train: WindowSet, val: WindowSet, keep_forecasts: bool = True) -> TrainResult:
-        """Train, early-stop on ``val`` and leave the model holding its best state;
-        ``keep_forecasts`` returns the best epoch's val forecasts too (in memory).
+    def fit(self, train: WindowSet, val: WindowSet) -> TrainResult:
+        """Train, early-stop on ``val`` and leave the model holding its best state; the
+        best epoch's forecasts of ``val`` are returned too (in memory: the member hands
+        them over instead of forecasting those windows again).
 
         An epoch whose validation MSE is not finite counts as no improvement.
 
@@ -607,7 +608,7 @@ class Trainer:
             train_mse = self._train_epoch(
                 model, optimiser, scheduler, train, generator, epoch, scaler=scaler
             )
-            val_mse, forecast = self._score(val, model, keep=keep_forecasts)
+            val_mse, forecast = self._score(val, model, keep=True)
             improved = math.isfinite(val_mse) and val_mse < best_val  # NaN: no improvement
             if improved:
                 best_val, best_epoch, bad = val_mse, epoch, 0

@@ -28,13 +28,13 @@ from periodicity.spectrum import (
     rank_key,
 )
 from periodicity.strength import (
+    column_strengths,
     is_flat,
     measured_cycles,
     recent_rows,
     seasonal_threshold,
     stl_components,
     strength_table,
-    strengths,
 )
 
 
@@ -389,17 +389,7 @@ def _measured_without(x: np.ndarray, cand: PeriodCandidate, others: list[int]) -
     rest = seg[:, ~is_flat(seg)]  # as ``stl_strength``: flat is NaN
     for p in others:  # every channel in one STL
         rest = rest - stl_components(rest, p)[1]
-    return replace(cand, strength=_mean_measured(_column_strengths(rest, q)))
-
-
-def _column_strengths(x: np.ndarray, period: int) -> np.ndarray:
-    """F_S of each channel of x [T, C] at ``period``, one STL of them all: [C]."""
-    if x.shape[1] == 0:
-        return np.array([])
-    parts = stl_components(x, period)
-    return np.array(
-        [strengths(*(np.ascontiguousarray(a[:, c]) for a in parts))[0] for c in range(x.shape[1])]
-    )
+    return replace(cand, strength=_mean_measured(column_strengths(rest, q)[0]))
 
 
 def net_strengths(x: np.ndarray, report: PeriodReport) -> dict[int, tuple[int, float]]:
@@ -430,5 +420,5 @@ def net_strengths(x: np.ndarray, report: PeriodReport) -> dict[int, tuple[int, f
             continue
         live = seg[:, ~is_flat(seg)]  # as ``stl_strength``: flat is NaN
         rest = live - stl_components(live, p)[1]
-        out[q] = (p, _mean_measured(_column_strengths(rest, q)))
+        out[q] = (p, _mean_measured(column_strengths(rest, q)[0]))
     return out

@@ -173,6 +173,17 @@ def stl_strength(
     return strengths(*stl_components(seg, period))
 
 
+def column_strengths(x: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray]:
+    """(F_S, F_T) of each channel of x [T, C] at ``period``, each [C]: one STL of all the
+    channels, each channel's strengths as ``strengths`` gives them (on a contiguous copy:
+    a strided column's variance rounds otherwise)."""
+    if x.shape[1] == 0:
+        return np.array([]), np.array([])
+    parts = stl_components(x, period)
+    pairs = [strengths(*(np.ascontiguousarray(a[:, c]) for a in parts)) for c in range(x.shape[1])]
+    return np.array([f for f, _ in pairs]), np.array([t for _, t in pairs])
+
+
 def strength_table(
     x: np.ndarray,
     periods: list[int],
@@ -201,10 +212,8 @@ def strength_table(
             ok = np.isfinite(seg).all(axis=0)
             ok[ok] = ~is_flat(seg[:, ok])
             if ok.any():
-                parts = stl_components(seg[:, ok], p)
-                for j, c in enumerate(np.asarray(chans)[ok]):
-                    col = [np.ascontiguousarray(part[:, j]) for part in parts]
-                    f_s[i, c], f_t[i, c] = strengths(*col)
+                cols = np.asarray(chans)[ok]
+                f_s[i, cols], f_t[i, cols] = column_strengths(seg[:, ok], p)
         if on_step is not None:
             for _ in chans:
                 on_step()

@@ -805,6 +805,21 @@ def test_merged_channels_take_a_harmonic_in_where_the_series_repeats_at_the_mult
     assert merge_channels([[half], [day]], [], 5, n)[0][0] == 12
 
 
+def test_merged_channels_join_periods_less_than_a_bin_apart():
+    from periodicity.report import merge_channels
+    from periodicity.spectrum import Peak
+
+    # weather's channels: hills at 3218 and 3137 steps, 2.6 % apart (more than the 2 %
+    # rule) but 0.3 periodogram bins apart in 36,887 rows: one unresolved peak, not two
+    a, b = Peak(3218, 0.2, 0.1, 1 / 3218), Peak(3137, 0.1, 0.1, 1 / 3137)
+    assert merge_channels([[a], [b]], [], 5, 36_887) == [(3218, pytest.approx(0.15))]
+    # ten times the rows tell them apart
+    assert [p for p, _ in merge_channels([[a], [b]], [], 5, 368_870)] == [3218, 3137]
+    # short periods: a bin is far under 2 %, the 2 % rule decides
+    c, d = Peak(100, 0.2, 0.5, 1 / 100), Peak(103, 0.1, 0.5, 1 / 103)
+    assert len(merge_channels([[c], [d]], [], 5, 36_887)) == 2
+
+
 def test_constant_channels_do_not_dilute_the_verdict():
     # a flat column (a stuck sensor) scored F_S 0 and power 0, and two of them pulled a
     # clear daily cycle under the threshold: `run` got no period at all

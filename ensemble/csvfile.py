@@ -26,18 +26,36 @@ def read_csv(path: Path) -> pd.DataFrame:
     saved index column dropped.
 
     Raises:
-        UserError: not a readable CSV, or no date and value column or no rows.
+        UserError: not a readable CSV, an empty file, a first line of data rather than
+            column names, or no date and value column or no rows.
     """
     try:
         encoding = _text_encoding(path)
-        if encoding != "utf-8":
-            log.info("%s: not UTF-8; read as %s (a GBK file from Excel, say)", path.name, encoding)
         dialect = _csv_dialect(path, encoding)
         df = pd.read_csv(path, encoding=encoding, encoding_errors="replace", **dialect)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except pd.errors.EmptyDataError:  # no bytes, or blank lines only
+        raise UserError(
+            f"{path}: the file is empty (no header line, no rows); check that it was saved "
+            "or copied completely"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    names = _header_names(path, encoding, dialect.get("sep", ","))  # as written, once
-    _refuse_cut_last_line(path, encoding, dialect.get("sep", ","), names)
+    sep = dialect.get("sep", ",")
+    names = _header_names(path, encoding, sep)  # as written, once
+    if encoding in ("gb18030", "cp1252"):  # a guess: the names show whether it was right
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+        # GB18030 names with no trace of cp1252 in them (the README's GBK files): quietly
+        doubt = encoding == "cp1252" or _gb18030_signs("".join(names))[0] > 0
+        log.log(
+            logging.WARNING if doubt else logging.INFO,
+            "%s: not UTF-8; read as %s, which gives the columns %s; if these look wrong, "
+            "save the file as UTF-8",
+            path.name,
+            _ENCODING_NAMES[encoding],
+            shown,
+        )
+    _refuse_data_as_header(path, encoding, names or [str(c) for c in df.columns], sep)
+    _refuse_cut_last_line(path, encoding, sep, names)
     # "date, OT" headers: names as written, without the space after the comma
     df.columns = [c.strip() if isinstance(c, str) else c for c in df.columns]
     _refuse_repeated_names(path, names, df.shape[1])
@@ -45,9 +63,75 @@ def read_csv(path: Path) -> pd.DataFrame:
     if saved_index:  # DataFrame.to_csv kept the index: a row counter, not a channel
         log.warning("%s: column(s) %s without a header dropped", path.name, saved_index)
         df = df.drop(columns=saved_index)
-    if df.shape[0] == 0 or df.shape[1] < 2:
-        raise UserError(f"{path}: needs a date column and at least one value column, with rows")
+    if df.shape[1] < 2:
+        found = ", ".join(map(str, df.columns)) or "none"
+        raise UserError(
+            f"{path}: one column found ({found[:60]}); a date column and at least one value "
+            "column are needed, separated by commas, semicolons, tabs or |"
+        )
+    if df.shape[0] == 0:
+        raise UserError(f"{path}: the file has a header line but no rows of data")
     return df
+
+
+# a timestamp's date part: 2016-07-01, 01.07.2016, 7/1/2016, 2016/07/01 (a time may follow)
+_DATE_START = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?:[ T]\S.*)?")
+
+
+def _looks_like_data(names: list[str], sep: str) -> bool:
+    """Whether header names are rather a row of data: the first or second a timestamp (a
+    date column's header is never a date), or every one a number and one with a decimal
+    point (a wide file's series may be named 0, 1, 2 under a ``date`` header, as
+    exchange_rate.csv's are)."""
+    names = [n for n in names if n]
+    if len(names) < 2:
+        return False
+    dated = [n for n in names[:2] if _DATE_START.fullmatch(n)]  # the date, after an index
+    if dated:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas' "could not infer format" chatter
+            if _to_datetime(pd.Series(dated)).notna().any():
+                return True
+
+    def number(name: str) -> bool:
+        try:
+            float(name.replace(",", ".") if sep != "," else name)
+        except ValueError:
+            return False
+        return True
+
+    return all(map(number, names)) and any(re.search(r"[.,eE]", n) for n in names)
+
+
+def _refuse_data_as_header(path: Path, encoding: str, names: list[str], sep: str) -> None:
+    """Refuse a file without a header line: pandas would name the columns after the
+    first row's values (``5.827000141143799``) and lose that row.
+
+    The first line is also split at the other separators: without names the separator
+    guessed from it may be wrong (``01.07.2016 00:00;1,5;3,0`` has as many ',' as ';').
+    """
+    with open(path, encoding=encoding, errors="replace", newline="") as fh:
+        line = fh.readline().lstrip("\ufeff").rstrip("\r\n")
+    splits = [(sep, names)] + [
+        (other, [n.strip() for n in line.split(other)])
+        for other in (",", ";", "\t", "|")
+        if other != sep and other in line
+    ]
+    for used, fields in splits:
+        if _looks_like_data(fields, used):
+            break
+    else:
+        return
+    n = len(fields)
+    example = (
+        used.join(["date", *(f"x{i}" for i in range(1, n))])
+        if n <= 8
+        else f"date{used}x1{used}...{used}x{n - 1}"
+    )
+    raise UserError(
+        f"{path}: the first line looks like data, not column names ({line[:50]!r}); add a "
+        f"header line naming the {n} columns, such as {example}"
+    )
 
 
 def _header_names(path: Path, encoding: str, sep: str) -> list[str]:
@@ -119,37 +203,86 @@ def _refuse_cut_last_line(path: Path, encoding: str, sep: str, names: list[str])
         )
 
 
+_ENCODING_NAMES = {
+    "gb18030": "GB18030 (GBK, as Excel saves on a Chinese Windows)",
+    "cp1252": "cp1252 (Windows Western European / latin-1)",
+}
+
+
 def _text_encoding(path: Path, probe: int = 1 << 16) -> str:
-    """UTF-8, or GB18030 where the file's first 64 KiB are not UTF-8 but are GB18030: Excel
-    on a Chinese Windows saves "CSV (comma delimited)" in GBK (a subset), and read as
-    UTF-8 its Chinese headers would become U+FFFD and no --target could name them. A file
-    that is neither stays UTF-8, its bad bytes replaced."""
+    """UTF-8, else GB18030 or cp1252, judged on the file's first 64 KiB.
+
+    Excel on a Chinese Windows saves "CSV (comma delimited)" in GBK (a subset of GB18030),
+    on a Western one in cp1252 (latin-1 and €). Read as UTF-8 their non-ASCII headers
+    would become U+FFFD and no --target could name them. Most cp1252 bytes also decode as
+    GB18030 (``température`` as ``temp閞ature``), so the choice is judged on the
+    characters GB18030 makes of them (`_reads_as_western`). A file that is none of these
+    stays UTF-8, its bad bytes replaced."""
     import codecs
 
     with open(path, "rb") as fh:
         head = fh.read(probe)
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text"
         return "utf-16"
-    for encoding in ("utf-8", "gb18030"):
+    decoded: dict[str, str] = {}
+    for encoding in ("utf-8", "gb18030", "cp1252"):
         try:  # incremental: a character cut at the end of the probe is no error
-            codecs.getincrementaldecoder(encoding)().decode(head, final=False)
+            decoded[encoding] = codecs.getincrementaldecoder(encoding)().decode(head, final=False)
         except UnicodeDecodeError:
             continue
-        return encoding
-    return "utf-8"
+        if encoding == "utf-8":
+            return encoding
+    if "gb18030" in decoded and "cp1252" in decoded:
+        return "cp1252" if _reads_as_western(decoded["gb18030"]) else "gb18030"
+    return next(iter(decoded), "utf-8")
+
+
+def _reads_as_western(gb_text: str) -> bool:
+    """Whether text decoded as GB18030 is rather cp1252 read wrongly: its characters
+    that look Western outnumber those that look Chinese (`_gb18030_signs`)."""
+    western, chinese = _gb18030_signs(gb_text)
+    return western > chinese
+
+
+def _gb18030_signs(gb_text: str) -> tuple[int, int]:
+    """(characters that look like cp1252 read as GB18030, characters that look Chinese).
+
+    Chinese text is mostly characters of two bytes >= 0x80 each (GB2312's range). A
+    Western accented letter or sign is one byte >= 0x80, which GB18030 pairs with the byte
+    after it: the character it makes has an ASCII second byte (``é`` + ``r``), or sits
+    between two ASCII letters inside a word (``Größe`` read as ``Gr跺e``), or takes four
+    bytes.
+    """
+    western = chinese = 0
+    for i, ch in enumerate(gb_text):
+        if ord(ch) < 0x80 or ch == "\ufffd":  # ASCII, or a byte replaced: neither
+            continue
+        raw = ch.encode("gb18030")
+        before, after = gb_text[i - 1 : i], gb_text[i + 1 : i + 2]
+        in_word = bool(before and after) and all(
+            c.isascii() and c.isalpha() for c in before + after
+        )
+        if len(raw) != 2 or raw[1] < 0x80 or in_word:
+            western += 1
+        else:
+            chinese += 1
+    return western, chinese
 
 
 def _csv_dialect(path: Path, encoding: str = "utf-8") -> dict[str, str]:
     """read_csv's separator (from the header) and decimal mark.
 
     Spreadsheets in many locales save ';'-separated files with decimal commas; read as
-    ','-separated they would be one column. Comma-separated files get pandas' defaults.
+    ','-separated they would be one column. Comma-separated files get pandas' defaults;
+    '|' (database exports) is read where the header has no ',', ';' or tab.
     """
     with open(path, encoding=encoding, errors="replace") as fh:
         header = fh.readline()
         # the most frequent of the three in the header ("date;temp, C;OT" is ';'-separated)
         counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
         sep = max(counts, key=counts.get)
+        if counts[sep] == 0 and "|" in header:  # '|' only where no other separator is
+            return {"sep": "|"}
         if counts[sep] == 0 or sep == ",":
             return {}
         # a decimal comma may first appear after any number of rows of whole numbers:

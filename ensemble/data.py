@@ -346,6 +346,32 @@ def resolve_path(
     return name, data_dir_from(data_dir) / rel, rule
 
 
+def _refuse_folder_or_file_in_path(path: Path, name: str, data_path) -> None:
+    """Refuse a data path that is a folder, or that runs through a file (``--data-dir``
+    given a CSV), with what to give instead; a path simply absent is left to the caller.
+
+    Raises:
+        UserError: the path is a folder, or a part of it is a file.
+    """
+    flag = "--data-path" if data_path else f"--data-dir / ${DATA_ENV}"
+    if path.is_dir():
+        if not data_path:  # a registered file's place taken by a folder
+            raise UserError(f"{path} is a folder, not the {name} CSV file; move it away")
+        found = sorted(path.glob("*.csv"))[:1] or sorted(path.glob("*/*.csv"))[:1]
+        example = f", such as {found[0]}" if found else " (there is none in it)"
+        held = [k for k, (rel, _) in DATASETS.items() if (path / rel).is_file()]
+        other = f"; or pass --dataset {held[0]} --data-dir {path}" if held else ""
+        raise UserError(f"{path} is a folder; --data-path needs a CSV file{example}{other}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(
+                    f"{path} cannot exist: {parent} is a file, not a folder; check {flag}"
+                    + ("" if data_path else f" (the folder holding {DATASETS[name][0]})")
+                )
+            return
+
+
 def load_dataset(
     name: str | None = None,
     *,
@@ -379,6 +405,7 @@ def load_dataset(
         raise UserError(f"unknown --fill {fill!r}: the only filling offered is 'ffill'")
     ds_name, path, rule = resolve_path(name, data_path, data_dir)
     if not path.is_file():
+        _refuse_folder_or_file_in_path(path, ds_name, data_path)
         how = "check the path"
         if ds_name in DATASETS and not data_path:  # found by name under the data folder
             how = f"run `hybrid-forecast data download {ds_name} --data-dir {path.parents[1]}`"

@@ -22,7 +22,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from ensemble.data import DATASETS
+from ensemble.data import DATA_ENV, DATASETS
 from ensemble.errors import UserError
 from ensemble.io import _atomic
 
@@ -108,11 +108,32 @@ _EDITED = (
 )
 
 
+def check_data_folder(data_dir: Path) -> None:
+    """Refuse a data folder that is a file, or lies under one, before anything is fetched
+    (else the download ran, then failed making the folder).
+
+    Raises:
+        UserError: ``data_dir`` or a folder above it is a file.
+    """
+    data_dir = Path(data_dir)
+    for path in (data_dir, *data_dir.parents):
+        if path.exists():
+            if path.is_dir():
+                return
+            where = "is a file" if path == data_dir else f"is under {path}, a file"
+            raise UserError(
+                f"the data folder {data_dir} {where}, where a folder is needed; give "
+                f"--data-dir (or ${DATA_ENV}) a folder to download into (it is made if "
+                "missing)"
+            )
+
+
 def check_before_fetching(names: list[str], data_dir: Path, *, force: bool = False) -> None:
     """What `download` would refuse for any of ``names`` (an unknown name, a file present
     that is not the published one), refused before the first fetch: `data download all`
     then stops on ETTm2 before, not after, fetching ETTh1 to ETTm1."""
     check_names(names)
+    check_data_folder(data_dir)
     if force:
         return
     for name in names:
@@ -150,6 +171,7 @@ def download(
     download has passed its check.
     """
     check_names([name])
+    check_data_folder(data_dir)
     rel = DATASETS[name][0]
     dest = Path(data_dir) / rel
     want = SHA256[rel]

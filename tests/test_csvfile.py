@@ -98,3 +98,88 @@ def test_day_first_and_changing_offset_dates():
     dst = pd.date_range("2020-03-28", periods=48, freq="h", tz="Europe/Berlin")
     got = parse_dates(pd.Series([t.isoformat() for t in dst]), "x")  # +01:00, then +02:00
     assert str(got.tz) == "UTC" and (got == dst.tz_convert("UTC")).all()
+
+
+# ------------------------------------------------------------ the file as a whole
+
+
+def _hourly(n: int = 300) -> pd.DataFrame:
+    x = np.sin(2 * np.pi * np.arange(n) / 24).round(4) + 1.5
+    dates = pd.date_range("2016-07-01", periods=n, freq="h")
+    return pd.DataFrame({"date": dates.astype(str), "a": x, "b": x * 2, "OT": x + 3})
+
+
+@pytest.mark.parametrize(
+    "kind", ["iso", "saved-index", "day-first-semicolon", "numbers-only", "day-first-pipe"]
+)
+def test_a_file_without_a_header_line_is_refused(tmp_path, kind):
+    # pandas named the channels after the first row's values ("5.827000141143799") and
+    # lost that row; nothing said so
+    from ensemble.csvfile import read_csv
+    from ensemble.errors import UserError
+
+    df, path = _hourly(), tmp_path / "no_header.csv"
+    if kind == "iso":
+        df.to_csv(path, header=False, index=False)
+    elif kind == "saved-index":
+        df.to_csv(path, header=False)
+    elif kind == "day-first-semicolon":
+        df["date"] = pd.to_datetime(df["date"]).dt.strftime("%d.%m.%Y %H:%M")
+        df.to_csv(path, header=False, index=False, sep=";", decimal=",")
+    elif kind == "numbers-only":
+        df["date"] = pd.to_datetime(df["date"]).astype("int64") / 1e9 + 0.5
+        df.to_csv(path, header=False, index=False)
+    else:
+        df["date"] = pd.to_datetime(df["date"]).dt.strftime("%d/%m/%Y %H:%M")
+        df.to_csv(path, header=False, index=False, sep="|")
+    with pytest.raises(UserError, match=r"the first line looks like data, not column names"):
+        read_csv(path)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["date", "0", "1", "OT"], ["date", "0.1", "0.5", "0.9"], ["Datum", "1", "2", "3"]],
+)
+def test_numeric_column_names_under_a_date_header_are_read(tmp_path, names):
+    # exchange_rate.csv names its series 0..6; quantiles or sensor numbers are names too
+    from ensemble.csvfile import read_csv
+
+    df, path = _hourly(), tmp_path / "wide.csv"
+    df.columns = names
+    df.to_csv(path, index=False)
+    got = read_csv(path)
+    assert list(got.columns) == names and len(got) == len(df)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", r"the file is empty"),
+        (b"\n\n", r"the file is empty"),
+        (b"date,OT\n", r"has a header line but no rows"),
+        (
+            b"date\n2020-01-01\n2020-01-02\n",
+            r"one column found \(date\).*commas, semicolons, tabs or \|",
+        ),
+    ],
+)
+def test_empty_and_one_column_files_say_so(tmp_path, content, match):
+    from ensemble.csvfile import read_csv
+    from ensemble.errors import UserError
+
+    path = tmp_path / "x.csv"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=match):
+        read_csv(path)
+
+
+def test_pipe_separated_files_are_read_and_pipes_in_names_are_not_separators(tmp_path):
+    from ensemble.csvfile import read_csv
+
+    df, path = _hourly(), tmp_path / "pipe.csv"
+    df.to_csv(path, index=False, sep="|")
+    pd.testing.assert_frame_equal(read_csv(path), df)
+    # a comma file whose names hold more pipes than commas stays comma-separated
+    df.columns = ["date", "a|b|c", "d|e", "OT"]
+    df.to_csv(path, index=False)
+    assert list(read_csv(path).columns) == ["date", "a|b|c", "d|e", "OT"]

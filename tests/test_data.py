@@ -156,6 +156,42 @@ def test_missing_file_and_unknown_dataset(tmp_path):
         load_dataset("etth1")
 
 
+def test_a_folder_or_a_file_on_the_way_is_named_as_such(data_dir, tmp_path, synth_csv):
+    import re
+
+    # both said "data file not found", and the download command's fix for a folder
+    path = synth_csv(n=300)
+    with pytest.raises(
+        UserError,
+        match=re.escape(f"{tmp_path} is a folder; --data-path needs a CSV file, such as {path}"),
+    ):
+        load_dataset(data_path=tmp_path)
+    with pytest.raises(UserError, match=r"or pass --dataset ETTh1 --data-dir"):
+        load_dataset(data_path=data_dir)
+    with pytest.raises(
+        UserError, match=re.escape(f"{path} is a file, not a folder; check --data-dir")
+    ):
+        load_dataset("ETTh1", data_dir=path)  # --data-dir given the CSV itself
+    with pytest.raises(
+        UserError, match=re.escape(f"{path} is a file, not a folder; check --data-path")
+    ):
+        load_dataset(data_path=path / "x.csv")
+
+
+def test_a_file_without_a_header_is_one_line_from_the_cli(synth_csv, capsys):
+    from experiments.cli import main
+
+    path = synth_csv(n=600)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(lines[1:]), encoding="utf-8")
+    assert (
+        main(["data", "info", "--data-path", str(path), "--seq-len", "24", "--pred-len", "4"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the first line looks like data, not column names" in err
+    assert "add a header line naming the 4 columns, such as date,x1,x2,x3" in err
+
+
 def test_series_too_short(synth_csv):
     ds = load_dataset(data_path=synth_csv(n=300))
     with pytest.raises(UserError, match="too few for seq_len 96 \\+ pred_len 96"):
@@ -266,9 +302,38 @@ def test_chinese_headers_read_from_gbk_and_utf8_files(synth_csv, encoding, sep):
 
 def test_bytes_of_no_known_encoding_are_replaced_not_fatal(synth_csv):
     path = synth_csv(n=600)
-    text = path.read_bytes().replace(b"x0", b"x\xff\xfe0", 1)  # invalid in UTF-8 and GB18030
+    # invalid in UTF-8 and GB18030 (0x81 then 0xFF), and 0x81 is no cp1252 character
+    text = path.read_bytes().replace(b"x0", b"x\x81\xff0", 1)
     path.write_bytes(text)
     assert load_dataset(data_path=path).columns[0] == "x\ufffd\ufffd0"
+
+
+@pytest.mark.parametrize(
+    ("names", "encoding", "sep"),
+    [
+        (["température", "humidité"], "latin-1", ","),  # read as GB18030: temp閞ature
+        (["Umsatz €", "Temp °C"], "cp1252", ";"),  # € is no GB18030 byte: U+FFFD before
+        (["Größe", "Wärme"], "cp1252", ","),  # ö and ß side by side: a GB2312-like pair
+        (["负荷", "油温"], "gbk", ","),
+        (["A相电压", "功率kW", "温度(°C)"], "gbk", ";"),  # Chinese beside ASCII letters
+    ],
+)
+def test_western_european_and_gbk_headers_keep_their_names(synth_csv, caplog, names, encoding, sep):
+    # Excel on a Western Windows saves cp1252 (latin-1 and €); most of its bytes also
+    # decode as GB18030, which garbled the names silently
+    path = synth_csv(n=400, channels=len(names))
+    df = pd.read_csv(path)
+    df.columns = ["date", *names]
+    other = path.with_name("enc.csv")
+    df.to_csv(other, sep=sep, index=False, encoding=encoding)
+    caplog.set_level("INFO", logger="ensemble.data")
+    ds = load_dataset(data_path=other)
+    assert ds.columns == names
+    np.testing.assert_allclose(ds.values, df[names].to_numpy(), rtol=1e-12)
+    said = [r for r in caplog.records if "not UTF-8" in r.getMessage()]
+    assert len(said) == 1 and ", ".join(names) in said[0].getMessage()  # the guess, shown
+    # a warning where the guess is cp1252; GBK as the README promises it, quietly
+    assert said[0].levelname == ("INFO" if encoding == "gbk" else "WARNING")
 
 
 def test_business_day_file_warns_about_its_holidays(synth_csv, caplog):

@@ -184,3 +184,19 @@ def test_the_cli_checks_every_name_before_fetching_and_says_replaced(
     assert not (out / "ETT-small").exists()
     assert main(["data", "download", "illness", "--data-dir", str(out), "--force"]) == 0
     assert capsys.readouterr().out.startswith(f"illness: replaced {dest}")
+
+
+def test_a_data_folder_that_is_a_file_is_named_before_fetching(tmp_path, monkeypatch, capsys):
+    import re
+
+    # the download ran, then failed making the folder: "the file must exist and be readable"
+    from experiments.cli import main
+
+    monkeypatch.setenv(dl.URL_ENV, "http://127.0.0.1:9")  # never reached
+    afile = tmp_path / "data.csv"
+    afile.write_text("date,OT\n", encoding="utf-8")
+    assert main(["data", "download", "ETTh1", "--data-dir", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the data folder {afile} is a file, where a folder" in err
+    with pytest.raises(UserError, match=re.escape(f"{afile / 'sub'} is under {afile}, a file")):
+        dl.download("ETTh1", afile / "sub")

@@ -123,11 +123,13 @@ def _long_to_wide(df: pd.DataFrame, id_col: str, time_col: str, target_col: str)
                 f"df.groupby({id_col!r}).resample('h', on={time_col!r})[{target_col!r}]"
                 ".mean().reset_index() (with your step in place of 'h')"
             )
+        hole = wide.index[wide[sid].isna().to_numpy()][0]
         raise UserError(
             f"the series must share their timestamps (they are forecast together): "
             f"{sid!r} has {len(span)} rows from {span[0]} to {span[-1]}, the frame "
-            f"{len(wide)} from {wide.index[0]} to {wide.index[-1]}; keep the common span "
-            f"(or fill the missing rows), or fit the series separately"
+            f"{len(wide)} from {wide.index[0]} to {wide.index[-1]}, and {sid!r} lacks "
+            f"{hole} first; keep the common span (or fill the missing rows), or fit the "
+            "series separately"
         )
     return wide
 
@@ -155,10 +157,14 @@ def _to_matrix(
     if not isinstance(df, pd.DataFrame):
         raise UserError(f"fit takes a pandas DataFrame (got {type(df).__name__})")
     if isinstance(df.index, pd.MultiIndex):  # e.g. df.set_index(["unique_id", "ds"])
-        raise UserError(
-            f"the frame has a MultiIndex ({', '.join(map(str, df.index.names))}); call "
-            "df.reset_index() to get unique_id, ds, y columns"
-        )
+        names = [str(n) for n in df.index.names]
+        hint = "df.reset_index() to get unique_id, ds, y columns"
+        if len(names) == 2 and (names[0], names[1]) != (id_col, time_col):
+            hint = (
+                f"fit(df.reset_index(), id_col={names[0]!r}, time_col={names[1]!r}, "
+                "target_col=...) (or rename them unique_id, ds, y)"
+            )
+        raise UserError(f"the frame has a MultiIndex ({', '.join(names)}); call {hint}")
     if isinstance(df.columns, pd.MultiIndex):
         raise UserError(
             "the frame's columns are a MultiIndex; give one flat name per series, e.g. "
@@ -317,8 +323,16 @@ def _calendar(dates: pd.DatetimeIndex, freq: str | None, example: str) -> str | 
         freq = infer_freq(dates)
     else:
         try:
-            freq = pd.tseries.frequencies.to_offset(freq).freqstr
+            offset = pd.tseries.frequencies.to_offset(freq)
+            freq = offset.freqstr
+            pd.tseries.frequencies.to_offset(freq)  # an alias the data layer reads back
         except (ValueError, TypeError):
+            if isinstance(given, pd.DateOffset):
+                raise UserError(
+                    f"freq {given!r} has no pandas alias; pass one such as 'MS', 'W-MON' "
+                    "or '2h' (monthly dates on a day other than the 1st or the last: "
+                    "move them to the 1st and pass 'MS')"
+                ) from None
             old = _OLD_ALIASES.get(str(freq).lstrip("0123456789").split("-")[0])
             hint = f" (pandas now spells {freq!r} as {old})" if old else ""
             raise UserError(
@@ -335,6 +349,13 @@ def _calendar(dates: pd.DatetimeIndex, freq: str | None, example: str) -> str | 
                     "dates follow, or leave freq=None to infer it"
                 )
             # the future dates would continue an invented grid
+            if _monthly_on_one_day(dates):
+                raise UserError(
+                    f"the timestamps are monthly on day {dates[0].day}, which no pandas "
+                    "frequency is anchored on; move them to the month's start, e.g. "
+                    "df['ds'] = df['ds'].dt.to_period('M').dt.to_timestamp(), and fit "
+                    "with freq='MS'"
+                )
             raise UserError(
                 f"the timestamps follow no regular step: {int(off.sum())} of "
                 f"{len(dates)} (first {first}) are off the grid of the inferred step "
@@ -349,6 +370,14 @@ def _calendar(dates: pd.DatetimeIndex, freq: str | None, example: str) -> str | 
             stacklevel=3,
         )
     return freq
+
+
+def _monthly_on_one_day(dates: pd.DatetimeIndex) -> bool:
+    """Whether the timestamps fall on one day of the month (not the 1st), a month or so
+    apart: a grid pandas has no offset for."""
+    if len(dates) < 3 or dates.day[0] == 1 or (dates.day != dates.day[0]).any():
+        return False
+    return bool(np.median(np.diff(dates.year * 12 + dates.month)) >= 1)
 
 
 def _step(times: np.ndarray, freq: Any) -> int:
@@ -426,7 +455,7 @@ class HybridForecaster:
         # "dlinear, arima" as on the command line, not the letters of one name
         if isinstance(members, str):
             members = [m.strip() for m in members.split(",") if m.strip()]
-        self.members = list(members)
+        self.members = list(members or [])
         self.router = router
         self.seq_len = seq_len
         self.pred_len = pred_len
@@ -443,10 +472,32 @@ class HybridForecaster:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise UserError(f"{name} must be a whole number >= 1 (got {value!r})")
-        if not 0 < self.val_size < 1:
-            raise UserError(f"val_size is a share of the rows, in (0, 1) (got {self.val_size!r})")
+        share = self.val_size
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+            raise UserError(f"val_size is a share of the rows, in (0, 1) (got {share!r})")
         if not self.members:
             raise UserError("no members given: pass members=['dlinear', 'arima', ...]")
+        for m in self.members:
+            if isinstance(m, str):
+                continue
+            window_model = callable(getattr(m, "fit", None)) and callable(
+                getattr(m, "predict", None)
+            )
+            if not window_model or hasattr(m, "get_params"):  # scikit-learn's fit(X, y)
+                raise UserError(
+                    "members are names such as 'dlinear' or Forecaster instances (fit(train, "
+                    f"val) on ensemble.data.Split, predict(windows) -> [W, H, C]); got "
+                    f"{type(m).__name__}: wrap other models in a Forecaster (see "
+                    "ensemble/forecaster.py's BaseForecaster), or use 'lightgbm' for a "
+                    "gradient-boosting member"
+                )
+        if not isinstance(self.member_params, dict) or not all(
+            isinstance(v, dict) for v in self.member_params.values()
+        ):
+            raise UserError(
+                "member_params maps a member to its settings, e.g. "
+                f"{{'dlinear': {{'kernel': 49}}}} (got {self.member_params!r})"
+            )
         from router import COMBINERS, make_combiner
 
         if self.router not in COMBINERS:  # now, not after every member has been fitted
@@ -551,11 +602,27 @@ class HybridForecaster:
             UserError: the frame or a setting cannot be used, or the series is too short.
                 A failed fit leaves a fitted forecaster as it was.
         """
+        self._check_settings()
+        values, dates, labels, layout, offsets = _to_matrix(df, id_col, time_col, target_col)
+        return self._fit_arrays(
+            values, dates, labels, layout, offsets, (id_col, time_col, target_col), freq
+        )
+
+    def _fit_arrays(
+        self,
+        values: np.ndarray,
+        dates: pd.Index,
+        labels: list[Any],
+        layout: str,
+        offsets: np.ndarray | None,
+        cols: tuple[str, str, str],
+        freq: Any,
+    ) -> HybridForecaster:
+        """``fit`` on ``_to_matrix``'s output: values [T, C], times [T], labels [C]."""
         from router import check_router_data, make_combiner
         from router.features import window_features
 
-        self._check_settings()
-        values, dates, labels, layout, offsets = _to_matrix(df, id_col, time_col, target_col)
+        id_col, time_col, target_col = cols
         if _ENSEMBLE_COLUMN in (id_col, time_col):
             raise UserError(
                 f"{_ENSEMBLE_COLUMN!r} is the forecast's own column; rename your "
@@ -659,9 +726,6 @@ class HybridForecaster:
             order of ``series_``, the members in that of ``member_names_``): the hybrid
             is ``sum_m weights_[..., m] * member m``, step by step.
         """
-        from ensemble.forecaster import predict_last
-        from router.features import skill_context_rows, window_features
-
         if not hasattr(self, "router_"):
             raise UserError("this HybridForecaster is not fitted: call fit(df) before predict")
         L, H = getattr(self, "fitted_lengths_", (self.seq_len, self.pred_len))
@@ -676,38 +740,194 @@ class HybridForecaster:
             raise UserError(f"h must be a whole number of steps (got {h!r})")
         if not 1 <= h <= H:
             raise UserError(f"h must be in 1..pred_len={H} (got {h}); refit with a longer pred_len")
-        # The last window, plus the earlier ones whose errors the router's skill features
-        # score on rows the last window already sees: windows t - H back to t - 5H + 1
-        # for the 4H-window ("long") average, as when the router was fitted.
         n = self.values_.shape[0]
-        n_ctx = min(n, skill_context_rows(L, H))
         zone = getattr(self, "zone_", None)
-        if self.step_ is None:
-            offset = pd.tseries.frequencies.to_offset(self.freq_ or "D")
-            # from the first step after the last row: date_range(last, ...) would roll an
-            # off-grid last timestamp forward to a grid point and [1:] would drop that step
-            last = self.dates_[-1] if zone is None else self.dates_[-1].tz_convert(zone)
-            ds = pd.date_range(last + offset, periods=H, freq=offset)
-            # the members see UTC, as they did when fitted; the output the last row's offset
-            future = ds if zone is None else ds.tz_convert(self.dates_.tz)
-            if zone is not None and day_or_longer(self.freq_):
-                warnings.warn(
-                    "the frame's UTC offsets change (daylight saving time?) and those ahead "
-                    f"are not known: the forecast's dates keep the last row's offset "
-                    f"({zone})",
-                    stacklevel=2,
-                )
-        else:  # integer times continue by their step; members see no calendar
-            ds = future = pd.Index(self.times_[-1] + self.step_ * np.arange(1, H + 1))
+        if zone is not None and self.step_ is None and day_or_longer(self.freq_):
+            warnings.warn(
+                "the frame's UTC offsets change (daylight saving time?) and those ahead "
+                f"are not known: the forecast's dates keep the last row's offset ({zone})",
+                stacklevel=2,
+            )
+        times = self.dates_ if self.step_ is None else self.times_
+        ds = self._future(times, H)[0]
+        combined, stack, weights = self._forecast_origins(
+            self.values_, self.dates_, np.array([n - 1])
+        )
+        # per step: learned and inverse_error weigh each step of the horizon differently
+        self.weights_ = weights[-1, :h]  # [h, C, M]
+        members = {
+            n: self.scaler_.inverse_transform(stack[i, -1, :h])
+            for i, n in enumerate(self.member_names_)
+        }
+        ens = self.scaler_.inverse_transform(combined[-1, :h])
+        ds = ds[:h]
+        if self.layout_ == "wide":
+            out = pd.DataFrame(ens, columns=self.series_)
+            out.insert(0, self.cols_[1], ds)
+            return out
+        id_col, time_col, _ = self.cols_
+        frames = []
+        for c, sid in enumerate(self.series_):
+            # a list: an id that is a tuple would be read as a column of values
+            frame = {id_col: [sid] * len(ds), time_col: ds, _ENSEMBLE_COLUMN: ens[:, c]}
+            frame |= {n: f[:, c] for n, f in members.items()}
+            frames.append(pd.DataFrame(frame))
+        return pd.concat(frames, ignore_index=True)
 
-        def last_rows(rows: int) -> Windows:
-            dates = self.dates_[-rows:].append(future) if self.step_ is None else self.dates_
-            return Windows(self.values_[-rows:], L, H, dates, n - rows)
+    def cross_validation(
+        self,
+        df: pd.DataFrame,
+        h: int | None = None,
+        n_windows: int = 1,
+        step_size: int = 1,
+        refit: bool | int = True,
+        id_col: str = "unique_id",
+        time_col: str = "ds",
+        target_col: str = "y",
+        freq: str | None = None,
+    ) -> pd.DataFrame:
+        """Forecasts of the frame's last ``n_windows`` windows, each from the rows up to its
+        cutoff, beside what followed (statsforecast's ``cross_validation``).
 
+        The cutoffs are ``step_size`` rows apart, the last one ``h`` rows before the end.
+        A copy of this forecaster is fitted (``fit``'s protocol) on the rows up to a
+        cutoff: every cutoff's with ``refit=True``, every ``refit``-th one's with a whole
+        number, the first one's only with False; the cutoffs after a fit are forecast by
+        its members and router from the rows up to each cutoff, as a run forecasts its
+        test windows. No value after a cutoff reaches its forecast (scaler, periods,
+        members, router); this forecaster itself stays as it was.
+
+        Args:
+            df, id_col, time_col, target_col, freq: as for ``fit``.
+            h: horizon, at most ``pred_len`` (default ``pred_len``).
+            n_windows: cutoffs.
+            step_size: rows between cutoffs.
+            refit: fit at every cutoff (True), once (False) or at every k-th (k).
+
+        Returns:
+            Long frame: id, time, ``cutoff``, the target (what happened), ``hybrid`` and one
+            column per member, in the frame's units, by series, cutoff and time; a wide
+            frame's series are named under ``id_col``.
+
+        Raises:
+            UserError: a bad setting, or too few rows before the first cutoff to fit.
+        """
+        from tqdm.auto import tqdm
+
+        self._check_settings()
+        H = self.pred_len
+        h = H if h is None else h
+        for name, value in (("h", h), ("n_windows", n_windows), ("step_size", step_size)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise UserError(f"{name} must be a whole number >= 1 (got {value!r})")
+        if h > H:
+            raise UserError(f"h must be in 1..pred_len={H} (got {h}); use a longer pred_len")
+        if not isinstance(refit, bool) and (not isinstance(refit, int | np.integer) or refit < 1):
+            raise UserError(f"refit is True, False or a whole number >= 1 (got {refit!r})")
+        values, dates, labels, layout, offsets = _to_matrix(df, id_col, time_col, target_col)
+        n = values.shape[0]
+        cutoffs = n - h - 1 - step_size * np.arange(n_windows)[::-1]  # last input rows
+        if cutoffs[0] < 0:
+            raise UserError(
+                f"{n_windows} windows {step_size} rows apart with h={h} need more than "
+                f"{h + step_size * (n_windows - 1)} rows (the frame has {n}); lower n_windows "
+                "or step_size"
+            )
+        every = 1 if refit is True else n_windows if refit is False else int(refit)
+        cols = (id_col, time_col, target_col)
+        timeline = dates if isinstance(dates, pd.DatetimeIndex) else pd.DatetimeIndex([])
+        hybrids, stacks = [], []
+        disable = None if self.progress is None else not self.progress
+        for g in tqdm(range(0, n_windows, every), desc="cutoffs", unit="fit", disable=disable):
+            cut = cutoffs[g : g + every]
+            rows = int(cut[0]) + 1
+            fold = copy.copy(self)  # the settings; the fitted state is the fold's own
+            for attr in [a for a in vars(fold) if a.endswith("_")]:
+                delattr(fold, attr)
+            part = None if offsets is None else offsets[:rows]
+            try:
+                fold._fit_arrays(values[:rows], dates[:rows], labels, layout, part, cols, freq)
+            except UserError as exc:
+                raise UserError(
+                    f"cross_validation: the fit on the {rows} rows up to cutoff "
+                    f"{dates[rows - 1]}: {exc} (or lower n_windows/step_size)"
+                ) from None
+            scaled = fold.scaler_.transform(values[: int(cut[-1]) + 1])
+            ens, stack, _ = fold._forecast_origins(scaled, timeline, cut)
+            hybrids.append(fold.scaler_.inverse_transform(ens[:, :h]))
+            stacks.append(fold.scaler_.inverse_transform(stack[:, :, :h]))
+        ens = np.concatenate(hybrids)  # [n_windows, h, C]
+        stack = np.concatenate(stacks, axis=1)  # [M, n_windows, h, C]
+        rows = cutoffs[:, None] + np.arange(1, h + 1)  # [n_windows, h] rows forecast
+        C = values.shape[1]
+
+        def by_series(a: np.ndarray) -> np.ndarray:  # [n_windows, h, C] -> series-major
+            return a.transpose(2, 0, 1).reshape(-1)
+
+        out = {
+            id_col: np.repeat(np.asarray(labels, dtype=object), n_windows * h),
+            time_col: dates.take(np.tile(rows.reshape(-1), C)),
+            "cutoff": dates.take(np.tile(np.repeat(cutoffs, h), C)),
+            target_col: by_series(values[rows]),
+            _ENSEMBLE_COLUMN: by_series(ens),
+        }
+        names = self._member_names({_ENSEMBLE_COLUMN, id_col, time_col, target_col, "cutoff"})
+        out |= {name: by_series(stack[i]) for i, name in enumerate(names)}
+        return pd.DataFrame(out)
+
+    def _future(self, times: pd.Index, k: int) -> tuple[pd.Index, pd.Index]:
+        """The ``k`` steps after the last of ``times`` (timestamps, or integer steps):
+        (as the output writes them, as the members see them). Timestamps continue on the
+        fitted frequency; where the frame's UTC offsets change, the output keeps the
+        last row's offset and the members see UTC, as they did when fitted."""
+        if self.step_ is not None:
+            ds = pd.Index(times[-1] + self.step_ * np.arange(1, k + 1))
+            return ds, ds
+        zone = getattr(self, "zone_", None)
+        offset = pd.tseries.frequencies.to_offset(self.freq_ or "D")
+        # from the first step after the last row: date_range(last, ...) would roll an
+        # off-grid last timestamp forward to a grid point and [1:] would drop that step
+        last = times[-1] if zone is None else times[-1].tz_convert(zone)
+        ds = pd.date_range(last + offset, periods=k, freq=offset)
+        return ds, (ds if zone is None else ds.tz_convert(times.tz))
+
+    def _forecast_origins(
+        self, scaled: np.ndarray, dates: pd.DatetimeIndex, origins: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fitted members' and router's forecasts of the windows whose last input
+        rows are ``origins``, in the fitted scale.
+
+        Args:
+            scaled: [T, C] the frame's rows, scaled: the fitted rows and any after them.
+            dates: [T] their timestamps (empty for integer steps).
+            origins: [n] increasing row indices, each at least seq_len - 1.
+
+        Returns:
+            hybrid [n, H, C], members [M, n, H, C], weights [n, H, C, M].
+        """
+        from ensemble.forecaster import predict_last
+        from router.features import skill_context_rows, window_features
+
+        L, H = self.fitted_lengths_
+        end = int(origins[-1]) + 1
+        # Every window from the first origin's skill context on: the router's skill
+        # features score the windows t - H back to t - 5H + 1, as when it was fitted.
+        lo = max(0, int(origins[0]) + 1 - skill_context_rows(L, H))
         # A member whose filter scans the context (ARIMA) gets as many rows as it had on
         # the last validation window, so its state is the one the router was fitted with.
-        windows = last_rows(n_ctx)
-        scanned = last_rows(min(n, max(n_ctx, getattr(self, "val_context_", n_ctx))))
+        lo_scan = max(0, min(lo, end - getattr(self, "val_context_", 0)))
+        if self.step_ is None:  # the context rows' dates and the H after the last
+            after = end + H - len(dates)
+            ahead = self._future(dates[:end], H)[1][H - after :] if after > 0 else None
+            dates = dates[lo_scan : end + H]
+            if ahead is not None:
+                dates = dates.append(ahead)
+
+        def rows(first: int) -> Windows:
+            d = dates[first - lo_scan :] if self.step_ is None else dates
+            return Windows(scaled[first:end], L, H, d, first)
+
+        windows, scanned = rows(lo), rows(lo_scan)
         stack = hybrid.stack(
             {
                 name: predict_last(m, windows, scanned)
@@ -717,23 +937,7 @@ class HybridForecaster:
         feats = None
         if self.router_.needs_features:
             feats, _ = window_features(windows.x, stack, self.periods_, self.member_names_)
-        combined = hybrid.combined_forecast(self.router_, stack, feats)[-1, :h]  # [h, C]
-        # per step: learned and inverse_error weigh each step of the horizon differently
-        self.weights_ = np.array(self.router_.step_weights(stack, feats)[-1, :h])  # [h, C, M]
-        members = {
-            n: self.scaler_.inverse_transform(stack[i, -1, :h])
-            for i, n in enumerate(self.member_names_)
-        }
-        ens = self.scaler_.inverse_transform(combined)
-        ds = ds[:h]
-        if self.layout_ == "wide":
-            out = pd.DataFrame(ens, columns=self.series_)
-            out.insert(0, self.cols_[1], ds)
-            return out
-        id_col, time_col, _ = self.cols_
-        frames = []
-        for c, sid in enumerate(self.series_):
-            frame = {id_col: sid, time_col: ds, _ENSEMBLE_COLUMN: ens[:, c]}
-            frame |= {n: f[:, c] for n, f in members.items()}
-            frames.append(pd.DataFrame(frame))
-        return pd.concat(frames, ignore_index=True)
+        keep = np.asarray(origins) - (lo + L - 1)
+        combined = hybrid.combined_forecast(self.router_, stack, feats)[keep]
+        weights = np.asarray(self.router_.step_weights(stack, feats))[keep]
+        return combined, stack[:, keep], weights

@@ -315,6 +315,61 @@ def test_refusals_say_where_and_how():
         small().fit(long_frame().rename(columns={"unique_id": "hybrid"}), id_col="hybrid")
 
 
+class _SklearnLike:
+    def get_params(self):
+        return {}
+
+    def fit(self, X, y):
+        return self
+
+    def predict(self, X):
+        return X
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"members": [_SklearnLike(), "naive"]}, "got _SklearnLike: wrap other models"),
+        ({"members": [object()]}, "got object: wrap"),
+        ({"members": [3]}, "got int: wrap"),
+        ({"members": None}, "no members given"),
+        ({"member_params": {"naive": 5}}, "member_params maps a member to its settings"),
+        ({"val_size": "0.2"}, "val_size is a share of the rows"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_refused_before_any_fit(kwargs, needle):
+    args = {"members": ["naive", "snaive"], "router": "mean", "seq_len": 96, "pred_len": 24}
+    with pytest.raises(UserError, match=needle):
+        HybridForecaster(**(args | kwargs)).fit(wide_frame())
+
+
+def test_calendars_pandas_cannot_name_are_refused_with_the_way_out():
+    months = pd.DatetimeIndex([pd.Timestamp(2000 + i // 12, i % 12 + 1, 15) for i in range(400)])
+    df = pd.DataFrame({"ds": months, "a": np.random.default_rng(0).random(400)})
+    with pytest.raises(UserError, match="has no pandas alias"):
+        small().fit(df, freq=pd.DateOffset(months=1))
+    with pytest.raises(UserError, match="monthly on day 15.*freq='MS'"):
+        small().fit(df)
+    moved = df.assign(ds=df["ds"].dt.to_period("M").dt.to_timestamp())  # the advice works
+    assert small().fit(moved, freq="MS").predict(2)["ds"].iloc[0] == pd.Timestamp("2033-05-01")
+
+
+def test_panel_messages_name_the_columns_and_the_hole():
+    df = long_frame().rename(columns={"unique_id": "item_id", "ds": "timestamp"})
+    with pytest.raises(UserError, match=r"id_col='item_id', time_col='timestamp'"):
+        small().fit(df.set_index(["item_id", "timestamp"]))
+    holed = long_frame().drop(index=500)  # s0 at 2021-01-21 20:00
+    with pytest.raises(UserError, match="'s0' lacks 2021-01-21 20:00:00 first"):
+        small().fit(holed)
+
+
+def test_ids_that_are_tuples_come_back_as_they_were():
+    df = long_frame()
+    df["unique_id"] = df["unique_id"].map(lambda s: (s, 1))
+    fc = small().fit(df).predict(3)
+    assert fc["unique_id"].tolist() == [("s0", 1)] * 3 + [("s1", 1)] * 3
+
+
 def test_frames_a_pivot_or_cast_would_mangle_are_refused_in_one_line():
     df = long_frame()
     with pytest.raises(UserError, match="no rows"):  # a filter that left nothing
@@ -508,3 +563,95 @@ def test_series_that_do_not_overlap_in_time_are_told_so():
     df = pd.concat([a[a["unique_id"] == "s0"], b[b["unique_id"] == "s1"]])
     with pytest.raises(UserError, match=r"do not overlap in time: 's0' ends at .* 's1' begins"):
         small().fit(df)
+
+
+# ------------------------------------------------------------------ cross_validation
+
+
+def test_cross_validation_refitting_at_a_cutoff_is_fit_then_predict():
+    df = long_frame()
+    cv = small().cross_validation(df, h=12, n_windows=3, step_size=12)
+    assert list(cv.columns) == ["unique_id", "ds", "cutoff", "y", "hybrid", "naive", "snaive"]
+    assert len(cv) == 2 * 3 * 12
+    times = np.sort(df["ds"].unique())
+    cutoffs = np.sort(cv["cutoff"].unique())
+    np.testing.assert_array_equal(cutoffs, times[[-37, -25, -13]])
+    for cutoff in cutoffs:
+        # the forecast of a cutoff is fit(rows up to it).predict(12), beside what followed
+        part = cv[cv["cutoff"] == cutoff]
+        fc = small().fit(df[df["ds"] <= cutoff]).predict(12)
+        for sid in ("s0", "s1"):
+            got, want = part[part["unique_id"] == sid], fc[fc["unique_id"] == sid]
+            np.testing.assert_array_equal(got["ds"], want["ds"])
+            np.testing.assert_allclose(got["hybrid"], want["hybrid"], rtol=1e-12)
+            truth = df[(df["unique_id"] == sid) & (df["ds"] > cutoff)].sort_values("ds")
+            np.testing.assert_array_equal(got["y"], truth["y"][:12])
+
+
+def test_cross_validation_without_refit_sees_nothing_after_each_cutoff():
+    df = wide_frame(1500)
+    hf = small(("naive", "snaive", "dlinear"), router="learned")
+    cv = hf.cross_validation(df, h=24, n_windows=6, step_size=10, refit=False)
+    cutoffs = np.sort(cv["cutoff"].unique())
+    # change every value after the third cutoff: the first three forecasts stay as they were
+    changed = df.copy()
+    later = changed["ds"] > cutoffs[2]
+    changed.loc[later, ["s0", "s1"]] += 5.0
+    cv2 = hf.cross_validation(changed, h=24, n_windows=6, step_size=10, refit=False)
+    early, late = cv["cutoff"] <= cutoffs[2], cv["cutoff"] > cutoffs[2]
+    for col in ("hybrid", "naive", "snaive", "dlinear"):
+        np.testing.assert_allclose(cv2.loc[early, col], cv.loc[early, col], rtol=1e-12)
+        assert np.abs(cv2.loc[late, col] - cv.loc[late, col]).max() > 1.0  # they saw it
+    np.testing.assert_allclose(cv2.loc[late, "naive"] - cv.loc[late, "naive"], 5.0)
+    # one fit: the first cutoff's forecast is the refitting one's
+    one = hf.cross_validation(df[df["ds"] <= cutoffs[0] + pd.Timedelta(hours=24)], h=24)
+    np.testing.assert_allclose(
+        one["hybrid"], cv.loc[cv["cutoff"] == cutoffs[0], "hybrid"], rtol=1e-12
+    )
+    assert not hasattr(hf, "router_")  # the forecaster itself was not fitted
+
+
+def test_cross_validation_refits_every_kth_cutoff(monkeypatch):
+    fits = []
+    original = HybridForecaster._fit_arrays
+
+    def counted(self, values, *args):
+        fits.append(len(values))
+        return original(self, values, *args)
+
+    monkeypatch.setattr(HybridForecaster, "_fit_arrays", counted)
+    small().cross_validation(wide_frame(), h=6, n_windows=5, step_size=3, refit=2)
+    assert fits == [N - 6 - 12, N - 6 - 6, N - 6]  # before cutoffs 1, 3 and 5
+
+
+def test_cross_validation_of_a_wide_frame_with_integer_times():
+    df = wide_frame().drop(columns="ds")  # a RangeIndex: steps
+    cv = small(router="mean").cross_validation(df, h=5, n_windows=2, step_size=5)
+    assert list(cv.columns[:4]) == ["unique_id", "ds", "cutoff", "y"]
+    assert set(cv["unique_id"]) == {"s0", "s1"}
+    assert cv["cutoff"].unique().tolist() == [N - 11, N - 6]
+    last = cv[(cv["unique_id"] == "s1") & (cv["cutoff"] == N - 6)]
+    assert last["ds"].tolist() == list(range(N - 5, N))
+    np.testing.assert_array_equal(last["y"], df["s1"].to_numpy()[-5:])
+    np.testing.assert_allclose(last["hybrid"], (last["naive"] + last["snaive"]) / 2)
+    # the last value before each cutoff, and the period before it
+    for cutoff, part in cv[cv["unique_id"] == "s0"].groupby("cutoff"):
+        np.testing.assert_allclose(part["naive"], df["s0"][cutoff], rtol=1e-6)
+        season = df["s0"].to_numpy()[cutoff + 1 - PERIOD : cutoff + 1 - PERIOD + 5]
+        np.testing.assert_allclose(part["snaive"], season, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"h": 25}, r"h must be in 1\.\.pred_len=24"),
+        ({"n_windows": 0}, "n_windows must be a whole number"),
+        ({"step_size": 1.5}, "step_size must be a whole number"),
+        ({"refit": "yes"}, "refit is True, False or a whole number"),
+        ({"n_windows": 200, "step_size": 10}, "lower n_windows or step_size"),
+        ({"n_windows": 50, "step_size": 15}, "the fit on the 141 rows up to cutoff .*lower n_windows/step_size"),
+    ],
+)
+def test_cross_validation_bad_settings(kwargs, needle):
+    with pytest.raises(UserError, match=needle):
+        small().cross_validation(wide_frame(), **kwargs)

@@ -649,7 +649,10 @@ def test_cross_validation_of_a_wide_frame_with_integer_times():
         ({"step_size": 1.5}, "step_size must be a whole number"),
         ({"refit": "yes"}, "refit is True, False or a whole number"),
         ({"n_windows": 200, "step_size": 10}, "lower n_windows or step_size"),
-        ({"n_windows": 50, "step_size": 15}, "the fit on the 141 rows up to cutoff .*lower n_windows/step_size"),
+        (
+            {"n_windows": 50, "step_size": 15},
+            "the fit on the 141 rows up to cutoff .*lower n_windows/step_size",
+        ),
     ],
 )
 def test_cross_validation_bad_settings(kwargs, needle):

@@ -5,6 +5,12 @@ class UserError(Exception):
     """Bad input from the user: the message says what is wrong and how to fix it."""
 
 
+class InputError(UserError, ValueError):
+    """A ``UserError`` as the Python API raises it: also a ``ValueError``, which callers
+    of scikit-learn- and statsforecast-shaped APIs catch. Not raised inside the library,
+    whose ``except ValueError`` clauses around library calls must not catch user errors."""
+
+
 def reason(exc: BaseException, limit: int = 160) -> str:
     """``Type: first line of the message`` of an exception, cut to ``limit`` characters:
     what a one-line error says about a library's exception (torch's run to a paragraph)."""

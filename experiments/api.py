@@ -18,8 +18,9 @@ validation rows (their forecasts there are what the router learned to weigh).
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ import pandas as pd
 from ensemble import hybrid
 from ensemble.csvfile import find_gaps, infer_freq, off_grid, parse_dates
 from ensemble.data import Split, StandardScaler, Windows
-from ensemble.errors import UserError
+from ensemble.errors import InputError, UserError
 from ensemble.forecaster import Forecaster
 from experiments.forecast import day_or_longer, offset_zone, written_offsets
 
@@ -424,6 +425,22 @@ def _periods(train: np.ndarray, freq: str | None) -> list[int]:
     return [int(p) for p in report.top_periods(3, seasonal_only=True)]
 
 
+def _value_errors(method: Callable) -> Callable:
+    """The public methods raise their refusals as ``InputError``: a ``UserError`` that is
+    also a ``ValueError``, which a caller's ``except ValueError`` catches."""
+
+    @functools.wraps(method)
+    def wrapped(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except InputError:
+            raise
+        except UserError as exc:
+            raise InputError(str(exc)) from None
+
+    return wrapped
+
+
 class HybridForecaster:
     """Members combined window by window by a feature-conditioned router.
 
@@ -581,6 +598,7 @@ class HybridForecaster:
         )
         return registry.build(spec, ctx)
 
+    @_value_errors
     def fit(
         self,
         df: pd.DataFrame,
@@ -599,8 +617,9 @@ class HybridForecaster:
                 step of integer times (1); inferred from the times when None.
 
         Raises:
-            UserError: the frame or a setting cannot be used, or the series is too short.
-                A failed fit leaves a fitted forecaster as it was.
+            InputError (a UserError and a ValueError): the frame or a setting cannot be
+                used, or the series is too short. A failed fit leaves a fitted forecaster
+                as it was.
         """
         self._check_settings()
         values, dates, labels, layout, offsets = _to_matrix(df, id_col, time_col, target_col)
@@ -713,6 +732,7 @@ class HybridForecaster:
 
     # -------------------------------------------------------------------- forecasting
 
+    @_value_errors
     def predict(self, h: int | None = None) -> pd.DataFrame:
         """Forecast the ``h`` steps after the last row of the fitted frame.
 
@@ -774,6 +794,7 @@ class HybridForecaster:
             frames.append(pd.DataFrame(frame))
         return pd.concat(frames, ignore_index=True)
 
+    @_value_errors
     def cross_validation(
         self,
         df: pd.DataFrame,
@@ -810,7 +831,7 @@ class HybridForecaster:
             frame's series are named under ``id_col``.
 
         Raises:
-            UserError: a bad setting, or too few rows before the first cutoff to fit.
+            InputError: a bad setting, or too few rows before the first cutoff to fit.
         """
         from tqdm.auto import tqdm
 

@@ -658,3 +658,15 @@ def test_cross_validation_of_a_wide_frame_with_integer_times():
 def test_cross_validation_bad_settings(kwargs, needle):
     with pytest.raises(UserError, match=needle):
         small().cross_validation(wide_frame(), **kwargs)
+
+
+def test_refusals_are_value_errors_for_the_caller():
+    from ensemble.errors import InputError
+
+    with pytest.raises(ValueError, match="not fitted"):
+        small().predict(2)
+    with pytest.raises(ValueError, match="too few"):  # raised deep in the fit
+        small().fit(wide_frame(100))
+    with pytest.raises(InputError, match="h must be in"):
+        small().cross_validation(wide_frame(), h=99)
+    assert issubclass(InputError, UserError)  # the CLI's handler still takes them

@@ -17,7 +17,8 @@ channel alone): a channel's forecast depends on the other channels' windows, but
 their order (no position is given to the channel tokens).
 
 Differences from the authors' model: the timestamp features their data loader appends as
-extra tokens (4 for hourly data) are not used, as no member here sees the dates; the
+extra tokens (4 for hourly data) are not used, as the window networks here do not see
+the dates (LightGBM alone reads the first forecast step's calendar); the
 optional attention variants (Flowformer, Reformer...) are not included. The training is
 this package's (Adam on the MSE, learning rate times ``lr_decay`` after every epoch, early
 stopping on the validation MSE over all windows, the best weights kept; theirs halves the

@@ -109,9 +109,10 @@ def _snaive(ctx: MemberContext):
 _WARNED: set[tuple] = set()
 
 
-def _warn_no_period(ctx: MemberContext, member: str, instead: str, setting: str) -> None:
+def _warn_no_period(ctx: MemberContext, member: str, instead: str, setting: str | None) -> None:
     """Say why a member that asked for the period uses ``instead``: no period, or none that
-    fits in the lookback."""
+    fits in the lookback. ``setting``: the member's own way to give one (None: only
+    ``--periods``)."""
     seen = (member, ctx.workdir, ctx.seq_len, tuple(ctx.periods))
     if seen in _WARNED:
         return
@@ -123,13 +124,14 @@ def _warn_no_period(ctx: MemberContext, member: str, instead: str, setting: str)
             f"every period ({', '.join(map(str, ctx.periods))}) is longer than the lookback "
             f"{ctx.seq_len}"
         )
-        fix = f"set {setting} or a longer --seq-len"
+        fix = f"set {setting} or a longer --seq-len" if setting else "use a longer --seq-len"
     else:  # a longer lookback would not help: the analyser looks at the train rows
         why = (
             "no seasonal period was found in the train rows (a period must repeat "
             f"{MIN_CYCLES} times there to be tested)"
         )
-        fix = f"set {setting} or --periods N when you know the period"
+        fix = f"set {setting} or " if setting else "set "
+        fix += "--periods N when you know the period"
     log.warning("%s falls back to %s: %s; %s", member, instead, why, fix)
 
 
@@ -421,6 +423,9 @@ def _lightgbm(ctx: MemberContext):
         if key in p:
             kwargs[name] = cast(key, p[key])
     periods = ctx.periods or [_top_period(ctx)]
+    if not any(2 <= q <= ctx.seq_len for q in ctx.periods):  # its level and profile features
+        instead = f"{min(24, ctx.seq_len)}-step level and profile features"
+        _warn_no_period(ctx, "lightgbm", instead, None)
     return LightGBMForecaster(
         seq_len=ctx.seq_len,
         pred_len=ctx.pred_len,

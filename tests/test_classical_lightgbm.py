@@ -205,3 +205,24 @@ def test_ms_forecasts_only_the_target_with_the_boosters(synth_csv, tmp_path, mon
     np.testing.assert_array_equal(fc[:, :, :2], np.repeat(last[:, None], 24, axis=1))
     model.save(tmp_path / "m")
     np.testing.assert_array_equal(LightGBMForecaster.load(tmp_path / "m").predict(windows), fc)
+
+
+def test_features_of_a_made_up_period_are_said(caplog):
+    from experiments import registry
+
+    ctx = registry.MemberContext(96, 24, 3, "D", [], 0, "synth", workdir="/tmp/lgbm_none")
+    with caplog.at_level("WARNING"):
+        m = registry.build("lightgbm", ctx)
+    assert m.periods == [24]
+    assert "lightgbm falls back to 24-step level and profile features: no seasonal" in caplog.text
+    assert "set --periods N when you know the period" in caplog.text
+    caplog.clear()
+    short = registry.MemberContext(12, 4, 3, "h", [168], 0, "synth", workdir="/tmp/lgbm_long")
+    with caplog.at_level("WARNING"):
+        assert registry.build("lightgbm", short).periods == [12]
+    assert "12-step level and profile features: every period (168) is longer" in caplog.text
+    assert "use a longer --seq-len" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # a period that fits: nothing to say
+        registry.build("lightgbm", registry.MemberContext(96, 24, 3, "h", [24], 0, "synth"))
+    assert "falls back" not in caplog.text

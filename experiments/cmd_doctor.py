@@ -22,6 +22,7 @@ Exit code 0 when nothing failed, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import shutil
@@ -359,7 +360,15 @@ def _small_run(data_dir: str | None, tmp: Path) -> Check:
         out=str(tmp / "run"),
     )
     t0 = time.perf_counter()
-    res = run(cfg, progress=False)
+    # one epoch is the check's own choice: the run's "trained one epoch only" advice
+    # (and the like) is noise before the report
+    quiet = logging.getLogger("hybrid_forecast.run")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        res = run(cfg, progress=False)
+    finally:
+        quiet.setLevel(level)
     mse = res["test"]["dlinear@epochs=1"]["mse"]
     return Check(
         "run",

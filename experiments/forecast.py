@@ -24,6 +24,7 @@ import datetime
 import json
 import logging
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ def forecast_run(
             file changed since or missing, other columns, too few or irregular rows.
     """
     from ensemble import hybrid
-    from ensemble.data import Windows, load_dataset, make_splits
+    from ensemble.data import Windows, make_splits
     from ensemble.forecaster import predict_last
     from ensemble.io import read_lock, write_csv
     from experiments import registry
@@ -110,6 +111,8 @@ def forecast_run(
     from experiments.scoring import router_features
     from router.features import skill_context_rows
 
+    if out is not None:  # before minutes of loading and forecasting, not after
+        _check_writable(Path(out))
     folder = Path(run_dir)
     lock = read_lock(folder, "wait for it to finish")
     try:
@@ -135,26 +138,13 @@ def forecast_run(
                     f"(hybrid-forecast run --config {folder / 'config.yaml'})"
                 )
 
-        val_stack = _saved_array(folder / "forecasts.npz", [f"val/{s}" for s in specs])
-        combiner = _refit_router(
-            folder, cfg, splits, specs, periods, val_stack, _chosen(res, cfg.router)
-        )
-        # each loaded member must forecast the run's last validation window as the run did;
-        # a copy: a view would keep the whole [M, W, H, C] stack alive beside the members
-        val_last = val_stack[:, -1].copy()
-        del val_stack
-
-        # The rows to forecast from
+        # The rows to forecast from: checked before the router's refit and the members'
+        # loading, so that a bad file is refused in seconds
         data = dataset
         with said_after_checks():
             if data_path is not None:
-                data = load_dataset(
-                    data_path=data_path,
-                    features=cfg.features,
-                    target=cfg.target,
-                    fill=fill or cfg.fill,
-                )
-                _check_same_series(data, dataset)
+                data = _newer_data(data_path, cfg, fill)
+                data = _check_same_series(data, dataset)
                 _check_shared_rows(data, dataset)
             if out is not None and Path(out).resolve() in {
                 Path(dataset.path).resolve(),
@@ -164,10 +154,33 @@ def forecast_run(
             n = data.values.shape[0]
             if n < L:
                 raise UserError(f"{data.path} has {n} rows; the run's lookback needs at least {L}")
-        # the last window, and the earlier ones whose errors the router's skill features
-        # score (windows t - H back to t - 5H + 1); a router without features needs none
-        wanted = skill_context_rows(L, H) if combiner.needs_features else L
-        n_ctx = min(n, wanted)
+            # the last window, and the earlier ones whose errors the router's skill
+            # features score (windows t - H back to t - 5H + 1); a router without
+            # features needs none
+            wanted = skill_context_rows(L, H) if _reads_features(res, cfg) else L
+            n_ctx = min(n, wanted)
+            # a member whose filter scans the context (ARIMA) reads more rows, and counts
+            # them for its seasonal terms: every row, then (built only: cheap)
+            scans = any(
+                getattr(
+                    registry.build(s, member_context(s, cfg, splits, periods, folder, False)),
+                    "scans_context",
+                    False,
+                )
+                for s in specs
+            )
+            _check_steps(data, dataset, n if scans else n_ctx)
+
+        val_stack = _saved_array(folder / "forecasts.npz", [f"val/{s}" for s in specs])
+        combiner = _refit_router(
+            folder, cfg, splits, specs, periods, val_stack, _chosen(res, cfg.router)
+        )
+        # each loaded member must forecast the run's last validation window as the run did;
+        # a copy: a view would keep the whole [M, W, H, C] stack alive beside the members
+        val_last = val_stack[:, -1].copy()
+        del val_stack
+        if combiner.needs_features != _reads_features(res, cfg):  # the rows checked above
+            raise RuntimeError(f"{type(combiner).__name__}: needs_features is not its class's")
         if n < wanted:
             log.warning(
                 "%s holds %d rows: the router's skill features score fewer past windows "
@@ -264,6 +277,149 @@ def forecast_run(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _check_writable(out: Path) -> None:
+    """``--out`` must be a file that can be written, said before any work (a forecast
+    of Time-LLMs takes minutes) rather than after it; nothing is created here."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name, e.g. {out / 'forecast.csv'}")
+    if out.exists() and not out.is_file():  # /dev/stdout, a named pipe: written as it is
+        return
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:  # written with its folders
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(20, "a file, not a folder", str(folder))
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"--out {out}: cannot write a file in {folder} ({exc.strerror or exc}); give "
+            "another path"
+        ) from None
+
+
+def _newer_data(data_path: str | Path, cfg, fill: str | None):
+    """``--data-path`` loaded as the run loaded its data, refused in this command's words
+    where the loader's would send the user astray (its --data-dir, removing a column)."""
+    from ensemble.data import load_dataset
+
+    if not Path(data_path).expanduser().exists():
+        raise UserError(
+            f"--data-path {data_path} is not found; check the path (a CSV with the run's "
+            "columns and newer rows)"
+        )
+    try:
+        return load_dataset(
+            data_path=data_path, features=cfg.features, target=cfg.target, fill=fill or cfg.fill
+        )
+    except UserError as exc:
+        text = str(exc)
+        if text.endswith("; remove the column or fix the value"):  # every column is the run's
+            raise UserError(
+                text.removesuffix("remove the column or fix the value")
+                + "fix the value (the forecast needs each of the run's columns)"
+            ) from None
+        raise
+
+
+def _reads_features(res: dict[str, Any], cfg) -> bool:
+    """Whether the router the run ended with reads the windows' skill features (and so
+    the rows before the last window)."""
+    from router import COMBINERS
+
+    return bool(getattr(COMBINERS.get(_chosen(res, cfg.router)), "needs_features", True))
+
+
+def _clock(data) -> pd.DatetimeIndex:
+    """``data``'s dates on the clock their steps are counted on: as they are, except
+    steps of a day or longer on dates with a zone, which are local days (23 or 25 hours
+    at a daylight-saving change): those on the file's own wall clock, naive."""
+    dates = data.dates
+    if dates.tz is None or not day_or_longer(data.freq):
+        return dates
+    minutes = _written_minutes(data) if str(dates.tz) == "UTC" else None
+    if minutes is not None and len(minutes) == len(dates):
+        return dates.tz_convert(None) + pd.to_timedelta(minutes, unit="min")
+    return dates.tz_localize(None)
+
+
+def _first_off_step(dates: pd.DatetimeIndex, freq: str) -> tuple[int, str] | None:
+    """The first of ``dates`` (after the first) that is not one step of ``freq`` after
+    the one before it, and how: "repeat", "off" (off the step's grid) or "gap" (steps
+    missing before it); None where every step is one. Calendars (business days,
+    months...) as the loader reads them (`ensemble.csvfile.off_grid` and `find_gaps`)."""
+    from ensemble.csvfile import find_gaps, off_grid
+
+    found = []
+    ns = dates.as_unit("ns").asi8
+    repeat = np.flatnonzero(np.diff(ns) <= 0) + 1
+    if len(repeat):
+        found.append((int(repeat[0]), "repeat"))
+    off = np.flatnonzero(off_grid(dates, freq)[1:]) + 1
+    if len(off):
+        found.append((int(off[0]), "off"))
+    gap = find_gaps(dates, freq)
+    if len(gap):
+        found.append((int(gap[0]), "gap"))
+    return min(found) if found else None
+
+
+def _check_steps(data, origin, rows: int) -> None:
+    """The last ``rows`` rows of ``data``, those the forecast reads (the lookback and the
+    windows the router's skill features score), must be one step of the run's frequency
+    apart: the members and the router read them as consecutive steps, so a missing, extra
+    or off-step row would shift the lookback under the same forecast dates.
+
+    The run's own rows (``data``'s rows at the run's times, `_check_shared_rows` found
+    them the run's) are read as the run read them, gaps and all: the run scored its test
+    windows over them as consecutive rows (and its loading warns of the gaps), so the
+    forecast is the run's. Only steps into or between rows the run did not have are
+    checked.
+
+    Raises:
+        UserError: the first row read that is not one step after the row before it.
+    """
+    freq, n = origin.freq, data.values.shape[0]
+    if freq is None or rows < 2:
+        return
+    clock = _clock(data)
+
+    def ns(dates: pd.DatetimeIndex) -> np.ndarray:  # UTC instants where a zone is given
+        return (dates.tz_convert(None) if dates.tz is not None else dates).as_unit("ns").asi8
+
+    t, t_run = ns(data.dates), ns(origin.dates)
+    own = (t >= t_run[0]) & (t <= t_run[-1]) if data is not origin else np.ones(n, bool)
+    later = np.arange(n - rows + 1, n)  # the second row of each step read
+    checked = later[~(own[later] & own[later - 1])]
+    # rows before the run's first and after its last: at most two runs of steps
+    for part in np.split(checked, np.flatnonzero(np.diff(checked) > 1) + 1):
+        if not len(part):
+            continue
+        lo = int(part[0]) - 1
+        bad = _first_off_step(clock[lo : int(part[-1]) + 1], freq)
+        if bad is None:
+            continue
+        row, how = lo + bad[0], bad[1]
+        when, before = data.dates[row], data.dates[row - 1]
+        fix = {
+            "repeat": "drop the repeated row",
+            "off": f"resample the file to the run's step ({freq})",
+            "gap": "add the missing rows (with empty values, and pass --fill ffill to "
+            "forward-fill them) or resample the file to the run's step",
+        }[how]
+        what = {
+            "repeat": "repeats the row",
+            "off": f"is not one step ({freq}) after the row before it ({before})",
+            "gap": f"follows {before}: the steps between are missing",
+        }[how]
+        raise UserError(
+            f"{data.path}: the row at {when} {what}; the forecast reads "
+            f"{'its rows' if rows == n else f'its last {rows} rows'} as consecutive steps "
+            f"of {freq}: {fix}"
+        )
 
 
 def _chosen(res: dict[str, Any], router: str) -> str:
@@ -395,8 +551,13 @@ def _run_dataset(cfg, res: dict[str, Any], folder: Path, run_data: str | None = 
     elif dataset.sha256 != saved:
         raise UserError(
             f"{dataset.path} is not the file the run in {folder} was fitted on (its checksum "
-            "differs; the scaler and the router came from that file): put the run's file "
-            "back, or give it with --run-data, and the newer rows with --data-path"
+            "differs; the scaler and the router came from that file): "
+            + (
+                "give --run-data the run's own file, as it was, and the newer rows with --data-path"
+                if run_data is not None
+                else "put the run's file back, or give it with --run-data, and the newer "
+                "rows with --data-path"
+            )
         )
     return dataset
 
@@ -599,8 +760,23 @@ def _finished_results(out: Path) -> dict[str, Any]:
     return res
 
 
-def _check_same_series(new, old) -> None:
-    """The newer file must hold the run's channels, in its order, at its frequency."""
+def _check_same_series(new, old):
+    """The newer file must hold the run's channels at its frequency: ``new`` with its
+    columns in the run's order (the names match one to one: put in order by name, and
+    said), else refused."""
+    import dataclasses
+
+    if list(new.columns) != list(old.columns) and (
+        len(set(new.columns)) == len(new.columns) == len(old.columns)
+        and set(new.columns) == set(old.columns)
+    ):
+        log.warning(
+            "%s: its columns are the run's in another order; read by name in the run's order (%s)",
+            Path(new.path).name,
+            ", ".join(old.columns),
+        )
+        order = [list(new.columns).index(c) for c in old.columns]
+        new = dataclasses.replace(new, values=new.values[:, order], columns=list(old.columns))
     if list(new.columns) != list(old.columns):
         raise UserError(
             f"{new.path} has the columns {list(new.columns)}, not the run's "
@@ -611,6 +787,7 @@ def _check_same_series(new, old) -> None:
             f"{new.path} is sampled every {new.freq!r}, the run's data every {old.freq!r}; "
             "resample it to the run's step"
         )
+    return new
 
 
 def _check_shared_rows(new, old) -> None:
@@ -619,10 +796,13 @@ def _check_shared_rows(new, old) -> None:
     edited one, would otherwise be forecast from without a word). Equal to 1e-4 of the
     column's spread, so a copy re-saved with fewer digits still passes."""
     if (new.dates.tz is None) != (old.dates.tz is None):
-        zone = old.dates.tz or new.dates.tz
+        if old.dates.tz is None:
+            what = "with a UTC offset and the run's file without; write them without"
+        else:
+            what = "without a UTC offset and the run's file with one; write them with"
         raise UserError(
-            f"{new.path}'s dates and the run's differ in having a time zone ({zone}): give "
-            "the dates as the run's file gives them (both with an offset, or both without)"
+            f"{new.path} gives its dates {what} it, as the run's file does (the same "
+            "times on the same clock)"
         )
 
     def ns(dates: pd.DatetimeIndex) -> np.ndarray:  # UTC instants where a zone is given
@@ -653,14 +833,14 @@ def _check_shared_rows(new, old) -> None:
         tn = t_new[i_new[k]] if k < len(i_new) else None
         to = t_old[i_old[k]] if k < len(i_old) else None
         if tn is not None and k > 0 and tn == t_new[i_new[k - 1]]:
-            what = f"repeats the row at {new.dates[i_new[k]]}"
+            what = f"repeats the row at {new.dates[i_new[k]]}, which the run's data holds once"
         elif to is not None and (tn is None or tn > to):
             what = f"lacks the run's row at {old.dates[i_old[k]]}"
         else:
             what = f"has a row at {new.dates[i_new[k]]} that the run's data does not"
         raise UserError(
-            f"{new.path} {what} ({len(i_new)} rows where the run's data has {len(i_old)} "
-            "over the times both cover): --data-path must be the run's file with newer rows added"
+            f"{new.path} {what}: --data-path must be the run's file with newer rows added "
+            "(its dates written as the run's file writes them)"
         )
     a, b = new.values[i_new], old.values[i_old]
     spread = np.nanstd(old.values, axis=0) + np.abs(b)
@@ -762,15 +942,21 @@ def _written_zone(data) -> datetime.timezone | None:
     (read as UTC: the file's own are lost); None where its dates keep their own zone."""
     if data.dates.tz is None or str(data.dates.tz) != "UTC":
         return None
+    minutes = _written_minutes(data)
+    if minutes is None or len(np.unique(minutes)) < 2:
+        return None
+    return offset_zone(minutes[-1])
+
+
+def _written_minutes(data) -> np.ndarray | None:
+    """[T] the UTC offset, in minutes, ``data``'s file wrote each row's date in
+    (`written_offsets`); None where it wrote none."""
     from ensemble.csvfile import find_date_column, join_time_of_day, read_csv
 
     path = Path(data.path)
     df = read_csv(path)
     column = find_date_column(df, path)
-    minutes = written_offsets(join_time_of_day(df, column, path)[column])
-    if minutes is None or len(np.unique(minutes)) < 2:
-        return None
-    return offset_zone(minutes[-1])
+    return written_offsets(join_time_of_day(df, column, path)[column])
 
 
 def day_or_longer(freq: str | None) -> bool:

@@ -166,3 +166,29 @@ def test_a_truncated_etth1_is_unusable_and_the_run_names_its_rows(data_dir, tmp_
     (tmp_path / "run").mkdir()
     run = cmd_doctor._small_run(str(tmp_path / "data"), tmp_path / "run")
     assert run.status == "ok" and "ETTh1's first 1000 rows" in run.detail
+
+
+def test_the_small_runs_one_epoch_advice_is_not_printed_before_the_report(
+    tmp_path, caplog, monkeypatch
+):
+    # its one epoch is the check's own choice: "trained one epoch only" is noise there
+    import logging
+
+    import experiments.run
+
+    def run(cfg, progress=None):
+        logging.getLogger("hybrid_forecast.run").warning(
+            "dlinear@epochs=1: trained one epoch only: whether more would help is not known"
+        )
+        return {"test": {"dlinear@epochs=1": {"mse": 0.5}}}
+
+    monkeypatch.setattr(experiments.run, "run", run)
+    logger = logging.getLogger("hybrid_forecast.run")
+    before = logger.level
+    with caplog.at_level(logging.WARNING):
+        check = cmd_doctor._small_run(str(tmp_path / "none"), tmp_path)
+    assert check.status == "ok" and "test MSE 0.500" in check.detail
+    assert "trained one epoch only" not in caplog.text
+    assert logger.level == before  # only inside the check
+    experiments.run.log.warning("after: still said")
+    assert "after: still said" in caplog.text

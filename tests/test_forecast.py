@@ -79,9 +79,9 @@ def test_the_rows_before_the_last_test_targets_forecast_the_last_test_window(
     with np.load(out / "forecasts.npz") as z:
         tests = {k: z[f"test/{k}"] for k in ("ensemble", "arima@fourier=168", "naive")}
     n_windows = len(tests["naive"])
-    w = n_windows - 31  # at least 5H into the test windows: the router's skill features
-    # score windows back to w - 5H + 1, which the run had only from the fifth H on
-    assert w >= 5 * H
+    w = n_windows - 31  # from test window 5H - 1 on: the router's skill features score
+    # windows back to w - 5H + 1, which the run's test windows hold from there on
+    assert w >= 5 * H - 1
     earlier = tmp_path / "earlier.csv"
     full.iloc[: len(full) - H - (n_windows - 1 - w)].to_csv(earlier, index=False)
     argv = ["forecast", str(out), "--data-path", str(earlier), "--out", str(tmp_path / "e.csv")]
@@ -159,6 +159,183 @@ def test_a_router_that_reads_features_forecasts_the_runs_test_windows(gated_run,
         np.testing.assert_allclose(weights, run_weights[w], atol=1e-5)
 
 
+def test_the_forecast_is_the_runs_from_test_window_5h_minus_1_on(gated_run, tmp_path):
+    # the router's skill features of window w score the windows w - H back to w - 5H + 1
+    # (skill_context_rows): the run's test windows hold them all from w = 5H - 1 on, where
+    # a cut file forecasts as the run did; one window earlier the run scored one window
+    # fewer than the file's rows give, and the router weighs otherwise
+    from ensemble.data import load_dataset, make_splits
+    from router.features import LONG, skill_context_rows
+
+    assert skill_context_rows(96, H) == 96 + (LONG + 1) * H - 1 and LONG == 4
+    csv, out = gated_run
+    with np.load(out / "router_weights.npz") as z:
+        run_weights = z["test"]  # [W, C, M]
+    with np.load(out / "forecasts.npz") as z:
+        run_ensemble = z["test/ensemble"]
+    scaler = make_splits(load_dataset(data_path=csv), 96, H).scaler
+    full = pd.read_csv(csv)
+    n = len(run_ensemble)
+    got = {}
+    for w in (5 * H - 1, 5 * H - 2):
+        cut = tmp_path / f"cut{w}.csv"
+        full.iloc[: len(full) - H - (n - 1 - w)].to_csv(cut, index=False)
+        assert main(["forecast", str(out), "--data-path", str(cut), "--out", str(cut) + ".fc"]) == 0
+        frame = pd.read_csv(str(cut) + ".fc")
+        assert frame["date"].iloc[0] == full["date"].iloc[len(full) - H - (n - 1 - w)]
+        got[w] = (
+            frame["ensemble"].to_numpy().reshape(H, -1),
+            frame.filter(like="weight_").to_numpy()[:2],  # first step: a row per channel
+        )
+    first = 5 * H - 1
+    np.testing.assert_allclose(
+        got[first][0], scaler.inverse_transform(run_ensemble[first]), rtol=1e-4
+    )
+    np.testing.assert_allclose(got[first][1], run_weights[first], atol=1e-5)
+    gap = {w: float(np.abs(got[w][1] - run_weights[w]).max()) for w in got}
+    before = first - 1  # the window before differs (a little: one window of 4H more)
+    assert gap[before] > 1e-5 and gap[before] > 10 * gap[first], gap
+
+
+def test_rows_read_must_be_one_step_apart_past_the_runs_data(finished, tmp_path, capsys):
+    # an extra, missing or off-step row among the newer rows shifted the lookback under
+    # the same forecast dates (4.3 OT units off on ETTh1), with rc 0 and at most the
+    # loader's "gap(s) ... rows used as they are"
+    csv, out = finished
+    frame = pd.read_csv(csv)
+    last = pd.Timestamp(frame["date"].iloc[-1])
+
+    def newer(steps) -> pd.DataFrame:  # frame's last rows' values at ``steps`` hours after
+        extra = frame.iloc[-len(steps) :].copy()
+        extra["date"] = [str(last + pd.Timedelta(hours=h)) for h in steps]
+        return pd.concat([frame, extra])
+
+    hours = list(np.arange(1, 49, dtype=float))
+    cases = {
+        "offstep": (
+            newer(hours[:5] + [5.5] + hours[5:]),
+            f"{last + pd.Timedelta(hours=5.5)} is not one step (h)",
+        ),
+        "gap": (newer(hours[:20] + hours[21:]), "the steps between are missing"),
+        "two-hourly": (newer([2.0 * h for h in hours[:30]]), "the steps between are missing"),
+        "late start": (newer([h + 1 for h in hours]), "the steps between are missing"),
+        "recent, gap": (newer(hours[:20] + hours[21:]).iloc[-300:], "the steps between are"),
+    }
+    dates = {}
+    for name, (bad, needle) in cases.items():
+        path = tmp_path / "bad.csv"
+        bad.to_csv(path, index=False)
+        argv = ["forecast", str(out), "--data-path", str(path), "--out", str(tmp_path / "f.csv")]
+        err = _one_line_error(argv, capsys)
+        assert needle in err and "consecutive steps of h" in err, (name, err)
+        dates[name] = err
+    assert str(last + pd.Timedelta(hours=22)) in dates["gap"]
+    assert str(last + pd.Timedelta(hours=2)) in dates["late start"]
+    assert "pass --fill ffill" in dates["gap"]
+    assert not (tmp_path / "f.csv").exists()
+    # the fix the message names: the missing row with empty values, forward-filled
+    filled = newer(hours)
+    filled.iloc[len(frame) + 20, 1:] = np.nan
+    filled.to_csv(tmp_path / "filled.csv", index=False)
+    argv = ["forecast", str(out), "--data-path", str(tmp_path / "filled.csv"), "--out", "-"]
+    assert main([*argv, "--fill", "ffill"]) == 0
+
+
+def test_steps_are_counted_on_the_runs_calendar(tmp_path):
+    # business days skip weekends and daily dates keep local midnights across a daylight-
+    # saving change (as the loader reads them): neither is a gap; a missing day is
+    from ensemble.data import load_dataset
+    from experiments.forecast import _check_steps
+
+    def data(dates, name):
+        path = tmp_path / f"{name}.csv"
+        values = np.sin(np.arange(len(dates)))
+        pd.DataFrame({"date": dates, "OT": values}).to_csv(path, index=False)
+        return load_dataset(data_path=path)
+
+    days = pd.bdate_range("2020-01-01", periods=330)
+    run, rows = data(days[:300].astype(str), "run"), 100
+    _check_steps(data(days.astype(str), "b"), run, rows)
+    with pytest.raises(UserError, match=f"row at {days[320].date()}.*steps between are missing"):
+        _check_steps(data(days.delete(319).astype(str), "b_gap"), run, rows)
+    local = pd.date_range("2019-01-01", "2019-04-30", freq="D", tz="Europe/Berlin")
+    text = local.strftime("%Y-%m-%dT%H:%M:%S%z").str.replace(r"(\d\d)(\d\d)$", r"\1:\2", regex=True)
+    run = data(text[:80], "drun")  # ends before the change on 31 March
+    _check_steps(data(text, "d"), run, 60)
+    with pytest.raises(UserError, match="steps between are missing"):
+        _check_steps(data(text.delete(95), "d_gap"), run, 60)
+
+
+def test_bad_inputs_are_refused_before_the_routers_refit(finished, tmp_path, capsys, monkeypatch):
+    # --data-path was loaded after the router's refit (16 s on ETTh1), and --out first
+    # written after every member had forecast
+    import experiments.forecast
+
+    monkeypatch.setattr(
+        experiments.forecast, "_refit_router", lambda *a, **k: pytest.fail("router refitted")
+    )
+    csv, out = finished
+    other = tmp_path / "other.csv"
+    pd.read_csv(csv).rename(columns={"x0": "y0"}).to_csv(other, index=False)
+    assert "not the run's" in _one_line_error(
+        ["forecast", str(out), "--data-path", str(other)], capsys
+    )
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    err = _one_line_error(["forecast", str(out), "--out", str(tmp_path / "file" / "f.csv")], capsys)
+    assert "cannot write a file in" in err and "give another path" in err
+    err = _one_line_error(["forecast", str(out), "--out", str(tmp_path)], capsys)
+    assert "is a folder; give a file name" in err
+    assert not (tmp_path / "new").exists()
+    # a folder yet to make is made when written (as before): not refused, nothing made here
+    with pytest.raises(pytest.fail.Exception, match="router refitted"):
+        main(["forecast", str(out), "--out", str(tmp_path / "new" / "f.csv")])
+    assert not (tmp_path / "new").exists()
+
+
+def test_columns_in_another_order_are_read_by_name(synth_csv, tmp_path, capsys, caplog):
+    # names identify the columns: a file with the run's names in another order was refused
+    csv = synth_csv(n=1000, channels=3)
+    out = tmp_path / "run"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", str(H), "--quiet"]
+    assert main([*argv, "--members", "naive,dlinear@epochs=1", "--out", str(out)]) == 0
+    frame = pd.read_csv(csv)
+    assert list(frame.columns) == ["date", "x0", "x1", "OT"]
+    swapped = tmp_path / "swapped.csv"
+    frame[["date", "x1", "x0", "OT"]].to_csv(swapped, index=False)
+    argv = ["forecast", str(out), "--data-path", str(swapped), "--out", str(tmp_path / "s.csv")]
+    caplog.clear()
+    assert main(argv) == 0
+    assert "its columns are the run's in another order; read by name" in caplog.text
+    assert main(["forecast", str(out), "--out", str(tmp_path / "f.csv")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv"), pd.read_csv(tmp_path / "f.csv"))
+    twice = tmp_path / "twice.csv"  # not one to one: still refused
+    frame.assign(x0=frame["x1"]).rename(columns={"x0": "x2"}).to_csv(twice, index=False)
+    assert "not the run's" in _one_line_error(
+        ["forecast", str(out), "--data-path", str(twice)], capsys
+    )
+
+
+def test_refusals_name_this_commands_options(finished, tmp_path, capsys):
+    # the loader's words sent users astray: --data-dir (forecast has none), "give it with
+    # --run-data" to one who just did, "remove the column" where every column is needed
+    csv, out = finished
+    err = _one_line_error(
+        ["forecast", str(out), "--data-path", str(tmp_path / "missing.csv")], capsys
+    )
+    assert "--data-path" in err and "not found" in err and "--data-dir" not in err
+    edited = tmp_path / "edited.csv"
+    pd.read_csv(csv).assign(OT=lambda d: d["OT"] + 1).to_csv(edited, index=False)
+    err = _one_line_error(["forecast", str(out), "--run-data", str(edited)], capsys)
+    assert "give --run-data the run's own file" in err and "or give it with" not in err
+    text = tmp_path / "text.csv"
+    frame = pd.read_csv(csv)
+    frame["OT"] = frame["OT"].astype(object)
+    frame.loc[len(frame) - 3, "OT"] = "abc"
+    frame.to_csv(text, index=False)
+    err = _one_line_error(["forecast", str(out), "--data-path", str(text)], capsys)
+    assert "not numeric" in err and "remove the column" not in err and "fix the value" in err
+
+
 def test_the_default_is_the_steps_after_the_runs_own_data(finished, capsys):
     csv, out = finished
     assert main(["forecast", str(out)]) == 0
@@ -188,7 +365,8 @@ def test_a_newer_file_must_hold_the_runs_rows_where_it_shares_their_times(
     err = _one_line_error(
         ["forecast", str(out), "--data-path", str(tmp_path / "zoned.csv")], capsys
     )
-    assert "differ in having a time zone" in err
+    # said which file has the offsets (a +08:00 file was told "a time zone (UTC)")
+    assert "gives its dates with a UTC offset and the run's file without" in err
     # rows repeated, dropped or added at the run's times shift the lookback under the same
     # dates: an edited second copy of a row was not compared (np.intersect1d matched once)
     copy = frame.iloc[[400]].assign(OT=frame["OT"].iloc[400] + 50.0)
@@ -216,6 +394,11 @@ def test_a_newer_file_must_hold_the_runs_rows_where_it_shares_their_times(
             and "--data-path must be the run's file" in err
             or ("drop the repeated rows" in err)
         ), (needle, err)
+        # equal counts of rows read as a contradiction ("17418 rows where the run's data
+        # has 17418"): a repeated row is said to be held once by the run's data
+        assert "rows where the run's data has" not in err, err
+        if needle == "repeats the row at":
+            assert "which the run's data holds once" in err, err
     rounded = tmp_path / "rounded.csv"  # re-saved by a spreadsheet with 4 decimals
     frame.round(4).to_csv(rounded, index=False)
     assert main(["forecast", str(out), "--data-path", str(rounded), "--out", "-"]) == 0

@@ -45,7 +45,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -99,6 +99,10 @@ class RunData:
     step_weights: np.ndarray | None = None  # [H, M] for per-step rules (stacked, inverse_error)
     # ``weights`` are each window's average over the horizon of weights applied per step
     horizon_averaged: bool = False
+    # stacked_tilted: its stacked part's step weights averaged over channels [H, M], and
+    # the tilt's share of each test window and channel [W, C] (None in other runs)
+    tilt_steps: np.ndarray | None = None
+    tilt_share: np.ndarray | None = None
 
 
 @dataclass
@@ -128,10 +132,7 @@ def load_run(run_dir: str | Path) -> RunData:
     path = Path(run_dir)
     res_path = path / "results.json"
     if not res_path.is_file():
-        raise UserError(
-            f"{path} is not a finished run folder (no results.json); run "
-            f"`{shell.join(['hybrid-forecast', 'run', '--out', str(path)])}` first"
-        )
+        _not_finished(path)
     with _reading(res_path):
         results = json.loads(res_path.read_text(encoding="utf-8"))
         if not isinstance(results, dict) or not isinstance(results.get("test"), dict):
@@ -180,7 +181,7 @@ def load_run(run_dir: str | Path) -> RunData:
                 f"{fc_path}: {key} has {bad} non-finite value(s), which no run writes; "
                 "rerun the run into a fresh folder"
             )
-    weights = step = None
+    weights = step = tilt_steps = tilt_share = None
     averaged = False
     w_path = path / "router_weights.npz"
     if w_path.is_file():
@@ -208,6 +209,19 @@ def load_run(run_dir: str | Path) -> RunData:
             averaged = (
                 bool(z["horizon_averaged"]) if "horizon_averaged" in z.files else (step is not None)
             )
+            if {"stacked_step_channel_weights", "tilt_share_test"} <= set(z.files):
+                parts = z["stacked_step_channel_weights"].astype(np.float64)  # [H, C, M]
+                share = z["tilt_share_test"].astype(np.float64)  # [W, C]
+                want = (shape[1], shape[2], len(members))
+                if parts.shape != want or share.shape != (shape[0], shape[2]):
+                    raise ValueError(
+                        f"stacked_step_channel_weights {list(parts.shape)} / tilt_share_test "
+                        f"{list(share.shape)} do not match the test forecasts ({list(want)})"
+                    )
+                if not (np.isfinite(parts).all() and np.isfinite(share).all()):
+                    raise ValueError("stacked_tilted's saved parts hold non-finite values")
+                tilt_steps = parts.mean(axis=1)[:, [order.index(m) for m in members]]
+                tilt_share = share
     config: dict[str, Any] = {}
     cfg_path = path / "config.yaml"
     if cfg_path.is_file():
@@ -232,6 +246,28 @@ def load_run(run_dir: str | Path) -> RunData:
         weights=weights,
         step_weights=step,
         horizon_averaged=averaged,
+        tilt_steps=tilt_steps,
+        tilt_share=tilt_share,
+    )
+
+
+def _not_finished(path: Path) -> NoReturn:
+    """Raise the UserError for a folder without results.json: an interrupted run (its
+    config.yaml is there) resumes into it with its own settings; any other folder needs
+    a run first."""
+    cfg = path / "config.yaml"
+    if cfg.is_file():
+        # --config keeps the run's settings (a bare `run --out` would run the defaults
+        # over it), --out keeps the folder (a config.yaml without run.log names none);
+        # its finished members are reused
+        resume = shell.join(["hybrid-forecast", "run", "--config", str(cfg), "--out", str(path)])
+        raise UserError(
+            f"{path} is an unfinished run (config.yaml but no results.json); finish it "
+            f"with `{resume}`, then analyse it"
+        )
+    raise UserError(
+        f"{path} is not a finished run folder (no results.json); run "
+        f"`{shell.join(['hybrid-forecast', 'run', '--out', str(path)])}` first"
     )
 
 
@@ -289,12 +325,22 @@ def _splits(run: RunData, run_data: str | Path | None = None):
         run_data = Path(run_data).expanduser().resolve()
         if not run_data.is_file():
             raise UserError(f"--run-data {run_data} is not found; check the path")
+    elif not (cfg.get("dataset") or cfg.get("data_path")):
+        # load_dataset's own message names `run`'s --dataset and --data-path
+        cfg_path = run.path / "config.yaml"
+        why = f"{cfg_path} names no data" if cfg_path.is_file() else f"no {cfg_path}"
+        log.warning(
+            "cannot reload the run's data (%s); feature analyses are skipped; give the "
+            "run's data file with --run-data FILE",
+            why,
+        )
+        return None
     try:
         ds = load_dataset(
             run.results.get("dataset") if run_data else cfg.get("dataset"),
             data_path=run_data or cfg.get("data_path"),
             data_dir=cfg.get("data_dir"),
-            features=cfg.get("features", "M"),
+            features=cfg.get("features", run.results.get("features", "M")),
             target=cfg.get("target"),
             fill=cfg.get("fill"),
         )
@@ -912,6 +958,8 @@ def analyse(
         backbone: the saved Time-LLM's backbone folder where its saved path no longer
             finds it (``prompt_probe``, ``prototypes``); checked to hold its files.
     """
+    # lock files this analyse makes: taken out again from a folder that is no run
+    made = [n for n in (".lock", ".analyse.lock") if not (Path(run_dir) / n).exists()]
     # a rerun that replaced the files meanwhile left a report of the old router beside
     # the new results; other readers (forecast, a run copying members) share the lock
     lock = read_lock(run_dir, "analyse it when that has finished")
@@ -933,9 +981,31 @@ def analyse(
             run_dir, out, ablation_runs, prompt_probe, prototypes, progress, run_data, backbone
         )
     finally:
+        # removed while still held: a run that opened one meanwhile is refused by the
+        # lock, not handed a file no longer in the folder; Windows, which cannot remove
+        # an open file, once they are released
+        _drop_lock_files(Path(run_dir), made)
         for held_lock in (report, lock):
             if held_lock is not None:
                 held_lock.release()
+        _drop_lock_files(Path(run_dir), made)
+
+
+def _drop_lock_files(folder: Path, made: list[str]) -> None:
+    """Remove the lock files ``made`` by this analyse from a folder it refused for want of
+    results.json: from the user's own folder (no config.yaml either) both, leaving it as
+    it was; from an unfinished run the report's ``.analyse.lock`` (``.lock`` is the
+    run's, which its resume takes)."""
+    if (folder / "results.json").exists():
+        return
+    run = (folder / "config.yaml").exists()
+    for name in made:
+        if run and name == ".lock":
+            continue
+        try:
+            (folder / name).unlink(missing_ok=True)
+        except OSError:  # open, on Windows; a folder gone or read-only
+            pass
 
 
 def _analyse(

@@ -226,15 +226,23 @@ def holm_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def same_code(results: dict[str, Any]) -> bool:
-    """Whether the run was made by this very code: its recorded commit is the current
-    one and neither tree had changes (runs from before the record count as other code)."""
+    """Whether the run was made by this very code: its recorded code tree (the hash of
+    the package's code folders, ``code_version``'s ``tree``) is the current one, so a
+    later commit of docs or tests alone is the same code, and neither side had changes
+    to it. Runs recorded before the tree compare their commit; runs from before any
+    record count as other code."""
     from experiments.run import code_version
 
-    then = (results.get("environment") or {}).get("code")
+    env = results.get("environment")
+    then = env.get("code") if isinstance(env, dict) else None
     if not isinstance(then, dict) or not then.get("commit") or then.get("modified"):
         return False
     now = code_version()
-    return now["commit"] == then["commit"] and now["modified"] is False
+    if now["modified"] is not False:
+        return False
+    if isinstance(then.get("tree"), str) and now.get("tree"):
+        return now["tree"] == then["tree"]
+    return now["commit"] == then["commit"]
 
 
 class _Refitter:

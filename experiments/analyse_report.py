@@ -546,14 +546,17 @@ def _horizon_section(run: RunData, an: dict[str, Any]) -> list[str]:
     """ "Weights along the horizon" for rules that weigh each step apart."""
     members = run.members
     lines: list[str] = []
+    if run.tilt_steps is not None and run.tilt_share is not None:
+        return _tilted_horizon_section(run)
     if run.step_weights is None and run.horizon_averaged:
         lines += [
             "## Weights along the horizon",
             "",
             "The router weighs each horizon step apart, and its steps' weights differ from "
-            "window to window too; they are not saved, so the tables show each window's "
-            "average over the horizon (`stacked_tilted` saves the parts that rebuild them: "
-            "README, router_weights.npz).",
+            "window to window too; this run folder holds only each window's average over "
+            "the horizon, which the tables show (a `stacked_tilted` run of this version "
+            "also saves the parts that rebuild every step's weights: README, "
+            "router_weights.npz).",
             "",
         ]
     if run.step_weights is not None:
@@ -574,6 +577,41 @@ def _horizon_section(run: RunData, an: dict[str, Any]) -> list[str]:
             row = " | ".join(f"{v:.3f}" for v in run.step_weights[t - 1])
             lines.append(f"| {t} | {row} |")
         lines.append("")
+    return lines
+
+
+def _tilted_horizon_section(run: RunData) -> list[str]:
+    """ "Weights along the horizon" of `stacked_tilted`: its stacked part's step profile
+    and how much of each window's weights the tilt takes."""
+    steps_w, share = run.tilt_steps, run.tilt_share  # [H, M], [W, C]
+    h = steps_w.shape[0]
+    steps = sorted({1, max(1, h // 4), max(1, h // 2), max(1, 3 * h // 4), h})
+    lines = [
+        "## Weights along the horizon",
+        "",
+        "The router (`stacked_tilted`) weighs each horizon step apart: step h of window w "
+        "and channel c is weighted `(1 - s[w, c]) * S[h, c] + s[w, c] * t[w, c]`, its "
+        "stacked step weights S blended with a tilt t toward the members that did best on "
+        "the windows just before, by the share s. The weight tables show each window's "
+        "average over the steps. "
+        f"On the test windows the tilt's share s is {share.mean():.3f} on average "
+        f"({share.min():.3f} to {share.max():.3f} over windows and channels), so on average "
+        f"{1 - share.mean():.3f} of a step's weight comes from S, whose profile per member "
+        "at selected steps (averaged over channels) is:",
+        "",
+        "| step | " + " | ".join(run.members) + " |",
+        "|---|" + "---|" * len(run.members),
+    ]
+    for t in steps:
+        row = " | ".join(f"{v:.3f}" for v in steps_w[t - 1])
+        lines.append(f"| {t} | {row} |")
+    lines += [
+        "",
+        "`router_weights.npz` holds S per channel as `stacked_step_channel_weights`, t and s "
+        "as `tilt_test` and `tilt_share_test` (and `_val`): with the members' forecasts "
+        "they rebuild the ensemble.",
+        "",
+    ]
     return lines
 
 

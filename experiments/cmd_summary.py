@@ -15,10 +15,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "summary",
         help="mean ± std over seeds of finished run folders, every forecast they report",
-        description="Group run folders by dataset, lookback, horizon, features, members, "
-        "router and the rest of config.yaml (member options); per group, one row per forecast "
+        description="Group run folders by dataset (its file by checksum, not by path), "
+        "lookback, horizon, features, members, router and the rest of config.yaml (member "
+        "options; the target as the run resolved it); per group, one row per forecast "
         "(members, ensemble, mean/median, every combiner the learned router compared, oracle "
-        "bound) with test MSE/MAE and val MSE, mean ± std over seeds, the per-seed test MSE, "
+        "bound) with test MSE/MAE, val MSE and, for the combiners, the held-out rolling-origin "
+        "val CV MSE the learned router chose by, mean ± std over seeds, the per-seed test MSE, "
         "and how often the ensemble beat its best member and the mean.",
         formatter_class=HelpFormatter,
     )

@@ -254,9 +254,13 @@ _CODE_PATHS = (
 
 def code_version() -> dict[str, Any]:
     """This package's version and, where it runs from a git clone (``pip install -e``),
-    the commit and whether tracked files differ from it: two commits can give other
-    numbers for the same settings (the version number alone has not changed with them).
+    the commit, ``tree``: one hash over the git trees of the code paths (``_CODE_PATHS``)
+    at that commit, and whether those paths' tracked files differ from it: two commits can
+    give other numbers for the same settings (the version number alone has not changed
+    with them), while two commits with the same ``tree`` (a docs-only commit between them)
+    run the same code.
     """
+    import hashlib
     import subprocess
     from importlib import metadata
 
@@ -264,7 +268,7 @@ def code_version() -> dict[str, Any]:
         version = metadata.version("hybrid-forecast")
     except metadata.PackageNotFoundError:
         version = None
-    info: dict[str, Any] = {"version": version, "commit": None, "modified": None}
+    info: dict[str, Any] = {"version": version, "commit": None, "modified": None, "tree": None}
     root = Path(__file__).resolve().parents[1]
     if not (root / ".git").exists():
         return info
@@ -285,6 +289,11 @@ def code_version() -> dict[str, Any]:
 
     info["commit"] = git("rev-parse", "HEAD")
     if info["commit"]:
+        # `mode type id<TAB>path` of each code path at the commit: equal exactly where the
+        # code is, whatever else (README, tests, benchmarks) the commits changed
+        listing = git("ls-tree", info["commit"], "--", *_CODE_PATHS)
+        if listing:
+            info["tree"] = hashlib.sha256(listing.encode("utf-8")).hexdigest()
         # the code that makes the numbers: an edited test, doc or benchmark changes none
         status = git("status", "--porcelain", "--untracked-files=no", "--", *_CODE_PATHS)
         info["modified"] = None if status is None else bool(status)

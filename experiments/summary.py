@@ -3,7 +3,8 @@
 ``bench`` tabulates the grid it ran itself; runs started one by one (an acceptance run per
 seed, a refit with another router) are summarised here instead. Folders are grouped by
 what makes their numbers comparable (dataset, lookback, horizon, features, members,
-router and the rest of ``config.yaml``, such as member options); within a group each
+router and the rest of ``config.yaml``, such as member options; the data file by its
+checksum rather than its path, the target as the run resolved it); within a group each
 seed counts once, and every forecast a ``results.json`` reports is averaged: the
 members, the ensemble, the ``mean``/``median`` references, every combiner the learned
 router compared (``combiners``) and the ``oracle`` bound.
@@ -38,6 +39,9 @@ class Scores:
     test_mae: np.ndarray
     val_mse: np.ndarray  # members were only early-stopped on val; combiners fitted on it
     chosen: list[int]  # seeds whose learned router chose this combiner
+    # a combiner's mean held-out MSE over the rolling-origin folds inside validation, the
+    # score `learned` chose its rule by (NaN for other forecasts and older runs)
+    val_cv: np.ndarray = field(default_factory=lambda: np.array([]))
 
 
 @dataclass
@@ -86,6 +90,16 @@ class Group:
         def per_seed(*args: str) -> np.ndarray:
             return np.array([score(*args, self.runs[s]) for s in seeds])
 
+        def cv(name: str) -> np.ndarray:
+            return np.array(
+                [
+                    stored_score(
+                        self.runs[s].get("combiners", {}).get(name, {}).get("val_cv", np.nan)
+                    )
+                    for s in seeds
+                ]
+            )
+
         return {
             n: Scores(
                 kind,
@@ -95,6 +109,7 @@ class Group:
                 chosen=[
                     s for s in seeds if self.runs[s].get("combiners", {}).get(n, {}).get("chosen")
                 ],
+                val_cv=cv(n),
             )
             for n, kind in names.items()
         }
@@ -118,26 +133,40 @@ _NOT_SETTINGS = {
 _DEFAULTS = {"percent": 100}
 
 
-def run_settings(folder: Path) -> str:
+def run_settings(folder: Path, results: dict[str, Any] | None = None) -> str:
     """The folder's config.yaml settings beyond the key, as ``a=1, timellm.lr=0.001``;
-    runs with other member options must not be averaged with these."""
+    runs with other member options must not be averaged with these.
+
+    ``data_path`` (an absolute path: the same file run from two folders) is left out
+    where ``results`` records the file's SHA-256, which the group key then carries; the
+    target is compared as the run resolved it (``results``' channels), so the default
+    and ``--target OT`` are one setting, written only where it is not OT."""
+    items, _ = _settings(folder, results or {})
+    return ", ".join(text for _, text in items)
+
+
+def _settings(folder: Path, results: dict[str, Any]) -> tuple[list[tuple[str, str]], str | None]:
+    """The settings as (sort key, text) pairs, the target left out, and the resolved
+    target (None: the default, OT, or not known)."""
     path = folder / "config.yaml"
-    if not path.is_file():
-        return ""
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(
-            f"{path} is not valid YAML ({exc.__class__.__name__}); rerun that folder"
-        ) from None
+    cfg: Any = {}
+    if path.is_file():
+        try:
+            cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise UserError(
+                f"{path} is not valid YAML ({exc.__class__.__name__}); rerun that folder"
+            ) from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("member_params") or {}, dict):
         raise UserError(
             f"{path} is not the config.yaml `hybrid-forecast run` writes; rerun that folder"
         )
-    items = []
-    for k, v in sorted(cfg.items(), key=lambda kv: str(kv[0])):  # YAML keys may be numbers
-        if k in _NOT_SETTINGS or v is None or _DEFAULTS.get(k) == v:
+    items: list[tuple[str, str]] = []
+    for k, v in cfg.items():
+        if k in _NOT_SETTINGS or k == "target" or v is None or _DEFAULTS.get(k) == v:
             continue
+        if k == "data_path" and _file_known(results):
+            continue  # the key has the file's name and checksum: where it lay is no setting
         if k == "member_params":
             if not all(isinstance(ps, dict) for ps in v.values()):
                 raise UserError(
@@ -145,13 +174,47 @@ def run_settings(folder: Path) -> str:
                 )
             # sorted options too: `--set b=1 --set a=2` is the run `--set a=2 --set b=1` is
             items += [
-                f"{m}.{pk}={pv}"
+                (str(k), f"{m}.{pk}={pv}")
                 for m, ps in sorted(v.items(), key=lambda kv: str(kv[0]))
                 for pk, pv in sorted(ps.items(), key=lambda kv: str(kv[0]))
             ]
         else:
-            items.append(f"{k}={v}")
-    return ", ".join(items)
+            items.append((str(k), f"{k}={v}"))
+    # YAML keys may be numbers; stable: member options keep their order
+    items.sort(key=lambda kv: kv[0])
+    return items, _target(cfg.get("target"), results)
+
+
+def _file_known(results: dict[str, Any]) -> bool:
+    """Whether results.json names the data file by dataset name and SHA-256, which
+    `load_groups` puts in the group key (``_file_key``)."""
+    data = results.get("data")
+    return (
+        isinstance(results.get("dataset"), str)
+        and isinstance(data, dict)
+        and isinstance(data.get("sha256"), str)
+        and bool(data["sha256"])
+    )
+
+
+def _file_key(data: Any) -> str:
+    """The file's SHA-256 for the group key: any CSV, or another file under a registered
+    name (a published file is its dataset's; runs from before the record pool with it)."""
+    if not isinstance(data, dict) or not data or data.get("published") is True:
+        return ""
+    return str(data.get("sha256"))
+
+
+def _target(written: Any, results: dict[str, Any]) -> str | None:
+    """The target the run used: the last evaluated channel (the target is last under M,
+    alone under S and MS), else the one config.yaml names; None for OT, the default of
+    every file that has it (``--target OT`` runs only on such a file)."""
+    channels = results.get("channels")
+    if isinstance(channels, list) and channels and all(isinstance(c, str) for c in channels):
+        resolved: Any = channels[-1]
+    else:
+        resolved = written
+    return None if resolved is None or str(resolved) == "OT" else str(resolved)
 
 
 def load_groups(folders: list[str | Path], finished_only: bool = False) -> list[Group]:
@@ -182,21 +245,35 @@ def load_groups(folders: list[str | Path], finished_only: bool = False) -> list[
     groups: dict[tuple, Group] = {}  # (cell, members, router, settings, file sha) -> runs
     for folder in map(Path, folders):
         path = folder / "results.json"
-        settings = run_settings(folder)  # its own errors name config.yaml
         try:
             res = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(res, dict):
+                raise TypeError("not a mapping")
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+            raise UserError(
+                f"{path} is not a results.json of `hybrid-forecast run` ({exc!r}); rerun that folder"
+            ) from None
+        items, target = _settings(folder, res)  # its own errors name config.yaml
+        try:
             data = res.get("data") or {}  # absent before the file's sum was recorded
             name = res["dataset"]
             if data.get("published") is False:  # another file under a registered name
                 name = f"{name} (file {str(data.get('sha256'))[:8]})"
             # any CSV: two files of one name (an edited copy) are two groups
-            sha = str(data.get("sha256")) if data.get("published") is None and data else ""
+            sha = _file_key(data)
+            members = res["members"]
+            # a hand-edited "members": "naive" was split into letters
+            if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+                raise ValueError("members is not a list of member names")
+            if not members or len(set(members)) != len(members):
+                raise ValueError("members is empty or names a member twice")
+            settings = ", ".join(text for _, text in items)
             key = (
                 name,
                 int(res["seq_len"]),
                 int(res["pred_len"]),
                 res.get("features", "M"),
-                tuple(res["members"]),
+                tuple(members),
                 res["router"],
                 settings,
             )
@@ -205,11 +282,18 @@ def load_groups(folders: list[str | Path], finished_only: bool = False) -> list[
             if "ensemble" not in res["test"]:
                 raise KeyError("test.ensemble")
             _check_scores(res)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(
                 f"{path} is not a results.json of `hybrid-forecast run` ({exc!r}); rerun that folder"
             ) from None
-        group = groups.setdefault((*key, sha), Group(*key))
+        if target is not None:  # shown among the settings, compared as resolved
+            settings = ", ".join(
+                text
+                for _, text in sorted(
+                    [*items, ("target", f"target={target}")], key=lambda kv: kv[0]
+                )
+            )
+        group = groups.setdefault((*key, target, sha), Group(*key[:-1], settings))
         if seed in group.runs:
             raise UserError(
                 f"{group.folders[seed]} and {folder} are the same run (seed {seed} of "
@@ -252,6 +336,7 @@ def _check_scores(res: dict[str, Any]) -> None:
         for part in ("val", "test"):
             for metric in ("mse", "mae"):
                 stored_score(c.get(part, {}).get(metric, np.nan))
+        stored_score(c.get("val_cv", np.nan))
 
 
 def _cell(values: np.ndarray) -> str:
@@ -312,6 +397,8 @@ def group_markdown(group: Group) -> str:
 
     names = sorted(fc, key=lambda n: (order[fc[n].kind], mean_mse(n)))
     seeds = sorted(group.runs)
+    # the rolling-origin score, where some seed's learned router reported it
+    has_cv = any((~np.isnan(f.val_cv)).any() for f in fc.values())
     lines = [
         f"## {group.title}",
         "",
@@ -319,12 +406,21 @@ def group_markdown(group: Group) -> str:
         "from training randomness only, not the test sample's uncertainty, which each seed's "
         "Diebold-Mariano tests (results.md) measure for its own fitted models. On the val "
         "windows the members were only early-stopped, while the ensemble and the combiners "
-        "were fitted on them (mean and median were not).",
+        "were fitted on them (mean and median were not): their val MSE is in-sample."
+        + (
+            " Val CV MSE: a combiner's mean MSE on the held-out windows of the rolling-origin "
+            "folds inside validation, fitted on the windows before them: the out-of-sample "
+            "score `learned` chose its rule by."
+            if has_cv
+            else ""
+        ),
         "",
-        "| forecast | kind | test MSE | test MAE | val MSE | test MSE per seed ("
+        "| forecast | kind | test MSE | test MAE | val MSE | "
+        + ("val CV MSE (held out) | " if has_cv else "")
+        + "test MSE per seed ("
         + ", ".join(map(str, seeds))
         + ") |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|" + ("---|" if has_cv else "") + "---|",
     ]
     for n in names:
         f = fc[n]
@@ -334,7 +430,7 @@ def group_markdown(group: Group) -> str:
         per_seed = " / ".join("–" if np.isnan(x) else f"{x:.4f}" for x in f.test_mse)
         lines.append(
             f"| {label} | {f.kind} | {_cell(f.test_mse)} | {_cell(f.test_mae)} | "
-            f"{_cell(f.val_mse)} | {per_seed} |"
+            f"{_cell(f.val_mse)} | " + (f"{_cell(f.val_cv)} | " if has_cv else "") + f"{per_seed} |"
         )
     members = [n for n in names if fc[n].kind == "member"]
     if members:
@@ -404,18 +500,31 @@ def _machines_line(group: Group) -> list[str]:
 
 def _code(res: dict[str, Any]) -> str:
     """'commit 42662df' ('..., modified'), from results.json's environment."""
-    env = res.get("environment")
-    code = env.get("code") if isinstance(env, dict) else None
-    if not isinstance(code, dict) or not code.get("commit"):
+    code = _code_record(res)
+    if code is None:
         return "not recorded"
     return f"commit {str(code['commit'])[:7]}" + (", modified" if code.get("modified") else "")
 
 
+def _code_record(res: dict[str, Any]) -> dict[str, Any] | None:
+    """results.json's ``environment.code`` where it names a commit, else None."""
+    env = res.get("environment")
+    code = env.get("code") if isinstance(env, dict) else None
+    return code if isinstance(code, dict) and code.get("commit") else None
+
+
 def _code_line(group: Group) -> list[str]:
     """A line when the seeds ran different code of this package: a change between them
-    may move the numbers, not only the seed (runs before the record say so too)."""
+    may move the numbers, not only the seed (runs before the record say so too). Where
+    every seed recorded its code tree (the hash of the package's code folders), seeds
+    whose commits differ only outside them (docs, tests) ran the same code."""
     seen = {seed: _code(res) for seed, res in sorted(group.runs.items())}
-    if len(set(seen.values())) < 2:
+    records = [_code_record(res) for res in group.runs.values()]
+    if all(r is not None and isinstance(r.get("tree"), str) for r in records):
+        same = len({(r["tree"], bool(r.get("modified"))) for r in records}) < 2
+    else:
+        same = len(set(seen.values())) < 2
+    if same:
         return []
     listed = "; ".join(f"seed {seed}: {c}" for seed, c in seen.items())
     return [
@@ -510,6 +619,9 @@ def summary_json(groups: list[Group]) -> list[dict[str, Any]]:
                         "test_mse": _listed(f.test_mse),
                         "test_mae": _listed(f.test_mae),
                         "val_mse": _listed(f.val_mse),
+                        # held-out MSE of the rolling-origin folds inside validation, the
+                        # score `learned` chose by (null: not a combiner it compared)
+                        "val_cv_mse": _listed(f.val_cv),
                         "chosen_in_seeds": f.chosen,
                     }
                     for n, f in fc.items()

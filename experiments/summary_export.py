@@ -290,20 +290,23 @@ def summary_latex(
 
 def summary_csv(groups: Sequence[Group], forecasts: Sequence[str] | None = None) -> str:
     """One row per group, forecast and seed that reports it: the setup, the scores (a
-    combiner's val MSE may be empty), whether the learned router chose it, and the folder."""
+    combiner's val MSE may be empty; ``val_cv_mse``, the held-out MSE of the rolling-origin
+    folds inside validation that `learned` chose its rule by, is empty but for the
+    combiners it compared), whether the learned router chose it, and the folder."""
     names = list(available(groups)) if forecasts is None else choose(groups, forecasts)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
         ["dataset", "seq_len", "pred_len", "features", "members", "router", "settings",
-         "forecast", "kind", "seed", "test_mse", "test_mae", "val_mse", "chosen", "folder"]
+         "forecast", "kind", "seed", "test_mse", "test_mae", "val_mse", "val_cv_mse", "chosen",
+         "folder"]
     )  # fmt: skip
     for g in groups:
         fc = g.forecasts()
         for n in (n for n in names if n in fc):
             f = fc[n]
             for i, seed in enumerate(sorted(g.runs)):
-                scores = (f.test_mse[i], f.test_mae[i], f.val_mse[i])
+                scores = (f.test_mse[i], f.test_mae[i], f.val_mse[i], f.val_cv[i])
                 if np.isnan(scores).all():
                     continue  # this seed's folder does not report it (an older version)
                 w.writerow(

@@ -153,10 +153,42 @@ def test_per_step_weights_that_were_not_saved_are_said_to_be_averaged(synth_csv,
     np.savez(run_dir / "router_weights.npz", **kept, horizon_averaged=np.array(True))
     md = analyse(run_dir).read_text(encoding="utf-8")
     assert "each window's average over the horizon's steps" in md
-    assert "they are not saved, so the tables show each window's average" in md
+    assert "this run folder holds only each window's average over the horizon" in md
     np.savez(run_dir / "router_weights.npz", **kept, horizon_averaged=np.array(False))
     md = analyse(run_dir).read_text(encoding="utf-8")
-    assert "average over the horizon's steps" not in md and "not saved" not in md
+    assert "average over the horizon's steps" not in md and "holds only" not in md
+
+
+def test_a_tilted_router_reports_its_stacked_step_profile_and_tilt_share(synth_csv, tmp_path):
+    # its parts are saved in router_weights.npz, yet the report said they were not
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run", router="stacked_tilted")
+    with np.load(run_dir / "router_weights.npz") as z:
+        kept = {k: z[k] for k in z.files if k != "step_weights"}
+    w, c, m = kept["test"].shape
+    ramp = np.linspace(0.0, 1.0, 24)[:, None, None] * np.ones((1, c, 1))  # [H, C, 1]
+    stacked = np.concatenate([1 - ramp, ramp, 0 * ramp], axis=2)  # naive -> snaive along H
+    stacked[:, 0] = [0.0, 0.0, 1.0]  # another profile on channel 0: the table is the mean
+    share = np.full((w, c), 0.25)
+    share[0, 0] = 0.0
+    parts = dict(
+        stacked_step_channel_weights=stacked.astype(np.float32),
+        tilt_test=kept["test"],
+        tilt_share_test=share.astype(np.float32),
+    )
+    np.savez(run_dir / "router_weights.npz", **kept, **parts, horizon_averaged=np.array(True))
+    md = analyse(run_dir).read_text(encoding="utf-8")
+    text = md.split("## Weights along the horizon\n", 1)[1].split("\n## ", 1)[0]
+    assert "not saved" not in text and "holds only" not in text
+    assert "`(1 - s[w, c]) * S[h, c] + s[w, c] * t[w, c]`" in text
+    mean = share.astype(np.float32).mean()
+    assert f"the tilt's share s is {mean:.3f} on average (0.000 to 0.250" in text
+    # channel mean of S at the first and last step: 2 of 3 channels ramp, 1 is all window_mean
+    assert "| 1 | 0.667 | 0.000 | 0.333 |" in text and "| 24 | 0.000 | 0.667 | 0.333 |" in text
+    assert "`stacked_step_channel_weights`" in text and "`tilt_share_test`" in text
+    # parts of another shape: the file is damaged, in one line
+    _edit_npz(run_dir / "router_weights.npz", tilt_share_test=np.zeros((3, c)))
+    with pytest.raises(UserError, match="router_weights.npz is damaged .*tilt_share_test"):
+        load_run(run_dir)
 
 
 def test_a_per_channel_rule_prefers_no_regime_whatever_its_channels_mix(synth_csv, tmp_path):
@@ -261,6 +293,43 @@ def test_not_a_run_folder_is_a_user_error(tmp_path):
 
     with pytest.raises(UserError, match="results.json"):
         load_run(tmp_path)
+
+
+def test_a_folder_that_is_no_run_is_left_as_it_was(tmp_path, capsys):
+    # exit 2, but the locks it took left .lock and .analyse.lock in the user's folder
+    from experiments.cli import main
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("x", encoding="utf-8")
+    assert main(["analyse", str(folder), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a finished run folder (no results.json)" in err[0]
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
+
+
+def test_an_unfinished_run_is_told_the_command_that_resumes_it(synth_csv, tmp_path, capsys):
+    # `run --out DIR` would have rerun it with the default settings over its own
+    from experiments.cli import main
+
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run", router="median")
+    (run_dir / "results.json").unlink()  # interrupted before its results
+    assert main(["analyse", str(run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unfinished run" in err[0]
+    cfg = run_dir / "config.yaml"
+    assert f"`hybrid-forecast run --config {cfg} --out {run_dir}`" in err[0]
+    assert not (run_dir / ".analyse.lock").exists()  # no report was written: no lock of one
+
+
+def test_without_config_the_warning_names_analyses_own_flag(synth_csv, tmp_path, caplog):
+    # it named `run`'s --dataset and --data-path, which analyse does not take
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run", router="mean")
+    (run_dir / "config.yaml").unlink()
+    md = analyse(run_dir, out=tmp_path / "report").read_text(encoding="utf-8")
+    assert "could not be reloaded" in md
+    assert f"no {run_dir / 'config.yaml'}" in caplog.text and "--run-data FILE" in caplog.text
+    assert "--data-path" not in caplog.text and "--dataset" not in caplog.text
 
 
 def test_window_features_on_known_shapes():

@@ -299,3 +299,45 @@ def test_a_training_ablation_is_compared_like_with_like(synth_csv, tmp_path):
         f"timellm {d_t:+.4f}, ensemble {d_e:+.4f}",
     ]
     assert f"ensemble {res['test']['ensemble']['mse']:.4f}): like with like" in text
+
+
+@pytest.mark.parametrize(
+    ("then", "same"),
+    [
+        # a later commit of docs or tests alone: the same code tree, no refit
+        ({"commit": "a" * 40, "tree": "t1", "modified": False}, True),
+        ({"commit": "b" * 40, "tree": "t2", "modified": False}, False),  # other code
+        ({"commit": "b" * 40, "tree": "t1", "modified": True}, False),  # edited then
+        # recorded before the tree: its commit decides, as before
+        ({"commit": "b" * 40, "modified": False}, True),
+        ({"commit": "a" * 40, "modified": False}, False),
+    ],
+)
+def test_same_code_compares_the_code_tree_where_the_run_recorded_it(then, same, monkeypatch):
+    from experiments import analyse_ablations
+
+    now = {"version": "0.1.0", "commit": "b" * 40, "tree": "t1", "modified": False}
+    monkeypatch.setattr("experiments.run.code_version", lambda: now)
+    assert analyse_ablations.same_code({"environment": {"code": then}}) is same
+    now["modified"] = True  # edited here: never the run's code
+    assert analyse_ablations.same_code({"environment": {"code": then}}) is False
+
+
+def test_a_run_of_the_same_code_tree_is_not_refitted(synth_csv, tmp_path, monkeypatch):
+    # a docs-only commit since the run made analyse refit the whole learned router again
+    from router.learned import LearnedRouter
+
+    out = _learned_run(synth_csv, tmp_path / "run", "naive,snaive")
+    now = {"version": "0.1.0", "commit": "b" * 40, "tree": "t1", "modified": False}
+    monkeypatch.setattr("experiments.run.code_version", lambda: now)
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    res["environment"]["code"] = {**now, "commit": "a" * 40}
+    (out / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    fitted, fit = [], LearnedRouter.fit
+    monkeypatch.setattr(LearnedRouter, "fit", lambda self, *a: fitted.append(self) or fit(self, *a))
+    analyse(out)
+    assert fitted == []  # two members: the ablations refit nothing; nor the full router
+    res["environment"]["code"]["tree"] = "t0"  # other code: the full router refitted once
+    (out / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    analyse(out)
+    assert len(fitted) == 1

@@ -101,6 +101,7 @@ def test_run_folder_files_and_schema(data_dir, tmp_path, capsys):
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
         )
         assert code["commit"] == head.stdout.strip() and isinstance(code["modified"], bool)
+        assert isinstance(code["tree"], str) and len(code["tree"]) == 64
     assert env["python"] == ".".join(map(str, sys.version_info[:3]))
     assert env["torch_cuda"] == torch.version.cuda  # torch is imported here, so it is asked
     assert len(env["gpus"]) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
@@ -1237,3 +1238,35 @@ def test_giving_the_periods_a_run_detected_is_no_change(synth_csv, tmp_path, cap
     assert "other settings" not in caplog.text
     other = ",".join(map(str, [found[0] * 2]))  # other periods still need --out
     assert main(["run", "--config", str(out / "config.yaml"), "--periods", other, "--quiet"]) == 2
+
+
+def test_code_version_records_a_code_tree_that_docs_commits_leave_alone(tmp_path, monkeypatch):
+    # a docs-only commit changed the commit, and with it analyse refitted the whole
+    # router and summary said the seeds ran different code
+    from experiments import run as run_module
+    from experiments.run import code_version
+
+    root = tmp_path / "clone"
+    (root / "experiments").mkdir(parents=True)
+    (root / "experiments" / "run.py").write_text("x = 1\n", encoding="utf-8")
+    (root / "README.md").write_text("a\n", encoding="utf-8")
+
+    def git(*args: str) -> None:
+        who = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+        subprocess.run(["git", "-C", str(root), *who, *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "code")
+    monkeypatch.setattr(run_module, "__file__", str(root / "experiments" / "run.py"))
+    first = code_version()
+    assert set(first) >= {"version", "commit", "modified", "tree"}  # none renamed
+    assert first["modified"] is False and len(first["tree"]) == 64
+    (root / "README.md").write_text("b\n", encoding="utf-8")
+    git("commit", "-qam", "docs")
+    docs = code_version()
+    assert docs["commit"] != first["commit"] and docs["tree"] == first["tree"]
+    (root / "experiments" / "run.py").write_text("x = 2\n", encoding="utf-8")
+    assert code_version()["modified"] is True
+    git("commit", "-qam", "code again")
+    assert code_version()["tree"] != first["tree"]

@@ -501,3 +501,112 @@ def test_members_above_the_naive_baseline_are_named_in_markdown_and_latex(tmp_pa
     assert "b: val MSE above a forecast that only repeats the input" in caption
     assert main(["summary", str(runs[0])]) == 0  # below it everywhere: nothing said
     assert "naive baseline" not in capsys.readouterr().out
+
+
+def _same_file_from(folder, data_path: str, sha: str = "c0ffee11" * 8) -> None:
+    """A --data-path run of ``mine.csv`` with the file's checksum, made from ``data_path``."""
+    (folder / "config.yaml").write_text(
+        f"dataset: null\ndata_path: {data_path}\nseed: 0\n", encoding="utf-8"
+    )
+    _edit(folder, lambda r: r.update(dataset="mine", data={"published": None, "sha256": sha}))
+
+
+def test_the_same_file_run_from_two_folders_is_one_group(tmp_path, capsys):
+    # config.yaml stores the file's absolute path: two groups, and the path in the caption
+    runs = [fake_run(tmp_path / f"s{s}", s, a=0.4, b=0.5, ensemble=0.38) for s in (0, 1)]
+    _same_file_from(runs[0], "/home/ann/data/mine.csv")
+    _same_file_from(runs[1], "/scratch/ann/mine.csv")
+    (group,) = load_groups(runs)
+    assert sorted(group.runs) == [0, 1] and group.settings == ""
+    assert main(["summary", *map(str, runs), "--latex"]) == 0
+    assert "/scratch" not in capsys.readouterr().out
+    # another file of that name is still another group
+    _same_file_from(runs[1], "/scratch/ann/mine.csv", sha="beef" * 16)
+    assert len(load_groups(runs)) == 2
+    # a run from before the checksum was recorded: only its path tells the files apart
+    for run in runs:
+        _edit(run, lambda r: r.pop("data"))
+    assert len(load_groups(runs)) == 2
+
+
+@pytest.mark.parametrize(
+    ("features", "written", "channels"),
+    [
+        ("S", ["null", "OT"], [["OT"], ["OT"]]),  # `--features S` and `--target OT`
+        ("M", ["null", "OT"], [["HUFL", "OT"], ["HUFL", "OT"]]),
+        ("S", ["null", "y"], [["y"], ["y"]]),  # a CSV without OT: its last column
+        ("S", ["null", "OT"], [None, None]),  # no channels recorded: OT is the default
+    ],
+)
+def test_the_default_target_and_naming_it_are_one_group(features, written, channels, tmp_path):
+    runs = [fake_run(tmp_path / f"s{s}", s, a=0.4, b=0.5, ensemble=0.38) for s in (0, 1)]
+    for run, target, chans in zip(runs, written, channels, strict=True):
+        (run / "config.yaml").write_text(f"seed: 0\ntarget: {target}\n", encoding="utf-8")
+        _edit(run, lambda r, c=chans: r.update(features=features, channels=c))
+    (group,) = load_groups(runs)
+    assert sorted(group.runs) == [0, 1]
+    assert group.settings == ("" if written[1] == "OT" else f"target={written[1]}")
+
+
+def test_another_target_is_another_group_named_in_the_settings(tmp_path, capsys):
+    runs = [fake_run(tmp_path / f"s{s}", s, a=0.4, b=0.5, ensemble=0.38) for s in (0, 1)]
+    for run, target in zip(runs, ("null", "HUFL"), strict=True):
+        (run / "config.yaml").write_text(f"target: {target}\nfill: ffill\n", encoding="utf-8")
+        _edit(
+            run, lambda r, t=target: r.update(features="S", channels=["OT" if t == "null" else t])
+        )
+    groups = load_groups(runs)
+    assert [g.settings for g in groups] == ["fill=ffill", "fill=ffill, target=HUFL"]
+
+
+def test_the_rolling_origin_score_is_shown_and_labelled(tmp_path, capsys):
+    # the score `learned` chose its rule by was missing: only the in-sample val MSE
+    runs = [fake_run(tmp_path / f"s{s}", s, a=0.4, b=0.5, ensemble=0.38) for s in (0, 1)]
+    for run, cv in zip(runs, (0.31, 0.35), strict=True):
+        _edit(run, lambda r, cv=cv: r["combiners"]["stacked"].update(val_cv=cv))
+    assert main(["summary", *map(str, runs)]) == 0
+    text = capsys.readouterr().out
+    assert "| val MSE | val CV MSE (held out) | test MSE per seed" in text
+    assert "the out-of-sample score `learned` chose its rule by" in text
+    cv = np.array([0.31, 0.35])
+    (row,) = [r for r in text.splitlines() if r.startswith("| stacked ")]
+    assert f"| {cv.mean():.4f} ± {cv.std(ddof=1):.4f} |" in row
+    (a_row,) = [r for r in text.splitlines() if r.startswith("| a ")]
+    assert a_row.count("| – |") == 1  # a member has no fold score
+    assert main(["summary", "--json", *map(str, runs)]) == 0
+    fc = json.loads(capsys.readouterr().out)[0]["forecasts"]
+    assert fc["stacked"]["val_cv_mse"] == [0.31, 0.35] and fc["a"]["val_cv_mse"] == [None, None]
+    # runs without it: no empty column
+    for run in runs:
+        _edit(run, lambda r: r["combiners"]["stacked"].pop("val_cv"))
+    assert main(["summary", *map(str, runs)]) == 0
+    assert "val CV MSE" not in capsys.readouterr().out
+    _edit(runs[0], lambda r: r["combiners"]["stacked"].update(val_cv="x"))
+    assert main(["summary", *map(str, runs)]) == 2
+    assert "is not a results.json" in capsys.readouterr().err
+
+
+def test_members_written_as_one_string_are_refused_in_one_line(tmp_path, capsys):
+    # "members": "naive" was split into the members n, a, i, v, e
+    run = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38)
+    _edit(run, lambda r: r.update(members="naive"))
+    assert main(["summary", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "members is not a list of member names" in err[0]
+
+
+def test_seeds_of_one_code_tree_at_other_commits_ran_the_same_code(tmp_path, capsys):
+    # a docs-only commit between the seeds: "the seeds ran different code"
+    runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(2)]
+    for run, commit in zip(runs, ("42662df", "56ee262"), strict=True):
+        code = {"version": "0.1.0", "commit": commit + "0" * 33, "modified": False, "tree": "t1"}
+        _edit(run, lambda r, c=code: r.update(environment={"code": c}))
+    assert main(["summary", *map(str, runs)]) == 0
+    assert "different hybrid-forecast code" not in capsys.readouterr().out
+    _edit(runs[1], lambda r: r["environment"]["code"].update(tree="t2"))
+    assert main(["summary", *map(str, runs)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "different hybrid-forecast code (seed 0: commit 42662df; seed 1: commit 56ee262)" in out
+    _edit(runs[1], lambda r: r["environment"]["code"].pop("tree"))  # recorded before the tree
+    assert main(["summary", *map(str, runs)]) == 0
+    assert "different hybrid-forecast code" in capsys.readouterr().out

@@ -280,3 +280,26 @@ def test_latex_header_records_finished_only(grid, tmp_path, capsys):
     assert first.startswith("% written by: hybrid-forecast summary ") and "--finished-only" in first
     assert main(["summary", *map(str, grid), "--latex"]) == 0
     assert "--finished-only" not in capsys.readouterr().out.splitlines()[0]
+
+
+def test_csv_has_the_rolling_origin_score_of_the_combiners(tmp_path):
+    runs = [fake_run(tmp_path / f"s{s}", s, a=0.4, b=0.5, ensemble=0.38) for s in (0, 1)]
+    res = json.loads((runs[0] / "results.json").read_text(encoding="utf-8"))
+    res["combiners"]["stacked"]["val_cv"] = 0.31
+    (runs[0] / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(summary_csv(load_groups(runs)))))
+    cv = {(r["forecast"], r["seed"]): r["val_cv_mse"] for r in rows}
+    assert cv[("stacked", "0")] == "0.31" and cv[("stacked", "1")] == "" and cv[("a", "0")] == ""
+
+
+def test_latex_caption_has_no_path_of_the_data_file(tmp_path):
+    # the same file run from two folders: its absolute path was a setting in the caption
+    runs = [fake_run(tmp_path / f"s{s}", s, a=0.4, b=0.5, ensemble=0.38) for s in (0, 1)]
+    for run, where in zip(runs, ("/home/ann", "/scratch/ann"), strict=True):
+        (run / "config.yaml").write_text(f"data_path: {where}/mine.csv\n", encoding="utf-8")
+        res = json.loads((run / "results.json").read_text(encoding="utf-8"))
+        res.update(dataset="mine", data={"published": None, "sha256": "ab" * 32})
+        (run / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    text = summary_latex(load_groups(runs))
+    assert "/home/ann" not in text and "/scratch/ann" not in text
+    assert body_rows(text)[0][:2] == ["mine", "24"]  # one row: the seeds pooled

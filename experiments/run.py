@@ -175,6 +175,7 @@ def fit_member(
     member.save(mdir / "model")
     timings: dict[str, Any] = {"fit": round(t_fit, 3), "predict": round(t_pred, 3)}
     timings["code"] = code_label()  # results.json credits a reused member to its fit's code
+    timings["tree"] = code_tree()  # the same code under a later docs-only commit
     if getattr(member, "resumed", False):  # went on from an interrupted process's checkpoint
         timings["resumed"] = True  # the seconds are this process's part only
     write_npz(
@@ -214,20 +215,34 @@ def code_label() -> str | None:
     return code["version"]
 
 
+@functools.lru_cache(maxsize=1)
+def code_tree() -> str | None:
+    """``code_version``'s ``tree`` where this code is the commit's (no edits to the code
+    paths), else None: the hash two commits share when only docs or tests changed."""
+    code = code_version()
+    return None if code["modified"] else code["tree"]
+
+
 def say_who_fitted(fits: dict[str, dict[str, Any]], members_dir: Path, what: str) -> None:
     """Warn once of the members fitted by other code than this one's: a fix to a member
     since is not in them (results.json's member_fits names the code of each).
 
     Args:
-        fits: member -> its ``member_fits`` entry (``code``: the commit that fitted it).
+        fits: member -> its ``member_fits`` entry (``code``: the commit that fitted it;
+            ``tree``: its code paths' hash, where recorded: the same code under another
+            commit, one that changed only docs or tests, is no other code).
         members_dir: the folder of their member folders (to delete for a refit).
         what: what of theirs is used, e.g. "forecasts reused" or "models loaded".
     """
-    ours = code_label()
+    ours, tree = code_label(), code_tree()
     unknown = [s for s, f in fits.items() if f.get("code") is None]
     if unknown:
         log.info("%s: %s of fits that did not record their code", ", ".join(unknown), what)
-    other = {s: f["code"] for s, f in fits.items() if f.get("code") not in (None, ours)}
+    other = {
+        s: f["code"]
+        for s, f in fits.items()
+        if f.get("code") not in (None, ours) and (tree is None or f.get("tree") != tree)
+    }
     if other and ours is not None:
         log.warning(
             "%s: %s from a fit by code %s (this is %s); delete their folders in %s to fit "
@@ -636,14 +651,18 @@ def run(
         _warn_identical_members(specs, val_stack, test_stack)
         # who fitted each member (a reused one: an earlier run's code) apart from the seconds
         fits = {
-            k: {"code": v["timings"].get("code"), "reused": bool(v["timings"].get("reused"))}
+            k: {
+                "code": v["timings"].get("code"),
+                "tree": v["timings"].get("tree"),
+                "reused": bool(v["timings"].get("reused")),
+            }
             for k, v in results.items()
         }
         say_who_fitted(
             {k: f for k, f in fits.items() if f["reused"]}, out / "members", "forecasts reused"
         )
         timings = {
-            k: {n: x for n, x in v["timings"].items() if n not in ("code", "reused")}
+            k: {n: x for n, x in v["timings"].items() if n not in ("code", "tree", "reused")}
             for k, v in results.items()
         }
         del results

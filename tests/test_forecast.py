@@ -785,6 +785,7 @@ def test_a_model_that_is_not_the_runs_is_refused_and_other_code_is_said(
     # the run's own models pass; a member fitted by other code is said, as run says it
     res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     res["member_fits"]["naive"]["code"] = "0123456789ab"
+    res["member_fits"]["naive"]["tree"] = "another tree"  # else the same code, unsaid
     del res["data"]["sha256"]
     kept = tmp_path / "kept"
     shutil.copytree(out, kept)

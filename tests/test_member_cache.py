@@ -406,10 +406,17 @@ def test_a_reused_member_is_credited_to_the_code_that_fitted_it(
     argv = synth_run_argv(synth_csv(n=1400), out)
     assert main(argv) == 0
     first = json.loads((out / "results.json").read_text(encoding="utf-8"))["member_fits"]
-    assert first and all(
-        t == {"code": run_module.code_label(), "reused": False} for t in first.values()
-    )
-    monkeypatch.setattr(run_module, "code_label", lambda: "0123456789ab")  # a later commit
+    mine = {"code": run_module.code_label(), "tree": run_module.code_tree(), "reused": False}
+    assert first and all(t == mine for t in first.values())
+    # a later commit that changed only docs or tests: the same code, nothing to say
+    monkeypatch.setattr(run_module, "code_label", lambda: "0123456789ab")
+    monkeypatch.setattr(run_module, "code_tree", lambda: "the same tree")
+    for fit in first.values():
+        fit["tree"] = "the same tree"
+    with caplog.at_level(logging.WARNING):
+        run_module.say_who_fitted(first, out / "members", "forecasts reused")
+    assert "from a fit by code" not in caplog.text
+    monkeypatch.setattr(run_module, "code_tree", lambda: "another tree")  # other code
     with caplog.at_level(logging.WARNING):
         assert main(argv) == 0
     again = json.loads((out / "results.json").read_text(encoding="utf-8"))["member_fits"]

@@ -83,6 +83,8 @@ def _looks_like_data(names: list[str], sep: str) -> bool:
     date column's header is never a date), or every one a number and one with a decimal
     point (a wide file's series may be named 0, 1, 2 under a ``date`` header, as
     exchange_rate.csv's are)."""
+    # an empty first name: pandas' to_csv of an unnamed (date) index, a header after all
+    indexed = bool(names) and not names[0]
     names = [n for n in names if n]
     if len(names) < 2:
         return False
@@ -100,7 +102,7 @@ def _looks_like_data(names: list[str], sep: str) -> bool:
             return False
         return True
 
-    return all(map(number, names)) and any(re.search(r"[.,eE]", n) for n in names)
+    return not indexed and all(map(number, names)) and any(re.search(r"[.,eE]", n) for n in names)
 
 
 def _refuse_data_as_header(path: Path, encoding: str, names: list[str], sep: str) -> None:
@@ -224,6 +226,15 @@ def _text_encoding(path: Path, probe: int = 1 << 16) -> str:
         head = fh.read(probe)
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text"
         return "utf-16"
+    # A header of UTF-8 names beyond ASCII is a UTF-8 file with a stray byte further on
+    # (a "café" typed in cp1252 into a text column): cp1252 decodes any bytes, and read
+    # so the names would turn to mojibake (日期 as æ—¥æœŸ)
+    header = head.split(b"\n", 1)[0]
+    try:
+        if not header.isascii() and header.decode("utf-8"):
+            return "utf-8"
+    except UnicodeDecodeError:
+        pass
     decoded: dict[str, str] = {}
     for encoding in ("utf-8", "gb18030", "cp1252"):
         try:  # incremental: a character cut at the end of the probe is no error

@@ -425,6 +425,27 @@ def _periods(train: np.ndarray, freq: str | None) -> list[int]:
     return [int(p) for p in report.top_periods(3, seasonal_only=True)]
 
 
+def _whole(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as a whole number >= ``minimum`` (UserError otherwise: a bool, a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise UserError(f"{name} must be a whole number >= {minimum} (got {value!r})")
+    return int(value)
+
+
+def _as_written(times: pd.Index, offsets: np.ndarray | None, rows: np.ndarray) -> Any:
+    """``times[rows]``, each in the UTC offset the frame wrote it in where the offsets
+    change (read as UTC: a local midnight would come back as 23:00 the day before)."""
+    picked = times.take(rows)
+    if offsets is None:
+        return picked
+    out = np.empty(len(rows), dtype=object)
+    written = offsets[rows]
+    for minutes in np.unique(written):  # a zone or two (summer and winter time)
+        where = written == minutes
+        out[where] = picked[where].tz_convert(offset_zone(int(minutes))).to_numpy(object)
+    return out
+
+
 def _value_errors(method: Callable) -> Callable:
     """The public methods raise their refusals as ``InputError``: a ``UserError`` that is
     also a ``ValueError``, which a caller's ``except ValueError`` catches."""
@@ -456,6 +477,8 @@ class HybridForecaster:
         member_params: per-member defaults, e.g. ``{"timellm": {"llm_layers": 2}}``.
         progress: progress bars while fitting (members, and epochs of the members that
             train by epochs); None: only on a terminal.
+        periods: ranked seasonal periods handed to the members, as the command line's
+            ``--periods``; None: found in the training rows by the periodicity analyser.
     """
 
     def __init__(
@@ -468,6 +491,7 @@ class HybridForecaster:
         seed: int = 0,
         member_params: dict[str, dict[str, Any]] | None = None,
         progress: bool | None = None,
+        periods: Sequence[int] | None = None,
     ):
         # "dlinear, arima" as on the command line, not the letters of one name
         if isinstance(members, str):
@@ -480,15 +504,23 @@ class HybridForecaster:
         self.seed = seed
         self.member_params = member_params or {}
         self.progress = progress
+        self.periods = periods
 
     # -------------------------------------------------------------------- fitting
 
     def _check_settings(self) -> None:
         """The constructor's numbers and members, before any work (UserError if wrong)."""
         for name in ("seq_len", "pred_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise UserError(f"{name} must be a whole number >= 1 (got {value!r})")
+            _whole(name, getattr(self, name))
+        periods = getattr(self, "periods", None)  # None in a forecaster pickled before it
+        if periods is not None:
+            if isinstance(periods, str | int) or not len(periods):
+                raise UserError(
+                    f"periods is a list of ranked seasonal periods, e.g. [24, 168] (got "
+                    f"{periods!r}); None: found in the data"
+                )
+            for p in periods:
+                _whole("each of periods", p, 2)
         share = self.val_size
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
             raise UserError(f"val_size is a share of the rows, in (0, 1) (got {share!r})")
@@ -696,7 +728,11 @@ class HybridForecaster:
             return Split(name, scaled[lo:hi], dates[lo:hi], lo, L, H, channels, freq)
 
         train, val = split("train", 0, n_train), split("val", n_train - L, n)
-        periods = _periods(scaled[:n_train], freq)
+        periods = (
+            _periods(scaled[:n_train], freq)
+            if getattr(self, "periods", None) is None
+            else [int(p) for p in self.periods]
+        )
         members = [
             self._build(m, name, periods, len(labels), freq)
             for m, name in zip(self.members, member_names, strict=True)
@@ -754,11 +790,8 @@ class HybridForecaster:
                 f"seq_len/pred_len changed since fit ({L}/{H} -> {self.seq_len}/"
                 f"{self.pred_len}); call fit again with the new settings"
             )
-        if h is None:
-            h = H
-        elif isinstance(h, bool) or not isinstance(h, int | np.integer):
-            raise UserError(f"h must be a whole number of steps (got {h!r})")
-        if not 1 <= h <= H:
+        h = H if h is None else _whole("h", h)
+        if h > H:
             raise UserError(f"h must be in 1..pred_len={H} (got {h}); refit with a longer pred_len")
         n = self.values_.shape[0]
         zone = getattr(self, "zone_", None)
@@ -837,14 +870,20 @@ class HybridForecaster:
 
         self._check_settings()
         H = self.pred_len
-        h = H if h is None else h
-        for name, value in (("h", h), ("n_windows", n_windows), ("step_size", step_size)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise UserError(f"{name} must be a whole number >= 1 (got {value!r})")
+        h = H if h is None else _whole("h", h)
+        n_windows, step_size = _whole("n_windows", n_windows), _whole("step_size", step_size)
         if h > H:
             raise UserError(f"h must be in 1..pred_len={H} (got {h}); use a longer pred_len")
         if not isinstance(refit, bool) and (not isinstance(refit, int | np.integer) or refit < 1):
             raise UserError(f"refit is True, False or a whole number >= 1 (got {refit!r})")
+        columns = [id_col, time_col, "cutoff", target_col, _ENSEMBLE_COLUMN]
+        repeated = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+        if repeated is not None:  # one would overwrite the other in the output
+            raise UserError(
+                f"{repeated!r} names two of the output's columns (id, time, cutoff, target, "
+                "hybrid); rename your column"
+            )
+        names = self._member_names(set(columns))
         values, dates, labels, layout, offsets = _to_matrix(df, id_col, time_col, target_col)
         n = values.shape[0]
         cutoffs = n - h - 1 - step_size * np.arange(n_windows)[::-1]  # last input rows
@@ -873,8 +912,9 @@ class HybridForecaster:
                     f"cross_validation: the fit on the {rows} rows up to cutoff "
                     f"{dates[rows - 1]}: {exc} (or lower n_windows/step_size)"
                 ) from None
-            scaled = fold.scaler_.transform(values[: int(cut[-1]) + 1])
-            ens, stack, _ = fold._forecast_origins(scaled, timeline, cut)
+            end = int(cut[-1]) + 1  # nothing after the last cutoff: values or dates
+            scaled = fold.scaler_.transform(values[:end])
+            ens, stack, _ = fold._forecast_origins(scaled, timeline[:end], cut)
             hybrids.append(fold.scaler_.inverse_transform(ens[:, :h]))
             stacks.append(fold.scaler_.inverse_transform(stack[:, :, :h]))
         ens = np.concatenate(hybrids)  # [n_windows, h, C]
@@ -885,14 +925,16 @@ class HybridForecaster:
         def by_series(a: np.ndarray) -> np.ndarray:  # [n_windows, h, C] -> series-major
             return a.transpose(2, 0, 1).reshape(-1)
 
+        ids = np.empty(C, dtype=object)
+        for c, label in enumerate(labels):  # one by one: tuple ids stay tuples
+            ids[c] = label
         out = {
-            id_col: np.repeat(np.asarray(labels, dtype=object), n_windows * h),
-            time_col: dates.take(np.tile(rows.reshape(-1), C)),
-            "cutoff": dates.take(np.tile(np.repeat(cutoffs, h), C)),
+            id_col: np.repeat(ids, n_windows * h),
+            time_col: _as_written(dates, offsets, np.tile(rows.reshape(-1), C)),
+            "cutoff": _as_written(dates, offsets, np.tile(np.repeat(cutoffs, h), C)),
             target_col: by_series(values[rows]),
             _ENSEMBLE_COLUMN: by_series(ens),
         }
-        names = self._member_names({_ENSEMBLE_COLUMN, id_col, time_col, target_col, "cutoff"})
         out |= {name: by_series(stack[i]) for i, name in enumerate(names)}
         return pd.DataFrame(out)
 

@@ -367,6 +367,11 @@ def _first_off_step(dates: pd.DatetimeIndex, freq: str) -> tuple[int, str] | Non
     return min(found) if found else None
 
 
+def _instants(dates: pd.DatetimeIndex) -> np.ndarray:
+    """[T] int64 nanoseconds: UTC instants where the dates have a zone, else as written."""
+    return (dates.tz_convert(None) if dates.tz is not None else dates).as_unit("ns").asi8
+
+
 def _check_steps(data, origin, rows: int) -> None:
     """The last ``rows`` rows of ``data``, those the forecast reads (the lookback and the
     windows the router's skill features score), must be one step of the run's frequency
@@ -387,10 +392,7 @@ def _check_steps(data, origin, rows: int) -> None:
         return
     clock = _clock(data)
 
-    def ns(dates: pd.DatetimeIndex) -> np.ndarray:  # UTC instants where a zone is given
-        return (dates.tz_convert(None) if dates.tz is not None else dates).as_unit("ns").asi8
-
-    t, t_run = ns(data.dates), ns(origin.dates)
+    t, t_run = _instants(data.dates), _instants(origin.dates)
     own = (t >= t_run[0]) & (t <= t_run[-1]) if data is not origin else np.ones(n, bool)
     later = np.arange(n - rows + 1, n)  # the second row of each step read
     checked = later[~(own[later] & own[later - 1])]
@@ -805,10 +807,10 @@ def _check_shared_rows(new, old) -> None:
             "times on the same clock)"
         )
 
-    def ns(dates: pd.DatetimeIndex) -> np.ndarray:  # UTC instants where a zone is given
-        return (dates.tz_convert(None) if dates.tz is not None else dates).as_unit("ns").asi8
-
-    t_new, t_old = ns(new.dates), ns(old.dates)  # each sorted (a backward step is refused)
+    t_new, t_old = (
+        _instants(new.dates),
+        _instants(old.dates),
+    )  # each sorted (a backward step is refused)
     # A repeated, extra or missing row after the run's data would shift the lookback by a
     # row under the same forecast dates; after it, that is all that can go wrong.
     after = t_new[t_new > t_old[-1]]

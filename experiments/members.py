@@ -131,7 +131,9 @@ def _warn_no_period(ctx: MemberContext, member: str, instead: str, setting: str 
             f"{MIN_CYCLES} times there to be tested)"
         )
         fix = f"set {setting} or " if setting else "set "
-        fix += "--periods N when you know the period"
+        # the Python API's members have no folder; its periods are HybridForecaster's
+        fix += "--periods N" if ctx.workdir is not None else "HybridForecaster(periods=[N])"
+        fix += " when you know the period"
     log.warning("%s falls back to %s: %s; %s", member, instead, why, fix)
 
 

@@ -133,18 +133,6 @@ _NOT_SETTINGS = {
 _DEFAULTS = {"percent": 100}
 
 
-def run_settings(folder: Path, results: dict[str, Any] | None = None) -> str:
-    """The folder's config.yaml settings beyond the key, as ``a=1, timellm.lr=0.001``;
-    runs with other member options must not be averaged with these.
-
-    ``data_path`` (an absolute path: the same file run from two folders) is left out
-    where ``results`` records the file's SHA-256, which the group key then carries; the
-    target is compared as the run resolved it (``results``' channels), so the default
-    and ``--target OT`` are one setting, written only where it is not OT."""
-    items, _ = _settings(folder, results or {})
-    return ", ".join(text for _, text in items)
-
-
 def _settings(folder: Path, results: dict[str, Any]) -> tuple[list[tuple[str, str]], str | None]:
     """The settings as (sort key, text) pairs, the target left out, and the resolved
     target (None: the default, OT, or not known)."""
@@ -520,8 +508,11 @@ def _code_line(group: Group) -> list[str]:
     whose commits differ only outside them (docs, tests) ran the same code."""
     seen = {seed: _code(res) for seed, res in sorted(group.runs.items())}
     records = [_code_record(res) for res in group.runs.values()]
-    if all(r is not None and isinstance(r.get("tree"), str) for r in records):
-        same = len({(r["tree"], bool(r.get("modified"))) for r in records}) < 2
+    # the same tree is the same code only without edits: two edited checkouts may differ
+    if all(
+        r is not None and isinstance(r.get("tree"), str) and not r.get("modified") for r in records
+    ):
+        same = len({r["tree"] for r in records}) < 2
     else:
         same = len(set(seen.values())) < 2
     if same:

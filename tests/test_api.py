@@ -368,6 +368,8 @@ def test_ids_that_are_tuples_come_back_as_they_were():
     df["unique_id"] = df["unique_id"].map(lambda s: (s, 1))
     fc = small().fit(df).predict(3)
     assert fc["unique_id"].tolist() == [("s0", 1)] * 3 + [("s1", 1)] * 3
+    cv = small().cross_validation(df, h=3)
+    assert cv["unique_id"].tolist() == [("s0", 1)] * 3 + [("s1", 1)] * 3
 
 
 def test_frames_a_pivot_or_cast_would_mangle_are_refused_in_one_line():
@@ -670,3 +672,80 @@ def test_refusals_are_value_errors_for_the_caller():
     with pytest.raises(InputError, match="h must be in"):
         small().cross_validation(wide_frame(), h=99)
     assert issubclass(InputError, UserError)  # the CLI's handler still takes them
+
+
+@pytest.mark.parametrize(
+    "cols, needle",
+    [
+        ({"target_col": "hybrid"}, "'hybrid' names two of the output's columns"),
+        ({"time_col": "cutoff"}, "'cutoff' names two of the output's columns"),
+    ],
+)
+def test_cross_validation_refuses_columns_it_would_overwrite(cols, needle):
+    names = {"target_col": "y", "time_col": "ds"}
+    df = long_frame().rename(columns={"y": cols.get("target_col", "y")})
+    df = df.rename(columns={"ds": cols.get("time_col", "ds")})
+    with pytest.raises(UserError, match=needle):
+        small().cross_validation(df, h=3, **(names | cols))
+
+
+def test_cross_validation_writes_times_in_the_offsets_the_frame_wrote():
+    # daily data on local midnights across a daylight-saving change, read as UTC
+    days = pd.date_range("2021-01-01", periods=310, freq="D", tz="Europe/Berlin")
+    df = pd.DataFrame(
+        {
+            "ds": [d.isoformat() for d in days],  # the last 14 cross 31 October
+            "a": np.sin(np.arange(310) * 2 * np.pi / 7) + 5,
+        }
+    )
+    hf = HybridForecaster(members=["naive", "snaive"], router="mean", seq_len=28, pred_len=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cv = hf.cross_validation(df, h=7, n_windows=2, step_size=7)
+    assert all(t.hour == 0 for t in cv["ds"]) and all(t.hour == 0 for t in cv["cutoff"])
+    assert str(cv["cutoff"].iloc[0].tzinfo) == "UTC+02:00"  # summer time, as written
+    assert str(cv["ds"].iloc[-1].tzinfo) == "UTC+01:00"  # winter time
+    assert cv["ds"].iloc[-1] == days[-1] and cv["cutoff"].iloc[0] == days[-15]
+
+
+def test_given_periods_replace_the_analysers():
+    hf = small(("naive", "snaive"), periods=[12]).fit(wide_frame())
+    assert hf.periods_ == [12]
+    assert small().fit(wide_frame()).periods_ == [PERIOD]
+    for bad in ([1], "24", [], [2.5]):
+        with pytest.raises(UserError, match="periods"):
+            small(periods=bad).fit(wide_frame())
+
+
+class _FirstStepHour:
+    """Forecasts the hour of each window's first forecast step: what a member that reads
+    the horizon's calendar (LightGBM) sees."""
+
+    name = "hour"
+    seq_len, pred_len = 96, 24
+
+    def fit(self, train, val):
+        return self
+
+    def predict(self, windows):
+        first = np.asarray(windows.dates[windows.seq_len :][: windows.n].hour, dtype=float)
+        shape = (windows.n, windows.pred_len, windows.context.shape[1])
+        return np.broadcast_to(first[:, None, None], shape).copy()
+
+
+def test_cross_validation_gives_members_no_timestamp_after_the_cutoff():
+    # a missing hour right after the last cutoff: known only later, so the forecast from
+    # the cutoff sees the next step on the grid, as fit(rows up to it).predict() does
+    df = wide_frame()
+    df = df.drop(index=N - 3).reset_index(drop=True)  # the row after the cutoff N - 5
+    hf = HybridForecaster(members=[_FirstStepHour()], router="mean", seq_len=96, pred_len=24)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the gap
+        cv = hf.cross_validation(df, h=2, refit=False)
+    cutoff = cv["cutoff"].iloc[0]
+    assert cv["ds"].iloc[0] == cutoff + pd.Timedelta(hours=2)  # what happened: the gap
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        known = hf.fit(df[df["ds"] <= cutoff]).predict(2)  # in the data's units, as cv
+    assert known["ds"].iloc[0] == cutoff + pd.Timedelta(hours=1)
+    assert cv["hour"].iloc[0] == pytest.approx(known["s0"].iloc[0], rel=1e-12)

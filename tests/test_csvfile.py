@@ -183,3 +183,26 @@ def test_pipe_separated_files_are_read_and_pipes_in_names_are_not_separators(tmp
     df.columns = ["date", "a|b|c", "d|e", "OT"]
     df.to_csv(path, index=False)
     assert list(read_csv(path).columns) == ["date", "a|b|c", "d|e", "OT"]
+
+
+@pytest.mark.parametrize("header", ["date,Temp (°C),note,OT", "日期,温度,note,OT"])
+def test_a_stray_byte_in_a_utf8_file_does_not_turn_its_names_to_mojibake(tmp_path, header):
+    # one "café" typed in cp1252 into a text column: cp1252 decodes any bytes, and the
+    # whole file read as cp1252 named the columns æ—¥æœŸ, Temp (Â°C)
+    from ensemble.csvfile import read_csv
+
+    dates = pd.date_range("2020-01-01", periods=50, freq="h")
+    rows = "".join(f"{t:%Y-%m-%d %H:%M:%S},{i * 0.5},ok,{i}\n" for i, t in enumerate(dates))
+    data = (header + "\n" + rows).encode("utf-8").replace(b",ok,", b",caf\xe9,", 1)
+    path = tmp_path / "stray.csv"
+    path.write_bytes(data)
+    assert list(read_csv(path).columns)[:2] == header.split(",")[:2]
+
+
+def test_an_unnamed_index_over_number_names_is_a_header(tmp_path):
+    # pandas' to_csv of an unnamed index: ",0.5,1.5" is a header, not a row of data
+    from ensemble.csvfile import read_csv
+
+    path = tmp_path / "saved.csv"
+    path.write_text(",0.5,1.5\n0,1.0,2.0\n1,1.5,2.5\n", encoding="utf-8")
+    assert list(read_csv(path).columns) == ["0.5", "1.5"]

@@ -610,3 +610,8 @@ def test_seeds_of_one_code_tree_at_other_commits_ran_the_same_code(tmp_path, cap
     _edit(runs[1], lambda r: r["environment"]["code"].pop("tree"))  # recorded before the tree
     assert main(["summary", *map(str, runs)]) == 0
     assert "different hybrid-forecast code" in capsys.readouterr().out
+    # one tree, but edited checkouts at other commits: their edits may differ
+    for run in runs:
+        _edit(run, lambda r: r["environment"]["code"].update(tree="t1", modified=True))
+    assert main(["summary", *map(str, runs)]) == 0
+    assert "different hybrid-forecast code" in capsys.readouterr().out

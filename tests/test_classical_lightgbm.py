@@ -226,3 +226,12 @@ def test_features_of_a_made_up_period_are_said(caplog):
     with caplog.at_level("WARNING"):  # a period that fits: nothing to say
         registry.build("lightgbm", registry.MemberContext(96, 24, 3, "h", [24], 0, "synth"))
     assert "falls back" not in caplog.text
+
+
+def test_the_python_apis_members_are_told_its_own_way_to_give_periods(caplog):
+    from experiments import registry
+
+    ctx = registry.MemberContext(96, 24, 3, "D", [], 0, "custom")  # no folder: the API
+    with caplog.at_level("WARNING"):
+        registry.build("lightgbm", ctx)
+    assert "set HybridForecaster(periods=[N]) when you know the period" in caplog.text

@@ -324,8 +324,7 @@ def _calendar(dates: pd.DatetimeIndex, freq: str | None, example: str) -> str | 
         freq = infer_freq(dates)
     else:
         try:
-            offset = pd.tseries.frequencies.to_offset(freq)
-            freq = offset.freqstr
+            freq = pd.tseries.frequencies.to_offset(freq).freqstr
             pd.tseries.frequencies.to_offset(freq)  # an alias the data layer reads back
         except (ValueError, TypeError):
             if isinstance(given, pd.DateOffset):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from experiments.cli import main
 
 
@@ -75,15 +77,20 @@ def test_too_few_cycles_say_which_periods_were_not_tested(tmp_path, capsys):
     assert "nothing above 42 is" in out
 
 
-def test_a_plot_format_matplotlib_cannot_write_is_refused_before_the_analysis(
-    synth_csv, tmp_path, capsys, monkeypatch
-):
+@pytest.fixture
+def no_analysis(monkeypatch):
+    """The analysis made to fail: a check said before it must not reach it."""
     import periodicity
 
-    def no_analysis(*a, **kw):
+    def refuse(*a, **kw):
         raise AssertionError("analysed before the --plot check")
 
-    monkeypatch.setattr(periodicity, "analyse", no_analysis)
+    monkeypatch.setattr(periodicity, "analyse", refuse)
+
+
+def test_a_plot_format_matplotlib_cannot_write_is_refused_before_the_analysis(
+    synth_csv, tmp_path, capsys, no_analysis
+):
     path = synth_csv(n=600, channels=1, period=24)
     assert main(["periods", "--data-path", str(path), "--plot", str(tmp_path / "x.xyz")]) == 2
     err = capsys.readouterr().err
@@ -93,18 +100,13 @@ def test_a_plot_format_matplotlib_cannot_write_is_refused_before_the_analysis(
 
 
 def test_a_plot_place_that_cannot_be_written_is_refused_before_the_analysis(
-    synth_csv, tmp_path, capsys, monkeypatch
+    synth_csv, tmp_path, capsys, monkeypatch, no_analysis
 ):
     import os
     import tempfile
 
-    import periodicity
     from experiments.cmd_periods import _plot_path
 
-    def no_analysis(*a, **kw):
-        raise AssertionError("analysed before the --plot check")
-
-    monkeypatch.setattr(periodicity, "analyse", no_analysis)
     path = synth_csv(n=600, channels=1, period=24)
     argv = ["periods", "--data-path", str(path), "--plot"]
     (tmp_path / "f.txt").write_text("x", encoding="utf-8")

@@ -103,7 +103,15 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
             ) from None
     args, extra = parser.parse_known_args(argv)
     if extra:
-        _leaf_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+        leaf = _leaf_parser(parser, args)
+        lists = [a for a in leaf._actions if not a.option_strings and a.nargs in ("+", "*")]
+        # `summary r0 --finished-only r1`: argparse stops a list of positionals at the
+        # first option and leaves the rest over (its intermixed mode refuses sub-parsers)
+        if len(lists) == 1 and not any(e.startswith("-") for e in extra):
+            dest = lists[0].dest
+            setattr(args, dest, [*(getattr(args, dest) or []), *extra])
+        else:
+            leaf.error(f"unrecognized arguments: {' '.join(extra)}")
     for key, value in vars(args).items():  # --out=~/runs/x: no shell expands that "~"
         setattr(args, key, [_home(v) for v in value] if isinstance(value, list) else _home(value))
     return args

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.cli import main
+from experiments.cli import build_parser, main, parse
 
 
 def _err_lines(capsys) -> list[str]:
@@ -274,6 +274,19 @@ def test_usage_errors_are_one_line_naming_the_command_help(argv, command, capsys
     assert lines[0].endswith(f"see 'hybrid-forecast {command} --help'")
 
 
+def test_folders_may_follow_an_option_between_them(capsys):
+    """`summary r0 --finished-only r1` lists both folders; a stray word elsewhere is
+    still refused."""
+    args = parse(build_parser(), ["summary", "r0", "--finished-only", "r1", "r2"])
+    assert args.run_dirs == ["r0", "r1", "r2"] and args.finished_only
+    with pytest.raises(SystemExit) as exc:
+        parse(build_parser(), ["summary", "r0", "--finished-only", "r1", "--bogus"])
+    assert exc.value.code == 2 and "--bogus" in _err_lines(capsys)[0]
+    with pytest.raises(SystemExit) as exc:
+        parse(build_parser(), ["analyse", "r0", "--prompt-probe", "r1"])
+    assert exc.value.code == 2 and "r1" in _err_lines(capsys)[0]
+
+
 def test_download_all_with_other_names_is_refused(tmp_path, capsys):
     argv = ["data", "download", "all", "ETTh1", "--data-dir", str(tmp_path / "d")]
     assert main(argv) == 2
@@ -408,7 +421,7 @@ def test_other_os_errors_still_surface(monkeypatch):
 _SIGTERM_RUN = """
 import os, signal, sys, time
 from experiments import registry
-from experiments.cli import main
+from experiments.cli import build_parser, main, parse
 
 build = registry.build
 

@@ -22,7 +22,7 @@ import logging
 import numpy as np
 
 from ensemble.hybrid import by_window_blocks, weighted_sum, windows_per_block
-from router.objective import WindowTerms, inner_split, window_gram
+from router.objective import WindowTerms, inner_split, refuse_non_finite_terms, window_gram
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ def _member_errors(forecasts: np.ndarray, targets: np.ndarray, axis) -> np.ndarr
         np.square(d, out=d)
         out.append(np.mean(d, axis=axis))
         del d
+    refuse_non_finite_terms(out, np.sum(targets, dtype=np.float64))
     return np.stack(out)
 
 

@@ -76,7 +76,31 @@ def window_gram(
         yy_parts.append(np.mean(y * y, axis=1))
     b = np.moveaxis(np.concatenate(b_parts, axis=1), 0, -1)
     yy = np.concatenate(yy_parts, axis=0)
+    refuse_non_finite_terms(np.moveaxis(np.diagonal(gram, axis1=2, axis2=3), -1, 0), yy)
     return WindowTerms(gram, b, yy)
+
+
+def refuse_non_finite_terms(member_values: np.ndarray, target_values: np.ndarray) -> None:
+    """Refuse NaN or inf before a combiner is fitted: they gave NaN weights, a constant
+    pick or a singular system. The run and ``HybridForecaster`` check the forecasts
+    first; a direct caller of a combiner is checked here, on summaries (cheap).
+
+    Args:
+        member_values: [M, ...] a per-member summary of the validation forecasts (their
+            mean square, or mean squared error).
+        target_values: a summary of the validation targets (any shape).
+
+    Raises:
+        ValueError: naming the members, or the targets.
+    """
+    if not np.isfinite(target_values).all():
+        raise ValueError("the validation targets hold NaN or inf: no combiner can be fitted to them")
+    bad = [i for i, v in enumerate(member_values) if not np.isfinite(v).all()]
+    if bad:
+        raise ValueError(
+            f"the validation forecasts of member(s) {bad} (0-based) hold NaN or inf: no "
+            "combiner can weigh them; fix those forecasts or leave the members out"
+        )
 
 
 def combined_mse(
@@ -175,8 +199,8 @@ def choose_shrinkage(
         (lam, the held-out MSE at that lam).
     """
     m = weights.shape[-1]
-    best = (0.0, np.inf)
-    for lam in np.linspace(0.0, 1.0, grid):
+    best = (1.0, np.inf)
+    for lam in np.linspace(0.0, 1.0, grid)[::-1]:  # a tie keeps the larger lam: the simpler mix
         score = float(combined_mse((1 - lam) * weights + lam / m, gram, b, yy).mean())
         if score < best[1] - 1e-12:
             best = (float(lam), score)

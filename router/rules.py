@@ -85,6 +85,7 @@ class RuleRouter(Combiner):
         self.seed = seed
         self.tree_: dict | None = None
         self.fill_: np.ndarray | None = None
+        self.missing_: np.ndarray | None = None  # [F] features missing on some val window
         self.depth_: int | None = None
         self.inner_scores_: dict[int, float] = {}
 
@@ -143,6 +144,7 @@ class RuleRouter(Combiner):
                 if features.shape[-1]
                 else np.zeros(0)
             )
+        self.missing_ = np.isnan(features).reshape(w * c, -1).any(axis=0)
         feats = self._fill(features)  # [W, C, F]
         gram, b, yy = window_gram(val_forecasts, val_targets) if terms is None else terms
         fit_w, held_w = inner_split(w, h)
@@ -234,6 +236,11 @@ class RuleRouter(Combiner):
                 test = f"channel in {{{', '.join(cnames[c] for c in left)}}}"
             else:  # the threshold as applied: it was chosen short enough to print whole
                 test = f"{fname(j)} <= {t!r}"
+                # a missing value is read as the validation median: say where that goes
+                # (a literal reading sends it to the else branch)
+                missing = getattr(self, "missing_", None)
+                if missing is not None and missing[j] and self.fill_[j] <= t:
+                    test += f" or {fname(j)} is missing"
             lines.append(f"{indent}if {test}:")
             walk(node["left"], indent + "    ", left)
             lines.append(f"{indent}else:")

@@ -38,7 +38,7 @@ import numpy as np
 
 from ensemble.hybrid import weighted_sum
 from router.combiners import Combiner, per_step_weights
-from router.objective import inner_split
+from router.objective import inner_split, refuse_non_finite_terms
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,9 @@ def channel_step_moments(
             )
     b = [np.einsum("whc,whc->hc", forecasts[i], y, dtype=np.float64) for i in range(m)]
     b = np.moveaxis(np.stack(b), 0, -1)
-    return gram, b, np.einsum("whc,whc->hc", y, y), w
+    yy = np.einsum("whc,whc->hc", y, y)
+    refuse_non_finite_terms(np.moveaxis(np.diagonal(gram, axis1=2, axis2=3), -1, 0), yy)
+    return gram, b, yy, w
 
 
 def _add(*moments: tuple) -> tuple:

@@ -836,6 +836,59 @@ def test_printed_rules_are_the_rules_applied():
     assert np.mean((cb.weights(f, x)[:, 0, 0] > 0.5) == good) > 0.9  # cut at a quantile
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("name", [n for n in COMBINERS if n not in ("mean", "median")])
+def test_a_member_with_nan_or_inf_is_refused_by_name_not_weighed(name, bad, clear_best):
+    # called directly (the run and HybridForecaster check first): NaN weights, a constant
+    # pick of member 0 or a singular system (stacked's LinAlgError)
+    _, y, f, feats, names = clear_best
+    f = f.copy()
+    f[1, 5, 2, 0] = bad
+    cb = make_combiner(name, seed=0, feature_names=names, member_names=["m0", "m1", "m2"])
+    with pytest.raises(ValueError, match=r"member\(s\) \[1\] .* hold NaN or inf"):
+        cb.fit(f, y, feats)
+    y = y.copy()
+    y[3, 0, 0] = bad
+    with pytest.raises(ValueError, match="validation targets hold NaN or inf"):
+        cb.fit(clear_best[2], y, feats)
+
+
+def test_shrinkage_ties_keep_the_simpler_mix():
+    # uniform weights score alike at every lam: the mean (lam 1), as StackedCombiner does
+    from router.objective import choose_shrinkage
+
+    _, y, f, _, _ = problem(n=300)
+    gram, b, yy = window_gram(f, y)
+    w = np.full((gram.shape[0] * gram.shape[1], 3), 1 / 3)
+    flat = [a.reshape(w.shape[0], *a.shape[2:]) for a in (gram, b, yy)]
+    assert choose_shrinkage(w, *flat)[0] == 1.0
+    one_hot = np.eye(3)[np.zeros(w.shape[0], dtype=int)]  # member 0, the best: no shrinkage
+    assert choose_shrinkage(one_hot, *flat)[0] < 1.0
+
+
+@pytest.mark.parametrize("share", [0.7, 0.3])
+def test_printed_rules_say_where_a_missing_feature_goes(share):
+    # a skill feature is missing on a split's first H windows; the router reads it as the
+    # validation median, which the rule printed without saying so sent the other way
+    rng = np.random.default_rng(0)
+    w, h = 2000, 4
+    u = rng.random(w)
+    y = rng.normal(size=(w, h, 1))
+    noise = np.where(u <= share, 0.1, 1.0)[:, None, None]
+    f = np.stack([y + rng.normal(size=y.shape) * noise, y + rng.normal(size=y.shape) / noise / 10])
+    x = u[:, None, None].copy()
+    x[:h] = np.nan
+    cb = make_combiner("rules", feature_names=["skill"], member_names=["a", "b"]).fit(f, y, x)
+    text = cb.rules()
+    got = cb.weights(f[:, :1], x[:1])[0, 0]
+    leaf = cb.tree_["left" if "or skill is missing:" in text else "right"]["weights"]
+    assert text.startswith("if skill <= ") and "weights" in cb.tree_["left"], text
+    np.testing.assert_array_equal(got, leaf)
+    full = make_combiner("rules", feature_names=["skill"], member_names=["a", "b"])
+    x[:h] = 0.5
+    assert "missing" not in full.fit(f, y, x).rules()  # never missing: nothing to say
+
+
 @pytest.mark.parametrize("name", ["stacked", "stacked_tilted", "rules"])
 def test_too_few_windows_to_hold_out_give_equal_weights_and_say_so(name, caplog):
     # as learned_lgbm and learned_torch: stacked went quietly to the mean, stacked_tilted

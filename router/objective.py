@@ -94,7 +94,9 @@ def refuse_non_finite_terms(member_values: np.ndarray, target_values: np.ndarray
         ValueError: naming the members, or the targets.
     """
     if not np.isfinite(target_values).all():
-        raise ValueError("the validation targets hold NaN or inf: no combiner can be fitted to them")
+        raise ValueError(
+            "the validation targets hold NaN or inf: no combiner can be fitted to them"
+        )
     bad = [i for i, v in enumerate(member_values) if not np.isfinite(v).all()]
     if bad:
         raise ValueError(

@@ -50,7 +50,12 @@ def add_parser(sub) -> None:
         help="study name (default <dataset>[_<features>[-<target>]][_p<percent>][_s<seed>]_<H>_"
         "<members>: features unless M, target unless OT, percent unless 100, seed unless 0)",
     )
-    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="worker processes on this machine (no more than the trials left to run)",
+    )
     p.add_argument(
         "--out",
         help="output folder (default tune/<study>; a study name holding a path or characters "

@@ -1,11 +1,12 @@
 """Optuna tuning of period, patch, lookback and learning-rate choices, scored on validation only.
 
-A trial picks a period among the analyser's candidates (train rows only; calendar
-periods when the analyser finds nothing), a lookback that is a multiple of it, and each
-member's own choices (DLinear's moving-average kernel and learning rate, Time-LLM's
-patch length / stride and learning rate, ...). It fits the members on train, early-stops
-them on val and returns the val MSE (of the members' equal-weight mean when there are
-several). The test split is never loaded into a trial's score.
+A trial picks a period among the analyser's candidates (train rows only; the calendar
+periods of the data's frequency when none of them has a multiple within the lookback
+bounds, which tune.log warns of and study_summary says), a lookback that is a multiple
+of it, and each member's own choices (DLinear's moving-average kernel and learning
+rate, Time-LLM's patch length / stride and learning rate, ...). It fits the members on
+train, early-stops them on val and returns the val MSE (of the members' equal-weight
+mean when there are several). The test split is never loaded into a trial's score.
 
 Pruning, with one member: if it can report a per-epoch validation loss (an ``on_epoch``
 attribute its training loop calls with ``(epoch, val_loss)``) it feeds the pruner, which
@@ -37,9 +38,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import sys
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,7 @@ from experiments.tune_study import (
     GRACE_S,
     HEARTBEAT_S,
     absolute_sqlite_url,
+    calendar_fallback,
     check_folder_study,
     load_study_data,
     open_study,
@@ -197,17 +200,21 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
                 with contextlib.suppress(OSError):
                     out.rmdir()
             raise
+        if new_attrs is not None:
+            _warn_calendar_periods(spec, study.user_attrs)
         requeue_interrupted(study, spec.storage)
         record_start(spec, study)  # before tune_spec.json, which it reads, is rewritten
         before = trial_counts(study)
+        workers = worker_count(spec, before)
         log.info(
-            "study %s in %s: %d/%d finished before this start (%s); jobs=%d",
+            "study %s in %s: %d/%d finished before this start (%s); jobs=%d (%d worker(s) this start)",
             spec.study,
             spec.storage,
             before["finished"],
             spec.trials,
             before,
             spec.jobs,
+            workers,
         )
         if len(spec.members) > 1 and spec.pruner != "none":
             log.info(
@@ -224,11 +231,13 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
                 f"(a larger --trials adds trials)",
                 file=sys.stderr,
             )
-        elif before["finished"] or before["running"]:
+        elif any(before[k] for k in ("finished", "running", "waiting", "discarded")):
+            # an interrupted first trial is FAIL (discarded) and queued again (waiting)
             tqdm.write(
                 f"resuming study {spec.study}: {before['finished']} of {spec.trials} trials "
                 f"finished before"
-                + (f", {before['running']} marked running" if before["running"] else ""),
+                + (f", {before['running']} marked running" if before["running"] else "")
+                + (f", {before['waiting']} queued to run again" if before["waiting"] else ""),
                 file=sys.stderr,
             )
         write_json(out / "tune_spec.json", asdict(spec))
@@ -246,10 +255,10 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
             bar.refresh()
 
         try:
-            if spec.jobs <= 1:
+            if workers <= 1:
                 work(spec, on_progress=show)
             else:
-                run_processes(spec, study, show)
+                run_processes(replace(spec, jobs=workers), study, show)
         finally:
             bar.close()
         return finish(spec, study, plots=plots)
@@ -277,6 +286,37 @@ def _report_so_far(spec: TuneSpec, study) -> None:
         log.info("reports written for the trials finished so far")
     except (Exception, KeyboardInterrupt):  # a second Ctrl-C, a storage gone: the log says so
         log.info("no reports after the interrupt:\n%s", traceback.format_exc())
+
+
+def worker_count(spec: TuneSpec, counts: dict[str, int]) -> int:
+    """The worker processes this start needs: ``--jobs``, but no more than the trials
+    still to finish (a worker beyond them only waits), and warned of beyond the CPU
+    cores (the workers then share them, each trial slower)."""
+    cores = os.cpu_count() or 1
+    if spec.jobs > cores:
+        log.warning(
+            "--jobs %d is more than this machine's %d CPU cores: the workers share them and "
+            "each trial runs slower; give --jobs %d or fewer",
+            spec.jobs,
+            cores,
+            cores,
+        )
+    return max(1, min(spec.jobs, spec.trials - counts["finished"]))
+
+
+def _warn_calendar_periods(spec: TuneSpec, attrs: dict[str, Any]) -> None:
+    """Warn that a new study tunes calendar periods the analyser did not find."""
+    if not calendar_fallback(attrs) or not attrs.get("ranked_periods"):
+        return  # the analyser's own, or none found at all (noise): the docs say so
+    log.warning(
+        "none of the periods the analyser found in the train rows (%s) has a multiple in "
+        "[--min-seq-len %d, --max-seq-len %d]: the trials draw the calendar periods of the "
+        "data's frequency (%s) instead; widen the bounds to tune the found ones",
+        ", ".join(map(str, attrs["ranked_periods"])),
+        spec.min_seq_len,
+        spec.max_seq_len,
+        ", ".join(map(str, attrs["periods"])),
+    )
 
 
 def validate(spec: TuneSpec) -> dict[str, Any] | None:

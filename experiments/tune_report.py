@@ -14,7 +14,7 @@ from ensemble.io import write_csv, write_json, write_text
 from experiments.config import RunConfig
 from experiments.registry import parse_spec
 from experiments.tune_objective import STRIDED_VAL_MEMBERS
-from experiments.tune_study import trial_counts
+from experiments.tune_study import calendar_fallback, trial_counts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,6 +95,10 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
         # each start's pruner, router, jobs and trials (tune_spec.json: the last start's)
         "starts": study.user_attrs.get("starts", []),
     }
+    if calendar_fallback(study.user_attrs):  # none of the analyser's fits the bounds
+        summary["periods_from"] = "calendar"
+        summary["ranked_periods"] = study.user_attrs.get("ranked_periods") or []
+        summary["seq_len_bounds"] = [spec.min_seq_len, spec.max_seq_len]
     if any(m.split("@")[0] in ("timellm", "patchtst") for m in spec.members):
         summary["patch_choices"] = study.user_attrs.get("patch_choices")
     errors = [t for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
@@ -163,6 +167,15 @@ def _scored(val_stride: int, counts: list[int] | None = None) -> str:
     )
 
 
+def _periods_from(summary: dict[str, Any]) -> str:
+    """Where the period candidates came from, as study_summary.md says it."""
+    if summary.get("periods_from") != "calendar":
+        return "train rows"
+    ranked, (lo, hi) = summary["ranked_periods"], summary["seq_len_bounds"]
+    found = f"none of the analyser's, {ranked}, has a multiple in [{lo}, {hi}]"
+    return f"calendar periods of the data's frequency, a fallback: {found}"
+
+
 def _summary_md(summary: dict[str, Any], complete: list) -> str:
     c = summary["counts"]
     lines = [
@@ -172,7 +185,8 @@ def _summary_md(summary: dict[str, Any], complete: list) -> str:
         f"{c['finished']} (complete {c['complete']}, pruned {c['pruned']}, failed with an error "
         f"{c['error']}); discarded {c['discarded']} (killed and retried, or surplus); running "
         f"{c['running']}, waiting {c['waiting']}.",
-        f"Period candidates (train rows): {summary['periods']}. Objective: validation MSE "
+        f"Period candidates ({_periods_from(summary)}): {summary['periods']}. Objective: "
+        "validation MSE "
         f"(scaled space, {_scored(summary.get('val_stride', 1), summary.get('val_windows'))}); "
         "test never used.",
         "",

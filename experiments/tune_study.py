@@ -1,10 +1,12 @@
 """A `tune` study in its Optuna storage.
 
-Opening it (a SQLite file in WAL mode, or a server), with heartbeats and a retry of
-every trial found dead; the attributes it is made with (period candidates, patch
-choices, the settings and data it was made for), checked on every resume; its trials
-counted against the N-trial budget; each trial's sampler seeded from the trial's place
-in the study; and the trials of killed or interrupted processes run again.
+Opening it (a SQLite file in WAL mode, never another program's, or a server), with
+heartbeats and a retry of every trial found dead; the attributes it is made with
+(period candidates, patch choices, the settings and data it was made for), written with
+signals held and ``periods`` last, checked on every resume, and refilled when an
+interrupted start of an earlier version left some out; its trials counted against the
+N-trial budget; each trial's sampler seeded from the trial's place in the study; and the
+trials of killed or interrupted processes run again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +45,30 @@ HEARTBEAT_S = 10  # a running trial writes its heartbeat this often
 GRACE_S = 40  # ... and counts as dead (killed) after this long without one
 
 
+# What every trial reads from the study's attributes (`tune_objective`, `tune_space`).
+TRIAL_ATTRS = ("periods", "ranked_periods", "patch_choices")
+
+
+# Written last of a new study's attributes, so that a study holding it holds them all
+# (each is one commit: an earlier version wrote it first, and a study interrupted right
+# after lacked the other two, every trial failing on them).
+RECORDED_LAST = "periods"
+
+
+# What the trials of such a study failed with, before they chose their periods: no
+# result of theirs, so not counted (the study, its attributes refilled, runs them again).
+_MISSING_ATTR_ERRORS = frozenset(f"KeyError: {k!r}" for k in TRIAL_ATTRS if k != RECORDED_LAST)
+
+
 # ------------------------------------------------------------------------ trial states
+
+
+def _failed_with_error(t) -> bool:
+    """A FAIL that counts as a result: the configuration crashed (`Objective`)."""
+    error = t.user_attrs.get("error")
+    # a trial past the study's attributes has its "periods": its KeyErrors are its own
+    lacked = error in _MISSING_ATTR_ERRORS and "periods" not in t.user_attrs
+    return error is not None and not lacked
 
 
 def trial_counts(study) -> dict[str, int]:
@@ -57,7 +82,7 @@ def trial_counts(study) -> dict[str, int]:
         elif t.state == TrialState.PRUNED:
             c["pruned"] += 1
         elif t.state == TrialState.FAIL:
-            c["error" if "error" in t.user_attrs else "discarded"] += 1
+            c["error" if _failed_with_error(t) else "discarded"] += 1
         elif t.state == TrialState.RUNNING:
             c["running"] += 1
         elif t.state == TrialState.WAITING:
@@ -73,7 +98,7 @@ def claims_slot(t) -> bool:
 
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING):
         return True
-    return t.state == TrialState.FAIL and "error" in t.user_attrs
+    return t.state == TrialState.FAIL and _failed_with_error(t)
 
 
 # ----------------------------------------------------------------------------- storage
@@ -158,6 +183,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
             raise UserError(
                 f"--storage {url}: {existing} is a file, not a folder; put study.db in a folder"
             )
+        _refuse_foreign_sqlite(path, url)
         path.parent.mkdir(parents=True, exist_ok=True)
         import sqlite3
 
@@ -213,6 +239,38 @@ def _retry_while_created_elsewhere(make: Callable[[], Any], tries: int = 6) -> A
             log.info("storage being created by another process (%s); retrying", text[:80])
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# Tables every Optuna RDB storage has (alembic's since optuna 2; version_info since 1).
+_OPTUNA_TABLES = frozenset({"studies", "version_info", "alembic_version"})
+
+
+def _refuse_foreign_sqlite(path: Path, url: str) -> None:
+    """Refuse an existing SQLite file of tables none of which is Optuna's: opening it
+    turned it to WAL and added Optuna's tables to another program's database. Read only;
+    a file that is no database is left for `_sqlite_wal` to report.
+
+    Raises:
+        UserError: the file holds another program's tables.
+    """
+    import sqlite3
+
+    if not path.is_file():
+        return
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:  # not a database, or locked while created: said further on
+        return
+    tables = {name for (name,) in rows}
+    if tables and not tables & _OPTUNA_TABLES:
+        raise UserError(
+            f"--storage {url} is a SQLite file of something else (tables "
+            f"{', '.join(sorted(tables)[:5])}), not an Optuna study; name a new file"
+        )
 
 
 def _sqlite_wal(path: Path) -> None:
@@ -284,6 +342,14 @@ def ranked_periods(splits, k: int) -> list[int]:
     return (ranked + more)[:k]
 
 
+def calendar_fallback(attrs: dict[str, Any]) -> bool:
+    """Whether a study's period candidates are the calendar's of its data's frequency,
+    not the analyser's: none of those has a multiple within the lookback bounds
+    (`study_attrs`; the analyser's own are always among its ranked periods)."""
+    periods, ranked = attrs.get("periods"), attrs.get("ranked_periods")
+    return bool(periods) and ranked is not None and not set(periods) & set(ranked)
+
+
 def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
     """What a study is about; written once, checked on every later open.
 
@@ -302,7 +368,7 @@ def study_attrs(spec: TuneSpec, dataset=None) -> dict[str, Any]:
     )
     ranked = ranked_periods(splits, k=10)
     periods = period_candidates(ranked, spec.min_seq_len, spec.max_seq_len, spec.max_periods)
-    if not periods:
+    if not periods:  # said in tune.log and study_summary (`calendar_fallback`)
         from periodicity.spectrum import calendar_periods
 
         periods = period_candidates(
@@ -486,9 +552,9 @@ def study_state(spec: TuneSpec, dataset) -> dict[str, Any] | None:
         held = storage.get_study_user_attrs(storage.get_study_id_from_name(spec.study))
     except KeyError:  # no such study (yet) in this storage
         return study_attrs(spec, dataset)
-    if "periods" not in held:  # made by a start that stopped before writing them
+    if RECORDED_LAST not in held:  # made by a start that stopped before writing them
         return study_attrs(spec, dataset)
-    check_identity(spec, held, dataset)
+    check_identity(spec, held, dataset)  # then `open_study` refills what a stop left out
     return None
 
 
@@ -523,7 +589,7 @@ def open_study(spec: TuneSpec, create: bool = False, new_attrs: dict[str, Any] |
         # study at once both found no settings recorded, and both wrote theirs, one
         # attribute at a time, neither checked. Now the second finds the first's.
         with study_lock(spec.storage):
-            if "periods" not in study.user_attrs:  # new: nothing to check, this spec's
+            if RECORDED_LAST not in study.user_attrs:  # new: nothing to check, this spec's
                 _record_identity(spec, study, new_attrs or study_attrs(spec))
                 return study
         attrs = study.user_attrs
@@ -531,12 +597,18 @@ def open_study(spec: TuneSpec, create: bool = False, new_attrs: dict[str, Any] |
 
         dataset = load_study_data(spec)
         check_identity(spec, attrs, dataset)
-        mine = {**_identity(spec), "data": data_fingerprint(dataset)}
-        for key, value in mine.items():
-            # a setting added since the study was made, which check_identity let pass:
-            # recorded, so that a later resume checks it
-            if key not in attrs:
-                study.set_user_attr(key, value)
+        mine = {
+            **_identity(spec),
+            "data": data_fingerprint(dataset),
+            **_trial_attrs_left_out(spec, attrs),
+        }
+        with _signals_held():
+            for key, value in mine.items():
+                # a setting added since the study was made, which check_identity let pass:
+                # recorded, so that a later resume checks it; or what every trial reads,
+                # left out by an interrupted start of an earlier version
+                if key not in attrs:
+                    study.set_user_attr(key, value)
         return study
     study = optuna.load_study(
         study_name=spec.study, storage=storage, sampler=sampler, pruner=pruner
@@ -547,9 +619,10 @@ def open_study(spec: TuneSpec, create: bool = False, new_attrs: dict[str, Any] |
 def _record_identity(spec: TuneSpec, study, values: dict[str, Any]) -> None:
     """Write a new study's attributes: first all of them as one ``identity`` attribute
     (with a token of this command), then each (as the readers and older versions read
-    them); then read ``identity`` back. Another command's there means another command
-    wrote at the same time (a server storage, which has no ask lock): refused unless it
-    was made for these same settings.
+    them), ``RECORDED_LAST`` last, with Ctrl-C and SIGTERM held until all are written;
+    then read ``identity`` back. Another command's there means another command wrote at
+    the same time (a server storage, which has no ask lock): refused unless it was made
+    for these same settings.
 
     Raises:
         UserError: the study was made at the same moment for other settings.
@@ -557,9 +630,11 @@ def _record_identity(spec: TuneSpec, study, values: dict[str, Any]) -> None:
     import uuid
 
     token = uuid.uuid4().hex
-    study.set_user_attr("identity", {**values, "token": token})
-    for k, v in values.items():
-        study.set_user_attr(k, v)
+    ordered = sorted(values, key=lambda k: k == RECORDED_LAST)  # stable: the rest in order
+    with _signals_held():
+        study.set_user_attr("identity", {**values, "token": token})
+        for k in ordered:
+            study.set_user_attr(k, values[k])
     held = study.user_attrs.get("identity")
     if isinstance(held, dict) and held.get("token") == token:
         return
@@ -573,6 +648,53 @@ def _record_identity(spec: TuneSpec, study, values: dict[str, Any]) -> None:
             f"another command of other settings ({exc}); rerun this one with another "
             "--study name"
         ) from None
+
+
+def _trial_attrs_left_out(spec: TuneSpec, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The `TRIAL_ATTRS` a study whose settings ``check_identity`` passed lacks, from its
+    ``identity`` attribute (written first, whole).
+
+    Raises:
+        UserError: they are not there either: the study cannot run its trials.
+    """
+    missing = [k for k in TRIAL_ATTRS if k not in attrs]
+    if not missing:
+        return {}
+    held = attrs.get("identity")
+    if not (isinstance(held, dict) and all(k in held for k in missing)):
+        raise UserError(
+            f"study {spec.study} in {spec.storage} lacks its {', '.join(missing)} (a start "
+            "stopped while making it): give another --study name or --storage to start afresh"
+        )
+    log.info("study %s: %s were not recorded; recorded now", spec.study, ", ".join(missing))
+    return {k: held[k] for k in missing}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM noted inside the block and raised after it (from the main
+    thread; elsewhere no signal lands): a study's attributes are written one commit each,
+    and a study stopped between them lacked some."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    held: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        before = signal.getsignal(sig)
+        if before not in (signal.SIG_IGN, None):  # None: a handler not set from Python
+            held[sig] = before
+            signal.signal(sig, lambda signum, frame: noted.append(signum))
+    try:
+        yield
+    finally:
+        for sig, before in held.items():
+            signal.signal(sig, before)
+    if noted:  # delivered again, to the handler it was meant for, now that all is written
+        signal.raise_signal(noted[0])
 
 
 STARTS_KEPT = ("pruner", "router", "jobs", "trials")  # a start's settings kept in ``starts``

@@ -309,3 +309,80 @@ def test_a_val_stride_leaving_too_few_windows_is_refused(synth_csv, tmp_path):
     assert not (tmp_path / "t").exists()
     spec.val_stride = 9
     run_tune(spec, progress=False, plots=False)
+
+
+def test_a_rerun_after_an_interrupted_first_trial_says_it_resumes(
+    synth_csv, tmp_path, monkeypatch, capsys
+):
+    # the only trial was FAIL (interrupted) and queued again: 0 finished, 0 running, and
+    # the rerun looked like a new study
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    evaluate = interrupt_trial(monkeypatch, 0)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=False, plots=False)
+    monkeypatch.setattr(Objective, "_evaluate", evaluate)
+    capsys.readouterr()
+    run_tune(spec, progress=False, plots=False)
+    err = capsys.readouterr().err
+    assert "resuming study synth_24_snaive: 0 of 1 trials finished before, 1 queued" in err
+
+
+def test_calendar_periods_the_analyser_did_not_find_are_warned_of_and_named(
+    synth_csv, tmp_path, monkeypatch, caplog
+):
+    # no period it found has a multiple in [48, 96]: the study tuned the hourly calendar's
+    # 12 and 24, silently, and study_summary called them the train rows' candidates
+    import logging
+
+    from experiments import tune_study
+
+    monkeypatch.setattr(tune_study, "ranked_periods", lambda splits, k: [100, 200])
+    caplog.set_level(logging.WARNING, logger="hybrid_forecast.tune")
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    summary = run_tune(spec, progress=False, plots=False)
+    (warned,) = [r.getMessage() for r in caplog.records]
+    assert "found in the train rows (100, 200) has a multiple in [--min-seq-len 48" in warned
+    assert "calendar periods of the data's frequency (12, 24)" in warned
+    assert summary["periods"] == [12, 24] and summary["periods_from"] == "calendar"
+    held = json.loads((tmp_path / "t" / "study_summary.json").read_text(encoding="utf-8"))
+    assert held["periods_from"] == "calendar" and held["ranked_periods"] == [100, 200]
+    md = (tmp_path / "t" / "study_summary.md").read_text(encoding="utf-8")
+    assert "Period candidates (calendar periods of the data's frequency, a fallback" in md
+    assert "(train rows)" not in md
+
+
+@pytest.mark.parametrize("cores", [2, 8])
+def test_jobs_start_no_more_workers_than_trials_left_and_warn_beyond_the_cores(
+    cores, synth_csv, tmp_path, monkeypatch, caplog
+):
+    # --trials 2 --jobs 4 started 4 workers, two of them only to wait; 4 on 2 cores: slower
+    import logging
+
+    from experiments import tune
+    from experiments.tune_workers import work
+
+    started: list[int] = []
+
+    def in_process(spec, study, show) -> None:
+        started.append(spec.jobs)
+        work(spec, on_progress=show)
+
+    monkeypatch.setattr(tune, "run_processes", in_process)
+    monkeypatch.setattr(tune.os, "cpu_count", lambda: cores)
+    caplog.set_level(logging.WARNING, logger="hybrid_forecast.tune")
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=2)
+    spec.jobs = 4
+    assert run_tune(spec, progress=False, plots=False)["counts"]["complete"] == 2
+    assert started == [2]
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == (
+        [
+            "--jobs 4 is more than this machine's 2 CPU cores: the workers share them and "
+            "each trial runs slower; give --jobs 2 or fewer"
+        ]
+        if cores == 2
+        else []
+    )
+    spec.trials = 3  # one left: this process runs it
+    run_tune(spec, progress=False, plots=False)
+    assert started == [2]

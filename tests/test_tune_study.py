@@ -489,3 +489,107 @@ def test_a_resume_with_another_pruner_or_router_warns_once_and_keeps_each_start(
     ]
     assert summary["starts"][0]["at"] is None
     assert len(caplog.records) == 1 and "--pruner median" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("after", ["identity", "data", "periods", "ranked_periods"])
+def test_a_start_stopped_while_recording_its_settings_leaves_a_study_the_rerun_runs(
+    after, synth_csv, tmp_path, monkeypatch
+):
+    # each attribute is one commit: stopped after "periods", written before the two below
+    # it, the study passed as recorded and every trial of the rerun failed (KeyError)
+    from experiments.tune_study import TRIAL_ATTRS
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=2)
+    record = optuna.Study.set_user_attr
+
+    def stopped(self, key, value):
+        record(self, key, value)
+        if key == after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(optuna.Study, "set_user_attr", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=False, plots=False)
+    held = open_study(spec).user_attrs
+    assert "periods" not in held or all(k in held for k in TRIAL_ATTRS)  # "periods" last
+    monkeypatch.setattr(optuna.Study, "set_user_attr", record)
+    summary = run_tune(spec, progress=False, plots=False)
+    assert summary["counts"]["complete"] == 2 and summary["counts"]["error"] == 0
+    assert all(k in open_study(spec).user_attrs for k in TRIAL_ATTRS)
+
+
+def test_ctrl_c_while_a_study_records_its_settings_waits_until_all_are_written(
+    synth_csv, tmp_path, monkeypatch
+):
+    import signal
+
+    from experiments.tune_study import TRIAL_ATTRS
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
+    record = optuna.Study.set_user_attr
+
+    def ctrl_c(self, key, value):
+        record(self, key, value)
+        if key == "data":
+            signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    monkeypatch.setattr(optuna.Study, "set_user_attr", ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_tune(spec, progress=False, plots=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    attrs = open_study(spec).user_attrs
+    assert all(k in attrs for k in TRIAL_ATTRS)
+    assert open_study(spec).trials == []  # stopped before any trial
+
+
+def test_a_study_an_earlier_version_left_without_its_trial_attributes_is_repaired(
+    synth_csv, tmp_path
+):
+    # an earlier version stopped right after "periods": the rerun's trials failed on the
+    # missing "ranked_periods" and counted, so no rerun could finish the study
+    from experiments.tune_study import open_storage, study_attrs
+
+    spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=2)
+    values = study_attrs(spec)
+    study = optuna.create_study(study_name=spec.study, storage=open_storage(spec.storage))
+    study.set_user_attr("identity", {**values, "token": "earlier"})
+    for key, value in values.items():
+        if key not in ("ranked_periods", "patch_choices"):
+            study.set_user_attr(key, value)
+    for _ in range(2):
+        trial = study.ask()
+        trial.suggest_categorical("period", values["periods"])
+        trial.set_user_attr("error", "KeyError: 'ranked_periods'")
+        study.tell(trial, state=TrialState.FAIL)
+    summary = run_tune(spec, progress=False, plots=False)
+    c = summary["counts"]
+    assert (c["complete"], c["error"], c["discarded"]) == (2, 0, 2)
+    attrs = open_study(spec).user_attrs
+    assert attrs["ranked_periods"] == values["ranked_periods"]
+    assert attrs["patch_choices"] == values["patch_choices"]
+
+
+def test_a_sqlite_file_of_something_else_is_refused_and_left_as_it_was(synth_csv, tmp_path):
+    # it was turned to WAL and given Optuna's tables beside its own
+    import sqlite3
+
+    from ensemble.errors import UserError
+
+    foreign = tmp_path / "people.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE people (name TEXT)")
+    con.commit()
+    con.close()
+    before = foreign.read_bytes()
+    spec = replace(tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1), storage=str(foreign))
+    with pytest.raises(UserError, match="SQLite file of something else.*name a new file"):
+        run_tune(spec.resolved(), progress=False, plots=False)
+    assert foreign.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["people.db", "synth.csv"]
+    # a study's own file (Optuna's tables) is still opened
+    run_tune(tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1), progress=False, plots=False)
+    again = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=2)
+    assert run_tune(again, progress=False, plots=False)["counts"]["complete"] == 2

@@ -185,10 +185,14 @@ def cell_done(spec: BenchSpec, cell: Cell) -> bool:
     want = cell_config(spec, cell).to_dict()
     saved["out"] = want["out"]
     # the data by the file they resolve to: --data-dir naming $HYBRID_FORECAST_DATA's
-    # folder is the same data as no --data-dir, not another grid (every cell rerun)
+    # folder is the same data as no --data-dir, not another grid (every cell rerun), and
+    # a CSV's path is the file from any working directory. A cell recorded with a
+    # relative path (benches before paths were made absolute) is read from the working
+    # directory: done when run from where it ran, as it was then.
     files = (_data_file(saved), _data_file(want))
     if None not in files and files[0] == files[1]:
         saved["data_dir"] = want["data_dir"]
+        saved["data_path"] = want["data_path"]
     return saved == want and cell_results(folder) is not None
 
 
@@ -478,6 +482,7 @@ def _run_bench(
             spec.seq_len,
         )
         bar = tqdm(todo, desc="bench cells", unit="cell", disable=None if progress else True)
+        refused: tuple[str, str] | None = None  # the cell before's (name, refusal)
         for cell in bar:
             bar.set_postfix_str(cell.name)
             if held(cell_folder(spec, cell)):  # a run of its own, or an analyse of it
@@ -487,11 +492,29 @@ def _run_bench(
             t0 = time.perf_counter()
             try:
                 run_fn(cell_config(spec, cell))
-            except UserError:
-                raise  # the user's input is wrong for every cell alike: stop now
+            except UserError as exc:
+                # validate() refused what is wrong for every cell before any ran, so a
+                # refusal now is this cell's (its folder holds the user's files, a member
+                # failed on its data): the rest of the grid runs. Unless no cell has run
+                # yet and it reads word for word as the cell before's: the same words for
+                # two cells (a refusal about one cell names its folder) are about all of
+                # them (a router short of members, a missing backbone), and each further
+                # cell would only say them again.
+                if refused is not None and refused[1] == str(exc) and not ran:
+                    raise UserError(
+                        f"cells {refused[0]} and {cell.name} failed alike, as every cell "
+                        f"would: {exc}"
+                    ) from None
+                refused = (cell.name, str(exc))
+                failed[cell.name] = str(exc)
+                log.error("cell %s failed: %s", cell.name, exc)
+                continue
             except Exception as exc:  # one broken cell must not cost the rest of the grid
                 failed[cell.name] = f"{type(exc).__name__}: {exc}"
-                log.error("cell %s failed:\n%s", cell.name, traceback.format_exc())
+                log.error("cell %s failed: %s", cell.name, failed[cell.name])
+                # INFO: bench.log's only (the console is quieted to warnings meanwhile)
+                log.info("cell %s: the traceback", cell.name, exc_info=True)
+                refused = None
                 continue
             ran.append(cell.name)
             log.info("cell %s done in %.1fs", cell.name, time.perf_counter() - t0, extra=PROGRESS)
@@ -638,7 +661,9 @@ def _fmt(mean: float, std: float, n: int, seeds: int | None = None) -> str:
     if n < 2 or np.isnan(std):
         return f"{mean:.3f}" + (few or (" (1 seed)" if n == 1 else ""))
     if std == 0:  # a deterministic member: "± 0.000" would read as precision
-        return f"{mean:.3f} (every seed){few}"
+        return (
+            f"{mean:.3f} ({n} of {seeds} seeds, identical)" if few else f"{mean:.3f} (every seed)"
+        )
     if f"{std:.3f}" == "0.000":  # a spread below the digits, not none at all
         return f"{mean:.3f} ± <0.001{few}"
     return f"{mean:.3f} ± {std:.3f}{few}"

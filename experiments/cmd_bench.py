@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ensemble.errors import UserError
 from experiments.cli import HelpFormatter
+from experiments.cmd_run import Once, refuse_empty
 
 if TYPE_CHECKING:
     from experiments.bench import BenchSpec
@@ -24,6 +25,9 @@ GRID_DEFAULTS: dict[str, Any] = {
     "data_dir": None,
 }
 
+# A value "" of these is a slip (an unset shell variable), not "the default": refused
+_NOT_EMPTY = ("datasets", "horizons", "seeds", "members", "router", "out", "data_dir")
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -34,25 +38,54 @@ def add_parser(sub) -> None:
         "numbers beside) and plots. Rerun the same command after a kill to resume.",
         formatter_class=HelpFormatter,
     )
+
     # Grid flags default to None: --report-only takes what is not given from the bench's
-    # bench_spec.json, a run from GRID_DEFAULTS (the help states them).
-    p.add_argument("--datasets", help=f"comma-separated (default {GRID_DEFAULTS['datasets']})")
+    # bench_spec.json, a run from GRID_DEFAULTS (the help states them). Each is given
+    # once: argparse would keep the last (`--seeds 0 --seeds 1` ran seed 1 alone).
+    def listed(flag: str, example: str) -> str:
+        return f"list every value in one {flag}, e.g. {flag} {example}"
+
     p.add_argument(
-        "--horizons", help=f"comma-separated H values (default {GRID_DEFAULTS['horizons']})"
+        "--datasets",
+        action=Once,
+        hint=listed("--datasets", "ETTh1,ETTm1"),
+        help=f"comma-separated (default {GRID_DEFAULTS['datasets']})",
     )
-    p.add_argument("--seeds", help=f"comma-separated seeds (default {GRID_DEFAULTS['seeds']})")
+    p.add_argument(
+        "--horizons",
+        action=Once,
+        hint=listed("--horizons", "96,192"),
+        help=f"comma-separated H values (default {GRID_DEFAULTS['horizons']})",
+    )
+    p.add_argument(
+        "--seeds",
+        action=Once,
+        hint=listed("--seeds", "0,1,2"),
+        help=f"comma-separated seeds (default {GRID_DEFAULTS['seeds']})",
+    )
     p.add_argument(
         "--seq-len",
         type=int,
+        action=Once,
+        hint="a bench has one lookback: run a bench per --seq-len, each with its own --out",
         help="lookback L (default 512 as Time-LLM; DLinear's published numbers use 336)",
     )
     p.add_argument(
-        "--members", help=f"comma-separated member specs (default {GRID_DEFAULTS['members']})"
+        "--members",
+        action=Once,
+        hint=listed("--members", "naive,dlinear"),
+        help=f"comma-separated member specs (default {GRID_DEFAULTS['members']})",
     )
-    p.add_argument("--router", help="combination rule / router (default mean)")
+    p.add_argument(
+        "--router",
+        action=Once,
+        hint="a bench has one router: run a bench per --router, each with its own --out",
+        help="combination rule / router (default mean)",
+    )
     p.add_argument("--out", default="bench", help="bench folder")
     p.add_argument(
-        "--data-dir", help="folder holding ETT-small/... (default $HYBRID_FORECAST_DATA)"
+        "--data-dir",
+        help="folder holding ETT-small/... (default $HYBRID_FORECAST_DATA, else ./dataset)",
     )
     p.add_argument("--features", choices=["M", "S", "MS"], help="default M")
     p.add_argument(
@@ -86,9 +119,11 @@ def split_list(text: str, cast: type, flag: str) -> list[Any]:
 def grid_spec(args) -> BenchSpec:
     """The grid of the command line; with --report-only, unset flags come from the
     bench's bench_spec.json (so the tables are rebuilt for the grid that ran)."""
-    from experiments.bench import BenchSpec, saved_grid
+    from experiments.bench import BenchSpec, is_csv_path, saved_grid
+    from experiments.cmd_run import warn_spec_wins
     from experiments.registry import parse_sets
 
+    refuse_empty(args, _NOT_EMPTY)
     saved = saved_grid(args.out) if args.report_only else None
 
     def pick(name: str) -> Any:
@@ -101,20 +136,25 @@ def grid_spec(args) -> BenchSpec:
         value = pick(name)
         return split_list(value, cast, f"--{name}") if isinstance(value, str) else value
 
+    def absolute(path: str | None) -> str | None:
+        """The same file from any working directory (cells' config.yaml rerun anywhere)."""
+        return None if path is None else str(Path(path).expanduser().resolve())
+
     members = axis("members", str)
     if args.set or saved is None:
         member_params = parse_sets(args.set, members)
+        warn_spec_wins(members, member_params)
     else:
         member_params = saved["member_params"]
     return BenchSpec(
-        datasets=axis("datasets", str),
+        datasets=[absolute(d) if is_csv_path(d) else d for d in axis("datasets", str)],
         horizons=axis("horizons", int),
         seeds=axis("seeds", int),
         members=members,
         router=pick("router"),
         seq_len=pick("seq_len"),
         out=args.out,
-        data_dir=pick("data_dir"),
+        data_dir=absolute(pick("data_dir")),
         member_params=member_params,
         features=pick("features"),
     )

@@ -18,7 +18,7 @@ log = logging.getLogger("hybrid_forecast.run")
 _NOT_EMPTY = ("config", "dataset", "data_path", "data_dir", "target", "router", "out", "periods")
 
 
-class _Once(argparse.Action):
+class Once(argparse.Action):
     """Store an option's value, refusing it a second time: argparse would keep the last
     one without a word (``--seed 0 --seed 1`` is one run of seed 1, not two runs)."""
 
@@ -42,17 +42,29 @@ def add_parser(sub) -> None:
         formatter_class=HelpFormatter,
     )
     add_data_arguments(p)
+    once = {  # ensemble.data adds these as plain store actions, which keep the last value
+        "dataset": "a run reads one dataset: run once per dataset, or "
+        "`hybrid-forecast bench --datasets ETTh1,ETTh2` for a grid of them",
+        "data_path": "a run reads one file: run once per file, or "
+        "`hybrid-forecast bench --datasets a.csv,b.csv` for a grid of them",
+    }
+    for action in p._actions:
+        if action.dest in once:
+            action.__class__ = Once
+            action.hint = once[action.dest]  # type: ignore[attr-defined]
     p.add_argument(
         "--config", help="a config.yaml (from a run folder or `tune`); flags given here override it"
     )
     p.add_argument("--seq-len", type=int, help="lookback L (default 512)")
     p.add_argument("--pred-len", type=int, help="horizon H (default 96)")
     p.add_argument(
-        "--percent", type=int, help="few-shot: keep the first PERCENT %% of train windows"
+        "--percent",
+        type=int,
+        help="few-shot: keep the first PERCENT %% of train windows (default 100: all)",
     )
     p.add_argument(
         "--members",
-        action=_Once,
+        action=Once,
         hint="list every member in one --members, e.g. --members naive,dlinear",
         help="comma-separated member specs, e.g. dlinear,arima,lightgbm,timellm "
         "(a spec may carry settings: dlinear@kernel=49; default naive)",
@@ -61,7 +73,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--seed",
         type=int,
-        action=_Once,
+        action=Once,
         hint="a run takes one seed: run once per seed (a shell loop), or "
         "`hybrid-forecast bench --seeds 0,1,2` for a table over seeds",
         help="random seed (default 0)",
@@ -92,11 +104,7 @@ def add_parser(sub) -> None:
 def config_from_args(args) -> RunConfig:
     from experiments.registry import base_names, parse_sets
 
-    for key in _NOT_EMPTY:
-        val = getattr(args, key, None)
-        if isinstance(val, str) and not val.strip():
-            flag = "--" + key.replace("_", "-")
-            raise UserError(f"{flag} is empty: give a value, or drop {flag} for its default")
+    refuse_empty(args, _NOT_EMPTY)
     cfg = RunConfig()
     if getattr(args, "config", None):
         cfg = RunConfig.from_file(args.config)
@@ -125,7 +133,7 @@ def config_from_args(args) -> RunConfig:
             raise UserError(f"--periods {args.periods!r}: each period is a whole number >= 2")
     for member, params in parse_sets(getattr(args, "set", None), cfg.members).items():
         cfg.member_params.setdefault(member, {}).update(params)
-    _warn_spec_wins(cfg)
+    warn_spec_wins(cfg.members, cfg.member_params)
     for key in ("data_path", "data_dir"):  # the same file from any working directory
         if getattr(cfg, key):
             setattr(cfg, key, str(Path(getattr(cfg, key)).expanduser().resolve()))
@@ -152,6 +160,16 @@ def config_from_args(args) -> RunConfig:
     return cfg
 
 
+def refuse_empty(args: argparse.Namespace, keys: tuple[str, ...]) -> None:
+    """Refuse a flag of ``keys`` given as "" (or blanks): a slip such as an unset shell
+    variable, which would otherwise mean the default (``--out ""``: the working folder)."""
+    for key in keys:
+        val = getattr(args, key, None)
+        if isinstance(val, str) and not val.strip():
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"{flag} is empty: give a value, or drop {flag} for its default")
+
+
 def _drop_stray_params(config: str, cfg: RunConfig) -> None:
     """Settings in a config file's member_params for a member not among its members do
     nothing: dropped with a warning (versions before 2026-12-07 wrote such files when
@@ -171,15 +189,15 @@ def _drop_stray_params(config: str, cfg: RunConfig) -> None:
         cfg.member_params = {k: v for k, v in cfg.member_params.items() if k not in stray}
 
 
-def _warn_spec_wins(cfg: RunConfig) -> None:
+def warn_spec_wins(members: list[str], member_params: dict[str, dict[str, Any]]) -> None:
     """Say once where a spec's own ``@key=value`` hides a --set (or member_params) value
     for the same key: the spec's is used, for that spec only."""
     from experiments.registry import parse_spec
 
     hidden = []
-    for spec in cfg.members:
+    for spec in members:
         base, own = parse_spec(spec)
-        shared = cfg.member_params.get(base, {})
+        shared = member_params.get(base, {})
         hidden += [
             f"{spec} keeps {k}={own[k]} (not {shared[k]})"
             for k in own

@@ -339,7 +339,11 @@ def _cell(values: np.ndarray) -> str:
     if len(v) == 1:
         return f"{v[0]:.4f}{few}"
     if (v == v[0]).all():  # a deterministic forecast: "± 0.0000" would read as precision
-        return f"{v[0]:.4f} (every seed){few}"
+        return (
+            f"{v[0]:.4f} ({len(v)} of {len(values)} seeds, identical)"
+            if few
+            else f"{v[0]:.4f} (every seed)"
+        )
     std = f"{v.std(ddof=1):.4f}"
     return f"{v.mean():.4f} ± {'<0.0001' if float(std) == 0 else std}{few}"  # not "± 0.0000"
 

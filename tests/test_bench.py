@@ -245,6 +245,118 @@ def test_failed_cell_does_not_stop_the_grid(synth_csv, tmp_path):
     assert "boom" in (Path(spec.out) / "bench.log").read_text(encoding="utf-8")
 
 
+def test_a_refused_cell_is_its_own_failure_and_the_grid_goes_on(synth_csv, tmp_path, capsys):
+    # a cell folder holding the user's notes raised UserError: the bench exited 2 at that
+    # cell, the cells after it never ran, no bench.md, and every rerun stopped there
+    from experiments.cli import main
+
+    out = tmp_path / "bench"
+    notes = out / "cells" / "synth_96_24_s0"
+    notes.mkdir(parents=True)
+    (notes / "results.md").write_text("notes\n", encoding="utf-8")
+    argv = ["bench", "--datasets", str(synth_csv(n=1200)), "--horizons", "24,48"]
+    argv += ["--seeds", "0,1", "--seq-len", "96", "--members", "naive,snaive"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 1  # as for any failed cell
+    printed = capsys.readouterr().out
+    assert "bench: 3 cells ran, 0 already done, 1 failed" in printed
+    assert f"failed synth_96_24_s0: {notes} holds results.md but is not a run folder" in printed
+    assert (out / "bench.md").is_file() and (notes / "results.md").read_text(
+        encoding="utf-8"
+    ) == "notes\n"
+    assert set(pd.read_csv(out / "bench.csv")["pred_len"]) == {24, 48}
+
+
+def test_refusals_that_differ_by_cell_do_not_stop_the_grid(synth_csv, tmp_path):
+    # the same refusal for the first two cells is about every cell (test above); refusals
+    # naming each its own cell, or the same words after a cell has run, are the cells'
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench", seeds=[0, 1, 2])
+
+    def own(cfg):
+        raise UserError(f"member naive failed in {cfg.out}")
+
+    info = run_bench(spec, progress=False, run_fn=own)
+    assert sorted(info["failed"]) == [c.name for c in plan(spec)] and info["ran"] == []
+    assert (Path(spec.out) / "bench.md").is_file()
+
+    def after_one(cfg):
+        if cfg.seed == 0:
+            return fake_run(cfg)
+        raise UserError("the same words")
+
+    info = run_bench(spec, progress=False, run_fn=after_one)
+    assert info["ran"] == [plan(spec)[0].name] and len(info["failed"]) == 2
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_a_failed_cell_says_one_line_on_the_console_and_its_traceback_in_bench_log(
+    progress, synth_csv, tmp_path
+):
+    # the console got a 15-line traceback per failed cell
+    import io
+    import logging
+
+    stream = io.StringIO()
+    console = logging.StreamHandler(stream)
+    logging.getLogger().addHandler(console)
+
+    def flaky(cfg):
+        raise RuntimeError("boom")
+
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench")
+    try:
+        run_bench(spec, progress=progress, run_fn=flaky)
+    finally:
+        logging.getLogger().removeHandler(console)
+    said = stream.getvalue()
+    assert said.count("failed: RuntimeError: boom") == 2 and "Traceback" not in said
+    log = (tmp_path / "bench" / "bench.log").read_text(encoding="utf-8")
+    assert log.count("Traceback (most recent call last)") == 2 and "in flaky" in log
+
+
+def test_csv_cells_are_the_same_file_from_any_working_directory(
+    synth_csv, tmp_path, monkeypatch, capsys
+):
+    # a cell's config.yaml kept the path as typed: rerun from elsewhere it read no file,
+    # and the bench run from another folder ran every finished cell again, or took
+    # another file of the same relative path for the one it ran
+    import experiments.run
+    from experiments.cli import main
+    from experiments.config import RunConfig
+
+    monkeypatch.setattr(experiments.run, "run", fake_run)
+    for d, n in (("a", 1200), ("b", 1300)):  # b/data/x.csv: other data, the same spelling
+        (tmp_path / d / "data").mkdir(parents=True)
+        synth_csv(n=n).replace(tmp_path / d / "data" / "x.csv")
+    out = tmp_path / "bench"
+    argv = ["bench", "--horizons", "24", "--seeds", "0", "--seq-len", "96", "--members"]
+    argv += ["naive", "--out", str(out), "--quiet", "--datasets"]
+
+    def bench(cwd: str, *flags: str) -> str:
+        monkeypatch.chdir(tmp_path / cwd)
+        capsys.readouterr()
+        assert main([*argv, *flags]) == 0
+        return capsys.readouterr().out
+
+    assert "1 cells ran" in bench("a", "data/x.csv", "--data-dir", "data")
+    cfg = RunConfig.from_file(out / "cells" / "x_96_24_s0" / "config.yaml")
+    assert cfg.data_path == str(tmp_path / "a" / "data" / "x.csv")
+    assert cfg.data_dir == str(tmp_path / "a" / "data")
+    assert "0 cells ran, 1 already done" in bench(".", "a/data/x.csv", "--data-dir", "a/data")
+    assert "1 cells ran, 0 already done" in bench("b", "data/x.csv", "--data-dir", "data")
+
+    # a cell of a bench from before, its path recorded as typed: done from where it ran
+    old = _spec("data/x.csv", out, seeds=[0], members=["naive"])
+    monkeypatch.chdir(tmp_path / "a")
+    fake_run(cell_config(old, plan(old)[0]))
+    assert RunConfig.from_file(out / "cells" / "x_96_24_s0" / "config.yaml").data_path == (
+        "data/x.csv"
+    )
+    now = _spec(str(tmp_path / "a" / "data" / "x.csv"), out, seeds=[0], members=["naive"])
+    assert cell_done(now, plan(now)[0])
+    monkeypatch.chdir(tmp_path / "b")  # from here the old path names another file
+    assert not cell_done(now, plan(now)[0])
+
+
 def test_table_shows_published_numbers_with_sources():
     spec = BenchSpec(
         datasets=["ETTh1"], horizons=[96, 192], seeds=[0, 1, 2], members=["dlinear"], seq_len=512
@@ -495,15 +607,16 @@ def test_bad_data_or_member_fails_before_any_cell(change, needle, synth_csv, tmp
 
 def test_a_stop_on_bad_input_is_in_bench_log(synth_csv, tmp_path):
     spec = _finished_bench(synth_csv(n=1200), tmp_path / "bench")
-    spec.seeds = [0, 1, 2]
+    spec.seeds = [0, 1, 2, 3]  # two cells to run, refused alike: the input, not a cell
 
     def refused(cfg):
         raise UserError("the cell refuses its input")
 
-    with pytest.raises(UserError):
+    stop = "cells synth_96_24_s2 and synth_96_24_s3 failed alike, as every cell would: "
+    with pytest.raises(UserError, match=stop):
         run_bench(spec, progress=False, run_fn=refused)
     log = (Path(spec.out) / "bench.log").read_text(encoding="utf-8")
-    assert "stopped: the cell refuses its input" in log
+    assert f"stopped: {stop}the cell refuses its input" in log
 
     spec.members = ["naive", "snaive@period=abc"]  # refused before any cell: logged too
     with pytest.raises(UserError):
@@ -613,6 +726,84 @@ def test_a_spread_below_the_printed_digits_is_not_shown_as_zero():
     assert _fmt(0.4, 0.0002, 3, 3) == "0.400 ± <0.001"  # was "0.400 ± 0.000"
     assert _fmt(0.4, 0.0, 3, 3) == "0.400 (every seed)"
     assert _fmt(0.4, 0.0012, 3, 3) == "0.400 ± 0.001"
+    # read "1.267 (every seed) (2 of 3 seeds)": every seed, then not every seed
+    assert _fmt(1.267, 0.0, 2, 3) == "1.267 (2 of 3 seeds, identical)"
+
+
+def _tiny_grid(monkeypatch, csv: Path, flag: str, *values: str) -> list[str]:
+    """bench's argv for a one-cell grid of ``csv`` with ``flag`` given ``values`` (once
+    each) and runs faked: a refusal that regressed runs one instant cell, not the default
+    grid."""
+    import experiments.run
+
+    monkeypatch.setattr(experiments.run, "run", fake_run)
+    grid = {"--datasets": str(csv), "--horizons": "24", "--seeds": "0", "--seq-len": "96"}
+    grid |= {"--members": "naive", "--router": "mean", "--out": "b"}
+    grid.pop(flag, None)
+    return ["bench", "--quiet", *(x for kv in grid.items() for x in kv)] + [
+        x for v in values for x in (flag, v)
+    ]
+
+
+@pytest.mark.parametrize("flag", ["--out", "--data-dir", "--router", "--members", "--seeds"])
+def test_an_empty_bench_flag_is_refused_not_taken_for_the_default(
+    flag, synth_csv, tmp_path, monkeypatch, capsys
+):
+    # --out "" wrote the bench into the working folder; run refused it already
+    from experiments.cli import main
+
+    argv = _tiny_grid(monkeypatch, synth_csv(n=1200), flag, "")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert main(argv) == 2
+    assert f"{flag} is empty: give a value, or drop {flag} for its default" in _one_error_line(
+        capsys
+    )
+    assert list((tmp_path / "cwd").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "flag,values",
+    [
+        ("--seeds", ("0", "1")),
+        ("--datasets", ("ETTh1", "ETTh2")),
+        ("--horizons", ("24", "48")),
+        ("--members", ("naive", "snaive")),
+        ("--router", ("mean", "median")),
+        ("--seq-len", ("96", "48")),
+    ],
+)
+def test_a_repeated_grid_flag_is_refused(flag, values, synth_csv, tmp_path, monkeypatch, capsys):
+    # argparse kept the last: `--seeds 0 --seeds 1` ran seed 1 alone
+    from experiments.cli import main
+
+    argv = _tiny_grid(monkeypatch, synth_csv(n=1200), flag, *values)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert f"{flag} is given twice ({values[0]} and {values[1]})" in line
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_spec_setting_that_hides_a_set_is_said_by_bench(caplog):
+    # run said so; bench used dlinear@epochs=2 without a word about --set dlinear.epochs=1
+    import logging
+
+    from experiments.cli import build_parser
+    from experiments.cmd_bench import grid_spec
+
+    argv = ["bench", "--members", "naive,dlinear@epochs=2", "--set", "dlinear.epochs=1"]
+    with caplog.at_level(logging.WARNING):
+        spec = grid_spec(build_parser().parse_args(argv))
+    assert "dlinear@epochs=2 keeps epochs=2 (not 1)" in caplog.text
+    assert spec.member_params == {"dlinear": {"epochs": 1}}
+
+
+def test_bench_help_names_the_data_folder_it_falls_back_to():
+    from experiments.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices["bench"]
+    assert "$HYBRID_FORECAST_DATA, else ./dataset" in " ".join(sub.format_help().split())
 
 
 @pytest.fixture

@@ -46,11 +46,13 @@ def test_an_empty_value_is_refused_not_taken_for_the_default(flag, capsys):
     [
         ("--seed", ("0", "1"), "bench --seeds"),
         ("--members", ("naive", "snaive"), "--members naive,dlinear"),
+        ("--dataset", ("ETTh1", "ETTh2"), "bench --datasets"),
+        ("--data-path", ("a.csv", "b.csv"), "bench --datasets"),
     ],
 )
 def test_a_repeated_seed_or_members_is_refused(flag, values, hint, capsys):
     # argparse kept the last: `--seed 0 --seed 1` was one run of seed 1
-    argv = ["run", "--dataset", "ETTh1", flag, values[0], flag, values[1]]
+    argv = ["run", flag, values[0], flag, values[1]]  # refused as the flags are read
     assert main(argv) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert f"{flag} is given twice ({values[0]} and {values[1]})" in line and hint in line
@@ -121,3 +123,21 @@ def test_a_config_outside_its_run_folder_does_not_choose_the_folder(tmp_path, ca
     assert "a config copied out of its run folder never writes back" in " ".join(
         build_parser()._subparsers._group_actions[0].choices["run"].format_help().split()
     )
+
+
+@pytest.mark.parametrize("value", ["maybe", "1"])
+def test_a_progress_setting_that_is_no_bool_is_refused(value, synth_csv, tmp_path, capsys):
+    # naive@progress=maybe ran: progress is every member's setting, so no registered list
+    # names it, and members that draw no bars never read it
+    argv = ["run", "--data-path", str(synth_csv(n=1200)), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--out", str(tmp_path / "r")]
+    assert main([*argv, "--members", f"naive@progress={value}"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"naive@progress={value}: progress must be true or false" in line
+
+
+def test_run_help_states_the_percent_default():
+    text = " ".join(
+        build_parser()._subparsers._group_actions[0].choices["run"].format_help().split()
+    )
+    assert "keep the first PERCENT % of train windows (default 100: all)" in text

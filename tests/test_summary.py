@@ -376,7 +376,7 @@ def test_a_forecast_missing_from_a_seed_says_how_many_seeds_it_has():
     assert _cell(np.array([0.3112, nan])) == "0.3112 (1 of 2 seeds)"
     assert _cell(np.array([0.30, 0.32, nan])) == "0.3100 ± 0.0141 (2 of 3 seeds)"
     assert _cell(np.array([0.30, 0.32])) == "0.3100 ± 0.0141"
-    assert _cell(np.array([0.5, 0.5, nan])) == "0.5000 (every seed) (2 of 3 seeds)"
+    assert _cell(np.array([0.5, 0.5, nan])) == "0.5000 (2 of 3 seeds, identical)"
     assert _cell(np.array([nan, nan])) == "–"
     # a spread below the printed digits is a spread, not none (that is "every seed")
     assert _cell(np.array([0.30001, 0.30002])) == "0.3000 ± <0.0001"

@@ -190,10 +190,10 @@ def build(spec: str, ctx: MemberContext) -> Forecaster:
     params = {**ctx.params, **params}
     # every member takes progress, so no registered list names it: checked here, or a
     # member that shows no bars would take naive@progress=maybe without a word
-    if "progress" in params and not isinstance(params["progress"], bool):
+    if params.get("progress") is not None and not isinstance(params["progress"], bool):
         raise UserError(
-            f"{spec}: progress must be true or false (got {params['progress']!r}); write "
-            "progress=true or progress=false"
+            f"{spec}: a setting has the wrong type or value (progress must be true or "
+            f"false, got {params['progress']!r}); write progress=true or progress=false"
         )
     if settings is not None:
         unknown = sorted(set(params) - set(settings) - {"progress"})

@@ -133,7 +133,8 @@ def test_a_progress_setting_that_is_no_bool_is_refused(value, synth_csv, tmp_pat
     argv += ["--out", str(tmp_path / "r")]
     assert main([*argv, "--members", f"naive@progress={value}"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert f"naive@progress={value}: progress must be true or false" in line
+    assert f"naive@progress={value}: a setting has the wrong type" in line
+    assert "progress must be true or false" in line
 
 
 def test_run_help_states_the_percent_default():

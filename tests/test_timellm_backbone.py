@@ -384,3 +384,122 @@ def test_the_dtype_keyword_follows_the_transformers_version(monkeypatch):
     assert _dtype_arg() == "torch_dtype"
     monkeypatch.setattr(transformers, "__version__", "4.56.0")
     assert _dtype_arg() == "dtype"
+
+
+# Tiny checkpoints as the hub ships them (with their LM heads, tied where the model ties
+# them), 64 wide for bitsandbytes' CPU blocks; the regex finds layer 0 in each naming.
+_TINY_HEADED = {
+    "bert": ("BertForMaskedLM", "BertConfig", {"num_attention_heads": 2}),
+    "gpt2": ("GPT2LMHeadModel", "GPT2Config", {"n_head": 2, "n_positions": 128}),
+    "llama": ("LlamaForCausalLM", "LlamaConfig", {"num_attention_heads": 2}),
+    "qwen2": (
+        "Qwen2ForCausalLM",
+        "Qwen2Config",
+        {"num_attention_heads": 2, "num_key_value_heads": 1, "tie_word_embeddings": True},
+    ),
+}
+_LAYER_0 = r"(^|\.)(layer|layers|h)\.0\."
+
+
+def _save_headed(arch: str, path) -> None:
+    import transformers
+
+    model_cls, config_cls, extra = _TINY_HEADED[arch]
+    config = getattr(transformers, config_cls)(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, vocab_size=30522, **extra
+    )
+    torch.manual_seed(0)
+    _save_with_minilm_tokenizer(getattr(transformers, model_cls)(config), path)
+
+
+def _load(spec: str, quant: str | None, **kw):
+    try:
+        return load_backbone(spec, load_in_4bit=quant == "4bit", load_in_8bit=quant == "8bit", **kw)
+    except (RuntimeError, ImportError, NotImplementedError) as exc:  # pragma: no cover
+        pytest.skip(f"bitsandbytes {quant} path unavailable on this machine: {exc}")
+
+
+@pytest.mark.parametrize(
+    "arch,quant",
+    [("bert", None), ("gpt2", None), ("llama", None), ("qwen2", None)]
+    + [("qwen2", "4bit"), ("bert", "4bit"), ("llama", "8bit")],
+)
+def test_a_weights_file_without_some_layers_is_refused(arch: str, quant, tmp_path) -> None:
+    # transformers initialised the absent layers at random, and its report of them was
+    # silenced: a run trained on a partly random backbone, exit 0
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    _save_headed(arch, tmp_path)
+    # intact: the layers cut off (unexpected), the LM head and tied weights are no error
+    assert _load(str(tmp_path), quant, llm_layers=1).num_layers == 1
+    weights = tmp_path / "model.safetensors"
+    state = load_file(weights)
+    kept = {k: v for k, v in state.items() if not re.search(_LAYER_0, k)}
+    assert len(kept) < len(state)
+    save_file(kept, weights, metadata={"format": "pt"})
+    with pytest.raises(UserError, match=r"weights file is incomplete, it lacks \S*0\..*download"):
+        _load(str(tmp_path), quant, llm_layers=1)
+
+
+def test_a_checkpoint_without_a_pooler_is_no_error(tmp_path, monkeypatch) -> None:
+    # an MLM checkpoint has no pooler; a model class without the add_pooling_layer switch
+    # builds one anyway, and Time-LLM never reads it
+    import timellm.backbone
+
+    _save_headed("bert", tmp_path)
+    monkeypatch.setattr(timellm.backbone, "_has_pooling_switch", lambda config: False)
+    assert load_backbone(str(tmp_path)).model.pooler is not None
+
+
+def test_a_bert_folder_without_tokenizer_files_is_refused(tmp_path) -> None:
+    # transformers builds BERT a tokenizer of its 5 special tokens: every prompt word
+    # was [UNK], and the run trained without its prompt, exit 0
+    import shutil
+    from types import SimpleNamespace
+
+    from timellm.backbone import _load_tokenizer, check_backbone
+
+    shutil.copy(f"{_minilm_dir()}/config.json", tmp_path)
+    for attempt in (check_backbone, load_backbone):
+        with pytest.raises(UserError, match="lacks its tokenizer files .*unknown token"):
+            attempt(str(tmp_path))
+    # a stand-in that maps some words but knows a fraction of the model's vocabulary
+    with pytest.raises(UserError, match="knows 30522 of the model's 100000 tokens"):
+        _load_tokenizer("x", _minilm_dir(), SimpleNamespace(vocab_size=100_000))
+    assert len(_load_tokenizer("x", _minilm_dir(), SimpleNamespace(vocab_size=30_522))) == 30522
+
+
+def _bin_weights(kind: str) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    weights = {"wte.weight": torch.zeros(512, 256)}  # 512 KiB
+    torch.save(weights, buf, _use_new_zipfile_serialization=kind != "legacy-cut")
+    data = buf.getvalue()
+    # a zip without its directory at the end (RuntimeError; cut below about 64 KiB, an
+    # OSError EINVAL instead); a legacy pickle whose tensor data ends early
+    cut = {"zip-cut": len(data) // 2, "small-zip-cut": 30_000, "legacy-cut": len(data) - 10}
+    return {"garbage": b"garbage" * 100, "empty": b""}.get(kind, data[: cut.get(kind)])
+
+
+@pytest.mark.parametrize("kind", ["garbage", "empty", "zip-cut", "small-zip-cut", "legacy-cut"])
+def test_a_damaged_pytorch_model_bin_is_one_clear_error(kind: str, tmp_path, monkeypatch) -> None:
+    # an UnpicklingError advised weights_only=False; a cut .bin's RuntimeError escaped
+    import transformers
+
+    _save_headed("gpt2", tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "pytorch_model.bin").write_bytes(_bin_weights(kind))
+    with pytest.raises(UserError, match="damaged or incomplete.*repeat the model download") as err:
+        load_backbone(str(tmp_path))
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+
+    # other RuntimeErrors while loading are not called damage
+    def out_of_memory(*a, **k):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", out_of_memory)
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        load_backbone(str(tmp_path))

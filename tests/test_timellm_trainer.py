@@ -430,16 +430,40 @@ def test_resume_refuses_a_checkpoint_of_other_backbone_files(tmp_path):
     assert res.resumed_from == 1
 
 
-@pytest.mark.parametrize("damage", ["truncate", "text"])
+@pytest.mark.parametrize("damage", ["truncate", "padded", "text"])
 def test_resume_refuses_a_damaged_checkpoint_in_one_line(tmp_path, damage):
     Trainer(fresh(), cfg(epochs=1), workdir=tmp_path).fit(window_set(), window_set(seed=1))
     ckpt = next(tmp_path.glob("*.pt"))
     data = ckpt.read_bytes()
-    ckpt.write_bytes(data[:5000] if damage == "truncate" else b"garbage")
-    with pytest.raises(UserError, match="is damaged .*delete it or rerun without --resume"):
+    # "padded": cut, but past 64 KiB, where torch's reason runs over 120 characters
+    damaged = {"truncate": data[:5000], "padded": data[:5000] + bytes(1 << 17)}
+    ckpt.write_bytes(damaged.get(damage, b"garbage"))
+    with pytest.raises(UserError, match="is damaged ") as err:
         Trainer(fresh(), cfg(epochs=2), workdir=tmp_path, resume=True).fit(
             window_set(), window_set(seed=1)
         )
+    # the way out under both commands (`run` has no --resume option)
+    assert str(err.value).endswith(
+        "delete it, or let the rerun start afresh (`timellm`: leave out --resume; `run`: "
+        "--set timellm.resume=auto)"
+    )
+    # torch's reason, cut at a word boundary
+    with pytest.raises(Exception) as raw:  # whatever torch raises for it
+        torch.load(ckpt, weights_only=False)
+    words = str(raw.value).split()
+    reason = str(err.value).split(f"{raw.type.__name__}: ", 1)[1].split("); ", 1)[0]
+    shown = reason.removesuffix(" ...").split(" ")
+    assert shown == words[: len(shown)] and len(reason) <= 124
+
+
+def test_clip_cuts_at_a_word_boundary():
+    from timellm.trainer import _clip
+
+    assert _clip("short\n text", 120) == "short text"
+    assert _clip("alpha beta gamma", 10) == "alpha beta ..."
+    assert _clip("alpha beta gamma", 11) == "alpha beta ..."
+    assert _clip("alpha betagamma", 9) == "alpha ..."
+    assert _clip("alphabetagamma", 5) == "alpha ..."
 
 
 def test_resuming_a_fit_that_stopped_early_trains_no_further(tmp_path, monkeypatch):

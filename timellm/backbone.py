@@ -13,9 +13,11 @@ vocabulary is at least as large as its 30522 ids, so every id it produces is val
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
+import pickle
 import re
 import socket
 import tempfile
@@ -360,10 +362,11 @@ def load_backbone(
         The `Backbone`, in eval mode with every parameter frozen.
 
     Raises:
-        UserError: unknown spec, unreadable model, no usable tokenizer next to it,
-            `llm_layers` out of range, `llm_dim` mismatch, or both quantisation flags.
+        UserError: unknown spec, unreadable model, a weights file damaged or lacking
+            weights of the layers kept, no usable tokenizer next to it, `llm_layers` out
+            of range, `llm_dim` mismatch, or both quantisation flags.
     """
-    from transformers import AutoModel, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoTokenizer, BitsAndBytesConfig
 
     if load_in_4bit and load_in_8bit:
         raise UserError(QUANTISE_ONE)
@@ -409,7 +412,7 @@ def load_backbone(
         setattr(config, flag, False)
 
     if tokenizer is None:  # before the weights, which may take minutes to load
-        tokenizer = _load_tokenizer(spec, path)
+        tokenizer = _load_tokenizer(spec, path, config)
 
     kwargs: dict[str, Any] = {"config": config}
     if load_in_4bit:
@@ -434,20 +437,7 @@ def load_backbone(
         # BERT's pooler (MiniLM: 147,840 parameters) reads the [CLS] state Time-LLM never
         # uses: not built, it is neither stored, counted nor run in every forward
         kwargs["add_pooling_layer"] = False
-    from safetensors import SafetensorError
-
-    try:
-        with _quiet_transformers():
-            model = AutoModel.from_pretrained(path, **kwargs)
-    except SafetensorError as exc:  # a shard cut short, e.g. a download still running
-        reason = " ".join(str(exc).split())
-        raise UserError(
-            f"cannot load backbone '{spec}': a weights file is damaged or incomplete "
-            f"({reason}); finish or repeat the model download"
-        ) from exc
-    except (OSError, ValueError) as exc:
-        reason = " ".join(str(exc).split())
-        raise UserError(f"cannot load backbone '{spec}': {reason}") from exc
+    model = _read_weights(spec, path, kwargs)
     model.eval()
     _freeze(model)
     if load_in_4bit:
@@ -462,6 +452,65 @@ def load_backbone(
         quantization="4bit" if load_in_4bit else "8bit" if load_in_8bit else None,
     )
     return bb if quantized else _to_device(bb, device)
+
+
+# RuntimeErrors of torch.load that mean the file is cut short or corrupted (a zip without
+# its directory, a legacy pickle ending early); any other RuntimeError is a real failure.
+_UNREADABLE_BIN = re.compile(r"PytorchStreamReader|unexpected EOF, expected")
+
+
+def _damaged(spec: str, exc: BaseException) -> UserError:
+    """The one-line error for a weights file that cannot be read."""
+    reason = " ".join(str(exc).split()) or "the file ends early"
+    if isinstance(exc, pickle.UnpicklingError):
+        # torch's text advises weights_only=False, wrong for a damaged file: keep its cause
+        found = re.search(
+            r"WeightsUnpickler error:\s*(.+?)(?:\s+Check the documentation|$)", reason
+        )
+        reason = found.group(1) if found else reason
+    # the first sentence: torch goes on about how checkpoints get corrupted
+    reason = reason.split(". ")[0].removesuffix(".")
+    if len(reason) > 200:
+        reason = reason[:200].rsplit(" ", 1)[0] + " ..."
+    return UserError(
+        f"cannot load backbone '{spec}': a weights file is damaged or incomplete "
+        f"({type(exc).__name__}: {reason}); finish or repeat the model download"
+    )
+
+
+def _read_weights(spec: str, path: str, kwargs: dict[str, Any]) -> nn.Module:
+    """``AutoModel.from_pretrained``, refusing a weights file that is unreadable or lacks
+    weights of the layers kept (transformers would initialise those at random, and
+    `_quiet_transformers` hides its report of them)."""
+    from safetensors import SafetensorError
+    from transformers import AutoModel
+
+    try:
+        with _quiet_transformers():
+            model, info = AutoModel.from_pretrained(path, output_loading_info=True, **kwargs)
+    except (SafetensorError, pickle.UnpicklingError, EOFError) as exc:
+        # a shard cut short (a download still running) or overwritten
+        raise _damaged(spec, exc) from exc
+    except RuntimeError as exc:
+        if not _UNREADABLE_BIN.search(str(exc)):
+            raise
+        raise _damaged(spec, exc) from exc
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.EINVAL:
+            # torch seeks before the start of a zip .bin cut below 64 KiB
+            raise _damaged(spec, exc) from exc
+        reason = " ".join(str(exc).split())
+        raise UserError(f"cannot load backbone '{spec}': {reason}") from exc
+    # Unexpected keys are normal (the layers cut off, an LM head); a missing pooler is
+    # harmless (an MLM checkpoint has none, and Time-LLM never reads it).
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UserError(
+            f"cannot load backbone '{spec}': the weights file is incomplete, it lacks "
+            f"{', '.join(missing[:3])}{more}; repeat the model download"
+        )
+    return model
 
 
 def _has_pooling_switch(config: Any) -> bool:
@@ -501,7 +550,7 @@ def check_backbone(
     else:
         path = _backbone_path(spec)
         config = _checked_config(spec, path, llm_layers, llm_dim)
-        _load_tokenizer(spec, path)
+        _load_tokenizer(spec, path, config)
         # else the load fails in fit, after the run's other members have been fitted
         if os.path.isdir(path) and not any(n.endswith(_WEIGHT_SUFFIXES) for n in os.listdir(path)):
             raise UserError(
@@ -586,21 +635,22 @@ def _checked_config(spec: str, path: str, llm_layers: int | None, llm_dim: int |
     return config
 
 
-def _load_tokenizer(spec: str, path: str) -> Any:
-    """The tokenizer saved with a model; refused when missing or empty.
+def _load_tokenizer(spec: str, path: str, config: Any = None) -> Any:
+    """The tokenizer saved with a model; refused when missing, empty or a stand-in.
 
-    Under transformers 5 a GPT-2 or Qwen2 folder without tokenizer files still loads, as
-    a tokenizer with an empty vocabulary: every prompt would become zero tokens and the
-    model would train without its prompt, silently.
+    Without tokenizer files transformers 5 still builds one: for GPT-2 or Qwen2 with an
+    empty vocabulary (every prompt zero tokens), for BERT with only its 5 special tokens
+    (every prompt word [UNK]). Either way the model would train without its prompt,
+    silently.
     """
     from transformers import AutoTokenizer
 
     where = f" in {path}" if os.path.isdir(path) else ""
-    no_tokenizer = UserError(
-        f"cannot load the tokenizer of backbone '{spec}'{where}: copy the model's "
-        "tokenizer files (tokenizer.json or vocab/merges files, tokenizer_config.json) "
-        "next to its config.json"
+    fix = (
+        "copy the model's tokenizer files (tokenizer.json or vocab/merges files, "
+        "tokenizer_config.json) next to its config.json"
     )
+    no_tokenizer = UserError(f"cannot load the tokenizer of backbone '{spec}'{where}: {fix}")
     try:
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path)
@@ -609,8 +659,21 @@ def _load_tokenizer(spec: str, path: str) -> Any:
         cause = " ".join(str(exc).split())[:300]
         raise UserError(f"{no_tokenizer} ({type(exc).__name__}: {cause})") from exc
     probe = "Dataset description: hourly load. Input statistics: min 0.5, max 2.0."
-    if len(tokenizer) <= 1 or not tokenizer(probe, add_special_tokens=False)["input_ids"]:
+    ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    if len(tokenizer) <= 1 or not ids:
         raise no_tokenizer
+    vocab = getattr(config, "vocab_size", None)
+    symptom = None
+    if tokenizer.unk_token_id is not None and set(ids) == {tokenizer.unk_token_id}:
+        symptom = "every word of the prompt is an unknown token"
+    elif isinstance(vocab, int) and len(tokenizer) < vocab // 2:
+        # real tokenizers differ from vocab_size by a few padding rows, not by half
+        symptom = f"it knows {len(tokenizer)} of the model's {vocab} tokens"
+    if symptom:
+        raise UserError(
+            f"backbone '{spec}' lacks its tokenizer files (the tokenizer transformers "
+            f"builds without them is a stand-in: {symptom}); {fix}"
+        )
     return tokenizer
 
 

@@ -664,7 +664,7 @@ class TimeLLMForecaster(BaseForecaster):
         """Under ``resume=True``, refuse a checkpoint of other settings now: found at the
         fit, after the run had cleared its folder, the refusal cost the previous run's
         results (the data's identity is compared at the fit: it needs the splits)."""
-        from timellm.trainer import CHECKPOINT, checkpoint_differences
+        from timellm.trainer import CHECKPOINT, START_AFRESH, checkpoint_differences
 
         path = None if self.workdir is None else Path(self.workdir) / CHECKPOINT
         if self.resume is not True or path is None or not path.is_file():
@@ -680,8 +680,8 @@ class TimeLLMForecaster(BaseForecaster):
         )
         if diff:
             raise UserError(
-                f"{path} was written with different settings ({', '.join(diff)}); delete "
-                "it or rerun without --resume (nothing in the folder was changed)"
+                f"{path} was written with different settings ({', '.join(diff)}); "
+                f"{START_AFRESH} (nothing in the folder was changed)"
             )
 
     def fit(self, train: Split, val: Split) -> TimeLLMForecaster:

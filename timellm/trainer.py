@@ -53,6 +53,11 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 60.0
 
 CHECKPOINT = "checkpoint.pt"
+# What a refused checkpoint leaves the user, right under both commands that resume.
+START_AFRESH = (
+    "delete it, or let the rerun start afresh (`timellm`: leave out --resume; `run`: "
+    "--set timellm.resume=auto)"
+)
 SCHEDULES = (
     "cosine",
     "onecycle",
@@ -773,19 +778,29 @@ class Trainer:
             pickle.UnpicklingError,
         ) as exc:
             # cut short by a crash or a full disk, or another file under its name
-            reason = f"is damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+            reason = f"is damaged ({type(exc).__name__}: {_clip(str(exc), 120)})"
             if self.resume == "auto":
                 log.warning("%s %s; starting afresh (it is overwritten)", path, reason)
                 return None
-            raise UserError(f"{path} {reason}; delete it or rerun without --resume") from None
+            raise UserError(f"{path} {reason}; {START_AFRESH}") from None
         diff = checkpoint_differences(ckpt, self.fingerprint, self.stamps)
         if diff:
             why = f"was written with different settings ({', '.join(diff)})"
             if self.resume == "auto":
                 log.info("%s %s; starting afresh (it is overwritten)", path, why)
                 return None
-            raise UserError(f"{path} {why}; delete it or rerun without --resume")
+            raise UserError(f"{path} {why}; {START_AFRESH}")
         return ckpt
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` on one line, cut at a word boundary to at most ``limit`` characters."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit + 1]  # a space right after the limit keeps the last word
+    head = cut.rsplit(" ", 1)[0] if " " in cut else text[:limit]
+    return head.rstrip(" ,;:") + " ..."
 
 
 def checkpoint_differences(

@@ -144,12 +144,12 @@ def _close_progress_bars() -> None:
 # What to tell the user after an interrupt; commands not listed: "rerun the command".
 _RESUME_HINT = {
     "run": "rerun the same command: the members that finished are reused and an "
-    "interrupted Time-LLM continues from its last finished epoch",
+    "interrupted Time-LLM continues from its last checkpoint",
     "bench": "rerun the same command: finished cells and members are reused and an "
-    "interrupted Time-LLM continues from its last finished epoch",
+    "interrupted Time-LLM continues from its last checkpoint",
     "tune": "rerun the same command to finish the study's remaining trials (the interrupted "
     "trial is not counted)",
-    "timellm": "rerun the same command: it continues from the last finished epoch (add "
+    "timellm": "rerun the same command: it continues from the last checkpoint (add "
     "--resume to make a checkpoint of other settings an error, not a fresh start)",
 }
 

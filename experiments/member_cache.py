@@ -66,10 +66,11 @@ def member_path(out: Path, spec: str) -> Path:
     return path
 
 
-# Member settings that change nothing a member forecasts: progress bars, and `resume`
-# (a finished run rerun with --resume re-forecast everything and said its results were
-# replaced). A cache written by a run given --resume is fitted again once.
-RUNTIME_PARAMS = ("progress", "resume")
+# Member settings that change nothing a member forecasts: progress bars, Time-LLM's
+# checkpoint interval, and `resume` (a finished run rerun with --resume re-forecast
+# everything and said its results were replaced). A cache written by a run given
+# --resume is fitted again once.
+RUNTIME_PARAMS = ("progress", "resume", "checkpoint_minutes")
 
 
 def data_key(

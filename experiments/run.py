@@ -782,7 +782,7 @@ def run(
     except KeyboardInterrupt:
         log.info(
             "interrupted; a rerun reuses the members already fitted and continues an "
-            "interrupted Time-LLM from its last finished epoch"
+            "interrupted Time-LLM from its last checkpoint"
         )
         raise
     except BaseException as exc:  # the console gets one line; run.log keeps what happened

@@ -296,7 +296,7 @@ def test_download_all_with_other_names_is_refused(tmp_path, capsys):
 
 
 def test_interrupt_message_says_how_time_llm_resumes(monkeypatch, capsys):
-    # Finished members are reused; Time-LLM continues from its last finished epoch.
+    # Finished members are reused; Time-LLM continues from its last checkpoint.
     import experiments.cmd_run as cmd_run
 
     def interrupted(args):
@@ -305,7 +305,7 @@ def test_interrupt_message_says_how_time_llm_resumes(monkeypatch, capsys):
     monkeypatch.setattr(cmd_run, "handle", interrupted)
     assert main(["run", "--dataset", "ETTh1"]) == 130
     lines = _err_lines(capsys)
-    assert len(lines) == 1 and "Time-LLM continues from its last finished epoch" in lines[0]
+    assert len(lines) == 1 and "Time-LLM continues from its last checkpoint" in lines[0]
     assert "resume where it stopped" not in lines[0]
 
 

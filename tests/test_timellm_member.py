@@ -525,6 +525,14 @@ def test_a_gpu_out_of_memory_is_one_line_with_the_fallbacks(splits, monkeypatch)
         m.predict(splits.val.windows())
 
 
+def test_the_checkpoint_interval_is_checked_and_not_part_of_the_fingerprint():
+    # a rerun with another interval resumes the same fit
+    assert member(checkpoint_minutes=3).fingerprint() == member().fingerprint()
+    for bad in (-1, float("nan"), "often", True):
+        with pytest.raises(UserError, match="checkpoint_minutes must be a number >= 0"):
+            member(checkpoint_minutes=bad)
+
+
 def test_prompt_statistics_are_chosen_checked_and_part_of_the_fingerprint(splits):
     ours, richer = member(), member(prompt_stats="min+max+mean+seasonal_strength+periods")
     for m in (ours, richer):

@@ -398,6 +398,59 @@ def test_resume_continues_from_the_last_epoch(tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical to the uninterrupted run
 
 
+@pytest.mark.parametrize("stop_at", [(1, 3), (2, 1), (2, 7)])  # (epoch, steps done in it)
+def test_a_checkpoint_inside_an_epoch_resumes_where_it_stopped(stop_at, tmp_path):
+    # an epoch of a 3B backbone on a 6 GB GPU takes hours: a kill lost all of it
+    train, val = window_set(), window_set(seed=1)
+    full = fresh()
+    whole = Trainer(full, cfg(epochs=3, patience=0)).fit(train, val)
+    steps = -(-len(train) // cfg().batch_size)
+    assert stop_at[1] < steps
+    seen = []
+
+    def stop() -> None:  # on_step runs after the step's checkpoint
+        seen.append(1)
+        if len(seen) == stop_at[0] * steps + stop_at[1]:
+            raise KeyboardInterrupt
+
+    def trainer(model, **kw) -> Trainer:
+        return Trainer(model, cfg(epochs=3, patience=0), workdir=tmp_path, **kw)
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer(fresh(), on_step=stop, checkpoint_every_s=0.0).fit(train, val)
+    saved = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    assert saved["epoch"] == stop_at[0] - 1 and saved["within"]["step"] == stop_at[1]
+    resumed = fresh()
+    ran = []
+    res = trainer(resumed, resume=True, on_step=lambda: ran.append(1)).fit(train, val)
+    assert res.resumed_from == stop_at[0]
+    assert len(ran) == (3 - stop_at[0]) * steps - stop_at[1]  # none run twice
+    a, b = trainable_state(full), trainable_state(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical to the uninterrupted fit
+    for row, again in zip(whole.history, res.history, strict=True):
+        assert {k: v for k, v in row.items() if k != "seconds"} == {
+            k: v for k, v in again.items() if k != "seconds"
+        }
+
+
+def test_checkpoints_inside_an_epoch_wait_their_interval(tmp_path, monkeypatch):
+    saves = []
+    original = Trainer._save_checkpoint
+    monkeypatch.setattr(
+        Trainer,
+        "_save_checkpoint",
+        lambda self, **state: saves.append("within" in state) or original(self, **state),
+    )
+    train, val = window_set(), window_set(seed=1)
+    Trainer(fresh(), cfg(epochs=2, patience=0), workdir=tmp_path, checkpoint_every_s=3600.0).fit(
+        train, val
+    )
+    assert saves == [False, False]  # epoch ends only: no hour passed
+    saves.clear()
+    Trainer(fresh(), cfg(epochs=2, patience=0), checkpoint_every_s=0.0).fit(train, val)
+    assert saves.count(True) == 2 * -(-len(train) // cfg().batch_size)  # every step
+
+
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     Trainer(fresh(), cfg(epochs=1), workdir=tmp_path, fingerprint={"lr": 1}).fit(
         window_set(), window_set(seed=1)

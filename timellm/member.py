@@ -79,7 +79,7 @@ PROMPTS = ("concise", "official", "none")
 
 # Constructor arguments that change nothing about the learned weights (not part of the
 # resume fingerprint).
-_RUNTIME_ONLY = {"workdir", "resume", "progress", "eval_batch_size", "device"}
+_RUNTIME_ONLY = {"workdir", "resume", "checkpoint_minutes", "progress", "eval_batch_size", "device"}
 
 # Settings added after checkpoints were first written, with their defaults: left out of
 # the fingerprint at these values, so those checkpoints still resume.
@@ -219,6 +219,9 @@ class TimeLLMForecaster(BaseForecaster):
         resume: continue from ``workdir``'s checkpoint: "auto" (the default) when it
             has this member's settings and data, else start afresh; True refuses a
             checkpoint of other settings or data; False always starts afresh.
+        checkpoint_minutes: also checkpoint inside an epoch this often (0: at epoch ends
+            only): an epoch of a 3B backbone on a small GPU takes hours, and a resume goes
+            on after the last step checkpointed.
         progress: tqdm bars (None: only on a terminal).
     """
 
@@ -267,10 +270,16 @@ class TimeLLMForecaster(BaseForecaster):
         seed: int = 0,
         workdir: str | None = None,
         resume: bool | Literal["auto"] = "auto",
+        checkpoint_minutes: float = 10.0,
         progress: bool | None = None,
     ) -> None:
         if not (isinstance(resume, bool) or resume == "auto"):
             raise UserError(f"resume must be true, false or auto (got {resume!r})")
+        if not _finite(checkpoint_minutes) or checkpoint_minutes < 0:
+            raise UserError(
+                "timellm: checkpoint_minutes must be a number >= 0 (0: at epoch ends only; "
+                f"got {checkpoint_minutes!r})"
+            )
         if precision not in PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
         if backbone == "none" and inject:
@@ -723,6 +732,7 @@ class TimeLLMForecaster(BaseForecaster):
             backbone_eval=not self.backbone_dropout,
             on_epoch=self.on_epoch,
             on_step=self.on_step,
+            checkpoint_every_s=60.0 * self.checkpoint_minutes or None,
         )
         with self._out_of_memory_hint("training"):
             result = trainer.fit(tr_set, va_set)

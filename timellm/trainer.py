@@ -365,6 +365,11 @@ class Trainer:
         on_step: called after each training step; an exception it raises ends the fit
             (`tune` raises there a Ctrl-C that Python swallowed during the step: an epoch
             of Time-LLM takes minutes).
+        checkpoint_every_s: also write a checkpoint inside an epoch once this many
+            seconds have passed since the last one (None: at epoch ends only). An epoch of
+            a 3B backbone on a small GPU takes hours; a resume from such a checkpoint
+            draws the epoch's shuffle again and goes on after its last step, as the
+            uninterrupted fit would (bit-identical on a CPU).
     """
 
     def __init__(
@@ -381,8 +386,11 @@ class Trainer:
         backbone_eval: bool = True,
         on_epoch: Callable[[int, float], None] | None = None,
         on_step: Callable[[], None] | None = None,
+        checkpoint_every_s: float | None = None,
     ) -> None:
         self.model = model
+        self.checkpoint_every_s = checkpoint_every_s
+        self._saved_at = time.monotonic()  # the last checkpoint's time
         self.on_epoch = on_epoch
         self.on_step = on_step
         self.backbone_eval = backbone_eval
@@ -600,9 +608,45 @@ class Trainer:
             history, best_state = ckpt["history"], ckpt["best_state"]
             best_val, best_epoch, bad = ckpt["best_val"], ckpt["best_epoch"], ckpt["bad_epochs"]
             start_epoch = resumed_from = ckpt["epoch"] + 1
-            log.info("resuming after epoch %d (best val %.4f)", ckpt["epoch"], best_val)
+            within = ckpt.get("within")  # written inside epoch start_epoch
+            if within is not None:
+                generator.set_state(within["generator"])  # that epoch's shuffle again
+                log.info(
+                    "resuming epoch %d after step %d (best val %.4f)",
+                    start_epoch,
+                    within["step"],
+                    best_val,
+                )
+            else:
+                log.info("resuming after epoch %d (best val %.4f)", ckpt["epoch"], best_val)
             if cfg.patience and bad >= cfg.patience:
                 start_epoch = cfg.epochs  # it had already stopped early
+        else:
+            within = None
+
+        def state(epoch_done: int) -> dict[str, Any]:
+            """What a checkpoint holds besides the weights, after epoch ``epoch_done``."""
+            return {
+                "epoch": epoch_done,
+                "optimizer": optimiser.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+                "torch_rng": torch.get_rng_state(),
+                "history": history,
+                "best_state": best_state,
+                "best_val": best_val,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad,
+            }
+
+        def save_within(epoch: int, progress: dict[str, Any]) -> None:
+            """A checkpoint inside ``epoch`` (``progress``: its shuffle's generator state,
+            steps done, loss sums, first lr, seconds), when one is due."""
+            every = self.checkpoint_every_s
+            if every is None or time.monotonic() - self._saved_at < every:
+                return
+            self._save_checkpoint(**state(epoch - 1), within=progress)
 
         cuda = self.device.type == "cuda"
         for epoch in range(start_epoch, cfg.epochs):
@@ -610,9 +654,22 @@ class Trainer:
             if cuda:  # each epoch's own peak, for a thesis's memory table
                 torch.cuda.reset_peak_memory_stats(self.device)
             lr = optimiser.param_groups[0]["lr"]  # the epoch's first step's
+            if within is not None:  # the part of the epoch run before the resume
+                lr, t0 = within["lr"], t0 - within["seconds"]
             train_mse = self._train_epoch(
-                model, optimiser, scheduler, train, generator, epoch, scaler=scaler
+                model,
+                optimiser,
+                scheduler,
+                train,
+                generator,
+                epoch,
+                scaler=scaler,
+                within=within,
+                save=save_within,
+                lr=lr,
+                started=t0,
             )
+            within = None
             val_mse, forecast = self._score(val, model, keep=True)
             improved = math.isfinite(val_mse) and val_mse < best_val  # NaN: no improvement
             if improved:
@@ -641,19 +698,7 @@ class Trainer:
                 f", GPU peak {row['gpu_peak_mib']} MiB" if cuda else "",
                 extra=PROGRESS,
             )
-            self._save_checkpoint(
-                epoch=epoch,
-                optimizer=optimiser.state_dict(),
-                scheduler=scheduler.state_dict(),
-                generator=generator.get_state(),
-                scaler=scaler.state_dict() if scaler is not None else {},
-                torch_rng=torch.get_rng_state(),
-                history=history,
-                best_state=best_state,
-                best_val=best_val,
-                best_epoch=best_epoch,
-                bad_epochs=bad,
-            )
+            self._save_checkpoint(**state(epoch))
             if self.on_epoch is not None:
                 self.on_epoch(epoch + 1, val_mse)
             if cfg.patience and bad >= cfg.patience:
@@ -680,11 +725,18 @@ class Trainer:
         generator: torch.Generator,
         epoch: int,
         scaler: torch.amp.GradScaler | None = None,
+        within: dict[str, Any] | None = None,
+        save: Callable[[int, dict[str, Any]], None] | None = None,
+        lr: float = 0.0,
+        started: float = 0.0,
     ) -> float:
         """One pass over the shuffled training windows; returns their mean MSE.
 
         ``scaler`` (given for float16 compute) scales the loss before backward and
-        skips the optimiser step when the scaled gradients overflowed."""
+        skips the optimiser step when the scaled gradients overflowed. ``within``: a
+        checkpoint written inside this epoch (its steps are skipped, its loss sums
+        carried); ``save(epoch, progress)`` is offered a checkpoint after every step
+        (``lr``, ``started``: the epoch's first rate and start time, kept in it)."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -697,6 +749,7 @@ class Trainer:
             llm.eval()
         n = self._items(train)
         gather = train.batch_series if cfg.sample == "series" else train.batch
+        shuffle = generator.get_state()  # what a checkpoint inside the epoch draws again
         perm = torch.randperm(n, generator=generator)
         batches = [perm[s : s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
         world = self.acc.num_processes
@@ -704,9 +757,14 @@ class Trainer:
             batches = batches[: max(world, len(batches) - len(batches) % world)]
         mine = batches[self.acc.process_index :: world]
         disable = None if self.progress is None else not self.progress
-        bar = tqdm(mine, desc=f"epoch {epoch}", leave=False, disable=disable)
-        total, count = 0.0, 0
-        for step, sel in enumerate(bar):
+        done, total, count = 0, 0.0, 0
+        if within is not None:
+            done, total, count = within["step"], within["total"], within["count"]
+        bar = tqdm(
+            total=len(mine), initial=done, desc=f"epoch {epoch}", leave=False, disable=disable
+        )
+        for step, sel in enumerate(mine[done:], start=done):
+            bar.update()
             x, y, ids, mask = gather(sel)
             optimiser.zero_grad(set_to_none=True)
             pred = model(x.to(self.device), ids, mask)
@@ -728,6 +786,10 @@ class Trainer:
                 scheduler.step()
             total += float(loss.detach()) * len(sel)
             count += len(sel)
+            if save is not None:  # before on_step, whose exception ends the fit
+                progress = {"generator": shuffle, "step": step + 1, "total": total}
+                progress |= {"count": count, "lr": lr, "seconds": time.perf_counter() - started}
+                save(epoch, progress)
             if self.on_step is not None:
                 self.on_step()
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
@@ -735,6 +797,7 @@ class Trainer:
                     "epoch %d step %d/%d: loss %.4f", epoch, step + 1, len(mine), total / count
                 )
                 bar.set_postfix(loss=f"{total / count:.4f}")
+        bar.close()
         return total / max(count, 1)
 
     def _items(self, data: WindowSet) -> int:
@@ -754,6 +817,7 @@ class Trainer:
         state["fingerprint"] = self.fingerprint
         state["stamps"] = self.stamps
         atomic_save(state, self.checkpoint_path)
+        self._saved_at = time.monotonic()
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
         """The checkpoint to continue from, or None to start afresh (see ``resume``)."""

@@ -545,6 +545,7 @@ def test_ctrl_c_while_a_study_records_its_settings_waits_until_all_are_written(
     assert open_study(spec).trials == []  # stopped before any trial
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() by hand
 def test_a_study_an_earlier_version_left_without_its_trial_attributes_is_repaired(
     synth_csv, tmp_path
 ):

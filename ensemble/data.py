@@ -516,7 +516,8 @@ def _channels(
             row, c = (int(v) for v in np.argwhere(bad)[0])
             what = "NaN" if np.isnan(values[row, c]) else "inf"
             extra = (
-                " (leading values cannot be forward-filled)"
+                "; leading values cannot be forward-filled: delete the leading rows or fill "
+                "them in the file"
                 if fill
                 else "; fix the file or pass --fill ffill to forward-fill"
             )

@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import io
 import os
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -70,23 +71,44 @@ def _fetch(url: str, timeout: float) -> bytes:
             "https://host/path or file:///folder"
         )
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.read()
+        resp = urllib.request.urlopen(url, timeout=timeout)
     except urllib.error.HTTPError as exc:
         raise UserError(
             f"download failed: {url} answered HTTP {exc.code}; check the URL or ${URL_ENV}"
         ) from None
-    except http.client.HTTPException as exc:  # IncompleteRead: the server hung up mid-file
+    except http.client.HTTPException as exc:  # RemoteDisconnected, BadStatusLine
         raise UserError(
-            f"download of {url} broke off ({type(exc).__name__}); nothing was written, run "
-            "the command again"
+            f"{url} hung up before answering ({type(exc).__name__}); nothing was written, "
+            "run the command again"
         ) from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UserError(
-            f"cannot reach {url} ({reason}); are you offline? Copy the files into the data folder by hand "
-            f"or set ${URL_ENV} to a reachable mirror"
+            f"cannot reach {url} ({reason}); are you offline? Copy the files into the data "
+            f"folder by hand or set ${URL_ENV} to a reachable mirror"
         ) from None
+    # The server answered: a failure from here on is the transfer, not being offline.
+    chunks: list[bytes] = []
+    got = 0
+    why = ""
+    try:
+        # read1: whatever has arrived, so a stall reports the bytes that did
+        read = getattr(resp, "read1", resp.read)
+        with resp:
+            while chunk := read(1 << 16):
+                chunks.append(chunk)
+                got += len(chunk)
+            # read(n) ends quietly at a hang-up: the promised length tells it from the end
+            promised = resp.headers.get("Content-Length", "")
+            if promised.isdigit() and got < int(promised):
+                why = f"broke off after {got} of {promised} bytes"
+    except TimeoutError:
+        why = f"stalled after {got} bytes"
+    except (http.client.HTTPException, OSError) as exc:  # a reset, IncompleteRead
+        why = f"broke off after {got} bytes ({type(exc).__name__})"
+    if why:
+        raise UserError(f"the transfer of {url} {why}; nothing was written, run the command again")
+    return b"".join(chunks)
 
 
 def check_names(names: list[str]) -> None:
@@ -134,13 +156,44 @@ def check_before_fetching(names: list[str], data_dir: Path, *, force: bool = Fal
     then stops on ETTm2 before, not after, fetching ETTh1 to ETTm1."""
     check_names(names)
     check_data_folder(data_dir)
-    if force:
-        return
     for name in names:
         rel = DATASETS[name][0]
         dest = Path(data_dir) / rel
-        if dest.is_file() and sha256_file(dest) != SHA256[rel]:
-            raise UserError(_EDITED.format(dest=dest, name=name))
+        if dest.exists() and not dest.is_file():
+            raise UserError(
+                f"{dest} is a folder, where the {name} file goes; move it away and run "
+                "the command again"
+            )
+        if dest.is_file():
+            if sha256_file(dest) == SHA256[rel]:
+                continue  # "present": nothing to write, a read-only folder is fine
+            if not force:
+                raise UserError(_EDITED.format(dest=dest, name=name))
+        _check_writable(dest.parent)
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse a folder that cannot be made or take a new file (``/proc/xx``) before the
+    fetch, not after it. A trial file, not ``os.access``: root passes that even on /proc.
+
+    Raises:
+        UserError: a file on the way, or a folder that refuses a new file.
+    """
+    near = folder.absolute()
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    if not near.is_dir():
+        raise UserError(
+            f"cannot create the data folder {folder}: {near} is a file; move it away or "
+            "give --data-dir another folder"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=near, prefix=".download-"):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"cannot write into {near} ({exc.strerror}); give --data-dir a folder you can write to"
+        ) from None
 
 
 def _local_mirror_missing(base: str, rel: str) -> str | None:
@@ -208,6 +261,11 @@ def download(
                 f"fetched (the file was left as it is): {exc}"
             ) from None
         raise
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot create the data folder {dest.parent}: {exc.strerror or exc}"
+        ) from None
     _atomic(dest, lambda fh: fh.write(blob))
     return dest, "replaced" if stale else "downloaded"

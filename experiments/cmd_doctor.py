@@ -25,6 +25,7 @@ import argparse
 import logging
 import os
 import platform
+import shlex
 import shutil
 import tempfile
 import time
@@ -237,16 +238,38 @@ def _no_data_hint(data_dir: str | None) -> str:
     )
 
 
+def _in_the_way(root: Path, rel: str) -> str | None:
+    """What stops `data download` writing ``root/rel`` (a folder where the file goes, a
+    file where a folder goes), or None."""
+    path = root / rel
+    if path.is_dir():
+        return f"{path} is a folder"
+    for parent in path.parents:
+        if parent == root:
+            return None
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is a file"
+    return None
+
+
 def _data(data_dir: str | None) -> Check:
     from ensemble.data import DATASETS, data_dir_from
-    from ensemble.download import SHA256, sha256_file
+    from ensemble.download import SHA256, check_data_folder, sha256_file
+    from ensemble.errors import UserError
 
     root = data_dir_from(data_dir)
+    try:  # a file given as the folder: "no dataset found" and a refused download
+        check_data_folder(root)
+    except UserError as exc:
+        return Check("data", "FAIL", str(exc))
     found, edited, missing = [], [], []
     unusable: dict[str, str] = {}  # name -> why every --dataset NAME command refuses it
+    blocked: dict[str, str] = {}  # name -> what stops `data download` writing it
     for name, (rel, _) in DATASETS.items():
         path = root / rel
-        if not path.is_file():
+        if (why := _in_the_way(root, rel)) is not None:
+            blocked[name] = why
+        elif not path.is_file():
             missing.append(name)
         elif sha256_file(path) == SHA256.get(rel):
             found.append(name)  # the published file loads and splits: no need to try
@@ -255,15 +278,20 @@ def _data(data_dir: str | None) -> Check:
         else:
             edited.append(name)
     where = f"{root.resolve()}: "
-    if not found and not edited and not unusable:
+    if not found and not edited and not unusable and not blocked:
         return Check("data", "warn", where + f"no dataset found; {_no_data_hint(data_dir)}")
+    # without --data-dir D, the download the hints give would fill another folder
+    dest = f" --data-dir {shlex.quote(data_dir)}" if data_dir else ""
     text = where + f"{len(found)} of {len(DATASETS)} published files ({', '.join(found) or 'none'})"
     if edited:
         text += f"; not the published file (results not comparable): {', '.join(edited)}"
     if missing:
-        text += f"; missing: {', '.join(missing)} (hybrid-forecast data download NAME)"
+        text += f"; missing: {', '.join(missing)} (hybrid-forecast data download NAME{dest})"
+    if blocked:  # the download refuses these until the thing in the way is moved
+        text += "; in the way of a download: " + "; ".join(
+            f"{n} ({why}; move it away)" for n, why in blocked.items()
+        )
     if unusable:  # a failure, not a caveat: every command with that --dataset refuses it
-        dest = f" --data-dir {data_dir}" if data_dir else ""
         text += (
             "; unusable, every --dataset command refuses it: "
             + "; ".join(f"{n} ({why})" for n, why in unusable.items())
@@ -271,7 +299,7 @@ def _data(data_dir: str | None) -> Check:
             f"{' '.join(unusable)} --force{dest}"
         )
         return Check("data", "FAIL", text)
-    return Check("data", "warn" if edited or missing else "ok", text)
+    return Check("data", "warn" if edited or missing or blocked else "ok", text)
 
 
 def _figures() -> Check:

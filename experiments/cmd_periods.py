@@ -120,9 +120,19 @@ def handle(args) -> int:
             (_, _, _), (train_end, _, _) = split_borders(ds.n_rows, ds.split_rule, 0)
             rows = slice(0, train_end)
         x = ds.values[rows]
-        if x.shape[0] < 16:
+        need = 16
+        if x.shape[0] < need:
+            what = "all rows" if args.all_rows else "train rows"
+            if not args.all_rows and ds.n_rows >= need:  # --all-rows would be enough
+                fix = (
+                    "pass --all-rows (it includes the val/test rows, so do not pass the "
+                    "periods it finds to `run`) or give a longer series"
+                )
+            else:
+                fix = "give a longer series"
             raise UserError(
-                f"{ds.name}: {x.shape[0]} rows are too few to look for periods (need 16); pass --all-rows or a longer series"
+                f"{ds.name}: {x.shape[0]} {what} are too few to look for periods (need "
+                f"{need}); {fix}"
             )
     report = analyse(
         x, freq=ds.freq, max_candidates=args.max_candidates, columns=ds.columns, progress=True
@@ -143,11 +153,15 @@ def handle(args) -> int:
             raise UserError(f"cannot write the plot {plot}: {exc}") from None
 
     net = net_strengths(x, report)
+    # a period must repeat MIN_CYCLES times in the rows to be tested
+    max_tested = max(2, x.shape[0] // MIN_CYCLES)
     if args.json:
         out = {
             "dataset": ds.name,
             "rows": "all" if args.all_rows else "train",
             **report.to_dict(),
+            "min_cycles": MIN_CYCLES,
+            "max_period_tested": max_tested,
             "net_strength": {str(q): {"of": p, "strength": v} for q, (p, v) in net.items()},
         }
         print(json.dumps(out))
@@ -159,7 +173,7 @@ def handle(args) -> int:
         if report.seasonal
         else "no seasonality (no period with F_S > 0.3, or more where under 16 cycles were "
         f"measured; a period must repeat {MIN_CYCLES} times in the {x.shape[0]} rows to be "
-        f"tested, so nothing above {max(2, x.shape[0] // MIN_CYCLES)} is)"
+        f"tested, so nothing above {max_tested} is)"
     )
     print("\n".join(_table(f"overall: {verdict}", report.overall)))
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from importlib import metadata
 
 import pytest
@@ -192,3 +193,21 @@ def test_the_small_runs_one_epoch_advice_is_not_printed_before_the_report(
     assert logger.level == before  # only inside the check
     experiments.run.log.warning("after: still said")
     assert "after: still said" in caplog.text
+
+
+def test_the_data_hints_keep_data_dir_and_name_what_is_in_the_way(data_dir, tmp_path):
+    # "data download NAME" without --data-dir D fills another folder; a file as the folder,
+    # or a folder where ETTh1.csv goes, was "no dataset found" and a refused download
+    given = tmp_path / "data"
+    (given / "illness").mkdir(parents=True)
+    shutil.copy(data_dir / "illness" / "national_illness.csv", given / "illness")
+    (given / "ETT-small" / "ETTh1.csv").mkdir(parents=True)
+    data = cmd_doctor._data(str(given))
+    assert f"(hybrid-forecast data download NAME --data-dir {given})" in data.detail
+    assert f"ETTh1 ({given / 'ETT-small' / 'ETTh1.csv'} is a folder; move it away)" in (data.detail)
+    assert "missing: ETTh2" in data.detail and "ETTh1," not in data.detail
+    afile = tmp_path / "data.csv"
+    afile.write_text("date,OT\n", encoding="utf-8")
+    data = cmd_doctor._data(str(afile))
+    assert data.status == "FAIL" and f"the data folder {afile} is a file" in data.detail
+    assert "no dataset found" not in data.detail

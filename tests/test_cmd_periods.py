@@ -179,3 +179,31 @@ def test_plot_title_names_the_dataset_and_keeps_channel_mean(synth_csv, tmp_path
     assert main(argv) == 0
     assert titles == [f"{path.stem}: periodogram (channel mean) and candidate periods "
                       "(F_S: seasonal strength)"]  # fmt: skip
+
+
+def test_too_few_train_rows_suggest_all_rows_only_where_they_are_enough(synth_csv, capsys):
+    # 20 rows: 14 train rows are too few, all 20 are enough, with a warning about `run`
+    path = synth_csv(n=20, channels=1, period=4)
+    assert main(["periods", "--data-path", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "14 train rows are too few" in err and "pass --all-rows (it includes the val/test" in err
+    # 10 rows: --all-rows is no fix either
+    path = synth_csv(n=10, channels=1, period=4)
+    assert main(["periods", "--data-path", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "--all-rows" not in err and "give a longer series" in err
+    assert main(["periods", "--data-path", str(path), "--all-rows"]) == 2
+    assert "10 all rows are too few" in capsys.readouterr().err
+
+
+def test_periods_json_says_the_longest_period_tested(tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+
+    # the text's "nothing above 42 is" tested, in the JSON too
+    weeks = pd.date_range("2010-01-03", periods=600, freq="W-SUN")
+    y = 10 + np.sin(2 * np.pi * np.arange(600) / 52)
+    pd.DataFrame({"date": weeks, "OT": y}).to_csv(tmp_path / "weekly.csv", index=False)
+    assert main(["periods", "--data-path", str(tmp_path / "weekly.csv"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["min_cycles"] == 10 and out["max_period_tested"] == 42

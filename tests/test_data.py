@@ -147,6 +147,15 @@ def test_ffill_is_an_explicit_opt_in(synth_csv):
     assert ds.values[123, ds.columns.index("x1")] == ds.values[122, ds.columns.index("x1")]
 
 
+def test_a_leading_nan_under_ffill_says_how_to_fix_it(synth_csv):
+    def lead(df):
+        df.loc[0, "OT"] = np.nan
+        return df
+
+    with pytest.raises(UserError, match=r"at row 1 .*delete the leading rows or fill them in"):
+        load_dataset(data_path=synth_csv(edit=lead), fill="ffill")
+
+
 def test_missing_file_and_unknown_dataset(tmp_path):
     with pytest.raises(UserError, match="data file not found"):
         load_dataset("ETTh1", data_dir=tmp_path)

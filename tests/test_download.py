@@ -200,3 +200,72 @@ def test_a_data_folder_that_is_a_file_is_named_before_fetching(tmp_path, monkeyp
     assert err.count("\n") == 1 and f"the data folder {afile} is a file, where a folder" in err
     with pytest.raises(UserError, match=re.escape(f"{afile / 'sub'} is under {afile}, a file")):
         dl.download("ETTh1", afile / "sub")
+
+
+def test_an_unwritable_destination_is_refused_before_fetching(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    # the whole file was fetched, then "check --data-dir: the file must exist and be readable"
+    import tempfile
+
+    from experiments.cli import main
+
+    monkeypatch.setenv(dl.URL_ENV, _mirror_with_illness(tmp_path, data_dir).as_uri())
+    fetched = []
+    monkeypatch.setattr(dl, "_fetch", lambda *a: fetched.append(a) or b"")
+    out = tmp_path / "data"
+    folder = out / "illness" / "national_illness.csv"
+    folder.mkdir(parents=True)
+    with pytest.raises(UserError, match=r"national_illness.csv is a folder, .*move it away"):
+        dl.check_before_fetching(["illness"], out)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    assert main(["data", "download", "illness", "--data-dir", str(tmp_path / "new")]) == 2
+    assert f"cannot write into {tmp_path} (Permission denied)" in capsys.readouterr().err
+    assert not fetched
+
+
+def test_a_failing_mkdir_is_one_clear_line(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(dl.URL_ENV, _mirror_with_illness(tmp_path, data_dir).as_uri())
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(UserError, match=r"cannot create the data folder .*illness: Permission"):
+        dl.download("illness", tmp_path / "data")
+
+
+def test_a_transfer_that_stalls_after_the_headers_is_not_called_offline(tmp_path, monkeypatch):
+    import time
+
+    release = threading.Event()
+
+    class Stall(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "5000")
+            self.end_headers()
+            self.wfile.write(b"date,OT\n")
+            self.wfile.flush()
+            release.wait(5)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stall)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(dl.URL_ENV, f"http://127.0.0.1:{httpd.server_address[1]}")
+        start = time.monotonic()
+        with pytest.raises(UserError, match=r"stalled after 8 bytes; nothing was written") as e:
+            dl.download("ETTh1", tmp_path, timeout=0.5)
+        assert "offline" not in str(e.value) and time.monotonic() - start < 4
+    finally:
+        release.set()
+        httpd.shutdown()
+        httpd.server_close()
+    assert not any(tmp_path.rglob("*.csv"))

@@ -1,10 +1,10 @@
 """Optuna tuning of period, patch, lookback and learning-rate choices, scored on validation only.
 
 A trial picks a period among the analyser's candidates (train rows only; the calendar
-periods of the data's frequency when none of them has a multiple within the lookback
-bounds, which tune.log warns of and study_summary says), a lookback that is a multiple
-of it, and each member's own choices (DLinear's moving-average kernel and learning
-rate, Time-LLM's patch length / stride and learning rate, ...). It fits the members on
+periods of the data's frequency when it finds none, or none with a multiple within the
+lookback bounds, which tune.log warns of and study_summary says), a lookback that is a
+multiple of it, and each member's own choices (DLinear's moving-average kernel and
+learning rate, Time-LLM's patch length / stride and learning rate, ...). It fits the members on
 train, early-stops them on val and returns the val MSE (of the members' equal-weight
 mean when there are several). The test split is never loaded into a trial's score.
 
@@ -306,8 +306,16 @@ def worker_count(spec: TuneSpec, counts: dict[str, int]) -> int:
 
 def _warn_calendar_periods(spec: TuneSpec, attrs: dict[str, Any]) -> None:
     """Warn that a new study tunes calendar periods the analyser did not find."""
-    if not calendar_fallback(attrs) or not attrs.get("ranked_periods"):
-        return  # the analyser's own, or none found at all (noise): the docs say so
+    if not calendar_fallback(attrs):
+        return
+    calendar = ", ".join(map(str, attrs["periods"]))
+    if not attrs.get("ranked_periods"):  # white noise, a random walk: nothing to tune on
+        log.warning(
+            "the analyser found no period in the train rows: the trials draw the calendar "
+            "periods of the data's frequency (%s)",
+            calendar,
+        )
+        return
     log.warning(
         "none of the periods the analyser found in the train rows (%s) has a multiple in "
         "[--min-seq-len %d, --max-seq-len %d]: the trials draw the calendar periods of the "
@@ -315,7 +323,7 @@ def _warn_calendar_periods(spec: TuneSpec, attrs: dict[str, Any]) -> None:
         ", ".join(map(str, attrs["ranked_periods"])),
         spec.min_seq_len,
         spec.max_seq_len,
-        ", ".join(map(str, attrs["periods"])),
+        calendar,
     )
 
 

@@ -172,7 +172,11 @@ def _periods_from(summary: dict[str, Any]) -> str:
     if summary.get("periods_from") != "calendar":
         return "train rows"
     ranked, (lo, hi) = summary["ranked_periods"], summary["seq_len_bounds"]
-    found = f"none of the analyser's, {ranked}, has a multiple in [{lo}, {hi}]"
+    found = (
+        f"none of the analyser's, {ranked}, has a multiple in [{lo}, {hi}]"
+        if ranked
+        else "the analyser found none in the train rows"
+    )
     return f"calendar periods of the data's frequency, a fallback: {found}"
 
 

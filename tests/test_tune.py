@@ -327,28 +327,34 @@ def test_a_rerun_after_an_interrupted_first_trial_says_it_resumes(
     assert "resuming study synth_24_snaive: 0 of 1 trials finished before, 1 queued" in err
 
 
+@pytest.mark.parametrize("found", [[100, 200], []])
 def test_calendar_periods_the_analyser_did_not_find_are_warned_of_and_named(
-    synth_csv, tmp_path, monkeypatch, caplog
+    found, synth_csv, tmp_path, monkeypatch, caplog
 ):
-    # no period it found has a multiple in [48, 96]: the study tuned the hourly calendar's
-    # 12 and 24, silently, and study_summary called them the train rows' candidates
+    # no period it found has a multiple in [48, 96], or it found none (white noise): the
+    # study tuned the hourly calendar's 12 and 24, silently, and study_summary called them
+    # the train rows' candidates
     import logging
 
     from experiments import tune_study
 
-    monkeypatch.setattr(tune_study, "ranked_periods", lambda splits, k: [100, 200])
+    monkeypatch.setattr(tune_study, "ranked_periods", lambda splits, k: found)
     caplog.set_level(logging.WARNING, logger="hybrid_forecast.tune")
     spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=1)
     summary = run_tune(spec, progress=False, plots=False)
     (warned,) = [r.getMessage() for r in caplog.records]
-    assert "found in the train rows (100, 200) has a multiple in [--min-seq-len 48" in warned
-    assert "calendar periods of the data's frequency (12, 24)" in warned
+    said = (
+        "found in the train rows (100, 200) has a multiple in [--min-seq-len 48"
+        if found
+        else "the analyser found no period in the train rows"
+    )
+    assert said in warned and "calendar periods of the data's frequency (12, 24)" in warned
     assert summary["periods"] == [12, 24] and summary["periods_from"] == "calendar"
     held = json.loads((tmp_path / "t" / "study_summary.json").read_text(encoding="utf-8"))
-    assert held["periods_from"] == "calendar" and held["ranked_periods"] == [100, 200]
+    assert held["periods_from"] == "calendar" and held["ranked_periods"] == found
     md = (tmp_path / "t" / "study_summary.md").read_text(encoding="utf-8")
     assert "Period candidates (calendar periods of the data's frequency, a fallback" in md
-    assert "(train rows)" not in md
+    assert "(train rows)" not in md and ("[]" not in md or found)
 
 
 @pytest.mark.parametrize("cores", [2, 8])

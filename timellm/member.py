@@ -747,7 +747,7 @@ class TimeLLMForecaster(BaseForecaster):
     @contextlib.contextmanager
     def _out_of_memory_hint(self, doing: str) -> Iterator[None]:
         """A GPU out of memory is one line naming the settings that shrink a step (the
-        seeds' fallbacks), not a traceback; a fit resumes from its last finished epoch."""
+        seeds' fallbacks), not a traceback; a fit resumes from its last checkpoint."""
         try:
             yield
         except torch.cuda.OutOfMemoryError:
@@ -772,7 +772,7 @@ class TimeLLMForecaster(BaseForecaster):
                 f"timellm: the GPU ran out of memory while {doing}; lower {size}, or "
                 + ", ".join(more)
                 + " (`hybrid-forecast explain timellm` measures a step's peak memory); a "
-                "rerun resumes from the last finished epoch"
+                "rerun resumes from the last checkpoint"
             ) from None
 
     def _selected_starts(self, train: Split, val: Split) -> tuple[np.ndarray, np.ndarray]:

@@ -209,7 +209,7 @@ def add_official_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="refuse a checkpoint of other settings instead of starting afresh (a plain "
-        "rerun already continues a matching checkpoint from its last epoch)",
+        "rerun already continues a matching checkpoint: an epoch's end, or inside an epoch)",
     )
     o.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     o.add_argument("--device", help="cpu | cuda (default: best available)")

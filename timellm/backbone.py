@@ -478,6 +478,29 @@ def _damaged(spec: str, exc: BaseException) -> UserError:
     )
 
 
+def _mismatched(spec: str, path: str, kwargs: dict[str, Any]) -> UserError:
+    """The one-line error for weights of other shapes than config.json says, naming the
+    first (loaded once more, leniently, for transformers' list of them)."""
+    from transformers import AutoModel
+
+    shapes = ""
+    try:
+        with _quiet_transformers():
+            _, info = AutoModel.from_pretrained(
+                path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+            )
+        pairs = sorted(info["mismatched_keys"], key=lambda t: t[0])[:2]  # a set in v5
+        found = [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in pairs]
+        shapes = f": {'; '.join(found)} (weights vs config)" if found else ""
+    except Exception:  # the names are a courtesy; the error stands without them
+        pass
+    return UserError(
+        f"cannot load backbone '{spec}': its weights do not have the shapes its config.json "
+        f"gives{shapes}; the folder mixes two models' files, or config.json was edited: "
+        "repeat the model download"
+    )
+
+
 def _read_weights(spec: str, path: str, kwargs: dict[str, Any]) -> nn.Module:
     """``AutoModel.from_pretrained``, refusing a weights file that is unreadable or lacks
     weights of the layers kept (transformers would initialise those at random, and
@@ -492,6 +515,8 @@ def _read_weights(spec: str, path: str, kwargs: dict[str, Any]) -> nn.Module:
         # a shard cut short (a download still running) or overwritten
         raise _damaged(spec, exc) from exc
     except RuntimeError as exc:
+        if "ignore_mismatched_sizes" in str(exc):  # its report is what we keep quiet
+            raise _mismatched(spec, path, kwargs) from exc
         if not _UNREADABLE_BIN.search(str(exc)):
             raise
         raise _damaged(spec, exc) from exc

@@ -104,6 +104,8 @@ def _check_writable(plot: Path) -> None:
 
 
 def handle(args) -> int:
+    import numpy as np
+
     from ensemble.data import dataset_from_args, split_borders
     from experiments.logfile import said_after_checks
     from periodicity import analyse
@@ -189,8 +191,13 @@ def handle(args) -> int:
             f"periodic at {p} is periodic at {q}); with that cycle removed first: {v:.2f} "
             f"(white noise scores about 0.2)"
         )
+    flat = {name for name, col in zip(report.channels, x.T, strict=True) if np.ptp(col) == 0}
     for name, cands in report.channels.items():
-        print("\n".join(_table(f"channel {name}", cands)))
+        # a constant channel has nothing to analyse: "no period found" would read as a finding
+        title = f"channel {name}" + (
+            f" (constant in the {what}: nothing to analyse)" if name in flat else ""
+        )
+        print("\n".join(_table(title, cands)))
     if plot is not None:
         print(f"plot: {plot}")
     return 0

@@ -34,6 +34,20 @@ def test_periods_table_and_plot(synth_csv, tmp_path, capsys):
     assert png.is_file() and png.stat().st_size > 10_000
 
 
+def test_a_constant_channel_is_said_constant_not_found_without_periods(synth_csv, capsys):
+    # "(no period found)" under a flat column read as a finding about it
+    def flatten(df):
+        df.iloc[:, 1] = 3.0
+        return df
+
+    path = synth_csv(n=2400, channels=2, period=24, edit=flatten)
+    assert main(["periods", "--data-path", str(path)]) == 0
+    titles = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("channel ")]
+    assert len(titles) == 2
+    assert titles[0].endswith("(constant in the train rows: nothing to analyse)"), titles
+    assert "constant" not in titles[1]
+
+
 def test_plot_path_printed_is_the_file_written(synth_csv, tmp_path, capsys):
     path = synth_csv(n=2400, channels=2, period=24)
     argv = ["periods", "--data-path", str(path), "--all-rows", "--plot"]

@@ -65,10 +65,12 @@ def sha256_file(path: Path) -> str:
 
 
 def _fetch(url: str, timeout: float) -> bytes:
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file", "ftp"):
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("http", "https", "file", "ftp"):
+        what = f"the scheme {scheme}:// is not supported" if scheme else "not a URL"
         raise UserError(
-            f"cannot download {url}: not a URL; set ${URL_ENV} to one such as "
-            "https://host/path or file:///folder"
+            f"cannot download {url}: {what}; set ${URL_ENV} to one such as "
+            "https://host/path, file:///folder or a folder path"
         )
     try:
         resp = urllib.request.urlopen(url, timeout=timeout)
@@ -196,6 +198,19 @@ def _check_writable(folder: Path) -> None:
         ) from None
 
 
+def _mirror_url(base: str | None) -> str | None:
+    """``$HYBRID_FORECAST_DATA_URL`` as a URL: a folder path (``/srv/mirror``,
+    ``C:\\mirror``, or a relative one that exists) is its file:// URL, with characters
+    such as ``#`` quoted (in a file:// URL written by hand it starts a fragment)."""
+    if not base:
+        return base
+    scheme = urllib.parse.urlsplit(base).scheme
+    path = Path(base).expanduser()
+    if len(scheme) <= 1 and (scheme or path.is_absolute() or path.exists()):
+        return path.absolute().as_uri()
+    return base
+
+
 def _local_mirror_missing(base: str, rel: str) -> str | None:
     """For a file:// mirror, what is absent (the mirror, or one file in it), or None: a
     local path that does not exist is no sign of being offline."""
@@ -233,7 +248,7 @@ def download(
         return dest, "present"
     if stale and not force:
         raise UserError(_EDITED.format(dest=dest, name=name))
-    base = os.environ.get(URL_ENV)
+    base = _mirror_url(os.environ.get(URL_ENV))
     url, member = (base.rstrip("/") + "/" + rel, None) if base else SOURCES[rel]
     try:
         if base and (missing := _local_mirror_missing(base, rel)):

@@ -131,6 +131,17 @@ def _mirror_with_illness(tmp_path: Path, data_dir: Path) -> Path:
     return mirror
 
 
+def test_a_mirror_given_as_a_folder_path_is_read_as_its_file_url(data_dir, tmp_path, monkeypatch):
+    # a plain path was "not a URL", and a "#" in a hand-written file:// URL cut the path
+    mirror = _mirror_with_illness(tmp_path / "a #1", data_dir)
+    monkeypatch.setenv(dl.URL_ENV, str(mirror))
+    dest, status = dl.download("illness", tmp_path / "data")
+    assert status == "downloaded" and dest.is_file()
+    monkeypatch.setenv(dl.URL_ENV, "gopher://host/x")
+    with pytest.raises(UserError, match=r"the scheme gopher:// is not supported"):
+        dl.download("ETTh1", tmp_path / "data")
+
+
 def test_an_edited_file_is_kept_unless_force(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv(dl.URL_ENV, _mirror_with_illness(tmp_path, data_dir).as_uri())
     dest = tmp_path / "data" / "illness" / "national_illness.csv"

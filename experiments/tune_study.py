@@ -476,13 +476,22 @@ def check_folder_study(spec: TuneSpec) -> None:
     def own(storage: str | None, out: str | None) -> bool:
         return bool(out) and storage == sqlite_url((Path(out) / "study.db").resolve())
 
+    def was_own(storage: str | None, out: str | None) -> bool:
+        """``own`` when the folder was made; a relative ``out`` was taken from a working
+        folder tune_spec.json does not record (its copy elsewhere was refused): its name
+        is what is known."""
+        path = sqlite_path(storage) if isinstance(storage, str) else None
+        if not out or path is None or Path(out).is_absolute():
+            return own(storage, out)
+        return path.name == "study.db" and path.parent.name == Path(out).resolve().name
+
     theirs_storage = theirs.get("storage")
     if isinstance(theirs_storage, str):  # one written before relative URLs were resolved
         theirs_storage = absolute_sqlite_url(theirs_storage)
     if (
         isinstance(theirs_storage, str)
         and theirs_storage != spec.storage
-        and not (own(theirs_storage, theirs.get("out")) and own(spec.storage, spec.out))
+        and not (was_own(theirs_storage, theirs.get("out")) and own(spec.storage, spec.out))
     ):
         raise UserError(
             f"{spec.out} holds the reports of study {other!r} in {theirs_storage}, not in "

@@ -131,3 +131,24 @@ def test_a_folder_holds_its_study_in_the_storage_it_was_made_with(synth_csv, tmp
     shutil.copytree(own, tmp_path / "copy")
     assert main([*argv, "--out", str(tmp_path / "copy")]) == 0
     assert main([*argv, "--out", str(tmp_path / "copy"), "--storage", str(shared)]) == 2
+
+
+def test_a_folder_made_with_a_relative_out_is_its_own_study_when_moved(
+    synth_csv, tmp_path, monkeypatch
+):
+    # its tune_spec.json records "rel" and the study.db of the first working folder: from
+    # another one the copy was refused as holding another storage's study
+    import shutil
+
+    from experiments.cli import main
+
+    argv = ["tune", "--data-path", str(synth_csv(n=1200)), "--pred-len", "24", "--members"]
+    argv += ["snaive", "--min-seq-len", "48", "--max-seq-len", "96", "--trials", "1", "--quiet"]
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert main([*argv, "--out", "rel"]) == 0
+    shutil.copytree(tmp_path / "a" / "rel", tmp_path / "b" / "rel")
+    monkeypatch.chdir(tmp_path / "b")
+    assert main([*argv, "--out", "rel"]) == 0
+    assert main([*argv, "--out", "rel", "--storage", str(tmp_path / "a" / "rel" / "study.db")]) == 2

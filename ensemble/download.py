@@ -67,7 +67,7 @@ def sha256_file(path: Path) -> str:
 def _fetch(url: str, timeout: float) -> bytes:
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https", "file", "ftp"):
-        what = f"the scheme {scheme}:// is not supported" if scheme else "not a URL"
+        what = f"the scheme {scheme}:// is not supported" if scheme else "not a URL nor a folder"
         raise UserError(
             f"cannot download {url}: {what}; set ${URL_ENV} to one such as "
             "https://host/path, file:///folder or a folder path"

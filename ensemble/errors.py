@@ -19,3 +19,13 @@ def reason(exc: BaseException, limit: int = 160) -> str:
     if len(first) > limit:
         first = first[: limit - 1].rstrip() + "…"
     return f"{type(exc).__name__}: {first}"
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` on one line, cut at a word boundary to at most ``limit`` characters."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit + 1]  # a space right after the limit keeps the last word
+    head = cut.rsplit(" ", 1)[0] if " " in cut else text[:limit]
+    return head.rstrip(" ,;:") + " ..."

@@ -482,7 +482,7 @@ def _run_bench(
             spec.seq_len,
         )
         bar = tqdm(todo, desc="bench cells", unit="cell", disable=None if progress else True)
-        refused: tuple[str, str] | None = None  # the cell before's (name, refusal)
+        refused: tuple[Cell, str] | None = None  # the cell before's, and its refusal
         for cell in bar:
             bar.set_postfix_str(cell.name)
             if held(cell_folder(spec, cell)):  # a run of its own, or an analyse of it
@@ -496,16 +496,22 @@ def _run_bench(
                 # validate() refused what is wrong for every cell before any ran, so a
                 # refusal now is this cell's (its folder holds the user's files, a member
                 # failed on its data): the rest of the grid runs. Unless no cell has run
-                # yet and it reads word for word as the cell before's: the same words for
-                # two cells (a refusal about one cell names its folder) are about all of
-                # them (a router short of members, a missing backbone), and each further
-                # cell would only say them again.
-                if refused is not None and refused[1] == str(exc) and not ran:
+                # yet and it reads word for word as the cell before's, of another
+                # dataset: the same words for two datasets are about all of them (a
+                # router short of members, a missing backbone), and each further cell
+                # would only say them again. Two seeds of one dataset may share a refusal
+                # about that dataset alone (a GPU out of memory at its size).
+                if (
+                    refused is not None
+                    and refused[1] == str(exc)
+                    and refused[0].dataset != cell.dataset
+                    and not ran
+                ):
                     raise UserError(
-                        f"cells {refused[0]} and {cell.name} failed alike, as every cell "
-                        f"would: {exc}"
+                        f"cells {refused[0].name} and {cell.name} failed alike, as every "
+                        f"cell would: {exc}"
                     ) from None
-                refused = (cell.name, str(exc))
+                refused = (cell, str(exc))
                 failed[cell.name] = str(exc)
                 log.error("cell %s failed: %s", cell.name, exc)
                 continue

@@ -293,7 +293,8 @@ def worker_count(spec: TuneSpec, counts: dict[str, int]) -> int:
     still to finish (a worker beyond them only waits), and warned of beyond the CPU
     cores (the workers then share them, each trial slower)."""
     cores = os.cpu_count() or 1
-    if spec.jobs > cores:
+    workers = max(1, min(spec.jobs, spec.trials - counts["finished"]))
+    if workers > cores:
         log.warning(
             "--jobs %d is more than this machine's %d CPU cores: the workers share them and "
             "each trial runs slower; give --jobs %d or fewer",
@@ -301,7 +302,7 @@ def worker_count(spec: TuneSpec, counts: dict[str, int]) -> int:
             cores,
             cores,
         )
-    return max(1, min(spec.jobs, spec.trials - counts["finished"]))
+    return workers
 
 
 def _warn_calendar_periods(spec: TuneSpec, attrs: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from ensemble.io import write_csv, write_json, write_text
 from experiments.config import RunConfig
 from experiments.registry import parse_spec
 from experiments.tune_objective import STRIDED_VAL_MEMBERS
-from experiments.tune_study import calendar_fallback, trial_counts
+from experiments.tune_study import calendar_fallback, failed_with_error, trial_counts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,7 +101,8 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
         summary["seq_len_bounds"] = [spec.min_seq_len, spec.max_seq_len]
     if any(m.split("@")[0] in ("timellm", "patchtst") for m in spec.members):
         summary["patch_choices"] = study.user_attrs.get("patch_choices")
-    errors = [t for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
+    # a trial of a study repaired since (its attributes refilled) failed for no fault of its own
+    errors = [t for t in trials if t.state == TrialState.FAIL and failed_with_error(t)]
     if errors:
         summary["first_error"] = {
             "number": errors[0].number,

@@ -63,7 +63,7 @@ _MISSING_ATTR_ERRORS = frozenset(f"KeyError: {k!r}" for k in TRIAL_ATTRS if k !=
 # ------------------------------------------------------------------------ trial states
 
 
-def _failed_with_error(t) -> bool:
+def failed_with_error(t) -> bool:
     """A FAIL that counts as a result: the configuration crashed (`Objective`)."""
     error = t.user_attrs.get("error")
     # a trial past the study's attributes has its "periods": its KeyErrors are its own
@@ -82,7 +82,7 @@ def trial_counts(study) -> dict[str, int]:
         elif t.state == TrialState.PRUNED:
             c["pruned"] += 1
         elif t.state == TrialState.FAIL:
-            c["error" if _failed_with_error(t) else "discarded"] += 1
+            c["error" if failed_with_error(t) else "discarded"] += 1
         elif t.state == TrialState.RUNNING:
             c["running"] += 1
         elif t.state == TrialState.WAITING:
@@ -98,7 +98,7 @@ def claims_slot(t) -> bool:
 
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING):
         return True
-    return t.state == TrialState.FAIL and _failed_with_error(t)
+    return t.state == TrialState.FAIL and failed_with_error(t)
 
 
 # ----------------------------------------------------------------------------- storage

@@ -286,6 +286,19 @@ def test_refusals_that_differ_by_cell_do_not_stop_the_grid(synth_csv, tmp_path):
     info = run_bench(spec, progress=False, run_fn=after_one)
     assert info["ran"] == [plan(spec)[0].name] and len(info["failed"]) == 2
 
+    # the seeds of one dataset refused alike (a GPU out of memory at its size): the other
+    # dataset's cells still run
+    other = synth_csv(n=1200, name="other.csv")
+    spec = _spec(other, tmp_path / "two", datasets=[spec.datasets[0], str(other)])
+
+    def too_big(cfg):
+        if "other" not in cfg.data_path:
+            raise UserError("GPU out of memory")
+        return fake_run(cfg)
+
+    info = run_bench(spec, progress=False, run_fn=too_big)
+    assert len(info["failed"]) == 2 and len(info["ran"]) == 2
+
 
 @pytest.mark.parametrize("progress", [False, True])
 def test_a_failed_cell_says_one_line_on_the_console_and_its_traceback_in_bench_log(
@@ -606,13 +619,15 @@ def test_bad_data_or_member_fails_before_any_cell(change, needle, synth_csv, tmp
 
 
 def test_a_stop_on_bad_input_is_in_bench_log(synth_csv, tmp_path):
-    spec = _finished_bench(synth_csv(n=1200), tmp_path / "bench")
-    spec.seeds = [0, 1, 2, 3]  # two cells to run, refused alike: the input, not a cell
+    first, second = synth_csv(n=1200, name="a.csv"), synth_csv(n=1200, name="b.csv")
+    spec = _finished_bench(first, tmp_path / "bench")
+    spec.datasets = [str(first), str(second)]
+    spec.seeds = [0, 1, 2]  # a's s2, then b's cells: refused alike across datasets
 
     def refused(cfg):
         raise UserError("the cell refuses its input")
 
-    stop = "cells synth_96_24_s2 and synth_96_24_s3 failed alike, as every cell would: "
+    stop = "cells a_96_24_s2 and b_96_24_s0 failed alike, as every cell would: "
     with pytest.raises(UserError, match=stop):
         run_bench(spec, progress=False, run_fn=refused)
     log = (Path(spec.out) / "bench.log").read_text(encoding="utf-8")

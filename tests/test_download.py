@@ -77,7 +77,7 @@ def test_offline_is_one_clear_line(tmp_path, monkeypatch):
 
 def test_a_mirror_that_is_not_a_url_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setenv(dl.URL_ENV, "garbage")
-    with pytest.raises(UserError, match=r"not a URL; set \$HYBRID_FORECAST_DATA_URL"):
+    with pytest.raises(UserError, match=r"not a URL nor a folder; set \$HYBRID_FORECAST_DATA_URL"):
         dl.download("illness", tmp_path)
     assert not any(tmp_path.iterdir())
 

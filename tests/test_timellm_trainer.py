@@ -433,6 +433,27 @@ def test_a_checkpoint_inside_an_epoch_resumes_where_it_stopped(stop_at, tmp_path
         }
 
 
+def test_a_checkpoint_inside_an_epoch_of_another_process_count_is_not_continued(tmp_path):
+    # its steps are one process's share of the batches: 2 GPUs' step 5 is not 1 GPU's
+    train, val = window_set(), window_set(seed=1)
+
+    def stop() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(fresh(), cfg(), workdir=tmp_path, on_step=stop, checkpoint_every_s=0.0).fit(
+            train, val
+        )
+    saved = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    assert saved["within"]["world"] == 1
+    saved["within"]["world"] = 2
+    torch.save(saved, tmp_path / CHECKPOINT)
+    with pytest.raises(UserError, match=r"inside an epoch by 2 process\(es\), not 1"):
+        Trainer(fresh(), cfg(), workdir=tmp_path, resume=True).fit(train, val)
+    res = Trainer(fresh(), cfg(epochs=1), workdir=tmp_path, resume="auto").fit(train, val)
+    assert res.resumed_from is None  # started afresh, as for other settings
+
+
 def test_checkpoints_inside_an_epoch_wait_their_interval(tmp_path, monkeypatch):
     saves = []
     original = Trainer._save_checkpoint
@@ -447,8 +468,13 @@ def test_checkpoints_inside_an_epoch_wait_their_interval(tmp_path, monkeypatch):
     )
     assert saves == [False, False]  # epoch ends only: no hour passed
     saves.clear()
-    Trainer(fresh(), cfg(epochs=2, patience=0), checkpoint_every_s=0.0).fit(train, val)
+    Trainer(fresh(), cfg(epochs=2, patience=0), workdir=tmp_path / "b", checkpoint_every_s=0.0).fit(
+        train, val
+    )
     assert saves.count(True) == 2 * -(-len(train) // cfg().batch_size)  # every step
+    saves.clear()  # no folder to write to: no state built for nothing
+    Trainer(fresh(), cfg(epochs=2, patience=0), checkpoint_every_s=0.0).fit(train, val)
+    assert True not in saves  # (the epoch ends still call it; it writes nothing)
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
@@ -510,7 +536,7 @@ def test_resume_refuses_a_damaged_checkpoint_in_one_line(tmp_path, damage):
 
 
 def test_clip_cuts_at_a_word_boundary():
-    from timellm.trainer import _clip
+    from ensemble.errors import clip as _clip
 
     assert _clip("short\n text", 120) == "short text"
     assert _clip("alpha beta gamma", 10) == "alpha beta ..."

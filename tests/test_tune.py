@@ -357,11 +357,12 @@ def test_calendar_periods_the_analyser_did_not_find_are_warned_of_and_named(
     assert "(train rows)" not in md and ("[]" not in md or found)
 
 
-@pytest.mark.parametrize("cores", [2, 8])
+@pytest.mark.parametrize("cores", [1, 2])
 def test_jobs_start_no_more_workers_than_trials_left_and_warn_beyond_the_cores(
     cores, synth_csv, tmp_path, monkeypatch, caplog
 ):
     # --trials 2 --jobs 4 started 4 workers, two of them only to wait; 4 on 2 cores: slower
+    # (the 2 started fit 2 cores: no warning there)
     import logging
 
     from experiments import tune
@@ -383,10 +384,10 @@ def test_jobs_start_no_more_workers_than_trials_left_and_warn_beyond_the_cores(
     warned = [r.getMessage() for r in caplog.records]
     assert warned == (
         [
-            "--jobs 4 is more than this machine's 2 CPU cores: the workers share them and "
-            "each trial runs slower; give --jobs 2 or fewer"
+            "--jobs 4 is more than this machine's 1 CPU cores: the workers share them and "
+            "each trial runs slower; give --jobs 1 or fewer"
         ]
-        if cores == 2
+        if cores == 1
         else []
     )
     spec.trials = 3  # one left: this process runs it

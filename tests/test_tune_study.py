@@ -568,6 +568,7 @@ def test_a_study_an_earlier_version_left_without_its_trial_attributes_is_repaire
     summary = run_tune(spec, progress=False, plots=False)
     c = summary["counts"]
     assert (c["complete"], c["error"], c["discarded"]) == (2, 0, 2)
+    assert "first_error" not in summary  # the KeyErrors were the study's, not the trials'
     attrs = open_study(spec).user_attrs
     assert attrs["ranked_periods"] == values["ranked_periods"]
     assert attrs["patch_choices"] == values["patch_choices"]

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from ensemble.errors import UserError
+from ensemble.errors import UserError, clip
 
 QUANTISE_ONE = (
     "timellm: choose one of load_in_4bit and load_in_8bit, not both "
@@ -469,31 +469,38 @@ def _damaged(spec: str, exc: BaseException) -> UserError:
         )
         reason = found.group(1) if found else reason
     # the first sentence: torch goes on about how checkpoints get corrupted
-    reason = reason.split(". ")[0].removesuffix(".")
-    if len(reason) > 200:
-        reason = reason[:200].rsplit(" ", 1)[0] + " ..."
+    reason = clip(reason.split(". ")[0].removesuffix("."), 200)
     return UserError(
         f"cannot load backbone '{spec}': a weights file is damaged or incomplete "
         f"({type(exc).__name__}: {reason}); finish or repeat the model download"
     )
 
 
+MISMATCH_RELOAD_BYTES = 1 << 30  # see `_mismatched`
+
+
 def _mismatched(spec: str, path: str, kwargs: dict[str, Any]) -> UserError:
     """The one-line error for weights of other shapes than config.json says, naming the
-    first (loaded once more, leniently, for transformers' list of them)."""
+    first where the weights are small (loaded once more, leniently, for transformers'
+    list of them: a 3B model's second load would take minutes and may not fit)."""
+    from pathlib import Path
+
     from transformers import AutoModel
 
     shapes = ""
-    try:
-        with _quiet_transformers():
-            _, info = AutoModel.from_pretrained(
-                path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-            )
-        pairs = sorted(info["mismatched_keys"], key=lambda t: t[0])[:2]  # a set in v5
-        found = [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in pairs]
-        shapes = f": {'; '.join(found)} (weights vs config)" if found else ""
-    except Exception:  # the names are a courtesy; the error stands without them
-        pass
+    folder = Path(path)
+    weights = [f for f in folder.glob("*") if f.name.endswith(_WEIGHT_SUFFIXES)]
+    if sum(f.stat().st_size for f in weights) <= MISMATCH_RELOAD_BYTES:
+        try:
+            with _quiet_transformers():
+                _, info = AutoModel.from_pretrained(
+                    path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+                )
+            pairs = sorted(info["mismatched_keys"], key=lambda t: t[0])[:2]  # a set in v5
+            found = [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in pairs]
+            shapes = f": {'; '.join(found)} (weights vs config)" if found else ""
+        except Exception:  # the names are a courtesy; the error stands without them
+            pass
     return UserError(
         f"cannot load backbone '{spec}': its weights do not have the shapes its config.json "
         f"gives{shapes}; the folder mixes two models' files, or config.json was edited: "
@@ -681,7 +688,7 @@ def _load_tokenizer(spec: str, path: str, config: Any = None) -> Any:
             tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, ImportError) as exc:
         # the cause too: a LLaMA folder with only tokenizer.model needs sentencepiece
-        cause = " ".join(str(exc).split())[:300]
+        cause = clip(str(exc), 300)
         raise UserError(f"{no_tokenizer} ({type(exc).__name__}: {cause})") from exc
     probe = "Dataset description: hourly load. Input statistics: min 0.5, max 2.0."
     ids = tokenizer(probe, add_special_tokens=False)["input_ids"]

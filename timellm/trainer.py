@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ensemble.errors import clip
 from ensemble.io import replace
 from ensemble.progress import PROGRESS
 
@@ -644,7 +645,9 @@ class Trainer:
             """A checkpoint inside ``epoch`` (``progress``: its shuffle's generator state,
             steps done, loss sums, first lr, seconds), when one is due."""
             every = self.checkpoint_every_s
-            if every is None or time.monotonic() - self._saved_at < every:
+            if every is None or self.checkpoint_path is None or not self.acc.is_main_process:
+                return  # nothing would be written: no state built either
+            if time.monotonic() - self._saved_at < every:
                 return
             self._save_checkpoint(**state(epoch - 1), within=progress)
 
@@ -787,7 +790,8 @@ class Trainer:
             total += float(loss.detach()) * len(sel)
             count += len(sel)
             if save is not None:  # before on_step, whose exception ends the fit
-                progress = {"generator": shuffle, "step": step + 1, "total": total}
+                # the steps are this process's share of the batches: of `world` processes
+                progress = {"generator": shuffle, "step": step + 1, "total": total, "world": world}
                 progress |= {"count": count, "lr": lr, "seconds": time.perf_counter() - started}
                 save(epoch, progress)
             if self.on_step is not None:
@@ -842,12 +846,18 @@ class Trainer:
             pickle.UnpicklingError,
         ) as exc:
             # cut short by a crash or a full disk, or another file under its name
-            reason = f"is damaged ({type(exc).__name__}: {_clip(str(exc), 120)})"
+            reason = f"is damaged ({type(exc).__name__}: {clip(str(exc), 120)})"
             if self.resume == "auto":
                 log.warning("%s %s; starting afresh (it is overwritten)", path, reason)
                 return None
             raise UserError(f"{path} {reason}; {START_AFRESH}") from None
         diff = checkpoint_differences(ckpt, self.fingerprint, self.stamps)
+        world = (ckpt.get("within") or {}).get("world", 1)
+        if ckpt.get("within") and world != self.acc.num_processes:
+            # its steps count one process's share of the epoch's batches
+            diff.append(
+                f"written inside an epoch by {world} process(es), not {self.acc.num_processes}"
+            )
         if diff:
             why = f"was written with different settings ({', '.join(diff)})"
             if self.resume == "auto":
@@ -855,16 +865,6 @@ class Trainer:
                 return None
             raise UserError(f"{path} {why}; {START_AFRESH}")
         return ckpt
-
-
-def _clip(text: str, limit: int) -> str:
-    """``text`` on one line, cut at a word boundary to at most ``limit`` characters."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text[: limit + 1]  # a space right after the limit keeps the last word
-    head = cut.rsplit(" ", 1)[0] if " " in cut else text[:limit]
-    return head.rstrip(" ,;:") + " ..."
 
 
 def checkpoint_differences(

@@ -16,7 +16,6 @@ import hashlib
 import http.client
 import io
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from ensemble.data import DATA_ENV, DATASETS
 from ensemble.errors import UserError
-from ensemble.io import _atomic
+from ensemble.io import _atomic, cannot_create_in
 
 URL_ENV = "HYBRID_FORECAST_DATA_URL"
 
@@ -176,26 +175,21 @@ def check_before_fetching(names: list[str], data_dir: Path, *, force: bool = Fal
 
 def _check_writable(folder: Path) -> None:
     """Refuse a folder that cannot be made or take a new file (``/proc/xx``) before the
-    fetch, not after it. A trial file, not ``os.access``: root passes that even on /proc.
+    fetch, not after it.
 
     Raises:
         UserError: a file on the way, or a folder that refuses a new file.
     """
-    near = folder.absolute()
-    while not near.exists() and near != near.parent:
-        near = near.parent
-    if not near.is_dir():
+    near, why = cannot_create_in(folder)
+    if why == "is a file":
         raise UserError(
             f"cannot create the data folder {folder}: {near} is a file; move it away or "
             "give --data-dir another folder"
         )
-    try:
-        with tempfile.TemporaryFile(dir=near, prefix=".download-"):
-            pass
-    except OSError as exc:
+    if why:
         raise UserError(
-            f"cannot write into {near} ({exc.strerror}); give --data-dir a folder you can write to"
-        ) from None
+            f"cannot write into {near} ({why}); give --data-dir a folder you can write to"
+        )
 
 
 def _mirror_url(base: str | None) -> str | None:

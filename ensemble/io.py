@@ -20,6 +20,24 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def cannot_create_in(folder: Path) -> tuple[Path, str | None]:
+    """The nearest existing folder at or above ``folder`` (which the writer's mkdir would
+    create files under), and why no file can be made there: "is a file", the OS's
+    reason, or None when it can. A trial file, not ``os.access``: root passes that even
+    on /proc."""
+    near = Path(folder).absolute()
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    if not near.is_dir():
+        return near, "is a file"
+    try:
+        with tempfile.TemporaryFile(dir=near, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        return near, exc.strerror or str(exc)
+    return near, None
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     if path.is_dir():  # else os.replace fails naming the temp file, not the user's path

@@ -7,11 +7,11 @@ periods chosen from this output never saw validation or test data.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from ensemble.data import add_data_arguments
 from ensemble.errors import UserError
+from ensemble.io import cannot_create_in
 from experiments.cli import HelpFormatter
 
 
@@ -89,18 +89,11 @@ def _check_writable(plot: Path) -> None:
     """
     if plot.exists() and not plot.is_file():  # /dev/stdout, a pipe: written in place
         return
-    folder = plot.absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
+    folder, why = cannot_create_in(plot.absolute().parent)
+    if why == "is a file":
         raise UserError(f"--plot {plot}: {folder} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=folder, prefix=".periods-plot-"):
-            pass
-    except OSError as exc:
-        raise UserError(
-            f"--plot {plot}: cannot create files in {folder} ({exc.strerror})"
-        ) from None
+    if why:
+        raise UserError(f"--plot {plot}: cannot create files in {folder} ({why})")
 
 
 def handle(args) -> int:

@@ -702,8 +702,10 @@ def _signals_held() -> Iterator[None]:
     finally:
         for sig, before in held.items():
             signal.signal(sig, before)
-    if noted:  # delivered again, to the handler it was meant for, now that all is written
-        signal.raise_signal(noted[0])
+        # delivered again, to the handler it was meant for, now that all is written (or a
+        # write failed: the interrupt is still what the user asked for)
+        if noted:
+            signal.raise_signal(noted[0])
 
 
 STARTS_KEPT = ("pruner", "router", "jobs", "trials")  # a start's settings kept in ``starts``

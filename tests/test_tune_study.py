@@ -518,6 +518,21 @@ def test_a_start_stopped_while_recording_its_settings_leaves_a_study_the_rerun_r
     assert all(k in open_study(spec).user_attrs for k in TRIAL_ATTRS)
 
 
+def test_a_ctrl_c_held_while_a_write_fails_is_still_delivered():
+    # the write's error ended the block before the held signal was raised again: lost
+    import signal
+
+    from experiments.tune_study import _signals_held
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), _signals_held():
+            signal.raise_signal(signal.SIGINT)
+            raise RuntimeError("database is locked")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_while_a_study_records_its_settings_waits_until_all_are_written(
     synth_csv, tmp_path, monkeypatch
 ):

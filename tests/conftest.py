@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -85,6 +86,15 @@ def synthetic_frame(
     df = pd.DataFrame(cols)
     df.insert(0, "date", pd.date_range("2020-01-01", periods=n, freq=freq))
     return df
+
+
+@pytest.fixture
+def terminal_ctrl_c():
+    """SIGINT raising KeyboardInterrupt as in a terminal (a test run started in the
+    background of a script starts with SIGINT ignored), put back after the test."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,22 +25,33 @@ def no_proxy(monkeypatch):
         monkeypatch.delenv(name.upper(), raising=False)
 
 
+@contextlib.contextmanager
+def _serving(handler) -> Iterator[str]:
+    """A loopback HTTP server of ``handler`` in a thread; yields its URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @pytest.fixture
 def server(tmp_path):
     root = tmp_path / "srv"
     root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with _serving(functools.partial(_QuietHandler, directory=str(root))) as url:
+        yield root, url
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class _Quiet(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+class _QuietHandler(_Quiet, http.server.SimpleHTTPRequestHandler):
+    pass
 
 
 def test_download_checks_sum_and_skips_present(server, data_dir, tmp_path, monkeypatch):
@@ -101,25 +114,17 @@ def test_sums_match_shared_file(data_dir):
 
 def test_a_download_cut_short_is_one_clear_line(tmp_path, monkeypatch):
     # the server promises 5000 bytes and hangs up after 8: IncompleteRead is no OSError
-    class Short(http.server.BaseHTTPRequestHandler):
+    class Short(_Quiet):
         def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Length", "5000")
             self.end_headers()
             self.wfile.write(b"date,OT\n")
 
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv(dl.URL_ENV, f"http://127.0.0.1:{httpd.server_address[1]}")
+    with _serving(Short) as url:
+        monkeypatch.setenv(dl.URL_ENV, url)
         with pytest.raises(UserError, match="broke off .*run the command again"):
             dl.download("ETTh1", tmp_path)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert not any(tmp_path.rglob("*.csv"))
 
 
@@ -255,7 +260,7 @@ def test_a_transfer_that_stalls_after_the_headers_is_not_called_offline(tmp_path
 
     release = threading.Event()
 
-    class Stall(http.server.BaseHTTPRequestHandler):
+    class Stall(_Quiet):
         def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Length", "5000")
@@ -264,19 +269,13 @@ def test_a_transfer_that_stalls_after_the_headers_is_not_called_offline(tmp_path
             self.wfile.flush()
             release.wait(5)
 
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stall)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv(dl.URL_ENV, f"http://127.0.0.1:{httpd.server_address[1]}")
+    with _serving(Stall) as url:
+        monkeypatch.setenv(dl.URL_ENV, url)
         start = time.monotonic()
-        with pytest.raises(UserError, match=r"stalled after 8 bytes; nothing was written") as e:
-            dl.download("ETTh1", tmp_path, timeout=0.5)
+        try:
+            with pytest.raises(UserError, match=r"stalled after 8 bytes; nothing was written") as e:
+                dl.download("ETTh1", tmp_path, timeout=0.5)
+        finally:
+            release.set()  # before the server shuts down
         assert "offline" not in str(e.value) and time.monotonic() - start < 4
-    finally:
-        release.set()
-        httpd.shutdown()
-        httpd.server_close()
     assert not any(tmp_path.rglob("*.csv"))

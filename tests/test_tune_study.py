@@ -518,23 +518,19 @@ def test_a_start_stopped_while_recording_its_settings_leaves_a_study_the_rerun_r
     assert all(k in open_study(spec).user_attrs for k in TRIAL_ATTRS)
 
 
-def test_a_ctrl_c_held_while_a_write_fails_is_still_delivered():
+def test_a_ctrl_c_held_while_a_write_fails_is_still_delivered(terminal_ctrl_c):
     # the write's error ended the block before the held signal was raised again: lost
     import signal
 
     from experiments.tune_study import _signals_held
 
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt), _signals_held():
-            signal.raise_signal(signal.SIGINT)
-            raise RuntimeError("database is locked")
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with pytest.raises(KeyboardInterrupt), _signals_held():
+        signal.raise_signal(signal.SIGINT)
+        raise RuntimeError("database is locked")
 
 
 def test_ctrl_c_while_a_study_records_its_settings_waits_until_all_are_written(
-    synth_csv, tmp_path, monkeypatch
+    synth_csv, tmp_path, monkeypatch, terminal_ctrl_c
 ):
     import signal
 
@@ -548,13 +544,9 @@ def test_ctrl_c_while_a_study_records_its_settings_waits_until_all_are_written(
         if key == "data":
             signal.raise_signal(signal.SIGINT)
 
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(optuna.Study, "set_user_attr", ctrl_c)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_tune(spec, progress=False, plots=False)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=False, plots=False)
     attrs = open_study(spec).user_attrs
     assert all(k in attrs for k in TRIAL_ATTRS)
     assert open_study(spec).trials == []  # stopped before any trial

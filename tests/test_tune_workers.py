@@ -41,7 +41,9 @@ def test_ctrl_c_is_no_failed_trial_warning_and_the_study_resumes(
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
-def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(synth_csv, tmp_path, monkeypatch):
+def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(
+    synth_csv, tmp_path, monkeypatch, terminal_ctrl_c
+):
     import gc
     import os
     import signal
@@ -66,15 +68,10 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(synth_csv, tmp_
     printed = []  # what Python would print as "Exception ignored in ..."
     monkeypatch.setattr(sys, "unraisablehook", lambda u: printed.append(u.exc_type))
     hook = sys.unraisablehook
-    # Ctrl-C as in a terminal: a test run started in the background of a script starts
-    # with SIGINT ignored (bash does that), and the kill above would then do nothing
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_tune(spec, progress=False, plots=False)
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    # Ctrl-C as in a terminal (terminal_ctrl_c): else the kill above could do nothing
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=False, plots=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
     study = open_study(spec)
     assert trial_counts(study)["finished"] == 1  # stopped after the trial it landed in
     assert printed == []  # nor printed as "Exception ignored in ..." with a traceback
@@ -102,21 +99,16 @@ def ctrl_c_after_ask(monkeypatch: pytest.MonkeyPatch, number: int):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_ctrl_c_between_optunas_ask_and_the_objective_fails_the_trial(
-    synth_csv, tmp_path, monkeypatch
+    synth_csv, tmp_path, monkeypatch, terminal_ctrl_c
 ):
     # Optuna's ask() has stored the trial as RUNNING; a Ctrl-C before the objective runs
     # (a loaded machine, two workers starting at once: CI saw both trials left RUNNING)
     # must still leave it failed and interrupted, so the rerun runs it again at once
-    import signal
 
     spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=3)
     ask = ctrl_c_after_ask(monkeypatch, 1)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_tune(spec, progress=False, plots=False)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=False, plots=False)
     trials = open_study(spec).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert trials[1].user_attrs.get("interrupted") is True
@@ -130,12 +122,11 @@ def test_a_ctrl_c_between_optunas_ask_and_the_objective_fails_the_trial(
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_retry_stopped_before_it_draws_keeps_the_parameters_it_retries(
-    synth_csv, tmp_path, monkeypatch
+    synth_csv, tmp_path, monkeypatch, terminal_ctrl_c
 ):
     # trial 1 is stopped mid-objective and queued again as trial 2; a Ctrl-C in trial 2's
     # ask() leaves it failed before it drew: its parameters are still only the queued ones,
     # and those (trial 1's) must be queued again, not an empty set drawn afresh
-    import signal
 
     spec = tune_spec(synth_csv(n=1200), tmp_path / "t", trials=4)
     evaluate = Objective._evaluate
@@ -146,17 +137,13 @@ def test_a_retry_stopped_before_it_draws_keeps_the_parameters_it_retries(
             raise KeyboardInterrupt
         return value
 
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-    try:
-        monkeypatch.setattr(Objective, "_evaluate", stopped_after_drawing)
-        with pytest.raises(KeyboardInterrupt):
-            run_tune(spec, progress=False, plots=False)
-        monkeypatch.setattr(Objective, "_evaluate", evaluate)
-        ask = ctrl_c_after_ask(monkeypatch, 2)
-        with pytest.raises(KeyboardInterrupt):
-            run_tune(spec, progress=False, plots=False)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    monkeypatch.setattr(Objective, "_evaluate", stopped_after_drawing)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=False, plots=False)
+    monkeypatch.setattr(Objective, "_evaluate", evaluate)
+    ask = ctrl_c_after_ask(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, progress=False, plots=False)
     monkeypatch.setattr(optuna.study.Study, "ask", ask)
     assert run_tune(spec, progress=False, plots=False)["counts"]["complete"] == 4
     trials = open_study(spec).trials

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ensemble.cliargs import Once, refuse_empty
 from ensemble.csvfile import (
     TIME_OF_DAY,
     checked_dates,
@@ -706,29 +707,56 @@ def _refuse_float32_overflow(dataset: Dataset, scaled: np.ndarray, scaler: Stand
 # ---------------------------------------------------------------------------- CLI glue
 
 
-def add_data_arguments(parser) -> None:
-    """The common data flags of every sub-command that reads a dataset."""
+def add_data_arguments(parser, hints: dict[str, str] | None = None) -> None:
+    """The common data flags of every sub-command that reads a dataset. Each is taken
+    once: argparse would keep the last of ``--dataset ETTh1 --dataset ETTh2`` without a
+    word. ``hints``: flag dest -> the advice a repeat gets instead of the default one."""
+    hints = hints or {}
+    advice = {
+        "dataset": "this command reads one dataset: run it once per dataset",
+        "data_path": "this command reads one file: run it once per file",
+        "data_dir": "give one folder",
+        "features": "choose one of M, S, MS",
+        "target": "give one target column",
+    } | hints
     g = parser.add_argument_group("data")
-    g.add_argument("--dataset", help=f"registered dataset: {', '.join(DATASETS)}")
+    g.add_argument(
+        "--dataset",
+        action=Once,
+        hint=advice["dataset"],
+        help=f"registered dataset: {', '.join(DATASETS)}",
+    )
     g.add_argument(
         "--data-path",
+        action=Once,
+        hint=advice["data_path"],
         help="any CSV with a date column (70/10/20 split; a file named like a registered "
         "dataset, e.g. ETTh1.csv, gets that dataset's split)",
     )
     g.add_argument(
         "--data-dir",
+        action=Once,
+        hint=advice["data_dir"],
         help=f"folder holding ETT-small/, weather/... (default ${DATA_ENV}, else ./dataset)",
     )
     g.add_argument(
         "--features",
+        action=Once,
+        hint=advice["features"],
         choices=FEATURES,
         help="M (default): all channels; S: target only; MS: all in, target out",
     )
-    g.add_argument("--target", help="target column (default OT, else the last column)")
+    g.add_argument(
+        "--target",
+        action=Once,
+        hint=advice["target"],
+        help="target column (default OT, else the last column)",
+    )
     g.add_argument("--fill", choices=["ffill"], help="forward-fill NaN/inf instead of failing")
 
 
 def dataset_from_args(args) -> Dataset:
+    refuse_empty(args, ("dataset", "data_path", "data_dir", "target"))
     return load_dataset(
         args.dataset,
         data_path=args.data_path,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ensemble.cliargs import Once, refuse_empty
 from ensemble.errors import UserError
 from experiments.cli import HelpFormatter
-from experiments.cmd_run import Once, refuse_empty
 
 if TYPE_CHECKING:
     from experiments.bench import BenchSpec

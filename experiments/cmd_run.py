@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
 
+from ensemble.cliargs import Once, refuse_empty
 from ensemble.data import add_data_arguments
 from ensemble.errors import UserError
 from experiments.cli import HelpFormatter
@@ -18,40 +18,21 @@ log = logging.getLogger("hybrid_forecast.run")
 _NOT_EMPTY = ("config", "dataset", "data_path", "data_dir", "target", "router", "out", "periods")
 
 
-class Once(argparse.Action):
-    """Store an option's value, refusing it a second time: argparse would keep the last
-    one without a word (``--seed 0 --seed 1`` is one run of seed 1, not two runs)."""
-
-    def __init__(self, *args: Any, hint: str, **kwargs: Any) -> None:
-        self.hint = hint
-        super().__init__(*args, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        before = getattr(namespace, self.dest, None)
-        if before is not None:
-            raise UserError(
-                f"{self.option_strings[-1]} is given twice ({before} and {values}); {self.hint}"
-            )
-        setattr(namespace, self.dest, values)
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "run",
         help="fit members and the router on one dataset/horizon; write a run folder",
         formatter_class=HelpFormatter,
     )
-    add_data_arguments(p)
-    once = {  # ensemble.data adds these as plain store actions, which keep the last value
-        "dataset": "a run reads one dataset: run once per dataset, or "
-        "`hybrid-forecast bench --datasets ETTh1,ETTh2` for a grid of them",
-        "data_path": "a run reads one file: run once per file, or "
-        "`hybrid-forecast bench --datasets a.csv,b.csv` for a grid of them",
-    }
-    for action in p._actions:
-        if action.dest in once:
-            action.__class__ = Once
-            action.hint = once[action.dest]  # type: ignore[attr-defined]
+    add_data_arguments(
+        p,
+        hints={
+            "dataset": "a run reads one dataset: run once per dataset, or "
+            "`hybrid-forecast bench --datasets ETTh1,ETTh2` for a grid of them",
+            "data_path": "a run reads one file: run once per file, or "
+            "`hybrid-forecast bench --datasets a.csv,b.csv` for a grid of them",
+        },
+    )
     p.add_argument(
         "--config", help="a config.yaml (from a run folder or `tune`); flags given here override it"
     )
@@ -158,16 +139,6 @@ def config_from_args(args) -> RunConfig:
             cfg.out = None
         _refuse_overwrite(args.config, before, cfg)
     return cfg
-
-
-def refuse_empty(args: argparse.Namespace, keys: tuple[str, ...]) -> None:
-    """Refuse a flag of ``keys`` given as "" (or blanks): a slip such as an unset shell
-    variable, which would otherwise mean the default (``--out ""``: the working folder)."""
-    for key in keys:
-        val = getattr(args, key, None)
-        if isinstance(val, str) and not val.strip():
-            flag = "--" + key.replace("_", "-")
-            raise UserError(f"{flag} is empty: give a value, or drop {flag} for its default")
 
 
 def _drop_stray_params(config: str, cfg: RunConfig) -> None:

@@ -221,3 +221,35 @@ def test_periods_json_says_the_longest_period_tested(tmp_path, capsys):
     assert main(["periods", "--data-path", str(tmp_path / "weekly.csv"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["min_cycles"] == 10 and out["max_period_tested"] == 42
+
+
+@pytest.mark.parametrize(
+    "argv,said",
+    [
+        (
+            ["periods", "--dataset", "ETTh1", "--dataset", "ETTh2"],
+            "--dataset is given twice (ETTh1 and ETTh2); this command reads one dataset",
+        ),
+        (
+            ["data", "info", "--data-path", "a.csv", "--data-path", "b.csv"],
+            "--data-path is given twice (a.csv and b.csv)",
+        ),
+        (
+            ["data", "info", "--dataset", "ETTh1", "--features", "S", "--features", "M"],
+            "--features is given twice (S and M); choose one of M, S, MS",
+        ),
+        (
+            ["periods", "--dataset", "ETTh1", "--data-dir", ""],
+            "--data-dir is empty: give a value, or drop --data-dir for its default",
+        ),
+        (
+            ["data", "info", "--dataset", "ETTh1", "--features", "S", "--target", " "],
+            "--target is empty",
+        ),
+    ],
+)
+def test_a_repeated_or_empty_data_flag_is_refused(argv, said, capsys):
+    # argparse kept the last --dataset; --data-dir "" meant the default folder
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert said in line

@@ -205,6 +205,12 @@ def _dlinear(ctx: MemberContext):
         kernel = 0  # one message for every wrong kernel
     if kernel % 2 == 0:
         raise ValueError(f"kernel must be odd and positive (got {given!r}), or auto")
+    if "kernel" in ctx.params and kernel > ctx.seq_len:  # the default 25 runs at any L
+        # longer, every average is mostly copies of the edge values (and 1e8 fills memory)
+        raise ValueError(
+            f"kernel {kernel} is longer than the lookback L={ctx.seq_len}: give an odd kernel "
+            f"up to {ctx.seq_len}, or auto"
+        )
     return DLinear(kernel=kernel, **_linear_kwargs(ctx))
 
 
@@ -338,7 +344,7 @@ def _top_period(ctx: MemberContext, fallback: int = 24) -> int:
 @register(
     "arima",
     "per-channel SARIMA(p,d,q)(0,1,0)_s, AIC order, fixed params, one Kalman pass "
-    "(@seasonal=24|0, @d=0, @fourier=24+168, @fit_rows=2000)",
+    "(@seasonal=N|0, default the top period within L; @d=0, @fourier=24+168, @fit_rows=2000)",
     ("seasonal", "fourier", "fit_rows", "d", "harmonics", "maxiter"),
 )
 def _arima(ctx: MemberContext):

@@ -704,6 +704,8 @@ def test_learned_router_needs_validation_windows(synth_csv, tmp_path, capsys):
         ("dlinear@individual=abc", "individual must be true or false (got 'abc')"),
         ("dlinear@individual=1", "individual must be true or false (got 1)"),
         ("dlinear@kernel=25.7", "kernel must be odd and positive (got 25.7), or auto"),
+        # 1e8 passed and failed mid-fit on a 12.8 GB allocation
+        ("dlinear@kernel=100000001", "kernel 100000001 is longer than the lookback L="),
         ("snaive@period=24.9", "period must be a whole number (got 24.9)"),
         ("snaive@period=0", "period must be > 0 (got 0)"),
         ("dlinear@seed=-1", "seed must be >= 0 (got -1)"),

@@ -372,11 +372,18 @@ def test_llm_errors_and_bad_inputs(minilm: Backbone) -> None:
         model(x, ids[:2], mask[:2])
 
 
-def test_explain_reports_shapes_and_parameters(minilm: Backbone) -> None:
+def test_explain_reports_shapes_and_parameters(minilm: Backbone, monkeypatch) -> None:
     from timellm.explain import explain, render
 
     model = _model(minilm)
-    info = explain(model, batch_size=2, seq_len=L, n_vars=3)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    steps = []
+    step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a: steps.append(1) or step(self))
+    info = explain(model, batch_size=2, seq_len=L, n_vars=3, repeats=2)
+    assert len(steps) == 2  # a timed step is forward, backward and Adam, as bench-step's
+    after = model.state_dict()  # and the timed updates are undone
+    assert all(torch.equal(weights[k], after[k]) for k in weights)
     stages = {s["stage"]: s["shape"] for s in info["stages"]}
     assert stages["patch embedding"] == (6, model.num_patches, 8)
     assert stages["reprogramming"] == (6, model.num_patches, 384)

@@ -329,6 +329,24 @@ def test_a_missing_file_of_another_dataset_is_refused(tmp_path):
     assert any(i.startswith("--lradj") for i in m.ignored)
 
 
+def test_a_data_key_run_main_lacks_is_refused_for_a_registered_file(tmp_path):
+    # `--data Nope` trained on the default --data_path ETTh1.csv; run_main.py stops on it
+    with pytest.raises(
+        UserError,
+        match="--data Nope is not a dataset run_main.py knows; for ETTh1.csv pass --data ETTh1",
+    ):
+        parse_official("--llm_model BERT --data Nope".split())
+    for key in ("custom", "ECL", "Traffic"):  # run_main.py's Dataset_Custom keys
+        m = parse_official(f"--llm_model BERT --data {key} --root_path {tmp_path}".split())
+        assert m.config["dataset"] == "ETTh1"
+    other = tmp_path / "mine.csv"  # a key of the user's own fork, with its own file
+    other.write_text("date,OT\n2020-01-01,1\n", encoding="utf-8")
+    m = parse_official(
+        f"--llm_model BERT --data mine --root_path {tmp_path} --data_path mine.csv".split()
+    )
+    assert m.config["data_path"] == str(other.resolve())
+
+
 def test_cli_exit_code_and_ignored_line(capsys):
     assert main(["timellm", "--task_name", "long_term_forecast", "--llm_model", "GPT2"]) == 2
     assert "GPT-2" in capsys.readouterr().err

@@ -401,6 +401,11 @@ def _fallback(args: argparse.Namespace, file: Path, name: str) -> tuple[str | No
     )
 
 
+# run_main.py's --data keys read with its Dataset_Custom (any CSV), lower-cased; "custom"
+# is Time-Series-Library's name for it
+_CUSTOM_KEYS = ("custom", "ecl", "traffic", "weather")
+
+
 def _data(args: argparse.Namespace) -> tuple[str | None, str | None, Path | None]:
     """(dataset name, data path, ROOT/DATA_PATH where a registered dataset's file is
     missing there: see `_fallback`) from --data, --root_path and --data_path."""
@@ -420,6 +425,13 @@ def _data(args: argparse.Namespace) -> tuple[str | None, str | None, Path | None
             )
         return name, None, file
     stem = file.stem.lower()
+    if stem in registered and data.lower() not in _CUSTOM_KEYS:
+        # run_main.py stops on a --data its data_dict lacks; here a mistyped --data would
+        # otherwise train on the default --data_path ETTh1.csv unnoticed
+        raise UserError(
+            f"--data {data} is not a dataset run_main.py knows; for {file.name} pass "
+            f"--data {registered[stem]} (or --data custom)"
+        )
     if not file.is_file() and stem in registered:  # --data custom --data_path weather.csv
         return registered[stem], None, file
     if not file.is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 from experiments.cli import HelpFormatter
 
@@ -24,6 +25,48 @@ def _first_paragraph(doc: str | None) -> str:
     return " ".join(text.replace("``", "`").split())
 
 
+# The attribute a built member keeps a setting's value in, where it is not the key
+_ATTRIBUTES = {"arima": {"seasonal": "season", "fourier": "fourier_periods"}}
+
+# Two runs that differ in everything a default may be derived from: a value equal in
+# both is the member's own default, else it comes from the run
+_CONTEXTS = (
+    dict(seq_len=512, pred_len=96, n_channels=7, freq="h", periods=[24, 168], seed=0),
+    dict(seq_len=336, pred_len=48, n_channels=3, freq="D", periods=[7], seed=1),
+)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "+".join(map(str, value)) or "none"
+    return str(value)
+
+
+def setting_defaults(name: str, keys: tuple[str, ...]) -> list[str]:
+    """``key=default`` for each setting of member ``name``: ``key=(run)`` where the
+    default is derived from the run (its seed, lookback, horizon or periods), the bare
+    key where the member decides at fit time (e.g. threads) or cannot be built here."""
+    from experiments import registry
+    from experiments.members import _LIGHTGBM_CASTS
+
+    attrs = _ATTRIBUTES.get(name, {}) | (
+        {k: a for k, a, _ in _LIGHTGBM_CASTS} if name == "lightgbm" else {}
+    )
+    try:
+        built = [
+            registry.build(name, registry.MemberContext(**c, dataset="ETTh1")) for c in _CONTEXTS
+        ]
+    except Exception:  # a missing optional package: the keys alone still help
+        return list(keys)
+    out = []
+    for key in keys:
+        a, b = (getattr(m, attrs.get(key, key), None) for m in built)
+        out.append(key if a is None else f"{key}=(run)" if a != b else f"{key}={_shown(a)}")
+    return out
+
+
 def listing() -> str:
     """The text ``hybrid-forecast members`` prints."""
     from experiments import registry
@@ -33,7 +76,9 @@ def listing() -> str:
     wrap = dict(width=88, initial_indent="  ", subsequent_indent="      ")
     lines = [
         "members (--members a,b; settings as name@key=value or --set name.key=value;",
-        "every member also takes progress=false, no progress bars, which changes no number):",
+        "every member also takes progress=false, no progress bars, which changes no number;",
+        "defaults after '='; (run): derived from the run's seed, lookback, horizon or periods;",
+        "a bare key: unset unless given):",
     ]
     settings = registry.registered_settings()
     for name, description in registry.available().items():
@@ -41,7 +86,8 @@ def listing() -> str:
         lines += textwrap.wrap(f"{name}: {description}", **wrap)
         if keys:
             lines += textwrap.wrap(
-                f"settings: {', '.join(keys)}", **{**wrap, "initial_indent": "      "}
+                f"settings: {', '.join(setting_defaults(name, keys))}",
+                **{**wrap, "initial_indent": "      "},
             )
     lines += ["", "routers (--router NAME):"]
     for name, cls in COMBINERS.items():

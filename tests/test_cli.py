@@ -463,7 +463,12 @@ def test_members_lists_every_member_with_its_settings_and_every_router(capsys):
         assert f"\n  {name}: " in out, name
     timellm = out.split("\n  timellm: ")[1].split("\n  arima: ")[0]
     assert "llm_layers" in timellm and "seq_len" not in timellm  # seq_len is --seq-len's
-    assert "kernel, individual" in out.split("\n  dlinear: ")[1].split("\n  nlinear: ")[0]
+    dlinear = " ".join(out.split("\n  dlinear: ")[1].split("\n  nlinear: ")[0].split())
+    # each setting with the default a member built without it has; (run): set by the run
+    assert "settings: kernel=25, individual=false, seed=(run), lr=0.005," in dlinear
+    lightgbm = " ".join(out.split("\n  lightgbm: ")[1].split("\n\nrouters")[0].split())
+    assert "lr=0.05," in lightgbm and "rounds=1000," in lightgbm  # attributes named otherwise
+    assert "seasonal=(run)" in out and "period=(run)" in out
     # the examples show the defaults (it said @d=1 where d is 0), and the setting every
     # member takes is said once
     ctx = registry.MemberContext(96, 24, 3, "h", [24], 0, "x")

@@ -265,6 +265,10 @@ def _not_finished(path: Path) -> NoReturn:
             f"{path} is an unfinished run (config.yaml but no results.json); finish it "
             f"with `{resume}`, then analyse it"
         )
+    if path.is_file():  # `run --out afile` would fail on it too: no run to suggest
+        raise UserError(
+            f"{path} is a file, not a run folder; give the folder `hybrid-forecast run` wrote"
+        )
     raise UserError(
         f"{path} is not a finished run folder (no results.json); run "
         f"`{shell.join(['hybrid-forecast', 'run', '--out', str(path)])}` first"
@@ -322,9 +326,8 @@ def _splits(run: RunData, run_data: str | Path | None = None):
 
     cfg = run.config
     if run_data:  # the run's file named here: from this folder, not from the data folder
+        _check_run_data(run, Path(run_data))
         run_data = Path(run_data).expanduser().resolve()
-        if not run_data.is_file():
-            raise UserError(f"--run-data {run_data} is not found; check the path")
     elif not (cfg.get("dataset") or cfg.get("data_path")):
         # load_dataset's own message names `run`'s --dataset and --data-path
         cfg_path = run.path / "config.yaml"
@@ -365,6 +368,39 @@ def _splits(run: RunData, run_data: str | Path | None = None):
             exc,
         )
         return None
+
+
+def _check_run_data(run: RunData, given: Path) -> None:
+    """Refuse a --run-data that cannot be the run's file, in analyse's own words:
+    load_dataset's would name `run`'s --dataset and --data-path.
+
+    Raises:
+        UserError: the path is missing or a folder, or is the file of another
+            registered dataset than the run's.
+    """
+    from ensemble.data import DATASETS, registered_stems
+
+    path = given.expanduser()
+    name = run.results.get("dataset")
+    name = name if isinstance(name, str) else None  # a hand-edited list is no dataset
+    if path.is_dir():
+        data = run.results.get("data")
+        saved = (data.get("file") or data.get("path")) if isinstance(data, dict) else None
+        near = [path / Path(str(saved)).name] if saved else []
+        near += [path / DATASETS[name][0]] if name in DATASETS else []
+        found = next((f for f in near if f.is_file()), None)
+        raise UserError(
+            f"--run-data {given} is a folder; give the run's CSV file"
+            + (f", e.g. --run-data {found}" if found else "")
+        )
+    if not path.is_file():
+        raise UserError(f"--run-data {given} is not found; check the path")
+    named = registered_stems().get(path.stem.lower())
+    if name and named and named != name:  # another split, other numbers
+        raise UserError(
+            f"--run-data {given} is {named}'s file, but the run was fitted on {name}: give "
+            "the run's own file"
+        )
 
 
 def window_features(
@@ -1008,6 +1044,33 @@ def _drop_lock_files(folder: Path, made: list[str]) -> None:
             pass
 
 
+def _check_out(run: RunData, out: str | Path | None) -> Path:
+    """The folder the report goes to (default: the run folder), refused before any work
+    where it is another run's or cannot take files: the write came after the analysis.
+
+    Raises:
+        UserError: another run's folder, a file on the way, or a folder that refuses a
+            new file.
+    """
+    from ensemble.io import cannot_create_in
+
+    folder = Path(out) if out else run.path
+    where = f"--out {out}" if out else f"the run folder {folder}"
+    if folder.resolve() != run.path.resolve() and (folder / "results.json").is_file():
+        raise UserError(
+            f"--out {out} is another run's folder: its own routing report would be replaced "
+            "by this one's; give a new folder"
+        )
+    near, why = cannot_create_in(folder)
+    if why == "is a file":
+        raise UserError(f"{where}: {near} is a file, not a folder; give --out a new folder")
+    if why:
+        raise UserError(
+            f"{where}: cannot create files in {near} ({why}); give --out a folder you can write to"
+        )
+    return folder
+
+
 def _analyse(
     run_dir: str | Path,
     out: str | Path | None,
@@ -1023,22 +1086,17 @@ def _analyse(
     from experiments.analyse_report import FIGURES, make_figures, probe_figure, report_markdown
 
     run = load_run(run_dir)
+    out = _check_out(run, out)
     siblings = check_ablation_runs(run, ablation_runs or {})
     member = None
     if prompt_probe or prototypes:
         flag = "--prompt-probe" if prompt_probe else "--prototypes"
         member = _saved_timellm(run, flag, prompt_probe, progress, backbone)
-    out = Path(out) if out else run.path
-    if out.resolve() != run.path.resolve() and (out / "results.json").is_file():
-        raise UserError(
-            f"--out {out} is another run's folder: its own routing report would be replaced "
-            "by this one's; give a new folder"
-        )
-    out.mkdir(parents=True, exist_ok=True)
     periods = [int(p) for p in run.results.get("periods") or []]
     length = int(run.results["seq_len"])
     period = next((p for p in periods if 2 <= p <= length // 2), None)
-    splits = _splits(run, run_data)
+    splits = _splits(run, run_data)  # a refused --run-data leaves no empty --out behind
+    out.mkdir(parents=True, exist_ok=True)
     feats = None
     val_true = None
     refit = None

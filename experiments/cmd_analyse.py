@@ -58,6 +58,11 @@ def handle(args) -> int:
     from ensemble.errors import UserError
     from experiments.analyse import analyse
 
+    if args.backbone is not None and not (args.prompt_probe or args.prototypes):
+        # nothing else loads the saved Time-LLM: it would be ignored without a word
+        raise UserError(
+            "--backbone is read by --prompt-probe and --prototypes only; add one or drop --backbone"
+        )
     runs = {}
     for item in args.ablation_runs:
         k, _, v = item.partition("=")

@@ -67,14 +67,17 @@ def add_parser(sub) -> None:
 def check_out(out: str, run_dirs: list[str]) -> None:
     """Refuse an --out that would replace a file a run folder is made of (results.json,
     config.yaml, forecasts.npz, ...): ``summary RUN --out RUN/results.json`` would turn
-    the run's results into Markdown. Nothing is written inside a summarised folder at
-    all: its member caches (``members/*/forecasts.npz``) and ``.lock`` are its too.
+    the run's results into Markdown. Nothing is written inside a summarised or any other
+    run folder at all, however deep: its member caches (``members/*/forecasts.npz``) and
+    ``.lock`` are its too. A file on the way, or a folder that takes no new file, is
+    refused before the folders are read.
 
     Raises:
         UserError: ``out`` has such a name and lies in a summarised or any run folder,
-            or lies anywhere inside a summarised folder.
+            lies anywhere inside one, or cannot be written.
     """
     from ensemble.errors import UserError
+    from ensemble.io import cannot_create_in
     from experiments.run import RUN_OUTPUTS
 
     path = Path(out)
@@ -88,12 +91,30 @@ def check_out(out: str, run_dirs: list[str]) -> None:
             f"--out {out} would replace the run's own {path.name}; write the summary to a "
             "file of another name or elsewhere, e.g. --out summary.md"
         )
-    inside = [d for d in summarised if d in path.resolve().parents]
-    if inside:
+    for above in path.resolve().parents:
+        if above in summarised or _run_folder(above):
+            kind = "summarised run folder" if above in summarised else "run folder"
+            raise UserError(
+                f"--out {out} lies inside the {kind} {above}, whose files belong to the "
+                "run; write the summary elsewhere, e.g. --out summary.md"
+            )
+    if path.exists() and not path.is_file():  # a folder the writer names; /dev/stdout
+        return
+    near, why = cannot_create_in(path.absolute().parent)
+    if why == "is a file":
+        raise UserError(f"--out {out}: {near} is a file, not a folder; give another path")
+    if why:
         raise UserError(
-            f"--out {out} lies inside the summarised run folder {inside[0]}, whose files "
-            "belong to the run; write the summary elsewhere, e.g. --out summary.md"
+            f"--out {out}: cannot create files in {near} ({why}); give a path you can write to"
         )
+
+
+def _run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is one `hybrid-forecast run` wrote, finished or not: its
+    config.yaml beside its results.json or run.log (a config.yaml alone may be a user's)."""
+    return (folder / "config.yaml").is_file() and any(
+        (folder / name).is_file() for name in ("results.json", "run.log")
+    )
 
 
 def check_format(args) -> None:

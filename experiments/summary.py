@@ -136,6 +136,8 @@ _DEFAULTS = {"percent": 100}
 def _settings(folder: Path, results: dict[str, Any]) -> tuple[list[tuple[str, str]], str | None]:
     """The settings as (sort key, text) pairs, the target left out, and the resolved
     target (None: the default, OT, or not known)."""
+    from experiments.member_cache import RUNTIME_PARAMS
+
     path = folder / "config.yaml"
     cfg: Any = {}
     if path.is_file():
@@ -160,11 +162,13 @@ def _settings(folder: Path, results: dict[str, Any]) -> tuple[list[tuple[str, st
                 raise UserError(
                     f"{path}: member_params must map members to settings; rerun that folder"
                 )
-            # sorted options too: `--set b=1 --set a=2` is the run `--set a=2 --set b=1` is
+            # sorted options too: `--set b=1 --set a=2` is the run `--set a=2 --set b=1` is;
+            # progress bars, resume and checkpoints change no number: no group of their own
             items += [
                 (str(k), f"{m}.{pk}={pv}")
                 for m, ps in sorted(v.items(), key=lambda kv: str(kv[0]))
                 for pk, pv in sorted(ps.items(), key=lambda kv: str(kv[0]))
+                if pk not in RUNTIME_PARAMS
             ]
         else:
             items.append((str(k), f"{k}={v}"))
@@ -230,6 +234,8 @@ def load_groups(folders: list[str | Path], finished_only: bool = False) -> list[
     folders = [f for f in folders if str(f) not in unfinished]
     if not folders:
         raise UserError("none of the folders holds a finished run (results.json)")
+    from experiments.analyse import _whole  # analyse refuses such numbers the same way
+
     groups: dict[tuple, Group] = {}  # (cell, members, router, settings, file sha) -> runs
     for folder in map(Path, folders):
         path = folder / "results.json"
@@ -256,17 +262,18 @@ def load_groups(folders: list[str | Path], finished_only: bool = False) -> list[
             if not members or len(set(members)) != len(members):
                 raise ValueError("members is empty or names a member twice")
             settings = ", ".join(text for _, text in items)
+            # int() read a hand-edited seed 1.7 as seed 1, and true as seed 1
             key = (
                 name,
-                int(res["seq_len"]),
-                int(res["pred_len"]),
+                _whole(res["seq_len"], "seq_len"),
+                _whole(res["pred_len"], "pred_len"),
                 res.get("features", "M"),
                 tuple(members),
                 res["router"],
                 settings,
             )
             hash(key)  # a list where a name belongs
-            seed = int(res["seed"])
+            seed = _whole(res["seed"], "seed")
             if "ensemble" not in res["test"]:
                 raise KeyError("test.ensemble")
             _check_scores(res)
@@ -394,11 +401,19 @@ def group_markdown(group: Group) -> str:
     lines = [
         f"## {group.title}",
         "",
-        "MSE and MAE in the scaled space, mean ± sample std (ddof=1) over seeds: the spread "
-        "from training randomness only, not the test sample's uncertainty, which each seed's "
-        "Diebold-Mariano tests (results.md) measure for its own fitted models. On the val "
-        "windows the members were only early-stopped, while the ensemble and the combiners "
-        "were fitted on them (mean and median were not): their val MSE is in-sample."
+        (
+            "MSE and MAE in the scaled space, mean ± sample std (ddof=1) over seeds: the "
+            "spread from training randomness only, not the test sample's uncertainty, which "
+            "each seed's Diebold-Mariano tests (results.md) measure for its own fitted models."
+            if len(seeds) > 1
+            # a single seed has no std: "over seeds" would read as an average
+            else f"MSE and MAE in the scaled space, of one seed ({seeds[0]}): no spread over "
+            "seeds (runs with other --seed values give one); the test sample's uncertainty "
+            "is what its Diebold-Mariano tests (results.md) measure."
+        )
+        + " On the val windows the members were only early-stopped, while the ensemble and "
+        "the combiners were fitted on them (mean and median were not): their val MSE is "
+        "in-sample."
         + (
             " Val CV MSE: a combiner's mean MSE on the held-out windows of the rolling-origin "
             "folds inside validation, fitted on the windows before them: the out-of-sample "

@@ -237,8 +237,10 @@ def summary_latex(
         r"\centering",
         r"\caption{Test MSE and MAE in the scaled space, "
         + over
-        + ". Lower is better: the lowest mean in bold, the second lowest underlined (not a "
-        "test of significance)."
+        + ". Lower is better: the lowest mean in bold, the second lowest underlined"
+        # a bound is never marked (below): a reader would look for the bold under it
+        + "".join(f", the {tex(n)} bound excepted" for n in names if kinds[n] == "bound")
+        + " (not a test of significance)."
         + (f" {tex(shared)}." if shared else "")
         + (" Avg: mean over the horizons." if any(r.horizon == "Avg" for r in rows) else "")
         + (

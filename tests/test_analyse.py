@@ -288,6 +288,83 @@ def test_an_edited_run_data_file_is_refused_where_only_validation_rows_changed(s
         analyse(run_dir, out=tmp_path / "r", run_data=Path("/nope.csv"))
 
 
+def test_run_data_of_another_dataset_or_a_folder_is_said_in_analyse_s_words(synth_csv, tmp_path):
+    # load_dataset's message named `run`'s --dataset and --data-path; a folder was "not found"
+    import shutil
+
+    csv = synth_csv(n=1200)
+    run_dir = fake_run_folder(csv, tmp_path / "run", router="mean")
+    other = shutil.copy(csv, tmp_path / "ETTh2.csv")  # a registered dataset's file name
+    with pytest.raises(UserError) as exc:
+        analyse(run_dir, out=tmp_path / "r", run_data=other)
+    assert str(exc.value) == (
+        f"--run-data {other} is ETTh2's file, but the run was fitted on synth: give the "
+        "run's own file"
+    )
+    with pytest.raises(UserError) as exc:
+        analyse(run_dir, out=tmp_path / "r", run_data=csv.parent)
+    assert str(exc.value) == (
+        f"--run-data {csv.parent} is a folder; give the run's CSV file, e.g. --run-data {csv}"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_refused_analyse_makes_no_out_folder_and_checks_it_first(
+    synth_csv, tmp_path, monkeypatch, capsys
+):
+    # the empty --out stayed behind; an unwritable one failed after the whole analysis
+    import tempfile
+
+    from experiments import analyse as analyse_module
+    from experiments.cli import main
+
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run", router="mean")
+    out = tmp_path / "new" / "report"
+    with pytest.raises(UserError, match="nope.csv is not found"):
+        analyse(run_dir, out=out, run_data=tmp_path / "nope.csv")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    assert main(["analyse", str(run_dir), "--out", str(tmp_path / "afile" / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'afile'} is a file, not a folder" in err[0], err
+
+    def refused(*a, **kw):  # a read-only folder (root ignores chmod, so simulated)
+        raise PermissionError(13, "Permission denied")
+
+    def no_analysis(*a, **kw):
+        raise AssertionError("analysed before the --out check")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    monkeypatch.setattr(analyse_module, "analyse_run", no_analysis)
+    with pytest.raises(UserError, match=rf"cannot create files in {tmp_path} \(Permission"):
+        analyse(run_dir, out=out)
+
+
+def test_backbone_without_a_check_that_reads_it_is_refused(synth_csv, tmp_path, capsys):
+    # `analyse RUN --backbone DIR` alone ignored DIR without a word
+    from experiments.cli import main
+
+    run_dir = fake_run_folder(synth_csv(n=1200), tmp_path / "run", router="mean")
+    argv = ["analyse", str(run_dir), "--backbone", str(tmp_path), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--backbone is read by --prompt-probe and --prototypes" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_file_is_said_to_be_no_run_folder(tmp_path, capsys):
+    # it was told to `run --out afile` first, which cannot write into a file either
+    from experiments.cli import main
+
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    assert main(["analyse", str(tmp_path / "afile"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {tmp_path / 'afile'} is a file, not a run folder; give the folder "
+        "`hybrid-forecast run` wrote"
+    ]
+
+
 def test_not_a_run_folder_is_a_user_error(tmp_path):
     from ensemble.errors import UserError
 

@@ -236,7 +236,9 @@ def test_an_ablation_run_with_other_classical_settings_is_refused(synth_csv, tmp
     (other / "results.json").write_bytes((run_dir / "results.json").read_bytes())
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     cfg["member_params"] = {"timellm": {"prompt": "none"}}  # the ablated setting: fine
-    cfg["member_params"]["naive"] = {"progress": False}  # no bars: changes no number, fine
+    # no bars, a resume, checkpoints: change no number, fine
+    cfg["member_params"]["naive"] = {"progress": False, "resume": True}
+    cfg["member_params"]["snaive"] = {"checkpoint_minutes": 5}
     (other / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     analyse(run_dir, out=tmp_path / "ok", ablation_runs={"no-prompt": str(other)})
     cfg["member_params"]["snaive"] = {"period": 12}  # another member's setting: not fine

@@ -89,6 +89,17 @@ def test_bad_folders_exit_2_with_one_line(case, tmp_path, capsys):
     assert not out_md.exists()  # nothing written on bad input
 
 
+def test_a_one_seed_table_says_one_seed_not_a_mean_over_seeds(tmp_path, capsys):
+    one = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    two = [
+        fake_run(tmp_path / f"m{s}", s, router="mean", a=0.4, b=0.5, ensemble=0.4) for s in (0, 1)
+    ]
+    assert main(["summary", str(one), *map(str, two)]) == 0
+    first, second = capsys.readouterr().out.split("\n## ")[1:]
+    assert "of one seed (0): no spread over seeds" in first and "ddof" not in first
+    assert "mean ± sample std (ddof=1) over seeds" in second and "one seed" not in second
+
+
 def test_a_diverged_forecast_shows_a_dash_and_sorts_last_without_a_warning(tmp_path, capsys):
     import warnings
 
@@ -138,6 +149,21 @@ def test_runs_with_other_member_options_are_not_averaged(tmp_path, capsys):
     assert text.count("\n## ") == 2 and "settings b.lr=0.01; seed 1" in text
 
 
+def test_settings_that_change_no_number_make_no_group_of_their_own(tmp_path, capsys):
+    # `--set dlinear.progress=false` was put in a group "settings dlinear.progress=False"
+    runs = [fake_run(tmp_path / f"s{s}", s, a=0.4, b=0.5, ensemble=0.38) for s in (0, 1, 2)]
+    params = ("{}", "{a: {progress: false, resume: true}}", "{a: {checkpoint_minutes: 5}}")
+    for run, p in zip(runs, params, strict=True):
+        (run / "config.yaml").write_text(f"member_params: {p}\n", encoding="utf-8")
+    (group,) = load_groups(runs)
+    assert sorted(group.runs) == [0, 1, 2] and group.settings == ""
+    # a setting that changes numbers still does, beside a runtime one
+    (runs[2] / "config.yaml").write_text(
+        "member_params: {a: {progress: false, lr: 0.01}}\n", encoding="utf-8"
+    )
+    assert [g.settings for g in load_groups(runs)] == ["", "a.lr=0.01"]
+
+
 @pytest.mark.parametrize(
     "edit,needle",
     [
@@ -154,6 +180,10 @@ def test_runs_with_other_member_options_are_not_averaged(tmp_path, capsys):
             id="combiner-score",
         ),
         pytest.param(lambda d, res: res.update(combiners={"s": 3}), "results.json", id="combiner"),
+        # int() made seed 1.7 and seed true seed 1, averaged with or replacing a real seed 1
+        pytest.param(lambda d, res: res.update(seed=1.7), "results.json", id="seed-fraction"),
+        pytest.param(lambda d, res: res.update(seed=True), "results.json", id="seed-bool"),
+        pytest.param(lambda d, res: res.update(pred_len=24.5), "results.json", id="horizon"),
     ],
 )
 def test_malformed_files_name_the_file_and_exit_2(edit, needle, tmp_path, capsys):
@@ -232,12 +262,44 @@ def test_out_must_not_replace_a_file_of_a_run_folder(name, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"the run's own {name}" in err[0], err
     assert {p.name: p.read_bytes() for p in r0.iterdir()} == before
-    # any other run folder's files are just as much off limits; other names are fine
+    # any other run folder's files are just as much off limits; a user's folder is not
     other = fake_run(tmp_path / "s1", 1, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
     (other / "config.yaml").write_text("seq_len: 96\n", encoding="utf-8")
     assert main(["summary", str(r0), "--out", str(other / "results.json")]) == 2
-    assert main(["summary", str(r0), "--out", str(other / "summary.md")]) == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("seq_len: 96\n", encoding="utf-8")  # no run's
+    assert main(["summary", str(r0), "--out", str(mine / "summary.md")]) == 0
     assert main(["summary", str(r0), "--out", str(tmp_path / "summary.md")]) == 0
+
+
+@pytest.mark.parametrize("inside", ["members/dlinear/forecasts.npz", "summary.md", "new/x.md"])
+@pytest.mark.parametrize("record", ["results.json", "run.log"])
+def test_out_anywhere_inside_another_run_folder_is_refused(inside, record, tmp_path, capsys):
+    # `summary r0 --out r1/members/dlinear/forecasts.npz` wrote Markdown over r1's cache
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    r1 = tmp_path / "r1"  # finished, or still running (run.log, no results.json yet)
+    (r1 / "members" / "dlinear").mkdir(parents=True)
+    (r1 / "members" / "dlinear" / "forecasts.npz").write_bytes(b"npz")
+    (r1 / "config.yaml").write_text("seq_len: 96\n", encoding="utf-8")
+    (r1 / record).write_text("{}", encoding="utf-8")
+    before = {p: p.read_bytes() for p in r1.rglob("*") if p.is_file()}
+    assert main(["summary", str(r0), "--out", str(r1 / inside)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"inside the run folder {r1.resolve()}," in err[0], err
+    assert "write the summary elsewhere" in err[0]
+    assert {p: p.read_bytes() for p in r1.rglob("*") if p.is_file()} == before
+
+
+def test_out_under_a_file_says_it_is_a_file(tmp_path, capsys):
+    # "cannot use afile: File exists", after the folders were read
+    r0 = fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    assert main(["summary", str(r0), "--out", str(tmp_path / "afile" / "x.md")]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'afile'} is a file, not a folder" in err[0], err
+    assert captured.out == ""  # refused before the table
 
 
 @pytest.mark.parametrize("inside", ["members/dlinear/forecasts.npz", ".lock", "summary.md"])

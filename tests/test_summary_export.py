@@ -84,6 +84,14 @@ def test_latex_bold_and_underline_compare_the_printed_values(tmp_path):
     assert five == ["\\underline{0.40004}", "\\textbf{0.39996}", "0.41000"]
 
 
+def test_the_caption_excepts_the_oracle_from_the_bold_only_where_it_is_a_column(tmp_path):
+    # "the lowest mean in bold" under a column whose lower oracle was not bold
+    groups = load_groups([fake_run(tmp_path / "o", 0, a=0.4, b=0.5, ensemble=0.45, oracle=0.3)])
+    caption = lambda names: summary_latex(groups, names).split("\\caption{")[1]  # noqa: E731
+    assert "underlined, the oracle bound excepted (not a test" in caption(["a", "oracle"])
+    assert "underlined (not a test" in caption(["a", "b"])
+
+
 def test_latex_setup_column_and_seed_counts_when_groups_differ(tmp_path):
     runs = [
         fake_run(tmp_path / "l0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.45),

@@ -413,9 +413,45 @@ def load_dataset(
         raise UserError(
             f"data file not found: {path}; {how}, or point --data-dir / ${DATA_ENV} at the folder holding it"
         )
+    df, date_col = read_table(path)
+    return dataset_from_table(
+        df,
+        date_col,
+        path,
+        name=ds_name,
+        split_rule=rule,
+        features=features,
+        target=target,
+        fill=fill,
+    )
+
+
+def read_table(path: Path) -> tuple[pd.DataFrame, str]:
+    """A CSV read as every command reads data: the frame and its date column (a separate
+    time-of-day column joined to it)."""
     df = read_csv(path)
     date_col = find_date_column(df, path)
-    df = join_time_of_day(df, date_col, path)
+    return join_time_of_day(df, date_col, path), date_col
+
+
+def dataset_from_table(
+    df: pd.DataFrame,
+    date_col: str,
+    path: Path,
+    *,
+    name: str,
+    split_rule: str,
+    features: str = "M",
+    target: str | None = None,
+    fill: str | None = None,
+) -> Dataset:
+    """A ``read_table`` frame checked and turned into a Dataset: every column but the
+    date is a channel (drop the others first).
+
+    Raises:
+        UserError: bad dates, a non-numeric column, an unknown target, NaN/inf that
+            ``fill`` does not remove, values too large to scale.
+    """
     dates = checked_dates(df[date_col], date_col, path)
     values, cols, target = _channels(df, date_col, features, target, fill, path)
 
@@ -438,16 +474,16 @@ def load_dataset(
             row + 1,
             dates[row],
         )
-    digest, published = _provenance(ds_name, path)
+    digest, published = _provenance(name, path)
     return Dataset(
-        name=ds_name,
+        name=name,
         values=values,
         columns=[str(c) for c in cols],
         dates=dates,
         freq=freq,
         target=str(target),
         features=features,
-        split_rule=rule,
+        split_rule=split_rule,
         path=path,
         sha256=digest,
         published=published,

@@ -229,13 +229,30 @@ def _to_matrix(
             )
         numeric = wide.select_dtypes("number", exclude="complex")
         dropped = [c for c in wide.columns if c not in numeric.columns]
-        if dropped:
+        as_text = [c for c in dropped if _numbers_as_text(wide[c])]
+        if as_text:  # a series read from text, surely not a column to leave out
+            raise UserError(
+                f"column(s) {as_text} hold numbers as text; convert them before fitting: "
+                f"cols = {as_text}; df[cols] = df[cols].apply(pd.to_numeric) (or drop "
+                "those that are no series)"
+            )
+        if dropped and numeric.shape[1]:
             warnings.warn(f"non-numeric columns {dropped} are ignored", stacklevel=3)
+        elif dropped:
+            raise UserError(
+                f"the frame has no numeric series to forecast: column(s) {dropped} are not "
+                "numeric; give one numeric column per series (numbers as text convert with "
+                "df[cols] = df[cols].apply(pd.to_numeric))"
+            )
         wide, layout = numeric, "wide"
     wide = wide.sort_index()
     values = wide.to_numpy(dtype=np.float64)
     if values.size == 0:
-        raise UserError("the frame has no rows or no numeric series to forecast")
+        raise UserError(
+            "the frame has no series to forecast (no column besides the times); give one "
+            f"numeric column per series, or a long frame with {id_col!r}, {time_col!r}, "
+            f"{target_col!r}"
+        )
     bad = ~np.isfinite(values)
     if bad.any():
         t, c = np.argwhere(bad)[0]
@@ -291,6 +308,21 @@ def _steps(col: pd.Series, where: str) -> pd.Index | None:
             "number the rows from 0"
         )
     return pd.Index(np.asarray(values, dtype=np.int64))
+
+
+def _numbers_as_text(col: pd.Series) -> bool:
+    """Whether a column left out of a wide frame's series holds numbers as text ("1.5"):
+    text or objects that `pd.to_numeric` reads whole (booleans and dates are no such)."""
+    if not (col.dtype == object or pd.api.types.is_string_dtype(col)):
+        return False
+    present = col.dropna()
+    if present.empty or present.map(lambda v: isinstance(v, bool | np.bool_)).all():
+        return False
+    try:
+        pd.to_numeric(present)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _date_columns(df: pd.DataFrame) -> list[str]:
@@ -362,13 +394,6 @@ def _calendar(dates: pd.DatetimeIndex, freq: str | None, example: str) -> str | 
                 f"({freq}); resample onto a regular grid first, e.g. {example} (with "
                 "the step you want in place of 'h')"
             )
-    gaps = find_gaps(dates, freq)
-    if len(gaps):
-        warnings.warn(
-            f"{len(gaps)} gap(s) in the {freq} timestamps, first before {dates[gaps[0]]}; "
-            "the rows are used as consecutive steps",
-            stacklevel=3,
-        )
     return freq
 
 
@@ -406,14 +431,57 @@ def _step(times: np.ndarray, freq: Any) -> int:
             f"the integer times are not steps of {step}: {first} is off the grid from "
             f"{times[0]}; number the rows 0, 1, 2, ... (or pass freq=the step)"
         )
-    gaps = np.flatnonzero(diffs > step)
-    if len(gaps):
-        warnings.warn(
-            f"{len(gaps)} gap(s) in the integer times (step {step}), first before "
-            f"{times[gaps[0] + 1]}; the rows are used as consecutive steps",
-            stacklevel=3,
-        )
     return step
+
+
+def _grid(
+    dates: pd.Index, offsets: np.ndarray | None, freq: Any, layout: str, cols: tuple[str, str, str]
+) -> tuple[str | None, int | None, Any, pd.Index]:
+    """The frame's grid: (frequency, step of integer times, the zone of the forecast's
+    dates, the times checked against the grid: those its gaps are counted on)."""
+    if not isinstance(dates, pd.DatetimeIndex):  # integer steps: no calendar for the members
+        return None, _step(dates.to_numpy(dtype=np.int64), freq), None, dates
+    id_col, time_col, target_col = cols
+    example = f"df.resample('h', on={time_col!r}).mean()"
+    if layout == "long":
+        example = (
+            f"df.groupby({id_col!r}).resample('h', on={time_col!r})"
+            f"[{target_col!r}].mean().reset_index()"
+        )
+    # offsets that change (daylight saving time): days are the wall clock's, 23 or
+    # 25 hours in UTC; shorter steps are UTC's (an hour repeats on the clock)
+    zone, checked = None, dates
+    if offsets is not None:
+        zone = offset_zone(offsets[-1])  # the last row's, for the forecast's dates
+        wall = dates.tz_convert(None) + pd.to_timedelta(offsets, unit="min")
+        if day_or_longer(freq or infer_freq(wall)):
+            checked = wall
+    return _calendar(checked, freq, example), None, zone, checked
+
+
+def _gap_rows(clock: pd.Index, freq: str | None, step: int | None) -> np.ndarray:
+    """Rows with steps of the grid missing before them (row i: between rows i - 1 and i)."""
+    if step is not None:
+        return np.flatnonzero(np.diff(clock.to_numpy(dtype=np.int64)) > step) + 1
+    return np.asarray(find_gaps(clock, freq), dtype=np.int64)
+
+
+def _fill_hint(
+    layout: str, cols: tuple[str, str, str], freq: str | None, step: int | None, clock: pd.Index
+) -> str:
+    """How to put the frame's rows on every step of its grid (the missing ones filled)."""
+    id_col, time_col, target_col = cols
+    if step is not None:
+        steps = f"range({clock[0]}, {clock[-1] + step}, {step})"
+        if layout == "long":
+            return f"reindex each series' {time_col!r} onto {steps} and forward-fill {target_col!r}"
+        return f"df.set_index({time_col!r}).reindex({steps}).ffill().reset_index()"
+    if layout == "long":
+        return (
+            f"df.set_index({time_col!r}).groupby({id_col!r})[{target_col!r}]"
+            f".resample({freq!r}).ffill().reset_index()"
+        )
+    return f"df.set_index({time_col!r}).asfreq({freq!r}).ffill().reset_index()"
 
 
 def _periods(train: np.ndarray, freq: str | None) -> list[int]:
@@ -589,6 +657,51 @@ class HybridForecaster:
             raise UserError(f"member name {clash[0]!r} is an output column; rename the member")
         return names
 
+    def _refuse_gaps_read(
+        self,
+        gaps: np.ndarray,
+        clock: pd.Index,
+        origins: np.ndarray,
+        freq: str | None,
+        step: int | None,
+        layout: str,
+        cols: tuple[str, str, str],
+        cutoff: bool = False,
+    ) -> None:
+        """Refuse a gap (`_gap_rows`) within the rows a forecast from each of ``origins``
+        reads: the members and the router read them as consecutive steps, so the forecast
+        would be shifted under the right dates. Gaps further back are read as
+        consecutive rows, as the command line's forecast reads a run's own rows.
+
+        Args:
+            cutoff: name the origin as a cross-validation cutoff.
+        """
+        from router import COMBINERS
+        from router.features import skill_context_rows
+
+        L, H = self.seq_len, self.pred_len
+        # the lookback, and the windows whose errors the router's skill features score
+        features = getattr(COMBINERS.get(self.router), "needs_features", True)
+        rows = skill_context_rows(L, H) if features else L
+        origins = np.asarray(origins, dtype=np.int64)
+        first = np.searchsorted(gaps, origins - rows + 2)  # a row after each window's first
+        inside = first < len(gaps)
+        inside[inside] = gaps[first[inside]] <= origins[inside]
+        if not inside.any():
+            return
+        k = int(np.flatnonzero(inside)[0])
+        row, origin = int(gaps[first[k]]), int(origins[k])
+        grid = freq if step is None else f"{step} (integer times)"
+        reads = "the lookback" + (
+            " and the windows the router's skill features score" if features else ""
+        )
+        raise UserError(
+            f"the row at {clock[row]} follows {clock[row - 1]}: the steps between are "
+            f"missing; the forecast{f' from cutoff {clock[origin]}' if cutoff else ''} reads "
+            f"its last {min(rows, origin + 1)} rows ({reads}) as consecutive steps of {grid}: "
+            f"add the missing rows, e.g. {_fill_hint(layout, cols, freq, step, clock)}"
+        )
+
     def _build(
         self,
         spec: str | Forecaster,
@@ -679,31 +792,24 @@ class HybridForecaster:
                 f"{'id' if id_col == _ENSEMBLE_COLUMN else 'time'} column"
             )
         member_names = self._member_names({_ENSEMBLE_COLUMN, id_col, time_col})
-        if isinstance(dates, pd.DatetimeIndex):
-            example = f"df.resample('h', on={time_col!r}).mean()"
-            if layout == "long":
-                example = (
-                    f"df.groupby({id_col!r}).resample('h', on={time_col!r})"
-                    f"[{target_col!r}].mean().reset_index()"
-                )
-            # offsets that change (daylight saving time): days are the wall clock's, 23 or
-            # 25 hours in UTC; shorter steps are UTC's (an hour repeats on the clock)
-            zone, checked = None, dates
-            if offsets is not None:
-                zone = offset_zone(offsets[-1])  # the last row's, for the forecast's dates
-                wall = dates.tz_convert(None) + pd.to_timedelta(offsets, unit="min")
-                if day_or_longer(freq or infer_freq(wall)):
-                    checked = wall
-            freq, step, times = _calendar(checked, freq, example), None, dates
-        else:  # integer steps: no calendar for the members, the steps for the output
-            zone = None
-            freq, step, times = None, _step(dates.to_numpy(dtype=np.int64), freq), dates
+        freq, step, zone, clock = _grid(dates, offsets, freq, layout, cols)
+        times = dates
+        if step is not None:  # integer steps: no calendar for the members, the steps for the output
             dates = pd.DatetimeIndex([])
             if int(times[-1]) + step * self.pred_len >= 2**63:
                 raise UserError(
                     f"the forecast's steps would pass int64's range ({times[-1]} + "
                     f"{self.pred_len} x {step}); number the rows from 0"
                 )
+        gaps = _gap_rows(clock, freq, step)
+        self._refuse_gaps_read(gaps, clock, np.array([len(clock) - 1]), freq, step, layout, cols)
+        if len(gaps):  # before the rows the forecast reads: read as the run reads them
+            grid = f"the {freq} timestamps" if step is None else f"the integer times (step {step})"
+            warnings.warn(
+                f"{len(gaps)} gap(s) in {grid}, first before {clock[gaps[0]]}; the rows are "
+                "used as consecutive steps",
+                stacklevel=4,
+            )
         n, L, H = values.shape[0], self.seq_len, self.pred_len
         n_val = max(int(n * self.val_size), 2 * H + 1)  # the router needs some val windows
         n_train = n - n_val
@@ -894,6 +1000,14 @@ class HybridForecaster:
             )
         every = 1 if refit is True else n_windows if refit is False else int(refit)
         cols = (id_col, time_col, target_col)
+        # every cutoff's last rows, before any fit: those after a fold's own cutoff (refit
+        # False or k) are forecast from rows its fit did not check
+        seen = int(cutoffs[-1]) + 1
+        grid_freq, step, _, clock = _grid(
+            dates[:seen], None if offsets is None else offsets[:seen], freq, layout, cols
+        )
+        gaps = _gap_rows(clock, grid_freq, step)
+        self._refuse_gaps_read(gaps, clock, cutoffs, grid_freq, step, layout, cols, cutoff=True)
         timeline = dates if isinstance(dates, pd.DatetimeIndex) else pd.DatetimeIndex([])
         hybrids, stacks = [], []
         disable = None if self.progress is None else not self.progress

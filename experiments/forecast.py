@@ -83,8 +83,8 @@ def forecast_run(
 
     Args:
         run_dir: a finished run folder (``results.json`` and the members' models).
-        data_path: a CSV with the run's columns and newer rows (the run's file updated,
-            or only its recent rows); None: the run's own data file.
+        data_path: a CSV with the run's columns (others are left out) and newer rows (the
+            run's file updated, or only its recent rows); None: the run's own data file.
         run_data: the file the run was fitted on, where config.yaml no longer finds it
             (a run folder moved to another machine); checked against its checksum.
         out: also write the forecast there as CSV, while the run folder is locked (so a
@@ -97,7 +97,8 @@ def forecast_run(
 
     Raises:
         UserError: not a finished run, a member without its saved model, the run's data
-            file changed since or missing, other columns, too few or irregular rows.
+            file changed since or missing, a file without the run's columns or a long one,
+            too few or irregular rows.
     """
     from ensemble import hybrid
     from ensemble.data import Windows, make_splits
@@ -143,7 +144,7 @@ def forecast_run(
         data = dataset
         with said_after_checks():
             if data_path is not None:
-                data = _newer_data(data_path, cfg, fill)
+                data = _newer_data(data_path, cfg, fill, dataset)
                 data = _check_same_series(data, dataset)
                 _check_shared_rows(data, dataset)
             if out is not None and Path(out).resolve() in {
@@ -301,28 +302,93 @@ def _check_writable(out: Path) -> None:
         ) from None
 
 
-def _newer_data(data_path: str | Path, cfg, fill: str | None):
-    """``--data-path`` loaded as the run loaded its data, refused in this command's words
-    where the loader's would send the user astray (its --data-dir, removing a column)."""
-    from ensemble.data import load_dataset
+def _newer_data(data_path: str | Path, cfg, fill: str | None, run):
+    """``--data-path`` loaded as the run loaded its data (`ensemble.data.load_dataset`'s
+    steps), but only its date column and ``run``'s columns are read and checked: any
+    other column, text or numeric, is left out (said), as a run on features S leaves the
+    others. Refused in this command's words where the loader's would send the user
+    astray (its --data-dir, removing a column the forecast needs)."""
+    # load_dataset checks every column of the file: a note beside the run's columns
+    # would be refused, so the file is read as it reads one and the others dropped first
+    from ensemble.data import dataset_from_table, read_table
 
-    if not Path(data_path).expanduser().exists():
+    path = Path(data_path).expanduser()
+    if not path.exists():
         raise UserError(
             f"--data-path {data_path} is not found; check the path (a CSV with the run's "
             "columns and newer rows)"
         )
+    if not path.is_file():
+        raise UserError(
+            f"--data-path {data_path} is a folder; give a CSV file with the run's columns "
+            "and newer rows"
+        )
+    df, date_col = read_table(path)
+    wanted = list(run.columns)
+    _refuse_long_layout(df, date_col, wanted, path)
+    others = [str(c) for c in df.columns if c != date_col]
+    missing = [c for c in wanted if c not in others]
+    if missing:
+        raise UserError(
+            f"{path} has the columns {others}, not the run's {wanted} (no {missing[0]!r}); "
+            "give the run's file with newer rows added"
+        )
+    extra = [c for c in df.columns if c != date_col and str(c) not in wanted]
+    if extra:
+        log.info(
+            "%s: column(s) %s left out: not among the run's (%s)",
+            path.name,
+            ", ".join(map(str, extra)),
+            ", ".join(wanted),
+        )
+        df = df.drop(columns=extra)
     try:
-        return load_dataset(
-            data_path=data_path, features=cfg.features, target=cfg.target, fill=fill or cfg.fill
+        return dataset_from_table(
+            df,
+            date_col,
+            path,
+            name=path.stem,
+            split_rule=run.split_rule,
+            features=cfg.features,
+            target=run.target,
+            fill=fill or cfg.fill,
         )
     except UserError as exc:
         text = str(exc)
-        if text.endswith("; remove the column or fix the value"):  # every column is the run's
+        if "is not numeric" in text and text.endswith("remove the column or fix the value"):
             raise UserError(
                 text.removesuffix("remove the column or fix the value")
                 + "fix the value (the forecast needs each of the run's columns)"
             ) from None
         raise
+
+
+def _refuse_long_layout(df: pd.DataFrame, date_col: str, wanted: list[str], path: Path) -> None:
+    """Refuse a long file (a row per channel and date: ``unique_id, ds, y``, or an id
+    column and one numeric column on repeating dates where the run's channels are
+    absent): the forecast reads a wide one, and the long one's rows would be read as
+    dates going backwards, or its columns as other channels.
+
+    Raises:
+        UserError: the long layout, with the pivot that makes it wide.
+    """
+    others = [c for c in df.columns if c != date_col]
+    numeric = [c for c in others if pd.api.types.is_numeric_dtype(df[c])]
+    text = [c for c in others if c not in numeric]
+    absent = not set(wanted) <= {str(c) for c in others}
+    repeats = bool(df[date_col].duplicated().any())
+    if {"unique_id", "y"} <= set(others) and (absent or repeats):
+        ids, value = "unique_id", "y"
+    elif absent and repeats and len(text) == 1 and len(numeric) == 1:
+        ids, value = text[0], numeric[0]
+    else:
+        return
+    raise UserError(
+        f"{path} is a long file ({date_col}, {ids}, {value}: a row per channel and date); "
+        f"forecast reads a wide one, the date and a column per channel "
+        f"({', '.join(wanted)}): pivot it, e.g. df.pivot(index={date_col!r}, "
+        f"columns={ids!r}, values={value!r}).reset_index()"
+    )
 
 
 def _reads_features(res: dict[str, Any], cfg) -> bool:

@@ -477,6 +477,7 @@ def test_calendars_with_gaps_are_accepted_in_any_time_zone(freq, tz, drop):
 
 def test_a_daily_series_with_one_and_two_day_steps_is_daily():
     steps = np.resize([1, 2], N - 1)  # the commonest step is not the frequency
+    steps[-200:] = 1  # the rows the forecast reads without gaps
     ds = pd.Timestamp("2001-01-01") + pd.to_timedelta(np.concatenate([[0], np.cumsum(steps)]), "D")
     with pytest.warns(UserWarning, match="gap"):
         hf = small().fit(wide_frame().assign(ds=ds))
@@ -749,3 +750,77 @@ def test_cross_validation_gives_members_no_timestamp_after_the_cutoff():
         known = hf.fit(df[df["ds"] <= cutoff]).predict(2)  # in the data's units, as cv
     assert known["ds"].iloc[0] == cutoff + pd.Timedelta(hours=1)
     assert cv["hour"].iloc[0] == pytest.approx(known["s0"].iloc[0], rel=1e-12)
+
+
+def _sine(n: int = 600) -> pd.DataFrame:
+    t = np.arange(n)
+    return pd.DataFrame(
+        {
+            "ds": pd.date_range("2020-01-01", periods=n, freq="h"),
+            "a": 10 + np.sin(2 * np.pi * t / 24),
+        }
+    )
+
+
+def test_a_gap_in_the_rows_the_forecast_reads_is_refused():
+    # a missing hour in the last window was only warned of: the members read the rows as
+    # consecutive, so seasonal naive came out one step shifted under the right dates
+    def hf(router: str = "mean") -> HybridForecaster:
+        return HybridForecaster(members=["naive", "snaive"], router=router, seq_len=48, pred_len=12)
+
+    df = _sine()
+    with pytest.raises(ValueError, match=r"row at 2020-01-25 15:00:00 follows 2020-01-25 13:00"):
+        hf().fit(df.drop(index=590))
+    with pytest.raises(
+        UserError,
+        match=r"reads its last 48 rows \(the lookback\) as consecutive "
+        r"steps of h: .*df.set_index\('ds'\).asfreq\('h'\).ffill\(\)",
+    ):
+        hf().fit(df.drop(index=range(585, 590)))
+    long = df.drop(index=590).assign(unique_id="s").rename(columns={"a": "y"})
+    with pytest.raises(UserError, match=r"groupby\('unique_id'\)\['y'\].resample\('h'\)"):
+        hf().fit(long)
+    steps = df.drop(index=590).assign(ds=lambda d: d.index)  # integer times
+    with pytest.raises(
+        UserError, match=r"steps of 1 \(integer times\).*reindex\(range\(0, 600, 1\)\)"
+    ):
+        hf().fit(steps)
+    # the fix the message gives: the forecast of the frame without the gap
+    filled = df.drop(index=590).set_index("ds").asfreq("h").ffill().reset_index()
+    pd.testing.assert_frame_equal(hf().fit(filled).predict(), hf().fit(df).predict())
+    # a router that reads skill features reads L + 5H - 1 rows: a gap 80 rows back is in
+    # them, not in a lookback of 48 (read as consecutive, as the run reads its own rows)
+    with pytest.raises(UserError, match="its last 107 rows .*skill features"):
+        hf("rules").fit(df.drop(index=520))
+    with pytest.warns(UserWarning, match="1 gap"):
+        fitted = hf().fit(df.drop(index=520))
+    assert fitted.predict()["ds"].iloc[0] == df["ds"].iloc[-1] + pd.Timedelta(hours=1)
+
+
+def test_cross_validation_refuses_a_gap_in_a_cutoffs_last_rows():
+    # without refit, the later cutoffs are forecast from rows the fit did not read
+    df = _sine().drop(index=581).reset_index(drop=True)  # cutoffs at rows 562, 574, 586
+    hf = HybridForecaster(members=["naive", "snaive"], router="mean", seq_len=48, pred_len=12)
+    for refit in (False, True):
+        with pytest.raises(ValueError, match=r"the forecast from cutoff 2020-01-25 11:00:00 reads"):
+            hf.cross_validation(df, h=12, n_windows=3, step_size=12, refit=refit)
+    with pytest.warns(UserWarning, match="1 gap"):  # before every cutoff's last rows: read
+        cv = hf.cross_validation(_sine().drop(index=300), h=12, n_windows=3, step_size=12)
+    assert cv["cutoff"].nunique() == 3
+
+
+def test_numbers_as_text_are_refused_with_the_conversion():
+    df = wide_frame(n=400)
+    as_text = df.assign(s0=df["s0"].astype(str), s1=df["s1"].astype(str))
+    with pytest.raises(
+        ValueError, match=r"\['s0', 's1'\] hold numbers as text.*apply\(pd.to_numeric\)"
+    ):
+        small().fit(as_text)
+    with pytest.raises(UserError, match=r"\['s0'\] hold numbers as text"):  # not left out
+        small().fit(df.assign(s0=df["s0"].astype(str)))
+    with pytest.raises(UserError, match=r"no numeric series to forecast: column\(s\) \['s0'\]"):
+        small().fit(df[["ds"]].assign(s0="n/a"))
+    # a note, or flags, beside the series: left out as before, with a warning
+    with pytest.warns(UserWarning, match=r"non-numeric columns \['note', 'flag'\] are ignored"):
+        hf = small().fit(df.assign(note="ok", flag=df["s0"] > 10))
+    assert hf.series_ == ["s0", "s1"]

@@ -869,3 +869,65 @@ def test_a_member_on_a_language_model_that_differs_is_warned_of_not_refused(tmp_
         _check_member_is_the_runs("dlinear", saved + 0.001, saved, *args)
     with pytest.raises(UserError):  # no forecast at all: refused whatever the member
         _check_member_is_the_runs("timellm", saved + np.nan, saved, *args, on_backbone=True)
+
+
+@pytest.fixture(scope="module")
+def target_run(tmp_path_factory):
+    """(csv, run folder) of a quick run on the target alone (features S)."""
+    from conftest import synthetic_frame
+
+    root = tmp_path_factory.mktemp("fc_s")
+    csv = root / "synth.csv"
+    synthetic_frame(n=600, channels=3, period=24).to_csv(csv, index=False)
+    out = root / "run"
+    argv = ["run", "--data-path", str(csv), "--seq-len", "48", "--pred-len", str(H), "--quiet"]
+    argv += ["--features", "S", "--members", "naive,snaive", "--router", "mean", "--out", str(out)]
+    assert main(argv) == 0
+    return csv, out
+
+
+def test_columns_beside_the_runs_are_left_out_text_or_numeric(target_run, tmp_path, caplog):
+    # a note beside the run's columns was refused ("not numeric ...; fix the value (the
+    # forecast needs each of the run's columns)") where a numeric one was left out
+    csv, out = target_run
+    assert main(["forecast", str(out), "--out", str(tmp_path / "own.csv")]) == 0
+    for name, value in (("note", "ok"), ("extra", 1.5)):
+        newer = tmp_path / f"{name}.csv"
+        pd.read_csv(csv).assign(**{name: value}).to_csv(newer, index=False)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="hybrid_forecast.forecast"):
+            argv = [
+                "forecast",
+                str(out),
+                "--data-path",
+                str(newer),
+                "--out",
+                str(tmp_path / "f.csv"),
+            ]
+            assert main(argv) == 0
+        assert f"column(s) x0, x1, {name} left out: not among the run's (OT)" in caplog.text
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tmp_path / "f.csv"), pd.read_csv(tmp_path / "own.csv")
+        )
+
+
+def test_a_long_file_is_refused_with_the_pivot(target_run, tmp_path, capsys):
+    # unique_id, ds, y rows were "timestamps go backwards ...; sort the file by date", and
+    # sorted, a refusal of the id column as not numeric
+    csv, out = target_run
+    long = pd.read_csv(csv).melt(id_vars="date", var_name="unique_id", value_name="y")
+    pivot = "df.pivot(index='date', columns='unique_id', values='y').reset_index()"
+    path = tmp_path / "long.csv"
+    for frame in (long, long.sort_values("date", kind="stable")):
+        frame.to_csv(path, index=False)
+        err = _one_line_error(["forecast", str(out), "--data-path", str(path)], capsys)
+        assert "is a long file" in err and "a column per channel (OT)" in err and pivot in err
+    # other names: an id column and one of numbers, on repeating dates, without the run's
+    long.rename(columns={"unique_id": "sensor", "y": "reading"}).to_csv(path, index=False)
+    err = _one_line_error(["forecast", str(out), "--data-path", str(path)], capsys)
+    assert "columns='sensor', values='reading'" in err
+    # the pivot the message gives forecasts
+    long.pivot(index="date", columns="unique_id", values="y").reset_index().to_csv(
+        path, index=False
+    )
+    assert main(["forecast", str(out), "--data-path", str(path)]) == 0

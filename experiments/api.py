@@ -657,7 +657,7 @@ class HybridForecaster:
             raise UserError(f"member name {clash[0]!r} is an output column; rename the member")
         return names
 
-    def _refuse_gaps_read(
+    def _gaps_read(
         self,
         gaps: np.ndarray,
         clock: pd.Index,
@@ -667,11 +667,14 @@ class HybridForecaster:
         layout: str,
         cols: tuple[str, str, str],
         cutoff: bool = False,
-    ) -> None:
-        """Refuse a gap (`_gap_rows`) within the rows a forecast from each of ``origins``
-        reads: the members and the router read them as consecutive steps, so the forecast
-        would be shifted under the right dates. Gaps further back are read as
-        consecutive rows, as the command line's forecast reads a run's own rows.
+    ) -> str | None:
+        """What to say of a gap (`_gap_rows`) within the rows a forecast from one of
+        ``origins`` reads (None: none there). The members and the router read those rows
+        as consecutive steps, so where the missing steps are lost readings, a seasonal
+        member's forecast is shifted under the right dates; where they are steps without
+        data (a business-day series' holidays) that is how the members were fitted too.
+        So it is said, not refused: `run` and the command line's `forecast` read a run's
+        own rows the same way, gaps and all, and the two must give the same forecast.
 
         Args:
             cutoff: name the origin as a cross-validation cutoff.
@@ -688,18 +691,24 @@ class HybridForecaster:
         inside = first < len(gaps)
         inside[inside] = gaps[first[inside]] <= origins[inside]
         if not inside.any():
-            return
+            return None
         k = int(np.flatnonzero(inside)[0])
         row, origin = int(gaps[first[k]]), int(origins[k])
         grid = freq if step is None else f"{step} (integer times)"
         reads = "the lookback" + (
             " and the windows the router's skill features score" if features else ""
         )
-        raise UserError(
+        said = (
             f"the row at {clock[row]} follows {clock[row - 1]}: the steps between are "
-            f"missing; the forecast{f' from cutoff {clock[origin]}' if cutoff else ''} reads "
-            f"its last {min(rows, origin + 1)} rows ({reads}) as consecutive steps of {grid}: "
-            f"add the missing rows, e.g. {_fill_hint(layout, cols, freq, step, clock)}"
+            f"missing, and the forecast{f' from cutoff {clock[origin]}' if cutoff else ''} "
+            f"reads its last {min(rows, origin + 1)} rows ({reads}) as consecutive steps of "
+            f"{grid}"
+        )
+        if len(gaps) > 1:
+            said += f" ({len(gaps)} gaps in the frame in all)"
+        return (
+            f"{said}; if the missing steps are lost readings rather than steps without data "
+            f"(holidays), add them, e.g. {_fill_hint(layout, cols, freq, step, clock)}"
         )
 
     def _build(
@@ -802,8 +811,10 @@ class HybridForecaster:
                     f"{self.pred_len} x {step}); number the rows from 0"
                 )
         gaps = _gap_rows(clock, freq, step)
-        self._refuse_gaps_read(gaps, clock, np.array([len(clock) - 1]), freq, step, layout, cols)
-        if len(gaps):  # before the rows the forecast reads: read as the run reads them
+        read = self._gaps_read(gaps, clock, np.array([len(clock) - 1]), freq, step, layout, cols)
+        if read:
+            warnings.warn(read, stacklevel=4)
+        elif len(gaps):  # before the rows the forecast reads: read as the run reads them
             grid = f"the {freq} timestamps" if step is None else f"the integer times (step {step})"
             warnings.warn(
                 f"{len(gaps)} gap(s) in {grid}, first before {clock[gaps[0]]}; the rows are "
@@ -1001,13 +1012,15 @@ class HybridForecaster:
         every = 1 if refit is True else n_windows if refit is False else int(refit)
         cols = (id_col, time_col, target_col)
         # every cutoff's last rows, before any fit: those after a fold's own cutoff (refit
-        # False or k) are forecast from rows its fit did not check
+        # False or k) are forecast from rows its fit did not look at
         seen = int(cutoffs[-1]) + 1
         grid_freq, step, _, clock = _grid(
             dates[:seen], None if offsets is None else offsets[:seen], freq, layout, cols
         )
         gaps = _gap_rows(clock, grid_freq, step)
-        self._refuse_gaps_read(gaps, clock, cutoffs, grid_freq, step, layout, cols, cutoff=True)
+        read = self._gaps_read(gaps, clock, cutoffs, grid_freq, step, layout, cols, cutoff=True)
+        if read:
+            warnings.warn(read, stacklevel=2)
         timeline = dates if isinstance(dates, pd.DatetimeIndex) else pd.DatetimeIndex([])
         hybrids, stacks = [], []
         disable = None if self.progress is None else not self.progress

@@ -165,8 +165,9 @@ class TrainConfig:
         eval_batch_size: windows per forward pass when scoring or predicting.
         schedule: "cosine" (per step to lr/1000 over all epochs), "onecycle" (official
             Time-LLM's OneCycleLR, warm-up over the first ``pct_start``; its ``--lradj
-            TST``), "type1" (halve every epoch, the TSL default) or "constant"; or the
-            per-epoch rates official Time-LLM's run_main.py actually trains with (see
+            TST``), "type1" (halve after every epoch from the first; TSL's type1 holds
+            lr for two epochs, as "official_type1" does) or "constant"; or the per-epoch
+            rates official Time-LLM's run_main.py actually trains with (see
             `make_scheduler`): "official_type1" (its default ``--lradj type1``),
             "official_cos" (``--lradj COS``) or "official_constant".
         pct_start: warm-up fraction for "onecycle".

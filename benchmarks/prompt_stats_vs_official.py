@@ -45,7 +45,8 @@ def main() -> None:
         x = np.stack([scaled[s : s + L] for s in starts]).astype(np.float32)  # [W, L, C]
         ours = {k: v.reshape(-1) for k, v in window_stats(x, ("median", "trend")).items()}
         off = official_stats(x)
-        text = np.mean([f"{a:.3g}" != f"{b:.3g}" for a, b in zip(ours["median"], off["median"])])
+        pairs = zip(ours["median"], off["median"], strict=True)
+        text = np.mean([f"{a:.3g}" != f"{b:.3g}" for a, b in pairs])
         edge = np.mean([set(lag) == {0, 1, 2, L - 2, L - 1} for lag in off["lags"].tolist()])
         print(
             f"L={L}: {len(off['median'])} series; median differs by up to "

@@ -21,7 +21,7 @@ import numpy as np
 
 from ensemble.data import Dataset, Splits
 from ensemble.errors import reason
-from ensemble.io import FolderLock, holder
+from ensemble.io import FolderLock, holder, write_json
 from experiments import registry
 from experiments.config import RunConfig
 
@@ -209,10 +209,66 @@ def saved_forecasts(
     cache = member_path(out, spec) / "forecasts.npz"
     if not cache.is_file():
         return None, key, stamps
-    if not (member_path(out, spec) / "model").is_dir():  # deleted: `forecast` needs it
+    model = member_path(out, spec) / "model"
+    if not model.is_dir():  # deleted: `forecast` needs it
         log.info("%s: saved forecasts but no saved model: fitting it again", spec)
         return None, key, stamps
+    broken = model_problem(model)
+    if broken:  # reused, it would leave the run without its training curve, and `forecast` fails
+        log.warning("member %s: damaged model folder %s (%s), refitting", spec, model, broken)
+        return None, key, stamps
     return _read_cache(cache, spec, key, stamps, cfg, splits, base, periods, derived), key, stamps
+
+
+# Written into a member's model folder after its ``save``: the files it holds and their
+# sizes, so that a file deleted, cut short or overwritten since is found before its
+# forecasts are reused.
+MANIFEST = "saved_files.json"
+
+
+def _model_files(model: Path) -> dict[str, int]:
+    """Relative path -> size of each file in a model folder, bar the manifest and the
+    temp files of interrupted writes."""
+    return {
+        f.relative_to(model).as_posix(): f.stat().st_size
+        for f in sorted(model.rglob("*"))
+        if f.is_file() and f.name != MANIFEST and not f.name.endswith(".tmp")
+    }
+
+
+def write_manifest(model: Path) -> None:
+    """Record the files a member's ``save`` just wrote into ``model`` (the last write)."""
+    write_json(model / MANIFEST, {"files": _model_files(model)})
+
+
+def model_problem(model: Path) -> str | None:
+    """What is wrong with a member's saved model folder, cheaply (no model is loaded):
+    a file of its manifest missing or of another size (a folder saved before manifests:
+    empty), or a JSON file that does not parse. None: it looks loadable."""
+    try:
+        listed = json.loads((model / MANIFEST).read_text(encoding="utf-8"))["files"]
+        if not isinstance(listed, dict):
+            raise TypeError(f"files {listed!r} are not a mapping")
+    except FileNotFoundError:  # saved before manifests: only an empty folder is known bad
+        listed = {}
+        if not any(model.iterdir()):
+            return "empty"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"its {MANIFEST} cannot be read: {reason(exc)}"
+    for name, size in listed.items():
+        path = model / name
+        if not path.is_file():
+            return f"no {name}"
+        if size is not None and path.stat().st_size != size:
+            return f"{name} is {path.stat().st_size} bytes, {size} when saved"
+    for path in sorted(model.glob("*.json")):
+        if path.name == MANIFEST:
+            continue
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return f"{path.name} cannot be read: {reason(exc)}"
+    return None
 
 
 def _read_cache(

@@ -78,7 +78,7 @@ def results_markdown(res: dict[str, Any]) -> str:
         v, t = res["val"].get(n, {}), res["test"][n]
         tim = res["timings_s"].get(n, {})
         mark = " **(lowest test MSE)**" if n == best else ""  # a label: nothing is chosen by it
-        part = " (resumed: the last part only)" if tim.get("resumed") else ""
+        part = _timing_note(tim, (res.get("member_fits") or {}).get(n))
         lines.append(
             f"| {n}{mark} | {v.get('mse', float('nan')):.4f} | {v.get('mae', float('nan')):.4f} | "
             f"{t['mse']:.4f} | {t['mae']:.4f} | {tim.get('fit', '')}{part} | "
@@ -191,6 +191,18 @@ def results_markdown(res: dict[str, Any]) -> str:
                 f"{p_mean} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _timing_note(timings: dict[str, Any], fit: Any) -> str:
+    """`` (reused)`` for a member whose forecasts an earlier run fitted (its seconds are
+    that fit's, not this run's), `` (resumed: the last part only)`` for one that went on
+    from a checkpoint; "" for neither."""
+    notes = []
+    if isinstance(fit, dict) and fit.get("reused") is True:
+        notes.append("reused")
+    if timings.get("resumed"):
+        notes.append("resumed: the last part only")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def signed_p(test: dict | None) -> str:

@@ -43,12 +43,14 @@ from experiments import registry
 from experiments.config import RunConfig, held_config
 from experiments.logfile import FolderLog, any_stream, said_after_checks
 from experiments.member_cache import (
+    MANIFEST,
     RUNTIME_PARAMS,
     copy_members,
     member_path,
     probe_saved,
     safe_name,
     saved_forecasts,
+    write_manifest,
 )
 from experiments.scoring import (
     compare_combiners,
@@ -114,6 +116,10 @@ def release_memory() -> None:
         torch.cuda.empty_cache()  # hand the freed blocks back to the driver
 
 
+# A member's timings record that results.json gives under member_fits, not timings_s
+_FIT_RECORD = ("code", "tree", "reused", "packages")
+
+
 def fit_member(
     spec: str,
     cfg: RunConfig,
@@ -172,10 +178,13 @@ def fit_member(
     if before_save is not None:
         before_save()
     cache.unlink(missing_ok=True)
+    (mdir / "model" / MANIFEST).unlink(missing_ok=True)  # a save cut short lists nothing
     member.save(mdir / "model")
+    write_manifest(mdir / "model")  # after the save: a later reuse checks its files are there
     timings: dict[str, Any] = {"fit": round(t_fit, 3), "predict": round(t_pred, 3)}
     timings["code"] = code_label()  # results.json credits a reused member to its fit's code
     timings["tree"] = code_tree()  # the same code under a later docs-only commit
+    timings["packages"] = fitted_with()  # another torch or lightgbm forecasts otherwise
     if getattr(member, "resumed", False):  # went on from an interrupted process's checkpoint
         timings["resumed"] = True  # the seconds are this process's part only
     write_npz(
@@ -206,6 +215,26 @@ _PACKAGES = (
 
 
 @functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str | None]:
+    """The installed version of each of ``_PACKAGES`` (None: not installed)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def fitted_with() -> dict[str, str | None]:
+    """The library versions a member's fit records (this package's code is its own
+    record, ``code_label``)."""
+    return {k: v for k, v in package_versions().items() if k != "hybrid-forecast"}
+
+
+@functools.lru_cache(maxsize=1)
 def code_label() -> str | None:
     """This code in one word: the commit (``+modified`` with changes to tracked files),
     else the package version."""
@@ -230,7 +259,8 @@ def say_who_fitted(fits: dict[str, dict[str, Any]], members_dir: Path, what: str
     Args:
         fits: member -> its ``member_fits`` entry (``code``: the commit that fitted it;
             ``tree``: its code paths' hash, where recorded: the same code under another
-            commit, one that changed only docs or tests, is no other code).
+            commit, one that changed only docs or tests, is no other code; ``packages``:
+            the library versions it was fitted under, where recorded).
         members_dir: the folder of their member folders (to delete for a refit).
         what: what of theirs is used, e.g. "forecasts reused" or "models loaded".
     """
@@ -253,6 +283,48 @@ def say_who_fitted(fits: dict[str, dict[str, Any]], members_dir: Path, what: str
             ours,
             members_dir,
         )
+    _say_which_versions(fits, members_dir, what)
+
+
+def _say_which_versions(fits: dict[str, dict[str, Any]], members_dir: Path, what: str) -> None:
+    """Warn once of the members fitted under other versions of the libraries that make
+    their numbers (``fitted_with``): ``lightgbm 4.5.0 -> 4.6.0``."""
+    now = fitted_with()
+    unknown = [s for s, f in fits.items() if not isinstance(f.get("packages"), dict)]
+    if unknown:  # fitted before the versions were recorded: nothing to compare
+        log.info(
+            "%s: %s of fits that did not record their package versions", ", ".join(unknown), what
+        )
+    changes: dict[str, str] = {}  # member -> its differences
+    for spec, fit in fits.items():
+        then = fit.get("packages")
+        if not isinstance(then, dict):
+            continue
+        differ = [
+            f"{name} {then[name] or 'not installed'} -> {now[name] or 'not installed'}"
+            for name in now
+            if name in then and then[name] != now[name]
+        ]
+        if differ:
+            changes[spec] = ", ".join(differ)
+    if not changes:
+        return
+    groups: dict[str, list[str]] = {}  # the same differences: one list of members
+    for spec, differ in changes.items():
+        groups.setdefault(differ, []).append(spec)
+    detail = (
+        next(iter(groups))
+        if len(groups) == 1
+        else "; ".join(f"{', '.join(specs)}: {d}" for d, specs in groups.items())
+    )
+    log.warning(
+        "%s: %s from fits under other package versions (%s); delete their folders in %s "
+        "to fit them with these",
+        ", ".join(changes),
+        what,
+        detail,
+        members_dir,
+    )
 
 
 # the package's code (``modified`` in results.json's environment counts edits here only)
@@ -322,18 +394,11 @@ def environment() -> dict[str, Any]:
     classical-only run does not pay torch's import for this record.
     """
     import platform
-    from importlib import metadata
 
-    versions: dict[str, str | None] = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": versions,
+        "packages": dict(package_versions()),
         "code": code_version(),
     }
     torch = sys.modules.get("torch")
@@ -370,11 +435,25 @@ def training_curves(out: Path, specs: list[str]) -> dict[str, dict[str, Any]]:
     for spec in specs:
         path = member_path(out, spec) / "model" / "config.json"
         try:
-            history = json.loads(path.read_text(encoding="utf-8")).get("history") or []
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue  # no epochs (ARIMA, naive)
+        except (OSError, ValueError) as exc:  # damaged since: results.json lacks its curve
+            log.warning(
+                "%s: its saved model's %s cannot be read (%s), so its training curve is "
+                "left out; delete %s to fit it again",
+                spec,
+                path,
+                reason(exc),
+                path.parents[1],
+            )
+            continue
+        try:
+            history = meta.get("history") or []
             val = [float(h["val_mse"]) for h in history]
             train = [float(h["train_mse"]) for h in history]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue  # no epochs (ARIMA, LightGBM, naive), or not a history we wrote
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # no epochs (LightGBM), or not a history we wrote
         finite = [i for i, v in enumerate(val) if np.isfinite(v)]
         if not finite:
             continue
@@ -655,6 +734,8 @@ def run(
                 "code": v["timings"].get("code"),
                 "tree": v["timings"].get("tree"),
                 "reused": bool(v["timings"].get("reused")),
+                # the library versions of its fit (null: a fit before they were recorded)
+                "packages": v["timings"].get("packages"),
             }
             for k, v in results.items()
         }
@@ -662,7 +743,7 @@ def run(
             {k: f for k, f in fits.items() if f["reused"]}, out / "members", "forecasts reused"
         )
         timings = {
-            k: {n: x for n, x in v["timings"].items() if n not in ("code", "tree", "reused")}
+            k: {n: x for n, x in v["timings"].items() if n not in _FIT_RECORD}
             for k, v in results.items()
         }
         del results
@@ -847,6 +928,9 @@ def _prepare(
     return _Prepared(dataset, splits, periods, t_periods, copies, refit)
 
 
+_NOT_A_RUNS = "its config.yaml is not a run's: "
+
+
 def run_folder_problem(folder: Path) -> str | None:
     """Why ``folder`` is not a run folder (None: it is one). A run writes run.log, then a
     config.yaml of its settings; a folder of the user's own (a hand-written config.yaml,
@@ -859,16 +943,49 @@ def run_folder_problem(folder: Path) -> str | None:
     try:
         RunConfig.from_file(path)
     except UserError as exc:
-        return f"its config.yaml is not a run's: {str(exc).removeprefix(f'{path}: ')}"
+        return f"{_NOT_A_RUNS}{str(exc).removeprefix(f'{path}: ')}"
     return None
+
+
+def made_by_a_run(folder: Path) -> bool:
+    """Whether ``folder`` holds what only a run writes: a results.json whose ``data`` has
+    a sha256, or a member's forecasts.npz carrying its cache key."""
+    try:
+        res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        sha = res["data"]["sha256"]
+        if isinstance(sha, str) and sha:
+            return True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no finished run's results: its members may still be there
+    for cache in sorted(folder.glob("members/*/forecasts.npz")):
+        try:
+            with np.load(cache) as z:
+                if "key" in z.files:
+                    return True
+        except Exception:  # noqa: BLE001 - a damaged cache says nothing either way
+            continue
+    return False
 
 
 def _refuse_a_folder_of_other_files(out: Path) -> None:
     """A run replaces config.yaml and the outputs of the run before it in its folder;
     only in a folder a run made: files of those names in any other are the user's own,
-    not ours to write over or delete."""
+    not ours to write over or delete. A run's folder whose config.yaml was damaged or
+    deleted is still its (hours of Time-LLM in its member caches): used, with a warning."""
     theirs = [n for n in ("config.yaml", *RUN_OUTPUTS) if (out / n).is_file()]
     why = run_folder_problem(out) if theirs else None
+    if why and why != "no run.log" and made_by_a_run(out):
+        log.warning(
+            "%s: its config.yaml %s, so these settings are not compared with its run's: "
+            "each member's saved forecasts are reused only where their own key matches, "
+            "%sa new config.yaml is written",
+            out,
+            "is missing"
+            if why == "no config.yaml"
+            else f"cannot be read ({why.removeprefix(_NOT_A_RUNS)})",
+            "its results are replaced and " if (out / "results.json").is_file() else "and ",
+        )
+        return
     if why:
         raise UserError(
             f"{out} holds {', '.join(theirs)} but is not a run folder ({why}); "
@@ -920,7 +1037,9 @@ def _take_folder(
     changed = _changed_settings(out, cfg) if finished else []
     if finished and data_change:
         changed.insert(0, data_change)
-    if changed:  # the console's only word that a finished run is being replaced
+    if changed == [_UNREAD]:  # a run's damaged config: `_refuse_a_folder_of_other_files` said it
+        log.info("rerun: the finished run's settings cannot be compared; its results are replaced")
+    elif changed:  # the console's only word that a finished run is being replaced
         more = f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
         log.warning(
             "%s held a finished run with other settings (%s%s); its results are "
@@ -974,18 +1093,19 @@ def _busy(out: Path) -> str:
     )
 
 
+_UNREAD = "its config.yaml cannot be read, so nothing says which"
+
+
 def _changed_settings(out: Path, cfg: RunConfig) -> list[str]:
     """``key: old -> new`` for each setting (nested ones dotted, ``out`` aside) in which
     ``cfg`` differs from the run held in ``out``; one line saying so when its config
     cannot be read (damaged or edited into something else)."""
     import yaml
 
-    unread = ["its config.yaml cannot be read, so nothing says which"]
+    unread = [_UNREAD]
     try:
         held = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []  # no config beside results: refused as not a run folder before this
-    except (OSError, ValueError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # deleted too: a run's folder, yet unknown
         return unread
     if not isinstance(held, dict):
         return unread

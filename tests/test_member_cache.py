@@ -406,7 +406,12 @@ def test_a_reused_member_is_credited_to_the_code_that_fitted_it(
     argv = synth_run_argv(synth_csv(n=1400), out)
     assert main(argv) == 0
     first = json.loads((out / "results.json").read_text(encoding="utf-8"))["member_fits"]
-    mine = {"code": run_module.code_label(), "tree": run_module.code_tree(), "reused": False}
+    mine = {
+        "code": run_module.code_label(),
+        "tree": run_module.code_tree(),
+        "reused": False,
+        "packages": run_module.fitted_with(),
+    }
     assert first and all(t == mine for t in first.values())
     # a later commit that changed only docs or tests: the same code, nothing to say
     monkeypatch.setattr(run_module, "code_label", lambda: "0123456789ab")
@@ -426,3 +431,107 @@ def test_a_reused_member_is_credited_to_the_code_that_fitted_it(
     assert len(said) == 1, said
     assert f": forecasts reused from a fit by code {first['naive']['code']}" in said[0]
     assert all(m in said[0].split(":")[0] for m in first)
+
+
+def test_a_member_fitted_under_other_package_versions_is_said_once(
+    synth_csv, tmp_path, monkeypatch, caplog
+):
+    # a cache fitted under lightgbm 4.5 was reused silently under 4.6: only the code was
+    # compared, and another library forecasts otherwise for the same settings
+    import experiments.run as run_module
+
+    out = tmp_path / "r"
+    argv = synth_run_argv(synth_csv(n=1400), out)
+    assert main(argv) == 0
+    now = run_module.fitted_with()
+    assert "torch" in now and "lightgbm" in now and "hybrid-forecast" not in now
+    with np.load(out / "members" / "naive" / "forecasts.npz") as z:
+        assert json.loads(str(z["timings"]))["packages"] == now
+    fits = json.loads((out / "results.json").read_text(encoding="utf-8"))["member_fits"]
+    assert all(f["packages"] == now for f in fits.values())
+    old = now["lightgbm"]
+    monkeypatch.setattr(run_module, "fitted_with", lambda: {**now, "lightgbm": "9.9.9"})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    said = [r.getMessage() for r in caplog.records if "package versions" in r.getMessage()]
+    assert said == [
+        f"naive, snaive: forecasts reused from fits under other package versions (lightgbm "
+        f"{old} -> 9.9.9); delete their folders in {out / 'members'} to fit them with these"
+    ]
+    again = json.loads((out / "results.json").read_text(encoding="utf-8"))["member_fits"]
+    assert all(f["reused"] and f["packages"] == now for f in again.values())
+    # a cache written before the versions were recorded: nothing to compare, nothing said
+    cache = out / "members" / "snaive" / "forecasts.npz"
+    with np.load(cache) as z:
+        kept = {k: z[k] for k in z.files}
+    timings = json.loads(str(kept["timings"]))
+    del timings["packages"]
+    kept["timings"] = np.array(json.dumps(timings))
+    np.savez(cache, **kept)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    said = [r.getMessage() for r in caplog.records if "package versions" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("naive: forecasts reused"), said
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert (
+        res["member_fits"]["snaive"]["packages"] is None and res["member_fits"]["snaive"]["reused"]
+    )
+    assert "packages" not in res["timings_s"]["snaive"]  # timings_s keeps its seconds only
+
+
+def _no_weights(model):
+    (model / "state_dict.pt").unlink()
+
+
+def _garbage_config(model):
+    (model / "config.json").write_text("garbage\n", encoding="utf-8")
+
+
+def _same_size_garbage(model):  # the manifest's sizes agree: the JSON must still parse
+    size = (model / "config.json").stat().st_size
+    (model / "config.json").write_text("x" * size, encoding="utf-8")
+
+
+def _legacy_emptied(model):  # saved before the manifest: an empty folder is known bad
+    for f in model.iterdir():
+        f.unlink()
+
+
+@pytest.mark.parametrize(
+    "damage,what",
+    [
+        (_no_weights, "no state_dict.pt"),
+        (_garbage_config, "config.json is"),
+        (_same_size_garbage, "config.json cannot be read: JSONDecodeError"),
+        (_legacy_emptied, "(empty)"),
+    ],
+)
+def test_a_damaged_model_folder_is_refitted(synth_csv, tmp_path, caplog, damage, what):
+    # its forecasts were reused: results.json lost the member's training curve and
+    # `forecast` failed on the model later
+    out = tmp_path / "r"
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--members", "naive,dlinear@epochs=1", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    before = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    model = out / "members" / "dlinear_epochs=1" / "model"
+    listed = json.loads((model / "saved_files.json").read_text(encoding="utf-8"))["files"]
+    assert set(listed) == {"state_dict.pt", "config.json"}
+    damage(model)
+    caplog.clear()
+    assert main(argv) == 0
+    warned = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(
+        f"member dlinear@epochs=1: damaged model folder {model} ("
+    ), warned
+    assert what in warned[0] and warned[0].endswith("refitting"), warned
+    after = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert after["training"] == before["training"] and after["test"] == before["test"]
+    assert not after["member_fits"]["dlinear@epochs=1"]["reused"]
+    assert after["member_fits"]["naive"]["reused"]
+    assert main(argv) == 0  # saved whole again: reused from now on
+    assert (out / "run.log").read_text(encoding="utf-8").count(
+        "dlinear@epochs=1: reusing forecasts"
+    ) == 1

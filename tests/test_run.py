@@ -385,11 +385,11 @@ def test_a_rerun_with_other_settings_says_what_it_replaces(synth_csv, tmp_path, 
     assert (
         "(router: median -> mean); its results are replaced, no member refitted" in (replaced()[0])
     )
-    # damaged: no run's config, so not a folder a run writes over
+    # damaged, in a folder a run made: nothing says which settings changed, and one
+    # warning says so (test_a_run_folder_whose_config_yaml_is_damaged_is_still_its_runs)
     (out / "config.yaml").write_text("x: [", encoding="utf-8")
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    assert main(argv) == 2
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert main(argv) == 0
+    assert replaced() == []
 
 
 def test_an_identical_rerun_keeps_its_results_until_it_replaces_them(
@@ -1272,3 +1272,75 @@ def test_code_version_records_a_code_tree_that_docs_commits_leave_alone(tmp_path
     assert code_version()["modified"] is True
     git("commit", "-qam", "code again")
     assert code_version()["tree"] != first["tree"]
+
+
+def _cut_config(run: Path) -> None:  # as `head -c 100` cut one: ends in "pred_l"
+    lines = (run / "config.yaml").read_text(encoding="utf-8").splitlines()
+    (run / "config.yaml").write_text("\n".join([*lines[:3], "pred_l"]), encoding="utf-8")
+
+
+def _no_config(run: Path) -> None:
+    (run / "config.yaml").unlink()
+
+
+def _cut_config_no_results(run: Path) -> None:  # a run killed before it finished
+    _cut_config(run)
+    for name in ("results.json", "results.md"):
+        (run / name).unlink()
+
+
+@pytest.mark.parametrize("damage", [_cut_config, _no_config, _cut_config_no_results])
+def test_a_run_folder_whose_config_yaml_is_damaged_is_still_its_runs(
+    damage, synth_csv, tmp_path, caplog
+):
+    # it was refused as "not a run folder ... choose an empty or new --out": following
+    # that advice loses the member caches (hours of Time-LLM)
+    csv, out = synth_csv(n=1400), tmp_path / "r"
+    assert main(synth_run_argv(csv, out)) == 0
+    good = (out / "config.yaml").read_text(encoding="utf-8")
+    damage(out)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(synth_run_argv(csv, out)) == 0
+    said = [r.getMessage() for r in caplog.records if "config.yaml" in r.getMessage()]
+    what = "is missing" if damage is _no_config else "cannot be read (not valid YAML"
+    assert said[0].startswith(f"{out}: its config.yaml {what}"), said
+    assert said[0].endswith("a new config.yaml is written")
+    assert reused_members(out) == 2  # the members' own keys decided: both reused
+    assert (out / "config.yaml").read_text(encoding="utf-8") == good
+    assert (out / "results.json").is_file()
+
+
+def test_a_folder_of_ones_own_files_with_a_run_log_is_still_refused(synth_csv, tmp_path, capsys):
+    # nothing in it that only a run writes: a results.json without the data's digest, no
+    # member forecasts carrying a cache key
+    mine = tmp_path / "mine"
+    (mine / "members" / "naive").mkdir(parents=True)
+    files = {
+        "run.log": "my log\n",
+        "config.yaml": "seq_len: [96\n",
+        "results.json": json.dumps({"data": {"file": "x.csv"}}),
+        "results.md": "my notes",
+    }
+    for name, text in files.items():
+        (mine / name).write_text(text, encoding="utf-8")
+    np.savez(mine / "members" / "naive" / "forecasts.npz", val=np.zeros(3))
+    assert main(synth_run_argv(synth_csv(n=1400), mine)) == 2
+    err = capsys.readouterr().err
+    assert "but is not a run folder (its config.yaml is not a run's: not valid YAML" in err, err
+    assert all((mine / n).read_text(encoding="utf-8") == t for n, t in files.items())
+
+
+def test_a_members_config_json_that_cannot_be_read_is_warned_of(tmp_path, caplog):
+    # its training curve was left out of results.json without a word
+    from experiments.run import training_curves
+
+    model = tmp_path / "members" / "dlinear" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("garbage", encoding="utf-8")
+    (tmp_path / "members" / "naive" / "model").mkdir(parents=True)  # no epochs: no word
+    with caplog.at_level(logging.WARNING):
+        assert training_curves(tmp_path, ["dlinear", "naive"]) == {}
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith(f"dlinear: its saved model's {model}"), said
+    assert "JSONDecodeError" in said[0] and "training curve is left out" in said[0]

@@ -14,57 +14,19 @@ from __future__ import annotations
 
 import logging
 import warnings
-from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from router.combiners import PRIORS, Combiner, prior_logits
 from router.objective import choose_shrinkage, combined_mse, inner_split, window_gram, window_rows
 
+if TYPE_CHECKING:
+    import torch
+
+    from router.gate_net import GateNet
+
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def _one_thread():
-    """Tiny matrices: extra threads only add synchronisation (and stall on a busy machine)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
-
-
-class GateNet(nn.Module):
-    """features [N, F] (+ channel index [N]) -> logits [N, M]."""
-
-    def __init__(
-        self, n_features: int, n_channels: int, n_members: int, hidden: int, dropout: float
-    ):
-        super().__init__()
-        self.channel = nn.Embedding(n_channels, 4)
-        self.body = nn.Sequential(
-            nn.Linear(n_features + 4, hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, n_members),
-        )
-        nn.init.zeros_(self.body[-1].weight)  # start from the prior
-        nn.init.zeros_(self.body[-1].bias)
-        self.register_buffer("prior", torch.zeros(n_channels, n_members))
-
-    def forward(self, x: torch.Tensor, ch: torch.Tensor) -> torch.Tensor:
-        return self.prior[ch] + self.body(torch.cat([x, self.channel(ch)], dim=-1))
-
-
-def _torch_loss(
-    logits: torch.Tensor, gram: torch.Tensor, b: torch.Tensor, yy: torch.Tensor
-) -> torch.Tensor:
-    """Mean combined MSE of softmax(logits): [N, M], [N, M, M], [N, M], [N] -> scalar."""
-    p = torch.softmax(logits, dim=-1)
-    return (torch.einsum("nm,nmk,nk->n", p, gram, p) - 2 * (p * b).sum(-1) + yy).mean()
 
 
 class TorchRouter(Combiner):
@@ -121,6 +83,8 @@ class TorchRouter(Combiner):
 
     def _prepare(self, features: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """[W, C, F] -> standardised features with NaN as 0 plus missing flags [N, F'], channel [N]."""
+        import torch
+
         w, c, _ = features.shape
         x = features.reshape(w * c, -1).astype(np.float64)
         miss = np.isnan(x[:, self.miss_cols_]).astype(np.float64)
@@ -130,6 +94,10 @@ class TorchRouter(Combiner):
         return torch.tensor(np.concatenate([x, miss], 1), dtype=torch.float32), torch.tensor(ch)
 
     def _new_net(self, n_in: int, n_channels: int, m: int, prior: np.ndarray) -> GateNet:
+        import torch
+
+        from router.gate_net import GateNet
+
         torch.manual_seed(self.seed)
         net = GateNet(n_in, n_channels, m, self.hidden, self.dropout)
         net.prior.copy_(torch.tensor(prior, dtype=torch.float32))
@@ -139,6 +107,10 @@ class TorchRouter(Combiner):
         self, data, epochs: int, m: int, prior: np.ndarray, valid=None
     ) -> tuple[GateNet, int]:
         """Train for up to ``epochs`` (early stopping on ``valid``); returns (net, best epoch count)."""
+        import torch
+
+        from router import gate_net
+
         x, ch, gram, b, yy = data
         net = self._new_net(x.shape[1], prior.shape[0], m, prior)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -147,19 +119,19 @@ class TorchRouter(Combiner):
         if valid is not None:  # epoch 0: the prior alone
             with torch.no_grad():
                 net.eval()
-                score = float(_torch_loss(net(valid[0], valid[1]), *valid[2:]))
+                score = float(gate_net.gate_loss(net(valid[0], valid[1]), *valid[2:]))
             best = (score, 0, {k: v.clone() for k, v in net.state_dict().items()})
         for epoch in range(1, epochs + 1):
             net.train()
             for idx in torch.randperm(x.shape[0], generator=gen).split(self.batch_size):
                 opt.zero_grad()
-                _torch_loss(net(x[idx], ch[idx]), gram[idx], b[idx], yy[idx]).backward()
+                gate_net.gate_loss(net(x[idx], ch[idx]), gram[idx], b[idx], yy[idx]).backward()
                 opt.step()
             if valid is None:
                 continue
             net.eval()
             with torch.no_grad():
-                score = float(_torch_loss(net(valid[0], valid[1]), *valid[2:]))
+                score = float(gate_net.gate_loss(net(valid[0], valid[1]), *valid[2:]))
             if score < best[0] - 1e-7:
                 best = (score, epoch, {k: v.clone() for k, v in net.state_dict().items()})
             elif epoch - best[1] >= self.patience:
@@ -172,10 +144,14 @@ class TorchRouter(Combiner):
     # -------------------------------------------------------------------- interface
 
     def fit(self, val_forecasts, val_targets, features=None, terms=None) -> TorchRouter:
-        with _one_thread():
+        from router.gate_net import one_thread
+
+        with one_thread():
             return self._fit(val_forecasts, val_targets, features, terms)
 
     def _fit(self, val_forecasts, val_targets, features, terms) -> TorchRouter:
+        import torch
+
         if features is None:
             raise ValueError("the torch router needs window features [W, C, F]")
         m, w, h, c = val_forecasts.shape
@@ -235,8 +211,12 @@ class TorchRouter(Combiner):
         m, w, _, c = forecasts.shape
         if self.net_ is None:  # fitted on a single member: no gate
             return np.full((w, c, m), 1.0 / m)
+        import torch
+
+        from router.gate_net import one_thread
+
         x, ch = self._prepare(features)
-        with torch.no_grad(), _one_thread():
+        with torch.no_grad(), one_thread():
             p = torch.softmax(self.net_(x, ch).double(), -1).numpy()
         return ((1 - self.lam_) * p + self.lam_ / m).reshape(w, c, m)
 

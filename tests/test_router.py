@@ -521,11 +521,12 @@ def test_lgbm_router_keeps_its_prior_when_features_are_noise(clear_best):
 def test_torch_router_keeps_its_best_epoch_and_refits_for_that_many(monkeypatch):
     import torch
 
+    from router import gate_net
     from router import learned_torch as lt
 
     x, y, f, feats, names = problem(noise=(1.0, 1.0, 1.0), n=400)  # nothing to learn
     scores, calls = [], []
-    real_loss, real_train = lt._torch_loss, lt.TorchRouter._train
+    real_loss, real_train = gate_net.gate_loss, lt.TorchRouter._train
 
     def loss(*args):
         out = real_loss(*args)
@@ -538,7 +539,7 @@ def test_torch_router_keeps_its_best_epoch_and_refits_for_that_many(monkeypatch)
         calls.append((epochs, n, net, valid))
         return net, n
 
-    monkeypatch.setattr(lt, "_torch_loss", loss)
+    monkeypatch.setattr(gate_net, "gate_loss", loss)
     monkeypatch.setattr(lt.TorchRouter, "_train", train)
     cb = make_combiner("learned_torch", seed=0, feature_names=names, member_names=["m0", "m1"])
     cb.fit(f[:2], y, feats)

@@ -1344,3 +1344,16 @@ def test_a_members_config_json_that_cannot_be_read_is_warned_of(tmp_path, caplog
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and said[0].startswith(f"dlinear: its saved model's {model}"), said
     assert "JSONDecodeError" in said[0] and "training curve is left out" in said[0]
+
+
+def test_a_run_of_members_without_torch_does_not_import_it(synth_csv, tmp_path):
+    # importing torch was 1.8 s of such a run's 6 (`import router`, the global seeding)
+    argv = synth_run_argv(synth_csv(n=800), tmp_path / "r", "--router", "stacked")
+    code = (
+        "import sys; from experiments.cli import main; "
+        f"assert main({argv!r}) == 0; print('torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr

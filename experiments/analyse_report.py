@@ -271,8 +271,18 @@ def _skill_section(an: dict[str, Any], members: list[str]) -> list[str]:
             if len(ws) > 1:
                 hi, lo = max(ws, key=ws.get), min(ws, key=ws.get)
                 if ws[hi] - ws[lo] >= MIN_WEIGHT_GAP:
+                    # its win rate beside the weight: a regime it is weighted most in can be
+                    # its worst, which the weight alone would hide
+                    wins = {r: (regs[r].get("win_rate") or {}).get(m) for r in (hi, lo)}
+                    won = (
+                        f"; it wins {_pct(wins[hi])} of that regime's windows, {_pct(wins[lo])} "
+                        f"of {lo}'s"
+                        if None not in wins.values()
+                        else ""
+                    )
                     most.append(
-                        f"{f.replace('_', ' ')} {hi} ({ws[hi]:.3f}, against {ws[lo]:.3f} in {lo})"
+                        f"{f.replace('_', ' ')} {hi} ({ws[hi]:.3f}, against {ws[lo]:.3f} in "
+                        f"{lo}{won})"
                     )
         if most:
             lines += [

@@ -192,3 +192,26 @@ def test_a_member_that_has_not_learned_the_series_is_said_before_every_section()
     res["val"]["timellm"]["mse"] = 0.45
     assert _below_baseline_note(res) == []
     assert _below_baseline_note({k: v for k, v in res.items() if k != "baseline"}) == []
+
+
+def test_the_regime_a_member_is_weighted_most_in_says_its_win_rate_there():
+    # "weights timellm most in trend strength low" read as praise, yet the regime table
+    # had timellm's worst win rate there (34 % against 44 %)
+    from experiments.analyse_report import _skill_section
+
+    side = {"share": 0.5, "win_rate": 0.4, "mse_ratio": 1.0}
+    an = {
+        "weight_follows_skill": {"timellm": {"above": side, "below": side}, "naive": None},
+        "regimes": {
+            "trend_strength": {
+                "low": {"mean_weight": {"timellm": 0.6}, "win_rate": {"timellm": 0.343}},
+                "mid": {"mean_weight": {"timellm": 0.4}, "win_rate": {"timellm": 0.445}},
+                "high": {"mean_weight": {"timellm": 0.3}, "win_rate": {"timellm": 0.435}},
+            }
+        },
+    }
+    text = " ".join(_skill_section(an, ["naive", "timellm"]))
+    assert (
+        "trend strength low (0.600, against 0.300 in high; it wins 34.3% of that regime's "
+        "windows, 43.5% of high's)" in text
+    )

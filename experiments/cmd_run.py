@@ -225,6 +225,7 @@ def best_forecast(scores: dict[str, dict[str, float]]) -> str:
 
 
 def handle(args) -> int:
+    from experiments.report import BEST_ON_VAL, best_member_on_val
     from experiments.run import run
 
     cfg = config_from_args(args)
@@ -235,7 +236,8 @@ def handle(args) -> int:
     own = source is not None and args.out is None and cfg.out == str(source)
     mine = f"--config {args.config}" if own else None
     res = run(cfg, progress=not args.quiet, reuse_from=source, refuse_other_data=mine)
-    best = best_forecast(res["test"])
+    # the member a choice by validation takes: a mark by test MSE would be a choice on test
+    best = best_member_on_val(res)
     print(
         f"{res['dataset']} L={res['seq_len']} H={res['pred_len']}: test windows {res['windows']['test']}; "
         "MSE and MAE of the series standardised by their train rows' mean and std"
@@ -245,7 +247,7 @@ def handle(args) -> int:
         print(
             f"  {name:<24} test MSE {s['mse']:.4f}  MAE {s['mae']:.4f}"
             + (f"  (val MSE {val:.4f})" if val is not None else "")
-            + ("  <- lowest test MSE" if name == best else "")
+            + (f"  <- {BEST_ON_VAL}" if name == best else "")
         )
     print(f"run folder: {cfg.out}")
     return 0

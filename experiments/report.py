@@ -47,12 +47,37 @@ def _at_most(mse: Any, floor: float) -> bool:
     return isinstance(mse, int | float) and mse <= floor
 
 
+def best_member_on_val(res: dict[str, Any]) -> str | None:
+    """The member a choice by validation takes: the lowest val MSE among the members
+    (never the ensemble, the mean, the median or the oracle; a member without a finite val
+    MSE, diverged, is none). On a tie up to rounding the first listed wins, as in
+    `cmd_run.best_forecast`. None: no member has a val MSE.
+
+    It is what results.md and the console mark: a mark chosen on test would carry a
+    choice by test into a table copied from them, which the protocol forbids."""
+    val = res.get("val") if isinstance(res.get("val"), dict) else {}
+    scores = {}
+    for m in res.get("members") or []:
+        mse = (val.get(m) or {}).get("mse") if isinstance(val.get(m), dict) else None
+        if isinstance(mse, int | float) and not isinstance(mse, bool) and np.isfinite(mse):
+            scores[m] = float(mse)
+    if not scores:
+        return None
+    lowest = min(scores.values())
+    return next(m for m, v in scores.items() if v <= lowest + 1e-9 * abs(lowest))
+
+
+BEST_ON_VAL = "best member on val"  # the mark of `best_member_on_val`'s member
+
+
 def results_markdown(res: dict[str, Any]) -> str:
     """A results.md table: val and test MSE/MAE per member and combination, plus timings."""
+    best = best_member_on_val(res)  # chosen on val: a mark by test would pick on test
     lines = [
         f"# {res['dataset']}  L={res['seq_len']}  H={res['pred_len']}  seed={res['seed']}",
         "",
         f"Members: {', '.join(res['members'])}; router: `{res['router']}`; periods ({'given' if res.get('periods_given') else 'train rows'}): {res['periods']}.",
+        *_member_periods_line(res),
         f"Windows: train {res['windows']['train']}, val {res['windows']['val']}, test {res['windows']['test']} "
         "(every window, scaled space, metric over all windows at once).",
         *(
@@ -64,6 +89,14 @@ def results_markdown(res: dict[str, Any]) -> str:
                 "boosting round.",
             ]
         ),
+        *(
+            [
+                f"**({BEST_ON_VAL})**: the member with the lowest val MSE, the one a choice by",
+                "validation takes; no forecast is marked by its test MSE.",
+            ]
+            if best is not None
+            else []
+        ),
         "",
         "| forecast | val MSE | val MAE | test MSE | test MAE | fit s | predict s |",
         "|---|---|---|---|---|---|---|",
@@ -71,13 +104,10 @@ def results_markdown(res: dict[str, Any]) -> str:
     names = [n for n in res["test"] if n not in _SPECIAL] + [
         n for n in _SPECIAL if n in res["test"]
     ]
-    best = min(
-        (n for n in res["test"] if n != "oracle"), key=lambda n: res["test"][n]["mse"]
-    )  # the oracle is a bound, not a forecast
     for n in names:
         v, t = res["val"].get(n, {}), res["test"][n]
         tim = res["timings_s"].get(n, {})
-        mark = " **(lowest test MSE)**" if n == best else ""  # a label: nothing is chosen by it
+        mark = f" **({BEST_ON_VAL})**" if n == best else ""
         part = _timing_note(tim, (res.get("member_fits") or {}).get(n))
         lines.append(
             f"| {n}{mark} | {v.get('mse', float('nan')):.4f} | {v.get('mae', float('nan')):.4f} | "
@@ -191,6 +221,44 @@ def results_markdown(res: dict[str, Any]) -> str:
                 f"{p_mean} |"
             )
     return "\n".join(lines) + "\n"
+
+
+_PERIOD_SETTINGS = {  # member_periods key -> how results.md names it
+    "period": "period",
+    "season": "season",
+    "fourier": "Fourier periods",
+    "periods": "periods",
+    "kernel": "moving-average kernel",
+    "patch_len": "patch_len",
+    "prompt_periods": "prompt periods",
+}
+
+
+def _member_periods_line(res: dict[str, Any]) -> list[str]:
+    """``Each member's period settings, as it forecast: snaive period 24; ...``, from
+    results.json's ``member_periods`` (none before runs recorded it): the run's periods
+    are ranked candidates, and a member takes the one that fits its lookback or its own
+    setting, which the periods line alone does not say."""
+    used = res.get("member_periods")
+    if not isinstance(used, dict) or not used:
+        return []
+    parts, none = [], []
+    for member in res.get("members") or list(used):
+        settings = used.get(member)
+        if not isinstance(settings, dict) or not settings:
+            none.append(member)
+            continue
+        said = []
+        for key, value in settings.items():
+            if key == "season" and value == 0:
+                said.append("no seasonal difference")
+                continue
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            said.append(f"{_PERIOD_SETTINGS.get(key, key)} {shown}")
+        parts.append(f"{member} {', '.join(said)}")
+    if none:
+        parts.append(f"none: {', '.join(none)}")
+    return [f"Each member's period settings, as it forecast: {'; '.join(parts)}."]
 
 
 def _timing_note(timings: dict[str, Any], fit: Any) -> str:

@@ -139,8 +139,12 @@ def fit_member(
     # what the member derives from the periods
     member = registry.build(spec, member_context(spec, cfg, splits, periods, out, progress))
     cached, key, stamps = saved_forecasts(member, spec, cfg, splits, periods, out)
+    # what of the periods it uses: the cache key covers the periods and what the member
+    # derives from them, so the member built here says it of a reused fit too
+    used = member_periods(spec, member)
     if cached is not None:
         cached["timings"] = {**cached["timings"], "reused": True}
+        cached["member_periods"] = used
         return cached
     cache = mdir / "forecasts.npz"
     t0 = time.perf_counter()
@@ -196,7 +200,53 @@ def fit_member(
         timings=np.array(json.dumps(timings)),
     )
     log.info("%s: fit %.1fs, predict %.1fs", spec, t_fit, t_pred, extra=PROGRESS)
-    return {"val": val, "test": test, "timings": timings}
+    return {"val": val, "test": test, "timings": timings, "member_periods": used}
+
+
+def member_periods(spec: str, member: Any) -> dict[str, Any] | None:
+    """The period settings ``member`` (built for ``spec``) forecasts with, read off the
+    member itself: the run's periods (``periods`` in results.json) are ranked candidates,
+    and each member takes what fits its lookback (snaive at L=96 of periods [168, 24]:
+    24), or its own ``@`` setting. For results.json's ``member_periods``.
+
+    Returns:
+        None for a member that uses no period (naive, window_mean, nlinear,
+        itransformer, any other registered member); else, by member: snaive
+        ``{"period": p}``; arima ``{"season": s}`` (0: no seasonal difference) and
+        ``"fourier"`` [periods] where it has Fourier terms; lightgbm ``{"periods": [..]}``
+        (its profile periods, the first its level's); dlinear ``{"kernel": k}`` (its
+        moving average, one period long under ``@kernel=auto``); patchtst
+        ``{"patch_len": p}``; timellm ``{"patch_len": p}`` and ``"prompt_periods"`` [the
+        periods its prompt states] where the prompt states them.
+    """
+    base = registry.parse_spec(spec)[0]
+    try:
+        if base == "snaive":
+            return {"period": int(member.period)}
+        if base == "arima":
+            used: dict[str, Any] = {"season": int(member.season)}
+            if member.fourier_periods:
+                used["fourier"] = [int(p) for p in member.fourier_periods]
+            return used
+        if base == "lightgbm":
+            return {"periods": [int(p) for p in member.periods]}
+        if base == "dlinear":
+            return {"kernel": int(member.kernel)}
+        if base == "patchtst":
+            return {"patch_len": int(member.patch_len)}
+        if base == "timellm":
+            used = {"patch_len": int(member.patch_len)}
+            stats = getattr(member, "prompt_stats", None)
+            if (
+                getattr(member, "prompt", "concise") != "none"
+                and str(getattr(member, "backbone", "")) != "none"
+                and (stats is None or "periods" in stats)
+            ):
+                used["prompt_periods"] = [int(p) for p in member.periods[:5]]
+            return used
+    except (AttributeError, TypeError, ValueError):  # a member of another shape: unknown
+        return None
+    return None
 
 
 # What a number was computed with: the same settings give other numbers under another
@@ -216,7 +266,14 @@ _PACKAGES = (
 
 @functools.lru_cache(maxsize=1)
 def package_versions() -> dict[str, str | None]:
-    """The installed version of each of ``_PACKAGES`` (None: not installed)."""
+    """The installed version of each of ``_PACKAGES`` (None: not installed), as first
+    asked in this process: `run` asks at its start, so a run records the libraries it
+    started with, not those a ``pip install`` during it left behind."""
+    return installed_versions()
+
+
+def installed_versions() -> dict[str, str | None]:
+    """The installed version of each of ``_PACKAGES`` now (None: not installed)."""
     from importlib import metadata
 
     versions: dict[str, str | None] = {}
@@ -235,21 +292,41 @@ def fitted_with() -> dict[str, str | None]:
 
 
 @functools.lru_cache(maxsize=1)
+def run_code() -> dict[str, Any]:
+    """``code_version()`` as first asked in this process: the code it imported. `run`
+    asks at its start, so results.json's ``environment.code`` and each member's
+    ``member_fits`` code (``code_label``, ``code_tree``) name the code the run started
+    with, never a commit made while it ran (`code_changed` says when one was). Once per
+    process, not per run: a bench grid's later cells run the modules its first imported,
+    whatever was committed between them (and warn that the checkout changed)."""
+    return code_version()
+
+
 def code_label() -> str | None:
     """This code in one word: the commit (``+modified`` with changes to tracked files),
-    else the package version."""
-    code = code_version()
+    else the package version; of ``run_code``, the code the process started with."""
+    code = run_code()
     if code["commit"]:
         return code["commit"][:12] + ("+modified" if code["modified"] else "")
     return code["version"]
 
 
-@functools.lru_cache(maxsize=1)
 def code_tree() -> str | None:
     """``code_version``'s ``tree`` where this code is the commit's (no edits to the code
-    paths), else None: the hash two commits share when only docs or tests changed."""
-    code = code_version()
+    paths), else None: the hash two commits share when only docs or tests changed; of
+    ``run_code``, as ``code_label``."""
+    code = run_code()
     return None if code["modified"] else code["tree"]
+
+
+def code_changed(start: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether the checkout's code is other than ``start`` (``code_version`` records): a
+    commit made since, or edits to the code paths made or undone. Unknown (no git, a
+    timeout: None) is no change."""
+    return any(
+        start.get(k) is not None and now.get(k) is not None and start.get(k) != now.get(k)
+        for k in ("commit", "modified")
+    )
 
 
 def say_who_fitted(fits: dict[str, dict[str, Any]], members_dir: Path, what: str) -> None:
@@ -387,8 +464,44 @@ def code_version() -> dict[str, Any]:
     return info
 
 
+def warn_code_changed(env: dict[str, Any]) -> None:
+    """Say where the code or the libraries changed while the run ran (``environment``'s
+    ``code_at_end``, ``packages_at_end``): results.json records those it started with."""
+
+    def code(c: dict[str, Any]) -> str:
+        commit = c.get("commit")
+        text = str(commit)[:12] if commit else f"version {c.get('version')}"
+        return text + (", modified" if c.get("modified") else "")
+
+    if "code_at_end" in env:
+        log.warning(
+            "the code changed while this run ran (it started on %s; the checkout is %s "
+            "now): results.json records the code it started with, but a module first "
+            "imported after the change may be the new code; rerun to be sure of its numbers",
+            code(env["code"]),
+            code(env["code_at_end"]),
+        )
+    if "packages_at_end" in env:
+        then, now = env["packages"], env["packages_at_end"]
+        log.warning(
+            "the installed libraries changed while this run ran (%s): results.json records "
+            "those it started with; rerun to be sure of its numbers",
+            ", ".join(
+                f"{k} {then.get(k) or 'not installed'} -> {now.get(k) or 'not installed'}"
+                for k in dict.fromkeys([*then, *now])
+                if then.get(k) != now.get(k)
+            ),
+        )
+
+
 def environment() -> dict[str, Any]:
     """Python, platform, package versions and the devices torch sees, for results.json.
+
+    The code and the package versions are those the run started with (``run_code``,
+    ``package_versions``), not those of the checkout when the results are written: a
+    commit made during an hours-long run is not this run's code. Where the code or the
+    versions changed while it ran, ``code_at_end`` / ``packages_at_end`` say what they
+    are now (and `run` warns).
 
     torch is asked about its GPUs only where a member already imported it, so a
     classical-only run does not pay torch's import for this record.
@@ -399,8 +512,14 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": dict(package_versions()),
-        "code": code_version(),
+        "code": dict(run_code()),
     }
+    now = code_version()
+    if code_changed(env["code"], now):
+        env["code_at_end"] = now
+    installed = installed_versions()
+    if installed != env["packages"]:
+        env["packages_at_end"] = installed
     torch = sys.modules.get("torch")
     if torch is not None:
         cuda = torch.cuda.is_available()
@@ -643,6 +762,10 @@ def run(
     from router import make_combiner
 
     cfg.validate()
+    # the code and libraries this run starts with: what results.json records, however
+    # long it runs and whatever is committed or installed meanwhile
+    run_code()
+    package_versions()
     specs = registry.parse_members(cfg.members)
     cfg.members = specs
     combiner = make_combiner(cfg.router, seed=cfg.seed, member_names=specs, progress=progress)
@@ -746,6 +869,7 @@ def run(
             k: {n: x for n, x in v["timings"].items() if n not in _FIT_RECORD}
             for k, v in results.items()
         }
+        used_periods = {k: v.get("member_periods") for k, v in results.items()}
         del results
 
         t0 = time.perf_counter()
@@ -819,10 +943,13 @@ def run(
             },
             "periods": periods,
             "periods_given": cfg.periods is not None,  # else the analyser's, on the train rows
+            # member -> the period settings it forecast with (null: none), `member_periods`
+            "member_periods": used_periods,
             "router_info": combiner.describe(),
             "significance": {"test": significance},
             "environment": environment(),
         }
+        warn_code_changed(res["environment"])
         if every is not None:
             res["combiners"] = every
         drop_kept()  # from here the folder holds no results.json until this run's

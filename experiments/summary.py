@@ -520,11 +520,12 @@ def _code_record(res: dict[str, Any]) -> dict[str, Any] | None:
     return code if isinstance(code, dict) and code.get("commit") else None
 
 
-def _code_line(group: Group) -> list[str]:
-    """A line when the seeds ran different code of this package: a change between them
-    may move the numbers, not only the seed (runs before the record say so too). Where
-    every seed recorded its code tree (the hash of the package's code folders), seeds
-    whose commits differ only outside them (docs, tests) ran the same code."""
+def different_code(group: Group) -> dict[int, str]:
+    """Seed -> its code ('commit 42662df', 'not recorded') where the seeds ran different
+    code of this package, else {}: a change between them may move the numbers, not only
+    the seed (runs before the record count as different too). Where every seed recorded
+    its code tree (the hash of the package's code folders), seeds whose commits differ
+    only outside them (docs, tests) ran the same code."""
     seen = {seed: _code(res) for seed, res in sorted(group.runs.items())}
     records = [_code_record(res) for res in group.runs.values()]
     # the same tree is the same code only without edits: two edited checkouts may differ
@@ -534,7 +535,13 @@ def _code_line(group: Group) -> list[str]:
         same = len({r["tree"] for r in records}) < 2
     else:
         same = len(set(seen.values())) < 2
-    if same:
+    return {} if same else seen
+
+
+def _code_line(group: Group) -> list[str]:
+    """A line when the seeds ran different code of this package (`different_code`)."""
+    seen = different_code(group)
+    if not seen:
         return []
     listed = "; ".join(f"seed {seed}: {c}" for seed, c in seen.items())
     return [
@@ -544,22 +551,30 @@ def _code_line(group: Group) -> list[str]:
     ]
 
 
+def members_still_improving(res: dict[str, Any]) -> list[str]:
+    """The members of one run whose val MSE was still falling at their last epoch
+    (results.json's ``training``): their numbers may understate them."""
+    from experiments.report import still_improving
+
+    training = res.get("training")
+    return [
+        spec
+        for spec, curve in (training if isinstance(training, dict) else {}).items()
+        if _or_false(still_improving, curve)
+    ]
+
+
+def still_improving_seeds(group: Group) -> dict[str, list[int]]:
+    """Member -> the seeds in which it was still improving at its last epoch."""
+    return _members_seeds(group, members_still_improving)
+
+
 def _still_improving_line(group: Group) -> list[str]:
     """A line naming the members whose val MSE was still falling at their last epoch:
     their numbers may understate them."""
-    from experiments.report import still_improving
-
-    def improving(res: dict[str, Any]) -> list[str]:
-        training = res.get("training")
-        return [
-            spec
-            for spec, curve in (training if isinstance(training, dict) else {}).items()
-            if _or_false(still_improving, curve)
-        ]
-
     return _members_line(
         group,
-        improving,
+        members_still_improving,
         "Still improving at their last epoch (more epochs or a higher learning rate may do better)",
     )
 
@@ -589,13 +604,21 @@ def _members_line(
     group: Group, pick: Callable[[dict[str, Any]], list[str]], text: str
 ) -> list[str]:
     """``text: m in seeds ...`` for the members ``pick`` names in each seed's results."""
+    seeds = _members_seeds(group, pick)
+    if not seeds:
+        return []
+    return ["", f"{text}: {'; '.join(f'{s} in {_seeds(v)}' for s, v in seeds.items())}."]
+
+
+def _members_seeds(
+    group: Group, pick: Callable[[dict[str, Any]], list[str]]
+) -> dict[str, list[int]]:
+    """Member -> the seeds whose results ``pick`` names it in."""
     seeds: dict[str, list[int]] = {}
     for seed, res in sorted(group.runs.items()):
         for spec in pick(res):
             seeds.setdefault(spec, []).append(seed)
-    if not seeds:
-        return []
-    return ["", f"{text}: {'; '.join(f'{s} in {_seeds(v)}' for s, v in seeds.items())}."]
+    return seeds
 
 
 def summary_markdown(groups: list[Group]) -> str:

@@ -16,11 +16,13 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ensemble.errors import UserError
-from experiments.summary import Group
+from experiments.summary import Group, different_code, still_improving_seeds
 
 _ORDER = {"member": 0, "ensemble": 1, "reference": 2, "combiner": 3, "bound": 4}
 _TEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
@@ -156,6 +158,105 @@ def _above_baseline(groups: list[Group], names: list[str]) -> list[str]:
     return [n for n in names if n in found]
 
 
+# TimeLLMForecaster's defaults of what the caption names (a test holds them to its
+# signature: importing it here would import torch for a table)
+TIMELLM_DEFAULTS = {"backbone": "minilm", "llm_layers": 6}
+_BACKBONE_NAMES = {"minilm": "all-MiniLM-L6-v2"}  # the embedded model's own name
+
+
+def _timellm_setting(folder: Path, spec: str, key: str) -> Any:
+    """A timellm member's ``key`` as its run had it: the spec's own ``@key=value``, else
+    config.yaml's member_params (``--set``), else TimeLLMForecaster's default."""
+    import yaml
+
+    from experiments.registry import parse_spec
+
+    base, own = parse_spec(spec)
+    if key in own:
+        return own[key]
+    try:
+        cfg = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
+        shared = (cfg.get("member_params") or {}).get(base) or {}
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):  # no config: the defaults
+        shared = {}
+    value = shared.get(key) if isinstance(shared, dict) else None
+    return TIMELLM_DEFAULTS[key] if value is None else value
+
+
+def backbone_text(backbone: Any, layers: Any) -> str:
+    """``Time-LLM over all-MiniLM-L6-v2, 6 layers``: the backbone by its model's name (a
+    folder by its last part), its layers (null: all of them)."""
+    name = str(backbone)
+    if name == "none":
+        return "Time-LLM without a language model (backbone none)"
+    path = name.rstrip("/\\")
+    if path.startswith(("/", ".", "~")) or "\\" in path or path.count("/") > 1:
+        path = Path(path.replace("\\", "/")).name or name  # a folder: its model's name
+    shown = _BACKBONE_NAMES.get(name, path)
+    if name.endswith("-random"):
+        shown += " (random weights)"
+    count = "all layers" if layers is None else f"{layers} layer{'s' if layers != 1 else ''}"
+    return f"Time-LLM over {shown}, {count}"
+
+
+def timellm_backbones(groups: Sequence[Group], names: Sequence[str]) -> dict[str, list[str]]:
+    """Per shown Time-LLM column, its backbone and layers as the runs had them (several
+    where the rows' runs differ): a column headed "timellm" reads as the paper's
+    LLaMA-7B model, whatever the runs used."""
+    from experiments.registry import parse_spec
+
+    said: dict[str, list[str]] = {}
+    for n in names:
+        try:
+            if parse_spec(n)[0] != "timellm":
+                continue
+        except UserError:  # a hand-edited name: no member
+            continue
+        for g in groups:
+            if n not in g.members:
+                continue
+            for seed in sorted(g.runs):
+                folder = g.folders[seed]
+                text = backbone_text(
+                    _timellm_setting(folder, n, "backbone"),
+                    _timellm_setting(folder, n, "llm_layers"),
+                )
+                said.setdefault(n, [])
+                if text not in said[n]:
+                    said[n].append(text)
+    return said
+
+
+def _row_name(g: Group) -> str:
+    return f"{g.dataset} H={g.pred_len}"
+
+
+def _caption_notes(groups: Sequence[Group], names: Sequence[str]) -> str:
+    """The caption's sentences on what the numbers are made of: each Time-LLM column's
+    backbone and layers, the members still improving at their last epoch, and the rows
+    whose seeds ran different code (`summary`'s warnings, which a table copied into a
+    thesis would otherwise lose)."""
+    notes = []
+    for n, texts in timellm_backbones(groups, names).items():
+        notes.append(f"{n}: {'; or '.join(texts)}{' (by row)' if len(texts) > 1 else ''}.")
+    improving: dict[str, list[str]] = {}
+    for g in groups:
+        for member, seeds in still_improving_seeds(g).items():
+            some = "" if len(seeds) == len(g.runs) else f" seed{'s' * (len(seeds) > 1)} "
+            some += ", ".join(map(str, seeds)) if some else ""  # not every seed: which
+            improving.setdefault(member, []).append(_row_name(g) + some)
+    if improving:
+        listed = "; ".join(f"{m} ({', '.join(rows)})" for m, rows in improving.items())
+        notes.append(f"Still improving at the last epoch (more epochs may do better): {listed}.")
+    changed = [_row_name(g) for g in groups if different_code(g)]
+    if changed:
+        notes.append(
+            f"The seeds of {', '.join(dict.fromkeys(changed))} ran different hybrid-forecast "
+            "code: a change between them may move the numbers."
+        )
+    return "".join(f" {tex(note)}" for note in notes)
+
+
 _DIVERGED = r"inf$^\dagger$"  # the caption's note says what the dagger means
 
 
@@ -255,6 +356,7 @@ def summary_latex(
             if (weak := _above_baseline(groups, names))
             else ""
         )
+        + _caption_notes(groups, names)
         + "}",
         rf"\label{{{label}}}",
         # shrunk to the text width when wider, never blown up when narrower

@@ -142,3 +142,33 @@ def test_run_help_states_the_percent_default():
         build_parser()._subparsers._group_actions[0].choices["run"].format_help().split()
     )
     assert "keep the first PERCENT % of train windows (default 100: all)" in text
+
+
+def test_the_console_marks_the_best_member_on_val_never_a_lowest_test(monkeypatch, capsys):
+    # "<- lowest test MSE" chose on test: a thesis table copied from it carried that choice
+    import experiments.run
+
+    res = {
+        "dataset": "ETTh1",
+        "seq_len": 96,
+        "pred_len": 24,
+        "windows": {"test": 10},
+        "members": ["a", "b", "c"],
+        # b is lowest on val; a lowest of the members on test; the ensemble lowest of all
+        "val": {
+            "a": {"mse": 0.52},
+            "b": {"mse": 0.5},
+            "c": {"mse": None},  # diverged: no choice
+            "ensemble": {"mse": 0.4},
+            "oracle": {"mse": 0.1},
+        },
+        "test": {
+            n: {"mse": m, "mae": m}
+            for n, m in {"a": 0.3, "b": 0.4, "c": 0.5, "ensemble": 0.2, "oracle": 0.1}.items()
+        },
+    }
+    monkeypatch.setattr(experiments.run, "run", lambda cfg, **kw: res)
+    assert main(["run", "--dataset", "ETTh1", "--members", "a,b,c", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    marked = [line.split()[0] for line in out.splitlines() if "<- " in line]
+    assert marked == ["b"] and "<- best member on val" in out and "lowest test" not in out

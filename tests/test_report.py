@@ -99,10 +99,76 @@ def test_a_reused_members_seconds_say_they_are_an_earlier_fits():
         "member_fits": {"a": {"reused": True}, "b": {"reused": True}, "c": {"reused": False}},
     }
     rows = {line.split(" |")[0][2:]: line for line in results_markdown(res).splitlines()}
-    assert rows["a **(lowest test MSE)**"].endswith("| 12.5 (reused) | 1.0 (reused) |")
+    assert rows["a **(best member on val)**"].endswith("| 12.5 (reused) | 1.0 (reused) |")
     assert rows["b"].endswith(
         "| 3.0 (reused; resumed: the last part only) | 1.0 (reused; resumed: the last part only) |"
     )
     assert rows["c"].endswith("| 2.0 | 1.0 |")
     del res["member_fits"]  # results.json of runs before it: nothing to say
     assert "reused" not in results_markdown(res)
+
+
+def _res(**more):
+    res = {
+        "dataset": "ETTh1",
+        "seq_len": 96,
+        "pred_len": 96,
+        "seed": 0,
+        "members": ["a", "b", "c"],
+        "router": "mean",
+        "periods": [168, 24],
+        "windows": {"train": 1, "val": 1, "test": 1},
+        # b lowest on val; a the lowest member on test; the ensemble lowest on test
+        "val": {
+            "a": {"mse": 0.62, "mae": 0.5},
+            "b": {"mse": 0.6, "mae": 0.5},
+            "c": {"mse": 0.7, "mae": 0.5},
+            "ensemble": {"mse": 0.55, "mae": 0.5},
+            "oracle": {"mse": 0.1, "mae": 0.1},
+        },
+        "test": {
+            n: {"mse": m, "mae": 0.4}
+            for n, m in {"a": 0.38, "b": 0.4, "c": 0.5, "ensemble": 0.37, "oracle": 0.1}.items()
+        },
+        "timings_s": {},
+    }
+    return res | more
+
+
+def test_results_md_marks_the_best_member_on_val_not_the_lowest_test_mse():
+    # a bold "(lowest test MSE)" copied into a thesis table nudged the choice onto test
+    from experiments.report import results_markdown
+
+    md = results_markdown(_res())
+    rows = {line.split(" |")[0][2:] for line in md.splitlines() if line.startswith("| ")}
+    assert "b **(best member on val)**" in rows and {"a", "c", "ensemble", "oracle"} <= rows
+    assert "lowest test" not in md and "no forecast is marked by its test MSE" in md
+
+
+def test_the_best_member_on_val_ties_to_the_first_listed_and_skips_the_diverged():
+    from experiments.report import best_member_on_val
+
+    res = _res()
+    res["val"]["c"] = {"mse": 0.6 - 2**-54}  # b's score, summed in another order
+    assert best_member_on_val(res) == "b"
+    res["val"]["a"] = {"mse": None}  # diverged (null in results.json): never chosen
+    res["val"]["b"] = {"mse": float("inf")}
+    assert best_member_on_val(res) == "c"
+    assert best_member_on_val({"members": ["a"], "val": {"a": {"mse": None}}}) is None
+
+
+def test_results_md_says_which_period_each_member_used():
+    # the run listed periods [168, 24]; at L=96 snaive silently used 24
+    from experiments.report import results_markdown
+
+    used = {
+        "a": {"period": 24},
+        "b": {"season": 0, "fourier": [24, 168]},
+        "c": None,
+    }
+    md = results_markdown(_res(member_periods=used))
+    assert (
+        "Each member's period settings, as it forecast: a period 24; b no seasonal "
+        "difference, Fourier periods 24, 168; none: c." in md
+    )
+    assert "period settings" not in results_markdown(_res())  # runs before the record

@@ -872,7 +872,7 @@ def test_the_best_of_a_tie_is_the_member_and_given_periods_are_labelled(
     best = [
         line.split()[0]
         for line in capsys.readouterr().out.splitlines()
-        if "<- lowest test MSE" in line
+        if "<- best member on val" in line
     ]
     assert best == ["snaive"]
     from experiments.cmd_run import best_forecast
@@ -1357,3 +1357,123 @@ def test_a_run_of_members_without_torch_does_not_import_it(synth_csv, tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr
+
+
+def test_results_record_the_period_each_member_used_and_a_reuse_keeps_it(synth_csv, tmp_path):
+    # periods [168, 24] were listed while snaive at L=96 silently used 24
+    out = tmp_path / "r"
+    argv = ["run", "--data-path", str(synth_csv(n=1400)), "--seq-len", "96", "--pred-len", "24"]
+    argv += ["--members", "naive,snaive,arima,dlinear@kernel=auto@epochs=1,lightgbm@rounds=2"]
+    argv += ["--periods", "168,24", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    want = {
+        "naive": None,
+        "snaive": {"period": 24},
+        "arima": {"season": 24},
+        "dlinear@kernel=auto@epochs=1": {"kernel": 25},
+        "lightgbm@rounds=2": {"periods": [24]},
+    }
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert res["member_periods"] == want and res["periods"] == [168, 24]
+    md = (out / "results.md").read_text(encoding="utf-8")
+    assert (
+        "as it forecast: snaive period 24; arima season 24; dlinear@kernel=auto@epochs=1 "
+        "moving-average kernel 25; lightgbm@rounds=2 periods 24; none: naive." in md
+    )
+    assert main(argv) == 0  # every member reused: the same record
+    again = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert all(f["reused"] for f in again["member_fits"].values())
+    assert again["member_periods"] == want
+
+
+def test_member_periods_of_the_members_that_pick_one():
+    from experiments import registry
+    from experiments.run import member_periods
+
+    def built(spec, **params):
+        ctx = registry.MemberContext(
+            seq_len=96,
+            pred_len=24,
+            n_channels=2,
+            freq="h",
+            periods=[168, 24, 12],
+            seed=0,
+            dataset="ETTh1",
+            params=params,
+        )
+        return member_periods(spec, registry.build(spec, ctx))
+
+    assert built("patchtst@patch_len=period") == {"patch_len": 24}
+    assert built("arima@fourier=24+168") == {"season": 24, "fourier": [24, 168]}
+    assert built("lightgbm") == {"periods": [24, 12]}
+    assert built("itransformer") is None and built("nlinear") is None
+    # Time-LLM's prompt states the run's periods (the first five), its patches one
+    assert built("timellm") == {"patch_len": 16, "prompt_periods": [168, 24, 12]}
+    assert built("timellm@prompt=none") == {"patch_len": 16}
+
+
+def _run_with_code(monkeypatch, argv, answers, installed=None):
+    """``main(argv)`` where ``code_version`` answers ``answers`` in turn (the last again
+    and again) and, given ``installed``, the libraries are those at the run's end."""
+    import experiments.run as run_module
+
+    asked = iter(answers[:-1])
+    monkeypatch.setattr(run_module, "code_version", lambda: next(asked, answers[-1]))
+    if installed is not None:
+        monkeypatch.setattr(run_module, "installed_versions", lambda: installed)
+    caches = [getattr(run_module, f, None) for f in ("run_code", "code_label", "code_tree")]
+
+    def clear():
+        for f in caches:
+            getattr(f, "cache_clear", lambda: None)()
+
+    clear()  # this process's code asked again, of the patched git
+    try:
+        return main(argv)
+    finally:
+        clear()  # the next test asks git again
+
+
+_START = {"version": "0.1.0", "commit": "1011b0a" + "0" * 33, "modified": False, "tree": "t0"}
+_LATER = {"version": "0.1.0", "commit": "1666a0c" + "0" * 33, "modified": True, "tree": "t1"}
+
+
+def test_a_commit_made_while_a_run_ran_is_not_recorded_as_its_code(
+    synth_csv, tmp_path, monkeypatch, caplog
+):
+    # a run started on 1011b0a recorded 1666a0c, modified: the commit made while it ran
+    out = tmp_path / "r"
+    with caplog.at_level(logging.WARNING):
+        # the first question is the run's start; every later one is asked after it
+        assert (
+            _run_with_code(monkeypatch, synth_run_argv(synth_csv(n=1400), out), [_START, _LATER])
+            == 0
+        )
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert res["environment"]["code"] == _START and res["environment"]["code_at_end"] == _LATER
+    # the members' record is the same start, not whatever git said when each was saved
+    assert {(f["code"], f["tree"]) for f in res["member_fits"].values()} == {("1011b0a00000", "t0")}
+    said = [r.getMessage() for r in caplog.records]
+    assert any(
+        "the code changed while this run ran (it started on 1011b0a00000; the checkout is "
+        "1666a0c00000, modified now)" in m
+        for m in said
+    ), said
+
+
+def test_libraries_installed_while_a_run_ran_are_said_and_the_starts_recorded(
+    synth_csv, tmp_path, monkeypatch, caplog
+):
+    import experiments.run as run_module
+
+    packages = dict(run_module.package_versions())  # this process's, as the run starts
+    out = tmp_path / "r"
+    argv = synth_run_argv(synth_csv(n=1400), out)
+    with caplog.at_level(logging.WARNING):
+        assert _run_with_code(monkeypatch, argv, [_START], {**packages, "lightgbm": "9.9"}) == 0
+    env = json.loads((out / "results.json").read_text(encoding="utf-8"))["environment"]
+    assert env["packages"] == packages and env["packages_at_end"]["lightgbm"] == "9.9"
+    assert "code_at_end" not in env  # the same code throughout: nothing said of it
+    said = [r.getMessage() for r in caplog.records]
+    assert any("installed libraries changed while this run ran (lightgbm " in m for m in said)
+    assert not any("the code changed" in m for m in said)

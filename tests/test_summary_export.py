@@ -311,3 +311,77 @@ def test_latex_caption_has_no_path_of_the_data_file(tmp_path):
     text = summary_latex(load_groups(runs))
     assert "/home/ann" not in text and "/scratch/ann" not in text
     assert body_rows(text)[0][:2] == ["mine", "24"]  # one row: the seeds pooled
+
+
+def _timellm_run(folder, seed, spec="timellm", member_params=None, training=None, commit="a"):
+    """A finished run folder of naive and a Time-LLM member: results.json as `summary`
+    reads it and, with ``member_params``, the config.yaml of its --set values."""
+    members = ["naive", spec]
+    scores = {"naive": 0.5, spec: 0.4 + 0.01 * seed, "ensemble": 0.42}
+    res = {
+        "dataset": "ETTh1",
+        "seq_len": 96,
+        "pred_len": 24,
+        "features": "M",
+        "seed": seed,
+        "members": members,
+        "router": "mean",
+        "test": {n: {"mse": v, "mae": v / 2} for n, v in scores.items()},
+        "val": {n: {"mse": v} for n, v in scores.items()},
+        "environment": {
+            "code": {"version": "0.1.0", "commit": commit * 40, "modified": False, "tree": commit}
+        },
+    }
+    if training:
+        res["training"] = training
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    if member_params:
+        cfg = {"members": members, "member_params": member_params}
+        (folder / "config.yaml").write_text(json.dumps(cfg), encoding="utf-8")  # YAML too
+    return folder
+
+
+def _caption(folders) -> str:
+    return summary_latex(load_groups(folders)).split("\\caption{")[1].split("}\n")[0]
+
+
+def test_latex_caption_names_each_timellm_backbone_and_its_layers(tmp_path):
+    # "timellm" over the default MiniLM read as the paper's LLaMA-7B model
+    default = [_timellm_run(tmp_path / f"d{s}", s) for s in (0, 1)]
+    assert "timellm: Time-LLM over all-MiniLM-L6-v2, 6 layers." in _caption(default)
+    spec = "timellm@backbone=/models/Llama_2-7b"
+    given = [
+        _timellm_run(tmp_path / f"g{s}", s, spec, member_params={"timellm": {"llm_layers": 2}})
+        for s in (0, 1)
+    ]
+    caption = _caption(given)
+    assert f"{tex(spec)}: Time-LLM over Llama\\_2-7b, 2 layers." in caption
+    assert "Still improving" not in caption and "different hybrid-forecast code" not in caption
+
+
+def test_latex_caption_says_still_improving_and_different_code_as_summary_does(tmp_path):
+    curve = {"epochs": 3, "best_epoch": 3, "still_improving": True}
+    runs = [
+        _timellm_run(tmp_path / "s0", 0, training={"timellm": curve}, commit="a"),
+        _timellm_run(tmp_path / "s1", 1, commit="b"),
+    ]
+    caption = _caption(runs)
+    assert (
+        "Still improving at the last epoch (more epochs may do better): timellm (ETTh1 H=24 "
+        "seed 0)." in caption
+    )
+    assert (
+        "The seeds of ETTh1 H=24 ran different hybrid-forecast code: a change between them "
+        "may move the numbers." in caption
+    )
+
+
+def test_the_captions_timellm_defaults_are_the_members():
+    import inspect
+
+    from experiments.summary_export import TIMELLM_DEFAULTS
+    from timellm.member import TimeLLMForecaster
+
+    params = inspect.signature(TimeLLMForecaster).parameters
+    assert TIMELLM_DEFAULTS == {k: params[k].default for k in TIMELLM_DEFAULTS}

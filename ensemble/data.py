@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ensemble import shell
 from ensemble.cliargs import Once, refuse_empty
 from ensemble.csvfile import (
     TIME_OF_DAY,
@@ -409,7 +410,8 @@ def load_dataset(
         _refuse_folder_or_file_in_path(path, ds_name, data_path)
         how = "check the path"
         if ds_name in DATASETS and not data_path:  # found by name under the data folder
-            how = f"run `hybrid-forecast data download {ds_name} --data-dir {path.parents[1]}`"
+            download = ["hybrid-forecast", "data", "download", ds_name, "--data-dir"]
+            how = f"run `{shell.join([*download, path.parents[1]])}`"
         raise UserError(
             f"data file not found: {path}; {how}, or point --data-dir / ${DATA_ENV} at the folder holding it"
         )

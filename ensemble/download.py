@@ -28,6 +28,8 @@ from ensemble.io import _atomic, cannot_create_in
 
 URL_ENV = "HYBRID_FORECAST_DATA_URL"
 
+_WINDOWS = os.name == "nt"
+
 SHA256 = {
     "ETT-small/ETTh1.csv": "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066",
     "ETT-small/ETTh2.csv": "a3dc2c597b9218c7ce1cd55eb77b283fd459a1d09d753063f944967dd6b9218b",
@@ -71,6 +73,14 @@ def _fetch(url: str, timeout: float) -> bytes:
             f"cannot download {url}: {what}; set ${URL_ENV} to one such as "
             "https://host/path, file:///folder or a folder path"
         )
+    if scheme == "file":  # urlopen refuses a file:// URL of a network share
+        path = _file_url_path(url)
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise UserError(
+                f"cannot read {path} ({exc.strerror or exc}); check ${URL_ENV}"
+            ) from None
     try:
         resp = urllib.request.urlopen(url, timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -195,7 +205,8 @@ def _check_writable(folder: Path) -> None:
 def _mirror_url(base: str | None) -> str | None:
     """``$HYBRID_FORECAST_DATA_URL`` as a URL: a folder path (``/srv/mirror``,
     ``C:\\mirror``, or a relative one that exists) is its file:// URL, with characters
-    such as ``#`` quoted (in a file:// URL written by hand it starts a fragment)."""
+    such as ``#`` quoted (in a file:// URL written by hand it starts a fragment); a
+    network share ``\\\\nas\\share`` is ``file://nas/share``."""
     if not base:
         return base
     scheme = urllib.parse.urlsplit(base).scheme
@@ -205,13 +216,33 @@ def _mirror_url(base: str | None) -> str | None:
     return base
 
 
+def _file_url_path(url: str) -> Path:
+    """The file or folder a file:// URL names. One with a host (``file://nas/share/m``,
+    the URL of the Windows network share ``\\\\nas\\share\\m``) is that share's UNC path:
+    urllib opens file:// URLs of this machine only, and the host must not be dropped.
+
+    Raises:
+        UserError: a host outside Windows, where no UNC path reaches it.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc
+    if not host or host.lower() == "localhost":
+        return Path(urllib.request.url2pathname(parts.path))
+    if not _WINDOWS:
+        raise UserError(
+            f"cannot read {url}: a file:// URL with a host ({host}) names a Windows network "
+            f"share; mount the share and set ${URL_ENV} to its folder here"
+        )
+    share, *rest = [p for p in urllib.parse.unquote(parts.path).split("/") if p] or [""]
+    return Path(f"\\\\{host}\\{share}", *rest)
+
+
 def _local_mirror_missing(base: str, rel: str) -> str | None:
     """For a file:// mirror, what is absent (the mirror, or one file in it), or None: a
-    local path that does not exist is no sign of being offline."""
-    parts = urllib.parse.urlsplit(base)
-    if parts.scheme != "file":
+    local path (or network share) that does not exist is no sign of being offline."""
+    if urllib.parse.urlsplit(base).scheme != "file":
         return None
-    mirror = Path(urllib.request.url2pathname(parts.path))
+    mirror = _file_url_path(base)
     if not mirror.is_dir():
         return f"the local mirror {mirror} (${URL_ENV}) does not exist; check the path"
     if not (mirror / rel).is_file():

@@ -75,8 +75,9 @@ _REPLACE_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 
 
 def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """``os.replace``, retried for about six seconds where Windows refuses it with a
-    PermissionError (another program holding ``dst``); the last refusal is raised."""
+    """``os.replace`` (of a file, or of a folder onto a name not taken), retried for
+    about six seconds where Windows refuses it with a PermissionError (another program
+    holding ``dst``, or a file in the folder moved); the last refusal is raised."""
     if not _RETRY_REPLACE:
         os.replace(src, dst)
         return
@@ -239,11 +240,12 @@ class FolderLock:
 
 def _identity() -> str:
     """``pid N since HH:MM: command`` of this process, for a lock file."""
-    import shlex
     import sys
 
+    from ensemble import shell
+
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else []
-    command = " ".join(shlex.quote(a) for a in argv)
+    command = shell.join(argv)
     if len(command) > 200:
         command = command[:197] + "..."
     return f"pid {os.getpid()} since {time.strftime('%H:%M')}: {command}".rstrip(": ")

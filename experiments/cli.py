@@ -7,9 +7,10 @@ the handler so that `hybrid-forecast --help` stays fast.
 
 A `UserError` raised anywhere ends the process with exit code 2 and one line on
 stderr, as do paths that cannot be used (``--out`` naming a file) and argparse's own
-usage errors. Ctrl-C exits with 130 and SIGTERM (timeout, kill, batch schedulers) with
-143, both through the same interrupt path: run/tune/bench log it, and a tune trial cut
-short is marked failed at once instead of after the heartbeat grace.
+usage errors. Ctrl-C exits with 130 and SIGTERM (timeout, kill, batch schedulers) or
+Windows' Ctrl-Break with 143, all through the same interrupt path: run/tune/bench log
+it, and a tune trial cut short is marked failed at once instead of after the heartbeat
+grace.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import NoReturn
 
 from ensemble.errors import UserError
@@ -127,8 +128,13 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_sigterm(signum: int, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM (Ctrl-Break) kills at once
     raise Terminated()
+
+
+def _terminating() -> list[int]:
+    """SIGTERM, and on Windows Ctrl-Break (SIGBREAK), which its console sends instead."""
+    return [signal.SIGTERM] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
 
 
 def _close_progress_bars() -> None:
@@ -175,6 +181,45 @@ _DISK_ERRORS = {
     )
     if hasattr(errno, name)
 }
+
+# Why Windows (or a FAT or SMB disk on Linux) refuses a file name.
+_BAD_NAME = (
+    'a Windows file name cannot contain < > : " | ? * or end in a space or dot '
+    "(cmd: a trailing backslash before a closing quote escapes it)"
+)
+
+
+def _bad_name(exc: OSError) -> bool:
+    """Whether ``exc`` is the OS refusing a file name: EINVAL naming a file (WinError 123,
+    ERROR_INVALID_NAME, on Windows), or WinError 267 (ERROR_DIRECTORY, also a folder
+    listed that is a file) about a name with such a character. A broken pipe on
+    Windows is EINVAL too, but names no file."""
+    if not isinstance(exc.filename, str) or not exc.filename:
+        return False
+    winerror = getattr(exc, "winerror", None)
+    if winerror == 267:
+        return _has_bad_char(exc.filename)
+    return winerror == 123 or exc.errno == errno.EINVAL
+
+
+def _has_bad_char(path: str) -> bool:
+    """A part of ``path`` (after its drive) that Windows refuses as a file name."""
+    parts = PureWindowsPath(path).parts
+    if PureWindowsPath(path).anchor:
+        parts = parts[1:]
+    return any(
+        set('<>:"|?*') & set(part) or (part not in (".", "..") and part[-1] in " .")
+        for part in parts
+    )
+
+
+def _report_bad_name(exc: OSError, parser, args) -> int:
+    _close_progress_bars()
+    leaf = _leaf_parser(parser, args) if parser is not None and args is not None else None
+    flag = _flag_of(exc.filename, leaf, args)
+    fix = f"; check {flag}" if flag else ""
+    print(f"error: cannot use {exc.filename}: {_BAD_NAME}{fix}", file=sys.stderr)
+    return 2
 
 
 def _flag_of(path: str | None, parser: argparse.ArgumentParser | None, args) -> str | None:
@@ -226,6 +271,28 @@ def _path_fix(exc: OSError, flag: str | None, out_free: bool = False) -> str:
     return "give a path to a folder you can write to (e.g. --out)"
 
 
+def _locked(exc: OSError) -> bool:
+    """Whether ``exc`` is Windows refusing to replace a file another program has open
+    (Excel locks the CSVs it shows; io.replace has retried for seconds by then)."""
+    return (
+        _WINDOWS
+        and isinstance(exc, PermissionError)
+        and isinstance(exc.filename, str)
+        and os.path.isfile(exc.filename)
+    )
+
+
+def _locked_fix(args) -> str:
+    """What to do about a file held open by another program."""
+    fix = "is open in another program (Excel locks the CSVs it shows): close it and rerun"
+    out = getattr(args, "out", None)
+    if getattr(args, "command", None) == "bench" and isinstance(out, str):
+        from experiments.shell import join
+
+        fix += f", or `{join(['hybrid-forecast', 'bench', '--report-only', '--out', out])}`"
+    return fix
+
+
 def _tolerant_output() -> None:
     """Characters the console's code page lacks (a channel named ``SWDR (W/m²)`` on a
     GBK console, or redirected to a file there; "±" on a machine without a locale, whose
@@ -259,10 +326,12 @@ def _console_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = args = None
     _tolerant_output()
+    previous: dict[int, object] = {}
     try:  # a plain call from a worker thread cannot install handlers: no SIGTERM path there
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        for signum in _terminating():
+            previous[signum] = signal.signal(signum, _on_sigterm)
     except ValueError:
-        previous = None
+        pass
     try:  # Ctrl-C while the sub-command modules import is an interrupt like any other
         parser = build_parser()
         args = parse(parser, argv)
@@ -284,7 +353,12 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(null.fileno(), sys.stdout.fileno())
         return 141
     except _PATH_ERRORS as exc:
+        if _bad_name(exc):
+            return _report_bad_name(exc, parser, args)
         _close_progress_bars()
+        if _locked(exc):
+            print(f"error: {exc.filename} {_locked_fix(args)}", file=sys.stderr)
+            return 2
         where = exc.filename or "a path"
         leaf = _leaf_parser(parser, args) if parser is not None and args is not None else None
         # a command writing into its input folder unless given --out, which cannot
@@ -300,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot use {where}: {exc.strerror or exc}; {fix}", file=sys.stderr)
         return 2
     except OSError as exc:
+        if _bad_name(exc):
+            return _report_bad_name(exc, parser, args)
         if exc.errno not in _DISK_ERRORS:
             raise
         _close_progress_bars()
@@ -316,8 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted: {hint}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            if handler is not None:  # None: not installed from Python, cannot be restored
+                signal.signal(signum, handler)
     return int(code or 0)
 
 

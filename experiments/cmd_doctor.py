@@ -25,7 +25,6 @@ import argparse
 import logging
 import os
 import platform
-import shlex
 import shutil
 import tempfile
 import time
@@ -35,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+
+from experiments import shell
 
 # The distributions `pip install hybrid-forecast` installs
 _REQUIRED = (
@@ -217,6 +218,13 @@ def _unusable(name: str, data_dir: str | None) -> str | None:
     return None
 
 
+def _download(words: list[str], data_dir: str | None) -> str:
+    """`data download WORDS`, into ``data_dir`` when given (without --data-dir D it would
+    fill another folder), quoted for the user's shell."""
+    dest = ["--data-dir", data_dir] if data_dir else []
+    return shell.join(["hybrid-forecast", "data", "download", *words, *dest])
+
+
 def _no_data_hint(data_dir: str | None) -> str:
     """Where to put the files, for each way the folder was chosen."""
     from ensemble.data import DATA_ENV
@@ -224,7 +232,7 @@ def _no_data_hint(data_dir: str | None) -> str:
     env = os.environ.get(DATA_ENV)
     if data_dir:  # download without --data-dir would fill another folder
         return (
-            f"hybrid-forecast data download all --data-dir {data_dir} (needs the internet), "
+            f"{_download(['all'], data_dir)} (needs the internet), "
             "or point --data-dir at the folder holding ETT-small/..."
         )
     if env:  # the variable is set: it points at the wrong folder, or one still to fill
@@ -280,13 +288,11 @@ def _data(data_dir: str | None) -> Check:
     where = f"{root.resolve()}: "
     if not found and not edited and not unusable and not blocked:
         return Check("data", "warn", where + f"no dataset found; {_no_data_hint(data_dir)}")
-    # without --data-dir D, the download the hints give would fill another folder
-    dest = f" --data-dir {shlex.quote(data_dir)}" if data_dir else ""
     text = where + f"{len(found)} of {len(DATASETS)} published files ({', '.join(found) or 'none'})"
     if edited:
         text += f"; not the published file (results not comparable): {', '.join(edited)}"
     if missing:
-        text += f"; missing: {', '.join(missing)} (hybrid-forecast data download NAME{dest})"
+        text += f"; missing: {', '.join(missing)} ({_download(['NAME'], data_dir)})"
     if blocked:  # the download refuses these until the thing in the way is moved
         text += "; in the way of a download: " + "; ".join(
             f"{n} ({why}; move it away)" for n, why in blocked.items()
@@ -295,8 +301,7 @@ def _data(data_dir: str | None) -> Check:
         text += (
             "; unusable, every --dataset command refuses it: "
             + "; ".join(f"{n} ({why})" for n, why in unusable.items())
-            + f"; restore the published file: hybrid-forecast data download "
-            f"{' '.join(unusable)} --force{dest}"
+            + f"; restore the published file: {_download([*unusable, '--force'], data_dir)}"
         )
         return Check("data", "FAIL", text)
     return Check("data", "warn" if edited or missing or blocked else "ok", text)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble.errors import UserError, reason
+from experiments import shell
 
 log = logging.getLogger("hybrid_forecast.forecast")
 
@@ -45,6 +46,13 @@ _WEIGHT_TOL = 1e-4
 # float32, and that gap is not measured yet (no GPU here), so no refusal may cost hours
 _MEMBER_TOL = 1e-4
 _BACKBONE_TOL = 5e-2
+
+
+def _rerun(folder: Path) -> str:
+    """The command that reruns the run in ``folder``, quoted for the user's shell; with
+    --out, as config.yaml's ``out`` is where the run was made (a copied or moved folder)."""
+    cfg = folder / "config.yaml"
+    return shell.join(["hybrid-forecast", "run", "--config", cfg, "--out", folder])
 
 
 @dataclass
@@ -136,7 +144,7 @@ def forecast_run(
                 raise UserError(
                     f"{spec} has no saved model in {member_path(folder, spec) / 'model'}; "
                     f"rerun the run to fit and save it "
-                    f"(hybrid-forecast run --config {folder / 'config.yaml'})"
+                    f"({_rerun(folder)})"
                 )
 
         # The rows to forecast from: checked before the router's refit and the members'
@@ -543,7 +551,7 @@ def _refit_router(
             f"the router refitted on {folder}'s validation forecasts gives other weights "
             f"than the run's (by up to {gap:.3g}): the packages or hybrid-forecast's code "
             "changed since the run? (results.json's environment says what it ran with) "
-            f"rerun it (hybrid-forecast run --config {folder / 'config.yaml'})"
+            f"rerun it ({_rerun(folder)})"
         )
     return combiner
 
@@ -667,7 +675,7 @@ def _load(
         raise UserError(
             f"cannot load {spec}'s saved model in {model} ({reason(exc)}); "
             f"delete that folder and rerun the run to fit it again "
-            f"(hybrid-forecast run --config {folder / 'config.yaml'})"
+            f"({_rerun(folder)})"
         ) from None
 
 
@@ -719,7 +727,7 @@ def _check_members_are_the_runs(res: dict[str, Any], folder: Path) -> None:
         raise UserError(
             f"{folder / 'results.json'} lists the members {res['members']} but the run's "
             f"forecasts.npz holds {saved} ({how}): results.json was edited after the run; "
-            f"put it back, or rerun the run (hybrid-forecast run --config {folder / 'config.yaml'})"
+            f"put it back, or rerun the run ({_rerun(folder)})"
         )
 
 
@@ -760,7 +768,7 @@ def _check_member_is_the_runs(
         "the one behind the run's forecasts (its forecast of the last validation window "
         f"differs from forecasts.npz's by up to {gap:.3g})"
     )
-    rerun = f"hybrid-forecast run --config {folder / 'config.yaml'}"
+    rerun = _rerun(folder)
     if on_backbone and np.isfinite(gap):
         log.warning(
             "%s; a run in another precision (bf16 on a GPU) differs a little, another "

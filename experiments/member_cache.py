@@ -21,7 +21,7 @@ import numpy as np
 
 from ensemble.data import Dataset, Splits
 from ensemble.errors import reason
-from ensemble.io import FolderLock, holder, write_json
+from ensemble.io import FolderLock, holder, replace, write_json
 from experiments import registry
 from experiments.config import RunConfig
 
@@ -405,6 +405,8 @@ def _copy_member(src: Path, dst: Path) -> None:
         shutil.copytree(src, tmp, copy_function=shutil.copyfile)
         if dst.exists():
             shutil.rmtree(dst)
-        tmp.rename(dst)
+        # retried: on Windows a virus scanner or the indexer reading the new files
+        # refuses the rename for a moment, and a failed copy refits the member (hours)
+        replace(tmp, dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

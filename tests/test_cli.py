@@ -634,3 +634,115 @@ def test_a_refused_file_is_one_line_not_its_warnings_first(command, synth_csv, t
     )
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert p.returncode == 2 and len(lines) == 1 and "too few" in lines[0], lines
+
+
+def _windows_bad_name(path: str) -> OSError:
+    """Windows' answer to a name with one of <>:"|?* (or ending in a space or dot):
+    OSError EINVAL (WinError 123) naming the path."""
+    return OSError(22, "The filename, directory name, or volume label syntax is incorrect", path)
+
+
+@pytest.mark.parametrize(
+    "out",
+    [r"runs\2024-01-01T10:00", 'C:\\my runs"'],  # a colon; cmd's \" before the closing quote
+)
+def test_a_name_windows_refuses_is_one_line_saying_why(out, monkeypatch, capsys):
+    import experiments.cmd_run as cmd_run
+
+    def fails(args):
+        raise _windows_bad_name(args.out)
+
+    monkeypatch.setattr(cmd_run, "handle", fails)
+    assert main(["run", "--dataset", "ETTh1", "--out", out]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: cannot use {out}: a Windows file name cannot contain")
+    assert '< > : " | ? *' in lines[0] and "trailing backslash" in lines[0]
+    assert lines[0].endswith("; check --out"), lines
+
+
+def test_winerror_267_about_a_bad_name_is_one_line_and_a_broken_pipe_is_not(monkeypatch, capsys):
+    import experiments.cmd_run as cmd_run
+
+    errors = []
+
+    def fails(args):
+        raise errors.pop()
+
+    monkeypatch.setattr(cmd_run, "handle", fails)
+    # ERROR_DIRECTORY ("The directory name is invalid") of a folder ending in a dot
+    err = NotADirectoryError(20, "The directory name is invalid", "runs\\v1.")
+    err.winerror = 267  # set by Windows only
+    errors.append(err)
+    assert main(["run", "--dataset", "ETTh1", "--out", "runs\\v1."]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "a Windows file name cannot contain" in lines[0], lines
+    # the same error of a name Windows takes is a folder that is a file: not this message
+    err = NotADirectoryError(20, "The directory name is invalid", "runs")
+    err.winerror = 267
+    errors.append(err)
+    assert main(["run", "--dataset", "ETTh1", "--out", "runs"]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "cannot contain" not in lines[0] and "check --out" in lines[0]
+    # Windows' broken pipe is EINVAL too, but names no file: not a path error
+    errors.append(OSError(22, "Invalid argument"))
+    with pytest.raises(OSError):
+        main(["run", "--dataset", "ETTh1"])
+
+
+@pytest.mark.parametrize("windows", [True, False])
+def test_a_csv_open_in_excel_says_close_it(windows, monkeypatch, tmp_path, capsys):
+    # Windows refuses to replace a file another program has open (Excel locks its CSVs)
+    import experiments.cli as cli
+    import experiments.cmd_bench as cmd_bench
+    import experiments.cmd_run as cmd_run
+
+    out = tmp_path / "my bench"
+    out.mkdir()
+    (out / "bench.csv").write_text("a\n", encoding="utf-8")
+
+    def held(args):
+        raise PermissionError(13, "Permission denied", str(out / "bench.csv"))
+
+    monkeypatch.setattr(cli, "_WINDOWS", windows)
+    monkeypatch.setattr("ensemble.shell._WINDOWS", windows)
+    monkeypatch.setattr(cmd_bench, "handle", held)
+    monkeypatch.setattr(cmd_run, "handle", held)
+    assert main(["bench", "--report-only", "--out", str(out)]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1, lines
+    if not windows:
+        assert "check --out: give a path you can write to" in lines[0], lines
+        return
+    assert lines[0] == (
+        f"error: {out / 'bench.csv'} is open in another program (Excel locks the CSVs it "
+        f'shows): close it and rerun, or `hybrid-forecast bench --report-only --out "{out}"`'
+    )
+    assert main(["run", "--dataset", "ETTh1", "--out", str(out)]) == 2
+    lines = _err_lines(capsys)
+    assert lines[0].endswith("close it and rerun"), lines
+    # a folder refused is not a file held open
+    (out / "bench.csv").unlink()
+    assert main(["run", "--dataset", "ETTh1", "--out", str(out)]) == 2
+    assert "check --out: give a path you can write to" in _err_lines(capsys)[0]
+
+
+def test_ctrl_break_is_an_interrupt_like_sigterm(monkeypatch, capsys):
+    # Windows' console sends SIGBREAK for Ctrl-Break, not SIGTERM; stood in for by SIGUSR1
+    import signal
+
+    import experiments.cmd_run as cmd_run
+
+    monkeypatch.setattr(signal, "SIGBREAK", signal.SIGUSR1, raising=False)
+    before = signal.getsignal(signal.SIGUSR1)
+
+    def ctrl_break(args):
+        handler = signal.getsignal(signal.SIGBREAK)
+        assert callable(handler), "no handler for Ctrl-Break"
+        handler(signal.SIGBREAK, None)
+
+    monkeypatch.setattr(cmd_run, "handle", ctrl_break)
+    assert main(["run", "--dataset", "ETTh1"]) == 143
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("interrupted: rerun the same command"), lines
+    assert signal.getsignal(signal.SIGUSR1) == before  # put back

@@ -211,3 +211,20 @@ def test_the_data_hints_keep_data_dir_and_name_what_is_in_the_way(data_dir, tmp_
     data = cmd_doctor._data(str(afile))
     assert data.status == "FAIL" and f"the data folder {afile} is a file" in data.detail
     assert "no dataset found" not in data.detail
+
+
+@pytest.mark.parametrize("windows", [True, False])
+def test_the_data_hints_quote_the_folder_for_the_users_shell(windows, tmp_path, monkeypatch):
+    # shlex.quote's single quotes are kept as part of the path by cmd.exe, and an
+    # unquoted folder with a space is two words in either shell
+    monkeypatch.setattr("ensemble.shell._WINDOWS", windows)
+    given = tmp_path / "my data"
+    (given / "ETT-small").mkdir(parents=True)
+    (given / "ETT-small" / "ETTh1.csv").write_bytes(bytes(range(256)) * 20)  # unusable
+    q = f'"{given}"' if windows else f"'{given}'"
+    data = cmd_doctor._data(str(given))
+    assert f"(hybrid-forecast data download NAME --data-dir {q})" in data.detail
+    assert f"hybrid-forecast data download ETTh1 --force --data-dir {q}" in data.detail
+    shutil.rmtree(given / "ETT-small")
+    detail = cmd_doctor._data(str(given)).detail
+    assert f"hybrid-forecast data download all --data-dir {q} (needs" in detail

@@ -165,6 +165,22 @@ def test_missing_file_and_unknown_dataset(tmp_path):
         load_dataset("etth1")
 
 
+@pytest.mark.parametrize("windows", [True, False])
+def test_the_download_command_of_a_missing_file_is_quoted_for_the_shell(
+    windows, tmp_path, monkeypatch
+):
+    # a data folder with a space was two words of the command printed to copy
+    import re
+
+    monkeypatch.setattr("ensemble.shell._WINDOWS", windows)
+    folder = tmp_path / "my data"
+    q = f'"{folder}"' if windows else f"'{folder}'"
+    with pytest.raises(
+        UserError, match=re.escape(f"run `hybrid-forecast data download ETTh1 --data-dir {q}`")
+    ):
+        load_dataset("ETTh1", data_dir=folder)
+
+
 def test_a_folder_or_a_file_on_the_way_is_named_as_such(data_dir, tmp_path, synth_csv):
     import re
 

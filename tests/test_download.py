@@ -176,6 +176,38 @@ def test_a_local_mirror_that_does_not_exist_is_not_called_offline(tmp_path, monk
         dl.download("ETTh1", tmp_path / "data")
 
 
+def test_a_mirror_on_a_windows_network_share_is_read_from_the_share(
+    data_dir, tmp_path, monkeypatch
+):
+    # \\nas\share\mirror became file://nas/share/mirror: the host was dropped (\share\mirror
+    # "does not exist") or refused by urllib (file:// on this machine only)
+    from pathlib import PureWindowsPath
+
+    unc = r"\\nas\share\mirror"
+    url = PureWindowsPath(unc).as_uri()
+    assert url == "file://nas/share/mirror"
+    monkeypatch.setattr(dl, "_WINDOWS", True)
+    assert PureWindowsPath(dl._file_url_path(url)) == PureWindowsPath(unc)
+    # Windows, simulated: the share \\nas\share is a folder of that name here
+    monkeypatch.chdir(tmp_path)
+    share = tmp_path / r"\\nas\share"
+    (share / "mirror" / "illness").mkdir(parents=True)
+    shutil.copy(data_dir / "illness" / "national_illness.csv", share / "mirror" / "illness")
+    monkeypatch.setenv(dl.URL_ENV, url)
+    dest, status = dl.download("illness", tmp_path / "data")
+    assert (
+        status == "downloaded" and dl.sha256_file(dest) == dl.SHA256["illness/national_illness.csv"]
+    )
+    monkeypatch.setenv(dl.URL_ENV, "file://nas/share/other")
+    with pytest.raises(UserError, match=r"the local mirror \\\\nas\\share[\\/]other \(\$"):
+        dl.download("ETTh1", tmp_path / "data")
+    # elsewhere no UNC path reaches the share: said so, not "offline"
+    monkeypatch.setattr(dl, "_WINDOWS", False)
+    monkeypatch.setenv(dl.URL_ENV, url)
+    with pytest.raises(UserError, match=r"with a host \(nas\) names a Windows network share"):
+        dl.download("ETTh1", tmp_path / "data")
+
+
 def test_the_cli_checks_every_name_before_fetching_and_says_replaced(
     data_dir, tmp_path, monkeypatch, capsys
 ):

@@ -931,3 +931,32 @@ def test_a_long_file_is_refused_with_the_pivot(target_run, tmp_path, capsys):
         path, index=False
     )
     assert main(["forecast", str(out), "--data-path", str(path)]) == 0
+
+
+@pytest.mark.parametrize("windows", [True, False])
+def test_the_rerun_a_damaged_run_is_told_is_quoted_for_the_shell(
+    windows, finished, tmp_path, capsys, monkeypatch
+):
+    # a run folder with a space was two words of the command printed to copy
+    import shutil
+
+    monkeypatch.setattr("ensemble.shell._WINDOWS", windows)
+    _, out = finished
+    run = tmp_path / "my run"
+    shutil.copytree(out, run)
+    cfg = run / "config.yaml"
+    if windows:
+        rerun = f'hybrid-forecast run --config "{cfg}" --out "{run}"'
+    else:
+        rerun = f"hybrid-forecast run --config '{cfg}' --out '{run}'"
+    res = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    res["members"] = res["members"][::-1]
+    (run / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    argv = ["forecast", str(run), "--out", str(tmp_path / "f.csv")]
+    err = _one_line_error(argv, capsys)
+    assert "lists the members" in err and f"{rerun})" in err, err
+    res["members"] = res["members"][::-1]
+    (run / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    shutil.rmtree(run / "members" / "dlinear_epochs=2" / "model")
+    err = _one_line_error(argv, capsys)
+    assert "has no saved model" in err and f"{rerun})" in err, err

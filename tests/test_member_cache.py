@@ -166,6 +166,45 @@ def test_a_config_rerun_into_a_new_folder_copies_the_members_it_can(synth_csv, t
     assert "copied from" not in log and "dlinear@epochs=2: fit" in log
 
 
+def test_a_copy_a_scanner_holds_for_a_moment_is_renamed_when_it_lets_go(
+    tmp_path, monkeypatch, caplog
+):
+    # Windows: an antivirus or the indexer reading the new files refuses the rename of
+    # the copied folder for a moment; that refitted the member (hours for Time-LLM)
+    import os
+
+    import ensemble.io
+    from experiments import member_cache
+
+    source = tmp_path / "r"
+    src = source / "members" / "timellm"
+    (src / "model").mkdir(parents=True)
+    (src / "forecasts.npz").write_bytes(b"forecasts")
+    (src / "model" / "adapter.pt").write_bytes(b"weights")
+    dst = tmp_path / "new" / "members" / "timellm"
+    dst.parent.mkdir(parents=True)
+    monkeypatch.setattr(ensemble.io, "_RETRY_REPLACE", True)
+    monkeypatch.setattr(ensemble.io, "_REPLACE_DELAYS", (0.0, 0.0, 0.0))
+    refused = []
+
+    def scanned(real):
+        def move(a, b, *args, **kwargs):
+            if os.fspath(b) == os.fspath(dst) and len(refused) < 2:
+                refused.append(a)  # Windows: [WinError 5] Access is denied
+                raise PermissionError(13, "Permission denied", os.fspath(a), None, os.fspath(b))
+            return real(a, b, *args, **kwargs)
+
+        return move
+
+    monkeypatch.setattr(os, "rename", scanned(os.rename))
+    monkeypatch.setattr(os, "replace", scanned(os.replace))
+    with caplog.at_level(logging.INFO):
+        member_cache.copy_members([("timellm", src, dst)], source)
+    assert len(refused) == 2 and "fitting it instead" not in caplog.text, caplog.text
+    assert (dst / "model" / "adapter.pt").read_bytes() == b"weights"
+    assert not list(dst.parent.glob(".*"))  # no temporary copy left
+
+
 def _registered_copy(root, edit=None):
     """A synthetic series where ``--dataset weather --data-dir ROOT`` reads it (the
     70/10/20 split, as for any file): one file, two ways to name it."""

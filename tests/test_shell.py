@@ -24,3 +24,27 @@ def test_characters_cmd_acts_on_are_quoted():
     )
     assert shell.join([r"C:\a%b\\"], windows=True) == '"C:\\a%b\\\\\\\\"'  # trailing \ doubled
     assert shell.join(["runs/h1"], windows=True) == "runs/h1"
+
+
+def test_ensemble_and_timellm_quote_with_the_same_join_without_importing_experiments():
+    # ensemble/ and timellm/ print commands too, and must not import experiments/
+    import re
+    from pathlib import Path
+
+    import ensemble.shell
+
+    assert shell.join is ensemble.shell.join
+    root = Path(__file__).resolve().parents[1]
+    for package in ("ensemble", "timellm"):
+        for path in (root / package).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            assert not re.search(r"^\s*(from|import) experiments\b", text, re.M), path
+
+
+def test_on_windows_by_default_where_the_module_says_so(monkeypatch):
+    import ensemble.shell
+
+    monkeypatch.setattr(ensemble.shell, "_WINDOWS", True)
+    assert shell.join(["run", "--out", "a b"]) == 'run --out "a b"'
+    monkeypatch.setattr(ensemble.shell, "_WINDOWS", False)
+    assert shell.join(["run", "--out", "a b"]) == "run --out 'a b'"

@@ -790,3 +790,20 @@ def test_dlinear_schedule_notice_points_at_its_deviation_row():
         r for r in docs.read_text(encoding="utf-8").splitlines() if r.startswith(f"| {number} |")
     ]
     assert len(rows) == 1 and "`--model DLinear`" in rows[0] and "lr/25" in rows[0]
+
+
+@pytest.mark.parametrize("windows", [True, False])
+def test_the_download_command_of_a_missing_file_is_quoted_for_the_shell(
+    windows, tmp_path, monkeypatch
+):
+    # a data folder with a space was two words of the command printed to copy
+    monkeypatch.setattr("ensemble.shell._WINDOWS", windows)
+    data = tmp_path / "my data"
+    monkeypatch.setenv("HYBRID_FORECAST_DATA", str(data))
+    wrong = tmp_path / "nowhere"
+    m = parse_official(
+        ["--llm_model", "BERT", "--data", "ETTh1", "--root_path", str(wrong)]
+        + ["--data_path", "ETTh1.csv"]
+    )
+    q = f'"{data}"' if windows else f"'{data}'"
+    assert f"`hybrid-forecast data download ETTh1 --data-dir {q}`" in m.missing_data

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ensemble import shell
 from ensemble.data import DATASETS
 from ensemble.errors import UserError
 
@@ -397,7 +398,7 @@ def _fallback(args: argparse.Namespace, file: Path, name: str) -> tuple[str | No
     return None, (
         f"data file not found: {file} (from --root_path and --data_path), nor {other} "
         f"(from {source}); point --root_path at the folder that holds {file.name}, or run "
-        f"`hybrid-forecast data download {name} --data-dir {folder}`"
+        f"`{shell.join(['hybrid-forecast', 'data', 'download', name, '--data-dir', folder])}`"
     )
 
 

@@ -47,6 +47,13 @@ def test_diebold_mariano_direction_symmetry_and_degenerate_cases():
     assert np.isclose(back["dm"], -better["dm"]) and np.isclose(back["p"], better["p"])
     shifted = metrics.diebold_mariano(a + 1.0, a, horizon=24)
     assert shifted["dm"] is None and shifted["p"] == 0.0
+    # a constant gap, one-sided: certain that a is better when it is, never when it is worse
+    assert metrics.diebold_mariano(a + 1.0, a, 24, "less")["p"] == 1.0
+    assert metrics.diebold_mariano(a, a + 1.0, 24, "less")["p"] == 0.0
+    # only float32 rounding (1e-6 of the losses' size) is "the same": 1e-4 is a difference
+    wiggle = 1 + 1e-4 * np.random.default_rng(3).random(3000)
+    close = metrics.diebold_mariano(a * wiggle, a, 24)
+    assert close["dm"] is not None and close["dm"] > 0 and close["p"] < 1e-6
     # one-sided: half the two-sided p in the direction of the alternative, else 1 - half
     near = 0.99 * a + 0.01 * rng.random(3000)
     less, two = metrics.diebold_mariano(near, a, 24, "less"), metrics.diebold_mariano(near, a, 24)
@@ -129,3 +136,11 @@ def test_a_test_with_too_few_degrees_of_freedom_says_so():
     assert metrics.caveat({**few, "p": 0.01}) == ""  # a small p still counts
     many = metrics.diebold_mariano(rng.standard_normal(4000) + 0.1, np.zeros(4000), 12)
     assert many["dof"] == 83 and metrics.caveat(many) == ""
+    # dof WEAK_DOF = 2 still cannot resolve a large p; 3 gets no caveat
+    assert metrics.WEAK_DOF == 2
+    at, above = (
+        metrics.diebold_mariano(rng.standard_normal(n) + 0.05, np.zeros(n), 24) for n in (250, 300)
+    )
+    assert (at["dof"], above["dof"]) == (2, 3) and min(at["p"], above["p"]) >= 0.05
+    assert metrics.caveat(at).startswith("dof 2: a large p says nothing here")
+    assert metrics.caveat(above) == ""

@@ -106,6 +106,15 @@ def test_median_and_inverse_error_forecasts():
     np.testing.assert_allclose(
         np.einsum("mwhc,mwhc->whc", f, med._step_weights(f)), np.median(f, axis=0)
     )
+    # an even number of members: half each for the two middle ones, at every step
+    rng = np.random.default_rng(5)
+    for m in (2, 4):
+        fe = y + rng.standard_normal((m, *y.shape))
+        sw = med._step_weights(fe)
+        np.testing.assert_allclose(sw.sum(axis=0), 1.0, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(
+            np.einsum("mwhc,mwhc->whc", fe, sw), np.median(fe, axis=0), rtol=1e-12
+        )
     inv = make_combiner("inverse_error").fit(f, y)
     err = np.mean((f - y) ** 2, axis=1)  # [M, H, C]
     expect = (1 / err) / (1 / err).sum(0)
@@ -186,6 +195,16 @@ def test_feature_routers_train_on_a_draw_of_the_rows_past_the_cap(
 def test_inner_split_is_time_ordered_with_gap():
     fit, held = inner_split(1000, 96)
     assert fit.max() + 96 < held.min() and held.max() == 999 and fit.size == 800
+    # a fitting part that leaves just the gap: nothing to hold out, every window is fitted
+    # (with the default frac < 1 the fitting part never reaches it; frac=1 does)
+    for n, gap in ((20, 5), (97, 96), (7, 0)):
+        fit, held = inner_split(n, gap, frac=1.0)
+        np.testing.assert_array_equal(fit, np.arange(n))
+        assert held.size == 0
+    # one window more: that one is held out
+    fit, held = inner_split(11, 1, frac=0.9)
+    np.testing.assert_array_equal(fit, np.arange(9))
+    assert held.tolist() == [10]
 
 
 def test_rules_print_and_use_features():
@@ -249,12 +268,14 @@ def test_learned_router_shows_progress_over_its_fold_fits(clear_best, bars):
 
     made = bars(router.learned)
     x, y, f, feats, names = clear_best
+    w = 200  # five folds of every candidate still, in a fraction of the time
     for progress in (True, False):
         cb = make_combiner("learned", seed=0, feature_names=names, progress=progress)
-        cb.fit(f, y, feats)
+        cb.fit(f[:, :w], y[:w], feats[:w])
         (bar,) = made[-1:]
         folds = len(next(iter(cb.fold_scores_.values())))
-        assert folds >= 2 and bar.total == bar.n == folds * len(cb.fold_scores_)
+        assert folds == 5 and {*CANDIDATES, "stacked", *REFERENCES} == set(cb.fold_scores_)
+        assert bar.total == bar.n == folds * len(cb.fold_scores_)
         assert bar.disable is (None if progress else True)
 
 
@@ -764,6 +785,23 @@ def test_router_series_stats_use_the_window_end():
     assert fd["last_value"] == pytest.approx(xs[-1], rel=1e-5)
     assert fd["acf_p12"] == pytest.approx(np.mean(xs[12:] * xs[:-12]), rel=1e-5)
 
+    # the trends and volatility against their formulas: least-squares slopes on t in
+    # [-1, 1] of the whole window and of its last rec rows, differences' spreads, lag 1
+    def slope(v):
+        t = np.linspace(-1.0, 1.0, len(v))
+        return v @ t / (t @ t)
+
+    dx = np.diff(xs)
+    want = {
+        "trend": slope(xs),
+        "recent_trend": slope(xs[-rec:]),
+        "recent_vol_ratio": np.log(dx[-rec:].std() / dx.std()),
+        "acf1": np.mean(xs[1:] * xs[:-1]),
+        "log_roughness": np.log(dx.std()),
+    }
+    for name, value in want.items():
+        assert fd[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
 
 @pytest.mark.parametrize("name", list(COMBINERS))
 def test_a_float32_stack_gives_the_numbers_of_its_float64_copy(name, clear_best):
@@ -1001,3 +1039,39 @@ def test_unshrunk_rules_warn_on_too_few_validation_windows_and_keep_their_weight
     with caplog.at_level(logging.WARNING):
         make_combiner(name).fit(f, y)  # enough windows: nothing said
     assert "too few" not in caplog.text
+
+
+def greedy_reference(f, y, n_iter):
+    """Caruana's loop written out: add the member whose running average has the lowest MSE."""
+    counts = np.zeros(len(f), dtype=int)
+    total = np.zeros_like(y)
+    for it in range(n_iter):
+        loss = [np.mean(((total + fk) / (it + 1) - y) ** 2) for fk in f]
+        k = int(np.argmin(loss))  # the first of equal losses, as the code's argmin
+        counts[k] += 1
+        total = total + f[k]
+    return counts
+
+
+def test_greedy_counts_are_the_plain_selection_loop():
+    from router.combiners import caruana_counts
+
+    # members biased to both sides of y and noisy: the best mixture needs several of them
+    rng = np.random.default_rng(4)
+    y = rng.standard_normal(200)
+    f = np.stack(
+        [
+            y + 0.8 + 0.3 * rng.standard_normal(200),
+            y - 0.5 + 0.4 * rng.standard_normal(200),
+            y + 0.9 * rng.standard_normal(200),
+            0.5 * y,
+        ]
+    )
+    want = greedy_reference(f, y, 20)
+    assert (want > 0).sum() >= 3, want  # a mixture, not one member picked throughout
+    got = caruana_counts(f @ f.T / y.size, f @ y / y.size, 20)
+    np.testing.assert_array_equal(got, want)
+    # the combiner's weights are those counts (one channel, windows of 4 steps)
+    fw, yw = f.reshape(4, 50, 4, 1), y.reshape(50, 4, 1)
+    g = make_combiner("greedy", n_iter=20).fit(fw, yw)
+    np.testing.assert_array_equal(g.channel_weights_[0], want / 20)

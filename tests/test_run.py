@@ -1477,3 +1477,21 @@ def test_libraries_installed_while_a_run_ran_are_said_and_the_starts_recorded(
     said = [r.getMessage() for r in caplog.records]
     assert any("installed libraries changed while this run ran (lightgbm " in m for m in said)
     assert not any("the code changed" in m for m in said)
+
+
+def test_snaive_takes_a_period_as_long_as_the_lookback(synth_csv, tmp_path):
+    # a period equal to L fits the window exactly once: snaive repeats the whole window
+    # (it was taken for one that does not fit, and snaive became the naive forecast)
+    from experiments.registry import MemberContext, build
+
+    ctx = MemberContext(24, 24, 3, None, [24, 12], 0, "synth")
+    assert build("snaive", ctx).period == 24
+    out = tmp_path / "r"
+    argv = synth_run_argv(synth_csv(n=1400, period=24), out, "--periods", "24")
+    argv[argv.index("--seq-len") + 1] = "24"
+    assert main(argv) == 0
+    assert "falls back" not in (out / "run.log").read_text(encoding="utf-8")  # to period 1
+    with np.load(out / "forecasts.npz") as z:
+        naive, snaive = z["test/naive"], z["test/snaive"]
+    test = json.loads((out / "results.json").read_text(encoding="utf-8"))["test"]
+    assert not np.array_equal(naive, snaive) and test["snaive"]["mse"] < test["naive"]["mse"]

@@ -166,6 +166,13 @@ def test_seasonal_baseline_is_the_best_naive_forecast_of_the_evaluated_channels(
         assert got == pytest.approx(expect[name], rel=1e-12)
     assert seasonal_baseline(win.x, true[..., [0]], [12], [0])[0] == "snaive@period=12"
     assert seasonal_baseline(win.x, true[..., [1]], [12], [1])[0] == "naive"  # a random walk
+    # a period as long as the lookback fits it once: the whole window repeated
+    day = np.sin(2 * np.pi * t / 24)[:, None] + 0.1 * rng.standard_normal((700, 1))
+    win = Windows(day[:-H], 24, H, None)
+    true = np.stack([day[i + 24 : i + 24 + H] for i in range(win.n)])
+    name, got = seasonal_baseline(win.x, true, [24], [0])
+    assert name == "snaive@period=24"
+    assert got == pytest.approx(metrics.mse(SeasonalNaive(24).predict(win), true), rel=1e-12)
 
 
 def test_the_weights_file_rebuilds_the_tilted_ensemble(tmp_path):

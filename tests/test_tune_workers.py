@@ -154,8 +154,12 @@ def test_a_retry_stopped_before_it_draws_keeps_the_parameters_it_retries(
     assert trials[3].system_attrs["fixed_params"] == trials[1].params
 
 
-def _ask_at(url: str, lock: str, start: float, numbers) -> None:
-    """A spawned worker's ask() at wall-clock time ``start`` (through the workers' lock)."""
+ROUNDS = 10  # a single race went unseen without the lock in about half of the tries
+
+
+def _ask_together(url: str, lock: str, ready, numbers) -> None:
+    """A spawned worker's ask()s (through the workers' lock): ROUNDS of them, each at once
+    with the other worker's (both wait at ``ready`` before each)."""
     import warnings
 
     from experiments.tune_study import open_storage
@@ -164,8 +168,9 @@ def _ask_at(url: str, lock: str, start: float, numbers) -> None:
     warnings.simplefilter("ignore")
     study = optuna.load_study(study_name="s", storage=open_storage(url))
     ask = _one_at_a_time(study.ask, Path(lock))
-    time.sleep(max(0.0, start - time.time()))
-    numbers.put(ask().number)
+    for _ in range(ROUNDS):
+        ready.wait(timeout=60)  # both imported, the study loaded, the last asks done
+        numbers.put(ask().number)
 
 
 def test_two_workers_asking_at_once_do_not_both_pop_one_queued_trial(tmp_path):
@@ -176,20 +181,21 @@ def test_two_workers_asking_at_once_do_not_both_pop_one_queued_trial(tmp_path):
 
     url = f"sqlite:///{tmp_path}/study.db"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optuna.create_study(study_name="s", storage=open_storage(url)).enqueue_trial({"x": 1.0})
+    study = optuna.create_study(study_name="s", storage=open_storage(url))
+    for i in range(2 * ROUNDS):
+        study.enqueue_trial({"x": float(i)})
     ctx = mp.get_context("spawn")
-    numbers = ctx.Queue()
-    start = time.time() + 8  # both imported and waiting by then
+    numbers, ready = ctx.Queue(), ctx.Barrier(2)
     procs = [
-        ctx.Process(target=_ask_at, args=(url, str(tmp_path / ".ask.lock"), start, numbers))
+        ctx.Process(target=_ask_together, args=(url, str(tmp_path / ".ask.lock"), ready, numbers))
         for _ in range(2)
     ]
     for p in procs:
         p.start()
-    got = sorted(numbers.get(timeout=120) for _ in procs)
+    got = sorted(numbers.get(timeout=120) for _ in range(2 * ROUNDS))
     for p in procs:
         p.join(timeout=30)
-    assert got == [0, 1]
+    assert got == list(range(2 * ROUNDS))  # each queued trial popped by one worker
 
 
 _SIGTERM_TUNE = """

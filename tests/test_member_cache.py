@@ -366,12 +366,31 @@ def _drop_timings(cache) -> None:
     np.savez(cache, **kept)
 
 
+def _rewrite_test(change):
+    def damage(cache) -> None:
+        with np.load(cache) as z:
+            kept = {k: z[k] for k in z.files}
+        kept["test"] = change(kept["test"])
+        np.savez(cache, **kept)
+
+    return damage
+
+
+def _one_nan(test: np.ndarray) -> np.ndarray:
+    test = test.copy()
+    test[3, 0, 0] = np.nan
+    return test
+
+
 @pytest.mark.parametrize(
     "damage,what",
     [
         (lambda c: c.write_bytes(c.read_bytes()[:1000]), "BadZipFile"),  # a copy cut short
         (lambda c: c.write_bytes(b""), "EOFError|ValueError"),  # numpy 2 | numpy 1
         (_drop_timings, "KeyError"),
+        # reused, a NaN stopped the run; a window short scored the wrong windows
+        (_rewrite_test(_one_nan), "non-finite forecasts"),
+        (_rewrite_test(lambda t: t[:-1]), "forecasts of shape"),
     ],
 )
 def test_a_damaged_member_cache_is_refitted(synth_csv, tmp_path, caplog, damage, what):

@@ -260,8 +260,17 @@ def _trials_until_done(
 
 def orphaned(parent: int | None) -> bool:
     """Whether the process ``parent`` no longer parents this one: killed (SIGKILL, the
-    OOM killer), its workers are handed to init and ran on, trials and all, unseen."""
-    return parent is not None and os.getppid() != parent
+    OOM killer, Task Manager), its workers ran on, trials and all, unseen. On Linux they
+    are handed to init (another parent id); on Windows the parent id stays the dead
+    one's, so the spawned worker's handle on its parent says it instead."""
+    if parent is None:
+        return False
+    if os.getppid() != parent:
+        return True
+    import multiprocessing
+
+    proc = multiprocessing.parent_process()  # None outside a spawned worker
+    return proc is not None and not proc.is_alive()
 
 
 def _die_with_parent() -> None:

@@ -419,3 +419,26 @@ def test_workers_stop_when_their_command_is_killed(synth_csv, tmp_path):
             p.kill()
     trials = optuna.load_study(study_name="s", storage=storage).trials
     assert TrialState.COMPLETE not in [t.state for t in trials]  # stopped mid-trial
+
+
+def test_a_worker_whose_parent_died_is_orphaned_though_its_parent_id_stays(monkeypatch):
+    # on Windows a dead parent's id is still os.getppid(): workers ran trials on, unseen
+    import multiprocessing
+    import os
+
+    from experiments.tune_workers import orphaned
+
+    class Parent:
+        def __init__(self, alive: bool) -> None:
+            self.alive = alive
+
+        def is_alive(self) -> bool:
+            return self.alive
+
+    me = os.getppid()
+    assert not orphaned(None) and not orphaned(me)  # not a spawned worker: its parent id
+    assert orphaned(me + 1)
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: Parent(alive=False))
+    assert orphaned(me)
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: Parent(alive=True))
+    assert not orphaned(me)

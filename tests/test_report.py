@@ -80,24 +80,16 @@ def test_a_reused_members_seconds_say_they_are_an_earlier_fits():
     # the fit seconds of a member reused from an earlier run read as this run's cost
     from experiments.report import results_markdown
 
-    res = {
-        "dataset": "ETTh1",
-        "seq_len": 96,
-        "pred_len": 96,
-        "seed": 0,
-        "members": ["a", "b", "c"],
-        "router": "mean",
-        "periods": [24],
-        "windows": {"train": 1, "val": 1, "test": 1},
-        "val": {m: {"mse": 0.6, "mae": 0.5} for m in "abc"},
-        "test": {m: {"mse": 0.4 + i, "mae": 0.4} for i, m in enumerate("abc")},
-        "timings_s": {
+    res = _res(
+        val={m: {"mse": 0.6, "mae": 0.5} for m in "abc"},
+        test={m: {"mse": 0.4 + i, "mae": 0.4} for i, m in enumerate("abc")},
+        timings_s={
             "a": {"fit": 12.5, "predict": 1.0},
             "b": {"fit": 3.0, "predict": 1.0, "resumed": True},
             "c": {"fit": 2.0, "predict": 1.0},
         },
-        "member_fits": {"a": {"reused": True}, "b": {"reused": True}, "c": {"reused": False}},
-    }
+        member_fits={"a": {"reused": True}, "b": {"reused": True}, "c": {"reused": False}},
+    )
     rows = {line.split(" |")[0][2:]: line for line in results_markdown(res).splitlines()}
     assert rows["a **(best member on val)**"].endswith("| 12.5 (reused) | 1.0 (reused) |")
     assert rows["b"].endswith(

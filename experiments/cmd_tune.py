@@ -95,7 +95,7 @@ def add_parser(sub) -> None:
 def handle(args) -> int:
     from experiments.registry import parse_sets
     from experiments.tune import TuneSpec, run_tune
-    from experiments.tune_report import rerun_command
+    from experiments.tune_report import draws_line, importance_line, rerun_command
 
     members = [m.strip() for m in args.members.split(",") if m.strip()]
     dataset = args.dataset or (None if args.data_path else "ETTh1")
@@ -140,6 +140,9 @@ def handle(args) -> int:
         )
         print(f"best config: {Path(spec.out) / 'best_config.yaml'}")
         print(f"rerun it and score it on test: {rerun_command(spec.out)}")
+    for said in (draws_line(summary), importance_line(summary)):
+        if said:  # which trials TPE drew at random, and what the importance rests on
+            print(said)
     print(f"summary: {Path(spec.out) / 'study_summary.md'}")
     if c["finished"] < summary["asked_trials"]:
         # a worker process loops until the study is done: it died (memory, a crash)

@@ -60,6 +60,7 @@ from experiments.tune_study import (
     record_start,
     requeue_interrupted,
     sqlite_url,
+    startup_trials,
     study_state,
     trial_counts,
 )
@@ -204,6 +205,7 @@ def run_tune(spec: TuneSpec, *, progress: bool = True, plots: bool = True) -> di
             _warn_calendar_periods(spec, study.user_attrs)
         requeue_interrupted(study, spec.storage)
         record_start(spec, study)  # before tune_spec.json, which it reads, is rewritten
+        _warn_all_random(spec)
         before = trial_counts(study)
         workers = worker_count(spec, before)
         log.info(
@@ -303,6 +305,21 @@ def worker_count(spec: TuneSpec, counts: dict[str, int]) -> int:
             cores,
         )
     return workers
+
+
+def _warn_all_random(spec: TuneSpec) -> None:
+    """Say in tune.log that a study of ``--trials`` at or below TPE's startup count is a
+    random search: TPE guides no trial of it. The console says it at the end, beside the
+    best trial, and study_summary.md says which trials were random."""
+    k = startup_trials(spec.trials)
+    if spec.trials <= k:
+        log.info(
+            "%s (TPE starts after %d): importances and the best trial are a random search's",
+            f"{spec.trials} trials are all random draws"
+            if spec.trials > 1
+            else "1 trial is a random draw",
+            k,
+        )
 
 
 def _warn_calendar_periods(spec: TuneSpec, attrs: dict[str, Any]) -> None:

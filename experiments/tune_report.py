@@ -14,7 +14,13 @@ from ensemble.io import write_csv, write_json, write_text
 from experiments.config import RunConfig
 from experiments.registry import parse_spec
 from experiments.tune_objective import STRIDED_VAL_MEMBERS
-from experiments.tune_study import calendar_fallback, failed_with_error, trial_counts
+from experiments.tune_study import (
+    DRAW_ATTR,
+    calendar_fallback,
+    failed_with_error,
+    startup_trials,
+    trial_counts,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -108,6 +114,8 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
             "number": errors[0].number,
             "error": errors[0].user_attrs["error"],
         }
+    summary["draws"] = draws(trials, startup_trials(spec.trials))
+    summary["importance"] = importance_basis(complete)
     if complete:
         best = min(complete, key=lambda t: t.value)
         cfg = best_config(spec, best)
@@ -146,6 +154,136 @@ def finish(spec: TuneSpec, study, plots: bool = True) -> dict[str, Any]:
     except Exception:  # plots must not cost the summary
         log.warning("tune plots failed:\n%s", traceback.format_exc())
     return summary
+
+
+# Parameter importance is drawn from this many complete trials on, and from 2 per
+# parameter the complete trials drew: from 3 random draws in which lr and period moved
+# together it gave "lr 0.99, period 0.01, patch < 0.01", read as "patch length does not
+# matter", which 3 trials cannot tell.
+IMPORTANCE_MIN_TRIALS = 10
+IMPORTANCE_TRIALS_PER_PARAM = 2
+
+
+def importance_basis(complete: list) -> dict[str, Any]:
+    """What the parameter importance rests on: ``complete_trials``, the ``params`` they
+    drew (any of them, a per-period lookback too: Optuna's default evaluator, PED-ANOVA
+    in optuna 5, assesses each, and fANOVA, the older default, fewer; a single-valued one
+    is not drawn), the ``min_trials`` it takes (``IMPORTANCE_MIN_TRIALS``, and
+    ``IMPORTANCE_TRIALS_PER_PARAM`` per parameter) and whether every complete trial has
+    the ``same_score`` (then no setting mattered, and there is none)."""
+    drawn = {name for t in complete for name, d in t.distributions.items() if not d.single()}
+    params = len(drawn)
+    values = [t.value for t in complete]
+    return {
+        "complete_trials": len(complete),
+        "params": params,
+        "min_trials": max(IMPORTANCE_MIN_TRIALS, IMPORTANCE_TRIALS_PER_PARAM * params),
+        "same_score": len(values) >= 2
+        and max(values) - min(values) <= 1e-12 * max(1.0, abs(values[0])),
+    }
+
+
+def draws(trials: list, startup: int) -> dict[str, Any]:
+    """Which complete trials were TPE's random startup draws (``random``) and which it
+    guided (``guided``), by trial number; ``startup``: the complete or pruned trials TPE
+    waits for. A trial of a study made before each trial's draw was recorded
+    (`DRAW_ATTR`) is judged by how many trials had ended when it started (``estimated``)."""
+    import bisect
+
+    from optuna.trial import TrialState
+
+    ended = sorted(
+        t.datetime_complete
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_complete
+    )
+    random: list[int] = []
+    guided: list[int] = []
+    estimated = False
+    for t in trials:
+        if t.state != TrialState.COMPLETE:
+            continue
+        draw = t.user_attrs.get(DRAW_ATTR)
+        if draw is None:
+            estimated = True
+            before = bisect.bisect_right(ended, t.datetime_start) if t.datetime_start else 0
+            draw = "random" if before < startup else "tpe"
+        (random if draw == "random" else guided).append(t.number)
+    return {"startup_trials": startup, "random": random, "guided": guided, "estimated": estimated}
+
+
+def _numbers(numbers: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` as ``0-2, 5, 7-8``."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def draws_line(summary: dict[str, Any]) -> str | None:
+    """How many complete trials were TPE's random startup draws, in one sentence (None:
+    no complete trial)."""
+    d = summary.get("draws")
+    if not d or not (d["random"] or d["guided"]):
+        return None
+    k, rand, guided = d["startup_trials"], d["random"], d["guided"]
+    tpe = f"TPE starts after {_plural(k, 'complete or pruned trial')}"
+    if not guided:
+        which = "Trials" if len(rand) > 1 else "Trial"
+        line = (
+            f"{which} {_numbers(rand)}: random draws ({tpe}); no trial was guided yet, so "
+            "the best trial and any importance are a random search's."
+        )
+    elif not rand:
+        line = f"No complete trial was a random draw ({tpe}): all {len(guided)} were guided."
+    else:
+        line = (
+            f"{len(rand)} of {len(rand) + len(guided)} complete trials were random draws "
+            f"(trials {_numbers(rand)}; {tpe}); the other {len(guided)} were guided by TPE."
+        )
+    if d.get("estimated"):
+        line += (
+            " (Estimated from when the trials started and ended: the study predates the "
+            "record of each trial's draw.)"
+        )
+    return line
+
+
+def importance_line(summary: dict[str, Any]) -> str | None:
+    """On how many complete trials the parameter importance rests, or why there is none
+    and how many more complete trials it takes (None: no complete trial)."""
+    imp = summary.get("importance")
+    if not imp or not imp["complete_trials"]:
+        return None
+    n, need, params = imp["complete_trials"], imp["min_trials"], imp["params"]
+    if n < need:
+        more = need - n
+        trials = max(summary["asked_trials"], summary["counts"]["finished"] + more)
+        return (
+            f"No parameter importance (`tune_importance.png`): {_plural(n, 'complete trial')}, "
+            f"fewer than the {need} it takes (at least {IMPORTANCE_MIN_TRIALS}, and "
+            f"{IMPORTANCE_TRIALS_PER_PARAM} per parameter the complete trials drew: "
+            f"{params}); {more} more complete {'trial' if more == 1 else 'trials'} needed "
+            f"(rerun with --trials {trials} or more)."
+        )
+    if imp.get("same_score"):
+        return (
+            f"No parameter importance (`tune_importance.png`): all {n} complete trials "
+            "have the same val MSE."
+        )
+    return (
+        f"Parameter importance (`tune_importance.png`) rests on {n} complete trials, over "
+        f"the {params} parameters they drew. Parameters that varied "
+        "together across these trials (confounded) share their importance: a low one is "
+        "not evidence that a setting does not matter."
+    )
 
 
 def rerun_command(out: Path) -> str:
@@ -224,6 +362,8 @@ def _summary_md(summary: dict[str, Any], complete: list) -> str:
         for i, t in enumerate(ranked[:10], 1):
             lines.append(f"| {i} | {t.number} | {t.value:.5f} | {t.params} |")
         lines += _close_call(ranked)
+        for said in (draws_line(summary), importance_line(summary)):
+            lines += ["", said] if said else []
         lines += [
             "",
             "A trial's `period` sets its lookback grid (multiples of it) and the settings "
@@ -262,7 +402,11 @@ def _close_call(ranked: list) -> list[str]:
 
 
 def plot_study(study, out: Path) -> None:
-    """tune_history.png, tune_importance.png, tune_intermediate.png."""
+    """tune_history.png, tune_importance.png, tune_intermediate.png.
+
+    The importance plot only from `importance_basis`'s ``min_trials`` complete trials on,
+    its title saying how many it rests on; without it, the plot an earlier, smaller
+    state of the study left is removed (it would stand for the trials of today)."""
     import optuna
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as ovm
@@ -270,31 +414,60 @@ def plot_study(study, out: Path) -> None:
     from ensemble import figures
 
     figures.pyplot()
+    drawn = False
 
     def save(ax_or_fig, name: str) -> None:
         fig = ax_or_fig.figure if hasattr(ax_or_fig, "figure") else ax_or_fig
         fig.set_size_inches(7, 4.2)
         figures.save(fig, out / name, dpi=100)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.simplefilter("ignore", UserWarning)  # "few trials per regime" on small studies
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if complete:
-            ax = ovm.plot_optimization_history(study)
-            ax.set_ylabel("val MSE (scaled)")  # Optuna's "Objective Value" says less
-            save(ax, "tune_history.png")
-            if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-                ax = ovm.plot_intermediate_values(study)
-                ax.set_xlabel("epoch")
-                ax.set_ylabel("val MSE (scaled)")
-                save(ax, "tune_intermediate.png")
-        values = [t.value for t in complete]
-        if len(complete) >= 2 and max(values) - min(values) <= 1e-12 * max(1.0, abs(values[0])):
-            # every setting scored alike: fANOVA would still split the importance evenly
-            log.info("no importance plot: every complete trial has the same val MSE")
-        elif len(complete) >= 2:
-            try:
-                save(ovm.plot_param_importances(study), "tune_importance.png")
-            except (ValueError, RuntimeError) as exc:  # e.g. a single distinct value
-                log.warning("no importance plot: %s", exc)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.simplefilter("ignore", UserWarning)  # "few trials per regime" on small studies
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if complete:
+                ax = ovm.plot_optimization_history(study)
+                ax.set_ylabel("val MSE (scaled)")  # Optuna's "Objective Value" says less
+                save(ax, "tune_history.png")
+                if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+                    ax = ovm.plot_intermediate_values(study)
+                    ax.set_xlabel("epoch")
+                    ax.set_ylabel("val MSE (scaled)")
+                    save(ax, "tune_intermediate.png")
+            basis = importance_basis(complete)
+            need = basis["min_trials"]
+            if basis["same_score"]:
+                # every setting scored alike: fANOVA would still split the importance evenly
+                log.info("no importance plot: every complete trial has the same val MSE")
+            elif len(complete) < need:
+                log.info(
+                    "no importance plot: %d complete trials, fewer than the %d it takes",
+                    len(complete),
+                    need,
+                )
+            else:
+                try:
+                    ax = ovm.plot_param_importances(study)
+                    ax.set_title("", loc="left")  # Optuna's, where the one below says more
+                    ax.set_title(
+                        f"Parameter importance from {len(complete)} complete trials\n"
+                        "parameters that varied together (confounded) share importance",
+                        fontsize=10,
+                    )
+                    save(ax, "tune_importance.png")
+                    drawn = True
+                except (ValueError, RuntimeError) as exc:  # e.g. a single distinct value
+                    log.warning("no importance plot: %s", exc)
+    finally:
+        if not drawn:  # nor the plot of an earlier, smaller state of the study
+            _remove_figure(out / "tune_importance.png")
+
+
+def _remove_figure(png: Path) -> None:
+    """Remove a figure and the copies `figures.save` wrote beside it (each unlink is
+    atomic: a reader finds the old file whole or none)."""
+    from ensemble import figures
+
+    for path in [*figures._stale_copies(png, []), png]:
+        path.unlink(missing_ok=True)

@@ -295,6 +295,19 @@ def _sqlite_wal(path: Path) -> None:
 # ------------------------------------------------------------------------------- study
 
 
+def startup_trials(n: int) -> int:
+    """How many complete or pruned trials TPE waits for before it guides a draw, in a
+    study of ``n`` trials: until then every trial is a random draw (with parallel workers,
+    every trial started before that many finished)."""
+    return max(3, min(10, n // 3))
+
+
+# A trial's user attribute: "random" (one of TPE's startup draws) or "tpe" (guided),
+# recorded when its sampler first draws (`seeded_at_trial_start`); a retry keeps its
+# original's, whose parameters it runs again.
+DRAW_ATTR = "draw"
+
+
 def sampler_and_pruner(spec: TuneSpec, n: int, seed: int | None = None):
     import optuna
 
@@ -302,7 +315,7 @@ def sampler_and_pruner(spec: TuneSpec, n: int, seed: int | None = None):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(
             seed=seed,
-            n_startup_trials=max(3, min(10, n // 3)),
+            n_startup_trials=startup_trials(n),
             multivariate=True,
             group=True,  # the space is conditional (per-period lookbacks, kernel modes)
             constant_liar=True,  # parallel workers do not all pile onto one region
@@ -804,6 +817,20 @@ def seeded_at_trial_start(spec: TuneSpec, worker: int):
     class Sampler(optuna.samplers.BaseSampler):
         def __init__(self) -> None:
             self.inner = sampler_and_pruner(spec, spec.trials, spec.seed)[0]
+            self.noted: set[int] = set()
+
+        def note_draw(self, study, trial) -> None:
+            """Record (`DRAW_ATTR`) whether TPE draws this trial at random or guides it:
+            as TPE decides, from the complete and pruned trials of the whole study."""
+            if trial._trial_id in self.noted or DRAW_ATTR in trial.user_attrs:
+                return
+            self.noted.add(trial._trial_id)
+            whole = getattr(study, "_study", study)
+            seen = len(
+                whole.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            )
+            draw = "random" if seen < startup_trials(spec.trials) else "tpe"
+            whole._storage.set_trial_user_attr(trial._trial_id, DRAW_ATTR, draw)
 
         def before_trial(self, study, trial) -> None:
             # counted on the whole study: under Hyperband ``study`` is the trial's bracket,
@@ -819,9 +846,12 @@ def seeded_at_trial_start(spec: TuneSpec, worker: int):
             return self.inner.infer_relative_search_space(study, trial)
 
         def sample_relative(self, study, trial, search_space):
+            if search_space:  # an empty one draws nothing: each parameter is independent
+                self.note_draw(study, trial)
             return self.inner.sample_relative(study, trial, search_space)
 
         def sample_independent(self, study, trial, name, distribution):
+            self.note_draw(study, trial)
             return self.inner.sample_independent(study, trial, name, distribution)
 
         def after_trial(self, study, trial, state, values) -> None:
@@ -916,7 +946,10 @@ def requeue_interrupted(study, url: str | None = None) -> None:
         for t in todo:
             # a retry stopped before it drew: its parameters are still only the queued ones
             params = {**t.system_attrs.get("fixed_params", {}), **t.params}
-            study.enqueue_trial(params, user_attrs={"retry_of": t.number})
+            again = {"retry_of": t.number}
+            if DRAW_ATTR in t.user_attrs:  # its parameters are that trial's draw
+                again[DRAW_ATTR] = t.user_attrs[DRAW_ATTR]
+            study.enqueue_trial(params, user_attrs=again)
             done.add(t.number)
             log.info("trial %d was interrupted: its parameters are queued again", t.number)
         if todo:

@@ -1021,6 +1021,13 @@ class HybridForecaster:
         read = self._gaps_read(gaps, clock, cutoffs, grid_freq, step, layout, cols, cutoff=True)
         if read:
             warnings.warn(read, stacklevel=2)
+        elif len(gaps):  # before every cutoff's last rows: read as the run reads them
+            grid = "the integer times" if step is not None else f"the {grid_freq} timestamps"
+            warnings.warn(
+                f"{len(gaps)} gap(s) in {grid}, first before {clock[gaps[0]]}; the rows are "
+                "used as consecutive steps",
+                stacklevel=2,
+            )
         timeline = dates if isinstance(dates, pd.DatetimeIndex) else pd.DatetimeIndex([])
         hybrids, stacks = [], []
         disable = None if self.progress is None else not self.progress
@@ -1032,7 +1039,10 @@ class HybridForecaster:
                 delattr(fold, attr)
             part = None if offsets is None else offsets[:rows]
             try:
-                fold._fit_arrays(values[:rows], dates[:rows], labels, layout, part, cols, freq)
+                with warnings.catch_warnings():  # said once above, not again per fold
+                    for said in (r"the row at .* follows", r"\d+ gap\(s\) in "):
+                        warnings.filterwarnings("ignore", message=said, category=UserWarning)
+                    fold._fit_arrays(values[:rows], dates[:rows], labels, layout, part, cols, freq)
             except UserError as exc:
                 raise UserError(
                     f"cross_validation: the fit on the {rows} rows up to cutoff "

@@ -188,11 +188,12 @@ def test_a_mirror_on_a_windows_network_share_is_read_from_the_share(
     assert url == "file://nas/share/mirror"
     monkeypatch.setattr(dl, "_WINDOWS", True)
     assert PureWindowsPath(dl._file_url_path(url)) == PureWindowsPath(unc)
-    # Windows, simulated: the share \\nas\share is a folder of that name here
-    monkeypatch.chdir(tmp_path)
+    # Windows, simulated: the share \\nas\share is a folder of that name here (copied
+    # into before the chdir: CI's data folder is a relative path)
     share = tmp_path / r"\\nas\share"
     (share / "mirror" / "illness").mkdir(parents=True)
     shutil.copy(data_dir / "illness" / "national_illness.csv", share / "mirror" / "illness")
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(dl.URL_ENV, url)
     dest, status = dl.download("illness", tmp_path / "data")
     assert (

@@ -214,16 +214,6 @@ def _refuse_overwrite(config: str, before: dict, cfg: RunConfig) -> None:
         )
 
 
-def best_forecast(scores: dict[str, dict[str, float]]) -> str:
-    """The forecast with the lowest MSE, the oracle aside (a bound, not a forecast). On a
-    tie up to rounding (one member and its ensemble, summed in another order) the first
-    listed wins: the member."""
-    lowest = min(s["mse"] for n, s in scores.items() if n != "oracle")
-    return next(
-        n for n, s in scores.items() if n != "oracle" and s["mse"] <= lowest + 1e-9 * abs(lowest)
-    )
-
-
 def handle(args) -> int:
     from experiments.report import BEST_ON_VAL, best_member_on_val
     from experiments.run import run

@@ -50,8 +50,8 @@ def _at_most(mse: Any, floor: float) -> bool:
 def best_member_on_val(res: dict[str, Any]) -> str | None:
     """The member a choice by validation takes: the lowest val MSE among the members
     (never the ensemble, the mean, the median or the oracle; a member without a finite val
-    MSE, diverged, is none). On a tie up to rounding the first listed wins, as in
-    `cmd_run.best_forecast`. None: no member has a val MSE.
+    MSE, diverged, is none). On a tie up to rounding the first listed wins. None: no
+    member has a val MSE.
 
     It is what results.md and the console mark: a mark chosen on test would carry a
     choice by test into a table copied from them, which the protocol forbids."""

@@ -711,6 +711,42 @@ class HybridForecaster:
             f"(holidays), add them, e.g. {_fill_hint(layout, cols, freq, step, clock)}"
         )
 
+    @staticmethod
+    def _gaps_scored(
+        dates: pd.Index,
+        offsets: np.ndarray | None,
+        cutoffs: np.ndarray,
+        h: int,
+        freq: Any,
+        grid_freq: str | None,
+        step: int | None,
+        layout: str,
+        cols: tuple[str, str, str],
+    ) -> str | None:
+        """What to say of a gap among the ``h`` rows after a cross-validation cutoff (None:
+        none there). Those rows are the cutoff's actuals, set against the forecast's steps
+        in order, so from a gap on each actual meets a forecast step made for an earlier
+        time (and carries that step's date)."""
+        _, _, _, clock = _grid(dates, offsets, grid_freq or freq, layout, cols)
+        gaps = _gap_rows(clock, grid_freq, step)
+        cut = np.asarray(cutoffs, dtype=np.int64)[:, None]
+        hit = (gaps[None, :] > cut) & (gaps[None, :] <= cut + h)  # [cutoffs, gaps]
+        if not hit.any():
+            return None
+        c, g = np.argwhere(hit)[0]
+        row, origin = int(gaps[g]), int(cutoffs[c])
+        many = int(hit.any(axis=0).sum())
+        return (
+            f"the row at {clock[row]} follows {clock[row - 1]}: the steps between are missing, "
+            f"and the {h} rows after cutoff {clock[origin]} are its actuals, set against the "
+            "forecast's steps in order, so from that row on each actual meets the forecast "
+            "for an earlier step"
+            + (f" ({many} such gaps after cutoffs)" if many > 1 else "")
+            + f"; put the frame on its grid, e.g. {_fill_hint(layout, cols, grid_freq, step, clock)}"
+            " (the filled rows are then scored too), or choose n_windows and step_size whose "
+            "horizons miss the gap"
+        )
+
     def _build(
         self,
         spec: str | Forecaster,
@@ -1028,6 +1064,9 @@ class HybridForecaster:
                 "used as consecutive steps",
                 stacklevel=2,
             )
+        scored = self._gaps_scored(dates, offsets, cutoffs, h, freq, grid_freq, step, layout, cols)
+        if scored:
+            warnings.warn(scored, stacklevel=2)
         timeline = dates if isinstance(dates, pd.DatetimeIndex) else pd.DatetimeIndex([])
         hybrids, stacks = [], []
         disable = None if self.progress is None else not self.progress

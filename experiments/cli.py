@@ -193,13 +193,15 @@ def _bad_name(exc: OSError) -> bool:
     """Whether ``exc`` is the OS refusing a file name: EINVAL naming a file (WinError 123,
     ERROR_INVALID_NAME, on Windows), or WinError 267 (ERROR_DIRECTORY, also a folder
     listed that is a file) about a name with such a character. A broken pipe on
-    Windows is EINVAL too, but names no file."""
+    Windows is EINVAL too, but names no file; an EINVAL about a name Windows takes is
+    some other fault."""
     if not isinstance(exc.filename, str) or not exc.filename:
         return False
     winerror = getattr(exc, "winerror", None)
     if winerror == 267:
         return _has_bad_char(exc.filename)
-    return winerror == 123 or exc.errno == errno.EINVAL
+    # elsewhere EINVAL has other causes (a folder moved into itself, O_DIRECT on tmpfs)
+    return winerror == 123 or (exc.errno == errno.EINVAL and _has_bad_char(exc.filename))
 
 
 def _has_bad_char(path: str) -> bool:

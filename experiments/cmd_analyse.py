@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ensemble.cliargs import Once
 from experiments.cli import HelpFormatter
 
 
@@ -16,7 +17,12 @@ def add_parser(sub) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
-    p.add_argument("--out", help="where to write the report (default RUN_DIR)")
+    p.add_argument(
+        "--out",
+        action=Once,
+        hint="a report goes to one folder",
+        help="where to write the report (default RUN_DIR)",
+    )
     p.add_argument(
         "--ablation-runs",
         nargs="+",
@@ -40,12 +46,16 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--run-data",
+        action=Once,
+        hint="give the one file the run was fitted on",
         metavar="FILE",
         help="the data file the run was fitted on, where its config.yaml no longer finds it "
         "(a run folder moved to another machine); the feature analyses need it",
     )
     p.add_argument(
         "--backbone",
+        action=Once,
+        hint="give the one backbone folder the run's Time-LLM was trained on",
         metavar="DIR",
         help="the saved Time-LLM's backbone folder where the run's saved path no longer "
         "finds it (--prompt-probe, --prototypes; a run folder moved to another machine)",

@@ -82,12 +82,22 @@ def add_parser(sub) -> None:
         hint="a bench has one router: run a bench per --router, each with its own --out",
         help="combination rule / router (default mean)",
     )
-    p.add_argument("--out", default="bench", help="bench folder")
+    p.add_argument(
+        "--out", action=Once, hint="a bench writes one folder", help="bench folder (default bench)"
+    )
     p.add_argument(
         "--data-dir",
+        action=Once,
+        hint="give one folder",
         help="folder holding ETT-small/... (default $HYBRID_FORECAST_DATA, else ./dataset)",
     )
-    p.add_argument("--features", choices=["M", "S", "MS"], help="default M")
+    p.add_argument(
+        "--features",
+        action=Once,
+        hint="a bench has one feature setting: run a bench per setting, each with its own --out",
+        choices=["M", "S", "MS"],
+        help="default M",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -124,6 +134,8 @@ def grid_spec(args) -> BenchSpec:
     from experiments.registry import parse_sets
 
     refuse_empty(args, _NOT_EMPTY)
+    if args.out is None:
+        args.out = "bench"
     saved = saved_grid(args.out) if args.report_only else None
 
     def pick(name: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ensemble.cliargs import Once
 from ensemble.data import DATASETS, add_data_arguments
 from ensemble.errors import UserError
 from experiments.cli import HelpFormatter
@@ -26,7 +27,10 @@ def add_parser(sub) -> None:
     dl = dsub.add_parser("download", help="fetch standard datasets (sha256-checked)")
     dl.add_argument("names", nargs="+", metavar="NAME", help=f"{', '.join(DATASETS)} or 'all'")
     dl.add_argument(
-        "--data-dir", help="target folder (default $HYBRID_FORECAST_DATA, else ./dataset)"
+        "--data-dir",
+        action=Once,
+        hint="give one folder",
+        help="target folder (default $HYBRID_FORECAST_DATA, else ./dataset)",
     )
     dl.add_argument(
         "--force",

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from ensemble.cliargs import Once
 from experiments import shell
 
 # The distributions `pip install hybrid-forecast` installs
@@ -71,8 +72,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data-dir", help="data folder (default $HYBRID_FORECAST_DATA, else ./dataset)")
-    p.add_argument("--out", help="also write the report to this file")
+    p.add_argument(
+        "--data-dir",
+        action=Once,
+        hint="give one folder",
+        help="data folder (default $HYBRID_FORECAST_DATA, else ./dataset)",
+    )
+    p.add_argument(
+        "--out",
+        action=Once,
+        hint="the report goes to one file",
+        help="also write the report to this file",
+    )
     p.set_defaults(func=handle)
 
 

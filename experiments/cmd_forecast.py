@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ensemble.cliargs import Once
 from experiments.cli import HelpFormatter
 
 
@@ -24,10 +25,14 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
     p.add_argument(
         "--data-path",
+        action=Once,
+        hint="a forecast reads one file: run it once per file, each with its own --out",
         help="a CSV with the run's columns and newer rows (default: the run's own data file)",
     )
     p.add_argument(
         "--run-data",
+        action=Once,
+        hint="give the one file the run was fitted on",
         metavar="FILE",
         help="the file the run was fitted on, where config.yaml no longer finds it (a run "
         "folder moved to another machine); checked against the run's checksum",
@@ -39,12 +44,19 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--backbone",
+        action=Once,
+        hint="give the one backbone folder the run's Time-LLM members were trained on",
         metavar="DIR",
         help="the Time-LLM members' backbone folder where the run's saved path no longer "
         "finds it (a run folder moved to another machine); checked to hold the files they "
         "were trained on",
     )
-    p.add_argument("--out", help="the CSV to write, - for stdout (default RUN_DIR/forecast.csv)")
+    p.add_argument(
+        "--out",
+        action=Once,
+        hint="a forecast writes one file",
+        help="the CSV to write, - for stdout (default RUN_DIR/forecast.csv)",
+    )
     p.set_defaults(func=handle)
 
 

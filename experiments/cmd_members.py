@@ -34,6 +34,9 @@ _CONTEXTS = (
     dict(seq_len=512, pred_len=96, n_channels=7, freq="h", periods=[24, 168], seed=0),
     dict(seq_len=336, pred_len=48, n_channels=3, freq="D", periods=[7], seed=1),
 )
+# A short lookback and horizon, where defaults capped by them (lightgbm's lags and
+# components) differ; members that refuse so short a window are read from the two above.
+_SHORT = dict(seq_len=16, pred_len=8, n_channels=2, freq="W", periods=[4], seed=2)
 
 
 def _shown(value: Any) -> str:
@@ -54,16 +57,29 @@ def setting_defaults(name: str, keys: tuple[str, ...]) -> list[str]:
     attrs = _ATTRIBUTES.get(name, {}) | (
         {k: a for k, a, _ in _LIGHTGBM_CASTS} if name == "lightgbm" else {}
     )
+
+    def build(context: dict) -> Any:
+        return registry.build(name, registry.MemberContext(**context, dataset="ETTh1"))
+
     try:
-        built = [
-            registry.build(name, registry.MemberContext(**c, dataset="ETTh1")) for c in _CONTEXTS
-        ]
+        built = [build(c) for c in _CONTEXTS]
     except Exception:  # a missing optional package: the keys alone still help
         return list(keys)
+    try:
+        built.append(build(_SHORT))
+    except Exception:  # refuses a 16-step lookback
+        pass
     out = []
     for key in keys:
-        a, b = (getattr(m, attrs.get(key, key), None) for m in built)
-        out.append(key if a is None else f"{key}=(run)" if a != b else f"{key}={_shown(a)}")
+        first, *rest = (getattr(m, attrs.get(key, key), None) for m in built)
+        if first is None:
+            out.append(key)
+        elif any(v != first for v in rest[: len(_CONTEXTS) - 1]):
+            out.append(f"{key}=(run)")
+        elif any(v != first for v in rest):  # the same on long windows, less on short ones
+            out.append(f"{key}={_shown(first)} (capped by the run)")
+        else:
+            out.append(f"{key}={_shown(first)}")
     return out
 
 
@@ -78,6 +94,7 @@ def listing() -> str:
         "members (--members a,b; settings as name@key=value or --set name.key=value;",
         "every member also takes progress=false, no progress bars, which changes no number;",
         "defaults after '='; (run): derived from the run's seed, lookback, horizon or periods;",
+        "(capped by the run): less where the lookback or horizon is shorter;",
         "a bare key: unset unless given):",
     ]
     settings = registry.registered_settings()

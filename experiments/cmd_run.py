@@ -34,7 +34,10 @@ def add_parser(sub) -> None:
         },
     )
     p.add_argument(
-        "--config", help="a config.yaml (from a run folder or `tune`); flags given here override it"
+        "--config",
+        action=Once,
+        hint="give one config file; flags given beside it override its settings",
+        help="a config.yaml (from a run folder or `tune`); flags given here override it",
     )
     p.add_argument("--seq-len", type=int, help="lookback L (default 512)")
     p.add_argument("--pred-len", type=int, help="horizon H (default 96)")
@@ -50,7 +53,13 @@ def add_parser(sub) -> None:
         help="comma-separated member specs, e.g. dlinear,arima,lightgbm,timellm "
         "(a spec may carry settings: dlinear@kernel=49; default naive)",
     )
-    p.add_argument("--router", help="combination rule / router (default mean)")
+    p.add_argument(
+        "--router",
+        action=Once,
+        hint="a run has one router; `analyse` refits the others on its forecasts, or run "
+        "once per --router, each with its own --out",
+        help="combination rule / router (default mean)",
+    )
     p.add_argument(
         "--seed",
         type=int,
@@ -61,6 +70,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--out",
+        action=Once,
+        hint="a run writes one folder",
         help="run folder (default: the folder of --config's config.yaml if it is a run "
         "folder, else runs/<dataset or file name>[_<features>[-<target>]][_p<percent>]"
         "_<L>_<H>_s<seed>; the `out` a config file names is ignored, so a config copied "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ensemble.cliargs import Once
 from experiments.cli import HelpFormatter
 
 # what a \label{} key may hold without escaping (no braces, backslash, %, # or spaces)
@@ -25,7 +26,12 @@ def add_parser(sub) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run folders")
-    p.add_argument("--out", help="also write the table (Markdown, JSON, LaTeX or CSV) to this file")
+    p.add_argument(
+        "--out",
+        action=Once,
+        hint="the table goes to one file",
+        help="also write the table (Markdown, JSON, LaTeX or CSV) to this file",
+    )
     p.add_argument(
         "--finished-only",
         action="store_true",

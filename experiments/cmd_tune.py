@@ -6,6 +6,8 @@ import re
 import sys
 from pathlib import Path
 
+from ensemble.cliargs import Once, refuse_empty
+from ensemble.data import add_data_arguments
 from experiments.cli import HelpFormatter
 
 
@@ -18,27 +20,27 @@ def add_parser(sub) -> None:
         "processes (--jobs, or other machines with a shared --storage) can work on one study.",
         formatter_class=HelpFormatter,
     )
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", help="registered dataset (default ETTh1 unless --data-path)")
-    g.add_argument(
-        "--data-path",
-        help="any CSV with a date column (70/10/20 split; a file named like a registered "
-        "dataset, e.g. ETTh1.csv, gets that dataset's split)",
+    add_data_arguments(
+        p,
+        hints={
+            "dataset": "a study tunes one dataset: run a study per dataset, each with its own "
+            "--out",
+            "data_path": "a study tunes one file: run a study per file, each with its own --out",
+        },
     )
-    g.add_argument(
-        "--data-dir", help="folder holding ETT-small/... (default $HYBRID_FORECAST_DATA)"
-    )
-    g.add_argument("--features", default="M", choices=["M", "S", "MS"], help="channels")
-    g.add_argument("--target", help="target column under S/MS (default OT, else the last)")
-    g.add_argument("--fill", choices=["ffill"], help="forward-fill NaN/inf instead of failing")
-    g.add_argument(
+    p.add_argument(
         "--percent",
         type=int,
         default=100,
         help="few-shot: the trials train on the first PERCENT %% of train windows",
     )
     p.add_argument("--pred-len", type=int, default=96, help="horizon H")
-    p.add_argument("--members", default="dlinear", help="comma-separated members to tune together")
+    p.add_argument(
+        "--members",
+        action=Once,
+        hint="list every member in one --members, e.g. --members dlinear,timellm",
+        help="comma-separated members to tune together (default dlinear)",
+    )
     p.add_argument("--trials", type=int, default=30, help="total finished trials of the study")
     p.add_argument(
         "--storage",
@@ -58,11 +60,24 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--out",
+        action=Once,
+        hint="a study writes one folder",
         help="output folder (default tune/<study>; a study name holding a path or characters "
         "no folder name takes gets them replaced by _)",
     )
-    p.add_argument("--router", default="mean", help="router written into best_config.yaml")
-    p.add_argument("--seed", type=int, default=0, help="seed of the members' training")
+    p.add_argument(
+        "--router",
+        action=Once,
+        hint="best_config.yaml names one router",
+        help="router written into best_config.yaml (default mean)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        action=Once,
+        hint="a study takes one seed: run a study per seed, each with its own --out",
+        help="seed of the members' training (default 0)",
+    )
     p.add_argument("--min-seq-len", type=int, default=96, help="smallest lookback")
     p.add_argument("--max-seq-len", type=int, default=720, help="largest lookback")
     p.add_argument("--max-periods", type=int, default=4, help="period candidates at most")
@@ -97,7 +112,8 @@ def handle(args) -> int:
     from experiments.tune import TuneSpec, run_tune
     from experiments.tune_report import draws_line, importance_line, rerun_command
 
-    members = [m.strip() for m in args.members.split(",") if m.strip()]
+    refuse_empty(args, ("dataset", "data_path", "data_dir", "target", "members", "router", "out"))
+    members = [m.strip() for m in (args.members or "dlinear").split(",") if m.strip()]
     dataset = args.dataset or (None if args.data_path else "ETTh1")
     spec = TuneSpec(
         dataset=dataset,
@@ -114,8 +130,8 @@ def handle(args) -> int:
         study=args.study,
         jobs=args.jobs,
         out="",
-        router=args.router,
-        seed=args.seed,
+        router=args.router or "mean",
+        seed=0 if args.seed is None else args.seed,
         min_seq_len=args.min_seq_len,
         max_seq_len=args.max_seq_len,
         max_periods=args.max_periods,

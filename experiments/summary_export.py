@@ -179,8 +179,11 @@ def _timellm_setting(folder: Path, spec: str, key: str) -> Any:
         shared = (cfg.get("member_params") or {}).get(base) or {}
     except (OSError, ValueError, AttributeError, yaml.YAMLError):  # no config: the defaults
         shared = {}
-    value = shared.get(key) if isinstance(shared, dict) else None
-    return TIMELLM_DEFAULTS[key] if value is None else value
+    if not isinstance(shared, dict) or key not in shared:
+        return TIMELLM_DEFAULTS[key]
+    # llm_layers: null is "all layers", not the default 6; a null backbone is the default
+    value = shared[key]
+    return TIMELLM_DEFAULTS[key] if value is None and key != "llm_layers" else value
 
 
 def backbone_text(backbone: Any, layers: Any) -> str:

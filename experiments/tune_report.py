@@ -242,11 +242,15 @@ def draws_line(summary: dict[str, Any]) -> str | None:
             "the best trial and any importance are a random search's."
         )
     elif not rand:
-        line = f"No complete trial was a random draw ({tpe}): all {len(guided)} were guided."
+        every = "the one complete trial was" if len(guided) == 1 else f"all {len(guided)} were"
+        line = f"No complete trial was a random draw ({tpe}): {every} guided."
     else:
+        drawn = "was a random draw" if len(rand) == 1 else "were random draws"
+        which = "trial" if len(rand) == 1 else "trials"
+        others = "the other one was" if len(guided) == 1 else f"the other {len(guided)} were"
         line = (
-            f"{len(rand)} of {len(rand) + len(guided)} complete trials were random draws "
-            f"(trials {_numbers(rand)}; {tpe}); the other {len(guided)} were guided by TPE."
+            f"{len(rand)} of {len(rand) + len(guided)} complete trials {drawn} "
+            f"({which} {_numbers(rand)}; {tpe}); {others} guided by TPE."
         )
     if d.get("estimated"):
         line += (

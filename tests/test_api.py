@@ -810,14 +810,33 @@ def test_cross_validation_says_a_gap_in_a_cutoffs_last_rows():
         texts = [
             str(w.message) for w in said if "gap" in str(w.message) or "follows" in str(w.message)
         ]
-        assert len(texts) == 1, texts
+        # the lookback of cutoff 586 and the actuals of cutoff 574 hold the gap, each said once
+        assert len(texts) == 2, texts
         assert "the forecast from cutoff 2020-01-25 11:00:00 reads" in texts[0]
+        assert "the 12 rows after cutoff 2020-01-24 22:00:00 are its actuals" in texts[1]
     with warnings.catch_warnings(record=True) as said:  # before every cutoff's last rows
         warnings.simplefilter("always")
         cv = hf.cross_validation(_sine().drop(index=300), h=12, n_windows=3, step_size=12)
     texts = [str(w.message) for w in said if "gap" in str(w.message)]
     assert len(texts) == 1 and texts[0].startswith("1 gap(s) in the h timestamps"), texts
     assert cv["cutoff"].nunique() == 3
+
+
+def test_cross_validation_says_a_gap_in_the_actuals_a_cutoff_is_scored_on():
+    # the rows after a cutoff are its actuals, step by step: after a gap, the forecast's
+    # 6th step (for 14:00) was set against the 17:00 row's value without a word
+    df = _sine().drop(index=[590, 591, 592]).reset_index(drop=True)
+    hf = HybridForecaster(members=["naive"], router="mean", seq_len=48, pred_len=12)
+    with pytest.warns(
+        UserWarning,
+        match=r"row at 2020-01-25 17:00:00 follows 2020-01-25 13:00:00: .* 12 rows after cutoff "
+        r"2020-01-25 08:00:00 are its actuals.*asfreq\('h'\)",
+    ):
+        hf.cross_validation(df, h=12, n_windows=1, step_size=12)
+    with warnings.catch_warnings(record=True) as said:  # a gap before every horizon: no
+        warnings.simplefilter("always")  # actual of any cutoff
+        hf.cross_validation(_sine().drop(index=300), h=12, n_windows=2, step_size=12)
+    assert not any("are its actuals" in str(w.message) for w in said)
 
 
 def test_numbers_as_text_are_refused_with_the_conversion():

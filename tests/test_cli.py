@@ -257,6 +257,84 @@ def test_help_states_each_default_once():
     assert shown >= 10
 
 
+def _options(parser: argparse.ArgumentParser, path: str = ""):
+    """(command path, action) of every option of every sub-command, nested ones too."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, f"{path} {name}".strip())
+        elif action.option_strings:
+            yield path, action
+
+
+# Official-argument mirrors keep run_main.py's argparse, where the last value wins.
+_OFFICIAL_ARGS = {"timellm", "explain timellm", "bench-step"}
+_ONE_VALUE = {
+    "dataset",
+    "data_path",
+    "data_dir",
+    "features",
+    "target",
+    "out",
+    "config",
+    "run_data",
+    "backbone",
+    "members",
+    "router",
+    "seed",
+}
+
+
+def test_every_command_takes_its_data_and_output_flags_once():
+    """A data, output, member, router or seed flag given twice is refused in every
+    command: argparse kept the last without a word (`tune --dataset ETTh1 --dataset
+    ETTh2` tuned ETTh2, `bench --features S --features M` benched M)."""
+    from ensemble.cliargs import Once
+
+    seen = 0
+    for path, action in _options(build_parser()):
+        if action.dest in _ONE_VALUE and path not in _OFFICIAL_ARGS:
+            seen += 1
+            assert isinstance(action, Once), (path, action.option_strings)
+            assert action.default is None, (path, action.option_strings)  # else always "twice"
+    assert seen >= 40
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["tune", "--dataset", "ETTh1", "--dataset", "ETTh2"], "a study tunes one dataset"),
+        (["tune", "--seed", "0", "--seed", "1"], "a study takes one seed"),
+        (["bench", "--features", "S", "--features", "M"], "a bench has one feature setting"),
+        (["forecast", "r", "--data-path", "a.csv", "--data-path", "b.csv"], "reads one file"),
+        (["run", "--router", "mean", "--router", "median"], "a run has one router"),
+    ],
+)
+def test_a_repeated_flag_is_one_line_before_any_work(argv, needle, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "is given twice" in line and needle in line
+    assert not any(tmp_path.iterdir())  # no study, bench or run folder started
+
+
+def test_tune_defaults_hold_without_the_flags(monkeypatch):
+    # --members, --router and --seed lost their argparse defaults to be taken once
+    from experiments import cmd_tune
+
+    class Stop(Exception):
+        pass
+
+    def stub(spec, **kw):
+        raise Stop(spec)
+
+    monkeypatch.setattr("experiments.tune.run_tune", stub)
+    with pytest.raises(Stop) as got:
+        cmd_tune.handle(parse(build_parser(), ["tune", "--trials", "1"]))
+    spec = got.value.args[0]
+    assert (spec.members, spec.router, spec.seed, spec.features) == (["dlinear"], "mean", 0, "M")
+
+
 @pytest.mark.parametrize(
     "argv,command",
     [
@@ -468,6 +546,9 @@ def test_members_lists_every_member_with_its_settings_and_every_router(capsys):
     assert "settings: kernel=25, individual=false, seed=(run), lr=0.005," in dlinear
     lightgbm = " ".join(out.split("\n  lightgbm: ")[1].split("\n\nrouters")[0].split())
     assert "lr=0.05," in lightgbm and "rounds=1000," in lightgbm  # attributes named otherwise
+    # min(16, H) and min(24, L): "components=16" read as 16 at --pred-len 12 too
+    assert "components=16 (capped by the run)," in lightgbm
+    assert "n_lags=24 (capped by the run)," in lightgbm
     assert "seasonal=(run)" in out and "period=(run)" in out
     # the examples show the defaults (it said @d=1 where d is 0), and the setting every
     # member takes is said once
@@ -659,6 +740,19 @@ def test_a_name_windows_refuses_is_one_line_saying_why(out, monkeypatch, capsys)
     assert lines[0].startswith(f"error: cannot use {out}: a Windows file name cannot contain")
     assert '< > : " | ? *' in lines[0] and "trailing backslash" in lines[0]
     assert lines[0].endswith("; check --out"), lines
+
+
+def test_an_einval_about_a_name_windows_takes_is_not_called_a_bad_name(monkeypatch, capsys):
+    # Linux's EINVAL of a folder renamed into itself read "a Windows file name cannot contain"
+    import experiments.cmd_run as cmd_run
+
+    def fails(args):
+        raise OSError(22, "Invalid argument", "runs/a")
+
+    monkeypatch.setattr(cmd_run, "handle", fails)
+    with pytest.raises(OSError, match="Invalid argument"):  # surfaces, as other OS errors do
+        main(["run", "--dataset", "ETTh1", "--out", "runs/a"])
+    assert "Windows file name" not in capsys.readouterr().err
 
 
 def test_winerror_267_about_a_bad_name_is_one_line_and_a_broken_pipe_is_not(monkeypatch, capsys):

@@ -360,6 +360,15 @@ def test_latex_caption_names_each_timellm_backbone_and_its_layers(tmp_path):
     assert "Still improving" not in caption and "different hybrid-forecast code" not in caption
 
 
+def test_latex_caption_says_all_layers_where_the_run_set_llm_layers_null(tmp_path):
+    # null is every layer (TimeLLMForecaster), and the caption said the default's 6
+    runs = [
+        _timellm_run(tmp_path / f"a{s}", s, member_params={"timellm": {"llm_layers": None}})
+        for s in (0, 1)
+    ]
+    assert "timellm: Time-LLM over all-MiniLM-L6-v2, all layers." in _caption(runs)
+
+
 def test_latex_caption_says_still_improving_and_different_code_as_summary_does(tmp_path):
     curve = {"epochs": 3, "best_epoch": 3, "still_improving": True}
     runs = [

@@ -93,6 +93,23 @@ def test_the_draws_of_a_study_made_before_they_were_recorded_are_estimated():
     )
 
 
+@pytest.mark.parametrize(
+    "rand,guided,said",
+    [
+        ([0, 1, 2], [3], "3 of 4 complete trials were random draws (trials 0-2; "),
+        ([0, 1, 2], [3], "; the other one was guided by TPE."),
+        ([0], [1, 2], "1 of 3 complete trials was a random draw (trial 0; "),
+        ([], [5], ": the one complete trial was guided."),
+        ([], [4, 5], ": all 2 were guided."),
+    ],
+)
+def test_the_draws_line_counts_one_trial_in_the_singular(rand, guided, said):
+    # "the other 1 were guided by TPE" (tune --trials 4)
+    from experiments.tune_report import draws_line
+
+    assert said in draws_line({"draws": {"startup_trials": 3, "random": rand, "guided": guided}})
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_three_trial_study_says_it_is_a_random_search_and_draws_no_importance(
     synth_csv, tmp_path, caplog

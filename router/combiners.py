@@ -317,14 +317,16 @@ def greedy_prior(terms: WindowTerms, floor: float = 0.2) -> np.ndarray:
 
     Args:
         terms: the fitting windows' quadratic-form terms.
-        floor: share of uniform weight mixed in, so that every member can come back.
+        floor: share of uniform weight mixed in, so that every member can come back; at
+            0 a member greedy drops gets the smallest finite logit (weight ~1e-308, never
+            back), not log(0): LightGBM starts from these logits.
 
     Returns:
         [C, M] logits (softmax gives ``(1 - floor) * greedy + floor / M``).
     """
     m = terms.b.shape[-1]
     w = GreedyCombiner().channel_weights(terms)
-    return np.log((1 - floor) * w + floor / m)
+    return np.log(np.maximum((1 - floor) * w + floor / m, np.finfo(np.float64).tiny))
 
 
 PRIORS = ("greedy", "uniform")

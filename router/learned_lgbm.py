@@ -10,13 +10,17 @@ quantity we report, via a custom LightGBM objective on the per-window quadratic 
     d MSE / d z_j = 2 p_j mean_h (yhat - y)(f_j - yhat)
 
 and the Gauss-Newton curvature ``2 p_j^2 mean_h (f_j - yhat)^2``. Boosting starts from a
-prior: the per-channel greedy (Caruana) weights of the fitting windows, floored so that
-every member can come back (``prior="uniform"`` starts from the mean instead). The trees
-then only learn window-by-window deviations from that static combination, and early
-stopping on the inner split keeps the prior when the features do not help. A blend
-toward uniform weights, chosen on the inner split, shrinks the result further where
-validation wants it. On wide data (more than ``MAX_ROUTER_ROWS`` window-channel rows) it
-trains and early-stops on a seeded draw of the rows.
+prior: the per-channel greedy (Caruana) weights of the fitting windows, mixed with a floor
+of uniform weight so that every member can come back (``prior="uniform"`` starts from the
+mean instead). The trees then only learn window-by-window deviations from that static
+combination, and early stopping on the inner split keeps the prior when the features do
+not help. A tree grows only where a split gains, so the floor's uniform share is never
+learned away where no feature singles a member out (a member worse everywhere kept
+floor / M; one forecasting 1e6 ruined the forecast): the floor is chosen on the inner
+split too, boosting from each candidate. A blend toward uniform weights, chosen there as
+well, shrinks the result further where validation wants it. On wide data (more than
+``MAX_ROUTER_ROWS`` window-channel rows) it trains and early-stops on a seeded draw of
+the rows.
 """
 
 from __future__ import annotations
@@ -55,7 +59,9 @@ class LGBMRouter(Combiner):
         patience: early-stopping patience in rounds.
         shrink: blend toward uniform weights chosen on the inner split.
         prior: "greedy" (start from per-channel greedy weights) or "uniform".
-        prior_floor: share of uniform weight mixed into the greedy prior.
+        prior_floors: candidate shares of uniform weight mixed into the greedy prior, the
+            one whose boosted (or bare) prior scores best on the inner split is kept; a
+            tie keeps the earlier one (largest first: every member stays reachable).
         seed: LightGBM seed.
         feature_names: names of the F feature columns; ``channel`` is treated as categorical.
     """
@@ -74,14 +80,16 @@ class LGBMRouter(Combiner):
         patience: int = 30,
         shrink: bool = True,
         prior: str = "greedy",
-        prior_floor: float = 0.2,
+        prior_floors: tuple[float, ...] = (0.2, 0.05, 0.0),
         seed: int = 0,
         feature_names: list[str] | None = None,
     ):
         if prior not in PRIORS:
             raise ValueError(f"prior must be 'greedy' or 'uniform', not {prior!r}")
         self.prior = prior
-        self.prior_floor = prior_floor
+        if not prior_floors or not all(0.0 <= f <= 1.0 for f in prior_floors):
+            raise ValueError(f"prior_floors must be shares in [0, 1], not {prior_floors!r}")
+        self.prior_floors = tuple(prior_floors)
         self.params = dict(
             num_leaves=num_leaves,
             learning_rate=learning_rate,
@@ -101,6 +109,7 @@ class LGBMRouter(Combiner):
         self.booster_ = None
         self.prior_: np.ndarray | None = None  # [C, M] starting logits
         self.rounds_: int = 0
+        self.floor_: float = self.prior_floors[0]
         self.lam_: float = 0.0
         self.inner_score_: float = np.inf
 
@@ -180,54 +189,73 @@ class LGBMRouter(Combiner):
         fit_w, held_w = inner_split(w, h)
         if held_w.size == 0:  # nothing to check a feature-conditioned model on: the mean
             return self._unchecked(terms)
-        prior = prior_logits(self.prior, terms[fit_w], self.prior_floor)
 
-        def rows_of(ws: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, ...]:
-            """Windows ``ws``' rows (``MAX_ROUTER_ROWS`` at most): features [N, F], gram,
-            b, yy, and the starting logits [N, M] from the per-channel ``logits`` [C, M]."""
+        def rows_of(ws: np.ndarray) -> tuple[np.ndarray, ...]:
+            """Windows ``ws``' rows (``MAX_ROUTER_ROWS`` at most): their channel [N],
+            features [N, F], gram, b and yy."""
             rows = window_rows(ws, c, self.params["seed"])
-            return (*(flat_rows(a, rows) for a in (features, *terms)), logits[rows % c])
+            return rows % c, *(flat_rows(a, rows) for a in (features, *terms))
 
-        held = rows_of(held_w, prior)
-        x, g, bb, yy, start = rows_of(fit_w, prior)
-        booster = self._train(x, g, bb, yy, self.max_rounds, start, valid=held)
-        del x, g, bb, yy, start
-        self.rounds_, p_held = 0, _softmax(held[4])  # the prior alone
-        if booster is not None:
-            rounds = booster.best_iteration or booster.current_iteration()
-            p_boost = _softmax(
-                booster.predict(held[0], num_iteration=rounds, raw_score=True) + held[4]
-            )
-            prior_score = float(combined_mse(p_held, *held[1:4]).mean())
-            if prior_score > float(combined_mse(p_boost, *held[1:4]).mean()):
-                self.rounds_, p_held = rounds, p_boost
+        fit, held = rows_of(fit_w), rows_of(held_w)
+        best = None  # (held-out MSE, floor, rounds, held-out weights)
+        for floor in self.prior_floors if self.prior == "greedy" else self.prior_floors[:1]:
+            rounds, p = self._boost(fit, held, prior_logits(self.prior, terms[fit_w], floor))
+            score = float(combined_mse(p, *held[2:]).mean())
+            if best is None or score < best[0] - 1e-12:  # a tie keeps the larger floor
+                best = (score, floor, rounds, p)
+        del fit
+        _, self.floor_, self.rounds_, p_held = best
         if self.shrink:
-            self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held[1:4])
+            self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held[2:])
         else:
-            self.inner_score_ = float(combined_mse(p_held, *held[1:4]).mean())
+            self.inner_score_ = float(combined_mse(p_held, *held[2:]).mean())
         log.info(
-            "lgbm router: %d rounds, shrink %.2f, inner-val MSE %.4f (on the windows that "
-            "chose them: optimistic)",
+            "lgbm router: prior floor %.2f, %d rounds, shrink %.2f, inner-val MSE %.4f (on "
+            "the windows that chose them: optimistic)",
+            self.floor_,
             self.rounds_,
             self.lam_,
             self.inner_score_,
         )
         # Refit on every validation window (the most recent ones are closest to test).
-        self.prior_ = prior_logits(self.prior, terms, self.prior_floor)  # of all rows, drawn or not
+        self.prior_ = prior_logits(self.prior, terms, self.floor_)  # of all rows, drawn or not
         self.booster_ = None
         if self.rounds_:
-            x, g, bb, yy, start = rows_of(np.arange(w), self.prior_)
-            self.booster_ = self._train(x, g, bb, yy, self.rounds_, start)
+            channel, x, g, bb, yy = rows_of(np.arange(w))
+            self.booster_ = self._train(x, g, bb, yy, self.rounds_, self.prior_[channel])
             if self.booster_ is None:  # no feature splits on all windows: the prior
                 self.rounds_ = 0
         return self
+
+    def _boost(
+        self, fit: tuple[np.ndarray, ...], held: tuple[np.ndarray, ...], prior: np.ndarray
+    ) -> tuple[int, np.ndarray]:
+        """Boost from the per-channel ``prior`` logits [C, M] on the ``fit`` rows, early
+        stopping on the ``held`` rows (each ``rows_of``'s channel, features, gram, b, yy).
+
+        Returns:
+            (rounds, held-out weights [N, M]) of the better on ``held`` of the trees and
+            the prior alone (0 rounds).
+        """
+        start = prior[held[0]]
+        booster = self._train(*fit[1:], self.max_rounds, prior[fit[0]], valid=(*held[1:], start))
+        p_prior = _softmax(start)
+        if booster is None:
+            return 0, p_prior
+        rounds = booster.best_iteration or booster.current_iteration()
+        p_boost = _softmax(booster.predict(held[1], num_iteration=rounds, raw_score=True) + start)
+        prior_score = float(combined_mse(p_prior, *held[2:]).mean())
+        if prior_score > float(combined_mse(p_boost, *held[2:]).mean()):
+            return rounds, p_boost
+        return 0, p_prior
 
     def _unchecked(self, terms: tuple[np.ndarray, ...]) -> LGBMRouter:
         """No held-out windows (no more validation windows than the horizon): equal weights."""
         (log.debug if self.quiet_fallback else log.warning)(
             "lgbm router: too few validation windows to hold any out; using equal weights"
         )
-        self.prior_ = prior_logits(self.prior, terms, self.prior_floor)
+        self.floor_ = self.prior_floors[0]  # nothing to choose it on (equal weights anyway)
+        self.prior_ = prior_logits(self.prior, terms, self.floor_)
         self.booster_, self.rounds_, self.lam_, self.inner_score_ = None, 0, 1.0, float("nan")
         return self
 
@@ -242,10 +270,10 @@ class LGBMRouter(Combiner):
     def describe(self) -> str:
         if self.prior_ is not None and self.prior_.shape[-1] == 1:
             return "lgbm router: a single member, weight 1"
-        # the held-out windows chose the stopping round, prior or trees, and the shrinkage:
-        # their MSE is the best of those choices, lower than unseen windows would give
+        # the held-out windows chose the floor, the stopping round, prior or trees, and the
+        # shrinkage: their MSE is the best of those choices, lower than unseen windows give
         return (
-            f"lgbm router: {self.rounds_} rounds, shrink {self.lam_:.2f}, inner-val MSE "
-            f"{self.inner_score_:.4f} (the windows that chose the stopping point and "
-            "shrinkage: optimistic)"
+            f"lgbm router: prior floor {self.floor_:.2f}, {self.rounds_} rounds, shrink "
+            f"{self.lam_:.2f}, inner-val MSE {self.inner_score_:.4f} (the windows that chose "
+            "the floor, the stopping point and shrinkage: optimistic)"
         )

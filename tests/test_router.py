@@ -539,6 +539,43 @@ def test_lgbm_router_keeps_its_prior_when_features_are_noise(clear_best):
     assert cb.fit(f, y, noise).rounds_ == 0
 
 
+def test_lgbm_router_learns_the_prior_floor_away_from_a_member_worse_everywhere():
+    # No feature singles out where member 0 is better (it is better everywhere), so no
+    # tree grows: the floor's uniform share stayed (weight 0.9 on it, +82 % MSE over it
+    # alone) until the floor was chosen on the inner split.
+    _, y, f, feats, names = problem(noise=(0.1, 1.0))
+    cb, half = fitted("learned_lgbm", f, y, feats, names)
+    w = cb.weights(f[:, half:], feats[half:])
+    assert w[..., 0].min() > 0.95 and cb.floor_ < 0.2, (w[..., 0].mean(), cb.describe())
+    best_alone = np.mean((f[0, half:] - y[half:]) ** 2)
+    assert np.mean((cb.forecast(f[:, half:], feats[half:]) - y[half:]) ** 2) < 1.02 * best_alone
+    assert f"prior floor {cb.floor_:.2f}" in cb.describe()
+
+
+def test_lgbm_router_gives_a_member_far_off_scale_no_weight():
+    # a member forecasting 1e6 kept floor / M of the weight: a combined MSE of 1e10
+    x, y, _, _, _ = problem(noise=(0.1, 1.0))
+    rng = np.random.default_rng(1)
+    f = np.stack([y + 0.1 * rng.standard_normal(y.shape), np.full_like(y, 1e6)])
+    feats, names = window_features(x, f, [12], member_names=["m0", "m1"])
+    cb, half = fitted("learned_lgbm", f, y, feats, names)
+    w = cb.weights(f[:, half:], feats[half:])
+    assert w[..., 1].max() < 1e-12 and cb.floor_ == 0.0
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=0, atol=1e-12)
+    best_alone = np.mean((f[0, half:] - y[half:]) ** 2)
+    assert np.mean((cb.forecast(f[:, half:], feats[half:]) - y[half:]) ** 2) < 1.02 * best_alone
+
+
+def test_lgbm_router_prior_floor_choice_is_deterministic(clear_best):
+    x, y, f, feats, names = clear_best
+    a, half = fitted("learned_lgbm", f, y, feats, names)
+    b, _ = fitted("learned_lgbm", f, y, feats, names)
+    assert (a.floor_, a.rounds_, a.lam_) == (b.floor_, b.rounds_, b.lam_)
+    np.testing.assert_array_equal(
+        a.weights(f[:, half:], feats[half:]), b.weights(f[:, half:], feats[half:])
+    )
+
+
 def test_torch_router_keeps_its_best_epoch_and_refits_for_that_many(monkeypatch):
     import torch
 
@@ -581,6 +618,9 @@ def test_greedy_prior_keeps_every_member_reachable(clear_best):
     assert (greedy[:, 1:] == 0).all()  # greedy alone drops the weak members
     p = np.exp(greedy_prior(terms, floor=0.3))
     np.testing.assert_allclose(p, 0.7 * greedy + 0.1, rtol=1e-12)
+    # a floor of 0 drops them with a finite logit (LightGBM starts from it): no log(0)
+    z = greedy_prior(terms, floor=0.0)
+    assert np.isfinite(z).all() and (np.exp(z[:, 1:]) < 1e-300).all()
 
 
 def test_past_errors_are_causal_and_correct(clear_best):
@@ -1019,10 +1059,11 @@ def test_rules_draw_the_rows_of_wide_data_with_the_runs_seed(clear_best, monkeyp
 
 @pytest.mark.parametrize("name", ["learned_lgbm", "learned_torch"])
 def test_learned_routers_say_their_inner_val_mse_is_optimistic(name, clear_best):
-    # the held-out windows chose the stopping point and shrinkage: the best of those choices
+    # the held-out windows chose the stopping point and shrinkage (and the lgbm router's
+    # prior floor): the best of those choices
     x, y, f, feats, names = clear_best
     cb, _ = fitted(name, f, y, feats, names)
-    assert "chose the stopping point and shrinkage: optimistic" in cb.describe()
+    assert "the stopping point and shrinkage: optimistic" in cb.describe()
 
 
 @pytest.mark.parametrize("name", ["greedy", "best", "inverse_error"])

@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
         "(members, ensemble, mean/median, every combiner the learned router compared, oracle "
         "bound) with test MSE/MAE, val MSE and, for the combiners, the held-out rolling-origin "
         "val CV MSE the learned router chose by, mean ± std over seeds, the per-seed test MSE, "
-        "and how often the ensemble beat its best member and the mean.",
+        "and how often the ensemble beat each seed's best member on val (chosen on val, "
+        "never on test) and the mean.",
         formatter_class=HelpFormatter,
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run folders")
@@ -75,12 +76,16 @@ def check_out(out: str, run_dirs: list[str]) -> None:
     config.yaml, forecasts.npz, ...): ``summary RUN --out RUN/results.json`` would turn
     the run's results into Markdown. Nothing is written inside a summarised or any other
     run folder at all, however deep: its member caches (``members/*/forecasts.npz``) and
-    ``.lock`` are its too. A file on the way, or a folder that takes no new file, is
-    refused before the folders are read.
+    ``.lock`` are its too. A bench folder's own files (``bench.md``, ``bench_spec.json``,
+    ...; ``BENCH_OUTPUTS``) and its cells/ folder are refused the same way: ``summary
+    bench/cells/* --json --out bench/bench_spec.json`` broke ``bench --report-only``. A
+    file on the way, or a folder that takes no new file, is refused before the folders
+    are read.
 
     Raises:
-        UserError: ``out`` has such a name and lies in a summarised or any run folder,
-            lies anywhere inside one, or cannot be written.
+        UserError: ``out`` has such a name and lies in a summarised or any run folder
+            or a bench folder, lies anywhere inside a run folder or in a bench's cells/,
+            or cannot be written.
     """
     from ensemble.errors import UserError
     from ensemble.io import cannot_create_in
@@ -96,6 +101,19 @@ def check_out(out: str, run_dirs: list[str]) -> None:
         raise UserError(
             f"--out {out} would replace the run's own {path.name}; write the summary to a "
             "file of another name or elsewhere, e.g. --out summary.md"
+        )
+    bench = _bench_folder(folder)
+    if path.name.lower() in {n.lower() for n in BENCH_OUTPUTS} and bench:
+        raise UserError(
+            f"--out {out} would replace the bench's own {path.name} (`bench --report-only` "
+            "reads or rebuilds it); write the summary to a file of another name or "
+            "elsewhere, e.g. --out summary.md"
+        )
+    if folder.name == "cells" and _bench_folder(folder.parent):
+        raise UserError(
+            f"--out {out} lies in the bench's cells/ folder, which holds only its run "
+            "folders (`summary bench/cells/*` would read the file as one); write the "
+            "summary elsewhere, e.g. --out summary.md"
         )
     for above in path.resolve().parents:
         if above in summarised or _run_folder(above):
@@ -113,6 +131,19 @@ def check_out(out: str, run_dirs: list[str]) -> None:
         raise UserError(
             f"--out {out}: cannot create files in {near} ({why}); give a path you can write to"
         )
+
+
+# the files `hybrid-forecast bench` writes beside its cells/ (experiments.bench)
+BENCH_OUTPUTS = (
+    *("bench.md", "bench.csv", "bench_summary.csv", "bench.log", "bench_spec.json"),
+    *("bench_mse.png", "bench_mae.png", "bench_fit_time.png"),
+)
+
+
+def _bench_folder(folder: Path) -> bool:
+    """Whether ``folder`` is one `hybrid-forecast bench` wrote: its bench_spec.json or its
+    cells/ folder."""
+    return (folder / "bench_spec.json").is_file() or (folder / "cells").is_dir()
 
 
 def _run_folder(folder: Path) -> bool:

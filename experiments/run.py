@@ -321,11 +321,12 @@ def code_tree() -> str | None:
 
 def code_changed(start: dict[str, Any], now: dict[str, Any]) -> bool:
     """Whether the checkout's code is other than ``start`` (``code_version`` records): a
-    commit made since, or edits to the code paths made or undone. Unknown (no git, a
-    timeout: None) is no change."""
+    commit made since, edits to the code paths made or undone, or other edits (``diff``:
+    a run started on an edited checkout and edited further). Unknown (no git, a timeout,
+    a record from before ``diff``: None) is no change."""
     return any(
         start.get(k) is not None and now.get(k) is not None and start.get(k) != now.get(k)
-        for k in ("commit", "modified")
+        for k in ("commit", "modified", "diff")
     )
 
 
@@ -422,7 +423,9 @@ def code_version() -> dict[str, Any]:
     at that commit, and whether those paths' tracked files differ from it: two commits can
     give other numbers for the same settings (the version number alone has not changed
     with them), while two commits with the same ``tree`` (a docs-only commit between them)
-    run the same code.
+    run the same code; ``diff``, the hash of the uncommitted edits (``_edits_hash``), tells
+    two edited checkouts of one commit apart. Without git (an installed wheel) only the
+    version is known: the rest is None.
     """
     import hashlib
     import subprocess
@@ -432,7 +435,10 @@ def code_version() -> dict[str, Any]:
         version = metadata.version("hybrid-forecast")
     except metadata.PackageNotFoundError:
         version = None
-    info: dict[str, Any] = {"version": version, "commit": None, "modified": None, "tree": None}
+    info: dict[str, Any] = {
+        **{"version": version, "commit": None, "modified": None, "tree": None},
+        "diff": None,
+    }
     root = Path(__file__).resolve().parents[1]
     if not (root / ".git").exists():
         return info
@@ -461,7 +467,30 @@ def code_version() -> dict[str, Any]:
         # the code that makes the numbers: an edited test, doc or benchmark changes none
         status = git("status", "--porcelain", "--untracked-files=no", "--", *_CODE_PATHS)
         info["modified"] = None if status is None else bool(status)
+        info["diff"] = _edits_hash(git, root)
     return info
+
+
+def _edits_hash(git: Callable[..., str | None], root: Path) -> str | None:
+    """12 hex digits of the SHA-256 of the uncommitted edits to the code paths (``git diff
+    HEAD``, staged or not) and of the untracked .py files under them (a new module an edit
+    imports), "" where there are none; None where git could not say. Two checkouts of one
+    commit, both "modified", ran the same code only where these are equal."""
+    diff = git("diff", "HEAD", "--no-ext-diff", "--no-color", "--", *_CODE_PATHS)
+    new = git("ls-files", "--others", "--exclude-standard", "-z", "--", *_CODE_PATHS)
+    if diff is None or new is None:
+        return None
+    untracked = sorted(f for f in new.split("\0") if f.endswith(".py"))
+    if not diff and not untracked:
+        return ""
+    digest = hashlib.sha256(diff.encode("utf-8"))
+    for name in untracked:
+        digest.update(b"\0" + name.encode("utf-8") + b"\0")
+        try:
+            digest.update((root / name).read_bytes())
+        except OSError:  # deleted meanwhile: its name alone
+            pass
+    return digest.hexdigest()[:12]
 
 
 def warn_code_changed(env: dict[str, Any]) -> None:
@@ -471,7 +500,9 @@ def warn_code_changed(env: dict[str, Any]) -> None:
     def code(c: dict[str, Any]) -> str:
         commit = c.get("commit")
         text = str(commit)[:12] if commit else f"version {c.get('version')}"
-        return text + (", modified" if c.get("modified") else "")
+        # two edited checkouts of one commit: their edits' hashes tell them apart
+        edits = f" (edits {c['diff'][:8]})" if c.get("diff") else ""
+        return text + (", modified" if c.get("modified") else "") + edits
 
     if "code_at_end" in env:
         log.warning(

@@ -12,6 +12,7 @@ router compared (``combiners``) and the ``oracle`` bound.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -355,10 +356,10 @@ def _cell(values: np.ndarray) -> str:
     return f"{v.mean():.4f} ± {'<0.0001' if float(std) == 0 else std}{few}"  # not "± 0.0000"
 
 
-def _dm_line(group: Group, best: list[str], seeds: list[int]) -> list[str]:
-    """Each seed's Diebold-Mariano p of the ensemble against that seed's best member: a
-    p of one seed says nothing of training randomness, so all of them side by side."""
-    from experiments.report import signed_p
+def _dm_line(group: Group, best: list[str | None], seeds: list[int]) -> list[str]:
+    """Each seed's Diebold-Mariano p of the ensemble against that seed's best member on
+    val: a p of one seed says nothing of training randomness, so all of them side by side."""
+    from experiments.report import BEST_ON_VAL, signed_p
 
     cells = []
     for seed, member in zip(seeds, best, strict=True):
@@ -366,7 +367,7 @@ def _dm_line(group: Group, best: list[str], seeds: list[int]) -> list[str]:
         sig = group.runs[seed].get("significance")
         sig = sig.get("test") if isinstance(sig, dict) else None
         vs = sig.get("ensemble_vs") if isinstance(sig, dict) else None
-        test = vs.get(member) if isinstance(vs, dict) else None
+        test = vs.get(member) if isinstance(vs, dict) and member is not None else None
         try:
             text = signed_p(test) if isinstance(test, dict) else ""
         except (TypeError, ValueError):  # a p or diff that is no number
@@ -378,23 +379,69 @@ def _dm_line(group: Group, best: list[str], seeds: list[int]) -> list[str]:
         return []
     return [
         "",
-        "Ensemble against each seed's best member on that seed's test windows "
+        f"Ensemble against each seed's {BEST_ON_VAL} on that seed's test windows "
         f"(two-sided Diebold-Mariano): {'; '.join(cells)}. Read them together, not the "
         "smallest alone; on seasonal data such as ETT each is too small (results.md's caveat).",
     ]
 
 
+def best_members_on_val(group: Group) -> list[str | None]:
+    """Per seed in order, the member a choice by validation takes (`best_member_on_val`,
+    as results.md marks it; None where no member has a val MSE): what the ensemble is
+    compared with, never the member that turned out best on test."""
+    from experiments.report import best_member_on_val
+
+    return [_or_none(best_member_on_val, group.runs[s]) for s in sorted(group.runs)]
+
+
+def _or_none(f: Callable[[Any], Any], arg: Any) -> Any:
+    """``f(arg)``, or None for an edited block it cannot read."""
+    try:
+        return f(arg)
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def _val_sentence(group: Group, fc: dict[str, Scores]) -> str:
+    """What the val columns are: the members only early-stopped on the val windows, a
+    fitted ensemble and the combiners fitted on them (in-sample); a `mean` or `median`
+    router, like those references, was fitted on nothing."""
+    text = " On the val windows the members were only early-stopped, while "
+    if group.router not in _REFERENCES:
+        return (
+            text + "the ensemble and the combiners were fitted on them (mean and median were "
+            "not): their val MSE is in-sample."
+        )
+    fitted = any(f.kind == "combiner" for f in fc.values())
+    return (
+        text + f"the ensemble (the `{group.router}` of the members), like the mean and the "
+        "median, was fitted on nothing"
+        + ("; the combiners were fitted on them: their val MSE is in-sample." if fitted else ".")
+    )
+
+
+def _against(ens: np.ndarray, other: np.ndarray, what: str, unit: str = " seeds") -> str:
+    """'below {what} in 2 of 3 seeds'; of one seed 'below {what}' or 'not below {what}'
+    ("in 0 of 1 seeds" reads as a count over seeds)."""
+    if len(ens) > 1:
+        return f"below {what} in {_below(ens, other)} of {_both(ens, other)}{unit}"
+    if not _both(ens, other):
+        return f"not comparable with {what} (no score)"
+    return f"{'' if _below(ens, other) else 'not '}below {what}"
+
+
 def group_markdown(group: Group) -> str:
-    """One table: a row per forecast, members first, then the ensemble, the references, the
-    other combiners by mean test MSE, and the oracle bound; then the issue-6 style counts."""
+    """One table: a row per forecast, members first (in the order the run lists them), then
+    the ensemble, the references, the other combiners and the oracle bound (each in order
+    of first sight: no row is ranked by its test score); then the issue-6 style counts
+    against each seed's best member on val."""
+    from experiments.report import BEST_ON_VAL
+
     fc = group.forecasts()
     order = {"member": 0, "ensemble": 1, "reference": 2, "combiner": 3, "bound": 4}
-
-    def mean_mse(name: str) -> float:  # a forecast with no finite test MSE sorts last
-        v = np.asarray(fc[name].test_mse, dtype=float)
-        return float(v[~np.isnan(v)].mean()) if (~np.isnan(v)).any() else np.inf
-
-    names = sorted(fc, key=lambda n: (order[fc[n].kind], mean_mse(n)))
+    listed = {n: i for i, n in enumerate(group.members)}
+    # stable: first sight within a kind; the members in the run's own order
+    names = sorted(fc, key=lambda n: (order[fc[n].kind], listed.get(n, 0)))
     seeds = sorted(group.runs)
     # the rolling-origin score, where some seed's learned router reported it
     has_cv = any((~np.isnan(f.val_cv)).any() for f in fc.values())
@@ -411,9 +458,7 @@ def group_markdown(group: Group) -> str:
             "seeds (runs with other --seed values give one); the test sample's uncertainty "
             "is what its Diebold-Mariano tests (results.md) measure."
         )
-        + " On the val windows the members were only early-stopped, while the ensemble and "
-        "the combiners were fitted on them (mean and median were not): their val MSE is "
-        "in-sample."
+        + _val_sentence(group, fc)
         + (
             " Val CV MSE: a combiner's mean MSE on the held-out windows of the rolling-origin "
             "folds inside validation, fitted on the windows before them: the out-of-sample "
@@ -439,24 +484,35 @@ def group_markdown(group: Group) -> str:
             f"| {label} | {f.kind} | {_cell(f.test_mse)} | {_cell(f.test_mae)} | "
             f"{_cell(f.val_mse)} | " + (f"{_cell(f.val_cv)} | " if has_cv else "") + f"{per_seed} |"
         )
-    members = [n for n in names if fc[n].kind == "member"]
-    if members:
-        by_seed = np.stack([fc[m].test_mse for m in members])  # [M, S]
-        best = by_seed.min(axis=0)
+    if any(fc[n].kind == "member" for n in names):
+        # each seed's member chosen on val, never on test (report.best_member_on_val)
+        best = best_members_on_val(group)
+        best_test = np.array(
+            [fc[m].test_mse[i] if m is not None and m in fc else np.nan for i, m in enumerate(best)]
+        )
         ens = fc["ensemble"].test_mse
         mean = fc["mean"].test_mse if "mean" in fc else None
+        shown = ", ".join(m or "none" for m in best)
+        what = f"its {BEST_ON_VAL} ({shown})" if len(seeds) == 1 else f"its {BEST_ON_VAL}"
+        # and the stricter bar, the member that turned out best on test (in hindsight: no
+        # one could have chosen it; issue 6's "below its best member" is this one)
+        members = [n for n in names if fc[n].kind == "member"]
+        by_seed = np.stack([fc[m].test_mse for m in members])  # [M, S]
+        finite = np.where(np.isnan(by_seed), np.inf, by_seed)
+        hind = np.where(np.isinf(finite.min(axis=0)), np.nan, finite.min(axis=0))
+        hind_what = "the best member on test (hindsight)"
+        if len(seeds) == 1 and np.isfinite(hind[0]):
+            hind_what = (
+                f"the best member on test ({members[int(finite[:, 0].argmin())]}, hindsight)"
+            )
         lines += [
             "",
-            f"The ensemble is below its best member on test in {_below(ens, best)} of "
-            f"{_both(ens, best)} seeds (best member per seed: "
-            f"{', '.join(members[i] for i in by_seed.argmin(axis=0))})"
-            + (
-                f" and below the mean in {_below(ens, mean)} of {_both(ens, mean)}."
-                if mean is not None
-                else "."
-            ),
+            f"On test, the ensemble is {_against(ens, best_test, what)}"
+            + (f" ({BEST_ON_VAL} per seed: {shown})" if len(seeds) > 1 else "")
+            + f", {_against(ens, hind, hind_what, '')}"
+            + (f" and {_against(ens, mean, 'the mean', '')}." if mean is not None else "."),
         ]
-        lines += _dm_line(group, [members[i] for i in by_seed.argmin(axis=0)], seeds)
+        lines += _dm_line(group, best, seeds)
     lines += _machines_line(group) + _code_line(group) + _still_improving_line(group)
     lines += _below_baseline_line(group)
     return "\n".join(lines) + "\n"
@@ -505,12 +561,24 @@ def _machines_line(group: Group) -> list[str]:
     ]
 
 
+CHANGED_DURING = "code changed during this seed's run"
+
+
 def _code(res: dict[str, Any]) -> str:
-    """'commit 42662df' ('..., modified'), from results.json's environment."""
+    """'commit 42662df' ('..., modified', '... (edits 3f2a91c0)' where the run recorded
+    the hash of its uncommitted edits, '..., code changed during this seed's run'), from
+    results.json's environment."""
     code = _code_record(res)
+    changed = f", {CHANGED_DURING}" if changed_during_run(res) else ""
     if code is None:
-        return "not recorded"
-    return f"commit {str(code['commit'])[:7]}" + (", modified" if code.get("modified") else "")
+        return "not recorded" + changed
+    edits = _edits(code)
+    return (
+        f"commit {str(code['commit'])[:7]}"
+        + (", modified" if code.get("modified") else "")
+        + (f" (edits {edits[:8]})" if edits else "")
+        + changed
+    )
 
 
 def _code_record(res: dict[str, Any]) -> dict[str, Any] | None:
@@ -520,34 +588,80 @@ def _code_record(res: dict[str, Any]) -> dict[str, Any] | None:
     return code if isinstance(code, dict) and code.get("commit") else None
 
 
+def changed_during_run(res: dict[str, Any]) -> bool:
+    """Whether `run` found the checkout's code other at the run's end than at its start
+    (results.json's ``environment.code_at_end``): a module imported after the change may
+    be the new code, so the seed's numbers are of no one commit."""
+    env = res.get("environment")
+    return isinstance(env, dict) and env.get("code_at_end") is not None
+
+
+def _edits(code: dict[str, Any]) -> str | None:
+    """The recorded edits of a code record: ``diff``, the hash of the uncommitted changes to
+    the code paths ("" for none), or "" for a checkout recorded as unmodified before the
+    hash was; None where edits were made but not recorded (unknown)."""
+    diff = code.get("diff")
+    if isinstance(diff, str):
+        return diff
+    return "" if code.get("modified") is False else None
+
+
+def _same_code(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two seeds' results ran the same code of this package: the same code tree
+    (else commit) and the same uncommitted edits. Edits not recorded (results from before
+    their hash) compare by commit and "modified" alone, as they always did: unknown is no
+    alarm."""
+    ca, cb = _code_record(a), _code_record(b)
+    if ca is None or cb is None:  # "not recorded" is one code with itself
+        return ca is None and cb is None
+    ea, eb = _edits(ca), _edits(cb)
+    if ea is None or eb is None:  # edits of unknown content: their commit and flag
+        return (ca["commit"], bool(ca.get("modified"))) == (cb["commit"], bool(cb.get("modified")))
+    trees = (ca.get("tree"), cb.get("tree"))
+    # two commits of one tree (docs-only between them) with the same edits: the same code
+    if all(isinstance(t, str) for t in trees):
+        return trees[0] == trees[1] and ea == eb
+    return ca["commit"] == cb["commit"] and ea == eb
+
+
 def different_code(group: Group) -> dict[int, str]:
     """Seed -> its code ('commit 42662df', 'not recorded') where the seeds ran different
-    code of this package, else {}: a change between them may move the numbers, not only
-    the seed (runs before the record count as different too). Where every seed recorded
-    its code tree (the hash of the package's code folders), seeds whose commits differ
-    only outside them (docs, tests) ran the same code."""
-    seen = {seed: _code(res) for seed, res in sorted(group.runs.items())}
-    records = [_code_record(res) for res in group.runs.values()]
-    # the same tree is the same code only without edits: two edited checkouts may differ
-    if all(
-        r is not None and isinstance(r.get("tree"), str) and not r.get("modified") for r in records
-    ):
-        same = len({r["tree"] for r in records}) < 2
-    else:
-        same = len(set(seen.values())) < 2
-    return {} if same else seen
+    code of this package, or a seed's code changed during its run, else {}: a change
+    between them may move the numbers, not only the seed (runs before the record count
+    as different too). Where every seed recorded its code tree (the hash of the package's
+    code folders), seeds whose commits differ only outside them (docs, tests) ran the same
+    code; seeds with uncommitted edits are the same code only where the hashes of their
+    edits (``diff``) are equal."""
+    if not seeds_differ(group) and not any(map(changed_during_run, group.runs.values())):
+        return {}
+    return {seed: _code(res) for seed, res in sorted(group.runs.items())}
+
+
+def seeds_differ(group: Group) -> bool:
+    """Whether two of the seeds ran different code of this package (`_same_code`), whether
+    or not the code changed during a seed's run."""
+    runs = [res for _, res in sorted(group.runs.items())]
+    # every pair: "unknown edits" matches others that do not match one another
+    return not all(_same_code(a, b) for a, b in itertools.combinations(runs, 2))
 
 
 def _code_line(group: Group) -> list[str]:
-    """A line when the seeds ran different code of this package (`different_code`)."""
+    """A line when the seeds ran different code of this package, or one seed's code
+    changed during its run (`different_code`)."""
     seen = different_code(group)
     if not seen:
         return []
     listed = "; ".join(f"seed {seed}: {c}" for seed, c in seen.items())
+    if len(seen) == 1:  # one seed: its code changed while it ran
+        return [
+            "",
+            f"The hybrid-forecast code changed during this seed's run ({listed}): a module "
+            "imported after the change may be the new code; rerun it to be sure of its numbers.",
+        ]
     return [
         "",
-        f"The seeds ran different hybrid-forecast code ({listed}): a change between them "
-        "may move the numbers.",
+        f"The seeds ran different hybrid-forecast code ({listed}): a change between them, "
+        "or during a seed's run, may move the numbers.",
     ]
 
 
@@ -646,6 +760,11 @@ def summary_json(groups: list[Group]) -> list[dict[str, Any]]:
                 "members": list(g.members),
                 "router": g.router,
                 "seeds": sorted(g.runs),
+                # per seed, the member a choice by validation takes (what the ensemble is
+                # compared with; null: no member has a val MSE), never the best on test
+                "best_member_on_val": best_members_on_val(g),
+                # per seed, whether its code changed while it ran (``code_at_end``)
+                "code_changed_during_run": [changed_during_run(g.runs[s]) for s in sorted(g.runs)],
                 "forecasts": {
                     n: {
                         "kind": f.kind,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from ensemble.errors import UserError
-from experiments.summary import Group, different_code, still_improving_seeds
+from experiments.summary import (
+    CHANGED_DURING,
+    Group,
+    changed_during_run,
+    seeds_differ,
+    still_improving_seeds,
+)
 
 _ORDER = {"member": 0, "ensemble": 1, "reference": 2, "combiner": 3, "bound": 4}
 _TEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
@@ -104,7 +111,7 @@ def _rows(groups: Sequence[Group], names: list[str]) -> tuple[list[_Row], list[s
     varying = [k for k, f in _SETUP.items() if len({f(g) for g in groups}) > 1]
 
     def setup(g: Group) -> str:
-        return ", ".join(p for p in (_SETUP[k](g) for k in varying) if p) or "default settings"
+        return _setup_text(g, varying)
 
     rows: list[_Row] = []
     for ds in dict.fromkeys(g.dataset for g in groups):
@@ -127,6 +134,11 @@ def _rows(groups: Sequence[Group], names: list[str]) -> tuple[list[_Row], list[s
                 mae = {n: np.array([np.mean(r.mae[n]) for r in part]) for n in names}
                 rows.append(_Row(ds, "Avg", su, "", mse, mae, False))
     return rows, varying
+
+
+def _setup_text(g: Group, varying: list[str]) -> str:
+    """The fields of ``g``'s setup that vary between the table's groups, as its column has them."""
+    return ", ".join(p for p in (_SETUP[k](g) for k in varying) if p) or "default settings"
 
 
 def _means(values: dict[str, np.ndarray]) -> dict[str, float]:
@@ -230,15 +242,31 @@ def timellm_backbones(groups: Sequence[Group], names: Sequence[str]) -> dict[str
     return said
 
 
-def _row_name(g: Group) -> str:
-    return f"{g.dataset} H={g.pred_len}"
+def _row_name(g: Group, setup: str = "") -> str:
+    """``ETTh1 H=24``, with the row's setup where rows of one cell differ in it:
+    ``ETTh1 H=24 [router mean]``, or its letter, ``ETTh1 H=24 (1)``."""
+    if setup and not setup.startswith("("):
+        setup = f"[{setup}]"
+    return f"{g.dataset} H={g.pred_len}" + (f" {setup}" if setup else "")
 
 
-def _caption_notes(groups: Sequence[Group], names: Sequence[str]) -> str:
+def _caption_notes(
+    groups: Sequence[Group], names: Sequence[str], setups: dict[int, str] | None = None
+) -> str:
     """The caption's sentences on what the numbers are made of: each Time-LLM column's
-    backbone and layers, the members still improving at their last epoch, and the rows
-    whose seeds ran different code (`summary`'s warnings, which a table copied into a
-    thesis would otherwise lose)."""
+    backbone and layers, the members still improving at their last epoch, the rows whose
+    seeds ran different code and the seeds whose code changed during their run
+    (`summary`'s warnings, which a table copied into a thesis would otherwise lose).
+
+    Args:
+        setups: ``id(group)`` -> its setup as the table writes it (its column, or its
+            letter), for rows that share a dataset and horizon; none: the rows differ in
+            those.
+    """
+
+    def row(g: Group) -> str:
+        return _row_name(g, (setups or {}).get(id(g), ""))
+
     notes = []
     for n, texts in timellm_backbones(groups, names).items():
         notes.append(f"{n}: {'; or '.join(texts)}{' (by row)' if len(texts) > 1 else ''}.")
@@ -247,17 +275,29 @@ def _caption_notes(groups: Sequence[Group], names: Sequence[str]) -> str:
         for member, seeds in still_improving_seeds(g).items():
             some = "" if len(seeds) == len(g.runs) else f" seed{'s' * (len(seeds) > 1)} "
             some += ", ".join(map(str, seeds)) if some else ""  # not every seed: which
-            improving.setdefault(member, []).append(_row_name(g) + some)
+            improving.setdefault(member, []).append(row(g) + some)
     if improving:
         listed = "; ".join(f"{m} ({', '.join(rows)})" for m, rows in improving.items())
         notes.append(f"Still improving at the last epoch (more epochs may do better): {listed}.")
-    changed = [_row_name(g) for g in groups if different_code(g)]
-    if changed:
+    # seeds of other code; a seed whose code changed while it ran is said on its own
+    changed = {id(g): [s for s in sorted(g.runs) if changed_during_run(g.runs[s])] for g in groups}
+    differ = [row(g) for g in groups if seeds_differ(g)]
+    if differ:
         notes.append(
-            f"The seeds of {', '.join(dict.fromkeys(changed))} ran different hybrid-forecast "
+            f"The seeds of {', '.join(dict.fromkeys(differ))} ran different hybrid-forecast "
             "code: a change between them may move the numbers."
         )
+    during = [f"{row(g)} {_seed_list(changed[id(g)])}" for g in groups if changed[id(g)]]
+    if during:
+        notes.append(
+            f"{CHANGED_DURING[0].upper()}{CHANGED_DURING[1:]} ({'; '.join(during)}): a "
+            "module imported after the change may be the new code."
+        )
     return "".join(f" {tex(note)}" for note in notes)
+
+
+def _seed_list(seeds: list[int]) -> str:
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
 
 
 _DIVERGED = r"inf$^\dagger$"  # the caption's note says what the dagger means
@@ -312,6 +352,7 @@ def summary_latex(
         "the spread over training seeds only, not the test sample's uncertainty; none "
         "where every seed gives the same score"
     )
+    several = any(len(g.runs) > 1 for g in groups)  # a row of one seed is no mean
     if len(only) == 1:
         over = f"seed {only[0]}"
     elif only:
@@ -332,6 +373,11 @@ def summary_latex(
     if any(len(su) > _SETUP_WIDTH for su in setups):
         short = {su: f"({i})" for i, su in enumerate(setups, 1)}
         shared = "; ".join([shared] * bool(shared) + [f"{short[su]} {su}" for su in setups])
+    # a caption note naming a row names its setup too where its cell has several
+    cells = Counter((g.dataset, g.pred_len) for g in groups)
+    cell_setups = {
+        id(g): short[_setup_text(g, varying)] for g in groups if cells[g.dataset, g.pred_len] > 1
+    }
     per_row = len(seeds) > 1  # the seeds differ between rows: a column says which
     lead = ["Dataset", "$H$"] + (["Setup"] if varying else []) + (["Seeds"] if per_row else [])
     head = [
@@ -341,7 +387,8 @@ def summary_latex(
         r"\centering",
         r"\caption{Test MSE and MAE in the scaled space, "
         + over
-        + ". Lower is better: the lowest mean in bold, the second lowest underlined"
+        + f". Lower is better: the lowest{' mean' if several else ''} in bold, the second "
+        "lowest underlined"
         # a bound is never marked (below): a reader would look for the bold under it
         + "".join(f", the {tex(n)} bound excepted" for n in names if kinds[n] == "bound")
         + " (not a test of significance)."
@@ -359,7 +406,7 @@ def summary_latex(
             if (weak := _above_baseline(groups, names))
             else ""
         )
-        + _caption_notes(groups, names)
+        + _caption_notes(groups, names, cell_setups)
         + "}",
         rf"\label{{{label}}}",
         # shrunk to the text width when wider, never blown up when narrower

@@ -1057,13 +1057,13 @@ def test_a_moved_backbone_folder_does_not_stop_a_rerun_that_reuses_forecasts(
     out = tmp_path / "r"
     argv = ["run", "--data-path", str(synth_csv(n=500, channels=2)), "--seq-len", "32"]
     argv += ["--pred-len", "8", "--members", f"naive,timellm@backbone={folder}", "--quiet"]
-    argv += ["--out", str(out), "--router", "mean"]
     for kv in ("d_model=8", "d_ff=16", "n_heads=2", "num_prototypes=16", "epochs=1"):
         argv += ["--set", f"timellm.{kv}"]
-    assert main(argv) == 0
+    assert main([*argv, "--out", str(out), "--router", "mean"]) == 0
     folder.joinpath("config.json").unlink()
     folder.rmdir()  # the run folder copied to a machine without the model
-    assert main([*argv, "--router", "median"]) == 0  # another router: forecasts reused
+    # another router: forecasts reused
+    assert main([*argv, "--out", str(out), "--router", "median"]) == 0
     assert "reusing forecasts" in (out / "run.log").read_text(encoding="utf-8")
     assert main([*argv, "--seed", "1", "--out", str(tmp_path / "s1")]) == 2  # must fit: refused
     assert "does not exist" in capsys.readouterr().err
@@ -1490,3 +1490,59 @@ def test_snaive_takes_a_period_as_long_as_the_lookback(synth_csv, tmp_path):
         naive, snaive = z["test/naive"], z["test/snaive"]
     test = json.loads((out / "results.json").read_text(encoding="utf-8"))["test"]
     assert not np.array_equal(naive, snaive) and test["snaive"]["mse"] < test["naive"]["mse"]
+
+
+def test_code_version_hashes_the_uncommitted_edits_of_the_code_paths(tmp_path, monkeypatch):
+    # two seeds with other edits at one commit were "commit X, modified" both: one code
+    from experiments import run as run_module
+    from experiments.run import code_version
+
+    root = tmp_path / "clone"
+    (root / "experiments").mkdir(parents=True)
+    (root / "experiments" / "run.py").write_text("x = 1\n", encoding="utf-8")
+    (root / "README.md").write_text("a\n", encoding="utf-8")
+    who = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "code"]):
+        subprocess.run(["git", "-C", str(root), *who, *args], check=True, capture_output=True)
+    monkeypatch.setattr(run_module, "__file__", str(root / "experiments" / "run.py"))
+    assert code_version()["diff"] == ""  # nothing edited
+    (root / "README.md").write_text("b\n", encoding="utf-8")  # no code path
+    (root / "notes.py").write_text("y = 1\n", encoding="utf-8")
+    assert code_version()["diff"] == ""
+    (root / "experiments" / "run.py").write_text("x = 2\n", encoding="utf-8")
+    first = code_version()
+    assert first["modified"] is True and re.fullmatch(r"[0-9a-f]{12}", first["diff"])
+    assert code_version()["diff"] == first["diff"]  # the same edits: the same hash
+    (root / "experiments" / "run.py").write_text("x = 3\n", encoding="utf-8")
+    assert code_version()["diff"] not in (first["diff"], "")
+    (root / "experiments" / "run.py").write_text("x = 2\n", encoding="utf-8")
+    (root / "experiments" / "extra.py").write_text("z = 1\n", encoding="utf-8")  # untracked
+    assert code_version()["diff"] not in (first["diff"], "")
+    # no git clone (an installed wheel): unknown, not "no edits"
+    monkeypatch.setattr(run_module, "__file__", str(tmp_path / "site" / "experiments" / "run.py"))
+    assert code_version()["diff"] is None
+
+
+def test_a_run_started_on_edits_and_edited_further_says_the_code_changed(
+    synth_csv, tmp_path, monkeypatch, caplog
+):
+    from experiments.run import code_changed
+
+    edited = {**_START, "modified": True, "diff": "aaaa11112222"}
+    further = {**edited, "diff": "bbbb33334444"}
+    assert code_changed(edited, further) and not code_changed(edited, dict(edited))
+    # a record from before the hash (or no git): unknown, no alarm
+    assert not code_changed({**_START, "modified": True}, further)
+    assert not code_changed(edited, {**further, "diff": None})
+    out = tmp_path / "r"
+    argv = synth_run_argv(synth_csv(n=1400), out)
+    with caplog.at_level(logging.WARNING):
+        assert _run_with_code(monkeypatch, argv, [edited, further]) == 0
+    env = json.loads((out / "results.json").read_text(encoding="utf-8"))["environment"]
+    assert env["code"] == edited and env["code_at_end"] == further
+    said = [r.getMessage() for r in caplog.records]
+    assert any(
+        "it started on 1011b0a00000, modified (edits aaaa1111); the checkout is "
+        "1011b0a00000, modified (edits bbbb3333) now" in m
+        for m in said
+    ), said

@@ -24,8 +24,11 @@ def test_seed_means_counts_and_groups(tmp_path, capsys):
     assert f"| {ens.mean():.4f} ± {ens.std(ddof=1):.4f} |" in text
     assert "| b | member | 0.5000 (every seed) |" in text  # not "± 0.0000": no precision
     assert "training randomness only, not the test sample's uncertainty" in text
-    # best member: a (0.4) in seed 0, b (0.5) in seed 1; the ensemble beats only the first
-    assert "below its best member on test in 1 of 2 seeds (best member per seed: a, b)" in text
+    # best member on val (twice test here): a in seed 0, b in seed 1; the ensemble beats
+    # only the first
+    assert (
+        "below its best member on val in 1 of 2 seeds (best member on val per seed: a, b)" in text
+    )
     assert "below the mean in 1 of 2." in text
     assert "| stacked (chosen in seeds 0, 1) | combiner |" in text
     # in one seed only: not read as a mean of both
@@ -48,7 +51,7 @@ def test_an_ensemble_equal_to_its_member_up_to_rounding_is_no_win(tmp_path, caps
     runs = [fake_run(tmp_path / f"s{s}", s, router="mean", **tie) for s in (0, 1)]
     assert main(["summary", *map(str, runs)]) == 0
     text = capsys.readouterr().out
-    assert "below its best member on test in 0 of 2 seeds" in text
+    assert "below its best member on val in 0 of 2 seeds" in text
     assert "below the mean in 0 of 2." in text
 
 
@@ -525,7 +528,7 @@ def test_below_the_mean_counts_only_seeds_that_have_the_mean(tmp_path, capsys):
     r1 = fake_run(tmp_path / "s1", 1, a=0.6, b=0.5, ensemble=0.52)
     assert main(["summary", str(r0), str(r1)]) == 0
     text = capsys.readouterr().out
-    assert "below its best member on test in 1 of 2 seeds" in text
+    assert "below its best member on val in 1 of 2 seeds" in text
     assert "below the mean in 1 of 1." in text
 
 
@@ -677,3 +680,170 @@ def test_seeds_of_one_code_tree_at_other_commits_ran_the_same_code(tmp_path, cap
         _edit(run, lambda r: r["environment"]["code"].update(tree="t1", modified=True))
     assert main(["summary", *map(str, runs)]) == 0
     assert "different hybrid-forecast code" in capsys.readouterr().out
+
+
+def test_the_count_and_the_dm_line_take_each_seed_s_best_member_on_val_not_on_test(
+    tmp_path, capsys
+):
+    # the best member on test was the one the ensemble was compared with, and its rows
+    # were ranked by test MSE: a choice made on test, which the protocol forbids
+    runs = []
+    for seed in range(2):
+        folder = fake_run(tmp_path / f"s{seed}", seed, a=0.50, b=0.40, ensemble=0.45, mean=0.47)
+
+        def change(res, seed=seed):
+            res["val"]["a"]["mse"], res["val"]["b"]["mse"] = 0.7, 0.9  # a best on val
+            vs = {m: {"diff": d, "dm": 1.0, "p": p, "dof": 29} for m, d, p in
+                  (("a", -0.05, 0.02 + seed / 100), ("b", 0.05, 0.01))}  # fmt: skip
+            res["significance"] = {"test": {"ensemble_vs": vs}}
+
+        _edit(folder, change)
+        runs.append(folder)
+    assert main(["summary", *map(str, runs)]) == 0
+    out = capsys.readouterr().out
+    text = " ".join(out.split())
+    assert "best member per seed" not in text
+    # a (test 0.50) is the member a choice by val takes: the ensemble (0.45) is below it;
+    # b (0.40), best on test, is the hindsight bar it does not clear
+    assert (
+        "On test, the ensemble is below its best member on val in 2 of 2 seeds (best member "
+        "on val per seed: a, a), below the best member on test (hindsight) in 0 of 2 and "
+        "below the mean in 2 of 2." in text
+    )
+    assert "each seed's best member on val on that seed's test windows" in text
+    assert "seed 0 lower, p 0.02; seed 1 lower, p 0.03." in text
+    # the members in the run's order, not ranked by test MSE (b's is the lower)
+    rows = [ln.split(" | ")[0] for ln in out.splitlines() if ln.startswith(("| a |", "| b |"))]
+    assert rows == ["| a", "| b"]
+    _edit(runs[1], lambda r: r["val"].update(b={"mse": 0.1}))  # b best on val in seed 1
+    (group,) = load_groups(runs)
+    assert summary_json([group])[0]["best_member_on_val"] == ["a", "b"]
+    assert main(["summary", *map(str, runs)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "below its best member on val in 1 of 2 seeds (best member on val per seed: a, b)" in text
+    )
+    assert "seed 0 lower, p 0.02; seed 1 higher, p 0.01." in text
+
+
+def test_one_seed_is_said_below_or_not_not_in_0_of_1_seeds(tmp_path, capsys):
+    above = fake_run(tmp_path / "s0", 0, a=0.40, b=0.50, ensemble=0.45, mean=0.44)
+    assert main(["summary", str(above)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "of 1 seeds" not in text and "1 of 1" not in text
+    assert (
+        "On test, the ensemble is not below its best member on val (a), not below the best "
+        "member on test (a, hindsight) and not below the mean." in text
+    )
+    below = fake_run(tmp_path / "s1", 1, a=0.40, b=0.50, ensemble=0.38, mean=0.44)
+    assert main(["summary", str(below)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "the ensemble is below its best member on val (a), below the best member on test "
+        "(a, hindsight) and below the mean." in text
+    )
+
+
+@pytest.mark.parametrize("router", ["mean", "median"])
+def test_a_mean_or_median_ensemble_is_not_said_fitted_on_val(router, tmp_path, capsys):
+    # "the ensemble and the combiners were fitted on them" of an ensemble that is the mean
+    runs = [
+        fake_run(tmp_path / f"s{s}", s, router=router, a=0.4, b=0.5, ensemble=0.45, mean=0.45)
+        for s in (0, 1)
+    ]
+    for run in runs:
+        _edit(run, lambda r: r.pop("combiners"))  # `run` with a mean router has none
+    assert main(["summary", *map(str, runs)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the ensemble and the combiners were fitted on them" not in text
+    assert f"the ensemble (the `{router}` of the members), like the mean and the median" in text
+    learned = [fake_run(tmp_path / "l0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.45)]
+    assert main(["summary", *map(str, learned)]) == 0
+    assert "the ensemble and the combiners were fitted on them" in capsys.readouterr().out
+
+
+def _code_of(run, commit="42662df", **fields):
+    code = {"version": "0.1.0", "commit": commit + "0" * 33, "tree": "t1", **fields}
+    _edit(run, lambda r: r.update(environment={"code": code}))
+
+
+def test_a_seed_whose_code_changed_during_its_run_is_flagged_as_other_code(tmp_path, capsys):
+    # environment.code_at_end was written by `run` and read by nobody
+    runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(2)]
+    for run in runs:
+        _code_of(run, modified=False)
+    later = {"version": "0.1.0", "commit": "56ee262" + "0" * 33, "modified": True}
+    _edit(runs[1], lambda r: r["environment"].update(code_at_end=later))
+    assert main(["summary", *map(str, runs)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        "The seeds ran different hybrid-forecast code (seed 0: commit 42662df; seed 1: commit "
+        "42662df, code changed during this seed's run)" in out
+    )
+    (group,) = load_groups(runs)
+    assert summary_json([group])[0]["code_changed_during_run"] == [False, True]
+    assert main(["summary", str(runs[1])]) == 0  # one seed: said of it alone
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        "The hybrid-forecast code changed during this seed's run (seed 1: commit 42662df, "
+        "code changed during this seed's run)" in out
+    )
+    assert main(["summary", str(runs[0])]) == 0
+    assert "hybrid-forecast code" not in capsys.readouterr().out
+
+
+def test_edited_checkouts_of_one_commit_differ_by_the_hash_of_their_edits(tmp_path, capsys):
+    # two seeds with other uncommitted edits at one commit were "the same code"
+    from experiments.summary import different_code
+
+    runs = [fake_run(tmp_path / f"s{i}", i, a=0.4, b=0.5, ensemble=0.38) for i in range(2)]
+    _code_of(runs[0], modified=True, diff="aaaa11112222")
+    _code_of(runs[1], modified=True, diff="bbbb33334444")
+    assert main(["summary", *map(str, runs)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        "different hybrid-forecast code (seed 0: commit 42662df, modified (edits aaaa1111); "
+        "seed 1: commit 42662df, modified (edits bbbb3333))" in out
+    )
+    _code_of(runs[1], modified=True, diff="aaaa11112222")  # the same edits: the same code
+    assert different_code(load_groups(runs)[0]) == {}
+    # the same edits on a docs-only later commit (one tree): still the same code
+    _code_of(runs[1], commit="56ee262", modified=True, diff="aaaa11112222")
+    assert different_code(load_groups(runs)[0]) == {}
+    # a results.json from before the hash: unknown edits, no alarm at one commit
+    _code_of(runs[1], modified=True)
+    assert different_code(load_groups(runs)[0]) == {}
+    # an untracked module alone (tracked files unmodified) is an edit too
+    _code_of(runs[0], modified=False, diff="")
+    _code_of(runs[1], modified=False, diff="cccc55556666")
+    assert different_code(load_groups(runs)[0])[1] == "commit 42662df (edits cccc5555)"
+
+
+@pytest.mark.parametrize(
+    "name", ["bench_spec.json", "bench.md", "bench.csv", "bench_summary.csv", "bench.log"]
+)
+@pytest.mark.parametrize("mark", ["bench_spec.json", "cells"])
+def test_out_must_not_replace_a_file_of_a_bench_folder(name, mark, tmp_path, capsys):
+    # `summary bench/cells/* --json --out bench/bench_spec.json` broke `bench --report-only`
+    bench = tmp_path / "bench"
+    if mark == "cells":  # a bench still at its first cell: no bench_spec.json yet
+        cell = fake_run(bench / "cells" / "ETTh1_96_24_s0", 0, a=0.4, b=0.5, ensemble=0.38)
+    else:  # its spec alone (no cell started yet), the runs summarised from elsewhere
+        bench.mkdir()
+        (bench / "bench_spec.json").write_text("{}", encoding="utf-8")
+        cell = fake_run(tmp_path / "r0", 0, a=0.4, b=0.5, ensemble=0.38)
+    before = {p: p.read_bytes() for p in bench.rglob("*") if p.is_file()}
+    assert main(["summary", str(cell), "--json", "--out", str(bench / name)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"the bench's own {name}" in err[0], err
+    assert {p: p.read_bytes() for p in bench.rglob("*") if p.is_file()} == before
+    assert main(["summary", str(cell), "--out", str(bench / "summary.md")]) == 0
+
+
+def test_out_in_a_bench_s_cells_folder_is_refused(tmp_path, capsys):
+    # a file among the cells is read as a run folder by the next `summary bench/cells/*`
+    bench = tmp_path / "bench"
+    cell = fake_run(bench / "cells" / "ETTh1_96_24_s0", 0, a=0.4, b=0.5, ensemble=0.38)
+    assert main(["summary", str(cell), "--out", str(bench / "cells" / "s.md")]) == 2
+    assert "the bench's cells/ folder" in capsys.readouterr().err
+    assert not (bench / "cells" / "s.md").exists()

@@ -394,3 +394,49 @@ def test_the_captions_timellm_defaults_are_the_members():
 
     params = inspect.signature(TimeLLMForecaster).parameters
     assert TIMELLM_DEFAULTS == {k: params[k].default for k in TIMELLM_DEFAULTS}
+
+
+def _edit(folder, change) -> None:
+    res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    change(res)
+    (folder / "results.json").write_text(json.dumps(res), encoding="utf-8")
+
+
+def test_latex_caption_of_one_seed_says_the_lowest_not_the_lowest_mean(tmp_path):
+    one = [fake_run(tmp_path / "s0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.45)]
+    caption = _caption(one)
+    assert "Lower is better: the lowest in bold, the second lowest underlined" in caption
+    two = one + [fake_run(tmp_path / "s1", 1, a=0.4, b=0.5, ensemble=0.38, mean=0.45)]
+    assert "Lower is better: the lowest mean in bold" in _caption(two)
+
+
+def test_latex_caption_notes_name_the_setup_of_rows_that_share_a_cell(tmp_path):
+    # "dlinear (ETTh1 H=24, ETTh1 H=24)": two routers in one cell, told apart by nothing
+    curve = {"a": {"epochs": 3, "best_epoch": 3, "still_improving": True}}
+    runs = [
+        fake_run(tmp_path / "l", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.45),
+        fake_run(tmp_path / "s", 0, router="stacked", a=0.4, b=0.5, ensemble=0.36, mean=0.45),
+        fake_run(tmp_path / "h48", 0, router="stacked", pred_len=48, a=0.4, b=0.5, ensemble=0.4),
+    ]
+    for run in runs:
+        _edit(run, lambda r: r.update(training=curve))
+    caption = _caption(runs)
+    assert (
+        "Still improving at the last epoch (more epochs may do better): a (ETTh1 H=24 "
+        "[router learned], ETTh1 H=24 [router stacked], ETTh1 H=48)." in caption
+    )
+
+
+def test_latex_caption_flags_a_seed_whose_code_changed_during_its_run(tmp_path):
+    # results.json's code_at_end, which `run` writes and warns of, was lost in the table
+    runs = [_timellm_run(tmp_path / f"s{s}", s) for s in (0, 1, 2)]
+    later = {"version": "0.1.0", "commit": "b" * 40, "modified": False}
+    for run in runs[1:]:
+        _edit(run, lambda r: r["environment"].update(code_at_end=later))
+    caption = _caption(runs)
+    assert (
+        "Code changed during this seed's run (ETTh1 H=24 seeds 1, 2): a module imported "
+        "after the change may be the new code." in caption
+    )
+    assert "ran different hybrid-forecast code" not in caption  # one commit for all three
+    assert "Code changed" not in _caption([runs[0]])

@@ -47,6 +47,7 @@ class GateNet(nn.Module):
 def gate_loss(
     logits: torch.Tensor, gram: torch.Tensor, b: torch.Tensor, yy: torch.Tensor
 ) -> torch.Tensor:
-    """Mean combined MSE of softmax(logits): [N, M], [N, M, M], [N, M], [N] -> scalar."""
-    p = torch.softmax(logits, dim=-1)
+    """Mean combined MSE of softmax(logits): [N, M], [N, M, M], [N, M], [N] -> scalar, in
+    the terms' precision (float64 from the router: a huge forecast's gram overflows float32)."""
+    p = torch.softmax(logits.to(gram.dtype), dim=-1)
     return (torch.einsum("nm,nmk,nk->n", p, gram, p) - 2 * (p * b).sum(-1) + yy).mean()

@@ -4,8 +4,14 @@ A mixture-of-experts gate over frozen experts: a two-layer MLP maps each window'
 (and channel's) features to M logits; the loss is the combined forecast's MSE, computed
 exactly from the per-window quadratic form (``router.objective``), so a training step
 costs O(M^2) per sample whatever the horizon. The last layer starts at zero, i.e. at the
-mean; weight decay, dropout, early stopping on a time-ordered inner split and a blend
-toward uniform weights keep it close to the mean unless validation says otherwise. On
+prior: the per-channel greedy (Caruana) weights of the fitting windows mixed with a floor
+of uniform weight (``prior="uniform"``: the mean). Weight decay, dropout, early stopping
+on a time-ordered inner split and a blend toward uniform weights keep it close to the
+prior unless validation says otherwise. Adam moves each parameter by about ``lr`` a step
+whatever the gradient's size, so in a few hundred steps the net could not learn the floor
+away (a member forecasting 1e6 kept weight 0.005, a combined MSE of 3e7): the floor is
+chosen on the inner split too, by the held-out MSE of each candidate's prior alone
+(training from each would triple the fit, which ``learned`` repeats in every fold). On
 wide data (more than ``MAX_ROUTER_ROWS`` window-channel rows) it trains and early-stops
 on a seeded draw of the rows.
 """
@@ -19,7 +25,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from router.combiners import PRIORS, Combiner, prior_logits
-from router.objective import choose_shrinkage, combined_mse, inner_split, window_gram, window_rows
+from router.objective import (
+    WindowTerms,
+    choose_shrinkage,
+    combined_mse,
+    inner_split,
+    window_gram,
+    window_rows,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -40,6 +53,10 @@ class TorchRouter(Combiner):
         max_epochs, patience: early stopping on the inner split.
         shrink: blend toward uniform weights chosen on the inner split.
         prior: "greedy" (start from per-channel greedy weights) or "uniform".
+        prior_floors: candidate shares of uniform weight mixed into the greedy prior; the
+            one whose prior alone scores best on the inner split is kept; a tie keeps the
+            earlier one (largest first: every member stays reachable). At 0 a member that
+            greedy drops is never back.
         seed: torch seed.
         feature_names: names of the F feature columns (``channel`` is embedded).
     """
@@ -58,12 +75,16 @@ class TorchRouter(Combiner):
         patience: int = 8,
         shrink: bool = True,
         prior: str = "greedy",
+        prior_floors: tuple[float, ...] = (0.2, 0.05, 0.0),
         seed: int = 0,
         feature_names: list[str] | None = None,
     ):
         if prior not in PRIORS:
             raise ValueError(f"prior must be 'greedy' or 'uniform', not {prior!r}")
         self.prior = prior
+        if not prior_floors or not all(0.0 <= f <= 1.0 for f in prior_floors):
+            raise ValueError(f"prior_floors must be shares in [0, 1], not {prior_floors!r}")
+        self.prior_floors = tuple(prior_floors)
         self.hidden = hidden
         self.dropout = dropout
         self.lr = lr
@@ -76,6 +97,7 @@ class TorchRouter(Combiner):
         self.feature_names = feature_names
         self.net_: GateNet | None = None
         self.epochs_: int = 0
+        self.floor_: float = self.prior_floors[0]
         self.lam_: float = 0.0
         self.inner_score_: float = np.inf
 
@@ -141,6 +163,20 @@ class TorchRouter(Combiner):
             return net, best[1]
         return net, epochs
 
+    def _choose_floor(
+        self, terms: WindowTerms, channel: np.ndarray, held: list[np.ndarray]
+    ) -> float:
+        """The prior floor whose prior alone, fitted on ``terms``, has the lowest MSE on the
+        held-out rows (their ``channel`` [N] and gram, b, yy)."""
+        best = None  # (held-out MSE, floor)
+        for floor in self.prior_floors if self.prior == "greedy" else self.prior_floors[:1]:
+            z = prior_logits(self.prior, terms, floor)[channel]
+            p = np.exp(z - z.max(-1, keepdims=True))
+            score = float(combined_mse(p / p.sum(-1, keepdims=True), *held).mean())
+            if best is None or score < best[0] - 1e-12:  # a tie keeps the larger floor
+                best = (score, floor)
+        return best[1]
+
     # -------------------------------------------------------------------- interface
 
     def fit(self, val_forecasts, val_targets, features=None, terms=None) -> TorchRouter:
@@ -174,35 +210,40 @@ class TorchRouter(Combiner):
         self.miss_cols_ = np.flatnonzero(np.isnan(features).reshape(w * c, -1).any(axis=0))
         x, ch = self._prepare(features)
         terms = window_gram(val_forecasts, val_targets) if terms is None else terms
+        # float64: a member forecasting 1e20 has a gram of 1e40, inf in float32, and the
+        # loss would be NaN even at weight 0 (the net itself stays float32)
         gram, b, yy = (
-            torch.tensor(a.reshape(w * c, *a.shape[2:]), dtype=torch.float32) for a in terms
+            torch.tensor(a.reshape(w * c, *a.shape[2:]), dtype=torch.float64) for a in terms
         )
         # windows' rows of the flattened [W * C] arrays, MAX_ROUTER_ROWS at most
         rows = lambda ws: torch.tensor(window_rows(ws, c, self.seed))  # noqa: E731
         part = lambda r: (x[r], ch[r], gram[r], b[r], yy[r])  # noqa: E731
         self.inner_score_ = float("nan")
+        self.floor_ = self.prior_floors[0]  # chosen below, unless nothing is held out
         if held_w.size:
             fit_r, held_r = rows(fit_w), rows(held_w)
-            prior = prior_logits(self.prior, terms[fit_w])
+            held_np = [a[held_r].numpy() for a in (gram, b, yy)]
+            self.floor_ = self._choose_floor(terms[fit_w], held_r.numpy() % c, held_np)
+            prior = prior_logits(self.prior, terms[fit_w], self.floor_)
             net, self.epochs_ = self._train(
                 part(fit_r), self.max_epochs, m, prior, valid=part(held_r)
             )
             net.eval()
             with torch.no_grad():
                 p_held = torch.softmax(net(x[held_r], ch[held_r]).double(), -1).numpy()
-            held_np = [a[held_r].double().numpy() for a in (gram, b, yy)]
             if self.shrink:
                 self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held_np)
             else:
                 self.inner_score_ = float(combined_mse(p_held, *held_np).mean())
         log.info(
-            "torch router: %d epochs, shrink %.2f, inner-val MSE %.4f (on the windows that "
-            "chose them: optimistic)",
+            "torch router: prior floor %.2f, %d epochs, shrink %.2f, inner-val MSE %.4f (on "
+            "the windows that chose them: optimistic)",
+            self.floor_,
             self.epochs_,
             self.lam_,
             self.inner_score_,
         )
-        prior = prior_logits(self.prior, terms)
+        prior = prior_logits(self.prior, terms, self.floor_)
         self.net_, _ = self._train(part(rows(np.arange(w))), self.epochs_, m, prior)
         self.net_.eval()
         return self
@@ -223,10 +264,10 @@ class TorchRouter(Combiner):
     def describe(self) -> str:
         if self.net_ is None:
             return "torch router: a single member, weight 1"
-        # the held-out windows chose the epoch count and the shrinkage: their MSE is the
-        # best of those choices, lower than unseen windows would give
+        # the held-out windows chose the floor, the epoch count and the shrinkage: their
+        # MSE is the best of those choices, lower than unseen windows would give
         return (
-            f"torch router: {self.epochs_} epochs, shrink {self.lam_:.2f}, inner-val MSE "
-            f"{self.inner_score_:.4f} (the windows that chose the stopping point and "
-            "shrinkage: optimistic)"
+            f"torch router: prior floor {self.floor_:.2f}, {self.epochs_} epochs, shrink "
+            f"{self.lam_:.2f}, inner-val MSE {self.inner_score_:.4f} (the windows that chose "
+            "the floor, the stopping point and shrinkage: optimistic)"
         )

@@ -576,6 +576,63 @@ def test_lgbm_router_prior_floor_choice_is_deterministic(clear_best):
     )
 
 
+def huge_member(value):
+    """x, y, two members (targets + noise of 0.1, and a constant ``value``), features, names."""
+    x, y, _, _, _ = problem(noise=(0.1, 1.0))
+    rng = np.random.default_rng(1)
+    f = np.stack([y + 0.1 * rng.standard_normal(y.shape), np.full_like(y, value)])
+    feats, names = window_features(x, f, [12], member_names=["m0", "m1"])
+    return x, y, f, feats, names
+
+
+@pytest.mark.parametrize("value", [1e6, 1e30])
+def test_torch_router_gives_a_member_far_off_scale_no_weight(value):
+    # An Adam step moves a logit by about lr: from the 0.2 floor the net kept 0.005 of the
+    # weight on a member forecasting 1e6 (combined MSE 3e7) until the floor was chosen on
+    # the inner split; at 1e30 the float32 gram was inf and the weights the mean
+    _, y, f, feats, names = huge_member(value)
+    cb, half = fitted("learned_torch", f, y, feats, names)
+    w = cb.weights(f[:, half:], feats[half:])
+    assert w[..., 1].max() < 1e-6 and cb.floor_ == 0.0, (w[..., 1].max(), cb.describe())
+    assert (w >= 0).all()
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=0, atol=1e-12)
+    best_alone = np.mean((f[0, half:] - y[half:]) ** 2)
+    assert np.mean((cb.forecast(f[:, half:], feats[half:]) - y[half:]) ** 2) < 1.02 * best_alone
+    assert f"prior floor {cb.floor_:.2f}" in cb.describe()
+
+
+def test_torch_router_leans_on_a_member_clearly_best():
+    _, y, f, feats, names = problem(noise=(0.1, 1.0))
+    cb, half = fitted("learned_torch", f, y, feats, names)
+    w = cb.weights(f[:, half:], feats[half:])
+    assert w[..., 0].mean() > 0.95, (w[..., 0].mean(), cb.describe())
+    best_alone = np.mean((f[0, half:] - y[half:]) ** 2)
+    assert np.mean((cb.forecast(f[:, half:], feats[half:]) - y[half:]) ** 2) < 1.02 * best_alone
+
+
+def test_torch_router_prior_floor_choice_is_deterministic_and_kept_for_the_refit(monkeypatch):
+    from router import learned_torch as lt
+
+    _, y, f, feats, names = huge_member(1e6)
+    priors, real_train = [], lt.TorchRouter._train
+
+    def train(self, part, epochs, m, prior, valid=None):
+        priors.append(prior)
+        return real_train(self, part, epochs, m, prior, valid=valid)
+
+    monkeypatch.setattr(lt.TorchRouter, "_train", train)
+    a, half = fitted("learned_torch", f, y, feats, names)
+    b, _ = fitted("learned_torch", f, y, feats, names)
+    assert (a.floor_, a.epochs_, a.lam_) == (b.floor_, b.epochs_, b.lam_)
+    np.testing.assert_array_equal(
+        a.weights(f[:, half:], feats[half:]), b.weights(f[:, half:], feats[half:])
+    )
+    # the inner split's training and the refit on all windows both start at floor 0
+    assert len(priors) == 4 and all(np.exp(p[:, 1]).max() < 1e-300 for p in priors)
+    with pytest.raises(ValueError, match="prior_floors"):
+        lt.TorchRouter(prior_floors=(0.2, 1.5))
+
+
 def test_torch_router_keeps_its_best_epoch_and_refits_for_that_many(monkeypatch):
     import torch
 

@@ -2,18 +2,23 @@
 
 Each cell ``(dataset, horizon, seed)`` is an ordinary run folder under
 ``OUT/cells/<dataset>[_<features>]_<L>_<H>_s<seed>/``. A cell is done when its
-``results.json`` is readable and was produced with this grid's whole config (data,
-features, lookback, horizon, seed, members, router, every ``--set``); done cells are
-skipped, so a killed bench picks up where it stopped, and inside a half-done cell
-``run()`` reuses the forecasts of members that had already finished.
+``results.json`` passes the checks ``summary`` applies and is the cell's own (dataset,
+lookback, horizon, seed), and was produced with this grid's whole config (data,
+features, lookback, horizon, seed, members, router, every ``--set`` but the runtime-only
+ones: progress, resume, checkpoint_minutes); done cells are skipped, whatever code ran
+them, so a killed bench picks up where it stopped, and inside a half-done cell ``run()``
+reuses the forecasts of members that had already finished. A Ctrl-C or SIGTERM that
+Python would lose in a finalizer still stops the bench before its next cell.
 
 Outputs (written atomically, rebuilt from the cells' results.json at the end):
 
 * ``bench.csv``: one row per dataset / horizon / seed / forecast (test MSE and MAE,
-  val MSE, fit and predict seconds).
+  val MSE, fit and predict seconds, the code that ran the cell).
 * ``bench.md``: mean ± std over seeds per dataset x horizon x forecast, with the
   published numbers of ``experiments/reference/published.csv`` beside ours and a
-  footnote per source (lookback, protocol differences, how the number was checked).
+  footnote per source (lookback, protocol differences, how the number was checked);
+  under a dataset's tables, ``summary``'s caveats per horizon (seeds run by different
+  code, members still improving at their last epoch).
 * ``bench_mse.png``, ``bench_mae.png``: error against horizon per dataset;
   ``bench_fit_time.png``: fit seconds per member.
 * ``bench.log``: what ran, how long it took, what failed.
@@ -45,7 +50,10 @@ from ensemble.io import (
 )
 from ensemble.progress import PROGRESS
 from experiments.config import RunConfig, held_config
+from experiments.interrupts import NotedInterrupts
 from experiments.logfile import FolderLog, said_after_checks, said_once
+from experiments.member_cache import RUNTIME_PARAMS
+from experiments.summary import Group, _check_scores, _code, _code_line, _still_improving_line
 
 log = logging.getLogger("hybrid_forecast.bench")
 
@@ -193,7 +201,19 @@ def cell_done(spec: BenchSpec, cell: Cell) -> bool:
     if None not in files and files[0] == files[1]:
         saved["data_dir"] = want["data_dir"]
         saved["data_path"] = want["data_path"]
-    return saved == want and cell_results(folder) is not None
+    # progress bars, resume and checkpoints change no number: `--set dlinear.progress=false`
+    # on a resumed bench is the same grid, not every cell to run again
+    saved["member_params"] = _numbers_params(saved.get("member_params"))
+    want["member_params"] = _numbers_params(want["member_params"])
+    return saved == want and cell_results(folder, cell) is not None
+
+
+def _numbers_params(params: Any) -> Any:
+    """member_params without the RUNTIME_PARAMS keys (and members left with none)."""
+    if not isinstance(params, dict) or not all(isinstance(p, dict) for p in params.values()):
+        return params  # not a config `run` writes: compared as it is, and unequal
+    kept = {m: {k: v for k, v in p.items() if k not in RUNTIME_PARAMS} for m, p in params.items()}
+    return {m: p for m, p in kept.items() if p}
 
 
 def _data_file(cfg: dict[str, Any]) -> Path | None:
@@ -208,20 +228,80 @@ def _data_file(cfg: dict[str, Any]) -> Path | None:
     return path.resolve()
 
 
-def cell_results(folder: Path) -> dict[str, Any] | None:
-    """A cell's results.json, or None where it cannot be read (a copy cut short, an
-    edit gone wrong): such a cell is not done, and the next bench runs it again."""
+def cell_results(folder: Path, cell: Cell | None = None) -> dict[str, Any] | None:
+    """A cell's results.json, or None where it is damaged (`cell_damage`): such a cell is
+    not done, and the next bench runs it again."""
+    res, why = _read_cell(folder, cell)
+    if why is not None:
+        log.debug("%s is damaged (%s)", folder / "results.json", why)
+    return res
+
+
+def cell_damage(folder: Path, cell: Cell | None = None) -> str | None:
+    """Why a cell's results.json cannot be tabulated, None where it can: it cannot be
+    read (a copy cut short, an edit gone wrong), or fails the checks `summary` refuses a
+    folder by (a test or val score that is no number, no ensemble), or it is not the
+    cell's run (another dataset, lookback, horizon or seed: its rows would be labelled
+    with the cell's seed twice)."""
+    return _read_cell(folder, cell)[1]
+
+
+def _read_cell(folder: Path, cell: Cell | None) -> tuple[dict[str, Any] | None, str | None]:
+    from experiments.analyse import _whole
+
     path = folder / "results.json"
     try:
         res = json.loads(path.read_text(encoding="utf-8"))
-        for key in ("dataset", "seq_len", "pred_len", "seed"):
-            _ = res[key]
+        if not isinstance(res, dict):
+            raise TypeError("not a mapping")
+        if "ensemble" not in res["test"]:
+            raise KeyError("test.ensemble")
+        _check_scores(res)  # summary's checks: every score a number
         for s in res["test"].values():  # null: an MSE that overflowed (written as null)
-            _ = [float(s[k]) for k in ("mse", "mae") if s[k] is not None]
+            _ = [stored_score(s[k]) for k in ("mse", "mae")]
+        # a run writes no NaN (null is inf): a NaN left out of a mean would leave its
+        # seed counted
+        for part in ("val", "test"):
+            for name, s in res[part].items():
+                if any(np.isnan(stored_score(s.get(k, 0.0))) for k in ("mse", "mae")):
+                    raise ValueError(f"{part}.{name} holds NaN")
+        found = {k: _whole(res[k], k) for k in ("seq_len", "pred_len", "seed")}
+        names = {str(res["dataset"])}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        log.debug("%s is damaged (%s)", path, reason(exc))
-        return None
-    return res
+        return None, reason(exc)
+    if cell is not None:
+        want = {"seq_len": cell.seq_len, "pred_len": cell.pred_len, "seed": cell.seed}
+        for k, v in want.items():
+            if found[k] != v:
+                return None, f"{k} {found[k]}, not the cell's {v}"
+        if not names & _dataset_names(cell.dataset):
+            return None, f"dataset {res['dataset']}, not the cell's {dataset_label(cell.dataset)}"
+    return res, None
+
+
+def _dataset_names(dataset: str) -> set[str]:
+    """The names a grid entry's results.json may give its data: the label, or, for a
+    file named like a registered dataset (``etth1.csv``), that dataset's name."""
+    from ensemble.data import resolve_path
+
+    csv = is_csv_path(dataset)
+    try:
+        name = resolve_path(None if csv else dataset, dataset if csv else None, None)[0]
+    except (UserError, OSError):
+        name = dataset_label(dataset)
+    return {dataset_label(dataset), name}
+
+
+def warn_damaged(spec: BenchSpec, then: str) -> None:
+    """Warn for each grid cell whose results.json is there but damaged (`cell_damage`),
+    saying what ``then`` happens to it."""
+    for c in plan(spec):
+        folder = cell_folder(spec, c)
+        if not (folder / "results.json").is_file():
+            continue
+        why = cell_damage(folder, c)
+        if why is not None:
+            log.warning("%s: results.json is damaged; %s (%s)", c.name, then, why)
 
 
 def validate(spec: BenchSpec, check_data: bool = True) -> None:
@@ -423,12 +503,18 @@ def run_bench(
     Returns:
         ``{"ran": [...], "skipped": [...], "failed": {cell: error}, "seconds": float}``.
     """
-    with said_once():
-        return _run_bench(spec, progress=progress, run_fn=run_fn)
+    # a Ctrl-C / SIGTERM that lands while the garbage collector runs a callback is lost
+    # to Python ("Exception ignored in ..."): noted, and raised again before the next cell
+    with said_once(), NotedInterrupts() as interrupts:
+        return _run_bench(spec, progress=progress, run_fn=run_fn, interrupts=interrupts)
 
 
 def _run_bench(
-    spec: BenchSpec, *, progress: bool, run_fn: Callable[[RunConfig], dict[str, Any]] | None
+    spec: BenchSpec,
+    *,
+    progress: bool,
+    run_fn: Callable[[RunConfig], dict[str, Any]] | None,
+    interrupts: NotedInterrupts,
 ) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
@@ -467,10 +553,7 @@ def _run_bench(
         cells = plan(spec)
         todo = [c for c in cells if not cell_done(spec, c)]
         skipped = [c.name for c in cells if c not in todo]
-        for c in todo:
-            folder = cell_folder(spec, c)
-            if (folder / "results.json").is_file() and cell_results(folder) is None:
-                log.warning("%s: results.json is damaged; the cell is run again", c.name)
+        warn_damaged(spec, "the cell is run again")
         log.info(
             "bench %s: %d cells, %d done already, %d to run; members=%s router=%s L=%d",
             out,
@@ -484,6 +567,7 @@ def _run_bench(
         bar = tqdm(todo, desc="bench cells", unit="cell", disable=None if progress else True)
         refused: tuple[Cell, str] | None = None  # the cell before's, and its refusal
         for cell in bar:
+            interrupts.check()
             bar.set_postfix_str(cell.name)
             if held(cell_folder(spec, cell)):  # a run of its own, or an analyse of it
                 busy.append(cell.name)
@@ -524,7 +608,9 @@ def _run_bench(
                 continue
             ran.append(cell.name)
             log.info("cell %s done in %.1fs", cell.name, time.perf_counter() - t0, extra=PROGRESS)
+        interrupts.check()
         write_reports(spec)
+        interrupts.check()  # one lost while the tables were written: no "finished" either
         seconds = time.perf_counter() - t_start
         log.info(
             "bench finished in %.1fs: %d ran, %d skipped, %d busy, %d failed",
@@ -562,10 +648,7 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
     grid does not leak old numbers into the table.
     """
     rows = []
-    for cell in plan(spec):
-        if not cell_done(spec, cell):
-            continue
-        res = cell_results(cell_folder(spec, cell))
+    for _, res in finished_cells(spec):
         for name, s in res["test"].items():
             tim = res.get("timings_s", {}).get(name, {})
             rows.append(
@@ -588,6 +671,9 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
                     # False: a file named like a registered dataset that is not its
                     # published file (no published number belongs beside it)
                     "published": (res.get("data") or {}).get("published"),
+                    # the code that ran the cell ("commit 42662df", ", modified"): a
+                    # resumed bench keeps cells run by older code
+                    "code": _code(res),
                 }
             )
     cols = [
@@ -604,8 +690,40 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
         "resumed",
         "periods",
         "published",
+        "code",
     ]
     return pd.DataFrame(rows, columns=cols)
+
+
+def finished_cells(spec: BenchSpec) -> list[tuple[Cell, dict[str, Any]]]:
+    """The grid's done cells with their results.json, in plan order."""
+    done = []
+    for cell in plan(spec):
+        if cell_done(spec, cell):
+            res = cell_results(cell_folder(spec, cell), cell)
+            if res is not None:  # damaged since cell_done read it
+                done.append((cell, res))
+    return done
+
+
+def cell_caveats(spec: BenchSpec) -> dict[str, list[str]]:
+    """Dataset -> the lines `summary` adds to its table of a (dataset, H): the seeds ran
+    different code of this package (a resumed bench keeps its finished cells whatever
+    code made them), or a member was still improving at its last epoch."""
+    groups: dict[tuple[str, int], Group] = {}
+    for cell, res in finished_cells(spec):
+        key = (str(res["dataset"]), cell.pred_len)
+        group = groups.setdefault(
+            key, Group(key[0], cell.seq_len, cell.pred_len, spec.features, (), spec.router, "")
+        )
+        group.runs[cell.seed] = res
+    caveats: dict[str, list[str]] = {}
+    for (ds, h), group in groups.items():
+        # summary's own sentences (each a ["", text] pair), so the two never disagree
+        for line in _code_line(group) + _still_improving_line(group):
+            if line:
+                caveats.setdefault(ds, []).append(f"H={h}: {line}")
+    return caveats
 
 
 def summarise(long: pd.DataFrame) -> pd.DataFrame:
@@ -620,6 +738,8 @@ def summarise(long: pd.DataFrame) -> pd.DataFrame:
         )
     if "resumed" in long:
         long = long.assign(fit_s=long["fit_s"].where(~long["resumed"].astype(bool)))
+    # n: the seeds with a score (NaN, which a run never writes, is in no mean)
+    long = long.assign(scored=long["seed"].where(long["mse"].notna()))
     g = long.groupby(["dataset", "pred_len", "forecast"], sort=False)
     out = g.agg(
         mse=("mse", "mean"),
@@ -627,7 +747,7 @@ def summarise(long: pd.DataFrame) -> pd.DataFrame:
         mae=("mae", "mean"),
         mae_std=("mae", "std"),
         fit_s=("fit_s", "mean"),
-        n=("seed", "nunique"),
+        n=("scored", "nunique"),
     )
     return out.reset_index()
 
@@ -680,12 +800,14 @@ def bench_markdown(
     summary: pd.DataFrame,
     reference: pd.DataFrame | None = None,
     unpublished: set[str] | frozenset[str] = frozenset(),
+    caveats: dict[str, list[str]] | None = None,
 ) -> str:
     """The bench table: ours (mean ± std over seeds) and the published numbers beside.
 
     One table per dataset and metric; rows are horizons; our columns are the forecasts,
     the published columns one per (model, source), each with a footnote number, none for
-    the datasets in ``unpublished`` (a file that is not the published one).
+    the datasets in ``unpublished`` (a file that is not the published one); after a
+    dataset's tables its ``caveats`` (`cell_caveats`), one paragraph each.
     """
     from experiments.reference import load_reference
 
@@ -777,6 +899,8 @@ def bench_markdown(
                     + " |"
                 )
             lines.append("")
+        for caveat in (caveats or {}).get(ds, []):
+            lines += [caveat, ""]
     if missing:
         lines += [f"No finished cells yet for: {', '.join(missing)}.", ""]
     shown = sorted(set(done_ds) & set(unpublished))
@@ -816,14 +940,17 @@ def _csv(table: pd.DataFrame) -> str:
 
 
 def write_reports(spec: BenchSpec) -> pd.DataFrame:
-    """Rebuild bench.csv, bench.md and the plots from the finished cells."""
+    """Rebuild bench.csv, bench.md and the plots from the finished cells; a cell whose
+    results.json is damaged is left out, with a warning (``--report-only`` too)."""
     out = Path(spec.out)
+    warn_damaged(spec, "left out of the tables, and run again by a bench without --report-only")
     long = collect(spec)
     write_csv(out / "bench.csv", _csv(long))
     summary = summarise(long)
     write_csv(out / "bench_summary.csv", _csv(summary))
     unpublished = set(long.loc[long["published"].eq(False), "dataset"])
-    write_text(out / "bench.md", bench_markdown(spec, summary, unpublished=unpublished))
+    md = bench_markdown(spec, summary, unpublished=unpublished, caveats=cell_caveats(spec))
+    write_text(out / "bench.md", md)
     if not long.empty:
         try:
             plot_bench(spec, summary, out, unpublished)

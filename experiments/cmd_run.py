@@ -226,6 +226,7 @@ def _refuse_overwrite(config: str, before: dict, cfg: RunConfig) -> None:
 
 
 def handle(args) -> int:
+    from experiments.interrupts import NotedInterrupts
     from experiments.report import BEST_ON_VAL, best_member_on_val
     from experiments.run import run
 
@@ -236,7 +237,18 @@ def handle(args) -> int:
     # the folder F's own: a finished run there of other data is refused, not replaced
     own = source is not None and args.out is None and cfg.out == str(source)
     mine = f"--config {args.config}" if own else None
-    res = run(cfg, progress=not args.quiet, reuse_from=source, refuse_other_data=mine)
+    # a Ctrl-C / SIGTERM that lands while the garbage collector runs a callback is lost
+    # to Python ("Exception ignored in ..."): noted, and still the command's end (130, or
+    # 143 for SIGTERM) after the member being fitted is saved, or once `run` returns
+    with NotedInterrupts() as interrupts:
+        res = run(
+            cfg,
+            progress=not args.quiet,
+            reuse_from=source,
+            refuse_other_data=mine,
+            between=interrupts.check,
+        )
+        interrupts.check()
     # the member a choice by validation takes: a mark by test MSE would be a choice on test
     best = best_member_on_val(res)
     print(

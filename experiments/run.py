@@ -771,6 +771,7 @@ def run(
     train: bool = True,
     reuse_from: Path | None = None,
     refuse_other_data: str | None = None,
+    between: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Execute one run and write its folder; returns the results dict (results.json).
 
@@ -787,6 +788,8 @@ def run(
             folder it is): a finished run there made from other data (its results.json's
             file digest) is refused, as ``--config F --data-dir X`` is, rather than
             replaced. None: replaced with a warning that names both files.
+        between: called after each member's fit (saved by then), where stopping is safe:
+            ``cmd_run`` raises there a Ctrl-C that a finalizer swallowed.
     """
     from tqdm.auto import tqdm
 
@@ -872,6 +875,8 @@ def run(
             )
             if registry.parse_spec(spec)[0] in HOLDS_A_BACKBONE:
                 release_memory()  # the next member must not load beside this one's model
+            if between is not None:
+                between()
 
         ch = splits.eval_channels
         val_true = splits.val.targets()[..., ch]

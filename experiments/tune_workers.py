@@ -13,12 +13,13 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ensemble.io import waiting_lock
+from experiments.interrupts import NotedInterrupts as _NotedInterrupts  # the name tests patch
 from experiments.logfile import FolderLog
 from experiments.tune_objective import Objective
 from experiments.tune_study import (
@@ -52,80 +53,6 @@ def setup_logging(out: Path, progress: bool = True) -> logging.Handler:
     optuna.logging.enable_propagation()
     optuna.logging.set_verbosity(optuna.logging.INFO)
     return handler
-
-
-class _NotedInterrupts:
-    """Note each SIGINT / SIGTERM as it arrives, the handler before still raising it.
-
-    Python swallows an exception raised in a finalizer: a Ctrl-C that lands while the
-    garbage collector runs a ``__del__`` (tqdm's, after a trial) is printed as "Exception
-    ignored" and the study runs on. ``check()`` between trials raises it again.
-    Installed from the main thread only (elsewhere signals cannot be handled).
-
-    Inside ``deferred()`` a signal is only noted, for ``check()`` to raise: Optuna's
-    bookkeeping around a trial (storing it as started, then as finished) must not be cut
-    short, or the trial is left RUNNING, untold.
-    """
-
-    def __init__(self) -> None:
-        self.noted: list[tuple[int, Callable]] = []
-        self._installed: dict[int, tuple[Callable, Callable]] = {}
-        self._deferring = False
-
-    def __enter__(self) -> _NotedInterrupts:
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            before = signal.getsignal(sig)
-            if not callable(before):  # ignored, or the system default: nothing swallowed
-                continue
-
-            def note(signum: int, frame: Any, before: Callable = before) -> None:
-                self.noted.append((signum, before))
-                if not self._deferring:
-                    before(signum, frame)
-
-            signal.signal(sig, note)
-            self._installed[sig] = (note, before)
-        # ... and not printed as "Exception ignored in ...", with a traceback, when it was:
-        # `check()` raises it again
-        self._hook = sys.unraisablehook
-
-        def hook(unraisable: Any, before: Callable = self._hook) -> None:
-            if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-                before(unraisable)
-
-        sys.unraisablehook = hook
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, (note, before) in self._installed.items():
-            if signal.getsignal(sig) is note:  # not replaced since (a worker's "once only")
-                signal.signal(sig, before)
-        if getattr(self, "_hook", None) is not None:
-            sys.unraisablehook = self._hook
-
-    @contextlib.contextmanager
-    def deferred(self, defer: bool = True) -> Iterator[None]:
-        """Signals only noted inside (``defer=False``: raised where they land again)."""
-        before, self._deferring = self._deferring, defer
-        try:
-            yield
-        finally:
-            self._deferring = before
-
-    def live(self) -> contextlib.AbstractContextManager:
-        """Inside ``deferred()``, a stretch where signals are raised where they land."""
-        return self.deferred(False)
-
-    def check(self) -> None:
-        """Raise the first noted interrupt (again), as its handler raises it."""
-        if self.noted:
-            signum, before = self.noted[0]
-            before(signum, None)
-            raise KeyboardInterrupt  # a handler that returned: still an interrupt
 
 
 class _QuietInterrupt(logging.Filter):

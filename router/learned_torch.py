@@ -9,9 +9,10 @@ of uniform weight (``prior="uniform"``: the mean). Weight decay, dropout, early 
 on a time-ordered inner split and a blend toward uniform weights keep it close to the
 prior unless validation says otherwise. Adam moves each parameter by about ``lr`` a step
 whatever the gradient's size, so in a few hundred steps the net could not learn the floor
-away (a member forecasting 1e6 kept weight 0.005, a combined MSE of 3e7): the floor is
-chosen on the inner split too, by the held-out MSE of each candidate's prior alone
-(training from each would triple the fit, which ``learned`` repeats in every fold). On
+away (a member forecasting 1e6 kept weight 0.005, a combined MSE of 3e7): on the inner
+split the gate trained from the first floor competes with the priors alone of the
+smaller floors, and a prior that beats it is kept without a net (training from each
+floor would triple the fit, which ``learned`` repeats in every fold). On
 wide data (more than ``MAX_ROUTER_ROWS`` window-channel rows) it trains and early-stops
 on a seeded draw of the rows.
 """
@@ -53,10 +54,10 @@ class TorchRouter(Combiner):
         max_epochs, patience: early stopping on the inner split.
         shrink: blend toward uniform weights chosen on the inner split.
         prior: "greedy" (start from per-channel greedy weights) or "uniform".
-        prior_floors: candidate shares of uniform weight mixed into the greedy prior; the
-            one whose prior alone scores best on the inner split is kept; a tie keeps the
-            earlier one (largest first: every member stays reachable). At 0 a member that
-            greedy drops is never back.
+        prior_floors: shares of uniform weight mixed into the greedy prior: the gate
+            trains from the first; a later one's prior alone replaces the trained gate
+            where it scores better on the inner split (a tie keeps the gate). At 0 a
+            member that greedy drops is never back.
         seed: torch seed.
         feature_names: names of the F feature columns (``channel`` is embedded).
     """
@@ -164,18 +165,21 @@ class TorchRouter(Combiner):
         return net, epochs
 
     def _choose_floor(
-        self, terms: WindowTerms, channel: np.ndarray, held: list[np.ndarray]
-    ) -> float:
-        """The prior floor whose prior alone, fitted on ``terms``, has the lowest MSE on the
-        held-out rows (their ``channel`` [N] and gram, b, yy)."""
-        best = None  # (held-out MSE, floor)
-        for floor in self.prior_floors if self.prior == "greedy" else self.prior_floors[:1]:
+        self, terms: WindowTerms, channel: np.ndarray, held: list[np.ndarray], trained: float
+    ) -> tuple[float | None, np.ndarray | None]:
+        """The smaller prior floor (``prior_floors[1:]``) whose prior alone, fitted on
+        ``terms``, beats the gate trained from the first floor (held-out MSE ``trained``)
+        on the held-out rows (their ``channel`` [N] and gram, b, yy), with its held-out
+        weights [N, M]; (None, None) where none does."""
+        best: tuple[float, float | None, np.ndarray | None] = (trained, None, None)
+        for floor in self.prior_floors[1:] if self.prior == "greedy" else ():
             z = prior_logits(self.prior, terms, floor)[channel]
             p = np.exp(z - z.max(-1, keepdims=True))
-            score = float(combined_mse(p / p.sum(-1, keepdims=True), *held).mean())
-            if best is None or score < best[0] - 1e-12:  # a tie keeps the larger floor
-                best = (score, floor)
-        return best[1]
+            p /= p.sum(-1, keepdims=True)
+            score = float(combined_mse(p, *held).mean())
+            if score < best[0] - 1e-12:  # a tie keeps the trained gate, or the larger floor
+                best = (score, floor, p)
+        return best[1], best[2]
 
     # -------------------------------------------------------------------- interface
 
@@ -223,7 +227,6 @@ class TorchRouter(Combiner):
         if held_w.size:
             fit_r, held_r = rows(fit_w), rows(held_w)
             held_np = [a[held_r].numpy() for a in (gram, b, yy)]
-            self.floor_ = self._choose_floor(terms[fit_w], held_r.numpy() % c, held_np)
             prior = prior_logits(self.prior, terms[fit_w], self.floor_)
             net, self.epochs_ = self._train(
                 part(fit_r), self.max_epochs, m, prior, valid=part(held_r)
@@ -231,6 +234,15 @@ class TorchRouter(Combiner):
             net.eval()
             with torch.no_grad():
                 p_held = torch.softmax(net(x[held_r], ch[held_r]).double(), -1).numpy()
+            # the gate trained from the first floor against each smaller floor's prior alone
+            floor, p_prior = self._choose_floor(
+                terms[fit_w],
+                held_r.numpy() % c,
+                held_np,
+                float(combined_mse(p_held, *held_np).mean()),
+            )
+            if floor is not None:  # a floor the gate could not learn away: that prior, no net
+                self.floor_, self.epochs_, p_held = floor, 0, p_prior
             if self.shrink:
                 self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held_np)
             else:

@@ -918,3 +918,151 @@ def test_data_dir_naming_the_default_folder_is_the_same_grid(synth_csv, tmp_path
     monkeypatch.setenv("HYBRID_FORECAST_DATA", str(other))
     fake_run(cell_config(_spec("ETTh1", tmp_path / "bench", seeds=[0], data_dir=str(other)), cell))
     assert cell_done(spec, cell)
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_ctrl_c_a_finalizer_swallowed_stops_the_bench_before_the_next_cell(
+    signum, synth_csv, tmp_path, monkeypatch, terminal_ctrl_c
+):
+    # Python lost a Ctrl-C that landed while the garbage collector ran a callback
+    # ("Exception ignored in: WeakKeyDictionary ... KeyboardInterrupt") and the bench ran
+    # the rest of the grid
+    import signal
+    import sys
+
+    from experiments.cli import _on_sigterm
+
+    class Finalised:  # freed at once: the signal lands in its __del__
+        def __del__(self):
+            signal.raise_signal(getattr(signal, signum))
+
+    printed: list[type] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: printed.append(u.exc_type))
+    before = signal.signal(signal.SIGTERM, _on_sigterm)  # as the CLI installs it
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench")
+    ran: list[int] = []
+
+    def lands_in_a_finalizer(cfg):
+        ran.append(cfg.seed)
+        res = fake_run(cfg)
+        if len(ran) == 1:  # once: a second SIGTERM meets the default handler, as in the CLI
+            Finalised()
+        return res
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_bench(spec, progress=False, run_fn=lands_in_a_finalizer)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert ran == [0] and printed == []  # nor printed as "Exception ignored in ..."
+    assert not (Path(spec.out) / "bench.md").exists()
+    info = run_bench(spec, progress=False, run_fn=fake_run)  # a rerun resumes
+    assert (info["skipped"], info["ran"]) == ([plan(spec)[0].name], [plan(spec)[1].name])
+
+
+def _edit_results(spec: BenchSpec, cell, edit) -> None:
+    path = cell_folder(spec, cell) / "results.json"
+    res = json.loads(path.read_text(encoding="utf-8"))
+    edit(res)
+    path.write_text(json.dumps(res), encoding="utf-8")
+
+
+def test_a_cell_run_by_other_code_is_said_per_horizon_and_in_bench_csv(synth_csv, tmp_path):
+    # a resumed bench keeps cells whatever code made them: its mean over seeds of two
+    # commits must say so, as `summary` does
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench", horizons=[24, 48])
+    run_bench(spec, progress=False, run_fn=fake_run)
+    commits = {0: "a" * 40, 1: "b" * 40}
+    for cell in plan(spec):
+        commit = commits[cell.seed] if cell.pred_len == 24 else commits[0]
+
+        def edit(res, commit=commit, cell=cell):
+            res["environment"] = {"code": {"commit": commit, "modified": False}}
+            if cell.pred_len == 48 and cell.seed == 1:  # a member kept its last epoch
+                res["training"] = {"window_mean": {"epochs": 3, "best_epoch": 3}}
+
+        _edit_results(spec, cell, edit)
+    run_bench(spec, progress=False, run_fn=lambda cfg: pytest.fail("reran a cell"))
+    md = (Path(spec.out) / "bench.md").read_text(encoding="utf-8")
+    assert (
+        "H=24: The seeds ran different hybrid-forecast code (seed 0: commit aaaaaaa; "
+        "seed 1: commit bbbbbbb)" in md
+    )
+    assert "H=48: The seeds ran different" not in md
+    assert "H=48: Still improving at their last epoch" in md and "window_mean in seed 1." in md
+    long = pd.read_csv(Path(spec.out) / "bench.csv")
+    assert set(long.loc[long["pred_len"] == 24, "code"]) == {"commit aaaaaaa", "commit bbbbbbb"}
+    assert set(long.loc[long["pred_len"] == 48, "code"]) == {"commit aaaaaaa"}
+
+
+def test_a_runtime_only_set_does_not_rerun_finished_cells(synth_csv, tmp_path):
+    # `--set dlinear.progress=false` (or timellm.resume / checkpoint_minutes) changes no
+    # number: a resumed bench given it ran every finished cell again
+    csv = synth_csv(n=1200)
+    spec = _spec(csv, tmp_path / "bench", member_params={"snaive": {"progress": True}})
+    run_bench(spec, progress=False, run_fn=fake_run)
+    for params in (
+        {},
+        {"naive": {"progress": False}},
+        {"naive": {"checkpoint_minutes": 5}, "snaive": {"resume": False}},
+    ):
+        again = _spec(csv, tmp_path / "bench", member_params=params)
+        assert all(cell_done(again, c) for c in plan(again)), params
+    other = _spec(csv, tmp_path / "bench", member_params={"snaive": {"period": 12}})
+    assert not any(cell_done(other, c) for c in plan(other))  # a setting that changes numbers
+
+
+@pytest.mark.parametrize(
+    "what",
+    ["no ensemble", "val not a number", "seed", "dataset", "seq_len", "pred_len", "NaN"],
+)
+def test_a_cell_summary_would_refuse_is_run_again_not_counted(what, synth_csv, tmp_path, caplog):
+    # such a cell was done and tabulated: with its seed edited two rows said seed 1 (n=1),
+    # a NaN was left out of the mean while n still said 2
+    spec = _spec(synth_csv(n=1200), tmp_path / "bench")
+    run_bench(spec, progress=False, run_fn=fake_run)
+    first = plan(spec)[0]
+    edits = {
+        "no ensemble": lambda r: r["test"].pop("ensemble"),
+        "val not a number": lambda r: r["val"]["naive"].update(mse="0.5x"),
+        "seed": lambda r: r.update(seed=1),
+        "dataset": lambda r: r.update(dataset="ETTh1"),
+        "seq_len": lambda r: r.update(seq_len=48),
+        "pred_len": lambda r: r.update(pred_len=12),
+        "NaN": lambda r: r["test"]["naive"].update(mse=float("nan")),
+    }
+    _edit_results(spec, first, edits[what])
+    assert not cell_done(spec, first) and set(collect(spec)["seed"]) == {1}
+    ran: list[str] = []
+    info = run_bench(spec, progress=False, run_fn=lambda c: (ran.append(c.out), fake_run(c))[1])
+    assert info["ran"] == [first.name] and len(ran) == 1
+    assert f"{first.name}: results.json is damaged; the cell is run again" in caplog.text
+    long = pd.read_csv(Path(spec.out) / "bench.csv")
+    assert sorted(long.loc[long["forecast"] == "naive", "seed"]) == [0, 1]
+
+
+def test_summarise_counts_only_the_seeds_with_a_score():
+    long = pd.DataFrame(
+        {
+            "dataset": ["d", "d"],
+            "pred_len": [24, 24],
+            "forecast": ["naive", "naive"],
+            "seed": [0, 1],
+            "mse": [0.5, np.nan],
+            "mae": [0.5, 0.5],
+            "fit_s": [1.0, 1.0],
+        }
+    )
+    assert summarise(long)["n"].tolist() == [1]
+
+
+def test_report_only_says_which_damaged_cell_it_leaves_out(synth_csv, tmp_path, caplog):
+    from experiments.cli import main
+
+    spec = _finished_bench(synth_csv(n=1200), tmp_path / "bench")
+    first = plan(spec)[0]
+    _edit_results(spec, first, lambda r: r["test"].pop("ensemble"))
+    assert main(["bench", "--report-only", "--out", spec.out]) == 0
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [m for m in said if m.startswith(f"{first.name}: results.json is damaged; left out")]
+    assert set(pd.read_csv(Path(spec.out) / "bench.csv")["seed"]) == {1}

@@ -172,3 +172,37 @@ def test_the_console_marks_the_best_member_on_val_never_a_lowest_test(monkeypatc
     out = capsys.readouterr().out
     marked = [line.split()[0] for line in out.splitlines() if "<- " in line]
     assert marked == ["b"] and "<- best member on val" in out and "lowest test" not in out
+
+
+@pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_ctrl_c_a_finalizer_swallowed_still_ends_the_run(
+    signum, code, monkeypatch, capsys, terminal_ctrl_c
+):
+    # a Ctrl-C landing while the garbage collector ran a callback was printed as
+    # "Exception ignored in ..." and the run went on to exit 0 as if never interrupted
+    import signal
+    import sys
+
+    from experiments import run as run_module
+
+    class Finalised:  # freed at once: the signal lands in its __del__
+        def __del__(self):
+            signal.raise_signal(getattr(signal, signum))
+
+    def run(cfg, **_):
+        Finalised()
+        scores = {"mse": 0.5, "mae": 0.5}
+        return {
+            **{k: getattr(cfg, k) for k in ("dataset", "seq_len", "pred_len", "members")},
+            "windows": {"test": 1},
+            "test": {"naive": scores, "ensemble": scores},
+            "val": {"naive": scores, "ensemble": scores},
+        }
+
+    printed: list[type] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: printed.append(u.exc_type))
+    monkeypatch.setattr(run_module, "run", run)
+    argv = ["run", "--dataset", "ETTh1", "--members", "naive", "--seq-len", "96", "--out", "r"]
+    assert main([*argv, "--pred-len", "24", "--quiet"]) == code
+    out, err = capsys.readouterr()
+    assert "interrupted" in err and "test MSE" not in out and printed == []

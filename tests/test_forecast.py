@@ -16,13 +16,21 @@ from experiments.cli import main
 H = 24
 
 
-def _finished_run(tmp_path_factory, members: str, router: str):
-    """(csv, run folder) of a run on two synthetic channels with a 24-step cycle, H=24."""
+def _finished_run(tmp_path_factory, members: str, router: str, calm_and_noisy: bool = False):
+    """(csv, run folder) of a run on two synthetic channels with a 24-step cycle, H=24;
+    ``calm_and_noisy``: blocks of 100 rows alternate between the cycle's own noise and 15
+    times as much (regimes a router reading the windows' features can tell apart)."""
     from conftest import synthetic_frame
 
     root = tmp_path_factory.mktemp("fc")
     csv = root / "synth.csv"
-    synthetic_frame(n=1400, channels=2, period=24).to_csv(csv, index=False)
+    frame = synthetic_frame(n=1400, channels=2, period=24)
+    if calm_and_noisy:
+        rng = np.random.default_rng(0)
+        amp = np.where((np.arange(len(frame)) // 100) % 2 == 1, 3.0, 0.2)
+        for col in ("x0", "OT"):
+            frame[col] += amp * rng.standard_normal(len(frame))
+    frame.to_csv(csv, index=False)
     out = root / "run"
     argv = ["run", "--data-path", str(csv), "--seq-len", "96", "--pred-len", str(H)]
     argv += ["--members", members, "--router", router, "--out", str(out), "--quiet"]
@@ -126,10 +134,13 @@ def test_a_learned_run_refits_its_choice_not_the_fold_search(finished, tmp_path,
 def gated_run(tmp_path_factory):
     """A run whose router reads window features (a gating network over them,
     `learned_torch`), with ARIMA, whose forecasts depend on how many rows its filter has
-    scanned. (`rules` and `learned_lgbm` keep one weighting for every window on these
-    data: their trees find no split worth making.)"""
+    scanned; on calm and noisy blocks, where the gate beats every static prior on the
+    inner split (on the plain cycle a static prior beats it, and is kept)."""
     return _finished_run(
-        tmp_path_factory, "naive,dlinear@epochs=2,arima@fourier=168", "learned_torch"
+        tmp_path_factory,
+        "naive,dlinear@epochs=2,arima@fourier=168",
+        "learned_torch",
+        calm_and_noisy=True,
     )
 
 

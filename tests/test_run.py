@@ -207,6 +207,27 @@ def test_a_run_killed_before_its_results_json_leaves_no_results_md(
     assert not (out / "results.md").exists() and not (out / "results.json").exists()
 
 
+def test_an_interrupt_noted_between_members_stops_the_run_before_the_next(
+    synth_csv, tmp_path, monkeypatch
+):
+    # a Ctrl-C a finalizer swallowed stopped `run` only after every member and the
+    # results: cmd_run's check runs after each member now, once its fit is saved
+    from experiments.interrupts import NotedInterrupts
+
+    calls = []
+
+    def check(self):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(NotedInterrupts, "check", check)
+    out = tmp_path / "r"
+    assert main(synth_run_argv(synth_csv(n=1400), out)) == 130
+    assert calls == [1]  # after naive, before snaive
+    assert (out / "members" / "naive" / "forecasts.npz").is_file()
+    assert not (out / "members" / "snaive").exists() and not (out / "results.json").exists()
+
+
 def test_a_rerun_that_only_hides_a_members_bars_replaces_no_setting(synth_csv, tmp_path, caplog):
     # `timellm --quiet` stores progress=false in the member's settings: rerun without it,
     # the log said the folder "held a finished run with other settings"

@@ -29,17 +29,22 @@ def read_csv(path: Path) -> pd.DataFrame:
         UserError: not a readable CSV, an empty file, a first line of data rather than
             column names, or no date and value column or no rows.
     """
+    _refuse_packed(path)
     try:
         encoding = _text_encoding(path)
         dialect = _csv_dialect(path, encoding)
-        df = pd.read_csv(path, encoding=encoding, encoding_errors="replace", **dialect)
+        # compression=None: a text file named .gz is read as the text it is, as the
+        # sniffers above read it (compressed bytes were refused by `_refuse_packed`)
+        df = pd.read_csv(
+            path, encoding=encoding, encoding_errors="replace", compression=None, **dialect
+        )
     except pd.errors.EmptyDataError:  # no bytes, or blank lines only
         raise UserError(
             f"{path}: the file is empty (no header line, no rows); check that it was saved "
             "or copied completely"
         ) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+        raise UserError(_unreadable(path, str(exc))) from None
     sep = dialect.get("sep", ",")
     names = _header_names(path, encoding, sep)  # as written, once
     if encoding in ("gb18030", "cp1252"):  # a guess: the names show whether it was right
@@ -72,6 +77,73 @@ def read_csv(path: Path) -> pd.DataFrame:
     if df.shape[0] == 0:
         raise UserError(f"{path}: the file has a header line but no rows of data")
     return df
+
+
+# Files whose first bytes say they are not text. The sniffers read a file's own bytes,
+# so a compressed CSV was read as garbage (pandas, which decompresses by the file's name,
+# gave EOFError tracebacks or a wrong "cut off" line), and is refused rather than guessed
+_PACKED = (
+    (b"\x1f\x8b", "gzip-compressed", ["gunzip", "-k"]),
+    (b"BZh", "bzip2-compressed", ["bunzip2", "-k"]),
+    (b"\xfd7zXZ\x00", "xz-compressed", ["unxz", "-k"]),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", ["unzstd"]),
+    (b"PK\x03\x04", "a zip archive", ["unzip"]),
+    (b"PK\x05\x06", "a zip archive", ["unzip"]),
+)
+_WORKBOOKS = (".xlsx", ".xlsm", ".xls", ".ods")  # zip archives (.xls: OLE) of sheets
+_OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+def _refuse_packed(path: Path) -> None:
+    """Refuse a compressed file or a spreadsheet workbook, by its first bytes.
+
+    Raises:
+        UserError: naming what it is and the command that unpacks it.
+    """
+    from ensemble import shell
+
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith((b"PK", _OLE)) and path.suffix.lower() in _WORKBOOKS:
+        raise UserError(
+            f"{path} is a spreadsheet workbook, not a CSV: open it and save the sheet as "
+            "CSV (Excel: Save as, CSV UTF-8)"
+        )
+    for magic, what, unpack in _PACKED:
+        # bzip2's "BZh" is followed by its block size, 1 to 9 (a header may start "BZh")
+        if head.startswith(magic) and (magic != b"BZh" or head[3:4] in b"123456789"):
+            raise UserError(
+                f"{path} is {what}: unpack it first ({shell.join([*unpack, path])}) and "
+                "give the CSV inside"
+            )
+
+
+def _unreadable(path: Path, why: str) -> str:
+    """The one line for a file pandas' parser refused: a line with more fields than the
+    ones before it (a stray separator, an unquoted value holding one), or bytes that are
+    no text at all."""
+    why = why.splitlines()[0] if why else "unknown error"
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    # text has no NULs and few control characters; a binary file (an image, a
+    # database) is full of both
+    controls = sum(head.count(bytes([b])) for b in range(32) if b not in b"\t\n\r\f")
+    if not head.startswith((b"\xff\xfe", b"\xfe\xff")) and (
+        b"\x00" in head or controls > len(head) // 20
+    ):
+        return (
+            f"{path}: not a text file (binary bytes: NUL or control characters); give a "
+            "CSV saved as text, with a header line and one row per line"
+        )
+    ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", why)
+    if ragged:
+        want, line, saw = ragged.groups()
+        return (
+            f"{path}: line {line} has {saw} fields where the lines before it have {want} "
+            "(a stray separator, or a value holding one without quotes); fix or delete "
+            "that line"
+        )
+    return f"{path}: not a readable CSV ({why[:200]}); check that it is a CSV saved as text"
 
 
 # a timestamp's date part: 2016-07-01, 01.07.2016, 7/1/2016, 2016/07/01 (a time may follow)
@@ -424,18 +496,41 @@ def parse_dates(col: pd.Series, where: str, *, file_lines: bool = True) -> pd.Da
             + ")"
         )
     dates = _to_datetime(col)
+
+    def at(row: int) -> str:
+        return f"row {row + 1}" + (f" (line {row + 2})" if file_lines else "")
+
     if dates.isna().any():
         row = int(np.flatnonzero(dates.isna().to_numpy())[0])
+        if pd.isna(col.iloc[row]) or not str(col.iloc[row]).strip():
+            raise UserError(f"{where}: no timestamp at {at(row)}; fill in or delete that row")
         fix = (
             f"; the rows before are written like {col.iloc[0]!r}: use that one format throughout"
-            if row > 0 and pd.notna(col.iloc[row])
+            if row > 0
             else ""
         )
-        line = f" (line {row + 2})" if file_lines else ""
+        raise UserError(f"{where}: unreadable timestamp {col.iloc[row]!r} at {at(row)}{fix}")
+    dates = pd.DatetimeIndex(dates)
+    _refuse_out_of_range(dates, where, at)
+    return dates
+
+
+# pandas' nanosecond timestamps (every step, gap and forecast date is counted in them)
+_FIRST, _LAST = pd.Timestamp.min.ceil("s"), pd.Timestamp.max.floor("s")
+
+
+def _refuse_out_of_range(dates: pd.DatetimeIndex, where: str, at) -> None:
+    """Refuse dates nanoseconds since 1970 cannot count (before 1677-09-21 or after
+    2262-04-11): pandas 3 reads them (at a coarser unit), but the steps are counted in
+    nanoseconds, where year 9999 wrapped round to 1816, and a forecast failed."""
+    utc = dates.tz_convert(None) if dates.tz is not None else dates
+    outside = np.flatnonzero(np.asarray((utc < _FIRST) | (utc > _LAST)))
+    if len(outside):
+        row = int(outside[0])
         raise UserError(
-            f"{where}: unreadable timestamp {col.iloc[row]!r} at row {row + 1}{line}{fix}"
+            f"{where}: timestamp {dates[row]} at {at(row)} is outside the dates handled, "
+            f"{_FIRST} .. {_LAST}; check its year, or shift the dates into that range"
         )
-    return pd.DatetimeIndex(dates)
 
 
 _DAY_MONTH = re.compile(r"^\s*\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")

@@ -65,13 +65,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _not_a_url(url: str, what: str = "not a URL nor a folder") -> UserError:
+    return UserError(
+        f"cannot download {url}: {what}; set ${URL_ENV} to one such as "
+        "https://host/path, file:///folder or a folder path"
+    )
+
+
 def _fetch(url: str, timeout: float) -> bytes:
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https", "file", "ftp"):
-        what = f"the scheme {scheme}:// is not supported" if scheme else "not a URL nor a folder"
-        raise UserError(
-            f"cannot download {url}: {what}; set ${URL_ENV} to one such as "
-            "https://host/path, file:///folder or a folder path"
+        raise _not_a_url(
+            url, f"the scheme {scheme}:// is not supported" if scheme else "not a URL nor a folder"
         )
     if scheme == "file":  # urlopen refuses a file:// URL of a network share
         path = _file_url_path(url)
@@ -87,6 +92,8 @@ def _fetch(url: str, timeout: float) -> bytes:
         raise UserError(
             f"download failed: {url} answered HTTP {exc.code}; check the URL or ${URL_ENV}"
         ) from None
+    except http.client.InvalidURL as exc:  # a port that is no number, a space in the host
+        raise _not_a_url(url, f"not a URL ({exc})") from None
     except http.client.HTTPException as exc:  # RemoteDisconnected, BadStatusLine
         raise UserError(
             f"{url} hung up before answering ({type(exc).__name__}); nothing was written, "
@@ -209,7 +216,10 @@ def _mirror_url(base: str | None) -> str | None:
     network share ``\\\\nas\\share`` is ``file://nas/share``."""
     if not base:
         return base
-    scheme = urllib.parse.urlsplit(base).scheme
+    try:
+        scheme = urllib.parse.urlsplit(base).scheme
+    except ValueError as exc:  # "http://[::1": an unclosed IPv6 host
+        raise _not_a_url(base, f"not a URL nor a folder ({exc})") from None
     path = Path(base).expanduser()
     if len(scheme) <= 1 and (scheme or path.is_absolute() or path.exists()):
         return path.absolute().as_uri()

@@ -13,6 +13,19 @@ from ensemble.errors import UserError
 
 _PATHS = ("data_path", "data_dir", "out")  # config keys that name files or folders
 
+# the fix for a config file that cannot be read; public for callers that rewrite a run
+# folder's damaged config.yaml instead, where this advice does not apply
+CONFIG_FIX = "give the config.yaml a run or `tune` wrote"
+
+
+def without_config_fix(message: str) -> str:
+    """A ``from_file`` refusal without the advice for a ``--config`` file: where the file is
+    a run folder's own, the fix is the run's."""
+    for advice in (f"; correct it there, or {CONFIG_FIX}", f"; {CONFIG_FIX}"):
+        message = message.removesuffix(advice)
+    return message
+
+
 # Settings that change every member's forecasts: a member's saved forecasts are keyed on
 # them, and a rerun with another value is a new run.
 DATA_SETTINGS = (
@@ -132,25 +145,43 @@ class RunConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
+        """The settings in a config.yaml a run or ``tune`` wrote (or one edited by hand).
+
+        Raises:
+            UserError: a missing, empty or unreadable file, one that is no mapping of
+                config keys (a CSV given by mistake), or a key of the wrong type; each
+                named with the file and the fix.
+        """
         path = Path(path)
         if path.is_dir():
             raise UserError(
                 f"--config {path} is a folder: give the file, e.g. {path / 'config.yaml'}"
             )
         if not path.is_file():
-            raise UserError(f"config file not found: {path}")
+            raise UserError(f"config file not found: {path}; {CONFIG_FIX}")
         try:
-            d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            d = yaml.safe_load(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
             raise UserError(
                 f"{path}: not UTF-8 text (a YAML config is read as UTF-8; a file saved as GBK "
                 "or ANSI must be saved again as UTF-8, e.g. Notepad: Save as, Encoding UTF-8)"
             ) from None
         except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise UserError(
+                f"{path}: not valid YAML ({str(exc).splitlines()[0]}); {CONFIG_FIX}"
+            ) from None
+        if d is None:  # no bytes, blanks or comments only: not the defaults run silently
+            raise UserError(f"{path}: the file is empty (no config keys); {CONFIG_FIX}")
         if not isinstance(d, dict):
-            raise UserError(f"{path}: expected a mapping of config keys")
-        return cls.from_dict(d)
+            found = {list: "a list", str: "plain text"}.get(type(d), f"a {type(d).__name__}")
+            raise UserError(
+                f"{path}: expected a mapping of config keys (key: value lines), found "
+                f"{found}: not a config.yaml; {CONFIG_FIX}"
+            )
+        try:
+            return cls.from_dict(d)
+        except UserError as exc:  # a key's value: named with the file that holds it
+            raise UserError(f"{path}: {exc}; correct it there, or {CONFIG_FIX}") from None
 
 
 def held_config(folder: str | Path) -> dict[str, Any] | None:

@@ -113,7 +113,6 @@ def forecast_run(
     from ensemble.forecaster import predict_last
     from ensemble.io import read_lock, write_csv
     from experiments import registry
-    from experiments.config import RunConfig
     from experiments.logfile import said_after_checks
     from experiments.member_cache import member_path
     from experiments.run import HOLDS_A_BACKBONE, member_context, release_memory, say_who_fitted
@@ -126,7 +125,7 @@ def forecast_run(
     lock = read_lock(folder, "wait for it to finish")
     try:
         res = _finished_results(folder)
-        cfg = RunConfig.from_file(folder / "config.yaml")
+        cfg = _run_config(folder)
         _check_config_is_the_runs(cfg, res, folder)
         _check_members_are_the_runs(res, folder)
         if run_data is not None:
@@ -779,6 +778,19 @@ def _check_member_is_the_runs(
         )
         return
     raise UserError(f"{text}: delete that folder and rerun the run to fit it again ({rerun})")
+
+
+def _run_config(folder: Path) -> Any:
+    """The run folder's RunConfig; unreadable, the fix is the run's, not a --config's."""
+    from experiments.config import RunConfig, without_config_fix
+
+    try:
+        return RunConfig.from_file(folder / "config.yaml")
+    except UserError as exc:
+        raise UserError(
+            f"{without_config_fix(str(exc))}; put the run's config.yaml back, or rerun the "
+            "run (its members are reused)"
+        ) from None
 
 
 def _check_config_is_the_runs(cfg, res: dict[str, Any], folder: Path) -> None:

@@ -40,7 +40,7 @@ from ensemble.figures import VECTOR_FORMATS
 from ensemble.io import FolderLock, held, who_holds, write_json, write_npz, write_text
 from ensemble.progress import PROGRESS
 from experiments import registry
-from experiments.config import RunConfig, held_config
+from experiments.config import RunConfig, held_config, without_config_fix
 from experiments.logfile import FolderLog, any_stream, said_after_checks
 from experiments.member_cache import (
     MANIFEST,
@@ -1105,8 +1105,8 @@ def run_folder_problem(folder: Path) -> str | None:
     path = folder / "config.yaml"
     try:
         RunConfig.from_file(path)
-    except UserError as exc:
-        return f"{_NOT_A_RUNS}{str(exc).removeprefix(f'{path}: ')}"
+    except UserError as exc:  # the run rewrites its own file: no advice for a --config file
+        return f"{_NOT_A_RUNS}{without_config_fix(str(exc)).removeprefix(f'{path}: ')}"
     return None
 
 

@@ -206,3 +206,149 @@ def test_an_unnamed_index_over_number_names_is_a_header(tmp_path):
     path = tmp_path / "saved.csv"
     path.write_text(",0.5,1.5\n0,1.0,2.0\n1,1.5,2.5\n", encoding="utf-8")
     assert list(read_csv(path).columns) == ["0.5", "1.5"]
+
+
+# ------------------------------------------------------------ files that are no CSV text
+
+
+def _packed(kind: str, text: bytes, path) -> bytes:
+    import bz2
+    import gzip
+    import io
+    import lzma
+    import zipfile
+
+    if kind == "gz":
+        return gzip.compress(text)
+    if kind == "bz2":
+        return bz2.compress(text)
+    if kind == "xz":
+        return lzma.compress(text)
+    if kind == "zip":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr(path.stem, text)
+        return buf.getvalue()
+    return b"\x1f\x8b\x08garbage"  # a gzip file cut short
+
+
+@pytest.mark.parametrize(
+    ("kind", "what", "unpack"),
+    [
+        ("gz", "gzip-compressed", "gunzip -k"),
+        ("bz2", "bzip2-compressed", "bunzip2 -k"),
+        ("xz", "xz-compressed", "unxz -k"),
+        ("zip", "a zip archive", "unzip"),
+        ("cut", "gzip-compressed", "gunzip -k"),
+    ],
+)
+def test_a_compressed_file_is_refused_in_one_line(tmp_path, kind, what, unpack):
+    # pandas decompressed by the name (a cut .gz: EOFError, a bad .bz2: OSError
+    # tracebacks) while the encoding and separator were guessed from the compressed
+    # bytes: a valid .bz2 or .zip was refused as "the last line ... looks cut off"
+    from ensemble.csvfile import read_csv
+    from ensemble.errors import UserError
+
+    path = tmp_path / f"x.csv.{'gz' if kind == 'cut' else kind}"
+    text = _hourly().to_csv(index=False).encode()
+    path.write_bytes(_packed(kind, text, path))
+    with pytest.raises(UserError) as err:
+        read_csv(path)
+    assert str(err.value) == (
+        f"{path} is {what}: unpack it first ({unpack} {path}) and give the CSV inside"
+    )
+
+
+def test_a_text_file_named_as_compressed_is_read_as_text(tmp_path):
+    from ensemble.csvfile import read_csv
+
+    df, path = _hourly(), tmp_path / "x.csv.gz"
+    path.write_text(df.to_csv(index=False), encoding="utf-8")
+    pd.testing.assert_frame_equal(read_csv(path), df)
+
+
+def test_a_workbook_is_refused_as_not_a_csv(tmp_path):
+    from ensemble.csvfile import read_csv
+    from ensemble.errors import UserError
+
+    path = tmp_path / "data.xlsx"
+    path.write_bytes(_packed("zip", b"<xml/>", tmp_path / "sheet1.xml"))
+    with pytest.raises(UserError, match=r"data.xlsx is a spreadsheet workbook, not a CSV: open"):
+        read_csv(path)
+
+
+def test_a_line_with_more_fields_is_named_with_the_fix(tmp_path):
+    from ensemble.csvfile import read_csv
+    from ensemble.errors import UserError
+
+    path = tmp_path / "ragged.csv"
+    lines = _hourly(30).to_csv(index=False).splitlines()
+    lines[20] += ",4,5"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(UserError) as err:
+        read_csv(path)
+    assert str(err.value) == (
+        f"{path}: line 21 has 6 fields where the lines before it have 4 (a stray separator, "
+        "or a value holding one without quotes); fix or delete that line"
+    )
+
+
+def test_a_binary_file_is_not_called_a_ragged_csv(tmp_path):
+    from ensemble.csvfile import read_csv
+    from ensemble.errors import UserError
+
+    path = tmp_path / "binary.csv"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(UserError, match=r"binary.csv: not a text file \(binary bytes"):
+        read_csv(path)
+
+
+# ------------------------------------------------------------ dates the loader refuses
+
+
+def test_an_empty_date_cell_says_to_fill_in_or_delete_the_row(tmp_path):
+    from ensemble.data import load_dataset
+    from ensemble.errors import UserError
+
+    df, path = _hourly(), tmp_path / "hole.csv"
+    df.loc[100, "date"] = None
+    df.to_csv(path, index=False)
+    with pytest.raises(UserError) as err:
+        load_dataset(data_path=path)
+    assert str(err.value) == (
+        f"{path}: column 'date': no timestamp at row 101 (line 102); fill in or delete that row"
+    )
+
+
+@pytest.mark.parametrize(
+    ("start", "row"),
+    [("9999-12-01", 1), ("2262-04-10", 49), ("1677-09-20", 1)],
+)
+def test_dates_beyond_pandas_nanoseconds_are_refused_when_loading(tmp_path, start, row):
+    # pandas 3 reads year 9999 (in microseconds): the run passed, its steps counted in
+    # nanoseconds wrapped round to 1816, and `forecast` failed with OutOfBoundsDatetime
+    from ensemble.data import load_dataset
+    from ensemble.errors import UserError
+
+    df, path = _hourly(100), tmp_path / "far.csv"
+    dates = pd.date_range(start, periods=100, freq="h", unit="s")
+    df["date"] = dates.strftime("%Y-%m-%d %H:%M:%S")
+    df.to_csv(path, index=False)
+    with pytest.raises(UserError) as err:
+        load_dataset(data_path=path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: column 'date': timestamp {dates[row - 1]} at row {row} ")
+    assert msg.endswith(
+        "is outside the dates handled, 1677-09-21 00:12:44 .. 2262-04-11 23:47:16; check "
+        "its year, or shift the dates into that range"
+    )
+
+
+def test_dates_up_to_the_last_nanosecond_day_load(tmp_path):
+    from ensemble.data import load_dataset
+
+    df, path = _hourly(100), tmp_path / "edge.csv"
+    dates = pd.date_range(end="2262-04-11 23:00", periods=100, freq="h")
+    df["date"] = dates.strftime("%Y-%m-%d %H:%M:%S")
+    df.to_csv(path, index=False)
+    assert load_dataset(data_path=path).dates[-1] == dates[-1]

@@ -95,6 +95,29 @@ def test_a_mirror_that_is_not_a_url_is_one_clear_line(tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://[::1", "not a URL nor a folder (Invalid IPv6 URL)"),
+        ("http://[zz]/m", "not a URL nor a folder ('zz' does not appear to be an IPv4"),
+        ("http://127.0.0.1:port/m", "not a URL (nonnumeric port: 'port')"),
+    ],
+)
+def test_a_mirror_url_that_does_not_parse_is_one_clear_line(url, why, tmp_path, monkeypatch):
+    # urlsplit's ValueError was a traceback; urlopen's InvalidURL was called a server
+    # that "hung up before answering"
+    monkeypatch.setenv(dl.URL_ENV, url)
+    with pytest.raises(UserError) as err:
+        dl.download("illness", tmp_path)
+    msg = str(err.value)
+    assert msg.startswith("cannot download http://") and why in msg, msg
+    assert msg.endswith(
+        "; set $HYBRID_FORECAST_DATA_URL to one such as https://host/path, "
+        "file:///folder or a folder path"
+    ), msg
+    assert not any(tmp_path.iterdir())
+
+
 def test_http_error(server, tmp_path, monkeypatch):
     _, url = server
     monkeypatch.setenv(dl.URL_ENV, url)

@@ -971,3 +971,26 @@ def test_the_rerun_a_damaged_run_is_told_is_quoted_for_the_shell(
     shutil.rmtree(run / "members" / "dlinear_epochs=2" / "model")
     err = _one_line_error(argv, capsys)
     assert "has no saved model" in err and f"{rerun})" in err, err
+
+
+def test_dates_pandas_cannot_count_and_an_emptied_config_are_one_line(finished, tmp_path, capsys):
+    # year 9999 loaded (pandas 3 reads it in microseconds) and failed in `_instants` with
+    # OutOfBoundsDatetime; an emptied config.yaml read as the defaults was "edited"
+    import shutil
+
+    csv, out = finished
+    far = tmp_path / "far.csv"
+    df = pd.read_csv(csv)
+    df["date"] = pd.date_range("9999-01-01", periods=len(df), freq="h").strftime("%Y-%m-%d %H:%M")
+    df.to_csv(far, index=False)
+    argv = ["forecast", str(out), "--out", str(tmp_path / "f.csv")]
+    err = _one_line_error([*argv, "--data-path", str(far)], capsys)
+    assert "timestamp 9999-01-01 00:00:00 at row 1 (line 2) is outside the dates handled" in err
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    (run / "config.yaml").write_text("", encoding="utf-8")
+    err = _one_line_error(["forecast", str(run)], capsys)
+    assert f"{run / 'config.yaml'}: the file is empty" in err, err
+    assert err.endswith("put the run's config.yaml back, or rerun the run (its members are reused)")
+    assert "tune" not in err  # not the advice for a --config file
+    assert not (tmp_path / "f.csv").exists()

@@ -562,7 +562,9 @@ class HybridForecaster:
     ):
         # "dlinear, arima" as on the command line, not the letters of one name
         if isinstance(members, str):
-            members = [m.strip() for m in members.split(",") if m.strip()]
+            from experiments.registry import split_members
+
+            members = split_members(members, "members")
         self.members = list(members or [])
         self.router = router
         self.seq_len = seq_len

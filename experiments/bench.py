@@ -137,6 +137,35 @@ def held_features(folder: Path) -> str | None:
     return None if held is None else str(held.get("features", "M"))
 
 
+def is_bench_folder(folder: Path) -> bool:
+    """Whether ``folder`` is one a bench wrote: its bench_spec.json or its cells/."""
+    return (folder / "bench_spec.json").is_file() or (folder / "cells").is_dir()
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is one `run` wrote, finished or not: its config.yaml beside its
+    results.json or run.log (a config.yaml alone may be a user's)."""
+    return (folder / "config.yaml").is_file() and any(
+        (folder / name).is_file() for name in ("results.json", "run.log")
+    )
+
+
+def refuse_a_run_folder(out: str | Path) -> None:
+    """A bench's tables, bench_spec.json and cells/ go into a folder of their own: in a
+    run folder they would lie among the run's files, and `summary` and `forecast` of it
+    would take it for the run alone.
+
+    Raises:
+        UserError: ``out`` is a run folder.
+    """
+    if is_run_folder(Path(out)):
+        raise UserError(
+            f"--out {out} is a run folder (it holds a run's config.yaml); a bench writes "
+            "bench.md, bench_spec.json and cells/ into a folder of its own: give another "
+            "--out, e.g. --out bench"
+        )
+
+
 def is_csv_path(dataset: str) -> bool:
     """A grid entry naming a CSV file rather than a registered dataset."""
     return dataset.lower().endswith(".csv") or "/" in dataset
@@ -313,13 +342,14 @@ def validate(spec: BenchSpec, check_data: bool = True) -> None:
             every member for it (``--report-only`` reads results only: no data needed).
 
     Raises:
-        UserError: an empty axis, an unknown member / router / dataset, a missing or too
-            short file, or a member setting the members refuse.
+        UserError: --out a run folder, an empty axis, an unknown member / router /
+            dataset, a missing or too short file, or a member setting the members refuse.
     """
     from ensemble.data import resolve_path
     from experiments import registry
     from router import make_combiner
 
+    refuse_a_run_folder(spec.out)
     for axis in ("datasets", "horizons", "seeds"):
         values = getattr(spec, axis)
         if not values:

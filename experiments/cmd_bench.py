@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,8 +117,14 @@ def add_parser(sub) -> None:
 
 
 def split_list(text: str, cast: type, flag: str) -> list[Any]:
-    """'96,192' -> [96, 192]; a bad item is a UserError naming the flag."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
+    """'96,192' -> [96, 192]; a bad item is a UserError naming the flag. An empty item
+    (``0,,1``: an unset shell variable) is refused, not dropped, as ``--seeds ''`` is
+    (a value given twice: `experiments.bench.validate`)."""
+    items = [t.strip() for t in text.split(",")]
+    if "" in items:
+        raise UserError(
+            f"{flag} {text!r} has an empty item; give the values separated by single commas"
+        )
     try:
         return [cast(t) for t in items]
     except ValueError:
@@ -185,6 +192,7 @@ def handle(args) -> int:
     spec = grid_spec(args)
     failed: dict[str, str] = {}
     busy: list[str] = []
+    left_out = other_grids_cells(spec)  # before this grid's bench_spec.json replaces theirs
     if args.report_only:
         validate(spec, check_data=False)  # tables from results alone: no data needed
         check_report(spec)
@@ -207,4 +215,61 @@ def handle(args) -> int:
             f"  {r.dataset} H={r.pred_len}: ensemble test MSE {r.mse:.4f} ({r.n} seed{'s' if r.n != 1 else ''})"
         )
     print(f"tables: {Path(args.out) / 'bench.md'}, {Path(args.out) / 'bench.csv'}")
+    warn_left_out(spec, *left_out)
     return 1 if failed or busy else 0
+
+
+def other_grids_cells(spec: BenchSpec) -> tuple[list[str], list[str]]:
+    """The finished cells in ``spec.out`` that are not this grid's (another --seq-len,
+    --datasets, --features ... ran there), and how the grid of its bench_spec.json
+    differs from this one ("seq-len 512, not 96"; [] where it is this grid or absent)."""
+    from experiments import registry
+    from experiments.bench import cell_folder, plan, saved_grid
+
+    cells = Path(spec.out) / "cells"
+    ours = {cell_folder(spec, c).name for c in plan(spec)}
+    others = sorted(
+        p.parent.name for p in cells.glob("*/results.json") if p.parent.name not in ours
+    )
+    try:
+        saved = saved_grid(spec.out) if (Path(spec.out) / "bench_spec.json").is_file() else None
+    except UserError:  # damaged: the bench writes it again
+        saved = None
+    differs = []
+    for key, theirs in (saved or {}).items():
+        mine = getattr(spec, key)
+        if key == "members":  # as bench_spec.json spells them (validate's)
+            with contextlib.suppress(UserError):  # a bad one: validate's error says it
+                mine = registry.parse_members(mine)
+        if key == "member_params" or theirs == mine:
+            continue
+        shown = [",".join(map(str, v)) if isinstance(v, list) else v for v in (theirs, mine)]
+        differs.append(f"{key.replace('_', '-')} {shown[0]}, not {shown[1]}")
+    if saved is not None and saved["member_params"] != spec.member_params:
+        differs.append("other --set values")
+    return others, differs
+
+
+def warn_left_out(spec: BenchSpec, others: list[str], differs: list[str]) -> None:
+    """One line naming the finished cells of other grids that this grid's tables leave
+    out: a new grid in the same --out runs beside them (README), and bench.md and
+    bench.csv are then of the last grid only."""
+    import logging
+
+    from experiments import shell
+
+    if not others:
+        return
+    shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
+    grid = f" (bench_spec.json: {'; '.join(differs)})" if differs else ""
+    report = shell.join(["hybrid-forecast", "bench", "--report-only", "--out", spec.out])
+    logging.getLogger("hybrid_forecast.bench").warning(
+        "%d finished cell(s) of another grid%s in %s are left out of bench.md and "
+        "bench.csv: %s; `%s` with that grid's flags writes their tables, and a grid of "
+        "its own --out keeps them apart",
+        len(others),
+        grid,
+        Path(spec.out) / "cells",
+        shown,
+        report,
+    )

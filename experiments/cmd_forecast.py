@@ -62,10 +62,16 @@ def add_parser(sub) -> None:
 
 def handle(args) -> int:
     from ensemble.errors import UserError
+    from experiments.cmd_summary import names_a_folder
     from experiments.forecast import forecast_run
     from experiments.run import RUN_OUTPUTS
 
     to_stdout = args.out == "-"
+    if args.out and names_a_folder(args.out):  # Path drops the slash: it wrote a file
+        raise UserError(
+            f"--out {args.out} is a folder; give a file name, e.g. "
+            f"{Path(args.out) / 'forecast.csv'}"
+        )
     out = None if to_stdout else Path(args.out or Path(args.run_dir) / "forecast.csv")
     if out is not None:
         own = {n.lower() for n in (*RUN_OUTPUTS, "config.yaml", "run.log")} - {"forecast.csv"}

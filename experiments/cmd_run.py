@@ -94,7 +94,7 @@ def add_parser(sub) -> None:
 
 
 def config_from_args(args) -> RunConfig:
-    from experiments.registry import base_names, parse_sets
+    from experiments.registry import base_names, parse_sets, split_members
 
     refuse_empty(args, _NOT_EMPTY)
     cfg = RunConfig()
@@ -107,7 +107,7 @@ def config_from_args(args) -> RunConfig:
         if val is not None:
             setattr(cfg, key, val)
     if args.members is not None:  # --members '' is a mistake, not "the default member"
-        cfg.members = [m.strip() for m in args.members.split(",") if m.strip()]
+        cfg.members = split_members(args.members)
         # the file's settings of members this run leaves out would do nothing (and make
         # the config.yaml it writes one that is refused)
         bases = base_names(cfg.members)
@@ -115,14 +115,7 @@ def config_from_args(args) -> RunConfig:
     if args.data_path and not args.dataset:
         cfg.dataset = None
     if getattr(args, "periods", None):
-        try:
-            cfg.periods = [int(p) for p in args.periods.split(",") if p.strip()]
-        except ValueError:
-            raise UserError(
-                f"--periods {args.periods!r}: give whole numbers separated by commas, e.g. 168,24"
-            ) from None
-        if not cfg.periods or min(cfg.periods) < 2:
-            raise UserError(f"--periods {args.periods!r}: each period is a whole number >= 2")
+        cfg.periods = parse_periods(args.periods)
     for member, params in parse_sets(getattr(args, "set", None), cfg.members).items():
         cfg.member_params.setdefault(member, {}).update(params)
     warn_spec_wins(cfg.members, cfg.member_params)
@@ -150,6 +143,36 @@ def config_from_args(args) -> RunConfig:
             cfg.out = None
         _refuse_overwrite(args.config, before, cfg)
     return cfg
+
+
+def parse_periods(text: str) -> list[int]:
+    """``--periods 168,24`` -> [168, 24]. An empty item (``24,,12``: an unset shell
+    variable) and a period given twice are slips, refused, not dropped or kept: the
+    members take the first periods of the ranked list, and a repeat is one of them.
+
+    Raises:
+        UserError: an item that is empty, not a whole number, below 2, or a repeat.
+    """
+    items = [t.strip() for t in text.split(",")]
+    if "" in items:
+        raise UserError(
+            f"--periods {text!r} has an empty item; give whole numbers separated by "
+            "commas, e.g. 168,24"
+        )
+    try:
+        periods = [int(t) for t in items]
+    except ValueError:
+        raise UserError(
+            f"--periods {text!r}: give whole numbers separated by commas, e.g. 168,24"
+        ) from None
+    if min(periods) < 2:
+        raise UserError(f"--periods {text!r}: each period is a whole number >= 2")
+    twice = sorted({p for p in periods if periods.count(p) > 1})
+    if twice:
+        raise UserError(
+            f"--periods {text!r} lists {', '.join(map(str, twice))} twice; give each period once"
+        )
+    return periods
 
 
 def _drop_stray_params(config: str, cfg: RunConfig) -> None:
@@ -226,11 +249,17 @@ def _refuse_overwrite(config: str, before: dict, cfg: RunConfig) -> None:
 
 
 def handle(args) -> int:
+    from experiments.bench import is_bench_folder
     from experiments.interrupts import NotedInterrupts
     from experiments.report import BEST_ON_VAL, best_member_on_val
     from experiments.run import run
 
     cfg = config_from_args(args)
+    if cfg.out and is_bench_folder(Path(cfg.out)):  # its cells are runs, the folder is not
+        raise UserError(
+            f"--out {cfg.out} is a bench folder (it holds bench_spec.json or cells/); a run "
+            "writes a folder of its own: give another --out"
+        )
     # --config F --out NEW: the members F's folder holds for these settings are copied,
     # not refitted (another router, say, in its own folder)
     source = Path(args.config).parent if getattr(args, "config", None) else None

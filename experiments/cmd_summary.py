@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=handle)
 
 
-def check_out(out: str, run_dirs: list[str]) -> None:
+def check_out(out: str, run_dirs: list[str], example: str = "summary.md") -> None:
     """Refuse an --out that would replace a file a run folder is made of (results.json,
     config.yaml, forecasts.npz, ...): ``summary RUN --out RUN/results.json`` would turn
     the run's results into Markdown. Nothing is written inside a summarised or any other
@@ -80,18 +81,24 @@ def check_out(out: str, run_dirs: list[str]) -> None:
     ...; ``BENCH_OUTPUTS``) and its cells/ folder are refused the same way: ``summary
     bench/cells/* --json --out bench/bench_spec.json`` broke ``bench --report-only``. A
     file on the way, or a folder that takes no new file, is refused before the folders
-    are read.
+    are read, and so is a folder (``--out sums/`` made a file named ``sums``).
 
     Raises:
         UserError: ``out`` has such a name and lies in a summarised or any run folder
             or a bench folder, lies anywhere inside a run folder or in a bench's cells/,
-            or cannot be written.
+            is a folder (one there, or a path ending in a slash), or cannot be written.
     """
     from ensemble.errors import UserError
     from ensemble.io import cannot_create_in
+    from experiments.bench import is_bench_folder, is_run_folder
     from experiments.run import RUN_OUTPUTS
 
     path = Path(out)
+    if names_a_folder(out):
+        raise UserError(
+            f"--out {out}: a folder, where a file is to be written; give a file path there, "
+            f"not a folder, e.g. {path / example}"
+        )
     own = {*RUN_OUTPUTS, "config.yaml", "run.log"}
     folder = path.parent.resolve()
     summarised = {Path(d).resolve() for d in run_dirs}
@@ -102,27 +109,27 @@ def check_out(out: str, run_dirs: list[str]) -> None:
             f"--out {out} would replace the run's own {path.name}; write the summary to a "
             "file of another name or elsewhere, e.g. --out summary.md"
         )
-    bench = _bench_folder(folder)
+    bench = is_bench_folder(folder)
     if path.name.lower() in {n.lower() for n in BENCH_OUTPUTS} and bench:
         raise UserError(
             f"--out {out} would replace the bench's own {path.name} (`bench --report-only` "
             "reads or rebuilds it); write the summary to a file of another name or "
             "elsewhere, e.g. --out summary.md"
         )
-    if folder.name == "cells" and _bench_folder(folder.parent):
+    if folder.name == "cells" and is_bench_folder(folder.parent):
         raise UserError(
             f"--out {out} lies in the bench's cells/ folder, which holds only its run "
             "folders (`summary bench/cells/*` would read the file as one); write the "
             "summary elsewhere, e.g. --out summary.md"
         )
     for above in path.resolve().parents:
-        if above in summarised or _run_folder(above):
+        if above in summarised or is_run_folder(above):
             kind = "summarised run folder" if above in summarised else "run folder"
             raise UserError(
                 f"--out {out} lies inside the {kind} {above}, whose files belong to the "
                 "run; write the summary elsewhere, e.g. --out summary.md"
             )
-    if path.exists() and not path.is_file():  # a folder the writer names; /dev/stdout
+    if path.exists() and not path.is_file():  # /dev/stdout, a named pipe: written as it is
         return
     near, why = cannot_create_in(path.absolute().parent)
     if why == "is a file":
@@ -133,25 +140,17 @@ def check_out(out: str, run_dirs: list[str]) -> None:
         )
 
 
+def names_a_folder(out: str) -> bool:
+    """Whether ``out`` is a folder: one there, or a path ending in a slash (Path drops
+    the slash, and the writer made a file of that name)."""
+    return Path(out).is_dir() or out.endswith(tuple(s for s in (os.sep, os.altsep, "/") if s))
+
+
 # the files `hybrid-forecast bench` writes beside its cells/ (experiments.bench)
 BENCH_OUTPUTS = (
     *("bench.md", "bench.csv", "bench_summary.csv", "bench.log", "bench_spec.json"),
     *("bench_mse.png", "bench_mae.png", "bench_fit_time.png"),
 )
-
-
-def _bench_folder(folder: Path) -> bool:
-    """Whether ``folder`` is one `hybrid-forecast bench` wrote: its bench_spec.json or its
-    cells/ folder."""
-    return (folder / "bench_spec.json").is_file() or (folder / "cells").is_dir()
-
-
-def _run_folder(folder: Path) -> bool:
-    """Whether ``folder`` is one `hybrid-forecast run` wrote, finished or not: its
-    config.yaml beside its results.json or run.log (a config.yaml alone may be a user's)."""
-    return (folder / "config.yaml").is_file() and any(
-        (folder / name).is_file() for name in ("results.json", "run.log")
-    )
 
 
 def check_format(args) -> None:
@@ -189,7 +188,8 @@ def handle(args) -> int:
 
     check_format(args)
     if args.out:
-        check_out(args.out, args.run_dirs)
+        suffix = ".csv" if args.csv else ".tex" if args.latex else ".json" if args.json else ".md"
+        check_out(args.out, args.run_dirs, example=f"summary{suffix}")
     groups = load_groups(args.run_dirs, finished_only=args.finished_only)
     forecasts = [n.strip() for n in args.forecasts.split(",")] if args.forecasts else None
     if args.latex:

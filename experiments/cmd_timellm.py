@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import re
 from collections.abc import Iterator
 
 DESCRIPTION = __doc__
+log = logging.getLogger("hybrid_forecast.timellm")
 
 
 def add_parser(sub) -> None:
@@ -72,15 +74,21 @@ def _mapping(args):
     return mapping, cfg, dataset
 
 
+def _notice_lines(mapping) -> list[str]:
+    """What the mapping took from elsewhere and what it ignored."""
+    lines = [*mapping.notes]
+    if mapping.ignored:
+        lines.append("ignored (no meaning here): " + ", ".join(mapping.ignored))
+    return lines
+
+
 def _notices(mapping) -> None:
     """What the mapping took from elsewhere and what it ignored: notices, not results,
     so on stderr (stdout stays one JSON document with --json)."""
     import sys
 
-    for note in mapping.notes:
-        print(note, file=sys.stderr)
-    if mapping.ignored:
-        print("ignored (no meaning here): " + ", ".join(mapping.ignored), file=sys.stderr)
+    for line in _notice_lines(mapping):
+        print(line, file=sys.stderr)
 
 
 # run's flags in messages shared with `run`, as this command spells them (it has no
@@ -125,41 +133,17 @@ def handle(args) -> int:
         return _handle(args)
 
 
-def _log_state(out: str) -> tuple[int, int] | None:
-    """run.log's (mtime in ns, size), None where there is none: what tells whether a run
-    wrote it."""
-    from pathlib import Path
+def _say_notices(lines: list[str], console: bool) -> None:
+    """The notices, once the run has passed its checks (a refused input is its error line
+    alone, not a paragraph on the learning rate before it) and before it fits anything:
+    on stderr (stdout stays the results) unless ``console`` is False (--itr: said once),
+    and into run.log, so that a run folder tells what it was made from."""
+    import sys
 
-    try:
-        st = (Path(out) / "run.log").stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
-
-
-def _log_notices(mapping, out: str, before: tuple[int, int] | None) -> None:
-    """Append the notices to the run folder's run.log, where this run wrote one: they are
-    said before the run opens its log (a file read from elsewhere than --root_path says,
-    the flags ignored), and a run folder should tell what it was made from."""
-    import logging
-    from pathlib import Path
-
-    path = Path(out) / "run.log"
-    lines = [*mapping.notes]
-    if mapping.ignored:
-        lines.append("ignored (no meaning here): " + ", ".join(mapping.ignored))
-    after = _log_state(out)
-    if not lines or after is None or after == before:  # another run's log stays as it is
-        return
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    try:
-        for line in lines:
-            handler.emit(
-                logging.LogRecord("hybrid_forecast.timellm", logging.INFO, "", 0, line, None, None)
-            )
-    finally:
-        handler.close()
+    for line in lines:
+        if console:
+            print(line, file=sys.stderr)
+        log.info("%s", line)  # run.log only: the console shows warnings while it is open
 
 
 def _handle(args) -> int:
@@ -168,18 +152,19 @@ def _handle(args) -> int:
     from experiments.run import run
 
     mapping, cfg, _ = _mapping(args)
-    _notices(mapping)
+    lines = _notice_lines(mapping)
     scores = []
     for i, out in enumerate(mapping.outs):
         cfg_i = copy.deepcopy(cfg)
         cfg_i.seed = cfg.seed + i
         cfg_i.out = out
-        before = _log_state(out)
         # --is_training 0 tests the trained model in the run folder and never trains one
-        try:
-            res = run(cfg_i, progress=not args.quiet, train=mapping.train)
-        finally:  # an interrupted run's log says it too
-            _log_notices(mapping, out, before)
+        res = run(
+            cfg_i,
+            progress=not args.quiet,
+            train=mapping.train,
+            started=lambda first=i == 0: _say_notices(lines, console=first),
+        )
         print(
             f"{res['dataset']} L={res['seq_len']} H={res['pred_len']} seed={res['seed']}: "
             f"test windows {res['windows']['test']}"

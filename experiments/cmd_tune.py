@@ -108,12 +108,12 @@ def add_parser(sub) -> None:
 
 
 def handle(args) -> int:
-    from experiments.registry import parse_sets
+    from experiments.registry import parse_sets, split_members
     from experiments.tune import TuneSpec, run_tune
     from experiments.tune_report import draws_line, importance_line, rerun_command
 
     refuse_empty(args, ("dataset", "data_path", "data_dir", "target", "members", "router", "out"))
-    members = [m.strip() for m in (args.members or "dlinear").split(",") if m.strip()]
+    members = split_members(args.members or "dlinear")
     dataset = args.dataset or (None if args.data_path else "ETTh1")
     spec = TuneSpec(
         dataset=dataset,

@@ -139,8 +139,23 @@ def parse_sets(items: list[str] | None, members: list[str] | str) -> dict[str, d
     return params
 
 
+def split_members(text: str, flag: str = "--members") -> list[str]:
+    """``"naive, dlinear"`` -> ``["naive", "dlinear"]``. An empty item between commas (a
+    stray comma, an unset shell variable: ``naive,$M,dlinear``) is refused, not dropped;
+    blanks alone give [] (refused as "no members" where members are needed)."""
+    items = [s.strip() for s in text.split(",")]
+    if any(items) and not all(items):
+        raise UserError(
+            f"{flag} {text!r} has an empty item: drop the extra comma, or give the member "
+            "that belongs there"
+        )
+    return [s for s in items if s]
+
+
 def parse_members(text: str | list[str]) -> list[str]:
-    specs = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
+    specs = [
+        s.strip() for s in (split_members(text) if isinstance(text, str) else text) if s.strip()
+    ]
     if not specs:
         raise UserError("no members given: pass --members naive,dlinear,... ")
     names = available()

@@ -772,6 +772,7 @@ def run(
     reuse_from: Path | None = None,
     refuse_other_data: str | None = None,
     between: Callable[[], None] | None = None,
+    started: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Execute one run and write its folder; returns the results dict (results.json).
 
@@ -790,6 +791,9 @@ def run(
             replaced. None: replaced with a warning that names both files.
         between: called after each member's fit (saved by then), where stopping is safe:
             ``cmd_run`` raises there a Ctrl-C that a finalizer swallowed.
+        started: called once every check has passed and run.log is open, before the
+            run's first line there and any fit (``timellm`` says its notes then: a refused
+            input is its error line alone).
     """
     from tqdm.auto import tqdm
 
@@ -848,6 +852,8 @@ def run(
             _remove_outputs(out, kept)
             kept.clear()
 
+        if started is not None:
+            started()
         log.info(
             "run %s: %s L=%d H=%d members=%s router=%s seed=%d",
             out,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -1066,3 +1067,69 @@ def test_report_only_says_which_damaged_cell_it_leaves_out(synth_csv, tmp_path, 
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert [m for m in said if m.startswith(f"{first.name}: results.json is damaged; left out")]
     assert set(pd.read_csv(Path(spec.out) / "bench.csv")["seed"]) == {1}
+
+
+@pytest.mark.parametrize(
+    "flag,value",
+    [("--seeds", "0,,1"), ("--horizons", "24,"), ("--datasets", ",X"), ("--members", "naive,,")],
+)
+def test_an_empty_item_of_a_grid_list_is_refused(
+    flag, value, synth_csv, tmp_path, monkeypatch, capsys
+):
+    # `--seeds 0,,1` ran seeds 0 and 1, while `--seeds 0,0` and `--seeds ''` are refused
+    from experiments.cli import main
+
+    csv = synth_csv(n=1200)
+    argv = _tiny_grid(monkeypatch, csv, flag, value.replace("X", str(csv)))
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert f"{flag} {value.replace('X', str(csv))!r} has an empty item" in _one_error_line(capsys)
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_bench_into_a_run_folder_is_refused(synth_csv, tmp_path, monkeypatch, capsys):
+    # bench.md, bench_spec.json and cells/ were written among a finished run's files
+    from experiments.cli import main
+
+    run = tmp_path / "b"
+    run.mkdir()
+    for name in ("config.yaml", "results.json", "run.log"):
+        (run / name).write_text("x\n", encoding="utf-8")
+    argv = _tiny_grid(monkeypatch, synth_csv(n=1200), "--quiet")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert "--out b is a run folder" in _one_error_line(capsys)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "results.json", "run.log"]
+
+
+def test_a_new_grid_in_the_same_out_names_the_cells_its_tables_leave_out(
+    synth_csv, tmp_path, monkeypatch, caplog
+):
+    # another --seq-len replaced bench_spec.json and the tables without a word: the
+    # finished L=96 cell stayed in cells/, left out of bench.md
+    from experiments.cli import main
+
+    def warnings() -> list[str]:
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        caplog.clear()
+        return said
+
+    argv = _tiny_grid(monkeypatch, synth_csv(n=1200), "--quiet")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 0 and warnings() == []
+    assert main(argv) == 0 and warnings() == []  # the same grid again: nothing left out
+    i = argv.index("--seq-len")
+    assert main([*argv[: i + 1], "48", *argv[i + 2 :]]) == 0
+    (line,) = warnings()
+    assert line.startswith("1 finished cell(s) of another grid (bench_spec.json: ")
+    assert "seq-len 96, not 48" in line and ": synth_96_24_s0;" in line
+    assert "`hybrid-forecast bench --report-only --out b` with that grid's flags" in line
+    assert sorted(p.name for p in (tmp_path / "b" / "cells").iterdir()) == [
+        "synth_48_24_s0",
+        "synth_96_24_s0",
+    ]
+    # --report-only of the first grid: its tables again, the L=48 cell named as left out
+    assert main(["bench", "--report-only", "--out", "b", "--seq-len", "96"]) == 0
+    (line,) = warnings()
+    assert "seq-len 48, not 96" in line and ": synth_48_24_s0;" in line
+    assert set(pd.read_csv(tmp_path / "b" / "bench.csv")["seq_len"]) == {96}

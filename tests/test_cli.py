@@ -318,6 +318,28 @@ def test_a_repeated_flag_is_one_line_before_any_work(argv, needle, tmp_path, mon
     assert not any(tmp_path.iterdir())  # no study, bench or run folder started
 
 
+@pytest.mark.parametrize("command", ["run", "tune"])
+@pytest.mark.parametrize("members", ["naive,,snaive", "naive,snaive,", ",naive"])
+def test_an_empty_member_item_is_refused_not_dropped(
+    command, members, tmp_path, monkeypatch, capsys
+):
+    # `--members naive,$M,snaive` with M unset ran two members without a word
+    monkeypatch.chdir(tmp_path)
+    assert main([command, "--members", members]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"--members {members!r} has an empty item: drop the extra comma" in line
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_empty_member_item_is_refused_by_the_api():
+    from ensemble.errors import UserError
+    from experiments.api import HybridForecaster
+
+    with pytest.raises(UserError, match=r"members 'naive,,snaive' has an empty item"):
+        HybridForecaster(members="naive,,snaive")
+    assert HybridForecaster(members=" naive , snaive ").members == ["naive", "snaive"]
+
+
 def test_tune_defaults_hold_without_the_flags(monkeypatch):
     # --members, --router and --seed lost their argparse defaults to be taken once
     from experiments import cmd_tune
@@ -840,3 +862,17 @@ def test_ctrl_break_is_an_interrupt_like_sigterm(monkeypatch, capsys):
     lines = _err_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith("interrupted: rerun the same command"), lines
     assert signal.getsignal(signal.SIGUSR1) == before  # put back
+
+
+@pytest.mark.parametrize("there", [False, True])
+def test_forecast_out_naming_a_folder_is_refused_in_one_line(there, tmp_path, capsys):
+    # --out new/ wrote a file named new (an existing folder was refused already)
+    folder = tmp_path / "new"
+    if there:
+        folder.mkdir()
+    out = str(folder) + ("" if there else "/")
+    assert main(["forecast", str(tmp_path / "run"), "--out", out]) == 2
+    assert _err_lines(capsys) == [
+        f"error: --out {out} is a folder; give a file name, e.g. {folder / 'forecast.csv'}"
+    ]
+    assert folder.is_dir() == there

@@ -206,3 +206,39 @@ def test_a_ctrl_c_a_finalizer_swallowed_still_ends_the_run(
     assert main([*argv, "--pred-len", "24", "--quiet"]) == code
     out, err = capsys.readouterr()
     assert "interrupted" in err and "test MSE" not in out and printed == []
+
+
+@pytest.mark.parametrize(
+    "periods,said",
+    [
+        ("24,,12", "has an empty item"),  # was [24, 12]
+        ("24,", "has an empty item"),
+        ("24,24", "lists 24 twice; give each period once"),  # was kept as [24, 24]
+        ("168, 24,168", "lists 168 twice"),
+        ("24,x", "give whole numbers separated by commas"),
+        ("24,1", "each period is a whole number >= 2"),
+    ],
+)
+def test_periods_with_an_empty_or_repeated_item_are_refused(periods, said):
+    with pytest.raises(UserError, match=said):
+        _cfg("--periods", periods)
+
+
+def test_given_periods_keep_their_order():
+    assert _cfg("--periods", " 168, 24 ").periods == [168, 24]
+
+
+@pytest.mark.parametrize("holds", ["bench_spec.json", "cells"])
+def test_a_run_into_a_bench_folder_is_refused(holds, tmp_path, capsys):
+    # `run --out BENCH` wrote a run's files among a bench's tables and cells/
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    if holds == "cells":
+        (bench / "cells" / "ETTh1_96_24_s0").mkdir(parents=True)
+    else:
+        (bench / holds).write_text("{}", encoding="utf-8")
+    before = sorted(bench.iterdir())
+    assert main(["run", "--dataset", "ETTh1", "--members", "naive", "--out", str(bench)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: --out {bench} is a bench folder") and "another --out" in line
+    assert sorted(bench.iterdir()) == before

@@ -847,3 +847,23 @@ def test_out_in_a_bench_s_cells_folder_is_refused(tmp_path, capsys):
     assert main(["summary", str(cell), "--out", str(bench / "cells" / "s.md")]) == 2
     assert "the bench's cells/ folder" in capsys.readouterr().err
     assert not (bench / "cells" / "s.md").exists()
+
+
+@pytest.mark.parametrize("fmt", [[], ["--json"], ["--latex"], ["--csv"]])
+@pytest.mark.parametrize("there", [False, True])
+def test_out_naming_a_folder_is_refused_in_one_line(fmt, there, tmp_path, capsys):
+    # --out sums/ wrote a file named sums; an existing folder was refused only after
+    # every run was read, as an OSError
+    fake_run(tmp_path / "r0", 0, a=0.4, b=0.5, ensemble=0.38, mean=0.39)
+    folder = tmp_path / "sums"
+    if there:
+        folder.mkdir()
+    out = str(folder) + ("" if there else "/")
+    assert main(["summary", str(tmp_path / "r0"), *fmt, "--out", out]) == 2
+    err = capsys.readouterr().err.splitlines()
+    suffix = {"--json": "json", "--latex": "tex", "--csv": "csv"}.get(fmt[0] if fmt else "", "md")
+    assert err == [
+        f"error: --out {out}: a folder, where a file is to be written; give a file path "
+        f"there, not a folder, e.g. {folder / ('summary.' + suffix)}"
+    ]
+    assert folder.is_dir() == there

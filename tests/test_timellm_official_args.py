@@ -807,3 +807,52 @@ def test_the_download_command_of_a_missing_file_is_quoted_for_the_shell(
     )
     q = f'"{data}"' if windows else f"'{data}'"
     assert f"`hybrid-forecast data download ETTh1 --data-dir {q}`" in m.missing_data
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["out_a_file", "out_dev_null", "nothing_to_test", "bad_kernel", "pct_start", "too_short"],
+)
+def test_a_refused_input_is_its_error_line_alone(case, tmp_path, synth_csv, tiny_llama, capsys):
+    # the notes (learning rate, flags ignored) were printed before the input was checked:
+    # two or three lines ending in the error, and "--pct_start ... ignored" then "error:
+    # pct_start must be in [0, 1]"
+    csv = synth_csv(n=40 if case == "too_short" else 400, channels=2)
+    argv = ["timellm", "--data", "custom", "--root_path", str(csv.parent), "--data_path"]
+    argv += [csv.name, "--seq_len", "24", "--pred_len", "8", "--train_epochs", "1", "--quiet"]
+    argv += ["--llm_model", "LLAMA", "--llm_model_path", str(tmp_path), "--llm_layers", "1"]
+    argv += ["--d_model", "8", "--d_ff", "16", "--n_heads", "2", "--num_tokens", "16"]
+    out = tmp_path / "run"
+    if case == "out_a_file":
+        out.write_text("mine", encoding="utf-8")
+    extra = {
+        "out_dev_null": ["--model", "DLinear", "--moving_avg", "5"],
+        "out_a_file": ["--model", "DLinear", "--moving_avg", "5"],
+        "nothing_to_test": ["--is_training", "0"],
+        "bad_kernel": ["--model", "DLinear", "--moving_avg", "0"],
+        "pct_start": ["--pct_start", "2"],
+        "too_short": [],
+    }[case]
+    argv += [*extra, "--out", "/dev/null" if case == "out_dev_null" else str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "ignored" not in err[0] and "learning rate" not in err[0]
+
+
+def test_the_notes_are_said_before_training_and_kept_in_run_log(tmp_path, synth_csv, capsys):
+    csv = synth_csv(n=400, channels=2)
+    argv = ["timellm", "--model", "DLinear", "--data", "custom", "--root_path", str(csv.parent)]
+    argv += ["--data_path", csv.name, "--seq_len", "32", "--pred_len", "8", "--quiet"]
+    argv += ["--train_epochs", "1", "--llm_model", "BERT", "--itr", "2"]
+    argv += ["--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    ignored = "ignored (no meaning here): --llm_model (DLinear has no LLM)"
+    assert err.count(ignored) == 1  # --itr 2: said once on the console
+    assert err[0].startswith("learning rate: --model DLinear")
+    for run in ("r_itr0", "r_itr1"):  # each run folder tells what it was made from
+        log = (tmp_path / run / "run.log").read_text(encoding="utf-8").splitlines()
+        said = [i for i, line in enumerate(log) if line.endswith(ignored)]
+        fitted = [i for i, line in enumerate(log) if "dlinear epoch 1" in line]
+        assert len(said) == 1 and said[0] < fitted[0], log

@@ -67,11 +67,6 @@ def handle(args) -> int:
     from experiments.run import RUN_OUTPUTS
 
     to_stdout = args.out == "-"
-    if args.out and names_a_folder(args.out):  # Path drops the slash: it wrote a file
-        raise UserError(
-            f"--out {args.out} is a folder; give a file name, e.g. "
-            f"{Path(args.out) / 'forecast.csv'}"
-        )
     out = None if to_stdout else Path(args.out or Path(args.run_dir) / "forecast.csv")
     if out is not None:
         own = {n.lower() for n in (*RUN_OUTPUTS, "config.yaml", "run.log")} - {"forecast.csv"}
@@ -80,6 +75,11 @@ def handle(args) -> int:
                 f"--out {out} would replace the run's own {out.name}; name another file"
             )
         _refuse_out_inside_the_run(out, Path(args.run_dir), own)
+        # after the run folder's own refusals: "e.g. RUN/members/forecast.csv" misleads
+        if args.out and names_a_folder(args.out):  # Path drops the slash: it wrote a file
+            raise UserError(
+                f"--out {args.out} is a folder; give a file name, e.g. {out / 'forecast.csv'}"
+            )
         for flag, given in (("--data-path", args.data_path), ("--run-data", args.run_data)):
             if given and out.resolve() == Path(given).resolve():
                 raise UserError(f"--out {out} is the {flag} file; name another file")
@@ -106,7 +106,15 @@ def handle(args) -> int:
     steps = fc.frame["date"].nunique()
     mean_w = fc.weights.mean(axis=0)
     weights = ", ".join(f"{m} {w:.2f}" for m, w in zip(fc.members, mean_w, strict=True))
-    print(f"forecast of the {steps} steps after {fc.last} ({fc.data.name}): {out}")
+    # a file cut inside the run's rows forecasts from a past origin: say so, not a word less
+    inside = fc.run_last is not None and fc.last < fc.run_last
+    where = (
+        f" (before the run's last row, {fc.run_last}: a backtest on the run's own "
+        "rows, out of sample only from an origin in its test split)"
+        if inside
+        else ""
+    )
+    print(f"forecast of the {steps} steps after {fc.last} ({fc.data.name}){where}: {out}")
     print(f"router weights (mean over channels and horizon steps): {weights}")
     return 0
 

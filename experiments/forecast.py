@@ -70,6 +70,8 @@ class Forecast:
         weights: [C, M] the router's weights of this forecast, averaged over its steps
             (as ``router_weights.npz`` stores them).
         members: member names, in the order of ``weights``' last axis.
+        run_last: the timestamp of the last row of the run's own data (a ``last`` before
+            it is a backtest on the run's rows, not a forecast past them).
     """
 
     frame: pd.DataFrame
@@ -77,6 +79,7 @@ class Forecast:
     data: Path
     weights: np.ndarray
     members: list[str]
+    run_last: pd.Timestamp | None = None
 
 
 def forecast_run(
@@ -261,9 +264,10 @@ def forecast_run(
         # the last window's own (a window's weights do not depend on the others')
         steps = combiner.step_weights(stack[:, -1:], None if feats is None else feats[-1:])[0]
 
-        dates, last = windows.dates[-H:], data.dates[-1]
+        dates, last, run_last = windows.dates[-H:], data.dates[-1], dataset.dates[-1]
         if zone is not None:  # the members saw the UTC dates the run saw
             dates, last = dates.tz_convert(zone), last.tz_convert(zone)
+            run_last = run_last.tz_convert(zone)
         fc = Forecast(
             frame=_frame(
                 splits,
@@ -278,6 +282,7 @@ def forecast_run(
             data=Path(data.path),
             weights=weights,
             members=specs,
+            run_last=run_last,
         )
         if out is not None:
             write_csv(out, fc.frame.to_csv(index=False))

@@ -287,8 +287,10 @@ def test_wide_text_index_is_read_day_first_and_left_as_it_was():
 
 
 def test_members_as_one_string_are_split_as_on_the_command_line():
-    hf = HybridForecaster(members="naive, snaive,", router="mean", seq_len=96, pred_len=24)
+    hf = HybridForecaster(members="naive, snaive", router="mean", seq_len=96, pred_len=24)
     assert hf.members == ["naive", "snaive"]
+    with pytest.raises(UserError, match="has an empty item"):  # "naive,$M" with M unset
+        HybridForecaster(members="naive, snaive,")
     assert list(hf.fit(long_frame()).predict(2).columns)[3:] == ["naive", "snaive"]
 
 

@@ -60,9 +60,13 @@ def test_the_rows_before_the_last_test_targets_forecast_the_last_test_window(
     )
     said = capsys.readouterr().out
     assert f"forecast of the {H} steps after" in said and "router weights" in said
+    full = pd.read_csv(csv)
+    # an origin inside the run's rows is said to be a backtest (a file holding the run's
+    # first rows alone forecast from inside its train split without a word)
+    assert f"(before the run's last row, {pd.Timestamp(full['date'].iloc[-1])}" in said
+    assert "out of sample only from an origin in its test split" in said
     frame = pd.read_csv(tmp_path / "f.csv")
     assert list(frame.columns[:3]) == ["date", "channel", "ensemble"]
-    full = pd.read_csv(csv)
     assert frame["date"].iloc[0] == full["date"].iloc[-H]  # the first step after the cut
     with np.load(out / "forecasts.npz") as z:
         expected = {
@@ -317,7 +321,9 @@ def test_columns_in_another_order_are_read_by_name(synth_csv, tmp_path, capsys, 
     caplog.clear()
     assert main(argv) == 0
     assert "its columns are the run's in another order; read by name" in caplog.text
+    capsys.readouterr()
     assert main(["forecast", str(out), "--out", str(tmp_path / "f.csv")]) == 0
+    assert "backtest" not in capsys.readouterr().out  # after the run's own last row: the future
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv"), pd.read_csv(tmp_path / "f.csv"))
     twice = tmp_path / "twice.csv"  # not one to one: still refused
     frame.assign(x0=frame["x1"]).rename(columns={"x0": "x2"}).to_csv(twice, index=False)

@@ -706,9 +706,11 @@ def test_periods_flag_replaces_the_detected_periods(synth_csv, tmp_path, capsys)
     assert "periods:\n- 12\n- 48" in (tmp_path / "a" / "config.yaml").read_text(encoding="utf-8")
     assert main([*argv, "--periods", "12,x", "--out", str(tmp_path / "b")]) == 2
     assert "--periods '12,x'" in capsys.readouterr().err
-    for bad in ("0", "24,1", ","):  # named as the flag, not as a config key
+    for bad in ("0", "24,1"):  # named as the flag, not as a config key
         assert main([*argv, "--periods", bad, "--out", str(tmp_path / "b")]) == 2
         assert f"--periods {bad!r}: each period is a whole number >= 2" in capsys.readouterr().err
+    assert main([*argv, "--periods", ",", "--out", str(tmp_path / "b")]) == 2
+    assert "--periods ',' has an empty item" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 

@@ -443,7 +443,7 @@ def _sibling_results(run: RunData, res_file: Path) -> dict[str, Any]:
     """An ablation run's results.json, checked to be the same experiment as ``run``'s
     (another dataset, lookback, horizon or seed would compare unlike with unlike)."""
     from experiments.analyse import _reading
-    from experiments.member_cache import RUNTIME_PARAMS
+    from experiments.member_cache import numbers_params
 
     with _reading(res_file, fix="rerun that ablation"):
         res = json.loads(res_file.read_text(encoding="utf-8"))
@@ -467,14 +467,9 @@ def _sibling_results(run: RunData, res_file: Path) -> dict[str, Any]:
             other = yaml.safe_load(sib_cfg.read_text(encoding="utf-8")) or {}
         for d, cfg in ((mine, run.config), (theirs, other)):
             params = cfg.get("member_params") if isinstance(cfg, dict) else None
-            kept = {  # progress bars, resume, checkpoints change no number: as member caches
-                k: {s: x for s, x in v.items() if s not in RUNTIME_PARAMS}
-                if isinstance(v, dict)
-                else v
-                for k, v in (params or {}).items()
-                if k != "timellm"
-            }
-            d["member settings (but Time-LLM's)"] = {k: v for k, v in kept.items() if v}
+            # progress bars, resume, checkpoints change no number: as member caches
+            others = {k: v for k, v in (params or {}).items() if k != "timellm"}
+            d["member settings (but Time-LLM's)"] = numbers_params(others)
         keys.append("member settings (but Time-LLM's)")
     for key in keys:  # a key only one of them has: written by another version
         if key in theirs and key in mine and theirs[key] != mine[key]:

@@ -52,7 +52,7 @@ from ensemble.progress import PROGRESS
 from experiments.config import RunConfig, held_config
 from experiments.interrupts import NotedInterrupts
 from experiments.logfile import FolderLog, said_after_checks, said_once
-from experiments.member_cache import RUNTIME_PARAMS
+from experiments.member_cache import numbers_params
 from experiments.summary import Group, _check_scores, _code, _code_line, _still_improving_line
 
 log = logging.getLogger("hybrid_forecast.bench")
@@ -232,17 +232,9 @@ def cell_done(spec: BenchSpec, cell: Cell) -> bool:
         saved["data_path"] = want["data_path"]
     # progress bars, resume and checkpoints change no number: `--set dlinear.progress=false`
     # on a resumed bench is the same grid, not every cell to run again
-    saved["member_params"] = _numbers_params(saved.get("member_params"))
-    want["member_params"] = _numbers_params(want["member_params"])
+    saved["member_params"] = numbers_params(saved.get("member_params"))
+    want["member_params"] = numbers_params(want["member_params"])
     return saved == want and cell_results(folder, cell) is not None
-
-
-def _numbers_params(params: Any) -> Any:
-    """member_params without the RUNTIME_PARAMS keys (and members left with none)."""
-    if not isinstance(params, dict) or not all(isinstance(p, dict) for p in params.values()):
-        return params  # not a config `run` writes: compared as it is, and unequal
-    kept = {m: {k: v for k, v in p.items() if k not in RUNTIME_PARAMS} for m, p in params.items()}
-    return {m: p for m, p in kept.items() if p}
 
 
 def _data_file(cfg: dict[str, Any]) -> Path | None:

@@ -73,6 +73,19 @@ def member_path(out: Path, spec: str) -> Path:
 RUNTIME_PARAMS = ("progress", "resume", "checkpoint_minutes")
 
 
+def numbers_params(params: Any) -> Any:
+    """A config's ``member_params`` without the ``RUNTIME_PARAMS`` keys, and without the
+    members left with no setting: what two runs' settings are compared by (a setting that
+    is no mapping is kept as it is, and compares unequal)."""
+    if not isinstance(params, dict):
+        return params
+    kept = {
+        m: {k: v for k, v in p.items() if k not in RUNTIME_PARAMS} if isinstance(p, dict) else p
+        for m, p in params.items()
+    }
+    return {m: p for m, p in kept.items() if p}
+
+
 def data_key(
     cfg: RunConfig,
     splits: Splits,

@@ -53,7 +53,7 @@ from experiments.config import RunConfig, held_config
 from experiments.interrupts import NotedInterrupts
 from experiments.logfile import FolderLog, said_after_checks, said_once
 from experiments.member_cache import numbers_params
-from experiments.summary import Group, _check_scores, _code, _code_line, _still_improving_line
+from experiments.summary import Group, check_scores, code_line, code_text, still_improving_line
 
 log = logging.getLogger("hybrid_forecast.bench")
 
@@ -277,7 +277,7 @@ def _read_cell(folder: Path, cell: Cell | None) -> tuple[dict[str, Any] | None, 
             raise TypeError("not a mapping")
         if "ensemble" not in res["test"]:
             raise KeyError("test.ensemble")
-        _check_scores(res)  # summary's checks: every score a number
+        check_scores(res)  # summary's checks: every score a number
         for s in res["test"].values():  # null: an MSE that overflowed (written as null)
             _ = [stored_score(s[k]) for k in ("mse", "mae")]
         # a run writes no NaN (null is inf): a NaN left out of a mean would leave its
@@ -695,7 +695,7 @@ def collect(spec: BenchSpec) -> pd.DataFrame:
                     "published": (res.get("data") or {}).get("published"),
                     # the code that ran the cell ("commit 42662df", ", modified"): a
                     # resumed bench keeps cells run by older code
-                    "code": _code(res),
+                    "code": code_text(res),
                 }
             )
     cols = [
@@ -742,7 +742,7 @@ def cell_caveats(spec: BenchSpec) -> dict[str, list[str]]:
     caveats: dict[str, list[str]] = {}
     for (ds, h), group in groups.items():
         # summary's own sentences (each a ["", text] pair), so the two never disagree
-        for line in _code_line(group) + _still_improving_line(group):
+        for line in code_line(group) + still_improving_line(group):
             if line:
                 caveats.setdefault(ds, []).append(f"H={h}: {line}")
     return caveats

@@ -277,7 +277,7 @@ def load_groups(folders: list[str | Path], finished_only: bool = False) -> list[
             seed = _whole(res["seed"], "seed")
             if "ensemble" not in res["test"]:
                 raise KeyError("test.ensemble")
-            _check_scores(res)
+            check_scores(res)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(
                 f"{path} is not a results.json of `hybrid-forecast run` ({exc!r}); rerun that folder"
@@ -321,7 +321,7 @@ def _setup(g: Group) -> tuple:
     return (g.seq_len, g.features, g.members, g.router, g.settings)
 
 
-def _check_scores(res: dict[str, Any]) -> None:
+def check_scores(res: dict[str, Any]) -> None:
     """Every score the tables average is a number, the combiners' included (raises
     ValueError, TypeError or AttributeError otherwise)."""
     for part in ("val", "test"):
@@ -513,7 +513,7 @@ def group_markdown(group: Group) -> str:
             + (f" and {_against(ens, mean, 'the mean', '')}." if mean is not None else "."),
         ]
         lines += _dm_line(group, best, seeds)
-    lines += _machines_line(group) + _code_line(group) + _still_improving_line(group)
+    lines += _machines_line(group) + code_line(group) + still_improving_line(group)
     lines += _below_baseline_line(group)
     return "\n".join(lines) + "\n"
 
@@ -564,7 +564,7 @@ def _machines_line(group: Group) -> list[str]:
 CHANGED_DURING = "code changed during this seed's run"
 
 
-def _code(res: dict[str, Any]) -> str:
+def code_text(res: dict[str, Any]) -> str:
     """'commit 42662df' ('..., modified', '... (edits 3f2a91c0)' where the run recorded
     the hash of its uncommitted edits, '..., code changed during this seed's run'), from
     results.json's environment."""
@@ -634,7 +634,7 @@ def different_code(group: Group) -> dict[int, str]:
     edits (``diff``) are equal."""
     if not seeds_differ(group) and not any(map(changed_during_run, group.runs.values())):
         return {}
-    return {seed: _code(res) for seed, res in sorted(group.runs.items())}
+    return {seed: code_text(res) for seed, res in sorted(group.runs.items())}
 
 
 def seeds_differ(group: Group) -> bool:
@@ -645,7 +645,7 @@ def seeds_differ(group: Group) -> bool:
     return not all(_same_code(a, b) for a, b in itertools.combinations(runs, 2))
 
 
-def _code_line(group: Group) -> list[str]:
+def code_line(group: Group) -> list[str]:
     """A line when the seeds ran different code of this package, or one seed's code
     changed during its run (`different_code`)."""
     seen = different_code(group)
@@ -683,7 +683,7 @@ def still_improving_seeds(group: Group) -> dict[str, list[int]]:
     return _members_seeds(group, members_still_improving)
 
 
-def _still_improving_line(group: Group) -> list[str]:
+def still_improving_line(group: Group) -> list[str]:
     """A line naming the members whose val MSE was still falling at their last epoch:
     their numbers may understate them."""
     return _members_line(

@@ -1,9 +1,11 @@
 """argparse helpers shared by the data flags (``ensemble.data.add_data_arguments``) and
-the sub-commands: options taken once, and empty values refused."""
+the sub-commands: options taken once, empty values refused, an --out naming a folder."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 from ensemble.errors import UserError
@@ -34,3 +36,9 @@ def refuse_empty(args: argparse.Namespace, keys: tuple[str, ...]) -> None:
         if isinstance(val, str) and not val.strip():
             flag = "--" + key.replace("_", "-")
             raise UserError(f"{flag} is empty: give a value, or drop {flag} for its default")
+
+
+def names_a_folder(out: str) -> bool:
+    """Whether ``out`` is a folder: one there, or a path ending in a slash (Path drops
+    the slash, and the writer made a file of that name)."""
+    return Path(out).is_dir() or out.endswith(tuple(s for s in (os.sep, os.altsep, "/") if s))

@@ -61,8 +61,8 @@ def add_parser(sub) -> None:
 
 
 def handle(args) -> int:
+    from ensemble.cliargs import names_a_folder
     from ensemble.errors import UserError
-    from experiments.cmd_summary import names_a_folder
     from experiments.forecast import forecast_run
     from experiments.run import RUN_OUTPUTS
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-from ensemble.cliargs import Once
+from ensemble.cliargs import Once, names_a_folder
 from experiments.cli import HelpFormatter
 
 # what a \label{} key may hold without escaping (no braces, backslash, %, # or spaces)
@@ -138,12 +137,6 @@ def check_out(out: str, run_dirs: list[str], example: str = "summary.md") -> Non
         raise UserError(
             f"--out {out}: cannot create files in {near} ({why}); give a path you can write to"
         )
-
-
-def names_a_folder(out: str) -> bool:
-    """Whether ``out`` is a folder: one there, or a path ending in a slash (Path drops
-    the slash, and the writer made a file of that name)."""
-    return Path(out).is_dir() or out.endswith(tuple(s for s in (os.sep, os.altsep, "/") if s))
 
 
 # the files `hybrid-forecast bench` writes beside its cells/ (experiments.bench)

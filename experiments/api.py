@@ -728,8 +728,13 @@ class HybridForecaster:
         """What to say of a gap among the ``h`` rows after a cross-validation cutoff (None:
         none there). Those rows are the cutoff's actuals, set against the forecast's steps
         in order, so from a gap on each actual meets a forecast step made for an earlier
-        time (and carries that step's date)."""
-        _, _, _, clock = _grid(dates, offsets, grid_freq or freq, layout, cols)
+        time (and carries that step's date); an actual off the grid is said so."""
+        try:
+            _, _, _, clock = _grid(dates, offsets, grid_freq or freq, layout, cols)
+        except UserError as exc:  # a warning never stops the backtest the rows allowed
+            return (
+                f"the actuals after the last cutoff are off the grid of the rows before it ({exc})"
+            )
         gaps = _gap_rows(clock, grid_freq, step)
         cut = np.asarray(cutoffs, dtype=np.int64)[:, None]
         hit = (gaps[None, :] > cut) & (gaps[None, :] <= cut + h)  # [cutoffs, gaps]

@@ -138,8 +138,15 @@ def held_features(folder: Path) -> str | None:
 
 
 def is_bench_folder(folder: Path) -> bool:
-    """Whether ``folder`` is one a bench wrote: its bench_spec.json or its cells/."""
-    return (folder / "bench_spec.json").is_file() or (folder / "cells").is_dir()
+    """Whether ``folder`` is one a bench wrote: its bench_spec.json, or (a bench before
+    that file, or at its first cell) a cells/ holding a run's folder (its results.json,
+    or its config.yaml and run.log); a user's own cells/ is no bench."""
+    if (folder / "bench_spec.json").is_file():
+        return True
+    cells = folder / "cells"
+    return cells.is_dir() and any(
+        (c / "results.json").is_file() or is_run_folder(c) for c in cells.iterdir() if c.is_dir()
+    )
 
 
 def is_run_folder(folder: Path) -> bool:

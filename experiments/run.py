@@ -476,7 +476,19 @@ def _edits_hash(git: Callable[..., str | None], root: Path) -> str | None:
     HEAD``, staged or not) and of the untracked .py files under them (a new module an edit
     imports), "" where there are none; None where git could not say. Two checkouts of one
     commit, both "modified", ran the same code only where these are equal."""
-    diff = git("diff", "HEAD", "--no-ext-diff", "--no-color", "--", *_CODE_PATHS)
+    # the diff's text pinned against the user's git settings (abbreviation, prefixes,
+    # algorithm): the same edits on two machines are the same hash
+    settings = ("core.abbrev=40", "diff.noprefix=false", "diff.mnemonicPrefix=false")
+    pinned = [arg for kv in settings for arg in ("-c", kv)]
+    diff = git(
+        *pinned,
+        "diff",
+        "HEAD",
+        *("--full-index", "--no-ext-diff", "--no-textconv", "--no-color", "--no-renames"),
+        *("--diff-algorithm=myers", "--src-prefix=a/", "--dst-prefix=b/", "-U3"),
+        "--",
+        *_CODE_PATHS,
+    )
     new = git("ls-files", "--others", "--exclude-standard", "-z", "--", *_CODE_PATHS)
     if diff is None or new is None:
         return None
@@ -487,7 +499,7 @@ def _edits_hash(git: Callable[..., str | None], root: Path) -> str | None:
     for name in untracked:
         digest.update(b"\0" + name.encode("utf-8") + b"\0")
         try:
-            digest.update((root / name).read_bytes())
+            digest.update((root / name).read_bytes().replace(b"\r\n", b"\n"))  # as git would
         except OSError:  # deleted meanwhile: its name alone
             pass
     return digest.hexdigest()[:12]

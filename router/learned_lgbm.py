@@ -16,8 +16,9 @@ mean instead). The trees then only learn window-by-window deviations from that s
 combination, and early stopping on the inner split keeps the prior when the features do
 not help. A tree grows only where a split gains, so the floor's uniform share is never
 learned away where no feature singles a member out (a member worse everywhere kept
-floor / M; one forecasting 1e6 ruined the forecast): the floor is chosen on the inner
-split too, boosting from each candidate. A blend toward uniform weights, chosen there as
+floor / M; one forecasting 1e6 ruined the forecast): on the inner split the trees
+boosted from the first floor compete with the smaller floors' priors alone, as in the
+torch router. A blend toward uniform weights, chosen there as
 well, shrinks the result further where validation wants it. On wide data (more than
 ``MAX_ROUTER_ROWS`` window-channel rows) it trains and early-stops on a seeded draw of
 the rows.
@@ -59,9 +60,10 @@ class LGBMRouter(Combiner):
         patience: early-stopping patience in rounds.
         shrink: blend toward uniform weights chosen on the inner split.
         prior: "greedy" (start from per-channel greedy weights) or "uniform".
-        prior_floors: candidate shares of uniform weight mixed into the greedy prior, the
-            one whose boosted (or bare) prior scores best on the inner split is kept; a
-            tie keeps the earlier one (largest first: every member stays reachable).
+        prior_floors: shares of uniform weight mixed into the greedy prior: boosting
+            starts from the first; a later one's prior alone replaces the trees where it
+            scores better on the inner split (a tie keeps the trees; at 0 a member greedy
+            drops is never back).
         seed: LightGBM seed.
         feature_names: names of the F feature columns; ``channel`` is treated as categorical.
     """
@@ -197,13 +199,17 @@ class LGBMRouter(Combiner):
             return rows % c, *(flat_rows(a, rows) for a in (features, *terms))
 
         fit, held = rows_of(fit_w), rows_of(held_w)
-        best = None  # (held-out MSE, floor, rounds, held-out weights)
-        for floor in self.prior_floors if self.prior == "greedy" else self.prior_floors[:1]:
-            rounds, p = self._boost(fit, held, prior_logits(self.prior, terms[fit_w], floor))
-            score = float(combined_mse(p, *held[2:]).mean())
-            if best is None or score < best[0] - 1e-12:  # a tie keeps the larger floor
-                best = (score, floor, rounds, p)
+        # boosted from the first floor, against the smaller floors' priors alone: boosting
+        # from each would triple the fit, which `learned` repeats in every fold
+        floor = self.prior_floors[0]
+        rounds, p = self._boost(fit, held, prior_logits(self.prior, terms[fit_w], floor))
         del fit
+        best = (float(combined_mse(p, *held[2:]).mean()), floor, rounds, p)
+        for floor in self.prior_floors[1:] if self.prior == "greedy" else ():
+            p = _softmax(prior_logits(self.prior, terms[fit_w], floor)[held[0]])
+            score = float(combined_mse(p, *held[2:]).mean())
+            if score < best[0] - 1e-12:  # a tie keeps the trees, or the larger floor
+                best = (score, floor, 0, p)
         _, self.floor_, self.rounds_, p_held = best
         if self.shrink:
             self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held[2:])

@@ -841,6 +841,17 @@ def test_cross_validation_says_a_gap_in_the_actuals_a_cutoff_is_scored_on():
     assert not any("are its actuals" in str(w.message) for w in said)
 
 
+def test_an_actual_off_the_grid_is_said_not_refused_by_cross_validation():
+    # the gap check of the actuals put every row on the grid and raised for one off it,
+    # where the backtest had run before
+    df = _sine(800)
+    df.loc[797, "ds"] += pd.Timedelta("30min")
+    hf = HybridForecaster(members="naive,snaive", seq_len=48, pred_len=24, progress=False)
+    with pytest.warns(UserWarning, match="actuals after the last cutoff are off the grid"):
+        cv = hf.cross_validation(df, h=24, n_windows=3, step_size=24)
+    assert len(cv) == 72
+
+
 def test_numbers_as_text_are_refused_with_the_conversion():
     df = wide_frame(n=400)
     as_text = df.assign(s0=df["s0"].astype(str), s1=df["s1"].astype(str))

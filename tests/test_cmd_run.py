@@ -228,13 +228,27 @@ def test_given_periods_keep_their_order():
     assert _cfg("--periods", " 168, 24 ").periods == [168, 24]
 
 
+def test_a_folder_of_ones_own_named_cells_is_no_bench(tmp_path):
+    # `mkdir proj/cells` made proj "a bench folder", refused as a run's --out, and every
+    # folder named cells "the bench's cells/ folder" to summary --out
+    from experiments.bench import is_bench_folder
+
+    (tmp_path / "cells" / "notes").mkdir(parents=True)
+    assert not is_bench_folder(tmp_path) and not is_bench_folder(tmp_path / "cells")
+    (tmp_path / "bench_spec.json").write_text("{}", encoding="utf-8")
+    assert is_bench_folder(tmp_path)
+
+
 @pytest.mark.parametrize("holds", ["bench_spec.json", "cells"])
 def test_a_run_into_a_bench_folder_is_refused(holds, tmp_path, capsys):
     # `run --out BENCH` wrote a run's files among a bench's tables and cells/
     bench = tmp_path / "bench"
     bench.mkdir()
-    if holds == "cells":
-        (bench / "cells" / "ETTh1_96_24_s0").mkdir(parents=True)
+    if holds == "cells":  # a bench from before bench_spec.json: cells/ with a run folder
+        cell = bench / "cells" / "ETTh1_96_24_s0"
+        cell.mkdir(parents=True)
+        for name in ("config.yaml", "run.log"):
+            (cell / name).write_text("", encoding="utf-8")
     else:
         (bench / holds).write_text("{}", encoding="utf-8")
     before = sorted(bench.iterdir())

@@ -1536,11 +1536,22 @@ def test_code_version_hashes_the_uncommitted_edits_of_the_code_paths(tmp_path, m
     first = code_version()
     assert first["modified"] is True and re.fullmatch(r"[0-9a-f]{12}", first["diff"])
     assert code_version()["diff"] == first["diff"]  # the same edits: the same hash
+    # ... whatever the user's git settings (abbreviated hashes, no a/ b/ prefixes)
+    settings = {"core.abbrev": "12", "diff.noprefix": "true", "diff.mnemonicPrefix": "true"}
+    monkeypatch.setenv("GIT_CONFIG_COUNT", str(len(settings)))
+    for i, (k, v) in enumerate(settings.items()):
+        monkeypatch.setenv(f"GIT_CONFIG_KEY_{i}", k)
+        monkeypatch.setenv(f"GIT_CONFIG_VALUE_{i}", v)
+    assert code_version()["diff"] == first["diff"]
+    monkeypatch.delenv("GIT_CONFIG_COUNT")
     (root / "experiments" / "run.py").write_text("x = 3\n", encoding="utf-8")
     assert code_version()["diff"] not in (first["diff"], "")
     (root / "experiments" / "run.py").write_text("x = 2\n", encoding="utf-8")
     (root / "experiments" / "extra.py").write_text("z = 1\n", encoding="utf-8")  # untracked
-    assert code_version()["diff"] not in (first["diff"], "")
+    with_new = code_version()["diff"]
+    assert with_new not in (first["diff"], "")
+    (root / "experiments" / "extra.py").write_bytes(b"z = 1\r\n")  # Windows' line ends
+    assert code_version()["diff"] == with_new
     # no git clone (an installed wheel): unknown, not "no edits"
     monkeypatch.setattr(run_module, "__file__", str(tmp_path / "site" / "experiments" / "run.py"))
     assert code_version()["diff"] is None

@@ -491,7 +491,8 @@ def group_markdown(group: Group) -> str:
             [fc[m].test_mse[i] if m is not None and m in fc else np.nan for i, m in enumerate(best)]
         )
         ens = fc["ensemble"].test_mse
-        mean = fc["mean"].test_mse if "mean" in fc else None
+        # the `mean` router's ensemble is the mean: no comparison with itself
+        mean = fc["mean"].test_mse if "mean" in fc and group.router != "mean" else None
         shown = ", ".join(m or "none" for m in best)
         what = f"its {BEST_ON_VAL} ({shown})" if len(seeds) == 1 else f"its {BEST_ON_VAL}"
         # and the stricter bar, the member that turned out best on test (in hindsight: no

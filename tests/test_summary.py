@@ -52,7 +52,7 @@ def test_an_ensemble_equal_to_its_member_up_to_rounding_is_no_win(tmp_path, caps
     assert main(["summary", *map(str, runs)]) == 0
     text = capsys.readouterr().out
     assert "below its best member on val in 0 of 2 seeds" in text
-    assert "below the mean in 0 of 2." in text
+    assert "the mean in" not in text  # the mean router's ensemble is the mean itself
 
 
 @pytest.mark.parametrize(
@@ -724,6 +724,18 @@ def test_the_count_and_the_dm_line_take_each_seed_s_best_member_on_val_not_on_te
         "below its best member on val in 1 of 2 seeds (best member on val per seed: a, b)" in text
     )
     assert "seed 0 lower, p 0.02; seed 1 higher, p 0.01." in text
+
+
+def test_a_mean_router_is_not_set_against_itself(tmp_path, capsys):
+    # `--router mean`: "not below the mean" compared the ensemble with itself
+    runs = [
+        fake_run(tmp_path / f"s{s}", s, router="mean", a=0.40, b=0.50, ensemble=0.44, mean=0.44)
+        for s in (0, 1)
+    ]
+    assert main(["summary", *map(str, runs)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "On test, the ensemble is below its best member on val" in text
+    assert "the mean in" not in text and "below the mean" not in text
 
 
 def test_one_seed_is_said_below_or_not_not_in_0_of_1_seeds(tmp_path, capsys):

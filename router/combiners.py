@@ -22,7 +22,13 @@ import logging
 import numpy as np
 
 from ensemble.hybrid import by_window_blocks, weighted_sum, windows_per_block
-from router.objective import WindowTerms, inner_split, refuse_non_finite_terms, window_gram
+from router.objective import (
+    WindowTerms,
+    combined_mse,
+    inner_split,
+    refuse_non_finite_terms,
+    window_gram,
+)
 
 log = logging.getLogger(__name__)
 
@@ -343,3 +349,40 @@ def prior_logits(kind: str, terms: WindowTerms, floor: float = 0.2) -> np.ndarra
     if kind == "uniform":
         return np.zeros(terms.b.shape[1:])
     return greedy_prior(terms, floor)
+
+
+def smaller_floor(
+    kind: str,
+    terms: WindowTerms,
+    floors: tuple[float, ...],
+    channel: np.ndarray,
+    held: list[np.ndarray],
+    fitted: float,
+) -> tuple[float | None, np.ndarray | None]:
+    """Whether a learned router's fit from ``floors[0]`` should give way to a smaller
+    floor's prior alone: the fit keeps the first floor's uniform share where no feature
+    singles a member out (a tree grows only where a split gains; Adam steps by about its
+    learning rate), and a member forecasting 1e6 kept floor / M of the weight.
+
+    Args:
+        kind: the router's prior (``PRIORS``; "uniform" has no floor to choose).
+        terms: the fitting windows' quadratic-form terms.
+        floors: the router's floors, the fitted one first.
+        channel: [N] the held-out rows' channels.
+        held: the held-out rows' gram [N, M, M], b [N, M] and yy [N].
+        fitted: the fit's held-out MSE.
+
+    Returns:
+        (floor, held-out weights [N, M]) of the smaller floor whose prior alone scores
+        below ``fitted``, the lowest if several; (None, None) where none does (a tie keeps
+        the fit, or the larger floor).
+    """
+    best: tuple[float, float | None, np.ndarray | None] = (fitted, None, None)
+    for floor in floors[1:] if kind == "greedy" else ():
+        z = prior_logits(kind, terms, floor)[channel]
+        p = np.exp(z - z.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        score = float(combined_mse(p, *held).mean())
+        if score < best[0] - 1e-12:
+            best = (score, floor, p)
+    return best[1], best[2]

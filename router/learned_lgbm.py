@@ -30,7 +30,7 @@ import logging
 
 import numpy as np
 
-from router.combiners import PRIORS, Combiner, prior_logits
+from router.combiners import PRIORS, Combiner, prior_logits, smaller_floor
 from router.objective import (
     choose_shrinkage,
     combined_mse,
@@ -201,16 +201,20 @@ class LGBMRouter(Combiner):
         fit, held = rows_of(fit_w), rows_of(held_w)
         # boosted from the first floor, against the smaller floors' priors alone: boosting
         # from each would triple the fit, which `learned` repeats in every fold
-        floor = self.prior_floors[0]
-        rounds, p = self._boost(fit, held, prior_logits(self.prior, terms[fit_w], floor))
+        self.floor_ = self.prior_floors[0]
+        prior = prior_logits(self.prior, terms[fit_w], self.floor_)
+        self.rounds_, p_held = self._boost(fit, held, prior)
         del fit
-        best = (float(combined_mse(p, *held[2:]).mean()), floor, rounds, p)
-        for floor in self.prior_floors[1:] if self.prior == "greedy" else ():
-            p = _softmax(prior_logits(self.prior, terms[fit_w], floor)[held[0]])
-            score = float(combined_mse(p, *held[2:]).mean())
-            if score < best[0] - 1e-12:  # a tie keeps the trees, or the larger floor
-                best = (score, floor, 0, p)
-        _, self.floor_, self.rounds_, p_held = best
+        smaller, p_prior = smaller_floor(
+            self.prior,
+            terms[fit_w],
+            self.prior_floors,
+            held[0],
+            list(held[2:]),
+            float(combined_mse(p_held, *held[2:]).mean()),
+        )
+        if smaller is not None:  # a floor the trees could not learn away: that prior alone
+            self.floor_, self.rounds_, p_held = smaller, 0, p_prior
         if self.shrink:
             self.lam_, self.inner_score_ = choose_shrinkage(p_held, *held[2:])
         else:

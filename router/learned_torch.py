@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from router.combiners import PRIORS, Combiner, prior_logits
+from router.combiners import PRIORS, Combiner, prior_logits, smaller_floor
 from router.objective import (
-    WindowTerms,
     choose_shrinkage,
     combined_mse,
     inner_split,
@@ -164,23 +163,6 @@ class TorchRouter(Combiner):
             return net, best[1]
         return net, epochs
 
-    def _choose_floor(
-        self, terms: WindowTerms, channel: np.ndarray, held: list[np.ndarray], trained: float
-    ) -> tuple[float | None, np.ndarray | None]:
-        """The smaller prior floor (``prior_floors[1:]``) whose prior alone, fitted on
-        ``terms``, beats the gate trained from the first floor (held-out MSE ``trained``)
-        on the held-out rows (their ``channel`` [N] and gram, b, yy), with its held-out
-        weights [N, M]; (None, None) where none does."""
-        best: tuple[float, float | None, np.ndarray | None] = (trained, None, None)
-        for floor in self.prior_floors[1:] if self.prior == "greedy" else ():
-            z = prior_logits(self.prior, terms, floor)[channel]
-            p = np.exp(z - z.max(-1, keepdims=True))
-            p /= p.sum(-1, keepdims=True)
-            score = float(combined_mse(p, *held).mean())
-            if score < best[0] - 1e-12:  # a tie keeps the trained gate, or the larger floor
-                best = (score, floor, p)
-        return best[1], best[2]
-
     # -------------------------------------------------------------------- interface
 
     def fit(self, val_forecasts, val_targets, features=None, terms=None) -> TorchRouter:
@@ -235,8 +217,10 @@ class TorchRouter(Combiner):
             with torch.no_grad():
                 p_held = torch.softmax(net(x[held_r], ch[held_r]).double(), -1).numpy()
             # the gate trained from the first floor against each smaller floor's prior alone
-            floor, p_prior = self._choose_floor(
+            floor, p_prior = smaller_floor(
+                self.prior,
                 terms[fit_w],
+                self.prior_floors,
                 held_r.numpy() % c,
                 held_np,
                 float(combined_mse(p_held, *held_np).mean()),
